@@ -1,0 +1,469 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Broker, type ClaimedJob, type Lease } from './broker';
+import type { BrokerConfigInput } from './config';
+import { IdempotencyConflictError, LeaseLostError, NotRetryableError } from './errors';
+import type { WorkerCapabilities } from './capabilities';
+import { type RedisProcess, startRedis } from './testing/redis-server';
+
+let server: RedisProcess;
+let redis: Redis;
+let now = 1_000_000;
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url);
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+});
+beforeEach(async () => {
+  await redis.flushall();
+  now = 1_000_000;
+});
+
+async function broker(config: BrokerConfigInput = {}): Promise<Broker> {
+  return Broker.connect({ redis, clock: () => now, config: { leaseMs: 10_000, avoidMs: 0, ...config } });
+}
+
+async function worker(b: Broker, id: string, capabilities: WorkerCapabilities = { services: ['simulation'] }) {
+  await b.registerWorker({ id, pool: 'standard', capabilities });
+  return id;
+}
+
+async function claimJob(b: Broker, workerId: string): Promise<ClaimedJob> {
+  const claim = await b.claim('standard', workerId);
+  if (!claim.job) throw new Error(`worker ${workerId} got no job`);
+  return claim.job;
+}
+
+async function events(b: Broker) {
+  return b.readEvents('standard', '0', { count: 10_000 });
+}
+
+describe('matching', () => {
+  const cases: Array<[string, Record<string, unknown>, WorkerCapabilities, boolean]> = [
+    ['service must be offered', {}, { services: ['ollama'] }, false],
+    ['hardware minimums are met', { hardware: { gpu_memory_gb: 24, ram_gb: 32 } }, { services: ['simulation'], hardware: { gpu_memory_gb: 24, ram_gb: 64 } }, true],
+    ['hardware below minimum', { hardware: { gpu_memory_gb: 24 } }, { services: ['simulation'], hardware: { gpu_memory_gb: 16 } }, false],
+    ['hardware the worker does not report', { hardware: { cpu_cores: 4 } }, { services: ['simulation'] }, false],
+    ['required models are served', { models: ['sdxl', 'flux'] }, { services: ['simulation'], models: { simulation: ['flux', 'sdxl', 'x'] } }, true],
+    ['a missing model', { models: ['sdxl', 'flux'] }, { services: ['simulation'], models: { simulation: ['sdxl'] } }, false],
+    ['models served for another service only', { models: ['sdxl'] }, { services: ['simulation'], models: { comfyui: ['sdxl'] } }, false],
+    ['any model with *', { models: ['sdxl'] }, { services: ['simulation'], models: { simulation: '*' } }, true],
+    ['custom nodes', { custom_nodes: ['impact-pack'] }, { services: ['simulation'], custom_nodes: ['impact-pack', 'was'] }, true],
+    ['missing custom node', { custom_nodes: ['impact-pack'] }, { services: ['simulation'] }, false],
+    ['array constraint: worker has all', { constraints: { features: ['fp8', 'nvlink'] } }, { services: ['simulation'], labels: { features: ['nvlink', 'fp8', 'x'] } }, true],
+    ['array constraint: one missing', { constraints: { features: ['fp8', 'nvlink'] } }, { services: ['simulation'], labels: { features: ['fp8'] } }, false],
+    ['number constraint: at least', { constraints: { cuda: 12 } }, { services: ['simulation'], labels: { cuda: 12.4 } }, true],
+    ['number constraint: below', { constraints: { cuda: 12 } }, { services: ['simulation'], labels: { cuda: 11.8 } }, false],
+    ['string constraint: equal', { constraints: { region: 'eu' } }, { services: ['simulation'], labels: { region: 'eu' } }, true],
+    ['string constraint: other', { constraints: { region: 'eu' } }, { services: ['simulation'], labels: { region: 'us' } }, false],
+    ['bool constraint', { constraints: { spot: false } }, { services: ['simulation'], labels: { spot: false } }, true],
+    ['nested constraint', { constraints: { gpu: { vendor: 'nvidia', arch: ['hopper'] } } }, { services: ['simulation'], labels: { gpu: { vendor: 'nvidia', arch: ['hopper', 'ampere'], count: 8 } } }, true],
+    ['nested constraint mismatch', { constraints: { gpu: { vendor: 'nvidia' } } }, { services: ['simulation'], labels: { gpu: { vendor: 'amd' } } }, false],
+    ['negative: worker lacks the label', { exclude: { region: 'cn' } }, { services: ['simulation'] }, true],
+    ['negative: worker has it', { exclude: { region: 'cn' } }, { services: ['simulation'], labels: { region: 'cn' } }, false],
+    ['negative array: has none of them', { exclude: { features: ['debug', 'slow'] } }, { services: ['simulation'], labels: { features: ['fp8'] } }, true],
+    ['negative array: has one of them', { exclude: { features: ['debug', 'slow'] } }, { services: ['simulation'], labels: { features: ['slow'] } }, false],
+    ['negative nested', { exclude: { gpu: { vendor: 'amd' } } }, { services: ['simulation'], labels: { gpu: { vendor: 'amd' } } }, false],
+    ['strict isolation needs a dedicated worker', { isolation: 'strict' }, { services: ['simulation'], tenants: { allowed: ['acme', 'other'] } }, false],
+    ['strict isolation on a dedicated worker', { isolation: 'strict' }, { services: ['simulation'], tenants: { allowed: ['acme'] } }, true],
+    ['allowed tenants exclude others', {}, { services: ['simulation'], tenants: { allowed: ['other'] } }, false],
+    ['denied tenant', {}, { services: ['simulation'], tenants: { denied: ['acme'] } }, false],
+  ];
+
+  it.each(cases)('%s', async (_name, requirements, capabilities, expected) => {
+    const b = await broker();
+    await worker(b, 'w', capabilities);
+    const submitted = await b.submit({ service: 'simulation', tenant: 'acme', requirements });
+    const claim = await b.claim('standard', 'w');
+    expect(claim.job?.id ?? null).toBe(expected ? submitted.id : null);
+  });
+
+  it('a worker reserved for a workflow runs only that workflow', async () => {
+    const b = await broker();
+    await worker(b, 'reserved', { services: ['simulation'], workflow_id: 'wf-1' });
+    const other = await b.submit({ service: 'simulation', workflow_id: 'wf-2' });
+    const plain = await b.submit({ service: 'simulation' });
+    const mine = await b.submit({ service: 'simulation', workflow_id: 'wf-1' });
+    expect((await claimJob(b, 'reserved')).id).toBe(mine.id);
+    expect((await b.claim('standard', 'reserved')).job).toBeNull();
+    expect((await b.getJob(other.id))?.state).toBe('queued');
+    expect((await b.getJob(plain.id))?.state).toBe('queued');
+  });
+});
+
+describe('ordering', () => {
+  it('serves higher priority first, then submission order, across classes', async () => {
+    const b = await broker();
+    await worker(b, 'w', { services: ['simulation'], labels: { region: 'eu' } });
+    const a = await b.submit({ service: 'simulation' });
+    const c = await b.submit({ service: 'simulation', requirements: { constraints: { region: 'eu' } } });
+    const urgent = await b.submit({ service: 'simulation', priority: 10 });
+    const d = await b.submit({ service: 'simulation' });
+    const order = [];
+    for (let i = 0; i < 4; i++) order.push((await claimJob(b, 'w')).id);
+    expect(order).toEqual([urgent.id, a.id, c.id, d.id]);
+  });
+
+  it('a retried job keeps its original place ahead of newer work', async () => {
+    const b = await broker({ avoidMs: 0 });
+    await worker(b, 'w');
+    const first = await b.submit({ service: 'simulation', backoff: { delay_ms: 100, jitter: 0 } });
+    const job = await claimJob(b, 'w');
+    const later = await b.submit({ service: 'simulation' });
+    expect((await b.fail(job.lease, { kind: 'retryable', message: 'flaky' })).outcome).toBe('retrying');
+    now += 100;
+    await b.tick('standard');
+    expect((await claimJob(b, 'w')).id).toBe(first.id);
+    expect((await claimJob(b, 'w')).id).toBe(later.id);
+  });
+
+  it('a job that failed on a worker goes to another worker first', async () => {
+    const b = await broker({ avoidMs: 5_000 });
+    await worker(b, 'w1');
+    await worker(b, 'w2');
+    const submitted = await b.submit({ service: 'simulation' });
+    const job = await claimJob(b, 'w1');
+    await b.fail(job.lease, { kind: 'infrastructure', message: 'spot interruption' });
+    const retryOnSame = await b.claim('standard', 'w1');
+    expect(retryOnSame.job).toBeNull();
+    expect(retryOnSame.job === null && retryOnSame.retryAt).toBe(now + 5_000);
+    expect((await claimJob(b, 'w2')).id).toBe(submitted.id);
+  });
+
+  it('the avoided worker still takes the job once the avoid window has passed', async () => {
+    const b = await broker({ avoidMs: 5_000 });
+    await worker(b, 'w1');
+    const submitted = await b.submit({ service: 'simulation' });
+    await b.fail((await claimJob(b, 'w1')).lease, { kind: 'infrastructure', message: 'spot interruption' });
+    expect((await b.claim('standard', 'w1')).job).toBeNull();
+    now += 5_000;
+    expect((await claimJob(b, 'w1')).id).toBe(submitted.id);
+  });
+});
+
+describe('submit', () => {
+  it('the same idempotency key returns the same job; a different body is a conflict', async () => {
+    const b = await broker();
+    const first = await b.submit({ service: 'simulation', payload: { a: 1 }, idempotency_key: 'k1' });
+    const again = await b.submit({ service: 'simulation', payload: { a: 1 }, idempotency_key: 'k1' });
+    expect(again).toEqual({ ...first, duplicate: true });
+    await expect(b.submit({ service: 'simulation', payload: { a: 2 }, idempotency_key: 'k1' })).rejects.toBeInstanceOf(
+      IdempotencyConflictError,
+    );
+    const otherTenant = await b.submit({ service: 'simulation', tenant: 't2', payload: { a: 1 }, idempotency_key: 'k1' });
+    expect(otherTenant.id).not.toBe(first.id);
+    expect((await b.queueStats('standard')).classes.reduce((n, c) => n + c.depth, 0)).toBe(2);
+  });
+
+  it('a job no registered worker can run is accepted but shown unroutable, until one registers', async () => {
+    const b = await broker();
+    await worker(b, 'small', { services: ['simulation'], hardware: { gpu_memory_gb: 8 } });
+    const big = await b.submit({ service: 'simulation', requirements: { hardware: { gpu_memory_gb: 80 } } });
+    expect(big.routable).toBe(false);
+    expect((await b.getJob(big.id))?.routable).toBe(false);
+    expect((await b.queueStats('standard')).classes[0]?.routable).toBe(false);
+    const registered = await b.registerWorker({ id: 'big', pool: 'standard', capabilities: { services: ['simulation'], hardware: { gpu_memory_gb: 80 } } });
+    expect(registered.becameRoutable).toBe(1);
+    expect((await b.getJob(big.id))?.routable).toBe(true);
+    expect((await events(b)).some((e) => e.type === 'class.routable')).toBe(true);
+  });
+
+  it('shows the queue position within the job\'s class', async () => {
+    const b = await broker();
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await b.submit({ service: 'simulation' })).id);
+    expect((await b.getJob(ids[2]!))?.position).toBe(2);
+  });
+
+  it('a delayed job is claimable only once due', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const delayed = await b.submit({ service: 'simulation', delay_ms: 1_000 });
+    expect((await b.claim('standard', 'w')).job).toBeNull();
+    now += 1_000;
+    await b.tick('standard');
+    expect((await claimJob(b, 'w')).id).toBe(delayed.id);
+  });
+});
+
+describe('leases and fencing', () => {
+  it('an expired lease puts the job back as worker_lost without using up attempts', async () => {
+    const b = await broker();
+    await worker(b, 'w1');
+    await worker(b, 'w2');
+    const submitted = await b.submit({ service: 'simulation', max_attempts: 1 });
+    const first = await claimJob(b, 'w1');
+    await b.start(first.lease);
+    now += 10_001;
+    expect((await b.tick('standard')).handled).toBeGreaterThan(0);
+    const job = await b.getJob(submitted.id);
+    expect(job).toMatchObject({ state: 'queued', failures: 0, infra_failures: 1 });
+    expect(job?.error?.kind).toBe('worker_lost');
+    const second = await claimJob(b, 'w2');
+    expect(second.attempt).toBe(2);
+    // the zombie's late calls are refused and change nothing
+    await expect(b.complete(first.lease, { from: 'zombie' })).rejects.toBeInstanceOf(LeaseLostError);
+    await expect(b.progress(first.lease, { stage: 'running' })).rejects.toBeInstanceOf(LeaseLostError);
+    await expect(b.fail(first.lease, { kind: 'retryable', message: 'x' })).rejects.toBeInstanceOf(LeaseLostError);
+    expect(await b.heartbeat('standard', 'w1', [first.lease])).toEqual([{ jobId: submitted.id, verdict: 'lost' }]);
+    await b.complete(second.lease, { from: 'w2' });
+    const done = await b.getJob(submitted.id);
+    expect(done).toMatchObject({ state: 'succeeded', result: { from: 'w2' } });
+    expect((await events(b)).filter((e) => e.type === 'job.succeeded')).toHaveLength(1);
+  });
+
+  it('heartbeats keep a lease alive', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    const job = await claimJob(b, 'w');
+    for (let i = 0; i < 5; i++) {
+      now += 8_000;
+      expect(await b.heartbeat('standard', 'w', [job.lease])).toEqual([]);
+      await b.tick('standard');
+    }
+    expect((await b.getJob(submitted.id))?.state).toBe('starting');
+  });
+
+  it('a worker process that restarts under the same id hands back what its predecessor held at once', async () => {
+    const b = await broker();
+    await worker(b, 'gpu0');
+    const submitted = await b.submit({ service: 'simulation' });
+    const before = await claimJob(b, 'gpu0');
+    await b.registerWorker({ id: 'gpu0', pool: 'standard', capabilities: { services: ['simulation'] } }, { freshStart: true });
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'queued', infra_failures: 1, error: { kind: 'worker_lost' } });
+    await expect(b.complete(before.lease, {})).rejects.toBeInstanceOf(LeaseLostError);
+  });
+
+  it('progress reports renew the lease, and a job view shows when it runs out', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    const job = await claimJob(b, 'w');
+    expect((await b.getJob(submitted.id))?.deadlines.lease_until).toBe(now + 10_000);
+    now += 9_000;
+    await b.progress(job.lease, { stage: 'downloading_model', value: 1, max: 10 });
+    now += 9_000;
+    await b.tick('standard');
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'starting', deadlines: { lease_until: now + 1_000 } });
+  });
+
+  it('a job the worker no longer names in its heartbeats goes back to the queue', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    await b.heartbeat('standard', 'w', []);
+    now += 1;
+    await claimJob(b, 'w'); // the reply never reaches the worker
+    now += 1;
+    await b.heartbeat('standard', 'w', []); // may have been sent before the reply: not yet held against it
+    expect((await b.getJob(submitted.id))?.state).toBe('starting');
+    now += 1;
+    await b.heartbeat('standard', 'w', []);
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'queued', infra_failures: 1, error: { kind: 'worker_lost' } });
+  });
+
+  it('too many infrastructure failures fail the job', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation', max_infra_attempts: 2 });
+    for (let i = 0; i < 2; i++) {
+      await b.fail((await claimJob(b, 'w')).lease, { kind: 'infrastructure', message: 'preempted' });
+    }
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'failed', infra_failures: 2 });
+  });
+});
+
+describe('failures and retries', () => {
+  it('retryable failures back off exponentially, then fail when attempts run out', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({
+      service: 'simulation',
+      max_attempts: 3,
+      backoff: { type: 'exponential', delay_ms: 1_000, jitter: 0 },
+    });
+    const delays = [];
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const job = await claimJob(b, 'w');
+      const { outcome } = await b.fail(job.lease, { kind: 'retryable', message: `boom ${attempt}` });
+      const view = await b.getJob(submitted.id);
+      if (attempt < 3) {
+        expect(outcome).toBe('retrying');
+        delays.push(view!.timestamps.retry_at! - now);
+        expect((await b.claim('standard', 'w')).job).toBeNull();
+        now = view!.timestamps.retry_at!;
+        await b.tick('standard');
+      } else {
+        expect(outcome).toBe('failed');
+        expect(view).toMatchObject({ state: 'failed', failures: 3, error: { kind: 'retryable', message: 'boom 3' } });
+      }
+    }
+    expect(delays).toEqual([1_000, 2_000]);
+  });
+
+  it('a non-retryable failure fails at once, and a manual retry keeps the id', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    const { outcome } = await b.fail((await claimJob(b, 'w')).lease, { kind: 'non_retryable', message: 'bad workflow' });
+    expect(outcome).toBe('failed');
+    expect(await b.retry(submitted.id)).toBe('queued');
+    const job = await claimJob(b, 'w');
+    expect(job.id).toBe(submitted.id);
+    expect(job.attempt).toBe(2);
+    await expect(b.retry(submitted.id)).rejects.toBeInstanceOf(NotRetryableError);
+  });
+
+  it('fail with claimNext hands the worker its next job in the same call', async () => {
+    const b = await broker({ avoidMs: 60_000 });
+    await worker(b, 'w');
+    await b.submit({ service: 'simulation' });
+    const second = await b.submit({ service: 'simulation' });
+    const { outcome, next } = await b.fail((await claimJob(b, 'w')).lease, { kind: 'retryable', message: 'x' }, { claimNext: true });
+    expect(outcome).toBe('retrying');
+    expect(next?.job?.id).toBe(second.id);
+  });
+});
+
+describe('cancel', () => {
+  it('cancels a queued job at once and is idempotent', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    expect(await b.cancel(submitted.id)).toEqual({ state: 'canceled', changed: true });
+    expect(await b.cancel(submitted.id)).toEqual({ state: 'canceled', changed: false });
+    expect((await b.claim('standard', 'w')).job).toBeNull();
+    expect((await b.queueStats('standard')).classes[0]?.depth).toBe(0);
+  });
+
+  it('cancels a running job: the worker is signalled, its token stops working', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    const job = await claimJob(b, 'w');
+    await b.start(job.lease);
+    await b.cancel(submitted.id, 'user asked');
+    const signals = await b.waitForSignals(redis, 'standard', 'w', 100);
+    expect(signals).toContainEqual({ type: 'cancel', jobId: submitted.id });
+    expect(await b.heartbeat('standard', 'w', [job.lease])).toEqual([{ jobId: submitted.id, verdict: 'canceled' }]);
+    await expect(b.complete(job.lease, {})).rejects.toBeInstanceOf(LeaseLostError);
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'canceled', cancel_reason: 'user asked' });
+  });
+});
+
+describe('deadlines', () => {
+  it('a job left in the queue past its ttl expires', async () => {
+    const b = await broker();
+    const submitted = await b.submit({ service: 'simulation', deadlines: { queue_ttl_ms: 5_000 } });
+    now += 5_000;
+    await b.tick('standard');
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'expired', expire_reason: 'queue_ttl' });
+  });
+
+  it('a claimed job not running by its start deadline expires and its worker is told', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation', deadlines: { start_timeout_ms: 3_000 } });
+    await claimJob(b, 'w');
+    now += 3_000;
+    await b.tick('standard');
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'expired', expire_reason: 'start_timeout' });
+    expect(await b.waitForSignals(redis, 'standard', 'w', 100)).toContainEqual({ type: 'expired', jobId: submitted.id });
+  });
+
+  it('a job running past its execution timeout fails that attempt with kind timeout', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation', max_attempts: 1, deadlines: { execution_timeout_ms: 2_000 } });
+    const job = await claimJob(b, 'w');
+    await b.start(job.lease);
+    now += 2_000;
+    await b.heartbeat('standard', 'w', [job.lease]);
+    await b.tick('standard');
+    expect(await b.getJob(submitted.id)).toMatchObject({ state: 'failed', error: { kind: 'timeout' } });
+  });
+});
+
+describe('retention and registry', () => {
+  it('finished jobs expire after their retention', async () => {
+    const b = await broker({ retentionMs: 60_000, failedRetentionMs: 120_000 });
+    await worker(b, 'w');
+    const ok = await b.submit({ service: 'simulation' });
+    await b.complete((await claimJob(b, 'w')).lease, 1);
+    const bad = await b.submit({ service: 'simulation' });
+    await b.fail((await claimJob(b, 'w')).lease, { kind: 'non_retryable', message: 'no' });
+    const okTtl = await redis.pttl(`emp:{standard}:job:${ok.id}`);
+    const badTtl = await redis.pttl(`emp:{standard}:job:${bad.id}`);
+    expect(okTtl).toBeGreaterThan(50_000);
+    expect(okTtl).toBeLessThanOrEqual(60_000);
+    expect(badTtl).toBeGreaterThan(110_000);
+  });
+
+  it('a silent worker turns offline, stays listed, and is removed after its retention', async () => {
+    const b = await broker({ offlineAfterMs: 30_000, registryRetentionMs: 3_600_000 });
+    await worker(b, 'w');
+    now += 30_000;
+    await b.tick('standard');
+    expect((await b.workers('standard')).map((w) => [w.id, w.state])).toEqual([['w', 'offline']]);
+    expect((await b.queueStats('standard')).offlineWorkers).toBe(1);
+    await b.heartbeat('standard', 'w', []);
+    expect((await b.workers('standard'))[0]?.state).toBe('idle');
+    // it was dropped from the idle index while offline, so it is woken to claim again
+    expect(await b.waitForSignals(redis, 'standard', 'w', 100)).toEqual([{ type: 'wake', requirementClass: '' }]);
+    now += 30_000 + 3_600_000;
+    await b.tick('standard');
+    await b.tick('standard');
+    expect(await b.workers('standard')).toEqual([]);
+    expect((await events(b)).map((e) => e.type)).toContain('worker.gone');
+  });
+});
+
+describe('idle workers', () => {
+  it('a submit wakes exactly one capable idle worker', async () => {
+    const b = await broker();
+    await worker(b, 'cpu', { services: ['ollama'] });
+    await worker(b, 'a');
+    await worker(b, 'b');
+    for (const id of ['cpu', 'a', 'b']) expect((await b.claim('standard', id)).job).toBeNull();
+    await b.submit({ service: 'simulation' });
+    const woken = [];
+    for (const id of ['cpu', 'a', 'b']) {
+      if ((await redis.llen(`emp:{standard}:signal:${id}`)) > 0) woken.push(id);
+    }
+    expect(woken).toHaveLength(1);
+    expect(woken[0]).not.toBe('cpu');
+  });
+
+  it('a woken worker that takes another job passes the wake-up on', async () => {
+    const b = await broker();
+    await worker(b, 'both', { services: ['simulation', 'ollama'] });
+    await worker(b, 'text', { services: ['ollama'] });
+    await worker(b, 'sim', { services: ['simulation'] });
+    for (const id of ['both', 'text', 'sim']) expect((await b.claim('standard', id)).job).toBeNull();
+    const text = await b.submit({ service: 'ollama' }); // wakes 'both', the first capable idle worker
+    const image = await b.submit({ service: 'simulation', priority: 5 }); // 'both' is no longer idle: wakes 'sim'
+    expect(await redis.llen('emp:{standard}:signal:text')).toBe(0);
+    const [signal] = await b.waitForSignals(redis, 'standard', 'both', 100);
+    expect(signal?.type).toBe('wake');
+    // 'both' was woken for the text job, but the higher-priority image job is first in line
+    const first = await b.claim('standard', 'both', signal?.type === 'wake' ? signal.requirementClass : '');
+    expect(first.job?.id).toBe(image.id);
+    // so the text job's wake-up goes on to the other capable idle worker
+    expect(await b.waitForSignals(redis, 'standard', 'text', 100)).toHaveLength(1);
+    expect((await claimJob(b, 'text')).id).toBe(text.id);
+    expect((await b.claim('standard', 'sim')).job).toBeNull();
+  });
+
+  it('events can be read from a cursor and resumed without a gap', async () => {
+    const b = await broker();
+    for (let i = 0; i < 5; i++) await b.submit({ service: 'simulation' });
+    const firstPage = await b.readEvents('standard', '0', { count: 2 });
+    const rest = await b.readEvents('standard', firstPage.at(-1)!.id, { count: 100 });
+    expect([...firstPage, ...rest].filter((e) => e.type === 'job.queued')).toHaveLength(5);
+  });
+});

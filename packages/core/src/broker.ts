@@ -1,0 +1,632 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Cluster, Redis } from 'ioredis';
+import { canonicalJson } from './canonical';
+import { MachineId, WorkerRegistration, capabilityProfile } from './capabilities';
+import { type BrokerConfig, type BrokerConfigInput, brokerConfig } from './config';
+import {
+  EmpError,
+  PayloadTooLargeError,
+  UnknownServiceError,
+  ValidationError,
+  fromRedisError,
+} from './errors';
+import {
+  FailureKind,
+  type Job,
+  JobErrorInfo,
+  JobId,
+  JobProgress,
+  JobRecord,
+  type JobState,
+  SubmitJobInput,
+  type SubmitJob,
+  poolOfJobId,
+  priorityOfScore,
+} from './job';
+import { KeyLayout } from './keys';
+import { ensureFunctionLibrary } from './library';
+import { JobRequirements, PoolName, requirementClass } from './requirements';
+import { parseWith } from './validation';
+import { z } from 'zod';
+
+export type RedisClient = Redis | Cluster;
+
+/** What a worker holds while it runs an attempt; every call about the job carries it. */
+export interface Lease {
+  pool: string;
+  jobId: string;
+  /** the attempt's fencing token: calls with an older token are refused */
+  token: string;
+  workerId: string;
+}
+
+export interface ClaimedJob {
+  lease: Lease;
+  id: string;
+  attempt: number;
+  service: string;
+  tenant: string;
+  payload: unknown;
+  requirements: JobRequirements;
+  priority: number;
+  workflowId?: string;
+  step?: number;
+  executionTimeoutMs?: number;
+  submittedAt: number;
+}
+
+export type ClaimResult =
+  | { job: ClaimedJob }
+  | {
+      job: null;
+      /** when a job this worker skipped (it just failed here) becomes its to take */
+      retryAt?: number;
+      workerState: string;
+    };
+
+export type WorkerSignal =
+  | { type: 'wake'; requirementClass: string }
+  | { type: 'cancel' | 'expired' | 'timeout'; jobId: string };
+
+export interface SubmitResult {
+  id: string;
+  pool: string;
+  /** true when the idempotency key matched an earlier identical request */
+  duplicate: boolean;
+  /** false while no worker that ever registered could run the job */
+  routable: boolean;
+}
+
+export type DropVerdict = 'canceled' | 'expired' | 'lost';
+
+export interface BrokerEvent {
+  /** stream entry id: pass it back as the cursor to resume after this event */
+  id: string;
+  pool: string;
+  type: string;
+  ts: number;
+  fields: Record<string, string>;
+}
+
+export interface ClassStats {
+  requirementClass: string;
+  definition: Record<string, unknown>;
+  routable: boolean;
+  depth: number;
+  headJob?: string;
+  headSubmittedAt?: number;
+}
+
+export interface QueueStats {
+  pool: string;
+  classes: ClassStats[];
+  /** delayed, retrying and leased jobs with a timer */
+  timers: number;
+  idleWorkers: number;
+  onlineWorkers: number;
+  offlineWorkers: number;
+}
+
+export interface BrokerOptions {
+  redis: RedisClient;
+  config?: BrokerConfigInput;
+  /** a virtual clock (the fleet simulator); by default every function uses Redis TIME */
+  clock?: () => number;
+  /** skip loading the function library (someone else already did) */
+  skipLibraryLoad?: boolean;
+}
+
+const LeaseSchema = z
+  .object({
+    pool: PoolName,
+    jobId: JobId,
+    token: z.string().regex(/^\d+$/, 'a fencing token is a decimal number'),
+    workerId: z.string().min(1).max(128),
+  })
+  .refine((lease) => poolOfJobId(lease.jobId) === lease.pool, {
+    path: ['pool'],
+    message: "not the pool of the lease's job",
+  });
+
+const WorkerStateInput = z.enum(['draining', 'idle', 'offline']);
+
+/**
+ * The typed face of the `emp` Redis Function library: every state change of a
+ * job is one atomic function call; this class validates input, shapes arguments
+ * and turns replies and error codes into typed values.
+ */
+export class Broker {
+  readonly config: BrokerConfig;
+  readonly keys: KeyLayout;
+  private readonly knownPools = new Set<string>();
+  private readonly services: Set<string>;
+
+  private constructor(
+    readonly redis: RedisClient,
+    config: BrokerConfig,
+    private readonly clock: (() => number) | undefined,
+  ) {
+    this.config = config;
+    this.keys = new KeyLayout(config.namespace);
+    this.services = new Set(config.services);
+  }
+
+  static async connect(options: BrokerOptions): Promise<Broker> {
+    const broker = new Broker(options.redis, brokerConfig(options.config), options.clock);
+    if (!options.skipLibraryLoad) await ensureFunctionLibrary(options.redis);
+    return broker;
+  }
+
+  // ---------------------------------------------------------------- clients
+
+  async submit(input: SubmitJobInput): Promise<SubmitResult> {
+    const prepared = this.prepareSubmit(input);
+    await this.rememberPool(prepared.pool);
+    const reply = (await this.fcall('emp_submit', prepared.pool, prepared.args)) as [string, number, number];
+    return { id: reply[0], pool: prepared.pool, duplicate: reply[1] === 1, routable: reply[2] === 1 };
+  }
+
+  /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
+  async submitMany(inputs: SubmitJobInput[]): Promise<Array<SubmitResult | EmpError>> {
+    const results: Array<SubmitResult | EmpError> = new Array(inputs.length);
+    const prepared = inputs.map((input, index) => {
+      try {
+        return this.prepareSubmit(input);
+      } catch (error) {
+        if (!(error instanceof EmpError)) throw error;
+        results[index] = error;
+        return null;
+      }
+    });
+    const byPool = new Map<string, number[]>();
+    prepared.forEach((p, index) => {
+      if (p) byPool.set(p.pool, [...(byPool.get(p.pool) ?? []), index]);
+    });
+    await Promise.all(
+      [...byPool.entries()].map(async ([pool, indexes]) => {
+        await this.rememberPool(pool);
+        const pipeline = this.redis.pipeline();
+        for (const index of indexes) {
+          pipeline.call('FCALL', 'emp_submit', 1, this.keys.anchor(pool), ...this.prelude(), ...prepared[index]!.args);
+        }
+        const replies = (await pipeline.exec()) ?? [];
+        indexes.forEach((index, i) => {
+          const [error, reply] = replies[i] ?? [new Error('no reply'), null];
+          if (error) {
+            const typed = fromRedisError(error);
+            results[index] = typed instanceof EmpError ? typed : new EmpError('CORRUPT', String(error));
+            return;
+          }
+          const [id, duplicate, routable] = reply as [string, number, number];
+          results[index] = { id, pool, duplicate: duplicate === 1, routable: routable === 1 };
+        });
+      }),
+    );
+    return results;
+  }
+
+  async getJob(id: string): Promise<Job | null> {
+    const pool = this.poolOf(id);
+    let reply: [string[], string, string, number, string, string] | null;
+    try {
+      reply = (await this.redis.call('FCALL_RO', 'emp_get_job', 1, this.keys.anchor(pool), id)) as typeof reply;
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+    if (!reply) return null;
+    const [flat, definition, routable, position, payload, leaseUntil] = reply;
+    const record = parseWith(JobRecord, foldHash(flat), `job record ${id} in Redis`);
+    return toJob(id, pool, record, {
+      definition,
+      routable: routable === '1',
+      position,
+      payload: payload === '' ? undefined : (JSON.parse(payload) as unknown),
+      leaseUntil: leaseUntil === '' ? undefined : Number(leaseUntil),
+    });
+  }
+
+  /** Cancels a job; idempotent: a finished job is returned unchanged. */
+  async cancel(id: string, reason = ''): Promise<{ state: JobState; changed: boolean }> {
+    const pool = this.poolOf(id);
+    const [state, changed] = (await this.fcall('emp_cancel', pool, [id, reason.slice(0, 500)])) as [JobState, number];
+    return { state, changed: changed === 1 };
+  }
+
+  /** Puts a failed, canceled or expired job back in the queue under the same id. */
+  async retry(id: string): Promise<JobState> {
+    return (await this.fcall('emp_retry', this.poolOf(id), [id])) as JobState;
+  }
+
+  // ---------------------------------------------------------------- workers
+
+  /**
+   * Registers a worker or updates its capabilities. `freshStart` says this is a
+   * new process under that id: jobs an earlier process held go back at once.
+   */
+  async registerWorker(input: WorkerRegistration, options: { freshStart?: boolean } = {}): Promise<{ profile: string; becameRoutable: number }> {
+    const registration = parseWith(WorkerRegistration, input, 'worker registration');
+    const profile = capabilityProfile(registration.capabilities);
+    await this.rememberPool(registration.pool);
+    const fields: Array<string | number> = ['pool', registration.pool, 'concurrency', registration.concurrency];
+    if (registration.version) fields.push('version', registration.version);
+    if (registration.hostname) fields.push('hostname', registration.hostname);
+    fields.push('capabilities', profile.definition);
+    const becameRoutable = (await this.fcall('emp_register_worker', registration.pool, [
+      registration.id,
+      registration.machine_id,
+      profile.id,
+      profile.definition,
+      options.freshStart ? '1' : '0',
+      ...fields,
+    ])) as number;
+    return { profile: profile.id, becameRoutable };
+  }
+
+  async setWorkerState(pool: string, workerId: string, state: z.input<typeof WorkerStateInput>): Promise<string> {
+    const parsed = parseWith(WorkerStateInput, state, 'worker state');
+    return (await this.fcall('emp_set_worker_state', checkedPool(pool), [workerId, parsed])) as string;
+  }
+
+  async registerMachine(pool: string, machineId: string, state: string, fields: Record<string, string> = {}): Promise<boolean> {
+    parseWith(MachineId, machineId, 'machine id');
+    await this.rememberPool(checkedPool(pool));
+    const pairs = Object.entries(fields).flat();
+    return ((await this.fcall('emp_register_machine', pool, [machineId, state, ...pairs])) as number) === 1;
+  }
+
+  /** Takes the best job this worker can run, or records it idle so that the next capable submit wakes it. */
+  async claim(pool: string, workerId: string, wokenFor = ''): Promise<ClaimResult> {
+    const reply = (await this.fcall('emp_claim', checkedPool(pool), [workerId, wokenFor])) as unknown[];
+    return parseClaim(pool, workerId, reply);
+  }
+
+  /** The attempt has what it needs (model loaded) and begins executing. */
+  async start(lease: Lease): Promise<void> {
+    const l = this.lease(lease);
+    await this.fcall('emp_start', l.pool, [l.jobId, l.token]);
+  }
+
+  /** Records progress and renews the lease. */
+  async progress(lease: Lease, progress: z.input<typeof JobProgress>): Promise<void> {
+    const l = this.lease(lease);
+    const parsed = parseWith(JobProgress, progress, 'progress');
+    await this.fcall('emp_progress', l.pool, [l.jobId, l.token, JSON.stringify(parsed)]);
+  }
+
+  /**
+   * Records the attempt's result. With `claimNext`, the same call claims the
+   * worker's next job (one round trip per job for a busy worker).
+   */
+  async complete(lease: Lease, result: unknown, options: { claimNext?: boolean } = {}): Promise<ClaimResult | null> {
+    const l = this.lease(lease);
+    const text = jsonOf(result ?? null, 'result', '');
+    if (Buffer.byteLength(text) > this.config.maxResultBytes) {
+      throw new PayloadTooLargeError(
+        `result of job ${l.jobId} is ${Buffer.byteLength(text)} bytes, over the ${this.config.maxResultBytes}-byte limit; store large outputs in the asset store and return their URLs`,
+      );
+    }
+    const reply = (await this.fcall('emp_complete', l.pool, [l.jobId, l.token, text, options.claimNext ? l.workerId : ''])) as unknown[];
+    return options.claimNext ? parseClaim(l.pool, l.workerId, reply.slice(1)) : null;
+  }
+
+  /** Records a classified failure of the attempt; returns what became of the job. */
+  async fail(
+    lease: Lease,
+    error: z.input<typeof JobErrorInfo>,
+    options: { claimNext?: boolean } = {},
+  ): Promise<{ outcome: 'queued' | 'retrying' | 'failed'; next: ClaimResult | null }> {
+    const l = this.lease(lease);
+    const info = parseWith(JobErrorInfo, error, 'job error');
+    const reply = (await this.fcall('emp_fail', l.pool, [
+      l.jobId,
+      l.token,
+      info.kind,
+      jsonOf(info, 'job error', 'details'),
+      options.claimNext ? l.workerId : '',
+    ])) as unknown[];
+    const outcome = reply[0] as 'queued' | 'retrying' | 'failed';
+    return { outcome, next: options.claimNext ? parseClaim(l.pool, l.workerId, reply.slice(1)) : null };
+  }
+
+  /** Renews the worker's leases; returns the jobs it must stop working on. */
+  async heartbeat(
+    pool: string,
+    workerId: string,
+    leases: Array<Pick<Lease, 'jobId' | 'token'>>,
+  ): Promise<Array<{ jobId: string; verdict: DropVerdict }>> {
+    const pairs = leases.flatMap((l) => [l.jobId, l.token]);
+    const reply = (await this.fcall('emp_heartbeat', checkedPool(pool), [workerId, ...pairs])) as string[];
+    const drops: Array<{ jobId: string; verdict: DropVerdict }> = [];
+    for (let i = 0; i < reply.length; i += 2) drops.push({ jobId: reply[i]!, verdict: reply[i + 1] as DropVerdict });
+    return drops;
+  }
+
+  /**
+   * Blocks on the worker's signal list (on a connection of its own: it blocks)
+   * until a wake-up or a notice arrives or `timeoutMs` passes. This is how an
+   * idle worker waits without polling.
+   */
+  async waitForSignals(blocking: RedisClient, pool: string, workerId: string, timeoutMs: number): Promise<WorkerSignal[]> {
+    const key = this.keys.signal(pool, workerId);
+    const first = await blocking.blpop(key, Math.max(0.01, timeoutMs / 1000));
+    if (!first) return [];
+    const rest = (await blocking.lpop(key, 100)) ?? [];
+    return [first[1], ...rest].map(parseSignal).filter((s): s is WorkerSignal => s !== null);
+  }
+
+  // ---------------------------------------------------------------- operations
+
+  /** Runs the pool's due work (timers, offline detection); returns ms until more is due (undefined: nothing scheduled). */
+  async tick(pool: string): Promise<{ handled: number; nextDueInMs?: number }> {
+    const [handled, wait] = (await this.fcall('emp_tick', checkedPool(pool), [
+      this.config.tickLimit,
+      this.config.offlineAfterMs,
+      this.config.registryRetentionMs,
+    ])) as [number, string];
+    return wait === '' ? { handled } : { handled, nextDueInMs: Number(wait) };
+  }
+
+  async queueStats(pool: string): Promise<QueueStats> {
+    checkedPool(pool);
+    let reply: [Array<[string, string, string, number, string, string]>, number[]];
+    try {
+      reply = (await this.redis.call('FCALL_RO', 'emp_queue_stats', 1, this.keys.anchor(pool))) as typeof reply;
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+    const [classes, totals] = reply;
+    return {
+      pool,
+      classes: classes.map(([id, definition, routable, depth, head, submitted]) => ({
+        requirementClass: id,
+        definition: JSON.parse(definition) as Record<string, unknown>,
+        routable: routable === '1',
+        depth,
+        ...(head ? { headJob: head, headSubmittedAt: Number(submitted) } : {}),
+      })),
+      timers: totals[0] ?? 0,
+      idleWorkers: totals[1] ?? 0,
+      onlineWorkers: totals[2] ?? 0,
+      offlineWorkers: totals[3] ?? 0,
+    };
+  }
+
+  /** Every pool that has seen a job or a worker. */
+  async pools(): Promise<string[]> {
+    return (await this.redis.smembers(this.keys.pools())).sort();
+  }
+
+  /**
+   * Reads the pool's events after `cursor` (a stream id; '0' = from the oldest
+   * kept, '$' = only new ones), waiting up to `blockMs` when there are none.
+   */
+  async readEvents(pool: string, cursor = '0', options: { count?: number; blockMs?: number; connection?: RedisClient } = {}): Promise<BrokerEvent[]> {
+    const connection = options.connection ?? this.redis;
+    const count = options.count ?? 100;
+    const args: Array<string | number> = ['COUNT', count];
+    if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+    const reply = (await connection.call('XREAD', ...args, 'STREAMS', this.keys.events(pool), cursor)) as
+      | Array<[string, Array<[string, string[]]>]>
+      | null;
+    if (!reply) return [];
+    return (reply[0]?.[1] ?? []).map(([id, flat]) => {
+      const fields = foldHash(flat);
+      const { type = 'unknown', ts = '0', ...rest } = fields;
+      return { id, pool, type, ts: Number(ts), fields: rest };
+    });
+  }
+
+  async workers(pool: string): Promise<Array<Record<string, string>>> {
+    const [online, offline] = await Promise.all([
+      this.redis.zrange(this.keys.workers(pool), 0, -1),
+      this.redis.zrange(this.keys.offlineWorkers(pool), 0, -1),
+    ]);
+    const pipeline = this.redis.pipeline();
+    for (const id of [...online, ...offline]) pipeline.hgetall(this.keys.worker(pool, id));
+    const replies = (await pipeline.exec()) ?? [];
+    return replies.map(([, hash]) => hash as Record<string, string>).filter((h) => h && h.id);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private prepareSubmit(input: SubmitJobInput): { pool: string; args: Array<string | number> } {
+    const job: SubmitJob = parseWith(SubmitJobInput, input, 'job');
+    if (!this.services.has(job.service)) {
+      throw new UnknownServiceError(
+        `unknown service '${job.service}'; known services: ${[...this.services].sort().join(', ')}`,
+      );
+    }
+    const payload = jsonOf(job.payload, 'job', 'payload');
+    const size = Buffer.byteLength(payload);
+    if (size > this.config.maxPayloadBytes) {
+      throw new PayloadTooLargeError(`payload is ${size} bytes, over the ${this.config.maxPayloadBytes}-byte limit`);
+    }
+    const pool = job.requirements.pool ?? this.config.defaultPool;
+    const cls = requirementClass(job);
+    const id = `${pool}.${Date.now().toString(36)}${randomBytes(6).readUIntBE(0, 6).toString(36).padStart(10, '0')}`;
+    const { idempotency_key: idempotencyKey, ...request } = job;
+    const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
+    const fields: Array<string | number> = [
+      'tenant', job.tenant,
+      'service', job.service,
+      'max_attempts', job.max_attempts,
+      'max_infra_attempts', job.max_infra_attempts,
+    ];
+    if (job.backoff) fields.push('backoff', JSON.stringify(job.backoff));
+    if (job.deadlines?.execution_timeout_ms) fields.push('exec_timeout_ms', job.deadlines.execution_timeout_ms);
+    if (job.webhook) fields.push('webhook', JSON.stringify(job.webhook));
+    if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
+    if (job.step !== undefined) fields.push('step', job.step);
+    return {
+      pool,
+      args: [
+        id,
+        cls.id,
+        cls.definition,
+        job.priority,
+        idempotencyKey ? `${job.tenant}:${idempotencyKey}` : '',
+        fingerprint,
+        this.config.idempotencyTtlMs,
+        job.delay_ms ?? 0,
+        job.deadlines?.queue_ttl_ms ?? '',
+        job.deadlines?.start_timeout_ms ?? '',
+        payload,
+        ...fields,
+      ],
+    };
+  }
+
+  private prelude(): Array<string | number> {
+    const c = this.config;
+    return [this.clock ? this.clock() : '', c.eventsMaxLen, c.leaseMs, c.retentionMs, c.failedRetentionMs, c.avoidMs];
+  }
+
+  private async fcall(name: string, pool: string, args: Array<string | number>): Promise<unknown> {
+    try {
+      return await this.redis.call('FCALL', name, 1, this.keys.anchor(pool), ...this.prelude(), ...args);
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+  }
+
+  private poolOf(id: string): string {
+    parseWith(JobId, id, 'job id');
+    return poolOfJobId(id);
+  }
+
+  private lease(lease: Lease): Lease {
+    return parseWith(LeaseSchema, lease, 'lease');
+  }
+
+  private async rememberPool(pool: string): Promise<void> {
+    if (this.knownPools.has(pool)) return;
+    await this.redis.sadd(this.keys.pools(), pool);
+    this.knownPools.add(pool);
+  }
+}
+
+function checkedPool(pool: string): string {
+  return parseWith(PoolName, pool, 'pool');
+}
+
+/** JSON text of a value the caller handed in; a value JSON cannot hold (a BigInt, a cycle) is a ValidationError. */
+function jsonOf(value: unknown, what: string, path: string): string {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    throw new ValidationError(what, [{ path, message: `not JSON: ${(error as Error).message}` }]);
+  }
+}
+
+function foldHash(flat: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
+  return out;
+}
+
+// Classes are few and immutable, and every claim hands one out: parse each once.
+const parsedRequirements = new Map<string, JobRequirements>();
+
+function requirementsOf(definition: string, pool: string): JobRequirements {
+  const key = `${pool}\n${definition}`;
+  let requirements = parsedRequirements.get(key);
+  if (!requirements) {
+    const { service: _s, tenant: _t, workflow_id: _w, ...stored } = JSON.parse(definition) as Record<string, unknown>;
+    requirements = parseWith(JobRequirements, { ...stored, pool }, 'stored requirement class');
+    if (parsedRequirements.size >= 10_000) parsedRequirements.clear();
+    parsedRequirements.set(key, requirements);
+  }
+  return structuredClone(requirements);
+}
+
+function parseClaim(pool: string, workerId: string, reply: unknown[]): ClaimResult {
+  if (reply[0] !== 'job') {
+    const retryAt = reply[1] ? Number(reply[1]) : undefined;
+    return { job: null, workerState: String(reply[2] ?? ''), ...(retryAt ? { retryAt } : {}) };
+  }
+  const [, id, token, attempt, service, tenant, payload, definition, priority, workflowId, step, timeout, submittedAt] =
+    reply as [string, string, string, number, string, string, string, string, number, string, string, string, string];
+  return {
+    job: {
+      lease: { pool, jobId: id, token, workerId },
+      id,
+      attempt: Number(attempt),
+      service,
+      tenant,
+      payload: payload === '' ? {} : (JSON.parse(payload) as unknown),
+      requirements: requirementsOf(definition, pool),
+      priority: Number(priority),
+      ...(workflowId ? { workflowId } : {}),
+      ...(step ? { step: Number(step) } : {}),
+      ...(timeout ? { executionTimeoutMs: Number(timeout) } : {}),
+      submittedAt: Number(submittedAt),
+    },
+  };
+}
+
+function parseSignal(text: string): WorkerSignal | null {
+  const colon = text.indexOf(':');
+  const kind = text.slice(0, colon);
+  const value = text.slice(colon + 1);
+  if (kind === 'wake') return { type: 'wake', requirementClass: value };
+  if (kind === 'cancel' || kind === 'expired' || kind === 'timeout') return { type: kind, jobId: value };
+  return null;
+}
+
+interface JobExtras {
+  definition: string;
+  routable: boolean;
+  position: number;
+  payload: unknown;
+  leaseUntil: number | undefined;
+}
+
+function toJob(id: string, pool: string, r: z.output<typeof JobRecord>, extras: JobExtras): Job {
+  const job: Job = {
+    id,
+    pool,
+    tenant: r.tenant,
+    service: r.service,
+    state: r.state,
+    payload: extras.payload,
+    requirements: requirementsOf(extras.definition, pool),
+    requirement_class: r.class,
+    routable: extras.routable,
+    priority: priorityOfScore(r.score),
+    attempts: r.attempts,
+    failures: r.failures,
+    infra_failures: r.infra_failures,
+    max_attempts: r.max_attempts,
+    max_infra_attempts: r.max_infra_attempts,
+    manual_retries: r.manual_retries,
+    timestamps: stripUndefined({
+      submitted_at: r.submitted_at,
+      updated_at: r.updated_at ?? r.submitted_at,
+      claimed_at: r.claimed_at,
+      started_at: r.started_at,
+      finished_at: r.finished_at,
+      retry_at: r.retry_at,
+      run_at: r.run_at,
+    }),
+    deadlines: stripUndefined({
+      queue_deadline: r.queue_deadline,
+      start_deadline: r.start_deadline,
+      execution_timeout_ms: r.exec_timeout_ms,
+      lease_until: extras.leaseUntil,
+    }),
+  };
+  if (extras.position >= 0) job.position = extras.position;
+  const optional = {
+    progress: r.progress, result: r.result, error: r.error, worker: r.worker ?? r.last_worker, machine: r.machine,
+    idempotency_key: r.idempotency_key?.replace(/^[^:]*:/, ''), webhook: r.webhook, workflow_id: r.workflow_id,
+    step: r.step, cancel_reason: r.cancel_reason || undefined, expire_reason: r.expire_reason,
+  };
+  return Object.assign(job, stripUndefined(optional));
+}
+
+function stripUndefined<T extends Record<string, unknown>>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as {
+    [K in keyof T]: Exclude<T[K], undefined>;
+  };
+}
+

@@ -1,0 +1,37 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * JSON with object keys sorted and arrays of scalars sorted and de-duplicated
+ * (every array in requirements and capabilities is a set), and empty arrays and
+ * objects dropped, so equal requirements always give the same text and hash.
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(canonicalize(value) ?? {});
+}
+
+function canonicalize(value: unknown): unknown {
+  if (Array.isArray(value)) {
+    if (value.length === 0) return undefined;
+    const items = value.map(canonicalize);
+    if (items.every((item) => typeof item !== 'object' || item === null)) {
+      const unique = [...new Map(items.map((item) => [JSON.stringify(item), item])).entries()];
+      unique.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      return unique.map(([, item]) => item);
+    }
+    return items;
+  }
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(value).sort()) {
+      const item = canonicalize((value as Record<string, unknown>)[key]);
+      if (item !== undefined) out[key] = item;
+    }
+    return Object.keys(out).length === 0 ? undefined : out;
+  }
+  return value;
+}
+
+/** A short content hash: 64 bits of SHA-1, plenty to tell classes and profiles apart. */
+export function contentId(text: string): string {
+  return createHash('sha1').update(text).digest('hex').slice(0, 16);
+}

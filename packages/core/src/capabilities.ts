@@ -1,0 +1,56 @@
+import { z } from 'zod';
+import { canonicalJson, contentId } from './canonical';
+import { Hardware, Label, ModelName, PoolName, ServiceName, TenantId, constraintTree } from './requirements';
+
+/** What a worker can do; a job runs only on a worker whose capabilities satisfy its requirement class. */
+export const WorkerCapabilities = z
+  .object({
+    services: z.array(ServiceName).min(1).max(32),
+    hardware: Hardware.default({}),
+    /** models each service can serve; '*' = any (the worker fetches what it lacks) */
+    models: z.record(ServiceName, z.union([z.literal('*'), z.array(ModelName).max(10_000)])).default({}),
+    custom_nodes: z.array(Label).max(1_000).default([]),
+    tenants: z
+      .object({
+        /** when given, only these tenants; an empty list would admit nobody, so it is refused (omit it to admit everyone) */
+        allowed: z.array(TenantId).min(1, 'an empty allowed list admits no tenant; leave it out to admit every tenant').max(1_000).optional(),
+        denied: z.array(TenantId).max(1_000).optional(),
+      })
+      .strict()
+      .optional(),
+    /** a worker reserved for one workflow runs only that workflow's jobs */
+    workflow_id: z.string().min(1).max(200).optional(),
+    /** arbitrary attributes that jobs' positive and negative constraints are checked against */
+    labels: constraintTree(10_000).default({}),
+  })
+  .strict();
+export type WorkerCapabilities = z.input<typeof WorkerCapabilities>;
+
+export const WorkerId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'a worker id is letters, digits, _ . : -, at most 128 characters');
+export const MachineId = WorkerId;
+
+export const WorkerRegistration = z
+  .object({
+    id: WorkerId,
+    pool: PoolName,
+    machine_id: MachineId.default('local'),
+    capabilities: WorkerCapabilities,
+    concurrency: z.number().int().min(1).max(1_000).default(1),
+    version: z.string().max(100).optional(),
+    hostname: z.string().max(255).optional(),
+  })
+  .strict();
+export type WorkerRegistration = z.input<typeof WorkerRegistration>;
+
+export interface CapabilityProfile {
+  id: string;
+  definition: string;
+}
+
+/** Workers with equal capabilities share one profile, and a match verdict is cached per profile and class. */
+export function capabilityProfile(capabilities: z.output<typeof WorkerCapabilities>): CapabilityProfile {
+  const definition = canonicalJson(capabilities);
+  return { id: contentId(definition), definition };
+}

@@ -1,0 +1,44 @@
+import { z } from 'zod';
+import { PoolName, ServiceName } from './requirements';
+import { parseWith } from './validation';
+
+export const DEFAULT_SERVICES = ['comfyui', 'comfyui-remote', 'ollama', 'openai', 'http', 'simulation'] as const;
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+export const BrokerConfig = z
+  .object({
+    /** key namespace, so several deployments can share one Redis */
+    namespace: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/).default('emp'),
+    /** services jobs may ask for; anything else is refused at submit */
+    services: z.array(ServiceName).min(1).default([...DEFAULT_SERVICES]),
+    /** pool for jobs whose requirements name none */
+    defaultPool: PoolName.default('standard'),
+    maxPayloadBytes: z.number().int().positive().default(1024 * 1024),
+    maxResultBytes: z.number().int().positive().default(1024 * 1024),
+    /** a claimed job goes back to the queue when its worker stops renewing this lease */
+    leaseMs: z.number().int().min(100).default(30_000),
+    /** approximate length the event stream of each pool is trimmed to */
+    eventsMaxLen: z.number().int().min(100).default(100_000),
+    /** how long succeeded jobs are kept (0 = forever) */
+    retentionMs: z.number().int().min(0).default(DAY),
+    /** how long failed, canceled and expired jobs are kept for inspection and manual retry (0 = forever) */
+    failedRetentionMs: z.number().int().min(0).default(7 * DAY),
+    /** how long a job that failed on a worker is left for other workers first */
+    avoidMs: z.number().int().min(0).default(10_000),
+    idempotencyTtlMs: z.number().int().positive().default(DAY),
+    /** a worker or machine silent this long is shown offline (and stays listed) */
+    offlineAfterMs: z.number().int().min(100).default(30_000),
+    /** an offline worker or machine is removed from the registry after this long */
+    registryRetentionMs: z.number().int().min(0).default(7 * DAY),
+    /** most items one tick handles per kind */
+    tickLimit: z.number().int().min(1).default(1_000),
+  })
+  .strict();
+export type BrokerConfig = z.output<typeof BrokerConfig>;
+export type BrokerConfigInput = z.input<typeof BrokerConfig>;
+
+export function brokerConfig(input: BrokerConfigInput = {}): BrokerConfig {
+  return parseWith(BrokerConfig, input, 'broker config');
+}

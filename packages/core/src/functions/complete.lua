@@ -1,0 +1,20 @@
+-- complete: the attempt succeeded; optionally claim the worker's next job in the
+-- same call (one round trip per job for a busy worker).
+-- KEYS[1] shard anchor
+-- ARGV prelude, then [7] job id  [8] fencing token  [9] result (JSON)  [10] worker id to claim for ('' none)
+-- Returns { 'succeeded' } or { 'succeeded', <claim reply...> }. Errors: NOT_FOUND, LEASE_LOST.
+local function complete(keys, args)
+  local ctx = context(keys, args)
+  local job = fenced(ctx, args[7], args[8])
+  local next_worker = args[10] ~= '' and args[10] or nil
+  -- checked before anything changes: the claim that follows would raise too late
+  if next_worker then must_be_worker(ctx.p, next_worker) end
+  detach(ctx, job, next_worker ~= nil)
+  finish(ctx, job, 'succeeded', { 'result', args[9] })
+  if not next_worker then return { 'succeeded' } end
+  local reply = claim_for(ctx, next_worker, nil)
+  table.insert(reply, 1, 'succeeded')
+  return reply
+end
+
+redis.register_function('emp_complete', complete)

@@ -1,0 +1,20 @@
+-- fail: the attempt failed with a classified error; the job is retried, backs off
+-- or ends `failed` (see apply_failure). Optionally claims the worker's next job.
+-- KEYS[1] shard anchor
+-- ARGV prelude, then [7] job id  [8] fencing token  [9] kind (retryable | non_retryable | timeout |
+--   worker_lost | infrastructure)  [10] error (JSON)  [11] worker id to claim for ('' none)
+-- Returns { outcome ('queued' | 'retrying' | 'failed'), <claim reply...>? }. Errors: NOT_FOUND, LEASE_LOST.
+local function fail(keys, args)
+  local ctx = context(keys, args)
+  local job = fenced(ctx, args[7], args[8])
+  local next_worker = args[11] ~= '' and args[11] or nil
+  -- checked before anything changes: the claim that follows would raise too late
+  if next_worker then must_be_worker(ctx.p, next_worker) end
+  local outcome = apply_failure(ctx, job, args[9], args[10], next_worker ~= nil)
+  if not next_worker then return { outcome } end
+  local reply = claim_for(ctx, next_worker, nil)
+  table.insert(reply, 1, outcome)
+  return reply
+end
+
+redis.register_function('emp_fail', fail)

@@ -1,0 +1,22 @@
+-- get_job: one consistent read of a job with its requirement class and, while
+-- queued, its position (jobs ahead of it in its class).
+-- KEYS[1] shard anchor
+-- ARGV [1] job id
+-- Returns { flat job hash, class definition, routable ('0' | '1'), position (-1 unless queued),
+--   payload, lease_until ('' unless held) } or false.
+local function get_job(keys, args)
+  local p = prefix_of(keys[1])
+  local flat = redis.call('HGETALL', job_key(p, args[1]))
+  if #flat == 0 then return false end
+  local job = hash_to_table(flat)
+  local class = redis.call('HMGET', class_key(p, job.class), 'def', 'routable')
+  local position = -1
+  if job.state == 'queued' then
+    position = redis.call('ZRANK', queue_key(p, job.class), args[1]) or -1
+  end
+  local lease = ''
+  if ACTIVE[job.state] and job.worker then lease = redis.call('ZSCORE', p .. 'leases', job.worker) or '' end
+  return { flat, class[1] or '{}', class[2] or '1', position, redis.call('GET', payload_key(p, args[1])) or '', lease }
+end
+
+redis.register_function { function_name = 'emp_get_job', callback = get_job, flags = { 'no-writes' } }

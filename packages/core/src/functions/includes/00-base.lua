@@ -1,0 +1,78 @@
+-- Shared fragments of the `emp` Redis Function library. Every function gets
+-- KEYS[1] = the shard anchor `emp:{<shard>}:shard`; every other key it touches
+-- is derived from that anchor and so shares its hash tag (one cluster slot).
+
+local PRIORITY_SPAN = 4398046511104 -- 2^42: room for the per-shard sequence inside one priority level
+local ACTIVE = { starting = true, running = true }
+local TERMINAL = { succeeded = true, failed = true, canceled = true, expired = true }
+
+local function fail_with(code, message)
+  return redis.error_reply(code .. ' ' .. message)
+end
+
+-- Raised errors carry a stable code first, so the TypeScript side can map them to error classes.
+local function raise(code, message)
+  error({ err = code .. ' ' .. message })
+end
+
+local function prefix_of(anchor)
+  if string.sub(anchor, -6) ~= ':shard' then
+    raise('BAD_KEY', 'the first key must be the shard anchor emp:{<shard>}:shard, got ' .. anchor)
+  end
+  return string.sub(anchor, 1, #anchor - 5)
+end
+
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then
+    return tonumber(arg)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function num(value, default)
+  if value == nil or value == false or value == '' then return default end
+  return tonumber(value)
+end
+
+local function job_key(p, id) return p .. 'job:' .. id end
+local function queue_key(p, class) return p .. 'q:' .. class end
+local function class_key(p, class) return p .. 'class:' .. class end
+local function worker_key(p, id) return p .. 'worker:' .. id end
+local function machine_key(p, id) return p .. 'machine:' .. id end
+local function signal_key(p, worker) return p .. 'signal:' .. worker end
+local function profile_key(p, profile) return p .. 'profile:' .. profile end
+-- The payload lives beside the job hash so the hash stays small (listpack-encoded).
+local function payload_key(p, id) return p .. 'payload:' .. id end
+
+-- Reads a hash into a Lua table (HGETALL's flat reply folded).
+local function hash_to_table(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
+local function events_append(p, maxlen, fields)
+  redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', unpack(fields))
+end
+
+-- Every mutating function receives the same prelude, so settings live in one
+-- place (the TypeScript broker's config) and the virtual clock of the simulator
+-- can replace Redis TIME: ARGV[1] now ('' = server time), ARGV[2] events max
+-- length, ARGV[3] lease ms, ARGV[4] finished-job retention ms, ARGV[5] failed-job
+-- retention ms, ARGV[6] ms a retried job avoids the worker it failed on.
+-- (The lease belongs to the worker: a worker's heartbeat renews it for every job it holds.)
+-- Function-specific arguments start at ARGV[7].
+local PRELUDE = 6
+
+local function context(keys, args)
+  return {
+    p = prefix_of(keys[1]),
+    now = clock(args[1]),
+    maxlen = tonumber(args[2]),
+    lease_ms = tonumber(args[3]),
+    retention_ms = tonumber(args[4]),
+    failed_retention_ms = tonumber(args[5]),
+    avoid_ms = tonumber(args[6]),
+  }
+end

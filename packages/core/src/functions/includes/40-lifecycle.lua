@@ -1,0 +1,139 @@
+-- Transitions shared by several functions. Each runs inside one FCALL, so a job
+-- is always in exactly one state and in exactly the indexes that state implies.
+
+local function job_event(ctx, id, job_type, state, extra)
+  local fields = { 'type', job_type, 'job', id, 'state', state, 'ts', ctx.now }
+  if extra then
+    for i = 1, #extra do fields[#fields + 1] = extra[i] end
+  end
+  events_append(ctx.p, ctx.maxlen, fields)
+end
+
+-- What most transitions need to know about a job, read in one call.
+local function load_job(p, id)
+  local f = redis.call('HMGET', job_key(p, id), 'state', 'token', 'worker', 'class', 'tenant', 'service',
+    'start_deadline', 'exec_deadline', 'last_worker')
+  if not f[1] then return nil end
+  return { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
+    -- an active job has a timer only when it has a deadline; a waiting one may have several kinds
+    timed = not ACTIVE[f[1]] or f[7] ~= false or f[8] ~= false, last_worker = f[9] }
+end
+
+local function must_exist(p, id)
+  local job = load_job(p, id)
+  if not job then raise('NOT_FOUND', 'job ' .. id .. ' does not exist') end
+  return job
+end
+
+-- Checks the caller's fencing token. Returns the job, or raises NOT_FOUND /
+-- LEASE_LOST (the attempt was taken away: reaped, canceled, expired or
+-- finished) so that a late call from a zombie changes nothing.
+local function fenced(ctx, id, token)
+  local job = must_exist(ctx.p, id)
+  if job.token ~= token then
+    raise('LEASE_LOST', 'job ' .. id .. ': fencing token ' .. token .. ' is not the current attempt\'s (state ' .. job.state .. ')')
+  end
+  if not ACTIVE[job.state] then
+    raise('LEASE_LOST', 'job ' .. id .. ' is ' .. job.state .. ', no longer held by this attempt')
+  end
+  return job
+end
+
+-- Takes a job out of wherever its current state keeps it: its class queue or
+-- its worker's set of running jobs.
+local function detach(ctx, job, claim_follows)
+  if job.state == 'queued' then
+    remove_from_queue(ctx.p, job.id, job.class)
+  elseif ACTIVE[job.state] then
+    release_worker_job(ctx.p, job.worker, job.id, ctx.now, ctx.maxlen, claim_follows)
+  end
+end
+
+-- Ends a detached job in a terminal state and lets it expire after its retention.
+local function finish(ctx, job, state, fields)
+  local p, id = ctx.p, job.id
+  local key = job_key(p, id)
+  redis.call('HSET', key, 'state', state, 'finished_at', ctx.now, 'updated_at', ctx.now, unpack(fields))
+  if job.timed then redis.call('ZREM', p .. 'timers', id) end
+  local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
+  if retention > 0 then
+    redis.call('PEXPIRE', key, retention)
+    redis.call('PEXPIRE', payload_key(p, id), retention)
+  end
+  job_event(ctx, id, 'job.' .. state, state, { 'tenant', job.tenant, 'service', job.service,
+    'worker', job.worker or job.last_worker or '' })
+end
+
+-- Puts a job (back) into its class queue at its original place.
+local function requeue(ctx, job, avoid)
+  local p, id = ctx.p, job.id
+  local key = job_key(p, id)
+  redis.call('HSET', key, 'state', 'queued', 'updated_at', ctx.now)
+  redis.call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
+  enqueue(p, id, job.class, tonumber(redis.call('HGET', key, 'score')), avoid)
+  schedule(p, id)
+end
+
+local function backoff_delay(key, failures)
+  local raw = redis.call('HGET', key, 'backoff')
+  local b = raw and cjson.decode(raw) or { type = 'exponential', delay_ms = 1000, max_delay_ms = 300000, jitter = 0.5 }
+  local delay = b.delay_ms
+  if b.type == 'exponential' then
+    delay = delay * math.pow(2, failures - 1)
+  end
+  if b.max_delay_ms and delay > b.max_delay_ms then delay = b.max_delay_ms end
+  local jitter = b.jitter or 0
+  return math.floor(delay * (1 - jitter * math.random()))
+end
+
+-- Applies a classified failure of the current attempt of an active job. Worker
+-- loss and infrastructure failures (spot interruptions) are retried at once and
+-- do not use up the user's attempts; retryable errors and timeouts back off;
+-- anything else, or a budget run out, ends `failed`.
+local function apply_failure(ctx, job, kind, error_json, claim_follows)
+  local p, id = ctx.p, job.id
+  local key = job_key(p, id)
+  local f = redis.call('HMGET', key, 'failures', 'max_attempts', 'infra_failures', 'max_infra_attempts')
+  local failures, max_attempts = num(f[1], 0), num(f[2], 3)
+  local infra, max_infra = num(f[3], 0), num(f[4], 10)
+  local worker = job.worker or ''
+  detach(ctx, job, claim_follows)
+  redis.call('HSET', key, 'error', error_json, 'last_worker', worker, 'updated_at', ctx.now)
+  redis.call('HDEL', key, 'worker', 'machine')
+  job.worker = nil
+  job.last_worker = worker
+
+  local outcome
+  if kind == 'worker_lost' or kind == 'infrastructure' then
+    infra = infra + 1
+    redis.call('HSET', key, 'infra_failures', infra)
+    outcome = infra >= max_infra and 'failed' or 'requeue'
+  elseif kind == 'retryable' or kind == 'timeout' then
+    failures = failures + 1
+    redis.call('HSET', key, 'failures', failures)
+    outcome = failures >= max_attempts and 'failed' or 'backoff'
+  else
+    outcome = 'failed'
+  end
+
+  if outcome == 'failed' then
+    job.timed = true
+    finish(ctx, job, 'failed', {})
+    return 'failed'
+  end
+  if worker ~= '' then
+    redis.call('HSET', key, 'avoid_worker', worker, 'avoid_until', ctx.now + ctx.avoid_ms)
+  end
+  if outcome == 'requeue' then
+    requeue(ctx, job, worker)
+    job_event(ctx, id, 'job.queued', 'queued', { 'tenant', job.tenant, 'service', job.service, 'reason', kind })
+    return 'queued'
+  end
+  local retry_at = ctx.now + backoff_delay(key, failures)
+  redis.call('HSET', key, 'state', 'retrying', 'retry_at', retry_at)
+  redis.call('HDEL', key, 'exec_deadline', 'started_at', 'claimed_at')
+  schedule(p, id)
+  job_event(ctx, id, 'job.retrying', 'retrying', { 'tenant', job.tenant, 'service', job.service, 'reason', kind,
+    'retry_at', retry_at })
+  return 'retrying'
+end

@@ -1,0 +1,103 @@
+-- The claim: walk the non-empty requirement classes in the order of their head
+-- jobs and take the first job of the first class this worker satisfies. The walk
+-- is over classes, never over jobs, so its cost does not depend on queue depth,
+-- and every class is looked at, so a capable worker always finds a waiting job.
+
+local AVOID_LOOKAHEAD = 16
+local CLASS_PAGE = 64
+
+local TAKE_FIELDS = { 'avoid_worker', 'avoid_until', 'attempts', 'tenant', 'service', 'score', 'workflow_id',
+  'step', 'exec_timeout_ms', 'submitted_at', 'start_deadline', 'queue_deadline' }
+
+-- First job of the class this worker may take now, with the fields a take needs.
+-- A job that just failed on this worker is left for others until its avoid
+-- window ends (looking at most AVOID_LOOKAHEAD jobs deep); the earliest such end
+-- is returned so the worker knows when to look again.
+local function pick_in_class(p, class, worker, now)
+  local soonest = nil
+  local function takeable(id)
+    local f = redis.call('HMGET', job_key(p, id), unpack(TAKE_FIELDS))
+    if f[1] ~= worker then return f end
+    local until_ = tonumber(f[2]) or 0
+    if until_ <= now then return f end
+    if soonest == nil or until_ < soonest then soonest = until_ end
+    return nil
+  end
+  local head = redis.call('ZRANGE', queue_key(p, class), 0, 0)[1]
+  local f = takeable(head)
+  if f then return head, f end
+  for _, id in ipairs(redis.call('ZRANGE', queue_key(p, class), 1, AVOID_LOOKAHEAD - 1)) do
+    f = takeable(id)
+    if f then return id, f end
+  end
+  return nil, nil, soonest
+end
+
+-- Gives job `id` (fields `f` as read by pick_in_class) to the worker.
+local function take(ctx, id, f, class, worker, w)
+  local p = ctx.p
+  local key = job_key(p, id)
+  remove_from_queue(p, id, class)
+  local attempt = (tonumber(f[3]) or 0) + 1
+  local token = tostring(redis.call('INCR', p .. 'token'))
+  redis.call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'token', token,
+    'attempts', attempt, 'claimed_at', ctx.now, 'updated_at', ctx.now)
+  redis.call('HDEL', p .. 'idle', worker)
+  redis.call('SADD', p .. 'wjobs:' .. worker, id)
+  if w.state ~= 'busy' then
+    -- a busy worker's lease is already running (and renewed by its heartbeats)
+    renew_lease(p, worker, ctx.now, ctx.lease_ms)
+    set_worker_state(p, worker, 'busy', ctx.now, ctx.maxlen, w.state)
+    w.state = 'busy'
+  end
+  -- a claimed job's only possible timer is its start deadline; its queue deadline no longer applies
+  if f[11] then
+    redis.call('ZADD', p .. 'timers', f[11], id)
+  elseif f[12] then
+    redis.call('ZREM', p .. 'timers', id)
+  end
+  job_event(ctx, id, 'job.starting', 'starting', { 'tenant', f[4], 'service', f[5], 'worker', worker,
+    'machine', w.machine, 'attempt', attempt })
+  return { 'job', id, token, attempt, f[5], f[4], redis.call('GET', payload_key(p, id)) or '',
+    class_definition(p, class), priority_of(f[6]), f[7] or '', f[8] or '', f[9] or '', f[10] or '' }
+end
+
+-- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
+-- recording the worker as idle so that the next capable submit wakes it.
+local function claim_for(ctx, worker, woken_class)
+  local p = ctx.p
+  local f = redis.call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine')
+  if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
+  local w = { profile = f[1], state = f[2], machine = f[3] or '' }
+  if w.state == 'draining' or w.state == 'offline' then
+    return { 'none', '', w.state }
+  end
+  local retry_at = nil
+  local offset = 0
+  while true do
+    local page = redis.call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
+    for _, class in ipairs(page) do
+      if profile_matches(p, w.profile, class) then
+        local id, fields, until_ = pick_in_class(p, class, worker, ctx.now)
+        if id then
+          local reply = take(ctx, id, fields, class, worker, w)
+          if woken_class and woken_class ~= class and redis.call('EXISTS', queue_key(p, woken_class)) == 1 then
+            -- we were woken for another class's job and took this one instead: pass the wake on
+            wake_one(p, woken_class, worker)
+          end
+          return reply
+        end
+        if until_ and (retry_at == nil or until_ < retry_at) then retry_at = until_ end
+      end
+    end
+    if #page < CLASS_PAGE then break end
+    offset = offset + CLASS_PAGE
+  end
+  redis.call('HSET', p .. 'idle', worker, w.profile)
+  local state = w.state or 'idle'
+  if redis.call('SCARD', p .. 'wjobs:' .. worker) == 0 then
+    state = 'idle'
+    set_worker_state(p, worker, state, ctx.now, ctx.maxlen, w.state)
+  end
+  return { 'none', retry_at and tostring(retry_at) or '', state }
+end

@@ -1,0 +1,21 @@
+-- queue_stats: depth per requirement class with its head job, plus shard totals.
+-- KEYS[1] shard anchor
+-- ARGV (none)
+-- Returns { { class, definition, routable, depth, head job id, head submitted_at }..., totals }
+-- where totals = { waiting on timers (delayed, retrying, leased), idle workers, online workers, offline workers }.
+local function queue_stats(keys, args)
+  local p = prefix_of(keys[1])
+  local classes = {}
+  for _, class in ipairs(redis.call('SMEMBERS', p .. 'classlist')) do
+    local info = redis.call('HMGET', class_key(p, class), 'def', 'routable')
+    local depth = redis.call('ZCARD', queue_key(p, class))
+    local head = redis.call('ZRANGE', queue_key(p, class), 0, 0)[1]
+    local submitted = head and redis.call('HGET', job_key(p, head), 'submitted_at') or ''
+    classes[#classes + 1] = { class, info[1] or '{}', info[2] or '1', depth, head or '', submitted }
+  end
+  local totals = { redis.call('ZCARD', p .. 'timers'), redis.call('HLEN', p .. 'idle'),
+    redis.call('ZCARD', p .. 'workers'), redis.call('ZCARD', p .. 'workers:offline') }
+  return { classes, totals }
+end
+
+redis.register_function { function_name = 'emp_queue_stats', callback = queue_stats, flags = { 'no-writes' } }

@@ -1,0 +1,58 @@
+-- register_worker: announce a worker and its capabilities (again after any change,
+-- e.g. a model finished downloading). A capability profile seen for the first time
+-- is checked against the classes no worker could run so far.
+-- KEYS[1] shard anchor
+-- ARGV prelude, then [7] worker id  [8] machine id  [9] profile id  [10] capabilities (canonical JSON)
+--   [11] '1' when this is a new process: jobs an earlier process under this id held are lost
+--   and go back to the queue at once (a restarted worker need not wait for its old lease)
+--   [12..] field/value pairs stored on the worker as given (concurrency, version, hostname, ...)
+-- Returns the number of classes that became routable.
+local function register_worker(keys, args)
+  local ctx = context(keys, args)
+  local p, worker, profile = ctx.p, args[7], args[9]
+  local wkey = worker_key(p, worker)
+  local fresh = redis.call('EXISTS', wkey) == 0
+  redis.call('HSET', wkey, 'id', worker, 'machine', args[8], 'profile', profile, 'last_seen', ctx.now,
+    unpack(args, 12))
+  if fresh then redis.call('HSET', wkey, 'registered_at', ctx.now) end
+  redis.call('ZADD', p .. 'workers', ctx.now, worker)
+  redis.call('ZREM', p .. 'workers:offline', worker)
+  if redis.call('HEXISTS', p .. 'idle', worker) == 1 then redis.call('HSET', p .. 'idle', worker, profile) end
+
+  if args[11] == '1' and not fresh then
+    for _, id in ipairs(redis.call('SMEMBERS', p .. 'wjobs:' .. worker)) do
+      local job = load_job(p, id)
+      if job and ACTIVE[job.state] and job.worker == worker then
+        apply_failure(ctx, job, 'worker_lost', cjson.encode({ kind = 'worker_lost',
+          message = 'worker ' .. worker .. ' restarted while running this job' }), false)
+      end
+    end
+    redis.call('DEL', p .. 'wjobs:' .. worker)
+    redis.call('ZREM', p .. 'leases', worker)
+    redis.call('HDEL', wkey, 'state')
+  end
+
+  local became_routable = 0
+  if redis.call('SADD', p .. 'profiles', profile) == 1 then
+    redis.call('SET', profile_key(p, profile), args[10])
+    for _, class in ipairs(redis.call('SMEMBERS', p .. 'unroutable')) do
+      if profile_matches(p, profile, class) then
+        redis.call('HSET', class_key(p, class), 'routable', '1')
+        redis.call('SREM', p .. 'unroutable', class)
+        events_append(p, ctx.maxlen, { 'type', 'class.routable', 'class', class, 'ts', ctx.now })
+        became_routable = became_routable + 1
+      end
+    end
+  end
+  local state = redis.call('HGET', wkey, 'state')
+  if state ~= 'draining' then
+    local running = redis.call('SCARD', p .. 'wjobs:' .. worker)
+    set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.now, ctx.maxlen)
+  end
+  if fresh then
+    events_append(p, ctx.maxlen, { 'type', 'worker.registered', 'worker', worker, 'machine', args[8], 'ts', ctx.now })
+  end
+  return became_routable
+end
+
+redis.register_function('emp_register_worker', register_worker)

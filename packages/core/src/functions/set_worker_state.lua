@@ -1,0 +1,29 @@
+-- set_worker_state: a worker says it is draining (stops claiming, e.g. on a spot
+-- preemption notice), back to work, or going offline on a clean exit.
+-- KEYS[1] shard anchor
+-- ARGV prelude, then [7] worker id  [8] state ('draining' | 'idle' | 'offline')
+-- Returns the state. Errors: UNKNOWN_WORKER, BAD_STATE.
+local function set_state(keys, args)
+  local ctx = context(keys, args)
+  local p, worker, state = ctx.p, args[7], args[8]
+  local wkey = worker_key(p, worker)
+  must_be_worker(p, worker)
+  if state ~= 'draining' and state ~= 'idle' and state ~= 'offline' then
+    raise('BAD_STATE', 'a worker may set itself draining, idle or offline, not ' .. tostring(state))
+  end
+  if state ~= 'idle' then redis.call('HDEL', p .. 'idle', worker) end
+  if state == 'offline' then
+    redis.call('ZREM', p .. 'workers', worker)
+    redis.call('ZADD', p .. 'workers:offline', ctx.now, worker)
+  else
+    -- a worker that speaks is online again, whatever it says
+    redis.call('ZADD', p .. 'workers', ctx.now, worker)
+    redis.call('ZREM', p .. 'workers:offline', worker)
+    if state == 'idle' and redis.call('SCARD', p .. 'wjobs:' .. worker) > 0 then state = 'busy' end
+  end
+  redis.call('HSET', wkey, 'last_seen', ctx.now)
+  set_worker_state(p, worker, state, ctx.now, ctx.maxlen)
+  return state
+end
+
+redis.register_function('emp_set_worker_state', set_state)

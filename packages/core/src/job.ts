@@ -1,0 +1,209 @@
+import { z } from 'zod';
+import { JobRequirements, PoolName, ServiceName, TenantId } from './requirements';
+
+/** One vocabulary everywhere: Redis, API, SDK, monitor, webhooks. */
+export const JOB_STATES = ['queued', 'starting', 'running', 'retrying', 'succeeded', 'failed', 'canceled', 'expired'] as const;
+export const JobState = z.enum(JOB_STATES);
+export type JobState = z.infer<typeof JobState>;
+export const TERMINAL_STATES: readonly JobState[] = ['succeeded', 'failed', 'canceled', 'expired'];
+
+/**
+ * How a failed attempt is treated: `retryable` and `timeout` use up the user's
+ * attempts and back off; `worker_lost` and `infrastructure` (spot interruption)
+ * are retried at once without touching them; `non_retryable` fails the job.
+ */
+export const FAILURE_KINDS = ['retryable', 'non_retryable', 'timeout', 'worker_lost', 'infrastructure'] as const;
+export const FailureKind = z.enum(FAILURE_KINDS);
+export type FailureKind = z.infer<typeof FailureKind>;
+
+export const JobErrorInfo = z
+  .object({
+    kind: FailureKind,
+    message: z.string().max(10_000),
+    type: z.string().max(200).optional(),
+    details: z.unknown().optional(),
+  })
+  .strict();
+export type JobErrorInfo = z.infer<typeof JobErrorInfo>;
+
+export const PROGRESS_STAGES = ['queued', 'downloading_model', 'loading_model', 'running', 'uploading'] as const;
+export const JobProgress = z
+  .object({
+    stage: z.enum(PROGRESS_STAGES),
+    value: z.number().finite().nonnegative().optional(),
+    max: z.number().finite().positive().optional(),
+    message: z.string().max(1_000).optional(),
+    node: z.string().max(200).optional(),
+    preview: z.string().max(2_000).optional(),
+  })
+  .strict();
+export type JobProgress = z.infer<typeof JobProgress>;
+
+export const Backoff = z
+  .object({
+    type: z.enum(['exponential', 'fixed']).default('exponential'),
+    delay_ms: z.number().int().min(0).max(86_400_000).default(1_000),
+    max_delay_ms: z.number().int().min(0).max(86_400_000).default(300_000),
+    /** fraction of each delay that is randomised away (0 = none, 1 = full jitter) */
+    jitter: z.number().min(0).max(1).default(0.5),
+  })
+  .strict();
+export type Backoff = z.infer<typeof Backoff>;
+
+export const Deadlines = z
+  .object({
+    /** time allowed in the queue before the job is claimed; then `expired` */
+    queue_ttl_ms: z.number().int().positive().max(30 * 86_400_000).optional(),
+    /** time allowed until the job is running (claimed and its model loaded); then `expired` */
+    start_timeout_ms: z.number().int().positive().max(30 * 86_400_000).optional(),
+    /** time allowed to run once started; then the attempt fails with kind `timeout` */
+    execution_timeout_ms: z.number().int().positive().max(7 * 86_400_000).optional(),
+  })
+  .strict();
+
+export const WebhookSpec = z
+  .object({
+    url: z.string().url().max(2_000),
+    events: z.array(z.enum(['start', 'output', 'logs', 'completed'])).optional(),
+  })
+  .strict();
+
+export const JobId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,31}\.[0-9a-z]{12,40}$/, 'a job id looks like <pool>.<id>, e.g. standard.m3kx9a0b1c2d3e4f');
+
+export const SubmitJobInput = z
+  .object({
+    service: ServiceName,
+    tenant: TenantId.default('default'),
+    payload: z.unknown().default({}),
+    requirements: JobRequirements.default({}),
+    /** -1000..1000, higher runs first; equal priorities run in submission order */
+    priority: z.number().int().min(-1000).max(1000).default(0),
+    max_attempts: z.number().int().min(1).max(100).default(3),
+    /** infrastructure failures (lost workers, spot interruptions) allowed before the job fails */
+    max_infra_attempts: z.number().int().min(1).max(100).default(10),
+    backoff: Backoff.optional(),
+    deadlines: Deadlines.optional(),
+    delay_ms: z.number().int().min(0).max(30 * 86_400_000).optional(),
+    idempotency_key: z.string().min(1).max(255).optional(),
+    webhook: WebhookSpec.optional(),
+    workflow_id: z.string().min(1).max(200).optional(),
+    step: z.number().int().min(0).max(10_000).optional(),
+  })
+  .strict();
+export type SubmitJobInput = z.input<typeof SubmitJobInput>;
+export type SubmitJob = z.output<typeof SubmitJobInput>;
+
+const ms = z.coerce.number().int();
+const json = <T extends z.ZodType>(schema: T) =>
+  z.string().transform((text, ctx) => {
+    try {
+      return schema.parse(JSON.parse(text)) as z.output<T>;
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: `not valid JSON of the expected shape: ${(error as Error).message}` });
+      return z.NEVER;
+    }
+  });
+
+/** A job hash as stored in Redis; parsed on every read so a corrupt record is reported, not passed on. */
+export const JobRecord = z.object({
+  state: JobState,
+  class: z.string(),
+  tenant: TenantId,
+  service: ServiceName,
+  /** priority and submission order in one sorted-set score: (1000 - priority) * 2^42 + sequence */
+  score: ms,
+  attempts: ms.default(0),
+  failures: ms.default(0),
+  infra_failures: ms.default(0),
+  max_attempts: ms,
+  max_infra_attempts: ms,
+  manual_retries: ms.default(0),
+  submitted_at: ms,
+  updated_at: ms.optional(),
+  claimed_at: ms.optional(),
+  started_at: ms.optional(),
+  finished_at: ms.optional(),
+  retry_at: ms.optional(),
+  run_at: ms.optional(),
+  retried_at: ms.optional(),
+  queue_deadline: ms.optional(),
+  start_deadline: ms.optional(),
+  exec_timeout_ms: ms.optional(),
+  worker: z.string().optional(),
+  machine: z.string().optional(),
+  last_worker: z.string().optional(),
+  token: z.string().optional(),
+  progress: json(JobProgress).optional(),
+  result: json(z.unknown()).optional(),
+  error: json(JobErrorInfo).optional(),
+  idempotency_key: z.string().optional(),
+  webhook: json(WebhookSpec).optional(),
+  workflow_id: z.string().optional(),
+  step: ms.optional(),
+  cancel_reason: z.string().optional(),
+  expire_reason: z.string().optional(),
+});
+
+/** A job as clients see it. */
+export interface Job {
+  id: string;
+  pool: string;
+  tenant: string;
+  service: string;
+  state: JobState;
+  payload: unknown;
+  requirements: JobRequirements;
+  requirement_class: string;
+  /** false while no worker that ever registered could run this job */
+  routable: boolean;
+  /** jobs ahead of this one in its requirement class, while queued */
+  position?: number;
+  priority: number;
+  attempts: number;
+  failures: number;
+  infra_failures: number;
+  max_attempts: number;
+  max_infra_attempts: number;
+  manual_retries: number;
+  progress?: JobProgress;
+  result?: unknown;
+  error?: JobErrorInfo;
+  worker?: string;
+  machine?: string;
+  idempotency_key?: string;
+  webhook?: z.infer<typeof WebhookSpec>;
+  workflow_id?: string;
+  step?: number;
+  cancel_reason?: string;
+  expire_reason?: string;
+  timestamps: {
+    submitted_at: number;
+    updated_at: number;
+    claimed_at?: number;
+    started_at?: number;
+    finished_at?: number;
+    retry_at?: number;
+    run_at?: number;
+  };
+  deadlines: {
+    queue_deadline?: number;
+    start_deadline?: number;
+    execution_timeout_ms?: number;
+    lease_until?: number;
+  };
+}
+
+export const PRIORITY_SPAN = 2 ** 42;
+
+export function priorityOfScore(score: number): number {
+  return 1000 - Math.floor(score / PRIORITY_SPAN);
+}
+
+export function poolOfJobId(id: string): string {
+  const dot = id.indexOf('.');
+  return dot > 0 ? id.slice(0, dot) : '';
+}
+
+export { PoolName };

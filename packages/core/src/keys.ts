@@ -1,0 +1,60 @@
+/**
+ * The Redis key layout. Everything about one shard (a pool) shares the hash tag
+ * `{<pool>}`, so every function call stays within one cluster slot; a job id
+ * starts with its pool, so any call about a job finds its shard.
+ *
+ *   <ns>:{<pool>}:shard            anchor passed as KEYS[1] to every function
+ *   <ns>:{<pool>}:job:<id>         job hash
+ *   <ns>:{<pool>}:q:<class>        queued jobs of one requirement class (score: priority, then order)
+ *   <ns>:{<pool>}:classes          non-empty classes scored by their head job
+ *   <ns>:{<pool>}:class:<class>    class definition and routable flag; classlist / unroutable: sets of classes
+ *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
+ *   <ns>:{<pool>}:events           the shard's event stream
+ *   <ns>:{<pool>}:worker:<id>      worker hash; workers / workers:offline: last_seen indexes; idle: waiting workers
+ *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices
+ *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
+ *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered
+ *   <ns>:{<pool>}:machine:<id>     machine hash; machines / machines:offline
+ *   <ns>:{<pool>}:idem:<key>       idempotency key -> job id | request fingerprint
+ *   <ns>:pools                     every pool ever used (outside any shard)
+ */
+export class KeyLayout {
+  constructor(readonly namespace = 'emp') {}
+
+  prefix(pool: string): string {
+    return `${this.namespace}:{${pool}}:`;
+  }
+  anchor(pool: string): string {
+    return `${this.prefix(pool)}shard`;
+  }
+  events(pool: string): string {
+    return `${this.prefix(pool)}events`;
+  }
+  signal(pool: string, worker: string): string {
+    return `${this.prefix(pool)}signal:${worker}`;
+  }
+  worker(pool: string, worker: string): string {
+    return `${this.prefix(pool)}worker:${worker}`;
+  }
+  workers(pool: string): string {
+    return `${this.prefix(pool)}workers`;
+  }
+  offlineWorkers(pool: string): string {
+    return `${this.prefix(pool)}workers:offline`;
+  }
+  workerJobs(pool: string, worker: string): string {
+    return `${this.prefix(pool)}wjobs:${worker}`;
+  }
+  machine(pool: string, machine: string): string {
+    return `${this.prefix(pool)}machine:${machine}`;
+  }
+  machines(pool: string): string {
+    return `${this.prefix(pool)}machines`;
+  }
+  offlineMachines(pool: string): string {
+    return `${this.prefix(pool)}machines:offline`;
+  }
+  pools(): string {
+    return `${this.namespace}:pools`;
+  }
+}

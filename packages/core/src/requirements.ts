@@ -1,0 +1,109 @@
+import { z } from 'zod';
+import { canonicalJson, contentId } from './canonical';
+
+export const ServiceName = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,31}$/, 'a service name is lowercase letters, digits and dashes, starting with a letter, at most 32 characters');
+export const PoolName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a pool name is lowercase letters, digits and dashes, at most 32 characters');
+export const TenantId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a tenant id is letters, digits, _ . -, at most 64 characters');
+export const ModelName = z.string().min(1).max(200);
+export const Label = z.string().min(1).max(100);
+
+type Scalar = string | number | boolean;
+export type ConstraintValue = Scalar | Scalar[] | { [key: string]: ConstraintValue };
+
+const Scalar = z.union([z.string().max(200), z.number().finite(), z.boolean()]);
+export const ConstraintValue: z.ZodType<ConstraintValue> = z.lazy(() =>
+  z.union([Scalar, z.array(Scalar).max(64), z.record(Label, ConstraintValue)]),
+);
+export type Constraints = { [label: string]: ConstraintValue };
+
+/** Constraints nest at most this deep (`{ a: { b: 1 } }` is 2). */
+export const MAX_CONSTRAINT_DEPTH = 8;
+
+/**
+ * Why a labels/constraints tree is too large, or null. Walked without recursion
+ * and before the recursive schema, so a hostile value can neither overflow the
+ * stack here nor reach Lua's cjson (which refuses 1,000 levels mid-function).
+ */
+function treeTooLarge(value: unknown, maxEntries: number): string | null {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  let entries = 0;
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    if (depth > MAX_CONSTRAINT_DEPTH) return `nested deeper than ${MAX_CONSTRAINT_DEPTH} levels`;
+    for (const child of Object.values(node)) {
+      if (++entries > maxEntries) return `more than ${maxEntries} labels and values in all`;
+      stack.push([child, depth + 1]);
+    }
+  }
+  return null;
+}
+
+/** Labels (a worker's) or constraints (a job's): a bounded tree of scalars, scalar sets and objects. */
+export function constraintTree(maxEntries: number): z.ZodType<Constraints> {
+  return z
+    .unknown()
+    .superRefine((value, ctx) => {
+      const problem = treeTooLarge(value, maxEntries);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem, abort: true });
+    })
+    .pipe(z.record(Label, ConstraintValue)) as unknown as z.ZodType<Constraints>;
+}
+export const Constraints = constraintTree(1_000);
+
+export const Hardware = z
+  .object({
+    gpu_memory_gb: z.number().nonnegative().max(100_000).optional(),
+    cpu_cores: z.number().nonnegative().max(100_000).optional(),
+    ram_gb: z.number().nonnegative().max(1_000_000).optional(),
+  })
+  .strict();
+
+/** What a job needs from the worker that runs it. */
+export const JobRequirements = z
+  .object({
+    pool: PoolName.optional(),
+    hardware: Hardware.optional(),
+    models: z.array(ModelName).max(32).optional(),
+    custom_nodes: z.array(Label).max(64).optional(),
+    /** strict: only a worker dedicated to this job's tenant may run it */
+    isolation: z.enum(['shared', 'strict']).optional(),
+    /** the worker must have all of these (arrays: all elements; numbers: at least; objects: recursively) */
+    constraints: Constraints.optional(),
+    /** the worker must have none of these */
+    exclude: Constraints.optional(),
+  })
+  .strict();
+export type JobRequirements = z.infer<typeof JobRequirements>;
+
+export interface RequirementClass {
+  id: string;
+  /** canonical JSON of everything matching looks at: service, tenant, workflow and requirements */
+  definition: string;
+}
+
+/**
+ * The requirement class of a job: jobs with equal classes are interchangeable
+ * for matching, so the queue is indexed by class and a claim looks at class heads.
+ */
+export function requirementClass(input: {
+  service: string;
+  tenant: string;
+  workflow_id?: string | undefined;
+  requirements: JobRequirements;
+}): RequirementClass {
+  const { pool: _pool, ...matched } = input.requirements;
+  const definition = canonicalJson({
+    ...matched,
+    service: input.service,
+    tenant: input.tenant,
+    workflow_id: input.workflow_id,
+  });
+  return { id: contentId(definition), definition };
+}
