@@ -1,0 +1,132 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FailureKind, ServiceName, parseWith } from '@emp/core';
+import { z } from 'zod';
+import { type Connector, JobFailure } from '../connector';
+
+const Milliseconds = z.number().finite().min(0).max(86_400_000);
+
+/** A fixed duration, a uniform range, or a normal distribution (cut at 0). */
+const Duration = z.union([
+  Milliseconds,
+  z
+    .object({ min: Milliseconds, max: Milliseconds })
+    .strict()
+    .refine((d) => d.min <= d.max, { message: 'min must not exceed max' }),
+  z.object({ mean: Milliseconds, stddev: Milliseconds.optional() }).strict(),
+], { error: 'expected milliseconds, { min, max } or { mean, stddev? }' });
+
+const WeightedFailureKind = z.union([FailureKind, z.object({ kind: FailureKind, weight: z.number().positive() }).strict()]);
+
+export const SimulationOptions = z
+  .object({
+    /** how long a job runs (ms); a normal distribution without stddev uses a quarter of its mean */
+    durationMs: Duration.default(1_000),
+    /** progress updates per job */
+    steps: z.number().int().min(0).max(10_000).default(10),
+    /** share of jobs that fail (halfway through) */
+    failureRate: z.number().min(0).max(1).default(0),
+    /** what the failing jobs fail with: kinds, or kinds with weights */
+    failureKinds: z.array(WeightedFailureKind).min(1).default(['retryable']),
+    /** makes durations and failures reproducible */
+    seed: z.number().int().optional(),
+    /** the service it pretends to be */
+    service: ServiceName.default('simulation'),
+  })
+  .strict();
+export type SimulationOptions = z.input<typeof SimulationOptions>;
+
+/** What a job's payload may set for itself; other payload fields are ignored. */
+export const SimulationPayload = z
+  .object({
+    duration_ms: Milliseconds.optional(),
+    steps: z.number().int().min(0).max(10_000).optional(),
+    fail: FailureKind.optional(),
+    result: z.record(z.string(), z.unknown()).optional(),
+  })
+  .loose();
+
+/**
+ * Pretends to run a job: waits its duration while reporting `steps` progress
+ * updates, fails at random (or when the payload says `fail`), and returns
+ * `{ simulated: true, duration_ms, steps, ...payload.result }`. Stops at once
+ * when the job is aborted.
+ */
+export function simulationConnector(options: SimulationOptions = {}): Connector {
+  const config = parseWith(SimulationOptions, options, 'simulation connector options');
+  const random = config.seed === undefined ? Math.random : seededRandom(config.seed);
+  const kinds = config.failureKinds.map((k) => (typeof k === 'string' ? { kind: k, weight: 1 } : k));
+  const totalWeight = kinds.reduce((sum, k) => sum + k.weight, 0);
+
+  const sampleDuration = (): number => {
+    const d = config.durationMs;
+    if (typeof d === 'number') return Math.round(d);
+    if ('min' in d) return Math.round(d.min + random() * (d.max - d.min));
+    const stddev = d.stddev ?? d.mean / 4;
+    return Math.max(0, Math.round(d.mean + stddev * standardNormal(random)));
+  };
+
+  const sampleFailure = (): FailureKind | undefined => {
+    if (config.failureRate === 0 || random() >= config.failureRate) return undefined;
+    let pick = random() * totalWeight;
+    for (const k of kinds) {
+      pick -= k.weight;
+      if (pick < 0) return k.kind;
+    }
+    return kinds[kinds.length - 1]!.kind;
+  };
+
+  return {
+    service: config.service,
+    async run(job, ctx) {
+      const overrides = readPayload(job.payload);
+      const duration = overrides.duration_ms ?? sampleDuration();
+      const steps = overrides.steps ?? config.steps;
+      const failure = overrides.fail ?? sampleFailure();
+      const runFor = failure ? duration / 2 : duration;
+      const startedAt = Date.now();
+      const until = async (elapsed: number) => {
+        const wait = startedAt + elapsed - Date.now();
+        if (wait > 0) await sleep(wait, undefined, { signal: ctx.signal });
+        else ctx.signal.throwIfAborted();
+      };
+
+      for (let step = 1; step <= steps && (step * duration) / steps <= runFor; step++) {
+        await until((step * duration) / steps);
+        ctx.progress({ stage: 'running', value: step, max: steps, message: `step ${step}/${steps}` });
+      }
+      await until(runFor);
+      if (failure) {
+        throw new JobFailure(failure, `simulated ${failure} failure`, { type: 'SimulatedFailure' });
+      }
+      return { simulated: true, duration_ms: duration, steps, ...overrides.result };
+    },
+  };
+}
+
+function readPayload(payload: unknown): z.output<typeof SimulationPayload> {
+  if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) return {};
+  try {
+    return parseWith(SimulationPayload, payload, 'simulation payload');
+  } catch (error) {
+    throw new JobFailure('non_retryable', (error as Error).message, { type: 'InvalidPayload' });
+  }
+}
+
+/** mulberry32: small, fast, good enough to make a simulation reproducible. */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+/** Box-Muller. */
+function standardNormal(random: () => number): number {
+  const u = 1 - random();
+  const v = random();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+}

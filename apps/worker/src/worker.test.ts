@@ -1,0 +1,414 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Broker, type BrokerConfigInput, type BrokerEvent, type Job, Scheduler } from '@emp/core';
+import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type Connector, JobFailure } from './connector';
+import { type SimulationOptions, simulationConnector } from './connectors/simulation';
+import { Worker, type WorkerOptions } from './worker';
+
+const POOL = 'standard';
+const silent = pino({ level: 'silent' });
+
+let server: RedisProcess;
+let redis: Redis;
+const workers: Worker[] = [];
+const schedulers: Scheduler[] = [];
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url);
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+});
+beforeEach(async () => {
+  await redis.flushall();
+});
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  await Promise.all(workers.splice(0).map((w) => w.stop({ graceMs: 0 })));
+  await Promise.all(schedulers.splice(0).map((s) => s.stop()));
+});
+
+async function connect(config: BrokerConfigInput = {}): Promise<Broker> {
+  return Broker.connect({ redis, config });
+}
+
+async function startWorker(
+  broker: Broker,
+  options: Partial<WorkerOptions> & { simulation?: SimulationOptions } = {},
+): Promise<Worker> {
+  const { simulation, ...rest } = options;
+  const worker = new Worker({
+    broker,
+    id: 'w1',
+    pool: POOL,
+    capabilities: { services: ['simulation'] },
+    connectors: [simulationConnector({ durationMs: 50, steps: 2, ...simulation })],
+    logger: silent,
+    ...rest,
+  });
+  workers.push(worker);
+  await worker.start();
+  return worker;
+}
+
+/** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
+async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+async function jobInState(broker: Broker, id: string, ...states: Job['state'][]): Promise<Job> {
+  return waitFor(`job ${id} to be ${states.join(' or ')}`, async () => {
+    const job = await broker.getJob(id);
+    return job && states.includes(job.state) ? job : undefined;
+  });
+}
+
+async function eventsOf(broker: Broker, jobId?: string): Promise<BrokerEvent[]> {
+  const events = await broker.readEvents(POOL, '0', { count: 100_000 });
+  return jobId ? events.filter((e) => e.fields.job === jobId) : events;
+}
+
+async function fcallCalls(): Promise<number> {
+  const info = await redis.info('commandstats');
+  return Number(/cmdstat_fcall:calls=(\d+)/.exec(info)?.[1] ?? 0);
+}
+
+async function workerState(broker: Broker, id: string): Promise<string | undefined> {
+  return (await broker.workers(POOL)).find((w) => w.id === id)?.state;
+}
+
+/** A connector that runs until aborted, recording when it saw the abort. */
+function untilAbortedConnector(record: { abortedAt?: number; reason?: unknown }): Connector {
+  return {
+    service: 'simulation',
+    run: (_job, ctx) =>
+      new Promise((_resolve, reject) => {
+        ctx.signal.addEventListener('abort', () => {
+          record.abortedAt = Date.now();
+          record.reason = ctx.signal.reason;
+          reject(ctx.signal.reason as Error);
+        });
+      }),
+  };
+}
+
+describe('running jobs', () => {
+  it('runs a submitted simulation job end to end, with progress in order and the result stored', async () => {
+    const broker = await connect();
+    const worker = await startWorker(broker, { simulation: { durationMs: 600, steps: 4 } });
+    const completed: string[] = [];
+    worker.on('job:completed', (job) => completed.push(job.id));
+
+    const { id } = await broker.submit({ service: 'simulation', payload: { result: { image: 'cat.png' } } });
+    const job = await jobInState(broker, id, 'succeeded', 'failed');
+
+    expect(job.state).toBe('succeeded');
+    expect(job.result).toEqual({ simulated: true, duration_ms: 600, steps: 4, image: 'cat.png' });
+    expect(job.attempts).toBe(1);
+    expect(completed).toEqual([id]);
+
+    const events = await eventsOf(broker, id);
+    const types = events.map((e) => e.type).filter((t) => t !== 'job.progress');
+    expect(types).toEqual(['job.queued', 'job.starting', 'job.running', 'job.succeeded']);
+    const progress = events.filter((e) => e.type === 'job.progress').map((e) => JSON.parse(e.fields.progress!));
+    expect(progress.length).toBeGreaterThan(0);
+    const values = progress.map((p) => p.value as number);
+    expect(values).toEqual([...values].sort((a, b) => a - b));
+    expect(new Set(values).size).toBe(values.length);
+    // the last value is always sent, even when throttling skipped some in between
+    expect(progress.at(-1)).toMatchObject({ stage: 'running', value: 4, max: 4 });
+    // every progress event lies between running and succeeded
+    const running = events.findIndex((e) => e.type === 'job.running');
+    const succeeded = events.findIndex((e) => e.type === 'job.succeeded');
+    events.forEach((e, i) => e.type === 'job.progress' && expect(i > running && i < succeeded).toBe(true));
+    await waitFor('the worker to be idle again', async () => (await workerState(broker, 'w1')) === 'idle');
+  });
+
+  it('records a JobFailure with its kind and any other error as retryable', async () => {
+    const broker = await connect();
+    const worker = await startWorker(broker, {
+      connectors: [
+        {
+          service: 'simulation',
+          async run(job) {
+            const payload = job.payload as { throw?: string };
+            if (payload.throw === 'bad') throw new JobFailure('non_retryable', 'prompt is empty', { type: 'BadPrompt', details: { field: 'prompt' } });
+            throw new TypeError('boom');
+          },
+        },
+      ],
+    });
+    const outcomes: string[] = [];
+    worker.on('job:failed', (job, error, outcome) => outcomes.push(`${error.kind}:${outcome}`));
+
+    const bad = await broker.submit({ service: 'simulation', payload: { throw: 'bad' } });
+    const flaky = await broker.submit({ service: 'simulation', payload: { throw: 'other' }, max_attempts: 5 });
+
+    const failed = await jobInState(broker, bad.id, 'failed');
+    expect(failed.error).toEqual({ kind: 'non_retryable', message: 'prompt is empty', type: 'BadPrompt', details: { field: 'prompt' } });
+    expect(failed.attempts).toBe(1);
+    const retrying = await jobInState(broker, flaky.id, 'retrying');
+    expect(retrying.error).toEqual({ kind: 'retryable', message: 'boom', type: 'TypeError' });
+    expect(retrying.failures).toBe(1);
+    expect(outcomes.sort()).toEqual(['non_retryable:failed', 'retryable:retrying']);
+  });
+
+  it('fails an attempt with kind timeout when it runs past its execution timeout', async () => {
+    const broker = await connect();
+    const record: { reason?: unknown } = {};
+    await startWorker(broker, { connectors: [untilAbortedConnector(record)] });
+    const { id } = await broker.submit({
+      service: 'simulation',
+      deadlines: { execution_timeout_ms: 300 },
+      backoff: { delay_ms: 60_000 },
+    });
+    const job = await jobInState(broker, id, 'retrying', 'failed');
+    expect(job.error?.kind).toBe('timeout');
+    expect(job.failures).toBe(1);
+    expect(record.reason).toMatchObject({ name: 'AbortError', reason: 'timeout' });
+  });
+});
+
+describe('starting', () => {
+  it('leaves the job starting until a connector that starts itself is ready', async () => {
+    const broker = await connect();
+    let ready!: () => void;
+    const modelLoaded = new Promise<void>((resolve) => (ready = resolve));
+    await startWorker(broker, {
+      connectors: [
+        {
+          service: 'simulation',
+          startsItself: true,
+          async run(_job, ctx) {
+            ctx.progress({ stage: 'downloading_model', value: 1, max: 2 });
+            await modelLoaded;
+            await ctx.start();
+            return { loaded: true };
+          },
+        },
+      ],
+    });
+    const { id } = await broker.submit({ service: 'simulation' });
+    await waitFor('the download progress', async () => (await broker.getJob(id))?.progress?.stage === 'downloading_model');
+    expect((await broker.getJob(id))?.state).toBe('starting');
+    ready();
+    const job = await jobInState(broker, id, 'succeeded');
+    expect(job.result).toEqual({ loaded: true });
+    const types = (await eventsOf(broker, id)).map((e) => e.type);
+    expect(types).toEqual(['job.queued', 'job.starting', 'job.progress', 'job.running', 'job.succeeded']);
+  });
+
+  it('registers again when the broker has forgotten it, and keeps taking jobs', async () => {
+    const broker = await connect();
+    await startWorker(broker, { heartbeatMs: 50 });
+    await waitFor('the worker to be idle', async () => (await workerState(broker, 'w1')) === 'idle');
+    await redis.del(broker.keys.worker(POOL, 'w1'));
+    await waitFor('the worker to be registered again', async () => (await workerState(broker, 'w1')) === 'idle');
+    const { id } = await broker.submit({ service: 'simulation' });
+    expect((await jobInState(broker, id, 'succeeded')).attempts).toBe(1);
+  });
+});
+
+describe('waiting without polling', () => {
+  it('sends Redis no claims while idle, and a submit wakes it', async () => {
+    const broker = await connect();
+    // heartbeats are FCALLs too: keep them out of the quiet window
+    const worker = await startWorker(broker, { heartbeatMs: 60_000 });
+    await waitFor('the worker to be idle', async () => (await workerState(broker, 'w1')) === 'idle');
+
+    const callsBefore = await fcallCalls();
+    const eventsBefore = (await eventsOf(broker)).length;
+    await sleep(500);
+    expect(await fcallCalls()).toBe(callsBefore);
+    expect((await eventsOf(broker)).length).toBe(eventsBefore);
+
+    const started: string[] = [];
+    worker.on('job:started', (job) => started.push(job.id));
+    const { id } = await broker.submit({ service: 'simulation' });
+    // well inside the 30 s safety-net recheck: only the wake-up can have started it
+    await jobInState(broker, id, 'succeeded');
+    expect(started).toEqual([id]);
+  });
+
+  it('aborts a canceled running job within moments, through the signal list', async () => {
+    const broker = await connect();
+    const record: { abortedAt?: number; reason?: unknown } = {};
+    // no heartbeat during the test: the notice must come through the blocking waiter
+    const worker = await startWorker(broker, { heartbeatMs: 60_000, connectors: [untilAbortedConnector(record)] });
+    const dropped: string[] = [];
+    worker.on('job:dropped', (job, reason) => dropped.push(`${job.id}:${reason}`));
+
+    const { id } = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, id, 'running');
+    await broker.cancel(id, 'user changed their mind');
+
+    await waitFor('the connector to see the abort', () => record.abortedAt !== undefined && worker.running === 0, 5_000);
+    expect(record.reason).toMatchObject({ name: 'AbortError', reason: 'canceled' });
+    expect(dropped).toEqual([`${id}:canceled`]);
+    const job = await broker.getJob(id);
+    expect(job?.state).toBe('canceled');
+    expect(job?.cancel_reason).toBe('user changed their mind');
+  });
+
+  it('drops a job the heartbeat reports canceled, if the notice was missed', async () => {
+    const broker = await connect();
+    const record: { abortedAt?: number; reason?: unknown } = {};
+    const worker = await startWorker(broker, { heartbeatMs: 100, connectors: [untilAbortedConnector(record)] });
+    const { id } = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, id, 'running');
+    // cancel and swallow the notice in one transaction, so the waiter never sees it
+    // (the broker has no such call: this is the function's prelude, see includes/00-base.lua)
+    const c = broker.config;
+    const prelude = ['', c.eventsMaxLen, c.leaseMs, c.retentionMs, c.failedRetentionMs, c.avoidMs];
+    await redis
+      .multi()
+      .call('FCALL', 'emp_cancel', 1, broker.keys.anchor(POOL), ...prelude, id, '')
+      .del(broker.keys.signal(POOL, 'w1'))
+      .exec();
+    expect((await broker.getJob(id))?.state).toBe('canceled');
+    await waitFor('the connector to see the abort', () => record.abortedAt !== undefined && worker.running === 0, 5_000);
+    expect(record.reason).toMatchObject({ reason: 'canceled' });
+  });
+});
+
+describe('concurrency', () => {
+  it('runs at most `concurrency` jobs at once and finishes them all', async () => {
+    const broker = await connect();
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) ids.push((await broker.submit({ service: 'simulation' })).id);
+
+    const inner = simulationConnector({ durationMs: 200, steps: 2 });
+    let current = 0;
+    let most = 0;
+    const counting: Connector = {
+      service: 'simulation',
+      async run(job, ctx) {
+        most = Math.max(most, ++current);
+        try {
+          return await inner.run(job, ctx);
+        } finally {
+          current--;
+        }
+      },
+    };
+    await startWorker(broker, { concurrency: 4, connectors: [counting] });
+
+    for (const id of ids) expect((await jobInState(broker, id, 'succeeded', 'failed')).state).toBe('succeeded');
+    expect(most).toBe(4);
+    const events = await eventsOf(broker);
+    expect(events.filter((e) => e.type === 'job.succeeded')).toHaveLength(8);
+  });
+
+  it('keeps one blocking waiter: a cancel reaches a busy worker with free slots and with none', async () => {
+    const broker = await connect();
+    const record: { abortedAt?: number } = {};
+    const worker = await startWorker(broker, { concurrency: 2, heartbeatMs: 60_000, connectors: [untilAbortedConnector(record)] });
+    const a = await broker.submit({ service: 'simulation' });
+    const b = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, a.id, 'running');
+    await jobInState(broker, b.id, 'running');
+    const clients = await redis.client('LIST');
+    expect(String(clients).match(/cmd=blpop/g)).toHaveLength(1);
+
+    await broker.cancel(a.id);
+    await waitFor('one job to be dropped', () => worker.running === 1, 5_000);
+    await broker.cancel(b.id);
+    await waitFor('both jobs to be dropped', () => worker.running === 0, 5_000);
+  });
+});
+
+describe('stopping', () => {
+  it('hands a job that outlasts the grace period back without charging the user, and shows offline', async () => {
+    const broker = await connect();
+    const worker = await startWorker(broker, { simulation: { durationMs: 60_000, steps: 10 } });
+    const { id } = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, id, 'running');
+
+    await worker.stop({ graceMs: 200 });
+
+    const job = await broker.getJob(id);
+    expect(job?.state).toBe('queued');
+    expect(job?.infra_failures).toBe(1);
+    expect(job?.failures).toBe(0);
+    expect(job?.error).toMatchObject({ kind: 'infrastructure', message: 'worker shutting down' });
+    expect(worker.running).toBe(0);
+    expect(await workerState(broker, 'w1')).toBe('offline');
+    const clients = String(await redis.client('LIST'));
+    expect(clients).not.toMatch(/cmd=blpop/);
+  });
+
+  it('lets a job finish within the grace period and claims nothing more', async () => {
+    const broker = await connect();
+    const first = await broker.submit({ service: 'simulation' });
+    const second = await broker.submit({ service: 'simulation' });
+    const worker = await startWorker(broker, { simulation: { durationMs: 300, steps: 3 } });
+    await jobInState(broker, first.id, 'running');
+
+    await worker.stop({ graceMs: 10_000 });
+
+    expect((await broker.getJob(first.id))?.state).toBe('succeeded');
+    expect((await broker.getJob(second.id))?.state).toBe('queued');
+    expect((await broker.getJob(second.id))?.attempts).toBe(0);
+    expect(await workerState(broker, 'w1')).toBe('offline');
+  });
+});
+
+describe('a worker that dies', () => {
+  it('loses its job when its lease runs out; another worker runs it once', async () => {
+    const leaseMs = 500;
+    const broker = await connect({ leaseMs });
+    const scheduler = new Scheduler(broker, { maxIntervalMs: 100 });
+    schedulers.push(scheduler);
+    scheduler.start();
+    const { id } = await broker.submit({ service: 'simulation' });
+
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./testing/worker-process.ts', import.meta.url))], {
+      env: { ...process.env, EMP_REDIS_URL: server.url, EMP_WORKER_ID: 'doomed', EMP_LEASE_MS: String(leaseMs), EMP_DURATION_MS: '60000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+
+    await waitFor(`the doomed worker to run the job (its output: ${output})`, async () => {
+      const job = await broker.getJob(id);
+      return job?.state === 'running' && job.worker === 'doomed';
+    }, 30_000);
+    // the survivor waits idle, so it can only get the job once the lease is reaped
+    const survivor = await startWorker(broker, { id: 'survivor', simulation: { durationMs: 100, steps: 1 } });
+    await sleep(3 * leaseMs); // the doomed worker's heartbeats keep its lease meanwhile
+    expect((await broker.getJob(id))?.worker).toBe('doomed');
+
+    child.kill('SIGKILL');
+    await exited;
+
+    const job = await jobInState(broker, id, 'succeeded', 'failed');
+    expect(job.state).toBe('succeeded');
+    expect(job.attempts).toBe(2);
+    expect(job.infra_failures).toBe(1);
+    expect(job.failures).toBe(0);
+    expect(job.result).toMatchObject({ simulated: true, duration_ms: 100 });
+    expect(survivor.running).toBe(0);
+
+    const events = await eventsOf(broker, id);
+    expect(events.filter((e) => e.type === 'job.succeeded')).toHaveLength(1);
+    expect(events.filter((e) => e.type === 'job.starting').map((e) => e.fields.worker)).toEqual(['doomed', 'survivor']);
+    expect(events.find((e) => e.type === 'job.queued' && e.fields.reason === 'worker_lost')).toBeDefined();
+  });
+});

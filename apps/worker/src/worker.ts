@@ -1,0 +1,683 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  type Broker,
+  type ClaimResult,
+  type ClaimedJob,
+  EmpError,
+  type JobErrorInfo,
+  JobProgress,
+  LeaseLostError,
+  PayloadTooLargeError,
+  type RedisClient,
+  UnknownWorkerError,
+  WorkerCapabilities,
+  parseWith,
+} from '@emp/core';
+import { type Logger, pino } from 'pino';
+import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure } from './connector';
+import { ProgressReporter } from './progress-reporter';
+
+export interface WorkerOptions {
+  broker: Broker;
+  id: string;
+  pool: string;
+  /** the machine this worker runs on; 'local' by default */
+  machineId?: string;
+  capabilities: WorkerCapabilities;
+  /** one per service in `capabilities.services` */
+  connectors: Connector[];
+  /** jobs run at once; default 1 */
+  concurrency?: number;
+  /** how often leases are renewed; default a third of the broker's leaseMs */
+  heartbeatMs?: number;
+  /**
+   * Longest single BLPOP on the signal list (default 30 s). A timeout only
+   * starts the next wait: wake-ups are atomic with the idle index, so an idle
+   * worker never claims on a timer.
+   */
+  signalWaitMs?: number;
+  /** least time between two progress reports of one job; default 250 ms */
+  progressIntervalMs?: number;
+  logger?: Logger;
+}
+
+export type FailOutcome = 'queued' | 'retrying' | 'failed';
+
+/** Why an attempt ended without this worker recording an outcome: someone else already did. */
+export type DropReason = Exclude<AbortCause, 'shutdown'>;
+
+export interface WorkerEvents {
+  'job:started': [job: ClaimedJob];
+  'job:completed': [job: ClaimedJob, result: unknown];
+  'job:failed': [job: ClaimedJob, error: JobErrorInfo, outcome: FailOutcome];
+  /** canceled, expired, timed out by the broker or lease lost: the broker already ended the attempt */
+  'job:dropped': [job: ClaimedJob, reason: DropReason];
+}
+
+interface ActiveJob {
+  job: ClaimedJob;
+  connector: Connector | undefined;
+  controller: AbortController;
+  logger: Logger;
+  progress: ProgressReporter;
+  started: Promise<void> | undefined;
+  timeoutTimer: NodeJS.Timeout | undefined;
+  /** the broker timed the attempt out itself (and already recorded the failure) */
+  timedOutByBroker: boolean;
+}
+
+type Outcome = { ok: true; result: unknown } | { ok: false; error: unknown };
+
+const DEFAULT_SIGNAL_WAIT_MS = 30_000;
+const DEFAULT_GRACE_MS = 10_000;
+const CLAIM_ERROR_BACKOFF_MS = 1_000;
+/** a result or failure is recorded with up to this many tries (about 30 s in all) */
+const RECORD_ATTEMPTS = 6;
+const RECORD_BACKOFF_MS = 500;
+const MAX_MESSAGE = 10_000;
+const MAX_TYPE = 200;
+
+/**
+ * Pulls jobs this worker can run from the broker and drives a connector for
+ * each. It claims for every free slot; after a job it records the outcome and
+ * claims the next job in the same call. With nothing to do it blocks on its
+ * signal list (one blocking connection per worker, whatever its concurrency),
+ * which also brings cancel, expiry and timeout notices for running jobs within
+ * milliseconds; the heartbeat renews leases and is a second channel for them.
+ */
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly id: string;
+  readonly pool: string;
+  readonly machineId: string;
+  readonly concurrency: number;
+
+  private readonly broker: Broker;
+  private readonly capabilities: WorkerCapabilities;
+  private readonly connectors = new Map<string, Connector>();
+  private readonly heartbeatMs: number;
+  private readonly signalWaitMs: number;
+  private readonly progressIntervalMs: number;
+  private readonly logger: Logger;
+
+  private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  private readonly active = new Map<string, ActiveJob>();
+  private readonly tasks = new Set<Promise<void>>();
+  private claimsInFlight = 0;
+  private filling = false;
+  private refill: { wokenFor: string | undefined } | undefined;
+  /** a wake-up that arrived while every slot was busy: the next free slot claims for it */
+  private pendingWake: string | undefined;
+  private handingBack = false;
+  private idleWaiters: Array<() => void> = [];
+
+  private blocking: RedisClient | undefined;
+  private waiter: Promise<void> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatInFlight: Promise<void> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDueAt = Infinity;
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(options: WorkerOptions) {
+    super();
+    this.broker = options.broker;
+    this.id = options.id;
+    this.pool = options.pool;
+    this.machineId = options.machineId ?? 'local';
+    this.capabilities = options.capabilities;
+    this.concurrency = options.concurrency ?? 1;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) {
+      throw new RangeError(`worker ${this.id}: concurrency must be a positive integer, got ${options.concurrency}`);
+    }
+    this.heartbeatMs = options.heartbeatMs ?? Math.max(50, Math.floor(this.broker.config.leaseMs / 3));
+    this.signalWaitMs = options.signalWaitMs ?? DEFAULT_SIGNAL_WAIT_MS;
+    this.progressIntervalMs = options.progressIntervalMs ?? 250;
+
+    const services = parseWith(WorkerCapabilities, options.capabilities, `capabilities of worker ${this.id}`).services;
+    for (const connector of options.connectors) {
+      if (this.connectors.has(connector.service)) {
+        throw new Error(`worker ${this.id}: two connectors for service '${connector.service}'`);
+      }
+      this.connectors.set(connector.service, connector);
+    }
+    const missing = services.filter((service) => !this.connectors.has(service));
+    if (missing.length > 0) {
+      throw new Error(`worker ${this.id}: no connector for service(s) ${missing.join(', ')} listed in its capabilities`);
+    }
+
+    const base = options.logger ?? pino({ name: 'emp-worker', level: process.env.EMP_LOG_LEVEL ?? 'info' });
+    this.logger = base.child({ worker_id: this.id, machine_id: this.machineId, pool: this.pool });
+  }
+
+  /** Jobs in flight. */
+  get running(): number {
+    return this.active.size;
+  }
+
+  /**
+   * Registers the worker and makes its first claims; resolves once it is
+   * running. It then keeps claiming and running jobs in the background until
+   * `stop()`.
+   */
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new Error(`worker ${this.id} was already started`);
+    this.state = 'running';
+    this.starting = this.register(true);
+    try {
+      // a new process: whatever an earlier process under this id held goes back to the queue now
+      await this.starting;
+    } catch (error) {
+      if (this.state === 'running') this.state = 'new';
+      throw error;
+    }
+    if (this.state !== 'running') return; // stopped while registering
+    this.blocking = this.broker.redis.duplicate();
+    this.blocking.on('error', (error: unknown) => this.logger.debug({ err: error }, 'signal connection error'));
+    this.waiter = this.waitForSignals();
+    this.scheduleHeartbeat();
+    await this.fillSlots();
+    this.logger.info({ concurrency: this.concurrency, services: [...this.connectors.keys()] }, 'worker started');
+  }
+
+  /**
+   * Graceful stop: marks the worker draining (no more claims), lets running
+   * jobs finish for up to `graceMs` (default 10 s), then aborts the rest and
+   * hands them back at once (kind 'infrastructure', so the user's attempts are
+   * untouched), marks the worker offline and closes its signal connection.
+   * The broker (and its Redis connection) belongs to the caller and stays open.
+   */
+  async stop(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.state === 'new') {
+      this.state = 'stopped';
+      return;
+    }
+    this.stopping ??= this.shutdown(options.graceMs ?? DEFAULT_GRACE_MS);
+    return this.stopping;
+  }
+
+  // ---------------------------------------------------------------- claiming
+
+  private freeSlots(): number {
+    return this.concurrency - this.active.size - this.claimsInFlight;
+  }
+
+  /** Claims until every slot is busy or the broker has nothing for this worker. */
+  private async fillSlots(wokenFor?: string): Promise<void> {
+    if (this.filling) {
+      this.refill = { wokenFor: this.refill?.wokenFor ?? wokenFor };
+      return;
+    }
+    this.filling = true;
+    try {
+      let woken = wokenFor;
+      for (;;) {
+        this.refill = undefined;
+        while (this.state === 'running' && this.freeSlots() > 0) {
+          const result = await this.claim(() => this.broker.claim(this.pool, this.id, woken ?? ''));
+          // only the first claim of a round passes the wake-up on if it takes another class's job
+          woken = undefined;
+          if (!result?.job) break;
+        }
+        // a wake-up may have arrived while claiming (TypeScript cannot see the awaits change it)
+        const refill = this.refill as { wokenFor: string | undefined } | undefined;
+        if (!refill || this.state !== 'running') break;
+        woken = refill.wokenFor;
+      }
+    } finally {
+      this.filling = false;
+    }
+  }
+
+  /** Runs one claim call with its slot reserved; launches the job it returns. */
+  private async claim(call: () => Promise<ClaimResult | null>): Promise<ClaimResult | undefined> {
+    this.claimsInFlight++;
+    try {
+      const result = await call();
+      if (!result) return undefined;
+      this.afterClaim(result);
+      return result;
+    } catch (error) {
+      await this.onClaimError(error);
+      return undefined;
+    } finally {
+      this.claimsInFlight--;
+      this.checkIdle();
+    }
+  }
+
+  private afterClaim(result: ClaimResult): void {
+    if (result.job) this.launch(result.job);
+    else if (result.retryAt !== undefined) this.claimAgainAt(result.retryAt);
+  }
+
+  private async onClaimError(error: unknown): Promise<void> {
+    if (error instanceof UnknownWorkerError && this.state === 'running') {
+      this.logger.warn('the broker no longer knows this worker; registering again');
+      try {
+        await this.register();
+        this.claimAgainAt(Date.now());
+        return;
+      } catch (registerError) {
+        error = registerError;
+      }
+    }
+    this.logger.warn({ err: error }, 'claim failed; trying again shortly');
+    this.claimAgainAt(Date.now() + CLAIM_ERROR_BACKOFF_MS);
+  }
+
+  /** Claims again at `at` (a job this worker skipped becomes its to take, or after an error). */
+  private claimAgainAt(at: number): void {
+    if (this.state !== 'running' || at >= this.retryDueAt) return;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryDueAt = at;
+    const delay = Math.max(at - Date.now(), 0);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.retryDueAt = Infinity;
+      void this.fillSlots();
+    }, delay);
+  }
+
+  private onWake(requirementClass: string): void {
+    if (this.state !== 'running') return;
+    if (this.filling) {
+      this.refill = { wokenFor: this.refill?.wokenFor ?? requirementClass };
+    } else if (this.freeSlots() > 0) {
+      void this.fillSlots(requirementClass);
+    } else {
+      // raced with a claim that filled the last slot; whoever frees one claims for this class
+      this.pendingWake = requirementClass;
+    }
+  }
+
+  // ---------------------------------------------------------------- signals
+
+  /** The worker's one blocking waiter: wake-ups for free slots, notices for busy ones. */
+  private async waitForSignals(): Promise<void> {
+    const blocking = this.blocking!;
+    while (this.state !== 'stopped') {
+      let signals;
+      try {
+        signals = await this.broker.waitForSignals(blocking, this.pool, this.id, this.signalWaitMs);
+      } catch (error) {
+        if (this.isStopped()) return;
+        this.logger.warn({ err: error }, 'waiting for signals failed; retrying');
+        await sleep(CLAIM_ERROR_BACKOFF_MS);
+        continue;
+      }
+      if (signals.length === 0) continue;
+      let wake: string | undefined;
+      for (const signal of signals) {
+        if (signal.type === 'wake') wake ??= signal.requirementClass;
+        else this.abortJob(signal.jobId, signal.type === 'cancel' ? 'canceled' : signal.type, undefined, signal.type === 'timeout');
+      }
+      if (wake !== undefined) this.onWake(wake);
+    }
+  }
+
+  private abortJob(jobId: string, cause: AbortCause, token?: string, byBroker = false): void {
+    const active = this.active.get(jobId);
+    if (!active || (token !== undefined && active.job.lease.token !== token)) return;
+    if (active.controller.signal.aborted) return;
+    if (byBroker) active.timedOutByBroker = true;
+    active.logger.debug({ cause }, 'aborting job');
+    active.controller.abort(new JobAbortError(cause));
+  }
+
+  // ---------------------------------------------------------------- heartbeat
+
+  private scheduleHeartbeat(): void {
+    if (this.state === 'stopped') return;
+    this.heartbeatTimer = setTimeout(() => {
+      this.heartbeatTimer = undefined;
+      this.heartbeatInFlight = this.heartbeat().finally(() => {
+        this.heartbeatInFlight = undefined;
+        if (this.state === 'running' || this.state === 'stopping') this.scheduleHeartbeat();
+      });
+    }, this.heartbeatMs);
+  }
+
+  private async heartbeat(): Promise<void> {
+    const leases = [...this.active.values()].map(({ job }) => ({ jobId: job.id, token: job.lease.token }));
+    try {
+      const drops = await this.broker.heartbeat(this.pool, this.id, leases);
+      for (const { jobId, verdict } of drops) {
+        const sent = leases.find((lease) => lease.jobId === jobId);
+        this.abortJob(jobId, verdict, sent?.token);
+      }
+    } catch (error) {
+      if (!(error instanceof UnknownWorkerError)) {
+        this.logger.warn({ err: error }, 'heartbeat failed');
+        return;
+      }
+      // removed from the registry (e.g. silent for longer than its retention): announce it again
+      this.logger.warn('the broker no longer knows this worker; registering again');
+      try {
+        await this.register();
+        if (this.state === 'stopping') await this.broker.setWorkerState(this.pool, this.id, 'draining');
+        if (this.state === 'running') void this.fillSlots();
+      } catch (registerError) {
+        this.logger.warn({ err: registerError }, 'registering again failed');
+      }
+    }
+  }
+
+  private async register(freshStart = false): Promise<void> {
+    await this.broker.registerWorker(
+      {
+        id: this.id,
+        pool: this.pool,
+        machine_id: this.machineId,
+        capabilities: this.capabilities,
+        concurrency: this.concurrency,
+        hostname: hostname(),
+      },
+      { freshStart },
+    );
+  }
+
+  // ---------------------------------------------------------------- running a job
+
+  private launch(job: ClaimedJob): void {
+    const controller = new AbortController();
+    const logger = this.logger.child({ job_id: job.id, service: job.service });
+    const active: ActiveJob = {
+      job,
+      connector: this.connectors.get(job.service),
+      controller,
+      logger,
+      started: undefined,
+      timeoutTimer: undefined,
+      timedOutByBroker: false,
+      progress: new ProgressReporter(
+        (progress) => this.broker.progress(job.lease, progress),
+        (error) => {
+          if (error instanceof LeaseLostError) this.abortJob(job.id, 'lost', job.lease.token);
+          else logger.warn({ err: error }, 'progress report failed');
+        },
+        this.progressIntervalMs,
+      ),
+    };
+    this.active.set(job.id, active);
+    logger.debug({ attempt: job.attempt, token: job.lease.token }, 'job received');
+    if (this.handingBack) controller.abort(new JobAbortError('shutdown'));
+    const task = this.runJob(active).finally(() => this.tasks.delete(task));
+    this.tasks.add(task);
+  }
+
+  private async runJob(active: ActiveJob): Promise<void> {
+    const { job, controller } = active;
+    const ctx: JobContext = {
+      signal: controller.signal,
+      logger: active.logger,
+      start: () => this.startJob(active),
+      progress: (progress) => {
+        parseWith(JobProgress, progress, 'progress');
+        active.progress.report(progress);
+      },
+    };
+    let outcome: Outcome;
+    try {
+      const connector = active.connector;
+      if (!connector) {
+        throw new JobFailure('non_retryable', `worker ${this.id} has no connector for service '${job.service}'`);
+      }
+      controller.signal.throwIfAborted();
+      if (!connector.startsItself) await this.startJob(active);
+      const result = await untilAborted(Promise.resolve().then(() => connector.run(job, ctx)), controller.signal);
+      outcome = { ok: true, result };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    if (active.timeoutTimer) clearTimeout(active.timeoutTimer);
+
+    let next: ClaimResult | null = null;
+    try {
+      next = await this.settle(active, outcome);
+    } catch (error) {
+      // outcome unknown (Redis unreachable through every retry): the broker still counts the
+      // job as this worker's, so it is re-run only once this worker's lease runs out
+      active.logger.error({ err: error }, 'could not record the outcome of the job');
+    } finally {
+      if (active.timeoutTimer) clearTimeout(active.timeoutTimer);
+      active.progress.close();
+      this.active.delete(job.id);
+    }
+    if (next) this.afterClaim(next);
+    // no claim was made for the freed slot, or a wake-up came in while every slot was busy
+    if (this.state === 'running' && (!next || this.pendingWake !== undefined) && this.freeSlots() > 0) {
+      const wokenFor = this.pendingWake;
+      this.pendingWake = undefined;
+      void this.fillSlots(wokenFor);
+    }
+    this.checkIdle();
+  }
+
+  /** Moves the job to running (once) and arms its execution timeout. */
+  private startJob(active: ActiveJob): Promise<void> {
+    active.started ??= this.broker.start(active.job.lease).then(
+      () => {
+        const { job } = active;
+        active.logger.debug('job started');
+        this.notify('job:started', job);
+        if (job.executionTimeoutMs !== undefined && !active.controller.signal.aborted) {
+          active.timeoutTimer = setTimeout(() => this.abortJob(job.id, 'timeout', job.lease.token), job.executionTimeoutMs);
+        }
+      },
+      (error: unknown) => {
+        if (error instanceof LeaseLostError) this.abortJob(active.job.id, 'lost', active.job.lease.token);
+        throw error;
+      },
+    );
+    return active.started;
+  }
+
+  /**
+   * Records the attempt's outcome, claiming the next job in the same call while
+   * the worker is running; returns that claim's result (null: none was made).
+   */
+  private async settle(active: ActiveJob, outcome: Outcome): Promise<ClaimResult | null> {
+    const { job, controller } = active;
+    const cause = controller.signal.aborted ? abortCause(controller.signal.reason) : undefined;
+    // canceled, expired, lost, or timed out by the broker: the attempt's outcome is already recorded
+    const dropped = dropReason(cause, active.timedOutByBroker) ?? (isLeaseLost(outcome) ? 'lost' : undefined);
+    if (dropped) return this.drop(active, dropped);
+
+    const claimNext = this.state === 'running' && this.pendingWake === undefined;
+    if (outcome.ok && !isSerialisable(outcome.result)) {
+      outcome = { ok: false, error: new JobFailure('non_retryable', 'the result is not JSON-serialisable', { type: 'BadResult' }) };
+    }
+    if (outcome.ok) {
+      const { result } = outcome;
+      await active.progress.flush();
+      try {
+        const next = await this.record(active, 'result', () => this.broker.complete(job.lease, result, { claimNext }));
+        active.logger.debug('job completed');
+        this.notify('job:completed', job, outcome.result);
+        return next;
+      } catch (error) {
+        if (error instanceof LeaseLostError) return this.drop(active, dropReason(abortCause(controller.signal.reason), false) ?? 'lost');
+        if (!(error instanceof PayloadTooLargeError)) throw error;
+        outcome = { ok: false, error: new JobFailure('non_retryable', error.message, { type: error.name }) };
+      }
+    }
+
+    const info = classify(outcome.error, cause, job);
+    if (cause === 'shutdown') active.progress.close();
+    else await active.progress.flush();
+    try {
+      const { outcome: result, next } = await this.record(active, 'failure', () => this.broker.fail(job.lease, info, { claimNext }));
+      active.logger.debug({ kind: info.kind, outcome: result, err: outcome.error }, 'job failed');
+      this.notify('job:failed', job, info, result);
+      return next;
+    } catch (error) {
+      if (error instanceof LeaseLostError) return this.drop(active, dropReason(abortCause(controller.signal.reason), false) ?? 'lost');
+      throw error;
+    }
+  }
+
+  /**
+   * Runs a call that records the attempt's outcome, again after transient
+   * (connection) errors: fencing makes a repeat harmless (it is refused with
+   * LeaseLostError when the first one went through).
+   */
+  private async record<T>(active: ActiveJob, what: string, call: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (error instanceof EmpError || attempt >= RECORD_ATTEMPTS) throw error;
+        active.logger.warn({ err: error, attempt }, `recording the job's ${what} failed; trying again`);
+        await sleep(Math.min(RECORD_BACKOFF_MS * 2 ** (attempt - 1), 8_000));
+      }
+    }
+  }
+
+  private drop(active: ActiveJob, reason: DropReason): null {
+    active.progress.close();
+    active.logger.info({ reason }, 'job dropped: its attempt was ended by the broker');
+    this.notify('job:dropped', active.job, reason);
+    return null;
+  }
+
+  private notify<K extends keyof WorkerEvents>(event: K, ...args: WorkerEvents[K]): void {
+    try {
+      (this.emit as (event: K, ...args: WorkerEvents[K]) => boolean)(event, ...args);
+    } catch (error) {
+      this.logger.error({ err: error, event }, 'a worker event listener threw');
+    }
+  }
+
+  // ---------------------------------------------------------------- stopping
+
+  private isStopped(): boolean {
+    return this.state === 'stopped';
+  }
+
+  private isIdle(): boolean {
+    return this.active.size === 0 && this.claimsInFlight === 0;
+  }
+
+  private checkIdle(): void {
+    if (!this.isIdle()) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private whenIdle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    this.state = 'stopping';
+    await this.starting?.catch(() => undefined);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.logger.info({ running: this.active.size, grace_ms: graceMs }, 'worker draining');
+    try {
+      await this.broker.setWorkerState(this.pool, this.id, 'draining');
+    } catch (error) {
+      this.logger.warn({ err: error }, 'could not mark the worker draining');
+    }
+
+    let graceTimer: NodeJS.Timeout | undefined;
+    await Promise.race([this.whenIdle(), new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(graceTimer);
+
+    this.handingBack = true;
+    if (this.active.size > 0) this.logger.info({ running: this.active.size }, 'handing back unfinished jobs');
+    for (const { job } of this.active.values()) this.abortJob(job.id, 'shutdown', job.lease.token);
+    await this.whenIdle();
+    await Promise.allSettled([...this.tasks]);
+
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.state = 'stopped';
+    await this.heartbeatInFlight;
+    try {
+      await this.broker.setWorkerState(this.pool, this.id, 'offline');
+    } catch (error) {
+      this.logger.warn({ err: error }, 'could not mark the worker offline');
+    }
+    this.blocking?.disconnect();
+    await this.waiter;
+    this.logger.info('worker stopped');
+  }
+}
+
+/** Resolves or rejects like `work`, or rejects with the signal's reason as soon as it aborts. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      work.catch(() => undefined); // the connector may still reject later; nobody waits for it
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error as Error);
+      },
+    );
+  });
+}
+
+function abortCause(reason: unknown): AbortCause | undefined {
+  return reason instanceof JobAbortError ? reason.reason : undefined;
+}
+
+function dropReason(cause: AbortCause | undefined, timedOutByBroker: boolean): DropReason | undefined {
+  if (cause === 'canceled' || cause === 'expired' || cause === 'lost') return cause;
+  if (cause === 'timeout' && timedOutByBroker) return 'timeout';
+  return undefined;
+}
+
+function isLeaseLost(outcome: Outcome): boolean {
+  return !outcome.ok && outcome.error instanceof LeaseLostError;
+}
+
+/** Turns whatever ended an attempt into the failure the broker records. */
+function classify(error: unknown, cause: AbortCause | undefined, job: ClaimedJob): JobErrorInfo {
+  if (cause === 'shutdown') return { kind: 'infrastructure', message: 'worker shutting down', type: 'WorkerShutdown' };
+  if (cause === 'timeout') {
+    return {
+      kind: 'timeout',
+      message: `execution timeout of ${job.executionTimeoutMs} ms exceeded`,
+      type: 'ExecutionTimeout',
+    };
+  }
+  if (error instanceof JobFailure) {
+    const info: JobErrorInfo = { kind: error.kind, message: truncate(error.message, MAX_MESSAGE) };
+    if (error.type) info.type = truncate(error.type, MAX_TYPE);
+    if (error.details !== undefined && isSerialisable(error.details)) info.details = error.details;
+    return info;
+  }
+  if (error instanceof Error) {
+    return { kind: 'retryable', message: truncate(error.message || error.name, MAX_MESSAGE), type: truncate(error.name, MAX_TYPE) };
+  }
+  return { kind: 'retryable', message: truncate(String(error), MAX_MESSAGE) };
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+function isSerialisable(value: unknown): boolean {
+  try {
+    JSON.stringify(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
