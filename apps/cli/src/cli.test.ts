@@ -1,0 +1,144 @@
+import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runEmp } from './testing/emp-process';
+
+let redis: RedisProcess;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  env = { REDIS_URL: redis.url };
+});
+
+afterAll(async () => {
+  await redis?.stop();
+});
+
+const noStackTrace = (stderr: string) => expect(stderr).not.toMatch(/^\s+at /m);
+
+describe('emp (commands against a running Redis)', () => {
+  it('submit --json prints the new job, and job shows it', async () => {
+    const submitted = await runEmp(['submit', '--service', 'simulation', '--payload', '{"prompt":"a cat"}', '--json'], env);
+    expect(submitted.code).toBe(0);
+    const { id, pool, routable } = JSON.parse(submitted.stdout) as { id: string; pool: string; routable: boolean };
+    expect(id).toMatch(/^standard\./);
+    expect(pool).toBe('standard');
+    // no worker has registered: the job waits, and the user is told so
+    expect(routable).toBe(false);
+    expect(submitted.stderr).toMatch(/no worker .* can run this job/);
+
+    const asJson = await runEmp(['job', id, '--json'], env);
+    expect(asJson.code).toBe(0);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ id, state: 'queued', service: 'simulation', payload: { prompt: 'a cat' } });
+
+    const forHumans = await runEmp(['job', id], env);
+    expect(forHumans.code).toBe(0);
+    expect(forHumans.stdout).toMatch(new RegExp(`^id:\\s+${id.replace('.', '\\.')}$`, 'm'));
+    expect(forHumans.stdout).toMatch(/^state:\s+queued \(position 0\)$/m);
+  });
+
+  it('submit without --json prints just the id, for $(...) in scripts', async () => {
+    const submitted = await runEmp(['submit', '--service', 'simulation', '--priority', '5', '--tenant', 'acme'], env);
+    expect(submitted.code).toBe(0);
+    expect(submitted.stdout).toMatch(/^standard\.[0-9a-z]+\n$/);
+  });
+
+  it('a bad --payload exits 2 with a precise message and no stack trace', async () => {
+    const result = await runEmp(['submit', '--service', 'simulation', '--payload', '{"prompt": }'], env);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^error: invalid --payload: not valid JSON \(.+\)$/m);
+    expect(result.stdout).toBe('');
+    noStackTrace(result.stderr);
+  });
+
+  it('bad flag values and unknown services are input errors (exit 2), named by flag', async () => {
+    const requirements = await runEmp(['submit', '--service', 'simulation', '--requirements', '{"pool":"Not A Pool"}'], env);
+    expect(requirements.code).toBe(2);
+    expect(requirements.stderr).toMatch(/error: invalid --requirements: pool: a pool name is/);
+
+    const priority = await runEmp(['submit', '--service', 'simulation', '--priority', 'high'], env);
+    expect(priority.code).toBe(2);
+    expect(priority.stderr).toMatch(/error: invalid --priority: expected a whole number, got 'high'/);
+
+    const service = await runEmp(['submit', '--service', 'teleport'], env);
+    expect(service.code).toBe(2);
+    expect(service.stderr).toMatch(/error: unknown service 'teleport'/);
+
+    const unknownOption = await runEmp(['queues', '--colour'], env);
+    expect(unknownOption.code).toBe(2);
+    for (const r of [requirements, priority, service, unknownOption]) noStackTrace(r.stderr);
+  });
+
+  it('a job that does not exist is an error (exit 1); a malformed id is an input error (exit 2)', async () => {
+    const missing = await runEmp(['job', 'standard.0000000000000000'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^error: job standard\.0000000000000000 does not exist/m);
+    noStackTrace(missing.stderr);
+
+    const malformed = await runEmp(['job', 'not-a-job-id'], env);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toMatch(/^error: invalid job id: a job id looks like/m);
+  });
+
+  it('queues --json lists each requirement class with its depth and head', async () => {
+    const submitted = await runEmp(
+      ['submit', '--service', 'simulation', '--requirements', '{"pool":"heavy","hardware":{"gpu_memory_gb":80}}', '--json'],
+      env,
+    );
+    const { id } = JSON.parse(submitted.stdout) as { id: string };
+
+    const result = await runEmp(['queues', '--pool', 'heavy', '--json'], env);
+    expect(result.code).toBe(0);
+    const report = JSON.parse(result.stdout) as {
+      pools: Array<{ pool: string; depth: number; classes: Array<{ definition: Record<string, unknown>; depth: number; routable: boolean; headJob: string; headAgeMs: number }> }>;
+      totals: { depth: number };
+    };
+    expect(report.pools).toHaveLength(1);
+    expect(report.pools[0]).toMatchObject({ pool: 'heavy', depth: 1 });
+    expect(report.pools[0]!.classes).toEqual([
+      expect.objectContaining({
+        definition: { service: 'simulation', tenant: 'default', hardware: { gpu_memory_gb: 80 } },
+        depth: 1,
+        routable: false,
+        headJob: id,
+        headAgeMs: expect.any(Number),
+      }),
+    ]);
+    expect(report.totals.depth).toBe(1);
+
+    const table = await runEmp(['queues'], env);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^POOL\s+CLASS\s+SERVICE\s+TENANT\s+DEPTH\s+ROUTABLE\s+HEAD AGE/m);
+    expect(table.stdout).toMatch(/^heavy\s+\S+\s+simulation\s+default\s+1\s+NO\s/m);
+  });
+
+  it('cancel ends a queued job; retry puts it back; a second cancel changes nothing', async () => {
+    const { id } = JSON.parse((await runEmp(['submit', '--service', 'simulation', '--json'], env)).stdout) as { id: string };
+
+    const canceled = await runEmp(['cancel', id, '--reason', 'changed my mind'], env);
+    expect(canceled).toMatchObject({ code: 0, stdout: `${id} canceled\n` });
+    const again = await runEmp(['cancel', id], env);
+    expect(again).toMatchObject({ code: 0, stdout: `${id} is already canceled; unchanged\n` });
+
+    const retried = await runEmp(['retry', id, '--json'], env);
+    expect(retried.code).toBe(0);
+    expect(JSON.parse(retried.stdout)).toEqual({ id, state: 'queued' });
+
+    const retryQueued = await runEmp(['retry', id], env);
+    expect(retryQueued.code).toBe(1);
+    expect(retryQueued.stderr).toMatch(/^error: job .* is queued; only failed, canceled or expired jobs can be retried/m);
+  });
+
+  it('workers --json is empty before any worker registers', async () => {
+    const result = await runEmp(['workers', '--json'], env);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ workers: [] });
+  });
+
+  it('a Redis that does not answer is reported in one line, naming where its URL came from', async () => {
+    const result = await runEmp(['queues', '--redis', 'redis://127.0.0.1:1'], env);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^error: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(from --redis\)/m);
+    noStackTrace(result.stderr);
+  });
+});

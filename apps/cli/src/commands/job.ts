@@ -1,0 +1,21 @@
+import { NotFoundError } from '@emp/core';
+import type { Command } from 'commander';
+import { serverTime, withBroker } from '../connection';
+import { redisFlag } from '../flags';
+import { json } from '../format';
+import { describeJob } from '../job-view';
+
+export function registerJob(program: Command): void {
+  program
+    .command('job')
+    .description('show one job: state, timings, attempts, result or error')
+    .argument('<id>', 'job id, e.g. standard.m3kx9a0b1c2d3e4f')
+    .option('--json', 'print the job as JSON')
+    .action(async (id: string, options: { json?: boolean }, command: Command) => {
+      await withBroker(redisFlag(command), async (broker) => {
+        const job = await broker.getJob(id);
+        if (!job) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
+        process.stdout.write(options.json ? `${json(job)}\n` : `${describeJob(job, await serverTime(broker))}\n`);
+      });
+    });
+}

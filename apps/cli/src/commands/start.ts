@@ -1,0 +1,102 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { STATE_DIR, type RedisTarget } from '../connection';
+import { intFlag, parseFlags, redisFlag } from '../flags';
+import { createLogger } from '../logger';
+import { startLocalStack, type LocalStack } from '../stack';
+
+const DurationRange = z
+  .string()
+  .regex(/^\d+(-\d+)?$/, "expected milliseconds ('3000') or a range ('1000-5000')")
+  .transform((text) => {
+    const [min, max] = text.split('-').map(Number) as [number, number | undefined];
+    return max === undefined ? min : { min: Math.min(min, max), max: Math.max(min, max) };
+  });
+
+const StartFlags = z.object({
+  redisPort: intFlag(z.number().int().min(1).max(65_535)),
+  stateDir: z.string().min(1),
+  workers: intFlag(z.number().int().min(1).max(64)),
+  simDurationMs: DurationRange,
+});
+
+export function registerStart(program: Command): void {
+  program
+    .command('start')
+    .description('run the local stack: Redis (embedded unless REDIS_URL or --redis), scheduler, a simulated machine with workers')
+    .option('--redis-port <port>', 'port of the embedded Redis (a free one if taken)', '6390')
+    .option('--state-dir <dir>', 'folder for the embedded Redis data and URL', STATE_DIR)
+    .option('--workers <n>', 'workers on the simulated machine', '2')
+    .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
+    .action(async (options: Record<string, unknown>, command: Command) => {
+      const flags = parseFlags(StartFlags, options);
+      const logger = createLogger('emp');
+      const url = redisFlag(command) ?? process.env.REDIS_URL;
+      const redis: RedisTarget | undefined = url ? { url, source: redisFlag(command) ? 'flag' : 'env' } : undefined;
+      // listening from the start: a Ctrl-C while starting stops the stack once it is up, instead of
+      // killing this process and leaving the embedded redis-server (in its own process group) behind
+      const signaled = untilSignal();
+      const stack = await startLocalStack({
+        ...(redis ? { redis } : {}),
+        stateDir: flags.stateDir,
+        redisPort: flags.redisPort,
+        workers: flags.workers,
+        jobDurationMs: flags.simDurationMs,
+        logger,
+      });
+      // other commands find the embedded Redis through .emp/redis.url under the working folder
+      const discoverable = stack.redisDir !== undefined && resolve(flags.stateDir) === resolve(STATE_DIR);
+      process.stdout.write(banner(stack, discoverable));
+      await signaled;
+      process.stdout.write('stopping: letting running jobs finish (Ctrl-C again to force)\n');
+      const stoppingSince = Date.now();
+      const force = () => {
+        // npm and tsx relay the terminal's signal too: a copy arriving right away is not a second Ctrl-C
+        if (Date.now() - stoppingSince < 1_000) return;
+        logger.warn('forced exit');
+        process.exit(1);
+      };
+      process.on('SIGINT', force);
+      process.on('SIGTERM', force);
+      await stack.stop();
+      logger.info('stopped');
+      process.stdout.write('stopped\n');
+      // everything is closed; should a stray handle still hold the event loop, do not hang on it
+      setTimeout(() => process.exit(process.exitCode ?? 0), 2_000).unref();
+    });
+}
+
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(signal);
+    };
+    process.once('SIGINT', on);
+    process.once('SIGTERM', on);
+  });
+}
+
+function banner(stack: LocalStack, discoverable: boolean): string {
+  const env = discoverable ? '' : `REDIS_URL=${stack.redisUrl} `;
+  const emp = (args: string) => `  ${env}npm run emp -- ${args}`;
+  return [
+    '',
+    'EMP Job Queue: local stack running',
+    `  redis      ${stack.redisUrl}${stack.redisDir ? `  (embedded, AOF data in ${stack.redisDir})` : '  (from REDIS_URL / --redis)'}`,
+    '  scheduler  running (retries, lease reaping, deadlines, offline detection)',
+    `  machine    ${stack.machine.machineId} in pool ${stack.machine.pool}: ${stack.machine.workerIds.join(', ')} (service simulation)`,
+    '',
+    'In another terminal:',
+    emp('submit --service simulation --wait      # submit a job and follow it'),
+    emp('queues                                  # depth per requirement class'),
+    emp('workers                                 # workers and their state'),
+    emp('watch                                   # live events'),
+    emp('job <id>                                # one job in detail'),
+    '',
+    'Ctrl-C stops everything; queued jobs stay in Redis.',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,63 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Broker, BrokerEvent } from '@emp/core';
+import type { Command } from 'commander';
+import { withBroker } from '../connection';
+import { latestEventId, tailPool } from '../event-tail';
+import { redisFlag } from '../flags';
+import { eventLine } from '../format';
+
+/** How often the pool list is re-read, so that a pool created while watching is tailed too. */
+const POOL_REFRESH_MS = 5_000;
+
+export function registerWatch(program: Command): void {
+  program
+    .command('watch')
+    .description('print events as they happen (jobs, workers, machines) until Ctrl-C')
+    .option('--pool <name>', 'only this pool')
+    .option('--json', 'one JSON object per event (NDJSON)')
+    .action(async (options: { pool?: string; json?: boolean }, command: Command) => {
+      await withBroker(redisFlag(command), async (broker) => {
+        const print = (event: BrokerEvent) => process.stdout.write(`${options.json ? JSON.stringify(event) : eventLine(event)}\n`);
+        await watchEvents(broker, options.pool, print);
+      });
+    });
+}
+
+async function watchEvents(broker: Broker, onlyPool: string | undefined, print: (event: BrokerEvent) => void): Promise<void> {
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const tails = new Map<string, Promise<void>>();
+  let failure: unknown;
+  const follow = (pool: string, cursor: string) => {
+    tails.set(
+      pool,
+      tailPool(broker, pool, cursor, print, stop.signal).catch((error: unknown) => {
+        failure ??= error;
+        stop.abort();
+      }),
+    );
+  };
+
+  try {
+    const initial = onlyPool ? [onlyPool] : await broker.pools();
+    for (const pool of initial) follow(pool, await latestEventId(broker, pool));
+    process.stderr.write(
+      `watching ${initial.length ? `pool${initial.length > 1 ? 's' : ''} ${initial.join(', ')}` : 'for the first pool to appear'} (Ctrl-C to stop)\n`,
+    );
+    while (!onlyPool && !stop.signal.aborted) {
+      await sleep(POOL_REFRESH_MS, undefined, { signal: stop.signal }).catch(() => undefined);
+      if (stop.signal.aborted) break;
+      // a pool that appeared since: every event in it is new to us
+      for (const pool of await broker.pools()) if (!tails.has(pool)) follow(pool, '0-0');
+    }
+    if (onlyPool) await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+  } finally {
+    stop.abort();
+    await Promise.all(tails.values());
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (failure) throw failure;
+}

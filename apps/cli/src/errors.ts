@@ -1,0 +1,44 @@
+import { EmpError, type ErrorCode } from '@emp/core';
+import { CommanderError } from 'commander';
+
+/** Exit codes: 0 success, 1 the command failed (or the job did not succeed), 2 bad usage or input. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** Errors of the broker that mean the input was wrong, not that something failed. */
+const BAD_INPUT = new Set<ErrorCode>(['VALIDATION', 'UNKNOWN_SERVICE', 'PAYLOAD_TOO_LARGE']);
+
+/** A bad flag or argument: reported as `error: <message>`, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** A failure the user can act on (Redis unreachable, job not found): `error: <message>`, exit code 1, no stack. */
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+}
+
+/**
+ * Prints an error the way the CLI reports every failure and returns the exit
+ * code. User errors never show a stack trace; unexpected ones do only with
+ * LOG_LEVEL=debug (or trace).
+ */
+export function reportError(error: unknown, stderr: NodeJS.WritableStream = process.stderr): number {
+  if (error instanceof CommanderError) {
+    // commander has already printed its message (or the help text, exit code 0 when asked for)
+    return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  }
+  if (error instanceof UsageError || (error instanceof EmpError && BAD_INPUT.has(error.code))) {
+    stderr.write(`error: ${error.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (error instanceof CommandError || error instanceof EmpError) {
+    stderr.write(`error: ${error.message}\n`);
+    return EXIT_FAILURE;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  stderr.write(`error: ${message}\n`);
+  if (error instanceof Error && /^(debug|trace)$/i.test(process.env.LOG_LEVEL ?? '')) stderr.write(`${error.stack}\n`);
+  return EXIT_FAILURE;
+}

@@ -1,0 +1,29 @@
+import { Command } from 'commander';
+import { registerCancel } from './commands/cancel';
+import { registerJob } from './commands/job';
+import { registerQueues } from './commands/queues';
+import { registerRetry } from './commands/retry';
+import { registerStart } from './commands/start';
+import { registerSubmit } from './commands/submit';
+import { registerWatch } from './commands/watch';
+import { registerWorkers } from './commands/workers';
+import { reportError } from './errors';
+
+/** `emp`: start the local stack, submit and follow jobs, inspect queues and workers. */
+export function empProgram(): Command {
+  const program = new Command('emp')
+    .description('EMP Job Queue: run the local stack, submit and follow jobs, inspect queues and workers')
+    .option('--redis <url>', 'Redis to use (default: REDIS_URL, else the one `npm start` recorded in .emp/redis.url)')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  for (const register of [registerStart, registerSubmit, registerJob, registerCancel, registerRetry, registerQueues, registerWorkers, registerWatch]) {
+    register(program);
+  }
+  return program;
+}
+
+try {
+  await empProgram().parseAsync(process.argv);
+} catch (error) {
+  process.exitCode = reportError(error);
+}

@@ -1,0 +1,141 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type RedisProcess, freePort, startRedis } from '@emp/core/testing';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { exitCode, runEmp, spawnEmp, waitForOutput } from './testing/emp-process';
+
+const BANNER = /local stack running[\s\S]*Ctrl-C stops everything/;
+const running = new Set<ChildProcess>();
+
+function start(args: string[], env: Record<string, string | undefined>): ChildProcess {
+  const child = spawnEmp(['start', '--sim-duration-ms', '300', ...args], env);
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}
+
+afterEach(async () => {
+  for (const child of running) child.kill('SIGKILL');
+  await Promise.all([...running].map((child) => exitCode(child, 5_000)));
+});
+
+describe('emp start with REDIS_URL', () => {
+  let redis: RedisProcess;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it('runs jobs submitted from another process, and stops cleanly on SIGTERM', async () => {
+    const env = { REDIS_URL: redis.url };
+    const stack = start([], env);
+    const banner = await waitForOutput(stack, BANNER);
+    expect(banner).toContain(redis.url);
+    expect(banner).toContain('local-sim-worker-0, local-sim-worker-1');
+
+    const succeeded = await runEmp(['submit', '--service', 'simulation', '--wait', '--json', '--timeout', '20'], env);
+    expect(succeeded.code).toBe(0);
+    expect(JSON.parse(succeeded.stdout)).toMatchObject({
+      state: 'succeeded',
+      result: { simulated: true, duration_ms: 300 },
+      worker: expect.stringMatching(/^local-sim-worker-[01]$/),
+      machine: 'local-sim',
+    });
+
+    // a job that fails for good: --wait exits 1 and shows why
+    const failed = await runEmp(['submit', '--service', 'simulation', '--payload', '{"fail":"non_retryable"}', '--wait', '--timeout', '20'], env);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toMatch(/ failed in .*: non_retryable: simulated non_retryable failure$/m);
+    // piped (not a terminal): progress comes as plain lines on stderr
+    expect(failed.stderr).toMatch(/ running$/m);
+
+    const workers = await runEmp(['workers', '--json'], env);
+    expect(JSON.parse(workers.stdout).workers).toEqual([
+      expect.objectContaining({ id: 'local-sim-worker-0', machine: 'local-sim', state: 'idle' }),
+      expect.objectContaining({ id: 'local-sim-worker-1', machine: 'local-sim', state: 'idle' }),
+    ]);
+
+    stack.kill('SIGTERM');
+    expect(await exitCode(stack, 20_000)).toBe(0);
+
+    // stopped workers stay listed, as offline
+    const after = await runEmp(['workers', '--json'], env);
+    for (const worker of JSON.parse(after.stdout).workers as Array<{ state: string }>) expect(worker.state).toBe('offline');
+  });
+});
+
+describe('emp start with its embedded Redis', () => {
+  let stateDir: string;
+  beforeAll(async () => {
+    stateDir = await mkdtemp(join(tmpdir(), 'emp-state-'));
+  });
+  afterAll(async () => {
+    // should a test have failed midway, stop the redis-server it left (it runs in a session of its own)
+    const urlFile = join(stateDir, 'redis.url');
+    if (existsSync(urlFile)) {
+      const leftover = new Redis(readFileSync(urlFile, 'utf8').trim(), { lazyConnect: true, retryStrategy: () => null });
+      leftover.on('error', () => undefined);
+      await leftover.connect().then(() => leftover.call('SHUTDOWN', 'NOSAVE')).catch(() => undefined);
+      leftover.disconnect();
+    }
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('keeps its data (AOF) and URL under the state folder, and removes what it started on SIGTERM', async () => {
+    const port = await freePort();
+    const stack = start(['--state-dir', stateDir, '--redis-port', String(port)], {});
+    const banner = await waitForOutput(stack, BANNER);
+    const url = `redis://127.0.0.1:${port}`;
+    expect(banner).toContain(`${url}  (embedded, AOF data in ${join(stateDir, 'redis')})`);
+    expect(readFileSync(join(stateDir, 'redis.url'), 'utf8').trim()).toBe(url);
+    expect(existsSync(join(stateDir, 'redis', 'appendonlydir'))).toBe(true);
+
+    // a second start on the same folder would share the append-only file: refused
+    const second = await runEmp(['start', '--state-dir', stateDir, '--redis-port', String(await freePort())], {});
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/^error: another `emp start` \(pid \d+\) is running/m);
+
+    const job = await runEmp(['submit', '--service', 'simulation', '--wait', '--json', '--timeout', '20', '--redis', url], {});
+    expect(job.code).toBe(0);
+    expect(JSON.parse(job.stdout)).toMatchObject({ state: 'succeeded' });
+
+    stack.kill('SIGTERM');
+    expect(await exitCode(stack, 20_000)).toBe(0);
+    expect(existsSync(join(stateDir, 'redis.url'))).toBe(false);
+    expect(existsSync(join(stateDir, 'start.pid'))).toBe(false);
+    const gone = await runEmp(['queues', '--redis', url], {});
+    expect(gone.stderr).toMatch(/cannot reach Redis/);
+  });
+
+  it('after a hard kill, the next start shuts down the Redis left behind and finds the queued jobs again', async () => {
+    const port = await freePort();
+    const args = ['--state-dir', stateDir, '--redis-port', String(port)];
+    const url = `redis://127.0.0.1:${port}`;
+    const killed = start(args, {});
+    await waitForOutput(killed, BANNER);
+    // nobody runs jobs for this tenant: it stays queued
+    const queued = await runEmp(['submit', '--service', 'simulation', '--tenant', 'nobody', '--requirements', '{"pool":"idle-pool"}', '--json', '--redis', url], {});
+    const { id } = JSON.parse(queued.stdout) as { id: string };
+    killed.kill('SIGKILL');
+    await exitCode(killed);
+    // its redis-server is in a process group of its own: still up, still ours
+    expect((await runEmp(['job', id, '--redis', url], {})).code).toBe(0);
+
+    const restarted = start(args, {});
+    let stderr = '';
+    restarted.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await waitForOutput(restarted, BANNER);
+    expect(stderr).toMatch(/stopping the embedded redis-server a previous run left behind/);
+    const job = await runEmp(['job', id, '--json', '--redis', url], {});
+    expect(JSON.parse(job.stdout)).toMatchObject({ id, state: 'queued' });
+
+    restarted.kill('SIGTERM');
+    expect(await exitCode(restarted, 20_000)).toBe(0);
+  });
+});
