@@ -1,0 +1,242 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus, platform, release, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { startRedis } from '../../packages/core/src/testing/redis-server';
+import { bullmqSystem } from './bullmq-system';
+import { measureClaimLatency } from './claim-latency';
+import { empSystem } from './emp-system';
+import { infoField } from './redis-info';
+import { formatNumber, formatTable, ratio, summarizeLatencies } from './stats';
+import type { BenchSystem } from './system';
+
+/** Every system measured in this run; each appears as a column. Append emp's here. */
+const systems: BenchSystem[] = [empSystem, bullmqSystem];
+
+/** The column our figures go in, and the one they are divided by. */
+const OURS = 'emp';
+const REFERENCE = 'bullmq';
+
+const FULL = {
+  throughput: { jobs: 20_000, concurrencies: [1, 10, 50] },
+  submitToStart: { jobs: 2_000, intervalMs: 2, workers: 4, warmupJobs: 200 },
+  memory: { jobs: 10_000, payloadBytes: 200 },
+  claimLatency: { depths: [1_000, 100_000, 1_000_000], samples: 2_000 },
+};
+type Sizes = typeof FULL;
+/** Small enough for a CI smoke run, big enough to exercise every path. */
+const QUICK: Sizes = {
+  throughput: { jobs: 1_000, concurrencies: [1, 10, 50] },
+  submitToStart: { jobs: 200, intervalMs: 2, workers: 4, warmupJobs: 20 },
+  memory: { jobs: 1_000, payloadBytes: 200 },
+  claimLatency: { depths: [1_000, 10_000], samples: 200 },
+};
+
+interface Row {
+  scenario: string;
+  /** figure per system name */
+  values: Record<string, number>;
+}
+
+interface Section {
+  title: string;
+  rows: Row[];
+}
+
+interface RunContext {
+  redisUrl: string;
+  /** Runs one measurement on a freshly flushed Redis and checks it left no connection behind. */
+  isolated<T>(what: string, measure: () => Promise<T>): Promise<T>;
+  quick: boolean;
+}
+
+/**
+ * Sections for emp alone, printed after the side-by-side tables: things BullMQ
+ * has no counterpart for. Planned here: claim latency at 1k/100k/1M queued
+ * jobs (the measurement lives in claim-latency.ts). Each entry returns one
+ * section whose rows carry only an `emp` value.
+ */
+const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies];
+
+/**
+ * Claim round trip with jobs spread over 50 requirement classes: a worker that
+ * can run every class, and one that can run only the class served last (each
+ * of its claims walks all class heads). The claim cost must not grow with depth.
+ */
+async function measureClaimLatencies(context: RunContext, sizes: Sizes): Promise<Section> {
+  const rows: Row[] = [];
+  for (const depth of sizes.claimLatency.depths) {
+    const result = await context.isolated(`emp claim latency at ${depth} queued`, () =>
+      measureClaimLatency(context.redisUrl, depth, sizes.claimLatency.samples),
+    );
+    for (const [worker, latencies] of [['broad', result.broad], ['narrow', result.narrow]] as const) {
+      const summary = summarizeLatencies(latencies);
+      rows.push({ scenario: `${depth} queued, ${worker} worker p50`, values: { [OURS]: summary.p50 } });
+      rows.push({ scenario: `${depth} queued, ${worker} worker p99`, values: { [OURS]: summary.p99 } });
+    }
+  }
+  return { title: `Claim latency, ${51} requirement classes (ms, lower is better; emp only)`, rows };
+}
+
+async function main(): Promise<void> {
+  const { values: flags } = parseArgs({
+    options: { quick: { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
+    strict: true,
+  });
+  if (flags.help) {
+    console.log('npm run bench [-- --quick]\n  --quick  small job counts (CI smoke run)');
+    return;
+  }
+  const quick = flags.quick ?? false;
+  const sizes = quick ? QUICK : FULL;
+
+  const redis = await startRedis();
+  const admin = new Redis(redis.url);
+  try {
+    const context: RunContext = { redisUrl: redis.url, quick, isolated: (what, measure) => isolated(admin, what, measure) };
+    const sections: Section[] = [];
+    const report = (section: Section): void => {
+      sections.push(section);
+      console.log(`\n${section.title}\n${renderSection(section)}`);
+    };
+    console.log(`bench${quick ? ' --quick' : ''}: ${systems.map((s) => s.name).join(', ')} against redis-server at ${redis.url}`);
+
+    await warmUp(context, sizes.throughput);
+    report(await measureThroughput(context, sizes.throughput));
+    report(await measureSubmitToStart(context, sizes.submitToStart));
+    report(await measureMemory(context, sizes.memory));
+    // emp-only sections (claim latency at 1k/100k/1M queued jobs, ...) print here
+    for (const section of empOnlySections) report(await section(context, sizes));
+
+    const machine = await describeMachine(admin);
+    const date = new Date().toISOString();
+    console.log(
+      `\nmachine: ${machine.cpu} x${machine.cores}, ${machine.memoryGiB} GiB, ${machine.os}; node ${machine.node}; redis ${machine.redis}\ndate: ${date}`,
+    );
+    const file = await writeResults({ date, quick, sizes, machine, systems: systems.map((s) => s.name), sections });
+    console.log(`results: ${file}`);
+  } finally {
+    await admin.quit().catch(() => admin.disconnect());
+    await redis.stop();
+  }
+}
+
+/** One unmeasured drain per system first, so no system's first measurement also pays for JIT compilation. */
+async function warmUp(context: RunContext, sizes: Sizes['throughput']): Promise<void> {
+  for (const system of systems) {
+    await context.isolated(`${system.name} warm-up`, () =>
+      system.throughput({ redisUrl: context.redisUrl, jobs: Math.min(sizes.jobs, 2_000), concurrency: 10 }),
+    );
+  }
+}
+
+async function measureThroughput(context: RunContext, sizes: Sizes['throughput']): Promise<Section> {
+  const rows: Row[] = [];
+  for (const concurrency of sizes.concurrencies) {
+    const drain: Row = { scenario: `drain ${sizes.jobs} jobs, concurrency ${concurrency}`, values: {} };
+    const total: Row = { scenario: `submit + drain, concurrency ${concurrency}`, values: {} };
+    for (const system of systems) {
+      const result = await context.isolated(`${system.name} throughput c=${concurrency}`, () =>
+        system.throughput({ redisUrl: context.redisUrl, jobs: sizes.jobs, concurrency }),
+      );
+      drain.values[system.name] = result.drainJobsPerSec;
+      total.values[system.name] = result.totalJobsPerSec;
+    }
+    rows.push(drain, total);
+  }
+  return { title: 'Throughput, one worker (jobs/s, higher is better)', rows };
+}
+
+async function measureSubmitToStart(context: RunContext, sizes: Sizes['submitToStart']): Promise<Section> {
+  const percentiles = ['p50', 'p95', 'p99', 'max'] as const;
+  const rows: Row[] = percentiles.map((p) => ({ scenario: p, values: {} }));
+  for (const system of systems) {
+    const latencies = await context.isolated(`${system.name} submit-to-start`, () =>
+      system.submitToStart({ redisUrl: context.redisUrl, ...sizes }),
+    );
+    const summary = summarizeLatencies(latencies);
+    percentiles.forEach((p, i) => (rows[i]!.values[system.name] = summary[p]));
+  }
+  return {
+    title: `Submit to start, ${sizes.workers} idle workers, one job every ${sizes.intervalMs} ms, ${sizes.jobs} jobs (ms, lower is better)`,
+    rows,
+  };
+}
+
+async function measureMemory(context: RunContext, sizes: Sizes['memory']): Promise<Section> {
+  const row: Row = { scenario: `${sizes.jobs} queued jobs, ${sizes.payloadBytes}-byte payload`, values: {} };
+  for (const system of systems) {
+    row.values[system.name] = await context.isolated(`${system.name} memory`, () =>
+      system.memoryPerJob({ redisUrl: context.redisUrl, ...sizes }),
+    );
+  }
+  return { title: 'Redis memory per queued job (bytes, lower is better)', rows: [row] };
+}
+
+function renderSection(section: Section): string {
+  return formatTable(
+    ['scenario', OURS, REFERENCE, `ratio ${OURS}/${REFERENCE}`],
+    section.rows.map((row) => [
+      row.scenario,
+      formatNumber(row.values[OURS]),
+      formatNumber(row.values[REFERENCE]),
+      ratio(row.values[OURS], row.values[REFERENCE]),
+    ]),
+  );
+}
+
+/** The private server is ours: flush it before each measurement, and insist every connection is gone after. */
+async function isolated<T>(admin: Redis, what: string, measure: () => Promise<T>): Promise<T> {
+  await admin.flushall();
+  process.stderr.write(`  running ${what}\n`);
+  const result = await measure();
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    const others = (await clientList(admin)).filter((client) => !client.includes(' cmd=client|list'));
+    if (others.length === 0) return result;
+    if (Date.now() > deadline) {
+      throw new Error(`${what} left ${others.length} Redis connection(s) open:\n${others.join('\n')}`);
+    }
+    await sleep(50);
+  }
+}
+
+async function clientList(admin: Redis): Promise<string[]> {
+  const text = (await admin.call('CLIENT', 'LIST', 'TYPE', 'normal')) as string;
+  return text.split('\n').filter((line) => line.trim() !== '');
+}
+
+async function describeMachine(admin: Redis) {
+  const cpu = cpus();
+  return {
+    cpu: cpu[0]?.model.trim() ?? 'unknown',
+    cores: cpu.length,
+    memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)),
+    os: `${platform()} ${release()}`,
+    node: process.version,
+    redis: (await infoField(admin, 'server', 'redis_version')) ?? 'unknown',
+  };
+}
+
+/** A quick run writes beside the full one, so a CI smoke run never replaces real figures. */
+async function writeResults(results: { quick: boolean } & Record<string, unknown>): Promise<string> {
+  const dir = fileURLToPath(new URL('../results/', import.meta.url));
+  await mkdir(dir, { recursive: true });
+  const file = `${dir}${results.quick ? 'latest-quick.json' : 'latest.json'}`;
+  await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
+  return file;
+}
+
+try {
+  await main();
+} catch (error) {
+  console.error(error);
+  process.exitCode = 1;
+}
+// every scenario closes what it opened; if something still holds the process open, say so and leave
+setTimeout(() => {
+  console.error('bench: handles still open 5 s after finishing; exiting');
+  process.exit(process.exitCode ?? 1);
+}, 5_000).unref();
