@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { canonicalJson } from './canonical';
 import { MachineId, WorkerRegistration, capabilityProfile } from './capabilities';
@@ -443,7 +443,7 @@ export class Broker {
     }
     const pool = job.requirements.pool ?? this.config.defaultPool;
     const cls = requirementClass(job);
-    const id = `${pool}.${Date.now().toString(36)}${randomBytes(6).readUIntBE(0, 6).toString(36).padStart(10, '0')}`;
+    const id = `${pool}.${Date.now().toString(36)}${randomIdPart()}`;
     const { idempotency_key: idempotencyKey, ...request } = job;
     const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
     const fields: Array<string | number> = [
@@ -495,7 +495,8 @@ export class Broker {
   }
 
   private lease(lease: Lease): Lease {
-    return parseWith(LeaseSchema, lease, 'lease');
+    // a lease this process's claims handed out is well-formed by construction (and frozen)
+    return issuedLeases.has(lease) ? lease : parseWith(LeaseSchema, lease, 'lease');
   }
 
   private async rememberPool(pool: string): Promise<void> {
@@ -524,6 +525,21 @@ function foldHash(flat: string[]): Record<string, string> {
   return out;
 }
 
+/** 48 random bits as 10 base-36 digits; random bytes are drawn 6 KiB at a time (one syscall per 1,024 ids). */
+const randomPool = Buffer.alloc(6 * 1024);
+let randomOffset = randomPool.length;
+function randomIdPart(): string {
+  if (randomOffset === randomPool.length) {
+    randomFillSync(randomPool);
+    randomOffset = 0;
+  }
+  const value = randomPool.readUIntBE(randomOffset, 6);
+  randomOffset += 6;
+  return value.toString(36).padStart(10, '0');
+}
+
+const issuedLeases = new WeakSet<Lease>();
+
 // Classes are few and immutable, and every claim hands one out: parse each once.
 const parsedRequirements = new Map<string, JobRequirements>();
 
@@ -532,11 +548,20 @@ function requirementsOf(definition: string, pool: string): JobRequirements {
   let requirements = parsedRequirements.get(key);
   if (!requirements) {
     const { service: _s, tenant: _t, workflow_id: _w, ...stored } = JSON.parse(definition) as Record<string, unknown>;
-    requirements = parseWith(JobRequirements, { ...stored, pool }, 'stored requirement class');
+    requirements = deepFreeze(parseWith(JobRequirements, { ...stored, pool }, 'stored requirement class'));
     if (parsedRequirements.size >= 10_000) parsedRequirements.clear();
     parsedRequirements.set(key, requirements);
   }
-  return structuredClone(requirements);
+  return requirements;
+}
+
+/** Shared between every job of a class, so nobody may change it. */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 function parseClaim(pool: string, workerId: string, reply: unknown[]): ClaimResult {
@@ -546,9 +571,11 @@ function parseClaim(pool: string, workerId: string, reply: unknown[]): ClaimResu
   }
   const [, id, token, attempt, service, tenant, payload, definition, priority, workflowId, step, timeout, submittedAt] =
     reply as [string, string, string, number, string, string, string, string, number, string, string, string, string];
+  const lease: Lease = Object.freeze({ pool, jobId: id, token, workerId });
+  issuedLeases.add(lease);
   return {
     job: {
-      lease: { pool, jobId: id, token, workerId },
+      lease,
       id,
       attempt: Number(attempt),
       service,

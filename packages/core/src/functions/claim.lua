@@ -8,7 +8,7 @@
 local function claim(keys, args)
   local ctx = context(keys, args)
   local woken = args[8] ~= '' and args[8] or nil
-  return claim_for(ctx, args[7], woken)
+  return claim_for(ctx, args[7], woken, load_worker(ctx.p, args[7]))
 end
 
 redis.register_function('emp_claim', claim)

@@ -7,12 +7,12 @@ local function complete(keys, args)
   local ctx = context(keys, args)
   local job = fenced(ctx, args[7], args[8])
   local next_worker = args[10] ~= '' and args[10] or nil
-  -- checked before anything changes: the claim that follows would raise too late
-  if next_worker then must_be_worker(ctx.p, next_worker) end
+  -- read before anything changes: an unknown worker must change nothing
+  local w = next_worker and load_worker(ctx.p, next_worker)
   detach(ctx, job, next_worker ~= nil)
   finish(ctx, job, 'succeeded', { 'result', args[9] })
   if not next_worker then return { 'succeeded' } end
-  local reply = claim_for(ctx, next_worker, nil)
+  local reply = claim_for(ctx, next_worker, nil, w)
   table.insert(reply, 1, 'succeeded')
   return reply
 end

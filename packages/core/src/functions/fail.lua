@@ -8,11 +8,11 @@ local function fail(keys, args)
   local ctx = context(keys, args)
   local job = fenced(ctx, args[7], args[8])
   local next_worker = args[11] ~= '' and args[11] or nil
-  -- checked before anything changes: the claim that follows would raise too late
-  if next_worker then must_be_worker(ctx.p, next_worker) end
+  -- read before anything changes: an unknown worker must change nothing
+  local w = next_worker and load_worker(ctx.p, next_worker)
   local outcome = apply_failure(ctx, job, args[9], args[10], next_worker ~= nil)
   if not next_worker then return { outcome } end
-  local reply = claim_for(ctx, next_worker, nil)
+  local reply = claim_for(ctx, next_worker, nil, w)
   table.insert(reply, 1, outcome)
   return reply
 end

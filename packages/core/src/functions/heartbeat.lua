@@ -14,18 +14,18 @@ local function heartbeat(keys, args)
   local wkey = worker_key(p, worker)
   local state = redis.call('HGET', wkey, 'state')
   if not state then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
-  redis.call('HSET', wkey, 'last_seen', ctx.now)
-  redis.call('ZADD', p .. 'workers', ctx.now, worker)
+  redis.call('HSET', wkey, 'last_seen', ctx.ts)
+  redis.call('ZADD', p .. 'workers', ctx.ts, worker)
   if redis.call('SCARD', p .. 'wjobs:' .. worker) > 0 then renew_lease(p, worker, ctx.now, ctx.lease_ms) end
   if state == 'offline' then
     redis.call('ZREM', p .. 'workers:offline', worker)
     local running = redis.call('SCARD', p .. 'wjobs:' .. worker)
-    set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.now, ctx.maxlen, state)
+    set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.ts, ctx.maxlen, state)
     -- going offline took it off the idle index: wake it so its next claim finds work or re-registers it idle
     signal_worker(p, worker, 'wake:')
   end
   local previous_beat = tonumber(redis.call('HGET', wkey, 'heartbeat_at'))
-  redis.call('HSET', wkey, 'heartbeat_at', ctx.now)
+  redis.call('HSET', wkey, 'heartbeat_at', ctx.ts)
   local named = {}
   for i = 8, #args, 2 do named[args[i]] = true end
   if previous_beat then

@@ -47,7 +47,7 @@ local function register_worker(keys, args)
   local state = redis.call('HGET', wkey, 'state')
   if state ~= 'draining' then
     local running = redis.call('SCARD', p .. 'wjobs:' .. worker)
-    set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.now, ctx.maxlen)
+    set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.ts, ctx.maxlen)
   end
   if fresh then
     events_append(p, ctx.maxlen, { 'type', 'worker.registered', 'worker', worker, 'machine', args[8], 'ts', ctx.now })

@@ -22,7 +22,7 @@ local function set_state(keys, args)
     if state == 'idle' and redis.call('SCARD', p .. 'wjobs:' .. worker) > 0 then state = 'busy' end
   end
   redis.call('HSET', wkey, 'last_seen', ctx.now)
-  set_worker_state(p, worker, state, ctx.now, ctx.maxlen)
+  set_worker_state(p, worker, state, ctx.ts, ctx.maxlen)
   return state
 end
 

@@ -4,7 +4,8 @@
 --   [7] job id  [8] requirement class id  [9] class definition (canonical JSON)
 --   [10] priority (-1000..1000)  [11] idempotency key ('' none)  [12] request fingerprint
 --   [13] idempotency ttl ms  [14] delay ms  [15] queue ttl ms ('' none)  [16] start timeout ms ('' none)
---   [17] payload (JSON)  [18..] field/value pairs stored on the job as given (tenant, service, ...)
+--   [17] payload (JSON)  [18..] field/value pairs stored on the job as given, starting with
+--   'tenant', <tenant>, 'service', <service> (so [19] is the tenant and [21] the service)
 -- Returns { id, duplicate (0|1), routable (0|1) }.
 -- Errors: IDEMPOTENCY_CONFLICT (same key, different request), DUPLICATE_ID.
 local function submit(keys, args)
@@ -47,10 +48,11 @@ local function submit(keys, args)
   end
   if idem_key then redis.call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[13]) end
 
-  local score = job_score(priority, redis.call('INCR', p .. 'seq'))
+  -- the score as text once: each redis.call would format a Lua number again
+  local score = string.format('%d', job_score(priority, redis.call('INCR', p .. 'seq')))
   local queue_ttl, start_timeout = tonumber(args[15]), tonumber(args[16])
   local delay = tonumber(args[14]) or 0
-  local fields = { 'state', 'queued', 'class', class, 'score', score, 'submitted_at', now }
+  local fields = { 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts }
   if idem ~= '' then fields[#fields + 1] = 'idempotency_key'; fields[#fields + 1] = idem end
   if queue_ttl then fields[#fields + 1] = 'queue_deadline'; fields[#fields + 1] = now + queue_ttl end
   if start_timeout then fields[#fields + 1] = 'start_deadline'; fields[#fields + 1] = now + start_timeout end
@@ -61,8 +63,7 @@ local function submit(keys, args)
 
   if delay <= 0 then enqueue(p, id, class, score, nil) end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
-  local info = redis.call('HMGET', key, 'tenant', 'service')
-  job_event(ctx, id, 'job.queued', 'queued', { 'tenant', info[1], 'service', info[2], 'routable', routable })
+  job_event(ctx, id, 'job.queued', 'queued', { 'tenant', args[19], 'service', args[21], 'routable', routable })
   return { id, 0, tonumber(routable) }
 end
 

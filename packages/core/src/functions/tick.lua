@@ -53,7 +53,7 @@ local function reap_lease(ctx, worker)
   local p = ctx.p
   redis.call('ZREM', p .. 'leases', worker)
   local state = redis.call('HGET', worker_key(p, worker), 'state')
-  if state == 'busy' then set_worker_state(p, worker, 'idle', ctx.now, ctx.maxlen, state) end
+  if state == 'busy' then set_worker_state(p, worker, 'idle', ctx.ts, ctx.maxlen, state) end
   local handled = 0
   for _, id in ipairs(redis.call('SMEMBERS', p .. 'wjobs:' .. worker)) do
     local job = load_job(p, id)

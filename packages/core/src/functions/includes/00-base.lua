@@ -22,12 +22,17 @@ local function prefix_of(anchor)
   return string.sub(anchor, 1, #anchor - 5)
 end
 
+-- The time in ms, as a number and as text. Redis arguments are passed as text:
+-- a Lua number is formatted with sprintf on every redis.call, which costs more
+-- than most of the commands a transition runs.
 local function clock(arg)
   if arg ~= nil and arg ~= '' then
-    return tonumber(arg)
+    return tonumber(arg), arg
   end
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2]
+  local ts = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+  return tonumber(ts), ts
 end
 
 local function num(value, default)
@@ -65,14 +70,17 @@ end
 -- Function-specific arguments start at ARGV[7].
 local PRELUDE = 6
 
+-- `now` is for arithmetic, `ts` (the same instant as text) for passing to Redis.
 local function context(keys, args)
+  local now, ts = clock(args[1])
   return {
     p = prefix_of(keys[1]),
-    now = clock(args[1]),
-    maxlen = tonumber(args[2]),
+    now = now,
+    ts = ts,
+    maxlen = args[2],
     lease_ms = tonumber(args[3]),
-    retention_ms = tonumber(args[4]),
-    failed_retention_ms = tonumber(args[5]),
+    retention_ms = args[4],
+    failed_retention_ms = args[5],
     avoid_ms = tonumber(args[6]),
   }
 end

@@ -1,13 +1,13 @@
 -- Worker registry helpers: state changes are written once and announced once.
 
--- `previous` may be passed when the caller already read the worker's state.
-local function set_worker_state(p, worker, state, now, maxlen, previous)
+-- `previous` may be passed when the caller already read the worker's state; `ts` is the time as text.
+local function set_worker_state(p, worker, state, ts, maxlen, previous)
   local key = worker_key(p, worker)
   if previous == nil then previous = redis.call('HGET', key, 'state') end
   if previous == state then return end
-  redis.call('HSET', key, 'state', state, 'state_since', now)
+  redis.call('HSET', key, 'state', state, 'state_since', ts)
   events_append(p, maxlen, { 'type', 'worker.' .. state, 'worker', worker, 'state', state,
-    'machine', redis.call('HGET', key, 'machine') or '', 'ts', now })
+    'machine', redis.call('HGET', key, 'machine') or '', 'ts', ts })
 end
 
 -- The lease of every job a worker holds runs out together, `lease_ms` after the
@@ -18,13 +18,13 @@ end
 
 -- A worker's job has ended: forget it and, unless the worker is about to claim
 -- again in the same call, mark the worker idle when nothing else is running.
-local function release_worker_job(p, worker, id, now, maxlen, claim_follows)
+local function release_worker_job(p, worker, id, ts, maxlen, claim_follows)
   if not worker or worker == '' then return end
   local jobs = p .. 'wjobs:' .. worker
   redis.call('SREM', jobs, id)
   if not claim_follows and redis.call('SCARD', jobs) == 0 then
     local state = redis.call('HGET', worker_key(p, worker), 'state')
-    if state == 'busy' then set_worker_state(p, worker, 'idle', now, maxlen, state) end
+    if state == 'busy' then set_worker_state(p, worker, 'idle', ts, maxlen, state) end
   end
 end
 

@@ -2,7 +2,7 @@
 -- is always in exactly one state and in exactly the indexes that state implies.
 
 local function job_event(ctx, id, job_type, state, extra)
-  local fields = { 'type', job_type, 'job', id, 'state', state, 'ts', ctx.now }
+  local fields = { 'type', job_type, 'job', id, 'state', state, 'ts', ctx.ts }
   if extra then
     for i = 1, #extra do fields[#fields + 1] = extra[i] end
   end
@@ -45,7 +45,7 @@ local function detach(ctx, job, claim_follows)
   if job.state == 'queued' then
     remove_from_queue(ctx.p, job.id, job.class)
   elseif ACTIVE[job.state] then
-    release_worker_job(ctx.p, job.worker, job.id, ctx.now, ctx.maxlen, claim_follows)
+    release_worker_job(ctx.p, job.worker, job.id, ctx.ts, ctx.maxlen, claim_follows)
   end
 end
 
@@ -53,10 +53,10 @@ end
 local function finish(ctx, job, state, fields)
   local p, id = ctx.p, job.id
   local key = job_key(p, id)
-  redis.call('HSET', key, 'state', state, 'finished_at', ctx.now, 'updated_at', ctx.now, unpack(fields))
+  redis.call('HSET', key, 'state', state, 'finished_at', ctx.ts, 'updated_at', ctx.ts, unpack(fields))
   if job.timed then redis.call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
-  if retention > 0 then
+  if tonumber(retention) > 0 then
     redis.call('PEXPIRE', key, retention)
     redis.call('PEXPIRE', payload_key(p, id), retention)
   end
@@ -68,7 +68,7 @@ end
 local function requeue(ctx, job, avoid)
   local p, id = ctx.p, job.id
   local key = job_key(p, id)
-  redis.call('HSET', key, 'state', 'queued', 'updated_at', ctx.now)
+  redis.call('HSET', key, 'state', 'queued', 'updated_at', ctx.ts)
   redis.call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
   enqueue(p, id, job.class, tonumber(redis.call('HGET', key, 'score')), avoid)
   schedule(p, id)
@@ -98,7 +98,7 @@ local function apply_failure(ctx, job, kind, error_json, claim_follows)
   local infra, max_infra = num(f[3], 0), num(f[4], 10)
   local worker = job.worker or ''
   detach(ctx, job, claim_follows)
-  redis.call('HSET', key, 'error', error_json, 'last_worker', worker, 'updated_at', ctx.now)
+  redis.call('HSET', key, 'error', error_json, 'last_worker', worker, 'updated_at', ctx.ts)
   redis.call('HDEL', key, 'worker', 'machine')
   job.worker = nil
   job.last_worker = worker

@@ -12,7 +12,8 @@ local TAKE_FIELDS = { 'avoid_worker', 'avoid_until', 'attempts', 'tenant', 'serv
 -- First job of the class this worker may take now, with the fields a take needs.
 -- A job that just failed on this worker is left for others until its avoid
 -- window ends (looking at most AVOID_LOOKAHEAD jobs deep); the earliest such end
--- is returned so the worker knows when to look again.
+-- is returned so the worker knows when to look again. When the head is taken,
+-- the score of the job behind it comes too: it is the class's next head score.
 local function pick_in_class(p, class, worker, now)
   local soonest = nil
   local function takeable(id)
@@ -23,9 +24,9 @@ local function pick_in_class(p, class, worker, now)
     if soonest == nil or until_ < soonest then soonest = until_ end
     return nil
   end
-  local head = redis.call('ZRANGE', queue_key(p, class), 0, 0)[1]
-  local f = takeable(head)
-  if f then return head, f end
+  local heads = redis.call('ZRANGE', queue_key(p, class), 0, 1, 'WITHSCORES')
+  local f = takeable(heads[1])
+  if f then return heads[1], f, nil, heads[4] or false end
   for _, id in ipairs(redis.call('ZRANGE', queue_key(p, class), 1, AVOID_LOOKAHEAD - 1)) do
     f = takeable(id)
     if f then return id, f end
@@ -33,21 +34,31 @@ local function pick_in_class(p, class, worker, now)
   return nil, nil, soonest
 end
 
--- Gives job `id` (fields `f` as read by pick_in_class) to the worker.
-local function take(ctx, id, f, class, worker, w)
+-- Gives job `id` (fields `f` as read by pick_in_class) to the worker. `next_score`
+-- is the score of the job behind it when it was its class's head (false: none).
+local function take(ctx, id, f, class, worker, w, next_score)
   local p = ctx.p
   local key = job_key(p, id)
-  remove_from_queue(p, id, class)
-  local attempt = (tonumber(f[3]) or 0) + 1
+  if next_score == nil then
+    remove_from_queue(p, id, class)
+  else
+    redis.call('ZREM', queue_key(p, class), id)
+    if next_score then
+      redis.call('ZADD', p .. 'classes', next_score, class)
+    else
+      redis.call('ZREM', p .. 'classes', class)
+    end
+  end
+  local attempt = tostring((tonumber(f[3]) or 0) + 1)
   local token = tostring(redis.call('INCR', p .. 'token'))
   redis.call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'token', token,
-    'attempts', attempt, 'claimed_at', ctx.now, 'updated_at', ctx.now)
+    'attempts', attempt, 'claimed_at', ctx.ts, 'updated_at', ctx.ts)
   redis.call('HDEL', p .. 'idle', worker)
   redis.call('SADD', p .. 'wjobs:' .. worker, id)
   if w.state ~= 'busy' then
     -- a busy worker's lease is already running (and renewed by its heartbeats)
     renew_lease(p, worker, ctx.now, ctx.lease_ms)
-    set_worker_state(p, worker, 'busy', ctx.now, ctx.maxlen, w.state)
+    set_worker_state(p, worker, 'busy', ctx.ts, ctx.maxlen, w.state)
     w.state = 'busy'
   end
   -- a claimed job's only possible timer is its start deadline; its queue deadline no longer applies
@@ -62,13 +73,18 @@ local function take(ctx, id, f, class, worker, w)
     class_definition(p, class), priority_of(f[6]), f[7] or '', f[8] or '', f[9] or '', f[10] or '' }
 end
 
--- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
--- recording the worker as idle so that the next capable submit wakes it.
-local function claim_for(ctx, worker, woken_class)
-  local p = ctx.p
+-- What a claim needs to know about the worker; raises UNKNOWN_WORKER.
+local function load_worker(p, worker)
   local f = redis.call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine')
   if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
-  local w = { profile = f[1], state = f[2], machine = f[3] or '' }
+  return { profile = f[1], state = f[2], machine = f[3] or '' }
+end
+
+-- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
+-- recording the worker as idle so that the next capable submit wakes it. `w` is
+-- the worker as load_worker read it.
+local function claim_for(ctx, worker, woken_class, w)
+  local p = ctx.p
   if w.state == 'draining' or w.state == 'offline' then
     return { 'none', '', w.state }
   end
@@ -78,9 +94,9 @@ local function claim_for(ctx, worker, woken_class)
     local page = redis.call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
     for _, class in ipairs(page) do
       if profile_matches(p, w.profile, class) then
-        local id, fields, until_ = pick_in_class(p, class, worker, ctx.now)
+        local id, fields, until_, next_score = pick_in_class(p, class, worker, ctx.now)
         if id then
-          local reply = take(ctx, id, fields, class, worker, w)
+          local reply = take(ctx, id, fields, class, worker, w, next_score)
           if woken_class and woken_class ~= class and redis.call('EXISTS', queue_key(p, woken_class)) == 1 then
             -- we were woken for another class's job and took this one instead: pass the wake on
             wake_one(p, woken_class, worker)
@@ -97,7 +113,7 @@ local function claim_for(ctx, worker, woken_class)
   local state = w.state or 'idle'
   if redis.call('SCARD', p .. 'wjobs:' .. worker) == 0 then
     state = 'idle'
-    set_worker_state(p, worker, state, ctx.now, ctx.maxlen, w.state)
+    set_worker_state(p, worker, state, ctx.ts, ctx.maxlen, w.state)
   end
   return { 'none', retry_at and tostring(retry_at) or '', state }
 end
