@@ -322,7 +322,7 @@ describe('concurrency', () => {
     await jobInState(broker, a.id, 'running');
     await jobInState(broker, b.id, 'running');
     const clients = await redis.client('LIST');
-    expect(String(clients).match(/cmd=blpop/g)).toHaveLength(1);
+    expect(String(clients).match(/cmd=blmpop/g)).toHaveLength(1);
 
     await broker.cancel(a.id);
     await waitFor('one job to be dropped', () => worker.running === 1, 5_000);
@@ -348,7 +348,7 @@ describe('stopping', () => {
     expect(worker.running).toBe(0);
     expect(await workerState(broker, 'w1')).toBe('offline');
     const clients = String(await redis.client('LIST'));
-    expect(clients).not.toMatch(/cmd=blpop/);
+    expect(clients).not.toMatch(/cmd=blmpop/);
   });
 
   it('lets a job finish within the grace period and claims nothing more', async () => {

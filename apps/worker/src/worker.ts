@@ -33,7 +33,7 @@ export interface WorkerOptions {
   /** how often leases are renewed; default a third of the broker's leaseMs */
   heartbeatMs?: number;
   /**
-   * Longest single BLPOP on the signal list (default 30 s). A timeout only
+   * Longest single BLMPOP on the signal list (default 30 s). A timeout only
    * starts the next wait: wake-ups are atomic with the idle index, so an idle
    * worker never claims on a timer.
    */

@@ -348,10 +348,12 @@ export class Broker {
    */
   async waitForSignals(blocking: RedisClient, pool: string, workerId: string, timeoutMs: number): Promise<WorkerSignal[]> {
     const key = this.keys.signal(pool, workerId);
-    const first = await blocking.blpop(key, Math.max(0.01, timeoutMs / 1000));
-    if (!first) return [];
-    const rest = (await blocking.lpop(key, 100)) ?? [];
-    return [first[1], ...rest].map(parseSignal).filter((s): s is WorkerSignal => s !== null);
+    // BLMPOP takes everything queued in the same round trip that waited for it
+    const reply = (await blocking.call('BLMPOP', Math.max(0.01, timeoutMs / 1000), 1, key, 'LEFT', 'COUNT', 100)) as
+      | [string, string[]]
+      | null;
+    if (!reply) return [];
+    return reply[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null);
   }
 
   // ---------------------------------------------------------------- operations

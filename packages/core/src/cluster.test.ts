@@ -167,7 +167,7 @@ describe('Redis Cluster', () => {
       extraClients.push(blocking);
       if (blocking.status !== 'ready') await once(blocking, 'ready');
       const waiting = broker.waitForSignals(blocking, pool, worker, 5_000);
-      await new Promise((resolve) => setTimeout(resolve, 50)); // the BLPOP is on the wire
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the BLMPOP is on the wire
       const submittedAt = performance.now();
       const submitted = await broker.submit({ service: 'ollama', requirements: { pool, models: ['llama3'] } });
       const signals = await waiting;
