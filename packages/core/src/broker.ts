@@ -180,15 +180,17 @@ export class Broker {
     });
     const byPool = new Map<string, number[]>();
     prepared.forEach((p, index) => {
-      if (p) byPool.set(p.pool, [...(byPool.get(p.pool) ?? []), index]);
+      if (!p) return;
+      const indexes = byPool.get(p.pool);
+      if (indexes) indexes.push(index);
+      else byPool.set(p.pool, [index]);
     });
     await Promise.all(
       [...byPool.entries()].map(async ([pool, indexes]) => {
         await this.rememberPool(pool);
         const pipeline = this.redis.pipeline();
-        for (const index of indexes) {
-          pipeline.call('FCALL', 'emp_submit', 1, this.keys.anchor(pool), ...this.prelude(), ...prepared[index]!.args);
-        }
+        const head = ['emp_submit', 1, this.keys.anchor(pool), ...this.prelude()];
+        for (const index of indexes) pipeline.call('FCALL', ...head, ...prepared[index]!.args);
         const replies = (await pipeline.exec()) ?? [];
         indexes.forEach((index, i) => {
           const [error, reply] = replies[i] ?? [new Error('no reply'), null];
