@@ -4,6 +4,7 @@ import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
 import { IdempotencyConflictError, LeaseLostError, NotRetryableError } from './errors';
 import type { WorkerCapabilities } from './capabilities';
+import type { SubmitJobInput } from './job';
 import { type RedisProcess, startRedis } from './testing/redis-server';
 
 let server: RedisProcess;
@@ -157,6 +158,26 @@ describe('submit', () => {
     const otherTenant = await b.submit({ service: 'simulation', tenant: 't2', payload: { a: 1 }, idempotency_key: 'k1' });
     expect(otherTenant.id).not.toBe(first.id);
     expect((await b.queueStats('standard')).classes.reduce((n, c) => n + c.depth, 0)).toBe(2);
+  });
+
+  it('a batch refuses only its conflicting job, which leaves nothing behind, and keeps order and fields', async () => {
+    const b = await broker();
+    const first = await b.submit({ service: 'simulation', payload: { a: 1 }, idempotency_key: 'k1' });
+    const eventsBefore = (await events(b)).length;
+    const batch: SubmitJobInput[] = Array.from({ length: 250 }, (_, i) => ({ service: 'simulation', payload: { i }, priority: i % 3 }));
+    batch[120] = { service: 'simulation', payload: { a: 2 }, idempotency_key: 'k1' };
+    batch[121] = { service: 'simulation', payload: { a: 1 }, idempotency_key: 'k1' };
+    const results = await b.submitMany(batch);
+
+    expect(results[120]).toBeInstanceOf(IdempotencyConflictError);
+    expect(results[121]).toEqual({ ...first, duplicate: true });
+    const accepted = results.filter((r, i) => i !== 120 && i !== 121) as Array<{ id: string; duplicate: boolean }>;
+    expect(accepted.every((r) => r.duplicate === false)).toBe(true);
+    expect(new Set(accepted.map((r) => r.id)).size).toBe(248);
+    expect((await b.queueStats('standard')).classes.reduce((n, c) => n + c.depth, 0)).toBe(249);
+    expect((await events(b)).length - eventsBefore).toBe(248);
+    const sample = await b.getJob(accepted[200]!.id);
+    expect(sample).toMatchObject({ payload: { i: 202 }, priority: 202 % 3, state: 'queued' });
   });
 
   it('a job no registered worker can run is accepted but shown unroutable, until one registers', async () => {

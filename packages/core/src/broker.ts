@@ -116,6 +116,9 @@ export interface BrokerOptions {
   skipLibraryLoad?: boolean;
 }
 
+/** Jobs per emp_submit_many call: big enough to amortise a call, small enough not to block Redis for long (about 2 ms). */
+const SUBMIT_BATCH = 100;
+
 const LeaseSchema = z
   .object({
     pool: PoolName,
@@ -188,19 +191,30 @@ export class Broker {
     await Promise.all(
       [...byPool.entries()].map(async ([pool, indexes]) => {
         await this.rememberPool(pool);
+        // batches of SUBMIT_BATCH jobs per function call, all batches in one pipeline
         const pipeline = this.redis.pipeline();
-        const head = ['emp_submit', 1, this.keys.anchor(pool), ...this.prelude()];
-        for (const index of indexes) pipeline.call('FCALL', ...head, ...prepared[index]!.args);
+        const head = ['emp_submit_many', 1, this.keys.anchor(pool), ...this.prelude()];
+        const batches: number[][] = [];
+        for (let start = 0; start < indexes.length; start += SUBMIT_BATCH) {
+          const batch = indexes.slice(start, start + SUBMIT_BATCH);
+          batches.push(batch);
+          pipeline.call('FCALL', ...head, batch.length, ...batch.flatMap((index) => prepared[index]!.args));
+        }
         const replies = (await pipeline.exec()) ?? [];
-        indexes.forEach((index, i) => {
-          const [error, reply] = replies[i] ?? [new Error('no reply'), null];
-          if (error) {
-            const typed = fromRedisError(error);
-            results[index] = typed instanceof EmpError ? typed : new EmpError('CORRUPT', String(error));
-            return;
-          }
-          const [id, duplicate, routable] = reply as [string, number, number];
-          results[index] = { id, pool, duplicate: duplicate === 1, routable: routable === 1 };
+        batches.forEach((batch, b) => {
+          const [error, reply] = replies[b] ?? [new Error('no reply'), null];
+          batch.forEach((index, i) => {
+            const entry = (reply as unknown[] | null)?.[i] as [string, number | string, number] | undefined;
+            if (error || !entry) {
+              const typed = fromRedisError(error);
+              results[index] = typed instanceof EmpError ? typed : new EmpError('CORRUPT', String(error ?? 'no reply'));
+            } else if (entry[0] === 'error') {
+              const typed = fromRedisError(new Error(String(entry[1])));
+              results[index] = typed instanceof EmpError ? typed : new EmpError('CORRUPT', String(entry[1]));
+            } else {
+              results[index] = { id: entry[0], pool, duplicate: entry[1] === 1, routable: entry[2] === 1 };
+            }
+          });
         });
       }),
     );
@@ -475,6 +489,7 @@ export class Broker {
         job.deadlines?.queue_ttl_ms ?? '',
         job.deadlines?.start_timeout_ms ?? '',
         payload,
+        fields.length,
         ...fields,
       ],
     };

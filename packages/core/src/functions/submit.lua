@@ -1,19 +1,30 @@
--- submit: accept a new job into the shard.
+-- submit / submit_many: accept new jobs into the shard.
 -- KEYS[1] shard anchor
--- ARGV prelude (see includes/00-base.lua), then:
---   [7] job id  [8] requirement class id  [9] class definition (canonical JSON)
---   [10] priority (-1000..1000)  [11] idempotency key ('' none)  [12] request fingerprint
---   [13] idempotency ttl ms  [14] delay ms  [15] queue ttl ms ('' none)  [16] start timeout ms ('' none)
---   [17] payload (JSON)  [18..] field/value pairs stored on the job as given, starting with
---   'tenant', <tenant>, 'service', <service> (so [19] is the tenant and [21] the service)
--- Returns { id, duplicate (0|1), routable (0|1) }.
--- Errors: IDEMPOTENCY_CONFLICT (same key, different request), DUPLICATE_ID.
-local function submit(keys, args)
-  local ctx = context(keys, args)
+-- emp_submit ARGV: prelude (see includes/00-base.lua), then one job (below) from [7].
+-- emp_submit_many ARGV: prelude, then [7] job count, then that many jobs, one after another.
+-- One job is:
+--   [+0] job id  [+1] requirement class id  [+2] class definition (canonical JSON)
+--   [+3] priority (-1000..1000)  [+4] idempotency key ('' none)  [+5] request fingerprint
+--   [+6] idempotency ttl ms  [+7] delay ms  [+8] queue ttl ms ('' none)  [+9] start timeout ms ('' none)
+--   [+10] payload (JSON)  [+11] n, the number of field/value arguments that follow
+--   [+12 .. +11+n] field/value pairs stored on the job as given, starting with
+--   'tenant', <tenant>, 'service', <service>
+-- emp_submit returns { id, duplicate (0|1), routable (0|1) } and raises
+-- IDEMPOTENCY_CONFLICT (same key, different request) or DUPLICATE_ID.
+-- emp_submit_many returns one entry per job: that triple, or { 'error', '<CODE> message' }.
+-- A batch costs one round trip, one clock read and one command dispatch, which
+-- is most of what submitting a small job costs Redis.
+
+-- Submits the job whose arguments start at args[at]; returns its reply and the
+-- index just past its arguments. Everything that can raise comes before the
+-- first write: a function that raises keeps the writes it already made.
+local function submit_job(ctx, args, at)
   local p, now = ctx.p, ctx.now
-  local id, class, def = args[7], args[8], args[9]
-  local priority = tonumber(args[10])
-  local idem, fingerprint = args[11], args[12]
+  local id, class, def = args[at], args[at + 1], args[at + 2]
+  local priority = tonumber(args[at + 3])
+  local idem, fingerprint = args[at + 4], args[at + 5]
+  local first_field = at + 12
+  local next_at = first_field + tonumber(args[at + 11])
 
   local idem_key
   if idem ~= '' then
@@ -26,14 +37,12 @@ local function submit(keys, args)
         raise('IDEMPOTENCY_CONFLICT', 'idempotency key was used for a different request (job ' .. existing_id .. ')')
       end
       local routable = redis.call('HGET', class_key(p, class), 'routable') or '1'
-      return { existing_id, 1, tonumber(routable) }
+      return { existing_id, 1, tonumber(routable) }, next_at
     end
   end
   local key = job_key(p, id)
   if redis.call('EXISTS', key) == 1 then raise('DUPLICATE_ID', 'job ' .. id .. ' already exists') end
 
-  -- Everything that can raise (decoding the class) comes before the first write:
-  -- a function that raises keeps the writes it already made.
   local ckey = class_key(p, class)
   local routable = redis.call('HGET', ckey, 'routable')
   if not routable then
@@ -42,29 +51,58 @@ local function submit(keys, args)
     for _, profile in ipairs(redis.call('SMEMBERS', p .. 'profiles')) do
       if satisfies(load_profile(p, profile), req) then routable = '1'; break end
     end
-    redis.call('HSET', ckey, 'def', def, 'routable', routable, 'created_at', now)
+    redis.call('HSET', ckey, 'def', def, 'routable', routable, 'created_at', ctx.ts)
     redis.call('SADD', p .. 'classlist', class)
     if routable == '0' then redis.call('SADD', p .. 'unroutable', class) end
   end
-  if idem_key then redis.call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[13]) end
+  if idem_key then redis.call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
   -- the score as text once: each redis.call would format a Lua number again
   local score = string.format('%d', job_score(priority, redis.call('INCR', p .. 'seq')))
-  local queue_ttl, start_timeout = tonumber(args[15]), tonumber(args[16])
-  local delay = tonumber(args[14]) or 0
+  local queue_ttl, start_timeout = tonumber(args[at + 8]), tonumber(args[at + 9])
+  local delay = tonumber(args[at + 7]) or 0
   local fields = { 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts }
   if idem ~= '' then fields[#fields + 1] = 'idempotency_key'; fields[#fields + 1] = idem end
   if queue_ttl then fields[#fields + 1] = 'queue_deadline'; fields[#fields + 1] = now + queue_ttl end
   if start_timeout then fields[#fields + 1] = 'start_deadline'; fields[#fields + 1] = now + start_timeout end
   if delay > 0 then fields[#fields + 1] = 'run_at'; fields[#fields + 1] = now + delay end
-  for i = 18, #args do fields[#fields + 1] = args[i] end
+  local n = #fields
+  for i = first_field, next_at - 1 do
+    n = n + 1
+    fields[n] = args[i]
+  end
   redis.call('HSET', key, unpack(fields))
-  redis.call('SET', payload_key(p, id), args[17])
+  redis.call('SET', payload_key(p, id), args[at + 10])
 
   if delay <= 0 then enqueue(p, id, class, score, nil) end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
-  job_event(ctx, id, 'job.queued', 'queued', { 'tenant', args[19], 'service', args[21], 'routable', routable })
-  return { id, 0, tonumber(routable) }
+  job_event(ctx, id, 'job.queued', 'queued', { 'tenant', args[first_field + 1], 'service', args[first_field + 3],
+    'routable', routable })
+  return { id, 0, tonumber(routable) }, next_at
+end
+
+local function submit(keys, args)
+  local reply = submit_job(context(keys, args), args, PRELUDE + 1)
+  return reply
+end
+
+local function submit_many(keys, args)
+  local ctx = context(keys, args)
+  local replies = {}
+  local at = PRELUDE + 2
+  for i = 1, tonumber(args[PRELUDE + 1]) do
+    local ok, reply, next_at = pcall(submit_job, ctx, args, at)
+    if ok then
+      replies[i] = reply
+      at = next_at
+    else
+      -- a refused job changed nothing (see submit_job); the batch goes on after it
+      replies[i] = { 'error', type(reply) == 'table' and reply.err or tostring(reply) }
+      at = at + 12 + tonumber(args[at + 11])
+    end
+  end
+  return replies
 end
 
 redis.register_function('emp_submit', submit)
+redis.register_function('emp_submit_many', submit_many)
