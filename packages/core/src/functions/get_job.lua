@@ -16,7 +16,8 @@ local function get_job(keys, args)
   end
   local lease = ''
   if ACTIVE[job.state] and job.worker then lease = redis.call('ZSCORE', p .. 'leases', job.worker) or '' end
-  return { flat, class[1] or '{}', class[2] or '1', position, redis.call('GET', payload_key(p, args[1])) or '', lease }
+  local payload = job.payload or redis.call('GET', payload_key(p, args[1])) or ''
+  return { flat, class[1] or '{}', class[2] or '1', position, payload, lease }
 end
 
 redis.register_function { function_name = 'emp_get_job', callback = get_job, flags = { 'no-writes' } }

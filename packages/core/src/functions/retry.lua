@@ -11,7 +11,7 @@ local function retry(keys, args)
   end
   local key = job_key(ctx.p, job.id)
   redis.call('PERSIST', key)
-  redis.call('PERSIST', payload_key(ctx.p, job.id))
+  if job.payload_apart then redis.call('PERSIST', payload_key(ctx.p, job.id)) end
   redis.call('HSET', key, 'failures', 0, 'infra_failures', 0, 'retried_at', ctx.now)
   redis.call('HINCRBY', key, 'manual_retries', 1)
   redis.call('HDEL', key, 'finished_at', 'result', 'queue_deadline', 'start_deadline', 'cancel_reason',

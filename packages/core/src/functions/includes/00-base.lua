@@ -47,7 +47,10 @@ local function worker_key(p, id) return p .. 'worker:' .. id end
 local function machine_key(p, id) return p .. 'machine:' .. id end
 local function signal_key(p, worker) return p .. 'signal:' .. worker end
 local function profile_key(p, profile) return p .. 'profile:' .. profile end
--- The payload lives beside the job hash so the hash stays small (listpack-encoded).
+-- A payload of up to INLINE_PAYLOAD bytes is a field of the job hash (which then
+-- stays listpack-encoded: Redis's default hash-max-listpack-value is 64); a
+-- larger one lives beside it in its own key, so the hash stays small either way.
+local INLINE_PAYLOAD = 64
 local function payload_key(p, id) return p .. 'payload:' .. id end
 
 -- Reads a hash into a Lua table (HGETALL's flat reply folded).

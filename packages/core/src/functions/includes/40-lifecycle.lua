@@ -12,11 +12,13 @@ end
 -- What most transitions need to know about a job, read in one call.
 local function load_job(p, id)
   local f = redis.call('HMGET', job_key(p, id), 'state', 'token', 'worker', 'class', 'tenant', 'service',
-    'start_deadline', 'exec_deadline', 'last_worker')
+    'start_deadline', 'exec_deadline', 'last_worker', 'payload')
   if not f[1] then return nil end
   return { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
     -- an active job has a timer only when it has a deadline; a waiting one may have several kinds
-    timed = not ACTIVE[f[1]] or f[7] ~= false or f[8] ~= false, last_worker = f[9] }
+    timed = not ACTIVE[f[1]] or f[7] ~= false or f[8] ~= false, last_worker = f[9],
+    -- a payload in the hash goes with it; only a large one has a key of its own
+    payload_apart = f[10] == false }
 end
 
 local function must_exist(p, id)
@@ -58,7 +60,7 @@ local function finish(ctx, job, state, fields)
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
   if tonumber(retention) > 0 then
     redis.call('PEXPIRE', key, retention)
-    redis.call('PEXPIRE', payload_key(p, id), retention)
+    if job.payload_apart then redis.call('PEXPIRE', payload_key(p, id), retention) end
   end
   job_event(ctx, id, 'job.' .. state, state, { 'tenant', job.tenant, 'service', job.service,
     'worker', job.worker or job.last_worker or '' })

@@ -7,7 +7,7 @@ local AVOID_LOOKAHEAD = 16
 local CLASS_PAGE = 64
 
 local TAKE_FIELDS = { 'avoid_worker', 'avoid_until', 'attempts', 'tenant', 'service', 'score', 'workflow_id',
-  'step', 'exec_timeout_ms', 'submitted_at', 'start_deadline', 'queue_deadline' }
+  'step', 'exec_timeout_ms', 'submitted_at', 'start_deadline', 'queue_deadline', 'payload' }
 
 -- First job of the class this worker may take now, with the fields a take needs.
 -- A job that just failed on this worker is left for others until its avoid
@@ -69,7 +69,7 @@ local function take(ctx, id, f, class, worker, w, next_score)
   end
   job_event(ctx, id, 'job.starting', 'starting', { 'tenant', f[4], 'service', f[5], 'worker', worker,
     'machine', w.machine, 'attempt', attempt })
-  return { 'job', id, token, attempt, f[5], f[4], redis.call('GET', payload_key(p, id)) or '',
+  return { 'job', id, token, attempt, f[5], f[4], f[13] or redis.call('GET', payload_key(p, id)) or '',
     class_definition(p, class), priority_of(f[6]), f[7] or '', f[8] or '', f[9] or '', f[10] or '' }
 end
 

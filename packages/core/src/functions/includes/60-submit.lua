@@ -59,13 +59,16 @@ local function submit_job(ctx, args, at)
   if queue_ttl then fields[#fields + 1] = 'queue_deadline'; fields[#fields + 1] = now + queue_ttl end
   if start_timeout then fields[#fields + 1] = 'start_deadline'; fields[#fields + 1] = now + start_timeout end
   if delay > 0 then fields[#fields + 1] = 'run_at'; fields[#fields + 1] = now + delay end
+  local payload = args[at + 10]
+  local inline = #payload <= INLINE_PAYLOAD
+  if inline then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
   local n = #fields
   for i = first_field, next_at - 1 do
     n = n + 1
     fields[n] = args[i]
   end
   redis.call('HSET', key, unpack(fields))
-  redis.call('SET', payload_key(p, id), args[at + 10])
+  if not inline then redis.call('SET', payload_key(p, id), payload) end
 
   if delay <= 0 then enqueue(p, id, class, score, nil) end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
