@@ -9,7 +9,7 @@ import { bullmqSystem } from './bullmq-system';
 import { measureClaimLatency } from './claim-latency';
 import { empSystem } from './emp-system';
 import { infoField } from './redis-info';
-import { formatNumber, formatTable, ratio, summarizeLatencies } from './stats';
+import { formatNumber, formatTable, median, ratio, summarizeLatencies } from './stats';
 import type { BenchSystem } from './system';
 
 /** Every system measured in this run; each appears as a column. Append emp's here. */
@@ -20,6 +20,8 @@ const OURS = 'emp';
 const REFERENCE = 'bullmq';
 
 const FULL = {
+  /** every timed scenario runs this often per system, in alternating order; a throughput figure is the median run */
+  runs: 3,
   throughput: { jobs: 20_000, concurrencies: [1, 10, 50] },
   submitToStart: { jobs: 2_000, intervalMs: 2, workers: 4, warmupJobs: 200 },
   memory: { jobs: 10_000, payloadBytes: 200 },
@@ -28,6 +30,7 @@ const FULL = {
 type Sizes = typeof FULL;
 /** Small enough for a CI smoke run, big enough to exercise every path. */
 const QUICK: Sizes = {
+  runs: 1,
   throughput: { jobs: 1_000, concurrencies: [1, 10, 50] },
   submitToStart: { jobs: 200, intervalMs: 2, workers: 4, warmupJobs: 20 },
   memory: { jobs: 1_000, payloadBytes: 200 },
@@ -104,8 +107,8 @@ async function main(): Promise<void> {
     console.log(`bench${quick ? ' --quick' : ''}: ${systems.map((s) => s.name).join(', ')} against redis-server at ${redis.url}`);
 
     await warmUp(context, sizes.throughput);
-    report(await measureThroughput(context, sizes.throughput));
-    report(await measureSubmitToStart(context, sizes.submitToStart));
+    report(await measureThroughput(context, sizes.throughput, sizes.runs));
+    report(await measureSubmitToStart(context, sizes.submitToStart, sizes.runs));
     report(await measureMemory(context, sizes.memory));
     // emp-only sections (claim latency at 1k/100k/1M queued jobs, ...) print here
     for (const section of empOnlySections) report(await section(context, sizes));
@@ -132,35 +135,56 @@ async function warmUp(context: RunContext, sizes: Sizes['throughput']): Promise<
   }
 }
 
-async function measureThroughput(context: RunContext, sizes: Sizes['throughput']): Promise<Section> {
-  const rows: Row[] = [];
-  for (const concurrency of sizes.concurrencies) {
-    const drain: Row = { scenario: `drain ${sizes.jobs} jobs, concurrency ${concurrency}`, values: {} };
-    const total: Row = { scenario: `submit + drain, concurrency ${concurrency}`, values: {} };
-    for (const system of systems) {
-      const result = await context.isolated(`${system.name} throughput c=${concurrency}`, () =>
-        system.throughput({ redisUrl: context.redisUrl, jobs: sizes.jobs, concurrency }),
-      );
-      drain.values[system.name] = result.drainJobsPerSec;
-      total.values[system.name] = result.totalJobsPerSec;
-    }
-    rows.push(drain, total);
-  }
-  return { title: 'Throughput, one worker (jobs/s, higher is better)', rows };
+/**
+ * The systems in the order of run `run`: alternating, so that neither always
+ * goes first on a machine whose speed drifts (a shared VM's does).
+ */
+function inRunOrder(run: number): BenchSystem[] {
+  return run % 2 === 0 ? systems : [...systems].reverse();
 }
 
-async function measureSubmitToStart(context: RunContext, sizes: Sizes['submitToStart']): Promise<Section> {
+async function measureThroughput(context: RunContext, sizes: Sizes['throughput'], runs: number): Promise<Section> {
+  const rows: Row[] = [];
+  for (const concurrency of sizes.concurrencies) {
+    const drains = new Map<string, number[]>();
+    const totals = new Map<string, number[]>();
+    for (let run = 0; run < runs; run++) {
+      for (const system of inRunOrder(run)) {
+        const result = await context.isolated(`${system.name} throughput c=${concurrency} (run ${run + 1}/${runs})`, () =>
+          system.throughput({ redisUrl: context.redisUrl, jobs: sizes.jobs, concurrency }),
+        );
+        drains.set(system.name, [...(drains.get(system.name) ?? []), result.drainJobsPerSec]);
+        totals.set(system.name, [...(totals.get(system.name) ?? []), result.totalJobsPerSec]);
+      }
+    }
+    const medians = (figures: Map<string, number[]>) =>
+      Object.fromEntries([...figures].map(([name, values]) => [name, median(values)]));
+    rows.push(
+      { scenario: `drain ${sizes.jobs} jobs, concurrency ${concurrency}`, values: medians(drains) },
+      { scenario: `submit + drain, concurrency ${concurrency}`, values: medians(totals) },
+    );
+  }
+  return { title: `Throughput, one worker (jobs/s, higher is better; median of ${runs} runs)`, rows };
+}
+
+async function measureSubmitToStart(context: RunContext, sizes: Sizes['submitToStart'], runs: number): Promise<Section> {
   const percentiles = ['p50', 'p95', 'p99', 'max'] as const;
   const rows: Row[] = percentiles.map((p) => ({ scenario: p, values: {} }));
-  for (const system of systems) {
-    const latencies = await context.isolated(`${system.name} submit-to-start`, () =>
-      system.submitToStart({ redisUrl: context.redisUrl, ...sizes }),
-    );
-    const summary = summarizeLatencies(latencies);
-    percentiles.forEach((p, i) => (rows[i]!.values[system.name] = summary[p]));
+  const latencies = new Map<string, number[]>();
+  for (let run = 0; run < runs; run++) {
+    for (const system of inRunOrder(run)) {
+      const measured = await context.isolated(`${system.name} submit-to-start (run ${run + 1}/${runs})`, () =>
+        system.submitToStart({ redisUrl: context.redisUrl, ...sizes }),
+      );
+      latencies.set(system.name, [...(latencies.get(system.name) ?? []), ...measured]);
+    }
+  }
+  for (const [name, all] of latencies) {
+    const summary = summarizeLatencies(all.sort((a, b) => a - b));
+    percentiles.forEach((p, i) => (rows[i]!.values[name] = summary[p]));
   }
   return {
-    title: `Submit to start, ${sizes.workers} idle workers, one job every ${sizes.intervalMs} ms, ${sizes.jobs} jobs (ms, lower is better)`,
+    title: `Submit to start, ${sizes.workers} idle workers, one job every ${sizes.intervalMs} ms, ${runs} x ${sizes.jobs} jobs (ms, lower is better)`,
     rows,
   };
 }

@@ -14,6 +14,10 @@ export interface LatencySummary {
   mean: number;
 }
 
+export function median(values: readonly number[]): number {
+  return percentile([...values].sort((a, b) => a - b), 50);
+}
+
 export function summarizeLatencies(sorted: readonly number[]): LatencySummary {
   const total = sorted.reduce((sum, x) => sum + x, 0);
   return {
