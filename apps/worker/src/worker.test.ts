@@ -2,10 +2,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Broker, type BrokerConfigInput, type BrokerEvent, type Job, Scheduler } from '@emp/core';
-import { type RedisProcess, startRedis } from '@emp/core/testing';
-import { Redis } from 'ioredis';
+import { usePrivateRedis } from '@emp/core/testing';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { type Connector, JobFailure } from './connector';
 import { type SimulationOptions, simulationConnector } from './connectors/simulation';
 import { Worker, type WorkerOptions } from './worker';
@@ -13,23 +12,12 @@ import { Worker, type WorkerOptions } from './worker';
 const POOL = 'standard';
 const silent = pino({ level: 'silent' });
 
-let server: RedisProcess;
-let redis: Redis;
+const db = usePrivateRedis();
+const { redis } = db;
 const workers: Worker[] = [];
 const schedulers: Scheduler[] = [];
 const children: ChildProcess[] = [];
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
-});
 afterEach(async () => {
   for (const child of children.splice(0)) child.kill('SIGKILL');
   await Promise.all(workers.splice(0).map((w) => w.stop({ graceMs: 0 })));
@@ -377,7 +365,7 @@ describe('a worker that dies', () => {
     const { id } = await broker.submit({ service: 'simulation' });
 
     const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./testing/worker-process.ts', import.meta.url))], {
-      env: { ...process.env, EMP_REDIS_URL: server.url, EMP_WORKER_ID: 'doomed', EMP_LEASE_MS: String(leaseMs), EMP_DURATION_MS: '60000' },
+      env: { ...process.env, EMP_REDIS_URL: db.url(), EMP_WORKER_ID: 'doomed', EMP_LEASE_MS: String(leaseMs), EMP_DURATION_MS: '60000' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(child);

@@ -1,5 +1,4 @@
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { WorkerRegistration } from './capabilities';
 import {
@@ -13,7 +12,7 @@ import {
   ValidationError,
 } from './errors';
 import type { SubmitJobInput } from './job';
-import { type RedisProcess, startRedis } from './testing/redis-server';
+import { usePrivateRedis } from './testing/private-redis';
 
 // Every bad input gets a clear, typed error naming what was wrong and where, and
 // changes nothing: the dataset digest, the key count and the event stream are
@@ -22,23 +21,13 @@ import { type RedisProcess, startRedis } from './testing/redis-server';
 const POOL = 'standard';
 const MISSING_ID = 'standard.0000000000000000';
 
-let server: RedisProcess;
-let redis: Redis;
+// DEBUG DIGEST gives a hash of the whole dataset: "changes nothing" is checked on everything
+const { redis } = usePrivateRedis({ args: ['--enable-debug-command', 'local'] });
 let broker: Broker;
 let queuedId: string;
 let held: ClaimedJob;
 
-beforeAll(async () => {
-  // DEBUG DIGEST gives a hash of the whole dataset: "changes nothing" is checked on everything
-  server = await startRedis({ args: ['--enable-debug-command', 'local'] });
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
 beforeEach(async () => {
-  await redis.flushall();
   broker = await Broker.connect({ redis, config: { maxPayloadBytes: 1024, maxResultBytes: 1024 } });
   await broker.registerWorker({ id: 'w', pool: POOL, capabilities: { services: ['simulation'] } });
   const first = await broker.submit({ service: 'simulation' });

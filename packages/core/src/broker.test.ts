@@ -1,26 +1,15 @@
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
 import { IdempotencyConflictError, LeaseLostError, NotRetryableError } from './errors';
 import type { WorkerCapabilities } from './capabilities';
 import type { SubmitJobInput } from './job';
-import { type RedisProcess, startRedis } from './testing/redis-server';
+import { usePrivateRedis } from './testing/private-redis';
 
-let server: RedisProcess;
-let redis: Redis;
+const { redis } = usePrivateRedis();
 let now = 1_000_000;
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
+beforeEach(() => {
   now = 1_000_000;
 });
 

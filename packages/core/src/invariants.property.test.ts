@@ -1,13 +1,12 @@
 import fc from 'fast-check';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { Broker, type ClaimResult, type Lease } from './broker';
 import type { WorkerCapabilities } from './capabilities';
 import { LeaseLostError, NotRetryableError } from './errors';
 import { ensureFunctionLibrary } from './library';
 import { FAILURE_KINDS, type FailureKind, type JobState, type SubmitJobInput } from './job';
 import { type JobRequirements, requirementClass } from './requirements';
-import { type RedisProcess, startRedis } from './testing/redis-server';
+import { usePrivateRedis } from './testing/private-redis';
 
 // Random interleavings of every job transition, by several workers with
 // different capabilities, on a virtual clock, checked against a model after
@@ -32,18 +31,11 @@ const LEASE_MS = 1_000;
 const START = 1_000_000;
 const PRIORITY_SPAN = 2 ** 42;
 
-let server: RedisProcess;
-let redis: Redis;
+const { redis } = usePrivateRedis({ args: ['--enable-debug-command', 'local'] });
 let now = START;
 
 beforeAll(async () => {
-  server = await startRedis({ args: ['--enable-debug-command', 'local'] });
-  redis = new Redis(server.url);
   await ensureFunctionLibrary(redis);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
 });
 
 // ------------------------------------------------------------------ the fleet

@@ -1,9 +1,8 @@
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type SubmitResult } from './broker';
 import type { WorkerCapabilities } from './capabilities';
 import type { SubmitJobInput } from './job';
-import { type RedisProcess, startRedis } from './testing/redis-server';
+import { usePrivateRedis } from './testing/private-redis';
 
 // Invariants 3 and 4 of the design: a job at the back of a 100k-deep queue that
 // only this worker can run is found, and finding it does not walk the 100k.
@@ -12,20 +11,10 @@ const DEPTH = 100_000;
 const CHUNK = 5_000;
 const POOL = 'standard';
 
-let server: RedisProcess;
-let redis: Redis;
+const { redis } = usePrivateRedis();
 let broker: Broker;
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
 beforeEach(async () => {
-  await redis.flushall();
   broker = await Broker.connect({ redis, config: { avoidMs: 0 } });
 });
 

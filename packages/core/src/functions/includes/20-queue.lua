@@ -11,13 +11,18 @@ local function priority_of(score)
   return 1000 - math.floor(tonumber(score) / PRIORITY_SPAN)
 end
 
-local function refresh_class_head(p, class)
-  local head = redis.call('ZRANGE', queue_key(p, class), 0, 0, 'WITHSCORES')
-  if head[1] then
-    redis.call('ZADD', p .. 'classes', head[2], class)
+-- Scores the class by its head job's score, or drops it from `classes` when it has no job (false).
+local function set_class_head(p, class, score)
+  if score then
+    redis.call('ZADD', p .. 'classes', score, class)
   else
     redis.call('ZREM', p .. 'classes', class)
   end
+end
+
+local function refresh_class_head(p, class)
+  local head = redis.call('ZRANGE', queue_key(p, class), 0, 0, 'WITHSCORES')
+  set_class_head(p, class, head[2] or false)
 end
 
 local function remove_from_queue(p, id, class)

@@ -43,11 +43,7 @@ local function take(ctx, id, f, class, worker, w, next_score)
     remove_from_queue(p, id, class)
   else
     redis.call('ZREM', queue_key(p, class), id)
-    if next_score then
-      redis.call('ZADD', p .. 'classes', next_score, class)
-    else
-      redis.call('ZREM', p .. 'classes', class)
-    end
+    set_class_head(p, class, next_score)
   end
   local attempt = tostring((tonumber(f[3]) or 0) + 1)
   local token = tostring(redis.call('INCR', p .. 'token'))
