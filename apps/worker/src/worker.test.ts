@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Broker, type BrokerConfigInput, type BrokerEvent, type Job, Scheduler } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing';
+import { usePrivateRedis } from '@emp/core/testing/vitest';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Connector, JobFailure } from './connector';

@@ -1,3 +1,2 @@
 export * from './redis-server';
 export * from './redis-cluster';
-export * from './private-redis';

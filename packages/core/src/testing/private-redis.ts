@@ -1,3 +1,4 @@
+// Only for test files: it registers vitest hooks (the rest of testing/ is used by the CLI too).
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { type StartRedisOptions, startRedis, type RedisProcess } from './redis-server';
