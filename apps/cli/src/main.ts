@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerCancel } from './commands/cancel';
 import { registerJob } from './commands/job';
+import { registerKeys } from './commands/keys';
 import { registerQueues } from './commands/queues';
 import { registerRetry } from './commands/retry';
 import { registerStart } from './commands/start';
@@ -16,7 +17,7 @@ export function empProgram(): Command {
     .option('--redis <url>', 'Redis to use (default: REDIS_URL, else the one `npm start` recorded in .emp/redis.url)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerStart, registerSubmit, registerJob, registerCancel, registerRetry, registerQueues, registerWorkers, registerWatch]) {
+  for (const register of [registerStart, registerSubmit, registerJob, registerCancel, registerRetry, registerQueues, registerWorkers, registerWatch, registerKeys]) {
     register(program);
   }
   return program;

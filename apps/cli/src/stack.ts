@@ -1,3 +1,4 @@
+import { startApiServer } from '@emp/api';
 import { Broker, Scheduler } from '@emp/core';
 import type { Logger } from 'pino';
 import { connectRedis, type RedisTarget } from './connection';
@@ -17,6 +18,10 @@ export interface LocalStackOptions {
   jobDurationMs?: number | { min: number; max: number };
   /** how long stopping workers may wait for their running jobs */
   graceMs?: number;
+  /** the HTTP + WebSocket API's port (0: any free one); it listens on loopback */
+  apiPort: number;
+  /** 'keys': requests need an API key (emp keys create); 'off': everyone is an operator */
+  auth: 'keys' | 'off';
   logger: Logger;
 }
 
@@ -24,6 +29,8 @@ export interface LocalStack {
   redisUrl: string;
   /** the folder of the embedded Redis's data; absent when an existing Redis is used */
   redisDir?: string;
+  /** where the API listens, e.g. http://127.0.0.1:3331 */
+  apiUrl: string;
   machine: SimulatedMachine;
   stop(): Promise<void>;
 }
@@ -68,6 +75,11 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     scheduler.start();
     undo.push(() => scheduler.stop());
 
+    const api = await startApiServer({ broker, logger: logger.child({ component: 'api' }), auth: options.auth, port: options.apiPort });
+    undo.push(() => api.close());
+    const address = api.server.address();
+    const apiUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : options.apiPort}`;
+
     const machine = await startSimulatedMachine({
       broker,
       logger,
@@ -80,6 +92,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     return {
       redisUrl: target.url,
       ...(redisDir ? { redisDir } : {}),
+      apiUrl,
       machine,
       stop: () => (stopping ??= unwind()),
     };

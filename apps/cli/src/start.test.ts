@@ -12,7 +12,8 @@ const BANNER = /local stack running[\s\S]*Ctrl-C stops everything/;
 const running = new Set<ChildProcess>();
 
 function start(args: string[], env: Record<string, string | undefined>): ChildProcess {
-  const child = spawnEmp(['start', '--sim-duration-ms', '300', ...args], env);
+  // port 0: the API takes a free port, so tests never collide with each other or a running stack
+  const child = spawnEmp(['start', '--sim-duration-ms', '300', '--api-port', '0', ...args], env);
   running.add(child);
   child.once('exit', () => running.delete(child));
   return child;
@@ -97,7 +98,7 @@ describe('emp start with its embedded Redis', () => {
     expect(existsSync(join(stateDir, 'redis', 'appendonlydir'))).toBe(true);
 
     // a second start on the same folder would share the append-only file: refused
-    const second = await runEmp(['start', '--state-dir', stateDir, '--redis-port', String(await freePort())], {});
+    const second = await runEmp(['start', '--api-port', '0', '--state-dir', stateDir, '--redis-port', String(await freePort())], {});
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/^error: another `emp start` \(pid \d+\) is running/m);
 

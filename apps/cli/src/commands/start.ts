@@ -19,6 +19,8 @@ const StartFlags = z.object({
   stateDir: z.string().min(1),
   workers: intFlag(z.number().int().min(1).max(64)),
   simDurationMs: DurationRange,
+  apiPort: intFlag(z.number().int().min(0).max(65_535)),
+  auth: z.enum(['keys', 'off']),
 });
 
 export function registerStart(program: Command): void {
@@ -28,6 +30,8 @@ export function registerStart(program: Command): void {
     .option('--redis-port <port>', 'port of the embedded Redis (a free one if taken)', '6390')
     .option('--state-dir <dir>', 'folder for the embedded Redis data and URL', STATE_DIR)
     .option('--workers <n>', 'workers on the simulated machine', '2')
+    .option('--api-port <port>', 'port of the HTTP + WebSocket API (loopback only)', process.env.EMP_API_PORT ?? '3331')
+    .option('--auth <mode>', "'off' (everyone is an operator: local development) or 'keys' (API keys from `emp keys create`)", process.env.EMP_AUTH ?? 'off')
     .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
     .action(async (options: Record<string, unknown>, command: Command) => {
       const flags = parseFlags(StartFlags, options);
@@ -43,11 +47,13 @@ export function registerStart(program: Command): void {
         redisPort: flags.redisPort,
         workers: flags.workers,
         jobDurationMs: flags.simDurationMs,
+        apiPort: flags.apiPort,
+        auth: flags.auth,
         logger,
       });
       // other commands find the embedded Redis through .emp/redis.url under the working folder
       const discoverable = stack.redisDir !== undefined && resolve(flags.stateDir) === resolve(STATE_DIR);
-      process.stdout.write(banner(stack, discoverable));
+      process.stdout.write(banner(stack, discoverable, flags.auth));
       await signaled;
       process.stdout.write('stopping: letting running jobs finish (Ctrl-C again to force)\n');
       const stoppingSince = Date.now();
@@ -79,7 +85,7 @@ function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-function banner(stack: LocalStack, discoverable: boolean): string {
+function banner(stack: LocalStack, discoverable: boolean, auth: 'keys' | 'off'): string {
   const env = discoverable ? '' : `REDIS_URL=${stack.redisUrl} `;
   const emp = (args: string) => `  ${env}npm run emp -- ${args}`;
   return [
@@ -87,6 +93,10 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     'EMP Job Queue: local stack running',
     `  redis      ${stack.redisUrl}${stack.redisDir ? `  (embedded, AOF data in ${stack.redisDir})` : '  (from REDIS_URL / --redis)'}`,
     '  scheduler  running (retries, lease reaping, deadlines, offline detection)',
+    `  api        ${stack.apiUrl}  (HTTP /v1/jobs, WebSocket /v1/live, /metrics)`,
+    auth === 'off'
+      ? '             auth is OFF: every request acts as an operator. For API keys: npm start -- --auth keys, then npm run emp -- keys create --role client --tenant <t>'
+      : '             auth: API keys (npm run emp -- keys create --role operator)',
     `  machine    ${stack.machine.machineId} in pool ${stack.machine.pool}: ${stack.machine.workerIds.join(', ')} (service simulation)`,
     '',
     'In another terminal:',
@@ -95,6 +105,7 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     emp('workers                                 # workers and their state'),
     emp('watch                                   # live events'),
     emp('job <id>                                # one job in detail'),
+    `  curl -s -X POST ${stack.apiUrl}/v1/jobs?wait=30 -H 'content-type: application/json' -d '{"service":"simulation"}'`,
     '',
     'Ctrl-C stops everything; queued jobs stay in Redis.',
     '',
