@@ -105,7 +105,7 @@ function banner(stack: LocalStack, discoverable: boolean, auth: 'keys' | 'off'):
     emp('workers                                 # workers and their state'),
     emp('watch                                   # live events'),
     emp('job <id>                                # one job in detail'),
-    `  curl -s -X POST ${stack.apiUrl}/v1/jobs?wait=30 -H 'content-type: application/json' -d '{"service":"simulation"}'`,
+    `  curl -s -X POST '${stack.apiUrl}/v1/jobs?wait=30' -H 'content-type: application/json' -d '{"service":"simulation"}'`,
     '',
     'Ctrl-C stops everything; queued jobs stay in Redis.',
     '',
