@@ -62,6 +62,7 @@ local function submit(keys, args)
   if delay <= 0 then enqueue(p, id, class, score, nil) end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
   local info = redis.call('HMGET', key, 'tenant', 'service')
+  index_job(p, id, info[1], now)
   job_event(ctx, id, 'job.queued', 'queued', { 'tenant', info[1], 'service', info[2], 'routable', routable })
   return { id, 0, tonumber(routable) }
 end
