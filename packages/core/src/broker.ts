@@ -5,6 +5,7 @@ import { MachineId, WorkerRegistration, capabilityProfile } from './capabilities
 import { type BrokerConfig, type BrokerConfigInput, brokerConfig } from './config';
 import {
   EmpError,
+  NotFoundError,
   PayloadTooLargeError,
   UnknownServiceError,
   ValidationError,
@@ -13,11 +14,12 @@ import {
 import {
   FailureKind,
   type Job,
+  JOB_STATES,
   JobErrorInfo,
   JobId,
   JobProgress,
   JobRecord,
-  type JobState,
+  JobState,
   SubmitJobInput,
   type SubmitJob,
   poolOfJobId,
@@ -25,7 +27,7 @@ import {
 } from './job';
 import { KeyLayout } from './keys';
 import { ensureFunctionLibrary } from './library';
-import { JobRequirements, PoolName, requirementClass } from './requirements';
+import { JobRequirements, PoolName, ServiceName, TenantId, requirementClass } from './requirements';
 import { parseWith } from './validation';
 import { z } from 'zod';
 
@@ -132,6 +134,52 @@ const LeaseSchema = z
   });
 
 const WorkerStateInput = z.enum(['draining', 'idle', 'offline']);
+
+/** Filters of `Broker.listJobs`; every one is optional. */
+export const JobListFilter = z
+  .object({
+    pool: PoolName.optional(),
+    tenant: TenantId.optional(),
+    states: z.array(JobState).max(JOB_STATES.length).optional(),
+    services: z.array(ServiceName).max(32).optional(),
+    /** submitted at or after (ms) */
+    since: z.number().int().nonnegative().optional(),
+    /** submitted at or before (ms) */
+    until: z.number().int().nonnegative().optional(),
+    /** from the previous page's `next_cursor` */
+    cursor: z.string().max(400).optional(),
+    limit: z.number().int().min(1).max(500).default(50),
+  })
+  .strict();
+export type JobListFilter = z.input<typeof JobListFilter>;
+
+export interface JobListItem {
+  id: string;
+  pool: string;
+  state: JobState;
+  submitted_at: number;
+}
+
+export interface JobListPage {
+  /** newest first */
+  jobs: JobListItem[];
+  /** pass it back for the next page; absent on the last one */
+  next_cursor?: string;
+}
+
+export const MACHINE_ACTIONS = ['drain', 'restart'] as const;
+export const MachineAction = z.enum(MACHINE_ACTIONS);
+export type MachineAction = z.infer<typeof MachineAction>;
+
+export interface PausedService {
+  service: string;
+  since: number;
+  by?: string;
+  reason?: string;
+}
+
+/** Entries of the job index one list call looks at per pool before answering with a short page. */
+const LIST_BUDGET = 2_000;
 
 /**
  * The typed face of the `emp` Redis Function library: every state change of a
@@ -251,6 +299,85 @@ export class Broker {
   /** Puts a failed, canceled or expired job back in the queue under the same id. */
   async retry(id: string): Promise<JobState> {
     return (await this.fcall('emp_retry', this.poolOf(id), [id])) as JobState;
+  }
+
+  /**
+   * A page of jobs, newest first, across pools (or one), by tenant, state,
+   * service and submission time. Pages are cut by a cursor, never by an offset,
+   * so jobs submitted meanwhile do not shift them; a page may hold fewer than
+   * `limit` jobs when the filter is sparse, and still carry a cursor.
+   */
+  async listJobs(filter: JobListFilter = {}): Promise<JobListPage> {
+    const f = parseWith(JobListFilter, filter, 'job list filter');
+    const cursor = f.cursor === undefined ? undefined : decodeListCursor(f.cursor);
+    const pools = f.pool ? [f.pool] : await this.pools();
+    const pages = await Promise.all(
+      pools.map(async (pool) => {
+        let reply: [Array<[string, string, string, string]>, string, string, number];
+        try {
+          reply = (await this.redis.call(
+            'FCALL_RO', 'emp_list_jobs', 1, this.keys.anchor(pool),
+            f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.score : '', cursor ? cursor.member : '',
+            (f.states ?? []).join(','), (f.services ?? []).join(','), f.limit, LIST_BUDGET,
+          )) as typeof reply;
+        } catch (error) {
+          throw fromRedisError(error);
+        }
+        const [found, lastScore, lastMember, exhausted] = reply;
+        return {
+          items: found.map(([id, score, member, state]) => ({ id, pool, state: state as JobState, submitted_at: Number(score), position: { score: Number(score), member } })),
+          boundary: exhausted === 1 || lastScore === '' ? undefined : { score: Number(lastScore), member: lastMember },
+        };
+      }),
+    );
+    // A pool that stopped early has not looked below its boundary: only what lies
+    // above the highest such boundary is known complete for this page.
+    let boundary: ListPosition | undefined;
+    for (const page of pages) if (page.boundary && (!boundary || comparePositions(page.boundary, boundary) > 0)) boundary = page.boundary;
+    const items = pages
+      .flatMap((page) => page.items)
+      .filter((item) => !boundary || comparePositions(item.position, boundary) >= 0)
+      .sort((a, b) => comparePositions(b.position, a.position));
+    const taken = items.slice(0, f.limit);
+    const last = items.length > f.limit ? taken[taken.length - 1]?.position : boundary;
+    return {
+      jobs: taken.map(({ position: _p, ...item }) => item),
+      ...(last ? { next_cursor: encodeListCursor(last) } : {}),
+    };
+  }
+
+  /**
+   * A job's events, oldest first, after `after` (a stream id) or from its
+   * submission: the pool's stream read from the job's submission time on.
+   * `cursor` is the last stream entry looked at, to continue from.
+   */
+  async jobEvents(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: BrokerEvent[]; cursor: string }> {
+    const pool = this.poolOf(id);
+    const submittedAt = await this.redis.hget(`${this.keys.prefix(pool)}job:${id}`, 'submitted_at');
+    if (submittedAt === null) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
+    if (options.after !== undefined) parseWith(StreamId, options.after, 'event cursor');
+    const limit = options.limit ?? 1_000;
+    let cursor = options.after ?? `${Math.max(0, Number(submittedAt) - 1)}-0`;
+    const events: BrokerEvent[] = [];
+    for (;;) {
+      const batch = await this.readEvents(pool, cursor, { count: 1_000 });
+      for (const event of batch) {
+        cursor = event.id;
+        if (event.fields.job !== id) continue;
+        events.push(event);
+        if (events.length >= limit) return { events, cursor };
+      }
+      if (batch.length < 1_000) return { events, cursor };
+    }
+  }
+
+  /** The fencing token and worker of a job's current attempt, for delegated completion; null when nobody holds it. */
+  async currentAttempt(id: string): Promise<Lease | null> {
+    const pool = this.poolOf(id);
+    const [state, token, worker] = await this.redis.hmget(`${this.keys.prefix(pool)}job:${id}`, 'state', 'token', 'worker');
+    if (state === null) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
+    if (!(state === 'starting' || state === 'running') || !token || !worker) return null;
+    return { pool, jobId: id, token, workerId: worker };
   }
 
   // ---------------------------------------------------------------- workers
@@ -434,6 +561,53 @@ export class Broker {
     });
   }
 
+  /** Stops (or resumes) claims of a service's jobs in a pool; returns whether that changed anything. */
+  async setServicePaused(pool: string, service: string, paused: boolean, options: { by?: string; reason?: string } = {}): Promise<boolean> {
+    parseWith(ServiceName, service, 'service');
+    await this.rememberPool(checkedPool(pool));
+    const changed = await this.fcall('emp_pause_service', pool, [service, paused ? '1' : '0', options.by ?? '', (options.reason ?? '').slice(0, 500)]);
+    return changed === 1;
+  }
+
+  async pausedServices(pool: string): Promise<PausedService[]> {
+    const hash = await this.redis.hgetall(`${this.keys.prefix(checkedPool(pool))}paused`);
+    return Object.entries(hash)
+      .map(([service, text]) => {
+        const info = JSON.parse(text) as { since: number; by?: string; reason?: string };
+        return { service, since: info.since, ...(info.by ? { by: info.by } : {}), ...(info.reason ? { reason: info.reason } : {}) };
+      })
+      .sort((a, b) => a.service.localeCompare(b.service));
+  }
+
+  /**
+   * Records a command for a machine (drain or restart it, or one service on it)
+   * and appends it to the machine's command stream for its agent; returns the command id.
+   */
+  async machineCommand(
+    pool: string,
+    machineId: string,
+    action: MachineAction,
+    options: { service?: string; by?: string; reason?: string } = {},
+  ): Promise<string> {
+    parseWith(MachineId, machineId, 'machine id');
+    parseWith(MachineAction, action, 'machine action');
+    if (options.service !== undefined) parseWith(ServiceName, options.service, 'service');
+    return (await this.fcall('emp_machine_command', checkedPool(pool), [
+      machineId, action, options.service ?? '', options.by ?? '', (options.reason ?? '').slice(0, 500),
+    ])) as string;
+  }
+
+  async machines(pool: string): Promise<Array<Record<string, string>>> {
+    const [online, offline] = await Promise.all([
+      this.redis.zrange(this.keys.machines(pool), 0, -1),
+      this.redis.zrange(this.keys.offlineMachines(pool), 0, -1),
+    ]);
+    const pipeline = this.redis.pipeline();
+    for (const id of [...online, ...offline]) pipeline.hgetall(this.keys.machine(pool, id));
+    const replies = (await pipeline.exec()) ?? [];
+    return replies.map(([, hash]) => hash as Record<string, string>).filter((h) => h && h.id);
+  }
+
   async workers(pool: string): Promise<Array<Record<string, string>>> {
     const [online, offline] = await Promise.all([
       this.redis.zrange(this.keys.workers(pool), 0, -1),
@@ -523,6 +697,28 @@ export class Broker {
     await this.redis.sadd(this.keys.pools(), pool);
     this.knownPools.add(pool);
   }
+}
+
+const StreamId = z.string().regex(/^\d{1,20}-\d{1,20}$/, 'an event id looks like 1700000000000-0');
+
+interface ListPosition {
+  score: number;
+  member: string;
+}
+
+/** Index order: by submission time, then by entry (byte order, as Redis sorts equal scores). */
+function comparePositions(a: ListPosition, b: ListPosition): number {
+  return a.score - b.score || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0);
+}
+
+function encodeListCursor(position: ListPosition): string {
+  return Buffer.from(`${position.score}:${position.member}`).toString('base64url');
+}
+
+function decodeListCursor(cursor: string): ListPosition {
+  const match = /^(\d{1,16}):([A-Za-z0-9_.|-]{1,200})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  if (!match) throw new ValidationError('job list filter', [{ path: 'cursor', message: 'not a cursor this API handed out' }]);
+  return { score: Number(match[1]), member: match[2]! };
 }
 
 function checkedPool(pool: string): string {

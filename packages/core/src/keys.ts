@@ -16,6 +16,10 @@
  *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered
  *   <ns>:{<pool>}:machine:<id>     machine hash; machines / machines:offline
  *   <ns>:{<pool>}:idem:<key>       idempotency key -> job id | request fingerprint
+ *   <ns>:{<pool>}:jobs             every job as "<id>|<tenant>" by submitted_at (listing); jobs:tenant:<t>: one tenant's ids
+ *   <ns>:{<pool>}:jobs:sweep       where the sweep of expired jobs' index entries resumes; jobs:swept: once-a-second gate
+ *   <ns>:{<pool>}:paused           service -> {since, by, reason}: services whose jobs no claim takes
+ *   <ns>:{<pool>}:machine-commands:<id>  stream of operator commands (drain, restart) for a machine's agent
  *   <ns>:pools                     every pool ever used (outside any shard)
  */
 export class KeyLayout {
@@ -53,6 +57,9 @@ export class KeyLayout {
   }
   offlineMachines(pool: string): string {
     return `${this.prefix(pool)}machines:offline`;
+  }
+  machineCommands(pool: string, machine: string): string {
+    return `${this.prefix(pool)}machine-commands:${machine}`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

@@ -112,6 +112,8 @@ local function tick(keys, args)
   for _, worker in ipairs(redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
     handled = handled + reap_lease(ctx, worker)
   end
+  -- the job index needs sweeping about once a second, not on every tick
+  if redis.call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then sweep_job_index(p, limit) end
   local next_due = nil
   for _, index in ipairs({ 'timers', 'leases' }) do
     local head = redis.call('ZRANGE', p .. index, 0, 0, 'WITHSCORES')

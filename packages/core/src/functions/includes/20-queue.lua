@@ -34,6 +34,9 @@ end
 -- Wakes one idle worker able to run `class`, preferring any worker but `avoid`
 -- (the one the job just failed on). Returns the woken worker or false.
 local function wake_one(p, class, avoid)
+  if redis.call('HLEN', p .. 'paused') > 0 and redis.call('HEXISTS', p .. 'paused', load_class(p, class).service) == 1 then
+    return false -- nobody may claim a paused service's jobs: a wake-up would be wasted
+  end
   local idle = redis.call('HGETALL', p .. 'idle')
   local fallback = false
   for i = 1, #idle, 2 do
@@ -86,4 +89,36 @@ local function schedule(p, id)
   else
     redis.call('ZREM', p .. 'timers', id)
   end
+end
+
+-- The submission index behind listing: `jobs` holds every job of the shard as
+-- "<id>|<tenant>" (the tenant lets the sweep clean the tenant's index once the
+-- job hash has expired), `jobs:tenant:<tenant>` holds that tenant's job ids; both
+-- are scored by submitted_at.
+local function index_job(p, id, tenant, submitted_at)
+  redis.call('ZADD', p .. 'jobs', submitted_at, id .. '|' .. tenant)
+  redis.call('ZADD', p .. 'jobs:tenant:' .. tenant, submitted_at, id)
+end
+
+-- Removes index entries of jobs whose retention has passed, looking at `limit`
+-- entries per call from where the previous sweep stopped (wrapping around), so
+-- the index shrinks with the jobs without a full scan on any one tick.
+local function sweep_job_index(p, limit)
+  local index = p .. 'jobs'
+  local start = tonumber(redis.call('GET', p .. 'jobs:sweep')) or 0
+  local members = redis.call('ZRANGE', index, start, start + limit - 1)
+  local removed = 0
+  for _, member in ipairs(members) do
+    local sep = string.find(member, '|', 1, true)
+    local id, tenant = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    if redis.call('EXISTS', job_key(p, id)) == 0 then
+      redis.call('ZREM', index, member)
+      redis.call('ZREM', p .. 'jobs:tenant:' .. tenant, id)
+      removed = removed + 1
+    end
+  end
+  local next_start = start + #members - removed
+  if #members < limit then next_start = 0 end
+  redis.call('SET', p .. 'jobs:sweep', next_start)
+  return removed
 end

@@ -86,10 +86,13 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   local retry_at = nil
   local offset = 0
+  -- an operator paused these services: their jobs stay queued, nobody claims them
+  local paused = nil
+  if redis.call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(redis.call('HGETALL', p .. 'paused')) end
   while true do
     local page = redis.call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
     for _, class in ipairs(page) do
-      if profile_matches(p, w.profile, class) then
+      if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
         local id, fields, until_, next_score = pick_in_class(p, class, worker, ctx.now)
         if id then
           local reply = take(ctx, id, fields, class, worker, w, next_score)

@@ -72,6 +72,7 @@ local function submit_job(ctx, args, at)
 
   if delay <= 0 then enqueue(p, id, class, score, nil) end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
+  index_job(p, id, args[first_field + 1], ctx.ts)
   job_event(ctx, id, 'job.queued', 'queued', { 'tenant', args[first_field + 1], 'service', args[first_field + 3],
     'routable', routable })
   return { id, 0, tonumber(routable) }, next_at

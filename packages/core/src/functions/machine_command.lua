@@ -1,0 +1,26 @@
+-- machine_command: record an operator's command for a machine (drain or restart
+-- the machine, or one service on it) and hand it to the machine agent through
+-- the machine's command stream; the agent executes it and reports back through
+-- register_machine like any other change.
+-- KEYS[1] shard anchor
+-- ARGV prelude, then [7] machine id  [8] action ('drain' | 'restart')  [9] service ('' the whole machine)
+--   [10] who asked ('' unknown)  [11] reason
+-- Returns the command's id in the stream `machine-commands:<machine>`. Errors: NOT_FOUND, BAD_STATE.
+local function machine_command(keys, args)
+  local ctx = context(keys, args)
+  local p, machine, action, service = ctx.p, args[7], args[8], args[9]
+  if action ~= 'drain' and action ~= 'restart' then
+    raise('BAD_STATE', 'a machine command is drain or restart, not ' .. tostring(action))
+  end
+  local key = machine_key(p, machine)
+  if redis.call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end
+  local id = redis.call('XADD', p .. 'machine-commands:' .. machine, 'MAXLEN', '~', 1000, '*', 'action', action,
+    'service', service, 'by', args[10], 'reason', args[11], 'ts', ctx.now)
+  redis.call('HSET', key, 'last_command', action, 'last_command_id', id, 'last_command_service', service,
+    'last_command_at', ctx.now)
+  events_append(p, ctx.maxlen, { 'type', 'machine.command', 'machine', machine, 'action', action, 'service', service,
+    'command', id, 'by', args[10], 'ts', ctx.now })
+  return id
+end
+
+redis.register_function('emp_machine_command', machine_command)

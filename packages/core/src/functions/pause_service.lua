@@ -1,0 +1,27 @@
+-- pause_service: stop (or resume) claims of one service's jobs in this shard.
+-- Paused jobs stay queued in their place and submits are still accepted; claims
+-- skip the service's classes and submits wake nobody for them. Resuming wakes a
+-- capable idle worker for every waiting class of the service.
+-- KEYS[1] shard anchor
+-- ARGV prelude, then [7] service  [8] '1' pause, '0' resume  [9] who asked ('' unknown)  [10] reason
+-- Returns 1 when this changed the service's state, else 0.
+local function pause_service(keys, args)
+  local ctx = context(keys, args)
+  local p, service = ctx.p, args[7]
+  local paused_key = p .. 'paused'
+  if args[8] == '1' then
+    if redis.call('HEXISTS', paused_key, service) == 1 then return 0 end
+    redis.call('HSET', paused_key, service, cjson.encode({ since = ctx.now, by = args[9], reason = args[10] }))
+    events_append(p, ctx.maxlen, { 'type', 'service.paused', 'service', service, 'by', args[9], 'reason', args[10],
+      'ts', ctx.now })
+    return 1
+  end
+  if redis.call('HDEL', paused_key, service) == 0 then return 0 end
+  for _, class in ipairs(redis.call('ZRANGE', p .. 'classes', 0, -1)) do
+    if load_class(p, class).service == service then wake_one(p, class, nil) end
+  end
+  events_append(p, ctx.maxlen, { 'type', 'service.resumed', 'service', service, 'by', args[9], 'ts', ctx.now })
+  return 1
+end
+
+redis.register_function('emp_pause_service', pause_service)

@@ -1,0 +1,133 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Broker, type JobListFilter } from './broker';
+import { ValidationError } from './errors';
+import { type RedisProcess, startRedis } from './testing/redis-server';
+
+let server: RedisProcess;
+let redis: Redis;
+let now = 1_000_000;
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url);
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+});
+beforeEach(async () => {
+  await redis.flushall();
+  now = 1_000_000;
+});
+
+async function broker(): Promise<Broker> {
+  return Broker.connect({ redis, clock: () => now, config: { avoidMs: 0 } });
+}
+
+/** Every page of a listing, following cursors, as job ids. */
+async function allPages(b: Broker, filter: JobListFilter): Promise<string[][]> {
+  const pages: string[][] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await b.listJobs({ ...filter, ...(cursor ? { cursor } : {}) });
+    pages.push(page.jobs.map((j) => j.id));
+    cursor = page.next_cursor;
+  } while (cursor && pages.length < 1_000);
+  return pages;
+}
+
+describe('listing jobs', () => {
+  it('pages newest first across pools without gaps or repeats, also for jobs submitted in the same millisecond', async () => {
+    const b = await broker();
+    const submitted: string[] = [];
+    for (let i = 0; i < 23; i++) {
+      if (i % 4 !== 0) now += 1; // some share a timestamp
+      const pool = i % 3 === 0 ? 'heavy' : 'standard';
+      submitted.push((await b.submit({ service: 'simulation', requirements: { pool } })).id);
+    }
+    const pages = await allPages(b, { limit: 5 });
+    expect(pages.every((page) => page.length <= 5)).toBe(true);
+    const listed = pages.flat();
+    expect(new Set(listed).size).toBe(listed.length);
+    expect(listed.sort()).toEqual([...submitted].sort());
+    const first = await b.listJobs({ limit: 23 });
+    const times = first.jobs.map((j) => j.submitted_at);
+    expect(times).toEqual([...times].sort((x, y) => y - x));
+    expect(first.jobs[0]).toMatchObject({ state: 'queued', submitted_at: now });
+  });
+
+  it('filters by tenant, state, service, pool and submission time', async () => {
+    const b = await broker();
+    await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const a1 = await b.submit({ service: 'simulation', tenant: 'acme' });
+    now += 10;
+    const a2 = await b.submit({ service: 'ollama', tenant: 'acme' });
+    now += 10;
+    const o1 = await b.submit({ service: 'simulation', tenant: 'other' });
+    const h1 = await b.submit({ service: 'simulation', tenant: 'acme', requirements: { pool: 'heavy' } });
+    await b.cancel(a2.id);
+    const ids = async (filter: JobListFilter) => (await allPages(b, filter)).flat().sort();
+
+    expect(await ids({ tenant: 'acme' })).toEqual([a1.id, a2.id, h1.id].sort());
+    expect(await ids({ tenant: 'acme', pool: 'standard' })).toEqual([a1.id, a2.id].sort());
+    expect(await ids({ states: ['canceled'] })).toEqual([a2.id]);
+    expect(await ids({ services: ['simulation'], tenant: 'other' })).toEqual([o1.id]);
+    expect(await ids({ since: 1_000_010 })).toEqual([a2.id, o1.id, h1.id].sort());
+    expect(await ids({ until: 1_000_010 })).toEqual([a1.id, a2.id].sort());
+    expect(await ids({ since: 1_000_005, until: 1_000_015 })).toEqual([a2.id]);
+  });
+
+  it('answers a sparse filter in bounded pages that still reach every match', async () => {
+    const b = await broker();
+    const wanted: string[] = [];
+    for (let i = 0; i < 2_500; i++) {
+      now += 1;
+      const job = await b.submit({ service: i % 1_200 === 0 ? 'ollama' : 'simulation' });
+      if (i % 1_200 === 0) wanted.push(job.id);
+    }
+    const pages = await allPages(b, { services: ['ollama'], limit: 10 });
+    expect(pages.length).toBeGreaterThan(1); // the 2,000-entry budget cut the walk short
+    expect(pages.flat().sort()).toEqual(wanted.sort());
+  });
+
+  it('drops jobs from the index once their retention has passed', async () => {
+    const b = await Broker.connect({ redis, config: { retentionMs: 50 } });
+    await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const job = await b.submit({ service: 'simulation', tenant: 'acme' });
+    const claim = await b.claim('standard', 'w');
+    await b.complete(claim.job!.lease, { ok: true });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await b.listJobs({})).jobs.map((j) => j.id)).toEqual([]); // the hash is gone: not listed
+    expect(await redis.zcard('emp:{standard}:jobs')).toBe(1);
+    await b.tick('standard');
+    expect(await redis.zcard('emp:{standard}:jobs')).toBe(0);
+    expect(await redis.zcard('emp:{standard}:jobs:tenant:acme')).toBe(0);
+    expect(job.id).toMatch(/^standard\./);
+  });
+
+  it('refuses a cursor it did not hand out', async () => {
+    const b = await broker();
+    await expect(b.listJobs({ cursor: 'bm90IGEgY3Vyc29y' })).rejects.toThrow(ValidationError);
+    await expect(b.listJobs({ limit: 0 })).rejects.toThrow(/limit/);
+  });
+});
+
+describe('a job\'s events', () => {
+  it('come from the pool stream, only that job\'s, resumable after any of them', async () => {
+    const b = await broker();
+    await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const job = await b.submit({ service: 'simulation' });
+    await b.submit({ service: 'simulation' });
+    const claim = await b.claim('standard', 'w');
+    await b.start(claim.job!.lease);
+    await b.progress(claim.job!.lease, { stage: 'running', value: 1, max: 2 });
+    await b.complete(claim.job!.lease, { done: 1 });
+    const all = await b.jobEvents(job.id);
+    expect(all.events.map((e) => e.type)).toEqual(['job.queued', 'job.starting', 'job.running', 'job.progress', 'job.succeeded']);
+    expect(all.events.every((e) => e.fields.job === job.id)).toBe(true);
+    const rest = await b.jobEvents(job.id, { after: all.events[1]!.id });
+    expect(rest.events.map((e) => e.type)).toEqual(['job.running', 'job.progress', 'job.succeeded']);
+    await expect(b.jobEvents(job.id, { after: 'x' })).rejects.toThrow(ValidationError);
+  });
+});
