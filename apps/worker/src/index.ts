@@ -13,3 +13,4 @@ export { ComfyPayload, promptIdFor } from './connectors/comfyui-protocol';
 export { type AssetInput, type AssetStore, AssetUploadError, type StoredAsset, assetKey } from './assets/asset-store';
 export { LocalDirectoryStoreOptions, localDirectoryStore } from './assets/local-directory-store';
 export { ServiceClient, ServiceEndpoint, ServiceTls, statusFailure } from './service-client';
+export { ComfyUIRemoteOptions, comfyuiRemoteConnector } from './connectors/comfyui-remote';
