@@ -1,0 +1,134 @@
+/**
+ * What connector tests share: a private redis-server with a real Broker and
+ * Worker around a connector, and a job context for driving a connector
+ * directly against a fake service.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Broker, type BrokerEvent, type ClaimedJob, type Job, type JobProgress } from '@emp/core';
+import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import type { Connector, JobContext, JobProgressInput } from '../connector';
+import { Worker } from '../worker';
+
+export const POOL = 'standard';
+export const silent = pino({ level: 'silent' });
+
+/** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A private redis-server, a Broker on it and the Workers a test starts; `reset()` between tests, `stop()` at the end. */
+export class BrokerHarness {
+  private constructor(
+    readonly server: RedisProcess,
+    readonly redis: Redis,
+    readonly broker: Broker,
+  ) {}
+
+  private readonly workers: Worker[] = [];
+
+  static async start(): Promise<BrokerHarness> {
+    const server = await startRedis();
+    const redis = new Redis(server.url);
+    const broker = await Broker.connect({ redis });
+    return new BrokerHarness(server, redis, broker);
+  }
+
+  async startWorker(connector: Connector, id = 'w1'): Promise<Worker> {
+    const worker = new Worker({
+      broker: this.broker,
+      id,
+      pool: POOL,
+      capabilities: { services: [connector.service] },
+      connectors: [connector],
+      logger: silent,
+    });
+    this.workers.push(worker);
+    await worker.start();
+    return worker;
+  }
+
+  async jobInState(id: string, states: Job['state'][], timeoutMs = 15_000): Promise<Job> {
+    return waitFor(
+      `job ${id} to be ${states.join(' or ')}`,
+      async () => {
+        const job = await this.broker.getJob(id);
+        return job && states.includes(job.state) ? job : undefined;
+      },
+      timeoutMs,
+    );
+  }
+
+  async eventsOf(jobId: string): Promise<BrokerEvent[]> {
+    const events = await this.broker.readEvents(POOL, '0', { count: 100_000 });
+    return events.filter((e) => e.fields.job === jobId);
+  }
+
+  async progressOf(jobId: string): Promise<JobProgress[]> {
+    return (await this.eventsOf(jobId)).filter((e) => e.type === 'job.progress').map((e) => JSON.parse(e.fields.progress!) as JobProgress);
+  }
+
+  async reset(): Promise<void> {
+    await Promise.all(this.workers.splice(0).map((w) => w.stop({ graceMs: 0 })));
+    await this.redis.flushall();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.workers.splice(0).map((w) => w.stop({ graceMs: 0 })));
+    this.redis.disconnect();
+    await this.server.stop();
+  }
+}
+
+/** A job as the broker hands it to a connector, for driving a connector directly. */
+export function claimedJob(service: string, payload: unknown, id = 'standard.000000000001', attempt = 1): ClaimedJob {
+  return {
+    lease: { pool: POOL, jobId: id, token: '1', workerId: 'w' },
+    id,
+    attempt,
+    service,
+    tenant: 'default',
+    payload,
+    requirements: {} as ClaimedJob['requirements'],
+    priority: 0,
+    submittedAt: Date.now(),
+  };
+}
+
+/** A job context that records progress and `start()` calls, with a controller to abort it. */
+export function jobContext(controller = new AbortController()): JobContext & {
+  reports: JobProgressInput[];
+  startedAt: number | undefined;
+  controller: AbortController;
+} {
+  const ctx = {
+    signal: controller.signal,
+    logger: silent,
+    controller,
+    reports: [] as JobProgressInput[],
+    startedAt: undefined as number | undefined,
+    start: async () => {
+      ctx.startedAt ??= ctx.reports.length;
+    },
+    progress: (progress: JobProgressInput) => {
+      ctx.reports.push(progress);
+    },
+  };
+  return ctx;
+}
+
+export async function temporaryDirectory(): Promise<{ path: string; remove: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), 'emp-worker-test-'));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
