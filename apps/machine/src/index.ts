@@ -1,1 +1,2 @@
 export * from './hardware';
+export * from './config';

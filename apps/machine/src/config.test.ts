@@ -1,0 +1,90 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expandEnv, loadMachineConfig } from './config';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'emp-machine-config-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function configFile(content: unknown): Promise<string> {
+  const file = join(dir, `machine-${Math.random().toString(36).slice(2)}.json`);
+  await writeFile(file, typeof content === 'string' ? content : JSON.stringify(content));
+  return file;
+}
+
+const minimal = { machine_id: 'm-1', pool: 'standard', connectors: ['simulation'] };
+
+describe('machine config', () => {
+  it('fills defaults around the few fields a machine must name', async () => {
+    const config = await loadMachineConfig(await configFile(minimal), {});
+    expect(config).toMatchObject({
+      machine_id: 'm-1',
+      pool: 'standard',
+      services: [],
+      models: [],
+      storage: { models_dir: './models', budget_gb: 100 },
+      health_port: 9090,
+    });
+  });
+
+  it('expands ${VAR} and ${VAR:-default} in every string, and $${ stays literal', async () => {
+    const file = await configFile({
+      ...minimal,
+      machine_id: '${SALAD_MACHINE_ID}',
+      region: '${REGION:-eu-west}',
+      services: [{ name: 'comfyui', command: 'python', args: ['main.py', '--port', '${PORT:-8188}'], port_base: 8188, env: { HF_TOKEN: '${HF_TOKEN}', LITERAL: 'cost $${HOME}' } }],
+    });
+    const config = await loadMachineConfig(file, { SALAD_MACHINE_ID: 'salad-42', HF_TOKEN: 'hf_x' });
+    expect(config.machine_id).toBe('salad-42');
+    expect(config.region).toBe('eu-west');
+    expect(config.services[0]).toMatchObject({ args: ['main.py', '--port', '8188'], env: { HF_TOKEN: 'hf_x', LITERAL: 'cost ${HOME}' } });
+  });
+
+  it('a variable that is not set names the field that used it', async () => {
+    const file = await configFile({ ...minimal, services: [{ name: 'comfyui', command: 'python', port_base: 8188, env: { HF_TOKEN: '${HF_TOKEN}' } }] });
+    await expect(loadMachineConfig(file, {})).rejects.toThrow(
+      `invalid machine config ${file}: services.0.env.HF_TOKEN: environment variable HF_TOKEN is not set`,
+    );
+  });
+
+  it('custom nodes may be written as `git clone <url>`', async () => {
+    const file = await configFile({
+      ...minimal,
+      custom_nodes: [
+        { url: 'git clone https://example.com/org/ComfyUI-Impact-Pack.git', recursive: true },
+        { url: 'git clone --depth 1 https://example.com/org/was-node-suite.git was' },
+      ],
+    });
+    const config = await loadMachineConfig(file, {});
+    expect(config.custom_nodes[0]).toMatchObject({ url: 'https://example.com/org/ComfyUI-Impact-Pack.git', recursive: true, requirements: false });
+    expect(config.custom_nodes[1]?.url).toBe('https://example.com/org/was-node-suite.git');
+  });
+
+  it.each([
+    ['a pool name in capitals', { ...minimal, pool: 'Fast' }, /pool: a pool name is lowercase/],
+    ['no connectors', { machine_id: 'm-1', pool: 'standard' }, /connectors: /],
+    ['an unknown field', { ...minimal, gpus: 2 }, /Unrecognized key: "gpus"/],
+    ['a bad model checksum', { ...minimal, models: [{ name: 'sdxl', url: 'https://example.com/sdxl.safetensors', sha256: 'abc' }] }, /models\.0\.sha256: a sha256 is 64 lowercase hex digits/],
+    ['a negative budget', { ...minimal, storage: { budget_gb: -1 } }, /storage\.budget_gb/],
+    ['hardware overrides of the wrong type', { ...minimal, hardware: { cpu_cores: 'many' } }, /hardware\.cpu_cores/],
+  ])('%s is refused, naming the file and field', async (_name, content, message) => {
+    const file = await configFile(content);
+    await expect(loadMachineConfig(file, {})).rejects.toThrow(message);
+    await expect(loadMachineConfig(file, {})).rejects.toThrow(`invalid machine config ${file}`);
+  });
+
+  it('a file that is not JSON is refused with the parser\'s reason', async () => {
+    const file = await configFile('{ "machine_id": ');
+    await expect(loadMachineConfig(file, {})).rejects.toThrow(new RegExp(`invalid machine config ${file}: .*JSON`));
+  });
+
+  it('expandEnv leaves non-strings alone', () => {
+    expect(expandEnv({ a: 1, b: [true, null, '${X}'] }, { X: 'x' })).toEqual({ a: 1, b: [true, null, 'x'] });
+  });
+});
