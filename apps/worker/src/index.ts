@@ -14,3 +14,4 @@ export { type AssetInput, type AssetStore, AssetUploadError, type StoredAsset, a
 export { LocalDirectoryStoreOptions, localDirectoryStore } from './assets/local-directory-store';
 export { ServiceClient, ServiceEndpoint, ServiceTls, statusFailure } from './service-client';
 export { ComfyUIRemoteOptions, comfyuiRemoteConnector } from './connectors/comfyui-remote';
+export { OpenAIOptions, OpenAIPayload, openaiConnector } from './connectors/openai';
