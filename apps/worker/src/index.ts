@@ -15,3 +15,4 @@ export { LocalDirectoryStoreOptions, localDirectoryStore } from './assets/local-
 export { ServiceClient, ServiceEndpoint, ServiceTls, statusFailure } from './service-client';
 export { ComfyUIRemoteOptions, comfyuiRemoteConnector } from './connectors/comfyui-remote';
 export { OpenAIOptions, OpenAIPayload, openaiConnector } from './connectors/openai';
+export { OllamaOptions, OllamaPayload, ollamaConnector } from './connectors/ollama';
