@@ -16,3 +16,4 @@ export { ServiceClient, ServiceEndpoint, ServiceTls, statusFailure } from './ser
 export { ComfyUIRemoteOptions, comfyuiRemoteConnector } from './connectors/comfyui-remote';
 export { OpenAIOptions, OpenAIPayload, openaiConnector } from './connectors/openai';
 export { OllamaOptions, OllamaPayload, ollamaConnector } from './connectors/ollama';
+export { HttpServiceOptions, httpConnector, pointer } from './connectors/http';

@@ -27,7 +27,7 @@ export const ServiceEndpoint = z.object({
 export type ServiceEndpoint = z.output<typeof ServiceEndpoint>;
 
 export interface RequestOptions {
-  method?: 'GET' | 'POST' | 'DELETE';
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
   query?: Record<string, string | undefined>;
   /** sent as JSON */
   json?: unknown;
