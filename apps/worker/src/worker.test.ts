@@ -430,6 +430,32 @@ describe('a worker process asked to stop', () => {
   });
 });
 
+describe('logs', () => {
+  it('carry worker, machine, service, connector and job, plus deployment env and region', async () => {
+    const broker = await connect();
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const connector = { ...simulationConnector({ durationMs: 10, steps: 1 }), id: 'simulation@local' };
+    await startWorker(broker, { logger, connectors: [connector], machineId: 'm-7', deploymentEnv: 'staging', region: 'eu-west' });
+    const { id } = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, id, 'succeeded');
+    const jobLines = lines.filter((l) => l.job_id === id);
+    expect(jobLines.map((l) => l.msg)).toEqual(expect.arrayContaining(['job received', 'job started', 'job completed']));
+    for (const line of jobLines) {
+      expect(line).toMatchObject({
+        worker_id: 'w1',
+        machine_id: 'm-7',
+        service: 'simulation',
+        service_type: 'simulation',
+        connector_id: 'simulation@local',
+        deployment_env: 'staging',
+        region: 'eu-west',
+      });
+    }
+    expect(lines.find((l) => l.msg === 'worker started')).toMatchObject({ deployment_env: 'staging', region: 'eu-west', machine_id: 'm-7' });
+  });
+});
+
 /** Starts testing/worker-process.ts as a child process against the test's Redis. */
 function spawnWorker(env: Record<string, string>): { child: ChildProcess; exited: Promise<number | null>; output: () => string } {
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./testing/worker-process.ts', import.meta.url))], {

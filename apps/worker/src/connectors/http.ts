@@ -102,6 +102,7 @@ export function httpConnector(options: HttpServiceOptions): Connector {
 
   return {
     service,
+    id: `${service}@${client.baseUrl.host}`,
     async run(job, ctx) {
       const body = config.wrapPayloadIn === undefined ? job.payload : { [config.wrapPayloadIn]: job.payload };
       const submitted = await client.json(config.submitPath, z.unknown(), { method: config.submitMethod, json: body, signal: ctx.signal });

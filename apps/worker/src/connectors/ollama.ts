@@ -118,6 +118,7 @@ export function ollamaConnector(options: OllamaOptions = {}): Connector {
 
   return {
     service,
+    id: `${service}@${client.baseUrl.host}`,
     startsItself: true,
     async run(job, ctx) {
       const parsed = OllamaPayload.safeParse(job.payload);

@@ -74,6 +74,7 @@ export function openaiConnector(options: OpenAIOptions = {}): Connector {
 
   return {
     service,
+    id: `${service}@${client.baseUrl.host}`,
     async run(job, ctx) {
       const parsed = OpenAIPayload.safeParse(job.payload);
       if (!parsed.success) {
