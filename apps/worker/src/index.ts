@@ -17,3 +17,5 @@ export { ComfyUIRemoteOptions, comfyuiRemoteConnector } from './connectors/comfy
 export { OpenAIOptions, OpenAIPayload, openaiConnector } from './connectors/openai';
 export { OllamaOptions, OllamaPayload, ollamaConnector } from './connectors/ollama';
 export { HttpServiceOptions, httpConnector, pointer } from './connectors/http';
+export { AzureBlobStoreOptions, azureBlobStore } from './assets/azure-blob-store';
+export { type StopOnSignalsOptions, stopOnSignals } from './shutdown';
