@@ -19,3 +19,4 @@ export { OllamaOptions, OllamaPayload, ollamaConnector } from './connectors/olla
 export { HttpServiceOptions, httpConnector, pointer } from './connectors/http';
 export { AzureBlobStoreOptions, azureBlobStore } from './assets/azure-blob-store';
 export { type StopOnSignalsOptions, stopOnSignals } from './shutdown';
+export { HttpLogShipper, HttpLogShipperOptions } from './logging/http-log-shipper';
