@@ -8,6 +8,8 @@ export type JobProgressInput = z.input<typeof JobProgress>;
 export interface Connector {
   /** the service this connector runs, e.g. 'simulation' */
   readonly service: string;
+  /** names this connector instance in logs (`connector_id`), e.g. `comfyui@127.0.0.1:8188`; the service by default */
+  readonly id?: string;
   /**
    * When true, the connector calls `ctx.start()` itself once it is ready to
    * execute (model downloaded and loaded), so the job stays `starting` until

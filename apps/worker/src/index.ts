@@ -14,3 +14,9 @@ export { type AssetInput, type AssetStore, AssetUploadError, type StoredAsset, a
 export { LocalDirectoryStoreOptions, localDirectoryStore } from './assets/local-directory-store';
 export { ServiceClient, ServiceEndpoint, ServiceTls, statusFailure } from './service-client';
 export { ComfyUIRemoteOptions, comfyuiRemoteConnector } from './connectors/comfyui-remote';
+export { OpenAIOptions, OpenAIPayload, openaiConnector } from './connectors/openai';
+export { OllamaOptions, OllamaPayload, ollamaConnector } from './connectors/ollama';
+export { HttpServiceOptions, httpConnector, pointer } from './connectors/http';
+export { AzureBlobStoreOptions, azureBlobStore } from './assets/azure-blob-store';
+export { type StopOnSignalsOptions, stopOnSignals } from './shutdown';
+export { HttpLogShipper, HttpLogShipperOptions } from './logging/http-log-shipper';

@@ -27,7 +27,7 @@ export const ServiceEndpoint = z.object({
 export type ServiceEndpoint = z.output<typeof ServiceEndpoint>;
 
 export interface RequestOptions {
-  method?: 'GET' | 'POST' | 'DELETE';
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
   query?: Record<string, string | undefined>;
   /** sent as JSON */
   json?: unknown;
@@ -73,29 +73,38 @@ export class ServiceClient {
     return { headers: this.headers, ...(tls?.ca && { ca: tls.ca }), ...(tls?.cert && { cert: tls.cert, key: tls.key }) };
   }
 
-  /** Sends a request; resolves with any HTTP status, throws a classified JobFailure on transport failure. */
+  /**
+   * Sends a request; resolves with any HTTP status once the response headers
+   * arrive (`timeoutMs` bounds that wait only: a stream may then run longer),
+   * throws a classified JobFailure on transport failure.
+   */
   async request(path: string, options: RequestOptions = {}): Promise<Response> {
-    const timeout = AbortSignal.timeout(options.timeoutMs ?? this.endpoint.requestTimeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    const timeoutMs = options.timeoutMs ?? this.endpoint.requestTimeoutMs;
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new DOMException(`no response within ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout.signal]) : timeout.signal;
     const headers: Record<string, string> = { accept: 'application/json', ...this.headers };
     if (options.json !== undefined) headers['content-type'] = 'application/json';
+    const method = options.method ?? (options.json === undefined ? 'GET' : 'POST');
     try {
       return await fetch(this.url(path, options.query), {
-        method: options.method ?? (options.json === undefined ? 'GET' : 'POST'),
+        method,
         headers,
         body: options.json === undefined ? undefined : JSON.stringify(options.json),
         signal,
         dispatcher: this.dispatcher,
       });
     } catch (error) {
-      throw this.transportFailure(error, options.signal, `${options.method ?? 'request'} ${path}`);
+      throw this.transportFailure(error, options.signal, `${method} ${path}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  /** GETs or POSTs and parses a 2xx JSON reply with `schema`; any other status is classified. */
+  /** Sends a request and parses a 2xx JSON reply with `schema`; any other status is classified. */
   async json<S extends z.ZodType>(path: string, schema: S, options: RequestOptions = {}): Promise<z.output<S>> {
     const response = await this.request(path, options);
-    const text = await this.readText(response, options.signal, path);
+    const text = await this.readText(response, options.signal, path, options.timeoutMs);
     if (!response.ok) throw statusFailure(this.service, path, response.status, text);
     return parseReply(this.service, path, schema, text);
   }
@@ -103,20 +112,32 @@ export class ServiceClient {
   /** Reads a 2xx body as bytes; any other status is classified. */
   async bytes(path: string, options: RequestOptions = {}): Promise<{ data: Uint8Array; contentType: string }> {
     const response = await this.request(path, options);
-    if (!response.ok) throw statusFailure(this.service, path, response.status, await this.readText(response, options.signal, path));
-    try {
-      const data = new Uint8Array(await response.arrayBuffer());
-      return { data, contentType: response.headers.get('content-type') ?? 'application/octet-stream' };
-    } catch (error) {
-      throw this.transportFailure(error, options.signal, path);
-    }
+    if (!response.ok) throw statusFailure(this.service, path, response.status, await this.readText(response, options.signal, path, options.timeoutMs));
+    const data = await this.withinDeadline(response, options, path, async () => new Uint8Array(await response.arrayBuffer()));
+    return { data, contentType: response.headers.get('content-type') ?? 'application/octet-stream' };
   }
 
-  async readText(response: Response, signal: AbortSignal | undefined, what: string): Promise<string> {
+  /** Reads a whole (small) body as text, within the request timeout. */
+  async readText(response: Response, signal: AbortSignal | undefined, what: string, timeoutMs?: number): Promise<string> {
+    return this.withinDeadline(response, { signal, timeoutMs }, what, () => response.text());
+  }
+
+  /** Reads a body; a stall longer than the request timeout cancels it (a slow service is retryable). */
+  private async withinDeadline<T>(response: Response, options: RequestOptions, what: string, read: () => Promise<T>): Promise<T> {
+    const timeoutMs = options.timeoutMs ?? this.endpoint.requestTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        void response.body?.cancel().catch(() => undefined);
+        reject(new JobFailure('retryable', `${this.service}: reading the reply to ${what} took over ${timeoutMs} ms`, { type: 'ServiceTimeout' }));
+      }, timeoutMs);
+    });
     try {
-      return await response.text();
+      return await Promise.race([read(), stalled]);
     } catch (error) {
-      throw this.transportFailure(error, signal, what);
+      throw this.transportFailure(error, options.signal, what);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -364,17 +364,9 @@ describe('a worker that dies', () => {
     scheduler.start();
     const { id } = await broker.submit({ service: 'simulation' });
 
-    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./testing/worker-process.ts', import.meta.url))], {
-      env: { ...process.env, EMP_REDIS_URL: db.url(), EMP_WORKER_ID: 'doomed', EMP_LEASE_MS: String(leaseMs), EMP_DURATION_MS: '60000' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const { child, exited, output } = spawnWorker({ EMP_WORKER_ID: 'doomed', EMP_LEASE_MS: String(leaseMs), EMP_DURATION_MS: '60000' });
 
-    await waitFor(`the doomed worker to run the job (its output: ${output})`, async () => {
+    await waitFor(`the doomed worker to run the job (its output: ${output()})`, async () => {
       const job = await broker.getJob(id);
       return job?.state === 'running' && job.worker === 'doomed';
     }, 30_000);
@@ -400,3 +392,68 @@ describe('a worker that dies', () => {
     expect(events.find((e) => e.type === 'job.queued' && e.fields.reason === 'worker_lost')).toBeDefined();
   });
 });
+
+describe('a worker process asked to stop', () => {
+  it('hands its running job back at once on SIGTERM, without waiting out the lease, and goes offline', async () => {
+    // a lease far longer than the wait below: only the hand-back can requeue the job in time
+    const broker = await connect({ leaseMs: 60_000 });
+    const { id } = await broker.submit({ service: 'simulation' });
+    const { child, exited, output } = spawnWorker({ EMP_WORKER_ID: 'spot-1', EMP_LEASE_MS: '60000', EMP_DURATION_MS: '600000', EMP_GRACE_MS: '0' });
+    await waitFor(`the worker to run the job (its output: ${output()})`, async () => (await broker.getJob(id))?.state === 'running', 30_000);
+
+    child.kill('SIGTERM');
+
+    const job = await jobInState(broker, id, 'queued');
+    expect(job.error).toMatchObject({ kind: 'infrastructure', message: 'worker shutting down' });
+    expect(job.infra_failures).toBe(1);
+    expect(job.failures).toBe(0);
+    expect(await exited).toBe(0);
+    expect(output()).toContain('stopped');
+    expect(await workerState(broker, 'spot-1')).toBe('offline');
+
+    // and another worker runs it to the end
+    await startWorker(broker, { id: 'survivor', simulation: { durationMs: 50, steps: 1 } });
+    const done = await jobInState(broker, id, 'succeeded');
+    expect(done.attempts).toBe(2);
+  });
+});
+
+describe('logs', () => {
+  it('carry worker, machine, service, connector and job, plus deployment env and region', async () => {
+    const broker = await connect();
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const connector = { ...simulationConnector({ durationMs: 10, steps: 1 }), id: 'simulation@local' };
+    await startWorker(broker, { logger, connectors: [connector], machineId: 'm-7', deploymentEnv: 'staging', region: 'eu-west' });
+    const { id } = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, id, 'succeeded');
+    const jobLines = lines.filter((l) => l.job_id === id);
+    expect(jobLines.map((l) => l.msg)).toEqual(expect.arrayContaining(['job received', 'job started', 'job completed']));
+    for (const line of jobLines) {
+      expect(line).toMatchObject({
+        worker_id: 'w1',
+        machine_id: 'm-7',
+        service: 'simulation',
+        service_type: 'simulation',
+        connector_id: 'simulation@local',
+        deployment_env: 'staging',
+        region: 'eu-west',
+      });
+    }
+    expect(lines.find((l) => l.msg === 'worker started')).toMatchObject({ deployment_env: 'staging', region: 'eu-west', machine_id: 'm-7' });
+  });
+});
+
+/** Starts testing/worker-process.ts as a child process against the test's Redis. */
+function spawnWorker(env: Record<string, string>): { child: ChildProcess; exited: Promise<number | null>; output: () => string } {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./testing/worker-process.ts', import.meta.url))], {
+    env: { ...process.env, EMP_REDIS_URL: db.url(), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exited, output: () => output };
+}

@@ -40,6 +40,10 @@ export interface WorkerOptions {
   signalWaitMs?: number;
   /** least time between two progress reports of one job; default 250 ms */
   progressIntervalMs?: number;
+  /** e.g. 'production', 'staging': logged with every line, so fleets can share a log store */
+  deploymentEnv?: string;
+  /** e.g. 'eu-west': logged with every line */
+  region?: string;
   logger?: Logger;
 }
 
@@ -149,7 +153,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
 
     const base = options.logger ?? pino({ name: 'emp-worker', level: process.env.EMP_LOG_LEVEL ?? 'info' });
-    this.logger = base.child({ worker_id: this.id, machine_id: this.machineId, pool: this.pool });
+    this.logger = base.child({
+      worker_id: this.id,
+      machine_id: this.machineId,
+      pool: this.pool,
+      ...(options.deploymentEnv !== undefined && { deployment_env: options.deploymentEnv }),
+      ...(options.region !== undefined && { region: options.region }),
+    });
   }
 
   /** Jobs in flight. */
@@ -383,10 +393,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private launch(job: ClaimedJob): void {
     const controller = new AbortController();
-    const logger = this.logger.child({ job_id: job.id, service: job.service });
+    const connector = this.connectors.get(job.service);
+    const logger = this.logger.child({ job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service });
     const active: ActiveJob = {
       job,
-      connector: this.connectors.get(job.service),
+      connector,
       controller,
       logger,
       started: undefined,

@@ -81,6 +81,7 @@ export function comfyuiConnector(options: ComfyUIOptions): Connector {
   });
   return {
     service: config.service,
+    id: `${config.service}@${client.baseUrl.host}`,
     run: async (job, ctx) => new ComfyRun(client, config, job, ctx).execute(),
   };
 }

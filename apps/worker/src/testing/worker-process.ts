@@ -1,13 +1,15 @@
 /**
  * A worker in a process of its own, for tests that kill it without warning
- * (SIGKILL: no stop(), no hand-back). Configured by environment:
- * EMP_REDIS_URL, EMP_WORKER_ID, EMP_POOL, EMP_LEASE_MS, EMP_DURATION_MS.
- * Prints `ready` once the worker runs.
+ * (SIGKILL: no stop(), no hand-back) or ask it to stop (SIGTERM: a graceful
+ * stop within EMP_GRACE_MS). Configured by environment: EMP_REDIS_URL,
+ * EMP_WORKER_ID, EMP_POOL, EMP_LEASE_MS, EMP_DURATION_MS, EMP_GRACE_MS.
+ * Prints `ready` once the worker runs, `stopped` once it stopped.
  */
 import { Broker } from '@emp/core';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { simulationConnector } from '../connectors/simulation';
+import { stopOnSignals } from '../shutdown';
 import { Worker } from '../worker';
 
 const env = (name: string, fallback?: string): string => {
@@ -25,6 +27,13 @@ const worker = new Worker({
   capabilities: { services: ['simulation'] },
   connectors: [simulationConnector({ durationMs: Number(env('EMP_DURATION_MS', '60000')), steps: 10 })],
   logger: pino({ level: process.env.EMP_LOG_LEVEL ?? 'silent' }),
+});
+stopOnSignals(worker, {
+  graceMs: Number(env('EMP_GRACE_MS', '10000')),
+  onStopped: () => {
+    redis.disconnect();
+    process.stdout.write('stopped\n');
+  },
 });
 await worker.start();
 process.stdout.write('ready\n');

@@ -1,0 +1,193 @@
+import type { ClaimedJob } from '@emp/core';
+import { ServiceName, parseWith } from '@emp/core';
+import { z } from 'zod';
+import { type Connector, type JobContext, JobFailure } from '../connector';
+import { ServiceClient, ServiceTls, parseMessage, protocolError, statusFailure } from '../service-client';
+import { readLines, tail } from '../streaming';
+
+export const OllamaOptions = z
+  .object({
+    service: ServiceName.default('ollama'),
+    baseUrl: z.string().url().default('http://127.0.0.1:11434'),
+    headers: z.record(z.string(), z.string()).default({}),
+    tls: ServiceTls.optional(),
+    /** pull a model that is not on disk (false: fail the attempt as infrastructure, for a worker that has it) */
+    pull: z.boolean().default(true),
+    requestTimeoutMs: z.number().int().positive().max(3_600_000).default(60_000),
+    /** longest silence in a stream; a model load or a pull can pause for a while */
+    idleTimeoutMs: z.number().int().positive().max(3_600_000).default(300_000),
+  })
+  .strict();
+export type OllamaOptions = z.input<typeof OllamaOptions>;
+
+/** `messages` -> /api/chat, `prompt` -> /api/generate; other fields (options, format, keep_alive, system, ...) pass through. */
+export const OllamaPayload = z.union([
+  z.object({ model: z.string().min(1), messages: z.array(z.object({ role: z.string(), content: z.string() }).loose()).min(1) }).loose(),
+  z.object({ model: z.string().min(1), prompt: z.string() }).loose(),
+]);
+
+const Tags = z.object({ models: z.array(z.object({ name: z.string(), model: z.string().optional() }).loose()).nullish() }).loose();
+
+const PullLine = z
+  .object({ status: z.string().optional(), digest: z.string().optional(), total: z.number().optional(), completed: z.number().optional(), error: z.string().optional() })
+  .loose();
+
+const GenerationLine = z
+  .object({
+    model: z.string().optional(),
+    message: z.object({ content: z.string().nullish() }).loose().nullish(),
+    response: z.string().nullish(),
+    done: z.boolean().default(false),
+    done_reason: z.string().optional(),
+    total_duration: z.number().optional(),
+    load_duration: z.number().optional(),
+    prompt_eval_count: z.number().optional(),
+    eval_count: z.number().optional(),
+    eval_duration: z.number().optional(),
+    error: z.string().optional(),
+  })
+  .loose();
+
+/**
+ * Ollama chat and generate, streamed (NDJSON). A model that is not on disk
+ * (per /api/tags, or a 404 on the request) is pulled first, with download
+ * progress (completed/total summed over the layers) reported as stage
+ * `downloading_model` while the job is still `starting`; the job becomes
+ * `running` only then. The result carries `load_duration` (ns; large when
+ * the model was cold) and the token counts.
+ */
+export function ollamaConnector(options: OllamaOptions = {}): Connector {
+  const config = parseWith(OllamaOptions, options, 'ollama connector options');
+  const client = new ServiceClient(config.service, {
+    baseUrl: config.baseUrl,
+    headers: config.headers,
+    tls: config.tls,
+    requestTimeoutMs: config.requestTimeoutMs,
+  });
+  const service = config.service;
+
+  async function onDisk(model: string, ctx: JobContext): Promise<boolean> {
+    const tags = await client.json('api/tags', Tags, { signal: ctx.signal });
+    const wanted = withTag(model);
+    return (tags.models ?? []).some((m) => withTag(m.name) === wanted || (m.model !== undefined && withTag(m.model) === wanted));
+  }
+
+  async function pull(model: string, ctx: JobContext): Promise<void> {
+    if (!config.pull) {
+      throw new JobFailure('infrastructure', `${service}: model ${model} is not on this worker and pulling is off`, { type: 'ModelMissing' });
+    }
+    ctx.logger.debug({ model }, 'ollama pulling model');
+    const response = await client.request('api/pull', { json: { model, stream: true }, signal: ctx.signal });
+    if (!response.ok) throw statusFailure(service, 'POST api/pull', response.status, await client.readText(response, ctx.signal, 'api/pull'));
+    const layers = new Map<string, { total: number; completed: number }>();
+    let success = false;
+    // status-only lines (verifying, writing manifest) keep the byte counts: throttling may send only them
+    let bytes: { value: number; max: number } | undefined;
+    for await (const line of readLines(client, response, { idleMs: config.idleTimeoutMs, signal: ctx.signal, what: 'api/pull stream' })) {
+      if (line.trim() === '') continue;
+      const progress = parseMessage(service, 'pull progress', PullLine, parseJsonLine(service, line));
+      if (progress.error !== undefined) {
+        // the registry has no such model: the job asked for something that does not exist
+        if (/file does not exist|manifest unknown|not found/i.test(progress.error)) {
+          throw new JobFailure('non_retryable', `${service}: cannot pull ${model}: ${progress.error}`, { type: 'ModelNotFound' });
+        }
+        throw new JobFailure('retryable', `${service}: pulling ${model} failed: ${progress.error}`, { type: 'ModelPullFailed' });
+      }
+      if (progress.digest !== undefined && progress.total !== undefined && progress.total > 0) {
+        layers.set(progress.digest, { total: progress.total, completed: Math.min(progress.completed ?? 0, progress.total) });
+        let total = 0;
+        let completed = 0;
+        for (const layer of layers.values()) {
+          total += layer.total;
+          completed += layer.completed;
+        }
+        bytes = { value: completed, max: total };
+        ctx.progress({ stage: 'downloading_model', ...bytes, message: `pulling ${model}` });
+      } else if (progress.status !== undefined) {
+        if (progress.status === 'success') success = true;
+        ctx.progress({ stage: 'downloading_model', ...bytes, message: `${model}: ${progress.status}`.slice(0, 1_000) });
+      }
+    }
+    if (!success) throw new JobFailure('retryable', `${service}: the pull of ${model} ended without success`, { type: 'ModelPullFailed' });
+  }
+
+  async function generate(job: ClaimedJob, ctx: JobContext, payload: z.output<typeof OllamaPayload>, chat: boolean) {
+    const path = chat ? 'api/chat' : 'api/generate';
+    return client.request(path, { json: { ...payload, stream: true }, signal: ctx.signal });
+  }
+
+  return {
+    service,
+    id: `${service}@${client.baseUrl.host}`,
+    startsItself: true,
+    async run(job, ctx) {
+      const parsed = OllamaPayload.safeParse(job.payload);
+      if (!parsed.success) {
+        throw new JobFailure('non_retryable', 'invalid ollama payload: expected { model, messages } or { model, prompt }', { type: 'InvalidPayload' });
+      }
+      const payload = parsed.data;
+      const chat = 'messages' in payload;
+      let pulled = false;
+      if (!(await onDisk(payload.model, ctx))) {
+        await pull(payload.model, ctx);
+        pulled = true;
+      }
+      ctx.progress({ stage: 'loading_model', message: `loading ${payload.model}` });
+      let response = await generate(job, ctx, payload, chat);
+      if (response.status === 404 && !pulled) {
+        // removed between /api/tags and the request: pull it and try once more
+        await client.readText(response, ctx.signal, chat ? 'api/chat' : 'api/generate');
+        await pull(payload.model, ctx);
+        pulled = true;
+        response = await generate(job, ctx, payload, chat);
+      }
+      if (!response.ok) throw statusFailure(service, `POST ${chat ? 'api/chat' : 'api/generate'}`, response.status, await client.readText(response, ctx.signal, 'generate'));
+      // the model answers: it is loaded, the job runs from here
+      await ctx.start();
+
+      let content = '';
+      let chunks = 0;
+      let final: z.output<typeof GenerationLine> | undefined;
+      for await (const line of readLines(client, response, { idleMs: config.idleTimeoutMs, signal: ctx.signal, what: 'generation stream' })) {
+        if (line.trim() === '') continue;
+        const chunk = parseMessage(service, 'generation chunk', GenerationLine, parseJsonLine(service, line));
+        if (chunk.error !== undefined) {
+          throw new JobFailure('retryable', `${service}: generation failed: ${chunk.error}`, { type: 'ServiceError', details: { error: chunk.error } });
+        }
+        const piece = (chat ? chunk.message?.content : chunk.response) ?? '';
+        if (piece) {
+          content += piece;
+          chunks++;
+          ctx.progress({ stage: 'running', value: chunks, message: tail(content) });
+        }
+        if (chunk.done) {
+          final = chunk;
+          break;
+        }
+      }
+      if (!final) throw new JobFailure('retryable', `${service}: the stream ended before the generation did`, { type: 'StreamTruncated' });
+      return {
+        model: final.model ?? payload.model,
+        content,
+        done_reason: final.done_reason ?? null,
+        pulled,
+        load_duration: final.load_duration ?? null,
+        total_duration: final.total_duration ?? null,
+        prompt_eval_count: final.prompt_eval_count ?? null,
+        eval_count: final.eval_count ?? null,
+      };
+    },
+  };
+}
+
+function withTag(model: string): string {
+  return model.includes(':') ? model : `${model}:latest`;
+}
+
+function parseJsonLine(service: string, line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    throw protocolError(service, `a stream line is not JSON: ${line.slice(0, 200)}`);
+  }
+}
