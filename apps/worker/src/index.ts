@@ -18,5 +18,6 @@ export { OpenAIOptions, OpenAIPayload, openaiConnector } from './connectors/open
 export { OllamaOptions, OllamaPayload, ollamaConnector } from './connectors/ollama';
 export { HttpServiceOptions, httpConnector, pointer } from './connectors/http';
 export { AzureBlobStoreOptions, azureBlobStore } from './assets/azure-blob-store';
+export { S3StoreOptions, type S3StoreRefusal, S3StoreRefusedError, s3ObjectUrl, s3Store } from './assets/s3-store';
 export { type StopOnSignalsOptions, stopOnSignals } from './shutdown';
 export { HttpLogShipper, HttpLogShipperOptions } from './logging/http-log-shipper';
