@@ -27,7 +27,15 @@ export interface AssetStore {
 
 /** The store did not end up holding what was written. */
 export class AssetUploadError extends Error {
-  override readonly name = 'AssetUploadError';
+  override readonly name: string = 'AssetUploadError';
+}
+
+/**
+ * The store refused because of how this worker is set up (a missing bucket,
+ * refused credentials), not because of the asset: another worker may succeed.
+ */
+export class AssetStoreRefusedError extends AssetUploadError {
+  override readonly name: string = 'AssetStoreRefusedError';
 }
 
 /**

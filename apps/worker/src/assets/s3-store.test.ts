@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, ListBucketsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JobFailure } from '../connector';
 import { comfyuiConnector } from '../connectors/comfyui';
 import { FakeComfyUI } from '../testing/fakes/fake-comfyui';
 import { claimedJob, jobContext } from '../testing/harness';
@@ -127,6 +128,26 @@ describe('s3 asset store (against s3rver)', () => {
     expect(() => s3Store({ bucket: 'ok-name', endpoint: 'not a url' })).toThrow(/endpoint/);
     expect(() => s3Store({ bucket: 'ok-name', credentials: { accessKeyId: 'k' } as never })).toThrow(/secretAccessKey/);
     expect(() => s3Store({ bucket: 'ok-name', container: 'x' } as never)).toThrow();
+  });
+
+  it('a store this worker cannot use fails a ComfyUI job as infrastructure, not against the user\'s attempts', async () => {
+    const fake = await FakeComfyUI.start();
+    try {
+      const comfy = comfyuiConnector({ baseUrl: fake.url, assets: store({ bucket: 'no-such-bucket' }) });
+      const workflow = {
+        '1': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'sd_xl_base_1.0.safetensors' } },
+        '3': { class_type: 'SaveImage', inputs: { filename_prefix: 's3', images: ['1', 0] } },
+      };
+      const failure = await comfy.run(claimedJob('comfyui', { workflow }), jobContext()).then(
+        () => new Error('expected the job to fail'),
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(JobFailure);
+      expect(failure).toMatchObject({ kind: 'infrastructure', type: 'AssetUploadFailed' });
+      expect((failure as Error).message).toMatch(/no-such-bucket/);
+    } finally {
+      await fake.close();
+    }
   });
 
   it('takes ComfyUI outputs: the result links to the objects', async () => {

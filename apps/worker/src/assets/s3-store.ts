@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { parseWith } from '@emp/core';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { z } from 'zod';
-import { type AssetInput, type AssetStore, AssetUploadError, type StoredAsset } from './asset-store';
+import { type AssetInput, type AssetStore, AssetStoreRefusedError, AssetUploadError, type StoredAsset } from './asset-store';
 
 export const S3StoreOptions = z
   .object({
@@ -34,7 +34,7 @@ export type S3StoreOptions = z.input<typeof S3StoreOptions>;
 export type S3StoreRefusal = 'bucket_missing' | 'credentials_refused';
 
 /** The bucket is missing or the credentials were refused; another worker (or a fixed config) may succeed. */
-export class S3StoreRefusedError extends AssetUploadError {
+export class S3StoreRefusedError extends AssetStoreRefusedError {
   constructor(
     readonly refusal: S3StoreRefusal,
     message: string,

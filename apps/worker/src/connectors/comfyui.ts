@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type ClaimedJob, ServiceName, parseWith } from '@emp/core';
 import { type RawData, WebSocket } from 'ws';
 import { z } from 'zod';
-import { type AssetStore, type StoredAsset, assetKey } from '../assets/asset-store';
+import { type AssetStore, AssetStoreRefusedError, type StoredAsset, assetKey } from '../assets/asset-store';
 import { type Connector, type JobContext, JobFailure } from '../connector';
 import { ServiceClient, ServiceTls, errorCode, parseMessage, parseReply, protocolError, statusFailure } from '../service-client';
 import {
@@ -504,7 +504,9 @@ class ComfyRun {
         stored = await this.config.assets.put({ key: assetKey(this.job.id, this.job.attempt, `${file.node}-${file.ref.filename}`), data: bytes, contentType }, this.ctx.signal);
       } catch (error) {
         if (this.ctx.signal.aborted) throw this.ctx.signal.reason as Error;
-        throw new JobFailure('retryable', `storing ${file.ref.filename} failed: ${describe(error)}`, { type: 'AssetUploadFailed', cause: error });
+        // a store this worker cannot use (no bucket, refused credentials) is the worker's fault: not the user's attempts
+        const kind = error instanceof AssetStoreRefusedError ? 'infrastructure' : 'retryable';
+        throw new JobFailure(kind, `storing ${file.ref.filename} failed: ${describe(error)}`, { type: 'AssetUploadFailed', cause: error });
       }
       outputs.push({ node: file.node, kind: file.kind, filename: file.ref.filename, ...stored });
     }
