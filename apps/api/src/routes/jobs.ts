@@ -1,0 +1,195 @@
+import { type Job, type SubmitJobInput, poolOfJobId } from '@emp/core';
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { actingTenant, assertSees } from '../auth/plugin';
+import type { Principal } from '../auth/roles';
+import { ApiError } from '../errors';
+import { eventView, jobView } from '../job-view';
+import { requestedWait, waitForJob } from '../live/job-waiter';
+import {
+  BatchBody,
+  CancelBody,
+  CompleteBody,
+  EventsQuery,
+  FailBody,
+  JobParams,
+  ListQuery,
+  MAX_WAIT_SECONDS,
+  SubmitBody,
+  SubmitHeaders,
+  SubmitQuery,
+} from '../schemas';
+import type { z } from 'zod';
+
+/** Submit, batch submit, get, list, cancel, retry, event history, and delegated completion of jobs. */
+export async function jobRoutes(app: FastifyInstance): Promise<void> {
+  const api = app.withTypeProvider<ZodTypeProvider>();
+  const { broker, hub } = app;
+
+  /** A job the caller may see, or NOT_FOUND. */
+  async function visibleJob(principal: Principal, id: string): Promise<Job> {
+    const job = await broker.getJob(id);
+    if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${id} does not exist (or its retention has passed)`);
+    assertSees(principal, job);
+    return job;
+  }
+
+  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string): SubmitJobInput {
+    const tenant = actingTenant(principal, body.tenant);
+    if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
+      throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
+    }
+    const key = headerKey ?? body.idempotency_key;
+    return { ...body, ...(tenant ? { tenant } : {}), ...(key ? { idempotency_key: key } : {}) } as SubmitJobInput;
+  }
+
+  api.post('/v1/jobs', {
+    config: { access: 'submit' },
+    schema: {
+      summary: 'Submit a job',
+      description: 'Answers 201 with the new job, or 200 with the original one when the Idempotency-Key was used with the same body (422 when with a different one). With ?wait=N or `Prefer: wait=N` (at most 90 s) the answer waits for the job to finish.',
+      tags: ['jobs'],
+      body: SubmitBody,
+      querystring: SubmitQuery,
+      headers: SubmitHeaders,
+    },
+  }, async (request, reply) => {
+    const input = submission(request.principal, request.body, request.headers['idempotency-key']);
+    const submitted = await broker.submit(input);
+    const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
+    const gone = new AbortController();
+    reply.raw.once('close', () => gone.abort());
+    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, gone.signal) : await broker.getJob(submitted.id);
+    if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
+    return reply
+      .code(submitted.duplicate ? 200 : 201)
+      .header('location', `/v1/jobs/${submitted.id}`)
+      .send({ ...jobView(job), duplicate: submitted.duplicate });
+  });
+
+  api.post('/v1/jobs/batch', {
+    config: { access: 'submit' },
+    schema: {
+      summary: 'Submit up to 100 jobs',
+      description: 'One result per job, in order: the submitted job (id, pool, duplicate, routable) or the error for that job.',
+      tags: ['jobs'],
+      body: BatchBody,
+    },
+  }, async (request) => {
+    const inputs = request.body.jobs.map((job) => submission(request.principal, job));
+    const results = await broker.submitMany(inputs);
+    return {
+      results: results.map((result) =>
+        'id' in result ? result : { error: { code: result.code, message: result.message, ...('issues' in result ? { issues: result.issues } : {}) } },
+      ),
+    };
+  });
+
+  api.get('/v1/jobs/:id', {
+    config: { access: 'readJobs' },
+    schema: { summary: 'Get a job: state, position while queued, attempts, progress, timings, worker, result or error', tags: ['jobs'], params: JobParams },
+  }, async (request) => jobView(await visibleJob(request.principal, request.params.id)));
+
+  api.get('/v1/jobs', {
+    config: { access: 'readJobs' },
+    schema: {
+      summary: 'List jobs, newest first',
+      description: 'Filters: state and service (comma-separated), tenant, pool, since/until (submission time, ms or ISO 8601). Pages are cut by `cursor` (from next_cursor); a sparse filter may give a short page that still has a next_cursor. Payloads are left out.',
+      tags: ['jobs'],
+      querystring: ListQuery,
+    },
+  }, async (request) => {
+    const q = request.query;
+    const tenant = actingTenant(request.principal, q.tenant);
+    const page = await broker.listJobs({
+      ...(q.pool ? { pool: q.pool } : {}),
+      ...(tenant ? { tenant } : {}),
+      ...(q.state ? { states: q.state } : {}),
+      ...(q.service ? { services: q.service } : {}),
+      ...(q.since !== undefined ? { since: q.since } : {}),
+      ...(q.until !== undefined ? { until: q.until } : {}),
+      ...(q.cursor ? { cursor: q.cursor } : {}),
+      limit: q.limit,
+    });
+    const jobs = await Promise.all(page.jobs.map((item) => broker.getJob(item.id)));
+    return {
+      jobs: jobs.filter((job): job is Job => job !== null).map((job) => jobView(job, { payload: false })),
+      ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}),
+    };
+  });
+
+  api.post('/v1/jobs/:id/cancel', {
+    config: { access: 'changeJobs' },
+    schema: { summary: 'Cancel a job (idempotent: a finished job answers 200 with its state)', tags: ['jobs'], params: JobParams, body: CancelBody },
+  }, async (request) => {
+    await visibleJob(request.principal, request.params.id);
+    const outcome = await broker.cancel(request.params.id, request.body.reason ?? '');
+    return { id: request.params.id, ...outcome };
+  });
+
+  api.post('/v1/jobs/:id/retry', {
+    config: { access: 'changeJobs' },
+    schema: { summary: 'Put a failed, canceled or expired job back in the queue under the same id', tags: ['jobs'], params: JobParams },
+  }, async (request) => {
+    await visibleJob(request.principal, request.params.id);
+    const state = await broker.retry(request.params.id);
+    return { id: request.params.id, state };
+  });
+
+  api.get('/v1/jobs/:id/events', {
+    config: { access: 'readJobs' },
+    schema: {
+      summary: "A job's event history",
+      description: 'Oldest first, from the pool\'s event stream. Each event id is a cursor: pass it as ?after to continue.',
+      tags: ['jobs'],
+      params: JobParams,
+      querystring: EventsQuery,
+    },
+  }, async (request) => {
+    await visibleJob(request.principal, request.params.id);
+    const { events, cursor } = await broker.jobEvents(request.params.id, {
+      ...(request.query.after ? { after: request.query.after } : {}),
+      limit: request.query.limit,
+    });
+    return { events: events.map(eventView), cursor };
+  });
+
+  /** The attempt a delegated call acts for. */
+  async function delegatedLease(principal: Principal, id: string, token: string | undefined) {
+    const job = await visibleJob(principal, id);
+    if (token !== undefined) return { pool: poolOfJobId(id), jobId: id, token, workerId: job.worker ?? 'delegated' };
+    const lease = await broker.currentAttempt(id);
+    if (!lease) throw new ApiError(409, 'LEASE_LOST', `job ${id} is ${job.state}: no attempt holds it`);
+    return lease;
+  }
+
+  api.post('/v1/jobs/:id/complete', {
+    config: { access: 'delegatedCompletion' },
+    schema: {
+      summary: 'Complete a job on behalf of an external system (role service)',
+      description: 'The same fenced transition a worker makes: with `token`, only that attempt may complete; without, the current one. A stale token answers 409 LEASE_LOST.',
+      tags: ['jobs'],
+      params: JobParams,
+      body: CompleteBody,
+    },
+  }, async (request) => {
+    const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
+    await broker.complete(lease, request.body.result);
+    return { id: request.params.id, state: 'succeeded' as const };
+  });
+
+  api.post('/v1/jobs/:id/fail', {
+    config: { access: 'delegatedCompletion' },
+    schema: {
+      summary: 'Fail a job attempt on behalf of an external system (role service)',
+      description: 'Classified like a worker\'s failure: the job retries, backs off or fails. `outcome` says which.',
+      tags: ['jobs'],
+      params: JobParams,
+      body: FailBody,
+    },
+  }, async (request) => {
+    const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
+    const { outcome } = await broker.fail(lease, request.body.error);
+    return { id: request.params.id, outcome };
+  });
+}

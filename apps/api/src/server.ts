@@ -1,0 +1,122 @@
+import type { Broker } from '@emp/core';
+import websocket from '@fastify/websocket';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import { type Logger, pino } from 'pino';
+import { ApiKeyStore } from './auth/key-store';
+import { authentication } from './auth/plugin';
+import { errorHandling } from './errors';
+import { EventHub } from './live/event-hub';
+import { type LiveOptions, liveRoutes } from './live/socket';
+import { sseRoutes } from './live/sse';
+import { metrics } from './metrics';
+import { openApi } from './openapi';
+import { type RateLimitOptions, rateLimiting } from './rate-limit';
+import { fleetRoutes } from './routes/fleet';
+import { healthRoutes } from './routes/health';
+import { jobRoutes } from './routes/jobs';
+import { operatorRoutes } from './routes/operator';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    broker: Broker;
+    hub: EventHub;
+    apiKeys: ApiKeyStore;
+  }
+}
+
+export const DEFAULT_API_PORT = 3331;
+
+export interface ApiServerOptions {
+  /** a connected broker; its Redis connection belongs to the caller */
+  broker: Broker;
+  logger?: Logger;
+  /** API keys required (default true); off only for local development */
+  auth?: boolean;
+  /** per-key limits; false turns them off */
+  rateLimit?: RateLimitOptions | false;
+  /** largest request body (default 2 MiB: a 1 MiB payload and the rest of a job) */
+  bodyLimitBytes?: number;
+  live?: Partial<LiveOptions>;
+}
+
+export interface ApiServer {
+  app: FastifyInstance;
+  hub: EventHub;
+  close(): Promise<void>;
+}
+
+/**
+ * The API as a Fastify instance: one plugin per responsibility (errors, auth,
+ * rate limits, metrics, OpenAPI, routes), request schemas from @emp/core's zod
+ * schemas, and the event hub that feeds SSE, WebSockets and waiting requests.
+ */
+export async function buildApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const logger = options.logger ?? pino({ name: 'emp-api', level: process.env.LOG_LEVEL || 'info' });
+  const app: FastifyInstance = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // a log line per request would be an info line on the hot path; the metrics count requests instead
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    bodyLimit: options.bodyLimitBytes ?? 2 * 1024 * 1024,
+    forceCloseConnections: true,
+    routerOptions: { maxParamLength: 200 },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  const { broker } = options;
+  const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
+  const apiKeys = new ApiKeyStore(broker.redis, broker.config.namespace);
+  app.decorate('broker', broker);
+  app.decorate('hub', hub);
+  app.decorate('apiKeys', apiKeys);
+
+  await app.register(errorHandling);
+  await app.register(openApi);
+  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true });
+  if (options.rateLimit !== false) {
+    await app.register(rateLimiting, {
+      ...(options.rateLimit ?? { max: 6_000, windowMs: 60_000 }),
+      redis: broker.redis,
+      namespace: broker.config.namespace,
+    });
+  }
+  await app.register(metrics, { broker, hub });
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  await app.register(healthRoutes);
+  await app.register(jobRoutes);
+  await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
+  await app.register(fleetRoutes);
+  await app.register(operatorRoutes);
+  await app.register(liveRoutes, {
+    maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024,
+    pingMs: options.live?.pingMs ?? 30_000,
+    maxSubscriptions: options.live?.maxSubscriptions ?? 1_000,
+  });
+  app.addHook('onClose', async () => hub.close());
+  await hub.start();
+  await app.ready();
+
+  let closing: Promise<void> | undefined;
+  return { app, hub, close: () => (closing ??= app.close()) };
+}
+
+export interface ListeningApiServer extends ApiServer {
+  url: string;
+  port: number;
+}
+
+/** Builds the server and listens (on 127.0.0.1:3331 by default). */
+export async function startApiServer(options: ApiServerOptions & { host?: string; port?: number }): Promise<ListeningApiServer> {
+  const server = await buildApiServer(options);
+  try {
+    await server.app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? DEFAULT_API_PORT });
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  const address = server.app.server.address();
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? DEFAULT_API_PORT);
+  const host = options.host ?? '127.0.0.1';
+  return { ...server, port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
+}
