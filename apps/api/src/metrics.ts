@@ -5,9 +5,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { EventHub } from './live/event-hub';
 import { queueReport } from './routes/fleet';
 
-/** Jobs whose queued time is remembered to measure claim latency; past it the oldest are forgotten. */
-const QUEUED_REMEMBERED = 100_000;
-
 /**
  * Prometheus metrics at /metrics: request rates and latencies per route, job
  * transitions and claim latency (submit -> claimed, from the event streams the
@@ -33,12 +30,18 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
   });
   const claimLatency = new Histogram({
     name: 'emp_claim_latency_seconds',
-    help: 'Time from a job being queued to a worker claiming it',
+    help: 'Time from a job being submitted to a worker claiming it (first attempts)',
     labelNames: ['pool'],
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800],
     registers: [registry],
   });
   const { broker, hub } = options;
+  // one queue report per scrape, shared by the gauges below (prom-client collects them concurrently)
+  let report: { at: number; value: ReturnType<typeof queueReport> } | undefined;
+  const currentReport = async () => {
+    if (!report || Date.now() - report.at > 1_000) report = { at: Date.now(), value: queueReport(broker, await broker.pools()) };
+    return report.value;
+  };
   new Gauge({
     name: 'emp_queue_depth',
     help: 'Queued jobs per pool and service',
@@ -46,43 +49,39 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     registers: [registry],
     async collect() {
       this.reset();
-      oldest.reset();
-      workers.reset();
-      const report = await queueReport(broker, await broker.pools());
-      for (const pool of report.pools) {
-        for (const s of pool.services) {
-          this.set({ pool: pool.pool, service: s.service }, s.depth);
-          oldest.set({ pool: pool.pool, service: s.service }, (s.oldest_age_ms ?? 0) / 1_000);
-        }
-        for (const [state, count] of Object.entries(pool.workers)) workers.set({ pool: pool.pool, state }, count);
-      }
+      for (const pool of (await currentReport()).pools) for (const s of pool.services) this.set({ pool: pool.pool, service: s.service }, s.depth);
     },
   });
-  const oldest = new Gauge({
+  new Gauge({
     name: 'emp_queue_oldest_age_seconds',
     help: 'Age of the oldest queued job per pool and service',
     labelNames: ['pool', 'service'],
     registers: [registry],
+    async collect() {
+      this.reset();
+      for (const pool of (await currentReport()).pools) {
+        for (const s of pool.services) this.set({ pool: pool.pool, service: s.service }, (s.oldest_age_ms ?? 0) / 1_000);
+      }
+    },
   });
-  const workers = new Gauge({
+  new Gauge({
     name: 'emp_workers',
     help: 'Workers per pool: online, idle, offline',
     labelNames: ['pool', 'state'],
     registers: [registry],
+    async collect() {
+      this.reset();
+      for (const pool of (await currentReport()).pools) {
+        for (const [state, count] of Object.entries(pool.workers)) this.set({ pool: pool.pool, state }, count);
+      }
+    },
   });
 
-  const queuedAt = new Map<string, number>();
   hub.onEvent((event) => {
     transitions.inc({ pool: event.pool, type: event.type });
-    const job = event.fields.job;
-    if (!job) return;
-    if (event.type === 'job.queued') {
-      if (queuedAt.size >= QUEUED_REMEMBERED) queuedAt.delete(queuedAt.keys().next().value!);
-      queuedAt.set(job, event.ts);
-    } else if (event.type === 'job.starting') {
-      const since = queuedAt.get(job);
-      if (since !== undefined) claimLatency.observe({ pool: event.pool }, Math.max(0, event.ts - since) / 1_000);
-      queuedAt.delete(job);
+    // first attempts only: a retry's wait includes its backoff
+    if (event.type === 'job.starting' && event.fields.attempt === '1' && event.fields.submitted_at) {
+      claimLatency.observe({ pool: event.pool }, Math.max(0, event.ts - Number(event.fields.submitted_at)) / 1_000);
     }
   });
 

@@ -87,8 +87,23 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   api.get('/v1/jobs/:id', {
     config: { access: 'readJobs' },
-    schema: { summary: 'Get a job: state, position while queued, attempts, progress, timings, worker, result or error', tags: ['jobs'], params: JobParams },
-  }, async (request) => jobView(await visibleJob(request.principal, request.params.id)));
+    schema: {
+      summary: 'Get a job: state, position while queued, attempts, progress, timings, worker, result or error',
+      description: 'With ?wait=N (at most 90 s) the answer waits for the job to finish (a long poll).',
+      tags: ['jobs'],
+      params: JobParams,
+      querystring: SubmitQuery,
+    },
+  }, async (request, reply) => {
+    const job = await visibleJob(request.principal, request.params.id);
+    const waitMs = (request.query.wait ?? 0) * 1_000;
+    if (waitMs === 0) return jobView(job);
+    const gone = new AbortController();
+    reply.raw.once('close', () => gone.abort());
+    const finished = await waitForJob(hub, broker, job.id, waitMs, gone.signal);
+    if (!finished) throw new ApiError(404, 'NOT_FOUND', `job ${job.id} no longer exists`);
+    return jobView(finished);
+  });
 
   api.get('/v1/jobs', {
     config: { access: 'readJobs' },

@@ -32,7 +32,6 @@ export async function startApiStack(options: {
   const logger = pino({ level: process.env.LOG_LEVEL || 'silent' });
   const scheduler = new Scheduler(broker, { logger });
   scheduler.start();
-  const server = await startApiServer({ broker, logger, auth: options.auth ?? true, rateLimit: false, port: 0, ...options.server });
   let worker: Worker | undefined;
   if (options.worker !== false) {
     worker = new Worker({
@@ -47,6 +46,8 @@ export async function startApiStack(options: {
     await worker.start();
     await broker.registerMachine('standard', 'api-test-machine', 'ready');
   }
+  // after the worker, so that the server's event readers follow its pool from the first job on
+  const server = await startApiServer({ broker, logger, auth: options.auth ?? true, rateLimit: false, port: 0, ...options.server });
   return {
     redis,
     connection,
