@@ -24,12 +24,10 @@ export interface JobTimings {
 /** A job as the API answers it (lists leave the payload out). */
 export type JobView = Omit<Job, 'payload'> & { payload?: unknown; timings: JobTimings };
 
-/** One event on the wire (history, SSE, WebSocket): its stream id is a cursor; fields flattened, JSON ones parsed. */
-export interface EventView {
+/** An event's fields on the wire: its stream id is a cursor; fields flattened, JSON ones parsed. */
+export interface EventFields {
   id: string;
   pool: string;
-  /** job.queued, job.starting, job.running, job.progress, job.succeeded, job.failed, job.canceled, job.expired, job.retrying, worker.*, machine.*, ... */
-  type: string;
   ts: number;
   job?: string;
   state?: string;
@@ -38,6 +36,11 @@ export interface EventView {
   result?: unknown;
   error?: unknown;
   [field: string]: unknown;
+}
+
+/** One event (history, SSE, SDK): `type` is job.queued, job.starting, job.running, job.progress, job.succeeded, job.failed, job.canceled, job.expired, job.retrying, worker.*, machine.*, ... */
+export interface EventView extends EventFields {
+  type: string;
 }
 
 /** Every error answer. */
@@ -71,7 +74,7 @@ export type LiveClientMessage = z.input<typeof LiveClientMessage>;
 /** What the server sends on /v1/live. */
 export type LiveServerMessage =
   | { type: 'snapshot'; job: JobView; cursor: string }
-  | ({ type: 'event' } & Omit<EventView, 'type'> & { event: string })
+  | (EventFields & { type: 'event'; event: string })
   | { type: 'position'; job: string; position: number }
   | { type: 'monitor.snapshot'; cursors: Record<string, string>; queues: unknown; workers: unknown; machines: unknown }
   | { type: 'error'; code: string; message: string; job?: string; issues?: ValidationIssue[] };
