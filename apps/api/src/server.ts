@@ -73,6 +73,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
 
   await app.register(errorHandling);
   await app.register(openApi);
+  // before authentication: its hooks must see an upgrade request first, or a refused upgrade's socket is never closed
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true });
   if (options.rateLimit !== false) {
     await app.register(rateLimiting, {
@@ -82,7 +84,6 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
     });
   }
   await app.register(metrics, { broker, hub });
-  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   await app.register(healthRoutes);
   await app.register(jobRoutes);
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });

@@ -49,6 +49,7 @@ function connect(url: string, apiKey: string | undefined, inbox: Inbox): WebSock
     let text = '';
     response.on('data', (chunk: Buffer) => (text += chunk.toString()));
     response.on('end', () => {
+      response.destroy();
       let error = new EmpApiError(response.statusCode ?? 0, 'UNEXPECTED_RESPONSE', `WebSocket upgrade refused: ${response.statusCode}`);
       try {
         const body = JSON.parse(text) as { error?: { code: string; message: string } };

@@ -28,6 +28,7 @@ export class EventHub {
   private readonly poolListeners = new Set<(pool: string) => void>();
   private readonly queueListeners = new Set<(pool: string) => void>();
   private readonly queueMoveTimers = new Map<string, NodeJS.Timeout>();
+  private readonly queueMovePending = new Set<string>();
   private discovery: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -135,15 +136,24 @@ export class EventHub {
   /** Called by a reader for every event it reads. */
   dispatched(pool: string, event: BrokerEvent): void {
     for (const listener of this.eventListeners) listener(event);
-    if (QUEUE_MOVES.has(event.type) && !this.queueMoveTimers.has(pool)) {
-      this.queueMoveTimers.set(
-        pool,
-        setTimeout(() => {
-          this.queueMoveTimers.delete(pool);
-          for (const listener of this.queueListeners) listener(pool);
-        }, 250),
-      );
+    if (QUEUE_MOVES.has(event.type)) this.queueMoved(pool);
+  }
+
+  /** Tells queue listeners at once, then at most once more per 250 ms while moves keep coming. */
+  private queueMoved(pool: string): void {
+    const timer = this.queueMoveTimers.get(pool);
+    if (timer) {
+      this.queueMovePending.add(pool);
+      return;
     }
+    for (const listener of this.queueListeners) listener(pool);
+    this.queueMoveTimers.set(
+      pool,
+      setTimeout(() => {
+        this.queueMoveTimers.delete(pool);
+        if (this.queueMovePending.delete(pool)) this.queueMoved(pool);
+      }, 250),
+    );
   }
 
   connection(): RedisClient {
