@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { STATE_DIR, type RedisTarget } from '../connection';
+import { UsageError } from '../errors';
 import { intFlag, parseFlags, redisFlag } from '../flags';
 import { createLogger } from '../logger';
 import { startLocalStack, type LocalStack } from '../stack';
@@ -14,8 +15,13 @@ const DurationRange = z
     return max === undefined ? min : { min: Math.min(min, max), max: Math.max(min, max) };
   });
 
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
 const StartFlags = z.object({
   redisPort: intFlag(z.number().int().min(1).max(65_535)),
+  apiPort: intFlag(z.number().int().min(0).max(65_535)),
+  apiHost: z.string().min(1).max(255),
+  auth: z.boolean().default(false),
   stateDir: z.string().min(1),
   workers: intFlag(z.number().int().min(1).max(64)),
   simDurationMs: DurationRange,
@@ -28,9 +34,15 @@ export function registerStart(program: Command): void {
     .option('--redis-port <port>', 'port of the embedded Redis (a free one if taken)', '6390')
     .option('--state-dir <dir>', 'folder for the embedded Redis data and URL', STATE_DIR)
     .option('--workers <n>', 'workers on the simulated machine', '2')
+    .option('--api-port <port>', 'port of the HTTP + WebSocket API (a free one if taken)', '3331')
+    .option('--api-host <address>', 'address the API listens on; anything but loopback needs --auth', '127.0.0.1')
+    .option('--auth', 'require API keys (create one with `emp keys create --role operator`)')
     .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
     .action(async (options: Record<string, unknown>, command: Command) => {
       const flags = parseFlags(StartFlags, options);
+      if (!flags.auth && !LOOPBACK.has(flags.apiHost)) {
+        throw new UsageError(`the API would be open to anyone on ${flags.apiHost}: pass --auth (and create keys with \`emp keys create\`), or keep it on 127.0.0.1`);
+      }
       const logger = createLogger('emp');
       const url = redisFlag(command) ?? process.env.REDIS_URL;
       const redis: RedisTarget | undefined = url ? { url, source: redisFlag(command) ? 'flag' : 'env' } : undefined;
@@ -43,6 +55,7 @@ export function registerStart(program: Command): void {
         redisPort: flags.redisPort,
         workers: flags.workers,
         jobDurationMs: flags.simDurationMs,
+        api: { host: flags.apiHost, port: flags.apiPort, auth: flags.auth },
         logger,
       });
       // other commands find the embedded Redis through .emp/redis.url under the working folder
@@ -88,6 +101,14 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     `  redis      ${stack.redisUrl}${stack.redisDir ? `  (embedded, AOF data in ${stack.redisDir})` : '  (from REDIS_URL / --redis)'}`,
     '  scheduler  running (retries, lease reaping, deadlines, offline detection)',
     `  machine    ${stack.machine.machineId} in pool ${stack.machine.pool}: ${stack.machine.workerIds.join(', ')} (service simulation)`,
+    `  api        ${stack.api.url}  (docs ${stack.api.url}/docs, metrics ${stack.api.url}/metrics, live ${stack.api.url.replace(/^http/, 'ws')}/v1/live)`,
+    stack.api.auth
+      ? '             API keys required: create one with `npm run emp -- keys create --role operator`'
+      : '             auth OFF (local development): restart with `npm start -- --auth` and create keys with `npm run emp -- keys create --role client --tenant <t>`',
+    '',
+    'Over HTTP:',
+    `  curl -s -X POST '${stack.api.url}/v1/jobs?wait=30' -H 'content-type: application/json' -d '{"service":"simulation"}'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,
+    `  curl -s '${stack.api.url}/v1/jobs?state=succeeded&limit=5'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,
     '',
     'In another terminal:',
     emp('submit --service simulation --wait      # submit a job and follow it'),
@@ -95,6 +116,8 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     emp('workers                                 # workers and their state'),
     emp('watch                                   # live events'),
     emp('job <id>                                # one job in detail'),
+    emp('jobs --state queued,running             # recent jobs, newest first'),
+    emp('machines                                # machines and their last command'),
     '',
     'Ctrl-C stops everything; queued jobs stay in Redis.',
     '',
