@@ -1,69 +1,101 @@
-import { EmpError, type ErrorCode, ValidationError, type ValidationIssue } from '@emp/core';
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { EmpError, type ErrorCode, type ValidationIssue, ValidationError } from '@emp/core';
+import type { FastifyError, FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 
-/** Every error the API answers with: a stable code, a sentence, and for bad input each field at fault. */
-export interface ApiErrorBody {
-  error: { code: string; message: string; issues?: ValidationIssue[] };
+/** Error codes of the API itself, beside the broker's. */
+export type ApiErrorCode =
+  | ErrorCode
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'RATE_LIMITED'
+  | 'BODY_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'BAD_REQUEST'
+  | 'NO_ROUTE'
+  | 'UNAVAILABLE'
+  | 'INTERNAL';
+
+/** The body of every error answer: a stable code, a message for humans, and for bad input each field's path and reason. */
+export interface ErrorBody {
+  error: { code: ApiErrorCode; message: string; issues?: ValidationIssue[] };
 }
 
-/** Errors of the API itself (auth, limits, routing), beside the broker's. */
+/** How each broker error code reads over HTTP. */
+export const HTTP_STATUS: Record<ErrorCode, number> = {
+  VALIDATION: 400,
+  UNKNOWN_SERVICE: 400,
+  NOT_FOUND: 404,
+  UNKNOWN_WORKER: 404,
+  LEASE_LOST: 409,
+  NOT_RETRYABLE: 409,
+  BAD_STATE: 409,
+  DUPLICATE_ID: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  IDEMPOTENCY_CONFLICT: 422,
+  BAD_KEY: 500,
+  CORRUPT: 500,
+};
+
 export class ApiError extends Error {
+  override readonly name = 'ApiError';
   constructor(
-    readonly status: number,
-    readonly code: string,
+    readonly statusCode: number,
+    readonly code: ApiErrorCode,
     message: string,
   ) {
     super(message);
   }
 }
 
-const STATUS_OF_CODE: Record<ErrorCode, number> = {
-  VALIDATION: 400,
-  NOT_FOUND: 404,
-  LEASE_LOST: 409,
-  IDEMPOTENCY_CONFLICT: 422,
-  DUPLICATE_ID: 409,
-  UNKNOWN_WORKER: 404,
-  UNKNOWN_SERVICE: 400,
-  NOT_RETRYABLE: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  BAD_STATE: 409,
-  BAD_KEY: 500,
-  CORRUPT: 500,
+const FASTIFY_CODES: Record<string, ApiErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
 };
 
-export function errorBody(code: string, message: string, issues?: ValidationIssue[]): ApiErrorBody {
+/** Where a request part's issues are reported: body paths as they are, other parts prefixed. */
+const PART_PREFIX: Record<string, string> = { body: '', querystring: 'query', params: 'params', headers: 'headers' };
+
+function issuesOf(error: FastifyError): ValidationIssue[] {
+  const prefix = PART_PREFIX[error.validationContext ?? 'body'] ?? '';
+  return (error.validation ?? []).map((v) => {
+    const path = v.instancePath.split('/').filter(Boolean).join('.');
+    return { path: [prefix, path].filter(Boolean).join('.'), message: v.message ?? 'invalid' };
+  });
+}
+
+export function errorBody(code: ApiErrorCode, message: string, issues?: ValidationIssue[]): ErrorBody {
   return { error: { code, message, ...(issues ? { issues } : {}) } };
 }
 
-/** What an error becomes on the wire: 4xx for anything the caller can fix, 5xx only for our own faults. */
-export function toHttpError(error: unknown): { status: number; body: ApiErrorBody } {
-  if (error instanceof ApiError) return { status: error.status, body: errorBody(error.code, error.message) };
-  if (error instanceof ValidationError) {
-    return { status: 400, body: errorBody('VALIDATION', error.message, error.issues) };
-  }
-  if (error instanceof EmpError) return { status: STATUS_OF_CODE[error.code], body: errorBody(error.code, error.message) };
-  if (hasZodFastifySchemaValidationErrors(error)) {
-    const where = (error as FastifyError).validationContext ?? 'request';
-    const issues = error.validation.map((issue) => ({
-      path: [where, ...issue.instancePath.split('/').filter(Boolean)].join('.'),
-      message: issue.message ?? 'invalid',
-    }));
-    const message = `invalid ${where}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`;
-    return { status: 400, body: errorBody('VALIDATION', message, issues) };
-  }
-  const fastifyError = error as Partial<FastifyError>;
-  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
-    // Fastify's own refusals: body too large, malformed JSON, wrong content type, ...
-    const code = fastifyError.code?.replace(/^FST_ERR_/, '') ?? 'BAD_REQUEST';
-    return { status: fastifyError.statusCode, body: errorBody(code, fastifyError.message ?? 'bad request') };
-  }
-  return { status: 500, body: errorBody('INTERNAL', 'internal error; the server log has the details') };
-}
-
-export function handleError(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
-  const { status, body } = toHttpError(error);
-  if (status >= 500) request.log.error({ err: error }, 'request failed');
-  void reply.status(status).send(body);
-}
+/**
+ * Every failure becomes `{error: {code, message, issues?}}` with a status that
+ * says whose fault it was: bad input is a 4xx with a stable code, and only our
+ * own faults are 5xx (logged with their stack).
+ */
+export const errorHandling = fp(async (app: FastifyInstance) => {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (hasZodFastifySchemaValidationErrors(error)) {
+      const issues = issuesOf(error);
+      const what = error.validationContext === 'querystring' ? 'query' : (error.validationContext ?? 'request');
+      return reply.code(400).send(errorBody('VALIDATION', new ValidationError(what, issues).message, issues));
+    }
+    if (error instanceof ValidationError) return reply.code(400).send(errorBody('VALIDATION', error.message, error.issues));
+    if (error instanceof EmpError) {
+      const status = HTTP_STATUS[error.code];
+      if (status >= 500) request.log.error({ err: error }, 'broker error');
+      return reply.code(status).send(errorBody(error.code, error.message));
+    }
+    if (error instanceof ApiError) return reply.code(error.statusCode).send(errorBody(error.code, error.message));
+    const status = error.statusCode ?? 500;
+    if (status === 429) return reply.code(429).send(errorBody('RATE_LIMITED', error.message));
+    if (status >= 400 && status < 500) {
+      return reply.code(status).send(errorBody(FASTIFY_CODES[error.code] ?? 'BAD_REQUEST', error.message));
+    }
+    request.log.error({ err: error }, 'request failed');
+    return reply.code(500).send(errorBody('INTERNAL', 'internal error; it has been logged'));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send(errorBody('NO_ROUTE', `no route ${request.method} ${request.url.split('?')[0]}`));
+  });
+});

@@ -1,3 +1,5 @@
-export * from './auth';
-export * from './errors';
-export * from './server';
+export { ApiKeyStore, type ApiKeyRecord } from './auth/key-store';
+export { ACCESS, NewApiKey, ROLES, Role, type Principal } from './auth/roles';
+export { HTTP_STATUS, type ApiErrorCode } from './errors';
+export { EventHub } from './live/event-hub';
+export { type ApiServer, type ApiServerOptions, DEFAULT_API_PORT, type ListeningApiServer, buildApiServer, startApiServer } from './server';

@@ -1,53 +1,99 @@
 import type { Broker } from '@emp/core';
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { EventHub } from './live/event-hub';
+import { queueReport } from './routes/fleet';
 
-/** The API's Prometheus metrics; queue depths and worker counts are read from Redis at scrape time. */
-export function createMetrics(broker: Broker) {
+/**
+ * Prometheus metrics at /metrics: request rates and latencies per route, job
+ * transitions and claim latency (submit -> claimed, from the event streams the
+ * hub reads anyway), and, collected on each scrape, queue depth and age per
+ * pool and service and workers per state.
+ */
+export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker; hub: EventHub }) => {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'emp_api_' });
+
   const requests = new Histogram({
-    name: 'emp_http_request_duration_seconds',
-    help: 'HTTP requests by route, method and status',
-    labelNames: ['method', 'route', 'status'] as const,
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30, 90],
+    name: 'emp_api_http_request_duration_seconds',
+    help: 'HTTP requests by method, route and status',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30, 90],
     registers: [registry],
   });
-  const jobsSubmitted = new Counter({
-    name: 'emp_jobs_submitted_total',
-    help: 'Jobs accepted through this API process',
-    labelNames: ['service'] as const,
+  const transitions = new Counter({
+    name: 'emp_events_total',
+    help: 'Events read from the pools\' streams, by type (job.queued, job.succeeded, ...)',
+    labelNames: ['pool', 'type'],
     registers: [registry],
   });
+  const claimLatency = new Histogram({
+    name: 'emp_claim_latency_seconds',
+    help: 'Time from a job being submitted to a worker claiming it (first attempts)',
+    labelNames: ['pool'],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800],
+    registers: [registry],
+  });
+  const { broker, hub } = options;
+  // one queue report per scrape, shared by the gauges below (prom-client collects them concurrently)
+  let report: { at: number; value: ReturnType<typeof queueReport> } | undefined;
+  const currentReport = async () => {
+    if (!report || Date.now() - report.at > 1_000) report = { at: Date.now(), value: queueReport(broker, await broker.pools()) };
+    return report.value;
+  };
   new Gauge({
     name: 'emp_queue_depth',
-    help: 'Queued jobs per pool and requirement class',
-    labelNames: ['pool', 'class', 'routable'] as const,
+    help: 'Queued jobs per pool and service',
+    labelNames: ['pool', 'service'],
     registers: [registry],
     async collect() {
       this.reset();
-      for (const pool of await broker.pools()) {
-        for (const c of (await broker.queueStats(pool)).classes) {
-          this.set({ pool, class: c.requirementClass, routable: String(c.routable) }, c.depth);
-        }
+      for (const pool of (await currentReport()).pools) for (const s of pool.services) this.set({ pool: pool.pool, service: s.service }, s.depth);
+    },
+  });
+  new Gauge({
+    name: 'emp_queue_oldest_age_seconds',
+    help: 'Age of the oldest queued job per pool and service',
+    labelNames: ['pool', 'service'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const pool of (await currentReport()).pools) {
+        for (const s of pool.services) this.set({ pool: pool.pool, service: s.service }, (s.oldest_age_ms ?? 0) / 1_000);
       }
     },
   });
   new Gauge({
     name: 'emp_workers',
-    help: 'Registered workers per pool by presence',
-    labelNames: ['pool', 'presence'] as const,
+    help: 'Workers per pool: online, idle, offline',
+    labelNames: ['pool', 'state'],
     registers: [registry],
     async collect() {
       this.reset();
-      for (const pool of await broker.pools()) {
-        const stats = await broker.queueStats(pool);
-        this.set({ pool, presence: 'online' }, stats.onlineWorkers);
-        this.set({ pool, presence: 'idle' }, stats.idleWorkers);
-        this.set({ pool, presence: 'offline' }, stats.offlineWorkers);
+      for (const pool of (await currentReport()).pools) {
+        for (const [state, count] of Object.entries(pool.workers)) this.set({ pool: pool.pool, state }, count);
       }
     },
   });
-  return { registry, requests, jobsSubmitted };
-}
 
-export type ApiMetrics = ReturnType<typeof createMetrics>;
+  hub.onEvent((event) => {
+    transitions.inc({ pool: event.pool, type: event.type });
+    // first attempts only: a retry's wait includes its backoff
+    if (event.type === 'job.starting' && event.fields.attempt === '1' && event.fields.submitted_at) {
+      claimLatency.observe({ pool: event.pool }, Math.max(0, event.ts - Number(event.fields.submitted_at)) / 1_000);
+    }
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    requests.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
+      reply.elapsedTime / 1_000,
+    );
+  });
+
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['health'] } }, async (_request, reply) => {
+    reply.header('content-type', registry.contentType);
+    return registry.metrics();
+  });
+});

@@ -2,104 +2,122 @@ import type { Broker } from '@emp/core';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
-import type { Logger } from 'pino';
-import { ANONYMOUS_OPERATOR, ApiKeys, type Principal, presentedKey } from './auth';
-import { ApiError, handleError } from './errors';
-import { EventFeed } from './event-feed';
-import { liveRoutes } from './live';
-import { type ApiMetrics, createMetrics } from './metrics';
+import { type Logger, pino } from 'pino';
+import { ApiKeyStore } from './auth/key-store';
+import { authentication } from './auth/plugin';
+import { errorHandling } from './errors';
+import { EventHub } from './live/event-hub';
+import { type LiveOptions, liveRoutes } from './live/socket';
+import { sseRoutes } from './live/sse';
+import { metrics } from './metrics';
+import { openApi } from './openapi';
+import { type RateLimitOptions, rateLimiting } from './rate-limit';
 import { fleetRoutes } from './routes/fleet';
+import { healthRoutes } from './routes/health';
 import { jobRoutes } from './routes/jobs';
+import { operatorRoutes } from './routes/operator';
 
 declare module 'fastify' {
-  interface FastifyRequest {
-    principal: Principal;
+  interface FastifyInstance {
+    broker: Broker;
+    hub: EventHub;
+    apiKeys: ApiKeyStore;
   }
-}
-
-export interface ApiServerOptions {
-  broker: Broker;
-  logger: Logger;
-  /** 'keys': every request carries an API key; 'off': everyone is an operator (local development only) */
-  auth: 'keys' | 'off';
-}
-
-/** What the routes share. */
-export interface ApiContext {
-  broker: Broker;
-  feed: EventFeed;
-  keys: ApiKeys;
-  metrics: ApiMetrics;
-}
-
-/** Paths anyone may call: liveness, readiness and the metrics scrape. */
-const OPEN_PATHS = new Set(['/health', '/ready', '/metrics']);
-
-/** The API as a Fastify instance, not listening yet (tests inject or listen on port 0). */
-export async function buildApiServer(options: ApiServerOptions): Promise<FastifyInstance> {
-  const { broker } = options;
-  const app: FastifyInstance = Fastify({
-    loggerInstance: options.logger as FastifyBaseLogger,
-    // a payload at the broker's limit, plus room for the rest of the job
-    bodyLimit: broker.config.maxPayloadBytes + 64 * 1024,
-    // a line per request at info would be logging in the hot path; errors are still logged
-    logController: new LogController({ disableRequestLogging: true }),
-  });
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
-  app.setErrorHandler(handleError);
-  app.setNotFoundHandler((request, reply) => {
-    void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` } });
-  });
-
-  const context: ApiContext = {
-    broker,
-    feed: new EventFeed(broker, options.logger.child({ component: 'event-feed' })),
-    keys: new ApiKeys(broker.redis, broker.config.namespace),
-    metrics: createMetrics(broker),
-  };
-  app.addHook('onClose', async () => context.feed.close());
-
-  app.decorateRequest('principal', null as unknown as Principal);
-  app.addHook('onRequest', async (request) => {
-    request.principal = ANONYMOUS_OPERATOR;
-    if (options.auth === 'off' || OPEN_PATHS.has(request.url.split('?')[0]!)) return;
-    const key = presentedKey(request.headers, request.query);
-    if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'an API key is required: Authorization: Bearer <key>');
-    const principal = await context.keys.verify(key);
-    if (!principal) throw new ApiError(401, 'UNAUTHENTICATED', 'unknown or revoked API key');
-    request.principal = principal;
-  });
-  app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unmatched';
-    context.metrics.requests.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
-  });
-
-  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
-  app.get('/health', async () => ({ ok: true }));
-  app.get('/ready', async (_request, reply) => {
-    try {
-      await broker.redis.ping();
-      return { ok: true };
-    } catch (error) {
-      return reply.status(503).send({ error: { code: 'NOT_READY', message: `redis: ${(error as Error).message}` } });
-    }
-  });
-  app.get('/metrics', async (_request, reply) => {
-    void reply.header('content-type', context.metrics.registry.contentType);
-    return context.metrics.registry.metrics();
-  });
-  jobRoutes(app, context);
-  fleetRoutes(app, context);
-  liveRoutes(app, context);
-  return app;
 }
 
 export const DEFAULT_API_PORT = 3331;
 
-/** Builds the API and listens; `host` defaults to loopback, so nothing is exposed by accident. */
-export async function startApiServer(options: ApiServerOptions & { port?: number; host?: string }): Promise<FastifyInstance> {
-  const app = await buildApiServer(options);
-  await app.listen({ port: options.port ?? DEFAULT_API_PORT, host: options.host ?? '127.0.0.1' });
-  return app;
+export interface ApiServerOptions {
+  /** a connected broker; its Redis connection belongs to the caller */
+  broker: Broker;
+  logger?: Logger;
+  /** API keys required (default true); off only for local development */
+  auth?: boolean;
+  /** per-key limits; false turns them off */
+  rateLimit?: RateLimitOptions | false;
+  /** largest request body (default 2 MiB: a 1 MiB payload and the rest of a job) */
+  bodyLimitBytes?: number;
+  live?: Partial<LiveOptions>;
+}
+
+export interface ApiServer {
+  app: FastifyInstance;
+  hub: EventHub;
+  close(): Promise<void>;
+}
+
+/**
+ * The API as a Fastify instance: one plugin per responsibility (errors, auth,
+ * rate limits, metrics, OpenAPI, routes), request schemas from @emp/core's zod
+ * schemas, and the event hub that feeds SSE, WebSockets and waiting requests.
+ */
+export async function buildApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const logger = options.logger ?? pino({ name: 'emp-api', level: process.env.LOG_LEVEL || 'info' });
+  const app: FastifyInstance = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // a log line per request would be an info line on the hot path; the metrics count requests instead
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    bodyLimit: options.bodyLimitBytes ?? 2 * 1024 * 1024,
+    forceCloseConnections: true,
+    routerOptions: { maxParamLength: 200 },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  const { broker } = options;
+  const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
+  const apiKeys = new ApiKeyStore(broker.redis, broker.config.namespace);
+  app.decorate('broker', broker);
+  app.decorate('hub', hub);
+  app.decorate('apiKeys', apiKeys);
+
+  await app.register(errorHandling);
+  await app.register(openApi);
+  // before authentication: its hooks must see an upgrade request first, or a refused upgrade's socket is never closed
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true });
+  if (options.rateLimit !== false) {
+    await app.register(rateLimiting, {
+      ...(options.rateLimit ?? { max: 6_000, windowMs: 60_000 }),
+      redis: broker.redis,
+      namespace: broker.config.namespace,
+    });
+  }
+  await app.register(metrics, { broker, hub });
+  await app.register(healthRoutes);
+  await app.register(jobRoutes);
+  await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
+  await app.register(fleetRoutes);
+  await app.register(operatorRoutes);
+  await app.register(liveRoutes, {
+    maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024,
+    pingMs: options.live?.pingMs ?? 30_000,
+    maxSubscriptions: options.live?.maxSubscriptions ?? 1_000,
+  });
+  app.addHook('onClose', async () => hub.close());
+  await hub.start();
+  await app.ready();
+
+  let closing: Promise<void> | undefined;
+  return { app, hub, close: () => (closing ??= app.close()) };
+}
+
+export interface ListeningApiServer extends ApiServer {
+  url: string;
+  port: number;
+}
+
+/** Builds the server and listens (on 127.0.0.1:3331 by default). */
+export async function startApiServer(options: ApiServerOptions & { host?: string; port?: number }): Promise<ListeningApiServer> {
+  const server = await buildApiServer(options);
+  try {
+    await server.app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? DEFAULT_API_PORT });
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  const address = server.app.server.address();
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? DEFAULT_API_PORT);
+  const host = options.host ?? '127.0.0.1';
+  return { ...server, port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
 }

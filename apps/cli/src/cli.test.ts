@@ -37,23 +37,6 @@ describe('emp (commands against a running Redis)', () => {
     expect(forHumans.stdout).toMatch(/^state:\s+queued \(position 0\)$/m);
   });
 
-  it('keys create prints a key once; list shows it without the key; revoke removes it', async () => {
-    const created = await runEmp(['keys', 'create', '--role', 'client', '--tenant', 'acme', '--name', 'ci', '--json'], env);
-    expect(created.code).toBe(0);
-    const { key, id } = JSON.parse(created.stdout) as { key: string; id: string };
-    expect(key).toMatch(/^emp_client_/);
-    const listed = await runEmp(['keys', 'list'], env);
-    expect(listed.stdout).toMatch(new RegExp(`^${id}\\s+client\\s+acme\\s+ci\\s`, 'm'));
-    expect(listed.stdout).not.toContain(key);
-    expect((await runEmp(['keys', 'revoke', id], env)).stdout).toBe(`revoked ${id}\n`);
-    const again = await runEmp(['keys', 'revoke', id], env);
-    expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/no key with id/);
-    const tenantless = await runEmp(['keys', 'create', '--role', 'client'], env);
-    expect(tenantless.code).toBe(2);
-    expect(tenantless.stderr).toMatch(/--tenant: a client key needs the tenant it acts for/);
-  });
-
   it('submit without --json prints just the id, for $(...) in scripts', async () => {
     const submitted = await runEmp(['submit', '--service', 'simulation', '--priority', '5', '--tenant', 'acme'], env);
     expect(submitted.code).toBe(0);

@@ -1,7 +1,9 @@
 import { Command } from 'commander';
 import { registerCancel } from './commands/cancel';
 import { registerJob } from './commands/job';
+import { registerJobs } from './commands/jobs';
 import { registerKeys } from './commands/keys';
+import { registerMachines } from './commands/machines';
 import { registerQueues } from './commands/queues';
 import { registerRetry } from './commands/retry';
 import { registerStart } from './commands/start';
@@ -10,14 +12,14 @@ import { registerWatch } from './commands/watch';
 import { registerWorkers } from './commands/workers';
 import { reportError } from './errors';
 
-/** `emp`: start the local stack, submit and follow jobs, inspect queues and workers. */
+/** `emp`: start the local stack, submit and follow jobs, inspect queues, workers and machines, manage API keys. */
 export function empProgram(): Command {
   const program = new Command('emp')
     .description('EMP Job Queue: run the local stack, submit and follow jobs, inspect queues and workers')
     .option('--redis <url>', 'Redis to use (default: REDIS_URL, else the one `npm start` recorded in .emp/redis.url)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerStart, registerSubmit, registerJob, registerCancel, registerRetry, registerQueues, registerWorkers, registerWatch, registerKeys]) {
+  for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerWatch, registerKeys]) {
     register(program);
   }
   return program;

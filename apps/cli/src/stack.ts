@@ -1,4 +1,4 @@
-import { startApiServer } from '@emp/api';
+import { type ListeningApiServer, startApiServer } from '@emp/api';
 import { Broker, Scheduler } from '@emp/core';
 import type { Logger } from 'pino';
 import { connectRedis, type RedisTarget } from './connection';
@@ -18,10 +18,8 @@ export interface LocalStackOptions {
   jobDurationMs?: number | { min: number; max: number };
   /** how long stopping workers may wait for their running jobs */
   graceMs?: number;
-  /** the HTTP + WebSocket API's port (0: any free one); it listens on loopback */
-  apiPort: number;
-  /** 'keys': requests need an API key (emp keys create); 'off': everyone is an operator */
-  auth: 'keys' | 'off';
+  /** the HTTP + WebSocket API: preferred port (a free one when taken), address, and whether keys are required */
+  api: { host: string; port: number; auth: boolean };
   logger: Logger;
 }
 
@@ -29,9 +27,8 @@ export interface LocalStack {
   redisUrl: string;
   /** the folder of the embedded Redis's data; absent when an existing Redis is used */
   redisDir?: string;
-  /** where the API listens, e.g. http://127.0.0.1:3331 */
-  apiUrl: string;
   machine: SimulatedMachine;
+  api: { url: string; auth: boolean };
   stop(): Promise<void>;
 }
 
@@ -75,11 +72,6 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     scheduler.start();
     undo.push(() => scheduler.stop());
 
-    const api = await startApiServer({ broker, logger: logger.child({ component: 'api' }), auth: options.auth, port: options.apiPort });
-    undo.push(() => api.close());
-    const address = api.server.address();
-    const apiUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : options.apiPort}`;
-
     const machine = await startSimulatedMachine({
       broker,
       logger,
@@ -88,16 +80,32 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     });
     undo.push(() => machine.stop({ graceMs: options.graceMs ?? 10_000 }));
 
+    const api = await startApi(broker, options);
+    // stopped before the machine (undo runs backwards), so no request waits on a worker that is going away
+    undo.push(() => api.close());
+
     let stopping: Promise<void> | undefined;
     return {
       redisUrl: target.url,
       ...(redisDir ? { redisDir } : {}),
-      apiUrl,
       machine,
+      api: { url: api.url, auth: options.api.auth },
       stop: () => (stopping ??= unwind()),
     };
   } catch (error) {
     await unwind();
     throw error;
+  }
+}
+
+async function startApi(broker: Broker, options: LocalStackOptions): Promise<ListeningApiServer> {
+  const logger = options.logger.child({ component: 'api' });
+  const settings = { broker, logger, auth: options.api.auth, host: options.api.host };
+  try {
+    return await startApiServer({ ...settings, port: options.api.port });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    logger.warn({ wanted: options.api.port }, 'api port taken; using a free one');
+    return startApiServer({ ...settings, port: 0 });
   }
 }

@@ -12,7 +12,7 @@ const BANNER = /local stack running[\s\S]*Ctrl-C stops everything/;
 const running = new Set<ChildProcess>();
 
 function start(args: string[], env: Record<string, string | undefined>): ChildProcess {
-  // port 0: the API takes a free port, so tests never collide with each other or a running stack
+  // a free API port: tests must not take (or fail on) the default 3331 a developer's stack may hold
   const child = spawnEmp(['start', '--sim-duration-ms', '300', '--api-port', '0', ...args], env);
   running.add(child);
   child.once('exit', () => running.delete(child));
@@ -56,6 +56,13 @@ describe('emp start with REDIS_URL', () => {
     // piped (not a terminal): progress comes as plain lines on stderr
     expect(failed.stderr).toMatch(/ running$/m);
 
+    // the API runs too, without keys on loopback, and says so
+    const api = /api {8}(http:\/\/127\.0\.0\.1:\d+)/.exec(banner)?.[1];
+    expect(banner).toMatch(/auth OFF \(local development\): restart with `npm start -- --auth`/);
+    const viaHttp = await fetch(`${api}/v1/jobs?wait=20`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"service":"simulation"}' });
+    expect(viaHttp.status).toBe(201);
+    expect(await viaHttp.json()).toMatchObject({ state: 'succeeded', machine: 'local-sim' });
+
     const workers = await runEmp(['workers', '--json'], env);
     expect(JSON.parse(workers.stdout).workers).toEqual([
       expect.objectContaining({ id: 'local-sim-worker-0', machine: 'local-sim', state: 'idle' }),
@@ -98,7 +105,7 @@ describe('emp start with its embedded Redis', () => {
     expect(existsSync(join(stateDir, 'redis', 'appendonlydir'))).toBe(true);
 
     // a second start on the same folder would share the append-only file: refused
-    const second = await runEmp(['start', '--api-port', '0', '--state-dir', stateDir, '--redis-port', String(await freePort())], {});
+    const second = await runEmp(['start', '--state-dir', stateDir, '--redis-port', String(await freePort())], {});
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/^error: another `emp start` \(pid \d+\) is running/m);
 

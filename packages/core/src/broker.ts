@@ -26,6 +26,7 @@ import {
   priorityOfScore,
 } from './job';
 import { KeyLayout } from './keys';
+import { StreamId } from './api-protocol';
 import { ensureFunctionLibrary } from './library';
 import { JobRequirements, PoolName, ServiceName, TenantId, requirementClass } from './requirements';
 import { parseWith } from './validation';
@@ -698,8 +699,6 @@ export class Broker {
     this.knownPools.add(pool);
   }
 }
-
-const StreamId = z.string().regex(/^\d{1,20}-\d{1,20}$/, 'an event id looks like 1700000000000-0');
 
 interface ListPosition {
   score: number;

@@ -9,3 +9,4 @@ export * from './library';
 export * from './requirements';
 export * from './validation';
 export * from './scheduler';
+export * from './api-protocol';

@@ -1,29 +1,97 @@
-import { PoolName } from '@emp/core';
+import type { Broker } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { z } from 'zod';
-import { requireRole } from '../auth';
-import type { ApiContext } from '../server';
+import { PoolQuery } from '../schemas';
 
-const PoolQuery = z.object({ pool: PoolName.optional() });
-const FLEET_VIEWERS = ['worker', 'service', 'operator'] as const;
+/** Now by Redis's clock, the clock of every job timestamp. */
+export async function serverTime(broker: Broker): Promise<number> {
+  const [seconds, micros] = await broker.redis.time();
+  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+}
 
-/** Queue depth per requirement class and the worker registry, per pool. */
-export function fleetRoutes(app: FastifyInstance, { broker }: ApiContext): void {
+interface Depth {
+  depth: number;
+  oldest_age_ms?: number;
+}
+
+function addDepth(into: Depth, depth: number, age: number | undefined): void {
+  into.depth += depth;
+  if (age !== undefined && (into.oldest_age_ms === undefined || age > into.oldest_age_ms)) into.oldest_age_ms = age;
+}
+
+/** Queue depth and age of the oldest job per pool, service and requirement class, with paused services and worker counts. */
+export async function queueReport(broker: Broker, pools: string[]) {
+  const now = await serverTime(broker);
+  const reports = await Promise.all(
+    pools.map(async (pool) => {
+      const [stats, paused] = await Promise.all([broker.queueStats(pool), broker.pausedServices(pool)]);
+      const total: Depth = { depth: 0 };
+      const services = new Map<string, Depth>();
+      const classes = stats.classes.map((c) => {
+        const age = c.headSubmittedAt === undefined ? undefined : now - c.headSubmittedAt;
+        const service = String(c.definition.service ?? '');
+        if (!services.has(service)) services.set(service, { depth: 0 });
+        addDepth(services.get(service)!, c.depth, age);
+        addDepth(total, c.depth, age);
+        return {
+          requirement_class: c.requirementClass,
+          definition: c.definition,
+          routable: c.routable,
+          depth: c.depth,
+          ...(c.headJob ? { head_job: c.headJob } : {}),
+          ...(age !== undefined ? { oldest_age_ms: age } : {}),
+        };
+      });
+      return {
+        pool,
+        ...total,
+        services: [...services.entries()].map(([service, d]) => ({ service, ...d, paused: paused.some((p) => p.service === service) })),
+        classes: classes.filter((c) => c.depth > 0),
+        paused,
+        on_timers: stats.timers,
+        workers: { online: stats.onlineWorkers, idle: stats.idleWorkers, offline: stats.offlineWorkers },
+      };
+    }),
+  );
+  return { now, pools: reports };
+}
+
+function parseJsonField(record: Record<string, string>, field: string): Record<string, unknown> {
+  const { [field]: text, ...rest } = record;
+  if (text === undefined) return rest;
+  try {
+    return { ...rest, [field]: JSON.parse(text) as unknown };
+  } catch {
+    return record;
+  }
+}
+
+/** Queues, workers and machines: what operators, monitors and workers read about the fleet. */
+export async function fleetRoutes(app: FastifyInstance): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
+  const { broker } = app;
   const poolsOf = async (pool: string | undefined) => (pool ? [pool] : broker.pools());
 
-  api.get('/v1/queues', { schema: { querystring: PoolQuery } }, async (request) => {
-    // class definitions name tenants, so queue views are not for client keys
-    requireRole(request.principal, FLEET_VIEWERS, 'see the queues');
+  api.get('/v1/queues', {
+    config: { access: 'fleet' },
+    schema: { summary: 'Queue depth and age of the oldest job per pool, service and requirement class', tags: ['fleet'], querystring: PoolQuery },
+  }, async (request) => queueReport(broker, await poolsOf(request.query.pool)));
+
+  api.get('/v1/workers', {
+    config: { access: 'fleet' },
+    schema: { summary: 'Registered workers (offline ones stay listed until their retention passes)', tags: ['fleet'], querystring: PoolQuery },
+  }, async (request) => {
     const pools = await poolsOf(request.query.pool);
-    return { pools: await Promise.all(pools.map((pool) => broker.queueStats(pool))) };
+    const workers = (await Promise.all(pools.map(async (pool) => (await broker.workers(pool)).map((w) => ({ pool, ...parseJsonField(w, 'capabilities') }))))).flat();
+    return { now: await serverTime(broker), workers };
   });
 
-  api.get('/v1/workers', { schema: { querystring: PoolQuery } }, async (request) => {
-    requireRole(request.principal, FLEET_VIEWERS, 'see the workers');
+  api.get('/v1/machines', {
+    config: { access: 'fleet' },
+    schema: { summary: 'Registered machines with their last status snapshot and last operator command', tags: ['fleet'], querystring: PoolQuery },
+  }, async (request) => {
     const pools = await poolsOf(request.query.pool);
-    const perPool = await Promise.all(pools.map(async (pool) => (await broker.workers(pool)).map((w) => ({ pool, ...w }))));
-    return { workers: perPool.flat() };
+    const machines = (await Promise.all(pools.map(async (pool) => (await broker.machines(pool)).map((m) => ({ pool, ...m }))))).flat();
+    return { now: await serverTime(broker), machines };
   });
 }

@@ -1,186 +1,210 @@
-import { EmpError, type Job, JobErrorInfo, JobId, type SubmitJobInput as SubmitInput, SubmitJobInput, TERMINAL_STATES, TenantId, poolOfJobId } from '@emp/core';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import { type Job, type SubmitJobInput, poolOfJobId } from '@emp/core';
+import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { z } from 'zod';
-import { type Principal, mayAccess, notFound, requireRole } from '../auth';
-import { ApiError, toHttpError } from '../errors';
-import { TERMINAL_EVENTS } from '../event-feed';
-import { type JobFeedItem, followJob } from '../job-follow';
-import type { ApiContext } from '../server';
+import { actingTenant, assertSees } from '../auth/plugin';
+import type { Principal } from '../auth/roles';
+import { ApiError } from '../errors';
+import { eventView, jobView } from '../job-view';
+import { requestedWait, waitForJob } from '../live/job-waiter';
+import {
+  BatchBody,
+  CancelBody,
+  CompleteBody,
+  EventsQuery,
+  FailBody,
+  JobParams,
+  ListQuery,
+  MAX_WAIT_SECONDS,
+  SubmitBody,
+  SubmitHeaders,
+  SubmitQuery,
+} from '../schemas';
+import type { z } from 'zod';
 
-const JobParams = z.object({ id: JobId });
-/** The job schema with no default tenant: a client key's tenant fills it in, and an explicit other tenant is refused. */
-const SubmitBody = SubmitJobInput.extend({ tenant: TenantId.optional() });
-const WaitQuery = z.object({
-  /** hold the request up to this many seconds for the job to finish (like a synchronous run) */
-  wait: z.coerce.number().min(0).max(90).optional(),
-});
-const IdempotencyHeaders = z.object({ 'idempotency-key': z.string().min(1).max(255).optional() }).passthrough();
-const BatchBody = z.object({ jobs: z.array(z.unknown()).min(1).max(1_000) }).strict();
-const CancelBody = z.object({ reason: z.string().max(500).optional() }).strict().default({});
-const CompleteBody = z.object({ token: z.string().regex(/^\d+$/), result: z.unknown() }).strict();
-const FailBody = z.object({ token: z.string().regex(/^\d+$/), error: JobErrorInfo }).strict();
-const EventsQuery = z.object({ after: z.string().regex(/^\d+-\d+$/).optional() });
-
-const SUBMITTERS = ['client', 'service', 'operator'] as const;
-
-/** Submit, batch, get, cancel, retry, delegated completion and a job's event stream (SSE). */
-export function jobRoutes(app: FastifyInstance, context: ApiContext): void {
-  const { broker, feed, metrics } = context;
+/** Submit, batch submit, get, list, cancel, retry, event history, and delegated completion of jobs. */
+export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
+  const { broker, hub } = app;
 
-  /** The job, if this caller may see it; another tenant's job is "not found". */
+  /** A job the caller may see, or NOT_FOUND. */
   async function visibleJob(principal: Principal, id: string): Promise<Job> {
     const job = await broker.getJob(id);
-    if (!job || !mayAccess(principal, job)) throw notFound(id);
+    if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${id} does not exist (or its retention has passed)`);
+    assertSees(principal, job);
     return job;
   }
 
-  /** A client's jobs are its tenant's: a job naming another tenant is refused. */
-  function ownedBy(principal: Principal, input: SubmitInput): SubmitInput {
-    if (principal.role !== 'client') return input;
-    if (input.tenant !== undefined && input.tenant !== principal.tenant) {
-      throw new ApiError(403, 'FORBIDDEN', `this key acts for tenant '${principal.tenant}', not '${input.tenant}'`);
+  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string): SubmitJobInput {
+    const tenant = actingTenant(principal, body.tenant);
+    if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
+      throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
     }
-    return { ...input, tenant: principal.tenant };
+    const key = headerKey ?? body.idempotency_key;
+    return { ...body, ...(tenant ? { tenant } : {}), ...(key ? { idempotency_key: key } : {}) } as SubmitJobInput;
   }
 
-  api.post(
-    '/v1/jobs',
-    { schema: { body: SubmitBody, querystring: WaitQuery, headers: IdempotencyHeaders } },
-    async (request, reply) => {
-      requireRole(request.principal, SUBMITTERS, 'submit jobs');
-      const headerKey = request.headers['idempotency-key'];
-      const body = request.body as SubmitInput;
-      if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
-        throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
-      }
-      const input = ownedBy(request.principal, { ...body, ...(headerKey ? { idempotency_key: headerKey } : {}) });
-      const submitted = await broker.submit(input);
-      metrics.jobsSubmitted.inc({ service: input.service });
-      if (request.query.wait) return sendWhenFinished(reply, submitted.id, request.query.wait * 1000);
-      return reply.status(submitted.duplicate ? 200 : 201).send({ ...submitted, state: 'queued' });
+  api.post('/v1/jobs', {
+    config: { access: 'submit' },
+    schema: {
+      summary: 'Submit a job',
+      description: 'Answers 201 with the new job, or 200 with the original one when the Idempotency-Key was used with the same body (422 when with a different one). With ?wait=N or `Prefer: wait=N` (at most 90 s) the answer waits for the job to finish.',
+      tags: ['jobs'],
+      body: SubmitBody,
+      querystring: SubmitQuery,
+      headers: SubmitHeaders,
     },
-  );
+  }, async (request, reply) => {
+    const input = submission(request.principal, request.body, request.headers['idempotency-key']);
+    const submitted = await broker.submit(input);
+    const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
+    const gone = new AbortController();
+    reply.raw.once('close', () => gone.abort());
+    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, gone.signal) : await broker.getJob(submitted.id);
+    if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
+    return reply
+      .code(submitted.duplicate ? 200 : 201)
+      .header('location', `/v1/jobs/${submitted.id}`)
+      .send({ ...jobView(job), duplicate: submitted.duplicate });
+  });
 
-  api.post('/v1/jobs/batch', { schema: { body: BatchBody } }, async (request) => {
-    requireRole(request.principal, SUBMITTERS, 'submit jobs');
-    // each job is checked on its own, so one bad job is that job's error, not the batch's
-    const inputs: Array<SubmitInput | ApiError> = request.body.jobs.map((job) => {
-      // a job that is not even an object is left for the broker's validation to name
-      if (typeof job !== 'object' || job === null) return job as SubmitInput;
-      try {
-        return ownedBy(request.principal, job as SubmitInput);
-      } catch (error) {
-        return error as ApiError;
-      }
-    });
-    const valid = inputs.filter((input): input is SubmitInput => !(input instanceof ApiError));
-    const results = await broker.submitMany(valid);
-    let next = 0;
+  api.post('/v1/jobs/batch', {
+    config: { access: 'submit' },
+    schema: {
+      summary: 'Submit up to 100 jobs',
+      description: 'One result per job, in order: the submitted job (id, pool, duplicate, routable) or the error for that job.',
+      tags: ['jobs'],
+      body: BatchBody,
+    },
+  }, async (request) => {
+    const inputs = request.body.jobs.map((job) => submission(request.principal, job));
+    const results = await broker.submitMany(inputs);
     return {
-      results: inputs.map((input) => {
-        const result = input instanceof ApiError ? input : results[next++]!;
-        if (result instanceof Error) {
-          const { status, body } = toHttpError(result);
-          return { status, ...body };
-        }
-        metrics.jobsSubmitted.inc({ service: (input as SubmitInput).service });
-        return { status: result.duplicate ? 200 : 201, ...result, state: 'queued' };
-      }),
+      results: results.map((result) =>
+        'id' in result ? result : { error: { code: result.code, message: result.message, ...('issues' in result ? { issues: result.issues } : {}) } },
+      ),
     };
   });
 
-  api.get('/v1/jobs/:id', { schema: { params: JobParams } }, async (request) => visibleJob(request.principal, request.params.id));
-
-  api.post('/v1/jobs/:id/cancel', { schema: { params: JobParams, body: CancelBody } }, async (request) => {
-    requireRole(request.principal, SUBMITTERS, 'cancel jobs');
-    await visibleJob(request.principal, request.params.id);
-    const { state, changed } = await broker.cancel(request.params.id, request.body?.reason ?? '');
-    return { id: request.params.id, state, changed };
+  api.get('/v1/jobs/:id', {
+    config: { access: 'readJobs' },
+    schema: {
+      summary: 'Get a job: state, position while queued, attempts, progress, timings, worker, result or error',
+      description: 'With ?wait=N (at most 90 s) the answer waits for the job to finish (a long poll).',
+      tags: ['jobs'],
+      params: JobParams,
+      querystring: SubmitQuery,
+    },
+  }, async (request, reply) => {
+    const job = await visibleJob(request.principal, request.params.id);
+    const waitMs = (request.query.wait ?? 0) * 1_000;
+    if (waitMs === 0) return jobView(job);
+    const gone = new AbortController();
+    reply.raw.once('close', () => gone.abort());
+    const finished = await waitForJob(hub, broker, job.id, waitMs, gone.signal);
+    if (!finished) throw new ApiError(404, 'NOT_FOUND', `job ${job.id} no longer exists`);
+    return jobView(finished);
   });
 
-  api.post('/v1/jobs/:id/retry', { schema: { params: JobParams } }, async (request) => {
-    requireRole(request.principal, SUBMITTERS, 'retry jobs');
-    await visibleJob(request.principal, request.params.id);
-    return { id: request.params.id, state: await broker.retry(request.params.id) };
-  });
-
-  // Delegated completion: work done outside the fleet is recorded through the same fenced transition.
-  const leaseOf = async (id: string, token: string) => {
-    const job = await broker.getJob(id);
-    if (!job) throw notFound(id);
-    return { pool: poolOfJobId(id), jobId: id, token, workerId: job.worker ?? 'delegated' };
-  };
-  api.post('/v1/jobs/:id/complete', { schema: { params: JobParams, body: CompleteBody } }, async (request) => {
-    requireRole(request.principal, ['service', 'worker', 'operator'], 'complete jobs');
-    await broker.complete(await leaseOf(request.params.id, request.body.token), request.body.result);
-    return { id: request.params.id, state: 'succeeded' };
-  });
-  api.post('/v1/jobs/:id/fail', { schema: { params: JobParams, body: FailBody } }, async (request) => {
-    requireRole(request.principal, ['service', 'worker', 'operator'], 'fail jobs');
-    const { outcome } = await broker.fail(await leaseOf(request.params.id, request.body.token), request.body.error);
-    return { id: request.params.id, state: outcome };
-  });
-
-  api.get('/v1/jobs/:id/events', { schema: { params: JobParams, querystring: EventsQuery } }, async (request, reply) => {
-    const { id } = request.params;
-    await visibleJob(request.principal, id);
-    const lastEventId = request.headers['last-event-id'];
-    const after = typeof lastEventId === 'string' && /^\d+-\d+$/.test(lastEventId) ? lastEventId : request.query.after;
-    reply.hijack();
-    const out = reply.raw;
-    out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    let unsubscribe: (() => void) | null = null;
-    const end = () => {
-      unsubscribe?.();
-      out.end();
-    };
-    request.raw.on('close', () => unsubscribe?.());
-    const send = (item: JobFeedItem): void => {
-      if (item.kind === 'snapshot') {
-        out.write(`event: snapshot\ndata: ${JSON.stringify(item.job)}\n\n`);
-        if (TERMINAL_STATES.includes(item.job.state)) setImmediate(end);
-        return;
-      }
-      const { event } = item;
-      out.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(eventBody(event))}\n\n`);
-      if (TERMINAL_EVENTS.has(event.type)) setImmediate(end);
-    };
-    try {
-      unsubscribe = await followJob({ feed, broker, jobId: id, after, send });
-      if (!unsubscribe) end();
-    } catch (error) {
-      request.log.warn({ err: error, job_id: id }, 'event stream failed');
-      end();
-    }
-  });
-
-  /** Answers once the job has finished or `waitMs` has passed: 200 with the finished job, else 202 with it as it is. */
-  async function sendWhenFinished(reply: FastifyReply, id: string, waitMs: number) {
-    let settle: () => void = () => undefined;
-    const finished = new Promise<void>((resolve) => (settle = resolve));
-    const unsubscribe = feed.subscribe(poolOfJobId(id), (event) => {
-      if (event.fields.job === id && TERMINAL_EVENTS.has(event.type)) settle();
+  api.get('/v1/jobs', {
+    config: { access: 'readJobs' },
+    schema: {
+      summary: 'List jobs, newest first',
+      description: 'Filters: state and service (comma-separated), tenant, pool, since/until (submission time, ms or ISO 8601). Pages are cut by `cursor` (from next_cursor); a sparse filter may give a short page that still has a next_cursor. Payloads are left out.',
+      tags: ['jobs'],
+      querystring: ListQuery,
+    },
+  }, async (request) => {
+    const q = request.query;
+    const tenant = actingTenant(request.principal, q.tenant);
+    const page = await broker.listJobs({
+      ...(q.pool ? { pool: q.pool } : {}),
+      ...(tenant ? { tenant } : {}),
+      ...(q.state ? { states: q.state } : {}),
+      ...(q.service ? { services: q.service } : {}),
+      ...(q.since !== undefined ? { since: q.since } : {}),
+      ...(q.until !== undefined ? { until: q.until } : {}),
+      ...(q.cursor ? { cursor: q.cursor } : {}),
+      limit: q.limit,
     });
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const now = await broker.getJob(id);
-      if (now && !TERMINAL_STATES.includes(now.state)) {
-        await Promise.race([finished, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
-      }
-    } finally {
-      clearTimeout(timer);
-      unsubscribe();
-    }
-    const job = await broker.getJob(id);
-    if (!job) throw new EmpError('NOT_FOUND', `job ${id} does not exist`);
-    return reply.status(TERMINAL_STATES.includes(job.state) ? 200 : 202).send(job);
-  }
-}
+    const jobs = await Promise.all(page.jobs.map((item) => broker.getJob(item.id)));
+    return {
+      jobs: jobs.filter((job): job is Job => job !== null).map((job) => jobView(job, { payload: false })),
+      ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}),
+    };
+  });
 
-/** An event as clients see it: what the stream holds, with the time and type at the top. */
-export function eventBody(event: { id: string; type: string; ts: number; fields: Record<string, string> }) {
-  const { progress, ...fields } = event.fields;
-  return { id: event.id, type: event.type, ts: event.ts, ...fields, ...(progress ? { progress: JSON.parse(progress) as unknown } : {}) };
+  api.post('/v1/jobs/:id/cancel', {
+    config: { access: 'changeJobs' },
+    schema: { summary: 'Cancel a job (idempotent: a finished job answers 200 with its state)', tags: ['jobs'], params: JobParams, body: CancelBody },
+  }, async (request) => {
+    await visibleJob(request.principal, request.params.id);
+    const outcome = await broker.cancel(request.params.id, request.body.reason ?? '');
+    return { id: request.params.id, ...outcome };
+  });
+
+  api.post('/v1/jobs/:id/retry', {
+    config: { access: 'changeJobs' },
+    schema: { summary: 'Put a failed, canceled or expired job back in the queue under the same id', tags: ['jobs'], params: JobParams },
+  }, async (request) => {
+    await visibleJob(request.principal, request.params.id);
+    const state = await broker.retry(request.params.id);
+    return { id: request.params.id, state };
+  });
+
+  api.get('/v1/jobs/:id/events', {
+    config: { access: 'readJobs' },
+    schema: {
+      summary: "A job's event history",
+      description: 'Oldest first, from the pool\'s event stream. Each event id is a cursor: pass it as ?after to continue.',
+      tags: ['jobs'],
+      params: JobParams,
+      querystring: EventsQuery,
+    },
+  }, async (request) => {
+    await visibleJob(request.principal, request.params.id);
+    const { events, cursor } = await broker.jobEvents(request.params.id, {
+      ...(request.query.after ? { after: request.query.after } : {}),
+      limit: request.query.limit,
+    });
+    return { events: events.map(eventView), cursor };
+  });
+
+  /** The attempt a delegated call acts for. */
+  async function delegatedLease(principal: Principal, id: string, token: string | undefined) {
+    const job = await visibleJob(principal, id);
+    if (token !== undefined) return { pool: poolOfJobId(id), jobId: id, token, workerId: job.worker ?? 'delegated' };
+    const lease = await broker.currentAttempt(id);
+    if (!lease) throw new ApiError(409, 'LEASE_LOST', `job ${id} is ${job.state}: no attempt holds it`);
+    return lease;
+  }
+
+  api.post('/v1/jobs/:id/complete', {
+    config: { access: 'delegatedCompletion' },
+    schema: {
+      summary: 'Complete a job on behalf of an external system (role service)',
+      description: 'The same fenced transition a worker makes: with `token`, only that attempt may complete; without, the current one. A stale token answers 409 LEASE_LOST.',
+      tags: ['jobs'],
+      params: JobParams,
+      body: CompleteBody,
+    },
+  }, async (request) => {
+    const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
+    await broker.complete(lease, request.body.result);
+    return { id: request.params.id, state: 'succeeded' as const };
+  });
+
+  api.post('/v1/jobs/:id/fail', {
+    config: { access: 'delegatedCompletion' },
+    schema: {
+      summary: 'Fail a job attempt on behalf of an external system (role service)',
+      description: 'Classified like a worker\'s failure: the job retries, backs off or fails. `outcome` says which.',
+      tags: ['jobs'],
+      params: JobParams,
+      body: FailBody,
+    },
+  }, async (request) => {
+    const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
+    const { outcome } = await broker.fail(lease, request.body.error);
+    return { id: request.params.id, outcome };
+  });
 }

@@ -1,54 +1,68 @@
-import { ApiKeys, CreateKeyInput } from '@emp/api';
+import { ApiKeyStore, NewApiKey, ROLES } from '@emp/api';
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { withBroker } from '../connection';
-import { parseFlags, redisFlag } from '../flags';
 import { CommandError } from '../errors';
+import { parseFlags, redisFlag } from '../flags';
 import { json, table, timestamp } from '../format';
 
-/** `emp keys create|list|revoke`: API keys, stored hashed in Redis; a new key is printed once. */
+const CreateFlags = z.object({ role: z.enum(ROLES), tenant: z.string().optional(), name: z.string().optional(), json: z.boolean().default(false) });
+
+/** `emp keys create|list|revoke`: API keys, kept in Redis as SHA-256 hashes only. */
 export function registerKeys(program: Command): void {
-  const keys = program.command('keys').description('API keys for the HTTP/WebSocket API (roles: client, worker, service, operator)');
+  const keys = program.command('keys').description('API keys: create (the key is shown once), list, revoke');
 
   keys
     .command('create')
-    .description('create a key and print it (shown only now; Redis keeps only its hash)')
-    .requiredOption('--role <role>', 'client | worker | service | operator')
-    .option('--tenant <tenant>', 'the tenant a client key acts for (required for client keys)')
-    .option('--name <name>', 'a note to recognise the key by')
+    .description('create an API key; it is printed once and stored only as its hash')
+    .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`)
+    .option('--tenant <id>', 'the tenant a client (or a tenant-bound service) key acts for')
+    .option('--name <text>', 'what the key is for, shown in lists')
     .option('--json', 'print JSON for scripts')
-    .action(async (options: { role: string; tenant?: string; name?: string; json?: boolean }, command: Command) => {
-      const input = parseFlags(CreateKeyInput, { role: options.role, tenant: options.tenant, name: options.name });
+    .action(async (options: Record<string, unknown>, command: Command) => {
+      const flags = parseFlags(CreateFlags, options);
+      const spec = parseFlags(NewApiKey, { role: flags.role, ...(flags.tenant ? { tenant: flags.tenant } : {}), ...(flags.name ? { name: flags.name } : {}) });
       await withBroker(redisFlag(command), async (broker) => {
-        const { key, info } = await new ApiKeys(broker.redis, broker.config.namespace).create(input);
-        process.stdout.write(options.json ? `${json({ key, ...info })}\n` : `${key}\n`);
+        const { key, record } = await new ApiKeyStore(broker.redis, broker.config.namespace).create(spec);
+        if (flags.json) {
+          process.stdout.write(`${json({ key, ...record })}\n`);
+          return;
+        }
+        process.stdout.write(`${key}\n`);
+        process.stderr.write(`created key ${record.id} (role ${record.role}${record.tenant ? `, tenant ${record.tenant}` : ''}); it is shown only now: send it as \`Authorization: Bearer <key>\`\n`);
       });
     });
 
   keys
     .command('list')
-    .description('the keys: id, role, tenant, name, created (never the keys themselves)')
+    .description('every key: id, role, tenant, name, created, revoked (never the key itself)')
     .option('--json', 'print JSON for scripts')
     .action(async (options: { json?: boolean }, command: Command) => {
       await withBroker(redisFlag(command), async (broker) => {
-        const all = await new ApiKeys(broker.redis, broker.config.namespace).list();
+        const records = await new ApiKeyStore(broker.redis, broker.config.namespace).list();
         if (options.json) {
-          process.stdout.write(`${json({ keys: all })}\n`);
+          process.stdout.write(`${json({ keys: records })}\n`);
           return;
         }
-        const rows = all.map((k) => [k.id, k.role, k.tenant ?? '-', k.name ?? '-', timestamp(k.created_at)]);
-        process.stdout.write(`${table(['ID', 'ROLE', 'TENANT', 'NAME', 'CREATED'], rows)}\n`);
+        if (records.length === 0) {
+          process.stdout.write('no API keys yet: `emp keys create --role operator`\n');
+          return;
+        }
+        const rows = records.map((r) => [r.id, r.role, r.tenant ?? '-', r.name ?? '-', timestamp(r.created_at), r.revoked_at ? timestamp(r.revoked_at) : '-']);
+        process.stdout.write(`${table(['ID', 'ROLE', 'TENANT', 'NAME', 'CREATED', 'REVOKED'], rows)}\n`);
       });
     });
 
   keys
-    .command('revoke <id>')
-    .description('revoke the key with this id (as `emp keys list` shows it)')
-    .action(async (id: string, _options: unknown, command: Command) => {
+    .command('revoke')
+    .description('revoke a key by its id (takes effect within 5 s on running API servers)')
+    .argument('<id>', 'the key id `emp keys list` shows')
+    .option('--json', 'print JSON for scripts')
+    .action(async (id: string, options: { json?: boolean }, command: Command) => {
       await withBroker(redisFlag(command), async (broker) => {
-        if (!(await new ApiKeys(broker.redis, broker.config.namespace).revoke(id))) {
-          throw new CommandError(`no key with id ${id}`);
-        }
-        process.stdout.write(`revoked ${id}\n`);
+        const revoked = await new ApiKeyStore(broker.redis, broker.config.namespace).revoke(id);
+        if (!revoked) throw new CommandError(`no API key has the id ${id} (see \`emp keys list\`)`);
+        process.stdout.write(options.json ? `${json({ id, revoked: true })}\n` : `${id} revoked\n`);
       });
     });
 }

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { STATE_DIR, type RedisTarget } from '../connection';
+import { UsageError } from '../errors';
 import { intFlag, parseFlags, redisFlag } from '../flags';
 import { createLogger } from '../logger';
 import { startLocalStack, type LocalStack } from '../stack';
@@ -14,13 +15,16 @@ const DurationRange = z
     return max === undefined ? min : { min: Math.min(min, max), max: Math.max(min, max) };
   });
 
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
 const StartFlags = z.object({
   redisPort: intFlag(z.number().int().min(1).max(65_535)),
+  apiPort: intFlag(z.number().int().min(0).max(65_535)),
+  apiHost: z.string().min(1).max(255),
+  auth: z.boolean().default(false),
   stateDir: z.string().min(1),
   workers: intFlag(z.number().int().min(1).max(64)),
   simDurationMs: DurationRange,
-  apiPort: intFlag(z.number().int().min(0).max(65_535)),
-  auth: z.enum(['keys', 'off']),
 });
 
 export function registerStart(program: Command): void {
@@ -30,11 +34,15 @@ export function registerStart(program: Command): void {
     .option('--redis-port <port>', 'port of the embedded Redis (a free one if taken)', '6390')
     .option('--state-dir <dir>', 'folder for the embedded Redis data and URL', STATE_DIR)
     .option('--workers <n>', 'workers on the simulated machine', '2')
-    .option('--api-port <port>', 'port of the HTTP + WebSocket API (loopback only)', process.env.EMP_API_PORT ?? '3331')
-    .option('--auth <mode>', "'off' (everyone is an operator: local development) or 'keys' (API keys from `emp keys create`)", process.env.EMP_AUTH ?? 'off')
+    .option('--api-port <port>', 'port of the HTTP + WebSocket API (a free one if taken)', '3331')
+    .option('--api-host <address>', 'address the API listens on; anything but loopback needs --auth', '127.0.0.1')
+    .option('--auth', 'require API keys (create one with `emp keys create --role operator`)')
     .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
     .action(async (options: Record<string, unknown>, command: Command) => {
       const flags = parseFlags(StartFlags, options);
+      if (!flags.auth && !LOOPBACK.has(flags.apiHost)) {
+        throw new UsageError(`the API would be open to anyone on ${flags.apiHost}: pass --auth (and create keys with \`emp keys create\`), or keep it on 127.0.0.1`);
+      }
       const logger = createLogger('emp');
       const url = redisFlag(command) ?? process.env.REDIS_URL;
       const redis: RedisTarget | undefined = url ? { url, source: redisFlag(command) ? 'flag' : 'env' } : undefined;
@@ -47,13 +55,12 @@ export function registerStart(program: Command): void {
         redisPort: flags.redisPort,
         workers: flags.workers,
         jobDurationMs: flags.simDurationMs,
-        apiPort: flags.apiPort,
-        auth: flags.auth,
+        api: { host: flags.apiHost, port: flags.apiPort, auth: flags.auth },
         logger,
       });
       // other commands find the embedded Redis through .emp/redis.url under the working folder
       const discoverable = stack.redisDir !== undefined && resolve(flags.stateDir) === resolve(STATE_DIR);
-      process.stdout.write(banner(stack, discoverable, flags.auth));
+      process.stdout.write(banner(stack, discoverable));
       await signaled;
       process.stdout.write('stopping: letting running jobs finish (Ctrl-C again to force)\n');
       const stoppingSince = Date.now();
@@ -85,7 +92,7 @@ function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-function banner(stack: LocalStack, discoverable: boolean, auth: 'keys' | 'off'): string {
+function banner(stack: LocalStack, discoverable: boolean): string {
   const env = discoverable ? '' : `REDIS_URL=${stack.redisUrl} `;
   const emp = (args: string) => `  ${env}npm run emp -- ${args}`;
   return [
@@ -93,11 +100,15 @@ function banner(stack: LocalStack, discoverable: boolean, auth: 'keys' | 'off'):
     'EMP Job Queue: local stack running',
     `  redis      ${stack.redisUrl}${stack.redisDir ? `  (embedded, AOF data in ${stack.redisDir})` : '  (from REDIS_URL / --redis)'}`,
     '  scheduler  running (retries, lease reaping, deadlines, offline detection)',
-    `  api        ${stack.apiUrl}  (HTTP /v1/jobs, WebSocket /v1/live, /metrics)`,
-    auth === 'off'
-      ? '             auth is OFF: every request acts as an operator. For API keys: npm start -- --auth keys, then npm run emp -- keys create --role client --tenant <t>'
-      : '             auth: API keys (npm run emp -- keys create --role operator)',
     `  machine    ${stack.machine.machineId} in pool ${stack.machine.pool}: ${stack.machine.workerIds.join(', ')} (service simulation)`,
+    `  api        ${stack.api.url}  (docs ${stack.api.url}/docs, metrics ${stack.api.url}/metrics, live ${stack.api.url.replace(/^http/, 'ws')}/v1/live)`,
+    stack.api.auth
+      ? '             API keys required: create one with `npm run emp -- keys create --role operator`'
+      : '             auth OFF (local development): restart with `npm start -- --auth` and create keys with `npm run emp -- keys create --role client --tenant <t>`',
+    '',
+    'Over HTTP:',
+    `  curl -s -X POST '${stack.api.url}/v1/jobs?wait=30' -H 'content-type: application/json' -d '{"service":"simulation"}'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,
+    `  curl -s '${stack.api.url}/v1/jobs?state=succeeded&limit=5'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,
     '',
     'In another terminal:',
     emp('submit --service simulation --wait      # submit a job and follow it'),
@@ -105,7 +116,8 @@ function banner(stack: LocalStack, discoverable: boolean, auth: 'keys' | 'off'):
     emp('workers                                 # workers and their state'),
     emp('watch                                   # live events'),
     emp('job <id>                                # one job in detail'),
-    `  curl -s -X POST '${stack.apiUrl}/v1/jobs?wait=30' -H 'content-type: application/json' -d '{"service":"simulation"}'`,
+    emp('jobs --state queued,running             # recent jobs, newest first'),
+    emp('machines                                # machines and their last command'),
     '',
     'Ctrl-C stops everything; queued jobs stay in Redis.',
     '',

@@ -63,8 +63,9 @@ local function take(ctx, id, f, class, worker, w, next_score)
   elseif f[12] then
     redis.call('ZREM', p .. 'timers', id)
   end
+  -- submitted_at lets a reader of the stream measure submit-to-claim latency without another read
   job_event(ctx, id, 'job.starting', 'starting', { 'tenant', f[4], 'service', f[5], 'worker', worker,
-    'machine', w.machine, 'attempt', attempt })
+    'machine', w.machine, 'attempt', attempt, 'submitted_at', f[10] })
   return { 'job', id, token, attempt, f[5], f[4], f[13] or redis.call('GET', payload_key(p, id)) or '',
     class_definition(p, class), priority_of(f[6]), f[7] or '', f[8] or '', f[9] or '', f[10] or '' }
 end

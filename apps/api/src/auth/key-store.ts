@@ -1,0 +1,93 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { type RedisClient, parseWith } from '@emp/core';
+import { NewApiKey, type Principal, type Role } from './roles';
+
+export interface ApiKeyRecord {
+  id: string;
+  role: Role;
+  tenant?: string;
+  name?: string;
+  created_at: number;
+  revoked_at?: number;
+}
+
+const CACHE_MS = 5_000;
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * API keys, stored only as their SHA-256 in the hash `<ns>:apikeys` (hash ->
+ * record), with `<ns>:apikey-ids` (id -> hash) for revoking by id. A key reads
+ * `emp_<id>_<secret>`; the id names it in lists and logs, the secret never
+ * leaves the response that created it. Verified keys are cached for 5 s, so a
+ * revocation takes effect within that.
+ */
+export class ApiKeyStore {
+  private readonly cache = new Map<string, { principal: Principal | null; until: number }>();
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly namespace = 'emp',
+  ) {}
+
+  private get recordsKey(): string {
+    return `${this.namespace}:apikeys`;
+  }
+  private get idsKey(): string {
+    return `${this.namespace}:apikey-ids`;
+  }
+
+  async create(input: NewApiKey): Promise<{ key: string; record: ApiKeyRecord }> {
+    const spec = parseWith(NewApiKey, input, 'API key');
+    const id = randomBytes(6).toString('hex');
+    const key = `emp_${id}_${randomBytes(24).toString('base64url')}`;
+    const record: ApiKeyRecord = { id, role: spec.role, created_at: Date.now() };
+    if (spec.tenant) record.tenant = spec.tenant;
+    if (spec.name) record.name = spec.name;
+    const hash = sha256(key);
+    await this.redis.hset(this.recordsKey, hash, JSON.stringify(record));
+    await this.redis.hset(this.idsKey, id, hash);
+    return { key, record };
+  }
+
+  async list(): Promise<ApiKeyRecord[]> {
+    const records = Object.values(await this.redis.hgetall(this.recordsKey)).map((text) => JSON.parse(text) as ApiKeyRecord);
+    return records.sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
+  }
+
+  /** Returns false when no key has this id; revoking twice is harmless. */
+  async revoke(id: string): Promise<boolean> {
+    const hash = await this.redis.hget(this.idsKey, id);
+    if (!hash) return false;
+    const text = await this.redis.hget(this.recordsKey, hash);
+    if (!text) return false;
+    const record = JSON.parse(text) as ApiKeyRecord;
+    record.revoked_at ??= Date.now();
+    await this.redis.hset(this.recordsKey, hash, JSON.stringify(record));
+    for (const [cached, entry] of this.cache) if (entry.principal?.keyId === id) this.cache.delete(cached);
+    return true;
+  }
+
+  /** The principal of a presented key, or null when it is unknown, malformed or revoked. */
+  async verify(key: string): Promise<Principal | null> {
+    if (!/^emp_[0-9a-f]{12}_[A-Za-z0-9_-]{32}$/.test(key)) return null;
+    const hash = sha256(key);
+    const cached = this.cache.get(hash);
+    if (cached && cached.until > Date.now()) return cached.principal;
+    const text = await this.redis.hget(this.recordsKey, hash);
+    let principal: Principal | null = null;
+    if (text) {
+      const record = JSON.parse(text) as ApiKeyRecord;
+      // the stored id must be the one the key names (the hash already matched; this guards a tampered record)
+      const named = Buffer.from(key.slice(4, 16));
+      if (!record.revoked_at && timingSafeEqual(named, Buffer.from(record.id.padEnd(12).slice(0, 12)))) {
+        principal = { keyId: record.id, role: record.role, ...(record.tenant ? { tenant: record.tenant } : {}) };
+      }
+    }
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(hash, { principal, until: Date.now() + CACHE_MS });
+    return principal;
+  }
+}

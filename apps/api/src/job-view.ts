@@ -1,0 +1,39 @@
+import { type BrokerEvent, type EventView, type Job, type JobTimings, type JobView, TERMINAL_STATES } from '@emp/core';
+
+/** A job as the API answers it: the core's Job plus its phase timings (payload left out for lists). */
+export function jobView(job: Job, options: { payload?: boolean } = { payload: true }): JobView {
+  const t = job.timestamps;
+  const timings: JobTimings = {};
+  if (t.claimed_at !== undefined) timings.queue_ms = t.claimed_at - t.submitted_at;
+  if (t.claimed_at !== undefined && t.started_at !== undefined) timings.start_ms = t.started_at - t.claimed_at;
+  if (t.started_at !== undefined && t.finished_at !== undefined) timings.execution_ms = t.finished_at - t.started_at;
+  if (t.finished_at !== undefined) timings.total_ms = t.finished_at - t.submitted_at;
+  const { payload, ...rest } = job;
+  return { ...(options.payload ? { payload } : {}), ...rest, timings } as JobView;
+}
+
+export function isTerminal(state: string | undefined): boolean {
+  return TERMINAL_STATES.includes(state as Job['state']);
+}
+
+const NUMERIC = new Set(['attempt', 'retry_at']);
+
+export function eventView(event: BrokerEvent): EventView {
+  const view: EventView = { id: event.id, pool: event.pool, type: event.type, ts: event.ts };
+  for (const [key, value] of Object.entries(event.fields)) {
+    if (value === '') continue;
+    if (key === 'progress') view.progress = parseJson(value);
+    else if (NUMERIC.has(key)) view[key] = Number(value);
+    else if (key === 'routable') view.routable = value === '1';
+    else view[key] = value;
+  }
+  return view;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}

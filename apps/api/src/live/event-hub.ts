@@ -1,0 +1,254 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Broker, type BrokerEvent, type RedisClient, compareStreamIds } from '@emp/core';
+import type { Logger } from 'pino';
+
+interface Subscriber {
+  jobId: string | undefined;
+  /** the last event id delivered: nothing at or before it is delivered again */
+  last: string;
+  /** live events held back while the subscriber catches up from Redis; null once live */
+  pending: BrokerEvent[] | null;
+  deliver(event: BrokerEvent): void;
+}
+
+/** Event types after which queued jobs of the pool may have moved up. */
+const QUEUE_MOVES = new Set(['job.starting', 'job.canceled', 'job.expired']);
+
+/**
+ * Tails each pool's event stream with one blocking reader (XREAD BLOCK on a
+ * connection of its own), shared by every socket, SSE stream and waiting
+ * request. Subscribers of one job are indexed by job id, so idle subscribers
+ * cost nothing per event. A subscriber resuming from a cursor catches up from
+ * Redis first and then goes live, with each event delivered once, in order.
+ */
+export class EventHub {
+  // a promise, so that every caller waits until the reader knows where it starts
+  private readonly readers = new Map<string, Promise<PoolReader>>();
+  private readonly eventListeners = new Set<(event: BrokerEvent) => void>();
+  private readonly poolListeners = new Set<(pool: string) => void>();
+  private readonly queueListeners = new Set<(pool: string) => void>();
+  private readonly queueMoveTimers = new Map<string, NodeJS.Timeout>();
+  private readonly queueMovePending = new Set<string>();
+  private discovery: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    readonly broker: Broker,
+    private readonly logger: Logger,
+    private readonly options: { blockMs?: number; poolDiscoveryMs?: number } = {},
+  ) {}
+
+  /** Starts a reader for every pool now and for every pool that appears later. */
+  async start(): Promise<void> {
+    await this.discoverPools();
+    this.discovery = setInterval(() => {
+      this.discoverPools().catch((error: unknown) => this.logger.warn({ err: error }, 'pool discovery failed'));
+    }, this.options.poolDiscoveryMs ?? 5_000);
+    this.discovery.unref();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.discovery);
+    for (const timer of this.queueMoveTimers.values()) clearTimeout(timer);
+    await Promise.all([...this.readers.values()].map(async (reader) => (await reader).stop()));
+    this.readers.clear();
+  }
+
+  pools(): string[] {
+    return [...this.readers.keys()].sort();
+  }
+
+  /** Every event any reader reads (metrics). */
+  onEvent(listener: (event: BrokerEvent) => void): () => void {
+    this.eventListeners.add(listener);
+    return () => this.eventListeners.delete(listener);
+  }
+
+  /** A pool seen for the first time (the monitor feed follows it from its first event). */
+  onPool(listener: (pool: string) => void): () => void {
+    this.poolListeners.add(listener);
+    return () => this.poolListeners.delete(listener);
+  }
+
+  /** Queued jobs of a pool may have moved up; at most every 250 ms per pool. */
+  onQueueMove(listener: (pool: string) => void): () => void {
+    this.queueListeners.add(listener);
+    return () => this.queueListeners.delete(listener);
+  }
+
+  /** The id of the pool's newest event ('0-0' when none): a cursor for "from now on". */
+  async latestId(pool: string): Promise<string> {
+    const newest = await this.broker.redis.xrevrange(this.broker.keys.events(pool), '+', '-', 'COUNT', 1);
+    return newest[0]?.[0] ?? '0-0';
+  }
+
+  /**
+   * Delivers the pool's events (only `jobId`'s when given) after `after`, first
+   * those already in Redis, then live ones, each once and in stream order.
+   * Returns the unsubscribe function.
+   */
+  async follow(pool: string, after: string, deliver: (event: BrokerEvent) => void, jobId?: string): Promise<() => void> {
+    const reader = await this.reader(pool);
+    const subscriber: Subscriber = { jobId, last: after, pending: [], deliver };
+    reader.add(subscriber);
+    const unsubscribe = () => reader.remove(subscriber);
+    try {
+      let cursor = after;
+      for (;;) {
+        const batch = await this.broker.readEvents(pool, cursor, { count: 1_000 });
+        for (const event of batch) {
+          cursor = event.id;
+          if (jobId === undefined || event.fields.job === jobId) deliverOnce(subscriber, event);
+        }
+        if (batch.length < 1_000) break;
+      }
+    } catch (error) {
+      unsubscribe();
+      throw error;
+    }
+    const held = subscriber.pending ?? [];
+    subscriber.pending = null;
+    for (const event of held) deliverOnce(subscriber, event);
+    return unsubscribe;
+  }
+
+  private reader(pool: string): Promise<PoolReader> {
+    let reader = this.readers.get(pool);
+    if (!reader) {
+      reader = (async () => {
+        const created = new PoolReader(pool, this, this.logger, this.options.blockMs ?? 5_000);
+        created.start(await this.latestId(pool));
+        for (const listener of this.poolListeners) listener(pool);
+        return created;
+      })();
+      this.readers.set(pool, reader);
+      reader.catch(() => this.readers.delete(pool));
+    }
+    return reader;
+  }
+
+  private async discoverPools(): Promise<void> {
+    if (this.closed) return;
+    for (const pool of await this.broker.pools()) await this.reader(pool);
+  }
+
+  /** Called by a reader for every event it reads. */
+  dispatched(pool: string, event: BrokerEvent): void {
+    for (const listener of this.eventListeners) listener(event);
+    if (QUEUE_MOVES.has(event.type)) this.queueMoved(pool);
+  }
+
+  /** Tells queue listeners at once, then at most once more per 250 ms while moves keep coming. */
+  private queueMoved(pool: string): void {
+    const timer = this.queueMoveTimers.get(pool);
+    if (timer) {
+      this.queueMovePending.add(pool);
+      return;
+    }
+    for (const listener of this.queueListeners) listener(pool);
+    this.queueMoveTimers.set(
+      pool,
+      setTimeout(() => {
+        this.queueMoveTimers.delete(pool);
+        if (this.queueMovePending.delete(pool)) this.queueMoved(pool);
+      }, 250),
+    );
+  }
+
+  connection(): RedisClient {
+    const connection = this.broker.redis.duplicate();
+    connection.on('error', () => undefined); // the blocked read reports it
+    return connection;
+  }
+}
+
+function deliverOnce(subscriber: Subscriber, event: BrokerEvent): void {
+  if (subscriber.pending) {
+    subscriber.pending.push(event);
+    return;
+  }
+  if (compareStreamIds(event.id, subscriber.last) <= 0) return;
+  subscriber.last = event.id;
+  subscriber.deliver(event);
+}
+
+class PoolReader {
+  private readonly byJob = new Map<string, Set<Subscriber>>();
+  private readonly whole = new Set<Subscriber>();
+  private running = true;
+  private loop: Promise<void> | undefined;
+  private readonly connection: RedisClient;
+
+  constructor(
+    private readonly pool: string,
+    private readonly hub: EventHub,
+    private readonly logger: Logger,
+    private readonly blockMs: number,
+  ) {
+    this.connection = hub.connection();
+  }
+
+  start(cursor: string): void {
+    this.loop = this.read(cursor);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.connection.disconnect();
+    await this.loop;
+  }
+
+  add(subscriber: Subscriber): void {
+    if (subscriber.jobId === undefined) {
+      this.whole.add(subscriber);
+      return;
+    }
+    let set = this.byJob.get(subscriber.jobId);
+    if (!set) this.byJob.set(subscriber.jobId, (set = new Set()));
+    set.add(subscriber);
+  }
+
+  remove(subscriber: Subscriber): void {
+    if (subscriber.jobId === undefined) {
+      this.whole.delete(subscriber);
+      return;
+    }
+    const set = this.byJob.get(subscriber.jobId);
+    set?.delete(subscriber);
+    if (set?.size === 0) this.byJob.delete(subscriber.jobId);
+  }
+
+  private async read(from: string): Promise<void> {
+    let cursor = from;
+    let failures = 0;
+    while (this.running) {
+      let events: BrokerEvent[];
+      try {
+        events = await this.hub.broker.readEvents(this.pool, cursor, { blockMs: this.blockMs, count: 1_000, connection: this.connection });
+        failures = 0;
+      } catch (error) {
+        if (!this.running) return;
+        failures += 1;
+        this.logger.warn({ err: error, pool: this.pool }, 'event reader failed; retrying');
+        await sleep(Math.min(5_000, 100 * 2 ** failures));
+        continue;
+      }
+      for (const event of events) {
+        cursor = event.id;
+        this.hub.dispatched(this.pool, event);
+        for (const subscriber of this.whole) this.safely(subscriber, event);
+        const job = event.fields.job;
+        if (job !== undefined) for (const subscriber of this.byJob.get(job) ?? []) this.safely(subscriber, event);
+      }
+    }
+  }
+
+  private safely(subscriber: Subscriber, event: BrokerEvent): void {
+    try {
+      deliverOnce(subscriber, event);
+    } catch (error) {
+      this.logger.error({ err: error, pool: this.pool }, 'event subscriber failed');
+    }
+  }
+}

@@ -1,0 +1,36 @@
+import { type Broker, type Job, poolOfJobId } from '@emp/core';
+import { isTerminal } from '../job-view';
+import type { EventHub } from './event-hub';
+
+/**
+ * Waits up to `timeoutMs` for a job to finish (or until `signal` aborts) and
+ * returns it as it then is. Follows the job's events through the hub from its
+ * submission, so a job that finishes while we start listening is not missed.
+ */
+export async function waitForJob(hub: EventHub, broker: Broker, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job | null> {
+  const job = await broker.getJob(id);
+  if (!job || isTerminal(job.state) || timeoutMs <= 0) return job;
+  let finished!: () => void;
+  const done = new Promise<void>((resolve) => (finished = resolve));
+  const timer = setTimeout(finished, timeoutMs);
+  const onAbort = () => finished();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const after = `${Math.max(0, job.timestamps.submitted_at - 1)}-0`;
+  const unsubscribe = await hub.follow(poolOfJobId(id), after, (event) => {
+    if (isTerminal(event.fields.state) && event.type !== 'job.progress') finished();
+  }, id);
+  try {
+    await done;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+    unsubscribe();
+  }
+  return broker.getJob(id);
+}
+
+/** Seconds to wait from `?wait=N` or `Prefer: wait=N` (the larger), capped. */
+export function requestedWait(query: number | undefined, prefer: string | undefined, cap: number): number {
+  const match = prefer ? /(?:^|[,;\s])wait=(\d{1,6})\b/.exec(prefer) : null;
+  return Math.min(cap, Math.max(query ?? 0, match ? Number(match[1]) : 0));
+}

@@ -1,0 +1,170 @@
+import { CLOSE_SLOW_CONSUMER, type LiveServerMessage } from '@emp/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { type ApiStack, startApiStack } from '../testing/api-stack';
+import { call } from '../testing/http';
+
+let stack: ApiStack;
+let operator: string;
+let client: string;
+
+beforeAll(async () => {
+  stack = await startApiStack({ worker: { durationMs: 100, steps: 3 } });
+  operator = (await stack.server.app.apiKeys.create({ role: 'operator' })).key;
+  client = (await stack.server.app.apiKeys.create({ role: 'client', tenant: 'acme' })).key;
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+/** A socket on /v1/live whose messages are awaited in order. */
+async function open(key: string, base = stack.url): Promise<{ socket: WebSocket; next(predicate?: (m: LiveServerMessage) => boolean): Promise<LiveServerMessage>; send(m: unknown): void }> {
+  const socket = new WebSocket(`${base.replace('http', 'ws')}/v1/live?api_key=${key}`);
+  const received: LiveServerMessage[] = [];
+  const waiters: Array<() => void> = [];
+  socket.on('message', (data) => {
+    received.push(JSON.parse(data.toString()) as LiveServerMessage);
+    waiters.splice(0).forEach((wake) => wake());
+  });
+  await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+  return {
+    socket,
+    send: (m) => socket.send(typeof m === 'string' ? m : JSON.stringify(m)),
+    async next(predicate = () => true) {
+      for (;;) {
+        const index = received.findIndex(predicate);
+        if (index >= 0) return received.splice(0, index + 1).at(-1)!;
+        await new Promise<void>((wake) => waiters.push(wake));
+      }
+    },
+  };
+}
+
+const isEvent = (type: string) => (m: LiveServerMessage) => m.type === 'event' && m.event === type;
+
+describe('following a job over WebSocket', () => {
+  it('sends a snapshot, then the job\'s events, the terminal one with the result', async () => {
+    const live = await open(client);
+    const job = await call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation', payload: { duration_ms: 300 } } });
+    live.send({ type: 'subscribe', job: job.body.id });
+    const snapshot = await live.next();
+    expect(snapshot).toMatchObject({ type: 'snapshot', job: { id: job.body.id, tenant: 'acme' }, cursor: expect.stringMatching(/^\d+-\d+$/) });
+    const done = await live.next(isEvent('job.succeeded'));
+    expect(done).toMatchObject({ job: job.body.id, state: 'succeeded', result: { simulated: true } });
+    live.socket.close();
+  });
+
+  it('tells a queued job its position as the queue moves', async () => {
+    const live = await open(client);
+    const ahead = await call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation', payload: { duration_ms: 400 } } });
+    const middle = await call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation', payload: { duration_ms: 1_000 } } });
+    const last = await call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation', payload: { duration_ms: 10 } } });
+    live.send({ type: 'subscribe', job: last.body.id });
+    const snapshot = await live.next();
+    expect(snapshot.type === 'snapshot' && snapshot.job.position).toBeGreaterThan(0);
+    expect(await live.next((m) => m.type === 'position')).toEqual({ type: 'position', job: last.body.id, position: 0 });
+    await live.next(isEvent('job.succeeded'));
+    expect([ahead.body.id, middle.body.id]).toHaveLength(2);
+    live.socket.close();
+  });
+
+  it('never shows another tenant\'s job, and answers bad messages with a coded error', async () => {
+    const other = (await stack.server.app.apiKeys.create({ role: 'client', tenant: 'globex' })).key;
+    const job = await call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation' } });
+    const live = await open(other);
+    live.send({ type: 'subscribe', job: job.body.id, after: 'start' });
+    expect(await live.next()).toMatchObject({ type: 'error', code: 'NOT_FOUND' });
+    live.send({ type: 'monitor' });
+    expect(await live.next()).toMatchObject({ type: 'error', code: 'FORBIDDEN' });
+    live.send('not json');
+    expect(await live.next()).toMatchObject({ type: 'error', code: 'VALIDATION' });
+    live.send({ type: 'subscribe', job: 'nope' });
+    expect(await live.next()).toMatchObject({ type: 'error', code: 'VALIDATION', issues: [{ path: 'job', message: expect.stringContaining('job id') }] });
+    live.socket.close();
+    const refused = new WebSocket(`${stack.url.replace('http', 'ws')}/v1/live`);
+    const status = await new Promise((resolve) =>
+      refused.on('unexpected-response', (_request, response) => {
+        response.destroy();
+        resolve(response.statusCode);
+      }),
+    );
+    expect(status).toBe(401);
+  });
+
+  it('closes a consumer that does not read with 4008 instead of buffering without bound', async () => {
+    const small = await startApiStack({ worker: false, server: { live: { maxBufferedBytes: 64 * 1024 } } });
+    try {
+      // a backlog of large events (~3 KB each, ~18 MB in all: more than the kernel's socket buffers hold)
+      await small.broker.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['http'] } });
+      await small.broker.submit({ service: 'http' });
+      const claim = await small.broker.claim('standard', 'w');
+      const progress = { stage: 'running' as const, message: 'm'.repeat(1_000), preview: 'p'.repeat(2_000) };
+      for (let batch = 0; batch < 6; batch++) {
+        await Promise.all(Array.from({ length: 1_000 }, (_, i) => small.broker.progress(claim.job!.lease, { ...progress, value: batch * 1_000 + i })));
+      }
+      const key = (await small.server.app.apiKeys.create({ role: 'operator' })).key;
+      const live = await open(key, small.url);
+      const closed = new Promise<number>((resolve) => live.socket.once('close', resolve));
+      live.socket.pause();
+      live.send({ type: 'monitor', after: { standard: '0-0' } });
+      // read nothing until the server has given up on this socket
+      const serverSide = () => [...small.server.app.websocketServer.clients][0];
+      while (serverSide() && serverSide()!.readyState === WebSocket.OPEN) await new Promise((resolve) => setTimeout(resolve, 20));
+      live.socket.resume();
+      expect(await closed).toBe(CLOSE_SLOW_CONSUMER);
+    } finally {
+      await small.stop();
+    }
+  });
+});
+
+describe('the monitor feed', () => {
+  it('gives an operator a snapshot, then every event, and resumes from its cursors', async () => {
+    const monitor = await open(operator);
+    monitor.send({ type: 'monitor' });
+    const snapshot = await monitor.next();
+    if (snapshot.type !== 'monitor.snapshot') throw new Error(`expected a snapshot, got ${snapshot.type}`);
+    expect(snapshot.cursors).toHaveProperty('standard');
+    expect(snapshot.workers).toContainEqual(expect.objectContaining({ id: 'api-test-worker' }));
+    expect(snapshot.machines).toContainEqual(expect.objectContaining({ id: 'api-test-machine' }));
+    const job = await call(stack.url, 'POST', '/v1/jobs?wait=30', { key: client, body: { service: 'simulation' } });
+    const queued = await monitor.next((m) => m.type === 'event' && m.event === 'job.queued' && m.job === job.body.id);
+    await monitor.next((m) => m.type === 'event' && m.event === 'job.succeeded' && m.job === job.body.id);
+    monitor.socket.close();
+
+    // reconnecting with the cursor of an event replays what followed it, without a snapshot
+    const again = await open(operator);
+    again.send({ type: 'monitor', after: { standard: queued.type === 'event' ? queued.id : '' } });
+    expect((await again.next()).type).toBe('event');
+    const next = await again.next((m) => m.type === 'event' && m.job === job.body.id);
+    expect(next).toMatchObject({ event: 'job.starting' });
+    again.socket.close();
+  });
+});
+
+/** Reads an SSE response to its end: the events as [id, event type, data]. */
+async function readSse(response: Response): Promise<Array<[string, string, Record<string, unknown>]>> {
+  const text = await response.text();
+  return text
+    .split('\n\n')
+    .filter((block) => block.startsWith('id: '))
+    .map((block) => {
+      const fields = Object.fromEntries(block.split('\n').map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 2)]));
+      return [fields.id!, fields.event!, JSON.parse(fields.data!) as Record<string, unknown>];
+    });
+}
+
+describe('Server-Sent Events of a job', () => {
+  it('streams every event with its id, ends after the terminal one, and resumes after Last-Event-ID', async () => {
+    const job = await call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation', payload: { duration_ms: 200 } } });
+    const stream = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream`, { headers: { authorization: `Bearer ${client}` } });
+    expect(stream.headers.get('content-type')).toBe('text/event-stream');
+    const events = await readSse(stream);
+    const history = (await call(stack.url, 'GET', `/v1/jobs/${job.body.id}/events`, { key: client })).body.events;
+    expect(events.map(([id, type]) => `${id} ${type}`)).toEqual(history.map((e: { id: string; type: string }) => `${e.id} ${e.type}`));
+    expect(events.at(-1)![2]).toMatchObject({ type: 'job.succeeded', result: { simulated: true } });
+
+    const resumed = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream`, { headers: { authorization: `Bearer ${client}`, 'last-event-id': events[1]![0] } });
+    expect((await readSse(resumed)).map(([id]) => id)).toEqual(events.slice(2).map(([id]) => id));
+  });
+});

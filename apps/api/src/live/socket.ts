@@ -1,0 +1,224 @@
+import {
+  type Broker,
+  type BrokerEvent,
+  CLOSE_SLOW_CONSUMER,
+  EmpError,
+  LiveClientMessage,
+  type LiveServerMessage,
+  ValidationError,
+  parseWith,
+  poolOfJobId,
+} from '@emp/core';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { WebSocket } from 'ws';
+import { z } from 'zod';
+import { assertSees } from '../auth/plugin';
+import type { Principal } from '../auth/roles';
+import { eventView, jobView } from '../job-view';
+import { queueReport } from '../routes/fleet';
+import type { EventHub } from './event-hub';
+import { enrichedJobEvent, jobStartCursor } from './job-feed';
+
+export interface LiveOptions {
+  /** a socket whose unsent data passes this is closed with 4008 instead of buffering without bound */
+  maxBufferedBytes: number;
+  /** ping interval; a socket that did not answer the previous ping is dropped */
+  pingMs: number;
+  /** most jobs one socket may follow at once */
+  maxSubscriptions: number;
+}
+
+interface JobSubscription {
+  pool: string;
+  unsubscribe: () => void;
+  state: string;
+  position?: number;
+}
+
+/**
+ * One WebSocket client of /v1/live. Clients follow their jobs (snapshot or
+ * resume, then queued / position / starting / running / progress / terminal
+ * with result); operators may follow the whole feed (snapshot, then deltas).
+ * Every event comes from the hub's shared per-pool readers.
+ */
+class LiveConnection {
+  private readonly jobs = new Map<string, JobSubscription>();
+  private readonly monitor: Array<() => void> = [];
+  private readonly cleanups: Array<() => void> = [];
+  private chain = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly principal: Principal,
+    private readonly broker: Broker,
+    private readonly hub: EventHub,
+    private readonly log: FastifyBaseLogger,
+    private readonly options: LiveOptions,
+  ) {
+    socket.on('message', (data, isBinary) => this.enqueue(() => this.onMessage(isBinary ? null : data.toString())));
+    socket.on('close', () => this.dispose());
+    socket.on('error', () => this.dispose());
+  }
+
+  /** Handles messages and events one at a time, so that what this socket is sent keeps its order. */
+  private enqueue(work: () => Promise<void> | void): void {
+    this.chain = this.chain.then(work).catch((error: unknown) => {
+      if (error instanceof EmpError) {
+        this.send({ type: 'error', code: error.code, message: error.message, ...(error instanceof ValidationError ? { issues: error.issues } : {}) });
+      } else {
+        this.log.error({ err: error }, 'live socket failed');
+        this.send({ type: 'error', code: 'INTERNAL', message: 'internal error; it has been logged' });
+      }
+    });
+  }
+
+  private send(message: LiveServerMessage): void {
+    if (this.closed || this.socket.readyState !== this.socket.OPEN) return;
+    if (this.socket.bufferedAmount > this.options.maxBufferedBytes) {
+      this.log.warn({ key_id: this.principal.keyId, buffered: this.socket.bufferedAmount }, 'live consumer too slow; closing');
+      this.socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer: too many unsent messages');
+      this.dispose();
+      return;
+    }
+    this.socket.send(JSON.stringify(message));
+  }
+
+  private async onMessage(text: string | null): Promise<void> {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text ?? '');
+    } catch {
+      throw new ValidationError('message', [{ path: '', message: 'a message is a JSON text frame' }]);
+    }
+    const message = parseWith(LiveClientMessage, parsed, 'message');
+    if (message.type === 'subscribe') await this.subscribe(message.job, message.after);
+    else if (message.type === 'unsubscribe') this.unsubscribe(message.job);
+    else await this.follow(message.after);
+  }
+
+  private async subscribe(id: string, after: string | undefined): Promise<void> {
+    if (this.jobs.has(id)) return;
+    if (this.jobs.size >= this.options.maxSubscriptions) {
+      this.send({ type: 'error', code: 'TOO_MANY_SUBSCRIPTIONS', job: id, message: `a socket follows at most ${this.options.maxSubscriptions} jobs; unsubscribe from some first` });
+      return;
+    }
+    const pool = poolOfJobId(id);
+    // taken before the snapshot, so that nothing between the two is missed
+    const cursor = after === undefined ? await this.hub.latestId(pool) : undefined;
+    const job = await this.broker.getJob(id);
+    if (!job) throw new EmpError('NOT_FOUND', `job ${id} does not exist (or its retention has passed)`);
+    assertSees(this.principal, job);
+    if (this.closed || this.jobs.has(id)) return;
+    const subscription: JobSubscription = { pool, unsubscribe: () => undefined, state: job.state, ...(job.position !== undefined ? { position: job.position } : {}) };
+    this.jobs.set(id, subscription);
+    if (cursor !== undefined) this.send({ type: 'snapshot', job: jobView(job), cursor });
+    subscription.unsubscribe = await this.hub.follow(
+      pool,
+      after === 'start' ? jobStartCursor(job) : (after ?? cursor!),
+      (event) => this.enqueue(() => this.onJobEvent(subscription, event)),
+      id,
+    );
+    if (this.closed) subscription.unsubscribe();
+  }
+
+  private async onJobEvent(subscription: JobSubscription, event: BrokerEvent): Promise<void> {
+    if (this.closed) return;
+    const { type, ...view } = await enrichedJobEvent(this.broker, event);
+    if (view.state && type !== 'job.progress') subscription.state = view.state;
+    this.send({ type: 'event', event: type, ...view });
+  }
+
+  private unsubscribe(id: string): void {
+    this.jobs.get(id)?.unsubscribe();
+    this.jobs.delete(id);
+  }
+
+  /** Queued jobs this socket follows may have moved up: tell it their new positions. */
+  onQueueMove(pool: string): void {
+    for (const [id, subscription] of this.jobs) {
+      if (subscription.pool !== pool || subscription.state !== 'queued') continue;
+      this.enqueue(async () => {
+        const job = await this.broker.getJob(id);
+        if (!job || job.position === undefined || job.position === subscription.position) return;
+        subscription.position = job.position;
+        this.send({ type: 'position', job: id, position: job.position });
+      });
+    }
+  }
+
+  private async follow(after: Record<string, string> | undefined): Promise<void> {
+    if (this.principal.role !== 'operator') {
+      this.send({ type: 'error', code: 'FORBIDDEN', message: 'only an operator key may follow the whole feed' });
+      return;
+    }
+    if (this.monitor.length > 0) return;
+    const pools = [...new Set([...(await this.broker.pools()), ...Object.keys(after ?? {})])];
+    let cursors: Record<string, string> = {};
+    if (after) {
+      cursors = Object.fromEntries(pools.map((pool) => [pool, after[pool] ?? '0-0']));
+    } else {
+      for (const pool of pools) cursors[pool] = await this.hub.latestId(pool);
+      const [queues, workers, machines] = await Promise.all([
+        queueReport(this.broker, pools),
+        Promise.all(pools.map(async (pool) => (await this.broker.workers(pool)).map((w) => ({ pool, ...w })))),
+        Promise.all(pools.map(async (pool) => (await this.broker.machines(pool)).map((m) => ({ pool, ...m })))),
+      ]);
+      this.send({ type: 'monitor.snapshot', cursors, queues, workers: workers.flat(), machines: machines.flat() });
+    }
+    const deliver = (event: BrokerEvent) => this.enqueue(() => {
+      const { type, ...view } = eventView(event);
+      this.send({ type: 'event', event: type, ...view });
+    });
+    for (const pool of pools) this.monitor.push(await this.hub.follow(pool, cursors[pool]!, deliver));
+    // a pool that appears later is followed from its first event
+    this.cleanups.push(this.hub.onPool((pool) => {
+      if (!(pool in cursors)) void this.hub.follow(pool, '0-0', deliver).then((stop) => (this.closed ? stop() : this.monitor.push(stop)));
+    }));
+  }
+
+  dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const subscription of this.jobs.values()) subscription.unsubscribe();
+    this.jobs.clear();
+    for (const stop of [...this.monitor, ...this.cleanups]) stop();
+  }
+
+  addCleanup(cleanup: () => void): void {
+    this.cleanups.push(cleanup);
+  }
+}
+
+/** /v1/live: the WebSocket feed. The key may come as `?api_key=` since browsers cannot set headers on a WebSocket. */
+export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Promise<void> {
+  const { broker, hub } = app;
+  const alive = new WeakSet<WebSocket>();
+  const pinger = setInterval(() => {
+    for (const client of app.websocketServer.clients) {
+      if (!alive.has(client)) {
+        client.terminate();
+        continue;
+      }
+      alive.delete(client);
+      client.ping();
+    }
+  }, options.pingMs);
+  pinger.unref();
+  app.addHook('onClose', async () => clearInterval(pinger));
+
+  app.get('/v1/live', {
+    websocket: true,
+    config: { access: 'readJobs' },
+    schema: {
+      summary: 'WebSocket: follow jobs ({type:"subscribe", job, after?}) or, as an operator, the whole feed ({type:"monitor", after?})',
+      tags: ['live'],
+      querystring: z.object({ api_key: z.string().optional() }).strict(),
+    },
+  }, (socket, request) => {
+    alive.add(socket);
+    socket.on('pong', () => alive.add(socket));
+    const connection = new LiveConnection(socket, request.principal, broker, hub, request.log, options);
+    connection.addCleanup(hub.onQueueMove((pool) => connection.onQueueMove(pool)));
+  });
+}

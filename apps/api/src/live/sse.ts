@@ -1,0 +1,83 @@
+import { type BrokerEvent, StreamId, compareStreamIds, poolOfJobId } from '@emp/core';
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { assertSees } from '../auth/plugin';
+import { ApiError } from '../errors';
+import { isTerminal } from '../job-view';
+import { JobParams, StreamQuery } from '../schemas';
+import { enrichedJobEvent, isTerminalEvent, jobStartCursor } from './job-feed';
+
+const KEEP_ALIVE_MS = 15_000;
+
+/**
+ * Server-Sent Events of one job: every event from its submission (or after
+ * `Last-Event-ID` / `?after`), each with its stream id as the SSE id, so a
+ * reconnecting EventSource resumes without a gap. The stream ends after the
+ * job's terminal event.
+ */
+export async function sseRoutes(app: FastifyInstance, options: { maxBufferedBytes: number }): Promise<void> {
+  const api = app.withTypeProvider<ZodTypeProvider>();
+  const { broker, hub } = app;
+
+  api.get('/v1/jobs/:id/stream', {
+    config: { access: 'readJobs' },
+    schema: {
+      summary: "Server-Sent Events of one job's events; resumes after Last-Event-ID",
+      tags: ['jobs'],
+      params: JobParams,
+      querystring: StreamQuery,
+      headers: z.object({ 'last-event-id': StreamId.optional() }).loose(),
+    },
+  }, async (request, reply) => {
+    const id = request.params.id;
+    const job = await broker.getJob(id);
+    if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${id} does not exist (or its retention has passed)`);
+    assertSees(request.principal, job);
+    let last = request.headers['last-event-id'] ?? request.query.after ?? jobStartCursor(job);
+
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    raw.write('retry: 1000\n\n');
+
+    let closed = false;
+    let unsubscribe: (() => void) | undefined;
+    const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(keepAlive);
+      unsubscribe?.();
+      raw.end();
+    };
+    raw.once('close', close);
+
+    // events are enriched (a terminal one with its result) one after another, so they leave in order
+    let chain = Promise.resolve();
+    const send = (event: BrokerEvent) => {
+      chain = chain.then(async () => {
+        if (closed || compareStreamIds(event.id, last) <= 0) return;
+        const view = await enrichedJobEvent(broker, event);
+        if (closed) return;
+        last = event.id;
+        raw.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(view)}\n\n`);
+        if (raw.writableLength > options.maxBufferedBytes) {
+          request.log.warn({ job_id: id }, 'SSE consumer too slow; closing');
+          close();
+        } else if (isTerminalEvent(event)) close();
+      }).catch((error: unknown) => {
+        request.log.warn({ err: error, job_id: id }, 'SSE stream failed');
+        close();
+      });
+    };
+    unsubscribe = await hub.follow(poolOfJobId(id), last, send, id);
+    // a job that had already ended when a client resumed past its last event: nothing more will come
+    const now = await broker.getJob(id);
+    if (!now || isTerminal(now.state)) {
+      const rest = await broker.jobEvents(id, { after: last });
+      for (const event of rest.events) send(event);
+      chain = chain.then(close);
+    }
+  });
+}

@@ -1,0 +1,19 @@
+import type { FastifyInstance } from 'fastify';
+import { errorBody } from '../errors';
+
+/** Liveness (the process answers) and readiness (Redis answers too). */
+export async function healthRoutes(app: FastifyInstance): Promise<void> {
+  app.get('/health', { schema: { summary: 'Liveness', tags: ['health'] } }, async () => ({ status: 'ok' }));
+  app.get('/ready', { schema: { summary: 'Readiness: Redis answers within 2 s', tags: ['health'] } }, async (_request, reply) => {
+    try {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        app.broker.redis.ping(),
+        new Promise((_resolve, reject) => (timer = setTimeout(() => reject(new Error('no answer within 2 s')), 2_000))),
+      ]).finally(() => clearTimeout(timer));
+      return { status: 'ready' };
+    } catch (error) {
+      return reply.code(503).send(errorBody('UNAVAILABLE', `Redis is not answering: ${(error as Error).message}`));
+    }
+  });
+}

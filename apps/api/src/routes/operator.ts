@@ -1,0 +1,63 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { ApiError } from '../errors';
+import { MachineCommandBody, MachineParams, PauseBody, ServiceParams } from '../schemas';
+
+/** Operator actions: pause or resume a service's queue, drain or restart a machine (or one service on it). */
+export async function operatorRoutes(app: FastifyInstance): Promise<void> {
+  const api = app.withTypeProvider<ZodTypeProvider>();
+  const { broker } = app;
+
+  for (const paused of [true, false]) {
+    api.post(`/v1/services/:service/${paused ? 'pause' : 'resume'}`, {
+      config: { access: 'operate' },
+      schema: {
+        summary: paused ? "Pause a service's queue: its jobs stay queued, no worker claims them" : "Resume a service's queue",
+        description: 'In one pool, or in every pool known now (and the default pool) when none is named.',
+        tags: ['operator'],
+        params: ServiceParams,
+        body: PauseBody,
+      },
+    }, async (request) => {
+      const body = request.body;
+      const pools = body.pool ? [body.pool] : [...new Set([...(await broker.pools()), broker.config.defaultPool])];
+      const changes = await Promise.all(
+        pools.map(async (pool) => ({
+          pool,
+          changed: await broker.setServicePaused(pool, request.params.service, paused, {
+            by: request.principal.keyId,
+            ...(body.reason ? { reason: body.reason } : {}),
+          }),
+        })),
+      );
+      return { service: request.params.service, paused, pools: changes };
+    });
+  }
+
+  api.post('/v1/machines/:id/:action', {
+    config: { access: 'operate' },
+    schema: {
+      summary: 'Drain or restart a machine, or one service on it',
+      description: 'Recorded on the machine, appended to its command stream for the machine agent to execute, and announced as a machine.command event. Answers 202 with the command id.',
+      tags: ['operator'],
+      params: MachineParams,
+      body: MachineCommandBody,
+    },
+  }, async (request, reply) => {
+    const body = request.body;
+    const { id, action } = request.params;
+    let pool = body.pool;
+    if (!pool) {
+      for (const candidate of await broker.pools()) {
+        if ((await broker.redis.exists(broker.keys.machine(candidate, id))) === 1) pool = candidate;
+      }
+    }
+    if (!pool) throw new ApiError(404, 'NOT_FOUND', `machine ${id} is not registered in any pool`);
+    const command = await broker.machineCommand(pool, id, action, {
+      by: request.principal.keyId,
+      ...(body.service ? { service: body.service } : {}),
+      ...(body.reason ? { reason: body.reason } : {}),
+    });
+    return reply.code(202).send({ command_id: command, machine: id, pool, action, ...(body.service ? { service: body.service } : {}) });
+  });
+}

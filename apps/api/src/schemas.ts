@@ -1,0 +1,104 @@
+import { StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
+import { z } from 'zod';
+
+/**
+ * Request schemas of every route, derived from @emp/core's zod schemas (the one
+ * definition of each shape); fastify validates with them and the OpenAPI
+ * document is generated from them.
+ */
+
+/** The longest a request may hold for a job's result, like RunPod's /runsync. */
+export const MAX_WAIT_SECONDS = 90;
+
+export const JobParams = z.object({ id: JobId }).strict();
+
+/** A submit as the core takes it, but the tenant may be left to the API key. */
+export const SubmitBody = SubmitJobInput.extend({ tenant: TenantId.optional() });
+
+export const SubmitQuery = z
+  .object({
+    /** hold the request up to this many seconds for the job to finish */
+    wait: z.coerce.number().int().min(0).max(MAX_WAIT_SECONDS).optional(),
+    api_key: z.string().optional(),
+  })
+  .strict();
+
+export const SubmitHeaders = z
+  .object({
+    'idempotency-key': z.string().min(1).max(255).optional(),
+    /** `Prefer: wait=<seconds>` (as Replicate): the same as ?wait */
+    prefer: z.string().max(200).optional(),
+  })
+  .loose();
+
+export const BatchBody = z.object({ jobs: z.array(SubmitBody).min(1).max(100) }).strict();
+
+const csv = <T extends z.ZodType<string, string>>(item: T, max: number) =>
+  z
+    .string()
+    .max(2_000)
+    .transform((text) => text.split(',').map((part) => part.trim()).filter(Boolean))
+    .pipe(z.array(item).min(1).max(max));
+
+/** ms since the epoch, or an ISO 8601 time */
+const Instant = z
+  .string()
+  .max(40)
+  .transform((text, ctx) => {
+    const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+    if (!Number.isSafeInteger(ms) || ms < 0) {
+      ctx.addIssue({ code: 'custom', message: 'expected ms since the epoch or an ISO 8601 time' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+export const ListQuery = z
+  .object({
+    state: csv(JobState, 8).optional(),
+    service: csv(ServiceName, 32).optional(),
+    tenant: TenantId.optional(),
+    pool: PoolName.optional(),
+    since: Instant.optional(),
+    until: Instant.optional(),
+    cursor: z.string().max(400).optional(),
+    limit: z.coerce.number().int().min(1).max(100).default(50),
+    api_key: z.string().optional(),
+  })
+  .strict();
+
+export const EventsQuery = z
+  .object({
+    after: StreamId.optional(),
+    limit: z.coerce.number().int().min(1).max(1_000).default(500),
+    api_key: z.string().optional(),
+  })
+  .strict();
+
+export const StreamQuery = z
+  .object({
+    after: StreamId.optional(),
+    api_key: z.string().optional(),
+  })
+  .strict();
+
+/** Optional bodies: a request without one (fastify passes null) is the empty object. */
+const optionalBody = <T extends z.ZodObject>(schema: T) => schema.nullish().transform((body): z.output<T> => body ?? ({} as z.output<T>));
+
+export const CancelBody = optionalBody(z.object({ reason: z.string().max(500).optional() }).strict());
+
+/** The attempt a delegated call acts for: its fencing token, or the current attempt when left out. */
+const FencingToken = z.string().regex(/^\d{1,20}$/, 'a fencing token is a decimal number');
+
+export const CompleteBody = z.object({ token: FencingToken.optional(), result: z.unknown() }).strict();
+export const FailBody = z.object({ token: FencingToken.optional(), error: JobErrorInfo }).strict();
+
+export const PoolQuery = z.object({ pool: PoolName.optional(), api_key: z.string().optional() }).strict();
+
+export const ServiceParams = z.object({ service: ServiceName }).strict();
+export const PauseBody = optionalBody(z.object({ pool: PoolName.optional(), reason: z.string().max(500).optional() }).strict());
+
+export const MachineParams = z.object({ id: MachineId, action: MachineAction }).strict();
+export const MachineCommandBody = optionalBody(
+  z.object({ pool: PoolName.optional(), service: ServiceName.optional(), reason: z.string().max(500).optional() }).strict(),
+);

@@ -1,0 +1,2 @@
+export { type ApiStack, startApiStack } from './api-stack';
+export { call } from './http';

@@ -1,0 +1,92 @@
+import { type Job, JobListFilter, JobState, ServiceName } from '@emp/core';
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { serverTime, withBroker } from '../connection';
+import { intFlag, parseFlags, redisFlag } from '../flags';
+import { duration, json, progressText, table } from '../format';
+
+const filter = JobListFilter.shape;
+const list = <T extends z.ZodType<string, string>>(item: T) =>
+  z
+    .string()
+    .transform((text) => text.split(',').map((part) => part.trim()).filter(Boolean))
+    .pipe(z.array(item).min(1));
+/** ms since the epoch, an ISO 8601 time, or a duration ago such as 15m / 2h / 3d */
+const instant = z.string().transform((text, ctx) => {
+  const ago = /^(\d+)(s|m|h|d)$/.exec(text);
+  if (ago) return Date.now() - Number(ago[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's' | 'm' | 'h' | 'd'];
+  const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (Number.isNaN(ms)) {
+    ctx.addIssue({ code: 'custom', message: `expected ms, an ISO 8601 time or a duration ago (15m, 2h, 3d), got '${text}'` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const JobsFlags = z.object({
+  state: list(JobState).optional(),
+  service: list(ServiceName).optional(),
+  tenant: filter.tenant,
+  pool: filter.pool,
+  since: instant.optional(),
+  until: instant.optional(),
+  limit: intFlag(z.number().int().min(1).max(500)).default(20),
+  cursor: filter.cursor,
+  json: z.boolean().default(false),
+});
+
+export function registerJobs(program: Command): void {
+  program
+    .command('jobs')
+    .description('recent jobs, newest first, by state, service, tenant, pool and submission time')
+    .option('--state <states>', 'comma-separated: queued,starting,running,retrying,succeeded,failed,canceled,expired')
+    .option('--service <services>', 'comma-separated services')
+    .option('--tenant <id>', 'only this tenant')
+    .option('--pool <name>', 'only this pool')
+    .option('--since <time>', 'submitted at or after: ms, ISO 8601, or a duration ago (15m, 2h, 3d)')
+    .option('--until <time>', 'submitted at or before (same forms)')
+    .option('--limit <n>', 'jobs per page (default 20)')
+    .option('--cursor <cursor>', 'the next page: the cursor a previous page printed')
+    .option('--json', 'print JSON for scripts')
+    .action(async (options: Record<string, unknown>, command: Command) => {
+      const flags = parseFlags(JobsFlags, options);
+      await withBroker(redisFlag(command), async (broker) => {
+        const page = await broker.listJobs({
+          ...(flags.state ? { states: flags.state } : {}),
+          ...(flags.service ? { services: flags.service } : {}),
+          ...(flags.tenant ? { tenant: flags.tenant } : {}),
+          ...(flags.pool ? { pool: flags.pool } : {}),
+          ...(flags.since !== undefined ? { since: flags.since } : {}),
+          ...(flags.until !== undefined ? { until: flags.until } : {}),
+          ...(flags.cursor ? { cursor: flags.cursor } : {}),
+          limit: flags.limit,
+        });
+        const [now, found] = await Promise.all([serverTime(broker), Promise.all(page.jobs.map((item) => broker.getJob(item.id)))]);
+        const jobs = found.filter((job): job is Job => job !== null);
+        if (flags.json) {
+          process.stdout.write(`${json({ jobs, ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}) })}\n`);
+          return;
+        }
+        process.stdout.write(`${jobs.length ? table(['ID', 'STATE', 'SERVICE', 'TENANT', 'SUBMITTED', 'ATTEMPTS', 'WORKER', 'DETAIL'], jobs.map((job) => row(job, now))) : 'no jobs match'}\n`);
+        if (page.next_cursor) process.stdout.write(`more: --cursor ${page.next_cursor}\n`);
+      });
+    });
+}
+
+function row(job: Job, now: number): string[] {
+  const detail = job.state === 'queued' && job.position !== undefined
+    ? `position ${job.position}`
+    : job.error && job.state !== 'succeeded'
+      ? `${job.error.kind}: ${job.error.message}`
+      : progressText(job.progress, job.state);
+  return [
+    job.id,
+    job.state,
+    job.service,
+    job.tenant,
+    `${duration(now - job.timestamps.submitted_at)} ago`,
+    String(job.attempts),
+    job.worker ?? '-',
+    detail.length > 60 ? `${detail.slice(0, 57)}...` : detail,
+  ];
+}

@@ -1,0 +1,91 @@
+import { type ApiStack, startApiStack } from '@emp/api/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WebSocket } from 'ws';
+import { EmpClient } from './client';
+import { EmpApiError } from './errors';
+import type { JobEvent } from './watch';
+
+let stack: ApiStack;
+let client: EmpClient;
+
+beforeAll(async () => {
+  stack = await startApiStack({ worker: { durationMs: 400, steps: 8 } });
+  const { key } = await stack.server.app.apiKeys.create({ role: 'client', tenant: 'sdk' });
+  client = new EmpClient({ baseUrl: stack.url, apiKey: key });
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+/** The job's history as the server keeps it: what `watch` must have yielded, in this order. */
+async function history(id: string): Promise<string[]> {
+  return (await client.events(id)).events.map((e) => `${e.id} ${e.type}`);
+}
+
+describe('the SDK end to end', () => {
+  it('submits a job that a real worker completes, and watch yields every event once, in order, ending with the result', async () => {
+    const job = await client.submit({ service: 'simulation', payload: { result: { image: 'a.png' } } });
+    expect(job).toMatchObject({ tenant: 'sdk', duplicate: false });
+    const events: JobEvent[] = [];
+    for await (const event of client.watch(job.id)) events.push(event);
+    expect(events.map((e) => `${e.id} ${e.type}`)).toEqual(await history(job.id));
+    expect(events[0]!.type).toBe('job.queued');
+    expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(['job.starting', 'job.running', 'job.progress']));
+    const last = events.at(-1)!;
+    expect(last).toMatchObject({ type: 'job.succeeded', job: job.id, state: 'succeeded', result: { simulated: true, image: 'a.png' } });
+    expect(events.filter((e) => e.type === 'job.progress').map((e) => (e.progress as { value: number }).value)).toEqual(
+      [...events.filter((e) => e.type === 'job.progress').map((e) => (e.progress as { value: number }).value)].sort((a, b) => a - b),
+    );
+    expect((await client.get(job.id)).state).toBe('succeeded');
+  });
+
+  it('resumes after a forced disconnect without a gap or a repeat', async () => {
+    const job = await client.submit({ service: 'simulation', payload: { duration_ms: 1_500, steps: 12 } });
+    const sockets = stack.server.app.websocketServer;
+    let connections = 0;
+    const count = () => (connections += 1);
+    sockets.on('connection', count);
+    const events: JobEvent[] = [];
+    try {
+      for await (const event of client.watch(job.id, { minReconnectMs: 20 })) {
+        events.push(event);
+        // cut every socket twice while the job runs: as it starts, and at its second progress report
+        if (event.type === 'job.running' || (event.type === 'job.progress' && events.filter((e) => e.type === 'job.progress').length === 2)) {
+          for (const socket of sockets.clients as Set<WebSocket>) socket.terminate();
+        }
+      }
+    } finally {
+      sockets.off('connection', count);
+    }
+    expect(connections).toBeGreaterThanOrEqual(3);
+    expect(events.map((e) => `${e.id} ${e.type}`)).toEqual(await history(job.id));
+    expect(events.at(-1)!.type).toBe('job.succeeded');
+  });
+
+  it('watches from a cursor: only what came after it', async () => {
+    const job = await client.submit({ service: 'simulation', payload: { duration_ms: 50 } }, { waitSeconds: 30 });
+    const all = (await client.events(job.id)).events;
+    const rest: string[] = [];
+    for await (const event of client.watch(job.id, { after: all[1]!.id })) rest.push(event.id);
+    expect(rest).toEqual(all.slice(2).map((e) => e.id));
+  });
+
+  it('lists, cancels and retries through the SDK, with typed errors', async () => {
+    const slow = await client.submit({ service: 'simulation', payload: { duration_ms: 60_000 } }, { idempotencyKey: 'sdk-slow' });
+    expect((await client.submit({ service: 'simulation', payload: { duration_ms: 60_000 } }, { idempotencyKey: 'sdk-slow' })).id).toBe(slow.id);
+    expect(await client.cancel(slow.id, 'test')).toEqual({ id: slow.id, state: 'canceled', changed: true });
+    expect(await client.retry(slow.id)).toEqual({ id: slow.id, state: 'queued' });
+    await client.cancel(slow.id);
+    const listed = [];
+    for await (const job of client.listAll({ states: ['canceled'], limit: 1 })) listed.push(job.id);
+    expect(listed).toContain(slow.id);
+    const refused = await client.submit({ service: 'simulation', priority: 9_999 }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(EmpApiError);
+    expect(refused).toMatchObject({ status: 400, code: 'VALIDATION', issues: [{ path: 'priority', message: expect.any(String) }] });
+    const missing = client.watch('standard.doesnotexist00').next();
+    await expect(missing).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    const stranger = new EmpClient({ baseUrl: stack.url, apiKey: (await stack.server.app.apiKeys.create({ role: 'client', tenant: 'other' })).key });
+    await expect(stranger.get(slow.id)).rejects.toMatchObject({ status: 404, code: 'NOT_FOUND' });
+    await expect(stranger.watch(slow.id).next()).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+});

@@ -1,0 +1,124 @@
+import type { EventView, JobListFilter, JobView, SubmitJobInput, ValidationIssue } from '@emp/core';
+import { EmpApiError } from './errors';
+import { type JobEvent, type WatchOptions, watchJob } from './watch';
+
+export interface EmpClientOptions {
+  /** e.g. http://127.0.0.1:3331 */
+  baseUrl: string;
+  /** an API key (`emp keys create`); not needed when the server runs without auth */
+  apiKey?: string;
+  fetch?: typeof fetch;
+}
+
+export type SubmittedJob = JobView & { duplicate: boolean };
+export type BatchResult = { id: string; pool: string; duplicate: boolean; routable: boolean } | { error: { code: string; message: string; issues?: ValidationIssue[] } };
+export interface JobPage {
+  jobs: JobView[];
+  next_cursor?: string;
+}
+
+/** The EMP Job Queue API, typed with @emp/core's schemas: submit, get, list, cancel, retry, events and `watch`. */
+export class EmpClient {
+  private readonly baseUrl: string;
+  private readonly fetch: typeof fetch;
+
+  constructor(private readonly options: EmpClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.fetch = options.fetch ?? globalThis.fetch;
+  }
+
+  /** Submits a job; with `waitSeconds` (at most 90) the answer comes once it finished or that time passed. */
+  async submit(job: SubmitJobInput, options: { idempotencyKey?: string; waitSeconds?: number } = {}): Promise<SubmittedJob> {
+    return this.request('POST', `/v1/jobs${options.waitSeconds ? `?wait=${options.waitSeconds}` : ''}`, job, options.idempotencyKey ? { 'idempotency-key': options.idempotencyKey } : {});
+  }
+
+  async submitBatch(jobs: SubmitJobInput[]): Promise<BatchResult[]> {
+    return (await this.request<{ results: BatchResult[] }>('POST', '/v1/jobs/batch', { jobs })).results;
+  }
+
+  /** One job; with `waitSeconds` a long poll until it finished. */
+  async get(id: string, options: { waitSeconds?: number } = {}): Promise<JobView> {
+    return this.request('GET', `/v1/jobs/${encodeURIComponent(id)}${options.waitSeconds ? `?wait=${options.waitSeconds}` : ''}`);
+  }
+
+  /** One page of jobs, newest first. */
+  async list(filter: Omit<JobListFilter, 'limit'> & { limit?: number } = {}): Promise<JobPage> {
+    const query = new URLSearchParams();
+    if (filter.states?.length) query.set('state', filter.states.join(','));
+    if (filter.services?.length) query.set('service', filter.services.join(','));
+    for (const key of ['tenant', 'pool', 'since', 'until', 'cursor', 'limit'] as const) {
+      if (filter[key] !== undefined) query.set(key, String(filter[key]));
+    }
+    return this.request('GET', `/v1/jobs?${query}`);
+  }
+
+  /** Every job the filter matches, following cursors. */
+  async *listAll(filter: Omit<JobListFilter, 'cursor'> = {}): AsyncGenerator<JobView> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.list({ ...filter, ...(cursor ? { cursor } : {}) });
+      yield* page.jobs;
+      cursor = page.next_cursor;
+    } while (cursor);
+  }
+
+  async cancel(id: string, reason?: string): Promise<{ id: string; state: string; changed: boolean }> {
+    return this.request('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`, reason ? { reason } : {});
+  }
+
+  async retry(id: string): Promise<{ id: string; state: string }> {
+    return this.request('POST', `/v1/jobs/${encodeURIComponent(id)}/retry`);
+  }
+
+  /** A job's event history, oldest first; pass `cursor` back as `after` to continue. */
+  async events(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: EventView[]; cursor: string }> {
+    const query = new URLSearchParams();
+    if (options.after) query.set('after', options.after);
+    if (options.limit) query.set('limit', String(options.limit));
+    return this.request('GET', `/v1/jobs/${encodeURIComponent(id)}/events?${query}`);
+  }
+
+  /**
+   * The job's events as they happen (from its first, or after `after`), ending
+   * with its terminal event; reconnects and resumes after the last event seen.
+   */
+  watch(id: string, options: WatchOptions = {}): AsyncGenerator<JobEvent> {
+    return watchJob(this.baseUrl, this.options.apiKey, id, options);
+  }
+
+  async queues(pool?: string): Promise<unknown> {
+    return this.request('GET', `/v1/queues${pool ? `?pool=${pool}` : ''}`);
+  }
+
+  async workers(pool?: string): Promise<{ now: number; workers: Array<Record<string, unknown>> }> {
+    return this.request('GET', `/v1/workers${pool ? `?pool=${pool}` : ''}`);
+  }
+
+  async machines(pool?: string): Promise<{ now: number; machines: Array<Record<string, unknown>> }> {
+    return this.request('GET', `/v1/machines${pool ? `?pool=${pool}` : ''}`);
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    const response = await this.fetch(`${this.baseUrl}${path}`, {
+      method,
+      headers: {
+        ...headers,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new EmpApiError(response.status, 'BAD_RESPONSE', `${method} ${path}: ${response.status} with a body that is not JSON: ${text.slice(0, 200)}`);
+    }
+    if (!response.ok) {
+      const error = (parsed as { error?: { code: string; message: string; issues?: ValidationIssue[] } }).error;
+      throw new EmpApiError(response.status, error?.code ?? 'HTTP_ERROR', error?.message ?? `${method} ${path}: ${response.status}`, error?.issues ?? []);
+    }
+    return parsed as T;
+  }
+}
