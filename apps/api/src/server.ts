@@ -12,6 +12,7 @@ import { sseRoutes } from './live/sse';
 import { metrics } from './metrics';
 import { openApi } from './openapi';
 import { type RateLimitOptions, rateLimiting } from './rate-limit';
+import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
 import { jobRoutes } from './routes/jobs';
@@ -38,6 +39,8 @@ export interface ApiServerOptions {
   /** largest request body (default 2 MiB: a 1 MiB payload and the rest of a job) */
   bodyLimitBytes?: number;
   live?: Partial<LiveOptions>;
+  /** serve this folder (the workers' local asset store) under /v1/assets/ */
+  assetsDir?: string;
 }
 
 export interface ApiServer {
@@ -89,6 +92,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);
   await app.register(operatorRoutes);
+  if (options.assetsDir) await app.register(assetRoutes, { directory: options.assetsDir });
   await app.register(liveRoutes, {
     maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024,
     pingMs: options.live?.pingMs ?? 30_000,

@@ -1,5 +1,6 @@
 import { type ListeningApiServer, startApiServer } from '@emp/api';
 import { Broker, Scheduler } from '@emp/core';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { connectRedis, type RedisTarget } from './connection';
 import { startEmbeddedRedis } from './embedded-redis';
@@ -100,7 +101,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
 async function startApi(broker: Broker, options: LocalStackOptions): Promise<ListeningApiServer> {
   const logger = options.logger.child({ component: 'api' });
-  const settings = { broker, logger, auth: options.api.auth, host: options.api.host };
+  // the local asset store's folder, served at <api>/v1/assets/ so result URLs work out of the box
+  const settings = { broker, logger, auth: options.api.auth, host: options.api.host, assetsDir: join(options.stateDir, 'assets') };
   try {
     return await startApiServer({ ...settings, port: options.api.port });
   } catch (error) {
