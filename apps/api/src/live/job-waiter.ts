@@ -1,6 +1,7 @@
 import { type Broker, type Job, poolOfJobId } from '@emp/core';
 import { isTerminal } from '../job-view';
 import type { EventHub } from './event-hub';
+import { isTerminalEvent, jobStartCursor } from './job-feed';
 
 /**
  * Waits up to `timeoutMs` for a job to finish (or until `signal` aborts) and
@@ -15,16 +16,16 @@ export async function waitForJob(hub: EventHub, broker: Broker, id: string, time
   const timer = setTimeout(finished, timeoutMs);
   const onAbort = () => finished();
   signal?.addEventListener('abort', onAbort, { once: true });
-  const after = `${Math.max(0, job.timestamps.submitted_at - 1)}-0`;
-  const unsubscribe = await hub.follow(poolOfJobId(id), after, (event) => {
-    if (isTerminal(event.fields.state) && event.type !== 'job.progress') finished();
-  }, id);
+  let unsubscribe: (() => void) | undefined;
   try {
+    unsubscribe = await hub.follow(poolOfJobId(id), jobStartCursor(job), (event) => {
+      if (isTerminalEvent(event)) finished();
+    }, id);
     await done;
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
-    unsubscribe();
+    unsubscribe?.();
   }
   return broker.getJob(id);
 }
