@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { startRedis } from '../../packages/core/src/testing/redis-server';
+import { measureApiLoad } from './api-load';
 import { bullmqSystem } from './bullmq-system';
 import { measureClaimLatency } from './claim-latency';
 import { empSystem } from './emp-system';
@@ -26,6 +27,7 @@ const FULL = {
   submitToStart: { jobs: 2_000, intervalMs: 2, workers: 4, warmupJobs: 200 },
   memory: { jobs: 10_000, payloadBytes: 200 },
   claimLatency: { depths: [1_000, 100_000, 1_000_000], samples: 2_000 },
+  api: { durationSeconds: 10, connections: 50, workers: 4 },
 };
 type Sizes = typeof FULL;
 /** Small enough for a CI smoke run, big enough to exercise every path. */
@@ -35,6 +37,7 @@ const QUICK: Sizes = {
   submitToStart: { jobs: 200, intervalMs: 2, workers: 4, warmupJobs: 20 },
   memory: { jobs: 1_000, payloadBytes: 200 },
   claimLatency: { depths: [1_000, 10_000], samples: 200 },
+  api: { durationSeconds: 2, connections: 10, workers: 2 },
 };
 
 interface Row {
@@ -61,7 +64,26 @@ interface RunContext {
  * jobs (the measurement lives in claim-latency.ts). Each entry returns one
  * section whose rows carry only an `emp` value.
  */
-const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies];
+const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies, measureApi];
+
+/** Through the HTTP API (auth on): submit throughput and latency, and submit-to-completed latency with ?wait. */
+async function measureApi(context: RunContext, sizes: Sizes): Promise<Section> {
+  const { api } = sizes;
+  const result = await context.isolated('emp API load', () => measureApiLoad({ redisUrl: context.redisUrl, ...api }));
+  if (result.errors > 0) throw new Error(`the API answered ${result.errors} request(s) with an error under load`);
+  const row = (scenario: string, value: number): Row => ({ scenario, values: { [OURS]: value } });
+  return {
+    title: `HTTP API, ${api.connections} connections for ${api.durationSeconds} s each, ${api.workers} simulation workers (emp only)`,
+    rows: [
+      row('submits/s', result.submitsPerSec),
+      row('submit latency p50 (ms)', result.submitP50Ms),
+      row('submit latency p99 (ms)', result.submitP99Ms),
+      row('submit-to-completed jobs/s (?wait)', result.completedPerSec),
+      row('submit-to-completed p50 (ms)', result.completedP50Ms),
+      row('submit-to-completed p99 (ms)', result.completedP99Ms),
+    ],
+  };
+}
 
 /**
  * Claim round trip with jobs spread over 50 requirement classes: a worker that

@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiStack, startApiStack } from './testing/api-stack';
 import { call } from './testing/http';
@@ -114,5 +115,37 @@ describe('fuzzed HTTP bodies', () => {
       expectHandled(await call(stack.url, 'POST', '/v1/jobs', { key: operator, rawBody: `{"service":"simulation","idempotency_key":"deep","payload":${nested}}` }));
       expectHandled(await call(stack.url, 'POST', '/v1/jobs', { key: operator, rawBody: `{"service":"simulation","requirements":{"constraints":{"a":${nested}}}}` }));
     }
+  });
+
+  it('WebSocket messages of any shape get a coded error or an answer, and never close the socket', async () => {
+    const socket = new WebSocket(`${stack.url.replace('http', 'ws')}/v1/live`, { headers: { authorization: `Bearer ${client}` } });
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    const answers: Array<{ type: string; code?: string }> = [];
+    socket.on('message', (data) => answers.push(JSON.parse(data.toString()) as { type: string; code?: string }));
+    const message = fc.oneof(
+      fc.record({ type: fc.constantFrom('subscribe', 'unsubscribe', 'monitor', 'x'), job: fc.oneof(fc.constant(jobId), fc.string()), after: fc.jsonValue() }, { requiredKeys: [] }),
+      fc.jsonValue({ maxDepth: 5 }).map((value) => JSON.stringify(value)),
+      fc.string({ maxLength: 100 }),
+    );
+    await fc.assert(
+      fc.asyncProperty(message, async (m) => {
+        socket.send(typeof m === 'string' ? m : JSON.stringify(m));
+      }),
+      { numRuns: 300 },
+    );
+    // a final well-formed subscribe is still answered: the socket survived everything before it
+    socket.send(JSON.stringify({ type: 'unsubscribe', job: jobId }));
+    socket.send(JSON.stringify({ type: 'subscribe', job: jobId, after: 'not-a-cursor' }));
+    socket.send(JSON.stringify({ type: 'subscribe', job: jobId }));
+    const snapshotAfterErrors = () => {
+      const refused = answers.findIndex((a) => a.type === 'error' && a.code === 'VALIDATION' && JSON.stringify(a).includes('after'));
+      return refused >= 0 && answers.slice(refused).some((a) => a.type === 'snapshot');
+    };
+    while (!snapshotAfterErrors() && !closed) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(closed).toBe(false);
+    expect(answers.filter((a) => a.type === 'error').every((a) => /^[A-Z_]+$/.test(a.code ?? ''))).toBe(true);
+    socket.close();
   });
 });

@@ -195,4 +195,30 @@ describe('Redis Cluster', () => {
     expect(events.map((e) => [e.type, e.fields.job])).toEqual([['job.queued', submitted.id]]);
     reader.disconnect();
   });
+
+  it('lists jobs across pools on different masters, pauses a service and commands a machine, each call in its pool\'s slot', async () => {
+    const broker = await Broker.connect({ redis: client });
+    const pools = [...(await poolsOnDistinctMasters(broker)).values()];
+    const submitted = [];
+    for (let i = 0; i < 9; i++) submitted.push((await broker.submit({ service: 'http', tenant: 'cluster-lister', requirements: { pool: pools[i % 3]! } })).id);
+    const listed: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await broker.listJobs({ tenant: 'cluster-lister', limit: 4, ...(cursor ? { cursor } : {}) });
+      listed.push(...page.jobs.map((j) => j.id));
+      cursor = page.next_cursor;
+    } while (cursor);
+    expect(listed.sort()).toEqual(submitted.sort());
+
+    await broker.registerWorker({ id: 'cluster-w', pool: pools[0]!, capabilities: { services: ['ollama'] } });
+    await broker.setServicePaused(pools[0]!, 'ollama', true);
+    await broker.submit({ service: 'ollama', requirements: { pool: pools[0]! } });
+    expect((await broker.claim(pools[0]!, 'cluster-w')).job).toBeNull();
+    await broker.setServicePaused(pools[0]!, 'ollama', false);
+    expect((await broker.claim(pools[0]!, 'cluster-w')).job?.service).toBe('ollama');
+
+    await broker.registerMachine(pools[1]!, 'cluster-m', 'ready');
+    const command = await broker.machineCommand(pools[1]!, 'cluster-m', 'restart');
+    expect((await client.xrange(broker.keys.machineCommands(pools[1]!, 'cluster-m'), '-', '+')).map(([id]) => id)).toEqual([command]);
+  });
 });

@@ -57,6 +57,19 @@ describe('listing jobs', () => {
     expect(first.jobs[0]).toMatchObject({ state: 'queued', submitted_at: now });
   });
 
+  it('resumes a cursor from another pool\'s index correctly when jobs share a timestamp', async () => {
+    const b = await broker();
+    const submitted: string[] = [];
+    for (let i = 0; i < 12; i++) submitted.push((await b.submit({ service: 'simulation', tenant: i % 2 ? 'acme' : 'globex', requirements: { pool: ['standard', 'heavy', 'fast-lane'][i % 3]! } })).id);
+    for (const filter of [{}, { tenant: 'acme' }]) {
+      for (const limit of [1, 2, 5]) {
+        const listed = (await allPages(b, { ...filter, limit })).flat();
+        const expected = submitted.filter((_, i) => !('tenant' in filter) || i % 2 === 1);
+        expect(listed.sort()).toEqual([...expected].sort());
+      }
+    }
+  });
+
   it('filters by tenant, state, service, pool and submission time', async () => {
     const b = await broker();
     await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });

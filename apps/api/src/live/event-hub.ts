@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Broker, type BrokerEvent, type RedisClient, compareStreamIds } from '@emp/core';
 import type { Logger } from 'pino';
+import { ApiError } from '../errors';
 
 interface Subscriber {
   jobId: string | undefined;
@@ -51,7 +52,7 @@ export class EventHub {
     this.closed = true;
     clearInterval(this.discovery);
     for (const timer of this.queueMoveTimers.values()) clearTimeout(timer);
-    await Promise.all([...this.readers.values()].map(async (reader) => (await reader).stop()));
+    await Promise.allSettled([...this.readers.values()].map(async (reader) => (await reader).stop()));
     this.readers.clear();
   }
 
@@ -114,6 +115,8 @@ export class EventHub {
   }
 
   private reader(pool: string): Promise<PoolReader> {
+    // a request still running while the server shuts down must not start a reader nobody will stop
+    if (this.closed) return Promise.reject(new ApiError(503, 'UNAVAILABLE', 'the server is shutting down'));
     let reader = this.readers.get(pool);
     if (!reader) {
       reader = (async () => {

@@ -1,5 +1,5 @@
-import { type Broker, type BrokerEvent, type EventView, type Job, poolOfJobId } from '@emp/core';
-import { eventView, isTerminal } from '../job-view';
+import type { Broker, BrokerEvent, EventView, Job } from '@emp/core';
+import { eventView } from '../job-view';
 
 const TERMINAL_EVENTS = new Set(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired']);
 
@@ -21,5 +21,3 @@ export function isTerminalEvent(event: { type: string }): boolean {
 export function jobStartCursor(job: Job): string {
   return `${Math.max(0, job.timestamps.submitted_at - 1)}-0`;
 }
-
-export { isTerminal, poolOfJobId };

@@ -1,13 +1,17 @@
 import { type Broker, type Job, poolOfJobId } from '@emp/core';
 import { isTerminal } from '../job-view';
 import type { EventHub } from './event-hub';
+import { isTerminalEvent } from './job-feed';
 
 /**
  * Waits up to `timeoutMs` for a job to finish (or until `signal` aborts) and
- * returns it as it then is. Follows the job's events through the hub from its
- * submission, so a job that finishes while we start listening is not missed.
+ * returns it as it then is. The stream cursor is taken before the job is read,
+ * so a job that finishes in between is seen in the events that follow it, and
+ * only those are read, however old the job.
  */
 export async function waitForJob(hub: EventHub, broker: Broker, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job | null> {
+  const pool = poolOfJobId(id);
+  const cursor = await hub.latestId(pool);
   const job = await broker.getJob(id);
   if (!job || isTerminal(job.state) || timeoutMs <= 0) return job;
   let finished!: () => void;
@@ -15,16 +19,16 @@ export async function waitForJob(hub: EventHub, broker: Broker, id: string, time
   const timer = setTimeout(finished, timeoutMs);
   const onAbort = () => finished();
   signal?.addEventListener('abort', onAbort, { once: true });
-  const after = `${Math.max(0, job.timestamps.submitted_at - 1)}-0`;
-  const unsubscribe = await hub.follow(poolOfJobId(id), after, (event) => {
-    if (isTerminal(event.fields.state) && event.type !== 'job.progress') finished();
-  }, id);
+  let unsubscribe: (() => void) | undefined;
   try {
+    unsubscribe = await hub.follow(pool, cursor, (event) => {
+      if (isTerminalEvent(event)) finished();
+    }, id);
     await done;
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
-    unsubscribe();
+    unsubscribe?.();
   }
   return broker.getJob(id);
 }

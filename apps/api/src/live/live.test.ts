@@ -118,6 +118,19 @@ describe('following a job over WebSocket', () => {
   });
 });
 
+describe('many subscribers', () => {
+  it('share one Redis reader per pool however many sockets follow jobs, and each socket gets only its job', async () => {
+    const jobs = await Promise.all(Array.from({ length: 20 }, () => call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation', payload: { duration_ms: 5 } } })));
+    const sockets = await Promise.all(Array.from({ length: 200 }, () => open(client)));
+    sockets.forEach((live, i) => live.send({ type: 'subscribe', job: jobs[i % jobs.length]!.body.id, after: 'start' }));
+    const finished = await Promise.all(sockets.map((live) => live.next(isEvent('job.succeeded'))));
+    finished.forEach((message, i) => expect(message).toMatchObject({ job: jobs[i % jobs.length]!.body.id }));
+    const clients = ((await stack.connection.call('CLIENT', 'LIST')) as string).split('\n');
+    expect(clients.filter((line) => / cmd=xread /.test(line))).toHaveLength(1);
+    for (const live of sockets) live.socket.close();
+  });
+});
+
 describe('the monitor feed', () => {
   it('gives an operator a snapshot, then every event, and resumes from its cursors', async () => {
     const monitor = await open(operator);

@@ -16,6 +16,15 @@ local function set_of(csv)
   return set
 end
 
+-- a > b in byte order, the order Redis gives equal scores (Lua's own < follows the server's locale)
+local function bytes_after(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
 local function list_jobs(keys, args)
   local p = prefix_of(keys[1])
   local tenant = args[1]
@@ -33,8 +42,12 @@ local function list_jobs(keys, args)
     if at then
       rank = at + 1
     else
-      -- the cursor's entry was swept away: resume below its score
-      rank = redis.call('ZCOUNT', index, args[4], '+inf')
+      -- the cursor's entry is another pool's (or was swept away): resume after everything ordered
+      -- before it, the entries with a higher score and those with its score and a greater member
+      rank = redis.call('ZCOUNT', index, '(' .. args[4], '+inf')
+      for _, member in ipairs(redis.call('ZRANGE', index, args[4], args[4], 'BYSCORE')) do
+        if bytes_after(member, args[5]) then rank = rank + 1 end
+      end
     end
   end
   if newest then rank = math.max(rank, redis.call('ZCOUNT', index, '(' .. newest, '+inf')) end
