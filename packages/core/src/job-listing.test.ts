@@ -1,23 +1,12 @@
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type JobListFilter } from './broker';
 import { ValidationError } from './errors';
-import { type RedisProcess, startRedis } from './testing/redis-server';
+import { usePrivateRedis } from './testing/private-redis';
 
-let server: RedisProcess;
-let redis: Redis;
+const { redis } = usePrivateRedis();
 let now = 1_000_000;
 
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
+beforeEach(() => {
   now = 1_000_000;
 });
 

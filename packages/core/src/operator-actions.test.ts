@@ -1,23 +1,9 @@
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Broker } from './broker';
 import { NotFoundError, ValidationError } from './errors';
-import { type RedisProcess, startRedis } from './testing/redis-server';
+import { usePrivateRedis } from './testing/private-redis';
 
-let server: RedisProcess;
-let redis: Redis;
-
-beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
-beforeEach(async () => {
-  await redis.flushall();
-});
+const { redis } = usePrivateRedis();
 
 describe('pausing a service', () => {
   it('stops claims of its jobs (others still run), wakes nobody for them, and resuming wakes an idle worker', async () => {

@@ -1,7 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { JobFailure } from '../connector';
 import { FakeHttpService } from '../testing/fakes/fake-http-service';
-import { BrokerHarness, claimedJob, jobContext, waitFor } from '../testing/harness';
+import { BrokerHarness, claimedJob, expectJobFailure, jobContext, waitFor } from '../testing/harness';
 import { type HttpServiceOptions, httpConnector, pointer } from './http';
 
 let fake: FakeHttpService;
@@ -23,14 +22,7 @@ function connector(options: Partial<HttpServiceOptions> = {}) {
   });
 }
 
-async function failure(promise: Promise<unknown>): Promise<JobFailure> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(JobFailure);
-  return error as JobFailure;
-}
+const failure = expectJobFailure;
 
 describe('http connector through the broker', () => {
   let harness: BrokerHarness;

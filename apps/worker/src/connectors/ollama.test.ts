@@ -1,7 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { JobFailure } from '../connector';
 import { FakeOllama } from '../testing/fakes/fake-ollama';
-import { BrokerHarness, claimedJob, jobContext, waitFor } from '../testing/harness';
+import { BrokerHarness, claimedJob, expectJobFailure, jobContext, waitFor } from '../testing/harness';
 import { type OllamaOptions, ollamaConnector } from './ollama';
 
 let fake: FakeOllama;
@@ -14,14 +13,7 @@ function connector(options: Partial<OllamaOptions> = {}) {
   return ollamaConnector({ baseUrl: fake.url, ...options });
 }
 
-async function failure(promise: Promise<unknown>): Promise<JobFailure> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(JobFailure);
-  return error as JobFailure;
-}
+const failure = expectJobFailure;
 
 describe('ollama connector through the broker', () => {
   let harness: BrokerHarness;

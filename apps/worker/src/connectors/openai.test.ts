@@ -1,7 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { JobFailure } from '../connector';
 import { FakeOpenAI } from '../testing/fakes/fake-openai';
-import { BrokerHarness, claimedJob, jobContext, waitFor } from '../testing/harness';
+import { BrokerHarness, claimedJob, expectJobFailure, jobContext, waitFor } from '../testing/harness';
 import { type OpenAIOptions, openaiConnector } from './openai';
 
 let fake: FakeOpenAI;
@@ -16,14 +15,7 @@ function connector(options: Partial<OpenAIOptions> = {}) {
 
 const chat = (text: string, model = 'gpt-test') => ({ model, messages: [{ role: 'user', content: text }] });
 
-async function failure(promise: Promise<unknown>): Promise<JobFailure> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(JobFailure);
-  return error as JobFailure;
-}
+const failure = expectJobFailure;
 
 describe('openai connector through the broker', () => {
   let harness: BrokerHarness;

@@ -11,7 +11,8 @@ import { Broker, type BrokerEvent, type ClaimedJob, type Job, type JobProgress }
 import { type RedisProcess, startRedis } from '@emp/core/testing';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import type { Connector, JobContext, JobProgressInput } from '../connector';
+import { expect } from 'vitest';
+import { type Connector, type JobContext, JobFailure, type JobProgressInput } from '../connector';
 import { Worker } from '../worker';
 
 export const POOL = 'standard';
@@ -131,4 +132,14 @@ export function jobContext(controller = new AbortController()): JobContext & {
 export async function temporaryDirectory(): Promise<{ path: string; remove: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), 'emp-worker-test-'));
   return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+/** The JobFailure `promise` rejects with (anything else fails the test). */
+export async function expectJobFailure(promise: Promise<unknown>): Promise<JobFailure> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(JobFailure);
+  return error as JobFailure;
 }
