@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { serverTime, withBroker } from '../connection';
+import { withBroker } from '../connection';
 import { redisFlag } from '../flags';
 import { duration, json, table } from '../format';
+import { listAcrossPools } from '../registry-listing';
 
 export function registerMachines(program: Command): void {
   program
@@ -11,12 +12,7 @@ export function registerMachines(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (options: { pool?: string; json?: boolean }, command: Command) => {
       await withBroker(redisFlag(command), async (broker) => {
-        const pools = options.pool ? [options.pool] : await broker.pools();
-        const [now, perPool] = await Promise.all([
-          serverTime(broker),
-          Promise.all(pools.map(async (pool) => (await broker.machines(pool)).map((machine): Record<string, string> => ({ ...machine, pool })))),
-        ]);
-        const machines = perPool.flat();
+        const { now, entries: machines } = await listAcrossPools(broker, options.pool, (pool) => broker.machines(pool));
         if (options.json) {
           process.stdout.write(`${json({ now, machines })}\n`);
           return;
