@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { FakeHttpServer, type FakeServerOptions, type RecordedRequest, sendJson } from './http-fake';
+import { FakeService, type FakeServerOptions, type RecordedRequest, sendJson } from './http-fake';
 
 export interface FakeHttpServiceOptions extends FakeServerOptions {
   stepMs?: number;
@@ -23,8 +23,7 @@ interface RemoteJob {
   canceled: boolean;
 }
 
-export class FakeHttpService {
-  readonly http: FakeHttpServer;
+export class FakeHttpService extends FakeService {
   readonly jobs = new Map<string, RemoteJob>();
   stepMs: number;
   queueMs: number;
@@ -32,9 +31,9 @@ export class FakeHttpService {
   statusOverride: unknown;
 
   constructor(options: FakeHttpServiceOptions = {}) {
+    super(options);
     this.stepMs = options.stepMs ?? 20;
     this.queueMs = options.queueMs ?? 30;
-    this.http = new FakeHttpServer(options, (request, response) => this.route(request, response));
   }
 
   static async start(options: FakeHttpServiceOptions = {}): Promise<FakeHttpService> {
@@ -43,15 +42,7 @@ export class FakeHttpService {
     return fake;
   }
 
-  get url(): string {
-    return this.http.url;
-  }
-
-  async close(): Promise<void> {
-    await this.http.close();
-  }
-
-  private route(request: RecordedRequest, res: ServerResponse): void {
+  protected route(request: RecordedRequest, res: ServerResponse): void {
     if (request.method === 'POST' && request.path === '/run') {
       const body = request.body as { input?: Record<string, unknown> } | undefined;
       if (!body || typeof body.input !== 'object' || body.input === null) return sendJson(res, 400, { error: 'input is required' });

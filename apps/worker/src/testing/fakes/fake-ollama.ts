@@ -13,7 +13,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FakeHttpServer, type FakeServerOptions, type RecordedRequest, sendJson } from './http-fake';
+import { FakeService, type FakeServerOptions, type RecordedRequest, sendJson } from './http-fake';
 
 export interface FakeOllamaOptions extends FakeServerOptions {
   /** models on disk */
@@ -25,8 +25,7 @@ export interface FakeOllamaOptions extends FakeServerOptions {
   pullChunkBytes?: number;
 }
 
-export class FakeOllama {
-  readonly http: FakeHttpServer;
+export class FakeOllama extends FakeService {
   readonly onDisk: Set<string>;
   readonly registry: Record<string, number[]>;
   readonly loaded = new Set<string>();
@@ -39,11 +38,11 @@ export class FakeOllama {
   readonly abandoned: RecordedRequest[] = [];
 
   constructor(options: FakeOllamaOptions = {}) {
+    super(options);
     this.onDisk = new Set((options.models ?? ['llama3.2:latest']).map(canonical));
     this.registry = options.registry ?? { 'llama3.2:latest': [2_000_000_000, 7_000, 6_000], 'qwen3:0.6b': [500_000_000, 1_000] };
     this.chunkDelayMs = options.chunkDelayMs ?? 2;
     this.pullChunkBytes = options.pullChunkBytes ?? 250_000_000;
-    this.http = new FakeHttpServer(options, (request, response) => this.route(request, response));
   }
 
   static async start(options: FakeOllamaOptions = {}): Promise<FakeOllama> {
@@ -52,15 +51,7 @@ export class FakeOllama {
     return fake;
   }
 
-  get url(): string {
-    return this.http.url;
-  }
-
-  async close(): Promise<void> {
-    await this.http.close();
-  }
-
-  private async route(request: RecordedRequest, res: ServerResponse): Promise<void> {
+  protected async route(request: RecordedRequest, res: ServerResponse): Promise<void> {
     const body = (request.body ?? {}) as Record<string, unknown>;
     if (request.method === 'GET' && request.path === '/api/tags') {
       return sendJson(res, 200, {

@@ -13,7 +13,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FakeHttpServer, type FakeServerOptions, type RecordedRequest, sendJson } from './http-fake';
+import { FakeService, type FakeServerOptions, type RecordedRequest, sendJson } from './http-fake';
 
 export interface FakeOpenAIOptions extends FakeServerOptions {
   models?: string[];
@@ -27,8 +27,7 @@ type ChatRequest = {
   stream_options?: { include_usage?: boolean };
 };
 
-export class FakeOpenAI {
-  readonly http: FakeHttpServer;
+export class FakeOpenAI extends FakeService {
   readonly models: string[];
   chunkDelayMs: number;
   /** how the usage chunk carries `choices`: [] (OpenAI), null, or not at all */
@@ -40,9 +39,9 @@ export class FakeOpenAI {
   readonly abandoned: RecordedRequest[] = [];
 
   constructor(options: FakeOpenAIOptions = {}) {
+    super(options);
     this.models = options.models ?? ['gpt-test'];
     this.chunkDelayMs = options.chunkDelayMs ?? 2;
-    this.http = new FakeHttpServer(options, (request, response) => this.route(request, response));
   }
 
   static async start(options: FakeOpenAIOptions = {}): Promise<FakeOpenAI> {
@@ -51,15 +50,7 @@ export class FakeOpenAI {
     return fake;
   }
 
-  get url(): string {
-    return this.http.url;
-  }
-
-  async close(): Promise<void> {
-    await this.http.close();
-  }
-
-  private async route(request: RecordedRequest, res: ServerResponse): Promise<void> {
+  protected async route(request: RecordedRequest, res: ServerResponse): Promise<void> {
     if (request.method === 'GET' && request.path === '/v1/models') {
       return sendJson(res, 200, { object: 'list', data: this.models.map((id) => ({ id, object: 'model', created: 0, owned_by: 'fake' })) });
     }

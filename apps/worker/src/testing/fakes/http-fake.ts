@@ -128,3 +128,22 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(body));
 }
+
+/** A fake service: its routes served by a FakeHttpServer, the URL it listens on, and close. */
+export abstract class FakeService {
+  readonly http: FakeHttpServer;
+
+  constructor(options: FakeServerOptions) {
+    this.http = new FakeHttpServer(options, (request, response, raw) => this.route(request, response, raw));
+  }
+
+  get url(): string {
+    return this.http.url;
+  }
+
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+
+  protected abstract route(request: RecordedRequest, response: ServerResponse, raw: IncomingMessage): Promise<void> | void;
+}
