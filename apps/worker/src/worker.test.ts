@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Connector, JobFailure } from './connector';
 import { type SimulationOptions, simulationConnector } from './connectors/simulation';
+import { waitFor } from './testing/harness';
 import { Worker, type WorkerOptions } from './worker';
 
 const POOL = 'standard';
@@ -47,16 +48,6 @@ async function startWorker(
   return worker;
 }
 
-/** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 async function jobInState(broker: Broker, id: string, ...states: Job['state'][]): Promise<Job> {
   return waitFor(`job ${id} to be ${states.join(' or ')}`, async () => {
