@@ -123,7 +123,9 @@ interface ModelJob {
   maxInfra: number;
   backoff: number;
   state: JobState;
+  /** the fencing token: the job's attempt number, which only ever grows (a manual retry keeps counting) */
   token?: string;
+  claims: number;
   worker?: string;
   claimedAt?: number;
   failures: number;
@@ -142,7 +144,6 @@ class Model {
   /** the `leases` index: when each worker's lease runs out */
   readonly leaseUntil = new Map<string, number>();
   readonly lastHeartbeat = new Map<string, number>();
-  tokens = 0;
   seq = 0;
   completions = 0;
 
@@ -167,7 +168,7 @@ class Model {
   }
   take(worker: string, job: ModelJob, wasBusy: boolean): Lease {
     job.state = 'starting';
-    job.token = String(++this.tokens);
+    job.token = String(++job.claims);
     job.worker = worker;
     job.claimedAt = now;
     if (!wasBusy) this.renew(worker);
@@ -273,7 +274,7 @@ class Scenario {
         expect(result.routable).toBe(r.runnableBy.length > 0);
         const job: ModelJob = {
           id: result.id, req: op.req, priority: op.priority, seq: ++model.seq, maxAttempts: op.maxAttempts,
-          maxInfra: op.maxInfra, backoff: op.backoff, state: 'queued', failures: 0, infra: 0,
+          maxInfra: op.maxInfra, backoff: op.backoff, state: 'queued', failures: 0, infra: 0, claims: 0,
         };
         model.jobs.push(job);
         model.byId.set(job.id, job);
@@ -522,9 +523,14 @@ class Scenario {
     throw new Error('wake-ups did not settle in 50 rounds');
   }
 
-  /** No idle worker waits while a job it can run is queued. */
+  /** No idle worker waits while a job it can run is queued; a worker's hash says whether it waits. */
   async checkNoLostWakeUp(): Promise<void> {
-    const idle = Object.keys(await redis.hgetall(`${this.broker.keys.prefix(POOL)}idle`));
+    const p = this.broker.keys.prefix(POOL);
+    const idle = Object.keys(await redis.hgetall(`${p}idle`));
+    for (const w of WORKERS) {
+      const waiting = (await redis.hget(`${p}worker:${w.id}`, 'waiting')) === '1';
+      expect(waiting, `worker ${w.id}: 'waiting' in its hash agrees with the idle index`).toBe(idle.includes(w.id));
+    }
     for (const workerId of idle) {
       const runnable = this.model.best(workerId);
       expect(runnable?.id ?? null, `idle worker ${workerId} waits while a job it can run is queued`).toBeNull();

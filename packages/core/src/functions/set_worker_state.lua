@@ -11,7 +11,7 @@ local function set_state(keys, args)
   if state ~= 'draining' and state ~= 'idle' and state ~= 'offline' then
     raise('BAD_STATE', 'a worker may set itself draining, idle or offline, not ' .. tostring(state))
   end
-  if state ~= 'idle' then redis.call('HDEL', p .. 'idle', worker) end
+  if state ~= 'idle' then stop_waiting(p, worker) end
   if state == 'offline' then
     redis.call('ZREM', p .. 'workers', worker)
     redis.call('ZADD', p .. 'workers:offline', ctx.now, worker)

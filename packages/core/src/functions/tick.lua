@@ -77,7 +77,7 @@ local function turn_offline(ctx, kind, limit, offline_after, retention)
     local last_seen = redis.call('ZSCORE', online, id)
     redis.call('ZREM', online, id)
     redis.call('ZADD', offline, last_seen, id)
-    if kind == 'worker' then redis.call('HDEL', p .. 'idle', id) end
+    if kind == 'worker' then stop_waiting(p, id) end
     redis.call('HSET', key, 'state', 'offline', 'state_since', now)
     events_append(p, ctx.maxlen, { 'type', kind .. '.offline', kind, id, 'state', 'offline', 'ts', now })
     handled = handled + 1

@@ -21,7 +21,7 @@ local function set_class_head(p, class, score)
 end
 
 local function refresh_class_head(p, class)
-  local head = redis.call('ZRANGE', queue_key(p, class), 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', queue_key(p, class), '0', '0', 'WITHSCORES')
   set_class_head(p, class, head[2] or false)
 end
 
@@ -29,6 +29,20 @@ local function remove_from_queue(p, id, class)
   if redis.call('ZREM', queue_key(p, class), id) == 1 then
     refresh_class_head(p, class)
   end
+end
+
+-- A worker waiting for a job is a field of `idle` (worker -> profile), which a
+-- submit searches for someone to wake. The worker's own hash says so too
+-- (`waiting`), so that a claim, which reads that hash anyway, skips taking a
+-- busy worker out of `idle` when it was never in it.
+local function start_waiting(p, worker, profile, waiting)
+  redis.call('HSET', p .. 'idle', worker, profile)
+  if not waiting then redis.call('HSET', worker_key(p, worker), 'waiting', '1') end
+end
+
+local function stop_waiting(p, worker)
+  redis.call('HDEL', p .. 'idle', worker)
+  redis.call('HDEL', worker_key(p, worker), 'waiting')
 end
 
 -- Wakes one idle worker able to run `class`, preferring any worker but `avoid`
@@ -43,7 +57,7 @@ local function wake_one(p, class, avoid)
     local worker, profile = idle[i], idle[i + 1]
     if profile_matches(p, profile, class) then
       if worker ~= avoid then
-        redis.call('HDEL', p .. 'idle', worker)
+        stop_waiting(p, worker)
         redis.call('RPUSH', signal_key(p, worker), 'wake:' .. class)
         return worker
       end
@@ -52,7 +66,7 @@ local function wake_one(p, class, avoid)
   end
   if fallback then
     -- only the avoided worker is idle: wake it anyway so it learns when it may take the job
-    redis.call('HDEL', p .. 'idle', fallback)
+    stop_waiting(p, fallback)
     redis.call('RPUSH', signal_key(p, fallback), 'wake:' .. class)
   end
   return fallback

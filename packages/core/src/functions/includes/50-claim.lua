@@ -5,6 +5,9 @@
 
 local AVOID_LOOKAHEAD = 16
 local CLASS_PAGE = 64
+-- range bounds as text: a Lua number passed to redis.call is formatted with sprintf
+local AVOID_LOOKAHEAD_LAST = '15' -- AVOID_LOOKAHEAD - 1
+local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
 
 local TAKE_FIELDS = { 'avoid_worker', 'avoid_until', 'attempts', 'tenant', 'service', 'score', 'workflow_id',
   'step', 'exec_timeout_ms', 'submitted_at', 'start_deadline', 'queue_deadline', 'payload' }
@@ -14,22 +17,24 @@ local TAKE_FIELDS = { 'avoid_worker', 'avoid_until', 'attempts', 'tenant', 'serv
 -- window ends (looking at most AVOID_LOOKAHEAD jobs deep); the earliest such end
 -- is returned so the worker knows when to look again. When the head is taken,
 -- the score of the job behind it comes too: it is the class's next head score.
+-- The job's fields when this worker may take it now, else nil and when it may.
+local function takeable(p, id, worker, now)
+  local f = redis.call('HMGET', job_key(p, id), unpack(TAKE_FIELDS))
+  if f[1] ~= worker then return f, nil end
+  local until_ = tonumber(f[2]) or 0
+  if until_ <= now then return f, nil end
+  return nil, until_
+end
+
 local function pick_in_class(p, class, worker, now)
-  local soonest = nil
-  local function takeable(id)
-    local f = redis.call('HMGET', job_key(p, id), unpack(TAKE_FIELDS))
-    if f[1] ~= worker then return f end
-    local until_ = tonumber(f[2]) or 0
-    if until_ <= now then return f end
-    if soonest == nil or until_ < soonest then soonest = until_ end
-    return nil
-  end
-  local heads = redis.call('ZRANGE', queue_key(p, class), 0, 1, 'WITHSCORES')
-  local f = takeable(heads[1])
+  local heads = redis.call('ZRANGE', queue_key(p, class), '0', '1', 'WITHSCORES')
+  local f, soonest = takeable(p, heads[1], worker, now)
   if f then return heads[1], f, nil, heads[4] or false end
-  for _, id in ipairs(redis.call('ZRANGE', queue_key(p, class), 1, AVOID_LOOKAHEAD - 1)) do
-    f = takeable(id)
+  for _, id in ipairs(redis.call('ZRANGE', queue_key(p, class), '1', AVOID_LOOKAHEAD_LAST)) do
+    local until_
+    f, until_ = takeable(p, id, worker, now)
     if f then return id, f end
+    if until_ < soonest then soonest = until_ end
   end
   return nil, nil, soonest
 end
@@ -46,10 +51,13 @@ local function take(ctx, id, f, class, worker, w, next_score)
     set_class_head(p, class, next_score)
   end
   local attempt = tostring((tonumber(f[3]) or 0) + 1)
-  local token = tostring(redis.call('INCR', p .. 'token'))
+  local token = attempt
   redis.call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'token', token,
     'attempts', attempt, 'claimed_at', ctx.ts, 'updated_at', ctx.ts)
-  redis.call('HDEL', p .. 'idle', worker)
+  if w.waiting then
+    stop_waiting(p, worker)
+    w.waiting = false
+  end
   redis.call('SADD', p .. 'wjobs:' .. worker, id)
   if w.state ~= 'busy' then
     -- a busy worker's lease is already running (and renewed by its heartbeats)
@@ -72,9 +80,9 @@ end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER.
 local function load_worker(p, worker)
-  local f = redis.call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine')
+  local f = redis.call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting')
   if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
-  return { profile = f[1], state = f[2], machine = f[3] or '' }
+  return { profile = f[1], state = f[2], machine = f[3] or '', waiting = f[4] ~= false }
 end
 
 -- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
@@ -91,7 +99,8 @@ local function claim_for(ctx, worker, woken_class, w)
   local paused = nil
   if redis.call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(redis.call('HGETALL', p .. 'paused')) end
   while true do
-    local page = redis.call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
+    local page = offset == 0 and redis.call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST)
+      or redis.call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
     for _, class in ipairs(page) do
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
         local id, fields, until_, next_score = pick_in_class(p, class, worker, ctx.now)
@@ -109,7 +118,7 @@ local function claim_for(ctx, worker, woken_class, w)
     if #page < CLASS_PAGE then break end
     offset = offset + CLASS_PAGE
   end
-  redis.call('HSET', p .. 'idle', worker, w.profile)
+  start_waiting(p, worker, w.profile, w.waiting)
   local state = w.state or 'idle'
   if redis.call('SCARD', p .. 'wjobs:' .. worker) == 0 then
     state = 'idle'
