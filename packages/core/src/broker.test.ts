@@ -477,3 +477,69 @@ describe('idle workers', () => {
     expect([...firstPage, ...rest].filter((e) => e.type === 'job.queued')).toHaveLength(5);
   });
 });
+
+describe('completions made together', () => {
+  async function fcalls(): Promise<number> {
+    const stats = await redis.info('commandstats');
+    return Number(/cmdstat_fcall:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+  }
+
+  it('one worker\'s completions in the same turn share calls, each claiming its own successor', async () => {
+    const b = await broker();
+    const w = await worker(b, 'busy');
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await b.submit({ service: 'simulation', payload: { i } })).id);
+    const held: ClaimedJob[] = [];
+    for (let i = 0; i < 6; i++) held.push(await claimJob(b, w));
+
+    const before = await fcalls();
+    const nexts = await Promise.all(held.map((job) => b.complete(job.lease, { done: job.id }, { claimNext: true })));
+    expect(await fcalls() - before).toBeLessThan(held.length);
+
+    expect(nexts.map((next) => next?.job?.id)).toEqual(ids.slice(6, 12));
+    for (const job of held) {
+      const view = await b.getJob(job.id);
+      expect(view?.state).toBe('succeeded');
+      expect(view?.result).toEqual({ done: job.id });
+    }
+    const succeeded = (await events(b)).filter((e) => e.type === 'job.succeeded').map((e) => e.fields.job);
+    expect(succeeded).toEqual(held.map((job) => job.id));
+  });
+
+  it('a completion whose lease was lost fails alone; the others in its call go through', async () => {
+    const b = await broker();
+    const w = await worker(b, 'busy');
+    for (let i = 0; i < 3; i++) await b.submit({ service: 'simulation' });
+    const [first, second] = [await claimJob(b, w), await claimJob(b, w)];
+    const stale: Lease = { ...first.lease, token: String(Number(first.lease.token) + 1) };
+
+    const [lost, ok] = await Promise.allSettled([
+      b.complete(stale, 'late'),
+      b.complete(second.lease, 'fine'),
+    ]);
+    expect(lost.status === 'rejected' && lost.reason).toBeInstanceOf(LeaseLostError);
+    expect(ok.status).toBe('fulfilled');
+    expect((await b.getJob(first.id))?.state).toBe('starting');
+    expect((await b.getJob(second.id))?.state).toBe('succeeded');
+  });
+
+  it('completions that claim for different workers go in separate calls and each gets its own worker\'s job', async () => {
+    const b = await broker();
+    const gpu = await worker(b, 'gpu', { services: ['simulation', 'comfyui'] });
+    const cpu = await worker(b, 'cpu');
+    await b.submit({ service: 'simulation' });
+    await b.submit({ service: 'simulation' });
+    const [g, c] = [await claimJob(b, gpu), await claimJob(b, cpu)];
+    const comfy = await b.submit({ service: 'comfyui' });
+    const plain = await b.submit({ service: 'simulation' });
+
+    const [gNext, cNext] = await Promise.all([
+      b.complete(g.lease, null, { claimNext: true }),
+      b.complete(c.lease, null, { claimNext: true }),
+    ]);
+    expect(gNext?.job?.id).toBe(comfy.id);
+    expect(gNext?.job?.lease.workerId).toBe('gpu');
+    expect(cNext?.job?.id).toBe(plain.id);
+    expect(cNext?.job?.lease.workerId).toBe('cpu');
+  });
+});

@@ -3,6 +3,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { canonicalJson } from './canonical';
 import { MachineId, WorkerRegistration, capabilityProfile } from './capabilities';
 import { type BrokerConfig, type BrokerConfigInput, brokerConfig } from './config';
+import { CompletionBatcher } from './completion-batch';
 import {
   EmpError,
   NotFoundError,
@@ -192,6 +193,9 @@ export class Broker {
   readonly keys: KeyLayout;
   private readonly knownPools = new Set<string>();
   private readonly services: Set<string>;
+  private readonly completions = new CompletionBatcher((pool, claimFor, completions) =>
+    this.fcall('emp_complete', pool, [claimFor, ...completions.flatMap((c) => [c.jobId, c.token, c.result])]) as Promise<unknown[]>,
+  );
 
   private constructor(
     readonly redis: RedisClient,
@@ -439,7 +443,8 @@ export class Broker {
 
   /**
    * Records the attempt's result. With `claimNext`, the same call claims the
-   * worker's next job (one round trip per job for a busy worker).
+   * worker's next job (one round trip per job for a busy worker; completions
+   * of one worker made in the same turn of the event loop share one).
    */
   async complete(lease: Lease, result: unknown, options: { claimNext?: boolean } = {}): Promise<ClaimResult | null> {
     const l = this.lease(lease);
@@ -449,7 +454,7 @@ export class Broker {
         `result of job ${l.jobId} is ${Buffer.byteLength(text)} bytes, over the ${this.config.maxResultBytes}-byte limit; store large outputs in the asset store and return their URLs`,
       );
     }
-    const reply = (await this.fcall('emp_complete', l.pool, [l.jobId, l.token, text, options.claimNext ? l.workerId : ''])) as unknown[];
+    const reply = await this.completions.add(l.pool, options.claimNext ? l.workerId : '', { jobId: l.jobId, token: l.token, result: text });
     return options.claimNext ? parseClaim(l.pool, l.workerId, reply.slice(1)) : null;
   }
 

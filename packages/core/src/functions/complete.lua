@@ -1,20 +1,37 @@
--- complete: the attempt succeeded; optionally claim the worker's next job in the
--- same call (one round trip per job for a busy worker).
+-- complete: one or more attempts of one worker succeeded; optionally each claims
+-- the worker's next job in the same call. A busy worker running many jobs at once
+-- sends the completions that are ready together, one round trip for all of them.
+-- Each completion is checked against its fencing token and applied on its own:
+-- one whose lease was lost fails alone and changes nothing.
 -- KEYS[1] shard anchor
--- ARGV prelude, then [7] job id  [8] fencing token  [9] result (JSON)  [10] worker id to claim for ('' none)
--- Returns { 'succeeded' } or { 'succeeded', <claim reply...> }. Errors: NOT_FOUND, LEASE_LOST.
+-- ARGV prelude, then [7] worker id to claim for ('' none), then per completion:
+--   job id, fencing token, result (JSON)
+-- Returns one reply per completion, in order: { 'succeeded' } or
+-- { 'succeeded', <claim reply as `claim` returns it...> }, or { 'error', '<CODE> <message>' }
+-- (NOT_FOUND, LEASE_LOST).
+-- Errors: UNKNOWN_WORKER (before anything changes).
 local function complete(keys, args)
   local ctx = context(keys, args)
-  local job = fenced(ctx, args[7], args[8])
-  local next_worker = args[10] ~= '' and args[10] or nil
-  -- read before anything changes: an unknown worker must change nothing
+  local next_worker = args[7] ~= '' and args[7] or nil
   local w = next_worker and load_worker(ctx.p, next_worker)
-  detach(ctx, job, next_worker ~= nil)
-  finish(ctx, job, 'succeeded', { 'result', args[9] })
-  if not next_worker then return { 'succeeded' } end
-  local reply = claim_for(ctx, next_worker, nil, w)
-  table.insert(reply, 1, 'succeeded')
-  return reply
+  local replies = {}
+  for i = 8, #args - 2, 3 do
+    local ok, reply = pcall(function()
+      local job = fenced(ctx, args[i], args[i + 1])
+      detach(ctx, job, next_worker ~= nil)
+      finish(ctx, job, 'succeeded', { 'result', args[i + 2] })
+      if not next_worker then return { 'succeeded' } end
+      local claimed = claim_for(ctx, next_worker, nil, w)
+      table.insert(claimed, 1, 'succeeded')
+      return claimed
+    end)
+    if ok then
+      replies[#replies + 1] = reply
+    else
+      replies[#replies + 1] = { 'error', type(reply) == 'table' and reply.err or tostring(reply) }
+    end
+  end
+  return replies
 end
 
 redis.register_function('emp_complete', complete)
