@@ -16,6 +16,7 @@ import {
   parseWith,
 } from '@emp/core';
 import { type Logger, pino } from 'pino';
+import { AttemptAbort } from './attempt-abort';
 import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure } from './connector';
 import { ProgressReporter } from './progress-reporter';
 
@@ -63,8 +64,11 @@ export interface WorkerEvents {
 interface ActiveJob {
   job: ClaimedJob;
   connector: Connector | undefined;
-  controller: AbortController;
-  logger: Logger;
+  abort: AttemptAbort;
+  /** the job's logger (the worker's, with the job's fields bound) */
+  readonly logger: Logger;
+  /** the worker's logger */
+  readonly parent: Logger;
   progress: ProgressReporter;
   started: Promise<void> | undefined;
   timeoutTimer: NodeJS.Timeout | undefined;
@@ -331,10 +335,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private abortJob(jobId: string, cause: AbortCause, token?: string, byBroker = false): void {
     const active = this.active.get(jobId);
     if (!active || (token !== undefined && active.job.lease.token !== token)) return;
-    if (active.controller.signal.aborted) return;
+    if (active.abort.aborted) return;
     if (byBroker) active.timedOutByBroker = true;
-    active.logger.debug({ cause }, 'aborting job');
-    active.controller.abort(new JobAbortError(cause));
+    debugLog(active, 'aborting job', { cause });
+    active.abort.abort(new JobAbortError(cause));
   }
 
   // ---------------------------------------------------------------- heartbeat
@@ -392,14 +396,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ---------------------------------------------------------------- running a job
 
   private launch(job: ClaimedJob): void {
-    const controller = new AbortController();
+    const abort = new AttemptAbort();
     const connector = this.connectors.get(job.service);
-    const logger = this.logger.child({ job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service });
+    // made on first use: a job that logs nothing above the level does not pay for binding its fields
+    let jobLogger: Logger | undefined;
     const active: ActiveJob = {
       job,
       connector,
-      controller,
-      logger,
+      abort,
+      get logger() {
+        return (jobLogger ??= this.parent.child({ job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service }));
+      },
+      parent: this.logger,
       started: undefined,
       timeoutTimer: undefined,
       timedOutByBroker: false,
@@ -407,23 +415,27 @@ export class Worker extends EventEmitter<WorkerEvents> {
         (progress) => this.broker.progress(job.lease, progress),
         (error) => {
           if (error instanceof LeaseLostError) this.abortJob(job.id, 'lost', job.lease.token);
-          else logger.warn({ err: error }, 'progress report failed');
+          else active.logger.warn({ err: error }, 'progress report failed');
         },
         this.progressIntervalMs,
       ),
     };
     this.active.set(job.id, active);
-    logger.debug({ attempt: job.attempt, token: job.lease.token }, 'job received');
-    if (this.handingBack) controller.abort(new JobAbortError('shutdown'));
+    debugLog(active, 'job received', { attempt: job.attempt, token: job.lease.token });
+    if (this.handingBack) abort.abort(new JobAbortError('shutdown'));
     const task = this.runJob(active).finally(() => this.tasks.delete(task));
     this.tasks.add(task);
   }
 
   private async runJob(active: ActiveJob): Promise<void> {
-    const { job, controller } = active;
+    const { job, abort } = active;
     const ctx: JobContext = {
-      signal: controller.signal,
-      logger: active.logger,
+      get signal() {
+        return abort.signal;
+      },
+      get logger() {
+        return active.logger;
+      },
       start: () => this.startJob(active),
       progress: (progress) => {
         parseWith(JobProgress, progress, 'progress');
@@ -436,9 +448,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (!connector) {
         throw new JobFailure('non_retryable', `worker ${this.id} has no connector for service '${job.service}'`);
       }
-      controller.signal.throwIfAborted();
+      abort.throwIfAborted();
       if (!connector.startsItself) await this.startJob(active);
-      const result = await untilAborted(Promise.resolve().then(() => connector.run(job, ctx)), controller.signal);
+      const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));
       outcome = { ok: true, result };
     } catch (error) {
       outcome = { ok: false, error };
@@ -472,9 +484,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     active.started ??= this.broker.start(active.job.lease).then(
       () => {
         const { job } = active;
-        active.logger.debug('job started');
+        debugLog(active, 'job started');
         this.notify('job:started', job);
-        if (job.executionTimeoutMs !== undefined && !active.controller.signal.aborted) {
+        if (job.executionTimeoutMs !== undefined && !active.abort.aborted) {
           active.timeoutTimer = setTimeout(() => this.abortJob(job.id, 'timeout', job.lease.token), job.executionTimeoutMs);
         }
       },
@@ -491,8 +503,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * the worker is running; returns that claim's result (null: none was made).
    */
   private async settle(active: ActiveJob, outcome: Outcome): Promise<ClaimResult | null> {
-    const { job, controller } = active;
-    const cause = controller.signal.aborted ? abortCause(controller.signal.reason) : undefined;
+    const { job, abort } = active;
+    const cause = abort.aborted ? abortCause(abort.reason) : undefined;
     // canceled, expired, lost, or timed out by the broker: the attempt's outcome is already recorded
     const dropped = dropReason(cause, active.timedOutByBroker) ?? (isLeaseLost(outcome) ? 'lost' : undefined);
     if (dropped) return this.drop(active, dropped);
@@ -506,11 +518,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await active.progress.flush();
       try {
         const next = await this.record(active, 'result', () => this.broker.complete(job.lease, result, { claimNext }));
-        active.logger.debug('job completed');
+        debugLog(active, 'job completed');
         this.notify('job:completed', job, outcome.result);
         return next;
       } catch (error) {
-        if (error instanceof LeaseLostError) return this.drop(active, dropReason(abortCause(controller.signal.reason), false) ?? 'lost');
+        if (error instanceof LeaseLostError) return this.drop(active, dropReason(abortCause(abort.reason), false) ?? 'lost');
         if (!(error instanceof PayloadTooLargeError)) throw error;
         outcome = { ok: false, error: new JobFailure('non_retryable', error.message, { type: error.name }) };
       }
@@ -521,11 +533,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     else await active.progress.flush();
     try {
       const { outcome: result, next } = await this.record(active, 'failure', () => this.broker.fail(job.lease, info, { claimNext }));
-      active.logger.debug({ kind: info.kind, outcome: result, err: outcome.error }, 'job failed');
+      debugLog(active, 'job failed', { kind: info.kind, outcome: result, err: outcome.error });
       this.notify('job:failed', job, info, result);
       return next;
     } catch (error) {
-      if (error instanceof LeaseLostError) return this.drop(active, dropReason(abortCause(controller.signal.reason), false) ?? 'lost');
+      if (error instanceof LeaseLostError) return this.drop(active, dropReason(abortCause(abort.reason), false) ?? 'lost');
       throw error;
     }
   }
@@ -619,29 +631,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 }
 
-/** Resolves or rejects like `work`, or rejects with the signal's reason as soon as it aborts. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => undefined);
-    return Promise.reject(signal.reason as Error);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      work.catch(() => undefined); // the connector may still reject later; nobody waits for it
-      reject(signal.reason as Error);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error as Error);
-      },
-    );
-  });
+/** Debug lines are the busiest: only a logger that writes them binds the job's fields. */
+function debugLog(active: ActiveJob, message: string, fields: object = {}): void {
+  if (active.parent.isLevelEnabled('debug')) active.logger.debug(fields, message);
 }
 
 function abortCause(reason: unknown): AbortCause | undefined {
