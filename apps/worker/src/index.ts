@@ -21,3 +21,17 @@ export { AzureBlobStoreOptions, azureBlobStore } from './assets/azure-blob-store
 export { S3StoreOptions, type S3StoreRefusal, S3StoreRefusedError, s3ObjectUrl, s3Store } from './assets/s3-store';
 export { type StopOnSignalsOptions, stopOnSignals } from './shutdown';
 export { HttpLogShipper, HttpLogShipperOptions } from './logging/http-log-shipper';
+export {
+  EnsureLine,
+  EnsureRequest,
+  MODEL_ERROR_CODES,
+  ModelError,
+  type ModelErrorCode,
+  ModelProgress,
+  type ModelProvider,
+  type ReleaseModels,
+  ReleaseRequest,
+  downloadProgress,
+  ensureJobModels,
+  httpModelProvider,
+} from './model-provider';

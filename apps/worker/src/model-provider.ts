@@ -1,0 +1,211 @@
+import { ModelName, parseWith } from '@emp/core';
+import { request } from 'undici';
+import { z } from 'zod';
+import { type JobProgressInput, JobFailure } from './connector';
+
+/** One model's download, as a provider reports it while a job waits. */
+export const ModelProgress = z
+  .object({
+    model: ModelName,
+    /** bytes of the file on disk so far (a resumed download starts at what it already had) */
+    received: z.number().int().nonnegative(),
+    /** the file's size, once the server has said it */
+    total: z.number().int().positive().optional(),
+  })
+  .strict();
+export type ModelProgress = z.infer<typeof ModelProgress>;
+
+/**
+ * Why models could not be made ready: `unknown_model` (not in this machine's
+ * catalog), `download_failed` (unreachable, refused or cut off for good),
+ * `checksum_mismatch` (the file is not the one configured), `cache_full` (the
+ * disk budget cannot hold it without evicting models in use).
+ */
+export const MODEL_ERROR_CODES = ['unknown_model', 'download_failed', 'checksum_mismatch', 'cache_full'] as const;
+export type ModelErrorCode = (typeof MODEL_ERROR_CODES)[number];
+
+export class ModelError extends Error {
+  override readonly name = 'ModelError';
+  constructor(
+    readonly code: ModelErrorCode,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+  }
+}
+
+/** Unpins what `ensure` pinned; calling it again does nothing. */
+export type ReleaseModels = () => Promise<void>;
+
+/**
+ * Makes models available on local disk for a job: downloads what is missing
+ * (reporting progress) and pins all of them, so that none is evicted, until the
+ * returned release function is called. Rejects with a ModelError, or with the
+ * signal's reason once it aborts.
+ */
+export interface ModelProvider {
+  ensure(names: readonly string[], onProgress: (progress: ModelProgress) => void, signal?: AbortSignal): Promise<ReleaseModels>;
+}
+
+/**
+ * Ensures the models a job names before its connector runs, reporting the wait
+ * as progress with stage `downloading_model` (bytes summed over the models
+ * being downloaded; models already on disk report nothing). Resolves with the
+ * release function, or undefined when there is nothing to ensure. A ModelError
+ * becomes a classified JobFailure: a bad file uses up an attempt, anything
+ * about this machine (catalog, disk, network) is an infrastructure failure, so
+ * the job is retried on another worker at no cost to the user.
+ */
+export async function ensureJobModels(
+  provider: ModelProvider | undefined,
+  models: readonly string[] | undefined,
+  report: (progress: JobProgressInput) => void,
+  signal: AbortSignal,
+): Promise<ReleaseModels | undefined> {
+  if (!provider || !models || models.length === 0) return undefined;
+  const downloads = new Map<string, ModelProgress>();
+  try {
+    return await provider.ensure(
+      models,
+      (progress) => {
+        downloads.set(progress.model, progress);
+        report(downloadProgress([...downloads.values()]));
+      },
+      signal,
+    );
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    throw modelFailure(error);
+  }
+}
+
+/** The job progress that sums up the downloads a job is waiting for. */
+export function downloadProgress(downloads: readonly ModelProgress[]): JobProgressInput {
+  const received = downloads.reduce((sum, d) => sum + d.received, 0);
+  const sized = downloads.every((d) => d.total !== undefined);
+  const total = sized ? downloads.reduce((sum, d) => sum + d.total!, 0) : undefined;
+  const what = downloads.length === 1 ? downloads[0]!.model : `${downloads.length} models`;
+  return {
+    stage: 'downloading_model',
+    value: received,
+    ...(total ? { max: total } : {}),
+    message: `downloading ${what} (${megabytes(received)}${total ? ` of ${megabytes(total)}` : ''} MB)`.slice(0, 1_000),
+  };
+}
+
+function megabytes(bytes: number): string {
+  return (bytes / 1e6).toFixed(1);
+}
+
+function modelFailure(error: unknown): JobFailure {
+  if (error instanceof ModelError) {
+    const kind = error.code === 'checksum_mismatch' ? 'retryable' : 'infrastructure';
+    return new JobFailure(kind, error.message, { type: `Model:${error.code}`, cause: error });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new JobFailure('infrastructure', `models could not be ensured: ${message}`, { type: 'ModelProviderUnavailable', cause: error });
+}
+
+// ---------------------------------------------------------------- the agent's endpoint
+
+/** One line of the NDJSON stream `POST /models/ensure` answers with. */
+export const EnsureLine = z.discriminatedUnion('type', [
+  ModelProgress.extend({ type: z.literal('progress') }).strict(),
+  z.object({ type: z.literal('ready'), lease: z.string().min(1).max(100), models: z.array(ModelName) }).strict(),
+  z.object({ type: z.literal('error'), code: z.enum(MODEL_ERROR_CODES), message: z.string() }).strict(),
+]);
+export type EnsureLine = z.infer<typeof EnsureLine>;
+
+export const EnsureRequest = z.object({ models: z.array(ModelName).min(1).max(32) }).strict();
+export const ReleaseRequest = z.object({ lease: z.string().min(1).max(100) }).strict();
+
+/**
+ * A ModelProvider that asks the machine agent (its health port, on loopback)
+ * over HTTP: `POST /models/ensure` streams progress lines, then `ready` with a
+ * lease; the agent holds the pins while that response stays open, and the
+ * release function posts `/models/release` and closes it. A worker that dies
+ * closes the connection, which releases its pins too.
+ */
+export function httpModelProvider(options: { baseUrl: string }): ModelProvider {
+  const base = new URL(options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`);
+  return {
+    async ensure(names, onProgress, signal) {
+      // the response stays open for the whole job, with no bytes flowing: no body timeout
+      const response = await request(new URL('models/ensure', base), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ models: names }),
+        signal,
+        bodyTimeout: 0,
+        headersTimeout: 0,
+      });
+      const { body } = response;
+      if (response.statusCode !== 200) {
+        const text = await body.text().catch(() => '');
+        throw new Error(`POST /models/ensure answered ${response.statusCode}: ${text.slice(0, 500)}`);
+      }
+      let lease: string | undefined;
+      try {
+        body.setEncoding('utf8');
+        // leaving the loop at `ready` must not destroy the body: the open response holds the pins
+        for await (const line of ndjsonLines(body.iterator({ destroyOnReturn: false }))) {
+          const message = parseWith(EnsureLine, line, 'line from POST /models/ensure');
+          if (message.type === 'progress') {
+            const { type: _type, ...progress } = message;
+            onProgress(progress);
+          } else if (message.type === 'error') {
+            throw new ModelError(message.code, message.message);
+          } else {
+            lease = message.lease;
+            break;
+          }
+        }
+      } catch (error) {
+        body.destroy();
+        if (signal?.aborted) throw signal.reason;
+        throw error;
+      }
+      if (lease === undefined) {
+        body.destroy();
+        throw new Error('POST /models/ensure ended before the models were ready');
+      }
+      let released: Promise<void> | undefined;
+      return () => {
+        released ??= request(new URL('models/release', base), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ lease }),
+        })
+          .then((answer) => answer.body.dump())
+          // closing the ensure response releases the pins as well, so a failed post loses nothing
+          .catch(() => undefined)
+          .finally(() => body.destroy());
+        return released;
+      };
+    },
+  };
+}
+
+/** The JSON values of a newline-delimited JSON stream, one per non-empty line; stops at the caller's `break`. */
+async function* ndjsonLines(stream: AsyncIterable<string>): AsyncGenerator<unknown> {
+  let pending = '';
+  for await (const chunk of stream) {
+    pending += chunk;
+    let end: number;
+    while ((end = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, end).trim();
+      pending = pending.slice(end + 1);
+      if (line) yield parseLine(line);
+    }
+  }
+  if (pending.trim()) yield parseLine(pending.trim());
+}
+
+function parseLine(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    throw new Error(`POST /models/ensure sent a line that is not JSON: ${line.slice(0, 200)}`);
+  }
+}
