@@ -1,2 +1,3 @@
 export * from './hardware';
 export * from './config';
+export * from './models';

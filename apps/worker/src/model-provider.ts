@@ -141,6 +141,8 @@ export function httpModelProvider(options: { baseUrl: string }): ModelProvider {
         headersTimeout: 0,
       });
       const { body } = response;
+      // destroying the body (release, failure) emits an abort error that nobody needs to hear
+      body.on('error', () => undefined);
       if (response.statusCode !== 200) {
         const text = await body.text().catch(() => '');
         throw new Error(`POST /models/ensure answered ${response.statusCode}: ${text.slice(0, 500)}`);

@@ -18,6 +18,7 @@ import {
 import { type Logger, pino } from 'pino';
 import { AttemptAbort } from './attempt-abort';
 import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure } from './connector';
+import { type ModelProvider, type ReleaseModels, ensureJobModels } from './model-provider';
 import { ProgressReporter } from './progress-reporter';
 
 export interface WorkerOptions {
@@ -39,6 +40,13 @@ export interface WorkerOptions {
    * worker never claims on a timer.
    */
   signalWaitMs?: number;
+  /**
+   * Makes the models a job's requirements name ready on local disk before its
+   * connector runs (the job stays `starting`, reporting `downloading_model`)
+   * and keeps them pinned until the job ends; without it, models are the
+   * connector's business.
+   */
+  models?: ModelProvider;
   /** least time between two progress reports of one job; default 250 ms */
   progressIntervalMs?: number;
   /** e.g. 'production', 'staging': logged with every line, so fleets can share a log store */
@@ -107,6 +115,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly heartbeatMs: number;
   private readonly signalWaitMs: number;
   private readonly progressIntervalMs: number;
+  private readonly models: ModelProvider | undefined;
   private readonly logger: Logger;
 
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -143,6 +152,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.heartbeatMs = options.heartbeatMs ?? Math.max(50, Math.floor(this.broker.config.leaseMs / 3));
     this.signalWaitMs = options.signalWaitMs ?? DEFAULT_SIGNAL_WAIT_MS;
     this.progressIntervalMs = options.progressIntervalMs ?? 250;
+    this.models = options.models;
 
     const services = parseWith(WorkerCapabilities, options.capabilities, `capabilities of worker ${this.id}`).services;
     for (const connector of options.connectors) {
@@ -443,12 +453,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
       },
     };
     let outcome: Outcome;
+    let releaseModels: ReleaseModels | undefined;
     try {
       const connector = active.connector;
       if (!connector) {
         throw new JobFailure('non_retryable', `worker ${this.id} has no connector for service '${job.service}'`);
       }
       abort.throwIfAborted();
+      // only a job that names models pays for an AbortSignal here
+      if (this.models && job.requirements.models?.length) {
+        releaseModels = await ensureJobModels(this.models, job.requirements.models, ctx.progress, abort.signal);
+      }
       if (!connector.startsItself) await this.startJob(active);
       const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));
       outcome = { ok: true, result };
@@ -456,6 +471,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       outcome = { ok: false, error };
     }
     if (active.timeoutTimer) clearTimeout(active.timeoutTimer);
+    await releaseModels?.().catch((error: unknown) => active.logger.warn({ err: error }, "releasing the job's models failed"));
 
     let next: ClaimResult | null = null;
     try {

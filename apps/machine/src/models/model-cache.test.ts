@@ -147,6 +147,20 @@ describe('ModelCache downloads', () => {
     expect(leases).toHaveLength(3);
   });
 
+  it('stops waiting when the job is aborted, unpins, and lets the download finish for the next job', async () => {
+    const { content, sha256 } = modelBytes(400_000, 9);
+    const url = server.serve('/wanted.safetensors', content);
+    const cache = await openCache([{ name: 'wanted.safetensors', url, sha256 }]);
+    const controller = new AbortController();
+    const download = cache.ensure('wanted.safetensors');
+
+    const waiting = cache.acquire(['wanted.safetensors'], { signal: controller.signal, onProgress: () => controller.abort(new Error('canceled')) });
+
+    await expect(waiting).rejects.toThrow('canceled');
+    await download;
+    expect(cache.contents().models).toEqual([expect.objectContaining({ name: 'wanted.safetensors', pins: 0 })]);
+  });
+
   it('refuses a model that is not in its catalog', async () => {
     const cache = await openCache([]);
     const error = await expectModelError(cache.acquire(['nope.ckpt']), 'unknown_model');

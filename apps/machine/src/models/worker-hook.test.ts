@@ -1,0 +1,157 @@
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Broker, type JobProgress } from '@emp/core';
+import { usePrivateRedis } from '@emp/core/testing/vitest';
+import { type ModelProvider, Worker, httpModelProvider, simulationConnector } from '@emp/worker';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { inProcessModelProvider } from './in-process-provider';
+import { ModelCache } from './model-cache';
+import { modelCapabilities } from './report';
+import { registerModelRoutes } from './routes';
+import { ModelServer, modelBytes } from './testing/model-server';
+
+const silent = pino({ level: 'silent' });
+const POOL = 'standard';
+const MODEL = 'sdxl.safetensors';
+const { redis } = usePrivateRedis();
+
+let server: ModelServer;
+let dir: string;
+let broker: Broker;
+let cache: ModelCache;
+let agent: FastifyInstance | undefined;
+let worker: Worker | undefined;
+
+beforeAll(async () => {
+  server = await ModelServer.start();
+});
+afterAll(async () => {
+  await server.close();
+});
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'emp-worker-models-'));
+  server.requests.length = 0;
+  broker = await Broker.connect({ redis });
+  const good = modelBytes(400_000, 7);
+  const bad = modelBytes(1_000, 8);
+  cache = await ModelCache.open({
+    dir,
+    budgetBytes: 10_000_000,
+    logger: silent,
+    progressIntervalMs: 0,
+    retryDelayMs: 10,
+    catalog: [
+      { name: MODEL, url: server.serve(`/${MODEL}`, good.content), sha256: good.sha256 },
+      { name: 'tampered.safetensors', url: server.serve('/tampered.safetensors', bad.content), sha256: good.sha256 },
+    ],
+  });
+});
+afterEach(async () => {
+  await worker?.stop({ graceMs: 0 });
+  await agent?.close();
+  await cache.close();
+  worker = undefined;
+  agent = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function startWorker(models: ModelProvider): Promise<Worker> {
+  worker = new Worker({
+    broker,
+    id: 'gpu0',
+    pool: POOL,
+    capabilities: { services: ['simulation'], models: modelCapabilities(cache.contents(), ['simulation']) },
+    connectors: [simulationConnector({ durationMs: 10, steps: 1 })],
+    models,
+    progressIntervalMs: 0,
+    logger: silent,
+  });
+  await worker.start();
+  return worker;
+}
+
+async function jobEvents(id: string): Promise<Array<{ type: string; progress?: JobProgress }>> {
+  const events = await broker.readEvents(POOL, '0', { count: 10_000 });
+  return events
+    .filter((event) => event.fields.job === id)
+    .map((event) => ({ type: event.type, ...(event.fields.progress && { progress: JSON.parse(event.fields.progress) as JobProgress }) }));
+}
+
+const providers: Array<[string, () => Promise<ModelProvider>]> = [
+  ['in process', async () => inProcessModelProvider(cache)],
+  [
+    'over the agent HTTP routes',
+    async () => {
+      agent = Fastify({ logger: false });
+      registerModelRoutes(agent, cache);
+      const address = await agent.listen({ port: 0, host: '127.0.0.1' });
+      return httpModelProvider({ baseUrl: address });
+    },
+  ],
+];
+
+describe('model capabilities', () => {
+  it('route jobs naming catalog models to the worker, and no others', async () => {
+    await startWorker(inProcessModelProvider(cache));
+    await worker!.stop({ graceMs: 0 }); // registered but not claiming: only routability is looked at
+
+    expect((await broker.submit({ service: 'simulation', requirements: { models: [MODEL] } })).routable).toBe(true);
+    expect((await broker.submit({ service: 'simulation', requirements: { models: ['elsewhere.safetensors'] } })).routable).toBe(false);
+  });
+});
+
+describe.each(providers)('a worker with a model provider (%s)', (_name, makeProvider) => {
+  it('downloads the model a job names before running it, visibly, and unpins it after', async () => {
+    const running = await startWorker(await makeProvider());
+    let pinsAtStart: number | undefined;
+    running.on('job:started', () => (pinsAtStart = cache.contents().models.find((m) => m.name === MODEL)?.pins));
+    const completed = once(running, 'job:completed');
+
+    const { id } = await broker.submit({ service: 'simulation', requirements: { models: [MODEL] } });
+    await completed;
+
+    expect((await broker.getJob(id))?.state).toBe('succeeded');
+    const events = await jobEvents(id);
+    const download = events.findIndex((e) => e.progress?.stage === 'downloading_model');
+    const started = events.findIndex((e) => e.type === 'job.running');
+    expect(download).toBeGreaterThanOrEqual(0);
+    expect(download).toBeLessThan(started);
+    const downloads = events.filter((e) => e.progress?.stage === 'downloading_model').map((e) => e.progress!);
+    expect(downloads.at(-1)).toMatchObject({ value: 400_000, max: 400_000 });
+    expect(pinsAtStart).toBe(1);
+    await expect.poll(() => cache.contents().models.find((m) => m.name === MODEL)?.pins).toBe(0);
+  });
+
+  it('runs a job whose model is already on disk without a download stage', async () => {
+    await cache.ensure(MODEL);
+    const running = await startWorker(await makeProvider());
+    let pinsAtStart: number | undefined;
+    running.on('job:started', () => (pinsAtStart = cache.contents().models.find((m) => m.name === MODEL)?.pins));
+    const completed = once(running, 'job:completed');
+
+    const { id } = await broker.submit({ service: 'simulation', requirements: { models: [MODEL] } });
+    await completed;
+
+    expect((await jobEvents(id)).some((e) => e.progress?.stage === 'downloading_model')).toBe(false);
+    expect(server.requestsFor(`/${MODEL}`)).toHaveLength(1);
+    expect(pinsAtStart).toBe(1);
+  });
+
+  it('fails the attempt with the model error when the file does not match its checksum', async () => {
+    const running = await startWorker(await makeProvider());
+    const failed = once(running, 'job:failed');
+
+    const { id } = await broker.submit({ service: 'simulation', requirements: { models: ['tampered.safetensors'] }, max_attempts: 1 });
+    await failed;
+
+    const job = await broker.getJob(id);
+    expect(job?.state).toBe('failed');
+    expect(job?.error).toMatchObject({ kind: 'retryable', type: 'Model:checksum_mismatch' });
+    expect(job?.error?.message).toContain('sha256');
+    expect(cache.has('tampered.safetensors')).toBe(false);
+  });
+});
