@@ -1,0 +1,1 @@
+export { type CustomNodeInstallOptions, type CustomNodeResult, installCustomNodes, installedCustomNodes, repositoryName } from './installer';
