@@ -219,6 +219,19 @@ describe('ModelCache budget', () => {
     expect(existsSync(join(dir, 'checkpoints', 'huge.bin.part'))).toBe(false);
   });
 
+  it('evicts on request only what no job has pinned', async () => {
+    const cache = await openCache(catalog());
+    const running = await cache.acquire(['a.bin']);
+    await cache.ensure('b.bin');
+
+    expect(await cache.evict('a.bin')).toBe(false);
+    expect(await cache.evict('b.bin')).toBe(true);
+
+    expect(onDisk(cache)).toEqual(['a.bin']);
+    expect(await readdir(join(dir, 'checkpoints'))).toEqual(['a.bin']);
+    running.release();
+  });
+
   it('keeps last-used times across a restart, and evicts down to a smaller budget on open', async () => {
     const first = await openCache(catalog(), { budgetBytes: 10_000 });
     await first.ensure('b.bin');
