@@ -1,39 +1,21 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ModelError, type ModelProgress } from '@emp/worker';
-import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { INDEX_FILE } from './cache-index';
-import { ModelCache, type ModelCacheOptions } from './model-cache';
-import { ModelServer, modelBytes } from './testing/model-server';
+import type { ModelCache, ModelCacheOptions } from './model-cache';
+import { useModelFixture } from './testing/fixture';
+import { type ModelServer, modelBytes } from './testing/model-server';
 
-const silent = pino({ level: 'silent' });
+const fixture = useModelFixture();
+const openCache = (catalog: ModelCacheOptions['catalog'], options: Partial<ModelCacheOptions> = {}) => fixture.openCache(catalog, options);
 let server: ModelServer;
 let dir: string;
-const caches: ModelCache[] = [];
-
-beforeAll(async () => {
-  server = await ModelServer.start();
+beforeEach(() => {
+  server = fixture.server;
+  dir = fixture.dir;
 });
-afterAll(async () => {
-  await server.close();
-});
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'emp-models-'));
-  server.requests.length = 0;
-});
-afterEach(async () => {
-  await Promise.all(caches.splice(0).map((cache) => cache.close()));
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function openCache(catalog: ModelCacheOptions['catalog'], options: Partial<ModelCacheOptions> = {}): Promise<ModelCache> {
-  const cache = await ModelCache.open({ dir, budgetBytes: 10_000_000, catalog, logger: silent, retryDelayMs: 10, progressIntervalMs: 0, ...options });
-  caches.push(cache);
-  return cache;
-}
 
 async function expectModelError(promise: Promise<unknown>, code: ModelError['code']): Promise<ModelError> {
   const error = await promise.then(

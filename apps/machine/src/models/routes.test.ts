@@ -1,37 +1,22 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ModelError, type ModelProgress, httpModelProvider } from '@emp/worker';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ModelCache } from './model-cache';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ModelCache } from './model-cache';
 import { registerModelRoutes } from './routes';
-import { ModelServer, modelBytes } from './testing/model-server';
+import { useModelFixture } from './testing/fixture';
+import { modelBytes } from './testing/model-server';
 
 const MODEL = 'model.safetensors';
-let server: ModelServer;
-let dir: string;
+const fixture = useModelFixture();
 let cache: ModelCache;
 let agent: FastifyInstance;
 let baseUrl: string;
 
-beforeAll(async () => {
-  server = await ModelServer.start();
-});
-afterAll(async () => {
-  await server.close();
-});
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'emp-model-routes-'));
   const { content, sha256 } = modelBytes(250_000, 30);
-  cache = await ModelCache.open({
-    dir,
+  cache = await fixture.openCache([{ name: MODEL, url: fixture.server.serve(`/${MODEL}`, content), sha256, folder: 'checkpoints' }], {
     budgetBytes: 1_000_000,
-    logger: pino({ level: 'silent' }),
-    progressIntervalMs: 0,
-    catalog: [{ name: MODEL, url: server.serve(`/${MODEL}`, content), sha256, folder: 'checkpoints' }],
   });
   agent = Fastify({ logger: false });
   registerModelRoutes(agent, cache);
@@ -39,8 +24,6 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   await agent.close();
-  await cache.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 const pins = () => cache.contents().models.find((m) => m.name === MODEL)?.pins;

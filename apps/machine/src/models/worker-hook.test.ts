@@ -1,62 +1,42 @@
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Broker, type JobProgress } from '@emp/core';
 import { usePrivateRedis } from '@emp/core/testing/vitest';
 import { type ModelProvider, Worker, httpModelProvider, simulationConnector } from '@emp/worker';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { inProcessModelProvider } from './in-process-provider';
-import { ModelCache } from './model-cache';
+import type { ModelCache } from './model-cache';
 import { modelCapabilities } from './report';
 import { registerModelRoutes } from './routes';
-import { ModelServer, modelBytes } from './testing/model-server';
+import { useModelFixture } from './testing/fixture';
+import { modelBytes } from './testing/model-server';
 
 const silent = pino({ level: 'silent' });
 const POOL = 'standard';
 const MODEL = 'sdxl.safetensors';
 const { redis } = usePrivateRedis();
 
-let server: ModelServer;
-let dir: string;
+const fixture = useModelFixture();
 let broker: Broker;
 let cache: ModelCache;
 let agent: FastifyInstance | undefined;
 let worker: Worker | undefined;
 
-beforeAll(async () => {
-  server = await ModelServer.start();
-});
-afterAll(async () => {
-  await server.close();
-});
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'emp-worker-models-'));
-  server.requests.length = 0;
   broker = await Broker.connect({ redis });
   const good = modelBytes(400_000, 7);
   const bad = modelBytes(1_000, 8);
-  cache = await ModelCache.open({
-    dir,
-    budgetBytes: 10_000_000,
-    logger: silent,
-    progressIntervalMs: 0,
-    retryDelayMs: 10,
-    catalog: [
-      { name: MODEL, url: server.serve(`/${MODEL}`, good.content), sha256: good.sha256 },
-      { name: 'tampered.safetensors', url: server.serve('/tampered.safetensors', bad.content), sha256: good.sha256 },
-    ],
-  });
+  cache = await fixture.openCache([
+    { name: MODEL, url: fixture.server.serve(`/${MODEL}`, good.content), sha256: good.sha256 },
+    { name: 'tampered.safetensors', url: fixture.server.serve('/tampered.safetensors', bad.content), sha256: good.sha256 },
+  ]);
 });
 afterEach(async () => {
   await worker?.stop({ graceMs: 0 });
   await agent?.close();
-  await cache.close();
   worker = undefined;
   agent = undefined;
-  await rm(dir, { recursive: true, force: true });
 });
 
 async function startWorker(models: ModelProvider): Promise<Worker> {
@@ -79,6 +59,17 @@ async function jobEvents(id: string): Promise<Array<{ type: string; progress?: J
   return events
     .filter((event) => event.fields.job === id)
     .map((event) => ({ type: event.type, ...(event.fields.progress && { progress: JSON.parse(event.fields.progress) as JobProgress }) }));
+}
+
+/** Runs one job that names `model` to its end on a new worker; the model's pins as the job started. */
+async function runJobNaming(model: string, provider: ModelProvider): Promise<{ id: string; pinsAtStart: number | undefined }> {
+  const running = await startWorker(provider);
+  let pinsAtStart: number | undefined;
+  running.on('job:started', () => (pinsAtStart = cache.contents().models.find((m) => m.name === model)?.pins));
+  const ended = Promise.race([once(running, 'job:completed'), once(running, 'job:failed')]);
+  const { id } = await broker.submit({ service: 'simulation', requirements: { models: [model] }, max_attempts: 1 });
+  await ended;
+  return { id, pinsAtStart };
 }
 
 const providers: Array<[string, () => Promise<ModelProvider>]> = [
@@ -106,13 +97,7 @@ describe('model capabilities', () => {
 
 describe.each(providers)('a worker with a model provider (%s)', (_name, makeProvider) => {
   it('downloads the model a job names before running it, visibly, and unpins it after', async () => {
-    const running = await startWorker(await makeProvider());
-    let pinsAtStart: number | undefined;
-    running.on('job:started', () => (pinsAtStart = cache.contents().models.find((m) => m.name === MODEL)?.pins));
-    const completed = once(running, 'job:completed');
-
-    const { id } = await broker.submit({ service: 'simulation', requirements: { models: [MODEL] } });
-    await completed;
+    const { id, pinsAtStart } = await runJobNaming(MODEL, await makeProvider());
 
     expect((await broker.getJob(id))?.state).toBe('succeeded');
     const events = await jobEvents(id);
@@ -128,25 +113,15 @@ describe.each(providers)('a worker with a model provider (%s)', (_name, makeProv
 
   it('runs a job whose model is already on disk without a download stage', async () => {
     await cache.ensure(MODEL);
-    const running = await startWorker(await makeProvider());
-    let pinsAtStart: number | undefined;
-    running.on('job:started', () => (pinsAtStart = cache.contents().models.find((m) => m.name === MODEL)?.pins));
-    const completed = once(running, 'job:completed');
-
-    const { id } = await broker.submit({ service: 'simulation', requirements: { models: [MODEL] } });
-    await completed;
+    const { id, pinsAtStart } = await runJobNaming(MODEL, await makeProvider());
 
     expect((await jobEvents(id)).some((e) => e.progress?.stage === 'downloading_model')).toBe(false);
-    expect(server.requestsFor(`/${MODEL}`)).toHaveLength(1);
+    expect(fixture.server.requestsFor(`/${MODEL}`)).toHaveLength(1);
     expect(pinsAtStart).toBe(1);
   });
 
   it('fails the attempt with the model error when the file does not match its checksum', async () => {
-    const running = await startWorker(await makeProvider());
-    const failed = once(running, 'job:failed');
-
-    const { id } = await broker.submit({ service: 'simulation', requirements: { models: ['tampered.safetensors'] }, max_attempts: 1 });
-    await failed;
+    const { id } = await runJobNaming('tampered.safetensors', await makeProvider());
 
     const job = await broker.getJob(id);
     expect(job?.state).toBe('failed');
