@@ -87,6 +87,8 @@ export interface MachineRecord {
   processes: Field<ProcessStatus[]>;
   models: Field<ModelOnDisk[]>;
   lastCommand?: { action: string; id: string; service?: string; at?: number };
+  /** the last command the machine reported finished, from its status snapshot */
+  lastCommandDone?: { id: string; outcome: 'ok' | 'failed'; message?: string; at?: number };
   /** every field as stored, for the detail page */
   fields: Record<string, string>;
 }
@@ -152,6 +154,15 @@ export function parseMachine(raw: Record<string, unknown>): MachineRecord | unde
         ...(timestamp(fields.last_command_at) ? { at: timestamp(fields.last_command_at)! } : {}),
       }
     : undefined;
+  const doneOutcome = fields.last_command_outcome;
+  const lastCommandDone: MachineRecord['lastCommandDone'] = fields.last_command_done && (doneOutcome === 'ok' || doneOutcome === 'failed')
+    ? {
+        id: fields.last_command_done,
+        outcome: doneOutcome,
+        ...(fields.last_command_message ? { message: fields.last_command_message } : {}),
+        ...(timestamp(fields.last_command_done_at) ? { at: timestamp(fields.last_command_done_at)! } : {}),
+      }
+    : undefined;
   return {
     key: recordKey(pool, id),
     pool,
@@ -169,6 +180,7 @@ export function parseMachine(raw: Record<string, unknown>): MachineRecord | unde
     processes: jsonField(fields.processes, z.array(ProcessStatus), 'processes'),
     models: jsonField(fields.models, z.array(ModelOnDisk), 'models'),
     ...(lastCommand ? { lastCommand } : {}),
+    ...(lastCommandDone ? { lastCommandDone } : {}),
     fields,
   };
 }

@@ -76,7 +76,7 @@ describe('deltas', () => {
     expect(done.jobs[job]?.state).toBe('succeeded');
     expect(done.workers['standard/m1-w0']?.currentJob).toBeUndefined();
     expect(done.workers['standard/m1-w0']?.state).toBe('idle');
-    expect(throughputSeries(done, 1_700_000_002_000).at(-1)).toEqual([1_700_000_002_000 - (1_700_000_002_000 % 60_000), 1]);
+    expect(throughputSeries(done.finished, 1_700_000_002_000).at(-1)).toEqual([1_700_000_002_000 - (1_700_000_002_000 % 60_000), 1]);
     expect(done.eventsApplied).toBe(7);
   });
 
@@ -218,5 +218,22 @@ describe('percentile', () => {
     expect(percentile([5, 1, 4, 2, 3], 0.5)).toBe(3);
     expect(percentile(Array.from({ length: 100 }, (_, i) => i + 1), 0.95)).toBe(95);
     expect(percentile([7], 0.99)).toBe(7);
+  });
+});
+
+describe('commands reported through the status snapshot', () => {
+  it('shows the last command a machine recorded, and its outcome once the machine reports it done', () => {
+    const sent = machineHash('m1', { last_command: 'restart', last_command_id: '1700000005000-0', last_command_service: '', last_command_at: '1700000005000' });
+    const state = reduce({ type: 'snapshot', snapshot: snapshot({ machines: [sent] }), at: 1 });
+    expect(state.commands['1700000005000-0']).toMatchObject({ action: 'restart', machine: 'm1', announced: true, requestedAt: 1_700_000_005_000 });
+    expect(state.commands['1700000005000-0']?.outcome).toBeUndefined();
+    const done = monitorReducer(state, {
+      type: 'machines',
+      machines: [{ ...sent, last_command_done: '1700000005000-0', last_command_outcome: 'ok', last_command_message: 'restarted 2 workers', last_command_done_at: '1700000007000' }],
+    });
+    expect(done.commands['1700000005000-0']).toMatchObject({ outcome: 'ok', message: 'restarted 2 workers', doneAt: 1_700_000_007_000 });
+    // an outcome word it does not know is not taken for one
+    const odd = reduce({ type: 'machines', machines: [{ ...sent, last_command_done: '1700000005000-0', last_command_outcome: 'maybe' }] });
+    expect(odd.commands['1700000005000-0']?.outcome).toBeUndefined();
   });
 });

@@ -121,8 +121,11 @@ export function monitorReducer(state: MonitorState, action: MonitorAction): Moni
       return applyEvents(state, action.events);
     case 'queues':
       return applyQueueReport(state, action.report);
-    case 'machines':
-      return mergeRegistry(state, 'machines', action.machines.map(parseMachine));
+    case 'machines': {
+      const machines = action.machines.map(parseMachine);
+      const next = mergeRegistry(state, 'machines', machines);
+      return { ...next, commands: commandsFromMachines(next.commands, machines) };
+    }
     case 'workers':
       return mergeRegistry(state, 'workers', action.workers.map(parseWorker));
     case 'command-requested': {
@@ -161,7 +164,7 @@ function applySnapshot(state: MonitorState, snapshot: MonitorSnapshot, at: numbe
   // a card never vanishes: a machine or worker this page saw stays, unless the registry removed it (gone)
   for (const [key, machine] of Object.entries(state.machines)) machines[key] ??= machine;
   for (const [key, worker] of Object.entries(state.workers)) workers[key] ??= worker;
-  const next: MonitorState = { ...state, cursors: { ...snapshot.cursors }, snapshotAt: at, machines, workers };
+  const next: MonitorState = { ...state, cursors: { ...snapshot.cursors }, snapshotAt: at, machines, workers, commands: commandsFromMachines(state.commands, Object.values(machines)) };
   return isQueueReport(snapshot.queues) ? applyQueueReport(next, snapshot.queues) : next;
 }
 
@@ -205,6 +208,33 @@ function appendSample(series: Sample[] | undefined, sample: Sample): Sample[] {
   const kept = (series ?? []).filter(([ts]) => ts > from && ts < sample[0]);
   kept.push(sample);
   return kept;
+}
+
+/**
+ * Commands as the machines' hashes record them: the last one sent (so a page
+ * opened later still shows it) and the last one the machine reported done
+ * in its status snapshot (an agent may report through its snapshot instead of
+ * a machine.command.done event).
+ */
+function commandsFromMachines(commands: Record<string, CommandView>, machines: Array<MachineRecord | undefined>): Record<string, CommandView> {
+  let next = commands;
+  const put = (view: CommandView) => {
+    if (next === commands) next = { ...commands };
+    next[view.id] = view;
+  };
+  for (const machine of machines) {
+    if (!machine) continue;
+    const sent = machine.lastCommand;
+    if (sent && !next[sent.id]) {
+      put({ id: sent.id, pool: machine.pool, machine: machine.id, action: sent.action, ...(sent.service ? { service: sent.service } : {}), requestedAt: sent.at ?? 0, announced: true });
+    }
+    const done = machine.lastCommandDone;
+    const known = done ? next[done.id] : undefined;
+    if (done && known && !known.outcome) {
+      put({ ...known, announced: true, outcome: done.outcome, ...(done.message ? { message: done.message } : {}), doneAt: done.at ?? known.requestedAt });
+    }
+  }
+  return next === commands ? commands : boundCommands(next);
 }
 
 /** A registry read (GET /v1/machines or /v1/workers): fields refreshed; the state kept where the feed told something newer. */
@@ -489,11 +519,11 @@ export function percentile(values: readonly number[], fraction: number): number 
 }
 
 /** Jobs finished per minute over the last hour, oldest first (one value per minute, zeros included). */
-export function throughputSeries(state: MonitorState, now: number): Sample[] {
+export function throughputSeries(finished: MonitorState['finished'], now: number): Sample[] {
   const last = minuteOf(now);
   const series: Sample[] = [];
   for (let minute = last - HOUR_MS + 60_000; minute <= last; minute += 60_000) {
-    const counts = state.finished[minute];
+    const counts = finished[minute];
     series.push([minute, counts ? Object.values(counts).reduce((sum, n) => sum + (n ?? 0), 0) : 0]);
   }
   return series;
