@@ -54,7 +54,7 @@ export function viteConfig(outDir = DIST_DIR): InlineConfig {
     root: WEB_DIR,
     base: './',
     logLevel: 'error',
-    esbuild: { jsx: 'automatic' },
+    esbuild: { jsx: 'automatic', jsxDev: false },
     plugins: [nodeBuiltinsUnavailable()],
     build: { outDir, emptyOutDir: true, reportCompressedSize: false, chunkSizeWarningLimit: 2_000 },
   };
@@ -71,7 +71,8 @@ async function listFiles(dir: string, into: string[] = []): Promise<string[]> {
 
 /** A fingerprint of every source of the bundle (path, size, modification time). */
 export async function sourcesStamp(): Promise<string> {
-  const files = [LOCKFILE, ...(await Promise.all(SOURCES.map((dir) => listFiles(dir)))).flat()].sort();
+  // this file too: a change to the build's settings is a change to the bundle
+  const files = [LOCKFILE, fileURLToPath(import.meta.url), ...(await Promise.all(SOURCES.map((dir) => listFiles(dir)))).flat()].sort();
   const hash = createHash('sha1');
   for (const file of files) {
     const info = await stat(file).catch(() => undefined);

@@ -123,8 +123,21 @@ export function Stat({ label, value, tone }: { label: string; value: string; ton
   );
 }
 
+interface MachineCardProps {
+  machine: MachineRecord;
+  workers: WorkerRecord[];
+  health: string;
+  command: CommandView | undefined;
+  now: number;
+}
+
+/** Props equal when the machine, each of its workers, its command and the clock are the same objects: a batch that touched other machines re-renders none of this card. */
+function sameCard(a: MachineCardProps, b: MachineCardProps): boolean {
+  return a.machine === b.machine && a.health === b.health && a.command === b.command && a.now === b.now && a.workers.length === b.workers.length && a.workers.every((w, i) => w === b.workers[i]);
+}
+
 /** One machine: identity, GPUs, workers, services, models, last command. Re-renders only when its own data changed (or the clock ticks). */
-export const MachineCard = memo(function MachineCard({ machine, workers, health, command, now }: { machine: MachineRecord; workers: WorkerRecord[]; health: string; command: CommandView | undefined; now: number }) {
+export const MachineCard = memo(function MachineCard({ machine, workers, health, command, now }: MachineCardProps) {
   const offline = health === 'offline';
   const since = machine.startedAt ?? machine.registeredAt;
   return (
@@ -174,7 +187,7 @@ export const MachineCard = memo(function MachineCard({ machine, workers, health,
       )}
     </article>
   );
-});
+}, sameCard);
 
 export function GpuList({ gpus }: { gpus: MachineRecord['gpus'] }) {
   if (gpus === undefined) return null;
