@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { browserTestsSkipped, launchChromium, screenshot } from './testing/browser';
+import { ARTIFACTS_DIR, browserTestsSkipped, launchChromium, screenshot } from './testing/browser';
 
 /**
  * The monitor in a real browser (Debian's Chromium, headless) against the
@@ -52,6 +52,7 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
   };
 
   beforeAll(async () => {
+    await rm(join(ARTIFACTS_DIR, 'failure.png'), { force: true });
     [redis, stateDir, browser] = await Promise.all([startRedis(), mkdtemp(join(tmpdir(), 'emp-monitor-e2e-')), launchChromium()]);
     stack = await startLocalStack({
       redis: { url: redis.url, source: 'env' },

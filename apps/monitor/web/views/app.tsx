@@ -17,9 +17,12 @@ const THEME_ITEM = 'emp.monitor.theme';
 function useTheme(): [Theme, (theme: Theme) => void] {
   const [theme, setTheme] = useState<Theme>(() => (localStorage.getItem(THEME_ITEM) as Theme | null) ?? 'auto');
   useEffect(() => {
-    if (theme === 'auto') delete document.documentElement.dataset.theme;
-    else document.documentElement.dataset.theme = theme;
     localStorage.setItem(THEME_ITEM, theme);
+    const system = window.matchMedia('(prefers-color-scheme: dark)');
+    const apply = () => (document.documentElement.dataset.theme = theme === 'auto' ? (system.matches ? 'dark' : 'light') : theme);
+    apply();
+    system.addEventListener('change', apply);
+    return () => system.removeEventListener('change', apply);
   }, [theme]);
   return [theme, setTheme];
 }

@@ -34,9 +34,18 @@ export function JobPage({ connection, store, id }: { connection: Connection; sto
       setError(describeError(e));
     }
   };
-  // one read at a time; a change during a read is picked up by the next one
-  const refreshSoon = () => {
-    reading.current ??= refresh().finally(() => (reading.current = undefined));
+  // one read at a time; changes told during a read get one more read after it
+  const dirty = useRef(false);
+  const refreshSoon = (): Promise<void> => {
+    if (reading.current) {
+      dirty.current = true;
+      return reading.current;
+    }
+    dirty.current = false;
+    reading.current = refresh().finally(() => {
+      reading.current = undefined;
+      if (dirty.current) void refreshSoon();
+    });
     return reading.current;
   };
 
@@ -47,7 +56,7 @@ export function JobPage({ connection, store, id }: { connection: Connection; sto
     void refreshSoon();
   }, [id, connection]);
   useEffect(() => {
-    if (liveMark !== undefined) void refreshSoon().then(() => refreshSoon());
+    if (liveMark !== undefined) void refreshSoon();
   }, [liveMark]);
   // without the feed (a key that may not follow it), poll while the job is active
   useEffect(() => {

@@ -88,7 +88,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
       </div>
       <div className="grid-2">
         <div className="panel">
-          <h3>Services and restart history</h3>
+          <h3>Processes and restart history</h3>
           {isUnreadable(machine.processes) && <p className="unknown">Processes: unknown ({machine.processes.unreadable})</p>}
           {processes.length > 0 && (
             <table>
