@@ -1,4 +1,5 @@
 import type { Broker } from '@emp/core';
+import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
@@ -15,6 +16,7 @@ import { type RateLimitOptions, rateLimiting } from './rate-limit';
 import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
+import { identityRoutes } from './routes/identity';
 import { jobRoutes } from './routes/jobs';
 import { operatorRoutes } from './routes/operator';
 
@@ -41,6 +43,8 @@ export interface ApiServerOptions {
   live?: Partial<LiveOptions>;
   /** serve this folder (the workers' local asset store) under /v1/assets/ */
   assetsDir?: string;
+  /** web origins (e.g. the monitor's `http://127.0.0.1:3333`) whose pages may call the API from a browser; none by default */
+  corsOrigins?: string[];
 }
 
 export interface ApiServer {
@@ -76,6 +80,14 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
 
   await app.register(errorHandling);
   await app.register(openApi);
+  if (options.corsOrigins?.length) {
+    await app.register(cors, {
+      origin: options.corsOrigins,
+      methods: ['GET', 'POST'],
+      allowedHeaders: ['authorization', 'x-api-key', 'content-type', 'idempotency-key', 'prefer', 'last-event-id'],
+      maxAge: 600,
+    });
+  }
   // before authentication: its hooks must see an upgrade request first, or a refused upgrade's socket is never closed
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true });
@@ -88,6 +100,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   }
   await app.register(metrics, { broker, hub });
   await app.register(healthRoutes);
+  await app.register(identityRoutes, { authEnabled: options.auth ?? true });
   await app.register(jobRoutes);
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);

@@ -1,5 +1,6 @@
 import { type ListeningApiServer, startApiServer } from '@emp/api';
-import { Broker, Scheduler } from '@emp/core';
+import { Broker, type BrokerConfigInput, Scheduler } from '@emp/core';
+import { type MonitorServer, ensureMonitorBundle, originsOf, startMonitorServer } from '@emp/monitor';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { connectRedis, type RedisTarget } from './connection';
@@ -21,6 +22,12 @@ export interface LocalStackOptions {
   graceMs?: number;
   /** the HTTP + WebSocket API: preferred port (a free one when taken), address, and whether keys are required */
   api: { host: string; port: number; auth: boolean };
+  /** the monitor page (on the API's address): preferred port, a free one when taken; false: none */
+  monitor?: { port: number } | false;
+  /** broker settings (lease and offline-detection timings, ...); the defaults otherwise */
+  broker?: BrokerConfigInput;
+  /** how often the simulated machine refreshes its status snapshot (ms) */
+  machineHeartbeatMs?: number;
   logger: Logger;
 }
 
@@ -30,6 +37,8 @@ export interface LocalStack {
   redisDir?: string;
   machine: SimulatedMachine;
   api: { url: string; auth: boolean };
+  /** the monitor page's address; absent when it was not started */
+  monitor?: { url: string };
   stop(): Promise<void>;
 }
 
@@ -67,7 +76,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     undo.push(async () => {
       await redis.quit().catch(() => redis.disconnect());
     });
-    const broker = await Broker.connect({ redis });
+    const broker = await Broker.connect({ redis, ...(options.broker ? { config: options.broker } : {}) });
 
     const scheduler = new Scheduler(broker, { logger: logger.child({ component: 'scheduler' }) });
     scheduler.start();
@@ -78,12 +87,22 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       logger,
       workers: options.workers,
       ...(options.jobDurationMs === undefined ? {} : { jobDurationMs: options.jobDurationMs }),
+      ...(options.machineHeartbeatMs === undefined ? {} : { heartbeatMs: options.machineHeartbeatMs }),
     });
     undo.push(() => machine.stop({ graceMs: options.graceMs ?? 10_000 }));
 
-    const api = await startApi(broker, options);
+    // the monitor listens first: the API must know its origin to let its page call (CORS)
+    let monitor: MonitorServer | undefined;
+    if (options.monitor !== false) {
+      await ensureMonitorBundle(logger.child({ component: 'monitor' }));
+      monitor = await startMonitorServer({ host: options.api.host, port: options.monitor?.port ?? 3333, logger });
+      undo.push(() => monitor!.close());
+    }
+
+    const api = await startApi(broker, options, monitor ? originsOf(monitor.url) : []);
     // stopped before the machine (undo runs backwards), so no request waits on a worker that is going away
     undo.push(() => api.close());
+    monitor?.setApi({ url: api.url, auth: options.api.auth });
 
     let stopping: Promise<void> | undefined;
     return {
@@ -91,6 +110,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       ...(redisDir ? { redisDir } : {}),
       machine,
       api: { url: api.url, auth: options.api.auth },
+      ...(monitor ? { monitor: { url: monitor.url } } : {}),
       stop: () => (stopping ??= unwind()),
     };
   } catch (error) {
@@ -99,10 +119,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   }
 }
 
-async function startApi(broker: Broker, options: LocalStackOptions): Promise<ListeningApiServer> {
+async function startApi(broker: Broker, options: LocalStackOptions, corsOrigins: string[]): Promise<ListeningApiServer> {
   const logger = options.logger.child({ component: 'api' });
   // the local asset store's folder, served at <api>/v1/assets/ so result URLs work out of the box
-  const settings = { broker, logger, auth: options.api.auth, host: options.api.host, assetsDir: join(options.stateDir, 'assets') };
+  const settings = { broker, logger, auth: options.api.auth, host: options.api.host, assetsDir: join(options.stateDir, 'assets'), corsOrigins };
   try {
     return await startApiServer({ ...settings, port: options.api.port });
   } catch (error) {

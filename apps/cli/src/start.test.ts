@@ -9,11 +9,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { exitCode, runEmp, spawnEmp, waitForOutput } from './testing/emp-process';
 
 const BANNER = /local stack running[\s\S]*Ctrl-C stops everything/;
+/** the first start of a run may build the monitor page (a fresh clone), which takes a while on a busy 2-CPU machine */
+const STARTUP_MS = 120_000;
 const running = new Set<ChildProcess>();
 
 function start(args: string[], env: Record<string, string | undefined>): ChildProcess {
   // a free API port: tests must not take (or fail on) the default 3331 a developer's stack may hold
-  const child = spawnEmp(['start', '--sim-duration-ms', '300', '--api-port', '0', ...args], env);
+  const child = spawnEmp(['start', '--sim-duration-ms', '300', '--api-port', '0', '--monitor-port', '0', ...args], env);
   running.add(child);
   child.once('exit', () => running.delete(child));
   return child;
@@ -24,7 +26,7 @@ afterEach(async () => {
   await Promise.all([...running].map((child) => exitCode(child, 5_000)));
 });
 
-describe('emp start with REDIS_URL', () => {
+describe('emp start with REDIS_URL', { timeout: 180_000 }, () => {
   let redis: RedisProcess;
   beforeAll(async () => {
     redis = await startRedis();
@@ -33,10 +35,10 @@ describe('emp start with REDIS_URL', () => {
     await redis?.stop();
   });
 
-  it('runs jobs submitted from another process, and stops cleanly on SIGTERM', async () => {
+  it('runs jobs submitted from another process, serves the monitor page, and stops cleanly on SIGTERM', async () => {
     const env = { REDIS_URL: redis.url };
     const stack = start([], env);
-    const banner = await waitForOutput(stack, BANNER);
+    const banner = await waitForOutput(stack, BANNER, STARTUP_MS);
     expect(banner).toContain(redis.url);
     expect(banner).toContain('local-sim-worker-0, local-sim-worker-1');
 
@@ -63,6 +65,15 @@ describe('emp start with REDIS_URL', () => {
     expect(viaHttp.status).toBe(201);
     expect(await viaHttp.json()).toMatchObject({ state: 'succeeded', machine: 'local-sim' });
 
+    // the monitor page is served, knows where the API is, and the API lets it call from a browser
+    const monitor = /monitor {4}(http:\/\/127\.0\.0\.1:\d+)/.exec(banner)?.[1];
+    expect(monitor).toBeDefined();
+    expect(await (await fetch(`${monitor}/`)).text()).toContain('<div id="root"></div>');
+    expect(await (await fetch(`${monitor}/config.json`)).json()).toEqual({ api_url: api, auth: false });
+    const fromPage = await fetch(`${api}/v1/whoami`, { headers: { origin: monitor! } });
+    expect(fromPage.headers.get('access-control-allow-origin')).toBe(monitor);
+    expect(await fromPage.json()).toEqual({ key_id: 'anonymous', role: 'operator', auth: false });
+
     const workers = await runEmp(['workers', '--json'], env);
     expect(JSON.parse(workers.stdout).workers).toEqual([
       expect.objectContaining({ id: 'local-sim-worker-0', machine: 'local-sim', state: 'idle' }),
@@ -78,7 +89,7 @@ describe('emp start with REDIS_URL', () => {
   });
 });
 
-describe('emp start with its embedded Redis', () => {
+describe('emp start with its embedded Redis', { timeout: 180_000 }, () => {
   let stateDir: string;
   beforeAll(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'emp-state-'));
@@ -98,7 +109,7 @@ describe('emp start with its embedded Redis', () => {
   it('keeps its data (AOF) and URL under the state folder, and removes what it started on SIGTERM', async () => {
     const port = await freePort();
     const stack = start(['--state-dir', stateDir, '--redis-port', String(port)], {});
-    const banner = await waitForOutput(stack, BANNER);
+    const banner = await waitForOutput(stack, BANNER, STARTUP_MS);
     const url = `redis://127.0.0.1:${port}`;
     expect(banner).toContain(`${url}  (embedded, AOF data in ${join(stateDir, 'redis')})`);
     expect(readFileSync(join(stateDir, 'redis.url'), 'utf8').trim()).toBe(url);
@@ -126,7 +137,7 @@ describe('emp start with its embedded Redis', () => {
     const args = ['--state-dir', stateDir, '--redis-port', String(port)];
     const url = `redis://127.0.0.1:${port}`;
     const killed = start(args, {});
-    await waitForOutput(killed, BANNER);
+    await waitForOutput(killed, BANNER, STARTUP_MS);
     // nobody runs jobs for this tenant: it stays queued
     const queued = await runEmp(['submit', '--service', 'simulation', '--tenant', 'nobody', '--requirements', '{"pool":"idle-pool"}', '--json', '--redis', url], {});
     const { id } = JSON.parse(queued.stdout) as { id: string };
@@ -138,7 +149,7 @@ describe('emp start with its embedded Redis', () => {
     const restarted = start(args, {});
     let stderr = '';
     restarted.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    await waitForOutput(restarted, BANNER);
+    await waitForOutput(restarted, BANNER, STARTUP_MS);
     expect(stderr).toMatch(/stopping the embedded redis-server a previous run left behind/);
     const job = await runEmp(['job', id, '--json', '--redis', url], {});
     expect(JSON.parse(job.stdout)).toMatchObject({ id, state: 'queued' });

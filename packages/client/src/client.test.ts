@@ -89,3 +89,21 @@ describe('the SDK end to end', () => {
     await expect(stranger.watch(slow.id).next()).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 });
+
+describe('operator calls through the SDK', () => {
+  it("says who a key is, pauses and resumes a service, and sends a machine command; a client key is refused them", async () => {
+    const operator = new EmpClient({ baseUrl: stack.url, apiKey: (await stack.server.app.apiKeys.create({ role: 'operator' })).key });
+    expect(await client.whoami()).toMatchObject({ role: 'client', tenant: 'sdk', auth: true });
+    expect(await operator.whoami()).toMatchObject({ role: 'operator', auth: true });
+    expect(await operator.setServicePaused('simulation', true, { pool: 'standard' })).toEqual({ service: 'simulation', paused: true, pools: [{ pool: 'standard', changed: true }] });
+    expect(await operator.setServicePaused('simulation', false, { pool: 'standard' })).toMatchObject({ paused: false, pools: [{ pool: 'standard', changed: true }] });
+    expect(await operator.machineCommand('api-test-machine', 'restart', { service: 'simulation' })).toEqual({
+      command_id: expect.stringMatching(/^\d+-\d+$/),
+      machine: 'api-test-machine',
+      pool: 'standard',
+      action: 'restart',
+      service: 'simulation',
+    });
+    await expect(client.machineCommand('api-test-machine', 'drain')).rejects.toMatchObject({ status: 403, code: 'FORBIDDEN' });
+  });
+});

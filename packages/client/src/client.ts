@@ -12,6 +12,22 @@ export interface EmpClientOptions {
 
 export type SubmittedJob = JobView & { duplicate: boolean };
 export type BatchResult = { id: string; pool: string; duplicate: boolean; routable: boolean } | { error: { code: string; message: string; issues?: ValidationIssue[] } };
+/** Who a key is (`GET /v1/whoami`); with auth off every caller is an anonymous operator. */
+export interface Identity {
+  key_id: string;
+  role: 'client' | 'worker' | 'service' | 'operator';
+  tenant?: string;
+  auth: boolean;
+}
+
+export interface MachineCommandAnswer {
+  command_id: string;
+  machine: string;
+  pool: string;
+  action: 'drain' | 'restart';
+  service?: string;
+}
+
 export interface JobPage {
   jobs: JobView[];
   next_cursor?: string;
@@ -96,6 +112,20 @@ export class EmpClient {
 
   async machines(pool?: string): Promise<{ now: number; machines: Array<Record<string, unknown>> }> {
     return this.request('GET', `/v1/machines${pool ? `?pool=${pool}` : ''}`);
+  }
+
+  async whoami(): Promise<Identity> {
+    return this.request('GET', '/v1/whoami');
+  }
+
+  /** (operator) Drain or restart a machine, or one service on it: recorded for its agent, answered with the command's id. */
+  async machineCommand(machine: string, action: 'drain' | 'restart', options: { pool?: string; service?: string; reason?: string } = {}): Promise<MachineCommandAnswer> {
+    return this.request('POST', `/v1/machines/${encodeURIComponent(machine)}/${action}`, options);
+  }
+
+  /** (operator) Pause or resume claims of a service's jobs, in one pool or every pool. */
+  async setServicePaused(service: string, paused: boolean, options: { pool?: string; reason?: string } = {}): Promise<{ service: string; paused: boolean; pools: Array<{ pool: string; changed: boolean }> }> {
+    return this.request('POST', `/v1/services/${encodeURIComponent(service)}/${paused ? 'pause' : 'resume'}`, options);
   }
 
   private async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {

@@ -66,6 +66,7 @@ const routes: RouteCase[] = [
   { name: 'event stream (SSE)', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob({ canceled: true })}/stream` }) },
   { name: 'delegated complete', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/complete`, body: { result: { ok: true } } }) },
   { name: 'delegated fail', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/fail`, body: { error: { kind: 'retryable', message: 'x' } } }) },
+  { name: 'whoami', access: 'identify', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/whoami' }) },
   { name: 'queues', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues' }) },
   { name: 'workers', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/workers' }) },
   { name: 'machines', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines' }) },

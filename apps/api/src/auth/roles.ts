@@ -41,5 +41,6 @@ export const ACCESS = {
   delegatedCompletion: ['service', 'operator'],
   fleet: ['worker', 'service', 'operator'],
   operate: ['operator'],
+  identify: ROLES,
 } as const satisfies Record<string, readonly Role[]>;
 export type Access = keyof typeof ACCESS;

@@ -56,6 +56,9 @@ export async function queueReport(broker: Broker, pools: string[]) {
   return { now, pools: reports };
 }
 
+/** What `GET /v1/queues` answers and the monitor snapshot carries as `queues`. */
+export type QueueReport = Awaited<ReturnType<typeof queueReport>>;
+
 function parseJsonField(record: Record<string, string>, field: string): Record<string, unknown> {
   const { [field]: text, ...rest } = record;
   if (text === undefined) return rest;

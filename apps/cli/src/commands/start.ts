@@ -21,6 +21,8 @@ const StartFlags = z.object({
   redisPort: intFlag(z.number().int().min(1).max(65_535)),
   apiPort: intFlag(z.number().int().min(0).max(65_535)),
   apiHost: z.string().min(1).max(255),
+  monitorPort: intFlag(z.number().int().min(0).max(65_535)),
+  monitor: z.boolean().default(true),
   auth: z.boolean().default(false),
   stateDir: z.string().min(1),
   workers: intFlag(z.number().int().min(1).max(64)),
@@ -36,6 +38,8 @@ export function registerStart(program: Command): void {
     .option('--workers <n>', 'workers on the simulated machine', '2')
     .option('--api-port <port>', 'port of the HTTP + WebSocket API (a free one if taken)', '3331')
     .option('--api-host <address>', 'address the API listens on; anything but loopback needs --auth', '127.0.0.1')
+    .option('--monitor-port <port>', 'port of the monitor web page (a free one if taken)', '3333')
+    .option('--no-monitor', 'do not serve the monitor page')
     .option('--auth', 'require API keys (create one with `emp keys create --role operator`)')
     .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
     .action(async (options: Record<string, unknown>, command: Command) => {
@@ -56,6 +60,7 @@ export function registerStart(program: Command): void {
         workers: flags.workers,
         jobDurationMs: flags.simDurationMs,
         api: { host: flags.apiHost, port: flags.apiPort, auth: flags.auth },
+        monitor: flags.monitor ? { port: flags.monitorPort } : false,
         logger,
       });
       // other commands find the embedded Redis through .emp/redis.url under the working folder
@@ -105,6 +110,9 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     stack.api.auth
       ? '             API keys required: create one with `npm run emp -- keys create --role operator`'
       : '             auth OFF (local development): restart with `npm start -- --auth` and create keys with `npm run emp -- keys create --role client --tenant <t>`',
+    stack.monitor
+      ? `  monitor    ${stack.monitor.url}  (the operator's live page${stack.api.auth ? '; it asks for an operator key' : ''})`
+      : '  monitor    not started (--no-monitor)',
     '',
     'Over HTTP:',
     `  curl -s -X POST '${stack.api.url}/v1/jobs?wait=30' -H 'content-type: application/json' -d '{"service":"simulation"}'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,

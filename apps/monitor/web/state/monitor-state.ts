@@ -1,0 +1,552 @@
+import type { QueueReport } from '@emp/api';
+import { type JobProgress, type JobState, type LiveServerMessage, TERMINAL_STATES, compareStreamIds } from '@emp/core';
+import { type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable, parseMachine, parseWorker, recordKey } from './fleet-records';
+
+/**
+ * Everything the monitor shows about the fleet, as one value: a snapshot from
+ * the live feed, then its deltas, applied in batches by one pure reducer (the
+ * page applies whatever arrived once per animation frame). Registry fields the
+ * feed does not carry (a machine's GPU figures) come from periodic reads of
+ * /v1/machines and /v1/workers, merged without undoing newer events.
+ */
+
+export type LiveEvent = Extract<LiveServerMessage, { type: 'event' }>;
+export type MonitorSnapshot = Extract<LiveServerMessage, { type: 'monitor.snapshot' }>;
+
+/** A job as far as the feed told: enough for a live table row. */
+export interface LiveJob {
+  id: string;
+  pool: string;
+  state: JobState;
+  tenant?: string;
+  service?: string;
+  worker?: string;
+  machine?: string;
+  attempt?: number;
+  progress?: JobProgress;
+  /** ts of the last event about it */
+  updatedAt: number;
+  /** ts of its job.queued event, when seen */
+  queuedAt?: number;
+  /** when a worker first took it (ms since submit), when seen */
+  waitMs?: number;
+}
+
+/** An operator command for a machine: requested (the API's answer), sent (machine.command), done (machine.command.done). */
+export interface CommandView {
+  id: string;
+  pool: string;
+  machine: string;
+  action: string;
+  service?: string;
+  by?: string;
+  requestedAt: number;
+  /** the machine.command event was seen in the feed */
+  announced: boolean;
+  outcome?: 'ok' | 'failed';
+  message?: string;
+  doneAt?: number;
+}
+
+/** One change of a supervised process (machine.process): the machine's restart history. */
+export interface ProcessChange {
+  id: string;
+  ts: number;
+  process: string;
+  state: string;
+  restarts?: number;
+  exitCode?: number;
+}
+
+export type Sample = readonly [ts: number, value: number];
+
+export interface MonitorState {
+  /** feed cursors: the id of the last event applied per pool (resume after them) */
+  cursors: Record<string, string>;
+  snapshotAt?: number;
+  machines: Record<string, MachineRecord>;
+  workers: Record<string, WorkerRecord>;
+  queues?: QueueReport;
+  /** queue depth and oldest age over the last hour, per series (`pool`, `pool/service`, `pool/#class`) */
+  depth: Record<string, Sample[]>;
+  age: Record<string, Sample[]>;
+  jobs: Record<string, LiveJob>;
+  commands: Record<string, CommandView>;
+  processHistory: Record<string, ProcessChange[]>;
+  /** finished jobs per minute (minute start ms -> counts per terminal state) over the last hour */
+  finished: Record<number, Partial<Record<JobState, number>>>;
+  /** submit -> claimed (ms) of jobs claimed in the last hour, oldest first */
+  waits: Sample[];
+  eventsApplied: number;
+  lastEventAt?: number;
+}
+
+export type MonitorAction =
+  | { type: 'snapshot'; snapshot: MonitorSnapshot; at: number }
+  | { type: 'events'; events: LiveEvent[] }
+  | { type: 'queues'; report: QueueReport }
+  | { type: 'machines'; machines: Array<Record<string, unknown>> }
+  | { type: 'workers'; workers: Array<Record<string, unknown>> }
+  | { type: 'command-requested'; command: { command_id: string; machine: string; pool: string; action: string; service?: string }; by?: string; at: number };
+
+export const HOUR_MS = 3_600_000;
+/** jobs kept in memory for the live table; terminal ones beyond it go first, oldest first */
+export const MAX_LIVE_JOBS = 2_000;
+const MAX_WAIT_SAMPLES = 5_000;
+const MAX_PROCESS_CHANGES = 100;
+const MAX_COMMANDS = 200;
+
+export const initialState: MonitorState = {
+  cursors: {},
+  machines: {},
+  workers: {},
+  depth: {},
+  age: {},
+  jobs: {},
+  commands: {},
+  processHistory: {},
+  finished: {},
+  waits: [],
+  eventsApplied: 0,
+};
+
+const TERMINAL = new Set<string>(TERMINAL_STATES);
+const JOB_STATE_NAMES = new Set<string>(['queued', 'starting', 'running', 'retrying', ...TERMINAL_STATES]);
+
+export function monitorReducer(state: MonitorState, action: MonitorAction): MonitorState {
+  switch (action.type) {
+    case 'snapshot':
+      return applySnapshot(state, action.snapshot, action.at);
+    case 'events':
+      return applyEvents(state, action.events);
+    case 'queues':
+      return applyQueueReport(state, action.report);
+    case 'machines': {
+      const machines = action.machines.map(parseMachine);
+      const next = mergeRegistry(state, 'machines', machines);
+      return { ...next, commands: commandsFromMachines(next.commands, machines) };
+    }
+    case 'workers':
+      return mergeRegistry(state, 'workers', action.workers.map(parseWorker));
+    case 'command-requested': {
+      const { command } = action;
+      const known = state.commands[command.command_id];
+      const view: CommandView = {
+        id: command.command_id,
+        pool: command.pool,
+        machine: command.machine,
+        action: command.action,
+        ...(command.service ? { service: command.service } : {}),
+        ...(action.by ? { by: action.by } : {}),
+        requestedAt: action.at,
+        announced: false,
+        ...known,
+      };
+      return { ...state, commands: boundCommands({ ...state.commands, [view.id]: view }) };
+    }
+  }
+}
+
+function applySnapshot(state: MonitorState, snapshot: MonitorSnapshot, at: number): MonitorState {
+  const machines: Record<string, MachineRecord> = {};
+  for (const raw of asRecords(snapshot.machines)) {
+    const machine = parseMachine(raw);
+    if (machine) machines[machine.key] = machine;
+  }
+  const workers: Record<string, WorkerRecord> = {};
+  for (const raw of asRecords(snapshot.workers)) {
+    const worker = parseWorker(raw);
+    if (!worker) continue;
+    // what the feed told about its current job survives a re-snapshot while it stays busy
+    const current = state.workers[worker.key]?.currentJob;
+    workers[worker.key] = current && worker.state === 'busy' ? { ...worker, currentJob: current } : worker;
+  }
+  // a card never vanishes: a machine or worker this page saw stays, unless the registry removed it (gone)
+  for (const [key, machine] of Object.entries(state.machines)) machines[key] ??= machine;
+  for (const [key, worker] of Object.entries(state.workers)) workers[key] ??= worker;
+  const next: MonitorState = { ...state, cursors: { ...snapshot.cursors }, snapshotAt: at, machines, workers, commands: commandsFromMachines(state.commands, Object.values(machines)) };
+  return isQueueReport(snapshot.queues) ? applyQueueReport(next, snapshot.queues) : next;
+}
+
+function asRecords(value: unknown): Array<Record<string, unknown>> {
+  return Array.isArray(value) ? value.filter((item): item is Record<string, unknown> => typeof item === 'object' && item !== null) : [];
+}
+
+function isQueueReport(value: unknown): value is QueueReport {
+  return typeof value === 'object' && value !== null && Array.isArray((value as QueueReport).pools) && typeof (value as QueueReport).now === 'number';
+}
+
+function applyQueueReport(state: MonitorState, report: QueueReport): MonitorState {
+  const depth = { ...state.depth };
+  const age = { ...state.age };
+  const add = (key: string, d: number, oldest: number | undefined) => {
+    depth[key] = appendSample(depth[key], [report.now, d]);
+    age[key] = appendSample(age[key], [report.now, oldest ?? 0]);
+  };
+  for (const pool of report.pools) {
+    add(pool.pool, pool.depth, pool.oldest_age_ms);
+    for (const service of pool.services) add(`${pool.pool}/${service.service}`, service.depth, service.oldest_age_ms);
+    for (const cls of pool.classes) add(`${pool.pool}/#${cls.requirement_class}`, cls.depth, cls.oldest_age_ms);
+  }
+  // a series whose queue emptied gets zeros, so its chart comes down instead of freezing at the last depth
+  for (const key of Object.keys(depth)) {
+    const last = depth[key]!.at(-1);
+    if (last && last[0] !== report.now) {
+      depth[key] = appendSample(depth[key], [report.now, 0]);
+      age[key] = appendSample(age[key], [report.now, 0]);
+    }
+    if (depth[key]!.every(([, value]) => value === 0) && depth[key]!.length > 1 && depth[key]![0]![0] < report.now - HOUR_MS + 60_000) {
+      delete depth[key];
+      delete age[key];
+    }
+  }
+  return { ...state, queues: report, depth, age };
+}
+
+function appendSample(series: Sample[] | undefined, sample: Sample): Sample[] {
+  const from = sample[0] - HOUR_MS;
+  const kept = (series ?? []).filter(([ts]) => ts > from && ts < sample[0]);
+  kept.push(sample);
+  return kept;
+}
+
+/**
+ * Commands as the machines' hashes record them: the last one sent (so a page
+ * opened later still shows it) and the last one the machine reported done
+ * in its status snapshot (an agent may report through its snapshot instead of
+ * a machine.command.done event).
+ */
+function commandsFromMachines(commands: Record<string, CommandView>, machines: Array<MachineRecord | undefined>): Record<string, CommandView> {
+  let next = commands;
+  const put = (view: CommandView) => {
+    if (next === commands) next = { ...commands };
+    next[view.id] = view;
+  };
+  for (const machine of machines) {
+    if (!machine) continue;
+    const sent = machine.lastCommand;
+    if (sent && !next[sent.id]) {
+      put({ id: sent.id, pool: machine.pool, machine: machine.id, action: sent.action, ...(sent.service ? { service: sent.service } : {}), requestedAt: sent.at ?? 0, announced: true });
+    }
+    const done = machine.lastCommandDone;
+    const known = done ? next[done.id] : undefined;
+    if (done && known && !known.outcome) {
+      put({ ...known, announced: true, outcome: done.outcome, ...(done.message ? { message: done.message } : {}), doneAt: done.at ?? known.requestedAt });
+    }
+  }
+  return next === commands ? commands : boundCommands(next);
+}
+
+/** A registry read (GET /v1/machines or /v1/workers): fields refreshed; the state kept where the feed told something newer. */
+function mergeRegistry<K extends 'machines' | 'workers'>(state: MonitorState, kind: K, records: Array<MonitorState[K][string] | undefined>): MonitorState {
+  const merged = { ...state[kind] } as Record<string, MachineRecord | WorkerRecord>;
+  for (const record of records) {
+    if (!record) continue;
+    const known = merged[record.key];
+    if (known && (known.stateSince ?? 0) > (record.stateSince ?? 0)) {
+      merged[record.key] = { ...record, state: known.state, stateSince: known.stateSince, ...('currentJob' in known ? { currentJob: known.currentJob } : {}) };
+    } else {
+      merged[record.key] = known && 'currentJob' in known && record.state === 'busy' ? { ...record, currentJob: known.currentJob } : record;
+    }
+  }
+  return { ...state, [kind]: merged };
+}
+
+/** Copies a record of the state the first time a batch changes it, and only then. */
+class BatchDraft {
+  private copied = new Set<string>();
+  constructor(readonly next: MonitorState) {}
+  table<K extends 'machines' | 'workers' | 'jobs' | 'commands' | 'processHistory' | 'finished'>(name: K): MonitorState[K] {
+    if (!this.copied.has(name)) {
+      this.copied.add(name);
+      (this.next as unknown as Record<string, unknown>)[name] = { ...(this.next[name] as object) };
+    }
+    return this.next[name];
+  }
+}
+
+export function applyEvents(state: MonitorState, events: readonly LiveEvent[]): MonitorState {
+  if (events.length === 0) return state;
+  const draft = new BatchDraft({ ...state, cursors: { ...state.cursors }, waits: state.waits });
+  const next = draft.next;
+  let applied = 0;
+  const waits: Sample[] = [];
+  for (const event of events) {
+    const cursor = next.cursors[event.pool];
+    // the feed resumes after our cursor; anything at or before it was applied already
+    if (cursor !== undefined && compareStreamIds(event.id, cursor) <= 0) continue;
+    next.cursors[event.pool] = event.id;
+    applied += 1;
+    next.lastEventAt = Math.max(next.lastEventAt ?? 0, event.ts);
+    const kind = event.event.slice(0, event.event.indexOf('.'));
+    if (kind === 'job') applyJobEvent(draft, event, waits);
+    else if (kind === 'worker') applyWorkerEvent(draft, event);
+    else if (kind === 'machine') applyMachineEvent(draft, event);
+    else if (kind === 'service') applyServiceEvent(draft, event);
+  }
+  if (applied === 0) return state;
+  next.eventsApplied = state.eventsApplied + applied;
+  if (waits.length > 0) {
+    const from = (next.lastEventAt ?? 0) - HOUR_MS;
+    next.waits = [...state.waits.filter(([ts]) => ts > from), ...waits].slice(-MAX_WAIT_SAMPLES);
+  }
+  if (draft.next.jobs !== state.jobs) next.jobs = boundJobs(next.jobs);
+  if (draft.next.finished !== state.finished) {
+    const from = minuteOf((next.lastEventAt ?? 0) - HOUR_MS);
+    for (const minute of Object.keys(next.finished)) if (Number(minute) < from) delete next.finished[Number(minute)];
+  }
+  return next;
+}
+
+const minuteOf = (ts: number): number => ts - (ts % 60_000);
+
+const text = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
+
+function applyJobEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): void {
+  const id = text(event.job);
+  const state = text(event.state);
+  if (!id || !state || !JOB_STATE_NAMES.has(state)) return;
+  const jobs = draft.table('jobs');
+  const known = jobs[id];
+  const job: LiveJob = { ...known, id, pool: event.pool, state: state as JobState, updatedAt: event.ts };
+  for (const field of ['tenant', 'service', 'worker', 'machine'] as const) {
+    const value = text(event[field]);
+    if (value) job[field] = value;
+  }
+  if (typeof event.attempt === 'number') job.attempt = event.attempt;
+  if (event.event === 'job.progress' && typeof event.progress === 'object' && event.progress !== null) job.progress = event.progress as JobProgress;
+  if (event.event === 'job.queued') {
+    job.queuedAt ??= event.ts;
+    delete job.worker;
+    delete job.machine;
+    delete job.progress;
+  }
+  if (event.event === 'job.starting') {
+    delete job.progress;
+    const submittedAt = Number(event.submitted_at);
+    if (Number.isFinite(submittedAt) && submittedAt > 0) {
+      job.waitMs = Math.max(0, event.ts - submittedAt);
+      waits.push([event.ts, job.waitMs]);
+    }
+  }
+  jobs[id] = job;
+
+  // the worker's current job, for its card
+  const workerId = text(event.worker) ?? known?.worker;
+  if (workerId) {
+    const workers = draft.next.workers;
+    const key = recordKey(event.pool, workerId);
+    const worker = workers[key];
+    if (worker) {
+      const holds = state === 'starting' || state === 'running';
+      if (holds && worker.currentJob !== id) draft.table('workers')[key] = { ...worker, currentJob: id };
+      else if (!holds && worker.currentJob === id) {
+        const { currentJob: _, ...rest } = worker;
+        draft.table('workers')[key] = rest;
+      }
+    }
+  }
+  if (TERMINAL.has(state) && event.event !== 'job.progress') {
+    const finished = draft.table('finished');
+    const minute = minuteOf(event.ts);
+    const counts = { ...finished[minute] };
+    counts[state as JobState] = (counts[state as JobState] ?? 0) + 1;
+    finished[minute] = counts;
+  }
+}
+
+function applyWorkerEvent(draft: BatchDraft, event: LiveEvent): void {
+  const id = text(event.worker);
+  if (!id) return;
+  const key = recordKey(event.pool, id);
+  const workers = draft.table('workers');
+  if (event.event === 'worker.gone') {
+    delete workers[key];
+    return;
+  }
+  const known = workers[key];
+  const machine = text(event.machine) ?? known?.machine ?? '';
+  const state = event.event === 'worker.registered' ? (known?.state ?? 'starting') : text(event.state);
+  if (!state) return;
+  const worker: WorkerRecord = known
+    ? { ...known, machine, state, stateSince: event.event === 'worker.registered' ? known.stateSince : event.ts, lastSeen: Math.max(known.lastSeen ?? 0, event.ts) }
+    : { key, pool: event.pool, id, machine, state, stateSince: event.ts, lastSeen: event.ts, registeredAt: event.ts, capabilities: undefined, fields: {} };
+  if (state === 'offline' || state === 'idle') delete worker.currentJob;
+  workers[key] = worker;
+}
+
+function applyMachineEvent(draft: BatchDraft, event: LiveEvent): void {
+  const id = text(event.machine);
+  if (!id) return;
+  const key = recordKey(event.pool, id);
+  switch (event.event) {
+    case 'machine.command':
+      return noteCommand(draft, event, id);
+    case 'machine.command.done':
+      return noteCommandDone(draft, event, id);
+    case 'machine.process':
+      return noteProcess(draft, event, key);
+  }
+  const machines = draft.table('machines');
+  if (event.event === 'machine.gone') {
+    delete machines[key];
+    return;
+  }
+  const state = text(event.state);
+  if (!state) return;
+  const known = machines[key];
+  machines[key] = known
+    ? { ...known, state, stateSince: event.ts, lastSeen: Math.max(known.lastSeen ?? 0, event.ts) }
+    : { key, pool: event.pool, id, state, stateSince: event.ts, lastSeen: event.ts, registeredAt: event.ts, services: [], gpus: undefined, processes: undefined, models: undefined, fields: {} };
+}
+
+function noteCommand(draft: BatchDraft, event: LiveEvent, machine: string): void {
+  const id = text(event.command);
+  if (!id) return;
+  const commands = draft.table('commands');
+  const service = text(event.service);
+  const by = text(event.by);
+  commands[id] = {
+    id,
+    pool: event.pool,
+    machine,
+    action: text(event.action) ?? 'unknown',
+    ...(service ? { service } : {}),
+    ...(by ? { by } : {}),
+    requestedAt: event.ts,
+    ...commands[id],
+    announced: true,
+  };
+  draft.next.commands = boundCommands(commands);
+  const machines = draft.table('machines');
+  const key = recordKey(event.pool, machine);
+  const known = machines[key];
+  if (known) machines[key] = { ...known, lastCommand: { action: commands[id]!.action, id, ...(service ? { service } : {}), at: event.ts } };
+}
+
+function noteCommandDone(draft: BatchDraft, event: LiveEvent, machine: string): void {
+  const id = text(event.command);
+  if (!id) return;
+  const commands = draft.table('commands');
+  const outcome = event.outcome === 'ok' || event.outcome === 'failed' ? event.outcome : 'failed';
+  const message = text(event.message);
+  const known = commands[id];
+  commands[id] = {
+    id,
+    pool: event.pool,
+    machine,
+    action: text(event.action) ?? known?.action ?? 'unknown',
+    requestedAt: known?.requestedAt ?? event.ts,
+    ...known,
+    announced: true,
+    outcome,
+    ...(message ? { message } : {}),
+    doneAt: event.ts,
+  };
+}
+
+function noteProcess(draft: BatchDraft, event: LiveEvent, key: string): void {
+  const process = text(event.process);
+  const state = text(event.state);
+  if (!process || !state) return;
+  const restarts = Number(event.restarts);
+  const exitCode = event.exit_code === undefined || event.exit_code === '' ? NaN : Number(event.exit_code);
+  const change: ProcessChange = {
+    id: event.id,
+    ts: event.ts,
+    process,
+    state,
+    ...(Number.isFinite(restarts) ? { restarts } : {}),
+    ...(Number.isFinite(exitCode) ? { exitCode } : {}),
+  };
+  const history = draft.table('processHistory');
+  history[key] = [...(history[key] ?? []), change].slice(-MAX_PROCESS_CHANGES);
+  // the card shows the process's new state at once, before the next status snapshot
+  const machines = draft.table('machines');
+  const machine = machines[key];
+  if (machine && Array.isArray(machine.processes)) {
+    const processes: ProcessStatus[] = machine.processes.map((p) => (p.name === process ? { ...p, state, ...(change.restarts !== undefined ? { restarts: change.restarts } : {}) } : p));
+    machines[key] = { ...machine, processes };
+  }
+}
+
+function applyServiceEvent(draft: BatchDraft, event: LiveEvent): void {
+  const service = text(event.service);
+  const queues = draft.next.queues;
+  if (!service || !queues || (event.event !== 'service.paused' && event.event !== 'service.resumed')) return;
+  const paused = event.event === 'service.paused';
+  const by = text(event.by);
+  const reason = text(event.reason);
+  draft.next.queues = {
+    ...queues,
+    pools: queues.pools.map((pool) => {
+      if (pool.pool !== event.pool) return pool;
+      const others = pool.paused.filter((p) => p.service !== service);
+      return {
+        ...pool,
+        paused: paused ? [...others, { service, since: event.ts, ...(by ? { by } : {}), ...(reason ? { reason } : {}) }] : others,
+        services: pool.services.map((s) => (s.service === service ? { ...s, paused } : s)),
+      };
+    }),
+  };
+}
+
+function boundJobs(jobs: Record<string, LiveJob>): Record<string, LiveJob> {
+  const ids = Object.keys(jobs);
+  if (ids.length <= MAX_LIVE_JOBS) return jobs;
+  // drop finished jobs first, oldest first, down to 3/4 of the bound so this runs rarely
+  const target = Math.floor(MAX_LIVE_JOBS * 0.75);
+  const byAge = Object.values(jobs).sort((a, b) => Number(TERMINAL.has(b.state)) - Number(TERMINAL.has(a.state)) || a.updatedAt - b.updatedAt);
+  const kept = { ...jobs };
+  for (const job of byAge.slice(0, ids.length - target)) delete kept[job.id];
+  return kept;
+}
+
+function boundCommands(commands: Record<string, CommandView>): Record<string, CommandView> {
+  const list = Object.values(commands);
+  if (list.length <= MAX_COMMANDS) return commands;
+  list.sort((a, b) => a.requestedAt - b.requestedAt);
+  return Object.fromEntries(list.slice(-MAX_COMMANDS).map((c) => [c.id, c]));
+}
+
+// ---------------------------------------------------------------- selectors
+
+/** The value at the given fraction (0.5, 0.95, ...) of the samples, nearest rank. */
+export function percentile(values: readonly number[], fraction: number): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))];
+}
+
+/** Jobs finished per minute over the last hour, oldest first (one value per minute, zeros included). */
+export function throughputSeries(finished: MonitorState['finished'], now: number): Sample[] {
+  const last = minuteOf(now);
+  const series: Sample[] = [];
+  for (let minute = last - HOUR_MS + 60_000; minute <= last; minute += 60_000) {
+    const counts = finished[minute];
+    series.push([minute, counts ? Object.values(counts).reduce((sum, n) => sum + (n ?? 0), 0) : 0]);
+  }
+  return series;
+}
+
+/** Workers of each machine, by machine key. */
+export function workersByMachine(workers: Record<string, WorkerRecord>): Map<string, WorkerRecord[]> {
+  const grouped = new Map<string, WorkerRecord[]>();
+  for (const worker of Object.values(workers)) {
+    const key = recordKey(worker.pool, worker.machine);
+    const list = grouped.get(key);
+    if (list) list.push(worker);
+    else grouped.set(key, [worker]);
+  }
+  for (const list of grouped.values()) list.sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
+  return grouped;
+}
+
+/** A machine counts as offline when the registry says so; a machine whose every worker is offline is shown degraded. */
+export function machineHealth(machine: MachineRecord, workers: readonly WorkerRecord[]): 'offline' | 'degraded' | 'ok' | 'busy' {
+  if (machine.state === 'offline' || machine.state === 'stopping') return 'offline';
+  const unreadable = isUnreadable(machine.gpus) || isUnreadable(machine.processes);
+  if (workers.length > 0 && workers.every((w) => w.state === 'offline')) return 'degraded';
+  if (unreadable || workers.some((w) => w.state === 'offline')) return 'degraded';
+  return workers.some((w) => w.state === 'busy') ? 'busy' : 'ok';
+}

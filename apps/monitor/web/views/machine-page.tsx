@@ -1,0 +1,251 @@
+import { useEffect, useMemo, useRef, useState } from 'react';
+import { type Connection, type LogEntry, describeError } from '../api/connection';
+import { type MonitorStore, useMonitorState } from '../live/monitor-store';
+import { isUnreadable, recordKey } from '../state/fleet-records';
+import { machineHealth } from '../state/monitor-state';
+import { Empty, Field, StateBadge, href } from './common';
+import { GpuList } from './fleet';
+import { ago, bytes, clock, dateTime, duration } from './format';
+import { CommandList, MachineActions } from './operator-actions';
+
+/** One machine in full: status, workers, services with their restart history, model cache, live logs, operator actions. */
+export function MachinePage({ connection, store, pool, id, now }: { connection: Connection; store: MonitorStore; pool: string; id: string; now: number }) {
+  const key = recordKey(pool, id);
+  const machine = useMonitorState(store, (s) => s.machines[key]);
+  const allWorkers = useMonitorState(store, (s) => s.workers);
+  const history = useMonitorState(store, (s) => s.processHistory[key]);
+  const allCommands = useMonitorState(store, (s) => s.commands);
+  const workers = useMemo(() => Object.values(allWorkers).filter((w) => w.pool === pool && w.machine === id).sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true })), [allWorkers, pool, id]);
+  const commands = useMemo(() => Object.values(allCommands).filter((c) => c.pool === pool && c.machine === id).sort((a, b) => b.requestedAt - a.requestedAt), [allCommands, pool, id]);
+
+  if (!machine) {
+    return (
+      <section>
+        <p>
+          <a href="#/">← Fleet</a>
+        </p>
+        <Empty>Machine {id} in pool {pool} is not (or not yet) known to this page.</Empty>
+      </section>
+    );
+  }
+  const processes = Array.isArray(machine.processes) ? machine.processes : [];
+  const services = [...new Set([...machine.services, ...processes.filter((p) => p.kind === 'service').map((p) => p.name)])];
+  return (
+    <section className="machine-page" aria-label={`machine ${id}`} data-machine={id}>
+      <p className="crumbs">
+        <a href="#/">Fleet</a> / {pool} / <b>{id}</b>
+      </p>
+      <div className="page-head">
+        <h2>{id}</h2>
+        <StateBadge state={machine.state} />
+        <StateBadge state={machineHealth(machine, workers)} title="derived from the workers' states" />
+      </div>
+      <MachineActions connection={connection} store={store} pool={pool} machine={id} services={services} />
+      <CommandList commands={commands.slice(0, 5)} now={now} />
+      <div className="grid-2">
+        <div className="panel">
+          <h3>Status</h3>
+          <dl className="fields">
+            <Field label="pool">{machine.pool}</Field>
+            <Field label="region">{machine.region ?? '–'}</Field>
+            <Field label="host">{machine.hostname ?? '–'}</Field>
+            <Field label="state since">{dateTime(machine.stateSince)}</Field>
+            <Field label="up">{duration(machine.startedAt ?? machine.registeredAt ? now - (machine.startedAt ?? machine.registeredAt)! : undefined)}</Field>
+            <Field label="last seen">{ago(machine.lastSeen, now)}</Field>
+            <Field label="registered">{dateTime(machine.registeredAt)}</Field>
+          </dl>
+          <GpuList gpus={machine.gpus} />
+        </div>
+        <div className="panel">
+          <h3>Workers</h3>
+          {workers.length === 0 ? (
+            <Empty>No worker registered on this machine.</Empty>
+          ) : (
+            <table>
+              <thead>
+                <tr>
+                  <th>worker</th>
+                  <th>state</th>
+                  <th>since</th>
+                  <th>job</th>
+                </tr>
+              </thead>
+              <tbody>
+                {workers.map((w) => (
+                  <tr key={w.key} data-worker={w.id} data-state={w.state}>
+                    <td className="mono">{w.id}</td>
+                    <td>
+                      <StateBadge state={w.state} />
+                    </td>
+                    <td className="muted">{ago(w.stateSince, now)}</td>
+                    <td>{w.currentJob ? <a className="mono" href={href('jobs', w.currentJob)}>{w.currentJob}</a> : '–'}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </div>
+      </div>
+      <div className="grid-2">
+        <div className="panel">
+          <h3>Processes and restart history</h3>
+          {isUnreadable(machine.processes) && <p className="unknown">Processes: unknown ({machine.processes.unreadable})</p>}
+          {processes.length > 0 && (
+            <table>
+              <thead>
+                <tr>
+                  <th>process</th>
+                  <th>kind</th>
+                  <th>state</th>
+                  <th>restarts</th>
+                </tr>
+              </thead>
+              <tbody>
+                {processes.map((p) => (
+                  <tr key={p.name}>
+                    <td className="mono">{p.name}</td>
+                    <td>{p.kind ?? '–'}</td>
+                    <td>
+                      <StateBadge state={p.state} />
+                    </td>
+                    <td>{p.restarts ?? 0}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+          {history && history.length > 0 ? (
+            <ol className="history">
+              {[...history].reverse().map((change) => (
+                <li key={change.id}>
+                  <span className="muted mono">{clock(change.ts)}</span> <span className="mono">{change.process}</span> <StateBadge state={change.state} />
+                  {change.exitCode !== undefined && <span className="muted"> exit {change.exitCode}</span>}
+                  {change.restarts !== undefined && <span className="muted"> · restarts {change.restarts}</span>}
+                </li>
+              ))}
+            </ol>
+          ) : (
+            <p className="muted">No process restart seen since this page opened.</p>
+          )}
+        </div>
+        <div className="panel">
+          <h3>Model cache</h3>
+          {machine.models === undefined && <Empty>This machine does not report its models.</Empty>}
+          {isUnreadable(machine.models) && <p className="unknown">Models: unknown ({machine.models.unreadable})</p>}
+          {Array.isArray(machine.models) && (
+            machine.models.length === 0 ? (
+              <Empty>No model on disk.</Empty>
+            ) : (
+              <table>
+                <thead>
+                  <tr>
+                    <th>model</th>
+                    <th>size</th>
+                    <th>last used</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {machine.models.map((m) => (
+                    <tr key={m.name}>
+                      <td className="mono">{m.name}</td>
+                      <td>{'size_bytes' in m ? bytes(m.size_bytes) : '–'}</td>
+                      <td className="muted">{'last_used' in m && m.last_used ? ago(m.last_used, now) : '–'}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )
+          )}
+        </div>
+      </div>
+      <MachineLogs connection={connection} pool={pool} machine={id} processes={[...processes.map((p) => p.name), ...workers.map((w) => w.id)]} />
+      <details className="panel">
+        <summary>All fields as stored</summary>
+        <pre className="code">{JSON.stringify(machine.fields, null, 2)}</pre>
+      </details>
+    </section>
+  );
+}
+
+const MAX_LOG_LINES = 2_000;
+
+/** Live process logs streamed from the machine agent through the API (per worker and per service). */
+function MachineLogs({ connection, pool, machine, processes }: { connection: Connection; pool: string; machine: string; processes: string[] }) {
+  const [process, setProcess] = useState('');
+  const [follow, setFollow] = useState(true);
+  const [lines, setLines] = useState<LogEntry[]>([]);
+  const [state, setState] = useState<{ kind: 'loading' } | { kind: 'unavailable'; reason: string } | { kind: 'ready' } | { kind: 'error'; message: string }>({ kind: 'loading' });
+  const box = useRef<HTMLPreElement>(null);
+  const choices = useMemo(() => [...new Set(processes)].sort(), [processes.join(',')]);
+
+  useEffect(() => {
+    const abort = new AbortController();
+    setLines([]);
+    setState({ kind: 'loading' });
+    void (async () => {
+      try {
+        const page = await connection.machineLogs(machine, { pool, ...(process ? { process } : {}) });
+        if (abort.signal.aborted) return;
+        if (!page.available) {
+          setState({ kind: 'unavailable', reason: page.reason });
+          return;
+        }
+        setLines(page.entries.slice(-MAX_LOG_LINES));
+        setState({ kind: 'ready' });
+        if (!follow) return;
+        const after = page.entries.at(-1)?.id ?? page.next;
+        let pending: LogEntry[] = [];
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        for await (const entry of connection.followMachineLogs(machine, { pool, ...(process ? { process } : {}), ...(after ? { after } : {}), signal: abort.signal })) {
+          // batched: a chatty process must not re-render the page per line
+          pending.push(entry);
+          timer ??= setTimeout(() => {
+            const batch = pending;
+            pending = [];
+            timer = undefined;
+            setLines((current) => [...current, ...batch].slice(-MAX_LOG_LINES));
+          }, 100);
+        }
+      } catch (error) {
+        if (!abort.signal.aborted) setState({ kind: 'error', message: describeError(error) });
+      }
+    })();
+    return () => abort.abort();
+  }, [connection, machine, pool, process, follow]);
+
+  useEffect(() => {
+    if (follow && box.current) box.current.scrollTop = box.current.scrollHeight;
+  }, [lines, follow]);
+
+  return (
+    <div className="panel" aria-label="machine logs">
+      <div className="panel-head">
+        <h3>Logs</h3>
+        <label>
+          Process
+          <select value={process} onChange={(e) => setProcess(e.target.value)}>
+            <option value="">all</option>
+            {choices.map((name) => (
+              <option key={name}>{name}</option>
+            ))}
+          </select>
+        </label>
+        <label className="inline">
+          <input type="checkbox" checked={follow} onChange={(e) => setFollow(e.target.checked)} /> follow
+        </label>
+      </div>
+      {state.kind === 'unavailable' && <p className="muted logs-unavailable">{state.reason}</p>}
+      {state.kind === 'error' && <p className="unknown">Logs could not be read: {state.message}</p>}
+      {state.kind === 'loading' && <p className="muted">Loading logs…</p>}
+      {state.kind === 'ready' && (
+        <pre className="logs" ref={box}>
+          {lines.length === 0 ? <span className="muted">no lines yet</span> : lines.map((entry) => (
+            <div key={entry.id} className={entry.stream === 'stderr' ? 'log-err' : ''}>
+              <span className="muted">{clock(entry.ts)}</span> <span className="log-process">{entry.process}</span> {entry.line}
+            </div>
+          ))}
+        </pre>
+      )}
+    </div>
+  );
+}

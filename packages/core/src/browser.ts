@@ -1,0 +1,11 @@
+/**
+ * What a browser page may import from the core (the `browser` export
+ * condition of `@emp/core`, used by bundlers such as Vite): the shapes of
+ * jobs, requirements and the wire protocol, without Redis, Lua or Node.
+ */
+export * from './api-protocol';
+export * from './config';
+export * from './errors';
+export * from './job';
+export * from './requirements';
+export * from './validation';
