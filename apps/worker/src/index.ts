@@ -21,3 +21,16 @@ export { AzureBlobStoreOptions, azureBlobStore } from './assets/azure-blob-store
 export { S3StoreOptions, type S3StoreRefusal, S3StoreRefusedError, s3ObjectUrl, s3Store } from './assets/s3-store';
 export { type StopOnSignalsOptions, stopOnSignals } from './shutdown';
 export { HttpLogShipper, HttpLogShipperOptions } from './logging/http-log-shipper';
+export {
+  AssetStoreSpec,
+  CONNECTOR_TYPES,
+  ConnectorSpec,
+  type ConnectorType,
+  WORKER_CONFIG_ENV,
+  WORKER_MAIN,
+  WorkerProcessConfig,
+  type WorkerProcessConfigInput,
+  WorkerProcessMessage,
+  workerConfigFromEnv,
+} from './process-config';
+export { type RunningWorkerProcess, type WorkerProcessOptions, runWorkerProcess } from './worker-process';
