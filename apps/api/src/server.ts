@@ -16,6 +16,7 @@ import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
 import { jobRoutes } from './routes/jobs';
+import { machineLogRoutes } from './routes/machine-logs';
 import { operatorRoutes } from './routes/operator';
 
 declare module 'fastify' {
@@ -92,6 +93,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);
   await app.register(operatorRoutes);
+  await app.register(machineLogRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   if (options.assetsDir) await app.register(assetRoutes, { directory: options.assetsDir });
   await app.register(liveRoutes, {
     maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024,

@@ -694,11 +694,29 @@ export class Broker {
     const raw = reply?.[0]?.[1] ?? [];
     const entries: MachineLogEntry[] = [];
     for (const [id, flat] of raw) {
-      const f = foldHash(flat);
-      if (options.process !== undefined && f.process !== options.process) continue;
-      entries.push({ id, process: f.process ?? '', stream: f.stream === 'stderr' ? 'stderr' : 'stdout', line: f.line ?? '', ts: Number(f.ts ?? 0) });
+      const entry = machineLogEntry(id, flat);
+      if (options.process === undefined || entry.process === options.process) entries.push(entry);
     }
     return { entries, cursor: raw.length > 0 ? raw[raw.length - 1]![0] : cursor };
+  }
+
+  /** The newest `limit` output lines of a machine's processes (of one process when given), oldest first. */
+  async tailMachineLogs(pool: string, machineId: string, options: { process?: string; limit?: number } = {}): Promise<MachineLogEntry[]> {
+    const key = this.keys.machineLogs(checkedPool(pool), machineId);
+    const limit = options.limit ?? 100;
+    const found: MachineLogEntry[] = [];
+    let end = '+';
+    // newest first, a chunk at a time, until enough match; the stream is capped, so this ends soon
+    for (;;) {
+      const chunk = await this.redis.xrevrange(key, end, '-', 'COUNT', 500);
+      for (const [id, flat] of chunk) {
+        const entry = machineLogEntry(id, flat);
+        if (options.process === undefined || entry.process === options.process) found.push(entry);
+        if (found.length >= limit) return found.reverse();
+      }
+      if (chunk.length < 500) return found.reverse();
+      end = `(${chunk[chunk.length - 1]![0]}`;
+    }
   }
 
   async machines(pool: string): Promise<Array<Record<string, string>>> {
@@ -834,6 +852,11 @@ function jsonOf(value: unknown, what: string, path: string): string {
   } catch (error) {
     throw new ValidationError(what, [{ path, message: `not JSON: ${(error as Error).message}` }]);
   }
+}
+
+function machineLogEntry(id: string, flat: string[]): MachineLogEntry {
+  const f = foldHash(flat);
+  return { id, process: f.process ?? '', stream: f.stream === 'stderr' ? 'stderr' : 'stdout', line: f.line ?? '', ts: Number(f.ts ?? 0) };
 }
 
 function foldHash(flat: string[]): Record<string, string> {

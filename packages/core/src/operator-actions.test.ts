@@ -110,5 +110,9 @@ describe('machine logs', () => {
     expect(one.cursor).toBe(all.entries[1]!.id);
     const rest = await b.readMachineLogs('standard', 'm1', one.cursor, { process: 'comfyui-gpu0' });
     expect(rest.entries).toEqual([expect.objectContaining({ process: 'comfyui-gpu0', stream: 'stdout', line: 'ready', ts: 1 })]);
+
+    expect((await b.tailMachineLogs('standard', 'm1', { limit: 2 })).map((e) => e.line)).toEqual(['{"msg":"worker started"}', 'ready']);
+    expect((await b.tailMachineLogs('standard', 'm1', { process: 'comfyui-gpu0' })).map((e) => e.line)).toEqual(['loading', 'ready']);
+    expect(await b.tailMachineLogs('standard', 'nope')).toEqual([]);
   });
 });
