@@ -1,10 +1,10 @@
 import { type ListeningApiServer, startApiServer } from '@emp/api';
 import { Broker, Scheduler } from '@emp/core';
+import { MachineAgent, localMachineConfig } from '@emp/machine';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { connectRedis, type RedisTarget } from './connection';
 import { startEmbeddedRedis } from './embedded-redis';
-import { startSimulatedMachine, type SimulatedMachine } from './simulated-machine';
 
 export interface LocalStackOptions {
   /** an existing Redis to use; without it an embedded redis-server is started */
@@ -13,7 +13,7 @@ export interface LocalStackOptions {
   stateDir: string;
   /** preferred port of the embedded Redis */
   redisPort: number;
-  /** workers on the simulated machine */
+  /** workers on the local machine (each with its simulated service) */
   workers: number;
   /** how long a simulated job runs */
   jobDurationMs?: number | { min: number; max: number };
@@ -24,19 +24,36 @@ export interface LocalStackOptions {
   logger: Logger;
 }
 
+/** The local machine agent, as the banner shows it. */
+export interface LocalMachine {
+  machineId: string;
+  pool: string;
+  workerIds: string[];
+  processes: string[];
+  healthUrl: string;
+  logsDir: string;
+  /** false when its workers were not ready within the wait (they keep starting) */
+  ready: boolean;
+}
+
 export interface LocalStack {
   redisUrl: string;
   /** the folder of the embedded Redis's data; absent when an existing Redis is used */
   redisDir?: string;
-  machine: SimulatedMachine;
+  machine: LocalMachine;
   api: { url: string; auth: boolean };
   stop(): Promise<void>;
 }
 
+/** How long `npm start` waits for the local machine's workers before it prints the banner anyway. */
+const MACHINE_READY_WAIT_MS = 60_000;
+
 /**
- * Everything `npm start` runs, in one process: Redis (embedded unless given),
- * the broker's function library, a scheduler, and a simulated machine with
- * workers. Stopping reverses the order, letting running jobs finish first.
+ * Everything `npm start` runs: Redis (embedded unless given), the broker's
+ * function library, a scheduler, the API, and one local machine agent (no
+ * GPUs, a simulated service per worker, workers as child processes), the same
+ * agent a GPU machine runs. Stopping reverses the order, letting running jobs
+ * finish first.
  */
 export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
   const { logger } = options;
@@ -73,13 +90,29 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     scheduler.start();
     undo.push(() => scheduler.stop());
 
-    const machine = await startSimulatedMachine({
-      broker,
-      logger,
+    const logsDir = join(options.stateDir, 'logs');
+    const config = await localMachineConfig({
       workers: options.workers,
+      logsDir,
+      // Ctrl-C lets running jobs finish first (a spot machine's default is to hand them back at once)
+      graceMs: options.graceMs ?? 10_000,
       ...(options.jobDurationMs === undefined ? {} : { jobDurationMs: options.jobDurationMs }),
     });
-    undo.push(() => machine.stop({ graceMs: options.graceMs ?? 10_000 }));
+    const agent = new MachineAgent({ config, redisUrl: target.url, logger: logger.child({ component: 'machine' }) });
+    undo.push(() => agent.stop());
+    await agent.start();
+    const ready = await agent.untilReady(MACHINE_READY_WAIT_MS);
+    if (!ready) logger.warn({ health: `${agent.url}/ready` }, 'the local machine\'s workers are not ready yet; they keep starting');
+    const processes = agent.status().processes;
+    const machine: LocalMachine = {
+      machineId: config.machine_id,
+      pool: config.pool,
+      workerIds: processes.flatMap((p) => (p.workerId ? [p.workerId] : [])),
+      processes: processes.map((p) => p.name),
+      healthUrl: agent.url!,
+      logsDir,
+      ready,
+    };
 
     const api = await startApi(broker, options);
     // stopped before the machine (undo runs backwards), so no request waits on a worker that is going away

@@ -38,14 +38,15 @@ describe('emp start with REDIS_URL', () => {
     const stack = start([], env);
     const banner = await waitForOutput(stack, BANNER);
     expect(banner).toContain(redis.url);
-    expect(banner).toContain('local-sim-worker-0, local-sim-worker-1');
+    expect(banner).toContain('agent with workers local-sim.simulation-cpu0, local-sim.simulation-cpu1 (service simulation)');
+    expect(banner).toMatch(/processes simulation-cpu0, worker-simulation-cpu0, simulation-cpu1, worker-simulation-cpu1; logs in /);
 
     const succeeded = await runEmp(['submit', '--service', 'simulation', '--wait', '--json', '--timeout', '20'], env);
     expect(succeeded.code).toBe(0);
     expect(JSON.parse(succeeded.stdout)).toMatchObject({
       state: 'succeeded',
       result: { simulated: true, duration_ms: 300 },
-      worker: expect.stringMatching(/^local-sim-worker-[01]$/),
+      worker: expect.stringMatching(/^local-sim\.simulation-cpu[01]$/),
       machine: 'local-sim',
     });
 
@@ -65,8 +66,8 @@ describe('emp start with REDIS_URL', () => {
 
     const workers = await runEmp(['workers', '--json'], env);
     expect(JSON.parse(workers.stdout).workers).toEqual([
-      expect.objectContaining({ id: 'local-sim-worker-0', machine: 'local-sim', state: 'idle' }),
-      expect.objectContaining({ id: 'local-sim-worker-1', machine: 'local-sim', state: 'idle' }),
+      expect.objectContaining({ id: 'local-sim.simulation-cpu0', machine: 'local-sim', state: 'idle' }),
+      expect.objectContaining({ id: 'local-sim.simulation-cpu1', machine: 'local-sim', state: 'idle' }),
     ]);
 
     stack.kill('SIGTERM');

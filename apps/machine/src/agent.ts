@@ -95,7 +95,7 @@ export class MachineAgent {
     this.health = buildHealthServer(
       {
         status: () => this.status(),
-        isReady: () => this.registered && this.startedOnce && !this.draining && !this.closing,
+        isReady: () => this.isReady(),
         onTransition: (listener) => this.transitionListeners.push(listener),
         droppedLogLines: () => this.processLogs?.dropped ?? 0,
       },
@@ -189,6 +189,21 @@ export class MachineAgent {
       { health: this.healthUrl, gpus: this.hardware.gpus.length, processes: specs.map((s) => s.name) },
       'machine agent started',
     );
+  }
+
+  /** Resolves true once every worker has started (what /ready says), false after `timeoutMs` or when the agent stops first. */
+  async untilReady(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.isReady()) {
+      if (this.stopRequested || Date.now() > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return true;
+  }
+
+  /** Registered, every worker started once, not draining or stopping. */
+  isReady(): boolean {
+    return this.registered && this.startedOnce && !this.draining && !this.stopRequested;
   }
 
   /** Drains (workers hand their jobs back), stops every process, marks the machine offline and closes; idempotent. */

@@ -19,6 +19,8 @@ export interface LocalMachineOptions {
   healthPort?: number;
   /** how long the simulated service "loads" before it answers /ready */
   warmupMs?: number;
+  /** on stop, how long running jobs may finish before they are handed back (default 0: at once) */
+  graceMs?: number;
 }
 
 /**
@@ -47,7 +49,8 @@ export async function localMachineConfig(options: LocalMachineOptions): Promise<
     health_port: options.healthPort ?? 0,
     health_host: '127.0.0.1',
     logs: { dir: options.logsDir },
-    supervision: { stop_timeout_ms: 5_000 },
+    worker: { grace_ms: options.graceMs ?? 0 },
+    supervision: { stop_timeout_ms: (options.graceMs ?? 0) + 5_000 },
   });
 }
 

@@ -39,11 +39,9 @@ export interface RunningWorkerProcess {
  * earlier process under its id held goes back at once) and claims until stopped.
  */
 export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerProcessOptions = {}): RunningWorkerProcess {
-  const logger = (options.logger ?? pino({ name: 'emp-worker', level: config.log_level })).child({
-    worker_id: config.worker_id,
-    machine_id: config.machine_id,
-    pool: config.pool,
-  });
+  const base = options.logger ?? pino({ name: 'emp-worker', level: config.log_level });
+  // the Worker adds these to its own lines; these are for the lines before it exists
+  const logger = base.child({ worker_id: config.worker_id, machine_id: config.machine_id, pool: config.pool });
   const report = options.report ?? toSupervisor;
   const waiting = new AbortController();
   let redis: Redis | undefined;
@@ -72,7 +70,7 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       capabilities: { ...config.capabilities, services: connectors.map((c) => c.service) },
       connectors,
       concurrency: config.concurrency,
-      logger,
+      logger: base,
       ...(config.region ? { region: config.region } : {}),
       ...(config.deployment_env ? { deploymentEnv: config.deployment_env } : {}),
     });
