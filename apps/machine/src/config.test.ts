@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expandEnv, loadMachineConfig } from './config';
 
@@ -95,6 +96,13 @@ describe('machine config', () => {
   it('a file that is not JSON is refused with the parser\'s reason', async () => {
     const file = await configFile('{ "machine_id": ');
     await expect(loadMachineConfig(file, {})).rejects.toThrow(new RegExp(`invalid machine config ${file}: .*JSON`));
+  });
+
+  it('the documented example (docs/machine.example.json) is a valid config', async () => {
+    const example = fileURLToPath(new URL('../../../docs/machine.example.json', import.meta.url));
+    const config = await loadMachineConfig(example, { REDIS_URL: 'redis://redis.internal:6379' });
+    expect(config).toMatchObject({ machine_id: 'gpu-box-1', redis_url: 'redis://redis.internal:6379', services: [{ name: 'comfyui', port_base: 8188 }] });
+    expect(config.connectors.map((c) => c.type)).toEqual(['comfyui', 'simulation']);
   });
 
   it('expandEnv leaves non-strings alone', () => {
