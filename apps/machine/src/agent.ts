@@ -274,7 +274,12 @@ export class MachineAgent {
       this.everReady.add(name);
       if (this.everReady.size === this.workers.size) this.startedOnce = true;
     }
-    if (message.type === 'jobs') worker.running = message.running;
+    if (message.type === 'jobs') {
+      const wasBusy = worker.running > 0;
+      worker.running = message.running;
+      // counts go out with the next snapshot (and live at /status); only idle <-> busy is written at once
+      if (wasBusy === worker.running > 0) return;
+    }
     if (message.type === 'stopping') worker.ready = false;
     this.changed();
   }

@@ -3,10 +3,10 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ApiError } from '../errors';
+import { openEventStream } from '../live/sse';
 import { MachineLogParams, MachineLogQuery } from '../schemas';
 
 const FOLLOW_BLOCK_MS = 5_000;
-const KEEP_ALIVE_MS = 15_000;
 
 /** The pool a machine is registered in: the one named (when it is there), else the one it is found in. */
 export async function poolOfMachine(broker: Broker, id: string, pool: string | undefined): Promise<string> {
@@ -46,23 +46,11 @@ export async function machineLogRoutes(app: FastifyInstance, options: { maxBuffe
       : await broker.readMachineLogs(pool, id, after, { ...filter, count: query.limit });
     if (!query.follow) return { machine: id, pool, entries: page.entries, cursor: page.cursor };
 
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    raw.write('retry: 1000\n\n');
     // a blocking read of its own: following holds a connection for as long as the client stays
     const connection = broker.redis.duplicate();
     connection.on('error', (error: unknown) => request.log.debug({ err: error }, 'log follower connection error'));
-    let closed = false;
-    const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      clearInterval(keepAlive);
-      connection.disconnect();
-      raw.end();
-    };
-    raw.once('close', close);
+    const stream = openEventStream(reply, () => connection.disconnect());
+    const { raw, close } = stream;
     const send = (entries: MachineLogEntry[]) => {
       for (const entry of entries) raw.write(`id: ${entry.id}\nevent: log\ndata: ${JSON.stringify(entry)}\n\n`);
       if (raw.writableLength > options.maxBufferedBytes) {
@@ -72,13 +60,13 @@ export async function machineLogRoutes(app: FastifyInstance, options: { maxBuffe
     };
     send(page.entries);
     let cursor = page.cursor;
-    while (!closed) {
+    while (!stream.closed()) {
       try {
         const next = await broker.readMachineLogs(pool, id, cursor, { ...filter, count: 500, blockMs: FOLLOW_BLOCK_MS, connection });
         cursor = next.cursor;
-        if (!closed) send(next.entries);
+        if (!stream.closed()) send(next.entries);
       } catch (error) {
-        if (!closed) request.log.warn({ err: error, machine: id }, 'following machine logs failed');
+        if (!stream.closed()) request.log.warn({ err: error, machine: id }, 'following machine logs failed');
         close();
       }
     }
