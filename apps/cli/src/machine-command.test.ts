@@ -70,11 +70,16 @@ describe('emp machine', () => {
     for (const pid of pids) expect(alive(pid)).toBe(false);
   });
 
-  it('refuses a bad config with the file, the field and the reason', async () => {
+  it('refuses a bad config with the file, the field and the reason, and says when Redis cannot be reached', async () => {
     const file = await configFile({ machine_id: 'm', pool: 'standard', connectors: ['teleport'] });
     const bad = await runEmp(['machine', '--config', file], { REDIS_URL: 'redis://127.0.0.1:1' });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(new RegExp(`^error: invalid machine config ${file}: connectors\\.0\\.type: `, 'm'));
+
+    const unreachable = await configFile({ machine_id: 'm', pool: 'standard', connectors: ['simulation'], hardware: { gpus: [] }, health_port: 0, logs: { dir: join(folder.path, 'logs') } });
+    const noRedis = await runEmp(['machine', '--config', unreachable, '--redis', 'redis://:secret@127.0.0.1:1'], {});
+    expect(noRedis.code).toBe(1);
+    expect(noRedis.stderr).toContain('error: machine m could not start: cannot reach Redis at redis://127.0.0.1:1: connect ECONNREFUSED');
 
     const missing = await runEmp(['machine', '--config', join(folder.path, 'nope.json')], {});
     expect(missing.code).toBe(2);

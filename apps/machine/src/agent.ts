@@ -143,8 +143,17 @@ export class MachineAgent {
     });
 
     this.redis = new Redis(this.redisUrl, { lazyConnect: true });
-    this.redis.on('error', (error: unknown) => this.logger.debug({ err: error }, 'redis connection error'));
-    await this.redis.connect();
+    let lastError: Error | undefined;
+    this.redis.on('error', (error: Error) => {
+      lastError = error;
+      this.logger.debug({ err: error }, 'redis connection error');
+    });
+    try {
+      await this.redis.connect();
+    } catch (error) {
+      // connect() only says the connection closed; the error event says why
+      throw new Error(`cannot reach Redis at ${this.redisUrl.replace(/\/\/[^@/]*@/, '//')}: ${(lastError ?? (error as Error)).message}`);
+    }
     this.broker = await Broker.connect({ redis: this.redis, config: this.options.broker ?? {} });
 
     await this.health.listen({ host: config.health_host, port: config.health_port });
