@@ -102,3 +102,19 @@ export const MachineParams = z.object({ id: MachineId, action: MachineAction }).
 export const MachineCommandBody = optionalBody(
   z.object({ pool: PoolName.optional(), service: ServiceName.optional(), reason: z.string().max(500).optional() }).strict(),
 );
+
+export const MachineLogParams = z.object({ id: MachineId }).strict();
+export const MachineLogQuery = z
+  .object({
+    /** the machine's pool; found by looking when left out */
+    pool: PoolName.optional(),
+    /** one process only: `<service>-<slot>` or `worker-<primary>-<slot>` */
+    process: z.string().regex(/^[a-z0-9][a-z0-9.-]{0,99}$/, 'a process name is lowercase letters, digits, dots and dashes').optional(),
+    /** lines after this stream id (a page's `cursor`); without it, the newest `limit` lines */
+    after: StreamId.optional(),
+    limit: z.coerce.number().int().min(1).max(1_000).default(100),
+    /** 1: Server-Sent Events, one `log` event per line, kept open for new lines */
+    follow: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true').default(false),
+    api_key: z.string().optional(),
+  })
+  .strict();

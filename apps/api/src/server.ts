@@ -18,6 +18,7 @@ import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
 import { identityRoutes } from './routes/identity';
 import { jobRoutes } from './routes/jobs';
+import { machineLogRoutes } from './routes/machine-logs';
 import { operatorRoutes } from './routes/operator';
 
 declare module 'fastify' {
@@ -105,6 +106,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);
   await app.register(operatorRoutes);
+  await app.register(machineLogRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   if (options.assetsDir) await app.register(assetRoutes, { directory: options.assetsDir });
   await app.register(liveRoutes, {
     maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024,

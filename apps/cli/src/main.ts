@@ -3,6 +3,7 @@ import { registerCancel } from './commands/cancel';
 import { registerJob } from './commands/job';
 import { registerJobs } from './commands/jobs';
 import { registerKeys } from './commands/keys';
+import { registerMachine } from './commands/machine';
 import { registerMachines } from './commands/machines';
 import { registerQueues } from './commands/queues';
 import { registerRetry } from './commands/retry';
@@ -12,14 +13,14 @@ import { registerWatch } from './commands/watch';
 import { registerWorkers } from './commands/workers';
 import { reportError } from './errors';
 
-/** `emp`: start the local stack, submit and follow jobs, inspect queues, workers and machines, manage API keys. */
+/** `emp`: start the local stack or a machine agent, submit and follow jobs, inspect queues, workers and machines, manage API keys. */
 export function empProgram(): Command {
   const program = new Command('emp')
     .description('EMP Job Queue: run the local stack, submit and follow jobs, inspect queues and workers')
     .option('--redis <url>', 'Redis to use (default: REDIS_URL, else the one `npm start` recorded in .emp/redis.url)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerWatch, registerKeys]) {
+  for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerMachine, registerWatch, registerKeys]) {
     register(program);
   }
   return program;

@@ -1,11 +1,11 @@
 import { type ListeningApiServer, startApiServer } from '@emp/api';
 import { Broker, type BrokerConfigInput, Scheduler } from '@emp/core';
+import { MachineAgent, localMachineConfig } from '@emp/machine';
 import { type MonitorServer, ensureMonitorBundle, originsOf, startMonitorServer } from '@emp/monitor';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { connectRedis, type RedisTarget } from './connection';
 import { startEmbeddedRedis } from './embedded-redis';
-import { startSimulatedMachine, type SimulatedMachine } from './simulated-machine';
 
 export interface LocalStackOptions {
   /** an existing Redis to use; without it an embedded redis-server is started */
@@ -14,7 +14,7 @@ export interface LocalStackOptions {
   stateDir: string;
   /** preferred port of the embedded Redis */
   redisPort: number;
-  /** workers on the simulated machine */
+  /** workers on the local machine (each with its simulated service) */
   workers: number;
   /** how long a simulated job runs */
   jobDurationMs?: number | { min: number; max: number };
@@ -24,28 +24,47 @@ export interface LocalStackOptions {
   api: { host: string; port: number; auth: boolean };
   /** the monitor page (on the API's address): preferred port, a free one when taken; false: none */
   monitor?: { port: number } | false;
-  /** broker settings (lease and offline-detection timings, ...); the defaults otherwise */
+  /** broker settings (lease and offline-detection timings, ...), also given to the machine's workers; the defaults otherwise */
   broker?: BrokerConfigInput;
-  /** how often the simulated machine refreshes its status snapshot (ms) */
-  machineHeartbeatMs?: number;
+  /** how often the machine agent sends its full status snapshot (ms; default 15 s) */
+  machineStatusIntervalMs?: number;
   logger: Logger;
+}
+
+/** The local machine agent, as the banner shows it. */
+export interface LocalMachine {
+  machineId: string;
+  pool: string;
+  workerIds: string[];
+  processes: string[];
+  healthUrl: string;
+  logsDir: string;
+  /** false when its workers were not ready within the wait (they keep starting) */
+  ready: boolean;
 }
 
 export interface LocalStack {
   redisUrl: string;
   /** the folder of the embedded Redis's data; absent when an existing Redis is used */
   redisDir?: string;
-  machine: SimulatedMachine;
+  machine: LocalMachine;
+  /** the agent itself, for tests that act on its processes */
+  agent: MachineAgent;
   api: { url: string; auth: boolean };
   /** the monitor page's address; absent when it was not started */
   monitor?: { url: string };
   stop(): Promise<void>;
 }
 
+/** How long `npm start` waits for the local machine's workers before it prints the banner anyway. */
+const MACHINE_READY_WAIT_MS = 60_000;
+
 /**
- * Everything `npm start` runs, in one process: Redis (embedded unless given),
- * the broker's function library, a scheduler, and a simulated machine with
- * workers. Stopping reverses the order, letting running jobs finish first.
+ * Everything `npm start` runs: Redis (embedded unless given), the broker's
+ * function library, a scheduler, the API, and one local machine agent (no
+ * GPUs, a simulated service per worker, workers as child processes), the same
+ * agent a GPU machine runs. Stopping reverses the order, letting running jobs
+ * finish first.
  */
 export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
   const { logger } = options;
@@ -82,14 +101,31 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     scheduler.start();
     undo.push(() => scheduler.stop());
 
-    const machine = await startSimulatedMachine({
-      broker,
-      logger,
+    const logsDir = join(options.stateDir, 'logs');
+    const config = await localMachineConfig({
       workers: options.workers,
+      logsDir,
+      // Ctrl-C lets running jobs finish first (a spot machine's default is to hand them back at once)
+      graceMs: options.graceMs ?? 10_000,
       ...(options.jobDurationMs === undefined ? {} : { jobDurationMs: options.jobDurationMs }),
-      ...(options.machineHeartbeatMs === undefined ? {} : { heartbeatMs: options.machineHeartbeatMs }),
+      ...(options.broker?.leaseMs === undefined ? {} : { leaseMs: options.broker.leaseMs }),
+      ...(options.machineStatusIntervalMs === undefined ? {} : { statusIntervalMs: options.machineStatusIntervalMs }),
     });
-    undo.push(() => machine.stop({ graceMs: options.graceMs ?? 10_000 }));
+    const agent = new MachineAgent({ config, redisUrl: target.url, logger: logger.child({ component: 'machine' }) });
+    undo.push(() => agent.stop());
+    await agent.start();
+    const ready = await agent.untilReady(MACHINE_READY_WAIT_MS);
+    if (!ready) logger.warn({ health: `${agent.url}/ready` }, 'the local machine\'s workers are not ready yet; they keep starting');
+    const processes = agent.status().processes;
+    const machine: LocalMachine = {
+      machineId: config.machine_id,
+      pool: config.pool,
+      workerIds: processes.flatMap((p) => (p.workerId ? [p.workerId] : [])),
+      processes: processes.map((p) => p.name),
+      healthUrl: agent.url!,
+      logsDir,
+      ready,
+    };
 
     // the monitor listens first: the API must know its origin to let its page call (CORS)
     let monitor: MonitorServer | undefined;
@@ -109,6 +145,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       redisUrl: target.url,
       ...(redisDir ? { redisDir } : {}),
       machine,
+      agent,
       api: { url: api.url, auth: options.api.auth },
       ...(monitor ? { monitor: { url: monitor.url } } : {}),
       stop: () => (stopping ??= unwind()),

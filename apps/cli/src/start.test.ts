@@ -40,14 +40,15 @@ describe('emp start with REDIS_URL', { timeout: 180_000 }, () => {
     const stack = start([], env);
     const banner = await waitForOutput(stack, BANNER, STARTUP_MS);
     expect(banner).toContain(redis.url);
-    expect(banner).toContain('local-sim-worker-0, local-sim-worker-1');
+    expect(banner).toContain('agent with workers local-sim.simulation-cpu0, local-sim.simulation-cpu1 (service simulation)');
+    expect(banner).toMatch(/processes simulation-cpu0, worker-simulation-cpu0, simulation-cpu1, worker-simulation-cpu1; logs in /);
 
     const succeeded = await runEmp(['submit', '--service', 'simulation', '--wait', '--json', '--timeout', '20'], env);
     expect(succeeded.code).toBe(0);
     expect(JSON.parse(succeeded.stdout)).toMatchObject({
       state: 'succeeded',
       result: { simulated: true, duration_ms: 300 },
-      worker: expect.stringMatching(/^local-sim-worker-[01]$/),
+      worker: expect.stringMatching(/^local-sim\.simulation-cpu[01]$/),
       machine: 'local-sim',
     });
 
@@ -75,9 +76,10 @@ describe('emp start with REDIS_URL', { timeout: 180_000 }, () => {
     expect(await fromPage.json()).toEqual({ key_id: 'anonymous', role: 'operator', auth: false });
 
     const workers = await runEmp(['workers', '--json'], env);
-    expect(JSON.parse(workers.stdout).workers).toEqual([
-      expect.objectContaining({ id: 'local-sim-worker-0', machine: 'local-sim', state: 'idle' }),
-      expect.objectContaining({ id: 'local-sim-worker-1', machine: 'local-sim', state: 'idle' }),
+    const listed = (JSON.parse(workers.stdout).workers as Array<{ id: string }>).sort((a, b) => a.id.localeCompare(b.id));
+    expect(listed).toEqual([
+      expect.objectContaining({ id: 'local-sim.simulation-cpu0', machine: 'local-sim', state: 'idle' }),
+      expect.objectContaining({ id: 'local-sim.simulation-cpu1', machine: 'local-sim', state: 'idle' }),
     ]);
 
     stack.kill('SIGTERM');

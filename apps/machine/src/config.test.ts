@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expandEnv, loadMachineConfig } from './config';
 
@@ -30,7 +31,13 @@ describe('machine config', () => {
       models: [],
       storage: { models_dir: './models', budget_gb: 100 },
       health_port: 9090,
+      cpu_workers: 1,
+      status_interval_ms: 15_000,
+      supervision: { restart_backoff_ms: 1_000, max_restart_backoff_ms: 30_000, crash_loop_restarts: 5, stop_timeout_ms: 10_000 },
+      worker: { concurrency: 1, grace_ms: 0 },
+      logs: { dir: './logs', files_kept: 3 },
     });
+    expect(config.connectors).toEqual([{ type: 'simulation', options: expect.objectContaining({ service: 'simulation', durationMs: 1_000 }) }]);
   });
 
   it('expands ${VAR} and ${VAR:-default} in every string, and $${ stays literal', async () => {
@@ -73,6 +80,13 @@ describe('machine config', () => {
     ['a bad model checksum', { ...minimal, models: [{ name: 'sdxl', url: 'https://example.com/sdxl.safetensors', sha256: 'abc' }] }, /models\.0\.sha256: a sha256 is 64 lowercase hex digits/],
     ['a negative budget', { ...minimal, storage: { budget_gb: -1 } }, /storage\.budget_gb/],
     ['hardware overrides of the wrong type', { ...minimal, hardware: { cpu_cores: 'many' } }, /hardware\.cpu_cores/],
+    ['a connector nobody knows', { ...minimal, connectors: ['teleport'] }, /connectors\.0\.type: /],
+    ['a connector using a service that is not there', { ...minimal, connectors: [{ type: 'ollama', uses: 'ollama-gpu' }] }, /connectors\.0\.uses: no service named ollama-gpu \(services: none\)/],
+    ['a bad connector option', { ...minimal, connectors: [{ type: 'openai', options: { requestTimeoutMs: -1 } }] }, /connectors\.0\.options\.requestTimeoutMs/],
+    ['ComfyUI without an asset store', { ...minimal, connectors: ['comfyui'] }, /worker\.assets: connector comfyui writes result files: configure an asset store/],
+    ['two services of one name', { ...minimal, services: [{ name: 'comfyui', command: 'a', port_base: 1 }, { name: 'comfyui', command: 'b', port_base: 2 }] }, /services\.1\.name: a second service named comfyui/],
+    ['a Redis URL that is not one', { ...minimal, redis_url: 'localhost:6379' }, /redis_url: a Redis URL starts with redis:\/\//],
+    ['a crash-loop limit below zero', { ...minimal, supervision: { crash_loop_restarts: -1 } }, /supervision\.crash_loop_restarts/],
   ])('%s is refused, naming the file and field', async (_name, content, message) => {
     const file = await configFile(content);
     await expect(loadMachineConfig(file, {})).rejects.toThrow(message);
@@ -82,6 +96,13 @@ describe('machine config', () => {
   it('a file that is not JSON is refused with the parser\'s reason', async () => {
     const file = await configFile('{ "machine_id": ');
     await expect(loadMachineConfig(file, {})).rejects.toThrow(new RegExp(`invalid machine config ${file}: .*JSON`));
+  });
+
+  it('the documented example (docs/machine.example.json) is a valid config', async () => {
+    const example = fileURLToPath(new URL('../../../docs/machine.example.json', import.meta.url));
+    const config = await loadMachineConfig(example, { REDIS_URL: 'redis://redis.internal:6379' });
+    expect(config).toMatchObject({ machine_id: 'gpu-box-1', redis_url: 'redis://redis.internal:6379', services: [{ name: 'comfyui', port_base: 8188 }] });
+    expect(config.connectors.map((c) => c.type)).toEqual(['comfyui', 'simulation']);
   });
 
   it('expandEnv leaves non-strings alone', () => {

@@ -1,11 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import { MachineId, PoolName, ServiceName, ValidationError, parseWith } from '@emp/core';
+import { AssetStoreSpec, ConnectorSpec } from '@emp/worker/process-config';
 import { z } from 'zod';
 import { HardwareOverrides } from './hardware';
 
 const EnvName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'an environment variable name is capitals, digits and _');
 
-/** A service started once per GPU (ComfyUI, say), on `port_base + gpu index`, with CUDA_VISIBLE_DEVICES set to its GPU. */
+/**
+ * A service started once per GPU (ComfyUI, say), on `port_base + gpu index`, with
+ * CUDA_VISIBLE_DEVICES set to its GPU. In `args` and `env` values `{port}` and
+ * `{gpu}` are replaced by the process's port and GPU index; PORT is set too.
+ */
 export const ServiceSpec = z
   .object({
     name: ServiceName,
@@ -13,10 +18,13 @@ export const ServiceSpec = z
     args: z.array(z.string()).default([]),
     port_base: z.number().int().min(1).max(65_000),
     env: z.record(EnvName, z.string()).default({}),
+    /** the folder it runs in; the agent's by default */
+    cwd: z.string().min(1).optional(),
     /** GET this path until it answers 2xx before the GPU's worker claims */
     ready_path: z.string().startsWith('/').default('/'),
   })
   .strict();
+export type ServiceSpec = z.output<typeof ServiceSpec>;
 
 export const ModelSpec = z
   .object({
@@ -48,6 +56,64 @@ export const CustomNodeSpec = z
   })
   .strict();
 
+/**
+ * A connector each worker runs: its type alone (`"comfyui"`), or the type with
+ * options and `uses`, the service (in `services`) it drives: the worker gets that
+ * service's URL on its GPU as `baseUrl` and waits for it before claiming. By
+ * default a connector uses the service of its own name, when there is one.
+ */
+const MachineConnector = z.preprocess(
+  (value) => (typeof value === 'string' ? { type: value } : value),
+  z.discriminatedUnion(
+    'type',
+    ConnectorSpec.options.map((option) => option.extend({ uses: ServiceName.optional() })) as unknown as [typeof ConnectorSpec.options[0]],
+  ),
+) as unknown as z.ZodType<ConnectorSpec & { uses?: string }, unknown>;
+export type MachineConnector = z.output<typeof MachineConnector>;
+
+const Milliseconds = z.number().int().min(0).max(86_400_000);
+
+/** How dead processes are restarted, and when a crash loop makes one `failed`. */
+export const SupervisionSpec = z
+  .object({
+    /** wait before the first restart; doubled for each further exit within the window */
+    restart_backoff_ms: Milliseconds.default(1_000),
+    max_restart_backoff_ms: Milliseconds.default(30_000),
+    /** more exits than this within `crash_loop_window_ms`: the process is `failed` and left alone (until a restart command) */
+    crash_loop_restarts: z.number().int().min(0).max(1_000).default(5),
+    crash_loop_window_ms: Milliseconds.default(120_000),
+    /** SIGTERM to a process group, then SIGKILL after this long */
+    stop_timeout_ms: Milliseconds.default(10_000),
+  })
+  .strict();
+
+/** What every worker process gets besides its connectors. */
+export const WorkerSpec = z
+  .object({
+    concurrency: z.number().int().min(1).max(64).default(1),
+    /** on drain or SIGTERM, how long running jobs may finish before they are handed back (0: at once) */
+    grace_ms: Milliseconds.default(0),
+    /** the lease its claims carry (its heartbeat renews it at a third of this); the broker's default (30 s) otherwise */
+    lease_ms: z.number().int().min(100).max(86_400_000).optional(),
+    /** how long a worker waits for its service to answer `ready_path` */
+    ready_timeout_ms: Milliseconds.default(600_000),
+    /** extra capability labels (the GPU's name and the region are added) */
+    labels: z.record(z.string(), z.unknown()).default({}),
+    /** where result files go (required by the ComfyUI connectors) */
+    assets: AssetStoreSpec.optional(),
+    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+
+/** Rotated files of every supervised process's output (the same lines go to Redis). */
+export const LogsSpec = z
+  .object({
+    dir: z.string().min(1).default('./logs'),
+    max_file_bytes: z.number().int().min(1_024).default(10 * 1024 * 1024),
+    files_kept: z.number().int().min(0).max(100).default(3),
+  })
+  .strict();
+
 export const MachineConfig = z
   .object({
     machine_id: MachineId,
@@ -55,8 +121,8 @@ export const MachineConfig = z
     region: z.string().max(64).optional(),
     /** services each GPU runs, each with a worker in front (no GPUs: one worker on the CPU) */
     services: z.array(ServiceSpec).max(8).default([]),
-    /** connectors each worker runs, named by service (simulation, comfyui, ollama, ...) */
-    connectors: z.array(ServiceName).min(1),
+    /** connectors each worker runs (simulation, comfyui, comfyui-remote, ollama, openai, http) */
+    connectors: z.array(MachineConnector).min(1).max(16),
     models: z.array(ModelSpec).default([]),
     custom_nodes: z.array(CustomNodeSpec).default([]),
     storage: z
@@ -67,9 +133,41 @@ export const MachineConfig = z
       .strict()
       .default({ models_dir: './models', budget_gb: 100 }),
     health_port: z.number().int().min(0).max(65_535).default(9090),
+    /** address the health server listens on */
+    health_host: z.string().min(1).default('0.0.0.0'),
     hardware: HardwareOverrides.optional(),
+    /** the broker's Redis (REDIS_URL or the CLI's --redis otherwise) */
+    redis_url: z.string().regex(/^rediss?:\/\/\S+$/, 'a Redis URL starts with redis:// or rediss://').optional(),
+    /** workers on a machine without GPUs (each with its services, on port_base + i) */
+    cpu_workers: z.number().int().min(1).max(64).default(1),
+    worker: WorkerSpec.prefault({}),
+    supervision: SupervisionSpec.prefault({}),
+    logs: LogsSpec.prefault({}),
+    /** how often the full status snapshot is written (changes are written at once) */
+    status_interval_ms: z.number().int().min(100).max(300_000).default(15_000),
+    /** a command older than this when the agent reads it (issued while no agent ran) is refused, not executed */
+    command_max_age_ms: Milliseconds.default(600_000),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    const names = new Set<string>();
+    config.services.forEach((service, index) => {
+      if (names.has(service.name)) ctx.addIssue({ code: 'custom', path: ['services', index, 'name'], message: `a second service named ${service.name}` });
+      names.add(service.name);
+    });
+    const connectorServices = new Set<string>();
+    config.connectors.forEach((connector, index) => {
+      if (connector.uses !== undefined && !names.has(connector.uses)) {
+        ctx.addIssue({ code: 'custom', path: ['connectors', index, 'uses'], message: `no service named ${connector.uses} (services: ${[...names].join(', ') || 'none'})` });
+      }
+      const service = connector.options.service;
+      if (connectorServices.has(service)) ctx.addIssue({ code: 'custom', path: ['connectors', index], message: `a second connector for service '${service}'` });
+      connectorServices.add(service);
+      if ((connector.type === 'comfyui' || connector.type === 'comfyui-remote') && !config.worker.assets) {
+        ctx.addIssue({ code: 'custom', path: ['worker', 'assets'], message: `connector ${connector.type} writes result files: configure an asset store` });
+      }
+    });
+  });
 export type MachineConfig = z.output<typeof MachineConfig>;
 
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;

@@ -21,6 +21,9 @@ const skipped = browserTestsSkipped();
 if (skipped) console.warn(skipped);
 
 const WAIT = 20_000;
+/** the local machine's two workers (`<machine>.<service>-<slot>`) and their processes */
+const WORKER = ['local-sim.simulation-cpu0', 'local-sim.simulation-cpu1'] as const;
+const WORKER_PROCESS = ['worker-simulation-cpu0', 'worker-simulation-cpu1'] as const;
 
 describe.skipIf(skipped !== undefined)('the monitor page against the real stack', () => {
   let redis: RedisProcess;
@@ -64,9 +67,9 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
       api: { host: '127.0.0.1', port: 0, auth: true },
       monitor: { port: 0 },
       // offline detection in about a second and a half instead of 30 s: the lease (and so the
-      // workers' heartbeat) and the machine's status snapshot are shortened to match
+      // workers' heartbeat, in their own processes too) and the machine's status snapshot are shortened to match
       broker: { leaseMs: 1_500, offlineAfterMs: 1_500 },
-      machineHeartbeatMs: 300,
+      machineStatusIntervalMs: 300,
       logger: pino({ level: process.env.LOG_LEVEL || 'silent' }),
     });
     const connection = new Redis(redis.url);
@@ -92,8 +95,8 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await page.fill('form[aria-label="API key"] input[type="password"]', operatorKey);
     await page.click('form[aria-label="API key"] button[type="submit"]');
     await visible('[data-connection="live"]');
-    await visible('article[data-machine="local-sim"] li[data-worker="local-sim-worker-0"][data-state="idle"]');
-    await visible('article[data-machine="local-sim"] li[data-worker="local-sim-worker-1"][data-state="idle"]');
+    await visible(`article[data-machine="local-sim"] li[data-worker="${WORKER[0]}"][data-state="idle"]`);
+    await visible(`article[data-machine="local-sim"] li[data-worker="${WORKER[1]}"][data-state="idle"]`);
     expect(await page.textContent('.identity')).toContain('operator');
     // kept in this browser: a reload connects without asking
     await page.reload();
@@ -122,35 +125,43 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await visible(`${row}[data-state="succeeded"]`);
   });
 
-  it('shows a worker that died as offline, and keeps it on its machine card', async () => {
+  it('shows a worker that was killed as offline, keeps it on its machine card, and shows it restarted', async () => {
     await page.goto(`${stack.monitor!.url}/#/`);
     await visible('article[data-machine="local-sim"]');
-    await stack.machine.crashWorker('local-sim-worker-1');
-    // nobody marks it offline but the scheduler's detection, once its heartbeats stop
-    await visible('article[data-machine="local-sim"] li[data-worker="local-sim-worker-1"][data-state="offline"]');
-    await visible('article[data-machine="local-sim"] li[data-worker="local-sim-worker-0"][data-state="idle"]');
+    const victim = stack.agent.status().processes.find((p) => p.name === WORKER_PROCESS[1]);
+    expect(victim?.pid, 'the second worker process is running').toBeTypeOf('number');
+    process.kill(victim!.pid!, 'SIGKILL'); // no goodbye: what the OOM killer or a crash does
+    // the agent sees it die and says so; the worker itself never could
+    await visible(`article[data-machine="local-sim"] li[data-worker="${WORKER[1]}"][data-state="offline"]`);
+    await visible(`article[data-machine="local-sim"] li[data-worker="${WORKER[0]}"][data-state="idle"]`);
     await screenshot(page, 'fleet-worker-offline');
-    // a fresh page (a new snapshot) still lists it, as offline
-    await page.reload();
-    await visible('article[data-machine="local-sim"] li[data-worker="local-sim-worker-1"][data-state="offline"]');
+    // the supervisor starts it again: the same card, the same worker, idle again
+    await visible(`article[data-machine="local-sim"] li[data-worker="${WORKER[1]}"][data-state="idle"]`);
+    // the machine's page (same page, no reload: the history is what arrived since it opened)
+    await page.click('article[data-machine="local-sim"] a.card-title');
+    await visible(`.history li:has-text("${WORKER_PROCESS[1]}")`);
     await page.selectOption('select[aria-label="theme"]', 'dark');
-    await screenshot(page, 'fleet-worker-offline-dark');
+    await screenshot(page, 'machine-history-dark');
+    // a fresh page (a new snapshot) still lists the worker
+    await page.goto(`${stack.monitor!.url}/#/`);
+    await page.reload();
+    await visible(`article[data-machine="local-sim"] li[data-worker="${WORKER[1]}"]`);
   });
 
   it('restarts the machine on an operator action, after asking, and shows the outcome', async () => {
     await page.goto(`${stack.monitor!.url}/#/machines/standard/local-sim`);
     await visible('section.machine-page');
-    // the machine agent's logs route is not part of this API: the page says so instead of failing
-    await visible('text=logs not available from this machine');
+    // the agent's processes' output, streamed from the machine's log stream
+    await visible(`pre.logs .log-process:has-text("${WORKER_PROCESS[0]}")`);
     await page.click('button:has-text("Restart machine")');
     await visible('dialog.confirm');
     await page.fill('dialog.confirm input', 'e2e restart');
     await page.click('dialog.confirm button.primary');
     await visible('.notice:has-text("restart sent to local-sim")');
     await visible('.commands li[data-stage="done"]');
-    expect(await page.textContent('.commands li[data-stage="done"]')).toContain('restarted 2 workers');
-    // the restart brought the dead worker back
-    await visible('tr[data-worker="local-sim-worker-1"][data-state="idle"]');
+    expect(await page.textContent('.commands li[data-stage="done"]')).toContain(`restarted`);
+    // every worker is back after the restart
+    for (const worker of WORKER) await visible(`tr[data-worker="${worker}"][data-state="idle"]`);
     await screenshot(page, 'machine-restarted-dark');
   });
 

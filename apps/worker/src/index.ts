@@ -35,3 +35,16 @@ export {
   ensureJobModels,
   httpModelProvider,
 } from './model-provider';
+export {
+  AssetStoreSpec,
+  CONNECTOR_TYPES,
+  ConnectorSpec,
+  type ConnectorType,
+  WORKER_CONFIG_ENV,
+  WORKER_MAIN,
+  WorkerProcessConfig,
+  type WorkerProcessConfigInput,
+  WorkerProcessMessage,
+  workerConfigFromEnv,
+} from './process-config';
+export { type RunningWorkerProcess, type WorkerProcessOptions, runWorkerProcess } from './worker-process';

@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Broker, type BrokerConfigInput, type BrokerEvent, type Job, Scheduler } from '@emp/core';
 import { usePrivateRedis } from '@emp/core/testing/vitest';
@@ -8,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type Connector, JobFailure } from './connector';
 import { type SimulationOptions, simulationConnector } from './connectors/simulation';
 import { waitFor } from './testing/harness';
+import { WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from './process-config';
 import { Worker, type WorkerOptions } from './worker';
 
 const POOL = 'standard';
@@ -355,7 +355,7 @@ describe('a worker that dies', () => {
     scheduler.start();
     const { id } = await broker.submit({ service: 'simulation' });
 
-    const { child, exited, output } = spawnWorker({ EMP_WORKER_ID: 'doomed', EMP_LEASE_MS: String(leaseMs), EMP_DURATION_MS: '60000' });
+    const { child, exited, output } = spawnWorker({ worker_id: 'doomed', lease_ms: leaseMs, durationMs: 60_000 });
 
     await waitFor(`the doomed worker to run the job (its output: ${output()})`, async () => {
       const job = await broker.getJob(id);
@@ -389,7 +389,7 @@ describe('a worker process asked to stop', () => {
     // a lease far longer than the wait below: only the hand-back can requeue the job in time
     const broker = await connect({ leaseMs: 60_000 });
     const { id } = await broker.submit({ service: 'simulation' });
-    const { child, exited, output } = spawnWorker({ EMP_WORKER_ID: 'spot-1', EMP_LEASE_MS: '60000', EMP_DURATION_MS: '600000', EMP_GRACE_MS: '0' });
+    const { child, exited, output } = spawnWorker({ worker_id: 'spot-1', lease_ms: 60_000, durationMs: 600_000, grace_ms: 0 });
     await waitFor(`the worker to run the job (its output: ${output()})`, async () => (await broker.getJob(id))?.state === 'running', 30_000);
 
     child.kill('SIGTERM');
@@ -435,10 +435,17 @@ describe('logs', () => {
   });
 });
 
-/** Starts testing/worker-process.ts as a child process against the test's Redis. */
-function spawnWorker(env: Record<string, string>): { child: ChildProcess; exited: Promise<number | null>; output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./testing/worker-process.ts', import.meta.url))], {
-    env: { ...process.env, EMP_REDIS_URL: db.url(), ...env },
+/** Starts the worker process entry (main.ts) as a child process against the test's Redis. */
+function spawnWorker(options: { worker_id: string; lease_ms: number; durationMs: number; grace_ms?: number }): { child: ChildProcess; exited: Promise<number | null>; output: () => string } {
+  const { durationMs, ...rest } = options;
+  const config: WorkerProcessConfigInput = {
+    redis_url: db.url(),
+    pool: 'standard',
+    connectors: [{ type: 'simulation', options: { durationMs, steps: 10 } }],
+    ...rest,
+  };
+  const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
+    env: { ...process.env, [WORKER_CONFIG_ENV]: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);

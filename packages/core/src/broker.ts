@@ -169,9 +169,33 @@ export interface JobListPage {
   next_cursor?: string;
 }
 
-export const MACHINE_ACTIONS = ['drain', 'restart'] as const;
+export const MACHINE_ACTIONS = ['drain', 'restart', 'shutdown'] as const;
 export const MachineAction = z.enum(MACHINE_ACTIONS);
 export type MachineAction = z.infer<typeof MachineAction>;
+
+export const MachineCommandOutcome = z.enum(['ok', 'failed']);
+export type MachineCommandOutcome = z.infer<typeof MachineCommandOutcome>;
+
+/** An operator's command as its machine agent reads it from the machine's command stream. */
+export interface MachineCommand {
+  /** stream id: acknowledged with machineCommandDone, resumed after */
+  id: string;
+  /** one of MACHINE_ACTIONS; anything else is acknowledged as failed */
+  action: string;
+  service?: string;
+  by?: string;
+  reason?: string;
+  ts: number;
+}
+
+/** One output line of a supervised process, as the machine agent writes it to `machine-logs:<machine>`. */
+export interface MachineLogEntry {
+  id: string;
+  process: string;
+  stream: 'stdout' | 'stderr';
+  line: string;
+  ts: number;
+}
 
 export interface PausedService {
   service: string;
@@ -603,6 +627,103 @@ export class Broker {
     ])) as string;
   }
 
+  /**
+   * The machine agent reports what became of a command; the outcome is recorded
+   * on the machine (with the command as the point a restarted agent resumes
+   * after) and announced as a machine.command.done event. Returns whether the
+   * resume point moved (false: a newer command was already reported).
+   */
+  async machineCommandDone(pool: string, machineId: string, commandId: string, outcome: MachineCommandOutcome, message = ''): Promise<boolean> {
+    parseWith(MachineId, machineId, 'machine id');
+    parseWith(StreamId, commandId, 'command id');
+    parseWith(MachineCommandOutcome, outcome, 'command outcome');
+    const moved = await this.fcall('emp_machine_command_done', checkedPool(pool), [machineId, commandId, outcome, message.slice(0, 2_000)]);
+    return moved === 1;
+  }
+
+  /**
+   * Commands for a machine after `cursor` (a stream id; '0' = all kept), waiting
+   * up to `blockMs` on `connection` (it blocks: give it one of its own) when none are there.
+   */
+  async readMachineCommands(
+    pool: string,
+    machineId: string,
+    cursor: string,
+    options: { blockMs?: number; count?: number; connection?: RedisClient } = {},
+  ): Promise<MachineCommand[]> {
+    const args: Array<string | number> = ['COUNT', options.count ?? 100];
+    if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+    const reply = (await (options.connection ?? this.redis).call(
+      'XREAD', ...args, 'STREAMS', this.keys.machineCommands(checkedPool(pool), machineId), cursor,
+    )) as Array<[string, Array<[string, string[]]>]> | null;
+    return (reply?.[0]?.[1] ?? []).map(([id, flat]) => {
+      const f = foldHash(flat);
+      return {
+        id,
+        action: f.action ?? '',
+        ...(f.service ? { service: f.service } : {}),
+        ...(f.by ? { by: f.by } : {}),
+        ...(f.reason ? { reason: f.reason } : {}),
+        ts: Number(f.ts ?? 0),
+      };
+    });
+  }
+
+  /**
+   * Announces a transition of a process a machine agent supervises as a
+   * machine.process event (`fields`: restarts, exit_code, signal, pid, ...).
+   */
+  async machineProcessEvent(pool: string, machineId: string, process: string, state: string, fields: Record<string, string | number> = {}): Promise<string> {
+    parseWith(MachineId, machineId, 'machine id');
+    const pairs = Object.entries(fields).flatMap(([key, value]) => [key, String(value)]);
+    return (await this.fcall('emp_machine_process', checkedPool(pool), [machineId, process, state, ...pairs])) as string;
+  }
+
+  /**
+   * Output lines of a machine's processes after `cursor` ('0' = the oldest kept,
+   * '$' = only new ones), oldest first, optionally of one process; waits up to
+   * `blockMs` on `connection` when there are none. `cursor` in the answer is the
+   * last entry looked at (matching or not), to continue from.
+   */
+  async readMachineLogs(
+    pool: string,
+    machineId: string,
+    cursor: string,
+    options: { process?: string; count?: number; blockMs?: number; connection?: RedisClient } = {},
+  ): Promise<{ entries: MachineLogEntry[]; cursor: string }> {
+    const args: Array<string | number> = ['COUNT', options.count ?? 100];
+    if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+    const reply = (await (options.connection ?? this.redis).call(
+      'XREAD', ...args, 'STREAMS', this.keys.machineLogs(checkedPool(pool), machineId), cursor,
+    )) as Array<[string, Array<[string, string[]]>]> | null;
+    const raw = reply?.[0]?.[1] ?? [];
+    const entries: MachineLogEntry[] = [];
+    for (const [id, flat] of raw) {
+      const entry = machineLogEntry(id, flat);
+      if (options.process === undefined || entry.process === options.process) entries.push(entry);
+    }
+    return { entries, cursor: raw.length > 0 ? raw[raw.length - 1]![0] : cursor };
+  }
+
+  /** The newest `limit` output lines of a machine's processes (of one process when given), oldest first. */
+  async tailMachineLogs(pool: string, machineId: string, options: { process?: string; limit?: number } = {}): Promise<MachineLogEntry[]> {
+    const key = this.keys.machineLogs(checkedPool(pool), machineId);
+    const limit = options.limit ?? 100;
+    const found: MachineLogEntry[] = [];
+    let end = '+';
+    // newest first, a chunk at a time, until enough match; the stream is capped, so this ends soon
+    for (;;) {
+      const chunk = await this.redis.xrevrange(key, end, '-', 'COUNT', 500);
+      for (const [id, flat] of chunk) {
+        const entry = machineLogEntry(id, flat);
+        if (options.process === undefined || entry.process === options.process) found.push(entry);
+        if (found.length >= limit) return found.reverse();
+      }
+      if (chunk.length < 500) return found.reverse();
+      end = `(${chunk[chunk.length - 1]![0]}`;
+    }
+  }
+
   async machines(pool: string): Promise<Array<Record<string, string>>> {
     const [online, offline] = await Promise.all([
       this.redis.zrange(this.keys.machines(pool), 0, -1),
@@ -736,6 +857,11 @@ function jsonOf(value: unknown, what: string, path: string): string {
   } catch (error) {
     throw new ValidationError(what, [{ path, message: `not JSON: ${(error as Error).message}` }]);
   }
+}
+
+function machineLogEntry(id: string, flat: string[]): MachineLogEntry {
+  const f = foldHash(flat);
+  return { id, process: f.process ?? '', stream: f.stream === 'stderr' ? 'stderr' : 'stdout', line: f.line ?? '', ts: Number(f.ts ?? 0) };
 }
 
 function foldHash(flat: string[]): Record<string, string> {

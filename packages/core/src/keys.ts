@@ -19,7 +19,11 @@
  *   <ns>:{<pool>}:jobs             every job as "<id>|<tenant>" by submitted_at (listing); jobs:tenant:<t>: one tenant's ids
  *   <ns>:{<pool>}:jobs:sweep       where the sweep of expired jobs' index entries resumes; jobs:swept: once-a-second gate
  *   <ns>:{<pool>}:paused           service -> {since, by, reason}: services whose jobs no claim takes
- *   <ns>:{<pool>}:machine-commands:<id>  stream of operator commands (drain, restart) for a machine's agent
+ *   <ns>:{<pool>}:machine-commands:<id>  stream of operator commands (drain, restart, shutdown) for a machine's agent;
+ *                                  the machine hash's last_command_handled is where its agent resumes
+ *   <ns>:{<pool>}:machine-logs:<id>      output lines of the machine's supervised processes (capped, MAXLEN ~ 5000):
+ *                                  fields process (`<service>-<slot>` or `worker-<primary>-<slot>`), stream (stdout | stderr),
+ *                                  line (at most 4 KiB), ts (ms)
  *   <ns>:pools                     every pool ever used (outside any shard)
  */
 export class KeyLayout {
@@ -60,6 +64,9 @@ export class KeyLayout {
   }
   machineCommands(pool: string, machine: string): string {
     return `${this.prefix(pool)}machine-commands:${machine}`;
+  }
+  machineLogs(pool: string, machine: string): string {
+    return `${this.prefix(pool)}machine-logs:${machine}`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

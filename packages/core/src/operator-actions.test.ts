@@ -50,3 +50,69 @@ describe('machine commands', () => {
     await expect(b.machineCommand('standard', 'm1', 'reboot' as 'drain')).rejects.toThrow(ValidationError);
   });
 });
+
+describe('machine command acknowledgements', () => {
+  it('record the outcome and the resume point on the machine and announce it; an older command does not move the resume point back', async () => {
+    const b = await Broker.connect({ redis });
+    await b.registerMachine('standard', 'm1', 'ready');
+    const restart = await b.machineCommand('standard', 'm1', 'restart', { service: 'comfyui' });
+    const shutdown = await b.machineCommand('standard', 'm1', 'shutdown', { reason: 'scale down' });
+    expect((await b.readMachineCommands('standard', 'm1', '0')).map((c) => [c.id, c.action, c.service, c.reason])).toEqual([
+      [restart, 'restart', 'comfyui', undefined],
+      [shutdown, 'shutdown', undefined, 'scale down'],
+    ]);
+    expect(await b.readMachineCommands('standard', 'm1', restart)).toEqual([expect.objectContaining({ id: shutdown })]);
+
+    expect(await b.machineCommandDone('standard', 'm1', shutdown, 'ok', 'drained and exited')).toBe(true);
+    expect(await b.machineCommandDone('standard', 'm1', restart, 'failed', 'no process named comfyui')).toBe(false);
+    expect((await b.machines('standard'))[0]).toMatchObject({
+      last_command_handled: shutdown,
+      last_command_outcome: 'ok',
+      last_command_message: 'drained and exited',
+      last_command_done_at: expect.stringMatching(/^\d+$/),
+    });
+    const done = (await b.readEvents('standard', '0', { count: 100 })).filter((e) => e.type === 'machine.command.done');
+    expect(done.map((e) => e.fields)).toEqual([
+      expect.objectContaining({ machine: 'm1', command: shutdown, action: 'shutdown', outcome: 'ok', message: 'drained and exited' }),
+      expect.objectContaining({ machine: 'm1', command: restart, action: 'restart', service: 'comfyui', outcome: 'failed' }),
+    ]);
+
+    await expect(b.machineCommandDone('standard', 'm1', '1-0', 'ok')).rejects.toThrow(NotFoundError);
+    await expect(b.machineCommandDone('standard', 'nope', restart, 'ok')).rejects.toThrow(NotFoundError);
+    await expect(b.machineCommandDone('standard', 'm1', restart, 'maybe' as 'ok')).rejects.toThrow(ValidationError);
+    await expect(b.machineCommandDone('standard', 'm1', 'latest', 'ok')).rejects.toThrow(ValidationError);
+  });
+});
+
+describe('machine process events', () => {
+  it("announce a supervised process's transition with the fields given, for a registered machine only", async () => {
+    const b = await Broker.connect({ redis });
+    await b.registerMachine('standard', 'm1', 'ready');
+    const id = await b.machineProcessEvent('standard', 'm1', 'comfyui-gpu0', 'exited', { restarts: 2, exit_code: 1, signal: '' });
+    const event = (await b.readEvents('standard', '0', { count: 100 })).find((e) => e.type === 'machine.process');
+    expect(event).toMatchObject({ id, fields: { machine: 'm1', process: 'comfyui-gpu0', state: 'exited', restarts: '2', exit_code: '1', signal: '' } });
+    await expect(b.machineProcessEvent('standard', 'nope', 'comfyui-gpu0', 'exited')).rejects.toThrow(NotFoundError);
+  });
+});
+
+describe('machine logs', () => {
+  it("are read in order from the machine's log stream, optionally of one process, with a cursor to continue from", async () => {
+    const b = await Broker.connect({ redis });
+    const key = b.keys.machineLogs('standard', 'm1');
+    expect(key).toBe('emp:{standard}:machine-logs:m1');
+    for (const [process, line] of [['comfyui-gpu0', 'loading'], ['worker-comfyui-gpu0', '{"msg":"worker started"}'], ['comfyui-gpu0', 'ready']]) {
+      await redis.xadd(key, '*', 'process', process!, 'stream', 'stdout', 'line', line!, 'ts', '1');
+    }
+    const all = await b.readMachineLogs('standard', 'm1', '0');
+    expect(all.entries.map((e) => e.line)).toEqual(['loading', '{"msg":"worker started"}', 'ready']);
+    const one = await b.readMachineLogs('standard', 'm1', '0', { process: 'comfyui-gpu0', count: 2 });
+    expect(one.entries.map((e) => e.line)).toEqual(['loading']);
+    expect(one.cursor).toBe(all.entries[1]!.id);
+    const rest = await b.readMachineLogs('standard', 'm1', one.cursor, { process: 'comfyui-gpu0' });
+    expect(rest.entries).toEqual([expect.objectContaining({ process: 'comfyui-gpu0', stream: 'stdout', line: 'ready', ts: 1 })]);
+
+    expect((await b.tailMachineLogs('standard', 'm1', { limit: 2 })).map((e) => e.line)).toEqual(['{"msg":"worker started"}', 'ready']);
+    expect((await b.tailMachineLogs('standard', 'm1', { process: 'comfyui-gpu0' })).map((e) => e.line)).toEqual(['loading', 'ready']);
+    expect(await b.tailMachineLogs('standard', 'nope')).toEqual([]);
+  });
+});

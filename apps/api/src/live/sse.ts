@@ -1,5 +1,6 @@
 import { type BrokerEvent, StreamId, compareStreamIds, poolOfJobId } from '@emp/core';
-import type { FastifyInstance } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { assertSees } from '../auth/plugin';
@@ -9,6 +10,36 @@ import { JobParams, StreamQuery } from '../schemas';
 import { enrichedJobEvent, isTerminalEvent, jobStartCursor } from './job-feed';
 
 const KEEP_ALIVE_MS = 15_000;
+
+/**
+ * Answers with a Server-Sent Events stream kept open with comments; `close()`
+ * ends it once (and so does the client going away), calling `onClose` first.
+ */
+export function openEventStream(reply: FastifyReply, onClose: () => void): { raw: ServerResponse; close(): void; closed(): boolean } {
+  // headers hooks already set (CORS for the monitor's origin, say) go out too: a hijacked reply skips the rest
+  const set = Object.entries(reply.getHeaders()).filter((entry): entry is [string, string | number | string[]] => entry[1] !== undefined);
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, {
+    ...Object.fromEntries(set),
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  raw.write('retry: 1000\n\n');
+  let closed = false;
+  const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    clearInterval(keepAlive);
+    onClose();
+    raw.end();
+  };
+  raw.once('close', close);
+  return { raw, close, closed: () => closed };
+}
 
 /**
  * Server-Sent Events of one job: every event from its submission (or after
@@ -36,30 +67,17 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
     assertSees(request.principal, job);
     let last = request.headers['last-event-id'] ?? request.query.after ?? jobStartCursor(job);
 
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    raw.write('retry: 1000\n\n');
-
-    let closed = false;
     let unsubscribe: (() => void) | undefined;
-    const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      clearInterval(keepAlive);
-      unsubscribe?.();
-      raw.end();
-    };
-    raw.once('close', close);
+    const stream = openEventStream(reply, () => unsubscribe?.());
+    const { raw, close } = stream;
 
     // events are enriched (a terminal one with its result) one after another, so they leave in order
     let chain = Promise.resolve();
     const send = (event: BrokerEvent) => {
       chain = chain.then(async () => {
-        if (closed || compareStreamIds(event.id, last) <= 0) return;
+        if (stream.closed() || compareStreamIds(event.id, last) <= 0) return;
         const view = await enrichedJobEvent(broker, event);
-        if (closed) return;
+        if (stream.closed()) return;
         last = event.id;
         raw.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(view)}\n\n`);
         if (raw.writableLength > options.maxBufferedBytes) {

@@ -36,6 +36,19 @@ describe('whoami and CORS, with keys required', () => {
     const other = await call(stack.url, 'GET', '/health', { headers: { origin: 'http://evil.example' } });
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
   });
+
+  it('a Server-Sent Events stream (a hijacked reply) carries the CORS headers too', async () => {
+    const operator = (await stack.server.app.apiKeys.create({ role: 'operator', name: 'sse' })).key;
+    const job = await call(stack.url, 'POST', '/v1/jobs', { key: operator, body: { service: 'simulation' } });
+    const controller = new AbortController();
+    const stream = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream`, {
+      headers: { origin: MONITOR, authorization: `Bearer ${operator}` },
+      signal: controller.signal,
+    });
+    expect(stream.headers.get('content-type')).toMatch(/text\/event-stream/);
+    expect(stream.headers.get('access-control-allow-origin')).toBe(MONITOR);
+    controller.abort();
+  });
 });
 
 describe('whoami with auth off', () => {

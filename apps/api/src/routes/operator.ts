@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { ApiError } from '../errors';
 import { MachineCommandBody, MachineParams, PauseBody, ServiceParams } from '../schemas';
+import { poolOfMachine } from './machine-logs';
 
-/** Operator actions: pause or resume a service's queue, drain or restart a machine (or one service on it). */
+/** Operator actions: pause or resume a service's queue; drain, restart or shut down a machine, or restart one service on it. */
 export async function operatorRoutes(app: FastifyInstance): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
   const { broker } = app;
@@ -37,8 +37,8 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
   api.post('/v1/machines/:id/:action', {
     config: { access: 'operate' },
     schema: {
-      summary: 'Drain or restart a machine, or one service on it',
-      description: 'Recorded on the machine, appended to its command stream for the machine agent to execute, and announced as a machine.command event. Answers 202 with the command id.',
+      summary: 'Drain, restart or shut down a machine, or restart one service on it',
+      description: 'Recorded on the machine, appended to its command stream for the machine agent to execute, and announced as a machine.command event. Answers 202 with the command id; the agent reports the outcome on the machine (last_command_outcome, last_command_message) and as a machine.command.done event. drain: workers stop claiming and hand their jobs back; restart: every process, or with `service` only that service\'s processes (or the one process so named); shutdown: drain, then the agent stops and the machine goes offline.',
       tags: ['operator'],
       params: MachineParams,
       body: MachineCommandBody,
@@ -46,13 +46,7 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
   }, async (request, reply) => {
     const body = request.body;
     const { id, action } = request.params;
-    let pool = body.pool;
-    if (!pool) {
-      for (const candidate of await broker.pools()) {
-        if ((await broker.redis.exists(broker.keys.machine(candidate, id))) === 1) pool = candidate;
-      }
-    }
-    if (!pool) throw new ApiError(404, 'NOT_FOUND', `machine ${id} is not registered in any pool`);
+    const pool = await poolOfMachine(broker, id, body.pool);
     const command = await broker.machineCommand(pool, id, action, {
       by: request.principal.keyId,
       ...(body.service ? { service: body.service } : {}),

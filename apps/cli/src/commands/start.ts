@@ -32,10 +32,10 @@ const StartFlags = z.object({
 export function registerStart(program: Command): void {
   program
     .command('start')
-    .description('run the local stack: Redis (embedded unless REDIS_URL or --redis), scheduler, a simulated machine with workers')
+    .description('run the local stack: Redis (embedded unless REDIS_URL or --redis), scheduler, API, and a machine agent with workers and simulated services')
     .option('--redis-port <port>', 'port of the embedded Redis (a free one if taken)', '6390')
     .option('--state-dir <dir>', 'folder for the embedded Redis data and URL', STATE_DIR)
-    .option('--workers <n>', 'workers on the simulated machine', '2')
+    .option('--workers <n>', 'workers on the local machine (each with a simulated service)', '2')
     .option('--api-port <port>', 'port of the HTTP + WebSocket API (a free one if taken)', '3331')
     .option('--api-host <address>', 'address the API listens on; anything but loopback needs --auth', '127.0.0.1')
     .option('--monitor-port <port>', 'port of the monitor web page (a free one if taken)', '3333')
@@ -105,7 +105,9 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     'EMP Job Queue: local stack running',
     `  redis      ${stack.redisUrl}${stack.redisDir ? `  (embedded, AOF data in ${stack.redisDir})` : '  (from REDIS_URL / --redis)'}`,
     '  scheduler  running (retries, lease reaping, deadlines, offline detection)',
-    `  machine    ${stack.machine.machineId} in pool ${stack.machine.pool}: ${stack.machine.workerIds.join(', ')} (service simulation)`,
+    `  machine    ${stack.machine.machineId} in pool ${stack.machine.pool}: agent with workers ${stack.machine.workerIds.join(', ')} (service simulation)${stack.machine.ready ? '' : ', still starting'}`,
+    `             processes ${stack.machine.processes.join(', ')}; logs in ${stack.machine.logsDir}`,
+    `             health ${stack.machine.healthUrl}/status  (also /ready, /metrics)`,
     `  api        ${stack.api.url}  (docs ${stack.api.url}/docs, metrics ${stack.api.url}/metrics, live ${stack.api.url.replace(/^http/, 'ws')}/v1/live)`,
     stack.api.auth
       ? '             API keys required: create one with `npm run emp -- keys create --role operator`'
@@ -126,6 +128,8 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     emp('job <id>                                # one job in detail'),
     emp('jobs --state queued,running             # recent jobs, newest first'),
     emp('machines                                # machines and their last command'),
+    `  curl -s -X POST '${stack.api.url}/v1/machines/${stack.machine.machineId}/restart' -H 'content-type: application/json' -d '{"service":"simulation"}'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,
+    `  curl -sN '${stack.api.url}/v1/machines/${stack.machine.machineId}/logs?follow=1'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}   # its processes' output, live`,
     '',
     'Ctrl-C stops everything; queued jobs stay in Redis.',
     '',

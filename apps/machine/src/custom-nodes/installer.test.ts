@@ -95,7 +95,7 @@ describe('installCustomNodes', () => {
       JSON.stringify({
         machine_id: 'm-1',
         pool: 'standard',
-        connectors: ['comfyui'],
+        connectors: ['simulation'],
         custom_nodes: [
           { url: nodesUrl, branch: 'dev', requirements: true, env: { API_TOKEN: '${NODE_TOKEN}', TEMPLATE: '$${NOT_EXPANDED}' } },
           { url: `git clone --depth 1 ${withSubmoduleUrl}`, recursive: true },

@@ -1,16 +1,16 @@
--- machine_command: record an operator's command for a machine (drain or restart
--- the machine, or one service on it) and hand it to the machine agent through
--- the machine's command stream; the agent executes it and reports back through
--- register_machine like any other change.
+-- machine_command: record an operator's command for a machine (drain, restart or
+-- shut down the machine, or restart one service on it) and hand it to the machine
+-- agent through the machine's command stream; the agent executes it, reports the
+-- outcome through machine_command_done and its state through register_machine.
 -- KEYS[1] shard anchor
--- ARGV prelude, then [7] machine id  [8] action ('drain' | 'restart')  [9] service ('' the whole machine)
+-- ARGV prelude, then [7] machine id  [8] action ('drain' | 'restart' | 'shutdown')  [9] service ('' the whole machine)
 --   [10] who asked ('' unknown)  [11] reason
 -- Returns the command's id in the stream `machine-commands:<machine>`. Errors: NOT_FOUND, BAD_STATE.
 local function machine_command(keys, args)
   local ctx = context(keys, args)
   local p, machine, action, service = ctx.p, args[7], args[8], args[9]
-  if action ~= 'drain' and action ~= 'restart' then
-    raise('BAD_STATE', 'a machine command is drain or restart, not ' .. tostring(action))
+  if action ~= 'drain' and action ~= 'restart' and action ~= 'shutdown' then
+    raise('BAD_STATE', 'a machine command is drain, restart or shutdown, not ' .. tostring(action))
   end
   local key = machine_key(p, machine)
   if redis.call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end

@@ -1,0 +1,88 @@
+import type { ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Broker } from '@emp/core';
+import { usePrivateRedis } from '@emp/core/testing/vitest';
+import { simulatedServiceSpec, temporaryFolder, alive } from '@emp/machine/testing';
+import { waitFor } from '@emp/worker/testing';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { exitCode, runEmp, spawnEmp, waitForOutput } from './testing/emp-process';
+
+const db = usePrivateRedis();
+let folder: Awaited<ReturnType<typeof temporaryFolder>>;
+const running = new Set<ChildProcess>();
+
+beforeAll(async () => {
+  folder = await temporaryFolder();
+});
+afterEach(async () => {
+  for (const child of running) child.kill('SIGKILL');
+  await Promise.all([...running].map((child) => exitCode(child, 5_000)));
+});
+afterAll(async () => {
+  await folder?.remove();
+});
+
+async function configFile(content: unknown): Promise<string> {
+  const file = join(folder.path, `machine-${Math.random().toString(36).slice(2)}.json`);
+  await writeFile(file, typeof content === 'string' ? content : JSON.stringify(content, null, 2));
+  return file;
+}
+
+describe('emp machine', () => {
+  it('on SIGTERM (a spot preemption notice) hands the running job back at once without using an attempt, goes draining then offline, and exits 0', async () => {
+    const file = await configFile({
+      machine_id: 'spot-7',
+      pool: 'standard',
+      redis_url: '${TEST_REDIS_URL}',
+      services: [await simulatedServiceSpec('simulation', 1)],
+      connectors: [{ type: 'simulation', options: { durationMs: 600_000, steps: 1 } }],
+      hardware: { gpus: [] },
+      health_port: 0,
+      health_host: '127.0.0.1',
+      logs: { dir: join(folder.path, 'logs') },
+      storage: { models_dir: folder.path },
+    });
+    const agent = spawnEmp(['machine', '--config', file], { TEST_REDIS_URL: db.url() });
+    running.add(agent);
+    const banner = await waitForOutput(agent, /agent running, health (http:\S+)\/status/);
+    const health = /health (http:\S+)\/status/.exec(banner)![1]!;
+
+    const broker = await Broker.connect({ redis: db.redis });
+    const { id } = await broker.submit({ service: 'simulation' });
+    await waitFor('the job to run', async () => (await broker.getJob(id))?.state === 'running', 30_000);
+    const status = (await (await fetch(`${health}/status`)).json()) as { processes: Array<{ name: string; pid: number }> };
+    const pids = status.processes.map((p) => p.pid);
+    expect(status.processes.map((p) => p.name)).toEqual(['simulation-cpu0', 'worker-simulation-cpu0']);
+
+    agent.kill('SIGTERM');
+    expect(await exitCode(agent, 30_000)).toBe(0);
+    running.delete(agent);
+
+    const job = await broker.getJob(id);
+    expect(job).toMatchObject({ state: 'queued', failures: 0, infra_failures: 1, error: { kind: 'infrastructure', message: 'worker shutting down' } });
+    const states = (await broker.readEvents('standard', '0', { count: 10_000 }))
+      .filter((e) => e.fields.machine === 'spot-7' && /^machine\.(ready|draining|offline)$/.test(e.type))
+      .map((e) => e.type);
+    expect(states.slice(-2)).toEqual(['machine.draining', 'machine.offline']);
+    expect((await broker.machines('standard')).map((m) => [m.id, m.state])).toEqual([['spot-7', 'offline']]);
+    expect((await broker.workers('standard')).map((w) => [w.id, w.state])).toEqual([['spot-7.simulation-cpu0', 'offline']]);
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+  });
+
+  it('refuses a bad config with the file, the field and the reason, and says when Redis cannot be reached', async () => {
+    const file = await configFile({ machine_id: 'm', pool: 'standard', connectors: ['teleport'] });
+    const bad = await runEmp(['machine', '--config', file], { REDIS_URL: 'redis://127.0.0.1:1' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(new RegExp(`^error: invalid machine config ${file}: connectors\\.0\\.type: `, 'm'));
+
+    const unreachable = await configFile({ machine_id: 'm', pool: 'standard', connectors: ['simulation'], hardware: { gpus: [] }, health_port: 0, logs: { dir: join(folder.path, 'logs') } });
+    const noRedis = await runEmp(['machine', '--config', unreachable, '--redis', 'redis://:secret@127.0.0.1:1'], {});
+    expect(noRedis.code).toBe(1);
+    expect(noRedis.stderr).toContain('error: machine m could not start: cannot reach Redis at redis://127.0.0.1:1: connect ECONNREFUSED');
+
+    const missing = await runEmp(['machine', '--config', join(folder.path, 'nope.json')], {});
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`error: invalid machine config ${join(folder.path, 'nope.json')}: ENOENT`);
+  });
+});

@@ -1,0 +1,512 @@
+import { stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome } from '@emp/core';
+import { WorkerProcessMessage } from '@emp/worker/process-config';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import { type Logger, pino } from 'pino';
+import type { MachineConfig } from './config';
+import { type Hardware, discoverGpus, discoverHardware } from './hardware';
+import { buildHealthServer } from './health-server';
+import { planProcesses } from './plan';
+import { ProcessLogs } from './process-logs';
+import { type MachineProcessStatus, type MachineState, type MachineStatus, type WorkerView, derivedState } from './status';
+import { type ProcessTransition, Supervisor, describeExit } from './supervisor';
+
+export interface MachineAgentOptions {
+  config: MachineConfig;
+  /** the broker's Redis; `config.redis_url` otherwise */
+  redisUrl?: string;
+  /** broker settings (namespace, lease) shared with the rest of the deployment */
+  broker?: BrokerConfigInput;
+  logger?: Logger;
+  /** the nvidia-smi to run, and its environment (tests put a fake first on PATH) */
+  nvidiaSmi?: string;
+  env?: NodeJS.ProcessEnv;
+  /** how worker processes are started; `node --import tsx <worker main>` by default */
+  workerCommand?: { command: string; args: string[] };
+}
+
+/** Why the agent stopped: a `shutdown` command, or a stop() from outside (SIGTERM, Ctrl-C, a test). */
+export type StopReason = 'shutdown command' | 'SIGTERM' | 'SIGINT' | 'stopped';
+
+const COMMAND_BLOCK_MS = 2_000;
+/** changes within this long go out as one status write */
+const PUBLISH_COALESCE_MS = 20;
+
+/**
+ * The machine agent, one per machine: finds its GPUs, runs one worker (plus
+ * the configured services) per GPU under a supervisor, registers the machine,
+ * keeps its status in Redis (a full snapshot every `status_interval_ms`, and
+ * at once on every change), executes operator commands from its command
+ * stream, serves /health, /ready, /status and /metrics, and on stop drains:
+ * workers hand their jobs back at once, then the machine goes offline.
+ */
+export class MachineAgent {
+  readonly config: MachineConfig;
+  /** add routes before start() (the model cache does) */
+  readonly health: FastifyInstance;
+  /** resolves once the agent stopped, with why */
+  readonly done: Promise<StopReason>;
+
+  private readonly logger: Logger;
+  private readonly redisUrl: string;
+  private redis: Redis | undefined;
+  private commandConnection: Redis | undefined;
+  private broker: Broker | undefined;
+  private supervisor: Supervisor | undefined;
+  private processLogs: ProcessLogs | undefined;
+  private hardware: Hardware | undefined;
+  private readonly workers = new Map<string, WorkerView>();
+  private readonly transitionListeners: Array<(t: ProcessTransition) => void> = [];
+
+  private state: MachineState = 'starting';
+  private stateSince = Date.now();
+  private readonly startedAt = Date.now();
+  private registered = false;
+  /** workers that have reported ready at least once; once all have, the machine has started */
+  private readonly everReady = new Set<string>();
+  private startedOnce = false;
+  private draining = false;
+  /** stop() was called: commands are refused from now on */
+  private stopRequested = false;
+  /** the command consumer and the status timer end */
+  private closing = false;
+  private lastCommand: MachineStatus['last_command'];
+  private healthUrl: string | undefined;
+
+  private statusTimer: NodeJS.Timeout | undefined;
+  private publishTimer: NodeJS.Timeout | undefined;
+  private publishing: Promise<void> = Promise.resolve();
+  private commandLoop: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+  private finish!: (reason: StopReason) => void;
+
+  constructor(private readonly options: MachineAgentOptions) {
+    this.config = options.config;
+    const redisUrl = options.redisUrl ?? options.config.redis_url;
+    if (!redisUrl) throw new Error(`machine ${options.config.machine_id}: no Redis to use: set redis_url in the machine config, or REDIS_URL`);
+    this.redisUrl = redisUrl;
+    this.logger = (options.logger ?? pino({ name: 'emp-machine', level: process.env.LOG_LEVEL || 'info' })).child({
+      machine_id: this.config.machine_id,
+      pool: this.config.pool,
+    });
+    this.health = buildHealthServer(
+      {
+        status: () => this.status(),
+        isReady: () => this.isReady(),
+        onTransition: (listener) => this.transitionListeners.push(listener),
+        droppedLogLines: () => this.processLogs?.dropped ?? 0,
+      },
+      this.logger.child({ component: 'health' }),
+    );
+    this.done = new Promise((resolve) => (this.finish = resolve));
+  }
+
+  /** The health server's URL once it listens. */
+  get url(): string | undefined {
+    return this.healthUrl;
+  }
+
+  /**
+   * Discovers the hardware, registers the machine, starts its processes, the
+   * health server and the command consumer. Resolves once all is started
+   * (workers become ready in the background; /ready says when).
+   */
+  async start(): Promise<void> {
+    try {
+      await this.startParts();
+    } catch (error) {
+      this.closing = true;
+      await this.supervisor?.stop();
+      this.commandConnection?.disconnect();
+      await this.health.close();
+      this.redis?.disconnect();
+      this.finish('stopped');
+      throw error;
+    }
+  }
+
+  private async startParts(): Promise<void> {
+    const { config } = this;
+    this.hardware = await discoverHardware({
+      ...(this.options.nvidiaSmi ? { nvidiaSmi: this.options.nvidiaSmi } : {}),
+      ...(this.options.env ? { env: this.options.env } : {}),
+      diskPath: await existingFolder(config.storage.models_dir),
+      ...(config.hardware ? { overrides: config.hardware } : {}),
+    });
+    if (this.hardware.gpu_error) this.logger.warn({ gpu_error: this.hardware.gpu_error }, 'no GPUs could be read; running CPU workers');
+    const specs = planProcesses(config, this.hardware, {
+      redisUrl: this.redisUrl,
+      ...(this.options.workerCommand ? { workerCommand: this.options.workerCommand } : {}),
+    });
+
+    this.redis = new Redis(this.redisUrl, { lazyConnect: true });
+    let lastError: Error | undefined;
+    this.redis.on('error', (error: Error) => {
+      lastError = error;
+      this.logger.debug({ err: error }, 'redis connection error');
+    });
+    try {
+      await this.redis.connect();
+    } catch (error) {
+      // connect() only says the connection closed; the error event says why
+      throw new Error(`cannot reach Redis at ${this.redisUrl.replace(/\/\/[^@/]*@/, '//')}: ${(lastError ?? (error as Error)).message}`);
+    }
+    this.broker = await Broker.connect({ redis: this.redis, config: this.options.broker ?? {} });
+
+    await this.health.listen({ host: config.health_host, port: config.health_port });
+    const address = this.health.server.address();
+    const port = typeof address === 'object' && address ? address.port : config.health_port;
+    this.healthUrl = `http://${config.health_host === '0.0.0.0' ? hostname() : config.health_host}:${port}`;
+
+    const resumeAfter = (await this.redis.hget(this.broker.keys.machine(config.pool, config.machine_id), 'last_command_handled')) ?? '0';
+    await this.publish();
+    this.registered = true;
+
+    this.processLogs = new ProcessLogs({
+      redis: this.redis,
+      key: this.broker.keys.machineLogs(config.pool, config.machine_id),
+      dir: config.logs.dir,
+      maxFileBytes: config.logs.max_file_bytes,
+      filesKept: config.logs.files_kept,
+      logger: this.logger,
+    });
+    this.supervisor = new Supervisor(
+      specs,
+      {
+        restartBackoffMs: config.supervision.restart_backoff_ms,
+        maxRestartBackoffMs: config.supervision.max_restart_backoff_ms,
+        crashLoopRestarts: config.supervision.crash_loop_restarts,
+        crashLoopWindowMs: config.supervision.crash_loop_window_ms,
+        stopTimeoutMs: config.supervision.stop_timeout_ms,
+      },
+      this.logger.child({ component: 'supervisor' }),
+    );
+    this.supervisor.on('output', (name, stream, line) => this.processLogs?.write(name, stream, line));
+    this.supervisor.on('transition', (transition) => this.onTransition(transition));
+    this.supervisor.on('message', (name, message) => this.onWorkerMessage(name, message));
+    for (const spec of specs) if (spec.kind === 'worker') this.workers.set(spec.name, { ready: false, running: 0 });
+    this.supervisor.start();
+
+    this.statusTimer = setInterval(() => void this.periodicSnapshot(), config.status_interval_ms);
+    this.commandConnection = this.redis.duplicate();
+    this.commandConnection.on('error', (error: unknown) => this.logger.debug({ err: error }, 'command connection error'));
+    this.commandLoop = this.consumeCommands(resumeAfter);
+    this.logger.info(
+      { health: this.healthUrl, gpus: this.hardware.gpus.length, processes: specs.map((s) => s.name) },
+      'machine agent started',
+    );
+  }
+
+  /** Resolves true once every worker has started (what /ready says), false after `timeoutMs` or when the agent stops first. */
+  async untilReady(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.isReady()) {
+      if (this.stopRequested || Date.now() > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return true;
+  }
+
+  /** Registered, every worker started once, not draining or stopping. */
+  isReady(): boolean {
+    return this.registered && this.startedOnce && !this.draining && !this.stopRequested;
+  }
+
+  /** Drains (workers hand their jobs back), stops every process, marks the machine offline and closes; idempotent. */
+  stop(reason: StopReason = 'stopped'): Promise<void> {
+    this.stopping ??= this.shutdown(reason);
+    return this.stopping;
+  }
+
+  status(): MachineStatus {
+    const processes: MachineProcessStatus[] = (this.supervisor?.statuses() ?? []).map((p) => {
+      const worker = this.workers.get(p.name);
+      return worker ? { ...p, worker: { ...worker } } : p;
+    });
+    return {
+      machine_id: this.config.machine_id,
+      pool: this.config.pool,
+      ...(this.config.region ? { region: this.config.region } : {}),
+      state: this.state,
+      state_since: this.stateSince,
+      registered: this.registered,
+      hostname: hostname(),
+      pid: process.pid,
+      started_at: this.startedAt,
+      ...(this.healthUrl ? { health_url: this.healthUrl } : {}),
+      hardware: this.hardware ?? { gpus: [], cpu_cores: 1, ram_gb: 1, disk_free_gb: 0 },
+      processes,
+      ...(this.lastCommand ? { last_command: this.lastCommand } : {}),
+    };
+  }
+
+  // ---------------------------------------------------------------- status
+
+  private onTransition(transition: ProcessTransition): void {
+    for (const listener of this.transitionListeners) listener(transition);
+    const worker = this.workers.get(transition.process);
+    if (worker && transition.change !== 'started') {
+      worker.ready = false;
+      worker.running = 0;
+      delete worker.waiting_for;
+    }
+    const fields: Record<string, string | number> = { kind: transition.kind, restarts: transition.restarts };
+    if (transition.pid !== undefined) fields.pid = transition.pid;
+    if (transition.exit) {
+      fields.exit_code = transition.exit.code ?? '';
+      fields.signal = transition.exit.signal ?? '';
+      fields.exit = describeExit(transition.exit);
+    }
+    if (transition.delayMs !== undefined) fields.delay_ms = transition.delayMs;
+    if (transition.reason) fields.reason = transition.reason;
+    const workerId = this.supervisor?.status(transition.process)?.workerId;
+    if (workerId && transition.change === 'exited' && transition.state !== 'stopped') {
+      // a worker that died cannot say so itself: shown offline now rather than when its heartbeats are missed
+      // (its jobs go back once its lease runs out, or at once when it comes back and registers afresh)
+      this.broker
+        ?.setWorkerState(this.config.pool, workerId, 'offline')
+        .catch((error: unknown) => this.logger.warn({ err: error, worker: workerId }, 'could not mark a dead worker offline'));
+    }
+    this.broker
+      ?.machineProcessEvent(this.config.pool, this.config.machine_id, transition.process, transition.change, fields)
+      .catch((error: unknown) => this.logger.warn({ err: error }, 'could not announce a process transition'));
+    this.changed();
+  }
+
+  private onWorkerMessage(name: string, raw: unknown): void {
+    const worker = this.workers.get(name);
+    const parsed = WorkerProcessMessage.safeParse(raw);
+    if (!worker || !parsed.success) {
+      this.logger.warn({ process: name, message: raw }, 'unexpected message from a process');
+      return;
+    }
+    const message = parsed.data;
+    if (message.type === 'waiting') worker.waiting_for = message.urls;
+    if (message.type === 'ready') {
+      worker.ready = true;
+      delete worker.waiting_for;
+      this.everReady.add(name);
+      if (this.everReady.size === this.workers.size) this.startedOnce = true;
+    }
+    if (message.type === 'jobs') {
+      const wasBusy = worker.running > 0;
+      worker.running = message.running;
+      // counts go out with the next snapshot (and live at /status); only idle <-> busy is written at once
+      if (wasBusy === worker.running > 0) return;
+    }
+    if (message.type === 'stopping') worker.ready = false;
+    this.changed();
+  }
+
+  /** Something changed: the state is derived again and the status written at once (changes close together go as one). */
+  private changed(): void {
+    if (this.state === 'offline') return;
+    const state: MachineState = this.draining ? 'draining' : derivedState(this.status().processes, this.startedOnce);
+    if (state !== this.state) {
+      this.logger.info({ from: this.state, to: state }, 'machine state');
+      this.state = state;
+      this.stateSince = Date.now();
+    }
+    if (!this.registered || this.publishTimer) return;
+    this.publishTimer = setTimeout(() => {
+      this.publishTimer = undefined;
+      void this.publish();
+    }, PUBLISH_COALESCE_MS);
+  }
+
+  private async periodicSnapshot(): Promise<void> {
+    const hardware = this.hardware;
+    if (hardware && hardware.gpus.length > 0 && !this.config.hardware?.gpus) {
+      const found = await discoverGpus(this.options.nvidiaSmi, this.options.env);
+      if (found.gpus.length > 0) this.hardware = { ...hardware, gpus: found.gpus };
+    }
+    await this.publish();
+  }
+
+  /** Writes the machine's full status (register_machine: a state change is announced as machine.<state>). */
+  private publish(): Promise<void> {
+    this.publishing = this.publishing.then(async () => {
+      if (!this.broker) return;
+      const status = this.status();
+      const workerIds = status.processes.flatMap((p) => (p.workerId ? [p.workerId] : []));
+      const fields: Record<string, string> = {
+        hostname: status.hostname,
+        pid: String(status.pid),
+        agent_started_at: String(status.started_at),
+        status_at: String(Date.now()),
+        gpus: JSON.stringify(status.hardware.gpus),
+        hardware: JSON.stringify(status.hardware),
+        workers: workerIds.join(', '),
+        services: [...new Set(status.processes.flatMap((p) => (p.service ? [p.service] : [])))].join(', '),
+        processes: JSON.stringify(status.processes.map(summary)),
+        ...(status.region ? { region: status.region } : {}),
+        ...(status.health_url ? { health_url: status.health_url } : {}),
+      };
+      try {
+        await this.broker.registerMachine(this.config.pool, this.config.machine_id, status.state, fields);
+      } catch (error) {
+        if (!this.registered) throw error;
+        this.logger.warn({ err: error }, 'could not write the machine status');
+      }
+    });
+    return this.publishing;
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  /** Reads the machine's command stream from where the last agent left off and executes each command in order. */
+  private async consumeCommands(resumeAfter: string): Promise<void> {
+    let cursor = resumeAfter;
+    while (!this.closing) {
+      let commands: MachineCommand[];
+      try {
+        commands = await this.broker!.readMachineCommands(this.config.pool, this.config.machine_id, cursor, {
+          blockMs: COMMAND_BLOCK_MS,
+          connection: this.commandConnection!,
+        });
+      } catch (error) {
+        if (this.closing) return;
+        this.logger.warn({ err: error }, 'reading commands failed; trying again');
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        continue;
+      }
+      for (const command of commands) {
+        if (this.closing) return;
+        cursor = command.id;
+        await this.execute(command);
+      }
+    }
+  }
+
+  private async execute(command: MachineCommand): Promise<void> {
+    const log = this.logger.child({ command: command.id, action: command.action, service: command.service, by: command.by });
+    log.info({ reason: command.reason }, 'operator command');
+    if (this.stopRequested) {
+      await this.acknowledge(command, 'failed', 'not executed: the agent is stopping');
+      return;
+    }
+    const age = Date.now() - command.ts;
+    if (command.ts < this.startedAt && age > this.config.command_max_age_ms) {
+      await this.acknowledge(command, 'failed', `not executed: issued ${Math.round(age / 1000)} s ago, before this agent started (command_max_age_ms is ${this.config.command_max_age_ms})`);
+      return;
+    }
+    try {
+      switch (command.action) {
+        case 'restart':
+          await this.acknowledge(command, ...(await this.restartCommand(command.service)));
+          return;
+        case 'drain':
+          if (command.service) {
+            await this.acknowledge(command, 'failed', `drain applies to the whole machine; to stop one service's jobs, pause it (POST /v1/services/${command.service}/pause) or restart it`);
+            return;
+          }
+          await this.drain();
+          await this.acknowledge(command, 'ok', 'draining: workers stopped and their jobs handed back; a restart command resumes');
+          return;
+        case 'shutdown':
+          await this.drain();
+          await this.acknowledge(command, 'ok', 'drained; stopping the services and going offline');
+          void this.stop('shutdown command');
+          return;
+        default:
+          await this.acknowledge(command, 'failed', `unknown action ${command.action} (known: drain, restart, shutdown)`);
+      }
+    } catch (error) {
+      log.error({ err: error }, 'command failed');
+      await this.acknowledge(command, 'failed', (error as Error).message);
+    }
+  }
+
+  /** Restarts the processes of the named service (or the one named process); without a name, everything, ending a drain. */
+  private async restartCommand(service: string | undefined): Promise<[MachineCommandOutcome, string]> {
+    const supervisor = this.supervisor!;
+    const names = service === undefined ? supervisor.names() : supervisor.names((s) => s.service === service || s.name === service);
+    if (names.length === 0) {
+      const known = supervisor.names((s) => s.kind === 'service').map((name) => supervisor.status(name)!.service);
+      return ['failed', `no service or process named ${service} on this machine (services: ${[...new Set(known)].join(', ') || 'none'}; processes: ${supervisor.names().join(', ')})`];
+    }
+    if (service === undefined) this.draining = false;
+    await supervisor.restart(names);
+    this.changed();
+    return ['ok', `restarted ${names.join(', ')}`];
+  }
+
+  /** Workers stop claiming and hand their running jobs back (as infrastructure failures, not the user's attempts); services keep running. */
+  private async drain(): Promise<void> {
+    this.draining = true;
+    this.changed();
+    await this.publish();
+    await this.supervisor?.stop(this.supervisor.names((s) => s.kind === 'worker'));
+  }
+
+  private async acknowledge(command: MachineCommand, outcome: MachineCommandOutcome, message: string): Promise<void> {
+    this.lastCommand = { id: command.id, action: command.action, ...(command.service ? { service: command.service } : {}), outcome, message, at: Date.now() };
+    this.logger[outcome === 'ok' ? 'info' : 'warn']({ command: command.id, action: command.action, outcome, message }, 'command done');
+    try {
+      await this.broker!.machineCommandDone(this.config.pool, this.config.machine_id, command.id, outcome, message);
+    } catch (error) {
+      this.logger.warn({ err: error, command: command.id }, 'could not acknowledge the command');
+    }
+    this.changed();
+  }
+
+  // ---------------------------------------------------------------- stopping
+
+  private async shutdown(reason: StopReason): Promise<void> {
+    this.stopRequested = true;
+    this.logger.info({ reason }, 'machine agent stopping');
+    try {
+      if (this.registered) {
+        await this.drain();
+        this.closing = true;
+        await this.supervisor?.stop();
+      }
+      this.closing = true;
+      clearInterval(this.statusTimer);
+      clearTimeout(this.publishTimer);
+      this.publishTimer = undefined;
+      this.commandConnection?.disconnect();
+      await this.commandLoop;
+      await this.processLogs?.flush();
+      if (this.registered) {
+        this.draining = false;
+        this.state = 'offline';
+        this.stateSince = Date.now();
+        await this.publish();
+      }
+      await this.health.close();
+      await this.redis?.quit().catch(() => this.redis?.disconnect());
+      this.logger.info({ reason }, 'machine agent stopped');
+    } finally {
+      this.finish(reason);
+    }
+  }
+}
+
+/** A short view of a process for the machine hash (the full one is at /status). */
+function summary(p: MachineProcessStatus): Record<string, unknown> {
+  return {
+    name: p.name,
+    kind: p.kind,
+    state: p.state,
+    ...(p.pid ? { pid: p.pid } : {}),
+    restarts: p.restarts,
+    ...(p.last_exit ? { last_exit: describeExit(p.last_exit), last_exit_at: p.last_exit.at } : {}),
+    ...(p.worker ? { ready: p.worker.ready, running: p.worker.running } : {}),
+    ...(p.workerId ? { worker_id: p.workerId } : {}),
+    ...(p.reason ? { reason: p.reason } : {}),
+  };
+}
+
+/** The nearest folder that exists on the way to `path` (the model cache may not be created yet). */
+async function existingFolder(path: string): Promise<string> {
+  let current = resolve(path);
+  for (;;) {
+    const isDir = await stat(current).then((s) => s.isDirectory(), () => false);
+    if (isDir || dirname(current) === current) return current;
+    current = dirname(current);
+  }
+}

@@ -1,0 +1,48 @@
+import type { Hardware } from './hardware';
+import type { ProcessStatus } from './supervisor';
+
+/**
+ * starting: until every worker has started once; ready: every process runs and
+ * every worker claims; degraded: a process is down (restarting, or failed after
+ * a crash loop); draining: workers stopped on purpose (drain, shutdown, SIGTERM);
+ * offline: the agent stopped (the broker also marks a silent machine offline).
+ */
+export const MACHINE_STATES = ['starting', 'ready', 'degraded', 'draining', 'offline'] as const;
+export type MachineState = (typeof MACHINE_STATES)[number];
+
+/** What a worker process told the agent over IPC. */
+export interface WorkerView {
+  ready: boolean;
+  /** jobs in flight */
+  running: number;
+  /** waiting for its service to answer before it claims */
+  waiting_for?: string[];
+}
+
+export interface MachineProcessStatus extends ProcessStatus {
+  worker?: WorkerView;
+}
+
+export interface MachineStatus {
+  machine_id: string;
+  pool: string;
+  region?: string;
+  state: MachineState;
+  state_since: number;
+  registered: boolean;
+  hostname: string;
+  pid: number;
+  started_at: number;
+  health_url?: string;
+  hardware: Hardware;
+  processes: MachineProcessStatus[];
+  last_command?: { id: string; action: string; service?: string; outcome: 'ok' | 'failed'; message: string; at: number };
+}
+
+/** The machine's state from its processes (draining and offline are set by the agent, not derived). */
+export function derivedState(processes: MachineProcessStatus[], startedOnce: boolean): MachineState {
+  const healthy = processes.every((p) => p.state === 'running' && (p.kind !== 'worker' || p.worker?.ready));
+  if (healthy) return 'ready';
+  if (processes.some((p) => p.state === 'failed')) return 'degraded';
+  return startedOnce ? 'degraded' : 'starting';
+}

@@ -1,0 +1,62 @@
+/** What the machine agent's tests share: a config around the simulated service, and reading a machine's record and events. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Broker, BrokerEvent } from '@emp/core';
+import { type MachineConfig, MachineConfig as MachineConfigSchema } from '../config';
+import { SIMULATED_SERVICE, freePortRange } from '../local-machine';
+import { typeScriptNodeArgs } from '../plan';
+
+export const POOL = 'standard';
+
+/** A service entry running the simulated service (ready after `warmupMs`). */
+export async function simulatedServiceSpec(name: string, slots: number, warmupMs = 100) {
+  return {
+    name,
+    command: process.execPath,
+    args: [...typeScriptNodeArgs(), SIMULATED_SERVICE],
+    port_base: await freePortRange(slots),
+    env: { EMP_SIM_WARMUP_MS: String(warmupMs) },
+    ready_path: '/ready',
+  };
+}
+
+/** A machine without GPUs, fast restarts and a short status interval; `overrides` replace top-level fields. */
+export function testMachineConfig(logsDir: string, overrides: Record<string, unknown>): MachineConfig {
+  return MachineConfigSchema.parse({
+    machine_id: 'm1',
+    pool: POOL,
+    connectors: [{ type: 'simulation', options: { durationMs: 100, steps: 1 } }],
+    hardware: { gpus: [] },
+    health_port: 0,
+    health_host: '127.0.0.1',
+    logs: { dir: logsDir },
+    storage: { models_dir: logsDir },
+    supervision: { restart_backoff_ms: 50, max_restart_backoff_ms: 400, crash_loop_restarts: 3, crash_loop_window_ms: 60_000, stop_timeout_ms: 5_000 },
+    status_interval_ms: 1_000,
+    ...overrides,
+  });
+}
+
+export async function temporaryFolder(): Promise<{ path: string; remove(): Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), 'emp-machine-test-'));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+export async function machineRecord(broker: Broker, id = 'm1'): Promise<Record<string, string>> {
+  return broker.redis.hgetall(broker.keys.machine(POOL, id));
+}
+
+export async function machineEvents(broker: Broker, type: string, id = 'm1'): Promise<BrokerEvent[]> {
+  return (await broker.readEvents(POOL, '0', { count: 100_000 })).filter((e) => e.type === type && e.fields.machine === id);
+}
+
+/** Whether a process with this pid is still alive. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,109 @@
+import { fileURLToPath } from 'node:url';
+import { MachineId, PoolName, ValidationError, WorkerCapabilities, WorkerId, parseWith } from '@emp/core';
+import { z } from 'zod';
+import { ComfyUIOptions } from './connectors/comfyui';
+import { ComfyUIRemoteOptions } from './connectors/comfyui-remote';
+import { HttpServiceOptions } from './connectors/http';
+import { OllamaOptions } from './connectors/ollama';
+import { OpenAIOptions } from './connectors/openai';
+import { SimulationOptions } from './connectors/simulation';
+
+/**
+ * What a worker process is told to run: its connectors by type with their
+ * options (an asset store is configured once for the process, never inline),
+ * its identity, and the services it waits for before it claims.
+ */
+export const ConnectorSpec = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('simulation'), options: SimulationOptions.prefault({}) }).strict(),
+  z.object({ type: z.literal('comfyui'), options: ComfyUIOptions.omit({ assets: true }).prefault({}) }).strict(),
+  z.object({ type: z.literal('comfyui-remote'), options: ComfyUIRemoteOptions.omit({ assets: true }) }).strict(),
+  z.object({ type: z.literal('ollama'), options: OllamaOptions.prefault({}) }).strict(),
+  z.object({ type: z.literal('openai'), options: OpenAIOptions.prefault({}) }).strict(),
+  z.object({ type: z.literal('http'), options: HttpServiceOptions }).strict(),
+]);
+export type ConnectorSpec = z.output<typeof ConnectorSpec>;
+export const CONNECTOR_TYPES = ConnectorSpec.options.map((option) => option.shape.type.value);
+export type ConnectorType = ConnectorSpec['type'];
+
+/** Where result files go: one store per process, shared by the connectors that write files (ComfyUI). */
+export const AssetStoreSpec = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('local'), directory: z.string().min(1), baseUrl: z.string().url().optional() }).strict(),
+  // validated by the store's own schema when it is built (its SDK loads only then)
+  z.object({ type: z.literal('s3') }).catchall(z.unknown()),
+  z.object({ type: z.literal('azure') }).catchall(z.unknown()),
+]);
+export type AssetStoreSpec = z.output<typeof AssetStoreSpec>;
+
+const Milliseconds = z.number().int().min(0).max(86_400_000);
+
+export const WorkerProcessConfig = z
+  .object({
+    redis_url: z.string().regex(/^rediss?:\/\/\S+$/, 'a Redis URL starts with redis:// or rediss://'),
+    /** the broker's key namespace and lease; the broker's defaults otherwise */
+    namespace: z.string().optional(),
+    lease_ms: z.number().int().min(100).optional(),
+    worker_id: WorkerId,
+    pool: PoolName,
+    machine_id: MachineId.default('local'),
+    concurrency: z.number().int().min(1).max(1_000).default(1),
+    /** what the worker offers besides its connectors' services (hardware, models, labels, ...) */
+    capabilities: WorkerCapabilities.omit({ services: true }).partial().default({}),
+    connectors: z.array(ConnectorSpec).min(1).max(16),
+    assets: AssetStoreSpec.optional(),
+    /** GET each URL until it answers 2xx before the first claim (the service this worker drives) */
+    wait_for: z.array(z.string().url()).max(16).default([]),
+    /** how long to wait for them before giving up (the process then exits 1 and its supervisor restarts it) */
+    ready_timeout_ms: Milliseconds.default(600_000),
+    /** on SIGTERM, how long running jobs may finish before they are handed back (0: at once, the spot-preemption default) */
+    grace_ms: Milliseconds.default(0),
+    region: z.string().max(64).optional(),
+    deployment_env: z.string().max(64).optional(),
+    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const seen = new Set<string>();
+    config.connectors.forEach((connector, index) => {
+      const service = connector.options.service;
+      if (seen.has(service)) ctx.addIssue({ code: 'custom', path: ['connectors', index, 'options', 'service'], message: `a second connector for service '${service}'` });
+      seen.add(service);
+      if ((connector.type === 'comfyui' || connector.type === 'comfyui-remote') && !config.assets) {
+        ctx.addIssue({ code: 'custom', path: ['assets'], message: `connector ${connector.type} writes result files: configure an asset store` });
+      }
+    });
+  });
+export type WorkerProcessConfig = z.output<typeof WorkerProcessConfig>;
+export type WorkerProcessConfigInput = z.input<typeof WorkerProcessConfig>;
+
+/** The worker process's entry (run it with `node --import tsx`). */
+export const WORKER_MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+
+/** The environment variable holding a worker process's config as JSON. */
+export const WORKER_CONFIG_ENV = 'EMP_WORKER_CONFIG';
+
+/** Reads the worker process's config from EMP_WORKER_CONFIG (JSON); every problem names the field. */
+export function workerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerProcessConfig {
+  const what = `worker config ${WORKER_CONFIG_ENV}`;
+  const text = env[WORKER_CONFIG_ENV];
+  if (text === undefined || text.trim() === '') throw new ValidationError(what, [{ path: '', message: 'not set: it holds the config as JSON' }]);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ValidationError(what, [{ path: '', message: `not JSON: ${(error as Error).message}` }]);
+  }
+  return parseWith(WorkerProcessConfig, raw, what);
+}
+
+/** What a worker process tells its supervisor over the IPC channel (when it has one). */
+export const WorkerProcessMessage = z.discriminatedUnion('type', [
+  /** waiting for these services to answer before claiming */
+  z.object({ type: z.literal('waiting'), urls: z.array(z.string()) }),
+  /** registered and claiming */
+  z.object({ type: z.literal('ready'), worker_id: z.string() }),
+  /** jobs in flight changed */
+  z.object({ type: z.literal('jobs'), running: z.number().int().min(0) }),
+  /** draining: no more claims; unfinished jobs go back */
+  z.object({ type: z.literal('stopping') }),
+]);
+export type WorkerProcessMessage = z.infer<typeof WorkerProcessMessage>;
