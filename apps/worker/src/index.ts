@@ -44,6 +44,7 @@ export {
   WORKER_MAIN,
   WorkerProcessConfig,
   type WorkerProcessConfigInput,
+  SupervisorMessage,
   WorkerProcessMessage,
   workerConfigFromEnv,
 } from './process-config';

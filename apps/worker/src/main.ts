@@ -4,11 +4,13 @@
  * starts one per GPU; it can run on its own too. Logs JSON lines (pino) to
  * stdout. SIGTERM, SIGINT or the loss of its supervisor's IPC channel stop it
  * gracefully: no more claims, running jobs handed back after `grace_ms` (0 by
- * default: at once, as a spot preemption needs), offline, exit 0. A bad config
- * exits 2 with the field and the reason; a worker that cannot start exits 1.
+ * default: at once, as a spot preemption needs), offline, exit 0. Over the
+ * same channel the supervisor may send new capabilities (SupervisorMessage).
+ * A bad config exits 2 with the field and the reason; a worker that cannot
+ * start exits 1.
  */
 import { pino } from 'pino';
-import { workerConfigFromEnv } from './process-config';
+import { SupervisorMessage, workerConfigFromEnv } from './process-config';
 import { runWorkerProcess } from './worker-process';
 
 let config;
@@ -39,6 +41,14 @@ process.once('SIGTERM', () => stop('SIGTERM'));
 process.once('SIGINT', () => stop('SIGINT'));
 // the supervisor is gone (killed without a chance to stop us): do not run on as an orphan
 process.once('disconnect', () => stop('supervisor gone'));
+process.on('message', (raw) => {
+  const message = SupervisorMessage.safeParse(raw);
+  if (!message.success) {
+    logger.warn({ message: raw, issues: message.error.issues }, 'unexpected message from the supervisor');
+    return;
+  }
+  running.handle(message.data).catch((error: unknown) => logger.warn({ err: error }, 'acting on a message from the supervisor failed'));
+});
 
 running.started.catch((error: unknown) => {
   if (stopping) return;

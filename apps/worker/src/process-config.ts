@@ -54,6 +54,12 @@ export const WorkerProcessConfig = z
     wait_for: z.array(z.string().url()).max(16).default([]),
     /** how long to wait for them before giving up (the process then exits 1 and its supervisor restarts it) */
     ready_timeout_ms: Milliseconds.default(600_000),
+    /**
+     * the machine agent's model routes (its health server, on loopback): a job
+     * whose requirements name models waits there until they are on disk, as
+     * `downloading_model` progress; without it, models are the connector's business
+     */
+    models_url: z.url({ protocol: /^https?$/, error: 'the model routes are an http(s) URL' }).optional(),
     /** on SIGTERM, how long running jobs may finish before they are handed back (0: at once, the spot-preemption default) */
     grace_ms: Milliseconds.default(0),
     region: z.string().max(64).optional(),
@@ -107,3 +113,18 @@ export const WorkerProcessMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('stopping') }),
 ]);
 export type WorkerProcessMessage = z.infer<typeof WorkerProcessMessage>;
+
+/** What the supervisor tells a worker process over the IPC channel. */
+export const SupervisorMessage = z.discriminatedUnion('type', [
+  /** what the machine offers changed (a model arrived or was evicted): register again with these */
+  z
+    .object({
+      type: z.literal('capabilities'),
+      // without their defaults: a message that leaves one out leaves it as it is
+      capabilities: z
+        .object({ models: WorkerCapabilities.shape.models.unwrap().optional(), custom_nodes: WorkerCapabilities.shape.custom_nodes.unwrap().optional() })
+        .strict(),
+    })
+    .strict(),
+]);
+export type SupervisorMessage = z.infer<typeof SupervisorMessage>;

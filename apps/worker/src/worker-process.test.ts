@@ -41,7 +41,7 @@ async function slowService(): Promise<{ url: string; setReady(): void }> {
 }
 
 describe('the worker process', () => {
-  it('claims only once its service answers, tells its supervisor, and stops cleanly when the supervisor goes away', async () => {
+  it('claims only once its service answers, tells its supervisor, takes new capabilities from it, and stops cleanly when it goes away', async () => {
     const service = await slowService();
     const config: WorkerProcessConfigInput = {
       redis_url: db.url(),
@@ -71,6 +71,14 @@ describe('the worker process', () => {
     const lines = worker.output().split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines.find((line) => line.msg === 'worker started')).toMatchObject({ worker_id: 'm1.simulation-gpu0', machine_id: 'm1', pool: 'standard' });
 
+    // the agent's model cache changed: the process registers again with what it was sent
+    worker.child.send({ type: 'capabilities', capabilities: { models: { simulation: ['sdxl.safetensors'] } } });
+    await waitFor('the new capabilities in the registry', async () => {
+      const [again] = await broker.workers('standard');
+      return (JSON.parse(again!.capabilities!) as { models?: unknown }).models !== undefined;
+    });
+    expect(JSON.parse((await broker.workers('standard'))[0]!.capabilities!)).toMatchObject({ models: { simulation: ['sdxl.safetensors'] }, labels: { gpu: 'test' } });
+
     worker.child.disconnect();
     expect(await worker.exited).toBe(0);
     expect((await broker.workers('standard'))[0]?.state).toBe('offline');
@@ -93,6 +101,7 @@ describe('the worker process config', () => {
     ['ComfyUI without an asset store', { connectors: [{ type: 'comfyui' }] }, /assets: connector comfyui writes result files/],
     ['two connectors for one service', { connectors: [{ type: 'simulation' }, { type: 'simulation' }] }, /connectors\.1\.options\.service: a second connector for service 'simulation'/],
     ['a bad option of a connector', { connectors: [{ type: 'ollama', options: { baseUrl: 'nowhere' } }] }, /connectors\.0\.options\.baseUrl/],
+    ['model routes that are not an http URL', { connectors: [{ type: 'simulation' }], models_url: 'file:///models' }, /models_url: the model routes are an http\(s\) URL/],
     ['not JSON', '{', /not JSON/],
   ])('refuses %s, naming the field', (_name, config, message) => {
     const text = typeof config === 'string' ? config : JSON.stringify({ ...base, ...config });

@@ -11,7 +11,8 @@ import { httpConnector } from './connectors/http';
 import { ollamaConnector } from './connectors/ollama';
 import { openaiConnector } from './connectors/openai';
 import { simulationConnector } from './connectors/simulation';
-import type { AssetStoreSpec, ConnectorSpec, WorkerProcessConfig, WorkerProcessMessage } from './process-config';
+import { httpModelProvider } from './model-provider';
+import type { AssetStoreSpec, ConnectorSpec, SupervisorMessage, WorkerProcessConfig, WorkerProcessMessage } from './process-config';
 import { Worker } from './worker';
 
 const READY_POLL_MS = 500;
@@ -31,6 +32,8 @@ export interface RunningWorkerProcess {
    * not charged to their attempts), marks it offline and closes Redis.
    */
   stop(): Promise<void>;
+  /** Acts on a message from the supervisor (new capabilities: registers again with them, or starts with them). */
+  handle(message: SupervisorMessage): Promise<void>;
 }
 
 /**
@@ -46,6 +49,8 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
   const waiting = new AbortController();
   let redis: Redis | undefined;
   let worker: Worker | undefined;
+  // changes the supervisor sent before the worker existed are what it starts with
+  let capabilityChanges: Extract<SupervisorMessage, { type: 'capabilities' }>['capabilities'] = {};
 
   const started = (async () => {
     const assets = config.assets ? await assetStoreOf(config.assets) : undefined;
@@ -67,8 +72,9 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       id: config.worker_id,
       pool: config.pool,
       machineId: config.machine_id,
-      capabilities: { ...config.capabilities, services: connectors.map((c) => c.service) },
+      capabilities: { ...config.capabilities, ...capabilityChanges, services: connectors.map((c) => c.service) },
       connectors,
+      ...(config.models_url ? { models: httpModelProvider({ baseUrl: config.models_url }) } : {}),
       concurrency: config.concurrency,
       logger: base,
       ...(config.region ? { region: config.region } : {}),
@@ -96,6 +102,10 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
         await worker?.stop({ graceMs: config.grace_ms });
         redis?.disconnect();
       })()),
+    async handle(message) {
+      capabilityChanges = { ...capabilityChanges, ...message.capabilities };
+      await worker?.updateCapabilities(message.capabilities);
+    },
   };
 }
 

@@ -202,6 +202,19 @@ describe('starting', () => {
   });
 });
 
+  it('registers again when its capabilities change, and takes a job that only now matches', async () => {
+    const broker = await connect();
+    const worker = await startWorker(broker);
+    const { id, routable } = await broker.submit({ service: 'simulation', requirements: { models: ['sdxl.safetensors'] } });
+    expect(routable).toBe(false);
+
+    expect(await worker.updateCapabilities({ models: { simulation: ['sdxl.safetensors'] } })).toBe(true);
+    expect((await jobInState(broker, id, 'succeeded')).worker).toBe('w1');
+    const [registered] = await broker.workers(POOL);
+    expect(JSON.parse(registered!.capabilities!)).toMatchObject({ services: ['simulation'], models: { simulation: ['sdxl.safetensors'] } });
+    expect(await worker.updateCapabilities({ models: { simulation: ['sdxl.safetensors'] } })).toBe(false);
+  });
+
 describe('waiting without polling', () => {
   it('sends Redis no claims while idle, and a submit wakes it', async () => {
     const broker = await connect();

@@ -13,6 +13,7 @@ import {
   type RedisClient,
   UnknownWorkerError,
   WorkerCapabilities,
+  capabilityProfile,
   parseWith,
 } from '@emp/core';
 import { type Logger, pino } from 'pino';
@@ -110,7 +111,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly concurrency: number;
 
   private readonly broker: Broker;
-  private readonly capabilities: WorkerCapabilities;
+  private capabilities: WorkerCapabilities;
   private readonly connectors = new Map<string, Connector>();
   private readonly heartbeatMs: number;
   private readonly signalWaitMs: number;
@@ -179,6 +180,27 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Jobs in flight. */
   get running(): number {
     return this.active.size;
+  }
+
+  /**
+   * Replaces what the worker offers besides its services (its machine's
+   * models on disk changed, say). A running worker registers again at once
+   * with the new capabilities, keeping its jobs, and claims: a job that only
+   * now matches is taken without waiting for the next wake-up. Resolves
+   * false when nothing changed.
+   */
+  async updateCapabilities(changes: Partial<Omit<WorkerCapabilities, 'services'>>): Promise<boolean> {
+    const next: WorkerCapabilities = { ...this.capabilities, ...changes };
+    const profile = (capabilities: WorkerCapabilities) => capabilityProfile(parseWith(WorkerCapabilities, capabilities, `capabilities of worker ${this.id}`)).id;
+    if (profile(next) === profile(this.capabilities)) return false;
+    this.capabilities = next;
+    if (this.state !== 'running') return true; // a worker not started yet registers with them; a stopping one takes no more jobs
+    await this.starting?.catch(() => undefined); // a failed start is start()'s to report
+    if (this.state !== 'running') return true;
+    await this.register();
+    this.logger.info({ capabilities: changes }, 'capabilities changed; registered again');
+    void this.fillSlots();
+    return true;
   }
 
   /**
