@@ -2,16 +2,26 @@ import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome } from '@emp/core';
-import { WorkerProcessMessage } from '@emp/worker/process-config';
+import { type SupervisorMessage, WorkerProcessMessage } from '@emp/worker/process-config';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import type { MachineConfig } from './config';
+import { type CustomNodeResult, installCustomNodes, installedCustomNodes, repositoryName } from './custom-nodes';
 import { type Hardware, discoverGpus, discoverHardware } from './hardware';
 import { buildHealthServer } from './health-server';
-import { planProcesses } from './plan';
+import { ModelCache, type ModelCacheOptions, machineModelFields, modelCapabilities, registerModelRoutes } from './models';
+import { planProcesses, workerServicesOf } from './plan';
 import { ProcessLogs } from './process-logs';
-import { type MachineProcessStatus, type MachineState, type MachineStatus, type WorkerView, derivedState } from './status';
+import {
+  type CustomNodesStatus,
+  type MachineProcessStatus,
+  type MachineState,
+  type MachineStatus,
+  type WorkerView,
+  derivedState,
+  withoutCredentials,
+} from './status';
 import { type ProcessTransition, Supervisor, describeExit } from './supervisor';
 
 export interface MachineAgentOptions {
@@ -26,6 +36,8 @@ export interface MachineAgentOptions {
   env?: NodeJS.ProcessEnv;
   /** how worker processes are started; `node --import tsx <worker main>` by default */
   workerCommand?: { command: string; args: string[] };
+  /** settings of the model cache beyond the config's (retries, progress interval) */
+  modelCache?: Partial<Omit<ModelCacheOptions, 'dir' | 'budgetBytes' | 'catalog'>>;
 }
 
 /** Why the agent stopped: a `shutdown` command, or a stop() from outside (SIGTERM, Ctrl-C, a test). */
@@ -34,6 +46,8 @@ export type StopReason = 'shutdown command' | 'SIGTERM' | 'SIGINT' | 'stopped';
 const COMMAND_BLOCK_MS = 2_000;
 /** changes within this long go out as one status write */
 const PUBLISH_COALESCE_MS = 20;
+/** the model cache changes with every job (pins) and download: its changes go out at most this often */
+const MODELS_PUBLISH_INTERVAL_MS = 1_000;
 
 /**
  * The machine agent, one per machine: finds its GPUs, runs one worker (plus
@@ -42,6 +56,11 @@ const PUBLISH_COALESCE_MS = 20;
  * at once on every change), executes operator commands from its command
  * stream, serves /health, /ready, /status and /metrics, and on stop drains:
  * workers hand their jobs back at once, then the machine goes offline.
+ *
+ * With `models` in its config it opens the model cache, serves it to its
+ * workers (they wait there for their jobs' models) and advertises what it
+ * holds as their `models` capability; with `custom_nodes` it installs them
+ * into ComfyUI before any process starts and advertises the installed ones.
  */
 export class MachineAgent {
   readonly config: MachineConfig;
@@ -58,6 +77,12 @@ export class MachineAgent {
   private supervisor: Supervisor | undefined;
   private processLogs: ProcessLogs | undefined;
   private hardware: Hardware | undefined;
+  private cache: ModelCache | undefined;
+  /** the workers' `models` capability as planned, and as last sent (JSON) */
+  private plannedModels: string | undefined;
+  private advertisedModels: string | undefined;
+  private customNodes: CustomNodesStatus | undefined;
+  private readonly installing = new AbortController();
   private readonly workers = new Map<string, WorkerView>();
   private readonly transitionListeners: Array<(t: ProcessTransition) => void> = [];
 
@@ -78,6 +103,8 @@ export class MachineAgent {
 
   private statusTimer: NodeJS.Timeout | undefined;
   private publishTimer: NodeJS.Timeout | undefined;
+  private modelsTimer: NodeJS.Timeout | undefined;
+  private modelsPublishedAt = 0;
   private publishing: Promise<void> = Promise.resolve();
   private commandLoop: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
@@ -122,6 +149,7 @@ export class MachineAgent {
       await this.supervisor?.stop();
       this.commandConnection?.disconnect();
       await this.health.close();
+      await this.cache?.close();
       this.redis?.disconnect();
       this.finish('stopped');
       throw error;
@@ -137,10 +165,7 @@ export class MachineAgent {
       ...(config.hardware ? { overrides: config.hardware } : {}),
     });
     if (this.hardware.gpu_error) this.logger.warn({ gpu_error: this.hardware.gpu_error }, 'no GPUs could be read; running CPU workers');
-    const specs = planProcesses(config, this.hardware, {
-      redisUrl: this.redisUrl,
-      ...(this.options.workerCommand ? { workerCommand: this.options.workerCommand } : {}),
-    });
+    if (config.models.length > 0) await this.openModelCache();
 
     this.redis = new Redis(this.redisUrl, { lazyConnect: true });
     let lastError: Error | undefined;
@@ -152,7 +177,7 @@ export class MachineAgent {
       await this.redis.connect();
     } catch (error) {
       // connect() only says the connection closed; the error event says why
-      throw new Error(`cannot reach Redis at ${this.redisUrl.replace(/\/\/[^@/]*@/, '//')}: ${(lastError ?? (error as Error)).message}`);
+      throw new Error(`cannot reach Redis at ${withoutCredentials(this.redisUrl)}: ${(lastError ?? (error as Error)).message}`);
     }
     this.broker = await Broker.connect({ redis: this.redis, config: this.options.broker ?? {} });
 
@@ -172,6 +197,18 @@ export class MachineAgent {
       maxFileBytes: config.logs.max_file_bytes,
       filesKept: config.logs.files_kept,
       logger: this.logger,
+    });
+
+    const installed = await this.installCustomNodes();
+    if (this.stopRequested) return; // stopped while installing: stop() has taken the machine offline
+
+    const models = this.cache ? modelCapabilities(this.cache.contents(), workerServicesOf(config)) : undefined;
+    this.plannedModels = this.advertisedModels = models && JSON.stringify(models);
+    const specs = planProcesses(config, this.hardware, {
+      redisUrl: this.redisUrl,
+      ...(this.options.workerCommand ? { workerCommand: this.options.workerCommand } : {}),
+      ...(this.cache ? { modelsUrl: loopbackUrl(config.health_host, port) } : {}),
+      capabilities: { ...(models ? { models } : {}), ...(installed ? { custom_nodes: installed } : {}) },
     });
     this.supervisor = new Supervisor(
       specs,
@@ -198,6 +235,60 @@ export class MachineAgent {
       { health: this.healthUrl, gpus: this.hardware.gpus.length, processes: specs.map((s) => s.name) },
       'machine agent started',
     );
+  }
+
+  /** Opens the model cache and serves it on the health server (its routes must be added before it listens). */
+  private async openModelCache(): Promise<void> {
+    const cache = await ModelCache.fromConfig(this.config, { logger: this.logger, ...this.options.modelCache });
+    this.cache = cache;
+    registerModelRoutes(this.health, cache);
+    cache.on('change', () => {
+      this.advertiseModels();
+      this.modelsChanged();
+    });
+    cache.on('progress', () => this.modelsChanged());
+  }
+
+  /**
+   * Installs the configured custom nodes into ComfyUI's folder, once per
+   * machine and before any process starts, reporting each result as it is
+   * known; resolves with the installed names (undefined without custom nodes).
+   * A node that fails is reported and stops nothing.
+   */
+  private async installCustomNodes(): Promise<string[] | undefined> {
+    const { config } = this;
+    if (config.custom_nodes.length === 0 || !config.custom_nodes_dir) return undefined;
+    const status: CustomNodesStatus = { state: 'installing', dir: config.custom_nodes_dir, results: [] };
+    this.customNodes = status;
+    this.changed();
+    let results: CustomNodeResult[];
+    try {
+      results = await installCustomNodes(config.custom_nodes, {
+        dir: config.custom_nodes_dir,
+        pip: config.custom_nodes_pip,
+        logger: this.logger,
+        signal: this.installing.signal,
+        onResult: (result) => {
+          status.results.push(redactedResult(result));
+          this.changed();
+        },
+      });
+    } catch (error) {
+      // the folder itself could not be made: every node failed, the machine still runs
+      const message = withoutCredentials((error as Error).message);
+      this.logger.error({ err: message, dir: config.custom_nodes_dir }, 'custom nodes could not be installed');
+      results = config.custom_nodes.map((node) => ({ name: repositoryName(node.url) ?? '', url: node.url, status: 'failed', error: message }));
+    }
+    status.results = results.map(redactedResult);
+    status.state = 'installed';
+    const installed = installedCustomNodes(results);
+    const failed = results.filter((result) => result.status === 'failed');
+    this.logger[failed.length > 0 ? 'warn' : 'info'](
+      { installed, failed: failed.map((result) => result.name) },
+      `custom nodes installed: ${installed.length} of ${results.length}`,
+    );
+    this.changed();
+    return installed;
   }
 
   /** Resolves true once every worker has started (what /ready says), false after `timeoutMs` or when the agent stops first. */
@@ -239,6 +330,8 @@ export class MachineAgent {
       ...(this.healthUrl ? { health_url: this.healthUrl } : {}),
       hardware: this.hardware ?? { gpus: [], cpu_cores: 1, ram_gb: 1, disk_free_gb: 0 },
       processes,
+      ...(this.cache ? { models: this.cache.contents() } : {}),
+      ...(this.customNodes ? { custom_nodes: { ...this.customNodes, results: [...this.customNodes.results] } } : {}),
       ...(this.lastCommand ? { last_command: this.lastCommand } : {}),
     };
   }
@@ -248,6 +341,10 @@ export class MachineAgent {
   private onTransition(transition: ProcessTransition): void {
     for (const listener of this.transitionListeners) listener(transition);
     const worker = this.workers.get(transition.process);
+    if (worker && transition.change === 'started' && this.advertisedModels !== this.plannedModels) {
+      // its config holds the models as planned at start; the cache has changed since
+      this.sendCapabilities(transition.process, { models: JSON.parse(this.advertisedModels!) as Record<string, string[]> });
+    }
     if (worker && transition.change !== 'started') {
       worker.ready = false;
       worker.running = 0;
@@ -304,7 +401,8 @@ export class MachineAgent {
   /** Something changed: the state is derived again and the status written at once (changes close together go as one). */
   private changed(): void {
     if (this.state === 'offline') return;
-    const state: MachineState = this.draining ? 'draining' : derivedState(this.status().processes, this.startedOnce);
+    // before the processes are planned (custom nodes installing) the machine is starting
+    const state: MachineState = this.draining ? 'draining' : this.supervisor ? derivedState(this.status().processes, this.startedOnce) : 'starting';
     if (state !== this.state) {
       this.logger.info({ from: this.state, to: state }, 'machine state');
       this.state = state;
@@ -315,6 +413,34 @@ export class MachineAgent {
       this.publishTimer = undefined;
       void this.publish();
     }, PUBLISH_COALESCE_MS);
+  }
+
+  /** The model cache changed (a model arrived or went, a download moved, a job pinned one): written at most once a second. */
+  private modelsChanged(): void {
+    if (!this.registered || this.modelsTimer || this.state === 'offline') return;
+    const wait = Math.max(0, this.modelsPublishedAt + MODELS_PUBLISH_INTERVAL_MS - Date.now());
+    this.modelsTimer = setTimeout(() => {
+      this.modelsTimer = undefined;
+      this.modelsPublishedAt = Date.now();
+      void this.publish();
+    }, wait);
+  }
+
+  /** Tells every worker the models capability when the disk changed it (pins do not: the capability is what is here or downloadable). */
+  private advertiseModels(): void {
+    if (!this.cache || !this.supervisor) return;
+    const models = modelCapabilities(this.cache.contents(), workerServicesOf(this.config));
+    const text = JSON.stringify(models);
+    if (text === this.advertisedModels) return;
+    this.advertisedModels = text;
+    this.logger.info({ models }, 'the models on disk changed; workers register again');
+    for (const name of this.supervisor.names((spec) => spec.kind === 'worker')) this.sendCapabilities(name, { models });
+  }
+
+  /** A worker not running now hears it when it starts again (onTransition). */
+  private sendCapabilities(name: string, capabilities: Extract<SupervisorMessage, { type: 'capabilities' }>['capabilities']): void {
+    const message: SupervisorMessage = { type: 'capabilities', capabilities };
+    this.supervisor?.send(name, message);
   }
 
   private async periodicSnapshot(): Promise<void> {
@@ -344,6 +470,10 @@ export class MachineAgent {
         processes: JSON.stringify(status.processes.map(summary)),
         ...(status.region ? { region: status.region } : {}),
         ...(status.health_url ? { health_url: status.health_url } : {}),
+        ...(status.custom_nodes
+          ? { custom_nodes_state: status.custom_nodes.state, custom_nodes: JSON.stringify(status.custom_nodes.results) }
+          : {}),
+        ...(this.cache && status.models ? machineModelFields(status.models, await this.cache.freeDiskBytes().catch(() => undefined)) : {}),
       };
       try {
         await this.broker.registerMachine(this.config.pool, this.config.machine_id, status.state, fields);
@@ -457,6 +587,7 @@ export class MachineAgent {
 
   private async shutdown(reason: StopReason): Promise<void> {
     this.stopRequested = true;
+    this.installing.abort(new Error(`the machine agent is stopping (${reason})`));
     this.logger.info({ reason }, 'machine agent stopping');
     try {
       if (this.registered) {
@@ -468,9 +599,13 @@ export class MachineAgent {
       clearInterval(this.statusTimer);
       clearTimeout(this.publishTimer);
       this.publishTimer = undefined;
+      clearTimeout(this.modelsTimer);
+      this.modelsTimer = undefined;
       this.commandConnection?.disconnect();
       await this.commandLoop;
       await this.processLogs?.flush();
+      // the workers are gone and their pins with them: downloads stop (their .part files stay), the index is written
+      await this.cache?.close();
       if (this.registered) {
         this.draining = false;
         this.state = 'offline';
@@ -499,6 +634,18 @@ function summary(p: MachineProcessStatus): Record<string, unknown> {
     ...(p.workerId ? { worker_id: p.workerId } : {}),
     ...(p.reason ? { reason: p.reason } : {}),
   };
+}
+
+/** A custom node's result as the status shows it: no credentials from its URL. */
+function redactedResult(result: CustomNodeResult): CustomNodeResult {
+  return { ...result, url: withoutCredentials(result.url), ...(result.error !== undefined && { error: withoutCredentials(result.error) }) };
+}
+
+/** The health server as this machine's own processes reach it (the model routes answer only loopback callers). */
+function loopbackUrl(host: string, port: number): string {
+  if (host === '0.0.0.0' || host === 'localhost' || host.startsWith('127.')) return `http://127.0.0.1:${port}`;
+  if (host === '::' || host === '::1') return `http://[::1]:${port}`;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** The nearest folder that exists on the way to `path` (the model cache may not be created yet). */

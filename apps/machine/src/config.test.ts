@@ -63,6 +63,7 @@ describe('machine config', () => {
   it('custom nodes may be written as `git clone <url>`', async () => {
     const file = await configFile({
       ...minimal,
+      custom_nodes_dir: '/opt/ComfyUI/custom_nodes',
       custom_nodes: [
         { url: 'git clone https://example.com/org/ComfyUI-Impact-Pack.git', recursive: true },
         { url: 'git clone --depth 1 https://example.com/org/was-node-suite.git was' },
@@ -86,6 +87,8 @@ describe('machine config', () => {
     ['ComfyUI without an asset store', { ...minimal, connectors: ['comfyui'] }, /worker\.assets: connector comfyui writes result files: configure an asset store/],
     ['two services of one name', { ...minimal, services: [{ name: 'comfyui', command: 'a', port_base: 1 }, { name: 'comfyui', command: 'b', port_base: 2 }] }, /services\.1\.name: a second service named comfyui/],
     ['a Redis URL that is not one', { ...minimal, redis_url: 'localhost:6379' }, /redis_url: a Redis URL starts with redis:\/\//],
+    ['custom nodes without a folder to install them in', { ...minimal, custom_nodes: [{ url: 'https://example.com/org/nodes.git' }] }, /custom_nodes_dir: custom_nodes are installed into ComfyUI's custom_nodes folder/],
+    ['an empty pip command', { ...minimal, custom_nodes_pip: [] }, /custom_nodes_pip: /],
     ['a crash-loop limit below zero', { ...minimal, supervision: { crash_loop_restarts: -1 } }, /supervision\.crash_loop_restarts/],
   ])('%s is refused, naming the file and field', async (_name, content, message) => {
     const file = await configFile(content);

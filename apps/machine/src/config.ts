@@ -125,6 +125,10 @@ export const MachineConfig = z
     connectors: z.array(MachineConnector).min(1).max(16),
     models: z.array(ModelSpec).default([]),
     custom_nodes: z.array(CustomNodeSpec).default([]),
+    /** ComfyUI's custom_nodes folder: where `custom_nodes` are installed, once per machine, before any process starts */
+    custom_nodes_dir: z.string().min(1).optional(),
+    /** the command that installs a node's requirements.txt, run as `[...pip, '-r', file]` (e.g. the python of ComfyUI's venv with `-m pip install`) */
+    custom_nodes_pip: z.array(z.string().min(1)).min(1).max(16).default(['pip', 'install']),
     storage: z
       .object({
         models_dir: z.string().min(1).default('./models'),
@@ -155,6 +159,9 @@ export const MachineConfig = z
       if (names.has(service.name)) ctx.addIssue({ code: 'custom', path: ['services', index, 'name'], message: `a second service named ${service.name}` });
       names.add(service.name);
     });
+    if (config.custom_nodes.length > 0 && config.custom_nodes_dir === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['custom_nodes_dir'], message: 'custom_nodes are installed into ComfyUI\'s custom_nodes folder: name it (e.g. /opt/ComfyUI/custom_nodes)' });
+    }
     const connectorServices = new Set<string>();
     config.connectors.forEach((connector, index) => {
       if (connector.uses !== undefined && !names.has(connector.uses)) {

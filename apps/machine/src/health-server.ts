@@ -108,6 +108,20 @@ function machineMetrics(source: HealthSource): Registry {
       this.set(source.status().hardware.disk_free_gb * 2 ** 30);
     },
   });
+  const modelGauge = (name: string, help: string, value: (models: NonNullable<MachineStatus['models']>) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const models = source.status().models;
+        if (models) this.set(value(models));
+      },
+    });
+  modelGauge('emp_machine_model_cache_used_bytes', 'Bytes of the models on disk plus the room reserved by downloads', (m) => m.used_bytes);
+  modelGauge('emp_machine_model_cache_budget_bytes', 'The most bytes the model cache may take (storage.budget_gb)', (m) => m.budget_bytes);
+  modelGauge('emp_machine_models_on_disk', 'Models in the cache', (m) => m.models.length);
+  modelGauge('emp_machine_model_downloads', 'Model downloads in progress', (m) => m.downloads.length);
   new Gauge({
     name: 'emp_machine_log_lines_dropped',
     help: 'Output lines of supervised processes that could not be written to Redis (they are still in the log files)',

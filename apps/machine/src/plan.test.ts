@@ -66,6 +66,17 @@ describe('the process plan', () => {
     ]);
   });
 
+  it('tells each worker the model routes and the models and custom nodes the machine offers', () => {
+    const processes = planProcesses(config, twoGpus, {
+      redisUrl: 'redis://10.0.0.1:6379',
+      modelsUrl: 'http://127.0.0.1:9090',
+      capabilities: { models: { comfyui: ['sdxl.safetensors'] }, custom_nodes: ['ComfyUI-Manager'] },
+    });
+    const settings = workerConfigFromEnv({ [WORKER_CONFIG_ENV]: processes.find((p) => p.kind === 'worker')!.env[WORKER_CONFIG_ENV] });
+    expect(settings).toMatchObject({ models_url: 'http://127.0.0.1:9090', capabilities: { models: { comfyui: ['sdxl.safetensors'] }, custom_nodes: ['ComfyUI-Manager'] } });
+    expect(workerConfigFromEnv({ [WORKER_CONFIG_ENV]: plan().find((p) => p.kind === 'worker')!.env[WORKER_CONFIG_ENV] }).models_url).toBeUndefined();
+  });
+
   it('runs cpu_workers slots on a machine without GPUs', () => {
     const cpu = MachineConfig.parse({ machine_id: 'laptop', pool: 'standard', connectors: ['simulation'], cpu_workers: 3 });
     const processes = planProcesses(cpu, { ...twoGpus, gpus: [] }, { redisUrl: 'redis://127.0.0.1:6379' });

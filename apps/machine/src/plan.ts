@@ -27,6 +27,10 @@ export interface PlanOptions {
   redisUrl: string;
   /** how a worker process is started; `node --import tsx <worker main>` by default */
   workerCommand?: { command: string; args: string[] };
+  /** the agent's model routes: workers ensure their jobs' models there */
+  modelsUrl?: string;
+  /** what the machine offers every worker: models per service (from the model cache), installed custom nodes */
+  capabilities?: { models?: Record<string, string[]>; custom_nodes?: string[] };
 }
 
 /** The slots of a machine: one per GPU, or `cpu_workers` of them when it has none. */
@@ -38,6 +42,11 @@ export function slotsOf(config: MachineConfig, hardware: Hardware): Array<{ name
 /** The service that names a slot's processes: the first configured service, else the first connector's. */
 export function primaryOf(config: MachineConfig): string {
   return config.services[0]?.name ?? config.connectors[0]!.options.service;
+}
+
+/** The services every worker runs (one per connector). */
+export function workerServicesOf(config: MachineConfig): string[] {
+  return config.connectors.map((connector) => connector.options.service);
 }
 
 /** The worker id in the broker: unique across the pool because it starts with the machine's id. */
@@ -99,11 +108,14 @@ export function planProcesses(config: MachineConfig, hardware: Hardware, options
           ...(config.region ? { region: config.region } : {}),
           ...(config.worker.labels as Record<string, never>),
         },
+        ...(options.capabilities?.models ? { models: options.capabilities.models } : {}),
+        ...(options.capabilities?.custom_nodes ? { custom_nodes: options.capabilities.custom_nodes } : {}),
       },
       connectors: connectors as WorkerProcessConfigInput['connectors'],
       ...(config.worker.assets ? { assets: config.worker.assets } : {}),
       wait_for: waitFor,
       ready_timeout_ms: config.worker.ready_timeout_ms,
+      ...(options.modelsUrl ? { models_url: options.modelsUrl } : {}),
       grace_ms: config.worker.grace_ms,
       ...(config.worker.lease_ms === undefined ? {} : { lease_ms: config.worker.lease_ms }),
       ...(config.region ? { region: config.region } : {}),

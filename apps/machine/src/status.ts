@@ -1,4 +1,6 @@
+import type { CustomNodeResult } from './custom-nodes';
 import type { Hardware } from './hardware';
+import type { ModelCacheContents } from './models';
 import type { ProcessStatus } from './supervisor';
 
 /**
@@ -36,7 +38,24 @@ export interface MachineStatus {
   health_url?: string;
   hardware: Hardware;
   processes: MachineProcessStatus[];
+  /** the model cache (when the config lists models): what is on disk, pinned by jobs, downloading */
+  models?: ModelCacheContents;
+  /** the custom nodes (when the config lists some): installed once, before any process starts */
+  custom_nodes?: CustomNodesStatus;
   last_command?: { id: string; action: string; service?: string; outcome: 'ok' | 'failed'; message: string; at: number };
+}
+
+export interface CustomNodesStatus {
+  state: 'installing' | 'installed';
+  /** ComfyUI's custom_nodes folder */
+  dir: string;
+  /** one per node as soon as it is known (credentials in URLs and errors removed) */
+  results: CustomNodeResult[];
+}
+
+/** `scheme://user:secret@host` -> `scheme://host`, wherever it appears in `text` (URLs, and errors that quote them). */
+export function withoutCredentials(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^@/\s]*@/gi, '$1');
 }
 
 /** The machine's state from its processes (draining and offline are set by the agent, not derived). */

@@ -25,6 +25,17 @@ export class ProgressReporter {
     this.pump();
   }
 
+  /** Sends the latest unsent value (if any) now, and goes on accepting more (a stage ends: its last value goes before the next stage). */
+  async sendNow(): Promise<void> {
+    this.clearTimer();
+    while (this.inflight) await this.inflight;
+    const last = this.latest;
+    this.latest = undefined;
+    if (!last) return;
+    this.lastSentAt = Date.now();
+    await this.send(last).catch(this.onError);
+  }
+
   /** Sends the latest unsent value (if any) and stops accepting more. */
   async flush(): Promise<void> {
     this.closed = true;

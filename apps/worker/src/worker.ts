@@ -485,6 +485,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // only a job that names models pays for an AbortSignal here
       if (this.models && job.requirements.models?.length) {
         releaseModels = await ensureJobModels(this.models, job.requirements.models, ctx.progress, abort.signal);
+        // the download's last report goes out before the job is running, not after
+        await active.progress.sendNow();
       }
       if (!connector.startsItself) await this.startJob(active);
       const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));

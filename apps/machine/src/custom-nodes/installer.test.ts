@@ -1,51 +1,17 @@
-import { execFile } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMachineConfig } from '../config';
+import { commit, git, gitEnv, repository as repositoryIn } from './testing/git-repositories';
 import { type CustomNodeInstallOptions, type CustomNodeResult, inParallel, installCustomNodes, installedCustomNodes, repositoryName } from './installer';
 
-const run = promisify(execFile);
 let root: string;
 let pipLog: string;
 let env: NodeJS.ProcessEnv;
 
-/** git as the test's author, with file:// allowed for submodules (git refuses it by default since 2.38.1) */
-const gitEnv = {
-  GIT_AUTHOR_NAME: 'test',
-  GIT_AUTHOR_EMAIL: 'test@localhost',
-  GIT_COMMITTER_NAME: 'test',
-  GIT_COMMITTER_EMAIL: 'test@localhost',
-  GIT_CONFIG_COUNT: '2',
-  GIT_CONFIG_KEY_0: 'protocol.file.allow',
-  GIT_CONFIG_VALUE_0: 'always',
-  GIT_CONFIG_KEY_1: 'init.defaultBranch',
-  GIT_CONFIG_VALUE_1: 'main',
-};
-
-async function git(cwd: string, ...args: string[]): Promise<string> {
-  const { stdout } = await run('git', args, { cwd, env: { ...process.env, ...gitEnv } });
-  return stdout.trim();
-}
-
-/** A repository under root/origins with the files committed; returns its file:// URL. */
-async function repository(name: string, files: Record<string, string>): Promise<string> {
-  const path = join(root, 'origins', name);
-  await mkdir(path, { recursive: true });
-  await git(path, 'init', '--quiet');
-  await commit(path, files);
-  return `file://${path}`;
-}
-
-async function commit(path: string, files: Record<string, string>): Promise<string> {
-  for (const [file, content] of Object.entries(files)) await writeFile(join(path, file), content);
-  await git(path, 'add', '-A');
-  await git(path, 'commit', '--quiet', '-m', `add ${Object.keys(files).join(', ')}`);
-  return git(path, 'rev-parse', 'HEAD');
-}
+const repository = (name: string, files: Record<string, string>) => repositoryIn(root, name, files);
 
 const exists = (path: string) =>
   stat(path).then(
@@ -96,6 +62,7 @@ describe('installCustomNodes', () => {
         machine_id: 'm-1',
         pool: 'standard',
         connectors: ['simulation'],
+        custom_nodes_dir: options.dir,
         custom_nodes: [
           { url: nodesUrl, branch: 'dev', requirements: true, env: { API_TOKEN: '${NODE_TOKEN}', TEMPLATE: '$${NOT_EXPANDED}' } },
           { url: `git clone --depth 1 ${withSubmoduleUrl}`, recursive: true },

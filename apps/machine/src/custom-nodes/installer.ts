@@ -26,6 +26,8 @@ export interface CustomNodeInstallOptions {
   logger?: Logger;
   /** hears each node's result as soon as it is known, for status reports */
   onResult?: (result: CustomNodeResult) => void;
+  /** stops the git and pip commands running (the machine is stopping); their nodes fail */
+  signal?: AbortSignal;
 }
 
 export interface CustomNodeResult {
@@ -176,7 +178,13 @@ class Installer {
 
   private async exec(command: string, args: string[], cwd: string): Promise<string> {
     try {
-      const { stdout } = await run(command, args, { cwd, env: this.env, timeout: this.timeoutMs, maxBuffer: 16 * 1024 * 1024 });
+      const { stdout } = await run(command, args, {
+        cwd,
+        env: this.env,
+        timeout: this.timeoutMs,
+        maxBuffer: 16 * 1024 * 1024,
+        ...(this.options.signal && { signal: this.options.signal }),
+      });
       return stdout;
     } catch (error) {
       const failure = error as NodeJS.ErrnoException & { stderr?: string; killed?: boolean };

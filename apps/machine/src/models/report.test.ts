@@ -24,6 +24,10 @@ describe('model reports', () => {
 
   it('give the machine snapshot its models on disk, in use and downloading, as strings', () => {
     expect(machineModelFields(contents, 5_000_000)).toEqual({
+      models: JSON.stringify([
+        { name: 'b.bin', folder: 'checkpoints', size_bytes: 2_000, last_used: 2, in_use: true },
+        { name: 'old.bin', folder: 'loras', size_bytes: 1_000, last_used: 1, in_use: false },
+      ]),
       models_on_disk: '["b.bin","old.bin"]',
       models_in_use: '["b.bin"]',
       models_downloading: '[{"model":"c.bin","received":100,"total":500}]',

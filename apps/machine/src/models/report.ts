@@ -26,10 +26,15 @@ export function modelCapabilities(
  * The model fields of a machine's status snapshot (`Broker.registerMachine`
  * fields, stored as strings on the machine hash): JSON lists of the models on
  * disk, in use (pinned by running jobs, so loaded or being loaded by their
- * service) and downloading, and the cache's byte counts.
+ * service) and downloading, the cache's byte counts, and `models`, the models
+ * on disk with their size and last use (what the monitor's Model cache panel
+ * shows).
  */
 export function machineModelFields(contents: ModelCacheContents, freeDiskBytes?: number): Record<string, string> {
   return {
+    models: JSON.stringify(
+      contents.models.map((model) => ({ name: model.name, folder: model.folder, size_bytes: model.size_bytes, last_used: model.last_used, in_use: model.pins > 0 })),
+    ),
     models_on_disk: JSON.stringify(contents.models.map((model) => model.name)),
     models_in_use: JSON.stringify(contents.models.filter((model) => model.pins > 0).map((model) => model.name)),
     models_downloading: JSON.stringify(contents.downloads),

@@ -109,6 +109,16 @@ describe('model routes', () => {
     expect(error).toMatchObject({ code: 'unknown_model', message: expect.stringContaining('missing.ckpt') });
   });
 
+  it('downloads and pins only for callers on this machine', async () => {
+    const remote = await agent.inject({ method: 'POST', url: '/models/ensure', payload: { models: [MODEL] }, remoteAddress: '10.1.2.3' });
+    expect(remote.statusCode).toBe(403);
+    expect(remote.json()).toMatchObject({ error: { code: 'FORBIDDEN', message: expect.stringContaining('10.1.2.3') } });
+    expect((await agent.inject({ method: 'POST', url: '/models/release', payload: { lease: 'x' }, remoteAddress: '::ffff:10.1.2.3' })).statusCode).toBe(403);
+    expect((await agent.inject({ method: 'GET', url: '/models', remoteAddress: '10.1.2.3' })).statusCode).toBe(200);
+    expect((await agent.inject({ method: 'POST', url: '/models/release', payload: { lease: 'x' }, remoteAddress: '::ffff:127.0.0.1' })).statusCode).toBe(404);
+    expect(fixture.server.requestsFor(`/${MODEL}`)).toHaveLength(0);
+  });
+
   it('refuses a malformed request with the field and the reason', async () => {
     const response = await agent.inject({ method: 'POST', url: '/models/ensure', payload: { models: [] } });
     expect(response.statusCode).toBe(400);

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { ValidationError, parseWith } from '@emp/core';
 import { type EnsureLine, EnsureRequest, ModelError, ReleaseRequest } from '@emp/worker';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { ModelCache, ModelLease } from './model-cache';
 
@@ -19,13 +19,17 @@ interface HeldLease {
  *   `ready` the response stays open and the models stay pinned until
  *   `POST /models/release {lease}` or until the client closes the connection;
  * - `POST /models/release {lease}`: unpins and ends that response.
+ *
+ * The server may listen on every interface (the agent's health server does):
+ * the two POST routes, which download and pin, answer only callers on this
+ * machine (loopback, or a connection to its own address), 403 otherwise.
  */
 export function registerModelRoutes(app: FastifyInstance, cache: ModelCache): void {
   const held = new Map<string, HeldLease>();
 
   app.get('/models', async () => ({ ...cache.contents(), free_disk_bytes: await cache.freeDiskBytes() }));
 
-  app.post('/models/ensure', async (request, reply) => {
+  app.post('/models/ensure', { onRequest: fromThisMachine }, async (request, reply) => {
     const body = parseBody(EnsureRequest, request.body, reply);
     if (!body) return reply;
     reply.hijack();
@@ -64,7 +68,7 @@ export function registerModelRoutes(app: FastifyInstance, cache: ModelCache): vo
     }
   });
 
-  app.post('/models/release', async (request, reply) => {
+  app.post('/models/release', { onRequest: fromThisMachine }, async (request, reply) => {
     const body = parseBody(ReleaseRequest, request.body, reply);
     if (!body) return reply;
     const lease = held.get(body.lease);
@@ -82,6 +86,21 @@ export function registerModelRoutes(app: FastifyInstance, cache: ModelCache): vo
     lease.lease.release();
     lease.response.end();
   }
+}
+
+/** Refuses a caller from another machine: only this machine's workers download and pin models. */
+async function fromThisMachine(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const { remoteAddress, localAddress } = request.socket;
+  // a connection to one of this machine's own addresses comes from that same address
+  if (isLoopbackAddress(remoteAddress) || (remoteAddress !== undefined && remoteAddress === localAddress)) return;
+  await reply.code(403).send({ error: { code: 'FORBIDDEN', message: `${request.url} answers only callers on this machine (loopback), not ${request.socket.remoteAddress}` } });
+}
+
+/** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 addresses. */
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (!address) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return v4.startsWith('127.') || address === '::1';
 }
 
 /** The parsed body, or undefined after answering 400 with every field's path and reason. */
