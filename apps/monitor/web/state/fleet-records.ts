@@ -46,25 +46,47 @@ export const ProcessStatus = z
   .loose();
 export type ProcessStatus = z.infer<typeof ProcessStatus>;
 
-/** A model on the machine's disk: a name, or an object with its size and when it was last used. */
+/**
+ * A model on the machine's disk: a name, or an object with its size, when it
+ * was last used and whether a running job holds it (the agent's `models`
+ * field, written by @emp/machine's machineModelFields).
+ */
 export const ModelOnDisk = z.union([
   z.string().min(1).transform((name) => ({ name })),
   z
     .object({
       name: z.string().min(1),
+      folder: z.string().optional(),
       size_bytes: z.number().nonnegative().optional(),
       last_used: z.number().optional(),
+      in_use: z.boolean().optional(),
       loaded: z.boolean().optional(),
     })
     .loose(),
 ]);
 export type ModelOnDisk = z.output<typeof ModelOnDisk>;
 
+/** A model download in progress (the agent's `models_downloading`). */
+export const ModelDownload = z
+  .object({ model: z.string().min(1), received: z.number().nonnegative(), total: z.number().positive().optional() })
+  .loose();
+export type ModelDownload = z.infer<typeof ModelDownload>;
+
+/** The model cache's totals and downloads, from the agent's `model_cache_*` and `models_downloading` fields. */
+export interface ModelCacheView {
+  usedBytes?: number;
+  budgetBytes?: number;
+  diskFreeBytes?: number;
+  downloads: Field<ModelDownload[]>;
+}
+
 /** What a worker says it can do (the core's WorkerCapabilities, read leniently: only what a card shows). */
 export const WorkerCapabilitiesView = z
   .object({
     services: z.array(z.string()).optional(),
-    models: z.array(z.string()).optional(),
+    /** per service (what workers register: `{comfyui: [...]}`, `'*'` = any), or one list */
+    models: z.union([z.array(z.string()), z.record(z.string(), z.union([z.literal('*'), z.array(z.string())]))]).optional(),
+    custom_nodes: z.array(z.string()).optional(),
     hardware: z.object({ gpu_memory_gb: z.number().optional(), gpu_model: z.string().optional() }).loose().optional(),
   })
   .loose();
@@ -86,6 +108,8 @@ export interface MachineRecord {
   gpus: Field<GpuStatus[]>;
   processes: Field<ProcessStatus[]>;
   models: Field<ModelOnDisk[]>;
+  /** present when the machine reports a model cache */
+  modelCache?: ModelCacheView;
   lastCommand?: { action: string; id: string; service?: string; at?: number };
   /** the last command the machine reported finished, from its status snapshot */
   lastCommandDone?: { id: string; outcome: 'ok' | 'failed'; message?: string; at?: number };
@@ -118,6 +142,25 @@ function stringFields(raw: Record<string, unknown>): Record<string, string> {
     fields[key] = typeof value === 'string' ? value : JSON.stringify(value);
   }
   return fields;
+}
+
+function byteCount(text: string | undefined): number | undefined {
+  if (text === undefined || text === '') return undefined;
+  const value = Number(text);
+  return Number.isFinite(value) && value >= 0 ? value : undefined;
+}
+
+function modelCacheOf(fields: Record<string, string>): ModelCacheView | undefined {
+  if (fields.model_cache_budget_bytes === undefined && fields.models_downloading === undefined) return undefined;
+  const usedBytes = byteCount(fields.model_cache_used_bytes);
+  const budgetBytes = byteCount(fields.model_cache_budget_bytes);
+  const diskFreeBytes = byteCount(fields.disk_free_bytes);
+  return {
+    ...(usedBytes !== undefined ? { usedBytes } : {}),
+    ...(budgetBytes !== undefined ? { budgetBytes } : {}),
+    ...(diskFreeBytes !== undefined ? { diskFreeBytes } : {}),
+    downloads: jsonField(fields.models_downloading, z.array(ModelDownload), 'models_downloading'),
+  };
 }
 
 function timestamp(text: string | undefined): number | undefined {
@@ -163,6 +206,7 @@ export function parseMachine(raw: Record<string, unknown>): MachineRecord | unde
         ...(timestamp(fields.last_command_done_at) ? { at: timestamp(fields.last_command_done_at)! } : {}),
       }
     : undefined;
+  const modelCache = modelCacheOf(fields);
   return {
     key: recordKey(pool, id),
     pool,
@@ -179,6 +223,7 @@ export function parseMachine(raw: Record<string, unknown>): MachineRecord | unde
     gpus: jsonField(fields.gpus, z.array(GpuStatus), 'gpus'),
     processes: jsonField(fields.processes, z.array(ProcessStatus), 'processes'),
     models: jsonField(fields.models, z.array(ModelOnDisk), 'models'),
+    ...(modelCache ? { modelCache } : {}),
     ...(lastCommand ? { lastCommand } : {}),
     ...(lastCommandDone ? { lastCommandDone } : {}),
     fields,

@@ -46,6 +46,35 @@ describe('the snapshot', () => {
     expect(Object.keys(reduce({ type: 'snapshot', snapshot: snapshot({ machines: [{ state: 'ready' }], workers: [{ id: 'x' }] }), at: 1 }).machines)).toEqual([]);
   });
 
+  it('reads the model cache as the machine agent writes it: models with size, last use and pins, totals, downloads', () => {
+    // the fields @emp/machine's machineModelFields writes (apps/machine/src/models/report.test.ts)
+    const agentFields = {
+      models: JSON.stringify([
+        { name: 'b.bin', folder: 'checkpoints', size_bytes: 2_000, last_used: 2, in_use: true },
+        { name: 'old.bin', folder: 'loras', size_bytes: 1_000, last_used: 1, in_use: false },
+      ]),
+      models_on_disk: '["b.bin","old.bin"]',
+      models_in_use: '["b.bin"]',
+      models_downloading: '[{"model":"c.bin","received":100,"total":500}]',
+      model_cache_used_bytes: '3500',
+      model_cache_budget_bytes: '10000',
+      disk_free_bytes: '5000000',
+    };
+    const worker = workerHash('m3-w0', 'm3', { capabilities: JSON.stringify({ services: ['comfyui'], models: { comfyui: ['b.bin', 'c.bin'] }, custom_nodes: ['ComfyUI-Manager'] }) });
+    const state = reduce({ type: 'snapshot', snapshot: snapshot({ machines: [machineHash('m3', agentFields)], workers: [worker] }), at: 1 });
+    const m3 = state.machines['standard/m3']!;
+    expect(m3.models).toEqual([
+      { name: 'b.bin', folder: 'checkpoints', size_bytes: 2_000, last_used: 2, in_use: true },
+      { name: 'old.bin', folder: 'loras', size_bytes: 1_000, last_used: 1, in_use: false },
+    ]);
+    expect(m3.modelCache).toEqual({ usedBytes: 3_500, budgetBytes: 10_000, diskFreeBytes: 5_000_000, downloads: [{ model: 'c.bin', received: 100, total: 500 }] });
+    expect(state.workers['standard/m3-w0']!.capabilities).toMatchObject({ models: { comfyui: ['b.bin', 'c.bin'] }, custom_nodes: ['ComfyUI-Manager'] });
+
+    const odd = reduce({ type: 'snapshot', snapshot: snapshot({ machines: [machineHash('m4', { ...agentFields, models_downloading: '[{"received":1}]' })] }), at: 1 });
+    expect(odd.machines['standard/m4']!.modelCache?.downloads).toEqual({ unreadable: expect.stringMatching(/^models_downloading\.0\.model/) });
+    expect(reduce({ type: 'snapshot', snapshot: fleet, at: 1 }).machines['standard/m1']!.modelCache).toBeUndefined();
+  });
+
   it('keeps every card it showed when a later snapshot (after a reconnect) no longer lists it', () => {
     const first = reduce({ type: 'snapshot', snapshot: fleet, at: 1 });
     const second = monitorReducer(first, { type: 'snapshot', snapshot: snapshot({ machines: [machineHash('m1')], workers: [] }), at: 2 });

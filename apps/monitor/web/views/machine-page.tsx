@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { type Connection, type LogEntry, describeError } from '../api/connection';
 import { type MonitorStore, useMonitorState } from '../live/monitor-store';
-import { isUnreadable, recordKey } from '../state/fleet-records';
+import { type MachineRecord, isUnreadable, recordKey } from '../state/fleet-records';
 import { machineHealth } from '../state/monitor-state';
 import { Empty, Field, StateBadge, href } from './common';
 import { GpuList } from './fleet';
@@ -130,6 +130,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
         </div>
         <div className="panel">
           <h3>Model cache</h3>
+          <ModelCacheSummary cache={machine.modelCache} />
           {machine.models === undefined && <Empty>This machine does not report its models.</Empty>}
           {isUnreadable(machine.models) && <p className="unknown">Models: unknown ({machine.models.unreadable})</p>}
           {Array.isArray(machine.models) && (
@@ -142,6 +143,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
                     <th>model</th>
                     <th>size</th>
                     <th>last used</th>
+                    <th>in use</th>
                   </tr>
                 </thead>
                 <tbody>
@@ -150,6 +152,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
                       <td className="mono">{m.name}</td>
                       <td>{'size_bytes' in m ? bytes(m.size_bytes) : '–'}</td>
                       <td className="muted">{'last_used' in m && m.last_used ? ago(m.last_used, now) : '–'}</td>
+                      <td>{'in_use' in m && m.in_use ? 'by a job' : '–'}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -164,6 +167,41 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
         <pre className="code">{JSON.stringify(machine.fields, null, 2)}</pre>
       </details>
     </section>
+  );
+}
+
+/** The cache's use of its budget, free disk, and downloads in progress. */
+function ModelCacheSummary({ cache }: { cache: MachineRecord['modelCache'] }) {
+  if (!cache) return null;
+  const { downloads } = cache;
+  return (
+    <>
+      <p>
+        <span className="muted">used</span> {bytes(cache.usedBytes)} <span className="muted">of</span> {bytes(cache.budgetBytes)}
+        {cache.diskFreeBytes !== undefined && (
+          <>
+            {' '}
+            <span className="muted">· disk free</span> {bytes(cache.diskFreeBytes)}
+          </>
+        )}
+      </p>
+      {isUnreadable(downloads) && <p className="unknown">Downloads: unknown ({downloads.unreadable})</p>}
+      {Array.isArray(downloads) && downloads.length > 0 && (
+        <ul className="downloads">
+          {downloads.map((d) => (
+            <li key={d.model}>
+              <span className="mono">{d.model}</span> <span className="muted">downloading</span> {bytes(d.received)}
+              {d.total !== undefined && (
+                <>
+                  {' '}
+                  <span className="muted">of</span> {bytes(d.total)}
+                </>
+              )}
+            </li>
+          ))}
+        </ul>
+      )}
+    </>
   );
 }
 
