@@ -106,6 +106,9 @@ describe('machine config', () => {
     const config = await loadMachineConfig(example, { REDIS_URL: 'redis://redis.internal:6379' });
     expect(config).toMatchObject({ machine_id: 'gpu-box-1', redis_url: 'redis://redis.internal:6379', services: [{ name: 'comfyui', port_base: 8188 }] });
     expect(config.connectors.map((c) => c.type)).toEqual(['comfyui', 'simulation']);
+    expect(config.models.map((m) => [m.name, m.folder])).toEqual([['sd_xl_base_1.0.safetensors', 'checkpoints'], ['detail-tweaker.safetensors', 'loras']]);
+    expect(config).toMatchObject({ custom_nodes_dir: '/opt/ComfyUI/custom_nodes', custom_nodes_pip: ['/opt/ComfyUI/venv/bin/python', '-m', 'pip', 'install'] });
+    expect(config.custom_nodes.map((n) => n.url)).toEqual(['https://git.example.com/comfy/ComfyUI-Impact-Pack.git', 'https://git.example.com/comfy/comfyui-api-nodes.git']);
   });
 
   it('expandEnv leaves non-strings alone', () => {
