@@ -3,26 +3,18 @@ import { join } from 'node:path';
 import { Broker } from '@emp/core';
 import { usePrivateRedis } from '@emp/core/testing/vitest';
 import { waitFor } from '@emp/worker/testing';
-import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
-import { MachineAgent } from './agent';
+import { describe, expect, it } from 'vitest';
 import { repository } from './custom-nodes/testing/git-repositories';
 import type { MachineStatus } from './status';
-import { machineRecord, temporaryFolder, testMachineConfig } from './testing/agent-fixture';
+import { machineRecord, testMachineConfig, useTestAgents } from './testing/agent-fixture';
 
 const db = usePrivateRedis();
-const silent = pino({ level: 'silent' });
-const cleanup: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const step of cleanup.splice(0).reverse()) await step();
-});
+const agents = useTestAgents(db.url);
 
 describe('a machine agent with custom nodes', () => {
   it('installs them before its processes start, reports each (a failing one too) and its workers offer the installed ones', async () => {
     const broker = await Broker.connect({ redis: db.redis });
-    const folder = await temporaryFolder();
-    cleanup.push(folder.remove);
-    const root = folder.path;
+    const root = await agents.folder();
     const goodUrl = await repository(root, 'ComfyUI-Good', { '__init__.py': '# good nodes\n', 'requirements.txt': 'numpy\n' });
     const missingUrl = `file://${join(root, 'origins', 'ComfyUI-Missing')}`;
     const nodesDir = join(root, 'ComfyUI', 'custom_nodes');
@@ -31,8 +23,8 @@ describe('a machine agent with custom nodes', () => {
     await writeFile(pip, `#!/bin/sh\necho "$@" >> "${join(root, 'pip.log')}"\n`);
     await chmod(pip, 0o755);
 
-    const agent = new MachineAgent({
-      config: testMachineConfig(join(root, 'logs'), {
+    const agent = await agents.start(
+      testMachineConfig(join(root, 'logs'), {
         custom_nodes: [
           { url: goodUrl, requirements: true },
           { url: missingUrl },
@@ -44,11 +36,7 @@ describe('a machine agent with custom nodes', () => {
         // stands in for ComfyUI: notes which nodes it found when it started
         services: [{ name: 'comfyui', command: 'sh', args: ['-c', `ls "${nodesDir}" > "${join(root, 'seen-by-service.txt')}"; exec sleep 600`], port_base: 39_500 }],
       }),
-      redisUrl: db.url(),
-      logger: silent,
-    });
-    cleanup.push(() => agent.stop());
-    await agent.start();
+    );
     await waitFor('the machine to be ready', () => agent.isReady(), 30_000);
 
     const record = await waitFor('the installed custom nodes in the machine record', async () => {
@@ -79,19 +67,14 @@ describe('a machine agent with custom nodes', () => {
 
   it('stops while installing: the install is cut short, no process starts, the machine goes offline', async () => {
     const broker = await Broker.connect({ redis: db.redis });
-    const folder = await temporaryFolder();
-    cleanup.push(folder.remove);
-    const root = folder.path;
+    const root = await agents.folder();
     const url = await repository(root, 'ComfyUI-Heavy', { 'requirements.txt': 'torch\n' });
     const pip = join(root, 'pip');
     await writeFile(pip, `#!/bin/sh\necho started > "${join(root, 'pip.log')}"\nexec sleep 600\n`);
     await chmod(pip, 0o755);
-    const agent = new MachineAgent({
-      config: testMachineConfig(join(root, 'logs'), { custom_nodes: [{ url, requirements: true }], custom_nodes_dir: join(root, 'custom_nodes'), custom_nodes_pip: [pip] }),
-      redisUrl: db.url(),
-      logger: silent,
-    });
-    cleanup.push(() => agent.stop());
+    const agent = agents.create(
+      testMachineConfig(join(root, 'logs'), { custom_nodes: [{ url, requirements: true }], custom_nodes_dir: join(root, 'custom_nodes'), custom_nodes_pip: [pip] }),
+    );
     const started = agent.start();
     await waitFor('the requirements install to be running', async () => (await readFile(join(root, 'pip.log'), 'utf8').catch(() => '')) !== '');
     expect((await machineRecord(broker)).state).toBe('starting');

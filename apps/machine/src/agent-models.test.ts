@@ -4,35 +4,24 @@ import { waitFor } from '@emp/worker/testing';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
-import { MachineAgent } from './agent';
+import { describe, expect, it } from 'vitest';
+import type { MachineAgent } from './agent';
 import { ModelCache } from './models';
 import { useModelFixture } from './models/testing/fixture';
 import { modelBytes } from './models/testing/model-server';
 import type { MachineStatus } from './status';
-import { POOL, machineRecord, temporaryFolder, testMachineConfig } from './testing/agent-fixture';
+import { POOL, machineRecord, testMachineConfig, useTestAgents } from './testing/agent-fixture';
 
 const db = usePrivateRedis();
 const fixture = useModelFixture();
 const silent = pino({ level: 'silent' });
 const MODEL = 'sdxl.safetensors';
-const cleanup: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const step of cleanup.splice(0).reverse()) await step();
-});
+const agents = useTestAgents(db.url);
 
 /** An agent with one CPU slot whose worker runs the simulation connector, its model cache in the test's models folder. */
 async function startAgent(overrides: Record<string, unknown>): Promise<MachineAgent> {
-  const logs = await temporaryFolder();
-  cleanup.push(logs.remove);
-  const agent = new MachineAgent({
-    config: testMachineConfig(logs.path, { storage: { models_dir: fixture.dir }, ...overrides }),
-    redisUrl: db.url(),
-    logger: silent,
-    modelCache: { progressIntervalMs: 0, retryDelayMs: 10, logger: silent },
-  });
-  cleanup.push(() => agent.stop());
-  await agent.start();
+  const config = testMachineConfig(await agents.folder(), { storage: { models_dir: fixture.dir }, ...overrides });
+  const agent = await agents.start(config, { modelCache: { progressIntervalMs: 0, retryDelayMs: 10, logger: silent } });
   await waitFor('the machine to be ready', () => agent.isReady(), 30_000);
   return agent;
 }

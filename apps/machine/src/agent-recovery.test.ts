@@ -2,25 +2,17 @@ import { Broker } from '@emp/core';
 import { usePrivateRedis } from '@emp/core/testing/vitest';
 import { waitFor } from '@emp/worker/testing';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MachineAgent } from './agent';
 import type { MachineStatus } from './status';
-import { POOL, machineEvents, machineRecord, temporaryFolder, testMachineConfig } from './testing/agent-fixture';
+import { POOL, machineEvents, machineRecord, testMachineConfig, useTestAgents } from './testing/agent-fixture';
 
 const db = usePrivateRedis();
 const silent = pino({ level: 'silent' });
-const cleanup: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const step of cleanup.splice(0).reverse()) await step();
-});
+const agents = useTestAgents(db.url);
 
 async function startAgent(overrides: Record<string, unknown>): Promise<MachineAgent> {
-  const folder = await temporaryFolder();
-  cleanup.push(folder.remove);
-  const agent = new MachineAgent({ config: testMachineConfig(folder.path, overrides), redisUrl: db.url(), logger: silent });
-  cleanup.push(() => agent.stop());
-  await agent.start();
-  return agent;
+  return agents.start(testMachineConfig(await agents.folder(), overrides));
 }
 
 const status = async (agent: MachineAgent): Promise<MachineStatus> => (await fetch(`${agent.url}/status`)).json() as Promise<MachineStatus>;

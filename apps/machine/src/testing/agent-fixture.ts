@@ -1,8 +1,12 @@
-/** What the machine agent's tests share: a config around the simulated service, and reading a machine's record and events. */
+// Only for test files: useTestAgents registers vitest hooks.
+/** What the machine agent's tests share: a config around the simulated service, agents stopped after each test, and reading a machine's record and events. */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Broker, BrokerEvent } from '@emp/core';
+import { pino } from 'pino';
+import { afterEach } from 'vitest';
+import { MachineAgent, type MachineAgentOptions } from '../agent';
 import { type MachineConfig, MachineConfig as MachineConfigSchema } from '../config';
 import { SIMULATED_SERVICE, freePortRange } from '../local-machine';
 import { typeScriptNodeArgs } from '../plan';
@@ -41,6 +45,41 @@ export function testMachineConfig(logsDir: string, overrides: Record<string, unk
 export async function temporaryFolder(): Promise<{ path: string; remove(): Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), 'emp-machine-test-'));
   return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+export interface TestAgents {
+  /** a temporary folder, removed after the test */
+  folder(): Promise<string>;
+  /** an agent on the test's Redis, not started yet; stopped after the test */
+  create(config: MachineConfig, options?: Partial<MachineAgentOptions>): MachineAgent;
+  /** the same, started */
+  start(config: MachineConfig, options?: Partial<MachineAgentOptions>): Promise<MachineAgent>;
+}
+
+/** Agents and folders made by a test, stopped and removed after it (the last made first). Call it at the top level of a test file. */
+export function useTestAgents(redisUrl: () => string): TestAgents {
+  const cleanup: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step();
+  });
+  const create = (config: MachineConfig, options: Partial<MachineAgentOptions> = {}) => {
+    const agent = new MachineAgent({ config, redisUrl: redisUrl(), logger: pino({ level: 'silent' }), ...options });
+    cleanup.push(() => agent.stop());
+    return agent;
+  };
+  return {
+    async folder() {
+      const folder = await temporaryFolder();
+      cleanup.push(folder.remove);
+      return folder.path;
+    },
+    create,
+    async start(config, options) {
+      const agent = create(config, options);
+      await agent.start();
+      return agent;
+    },
+  };
 }
 
 export async function machineRecord(broker: Broker, id = 'm1'): Promise<Record<string, string>> {

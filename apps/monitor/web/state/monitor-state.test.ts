@@ -47,28 +47,21 @@ describe('the snapshot', () => {
   });
 
   it('reads the model cache as the machine agent writes it: models with size, last use and pins, totals, downloads', () => {
-    // the fields @emp/machine's machineModelFields writes (apps/machine/src/models/report.test.ts)
+    // the fields @emp/machine's machineModelFields writes that the page reads
+    const sdxl = { name: 'sdxl.safetensors', folder: 'checkpoints', size_bytes: 6.9e9, last_used: 1_699_999_000_000, in_use: true };
     const agentFields = {
-      models: JSON.stringify([
-        { name: 'b.bin', folder: 'checkpoints', size_bytes: 2_000, last_used: 2, in_use: true },
-        { name: 'old.bin', folder: 'loras', size_bytes: 1_000, last_used: 1, in_use: false },
-      ]),
-      models_on_disk: '["b.bin","old.bin"]',
-      models_in_use: '["b.bin"]',
-      models_downloading: '[{"model":"c.bin","received":100,"total":500}]',
-      model_cache_used_bytes: '3500',
-      model_cache_budget_bytes: '10000',
-      disk_free_bytes: '5000000',
+      models: JSON.stringify([sdxl, { ...sdxl, name: 'detail.safetensors', folder: 'loras', size_bytes: 1.4e8, in_use: false }]),
+      models_downloading: JSON.stringify([{ model: 'flux.safetensors', received: 1e9, total: 2.3e10 }]),
+      model_cache_used_bytes: String(3e10),
+      model_cache_budget_bytes: String(2 ** 30 * 200),
+      disk_free_bytes: '0',
     };
-    const worker = workerHash('m3-w0', 'm3', { capabilities: JSON.stringify({ services: ['comfyui'], models: { comfyui: ['b.bin', 'c.bin'] }, custom_nodes: ['ComfyUI-Manager'] }) });
+    const worker = workerHash('m3-w0', 'm3', { capabilities: JSON.stringify({ services: ['comfyui'], models: { comfyui: ['sdxl.safetensors', 'flux.safetensors'] }, custom_nodes: ['ComfyUI-Manager'] }) });
     const state = reduce({ type: 'snapshot', snapshot: snapshot({ machines: [machineHash('m3', agentFields)], workers: [worker] }), at: 1 });
     const m3 = state.machines['standard/m3']!;
-    expect(m3.models).toEqual([
-      { name: 'b.bin', folder: 'checkpoints', size_bytes: 2_000, last_used: 2, in_use: true },
-      { name: 'old.bin', folder: 'loras', size_bytes: 1_000, last_used: 1, in_use: false },
-    ]);
-    expect(m3.modelCache).toEqual({ usedBytes: 3_500, budgetBytes: 10_000, diskFreeBytes: 5_000_000, downloads: [{ model: 'c.bin', received: 100, total: 500 }] });
-    expect(state.workers['standard/m3-w0']!.capabilities).toMatchObject({ models: { comfyui: ['b.bin', 'c.bin'] }, custom_nodes: ['ComfyUI-Manager'] });
+    expect(m3.models).toEqual([sdxl, { ...sdxl, name: 'detail.safetensors', folder: 'loras', size_bytes: 1.4e8, in_use: false }]);
+    expect(m3.modelCache).toEqual({ usedBytes: 3e10, budgetBytes: 2 ** 30 * 200, diskFreeBytes: 0, downloads: [{ model: 'flux.safetensors', received: 1e9, total: 2.3e10 }] });
+    expect(state.workers['standard/m3-w0']!.capabilities).toMatchObject({ models: { comfyui: ['sdxl.safetensors', 'flux.safetensors'] }, custom_nodes: ['ComfyUI-Manager'] });
 
     const odd = reduce({ type: 'snapshot', snapshot: snapshot({ machines: [machineHash('m4', { ...agentFields, models_downloading: '[{"received":1}]' })] }), at: 1 });
     expect(odd.machines['standard/m4']!.modelCache?.downloads).toEqual({ unreadable: expect.stringMatching(/^models_downloading\.0\.model/) });
