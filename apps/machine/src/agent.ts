@@ -417,7 +417,8 @@ export class MachineAgent {
 
   /** The model cache changed (a model arrived or went, a download moved, a job pinned one): written at most once a second. */
   private modelsChanged(): void {
-    if (!this.registered || this.modelsTimer || this.state === 'offline') return;
+    // once closing, the last snapshot (offline) is written by stop() itself
+    if (!this.registered || this.modelsTimer || this.closing) return;
     const wait = Math.max(0, this.modelsPublishedAt + MODELS_PUBLISH_INTERVAL_MS - Date.now());
     this.modelsTimer = setTimeout(() => {
       this.modelsTimer = undefined;
