@@ -520,7 +520,8 @@ export class MachineAgent {
       return;
     }
     const age = Date.now() - command.ts;
-    if (command.ts < this.startedAt && age > this.config.command_max_age_ms) {
+    // a command of the agent's own millisecond counts as issued before it (timestamps have no finer grain)
+    if (command.ts <= this.startedAt && age > this.config.command_max_age_ms) {
       await this.acknowledge(command, 'failed', `not executed: issued ${Math.round(age / 1000)} s ago, before this agent started (command_max_age_ms is ${this.config.command_max_age_ms})`);
       return;
     }
