@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EventHub } from './live/event-hub';
+import { z } from 'zod';
 import { queueReport } from './routes/fleet';
 
 /** Job states a job leaves for good; their events are counted, since finished jobs expire from Redis. */
@@ -136,7 +137,13 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     );
   });
 
-  app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['health'] } }, async (_request, reply) => {
+  app.get('/metrics', {
+    schema: {
+      summary: 'Prometheus metrics',
+      tags: ['health'],
+      response: { 200: { description: 'the Prometheus text format', content: { 'text/plain': { schema: z.string() } } } },
+    },
+  }, async (_request, reply) => {
     reply.header('content-type', registry.contentType);
     return registry.metrics();
   });

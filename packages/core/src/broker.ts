@@ -27,7 +27,7 @@ import {
   priorityOfScore,
 } from './job';
 import { KeyLayout } from './keys';
-import { StreamId } from './api-protocol';
+import { StreamId, type SubmitResult } from './api-protocol';
 import { ensureFunctionLibrary } from './library';
 import { JobRequirements, PoolName, ServiceName, TenantId, requirementClass } from './requirements';
 import { parseWith } from './validation';
@@ -72,15 +72,6 @@ export type WorkerSignal =
   | { type: 'wake'; requirementClass: string }
   | { type: 'cancel' | 'expired' | 'timeout'; jobId: string };
 
-export interface SubmitResult {
-  id: string;
-  pool: string;
-  /** true when the idempotency key matched an earlier identical request */
-  duplicate: boolean;
-  /** false while no worker that ever registered could run the job */
-  routable: boolean;
-}
-
 export type DropVerdict = 'canceled' | 'expired' | 'lost';
 
 export interface BrokerEvent {
@@ -122,6 +113,9 @@ export interface ServiceJobCounts {
   running: number;
   retrying: number;
 }
+
+/** A worker or machine hash as the registry holds it: field -> value as stored. */
+export type RegistryEntry = { id: string } & Record<string, string>;
 
 export interface BrokerOptions {
   redis: RedisClient;
@@ -632,7 +626,7 @@ export class Broker {
     ])) as string;
   }
 
-  async machines(pool: string): Promise<Array<Record<string, string>>> {
+  async machines(pool: string): Promise<RegistryEntry[]> {
     const [online, offline] = await Promise.all([
       this.redis.zrange(this.keys.machines(pool), 0, -1),
       this.redis.zrange(this.keys.offlineMachines(pool), 0, -1),
@@ -640,10 +634,10 @@ export class Broker {
     const pipeline = this.redis.pipeline();
     for (const id of [...online, ...offline]) pipeline.hgetall(this.keys.machine(pool, id));
     const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([, hash]) => hash as Record<string, string>).filter((h) => h && h.id);
+    return replies.map(([, hash]) => hash as RegistryEntry).filter((h) => h && h.id);
   }
 
-  async workers(pool: string): Promise<Array<Record<string, string>>> {
+  async workers(pool: string): Promise<RegistryEntry[]> {
     const [online, offline] = await Promise.all([
       this.redis.zrange(this.keys.workers(pool), 0, -1),
       this.redis.zrange(this.keys.offlineWorkers(pool), 0, -1),
@@ -651,7 +645,7 @@ export class Broker {
     const pipeline = this.redis.pipeline();
     for (const id of [...online, ...offline]) pipeline.hgetall(this.keys.worker(pool, id));
     const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([, hash]) => hash as Record<string, string>).filter((h) => h && h.id);
+    return replies.map(([, hash]) => hash as RegistryEntry).filter((h) => h && h.id);
   }
 
   // ---------------------------------------------------------------- internals

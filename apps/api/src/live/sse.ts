@@ -1,4 +1,4 @@
-import { type BrokerEvent, StreamId, compareStreamIds, poolOfJobId } from '@emp/core';
+import { ApiErrorBody, type BrokerEvent, StreamId, compareStreamIds, poolOfJobId } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -28,6 +28,13 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
       params: JobParams,
       querystring: StreamQuery,
       headers: z.object({ 'last-event-id': StreamId.optional() }).loose(),
+      response: {
+        200: {
+          description: 'text/event-stream: per event `id: <event id>`, `event: <type>`, `data: <the event as JSON>`',
+          content: { 'text/event-stream': { schema: z.string() } },
+        },
+        '4xx': ApiErrorBody,
+      },
     },
   }, async (request, reply) => {
     const id = request.params.id;

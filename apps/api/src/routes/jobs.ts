@@ -1,4 +1,18 @@
-import { type Job, type SubmitJobInput, poolOfJobId } from '@emp/core';
+import {
+  BatchSubmitResponse,
+  CancelResponse,
+  CompleteResponse,
+  FailResponse,
+  type Job,
+  JobEventsPage,
+  JobPage,
+  JobView,
+  RetryResponse,
+  type SubmitJobInput,
+  SubmittedJob,
+  ValidationError,
+  poolOfJobId,
+} from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { actingTenant, assertSees } from '../auth/plugin';
@@ -16,6 +30,7 @@ import {
   ListQuery,
   MAX_WAIT_SECONDS,
   SubmitBody,
+  answers,
   SubmitHeaders,
   SubmitQuery,
 } from '../schemas';
@@ -52,6 +67,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       body: SubmitBody,
       querystring: SubmitQuery,
       headers: SubmitHeaders,
+      response: answers({ 200: SubmittedJob, 201: SubmittedJob }),
     },
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
@@ -74,13 +90,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       description: 'One result per job, in order: the submitted job (id, pool, duplicate, routable) or the error for that job.',
       tags: ['jobs'],
       body: BatchBody,
+      response: answers({ 200: BatchSubmitResponse }),
     },
   }, async (request) => {
     const inputs = request.body.jobs.map((job) => submission(request.principal, job));
     const results = await broker.submitMany(inputs);
     return {
       results: results.map((result) =>
-        'id' in result ? result : { error: { code: result.code, message: result.message, ...('issues' in result ? { issues: result.issues } : {}) } },
+        'id' in result ? result : { error: { code: result.code, message: result.message, ...(result instanceof ValidationError ? { issues: result.issues } : {}) } },
       ),
     };
   });
@@ -93,6 +110,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       querystring: SubmitQuery,
+      response: answers({ 200: JobView }),
     },
   }, async (request, reply) => {
     const job = await visibleJob(request.principal, request.params.id);
@@ -112,6 +130,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       description: 'Filters: state and service (comma-separated), tenant, pool, since/until (submission time, ms or ISO 8601). Pages are cut by `cursor` (from next_cursor); a sparse filter may give a short page that still has a next_cursor. Payloads are left out.',
       tags: ['jobs'],
       querystring: ListQuery,
+      response: answers({ 200: JobPage }),
     },
   }, async (request) => {
     const q = request.query;
@@ -135,7 +154,13 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   api.post('/v1/jobs/:id/cancel', {
     config: { access: 'changeJobs' },
-    schema: { summary: 'Cancel a job (idempotent: a finished job answers 200 with its state)', tags: ['jobs'], params: JobParams, body: CancelBody },
+    schema: {
+      summary: 'Cancel a job (idempotent: a finished job answers 200 with its state)',
+      tags: ['jobs'],
+      params: JobParams,
+      body: CancelBody,
+      response: answers({ 200: CancelResponse }),
+    },
   }, async (request) => {
     await visibleJob(request.principal, request.params.id);
     const outcome = await broker.cancel(request.params.id, request.body.reason ?? '');
@@ -144,7 +169,12 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   api.post('/v1/jobs/:id/retry', {
     config: { access: 'changeJobs' },
-    schema: { summary: 'Put a failed, canceled or expired job back in the queue under the same id', tags: ['jobs'], params: JobParams },
+    schema: {
+      summary: 'Put a failed, canceled or expired job back in the queue under the same id',
+      tags: ['jobs'],
+      params: JobParams,
+      response: answers({ 200: RetryResponse }),
+    },
   }, async (request) => {
     await visibleJob(request.principal, request.params.id);
     const state = await broker.retry(request.params.id);
@@ -159,6 +189,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       querystring: EventsQuery,
+      response: answers({ 200: JobEventsPage }),
     },
   }, async (request) => {
     await visibleJob(request.principal, request.params.id);
@@ -186,6 +217,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       body: CompleteBody,
+      response: answers({ 200: CompleteResponse }),
     },
   }, async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
@@ -201,6 +233,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       body: FailBody,
+      response: answers({ 200: FailResponse }),
     },
   }, async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
