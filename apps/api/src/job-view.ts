@@ -1,4 +1,5 @@
 import { type BrokerEvent, type EventView, type Job, type JobTimings, type JobView, TERMINAL_STATES } from '@emp/core';
+import type { QueueEta } from './queue-eta';
 
 /** A job as the API answers it: the core's Job plus its phase timings (payload left out for lists). */
 export function jobView(job: Job, options: { payload?: boolean } = { payload: true }): JobView {
@@ -10,6 +11,14 @@ export function jobView(job: Job, options: { payload?: boolean } = { payload: tr
   if (t.finished_at !== undefined) timings.total_ms = t.finished_at - t.submitted_at;
   const { payload, ...rest } = job;
   return { ...(options.payload ? { payload } : {}), ...rest, timings } as JobView;
+}
+
+/** The job view with, while the job is queued, the estimate of when a worker takes it. */
+export async function jobAnswer(eta: QueueEta, job: Job, options: { payload?: boolean } = { payload: true }): Promise<JobView> {
+  const view = jobView(job, options);
+  const ms = await eta.etaMs(job);
+  if (ms !== undefined) view.eta_ms = ms;
+  return view;
 }
 
 export function isTerminal(state: string | undefined): boolean {

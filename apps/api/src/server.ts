@@ -11,6 +11,7 @@ import { type LiveOptions, liveRoutes } from './live/socket';
 import { sseRoutes } from './live/sse';
 import { metrics } from './metrics';
 import { openApi } from './openapi';
+import { QueueEta } from './queue-eta';
 import { type RateLimitOptions, rateLimiting } from './rate-limit';
 import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
@@ -23,6 +24,7 @@ declare module 'fastify' {
     broker: Broker;
     hub: EventHub;
     apiKeys: ApiKeyStore;
+    queueEta: QueueEta;
   }
 }
 
@@ -76,6 +78,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   app.decorate('broker', broker);
   app.decorate('hub', hub);
   app.decorate('apiKeys', apiKeys);
+  app.decorate('queueEta', new QueueEta(broker, hub));
 
   await app.register(errorHandling);
   await app.register(openApi);

@@ -28,7 +28,16 @@ export type JobTimings = z.infer<typeof JobTimings>;
 
 /** A job as the API answers it (lists leave the payload out). */
 export const JobView = Job.omit({ payload: true })
-  .extend({ payload: z.unknown().optional(), timings: JobTimings })
+  .extend({
+    payload: z.unknown().optional(),
+    timings: JobTimings,
+    /**
+     * while queued: estimated ms until a worker takes the job, from the service's
+     * recent run times and the capacity of the workers able to run it; absent
+     * without such history or without a capable online worker
+     */
+    eta_ms: z.number().int().nonnegative().optional(),
+  })
   .meta({ id: 'JobView', description: "A job: the core's Job plus its phase timings; lists leave the payload out" });
 export type JobView = z.infer<typeof JobView>;
 
@@ -220,7 +229,7 @@ export type LiveClientMessage = z.input<typeof LiveClientMessage>;
 export type LiveServerMessage =
   | { type: 'snapshot'; job: JobView; cursor: string }
   | (EventFields & { type: 'event'; event: string })
-  | { type: 'position'; job: string; position: number }
+  | { type: 'position'; job: string; position: number; eta_ms?: number }
   | { type: 'monitor.snapshot'; cursors: Record<string, string>; queues: unknown; workers: unknown; machines: unknown }
   | { type: 'error'; code: string; message: string; job?: string; issues?: ValidationIssue[] };
 

@@ -565,6 +565,21 @@ export class Broker {
     return reply.map(([service, queued, delayed, starting, running, retrying]) => ({ service, queued, delayed, starting, running, retrying }));
   }
 
+  /**
+   * For each requirement class, how many of its jobs the online workers able to
+   * run it could run at once (the sum of their concurrency; draining workers and
+   * paused services count nothing): what a queue-time estimate divides by.
+   */
+  async classCapacity(pool: string, classes: string[]): Promise<number[]> {
+    checkedPool(pool);
+    if (classes.length === 0) return [];
+    try {
+      return (await this.redis.call('FCALL_RO', 'emp_class_capacity', 1, this.keys.anchor(pool), ...classes)) as number[];
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+  }
+
   /** Every pool that has seen a job or a worker. */
   async pools(): Promise<string[]> {
     return (await this.redis.smembers(this.keys.pools())).sort();

@@ -62,7 +62,7 @@ describe('following a job over WebSocket', () => {
     live.send({ type: 'subscribe', job: last.body.id });
     const snapshot = await live.next();
     expect(snapshot.type === 'snapshot' && snapshot.job.position).toBeGreaterThan(0);
-    expect(await live.next((m) => m.type === 'position')).toEqual({ type: 'position', job: last.body.id, position: 0 });
+    expect(await live.next((m) => m.type === 'position')).toMatchObject({ type: 'position', job: last.body.id, position: 0 });
     await live.next(isEvent('job.succeeded'));
     expect([ahead.body.id, middle.body.id]).toHaveLength(2);
     live.socket.close();

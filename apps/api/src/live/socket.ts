@@ -14,7 +14,8 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import { assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
-import { eventView, jobView } from '../job-view';
+import { eventView, jobAnswer } from '../job-view';
+import type { QueueEta } from '../queue-eta';
 import { queueReport } from '../routes/fleet';
 import type { EventHub } from './event-hub';
 import { enrichedJobEvent, jobStartCursor } from './job-feed';
@@ -53,6 +54,7 @@ class LiveConnection {
     private readonly principal: Principal,
     private readonly broker: Broker,
     private readonly hub: EventHub,
+    private readonly queueEta: QueueEta,
     private readonly log: FastifyBaseLogger,
     private readonly options: LiveOptions,
   ) {
@@ -112,7 +114,7 @@ class LiveConnection {
     if (this.closed || this.jobs.has(id)) return;
     const subscription: JobSubscription = { pool, unsubscribe: () => undefined, state: job.state, ...(job.position !== undefined ? { position: job.position } : {}) };
     this.jobs.set(id, subscription);
-    if (cursor !== undefined) this.send({ type: 'snapshot', job: jobView(job), cursor });
+    if (cursor !== undefined) this.send({ type: 'snapshot', job: await jobAnswer(this.queueEta, job), cursor });
     subscription.unsubscribe = await this.hub.follow(
       pool,
       after === 'start' ? jobStartCursor(job) : (after ?? cursor!),
@@ -142,7 +144,8 @@ class LiveConnection {
         const job = await this.broker.getJob(id);
         if (!job || job.position === undefined || job.position === subscription.position) return;
         subscription.position = job.position;
-        this.send({ type: 'position', job: id, position: job.position });
+        const eta = await this.queueEta.etaMs(job);
+        this.send({ type: 'position', job: id, position: job.position, ...(eta !== undefined ? { eta_ms: eta } : {}) });
       });
     }
   }
@@ -192,7 +195,7 @@ class LiveConnection {
 
 /** /v1/live: the WebSocket feed. The key may come as `?api_key=` since browsers cannot set headers on a WebSocket. */
 export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Promise<void> {
-  const { broker, hub } = app;
+  const { broker, hub, queueEta } = app;
   const alive = new WeakSet<WebSocket>();
   const pinger = setInterval(() => {
     for (const client of app.websocketServer.clients) {
@@ -218,7 +221,7 @@ export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Pr
   }, (socket, request) => {
     alive.add(socket);
     socket.on('pong', () => alive.add(socket));
-    const connection = new LiveConnection(socket, request.principal, broker, hub, request.log, options);
+    const connection = new LiveConnection(socket, request.principal, broker, hub, queueEta, request.log, options);
     connection.addCleanup(hub.onQueueMove((pool) => connection.onQueueMove(pool)));
   });
 }

@@ -18,7 +18,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { actingTenant, assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError } from '../errors';
-import { eventView, jobView } from '../job-view';
+import { eventView, jobAnswer } from '../job-view';
 import { requestedWait, waitForJob } from '../live/job-waiter';
 import {
   BatchBody,
@@ -39,7 +39,7 @@ import type { z } from 'zod';
 /** Submit, batch submit, get, list, cancel, retry, event history, and delegated completion of jobs. */
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
-  const { broker, hub } = app;
+  const { broker, hub, queueEta } = app;
 
   /** A job the caller may see, or NOT_FOUND. */
   async function visibleJob(principal: Principal, id: string): Promise<Job> {
@@ -80,7 +80,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     return reply
       .code(submitted.duplicate ? 200 : 201)
       .header('location', `/v1/jobs/${submitted.id}`)
-      .send({ ...jobView(job), duplicate: submitted.duplicate });
+      .send({ ...(await jobAnswer(queueEta, job)), duplicate: submitted.duplicate });
   });
 
   api.post('/v1/jobs/batch', {
@@ -115,12 +115,12 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
   }, async (request, reply) => {
     const job = await visibleJob(request.principal, request.params.id);
     const waitMs = (request.query.wait ?? 0) * 1_000;
-    if (waitMs === 0) return jobView(job);
+    if (waitMs === 0) return jobAnswer(queueEta, job);
     const gone = new AbortController();
     reply.raw.once('close', () => gone.abort());
     const finished = await waitForJob(hub, broker, job.id, waitMs, gone.signal);
     if (!finished) throw new ApiError(404, 'NOT_FOUND', `job ${job.id} no longer exists`);
-    return jobView(finished);
+    return jobAnswer(queueEta, finished);
   });
 
   api.get('/v1/jobs', {
@@ -147,7 +147,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     });
     const jobs = await Promise.all(page.jobs.map((item) => broker.getJob(item.id)));
     return {
-      jobs: jobs.filter((job): job is Job => job !== null).map((job) => jobView(job, { payload: false })),
+      jobs: await Promise.all(jobs.filter((job): job is Job => job !== null).map((job) => jobAnswer(queueEta, job, { payload: false }))),
       ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}),
     };
   });
