@@ -225,11 +225,29 @@ export const LiveClientMessage = z.discriminatedUnion('type', [
 ]);
 export type LiveClientMessage = z.input<typeof LiveClientMessage>;
 
+/**
+ * Sent before the events of a resumed feed (SSE, WebSocket) when events after
+ * the client's cursor were trimmed from the pool's stream before it read them:
+ * what it holds may be stale, so it should read the job (or the snapshot) again.
+ * Events from `first_id` on follow as usual.
+ */
+export interface EventsMissed {
+  type: 'events.missed';
+  pool: string;
+  /** for a job's feed: the job */
+  job?: string;
+  /** the cursor the feed resumed from */
+  after: string;
+  /** the oldest event still kept (absent when the stream is empty) */
+  first_id?: string;
+}
+
 /** What the server sends on /v1/live. */
 export type LiveServerMessage =
   | { type: 'snapshot'; job: JobView; cursor: string }
   | (EventFields & { type: 'event'; event: string })
   | { type: 'position'; job: string; position: number; eta_ms?: number }
+  | EventsMissed
   | { type: 'monitor.snapshot'; cursors: Record<string, string>; queues: unknown; workers: unknown; machines: unknown }
   | { type: 'error'; code: string; message: string; job?: string; issues?: ValidationIssue[] };
 

@@ -115,9 +115,14 @@ class LiveConnection {
     const subscription: JobSubscription = { pool, unsubscribe: () => undefined, state: job.state, ...(job.position !== undefined ? { position: job.position } : {}) };
     this.jobs.set(id, subscription);
     if (cursor !== undefined) this.send({ type: 'snapshot', job: await jobAnswer(this.queueEta, job), cursor });
+    const from = after === 'start' ? jobStartCursor(job) : (after ?? cursor!);
+    if (after !== undefined) {
+      const missed = await this.hub.missedAfter(pool, from);
+      if (missed) this.send({ ...missed, job: id });
+    }
     subscription.unsubscribe = await this.hub.follow(
       pool,
-      after === 'start' ? jobStartCursor(job) : (after ?? cursor!),
+      from,
       (event) => this.enqueue(() => this.onJobEvent(subscription, event)),
       id,
     );
@@ -160,6 +165,10 @@ class LiveConnection {
     let cursors: Record<string, string> = {};
     if (after) {
       cursors = Object.fromEntries(pools.map((pool) => [pool, after[pool] ?? '0-0']));
+      for (const pool of pools) {
+        const missed = await this.hub.missedAfter(pool, cursors[pool]!);
+        if (missed) this.send(missed);
+      }
     } else {
       for (const pool of pools) cursors[pool] = await this.hub.latestId(pool);
       const [queues, workers, machines] = await Promise.all([

@@ -14,7 +14,8 @@ const KEEP_ALIVE_MS = 15_000;
  * Server-Sent Events of one job: every event from its submission (or after
  * `Last-Event-ID` / `?after`), each with its stream id as the SSE id, so a
  * reconnecting EventSource resumes without a gap. The stream ends after the
- * job's terminal event.
+ * job's terminal event. When events after the cursor were trimmed from the
+ * stream, an `events.missed` event (without an id) comes first.
  */
 export async function sseRoutes(app: FastifyInstance, options: { maxBufferedBytes: number }): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
@@ -78,6 +79,9 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
         close();
       });
     };
+    // events after the cursor that the stream no longer holds: say so, without an id (the cursor stays where it was)
+    const missed = await hub.missedAfter(poolOfJobId(id), last);
+    if (missed) raw.write(`event: ${missed.type}\ndata: ${JSON.stringify({ ...missed, job: id })}\n\n`);
     unsubscribe = await hub.follow(poolOfJobId(id), last, send, id);
     // a job that had already ended when a client resumed past its last event: nothing more will come
     const now = await broker.getJob(id);
