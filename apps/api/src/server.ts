@@ -43,6 +43,8 @@ export interface ApiServerOptions {
   live?: Partial<LiveOptions>;
   /** serve this folder (the workers' local asset store) under /v1/assets/ */
   assetsDir?: string;
+  /** how long a verified API key is trusted without asking Redis (default 5 s); revocations end it at once */
+  apiKeyCacheMs?: number;
 }
 
 export interface ApiServer {
@@ -74,7 +76,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
 
   const { broker } = options;
   const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
-  const apiKeys = new ApiKeyStore(broker.redis, broker.config.namespace);
+  const apiKeys = new ApiKeyStore(broker.redis, broker.config.namespace, options.apiKeyCacheMs);
   app.decorate('broker', broker);
   app.decorate('hub', hub);
   app.decorate('apiKeys', apiKeys);
@@ -105,6 +107,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
     maxSubscriptions: options.live?.maxSubscriptions ?? 1_000,
   });
   app.addHook('onClose', async () => hub.close());
+  const stopRevocations = await apiKeys.followRevocations();
+  app.addHook('onClose', stopRevocations);
   await hub.start();
   await app.ready();
 

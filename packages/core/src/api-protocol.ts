@@ -253,6 +253,8 @@ export type LiveServerMessage =
 
 /** WebSocket close code for a consumer that does not keep up (its send buffer passed the bound). */
 export const CLOSE_SLOW_CONSUMER = 4008;
+/** WebSocket close code when the API key the socket was opened with is revoked. */
+export const CLOSE_KEY_REVOKED = 4001;
 
 /** Stream ids (`<ms>-<seq>`) in order: the cursors of every event feed. */
 export function compareStreamIds(a: string, b: string): number {

@@ -1,6 +1,7 @@
 import {
   type Broker,
   type BrokerEvent,
+  CLOSE_KEY_REVOKED,
   CLOSE_SLOW_CONSUMER,
   EmpError,
   LiveClientMessage,
@@ -197,6 +198,13 @@ class LiveConnection {
     for (const stop of [...this.monitor, ...this.cleanups]) stop();
   }
 
+  /** The key this socket was opened with was revoked: it may see nothing more. */
+  keyRevoked(keyId: string): void {
+    if (this.closed || keyId !== this.principal.keyId) return;
+    this.socket.close(CLOSE_KEY_REVOKED, 'API key revoked');
+    this.dispose();
+  }
+
   addCleanup(cleanup: () => void): void {
     this.cleanups.push(cleanup);
   }
@@ -232,5 +240,6 @@ export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Pr
     socket.on('pong', () => alive.add(socket));
     const connection = new LiveConnection(socket, request.principal, broker, hub, queueEta, request.log, options);
     connection.addCleanup(hub.onQueueMove((pool) => connection.onQueueMove(pool)));
+    connection.addCleanup(app.apiKeys.onRevoked((keyId) => connection.keyRevoked(keyId)));
   });
 }

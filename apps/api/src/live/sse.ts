@@ -52,10 +52,15 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
     let closed = false;
     let unsubscribe: (() => void) | undefined;
     const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
+    // a revoked key sees nothing more, whatever it is following
+    const stopWatchingKey = app.apiKeys.onRevoked((keyId) => {
+      if (keyId === request.principal.keyId) close();
+    });
     const close = () => {
       if (closed) return;
       closed = true;
       clearInterval(keepAlive);
+      stopWatchingKey();
       unsubscribe?.();
       raw.end();
     };
