@@ -222,10 +222,36 @@ export class Broker {
   // ---------------------------------------------------------------- clients
 
   async submit(input: SubmitJobInput): Promise<SubmitResult> {
-    const prepared = this.prepareSubmit(input);
+    const prepared = this.prepareSubmit(parseWith(SubmitJobInput, input, 'job'));
     await this.rememberPool(prepared.pool);
     const reply = (await this.fcall('emp_submit', prepared.pool, prepared.args)) as [string, number, number];
     return { id: reply[0], pool: prepared.pool, duplicate: reply[1] === 1, routable: reply[2] === 1 };
+  }
+
+  /**
+   * Submits a job and reads it back in the same round trip (one pipeline: the
+   * submit, then the read of the id the submit will use), for a caller that
+   * answers with the job. `job` is a submission already parsed with
+   * SubmitJobInput (or a schema extending it, as the API's request body), so it
+   * is not parsed again. An idempotent repeat reads the original job after.
+   */
+  async submitAndRead(job: SubmitJob): Promise<{ submitted: SubmitResult; job: Job | null }> {
+    const prepared = this.prepareSubmit(job);
+    await this.rememberPool(prepared.pool);
+    const anchor = this.keys.anchor(prepared.pool);
+    const replies = await this.redis
+      .pipeline()
+      .call('FCALL', 'emp_submit', 1, anchor, ...this.prelude(), ...prepared.args)
+      .call('FCALL_RO', 'emp_get_job', 1, anchor, prepared.id)
+      .exec();
+    const [submitError, reply] = replies?.[0] ?? [new Error('no reply to the submit'), null];
+    const [readError, read] = replies?.[1] ?? [new Error('no reply to the read'), null];
+    if (submitError) throw fromRedisError(submitError);
+    const [id, duplicate, routable] = reply as [string, number, number];
+    const submitted = { id, pool: prepared.pool, duplicate: duplicate === 1, routable: routable === 1 };
+    if (id !== prepared.id) return { submitted, job: await this.getJob(id) };
+    if (readError) throw fromRedisError(readError);
+    return { submitted, job: read ? parseJobReply(id, prepared.pool, read as JobReply) : null };
   }
 
   /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
@@ -233,7 +259,7 @@ export class Broker {
     const results: Array<SubmitResult | EmpError> = new Array(inputs.length);
     const prepared = inputs.map((input, index) => {
       try {
-        return this.prepareSubmit(input);
+        return this.prepareSubmit(parseWith(SubmitJobInput, input, 'job'));
       } catch (error) {
         if (!(error instanceof EmpError)) throw error;
         results[index] = error;
@@ -282,22 +308,13 @@ export class Broker {
 
   async getJob(id: string): Promise<Job | null> {
     const pool = this.poolOf(id);
-    let reply: [string[], string, string, number, string, string] | null;
+    let reply: JobReply | null;
     try {
-      reply = (await this.redis.call('FCALL_RO', 'emp_get_job', 1, this.keys.anchor(pool), id)) as typeof reply;
+      reply = (await this.redis.call('FCALL_RO', 'emp_get_job', 1, this.keys.anchor(pool), id)) as JobReply | null;
     } catch (error) {
       throw fromRedisError(error);
     }
-    if (!reply) return null;
-    const [flat, definition, routable, position, payload, leaseUntil] = reply;
-    const record = parseWith(JobRecord, foldHash(flat), `job record ${id} in Redis`);
-    return toJob(id, pool, record, {
-      definition,
-      routable: routable === '1',
-      position,
-      payload: payload === '' ? undefined : (JSON.parse(payload) as unknown),
-      leaseUntil: leaseUntil === '' ? undefined : Number(leaseUntil),
-    });
+    return reply && parseJobReply(id, pool, reply);
   }
 
   /** Cancels a job; idempotent: a finished job is returned unchanged. */
@@ -665,8 +682,8 @@ export class Broker {
 
   // ---------------------------------------------------------------- internals
 
-  private prepareSubmit(input: SubmitJobInput): { pool: string; args: Array<string | number> } {
-    const job: SubmitJob = parseWith(SubmitJobInput, input, 'job');
+  /** The arguments of a submit of a parsed job (its id is made here). */
+  private prepareSubmit(job: SubmitJob): { pool: string; id: string; args: Array<string | number> } {
     if (!this.services.has(job.service)) {
       throw new UnknownServiceError(
         `unknown service '${job.service}'; known services: ${[...this.services].sort().join(', ')}`,
@@ -695,6 +712,7 @@ export class Broker {
     if (job.step !== undefined) fields.push('step', job.step);
     return {
       pool,
+      id,
       args: [
         id,
         cls.id,
@@ -855,6 +873,21 @@ function parseSignal(text: string): WorkerSignal | null {
   if (kind === 'wake') return { type: 'wake', requirementClass: value };
   if (kind === 'cancel' || kind === 'expired' || kind === 'timeout') return { type: kind, jobId: value };
   return null;
+}
+
+/** emp_get_job's reply: the job hash (flat), class definition, routable, position, payload, lease_until. */
+type JobReply = [string[], string, string, number, string, string];
+
+function parseJobReply(id: string, pool: string, reply: JobReply): Job {
+  const [flat, definition, routable, position, payload, leaseUntil] = reply;
+  const record = parseWith(JobRecord, foldHash(flat), `job record ${id} in Redis`);
+  return toJob(id, pool, record, {
+    definition,
+    routable: routable === '1',
+    position,
+    payload: payload === '' ? undefined : (JSON.parse(payload) as unknown),
+    leaseUntil: leaseUntil === '' ? undefined : Number(leaseUntil),
+  });
 }
 
 interface JobExtras {

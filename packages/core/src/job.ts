@@ -72,10 +72,13 @@ export const JobId = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{0,31}\.[0-9a-z]{12,40}$/, 'a job id looks like <pool>.<id>, e.g. standard.m3kx9a0b1c2d3e4f');
 
+/** The tenant of a job submitted without one. */
+export const DEFAULT_TENANT = 'default';
+
 export const SubmitJobInput = z
   .object({
     service: ServiceName,
-    tenant: TenantId.default('default'),
+    tenant: TenantId.default(DEFAULT_TENANT),
     payload: z.unknown().default({}),
     requirements: JobRequirements.default({}),
     /** -1000..1000, higher runs first; equal priorities run in submission order */

@@ -8,6 +8,8 @@ import {
   JobPage,
   JobView,
   RetryResponse,
+  DEFAULT_TENANT,
+  type SubmitJob,
   type SubmitJobInput,
   SubmittedJob,
   ValidationError,
@@ -19,7 +21,7 @@ import { actingTenant, assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError } from '../errors';
 import { eventView, jobAnswer } from '../job-view';
-import { requestedWait, waitForJob } from '../live/job-waiter';
+import { closedSignal, requestedWait, waitForJob } from '../live/job-waiter';
 import {
   BatchBody,
   CancelBody,
@@ -49,13 +51,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     return job;
   }
 
-  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string): SubmitJobInput {
-    const tenant = actingTenant(principal, body.tenant);
+  /** The job a request submits: its body (validated by the route's schema, which extends the core's) for the acting tenant. */
+  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string): SubmitJob {
+    const tenant = actingTenant(principal, body.tenant) ?? DEFAULT_TENANT;
     if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
       throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
     }
     const key = headerKey ?? body.idempotency_key;
-    return { ...body, ...(tenant ? { tenant } : {}), ...(key ? { idempotency_key: key } : {}) } as SubmitJobInput;
+    return { ...body, tenant, ...(key ? { idempotency_key: key } : {}) };
   }
 
   api.post('/v1/jobs', {
@@ -71,16 +74,15 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     },
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
-    const submitted = await broker.submit(input);
+    // the body was parsed by the route's schema: the broker does not parse it again, and reads the job back in the same round trip
+    const { submitted, job: read } = await broker.submitAndRead(input);
     const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
-    const gone = new AbortController();
-    reply.raw.once('close', () => gone.abort());
-    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, gone.signal) : await broker.getJob(submitted.id);
+    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, closedSignal(reply.raw)) : read;
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
     return reply
       .code(submitted.duplicate ? 200 : 201)
       .header('location', `/v1/jobs/${submitted.id}`)
-      .send({ ...(await jobAnswer(queueEta, job)), duplicate: submitted.duplicate });
+      .send(Object.assign(await jobAnswer(queueEta, job), { duplicate: submitted.duplicate }));
   });
 
   api.post('/v1/jobs/batch', {
@@ -93,7 +95,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       response: answers({ 200: BatchSubmitResponse }),
     },
   }, async (request) => {
-    const inputs = request.body.jobs.map((job) => submission(request.principal, job));
+    const inputs: SubmitJobInput[] = request.body.jobs.map((job) => submission(request.principal, job));
     const results = await broker.submitMany(inputs);
     return {
       results: results.map((result) =>
@@ -116,9 +118,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     const job = await visibleJob(request.principal, request.params.id);
     const waitMs = (request.query.wait ?? 0) * 1_000;
     if (waitMs === 0) return jobAnswer(queueEta, job);
-    const gone = new AbortController();
-    reply.raw.once('close', () => gone.abort());
-    const finished = await waitForJob(hub, broker, job.id, waitMs, gone.signal);
+    const finished = await waitForJob(hub, broker, job.id, waitMs, closedSignal(reply.raw));
     if (!finished) throw new ApiError(404, 'NOT_FOUND', `job ${job.id} no longer exists`);
     return jobAnswer(queueEta, finished);
   });
