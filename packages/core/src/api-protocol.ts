@@ -155,43 +155,37 @@ export const QueueReport = z
   .meta({ id: 'QueueReport' });
 export type QueueReport = z.infer<typeof QueueReport>;
 
-/** A registered worker as the registry holds it (values as stored, capabilities parsed); agents may add fields. */
-export const WorkerView = z
+/** What the registry keeps of every worker and machine (values as stored in its hash; agents may add fields). */
+const RegistryEntryView = z
   .object({
     pool: PoolName,
     id: z.string(),
-    machine: z.string().optional(),
     state: z.string().optional(),
     state_since: z.string().optional(),
     last_seen: z.string().optional(),
     registered_at: z.string().optional(),
-    concurrency: z.string().optional(),
-    version: z.string().optional(),
-    hostname: z.string().optional(),
-    profile: z.string().optional(),
-    capabilities: z.record(z.string(), z.unknown()).optional(),
   })
-  .catchall(z.unknown())
-  .meta({ id: 'Worker' });
+  .catchall(z.unknown());
+
+/** A registered worker, its capabilities parsed. */
+export const WorkerView = RegistryEntryView.extend({
+  machine: z.string().optional(),
+  concurrency: z.string().optional(),
+  version: z.string().optional(),
+  hostname: z.string().optional(),
+  profile: z.string().optional(),
+  capabilities: z.record(z.string(), z.unknown()).optional(),
+}).meta({ id: 'Worker' });
 export const WorkerList = z.object({ now: Ms, workers: z.array(WorkerView) }).strict();
 export type WorkerList = z.infer<typeof WorkerList>;
 
-/** A registered machine with its last status snapshot (fields as its agent reports them) and last operator command. */
-export const MachineView = z
-  .object({
-    pool: PoolName,
-    id: z.string(),
-    state: z.string().optional(),
-    state_since: z.string().optional(),
-    last_seen: z.string().optional(),
-    registered_at: z.string().optional(),
-    last_command: z.string().optional(),
-    last_command_id: z.string().optional(),
-    last_command_service: z.string().optional(),
-    last_command_at: z.string().optional(),
-  })
-  .catchall(z.unknown())
-  .meta({ id: 'Machine' });
+/** A registered machine with its last status snapshot and last operator command. */
+export const MachineView = RegistryEntryView.extend({
+  last_command: z.string().optional(),
+  last_command_id: z.string().optional(),
+  last_command_service: z.string().optional(),
+  last_command_at: z.string().optional(),
+}).meta({ id: 'Machine' });
 export const MachineList = z.object({ now: Ms, machines: z.array(MachineView) }).strict();
 export type MachineList = z.infer<typeof MachineList>;
 
