@@ -1,4 +1,4 @@
-import { EmpError, type ErrorCode, type ValidationIssue, ValidationError } from '@emp/core';
+import { type ApiErrorBody, EmpError, type ErrorCode, type ValidationIssue, ValidationError } from '@emp/core';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
@@ -16,10 +16,8 @@ export type ApiErrorCode =
   | 'UNAVAILABLE'
   | 'INTERNAL';
 
-/** The body of every error answer: a stable code, a message for humans, and for bad input each field's path and reason. */
-export interface ErrorBody {
-  error: { code: ApiErrorCode; message: string; issues?: ValidationIssue[] };
-}
+/** The body of every error answer (@emp/core's ApiErrorBody), with the codes this API uses. */
+export type ErrorBody = { error: ApiErrorBody['error'] & { code: ApiErrorCode } };
 
 /** How each broker error code reads over HTTP. */
 export const HTTP_STATUS: Record<ErrorCode, number> = {

@@ -3,13 +3,26 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EventHub } from './live/event-hub';
+import { z } from 'zod';
 import { queueReport } from './routes/fleet';
+
+/** Job states a job leaves for good; their events are counted, since finished jobs expire from Redis. */
+const FINISHED = ['succeeded', 'failed', 'canceled', 'expired'] as const;
+
+/** A reading shared by the gauges of one scrape (prom-client collects them concurrently). */
+function perScrape<T>(read: () => Promise<T>): () => Promise<T> {
+  let last: { at: number; value: Promise<T> } | undefined;
+  return () => {
+    if (!last || Date.now() - last.at > 1_000) last = { at: Date.now(), value: read() };
+    return last.value;
+  };
+}
 
 /**
  * Prometheus metrics at /metrics: request rates and latencies per route, job
- * transitions and claim latency (submit -> claimed, from the event streams the
- * hub reads anyway), and, collected on each scrape, queue depth and age per
- * pool and service and workers per state.
+ * transitions, finished jobs and claim latency (submit -> claimed, from the
+ * event streams the hub reads anyway), and, collected on each scrape, live jobs
+ * per state, queue depth and age per pool and service, and workers per state.
  */
 export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker; hub: EventHub }) => {
   const registry = new Registry();
@@ -35,13 +48,39 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800],
     registers: [registry],
   });
+  const finished = new Counter({
+    name: 'emp_jobs_finished_total',
+    help: 'Jobs that reached a terminal state, per pool, service and state (counted from the events this API instance read since it started)',
+    labelNames: ['pool', 'service', 'state'],
+    registers: [registry],
+  });
   const { broker, hub } = options;
-  // one queue report per scrape, shared by the gauges below (prom-client collects them concurrently)
-  let report: { at: number; value: ReturnType<typeof queueReport> } | undefined;
-  const currentReport = async () => {
-    if (!report || Date.now() - report.at > 1_000) report = { at: Date.now(), value: queueReport(broker, await broker.pools()) };
-    return report.value;
-  };
+  const currentReport = perScrape(async () => queueReport(broker, await broker.pools()));
+  const currentCounts = perScrape(async () => Promise.all((await broker.pools()).map(async (pool) => ({ pool, services: await broker.jobCounts(pool) }))));
+  new Gauge({
+    name: 'emp_jobs',
+    help: 'Live jobs per pool, service and state (queued includes delayed jobs), exact at scrape time',
+    labelNames: ['pool', 'service', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const { pool, services } of await currentCounts()) {
+        for (const c of services) {
+          for (const state of ['queued', 'starting', 'running', 'retrying'] as const) this.set({ pool, service: c.service, state }, c[state]);
+        }
+      }
+    },
+  });
+  new Gauge({
+    name: 'emp_jobs_delayed',
+    help: 'Queued jobs per pool and service whose run_at has not come yet (part of emp_jobs{state="queued"})',
+    labelNames: ['pool', 'service'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const { pool, services } of await currentCounts()) for (const c of services) this.set({ pool, service: c.service }, c.delayed);
+    },
+  });
   new Gauge({
     name: 'emp_queue_depth',
     help: 'Queued jobs per pool and service',
@@ -77,8 +116,14 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     },
   });
 
+  // every known service's finished counters exist from the start, so that rate() sees their first increase
+  hub.onPool((pool) => {
+    for (const service of broker.config.services) for (const state of FINISHED) finished.inc({ pool, service, state }, 0);
+  });
   hub.onEvent((event) => {
     transitions.inc({ pool: event.pool, type: event.type });
+    const state = event.type.startsWith('job.') ? event.type.slice(4) : '';
+    if ((FINISHED as readonly string[]).includes(state) && event.fields.service) finished.inc({ pool: event.pool, service: event.fields.service, state });
     // first attempts only: a retry's wait includes its backoff
     if (event.type === 'job.starting' && event.fields.attempt === '1' && event.fields.submitted_at) {
       claimLatency.observe({ pool: event.pool }, Math.max(0, event.ts - Number(event.fields.submitted_at)) / 1_000);
@@ -92,7 +137,13 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     );
   });
 
-  app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['health'] } }, async (_request, reply) => {
+  app.get('/metrics', {
+    schema: {
+      summary: 'Prometheus metrics',
+      tags: ['health'],
+      response: { 200: { description: 'the Prometheus text format', content: { 'text/plain': { schema: z.string() } } } },
+    },
+  }, async (_request, reply) => {
     reply.header('content-type', registry.contentType);
     return registry.metrics();
   });

@@ -2,9 +2,31 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { jsonSchemaTransform } from 'fastify-type-provider-zod';
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 
-/** The OpenAPI document (/docs/json), generated from the routes' zod schemas, and Swagger UI at /docs. */
+/** Every shape with an id gets an input and an output component; the document keeps those something refers to. */
+function withoutUnusedComponents<T extends object>(document: T): T {
+  const { components } = document as { components?: { schemas?: Record<string, unknown> } };
+  let schemas = components?.schemas;
+  if (!schemas) return document;
+  // until nothing is dropped: an unused component may be all that refers to another
+  for (let dropped = true; dropped; ) {
+    const kept: Record<string, unknown> = schemas;
+    const refersTo = (name: string) => {
+      const { [name]: _self, ...others } = kept;
+      return JSON.stringify({ ...document, components: { ...components, schemas: others } }).includes(`"#/components/schemas/${name}"`);
+    };
+    schemas = Object.fromEntries(Object.entries(kept).filter(([name]) => refersTo(name)));
+    dropped = Object.keys(schemas).length < Object.keys(kept).length;
+  }
+  return { ...document, components: { ...components, schemas } };
+}
+
+/**
+ * The OpenAPI document (/docs/json), generated from the routes' zod schemas, and
+ * Swagger UI at /docs. Shapes given an id in @emp/core (`.meta({ id })`: JobView,
+ * Event, ApiError, ...) are components that the routes refer to.
+ */
 export const openApi = fp(async (app: FastifyInstance) => {
   await app.register(swagger, {
     openapi: {
@@ -19,6 +41,7 @@ export const openApi = fp(async (app: FastifyInstance) => {
       security: [{ apiKey: [] }],
     },
     transform: jsonSchemaTransform,
+    transformObject: (document) => withoutUnusedComponents(jsonSchemaTransformObject(document)),
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 });

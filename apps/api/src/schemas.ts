@@ -1,11 +1,17 @@
-import { StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
+import { ApiErrorBody, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 
 /**
  * Request schemas of every route, derived from @emp/core's zod schemas (the one
  * definition of each shape); fastify validates with them and the OpenAPI
- * document is generated from them.
+ * document is generated from them. Response schemas are @emp/core's wire shapes
+ * (api-protocol.ts), shared with the SDK.
  */
+
+/** A route's answers for the OpenAPI document: its own, and the error body for every 4xx and 5xx. */
+export function answers<T extends Record<number, z.ZodType>>(ok: T): T & { '4xx': typeof ApiErrorBody; '5xx': typeof ApiErrorBody } {
+  return { ...ok, '4xx': ApiErrorBody, '5xx': ApiErrorBody };
+}
 
 /** The longest a request may hold for a job's result, like RunPod's /runsync. */
 export const MAX_WAIT_SECONDS = 90;

@@ -2,7 +2,7 @@ import type { Broker } from '@emp/core';
 import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
-import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import { validatorCompiler } from 'fastify-type-provider-zod';
 import { type Logger, pino } from 'pino';
 import { ApiKeyStore } from './auth/key-store';
 import { authentication } from './auth/plugin';
@@ -12,6 +12,7 @@ import { type LiveOptions, liveRoutes } from './live/socket';
 import { sseRoutes } from './live/sse';
 import { metrics } from './metrics';
 import { openApi } from './openapi';
+import { QueueEta } from './queue-eta';
 import { type RateLimitOptions, rateLimiting } from './rate-limit';
 import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
@@ -26,6 +27,7 @@ declare module 'fastify' {
     broker: Broker;
     hub: EventHub;
     apiKeys: ApiKeyStore;
+    queueEta: QueueEta;
   }
 }
 
@@ -46,6 +48,8 @@ export interface ApiServerOptions {
   assetsDir?: string;
   /** web origins (e.g. the monitor's `http://127.0.0.1:3333`) whose pages may call the API from a browser; none by default */
   corsOrigins?: string[];
+  /** how long a verified API key is trusted without asking Redis (default 5 s); revocations end it at once */
+  apiKeyCacheMs?: number;
 }
 
 export interface ApiServer {
@@ -70,14 +74,18 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
     routerOptions: { maxParamLength: 200 },
   });
   app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
+  // Response schemas document the answers (OpenAPI) and type the handlers; answers are written
+  // as they are: checking our own output on every request would cost the hot path and could
+  // drop a field the schema lacks, and the tests hold each route's real answers to its schema.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
   const { broker } = options;
   const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
-  const apiKeys = new ApiKeyStore(broker.redis, broker.config.namespace);
+  const apiKeys = new ApiKeyStore(broker.redis, broker.config.namespace, options.apiKeyCacheMs);
   app.decorate('broker', broker);
   app.decorate('hub', hub);
   app.decorate('apiKeys', apiKeys);
+  app.decorate('queueEta', new QueueEta(broker, hub));
 
   await app.register(errorHandling);
   await app.register(openApi);
@@ -114,6 +122,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
     maxSubscriptions: options.live?.maxSubscriptions ?? 1_000,
   });
   app.addHook('onClose', async () => hub.close());
+  const stopRevocations = await apiKeys.followRevocations();
+  app.addHook('onClose', stopRevocations);
   await hub.start();
   await app.ready();
 

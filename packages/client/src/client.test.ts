@@ -70,6 +70,16 @@ describe('the SDK end to end', () => {
     expect(rest).toEqual(all.slice(2).map((e) => e.id));
   });
 
+  it('yields an events.missed notice when the cursor is older than the trimmed stream, then what is kept', async () => {
+    const job = await client.submit({ service: 'simulation', payload: { duration_ms: 50 } }, { waitSeconds: 30 });
+    const all = (await client.events(job.id)).events;
+    await stack.connection.xtrim(stack.broker.keys.events('standard'), 'MINID', all[2]!.id);
+    const seen: JobEvent[] = [];
+    for await (const event of client.watch(job.id, { after: all[0]!.id })) seen.push(event);
+    expect(seen[0]).toMatchObject({ type: 'events.missed', id: all[0]!.id, job: job.id, after: all[0]!.id, first_id: all[2]!.id });
+    expect(seen.slice(1).map((e) => e.id)).toEqual(all.slice(2).map((e) => e.id));
+  });
+
   it('lists, cancels and retries through the SDK, with typed errors', async () => {
     const slow = await client.submit({ service: 'simulation', payload: { duration_ms: 60_000 } }, { idempotencyKey: 'sdk-slow' });
     expect((await client.submit({ service: 'simulation', payload: { duration_ms: 60_000 } }, { idempotencyKey: 'sdk-slow' })).id).toBe(slow.id);

@@ -1,4 +1,18 @@
-import type { EventView, JobListFilter, JobView, SubmitJobInput, ValidationIssue } from '@emp/core';
+import type {
+  ApiErrorBody,
+  BatchResult,
+  CancelResponse,
+  JobEventsPage,
+  JobListFilter,
+  JobPage,
+  JobView,
+  MachineList,
+  QueueReport,
+  RetryResponse,
+  SubmitJobInput,
+  SubmittedJob,
+  WorkerList,
+} from '@emp/core';
 import { EmpApiError } from './errors';
 import { type JobEvent, type WatchOptions, watchJob } from './watch';
 
@@ -10,8 +24,8 @@ export interface EmpClientOptions {
   fetch?: typeof fetch;
 }
 
-export type SubmittedJob = JobView & { duplicate: boolean };
-export type BatchResult = { id: string; pool: string; duplicate: boolean; routable: boolean } | { error: { code: string; message: string; issues?: ValidationIssue[] } };
+export type { BatchResult, JobPage, SubmittedJob };
+
 /** Who a key is (`GET /v1/whoami`); with auth off every caller is an anonymous operator. */
 export interface Identity {
   key_id: string;
@@ -24,16 +38,11 @@ export interface MachineCommandAnswer {
   command_id: string;
   machine: string;
   pool: string;
-  action: 'drain' | 'restart';
+  action: 'drain' | 'restart' | 'shutdown';
   service?: string;
 }
 
-export interface JobPage {
-  jobs: JobView[];
-  next_cursor?: string;
-}
-
-/** The EMP Job Queue API, typed with @emp/core's schemas: submit, get, list, cancel, retry, events and `watch`. */
+/** The EMP Job Queue API, typed with @emp/core's wire schemas (the server's response schemas): submit, get, list, cancel, retry, events and `watch`. */
 export class EmpClient {
   private readonly baseUrl: string;
   private readonly fetch: typeof fetch;
@@ -78,16 +87,16 @@ export class EmpClient {
     } while (cursor);
   }
 
-  async cancel(id: string, reason?: string): Promise<{ id: string; state: string; changed: boolean }> {
+  async cancel(id: string, reason?: string): Promise<CancelResponse> {
     return this.request('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`, reason ? { reason } : {});
   }
 
-  async retry(id: string): Promise<{ id: string; state: string }> {
+  async retry(id: string): Promise<RetryResponse> {
     return this.request('POST', `/v1/jobs/${encodeURIComponent(id)}/retry`);
   }
 
   /** A job's event history, oldest first; pass `cursor` back as `after` to continue. */
-  async events(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: EventView[]; cursor: string }> {
+  async events(id: string, options: { after?: string; limit?: number } = {}): Promise<JobEventsPage> {
     const query = new URLSearchParams();
     if (options.after) query.set('after', options.after);
     if (options.limit) query.set('limit', String(options.limit));
@@ -102,15 +111,15 @@ export class EmpClient {
     return watchJob(this.baseUrl, this.options.apiKey, id, options);
   }
 
-  async queues(pool?: string): Promise<unknown> {
+  async queues(pool?: string): Promise<QueueReport> {
     return this.request('GET', `/v1/queues${pool ? `?pool=${pool}` : ''}`);
   }
 
-  async workers(pool?: string): Promise<{ now: number; workers: Array<Record<string, unknown>> }> {
+  async workers(pool?: string): Promise<WorkerList> {
     return this.request('GET', `/v1/workers${pool ? `?pool=${pool}` : ''}`);
   }
 
-  async machines(pool?: string): Promise<{ now: number; machines: Array<Record<string, unknown>> }> {
+  async machines(pool?: string): Promise<MachineList> {
     return this.request('GET', `/v1/machines${pool ? `?pool=${pool}` : ''}`);
   }
 
@@ -146,7 +155,7 @@ export class EmpClient {
       throw new EmpApiError(response.status, 'BAD_RESPONSE', `${method} ${path}: ${response.status} with a body that is not JSON: ${text.slice(0, 200)}`);
     }
     if (!response.ok) {
-      const error = (parsed as { error?: { code: string; message: string; issues?: ValidationIssue[] } }).error;
+      const error = (parsed as Partial<ApiErrorBody>).error;
       throw new EmpApiError(response.status, error?.code ?? 'HTTP_ERROR', error?.message ?? `${method} ${path}: ${response.status}`, error?.issues ?? []);
     }
     return parsed as T;

@@ -3,7 +3,12 @@ import { type EventView, type LiveClientMessage, type LiveServerMessage, compare
 import WebSocket from 'ws';
 import { EmpApiError } from './errors';
 
-/** A job event as `watch` yields it: `type` is the event type (job.queued, job.progress, job.succeeded, ...). */
+/**
+ * A job event as `watch` yields it: `type` is the event type (job.queued,
+ * job.progress, job.succeeded, ...), or `events.missed` when events after the
+ * cursor were trimmed from the stream before they were read (its `id` is that
+ * cursor, `first_id` the oldest event kept): read the job again with `get`.
+ */
 export type JobEvent = EventView;
 
 const TERMINAL = new Set(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired']);
@@ -74,6 +79,8 @@ export async function* watchJob(baseUrl: string, apiKey: string | undefined, job
   const url = `${baseUrl.replace(/^http/, 'ws')}/v1/live`;
   let last = options.after ?? 'start';
   let failures = 0;
+  // the cursor a gap was last reported for: a reconnect from the same cursor reports it once
+  let missedAfter: string | undefined;
   while (!options.signal?.aborted) {
     const inbox = new Inbox();
     const socket = connect(url, apiKey, inbox);
@@ -97,6 +104,11 @@ export async function* watchJob(baseUrl: string, apiKey: string | undefined, job
           if (message.job === undefined || message.job === jobId) {
             throw new EmpApiError(message.code === 'NOT_FOUND' ? 404 : 400, message.code, message.message, message.issues ?? []);
           }
+          continue;
+        }
+        if (message.type === 'events.missed' && message.job === jobId && message.after !== missedAfter) {
+          missedAfter = message.after;
+          yield { ...message, id: message.after, ts: Date.now() } as JobEvent;
           continue;
         }
         if (message.type !== 'event' || message.job !== jobId) continue;

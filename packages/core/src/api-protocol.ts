@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ValidationIssue } from './errors';
-import { type Job, JobId } from './job';
-import { PoolName } from './requirements';
+import { Job, JobId, JobState } from './job';
+import { PoolName, ServiceName } from './requirements';
 
 /**
  * The wire shapes of the HTTP and WebSocket API that both the server
@@ -9,44 +9,192 @@ import { PoolName } from './requirements';
  * job schemas they are made of.
  */
 
+const Ms = z.number().int();
+
 /** How long each phase of a job took, like RunPod's delayTime / executionTime. */
-export interface JobTimings {
-  /** submitted -> claimed by a worker */
-  queue_ms?: number;
-  /** claimed -> running: model download and load */
-  start_ms?: number;
-  /** running -> finished */
-  execution_ms?: number;
-  /** submitted -> finished */
-  total_ms?: number;
-}
+export const JobTimings = z
+  .object({
+    /** submitted -> claimed by a worker */
+    queue_ms: Ms.optional(),
+    /** claimed -> running: model download and load */
+    start_ms: Ms.optional(),
+    /** running -> finished */
+    execution_ms: Ms.optional(),
+    /** submitted -> finished */
+    total_ms: Ms.optional(),
+  })
+  .strict();
+export type JobTimings = z.infer<typeof JobTimings>;
 
 /** A job as the API answers it (lists leave the payload out). */
-export type JobView = Omit<Job, 'payload'> & { payload?: unknown; timings: JobTimings };
+export const JobView = Job.omit({ payload: true })
+  .extend({
+    payload: z.unknown().optional(),
+    timings: JobTimings,
+    /**
+     * while queued: estimated ms until a worker takes the job, from the service's
+     * recent run times and the capacity of the workers able to run it; absent
+     * without such history or without a capable online worker
+     */
+    eta_ms: z.number().int().nonnegative().optional(),
+  })
+  .meta({ id: 'JobView', description: "A job: the core's Job plus its phase timings; lists leave the payload out" });
+export type JobView = z.infer<typeof JobView>;
+
+/** The answer to a submit: the job, and whether the Idempotency-Key matched an earlier identical request. */
+export const SubmittedJob = JobView.extend({ duplicate: z.boolean() }).meta({ id: 'SubmittedJob' });
+export type SubmittedJob = z.infer<typeof SubmittedJob>;
+
+/** What a submit accepted (the broker's answer, and a batch's per-job result). */
+export const SubmitResult = z
+  .object({
+    id: JobId,
+    pool: PoolName,
+    /** true when the idempotency key matched an earlier identical request */
+    duplicate: z.boolean(),
+    /** false while no worker that ever registered could run the job */
+    routable: z.boolean(),
+  })
+  .strict();
+export type SubmitResult = z.infer<typeof SubmitResult>;
+
+const Issue: z.ZodType<ValidationIssue> = z.object({ path: z.string(), message: z.string() }).strict();
+const ErrorDetail = z.object({ code: z.string(), message: z.string(), issues: z.array(Issue).optional() }).strict();
+
+/** Every error answer: a stable code, a message for humans, and for bad input each field's path and reason. */
+export const ApiErrorBody = z.object({ error: ErrorDetail }).strict().meta({ id: 'ApiError' });
+export type ApiErrorBody = z.infer<typeof ApiErrorBody>;
+
+/** A batch's answer: per job, in order, what was accepted or that job's own error. */
+export const BatchSubmitResponse = z.object({ results: z.array(z.union([SubmitResult, ApiErrorBody])) }).strict();
+export type BatchResult = z.infer<typeof BatchSubmitResponse>['results'][number];
+
+export const JobPage = z
+  .object({
+    /** newest first, without payloads */
+    jobs: z.array(JobView),
+    /** pass it back as ?cursor for the next page; absent on the last one */
+    next_cursor: z.string().optional(),
+  })
+  .strict();
+export type JobPage = z.infer<typeof JobPage>;
 
 /** An event's fields on the wire: its stream id is a cursor; fields flattened, JSON ones parsed. */
-export interface EventFields {
-  id: string;
-  pool: string;
-  ts: number;
-  job?: string;
-  state?: string;
-  progress?: unknown;
-  /** on a job's terminal event, for subscribers of that job */
-  result?: unknown;
-  error?: unknown;
-  [field: string]: unknown;
-}
+export const EventFields = z
+  .object({
+    id: z.string(),
+    pool: PoolName,
+    ts: Ms,
+    job: JobId.optional(),
+    state: z.string().optional(),
+    progress: z.unknown().optional(),
+    /** on a job's terminal event, for subscribers of that job */
+    result: z.unknown().optional(),
+    error: z.unknown().optional(),
+  })
+  .catchall(z.unknown());
+export type EventFields = z.infer<typeof EventFields>;
 
 /** One event (history, SSE, SDK): `type` is job.queued, job.starting, job.running, job.progress, job.succeeded, job.failed, job.canceled, job.expired, job.retrying, worker.*, machine.*, ... */
-export interface EventView extends EventFields {
-  type: string;
-}
+export const EventView = EventFields.extend({ type: z.string() }).meta({ id: 'Event' });
+export type EventView = z.infer<typeof EventView>;
 
-/** Every error answer. */
-export interface ApiErrorBody {
-  error: { code: string; message: string; issues?: ValidationIssue[] };
-}
+export const JobEventsPage = z
+  .object({
+    /** oldest first */
+    events: z.array(EventView),
+    /** the last stream entry looked at: pass it as ?after to continue */
+    cursor: z.string(),
+  })
+  .strict();
+export type JobEventsPage = z.infer<typeof JobEventsPage>;
+
+export const CancelResponse = z.object({ id: JobId, state: JobState, changed: z.boolean() }).strict();
+export type CancelResponse = z.infer<typeof CancelResponse>;
+export const RetryResponse = z.object({ id: JobId, state: JobState }).strict();
+export type RetryResponse = z.infer<typeof RetryResponse>;
+export const CompleteResponse = z.object({ id: JobId, state: z.literal('succeeded') }).strict();
+export const FailResponse = z.object({ id: JobId, outcome: z.enum(['queued', 'retrying', 'failed']) }).strict();
+
+const QueueDepth = { depth: z.number().int().nonnegative(), oldest_age_ms: Ms.optional() };
+
+/** Queue depth and age of the oldest job per pool, service and requirement class. */
+export const QueueReport = z
+  .object({
+    /** Redis's clock when the report was made */
+    now: Ms,
+    pools: z.array(
+      z
+        .object({
+          pool: PoolName,
+          ...QueueDepth,
+          services: z.array(z.object({ service: ServiceName, ...QueueDepth, paused: z.boolean() }).strict()),
+          /** classes with waiting jobs */
+          classes: z.array(
+            z
+              .object({
+                requirement_class: z.string(),
+                definition: z.record(z.string(), z.unknown()),
+                routable: z.boolean(),
+                ...QueueDepth,
+                head_job: JobId.optional(),
+              })
+              .strict(),
+          ),
+          paused: z.array(
+            z.object({ service: ServiceName, since: Ms, by: z.string().optional(), reason: z.string().optional() }).strict(),
+          ),
+          /** delayed, retrying and deadline-bound jobs waiting on a timer */
+          on_timers: z.number().int().nonnegative(),
+          workers: z.object({ online: z.number().int(), idle: z.number().int(), offline: z.number().int() }).strict(),
+        })
+        .strict(),
+    ),
+  })
+  .strict()
+  .meta({ id: 'QueueReport' });
+export type QueueReport = z.infer<typeof QueueReport>;
+
+/** What the registry keeps of every worker and machine (values as stored in its hash; agents may add fields). */
+const RegistryEntryView = z
+  .object({
+    pool: PoolName,
+    id: z.string(),
+    state: z.string().optional(),
+    state_since: z.string().optional(),
+    last_seen: z.string().optional(),
+    registered_at: z.string().optional(),
+  })
+  .catchall(z.unknown());
+
+/** A registered worker, its capabilities parsed. */
+export const WorkerView = RegistryEntryView.extend({
+  machine: z.string().optional(),
+  concurrency: z.string().optional(),
+  version: z.string().optional(),
+  hostname: z.string().optional(),
+  profile: z.string().optional(),
+  capabilities: z.record(z.string(), z.unknown()).optional(),
+}).meta({ id: 'Worker' });
+export const WorkerList = z.object({ now: Ms, workers: z.array(WorkerView) }).strict();
+export type WorkerList = z.infer<typeof WorkerList>;
+
+/** A registered machine with its last status snapshot and last operator command. */
+export const MachineView = RegistryEntryView.extend({
+  last_command: z.string().optional(),
+  last_command_id: z.string().optional(),
+  last_command_service: z.string().optional(),
+  last_command_at: z.string().optional(),
+}).meta({ id: 'Machine' });
+export const MachineList = z.object({ now: Ms, machines: z.array(MachineView) }).strict();
+export type MachineList = z.infer<typeof MachineList>;
+
+export const PauseResponse = z
+  .object({ service: ServiceName, paused: z.boolean(), pools: z.array(z.object({ pool: PoolName, changed: z.boolean() }).strict()) })
+  .strict();
+export const MachineCommandResponse = z
+  .object({ command_id: z.string(), machine: z.string(), pool: PoolName, action: z.string(), service: ServiceName.optional() })
+  .strict();
 
 export const StreamId = z.string().regex(/^\d{1,20}-\d{1,20}$/, 'an event id looks like 1700000000000-0');
 
@@ -71,16 +219,36 @@ export const LiveClientMessage = z.discriminatedUnion('type', [
 ]);
 export type LiveClientMessage = z.input<typeof LiveClientMessage>;
 
+/**
+ * Sent before the events of a resumed feed (SSE, WebSocket) when events after
+ * the client's cursor were trimmed from the pool's stream before it read them:
+ * what it holds may be stale, so it should read the job (or the snapshot) again.
+ * Events from `first_id` on follow as usual.
+ */
+export interface EventsMissed {
+  type: 'events.missed';
+  pool: string;
+  /** for a job's feed: the job */
+  job?: string;
+  /** the cursor the feed resumed from */
+  after: string;
+  /** the oldest event still kept (absent when the stream is empty) */
+  first_id?: string;
+}
+
 /** What the server sends on /v1/live. */
 export type LiveServerMessage =
   | { type: 'snapshot'; job: JobView; cursor: string }
   | (EventFields & { type: 'event'; event: string })
-  | { type: 'position'; job: string; position: number }
+  | { type: 'position'; job: string; position: number; eta_ms?: number }
+  | EventsMissed
   | { type: 'monitor.snapshot'; cursors: Record<string, string>; queues: unknown; workers: unknown; machines: unknown }
   | { type: 'error'; code: string; message: string; job?: string; issues?: ValidationIssue[] };
 
 /** WebSocket close code for a consumer that does not keep up (its send buffer passed the bound). */
 export const CLOSE_SLOW_CONSUMER = 4008;
+/** WebSocket close code when the API key the socket was opened with is revoked. */
+export const CLOSE_KEY_REVOKED = 4001;
 
 /** Stream ids (`<ms>-<seq>`) in order: the cursors of every event feed. */
 export function compareStreamIds(a: string, b: string): number {

@@ -3,7 +3,7 @@ import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
 import { IdempotencyConflictError, LeaseLostError, NotRetryableError } from './errors';
 import type { WorkerCapabilities } from './capabilities';
-import type { SubmitJobInput } from './job';
+import { SubmitJobInput } from './job';
 import { usePrivateRedis } from './testing/private-redis';
 
 const { redis } = usePrivateRedis();
@@ -147,6 +147,19 @@ describe('submit', () => {
     const otherTenant = await b.submit({ service: 'simulation', tenant: 't2', payload: { a: 1 }, idempotency_key: 'k1' });
     expect(otherTenant.id).not.toBe(first.id);
     expect((await b.queueStats('standard')).classes.reduce((n, c) => n + c.depth, 0)).toBe(2);
+  });
+
+  it('submitAndRead answers with the job as getJob reads it, the original one for a repeated idempotency key', async () => {
+    const b = await broker();
+    const parsed = SubmitJobInput.parse({ service: 'simulation', payload: { a: 1 }, priority: 3, idempotency_key: 'k2' });
+    const { submitted, job } = await b.submitAndRead(parsed);
+    expect(submitted).toMatchObject({ pool: 'standard', duplicate: false, routable: false });
+    expect(job).toEqual(await b.getJob(submitted.id));
+    expect(job).toMatchObject({ state: 'queued', position: 0, priority: 3, payload: { a: 1 }, idempotency_key: 'k2' });
+    const again = await b.submitAndRead(SubmitJobInput.parse({ service: 'simulation', payload: { a: 1 }, priority: 3, idempotency_key: 'k2' }));
+    expect(again).toEqual({ submitted: { ...submitted, duplicate: true }, job });
+    await expect(b.submitAndRead(SubmitJobInput.parse({ service: 'simulation', idempotency_key: 'k2' }))).rejects.toBeInstanceOf(IdempotencyConflictError);
+    await expect(b.submitAndRead(SubmitJobInput.parse({ service: 'nosuch' }))).rejects.toMatchObject({ code: 'UNKNOWN_SERVICE' });
   });
 
   it('a batch refuses only its conflicting job, which leaves nothing behind, and keeps order and fields', async () => {

@@ -27,7 +27,7 @@ import {
   priorityOfScore,
 } from './job';
 import { KeyLayout } from './keys';
-import { StreamId } from './api-protocol';
+import { StreamId, type SubmitResult } from './api-protocol';
 import { ensureFunctionLibrary } from './library';
 import { JobRequirements, PoolName, ServiceName, TenantId, requirementClass } from './requirements';
 import { parseWith } from './validation';
@@ -72,15 +72,6 @@ export type WorkerSignal =
   | { type: 'wake'; requirementClass: string }
   | { type: 'cancel' | 'expired' | 'timeout'; jobId: string };
 
-export interface SubmitResult {
-  id: string;
-  pool: string;
-  /** true when the idempotency key matched an earlier identical request */
-  duplicate: boolean;
-  /** false while no worker that ever registered could run the job */
-  routable: boolean;
-}
-
 export type DropVerdict = 'canceled' | 'expired' | 'lost';
 
 export interface BrokerEvent {
@@ -110,6 +101,21 @@ export interface QueueStats {
   onlineWorkers: number;
   offlineWorkers: number;
 }
+
+/** Live jobs of one service in one pool, per state. */
+export interface ServiceJobCounts {
+  service: string;
+  /** waiting to be claimed, delayed ones included */
+  queued: number;
+  /** queued jobs whose run_at has not come yet */
+  delayed: number;
+  starting: number;
+  running: number;
+  retrying: number;
+}
+
+/** A worker or machine hash as the registry holds it: field -> value as stored. */
+export type RegistryEntry = { id: string } & Record<string, string>;
 
 export interface BrokerOptions {
   redis: RedisClient;
@@ -240,10 +246,36 @@ export class Broker {
   // ---------------------------------------------------------------- clients
 
   async submit(input: SubmitJobInput): Promise<SubmitResult> {
-    const prepared = this.prepareSubmit(input);
+    const prepared = this.prepareSubmit(parseWith(SubmitJobInput, input, 'job'));
     await this.rememberPool(prepared.pool);
     const reply = (await this.fcall('emp_submit', prepared.pool, prepared.args)) as [string, number, number];
     return { id: reply[0], pool: prepared.pool, duplicate: reply[1] === 1, routable: reply[2] === 1 };
+  }
+
+  /**
+   * Submits a job and reads it back in the same round trip (one pipeline: the
+   * submit, then the read of the id the submit will use), for a caller that
+   * answers with the job. `job` is a submission already parsed with
+   * SubmitJobInput (or a schema extending it, as the API's request body), so it
+   * is not parsed again. An idempotent repeat reads the original job after.
+   */
+  async submitAndRead(job: SubmitJob): Promise<{ submitted: SubmitResult; job: Job | null }> {
+    const prepared = this.prepareSubmit(job);
+    await this.rememberPool(prepared.pool);
+    const anchor = this.keys.anchor(prepared.pool);
+    const replies = await this.redis
+      .pipeline()
+      .call('FCALL', 'emp_submit', 1, anchor, ...this.prelude(), ...prepared.args)
+      .call('FCALL_RO', 'emp_get_job', 1, anchor, prepared.id)
+      .exec();
+    const [submitError, reply] = replies?.[0] ?? [new Error('no reply to the submit'), null];
+    const [readError, read] = replies?.[1] ?? [new Error('no reply to the read'), null];
+    if (submitError) throw fromRedisError(submitError);
+    const [id, duplicate, routable] = reply as [string, number, number];
+    const submitted = { id, pool: prepared.pool, duplicate: duplicate === 1, routable: routable === 1 };
+    if (id !== prepared.id) return { submitted, job: await this.getJob(id) };
+    if (readError) throw fromRedisError(readError);
+    return { submitted, job: read ? parseJobReply(id, prepared.pool, read as JobReply) : null };
   }
 
   /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
@@ -251,7 +283,7 @@ export class Broker {
     const results: Array<SubmitResult | EmpError> = new Array(inputs.length);
     const prepared = inputs.map((input, index) => {
       try {
-        return this.prepareSubmit(input);
+        return this.prepareSubmit(parseWith(SubmitJobInput, input, 'job'));
       } catch (error) {
         if (!(error instanceof EmpError)) throw error;
         results[index] = error;
@@ -300,22 +332,13 @@ export class Broker {
 
   async getJob(id: string): Promise<Job | null> {
     const pool = this.poolOf(id);
-    let reply: [string[], string, string, number, string, string] | null;
+    let reply: JobReply | null;
     try {
-      reply = (await this.redis.call('FCALL_RO', 'emp_get_job', 1, this.keys.anchor(pool), id)) as typeof reply;
+      reply = (await this.redis.call('FCALL_RO', 'emp_get_job', 1, this.keys.anchor(pool), id)) as JobReply | null;
     } catch (error) {
       throw fromRedisError(error);
     }
-    if (!reply) return null;
-    const [flat, definition, routable, position, payload, leaseUntil] = reply;
-    const record = parseWith(JobRecord, foldHash(flat), `job record ${id} in Redis`);
-    return toJob(id, pool, record, {
-      definition,
-      routable: routable === '1',
-      position,
-      payload: payload === '' ? undefined : (JSON.parse(payload) as unknown),
-      leaseUntil: leaseUntil === '' ? undefined : Number(leaseUntil),
-    });
+    return reply && parseJobReply(id, pool, reply);
   }
 
   /** Cancels a job; idempotent: a finished job is returned unchanged. */
@@ -566,6 +589,38 @@ export class Broker {
     };
   }
 
+  /**
+   * The pool's live jobs per service and state, exact, from the indexes that
+   * hold them (class queues, workers' jobs, the counts of delayed and retrying
+   * jobs): cheap enough for every metrics scrape. Finished jobs are not counted
+   * here; they expire after their retention (count their events instead).
+   */
+  async jobCounts(pool: string): Promise<ServiceJobCounts[]> {
+    checkedPool(pool);
+    let reply: Array<[string, number, number, number, number, number]>;
+    try {
+      reply = (await this.redis.call('FCALL_RO', 'emp_job_counts', 1, this.keys.anchor(pool))) as typeof reply;
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+    return reply.map(([service, queued, delayed, starting, running, retrying]) => ({ service, queued, delayed, starting, running, retrying }));
+  }
+
+  /**
+   * For each requirement class, how many of its jobs the online workers able to
+   * run it could run at once (the sum of their concurrency; draining workers and
+   * paused services count nothing): what a queue-time estimate divides by.
+   */
+  async classCapacity(pool: string, classes: string[]): Promise<number[]> {
+    checkedPool(pool);
+    if (classes.length === 0) return [];
+    try {
+      return (await this.redis.call('FCALL_RO', 'emp_class_capacity', 1, this.keys.anchor(pool), ...classes)) as number[];
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+  }
+
   /** Every pool that has seen a job or a worker. */
   async pools(): Promise<string[]> {
     return (await this.redis.smembers(this.keys.pools())).sort();
@@ -724,7 +779,7 @@ export class Broker {
     }
   }
 
-  async machines(pool: string): Promise<Array<Record<string, string>>> {
+  async machines(pool: string): Promise<RegistryEntry[]> {
     const [online, offline] = await Promise.all([
       this.redis.zrange(this.keys.machines(pool), 0, -1),
       this.redis.zrange(this.keys.offlineMachines(pool), 0, -1),
@@ -732,10 +787,10 @@ export class Broker {
     const pipeline = this.redis.pipeline();
     for (const id of [...online, ...offline]) pipeline.hgetall(this.keys.machine(pool, id));
     const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([, hash]) => hash as Record<string, string>).filter((h) => h && h.id);
+    return replies.map(([, hash]) => hash as RegistryEntry).filter((h) => h && h.id);
   }
 
-  async workers(pool: string): Promise<Array<Record<string, string>>> {
+  async workers(pool: string): Promise<RegistryEntry[]> {
     const [online, offline] = await Promise.all([
       this.redis.zrange(this.keys.workers(pool), 0, -1),
       this.redis.zrange(this.keys.offlineWorkers(pool), 0, -1),
@@ -743,13 +798,13 @@ export class Broker {
     const pipeline = this.redis.pipeline();
     for (const id of [...online, ...offline]) pipeline.hgetall(this.keys.worker(pool, id));
     const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([, hash]) => hash as Record<string, string>).filter((h) => h && h.id);
+    return replies.map(([, hash]) => hash as RegistryEntry).filter((h) => h && h.id);
   }
 
   // ---------------------------------------------------------------- internals
 
-  private prepareSubmit(input: SubmitJobInput): { pool: string; args: Array<string | number> } {
-    const job: SubmitJob = parseWith(SubmitJobInput, input, 'job');
+  /** The arguments of a submit of a parsed job (its id is made here). */
+  private prepareSubmit(job: SubmitJob): { pool: string; id: string; args: Array<string | number> } {
     if (!this.services.has(job.service)) {
       throw new UnknownServiceError(
         `unknown service '${job.service}'; known services: ${[...this.services].sort().join(', ')}`,
@@ -778,6 +833,7 @@ export class Broker {
     if (job.step !== undefined) fields.push('step', job.step);
     return {
       pool,
+      id,
       args: [
         id,
         cls.id,
@@ -943,6 +999,21 @@ function parseSignal(text: string): WorkerSignal | null {
   if (kind === 'wake') return { type: 'wake', requirementClass: value };
   if (kind === 'cancel' || kind === 'expired' || kind === 'timeout') return { type: kind, jobId: value };
   return null;
+}
+
+/** emp_get_job's reply: the job hash (flat), class definition, routable, position, payload, lease_until. */
+type JobReply = [string[], string, string, number, string, string];
+
+function parseJobReply(id: string, pool: string, reply: JobReply): Job {
+  const [flat, definition, routable, position, payload, leaseUntil] = reply;
+  const record = parseWith(JobRecord, foldHash(flat), `job record ${id} in Redis`);
+  return toJob(id, pool, record, {
+    definition,
+    routable: routable === '1',
+    position,
+    payload: payload === '' ? undefined : (JSON.parse(payload) as unknown),
+    leaseUntil: leaseUntil === '' ? undefined : Number(leaseUntil),
+  });
 }
 
 interface JobExtras {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Broker, type ClaimResult, type Lease } from './broker';
+import { Broker, type ClaimResult, type Lease, type ServiceJobCounts } from './broker';
 import type { WorkerCapabilities } from './capabilities';
 import { LeaseLostError, NotRetryableError } from './errors';
 import { ensureFunctionLibrary } from './library';
@@ -24,7 +24,8 @@ import { usePrivateRedis } from './testing/private-redis';
 // - a worker's lease runs out `leaseMs` after it last proved it was alive, and
 //   then every job it held goes back (or fails when out of infrastructure retries);
 // - once woken workers have claimed, no idle worker waits while a job it can run
-//   is queued (no lost wake-up).
+//   is queued (no lost wake-up);
+// - the live job counts per service and state (metrics) are exactly the model's.
 
 const POOL = 'standard';
 const LEASE_MS = 1_000;
@@ -496,6 +497,8 @@ class Scenario {
         expect(req !== undefined && canRun(w.id, req), `${w.id} woken for a class it cannot run: ${signal}`).toBe(true);
       }
     }
+    const live = model.jobs.map((j) => ({ service: REQUIREMENTS[j.req]!.service, state: j.state, delayed: false }));
+    expect(byService(await broker.jobCounts(POOL)), 'job counts per service and state').toEqual(expectedCounts(live));
   }
 
   /** Woken workers claim (and finish) until nobody has a wake-up pending, as a real worker loop would. */
@@ -560,6 +563,21 @@ class Scenario {
     }
   }
 }
+
+/** What `Broker.jobCounts` must answer for these jobs: a row per service with a live job, by service name. */
+function expectedCounts(jobs: Array<{ service: string; state: string; delayed: boolean }>): ServiceJobCounts[] {
+  const rows = new Map<string, ServiceJobCounts>();
+  for (const job of jobs) {
+    if (TERMINAL.has(job.state as JobState)) continue;
+    let row = rows.get(job.service);
+    if (!row) rows.set(job.service, (row = { service: job.service, queued: 0, delayed: 0, starting: 0, running: 0, retrying: 0 }));
+    row[job.state as 'queued' | 'starting' | 'running' | 'retrying'] += 1;
+    if (job.delayed) row.delayed += 1;
+  }
+  return [...rows.values()].sort((a, b) => a.service.localeCompare(b.service));
+}
+
+const byService = (counts: ServiceJobCounts[]) => [...counts].sort((a, b) => a.service.localeCompare(b.service));
 
 function pairs(flat: string[]): Record<string, number> {
   const out: Record<string, number> = {};
@@ -836,6 +854,8 @@ class OpenScenario {
     for (const w of workers) {
       expect(w.state, `state of worker ${w.id}`).toBe(w.jobs.length > 0 ? 'busy' : 'idle');
     }
+    const live = jobs.map(({ fields }) => ({ service: fields.service!, state: fields.state!, delayed: fields.state === 'queued' && fields.run_at !== undefined }));
+    expect(byService(await this.broker.jobCounts(POOL)), 'job counts per service and state').toEqual(expectedCounts(live));
   }
 
   async checkHistory(): Promise<void> {

@@ -72,10 +72,13 @@ export const JobId = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{0,31}\.[0-9a-z]{12,40}$/, 'a job id looks like <pool>.<id>, e.g. standard.m3kx9a0b1c2d3e4f');
 
+/** The tenant of a job submitted without one. */
+export const DEFAULT_TENANT = 'default';
+
 export const SubmitJobInput = z
   .object({
     service: ServiceName,
-    tenant: TenantId.default('default'),
+    tenant: TenantId.default(DEFAULT_TENANT),
     payload: z.unknown().default({}),
     requirements: JobRequirements.default({}),
     /** -1000..1000, higher runs first; equal priorities run in submission order */
@@ -146,54 +149,67 @@ export const JobRecord = z.object({
   expire_reason: z.string().optional(),
 });
 
-/** A job as clients see it. */
-export interface Job {
-  id: string;
-  pool: string;
-  tenant: string;
-  service: string;
-  state: JobState;
-  payload: unknown;
-  requirements: JobRequirements;
-  requirement_class: string;
-  /** false while no worker that ever registered could run this job */
-  routable: boolean;
-  /** jobs ahead of this one in its requirement class, while queued */
-  position?: number;
-  priority: number;
-  attempts: number;
-  failures: number;
-  infra_failures: number;
-  max_attempts: number;
-  max_infra_attempts: number;
-  manual_retries: number;
-  progress?: JobProgress;
-  result?: unknown;
-  error?: JobErrorInfo;
-  worker?: string;
-  machine?: string;
-  idempotency_key?: string;
-  webhook?: z.infer<typeof WebhookSpec>;
-  workflow_id?: string;
-  step?: number;
-  cancel_reason?: string;
-  expire_reason?: string;
-  timestamps: {
-    submitted_at: number;
-    updated_at: number;
-    claimed_at?: number;
-    started_at?: number;
-    finished_at?: number;
-    retry_at?: number;
-    run_at?: number;
-  };
-  deadlines: {
-    queue_deadline?: number;
-    start_deadline?: number;
-    execution_timeout_ms?: number;
-    lease_until?: number;
-  };
-}
+const Ms = z.number().int();
+const Count = z.number().int().nonnegative();
+
+/** A job as clients see it: the one definition of its shape (the API's responses and the SDK's types derive from it). */
+export const Job = z
+  .object({
+    id: JobId,
+    pool: PoolName,
+    tenant: TenantId,
+    service: ServiceName,
+    state: JobState,
+    payload: z.unknown(),
+    requirements: JobRequirements,
+    /** content hash of everything matching looks at (see docs/broker.md) */
+    requirement_class: z.string(),
+    /** false while no worker that ever registered could run this job */
+    routable: z.boolean(),
+    /** jobs ahead of this one in its requirement class, while queued */
+    position: Count.optional(),
+    priority: z.number().int().min(-1000).max(1000),
+    attempts: Count,
+    failures: Count,
+    infra_failures: Count,
+    max_attempts: Count,
+    max_infra_attempts: Count,
+    manual_retries: Count,
+    progress: JobProgress.optional(),
+    result: z.unknown().optional(),
+    error: JobErrorInfo.optional(),
+    /** the worker (and machine) of the current attempt, or of the last one once it ended */
+    worker: z.string().optional(),
+    machine: z.string().optional(),
+    idempotency_key: z.string().optional(),
+    webhook: WebhookSpec.optional(),
+    workflow_id: z.string().optional(),
+    step: Count.optional(),
+    cancel_reason: z.string().optional(),
+    expire_reason: z.string().optional(),
+    /** ms since the epoch, by Redis's clock */
+    timestamps: z
+      .object({
+        submitted_at: Ms,
+        updated_at: Ms,
+        claimed_at: Ms.optional(),
+        started_at: Ms.optional(),
+        finished_at: Ms.optional(),
+        retry_at: Ms.optional(),
+        run_at: Ms.optional(),
+      })
+      .strict(),
+    deadlines: z
+      .object({
+        queue_deadline: Ms.optional(),
+        start_deadline: Ms.optional(),
+        execution_timeout_ms: Ms.optional(),
+        lease_until: Ms.optional(),
+      })
+      .strict(),
+  })
+  .strict();
+export type Job = z.infer<typeof Job>;
 
 export const PRIORITY_SPAN = 2 ** 42;
 

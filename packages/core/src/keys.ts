@@ -9,6 +9,7 @@
  *   <ns>:{<pool>}:classes          non-empty classes scored by their head job
  *   <ns>:{<pool>}:class:<class>    class definition and routable flag; classlist / unroutable: sets of classes
  *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
+ *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
  *   <ns>:{<pool>}:worker:<id>      worker hash; workers / workers:offline: last_seen indexes; idle: waiting workers
  *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices

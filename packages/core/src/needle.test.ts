@@ -1,5 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { Broker, type SubmitResult } from './broker';
+import type { SubmitResult } from './api-protocol';
+import { Broker } from './broker';
 import type { WorkerCapabilities } from './capabilities';
 import type { SubmitJobInput } from './job';
 import { usePrivateRedis } from './testing/private-redis';

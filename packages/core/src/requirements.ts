@@ -17,9 +17,10 @@ type Scalar = string | number | boolean;
 export type ConstraintValue = Scalar | Scalar[] | { [key: string]: ConstraintValue };
 
 const Scalar = z.union([z.string().max(200), z.number().finite(), z.boolean()]);
-export const ConstraintValue: z.ZodType<ConstraintValue> = z.lazy(() =>
-  z.union([Scalar, z.array(Scalar).max(64), z.record(Label, ConstraintValue)]),
-);
+export const ConstraintValue: z.ZodType<ConstraintValue> = z
+  .lazy(() => z.union([Scalar, z.array(Scalar).max(64), z.record(Label, ConstraintValue)]))
+  // a component of its own in the OpenAPI document, which a recursive shape needs
+  .meta({ id: 'ConstraintValue' });
 export type Constraints = { [label: string]: ConstraintValue };
 
 /** Constraints nest at most this deep (`{ a: { b: 1 } }` is 2). */

@@ -11,6 +11,7 @@ export interface ApiKeyRecord {
   revoked_at?: number;
 }
 
+/** How long a verified key is trusted without asking Redis again, unless a revocation says otherwise. */
 const CACHE_MS = 5_000;
 
 function sha256(text: string): string {
@@ -21,16 +22,30 @@ function sha256(text: string): string {
  * API keys, stored only as their SHA-256 in the hash `<ns>:apikeys` (hash ->
  * record), with `<ns>:apikey-ids` (id -> hash) for revoking by id. A key reads
  * `emp_<id>_<secret>`; the id names it in lists and logs, the secret never
- * leaves the response that created it. Verified keys are cached for 5 s, so a
- * revocation takes effect within that.
+ * leaves the response that created it.
+ *
+ * Verified keys are cached (5 s), so a request costs no Redis call for its key.
+ * A revocation is published on `<ns>:apikeys:revoked` (the key id), and every
+ * API server following revocations drops the key from its cache and ends the
+ * live feeds it holds at once; one that lost its Redis connection drops its
+ * whole cache when it is back, since it may have missed some. The cache time
+ * is only the bound for a server that follows no revocations.
  */
 export class ApiKeyStore {
   private readonly cache = new Map<string, { principal: Principal | null; until: number }>();
+  private readonly revokedListeners = new Set<(keyId: string) => void>();
+  /** revocations seen: a key read from Redis before one is not cached after it */
+  private revocations = 0;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly namespace = 'emp',
+    private readonly cacheMs = CACHE_MS,
   ) {}
+
+  private get revocationsChannel(): string {
+    return `${this.namespace}:apikeys:revoked`;
+  }
 
   private get recordsKey(): string {
     return `${this.namespace}:apikeys`;
@@ -66,8 +81,44 @@ export class ApiKeyStore {
     const record = JSON.parse(text) as ApiKeyRecord;
     record.revoked_at ??= Date.now();
     await this.redis.hset(this.recordsKey, hash, JSON.stringify(record));
-    for (const [cached, entry] of this.cache) if (entry.principal?.keyId === id) this.cache.delete(cached);
+    this.forget(id);
+    await this.redis.publish(this.revocationsChannel, id);
     return true;
+  }
+
+  /**
+   * Subscribes (on a connection of its own) to revocations made anywhere, by
+   * another server or the CLI, so they take effect here at once. Returns the
+   * function that stops following.
+   */
+  async followRevocations(): Promise<() => Promise<void>> {
+    const subscriber = this.redis.duplicate();
+    subscriber.on('error', () => undefined); // it reconnects by itself
+    let connected = false;
+    subscriber.on('ready', () => {
+      // back after a disconnection: revocations published meanwhile were not heard
+      if (connected) this.cache.clear();
+      connected = true;
+    });
+    subscriber.on('message', (channel: string, id: string) => {
+      if (channel === this.revocationsChannel) this.forget(id);
+    });
+    await subscriber.subscribe(this.revocationsChannel);
+    return async () => {
+      await subscriber.quit().catch(() => subscriber.disconnect());
+    };
+  }
+
+  /** Called with a key's id when it is revoked (here or, while following revocations, anywhere). */
+  onRevoked(listener: (keyId: string) => void): () => void {
+    this.revokedListeners.add(listener);
+    return () => this.revokedListeners.delete(listener);
+  }
+
+  private forget(id: string): void {
+    this.revocations += 1;
+    for (const [cached, entry] of this.cache) if (entry.principal?.keyId === id) this.cache.delete(cached);
+    for (const listener of this.revokedListeners) listener(id);
   }
 
   /** The principal of a presented key, or null when it is unknown, malformed or revoked (looked up by its hash, never compared as text). */
@@ -76,6 +127,7 @@ export class ApiKeyStore {
     const hash = sha256(key);
     const cached = this.cache.get(hash);
     if (cached && cached.until > Date.now()) return cached.principal;
+    const revocations = this.revocations;
     const text = await this.redis.hget(this.recordsKey, hash);
     let principal: Principal | null = null;
     if (text) {
@@ -83,7 +135,7 @@ export class ApiKeyStore {
       if (!record.revoked_at) principal = { keyId: record.id, role: record.role, ...(record.tenant ? { tenant: record.tenant } : {}) };
     }
     if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(hash, { principal, until: Date.now() + CACHE_MS });
+    if (revocations === this.revocations) this.cache.set(hash, { principal, until: Date.now() + this.cacheMs });
     return principal;
   }
 }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Broker, type BrokerEvent, type RedisClient, compareStreamIds } from '@emp/core';
+import { type Broker, type BrokerEvent, type EventsMissed, type RedisClient, compareStreamIds } from '@emp/core';
 import type { Logger } from 'pino';
 import { ApiError } from '../errors';
 
@@ -82,6 +82,31 @@ export class EventHub {
   async latestId(pool: string): Promise<string> {
     const newest = await this.broker.redis.xrevrange(this.broker.keys.events(pool), '+', '-', 'COUNT', 1);
     return newest[0]?.[0] ?? '0-0';
+  }
+
+  /**
+   * Whether events after `after` may be gone from the pool's stream, trimmed
+   * (`eventsMaxLen`) before a client resuming from that cursor read them: the
+   * stream has lost entries and its oldest kept one comes after the cursor.
+   * Trimming takes the oldest entries first, so everything from `first_id` on is
+   * still there; `first_id` is absent when nothing is left. Null when nothing is missing.
+   */
+  async missedAfter(pool: string, after: string): Promise<EventsMissed | null> {
+    let info: unknown[];
+    try {
+      info = (await this.broker.redis.call('XINFO', 'STREAM', this.broker.keys.events(pool))) as unknown[];
+    } catch (error) {
+      if (/no such key/i.test((error as Error).message)) return null;
+      throw error;
+    }
+    const field = (name: string) => info[info.indexOf(name) + 1];
+    const length = Number(field('length'));
+    const added = Number(field('entries-added'));
+    const first = (field('first-entry') as [string, string[]] | null)?.[0];
+    const newest = String(field('last-generated-id'));
+    if (added <= length) return null;
+    if (first === undefined ? compareStreamIds(after, newest) >= 0 : compareStreamIds(after, first) >= 0) return null;
+    return { type: 'events.missed', pool, after, ...(first !== undefined ? { first_id: first } : {}) };
   }
 
   /**

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { type Broker, type Job, poolOfJobId } from '@emp/core';
 import { isTerminal } from '../job-view';
 import type { EventHub } from './event-hub';
@@ -31,6 +32,13 @@ export async function waitForJob(hub: EventHub, broker: Broker, id: string, time
     unsubscribe?.();
   }
   return broker.getJob(id);
+}
+
+/** Aborts when the client's connection closes, so that a request waiting for a job stops waiting. */
+export function closedSignal(response: ServerResponse): AbortSignal {
+  const gone = new AbortController();
+  response.once('close', () => gone.abort());
+  return gone.signal;
 }
 
 /** Seconds to wait from `?wait=N` or `Prefer: wait=N` (the larger), capped. */

@@ -62,7 +62,7 @@ describe('following a job over WebSocket', () => {
     live.send({ type: 'subscribe', job: last.body.id });
     const snapshot = await live.next();
     expect(snapshot.type === 'snapshot' && snapshot.job.position).toBeGreaterThan(0);
-    expect(await live.next((m) => m.type === 'position')).toEqual({ type: 'position', job: last.body.id, position: 0 });
+    expect(await live.next((m) => m.type === 'position')).toMatchObject({ type: 'position', job: last.body.id, position: 0 });
     await live.next(isEvent('job.succeeded'));
     expect([ahead.body.id, middle.body.id]).toHaveLength(2);
     live.socket.close();
@@ -179,5 +179,57 @@ describe('Server-Sent Events of a job', () => {
 
     const resumed = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream`, { headers: { authorization: `Bearer ${client}`, 'last-event-id': events[1]![0] } });
     expect((await readSse(resumed)).map(([id]) => id)).toEqual(events.slice(2).map(([id]) => id));
+  });
+});
+
+describe('resuming from a cursor older than the trimmed stream', () => {
+  it('says events were missed, with the first event still kept, over SSE and WebSocket; a cursor still kept resumes silently', async () => {
+    const job = await call(stack.url, 'POST', '/v1/jobs?wait=30', { key: client, body: { service: 'simulation', payload: { duration_ms: 50, steps: 3 } } });
+    const events = (await call(stack.url, 'GET', `/v1/jobs/${job.body.id}/events`, { key: client })).body.events as Array<{ id: string; type: string }>;
+    expect(events.length).toBeGreaterThan(4);
+    // exactly what trimming does to the oldest entries, here up to the job's third event
+    await stack.connection.xtrim(stack.broker.keys.events('standard'), 'MINID', events[2]!.id);
+    const gone = events[0]!.id;
+
+    const resumed = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream`, { headers: { authorization: `Bearer ${client}`, 'last-event-id': gone } });
+    const blocks = (await resumed.text()).split('\n\n').filter((block) => block.startsWith('event: ') || block.startsWith('id: '));
+    expect(blocks[0]).toBe(`event: events.missed\ndata: ${JSON.stringify({ type: 'events.missed', pool: 'standard', after: gone, first_id: events[2]!.id, job: job.body.id })}`);
+    expect(blocks.slice(1).map((block) => block.split('\n')[0])).toEqual(events.slice(2).map((e) => `id: ${e.id}`));
+    const kept = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream`, { headers: { authorization: `Bearer ${client}`, 'last-event-id': events[2]!.id } });
+    expect(await kept.text()).not.toContain('events.missed');
+
+    const live = await open(client);
+    live.send({ type: 'subscribe', job: job.body.id, after: gone });
+    expect(await live.next()).toEqual({ type: 'events.missed', pool: 'standard', job: job.body.id, after: gone, first_id: events[2]!.id });
+    expect(await live.next()).toMatchObject({ type: 'event', id: events[2]!.id });
+    live.socket.close();
+    const again = await open(client);
+    again.send({ type: 'subscribe', job: job.body.id, after: events[3]!.id });
+    expect(await again.next()).toMatchObject({ type: 'event', id: events[4]!.id });
+    again.socket.close();
+
+    const monitor = await open(operator);
+    monitor.send({ type: 'monitor', after: { standard: gone } });
+    expect(await monitor.next()).toEqual({ type: 'events.missed', pool: 'standard', after: gone, first_id: expect.stringMatching(/^\d+-\d+$/) });
+    monitor.socket.close();
+  });
+
+  it('notices trimming by the broker itself (eventsMaxLen, trimmed by whole nodes)', async () => {
+    const small = await startApiStack({ worker: false, broker: { eventsMaxLen: 100 } });
+    try {
+      await small.broker.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['http'] } });
+      const { id } = await small.broker.submit({ service: 'http' });
+      const first = (await small.broker.jobEvents(id)).events[0]!.id;
+      const claim = await small.broker.claim('standard', 'w');
+      for (let i = 0; i < 400; i++) await small.broker.progress(claim.job!.lease, { stage: 'running', value: i });
+      await small.broker.complete(claim.job!.lease, null);
+      expect(await small.connection.xlen(small.broker.keys.events('standard'))).toBeLessThan(400);
+      const stream = await fetch(`${small.url}/v1/jobs/${id}/stream`, { headers: { 'last-event-id': first, authorization: `Bearer ${(await small.server.app.apiKeys.create({ role: 'operator' })).key}` } });
+      const text = await stream.text();
+      expect(text.split('\n\n')[1]).toMatch(/^event: events\.missed\ndata: .*"after":"\d+-\d+"/);
+      expect(text).toContain('event: job.succeeded');
+    } finally {
+      await small.stop();
+    }
   });
 });

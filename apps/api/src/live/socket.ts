@@ -1,6 +1,7 @@
 import {
   type Broker,
   type BrokerEvent,
+  CLOSE_KEY_REVOKED,
   CLOSE_SLOW_CONSUMER,
   EmpError,
   LiveClientMessage,
@@ -14,7 +15,8 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import { assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
-import { eventView, jobView } from '../job-view';
+import { eventView, jobAnswer } from '../job-view';
+import type { QueueEta } from '../queue-eta';
 import { queueReport } from '../routes/fleet';
 import type { EventHub } from './event-hub';
 import { enrichedJobEvent, jobStartCursor } from './job-feed';
@@ -53,6 +55,7 @@ class LiveConnection {
     private readonly principal: Principal,
     private readonly broker: Broker,
     private readonly hub: EventHub,
+    private readonly queueEta: QueueEta,
     private readonly log: FastifyBaseLogger,
     private readonly options: LiveOptions,
   ) {
@@ -112,10 +115,15 @@ class LiveConnection {
     if (this.closed || this.jobs.has(id)) return;
     const subscription: JobSubscription = { pool, unsubscribe: () => undefined, state: job.state, ...(job.position !== undefined ? { position: job.position } : {}) };
     this.jobs.set(id, subscription);
-    if (cursor !== undefined) this.send({ type: 'snapshot', job: jobView(job), cursor });
+    if (cursor !== undefined) this.send({ type: 'snapshot', job: await jobAnswer(this.queueEta, job), cursor });
+    const from = after === 'start' ? jobStartCursor(job) : (after ?? cursor!);
+    if (after !== undefined) {
+      const missed = await this.hub.missedAfter(pool, from);
+      if (missed) this.send({ ...missed, job: id });
+    }
     subscription.unsubscribe = await this.hub.follow(
       pool,
-      after === 'start' ? jobStartCursor(job) : (after ?? cursor!),
+      from,
       (event) => this.enqueue(() => this.onJobEvent(subscription, event)),
       id,
     );
@@ -142,7 +150,8 @@ class LiveConnection {
         const job = await this.broker.getJob(id);
         if (!job || job.position === undefined || job.position === subscription.position) return;
         subscription.position = job.position;
-        this.send({ type: 'position', job: id, position: job.position });
+        const eta = await this.queueEta.etaMs(job);
+        this.send({ type: 'position', job: id, position: job.position, ...(eta !== undefined ? { eta_ms: eta } : {}) });
       });
     }
   }
@@ -157,6 +166,10 @@ class LiveConnection {
     let cursors: Record<string, string> = {};
     if (after) {
       cursors = Object.fromEntries(pools.map((pool) => [pool, after[pool] ?? '0-0']));
+      for (const pool of pools) {
+        const missed = await this.hub.missedAfter(pool, cursors[pool]!);
+        if (missed) this.send(missed);
+      }
     } else {
       for (const pool of pools) cursors[pool] = await this.hub.latestId(pool);
       const [queues, workers, machines] = await Promise.all([
@@ -185,6 +198,13 @@ class LiveConnection {
     for (const stop of [...this.monitor, ...this.cleanups]) stop();
   }
 
+  /** The key this socket was opened with was revoked: it may see nothing more. */
+  keyRevoked(keyId: string): void {
+    if (this.closed || keyId !== this.principal.keyId) return;
+    this.socket.close(CLOSE_KEY_REVOKED, 'API key revoked');
+    this.dispose();
+  }
+
   addCleanup(cleanup: () => void): void {
     this.cleanups.push(cleanup);
   }
@@ -192,7 +212,7 @@ class LiveConnection {
 
 /** /v1/live: the WebSocket feed. The key may come as `?api_key=` since browsers cannot set headers on a WebSocket. */
 export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Promise<void> {
-  const { broker, hub } = app;
+  const { broker, hub, queueEta } = app;
   const alive = new WeakSet<WebSocket>();
   const pinger = setInterval(() => {
     for (const client of app.websocketServer.clients) {
@@ -218,7 +238,8 @@ export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Pr
   }, (socket, request) => {
     alive.add(socket);
     socket.on('pong', () => alive.add(socket));
-    const connection = new LiveConnection(socket, request.principal, broker, hub, request.log, options);
+    const connection = new LiveConnection(socket, request.principal, broker, hub, queueEta, request.log, options);
     connection.addCleanup(hub.onQueueMove((pool) => connection.onQueueMove(pool)));
+    connection.addCleanup(app.apiKeys.onRevoked((keyId) => connection.keyRevoked(keyId)));
   });
 }

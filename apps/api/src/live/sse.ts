@@ -1,4 +1,4 @@
-import { type BrokerEvent, StreamId, compareStreamIds, poolOfJobId } from '@emp/core';
+import { ApiErrorBody, type BrokerEvent, StreamId, compareStreamIds, poolOfJobId } from '@emp/core';
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -41,11 +41,19 @@ export function openEventStream(reply: FastifyReply, onClose: () => void): { raw
   return { raw, close, closed: () => closed };
 }
 
+/** A revoked key sees nothing more, whatever it is following: `close` runs when it is revoked. Returns the unwatch. */
+export function closeOnRevocation(app: FastifyInstance, keyId: string, close: () => void): () => void {
+  return app.apiKeys.onRevoked((revoked) => {
+    if (revoked === keyId) close();
+  });
+}
+
 /**
  * Server-Sent Events of one job: every event from its submission (or after
  * `Last-Event-ID` / `?after`), each with its stream id as the SSE id, so a
  * reconnecting EventSource resumes without a gap. The stream ends after the
- * job's terminal event.
+ * job's terminal event. When events after the cursor were trimmed from the
+ * stream, an `events.missed` event (without an id) comes first.
  */
 export async function sseRoutes(app: FastifyInstance, options: { maxBufferedBytes: number }): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
@@ -59,6 +67,13 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
       params: JobParams,
       querystring: StreamQuery,
       headers: z.object({ 'last-event-id': StreamId.optional() }).loose(),
+      response: {
+        200: {
+          description: 'text/event-stream: per event `id: <event id>`, `event: <type>`, `data: <the event as JSON>`',
+          content: { 'text/event-stream': { schema: z.string() } },
+        },
+        '4xx': ApiErrorBody,
+      },
     },
   }, async (request, reply) => {
     const id = request.params.id;
@@ -68,8 +83,13 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
     let last = request.headers['last-event-id'] ?? request.query.after ?? jobStartCursor(job);
 
     let unsubscribe: (() => void) | undefined;
-    const stream = openEventStream(reply, () => unsubscribe?.());
+    let stopWatchingKey = () => {};
+    const stream = openEventStream(reply, () => {
+      stopWatchingKey();
+      unsubscribe?.();
+    });
     const { raw, close } = stream;
+    stopWatchingKey = closeOnRevocation(app, request.principal.keyId, close);
 
     // events are enriched (a terminal one with its result) one after another, so they leave in order
     let chain = Promise.resolve();
@@ -89,6 +109,9 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
         close();
       });
     };
+    // events after the cursor that the stream no longer holds: say so, without an id (the cursor stays where it was)
+    const missed = await hub.missedAfter(poolOfJobId(id), last);
+    if (missed) raw.write(`event: ${missed.type}\ndata: ${JSON.stringify({ ...missed, job: id })}\n\n`);
     unsubscribe = await hub.follow(poolOfJobId(id), last, send, id);
     // a job that had already ended when a client resumed past its last event: nothing more will come
     const now = await broker.getJob(id);

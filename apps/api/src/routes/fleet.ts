@@ -1,7 +1,7 @@
-import type { Broker } from '@emp/core';
+import { type Broker, MachineList, QueueReport, type RegistryEntry, WorkerList } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { PoolQuery } from '../schemas';
+import { PoolQuery, answers } from '../schemas';
 
 /** Now by Redis's clock, the clock of every job timestamp. */
 export async function serverTime(broker: Broker): Promise<number> {
@@ -20,7 +20,7 @@ function addDepth(into: Depth, depth: number, age: number | undefined): void {
 }
 
 /** Queue depth and age of the oldest job per pool, service and requirement class, with paused services and worker counts. */
-export async function queueReport(broker: Broker, pools: string[]) {
+export async function queueReport(broker: Broker, pools: string[]): Promise<QueueReport> {
   const now = await serverTime(broker);
   const reports = await Promise.all(
     pools.map(async (pool) => {
@@ -56,16 +56,14 @@ export async function queueReport(broker: Broker, pools: string[]) {
   return { now, pools: reports };
 }
 
-/** What `GET /v1/queues` answers and the monitor snapshot carries as `queues`. */
-export type QueueReport = Awaited<ReturnType<typeof queueReport>>;
-
-function parseJsonField(record: Record<string, string>, field: string): Record<string, unknown> {
-  const { [field]: text, ...rest } = record;
-  if (text === undefined) return rest;
+/** A worker as listed: its hash with its capabilities (stored as canonical JSON) parsed. */
+function workerView(pool: string, worker: RegistryEntry) {
+  const { capabilities, ...rest } = worker;
+  if (capabilities === undefined) return { pool, ...rest };
   try {
-    return { ...rest, [field]: JSON.parse(text) as unknown };
+    return { pool, ...rest, capabilities: JSON.parse(capabilities) as Record<string, unknown> };
   } catch {
-    return record;
+    return { pool, ...rest };
   }
 }
 
@@ -77,21 +75,36 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
 
   api.get('/v1/queues', {
     config: { access: 'fleet' },
-    schema: { summary: 'Queue depth and age of the oldest job per pool, service and requirement class', tags: ['fleet'], querystring: PoolQuery },
+    schema: {
+      summary: 'Queue depth and age of the oldest job per pool, service and requirement class',
+      tags: ['fleet'],
+      querystring: PoolQuery,
+      response: answers({ 200: QueueReport }),
+    },
   }, async (request) => queueReport(broker, await poolsOf(request.query.pool)));
 
   api.get('/v1/workers', {
     config: { access: 'fleet' },
-    schema: { summary: 'Registered workers (offline ones stay listed until their retention passes)', tags: ['fleet'], querystring: PoolQuery },
+    schema: {
+      summary: 'Registered workers (offline ones stay listed until their retention passes)',
+      tags: ['fleet'],
+      querystring: PoolQuery,
+      response: answers({ 200: WorkerList }),
+    },
   }, async (request) => {
     const pools = await poolsOf(request.query.pool);
-    const workers = (await Promise.all(pools.map(async (pool) => (await broker.workers(pool)).map((w) => ({ pool, ...parseJsonField(w, 'capabilities') }))))).flat();
+    const workers = (await Promise.all(pools.map(async (pool) => (await broker.workers(pool)).map((w) => workerView(pool, w))))).flat();
     return { now: await serverTime(broker), workers };
   });
 
   api.get('/v1/machines', {
     config: { access: 'fleet' },
-    schema: { summary: 'Registered machines with their last status snapshot and last operator command', tags: ['fleet'], querystring: PoolQuery },
+    schema: {
+      summary: 'Registered machines with their last status snapshot and last operator command',
+      tags: ['fleet'],
+      querystring: PoolQuery,
+      response: answers({ 200: MachineList }),
+    },
   }, async (request) => {
     const pools = await poolsOf(request.query.pool);
     const machines = (await Promise.all(pools.map(async (pool) => (await broker.machines(pool)).map((m) => ({ pool, ...m }))))).flat();

@@ -1,10 +1,20 @@
+import { ApiErrorBody } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
 import { errorBody } from '../errors';
 
 /** Liveness (the process answers) and readiness (Redis answers too). */
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
-  app.get('/health', { schema: { summary: 'Liveness', tags: ['health'] } }, async () => ({ status: 'ok' }));
-  app.get('/ready', { schema: { summary: 'Readiness: Redis answers within 2 s', tags: ['health'] } }, async (_request, reply) => {
+  app.get('/health', {
+    schema: { summary: 'Liveness', tags: ['health'], response: { 200: z.object({ status: z.literal('ok') }) } },
+  }, async () => ({ status: 'ok' }));
+  app.get('/ready', {
+    schema: {
+      summary: 'Readiness: Redis answers within 2 s',
+      tags: ['health'],
+      response: { 200: z.object({ status: z.literal('ready') }), 503: ApiErrorBody },
+    },
+  }, async (_request, reply) => {
     try {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

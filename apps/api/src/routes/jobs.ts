@@ -1,11 +1,27 @@
-import { type Job, type SubmitJobInput, poolOfJobId } from '@emp/core';
+import {
+  BatchSubmitResponse,
+  CancelResponse,
+  CompleteResponse,
+  FailResponse,
+  type Job,
+  JobEventsPage,
+  JobPage,
+  JobView,
+  RetryResponse,
+  DEFAULT_TENANT,
+  type SubmitJob,
+  type SubmitJobInput,
+  SubmittedJob,
+  ValidationError,
+  poolOfJobId,
+} from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { actingTenant, assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError } from '../errors';
-import { eventView, jobView } from '../job-view';
-import { requestedWait, waitForJob } from '../live/job-waiter';
+import { eventView, jobAnswer } from '../job-view';
+import { closedSignal, requestedWait, waitForJob } from '../live/job-waiter';
 import {
   BatchBody,
   CancelBody,
@@ -16,6 +32,7 @@ import {
   ListQuery,
   MAX_WAIT_SECONDS,
   SubmitBody,
+  answers,
   SubmitHeaders,
   SubmitQuery,
 } from '../schemas';
@@ -24,7 +41,7 @@ import type { z } from 'zod';
 /** Submit, batch submit, get, list, cancel, retry, event history, and delegated completion of jobs. */
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
-  const { broker, hub } = app;
+  const { broker, hub, queueEta } = app;
 
   /** A job the caller may see, or NOT_FOUND. */
   async function visibleJob(principal: Principal, id: string): Promise<Job> {
@@ -34,13 +51,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     return job;
   }
 
-  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string): SubmitJobInput {
-    const tenant = actingTenant(principal, body.tenant);
+  /** The job a request submits: its body (validated by the route's schema, which extends the core's) for the acting tenant. */
+  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string): SubmitJob {
+    const tenant = actingTenant(principal, body.tenant) ?? DEFAULT_TENANT;
     if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
       throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
     }
     const key = headerKey ?? body.idempotency_key;
-    return { ...body, ...(tenant ? { tenant } : {}), ...(key ? { idempotency_key: key } : {}) } as SubmitJobInput;
+    return { ...body, tenant, ...(key ? { idempotency_key: key } : {}) };
   }
 
   api.post('/v1/jobs', {
@@ -52,19 +70,19 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       body: SubmitBody,
       querystring: SubmitQuery,
       headers: SubmitHeaders,
+      response: answers({ 200: SubmittedJob, 201: SubmittedJob }),
     },
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
-    const submitted = await broker.submit(input);
+    // the body was parsed by the route's schema: the broker does not parse it again, and reads the job back in the same round trip
+    const { submitted, job: read } = await broker.submitAndRead(input);
     const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
-    const gone = new AbortController();
-    reply.raw.once('close', () => gone.abort());
-    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, gone.signal) : await broker.getJob(submitted.id);
+    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, closedSignal(reply.raw)) : read;
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
     return reply
       .code(submitted.duplicate ? 200 : 201)
       .header('location', `/v1/jobs/${submitted.id}`)
-      .send({ ...jobView(job), duplicate: submitted.duplicate });
+      .send(Object.assign(await jobAnswer(queueEta, job), { duplicate: submitted.duplicate }));
   });
 
   api.post('/v1/jobs/batch', {
@@ -74,13 +92,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       description: 'One result per job, in order: the submitted job (id, pool, duplicate, routable) or the error for that job.',
       tags: ['jobs'],
       body: BatchBody,
+      response: answers({ 200: BatchSubmitResponse }),
     },
   }, async (request) => {
-    const inputs = request.body.jobs.map((job) => submission(request.principal, job));
+    const inputs: SubmitJobInput[] = request.body.jobs.map((job) => submission(request.principal, job));
     const results = await broker.submitMany(inputs);
     return {
       results: results.map((result) =>
-        'id' in result ? result : { error: { code: result.code, message: result.message, ...('issues' in result ? { issues: result.issues } : {}) } },
+        'id' in result ? result : { error: { code: result.code, message: result.message, ...(result instanceof ValidationError ? { issues: result.issues } : {}) } },
       ),
     };
   });
@@ -93,16 +112,15 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       querystring: SubmitQuery,
+      response: answers({ 200: JobView }),
     },
   }, async (request, reply) => {
     const job = await visibleJob(request.principal, request.params.id);
     const waitMs = (request.query.wait ?? 0) * 1_000;
-    if (waitMs === 0) return jobView(job);
-    const gone = new AbortController();
-    reply.raw.once('close', () => gone.abort());
-    const finished = await waitForJob(hub, broker, job.id, waitMs, gone.signal);
+    if (waitMs === 0) return jobAnswer(queueEta, job);
+    const finished = await waitForJob(hub, broker, job.id, waitMs, closedSignal(reply.raw));
     if (!finished) throw new ApiError(404, 'NOT_FOUND', `job ${job.id} no longer exists`);
-    return jobView(finished);
+    return jobAnswer(queueEta, finished);
   });
 
   api.get('/v1/jobs', {
@@ -112,6 +130,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       description: 'Filters: state and service (comma-separated), tenant, pool, since/until (submission time, ms or ISO 8601). Pages are cut by `cursor` (from next_cursor); a sparse filter may give a short page that still has a next_cursor. Payloads are left out.',
       tags: ['jobs'],
       querystring: ListQuery,
+      response: answers({ 200: JobPage }),
     },
   }, async (request) => {
     const q = request.query;
@@ -128,14 +147,20 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     });
     const jobs = await Promise.all(page.jobs.map((item) => broker.getJob(item.id)));
     return {
-      jobs: jobs.filter((job): job is Job => job !== null).map((job) => jobView(job, { payload: false })),
+      jobs: await Promise.all(jobs.filter((job): job is Job => job !== null).map((job) => jobAnswer(queueEta, job, { payload: false }))),
       ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}),
     };
   });
 
   api.post('/v1/jobs/:id/cancel', {
     config: { access: 'changeJobs' },
-    schema: { summary: 'Cancel a job (idempotent: a finished job answers 200 with its state)', tags: ['jobs'], params: JobParams, body: CancelBody },
+    schema: {
+      summary: 'Cancel a job (idempotent: a finished job answers 200 with its state)',
+      tags: ['jobs'],
+      params: JobParams,
+      body: CancelBody,
+      response: answers({ 200: CancelResponse }),
+    },
   }, async (request) => {
     await visibleJob(request.principal, request.params.id);
     const outcome = await broker.cancel(request.params.id, request.body.reason ?? '');
@@ -144,7 +169,12 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   api.post('/v1/jobs/:id/retry', {
     config: { access: 'changeJobs' },
-    schema: { summary: 'Put a failed, canceled or expired job back in the queue under the same id', tags: ['jobs'], params: JobParams },
+    schema: {
+      summary: 'Put a failed, canceled or expired job back in the queue under the same id',
+      tags: ['jobs'],
+      params: JobParams,
+      response: answers({ 200: RetryResponse }),
+    },
   }, async (request) => {
     await visibleJob(request.principal, request.params.id);
     const state = await broker.retry(request.params.id);
@@ -159,6 +189,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       querystring: EventsQuery,
+      response: answers({ 200: JobEventsPage }),
     },
   }, async (request) => {
     await visibleJob(request.principal, request.params.id);
@@ -186,6 +217,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       body: CompleteBody,
+      response: answers({ 200: CompleteResponse }),
     },
   }, async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
@@ -201,6 +233,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       tags: ['jobs'],
       params: JobParams,
       body: FailBody,
+      response: answers({ 200: FailResponse }),
     },
   }, async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);

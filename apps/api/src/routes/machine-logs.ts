@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ApiError } from '../errors';
-import { openEventStream } from '../live/sse';
+import { closeOnRevocation, openEventStream } from '../live/sse';
 import { MachineLogParams, MachineLogQuery } from '../schemas';
 
 const FOLLOW_BLOCK_MS = 5_000;
@@ -49,8 +49,13 @@ export async function machineLogRoutes(app: FastifyInstance, options: { maxBuffe
     // a blocking read of its own: following holds a connection for as long as the client stays
     const connection = broker.redis.duplicate();
     connection.on('error', (error: unknown) => request.log.debug({ err: error }, 'log follower connection error'));
-    const stream = openEventStream(reply, () => connection.disconnect());
+    let stopWatchingKey = () => {};
+    const stream = openEventStream(reply, () => {
+      stopWatchingKey();
+      connection.disconnect();
+    });
     const { raw, close } = stream;
+    stopWatchingKey = closeOnRevocation(app, request.principal.keyId, close);
     const send = (entries: MachineLogEntry[]) => {
       for (const entry of entries) raw.write(`id: ${entry.id}\nevent: log\ndata: ${JSON.stringify(entry)}\n\n`);
       if (raw.writableLength > options.maxBufferedBytes) {

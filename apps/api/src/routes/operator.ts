@@ -1,6 +1,7 @@
+import { MachineCommandResponse, PauseResponse } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { MachineCommandBody, MachineParams, PauseBody, ServiceParams } from '../schemas';
+import { MachineCommandBody, MachineParams, PauseBody, ServiceParams, answers } from '../schemas';
 import { poolOfMachine } from './machine-logs';
 
 /** Operator actions: pause or resume a service's queue; drain, restart or shut down a machine, or restart one service on it. */
@@ -17,6 +18,7 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
         tags: ['operator'],
         params: ServiceParams,
         body: PauseBody,
+        response: answers({ 200: PauseResponse }),
       },
     }, async (request) => {
       const body = request.body;
@@ -42,6 +44,7 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
       tags: ['operator'],
       params: MachineParams,
       body: MachineCommandBody,
+      response: answers({ 202: MachineCommandResponse }),
     },
   }, async (request, reply) => {
     const body = request.body;

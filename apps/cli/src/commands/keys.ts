@@ -55,7 +55,7 @@ export function registerKeys(program: Command): void {
 
   keys
     .command('revoke')
-    .description('revoke a key by its id (takes effect within 5 s on running API servers)')
+    .description('revoke a key by its id (at once on every running API server, its open live feeds closed)')
     .argument('<id>', 'the key id `emp keys list` shows')
     .option('--json', 'print JSON for scripts')
     .action(async (id: string, options: { json?: boolean }, command: Command) => {

@@ -10,21 +10,25 @@
 -- { 'succeeded', <claim reply as `claim` returns it...> }, or { 'error', '<CODE> <message>' }
 -- (NOT_FOUND, LEASE_LOST).
 -- Errors: UNKNOWN_WORKER (before anything changes).
+local function complete_one(ctx, next_worker, w, id, token, result)
+  local job = fenced(ctx, id, token)
+  detach(ctx, job, next_worker ~= nil)
+  finish(ctx, job, 'succeeded', { 'result', result })
+  if not next_worker then return { 'succeeded' } end
+  local claimed = claim_for(ctx, next_worker, nil, w)
+  table.insert(claimed, 1, 'succeeded')
+  return claimed
+end
+
 local function complete(keys, args)
   local ctx = context(keys, args)
   local next_worker = args[7] ~= '' and args[7] or nil
   local w = next_worker and load_worker(ctx.p, next_worker)
+  -- a lone completion's error is the call's error: no protected call needed
+  if #args == 10 then return { complete_one(ctx, next_worker, w, args[8], args[9], args[10]) } end
   local replies = {}
   for i = 8, #args - 2, 3 do
-    local ok, reply = pcall(function()
-      local job = fenced(ctx, args[i], args[i + 1])
-      detach(ctx, job, next_worker ~= nil)
-      finish(ctx, job, 'succeeded', { 'result', args[i + 2] })
-      if not next_worker then return { 'succeeded' } end
-      local claimed = claim_for(ctx, next_worker, nil, w)
-      table.insert(claimed, 1, 'succeeded')
-      return claimed
-    end)
+    local ok, reply = pcall(complete_one, ctx, next_worker, w, args[i], args[i + 1], args[i + 2])
     if ok then
       replies[#replies + 1] = reply
     else

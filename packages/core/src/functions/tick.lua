@@ -29,10 +29,12 @@ local function handle_due_job(ctx, id)
     if due(f[4]) then return expire_job(ctx, job, 'start_timeout') end
     if state == 'queued' and due(f[1]) then
       redis.call('HDEL', job_key(p, id), 'run_at')
+      count_deferred(p, 'delayed', job.service, '-1')
       requeue(ctx, job, nil)
       return
     end
     if state == 'retrying' and due(f[2]) then
+      count_deferred(p, 'retrying', job.service, '-1')
       requeue(ctx, job, f[6])
       job_event(ctx, id, 'job.queued', 'queued', { 'tenant', job.tenant, 'service', job.service, 'reason', 'retry' })
       return

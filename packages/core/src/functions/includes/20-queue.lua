@@ -25,10 +25,13 @@ local function refresh_class_head(p, class)
   set_class_head(p, class, head[2] or false)
 end
 
+-- Returns false when the job was not in its queue (a delayed job waits on its timer instead).
 local function remove_from_queue(p, id, class)
   if redis.call('ZREM', queue_key(p, class), id) == 1 then
     refresh_class_head(p, class)
+    return true
   end
+  return false
 end
 
 -- A worker waiting for a job is a field of `idle` (worker -> profile), which a
@@ -103,6 +106,15 @@ local function schedule(p, id)
   else
     redis.call('ZREM', p .. 'timers', id)
   end
+end
+
+-- Jobs waiting on a timer before they may be queued (`delayed`: queued with a
+-- run_at; `retrying`: backing off) share `timers` with every job that has a
+-- deadline, so they cannot be counted from it: `deferred` counts them per kind
+-- and service ("delayed:<service>" -> n), changed only on the rare transitions
+-- into and out of those states. `delta` is '1' or '-1'.
+local function count_deferred(p, kind, service, delta)
+  redis.call('HINCRBY', p .. 'deferred', kind .. ':' .. service, delta)
 end
 
 -- The submission index behind listing: `jobs` holds every job of the shard as

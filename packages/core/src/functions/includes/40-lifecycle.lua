@@ -41,11 +41,13 @@ local function fenced(ctx, id, token)
   return job
 end
 
--- Takes a job out of wherever its current state keeps it: its class queue or
--- its worker's set of running jobs.
+-- Takes a job out of wherever its current state keeps it: its class queue, its
+-- worker's set of running jobs, or the count of jobs waiting on a timer.
 local function detach(ctx, job, claim_follows)
   if job.state == 'queued' then
-    remove_from_queue(ctx.p, job.id, job.class)
+    if not remove_from_queue(ctx.p, job.id, job.class) then count_deferred(ctx.p, 'delayed', job.service, '-1') end
+  elseif job.state == 'retrying' then
+    count_deferred(ctx.p, 'retrying', job.service, '-1')
   elseif ACTIVE[job.state] then
     release_worker_job(ctx.p, job.worker, job.id, ctx.ts, ctx.maxlen, claim_follows)
   end
@@ -133,6 +135,7 @@ local function apply_failure(ctx, job, kind, error_json, claim_follows)
   end
   local retry_at = ctx.now + backoff_delay(key, failures)
   redis.call('HSET', key, 'state', 'retrying', 'retry_at', retry_at)
+  count_deferred(p, 'retrying', job.service, '1')
   redis.call('HDEL', key, 'exec_deadline', 'started_at', 'claimed_at')
   schedule(p, id)
   job_event(ctx, id, 'job.retrying', 'retrying', { 'tenant', job.tenant, 'service', job.service, 'reason', kind,

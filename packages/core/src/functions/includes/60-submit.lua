@@ -70,7 +70,11 @@ local function submit_job(ctx, args, at)
   redis.call('HSET', key, unpack(fields))
   if not inline then redis.call('SET', payload_key(p, id), payload) end
 
-  if delay <= 0 then enqueue(p, id, class, score, nil) end
+  if delay <= 0 then
+    enqueue(p, id, class, score, nil)
+  else
+    count_deferred(p, 'delayed', args[first_field + 3], '1')
+  end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
   index_job(p, id, args[first_field + 1], ctx.ts)
   job_event(ctx, id, 'job.queued', 'queued', { 'tenant', args[first_field + 1], 'service', args[first_field + 3],
