@@ -55,6 +55,8 @@ interface RunContext {
   redisUrl: string;
   /** Runs one measurement on a freshly flushed Redis and checks it left no connection behind. */
   isolated<T>(what: string, measure: () => Promise<T>): Promise<T>;
+  /** CPU time used so far, in microseconds: this process's (user + system) and the Redis server's */
+  cpuMicros(): Promise<{ client: number; redis: number }>;
   quick: boolean;
 }
 
@@ -120,7 +122,12 @@ async function main(): Promise<void> {
   const redis = await startRedis();
   const admin = new Redis(redis.url);
   try {
-    const context: RunContext = { redisUrl: redis.url, quick, isolated: (what, measure) => isolated(admin, what, measure) };
+    const context: RunContext = {
+      redisUrl: redis.url,
+      quick,
+      isolated: (what, measure) => isolated(admin, what, measure),
+      cpuMicros: () => cpuMicros(admin),
+    };
     const sections: Section[] = [];
     const report = (section: Section): void => {
       sections.push(section);
@@ -129,7 +136,9 @@ async function main(): Promise<void> {
     console.log(`bench${quick ? ' --quick' : ''}: ${systems.map((s) => s.name).join(', ')} against redis-server at ${redis.url}`);
 
     await warmUp(context, sizes.throughput);
-    report(await measureThroughput(context, sizes.throughput, sizes.runs));
+    const throughput = await measureThroughput(context, sizes.throughput, sizes.runs);
+    report(throughput.rates);
+    report(throughput.cpu);
     report(await measureSubmitToStart(context, sizes.submitToStart, sizes.runs));
     report(await measureMemory(context, sizes.memory));
     // emp-only sections (claim latency at 1k/100k/1M queued jobs, ...) print here
@@ -165,18 +174,32 @@ function inRunOrder(run: number): BenchSystem[] {
   return run % 2 === 0 ? systems : [...systems].reverse();
 }
 
-async function measureThroughput(context: RunContext, sizes: Sizes['throughput'], runs: number): Promise<Section> {
+/**
+ * Jobs per second, and the CPU time each job cost the client process and the
+ * Redis server (submit + drain). On a shared machine the rates move with what
+ * else runs; CPU per job moves much less, so it shows the work each system does.
+ */
+async function measureThroughput(context: RunContext, sizes: Sizes['throughput'], runs: number): Promise<{ rates: Section; cpu: Section }> {
   const rows: Row[] = [];
+  const cpuRows: Row[] = [];
+  const add = (figures: Map<string, number[]>, name: string, value: number) => figures.set(name, [...(figures.get(name) ?? []), value]);
   for (const concurrency of sizes.concurrencies) {
     const drains = new Map<string, number[]>();
     const totals = new Map<string, number[]>();
+    const clientCpu = new Map<string, number[]>();
+    const redisCpu = new Map<string, number[]>();
     for (let run = 0; run < runs; run++) {
       for (const system of inRunOrder(run)) {
-        const result = await context.isolated(`${system.name} throughput c=${concurrency} (run ${run + 1}/${runs})`, () =>
-          system.throughput({ redisUrl: context.redisUrl, jobs: sizes.jobs, concurrency }),
-        );
-        drains.set(system.name, [...(drains.get(system.name) ?? []), result.drainJobsPerSec]);
-        totals.set(system.name, [...(totals.get(system.name) ?? []), result.totalJobsPerSec]);
+        const result = await context.isolated(`${system.name} throughput c=${concurrency} (run ${run + 1}/${runs})`, async () => {
+          const before = await context.cpuMicros();
+          const measured = await system.throughput({ redisUrl: context.redisUrl, jobs: sizes.jobs, concurrency });
+          const after = await context.cpuMicros();
+          return { ...measured, clientUs: (after.client - before.client) / sizes.jobs, redisUs: (after.redis - before.redis) / sizes.jobs };
+        });
+        add(drains, system.name, result.drainJobsPerSec);
+        add(totals, system.name, result.totalJobsPerSec);
+        add(clientCpu, system.name, result.clientUs);
+        add(redisCpu, system.name, result.redisUs);
       }
     }
     const medians = (figures: Map<string, number[]>) =>
@@ -185,8 +208,15 @@ async function measureThroughput(context: RunContext, sizes: Sizes['throughput']
       { scenario: `drain ${sizes.jobs} jobs, concurrency ${concurrency}`, values: medians(drains) },
       { scenario: `submit + drain, concurrency ${concurrency}`, values: medians(totals) },
     );
+    cpuRows.push(
+      { scenario: `client process, concurrency ${concurrency}`, values: medians(clientCpu) },
+      { scenario: `redis-server, concurrency ${concurrency}`, values: medians(redisCpu) },
+    );
   }
-  return { title: `Throughput, one worker (jobs/s, higher is better; median of ${runs} runs)`, rows };
+  return {
+    rates: { title: `Throughput, one worker (jobs/s, higher is better; median of ${runs} runs)`, rows },
+    cpu: { title: `CPU time per job, submit + drain (microseconds, lower is better; median of ${runs} runs)`, rows: cpuRows },
+  };
 }
 
 async function measureSubmitToStart(context: RunContext, sizes: Sizes['submitToStart'], runs: number): Promise<Section> {
@@ -231,6 +261,13 @@ function renderSection(section: Section): string {
       ratio(row.values[OURS], row.values[REFERENCE]),
     ]),
   );
+}
+
+/** CPU time used so far (µs): this process (user + system) and the Redis server (INFO cpu). */
+async function cpuMicros(admin: Redis): Promise<{ client: number; redis: number }> {
+  const usage = process.cpuUsage();
+  const [user, system] = await Promise.all([infoField(admin, 'cpu', 'used_cpu_user'), infoField(admin, 'cpu', 'used_cpu_sys')]);
+  return { client: usage.user + usage.system, redis: (Number(user ?? 0) + Number(system ?? 0)) * 1e6 };
 }
 
 /** The private server is ours: flush it before each measurement, and insist every connection is gone after. */
