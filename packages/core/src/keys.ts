@@ -11,7 +11,7 @@
  *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
- *   <ns>:{<pool>}:worker:<id>      worker hash; workers / workers:offline: last_seen indexes; idle: waiting workers
+ *   <ns>:{<pool>}:worker:<id>      worker hash; workers / workers:offline: last_seen indexes; idle: waiting workers (worker -> profile; the worker hash's `waiting` says so too)
  *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices
  *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
  *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered
