@@ -198,9 +198,9 @@ export function parseMachine(raw: Record<string, unknown>): MachineRecord | unde
       }
     : undefined;
   const doneOutcome = fields.last_command_outcome;
-  const lastCommandDone: MachineRecord['lastCommandDone'] = fields.last_command_done && (doneOutcome === 'ok' || doneOutcome === 'failed')
+  const lastCommandDone: MachineRecord['lastCommandDone'] = fields.last_command_handled && (doneOutcome === 'ok' || doneOutcome === 'failed')
     ? {
-        id: fields.last_command_done,
+        id: fields.last_command_handled,
         outcome: doneOutcome,
         ...(fields.last_command_message ? { message: fields.last_command_message } : {}),
         ...(timestamp(fields.last_command_done_at) ? { at: timestamp(fields.last_command_done_at)! } : {}),

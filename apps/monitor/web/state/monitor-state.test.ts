@@ -251,11 +251,11 @@ describe('commands reported through the status snapshot', () => {
     expect(state.commands['1700000005000-0']?.outcome).toBeUndefined();
     const done = monitorReducer(state, {
       type: 'machines',
-      machines: [{ ...sent, last_command_done: '1700000005000-0', last_command_outcome: 'ok', last_command_message: 'restarted 2 workers', last_command_done_at: '1700000007000' }],
+      machines: [{ ...sent, last_command_handled: '1700000005000-0', last_command_outcome: 'ok', last_command_message: 'restarted 2 workers', last_command_done_at: '1700000007000' }],
     });
     expect(done.commands['1700000005000-0']).toMatchObject({ outcome: 'ok', message: 'restarted 2 workers', doneAt: 1_700_000_007_000 });
     // an outcome word it does not know is not taken for one
-    const odd = reduce({ type: 'machines', machines: [{ ...sent, last_command_done: '1700000005000-0', last_command_outcome: 'maybe' }] });
+    const odd = reduce({ type: 'machines', machines: [{ ...sent, last_command_handled: '1700000005000-0', last_command_outcome: 'maybe' }] });
     expect(odd.commands['1700000005000-0']?.outcome).toBeUndefined();
   });
 });
