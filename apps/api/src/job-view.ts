@@ -42,7 +42,8 @@ export function eventView(event: BrokerEvent): EventView {
   return view;
 }
 
-function parseJson(text: string): unknown {
+/** The JSON value of a text, or the text itself when it is not JSON. */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch {

@@ -124,3 +124,17 @@ export const MachineLogQuery = z
     api_key: z.string().optional(),
   })
   .strict();
+
+export const QueueHistoryQuery = PoolQuery.extend({
+  /** samples from this time on (ms since the epoch or ISO 8601); the last hour when left out */
+  since: Instant.optional(),
+}).strict();
+
+export const MachineEventsQuery = z
+  .object({
+    /** the machine's pool; found by looking when left out */
+    pool: PoolName.optional(),
+    limit: z.coerce.number().int().min(1).max(1_000).default(200),
+    api_key: z.string().optional(),
+  })
+  .strict();

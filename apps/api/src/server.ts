@@ -13,12 +13,14 @@ import { sseRoutes } from './live/sse';
 import { metrics } from './metrics';
 import { openApi } from './openapi';
 import { QueueEta } from './queue-eta';
+import { DEFAULT_QUEUE_SAMPLE_MS, QueueSampler, queueHistoryRoutes } from './queue-history';
 import { type RateLimitOptions, rateLimiting } from './rate-limit';
 import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
 import { identityRoutes } from './routes/identity';
 import { jobRoutes } from './routes/jobs';
+import { machineEventRoutes } from './routes/machine-events';
 import { machineLogRoutes } from './routes/machine-logs';
 import { operatorRoutes } from './routes/operator';
 
@@ -50,6 +52,8 @@ export interface ApiServerOptions {
   corsOrigins?: string[];
   /** how long a verified API key is trusted without asking Redis (default 5 s); revocations end it at once */
   apiKeyCacheMs?: number;
+  /** how often this instance records the queue report for /v1/queues/history (default 30 s); false: it records none */
+  queueSampleMs?: number | false;
 }
 
 export interface ApiServer {
@@ -113,6 +117,9 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(jobRoutes);
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);
+  const queueSampleMs = options.queueSampleMs === false ? DEFAULT_QUEUE_SAMPLE_MS : (options.queueSampleMs ?? DEFAULT_QUEUE_SAMPLE_MS);
+  await app.register(queueHistoryRoutes, { intervalMs: queueSampleMs });
+  await app.register(machineEventRoutes);
   await app.register(operatorRoutes);
   await app.register(machineLogRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   if (options.assetsDir) await app.register(assetRoutes, { directory: options.assetsDir });
@@ -124,8 +131,11 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   app.addHook('onClose', async () => hub.close());
   const stopRevocations = await apiKeys.followRevocations();
   app.addHook('onClose', stopRevocations);
+  const sampler = options.queueSampleMs === false ? undefined : new QueueSampler(broker, queueSampleMs, logger.child({ component: 'queue-sampler' }) as FastifyBaseLogger);
+  if (sampler) app.addHook('onClose', () => sampler.stop());
   await hub.start();
   await app.ready();
+  sampler?.start();
 
   let closing: Promise<void> | undefined;
   return { app, hub, close: () => (closing ??= app.close()) };

@@ -137,11 +137,16 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await screenshot(page, 'fleet-worker-offline');
     // the supervisor starts it again: the same card, the same worker, idle again
     await visible(`article[data-machine="local-sim"] li[data-worker="${WORKER[1]}"][data-state="idle"]`);
-    // the machine's page (same page, no reload: the history is what arrived since it opened)
+    // the machine's page (same page, no reload: the history arrived through the feed)
     await page.click('article[data-machine="local-sim"] a.card-title');
     await visible(`.history li:has-text("${WORKER_PROCESS[1]}")`);
     await page.selectOption('select[aria-label="theme"]', 'dark');
     await screenshot(page, 'machine-history-dark');
+    // a freshly loaded machine page has no feed events from before it opened: the history it shows was recorded
+    await page.reload();
+    await visible('section.machine-page[data-machine="local-sim"]');
+    await visible(`.history li:has-text("${WORKER_PROCESS[1]}"):has-text("exited")`);
+    await screenshot(page, 'machine-history-reloaded');
     // a fresh page (a new snapshot) still lists the worker
     await page.goto(`${stack.monitor!.url}/#/`);
     await page.reload();

@@ -6,7 +6,9 @@ import type {
   JobListFilter,
   JobPage,
   JobView,
+  MachineEventsPage,
   MachineList,
+  QueueHistory,
   QueueReport,
   RetryResponse,
   SubmitJobInput,
@@ -113,6 +115,22 @@ export class EmpClient {
 
   async queues(pool?: string): Promise<QueueReport> {
     return this.request('GET', `/v1/queues${pool ? `?pool=${pool}` : ''}`);
+  }
+
+  /** Queue samples the API recorded over the last hour (from `since`, ms since the epoch, when given). */
+  async queueHistory(options: { pool?: string; since?: number } = {}): Promise<QueueHistory> {
+    const query = new URLSearchParams();
+    if (options.pool) query.set('pool', options.pool);
+    if (options.since !== undefined) query.set('since', String(options.since));
+    return this.request('GET', `/v1/queues/history?${query}`);
+  }
+
+  /** A machine's recent process transitions and operator commands, oldest first. */
+  async machineEvents(machine: string, options: { pool?: string; limit?: number } = {}): Promise<MachineEventsPage> {
+    const query = new URLSearchParams();
+    if (options.pool) query.set('pool', options.pool);
+    if (options.limit) query.set('limit', String(options.limit));
+    return this.request('GET', `/v1/machines/${encodeURIComponent(machine)}/events?${query}`);
   }
 
   async workers(pool?: string): Promise<WorkerList> {

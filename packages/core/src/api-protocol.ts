@@ -155,6 +155,33 @@ export const QueueReport = z
   .meta({ id: 'QueueReport' });
 export type QueueReport = z.infer<typeof QueueReport>;
 
+/** One pool's queues at one sampling slot: what the queue report said of the pool, its services and its requirement classes. */
+export const QueueSample = z
+  .object({
+    /** when it was taken (Redis's clock); one sample per pool and sampling slot */
+    ts: Ms,
+    pool: PoolName,
+    ...QueueDepth,
+    services: z.array(z.object({ service: ServiceName, ...QueueDepth }).strict()),
+    classes: z.array(z.object({ requirement_class: z.string(), ...QueueDepth }).strict()),
+  })
+  .strict()
+  .meta({ id: 'QueueSample' });
+export type QueueSample = z.infer<typeof QueueSample>;
+
+/** Queue samples over (at most) the last hour, as the API instances recorded them. */
+export const QueueHistory = z
+  .object({
+    now: Ms,
+    /** how often samples are taken */
+    interval_ms: z.number().int().positive(),
+    /** oldest first, per pool in order of pool name */
+    samples: z.array(QueueSample),
+  })
+  .strict()
+  .meta({ id: 'QueueHistory' });
+export type QueueHistory = z.infer<typeof QueueHistory>;
+
 /** What the registry keeps of every worker and machine (values as stored in its hash; agents may add fields). */
 const RegistryEntryView = z
   .object({
@@ -188,6 +215,21 @@ export const MachineView = RegistryEntryView.extend({
 }).meta({ id: 'Machine' });
 export const MachineList = z.object({ now: Ms, machines: z.array(MachineView) }).strict();
 export type MachineList = z.infer<typeof MachineList>;
+
+/** A machine's recent process transitions and operator commands from its pool's event stream. */
+export const MachineEventsPage = z
+  .object({
+    machine: z.string(),
+    pool: PoolName,
+    /** machine.process, machine.command and machine.command.done events, oldest first */
+    events: z.array(EventView),
+    /** stream entries looked at, newest backwards */
+    scanned: z.number().int().nonnegative(),
+    /** false when the scan stopped at its bound with older entries unread: older events of the machine may exist */
+    complete: z.boolean(),
+  })
+  .strict();
+export type MachineEventsPage = z.infer<typeof MachineEventsPage>;
 
 export const PauseResponse = z
   .object({ service: ServiceName, paused: z.boolean(), pools: z.array(z.object({ pool: PoolName, changed: z.boolean() }).strict()) })

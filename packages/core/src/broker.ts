@@ -779,6 +779,40 @@ export class Broker {
     }
   }
 
+  /**
+   * A machine's newest events of the given types (machine.process, ...), oldest
+   * first: the pool's stream read backwards a chunk at a time until `limit`
+   * match or `maxScanned` entries were looked at. `complete` is false when the
+   * scan stopped at that bound with older entries left unread.
+   */
+  async machineEvents(
+    pool: string,
+    machineId: string,
+    options: { types: readonly string[]; limit?: number; maxScanned?: number },
+  ): Promise<{ events: BrokerEvent[]; scanned: number; complete: boolean }> {
+    const key = this.keys.events(checkedPool(pool));
+    const limit = options.limit ?? 100;
+    const maxScanned = options.maxScanned ?? 10_000;
+    const types = new Set(options.types);
+    const events: BrokerEvent[] = [];
+    let scanned = 0;
+    let end = '+';
+    while (scanned < maxScanned) {
+      const count = Math.min(1_000, maxScanned - scanned);
+      const chunk = await this.redis.xrevrange(key, end, '-', 'COUNT', count);
+      scanned += chunk.length;
+      for (const [id, flat] of chunk) {
+        const { type = 'unknown', ts = '0', ...fields } = foldHash(flat);
+        if (!types.has(type) || fields.machine !== machineId) continue;
+        events.push({ id, pool, type, ts: Number(ts), fields });
+        if (events.length >= limit) return { events: events.reverse(), scanned, complete: true };
+      }
+      if (chunk.length < count) return { events: events.reverse(), scanned, complete: true };
+      end = `(${chunk[chunk.length - 1]![0]}`;
+    }
+    return { events: events.reverse(), scanned, complete: false };
+  }
+
   async machines(pool: string): Promise<RegistryEntry[]> {
     const [online, offline] = await Promise.all([
       this.redis.zrange(this.keys.machines(pool), 0, -1),

@@ -25,6 +25,9 @@
  *   <ns>:{<pool>}:machine-logs:<id>      output lines of the machine's supervised processes (capped, MAXLEN ~ 5000):
  *                                  fields process (`<service>-<slot>` or `worker-<primary>-<slot>`), stream (stdout | stderr),
  *                                  line (at most 4 KiB), ts (ms)
+ *   <ns>:{<pool>}:queue-history  stream of queue samples, one per sampling slot (entry id <slot start ms>-0, so
+ *                                  API instances sampling the same slot write it once), trimmed to the last hour:
+ *                                  field sample (JSON: depth and oldest age of the pool, its services and classes)
  *   <ns>:pools                     every pool ever used (outside any shard)
  */
 export class KeyLayout {
@@ -68,6 +71,9 @@ export class KeyLayout {
   }
   machineLogs(pool: string, machine: string): string {
     return `${this.prefix(pool)}machine-logs:${machine}`;
+  }
+  queueHistory(pool: string): string {
+    return `${this.prefix(pool)}queue-history`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

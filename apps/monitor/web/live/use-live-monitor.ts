@@ -1,4 +1,5 @@
 import type { QueueReport } from '@emp/api';
+import { QueueHistory } from '@emp/core';
 import { useEffect, useMemo, useState } from 'react';
 import type { Connection } from '../api/connection';
 import { type FeedStatus, LiveFeed } from './live-feed';
@@ -31,7 +32,11 @@ export function useLiveMonitor(connection: Connection): { store: MonitorStore; s
       apiUrl: connection.settings.apiUrl,
       ...(connection.settings.apiKey ? { apiKey: connection.settings.apiKey } : {}),
       cursors: () => store.getState().cursors,
-      onSnapshot: (snapshot) => store.dispatch({ type: 'snapshot', snapshot, at: Date.now() }),
+      onSnapshot: (snapshot) => {
+        store.dispatch({ type: 'snapshot', snapshot, at: Date.now() });
+        // a snapshot opens the feed and follows every reconnect: fill the chart's gap from what the API recorded
+        void loadQueueHistory(connection, store);
+      },
       onEvents: (events) => store.dispatch({ type: 'events', events }),
       onStatus: setStatus,
     });
@@ -50,6 +55,8 @@ export function useLiveMonitor(connection: Connection): { store: MonitorStore; s
       const timer = setInterval(run, ms);
       return () => clearInterval(timer);
     };
+    // the feed's snapshot loads it for an operator; a key that only polls loads it once here
+    if (!connection.isOperator) void loadQueueHistory(connection, store);
     const stops = [
       every(QUEUES_EVERY_MS, async () => {
         const report = (await client.queues()) as QueueReport;
@@ -71,6 +78,17 @@ export function useLiveMonitor(connection: Connection): { store: MonitorStore; s
   }, [connection, store]);
 
   return { store, status, feed };
+}
+
+/** The queue samples the API recorded over the last hour, merged into the charts; a failed read leaves the live samples alone. */
+async function loadQueueHistory(connection: Connection, store: MonitorStore): Promise<void> {
+  try {
+    const history = QueueHistory.safeParse(await connection.client.queueHistory());
+    if (history.success) store.dispatch({ type: 'queue-history', history: history.data });
+    else console.warn('queue history unreadable', history.error.issues[0]);
+  } catch (error) {
+    console.warn('queue history not loaded', error);
+  }
 }
 
 /** The current time, refreshed every `everyMs`, for relative times ("12 s ago"). */

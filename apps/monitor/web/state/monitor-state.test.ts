@@ -259,3 +259,57 @@ describe('commands reported through the status snapshot', () => {
     expect(odd.commands['1700000005000-0']?.outcome).toBeUndefined();
   });
 });
+
+describe('history recorded before the page opened', () => {
+  const NOW = 1_700_000_000_000;
+  const sample = (ts: number, depth: number, pool = 'standard') => ({
+    ts,
+    pool,
+    depth,
+    ...(depth > 0 ? { oldest_age_ms: depth * 100 } : {}),
+    services: depth > 0 ? [{ service: 'simulation', depth, oldest_age_ms: depth * 100 }] : [],
+    classes: depth > 0 ? [{ requirement_class: 'abc', depth, oldest_age_ms: depth * 100 }] : [],
+  });
+
+  it('merges the recorded queue samples with the live ones by time, within the hour, without repeats', () => {
+    const live = reduce({ type: 'snapshot', snapshot: fleet, at: 1 });
+    const history = {
+      now: NOW + 1_000,
+      interval_ms: 30_000,
+      samples: [sample(NOW - HOUR_MS - 30_000, 9), sample(NOW - 60_000, 2), sample(NOW - 30_000, 0), sample(NOW, 7), sample(NOW - 30_000, 4, 'heavy')],
+    };
+    const state = monitorReducer(live, { type: 'queue-history', history });
+    // the live reading at NOW wins over a recorded one at the same time; the one older than an hour is dropped
+    expect(state.depth['standard/simulation']).toEqual([[NOW - 60_000, 2], [NOW - 30_000, 0], [NOW, 3]]);
+    expect(state.age['standard/simulation']).toEqual([[NOW - 60_000, 200], [NOW - 30_000, 0], [NOW, 1_500]]);
+    expect(state.depth['standard/#abc']).toEqual([[NOW - 60_000, 2], [NOW - 30_000, 0], [NOW, 3]]);
+    expect(state.depth.standard).toEqual([[NOW - 60_000, 2], [NOW - 30_000, 0], [NOW, 3]]);
+    expect(state.depth['heavy/simulation']).toEqual([[NOW - 30_000, 4]]);
+    // loading it again (a reconnect) changes nothing, and live samples keep appending after it
+    expect(monitorReducer(state, { type: 'queue-history', history })).toEqual(state);
+    const report = fleet.queues as Extract<MonitorAction, { type: 'queues' }>['report'];
+    const next = monitorReducer(state, { type: 'queues', report: { ...report, now: NOW + 30_000 } });
+    expect(next.depth['standard/simulation']?.map(([ts]) => ts)).toEqual([NOW - 60_000, NOW - 30_000, NOW, NOW + 30_000]);
+  });
+
+  it("merges a machine's recorded restarts and commands with the live history, in stream order, once each", () => {
+    const base = reduce({ type: 'snapshot', snapshot: fleet, at: 1 });
+    const live = feedEvent('machine.process', { machine: 'm1', process: 'worker-0', state: 'running', restarts: '1' });
+    const withLive = monitorReducer(base, events(live));
+    const recorded = [
+      { id: '1699999990000-0', pool: 'standard', type: 'machine.process', ts: 1_699_999_990_000, machine: 'm1', process: 'worker-0', state: 'exited', restarts: '0', exit_code: '137' },
+      { id: '1699999991000-0', pool: 'standard', type: 'machine.command', ts: 1_699_999_991_000, machine: 'm1', action: 'restart', command: '1699999991000-0', by: 'ops' },
+      { id: '1699999992000-0', pool: 'standard', type: 'machine.command.done', ts: 1_699_999_992_000, machine: 'm1', action: 'restart', command: '1699999991000-0', outcome: 'ok' },
+      { id: live.id, pool: 'standard', type: 'machine.process', ts: live.ts, machine: 'm1', process: 'worker-0', state: 'running', restarts: '1' },
+    ];
+    const state = monitorReducer(withLive, { type: 'machine-events', pool: 'standard', machine: 'm1', events: recorded });
+    expect(state.processHistory['standard/m1']).toEqual([
+      { id: '1699999990000-0', ts: 1_699_999_990_000, process: 'worker-0', state: 'exited', restarts: 0, exitCode: 137 },
+      expect.objectContaining({ id: live.id, state: 'running', restarts: 1 }),
+    ]);
+    expect(state.commands['1699999991000-0']).toMatchObject({ machine: 'm1', action: 'restart', by: 'ops', outcome: 'ok', requestedAt: 1_699_999_991_000 });
+    // the card keeps what the feed and snapshots said: recorded history is older
+    expect(state.machines['standard/m1']?.processes).toEqual(withLive.machines['standard/m1']?.processes);
+    expect(monitorReducer(state, { type: 'machine-events', pool: 'standard', machine: 'm1', events: recorded }).processHistory).toEqual(state.processHistory);
+  });
+});

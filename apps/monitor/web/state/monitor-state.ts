@@ -1,5 +1,5 @@
 import type { QueueReport } from '@emp/api';
-import { type JobProgress, type JobState, type LiveServerMessage, TERMINAL_STATES, compareStreamIds } from '@emp/core';
+import { type EventView, type JobProgress, type JobState, type LiveServerMessage, type QueueHistory, TERMINAL_STATES, compareStreamIds } from '@emp/core';
 import { type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable, parseMachine, parseWorker, recordKey } from './fleet-records';
 
 /**
@@ -85,6 +85,10 @@ export type MonitorAction =
   | { type: 'snapshot'; snapshot: MonitorSnapshot; at: number }
   | { type: 'events'; events: LiveEvent[] }
   | { type: 'queues'; report: QueueReport }
+  /** GET /v1/queues/history: the samples the API recorded before this page opened (or while it was away) */
+  | { type: 'queue-history'; history: QueueHistory }
+  /** GET /v1/machines/:id/events: a machine's process transitions and commands from before this page opened */
+  | { type: 'machine-events'; pool: string; machine: string; events: EventView[] }
   | { type: 'machines'; machines: Array<Record<string, unknown>> }
   | { type: 'workers'; workers: Array<Record<string, unknown>> }
   | { type: 'command-requested'; command: { command_id: string; machine: string; pool: string; action: string; service?: string }; by?: string; at: number };
@@ -121,6 +125,10 @@ export function monitorReducer(state: MonitorState, action: MonitorAction): Moni
       return applyEvents(state, action.events);
     case 'queues':
       return applyQueueReport(state, action.report);
+    case 'queue-history':
+      return applyQueueHistory(state, action.history);
+    case 'machine-events':
+      return applyMachineHistory(state, action.pool, action.machine, action.events);
     case 'machines': {
       const machines = action.machines.map(parseMachine);
       const next = mergeRegistry(state, 'machines', machines);
@@ -201,6 +209,54 @@ function applyQueueReport(state: MonitorState, report: QueueReport): MonitorStat
     }
   }
   return { ...state, queues: report, depth, age };
+}
+
+/**
+ * Recorded samples merged into the live series by time (a sample at a time
+ * already held is the same reading), the hour up to the newest kept. A series
+ * a pool's sample does not name had no waiting job then: it reads 0.
+ */
+function applyQueueHistory(state: MonitorState, history: QueueHistory): MonitorState {
+  if (history.samples.length === 0) return state;
+  const readings = new Map<string, Array<[Sample, Sample]>>();
+  const poolOf = (key: string) => key.split('/')[0]!;
+  const seriesOfPool = new Map<string, Set<string>>();
+  const note = (pool: string, key: string) => {
+    if (!seriesOfPool.has(pool)) seriesOfPool.set(pool, new Set());
+    seriesOfPool.get(pool)!.add(key);
+  };
+  for (const key of Object.keys(state.depth)) note(poolOf(key), key);
+  const keysOf = (sample: QueueHistory['samples'][number]) => [
+    [sample.pool, sample] as const,
+    ...sample.services.map((s) => [`${sample.pool}/${s.service}`, s] as const),
+    ...sample.classes.map((c) => [`${sample.pool}/#${c.requirement_class}`, c] as const),
+  ];
+  for (const sample of history.samples) for (const [key] of keysOf(sample)) note(sample.pool, key);
+  for (const sample of history.samples) {
+    const named = new Map<string, { depth: number; oldest_age_ms?: number }>(keysOf(sample));
+    for (const key of seriesOfPool.get(sample.pool) ?? []) {
+      const reading = named.get(key);
+      const pair: [Sample, Sample] = [[sample.ts, reading?.depth ?? 0], [sample.ts, reading?.oldest_age_ms ?? 0]];
+      const list = readings.get(key);
+      if (list) list.push(pair);
+      else readings.set(key, [pair]);
+    }
+  }
+  const depth = { ...state.depth };
+  const age = { ...state.age };
+  for (const [key, pairs] of readings) {
+    depth[key] = mergeSamples(depth[key], pairs.map(([d]) => d));
+    age[key] = mergeSamples(age[key], pairs.map(([, a]) => a));
+  }
+  return { ...state, depth, age };
+}
+
+function mergeSamples(series: Sample[] | undefined, recorded: Sample[]): Sample[] {
+  const byTime = new Map<number, Sample>(recorded.map((sample) => [sample[0], sample]));
+  for (const sample of series ?? []) byTime.set(sample[0], sample);
+  const merged = [...byTime.values()].sort((a, b) => a[0] - b[0]);
+  const from = merged.at(-1)![0] - HOUR_MS;
+  return merged.filter(([ts]) => ts > from);
 }
 
 function appendSample(series: Sample[] | undefined, sample: Sample): Sample[] {
@@ -400,7 +456,7 @@ function applyMachineEvent(draft: BatchDraft, event: LiveEvent): void {
     : { key, pool: event.pool, id, state, stateSince: event.ts, lastSeen: event.ts, registeredAt: event.ts, services: [], gpus: undefined, processes: undefined, models: undefined, fields: {} };
 }
 
-function noteCommand(draft: BatchDraft, event: LiveEvent, machine: string): void {
+function noteCommand(draft: BatchDraft, event: LiveEvent, machine: string, options = { touchMachine: true }): void {
   const id = text(event.command);
   if (!id) return;
   const commands = draft.table('commands');
@@ -418,6 +474,7 @@ function noteCommand(draft: BatchDraft, event: LiveEvent, machine: string): void
     announced: true,
   };
   draft.next.commands = boundCommands(commands);
+  if (!options.touchMachine) return;
   const machines = draft.table('machines');
   const key = recordKey(event.pool, machine);
   const known = machines[key];
@@ -445,13 +502,14 @@ function noteCommandDone(draft: BatchDraft, event: LiveEvent, machine: string): 
   };
 }
 
-function noteProcess(draft: BatchDraft, event: LiveEvent, key: string): void {
+/** A machine.process event as a line of the restart history; undefined when it lacks the process or state. */
+function processChange(event: EventView | LiveEvent): ProcessChange | undefined {
   const process = text(event.process);
   const state = text(event.state);
-  if (!process || !state) return;
+  if (!process || !state) return undefined;
   const restarts = Number(event.restarts);
   const exitCode = event.exit_code === undefined || event.exit_code === '' ? NaN : Number(event.exit_code);
-  const change: ProcessChange = {
+  return {
     id: event.id,
     ts: event.ts,
     process,
@@ -459,6 +517,36 @@ function noteProcess(draft: BatchDraft, event: LiveEvent, key: string): void {
     ...(Number.isFinite(restarts) ? { restarts } : {}),
     ...(Number.isFinite(exitCode) ? { exitCode } : {}),
   };
+}
+
+/**
+ * A machine's recorded history merged with what the feed brought, in stream
+ * order without repeats; commands this page did not know are added. Process
+ * states on the card are left to the feed and status snapshots, which are newer.
+ */
+function applyMachineHistory(state: MonitorState, pool: string, machine: string, events: readonly EventView[]): MonitorState {
+  const key = recordKey(pool, machine);
+  const changes = new Map((state.processHistory[key] ?? []).map((change) => [change.id, change]));
+  const draft = new BatchDraft({ ...state });
+  for (const event of events) {
+    if (event.type === 'machine.process') {
+      const change = processChange(event);
+      if (change) changes.set(change.id, change);
+    } else if ((event.type === 'machine.command' || event.type === 'machine.command.done') && typeof event.command === 'string') {
+      const known = state.commands[event.command];
+      const live = { ...event, pool, type: 'event', event: event.type } as LiveEvent;
+      if (event.type === 'machine.command' && !known) noteCommand(draft, live, machine, { touchMachine: false });
+      if (event.type === 'machine.command.done' && !known?.outcome) noteCommandDone(draft, live, machine);
+    }
+  }
+  const history = [...changes.values()].sort((a, b) => compareStreamIds(a.id, b.id)).slice(-MAX_PROCESS_CHANGES);
+  return { ...draft.next, processHistory: { ...state.processHistory, [key]: history } };
+}
+
+function noteProcess(draft: BatchDraft, event: LiveEvent, key: string): void {
+  const change = processChange(event);
+  if (!change) return;
+  const { process, state } = change;
   const history = draft.table('processHistory');
   history[key] = [...(history[key] ?? []), change].slice(-MAX_PROCESS_CHANGES);
   // the card shows the process's new state at once, before the next status snapshot

@@ -1,4 +1,5 @@
 import { useEffect, useMemo, useRef, useState } from 'react';
+import { MachineEventsPage } from '@emp/core';
 import { type Connection, type LogEntry, describeError } from '../api/connection';
 import { type MonitorStore, useMonitorState } from '../live/monitor-store';
 import { type MachineRecord, isUnreadable, recordKey } from '../state/fleet-records';
@@ -17,6 +18,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
   const allCommands = useMonitorState(store, (s) => s.commands);
   const workers = useMemo(() => Object.values(allWorkers).filter((w) => w.pool === pool && w.machine === id).sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true })), [allWorkers, pool, id]);
   const commands = useMemo(() => Object.values(allCommands).filter((c) => c.pool === pool && c.machine === id).sort((a, b) => b.requestedAt - a.requestedAt), [allCommands, pool, id]);
+  const historyNote = useMachineHistory(connection, store, pool, id);
 
   if (!machine) {
     return (
@@ -125,8 +127,9 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
               ))}
             </ol>
           ) : (
-            <p className="muted">No process restart seen since this page opened.</p>
+            <p className="muted">No process restart recorded.</p>
           )}
+          {historyNote && <p className="muted history-note">{historyNote}</p>}
         </div>
         <div className="panel">
           <h3>Model cache</h3>
@@ -286,4 +289,36 @@ function MachineLogs({ connection, pool, machine, processes }: { connection: Con
       )}
     </div>
   );
+}
+
+/**
+ * Loads the machine's recorded restarts and commands when its page opens, so
+ * the history does not start with the page; answers a note when the history
+ * could not be read or may be cut short.
+ */
+function useMachineHistory(connection: Connection, store: MonitorStore, pool: string, id: string): string | undefined {
+  const [note, setNote] = useState<string>();
+  useEffect(() => {
+    if (!connection.seesFleet) return;
+    let stopped = false;
+    connection.client
+      .machineEvents(id, { pool })
+      .then((answer) => {
+        if (stopped) return;
+        const page = MachineEventsPage.safeParse(answer);
+        if (!page.success) {
+          setNote(`Recorded history unreadable: ${page.error.issues[0]?.path.join('.')}: ${page.error.issues[0]?.message}`);
+          return;
+        }
+        store.dispatch({ type: 'machine-events', pool, machine: id, events: page.data.events });
+        setNote(page.data.complete ? undefined : `Only the newest ${page.data.scanned} events of pool ${pool} were searched; older history may exist.`);
+      })
+      .catch((error: unknown) => {
+        if (!stopped) setNote(`Recorded history not loaded: ${describeError(error)}`);
+      });
+    return () => {
+      stopped = true;
+    };
+  }, [connection, store, pool, id]);
+  return note;
 }
