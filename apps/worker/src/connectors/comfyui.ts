@@ -73,12 +73,8 @@ type Config = z.output<typeof ComfyUIOptions>;
  */
 export function comfyuiConnector(options: ComfyUIOptions): Connector {
   const config = parseWith(ComfyUIOptions, options, 'comfyui connector options');
-  const client = new ServiceClient(config.service, {
-    baseUrl: config.baseUrl,
-    headers: config.headers,
-    tls: config.tls,
-    requestTimeoutMs: config.requestTimeoutMs,
-  });
+  // the options carry the endpoint's fields (base URL, headers, TLS, timeout) under the same names
+  const client = new ServiceClient(config.service, config);
   return {
     service: config.service,
     id: `${config.service}@${client.baseUrl.host}`,

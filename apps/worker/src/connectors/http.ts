@@ -56,12 +56,8 @@ export type HttpServiceOptions = z.input<typeof HttpServiceOptions>;
  */
 export function httpConnector(options: HttpServiceOptions): Connector {
   const config = parseWith(HttpServiceOptions, options, 'http connector options');
-  const client = new ServiceClient(config.service, {
-    baseUrl: config.baseUrl,
-    headers: config.headers,
-    tls: config.tls,
-    requestTimeoutMs: config.requestTimeoutMs,
-  });
+  // the options carry the endpoint's fields (base URL, headers, TLS, timeout) under the same names
+  const client = new ServiceClient(config.service, config);
   const service = config.service;
   const is = (list: string[], status: string) => list.some((s) => s.toLowerCase() === status.toLowerCase());
 

@@ -58,12 +58,8 @@ const GenerationLine = z
  */
 export function ollamaConnector(options: OllamaOptions = {}): Connector {
   const config = parseWith(OllamaOptions, options, 'ollama connector options');
-  const client = new ServiceClient(config.service, {
-    baseUrl: config.baseUrl,
-    headers: config.headers,
-    tls: config.tls,
-    requestTimeoutMs: config.requestTimeoutMs,
-  });
+  // the options carry the endpoint's fields (base URL, headers, TLS, timeout) under the same names
+  const client = new ServiceClient(config.service, config);
   const service = config.service;
 
   async function onDisk(model: string, ctx: JobContext): Promise<boolean> {
