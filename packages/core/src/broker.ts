@@ -13,6 +13,8 @@ import {
   fromRedisError,
 } from './errors';
 import {
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_MAX_INFRA_ATTEMPTS,
   FailureKind,
   type Job,
   JOB_STATES,
@@ -426,7 +428,8 @@ export class Broker {
   /** The fencing token and worker of a job's current attempt, for delegated completion; null when nobody holds it. */
   async currentAttempt(id: string): Promise<Lease | null> {
     const pool = this.poolOf(id);
-    const [state, token, worker] = await this.redis.hmget(`${this.keys.prefix(pool)}job:${id}`, 'state', 'token', 'worker');
+    // the attempt number is the attempt's fencing token
+    const [state, token, worker] = await this.redis.hmget(`${this.keys.prefix(pool)}job:${id}`, 'state', 'attempts', 'worker');
     if (state === null) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
     if (!(state === 'starting' || state === 'running') || !token || !worker) return null;
     return { pool, jobId: id, token, workerId: worker };
@@ -857,9 +860,10 @@ export class Broker {
     const fields: Array<string | number> = [
       'tenant', job.tenant,
       'service', job.service,
-      'max_attempts', job.max_attempts,
-      'max_infra_attempts', job.max_infra_attempts,
     ];
+    // the defaults are not stored: a job hash's every field costs memory and Redis's reads of it time
+    if (job.max_attempts !== DEFAULT_MAX_ATTEMPTS) fields.push('max_attempts', job.max_attempts);
+    if (job.max_infra_attempts !== DEFAULT_MAX_INFRA_ATTEMPTS) fields.push('max_infra_attempts', job.max_infra_attempts);
     if (job.backoff) fields.push('backoff', JSON.stringify(job.backoff));
     if (job.deadlines?.execution_timeout_ms) fields.push('exec_timeout_ms', job.deadlines.execution_timeout_ms);
     if (job.webhook) fields.push('webhook', JSON.stringify(job.webhook));
@@ -1078,7 +1082,7 @@ function toJob(id: string, pool: string, r: z.output<typeof JobRecord>, extras: 
     manual_retries: r.manual_retries,
     timestamps: stripUndefined({
       submitted_at: r.submitted_at,
-      updated_at: r.updated_at ?? r.submitted_at,
+      updated_at: lastUpdate(r),
       claimed_at: r.claimed_at,
       started_at: r.started_at,
       finished_at: r.finished_at,
@@ -1099,6 +1103,15 @@ function toJob(id: string, pool: string, r: z.output<typeof JobRecord>, extras: 
     step: r.step, cancel_reason: r.cancel_reason || undefined, expire_reason: r.expire_reason,
   };
   return Object.assign(job, stripUndefined(optional));
+}
+
+/**
+ * When the job last changed. Transitions that record their own time (claimed_at,
+ * started_at, finished_at, retried_at) do not write `updated_at` too, so the
+ * latest of them all is the answer.
+ */
+function lastUpdate(r: z.output<typeof JobRecord>): number {
+  return Math.max(r.submitted_at, r.updated_at ?? 0, r.claimed_at ?? 0, r.started_at ?? 0, r.finished_at ?? 0, r.retried_at ?? 0);
 }
 
 function stripUndefined<T extends Record<string, unknown>>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {

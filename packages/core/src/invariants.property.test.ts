@@ -438,7 +438,7 @@ class Scenario {
     const { broker, model } = this;
     const p = broker.keys.prefix(POOL);
     const pipeline = redis.pipeline();
-    for (const job of model.jobs) pipeline.hmget(`${p}job:${job.id}`, 'state', 'token', 'worker', 'class', 'score', 'failures', 'infra_failures');
+    for (const job of model.jobs) pipeline.hmget(`${p}job:${job.id}`, 'state', 'attempts', 'worker', 'class', 'score', 'failures', 'infra_failures');
     pipeline.keys(`${p}q:*`);
     pipeline.zrange(`${p}classes`, 0, -1, 'WITHSCORES');
     pipeline.zrange(`${p}timers`, 0, -1, 'WITHSCORES');
@@ -653,7 +653,7 @@ class OpenScenario {
   }
 
   private async isCurrent(lease: Lease): Promise<boolean> {
-    const [state, token] = await redis.hmget(`${this.p}job:${lease.jobId}`, 'state', 'token');
+    const [state, token] = await redis.hmget(`${this.p}job:${lease.jobId}`, 'state', 'attempts');
     return token === lease.token && (state === 'starting' || state === 'running');
   }
 
@@ -846,7 +846,7 @@ class OpenScenario {
       if (ACTIVE.has(state)) {
         expect(holders, `${what} is held by its worker only`).toEqual([fields.worker]);
         expect(leases[fields.worker!], `${what}: its worker has a lease`).toBeDefined();
-        expect(fields.token).toBeDefined();
+        expect(fields.attempts, `${what}: its attempt number is its fencing token`).toBeDefined();
       } else {
         expect(holders, `${what} is held by a worker`).toEqual([]);
       }

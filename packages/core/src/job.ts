@@ -72,6 +72,13 @@ export const JobId = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{0,31}\.[0-9a-z]{12,40}$/, 'a job id looks like <pool>.<id>, e.g. standard.m3kx9a0b1c2d3e4f');
 
+/**
+ * Attempt budgets of a job submitted without them. A job hash stores a budget
+ * only when it differs; the Lua side (apply_failure) falls back to the same numbers.
+ */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+export const DEFAULT_MAX_INFRA_ATTEMPTS = 10;
+
 /** The tenant of a job submitted without one. */
 export const DEFAULT_TENANT = 'default';
 
@@ -83,9 +90,9 @@ export const SubmitJobInput = z
     requirements: JobRequirements.default({}),
     /** -1000..1000, higher runs first; equal priorities run in submission order */
     priority: z.number().int().min(-1000).max(1000).default(0),
-    max_attempts: z.number().int().min(1).max(100).default(3),
+    max_attempts: z.number().int().min(1).max(100).default(DEFAULT_MAX_ATTEMPTS),
     /** infrastructure failures (lost workers, spot interruptions) allowed before the job fails */
-    max_infra_attempts: z.number().int().min(1).max(100).default(10),
+    max_infra_attempts: z.number().int().min(1).max(100).default(DEFAULT_MAX_INFRA_ATTEMPTS),
     backoff: Backoff.optional(),
     deadlines: Deadlines.optional(),
     delay_ms: z.number().int().min(0).max(30 * 86_400_000).optional(),
@@ -120,8 +127,8 @@ export const JobRecord = z.object({
   attempts: ms.default(0),
   failures: ms.default(0),
   infra_failures: ms.default(0),
-  max_attempts: ms,
-  max_infra_attempts: ms,
+  max_attempts: ms.default(DEFAULT_MAX_ATTEMPTS),
+  max_infra_attempts: ms.default(DEFAULT_MAX_INFRA_ATTEMPTS),
   manual_retries: ms.default(0),
   submitted_at: ms,
   updated_at: ms.optional(),
@@ -137,7 +144,6 @@ export const JobRecord = z.object({
   worker: z.string().optional(),
   machine: z.string().optional(),
   last_worker: z.string().optional(),
-  token: z.string().optional(),
   progress: json(JobProgress).optional(),
   result: json(z.unknown()).optional(),
   error: json(JobErrorInfo).optional(),

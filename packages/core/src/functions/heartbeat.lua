@@ -43,7 +43,7 @@ local function heartbeat(keys, args)
   local drop = {}
   for i = 8, #args, 2 do
     local id, token = args[i], args[i + 1]
-    local f = redis.call('HMGET', job_key(p, id), 'state', 'token')
+    local f = redis.call('HMGET', job_key(p, id), 'state', 'attempts')
     if not (f[1] and f[2] == token and ACTIVE[f[1]]) then
       local verdict = 'lost'
       if f[2] == token and (f[1] == 'canceled' or f[1] == 'expired') then verdict = f[1] end

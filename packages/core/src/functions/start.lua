@@ -8,7 +8,7 @@ local function start(keys, args)
   local job = fenced(ctx, id, args[8])
   if job.state == 'running' then return 'running' end
   local key = job_key(ctx.p, id)
-  redis.call('HSET', key, 'state', 'running', 'started_at', ctx.ts, 'updated_at', ctx.ts)
+  redis.call('HSET', key, 'state', 'running', 'started_at', ctx.ts)
   local timeout = tonumber(redis.call('HGET', key, 'exec_timeout_ms'))
   if timeout then redis.call('HSET', key, 'exec_deadline', ctx.now + timeout) end
   if job.timed or timeout then schedule(ctx.p, id) end

@@ -10,15 +10,19 @@ local function job_event(ctx, id, job_type, state, extra)
 end
 
 -- What most transitions need to know about a job, read in one call.
+-- `token` is the current attempt's fencing token: its attempt number. A job
+-- that is not active has no worker; `last_worker` then says who ran it last.
 local function load_job(p, id)
-  local f = redis.call('HMGET', job_key(p, id), 'state', 'token', 'worker', 'class', 'tenant', 'service',
-    'start_deadline', 'exec_deadline', 'last_worker', 'payload')
+  local key = job_key(p, id)
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
   return { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
-    -- an active job has a timer only when it has a deadline; a waiting one may have several kinds
-    timed = not ACTIVE[f[1]] or f[7] ~= false or f[8] ~= false, last_worker = f[9],
+    -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
+    -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
+    timed = not ACTIVE[f[1]] or f[7] ~= false,
+    last_worker = not f[3] and redis.call('HGET', key, 'last_worker') or nil,
     -- a payload in the hash goes with it; only a large one has a key of its own
-    payload_apart = f[10] == false }
+    payload_apart = f[8] == false }
 end
 
 local function must_exist(p, id)
@@ -54,10 +58,11 @@ local function detach(ctx, job, claim_follows)
 end
 
 -- Ends a detached job in a terminal state and lets it expire after its retention.
+-- (finished_at is also its last update: a reader takes the latest of its timestamps.)
 local function finish(ctx, job, state, fields)
   local p, id = ctx.p, job.id
   local key = job_key(p, id)
-  redis.call('HSET', key, 'state', state, 'finished_at', ctx.ts, 'updated_at', ctx.ts, unpack(fields))
+  redis.call('HSET', key, 'state', state, 'finished_at', ctx.ts, unpack(fields))
   if job.timed then redis.call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
   if tonumber(retention) > 0 then

@@ -9,8 +9,13 @@ local CLASS_PAGE = 64
 local AVOID_LOOKAHEAD_LAST = '15' -- AVOID_LOOKAHEAD - 1
 local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
 
-local TAKE_FIELDS = { 'avoid_worker', 'avoid_until', 'attempts', 'tenant', 'service', 'score', 'workflow_id',
-  'step', 'exec_timeout_ms', 'submitted_at', 'start_deadline', 'queue_deadline', 'payload' }
+-- A field a job hash lacks costs Redis a scan of the whole hash, so a take reads
+-- the fields every job has (and `attempts`, which a job has once claimed) and
+-- only the fields few jobs have when the job says it has them: `opt` for those
+-- given at submit, `attempts` for those a failure leaves (avoid_worker/until).
+local TAKE_FIELDS = { 'attempts', 'tenant', 'service', 'score', 'submitted_at', 'payload', 'opt' }
+local OPTIONAL_TAKE_FIELDS = { 'workflow_id', 'step', 'exec_timeout_ms', 'start_deadline', 'queue_deadline' }
+local RETRY_TAKE_FIELDS = { 'avoid_worker', 'avoid_until' }
 
 -- First job of the class this worker may take now, with the fields a take needs.
 -- A job that just failed on this worker is left for others until its avoid
@@ -18,12 +23,24 @@ local TAKE_FIELDS = { 'avoid_worker', 'avoid_until', 'attempts', 'tenant', 'serv
 -- is returned so the worker knows when to look again. When the head is taken,
 -- the score of the job behind it comes too: it is the class's next head score.
 -- The job's fields when this worker may take it now, else nil and when it may.
+-- The fields come as f.attempts .. f.payload by position (see TAKE_FIELDS), and
+-- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline
+-- by name (false when absent).
 local function takeable(p, id, worker, now)
-  local f = redis.call('HMGET', job_key(p, id), unpack(TAKE_FIELDS))
-  if f[1] ~= worker then return f, nil end
-  local until_ = tonumber(f[2]) or 0
-  if until_ <= now then return f, nil end
-  return nil, until_
+  local key = job_key(p, id)
+  local f = redis.call('HMGET', key, unpack(TAKE_FIELDS))
+  if f[1] then
+    local avoid = redis.call('HMGET', key, unpack(RETRY_TAKE_FIELDS))
+    if avoid[1] == worker then
+      local until_ = tonumber(avoid[2]) or 0
+      if until_ > now then return nil, until_ end
+    end
+  end
+  if f[7] then
+    local o = redis.call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
+    f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline = o[1], o[2], o[3], o[4], o[5]
+  end
+  return f, nil
 end
 
 local function pick_in_class(p, class, worker, now)
@@ -50,10 +67,10 @@ local function take(ctx, id, f, class, worker, w, next_score)
     redis.call('ZREM', queue_key(p, class), id)
     set_class_head(p, class, next_score)
   end
-  local attempt = tostring((tonumber(f[3]) or 0) + 1)
-  local token = attempt
-  redis.call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'token', token,
-    'attempts', attempt, 'claimed_at', ctx.ts, 'updated_at', ctx.ts)
+  -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
+  local attempt = tostring((tonumber(f[1]) or 0) + 1)
+  redis.call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
+    'claimed_at', ctx.ts)
   if w.waiting then
     stop_waiting(p, worker)
     w.waiting = false
@@ -66,16 +83,16 @@ local function take(ctx, id, f, class, worker, w, next_score)
     w.state = 'busy'
   end
   -- a claimed job's only possible timer is its start deadline; its queue deadline no longer applies
-  if f[11] then
-    redis.call('ZADD', p .. 'timers', f[11], id)
-  elseif f[12] then
+  if f.start_deadline then
+    redis.call('ZADD', p .. 'timers', f.start_deadline, id)
+  elseif f.queue_deadline then
     redis.call('ZREM', p .. 'timers', id)
   end
   -- submitted_at lets a reader of the stream measure submit-to-claim latency without another read
-  job_event(ctx, id, 'job.starting', 'starting', { 'tenant', f[4], 'service', f[5], 'worker', worker,
-    'machine', w.machine, 'attempt', attempt, 'submitted_at', f[10] })
-  return { 'job', id, token, attempt, f[5], f[4], f[13] or redis.call('GET', payload_key(p, id)) or '',
-    class_definition(p, class), priority_of(f[6]), f[7] or '', f[8] or '', f[9] or '', f[10] or '' }
+  job_event(ctx, id, 'job.starting', 'starting', { 'tenant', f[2], 'service', f[3], 'worker', worker,
+    'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5] })
+  return { 'job', id, attempt, attempt, f[3], f[2], f[6] or redis.call('GET', payload_key(p, id)) or '',
+    class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '' }
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER.

@@ -11,6 +11,9 @@
 -- Submits the job whose arguments start at args[at]; returns its reply and the
 -- index just past its arguments. Everything that can raise comes before the
 -- first write: a function that raises keeps the writes it already made.
+-- the fields given at submit that a claim reads only from a job marked `opt`
+local OPTIONAL_SUBMIT_FIELDS = { workflow_id = true, step = true, exec_timeout_ms = true }
+
 local function submit_job(ctx, args, at)
   local p, now = ctx.p, ctx.now
   local id, class, def = args[at], args[at + 1], args[at + 2]
@@ -63,10 +66,16 @@ local function submit_job(ctx, args, at)
   local inline = #payload <= INLINE_PAYLOAD
   if inline then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
   local n = #fields
-  for i = first_field, next_at - 1 do
-    n = n + 1
-    fields[n] = args[i]
+  -- `opt` tells a claim that the job has fields most jobs lack (see OPTIONAL_TAKE_FIELDS)
+  local opt = queue_ttl or start_timeout
+  for i = first_field, next_at - 1, 2 do
+    local name = args[i]
+    if OPTIONAL_SUBMIT_FIELDS[name] then opt = true end
+    fields[n + 1] = name
+    fields[n + 2] = args[i + 1]
+    n = n + 2
   end
+  if opt then fields[n + 1] = 'opt'; fields[n + 2] = '1' end
   redis.call('HSET', key, unpack(fields))
   if not inline then redis.call('SET', payload_key(p, id), payload) end
 
