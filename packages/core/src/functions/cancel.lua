@@ -10,9 +10,9 @@ local function cancel(keys, args)
   local job = must_exist(ctx.p, args[7])
   if TERMINAL[job.state] then return { job.state, 0 } end
   detach(ctx, job, false)
-  finish(ctx, job, 'canceled', { 'cancel_reason', args[8] })
+  finish(ctx, job, 'canceled', 'cancel_reason', args[8])
   if ACTIVE[job.state] and job.worker then signal_worker(ctx.p, job.worker, 'cancel:' .. job.id) end
   return { 'canceled', 1 }
 end
 
-redis.register_function('emp_cancel', cancel)
+register('emp_cancel', cancel)

@@ -11,4 +11,4 @@ local function claim(keys, args)
   return claim_for(ctx, args[7], woken, load_worker(ctx.p, args[7]))
 end
 
-redis.register_function('emp_claim', claim)
+register('emp_claim', claim)

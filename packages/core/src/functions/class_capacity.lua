@@ -8,17 +8,17 @@
 local function class_capacity(keys, args)
   local p = prefix_of(keys[1])
   local workers = {}
-  for _, id in ipairs(redis.call('ZRANGE', p .. 'workers', 0, -1)) do
-    local f = redis.call('HMGET', worker_key(p, id), 'profile', 'state', 'concurrency')
+  for _, id in ipairs(call('ZRANGE', p .. 'workers', 0, -1)) do
+    local f = call('HMGET', worker_key(p, id), 'profile', 'state', 'concurrency')
     if f[1] and f[2] ~= 'draining' and f[2] ~= 'offline' then
       workers[#workers + 1] = { profile = f[1], slots = tonumber(f[3]) or 1 }
     end
   end
-  local paused = redis.call('HLEN', p .. 'paused') > 0 and hash_to_table(redis.call('HGETALL', p .. 'paused')) or {}
+  local paused = call('HLEN', p .. 'paused') > 0 and hash_to_table(call('HGETALL', p .. 'paused')) or {}
   local out = {}
   for i, class in ipairs(args) do
     local capacity = 0
-    if redis.call('EXISTS', class_key(p, class)) == 1 and not paused[load_class(p, class).service] then
+    if call('EXISTS', class_key(p, class)) == 1 and not paused[load_class(p, class).service] then
       for _, w in ipairs(workers) do
         if profile_matches(p, w.profile, class) then capacity = capacity + w.slots end
       end
@@ -28,4 +28,4 @@ local function class_capacity(keys, args)
   return out
 end
 
-redis.register_function { function_name = 'emp_class_capacity', callback = class_capacity, flags = { 'no-writes' } }
+register('emp_class_capacity', class_capacity, true)

@@ -13,7 +13,7 @@
 local function complete_one(ctx, next_worker, w, id, token, result)
   local job = fenced(ctx, id, token)
   detach(ctx, job, next_worker ~= nil)
-  finish(ctx, job, 'succeeded', { 'result', result })
+  finish(ctx, job, 'succeeded', 'result', result)
   if not next_worker then return { 'succeeded' } end
   local claimed = claim_for(ctx, next_worker, nil, w)
   table.insert(claimed, 1, 'succeeded')
@@ -38,4 +38,4 @@ local function complete(keys, args)
   return replies
 end
 
-redis.register_function('emp_complete', complete)
+register('emp_complete', complete)

@@ -17,4 +17,4 @@ local function fail(keys, args)
   return reply
 end
 
-redis.register_function('emp_fail', fail)
+register('emp_fail', fail)

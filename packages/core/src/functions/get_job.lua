@@ -6,18 +6,18 @@
 --   payload, lease_until ('' unless held) } or false.
 local function get_job(keys, args)
   local p = prefix_of(keys[1])
-  local flat = redis.call('HGETALL', job_key(p, args[1]))
+  local flat = call('HGETALL', job_key(p, args[1]))
   if #flat == 0 then return false end
   local job = hash_to_table(flat)
-  local class = redis.call('HMGET', class_key(p, job.class), 'def', 'routable')
+  local class = call('HMGET', class_key(p, job.class), 'def', 'routable')
   local position = -1
   if job.state == 'queued' then
-    position = redis.call('ZRANK', queue_key(p, job.class), args[1]) or -1
+    position = call('ZRANK', queue_key(p, job.class), args[1]) or -1
   end
   local lease = ''
-  if ACTIVE[job.state] and job.worker then lease = redis.call('ZSCORE', p .. 'leases', job.worker) or '' end
-  local payload = job.payload or redis.call('GET', payload_key(p, args[1])) or ''
+  if ACTIVE[job.state] and job.worker then lease = call('ZSCORE', p .. 'leases', job.worker) or '' end
+  local payload = job.payload or call('GET', payload_key(p, args[1])) or ''
   return { flat, class[1] or '{}', class[2] or '1', position, payload, lease }
 end
 
-redis.register_function { function_name = 'emp_get_job', callback = get_job, flags = { 'no-writes' } }
+register('emp_get_job', get_job, true)

@@ -12,27 +12,27 @@ local function heartbeat(keys, args)
   local ctx = context(keys, args)
   local p, worker = ctx.p, args[7]
   local wkey = worker_key(p, worker)
-  local state = redis.call('HGET', wkey, 'state')
+  local state = call('HGET', wkey, 'state')
   if not state then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
-  redis.call('HSET', wkey, 'last_seen', ctx.ts)
-  redis.call('ZADD', p .. 'workers', ctx.ts, worker)
-  if redis.call('SCARD', p .. 'wjobs:' .. worker) > 0 then renew_lease(p, worker, ctx.now, ctx.lease_ms) end
+  call('HSET', wkey, 'last_seen', ctx.ts)
+  call('ZADD', p .. 'workers', ctx.ts, worker)
+  if call('SCARD', p .. 'wjobs:' .. worker) > 0 then renew_lease(p, worker, ctx.now, ctx.lease_ms) end
   if state == 'offline' then
-    redis.call('ZREM', p .. 'workers:offline', worker)
-    local running = redis.call('SCARD', p .. 'wjobs:' .. worker)
+    call('ZREM', p .. 'workers:offline', worker)
+    local running = call('SCARD', p .. 'wjobs:' .. worker)
     set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.ts, ctx.maxlen, state)
     -- going offline took it off the idle index: wake it so its next claim finds work or re-registers it idle
     signal_worker(p, worker, 'wake:')
   end
-  local previous_beat = tonumber(redis.call('HGET', wkey, 'heartbeat_at'))
-  redis.call('HSET', wkey, 'heartbeat_at', ctx.ts)
+  local previous_beat = tonumber(call('HGET', wkey, 'heartbeat_at'))
+  call('HSET', wkey, 'heartbeat_at', ctx.ts)
   local named = {}
   for i = 8, #args, 2 do named[args[i]] = true end
   if previous_beat then
-    for _, id in ipairs(redis.call('SMEMBERS', p .. 'wjobs:' .. worker)) do
+    for _, id in ipairs(call('SMEMBERS', p .. 'wjobs:' .. worker)) do
       if not named[id] then
         local job = load_job(p, id)
-        local claimed = tonumber(redis.call('HGET', job_key(p, id), 'claimed_at')) or 0
+        local claimed = tonumber(call('HGET', job_key(p, id), 'claimed_at')) or 0
         if job and ACTIVE[job.state] and job.worker == worker and claimed < previous_beat then
           apply_failure(ctx, job, 'worker_lost', cjson.encode({ kind = 'worker_lost',
             message = 'worker ' .. worker .. ' no longer reports this job (its claim reply was lost?)' }), false)
@@ -43,7 +43,7 @@ local function heartbeat(keys, args)
   local drop = {}
   for i = 8, #args, 2 do
     local id, token = args[i], args[i + 1]
-    local f = redis.call('HMGET', job_key(p, id), 'state', 'attempts')
+    local f = call('HMGET', job_key(p, id), 'state', 'attempts')
     if not (f[1] and f[2] == token and ACTIVE[f[1]]) then
       local verdict = 'lost'
       if f[2] == token and (f[1] == 'canceled' or f[1] == 'expired') then verdict = f[1] end
@@ -54,4 +54,4 @@ local function heartbeat(keys, args)
   return drop
 end
 
-redis.register_function('emp_heartbeat', heartbeat)
+register('emp_heartbeat', heartbeat)

@@ -20,17 +20,17 @@ local function job_counts(keys, args)
     end
     row[COUNT_INDEX[state]] = row[COUNT_INDEX[state]] + n
   end
-  for _, class in ipairs(redis.call('ZRANGE', p .. 'classes', 0, -1)) do
-    add(load_class(p, class).service, 'queued', redis.call('ZCARD', queue_key(p, class)))
+  for _, class in ipairs(call('ZRANGE', p .. 'classes', 0, -1)) do
+    add(load_class(p, class).service, 'queued', call('ZCARD', queue_key(p, class)))
   end
   -- every worker holding a job has a lease; a job counts only while it is its worker's
-  for _, worker in ipairs(redis.call('ZRANGE', p .. 'leases', 0, -1)) do
-    for _, id in ipairs(redis.call('SMEMBERS', p .. 'wjobs:' .. worker)) do
-      local f = redis.call('HMGET', job_key(p, id), 'state', 'worker', 'service')
+  for _, worker in ipairs(call('ZRANGE', p .. 'leases', 0, -1)) do
+    for _, id in ipairs(call('SMEMBERS', p .. 'wjobs:' .. worker)) do
+      local f = call('HMGET', job_key(p, id), 'state', 'worker', 'service')
       if ACTIVE[f[1]] and f[2] == worker then add(f[3], f[1], 1) end
     end
   end
-  local deferred = redis.call('HGETALL', p .. 'deferred')
+  local deferred = call('HGETALL', p .. 'deferred')
   for i = 1, #deferred, 2 do
     local sep = string.find(deferred[i], ':', 1, true)
     local kind, service = string.sub(deferred[i], 1, sep - 1), string.sub(deferred[i], sep + 1)
@@ -45,4 +45,4 @@ local function job_counts(keys, args)
   return out
 end
 
-redis.register_function { function_name = 'emp_job_counts', callback = job_counts, flags = { 'no-writes' } }
+register('emp_job_counts', job_counts, true)

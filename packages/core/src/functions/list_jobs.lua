@@ -38,24 +38,24 @@ local function list_jobs(keys, args)
   -- added since the previous page do not shift it (entries with equal scores included)
   local rank = 0
   if args[4] ~= '' then
-    local at = redis.call('ZREVRANK', index, args[5])
+    local at = call('ZREVRANK', index, args[5])
     if at then
       rank = at + 1
     else
       -- the cursor's entry is another pool's (or was swept away): resume after everything ordered
       -- before it, the entries with a higher score and those with its score and a greater member
-      rank = redis.call('ZCOUNT', index, '(' .. args[4], '+inf')
-      for _, member in ipairs(redis.call('ZRANGE', index, args[4], args[4], 'BYSCORE')) do
+      rank = call('ZCOUNT', index, '(' .. args[4], '+inf')
+      for _, member in ipairs(call('ZRANGE', index, args[4], args[4], 'BYSCORE')) do
         if bytes_after(member, args[5]) then rank = rank + 1 end
       end
     end
   end
-  if newest then rank = math.max(rank, redis.call('ZCOUNT', index, '(' .. newest, '+inf')) end
+  if newest then rank = math.max(rank, call('ZCOUNT', index, '(' .. newest, '+inf')) end
 
   local found, looked = {}, 0
   local last_score, last_member = '', ''
   while true do
-    local chunk = redis.call('ZRANGE', index, rank, rank + 99, 'REV', 'WITHSCORES')
+    local chunk = call('ZRANGE', index, rank, rank + 99, 'REV', 'WITHSCORES')
     if #chunk == 0 then return { found, last_score, last_member, 1 } end
     for i = 1, #chunk, 2 do
       local member, score = chunk[i], chunk[i + 1]
@@ -66,7 +66,7 @@ local function list_jobs(keys, args)
       local id = member
       local sep = string.find(member, '|', 1, true)
       if sep then id = string.sub(member, 1, sep - 1) end
-      local f = redis.call('HMGET', job_key(p, id), 'state', 'service')
+      local f = call('HMGET', job_key(p, id), 'state', 'service')
       if f[1] and (not states or states[f[1]]) and (not services or services[f[2]]) then
         found[#found + 1] = { id, score, member, f[1] }
         if #found >= limit then return { found, last_score, last_member, 0 } end
@@ -76,4 +76,4 @@ local function list_jobs(keys, args)
   end
 end
 
-redis.register_function { function_name = 'emp_list_jobs', callback = list_jobs, flags = { 'no-writes' } }
+register('emp_list_jobs', list_jobs, true)

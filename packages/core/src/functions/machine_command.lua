@@ -13,14 +13,14 @@ local function machine_command(keys, args)
     raise('BAD_STATE', 'a machine command is drain, restart or shutdown, not ' .. tostring(action))
   end
   local key = machine_key(p, machine)
-  if redis.call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end
-  local id = redis.call('XADD', p .. 'machine-commands:' .. machine, 'MAXLEN', '~', 1000, '*', 'action', action,
+  if call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end
+  local id = call('XADD', p .. 'machine-commands:' .. machine, 'MAXLEN', '~', 1000, '*', 'action', action,
     'service', service, 'by', args[10], 'reason', args[11], 'ts', ctx.now)
-  redis.call('HSET', key, 'last_command', action, 'last_command_id', id, 'last_command_service', service,
+  call('HSET', key, 'last_command', action, 'last_command_id', id, 'last_command_service', service,
     'last_command_at', ctx.now)
   events_append(p, ctx.maxlen, { 'type', 'machine.command', 'machine', machine, 'action', action, 'service', service,
     'command', id, 'by', args[10], 'ts', ctx.now })
   return id
 end
 
-redis.register_function('emp_machine_command', machine_command)
+register('emp_machine_command', machine_command)

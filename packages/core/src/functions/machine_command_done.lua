@@ -19,18 +19,18 @@ local function machine_command_done(keys, args)
     raise('BAD_STATE', 'a command outcome is ok or failed, not ' .. tostring(outcome))
   end
   local key = machine_key(p, machine)
-  if redis.call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end
-  local entry = redis.call('XRANGE', p .. 'machine-commands:' .. machine, command, command)[1]
+  if call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end
+  local entry = call('XRANGE', p .. 'machine-commands:' .. machine, command, command)[1]
   if not entry then raise('NOT_FOUND', 'machine ' .. machine .. ' has no command ' .. command) end
   local fields = hash_to_table(entry[2])
 
   local moved = 0
-  local handled = redis.call('HGET', key, 'last_command_handled')
+  local handled = call('HGET', key, 'last_command_handled')
   local ms, seq = stream_id_parts(command)
   local last_ms, last_seq = -1, -1
   if handled then last_ms, last_seq = stream_id_parts(handled) end
   if ms > last_ms or (ms == last_ms and seq > last_seq) then
-    redis.call('HSET', key, 'last_command_handled', command, 'last_command_outcome', outcome,
+    call('HSET', key, 'last_command_handled', command, 'last_command_outcome', outcome,
       'last_command_message', message, 'last_command_done_at', ctx.ts)
     moved = 1
   end
@@ -39,4 +39,4 @@ local function machine_command_done(keys, args)
   return moved
 end
 
-redis.register_function('emp_machine_command_done', machine_command_done)
+register('emp_machine_command_done', machine_command_done)

@@ -10,12 +10,12 @@ local function machine_process(keys, args)
   local ctx = context(keys, args)
   local p, machine = ctx.p, args[7]
   local key = machine_key(p, machine)
-  if redis.call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end
+  if call('EXISTS', key) == 0 then raise('NOT_FOUND', 'machine ' .. machine .. ' is not registered in this shard') end
   local fields = { 'type', 'machine.process', 'machine', machine, 'process', args[8], 'state', args[9] }
   for i = 10, #args do table.insert(fields, args[i]) end
   table.insert(fields, 'ts')
   table.insert(fields, ctx.ts)
-  return redis.call('XADD', p .. 'events', 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields))
+  return call('XADD', p .. 'events', 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields))
 end
 
-redis.register_function('emp_machine_process', machine_process)
+register('emp_machine_process', machine_process)

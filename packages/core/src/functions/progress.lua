@@ -7,10 +7,10 @@ local function progress(keys, args)
   local ctx = context(keys, args)
   local id = args[7]
   local job = fenced(ctx, id, args[8])
-  redis.call('HSET', job_key(ctx.p, id), 'progress', args[9], 'updated_at', ctx.ts)
+  call('HSET', job_key(ctx.p, id), 'progress', args[9], 'updated_at', ctx.ts)
   renew_lease(ctx.p, job.worker, ctx.now, ctx.lease_ms)
-  job_event(ctx, id, 'job.progress', job.state, { 'tenant', job.tenant, 'service', job.service, 'progress', args[9] })
+  job_event(ctx, id, 'job.progress', job.state, 'tenant', job.tenant, 'service', job.service, 'progress', args[9])
   return job.state
 end
 
-redis.register_function('emp_progress', progress)
+register('emp_progress', progress)

@@ -6,16 +6,16 @@
 local function queue_stats(keys, args)
   local p = prefix_of(keys[1])
   local classes = {}
-  for _, class in ipairs(redis.call('SMEMBERS', p .. 'classlist')) do
-    local info = redis.call('HMGET', class_key(p, class), 'def', 'routable')
-    local depth = redis.call('ZCARD', queue_key(p, class))
-    local head = redis.call('ZRANGE', queue_key(p, class), 0, 0)[1]
-    local submitted = head and redis.call('HGET', job_key(p, head), 'submitted_at') or ''
+  for _, class in ipairs(call('SMEMBERS', p .. 'classlist')) do
+    local info = call('HMGET', class_key(p, class), 'def', 'routable')
+    local depth = call('ZCARD', queue_key(p, class))
+    local head = call('ZRANGE', queue_key(p, class), 0, 0)[1]
+    local submitted = head and call('HGET', job_key(p, head), 'submitted_at') or ''
     classes[#classes + 1] = { class, info[1] or '{}', info[2] or '1', depth, head or '', submitted }
   end
-  local totals = { redis.call('ZCARD', p .. 'timers'), redis.call('HLEN', p .. 'idle'),
-    redis.call('ZCARD', p .. 'workers'), redis.call('ZCARD', p .. 'workers:offline') }
+  local totals = { call('ZCARD', p .. 'timers'), call('HLEN', p .. 'idle'),
+    call('ZCARD', p .. 'workers'), call('ZCARD', p .. 'workers:offline') }
   return { classes, totals }
 end
 
-redis.register_function { function_name = 'emp_queue_stats', callback = queue_stats, flags = { 'no-writes' } }
+register('emp_queue_stats', queue_stats, true)

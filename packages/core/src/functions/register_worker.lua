@@ -11,42 +11,42 @@ local function register_worker(keys, args)
   local ctx = context(keys, args)
   local p, worker, profile = ctx.p, args[7], args[9]
   local wkey = worker_key(p, worker)
-  local fresh = redis.call('EXISTS', wkey) == 0
-  redis.call('HSET', wkey, 'id', worker, 'machine', args[8], 'profile', profile, 'last_seen', ctx.now,
+  local fresh = call('EXISTS', wkey) == 0
+  call('HSET', wkey, 'id', worker, 'machine', args[8], 'profile', profile, 'last_seen', ctx.now,
     unpack(args, 12))
-  if fresh then redis.call('HSET', wkey, 'registered_at', ctx.now) end
-  redis.call('ZADD', p .. 'workers', ctx.now, worker)
-  redis.call('ZREM', p .. 'workers:offline', worker)
-  if redis.call('HEXISTS', p .. 'idle', worker) == 1 then redis.call('HSET', p .. 'idle', worker, profile) end
+  if fresh then call('HSET', wkey, 'registered_at', ctx.now) end
+  call('ZADD', p .. 'workers', ctx.now, worker)
+  call('ZREM', p .. 'workers:offline', worker)
+  if call('HEXISTS', p .. 'idle', worker) == 1 then call('HSET', p .. 'idle', worker, profile) end
 
   if args[11] == '1' and not fresh then
-    for _, id in ipairs(redis.call('SMEMBERS', p .. 'wjobs:' .. worker)) do
+    for _, id in ipairs(call('SMEMBERS', p .. 'wjobs:' .. worker)) do
       local job = load_job(p, id)
       if job and ACTIVE[job.state] and job.worker == worker then
         apply_failure(ctx, job, 'worker_lost', cjson.encode({ kind = 'worker_lost',
           message = 'worker ' .. worker .. ' restarted while running this job' }), false)
       end
     end
-    redis.call('DEL', p .. 'wjobs:' .. worker)
-    redis.call('ZREM', p .. 'leases', worker)
-    redis.call('HDEL', wkey, 'state')
+    call('DEL', p .. 'wjobs:' .. worker)
+    call('ZREM', p .. 'leases', worker)
+    call('HDEL', wkey, 'state')
   end
 
   local became_routable = 0
-  if redis.call('SADD', p .. 'profiles', profile) == 1 then
-    redis.call('SET', profile_key(p, profile), args[10])
-    for _, class in ipairs(redis.call('SMEMBERS', p .. 'unroutable')) do
+  if call('SADD', p .. 'profiles', profile) == 1 then
+    call('SET', profile_key(p, profile), args[10])
+    for _, class in ipairs(call('SMEMBERS', p .. 'unroutable')) do
       if profile_matches(p, profile, class) then
-        redis.call('HSET', class_key(p, class), 'routable', '1')
-        redis.call('SREM', p .. 'unroutable', class)
+        call('HSET', class_key(p, class), 'routable', '1')
+        call('SREM', p .. 'unroutable', class)
         events_append(p, ctx.maxlen, { 'type', 'class.routable', 'class', class, 'ts', ctx.now })
         became_routable = became_routable + 1
       end
     end
   end
-  local state = redis.call('HGET', wkey, 'state')
+  local state = call('HGET', wkey, 'state')
   if state ~= 'draining' then
-    local running = redis.call('SCARD', p .. 'wjobs:' .. worker)
+    local running = call('SCARD', p .. 'wjobs:' .. worker)
     set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.ts, ctx.maxlen)
   end
   if fresh then
@@ -55,4 +55,4 @@ local function register_worker(keys, args)
   return became_routable
 end
 
-redis.register_function('emp_register_worker', register_worker)
+register('emp_register_worker', register_worker)

@@ -10,15 +10,15 @@ local function retry(keys, args)
     raise('NOT_RETRYABLE', 'job ' .. job.id .. ' is ' .. job.state .. '; only failed, canceled or expired jobs can be retried')
   end
   local key = job_key(ctx.p, job.id)
-  redis.call('PERSIST', key)
-  if job.payload_apart then redis.call('PERSIST', payload_key(ctx.p, job.id)) end
-  redis.call('HSET', key, 'failures', 0, 'infra_failures', 0, 'retried_at', ctx.now)
-  redis.call('HINCRBY', key, 'manual_retries', 1)
-  redis.call('HDEL', key, 'finished_at', 'result', 'queue_deadline', 'start_deadline', 'cancel_reason',
+  call('PERSIST', key)
+  if job.payload_apart then call('PERSIST', payload_key(ctx.p, job.id)) end
+  call('HSET', key, 'failures', 0, 'infra_failures', 0, 'retried_at', ctx.now)
+  call('HINCRBY', key, 'manual_retries', 1)
+  call('HDEL', key, 'finished_at', 'result', 'queue_deadline', 'start_deadline', 'cancel_reason',
     'expire_reason', 'avoid_worker', 'avoid_until')
   requeue(ctx, job, nil)
-  job_event(ctx, job.id, 'job.queued', 'queued', { 'tenant', job.tenant, 'service', job.service, 'reason', 'manual_retry' })
+  job_event(ctx, job.id, 'job.queued', 'queued', 'tenant', job.tenant, 'service', job.service, 'reason', 'manual_retry')
   return 'queued'
 end
 
-redis.register_function('emp_retry', retry)
+register('emp_retry', retry)

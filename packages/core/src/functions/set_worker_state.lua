@@ -13,17 +13,17 @@ local function set_state(keys, args)
   end
   if state ~= 'idle' then stop_waiting(p, worker) end
   if state == 'offline' then
-    redis.call('ZREM', p .. 'workers', worker)
-    redis.call('ZADD', p .. 'workers:offline', ctx.now, worker)
+    call('ZREM', p .. 'workers', worker)
+    call('ZADD', p .. 'workers:offline', ctx.now, worker)
   else
     -- a worker that speaks is online again, whatever it says
-    redis.call('ZADD', p .. 'workers', ctx.now, worker)
-    redis.call('ZREM', p .. 'workers:offline', worker)
-    if state == 'idle' and redis.call('SCARD', p .. 'wjobs:' .. worker) > 0 then state = 'busy' end
+    call('ZADD', p .. 'workers', ctx.now, worker)
+    call('ZREM', p .. 'workers:offline', worker)
+    if state == 'idle' and call('SCARD', p .. 'wjobs:' .. worker) > 0 then state = 'busy' end
   end
-  redis.call('HSET', wkey, 'last_seen', ctx.now)
+  call('HSET', wkey, 'last_seen', ctx.now)
   set_worker_state(p, worker, state, ctx.ts, ctx.maxlen)
   return state
 end
 
-redis.register_function('emp_set_worker_state', set_state)
+register('emp_set_worker_state', set_state)

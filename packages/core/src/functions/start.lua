@@ -8,12 +8,12 @@ local function start(keys, args)
   local job = fenced(ctx, id, args[8])
   if job.state == 'running' then return 'running' end
   local key = job_key(ctx.p, id)
-  redis.call('HSET', key, 'state', 'running', 'started_at', ctx.ts)
-  local timeout = tonumber(redis.call('HGET', key, 'exec_timeout_ms'))
-  if timeout then redis.call('HSET', key, 'exec_deadline', ctx.now + timeout) end
+  call('HSET', key, 'state', 'running', 'started_at', ctx.ts)
+  local timeout = tonumber(call('HGET', key, 'exec_timeout_ms'))
+  if timeout then call('HSET', key, 'exec_deadline', ctx.now + timeout) end
   if job.timed or timeout then schedule(ctx.p, id) end
-  job_event(ctx, id, 'job.running', 'running', { 'tenant', job.tenant, 'service', job.service, 'worker', job.worker })
+  job_event(ctx, id, 'job.running', 'running', 'tenant', job.tenant, 'service', job.service, 'worker', job.worker)
   return 'running'
 end
 
-redis.register_function('emp_start', start)
+register('emp_start', start)

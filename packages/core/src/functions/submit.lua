@@ -8,4 +8,4 @@ local function submit(keys, args)
   return reply
 end
 
-redis.register_function('emp_submit', submit)
+register('emp_submit', submit)

@@ -24,4 +24,4 @@ local function submit_many(keys, args)
   return replies
 end
 
-redis.register_function('emp_submit_many', submit_many)
+register('emp_submit_many', submit_many)

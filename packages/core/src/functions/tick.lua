@@ -9,7 +9,7 @@
 
 local function expire_job(ctx, job, reason)
   detach(ctx, job, false)
-  finish(ctx, job, 'expired', { 'expire_reason', reason })
+  finish(ctx, job, 'expired', 'expire_reason', reason)
   if ACTIVE[job.state] and job.worker then signal_worker(ctx.p, job.worker, 'expired:' .. job.id) end
 end
 
@@ -17,10 +17,10 @@ local function handle_due_job(ctx, id)
   local p, now = ctx.p, ctx.now
   local job = load_job(p, id)
   if not job then
-    redis.call('ZREM', p .. 'timers', id)
+    call('ZREM', p .. 'timers', id)
     return
   end
-  local f = redis.call('HMGET', job_key(p, id), 'run_at', 'retry_at', 'queue_deadline', 'start_deadline',
+  local f = call('HMGET', job_key(p, id), 'run_at', 'retry_at', 'queue_deadline', 'start_deadline',
     'exec_deadline', 'avoid_worker')
   local function due(value) value = tonumber(value); return value ~= nil and value <= now end
   local state = job.state
@@ -28,7 +28,7 @@ local function handle_due_job(ctx, id)
     if due(f[3]) then return expire_job(ctx, job, 'queue_ttl') end
     if due(f[4]) then return expire_job(ctx, job, 'start_timeout') end
     if state == 'queued' and due(f[1]) then
-      redis.call('HDEL', job_key(p, id), 'run_at')
+      call('HDEL', job_key(p, id), 'run_at')
       count_deferred(p, 'delayed', job.service, '-1')
       requeue(ctx, job, nil)
       return
@@ -36,7 +36,7 @@ local function handle_due_job(ctx, id)
     if state == 'retrying' and due(f[2]) then
       count_deferred(p, 'retrying', job.service, '-1')
       requeue(ctx, job, f[6])
-      job_event(ctx, id, 'job.queued', 'queued', { 'tenant', job.tenant, 'service', job.service, 'reason', 'retry' })
+      job_event(ctx, id, 'job.queued', 'queued', 'tenant', job.tenant, 'service', job.service, 'reason', 'retry')
       return
     end
   elseif state == 'starting' and due(f[4]) then
@@ -53,18 +53,18 @@ end
 -- It holds nothing now, so it is no longer busy (a busy worker always has a lease).
 local function reap_lease(ctx, worker)
   local p = ctx.p
-  redis.call('ZREM', p .. 'leases', worker)
-  local state = redis.call('HGET', worker_key(p, worker), 'state')
+  call('ZREM', p .. 'leases', worker)
+  local state = call('HGET', worker_key(p, worker), 'state')
   if state == 'busy' then set_worker_state(p, worker, 'idle', ctx.ts, ctx.maxlen, state) end
   local handled = 0
-  for _, id in ipairs(redis.call('SMEMBERS', p .. 'wjobs:' .. worker)) do
+  for _, id in ipairs(call('SMEMBERS', p .. 'wjobs:' .. worker)) do
     local job = load_job(p, id)
     if job and ACTIVE[job.state] and job.worker == worker then
       apply_failure(ctx, job, 'worker_lost', cjson.encode({ kind = 'worker_lost',
         message = 'lease expired: worker ' .. worker .. ' stopped renewing it' }), false)
       handled = handled + 1
     else
-      redis.call('SREM', p .. 'wjobs:' .. worker, id)
+      call('SREM', p .. 'wjobs:' .. worker, id)
     end
   end
   return handled
@@ -74,27 +74,27 @@ local function turn_offline(ctx, kind, limit, offline_after, retention)
   local p, now = ctx.p, ctx.now
   local online, offline = p .. kind .. 's', p .. kind .. 's:offline'
   local handled = 0
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', online, '-inf', now - offline_after, 'LIMIT', 0, limit)) do
+  for _, id in ipairs(call('ZRANGEBYSCORE', online, '-inf', now - offline_after, 'LIMIT', 0, limit)) do
     local key = p .. kind .. ':' .. id
-    local last_seen = redis.call('ZSCORE', online, id)
-    redis.call('ZREM', online, id)
-    redis.call('ZADD', offline, last_seen, id)
+    local last_seen = call('ZSCORE', online, id)
+    call('ZREM', online, id)
+    call('ZADD', offline, last_seen, id)
     if kind == 'worker' then stop_waiting(p, id) end
-    redis.call('HSET', key, 'state', 'offline', 'state_since', now)
+    call('HSET', key, 'state', 'offline', 'state_since', now)
     events_append(p, ctx.maxlen, { 'type', kind .. '.offline', kind, id, 'state', 'offline', 'ts', now })
     handled = handled + 1
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', offline, '-inf', now - retention, 'LIMIT', 0, limit)) do
-    redis.call('ZREM', offline, id)
-    redis.call('DEL', p .. kind .. ':' .. id)
-    if kind == 'worker' then redis.call('DEL', p .. 'wjobs:' .. id, signal_key(p, id)) end
+  for _, id in ipairs(call('ZRANGEBYSCORE', offline, '-inf', now - retention, 'LIMIT', 0, limit)) do
+    call('ZREM', offline, id)
+    call('DEL', p .. kind .. ':' .. id)
+    if kind == 'worker' then call('DEL', p .. 'wjobs:' .. id, signal_key(p, id)) end
     events_append(p, ctx.maxlen, { 'type', kind .. '.gone', kind, id, 'state', 'gone', 'ts', now })
     handled = handled + 1
   end
   local next_due = nil
-  local head = redis.call('ZRANGE', online, 0, 0, 'WITHSCORES')
+  local head = call('ZRANGE', online, 0, 0, 'WITHSCORES')
   if head[2] then next_due = tonumber(head[2]) + offline_after end
-  head = redis.call('ZRANGE', offline, 0, 0, 'WITHSCORES')
+  head = call('ZRANGE', offline, 0, 0, 'WITHSCORES')
   if head[2] then
     local due = tonumber(head[2]) + retention
     if next_due == nil or due < next_due then next_due = due end
@@ -107,18 +107,18 @@ local function tick(keys, args)
   local p, now = ctx.p, ctx.now
   local limit, offline_after, retention = tonumber(args[7]), tonumber(args[8]), tonumber(args[9])
   local handled = 0
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'timers', '-inf', now, 'LIMIT', 0, limit)) do
+  for _, id in ipairs(call('ZRANGEBYSCORE', p .. 'timers', '-inf', now, 'LIMIT', 0, limit)) do
     handle_due_job(ctx, id)
     handled = handled + 1
   end
-  for _, worker in ipairs(redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
+  for _, worker in ipairs(call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
     handled = handled + reap_lease(ctx, worker)
   end
   -- the job index needs sweeping about once a second, not on every tick
-  if redis.call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then sweep_job_index(p, limit) end
+  if call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then sweep_job_index(p, limit) end
   local next_due = nil
   for _, index in ipairs({ 'timers', 'leases' }) do
-    local head = redis.call('ZRANGE', p .. index, 0, 0, 'WITHSCORES')
+    local head = call('ZRANGE', p .. index, 0, 0, 'WITHSCORES')
     if head[2] and (next_due == nil or tonumber(head[2]) < next_due) then next_due = tonumber(head[2]) end
   end
   for _, kind in ipairs({ 'worker', 'machine' }) do
@@ -131,4 +131,4 @@ local function tick(keys, args)
   return { handled, wait }
 end
 
-redis.register_function('emp_tick', tick)
+register('emp_tick', tick)

@@ -2,6 +2,35 @@
 -- KEYS[1] = the shard anchor `emp:{<shard>}:shard`; every other key it touches
 -- is derived from that anchor and so shares its hash tag (one cluster slot).
 
+-- In a function library every read of a global (redis.call, tonumber, string...)
+-- misses the library's own globals table and goes through its metatable: it
+-- costs several times a local's read, and a transition makes a hundred of them.
+-- Globals cannot be read while the library loads, so the library binds them to
+-- these locals on the first call it serves (`register` wraps every function).
+local function read_globals()
+  return redis.call, tonumber, tostring, unpack, ipairs, pairs, type, next, error, pcall, string, table, math, cjson
+end
+local call, tonumber, tostring, unpack, ipairs, pairs, type, next, error, pcall, string, table, math, cjson
+local bound = false
+
+local function bind_globals()
+  call, tonumber, tostring, unpack, ipairs, pairs, type, next, error, pcall, string, table, math, cjson = read_globals()
+  bound = true
+end
+
+-- Registers `fn` as FCALL-able function `name`; `read_only` ones may run on replicas (FCALL_RO).
+local function register(name, fn, read_only)
+  local function callback(keys, args)
+    if not bound then bind_globals() end
+    return fn(keys, args)
+  end
+  if read_only then
+    redis.register_function { function_name = name, callback = callback, flags = { 'no-writes' } }
+  else
+    redis.register_function(name, callback)
+  end
+end
+
 local PRIORITY_SPAN = 4398046511104 -- 2^42: room for the per-shard sequence inside one priority level
 local ACTIVE = { starting = true, running = true }
 local TERMINAL = { succeeded = true, failed = true, canceled = true, expired = true }
@@ -29,7 +58,7 @@ local function clock(arg)
   if arg ~= nil and arg ~= '' then
     return tonumber(arg), arg
   end
-  local t = redis.call('TIME')
+  local t = call('TIME')
   local us = t[2]
   local ts = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
   return tonumber(ts), ts
@@ -61,7 +90,7 @@ local function hash_to_table(flat)
 end
 
 local function events_append(p, maxlen, fields)
-  redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', unpack(fields))
 end
 
 -- Every mutating function receives the same prelude, so settings live in one
@@ -76,8 +105,10 @@ local PRELUDE = 6
 -- `now` is for arithmetic, `ts` (the same instant as text) for passing to Redis.
 local function context(keys, args)
   local now, ts = clock(args[1])
+  local p = prefix_of(keys[1])
   return {
-    p = prefix_of(keys[1]),
+    p = p,
+    events = p .. 'events',
     now = now,
     ts = ts,
     maxlen = args[2],

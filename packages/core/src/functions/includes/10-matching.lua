@@ -117,7 +117,7 @@ end
 local function load_profile(p, profile)
   local caps = decoded_profiles[profile]
   if caps == nil then
-    local raw = redis.call('GET', profile_key(p, profile))
+    local raw = call('GET', profile_key(p, profile))
     if not raw then raise('CORRUPT', 'capability profile ' .. profile .. ' is missing') end
     caps = cjson.decode(raw)
     count_cached()
@@ -130,7 +130,7 @@ end
 local function class_definition(p, class)
   local raw = raw_classes[class]
   if raw == nil then
-    raw = redis.call('HGET', class_key(p, class), 'def')
+    raw = call('HGET', class_key(p, class), 'def')
     if not raw then raise('CORRUPT', 'requirement class ' .. class .. ' is missing') end
     count_cached()
     raw_classes[class] = raw

@@ -14,20 +14,20 @@ end
 -- Scores the class by its head job's score, or drops it from `classes` when it has no job (false).
 local function set_class_head(p, class, score)
   if score then
-    redis.call('ZADD', p .. 'classes', score, class)
+    call('ZADD', p .. 'classes', score, class)
   else
-    redis.call('ZREM', p .. 'classes', class)
+    call('ZREM', p .. 'classes', class)
   end
 end
 
 local function refresh_class_head(p, class)
-  local head = redis.call('ZRANGE', queue_key(p, class), '0', '0', 'WITHSCORES')
+  local head = call('ZRANGE', queue_key(p, class), '0', '0', 'WITHSCORES')
   set_class_head(p, class, head[2] or false)
 end
 
 -- Returns false when the job was not in its queue (a delayed job waits on its timer instead).
 local function remove_from_queue(p, id, class)
-  if redis.call('ZREM', queue_key(p, class), id) == 1 then
+  if call('ZREM', queue_key(p, class), id) == 1 then
     refresh_class_head(p, class)
     return true
   end
@@ -39,29 +39,29 @@ end
 -- (`waiting`), so that a claim, which reads that hash anyway, skips taking a
 -- busy worker out of `idle` when it was never in it.
 local function start_waiting(p, worker, profile, waiting)
-  redis.call('HSET', p .. 'idle', worker, profile)
-  if not waiting then redis.call('HSET', worker_key(p, worker), 'waiting', '1') end
+  call('HSET', p .. 'idle', worker, profile)
+  if not waiting then call('HSET', worker_key(p, worker), 'waiting', '1') end
 end
 
 local function stop_waiting(p, worker)
-  redis.call('HDEL', p .. 'idle', worker)
-  redis.call('HDEL', worker_key(p, worker), 'waiting')
+  call('HDEL', p .. 'idle', worker)
+  call('HDEL', worker_key(p, worker), 'waiting')
 end
 
 -- Wakes one idle worker able to run `class`, preferring any worker but `avoid`
 -- (the one the job just failed on). Returns the woken worker or false.
 local function wake_one(p, class, avoid)
-  if redis.call('HLEN', p .. 'paused') > 0 and redis.call('HEXISTS', p .. 'paused', load_class(p, class).service) == 1 then
+  if call('HLEN', p .. 'paused') > 0 and call('HEXISTS', p .. 'paused', load_class(p, class).service) == 1 then
     return false -- nobody may claim a paused service's jobs: a wake-up would be wasted
   end
-  local idle = redis.call('HGETALL', p .. 'idle')
+  local idle = call('HGETALL', p .. 'idle')
   local fallback = false
   for i = 1, #idle, 2 do
     local worker, profile = idle[i], idle[i + 1]
     if profile_matches(p, profile, class) then
       if worker ~= avoid then
         stop_waiting(p, worker)
-        redis.call('RPUSH', signal_key(p, worker), 'wake:' .. class)
+        call('RPUSH', signal_key(p, worker), 'wake:' .. class)
         return worker
       end
       fallback = worker
@@ -70,14 +70,14 @@ local function wake_one(p, class, avoid)
   if fallback then
     -- only the avoided worker is idle: wake it anyway so it learns when it may take the job
     stop_waiting(p, fallback)
-    redis.call('RPUSH', signal_key(p, fallback), 'wake:' .. class)
+    call('RPUSH', signal_key(p, fallback), 'wake:' .. class)
   end
   return fallback
 end
 
 local function enqueue(p, id, class, score, avoid)
-  redis.call('ZADD', queue_key(p, class), score, id)
-  redis.call('ZADD', p .. 'classes', 'LT', score, class)
+  call('ZADD', queue_key(p, class), score, id)
+  call('ZADD', p .. 'classes', 'LT', score, class)
   wake_one(p, class, avoid)
 end
 
@@ -85,7 +85,7 @@ end
 -- happen to it (run_at, retry, deadline or execution timeout), or removes it.
 -- Leases are not job timers: they belong to workers (see `leases`).
 local function schedule(p, id)
-  local f = redis.call('HMGET', job_key(p, id), 'state', 'run_at', 'retry_at', 'queue_deadline',
+  local f = call('HMGET', job_key(p, id), 'state', 'run_at', 'retry_at', 'queue_deadline',
     'start_deadline', 'exec_deadline')
   local state, due = f[1], nil
   local function consider(value)
@@ -102,9 +102,9 @@ local function schedule(p, id)
     consider(f[6])
   end
   if due then
-    redis.call('ZADD', p .. 'timers', due, id)
+    call('ZADD', p .. 'timers', due, id)
   else
-    redis.call('ZREM', p .. 'timers', id)
+    call('ZREM', p .. 'timers', id)
   end
 end
 
@@ -114,7 +114,7 @@ end
 -- and service ("delayed:<service>" -> n), changed only on the rare transitions
 -- into and out of those states. `delta` is '1' or '-1'.
 local function count_deferred(p, kind, service, delta)
-  redis.call('HINCRBY', p .. 'deferred', kind .. ':' .. service, delta)
+  call('HINCRBY', p .. 'deferred', kind .. ':' .. service, delta)
 end
 
 -- The submission index behind listing: `jobs` holds every job of the shard as
@@ -122,8 +122,8 @@ end
 -- job hash has expired), `jobs:tenant:<tenant>` holds that tenant's job ids; both
 -- are scored by submitted_at.
 local function index_job(p, id, tenant, submitted_at)
-  redis.call('ZADD', p .. 'jobs', submitted_at, id .. '|' .. tenant)
-  redis.call('ZADD', p .. 'jobs:tenant:' .. tenant, submitted_at, id)
+  call('ZADD', p .. 'jobs', submitted_at, id .. '|' .. tenant)
+  call('ZADD', p .. 'jobs:tenant:' .. tenant, submitted_at, id)
 end
 
 -- Removes index entries of jobs whose retention has passed, looking at `limit`
@@ -131,20 +131,20 @@ end
 -- the index shrinks with the jobs without a full scan on any one tick.
 local function sweep_job_index(p, limit)
   local index = p .. 'jobs'
-  local start = tonumber(redis.call('GET', p .. 'jobs:sweep')) or 0
-  local members = redis.call('ZRANGE', index, start, start + limit - 1)
+  local start = tonumber(call('GET', p .. 'jobs:sweep')) or 0
+  local members = call('ZRANGE', index, start, start + limit - 1)
   local removed = 0
   for _, member in ipairs(members) do
     local sep = string.find(member, '|', 1, true)
     local id, tenant = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-    if redis.call('EXISTS', job_key(p, id)) == 0 then
-      redis.call('ZREM', index, member)
-      redis.call('ZREM', p .. 'jobs:tenant:' .. tenant, id)
+    if call('EXISTS', job_key(p, id)) == 0 then
+      call('ZREM', index, member)
+      call('ZREM', p .. 'jobs:tenant:' .. tenant, id)
       removed = removed + 1
     end
   end
   local next_start = start + #members - removed
   if #members < limit then next_start = 0 end
-  redis.call('SET', p .. 'jobs:sweep', next_start)
+  call('SET', p .. 'jobs:sweep', next_start)
   return removed
 end

@@ -3,17 +3,17 @@
 -- `previous` may be passed when the caller already read the worker's state; `ts` is the time as text.
 local function set_worker_state(p, worker, state, ts, maxlen, previous)
   local key = worker_key(p, worker)
-  if previous == nil then previous = redis.call('HGET', key, 'state') end
+  if previous == nil then previous = call('HGET', key, 'state') end
   if previous == state then return end
-  redis.call('HSET', key, 'state', state, 'state_since', ts)
+  call('HSET', key, 'state', state, 'state_since', ts)
   events_append(p, maxlen, { 'type', 'worker.' .. state, 'worker', worker, 'state', state,
-    'machine', redis.call('HGET', key, 'machine') or '', 'ts', ts })
+    'machine', call('HGET', key, 'machine') or '', 'ts', ts })
 end
 
 -- The lease of every job a worker holds runs out together, `lease_ms` after the
 -- worker last proved it was alive (claim, heartbeat, progress).
 local function renew_lease(p, worker, now, lease_ms)
-  redis.call('ZADD', p .. 'leases', now + lease_ms, worker)
+  call('ZADD', p .. 'leases', now + lease_ms, worker)
 end
 
 -- A worker's job has ended: forget it and, unless the worker is about to claim
@@ -21,21 +21,21 @@ end
 local function release_worker_job(p, worker, id, ts, maxlen, claim_follows)
   if not worker or worker == '' then return end
   local jobs = p .. 'wjobs:' .. worker
-  redis.call('SREM', jobs, id)
-  if not claim_follows and redis.call('SCARD', jobs) == 0 then
-    local state = redis.call('HGET', worker_key(p, worker), 'state')
+  call('SREM', jobs, id)
+  if not claim_follows and call('SCARD', jobs) == 0 then
+    local state = call('HGET', worker_key(p, worker), 'state')
     if state == 'busy' then set_worker_state(p, worker, 'idle', ts, maxlen, state) end
   end
 end
 
 local function must_be_worker(p, worker)
-  if redis.call('EXISTS', worker_key(p, worker)) == 0 then
+  if call('EXISTS', worker_key(p, worker)) == 0 then
     raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard')
   end
 end
 
 local function signal_worker(p, worker, message)
   local key = signal_key(p, worker)
-  redis.call('RPUSH', key, message)
-  redis.call('LTRIM', key, -100, -1)
+  call('RPUSH', key, message)
+  call('LTRIM', key, -100, -1)
 end

@@ -1,12 +1,11 @@
 -- Transitions shared by several functions. Each runs inside one FCALL, so a job
 -- is always in exactly one state and in exactly the indexes that state implies.
 
-local function job_event(ctx, id, job_type, state, extra)
-  local fields = { 'type', job_type, 'job', id, 'state', state, 'ts', ctx.ts }
-  if extra then
-    for i = 1, #extra do fields[#fields + 1] = extra[i] end
-  end
-  events_append(ctx.p, ctx.maxlen, fields)
+-- `...` are the event's own field/value pairs. (Passed on as arguments: a
+-- table per event would cost more than the XADD.)
+local function job_event(ctx, id, job_type, state, ...)
+  call('XADD', ctx.events, 'MAXLEN', '~', ctx.maxlen, '*', 'type', job_type, 'job', id, 'state', state,
+    'ts', ctx.ts, ...)
 end
 
 -- What most transitions need to know about a job, read in one call.
@@ -14,13 +13,13 @@ end
 -- that is not active has no worker; `last_worker` then says who ran it last.
 local function load_job(p, id)
   local key = job_key(p, id)
-  local f = redis.call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
+  local f = call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
   return { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
     timed = not ACTIVE[f[1]] or f[7] ~= false,
-    last_worker = not f[3] and redis.call('HGET', key, 'last_worker') or nil,
+    last_worker = not f[3] and call('HGET', key, 'last_worker') or nil,
     -- a payload in the hash goes with it; only a large one has a key of its own
     payload_apart = f[8] == false }
 end
@@ -57,34 +56,35 @@ local function detach(ctx, job, claim_follows)
   end
 end
 
--- Ends a detached job in a terminal state and lets it expire after its retention.
--- (finished_at is also its last update: a reader takes the latest of its timestamps.)
-local function finish(ctx, job, state, fields)
+-- Ends a detached job in a terminal state and lets it expire after its retention;
+-- `...` are more field/value pairs to record with it. (finished_at is also its
+-- last update: a reader takes the latest of its timestamps.)
+local function finish(ctx, job, state, ...)
   local p, id = ctx.p, job.id
   local key = job_key(p, id)
-  redis.call('HSET', key, 'state', state, 'finished_at', ctx.ts, unpack(fields))
-  if job.timed then redis.call('ZREM', p .. 'timers', id) end
+  call('HSET', key, 'state', state, 'finished_at', ctx.ts, ...)
+  if job.timed then call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
   if tonumber(retention) > 0 then
-    redis.call('PEXPIRE', key, retention)
-    if job.payload_apart then redis.call('PEXPIRE', payload_key(p, id), retention) end
+    call('PEXPIRE', key, retention)
+    if job.payload_apart then call('PEXPIRE', payload_key(p, id), retention) end
   end
-  job_event(ctx, id, 'job.' .. state, state, { 'tenant', job.tenant, 'service', job.service,
-    'worker', job.worker or job.last_worker or '' })
+  job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service,
+    'worker', job.worker or job.last_worker or '')
 end
 
 -- Puts a job (back) into its class queue at its original place.
 local function requeue(ctx, job, avoid)
   local p, id = ctx.p, job.id
   local key = job_key(p, id)
-  redis.call('HSET', key, 'state', 'queued', 'updated_at', ctx.ts)
-  redis.call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
-  enqueue(p, id, job.class, tonumber(redis.call('HGET', key, 'score')), avoid)
+  call('HSET', key, 'state', 'queued', 'updated_at', ctx.ts)
+  call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
+  enqueue(p, id, job.class, tonumber(call('HGET', key, 'score')), avoid)
   schedule(p, id)
 end
 
 local function backoff_delay(key, failures)
-  local raw = redis.call('HGET', key, 'backoff')
+  local raw = call('HGET', key, 'backoff')
   local b = raw and cjson.decode(raw) or { type = 'exponential', delay_ms = 1000, max_delay_ms = 300000, jitter = 0.5 }
   local delay = b.delay_ms
   if b.type == 'exponential' then
@@ -102,24 +102,24 @@ end
 local function apply_failure(ctx, job, kind, error_json, claim_follows)
   local p, id = ctx.p, job.id
   local key = job_key(p, id)
-  local f = redis.call('HMGET', key, 'failures', 'max_attempts', 'infra_failures', 'max_infra_attempts')
+  local f = call('HMGET', key, 'failures', 'max_attempts', 'infra_failures', 'max_infra_attempts')
   local failures, max_attempts = num(f[1], 0), num(f[2], 3)
   local infra, max_infra = num(f[3], 0), num(f[4], 10)
   local worker = job.worker or ''
   detach(ctx, job, claim_follows)
-  redis.call('HSET', key, 'error', error_json, 'last_worker', worker, 'updated_at', ctx.ts)
-  redis.call('HDEL', key, 'worker', 'machine')
+  call('HSET', key, 'error', error_json, 'last_worker', worker, 'updated_at', ctx.ts)
+  call('HDEL', key, 'worker', 'machine')
   job.worker = nil
   job.last_worker = worker
 
   local outcome
   if kind == 'worker_lost' or kind == 'infrastructure' then
     infra = infra + 1
-    redis.call('HSET', key, 'infra_failures', infra)
+    call('HSET', key, 'infra_failures', infra)
     outcome = infra >= max_infra and 'failed' or 'requeue'
   elseif kind == 'retryable' or kind == 'timeout' then
     failures = failures + 1
-    redis.call('HSET', key, 'failures', failures)
+    call('HSET', key, 'failures', failures)
     outcome = failures >= max_attempts and 'failed' or 'backoff'
   else
     outcome = 'failed'
@@ -127,23 +127,23 @@ local function apply_failure(ctx, job, kind, error_json, claim_follows)
 
   if outcome == 'failed' then
     job.timed = true
-    finish(ctx, job, 'failed', {})
+    finish(ctx, job, 'failed')
     return 'failed'
   end
   if worker ~= '' then
-    redis.call('HSET', key, 'avoid_worker', worker, 'avoid_until', ctx.now + ctx.avoid_ms)
+    call('HSET', key, 'avoid_worker', worker, 'avoid_until', ctx.now + ctx.avoid_ms)
   end
   if outcome == 'requeue' then
     requeue(ctx, job, worker)
-    job_event(ctx, id, 'job.queued', 'queued', { 'tenant', job.tenant, 'service', job.service, 'reason', kind })
+    job_event(ctx, id, 'job.queued', 'queued', 'tenant', job.tenant, 'service', job.service, 'reason', kind)
     return 'queued'
   end
   local retry_at = ctx.now + backoff_delay(key, failures)
-  redis.call('HSET', key, 'state', 'retrying', 'retry_at', retry_at)
+  call('HSET', key, 'state', 'retrying', 'retry_at', retry_at)
   count_deferred(p, 'retrying', job.service, '1')
-  redis.call('HDEL', key, 'exec_deadline', 'started_at', 'claimed_at')
+  call('HDEL', key, 'exec_deadline', 'started_at', 'claimed_at')
   schedule(p, id)
-  job_event(ctx, id, 'job.retrying', 'retrying', { 'tenant', job.tenant, 'service', job.service, 'reason', kind,
-    'retry_at', retry_at })
+  job_event(ctx, id, 'job.retrying', 'retrying', 'tenant', job.tenant, 'service', job.service, 'reason', kind,
+    'retry_at', retry_at)
   return 'retrying'
 end

@@ -28,26 +28,26 @@ local RETRY_TAKE_FIELDS = { 'avoid_worker', 'avoid_until' }
 -- by name (false when absent).
 local function takeable(p, id, worker, now)
   local key = job_key(p, id)
-  local f = redis.call('HMGET', key, unpack(TAKE_FIELDS))
+  local f = call('HMGET', key, unpack(TAKE_FIELDS))
   if f[1] then
-    local avoid = redis.call('HMGET', key, unpack(RETRY_TAKE_FIELDS))
+    local avoid = call('HMGET', key, unpack(RETRY_TAKE_FIELDS))
     if avoid[1] == worker then
       local until_ = tonumber(avoid[2]) or 0
       if until_ > now then return nil, until_ end
     end
   end
   if f[7] then
-    local o = redis.call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
+    local o = call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
     f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline = o[1], o[2], o[3], o[4], o[5]
   end
   return f, nil
 end
 
 local function pick_in_class(p, class, worker, now)
-  local heads = redis.call('ZRANGE', queue_key(p, class), '0', '1', 'WITHSCORES')
+  local heads = call('ZRANGE', queue_key(p, class), '0', '1', 'WITHSCORES')
   local f, soonest = takeable(p, heads[1], worker, now)
   if f then return heads[1], f, nil, heads[4] or false end
-  for _, id in ipairs(redis.call('ZRANGE', queue_key(p, class), '1', AVOID_LOOKAHEAD_LAST)) do
+  for _, id in ipairs(call('ZRANGE', queue_key(p, class), '1', AVOID_LOOKAHEAD_LAST)) do
     local until_
     f, until_ = takeable(p, id, worker, now)
     if f then return id, f end
@@ -64,18 +64,18 @@ local function take(ctx, id, f, class, worker, w, next_score)
   if next_score == nil then
     remove_from_queue(p, id, class)
   else
-    redis.call('ZREM', queue_key(p, class), id)
+    call('ZREM', queue_key(p, class), id)
     set_class_head(p, class, next_score)
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
   local attempt = tostring((tonumber(f[1]) or 0) + 1)
-  redis.call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
+  call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
     'claimed_at', ctx.ts)
   if w.waiting then
     stop_waiting(p, worker)
     w.waiting = false
   end
-  redis.call('SADD', p .. 'wjobs:' .. worker, id)
+  call('SADD', p .. 'wjobs:' .. worker, id)
   if w.state ~= 'busy' then
     -- a busy worker's lease is already running (and renewed by its heartbeats)
     renew_lease(p, worker, ctx.now, ctx.lease_ms)
@@ -84,20 +84,20 @@ local function take(ctx, id, f, class, worker, w, next_score)
   end
   -- a claimed job's only possible timer is its start deadline; its queue deadline no longer applies
   if f.start_deadline then
-    redis.call('ZADD', p .. 'timers', f.start_deadline, id)
+    call('ZADD', p .. 'timers', f.start_deadline, id)
   elseif f.queue_deadline then
-    redis.call('ZREM', p .. 'timers', id)
+    call('ZREM', p .. 'timers', id)
   end
   -- submitted_at lets a reader of the stream measure submit-to-claim latency without another read
-  job_event(ctx, id, 'job.starting', 'starting', { 'tenant', f[2], 'service', f[3], 'worker', worker,
-    'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5] })
-  return { 'job', id, attempt, attempt, f[3], f[2], f[6] or redis.call('GET', payload_key(p, id)) or '',
+  job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
+    'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
+  return { 'job', id, attempt, attempt, f[3], f[2], f[6] or call('GET', payload_key(p, id)) or '',
     class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '' }
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER.
 local function load_worker(p, worker)
-  local f = redis.call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting')
+  local f = call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting')
   if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
   return { profile = f[1], state = f[2], machine = f[3] or '', waiting = f[4] ~= false }
 end
@@ -114,16 +114,16 @@ local function claim_for(ctx, worker, woken_class, w)
   local offset = 0
   -- an operator paused these services: their jobs stay queued, nobody claims them
   local paused = nil
-  if redis.call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(redis.call('HGETALL', p .. 'paused')) end
+  if call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(call('HGETALL', p .. 'paused')) end
   while true do
-    local page = offset == 0 and redis.call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST)
-      or redis.call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
+    local page = offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST)
+      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
     for _, class in ipairs(page) do
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
         local id, fields, until_, next_score = pick_in_class(p, class, worker, ctx.now)
         if id then
           local reply = take(ctx, id, fields, class, worker, w, next_score)
-          if woken_class and woken_class ~= class and redis.call('EXISTS', queue_key(p, woken_class)) == 1 then
+          if woken_class and woken_class ~= class and call('EXISTS', queue_key(p, woken_class)) == 1 then
             -- we were woken for another class's job and took this one instead: pass the wake on
             wake_one(p, woken_class, worker)
           end
@@ -137,7 +137,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   start_waiting(p, worker, w.profile, w.waiting)
   local state = w.state or 'idle'
-  if redis.call('SCARD', p .. 'wjobs:' .. worker) == 0 then
+  if call('SCARD', p .. 'wjobs:' .. worker) == 0 then
     state = 'idle'
     set_worker_state(p, worker, state, ctx.ts, ctx.maxlen, w.state)
   end

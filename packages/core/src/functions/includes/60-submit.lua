@@ -25,59 +25,65 @@ local function submit_job(ctx, args, at)
   local idem_key
   if idem ~= '' then
     idem_key = p .. 'idem:' .. idem
-    local existing = redis.call('GET', idem_key)
+    local existing = call('GET', idem_key)
     if existing then
       local sep = string.find(existing, '|', 1, true)
       local existing_id, existing_fp = string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)
       if existing_fp ~= fingerprint then
         raise('IDEMPOTENCY_CONFLICT', 'idempotency key was used for a different request (job ' .. existing_id .. ')')
       end
-      local routable = redis.call('HGET', class_key(p, class), 'routable') or '1'
+      local routable = call('HGET', class_key(p, class), 'routable') or '1'
       return { existing_id, 1, tonumber(routable) }, next_at
     end
   end
   local key = job_key(p, id)
-  if redis.call('EXISTS', key) == 1 then raise('DUPLICATE_ID', 'job ' .. id .. ' already exists') end
+  if call('EXISTS', key) == 1 then raise('DUPLICATE_ID', 'job ' .. id .. ' already exists') end
 
   local ckey = class_key(p, class)
-  local routable = redis.call('HGET', ckey, 'routable')
+  local routable = call('HGET', ckey, 'routable')
   if not routable then
     routable = '0'
     local req = cjson.decode(def)
-    for _, profile in ipairs(redis.call('SMEMBERS', p .. 'profiles')) do
+    for _, profile in ipairs(call('SMEMBERS', p .. 'profiles')) do
       if satisfies(load_profile(p, profile), req) then routable = '1'; break end
     end
-    redis.call('HSET', ckey, 'def', def, 'routable', routable, 'created_at', ctx.ts)
-    redis.call('SADD', p .. 'classlist', class)
-    if routable == '0' then redis.call('SADD', p .. 'unroutable', class) end
+    call('HSET', ckey, 'def', def, 'routable', routable, 'created_at', ctx.ts)
+    call('SADD', p .. 'classlist', class)
+    if routable == '0' then call('SADD', p .. 'unroutable', class) end
   end
-  if idem_key then redis.call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
+  if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
   -- the score as text once: each redis.call would format a Lua number again
-  local score = string.format('%d', job_score(priority, redis.call('INCR', p .. 'seq')))
+  local score = string.format('%d', job_score(priority, call('INCR', p .. 'seq')))
   local queue_ttl, start_timeout = tonumber(args[at + 8]), tonumber(args[at + 9])
   local delay = tonumber(args[at + 7]) or 0
-  local fields = { 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts }
-  if idem ~= '' then fields[#fields + 1] = 'idempotency_key'; fields[#fields + 1] = idem end
-  if queue_ttl then fields[#fields + 1] = 'queue_deadline'; fields[#fields + 1] = now + queue_ttl end
-  if start_timeout then fields[#fields + 1] = 'start_deadline'; fields[#fields + 1] = now + start_timeout end
-  if delay > 0 then fields[#fields + 1] = 'run_at'; fields[#fields + 1] = now + delay end
+  -- the fields every job has and those given at submit, straight from the arguments
+  -- (a table per job would cost more than the write)
   local payload = args[at + 10]
-  local inline = #payload <= INLINE_PAYLOAD
-  if inline then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
-  local n = #fields
-  -- `opt` tells a claim that the job has fields most jobs lack (see OPTIONAL_TAKE_FIELDS)
-  local opt = queue_ttl or start_timeout
-  for i = first_field, next_at - 1, 2 do
-    local name = args[i]
-    if OPTIONAL_SUBMIT_FIELDS[name] then opt = true end
-    fields[n + 1] = name
-    fields[n + 2] = args[i + 1]
-    n = n + 2
+  if #payload <= INLINE_PAYLOAD then
+    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
+      'payload', payload, unpack(args, first_field, next_at - 1))
+  else
+    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
+      unpack(args, first_field, next_at - 1))
+    call('SET', payload_key(p, id), payload)
   end
-  if opt then fields[n + 1] = 'opt'; fields[n + 2] = '1' end
-  redis.call('HSET', key, unpack(fields))
-  if not inline then redis.call('SET', payload_key(p, id), payload) end
+  -- the fields few jobs have; `opt` tells a claim that the job has some (see OPTIONAL_TAKE_FIELDS)
+  local opt = queue_ttl or start_timeout
+  if not opt then
+    for i = first_field, next_at - 1, 2 do
+      if OPTIONAL_SUBMIT_FIELDS[args[i]] then opt = true; break end
+    end
+  end
+  if opt or delay > 0 or idem ~= '' then
+    local rare = {}
+    if idem ~= '' then rare[#rare + 1] = 'idempotency_key'; rare[#rare + 1] = idem end
+    if queue_ttl then rare[#rare + 1] = 'queue_deadline'; rare[#rare + 1] = now + queue_ttl end
+    if start_timeout then rare[#rare + 1] = 'start_deadline'; rare[#rare + 1] = now + start_timeout end
+    if delay > 0 then rare[#rare + 1] = 'run_at'; rare[#rare + 1] = now + delay end
+    if opt then rare[#rare + 1] = 'opt'; rare[#rare + 1] = '1' end
+    call('HSET', key, unpack(rare))
+  end
 
   if delay <= 0 then
     enqueue(p, id, class, score, nil)
@@ -86,7 +92,7 @@ local function submit_job(ctx, args, at)
   end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
   index_job(p, id, args[first_field + 1], ctx.ts)
-  job_event(ctx, id, 'job.queued', 'queued', { 'tenant', args[first_field + 1], 'service', args[first_field + 3],
-    'routable', routable })
+  job_event(ctx, id, 'job.queued', 'queued', 'tenant', args[first_field + 1], 'service', args[first_field + 3],
+    'routable', routable)
   return { id, 0, tonumber(routable) }, next_at
 end
