@@ -1,13 +1,14 @@
 -- Worker registry helpers: state changes are written once and announced once.
 
--- `previous` may be passed when the caller already read the worker's state; `ts` is the time as text.
-local function set_worker_state(p, worker, state, ts, maxlen, previous)
+-- `previous` and `machine` may be passed when the caller already read the worker's
+-- state and machine; `ts` is the time as text.
+local function set_worker_state(p, worker, state, ts, maxlen, previous, machine)
   local key = worker_key(p, worker)
   if previous == nil then previous = call('HGET', key, 'state') end
   if previous == state then return end
   call('HSET', key, 'state', state, 'state_since', ts)
-  events_append(p, maxlen, { 'type', 'worker.' .. state, 'worker', worker, 'state', state,
-    'machine', call('HGET', key, 'machine') or '', 'ts', ts })
+  call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'type', 'worker.' .. state, 'worker', worker,
+    'state', state, 'machine', machine or call('HGET', key, 'machine') or '', 'ts', ts)
 end
 
 -- The lease of every job a worker holds runs out together, `lease_ms` after the

@@ -79,7 +79,7 @@ local function take(ctx, id, f, class, worker, w, next_score)
   if w.state ~= 'busy' then
     -- a busy worker's lease is already running (and renewed by its heartbeats)
     renew_lease(p, worker, ctx.now, ctx.lease_ms)
-    set_worker_state(p, worker, 'busy', ctx.ts, ctx.maxlen, w.state)
+    set_worker_state(p, worker, 'busy', ctx.ts, ctx.maxlen, w.state, w.machine)
     w.state = 'busy'
   end
   -- a claimed job's only possible timer is its start deadline; its queue deadline no longer applies
@@ -139,7 +139,7 @@ local function claim_for(ctx, worker, woken_class, w)
   local state = w.state or 'idle'
   if call('SCARD', p .. 'wjobs:' .. worker) == 0 then
     state = 'idle'
-    set_worker_state(p, worker, state, ctx.ts, ctx.maxlen, w.state)
+    set_worker_state(p, worker, state, ctx.ts, ctx.maxlen, w.state, w.machine)
   end
   return { 'none', retry_at and tostring(retry_at) or '', state }
 end
