@@ -236,6 +236,53 @@ describe('waiting without polling', () => {
     expect(started).toEqual([id]);
   });
 
+  it('takes the job a wake-up is for with the claim it queued behind its signal wait, not another round trip', async () => {
+    const broker = await connect();
+    const worker = await startWorker(broker, { heartbeatMs: 60_000 });
+    await waitFor('the worker to be idle', async () => (await workerState(broker, 'w1')) === 'idle');
+    // claims on the broker's own connection would go through claim(); the queued one does not
+    const claims: string[] = [];
+    const claim = broker.claim.bind(broker);
+    broker.claim = (pool, workerId, wokenFor) => {
+      claims.push(workerId);
+      return claim(pool, workerId, wokenFor);
+    };
+
+    const first = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, first.id, 'succeeded');
+    // idle again: the next wake-up is served the same way
+    const second = await broker.submit({ service: 'simulation' });
+    expect((await jobInState(broker, second.id, 'succeeded')).worker).toBe('w1');
+    expect(claims).toEqual([]);
+    expect(worker.running).toBe(0);
+  });
+
+  it('sends no claim while idle for many times its signal wait', async () => {
+    const broker = await connect();
+    // a wait with a claim queued behind it must not time out: the claim would run for nothing
+    const worker = await startWorker(broker, { heartbeatMs: 60_000, signalWaitMs: 20 });
+    await waitFor('the worker to be idle', async () => (await workerState(broker, 'w1')) === 'idle');
+    const callsBefore = await fcallCalls();
+    await sleep(300);
+    expect(await fcallCalls()).toBe(callsBefore);
+    const { id } = await broker.submit({ service: 'simulation' });
+    expect((await jobInState(broker, id, 'succeeded')).worker).toBe('w1');
+    expect(worker.running).toBe(0);
+  });
+
+  it('stops at once while idle, its queued claim released by going draining', async () => {
+    const broker = await connect();
+    const worker = await startWorker(broker, { heartbeatMs: 60_000 });
+    await waitFor('the worker to be idle', async () => (await workerState(broker, 'w1')) === 'idle');
+    // a queued claim still waiting would hold stop() for its whole grace period (vitest's timeout is shorter)
+    await worker.stop({ graceMs: 60_000 });
+    expect(await workerState(broker, 'w1')).toBe('offline');
+    // nothing is claimed for a stopped worker
+    const { id } = await broker.submit({ service: 'simulation' });
+    await sleep(100);
+    expect((await broker.getJob(id))?.state).toBe('queued');
+  });
+
   it('aborts a canceled running job within moments, through the signal list', async () => {
     const broker = await connect();
     const record: { abortedAt?: number; reason?: unknown } = {};

@@ -129,6 +129,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private pendingWake: string | undefined;
   private handingBack = false;
   private idleWaiters: Array<() => void> = [];
+  /**
+   * An idle worker queues a claim on its signal connection behind its blocking
+   * wait (Broker.claimWhenWoken): a wake-up ends the wait and Redis runs the
+   * claim at once, with no round trip between the wake-up and the claim.
+   * `armed` is that claim while it is queued (it holds a slot); `wantArm`: the
+   * last claim found nothing, so queue one behind the wait.
+   */
+  private armed: Promise<void> | undefined;
+  private wantArm = false;
+  /**
+   * A BLMPOP with no timeout is pending on the signal connection: a claim sent
+   * now runs when it ends (behind a wait that can time out, the claim would run
+   * for nothing: an idle worker never claims on a timer).
+   */
+  private waitPending = false;
+  /** a wake-up that arrived while armed, for when the armed claim did not see it (see onArmedClaim) */
+  private wakeWhileArmed: string | undefined;
 
   private blocking: RedisClient | undefined;
   private waiter: Promise<void> | undefined;
@@ -222,9 +239,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.state !== 'running') return; // stopped while registering
     this.blocking = this.broker.redis.duplicate();
     this.blocking.on('error', (error: unknown) => this.logger.debug({ err: error }, 'signal connection error'));
-    this.waiter = this.waitForSignals();
     this.scheduleHeartbeat();
+    // the first claims first: a worker they leave idle waits with a claim queued behind its wait
     await this.fillSlots();
+    this.waiter = this.waitForSignals();
     this.logger.info({ concurrency: this.concurrency, services: [...this.connectors.keys()] }, 'worker started');
   }
 
@@ -247,7 +265,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ---------------------------------------------------------------- claiming
 
   private freeSlots(): number {
-    return this.concurrency - this.active.size - this.claimsInFlight;
+    return this.concurrency - this.active.size - this.claimsInFlight - (this.armed ? 1 : 0);
   }
 
   /** Claims until every slot is busy or the broker has nothing for this worker. */
@@ -290,13 +308,53 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return undefined;
     } finally {
       this.claimsInFlight--;
+      this.armIfWaiting();
       this.checkIdle();
     }
   }
 
   private afterClaim(result: ClaimResult): void {
+    this.wantArm = false;
     if (result.job) this.launch(result.job);
     else if (result.retryAt !== undefined) this.claimAgainAt(result.retryAt);
+    // recorded idle: the claim a wake-up calls for can wait behind the signal wait
+    else this.wantArm = true;
+  }
+
+  /** Queues a claim behind the pending signal wait, when one is wanted and a slot is free. */
+  private armIfWaiting(): void {
+    if (!this.wantArm || !this.waitPending || this.armed || this.state !== 'running' || this.freeSlots() <= 0) return;
+    this.wantArm = false;
+    this.armed = this.broker.claimWhenWoken(this.blocking!, this.pool, this.id).then(
+      (result) => this.onArmedClaim(result),
+      (error: unknown) => this.onArmedClaimError(error),
+    );
+  }
+
+  private onArmedClaim(result: ClaimResult | null): void {
+    this.armed = undefined;
+    const wake = this.wakeWhileArmed;
+    this.wakeWhileArmed = undefined;
+    if (result === null) {
+      // the wait ended without a wake-up the broker recorded for this worker (a notice, a
+      // timeout, or a wake-up naming no class): claim for a wake-up as usual, else wait again
+      if (wake !== undefined) this.onWake(wake);
+      else this.wantArm = true;
+    } else {
+      this.afterClaim(result);
+      // woken: the other free slots claim as a woken worker's would
+      if (result.job && this.state === 'running' && this.freeSlots() > 0) void this.fillSlots();
+    }
+    this.armIfWaiting();
+    this.checkIdle();
+  }
+
+  private onArmedClaimError(error: unknown): void {
+    this.armed = undefined;
+    this.wakeWhileArmed = undefined;
+    // the signal connection failed (or stop() closed it): a running worker claims as usual
+    if (this.state === 'running') void this.onClaimError(error);
+    this.checkIdle();
   }
 
   private async onClaimError(error: unknown): Promise<void> {
@@ -347,20 +405,29 @@ export class Worker extends EventEmitter<WorkerEvents> {
     while (this.state !== 'stopped') {
       let signals;
       try {
-        signals = await this.broker.waitForSignals(blocking, this.pool, this.id, this.signalWaitMs);
+        // a wait that has (or is to have) a claim behind it lasts until something arrives
+        const armed = this.armed !== undefined || this.wantArm;
+        const waiting = this.broker.waitForSignals(blocking, this.pool, this.id, armed ? 0 : this.signalWaitMs);
+        this.waitPending = armed;
+        this.armIfWaiting();
+        signals = await waiting;
       } catch (error) {
+        this.waitPending = false;
         if (this.isStopped()) return;
         this.logger.warn({ err: error }, 'waiting for signals failed; retrying');
         await sleep(CLAIM_ERROR_BACKOFF_MS);
         continue;
       }
+      this.waitPending = false;
       if (signals.length === 0) continue;
       let wake: string | undefined;
       for (const signal of signals) {
         if (signal.type === 'wake') wake ??= signal.requirementClass;
         else this.abortJob(signal.jobId, signal.type === 'cancel' ? 'canceled' : signal.type, undefined, signal.type === 'timeout');
       }
-      if (wake !== undefined) this.onWake(wake);
+      // the claim queued behind this wait runs now and claims for the wake-up itself
+      if (wake !== undefined && this.armed) this.wakeWhileArmed ??= wake;
+      else if (wake !== undefined) this.onWake(wake);
     }
   }
 
@@ -516,6 +583,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.pendingWake = undefined;
       void this.fillSlots(wokenFor);
     }
+    this.armIfWaiting();
     this.checkIdle();
   }
 
@@ -648,7 +716,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
 
     let graceTimer: NodeJS.Timeout | undefined;
-    await Promise.race([this.whenIdle(), new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)))]);
+    // draining ended the signal wait, so a claim queued behind it has run (and taken nothing, or a job to finish)
+    const settled = Promise.all([this.whenIdle(), this.armed]);
+    await Promise.race([settled, new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)))]);
     clearTimeout(graceTimer);
 
     this.handingBack = true;

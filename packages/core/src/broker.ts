@@ -478,6 +478,25 @@ export class Broker {
     return parseClaim(pool, workerId, reply);
   }
 
+  /**
+   * A claim for an idle worker to send on its signal connection while it waits
+   * there (`waitForSignals`): Redis runs it right after the wait ends, so a
+   * wake-up and the claim it calls for cost no round trip in between. It takes
+   * a job only when the wait ended in a wake-up for this worker; otherwise it
+   * changes nothing and resolves `null` (queue another behind the next wait).
+   */
+  async claimWhenWoken(connection: RedisClient, pool: string, workerId: string): Promise<ClaimResult | null> {
+    let reply: unknown[];
+    try {
+      reply = (await connection.call(
+        'FCALL', 'emp_claim', 1, this.keys.anchor(checkedPool(pool)), ...this.prelude(), workerId, '', 'if-woken',
+      )) as unknown[];
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+    return reply[3] === 'unwoken' ? null : parseClaim(pool, workerId, reply);
+  }
+
   /** The attempt has what it needs (model loaded) and begins executing. */
   async start(lease: Lease): Promise<void> {
     const l = this.lease(lease);
@@ -542,13 +561,14 @@ export class Broker {
 
   /**
    * Blocks on the worker's signal list (on a connection of its own: it blocks)
-   * until a wake-up or a notice arrives or `timeoutMs` passes. This is how an
-   * idle worker waits without polling.
+   * until a wake-up or a notice arrives or `timeoutMs` passes (0: until one
+   * arrives). This is how an idle worker waits without polling.
    */
   async waitForSignals(blocking: RedisClient, pool: string, workerId: string, timeoutMs: number): Promise<WorkerSignal[]> {
     const key = this.keys.signal(pool, workerId);
+    const seconds = timeoutMs === 0 ? 0 : Math.max(0.01, timeoutMs / 1000);
     // BLMPOP takes everything queued in the same round trip that waited for it
-    const reply = (await blocking.call('BLMPOP', Math.max(0.01, timeoutMs / 1000), 1, key, 'LEFT', 'COUNT', 100)) as
+    const reply = (await blocking.call('BLMPOP', seconds, 1, key, 'LEFT', 'COUNT', 100)) as
       | [string, string[]]
       | null;
     if (!reply) return [];

@@ -17,7 +17,7 @@ local function register_worker(keys, args)
   if fresh then call('HSET', wkey, 'registered_at', ctx.now) end
   call('ZADD', p .. 'workers', ctx.now, worker)
   call('ZREM', p .. 'workers:offline', worker)
-  if call('HEXISTS', p .. 'idle', worker) == 1 then call('HSET', p .. 'idle', worker, profile) end
+  local was_waiting = call('HEXISTS', p .. 'idle', worker) == 1
 
   if args[11] == '1' and not fresh then
     for _, id in ipairs(call('SMEMBERS', p .. 'wjobs:' .. worker)) do
@@ -44,6 +44,9 @@ local function register_worker(keys, args)
       end
     end
   end
+  -- a waiting worker whose capabilities may have changed is woken, so that it claims
+  -- again with them (the claim it queued behind its signal wait runs)
+  if was_waiting then wake(p, worker, '') end
   local state = call('HGET', wkey, 'state')
   if state ~= 'draining' then
     local running = call('SCARD', p .. 'wjobs:' .. worker)

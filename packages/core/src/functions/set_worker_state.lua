@@ -11,7 +11,11 @@ local function set_state(keys, args)
   if state ~= 'draining' and state ~= 'idle' and state ~= 'offline' then
     raise('BAD_STATE', 'a worker may set itself draining, idle or offline, not ' .. tostring(state))
   end
-  if state ~= 'idle' then stop_waiting(p, worker) end
+  if state ~= 'idle' then
+    stop_waiting(p, worker)
+    -- ends the worker's blocking wait, so that a claim it queued behind it runs (and finds it draining)
+    signal_worker(p, worker, 'wake:')
+  end
   if state == 'offline' then
     call('ZREM', p .. 'workers', worker)
     call('ZADD', p .. 'workers:offline', ctx.now, worker)

@@ -36,8 +36,11 @@ end
 
 -- A worker waiting for a job is a field of `idle` (worker -> profile), which a
 -- submit searches for someone to wake. The worker's own hash says so too
--- (`waiting`), so that a claim, which reads that hash anyway, skips taking a
--- busy worker out of `idle` when it was never in it.
+-- (`waiting` = '1'), so that a claim, which reads that hash anyway, skips taking
+-- a busy worker out of `idle` when it was never in it. A wake-up takes the worker
+-- out of `idle` and leaves `waiting` = 'woken:<class>': the claim the worker
+-- queued behind its blocking wait (see claim.lua) learns from it that it was
+-- woken, and for which class.
 local function start_waiting(p, worker, profile, waiting)
   call('HSET', p .. 'idle', worker, profile)
   if not waiting then call('HSET', worker_key(p, worker), 'waiting', '1') end
@@ -46,6 +49,12 @@ end
 local function stop_waiting(p, worker)
   call('HDEL', p .. 'idle', worker)
   call('HDEL', worker_key(p, worker), 'waiting')
+end
+
+local function wake(p, worker, class)
+  call('HDEL', p .. 'idle', worker)
+  call('HSET', worker_key(p, worker), 'waiting', 'woken:' .. class)
+  call('RPUSH', signal_key(p, worker), 'wake:' .. class)
 end
 
 -- Wakes one idle worker able to run `class`, preferring any worker but `avoid`
@@ -60,8 +69,7 @@ local function wake_one(p, class, avoid)
     local worker, profile = idle[i], idle[i + 1]
     if profile_matches(p, profile, class) then
       if worker ~= avoid then
-        stop_waiting(p, worker)
-        call('RPUSH', signal_key(p, worker), 'wake:' .. class)
+        wake(p, worker, class)
         return worker
       end
       fallback = worker
@@ -69,8 +77,7 @@ local function wake_one(p, class, avoid)
   end
   if fallback then
     -- only the avoided worker is idle: wake it anyway so it learns when it may take the job
-    stop_waiting(p, fallback)
-    call('RPUSH', signal_key(p, fallback), 'wake:' .. class)
+    wake(p, fallback, class)
   end
   return fallback
 end

@@ -71,9 +71,9 @@ local function take(ctx, id, f, class, worker, w, next_score)
   local attempt = tostring((tonumber(f[1]) or 0) + 1)
   call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
     'claimed_at', ctx.ts)
-  if w.waiting then
+  if w.waiting or w.woken then
     stop_waiting(p, worker)
-    w.waiting = false
+    w.waiting, w.woken = false, nil
   end
   call('SADD', p .. 'wjobs:' .. worker, id)
   if w.state ~= 'busy' then
@@ -95,11 +95,14 @@ local function take(ctx, id, f, class, worker, w, next_score)
     class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '' }
 end
 
--- What a claim needs to know about the worker; raises UNKNOWN_WORKER.
+-- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
+-- it is in `idle`; `woken`: the class a wake-up named since (see wake()).
 local function load_worker(p, worker)
   local f = call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting')
   if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
-  return { profile = f[1], state = f[2], machine = f[3] or '', waiting = f[4] ~= false }
+  local waiting = f[4]
+  return { profile = f[1], state = f[2], machine = f[3] or '', waiting = waiting == '1',
+    woken = waiting and waiting ~= '1' and string.sub(waiting, 7) or nil }
 end
 
 -- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
@@ -110,6 +113,7 @@ local function claim_for(ctx, worker, woken_class, w)
   if w.state == 'draining' or w.state == 'offline' then
     return { 'none', '', w.state }
   end
+  woken_class = woken_class or w.woken
   local retry_at = nil
   local offset = 0
   -- an operator paused these services: their jobs stay queued, nobody claims them
