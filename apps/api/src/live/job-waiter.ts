@@ -17,7 +17,9 @@ export async function waitForJob(hub: EventHub, broker: Broker, id: string, time
   if (!job || isTerminal(job.state) || timeoutMs <= 0) return job;
   let finished!: () => void;
   const done = new Promise<void>((resolve) => (finished = resolve));
-  const timer = setTimeout(finished, timeoutMs);
+  // the request's connection keeps the process alive while it waits, not this timer: a server
+  // that shut down with requests still waiting exits at once
+  const timer = setTimeout(finished, timeoutMs).unref();
   const onAbort = () => finished();
   signal?.addEventListener('abort', onAbort, { once: true });
   let unsubscribe: (() => void) | undefined;
