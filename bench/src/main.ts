@@ -22,7 +22,7 @@ const REFERENCE = 'bullmq';
 
 const FULL = {
   /** every timed scenario runs this often per system, in alternating order; a throughput figure is the median run */
-  runs: 3,
+  runs: 5,
   throughput: { jobs: 20_000, concurrencies: [1, 10, 50] },
   submitToStart: { jobs: 2_000, intervalMs: 2, workers: 4, warmupJobs: 200 },
   memory: { jobs: 10_000, payloadBytes: 200 },
@@ -320,6 +320,6 @@ try {
 }
 // every scenario closes what it opened; if something still holds the process open, say so and leave
 setTimeout(() => {
-  console.error('bench: handles still open 5 s after finishing; exiting');
+  console.error(`bench: handles still open 5 s after finishing (${process.getActiveResourcesInfo().join(', ')}); exiting`);
   process.exit(process.exitCode ?? 1);
 }, 5_000).unref();
