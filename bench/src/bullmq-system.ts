@@ -21,7 +21,7 @@ const JOB_OPTIONS: JobsOptions = { removeOnComplete: true, removeOnFail: true };
 export const bullmqSystem: BenchSystem = {
   name: 'bullmq',
 
-  async throughput({ redisUrl, jobs, concurrency }) {
+  async throughput({ redisUrl, jobs, concurrency, onSubmitted }) {
     const connections = new Connections(redisUrl);
     const queue = new Queue(QUEUE, { connection: connections.forQueue(), defaultJobOptions: JOB_OPTIONS });
     let worker: Worker | undefined;
@@ -41,6 +41,7 @@ export const bullmqSystem: BenchSystem = {
         drainer.on('error', reject);
       });
       await drainer.waitUntilReady();
+      await onSubmitted?.();
       const drainStart = performance.now();
       drainer.run().catch(() => undefined); // run() settles on close; failures arrive as 'error' events
       await withDeadline(drained, drainDeadlineMs(jobs), () => `bullmq drain of ${jobs} jobs at concurrency ${concurrency} (${completed} done)`);

@@ -38,7 +38,7 @@ function noopConnector(onRun: (job: ClaimedJob) => void = () => undefined): Conn
 export const empSystem: BenchSystem = {
   name: 'emp',
 
-  async throughput({ redisUrl, jobs, concurrency }) {
+  async throughput({ redisUrl, jobs, concurrency, onSubmitted }) {
     const redis = new Redis(redisUrl);
     let worker: Worker | undefined;
     try {
@@ -64,6 +64,7 @@ export const empSystem: BenchSystem = {
         });
         drainer.on('job:failed', (job, error) => reject(new Error(`emp job ${job.id} failed: ${error.message}`)));
       });
+      await onSubmitted?.();
       const drainStart = performance.now();
       await drainer.start();
       await withDeadline(drained, drainDeadlineMs(jobs), () => `emp drain of ${jobs} jobs at concurrency ${concurrency} (${completed} done)`);

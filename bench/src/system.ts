@@ -12,7 +12,13 @@ export interface BenchSystem {
    * process-object of the given concurrency. Drain time runs from starting the
    * ready worker to the last completion; total = jobs / (submit + drain time).
    */
-  throughput(opts: { redisUrl: string; jobs: number; concurrency: number }): Promise<{ drainJobsPerSec: number; totalJobsPerSec: number }>;
+  throughput(opts: {
+    redisUrl: string;
+    jobs: number;
+    concurrency: number;
+    /** called between the submit and the drain, outside both timings (instructions.ts counts each phase) */
+    onSubmitted?: () => Promise<void>;
+  }): Promise<{ drainJobsPerSec: number; totalJobsPerSec: number }>;
   /**
    * `workers` idle workers (concurrency 1 each) wait; submit one job every
    * `intervalMs` for `jobs` jobs; latency = time from just before the submit

@@ -12,6 +12,8 @@ export interface RedisProcess {
   readonly port: number;
   readonly url: string;
   readonly dir: string;
+  /** the server's process id (with a `wrapper`, the wrapper's, which runs the server in-process) */
+  readonly pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -26,6 +28,10 @@ export interface StartRedisOptions {
   args?: string[];
   /** Binary to run; `redis-server` on PATH by default. */
   binary?: string;
+  /** A command to run the server under, e.g. ['valgrind', '--tool=callgrind']: it gets the binary and its arguments. */
+  wrapper?: string[];
+  /** How long the server may take to answer PING after it starts (default 10 s; a wrapper may slow it). */
+  readyTimeoutMs?: number;
 }
 
 export async function freePort(): Promise<number> {
@@ -70,14 +76,16 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     '--loglevel', 'warning',
     ...(options.args ?? []),
   ];
-  const child = spawn(options.binary ?? 'redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const binary = options.binary ?? 'redis-server';
+  const [command, ...commandArgs] = options.wrapper?.length ? [...options.wrapper, binary, ...args] : [binary, ...args];
+  const child = spawn(command!, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
 
-  await waitUntilReady(host, port, child, exited, spawnError, () => output);
+  await waitUntilReady(host, port, child, exited, spawnError, () => output, options.readyTimeoutMs ?? 10_000);
 
   let stopped = false;
   return {
@@ -85,6 +93,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     port,
     url: `redis://${host}:${port}`,
     dir,
+    pid: child.pid,
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -101,8 +110,9 @@ async function waitUntilReady(
   exited: Promise<number | null>,
   spawnError: Promise<Error>,
   output: () => string,
+  timeoutMs: number,
 ): Promise<void> {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + timeoutMs;
   let failure: Error | undefined;
   void exited.then((code) => (failure ??= new Error(`redis-server exited with code ${code}: ${output().trim()}`)));
   void spawnError.then((error) => (failure ??= new Error(`could not run redis-server (is it on PATH?): ${error.message}`)));
@@ -121,7 +131,7 @@ async function waitUntilReady(
     await sleep(20);
   }
   child.kill('SIGKILL');
-  throw failure ?? new Error(`redis-server on port ${port} did not answer within 10 s: ${output().trim()}`);
+  throw failure ?? new Error(`redis-server on port ${port} did not answer within ${timeoutMs / 1000} s: ${output().trim()}`);
 }
 
 async function stopProcess(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
