@@ -148,13 +148,18 @@ local function load_class(p, class)
   return req
 end
 
+-- verdicts[profile][class]: two lookups, where one by profile .. class made a string every claim
 local function profile_matches(p, profile, class)
-  local key = profile .. class
-  local verdict = verdicts[key]
+  local of_profile = verdicts[profile]
+  if of_profile == nil then
+    of_profile = {}
+    verdicts[profile] = of_profile
+  end
+  local verdict = of_profile[class]
   if verdict == nil then
     verdict = satisfies(load_profile(p, profile), load_class(p, class))
     count_cached()
-    verdicts[key] = verdict
+    of_profile[class] = verdict
   end
   return verdict
 end
