@@ -18,8 +18,8 @@ local function machine_command(keys, args)
     'service', service, 'by', args[10], 'reason', args[11], 'ts', ctx.now)
   call('HSET', key, 'last_command', action, 'last_command_id', id, 'last_command_service', service,
     'last_command_at', ctx.now)
-  events_append(p, ctx.maxlen, { 'type', 'machine.command', 'machine', machine, 'action', action, 'service', service,
-    'command', id, 'by', args[10], 'ts', ctx.now })
+  events_append(p, ctx.maxlen, 'type', 'machine.command', 'machine', machine, 'action', action, 'service', service,
+    'command', id, 'by', args[10], 'ts', ctx.now)
   return id
 end
 

@@ -34,8 +34,8 @@ local function machine_command_done(keys, args)
       'last_command_message', message, 'last_command_done_at', ctx.ts)
     moved = 1
   end
-  events_append(p, ctx.maxlen, { 'type', 'machine.command.done', 'machine', machine, 'command', command,
-    'action', fields.action or '', 'service', fields.service or '', 'outcome', outcome, 'message', message, 'ts', ctx.ts })
+  events_append(p, ctx.maxlen, 'type', 'machine.command.done', 'machine', machine, 'command', command,
+    'action', fields.action or '', 'service', fields.service or '', 'outcome', outcome, 'message', message, 'ts', ctx.ts)
   return moved
 end
 

@@ -15,7 +15,7 @@ local function machine_process(keys, args)
   for i = 10, #args do table.insert(fields, args[i]) end
   table.insert(fields, 'ts')
   table.insert(fields, ctx.ts)
-  return call('XADD', p .. 'events', 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields))
+  return events_append(p, ctx.maxlen, unpack(fields))
 end
 
 register('emp_machine_process', machine_process)

@@ -12,15 +12,15 @@ local function pause_service(keys, args)
   if args[8] == '1' then
     if call('HEXISTS', paused_key, service) == 1 then return 0 end
     call('HSET', paused_key, service, cjson.encode({ since = ctx.now, by = args[9], reason = args[10] }))
-    events_append(p, ctx.maxlen, { 'type', 'service.paused', 'service', service, 'by', args[9], 'reason', args[10],
-      'ts', ctx.now })
+    events_append(p, ctx.maxlen, 'type', 'service.paused', 'service', service, 'by', args[9], 'reason', args[10],
+      'ts', ctx.now)
     return 1
   end
   if call('HDEL', paused_key, service) == 0 then return 0 end
   for _, class in ipairs(call('ZRANGE', p .. 'classes', 0, -1)) do
     if load_class(p, class).service == service then wake_one(p, class, nil) end
   end
-  events_append(p, ctx.maxlen, { 'type', 'service.resumed', 'service', service, 'by', args[9], 'ts', ctx.now })
+  events_append(p, ctx.maxlen, 'type', 'service.resumed', 'service', service, 'by', args[9], 'ts', ctx.now)
   return 1
 end
 

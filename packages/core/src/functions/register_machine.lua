@@ -14,7 +14,7 @@ local function register_machine(keys, args)
   call('ZREM', p .. 'machines:offline', machine)
   if previous ~= state then
     call('HSET', key, 'state_since', ctx.now)
-    events_append(p, ctx.maxlen, { 'type', 'machine.' .. state, 'machine', machine, 'state', state, 'ts', ctx.now })
+    events_append(p, ctx.maxlen, 'type', 'machine.' .. state, 'machine', machine, 'state', state, 'ts', ctx.now)
   end
   return fresh and 1 or 0
 end

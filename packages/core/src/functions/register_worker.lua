@@ -39,7 +39,7 @@ local function register_worker(keys, args)
       if profile_matches(p, profile, class) then
         call('HSET', class_key(p, class), 'routable', '1')
         call('SREM', p .. 'unroutable', class)
-        events_append(p, ctx.maxlen, { 'type', 'class.routable', 'class', class, 'ts', ctx.now })
+        events_append(p, ctx.maxlen, 'type', 'class.routable', 'class', class, 'ts', ctx.now)
         became_routable = became_routable + 1
       end
     end
@@ -53,7 +53,7 @@ local function register_worker(keys, args)
     set_worker_state(p, worker, running > 0 and 'busy' or 'idle', ctx.ts, ctx.maxlen)
   end
   if fresh then
-    events_append(p, ctx.maxlen, { 'type', 'worker.registered', 'worker', worker, 'machine', args[8], 'ts', ctx.now })
+    events_append(p, ctx.maxlen, 'type', 'worker.registered', 'worker', worker, 'machine', args[8], 'ts', ctx.now)
   end
   return became_routable
 end

@@ -81,14 +81,14 @@ local function turn_offline(ctx, kind, limit, offline_after, retention)
     call('ZADD', offline, last_seen, id)
     if kind == 'worker' then stop_waiting(p, id) end
     call('HSET', key, 'state', 'offline', 'state_since', now)
-    events_append(p, ctx.maxlen, { 'type', kind .. '.offline', kind, id, 'state', 'offline', 'ts', now })
+    events_append(p, ctx.maxlen, 'type', kind .. '.offline', kind, id, 'state', 'offline', 'ts', now)
     handled = handled + 1
   end
   for _, id in ipairs(call('ZRANGEBYSCORE', offline, '-inf', now - retention, 'LIMIT', 0, limit)) do
     call('ZREM', offline, id)
     call('DEL', p .. kind .. ':' .. id)
     if kind == 'worker' then call('DEL', p .. 'wjobs:' .. id, signal_key(p, id)) end
-    events_append(p, ctx.maxlen, { 'type', kind .. '.gone', kind, id, 'state', 'gone', 'ts', now })
+    events_append(p, ctx.maxlen, 'type', kind .. '.gone', kind, id, 'state', 'gone', 'ts', now)
     handled = handled + 1
   end
   local next_due = nil

@@ -89,8 +89,10 @@ local function hash_to_table(flat)
   return t
 end
 
-local function events_append(p, maxlen, fields)
-  call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', unpack(fields))
+-- Appends an event (`...`: its field/value pairs) to the shard's stream, trimmed to about
+-- `maxlen`; returns its stream id.
+local function events_append(p, maxlen, ...)
+  return call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', ...)
 end
 
 -- Every mutating function receives the same prelude, so settings live in one
@@ -105,10 +107,8 @@ local PRELUDE = 6
 -- `now` is for arithmetic, `ts` (the same instant as text) for passing to Redis.
 local function context(keys, args)
   local now, ts = clock(args[1])
-  local p = prefix_of(keys[1])
   return {
-    p = p,
-    events = p .. 'events',
+    p = prefix_of(keys[1]),
     now = now,
     ts = ts,
     maxlen = args[2],

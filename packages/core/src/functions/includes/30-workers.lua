@@ -7,8 +7,8 @@ local function set_worker_state(p, worker, state, ts, maxlen, previous, machine)
   if previous == nil then previous = call('HGET', key, 'state') end
   if previous == state then return end
   call('HSET', key, 'state', state, 'state_since', ts)
-  call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'type', 'worker.' .. state, 'worker', worker,
-    'state', state, 'machine', machine or call('HGET', key, 'machine') or '', 'ts', ts)
+  events_append(p, maxlen, 'type', 'worker.' .. state, 'worker', worker, 'state', state,
+    'machine', machine or call('HGET', key, 'machine') or '', 'ts', ts)
 end
 
 -- The lease of every job a worker holds runs out together, `lease_ms` after the

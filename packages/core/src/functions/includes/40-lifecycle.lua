@@ -4,8 +4,7 @@
 -- `...` are the event's own field/value pairs. (Passed on as arguments: a
 -- table per event would cost more than the XADD.)
 local function job_event(ctx, id, job_type, state, ...)
-  call('XADD', ctx.events, 'MAXLEN', '~', ctx.maxlen, '*', 'type', job_type, 'job', id, 'state', state,
-    'ts', ctx.ts, ...)
+  events_append(ctx.p, ctx.maxlen, 'type', job_type, 'job', id, 'state', state, 'ts', ctx.ts, ...)
 end
 
 -- What most transitions need to know about a job, read in one call.
