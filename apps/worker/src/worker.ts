@@ -412,13 +412,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.armIfWaiting();
         signals = await waiting;
       } catch (error) {
-        this.waitPending = false;
         if (this.isStopped()) return;
         this.logger.warn({ err: error }, 'waiting for signals failed; retrying');
         await sleep(CLAIM_ERROR_BACKOFF_MS);
         continue;
+      } finally {
+        this.waitPending = false;
       }
-      this.waitPending = false;
       if (signals.length === 0) continue;
       let wake: string | undefined;
       for (const signal of signals) {

@@ -486,14 +486,7 @@ export class Broker {
    * changes nothing and resolves `null` (queue another behind the next wait).
    */
   async claimWhenWoken(connection: RedisClient, pool: string, workerId: string): Promise<ClaimResult | null> {
-    let reply: unknown[];
-    try {
-      reply = (await connection.call(
-        'FCALL', 'emp_claim', 1, this.keys.anchor(checkedPool(pool)), ...this.prelude(), workerId, '', 'if-woken',
-      )) as unknown[];
-    } catch (error) {
-      throw fromRedisError(error);
-    }
+    const reply = (await this.fcall('emp_claim', checkedPool(pool), [workerId, '', 'if-woken'], connection)) as unknown[];
     return reply[3] === 'unwoken' ? null : parseClaim(pool, workerId, reply);
   }
 
@@ -915,9 +908,10 @@ export class Broker {
     return [this.clock ? this.clock() : '', c.eventsMaxLen, c.leaseMs, c.retentionMs, c.failedRetentionMs, c.avoidMs];
   }
 
-  private async fcall(name: string, pool: string, args: Array<string | number>): Promise<unknown> {
+  /** Calls library function `name` on `pool`'s shard, on `connection` (default: the broker's own). */
+  private async fcall(name: string, pool: string, args: Array<string | number>, connection: RedisClient = this.redis): Promise<unknown> {
     try {
-      return await this.redis.call('FCALL', name, 1, this.keys.anchor(pool), ...this.prelude(), ...args);
+      return await connection.call('FCALL', name, 1, this.keys.anchor(pool), ...this.prelude(), ...args);
     } catch (error) {
       throw fromRedisError(error);
     }

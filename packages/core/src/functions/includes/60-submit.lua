@@ -11,8 +11,10 @@
 -- Submits the job whose arguments start at args[at]; returns its reply and the
 -- index just past its arguments. Everything that can raise comes before the
 -- first write: a function that raises keeps the writes it already made.
--- the fields given at submit that a claim reads only from a job marked `opt`
-local OPTIONAL_SUBMIT_FIELDS = { workflow_id = true, step = true, exec_timeout_ms = true }
+-- the fields a claim reads only from a job marked `opt` (the deadlines among them
+-- are written here, not given at submit), as a set
+local OPTIONAL_SUBMIT_FIELDS = {}
+for i = 1, #OPTIONAL_TAKE_FIELDS do OPTIONAL_SUBMIT_FIELDS[OPTIONAL_TAKE_FIELDS[i]] = true end
 
 local function submit_job(ctx, args, at)
   local p, now = ctx.p, ctx.now
