@@ -127,11 +127,28 @@ describe('ordering', () => {
   it('the avoided worker still takes the job once the avoid window has passed', async () => {
     const b = await broker({ avoidMs: 5_000 });
     await worker(b, 'w1');
+    await worker(b, 'w2');
     const submitted = await b.submit({ service: 'simulation' });
     await b.fail((await claimJob(b, 'w1')).lease, { kind: 'infrastructure', message: 'spot interruption' });
     expect((await b.claim('standard', 'w1')).job).toBeNull();
     now += 5_000;
     expect((await claimJob(b, 'w1')).id).toBe(submitted.id);
+  });
+
+  it('with no other capable worker online, the worker a job failed on takes it again at once, ahead of lower-priority work', async () => {
+    const b = await broker({ avoidMs: 10_000 });
+    await worker(b, 'w1');
+    // w2 could run it but is offline; w3 is online but cannot run it
+    await worker(b, 'w2');
+    await b.setWorkerState('standard', 'w2', 'offline');
+    await b.registerWorker({ id: 'w3', pool: 'standard', capabilities: { services: ['comfyui'] } });
+    const retried = await b.submit({ service: 'simulation', priority: 10 });
+    const lower = await b.submitMany(Array.from({ length: 5 }, () => ({ service: 'simulation' })));
+    await b.fail((await claimJob(b, 'w1')).lease, { kind: 'retryable', message: 'out of memory' });
+    now += 2_000; // past the backoff, well inside the avoid window
+    await b.tick('standard');
+    expect((await claimJob(b, 'w1')).id).toBe(retried.id);
+    expect(lower).toHaveLength(5);
   });
 });
 

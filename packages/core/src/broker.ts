@@ -475,7 +475,25 @@ export class Broker {
   /** Takes the best job this worker can run, or records it idle so that the next capable submit wakes it. */
   async claim(pool: string, workerId: string, wokenFor = ''): Promise<ClaimResult> {
     const reply = (await this.fcall('emp_claim', checkedPool(pool), [workerId, wokenFor])) as unknown[];
-    return parseClaim(pool, workerId, reply);
+    return this.claimed(pool, workerId, reply);
+  }
+
+  /**
+   * The result of a claim reply. A claim call looks at a bounded number of
+   * requirement classes; one that ran out of them before it found a job or
+   * reached the end answers 'more', and the walk goes on in further calls (each
+   * short, so other clients are served in between) until it ends.
+   */
+  private async claimed(pool: string, workerId: string, first: unknown[]): Promise<ClaimResult> {
+    let reply = first;
+    let retryAt: number | undefined;
+    while (reply[0] === 'none' && reply[3] === 'more') {
+      if (reply[1]) retryAt = Math.min(retryAt ?? Infinity, Number(reply[1]));
+      reply = (await this.fcall('emp_claim', pool, [workerId, ''])) as unknown[];
+    }
+    const result = parseClaim(pool, workerId, reply);
+    if (result.job || retryAt === undefined) return result;
+    return { ...result, retryAt: Math.min(retryAt, result.retryAt ?? Infinity) };
   }
 
   /**
@@ -487,7 +505,7 @@ export class Broker {
    */
   async claimWhenWoken(connection: RedisClient, pool: string, workerId: string): Promise<ClaimResult | null> {
     const reply = (await this.fcall('emp_claim', checkedPool(pool), [workerId, '', 'if-woken'], connection)) as unknown[];
-    return reply[3] === 'unwoken' ? null : parseClaim(pool, workerId, reply);
+    return reply[3] === 'unwoken' ? null : this.claimed(pool, workerId, reply);
   }
 
   /** The attempt has what it needs (model loaded) and begins executing. */
@@ -517,7 +535,7 @@ export class Broker {
       );
     }
     const reply = await this.completions.add(l.pool, options.claimNext ? l.workerId : '', { jobId: l.jobId, token: l.token, result: text });
-    return options.claimNext ? parseClaim(l.pool, l.workerId, reply.slice(1)) : null;
+    return options.claimNext ? this.claimed(l.pool, l.workerId, reply.slice(1)) : null;
   }
 
   /** Records a classified failure of the attempt; returns what became of the job. */
@@ -536,7 +554,7 @@ export class Broker {
       options.claimNext ? l.workerId : '',
     ])) as unknown[];
     const outcome = reply[0] as 'queued' | 'retrying' | 'failed';
-    return { outcome, next: options.claimNext ? parseClaim(l.pool, l.workerId, reply.slice(1)) : null };
+    return { outcome, next: options.claimNext ? await this.claimed(l.pool, l.workerId, reply.slice(1)) : null };
   }
 
   /** Renews the worker's leases; returns the jobs it must stop working on. */
@@ -897,6 +915,7 @@ export class Broker {
         job.deadlines?.queue_ttl_ms ?? '',
         job.deadlines?.start_timeout_ms ?? '',
         payload,
+        this.config.maxQueuedClasses,
         fields.length,
         ...fields,
       ],

@@ -32,6 +32,11 @@ export const BrokerConfig = z
     offlineAfterMs: z.number().int().min(100).default(30_000),
     /** an offline worker or machine is removed from the registry after this long */
     registryRetentionMs: z.number().int().min(0).default(7 * DAY),
+    /**
+     * most requirement classes a pool may have queued at once (a claim walks them):
+     * a job that would open one more is refused with TooManyClassesError (HTTP 429)
+     */
+    maxQueuedClasses: z.number().int().min(1).default(10_000),
     /** most items one tick handles per kind */
     tickLimit: z.number().int().min(1).default(1_000),
   })

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'UNKNOWN_SERVICE'
   | 'NOT_RETRYABLE'
   | 'PAYLOAD_TOO_LARGE'
+  | 'TOO_MANY_CLASSES'
   | 'BAD_STATE'
   | 'BAD_KEY'
   | 'CORRUPT';
@@ -91,17 +92,26 @@ export class PayloadTooLargeError extends EmpError {
   }
 }
 
+/** The job would open a requirement class past the pool's limit (BrokerConfig.maxQueuedClasses). */
+export class TooManyClassesError extends EmpError {
+  override readonly name = 'TooManyClassesError';
+  constructor(message: string) {
+    super('TOO_MANY_CLASSES', message);
+  }
+}
+
 const byCode: Partial<Record<ErrorCode, new (message: string) => EmpError>> = {
   NOT_FOUND: NotFoundError,
   LEASE_LOST: LeaseLostError,
   IDEMPOTENCY_CONFLICT: IdempotencyConflictError,
   UNKNOWN_WORKER: UnknownWorkerError,
   NOT_RETRYABLE: NotRetryableError,
+  TOO_MANY_CLASSES: TooManyClassesError,
 };
 
 const knownCodes = new Set<string>([
   'NOT_FOUND', 'LEASE_LOST', 'IDEMPOTENCY_CONFLICT', 'DUPLICATE_ID', 'UNKNOWN_WORKER',
-  'NOT_RETRYABLE', 'BAD_STATE', 'BAD_KEY', 'CORRUPT',
+  'NOT_RETRYABLE', 'TOO_MANY_CLASSES', 'BAD_STATE', 'BAD_KEY', 'CORRUPT',
 ]);
 
 /** Turns an error reply of the function library ("CODE message") into its typed error. */

@@ -138,8 +138,8 @@ describe('the needle', () => {
     const blockerClass = (c: number): SubmitJobInput => {
       const variant = Math.floor(c / 5);
       switch (c % 5) {
-        case 0: // wrong GPU (A's), each variant for another tenant
-          return { service: 'simulation', tenant: `tenant-${variant}`, requirements: { constraints: { gpu: 'a100' } } };
+        case 0: // wrong GPU (A's), each variant in another rack
+          return { service: 'simulation', requirements: { constraints: { gpu: 'a100', rack: `rack-${variant}` } } };
         case 1: // more GPU memory than B has
           return { service: 'simulation', requirements: { hardware: { gpu_memory_gb: 40 + variant } } };
         case 2: // a model B does not serve

@@ -85,26 +85,30 @@ export type JobRequirements = z.infer<typeof JobRequirements>;
 
 export interface RequirementClass {
   id: string;
-  /** canonical JSON of everything matching looks at: service, tenant, workflow and requirements */
+  /** canonical JSON of everything that decides which workers may run the job */
   definition: string;
 }
 
 /**
- * The requirement class of a job: jobs with equal classes are interchangeable
- * for matching, so the queue is indexed by class and a claim looks at class heads.
+ * The requirement class of a job: jobs with equal classes may run on the same
+ * workers, so the queue is indexed by class and a claim looks at class heads.
+ * Only what decides that is in it: service, hardware, models, custom nodes,
+ * constraints and isolation. The tenant is in it only under strict isolation
+ * (a dedicated worker); otherwise tenants and workflow ids, which most workers
+ * ignore, would make a class per tenant or per workflow, and a claim's walk
+ * over classes as long as the queue. A worker restricted to some tenants or to
+ * one workflow finds its jobs in the class's lanes (see docs/broker.md).
  */
 export function requirementClass(input: {
   service: string;
   tenant: string;
-  workflow_id?: string | undefined;
   requirements: JobRequirements;
 }): RequirementClass {
   const { pool: _pool, ...matched } = input.requirements;
   const definition = canonicalJson({
     ...matched,
     service: input.service,
-    tenant: input.tenant,
-    workflow_id: input.workflow_id,
+    tenant: matched.isolation === 'strict' ? input.tenant : undefined,
   });
   return { id: contentId(definition), definition };
 }

@@ -13,7 +13,7 @@
 -- Errors: UNKNOWN_WORKER.
 local function claim(keys, args)
   local ctx = context(keys, args)
-  local w = load_worker(ctx.p, args[7])
+  local w = load_worker(ctx.p, args[7], ctx.now)
   if args[9] == 'if-woken' and w.waiting then return { 'none', '', w.state or 'idle', 'unwoken' } end
   return claim_for(ctx, args[7], args[8] ~= '' and args[8] or nil, w)
 end

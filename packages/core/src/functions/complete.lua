@@ -23,7 +23,7 @@ end
 local function complete(keys, args)
   local ctx = context(keys, args)
   local next_worker = args[7] ~= '' and args[7] or nil
-  local w = next_worker and load_worker(ctx.p, next_worker)
+  local w = next_worker and load_worker(ctx.p, next_worker, ctx.now)
   -- a lone completion's error is the call's error: no protected call needed
   if #args == 10 then return { complete_one(ctx, next_worker, w, args[8], args[9], args[10]) } end
   local replies = {}

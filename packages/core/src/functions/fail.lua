@@ -9,7 +9,7 @@ local function fail(keys, args)
   local job = fenced(ctx, args[7], args[8])
   local next_worker = args[11] ~= '' and args[11] or nil
   -- read before anything changes: an unknown worker must change nothing
-  local w = next_worker and load_worker(ctx.p, next_worker)
+  local w = next_worker and load_worker(ctx.p, next_worker, ctx.now)
   local outcome = apply_failure(ctx, job, args[9], args[10], next_worker ~= nil)
   if not next_worker then return { outcome } end
   local reply = claim_for(ctx, next_worker, nil, w)

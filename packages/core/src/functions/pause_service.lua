@@ -18,7 +18,7 @@ local function pause_service(keys, args)
   end
   if call('HDEL', paused_key, service) == 0 then return 0 end
   for _, class in ipairs(call('ZRANGE', p .. 'classes', 0, -1)) do
-    if load_class(p, class).service == service then wake_one(p, class, nil) end
+    if load_class(p, class).service == service then wake_for_head(p, class, nil) end
   end
   events_append(p, ctx.maxlen, 'type', 'service.resumed', 'service', service, 'by', args[9], 'ts', ctx.now)
   return 1

@@ -14,7 +14,12 @@ local function register_worker(keys, args)
   local fresh = call('EXISTS', wkey) == 0
   call('HSET', wkey, 'id', worker, 'machine', args[8], 'profile', profile, 'last_seen', ctx.now,
     unpack(args, 12))
-  if fresh then call('HSET', wkey, 'registered_at', ctx.now) end
+  if fresh then
+    call('HSET', wkey, 'registered_at', ctx.now)
+  else
+    -- a walk paused before (re)registering was made with the old capabilities
+    call('HDEL', wkey, 'cursor')
+  end
   call('ZADD', p .. 'workers', ctx.now, worker)
   call('ZREM', p .. 'workers:offline', worker)
   local was_waiting = call('HEXISTS', p .. 'idle', worker) == 1

@@ -76,6 +76,11 @@ local function worker_key(p, id) return p .. 'worker:' .. id end
 local function machine_key(p, id) return p .. 'machine:' .. id end
 local function signal_key(p, worker) return p .. 'signal:' .. worker end
 local function profile_key(p, profile) return p .. 'profile:' .. profile end
+-- Lanes: a class's queued jobs again, by tenant and by workflow, for workers that
+-- may run only some of them (see 20-queue.lua).
+local function tenant_lane_key(p, class, tenant) return p .. 'tq:' .. class .. ':' .. tenant end
+local function lane_tenants_key(p, class) return p .. 'ct:' .. class end
+local function workflow_lane_key(p, class, workflow) return p .. 'wq:' .. class .. ':' .. workflow end
 -- A payload of up to INLINE_PAYLOAD bytes is a field of the job hash (which then
 -- stays listpack-encoded: Redis's default hash-max-listpack-value is 64); a
 -- larger one lives beside it in its own key, so the hash stays small either way.

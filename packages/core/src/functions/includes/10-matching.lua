@@ -2,20 +2,41 @@
 -- Both are immutable once written (their ids are content hashes), so a verdict
 -- can be cached for the life of the loaded library.
 
-local CACHE_LIMIT = 100000
-local decoded_profiles = {}
-local decoded_classes = {}
-local raw_classes = {}
-local verdicts = {}
-local cached = 0
+-- The caches are generational: lookups try the current generation, then the
+-- previous one (moving a hit forward); when the current one is full it becomes
+-- the previous one. What a claim uses again stays, however many classes pass
+-- through, so no walk ever empties the cache (a single bound shared by every
+-- entry once made each walk past it clear and re-decode everything).
+local CACHE_GENERATION = 50000
 
--- The caches only save work, so past one shared bound they simply start over.
-local function count_cached()
-  cached = cached + 1
-  if cached > CACHE_LIMIT then
-    decoded_profiles, decoded_classes, raw_classes, verdicts, cached = {}, {}, {}, {}, 0
-  end
+local function generational()
+  return { now = {}, old = {}, n = 0 }
 end
+
+local function cache_get(c, k)
+  local v = c.now[k]
+  if v ~= nil then return v end
+  v = c.old[k]
+  if v ~= nil then
+    c.now[k] = v
+    c.n = c.n + 1
+  end
+  return v
+end
+
+local function cache_put(c, k, v)
+  if c.n >= CACHE_GENERATION then
+    c.old, c.now, c.n = c.now, {}, 0
+  end
+  c.now[k] = v
+  c.n = c.n + 1
+end
+
+-- profile -> capabilities; class -> { raw = definition, req = decoded };
+-- verdicts[profile]: class -> verdict (two lookups, where one by profile .. class made a string every claim)
+local profiles_cache = generational()
+local classes_cache = generational()
+local verdicts = generational()
 
 local function is_array(t)
   if type(t) ~= 'table' then return false end
@@ -97,8 +118,11 @@ local function satisfies(caps, req)
       if not contains(caps.custom_nodes or {}, n) then return false end
     end
   end
+  -- A class names its tenant only under strict isolation (and in classes queued by
+  -- versions before 2026-12-06, which also name their workflow); otherwise tenant
+  -- and workflow restrictions are checked per job, through the lanes (see 20-queue).
   local tenants = caps.tenants
-  if tenants then
+  if req.tenant ~= nil and tenants then
     if tenants.denied and contains(tenants.denied, req.tenant) then return false end
     if tenants.allowed and not contains(tenants.allowed, req.tenant) then return false end
   end
@@ -108,58 +132,84 @@ local function satisfies(caps, req)
       return false
     end
   end
-  if caps.workflow_id and caps.workflow_id ~= req.workflow_id then return false end
+  if req.workflow_id ~= nil and caps.workflow_id and caps.workflow_id ~= req.workflow_id then return false end
   if req.constraints and not has(req.constraints, caps.labels or {}) then return false end
   if req.exclude and not lacks(req.exclude, caps.labels or {}) then return false end
   return true
 end
 
 local function load_profile(p, profile)
-  local caps = decoded_profiles[profile]
+  local caps = cache_get(profiles_cache, profile)
   if caps == nil then
     local raw = call('GET', profile_key(p, profile))
     if not raw then raise('CORRUPT', 'capability profile ' .. profile .. ' is missing') end
     caps = cjson.decode(raw)
-    count_cached()
-    decoded_profiles[profile] = caps
+    cache_put(profiles_cache, profile, caps)
   end
   return caps
 end
 
+local function cached_class(p, class)
+  local c = cache_get(classes_cache, class)
+  if c == nil then
+    local raw = call('HGET', class_key(p, class), 'def')
+    if not raw then raise('CORRUPT', 'requirement class ' .. class .. ' is missing') end
+    c = { raw = raw }
+    cache_put(classes_cache, class, c)
+  end
+  return c
+end
+
 -- The class definition as stored (canonical JSON), as claims hand it to workers.
 local function class_definition(p, class)
-  local raw = raw_classes[class]
-  if raw == nil then
-    raw = call('HGET', class_key(p, class), 'def')
-    if not raw then raise('CORRUPT', 'requirement class ' .. class .. ' is missing') end
-    count_cached()
-    raw_classes[class] = raw
-  end
-  return raw
+  return cached_class(p, class).raw
 end
 
 local function load_class(p, class)
-  local req = decoded_classes[class]
-  if req == nil then
-    req = cjson.decode(class_definition(p, class))
-    count_cached()
-    decoded_classes[class] = req
-  end
-  return req
+  local c = cached_class(p, class)
+  if c.req == nil then c.req = cjson.decode(c.raw) end
+  return c.req
 end
 
--- verdicts[profile][class]: two lookups, where one by profile .. class made a string every claim
 local function profile_matches(p, profile, class)
-  local of_profile = verdicts[profile]
+  local of_profile = cache_get(verdicts, profile)
   if of_profile == nil then
-    of_profile = {}
-    verdicts[profile] = of_profile
+    of_profile = generational()
+    cache_put(verdicts, profile, of_profile)
   end
-  local verdict = of_profile[class]
+  local verdict = cache_get(of_profile, class)
   if verdict == nil then
     verdict = satisfies(load_profile(p, profile), load_class(p, class))
-    count_cached()
-    of_profile[class] = verdict
+    cache_put(of_profile, class, verdict)
   end
   return verdict
+end
+
+-- What restricts a profile to some of a class's jobs (tenants allowed or denied, a
+-- reserved workflow), or false when it runs every job of the classes it matches.
+local function profile_lanes(p, profile)
+  local caps = load_profile(p, profile)
+  local r = caps.lanes
+  if r == nil then
+    r = false
+    local tenants = caps.tenants
+    if caps.workflow_id or (tenants and (tenants.allowed or tenants.denied)) then
+      r = { workflow = caps.workflow_id, allowed = tenants and tenants.allowed, denied = {}, ndenied = 0 }
+      if tenants and tenants.denied then
+        for _, t in ipairs(tenants.denied) do r.denied[t] = true end
+        r.ndenied = #tenants.denied
+      end
+    end
+    caps.lanes = r
+  end
+  return r
+end
+
+-- Whether a restricted worker (`lanes` as profile_lanes gives them) may run a job of this tenant and workflow.
+local function lane_allows(lanes, tenant, workflow)
+  if not lanes then return true end
+  if lanes.workflow and lanes.workflow ~= workflow then return false end
+  if lanes.denied[tenant] then return false end
+  if lanes.allowed and not contains(lanes.allowed, tenant) then return false end
+  return true
 end

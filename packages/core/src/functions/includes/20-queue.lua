@@ -25,10 +25,42 @@ local function refresh_class_head(p, class)
   set_class_head(p, class, head[2] or false)
 end
 
+-- Lanes. A class holds every job that the same workers may run, whatever its
+-- tenant or workflow, so that tenants and workflow ids do not multiply classes
+-- (a claim walks classes). A worker restricted to some tenants (tenants.allowed /
+-- denied) or reserved for one workflow finds its jobs in the class's lanes
+-- instead: `tq:<class>:<tenant>` holds the class's jobs of one tenant,
+-- `ct:<class>` the class's tenants scored by their lane's head, and
+-- `wq:<class>:<workflow>` the class's jobs of one workflow (only jobs with one).
+local function add_to_lanes(p, id, class, score, tenant, workflow)
+  call('ZADD', tenant_lane_key(p, class, tenant), score, id)
+  call('ZADD', lane_tenants_key(p, class), 'LT', score, tenant)
+  if workflow then call('ZADD', workflow_lane_key(p, class, workflow), score, id) end
+end
+
+local function remove_from_lanes(p, id, class, tenant, workflow)
+  local lane = tenant_lane_key(p, class, tenant)
+  call('ZREM', lane, id)
+  local head = call('ZRANGE', lane, '0', '0', 'WITHSCORES')
+  if head[2] then
+    call('ZADD', lane_tenants_key(p, class), head[2], tenant)
+  else
+    call('ZREM', lane_tenants_key(p, class), tenant)
+  end
+  if workflow then call('ZREM', workflow_lane_key(p, class, workflow), id) end
+end
+
+-- The workflow a job belongs to, or nil; read only for a job marked `opt` (see 50-claim.lua).
+local function job_workflow(p, job)
+  if not job.opt then return nil end
+  return call('HGET', job_key(p, job.id), 'workflow_id') or nil
+end
+
 -- Returns false when the job was not in its queue (a delayed job waits on its timer instead).
-local function remove_from_queue(p, id, class)
+local function remove_from_queue(p, id, class, tenant, workflow)
   if call('ZREM', queue_key(p, class), id) == 1 then
     refresh_class_head(p, class)
+    remove_from_lanes(p, id, class, tenant, workflow)
     return true
   end
   return false
@@ -57,9 +89,10 @@ local function wake(p, worker, class)
   call('RPUSH', signal_key(p, worker), 'wake:' .. class)
 end
 
--- Wakes one idle worker able to run `class`, preferring any worker but `avoid`
--- (the one the job just failed on). Returns the woken worker or false.
-local function wake_one(p, class, avoid)
+-- Wakes one idle worker able to run a job of `class`, `tenant` and `workflow`,
+-- preferring any worker but `avoid` (the one the job just failed on). Returns the
+-- woken worker or false.
+local function wake_one(p, class, avoid, tenant, workflow)
   if call('HLEN', p .. 'paused') > 0 and call('HEXISTS', p .. 'paused', load_class(p, class).service) == 1 then
     return false -- nobody may claim a paused service's jobs: a wake-up would be wasted
   end
@@ -67,7 +100,7 @@ local function wake_one(p, class, avoid)
   local fallback = false
   for i = 1, #idle, 2 do
     local worker, profile = idle[i], idle[i + 1]
-    if profile_matches(p, profile, class) then
+    if profile_matches(p, profile, class) and lane_allows(profile_lanes(p, profile), tenant, workflow) then
       if worker ~= avoid then
         wake(p, worker, class)
         return worker
@@ -76,16 +109,17 @@ local function wake_one(p, class, avoid)
     end
   end
   if fallback then
-    -- only the avoided worker is idle: wake it anyway so it learns when it may take the job
+    -- only the avoided worker is idle: wake it anyway (it takes the job unless another capable worker is online)
     wake(p, fallback, class)
   end
   return fallback
 end
 
-local function enqueue(p, id, class, score, avoid)
+local function enqueue(p, id, class, score, avoid, tenant, workflow)
   call('ZADD', queue_key(p, class), score, id)
   call('ZADD', p .. 'classes', 'LT', score, class)
-  wake_one(p, class, avoid)
+  add_to_lanes(p, id, class, score, tenant, workflow)
+  wake_one(p, class, avoid, tenant, workflow)
 end
 
 -- Keeps the job's single entry in `timers` at the next moment something must

@@ -15,6 +15,7 @@ local function load_job(p, id)
   local f = call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
   return { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
+    opt = f[7] ~= false,
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
     timed = not ACTIVE[f[1]] or f[7] ~= false,
@@ -47,7 +48,9 @@ end
 -- worker's set of running jobs, or the count of jobs waiting on a timer.
 local function detach(ctx, job, claim_follows)
   if job.state == 'queued' then
-    if not remove_from_queue(ctx.p, job.id, job.class) then count_deferred(ctx.p, 'delayed', job.service, '-1') end
+    if not remove_from_queue(ctx.p, job.id, job.class, job.tenant, job_workflow(ctx.p, job)) then
+      count_deferred(ctx.p, 'delayed', job.service, '-1')
+    end
   elseif job.state == 'retrying' then
     count_deferred(ctx.p, 'retrying', job.service, '-1')
   elseif ACTIVE[job.state] then
@@ -78,7 +81,7 @@ local function requeue(ctx, job, avoid)
   local key = job_key(p, id)
   call('HSET', key, 'state', 'queued', 'updated_at', ctx.ts)
   call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
-  enqueue(p, id, job.class, tonumber(call('HGET', key, 'score')), avoid)
+  enqueue(p, id, job.class, call('HGET', key, 'score'), avoid, job.tenant, job_workflow(p, job))
   schedule(p, id)
 end
 

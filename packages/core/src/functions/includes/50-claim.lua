@@ -5,9 +5,15 @@
 
 local AVOID_LOOKAHEAD = 16
 local CLASS_PAGE = 64
+-- Most class heads and lanes one claim call looks at. A walk past it ends the
+-- call with 'more' and a cursor on the worker, and the next call goes on from
+-- there, so no call blocks Redis for long however many classes are queued.
+local CLAIM_BUDGET = 256
+-- a walk's cursor older than this belongs to a walk nobody continued (the worker restarted)
+local CURSOR_TTL_MS = 2000
+local CLASS_PAGE_TEXT = '64' -- CLASS_PAGE
 -- range bounds as text: a Lua number passed to redis.call is formatted with sprintf
 local AVOID_LOOKAHEAD_LAST = '15' -- AVOID_LOOKAHEAD - 1
-local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
 
 -- A field a job hash lacks costs Redis a scan of the whole hash, so a take reads
 -- the fields every job has (and `attempts`, which a job has once claimed) and
@@ -17,55 +23,120 @@ local TAKE_FIELDS = { 'attempts', 'tenant', 'service', 'score', 'submitted_at', 
 local OPTIONAL_TAKE_FIELDS = { 'workflow_id', 'step', 'exec_timeout_ms', 'start_deadline', 'queue_deadline' }
 local RETRY_TAKE_FIELDS = { 'avoid_worker', 'avoid_until' }
 
--- First job of the class this worker may take now, with the fields a take needs.
--- A job that just failed on this worker is left for others until its avoid
--- window ends (looking at most AVOID_LOOKAHEAD jobs deep); the earliest such end
--- is returned so the worker knows when to look again. When the head is taken,
--- the score of the job behind it comes too: it is the class's next head score.
--- The job's fields when this worker may take it now, else nil and when it may.
--- The fields come as f.attempts .. f.payload by position (see TAKE_FIELDS), and
--- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline
--- by name (false when absent).
-local function takeable(p, id, worker, now)
-  local key = job_key(p, id)
-  local f = call('HMGET', key, unpack(TAKE_FIELDS))
-  if f[1] then
-    local avoid = call('HMGET', key, unpack(RETRY_TAKE_FIELDS))
-    if avoid[1] == worker then
-      local until_ = tonumber(avoid[2]) or 0
-      if until_ > now then return nil, until_ end
+-- Whether a worker other than `worker` that could run this job is online (not
+-- draining, not offline). Walks the shard's workers: it runs only for a job that
+-- just failed on `worker`, which is rare.
+local function another_capable_online(p, class, worker, tenant, workflow)
+  for _, other in ipairs(call('ZRANGE', p .. 'workers', '0', '-1')) do
+    if other ~= worker then
+      local f = call('HMGET', worker_key(p, other), 'profile', 'state')
+      if f[1] and f[2] ~= 'draining' and f[2] ~= 'offline' and profile_matches(p, f[1], class)
+        and lane_allows(profile_lanes(p, f[1]), tenant, workflow) then
+        return true
+      end
     end
   end
+  return false
+end
+
+-- The job's fields when this worker may take it now, else nil and when it may.
+-- A job that just failed on this worker is left for others until its avoid
+-- window ends, but only while another worker able to run it is online: with
+-- nobody else to take it, waiting would only delay it. `lanes`: the worker's
+-- restrictions (profile_lanes), checked against the job's tenant and workflow.
+-- The fields come as f[1] attempts .. f[7] opt by position (see TAKE_FIELDS), and
+-- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline
+-- by name (false when absent). A job this worker may never run answers nil, nil.
+local function takeable(p, class, id, worker, now, lanes)
+  local key = job_key(p, id)
+  local f = call('HMGET', key, unpack(TAKE_FIELDS))
   if f[7] then
     local o = call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
     f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline = o[1], o[2], o[3], o[4], o[5]
   end
+  if lanes and not lane_allows(lanes, f[2], f.workflow_id or nil) then return nil, nil end
+  if f[1] then
+    local avoid = call('HMGET', key, unpack(RETRY_TAKE_FIELDS))
+    if avoid[1] == worker then
+      local until_ = tonumber(avoid[2]) or 0
+      if until_ > now and another_capable_online(p, class, worker, f[2], f.workflow_id or nil) then
+        return nil, until_
+      end
+    end
+  end
   return f, nil
 end
 
-local function pick_in_class(p, class, worker, now)
-  local heads = call('ZRANGE', queue_key(p, class), '0', '1', 'WITHSCORES')
-  local f, soonest = takeable(p, heads[1], worker, now)
-  if f then return heads[1], f, nil, heads[4] or false end
-  for _, id in ipairs(call('ZRANGE', queue_key(p, class), '1', AVOID_LOOKAHEAD_LAST)) do
+local function earlier(a, b)
+  if a == nil then return b end
+  if b == nil or a < b then return a end
+  return b
+end
+
+-- The first job of sorted set `zset` (a class queue or one of its lanes) this
+-- worker may take now, looking AVOID_LOOKAHEAD jobs deep; or nil and the
+-- earliest time a skipped job becomes its to take. When the job is the set's
+-- head and `zset` is the class queue itself, the score of the job behind it
+-- comes too (false: none): the class's next head score.
+local function pick_in(p, class, zset, worker, now, lanes, is_class_queue)
+  local heads = call('ZRANGE', zset, '0', '1', 'WITHSCORES')
+  if not heads[1] then return nil end
+  local f, soonest = takeable(p, class, heads[1], worker, now, lanes)
+  if f then return heads[1], f, nil, is_class_queue and (heads[4] or false) or nil end
+  if not heads[3] then return nil, nil, soonest end
+  for _, id in ipairs(call('ZRANGE', zset, '1', AVOID_LOOKAHEAD_LAST)) do
     local until_
-    f, until_ = takeable(p, id, worker, now)
+    f, until_ = takeable(p, class, id, worker, now, lanes)
     if f then return id, f end
-    if until_ < soonest then soonest = until_ end
+    soonest = earlier(soonest, until_)
   end
   return nil, nil, soonest
 end
 
--- Gives job `id` (fields `f` as read by pick_in_class) to the worker. `next_score`
--- is the score of the job behind it when it was its class's head (false: none).
+-- For a restricted worker: its first takeable job in the class's lanes, best
+-- lane first. Returns id, fields, soonest (as pick_in) and the lanes looked at.
+local function pick_in_lanes(p, class, worker, now, lanes)
+  if lanes.workflow then
+    local id, f, soonest = pick_in(p, class, workflow_lane_key(p, class, lanes.workflow), worker, now, lanes, false)
+    return id, f, soonest, 1
+  end
+  local tenants = {}
+  local ct = lane_tenants_key(p, class)
+  if lanes.allowed then
+    local scores = call('ZMSCORE', ct, unpack(lanes.allowed))
+    for i, t in ipairs(lanes.allowed) do
+      if scores[i] and not lanes.denied[t] then tenants[#tenants + 1] = { tonumber(scores[i]), t } end
+    end
+    table.sort(tenants, function(a, b) return a[1] < b[1] end)
+  else
+    -- the denied tenants can fill at most the first #denied places
+    local top = call('ZRANGE', ct, '0', tostring(lanes.ndenied + 2))
+    for _, t in ipairs(top) do
+      if not lanes.denied[t] then tenants[#tenants + 1] = { 0, t } end
+    end
+  end
+  local soonest = nil
+  for i, entry in ipairs(tenants) do
+    local id, f, until_ = pick_in(p, class, tenant_lane_key(p, class, entry[2]), worker, now, lanes, false)
+    if id then return id, f, nil, i end
+    soonest = earlier(soonest, until_)
+  end
+  return nil, nil, soonest, #tenants
+end
+
+-- Gives job `id` (fields `f` as read by takeable) to the worker. `next_score`
+-- is the score of the job behind it when it was its class's head (false: none;
+-- nil: not known, the job may be anywhere in its class).
 local function take(ctx, id, f, class, worker, w, next_score)
   local p = ctx.p
   local key = job_key(p, id)
+  local workflow = f.workflow_id or nil
   if next_score == nil then
-    remove_from_queue(p, id, class)
+    remove_from_queue(p, id, class, f[2], workflow)
   else
     call('ZREM', queue_key(p, class), id)
     set_class_head(p, class, next_score)
+    remove_from_lanes(p, id, class, f[2], workflow)
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
   local attempt = tostring((tonumber(f[1]) or 0) + 1)
@@ -96,49 +167,87 @@ local function take(ctx, id, f, class, worker, w, next_score)
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
--- it is in `idle`; `woken`: the class a wake-up named since (see wake()).
-local function load_worker(p, worker)
-  local f = call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting')
+-- it is in `idle`; `woken`: the class a wake-up named since (see wake());
+-- `cursor`: where the walk its last claim call paused goes on (see claim_for).
+local function load_worker(p, worker, now)
+  local f = call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting', 'cursor')
   if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
   local waiting = f[4]
+  local cursor, cursor_set = nil, f[5] ~= false
+  if cursor_set then
+    local sep = string.find(f[5], '|', 1, true)
+    -- a walk is continued at once; an older cursor belongs to an abandoned walk
+    if now - tonumber(string.sub(f[5], sep + 1)) <= CURSOR_TTL_MS then cursor = string.sub(f[5], 1, sep - 1) end
+  end
   return { profile = f[1], state = f[2], machine = f[3] or '', waiting = waiting == '1',
-    woken = waiting and waiting ~= '1' and string.sub(waiting, 7) or nil }
+    woken = waiting and waiting ~= '1' and string.sub(waiting, 7) or nil, cursor = cursor, cursor_set = cursor_set }
+end
+
+-- Wakes an idle worker for the job at the head of `class` (a wake-up passed on names only its class).
+local function wake_for_head(p, class, avoid)
+  local head = call('ZRANGE', queue_key(p, class), '0', '0')[1]
+  if not head then return end
+  local f = call('HMGET', job_key(p, head), 'tenant', 'opt')
+  local workflow = f[2] and call('HGET', job_key(p, head), 'workflow_id') or nil
+  wake_one(p, class, avoid, f[1], workflow)
 end
 
 -- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
--- recording the worker as idle so that the next capable submit wakes it. `w` is
--- the worker as load_worker read it.
+-- recording the worker as idle so that the next capable submit wakes it, or
+-- { 'none', retry_at, worker state, 'more' } when the walk over the classes
+-- used up this call's budget: the worker calls again and the walk goes on after
+-- the cursor it leaves. The worker is recorded idle from that first call on, so
+-- a job submitted meanwhile into a class the walk has passed still wakes it.
+-- `w` is the worker as load_worker read it.
 local function claim_for(ctx, worker, woken_class, w)
   local p = ctx.p
   if w.state == 'draining' or w.state == 'offline' then
     return { 'none', '', w.state }
   end
   woken_class = woken_class or w.woken
+  local lanes = profile_lanes(p, w.profile)
   local retry_at = nil
-  local offset = 0
+  local budget = CLAIM_BUDGET
+  -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
+  local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
   local paused = nil
   if call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(call('HGETALL', p .. 'paused')) end
   while true do
-    local page = offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST)
-      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
-    for _, class in ipairs(page) do
+    local page = call('ZRANGE', p .. 'classes', after and '(' .. after or '-inf', '+inf', 'BYSCORE',
+      'LIMIT', '0', CLASS_PAGE_TEXT, 'WITHSCORES')
+    for i = 1, #page, 2 do
+      if budget <= 0 then
+        call('HSET', worker_key(p, worker), 'cursor', after .. '|' .. ctx.ts)
+        if not w.waiting then start_waiting(p, worker, w.profile, false) end
+        return { 'none', retry_at and tostring(retry_at) or '', w.state or 'idle', 'more' }
+      end
+      local class = page[i]
+      budget = budget - 1
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
-        local id, fields, until_, next_score = pick_in_class(p, class, worker, ctx.now)
+        local id, fields, until_, next_score, looked
+        if lanes then
+          id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
+          budget = budget - looked
+        else
+          id, fields, until_, next_score = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
+        end
         if id then
+          if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
           local reply = take(ctx, id, fields, class, worker, w, next_score)
           if woken_class and woken_class ~= class and call('EXISTS', queue_key(p, woken_class)) == 1 then
             -- we were woken for another class's job and took this one instead: pass the wake on
-            wake_one(p, woken_class, worker)
+            wake_for_head(p, woken_class, worker)
           end
           return reply
         end
-        if until_ and (retry_at == nil or until_ < retry_at) then retry_at = until_ end
+        retry_at = earlier(retry_at, until_)
       end
+      after = page[i + 1]
     end
-    if #page < CLASS_PAGE then break end
-    offset = offset + CLASS_PAGE
+    if #page < 2 * CLASS_PAGE then break end
   end
+  if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   start_waiting(p, worker, w.profile, w.waiting)
   local state = w.state or 'idle'
   if call('SCARD', p .. 'wjobs:' .. worker) == 0 then

@@ -3,10 +3,13 @@
 --   [+0] job id  [+1] requirement class id  [+2] class definition (canonical JSON)
 --   [+3] priority (-1000..1000)  [+4] idempotency key ('' none)  [+5] request fingerprint
 --   [+6] idempotency ttl ms  [+7] delay ms  [+8] queue ttl ms ('' none)  [+9] start timeout ms ('' none)
---   [+10] payload (JSON)  [+11] n, the number of field/value arguments that follow
---   [+12 .. +11+n] field/value pairs stored on the job as given, starting with
+--   [+10] payload (JSON)  [+11] most classes the shard may have queued ('' no limit)
+--   [+12] n, the number of field/value arguments that follow
+--   [+13 .. +12+n] field/value pairs stored on the job as given, starting with
 --   'tenant', <tenant>, 'service', <service>
--- Raises IDEMPOTENCY_CONFLICT (same key, different request) or DUPLICATE_ID.
+-- Raises IDEMPOTENCY_CONFLICT (same key, different request), DUPLICATE_ID or
+-- TOO_MANY_CLASSES (the job would open a class past the limit).
+local SUBMIT_HEADER = 13
 
 -- Submits the job whose arguments start at args[at]; returns its reply and the
 -- index just past its arguments. Everything that can raise comes before the
@@ -21,8 +24,8 @@ local function submit_job(ctx, args, at)
   local id, class, def = args[at], args[at + 1], args[at + 2]
   local priority = tonumber(args[at + 3])
   local idem, fingerprint = args[at + 4], args[at + 5]
-  local first_field = at + 12
-  local next_at = first_field + tonumber(args[at + 11])
+  local first_field = at + SUBMIT_HEADER
+  local next_at = first_field + tonumber(args[at + 12])
 
   local idem_key
   if idem ~= '' then
@@ -41,6 +44,13 @@ local function submit_job(ctx, args, at)
   local key = job_key(p, id)
   if call('EXISTS', key) == 1 then raise('DUPLICATE_ID', 'job ' .. id .. ' already exists') end
 
+  -- A claim walks the queued classes, so their number is bounded: a job that would
+  -- open one more past the limit is refused (one it joins is always welcome).
+  local max_classes = tonumber(args[at + 11])
+  if max_classes and call('ZCARD', p .. 'classes') >= max_classes and not call('ZSCORE', p .. 'classes', class) then
+    raise('TOO_MANY_CLASSES', 'pool ' .. string.match(p, '{(.*)}') .. ' already has ' .. max_classes ..
+      ' requirement classes queued (the limit, maxQueuedClasses); a job that needs workers of another kind must wait until one empties')
+  end
   local ckey = class_key(p, class)
   local routable = call('HGET', ckey, 'routable')
   if not routable then
@@ -72,9 +82,12 @@ local function submit_job(ctx, args, at)
   end
   -- the fields few jobs have; `opt` tells a claim that the job has some (see OPTIONAL_TAKE_FIELDS)
   local opt = queue_ttl or start_timeout
-  if not opt then
-    for i = first_field, next_at - 1, 2 do
-      if OPTIONAL_SUBMIT_FIELDS[args[i]] then opt = true; break end
+  local workflow = nil
+  for i = first_field, next_at - 1, 2 do
+    local field = args[i]
+    if OPTIONAL_SUBMIT_FIELDS[field] then
+      opt = true
+      if field == 'workflow_id' then workflow = args[i + 1] end
     end
   end
   if opt or delay > 0 or idem ~= '' then
@@ -88,7 +101,7 @@ local function submit_job(ctx, args, at)
   end
 
   if delay <= 0 then
-    enqueue(p, id, class, score, nil)
+    enqueue(p, id, class, score, nil, args[first_field + 1], workflow)
   else
     count_deferred(p, 'delayed', args[first_field + 3], '1')
   end
