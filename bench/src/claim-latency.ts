@@ -66,3 +66,72 @@ export async function measureClaimLatency(redisUrl: string, queued: number, samp
     redis.disconnect();
   }
 }
+
+export interface ManyClassesResult {
+  distinct: number;
+  /** what is distinct: workflow ids (one class since 2026-12-06), or requirement classes proper */
+  kind: 'workflows' | 'classes';
+  narrow: number[];
+  broad: number[];
+  /** the longest single emp_claim function call Redis ran while the samples were taken (ms, SLOWLOG) */
+  longestCallMs: number;
+}
+
+/**
+ * Claim latency with `distinct` workflow ids (each a requirement class of its
+ * own before classes stopped naming them) or `distinct` real requirement
+ * classes, none of which the narrow worker can run: its one job is the last
+ * class head. A claim call looks at a bounded number of class heads, so the
+ * longest call stays short however many there are.
+ */
+export async function measureManyClassClaims(
+  redisUrl: string,
+  distinct: number,
+  kind: ManyClassesResult['kind'],
+  samples: number,
+): Promise<ManyClassesResult> {
+  const redis = new Redis(redisUrl);
+  try {
+    // room for every blocker class and the needle's under the limit of queued classes
+    const broker = await Broker.connect({ redis, config: { eventsMaxLen: 10_000, maxQueuedClasses: Math.max(distinct + 1, 10_000) } });
+    let serial = 0;
+    const blocker = (): SubmitJobInput => {
+      const i = serial++;
+      return kind === 'workflows'
+        ? { service: 'simulation', workflow_id: `wf-${i}`, tenant: `t-${i % 10_000}`, requirements: { constraints: { gpu: 'a100' } } }
+        : { service: 'simulation', requirements: { constraints: { gpu: 'a100', tier: i % distinct } } };
+    };
+    const needle: SubmitJobInput = { service: 'simulation', priority: -1, requirements: { constraints: { gpu: 'l4' } } };
+    for (let start = 0; start < distinct; start += 5_000) {
+      await broker.submitMany(Array.from({ length: Math.min(5_000, distinct - start) }, blocker));
+    }
+    await broker.submit(needle);
+    await broker.registerWorker({ id: 'narrow', pool: 'standard', capabilities: { services: ['simulation'], labels: { gpu: 'l4' } } });
+    await broker.registerWorker({ id: 'broad', pool: 'standard', capabilities: { services: ['simulation'], labels: { gpu: ['a100', 'l4'], tier: distinct } } });
+    await redis.config('SET', 'slowlog-log-slower-than', '0');
+    await redis.config('SET', 'slowlog-max-len', String(64 * samples));
+    await redis.slowlog('RESET');
+    const time = async (worker: string): Promise<number[]> => {
+      const out: number[] = [];
+      for (let i = 0; i < samples; i++) {
+        const t0 = performance.now();
+        const claim = await broker.claim('standard', worker);
+        out.push(performance.now() - t0);
+        if (!claim.job) throw new Error(`claim latency: worker ${worker} found no job at sample ${i}`);
+        // put back a job of the same kind, so the queue stays as it was
+        await broker.submit(worker === 'narrow' ? needle : blocker());
+      }
+      return out.sort((a, b) => a - b);
+    };
+    const narrow = await time('narrow');
+    const broad = await time('broad');
+    const entries = (await redis.slowlog('GET', -1)) as Array<[number, number, number, string[]]>;
+    const claimCalls = entries.filter(([, , , args]) => args[0]?.toUpperCase() === 'FCALL' && args[1] === 'emp_claim');
+    const longestCallMs = Math.max(0, ...claimCalls.map(([, , micros]) => micros)) / 1_000;
+    await redis.config('SET', 'slowlog-log-slower-than', '10000');
+    await redis.config('SET', 'slowlog-max-len', '128');
+    return { distinct, kind, narrow, broad, longestCallMs };
+  } finally {
+    redis.disconnect();
+  }
+}

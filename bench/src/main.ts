@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { startRedis } from '../../packages/core/src/testing/redis-server';
 import { measureApiLoad } from './api-load';
 import { bullmqSystem } from './bullmq-system';
-import { measureClaimLatency } from './claim-latency';
+import { measureClaimLatency, measureManyClassClaims } from './claim-latency';
 import { empSystem } from './emp-system';
 import { infoField } from './redis-info';
 import { formatNumber, formatTable, median, ratio, summarizeLatencies } from './stats';
@@ -27,6 +27,7 @@ const FULL = {
   submitToStart: { jobs: 2_000, intervalMs: 2, workers: 4, warmupJobs: 200 },
   memory: { jobs: 10_000, payloadBytes: 200 },
   claimLatency: { depths: [1_000, 100_000, 1_000_000], samples: 2_000 },
+  manyClasses: { workflows: [1_000, 100_000], classes: [1_000, 10_000], samples: 1_000 },
   api: { durationSeconds: 10, connections: 50, workers: 4 },
 };
 type Sizes = typeof FULL;
@@ -37,6 +38,7 @@ const QUICK: Sizes = {
   submitToStart: { jobs: 200, intervalMs: 2, workers: 4, warmupJobs: 20 },
   memory: { jobs: 1_000, payloadBytes: 200 },
   claimLatency: { depths: [1_000, 10_000], samples: 200 },
+  manyClasses: { workflows: [1_000, 10_000], classes: [1_000, 2_000], samples: 100 },
   api: { durationSeconds: 2, connections: 10, workers: 2 },
 };
 
@@ -66,7 +68,33 @@ interface RunContext {
  * jobs (the measurement lives in claim-latency.ts). Each entry returns one
  * section whose rows carry only an `emp` value.
  */
-const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies, measureApi];
+const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies, measureManyClasses, measureApi];
+
+/**
+ * Claim cost with many distinct workflow ids and tenants (which made a class
+ * each until 2026-12-06) and with many real requirement classes (up to the
+ * default limit of queued classes): claim round trip for a broad and a narrow
+ * worker, and the longest single claim call Redis ran (SLOWLOG). Targets: p99
+ * within 2x of the 1k figure, longest call under 5 ms.
+ */
+async function measureManyClasses(context: RunContext, sizes: Sizes): Promise<Section> {
+  const { workflows, classes, samples } = sizes.manyClasses;
+  const rows: Row[] = [];
+  const runs = [...workflows.map((n) => ['workflows', n] as const), ...classes.map((n) => ['classes', n] as const)];
+  for (const [kind, distinct] of runs) {
+    const result = await context.isolated(`emp claims with ${distinct} distinct ${kind}`, () =>
+      measureManyClassClaims(context.redisUrl, distinct, kind, samples),
+    );
+    const what = kind === 'workflows' ? `${distinct} workflow ids over ${Math.min(distinct, 10_000)} tenants` : `${distinct} classes`;
+    for (const [worker, all] of [['broad', result.broad], ['narrow', result.narrow]] as const) {
+      const summary = summarizeLatencies(all);
+      rows.push({ scenario: `${what}, ${worker} worker p50`, values: { [OURS]: summary.p50 } });
+      rows.push({ scenario: `${what}, ${worker} worker p99`, values: { [OURS]: summary.p99 } });
+    }
+    rows.push({ scenario: `${what}, longest claim call`, values: { [OURS]: result.longestCallMs } });
+  }
+  return { title: `Claims with many tenants, workflows and classes, ${samples} claims per worker (ms, lower is better; emp only)`, rows };
+}
 
 /** Through the HTTP API (auth on): submit throughput and latency, and submit-to-completed latency with ?wait. */
 async function measureApi(context: RunContext, sizes: Sizes): Promise<Section> {
