@@ -205,3 +205,27 @@ describe('the number of queued classes has a limit', () => {
     await expect(limited.submit(inRack(4))).resolves.toMatchObject({ pool: POOL });
   });
 });
+
+describe('the list of classes in use', () => {
+  it('drops a class once it is empty when the sweep passes, and lists it again when a job arrives', async () => {
+    const keysOf = async () => (await broker.queueStats(POOL)).classes.map((c) => c.depth);
+    await broker.registerWorker({ id: 'w', pool: POOL, capabilities: { services: ['simulation'] } });
+    await broker.submit({ service: 'simulation' });
+    const nobody = await broker.submit({ service: 'simulation', requirements: { constraints: { gpu: 'tpu' } } });
+    expect(nobody.routable).toBe(false);
+    expect((await broker.claim(POOL, 'w')).job).not.toBeNull();
+    await broker.cancel(nobody.id);
+    // empty classes stay listed until the sweep (about once a second, with the scheduler's tick)
+    expect(await keysOf()).toEqual([0, 0]);
+    await broker.tick(POOL);
+    expect(await keysOf()).toEqual([]);
+    expect(await redis.smembers(`${keys.prefix(POOL)}unroutable`)).toEqual([]);
+
+    const again = await broker.submit({ service: 'simulation', requirements: { constraints: { gpu: 'tpu' } } });
+    expect(again.routable).toBe(false);
+    expect(await keysOf()).toEqual([1]);
+    // still unroutable, and still made routable by the first worker that can run it
+    await broker.registerWorker({ id: 'tpu', pool: POOL, capabilities: { services: ['simulation'], labels: { gpu: 'tpu' } } });
+    expect((await broker.getJob(again.id))?.routable).toBe(true);
+  });
+});

@@ -7,11 +7,14 @@
  *   <ns>:{<pool>}:job:<id>         job hash
  *   <ns>:{<pool>}:q:<class>        queued jobs of one requirement class (score: priority, then order)
  *   <ns>:{<pool>}:classes          non-empty classes scored by their head job
- *   <ns>:{<pool>}:class:<class>    class definition and routable flag; classlist / unroutable: sets of classes
+ *   <ns>:{<pool>}:tq:<class>:<tenant>   lane: the class's queued jobs of one tenant; ct:<class>: its tenants by lane head;
+ *                                  wq:<class>:<workflow>: the class's queued jobs of one workflow (workers restricted to
+ *                                  tenants or a workflow claim through them)
+ *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags; classlist / unroutable: sets of the classes in use (swept when empty)
  *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
- *   <ns>:{<pool>}:worker:<id>      worker hash; workers / workers:offline: last_seen indexes; idle: waiting workers (worker -> profile; the worker hash's `waiting` says so too)
+ *   <ns>:{<pool>}:worker:<id>      worker hash (its `cursor`: where a claim walk paused on its budget goes on); workers / workers:offline: last_seen indexes; idle: waiting workers (worker -> profile; the worker hash's `waiting` says so too)
  *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices
  *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
  *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered

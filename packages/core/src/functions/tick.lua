@@ -114,8 +114,11 @@ local function tick(keys, args)
   for _, worker in ipairs(call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
     handled = handled + reap_lease(ctx, worker)
   end
-  -- the job index needs sweeping about once a second, not on every tick
-  if call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then sweep_job_index(p, limit) end
+  -- the job index and the class list need sweeping about once a second, not on every tick
+  if call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then
+    sweep_job_index(p, limit)
+    sweep_class_list(p, limit)
+  end
   local next_due = nil
   for _, index in ipairs({ 'timers', 'leases' }) do
     local head = call('ZRANGE', p .. index, 0, 0, 'WITHSCORES')

@@ -189,3 +189,23 @@ local function sweep_job_index(p, limit)
   call('SET', p .. 'jobs:sweep', next_start)
   return removed
 end
+
+-- `classlist` names the classes queue views show, empty ones included, and
+-- `unroutable` those no worker could run so far (which every new capability
+-- profile is checked against). A class found empty by the sweep leaves both (its
+-- next submit lists it again: the class hash's `listed` says whether it is
+-- listed), so the lists, and every walk over them, stay as long as the classes
+-- in use rather than every class ever seen.
+-- Looks at about `limit` members per call, resuming where the last call stopped.
+local function sweep_class_list(p, limit)
+  local list = p .. 'classlist'
+  local scan = call('SSCAN', list, call('GET', list .. ':sweep') or '0', 'COUNT', limit)
+  for _, class in ipairs(scan[2]) do
+    if not call('ZSCORE', p .. 'classes', class) then
+      call('SREM', list, class)
+      call('SREM', p .. 'unroutable', class)
+      call('HDEL', class_key(p, class), 'listed')
+    end
+  end
+  call('SET', list .. ':sweep', scan[1])
+end

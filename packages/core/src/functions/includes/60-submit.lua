@@ -52,14 +52,22 @@ local function submit_job(ctx, args, at)
       ' requirement classes queued (the limit, maxQueuedClasses); a job that needs workers of another kind must wait until one empties')
   end
   local ckey = class_key(p, class)
-  local routable = call('HGET', ckey, 'routable')
-  if not routable then
-    routable = '0'
-    local req = cjson.decode(def)
-    for _, profile in ipairs(call('SMEMBERS', p .. 'profiles')) do
-      if satisfies(load_profile(p, profile), req) then routable = '1'; break end
+  local known = call('HMGET', ckey, 'routable', 'listed')
+  local routable = known[1]
+  if not known[2] then
+    -- a new class, or one swept from the class list while empty (see sweep_class_list)
+    if routable ~= '1' then
+      routable = '0'
+      local req = cjson.decode(def)
+      for _, profile in ipairs(call('SMEMBERS', p .. 'profiles')) do
+        if satisfies(load_profile(p, profile), req) then routable = '1'; break end
+      end
     end
-    call('HSET', ckey, 'def', def, 'routable', routable, 'created_at', ctx.ts)
+    if known[1] then
+      call('HSET', ckey, 'routable', routable, 'listed', '1')
+    else
+      call('HSET', ckey, 'def', def, 'routable', routable, 'created_at', ctx.ts, 'listed', '1')
+    end
     call('SADD', p .. 'classlist', class)
     if routable == '0' then call('SADD', p .. 'unroutable', class) end
   end
