@@ -289,6 +289,25 @@ describe('comfyui connector against the fake', () => {
     fake = await FakeComfyUI.start();
   });
 
+  it.each(['missing_node_type', 'invalid_prompt'] as const)('leaves a node class this ComfyUI lacks to another worker (infrastructure), answered as %s', async (form) => {
+    fake.unknownNodeError = form;
+    const workflow = { ...txt2img(), '11': { class_type: 'ImpactWildcardEncode', inputs: {} } };
+    const failure = await expectFailure(connector().run(claimedJob('comfyui', { workflow }), jobContext()), 'infrastructure', 'CustomNodeMissing');
+    expect(failure.message).toMatch(/this worker lacks node class ImpactWildcardEncode \(node 11\)/);
+    expect(failure.details).toMatchObject({ error: { type: form, details: "Node ID '#11'" }, missing: { class_type: 'ImpactWildcardEncode', node_id: '11' } });
+  });
+
+  it('reads the 400 of an older build (node_errors: []): an unknown class is missing, a node without one is a bad workflow', async () => {
+    const rejected = (error: Record<string, unknown>) => fake.failNext('/prompt', 400, { error: { details: "Node ID '#3'", extra_info: {}, ...error }, node_errors: [] });
+    rejected({ type: 'invalid_prompt', message: 'Cannot execute because node WAS_Image_Blend does not exist.' });
+    const missing = await expectFailure(connector().run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'infrastructure', 'CustomNodeMissing');
+    expect(missing.details).toMatchObject({ missing: { class_type: 'WAS_Image_Blend', node_id: '3' } });
+    rejected({ type: 'invalid_prompt', message: 'Cannot execute because a node is missing the class_type property.' });
+    await expectFailure(connector().run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'InvalidWorkflow');
+    rejected({ type: 'missing_node_type', message: "Node 'ID #3' has no class_type. The workflow may be corrupted or a custom node is missing.", extra_info: { node_id: '3', class_type: null } });
+    await expectFailure(connector().run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'InvalidWorkflow');
+  });
+
   it('times out a slow service as retryable', async () => {
     fake.http.responseDelayMs = 2_000;
     await expectFailure(connector({ requestTimeoutMs: 200 }).run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'retryable', 'ServiceTimeout');
