@@ -145,6 +145,16 @@ describe('comfyui connector through the broker', () => {
     const starts = (await harness.eventsOf(missing.id)).filter((e) => e.type === 'job.starting').map((e) => e.fields.worker);
     expect(new Set(starts)).toEqual(new Set(['w1', 'w2']));
   });
+
+  it('fails a job whose workflow the machine\'s node policy refuses, at once and for good', async () => {
+    await harness.startWorker(connector({ nodePolicy: { deny: ['LoadImageFromURL'] } }));
+    const workflow = { ...txt2img(), '11': { class_type: 'LoadImageFromURL', inputs: { url: 'http://10.0.0.1/' } } };
+    const { id } = await harness.broker.submit({ service: 'comfyui', payload: { workflow }, max_attempts: 5 });
+    const failed = await harness.jobInState(id, ['failed']);
+    expect(failed.attempts).toBe(1);
+    expect(failed.error).toMatchObject({ kind: 'non_retryable', type: 'NodeRefused', message: expect.stringContaining("node 11 (LoadImageFromURL): matches deny rule 'LoadImageFromURL'") });
+    expect(fake.requestsTo('/prompt')).toEqual([]);
+  });
 });
 
 describe('comfyui connector against the fake', () => {
@@ -308,6 +318,31 @@ describe('comfyui connector against the fake', () => {
     await expectFailure(connector().run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'InvalidWorkflow');
   });
 
+  it('refuses a node the node policy denies (non_retryable NodeRefused, naming node, class and rule) before touching ComfyUI', async () => {
+    const workflow = { ...txt2img(), '11': { class_type: 'LoadImageFromURL', inputs: { url: 'http://169.254.169.254/latest/meta-data/' } } };
+    const denied = connector({ nodePolicy: { deny: ['*fromurl*', 'VHS_LoadVideoPath'] } });
+    const failure = await expectFailure(denied.run(claimedJob('comfyui', { workflow }), jobContext()), 'non_retryable', 'NodeRefused');
+    expect(failure.message).toBe("comfyui: this machine's node policy refuses the workflow: node 11 (LoadImageFromURL): matches deny rule '*fromurl*'");
+    expect(failure.details).toEqual({ refused: [{ node_id: '11', class_type: 'LoadImageFromURL', rule: 'deny', pattern: '*fromurl*' }] });
+    expect(fake.requests).toEqual([]);
+    // what the policy lets through runs as before
+    const result = (await denied.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext())) as { outputs: unknown[] };
+    expect(result.outputs).toHaveLength(1);
+  });
+
+  it('with an allow list, refuses every node not on it, and a deny entry wins over an allow entry', async () => {
+    const allowed = ['CheckpointLoaderSimple', 'CLIPTextEncode', 'EmptyLatentImage', 'KSampler', 'VAEDecode', 'SaveImage'];
+    const strict = connector({ nodePolicy: { allow: allowed } });
+    const failure = await expectFailure(strict.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'NodeRefused');
+    expect(failure.message).toMatch(/refuses the workflow: node 10 \(PreviewImage\): not on the allow list$/);
+    const both = connector({ nodePolicy: { allow: [...allowed, '*Image'], deny: ['SaveImage'] } });
+    const denied = await expectFailure(both.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'NodeRefused');
+    expect(denied.message).toMatch(/node 9 \(SaveImage\): matches deny rule 'SaveImage'$/);
+    expect(fake.requests).toEqual([]);
+    const open = connector({ nodePolicy: { allow: [...allowed, 'previewimage'] } });
+    expect(((await open.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext())) as { outputs: unknown[] }).outputs).toHaveLength(1);
+  });
+
   it('times out a slow service as retryable', async () => {
     fake.http.responseDelayMs = 2_000;
     await expectFailure(connector({ requestTimeoutMs: 200 }).run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'retryable', 'ServiceTimeout');
@@ -322,5 +357,6 @@ describe('comfyui connector against the fake', () => {
   it('refuses bad options with a clear message', () => {
     expect(() => comfyuiConnector({ baseUrl: 'not a url', assets: localDirectoryStore({ directory: assetsDir.path }) })).toThrow(/baseUrl/);
     expect(() => comfyuiConnector({ baseUrl: fake.url } as ComfyUIOptions)).toThrow(/assets/);
+    expect(() => connector({ nodePolicy: { deny: ['Load Image'] } })).toThrow(/nodePolicy\.deny\.0: a class_type pattern has no spaces/);
   });
 });

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { type AssetStore, AssetStoreRefusedError, type StoredAsset, assetKey } from '../assets/asset-store';
 import { type Connector, type JobContext, JobFailure } from '../connector';
 import { ServiceClient, ServiceTls, errorCode, parseMessage, parseReply, protocolError, statusFailure } from '../service-client';
+import { ComfyNodePolicy, enforceNodePolicy } from './comfyui-node-policy';
 import {
   BINARY_EVENTS,
   type ComfyMessage,
@@ -45,6 +46,8 @@ export const ComfyUIOptions = z
     /** which output `type`s are results (`temp` holds previews) */
     outputTypes: z.array(z.string()).min(1).default(['output']),
     modelInputs: z.array(z.string()).default(MODEL_INPUTS),
+    /** which node types this worker submits (allow / deny lists of class_type); absent: all */
+    nodePolicy: ComfyNodePolicy.optional(),
     requestTimeoutMs: Milliseconds.default(30_000),
     connectTimeoutMs: Milliseconds.default(10_000),
     /** how often /history is asked once the prompt is done, until its entry is written */
@@ -134,6 +137,7 @@ class ComfyRun {
     private readonly ctx: JobContext,
   ) {
     const payload = readPayload(job.payload);
+    enforceNodePolicy(config.service, config.nodePolicy, payload.workflow);
     this.workflow = payload.workflow;
     this.extraData = payload.extra_data ?? {};
     this.requestedId = promptIdFor(job.id, job.attempt);
