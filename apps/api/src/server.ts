@@ -54,11 +54,24 @@ export interface ApiServerOptions {
   apiKeyCacheMs?: number;
   /** how often this instance records the queue report for /v1/queues/history (default 30 s); false: it records none */
   queueSampleMs?: number | false;
+  /**
+   * let a job's webhook.url name loopback, private, link-local and other
+   * non-public hosts (local development only; the scheme is http(s) regardless).
+   * Default: EMP_WEBHOOK_ALLOW_PRIVATE=1 (or true) in the environment, else off.
+   */
+  webhookAllowPrivate?: boolean;
+}
+
+/** Whether an environment variable is switched on (`1`, `true`, `yes`, `on`). */
+function envFlag(value: string | undefined): boolean {
+  return /^(1|true|yes|on)$/i.test(value?.trim() ?? '');
 }
 
 export interface ApiServer {
   app: FastifyInstance;
   hub: EventHub;
+  /** whether webhooks may target private hosts here (the option, or EMP_WEBHOOK_ALLOW_PRIVATE) */
+  webhookAllowPrivate: boolean;
   close(): Promise<void>;
 }
 
@@ -114,7 +127,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(metrics, { broker, hub });
   await app.register(healthRoutes);
   await app.register(identityRoutes, { authEnabled: options.auth ?? true });
-  await app.register(jobRoutes);
+  const webhookAllowPrivate = options.webhookAllowPrivate ?? envFlag(process.env.EMP_WEBHOOK_ALLOW_PRIVATE);
+  await app.register(jobRoutes, { webhookAllowPrivate });
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);
   const queueSampleMs = options.queueSampleMs === false ? DEFAULT_QUEUE_SAMPLE_MS : (options.queueSampleMs ?? DEFAULT_QUEUE_SAMPLE_MS);
@@ -138,7 +152,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   sampler?.start();
 
   let closing: Promise<void> | undefined;
-  return { app, hub, close: () => (closing ??= app.close()) };
+  return { app, hub, webhookAllowPrivate, close: () => (closing ??= app.close()) };
 }
 
 export interface ListeningApiServer extends ApiServer {

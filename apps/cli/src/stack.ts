@@ -20,8 +20,12 @@ export interface LocalStackOptions {
   jobDurationMs?: number | { min: number; max: number };
   /** how long stopping workers may wait for their running jobs */
   graceMs?: number;
-  /** the HTTP + WebSocket API: preferred port (a free one when taken), address, and whether keys are required */
-  api: { host: string; port: number; auth: boolean };
+  /**
+   * the HTTP + WebSocket API: preferred port (a free one when taken), address,
+   * whether keys are required, and whether a job's webhook may target
+   * loopback and private hosts (unset: EMP_WEBHOOK_ALLOW_PRIVATE decides)
+   */
+  api: { host: string; port: number; auth: boolean; webhookAllowPrivate?: boolean };
   /** the monitor page (on the API's address): preferred port, a free one when taken; false: none */
   monitor?: { port: number } | false;
   /** broker settings (lease and offline-detection timings, ...), also given to the machine's workers; the defaults otherwise */
@@ -50,7 +54,7 @@ export interface LocalStack {
   machine: LocalMachine;
   /** the agent itself, for tests that act on its processes */
   agent: MachineAgent;
-  api: { url: string; auth: boolean };
+  api: { url: string; auth: boolean; webhookAllowPrivate: boolean };
   /** the monitor page's address; absent when it was not started */
   monitor?: { url: string };
   stop(): Promise<void>;
@@ -146,7 +150,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       ...(redisDir ? { redisDir } : {}),
       machine,
       agent,
-      api: { url: api.url, auth: options.api.auth },
+      api: { url: api.url, auth: options.api.auth, webhookAllowPrivate: api.webhookAllowPrivate },
       ...(monitor ? { monitor: { url: monitor.url } } : {}),
       stop: () => (stopping ??= unwind()),
     };
@@ -159,7 +163,15 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 async function startApi(broker: Broker, options: LocalStackOptions, corsOrigins: string[]): Promise<ListeningApiServer> {
   const logger = options.logger.child({ component: 'api' });
   // the local asset store's folder, served at <api>/v1/assets/ so result URLs work out of the box
-  const settings = { broker, logger, auth: options.api.auth, host: options.api.host, assetsDir: join(options.stateDir, 'assets'), corsOrigins };
+  const settings = {
+    broker,
+    logger,
+    auth: options.api.auth,
+    host: options.api.host,
+    assetsDir: join(options.stateDir, 'assets'),
+    corsOrigins,
+    ...(options.api.webhookAllowPrivate === undefined ? {} : { webhookAllowPrivate: options.api.webhookAllowPrivate }),
+  };
   try {
     return await startApiServer({ ...settings, port: options.api.port });
   } catch (error) {

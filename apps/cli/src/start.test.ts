@@ -65,6 +65,10 @@ describe('emp start with REDIS_URL', { timeout: 180_000 }, () => {
     const viaHttp = await fetch(`${api}/v1/jobs?wait=20`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"service":"simulation"}' });
     expect(viaHttp.status).toBe(201);
     expect(await viaHttp.json()).toMatchObject({ state: 'succeeded', machine: 'local-sim' });
+    // a developer's webhook receiver on localhost is allowed here (a deployed API refuses it)
+    expect(banner).toContain('webhooks may target localhost and private addresses');
+    const localHook = await fetch(`${api}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"service":"simulation","webhook":{"url":"http://localhost:4000/hook"}}' });
+    expect(localHook.status).toBe(201);
 
     // the monitor page is served, knows where the API is, and the API lets it call from a browser
     const monitor = /monitor {4}(http:\/\/127\.0\.0\.1:\d+)/.exec(banner)?.[1];

@@ -89,11 +89,25 @@ describe('machine config', () => {
     ['a Redis URL that is not one', { ...minimal, redis_url: 'localhost:6379' }, /redis_url: a Redis URL starts with redis:\/\//],
     ['custom nodes without a folder to install them in', { ...minimal, custom_nodes: [{ url: 'https://example.com/org/nodes.git' }] }, /custom_nodes_dir: custom_nodes are installed into ComfyUI's custom_nodes folder/],
     ['an empty pip command', { ...minimal, custom_nodes_pip: [] }, /custom_nodes_pip: /],
+    ['a node policy entry that is not a class name', { ...minimal, comfyui_node_policy: { allow: ['Load Image'] } }, /comfyui_node_policy\.allow\.0: a class_type pattern has no spaces/],
+    ['a node policy both for the machine and on a connector', {
+      ...minimal,
+      connectors: [{ type: 'comfyui', options: { nodePolicy: { deny: ['A'] } } }],
+      worker: { assets: { type: 'local', directory: '/out' } },
+      comfyui_node_policy: { deny: ['B'] },
+    }, /connectors\.0\.options\.nodePolicy: comfyui_node_policy already sets the node policy of every ComfyUI connector/],
     ['a crash-loop limit below zero', { ...minimal, supervision: { crash_loop_restarts: -1 } }, /supervision\.crash_loop_restarts/],
   ])('%s is refused, naming the file and field', async (_name, content, message) => {
     const file = await configFile(content);
     await expect(loadMachineConfig(file, {})).rejects.toThrow(message);
     await expect(loadMachineConfig(file, {})).rejects.toThrow(`invalid machine config ${file}`);
+  });
+
+  it('takes a node policy for the machine\'s ComfyUI connectors', async () => {
+    const file = await configFile({ ...minimal, connectors: ['comfyui'], worker: { assets: { type: 'local', directory: '/out' } }, comfyui_node_policy: { deny: ['LoadImageFromURL', '*Url*'] } });
+    const config = await loadMachineConfig(file, {});
+    expect(config.comfyui_node_policy).toEqual({ deny: ['LoadImageFromURL', '*Url*'] });
+    expect((await loadMachineConfig(await configFile(minimal), {})).comfyui_node_policy).toBeUndefined();
   });
 
   it('a file that is not JSON is refused with the parser\'s reason', async () => {

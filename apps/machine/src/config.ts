@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { MachineId, PoolName, ServiceName, ValidationError, parseWith } from '@emp/core';
-import { AssetStoreSpec, ConnectorSpec } from '@emp/worker/process-config';
+import { AssetStoreSpec, COMFYUI_CONNECTOR_TYPES, ComfyNodePolicy, ConnectorSpec } from '@emp/worker/process-config';
 import { z } from 'zod';
 import { HardwareOverrides } from './hardware';
 
@@ -129,6 +129,12 @@ export const MachineConfig = z
     custom_nodes_dir: z.string().min(1).optional(),
     /** the command that installs a node's requirements.txt, run as `[...pip, '-r', file]` (e.g. the python of ComfyUI's venv with `-m pip install`) */
     custom_nodes_pip: z.array(z.string().min(1)).min(1).max(16).default(['pip', 'install']),
+    /**
+     * which node types (class_type) this machine's ComfyUI connectors submit:
+     * `{allow?, deny}`; every worker gets it as its connectors' `nodePolicy`.
+     * Absent: any node the workflow names
+     */
+    comfyui_node_policy: ComfyNodePolicy.optional(),
     storage: z
       .object({
         models_dir: z.string().min(1).default('./models'),
@@ -172,6 +178,13 @@ export const MachineConfig = z
       connectorServices.add(service);
       if ((connector.type === 'comfyui' || connector.type === 'comfyui-remote') && !config.worker.assets) {
         ctx.addIssue({ code: 'custom', path: ['worker', 'assets'], message: `connector ${connector.type} writes result files: configure an asset store` });
+      }
+      if (config.comfyui_node_policy && COMFYUI_CONNECTOR_TYPES.includes(connector.type) && (connector.options as { nodePolicy?: unknown }).nodePolicy !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['connectors', index, 'options', 'nodePolicy'],
+          message: 'comfyui_node_policy already sets the node policy of every ComfyUI connector: set it in one place',
+        });
       }
     });
   });

@@ -14,7 +14,7 @@ const twoGpus: Hardware = {
   disk_free_gb: 500,
 };
 
-const config = MachineConfig.parse({
+const configInput = {
   machine_id: 'salad-42',
   pool: 'standard',
   region: 'eu-west',
@@ -24,7 +24,8 @@ const config = MachineConfig.parse({
   ],
   connectors: ['comfyui', { type: 'openai', uses: 'vllm', options: { service: 'llm' } }, 'simulation'],
   worker: { assets: { type: 'local', directory: '/out' }, labels: { tier: 'gold' } },
-});
+};
+const config = MachineConfig.parse(configInput);
 
 const plan = () => planProcesses(config, twoGpus, { redisUrl: 'redis://10.0.0.1:6379', workerCommand: { command: 'node', args: ['worker.js'] } });
 
@@ -75,6 +76,20 @@ describe('the process plan', () => {
     const settings = workerConfigFromEnv({ [WORKER_CONFIG_ENV]: processes.find((p) => p.kind === 'worker')!.env[WORKER_CONFIG_ENV] });
     expect(settings).toMatchObject({ models_url: 'http://127.0.0.1:9090', capabilities: { models: { comfyui: ['sdxl.safetensors'] }, custom_nodes: ['ComfyUI-Manager'] } });
     expect(workerConfigFromEnv({ [WORKER_CONFIG_ENV]: plan().find((p) => p.kind === 'worker')!.env[WORKER_CONFIG_ENV] }).models_url).toBeUndefined();
+  });
+
+  it('hands the machine\'s node policy to every ComfyUI connector of every worker, and to no other', () => {
+    const guarded = MachineConfig.parse({ ...configInput, comfyui_node_policy: { allow: ['KSampler', 'SaveImage'], deny: ['*URL*'] } });
+    for (const worker of planProcesses(guarded, twoGpus, { redisUrl: 'redis://10.0.0.1:6379' }).filter((p) => p.kind === 'worker')) {
+      const settings = workerConfigFromEnv({ [WORKER_CONFIG_ENV]: worker.env[WORKER_CONFIG_ENV] });
+      expect(settings.connectors.map((c) => [c.type, 'nodePolicy' in c.options ? c.options.nodePolicy : null])).toEqual([
+        ['comfyui', { allow: ['KSampler', 'SaveImage'], deny: ['*URL*'] }],
+        ['openai', null],
+        ['simulation', null],
+      ]);
+    }
+    const settings = workerConfigFromEnv({ [WORKER_CONFIG_ENV]: plan().find((p) => p.kind === 'worker')!.env[WORKER_CONFIG_ENV] });
+    expect(settings.connectors[0]!.options).not.toHaveProperty('nodePolicy');
   });
 
   it('runs cpu_workers slots on a machine without GPUs', () => {

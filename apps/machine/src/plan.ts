@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from '@emp/worker/process-config';
+import { COMFYUI_CONNECTOR_TYPES, type ConnectorSpec, WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from '@emp/worker/process-config';
 import type { MachineConfig, MachineConnector, ServiceSpec } from './config';
 import type { GpuInfo, Hardware } from './hardware';
 
@@ -83,7 +83,8 @@ export function planProcesses(config: MachineConfig, hardware: Hardware, options
 
     const urlOf = (service: ServiceSpec) => `http://127.0.0.1:${ports.get(service.name)}`;
     const used = config.connectors.map((connector) => serviceUsedBy(config, connector));
-    const connectors = config.connectors.map(({ uses: _uses, ...connector }, index) => {
+    const connectors = config.connectors.map(({ uses: _uses, ...declared }, index) => {
+      const connector = withNodePolicy(config, declared);
       const service = used[index];
       // the simulation connector talks to no service: it only waits for it
       if (!service || connector.type === 'simulation') return connector;
@@ -132,6 +133,12 @@ export function planProcesses(config: MachineConfig, hardware: Hardware, options
     };
     return [...services, worker];
   });
+}
+
+/** A ComfyUI connector gets the machine's node policy (the config allows no second one on the connector). */
+function withNodePolicy(config: MachineConfig, connector: ConnectorSpec): ConnectorSpec {
+  if (!config.comfyui_node_policy || !COMFYUI_CONNECTOR_TYPES.includes(connector.type)) return connector;
+  return { ...connector, options: { ...connector.options, nodePolicy: config.comfyui_node_policy } } as ConnectorSpec;
 }
 
 /** The service a connector drives: the one it `uses`, else the one of its own type or service name. */

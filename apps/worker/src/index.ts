@@ -10,6 +10,7 @@ export { type DropReason, type FailOutcome, Worker, type WorkerEvents, type Work
 export { SimulationOptions, SimulationPayload, simulationConnector } from './connectors/simulation';
 export { ComfyUIOptions, MODEL_INPUTS, classifyExecutionError, classifyRejection, comfyuiConnector } from './connectors/comfyui';
 export { ComfyPayload, promptIdFor } from './connectors/comfyui-protocol';
+export { ComfyNodePolicy, type RefusedNode, enforceNodePolicy, refusedNodes } from './connectors/comfyui-node-policy';
 export { type AssetInput, type AssetStore, AssetStoreRefusedError, AssetUploadError, type StoredAsset, assetKey } from './assets/asset-store';
 export { LocalDirectoryStoreOptions, localDirectoryStore } from './assets/local-directory-store';
 export { ServiceClient, ServiceEndpoint, ServiceTls, statusFailure } from './service-client';

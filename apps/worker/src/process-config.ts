@@ -24,6 +24,9 @@ export const ConnectorSpec = z.discriminatedUnion('type', [
 export type ConnectorSpec = z.output<typeof ConnectorSpec>;
 export const CONNECTOR_TYPES = ConnectorSpec.options.map((option) => option.shape.type.value);
 export type ConnectorType = ConnectorSpec['type'];
+/** The connectors that drive a ComfyUI (and so take a node policy). */
+export const COMFYUI_CONNECTOR_TYPES: readonly ConnectorType[] = ['comfyui', 'comfyui-remote'];
+export { ComfyNodePolicy } from './connectors/comfyui-node-policy';
 
 /** Where result files go: one store per process, shared by the connectors that write files (ComfyUI). */
 export const AssetStoreSpec = z.discriminatedUnion('type', [

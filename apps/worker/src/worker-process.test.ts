@@ -103,9 +103,15 @@ describe('the worker process config', () => {
     ['a bad option of a connector', { connectors: [{ type: 'ollama', options: { baseUrl: 'nowhere' } }] }, /connectors\.0\.options\.baseUrl/],
     ['model routes that are not an http URL', { connectors: [{ type: 'simulation' }], models_url: 'file:///models' }, /models_url: the model routes are an http\(s\) URL/],
     ['not JSON', '{', /not JSON/],
+    ['a node policy of the wrong shape', { assets: { type: 'local', directory: '/out' }, connectors: [{ type: 'comfyui', options: { nodePolicy: { deny: 'LoadImageFromURL' } } }] }, /connectors\.0\.options\.nodePolicy\.deny: /],
   ])('refuses %s, naming the field', (_name, config, message) => {
     const text = typeof config === 'string' ? config : JSON.stringify({ ...base, ...config });
     expect(() => workerConfigFromEnv({ [WORKER_CONFIG_ENV]: text })).toThrow(message);
+  });
+
+  it('takes a node policy for a ComfyUI connector of a worker run on its own', () => {
+    const text = JSON.stringify({ ...base, assets: { type: 'local', directory: '/out' }, connectors: [{ type: 'comfyui', options: { nodePolicy: { deny: ['LoadImageFromURL'] } } }] });
+    expect(workerConfigFromEnv({ [WORKER_CONFIG_ENV]: text }).connectors[0]!.options).toMatchObject({ nodePolicy: { deny: ['LoadImageFromURL'] } });
   });
 
   it('fills connector options from their own defaults', () => {

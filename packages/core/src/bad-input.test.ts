@@ -118,6 +118,8 @@ describe('submit: malformed jobs are refused with the field that is wrong', () =
     ['a negative delay', { service: 'simulation', delay_ms: -1 }, 'delay_ms', />=0/],
     ['jitter above 1', { service: 'simulation', backoff: { jitter: 2 } }, 'backoff.jitter', /<=1/],
     ['a webhook that is not a URL', { service: 'simulation', webhook: { url: 'not a url' } }, 'webhook.url'],
+    ['a file:// webhook', { service: 'simulation', webhook: { url: 'file:///etc/passwd' } }, 'webhook.url', /scheme file is not allowed; a webhook URL is http:\/\/ or https:\/\//],
+    ['a gopher:// webhook', { service: 'simulation', webhook: { url: 'gopher://127.0.0.1:6379/_FLUSHALL' } }, 'webhook.url', /scheme gopher is not allowed/],
     ['an unknown webhook event', { service: 'simulation', webhook: { url: 'https://example.com/h', events: ['all'] } }, 'webhook.events.0'],
     ['an empty idempotency key', { service: 'simulation', idempotency_key: '' }, 'idempotency_key', />=1 characters/],
     ['a negative workflow step', { service: 'simulation', step: -1 }, 'step', />=0/],

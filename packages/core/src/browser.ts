@@ -9,3 +9,4 @@ export * from './errors';
 export * from './job';
 export * from './requirements';
 export * from './validation';
+export * from './webhook-target';

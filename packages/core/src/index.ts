@@ -8,5 +8,6 @@ export * from './keys';
 export * from './library';
 export * from './requirements';
 export * from './validation';
+export * from './webhook-target';
 export * from './scheduler';
 export * from './api-protocol';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { JobRequirements, PoolName, ServiceName, TenantId } from './requirements';
+import { webhookTargetProblem } from './webhook-target';
 
 /** One vocabulary everywhere: Redis, API, SDK, monitor, webhooks. */
 export const JOB_STATES = ['queued', 'starting', 'running', 'retrying', 'succeeded', 'failed', 'canceled', 'expired'] as const;
@@ -68,6 +69,16 @@ export const WebhookSpec = z
   })
   .strict();
 
+/**
+ * A webhook as a submit gives it: http or https only. Whether its host may be
+ * private is the submitting server's setting (the API checks it with
+ * webhookTargetProblem); stored jobs keep the plain WebhookSpec.
+ */
+export const WebhookRequest = WebhookSpec.superRefine((spec, ctx) => {
+  const problem = webhookTargetProblem(spec.url, { allowPrivate: true });
+  if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
+});
+
 export const JobId = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{0,31}\.[0-9a-z]{12,40}$/, 'a job id looks like <pool>.<id>, e.g. standard.m3kx9a0b1c2d3e4f');
@@ -97,7 +108,7 @@ export const SubmitJobInput = z
     deadlines: Deadlines.optional(),
     delay_ms: z.number().int().min(0).max(30 * 86_400_000).optional(),
     idempotency_key: z.string().min(1).max(255).optional(),
-    webhook: WebhookSpec.optional(),
+    webhook: WebhookRequest.optional(),
     workflow_id: z.string().min(1).max(200).optional(),
     step: z.number().int().min(0).max(10_000).optional(),
   })

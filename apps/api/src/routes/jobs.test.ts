@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { startApiServer } from '../server';
 import { type ApiStack, startApiStack } from '../testing/api-stack';
 import { call } from '../testing/http';
 
@@ -169,6 +171,9 @@ describe('bad input', () => {
     ['unknown field', 'POST', '/v1/jobs', { service: 'simulation', colour: 'red' }, 400, 'VALIDATION', [{ path: '', message: /colour/ }]],
     ['priority out of range', 'POST', '/v1/jobs', { service: 'simulation', priority: 5000 }, 400, 'VALIDATION', [{ path: 'priority', message: /1000/ }]],
     ['webhook not a URL', 'POST', '/v1/jobs', { service: 'simulation', webhook: { url: 'nope' } }, 400, 'VALIDATION', [{ path: 'webhook.url', message: /URL/i }]],
+    ['webhook to a file', 'POST', '/v1/jobs', { service: 'simulation', webhook: { url: 'file:///etc/passwd' } }, 400, 'VALIDATION', [{ path: 'webhook.url', message: /^scheme file is not allowed; a webhook URL is http:\/\/ or https:\/\/$/ }]],
+    ['webhook to the metadata service', 'POST', '/v1/jobs', { service: 'simulation', webhook: { url: 'http://169.254.169.254/latest/meta-data/' } }, 400, 'VALIDATION', [{ path: 'webhook.url', message: /^host 169\.254\.169\.254 is a link-local address/ }]],
+    ['webhook to loopback in a batch', 'POST', '/v1/jobs/batch', { jobs: [{ service: 'simulation' }, { service: 'simulation', webhook: { url: 'http://[::ffff:127.0.0.1]:8080/h' } }] }, 400, 'VALIDATION', [{ path: 'jobs.1.webhook.url', message: /^host \[::ffff:7f00:1\] is a loopback address/ }]],
     ['unknown service', 'POST', '/v1/jobs', { service: 'nosuch' }, 400, 'UNKNOWN_SERVICE'],
     ['wait over the cap', 'POST', '/v1/jobs?wait=91', { service: 'simulation' }, 400, 'VALIDATION', [{ path: 'query.wait', message: /90/ }]],
     ['empty batch', 'POST', '/v1/jobs/batch', { jobs: [] }, 400, 'VALIDATION', [{ path: 'jobs', message: /1/ }]],
@@ -191,6 +196,40 @@ describe('bad input', () => {
     expect(typeof answer.body.error.message).toBe('string');
     for (const issue of issues ?? []) {
       expect(answer.body.error.issues).toContainEqual({ path: issue.path, message: expect.stringMatching(issue.message) });
+    }
+  });
+
+  it('refuses a webhook to a private host with a 400 naming the field and the reason, and queues nothing', async () => {
+    const newest = async () => (await stack.broker.listJobs({ limit: 1 })).jobs[0]?.id;
+    const before = await newest();
+    const answer = await http('POST', '/v1/jobs', { body: { service: 'simulation', webhook: { url: 'http://10.0.0.7:9000/hook' } } });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error).toEqual({
+      code: 'VALIDATION',
+      message: 'invalid body: webhook.url: host 10.0.0.7 is a private address; webhooks go to public hosts only',
+      issues: [{ path: 'webhook.url', message: 'host 10.0.0.7 is a private address; webhooks go to public hosts only' }],
+    });
+    expect(await newest()).toBe(before);
+  });
+
+  it('takes a webhook to localhost where private targets are allowed (the local stack), by option or EMP_WEBHOOK_ALLOW_PRIVATE', async () => {
+    const local = await startApiServer({ broker: stack.broker, logger: pino({ level: 'silent' }), auth: false, rateLimit: false, queueSampleMs: false, port: 0, webhookAllowPrivate: true });
+    process.env.EMP_WEBHOOK_ALLOW_PRIVATE = '1';
+    const fromEnv = await startApiServer({ broker: stack.broker, logger: pino({ level: 'silent' }), auth: false, rateLimit: false, queueSampleMs: false, port: 0 }).finally(() => {
+      delete process.env.EMP_WEBHOOK_ALLOW_PRIVATE;
+    });
+    try {
+      for (const server of [local, fromEnv]) {
+        const taken = await call(server.url, 'POST', '/v1/jobs', { body: { service: 'simulation', webhook: { url: 'http://localhost:4000/hook' } } });
+        expect(taken.status).toBe(201);
+        expect(taken.body.webhook).toEqual({ url: 'http://localhost:4000/hook' });
+        // the scheme is checked all the same
+        const file = await call(server.url, 'POST', '/v1/jobs', { body: { service: 'simulation', webhook: { url: 'file:///etc/passwd' } } });
+        expect(file.status).toBe(400);
+      }
+    } finally {
+      await local.close();
+      await fromEnv.close();
     }
   });
 

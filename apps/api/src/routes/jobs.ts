@@ -14,6 +14,7 @@ import {
   SubmittedJob,
   ValidationError,
   poolOfJobId,
+  webhookTargetProblem,
 } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -38,8 +39,13 @@ import {
 } from '../schemas';
 import type { z } from 'zod';
 
+export interface JobRoutesOptions {
+  /** a webhook.url may name a loopback, private or link-local host (local development) */
+  webhookAllowPrivate: boolean;
+}
+
 /** Submit, batch submit, get, list, cancel, retry, event history, and delegated completion of jobs. */
-export async function jobRoutes(app: FastifyInstance): Promise<void> {
+export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
   const { broker, hub, queueEta } = app;
 
@@ -51,8 +57,17 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     return job;
   }
 
-  /** The job a request submits: its body (validated by the route's schema, which extends the core's) for the acting tenant. */
-  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string): SubmitJob {
+  /**
+   * The job a request submits: its body (validated by the route's schema, which
+   * extends the core's) for the acting tenant. `at` is where the job sits in the
+   * body (`jobs.3.` in a batch), for the path of an issue.
+   */
+  function submission(principal: Principal, body: z.output<typeof SubmitBody>, headerKey?: string, at = ''): SubmitJob {
+    if (body.webhook) {
+      // the schema took the scheme; whether the host may be private is this server's setting
+      const problem = webhookTargetProblem(body.webhook.url, { allowPrivate: options.webhookAllowPrivate });
+      if (problem) throw new ValidationError('body', [{ path: `${at}webhook.url`, message: problem }]);
+    }
     const tenant = actingTenant(principal, body.tenant) ?? DEFAULT_TENANT;
     if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
       throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
@@ -95,7 +110,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       response: answers({ 200: BatchSubmitResponse }),
     },
   }, async (request) => {
-    const inputs: SubmitJobInput[] = request.body.jobs.map((job) => submission(request.principal, job));
+    const inputs: SubmitJobInput[] = request.body.jobs.map((job, index) => submission(request.principal, job, undefined, `jobs.${index}.`));
     const results = await broker.submitMany(inputs);
     return {
       results: results.map((result) =>

@@ -24,6 +24,7 @@ const StartFlags = z.object({
   monitorPort: intFlag(z.number().int().min(0).max(65_535)),
   monitor: z.boolean().default(true),
   auth: z.boolean().default(false),
+  strictWebhooks: z.boolean().default(false),
   stateDir: z.string().min(1),
   workers: intFlag(z.number().int().min(1).max(64)),
   simDurationMs: DurationRange,
@@ -41,6 +42,7 @@ export function registerStart(program: Command): void {
     .option('--monitor-port <port>', 'port of the monitor web page (a free one if taken)', '3333')
     .option('--no-monitor', 'do not serve the monitor page')
     .option('--auth', 'require API keys (create one with `emp keys create --role operator`)')
+    .option('--strict-webhooks', 'refuse webhook URLs on localhost and private addresses, as a deployed API does (allowed by default while the API is on loopback)')
     .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
     .action(async (options: Record<string, unknown>, command: Command) => {
       const flags = parseFlags(StartFlags, options);
@@ -59,7 +61,7 @@ export function registerStart(program: Command): void {
         redisPort: flags.redisPort,
         workers: flags.workers,
         jobDurationMs: flags.simDurationMs,
-        api: { host: flags.apiHost, port: flags.apiPort, auth: flags.auth },
+        api: { host: flags.apiHost, port: flags.apiPort, auth: flags.auth, ...webhookSetting(flags) },
         monitor: flags.monitor ? { port: flags.monitorPort } : false,
         logger,
       });
@@ -83,6 +85,16 @@ export function registerStart(program: Command): void {
       // everything is closed; should a stray handle still hold the event loop, do not hang on it
       setTimeout(() => process.exit(process.exitCode ?? 0), 2_000).unref();
     });
+}
+
+/**
+ * A developer's stack on loopback may send webhooks to localhost; one reachable
+ * from elsewhere leaves it to EMP_WEBHOOK_ALLOW_PRIVATE (off unless set), and
+ * --strict-webhooks refuses them everywhere.
+ */
+function webhookSetting(flags: { strictWebhooks: boolean; apiHost: string }): { webhookAllowPrivate?: boolean } {
+  if (flags.strictWebhooks) return { webhookAllowPrivate: false };
+  return LOOPBACK.has(flags.apiHost) ? { webhookAllowPrivate: true } : {};
 }
 
 function untilSignal(): Promise<NodeJS.Signals> {
@@ -112,6 +124,7 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     stack.api.auth
       ? '             API keys required: create one with `npm run emp -- keys create --role operator`'
       : '             auth OFF (local development): restart with `npm start -- --auth` and create keys with `npm run emp -- keys create --role client --tenant <t>`',
+    ...(stack.api.webhookAllowPrivate ? ['             webhooks may target localhost and private addresses (local development; --strict-webhooks refuses them)'] : []),
     stack.monitor
       ? `  monitor    ${stack.monitor.url}  (the operator's live page${stack.api.auth ? '; it asks for an operator key' : ''})`
       : '  monitor    not started (--no-monitor)',

@@ -42,16 +42,22 @@ const ValidationReason = z
   .loose();
 export type ValidationReason = z.output<typeof ValidationReason>;
 
-/** The 400 of POST /prompt: `{error: {type, message, details, extra_info}, node_errors: {id: {errors, class_type}}}`. */
+/**
+ * The 400 of POST /prompt: `{error: {type, message, details, extra_info}, node_errors: {id: {errors, class_type}}}`.
+ * Older builds answer a prompt-level error (unknown node class, no outputs) with `node_errors: []`.
+ */
 export const PromptRejected = z
   .object({
     error: z.union([ValidationReason, z.string()]),
-    node_errors: z
-      .record(
-        z.string(),
-        z.object({ errors: z.array(ValidationReason).default([]), class_type: z.string().optional() }).loose(),
-      )
-      .default({}),
+    node_errors: z.preprocess(
+      (value) => (Array.isArray(value) && value.length === 0 ? {} : value),
+      z
+        .record(
+          z.string(),
+          z.object({ errors: z.array(ValidationReason).default([]), class_type: z.string().optional() }).loose(),
+        )
+        .default({}),
+    ),
   })
   .loose();
 export type PromptRejected = z.output<typeof PromptRejected>;

@@ -145,6 +145,16 @@ describe('comfyui connector through the broker', () => {
     const starts = (await harness.eventsOf(missing.id)).filter((e) => e.type === 'job.starting').map((e) => e.fields.worker);
     expect(new Set(starts)).toEqual(new Set(['w1', 'w2']));
   });
+
+  it('fails a job whose workflow the machine\'s node policy refuses, at once and for good', async () => {
+    await harness.startWorker(connector({ nodePolicy: { deny: ['LoadImageFromURL'] } }));
+    const workflow = { ...txt2img(), '11': { class_type: 'LoadImageFromURL', inputs: { url: 'http://10.0.0.1/' } } };
+    const { id } = await harness.broker.submit({ service: 'comfyui', payload: { workflow }, max_attempts: 5 });
+    const failed = await harness.jobInState(id, ['failed']);
+    expect(failed.attempts).toBe(1);
+    expect(failed.error).toMatchObject({ kind: 'non_retryable', type: 'NodeRefused', message: expect.stringContaining("node 11 (LoadImageFromURL): matches deny rule 'LoadImageFromURL'") });
+    expect(fake.requestsTo('/prompt')).toEqual([]);
+  });
 });
 
 describe('comfyui connector against the fake', () => {
@@ -289,6 +299,50 @@ describe('comfyui connector against the fake', () => {
     fake = await FakeComfyUI.start();
   });
 
+  it.each(['missing_node_type', 'invalid_prompt'] as const)('leaves a node class this ComfyUI lacks to another worker (infrastructure), answered as %s', async (form) => {
+    fake.unknownNodeError = form;
+    const workflow = { ...txt2img(), '11': { class_type: 'ImpactWildcardEncode', inputs: {} } };
+    const failure = await expectFailure(connector().run(claimedJob('comfyui', { workflow }), jobContext()), 'infrastructure', 'CustomNodeMissing');
+    expect(failure.message).toMatch(/this worker lacks node class ImpactWildcardEncode \(node 11\)/);
+    expect(failure.details).toMatchObject({ error: { type: form, details: "Node ID '#11'" }, missing: { class_type: 'ImpactWildcardEncode', node_id: '11' } });
+  });
+
+  it('reads the 400 of an older build (node_errors: []): an unknown class is missing, a node without one is a bad workflow', async () => {
+    const rejected = (error: Record<string, unknown>) => fake.failNext('/prompt', 400, { error: { details: "Node ID '#3'", extra_info: {}, ...error }, node_errors: [] });
+    rejected({ type: 'invalid_prompt', message: 'Cannot execute because node WAS_Image_Blend does not exist.' });
+    const missing = await expectFailure(connector().run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'infrastructure', 'CustomNodeMissing');
+    expect(missing.details).toMatchObject({ missing: { class_type: 'WAS_Image_Blend', node_id: '3' } });
+    rejected({ type: 'invalid_prompt', message: 'Cannot execute because a node is missing the class_type property.' });
+    await expectFailure(connector().run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'InvalidWorkflow');
+    rejected({ type: 'missing_node_type', message: "Node 'ID #3' has no class_type. The workflow may be corrupted or a custom node is missing.", extra_info: { node_id: '3', class_type: null } });
+    await expectFailure(connector().run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'InvalidWorkflow');
+  });
+
+  it('refuses a node the node policy denies (non_retryable NodeRefused, naming node, class and rule) before touching ComfyUI', async () => {
+    const workflow = { ...txt2img(), '11': { class_type: 'LoadImageFromURL', inputs: { url: 'http://169.254.169.254/latest/meta-data/' } } };
+    const denied = connector({ nodePolicy: { deny: ['*fromurl*', 'VHS_LoadVideoPath'] } });
+    const failure = await expectFailure(denied.run(claimedJob('comfyui', { workflow }), jobContext()), 'non_retryable', 'NodeRefused');
+    expect(failure.message).toBe("comfyui: this machine's node policy refuses the workflow: node 11 (LoadImageFromURL): matches deny rule '*fromurl*'");
+    expect(failure.details).toEqual({ refused: [{ node_id: '11', class_type: 'LoadImageFromURL', rule: 'deny', pattern: '*fromurl*' }] });
+    expect(fake.requests).toEqual([]);
+    // what the policy lets through runs as before
+    const result = (await denied.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext())) as { outputs: unknown[] };
+    expect(result.outputs).toHaveLength(1);
+  });
+
+  it('with an allow list, refuses every node not on it, and a deny entry wins over an allow entry', async () => {
+    const allowed = ['CheckpointLoaderSimple', 'CLIPTextEncode', 'EmptyLatentImage', 'KSampler', 'VAEDecode', 'SaveImage'];
+    const strict = connector({ nodePolicy: { allow: allowed } });
+    const failure = await expectFailure(strict.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'NodeRefused');
+    expect(failure.message).toMatch(/refuses the workflow: node 10 \(PreviewImage\): not on the allow list$/);
+    const both = connector({ nodePolicy: { allow: [...allowed, '*Image'], deny: ['SaveImage'] } });
+    const denied = await expectFailure(both.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'non_retryable', 'NodeRefused');
+    expect(denied.message).toMatch(/node 9 \(SaveImage\): matches deny rule 'SaveImage'$/);
+    expect(fake.requests).toEqual([]);
+    const open = connector({ nodePolicy: { allow: [...allowed, 'previewimage'] } });
+    expect(((await open.run(claimedJob('comfyui', { workflow: txt2img() }), jobContext())) as { outputs: unknown[] }).outputs).toHaveLength(1);
+  });
+
   it('times out a slow service as retryable', async () => {
     fake.http.responseDelayMs = 2_000;
     await expectFailure(connector({ requestTimeoutMs: 200 }).run(claimedJob('comfyui', { workflow: txt2img() }), jobContext()), 'retryable', 'ServiceTimeout');
@@ -303,5 +357,6 @@ describe('comfyui connector against the fake', () => {
   it('refuses bad options with a clear message', () => {
     expect(() => comfyuiConnector({ baseUrl: 'not a url', assets: localDirectoryStore({ directory: assetsDir.path }) })).toThrow(/baseUrl/);
     expect(() => comfyuiConnector({ baseUrl: fake.url } as ComfyUIOptions)).toThrow(/assets/);
+    expect(() => connector({ nodePolicy: { deny: ['Load Image'] } })).toThrow(/nodePolicy\.deny\.0: a class_type pattern has no spaces/);
   });
 });

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { type AssetStore, AssetStoreRefusedError, type StoredAsset, assetKey } from '../assets/asset-store';
 import { type Connector, type JobContext, JobFailure } from '../connector';
 import { ServiceClient, ServiceTls, errorCode, parseMessage, parseReply, protocolError, statusFailure } from '../service-client';
+import { ComfyNodePolicy, enforceNodePolicy } from './comfyui-node-policy';
 import {
   BINARY_EVENTS,
   type ComfyMessage,
@@ -45,6 +46,8 @@ export const ComfyUIOptions = z
     /** which output `type`s are results (`temp` holds previews) */
     outputTypes: z.array(z.string()).min(1).default(['output']),
     modelInputs: z.array(z.string()).default(MODEL_INPUTS),
+    /** which node types this worker submits (allow / deny lists of class_type); absent: all */
+    nodePolicy: ComfyNodePolicy.optional(),
     requestTimeoutMs: Milliseconds.default(30_000),
     connectTimeoutMs: Milliseconds.default(10_000),
     /** how often /history is asked once the prompt is done, until its entry is written */
@@ -134,6 +137,7 @@ class ComfyRun {
     private readonly ctx: JobContext,
   ) {
     const payload = readPayload(job.payload);
+    enforceNodePolicy(config.service, config.nodePolicy, payload.workflow);
     this.workflow = payload.workflow;
     this.extraData = payload.extra_data ?? {};
     this.requestedId = promptIdFor(job.id, job.attempt);
@@ -550,29 +554,55 @@ function readPayload(payload: unknown): ComfyPayload {
  * not list (`value_not_in_list` on `ckpt_name` and the like) or a node class
  * (custom node not installed). Those are capability gaps, so they fail as
  * `infrastructure`: the job goes back to the queue at no cost to the user's
- * attempts, for a worker that has the model (bounded by max_infra_attempts).
+ * attempts, for a worker that has what it needs (bounded by max_infra_attempts).
  */
 export function classifyRejection(config: Pick<Config, 'service' | 'modelInputs'>, rejected: PromptRejected): JobFailure {
-  const error = typeof rejected.error === 'string' ? { type: 'error', message: rejected.error, details: undefined } : rejected.error;
+  const error = typeof rejected.error === 'string' ? { type: 'error', message: rejected.error, details: undefined, extra_info: undefined } : rejected.error;
   const reasons = Object.entries(rejected.node_errors).flatMap(([node, entry]) =>
     entry.errors.map((reason) => ({ node, class_type: entry.class_type, type: reason.type, message: reason.message, details: reason.details, input: inputName(reason) })),
   );
   const details = { error: { type: error.type, message: error.message, details: error.details }, node_errors: reasons.slice(0, 50) };
   const missingModel = reasons.find((r) => r.type === 'value_not_in_list' && r.input !== undefined && config.modelInputs.includes(r.input));
-  if (missingModel) {
-    return new JobFailure('infrastructure', `${config.service}: this worker lacks a model: ${String(missingModel.details ?? missingModel.message)}`, {
-      type: 'ModelMissing',
-      details,
-    });
-  }
-  if (error.type === 'missing_node_type') {
-    return new JobFailure('infrastructure', `${config.service}: this worker lacks a node class: ${error.message}`, { type: 'CustomNodeMissing', details });
+  if (missingModel) return capabilityMissing(config.service, `a model: ${String(missingModel.details ?? missingModel.message)}`, 'ModelMissing', details);
+  const missingNode = missingNodeClass(error);
+  if (missingNode) {
+    const where = missingNode.node_id === undefined ? '' : ` (node ${missingNode.node_id})`;
+    return capabilityMissing(config.service, `node class ${missingNode.class_type}${where}: ${error.message}`, 'CustomNodeMissing', { ...details, missing: missingNode });
   }
   const summary = reasons.length > 0 ? reasons.map((r) => `node ${r.node}: ${r.message}: ${String(r.details ?? '')}`).join('; ') : String(error.details ?? '');
   return new JobFailure('non_retryable', `${config.service}: invalid workflow: ${error.message}${summary ? ` (${summary.slice(0, 2_000)})` : ''}`, {
     type: 'InvalidWorkflow',
     details,
   });
+}
+
+/** What this worker lacks and another may have: the job goes back to the queue for it (kind `infrastructure`). */
+function capabilityMissing(service: string, what: string, type: 'ModelMissing' | 'CustomNodeMissing', details: unknown): JobFailure {
+  return new JobFailure('infrastructure', `${service}: this worker lacks ${what}`, { type, details });
+}
+
+/** 0.8.0 and older name an unknown class in the message only: `invalid_prompt`, "Cannot execute because node X does not exist." */
+const UNKNOWN_NODE_MESSAGE = /^Cannot execute because node (.+) does not exist\.?$/s;
+
+/**
+ * The node class a rejection says this ComfyUI does not have, in either form:
+ * newer builds answer `missing_node_type` with `extra_info.class_type`, 0.8.0
+ * and older `invalid_prompt` with the class in the message; both put
+ * "Node ID '#<id>'" in `details`. A node without any class_type (`class_type:
+ * null`) is a broken workflow, not a missing capability.
+ */
+function missingNodeClass(error: { type: string; message: string; details?: unknown; extra_info?: Record<string, unknown> | null }): { class_type: string; node_id?: string } | undefined {
+  let classType: string | undefined;
+  if (error.type === 'missing_node_type') {
+    const fromInfo = error.extra_info?.class_type;
+    classType = typeof fromInfo === 'string' ? fromInfo : undefined;
+  } else if (error.type === 'invalid_prompt') {
+    classType = UNKNOWN_NODE_MESSAGE.exec(error.message)?.[1];
+  }
+  if (classType === undefined) return undefined;
+  const fromInfo = error.extra_info?.node_id;
+  const nodeId = typeof fromInfo === 'string' ? fromInfo : typeof error.details === 'string' ? /^Node ID '#(.+)'$/.exec(error.details)?.[1] : undefined;
+  return { class_type: classType, ...(nodeId !== undefined && { node_id: nodeId }) };
 }
 
 function inputName(reason: { extra_info?: Record<string, unknown> | null; details?: unknown }): string | undefined {

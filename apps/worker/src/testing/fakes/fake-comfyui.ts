@@ -12,7 +12,8 @@
  * `ckpt_name` against its checkpoints, KSampler reports `steps` progress
  * steps, SaveImage / PreviewImage / SaveAnimatedWEBP write files that /view
  * serves), caches nodes whose inputs did not change, and has hooks for
- * failure modes: `failNext` (HTTP errors), `hooks.beforeStep` (drop sockets,
+ * failure modes: `failNext` (HTTP errors), `unknownNodeError` (which form a
+ * missing node class is refused in), `hooks.beforeStep` (drop sockets,
  * send garbage, stall), `failNode` (an exception in a node).
  */
 import { createHash, randomUUID } from 'node:crypto';
@@ -35,7 +36,15 @@ export interface FakeComfyUIOptions extends FakeServerOptions {
   sendsExecutionSuccess?: boolean;
   /** history is written this long after execution_success (and before `executing {node: null}`) */
   historyDelayMs?: number;
+  /**
+   * how an unknown node class is refused: `missing_node_type` (newer builds,
+   * the class in `extra_info`) or `invalid_prompt` (0.8.0 and older: "Cannot
+   * execute because node X does not exist.", the class in the message only)
+   */
+  unknownNodeError?: UnknownNodeError;
 }
+
+export type UnknownNodeError = 'missing_node_type' | 'invalid_prompt';
 
 export interface StepInfo {
   promptId: string;
@@ -68,6 +77,7 @@ export class FakeComfyUI {
   acceptsPromptId: boolean;
   sendsExecutionSuccess: boolean;
   historyDelayMs: number;
+  unknownNodeError: UnknownNodeError;
   readonly hooks: { beforeStep?: (info: StepInfo) => Promise<void> | void } = {};
 
   /** every text message sent, with the client it went to (undefined: broadcast) */
@@ -96,6 +106,7 @@ export class FakeComfyUI {
     this.acceptsPromptId = options.acceptsPromptId ?? true;
     this.sendsExecutionSuccess = options.sendsExecutionSuccess ?? true;
     this.historyDelayMs = options.historyDelayMs ?? 0;
+    this.unknownNodeError = options.unknownNodeError ?? 'missing_node_type';
     this.http = new FakeHttpServer(options, (request, response) => this.route(request, response));
     this.http.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
   }
@@ -229,22 +240,11 @@ export class FakeComfyUI {
     this.pump = this.pump.then(() => this.drain());
   }
 
-  /** A subset of execution.validate_prompt: unknown classes, missing outputs, combo values, bounds. */
+  /** A subset of execution.validate_prompt (server.py answers its error with 400 `{error, node_errors}`): unknown classes, missing outputs, combo values, bounds. */
   private validate(workflow: Workflow): { outputs: string[] } | { error: unknown; node_errors: Record<string, unknown> } {
     const outputs: string[] = [];
     for (const [id, node] of Object.entries(workflow)) {
-      if (!node || typeof node.class_type !== 'string' || !KNOWN_NODES.has(node.class_type)) {
-        const title = node?.class_type ?? `ID #${id}`;
-        return {
-          error: {
-            type: 'missing_node_type',
-            message: `Node '${title}' not found. The custom node may not be installed.`,
-            details: `Node ID '#${id}'`,
-            extra_info: { node_id: id, class_type: node?.class_type ?? null, node_title: title },
-          },
-          node_errors: {},
-        };
-      }
+      if (!node || typeof node.class_type !== 'string' || !KNOWN_NODES.has(node.class_type)) return { error: this.unknownNode(id, node), node_errors: {} };
       if (OUTPUT_NODES.has(node.class_type)) outputs.push(id);
     }
     if (outputs.length === 0) {
@@ -280,6 +280,31 @@ export class FakeComfyUI {
       return { error: { type: 'prompt_outputs_failed_validation', message: 'Prompt outputs failed validation', details, extra_info: {} }, node_errors: nodeErrors };
     }
     return { outputs };
+  }
+
+  /** The prompt-level error for a node whose class is not installed (or that has none), in this build's form. */
+  private unknownNode(id: string, node: Workflow[string] | undefined): Record<string, unknown> {
+    const classType = typeof node?.class_type === 'string' ? node.class_type : undefined;
+    const details = `Node ID '#${id}'`;
+    if (this.unknownNodeError === 'invalid_prompt') {
+      const message = classType === undefined ? 'Cannot execute because a node is missing the class_type property.' : `Cannot execute because node ${classType} does not exist.`;
+      return { type: 'invalid_prompt', message, details, extra_info: {} };
+    }
+    const title = (node as { _meta?: { title?: string } } | undefined)?._meta?.title;
+    if (classType === undefined) {
+      return {
+        type: 'missing_node_type',
+        message: `Node '${title ?? `ID #${id}`}' has no class_type. The workflow may be corrupted or a custom node is missing.`,
+        details,
+        extra_info: { node_id: id, class_type: null, node_title: title ?? null },
+      };
+    }
+    return {
+      type: 'missing_node_type',
+      message: `Node '${title ?? classType}' not found. The custom node may not be installed.`,
+      details,
+      extra_info: { node_id: id, class_type: classType, node_title: title ?? classType },
+    };
   }
 
   // ------------------------------------------------------------------ WebSocket
