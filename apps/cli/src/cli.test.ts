@@ -97,7 +97,7 @@ describe('emp (commands against a running Redis)', () => {
     expect(report.pools[0]).toMatchObject({ pool: 'heavy', depth: 1 });
     expect(report.pools[0]!.classes).toEqual([
       expect.objectContaining({
-        definition: { service: 'simulation', tenant: 'default', hardware: { gpu_memory_gb: 80 } },
+        definition: { service: 'simulation', hardware: { gpu_memory_gb: 80 } },
         depth: 1,
         routable: false,
         headJob: id,

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Broker } from '@emp/core';
 import { pino } from 'pino';
 import { startApiServer } from '../server';
 import { type ApiStack, startApiStack } from '../testing/api-stack';
@@ -230,6 +231,30 @@ describe('bad input', () => {
     } finally {
       await local.close();
       await fromEnv.close();
+    }
+  });
+
+  it('answers 429 TOO_MANY_CLASSES for a job that would open a requirement class past the limit; joining a class is fine', async () => {
+    // room for one class beside whatever earlier tests left queued
+    const queued = (await stack.broker.queueStats('standard')).classes.filter((c) => c.depth > 0).length;
+    const limited = await Broker.connect({ redis: stack.connection, config: { maxQueuedClasses: queued + 1 } });
+    const server = await startApiServer({ broker: limited, logger: pino({ level: 'silent' }), auth: false, rateLimit: false, queueSampleMs: false, port: 0 });
+    const inRack = (rack: string) => ({ service: 'simulation', payload: { duration_ms: 60_000 }, requirements: { constraints: { rack } } });
+    const taken: string[] = [];
+    try {
+      const first = await call(server.url, 'POST', '/v1/jobs', { body: inRack('r-limit-1') });
+      expect(first.status).toBe(201);
+      taken.push(first.body.id);
+      const joins = await call(server.url, 'POST', '/v1/jobs', { body: { ...inRack('r-limit-1'), workflow_id: 'wf-x', tenant: 'other' } });
+      expect(joins.status).toBe(201);
+      taken.push(joins.body.id);
+      const refused = await call(server.url, 'POST', '/v1/jobs', { body: inRack('r-limit-2') });
+      expect(refused.status).toBe(429);
+      expect(refused.body.error.code).toBe('TOO_MANY_CLASSES');
+      expect(refused.body.error.message).toMatch(/already has \d+ requirement classes queued \(the limit, maxQueuedClasses\)/);
+    } finally {
+      for (const id of taken) await limited.cancel(id);
+      await server.close();
     }
   });
 
