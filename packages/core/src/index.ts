@@ -9,4 +9,5 @@ export * from './library';
 export * from './requirements';
 export * from './validation';
 export * from './scheduler';
+export * from './shared-secret';
 export * from './api-protocol';
