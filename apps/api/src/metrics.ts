@@ -137,7 +137,9 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     );
   });
 
+  // public, for scrapers without a key: it tells counts, never a job or a tenant
   app.get('/metrics', {
+    config: { access: 'public' },
     schema: {
       summary: 'Prometheus metrics',
       tags: ['health'],
