@@ -15,7 +15,7 @@ import { metrics } from './metrics';
 import { openApi } from './openapi';
 import { QueueEta } from './queue-eta';
 import { DEFAULT_QUEUE_SAMPLE_MS, QueueSampler, queueHistoryRoutes } from './queue-history';
-import { type RateLimitOptions, rateLimiting } from './rate-limit';
+import { DEFAULT_RATE_LIMITS, type RateLimitOptions, rateLimits } from './rate-limit';
 import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
@@ -42,8 +42,8 @@ export interface ApiServerOptions {
   logger?: Logger;
   /** API keys required (default true); off only for local development */
   auth?: boolean;
-  /** per-key limits; false turns them off */
-  rateLimit?: RateLimitOptions | false;
+  /** request limits per key and per address without a valid key (defaults: DEFAULT_RATE_LIMITS); false turns them off */
+  rateLimit?: Partial<RateLimitOptions> | false;
   /** largest request body (default 2 MiB: a 1 MiB payload and the rest of a job) */
   bodyLimitBytes?: number;
   live?: Partial<LiveOptions>;
@@ -112,14 +112,10 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   // before authentication: its hooks must see an upgrade request first, or a refused upgrade's socket is never closed
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   const signer = options.assetsDir ? await AssetUrlSigner.create(broker, options.assetUrlSecret ?? process.env.EMP_ASSET_URL_SECRET) : undefined;
-  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true, ...(signer ? { signer } : {}) });
-  if (options.rateLimit !== false) {
-    await app.register(rateLimiting, {
-      ...(options.rateLimit ?? { max: 6_000, windowMs: 60_000 }),
-      redis: broker.redis,
-      namespace: broker.config.namespace,
-    });
-  }
+  const limits = options.rateLimit === false
+    ? undefined
+    : await rateLimits(app, { ...DEFAULT_RATE_LIMITS, ...options.rateLimit, redis: broker.redis, namespace: broker.config.namespace });
+  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true, ...(signer ? { signer } : {}), ...(limits ? { limits } : {}) });
   await app.register(metrics, { broker, hub });
   await app.register(healthRoutes);
   await app.register(identityRoutes, { authEnabled: options.auth ?? true });

@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import { ApiError } from '../errors';
 import type { ApiKeyStore } from './key-store';
-import { ACCESS, ANONYMOUS_OPERATOR, type Principal, type RouteAccess, isRouteAccess } from './roles';
+import type { RateLimits } from '../rate-limit';
+import { ACCESS, ANONYMOUS_OPERATOR, type Access, type Principal, type RouteAccess, isRouteAccess } from './roles';
 import { EXPIRES_PARAM, SIGNATURE_PARAM, type AssetUrlSigner } from './signed-urls';
 
 declare module 'fastify' {
@@ -77,17 +78,28 @@ const SIGNED_URL_PRINCIPAL: Principal = { keyId: 'signed-url', role: 'client', s
  * signature instead of a key (a bad or expired one is 403, whatever else the
  * request carries). With `enabled: false` (local development) every caller is
  * an anonymous operator.
+ *
+ * Rate limits run here, in this order, so that nothing escapes them: a request
+ * no cached valid key vouches for is counted by its address before its key is
+ * looked up (unknown keys, no key, signed URLs, unmatched paths), and a known
+ * key is counted before its role is checked and before its body is read or
+ * validated, so its refused and invalid requests count too.
  */
-export const authentication = fp(async (app: FastifyInstance, options: { keys: ApiKeyStore; enabled: boolean; signer?: AssetUrlSigner }) => {
+export const authentication = fp(async (app: FastifyInstance, options: { keys: ApiKeyStore; enabled: boolean; signer?: AssetUrlSigner; limits?: RateLimits }) => {
   app.decorateRequest('principal', null as unknown as Principal);
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
+    const config = request.routeOptions.config;
+    if (!request.is404 && config.access === 'public') return;
+    const key = presentedKey(request);
+    const signed = !request.is404 && config.signedUrls === true && presentsSignature(request);
+    if (options.limits && options.enabled && (signed || key === undefined || !options.keys.isCachedValid(key))) {
+      await options.limits.byAddress(request, reply);
+    }
     // no route matched: the not-found handler answers, nothing to protect
     if (request.is404) return;
-    const config = request.routeOptions.config;
     // a route without a rule cannot be registered (requireRouteAccess); should one slip by, only operators pass
     const access = config.access ?? 'operate';
-    if (access === 'public') return;
-    if (config.signedUrls && presentsSignature(request)) {
+    if (signed) {
       if (!options.signer) throw new ApiError(403, 'FORBIDDEN', 'this server signs no URLs');
       const query = request.query as Record<string, unknown>;
       options.signer.verify((request.params as Record<string, string>)['*'] ?? '', query[EXPIRES_PARAM], query[SIGNATURE_PARAM]);
@@ -96,15 +108,16 @@ export const authentication = fp(async (app: FastifyInstance, options: { keys: A
     }
     if (!options.enabled) {
       request.principal = ANONYMOUS_OPERATOR;
+      await options.limits?.byKey(request, reply);
       return;
     }
-    const key = presentedKey(request);
     if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'an API key is required: send `Authorization: Bearer <key>`');
     const principal = await options.keys.verify(key);
     if (!principal) throw new ApiError(401, 'UNAUTHENTICATED', 'unknown or revoked API key');
     request.principal = principal;
-    if (!(ACCESS[access] as readonly string[]).includes(principal.role)) {
-      throw new ApiError(403, 'FORBIDDEN', `role ${principal.role} may not do this (allowed: ${ACCESS[access].join(', ')})`);
+    await options.limits?.byKey(request, reply);
+    if (!(ACCESS[access as Access] as readonly string[]).includes(principal.role)) {
+      throw new ApiError(403, 'FORBIDDEN', `role ${principal.role} may not do this (allowed: ${ACCESS[access as Access].join(', ')})`);
     }
   });
 });
