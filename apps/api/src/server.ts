@@ -132,6 +132,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
     maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024,
     pingMs: options.live?.pingMs ?? 30_000,
     maxSubscriptions: options.live?.maxSubscriptions ?? 1_000,
+    errorLogBurst: options.live?.errorLogBurst ?? 5,
+    errorLogIntervalMs: options.live?.errorLogIntervalMs ?? 60_000,
   });
   app.addHook('onClose', async () => hub.close());
   let stopRevocations: (() => Promise<void>) | undefined;
