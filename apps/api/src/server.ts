@@ -102,6 +102,10 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(errorHandling);
   await app.register(openApi);
   if (options.corsOrigins?.length) {
+    // the preflight route (OPTIONS *) answers browsers before they send a key: public
+    app.addHook('onRoute', (route) => {
+      if (route.method === 'OPTIONS' && route.url === '*') route.config = { ...route.config, access: 'public' };
+    });
     await app.register(cors, {
       origin: options.corsOrigins,
       methods: ['GET', 'POST'],

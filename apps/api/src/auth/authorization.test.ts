@@ -103,7 +103,7 @@ const routes: RouteCase[] = [
 ];
 
 /** Routes anyone may call without a key; each says so with `access: 'public'`. */
-const PUBLIC_ROUTES = ['GET /health', 'GET /ready', 'GET /metrics'];
+const PUBLIC_ROUTES = ['GET /health', 'GET /ready', 'GET /metrics', 'OPTIONS *'];
 /** Swagger UI and the OpenAPI document: every route of the docs plugin is public. */
 const isDocsRoute = (route: string) => /^\w+ \/docs(\/|$)/.test(route);
 
@@ -136,7 +136,8 @@ function expectedStatus(route: RouteCase, caller: Caller): number {
 
 beforeAll(async () => {
   assetsDir = await mkdtemp(join(tmpdir(), 'emp-authz-assets-'));
-  stack = await startApiStack({ worker: false, server: { assetsDir } });
+  // with every optional part (assets, CORS), so that every route the server can have is here
+  stack = await startApiStack({ worker: false, server: { assetsDir, corsOrigins: ['http://127.0.0.1:3333'] } });
   await stack.broker.registerWorker({ id: 'external', pool: 'standard', capabilities: { services: ['comfyui-remote'] } });
   await stack.broker.registerMachine('standard', 'm1', 'ready');
   const store = new ApiKeyStore(stack.connection);
