@@ -5,6 +5,14 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { EventHub } from './live/event-hub';
 import { z } from 'zod';
 import { queueReport } from './routes/fleet';
+import type { InvalidFrameReason } from './live/socket';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** counters other plugins feed */
+    apiMetrics: { invalidLiveFrames: Counter<'reason'> };
+  }
+}
 
 /** Job states a job leaves for good; their events are counted, since finished jobs expire from Redis. */
 const FINISHED = ['succeeded', 'failed', 'canceled', 'expired'] as const;
@@ -54,6 +62,14 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     labelNames: ['pool', 'service', 'state'],
     registers: [registry],
   });
+  const invalidLiveFrames = new Counter<'reason'>({
+    name: 'emp_api_live_invalid_frames_total',
+    help: 'WebSocket frames of clients refused on /v1/live: validation (not JSON, binary, not a known message), error (the server failed on it)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const reason of ['validation', 'error'] satisfies InvalidFrameReason[]) invalidLiveFrames.inc({ reason }, 0);
+  app.decorate('apiMetrics', { invalidLiveFrames });
   const { broker, hub } = options;
   const currentReport = perScrape(async () => queueReport(broker, await broker.pools()));
   const currentCounts = perScrape(async () => Promise.all((await broker.pools()).map(async (pool) => ({ pool, services: await broker.jobCounts(pool) }))));
@@ -137,7 +153,9 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     );
   });
 
+  // public, for scrapers without a key: it tells counts, never a job or a tenant
   app.get('/metrics', {
+    config: { access: 'public' },
     schema: {
       summary: 'Prometheus metrics',
       tags: ['health'],

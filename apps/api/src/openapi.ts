@@ -43,5 +43,11 @@ export const openApi = fp(async (app: FastifyInstance) => {
     transform: jsonSchemaTransform,
     transformObject: (document) => withoutUnusedComponents(jsonSchemaTransformObject(document)),
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  // the document and the UI are public: every route Swagger UI registers says so
+  await app.register(async (docs) => {
+    docs.addHook('onRoute', (route) => {
+      route.config = { ...route.config, access: 'public' };
+    });
+    await docs.register(swaggerUi, { routePrefix: '/docs' });
+  });
 });

@@ -5,7 +5,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import { validatorCompiler } from 'fastify-type-provider-zod';
 import { type Logger, pino } from 'pino';
 import { ApiKeyStore } from './auth/key-store';
-import { authentication } from './auth/plugin';
+import { authentication, requireRouteAccess } from './auth/plugin';
+import { AssetUrlSigner } from './auth/signed-urls';
 import { errorHandling } from './errors';
 import { EventHub } from './live/event-hub';
 import { type LiveOptions, liveRoutes } from './live/socket';
@@ -14,7 +15,7 @@ import { metrics } from './metrics';
 import { openApi } from './openapi';
 import { QueueEta } from './queue-eta';
 import { DEFAULT_QUEUE_SAMPLE_MS, QueueSampler, queueHistoryRoutes } from './queue-history';
-import { type RateLimitOptions, rateLimiting } from './rate-limit';
+import { DEFAULT_RATE_LIMITS, type RateLimitOptions, rateLimits } from './rate-limit';
 import { assetRoutes } from './routes/assets';
 import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
@@ -41,13 +42,18 @@ export interface ApiServerOptions {
   logger?: Logger;
   /** API keys required (default true); off only for local development */
   auth?: boolean;
-  /** per-key limits; false turns them off */
-  rateLimit?: RateLimitOptions | false;
+  /** request limits per key and per address without a valid key (defaults: DEFAULT_RATE_LIMITS); false turns them off */
+  rateLimit?: Partial<RateLimitOptions> | false;
   /** largest request body (default 2 MiB: a 1 MiB payload and the rest of a job) */
   bodyLimitBytes?: number;
   live?: Partial<LiveOptions>;
   /** serve this folder (the workers' local asset store) under /v1/assets/ */
   assetsDir?: string;
+  /**
+   * HMAC secret of signed asset URLs (at least 32 bytes; default EMP_ASSET_URL_SECRET); without either, one
+   * generated once and kept in Redis, shared by every instance on it
+   */
+  assetUrlSecret?: string;
   /** web origins (e.g. the monitor's `http://127.0.0.1:3333`) whose pages may call the API from a browser; none by default */
   corsOrigins?: string[];
   /** how long a verified API key is trusted without asking Redis (default 5 s); revocations end it at once */
@@ -104,9 +110,15 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   app.decorate('apiKeys', apiKeys);
   app.decorate('queueEta', new QueueEta(broker, hub));
 
+  // first, so that it sees every route that follows
+  await app.register(requireRouteAccess);
   await app.register(errorHandling);
   await app.register(openApi);
   if (options.corsOrigins?.length) {
+    // the preflight route (OPTIONS *) answers browsers before they send a key: public
+    app.addHook('onRoute', (route) => {
+      if (route.method === 'OPTIONS' && route.url === '*') route.config = { ...route.config, access: 'public' };
+    });
     await app.register(cors, {
       origin: options.corsOrigins,
       methods: ['GET', 'POST'],
@@ -116,14 +128,11 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   }
   // before authentication: its hooks must see an upgrade request first, or a refused upgrade's socket is never closed
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
-  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true });
-  if (options.rateLimit !== false) {
-    await app.register(rateLimiting, {
-      ...(options.rateLimit ?? { max: 6_000, windowMs: 60_000 }),
-      redis: broker.redis,
-      namespace: broker.config.namespace,
-    });
-  }
+  const signer = options.assetsDir ? await AssetUrlSigner.create(broker, options.assetUrlSecret ?? process.env.EMP_ASSET_URL_SECRET) : undefined;
+  const limits = options.rateLimit === false
+    ? undefined
+    : await rateLimits(app, { ...DEFAULT_RATE_LIMITS, ...options.rateLimit, redis: broker.redis, namespace: broker.config.namespace });
+  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true, ...(signer ? { signer } : {}), ...(limits ? { limits } : {}) });
   await app.register(metrics, { broker, hub });
   await app.register(healthRoutes);
   await app.register(identityRoutes, { authEnabled: options.auth ?? true });
@@ -136,19 +145,28 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(machineEventRoutes);
   await app.register(operatorRoutes);
   await app.register(machineLogRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
-  if (options.assetsDir) await app.register(assetRoutes, { directory: options.assetsDir });
+  if (options.assetsDir && signer) await app.register(assetRoutes, { directory: options.assetsDir, signer });
   await app.register(liveRoutes, {
     maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024,
     pingMs: options.live?.pingMs ?? 30_000,
     maxSubscriptions: options.live?.maxSubscriptions ?? 1_000,
+    errorLogBurst: options.live?.errorLogBurst ?? 5,
+    errorLogIntervalMs: options.live?.errorLogIntervalMs ?? 60_000,
   });
   app.addHook('onClose', async () => hub.close());
-  const stopRevocations = await apiKeys.followRevocations();
-  app.addHook('onClose', stopRevocations);
+  let stopRevocations: (() => Promise<void>) | undefined;
+  app.addHook('onClose', async () => stopRevocations?.());
   const sampler = options.queueSampleMs === false ? undefined : new QueueSampler(broker, queueSampleMs, logger.child({ component: 'queue-sampler' }) as FastifyBaseLogger);
   if (sampler) app.addHook('onClose', () => sampler.stop());
+  // before anything starts: it refuses a route without an access rule
+  try {
+    await app.ready();
+  } catch (error) {
+    await app.close().catch(() => undefined);
+    throw error;
+  }
+  stopRevocations = await apiKeys.followRevocations();
   await hub.start();
-  await app.ready();
   sampler?.start();
 
   let closing: Promise<void> | undefined;

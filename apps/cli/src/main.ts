@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerAssets } from './commands/assets';
 import { registerCancel } from './commands/cancel';
 import { registerJob } from './commands/job';
 import { registerJobs } from './commands/jobs';
@@ -13,14 +14,14 @@ import { registerWatch } from './commands/watch';
 import { registerWorkers } from './commands/workers';
 import { reportError } from './errors';
 
-/** `emp`: start the local stack or a machine agent, submit and follow jobs, inspect queues, workers and machines, manage API keys. */
+/** `emp`: start the local stack or a machine agent, submit and follow jobs, inspect queues, workers and machines, manage API keys, sign asset URLs. */
 export function empProgram(): Command {
   const program = new Command('emp')
     .description('EMP Job Queue: run the local stack, submit and follow jobs, inspect queues and workers')
     .option('--redis <url>', 'Redis to use (default: REDIS_URL, else the one `npm start` recorded in .emp/redis.url)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerMachine, registerWatch, registerKeys]) {
+  for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerMachine, registerWatch, registerKeys, registerAssets]) {
     register(program);
   }
   return program;

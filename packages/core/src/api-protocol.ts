@@ -238,6 +238,35 @@ export const MachineCommandResponse = z
   .object({ command_id: z.string(), machine: z.string(), pool: PoolName, action: z.string(), service: ServiceName.optional() })
   .strict();
 
+/** Longest and default life of a signed asset URL (POST /v1/assets/sign), in seconds. */
+export const SIGNED_ASSET_URL_MAX_S = 7 * 24 * 3600;
+export const SIGNED_ASSET_URL_DEFAULT_S = 3600;
+
+/** Asks for a URL of one asset that anyone may fetch, without a key, until it expires. */
+export const SignAssetRequest = z
+  .object({
+    /** the asset's key, e.g. `standard.m3kx9a0b1c2d3e4f/1/9-ComfyUI_00001_.png` */
+    key: z.string().min(1).max(1_000).optional(),
+    /** or the URL a job's result gave for it (`<api>/v1/assets/<key>`) */
+    url: z.string().url().max(2_000).optional(),
+    expires_in_s: z.number().int().min(1).max(SIGNED_ASSET_URL_MAX_S).default(SIGNED_ASSET_URL_DEFAULT_S),
+  })
+  .strict()
+  .refine((request) => (request.key === undefined) !== (request.url === undefined), { message: 'name the asset by exactly one of key or url' })
+  .meta({ id: 'SignAssetRequest' });
+export type SignAssetRequest = z.input<typeof SignAssetRequest>;
+
+export const SignedAssetUrl = z
+  .object({
+    /** the asset's URL with `expires` (ms) and `signature` query parameters */
+    url: z.string(),
+    /** ms since the epoch */
+    expires_at: Ms,
+  })
+  .strict()
+  .meta({ id: 'SignedAssetUrl' });
+export type SignedAssetUrl = z.infer<typeof SignedAssetUrl>;
+
 export const StreamId = z.string().regex(/^\d{1,20}-\d{1,20}$/, 'an event id looks like 1700000000000-0');
 
 /** What a WebSocket client may send on /v1/live. */

@@ -10,4 +10,5 @@ export * from './requirements';
 export * from './validation';
 export * from './webhook-target';
 export * from './scheduler';
+export * from './shared-secret';
 export * from './api-protocol';

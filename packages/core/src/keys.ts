@@ -32,6 +32,8 @@
  *                                  API instances sampling the same slot write it once), trimmed to the last hour:
  *                                  field sample (JSON: depth and oldest age of the pool, its services and classes)
  *   <ns>:pools                     every pool ever used (outside any shard)
+ *   <ns>:secret:<name>             a secret every instance shares (e.g. `asset-urls`, the HMAC key of signed asset URLs),
+ *                                  generated once by whichever instance asks first (outside any shard)
  */
 export class KeyLayout {
   constructor(readonly namespace = 'emp') {}
@@ -80,5 +82,8 @@ export class KeyLayout {
   }
   pools(): string {
     return `${this.namespace}:pools`;
+  }
+  sharedSecret(name: string): string {
+    return `${this.namespace}:secret:${name}`;
   }
 }

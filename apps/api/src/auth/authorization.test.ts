@@ -1,5 +1,11 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { ApiKeyStore } from './key-store';
+import { requireRouteAccess } from './plugin';
 import { ACCESS, type Access, type Role } from './roles';
 import { type ApiStack, startApiStack } from '../testing/api-stack';
 import { call } from '../testing/http';
@@ -29,10 +35,14 @@ interface Request {
   method: string;
   path: string;
   body?: unknown;
+  /** open a WebSocket instead (an accepted upgrade counts as 101) */
+  websocket?: boolean;
 }
 
 interface RouteCase {
   name: string;
+  /** the registered route it calls, as `METHOD url` */
+  route: string;
   access: Access;
   /** 'job': acts on one job of OWNER (another tenant's key gets 404); 'tenant': names OWNER (another tenant's key gets 403) */
   scope: 'job' | 'tenant' | 'none';
@@ -42,6 +52,7 @@ interface RouteCase {
 }
 
 let stack: ApiStack;
+let assetsDir: string;
 const keys = new Map<string, string>();
 
 async function ownedJob(options: { canceled?: boolean; claimed?: boolean } = {}): Promise<string> {
@@ -55,26 +66,63 @@ async function ownedJob(options: { canceled?: boolean; claimed?: boolean } = {})
   return id;
 }
 
+/** An asset a worker stored for a job of OWNER: its key. */
+async function ownedAsset(): Promise<string> {
+  const key = `${await ownedJob()}/1/out.png`;
+  await mkdir(join(assetsDir, key, '..'), { recursive: true });
+  await writeFile(join(assetsDir, key), 'png');
+  return key;
+}
+
 const routes: RouteCase[] = [
-  { name: 'submit', access: 'submit', scope: 'tenant', ok: 201, prepare: async () => ({ method: 'POST', path: '/v1/jobs', body: { service: 'http', tenant: OWNER } }) },
-  { name: 'submit a batch', access: 'submit', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/jobs/batch', body: { jobs: [{ service: 'http', tenant: OWNER }] } }) },
-  { name: 'get a job', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob()}` }) },
-  { name: 'list jobs of a tenant', access: 'readJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs?tenant=${OWNER}` }) },
-  { name: 'cancel', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob()}/cancel` }) },
-  { name: 'retry', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ canceled: true })}/retry` }) },
-  { name: 'event history', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob()}/events` }) },
-  { name: 'event stream (SSE)', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob({ canceled: true })}/stream` }) },
-  { name: 'delegated complete', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/complete`, body: { result: { ok: true } } }) },
-  { name: 'delegated fail', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/fail`, body: { error: { kind: 'retryable', message: 'x' } } }) },
-  { name: 'whoami', access: 'identify', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/whoami' }) },
-  { name: 'queues', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues' }) },
-  { name: 'workers', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/workers' }) },
-  { name: 'machines', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines' }) },
-  { name: 'pause a service', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/services/comfyui/pause', body: { pool: 'standard' } }) },
-  { name: 'resume a service', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/services/comfyui/resume', body: { pool: 'standard' } }) },
-  { name: 'drain a machine', access: 'operate', scope: 'none', ok: 202, prepare: async () => ({ method: 'POST', path: '/v1/machines/m1/drain' }) },
-  { name: 'restart a machine service', access: 'operate', scope: 'none', ok: 202, prepare: async () => ({ method: 'POST', path: '/v1/machines/m1/restart', body: { service: 'comfyui' } }) },
+  { name: 'submit', route: 'POST /v1/jobs', access: 'submit', scope: 'tenant', ok: 201, prepare: async () => ({ method: 'POST', path: '/v1/jobs', body: { service: 'http', tenant: OWNER } }) },
+  { name: 'submit a batch', route: 'POST /v1/jobs/batch', access: 'submit', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/jobs/batch', body: { jobs: [{ service: 'http', tenant: OWNER }] } }) },
+  { name: 'get a job', route: 'GET /v1/jobs/:id', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob()}` }) },
+  { name: 'list jobs of a tenant', route: 'GET /v1/jobs', access: 'readJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs?tenant=${OWNER}` }) },
+  { name: 'cancel', route: 'POST /v1/jobs/:id/cancel', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob()}/cancel` }) },
+  { name: 'retry', route: 'POST /v1/jobs/:id/retry', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ canceled: true })}/retry` }) },
+  { name: 'event history', route: 'GET /v1/jobs/:id/events', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob()}/events` }) },
+  { name: 'event stream (SSE)', route: 'GET /v1/jobs/:id/stream', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob({ canceled: true })}/stream` }) },
+  { name: 'delegated complete', route: 'POST /v1/jobs/:id/complete', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/complete`, body: { result: { ok: true } } }) },
+  { name: 'delegated fail', route: 'POST /v1/jobs/:id/fail', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/fail`, body: { error: { kind: 'retryable', message: 'x' } } }) },
+  { name: 'whoami', route: 'GET /v1/whoami', access: 'identify', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/whoami' }) },
+  { name: 'queues', route: 'GET /v1/queues', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues' }) },
+  { name: 'workers', route: 'GET /v1/workers', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/workers' }) },
+  { name: 'machines', route: 'GET /v1/machines', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines' }) },
+  { name: 'pause a service', route: 'POST /v1/services/:service/pause', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/services/comfyui/pause', body: { pool: 'standard' } }) },
+  { name: 'resume a service', route: 'POST /v1/services/:service/resume', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/services/comfyui/resume', body: { pool: 'standard' } }) },
+  { name: 'drain a machine', route: 'POST /v1/machines/:id/:action', access: 'operate', scope: 'none', ok: 202, prepare: async () => ({ method: 'POST', path: '/v1/machines/m1/drain' }) },
+  { name: 'restart a machine service', route: 'POST /v1/machines/:id/:action', access: 'operate', scope: 'none', ok: 202, prepare: async () => ({ method: 'POST', path: '/v1/machines/m1/restart', body: { service: 'comfyui' } }) },
+  { name: 'shut down a machine', route: 'POST /v1/machines/:id/:action', access: 'operate', scope: 'none', ok: 202, prepare: async () => ({ method: 'POST', path: '/v1/machines/m1/shutdown' }) },
+  { name: 'queue history', route: 'GET /v1/queues/history', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues/history' }) },
+  { name: 'machine events', route: 'GET /v1/machines/:id/events', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines/m1/events' }) },
+  { name: 'machine logs', route: 'GET /v1/machines/:id/logs', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines/m1/logs' }) },
+  { name: 'live feed (WebSocket)', route: 'GET /v1/live', access: 'readJobs', scope: 'none', ok: 101, prepare: async () => ({ method: 'GET', path: '/v1/live', websocket: true }) },
+  { name: 'an asset', route: 'GET /v1/assets/*', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/assets/${await ownedAsset()}` }) },
+  { name: 'sign an asset URL', route: 'POST /v1/assets/sign', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/assets/sign', body: { key: await ownedAsset() } }) },
 ];
+
+/** Routes anyone may call without a key; each says so with `access: 'public'`. */
+const PUBLIC_ROUTES = ['GET /health', 'GET /ready', 'GET /metrics', 'OPTIONS *'];
+/** Swagger UI and the OpenAPI document: every route of the docs plugin is public. */
+const isDocsRoute = (route: string) => /^\w+ \/docs(\/|$)/.test(route);
+
+/** Opens a WebSocket: 101 when the upgrade is accepted, else the refusal's status and error code. */
+function upgrade(url: string, key: string | undefined): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url.replace(/^http/, 'ws'), key ? { headers: { authorization: `Bearer ${key}` } } : {});
+    socket.once('open', () => {
+      socket.close();
+      resolve({ status: 101, body: undefined });
+    });
+    socket.once('unexpected-response', (_request, response) => {
+      let text = '';
+      response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }));
+    });
+    socket.once('error', reject);
+  });
+}
 
 function expectedStatus(route: RouteCase, caller: Caller): number {
   if (!caller.role || caller.revoked) return 401;
@@ -87,7 +135,9 @@ function expectedStatus(route: RouteCase, caller: Caller): number {
 }
 
 beforeAll(async () => {
-  stack = await startApiStack({ worker: false });
+  assetsDir = await mkdtemp(join(tmpdir(), 'emp-authz-assets-'));
+  // with every optional part (assets, CORS), so that every route the server can have is here
+  stack = await startApiStack({ worker: false, server: { assetsDir, corsOrigins: ['http://127.0.0.1:3333'] } });
   await stack.broker.registerWorker({ id: 'external', pool: 'standard', capabilities: { services: ['comfyui-remote'] } });
   await stack.broker.registerMachine('standard', 'm1', 'ready');
   const store = new ApiKeyStore(stack.connection);
@@ -100,6 +150,34 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await stack?.stop();
+  await rm(assetsDir, { recursive: true, force: true });
+});
+
+describe('every route names who may call it', () => {
+  it('the routes of the server are exactly the matrix below and the public ones: a new route needs its row', () => {
+    const registered = stack.server.app.registeredRoutes();
+    const byName = new Map(registered.map((route) => [`${route.method} ${route.url}`, route.access]));
+    // HEAD mirrors GET with the same rule
+    for (const [name, access] of byName) {
+      const get = name.replace(/^HEAD /, 'GET ');
+      if (name !== get && byName.has(get)) expect({ name, access }).toEqual({ name, access: byName.get(get) });
+    }
+    const names = [...byName.keys()].filter((name) => !name.startsWith('HEAD '));
+    const covered = new Map(routes.map((route) => [route.route, route.access]));
+    expect(names.filter((name) => byName.get(name) === 'public' && !isDocsRoute(name)).sort()).toEqual([...PUBLIC_ROUTES].sort());
+    expect(names.filter((name) => byName.get(name) !== 'public').sort()).toEqual([...covered.keys()].sort());
+    for (const [name, access] of covered) expect({ name, access: byName.get(name) }).toEqual({ name, access });
+    expect(names.filter(isDocsRoute).length).toBeGreaterThan(0);
+  });
+
+  it('a route without an access rule, or with an unknown one, stops the server from starting', async () => {
+    const app = Fastify();
+    await app.register(requireRouteAccess);
+    app.get('/ruled', { config: { access: 'public' } }, async () => 'ok');
+    app.get('/forgotten', async () => 'open?');
+    app.post('/misspelled', { config: { access: 'operator' as never } }, async () => 'open?');
+    await expect(app.ready()).rejects.toThrow(/GET \/forgotten \(no access rule\).*POST \/misspelled \(unknown rule 'operator'\)/);
+  });
 });
 
 describe('authorization: every route x every role x own / other tenant', () => {
@@ -107,7 +185,9 @@ describe('authorization: every route x every role x own / other tenant', () => {
   it.each(cases)('%s as %s', async (_route, _caller, route, caller) => {
     const request = await route.prepare();
     const key = keys.get(caller.name);
-    const answer = await call(stack.url, request.method, request.path, { ...(key ? { key } : {}), ...(request.body !== undefined ? { body: request.body } : {}) });
+    const answer = request.websocket
+      ? await upgrade(`${stack.url}${request.path}`, key)
+      : await call(stack.url, request.method, request.path, { ...(key ? { key } : {}), ...(request.body !== undefined ? { body: request.body } : {}) });
     const expected = expectedStatus(route, caller);
     expect({ status: answer.status, code: answer.status >= 400 ? answer.body.error?.code : undefined }).toEqual({
       status: expected,

@@ -121,6 +121,13 @@ export class ApiKeyStore {
     for (const listener of this.revokedListeners) listener(id);
   }
 
+  /** Whether `key` was verified as valid within the cache time (no Redis call): such a request need not be limited by its address. */
+  isCachedValid(key: string): boolean {
+    if (!/^emp_[0-9a-f]{12}_[A-Za-z0-9_-]{32}$/.test(key)) return false;
+    const cached = this.cache.get(sha256(key));
+    return cached !== undefined && cached.principal !== null && cached.until > Date.now();
+  }
+
   /** The principal of a presented key, or null when it is unknown, malformed or revoked (looked up by its hash, never compared as text). */
   async verify(key: string): Promise<Principal | null> {
     if (!/^emp_[0-9a-f]{12}_[A-Za-z0-9_-]{32}$/.test(key)) return null;

@@ -16,6 +16,8 @@ export interface Principal {
   keyId: string;
   role: Role;
   tenant?: string;
+  /** admitted by a signed asset URL, not by a key: it may fetch that one asset and nothing else */
+  signedUrl?: true;
 }
 
 /** With auth off (local development) every request acts as this. */
@@ -44,3 +46,10 @@ export const ACCESS = {
   identify: ROLES,
 } as const satisfies Record<string, readonly Role[]>;
 export type Access = keyof typeof ACCESS;
+
+/** What a route admits: one group of ACCESS, or 'public' (anyone, without a key). Every route names one; a route without is refused at start-up. */
+export type RouteAccess = Access | 'public';
+
+export function isRouteAccess(value: unknown): value is RouteAccess {
+  return value === 'public' || (typeof value === 'string' && Object.hasOwn(ACCESS, value));
+}

@@ -1,5 +1,6 @@
 import { CLOSE_SLOW_CONSUMER, type LiveServerMessage } from '@emp/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
 import WebSocket from 'ws';
 import { type ApiStack, startApiStack } from '../testing/api-stack';
 import { call } from '../testing/http';
@@ -114,6 +115,37 @@ describe('following a job over WebSocket', () => {
       expect(await closed).toBe(CLOSE_SLOW_CONSUMER);
     } finally {
       await small.stop();
+    }
+  });
+});
+
+describe('a client sending bad frames in a loop', () => {
+  it('cannot flood the log: the first lines, then one summary per interval with the count; every refused frame is counted in the metrics', async () => {
+    const lines: Array<{ level: number; msg: string; suppressed?: number }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const noisy = await startApiStack({ worker: false, server: { logger, live: { errorLogBurst: 3, errorLogIntervalMs: 300 } } });
+    try {
+      const key = (await noisy.server.app.apiKeys.create({ role: 'operator' })).key;
+      const live = await open(key, noisy.url);
+      // not a message at all, and a cursor past what Redis takes (the server fails on it)
+      const frames = ['not json', JSON.stringify({ type: 'monitor', after: { standard: '99999999999999999999-0' } })];
+      for (let i = 0; i < 200; i++) live.send(frames[i % 2]);
+      for (let i = 0; i < 200; i++) expect((await live.next()).type).toBe('error');
+      const errors = () => lines.filter((line) => line.level >= 50);
+      expect(errors().length).toBe(3);
+      expect(lines.filter((line) => line.suppressed !== undefined)).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 350));
+      live.send(frames[1]);
+      await live.next();
+      const summaries = lines.filter((line) => line.suppressed !== undefined);
+      expect(summaries).toEqual([expect.objectContaining({ level: 40, suppressed: 98, msg: expect.stringMatching(/^98 more error lines of this client suppressed/) })]);
+      expect(errors().length).toBe(3);
+      const metrics = (await call(noisy.url, 'GET', '/metrics')).body as string;
+      expect(metrics).toMatch(/^emp_api_live_invalid_frames_total\{reason="validation"\} 100$/m);
+      expect(metrics).toMatch(/^emp_api_live_invalid_frames_total\{reason="error"\} 101$/m);
+      live.socket.close();
+    } finally {
+      await noisy.stop();
     }
   });
 });

@@ -20,6 +20,7 @@ import type { QueueEta } from '../queue-eta';
 import { queueReport } from '../routes/fleet';
 import type { EventHub } from './event-hub';
 import { enrichedJobEvent, jobStartCursor } from './job-feed';
+import { LogThrottle } from './log-throttle';
 
 export interface LiveOptions {
   /** a socket whose unsent data passes this is closed with 4008 instead of buffering without bound */
@@ -28,7 +29,14 @@ export interface LiveOptions {
   pingMs: number;
   /** most jobs one socket may follow at once */
   maxSubscriptions: number;
+  /** error lines one socket may cause before they are only counted (default 5) */
+  errorLogBurst: number;
+  /** after the burst, at most one summary line per this many ms (default 60 s) */
+  errorLogIntervalMs: number;
 }
+
+/** Why a client's frame was refused: not a valid message (not JSON, binary, not a known shape), or the server failed on it. */
+export type InvalidFrameReason = 'validation' | 'error';
 
 interface JobSubscription {
   pool: string;
@@ -49,6 +57,7 @@ class LiveConnection {
   private readonly cleanups: Array<() => void> = [];
   private chain = Promise.resolve();
   private closed = false;
+  private readonly errorLog: LogThrottle;
 
   constructor(
     private readonly socket: WebSocket,
@@ -58,19 +67,28 @@ class LiveConnection {
     private readonly queueEta: QueueEta,
     private readonly log: FastifyBaseLogger,
     private readonly options: LiveOptions,
+    private readonly onInvalidFrame: (reason: InvalidFrameReason) => void,
   ) {
-    socket.on('message', (data, isBinary) => this.enqueue(() => this.onMessage(isBinary ? null : data.toString())));
+    this.errorLog = new LogThrottle(log, options.errorLogBurst, options.errorLogIntervalMs);
+    socket.on('message', (data, isBinary) => this.enqueue(() => this.onMessage(isBinary ? null : data.toString()), { frame: true }));
     socket.on('close', () => this.dispose());
     socket.on('error', () => this.dispose());
   }
 
-  /** Handles messages and events one at a time, so that what this socket is sent keeps its order. */
-  private enqueue(work: () => Promise<void> | void): void {
+  /**
+   * Handles messages and events one at a time, so that what this socket is sent
+   * keeps its order. A client's frame that is refused is counted (metrics); the
+   * error lines a socket causes are throttled, since a client can send bad
+   * frames in a loop.
+   */
+  private enqueue(work: () => Promise<void> | void, source: { frame?: boolean } = {}): void {
     this.chain = this.chain.then(work).catch((error: unknown) => {
       if (error instanceof EmpError) {
+        if (source.frame && error instanceof ValidationError) this.onInvalidFrame('validation');
         this.send({ type: 'error', code: error.code, message: error.message, ...(error instanceof ValidationError ? { issues: error.issues } : {}) });
       } else {
-        this.log.error({ err: error }, 'live socket failed');
+        if (source.frame) this.onInvalidFrame('error');
+        this.errorLog.error({ err: error, key_id: this.principal.keyId }, source.frame ? 'live socket failed on a client frame' : 'live socket failed');
         this.send({ type: 'error', code: 'INTERNAL', message: 'internal error; it has been logged' });
       }
     });
@@ -193,6 +211,7 @@ class LiveConnection {
   dispose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.errorLog.flush();
     for (const subscription of this.jobs.values()) subscription.unsubscribe();
     this.jobs.clear();
     for (const stop of [...this.monitor, ...this.cleanups]) stop();
@@ -238,7 +257,7 @@ export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Pr
   }, (socket, request) => {
     alive.add(socket);
     socket.on('pong', () => alive.add(socket));
-    const connection = new LiveConnection(socket, request.principal, broker, hub, queueEta, request.log, options);
+    const connection = new LiveConnection(socket, request.principal, broker, hub, queueEta, request.log, options, (reason) => app.apiMetrics.invalidLiveFrames.inc({ reason }));
     connection.addCleanup(hub.onQueueMove((pool) => connection.onQueueMove(pool)));
     connection.addCleanup(app.apiKeys.onRevoked((keyId) => connection.keyRevoked(keyId)));
   });

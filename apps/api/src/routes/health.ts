@@ -6,9 +6,11 @@ import { errorBody } from '../errors';
 /** Liveness (the process answers) and readiness (Redis answers too). */
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
   app.get('/health', {
+    config: { access: 'public' },
     schema: { summary: 'Liveness', tags: ['health'], response: { 200: z.object({ status: z.literal('ok') }) } },
   }, async () => ({ status: 'ok' }));
   app.get('/ready', {
+    config: { access: 'public' },
     schema: {
       summary: 'Readiness: Redis answers within 2 s',
       tags: ['health'],
