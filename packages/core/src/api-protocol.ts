@@ -267,7 +267,12 @@ export const SignedAssetUrl = z
   .meta({ id: 'SignedAssetUrl' });
 export type SignedAssetUrl = z.infer<typeof SignedAssetUrl>;
 
-export const StreamId = z.string().regex(/^\d{1,20}-\d{1,20}$/, 'an event id looks like 1700000000000-0');
+const U64_MAX = 18_446_744_073_709_551_615n;
+/** A Redis stream id: two unsigned 64-bit numbers (Redis refuses larger ones, which would read as a server error). */
+export const StreamId = z
+  .string()
+  .regex(/^\d{1,20}-\d{1,20}$/, 'an event id looks like 1700000000000-0')
+  .refine((id) => id.split('-').every((part) => BigInt(part) <= U64_MAX), 'an event id is two numbers of at most 18446744073709551615');
 
 /** What a WebSocket client may send on /v1/live. */
 export const LiveClientMessage = z.discriminatedUnion('type', [

@@ -120,6 +120,15 @@ describe('following a job over WebSocket', () => {
 });
 
 describe('a client sending bad frames in a loop', () => {
+  it('a cursor past what Redis takes is refused as bad input, naming the limit', async () => {
+    const key = (await stack.server.app.apiKeys.create({ role: 'operator' })).key;
+    const live = await open(key);
+    live.send({ type: 'monitor', after: { standard: '99999999999999999999-0' } });
+    expect(await live.next()).toMatchObject({ type: 'error', code: 'VALIDATION', message: expect.stringMatching(/at most 18446744073709551615/) });
+    live.socket.close();
+  });
+
+
   it('cannot flood the log: the first lines, then one summary per interval with the count; every refused frame is counted in the metrics', async () => {
     const lines: Array<{ level: number; msg: string; suppressed?: number }> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
@@ -127,8 +136,9 @@ describe('a client sending bad frames in a loop', () => {
     try {
       const key = (await noisy.server.app.apiKeys.create({ role: 'operator' })).key;
       const live = await open(key, noisy.url);
-      // not a message at all, and a cursor past what Redis takes (the server fails on it)
-      const frames = ['not json', JSON.stringify({ type: 'monitor', after: { standard: '99999999999999999999-0' } })];
+      // not a message at all, and a resume from a cursor while Redis is unreachable (the server fails on it)
+      noisy.connection.disconnect();
+      const frames = ['not json', JSON.stringify({ type: 'monitor', after: { standard: '0-0' } })];
       for (let i = 0; i < 200; i++) live.send(frames[i % 2]);
       for (let i = 0; i < 200; i++) expect((await live.next()).type).toBe('error');
       const errors = () => lines.filter((line) => line.level >= 50);
@@ -140,6 +150,7 @@ describe('a client sending bad frames in a loop', () => {
       const summaries = lines.filter((line) => line.suppressed !== undefined);
       expect(summaries).toEqual([expect.objectContaining({ level: 40, suppressed: 98, msg: expect.stringMatching(/^98 more error lines of this client suppressed/) })]);
       expect(errors().length).toBe(3);
+      await noisy.connection.connect();
       const metrics = (await call(noisy.url, 'GET', '/metrics')).body as string;
       expect(metrics).toMatch(/^emp_api_live_invalid_frames_total\{reason="validation"\} 100$/m);
       expect(metrics).toMatch(/^emp_api_live_invalid_frames_total\{reason="error"\} 101$/m);
