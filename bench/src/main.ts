@@ -9,6 +9,7 @@ import { measureApiLoad } from './api-load';
 import { bullmqSystem } from './bullmq-system';
 import { measureClaimLatency, measureManyClassClaims } from './claim-latency';
 import { empSystem } from './emp-system';
+import { measureFunctionCosts } from './function-costs';
 import { infoField } from './redis-info';
 import { formatNumber, formatTable, median, ratio, summarizeLatencies } from './stats';
 import type { BenchSystem } from './system';
@@ -28,6 +29,7 @@ const FULL = {
   memory: { jobs: 10_000, payloadBytes: 200 },
   claimLatency: { depths: [1_000, 100_000, 1_000_000], samples: 2_000 },
   manyClasses: { workflows: [1_000, 100_000], classes: [1_000, 10_000], samples: 1_000 },
+  functionCosts: { classes: [1_000, 10_000], rounds: 10 },
   api: { durationSeconds: 10, connections: 50, workers: 4 },
 };
 type Sizes = typeof FULL;
@@ -39,6 +41,7 @@ const QUICK: Sizes = {
   memory: { jobs: 1_000, payloadBytes: 200 },
   claimLatency: { depths: [1_000, 10_000], samples: 200 },
   manyClasses: { workflows: [1_000, 10_000], classes: [1_000, 2_000], samples: 100 },
+  functionCosts: { classes: [1_000, 2_000], rounds: 2 },
   api: { durationSeconds: 2, connections: 10, workers: 2 },
 };
 
@@ -68,7 +71,20 @@ interface RunContext {
  * jobs (the measurement lives in claim-latency.ts). Each entry returns one
  * section whose rows carry only an `emp` value.
  */
-const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies, measureManyClasses, measureApi];
+const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies, measureManyClasses, measureFunctionCostsSection, measureApi];
+
+/** The longest single call of every function that walks classes, with many classes queued (SLOWLOG). Target: under 5 ms. */
+async function measureFunctionCostsSection(context: RunContext, sizes: Sizes): Promise<Section> {
+  const { classes, rounds } = sizes.functionCosts;
+  const rows: Row[] = [];
+  for (const count of classes) {
+    const longest = await context.isolated(`emp function costs with ${count} classes`, () => measureFunctionCosts(context.redisUrl, count, rounds));
+    for (const [name, ms] of [...longest].sort(([a], [b]) => a.localeCompare(b))) {
+      rows.push({ scenario: `${count} classes queued: longest ${name} call`, values: { [OURS]: ms } });
+    }
+  }
+  return { title: `Longest function call with many requirement classes queued, ${rounds} rounds of each (ms, lower is better; emp only)`, rows };
+}
 
 /**
  * Claim cost with many distinct workflow ids and tenants (which made a class

@@ -109,7 +109,7 @@ describe('emp (commands against a running Redis)', () => {
     const table = await runEmp(['queues'], env);
     expect(table.code).toBe(0);
     expect(table.stdout).toMatch(/^POOL\s+CLASS\s+SERVICE\s+TENANT\s+DEPTH\s+ROUTABLE\s+HEAD AGE/m);
-    expect(table.stdout).toMatch(/^heavy\s+\S+\s+simulation\s+default\s+1\s+NO\s/m);
+    expect(table.stdout).toMatch(/^heavy\s+\S+\s+simulation\s+any\s+1\s+NO\s/m);
   });
 
   it('cancel ends a queued job; retry puts it back; a second cancel changes nothing', async () => {

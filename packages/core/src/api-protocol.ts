@@ -272,7 +272,8 @@ const U64_MAX = 18_446_744_073_709_551_615n;
 export const StreamId = z
   .string()
   .regex(/^\d{1,20}-\d{1,20}$/, 'an event id looks like 1700000000000-0')
-  .refine((id) => id.split('-').every((part) => BigInt(part) <= U64_MAX), 'an event id is two numbers of at most 18446744073709551615');
+  // (refinements run after a failed pattern too: only well-formed ids are read as numbers)
+  .refine((id) => !/^\d+-\d+$/.test(id) || id.split('-').every((part) => BigInt(part) <= U64_MAX), 'an event id is two numbers of at most 18446744073709551615');
 
 /** What a WebSocket client may send on /v1/live. */
 export const LiveClientMessage = z.discriminatedUnion('type', [

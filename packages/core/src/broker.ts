@@ -449,14 +449,20 @@ export class Broker {
     if (registration.version) fields.push('version', registration.version);
     if (registration.hostname) fields.push('hostname', registration.hostname);
     fields.push('capabilities', profile.definition);
-    const becameRoutable = (await this.fcall('emp_register_worker', registration.pool, [
+    let [becameRoutable, cursor] = (await this.fcall('emp_register_worker', registration.pool, [
       registration.id,
       registration.machine_id,
       profile.id,
       profile.definition,
       options.freshStart ? '1' : '0',
       ...fields,
-    ])) as number;
+    ])) as [number, string];
+    // a new profile is checked against the classes nobody could run so far, a bounded page per call
+    while (cursor !== '0') {
+      const [became, next] = (await this.fcall('emp_routable_scan', registration.pool, [profile.id, cursor])) as [number, string];
+      becameRoutable += became;
+      cursor = next;
+    }
     return { profile: profile.id, becameRoutable };
   }
 
@@ -600,16 +606,25 @@ export class Broker {
 
   async queueStats(pool: string): Promise<QueueStats> {
     checkedPool(pool);
-    let reply: [Array<[string, string, string, number, string, string]>, number[]];
-    try {
-      reply = (await this.redis.call('FCALL_RO', 'emp_queue_stats', 1, this.keys.anchor(pool))) as typeof reply;
-    } catch (error) {
-      throw fromRedisError(error);
-    }
-    const [classes, totals] = reply;
+    type Row = [string, string, string, number, string, string];
+    // a page of classes per call (SSCAN: a class may come twice), the totals with the first
+    const rows = new Map<string, Row>();
+    let totals: number[] = [];
+    let cursor = '0';
+    do {
+      let reply: [Row[], number[], string];
+      try {
+        reply = (await this.redis.call('FCALL_RO', 'emp_queue_stats', 1, this.keys.anchor(pool), cursor)) as typeof reply;
+      } catch (error) {
+        throw fromRedisError(error);
+      }
+      for (const row of reply[0]) rows.set(row[0], row);
+      if (cursor === '0') totals = reply[1];
+      cursor = reply[2];
+    } while (cursor !== '0');
     return {
       pool,
-      classes: classes.map(([id, definition, routable, depth, head, submitted]) => ({
+      classes: [...rows.values()].map(([id, definition, routable, depth, head, submitted]) => ({
         requirementClass: id,
         definition: JSON.parse(definition) as Record<string, unknown>,
         routable: routable === '1',
@@ -631,13 +646,31 @@ export class Broker {
    */
   async jobCounts(pool: string): Promise<ServiceJobCounts[]> {
     checkedPool(pool);
-    let reply: Array<[string, number, number, number, number, number]>;
-    try {
-      reply = (await this.redis.call('FCALL_RO', 'emp_job_counts', 1, this.keys.anchor(pool))) as typeof reply;
-    } catch (error) {
-      throw fromRedisError(error);
-    }
-    return reply.map(([service, queued, delayed, starting, running, retrying]) => ({ service, queued, delayed, starting, running, retrying }));
+    type Row = [string, number, number, number, number, number];
+    // the queued jobs a page of classes per call, summed here
+    const counts = new Map<string, ServiceJobCounts>();
+    let page = '';
+    do {
+      let reply: [Row[], string];
+      try {
+        reply = (await this.redis.call('FCALL_RO', 'emp_job_counts', 1, this.keys.anchor(pool), page)) as typeof reply;
+      } catch (error) {
+        throw fromRedisError(error);
+      }
+      for (const [service, queued, delayed, starting, running, retrying] of reply[0]) {
+        const sum = counts.get(service) ?? { service, queued: 0, delayed: 0, starting: 0, running: 0, retrying: 0 };
+        counts.set(service, {
+          service,
+          queued: sum.queued + queued,
+          delayed: sum.delayed + delayed,
+          starting: sum.starting + starting,
+          running: sum.running + running,
+          retrying: sum.retrying + retrying,
+        });
+      }
+      page = reply[1];
+    } while (page !== '');
+    return [...counts.values()];
   }
 
   /**

@@ -59,7 +59,7 @@ function renderQueues(report: QueueReport): string {
         pool.pool,
         shortId(c.requirementClass),
         String(service ?? ''),
-        String(tenant ?? ''),
+        String(tenant ?? 'any'),
         String(c.depth),
         c.routable ? 'yes' : 'NO',
         c.headAgeMs === undefined ? '-' : duration(c.headAgeMs),

@@ -3,9 +3,13 @@
 -- lease (starting, running) and `deferred` (delayed, retrying). Its cost grows
 -- with the number of waiting classes and held jobs, never with queue depth or
 -- with finished jobs, so a metrics scrape may call it.
+-- The queued jobs are counted a page of classes per call (ARGV[1], the rank to
+-- start at), the rest with the first page, so no call walks every class.
 -- KEYS[1] shard anchor
--- ARGV (none)
--- Returns { { service, queued (delayed ones included), delayed, starting, running, retrying }... }.
+-- ARGV [1] rank of the first class to count ('' or 0: the first call)
+-- Returns { { { service, queued (delayed ones included), delayed, starting, running, retrying }... },
+--           rank of the next page ('' when done) }.
+local CLASS_COUNT_PAGE = 500
 local COUNT_INDEX = { queued = 2, delayed = 3, starting = 4, running = 5, retrying = 6 }
 
 local function job_counts(keys, args)
@@ -20,8 +24,16 @@ local function job_counts(keys, args)
     end
     row[COUNT_INDEX[state]] = row[COUNT_INDEX[state]] + n
   end
-  for _, class in ipairs(call('ZRANGE', p .. 'classes', 0, -1)) do
+  local start = tonumber(args[1]) or 0
+  local page = call('ZRANGE', p .. 'classes', start, start + CLASS_COUNT_PAGE - 1)
+  for _, class in ipairs(page) do
     add(load_class(p, class).service, 'queued', call('ZCARD', queue_key(p, class)))
+  end
+  local next_page = #page == CLASS_COUNT_PAGE and tostring(start + CLASS_COUNT_PAGE) or ''
+  if start > 0 then
+    local out = {}
+    for i, service in ipairs(order) do out[i] = rows[service] end
+    return { out, next_page }
   end
   -- every worker holding a job has a lease; a job counts only while it is its worker's
   for _, worker in ipairs(call('ZRANGE', p .. 'leases', 0, -1)) do
@@ -42,7 +54,7 @@ local function job_counts(keys, args)
   end
   local out = {}
   for i, service in ipairs(order) do out[i] = rows[service] end
-  return out
+  return { out, next_page }
 end
 
 register('emp_job_counts', job_counts, true)

@@ -1,7 +1,7 @@
 -- pause_service: stop (or resume) claims of one service's jobs in this shard.
 -- Paused jobs stay queued in their place and submits are still accepted; claims
--- skip the service's classes and submits wake nobody for them. Resuming wakes a
--- capable idle worker for every waiting class of the service.
+-- skip the service's classes and submits wake nobody for them. Resuming wakes
+-- every idle worker, so that those able to run the service's jobs take them.
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] service  [8] '1' pause, '0' resume  [9] who asked ('' unknown)  [10] reason
 -- Returns 1 when this changed the service's state, else 0.
@@ -17,9 +17,9 @@ local function pause_service(keys, args)
     return 1
   end
   if call('HDEL', paused_key, service) == 0 then return 0 end
-  for _, class in ipairs(call('ZRANGE', p .. 'classes', 0, -1)) do
-    if load_class(p, class).service == service then wake_for_head(p, class, nil) end
-  end
+  -- every idle worker claims again (a walk over the classes here would grow with them)
+  local idle = call('HKEYS', p .. 'idle')
+  for _, worker in ipairs(idle) do wake(p, worker, '') end
   events_append(p, ctx.maxlen, 'type', 'service.resumed', 'service', service, 'by', args[9], 'ts', ctx.now)
   return 1
 end

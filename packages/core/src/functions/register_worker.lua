@@ -6,7 +6,7 @@
 --   [11] '1' when this is a new process: jobs an earlier process under this id held are lost
 --   and go back to the queue at once (a restarted worker need not wait for its old lease)
 --   [12..] field/value pairs stored on the worker as given (concurrency, version, hostname, ...)
--- Returns the number of classes that became routable.
+-- Returns { classes that became routable, cursor ('0': done; else go on with emp_routable_scan) }.
 local function register_worker(keys, args)
   local ctx = context(keys, args)
   local p, worker, profile = ctx.p, args[7], args[9]
@@ -37,17 +37,10 @@ local function register_worker(keys, args)
     call('HDEL', wkey, 'state')
   end
 
-  local became_routable = 0
+  local became_routable, scan_cursor = 0, '0'
   if call('SADD', p .. 'profiles', profile) == 1 then
     call('SET', profile_key(p, profile), args[10])
-    for _, class in ipairs(call('SMEMBERS', p .. 'unroutable')) do
-      if profile_matches(p, profile, class) then
-        call('HSET', class_key(p, class), 'routable', '1')
-        call('SREM', p .. 'unroutable', class)
-        events_append(p, ctx.maxlen, 'type', 'class.routable', 'class', class, 'ts', ctx.now)
-        became_routable = became_routable + 1
-      end
-    end
+    became_routable, scan_cursor = check_routable(ctx, profile, '0')
   end
   -- a waiting worker whose capabilities may have changed is woken, so that it claims
   -- again with them (the claim it queued behind its signal wait runs)
@@ -60,7 +53,7 @@ local function register_worker(keys, args)
   if fresh then
     events_append(p, ctx.maxlen, 'type', 'worker.registered', 'worker', worker, 'machine', args[8], 'ts', ctx.now)
   end
-  return became_routable
+  return { became_routable, scan_cursor }
 end
 
 register('emp_register_worker', register_worker)

@@ -117,7 +117,7 @@ local function tick(keys, args)
   -- the job index and the class list need sweeping about once a second, not on every tick
   if call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then
     sweep_job_index(p, limit)
-    sweep_class_list(p, limit)
+    sweep_class_list(p)
   end
   local next_due = nil
   for _, index in ipairs({ 'timers', 'leases' }) do

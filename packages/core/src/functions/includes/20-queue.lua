@@ -190,16 +190,20 @@ local function sweep_job_index(p, limit)
   return removed
 end
 
+-- Classes a call looks at when sweeping or checking the class lists or listing
+-- classes: enough to be worth a call, few enough that no call holds Redis for long.
+local CLASS_SCAN_PAGE = '100'
+
 -- `classlist` names the classes queue views show, empty ones included, and
 -- `unroutable` those no worker could run so far (which every new capability
 -- profile is checked against). A class found empty by the sweep leaves both (its
 -- next submit lists it again: the class hash's `listed` says whether it is
 -- listed), so the lists, and every walk over them, stay as long as the classes
 -- in use rather than every class ever seen.
--- Looks at about `limit` members per call, resuming where the last call stopped.
-local function sweep_class_list(p, limit)
+-- Looks at about CLASS_SCAN_PAGE members per call, resuming where the last call stopped.
+local function sweep_class_list(p)
   local list = p .. 'classlist'
-  local scan = call('SSCAN', list, call('GET', list .. ':sweep') or '0', 'COUNT', limit)
+  local scan = call('SSCAN', list, call('GET', list .. ':sweep') or '0', 'COUNT', CLASS_SCAN_PAGE)
   for _, class in ipairs(scan[2]) do
     if not call('ZSCORE', p .. 'classes', class) then
       call('SREM', list, class)

@@ -40,3 +40,22 @@ local function signal_worker(p, worker, message)
   call('RPUSH', key, message)
   call('LTRIM', key, -100, -1)
 end
+
+
+-- Checks one page of `unroutable` (from SSCAN cursor `cursor`) against a new
+-- capability profile: a class it can run becomes routable (event class.routable).
+-- Returns how many did and the cursor to go on from ('0': the scan is done).
+local function check_routable(ctx, profile, cursor)
+  local p = ctx.p
+  local scan = call('SSCAN', p .. 'unroutable', cursor, 'COUNT', CLASS_SCAN_PAGE)
+  local became = 0
+  for _, class in ipairs(scan[2]) do
+    if profile_matches(p, profile, class) then
+      call('HSET', class_key(p, class), 'routable', '1')
+      call('SREM', p .. 'unroutable', class)
+      events_append(p, ctx.maxlen, 'type', 'class.routable', 'class', class, 'ts', ctx.ts)
+      became = became + 1
+    end
+  end
+  return became, scan[1]
+end

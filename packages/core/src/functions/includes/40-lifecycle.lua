@@ -82,6 +82,12 @@ local function requeue(ctx, job, avoid)
   call('HSET', key, 'state', 'queued', 'updated_at', ctx.ts)
   call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
   enqueue(p, id, job.class, call('HGET', key, 'score'), avoid, job.tenant, job_workflow(p, job))
+  -- its class may have been swept from the class list while empty (see sweep_class_list)
+  local ckey = class_key(p, job.class)
+  if not call('HGET', ckey, 'listed') then
+    call('HSET', ckey, 'listed', '1')
+    call('SADD', p .. 'classlist', job.class)
+  end
   schedule(p, id)
 end
 
