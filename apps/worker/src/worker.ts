@@ -240,6 +240,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.blocking = this.broker.redis.duplicate();
     this.blocking.on('error', (error: unknown) => this.logger.debug({ err: error }, 'signal connection error'));
     this.scheduleHeartbeat();
+    this.broker.redis.on('ready', this.renewOnReconnect);
     // the first claims first: a worker they leave idle waits with a claim queued behind its wait
     await this.fillSlots();
     this.waiter = this.waitForSignals();
@@ -442,16 +443,29 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   // ---------------------------------------------------------------- heartbeat
 
-  private scheduleHeartbeat(): void {
+  private scheduleHeartbeat(delayMs = this.heartbeatMs): void {
     if (this.state === 'stopped') return;
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatTimer = undefined;
       this.heartbeatInFlight = this.heartbeat().finally(() => {
         this.heartbeatInFlight = undefined;
         if (this.state === 'running' || this.state === 'stopping') this.scheduleHeartbeat();
       });
-    }, this.heartbeatMs);
+    }, delayMs);
   }
+
+  /**
+   * The connection to Redis is back (ioredis 'ready' after a reconnect): leases ran
+   * on while it was down, and the broker gives them only a renewal interval of grace
+   * after an outage, so renew now rather than at the next timer. A heartbeat still
+   * in flight goes out on the new connection by itself.
+   */
+  private readonly renewOnReconnect = (): void => {
+    if (this.heartbeatTimer === undefined) return; // in flight, or stopped
+    this.logger.info({ running: this.active.size }, 'connection to Redis is back; renewing leases now');
+    this.scheduleHeartbeat(0);
+  };
 
   private async heartbeat(): Promise<void> {
     const leases = [...this.active.values()].map(({ job }) => ({ jobId: job.id, token: job.lease.token }));
@@ -728,6 +742,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await Promise.allSettled([...this.tasks]);
 
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.broker.redis.off('ready', this.renewOnReconnect);
     this.state = 'stopped';
     await this.heartbeatInFlight;
     try {
