@@ -297,7 +297,7 @@ describe('leases and fencing', () => {
     expect(await redis.hgetall(b.keys.clock('standard'))).toEqual({
       tick_at: String(now),
       unwatched_from: '1000000',
-      grace_until: String(now + 3_000),
+      unwatched_to: String(now),
     });
     now += 1_000;
     expect(await b.heartbeat('standard', 'alive', [alive.lease])).toEqual([]);
@@ -306,9 +306,20 @@ describe('leases and fencing', () => {
     expect((await b.getJob(lost.id))?.state).toBe('starting');
     expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'busy' });
     now += 1; // the grace is over: the worker that did not renew is lost
-    expect((await b.tick('standard')).handled).toBeGreaterThan(1);
+    expect((await b.tick('standard')).handled).toBe(1);
     expect(await b.getJob(lost.id)).toMatchObject({ state: 'queued', infra_failures: 1, error: { kind: 'worker_lost' } });
     expect(await b.getJob(kept.id)).toMatchObject({ state: 'starting', attempts: 1, worker: 'alive' });
+    // offline detection waits half of offlineAfterMs (workers and machines report at least that often)
+    expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'idle' });
+    for (let second = 0; second < 6; second++) {
+      now += 1_000; // the clock is watched again: ticks come every second
+      await b.tick('standard');
+    }
+    now += 999;
+    await b.tick('standard');
+    expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'idle' });
+    now += 1;
+    await b.tick('standard');
     expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'offline' });
   });
 
@@ -504,7 +515,7 @@ describe('retention and registry', () => {
     expect(await b.waitForSignals(redis, 'standard', 'w', 100)).toEqual([{ type: 'wake', requirementClass: '' }]);
     now += 30_000 + 3_600_000;
     await b.tick('standard');
-    now += 3_334; // nobody ticked meanwhile: the worker first gets its grace (a third of the lease) to speak
+    now += 15_000; // nobody ticked meanwhile: the worker first gets a grace (half of offlineAfterMs) to speak
     await b.tick('standard');
     await b.tick('standard');
     expect(await b.workers('standard')).toEqual([]);

@@ -42,7 +42,10 @@ export const BrokerConfig = z
      * minus the workers' heartbeat interval
      */
     clockGapMs: z.number().int().min(100).default(3_000),
-    /** that grace: one renewal interval; by default `leaseMs / 3`, a worker's default heartbeat interval */
+    /**
+     * that grace for leases: one renewal interval; by default `leaseMs / 3`, a worker's default
+     * heartbeat interval (offline detection waits at least `offlineAfterMs / 2`, a machine's status interval)
+     */
     leaseGraceMs: z.number().int().min(0).optional(),
   })
   .strict();

@@ -6,7 +6,8 @@
 -- nobody watched the clock meanwhile (see `watch_clock`).
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] max items per kind  [8] ms of silence before offline  [9] ms offline before removal
---   [10] ms between ticks beyond which the clock went unwatched  [11] ms of grace for what ran out unwatched
+--   [10] ms between ticks beyond which the clock went unwatched  [11] ms of grace for leases that ran out
+--   unwatched (offline detection waits at least half of [8])
 -- Returns { items handled, ms until the next due item ('' none) }.
 
 local function expire_job(ctx, job, reason)
@@ -77,26 +78,30 @@ end
 -- not have spoken: what ran out then is not acted on before a grace has passed
 -- since the clock is watched again, enough for every live worker to renew.
 -- The shard's `clock` hash records the last tick (`tick_at`) and, after a tick that
--- found it older than `gap_ms`, the grace (`unwatched_from`, `grace_until`).
--- A grace is never extended while it runs, so ticks that always come late only delay
--- reaping by one tick. Returns the instant up to which silence counts now, and the
--- end of the grace while one runs.
+-- found it older than `gap_ms`, the unwatched gap (`unwatched_from`, `unwatched_to`).
+-- The lease grace (`grace_ms`) is never extended while it runs, so ticks that always
+-- come late only delay reaping by one tick. Returns the last gap, if any.
 local function watch_clock(ctx, gap_ms, grace_ms)
   local p, now = ctx.p, ctx.now
   local key = p .. 'clock'
-  local f = call('HMGET', key, 'tick_at', 'grace_until', 'unwatched_from')
-  local last, grace_until, from = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
-  if grace_until and now >= grace_until then grace_until = nil end
-  if not grace_until and last and now - last > gap_ms then
-    grace_until, from = now + grace_ms, last
-    call('HSET', key, 'tick_at', ctx.ts, 'grace_until', tostring(grace_until), 'unwatched_from', f[1])
+  local f = call('HMGET', key, 'tick_at', 'unwatched_from', 'unwatched_to')
+  local last, from, to = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+  if last and now - last > gap_ms and not (to and now < to + grace_ms) then
+    from, to = last, now
+    call('HSET', key, 'tick_at', ctx.ts, 'unwatched_from', f[1], 'unwatched_to', ctx.ts)
     events_append(p, ctx.maxlen, 'type', 'clock.unwatched', 'from', f[1], 'gap_ms', tostring(now - last),
-      'grace_until', tostring(grace_until), 'ts', ctx.ts)
+      'grace_until', tostring(now + grace_ms), 'ts', ctx.ts)
   else
     call('HSET', key, 'tick_at', ctx.ts)
   end
-  if grace_until then return math.min(from, now), grace_until end
-  return now, nil
+  return from, to
+end
+
+-- With a grace of `grace_ms` after the last unwatched gap (`from`..`to`): the instant up to
+-- which silence counts now, and the end of the grace while it runs.
+local function silence_counts_to(now, from, to, grace_ms)
+  if not to or now >= to + grace_ms then return now, nil end
+  return math.min(from, now), to + grace_ms
 end
 
 -- When a silence deadline `due` is acted on: one that fell due after `watched_to` (the clock unwatched) waits out the grace.
@@ -141,7 +146,9 @@ local function tick(keys, args)
   local ctx = context(keys, args)
   local p, now = ctx.p, ctx.now
   local limit, offline_after, retention = tonumber(args[7]), tonumber(args[8]), tonumber(args[9])
-  local watched_to, grace_until = watch_clock(ctx, tonumber(args[10]), tonumber(args[11]))
+  local grace_ms = tonumber(args[11])
+  local from, to = watch_clock(ctx, tonumber(args[10]), grace_ms)
+  local watched_to, grace_until = silence_counts_to(now, from, to, grace_ms)
   local handled = 0
   for _, id in ipairs(call('ZRANGEBYSCORE', p .. 'timers', '-inf', now, 'LIMIT', 0, limit)) do
     handle_due_job(ctx, id)
@@ -160,8 +167,10 @@ local function tick(keys, args)
     local due = graced(tonumber(head[2]), watched_to, grace_until)
     if next_due == nil or due < next_due then next_due = due end
   end
+  -- workers and machines report at least twice per offline_after (heartbeats, status snapshots)
+  local silent_to, offline_grace_until = silence_counts_to(now, from, to, math.max(grace_ms, math.floor(offline_after / 2)))
   for _, kind in ipairs({ 'worker', 'machine' }) do
-    local n, due = turn_offline(ctx, kind, limit, offline_after, retention, watched_to, grace_until)
+    local n, due = turn_offline(ctx, kind, limit, offline_after, retention, silent_to, offline_grace_until)
     handled = handled + n
     if due and (next_due == nil or due < next_due) then next_due = due end
   end
