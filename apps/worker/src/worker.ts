@@ -97,6 +97,27 @@ const MAX_MESSAGE = 10_000;
 const MAX_TYPE = 200;
 
 /**
+ * Calls `listener` whenever `redis` is ready again after a reconnect; returns its
+ * removal. Workers sharing one connection (a bench starts hundreds) share one
+ * 'ready' listener on it.
+ */
+const reconnectListeners = new WeakMap<RedisClient, Set<() => void>>();
+function onReconnect(redis: RedisClient, listener: () => void): () => void {
+  let listeners = reconnectListeners.get(redis);
+  if (!listeners) {
+    const all = new Set<() => void>();
+    redis.on('ready', () => {
+      for (const each of all) each();
+    });
+    reconnectListeners.set(redis, all);
+    listeners = all;
+  }
+  listeners.add(listener);
+  const registered = listeners;
+  return () => registered.delete(listener);
+}
+
+/**
  * Pulls jobs this worker can run from the broker and drives a connector for
  * each. It claims for every free slot; after a job it records the outcome and
  * claims the next job in the same call. With nothing to do it blocks on its
@@ -151,6 +172,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private waiter: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatInFlight: Promise<void> | undefined;
+  private stopRenewingOnReconnect: (() => void) | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDueAt = Infinity;
   private starting: Promise<void> | undefined;
@@ -240,6 +262,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.blocking = this.broker.redis.duplicate();
     this.blocking.on('error', (error: unknown) => this.logger.debug({ err: error }, 'signal connection error'));
     this.scheduleHeartbeat();
+    this.stopRenewingOnReconnect = onReconnect(this.broker.redis, this.renewOnReconnect);
     // the first claims first: a worker they leave idle waits with a claim queued behind its wait
     await this.fillSlots();
     this.waiter = this.waitForSignals();
@@ -442,16 +465,29 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   // ---------------------------------------------------------------- heartbeat
 
-  private scheduleHeartbeat(): void {
+  private scheduleHeartbeat(delayMs = this.heartbeatMs): void {
     if (this.state === 'stopped') return;
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatTimer = undefined;
       this.heartbeatInFlight = this.heartbeat().finally(() => {
         this.heartbeatInFlight = undefined;
         if (this.state === 'running' || this.state === 'stopping') this.scheduleHeartbeat();
       });
-    }, this.heartbeatMs);
+    }, delayMs);
   }
+
+  /**
+   * The broker's connection to Redis is back (ioredis 'ready' after a reconnect): leases ran
+   * on while it was down, and the broker gives them only a renewal interval of grace
+   * after an outage, so renew now rather than at the next timer. A heartbeat still
+   * in flight goes out on the new connection by itself.
+   */
+  private readonly renewOnReconnect = (): void => {
+    if (this.heartbeatTimer === undefined) return; // in flight, or stopped
+    this.logger.info({ running: this.active.size }, 'connection to Redis is back; renewing leases now');
+    this.scheduleHeartbeat(0);
+  };
 
   private async heartbeat(): Promise<void> {
     const leases = [...this.active.values()].map(({ job }) => ({ jobId: job.id, token: job.lease.token }));
@@ -728,6 +764,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await Promise.allSettled([...this.tasks]);
 
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.stopRenewingOnReconnect?.();
     this.state = 'stopped';
     await this.heartbeatInFlight;
     try {

@@ -28,6 +28,10 @@ async function claimJob(b: Broker, workerId: string): Promise<ClaimedJob> {
   return claim.job;
 }
 
+async function workerStates(b: Broker): Promise<Record<string, string | undefined>> {
+  return Object.fromEntries((await b.workers('standard')).map((w) => [w.id, w.state]));
+}
+
 async function events(b: Broker) {
   return b.readEvents('standard', '0', { count: 10_000 });
 }
@@ -292,6 +296,77 @@ describe('leases and fencing', () => {
     expect(await b.getJob(submitted.id)).toMatchObject({ state: 'starting', deadlines: { lease_until: now + 1_000 } });
   });
 
+  it('what ran out while nobody watched the clock gets one renewal interval of grace, then is reaped', async () => {
+    const b = await broker({ offlineAfterMs: 20_000, leaseGraceMs: 3_000 });
+    await worker(b, 'alive');
+    await worker(b, 'dead');
+    const kept = await b.submit({ service: 'simulation' });
+    const alive = await claimJob(b, 'alive');
+    const lost = await b.submit({ service: 'simulation' });
+    await claimJob(b, 'dead');
+    await b.tick('standard');
+    // Redis down (or no scheduler running) for 25 s: both leases (10 s) and both offline deadlines ran out meanwhile
+    now += 25_000;
+    expect(await b.tick('standard')).toEqual({ handled: 0, nextDueInMs: 3_000 });
+    expect((await events(b)).filter((e) => e.type === 'clock.unwatched').map((e) => e.fields)).toEqual([
+      expect.objectContaining({ from: '1000000', gap_ms: '25000', grace_until: String(now + 3_000) }),
+    ]);
+    expect(await redis.hgetall(b.keys.clock('standard'))).toEqual({
+      tick_at: String(now),
+      unwatched_from: '1000000',
+      unwatched_to: String(now),
+    });
+    now += 1_000;
+    expect(await b.heartbeat('standard', 'alive', [alive.lease])).toEqual([]);
+    now += 1_999;
+    await b.tick('standard');
+    expect((await b.getJob(lost.id))?.state).toBe('starting');
+    expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'busy' });
+    now += 1; // the grace is over: the worker that did not renew is lost
+    expect((await b.tick('standard')).handled).toBe(1);
+    expect(await b.getJob(lost.id)).toMatchObject({ state: 'queued', infra_failures: 1, error: { kind: 'worker_lost' } });
+    expect(await b.getJob(kept.id)).toMatchObject({ state: 'starting', attempts: 1, worker: 'alive' });
+    // offline detection waits half of offlineAfterMs (workers and machines report at least that often)
+    expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'idle' });
+    for (let second = 0; second < 6; second++) {
+      now += 1_000; // the clock is watched again: ticks come every second
+      await b.tick('standard');
+    }
+    now += 999;
+    await b.tick('standard');
+    expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'idle' });
+    now += 1;
+    await b.tick('standard');
+    expect(await workerStates(b)).toEqual({ alive: 'busy', dead: 'offline' });
+  });
+
+  it('a lease that ran out before the clock went unwatched is reaped at once', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    await claimJob(b, 'w');
+    // the last tick came after the lease ran out (10 s) but left it (a full batch, say); then the clock went unwatched
+    await redis.hset(b.keys.clock('standard'), 'tick_at', String(now + 12_000));
+    now += 30_000;
+    await b.tick('standard');
+    expect((await b.getJob(submitted.id))?.state).toBe('queued');
+  });
+
+  it('ticks that always come late still reap a dead worker\'s lease, one tick later', async () => {
+    const b = await broker({ leaseGraceMs: 4_000 });
+    await worker(b, 'w');
+    const submitted = await b.submit({ service: 'simulation' });
+    await claimJob(b, 'w');
+    await b.tick('standard');
+    const expiry = now + 10_000;
+    for (let i = 0; i < 10 && (await b.getJob(submitted.id))?.state !== 'queued'; i++) {
+      now += 5_000; // every tick finds the clock unwatched
+      await b.tick('standard');
+    }
+    expect((await b.getJob(submitted.id))?.state).toBe('queued');
+    expect(now).toBe(expiry + 5_000);
+  });
+
   it('a job the worker no longer names in its heartbeats goes back to the queue', async () => {
     const b = await broker();
     await worker(b, 'w');
@@ -456,6 +531,8 @@ describe('retention and registry', () => {
     // it was dropped from the idle index while offline, so it is woken to claim again
     expect(await b.waitForSignals(redis, 'standard', 'w', 100)).toEqual([{ type: 'wake', requirementClass: '' }]);
     now += 30_000 + 3_600_000;
+    await b.tick('standard');
+    now += 15_000; // nobody ticked meanwhile: the worker first gets a grace (half of offlineAfterMs) to speak
     await b.tick('standard');
     await b.tick('standard');
     expect(await b.workers('standard')).toEqual([]);

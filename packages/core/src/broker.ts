@@ -600,6 +600,8 @@ export class Broker {
       this.config.tickLimit,
       this.config.offlineAfterMs,
       this.config.registryRetentionMs,
+      this.config.clockGapMs,
+      this.config.leaseGraceMs ?? Math.ceil(this.config.leaseMs / 3),
     ])) as [number, string];
     return wait === '' ? { handled } : { handled, nextDueInMs: Number(wait) };
   }

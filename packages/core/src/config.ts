@@ -39,6 +39,19 @@ export const BrokerConfig = z
     maxQueuedClasses: z.number().int().min(1).default(10_000),
     /** most items one tick handles per kind */
     tickLimit: z.number().int().min(1).default(1_000),
+    /**
+     * a tick that finds its pool's previous tick older than this knows nobody
+     * watched the clock meanwhile (Redis down, or no scheduler running): leases and
+     * offline deadlines that ran out then get `leaseGraceMs` before they are acted
+     * on. Keep it above the scheduler's longest sleep (1 s) and below `leaseMs`
+     * minus the workers' heartbeat interval
+     */
+    clockGapMs: z.number().int().min(100).default(3_000),
+    /**
+     * that grace for leases: one renewal interval; by default `leaseMs / 3`, a worker's default
+     * heartbeat interval (offline detection waits at least `offlineAfterMs / 2`, a machine's status interval)
+     */
+    leaseGraceMs: z.number().int().min(0).optional(),
   })
   .strict();
 export type BrokerConfig = z.output<typeof BrokerConfig>;

@@ -22,13 +22,17 @@ import { usePrivateRedis } from './testing/private-redis';
 // - a claim returns exactly the best queued job the worker can run (priority,
 //   then submission order), never one it cannot run, and one whenever one exists;
 // - a worker's lease runs out `leaseMs` after it last proved it was alive, and
-//   then every job it held goes back (or fails when out of infrastructure retries);
+//   then every job it held goes back (or fails when out of infrastructure retries),
+//   except that a lease that ran out while nobody ticked (a jump longer than
+//   `clockGapMs` between ticks: an outage) is reaped only after a grace;
 // - once woken workers have claimed, no idle worker waits while a job it can run
 //   is queued (no lost wake-up);
 // - the live job counts per service and state (metrics) are exactly the model's.
 
 const POOL = 'standard';
 const LEASE_MS = 1_000;
+const CLOCK_GAP_MS = 3_000;
+const LEASE_GRACE_MS = 400;
 const START = 1_000_000;
 const PRIORITY_SPAN = 2 ** 42;
 
@@ -106,7 +110,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constant('forget' as const), worker, k }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('cancel' as const), job: fc.nat({ max: 40 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('retry' as const), job: fc.nat({ max: 40 }) }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('advance' as const), ms: fc.constantFrom(0, 1, 299, 300, 500, 999, 1_000, 1_001, 2_500) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('advance' as const), ms: fc.constantFrom(0, 1, 299, 300, 399, 400, 500, 999, 1_000, 1_001, 2_500, 3_001) }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('zombie' as const), lease: fc.nat({ max: 40 }), call: fc.constantFrom<Call>('start', 'progress', 'complete', 'fail'), kind }) },
 );
 
@@ -145,6 +149,8 @@ class Model {
   /** the `leases` index: when each worker's lease runs out */
   readonly leaseUntil = new Map<string, number>();
   readonly lastHeartbeat = new Map<string, number>();
+  /** the shard's clock: the last tick, and the grace a tick long after the previous one gave */
+  readonly clock: { tickAt?: number; graceUntil?: number; unwatchedFrom?: number } = {};
   seq = 0;
   completions = 0;
 
@@ -166,6 +172,17 @@ class Model {
   /** A worker's lease is renewed by its claims while it holds nothing, its heartbeats while it holds something, and progress. */
   renew(worker: string) {
     this.leaseUntil.set(worker, now + LEASE_MS);
+  }
+  /** A tick's view of the clock: leases that ran out by the instant it returns are reaped. */
+  tick(): number {
+    const clock = this.clock;
+    if (clock.graceUntil !== undefined && now >= clock.graceUntil) clock.graceUntil = undefined;
+    if (clock.graceUntil === undefined && clock.tickAt !== undefined && now - clock.tickAt > CLOCK_GAP_MS) {
+      clock.graceUntil = now + LEASE_GRACE_MS;
+      clock.unwatchedFrom = clock.tickAt;
+    }
+    clock.tickAt = now;
+    return clock.graceUntil === undefined ? now : Math.min(now, clock.unwatchedFrom!);
   }
   take(worker: string, job: ModelJob, wasBusy: boolean): Lease {
     job.state = 'starting';
@@ -234,7 +251,7 @@ class Scenario {
       redis,
       clock: () => now,
       skipLibraryLoad: true,
-      config: { leaseMs: LEASE_MS, avoidMs: 0, offlineAfterMs: 1_000_000_000_000 },
+      config: { leaseMs: LEASE_MS, avoidMs: 0, offlineAfterMs: 1_000_000_000_000, clockGapMs: CLOCK_GAP_MS, leaseGraceMs: LEASE_GRACE_MS },
     });
     for (const w of WORKERS) await broker.registerWorker({ id: w.id, pool: POOL, capabilities: w.capabilities });
     return new Scenario(broker);
@@ -368,10 +385,12 @@ class Scenario {
       }
       case 'advance': {
         now += op.ms;
-        // the model of a tick: due retries go back to the queue, then every worker whose lease ran out loses its jobs
+        // the model of a tick: due retries go back to the queue, then every worker whose lease ran out
+        // (before the clock went unwatched, while a grace runs) loses its jobs
         for (const job of model.jobs) if (job.state === 'retrying' && job.retryAt! <= now) model.requeue(job);
+        const reapTo = model.tick();
         for (const [workerId, until] of [...model.leaseUntil]) {
-          if (until > now) continue;
+          if (until > reapTo) continue;
           model.leaseUntil.delete(workerId);
           for (const job of model.activeOf(workerId)) model.fail(job, 'worker_lost');
         }

@@ -22,6 +22,9 @@
  *   <ns>:{<pool>}:idem:<key>       idempotency key -> job id | request fingerprint
  *   <ns>:{<pool>}:jobs             every job as "<id>|<tenant>" by submitted_at (listing); jobs:tenant:<t>: one tenant's ids
  *   <ns>:{<pool>}:jobs:sweep       where the sweep of expired jobs' index entries resumes; jobs:swept: once-a-second gate
+ *   <ns>:{<pool>}:clock            tick_at: when the shard last ticked; unwatched_from / unwatched_to: the last gap between
+ *                                  ticks longer than clockGapMs, after which leases and offline deadlines get a grace
+ *                                  (docs/broker.md, "Clock work")
  *   <ns>:{<pool>}:paused           service -> {since, by, reason}: services whose jobs no claim takes
  *   <ns>:{<pool>}:machine-commands:<id>  stream of operator commands (drain, restart, shutdown) for a machine's agent;
  *                                  the machine hash's last_command_handled is where its agent resumes
@@ -76,6 +79,9 @@ export class KeyLayout {
   }
   machineLogs(pool: string, machine: string): string {
     return `${this.prefix(pool)}machine-logs:${machine}`;
+  }
+  clock(pool: string): string {
+    return `${this.prefix(pool)}clock`;
   }
   queueHistory(pool: string): string {
     return `${this.prefix(pool)}queue-history`;

@@ -11,7 +11,10 @@ export interface SchedulerOptions {
 /**
  * Runs each pool's clock work (promotions, lease reaping, deadlines, offline
  * detection) when it is due. Several schedulers may run at once: every tick is
- * one atomic function call, so they never double-apply anything.
+ * one atomic function call, so they never double-apply anything. Each tick
+ * records its time in the pool's shard; a tick that finds the previous one older
+ * than `clockGapMs` (Redis was down, or no scheduler ran) gives leases that ran
+ * out meanwhile a grace to be renewed (docs/broker.md, "Clock work").
  */
 export class Scheduler {
   private running = false;
@@ -24,6 +27,10 @@ export class Scheduler {
     private readonly options: SchedulerOptions = {},
   ) {
     this.maxIntervalMs = options.maxIntervalMs ?? 1_000;
+    // a tick later than clockGapMs after the previous one means the clock went unwatched (leases get a grace)
+    if (this.maxIntervalMs >= broker.config.clockGapMs) {
+      throw new RangeError(`scheduler: maxIntervalMs (${this.maxIntervalMs}) must be below the broker's clockGapMs (${broker.config.clockGapMs})`);
+    }
   }
 
   start(): void {

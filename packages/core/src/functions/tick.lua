@@ -2,9 +2,12 @@
 -- promote due delayed and retrying jobs, reap expired leases (the worker is lost:
 -- its jobs go back to the queue), enforce deadlines and execution timeouts, and
 -- turn silent workers and machines offline (kept listed), removing them only
--- after their retention.
+-- after their retention. A tick that finds the previous one too old knows that
+-- nobody watched the clock meanwhile (see `watch_clock`).
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] max items per kind  [8] ms of silence before offline  [9] ms offline before removal
+--   [10] ms between ticks beyond which the clock went unwatched  [11] ms of grace for leases that ran out
+--   unwatched (offline detection waits at least half of [8])
 -- Returns { items handled, ms until the next due item ('' none) }.
 
 local function expire_job(ctx, job, reason)
@@ -70,11 +73,48 @@ local function reap_lease(ctx, worker)
   return handled
 end
 
-local function turn_offline(ctx, kind, limit, offline_after, retention)
+-- Leases and liveness deadlines run out because a worker or machine went silent. While
+-- nobody watched the clock (Redis down or frozen, or no scheduler ticking) they could
+-- not have spoken: what ran out then is not acted on before a grace has passed
+-- since the clock is watched again, enough for every live worker to renew.
+-- The shard's `clock` hash records the last tick (`tick_at`) and, after a tick that
+-- found it older than `gap_ms`, the unwatched gap (`unwatched_from`, `unwatched_to`).
+-- The lease grace (`grace_ms`) is never extended while it runs, so ticks that always
+-- come late only delay reaping by one tick. Returns the last gap, if any.
+local function watch_clock(ctx, gap_ms, grace_ms)
+  local p, now = ctx.p, ctx.now
+  local key = p .. 'clock'
+  local f = call('HMGET', key, 'tick_at', 'unwatched_from', 'unwatched_to')
+  local last, from, to = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+  if last and now - last > gap_ms and not (to and now < to + grace_ms) then
+    from, to = last, now
+    call('HSET', key, 'tick_at', ctx.ts, 'unwatched_from', f[1], 'unwatched_to', ctx.ts)
+    events_append(p, ctx.maxlen, 'type', 'clock.unwatched', 'from', f[1], 'gap_ms', tostring(now - last),
+      'grace_until', tostring(now + grace_ms), 'ts', ctx.ts)
+  else
+    call('HSET', key, 'tick_at', ctx.ts)
+  end
+  return from, to
+end
+
+-- With a grace of `grace_ms` after the last unwatched gap (`from`..`to`): the instant up to
+-- which silence counts now, and the end of the grace while it runs.
+local function silence_counts_to(now, from, to, grace_ms)
+  if not to or now >= to + grace_ms then return now, nil end
+  return math.min(from, now), to + grace_ms
+end
+
+-- When a silence deadline `due` is acted on: one that fell due after `watched_to` (the clock unwatched) waits out the grace.
+local function graced(due, watched_to, grace_until)
+  if grace_until and due > watched_to and due < grace_until then return grace_until end
+  return due
+end
+
+local function turn_offline(ctx, kind, limit, offline_after, retention, watched_to, grace_until)
   local p, now = ctx.p, ctx.now
   local online, offline = p .. kind .. 's', p .. kind .. 's:offline'
   local handled = 0
-  for _, id in ipairs(call('ZRANGEBYSCORE', online, '-inf', now - offline_after, 'LIMIT', 0, limit)) do
+  for _, id in ipairs(call('ZRANGEBYSCORE', online, '-inf', watched_to - offline_after, 'LIMIT', 0, limit)) do
     local key = p .. kind .. ':' .. id
     local last_seen = call('ZSCORE', online, id)
     call('ZREM', online, id)
@@ -93,7 +133,7 @@ local function turn_offline(ctx, kind, limit, offline_after, retention)
   end
   local next_due = nil
   local head = call('ZRANGE', online, 0, 0, 'WITHSCORES')
-  if head[2] then next_due = tonumber(head[2]) + offline_after end
+  if head[2] then next_due = graced(tonumber(head[2]) + offline_after, watched_to, grace_until) end
   head = call('ZRANGE', offline, 0, 0, 'WITHSCORES')
   if head[2] then
     local due = tonumber(head[2]) + retention
@@ -106,12 +146,15 @@ local function tick(keys, args)
   local ctx = context(keys, args)
   local p, now = ctx.p, ctx.now
   local limit, offline_after, retention = tonumber(args[7]), tonumber(args[8]), tonumber(args[9])
+  local grace_ms = tonumber(args[11])
+  local from, to = watch_clock(ctx, tonumber(args[10]), grace_ms)
+  local watched_to, grace_until = silence_counts_to(now, from, to, grace_ms)
   local handled = 0
   for _, id in ipairs(call('ZRANGEBYSCORE', p .. 'timers', '-inf', now, 'LIMIT', 0, limit)) do
     handle_due_job(ctx, id)
     handled = handled + 1
   end
-  for _, worker in ipairs(call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
+  for _, worker in ipairs(call('ZRANGEBYSCORE', p .. 'leases', '-inf', watched_to, 'LIMIT', 0, limit)) do
     handled = handled + reap_lease(ctx, worker)
   end
   -- the job index and the class list need sweeping about once a second, not on every tick
@@ -120,12 +163,17 @@ local function tick(keys, args)
     sweep_class_list(p)
   end
   local next_due = nil
-  for _, index in ipairs({ 'timers', 'leases' }) do
-    local head = call('ZRANGE', p .. index, 0, 0, 'WITHSCORES')
-    if head[2] and (next_due == nil or tonumber(head[2]) < next_due) then next_due = tonumber(head[2]) end
+  local head = call('ZRANGE', p .. 'timers', 0, 0, 'WITHSCORES')
+  if head[2] then next_due = tonumber(head[2]) end
+  head = call('ZRANGE', p .. 'leases', 0, 0, 'WITHSCORES')
+  if head[2] then
+    local due = graced(tonumber(head[2]), watched_to, grace_until)
+    if next_due == nil or due < next_due then next_due = due end
   end
+  -- workers and machines report at least twice per offline_after (heartbeats, status snapshots)
+  local silent_to, offline_grace_until = silence_counts_to(now, from, to, math.max(grace_ms, math.floor(offline_after / 2)))
   for _, kind in ipairs({ 'worker', 'machine' }) do
-    local n, due = turn_offline(ctx, kind, limit, offline_after, retention)
+    local n, due = turn_offline(ctx, kind, limit, offline_after, retention, silent_to, offline_grace_until)
     handled = handled + n
     if due and (next_due == nil or due < next_due) then next_due = due end
   end

@@ -14,6 +14,10 @@ export interface RedisProcess {
   readonly dir: string;
   /** the server's process id (with a `wrapper`, the wrapper's, which runs the server in-process) */
   readonly pid: number | undefined;
+  /** Freezes the server (SIGSTOP): connections stay open and nothing is answered, as in a stalled or partitioned Redis. */
+  pause(): void;
+  /** Thaws a paused server (SIGCONT); it then serves what its clients sent meanwhile. */
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -94,9 +98,16 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     url: `redis://${host}:${port}`,
     dir,
     pid: child.pid,
+    pause() {
+      child.kill('SIGSTOP');
+    },
+    resume() {
+      child.kill('SIGCONT');
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
+      child.kill('SIGCONT'); // a paused server would not act on SIGTERM
       await stopProcess(child, exited);
       if (ownsDir) await rm(dir, { recursive: true, force: true });
     },
