@@ -490,7 +490,13 @@ export class Broker {
    * reached the end answers 'more', and the walk goes on in further calls (each
    * short, so other clients are served in between) until it ends.
    */
-  private async claimed(pool: string, workerId: string, first: unknown[]): Promise<ClaimResult> {
+  private claimed(pool: string, workerId: string, first: unknown[]): ClaimResult | Promise<ClaimResult> {
+    // most claims end in their first call: answered in the same turn, as before walks could pause
+    if (first[3] !== 'more') return parseClaim(pool, workerId, first);
+    return this.claimedAfterMore(pool, workerId, first);
+  }
+
+  private async claimedAfterMore(pool: string, workerId: string, first: unknown[]): Promise<ClaimResult> {
     let reply = first;
     let retryAt: number | undefined;
     while (reply[0] === 'none' && reply[3] === 'more') {
