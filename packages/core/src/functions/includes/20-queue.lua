@@ -115,9 +115,10 @@ local function wake_one(p, class, avoid, tenant, workflow)
   return fallback
 end
 
-local function enqueue(p, id, class, score, avoid, tenant, workflow)
+-- `in_classes`: the caller has already scored the class in `classes` (a submit does, to check the limit).
+local function enqueue(p, id, class, score, avoid, tenant, workflow, in_classes)
   call('ZADD', queue_key(p, class), score, id)
-  call('ZADD', p .. 'classes', 'LT', score, class)
+  if not in_classes then call('ZADD', p .. 'classes', 'LT', score, class) end
   add_to_lanes(p, id, class, score, tenant, workflow)
   wake_one(p, class, avoid, tenant, workflow)
 end

@@ -11,9 +11,9 @@ local CLASS_PAGE = 64
 local CLAIM_BUDGET = 256
 -- a walk's cursor older than this belongs to a walk nobody continued (the worker restarted)
 local CURSOR_TTL_MS = 2000
-local CLASS_PAGE_TEXT = '64' -- CLASS_PAGE
 -- range bounds as text: a Lua number passed to redis.call is formatted with sprintf
 local AVOID_LOOKAHEAD_LAST = '15' -- AVOID_LOOKAHEAD - 1
+local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
 
 -- A field a job hash lacks costs Redis a scan of the whole hash, so a take reads
 -- the fields every job has (and `attempts`, which a job has once claimed) and
@@ -213,16 +213,21 @@ local function claim_for(ctx, worker, woken_class, w)
   -- an operator paused these services: their jobs stay queued, nobody claims them
   local paused = nil
   if call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(call('HGETALL', p .. 'paused')) end
+  local offset, last = 0, nil
   while true do
-    local page = call('ZRANGE', p .. 'classes', after and '(' .. after or '-inf', '+inf', 'BYSCORE',
-      'LIMIT', '0', CLASS_PAGE_TEXT, 'WITHSCORES')
-    for i = 1, #page, 2 do
+    -- pages by rank from the start, or by score after the cursor of a paused walk
+    local page = after and call('ZRANGE', p .. 'classes', '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE)
+      or (offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST))
+      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
+    for i = 1, #page do
       if budget <= 0 then
-        call('HSET', worker_key(p, worker), 'cursor', after .. '|' .. ctx.ts)
+        -- the walk goes on after the last class it looked at (the set has not changed in this call)
+        call('HSET', worker_key(p, worker), 'cursor', call('ZSCORE', p .. 'classes', last) .. '|' .. ctx.ts)
         if not w.waiting then start_waiting(p, worker, w.profile, false) end
         return { 'none', retry_at and tostring(retry_at) or '', w.state or 'idle', 'more' }
       end
       local class = page[i]
+      last = class
       budget = budget - 1
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
         local id, fields, until_, next_score, looked
@@ -243,9 +248,9 @@ local function claim_for(ctx, worker, woken_class, w)
         end
         retry_at = earlier(retry_at, until_)
       end
-      after = page[i + 1]
     end
-    if #page < 2 * CLASS_PAGE then break end
+    if #page < CLASS_PAGE then break end
+    offset = offset + CLASS_PAGE
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   start_waiting(p, worker, w.profile, w.waiting)

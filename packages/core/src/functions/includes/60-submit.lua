@@ -19,6 +19,11 @@ local SUBMIT_HEADER = 13
 local OPTIONAL_SUBMIT_FIELDS = {}
 for i = 1, #OPTIONAL_TAKE_FIELDS do OPTIONAL_SUBMIT_FIELDS[OPTIONAL_TAKE_FIELDS[i]] = true end
 
+local function too_many_classes(p, max_classes)
+  raise('TOO_MANY_CLASSES', 'pool ' .. string.match(p, '{(.*)}') .. ' already has ' .. max_classes ..
+    ' requirement classes queued (the limit, maxQueuedClasses); a job that needs workers of another kind must wait until one empties')
+end
+
 local function submit_job(ctx, args, at)
   local p, now = ctx.p, ctx.now
   local id, class, def = args[at], args[at + 1], args[at + 2]
@@ -45,11 +50,22 @@ local function submit_job(ctx, args, at)
   if call('EXISTS', key) == 1 then raise('DUPLICATE_ID', 'job ' .. id .. ' already exists') end
 
   -- A claim walks the queued classes, so their number is bounded: a job that would
-  -- open one more past the limit is refused (one it joins is always welcome).
+  -- open one more past the limit is refused (one it joins is always welcome). A
+  -- job queued now enters `classes` here, before anything else is written (the
+  -- sequence number aside), so that the check costs a ZCARD only when its class
+  -- was not queued; a delayed one is checked now and enters when it is due.
   local max_classes = tonumber(args[at + 11])
-  if max_classes and call('ZCARD', p .. 'classes') >= max_classes and not call('ZSCORE', p .. 'classes', class) then
-    raise('TOO_MANY_CLASSES', 'pool ' .. string.match(p, '{(.*)}') .. ' already has ' .. max_classes ..
-      ' requirement classes queued (the limit, maxQueuedClasses); a job that needs workers of another kind must wait until one empties')
+  local delay = tonumber(args[at + 7]) or 0
+  -- the score as text once: each redis.call would format a Lua number again
+  local score = string.format('%d', job_score(priority, call('INCR', p .. 'seq')))
+  if delay <= 0 then
+    if call('ZADD', p .. 'classes', 'LT', score, class) == 1 and max_classes
+      and call('ZCARD', p .. 'classes') > max_classes then
+      call('ZREM', p .. 'classes', class)
+      too_many_classes(p, max_classes)
+    end
+  elseif max_classes and call('ZCARD', p .. 'classes') >= max_classes and not call('ZSCORE', p .. 'classes', class) then
+    too_many_classes(p, max_classes)
   end
   local ckey = class_key(p, class)
   local known = call('HMGET', ckey, 'routable', 'listed')
@@ -73,10 +89,7 @@ local function submit_job(ctx, args, at)
   end
   if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
-  -- the score as text once: each redis.call would format a Lua number again
-  local score = string.format('%d', job_score(priority, call('INCR', p .. 'seq')))
   local queue_ttl, start_timeout = tonumber(args[at + 8]), tonumber(args[at + 9])
-  local delay = tonumber(args[at + 7]) or 0
   -- the fields every job has and those given at submit, straight from the arguments
   -- (a table per job would cost more than the write)
   local payload = args[at + 10]
@@ -109,7 +122,7 @@ local function submit_job(ctx, args, at)
   end
 
   if delay <= 0 then
-    enqueue(p, id, class, score, nil, args[first_field + 1], workflow)
+    enqueue(p, id, class, score, nil, args[first_field + 1], workflow, true)
   else
     count_deferred(p, 'delayed', args[first_field + 3], '1')
   end
