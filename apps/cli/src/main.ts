@@ -13,11 +13,13 @@ import { registerSubmit } from './commands/submit';
 import { registerWatch } from './commands/watch';
 import { registerWorkers } from './commands/workers';
 import { reportError } from './errors';
+import { EMP_VERSION } from './version';
 
 /** `emp`: start the local stack or a machine agent, submit and follow jobs, inspect queues, workers and machines, manage API keys, sign asset URLs. */
 export function empProgram(): Command {
   const program = new Command('emp')
     .description('EMP Job Queue: run the local stack, submit and follow jobs, inspect queues and workers')
+    .version(EMP_VERSION, '-V, --version', 'print the version')
     .option('--redis <url>', 'Redis to use (default: REDIS_URL, else the one `npm start` recorded in .emp/redis.url)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
