@@ -21,13 +21,19 @@ export function empProgram(): Command {
     .description('EMP Job Queue: run the local stack, submit and follow jobs, inspect queues and workers')
     .version(EMP_VERSION, '-V, --version', 'print the version')
     .option('--redis <url>', 'Redis to use (default: REDIS_URL, else the one `npm start` recorded in .emp/redis.url)')
-    .showHelpAfterError('(run with --help for usage)')
+    // commander's own errors (unknown flag, missing argument) are thrown, not printed: reportError prints every error alike
+    .configureOutput({ outputError: () => undefined })
     .exitOverride();
   for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerMachine, registerWatch, registerKeys, registerAssets]) {
     register(program);
   }
   return program;
 }
+
+// an error no command awaited is still reported in the one style, then ends the process as Node would
+const crash = (error: unknown) => process.exit(reportError(error));
+process.on('uncaughtException', crash);
+process.on('unhandledRejection', crash);
 
 try {
   await empProgram().parseAsync(process.argv);
