@@ -1,6 +1,10 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Broker } from '@emp/core';
 import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runEmp } from './testing/emp-process';
+import { repoRoot, runEmp } from './testing/emp-process';
 
 let redis: RedisProcess;
 let env: Record<string, string>;
@@ -140,5 +144,55 @@ describe('emp (commands against a running Redis)', () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^error: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(from --redis\)/m);
     noStackTrace(result.stderr);
+  });
+});
+
+describe('emp: version, the one error style, finished jobs', () => {
+  it('--version and -V print the version of the root package.json and exit 0', async () => {
+    const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    expect(version).toMatch(/^\d+\.\d+\.\d+/);
+    for (const flag of ['--version', '-V']) expect(await runEmp([flag], env)).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+  });
+
+  it('prints every error as one line starting with a lowercase `error: `: exit 1 for a failure, 2 for bad usage', async () => {
+    expect(await runEmp(['job', 'standard.0000000000000000'], env)).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'error: job standard.0000000000000000 does not exist (or its retention has passed)\n',
+    });
+    // commander's own errors too: no second line, the suggestion on the same one
+    expect(await runEmp(['queues', '--colour'], env)).toEqual({ code: 2, stdout: '', stderr: "error: unknown option '--colour' (see --help)\n" });
+    expect(await runEmp(['jobs', '--jsn'], env)).toEqual({ code: 2, stdout: '', stderr: "error: unknown option '--jsn'; did you mean --json? (see --help)\n" });
+    expect(await runEmp(['job'], env)).toEqual({ code: 2, stdout: '', stderr: "error: missing required argument 'id' (see --help)\n" });
+  });
+
+  it('shows a finished job as `succeeded in <time>`, never the stage of its last progress report', async () => {
+    const connection = new Redis(redis.url);
+    try {
+      // a pool of its own, so that the worker registered here makes no other test's job routable
+      const broker = await Broker.connect({ redis: connection });
+      await broker.registerWorker({ id: 'cli-test-worker', pool: 'finished', capabilities: { services: ['simulation'] } });
+      const { id } = await broker.submit({ service: 'simulation', tenant: 'finisher', requirements: { pool: 'finished' } });
+      const { job } = await broker.claim('finished', 'cli-test-worker');
+      expect(job?.id).toBe(id);
+      await broker.start(job!.lease);
+      await broker.progress(job!.lease, { stage: 'running', value: 10, max: 10 });
+      await broker.complete(job!.lease, { done: true });
+
+      const listed = await runEmp(['jobs', '--tenant', 'finisher'], env);
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).toMatch(new RegExp(`^${id.replace('.', '\\.')}\\s+succeeded\\s.*\\ssucceeded in \\d+(\\.\\d)?m?s$`, 'm'));
+      expect(listed.stdout).not.toMatch(/running|10\/10/);
+
+      const shown = await runEmp(['job', id], env);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toMatch(/^state:\s+succeeded in \d+(\.\d)?m?s$/m);
+      expect(shown.stdout).not.toMatch(/running/);
+
+      const asJson = await runEmp(['job', id, '--json'], env);
+      expect(JSON.parse(asJson.stdout)).toMatchObject({ state: 'succeeded', progress: { stage: 'succeeded', value: 10, max: 10 } });
+    } finally {
+      connection.disconnect();
+    }
   });
 });

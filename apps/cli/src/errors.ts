@@ -1,7 +1,7 @@
 import { EmpError, type ErrorCode } from '@emp/core';
 import { CommanderError } from 'commander';
 
-/** Exit codes: 0 success, 1 the command failed (or the job did not succeed), 2 bad usage or input. */
+/** Exit codes (apps/cli/README.md): 0 success, 1 the command failed (or the job did not succeed), 2 bad usage or input. */
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
@@ -26,19 +26,29 @@ export class CommandError extends Error {
  */
 export function reportError(error: unknown, stderr: NodeJS.WritableStream = process.stderr): number {
   if (error instanceof CommanderError) {
-    // commander has already printed its message (or the help text, exit code 0 when asked for)
-    return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    // --help and --version exit 0; help shown for a missing command has been printed already
+    if (error.exitCode === 0) return EXIT_OK;
+    if (error.code !== 'commander.help') {
+      const message = error.message.replace(/^error:\s*/i, '').replace(/\s*\(Did you mean (.+)\?\)\s*$/s, '; did you mean $1?');
+      stderr.write(`error: ${oneLine(message)} (see --help)\n`);
+    }
+    return EXIT_USAGE;
   }
   if (error instanceof UsageError || (error instanceof EmpError && BAD_INPUT.has(error.code))) {
-    stderr.write(`error: ${error.message}\n`);
+    stderr.write(`error: ${oneLine(error.message)}\n`);
     return EXIT_USAGE;
   }
   if (error instanceof CommandError || error instanceof EmpError) {
-    stderr.write(`error: ${error.message}\n`);
+    stderr.write(`error: ${oneLine(error.message)}\n`);
     return EXIT_FAILURE;
   }
   const message = error instanceof Error ? error.message : String(error);
-  stderr.write(`error: ${message}\n`);
+  stderr.write(`error: ${oneLine(message)}\n`);
   if (error instanceof Error && /^(debug|trace)$/i.test(process.env.LOG_LEVEL ?? '')) stderr.write(`${error.stack}\n`);
   return EXIT_FAILURE;
+}
+
+/** An error is one line, whatever the message. */
+function oneLine(message: string): string {
+  return message.trim().replace(/\s*\n\s*/g, ' ');
 }

@@ -2,7 +2,7 @@ import {
   type Broker,
   type BrokerEvent,
   type Job,
-  type JobProgress,
+  type JobProgressView,
   type JobState,
   NotFoundError,
   TERMINAL_STATES,
@@ -15,7 +15,7 @@ import { duration, parseProgress } from './format';
 
 export interface JobUpdate {
   state: JobState;
-  progress?: JobProgress;
+  progress?: JobProgressView;
 }
 
 export interface FollowOptions {

@@ -1,4 +1,4 @@
-import { type BrokerEvent, JobProgress } from '@emp/core';
+import { type BrokerEvent, JobProgress, type JobProgressView } from '@emp/core';
 
 /** A plain text table: left-aligned columns, a header row, two spaces between columns. */
 export function table(headers: string[], rows: string[][]): string {
@@ -50,7 +50,7 @@ export function shortId(id: string, length = 10): string {
 }
 
 /** `loading_model 40% (4/10) sampling`; the stage is left out when it only repeats `state`. */
-export function progressText(progress: JobProgress | undefined, state?: string): string {
+export function progressText(progress: JobProgressView | undefined, state?: string): string {
   if (!progress) return '';
   const parts: string[] = progress.stage === state ? [] : [progress.stage];
   const percent = progressPercent(progress);
@@ -60,7 +60,7 @@ export function progressText(progress: JobProgress | undefined, state?: string):
   return parts.join(' ');
 }
 
-export function progressPercent(progress: JobProgress | undefined): number | undefined {
+export function progressPercent(progress: JobProgressView | undefined): number | undefined {
   if (!progress || progress.value === undefined || progress.max === undefined) return undefined;
   return Math.max(0, Math.min(100, (progress.value / progress.max) * 100));
 }

@@ -1,4 +1,4 @@
-import type { Job } from '@emp/core';
+import { type Job, TERMINAL_STATES } from '@emp/core';
 import { duration, fields, json, progressText, shortId, timestamp } from './format';
 
 /** One job for humans: what it is, where it stands, its timings, and its result or error. */
@@ -6,7 +6,7 @@ export function describeJob(job: Job, now: number): string {
   const t = job.timestamps;
   const lines = fields([
     ['id', job.id],
-    ['state', job.state + (job.position !== undefined ? ` (position ${job.position})` : '')],
+    ['state', isFinished(job) ? endedText(job) : job.state + (job.position !== undefined ? ` (position ${job.position})` : '')],
     ['service', job.service],
     ['tenant', job.tenant],
     ['pool', job.pool],
@@ -25,7 +25,7 @@ export function describeJob(job: Job, now: number): string {
     ['run at', t.run_at ? timestamp(t.run_at, now) : undefined],
     ['waited', waited(job, now)],
     ['ran', ran(job, now)],
-    ['progress', job.progress && !job.timestamps.finished_at ? progressText(job.progress) : undefined],
+    ['progress', job.progress && !isFinished(job) ? progressText(job.progress) : undefined],
     ['canceled', job.cancel_reason],
     ['expired', job.expire_reason],
   ]);
@@ -40,12 +40,21 @@ export function describeJob(job: Job, now: number): string {
   return [lines, ...tail].join('\n');
 }
 
+export function isFinished(job: Job): boolean {
+  return TERMINAL_STATES.includes(job.state);
+}
+
+/** `succeeded in 4.2s`: how a finished job ended and how long it took from submission. */
+export function endedText(job: Job): string {
+  const t = job.timestamps;
+  return `${job.state}${t.finished_at ? ` in ${duration(t.finished_at - t.submitted_at)}` : ''}`;
+}
+
 /** `succeeded in 3.2s (waited 12ms)` or `failed: retryable: boom` */
 export function outcomeLine(job: Job): string {
   const t = job.timestamps;
-  const total = t.finished_at ? ` in ${duration(t.finished_at - t.submitted_at)}` : '';
   const wait = waited(job, t.finished_at ?? t.updated_at);
-  const summary = `${job.id} ${job.state}${total}${wait ? ` (waited ${wait})` : ''}`;
+  const summary = `${job.id} ${endedText(job)}${wait ? ` (waited ${wait})` : ''}`;
   if (job.error && job.state !== 'succeeded') return `${summary}: ${job.error.kind}: ${job.error.message}`;
   if (job.cancel_reason) return `${summary}: ${job.cancel_reason}`;
   if (job.expire_reason) return `${summary}: ${job.expire_reason}`;

@@ -123,6 +123,8 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await screenshot(page, 'job-succeeded');
     await page.goto(`${stack.monitor!.url}/#/jobs`);
     await visible(`${row}[data-state="succeeded"]`);
+    // how it ended and how long it took, not the meter of its last progress report
+    expect(await page.textContent(`${row} .progress-cell`)).toMatch(/^succeeded in \d/);
   });
 
   it('shows a worker that was killed as offline, keeps it on its machine card, and shows it restarted', async () => {

@@ -21,10 +21,12 @@ import {
   JobErrorInfo,
   JobId,
   JobProgress,
+  type JobProgressView,
   JobRecord,
   JobState,
   SubmitJobInput,
   type SubmitJob,
+  TERMINAL_STATES,
   poolOfJobId,
   priorityOfScore,
 } from './job';
@@ -1172,11 +1174,16 @@ function toJob(id: string, pool: string, r: z.output<typeof JobRecord>, extras: 
   };
   if (extras.position >= 0) job.position = extras.position;
   const optional = {
-    progress: r.progress, result: r.result, error: r.error, worker: r.worker ?? r.last_worker, machine: r.machine,
+    progress: progressView(r), result: r.result, error: r.error, worker: r.worker ?? r.last_worker, machine: r.machine,
     idempotency_key: r.idempotency_key?.replace(/^[^:]*:/, ''), webhook: r.webhook, workflow_id: r.workflow_id,
     step: r.step, cancel_reason: r.cancel_reason || undefined, expire_reason: r.expire_reason,
   };
   return Object.assign(job, stripUndefined(optional));
+}
+
+/** A finished job's progress says how it ended, never a stage it has left; value/max/message keep the last report. */
+function progressView(r: z.output<typeof JobRecord>): JobProgressView | undefined {
+  return TERMINAL_STATES.includes(r.state) ? { ...r.progress, stage: r.state as JobProgressView['stage'] } : r.progress;
 }
 
 /**

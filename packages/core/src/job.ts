@@ -6,7 +6,8 @@ import { webhookTargetProblem } from './webhook-target';
 export const JOB_STATES = ['queued', 'starting', 'running', 'retrying', 'succeeded', 'failed', 'canceled', 'expired'] as const;
 export const JobState = z.enum(JOB_STATES);
 export type JobState = z.infer<typeof JobState>;
-export const TERMINAL_STATES: readonly JobState[] = ['succeeded', 'failed', 'canceled', 'expired'];
+const TERMINAL = ['succeeded', 'failed', 'canceled', 'expired'] as const satisfies readonly JobState[];
+export const TERMINAL_STATES: readonly JobState[] = TERMINAL;
 
 /**
  * How a failed attempt is treated: `retryable` and `timeout` use up the user's
@@ -39,6 +40,15 @@ export const JobProgress = z
   })
   .strict();
 export type JobProgress = z.infer<typeof JobProgress>;
+
+/**
+ * A job's progress as readers see it: the worker's last report while the job
+ * runs; once it has ended, stage is its terminal state (the stage vocabulary:
+ * docs/api.md#progress).
+ */
+export const PROGRESS_VIEW_STAGES = [...PROGRESS_STAGES, ...TERMINAL] as const;
+export const JobProgressView = JobProgress.extend({ stage: z.enum(PROGRESS_VIEW_STAGES) });
+export type JobProgressView = z.infer<typeof JobProgressView>;
 
 export const Backoff = z
   .object({
@@ -192,7 +202,7 @@ export const Job = z
     max_attempts: Count,
     max_infra_attempts: Count,
     manual_retries: Count,
-    progress: JobProgress.optional(),
+    progress: JobProgressView.optional(),
     result: z.unknown().optional(),
     error: JobErrorInfo.optional(),
     /** the worker (and machine) of the current attempt, or of the last one once it ended */

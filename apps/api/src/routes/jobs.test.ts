@@ -122,6 +122,22 @@ describe('reading', () => {
   });
 });
 
+describe('progress', () => {
+  it("of a finished job is its terminal state, never a stage it has left; the last report's figures stay", async () => {
+    const done = await http('POST', '/v1/jobs?wait=30', { body: { service: 'simulation', tenant: 'progress' } });
+    expect(done.body.state).toBe('succeeded');
+    const read = await http('GET', `/v1/jobs/${done.body.id}`);
+    expect(read.body.progress).toEqual({ stage: 'succeeded', value: 2, max: 2, message: 'step 2/2' });
+    const listed = await http('GET', '/v1/jobs?tenant=progress');
+    expect(listed.body.jobs.map((j: { progress: unknown }) => j.progress)).toEqual([read.body.progress]);
+
+    // ended before any report: the stage still says how it ended
+    const queued = await http('POST', '/v1/jobs', { body: { service: 'simulation', delay_ms: 3_600_000 } });
+    await http('POST', `/v1/jobs/${queued.body.id}/cancel`);
+    expect((await http('GET', `/v1/jobs/${queued.body.id}`)).body.progress).toEqual({ stage: 'canceled' });
+  });
+});
+
 describe('changing', () => {
   it('cancels idempotently and retries under the same id', async () => {
     const job = await http('POST', '/v1/jobs', { body: { service: 'simulation', payload: { duration_ms: 60_000 } } });

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { serverTime, withBroker } from '../connection';
 import { intFlag, parseFlags, redisFlag } from '../flags';
 import { duration, json, progressText, table } from '../format';
+import { endedText, isFinished } from '../job-view';
 
 const filter = JobListFilter.shape;
 const list = <T extends z.ZodType<string, string>>(item: T) =>
@@ -74,11 +75,12 @@ export function registerJobs(program: Command): void {
 }
 
 function row(job: Job, now: number): string[] {
-  const detail = job.state === 'queued' && job.position !== undefined
-    ? `position ${job.position}`
-    : job.error && job.state !== 'succeeded'
-      ? `${job.error.kind}: ${job.error.message}`
-      : progressText(job.progress, job.state);
+  const problem = job.error && job.state !== 'succeeded' ? `${job.error.kind}: ${job.error.message}` : undefined;
+  const detail = isFinished(job)
+    ? [endedText(job), problem ?? job.cancel_reason ?? job.expire_reason].filter(Boolean).join(': ')
+    : job.state === 'queued' && job.position !== undefined
+      ? `position ${job.position}`
+      : problem ?? progressText(job.progress, job.state);
   return [
     job.id,
     job.state,

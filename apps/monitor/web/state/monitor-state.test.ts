@@ -96,6 +96,8 @@ describe('deltas', () => {
       feedEvent('worker.idle', { worker: 'm1-w0', machine: 'm1', state: 'idle' }, { ts: 1_700_000_002_001 }),
     ));
     expect(done.jobs[job]?.state).toBe('succeeded');
+    // as the API answers a finished job: its progress says how it ended, the last report's figures kept
+    expect(done.jobs[job]?.progress).toEqual({ stage: 'succeeded', value: 3, max: 10 });
     expect(done.workers['standard/m1-w0']?.currentJob).toBeUndefined();
     expect(done.workers['standard/m1-w0']?.state).toBe('idle');
     expect(throughputSeries(done.finished, 1_700_000_002_000).at(-1)).toEqual([1_700_000_002_000 - (1_700_000_002_000 % 60_000), 1]);

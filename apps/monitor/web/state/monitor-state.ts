@@ -1,5 +1,5 @@
 import type { QueueReport } from '@emp/api';
-import { type EventView, type JobProgress, type JobState, type LiveServerMessage, type QueueHistory, TERMINAL_STATES, compareStreamIds } from '@emp/core';
+import { type EventView, type JobProgress, type JobProgressView, type JobState, type LiveServerMessage, type QueueHistory, TERMINAL_STATES, compareStreamIds } from '@emp/core';
 import { type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable, parseMachine, parseWorker, recordKey } from './fleet-records';
 
 /**
@@ -23,7 +23,8 @@ export interface LiveJob {
   worker?: string;
   machine?: string;
   attempt?: number;
-  progress?: JobProgress;
+  /** as the API answers it: once the job has ended, stage is its terminal state */
+  progress?: JobProgressView;
   /** ts of the last event about it */
   updatedAt: number;
   /** ts of its job.queued event, when seen */
@@ -377,6 +378,8 @@ function applyJobEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): vo
     delete job.machine;
     delete job.progress;
   }
+  // a finished job's progress says how it ended, as the API's job view does (docs/api.md#progress)
+  if (TERMINAL.has(state)) job.progress = { ...job.progress, stage: state as JobProgressView['stage'] };
   if (event.event === 'job.starting') {
     delete job.progress;
     const submittedAt = Number(event.submitted_at);

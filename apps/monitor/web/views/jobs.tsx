@@ -1,5 +1,5 @@
-import { JOB_STATES, type JobState, type JobView } from '@emp/core';
-import { useEffect, useMemo, useState } from 'react';
+import { JOB_STATES, type JobState, type JobView, TERMINAL_STATES } from '@emp/core';
+import { type ReactNode, useEffect, useMemo, useState } from 'react';
 import { type Connection, describeError } from '../api/connection';
 import { type MonitorStore, useMonitorState } from '../live/monitor-store';
 import type { LiveJob } from '../state/monitor-state';
@@ -49,6 +49,8 @@ interface Row {
   progress?: LiveJob['progress'];
   submittedAt?: number;
   updatedAt?: number;
+  /** when it reached its terminal state */
+  finishedAt?: number;
   attempts?: number;
 }
 
@@ -64,13 +66,26 @@ function fromView(job: JobView): Row {
     ...(job.progress ? { progress: job.progress } : {}),
     submittedAt: job.timestamps.submitted_at,
     updatedAt: job.timestamps.updated_at,
+    ...(job.timestamps.finished_at !== undefined ? { finishedAt: job.timestamps.finished_at } : {}),
     attempts: job.attempts,
   };
 }
 
 function overlay(row: Row, live: LiveJob | undefined): Row {
   if (!live || (row.updatedAt !== undefined && live.updatedAt < row.updatedAt)) return row;
-  return { ...row, state: live.state, worker: live.worker ?? row.worker, machine: live.machine ?? row.machine, progress: live.progress, updatedAt: live.updatedAt };
+  const { finishedAt: _, ...rest } = row;
+  const ended = TERMINAL_STATES.includes(live.state) ? { finishedAt: live.updatedAt } : {};
+  return { ...rest, ...ended, state: live.state, worker: live.worker ?? row.worker, machine: live.machine ?? row.machine, progress: live.progress, updatedAt: live.updatedAt };
+}
+
+/** A meter while the job runs; once it has ended, how it ended and how long it took from submission. */
+function progressCell(row: Row): ReactNode {
+  if (TERMINAL_STATES.includes(row.state)) {
+    const took = row.submittedAt !== undefined && row.finishedAt !== undefined ? ` in ${duration(row.finishedAt - row.submittedAt)}` : '';
+    return `${row.state}${took}`;
+  }
+  if (row.progress?.max) return <Meter value={row.progress.value ?? 0} max={row.progress.max} label="progress" tone="info" />;
+  return row.progress?.stage ?? '';
 }
 
 function matches(job: LiveJob, filter: Filter, since: number | undefined): boolean {
@@ -128,7 +143,11 @@ export function JobsView({ connection, store, now }: { connection: Connection; s
     const fresh = Object.values(live)
       .filter((job) => !listed.has(job.id) && (job.queuedAt ?? 0) >= page.loadedAt - 5_000 && matches(job, filter, since))
       .sort((a, b) => (b.queuedAt ?? b.updatedAt) - (a.queuedAt ?? a.updatedAt))
-      .map((job): Row => ({ ...job, ...(job.queuedAt !== undefined ? { submittedAt: job.queuedAt } : {}) }));
+      .map((job): Row => ({
+        ...job,
+        ...(job.queuedAt !== undefined ? { submittedAt: job.queuedAt } : {}),
+        ...(TERMINAL_STATES.includes(job.state) ? { finishedAt: job.updatedAt } : {}),
+      }));
     return [...fresh, ...page.rows.map((row) => overlay(row, live[row.id]))];
   }, [page, live, filter]);
 
@@ -212,7 +231,7 @@ export function JobsView({ connection, store, now }: { connection: Connection; s
                   <td>{row.tenant ?? '–'}</td>
                   <td>{row.pool}</td>
                   <td className="mono muted">{row.worker ?? '–'}</td>
-                  <td className="progress-cell">{row.progress?.max ? <Meter value={row.progress.value ?? 0} max={row.progress.max} label="progress" tone="info" /> : row.progress ? row.progress.stage : ''}</td>
+                  <td className="progress-cell">{progressCell(row)}</td>
                   <td className="muted">{ago(row.submittedAt, now)}</td>
                 </tr>
               ))}
