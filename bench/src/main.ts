@@ -71,7 +71,15 @@ interface RunContext {
  * jobs (the measurement lives in claim-latency.ts). Each entry returns one
  * section whose rows carry only an `emp` value.
  */
-const empOnlySections: Array<(context: RunContext, sizes: Sizes) => Promise<Section>> = [measureClaimLatencies, measureManyClasses, measureFunctionCostsSection, measureApi];
+const empOnlySections: Array<[string, (context: RunContext, sizes: Sizes) => Promise<Section>]> = [
+  ['claims', measureClaimLatencies],
+  ['classes', measureManyClasses],
+  ['functions', measureFunctionCostsSection],
+  ['api', measureApi],
+];
+
+/** What `--only` takes: the side-by-side sections, then the emp-only ones. */
+const SECTION_NAMES = ['throughput', 'latency', 'memory', 'claims', 'classes', 'functions', 'api'] as const;
 
 /** The longest single call of every function that walks classes, with many classes queued (SLOWLOG). Target: under 5 ms. */
 async function measureFunctionCostsSection(context: RunContext, sizes: Sizes): Promise<Section> {
@@ -163,11 +171,24 @@ async function measureClaimLatencies(context: RunContext, sizes: Sizes): Promise
 
 async function main(): Promise<void> {
   const { values: flags } = parseArgs({
-    options: { quick: { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
     strict: true,
   });
   if (flags.help) {
-    console.log('npm run bench [-- --quick]\n  --quick  small job counts (CI smoke run)');
+    console.log(
+      `npm run bench [-- --quick] [-- --only ${SECTION_NAMES.join(',')}]\n  --quick  small job counts (CI smoke run)\n  --only   run these sections only (results go to latest-partial.json)`,
+    );
+    return;
+  }
+  const only = flags.only === undefined ? new Set(SECTION_NAMES) : new Set(flags.only.split(',').map((name) => name.trim()));
+  const unknown = [...only].filter((name) => !(SECTION_NAMES as readonly string[]).includes(name));
+  if (unknown.length > 0) {
+    console.error(`error: unknown bench section ${unknown.join(', ')}; sections: ${SECTION_NAMES.join(', ')}`);
+    process.exitCode = 2;
     return;
   }
   const quick = flags.quick ?? false;
@@ -189,21 +210,24 @@ async function main(): Promise<void> {
     };
     console.log(`bench${quick ? ' --quick' : ''}: ${systems.map((s) => s.name).join(', ')} against redis-server at ${redis.url}`);
 
-    await warmUp(context, sizes.throughput);
-    const throughput = await measureThroughput(context, sizes.throughput, sizes.runs);
-    report(throughput.rates);
-    report(throughput.cpu);
-    report(await measureSubmitToStart(context, sizes.submitToStart, sizes.runs));
-    report(await measureMemory(context, sizes.memory));
+    if (only.has('throughput')) {
+      await warmUp(context, sizes.throughput);
+      const throughput = await measureThroughput(context, sizes.throughput, sizes.runs);
+      report(throughput.rates);
+      report(throughput.cpu);
+    }
+    if (only.has('latency')) report(await measureSubmitToStart(context, sizes.submitToStart, sizes.runs));
+    if (only.has('memory')) report(await measureMemory(context, sizes.memory));
     // emp-only sections (claim latency at 1k/100k/1M queued jobs, ...) print here
-    for (const section of empOnlySections) report(await section(context, sizes));
+    for (const [name, section] of empOnlySections) if (only.has(name)) report(await section(context, sizes));
 
     const machine = await describeMachine(admin);
     const date = new Date().toISOString();
     console.log(
       `\nmachine: ${machine.cpu} x${machine.cores}, ${machine.memoryGiB} GiB, ${machine.os}; node ${machine.node}; redis ${machine.redis}\ndate: ${date}`,
     );
-    const file = await writeResults({ date, quick, sizes, machine, systems: systems.map((s) => s.name), sections });
+    const partial = flags.only !== undefined;
+    const file = await writeResults({ date, quick, partial, sizes, machine, systems: systems.map((s) => s.name), sections });
     console.log(`results: ${file}`);
   } finally {
     await admin.quit().catch(() => admin.disconnect());
@@ -358,10 +382,11 @@ async function describeMachine(admin: Redis) {
 }
 
 /** A quick run writes beside the full one, so a CI smoke run never replaces real figures. */
-async function writeResults(results: { quick: boolean } & Record<string, unknown>): Promise<string> {
+async function writeResults(results: { quick: boolean; partial: boolean } & Record<string, unknown>): Promise<string> {
   const dir = fileURLToPath(new URL('../results/', import.meta.url));
   await mkdir(dir, { recursive: true });
-  const file = `${dir}${results.quick ? 'latest-quick.json' : 'latest.json'}`;
+  // a run of some sections (--only) does not replace the full run's file
+  const file = `${dir}${results.quick ? 'latest-quick' : 'latest'}${results.partial ? '-partial' : ''}.json`;
   await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
   return file;
 }
