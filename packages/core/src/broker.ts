@@ -451,21 +451,42 @@ export class Broker {
     if (registration.version) fields.push('version', registration.version);
     if (registration.hostname) fields.push('hostname', registration.hostname);
     fields.push('capabilities', profile.definition);
-    let [becameRoutable, cursor] = (await this.fcall('emp_register_worker', registration.pool, [
+    let [becameRoutable, cursor, lanes] = (await this.fcall('emp_register_worker', registration.pool, [
       registration.id,
       registration.machine_id,
       profile.id,
       profile.definition,
       options.freshStart ? '1' : '0',
       ...fields,
-    ])) as [number, string];
+    ])) as [number, string, string];
     // a new profile is checked against the classes nobody could run so far, a bounded page per call
     while (cursor !== '0') {
       const [became, next] = (await this.fcall('emp_routable_scan', registration.pool, [profile.id, cursor])) as [number, string];
       becameRoutable += became;
       cursor = next;
     }
+    if (lanes === 'scan') await this.putQueuedJobsInLanes(registration.pool);
     return { profile: profile.id, becameRoutable };
+  }
+
+  /**
+   * The first worker restricted to tenants or a workflow turns lanes on in its
+   * shard (see docs/broker.md, "Tenants and workflows do not make classes"): the
+   * jobs already queued go into them, a bounded page per call, before it claims.
+   */
+  private async putQueuedJobsInLanes(pool: string): Promise<void> {
+    let cursor = '0';
+    do {
+      const [next, classes] = (await this.fcall('emp_lane_scan', pool, ['classes', cursor])) as [string, string[]];
+      for (const cls of classes) {
+        let after = '';
+        do {
+          [after] = (await this.fcall('emp_lane_scan', pool, ['jobs', cls, after])) as [string];
+        } while (after !== '');
+      }
+      cursor = next;
+    } while (cursor !== '0');
+    await this.fcall('emp_lane_scan', pool, ['done']);
   }
 
   async setWorkerState(pool: string, workerId: string, state: z.input<typeof WorkerStateInput>): Promise<string> {

@@ -59,6 +59,24 @@ async function fcallsBy<T>(action: () => Promise<T>): Promise<{ result: T; calls
   return { result, calls: Number(calls?.[1] ?? 0) };
 }
 
+/** The class's tenant lanes hold exactly its queue, and its lane index scores each tenant by its lane's head. */
+async function expectLanesMirrorQueue(cls: string): Promise<void> {
+  const p = keys.prefix(POOL);
+  const pairs = (flat: string[]) => Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, Number(flat[i + 1])]] : [])));
+  const queue = pairs(await redis.zrange(`${p}q:${cls}`, 0, -1, 'WITHSCORES'));
+  const laneKeys = await redis.keys(`${p}tq:${cls}:*`);
+  const inLanes: Record<string, number> = {};
+  const heads: Record<string, number> = {};
+  for (const key of laneKeys) {
+    const lane = pairs(await redis.zrange(key, 0, -1, 'WITHSCORES'));
+    Object.assign(inLanes, lane);
+    const scores = Object.values(lane);
+    if (scores.length > 0) heads[key.slice(`${p}tq:${cls}:`.length)] = Math.min(...scores);
+  }
+  expect(inLanes).toEqual(queue);
+  expect(pairs(await redis.zrange(`${p}ct:${cls}`, 0, -1, 'WITHSCORES'))).toEqual(heads);
+}
+
 describe('requirement classes do not multiply with tenants and workflows', () => {
   it('100,000 workflow ids over 10,000 tenants make one class; the needle is found and no call takes 10 ms', async () => {
     await broker.registerWorker({ id: 'broad', pool: POOL, capabilities: BROAD });
@@ -123,6 +141,7 @@ describe('requirement classes do not multiply with tenants and workflows', () =>
     const stats = await broker.queueStats(POOL);
     expect(stats.classes.reduce((sum, c) => sum + c.depth, 0)).toBe(20_001 - takenByRestricted.size - 1);
     expect(await slowCalls()).toEqual([]);
+    await expectLanesMirrorQueue(stats.classes[0]!.requirementClass);
   }, 120_000);
 
   it('strict isolation keeps the tenant in the class: only a worker dedicated to the tenant runs it', async () => {
@@ -144,6 +163,30 @@ describe('requirement classes do not multiply with tenants and workflows', () =>
     const [signal] = await redis.lrange(keys.signal(POOL, 'only-a'), 0, -1);
     expect(signal).toMatch(/^wake:/);
     expect((await broker.claim(POOL, 'only-a')).job?.id).toBe(forA.id);
+  });
+});
+
+describe('lanes cost nothing until a restricted worker registers', () => {
+  it('a shard with only unrestricted workers keeps no lanes; the first restricted worker puts the queued jobs in them', async () => {
+    const p = keys.prefix(POOL);
+    await broker.registerWorker({ id: 'anyone', pool: POOL, capabilities: { services: ['simulation'] } });
+    const jobs = await submitAll(500, (i) => ({ service: 'simulation', tenant: `t-${i % 7}`, workflow_id: `wf-${i % 3}` }));
+    expect((await broker.claim(POOL, 'anyone')).job?.id).toBe(jobs[0]);
+    expect((await redis.keys(`${p}*`)).filter((key) => /:(tq|ct|wq):/.test(key))).toEqual([]);
+
+    await broker.registerWorker({ id: 'only-t3', pool: POOL, capabilities: { services: ['simulation'], tenants: { allowed: ['t-3'] } } });
+    expect(await redis.get(`${p}laned`)).toBe('done');
+    const cls = (await broker.queueStats(POOL)).classes[0]!.requirementClass;
+    await expectLanesMirrorQueue(cls);
+    expect((await broker.claim(POOL, 'only-t3')).job?.id).toBe(jobs[3]);
+    // jobs submitted and taken after keep the lanes exact
+    const late = await broker.submit({ service: 'simulation', tenant: 't-3', workflow_id: 'wf-late' });
+    for (let k = 0; k < 20; k++) await broker.claim(POOL, 'anyone');
+    await broker.cancel(jobs[499]!);
+    await expectLanesMirrorQueue(cls);
+    await broker.registerWorker({ id: 'late-flow', pool: POOL, capabilities: { services: ['simulation'], workflow_id: 'wf-late' } });
+    expect((await broker.claim(POOL, 'late-flow')).job?.id).toBe(late.id);
+    await expectLanesMirrorQueue(cls);
   });
 });
 

@@ -502,7 +502,7 @@ class Scenario {
       if (queued.length > 0) expectedHeads[cls] = Math.min(...queued.map((j) => model.score(j)));
     }
     expect(classes, 'classes scored by their head').toEqual(expectedHeads);
-    await expectLanesMirrorQueues(p);
+    await expectNoLanes(p);
     // timers: only retrying jobs (no deadlines or delays here), at their retry time
     expect(timers).toEqual(Object.fromEntries(model.jobs.filter((j) => j.state === 'retrying').map((j) => [j.id, j.retryAt!])));
     expect(leases, 'worker leases').toEqual(Object.fromEntries(model.leaseUntil));
@@ -600,34 +600,14 @@ function expectedCounts(jobs: Array<{ service: string; state: string; delayed: b
 const byService = (counts: ServiceJobCounts[]) => [...counts].sort((a, b) => a.service.localeCompare(b.service));
 
 /**
- * Every job here has tenant 'default' and no workflow, so the class's one tenant
- * lane holds exactly its queue, its lane index names that tenant at the head's
- * score, and no other lane exists.
+ * No worker of this fleet is restricted to tenants or a workflow, so the shard
+ * keeps no lanes at all (they cost every job commands; see laned_key), and no
+ * job is marked as in them.
  */
-async function expectLanesMirrorQueues(p: string): Promise<void> {
-  const pipeline = redis.pipeline();
-  pipeline.keys(`${p}tq:*`);
-  pipeline.keys(`${p}ct:*`);
-  pipeline.keys(`${p}wq:*`);
-  for (const cls of CLASS_IDS) {
-    pipeline.zrange(`${p}q:${cls}`, 0, -1, 'WITHSCORES');
-    pipeline.zrange(`${p}tq:${cls}:default`, 0, -1, 'WITHSCORES');
-    pipeline.zrange(`${p}ct:${cls}`, 0, -1, 'WITHSCORES');
-  }
-  const replies = ((await pipeline.exec()) ?? []).map(([error, value]) => {
-    if (error) throw error;
-    return value as string[];
-  });
-  const [laneKeys, indexKeys, workflowKeys] = replies as [string[], string[], string[]];
-  expect(workflowKeys, 'no workflow lanes').toEqual([]);
-  for (const key of laneKeys) expect(CLASS_IDS.map((c) => `${p}tq:${c}:default`)).toContain(key);
-  for (const key of indexKeys) expect(CLASS_IDS.map((c) => `${p}ct:${c}`)).toContain(key);
-  CLASS_IDS.forEach((cls, c) => {
-    const queue = pairs(replies[3 + c * 3]!);
-    expect(pairs(replies[4 + c * 3]!), `tenant lane of class ${cls}`).toEqual(queue);
-    const scores = Object.values(queue);
-    expect(pairs(replies[5 + c * 3]!), `lane index of class ${cls}`).toEqual(scores.length > 0 ? { default: Math.min(...scores) } : {});
-  });
+async function expectNoLanes(p: string): Promise<void> {
+  const [lanes, flag] = await Promise.all([redis.keys(`${p}*`), redis.exists(`${p}laned`)]);
+  expect(lanes.filter((key) => /:(tq|ct|wq):/.test(key)), 'no lanes').toEqual([]);
+  expect(flag, 'lanes off').toBe(0);
 }
 
 function pairs(flat: string[]): Record<string, number> {
@@ -879,7 +859,7 @@ class OpenScenario {
       if (scores.length > 0) heads[CLASS_IDS[c]!] = Math.min(...scores);
     }
     expect(classes, 'classes scored by their head').toEqual(heads);
-    await expectLanesMirrorQueues(p);
+    await expectNoLanes(p);
 
     for (const { id, fields } of jobs) {
       const what = `job ${id} (${JSON.stringify(fields)})`;

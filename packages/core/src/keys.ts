@@ -9,7 +9,8 @@
  *   <ns>:{<pool>}:classes          non-empty classes scored by their head job
  *   <ns>:{<pool>}:tq:<class>:<tenant>   lane: the class's queued jobs of one tenant; ct:<class>: its tenants by lane head;
  *                                  wq:<class>:<workflow>: the class's queued jobs of one workflow (workers restricted to
- *                                  tenants or a workflow claim through them)
+ *                                  tenants or a workflow claim through them); laned: the shard keeps lanes ('scanning' while
+ *                                  the queued jobs are put into them, then 'done'), absent until a restricted worker registers
  *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags; classlist / unroutable: sets of the classes in use (swept when empty)
  *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)

@@ -6,7 +6,8 @@
 --   [11] '1' when this is a new process: jobs an earlier process under this id held are lost
 --   and go back to the queue at once (a restarted worker need not wait for its old lease)
 --   [12..] field/value pairs stored on the worker as given (concurrency, version, hostname, ...)
--- Returns { classes that became routable, cursor ('0': done; else go on with emp_routable_scan) }.
+-- Returns { classes that became routable, cursor ('0': done; else go on with emp_routable_scan),
+--   'scan' when the queued jobs must be put into lanes first (emp_lane_scan), else '' }.
 local function register_worker(keys, args)
   local ctx = context(keys, args)
   local p, worker, profile = ctx.p, args[7], args[9]
@@ -42,6 +43,13 @@ local function register_worker(keys, args)
     call('SET', profile_key(p, profile), args[10])
     became_routable, scan_cursor = check_routable(ctx, profile, '0')
   end
+  -- the first worker restricted to tenants or a workflow turns lanes on in the shard; the
+  -- jobs already queued are put into them (emp_lane_scan) before this worker claims
+  local lanes = ''
+  if profile_lanes(p, profile) and call('GET', laned_key(p)) ~= 'done' then
+    call('SET', laned_key(p), 'scanning')
+    lanes = 'scan'
+  end
   -- a waiting worker whose capabilities may have changed is woken, so that it claims
   -- again with them (the claim it queued behind its signal wait runs)
   if was_waiting then wake(p, worker, '') end
@@ -53,7 +61,7 @@ local function register_worker(keys, args)
   if fresh then
     events_append(p, ctx.maxlen, 'type', 'worker.registered', 'worker', worker, 'machine', args[8], 'ts', ctx.now)
   end
-  return { became_routable, scan_cursor }
+  return { became_routable, scan_cursor, lanes }
 end
 
 register('emp_register_worker', register_worker)

@@ -81,6 +81,16 @@ local function profile_key(p, profile) return p .. 'profile:' .. profile end
 local function tenant_lane_key(p, class, tenant) return p .. 'tq:' .. class .. ':' .. tenant end
 local function lane_tenants_key(p, class) return p .. 'ct:' .. class end
 local function workflow_lane_key(p, class, workflow) return p .. 'wq:' .. class .. ':' .. workflow end
+-- Lanes cost every job a few commands, so a shard keeps them only once a
+-- restricted worker has registered: `laned` is 'scanning' while the jobs already
+-- queued are put into lanes, then 'done'.
+local function laned_key(p) return p .. 'laned' end
+
+-- A job's `opt` field: '1' it has fields few jobs have (see 50-claim.lua),
+-- 'l' it is in its class's lanes, '1l' both; absent, neither.
+local function opt_fields(opt) return opt == '1' or opt == '1l' end
+local function opt_laned(opt) return opt == 'l' or opt == '1l' end
+local function opt_with_lanes(opt) return opt_fields(opt) and '1l' or 'l' end
 -- A payload of up to INLINE_PAYLOAD bytes is a field of the job hash (which then
 -- stays listpack-encoded: Redis's default hash-max-listpack-value is 64); a
 -- larger one lives beside it in its own key, so the hash stays small either way.

@@ -32,6 +32,9 @@ end
 -- instead: `tq:<class>:<tenant>` holds the class's jobs of one tenant,
 -- `ct:<class>` the class's tenants scored by their lane's head, and
 -- `wq:<class>:<workflow>` the class's jobs of one workflow (only jobs with one).
+-- Only a shard where a restricted worker registered keeps lanes (see laned_key):
+-- a job in them says so in its `opt`, and a class whose new jobs go in them has
+-- `laned` on its hash.
 local function add_to_lanes(p, id, class, score, tenant, workflow)
   call('ZADD', tenant_lane_key(p, class, tenant), score, id)
   call('ZADD', lane_tenants_key(p, class), 'LT', score, tenant)
@@ -50,17 +53,18 @@ local function remove_from_lanes(p, id, class, tenant, workflow)
   if workflow then call('ZREM', workflow_lane_key(p, class, workflow), id) end
 end
 
--- The workflow a job belongs to, or nil; read only for a job marked `opt` (see 50-claim.lua).
+-- The workflow a job belongs to, or nil; read only for a job whose `opt` says it has such fields.
 local function job_workflow(p, job)
-  if not job.opt then return nil end
+  if not opt_fields(job.opt) then return nil end
   return call('HGET', job_key(p, job.id), 'workflow_id') or nil
 end
 
 -- Returns false when the job was not in its queue (a delayed job waits on its timer instead).
-local function remove_from_queue(p, id, class, tenant, workflow)
+-- `laned`: the job is in its class's lanes too.
+local function remove_from_queue(p, id, class, tenant, workflow, laned)
   if call('ZREM', queue_key(p, class), id) == 1 then
     refresh_class_head(p, class)
-    remove_from_lanes(p, id, class, tenant, workflow)
+    if laned then remove_from_lanes(p, id, class, tenant, workflow) end
     return true
   end
   return false
@@ -115,11 +119,13 @@ local function wake_one(p, class, avoid, tenant, workflow)
   return fallback
 end
 
--- `in_classes`: the caller has already scored the class in `classes` (a submit does, to check the limit).
-local function enqueue(p, id, class, score, avoid, tenant, workflow, in_classes)
+-- `in_classes`: the caller has already scored the class in `classes` (a submit
+-- does, to check the limit); `laned`: the job goes into the class's lanes too
+-- (the caller marks it so in its `opt`).
+local function enqueue(p, id, class, score, avoid, tenant, workflow, in_classes, laned)
   call('ZADD', queue_key(p, class), score, id)
   if not in_classes then call('ZADD', p .. 'classes', 'LT', score, class) end
-  add_to_lanes(p, id, class, score, tenant, workflow)
+  if laned then add_to_lanes(p, id, class, score, tenant, workflow) end
   wake_one(p, class, avoid, tenant, workflow)
 end
 

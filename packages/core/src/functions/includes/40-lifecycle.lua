@@ -15,10 +15,10 @@ local function load_job(p, id)
   local f = call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
   return { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
-    opt = f[7] ~= false,
+    opt = f[7], laned = opt_laned(f[7]),
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
-    timed = not ACTIVE[f[1]] or f[7] ~= false,
+    timed = not ACTIVE[f[1]] or opt_fields(f[7]),
     last_worker = not f[3] and call('HGET', key, 'last_worker') or nil,
     -- a payload in the hash goes with it; only a large one has a key of its own
     payload_apart = f[8] == false }
@@ -48,7 +48,7 @@ end
 -- worker's set of running jobs, or the count of jobs waiting on a timer.
 local function detach(ctx, job, claim_follows)
   if job.state == 'queued' then
-    if not remove_from_queue(ctx.p, job.id, job.class, job.tenant, job_workflow(ctx.p, job)) then
+    if not remove_from_queue(ctx.p, job.id, job.class, job.tenant, job.laned and job_workflow(ctx.p, job), job.laned) then
       count_deferred(ctx.p, 'delayed', job.service, '-1')
     end
   elseif job.state == 'retrying' then
@@ -81,13 +81,20 @@ local function requeue(ctx, job, avoid)
   local key = job_key(p, id)
   call('HSET', key, 'state', 'queued', 'updated_at', ctx.ts)
   call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
-  enqueue(p, id, job.class, call('HGET', key, 'score'), avoid, job.tenant, job_workflow(p, job))
   -- its class may have been swept from the class list while empty (see sweep_class_list)
   local ckey = class_key(p, job.class)
   if not call('HGET', ckey, 'listed') then
     call('HSET', ckey, 'listed', '1')
     call('SADD', p .. 'classlist', job.class)
   end
+  -- lanes: a requeue is rare, so it asks the shard rather than the class (whose flag a scan may not have set yet)
+  local laned = job.laned or call('EXISTS', laned_key(p)) == 1
+  if laned and not job.laned then
+    call('HSET', ckey, 'laned', '1')
+    call('HSET', key, 'opt', opt_with_lanes(job.opt))
+    job.laned = true
+  end
+  enqueue(p, id, job.class, call('HGET', key, 'score'), avoid, job.tenant, job_workflow(p, job), false, laned)
   schedule(p, id)
 end
 

@@ -50,7 +50,7 @@ end
 local function takeable(p, class, id, worker, now, lanes)
   local key = job_key(p, id)
   local f = call('HMGET', key, unpack(TAKE_FIELDS))
-  if f[7] then
+  if f[7] and opt_fields(f[7]) then
     local o = call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
     f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline = o[1], o[2], o[3], o[4], o[5]
   end
@@ -131,12 +131,13 @@ local function take(ctx, id, f, class, worker, w, next_score)
   local p = ctx.p
   local key = job_key(p, id)
   local workflow = f.workflow_id or nil
+  local laned = f[7] and opt_laned(f[7])
   if next_score == nil then
-    remove_from_queue(p, id, class, f[2], workflow)
+    remove_from_queue(p, id, class, f[2], workflow, laned)
   else
     call('ZREM', queue_key(p, class), id)
     set_class_head(p, class, next_score)
-    remove_from_lanes(p, id, class, f[2], workflow)
+    if laned then remove_from_lanes(p, id, class, f[2], workflow) end
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
   local attempt = tostring((tonumber(f[1]) or 0) + 1)
@@ -188,7 +189,7 @@ local function wake_for_head(p, class, avoid)
   local head = call('ZRANGE', queue_key(p, class), '0', '0')[1]
   if not head then return end
   local f = call('HMGET', job_key(p, head), 'tenant', 'opt')
-  local workflow = f[2] and call('HGET', job_key(p, head), 'workflow_id') or nil
+  local workflow = f[2] and opt_fields(f[2]) and call('HGET', job_key(p, head), 'workflow_id') or nil
   wake_one(p, class, avoid, f[1], workflow)
 end
 

@@ -68,8 +68,8 @@ local function submit_job(ctx, args, at)
     too_many_classes(p, max_classes)
   end
   local ckey = class_key(p, class)
-  local known = call('HMGET', ckey, 'routable', 'listed')
-  local routable = known[1]
+  local known = call('HMGET', ckey, 'routable', 'listed', 'laned')
+  local routable, laned = known[1], known[3] == '1'
   if not known[2] then
     -- a new class, or one swept from the class list while empty (see sweep_class_list)
     if routable ~= '1' then
@@ -79,11 +79,14 @@ local function submit_job(ctx, args, at)
         if satisfies(load_profile(p, profile), req) then routable = '1'; break end
       end
     end
-    if known[1] then
-      call('HSET', ckey, 'routable', routable, 'listed', '1')
-    else
-      call('HSET', ckey, 'def', def, 'routable', routable, 'created_at', ctx.ts, 'listed', '1')
+    laned = call('EXISTS', laned_key(p)) == 1
+    local fields = { 'routable', routable, 'listed', '1' }
+    if laned then fields[#fields + 1] = 'laned'; fields[#fields + 1] = '1' end
+    if not known[1] then
+      fields[#fields + 1] = 'def'; fields[#fields + 1] = def
+      fields[#fields + 1] = 'created_at'; fields[#fields + 1] = ctx.ts
     end
+    call('HSET', ckey, unpack(fields))
     call('SADD', p .. 'classlist', class)
     if routable == '0' then call('SADD', p .. 'unroutable', class) end
   end
@@ -111,18 +114,20 @@ local function submit_job(ctx, args, at)
       if field == 'workflow_id' then workflow = args[i + 1] end
     end
   end
-  if opt or delay > 0 or idem ~= '' then
+  -- a job queued now goes into its class's lanes when the class keeps them (a delayed one when it is due)
+  laned = laned and delay <= 0
+  if opt or laned or delay > 0 or idem ~= '' then
     local rare = {}
     if idem ~= '' then rare[#rare + 1] = 'idempotency_key'; rare[#rare + 1] = idem end
     if queue_ttl then rare[#rare + 1] = 'queue_deadline'; rare[#rare + 1] = now + queue_ttl end
     if start_timeout then rare[#rare + 1] = 'start_deadline'; rare[#rare + 1] = now + start_timeout end
     if delay > 0 then rare[#rare + 1] = 'run_at'; rare[#rare + 1] = now + delay end
-    if opt then rare[#rare + 1] = 'opt'; rare[#rare + 1] = '1' end
+    if opt or laned then rare[#rare + 1] = 'opt'; rare[#rare + 1] = (opt and '1' or '') .. (laned and 'l' or '') end
     call('HSET', key, unpack(rare))
   end
 
   if delay <= 0 then
-    enqueue(p, id, class, score, nil, args[first_field + 1], workflow, true)
+    enqueue(p, id, class, score, nil, args[first_field + 1], workflow, true, laned)
   else
     count_deferred(p, 'delayed', args[first_field + 3], '1')
   end
