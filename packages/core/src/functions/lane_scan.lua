@@ -11,6 +11,7 @@
 -- register at once): each is idempotent.
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] step  [8] cursor or class  [9] score cursor
+-- Returns what each step above says. Errors: BAD_STATE (an unknown step).
 local LANE_SCAN_PAGE = 100
 
 local function lane_scan(keys, args)
