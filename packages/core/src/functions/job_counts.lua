@@ -9,7 +9,7 @@
 -- ARGV [1] rank of the first class to count ('' or 0: the first call)
 -- Returns { { { service, queued (delayed ones included), delayed, starting, running, retrying }... },
 --           rank of the next page ('' when done) }.
-local CLASS_COUNT_PAGE = 200
+local CLASS_COUNT_PAGE = 100
 local COUNT_INDEX = { queued = 2, delayed = 3, starting = 4, running = 5, retrying = 6 }
 
 local function job_counts(keys, args)

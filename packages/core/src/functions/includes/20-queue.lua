@@ -199,7 +199,7 @@ end
 
 -- Classes a call looks at when sweeping or checking the class lists or listing
 -- classes: enough to be worth a call, few enough that no call holds Redis for long.
-local CLASS_SCAN_PAGE = '50'
+local CLASS_SCAN_PAGE = '25'
 
 -- `classlist` names the classes queue views show, empty ones included, and
 -- `unroutable` those no worker could run so far (which every new capability
