@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { Broker, type SubmitJobInput } from '@emp/core';
+import { Broker, type ClaimedJob, type SubmitJobInput } from '@emp/core';
 
 export interface ClaimLatencyResult {
   queued: number;
@@ -11,6 +11,19 @@ export interface ClaimLatencyResult {
 }
 
 const CLASSES = 50;
+
+/** `samples` claim round trips of `worker` (ms, sorted); each claimed job is replaced, untimed, by `putBack`'s. */
+async function timeClaims(broker: Broker, worker: string, samples: number, putBack: (job: ClaimedJob) => SubmitJobInput): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const t0 = performance.now();
+    const claim = await broker.claim('standard', worker);
+    out.push(performance.now() - t0);
+    if (!claim.job) throw new Error(`claim latency: worker ${worker} found no job at sample ${i}`);
+    await broker.submit(putBack(claim.job));
+  }
+  return out.sort((a, b) => a - b);
+}
 
 function jobOfLane(lane: number, priority = 0): SubmitJobInput {
   return { service: 'simulation', payload: { lane }, priority, requirements: { constraints: { lane: `lane-${lane}` } } };
@@ -47,20 +60,9 @@ export async function measureClaimLatency(redisUrl: string, queued: number, samp
       capabilities: { services: ['simulation'], labels: { lane: Array.from({ length: CLASSES + 1 }, (_, i) => `lane-${i}`) } },
     });
     // each claimed job is put back (untimed) with the same requirements, so the depth stays constant
-    const time = async (worker: string): Promise<number[]> => {
-      const out: number[] = [];
-      for (let i = 0; i < samples; i++) {
-        const t0 = performance.now();
-        const claim = await broker.claim('standard', worker);
-        out.push(performance.now() - t0);
-        if (!claim.job) throw new Error(`claim latency: worker ${worker} found no job at sample ${i}`);
-        const lane = (claim.job.payload as { lane: number }).lane;
-        await broker.submit(jobOfLane(lane, claim.job.priority));
-      }
-      return out.sort((a, b) => a - b);
-    };
-    const narrow = await time('narrow');
-    const broad = await time('broad');
+    const putBack = (job: ClaimedJob) => jobOfLane((job.payload as { lane: number }).lane, job.priority);
+    const narrow = await timeClaims(broker, 'narrow', samples, putBack);
+    const broad = await timeClaims(broker, 'broad', samples, putBack);
     return { queued, classes: CLASSES + 1, narrow, broad };
   } finally {
     redis.disconnect();
@@ -111,20 +113,9 @@ export async function measureManyClassClaims(
     await redis.config('SET', 'slowlog-log-slower-than', '0');
     await redis.config('SET', 'slowlog-max-len', String(64 * samples));
     await redis.slowlog('RESET');
-    const time = async (worker: string): Promise<number[]> => {
-      const out: number[] = [];
-      for (let i = 0; i < samples; i++) {
-        const t0 = performance.now();
-        const claim = await broker.claim('standard', worker);
-        out.push(performance.now() - t0);
-        if (!claim.job) throw new Error(`claim latency: worker ${worker} found no job at sample ${i}`);
-        // put back a job of the same kind, so the queue stays as it was
-        await broker.submit(worker === 'narrow' ? needle : blocker());
-      }
-      return out.sort((a, b) => a - b);
-    };
-    const narrow = await time('narrow');
-    const broad = await time('broad');
+    // put back a job of the same kind, so the queue stays as it was
+    const narrow = await timeClaims(broker, 'narrow', samples, () => needle);
+    const broad = await timeClaims(broker, 'broad', samples, blocker);
     const entries = (await redis.slowlog('GET', -1)) as Array<[number, number, number, string[]]>;
     const claimCalls = entries.filter(([, , , args]) => args[0]?.toUpperCase() === 'FCALL' && args[1] === 'emp_claim');
     const longestCallMs = Math.max(0, ...claimCalls.map(([, , micros]) => micros)) / 1_000;
