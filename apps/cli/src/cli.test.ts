@@ -166,6 +166,51 @@ describe('emp: version, the one error style, finished jobs', () => {
     expect(await runEmp(['job'], env)).toEqual({ code: 2, stdout: '', stderr: "error: missing required argument 'id' (see --help)\n" });
   });
 
+  it('job --trace prints the timeline and the time spent in each phase, over every attempt', async () => {
+    const connection = new Redis(redis.url);
+    let now = 1_000_000;
+    try {
+      // a virtual clock, so that the phases have known lengths; a pool of its own
+      const broker = await Broker.connect({ redis: connection, clock: () => now, config: { avoidMs: 0 } });
+      await broker.registerWorker({ id: 'tracer', pool: 'traced', capabilities: { services: ['simulation'] } });
+      const { id } = await broker.submit({ service: 'simulation', requirements: { pool: 'traced' } });
+      now += 250;
+      const first = (await broker.claim('traced', 'tracer')).job!;
+      now += 50;
+      await broker.fail(first.lease, { kind: 'infrastructure', message: 'spot interruption' });
+      now += 100;
+      const second = (await broker.claim('traced', 'tracer')).job!;
+      await broker.progress(second.lease, { stage: 'downloading_model', value: 0, max: 100 });
+      now += 2_000;
+      await broker.progress(second.lease, { stage: 'loading_model' });
+      now += 500;
+      await broker.start(second.lease);
+      now += 1_500;
+      await broker.complete(second.lease, { done: true });
+
+      const traced = await runEmp(['job', id, '--trace'], env);
+      expect(traced.code).toBe(0);
+      const lines = traced.stdout.trimEnd().split('\n');
+      expect(lines[0]).toBe(`${id}  succeeded`);
+      expect(lines.slice(1, -1).map((line) => line.replace(/\s+/g, ' '))).toEqual([
+        '+0ms job.queued',
+        '+250ms job.starting attempt 1 on tracer (machine local)',
+        '+300ms job.queued (infrastructure)',
+        '+400ms job.starting attempt 2 on tracer (machine local)',
+        '+400ms job.progress downloading_model 0/100',
+        '+2.4s job.progress loading_model',
+        '+2.9s job.running',
+        '+4.4s job.succeeded',
+      ]);
+      expect(lines.at(-1)).toBe('queue wait 350ms · starting 50ms · model download 2.0s · model load 500ms · run 1.5s · total 4.4s');
+      const asJson = JSON.parse((await runEmp(['job', id, '--trace', '--json'], env)).stdout) as { job: { id: string }; events: unknown[] };
+      expect(asJson.job.id).toBe(id);
+      expect(asJson.events).toHaveLength(8);
+    } finally {
+      connection.disconnect();
+    }
+  });
+
   it('shows a finished job as `succeeded in <time>`, never the stage of its last progress report', async () => {
     const connection = new Redis(redis.url);
     try {

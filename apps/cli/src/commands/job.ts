@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { serverTime, withBroker } from '../connection';
 import { redisFlag } from '../flags';
 import { json } from '../format';
+import { traceJob } from '../job-trace';
 import { describeJob } from '../job-view';
 
 export function registerJob(program: Command): void {
@@ -11,10 +12,16 @@ export function registerJob(program: Command): void {
     .description('show one job: state, timings, attempts, result or error')
     .argument('<id>', 'job id, e.g. standard.m3kx9a0b1c2d3e4f')
     .option('--json', 'print the job as JSON')
-    .action(async (id: string, options: { json?: boolean }, command: Command) => {
+    .option('--trace', "print the job's timeline: every event, then the time spent queued, starting, downloading and loading models, running and uploading")
+    .action(async (id: string, options: { json?: boolean; trace?: boolean }, command: Command) => {
       await withBroker(redisFlag(command), async (broker) => {
         const job = await broker.getJob(id);
         if (!job) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
+        if (options.trace) {
+          const { events } = await broker.jobEvents(id);
+          process.stdout.write(options.json ? `${json({ job, events })}\n` : `${traceJob(job, events)}\n`);
+          return;
+        }
         process.stdout.write(options.json ? `${json(job)}\n` : `${describeJob(job, await serverTime(broker))}\n`);
       });
     });

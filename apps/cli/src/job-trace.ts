@@ -1,0 +1,95 @@
+import { type BrokerEvent, type Job, JobProgress, TERMINAL_STATES } from '@emp/core';
+import { duration } from './format';
+
+/** What a job was doing between two events, as the timeline names it. */
+type Phase = 'queued' | 'starting' | 'downloading_model' | 'loading_model' | 'running' | 'uploading' | 'backing off';
+
+const PHASE_LABELS: Record<Phase, string> = {
+  queued: 'queue wait',
+  starting: 'starting',
+  downloading_model: 'model download',
+  loading_model: 'model load',
+  running: 'run',
+  uploading: 'upload',
+  'backing off': 'backoff',
+};
+
+/**
+ * The timeline of one job from its events, for an operator without a tracing
+ * backend: every event with its time since submission, then the time spent in
+ * each phase (queue wait, start, model download and load, run, upload, backoff)
+ * over all attempts. Events the pool's stream has trimmed are missing; the
+ * phases then come from the job's own timestamps.
+ */
+export function traceJob(job: Job, events: BrokerEvent[]): string {
+  const t = job.timestamps;
+  const start = t.submitted_at;
+  const lines: string[] = [];
+  const spent = new Map<Phase, number>();
+  let phase: Phase | undefined;
+  let since = start;
+  const enter = (next: Phase | undefined, at: number) => {
+    if (phase !== undefined) spent.set(phase, (spent.get(phase) ?? 0) + Math.max(0, at - since));
+    phase = next;
+    since = at;
+  };
+  for (const event of events) {
+    const at = event.ts;
+    const f = event.fields;
+    let detail = '';
+    switch (event.type) {
+      case 'job.queued':
+        detail = f.reason ? `(${f.reason.replace(/_/g, ' ')})` : '';
+        enter('queued', at);
+        break;
+      case 'job.starting':
+        detail = `attempt ${f.attempt ?? '?'} on ${f.worker ?? '?'}${f.machine ? ` (machine ${f.machine})` : ''}`;
+        enter('starting', at);
+        break;
+      case 'job.running':
+        enter('running', at);
+        break;
+      case 'job.progress': {
+        const parsed = JobProgress.safeParse(safeJson(f.progress));
+        if (!parsed.success) break;
+        const p = parsed.data;
+        detail = `${p.stage}${p.max !== undefined ? ` ${p.value ?? 0}/${p.max}` : ''}${p.message ? ` ${p.message}` : ''}`;
+        if (p.stage !== 'queued' && p.stage !== phase) enter(p.stage, at);
+        break;
+      }
+      case 'job.retrying':
+        detail = `(${(f.reason ?? '').replace(/_/g, ' ')}) until +${duration(Number(f.retry_at) - start)}`;
+        enter('backing off', at);
+        break;
+      default:
+        if ((TERMINAL_STATES as readonly string[]).includes(event.type.slice(4))) enter(undefined, at);
+    }
+    lines.push(`${`+${duration(at - start)}`.padEnd(10)} ${event.type.padEnd(14)} ${detail}`.trimEnd());
+  }
+  if (events.length === 0) {
+    // the stream no longer has the job's events: the phases its timestamps still tell
+    lines.push('(no events: the pool stream has been trimmed past this job)');
+    const claimed = t.claimed_at ?? t.started_at;
+    if (claimed !== undefined) spent.set('queued', claimed - start);
+    if (t.started_at !== undefined && t.claimed_at !== undefined) spent.set('starting', t.started_at - t.claimed_at);
+    if (t.started_at !== undefined && t.finished_at !== undefined) spent.set('running', t.finished_at - t.started_at);
+  } else if (phase !== undefined) {
+    // still going: the current phase lasts until now (the last update)
+    enter(undefined, Math.max(since, t.updated_at));
+  }
+  const end = t.finished_at ?? t.updated_at;
+  const summary = (Object.keys(PHASE_LABELS) as Phase[])
+    .filter((p) => spent.has(p))
+    .map((p) => `${PHASE_LABELS[p]} ${duration(spent.get(p)!)}`);
+  summary.push(`${t.finished_at !== undefined ? 'total' : 'so far'} ${duration(end - start)}`);
+  return [`${job.id}  ${job.state}`, ...lines, summary.join(' · ')].join('\n');
+}
+
+function safeJson(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
