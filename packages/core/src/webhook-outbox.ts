@@ -111,13 +111,16 @@ export class WebhookOutbox {
     }));
   }
 
-  /** Records an attempt's outcome (and its log entry); false when the attempt was no longer the message's latest. */
-  async settle(message: ClaimedWebhookMessage, outcome: WebhookOutcome, log: DeliveryLogEntry, retryAt?: number): Promise<boolean> {
+  /**
+   * Records an attempt's outcome (and its log entry); `retryInMs`: when the next
+   * attempt is due (outcome retry). False when the attempt was no longer the message's latest.
+   */
+  async settle(message: ClaimedWebhookMessage, outcome: WebhookOutcome, log: DeliveryLogEntry, retryInMs?: number): Promise<boolean> {
     const reply = await this.fcall('emp_webhook_settle', [
       message.id,
       message.attempt,
       outcome,
-      retryAt ?? '',
+      retryInMs ?? 0,
       JSON.stringify(log),
       this.logLength,
       this.retentionMs,

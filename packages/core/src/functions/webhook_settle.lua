@@ -1,12 +1,12 @@
 -- webhook_settle: record the outcome of one delivery attempt. `retry` puts the message back in
--- the due index at `retry_at`; `delivered`, `failed` and `disabled` end it (kept for `retention`
+-- the due index `retry_ms` from now (Redis's clock); `delivered`, `failed` and `disabled` end it (kept for `retention`
 -- ms) and make the next message of its chain due. `disabled` (the receiver answered 410 Gone)
 -- also disables the URL for the tenant: the chain's later messages and new ones are dropped.
 -- An attempt that is no longer the message's latest (its lease ran out and another instance
 -- took it) only adds its log entry.
 -- KEYS[1] webhook anchor emp:{_webhooks}:shard
 -- ARGV [1] now ('' = server time)  [2] message id  [3] attempt  [4] outcome (delivered | retry | failed | disabled)
---   [5] retry_at (retry)  [6] log entry (JSON)  [7] log length kept  [8] retention ms  [9] progress throttle ms
+--   [5] retry_ms (retry)  [6] log entry (JSON)  [7] log length kept  [8] retention ms  [9] progress throttle ms
 -- Returns 1 settled, 0 stale attempt or unknown message.
 local function webhook_settle(keys, args)
   local p = prefix_of(keys[1])
@@ -21,8 +21,9 @@ local function webhook_settle(keys, args)
   call('PEXPIRE', log_key, retention)
   if f[1] ~= args[3] or f[2] ~= 'inflight' then return 0 end
   if outcome == 'retry' then
-    call('HSET', key, 'state', 'pending', 'next_at', args[5])
-    call('ZADD', p .. 'due', args[5], id)
+    local retry_at = now + tonumber(args[5])
+    call('HSET', key, 'state', 'pending', 'next_at', retry_at)
+    call('ZADD', p .. 'due', retry_at, id)
     return 1
   end
   local tenant, url, chain = f[5], f[6], f[3]
