@@ -351,3 +351,15 @@ export function compareStreamIds(a: string, b: string): number {
   const [bm = '0', bs = '0'] = b.split('-');
   return Number(am) - Number(bm) || Number(as) - Number(bs);
 }
+
+/** GET /v1/webhooks/secret and POST /v1/webhooks/secret/rotate: the secret a tenant's job webhooks are signed with. */
+export const WebhookSecretResponse = z
+  .object({
+    tenant: z.string(),
+    /** `whsec_` + base64: verify the `webhook-signature` header with it (Standard Webhooks) */
+    secret: z.string(),
+    /** after a rotation: until when (ms) messages are signed with the previous secret too */
+    previous_valid_until: z.number().int().optional(),
+  })
+  .meta({ id: 'WebhookSecret' });
+export type WebhookSecretResponse = z.infer<typeof WebhookSecretResponse>;
