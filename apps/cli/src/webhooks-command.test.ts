@@ -17,7 +17,7 @@ describe('emp webhooks', () => {
     const table = await runEmp(['webhooks', 'deliveries', '--job', job], env);
     expect(table.code).toBe(0);
     expect(table.stdout).toMatch(/TIME\s+EVENT\s+ATTEMPT\s+STATUS\s+LATENCY\s+OUTCOME\s+ERROR/);
-    expect(table.stdout).toMatch(/job\.succeeded\s+1\s+503\s+12 ms\s+retry \(next [\d:]+\)\s+busy/);
+    expect(table.stdout).toMatch(/job\.succeeded\s+1\s+503\s+12 ms\s+retry \(next [\d:.]+\)\s+busy/);
     const backlog = await runEmp(['webhooks', 'deliveries', '--json'], env);
     expect(JSON.parse(backlog.stdout)).toMatchObject({ messages: 1 });
 
