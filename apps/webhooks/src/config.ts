@@ -31,8 +31,11 @@ export const WebhookServiceConfig = z
     timeoutMs: z.number().int().min(1).default(15 * SECOND),
     /** an attempt's lease: an instance that dies mid-delivery leaves the message due again after this (keep above timeoutMs) */
     leaseMs: z.number().int().min(1).default(60 * SECOND),
-    /** events pending this long in a consumer's hands (it crashed or hangs) are taken over */
-    claimIdleMs: z.number().int().min(1).default(60 * SECOND),
+    /**
+     * one instance at a time reads each pool's stream, holding a lease it renews; one that
+     * stops renewing for this long (it crashed) is replaced, and its pending events taken over
+     */
+    readerLeaseMs: z.number().int().min(30).default(10 * SECOND),
     /** a job's progress reaches each URL at most once per this, the latest value always */
     progressThrottleMs: z.number().int().min(0).default(SECOND),
     /** deliveries in flight at once, per instance */
@@ -69,7 +72,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): WebhookServiceConfigInput
   num('EMP_WEBHOOKS_RETRY_JITTER', 'retryJitter');
   num('EMP_WEBHOOKS_TIMEOUT_MS', 'timeoutMs');
   num('EMP_WEBHOOKS_LEASE_MS', 'leaseMs');
-  num('EMP_WEBHOOKS_CLAIM_IDLE_MS', 'claimIdleMs');
+  num('EMP_WEBHOOKS_READER_LEASE_MS', 'readerLeaseMs');
   num('EMP_WEBHOOKS_PROGRESS_THROTTLE_MS', 'progressThrottleMs');
   num('EMP_WEBHOOKS_CONCURRENCY', 'concurrency');
   num('EMP_WEBHOOKS_POLL_MS', 'pollMs');

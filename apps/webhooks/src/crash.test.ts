@@ -15,7 +15,7 @@ const settings = {
   EMP_WEBHOOKS_PORT: '0',
   EMP_WEBHOOK_ALLOW_PRIVATE: '1',
   EMP_WEBHOOKS_LEASE_MS: '1500',
-  EMP_WEBHOOKS_CLAIM_IDLE_MS: '500',
+  EMP_WEBHOOKS_READER_LEASE_MS: '500',
   EMP_WEBHOOKS_RETRY_SCHEDULE_MS: '0,50,100,100,100,100',
   EMP_WEBHOOKS_RETRY_JITTER: '0',
   EMP_WEBHOOKS_POLL_MS: '20',
@@ -63,7 +63,7 @@ describe('a webhook service killed mid-delivery', () => {
       const second = await startWebhookService({
         broker,
         logger: pino({ level: 'silent' }),
-        config: { port: 0, allowPrivate: true, leaseMs: 1_500, claimIdleMs: 500, retryScheduleMs: [0, 50, 100], retryJitter: 0, pollMs: 20, poolScanMs: 50 },
+        config: { port: 0, allowPrivate: true, leaseMs: 1_500, readerLeaseMs: 500, retryScheduleMs: [0, 50, 100], retryJitter: 0, pollMs: 20, poolScanMs: 50 },
       });
       try {
         await until(() => ids.every((id) => receiver.typesOf(id).includes('job.succeeded')), 'every job delivered by the new instance', 15_000);

@@ -1,5 +1,6 @@
 import {
   type Broker,
+  EmpError,
   type JobStreamEvent,
   type RedisClient,
   type StreamEvent,
@@ -34,16 +35,19 @@ export function messageId(event: StreamEvent): string {
  * Reads every pool's event stream through the consumer group, turns job events
  * into messages for the job's webhook (body fixed now, so every retry sends the
  * same bytes), queues them in the outbox and only then acknowledges the events:
- * a crash in between re-reads them (queueing is idempotent). Events a dead
- * consumer left pending are taken over once idle for `claimIdleMs`.
+ * a crash in between re-reads them (queueing is idempotent). One instance at a
+ * time reads a pool (a lease in Redis, renewed while it reads), so a job's
+ * messages join its chain in the order its events happened whichever instances
+ * run; an instance that takes a pool over first handles the events its
+ * predecessor left pending (XAUTOCLAIM), then new ones.
  */
 export class EventIntake {
   private readonly pools = new Map<string, Promise<void>>();
   private readonly connections: RedisClient[] = [];
   private stopping = false;
   private scanTimer: NodeJS.Timeout | undefined;
-  private takeoverTimer: NodeJS.Timeout | undefined;
   private firstScan = true;
+  private wakeStandby: Array<() => void> = [];
 
   constructor(
     private readonly broker: Broker,
@@ -67,23 +71,16 @@ export class EventIntake {
       }, this.config.poolScanMs);
     };
     scan();
-    const takeover = () => {
-      this.takeoverTimer = setTimeout(() => {
-        this.takeOverStale().catch((error: unknown) => this.logger.error({ err: error }, 'webhooks: taking over stale events failed')).finally(() => {
-          if (!this.stopping) takeover();
-        });
-      }, Math.max(50, Math.floor(this.config.claimIdleMs / 2)));
-    };
-    await this.takeOverStale();
-    takeover();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.scanTimer);
-    clearTimeout(this.takeoverTimer);
+    for (const wake of this.wakeStandby.splice(0)) wake();
     for (const connection of this.connections) connection.disconnect();
     await Promise.allSettled(this.pools.values());
+    // another instance takes the pools over now instead of after the lease
+    await Promise.allSettled([...this.pools.keys()].map((pool) => this.outbox.releaseReader(pool, this.consumer)));
   }
 
   private async scanPools(): Promise<void> {
@@ -98,30 +95,63 @@ export class EventIntake {
   private async readLoop(pool: string): Promise<void> {
     const connection = this.broker.redis.duplicate();
     this.connections.push(connection);
+    const leaseMs = this.config.readerLeaseMs;
+    // blocking reads return often enough to renew the lease in time
+    const blockMs = Math.max(10, Math.min(1_000, Math.floor(leaseMs / 3)));
+    let holding = false;
+    let catchUp = true;
     while (!this.stopping) {
       try {
-        const events = await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: 200, blockMs: 1_000, connection });
+        const held = await this.outbox.holdReader(pool, this.consumer, leaseMs);
+        if (!held) {
+          if (holding) this.logger.warn({ pool }, 'webhooks: lost the lease of reading this pool (this instance was too slow to renew it)');
+          holding = false;
+          await this.standBy(blockMs);
+          continue;
+        }
+        if (!holding) {
+          holding = true;
+          catchUp = true;
+        }
+        if (catchUp) {
+          // whatever the group has pending (a predecessor's, or ours after an error) goes first, in stream order
+          await this.takeOverPending(pool);
+          catchUp = false;
+        }
+        const events = await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: 200, blockMs, connection });
         if (events.length) await this.handle(pool, events);
       } catch (error) {
         if (this.stopping) break;
+        catchUp = true;
         this.logger.error({ err: error, pool }, 'webhooks: reading the event stream failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        await this.standBy(1_000);
       }
     }
   }
 
-  private async takeOverStale(): Promise<void> {
-    for (const pool of this.pools.keys()) {
-      let cursor = '0-0';
-      do {
-        const page = await this.broker.claimStaleEvents(pool, this.config.group, this.consumer, this.config.claimIdleMs, { cursor, count: 200 });
-        if (page.events.length) {
-          this.logger.info({ pool, events: page.events.length }, 'webhooks: took over events a stopped instance left');
-          await this.handle(pool, page.events);
-        }
-        cursor = page.cursor;
-      } while (cursor !== '0-0' && !this.stopping);
-    }
+  private standBy(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeStandby = this.wakeStandby.filter((wake) => wake !== done);
+        resolve();
+      };
+      timer = setTimeout(done, ms);
+      this.wakeStandby.push(done);
+    });
+  }
+
+  private async takeOverPending(pool: string): Promise<void> {
+    let cursor = '0-0';
+    do {
+      const page = await this.broker.claimStaleEvents(pool, this.config.group, this.consumer, 0, { cursor, count: 200 });
+      if (page.events.length) {
+        this.logger.info({ pool, events: page.events.length }, 'webhooks: handling events left pending');
+        await this.handle(pool, page.events);
+      }
+      cursor = page.cursor;
+    } while (cursor !== '0-0' && !this.stopping);
   }
 
   private async handle(pool: string, events: StreamEvent[]): Promise<void> {
@@ -129,7 +159,13 @@ export class EventIntake {
     let queued = false;
     // in stream order: a job's messages join its chain in the order its events happened
     for (const event of events) {
-      if (await this.queueFor(event)) queued = true;
+      try {
+        if (await this.queueFor(event)) queued = true;
+      } catch (error) {
+        // a job record that does not parse would fail on every re-read: log it and go on; anything else (Redis) retries the batch
+        if (!(error instanceof EmpError)) throw error;
+        this.logger.error({ err: error, pool, event: event.id, type: event.type }, 'webhooks: an event could not be turned into a message; skipped');
+      }
     }
     await this.broker.ackEvents(pool, this.config.group, events.map((e) => e.id));
     if (queued) this.onQueued();

@@ -136,6 +136,28 @@ describe('webhook delivery', () => {
     for (let i = 1; i < times.length; i += 1) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(250);
   });
 
+  it('runs as several instances at once without sending a message twice', async () => {
+    const broker = await Broker.connect({ redis });
+    const instances = [await service(broker), await service(broker), await service(broker)];
+    expect(new Set(instances.map((i) => i.consumer)).size).toBe(3);
+    const r = await receiver();
+    const ids: string[] = [];
+    for (let i = 0; i < 15; i += 1) ids.push(await runJob(broker, { url: r.url }));
+    await until(() => ids.every((id) => r.typesOf(id).includes('job.succeeded')), 'every job delivered');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const webhookIds = r.arrived.map((q) => q.headers['webhook-id']);
+    expect(webhookIds).toHaveLength(45);
+    expect(new Set(webhookIds).size).toBe(45);
+    for (const id of ids) expect(r.typesOf(id)).toEqual(['job.queued', 'job.started', 'job.succeeded']);
+
+    // whichever instance was reading the pool, the one left takes over when the others stop
+    await instances[0]!.close();
+    await instances[1]!.close();
+    const later = await runJob(broker, { url: r.url });
+    await until(() => r.typesOf(later).includes('job.succeeded'), 'a job delivered by the instance left');
+    expect(r.typesOf(later)).toEqual(['job.queued', 'job.started', 'job.succeeded']);
+  });
+
   it('stops delivering to a URL that answers 410 Gone, for that tenant', async () => {
     const broker = await Broker.connect({ redis });
     const hooks = await service(broker);

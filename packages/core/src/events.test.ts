@@ -88,4 +88,18 @@ describe('the webhook outbox', () => {
     expect(rotated.current).not.toBe(first.current);
     expect(rotated.previousUntil).toBeGreaterThan(Date.now());
   });
+
+  it('lets one consumer at a time hold the lease of reading a pool, until it releases it or stops renewing', async () => {
+    const outbox = new WebhookOutbox(await Broker.connect({ redis }));
+    expect(await outbox.holdReader('standard', 'a', 100)).toBe(true);
+    expect(await outbox.holdReader('standard', 'b', 100)).toBe(false);
+    expect(await outbox.holdReader('standard', 'a', 100)).toBe(true);
+    expect(await outbox.holdReader('fast', 'b', 100)).toBe(true);
+    await outbox.releaseReader('standard', 'b');
+    expect(await outbox.holdReader('standard', 'b', 100)).toBe(false);
+    await outbox.releaseReader('standard', 'a');
+    expect(await outbox.holdReader('standard', 'b', 50)).toBe(true);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(await outbox.holdReader('standard', 'c', 50)).toBe(true);
+  });
 });

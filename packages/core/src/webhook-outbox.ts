@@ -157,6 +157,20 @@ export class WebhookOutbox {
     return head[1] === undefined ? { messages: count } : { messages: count, nextDueAt: Number(head[1]) };
   }
 
+  /**
+   * Takes or renews the lease of reading `pool`'s event stream for `consumer`
+   * (one reader per pool, so a job's events are queued in order); false while
+   * another instance holds it.
+   */
+  async holdReader(pool: string, consumer: string, leaseMs: number): Promise<boolean> {
+    return (await this.fcall('emp_webhook_reader', [pool, consumer, leaseMs, '0'])) === 1;
+  }
+
+  /** Gives the pool's reader lease up (when it is `consumer`'s), so another instance takes over at once. */
+  async releaseReader(pool: string, consumer: string): Promise<void> {
+    await this.fcall('emp_webhook_reader', [pool, consumer, 0, '1']);
+  }
+
   /** The tenant's signing secrets, the current one made on first use. */
   async secrets(tenant: string): Promise<TenantWebhookSecrets> {
     return this.secretCall(tenant, false, 0);
