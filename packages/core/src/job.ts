@@ -97,7 +97,7 @@ export const WebhookSpec = z
   .object({
     url: z.string().url().max(2_000),
     /** event types to deliver (or Replicate's aliases); absent: every one */
-    events: z.array(z.enum([...WEBHOOK_EVENT_TYPES, 'start', 'output', 'logs', 'completed'])).max(20).optional(),
+    events: z.array(z.enum([...WEBHOOK_EVENT_TYPES, 'start', 'output', 'logs', 'completed'])).optional(),
   })
   .strict();
 
