@@ -17,7 +17,11 @@ describe('emp webhooks', () => {
     const table = await runEmp(['webhooks', 'deliveries', '--job', job], env);
     expect(table.code).toBe(0);
     expect(table.stdout).toMatch(/TIME\s+EVENT\s+ATTEMPT\s+STATUS\s+LATENCY\s+OUTCOME\s+ERROR/);
-    expect(table.stdout).toMatch(/job\.succeeded\s+1\s+503\s+12 ms\s+retry \(next [\d:.]+\)\s+busy/);
+    expect(table.stdout).toMatch(/job\.succeeded\s+1\s+503\s+12 ms\s+retry \(next [\d:.]+\)\s+busy\s+msg_1/);
+    // a message still waiting for its retry is not resent
+    const resend = await runEmp(['webhooks', 'resend', 'msg_1'], env);
+    expect(resend.code).not.toBe(0);
+    expect(resend.stderr).toMatch(/msg_1 not resent: it is still waiting or in flight/);
     const backlog = await runEmp(['webhooks', 'deliveries', '--json'], env);
     expect(JSON.parse(backlog.stdout)).toMatchObject({ messages: 1 });
 

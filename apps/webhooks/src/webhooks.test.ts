@@ -201,6 +201,15 @@ describe('webhook delivery', () => {
       [3, 500, 'failed'],
     ]);
     expect(log[0]!.response).toBe('ok');
+
+    // resent once the receiver works: the same webhook-id and body, a new first attempt
+    r.answer = () => ({ status: 200 });
+    expect(await hooks.outbox.resend(log[0]!.message)).toBe('queued');
+    await until(() => r.received.length === 1, 'the resent message');
+    expect(r.received[0]!.headers['webhook-id']).toBe(log[0]!.message);
+    expect(r.received[0]!.body).toBe(r.arrived[0]!.body);
+    expect((await hooks.outbox.deliveryLog(id)).at(-1)).toMatchObject({ attempt: 1, status: 200, outcome: 'delivered' });
+    expect(await hooks.outbox.resend('msg_standard_0-0')).toBe('unknown');
   });
 
   it('refuses a loopback target when private addresses are not allowed, and records why', async () => {

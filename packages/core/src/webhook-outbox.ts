@@ -129,6 +129,15 @@ export class WebhookOutbox {
     return reply === 1;
   }
 
+  /**
+   * Sends an ended message again (same id and body, attempts from 1), after
+   * whatever of its job is still pending for that URL.
+   */
+  async resend(id: string): Promise<'queued' | 'unknown' | 'pending' | 'disabled'> {
+    const reply = (await this.fcall('emp_webhook_resend', [id])) as number;
+    return reply === 1 ? 'queued' : reply === 0 ? 'unknown' : reply === -1 ? 'pending' : 'disabled';
+  }
+
   /** A message's stored fields (state: pending | inflight | delivered | failed | disabled | merged), or null once gone. */
   async message(id: string): Promise<Record<string, string> | null> {
     const hash = await this.broker.redis.hgetall(this.broker.keys.webhookMessage(id));

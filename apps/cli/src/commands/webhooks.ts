@@ -40,8 +40,25 @@ export function registerWebhooks(program: Command): void {
           `${Math.round(e.latency_ms)} ms`,
           e.outcome + (e.next_at ? ` (next ${clockTime(e.next_at)})` : ''),
           e.error ?? '',
+          e.message,
         ]);
-        process.stdout.write(`${table(['TIME', 'EVENT', 'ATTEMPT', 'STATUS', 'LATENCY', 'OUTCOME', 'ERROR'], rows)}\n`);
+        process.stdout.write(`${table(['TIME', 'EVENT', 'ATTEMPT', 'STATUS', 'LATENCY', 'OUTCOME', 'ERROR', 'MESSAGE'], rows)}\n`);
+      });
+    });
+
+  webhooks
+    .command('resend')
+    .description('send a delivered, failed or disabled message again (same webhook-id and body); its id is in `deliveries`')
+    .argument('<message-id>', 'the webhook-id, e.g. msg_standard_1733500000000-0')
+    .action(async (id: string, _options: unknown, command: Command) => {
+      await withBroker(redisFlag(command), async (broker) => {
+        const outcome = await new WebhookOutbox(broker).resend(id);
+        if (outcome === 'queued') {
+          process.stdout.write(`${id} queued again\n`);
+          return;
+        }
+        const why = { unknown: 'no such message (or older than the retention)', pending: 'it is still waiting or in flight', disabled: 'its URL answered 410 Gone and is disabled for the tenant' }[outcome];
+        throw new UsageError(`${id} not resent: ${why}`);
       });
     });
 
