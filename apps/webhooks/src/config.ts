@@ -40,6 +40,8 @@ export const WebhookServiceConfig = z
     progressThrottleMs: z.number().int().min(0).default(SECOND),
     /** deliveries in flight at once, per instance */
     concurrency: z.number().int().min(1).max(10_000).default(64),
+    /** attempts in flight to one URL at once, over every instance (0: no limit), so one slow receiver cannot take every slot */
+    concurrencyPerUrl: z.number().int().min(0).max(10_000).default(8),
     /** how often due messages are looked for when nothing woke the dispatcher */
     pollMs: z.number().int().min(1).default(250),
     /** how often new pools are looked for */
@@ -75,6 +77,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): WebhookServiceConfigInput
   num('EMP_WEBHOOKS_READER_LEASE_MS', 'readerLeaseMs');
   num('EMP_WEBHOOKS_PROGRESS_THROTTLE_MS', 'progressThrottleMs');
   num('EMP_WEBHOOKS_CONCURRENCY', 'concurrency');
+  num('EMP_WEBHOOKS_CONCURRENCY_PER_URL', 'concurrencyPerUrl');
   num('EMP_WEBHOOKS_POLL_MS', 'pollMs');
   num('EMP_WEBHOOKS_POOL_SCAN_MS', 'poolScanMs');
   return input as WebhookServiceConfigInput;

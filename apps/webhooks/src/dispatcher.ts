@@ -62,7 +62,10 @@ export class Dispatcher {
 
   private async pass(): Promise<void> {
     while (!this.stopping && this.inFlight < this.config.concurrency) {
-      const messages = await this.outbox.claimDue(this.config.concurrency - this.inFlight, this.config.leaseMs);
+      const messages = await this.outbox.claimDue(this.config.concurrency - this.inFlight, this.config.leaseMs, {
+        perUrl: this.config.concurrencyPerUrl,
+        busyMs: this.config.pollMs,
+      });
       if (messages.length === 0) return;
       for (const message of messages) {
         this.inFlight += 1;

@@ -158,6 +158,22 @@ describe('webhook delivery', () => {
     expect(r.typesOf(later)).toEqual(['job.queued', 'job.started', 'job.succeeded']);
   });
 
+  it('keeps at most concurrencyPerUrl attempts in flight to one slow receiver, so others are not held up', async () => {
+    const broker = await Broker.connect({ redis });
+    await service(broker, { concurrencyPerUrl: 2, concurrency: 4 });
+    const slow = await receiver();
+    slow.answer = () => ({ status: 200, delayMs: 1_000 });
+    const fast = await receiver();
+    const slowJobs: string[] = [];
+    for (let i = 0; i < 6; i += 1) slowJobs.push(await runJob(broker, { url: slow.url, events: ['job.queued'] }));
+    const started = Date.now();
+    const quick = await runJob(broker, { url: fast.url, events: ['job.queued'] });
+    await until(() => fast.typesOf(quick).length === 1, "the fast receiver's message");
+    expect(Date.now() - started).toBeLessThan(700);
+    await until(() => slowJobs.every((id) => slow.typesOf(id).length === 1), "the slow receiver's messages", 8_000);
+    expect(slow.maxConcurrent).toBe(2);
+  });
+
   it('stops delivering to a URL that answers 410 Gone, for that tenant', async () => {
     const broker = await Broker.connect({ redis });
     const hooks = await service(broker);

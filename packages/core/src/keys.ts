@@ -44,7 +44,8 @@
  *                                  one job's messages to one URL in order (only the head is due); throttle:<chain>: when the
  *                                  chain's last progress was delivered; log:<job>: delivery attempts (JSON, capped);
  *                                  disabled:<tenant>: url -> when it answered 410 Gone; secret:<tenant>: signing secrets
- *                                  (current, previous, previous_until); reader:<pool>: the instance reading the pool's stream
+ *                                  (current, previous, previous_until); reader:<pool>: the instance reading the pool's stream;
+ *                                  busy:<url>: attempts in flight to the URL (message -> lease end)
  */
 export class KeyLayout {
   constructor(readonly namespace = 'emp') {}

@@ -103,9 +103,13 @@ export class WebhookOutbox {
     return reply === 1 ? 'queued' : reply === 2 ? 'merged' : reply === 0 ? 'known' : 'disabled';
   }
 
-  /** Takes up to `limit` due messages, each leased for `leaseMs` (then due again, unless settled). */
-  async claimDue(limit: number, leaseMs: number): Promise<ClaimedWebhookMessage[]> {
-    const reply = (await this.fcall('emp_webhook_claim', [limit, leaseMs])) as Array<[string, number, string, string, string, string, string, string]>;
+  /**
+   * Takes up to `limit` due messages, each leased for `leaseMs` (then due again,
+   * unless settled); at most `perUrl` in flight to one URL (0: no limit), a due
+   * message over it put off by `busyMs`.
+   */
+  async claimDue(limit: number, leaseMs: number, options: { perUrl?: number; busyMs?: number } = {}): Promise<ClaimedWebhookMessage[]> {
+    const reply = (await this.fcall('emp_webhook_claim', [limit, leaseMs, options.perUrl ?? 0, options.busyMs ?? 250])) as Array<[string, number, string, string, string, string, string, string]>;
     return reply.map(([id, attempt, tenant, url, job, type, body, createdAt]) => ({
       id, attempt: Number(attempt), tenant, url, job, type, body, createdAt: Number(createdAt),
     }));

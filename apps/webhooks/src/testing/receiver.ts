@@ -9,8 +9,8 @@ export interface ReceivedWebhook {
   event: { type: string; timestamp: string; data: { id: string; state: string; progress?: { value?: number } } };
 }
 
-/** What the receiver answers a request: a status (and headers), or 'hang' (never answer). */
-export type Answer = { status: number; headers?: Record<string, string> } | 'hang';
+/** What the receiver answers a request: a status (and headers, after `delayMs`), or 'hang' (never answer). */
+export type Answer = { status: number; headers?: Record<string, string>; delayMs?: number } | 'hang';
 
 /**
  * A webhook receiver on loopback for tests: records every request, answers as
@@ -24,6 +24,9 @@ export class TestReceiver {
   private server: http.Server | undefined;
   private readonly open = new Set<http.ServerResponse>();
   port = 0;
+  /** requests being answered now, and the most there were at once */
+  concurrent = 0;
+  maxConcurrent = 0;
 
   get url(): string {
     return `http://127.0.0.1:${this.port}/hook`;
@@ -43,8 +46,13 @@ export class TestReceiver {
           this.open.add(res);
           return;
         }
-        if (answer.status >= 200 && answer.status < 300) this.received.push(request);
-        res.writeHead(answer.status, answer.headers ?? {}).end('ok');
+        this.concurrent += 1;
+        this.maxConcurrent = Math.max(this.maxConcurrent, this.concurrent);
+        setTimeout(() => {
+          this.concurrent -= 1;
+          if (answer.status >= 200 && answer.status < 300) this.received.push(request);
+          res.writeHead(answer.status, answer.headers ?? {}).end('ok');
+        }, answer.delayMs ?? 0);
       });
     });
     await new Promise<void>((resolve, reject) => {

@@ -20,6 +20,7 @@ local function webhook_settle(keys, args)
   call('LTRIM', log_key, -tonumber(args[7]), -1)
   call('PEXPIRE', log_key, retention)
   if f[1] ~= args[3] or f[2] ~= 'inflight' then return 0 end
+  call('ZREM', p .. 'busy:' .. f[6], id)
   if outcome == 'retry' then
     local retry_at = now + tonumber(args[5])
     call('HSET', key, 'state', 'pending', 'next_at', retry_at)
