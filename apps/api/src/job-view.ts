@@ -1,20 +1,5 @@
-import { type BrokerEvent, type EventView, type Job, type JobTimings, type JobView, TERMINAL_STATES } from '@emp/core';
+import { type BrokerEvent, type EventView, type Job, type JobView, TERMINAL_STATES, jobView } from '@emp/core';
 import type { QueueEta } from './queue-eta';
-
-/** A job as the API answers it: the core's Job plus its phase timings (payload left out for lists). */
-export function jobView(job: Job, options: { payload?: boolean } = { payload: true }): JobView {
-  const t = job.timestamps;
-  const timings: JobTimings = {};
-  if (t.claimed_at !== undefined) timings.queue_ms = t.claimed_at - t.submitted_at;
-  if (t.claimed_at !== undefined && t.started_at !== undefined) timings.start_ms = t.started_at - t.claimed_at;
-  if (t.started_at !== undefined && t.finished_at !== undefined) timings.execution_ms = t.finished_at - t.started_at;
-  if (t.finished_at !== undefined) timings.total_ms = t.finished_at - t.submitted_at;
-  // spread once and add the payload after: spreading a one-key object first costs ten times as much
-  const { payload, ...rest } = job;
-  const view: JobView = { ...rest, timings };
-  if (options.payload) view.payload = payload;
-  return view;
-}
 
 /** The job view with, while the job is queued, the estimate of when a worker takes it. */
 export async function jobAnswer(eta: QueueEta, job: Job, options: { payload?: boolean } = { payload: true }): Promise<JobView> {

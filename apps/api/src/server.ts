@@ -24,6 +24,7 @@ import { jobRoutes } from './routes/jobs';
 import { machineEventRoutes } from './routes/machine-events';
 import { machineLogRoutes } from './routes/machine-logs';
 import { operatorRoutes } from './routes/operator';
+import { webhookRoutes } from './routes/webhooks';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -144,6 +145,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(queueHistoryRoutes, { intervalMs: queueSampleMs });
   await app.register(machineEventRoutes);
   await app.register(operatorRoutes);
+  await app.register(webhookRoutes);
   await app.register(machineLogRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   if (options.assetsDir && signer) await app.register(assetRoutes, { directory: options.assetsDir, signer });
   await app.register(liveRoutes, {

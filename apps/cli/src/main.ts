@@ -11,6 +11,7 @@ import { registerRetry } from './commands/retry';
 import { registerStart } from './commands/start';
 import { registerSubmit } from './commands/submit';
 import { registerWatch } from './commands/watch';
+import { registerWebhooks } from './commands/webhooks';
 import { registerWorkers } from './commands/workers';
 import { reportError } from './errors';
 import { EMP_VERSION } from './version';
@@ -24,7 +25,7 @@ export function empProgram(): Command {
     // commander's own errors (unknown flag, missing argument) are thrown, not printed: reportError prints every error alike
     .configureOutput({ outputError: () => undefined })
     .exitOverride();
-  for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerMachine, registerWatch, registerKeys, registerAssets]) {
+  for (const register of [registerStart, registerSubmit, registerJob, registerJobs, registerCancel, registerRetry, registerQueues, registerWorkers, registerMachines, registerMachine, registerWatch, registerKeys, registerAssets, registerWebhooks]) {
     register(program);
   }
   return program;

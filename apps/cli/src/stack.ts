@@ -2,6 +2,7 @@ import { type ListeningApiServer, startApiServer } from '@emp/api';
 import { Broker, type BrokerConfigInput, Scheduler } from '@emp/core';
 import { MachineAgent, localMachineConfig } from '@emp/machine';
 import { type MonitorServer, ensureMonitorBundle, originsOf, startMonitorServer } from '@emp/monitor';
+import { type WebhookService, startWebhookService } from '@emp/webhooks';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { connectRedis, type RedisTarget } from './connection';
@@ -28,6 +29,12 @@ export interface LocalStackOptions {
   api: { host: string; port: number; auth: boolean; webhookAllowPrivate?: boolean };
   /** the monitor page (on the API's address): preferred port, a free one when taken; false: none */
   monitor?: { port: number } | false;
+  /**
+   * the webhook delivery service (on the API's address): preferred port, a free one when
+   * taken; false: none. It may deliver to loopback and private hosts when the API lets
+   * jobs name them (the same setting)
+   */
+  webhooks?: { port: number } | false;
   /** broker settings (lease and offline-detection timings, ...), also given to the machine's workers; the defaults otherwise */
   broker?: BrokerConfigInput;
   /** how often the machine agent sends its full status snapshot (ms; default 15 s) */
@@ -57,6 +64,8 @@ export interface LocalStack {
   api: { url: string; auth: boolean; webhookAllowPrivate: boolean };
   /** the monitor page's address; absent when it was not started */
   monitor?: { url: string };
+  /** the webhook service's address; absent when it was not started */
+  webhooks?: { url: string; allowPrivate: boolean };
   stop(): Promise<void>;
 }
 
@@ -144,6 +153,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     undo.push(() => api.close());
     monitor?.setApi({ url: api.url, auth: options.api.auth });
 
+    let webhooks: WebhookService | undefined;
+    if (options.webhooks !== false) {
+      webhooks = await startWebhooks(broker, options, api.webhookAllowPrivate);
+      // stopped before the API and the machine: deliveries in flight finish (or stay leased in Redis)
+      undo.push(() => webhooks!.close());
+    }
+
     let stopping: Promise<void> | undefined;
     return {
       redisUrl: target.url,
@@ -152,6 +168,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       agent,
       api: { url: api.url, auth: options.api.auth, webhookAllowPrivate: api.webhookAllowPrivate },
       ...(monitor ? { monitor: { url: monitor.url } } : {}),
+      ...(webhooks ? { webhooks: { url: webhooks.url, allowPrivate: webhooks.config.allowPrivate } } : {}),
       stop: () => (stopping ??= unwind()),
     };
   } catch (error) {
@@ -178,5 +195,17 @@ async function startApi(broker: Broker, options: LocalStackOptions, corsOrigins:
     if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
     logger.warn({ wanted: options.api.port }, 'api port taken; using a free one');
     return startApiServer({ ...settings, port: 0 });
+  }
+}
+
+async function startWebhooks(broker: Broker, options: LocalStackOptions, allowPrivate: boolean): Promise<WebhookService> {
+  const logger = options.logger.child({ component: 'webhooks' });
+  const config = { host: options.api.host, port: options.webhooks ? options.webhooks.port : 3332, allowPrivate };
+  try {
+    return await startWebhookService({ broker, logger, config });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    logger.warn({ wanted: config.port }, 'webhooks port taken; using a free one');
+    return startWebhookService({ broker, logger, config: { ...config, port: 0 } });
   }
 }

@@ -1,5 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +17,7 @@ const running = new Set<ChildProcess>();
 
 function start(args: string[], env: Record<string, string | undefined>): ChildProcess {
   // a free API port: tests must not take (or fail on) the default 3331 a developer's stack may hold
-  const child = spawnEmp(['start', '--sim-duration-ms', '300', '--api-port', '0', '--monitor-port', '0', ...args], env);
+  const child = spawnEmp(['start', '--sim-duration-ms', '300', '--api-port', '0', '--monitor-port', '0', '--webhooks-port', '0', ...args], env);
   running.add(child);
   child.once('exit', () => running.delete(child));
   return child;
@@ -69,6 +71,30 @@ describe('emp start with REDIS_URL', { timeout: 180_000 }, () => {
     expect(banner).toContain('webhooks may target localhost and private addresses');
     const localHook = await fetch(`${api}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"service":"simulation","webhook":{"url":"http://localhost:4000/hook"}}' });
     expect(localHook.status).toBe(201);
+
+    // the webhook service runs beside the API and delivers a job's events to a receiver on loopback, signed
+    const hooks = /webhooks {3}(http:\/\/127\.0\.0\.1:\d+)/.exec(banner)?.[1];
+    expect(await (await fetch(`${hooks}/health`)).json()).toMatchObject({ status: 'ok' });
+    const received: Array<{ type: string; signature: string }> = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        received.push({ type: (JSON.parse(body) as { type: string }).type, signature: String(req.headers['webhook-signature']) });
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+      const hooked = await fetch(`${api}/v1/jobs?wait=20`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ service: 'simulation', webhook: { url: hookUrl } }) });
+      expect(hooked.status).toBe(201);
+      for (let waited = 0; !received.some((r) => r.type === 'job.succeeded') && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+      expect(received.map((r) => r.type).filter((t) => t !== 'job.progress')).toEqual(['job.queued', 'job.started', 'job.succeeded']);
+      expect(received[0]!.signature).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    } finally {
+      receiver.close();
+    }
 
     // the monitor page is served, knows where the API is, and the API lets it call from a browser
     const monitor = /monitor {4}(http:\/\/127\.0\.0\.1:\d+)/.exec(banner)?.[1];

@@ -42,6 +42,24 @@ export const JobView = Job.omit({ payload: true })
 export type JobView = z.infer<typeof JobView>;
 
 /** The answer to a submit: the job, and whether the Idempotency-Key matched an earlier identical request. */
+/**
+ * A job as the API answers it (GET /v1/jobs/:id) and webhooks carry it: the
+ * core's Job plus its phase timings (payload left out for lists).
+ */
+export function jobView(job: Job, options: { payload?: boolean } = { payload: true }): JobView {
+  const t = job.timestamps;
+  const timings: JobTimings = {};
+  if (t.claimed_at !== undefined) timings.queue_ms = t.claimed_at - t.submitted_at;
+  if (t.claimed_at !== undefined && t.started_at !== undefined) timings.start_ms = t.started_at - t.claimed_at;
+  if (t.started_at !== undefined && t.finished_at !== undefined) timings.execution_ms = t.finished_at - t.started_at;
+  if (t.finished_at !== undefined) timings.total_ms = t.finished_at - t.submitted_at;
+  // spread once and add the payload after: spreading a one-key object first costs ten times as much
+  const { payload, ...rest } = job;
+  const view: JobView = { ...rest, timings };
+  if (options.payload) view.payload = payload;
+  return view;
+}
+
 export const SubmittedJob = JobView.extend({ duplicate: z.boolean() }).meta({ id: 'SubmittedJob' });
 export type SubmittedJob = z.infer<typeof SubmittedJob>;
 
@@ -333,3 +351,15 @@ export function compareStreamIds(a: string, b: string): number {
   const [bm = '0', bs = '0'] = b.split('-');
   return Number(am) - Number(bm) || Number(as) - Number(bs);
 }
+
+/** GET /v1/webhooks/secret and POST /v1/webhooks/secret/rotate: the secret a tenant's job webhooks are signed with. */
+export const WebhookSecretResponse = z
+  .object({
+    tenant: z.string(),
+    /** `whsec_` + base64: verify the `webhook-signature` header with it (Standard Webhooks) */
+    secret: z.string(),
+    /** after a rotation: until when (ms) messages are signed with the previous secret too */
+    previous_valid_until: z.number().int().optional(),
+  })
+  .meta({ id: 'WebhookSecret' });
+export type WebhookSecretResponse = z.infer<typeof WebhookSecretResponse>;

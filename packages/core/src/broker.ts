@@ -31,6 +31,7 @@ import {
   priorityOfScore,
 } from './job';
 import { KeyLayout } from './keys';
+import { parseStreamEntry, type StreamEvent } from './events';
 import { StreamId, type SubmitResult } from './api-protocol';
 import { ensureFunctionLibrary } from './library';
 import { JobRequirements, PoolName, ServiceName, TenantId, requirementClass } from './requirements';
@@ -234,7 +235,8 @@ export class Broker {
   private constructor(
     readonly redis: RedisClient,
     config: BrokerConfig,
-    private readonly clock: (() => number) | undefined,
+    /** the virtual clock, when one replaces Redis TIME */
+    readonly clock: (() => number) | undefined,
   ) {
     this.config = config;
     this.keys = new KeyLayout(config.namespace);
@@ -742,6 +744,78 @@ export class Broker {
       const { type = 'unknown', ts = '0', ...rest } = fields;
       return { id, pool, type, ts: Number(ts), fields: rest };
     });
+  }
+
+  /**
+   * Makes sure consumer group `group` reads the pool's event stream (creating the
+   * stream when there is none yet); a new group starts after `startAt` ('$': only
+   * events from now on, '0': every event still kept). Returns whether it was created.
+   */
+  async ensureEventGroup(pool: string, group: string, startAt: '$' | '0' = '$'): Promise<boolean> {
+    try {
+      await this.redis.call('XGROUP', 'CREATE', this.keys.events(checkedPool(pool)), group, startAt, 'MKSTREAM');
+      return true;
+    } catch (error) {
+      if (String((error as Error).message).startsWith('BUSYGROUP')) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Reads new events of the pool for `consumer` of `group` (XREADGROUP '>'),
+   * waiting up to `blockMs` when there are none; each stays pending for this
+   * consumer until acknowledged with `ackEvents`. A group that is missing (the
+   * stream was deleted) is made again from the oldest kept event.
+   */
+  async readEventGroup(
+    pool: string,
+    group: string,
+    consumer: string,
+    options: { count?: number; blockMs?: number; connection?: RedisClient } = {},
+  ): Promise<StreamEvent[]> {
+    const args: Array<string | number> = ['GROUP', group, consumer, 'COUNT', options.count ?? 100];
+    if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+    let reply: Array<[string, Array<[string, string[] | null]>]> | null;
+    try {
+      reply = (await (options.connection ?? this.redis).call('XREADGROUP', ...args, 'STREAMS', this.keys.events(pool), '>')) as typeof reply;
+    } catch (error) {
+      if (!String((error as Error).message).startsWith('NOGROUP')) throw error;
+      await this.ensureEventGroup(pool, group, '0');
+      return [];
+    }
+    return (reply?.[0]?.[1] ?? []).map(([id, flat]) => parseStreamEntry(pool, id, flat ?? []));
+  }
+
+  /**
+   * Takes over events pending for longer than `minIdleMs` in `group` (their
+   * consumer crashed or hangs) for `consumer` (XAUTOCLAIM), a page at a time
+   * from `cursor`; entries trimmed from the stream meanwhile are dropped from
+   * the group. Returns them and the cursor of the next page ('0-0': done).
+   */
+  async claimStaleEvents(
+    pool: string,
+    group: string,
+    consumer: string,
+    minIdleMs: number,
+    options: { cursor?: string; count?: number } = {},
+  ): Promise<{ events: StreamEvent[]; cursor: string }> {
+    let reply: [string, Array<[string, string[] | null] | null>, string[]?];
+    try {
+      reply = (await this.redis.call(
+        'XAUTOCLAIM', this.keys.events(pool), group, consumer, minIdleMs, options.cursor ?? '0-0', 'COUNT', options.count ?? 100,
+      )) as typeof reply;
+    } catch (error) {
+      if (String((error as Error).message).startsWith('NOGROUP')) return { events: [], cursor: '0-0' };
+      throw error;
+    }
+    const events = reply[1].flatMap((entry) => (entry && entry[1] ? [parseStreamEntry(pool, entry[0], entry[1])] : []));
+    return { events, cursor: reply[0] };
+  }
+
+  /** Acknowledges events of the pool's stream that `group` has handled (XACK). */
+  async ackEvents(pool: string, group: string, ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    return (await this.redis.call('XACK', this.keys.events(pool), group, ...ids)) as number;
   }
 
   /** Stops (or resumes) claims of a service's jobs in a pool; returns whether that changed anything. */

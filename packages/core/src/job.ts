@@ -72,12 +72,40 @@ export const Deadlines = z
   })
   .strict();
 
+/** What a webhook receives (docs/webhooks.md): the job vocabulary. */
+export const WEBHOOK_EVENT_TYPES = [
+  'job.queued',
+  'job.started',
+  'job.progress',
+  'job.succeeded',
+  'job.failed',
+  'job.canceled',
+  'job.expired',
+  'job.retrying',
+] as const;
+export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
+
+/** Replicate's per-prediction filter words, accepted in a job's `webhook.events` as these event types. */
+export const WEBHOOK_EVENT_ALIASES = {
+  start: ['job.started'],
+  output: ['job.progress'],
+  logs: ['job.progress'],
+  completed: ['job.succeeded', 'job.failed', 'job.canceled', 'job.expired'],
+} as const satisfies Record<string, readonly WebhookEventType[]>;
+
 export const WebhookSpec = z
   .object({
     url: z.string().url().max(2_000),
-    events: z.array(z.enum(['start', 'output', 'logs', 'completed'])).optional(),
+    /** event types to deliver (or Replicate's aliases); absent: every one */
+    events: z.array(z.enum([...WEBHOOK_EVENT_TYPES, 'start', 'output', 'logs', 'completed'])).optional(),
   })
   .strict();
+
+/** Whether a job's webhook wants `type`: no filter takes every event type. */
+export function webhookWants(spec: z.infer<typeof WebhookSpec>, type: WebhookEventType): boolean {
+  if (!spec.events) return true;
+  return spec.events.some((name) => name === type || (WEBHOOK_EVENT_ALIASES[name as keyof typeof WEBHOOK_EVENT_ALIASES] as readonly string[] | undefined)?.includes(type));
+}
 
 /**
  * A webhook as a submit gives it: http or https only. Whether its host may be

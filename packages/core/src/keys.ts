@@ -38,6 +38,15 @@
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:secret:<name>             a secret every instance shares (e.g. `asset-urls`, the HMAC key of signed asset URLs),
  *                                  generated once by whichever instance asks first (outside any shard)
+ *   <ns>:{_webhooks}:*             webhook delivery (outside any pool; `_` keeps the tag apart from pool names), one slot:
+ *                                  shard: anchor of the webhook functions; due: message id -> when its next attempt is due
+ *                                  (an in-flight one: when its lease ends); msg:<id>: the message (tenant, url, job, type,
+ *                                  body, state, attempts, next_at), kept `messageRetentionMs` once ended; chain:<job>:<url hash>:
+ *                                  one job's messages to one URL in order (only the head is due); throttle:<chain>: when the
+ *                                  chain's last progress was delivered; log:<job>: delivery attempts (JSON, capped);
+ *                                  disabled:<tenant>: url -> when it answered 410 Gone; secret:<tenant>: signing secrets
+ *                                  (current, previous, previous_until); reader:<pool>: the instance reading the pool's stream;
+ *                                  busy:<url>: attempts in flight to the URL (message -> lease end)
  */
 export class KeyLayout {
   constructor(readonly namespace = 'emp') {}
@@ -92,5 +101,23 @@ export class KeyLayout {
   }
   sharedSecret(name: string): string {
     return `${this.namespace}:secret:${name}`;
+  }
+  webhookPrefix(): string {
+    return `${this.namespace}:{_webhooks}:`;
+  }
+  webhookAnchor(): string {
+    return `${this.webhookPrefix()}shard`;
+  }
+  webhookMessage(id: string): string {
+    return `${this.webhookPrefix()}msg:${id}`;
+  }
+  webhookDue(): string {
+    return `${this.webhookPrefix()}due`;
+  }
+  webhookLog(jobId: string): string {
+    return `${this.webhookPrefix()}log:${jobId}`;
+  }
+  webhookDisabled(tenant: string): string {
+    return `${this.webhookPrefix()}disabled:${tenant}`;
   }
 }

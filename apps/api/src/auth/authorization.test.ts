@@ -100,6 +100,8 @@ const routes: RouteCase[] = [
   { name: 'live feed (WebSocket)', route: 'GET /v1/live', access: 'readJobs', scope: 'none', ok: 101, prepare: async () => ({ method: 'GET', path: '/v1/live', websocket: true }) },
   { name: 'an asset', route: 'GET /v1/assets/*', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/assets/${await ownedAsset()}` }) },
   { name: 'sign an asset URL', route: 'POST /v1/assets/sign', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/assets/sign', body: { key: await ownedAsset() } }) },
+  { name: 'webhook secret', route: 'GET /v1/webhooks/secret', access: 'readJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/webhooks/secret?tenant=${OWNER}` }) },
+  { name: 'rotate the webhook secret', route: 'POST /v1/webhooks/secret/rotate', access: 'changeJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/webhooks/secret/rotate', body: { tenant: OWNER, grace_seconds: 60 } }) },
 ];
 
 /** Routes anyone may call without a key; each says so with `access: 'public'`. */

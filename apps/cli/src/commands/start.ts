@@ -23,6 +23,8 @@ const StartFlags = z.object({
   apiHost: z.string().min(1).max(255),
   monitorPort: intFlag(z.number().int().min(0).max(65_535)),
   monitor: z.boolean().default(true),
+  webhooksPort: intFlag(z.number().int().min(0).max(65_535)),
+  webhooks: z.boolean().default(true),
   auth: z.boolean().default(false),
   strictWebhooks: z.boolean().default(false),
   stateDir: z.string().min(1),
@@ -33,7 +35,7 @@ const StartFlags = z.object({
 export function registerStart(program: Command): void {
   program
     .command('start')
-    .description('run the local stack: Redis (embedded unless REDIS_URL or --redis), scheduler, API, and a machine agent with workers and simulated services')
+    .description('run the local stack: Redis (embedded unless REDIS_URL or --redis), scheduler, API, webhook delivery, monitor, and a machine agent with workers and simulated services')
     .option('--redis-port <port>', 'port of the embedded Redis (a free one if taken)', '6390')
     .option('--state-dir <dir>', 'folder for the embedded Redis data and URL', STATE_DIR)
     .option('--workers <n>', 'workers on the local machine (each with a simulated service)', '2')
@@ -41,6 +43,8 @@ export function registerStart(program: Command): void {
     .option('--api-host <address>', 'address the API listens on; anything but loopback needs --auth', '127.0.0.1')
     .option('--monitor-port <port>', 'port of the monitor web page (a free one if taken)', '3333')
     .option('--no-monitor', 'do not serve the monitor page')
+    .option('--webhooks-port <port>', 'port of the webhook delivery service (/health, /metrics; a free one if taken)', '3332')
+    .option('--no-webhooks', 'do not run the webhook delivery service')
     .option('--auth', 'require API keys (create one with `emp keys create --role operator`)')
     .option('--strict-webhooks', 'refuse webhook URLs on localhost and private addresses, as a deployed API does (allowed by default while the API is on loopback)')
     .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
@@ -63,6 +67,7 @@ export function registerStart(program: Command): void {
         jobDurationMs: flags.simDurationMs,
         api: { host: flags.apiHost, port: flags.apiPort, auth: flags.auth, ...webhookSetting(flags) },
         monitor: flags.monitor ? { port: flags.monitorPort } : false,
+        webhooks: flags.webhooks ? { port: flags.webhooksPort } : false,
         logger,
       });
       // other commands find the embedded Redis through .emp/redis.url under the working folder
@@ -128,6 +133,9 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     stack.monitor
       ? `  monitor    ${stack.monitor.url}  (the operator's live page${stack.api.auth ? '; it asks for an operator key' : ''})`
       : '  monitor    not started (--no-monitor)',
+    stack.webhooks
+      ? `  webhooks   ${stack.webhooks.url}  (delivers jobs' webhooks, signed: secret at ${stack.api.url}/v1/webhooks/secret; health /health, metrics /metrics)`
+      : '  webhooks   not started (--no-webhooks)',
     '',
     'Over HTTP:',
     `  curl -s -X POST '${stack.api.url}/v1/jobs?wait=30' -H 'content-type: application/json' -d '{"service":"simulation"}'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,

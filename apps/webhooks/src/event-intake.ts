@@ -1,0 +1,185 @@
+import {
+  type Broker,
+  EmpError,
+  type JobStreamEvent,
+  type RedisClient,
+  type StreamEvent,
+  type WebhookEventType,
+  type WebhookOutbox,
+  isJobEvent,
+  jobView,
+  webhookWants,
+} from '@emp/core';
+import type { Logger } from 'pino';
+import type { WebhookServiceConfig } from './config';
+import type { WebhookMetrics } from './metrics';
+
+/** What a stream event is called when it reaches a webhook; job.starting (claimed, model loading) is not sent. */
+const WEBHOOK_TYPE: Partial<Record<JobStreamEvent['type'], WebhookEventType>> = {
+  'job.queued': 'job.queued',
+  'job.running': 'job.started',
+  'job.progress': 'job.progress',
+  'job.retrying': 'job.retrying',
+  'job.succeeded': 'job.succeeded',
+  'job.failed': 'job.failed',
+  'job.canceled': 'job.canceled',
+  'job.expired': 'job.expired',
+};
+
+/** The webhook message id of an event: stable, so an event read twice is queued once and a receiver can dedupe. */
+export function messageId(event: StreamEvent): string {
+  return `msg_${event.pool}_${event.id}`;
+}
+
+/**
+ * Reads every pool's event stream through the consumer group, turns job events
+ * into messages for the job's webhook (body fixed now, so every retry sends the
+ * same bytes), queues them in the outbox and only then acknowledges the events:
+ * a crash in between re-reads them (queueing is idempotent). One instance at a
+ * time reads a pool (a lease in Redis, renewed while it reads), so a job's
+ * messages join its chain in the order its events happened whichever instances
+ * run; an instance that takes a pool over first handles the events its
+ * predecessor left pending (XAUTOCLAIM), then new ones.
+ */
+export class EventIntake {
+  private readonly pools = new Map<string, Promise<void>>();
+  private readonly connections: RedisClient[] = [];
+  private stopping = false;
+  private scanTimer: NodeJS.Timeout | undefined;
+  private firstScan = true;
+  private wakeStandby: Array<() => void> = [];
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly outbox: WebhookOutbox,
+    private readonly config: WebhookServiceConfig,
+    private readonly consumer: string,
+    private readonly metrics: WebhookMetrics,
+    private readonly logger: Logger,
+    /** called after messages were queued, so the dispatcher looks at once */
+    private readonly onQueued: () => void,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.scanPools();
+    this.firstScan = false;
+    const scan = () => {
+      this.scanTimer = setTimeout(() => {
+        this.scanPools().catch((error: unknown) => this.logger.error({ err: error }, 'webhooks: scanning pools failed')).finally(() => {
+          if (!this.stopping) scan();
+        });
+      }, this.config.poolScanMs);
+    };
+    scan();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.scanTimer);
+    for (const wake of this.wakeStandby.splice(0)) wake();
+    for (const connection of this.connections) connection.disconnect();
+    await Promise.allSettled(this.pools.values());
+    // another instance takes the pools over now instead of after the lease
+    await Promise.allSettled([...this.pools.keys()].map((pool) => this.outbox.releaseReader(pool, this.consumer)));
+  }
+
+  private async scanPools(): Promise<void> {
+    for (const pool of await this.broker.pools()) {
+      if (this.pools.has(pool) || this.stopping) continue;
+      // a pool there at the service's first start is read from now on; one that appears later, from its first event
+      await this.broker.ensureEventGroup(pool, this.config.group, this.firstScan ? '$' : '0');
+      this.pools.set(pool, this.readLoop(pool));
+    }
+  }
+
+  private async readLoop(pool: string): Promise<void> {
+    const connection = this.broker.redis.duplicate();
+    this.connections.push(connection);
+    const leaseMs = this.config.readerLeaseMs;
+    // blocking reads return often enough to renew the lease in time
+    const blockMs = Math.max(10, Math.min(1_000, Math.floor(leaseMs / 3)));
+    let holding = false;
+    let catchUp = true;
+    while (!this.stopping) {
+      try {
+        const held = await this.outbox.holdReader(pool, this.consumer, leaseMs);
+        if (!held) {
+          if (holding) this.logger.warn({ pool }, 'webhooks: lost the lease of reading this pool (this instance was too slow to renew it)');
+          holding = false;
+          await this.standBy(blockMs);
+          continue;
+        }
+        if (!holding) {
+          holding = true;
+          catchUp = true;
+        }
+        if (catchUp) {
+          // whatever the group has pending (a predecessor's, or ours after an error) goes first, in stream order
+          await this.takeOverPending(pool);
+          catchUp = false;
+        }
+        const events = await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: 200, blockMs, connection });
+        if (events.length) await this.handle(pool, events);
+      } catch (error) {
+        if (this.stopping) break;
+        catchUp = true;
+        this.logger.error({ err: error, pool }, 'webhooks: reading the event stream failed; retrying');
+        await this.standBy(1_000);
+      }
+    }
+  }
+
+  private standBy(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeStandby = this.wakeStandby.filter((wake) => wake !== done);
+        resolve();
+      };
+      timer = setTimeout(done, ms);
+      this.wakeStandby.push(done);
+    });
+  }
+
+  private async takeOverPending(pool: string): Promise<void> {
+    let cursor = '0-0';
+    do {
+      const page = await this.broker.claimStaleEvents(pool, this.config.group, this.consumer, 0, { cursor, count: 200 });
+      if (page.events.length) {
+        this.logger.info({ pool, events: page.events.length }, 'webhooks: handling events left pending');
+        await this.handle(pool, page.events);
+      }
+      cursor = page.cursor;
+    } while (cursor !== '0-0' && !this.stopping);
+  }
+
+  private async handle(pool: string, events: StreamEvent[]): Promise<void> {
+    this.metrics.events.inc({ pool }, events.length);
+    let queued = false;
+    // in stream order: a job's messages join its chain in the order its events happened
+    for (const event of events) {
+      try {
+        if (await this.queueFor(event)) queued = true;
+      } catch (error) {
+        // a job record that does not parse would fail on every re-read: log it and go on; anything else (Redis) retries the batch
+        if (!(error instanceof EmpError)) throw error;
+        this.logger.error({ err: error, pool, event: event.id, type: event.type }, 'webhooks: an event could not be turned into a message; skipped');
+      }
+    }
+    await this.broker.ackEvents(pool, this.config.group, events.map((e) => e.id));
+    if (queued) this.onQueued();
+  }
+
+  private async queueFor(event: StreamEvent): Promise<boolean> {
+    if (!isJobEvent(event)) return false;
+    const type = WEBHOOK_TYPE[event.type];
+    if (!type) return false;
+    const job = await this.broker.getJob(event.job);
+    if (!job?.webhook || !webhookWants(job.webhook, type)) return false;
+    const body = JSON.stringify({ type, timestamp: new Date(event.ts).toISOString(), data: jobView(job) });
+    const result = await this.outbox.enqueue({ id: messageId(event), tenant: job.tenant, url: job.webhook.url, job: job.id, type, body });
+    this.metrics.queued.inc({ result });
+    return result === 'queued';
+  }
+}

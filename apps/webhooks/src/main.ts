@@ -1,0 +1,25 @@
+import { Broker } from '@emp/core';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { configFromEnv } from './config';
+import { startWebhookService } from './service';
+
+/**
+ * The webhook service on its own (one of several instances, say):
+ * EMP_REDIS_URL (or REDIS_URL), EMP_NAMESPACE, and EMP_WEBHOOKS_* settings (config.ts). `emp start` runs the
+ * same startWebhookService inside the local stack.
+ */
+const logger = pino({ name: 'webhooks' });
+const redis = new Redis(process.env.EMP_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+const broker = await Broker.connect({ redis, ...(process.env.EMP_NAMESPACE ? { config: { namespace: process.env.EMP_NAMESPACE } } : {}) });
+const service = await startWebhookService({ broker, config: configFromEnv(process.env), logger });
+process.stdout.write(`webhooks listening ${service.url}\n`);
+
+const stop = () => {
+  void service.close().finally(() => {
+    redis.disconnect();
+    process.exit(0);
+  });
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);

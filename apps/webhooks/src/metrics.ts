@@ -1,0 +1,52 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The service's Prometheus metrics (served at /metrics). */
+export class WebhookMetrics {
+  readonly registry = new Registry();
+  readonly deliveries = new Counter({
+    name: 'emp_webhook_deliveries_total',
+    help: 'Delivery attempts by outcome (delivered, retry, failed, disabled) and event type',
+    labelNames: ['outcome', 'type'],
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: 'emp_webhook_delivery_duration_seconds',
+    help: 'Time from sending a webhook to its complete answer',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+    registers: [this.registry],
+  });
+  readonly queued = new Counter({
+    name: 'emp_webhook_messages_total',
+    help: 'Messages made from job events, by result (queued, merged into a pending progress message, known: read twice, disabled)',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly events = new Counter({
+    name: 'emp_webhook_events_read_total',
+    help: "Events read from the pools' streams through the consumer group",
+    labelNames: ['pool'],
+    registers: [this.registry],
+  });
+
+  constructor(backlog: () => Promise<{ messages: number; oldestDueAgeSeconds: number }>) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'emp_webhooks_' });
+    let reading: Promise<{ messages: number; oldestDueAgeSeconds: number }> | undefined;
+    const read = () => (reading ??= backlog().finally(() => setTimeout(() => (reading = undefined), 500)));
+    new Gauge({
+      name: 'emp_webhook_backlog_messages',
+      help: 'Messages waiting for an attempt or in flight',
+      registers: [this.registry],
+      async collect() {
+        this.set((await read()).messages);
+      },
+    });
+    new Gauge({
+      name: 'emp_webhook_oldest_due_age_seconds',
+      help: 'How long the most overdue message has been due (0: none overdue)',
+      registers: [this.registry],
+      async collect() {
+        this.set((await read()).oldestDueAgeSeconds);
+      },
+    });
+  }
+}

@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest';
+import { Broker } from './broker';
+import { isJobEvent, parseStreamEntry } from './events';
+import { usePrivateRedis } from './testing/private-redis';
+import { WebhookOutbox } from './webhook-outbox';
+
+const { redis } = usePrivateRedis();
+
+describe('the event stream, typed', () => {
+  it('parses every event of a job that is submitted, claimed, started, reports progress and succeeds', async () => {
+    const broker = await Broker.connect({ redis });
+    await broker.registerWorker({ id: 'w1', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const { id } = await broker.submit({ service: 'simulation', tenant: 'acme' });
+    const claimed = await broker.claim('standard', 'w1');
+    await broker.start(claimed.job!.lease);
+    await broker.progress(claimed.job!.lease, { stage: 'running', value: 3, max: 10 });
+    await broker.complete(claimed.job!.lease, { ok: true });
+
+    const raw = await redis.xrange(broker.keys.events('standard'), '-', '+');
+    const events = raw.map(([entry, flat]) => parseStreamEntry('standard', entry, flat));
+    expect(events.filter((e) => e.type === 'unknown')).toEqual([]);
+    const ofJob = events.filter(isJobEvent).filter((e) => e.job === id);
+    expect(ofJob.map((e) => e.type)).toEqual(['job.queued', 'job.starting', 'job.running', 'job.progress', 'job.succeeded']);
+    const progress = ofJob[3]!;
+    expect(progress.type === 'job.progress' && progress.progress).toEqual({ stage: 'running', value: 3, max: 10 });
+    expect(ofJob.every((e) => e.tenant === 'acme' && e.ts > 0)).toBe(true);
+    const starting = ofJob[1]!;
+    expect(starting.type === 'job.starting' && starting.attempt).toBe(1);
+    expect(events.some((e) => e.type === 'worker.registered')).toBe(true);
+  });
+
+  it('keeps an entry it does not know as unknown, with the reason', () => {
+    const event = parseStreamEntry('standard', '1-0', ['type', 'job.progress', 'job', 'x', 'state', 'running', 'tenant', 't', 'service', 's', 'progress', 'nope']);
+    expect(event.type).toBe('unknown');
+    expect(event.type === 'unknown' && event.problem).toMatch(/progress/);
+    expect(parseStreamEntry('standard', '1-0', { type: 'machine.ready', machine: 'm1', state: 'ready', ts: '5' })).toMatchObject({ type: 'machine.ready', ts: 5 });
+  });
+
+  it('is read through a consumer group: pending until acknowledged, taken over by another consumer once idle', async () => {
+    const broker = await Broker.connect({ redis });
+    expect(await broker.ensureEventGroup('standard', 'g')).toBe(true);
+    expect(await broker.ensureEventGroup('standard', 'g')).toBe(false);
+    await broker.submit({ service: 'simulation' });
+    const first = await broker.readEventGroup('standard', 'g', 'a', { count: 10 });
+    expect(first.map((e) => e.type)).toEqual(['job.queued']);
+    expect(await broker.readEventGroup('standard', 'g', 'a', { count: 10 })).toEqual([]);
+    await new Promise((r) => setTimeout(r, 30));
+    const taken = await broker.claimStaleEvents('standard', 'g', 'b', 20);
+    expect(taken.events.map((e) => e.id)).toEqual([first[0]!.id]);
+    expect(await broker.ackEvents('standard', 'g', [first[0]!.id])).toBe(1);
+    expect((await broker.claimStaleEvents('standard', 'g', 'c', 0)).events).toEqual([]);
+  });
+});
+
+describe('the webhook outbox', () => {
+  const message = (id: string, type = 'job.queued') => ({ id, tenant: 't', url: 'https://example.com/h', job: 'standard.abcdefabcdef', type, body: `{"n":"${id}"}` });
+
+  it('queues idempotently and makes only the head of a job\'s chain due', async () => {
+    const outbox = new WebhookOutbox(await Broker.connect({ redis }));
+    expect(await outbox.enqueue(message('m1'))).toBe('queued');
+    expect(await outbox.enqueue(message('m1'))).toBe('known');
+    expect(await outbox.enqueue(message('m2', 'job.succeeded'))).toBe('queued');
+    const [claimed, ...rest] = await outbox.claimDue(10, 60_000);
+    expect(rest).toEqual([]);
+    expect(claimed).toMatchObject({ id: 'm1', attempt: 1 });
+    const log = { at: Date.now(), message: 'm1', type: 'job.queued', url: claimed!.url, attempt: 1, status: 200, latency_ms: 3, outcome: 'delivered' as const };
+    expect(await outbox.settle(claimed!, 'delivered', log)).toBe(true);
+    expect(await outbox.settle(claimed!, 'delivered', log)).toBe(false);
+    expect((await outbox.claimDue(10, 60_000)).map((m) => m.id)).toEqual(['m2']);
+    expect((await outbox.deliveryLog('standard.abcdefabcdef')).map((e) => e.message)).toEqual(['m1', 'm1']);
+  });
+
+  it('merges a progress message into a pending one, so only the latest value waits', async () => {
+    const outbox = new WebhookOutbox(await Broker.connect({ redis }), { progressThrottleMs: 60_000 });
+    await outbox.enqueue(message('m1'));
+    await outbox.enqueue(message('p1', 'job.progress'));
+    expect(await outbox.enqueue(message('p2', 'job.progress'))).toBe('merged');
+    expect((await outbox.message('p1'))?.body).toBe('{"n":"p2"}');
+  });
+
+  it('keeps a tenant secret, and after a rotation the old one for the grace period', async () => {
+    const outbox = new WebhookOutbox(await Broker.connect({ redis }));
+    const first = await outbox.secrets('t');
+    expect(first.current).toMatch(/^whsec_[A-Za-z0-9+/=]{40,}$/);
+    expect(await outbox.secrets('t')).toEqual(first);
+    const rotated = await outbox.rotateSecret('t', 60_000);
+    expect(rotated.previous).toBe(first.current);
+    expect(rotated.current).not.toBe(first.current);
+    expect(rotated.previousUntil).toBeGreaterThan(Date.now());
+  });
+
+  it('lets one consumer at a time hold the lease of reading a pool, until it releases it or stops renewing', async () => {
+    const outbox = new WebhookOutbox(await Broker.connect({ redis }));
+    expect(await outbox.holdReader('standard', 'a', 100)).toBe(true);
+    expect(await outbox.holdReader('standard', 'b', 100)).toBe(false);
+    expect(await outbox.holdReader('standard', 'a', 100)).toBe(true);
+    expect(await outbox.holdReader('fast', 'b', 100)).toBe(true);
+    await outbox.releaseReader('standard', 'b');
+    expect(await outbox.holdReader('standard', 'b', 100)).toBe(false);
+    await outbox.releaseReader('standard', 'a');
+    expect(await outbox.holdReader('standard', 'b', 50)).toBe(true);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(await outbox.holdReader('standard', 'c', 50)).toBe(true);
+  });
+});

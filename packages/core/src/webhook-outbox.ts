@@ -1,0 +1,214 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { Broker } from './broker';
+import { fromRedisError } from './errors';
+import { newWebhookSecret } from './webhook-signing';
+
+/**
+ * The webhook service's state in Redis (keys: KeyLayout, `{_webhooks}`): every
+ * message still to be delivered, when its next attempt is due, the chains that
+ * keep one job's messages to one URL in order, delivery logs, disabled URLs and
+ * tenants' signing secrets. Each change is one call of the function library
+ * (webhook_*.lua), so several service instances and a crash at any point leave
+ * it consistent; nothing lives only in a process's memory.
+ */
+
+export interface WebhookMessageInput {
+  /** the `webhook-id`: stable across retries, and the key that makes queueing idempotent */
+  id: string;
+  tenant: string;
+  url: string;
+  job: string;
+  type: string;
+  body: string;
+}
+
+export interface ClaimedWebhookMessage extends WebhookMessageInput {
+  /** 1 for the first attempt; the fencing token of `settle` */
+  attempt: number;
+  createdAt: number;
+}
+
+export type WebhookEnqueueResult = 'queued' | 'merged' | 'known' | 'disabled';
+export type WebhookOutcome = 'delivered' | 'retry' | 'failed' | 'disabled';
+
+/** One delivery attempt as the log keeps it. */
+export const DeliveryLogEntry = z.object({
+  /** when the attempt started (ms) */
+  at: z.number(),
+  message: z.string(),
+  type: z.string(),
+  url: z.string(),
+  attempt: z.number().int(),
+  /** the HTTP status, absent when there was no response */
+  status: z.number().int().optional(),
+  latency_ms: z.number(),
+  outcome: z.enum(['delivered', 'retry', 'failed', 'disabled']),
+  error: z.string().optional(),
+  /** the first 1 KiB of the response body */
+  response: z.string().optional(),
+  /** when the next attempt is due (outcome retry) */
+  next_at: z.number().optional(),
+});
+export type DeliveryLogEntry = z.infer<typeof DeliveryLogEntry>;
+
+export interface TenantWebhookSecrets {
+  current: string;
+  /** the secret rotated out, still signed with until `previousUntil` */
+  previous?: string;
+  previousUntil?: number;
+}
+
+export interface WebhookOutboxOptions {
+  /** a job's progress messages to one URL go out at most once per this many ms (the latest value always) */
+  progressThrottleMs?: number;
+  /** how long an ended message and a job's delivery log are kept */
+  retentionMs?: number;
+  /** attempts kept in a job's delivery log */
+  logLength?: number;
+}
+
+/** The chain of a job's messages to one URL. */
+export function webhookChain(jobId: string, url: string): string {
+  return `${jobId}:${createHash('sha1').update(url).digest('hex').slice(0, 16)}`;
+}
+
+export class WebhookOutbox {
+  readonly progressThrottleMs: number;
+  readonly retentionMs: number;
+  readonly logLength: number;
+
+  constructor(
+    readonly broker: Broker,
+    options: WebhookOutboxOptions = {},
+  ) {
+    this.progressThrottleMs = options.progressThrottleMs ?? 1_000;
+    this.retentionMs = options.retentionMs ?? 7 * 86_400_000;
+    this.logLength = options.logLength ?? 200;
+  }
+
+  /** Queues a message (idempotent on its id). */
+  async enqueue(message: WebhookMessageInput): Promise<WebhookEnqueueResult> {
+    const reply = (await this.fcall('emp_webhook_enqueue', [
+      message.id,
+      webhookChain(message.job, message.url),
+      message.tenant,
+      message.url,
+      message.job,
+      message.type,
+      message.body,
+      this.progressThrottleMs,
+      this.retentionMs,
+    ])) as number;
+    return reply === 1 ? 'queued' : reply === 2 ? 'merged' : reply === 0 ? 'known' : 'disabled';
+  }
+
+  /**
+   * Takes up to `limit` due messages, each leased for `leaseMs` (then due again,
+   * unless settled); at most `perUrl` in flight to one URL (0: no limit), a due
+   * message over it put off by `busyMs`.
+   */
+  async claimDue(limit: number, leaseMs: number, options: { perUrl?: number; busyMs?: number } = {}): Promise<ClaimedWebhookMessage[]> {
+    const reply = (await this.fcall('emp_webhook_claim', [limit, leaseMs, options.perUrl ?? 0, options.busyMs ?? 250])) as Array<[string, number, string, string, string, string, string, string]>;
+    return reply.map(([id, attempt, tenant, url, job, type, body, createdAt]) => ({
+      id, attempt: Number(attempt), tenant, url, job, type, body, createdAt: Number(createdAt),
+    }));
+  }
+
+  /**
+   * Records an attempt's outcome (and its log entry); `retryInMs`: when the next
+   * attempt is due (outcome retry). False when the attempt was no longer the message's latest.
+   */
+  async settle(message: ClaimedWebhookMessage, outcome: WebhookOutcome, log: DeliveryLogEntry, retryInMs?: number): Promise<boolean> {
+    const reply = await this.fcall('emp_webhook_settle', [
+      message.id,
+      message.attempt,
+      outcome,
+      retryInMs ?? 0,
+      JSON.stringify(log),
+      this.logLength,
+      this.retentionMs,
+      this.progressThrottleMs,
+    ]);
+    return reply === 1;
+  }
+
+  /**
+   * Sends an ended message again (same id and body, attempts from 1), after
+   * whatever of its job is still pending for that URL.
+   */
+  async resend(id: string): Promise<'queued' | 'unknown' | 'pending' | 'disabled'> {
+    const reply = (await this.fcall('emp_webhook_resend', [id])) as number;
+    return reply === 1 ? 'queued' : reply === 0 ? 'unknown' : reply === -1 ? 'pending' : 'disabled';
+  }
+
+  /** A message's stored fields (state: pending | inflight | delivered | failed | disabled | merged), or null once gone. */
+  async message(id: string): Promise<Record<string, string> | null> {
+    const hash = await this.broker.redis.hgetall(this.broker.keys.webhookMessage(id));
+    return Object.keys(hash).length ? hash : null;
+  }
+
+  /** A job's delivery attempts, oldest first. */
+  async deliveryLog(jobId: string): Promise<DeliveryLogEntry[]> {
+    const entries = await this.broker.redis.lrange(this.broker.keys.webhookLog(jobId), 0, -1);
+    return entries.flatMap((text) => {
+      const parsed = DeliveryLogEntry.safeParse(JSON.parse(text));
+      return parsed.success ? [parsed.data] : [];
+    });
+  }
+
+  /** URLs of the tenant that answered 410 Gone, with when. */
+  async disabledUrls(tenant: string): Promise<Record<string, number>> {
+    const hash = await this.broker.redis.hgetall(this.broker.keys.webhookDisabled(tenant));
+    return Object.fromEntries(Object.entries(hash).map(([url, at]) => [url, Number(at)]));
+  }
+
+  /** Messages waiting (or in flight), and when the earliest of them is due. */
+  async backlog(): Promise<{ messages: number; nextDueAt?: number }> {
+    const key = this.broker.keys.webhookDue();
+    const [count, head] = await Promise.all([this.broker.redis.zcard(key), this.broker.redis.zrange(key, 0, 0, 'WITHSCORES')]);
+    return head[1] === undefined ? { messages: count } : { messages: count, nextDueAt: Number(head[1]) };
+  }
+
+  /**
+   * Takes or renews the lease of reading `pool`'s event stream for `consumer`
+   * (one reader per pool, so a job's events are queued in order); false while
+   * another instance holds it.
+   */
+  async holdReader(pool: string, consumer: string, leaseMs: number): Promise<boolean> {
+    return (await this.fcall('emp_webhook_reader', [pool, consumer, leaseMs, '0'])) === 1;
+  }
+
+  /** Gives the pool's reader lease up (when it is `consumer`'s), so another instance takes over at once. */
+  async releaseReader(pool: string, consumer: string): Promise<void> {
+    await this.fcall('emp_webhook_reader', [pool, consumer, 0, '1']);
+  }
+
+  /** The tenant's signing secrets, the current one made on first use. */
+  async secrets(tenant: string): Promise<TenantWebhookSecrets> {
+    return this.secretCall(tenant, false, 0);
+  }
+
+  /** Replaces the tenant's secret; the old one stays valid (both signatures are sent) for `graceMs`. */
+  async rotateSecret(tenant: string, graceMs: number): Promise<TenantWebhookSecrets> {
+    return this.secretCall(tenant, true, graceMs);
+  }
+
+  private async secretCall(tenant: string, rotate: boolean, graceMs: number): Promise<TenantWebhookSecrets> {
+    const [current, previous, until] = (await this.fcall('emp_webhook_secret', [tenant, newWebhookSecret(), rotate ? '1' : '0', graceMs])) as [
+      string,
+      string,
+      string,
+    ];
+    return previous ? { current, previous, previousUntil: Number(until) } : { current };
+  }
+
+  private async fcall(name: string, args: Array<string | number>): Promise<unknown> {
+    const clock = this.broker.clock;
+    try {
+      return await this.broker.redis.call('FCALL', name, 1, this.broker.keys.webhookAnchor(), clock ? clock() : '', ...args);
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+  }
+}
