@@ -32,15 +32,7 @@ local function webhook_enqueue(keys, args)
   end
   call('HSET', key, 'id', id, 'chain', chain, 'tenant', tenant, 'url', url, 'job', job, 'type', kind, 'body', body,
     'state', 'pending', 'attempts', 0, 'created_at', now)
-  if call('RPUSH', chain_key, id) == 1 then
-    local due = now
-    if kind == 'job.progress' then
-      local last = tonumber(call('GET', p .. 'throttle:' .. chain))
-      if last and last + throttle_ms > due then due = last + throttle_ms end
-    end
-    call('HSET', key, 'next_at', due)
-    call('ZADD', p .. 'due', due, id)
-  end
+  if call('RPUSH', chain_key, id) == 1 then schedule_message(p, id, chain, kind, now, throttle_ms) end
   return 1
 end
 

@@ -45,13 +45,7 @@ local function webhook_settle(keys, args)
     if not next_id then break end
     local next_key = p .. 'msg:' .. next_id
     if not disabled then
-      local due = now
-      if call('HGET', next_key, 'type') == 'job.progress' then
-        local last = tonumber(call('GET', p .. 'throttle:' .. chain))
-        if last and last + throttle_ms > due then due = last + throttle_ms end
-      end
-      call('HSET', next_key, 'next_at', due)
-      call('ZADD', p .. 'due', due, next_id)
+      schedule_message(p, next_id, chain, call('HGET', next_key, 'type'), now, throttle_ms)
       break
     end
     call('HSET', next_key, 'state', 'disabled', 'finished_at', now)
