@@ -6,6 +6,7 @@ export * from './errors';
 export * from './job';
 export * from './keys';
 export * from './library';
+export * from './process-entry';
 export * from './requirements';
 export * from './validation';
 export * from './webhook-target';
