@@ -9,9 +9,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as esbuild from 'esbuild';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-export const OUT_DIR = fileURLToPath(new URL('../dist/', import.meta.url));
+const OUT_DIR = fileURLToPath(new URL('../dist/', import.meta.url));
 
-/** dist/<name>.js for each process the code starts (names known to packages/core/src/build.ts). */
+/** dist/<name>.js for each process the code starts (the names packages/core/src/process-entry.ts starts). */
 const ENTRIES = {
   emp: 'apps/cli/src/main.ts',
   worker: 'apps/worker/src/main.ts',
@@ -72,7 +72,7 @@ export async function build() {
     // dynamic imports (the S3 and Azure asset stores, ...) stay lazy: their code and packages load only when used
     splitting: true,
     chunkNames: 'chunk-[hash]',
-    // packages/core/src/build.ts: the code knows it runs from dist/ and starts the other processes from there
+    // packages/core/src/process-entry.ts: the code knows it runs from dist/ and starts the other processes from there
     define: { EMP_BUILT: 'true' },
     plugins: [externalDependencies, sourceImportMetaUrl],
     logLevel: 'warning',
@@ -81,7 +81,7 @@ export async function build() {
   const outputs = new Set(Object.keys(result.metafile.outputs).map((file) => file.slice('dist/'.length)));
   // chunks of earlier builds (their names are content hashes) go; nothing is removed before the new files are in place
   for (const name of await readdir(OUT_DIR)) if (!outputs.has(name)) await rm(`${OUT_DIR}${name}`, { force: true });
-  return { ms: Math.round(performance.now() - started), outputs: [...outputs].filter((file) => file.endsWith('.js')) };
+  return { ms: Math.round(performance.now() - started), entries: Object.keys(ENTRIES).map((name) => `${name}.js`), chunks: [...outputs].filter((file) => file.startsWith('chunk-') && file.endsWith('.js')) };
 }
 
 /** vitest's global setup (vitest.config.ts): the tests that spawn `emp` run a build of the sources under test. */
@@ -90,6 +90,6 @@ export async function setup() {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { ms, outputs } = await build();
-  process.stdout.write(`built ${outputs.join(', ')} in ${ms} ms\n`);
+  const { ms, entries, chunks } = await build();
+  process.stdout.write(`built dist/: ${entries.join(', ')} and ${chunks.length} shared chunks in ${ms} ms\n`);
 }
