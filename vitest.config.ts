@@ -6,6 +6,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // the tests that spawn `emp` run the build (dist/), made here from the sources under test
+    globalSetup: ['scripts/build.mjs'],
     reporters: ['default'],
   },
 });

@@ -1,6 +1,11 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI in this process through tsx, so signals and exit codes pass straight through.
-import { register } from 'tsx/esm/api';
+// Runs the built CLI (dist/emp.js: `npm run build`, which `npm install` runs too) in this
+// process, so signals and exit codes pass straight through. `npm run dev -- <command>` runs the sources.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/main.ts');
+const built = new URL('../../../dist/emp.js', import.meta.url);
+if (!existsSync(built)) {
+  process.stderr.write('error: emp is not built: run `npm run build` (npm install builds it too), or `npm run dev -- <command>` to run the sources\n');
+  process.exit(1);
+}
+await import(built.href);

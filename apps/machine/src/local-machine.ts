@@ -1,10 +1,11 @@
 import { fileURLToPath } from 'node:url';
+import { processEntry } from '@emp/core';
 import { freePort, isPortFree } from '@emp/core/testing';
 import { type MachineConfig, MachineConfig as MachineConfigSchema } from './config';
-import { typeScriptNodeArgs } from './plan';
+import { nodeArgsFor } from './plan';
 
-/** The stand-in service `npm start` runs (see simulated-service.ts). */
-export const SIMULATED_SERVICE = fileURLToPath(new URL('./simulated-service.ts', import.meta.url));
+/** The stand-in service `npm start` runs (see simulated-service.ts): dist/simulated-service.js from the build. */
+export const SIMULATED_SERVICE = processEntry(fileURLToPath(new URL('./simulated-service.ts', import.meta.url)), 'simulated-service');
 
 export interface LocalMachineOptions {
   machineId?: string;
@@ -41,7 +42,7 @@ export async function localMachineConfig(options: LocalMachineOptions): Promise<
       {
         name: 'simulation',
         command: process.execPath,
-        args: [...typeScriptNodeArgs(), SIMULATED_SERVICE],
+        args: nodeArgsFor(SIMULATED_SERVICE),
         port_base: await freePortRange(options.workers),
         env: { EMP_SIM_WARMUP_MS: String(options.warmupMs ?? 200) },
         ready_path: '/ready',

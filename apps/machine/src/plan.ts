@@ -25,7 +25,7 @@ export interface ProcessSpec {
 
 export interface PlanOptions {
   redisUrl: string;
-  /** how a worker process is started; `node --import tsx <worker main>` by default */
+  /** how a worker process is started; `node <worker main>` by default (through tsx when it is TypeScript) */
   workerCommand?: { command: string; args: string[] };
   /** the agent's model routes: workers ensure their jobs' models there */
   modelsUrl?: string;
@@ -147,12 +147,14 @@ function serviceUsedBy(config: MachineConfig, connector: MachineConnector): Serv
   return config.services.find((s) => s.name === connector.type || s.name === connector.options.service);
 }
 
-/** `node --import <tsx> <worker main>`: the worker's TypeScript runs as it is, wherever the agent was started from. */
+/** `node <worker main>`: the built worker (dist/worker.js) when the agent runs from the build, else its TypeScript through tsx. */
 export function defaultWorkerCommand(): { command: string; args: string[] } {
-  return { command: process.execPath, args: [...typeScriptNodeArgs(), WORKER_MAIN] };
+  return { command: process.execPath, args: nodeArgsFor(WORKER_MAIN) };
 }
 
-/** Arguments that make `node` run a TypeScript file (through tsx, found from this package, not from the working folder). */
-export function typeScriptNodeArgs(): string[] {
-  return ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href];
+/** The arguments that make `node` run `entry`: a built .js file as it is, a TypeScript file through tsx. */
+export function nodeArgsFor(entry: string): string[] {
+  if (!entry.endsWith('.ts')) return [entry];
+  // tsx found from this package, not from the working folder
+  return ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href, entry];
 }

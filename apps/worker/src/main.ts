@@ -1,5 +1,6 @@
 /**
- * The worker process: `node --import tsx apps/worker/src/main.ts` with its
+ * The worker process: `node dist/worker.js` (its build; `node --import tsx
+ * apps/worker/src/main.ts` from the sources) with its
  * config as JSON in EMP_WORKER_CONFIG (see process-config.ts). A machine agent
  * starts one per GPU; it can run on its own too. Logs JSON lines (pino) to
  * stdout. SIGTERM, SIGINT or the loss of its supervisor's IPC channel stop it

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { MachineId, PoolName, ValidationError, WorkerCapabilities, WorkerId, parseWith } from '@emp/core';
+import { MachineId, PoolName, ValidationError, WorkerCapabilities, WorkerId, parseWith, processEntry } from '@emp/core';
 import { z } from 'zod';
 import { ComfyUIOptions } from './connectors/comfyui';
 import { ComfyUIRemoteOptions } from './connectors/comfyui-remote';
@@ -84,8 +84,8 @@ export const WorkerProcessConfig = z
 export type WorkerProcessConfig = z.output<typeof WorkerProcessConfig>;
 export type WorkerProcessConfigInput = z.input<typeof WorkerProcessConfig>;
 
-/** The worker process's entry (run it with `node --import tsx`). */
-export const WORKER_MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+/** The worker process's entry: dist/worker.js from the build, else main.ts (run it with `node --import tsx`). */
+export const WORKER_MAIN = processEntry(fileURLToPath(new URL('./main.ts', import.meta.url)), 'worker');
 
 /** The environment variable holding a worker process's config as JSON. */
 export const WORKER_CONFIG_ENV = 'EMP_WORKER_CONFIG';

@@ -1,4 +1,6 @@
-import { ApiKeyStore, NewApiKey, ROLES } from '@emp/api';
+// the key store and roles without the API server, so that `emp keys` starts fast
+import { ApiKeyStore } from '@emp/api/key-store';
+import { NewApiKey, ROLES } from '@emp/api/roles';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { withBroker } from '../connection';

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { MachineAgent, type StopReason, loadMachineConfig } from '@emp/machine';
+import type { StopReason } from '@emp/machine';
 import type { Command } from 'commander';
 import { resolveRedisTarget } from '../connection';
 import { CommandError } from '../errors';
@@ -18,6 +18,8 @@ export function registerMachine(program: Command): void {
     .description('run this machine\'s agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md)')
     .requiredOption('--config <file>', 'machine config (JSON, ${VAR} expanded from the environment)')
     .action(async (options: { config: string }, command: Command) => {
+      // loaded when the command runs, so that other commands start without the agent's code and packages
+      const { MachineAgent, loadMachineConfig } = await import('@emp/machine');
       const config = await loadMachineConfig(resolve(options.config));
       // --redis, else the config's redis_url, else REDIS_URL or the local stack's .emp/redis.url
       const redisUrl = redisFlag(command) ?? config.redis_url ?? resolveRedisTarget(undefined).url;

@@ -5,7 +5,7 @@ import { STATE_DIR, type RedisTarget } from '../connection';
 import { UsageError } from '../errors';
 import { intFlag, parseFlags, redisFlag } from '../flags';
 import { createLogger } from '../logger';
-import { startLocalStack, type LocalStack } from '../stack';
+import type { LocalStack } from '../stack';
 
 const DurationRange = z
   .string()
@@ -59,6 +59,8 @@ export function registerStart(program: Command): void {
       // listening from the start: a Ctrl-C while starting stops the stack once it is up, instead of
       // killing this process and leaving the embedded redis-server (in its own process group) behind
       const signaled = untilSignal();
+      // loaded when the command runs, so that other commands start without the API, monitor and agent
+      const { startLocalStack } = await import('../stack');
       const stack = await startLocalStack({
         ...(redis ? { redis } : {}),
         stateDir: flags.stateDir,

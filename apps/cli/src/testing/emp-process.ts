@@ -1,9 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BUILD_DIR } from '@emp/core';
 
-/** The repository root: `--import tsx` resolves from there. */
+/** The repository root, the working folder of `emp` in tests. */
 export const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
-const mainTs = fileURLToPath(new URL('../main.ts', import.meta.url));
+/** The built CLI, which vitest's global setup builds from the sources under test (scripts/build.mjs). */
+const builtEmp = join(BUILD_DIR, 'emp.js');
 
 export interface EmpResult {
   code: number | null;
@@ -21,9 +24,9 @@ function cleanEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv {
   return merged;
 }
 
-/** Starts `emp <args>` as a child process, the way a user runs it. */
+/** Starts `emp <args>` as a child process, the way a user runs it: the build, with plain `node`. */
 export function spawnEmp(args: string[], env: Record<string, string | undefined> = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', mainTs, ...args], {
+  return spawn(process.execPath, [builtEmp, ...args], {
     cwd: repoRoot,
     env: cleanEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -9,7 +9,7 @@ import { afterEach } from 'vitest';
 import { MachineAgent, type MachineAgentOptions } from '../agent';
 import { type MachineConfig, MachineConfig as MachineConfigSchema } from '../config';
 import { SIMULATED_SERVICE, freePortRange } from '../local-machine';
-import { typeScriptNodeArgs } from '../plan';
+import { nodeArgsFor } from '../plan';
 
 export const POOL = 'standard';
 
@@ -18,7 +18,7 @@ export async function simulatedServiceSpec(name: string, slots: number, warmupMs
   return {
     name,
     command: process.execPath,
-    args: [...typeScriptNodeArgs(), SIMULATED_SERVICE],
+    args: nodeArgsFor(SIMULATED_SERVICE),
     port_base: await freePortRange(slots),
     env: { EMP_SIM_WARMUP_MS: String(warmupMs) },
     ready_path: '/ready',
