@@ -338,12 +338,7 @@ export class Broker {
 
   async getJob(id: string): Promise<Job | null> {
     const pool = this.poolOf(id);
-    let reply: JobReply | null;
-    try {
-      reply = (await this.redis.call('FCALL_RO', 'emp_get_job', 1, this.keys.anchor(pool), id)) as JobReply | null;
-    } catch (error) {
-      throw fromRedisError(error);
-    }
+    const reply = (await this.fcallReadOnly('emp_get_job', pool, [id])) as JobReply | null;
     return reply && parseJobReply(id, pool, reply);
   }
 
@@ -371,17 +366,10 @@ export class Broker {
     const pools = f.pool ? [f.pool] : await this.pools();
     const pages = await Promise.all(
       pools.map(async (pool) => {
-        let reply: [Array<[string, string, string, string]>, string, string, number];
-        try {
-          reply = (await this.redis.call(
-            'FCALL_RO', 'emp_list_jobs', 1, this.keys.anchor(pool),
-            f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.score : '', cursor ? cursor.member : '',
-            (f.states ?? []).join(','), (f.services ?? []).join(','), f.limit, LIST_BUDGET,
-          )) as typeof reply;
-        } catch (error) {
-          throw fromRedisError(error);
-        }
-        const [found, lastScore, lastMember, exhausted] = reply;
+        const [found, lastScore, lastMember, exhausted] = (await this.fcallReadOnly('emp_list_jobs', pool, [
+          f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.score : '', cursor ? cursor.member : '',
+          (f.states ?? []).join(','), (f.services ?? []).join(','), f.limit, LIST_BUDGET,
+        ])) as [Array<[string, string, string, string]>, string, string, number];
         return {
           items: found.map(([id, score, member, state]) => ({ id, pool, state: state as JobState, submitted_at: Number(score), position: { score: Number(score), member } })),
           boundary: exhausted === 1 || lastScore === '' ? undefined : { score: Number(lastScore), member: lastMember },
@@ -645,12 +633,7 @@ export class Broker {
     let totals: number[] = [];
     let cursor = '0';
     do {
-      let reply: [Row[], number[], string];
-      try {
-        reply = (await this.redis.call('FCALL_RO', 'emp_queue_stats', 1, this.keys.anchor(pool), cursor)) as typeof reply;
-      } catch (error) {
-        throw fromRedisError(error);
-      }
+      const reply = (await this.fcallReadOnly('emp_queue_stats', pool, [cursor])) as [Row[], number[], string];
       for (const row of reply[0]) rows.set(row[0], row);
       if (cursor === '0') totals = reply[1];
       cursor = reply[2];
@@ -684,12 +667,7 @@ export class Broker {
     const counts = new Map<string, ServiceJobCounts>();
     let page = '';
     do {
-      let reply: [Row[], string];
-      try {
-        reply = (await this.redis.call('FCALL_RO', 'emp_job_counts', 1, this.keys.anchor(pool), page)) as typeof reply;
-      } catch (error) {
-        throw fromRedisError(error);
-      }
+      const reply = (await this.fcallReadOnly('emp_job_counts', pool, [page])) as [Row[], string];
       for (const [service, queued, delayed, starting, running, retrying] of reply[0]) {
         const sum = counts.get(service) ?? { service, queued: 0, delayed: 0, starting: 0, running: 0, retrying: 0 };
         counts.set(service, {
@@ -714,11 +692,7 @@ export class Broker {
   async classCapacity(pool: string, classes: string[]): Promise<number[]> {
     checkedPool(pool);
     if (classes.length === 0) return [];
-    try {
-      return (await this.redis.call('FCALL_RO', 'emp_class_capacity', 1, this.keys.anchor(pool), ...classes)) as number[];
-    } catch (error) {
-      throw fromRedisError(error);
-    }
+    return (await this.fcallReadOnly('emp_class_capacity', pool, classes)) as number[];
   }
 
   /** Every pool that has seen a job or a worker. */
@@ -1069,6 +1043,15 @@ export class Broker {
   private async fcall(name: string, pool: string, args: Array<string | number>, connection: RedisClient = this.redis): Promise<unknown> {
     try {
       return await connection.call('FCALL', name, 1, this.keys.anchor(pool), ...this.prelude(), ...args);
+    } catch (error) {
+      throw fromRedisError(error);
+    }
+  }
+
+  /** Calls read-only library function `name` on `pool`'s shard (FCALL_RO: a replica may serve it); no prelude. */
+  private async fcallReadOnly(name: string, pool: string, args: Array<string | number>): Promise<unknown> {
+    try {
+      return await this.redis.call('FCALL_RO', name, 1, this.keys.anchor(pool), ...args);
     } catch (error) {
       throw fromRedisError(error);
     }

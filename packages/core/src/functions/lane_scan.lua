@@ -30,7 +30,7 @@ local function lane_scan(keys, args)
       local key = job_key(p, id)
       local f = call('HMGET', key, 'tenant', 'opt')
       if not opt_laned(f[2]) then
-        local workflow = opt_fields(f[2]) and call('HGET', key, 'workflow_id') or nil
+        local workflow = job_workflow(p, id, f[2])
         add_to_lanes(p, id, class, score, f[1], workflow)
         call('HSET', key, 'opt', opt_with_lanes(f[2]))
       end

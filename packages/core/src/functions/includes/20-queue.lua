@@ -53,10 +53,10 @@ local function remove_from_lanes(p, id, class, tenant, workflow)
   if workflow then call('ZREM', workflow_lane_key(p, class, workflow), id) end
 end
 
--- The workflow a job belongs to, or nil; read only for a job whose `opt` says it has such fields.
-local function job_workflow(p, job)
-  if not opt_fields(job.opt) then return nil end
-  return call('HGET', job_key(p, job.id), 'workflow_id') or nil
+-- The workflow job `id` belongs to, or nil; read only when its `opt` says it has such fields.
+local function job_workflow(p, id, opt)
+  if not opt_fields(opt) then return nil end
+  return call('HGET', job_key(p, id), 'workflow_id') or nil
 end
 
 -- Returns false when the job was not in its queue (a delayed job waits on its timer instead).

@@ -48,7 +48,7 @@ end
 -- worker's set of running jobs, or the count of jobs waiting on a timer.
 local function detach(ctx, job, claim_follows)
   if job.state == 'queued' then
-    if not remove_from_queue(ctx.p, job.id, job.class, job.tenant, job.laned and job_workflow(ctx.p, job), job.laned) then
+    if not remove_from_queue(ctx.p, job.id, job.class, job.tenant, job.laned and job_workflow(ctx.p, job.id, job.opt), job.laned) then
       count_deferred(ctx.p, 'delayed', job.service, '-1')
     end
   elseif job.state == 'retrying' then
@@ -94,7 +94,7 @@ local function requeue(ctx, job, avoid)
     call('HSET', key, 'opt', opt_with_lanes(job.opt))
     job.laned = true
   end
-  enqueue(p, id, job.class, call('HGET', key, 'score'), avoid, job.tenant, job_workflow(p, job), false, laned)
+  enqueue(p, id, job.class, call('HGET', key, 'score'), avoid, job.tenant, job_workflow(p, id, job.opt), false, laned)
   schedule(p, id)
 end
 

@@ -189,7 +189,7 @@ local function wake_for_head(p, class, avoid)
   local head = call('ZRANGE', queue_key(p, class), '0', '0')[1]
   if not head then return end
   local f = call('HMGET', job_key(p, head), 'tenant', 'opt')
-  local workflow = f[2] and opt_fields(f[2]) and call('HGET', job_key(p, head), 'workflow_id') or nil
+  local workflow = job_workflow(p, head, f[2])
   wake_one(p, class, avoid, f[1], workflow)
 end
 
