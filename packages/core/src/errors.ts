@@ -2,20 +2,27 @@
  * Errors that cross the wire (Redis -> broker -> API -> client) carry a stable
  * `code`, so a caller can tell a lost lease from bad input by type or by code.
  */
-export type ErrorCode =
-  | 'VALIDATION'
-  | 'NOT_FOUND'
-  | 'LEASE_LOST'
-  | 'IDEMPOTENCY_CONFLICT'
-  | 'DUPLICATE_ID'
-  | 'UNKNOWN_WORKER'
-  | 'UNKNOWN_SERVICE'
-  | 'NOT_RETRYABLE'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'TOO_MANY_CLASSES'
-  | 'BAD_STATE'
-  | 'BAD_KEY'
-  | 'CORRUPT';
+/**
+ * Every code, once. `raisedByLua`: the function library answers it as an error reply
+ * "CODE message" (fromRedisError turns that reply back into the typed error).
+ */
+const ERROR_CODES = {
+  VALIDATION: { raisedByLua: false },
+  NOT_FOUND: { raisedByLua: true },
+  LEASE_LOST: { raisedByLua: true },
+  IDEMPOTENCY_CONFLICT: { raisedByLua: true },
+  DUPLICATE_ID: { raisedByLua: true },
+  UNKNOWN_WORKER: { raisedByLua: true },
+  UNKNOWN_SERVICE: { raisedByLua: false },
+  NOT_RETRYABLE: { raisedByLua: true },
+  PAYLOAD_TOO_LARGE: { raisedByLua: false },
+  TOO_MANY_CLASSES: { raisedByLua: true },
+  BAD_STATE: { raisedByLua: true },
+  BAD_KEY: { raisedByLua: true },
+  CORRUPT: { raisedByLua: true },
+} as const satisfies Record<string, { raisedByLua: boolean }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
 
 export interface ValidationIssue {
   path: string;
@@ -42,85 +49,51 @@ export class ValidationError extends EmpError {
   }
 }
 
-export class NotFoundError extends EmpError {
-  override readonly name = 'NotFoundError';
-  constructor(message: string) {
-    super('NOT_FOUND', message);
-  }
+/** A typed error for one code: `instanceof` tells it apart, `name` names it in logs. */
+function codedError<C extends ErrorCode>(code: C, name: string) {
+  const Class = class extends EmpError {
+    override readonly name = name;
+    constructor(message: string) {
+      super(code, message);
+    }
+  };
+  typedErrors.set(code, Class);
+  return Class;
 }
 
+/** The typed error of each code that has one (fromRedisError); filled by codedError. */
+const typedErrors = new Map<ErrorCode, new (message: string) => EmpError>();
+
+export const NotFoundError = codedError('NOT_FOUND', 'NotFoundError');
+export type NotFoundError = InstanceType<typeof NotFoundError>;
 /** The attempt no longer holds the job: its lease was reaped, or the job was canceled, expired or finished. */
-export class LeaseLostError extends EmpError {
-  override readonly name = 'LeaseLostError';
-  constructor(message: string) {
-    super('LEASE_LOST', message);
-  }
-}
-
-export class IdempotencyConflictError extends EmpError {
-  override readonly name = 'IdempotencyConflictError';
-  constructor(message: string) {
-    super('IDEMPOTENCY_CONFLICT', message);
-  }
-}
-
-export class UnknownWorkerError extends EmpError {
-  override readonly name = 'UnknownWorkerError';
-  constructor(message: string) {
-    super('UNKNOWN_WORKER', message);
-  }
-}
-
-export class UnknownServiceError extends EmpError {
-  override readonly name = 'UnknownServiceError';
-  constructor(message: string) {
-    super('UNKNOWN_SERVICE', message);
-  }
-}
-
-export class NotRetryableError extends EmpError {
-  override readonly name = 'NotRetryableError';
-  constructor(message: string) {
-    super('NOT_RETRYABLE', message);
-  }
-}
-
-export class PayloadTooLargeError extends EmpError {
-  override readonly name = 'PayloadTooLargeError';
-  constructor(message: string) {
-    super('PAYLOAD_TOO_LARGE', message);
-  }
-}
-
+export const LeaseLostError = codedError('LEASE_LOST', 'LeaseLostError');
+export type LeaseLostError = InstanceType<typeof LeaseLostError>;
+export const IdempotencyConflictError = codedError('IDEMPOTENCY_CONFLICT', 'IdempotencyConflictError');
+export type IdempotencyConflictError = InstanceType<typeof IdempotencyConflictError>;
+export const UnknownWorkerError = codedError('UNKNOWN_WORKER', 'UnknownWorkerError');
+export type UnknownWorkerError = InstanceType<typeof UnknownWorkerError>;
+export const UnknownServiceError = codedError('UNKNOWN_SERVICE', 'UnknownServiceError');
+export type UnknownServiceError = InstanceType<typeof UnknownServiceError>;
+export const NotRetryableError = codedError('NOT_RETRYABLE', 'NotRetryableError');
+export type NotRetryableError = InstanceType<typeof NotRetryableError>;
+export const PayloadTooLargeError = codedError('PAYLOAD_TOO_LARGE', 'PayloadTooLargeError');
+export type PayloadTooLargeError = InstanceType<typeof PayloadTooLargeError>;
 /** The job would open a requirement class past the pool's limit (BrokerConfig.maxQueuedClasses). */
-export class TooManyClassesError extends EmpError {
-  override readonly name = 'TooManyClassesError';
-  constructor(message: string) {
-    super('TOO_MANY_CLASSES', message);
-  }
-}
-
-const byCode: Partial<Record<ErrorCode, new (message: string) => EmpError>> = {
-  NOT_FOUND: NotFoundError,
-  LEASE_LOST: LeaseLostError,
-  IDEMPOTENCY_CONFLICT: IdempotencyConflictError,
-  UNKNOWN_WORKER: UnknownWorkerError,
-  NOT_RETRYABLE: NotRetryableError,
-  TOO_MANY_CLASSES: TooManyClassesError,
-};
-
-const knownCodes = new Set<string>([
-  'NOT_FOUND', 'LEASE_LOST', 'IDEMPOTENCY_CONFLICT', 'DUPLICATE_ID', 'UNKNOWN_WORKER',
-  'NOT_RETRYABLE', 'TOO_MANY_CLASSES', 'BAD_STATE', 'BAD_KEY', 'CORRUPT',
-]);
+export const TooManyClassesError = codedError('TOO_MANY_CLASSES', 'TooManyClassesError');
+export type TooManyClassesError = InstanceType<typeof TooManyClassesError>;
 
 /** Turns an error reply of the function library ("CODE message") into its typed error. */
 export function fromRedisError(error: unknown): unknown {
   if (!(error instanceof Error)) return error;
   const match = /^([A-Z_]+) (.*)$/s.exec(error.message);
-  if (!match || !knownCodes.has(match[1]!)) return error;
+  if (!match || !raisedByLua(match[1]!)) return error;
   const code = match[1] as ErrorCode;
   const message = match[2]!.replace(/ script: .*$/s, '');
-  const Class = byCode[code];
+  const Class = typedErrors.get(code);
   return Class ? new Class(message) : new EmpError(code, message);
+}
+
+function raisedByLua(code: string): code is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, code) && ERROR_CODES[code as ErrorCode].raisedByLua;
 }
