@@ -1,42 +1,6 @@
-// Only for test files: it registers vitest hooks (the rest of testing/ is used by the CLI too).
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach } from 'vitest';
-import { type StartRedisOptions, startRedis, type RedisProcess } from './redis-server';
-
-export interface PrivateRedis {
-  /** connected from the file's first test on; flushed before each test */
-  readonly redis: Redis;
-  /** the server's URL, for child processes and second connections */
-  url(): string;
-}
-
 /**
- * A redis-server of the test file's own: started before its first test,
- * flushed (it is ours) before each, stopped after the last. Call it at the top
- * level of a test file.
+ * The redis-server launcher tests start their servers with. It lives in the
+ * core because `emp start` runs it too; usePrivateRedis (`@emp/testkit/private-redis`)
+ * gives a test file a server of its own.
  */
-export function usePrivateRedis(options: StartRedisOptions = {}): PrivateRedis {
-  // the port is known only once the server runs, so the client connects then
-  const redis = new Redis({ lazyConnect: true });
-  let server: RedisProcess | undefined;
-  beforeAll(async () => {
-    server = await startRedis(options);
-    redis.options.host = server.host;
-    redis.options.port = server.port;
-    await redis.connect();
-  });
-  beforeEach(async () => {
-    await redis.flushall();
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server?.stop();
-  });
-  return {
-    redis,
-    url: () => {
-      if (!server) throw new Error('usePrivateRedis: the server starts in beforeAll; read its url inside a test');
-      return server.url;
-    },
-  };
-}
+export { type RedisProcess, type StartRedisOptions, freePort, isPortFree, startRedis } from '@emp/core/redis-server';
