@@ -3,7 +3,6 @@
  * makes a job's models ready on local disk, and httpModelProvider is its
  * client for the agent's health port (`POST /models/ensure`, `/models/release`).
  */
-import { request } from 'undici';
 import { z } from 'zod';
 import { ModelName } from '../requirements';
 import { parseWith } from '../validation';
@@ -77,6 +76,8 @@ export function httpModelProvider(options: { baseUrl: string }): ModelProvider {
   const base = new URL(options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`);
   return {
     async ensure(names, onProgress, signal) {
+      // loaded on first use: only a worker process in a machine with a model cache asks, and every `emp` command loads the core
+      const { request } = await import('undici');
       // the response stays open for the whole job, with no bytes flowing: no body timeout
       const response = await request(new URL('models/ensure', base), {
         method: 'POST',
