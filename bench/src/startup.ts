@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { startRedis } from '../../packages/core/src/testing/redis-server';
+import { startRedis } from '@emp/core/redis-server';
 import { formatTable } from './stats';
 
 /**

@@ -15,11 +15,11 @@ import {
   SubmittedJob,
   WorkerList,
 } from '@emp/core';
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { jobAnswer } from './job-view';
-import { type ApiStack, startApiStack } from './testing/api-stack';
-import { call } from './testing/http';
 
 let stack: ApiStack;
 let operator: string;

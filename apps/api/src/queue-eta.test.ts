@@ -1,8 +1,8 @@
 import type { LiveServerMessage } from '@emp/core';
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { type ApiStack, startApiStack } from './testing/api-stack';
-import { call } from './testing/http';
 
 let stack: ApiStack;
 let operator: string;

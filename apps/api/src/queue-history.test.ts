@@ -1,10 +1,9 @@
 import { QueueHistory } from '@emp/core';
-import { waitFor } from '@emp/worker/testing';
+import { call, waitFor } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiServer, buildApiServer } from './server';
-import { type ApiStack, startApiStack } from './testing/api-stack';
-import { call } from './testing/http';
 
 const SAMPLE_MS = 200;
 let stack: ApiStack;

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Broker } from '@emp/core';
-import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { type RedisProcess, startRedis } from '@emp/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot, runEmp } from './testing/emp-process';

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, isPortFree, startRedis } from '@emp/core/testing';
+import { freePort, isPortFree, startRedis } from '@emp/core/redis-server';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { REDIS_URL_FILE } from './connection';

@@ -1,6 +1,6 @@
 import { ApiKeyStore } from '@emp/api';
 import { Broker } from '@emp/core';
-import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { type RedisProcess, startRedis } from '@emp/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runEmp } from './testing/emp-process';

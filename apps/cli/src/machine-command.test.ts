@@ -2,9 +2,9 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Broker } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
-import { simulatedServiceSpec, temporaryFolder, alive } from '@emp/machine/testing';
-import { waitFor } from '@emp/worker/testing';
+import { temporaryFolder, waitFor } from '@emp/testkit';
+import { alive, simulatedServiceSpec } from '@emp/testkit/machine';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { exitCode, runEmp, spawnEmp, waitForOutput } from './testing/emp-process';
 

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type RedisProcess, freePort, startRedis } from '@emp/core/testing';
+import { type RedisProcess, freePort, startRedis } from '@emp/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { exitCode, runEmp, spawnEmp, waitForOutput } from './testing/emp-process';

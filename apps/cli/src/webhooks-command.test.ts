@@ -1,5 +1,5 @@
 import { Broker, WebhookOutbox } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { describe, expect, it } from 'vitest';
 import { runEmp } from './testing/emp-process';
 

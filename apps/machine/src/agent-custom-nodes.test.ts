@@ -1,12 +1,12 @@
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Broker } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
-import { waitFor } from '@emp/worker/testing';
+import { waitFor } from '@emp/testkit';
+import { machineRecord, testMachineConfig, useTestAgents } from '@emp/testkit/machine';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { describe, expect, it } from 'vitest';
 import { repository } from './custom-nodes/testing/git-repositories';
 import type { MachineStatus } from './status';
-import { machineRecord, testMachineConfig, useTestAgents } from './testing/agent-fixture';
 
 const db = usePrivateRedis();
 const agents = useTestAgents(db.url);

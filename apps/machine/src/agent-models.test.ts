@@ -1,8 +1,9 @@
 import { Broker, type JobProgress } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
-import { waitFor } from '@emp/worker/testing';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { waitFor } from '@emp/testkit';
+import { POOL, machineRecord, testMachineConfig, useTestAgents } from '@emp/testkit/machine';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { MachineAgent } from './agent';
@@ -10,7 +11,6 @@ import { ModelCache } from './models';
 import { useModelFixture } from './models/testing/fixture';
 import { modelBytes } from './models/testing/model-server';
 import type { MachineStatus } from './status';
-import { POOL, machineRecord, testMachineConfig, useTestAgents } from './testing/agent-fixture';
 
 const db = usePrivateRedis();
 const fixture = useModelFixture();

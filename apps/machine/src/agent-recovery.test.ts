@@ -1,11 +1,11 @@
 import { Broker } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
-import { waitFor } from '@emp/worker/testing';
+import { waitFor } from '@emp/testkit';
+import { POOL, machineEvents, machineRecord, testMachineConfig, useTestAgents } from '@emp/testkit/machine';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { MachineAgent } from './agent';
 import type { MachineStatus } from './status';
-import { POOL, machineEvents, machineRecord, testMachineConfig, useTestAgents } from './testing/agent-fixture';
 
 const db = usePrivateRedis();
 const silent = pino({ level: 'silent' });

@@ -1,23 +1,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startApiServer, type ListeningApiServer } from '@emp/api';
-import { call } from '@emp/api/testing';
-import { Broker } from '@emp/core';
-import { type RedisProcess, startRedis } from '@emp/core/testing';
-import { waitFor } from '@emp/worker/testing';
-import { Redis } from 'ioredis';
+import type { Broker } from '@emp/core';
+import { call, temporaryFolder, waitFor } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
+import { POOL, alive, machineEvents, machineRecord, simulatedServiceSpec, testMachineConfig } from '@emp/testkit/machine';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MachineAgent } from './agent';
 import type { MachineProcessStatus, MachineStatus } from './status';
-import { POOL, alive, machineEvents, machineRecord, simulatedServiceSpec, temporaryFolder, testMachineConfig } from './testing/agent-fixture';
 
 const silent = pino({ level: 'silent' });
 
-let server: RedisProcess;
-let redis: Redis;
+let stack: ApiStack;
 let broker: Broker;
-let api: ListeningApiServer;
 let operator: string;
 let folder: Awaited<ReturnType<typeof temporaryFolder>>;
 let agent: MachineAgent;
@@ -25,7 +20,7 @@ let agent: MachineAgent;
 const status = async (): Promise<MachineStatus> => (await fetch(`${agent.url}/status`)).json() as Promise<MachineStatus>;
 const processOf = async (name: string): Promise<MachineProcessStatus> => (await status()).processes.find((p) => p.name === name)!;
 const pids = async () => Object.fromEntries((await status()).processes.map((p) => [p.name, p.pid]));
-const http = (method: string, path: string, body?: unknown) => call(api.url, method, path, { key: operator, ...(body === undefined ? {} : { body }) });
+const http = (method: string, path: string, body?: unknown) => call(stack.url, method, path, { key: operator, ...(body === undefined ? {} : { body }) });
 
 /** Waits for the command's acknowledgement event and returns its fields. */
 async function acknowledged(commandId: string): Promise<Record<string, string>> {
@@ -34,11 +29,9 @@ async function acknowledged(commandId: string): Promise<Record<string, string>> 
 }
 
 beforeAll(async () => {
-  server = await startRedis();
-  redis = new Redis(server.url);
-  broker = await Broker.connect({ redis });
-  api = await startApiServer({ broker, logger: silent, auth: true, rateLimit: false, port: 0 });
-  operator = (await api.app.apiKeys.create({ role: 'operator' })).key;
+  stack = await startApiStack({ worker: false });
+  broker = stack.broker;
+  operator = (await stack.server.app.apiKeys.create({ role: 'operator' })).key;
   folder = await temporaryFolder();
   // two CPU slots, each with the simulated service (which its worker waits for) and a sidecar
   agent = new MachineAgent({
@@ -46,7 +39,7 @@ beforeAll(async () => {
       cpu_workers: 2,
       services: [await simulatedServiceSpec('simulation', 2, 300), await simulatedServiceSpec('sidecar', 2)],
     }),
-    redisUrl: server.url,
+    redisUrl: stack.redis.url,
     logger: silent,
   });
   await agent.start();
@@ -54,9 +47,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await agent?.stop();
-  await api?.close();
-  redis?.disconnect();
-  await server?.stop();
+  await stack?.stop();
   await folder?.remove();
 });
 

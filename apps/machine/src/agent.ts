@@ -1,8 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome } from '@emp/core';
-import { type SupervisorMessage, WorkerProcessMessage } from '@emp/worker/process-config';
+import { Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, type StopReason, type SupervisorMessage, WorkerProcessMessage } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
@@ -39,9 +38,6 @@ export interface MachineAgentOptions {
   /** settings of the model cache beyond the config's (retries, progress interval) */
   modelCache?: Partial<Omit<ModelCacheOptions, 'dir' | 'budgetBytes' | 'catalog'>>;
 }
-
-/** Why the agent stopped: a `shutdown` command, or a stop() from outside (SIGTERM, Ctrl-C, a test). */
-export type StopReason = 'shutdown command' | 'SIGTERM' | 'SIGINT' | 'stopped';
 
 const COMMAND_BLOCK_MS = 2_000;
 /** changes within this long go out as one status write */

@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { MachineId, PoolName, ServiceName, ValidationError, parseWith } from '@emp/core';
-import { AssetStoreSpec, COMFYUI_CONNECTOR_TYPES, ComfyNodePolicy, ConnectorSpec } from '@emp/worker/process-config';
+import { AssetStoreSpec, COMFYUI_CONNECTOR_TYPES, ComfyNodePolicy, ConnectorSpec, MachineId, PoolName, ServiceName, ValidationError, parseWith } from '@emp/core';
 import { z } from 'zod';
 import { HardwareOverrides } from './hardware';
 

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { processEntry } from '@emp/core';
-import { freePort, isPortFree } from '@emp/core/testing';
+import { freePort, isPortFree } from '@emp/core/redis-server';
 import { type MachineConfig, MachineConfig as MachineConfigSchema } from './config';
 import { nodeArgsFor } from './plan';
 

@@ -1,4 +1,4 @@
-import { WORKER_CONFIG_ENV, workerConfigFromEnv } from '@emp/worker/process-config';
+import { WORKER_CONFIG_ENV, workerConfigFromEnv } from '@emp/core';
 import { describe, expect, it } from 'vitest';
 import { MachineConfig } from './config';
 import type { Hardware } from './hardware';

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { COMFYUI_CONNECTOR_TYPES, type ConnectorSpec, WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from '@emp/worker/process-config';
+import { COMFYUI_CONNECTOR_TYPES, type ConnectorSpec, WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from '@emp/core';
 import type { MachineConfig, MachineConnector, ServiceSpec } from './config';
 import type { GpuInfo, Hardware } from './hardware';
 

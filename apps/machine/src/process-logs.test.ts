@@ -1,10 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
+import { temporaryFolder } from '@emp/testkit';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProcessLogs } from './process-logs';
-import { temporaryFolder } from './testing/agent-fixture';
 
 const db = usePrivateRedis();
 const removals: Array<() => Promise<void>> = [];

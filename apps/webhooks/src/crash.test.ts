@@ -1,7 +1,7 @@
 import { Broker } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startWebhookService } from './service';

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Broker } from '@emp/core';
-import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { type RedisProcess, startRedis } from '@emp/testkit';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';

@@ -1,5 +1,5 @@
 import { Broker, webhookHeaders } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { afterEach, describe, expect, it } from 'vitest';

@@ -1,7 +1,7 @@
 /**
  * The worker process: `node dist/worker.js` (its build; `node --import tsx
- * apps/worker/src/main.ts` from the sources) with its
- * config as JSON in EMP_WORKER_CONFIG (see process-config.ts). A machine agent
+ * apps/worker/src/main.ts` from the sources) with its config as JSON in
+ * EMP_WORKER_CONFIG (WorkerProcessConfig, in packages/core/src/machine-protocol/). A machine agent
  * starts one per GPU; it can run on its own too. Logs JSON lines (pino) to
  * stdout. SIGTERM, SIGINT or the loss of its supervisor's IPC channel stop it
  * gracefully: no more claims, running jobs handed back after `grace_ms` (0 by
@@ -10,8 +10,8 @@
  * A bad config exits 2 with the field and the reason; a worker that cannot
  * start exits 1.
  */
+import { SupervisorMessage, workerConfigFromEnv } from '@emp/core';
 import { pino } from 'pino';
-import { SupervisorMessage, workerConfigFromEnv } from './process-config';
 import { runWorkerProcess } from './worker-process';
 
 let config;

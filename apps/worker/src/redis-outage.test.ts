@@ -3,12 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Broker, type BrokerConfigInput, type BrokerEvent, Scheduler } from '@emp/core';
-import { freePort, type RedisProcess, startRedis } from '@emp/core/testing';
+import { type RedisProcess, freePort, startRedis, waitFor } from '@emp/testkit';
 import { Redis, type RedisOptions } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Connector } from './connector';
-import { waitFor } from './testing/harness';
 import { Worker, type WorkerOptions } from './worker';
 
 // Leases keep running while Redis is down. After an outage longer than the

@@ -1,19 +1,7 @@
 import { Agent, type Dispatcher, fetch, type Response } from 'undici';
+import { ServiceTls } from '@emp/core';
 import { z } from 'zod';
 import { JobFailure } from './connector';
-
-/** TLS trust for a service with a private CA or a self-signed certificate; verification is never switched off. */
-export const ServiceTls = z
-  .object({
-    /** PEM of the CA (or self-signed certificate) to trust, in addition to the system's */
-    ca: z.string().min(1).optional(),
-    /** PEM client certificate and key, for services that require mutual TLS */
-    cert: z.string().min(1).optional(),
-    key: z.string().min(1).optional(),
-  })
-  .strict()
-  .refine((tls) => (tls.cert === undefined) === (tls.key === undefined), { message: 'cert and key go together' });
-export type ServiceTls = z.input<typeof ServiceTls>;
 
 /** Where a service is and how to talk to it. */
 export const ServiceEndpoint = z.object({

@@ -1,11 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Broker } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
+import { Broker, WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput, type WorkerProcessMessage, workerConfigFromEnv } from '@emp/core';
+import { waitFor } from '@emp/testkit';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput, type WorkerProcessMessage, workerConfigFromEnv } from './process-config';
-import { waitFor } from './testing/harness';
 
 const db = usePrivateRedis();
 const children: ChildProcess[] = [];

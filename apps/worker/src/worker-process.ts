@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Broker } from '@emp/core';
+import { type AssetStoreSpec, Broker, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider } from '@emp/core';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import type { AssetStore } from './assets/asset-store';
@@ -11,8 +11,6 @@ import { httpConnector } from './connectors/http';
 import { ollamaConnector } from './connectors/ollama';
 import { openaiConnector } from './connectors/openai';
 import { simulationConnector } from './connectors/simulation';
-import { httpModelProvider } from './model-provider';
-import type { AssetStoreSpec, ConnectorSpec, SupervisorMessage, WorkerProcessConfig, WorkerProcessMessage } from './process-config';
 import { Worker } from './worker';
 
 const READY_POLL_MS = 500;

@@ -1,13 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Broker, type BrokerConfigInput, type BrokerEvent, type Job, Scheduler } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
+import { Broker, type BrokerConfigInput, type BrokerEvent, type Job, Scheduler, type SimulationOptions, WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from '@emp/core';
+import { waitFor } from '@emp/testkit';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Connector, JobFailure } from './connector';
-import { type SimulationOptions, simulationConnector } from './connectors/simulation';
-import { waitFor } from './testing/harness';
-import { WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from './process-config';
+import { simulationConnector } from './connectors/simulation';
 import { Worker, type WorkerOptions } from './worker';
 
 const POOL = 'standard';

@@ -9,8 +9,10 @@ import {
   type JobErrorInfo,
   JobProgress,
   LeaseLostError,
+  type ModelProvider,
   PayloadTooLargeError,
   type RedisClient,
+  type ReleaseModels,
   UnknownWorkerError,
   WorkerCapabilities,
   capabilityProfile,
@@ -19,7 +21,7 @@ import {
 import { type Logger, pino } from 'pino';
 import { AttemptAbort } from './attempt-abort';
 import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure } from './connector';
-import { type ModelProvider, type ReleaseModels, ensureJobModels } from './model-provider';
+import { ensureJobModels } from './job-models';
 import { ProgressReporter } from './progress-reporter';
 
 export interface WorkerOptions {

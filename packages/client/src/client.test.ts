@@ -1,4 +1,4 @@
-import { type ApiStack, startApiStack } from '@emp/api/testing';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
 import { EmpClient } from './client';

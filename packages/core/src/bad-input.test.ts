@@ -1,3 +1,4 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { WorkerRegistration } from './capabilities';
@@ -12,7 +13,6 @@ import {
   ValidationError,
 } from './errors';
 import type { SubmitJobInput } from './job';
-import { usePrivateRedis } from './testing/private-redis';
 
 // Every bad input gets a clear, typed error naming what was wrong and where, and
 // changes nothing: the dataset digest, the key count and the event stream are

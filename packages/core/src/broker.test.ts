@@ -1,10 +1,10 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
 import { IdempotencyConflictError, LeaseLostError, NotRetryableError } from './errors';
 import type { WorkerCapabilities } from './capabilities';
 import { SubmitJobInput } from './job';
-import { usePrivateRedis } from './testing/private-redis';
 
 const { redis } = usePrivateRedis();
 let now = 1_000_000;

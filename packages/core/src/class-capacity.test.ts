@@ -1,7 +1,7 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { describe, expect, it } from 'vitest';
 import { Broker } from './broker';
 import { requirementClass } from './requirements';
-import { usePrivateRedis } from './testing/private-redis';
 
 const { redis } = usePrivateRedis();
 

@@ -1,3 +1,4 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { SubmitResult } from './api-protocol';
 import { Broker } from './broker';
@@ -5,7 +6,6 @@ import type { WorkerCapabilities } from './capabilities';
 import { TooManyClassesError } from './errors';
 import type { SubmitJobInput } from './job';
 import { KeyLayout } from './keys';
-import { usePrivateRedis } from './testing/private-redis';
 
 // A claim walks the queued requirement classes, so what makes a class must not
 // grow with the traffic: tenants and workflow ids do not split classes, every

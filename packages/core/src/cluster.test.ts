@@ -1,9 +1,9 @@
 import { once } from 'node:events';
+import { type RedisClusterProcess, startRedisCluster } from '@emp/testkit';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Broker } from './broker';
 import { functionLibrary } from './library';
-import { type RedisClusterProcess, startRedisCluster } from './testing/redis-cluster';
 
 // The same code on a real 3-master Redis Cluster on loopback: every call about a
 // pool stays in that pool's hash slot, and pools spread over the masters.

@@ -1,7 +1,7 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { describe, expect, it } from 'vitest';
 import { Broker } from './broker';
 import { isJobEvent, parseStreamEntry } from './events';
-import { usePrivateRedis } from './testing/private-redis';
 import { WebhookOutbox } from './webhook-outbox';
 
 const { redis } = usePrivateRedis();

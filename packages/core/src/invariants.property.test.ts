@@ -1,3 +1,4 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Broker, type ClaimResult, type Lease, type ServiceJobCounts } from './broker';
@@ -6,7 +7,6 @@ import { LeaseLostError, NotRetryableError } from './errors';
 import { ensureFunctionLibrary } from './library';
 import { FAILURE_KINDS, type FailureKind, type JobState, type SubmitJobInput } from './job';
 import { type JobRequirements, requirementClass } from './requirements';
-import { usePrivateRedis } from './testing/private-redis';
 
 // Random interleavings of every job transition, by several workers with
 // different capabilities, on a virtual clock, checked against a model after

@@ -1,7 +1,7 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type JobListFilter } from './broker';
 import { ValidationError } from './errors';
-import { usePrivateRedis } from './testing/private-redis';
 
 const { redis } = usePrivateRedis();
 let now = 1_000_000;

@@ -1,8 +1,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { describe, expect, it } from 'vitest';
 import { ensureFunctionLibrary, functionLibrary } from './library';
-import { usePrivateRedis } from './testing/private-redis';
 
 const { redis } = usePrivateRedis();
 

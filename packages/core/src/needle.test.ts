@@ -1,9 +1,9 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { SubmitResult } from './api-protocol';
 import { Broker } from './broker';
 import type { WorkerCapabilities } from './capabilities';
 import type { SubmitJobInput } from './job';
-import { usePrivateRedis } from './testing/private-redis';
 
 // Invariants 3 and 4 of the design: a job at the back of a 100k-deep queue that
 // only this worker can run is found, and finding it does not walk the 100k.

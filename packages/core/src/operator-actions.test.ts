@@ -1,7 +1,7 @@
+import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { describe, expect, it } from 'vitest';
 import { Broker } from './broker';
 import { NotFoundError, ValidationError } from './errors';
-import { usePrivateRedis } from './testing/private-redis';
 
 const { redis } = usePrivateRedis();
 

@@ -1,14 +1,14 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ApiKeyStore } from './key-store';
 import { requireRouteAccess } from './plugin';
 import { ACCESS, type Access, type Role } from './roles';
-import { type ApiStack, startApiStack } from '../testing/api-stack';
-import { call } from '../testing/http';
 
 /** The tenant that owns every job the routes below act on. */
 const OWNER = 'acme';

@@ -1,10 +1,10 @@
 import { CLOSE_KEY_REVOKED } from '@emp/core';
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { type ListeningApiServer, startApiServer } from '../server';
-import { type ApiStack, startApiStack } from '../testing/api-stack';
-import { call } from '../testing/http';
 import { ApiKeyStore } from './key-store';
 
 // Verified keys are trusted for 10 minutes here: only the revocation itself can end that.

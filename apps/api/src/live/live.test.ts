@@ -1,9 +1,9 @@
 import { CLOSE_SLOW_CONSUMER, type LiveServerMessage } from '@emp/core';
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import WebSocket from 'ws';
-import { type ApiStack, startApiStack } from '../testing/api-stack';
-import { call } from '../testing/http';
 
 let stack: ApiStack;
 let operator: string;

@@ -2,12 +2,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SIGNED_ASSET_URL_MAX_S } from '@emp/core';
-import { assetKey, localDirectoryStore } from '@emp/worker';
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
+import { assetKey, localDirectoryStore } from '@emp/testkit/worker';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ListeningApiServer, startApiServer } from '../server';
-import { type ApiStack, startApiStack } from '../testing/api-stack';
-import { call } from '../testing/http';
 
 // The workers' local asset store writes a folder; the API serves it, so a result's URL works as given,
 // to the job's tenant (and operators), or to anyone holding a signed URL until it expires.

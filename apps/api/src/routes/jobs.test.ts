@@ -1,9 +1,9 @@
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Broker } from '@emp/core';
 import { pino } from 'pino';
 import { startApiServer } from '../server';
-import { type ApiStack, startApiStack } from '../testing/api-stack';
-import { call } from '../testing/http';
 
 let stack: ApiStack;
 let operator: string;

@@ -1,7 +1,7 @@
 import { MachineEventsPage } from '@emp/core';
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ApiStack, startApiStack } from '../testing/api-stack';
-import { call } from '../testing/http';
 import { MACHINE_EVENTS_SCAN_LIMIT } from './machine-events';
 
 let stack: ApiStack;

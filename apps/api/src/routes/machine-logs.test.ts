@@ -1,6 +1,6 @@
+import { call } from '@emp/testkit';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ApiStack, startApiStack } from '../testing/api-stack';
-import { call } from '../testing/http';
 
 let stack: ApiStack;
 let operator: string;

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import type { StopReason } from '@emp/machine';
+import type { StopReason } from '@emp/core';
 import type { Command } from 'commander';
 import { resolveRedisTarget } from '../connection';
 import { CommandError } from '../errors';

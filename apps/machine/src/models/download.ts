@@ -4,7 +4,7 @@ import { open } from 'node:fs/promises';
 import { type IncomingMessage, get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ModelError } from '@emp/worker';
+import { ModelError } from '@emp/core';
 import type { Logger } from 'pino';
 
 export interface DownloadOptions {

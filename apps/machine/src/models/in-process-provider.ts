@@ -1,4 +1,4 @@
-import type { ModelProvider } from '@emp/worker';
+import type { ModelProvider } from '@emp/core';
 import type { ModelCache } from './model-cache';
 
 /** A ModelProvider for a worker running in the agent's own process: straight to the cache, no HTTP. */

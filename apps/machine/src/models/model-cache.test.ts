@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ModelError, type ModelProgress } from '@emp/worker';
+import { ModelError, type ModelProgress } from '@emp/core';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { INDEX_FILE } from './cache-index';
 import type { ModelCache, ModelCacheOptions } from './model-cache';

@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { ModelError, type ModelProgress, httpModelProvider } from '@emp/worker';
+import { ModelError, type ModelProgress, httpModelProvider } from '@emp/core';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ModelCache } from './model-cache';

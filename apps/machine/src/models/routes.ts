@@ -1,6 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { ValidationError, parseWith } from '@emp/core';
-import { type EnsureLine, EnsureRequest, ModelError, ReleaseRequest } from '@emp/worker';
+import { type EnsureLine, EnsureRequest, ModelError, ReleaseRequest, ValidationError, parseWith } from '@emp/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { ModelCache, ModelLease } from './model-cache';

@@ -1,9 +1,8 @@
 import { once } from 'node:events';
-import { Broker, type JobProgress } from '@emp/core';
-import { usePrivateRedis } from '@emp/core/testing/vitest';
-import { type ModelProvider, Worker, httpModelProvider, simulationConnector } from '@emp/worker';
+import { Broker, type JobProgress, type ModelProvider, httpModelProvider } from '@emp/core';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
+import { type Worker, startSimulationWorker } from '@emp/testkit/worker';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { inProcessModelProvider } from './in-process-provider';
 import type { ModelCache } from './model-cache';
@@ -12,7 +11,6 @@ import { registerModelRoutes } from './routes';
 import { useModelFixture } from './testing/fixture';
 import { modelBytes } from './testing/model-server';
 
-const silent = pino({ level: 'silent' });
 const POOL = 'standard';
 const MODEL = 'sdxl.safetensors';
 const { redis } = usePrivateRedis();
@@ -40,17 +38,15 @@ afterEach(async () => {
 });
 
 async function startWorker(models: ModelProvider): Promise<Worker> {
-  worker = new Worker({
+  worker = await startSimulationWorker({
     broker,
     id: 'gpu0',
     pool: POOL,
     capabilities: { services: ['simulation'], models: modelCapabilities(cache.contents(), ['simulation']) },
-    connectors: [simulationConnector({ durationMs: 10, steps: 1 })],
+    simulation: { durationMs: 10, steps: 1 },
     models,
     progressIntervalMs: 0,
-    logger: silent,
   });
-  await worker.start();
   return worker;
 }
 

@@ -1,5 +1,5 @@
-import { type ApiStack, startApiStack } from '@emp/api/testing';
 import { EmpClient } from '@emp/client';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { WebSocket as NodeWebSocket } from 'ws';
 import type { LiveEvent } from '../state/monitor-state';

@@ -1,5 +1,4 @@
-import type { QueueReport } from '@emp/api';
-import { QueueHistory } from '@emp/core';
+import { QueueHistory, type QueueReport } from '@emp/core';
 import { useEffect, useMemo, useState } from 'react';
 import type { Connection } from '../api/connection';
 import { type FeedStatus, LiveFeed } from './live-feed';

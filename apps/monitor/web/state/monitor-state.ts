@@ -1,5 +1,4 @@
-import type { QueueReport } from '@emp/api';
-import { type EventView, type JobProgress, type JobProgressView, type JobState, type LiveServerMessage, type QueueHistory, TERMINAL_STATES, compareStreamIds } from '@emp/core';
+import { type EventView, type JobProgress, type JobProgressView, type JobState, type LiveServerMessage, type QueueHistory, type QueueReport, TERMINAL_STATES, compareStreamIds } from '@emp/core';
 import { type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable, parseMachine, parseWorker, recordKey } from './fleet-records';
 
 /**

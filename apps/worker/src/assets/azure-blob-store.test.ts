@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
 import { BlobServiceClient } from '@azure/storage-blob';
+import { type AzuriteProcess, FakeComfyUI, startAzurite } from '@emp/testkit';
+import { claimedJob, jobContext } from '@emp/testkit/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { comfyuiConnector } from '../connectors/comfyui';
-import { type AzuriteProcess, startAzurite } from '../testing/azurite';
-import { FakeComfyUI } from '../testing/fakes/fake-comfyui';
-import { claimedJob, jobContext } from '../testing/harness';
 import { azureBlobStore } from './azure-blob-store';
 
 let azurite: AzuriteProcess;

@@ -2,14 +2,14 @@ import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ValidationError } from '@emp/core';
+import { temporaryFolder } from '@emp/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { temporaryDirectory } from '../testing/harness';
 import { AssetUploadError, assetKey } from './asset-store';
 import { localDirectoryStore } from './local-directory-store';
 
 let dir: { path: string; remove: () => Promise<void> };
 beforeEach(async () => {
-  dir = await temporaryDirectory();
+  dir = await temporaryFolder();
 });
 afterEach(async () => dir.remove());
 

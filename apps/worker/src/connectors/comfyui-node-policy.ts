@@ -1,30 +1,5 @@
-import { z } from 'zod';
+import type { ComfyNodePolicy } from '@emp/core';
 import { JobFailure } from '../connector';
-
-/** A node class name, or a pattern where `*` stands for any run of characters (`LoadImageFrom*`, `*URL*`). */
-const ClassTypePattern = z
-  .string()
-  .min(1)
-  .max(200)
-  .regex(/^[^\s]+$/, 'a class_type pattern has no spaces');
-
-/**
- * Which node types (`class_type`) a machine's ComfyUI may be asked to run.
- * Custom nodes can do anything on the machine (load an image or a model from a
- * URL a client chooses, say); this keeps such nodes away from a machine whose
- * operator did not mean to offer them. Matching ignores case. A node on the
- * deny list is refused; with an allow list, so is every node not on it.
- */
-export const ComfyNodePolicy = z
-  .object({
-    /** only these node types may run; absent: any that is not denied */
-    allow: z.array(ClassTypePattern).max(2_000).optional(),
-    /** these node types never run (checked before `allow`) */
-    deny: z.array(ClassTypePattern).max(2_000).default([]),
-  })
-  .strict();
-export type ComfyNodePolicy = z.output<typeof ComfyNodePolicy>;
-export type ComfyNodePolicyInput = z.input<typeof ComfyNodePolicy>;
 
 /** One node the policy refuses, and the rule that refused it. */
 export interface RefusedNode {

@@ -1,11 +1,11 @@
 import { readFile } from 'node:fs/promises';
+import { FakeComfyUI, temporaryFolder } from '@emp/testkit';
+import { BrokerHarness, claimedJob, jobContext } from '@emp/testkit/worker';
 import { generate } from 'selfsigned';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { localDirectoryStore } from '../assets/local-directory-store';
 import { JobFailure } from '../connector';
-import { FakeComfyUI } from '../testing/fakes/fake-comfyui';
-import { BrokerHarness, claimedJob, jobContext, temporaryDirectory } from '../testing/harness';
-import { type ComfyUIRemoteOptions, comfyuiRemoteConnector } from './comfyui-remote';
+import { type ComfyUIRemoteConnectorOptions, comfyuiRemoteConnector } from './comfyui-remote';
 
 const workflow = {
   '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'sd_xl_base_1.0.safetensors' } },
@@ -29,7 +29,7 @@ beforeAll(async () => {
   });
   cert = { key: pems.private, cert: pems.cert };
   fake = await FakeComfyUI.start({ tls: cert, requiredHeaders: AUTH });
-  assetsDir = await temporaryDirectory();
+  assetsDir = await temporaryFolder();
   harness = await BrokerHarness.start();
 });
 afterAll(async () => {
@@ -39,7 +39,7 @@ afterAll(async () => {
 });
 afterEach(async () => harness.reset());
 
-function connector(options: Partial<ComfyUIRemoteOptions> = {}) {
+function connector(options: Partial<ComfyUIRemoteConnectorOptions> = {}) {
   return comfyuiRemoteConnector({
     baseUrl: fake.url,
     headers: AUTH,
@@ -80,7 +80,7 @@ describe('comfyui-remote connector', () => {
   });
 
   it('requires a base URL and names its service comfyui-remote', () => {
-    expect(() => comfyuiRemoteConnector({ assets: localDirectoryStore({ directory: assetsDir.path }) } as ComfyUIRemoteOptions)).toThrow(/baseUrl/);
+    expect(() => comfyuiRemoteConnector({ assets: localDirectoryStore({ directory: assetsDir.path }) } as ComfyUIRemoteConnectorOptions)).toThrow(/baseUrl/);
     expect(connector().service).toBe('comfyui-remote');
   });
 });

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { FakeComfyUI, temporaryFolder, waitFor } from '@emp/testkit';
+import { BrokerHarness, claimedJob, jobContext } from '@emp/testkit/worker';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { localDirectoryStore } from '../assets/local-directory-store';
 import { JobFailure } from '../connector';
-import { FakeComfyUI } from '../testing/fakes/fake-comfyui';
-import { BrokerHarness, claimedJob, jobContext, temporaryDirectory, waitFor } from '../testing/harness';
-import { type ComfyUIOptions, comfyuiConnector } from './comfyui';
+import { type ComfyUIConnectorOptions, comfyuiConnector } from './comfyui';
 import { promptIdFor } from './comfyui-protocol';
 
 /** ComfyUI's default text-to-image workflow in API format, with a preview next to the saved image. */
@@ -41,14 +41,14 @@ let assetsDir: { path: string; remove: () => Promise<void> };
 
 beforeEach(async () => {
   fake = await FakeComfyUI.start();
-  assetsDir = await temporaryDirectory();
+  assetsDir = await temporaryFolder();
 });
 afterEach(async () => {
   await fake.close();
   await assetsDir.remove();
 });
 
-function connector(options: Partial<ComfyUIOptions> = {}) {
+function connector(options: Partial<ComfyUIConnectorOptions> = {}) {
   return comfyuiConnector({ baseUrl: fake.url, assets: localDirectoryStore({ directory: assetsDir.path }), watchdogMs: 60_000, ...options });
 }
 
@@ -356,7 +356,7 @@ describe('comfyui connector against the fake', () => {
 
   it('refuses bad options with a clear message', () => {
     expect(() => comfyuiConnector({ baseUrl: 'not a url', assets: localDirectoryStore({ directory: assetsDir.path }) })).toThrow(/baseUrl/);
-    expect(() => comfyuiConnector({ baseUrl: fake.url } as ComfyUIOptions)).toThrow(/assets/);
+    expect(() => comfyuiConnector({ baseUrl: fake.url } as ComfyUIConnectorOptions)).toThrow(/assets/);
     expect(() => connector({ nodePolicy: { deny: ['Load Image'] } })).toThrow(/nodePolicy\.deny\.0: a class_type pattern has no spaces/);
   });
 });

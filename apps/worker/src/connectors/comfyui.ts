@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type ClaimedJob, ServiceName, parseWith } from '@emp/core';
+import { type ClaimedJob, ComfyUIOptions, parseWith } from '@emp/core';
 import { type RawData, WebSocket } from 'ws';
 import { z } from 'zod';
 import { type AssetStore, AssetStoreRefusedError, type StoredAsset, assetKey } from '../assets/asset-store';
 import { type Connector, type JobContext, JobFailure } from '../connector';
-import { ServiceClient, ServiceTls, errorCode, parseMessage, parseReply, protocolError, statusFailure } from '../service-client';
-import { ComfyNodePolicy, enforceNodePolicy } from './comfyui-node-policy';
+import { ServiceClient, errorCode, parseMessage, parseReply, protocolError, statusFailure } from '../service-client';
+import { enforceNodePolicy } from './comfyui-node-policy';
 import {
   BINARY_EVENTS,
   type ComfyMessage,
@@ -23,48 +23,15 @@ import {
   promptIdFor,
 } from './comfyui-protocol';
 
-/** Inputs that name a model file: a `value_not_in_list` on one means "this worker lacks the model", not "bad workflow". */
-export const MODEL_INPUTS = [
-  'ckpt_name', 'unet_name', 'vae_name', 'lora_name', 'clip_name', 'clip_name1', 'clip_name2', 'clip_name3',
-  'control_net_name', 'model_name', 'style_model_name', 'gligen_name', 'upscale_model_name', 'hypernetwork_name',
-  'embedding_name', 'ipadapter_file', 'clip_vision_name',
-];
-
 const Milliseconds = z.number().int().positive().max(3_600_000);
 
-export const ComfyUIOptions = z
-  .object({
-    /** the service name jobs ask for */
-    service: ServiceName.default('comfyui'),
-    /** where ComfyUI listens */
-    baseUrl: z.string().url().default('http://127.0.0.1:8188'),
-    /** sent with every request and the WebSocket upgrade (auth for a ComfyUI behind a proxy) */
-    headers: z.record(z.string(), z.string()).default({}),
-    tls: ServiceTls.optional(),
-    /** where output files go; their URLs go into the result */
-    assets: z.custom<AssetStore>((value) => typeof (value as AssetStore | undefined)?.put === 'function', { message: 'expected an AssetStore' }),
-    /** which output `type`s are results (`temp` holds previews) */
-    outputTypes: z.array(z.string()).min(1).default(['output']),
-    modelInputs: z.array(z.string()).default(MODEL_INPUTS),
-    /** which node types this worker submits (allow / deny lists of class_type); absent: all */
-    nodePolicy: ComfyNodePolicy.optional(),
-    requestTimeoutMs: Milliseconds.default(30_000),
-    connectTimeoutMs: Milliseconds.default(10_000),
-    /** how often /history is asked once the prompt is done, until its entry is written */
-    historyPollMs: Milliseconds.default(100),
-    /** how long a done prompt may go without a history entry */
-    historyTimeoutMs: Milliseconds.default(30_000),
-    /** while running, /history and /queue are checked this often, in case a message was lost */
-    watchdogMs: Milliseconds.default(5_000),
-    /** reconnects of a dropped WebSocket before the attempt fails (retryable) */
-    reconnectAttempts: z.number().int().min(0).max(100).default(5),
-    reconnectDelayMs: Milliseconds.default(500),
-    /** the /interrupt sent on cancel gives up after this long */
-    interruptTimeoutMs: Milliseconds.default(2_000),
-  })
-  .strict();
-export type ComfyUIOptions = z.input<typeof ComfyUIOptions>;
-type Config = z.output<typeof ComfyUIOptions>;
+/** The options a machine's config states, and the asset store the output files go to. */
+export const ComfyUIConnectorOptions = ComfyUIOptions.extend({
+  /** where output files go; their URLs go into the result */
+  assets: z.custom<AssetStore>((value) => typeof (value as AssetStore | undefined)?.put === 'function', { message: 'expected an AssetStore' }),
+}).strict();
+export type ComfyUIConnectorOptions = z.input<typeof ComfyUIConnectorOptions>;
+type Config = z.output<typeof ComfyUIConnectorOptions>;
 
 /**
  * Runs ComfyUI workflows: the job's payload is `{ workflow: {node_id:
@@ -74,8 +41,8 @@ type Config = z.output<typeof ComfyUIOptions>;
  * the asset store; the result lists their URLs. See the README for the
  * failure classification.
  */
-export function comfyuiConnector(options: ComfyUIOptions): Connector {
-  const config = parseWith(ComfyUIOptions, options, 'comfyui connector options');
+export function comfyuiConnector(options: ComfyUIConnectorOptions): Connector {
+  const config = parseWith(ComfyUIConnectorOptions, options, 'comfyui connector options');
   // the options carry the endpoint's fields (base URL, headers, TLS, timeout) under the same names
   const client = new ServiceClient(config.service, config);
   return {

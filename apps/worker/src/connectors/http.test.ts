@@ -1,7 +1,8 @@
+import type { HttpServiceOptions } from '@emp/core';
+import { FakeHttpService, waitFor } from '@emp/testkit';
+import { BrokerHarness, claimedJob, expectJobFailure, jobContext } from '@emp/testkit/worker';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FakeHttpService } from '../testing/fakes/fake-http-service';
-import { BrokerHarness, claimedJob, expectJobFailure, jobContext, waitFor } from '../testing/harness';
-import { type HttpServiceOptions, httpConnector, pointer } from './http';
+import { httpConnector, pointer } from './http';
 
 let fake: FakeHttpService;
 beforeEach(async () => {

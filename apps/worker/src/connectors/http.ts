@@ -1,52 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FailureKind, ServiceName, parseWith } from '@emp/core';
+import { HttpServiceOptions, parseWith } from '@emp/core';
 import { z } from 'zod';
 import { type Connector, type JobContext, JobFailure } from '../connector';
-import { ServiceClient, ServiceTls, protocolError } from '../service-client';
-
-/** RFC 6901: '' is the whole document, '/a/0/b' walks keys and indexes, `~1` is '/', `~0` is '~'. */
-const JsonPointer = z.string().regex(/^(\/.*)?$/, { message: "a JSON pointer is '' or starts with '/'" });
-
-const Statuses = z.array(z.string().min(1)).min(1);
-
-export const HttpServiceOptions = z
-  .object({
-    service: ServiceName.default('http'),
-    baseUrl: z.string().url(),
-    headers: z.record(z.string(), z.string()).default({}),
-    tls: ServiceTls.optional(),
-    requestTimeoutMs: z.number().int().positive().max(3_600_000).default(30_000),
-    /** where the job is submitted; the payload is the body, or `{[wrapPayloadIn]: payload}` */
-    submitPath: z.string().default('run'),
-    submitMethod: z.enum(['POST', 'PUT']).default('POST'),
-    wrapPayloadIn: z.string().min(1).optional(),
-    /** the remote job's id in the submit reply */
-    idPointer: JsonPointer.default('/id'),
-    /** polled until the status is terminal; `{id}` is replaced by the remote id */
-    statusPath: z.string().default('status/{id}'),
-    /** POSTed when the job is canceled (optional) */
-    cancelPath: z.string().optional(),
-    statusPointer: JsonPointer.default('/status'),
-    /** status strings per outcome (compared case-insensitively); any other status means "not done yet" */
-    statusMap: z
-      .object({ succeeded: Statuses, failed: Statuses, canceled: Statuses.default(['CANCELLED', 'CANCELED']) })
-      .strict()
-      .default({ succeeded: ['COMPLETED', 'SUCCEEDED', 'SUCCESS'], failed: ['FAILED', 'ERROR', 'TIMED_OUT'], canceled: ['CANCELLED', 'CANCELED'] }),
-    resultPointer: JsonPointer.default('/output'),
-    errorPointer: JsonPointer.default('/error'),
-    /** a number in the status reply that says how far the job is, out of `progressMax` */
-    progressPointer: JsonPointer.optional(),
-    progressMax: z.number().positive().default(1),
-    /** what a remote `failed` counts as: the service's failures are often transient */
-    failureKind: FailureKind.default('retryable'),
-    pollIntervalMs: z.number().int().positive().max(600_000).default(1_000),
-    /** polls back off (x1.5) while the status does not change, up to this */
-    maxPollIntervalMs: z.number().int().positive().max(600_000).default(5_000),
-    /** polling gives up (retryable) after this long */
-    maxDurationMs: z.number().int().positive().max(7 * 86_400_000).default(3_600_000),
-  })
-  .strict();
-export type HttpServiceOptions = z.input<typeof HttpServiceOptions>;
+import { ServiceClient, protocolError } from '../service-client';
 
 /**
  * A generic asynchronous REST service (RunPod-style by default): submits the

@@ -1,7 +1,8 @@
+import type { OllamaOptions } from '@emp/core';
+import { FakeOllama, waitFor } from '@emp/testkit';
+import { BrokerHarness, claimedJob, expectJobFailure, jobContext } from '@emp/testkit/worker';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FakeOllama } from '../testing/fakes/fake-ollama';
-import { BrokerHarness, claimedJob, expectJobFailure, jobContext, waitFor } from '../testing/harness';
-import { type OllamaOptions, ollamaConnector } from './ollama';
+import { ollamaConnector } from './ollama';
 
 let fake: FakeOllama;
 beforeEach(async () => {

@@ -1,24 +1,9 @@
 import type { ClaimedJob } from '@emp/core';
-import { ServiceName, parseWith } from '@emp/core';
+import { OllamaOptions, parseWith } from '@emp/core';
 import { z } from 'zod';
 import { type Connector, type JobContext, JobFailure } from '../connector';
-import { ServiceClient, ServiceTls, parseMessage, protocolError, statusFailure } from '../service-client';
+import { ServiceClient, parseMessage, protocolError, statusFailure } from '../service-client';
 import { readLines, tail } from '../streaming';
-
-export const OllamaOptions = z
-  .object({
-    service: ServiceName.default('ollama'),
-    baseUrl: z.string().url().default('http://127.0.0.1:11434'),
-    headers: z.record(z.string(), z.string()).default({}),
-    tls: ServiceTls.optional(),
-    /** pull a model that is not on disk (false: fail the attempt as infrastructure, for a worker that has it) */
-    pull: z.boolean().default(true),
-    requestTimeoutMs: z.number().int().positive().max(3_600_000).default(60_000),
-    /** longest silence in a stream; a model load or a pull can pause for a while */
-    idleTimeoutMs: z.number().int().positive().max(3_600_000).default(300_000),
-  })
-  .strict();
-export type OllamaOptions = z.input<typeof OllamaOptions>;
 
 /** `messages` -> /api/chat, `prompt` -> /api/generate; other fields (options, format, keep_alive, system, ...) pass through. */
 export const OllamaPayload = z.union([

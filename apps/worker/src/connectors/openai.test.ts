@@ -1,7 +1,8 @@
+import type { OpenAIOptions } from '@emp/core';
+import { FakeOpenAI, waitFor } from '@emp/testkit';
+import { BrokerHarness, claimedJob, expectJobFailure, jobContext } from '@emp/testkit/worker';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FakeOpenAI } from '../testing/fakes/fake-openai';
-import { BrokerHarness, claimedJob, expectJobFailure, jobContext, waitFor } from '../testing/harness';
-import { type OpenAIOptions, openaiConnector } from './openai';
+import { openaiConnector } from './openai';
 
 let fake: FakeOpenAI;
 beforeEach(async () => {

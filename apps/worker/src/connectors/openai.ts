@@ -1,27 +1,8 @@
-import { ServiceName, parseWith } from '@emp/core';
+import { OpenAIOptions, parseWith } from '@emp/core';
 import { z } from 'zod';
 import { type Connector, JobFailure } from '../connector';
-import { ServiceClient, ServiceTls, parseMessage, protocolError, statusFailure } from '../service-client';
+import { ServiceClient, parseMessage, protocolError, statusFailure } from '../service-client';
 import { readLines, readServerSentEvents, tail } from '../streaming';
-
-export const OpenAIOptions = z
-  .object({
-    service: ServiceName.default('openai'),
-    /** the API root, up to and including `/v1` (vLLM, llama.cpp, LM Studio, OpenAI itself) */
-    baseUrl: z.string().url().default('http://127.0.0.1:8000/v1'),
-    /** sent as `Authorization: Bearer <apiKey>` */
-    apiKey: z.string().min(1).optional(),
-    headers: z.record(z.string(), z.string()).default({}),
-    tls: ServiceTls.optional(),
-    /** used when the payload names no model */
-    model: z.string().min(1).optional(),
-    /** longest wait for the response to start */
-    requestTimeoutMs: z.number().int().positive().max(3_600_000).default(60_000),
-    /** longest silence between two chunks of the stream */
-    idleTimeoutMs: z.number().int().positive().max(3_600_000).default(60_000),
-  })
-  .strict();
-export type OpenAIOptions = z.input<typeof OpenAIOptions>;
 
 /** The payload is a chat completion request; `stream` and `stream_options` are the connector's. */
 export const OpenAIPayload = z

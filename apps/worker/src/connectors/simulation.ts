@@ -1,39 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FailureKind, ServiceName, parseWith } from '@emp/core';
+import { FailureKind, SimulationOptions, parseWith } from '@emp/core';
 import { z } from 'zod';
 import { type Connector, JobFailure } from '../connector';
 
 const Milliseconds = z.number().finite().min(0).max(86_400_000);
-
-/** A fixed duration, a uniform range, or a normal distribution (cut at 0). */
-const Duration = z.union([
-  Milliseconds,
-  z
-    .object({ min: Milliseconds, max: Milliseconds })
-    .strict()
-    .refine((d) => d.min <= d.max, { message: 'min must not exceed max' }),
-  z.object({ mean: Milliseconds, stddev: Milliseconds.optional() }).strict(),
-], { error: 'expected milliseconds, { min, max } or { mean, stddev? }' });
-
-const WeightedFailureKind = z.union([FailureKind, z.object({ kind: FailureKind, weight: z.number().positive() }).strict()]);
-
-export const SimulationOptions = z
-  .object({
-    /** how long a job runs (ms); a normal distribution without stddev uses a quarter of its mean */
-    durationMs: Duration.default(1_000),
-    /** progress updates per job */
-    steps: z.number().int().min(0).max(10_000).default(10),
-    /** share of jobs that fail (halfway through) */
-    failureRate: z.number().min(0).max(1).default(0),
-    /** what the failing jobs fail with: kinds, or kinds with weights */
-    failureKinds: z.array(WeightedFailureKind).min(1).default(['retryable']),
-    /** makes durations and failures reproducible */
-    seed: z.number().int().optional(),
-    /** the service it pretends to be */
-    service: ServiceName.default('simulation'),
-  })
-  .strict();
-export type SimulationOptions = z.input<typeof SimulationOptions>;
 
 /** What a job's payload may set for itself; other payload fields are ignored. */
 export const SimulationPayload = z

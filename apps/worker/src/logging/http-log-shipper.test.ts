@@ -1,8 +1,8 @@
+import { FakeHttpServer, type RecordedRequest, waitFor } from '@emp/testkit';
+import { BrokerHarness, POOL } from '@emp/testkit/worker';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { simulationConnector } from '../connectors/simulation';
-import { FakeHttpServer, type RecordedRequest } from '../testing/fakes/http-fake';
-import { BrokerHarness, POOL, waitFor } from '../testing/harness';
 import { Worker } from '../worker';
 import { HttpLogShipper } from './http-log-shipper';
 

@@ -1,32 +1,40 @@
 /**
- * What connector tests share: a private redis-server with a real Broker and
- * Worker around a connector, and a job context for driving a connector
- * directly against a fake service.
+ * What worker and connector tests share: a private redis-server with a real
+ * Broker and Worker around a connector, a job context for driving a connector
+ * directly against a fake service, and a simulation worker for the tests of
+ * the apps around the worker (API, machine agent).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Broker, type BrokerEvent, type ClaimedJob, type Job, type JobProgress } from '@emp/core';
-import { type RedisProcess, startRedis } from '@emp/core/testing';
+import { Broker, type BrokerEvent, type ClaimedJob, type Job, type JobProgress, type SimulationOptions } from '@emp/core';
+import { type Connector, type JobContext, JobFailure, type JobProgressInput, Worker, type WorkerOptions, simulationConnector } from '@emp/worker';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { expect } from 'vitest';
-import { type Connector, type JobContext, JobFailure, type JobProgressInput } from '../connector';
-import { Worker } from '../worker';
+import { type RedisProcess, startRedis } from './redis';
+import { waitFor } from './wait-for';
+
+export { type Worker, assetKey, localDirectoryStore } from '@emp/worker';
 
 export const POOL = 'standard';
 export const silent = pino({ level: 'silent' });
 
-/** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
+/**
+ * A started Worker with the simulation connector (50 ms jobs in 3 steps unless
+ * `simulation` says otherwise), offering the `simulation` service in `POOL`.
+ */
+export async function startSimulationWorker(
+  options: Pick<WorkerOptions, 'broker'> & Partial<WorkerOptions> & { simulation?: SimulationOptions },
+): Promise<Worker> {
+  const { simulation, ...rest } = options;
+  const worker = new Worker({
+    id: 'test-worker',
+    pool: POOL,
+    capabilities: { services: ['simulation'] },
+    connectors: [simulationConnector({ durationMs: 50, steps: 3, ...simulation })],
+    logger: silent,
+    ...rest,
+  });
+  await worker.start();
+  return worker;
 }
 
 /** A private redis-server, a Broker on it and the Workers a test starts; `reset()` between tests, `stop()` at the end. */
@@ -127,11 +135,6 @@ export function jobContext(controller = new AbortController()): JobContext & {
     },
   };
   return ctx;
-}
-
-export async function temporaryDirectory(): Promise<{ path: string; remove: () => Promise<void> }> {
-  const path = await mkdtemp(join(tmpdir(), 'emp-worker-test-'));
-  return { path, remove: () => rm(path, { recursive: true, force: true }) };
 }
 
 /** The JobFailure `promise` rejects with (anything else fails the test). */

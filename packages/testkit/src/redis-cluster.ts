@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { type RedisProcess, freePort, startRedis } from './redis-server';
+import { type RedisProcess, freePort, startRedis } from '@emp/core/redis-server';
 
 const run = promisify(execFile);
 

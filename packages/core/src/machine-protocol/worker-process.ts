@@ -1,12 +1,16 @@
+/**
+ * The contract between the machine agent and the worker processes it runs:
+ * the config a worker process gets (as JSON in EMP_WORKER_CONFIG) and the
+ * messages both sides send over the process's IPC channel.
+ */
 import { fileURLToPath } from 'node:url';
-import { MachineId, PoolName, ValidationError, WorkerCapabilities, WorkerId, parseWith, processEntry } from '@emp/core';
 import { z } from 'zod';
-import { ComfyUIOptions } from './connectors/comfyui';
-import { ComfyUIRemoteOptions } from './connectors/comfyui-remote';
-import { HttpServiceOptions } from './connectors/http';
-import { OllamaOptions } from './connectors/ollama';
-import { OpenAIOptions } from './connectors/openai';
-import { SimulationOptions } from './connectors/simulation';
+import { MachineId, WorkerCapabilities, WorkerId } from '../capabilities';
+import { ValidationError } from '../errors';
+import { processEntry } from '../process-entry';
+import { PoolName } from '../requirements';
+import { parseWith } from '../validation';
+import { ComfyUIOptions, ComfyUIRemoteOptions, HttpServiceOptions, OllamaOptions, OpenAIOptions, SimulationOptions } from './connector-options';
 
 /**
  * What a worker process is told to run: its connectors by type with their
@@ -15,8 +19,8 @@ import { SimulationOptions } from './connectors/simulation';
  */
 export const ConnectorSpec = z.discriminatedUnion('type', [
   z.object({ type: z.literal('simulation'), options: SimulationOptions.prefault({}) }).strict(),
-  z.object({ type: z.literal('comfyui'), options: ComfyUIOptions.omit({ assets: true }).prefault({}) }).strict(),
-  z.object({ type: z.literal('comfyui-remote'), options: ComfyUIRemoteOptions.omit({ assets: true }) }).strict(),
+  z.object({ type: z.literal('comfyui'), options: ComfyUIOptions.prefault({}) }).strict(),
+  z.object({ type: z.literal('comfyui-remote'), options: ComfyUIRemoteOptions }).strict(),
   z.object({ type: z.literal('ollama'), options: OllamaOptions.prefault({}) }).strict(),
   z.object({ type: z.literal('openai'), options: OpenAIOptions.prefault({}) }).strict(),
   z.object({ type: z.literal('http'), options: HttpServiceOptions }).strict(),
@@ -26,7 +30,6 @@ export const CONNECTOR_TYPES = ConnectorSpec.options.map((option) => option.shap
 export type ConnectorType = ConnectorSpec['type'];
 /** The connectors that drive a ComfyUI (and so take a node policy). */
 export const COMFYUI_CONNECTOR_TYPES: readonly ConnectorType[] = ['comfyui', 'comfyui-remote'];
-export { ComfyNodePolicy } from './connectors/comfyui-node-policy';
 
 /** Where result files go: one store per process, shared by the connectors that write files (ComfyUI). */
 export const AssetStoreSpec = z.discriminatedUnion('type', [
@@ -84,8 +87,12 @@ export const WorkerProcessConfig = z
 export type WorkerProcessConfig = z.output<typeof WorkerProcessConfig>;
 export type WorkerProcessConfigInput = z.input<typeof WorkerProcessConfig>;
 
-/** The worker process's entry: dist/worker.js from the build, else main.ts (run it with `node --import tsx`). */
-export const WORKER_MAIN = processEntry(fileURLToPath(new URL('./main.ts', import.meta.url)), 'worker');
+/**
+ * The worker process's entry: dist/worker.js from the build, else the worker's
+ * main.ts (run it with `node --import tsx`). The machine agent starts workers
+ * by this path and never loads their code.
+ */
+export const WORKER_MAIN = processEntry(fileURLToPath(new URL('../../../../apps/worker/src/main.ts', import.meta.url)), 'worker');
 
 /** The environment variable holding a worker process's config as JSON. */
 export const WORKER_CONFIG_ENV = 'EMP_WORKER_CONFIG';

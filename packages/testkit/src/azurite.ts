@@ -10,7 +10,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from '@emp/core/testing';
+import { freePort } from '@emp/core/redis-server';
 
 /** Azurite's documented development account (public, emulator only). */
 export const AZURITE_ACCOUNT = 'devstoreaccount1';

@@ -1,9 +1,11 @@
-import { Broker, type BrokerConfigInput, Scheduler } from '@emp/core';
-import { type RedisProcess, startRedis } from '@emp/core/testing';
-import { Worker, simulationConnector, type SimulationOptions } from '@emp/worker';
+import { type ApiServerOptions, type ListeningApiServer, startApiServer } from '@emp/api';
+import { Broker, type BrokerConfigInput, Scheduler, type SimulationOptions } from '@emp/core';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { type ApiServerOptions, type ListeningApiServer, startApiServer } from '../server';
+import { type RedisProcess, startRedis } from './redis';
+import { type Worker, startSimulationWorker } from './worker';
+
+export { call } from './http';
 
 export interface ApiStack {
   redis: RedisProcess;
@@ -34,16 +36,14 @@ export async function startApiStack(options: {
   scheduler.start();
   let worker: Worker | undefined;
   if (options.worker !== false) {
-    worker = new Worker({
+    worker = await startSimulationWorker({
       broker,
       id: 'api-test-worker',
       pool: 'standard',
       machineId: 'api-test-machine',
-      capabilities: { services: ['simulation'] },
-      connectors: [simulationConnector({ durationMs: 50, steps: 3, ...options.worker })],
       logger,
+      ...(options.worker ? { simulation: options.worker } : {}),
     });
-    await worker.start();
     await broker.registerMachine('standard', 'api-test-machine', 'ready');
   }
   // after the worker, so that the server's event readers follow its pool from the first job on

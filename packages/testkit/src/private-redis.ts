@@ -1,7 +1,7 @@
-// Only for test files: it registers vitest hooks (the rest of testing/ is used by the CLI too).
+// Only for test files: it registers vitest hooks (the rest of the kit's main entry runs anywhere, e.g. in the monitor's flood page).
+import { type RedisProcess, type StartRedisOptions, startRedis } from '@emp/core/redis-server';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
-import { type StartRedisOptions, startRedis, type RedisProcess } from './redis-server';
 
 export interface PrivateRedis {
   /** connected from the file's first test on; flushed before each test */

@@ -1,7 +1,11 @@
-import { ModelName, parseWith } from '@emp/core';
-import { request } from 'undici';
+/**
+ * The machine agent's model routes as a worker sees them: a ModelProvider
+ * makes a job's models ready on local disk, and httpModelProvider is its
+ * client for the agent's health port (`POST /models/ensure`, `/models/release`).
+ */
 import { z } from 'zod';
-import { type JobProgressInput, JobFailure } from './connector';
+import { ModelName } from '../requirements';
+import { parseWith } from '../validation';
 
 /** One model's download, as a provider reports it while a job waits. */
 export const ModelProgress = z
@@ -48,65 +52,6 @@ export interface ModelProvider {
   ensure(names: readonly string[], onProgress: (progress: ModelProgress) => void, signal?: AbortSignal): Promise<ReleaseModels>;
 }
 
-/**
- * Ensures the models a job names before its connector runs, reporting the wait
- * as progress with stage `downloading_model` (bytes summed over the models
- * being downloaded; models already on disk report nothing). Resolves with the
- * release function, or undefined when there is nothing to ensure. A ModelError
- * becomes a classified JobFailure: a bad file uses up an attempt, anything
- * about this machine (catalog, disk, network) is an infrastructure failure, so
- * the job is retried on another worker at no cost to the user.
- */
-export async function ensureJobModels(
-  provider: ModelProvider | undefined,
-  models: readonly string[] | undefined,
-  report: (progress: JobProgressInput) => void,
-  signal: AbortSignal,
-): Promise<ReleaseModels | undefined> {
-  if (!provider || !models || models.length === 0) return undefined;
-  const downloads = new Map<string, ModelProgress>();
-  try {
-    return await provider.ensure(
-      models,
-      (progress) => {
-        downloads.set(progress.model, progress);
-        report(downloadProgress([...downloads.values()]));
-      },
-      signal,
-    );
-  } catch (error) {
-    if (signal.aborted) throw signal.reason;
-    throw modelFailure(error);
-  }
-}
-
-/** The job progress that sums up the downloads a job is waiting for. */
-export function downloadProgress(downloads: readonly ModelProgress[]): JobProgressInput {
-  const received = downloads.reduce((sum, d) => sum + d.received, 0);
-  const sized = downloads.every((d) => d.total !== undefined);
-  const total = sized ? downloads.reduce((sum, d) => sum + d.total!, 0) : undefined;
-  const what = downloads.length === 1 ? downloads[0]!.model : `${downloads.length} models`;
-  return {
-    stage: 'downloading_model',
-    value: received,
-    ...(total ? { max: total } : {}),
-    message: `downloading ${what} (${megabytes(received)}${total ? ` of ${megabytes(total)}` : ''} MB)`.slice(0, 1_000),
-  };
-}
-
-function megabytes(bytes: number): string {
-  return (bytes / 1e6).toFixed(1);
-}
-
-function modelFailure(error: unknown): JobFailure {
-  if (error instanceof ModelError) {
-    const kind = error.code === 'checksum_mismatch' ? 'retryable' : 'infrastructure';
-    return new JobFailure(kind, error.message, { type: `Model:${error.code}`, cause: error });
-  }
-  const message = error instanceof Error ? error.message : String(error);
-  return new JobFailure('infrastructure', `models could not be ensured: ${message}`, { type: 'ModelProviderUnavailable', cause: error });
-}
-
 // ---------------------------------------------------------------- the agent's endpoint
 
 /** One line of the NDJSON stream `POST /models/ensure` answers with. */
@@ -131,6 +76,8 @@ export function httpModelProvider(options: { baseUrl: string }): ModelProvider {
   const base = new URL(options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`);
   return {
     async ensure(names, onProgress, signal) {
+      // loaded on first use: only a worker process in a machine with a model cache asks, and every `emp` command loads the core
+      const { request } = await import('undici');
       // the response stays open for the whole job, with no bytes flowing: no body timeout
       const response = await request(new URL('models/ensure', base), {
         method: 'POST',

@@ -1,15 +1,10 @@
 // Only for test files: useTestAgents registers vitest hooks.
 /** What the machine agent's tests share: a config around the simulated service, agents stopped after each test, and reading a machine's record and events. */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Broker, BrokerEvent } from '@emp/core';
+import { MachineAgent, type MachineAgentOptions, MachineConfig, SIMULATED_SERVICE, freePortRange, nodeArgsFor } from '@emp/machine';
 import { pino } from 'pino';
 import { afterEach } from 'vitest';
-import { MachineAgent, type MachineAgentOptions } from '../agent';
-import { type MachineConfig, MachineConfig as MachineConfigSchema } from '../config';
-import { SIMULATED_SERVICE, freePortRange } from '../local-machine';
-import { nodeArgsFor } from '../plan';
+import { temporaryFolder } from './temporary-folder';
 
 export const POOL = 'standard';
 
@@ -27,7 +22,7 @@ export async function simulatedServiceSpec(name: string, slots: number, warmupMs
 
 /** A machine without GPUs, fast restarts and a short status interval; `overrides` replace top-level fields. */
 export function testMachineConfig(logsDir: string, overrides: Record<string, unknown>): MachineConfig {
-  return MachineConfigSchema.parse({
+  return MachineConfig.parse({
     machine_id: 'm1',
     pool: POOL,
     connectors: [{ type: 'simulation', options: { durationMs: 100, steps: 1 } }],
@@ -40,11 +35,6 @@ export function testMachineConfig(logsDir: string, overrides: Record<string, unk
     status_interval_ms: 1_000,
     ...overrides,
   });
-}
-
-export async function temporaryFolder(): Promise<{ path: string; remove(): Promise<void> }> {
-  const path = await mkdtemp(join(tmpdir(), 'emp-machine-test-'));
-  return { path, remove: () => rm(path, { recursive: true, force: true }) };
 }
 
 export interface TestAgents {

@@ -1,2 +1,0 @@
-export { type ApiStack, startApiStack } from './api-stack';
-export { call } from './http';

@@ -1,2 +1,0 @@
-export * from './redis-server';
-export * from './redis-cluster';
