@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The picture of the parts in docs/architecture.md, drawn from the code's own imports,
 // and the one rule of the layout checked: no app imports another app (the composition
-// root `emp start` excepted); apps' tests share harnesses through @emp/testkit.
+// roots `emp start` and `emp machine` excepted); apps' tests share harnesses through @emp/testkit.
 //
 //   node scripts/architecture.mjs           print the diagram and any broken rule
 //   node scripts/architecture.mjs --write   put the diagram into docs/architecture.md
@@ -15,8 +15,11 @@ const DOC = join(root, 'docs/architecture.md');
 const BEGIN = '<!-- imports:begin (npm run architecture -- --write) -->';
 const END = '<!-- imports:end -->';
 
-/** The only source files that may import other apps: they start the whole stack in one process. */
-export const COMPOSITION_ROOTS = ['apps/cli/src/stack.ts'];
+/**
+ * The only source files that may import other apps: `emp start` runs the whole stack in
+ * one process, `emp machine` runs the machine agent in the CLI's.
+ */
+export const COMPOSITION_ROOTS = ['apps/cli/src/stack.ts', 'apps/cli/src/commands/machine.ts'];
 
 function isTest(path) {
   return /\.(test|e2e\.test|property\.test)\.tsx?$/.test(path) || /\/(testing|dev)\//.test(path);
