@@ -14,19 +14,33 @@ export interface FunctionLibrary {
   source: string;
 }
 
-function luaFiles(dir: string): string[] {
+/** The .lua files of `dir`, in name order. */
+export function luaFiles(dir: string): Array<{ name: string; text: string }> {
   return readdirSync(dir)
     .filter((name) => name.endsWith('.lua'))
     .sort()
-    .map((name) => `-- ${name}\n${readFileSync(dir + name, 'utf8')}`);
+    .map((name) => ({ name, text: readFileSync(dir + name, 'utf8') }));
 }
+
+export const LUA_INCLUDES_DIR = includesDir;
+export const LUA_FUNCTIONS_DIR = functionsDir;
 
 let cached: FunctionLibrary | undefined;
 
-/** The whole library: shared fragments (includes/) first, then one file per function. */
+/**
+ * The whole library: shared fragments (includes/) first, then one file per
+ * function. The library is one Lua chunk, so the includes' top-level locals are
+ * what every function shares; each function file is wrapped in `do ... end`, so
+ * its own locals are its own (a helper another function needs moves to includes/)
+ * and do not use up the chunk's 200 locals. Any new functions/*.lua is wrapped
+ * the same way.
+ */
 export function functionLibrary(): FunctionLibrary {
   if (cached) return cached;
-  const body = [...luaFiles(includesDir), ...luaFiles(functionsDir)].join('\n');
+  const body = [
+    ...luaFiles(includesDir).map((file) => `-- ${file.name}\n${file.text}`),
+    ...luaFiles(functionsDir).map((file) => `-- ${file.name}\ndo\n${file.text}\nend`),
+  ].join('\n');
   const version = createHash('sha1').update(body).digest('hex').slice(0, 12);
   const source = [
     `#!lua name=${LIBRARY_NAME}`,

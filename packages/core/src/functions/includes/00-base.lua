@@ -33,11 +33,6 @@ end
 
 local PRIORITY_SPAN = 4398046511104 -- 2^42: room for the per-shard sequence inside one priority level
 local ACTIVE = { starting = true, running = true }
-local TERMINAL = { succeeded = true, failed = true, canceled = true, expired = true }
-
-local function fail_with(code, message)
-  return redis.error_reply(code .. ' ' .. message)
-end
 
 -- Raised errors carry a stable code first, so the TypeScript side can map them to error classes.
 local function raise(code, message)

@@ -71,7 +71,7 @@ local function submit_job(ctx, args, at)
   local known = call('HMGET', ckey, 'routable', 'listed', 'laned')
   local routable, laned = known[1], known[3] == '1'
   if not known[2] then
-    -- a new class, or one swept from the class list while empty (see sweep_class_list)
+    -- a new class, or one swept from the class list while empty (see sweep_class_list in tick.lua)
     if routable ~= '1' then
       routable = '0'
       local req = cjson.decode(def)
