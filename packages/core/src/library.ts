@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Cluster, Redis } from 'ioredis';
+import { KeyLayout } from './keys';
+import { migratePools } from './migrations';
 
 const functionsDir = fileURLToPath(new URL('./functions/', import.meta.url));
 const includesDir = fileURLToPath(new URL('./functions/includes/', import.meta.url));
@@ -63,13 +65,16 @@ async function ensureOnNode(node: Redis, library: FunctionLibrary): Promise<bool
 
 /**
  * Loads the library where its version differs from the running code's. Functions
- * live per server, so on a cluster every master gets it.
+ * live per server, so on a cluster every master gets it. Then brings every pool
+ * of `keys`' namespace to the library's data layout (migrations.ts): a pool that
+ * is current costs one call.
  * Returns how many servers were (re)loaded.
  */
-export async function ensureFunctionLibrary(redis: Redis | Cluster): Promise<number> {
+export async function ensureFunctionLibrary(redis: Redis | Cluster, keys: KeyLayout = new KeyLayout()): Promise<number> {
   const library = functionLibrary();
   const nodes = (redis as Cluster).isCluster ? await mastersOf(redis as Cluster) : [redis as Redis];
   const loaded = await Promise.all(nodes.map((node) => ensureOnNode(node, library)));
+  await migratePools(redis, keys);
   return loaded.filter(Boolean).length;
 }
 

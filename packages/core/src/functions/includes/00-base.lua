@@ -81,6 +81,19 @@ local function workflow_lane_key(p, class, workflow) return p .. 'wq:' .. class 
 -- queued are put into lanes, then 'done'.
 local function laned_key(p) return p .. 'laned' end
 
+-- The layout of the shard's stored data (job hashes, classes, lanes), kept in
+-- `schema_version`: emp_migrate (migrate.lua) brings a shard written by an older
+-- library up to it, and a shard that never held a job starts at it. A shard
+-- without the key that holds jobs is at 1, the layout before versions were kept.
+local SCHEMA_VERSION = '2'
+local function schema_key(p) return p .. 'schema_version' end
+-- Stamps a shard that has never held a job (`seq` counts every job ever submitted) with the current layout.
+local function stamp_new_shard(p)
+  if call('EXISTS', schema_key(p)) == 0 and call('EXISTS', p .. 'seq') == 0 then
+    call('SET', schema_key(p), SCHEMA_VERSION)
+  end
+end
+
 -- A job's `opt` field: '1' it has fields few jobs have (see 50-claim.lua),
 -- 'l' it is in its class's lanes, '1l' both; absent, neither.
 local function opt_fields(opt) return opt == '1' or opt == '1l' end
