@@ -245,7 +245,7 @@ export class Broker {
 
   static async connect(options: BrokerOptions): Promise<Broker> {
     const broker = new Broker(options.redis, brokerConfig(options.config), options.clock);
-    if (!options.skipLibraryLoad) await ensureFunctionLibrary(options.redis);
+    if (!options.skipLibraryLoad) await ensureFunctionLibrary(options.redis, broker.keys);
     return broker;
   }
 

@@ -11,7 +11,7 @@
  *                                  wq:<class>:<workflow>: the class's queued jobs of one workflow (workers restricted to
  *                                  tenants or a workflow claim through them); laned: the shard keeps lanes ('scanning' while
  *                                  the queued jobs are put into them, then 'done'), absent until a restricted worker registers
- *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags; classlist / unroutable: sets of the classes in use (swept when empty)
+ *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags (moved_to: the class it is today, on a class an older layout stored); classlist / unroutable: sets of the classes in use (swept when empty)
  *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
@@ -26,6 +26,10 @@
  *   <ns>:{<pool>}:clock            tick_at: when the shard last ticked; unwatched_from / unwatched_to: the last gap between
  *                                  ticks longer than clockGapMs, after which leases and offline deadlines get a grace
  *                                  (docs/broker.md, "Clock work")
+ *   <ns>:{<pool>}:schema_version   the layout of the pool's stored data (jobs, classes, lanes); absent in a pool written
+ *                                  before versions were kept (1) or that never held a job; emp_migrate brings a pool
+ *                                  up to the library's layout on load (migrations.ts); schema_migration: where a
+ *                                  migration stands (from, phase, cursor) while one runs
  *   <ns>:{<pool>}:paused           service -> {since, by, reason}: services whose jobs no claim takes
  *   <ns>:{<pool>}:machine-commands:<id>  stream of operator commands (drain, restart, shutdown) for a machine's agent;
  *                                  the machine hash's last_command_handled is where its agent resumes
@@ -92,6 +96,12 @@ export class KeyLayout {
   }
   clock(pool: string): string {
     return `${this.prefix(pool)}clock`;
+  }
+  schemaVersion(pool: string): string {
+    return `${this.prefix(pool)}schema_version`;
+  }
+  schemaMigration(pool: string): string {
+    return `${this.prefix(pool)}schema_migration`;
   }
   queueHistory(pool: string): string {
     return `${this.prefix(pool)}queue-history`;

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Cluster, Redis } from 'ioredis';
+import { KeyLayout } from './keys';
+import { migratePools } from './migrations';
 
 const functionsDir = fileURLToPath(new URL('./functions/', import.meta.url));
 const includesDir = fileURLToPath(new URL('./functions/includes/', import.meta.url));
@@ -14,19 +16,33 @@ export interface FunctionLibrary {
   source: string;
 }
 
-function luaFiles(dir: string): string[] {
+/** The .lua files of `dir`, in name order. */
+export function luaFiles(dir: string): Array<{ name: string; text: string }> {
   return readdirSync(dir)
     .filter((name) => name.endsWith('.lua'))
     .sort()
-    .map((name) => `-- ${name}\n${readFileSync(dir + name, 'utf8')}`);
+    .map((name) => ({ name, text: readFileSync(dir + name, 'utf8') }));
 }
+
+export const LUA_INCLUDES_DIR = includesDir;
+export const LUA_FUNCTIONS_DIR = functionsDir;
 
 let cached: FunctionLibrary | undefined;
 
-/** The whole library: shared fragments (includes/) first, then one file per function. */
+/**
+ * The whole library: shared fragments (includes/) first, then one file per
+ * function. The library is one Lua chunk, so the includes' top-level locals are
+ * what every function shares; each function file is wrapped in `do ... end`, so
+ * its own locals are its own (a helper another function needs moves to includes/)
+ * and do not use up the chunk's 200 locals. Any new functions/*.lua is wrapped
+ * the same way.
+ */
 export function functionLibrary(): FunctionLibrary {
   if (cached) return cached;
-  const body = [...luaFiles(includesDir), ...luaFiles(functionsDir)].join('\n');
+  const body = [
+    ...luaFiles(includesDir).map((file) => `-- ${file.name}\n${file.text}`),
+    ...luaFiles(functionsDir).map((file) => `-- ${file.name}\ndo\n${file.text}\nend`),
+  ].join('\n');
   const version = createHash('sha1').update(body).digest('hex').slice(0, 12);
   const source = [
     `#!lua name=${LIBRARY_NAME}`,
@@ -49,13 +65,16 @@ async function ensureOnNode(node: Redis, library: FunctionLibrary): Promise<bool
 
 /**
  * Loads the library where its version differs from the running code's. Functions
- * live per server, so on a cluster every master gets it.
+ * live per server, so on a cluster every master gets it. Then brings every pool
+ * of `keys`' namespace to the library's data layout (migrations.ts): a pool that
+ * is current costs one call.
  * Returns how many servers were (re)loaded.
  */
-export async function ensureFunctionLibrary(redis: Redis | Cluster): Promise<number> {
+export async function ensureFunctionLibrary(redis: Redis | Cluster, keys: KeyLayout = new KeyLayout()): Promise<number> {
   const library = functionLibrary();
   const nodes = (redis as Cluster).isCluster ? await mastersOf(redis as Cluster) : [redis as Redis];
   const loaded = await Promise.all(nodes.map((node) => ensureOnNode(node, library)));
+  await migratePools(redis, keys);
   return loaded.filter(Boolean).length;
 }
 

@@ -5,6 +5,8 @@
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] job id  [8] reason ('' none)
 -- Returns { state, changed (0|1) }. Errors: NOT_FOUND.
+local TERMINAL = { succeeded = true, failed = true, canceled = true, expired = true }
+
 local function cancel(keys, args)
   local ctx = context(keys, args)
   local job = must_exist(ctx.p, args[7])

@@ -1,6 +1,6 @@
 -- queue_stats: depth per requirement class with its head job, plus shard totals,
 -- a page of the class list per call (classes in use: every queued class and the
--- ones emptied since the last sweep; see sweep_class_list), so no call walks
+-- ones emptied since the last sweep; see tick.lua), so no call walks
 -- every class. SSCAN may return a class twice across pages: the caller dedupes.
 -- KEYS[1] shard anchor
 -- ARGV [1] SSCAN cursor of the class list ('0' or absent: the first call, which also returns the totals)

@@ -11,6 +11,7 @@
 local function register_worker(keys, args)
   local ctx = context(keys, args)
   local p, worker, profile = ctx.p, args[7], args[9]
+  stamp_new_shard(p)
   local wkey = worker_key(p, worker)
   local fresh = call('EXISTS', wkey) == 0
   call('HSET', wkey, 'id', worker, 'machine', args[8], 'profile', profile, 'last_seen', ctx.now,

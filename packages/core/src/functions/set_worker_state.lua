@@ -3,6 +3,12 @@
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] worker id  [8] state ('draining' | 'idle' | 'offline')
 -- Returns the state. Errors: UNKNOWN_WORKER, BAD_STATE.
+local function must_be_worker(p, worker)
+  if call('EXISTS', worker_key(p, worker)) == 0 then
+    raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard')
+  end
+end
+
 local function set_state(keys, args)
   local ctx = context(keys, args)
   local p, worker, state = ctx.p, args[7], args[8]

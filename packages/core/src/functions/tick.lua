@@ -10,6 +10,49 @@
 --   unwatched (offline detection waits at least half of [8])
 -- Returns { items handled, ms until the next due item ('' none) }.
 
+-- Removes index entries of jobs whose retention has passed, looking at `limit`
+-- entries per call from where the previous sweep stopped (wrapping around), so
+-- the index shrinks with the jobs without a full scan on any one tick.
+local function sweep_job_index(p, limit)
+  local index = p .. 'jobs'
+  local start = tonumber(call('GET', p .. 'jobs:sweep')) or 0
+  local members = call('ZRANGE', index, start, start + limit - 1)
+  local removed = 0
+  for _, member in ipairs(members) do
+    local sep = string.find(member, '|', 1, true)
+    local id, tenant = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    if call('EXISTS', job_key(p, id)) == 0 then
+      call('ZREM', index, member)
+      call('ZREM', p .. 'jobs:tenant:' .. tenant, id)
+      removed = removed + 1
+    end
+  end
+  local next_start = start + #members - removed
+  if #members < limit then next_start = 0 end
+  call('SET', p .. 'jobs:sweep', next_start)
+  return removed
+end
+
+-- `classlist` names the classes queue views show, empty ones included, and
+-- `unroutable` those no worker could run so far (which every new capability
+-- profile is checked against). A class found empty by the sweep leaves both (its
+-- next submit lists it again: the class hash's `listed` says whether it is
+-- listed), so the lists, and every walk over them, stay as long as the classes
+-- in use rather than every class ever seen.
+-- Looks at about CLASS_SCAN_PAGE members per call, resuming where the last call stopped.
+local function sweep_class_list(p)
+  local list = p .. 'classlist'
+  local scan = call('SSCAN', list, call('GET', list .. ':sweep') or '0', 'COUNT', CLASS_SCAN_PAGE)
+  for _, class in ipairs(scan[2]) do
+    if not call('ZSCORE', p .. 'classes', class) then
+      call('SREM', list, class)
+      call('SREM', p .. 'unroutable', class)
+      call('HDEL', class_key(p, class), 'listed')
+    end
+  end
+  call('SET', list .. ':sweep', scan[1])
+end
+
 local function expire_job(ctx, job, reason)
   detach(ctx, job, false)
   finish(ctx, job, 'expired', 'expire_reason', reason)

@@ -33,11 +33,6 @@ end
 
 local PRIORITY_SPAN = 4398046511104 -- 2^42: room for the per-shard sequence inside one priority level
 local ACTIVE = { starting = true, running = true }
-local TERMINAL = { succeeded = true, failed = true, canceled = true, expired = true }
-
-local function fail_with(code, message)
-  return redis.error_reply(code .. ' ' .. message)
-end
 
 -- Raised errors carry a stable code first, so the TypeScript side can map them to error classes.
 local function raise(code, message)
@@ -85,6 +80,19 @@ local function workflow_lane_key(p, class, workflow) return p .. 'wq:' .. class 
 -- restricted worker has registered: `laned` is 'scanning' while the jobs already
 -- queued are put into lanes, then 'done'.
 local function laned_key(p) return p .. 'laned' end
+
+-- The layout of the shard's stored data (job hashes, classes, lanes), kept in
+-- `schema_version`: emp_migrate (migrate.lua) brings a shard written by an older
+-- library up to it, and a shard that never held a job starts at it. A shard
+-- without the key that holds jobs is at 1, the layout before versions were kept.
+local SCHEMA_VERSION = '2'
+local function schema_key(p) return p .. 'schema_version' end
+-- Stamps a shard that has never held a job (`seq` counts every job ever submitted) with the current layout.
+local function stamp_new_shard(p)
+  if call('EXISTS', schema_key(p)) == 0 and call('EXISTS', p .. 'seq') == 0 then
+    call('SET', schema_key(p), SCHEMA_VERSION)
+  end
+end
 
 -- A job's `opt` field: '1' it has fields few jobs have (see 50-claim.lua),
 -- 'l' it is in its class's lanes, '1l' both; absent, neither.

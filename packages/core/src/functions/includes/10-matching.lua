@@ -118,9 +118,9 @@ local function satisfies(caps, req)
       if not contains(caps.custom_nodes or {}, n) then return false end
     end
   end
-  -- A class names its tenant only under strict isolation (and in classes queued by
-  -- versions before 2026-12-06, which also name their workflow); otherwise tenant
-  -- and workflow restrictions are checked per job, through the lanes (see 20-queue).
+  -- A class names its tenant only under strict isolation (and, until emp_migrate has
+  -- moved their jobs, in classes of schema version 1, which also name their workflow);
+  -- otherwise tenant and workflow restrictions are checked per job, through the lanes (see 20-queue).
   local tenants = caps.tenants
   if req.tenant ~= nil and tenants then
     if tenants.denied and contains(tenants.denied, req.tenant) then return false end

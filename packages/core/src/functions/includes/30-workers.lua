@@ -29,12 +29,6 @@ local function release_worker_job(p, worker, id, ts, maxlen, claim_follows)
   end
 end
 
-local function must_be_worker(p, worker)
-  if call('EXISTS', worker_key(p, worker)) == 0 then
-    raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard')
-  end
-end
-
 local function signal_worker(p, worker, message)
   local key = signal_key(p, worker)
   call('RPUSH', key, message)

@@ -81,7 +81,7 @@ local function requeue(ctx, job, avoid)
   local key = job_key(p, id)
   call('HSET', key, 'state', 'queued', 'updated_at', ctx.ts)
   call('HDEL', key, 'retry_at', 'exec_deadline', 'run_at', 'started_at', 'claimed_at')
-  -- its class may have been swept from the class list while empty (see sweep_class_list)
+  -- its class may have been swept from the class list while empty (see sweep_class_list in tick.lua)
   local ckey = class_key(p, job.class)
   if not call('HGET', ckey, 'listed') then
     call('HSET', ckey, 'listed', '1')

@@ -3,7 +3,6 @@
 -- is over classes, never over jobs, so its cost does not depend on queue depth,
 -- and every class is looked at, so a capable worker always finds a waiting job.
 
-local AVOID_LOOKAHEAD = 16
 local CLASS_PAGE = 64
 -- Most class heads and lanes one claim call looks at. A walk past it ends the
 -- call with 'more' and a cursor on the worker, and the next call goes on from
@@ -12,7 +11,7 @@ local CLAIM_BUDGET = 256
 -- a walk's cursor older than this belongs to a walk nobody continued (the worker restarted)
 local CURSOR_TTL_MS = 2000
 -- range bounds as text: a Lua number passed to redis.call is formatted with sprintf
-local AVOID_LOOKAHEAD_LAST = '15' -- AVOID_LOOKAHEAD - 1
+local AVOID_LOOKAHEAD_LAST = '15' -- a job and the 15 behind it: a pick looks 16 jobs deep
 local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
 
 -- A field a job hash lacks costs Redis a scan of the whole hash, so a take reads
@@ -74,7 +73,7 @@ local function earlier(a, b)
 end
 
 -- The first job of sorted set `zset` (a class queue or one of its lanes) this
--- worker may take now, looking AVOID_LOOKAHEAD jobs deep; or nil and the
+-- worker may take now, looking 16 jobs deep (AVOID_LOOKAHEAD_LAST); or nil and the
 -- earliest time a skipped job becomes its to take. When the job is the set's
 -- head and `zset` is the class queue itself, the score of the job behind it
 -- comes too (false: none): the class's next head score.

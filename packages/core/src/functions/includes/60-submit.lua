@@ -57,7 +57,10 @@ local function submit_job(ctx, args, at)
   local max_classes = tonumber(args[at + 11])
   local delay = tonumber(args[at + 7]) or 0
   -- the score as text once: each redis.call would format a Lua number again
-  local score = string.format('%d', job_score(priority, call('INCR', p .. 'seq')))
+  local seq = call('INCR', p .. 'seq')
+  -- the shard's first job ever: nothing stored in an older layout, so it starts at the current one
+  if seq == 1 then call('SET', schema_key(p), SCHEMA_VERSION) end
+  local score = string.format('%d', job_score(priority, seq))
   if delay <= 0 then
     if call('ZADD', p .. 'classes', 'LT', score, class) == 1 and max_classes
       and call('ZCARD', p .. 'classes') > max_classes then
@@ -71,7 +74,7 @@ local function submit_job(ctx, args, at)
   local known = call('HMGET', ckey, 'routable', 'listed', 'laned')
   local routable, laned = known[1], known[3] == '1'
   if not known[2] then
-    -- a new class, or one swept from the class list while empty (see sweep_class_list)
+    -- a new class, or one swept from the class list while empty (see sweep_class_list in tick.lua)
     if routable ~= '1' then
       routable = '0'
       local req = cjson.decode(def)
