@@ -111,6 +111,7 @@ describe('response schemas', () => {
       ['post', '/v1/webhooks/{id}/rotate-secret', '200', 'RotatedWebhookSecret'],
       ['get', '/v1/webhooks/{id}/deliveries', '200', 'WebhookDeliveryList'],
       ['post', '/v1/webhooks/{id}/recover', '200', 'WebhookRecoverResult'],
+      ['post', '/v1/webhooks/{id}/messages/{message}/resend', '202', 'WebhookResentMessage'],
     ];
     for (const [method, path, status, component] of routes) {
       const responses = doc.paths[path]?.[method]?.responses;

@@ -76,6 +76,9 @@ describe('emp webhooks endpoints (through the API)', () => {
     expect(rotated.stderr).toMatch(/the previous secret signs too until /);
     expect((await runEmp(['webhooks', 'recover', endpoint.id, '--since', '1h'], acme)).stdout).toMatch(/^0 failed message\(s\) since \S+ queued again\n$/);
     expect(JSON.parse((await runEmp(['webhooks', 'deliveries', '--endpoint', endpoint.id, '--json'], acme)).stdout)).toEqual({ endpoint: endpoint.id, deliveries: [] });
+    const resend = await runEmp(['webhooks', 'resend', 'msg_standard_0-0', '--endpoint', endpoint.id], acme);
+    expect(resend.code).toBe(1);
+    expect(resend.stderr).toMatch(/404 NOT_FOUND: message msg_standard_0-0 of webhook endpoint ep_\w+ does not exist/);
     expect((await runEmp(['webhooks', 'disable', endpoint.id], acme)).stdout).toBe(`${endpoint.id} disabled\n`);
     expect((await runEmp(['webhooks', 'enable', endpoint.id], acme)).stdout).toBe(`${endpoint.id} enabled\n`);
     expect((await runEmp(['webhooks', 'delete', endpoint.id], acme)).stdout).toBe(`${endpoint.id} deleted\n`);

@@ -282,6 +282,15 @@ describe('webhook endpoint delivery', () => {
     expect(r.received.map((q) => q.body)).toEqual(r.arrived.slice(0, 2).map((q) => q.body));
     // nothing failed is left
     expect((await api('POST', `/v1/webhooks/${made.id}/recover`, keys.acme!, { since: before - 1_000 })).body).toMatchObject({ queued: 0 });
+
+    // one message sent again by hand: the same webhook-id and body once more
+    const first = r.received[0]!;
+    const resent = await api('POST', `/v1/webhooks/${made.id}/messages/${first.headers['webhook-id']}/resend`, keys.acme!);
+    expect(resent.status).toBe(202);
+    await until(() => r.received.length === 3, 'the resent message');
+    expect(r.received[2]!.headers['webhook-id']).toBe(first.headers['webhook-id']);
+    expect(r.received[2]!.body).toBe(first.body);
+    expect((await api('POST', `/v1/webhooks/${made.id}/messages/msg_standard_0-0_${made.id}/resend`, keys.acme!)).status).toBe(404);
   });
 
   it('honours Retry-After of a 429 from an endpoint', async () => {

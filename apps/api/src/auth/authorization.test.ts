@@ -73,6 +73,17 @@ async function ownedEndpoint(): Promise<string> {
   return (await endpoints.create(OWNER, { url: 'https://example.com/hook', events: ['job.queued'], enabled: true }, { allowPrivate: false })).id;
 }
 
+/** A failed message of an endpoint of OWNER: the path of its resend. */
+async function ownedFailedMessage(): Promise<string> {
+  const outbox = new WebhookOutbox(stack.broker);
+  const endpoint = await ownedEndpoint();
+  const id = `msg_authz_${endpoint}`;
+  await outbox.enqueue({ id, tenant: OWNER, url: 'https://example.com/hook', job: 'standard.authzjob000001', type: 'job.queued', body: '{}', endpoint });
+  const [claimed] = (await outbox.claimDue(100, 60_000)).filter((m) => m.id === id);
+  await outbox.settle(claimed!, 'failed', { at: Date.now(), message: id, type: 'job.queued', url: claimed!.url, attempt: 1, latency_ms: 1, outcome: 'failed' });
+  return `/v1/webhooks/${endpoint}/messages/${id}/resend`;
+}
+
 /** An asset a worker stored for a job of OWNER: its key. */
 async function ownedAsset(): Promise<string> {
   const key = `${await ownedJob()}/1/out.png`;
@@ -119,6 +130,7 @@ const routes: RouteCase[] = [
   { name: 'test a webhook endpoint', route: 'POST /v1/webhooks/:id/test', access: 'changeJobs', scope: 'job', ok: 202, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/test` }) },
   { name: "rotate a webhook endpoint's secret", route: 'POST /v1/webhooks/:id/rotate-secret', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/rotate-secret`, body: {} }) },
   { name: "a webhook endpoint's deliveries", route: 'GET /v1/webhooks/:id/deliveries', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/webhooks/${await ownedEndpoint()}/deliveries` }) },
+  { name: 'resend a message of a webhook endpoint', route: 'POST /v1/webhooks/:id/messages/:message/resend', access: 'changeJobs', scope: 'job', ok: 202, prepare: async () => ({ method: 'POST', path: await ownedFailedMessage() }) },
   { name: "recover a webhook endpoint's failed messages", route: 'POST /v1/webhooks/:id/recover', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/recover`, body: { since: 0 } }) },
 ];
 

@@ -59,6 +59,8 @@ const RecoverResponse = z
     left: z.number().int(),
   })
   .meta({ id: 'WebhookRecoverResult' });
+const MessageParams = z.object({ id: z.string().min(1).max(100), message: z.string().min(1).max(200) }).strict();
+const ResendResponse = z.object({ endpoint: z.string(), message_id: z.string() }).meta({ id: 'WebhookResentMessage' });
 const TestResponse = z.object({ endpoint: z.string(), message_id: z.string() }).meta({ id: 'WebhookTestMessage' });
 
 /** Whether `principal` may see `endpoint`: a tenant key its tenant's; without a tenant every tenant's, and an operator the operator-scoped ones too. */
@@ -220,6 +222,26 @@ export async function webhookEndpointRoutes(app: FastifyInstance, options: { web
   }, async (request) => {
     const { id } = await visible(request.principal, request.params.id);
     return { endpoint: id, deliveries: await endpoints.deliveries(id, request.query.limit) };
+  });
+
+  api.post('/v1/webhooks/:id/messages/:message/resend', {
+    config: { access: 'changeJobs' },
+    schema: {
+      summary: 'Send one message of the endpoint again (delivered, failed or dropped): same webhook-id and body, attempts from 1',
+      description: 'Its id is the `message` of a delivery attempt (GET /v1/webhooks/:id/deliveries). 409 while it is still waiting or in flight, or while the endpoint is disabled.',
+      tags,
+      params: MessageParams,
+      response: answers({ 202: ResendResponse }),
+    },
+  }, async (request, reply) => {
+    const endpoint = await visible(request.principal, request.params.id);
+    const { message } = request.params;
+    const stored = await outbox.message(message);
+    if (!stored || stored.endpoint !== endpoint.id) throw new NotFoundError(`message ${message} of webhook endpoint ${endpoint.id} does not exist (or its retention has passed)`);
+    const outcome = await outbox.resend(message);
+    if (outcome === 'queued') return reply.code(202).send({ endpoint: endpoint.id, message_id: message });
+    if (outcome === 'unknown') throw new NotFoundError(`message ${message} of webhook endpoint ${endpoint.id} does not exist (or its retention has passed)`);
+    throw new ApiError(409, 'BAD_STATE', outcome === 'pending' ? `message ${message} is still waiting or in flight` : `webhook endpoint ${endpoint.id} is disabled; enable it first`);
   });
 
   api.post('/v1/webhooks/:id/recover', {

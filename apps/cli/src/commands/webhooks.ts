@@ -243,21 +243,28 @@ export function registerWebhooks(program: Command): void {
       });
     });
 
-  webhooks
-    .command('resend')
-    .description('send a delivered, failed or disabled message again (same webhook-id and body); its id is in `deliveries`')
-    .argument('<message-id>', 'the webhook-id, e.g. msg_standard_1733500000000-0')
-    .action(async (id: string, _options: unknown, command: Command) => {
-      await withBroker(redisFlag(command), async (broker) => {
-        const outcome = await new WebhookOutbox(broker).resend(id);
-        if (outcome === 'queued') {
-          process.stdout.write(`${id} queued again\n`);
-          return;
-        }
-        const why = { unknown: 'no such message (or older than the retention)', pending: 'it is still waiting or in flight', disabled: 'its URL answered 410 Gone and is disabled for the tenant' }[outcome];
-        throw new UsageError(`${id} not resent: ${why}`);
-      });
+  apiOptions(
+    webhooks
+      .command('resend')
+      .description('send a delivered, failed or dropped message again (same webhook-id and body); its id is in `deliveries`')
+      .argument('<message-id>', 'the webhook-id, e.g. msg_standard_1733500000000-0')
+      .option('--endpoint <id>', "the endpoint it went to: resends through the API (a tenant's key); without it, directly in Redis"),
+  ).action(async (id: string, options: ApiFlags & { endpoint?: string }, command: Command) => {
+    if (options.endpoint) {
+      await callApi(options, 'POST', `/v1/webhooks/${encodeURIComponent(options.endpoint)}/messages/${encodeURIComponent(id)}/resend`, z.object({ message_id: z.string() }));
+      process.stdout.write(`${id} queued again\n`);
+      return;
+    }
+    await withBroker(redisFlag(command), async (broker) => {
+      const outcome = await new WebhookOutbox(broker).resend(id);
+      if (outcome === 'queued') {
+        process.stdout.write(`${id} queued again\n`);
+        return;
+      }
+      const why = { unknown: 'no such message (or older than the retention)', pending: 'it is still waiting or in flight', disabled: 'its endpoint is disabled, or its URL answered 410 Gone and is disabled for the tenant' }[outcome];
+      throw new UsageError(`${id} not resent: ${why}`);
     });
+  });
 
   webhooks
     .command('secret')
