@@ -107,7 +107,8 @@ export class Dispatcher {
       }
       url = signing.endpoint.url;
       signWith = signing.secrets;
-      custom = signing.endpoint.headers ?? {};
+      // lower-cased, so that one replaces the delivery's own (user-agent) instead of going out twice
+      custom = Object.fromEntries(Object.entries(signing.endpoint.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value]));
     } else {
       const secrets = await this.outbox.secrets(message.tenant);
       signWith = secrets.previous && secrets.previousUntil! > Date.now() ? [secrets.current, secrets.previous] : [secrets.current];

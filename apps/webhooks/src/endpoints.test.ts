@@ -178,6 +178,27 @@ describe('webhook endpoint delivery', () => {
     expect(acme.typesOf(other)).toEqual([]);
   });
 
+  it("throttles a job's progress per endpoint, the last value always delivered", async () => {
+    await service({ progressThrottleMs: 300 });
+    const r = await receiver();
+    await endpoint(keys.acme!, { url: r.url, events: ['job.progress'], headers: { 'User-Agent': 'acme-hooks' } });
+    const worker = 'w-endpoint-progress';
+    await stack.broker.registerWorker({ id: worker, pool: 'standard', capabilities: { services: ['simulation'] } });
+    await stack.broker.submit({ service: 'simulation', tenant: 'acme' });
+    const claimed = await stack.broker.claim('standard', worker);
+    await stack.broker.start(claimed.job!.lease);
+    for (let i = 1; i <= 20; i += 1) {
+      await stack.broker.progress(claimed.job!.lease, { stage: 'running', value: i, max: 20 });
+      await sleep(30);
+    }
+    await until(() => r.received.at(-1)?.event.data.progress?.value === 20, 'the last progress value', 5_000);
+    const times = r.received.map((q) => q.at);
+    expect(times.length).toBeLessThanOrEqual(4);
+    for (let i = 1; i < times.length; i += 1) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(250);
+    expect(r.received[0]!.headers['user-agent']).toBe('acme-hooks');
+    await stack.broker.complete(claimed.job!.lease, { ok: true });
+  });
+
   it('filters on workflow id', async () => {
     await service();
     const r = await receiver();
