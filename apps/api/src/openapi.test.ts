@@ -103,6 +103,15 @@ describe('response schemas', () => {
       ['get', '/v1/machines', '200', ''],
       ['post', '/v1/services/{service}/pause', '200', ''],
       ['post', '/v1/machines/{id}/{action}', '202', ''],
+      ['post', '/v1/webhooks', '201', 'CreatedWebhookEndpoint'],
+      ['get', '/v1/webhooks', '200', 'WebhookEndpointList'],
+      ['get', '/v1/webhooks/{id}', '200', 'WebhookEndpoint'],
+      ['patch', '/v1/webhooks/{id}', '200', 'WebhookEndpoint'],
+      ['post', '/v1/webhooks/{id}/test', '202', 'WebhookTestMessage'],
+      ['post', '/v1/webhooks/{id}/rotate-secret', '200', 'RotatedWebhookSecret'],
+      ['get', '/v1/webhooks/{id}/deliveries', '200', 'WebhookDeliveryList'],
+      ['post', '/v1/webhooks/{id}/recover', '200', 'WebhookRecoverResult'],
+      ['post', '/v1/webhooks/{id}/messages/{message}/resend', '202', 'WebhookResentMessage'],
     ];
     for (const [method, path, status, component] of routes) {
       const responses = doc.paths[path]?.[method]?.responses;

@@ -24,6 +24,7 @@ import { jobRoutes } from './routes/jobs';
 import { machineEventRoutes } from './routes/machine-events';
 import { machineLogRoutes } from './routes/machine-logs';
 import { operatorRoutes } from './routes/operator';
+import { webhookEndpointRoutes } from './routes/webhook-endpoints';
 import { webhookRoutes } from './routes/webhooks';
 
 declare module 'fastify' {
@@ -122,7 +123,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
     });
     await app.register(cors, {
       origin: options.corsOrigins,
-      methods: ['GET', 'POST'],
+      methods: ['GET', 'POST', 'PATCH', 'DELETE'],
       allowedHeaders: ['authorization', 'x-api-key', 'content-type', 'idempotency-key', 'prefer', 'last-event-id'],
       maxAge: 600,
     });
@@ -146,6 +147,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(machineEventRoutes);
   await app.register(operatorRoutes);
   await app.register(webhookRoutes);
+  await app.register(webhookEndpointRoutes, { webhookAllowPrivate });
   await app.register(machineLogRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   if (options.assetsDir && signer) await app.register(assetRoutes, { directory: options.assetsDir, signer });
   await app.register(liveRoutes, {

@@ -46,6 +46,8 @@ export const WebhookServiceConfig = z
     pollMs: z.number().int().min(1).default(250),
     /** how often new pools are looked for */
     poolScanMs: z.number().int().min(1).default(5 * SECOND),
+    /** an endpoint whose every attempt failed for this long, none delivered, is disabled (with an operator event); 0: never */
+    failureDisableMs: z.number().int().min(0).default(5 * 24 * HOUR),
     /** how long ended messages and delivery logs are kept */
     retentionMs: z.number().int().min(1).default(7 * 24 * HOUR),
     /** consumer group on the pools' event streams */
@@ -79,6 +81,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv): WebhookServiceConfigInput
   num('EMP_WEBHOOKS_CONCURRENCY', 'concurrency');
   num('EMP_WEBHOOKS_CONCURRENCY_PER_URL', 'concurrencyPerUrl');
   num('EMP_WEBHOOKS_POLL_MS', 'pollMs');
+  num('EMP_WEBHOOKS_FAILURE_DISABLE_MS', 'failureDisableMs');
+  num('EMP_WEBHOOKS_RETENTION_MS', 'retentionMs');
   num('EMP_WEBHOOKS_POOL_SCAN_MS', 'poolScanMs');
   return input as WebhookServiceConfigInput;
 }

@@ -1,4 +1,13 @@
-import { type ClaimedWebhookMessage, type DeliveryLogEntry, type WebhookOutbox, type WebhookOutcome, webhookHeaders } from '@emp/core';
+import {
+  type ClaimedWebhookMessage,
+  type DeliveryLogEntry,
+  type WebhookEndpoints,
+  type WebhookOutbox,
+  type WebhookOutcome,
+  endpointWants,
+  webhookHeaders,
+} from '@emp/core';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { WebhookServiceConfig } from './config';
 import { type Resolver, type SendResult, sendWebhook } from './delivery';
@@ -7,8 +16,11 @@ import type { WebhookMetrics } from './metrics';
 /**
  * Takes due messages from the outbox (each leased while in flight), signs and
  * sends them, and settles each attempt: 2xx delivered; 410 Gone disables the
- * URL for the tenant; a refused target fails at once; anything else is retried
- * on the schedule (a 429/503's Retry-After instead), until the schedule runs out.
+ * endpoint (a job's own webhook: the URL for the tenant); a refused target
+ * fails at once; anything else is retried on the schedule (a 429/503's
+ * Retry-After instead), until the schedule runs out. An endpoint's message is
+ * signed with the endpoint's secret(s) and carries its custom headers; a job's
+ * own webhook, with the tenant's secret(s).
  */
 export class Dispatcher {
   private inFlight = 0;
@@ -20,6 +32,7 @@ export class Dispatcher {
 
   constructor(
     private readonly outbox: WebhookOutbox,
+    private readonly endpoints: WebhookEndpoints,
     private readonly config: WebhookServiceConfig,
     private readonly metrics: WebhookMetrics,
     private readonly logger: Logger,
@@ -82,20 +95,75 @@ export class Dispatcher {
   }
 
   private async attempt(message: ClaimedWebhookMessage): Promise<void> {
-    const secrets = await this.outbox.secrets(message.tenant);
-    const signWith = secrets.previous && secrets.previousUntil! > Date.now() ? [secrets.current, secrets.previous] : [secrets.current];
+    let url = message.url;
+    let signWith: string[];
+    let custom: Record<string, string> = {};
+    if (message.endpoint) {
+      const signing = await this.endpoints.signing(message.endpoint);
+      if (!signing) {
+        // deleted since it was claimed: nothing to send to
+        await this.outbox.settle(message, 'disabled', this.entry(message, url, Date.now(), { latencyMs: 0, error: 'the endpoint was deleted' }, 'disabled'));
+        return;
+      }
+      url = signing.endpoint.url;
+      signWith = signing.secrets;
+      // lower-cased, so that one replaces the delivery's own (user-agent) instead of going out twice
+      custom = Object.fromEntries(Object.entries(signing.endpoint.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value]));
+    } else {
+      const secrets = await this.outbox.secrets(message.tenant);
+      signWith = secrets.previous && secrets.previousUntil! > Date.now() ? [secrets.current, secrets.previous] : [secrets.current];
+    }
     const at = Date.now();
-    const result = await sendWebhook(message.url, webhookHeaders(signWith, message.id, message.body, at), message.body, {
+    const result = await sendWebhook(url, { ...custom, ...webhookHeaders(signWith, message.id, message.body, at) }, message.body, {
       allowPrivate: this.config.allowPrivate,
       timeoutMs: this.config.timeoutMs,
       ...(this.resolve ? { resolve: this.resolve } : {}),
     });
     const { outcome, retryInMs } = this.verdict(message, result);
-    const log: DeliveryLogEntry = {
+    const log = this.entry(message, url, at, result, outcome, retryInMs);
+    this.metrics.deliveries.inc({ outcome, type: message.type });
+    if (result.status !== undefined) this.metrics.latency.observe(result.latencyMs / 1000);
+    if (outcome !== 'delivered') {
+      this.logger.info({ message: message.id, job_id: message.job, endpoint: message.endpoint, url, status: result.status, error: result.error, outcome }, 'webhook attempt not delivered');
+    }
+    const settled = await this.outbox.settleAttempt(message, outcome, log, retryInMs);
+    if (settled === 'endpoint-disabled') await this.announceDisabled(message.endpoint!, at);
+  }
+
+  /**
+   * Tells the operator-scoped endpoints that ask for `webhook.endpoint.disabled`
+   * (the outbox's events stream has the durable record; this copy is best-effort).
+   */
+  private async announceDisabled(endpointId: string, at: number): Promise<void> {
+    const disabled = await this.endpoints.get(endpointId);
+    if (!disabled) return;
+    this.logger.warn({ endpoint: endpointId, tenant: disabled.tenant, url: disabled.url, reason: disabled.disabled_reason }, 'webhook endpoint disabled');
+    const type = 'webhook.endpoint.disabled';
+    const watchers = (await this.endpoints.list('')).filter((e) => e.enabled && e.id !== endpointId && endpointWants(e, { type }));
+    if (watchers.length === 0) return;
+    const body = JSON.stringify({ type, timestamp: new Date(at).toISOString(), data: disabled });
+    const event = `msg_endpoint_${at}_${randomBytes(3).toString('hex')}`;
+    for (const watcher of watchers) {
+      await this.outbox.enqueue({ id: `${event}_${watcher.id}`, tenant: '', url: watcher.url, job: `endpoint:${endpointId}`, type, body, endpoint: watcher.id });
+    }
+    this.wake();
+  }
+
+  private entry(
+    message: ClaimedWebhookMessage,
+    url: string,
+    at: number,
+    result: SendResult,
+    outcome: WebhookOutcome,
+    retryInMs?: number,
+  ): DeliveryLogEntry {
+    return {
       at,
       message: message.id,
       type: message.type,
-      url: message.url,
+      url,
+      job: message.job,
+      ...(message.endpoint ? { endpoint: message.endpoint } : {}),
       attempt: message.attempt,
       latency_ms: result.latencyMs,
       outcome,
@@ -104,12 +172,6 @@ export class Dispatcher {
       ...(result.response ? { response: result.response } : {}),
       ...(retryInMs === undefined ? {} : { next_at: at + Math.round(result.latencyMs) + retryInMs }),
     };
-    this.metrics.deliveries.inc({ outcome, type: message.type });
-    if (result.status !== undefined) this.metrics.latency.observe(result.latencyMs / 1000);
-    if (outcome !== 'delivered') {
-      this.logger.info({ message: message.id, job_id: message.job, url: message.url, status: result.status, error: result.error, outcome }, 'webhook attempt not delivered');
-    }
-    await this.outbox.settle(message, outcome, log, retryInMs);
   }
 
   private verdict(message: ClaimedWebhookMessage, result: SendResult): { outcome: WebhookOutcome; retryInMs?: number } {

@@ -4,9 +4,13 @@ import {
   type JobStreamEvent,
   type RedisClient,
   type StreamEvent,
+  type WebhookEndpoint,
+  type WebhookEndpoints,
   type WebhookEventType,
   type WebhookOutbox,
+  endpointWants,
   isJobEvent,
+  isOperatorEventType,
   jobView,
   webhookWants,
 } from '@emp/core';
@@ -26,10 +30,16 @@ const WEBHOOK_TYPE: Partial<Record<JobStreamEvent['type'], WebhookEventType>> = 
   'job.expired': 'job.expired',
 };
 
-/** The webhook message id of an event: stable, so an event read twice is queued once and a receiver can dedupe. */
-export function messageId(event: StreamEvent): string {
-  return `msg_${event.pool}_${event.id}`;
+/**
+ * The webhook message id of an event (to a job's own webhook, or to one endpoint): stable, so
+ * an event read twice is queued once and a receiver can dedupe.
+ */
+export function messageId(event: StreamEvent, endpoint?: string): string {
+  return endpoint ? `msg_${event.pool}_${event.id}_${endpoint}` : `msg_${event.pool}_${event.id}`;
 }
+
+/** Endpoints an event batch may go to, read once per tenant per batch (new and changed endpoints count from the next batch). */
+type EndpointCache = Map<string, Promise<WebhookEndpoint[]>>;
 
 /**
  * Reads every pool's event stream through the consumer group, turns job events
@@ -52,6 +62,7 @@ export class EventIntake {
   constructor(
     private readonly broker: Broker,
     private readonly outbox: WebhookOutbox,
+    private readonly endpoints: WebhookEndpoints,
     private readonly config: WebhookServiceConfig,
     private readonly consumer: string,
     private readonly metrics: WebhookMetrics,
@@ -157,10 +168,11 @@ export class EventIntake {
   private async handle(pool: string, events: StreamEvent[]): Promise<void> {
     this.metrics.events.inc({ pool }, events.length);
     let queued = false;
-    // in stream order: a job's messages join its chain in the order its events happened
+    const cache: EndpointCache = new Map();
+    // in stream order: a job's messages join its chains in the order its events happened
     for (const event of events) {
       try {
-        if (await this.queueFor(event)) queued = true;
+        if (await this.queueFor(event, cache)) queued = true;
       } catch (error) {
         // a job record that does not parse would fail on every re-read: log it and go on; anything else (Redis) retries the batch
         if (!(error instanceof EmpError)) throw error;
@@ -171,15 +183,58 @@ export class EventIntake {
     if (queued) this.onQueued();
   }
 
-  private async queueFor(event: StreamEvent): Promise<boolean> {
-    if (!isJobEvent(event)) return false;
+  private async queueFor(event: StreamEvent, cache: EndpointCache): Promise<boolean> {
+    if (!isJobEvent(event)) return this.queueFleetEvent(event, cache);
     const type = WEBHOOK_TYPE[event.type];
     if (!type) return false;
+    // the workflow filter needs the job; type and service the event has
+    const candidates = (await this.endpointsOf(event.tenant, cache)).filter((endpoint) =>
+      endpointWants({ events: endpoint.events, ...(endpoint.services ? { services: endpoint.services } : {}) }, { type, service: event.service }),
+    );
     const job = await this.broker.getJob(event.job);
-    if (!job?.webhook || !webhookWants(job.webhook, type)) return false;
+    if (!job) return false;
+    const own = job.webhook && webhookWants(job.webhook, type);
+    const targets = candidates.filter((endpoint) => endpointWants(endpoint, { type, service: job.service, ...(job.workflow_id ? { workflow: job.workflow_id } : {}) }));
+    if (!own && targets.length === 0) return false;
     const body = JSON.stringify({ type, timestamp: new Date(event.ts).toISOString(), data: jobView(job) });
-    const result = await this.outbox.enqueue({ id: messageId(event), tenant: job.tenant, url: job.webhook.url, job: job.id, type, body });
-    this.metrics.queued.inc({ result });
-    return result === 'queued';
+    let queued = false;
+    if (own) {
+      const result = await this.outbox.enqueue({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body });
+      this.metrics.queued.inc({ result });
+      queued ||= result === 'queued';
+    }
+    for (const endpoint of targets) {
+      const result = await this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id });
+      this.metrics.queued.inc({ result });
+      queued ||= result === 'queued';
+    }
+    return queued;
+  }
+
+  /** machine.* / worker.* events go to the operator-scoped endpoints that ask for them, in order per machine or worker. */
+  private async queueFleetEvent(event: StreamEvent, cache: EndpointCache): Promise<boolean> {
+    if (event.type === 'unknown' || !isOperatorEventType(event.type)) return false;
+    const targets = (await this.endpointsOf('', cache)).filter((endpoint) => endpointWants(endpoint, { type: event.type }));
+    if (targets.length === 0) return false;
+    const { id: _entry, ts, ...data } = event as StreamEvent & Record<string, unknown>;
+    const subject = 'machine' in event && event.type.startsWith('machine.') ? `machine:${String(event.machine)}` : 'worker' in event ? `worker:${String(event.worker)}` : `fleet:${event.pool}`;
+    const body = JSON.stringify({ type: event.type, timestamp: new Date(ts).toISOString(), data });
+    let queued = false;
+    for (const endpoint of targets) {
+      const result = await this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: '', url: endpoint.url, job: subject, type: event.type, body, endpoint: endpoint.id });
+      this.metrics.queued.inc({ result });
+      queued ||= result === 'queued';
+    }
+    return queued;
+  }
+
+  /** The enabled endpoints of a tenant and the operator-scoped ones ('': the operator-scoped ones only). */
+  private endpointsOf(tenant: string, cache: EndpointCache): Promise<WebhookEndpoint[]> {
+    let found = cache.get(tenant);
+    if (!found) {
+      found = tenant ? this.endpoints.forDelivery(tenant) : this.endpoints.list('').then((all) => all.filter((e) => e.enabled));
+      cache.set(tenant, found);
+    }
+    return found;
   }
 }

@@ -1,4 +1,4 @@
-import { type Broker, WebhookOutbox } from '@emp/core';
+import { type Broker, WebhookEndpoints, WebhookOutbox } from '@emp/core';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -22,6 +22,7 @@ export interface WebhookService {
   port: number;
   config: WebhookServiceConfig;
   outbox: WebhookOutbox;
+  endpoints: WebhookEndpoints;
   /** this instance's consumer name in the group */
   consumer: string;
   /** stops reading, lets attempts in flight finish and closes the HTTP server */
@@ -37,15 +38,20 @@ export async function startWebhookService(options: WebhookServiceOptions): Promi
   const config = webhookServiceConfig(options.config);
   const logger = options.logger ?? pino({ name: 'webhooks' });
   const { broker } = options;
-  const outbox = new WebhookOutbox(broker, { progressThrottleMs: config.progressThrottleMs, retentionMs: config.retentionMs });
+  const outbox = new WebhookOutbox(broker, {
+    progressThrottleMs: config.progressThrottleMs,
+    retentionMs: config.retentionMs,
+    failureDisableMs: config.failureDisableMs,
+  });
+  const endpoints = new WebhookEndpoints(outbox);
   const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const metrics = new WebhookMetrics(async () => {
     const backlog = await outbox.backlog();
     const overdue = backlog.nextDueAt === undefined ? 0 : Math.max(0, (Date.now() - backlog.nextDueAt) / 1000);
     return { messages: backlog.messages, oldestDueAgeSeconds: overdue };
   });
-  const dispatcher = new Dispatcher(outbox, config, metrics, logger, options.resolve);
-  const intake = new EventIntake(broker, outbox, config, consumer, metrics, logger, () => dispatcher.wake());
+  const dispatcher = new Dispatcher(outbox, endpoints, config, metrics, logger, options.resolve);
+  const intake = new EventIntake(broker, outbox, endpoints, config, consumer, metrics, logger, () => dispatcher.wake());
 
   const app = httpServer(metrics, outbox);
   await intake.start();
@@ -67,6 +73,7 @@ export async function startWebhookService(options: WebhookServiceOptions): Promi
     port,
     config,
     outbox,
+    endpoints,
     consumer,
     close: () =>
       (closing ??= (async () => {

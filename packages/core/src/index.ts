@@ -11,6 +11,7 @@ export * from './machine-protocol';
 export * from './process-entry';
 export * from './requirements';
 export * from './validation';
+export * from './webhook-endpoints';
 export * from './webhook-outbox';
 export * from './webhook-signing';
 export * from './webhook-target';

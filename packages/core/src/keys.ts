@@ -50,7 +50,13 @@
  *                                  chain's last progress was delivered; log:<job>: delivery attempts (JSON, capped);
  *                                  disabled:<tenant>: url -> when it answered 410 Gone; secret:<tenant>: signing secrets
  *                                  (current, previous, previous_until); reader:<pool>: the instance reading the pool's stream;
- *                                  busy:<url>: attempts in flight to the URL (message -> lease end)
+ *                                  busy:<url>: attempts in flight to the URL (message -> lease end);
+ *                                  ep:<id>: a tenant's (or the operator's) webhook endpoint (webhook-endpoints.ts);
+ *                                  endpoints: every endpoint id by creation time, endpoints:t:<tenant> a tenant's,
+ *                                  endpoints:op the operator-scoped ones; busy:ep:<id>: attempts in flight to the
+ *                                  endpoint; rate:<id>:<second>: its attempts in that second; eplog:<id>: its delivery
+ *                                  attempts (JSON, capped); epmsgs:<id>: its messages by creation time (recover);
+ *                                  events: operator events of the outbox (webhook.endpoint.disabled), capped
  */
 export class KeyLayout {
   constructor(readonly namespace = 'emp') {}
@@ -129,5 +135,19 @@ export class KeyLayout {
   }
   webhookDisabled(tenant: string): string {
     return `${this.webhookPrefix()}disabled:${tenant}`;
+  }
+  webhookEndpoint(id: string): string {
+    return `${this.webhookPrefix()}ep:${id}`;
+  }
+  /** every endpoint (no tenant), a tenant's endpoints, or '' for the operator-scoped ones */
+  webhookEndpoints(tenant?: string): string {
+    if (tenant === undefined) return `${this.webhookPrefix()}endpoints`;
+    return tenant === '' ? `${this.webhookPrefix()}endpoints:op` : `${this.webhookPrefix()}endpoints:t:${tenant}`;
+  }
+  webhookEndpointLog(id: string): string {
+    return `${this.webhookPrefix()}eplog:${id}`;
+  }
+  webhookEvents(): string {
+    return `${this.webhookPrefix()}events`;
   }
 }

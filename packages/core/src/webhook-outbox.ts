@@ -21,6 +21,8 @@ export interface WebhookMessageInput {
   job: string;
   type: string;
   body: string;
+  /** the tenant's (or operator's) endpoint it goes to; absent: the job's own `webhook` */
+  endpoint?: string;
 }
 
 export interface ClaimedWebhookMessage extends WebhookMessageInput {
@@ -31,6 +33,8 @@ export interface ClaimedWebhookMessage extends WebhookMessageInput {
 
 export type WebhookEnqueueResult = 'queued' | 'merged' | 'known' | 'disabled';
 export type WebhookOutcome = 'delivered' | 'retry' | 'failed' | 'disabled';
+/** settled; settled and its endpoint disabled by it (410 Gone, or failing too long); or no longer the message's latest attempt */
+export type WebhookSettleResult = 'settled' | 'endpoint-disabled' | 'stale';
 
 /** One delivery attempt as the log keeps it. */
 export const DeliveryLogEntry = z.object({
@@ -39,6 +43,10 @@ export const DeliveryLogEntry = z.object({
   message: z.string(),
   type: z.string(),
   url: z.string(),
+  /** the job (or `machine:<id>`, `worker:<id>`, `test:<endpoint>`) the message is about */
+  job: z.string().optional(),
+  /** the endpoint it went to; absent for a job's own webhook */
+  endpoint: z.string().optional(),
   attempt: z.number().int(),
   /** the HTTP status, absent when there was no response */
   status: z.number().int().optional(),
@@ -64,19 +72,22 @@ export interface WebhookOutboxOptions {
   progressThrottleMs?: number;
   /** how long an ended message and a job's delivery log are kept */
   retentionMs?: number;
-  /** attempts kept in a job's delivery log */
+  /** attempts kept in a job's delivery log (ten times as many in an endpoint's) */
   logLength?: number;
+  /** an endpoint whose every attempt failed for this long is disabled (0: never); default 5 days */
+  failureDisableMs?: number;
 }
 
-/** The chain of a job's messages to one URL. */
-export function webhookChain(jobId: string, url: string): string {
-  return `${jobId}:${createHash('sha1').update(url).digest('hex').slice(0, 16)}`;
+/** The chain of a job's messages to one URL (its own webhook) or to one endpoint. */
+export function webhookChain(jobId: string, url: string, endpoint?: string): string {
+  return endpoint ? `${jobId}:${endpoint}` : `${jobId}:${createHash('sha1').update(url).digest('hex').slice(0, 16)}`;
 }
 
 export class WebhookOutbox {
   readonly progressThrottleMs: number;
   readonly retentionMs: number;
   readonly logLength: number;
+  readonly failureDisableMs: number;
 
   constructor(
     readonly broker: Broker,
@@ -85,13 +96,24 @@ export class WebhookOutbox {
     this.progressThrottleMs = options.progressThrottleMs ?? 1_000;
     this.retentionMs = options.retentionMs ?? 7 * 86_400_000;
     this.logLength = options.logLength ?? 200;
+    this.failureDisableMs = options.failureDisableMs ?? 5 * 86_400_000;
+  }
+
+  /** The key layout (the outbox's keys are under `{_webhooks}`). */
+  get keys(): Broker['keys'] {
+    return this.broker.keys;
+  }
+
+  /** The Redis connection the outbox reads with (webhook-endpoints.ts reads endpoint records through it). */
+  get redis(): Broker['redis'] {
+    return this.broker.redis;
   }
 
   /** Queues a message (idempotent on its id). */
   async enqueue(message: WebhookMessageInput): Promise<WebhookEnqueueResult> {
     const reply = (await this.fcall('emp_webhook_enqueue', [
       message.id,
-      webhookChain(message.job, message.url),
+      webhookChain(message.job, message.url, message.endpoint),
       message.tenant,
       message.url,
       message.job,
@@ -99,19 +121,29 @@ export class WebhookOutbox {
       message.body,
       this.progressThrottleMs,
       this.retentionMs,
+      message.endpoint ?? '',
     ])) as number;
     return reply === 1 ? 'queued' : reply === 2 ? 'merged' : reply === 0 ? 'known' : 'disabled';
   }
 
   /**
    * Takes up to `limit` due messages, each leased for `leaseMs` (then due again,
-   * unless settled); at most `perUrl` in flight to one URL (0: no limit), a due
-   * message over it put off by `busyMs`.
+   * unless settled); at most `perUrl` in flight to one endpoint (a job's own
+   * webhook: to one URL; 0: no limit), a due message over it put off by
+   * `busyMs`; an endpoint's rate limit holds its messages to the next second.
+   * A message whose endpoint was disabled or deleted is ended, not returned.
    */
   async claimDue(limit: number, leaseMs: number, options: { perUrl?: number; busyMs?: number } = {}): Promise<ClaimedWebhookMessage[]> {
-    const reply = (await this.fcall('emp_webhook_claim', [limit, leaseMs, options.perUrl ?? 0, options.busyMs ?? 250])) as Array<[string, number, string, string, string, string, string, string]>;
-    return reply.map(([id, attempt, tenant, url, job, type, body, createdAt]) => ({
-      id, attempt: Number(attempt), tenant, url, job, type, body, createdAt: Number(createdAt),
+    const reply = (await this.fcall('emp_webhook_claim', [
+      limit,
+      leaseMs,
+      options.perUrl ?? 0,
+      options.busyMs ?? 250,
+      this.retentionMs,
+      this.progressThrottleMs,
+    ])) as Array<[string, number, string, string, string, string, string, string, string]>;
+    return reply.map(([id, attempt, tenant, url, job, type, body, createdAt, endpoint]) => ({
+      id, attempt: Number(attempt), tenant, url, job, type, body, createdAt: Number(createdAt), ...(endpoint ? { endpoint } : {}),
     }));
   }
 
@@ -120,6 +152,14 @@ export class WebhookOutbox {
    * attempt is due (outcome retry). False when the attempt was no longer the message's latest.
    */
   async settle(message: ClaimedWebhookMessage, outcome: WebhookOutcome, log: DeliveryLogEntry, retryInMs?: number): Promise<boolean> {
+    return (await this.settleAttempt(message, outcome, log, retryInMs)) !== 'stale';
+  }
+
+  /**
+   * `settle`, telling also whether the attempt disabled the message's endpoint
+   * (410 Gone, or its attempts failing for `failureDisableMs`).
+   */
+  async settleAttempt(message: ClaimedWebhookMessage, outcome: WebhookOutcome, log: DeliveryLogEntry, retryInMs?: number): Promise<WebhookSettleResult> {
     const reply = await this.fcall('emp_webhook_settle', [
       message.id,
       message.attempt,
@@ -129,8 +169,9 @@ export class WebhookOutbox {
       this.logLength,
       this.retentionMs,
       this.progressThrottleMs,
+      this.failureDisableMs,
     ]);
-    return reply === 1;
+    return reply === 2 ? 'endpoint-disabled' : reply === 1 ? 'settled' : 'stale';
   }
 
   /**
@@ -203,7 +244,8 @@ export class WebhookOutbox {
     return previous ? { current, previous, previousUntil: Number(until) } : { current };
   }
 
-  private async fcall(name: string, args: Array<string | number>): Promise<unknown> {
+  /** Calls a webhook function of the library (webhook_*.lua) with the outbox's anchor and clock. */
+  async fcall(name: string, args: Array<string | number>): Promise<unknown> {
     const clock = this.broker.clock;
     try {
       return await this.broker.redis.call('FCALL', name, 1, this.broker.keys.webhookAnchor(), clock ? clock() : '', ...args);

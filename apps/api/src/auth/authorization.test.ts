@@ -1,6 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { WebhookEndpoints, WebhookOutbox } from '@emp/core';
 import { call } from '@emp/testkit';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import Fastify from 'fastify';
@@ -66,6 +67,23 @@ async function ownedJob(options: { canceled?: boolean; claimed?: boolean } = {})
   return id;
 }
 
+/** A webhook endpoint of OWNER: its id. */
+async function ownedEndpoint(): Promise<string> {
+  const endpoints = new WebhookEndpoints(new WebhookOutbox(stack.broker));
+  return (await endpoints.create(OWNER, { url: 'https://example.com/hook', events: ['job.queued'], enabled: true }, { allowPrivate: false })).id;
+}
+
+/** A failed message of an endpoint of OWNER: the path of its resend. */
+async function ownedFailedMessage(): Promise<string> {
+  const outbox = new WebhookOutbox(stack.broker);
+  const endpoint = await ownedEndpoint();
+  const id = `msg_authz_${endpoint}`;
+  await outbox.enqueue({ id, tenant: OWNER, url: 'https://example.com/hook', job: 'standard.authzjob000001', type: 'job.queued', body: '{}', endpoint });
+  const [claimed] = (await outbox.claimDue(100, 60_000)).filter((m) => m.id === id);
+  await outbox.settle(claimed!, 'failed', { at: Date.now(), message: id, type: 'job.queued', url: claimed!.url, attempt: 1, latency_ms: 1, outcome: 'failed' });
+  return `/v1/webhooks/${endpoint}/messages/${id}/resend`;
+}
+
 /** An asset a worker stored for a job of OWNER: its key. */
 async function ownedAsset(): Promise<string> {
   const key = `${await ownedJob()}/1/out.png`;
@@ -102,6 +120,18 @@ const routes: RouteCase[] = [
   { name: 'sign an asset URL', route: 'POST /v1/assets/sign', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/assets/sign', body: { key: await ownedAsset() } }) },
   { name: 'webhook secret', route: 'GET /v1/webhooks/secret', access: 'readJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/webhooks/secret?tenant=${OWNER}` }) },
   { name: 'rotate the webhook secret', route: 'POST /v1/webhooks/secret/rotate', access: 'changeJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/webhooks/secret/rotate', body: { tenant: OWNER, grace_seconds: 60 } }) },
+  { name: 'create a webhook endpoint', route: 'POST /v1/webhooks', access: 'changeJobs', scope: 'tenant', ok: 201, prepare: async () => ({ method: 'POST', path: '/v1/webhooks', body: { tenant: OWNER, url: 'https://example.com/hook', events: ['job.succeeded'] } }) },
+  { name: 'list webhook endpoints', route: 'GET /v1/webhooks', access: 'readJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/webhooks?tenant=${OWNER}` }) },
+  { name: 'get a webhook endpoint', route: 'GET /v1/webhooks/:id', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/webhooks/${await ownedEndpoint()}` }) },
+  { name: 'change a webhook endpoint', route: 'PATCH /v1/webhooks/:id', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'PATCH', path: `/v1/webhooks/${await ownedEndpoint()}`, body: { description: 'x' } }) },
+  { name: 'delete a webhook endpoint', route: 'DELETE /v1/webhooks/:id', access: 'changeJobs', scope: 'job', ok: 204, prepare: async () => ({ method: 'DELETE', path: `/v1/webhooks/${await ownedEndpoint()}` }) },
+  { name: 'enable a webhook endpoint', route: 'POST /v1/webhooks/:id/enable', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/enable` }) },
+  { name: 'disable a webhook endpoint', route: 'POST /v1/webhooks/:id/disable', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/disable` }) },
+  { name: 'test a webhook endpoint', route: 'POST /v1/webhooks/:id/test', access: 'changeJobs', scope: 'job', ok: 202, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/test` }) },
+  { name: "rotate a webhook endpoint's secret", route: 'POST /v1/webhooks/:id/rotate-secret', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/rotate-secret`, body: {} }) },
+  { name: "a webhook endpoint's deliveries", route: 'GET /v1/webhooks/:id/deliveries', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/webhooks/${await ownedEndpoint()}/deliveries` }) },
+  { name: 'resend a message of a webhook endpoint', route: 'POST /v1/webhooks/:id/messages/:message/resend', access: 'changeJobs', scope: 'job', ok: 202, prepare: async () => ({ method: 'POST', path: await ownedFailedMessage() }) },
+  { name: "recover a webhook endpoint's failed messages", route: 'POST /v1/webhooks/:id/recover', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/webhooks/${await ownedEndpoint()}/recover`, body: { since: 0 } }) },
 ];
 
 /** Routes anyone may call without a key; each says so with `access: 'public'`. */
