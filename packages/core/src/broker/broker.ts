@@ -36,6 +36,13 @@ import type {
   WorkerSignal,
 } from './types';
 
+/** Each broker's context, for core's own modules (shared-secret.ts); not exported from the package. */
+const contexts = new WeakMap<Broker, BrokerContext>();
+
+export function contextOf(broker: Broker): BrokerContext {
+  return contexts.get(broker)!;
+}
+
 /**
  * The typed face of the `emp` Redis Function library: every state change of a
  * job is one atomic function call (the table in functions.ts names them), and
@@ -55,6 +62,7 @@ export class Broker {
 
   private constructor(redis: RedisClient, config: BrokerConfig, clock: (() => number) | undefined) {
     this.#ctx = new BrokerContext(redis, config, clock);
+    contexts.set(this, this.#ctx);
     this.config = config;
     this.keys = this.#ctx.keys;
     this.clock = clock;
@@ -504,5 +512,10 @@ export class Broker {
 
   workers(pool: string): Promise<RegistryEntry[]> {
     return fleet.workers(this.#ctx, pool);
+  }
+
+  /** One worker as the registry holds it; null when it is not registered in the pool. */
+  worker(pool: string, workerId: string): Promise<RegistryEntry | null> {
+    return fleet.worker(this.#ctx, pool, workerId);
   }
 }

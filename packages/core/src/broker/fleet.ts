@@ -75,6 +75,12 @@ export async function workers(ctx: BrokerContext, pool: string): Promise<Registr
   return registry(ctx, [ctx.keys.workers(pool), ctx.keys.offlineWorkers(pool)], (id) => ctx.keys.worker(pool, id));
 }
 
+/** One worker's hash, or null when it is not registered in the pool (never was, or its retention passed). */
+export async function worker(ctx: BrokerContext, pool: string, workerId: string): Promise<RegistryEntry | null> {
+  const hash = await ctx.redis.hgetall(ctx.keys.worker(checkedPool(pool), workerId));
+  return hash.id ? (hash as RegistryEntry) : null;
+}
+
 // ---------------------------------------------------------------- machines
 
 export async function registerMachine(ctx: BrokerContext, pool: string, machineId: string, state: string, fields: Record<string, string>): Promise<boolean> {
