@@ -1,4 +1,4 @@
-export { ApiKeyStore, type ApiKeyRecord } from './auth/key-store';
+export { ApiKeyStore, type ApiKeyRecord } from '@emp/core';
 export { ACCESS, NewApiKey, ROLES, Role, type Principal } from './auth/roles';
 export { HTTP_STATUS, type ApiErrorCode } from './errors';
 export { EventHub } from './live/event-hub';

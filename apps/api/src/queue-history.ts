@@ -1,8 +1,7 @@
-import { type Broker, QueueHistory, type QueueReport, QueueSample } from '@emp/core';
+import { type Broker, QueueHistory, type QueueReport, type QueueSample } from '@emp/core';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { queueReport, serverTime } from './routes/fleet';
-import { parseJson } from './job-view';
+import { queueReport } from './routes/fleet';
 import { QueueHistoryQuery, answers } from './schemas';
 
 export const QUEUE_HISTORY_MS = 3_600_000;
@@ -59,34 +58,16 @@ export class QueueSampler {
   async sample(): Promise<void> {
     const report = await queueReport(this.broker, await this.broker.pools());
     const slot = report.now - (report.now % this.intervalMs);
-    const pipeline = this.broker.redis.pipeline();
-    for (const sample of queueSamples(report)) {
-      pipeline.xadd(this.broker.keys.queueHistory(sample.pool), 'MINID', '=', String(slot - QUEUE_HISTORY_MS), `${slot}-0`, 'sample', JSON.stringify(sample));
-    }
-    for (const [error] of (await pipeline.exec()) ?? []) {
-      if (error && !/equal or smaller/i.test(error.message)) throw error;
-    }
+    await this.broker.recordQueueSamples(slot, queueSamples(report).map((sample) => ({ pool: sample.pool, sample })), QUEUE_HISTORY_MS);
   }
 }
 
 /** The recorded samples of the pools from `since` on (at most the last hour), oldest first per pool. */
 export async function readQueueHistory(broker: Broker, pools: string[], since: number, intervalMs: number, log: FastifyBaseLogger): Promise<QueueSample[]> {
-  const pipeline = broker.redis.pipeline();
   // an entry's id is its slot's start, the sample a little later
-  for (const pool of pools) pipeline.xrange(broker.keys.queueHistory(pool), String(Math.max(0, since - intervalMs)), '+');
-  const replies = (await pipeline.exec()) ?? [];
-  const samples: QueueSample[] = [];
-  replies.forEach(([error, entries], index) => {
-    if (error) throw error;
-    for (const [id, flat] of entries as Array<[string, string[]]>) {
-      const parsed = QueueSample.safeParse(parseJson(flat[flat.indexOf('sample') + 1] ?? ''));
-      if (parsed.success) {
-        if (parsed.data.ts >= since) samples.push(parsed.data);
-      }
-      else log.warn({ pool: pools[index], entry: id, issue: parsed.error.issues[0] }, 'unreadable queue sample skipped');
-    }
-  });
-  return samples;
+  const { samples, unreadable } = await broker.readQueueHistory(pools, since - intervalMs);
+  for (const skipped of unreadable) log.warn(skipped, 'unreadable queue sample skipped');
+  return samples.filter((sample) => sample.ts >= since);
 }
 
 /** GET /v1/queues/history: what the samplers recorded, for a chart that is full when the page opens. */
@@ -104,7 +85,7 @@ export async function queueHistoryRoutes(app: FastifyInstance, options: { interv
       response: answers({ 200: QueueHistory }),
     },
   }, async (request) => {
-    const now = await serverTime(broker);
+    const now = await broker.serverTime();
     const pools = request.query.pool ? [request.query.pool] : await broker.pools();
     const since = Math.max(request.query.since ?? 0, now - QUEUE_HISTORY_MS);
     return { now, interval_ms: options.intervalMs, samples: await readQueueHistory(broker, pools, since, options.intervalMs, request.log) };

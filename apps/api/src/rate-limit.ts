@@ -1,5 +1,5 @@
 import rateLimit from '@fastify/rate-limit';
-import type { RedisClient } from '@emp/core';
+import type { Broker } from '@emp/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ANONYMOUS_OPERATOR } from './auth/roles';
 import { ApiError } from './errors';
@@ -32,19 +32,20 @@ declare module 'fastify' {
 
 /**
  * Request limits counted in Redis (`<ns>:ratelimit:<bucket>`), so that every
- * API instance shares them. Both run in the authentication hook (onRequest),
+ * API instance shares them; @fastify/rate-limit speaks ioredis itself, so core
+ * lends it the broker's connection and the key prefix (`Broker.rateLimitStore`). Both run in the authentication hook (onRequest),
  * before the body is read or validated: per address for requests without a
  * known key, so unknown keys cannot be tried without bound, and per key for
  * every request of the key, whatever its answer. Public routes are not limited.
  */
-export async function rateLimits(app: FastifyInstance, options: RateLimitOptions & { redis: RedisClient; namespace: string }): Promise<RateLimits> {
+export async function rateLimits(app: FastifyInstance, options: RateLimitOptions & { store: ReturnType<Broker['rateLimitStore']> }): Promise<RateLimits> {
   app.decorateRequest('rateLimitBucket', '');
   await app.register(rateLimit, {
     global: false,
     max: (_request, bucket) => (bucket.startsWith('address:') ? options.addressMax : options.max),
     timeWindow: options.windowMs,
-    redis: options.redis,
-    nameSpace: `${options.namespace}:ratelimit:`,
+    redis: options.store.redis,
+    nameSpace: options.store.prefix,
     keyGenerator: (request) => request.rateLimitBucket,
   });
   const check = app.createRateLimit();

@@ -1,10 +1,9 @@
-import type { Broker } from '@emp/core';
+import type { ApiKeyStore, Broker } from '@emp/core';
 import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { validatorCompiler } from 'fastify-type-provider-zod';
 import { type Logger, pino } from 'pino';
-import { ApiKeyStore } from './auth/key-store';
 import { authentication, requireRouteAccess } from './auth/plugin';
 import { AssetUrlSigner } from './auth/signed-urls';
 import { errorHandling } from './errors';
@@ -106,7 +105,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
 
   const { broker } = options;
   const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
-  const apiKeys = new ApiKeyStore(broker.redis, broker.config.namespace, options.apiKeyCacheMs);
+  const apiKeys = broker.apiKeys(options.apiKeyCacheMs === undefined ? {} : { cacheMs: options.apiKeyCacheMs });
   app.decorate('broker', broker);
   app.decorate('hub', hub);
   app.decorate('apiKeys', apiKeys);
@@ -133,7 +132,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   const signer = options.assetsDir ? await AssetUrlSigner.create(broker, options.assetUrlSecret ?? process.env.EMP_ASSET_URL_SECRET) : undefined;
   const limits = options.rateLimit === false
     ? undefined
-    : await rateLimits(app, { ...DEFAULT_RATE_LIMITS, ...options.rateLimit, redis: broker.redis, namespace: broker.config.namespace });
+    : await rateLimits(app, { ...DEFAULT_RATE_LIMITS, ...options.rateLimit, store: broker.rateLimitStore() });
   await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true, ...(signer ? { signer } : {}), ...(limits ? { limits } : {}) });
   await app.register(metrics, { broker, hub });
   await app.register(healthRoutes);

@@ -102,8 +102,3 @@ export function closeConnection(connection: RedisClient): void {
   if (connection.status !== 'end') connection.disconnect();
 }
 
-/** Now by the Redis server's clock: the clock every job timestamp uses. */
-export async function serverTime(broker: Broker): Promise<number> {
-  const [seconds, micros] = await broker.redis.time();
-  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
-}

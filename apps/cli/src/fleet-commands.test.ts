@@ -1,4 +1,4 @@
-import { ApiKeyStore } from '@emp/api';
+import { ApiKeyStore } from '@emp/core';
 import { Broker } from '@emp/core';
 import { type RedisProcess, startRedis } from '@emp/testkit';
 import { Redis } from 'ioredis';

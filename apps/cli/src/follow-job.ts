@@ -9,8 +9,6 @@ import {
   poolOfJobId,
 } from '@emp/core';
 import { CommandError } from './errors';
-import { closeConnection } from './connection';
-import { blockingConnection, latestEventId } from './event-tail';
 import { duration, parseProgress } from './format';
 
 export interface JobUpdate {
@@ -55,14 +53,14 @@ export async function followJob(broker: Broker, id: string, options: FollowOptio
   let cursor = options.cursor;
   let seenUntil = 0;
   if (cursor === undefined) {
-    cursor = await latestEventId(broker, pool);
+    cursor = await broker.latestEventId(pool);
     const job = await read(broker, id);
     seenUntil = job.timestamps.updated_at; // same clock as event timestamps: Redis TIME
     report(updateOf(job));
     if (isTerminal(job.state)) return job;
   }
 
-  const connection = blockingConnection(broker);
+  const connection = broker.blockingConnection();
   try {
     let lastSync = Date.now();
     for (;;) {
@@ -92,7 +90,7 @@ export async function followJob(broker: Broker, id: string, options: FollowOptio
       }
     }
   } finally {
-    closeConnection(connection);
+    connection.close();
   }
 }
 

@@ -1,5 +1,4 @@
 import type { Broker } from '@emp/core';
-import { serverTime } from './connection';
 
 /**
  * Entries of a per-pool registry (workers, machines) from one pool or all,
@@ -12,7 +11,7 @@ export async function listAcrossPools(
 ): Promise<{ now: number; entries: Array<Record<string, string>> }> {
   const pools = pool ? [pool] : await broker.pools();
   const [now, perPool] = await Promise.all([
-    serverTime(broker),
+    broker.serverTime(),
     Promise.all(pools.map(async (p) => (await list(p)).map((entry): Record<string, string> => ({ ...entry, pool: p })))),
   ]);
   return { now, entries: perPool.flat() };

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, type StopReason, type SupervisorMessage, WorkerProcessMessage } from '@emp/core';
+import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, type StopReason, type SupervisorMessage, WorkerProcessMessage } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
@@ -68,7 +68,7 @@ export class MachineAgent {
   private readonly logger: Logger;
   private readonly redisUrl: string;
   private redis: Redis | undefined;
-  private commandConnection: Redis | undefined;
+  private commandConnection: BlockingConnection | undefined;
   private broker: Broker | undefined;
   private supervisor: Supervisor | undefined;
   private processLogs: ProcessLogs | undefined;
@@ -143,7 +143,7 @@ export class MachineAgent {
     } catch (error) {
       this.closing = true;
       await this.supervisor?.stop();
-      this.commandConnection?.disconnect();
+      this.commandConnection?.close();
       await this.health.close();
       await this.cache?.close();
       this.redis?.disconnect();
@@ -182,13 +182,14 @@ export class MachineAgent {
     const port = typeof address === 'object' && address ? address.port : config.health_port;
     this.healthUrl = `http://${config.health_host === '0.0.0.0' ? hostname() : config.health_host}:${port}`;
 
-    const resumeAfter = (await this.redis.hget(this.broker.keys.machine(config.pool, config.machine_id), 'last_command_handled')) ?? '0';
+    const resumeAfter = (await this.broker.machine(config.pool, config.machine_id))?.last_command_handled ?? '0';
     await this.publish();
     this.registered = true;
 
     this.processLogs = new ProcessLogs({
-      redis: this.redis,
-      key: this.broker.keys.machineLogs(config.pool, config.machine_id),
+      broker: this.broker,
+      pool: config.pool,
+      machineId: config.machine_id,
       dir: config.logs.dir,
       maxFileBytes: config.logs.max_file_bytes,
       filesKept: config.logs.files_kept,
@@ -224,8 +225,7 @@ export class MachineAgent {
     this.supervisor.start();
 
     this.statusTimer = setInterval(() => void this.periodicSnapshot(), config.status_interval_ms);
-    this.commandConnection = this.redis.duplicate();
-    this.commandConnection.on('error', (error: unknown) => this.logger.debug({ err: error }, 'command connection error'));
+    this.commandConnection = this.broker.blockingConnection({ onError: (error) => this.logger.debug({ err: error }, 'command connection error') });
     this.commandLoop = this.consumeCommands(resumeAfter);
     this.logger.info(
       { health: this.healthUrl, gpus: this.hardware.gpus.length, processes: specs.map((s) => s.name) },
@@ -599,7 +599,7 @@ export class MachineAgent {
       this.publishTimer = undefined;
       clearTimeout(this.modelsTimer);
       this.modelsTimer = undefined;
-      this.commandConnection?.disconnect();
+      this.commandConnection?.close();
       await this.commandLoop;
       await this.processLogs?.flush();
       // the workers are gone and their pins with them: downloads stop (their .part files stay), the index is written

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Broker } from '@emp/core';
 import { temporaryFolder } from '@emp/testkit';
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
@@ -15,8 +16,9 @@ afterEach(async () => {
 async function logs(options: Partial<ConstructorParameters<typeof ProcessLogs>[0]> = {}) {
   const folder = await temporaryFolder();
   removals.push(folder.remove);
-  const key = 'emp:{standard}:machine-logs:m1';
-  return { folder: folder.path, key, logs: new ProcessLogs({ redis: db.redis, key, dir: folder.path, logger: pino({ level: 'silent' }), ...options }) };
+  const broker = await Broker.connect({ redis: db.redis, skipLibraryLoad: true });
+  const settings = { broker, pool: 'standard', machineId: 'm1', dir: folder.path, logger: pino({ level: 'silent' }), ...options };
+  return { folder: folder.path, key: broker.keys.machineLogs(settings.pool, settings.machineId), logs: new ProcessLogs(settings) };
 }
 
 describe('process logs', () => {
@@ -49,8 +51,8 @@ describe('process logs', () => {
   });
 
   it('keep writing files and count what Redis did not take', async () => {
-    const { logs: out, folder } = await logs({ key: 'a-string-key' });
-    await db.redis.set('a-string-key', 'not a stream');
+    const { logs: out, key, folder } = await logs({ machineId: 'broken' });
+    await db.redis.set(key, 'not a stream');
     out.write('svc-cpu0', 'stdout', 'still here');
     await out.flush();
     expect(out.dropped).toBe(1);

@@ -1,12 +1,13 @@
 import { appendFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { RedisClient } from '@emp/core';
+import type { Broker } from '@emp/core';
 import type { Logger } from 'pino';
 
 export interface ProcessLogsOptions {
-  redis: RedisClient;
-  /** the machine's log stream (KeyLayout.machineLogs) */
-  key: string;
+  broker: Broker;
+  /** the machine whose log stream (`machine-logs:<machine>` in its pool) takes the lines */
+  pool: string;
+  machineId: string;
   /** approximate length the stream is trimmed to */
   maxLen?: number;
   /** lines are written in batches at most this often (one pipeline per batch) */
@@ -79,16 +80,11 @@ export class ProcessLogs {
   }
 
   private async toRedis(batch: Line[]): Promise<void> {
-    const pipeline = this.options.redis.pipeline();
-    const maxLen = this.options.maxLen ?? 5_000;
-    for (const { process, stream, line, ts } of batch) {
-      pipeline.xadd(this.options.key, 'MAXLEN', '~', maxLen, '*', 'process', process, 'stream', stream, 'line', line, 'ts', ts);
-    }
+    const { broker, pool, machineId, maxLen = 5_000 } = this.options;
     try {
-      const replies = (await pipeline.exec()) ?? [];
-      const failed = replies.filter(([error]) => error).length;
-      this.written += batch.length - failed;
-      if (failed > 0) this.lost(failed, replies.find(([error]) => error)?.[0]);
+      const { written, failed, error } = await broker.appendMachineLogs(pool, machineId, batch, { maxLen });
+      this.written += written;
+      if (failed > 0) this.lost(failed, error);
     } catch (error) {
       this.lost(batch.length, error);
     }

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiKeyStore } from '@emp/api';
+import { ApiKeyStore } from '@emp/core';
 import { type RedisProcess, startRedis } from '@emp/testkit';
 import { type LocalStack, startLocalStack } from '@emp/testkit/stack';
 import { Redis } from 'ioredis';

@@ -92,6 +92,10 @@ async function jobOfDeadWorker(broker: Broker): Promise<string> {
   return id;
 }
 
+async function heartbeatAt(broker: Broker): Promise<string | undefined> {
+  return (await broker.worker(POOL, 'alive'))?.heartbeat_at;
+}
+
 async function eventsOf(broker: Broker, jobId?: string): Promise<BrokerEvent[]> {
   const events = await broker.readEvents(POOL, '0', { count: 100_000 });
   return jobId === undefined ? events : events.filter((e) => e.fields.job === jobId);
@@ -143,8 +147,8 @@ describe('a Redis outage longer than the lease', () => {
 
     // freeze Redis right after a heartbeat, and send a tick at once: Redis serves it first when it thaws,
     // before the worker's next heartbeat (which is on its way meanwhile)
-    const beatAt = await observer.redis.hget(observer.keys.worker(POOL, 'alive'), 'heartbeat_at');
-    await waitFor('a heartbeat', async () => (await observer.redis.hget(observer.keys.worker(POOL, 'alive'), 'heartbeat_at')) !== beatAt, 5_000);
+    const beatAt = await heartbeatAt(observer);
+    await waitFor('a heartbeat', async () => (await heartbeatAt(observer)) !== beatAt, 5_000);
     const outageMs = LEASE_MS + 1_000;
     server.pause();
     let firstTick: Promise<unknown> = Promise.resolve();
@@ -187,7 +191,7 @@ describe('a Redis outage longer than the lease', () => {
     server = await startRedis({ dir, port, appendonly: true });
 
     const reaping = await reaped(observer, lost);
-    const beatAt = Number(await observer.redis.hget(observer.keys.worker(POOL, 'alive'), 'heartbeat_at'));
+    const beatAt = Number(await heartbeatAt(observer));
     await expectSurvivedOnce(observer, kept, held);
     const gap = await expectReapedAfterGrace(observer, reaping, outageMs);
     expect(beatAt, 'renewed after Redis came back').toBeGreaterThan(Number(gap.fields.from) + outageMs - 100);

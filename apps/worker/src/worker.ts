@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  type BlockingConnection,
   type Broker,
   type ClaimResult,
   type ClaimedJob,
@@ -11,7 +12,6 @@ import {
   LeaseLostError,
   type ModelProvider,
   PayloadTooLargeError,
-  type RedisClient,
   type ReleaseModels,
   UnknownWorkerError,
   WorkerCapabilities,
@@ -99,27 +99,6 @@ const MAX_MESSAGE = 10_000;
 const MAX_TYPE = 200;
 
 /**
- * Calls `listener` whenever `redis` is ready again after a reconnect; returns its
- * removal. Workers sharing one connection (a bench starts hundreds) share one
- * 'ready' listener on it.
- */
-const reconnectListeners = new WeakMap<RedisClient, Set<() => void>>();
-function onReconnect(redis: RedisClient, listener: () => void): () => void {
-  let listeners = reconnectListeners.get(redis);
-  if (!listeners) {
-    const all = new Set<() => void>();
-    redis.on('ready', () => {
-      for (const each of all) each();
-    });
-    reconnectListeners.set(redis, all);
-    listeners = all;
-  }
-  listeners.add(listener);
-  const registered = listeners;
-  return () => registered.delete(listener);
-}
-
-/**
  * Pulls jobs this worker can run from the broker and drives a connector for
  * each. It claims for every free slot; after a job it records the outcome and
  * claims the next job in the same call. With nothing to do it blocks on its
@@ -170,7 +149,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** a wake-up that arrived while armed, for when the armed claim did not see it (see onArmedClaim) */
   private wakeWhileArmed: string | undefined;
 
-  private blocking: RedisClient | undefined;
+  private blocking: BlockingConnection | undefined;
   private waiter: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatInFlight: Promise<void> | undefined;
@@ -261,10 +240,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       throw error;
     }
     if (this.state !== 'running') return; // stopped while registering
-    this.blocking = this.broker.redis.duplicate();
-    this.blocking.on('error', (error: unknown) => this.logger.debug({ err: error }, 'signal connection error'));
+    this.blocking = this.broker.blockingConnection({ onError: (error) => this.logger.debug({ err: error }, 'signal connection error') });
     this.scheduleHeartbeat();
-    this.stopRenewingOnReconnect = onReconnect(this.broker.redis, this.renewOnReconnect);
+    this.stopRenewingOnReconnect = this.broker.onReconnect(this.renewOnReconnect);
     // the first claims first: a worker they leave idle waits with a claim queued behind its wait
     await this.fillSlots();
     this.waiter = this.waitForSignals();
@@ -774,7 +752,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (error) {
       this.logger.warn({ err: error }, 'could not mark the worker offline');
     }
-    this.blocking?.disconnect();
+    this.blocking?.close();
     await this.waiter;
     this.logger.info('worker stopped');
   }

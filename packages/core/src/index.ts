@@ -1,3 +1,4 @@
+export * from './api-keys';
 export * from './broker';
 export * from './capabilities';
 export * from './canonical';

@@ -40,6 +40,9 @@
  *                                  API instances sampling the same slot write it once), trimmed to the last hour:
  *                                  field sample (JSON: depth and oldest age of the pool, its services and classes)
  *   <ns>:pools                     every pool ever used (outside any shard)
+ *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
+ *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
+ *   <ns>:ratelimit:<bucket>        the API's request counters (@fastify/rate-limit's Redis store; outside any shard)
  *   <ns>:secret:<name>             a secret every instance shares (e.g. `asset-urls`, the HMAC key of signed asset URLs),
  *                                  generated once by whichever instance asks first (outside any shard)
  *   <ns>:{_webhooks}:*             webhook delivery (outside any pool; `_` keeps the tag apart from pool names), one slot:
@@ -66,6 +69,12 @@ export class KeyLayout {
   }
   anchor(pool: string): string {
     return `${this.prefix(pool)}shard`;
+  }
+  job(pool: string, id: string): string {
+    return `${this.prefix(pool)}job:${id}`;
+  }
+  paused(pool: string): string {
+    return `${this.prefix(pool)}paused`;
   }
   events(pool: string): string {
     return `${this.prefix(pool)}events`;
@@ -114,6 +123,20 @@ export class KeyLayout {
   }
   pools(): string {
     return `${this.namespace}:pools`;
+  }
+  apiKeyRecords(): string {
+    return `${this.namespace}:apikeys`;
+  }
+  apiKeyIds(): string {
+    return `${this.namespace}:apikey-ids`;
+  }
+  /** a pub/sub channel, not a key */
+  apiKeyRevocations(): string {
+    return `${this.namespace}:apikeys:revoked`;
+  }
+  /** what @fastify/rate-limit puts before each bucket it counts */
+  rateLimitPrefix(): string {
+    return `${this.namespace}:ratelimit:`;
   }
   sharedSecret(name: string): string {
     return `${this.namespace}:secret:${name}`;

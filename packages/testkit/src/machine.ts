@@ -73,7 +73,7 @@ export function useTestAgents(redisUrl: () => string): TestAgents {
 }
 
 export async function machineRecord(broker: Broker, id = 'm1'): Promise<Record<string, string>> {
-  return broker.redis.hgetall(broker.keys.machine(POOL, id));
+  return (await broker.machine(POOL, id)) ?? {};
 }
 
 export async function machineEvents(broker: Broker, type: string, id = 'm1'): Promise<BrokerEvent[]> {

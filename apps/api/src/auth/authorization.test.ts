@@ -7,7 +7,7 @@ import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { ApiKeyStore } from './key-store';
+import { ApiKeyStore } from '@emp/core';
 import { requireRouteAccess } from './plugin';
 import { ACCESS, type Access, type Role } from './roles';
 

@@ -2,7 +2,7 @@ import { NotFoundError } from '@emp/core';
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import { ApiError } from '../errors';
-import type { ApiKeyStore } from './key-store';
+import type { ApiKeyStore } from '@emp/core';
 import type { RateLimits } from '../rate-limit';
 import { ACCESS, ANONYMOUS_OPERATOR, type Access, type Principal, type RouteAccess, isRouteAccess } from './roles';
 import { EXPIRES_PARAM, SIGNATURE_PARAM, type AssetUrlSigner } from './signed-urls';

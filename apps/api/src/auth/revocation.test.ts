@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { type ListeningApiServer, startApiServer } from '../server';
-import { ApiKeyStore } from './key-store';
+import { ApiKeyStore } from '@emp/core';
 
 // Verified keys are trusted for 10 minutes here: only the revocation itself can end that.
 const LONG_CACHE_MS = 600_000;

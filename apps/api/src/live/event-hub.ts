@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Broker, type BrokerEvent, type EventsMissed, type RedisClient, compareStreamIds } from '@emp/core';
+import { type Broker, type BrokerEvent, type EventTail, type EventsMissed, compareStreamIds } from '@emp/core';
 import type { Logger } from 'pino';
 import { ApiError } from '../errors';
 
@@ -79,9 +79,8 @@ export class EventHub {
   }
 
   /** The id of the pool's newest event ('0-0' when none): a cursor for "from now on". */
-  async latestId(pool: string): Promise<string> {
-    const newest = await this.broker.redis.xrevrange(this.broker.keys.events(pool), '+', '-', 'COUNT', 1);
-    return newest[0]?.[0] ?? '0-0';
+  latestId(pool: string): Promise<string> {
+    return this.broker.latestEventId(pool);
   }
 
   /**
@@ -92,20 +91,10 @@ export class EventHub {
    * still there; `first_id` is absent when nothing is left. Null when nothing is missing.
    */
   async missedAfter(pool: string, after: string): Promise<EventsMissed | null> {
-    let info: unknown[];
-    try {
-      info = (await this.broker.redis.call('XINFO', 'STREAM', this.broker.keys.events(pool))) as unknown[];
-    } catch (error) {
-      if (/no such key/i.test((error as Error).message)) return null;
-      throw error;
-    }
-    const field = (name: string) => info[info.indexOf(name) + 1];
-    const length = Number(field('length'));
-    const added = Number(field('entries-added'));
-    const first = (field('first-entry') as [string, string[]] | null)?.[0];
-    const newest = String(field('last-generated-id'));
-    if (added <= length) return null;
-    if (first === undefined ? compareStreamIds(after, newest) >= 0 : compareStreamIds(after, first) >= 0) return null;
+    const info = await this.broker.eventStreamInfo(pool);
+    if (!info || info.entriesAdded <= info.length) return null;
+    const first = info.firstId;
+    if (first === undefined ? compareStreamIds(after, info.lastGeneratedId) >= 0 : compareStreamIds(after, first) >= 0) return null;
     return { type: 'events.missed', pool, after, ...(first !== undefined ? { first_id: first } : {}) };
   }
 
@@ -145,8 +134,9 @@ export class EventHub {
     let reader = this.readers.get(pool);
     if (!reader) {
       reader = (async () => {
-        const created = new PoolReader(pool, this, this.logger, this.options.blockMs ?? 5_000);
-        created.start(await this.latestId(pool));
+        const from = await this.latestId(pool);
+        const created = new PoolReader(pool, this, this.logger, this.broker.openEventTail(pool, from, { blockMs: this.options.blockMs ?? 5_000, count: 1_000 }));
+        created.start();
         for (const listener of this.poolListeners) listener(pool);
         return created;
       })();
@@ -183,12 +173,6 @@ export class EventHub {
       }, 250),
     );
   }
-
-  connection(): RedisClient {
-    const connection = this.broker.redis.duplicate();
-    connection.on('error', () => undefined); // the blocked read reports it
-    return connection;
-  }
 }
 
 function deliverOnce(subscriber: Subscriber, event: BrokerEvent): void {
@@ -206,24 +190,22 @@ class PoolReader {
   private readonly whole = new Set<Subscriber>();
   private running = true;
   private loop: Promise<void> | undefined;
-  private readonly connection: RedisClient;
 
   constructor(
     private readonly pool: string,
     private readonly hub: EventHub,
     private readonly logger: Logger,
-    private readonly blockMs: number,
-  ) {
-    this.connection = hub.connection();
-  }
+    /** the pool's stream from where the reader starts, on a blocking connection of its own */
+    private readonly tail: EventTail,
+  ) {}
 
-  start(cursor: string): void {
-    this.loop = this.read(cursor);
+  start(): void {
+    this.loop = this.read();
   }
 
   async stop(): Promise<void> {
     this.running = false;
-    this.connection.disconnect();
+    this.tail.close();
     await this.loop;
   }
 
@@ -247,13 +229,12 @@ class PoolReader {
     if (set?.size === 0) this.byJob.delete(subscriber.jobId);
   }
 
-  private async read(from: string): Promise<void> {
-    let cursor = from;
+  private async read(): Promise<void> {
     let failures = 0;
     while (this.running) {
       let events: BrokerEvent[];
       try {
-        events = await this.hub.broker.readEvents(this.pool, cursor, { blockMs: this.blockMs, count: 1_000, connection: this.connection });
+        events = await this.tail.read();
         failures = 0;
       } catch (error) {
         if (!this.running) return;
@@ -263,7 +244,6 @@ class PoolReader {
         continue;
       }
       for (const event of events) {
-        cursor = event.id;
         this.hub.dispatched(this.pool, event);
         for (const subscriber of this.whole) this.safely(subscriber, event);
         const job = event.fields.job;

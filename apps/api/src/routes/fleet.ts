@@ -3,12 +3,6 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { PoolQuery, answers } from '../schemas';
 
-/** Now by Redis's clock, the clock of every job timestamp. */
-export async function serverTime(broker: Broker): Promise<number> {
-  const [seconds, micros] = await broker.redis.time();
-  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
-}
-
 interface Depth {
   depth: number;
   oldest_age_ms?: number;
@@ -21,7 +15,7 @@ function addDepth(into: Depth, depth: number, age: number | undefined): void {
 
 /** Queue depth and age of the oldest job per pool, service and requirement class, with paused services and worker counts. */
 export async function queueReport(broker: Broker, pools: string[]): Promise<QueueReport> {
-  const now = await serverTime(broker);
+  const now = await broker.serverTime();
   const reports = await Promise.all(
     pools.map(async (pool) => {
       const [stats, paused] = await Promise.all([broker.queueStats(pool), broker.pausedServices(pool)]);
@@ -94,7 +88,7 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
   }, async (request) => {
     const pools = await poolsOf(request.query.pool);
     const workers = (await Promise.all(pools.map(async (pool) => (await broker.workers(pool)).map((w) => workerView(pool, w))))).flat();
-    return { now: await serverTime(broker), workers };
+    return { now: await broker.serverTime(), workers };
   });
 
   api.get('/v1/machines', {
@@ -108,6 +102,6 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
   }, async (request) => {
     const pools = await poolsOf(request.query.pool);
     const machines = (await Promise.all(pools.map(async (pool) => (await broker.machines(pool)).map((m) => ({ pool, ...m }))))).flat();
-    return { now: await serverTime(broker), machines };
+    return { now: await broker.serverTime(), machines };
   });
 }

@@ -20,7 +20,7 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
     try {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        app.broker.redis.ping(),
+        app.broker.ping(),
         new Promise((_resolve, reject) => (timer = setTimeout(() => reject(new Error('no answer within 2 s')), 2_000))),
       ]).finally(() => clearTimeout(timer));
       return { status: 'ready' };

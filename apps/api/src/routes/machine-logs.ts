@@ -11,7 +11,7 @@ const FOLLOW_BLOCK_MS = 5_000;
 /** The pool a machine is registered in: the one named (when it is there), else the one it is found in. */
 export async function poolOfMachine(broker: Broker, id: string, pool: string | undefined): Promise<string> {
   for (const candidate of pool ? [pool] : await broker.pools()) {
-    if ((await broker.redis.exists(broker.keys.machine(candidate, id))) === 1) return candidate;
+    if (await broker.isMachineRegistered(candidate, id)) return candidate;
   }
   throw new ApiError(404, 'NOT_FOUND', `machine ${id} is not registered in ${pool ? `pool ${pool}` : 'any pool'}`);
 }
@@ -47,12 +47,11 @@ export async function machineLogRoutes(app: FastifyInstance, options: { maxBuffe
     if (!query.follow) return { machine: id, pool, entries: page.entries, cursor: page.cursor };
 
     // a blocking read of its own: following holds a connection for as long as the client stays
-    const connection = broker.redis.duplicate();
-    connection.on('error', (error: unknown) => request.log.debug({ err: error }, 'log follower connection error'));
+    const connection = broker.blockingConnection({ onError: (error) => request.log.debug({ err: error }, 'log follower connection error') });
     let stopWatchingKey = () => {};
     const stream = openEventStream(reply, () => {
       stopWatchingKey();
-      connection.disconnect();
+      connection.close();
     });
     const { raw, close } = stream;
     stopWatchingKey = closeOnRevocation(app, request.principal.keyId, close);
@@ -81,6 +80,5 @@ export async function machineLogRoutes(app: FastifyInstance, options: { maxBuffe
 async function lastPage(broker: Broker, pool: string, id: string, filter: { process?: string }, limit: number) {
   const entries = await broker.tailMachineLogs(pool, id, { ...filter, limit });
   // continue after the newest line of the stream, not just the newest matching one
-  const newest = await broker.redis.xrevrange(broker.keys.machineLogs(pool, id), '+', '-', 'COUNT', 1);
-  return { entries, cursor: newest[0]?.[0] ?? '0-0' };
+  return { entries, cursor: await broker.latestMachineLogId(pool, id) };
 }

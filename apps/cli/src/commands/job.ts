@@ -1,6 +1,6 @@
 import { NotFoundError } from '@emp/core';
 import type { Command } from 'commander';
-import { serverTime, withBroker } from '../connection';
+import { withBroker } from '../connection';
 import { redisFlag } from '../flags';
 import { json } from '../format';
 import { traceJob } from '../job-trace';
@@ -22,7 +22,7 @@ export function registerJob(program: Command): void {
           process.stdout.write(options.json ? `${json({ job, events })}\n` : `${traceJob(job, events)}\n`);
           return;
         }
-        process.stdout.write(options.json ? `${json(job)}\n` : `${describeJob(job, await serverTime(broker))}\n`);
+        process.stdout.write(options.json ? `${json(job)}\n` : `${describeJob(job, await broker.serverTime())}\n`);
       });
     });
 }

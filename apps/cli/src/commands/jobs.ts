@@ -1,7 +1,7 @@
 import { type Job, JobListFilter, JobState, ServiceName } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { serverTime, withBroker } from '../connection';
+import { withBroker } from '../connection';
 import { intFlag, parseFlags, redisFlag } from '../flags';
 import { duration, json, progressText, table } from '../format';
 import { endedText, isFinished } from '../job-view';
@@ -62,7 +62,7 @@ export function registerJobs(program: Command): void {
           ...(flags.cursor ? { cursor: flags.cursor } : {}),
           limit: flags.limit,
         });
-        const [now, found] = await Promise.all([serverTime(broker), Promise.all(page.jobs.map((item) => broker.getJob(item.id)))]);
+        const [now, found] = await Promise.all([broker.serverTime(), Promise.all(page.jobs.map((item) => broker.getJob(item.id)))]);
         const jobs = found.filter((job): job is Job => job !== null);
         if (flags.json) {
           process.stdout.write(`${json({ jobs, ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}) })}\n`);

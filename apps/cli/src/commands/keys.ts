@@ -1,6 +1,4 @@
-// the key store and roles without the API server, so that `emp keys` starts fast
-import { ApiKeyStore } from '@emp/api/key-store';
-import { NewApiKey, ROLES } from '@emp/api/roles';
+import { NewApiKey, ROLES } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { withBroker } from '../connection';
@@ -25,7 +23,7 @@ export function registerKeys(program: Command): void {
       const flags = parseFlags(CreateFlags, options);
       const spec = parseFlags(NewApiKey, { role: flags.role, ...(flags.tenant ? { tenant: flags.tenant } : {}), ...(flags.name ? { name: flags.name } : {}) });
       await withBroker(redisFlag(command), async (broker) => {
-        const { key, record } = await new ApiKeyStore(broker.redis, broker.config.namespace).create(spec);
+        const { key, record } = await broker.apiKeys().create(spec);
         if (flags.json) {
           process.stdout.write(`${json({ key, ...record })}\n`);
           return;
@@ -41,7 +39,7 @@ export function registerKeys(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (options: { json?: boolean }, command: Command) => {
       await withBroker(redisFlag(command), async (broker) => {
-        const records = await new ApiKeyStore(broker.redis, broker.config.namespace).list();
+        const records = await broker.apiKeys().list();
         if (options.json) {
           process.stdout.write(`${json({ keys: records })}\n`);
           return;
@@ -62,7 +60,7 @@ export function registerKeys(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (id: string, options: { json?: boolean }, command: Command) => {
       await withBroker(redisFlag(command), async (broker) => {
-        const revoked = await new ApiKeyStore(broker.redis, broker.config.namespace).revoke(id);
+        const revoked = await broker.apiKeys().revoke(id);
         if (!revoked) throw new CommandError(`no API key has the id ${id} (see \`emp keys list\`)`);
         process.stdout.write(options.json ? `${json({ id, revoked: true })}\n` : `${id} revoked\n`);
       });

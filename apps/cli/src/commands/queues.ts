@@ -1,6 +1,6 @@
 import type { Broker, ClassStats, QueueStats } from '@emp/core';
 import type { Command } from 'commander';
-import { serverTime, withBroker } from '../connection';
+import { withBroker } from '../connection';
 import { redisFlag } from '../flags';
 import { duration, json, shortId, table } from '../format';
 
@@ -28,7 +28,7 @@ interface QueueReport {
 
 async function queueReport(broker: Broker, pool: string | undefined): Promise<QueueReport> {
   const pools = pool ? [pool] : await broker.pools();
-  const [now, stats] = await Promise.all([serverTime(broker), Promise.all(pools.map((p) => broker.queueStats(p)))]);
+  const [now, stats] = await Promise.all([broker.serverTime(), Promise.all(pools.map((p) => broker.queueStats(p)))]);
   const report: QueueReport = {
     now,
     pools: stats.map((s) => ({

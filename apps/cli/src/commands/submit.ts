@@ -4,7 +4,6 @@ import { z } from 'zod';
 import { withBroker } from '../connection';
 import { EXIT_FAILURE, EXIT_OK } from '../errors';
 import { intFlag, jsonFlag, parseFlags, redisFlag, secondsFlag } from '../flags';
-import { latestEventId } from '../event-tail';
 import { followJob } from '../follow-job';
 import { json } from '../format';
 import { outcomeLine } from '../job-view';
@@ -52,7 +51,7 @@ export function registerSubmit(program: Command): void {
           ...(flags.idempotencyKey ? { idempotency_key: flags.idempotencyKey } : {}),
         };
         // taken before the submit, so that following the job misses none of its events
-        const cursor = flags.wait ? await latestEventId(broker, flags.requirements?.pool ?? broker.config.defaultPool) : undefined;
+        const cursor = flags.wait ? await broker.latestEventId(flags.requirements?.pool ?? broker.config.defaultPool) : undefined;
         const submitted = await broker.submit(input);
         if (!submitted.routable) {
           process.stderr.write(`warning: no worker that has registered in pool ${submitted.pool} can run this job; it waits until one does\n`);

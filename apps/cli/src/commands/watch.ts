@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Broker, BrokerEvent } from '@emp/core';
 import type { Command } from 'commander';
 import { withBroker } from '../connection';
-import { latestEventId, tailPool } from '../event-tail';
+import { tailPool } from '../event-tail';
 import { redisFlag } from '../flags';
 import { eventLine } from '../format';
 
@@ -42,7 +42,7 @@ async function watchEvents(broker: Broker, onlyPool: string | undefined, print: 
 
   try {
     const initial = onlyPool ? [onlyPool] : await broker.pools();
-    for (const pool of initial) follow(pool, await latestEventId(broker, pool));
+    for (const pool of initial) follow(pool, await broker.latestEventId(pool));
     process.stderr.write(
       `watching ${initial.length ? `pool${initial.length > 1 ? 's' : ''} ${initial.join(', ')}` : 'for the first pool to appear'} (Ctrl-C to stop)\n`,
     );

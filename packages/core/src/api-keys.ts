@@ -1,6 +1,40 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { type RedisClient, parseWith } from '@emp/core';
-import { NewApiKey, type Principal, type Role } from './roles';
+import { z } from 'zod';
+import type { RedisClient } from './broker/types';
+import { KeyLayout } from './keys';
+import { TenantId } from './requirements';
+import { parseWith } from './validation';
+
+/**
+ * client: submits and follows its own tenant's jobs; worker: reads queues,
+ * workers and machines; service: an external system that runs jobs and may
+ * complete or fail them on a worker's behalf; operator: everything, including
+ * operator actions and the whole live feed.
+ */
+export const ROLES = ['client', 'worker', 'service', 'operator'] as const;
+export const Role = z.enum(ROLES);
+export type Role = z.infer<typeof Role>;
+
+/** Who is calling. A principal with a tenant sees and touches only that tenant's jobs. */
+export interface Principal {
+  keyId: string;
+  role: Role;
+  tenant?: string;
+  /** admitted by a signed asset URL, not by a key: it may fetch that one asset and nothing else */
+  signedUrl?: true;
+}
+
+export const NewApiKey = z
+  .object({
+    role: Role,
+    /** required for clients; binds any other role but operator to one tenant */
+    tenant: TenantId.optional(),
+    name: z.string().min(1).max(100).optional(),
+  })
+  .strict()
+  .refine((key) => key.role !== 'client' || key.tenant !== undefined, { path: ['tenant'], message: 'a client key belongs to a tenant' })
+  .refine((key) => key.role !== 'operator' || key.tenant === undefined, { path: ['tenant'], message: 'an operator key sees every tenant; it has none' });
+export type NewApiKey = z.input<typeof NewApiKey>;
 
 export interface ApiKeyRecord {
   id: string;
@@ -37,21 +71,20 @@ export class ApiKeyStore {
   /** revocations seen: a key read from Redis before one is not cached after it */
   private revocations = 0;
 
+  private readonly recordsKey: string;
+  private readonly idsKey: string;
+  private readonly revocationsChannel: string;
+
+  /** On a connection the caller owns; the API and the CLI get theirs from `Broker.apiKeys()`. */
   constructor(
     private readonly redis: RedisClient,
-    private readonly namespace = 'emp',
+    namespace = 'emp',
     private readonly cacheMs = CACHE_MS,
-  ) {}
-
-  private get revocationsChannel(): string {
-    return `${this.namespace}:apikeys:revoked`;
-  }
-
-  private get recordsKey(): string {
-    return `${this.namespace}:apikeys`;
-  }
-  private get idsKey(): string {
-    return `${this.namespace}:apikey-ids`;
+  ) {
+    const keys = new KeyLayout(namespace);
+    this.recordsKey = keys.apiKeyRecords();
+    this.idsKey = keys.apiKeyIds();
+    this.revocationsChannel = keys.apiKeyRevocations();
   }
 
   async create(input: NewApiKey): Promise<{ key: string; record: ApiKeyRecord }> {

@@ -1,0 +1,119 @@
+import type { z } from 'zod';
+import { CompletionBatcher } from '../completion-batch';
+import { PayloadTooLargeError } from '../errors';
+import { JobErrorInfo, JobProgress } from '../job';
+import { parseWith } from '../validation';
+import { type BrokerContext, checkedPool, jsonOf } from './context';
+import { type ReadConnection, redisFor } from './connection';
+import { FUNCTIONS } from './functions';
+import { type ClaimReply, parseClaim, parseDrops, parseSignal } from './replies';
+import type { ClaimResult, DropVerdict, Lease, WorkerSignal } from './types';
+
+/** Completions of one worker made in the same turn of the event loop go out in one emp_complete call. */
+export function completionBatcher(ctx: BrokerContext): CompletionBatcher {
+  return new CompletionBatcher(
+    async (pool, claimFor, completions) =>
+      (await ctx.calls.call(FUNCTIONS.complete, pool, [claimFor, ...completions.flatMap((c) => [c.jobId, c.token, c.result])])) as unknown[],
+  );
+}
+
+export async function claim(ctx: BrokerContext, pool: string, workerId: string, wokenFor: string): Promise<ClaimResult> {
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, wokenFor]);
+  return claimed(ctx, pool, workerId, reply);
+}
+
+/**
+ * The result of a claim reply. A claim call looks at a bounded number of
+ * requirement classes; one that ran out of them before it found a job or
+ * reached the end answers 'more', and the walk goes on in further calls (each
+ * short, so other clients are served in between) until it ends.
+ */
+function claimed(ctx: BrokerContext, pool: string, workerId: string, first: ClaimReply): ClaimResult | Promise<ClaimResult> {
+  // most claims end in their first call: answered in the same turn, as before walks could pause
+  if (first[3] !== 'more') return parseClaim(pool, workerId, first);
+  return claimedAfterMore(ctx, pool, workerId, first);
+}
+
+async function claimedAfterMore(ctx: BrokerContext, pool: string, workerId: string, first: ClaimReply): Promise<ClaimResult> {
+  let reply = first;
+  let retryAt: number | undefined;
+  while (reply[0] === 'none' && reply[3] === 'more') {
+    if (reply[1]) retryAt = Math.min(retryAt ?? Infinity, Number(reply[1]));
+    reply = await ctx.calls.call(FUNCTIONS.claim, pool, [workerId, '']);
+  }
+  const result = parseClaim(pool, workerId, reply);
+  if (result.job || retryAt === undefined) return result;
+  return { ...result, retryAt: Math.min(retryAt, result.retryAt ?? Infinity) };
+}
+
+export async function claimWhenWoken(ctx: BrokerContext, connection: ReadConnection, pool: string, workerId: string): Promise<ClaimResult | null> {
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, '', 'if-woken'], redisFor(connection, ctx.redis));
+  return reply[3] === 'unwoken' ? null : claimed(ctx, pool, workerId, reply);
+}
+
+export async function start(ctx: BrokerContext, lease: Lease): Promise<void> {
+  const l = ctx.lease(lease);
+  await ctx.calls.call(FUNCTIONS.start, l.pool, [l.jobId, l.token]);
+}
+
+export async function progress(ctx: BrokerContext, lease: Lease, report: z.input<typeof JobProgress>): Promise<void> {
+  const l = ctx.lease(lease);
+  const parsed = parseWith(JobProgress, report, 'progress');
+  await ctx.calls.call(FUNCTIONS.progress, l.pool, [l.jobId, l.token, JSON.stringify(parsed)]);
+}
+
+export async function complete(
+  ctx: BrokerContext,
+  completions: CompletionBatcher,
+  lease: Lease,
+  result: unknown,
+  options: { claimNext?: boolean },
+): Promise<ClaimResult | null> {
+  const l = ctx.lease(lease);
+  const text = jsonOf(result ?? null, 'result', '');
+  const max = ctx.config.maxResultBytes;
+  if (Buffer.byteLength(text) > max) {
+    throw new PayloadTooLargeError(
+      `result of job ${l.jobId} is ${Buffer.byteLength(text)} bytes, over the ${max}-byte limit; store large outputs in the asset store and return their URLs`,
+    );
+  }
+  const reply = await completions.add(l.pool, options.claimNext ? l.workerId : '', { jobId: l.jobId, token: l.token, result: text });
+  return options.claimNext ? claimed(ctx, l.pool, l.workerId, reply.slice(1)) : null;
+}
+
+export async function fail(
+  ctx: BrokerContext,
+  lease: Lease,
+  error: z.input<typeof JobErrorInfo>,
+  options: { claimNext?: boolean },
+): Promise<{ outcome: 'queued' | 'retrying' | 'failed'; next: ClaimResult | null }> {
+  const l = ctx.lease(lease);
+  const info = parseWith(JobErrorInfo, error, 'job error');
+  const reply = await ctx.calls.call(FUNCTIONS.fail, l.pool, [
+    l.jobId,
+    l.token,
+    info.kind,
+    jsonOf(info, 'job error', 'details'),
+    options.claimNext ? l.workerId : '',
+  ]);
+  return { outcome: reply[0], next: options.claimNext ? await claimed(ctx, l.pool, l.workerId, reply.slice(1)) : null };
+}
+
+export async function heartbeat(
+  ctx: BrokerContext,
+  pool: string,
+  workerId: string,
+  leases: Array<Pick<Lease, 'jobId' | 'token'>>,
+): Promise<Array<{ jobId: string; verdict: DropVerdict }>> {
+  const pairs = leases.flatMap((l) => [l.jobId, l.token]);
+  return parseDrops(await ctx.calls.call(FUNCTIONS.heartbeat, checkedPool(pool), [workerId, ...pairs]));
+}
+
+export async function waitForSignals(ctx: BrokerContext, connection: ReadConnection, pool: string, workerId: string, timeoutMs: number): Promise<WorkerSignal[]> {
+  const key = ctx.keys.signal(pool, workerId);
+  const seconds = timeoutMs === 0 ? 0 : Math.max(0.01, timeoutMs / 1000);
+  // BLMPOP takes everything queued in the same round trip that waited for it
+  const reply = (await redisFor(connection, ctx.redis).call('BLMPOP', seconds, 1, key, 'LEFT', 'COUNT', 100)) as [string, string[]] | null;
+  if (!reply) return [];
+  return reply[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null);
+}

@@ -1,0 +1,521 @@
+import type { z } from 'zod';
+import type { SubmitResult } from '../api-protocol';
+import { ApiKeyStore } from '../api-keys';
+import type { WorkerRegistration } from '../capabilities';
+import { type BrokerConfig, brokerConfig } from '../config';
+import type { EmpError } from '../errors';
+import type { StreamEvent } from '../events';
+import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInput } from '../job';
+import type { KeyLayout } from '../keys';
+import { ensureFunctionLibrary } from '../library';
+import * as attempts from './attempts';
+import { BlockingConnection, type ReadConnection } from './connection';
+import { BrokerContext, checkedPool } from './context';
+import * as fleet from './fleet';
+import * as jobs from './jobs';
+import * as stats from './stats';
+import * as streams from './streams';
+import { EventTail } from './tail';
+import type {
+  BrokerEvent,
+  BrokerOptions,
+  ClaimResult,
+  DropVerdict,
+  JobListFilter,
+  JobListPage,
+  Lease,
+  MachineAction,
+  MachineCommand,
+  MachineCommandOutcome,
+  MachineLogEntry,
+  PausedService,
+  QueueStats,
+  RedisClient,
+  RegistryEntry,
+  ServiceJobCounts,
+  WorkerSignal,
+} from './types';
+
+/** Each broker's context, for core's own modules (shared-secret.ts); not exported from the package. */
+const contexts = new WeakMap<Broker, BrokerContext>();
+
+export function contextOf(broker: Broker): BrokerContext {
+  return contexts.get(broker)!;
+}
+
+/**
+ * The typed face of the `emp` Redis Function library: every state change of a
+ * job is one atomic function call (the table in functions.ts names them), and
+ * everything an app reads from Redis it reads through a method here. This
+ * class is the one door; the work is done by concept in jobs.ts, attempts.ts,
+ * fleet.ts, stats.ts and streams.ts. The Redis connection stays inside core.
+ */
+export class Broker {
+  readonly config: BrokerConfig;
+  readonly keys: KeyLayout;
+  /** the virtual clock, when one replaces Redis TIME */
+  readonly clock: (() => number) | undefined;
+  readonly #ctx: BrokerContext;
+  readonly #completions;
+  readonly #reconnectListeners = new Set<() => void>();
+  #listeningForReconnects = false;
+
+  private constructor(redis: RedisClient, config: BrokerConfig, clock: (() => number) | undefined) {
+    this.#ctx = new BrokerContext(redis, config, clock);
+    contexts.set(this, this.#ctx);
+    this.config = config;
+    this.keys = this.#ctx.keys;
+    this.clock = clock;
+    this.#completions = attempts.completionBatcher(this.#ctx);
+  }
+
+  static async connect(options: BrokerOptions): Promise<Broker> {
+    const broker = new Broker(options.redis, brokerConfig(options.config), options.clock);
+    if (!options.skipLibraryLoad) await ensureFunctionLibrary(options.redis, broker.keys);
+    return broker;
+  }
+
+  /**
+   * @deprecated The connection is private to core. Only packages/core/src/webhook-outbox.ts
+   * and apps/webhooks/src/event-intake.ts still read it, until their owner moves them to
+   * typed methods (`blockingConnection()` for the intake); redis-boundary.test.ts keeps
+   * every other file off it.
+   */
+  get redis(): RedisClient {
+    return this.#ctx.redis;
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  /** A connection of its own for blocking reads (the `connection` option of the read methods); close it when done. */
+  blockingConnection(options: { onError?: (error: unknown) => void } = {}): BlockingConnection {
+    return new BlockingConnection(this.#ctx.redis.duplicate(), options.onError);
+  }
+
+  /** Whether Redis answers (PING). */
+  async ping(): Promise<void> {
+    await this.#ctx.redis.ping();
+  }
+
+  /** Now by the Redis server's clock (ms): the clock every job timestamp uses. */
+  serverTime(): Promise<number> {
+    return stats.serverTime(this.#ctx);
+  }
+
+  /**
+   * Calls `listener` whenever the broker's connection is ready again after a
+   * reconnect (leases may have run out meanwhile); returns its removal. Every
+   * listener shares one 'ready' listener on the connection (a bench runs
+   * hundreds of workers on one broker).
+   */
+  onReconnect(listener: () => void): () => void {
+    if (!this.#listeningForReconnects) {
+      this.#listeningForReconnects = true;
+      this.#ctx.redis.on('ready', () => {
+        for (const each of this.#reconnectListeners) each();
+      });
+    }
+    this.#reconnectListeners.add(listener);
+    return () => this.#reconnectListeners.delete(listener);
+  }
+
+  /**
+   * The API key store on the broker's connection (revocations are followed on
+   * a duplicate of it). `cacheMs`: how long a verified key is trusted without asking Redis.
+   */
+  apiKeys(options: { cacheMs?: number } = {}): ApiKeyStore {
+    return new ApiKeyStore(this.#ctx.redis, this.config.namespace, options.cacheMs);
+  }
+
+  /**
+   * What the API's rate limiter (@fastify/rate-limit, which speaks ioredis
+   * itself) counts on: the broker's connection, and the prefix of its counters
+   * in the key layout. The one place an ioredis handle leaves core, named for
+   * the one library that needs it.
+   */
+  rateLimitStore(): { redis: RedisClient; prefix: string } {
+    return { redis: this.#ctx.redis, prefix: this.keys.rateLimitPrefix() };
+  }
+
+  // ---------------------------------------------------------------- clients
+
+  submit(input: SubmitJobInput): Promise<SubmitResult> {
+    return jobs.submit(this.#ctx, input);
+  }
+
+  /**
+   * Submits a job and reads it back in the same round trip (one pipeline: the
+   * submit, then the read of the id the submit will use), for a caller that
+   * answers with the job. `job` is a submission already parsed with
+   * SubmitJobInput (or a schema extending it, as the API's request body), so it
+   * is not parsed again. An idempotent repeat reads the original job after.
+   */
+  submitAndRead(job: SubmitJob): Promise<{ submitted: SubmitResult; job: Job | null }> {
+    return jobs.submitAndRead(this.#ctx, job);
+  }
+
+  /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
+  submitMany(inputs: SubmitJobInput[]): Promise<Array<SubmitResult | EmpError>> {
+    return jobs.submitMany(this.#ctx, inputs);
+  }
+
+  getJob(id: string): Promise<Job | null> {
+    return jobs.getJob(this.#ctx, id);
+  }
+
+  /** Cancels a job; idempotent: a finished job is returned unchanged. */
+  cancel(id: string, reason = ''): Promise<{ state: JobState; changed: boolean }> {
+    return jobs.cancel(this.#ctx, id, reason);
+  }
+
+  /** Puts a failed, canceled or expired job back in the queue under the same id. */
+  retry(id: string): Promise<JobState> {
+    return jobs.retry(this.#ctx, id);
+  }
+
+  /**
+   * A page of jobs, newest first, across pools (or one), by tenant, state,
+   * service and submission time. Pages are cut by a cursor, never by an offset,
+   * so jobs submitted meanwhile do not shift them; a page may hold fewer than
+   * `limit` jobs when the filter is sparse, and still carry a cursor.
+   */
+  listJobs(filter: JobListFilter = {}): Promise<JobListPage> {
+    return jobs.listJobs(this.#ctx, filter);
+  }
+
+  /**
+   * A job's events, oldest first, after `after` (a stream id) or from its
+   * submission: the pool's stream read from the job's submission time on.
+   * `cursor` is the last stream entry looked at, to continue from.
+   */
+  jobEvents(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: BrokerEvent[]; cursor: string }> {
+    return jobs.jobEvents(this.#ctx, id, options);
+  }
+
+  /** The fencing token and worker of a job's current attempt, for delegated completion; null when nobody holds it. */
+  currentAttempt(id: string): Promise<Lease | null> {
+    return jobs.currentAttempt(this.#ctx, id);
+  }
+
+  // ---------------------------------------------------------------- workers
+
+  /**
+   * Registers a worker or updates its capabilities. `freshStart` says this is a
+   * new process under that id: jobs an earlier process held go back at once.
+   */
+  registerWorker(input: WorkerRegistration, options: { freshStart?: boolean } = {}): Promise<{ profile: string; becameRoutable: number }> {
+    return fleet.registerWorker(this.#ctx, input, options);
+  }
+
+  setWorkerState(pool: string, workerId: string, state: fleet.WorkerStateInput): Promise<string> {
+    return fleet.setWorkerState(this.#ctx, pool, workerId, state);
+  }
+
+  registerMachine(pool: string, machineId: string, state: string, fields: Record<string, string> = {}): Promise<boolean> {
+    return fleet.registerMachine(this.#ctx, pool, machineId, state, fields);
+  }
+
+  /** Takes the best job this worker can run, or records it idle so that the next capable submit wakes it. */
+  claim(pool: string, workerId: string, wokenFor = ''): Promise<ClaimResult> {
+    return attempts.claim(this.#ctx, pool, workerId, wokenFor);
+  }
+
+  /**
+   * A claim for an idle worker to send on its signal connection while it waits
+   * there (`waitForSignals`): Redis runs it right after the wait ends, so a
+   * wake-up and the claim it calls for cost no round trip in between. It takes
+   * a job only when the wait ended in a wake-up for this worker; otherwise it
+   * changes nothing and resolves `null` (queue another behind the next wait).
+   */
+  claimWhenWoken(connection: ReadConnection, pool: string, workerId: string): Promise<ClaimResult | null> {
+    return attempts.claimWhenWoken(this.#ctx, connection, pool, workerId);
+  }
+
+  /** The attempt has what it needs (model loaded) and begins executing. */
+  start(lease: Lease): Promise<void> {
+    return attempts.start(this.#ctx, lease);
+  }
+
+  /** Records progress and renews the lease. */
+  progress(lease: Lease, progress: z.input<typeof JobProgress>): Promise<void> {
+    return attempts.progress(this.#ctx, lease, progress);
+  }
+
+  /**
+   * Records the attempt's result. With `claimNext`, the same call claims the
+   * worker's next job (one round trip per job for a busy worker; completions
+   * of one worker made in the same turn of the event loop share one).
+   */
+  complete(lease: Lease, result: unknown, options: { claimNext?: boolean } = {}): Promise<ClaimResult | null> {
+    return attempts.complete(this.#ctx, this.#completions, lease, result, options);
+  }
+
+  /** Records a classified failure of the attempt; returns what became of the job. */
+  fail(
+    lease: Lease,
+    error: z.input<typeof JobErrorInfo>,
+    options: { claimNext?: boolean } = {},
+  ): Promise<{ outcome: 'queued' | 'retrying' | 'failed'; next: ClaimResult | null }> {
+    return attempts.fail(this.#ctx, lease, error, options);
+  }
+
+  /** Renews the worker's leases; returns the jobs it must stop working on. */
+  heartbeat(pool: string, workerId: string, leases: Array<Pick<Lease, 'jobId' | 'token'>>): Promise<Array<{ jobId: string; verdict: DropVerdict }>> {
+    return attempts.heartbeat(this.#ctx, pool, workerId, leases);
+  }
+
+  /**
+   * Blocks on the worker's signal list (on a connection of its own: it blocks)
+   * until a wake-up or a notice arrives or `timeoutMs` passes (0: until one
+   * arrives). This is how an idle worker waits without polling.
+   */
+  waitForSignals(blocking: ReadConnection, pool: string, workerId: string, timeoutMs: number): Promise<WorkerSignal[]> {
+    return attempts.waitForSignals(this.#ctx, blocking, pool, workerId, timeoutMs);
+  }
+
+  // ---------------------------------------------------------------- operations
+
+  /** Runs the pool's due work (timers, offline detection); returns ms until more is due (undefined: nothing scheduled). */
+  tick(pool: string): Promise<{ handled: number; nextDueInMs?: number }> {
+    return stats.tick(this.#ctx, pool);
+  }
+
+  queueStats(pool: string): Promise<QueueStats> {
+    return stats.queueStats(this.#ctx, pool);
+  }
+
+  /**
+   * The pool's live jobs per service and state, exact, from the indexes that
+   * hold them (class queues, workers' jobs, the counts of delayed and retrying
+   * jobs): cheap enough for every metrics scrape. Finished jobs are not counted
+   * here; they expire after their retention (count their events instead).
+   */
+  jobCounts(pool: string): Promise<ServiceJobCounts[]> {
+    return stats.jobCounts(this.#ctx, pool);
+  }
+
+  /**
+   * For each requirement class, how many of its jobs the online workers able to
+   * run it could run at once (the sum of their concurrency; draining workers and
+   * paused services count nothing): what a queue-time estimate divides by.
+   */
+  classCapacity(pool: string, classes: string[]): Promise<number[]> {
+    return stats.classCapacity(this.#ctx, pool, classes);
+  }
+
+  /** Every pool that has seen a job or a worker. */
+  pools(): Promise<string[]> {
+    return this.#ctx.pools();
+  }
+
+  /** Stops (or resumes) claims of a service's jobs in a pool; returns whether that changed anything. */
+  setServicePaused(pool: string, service: string, paused: boolean, options: { by?: string; reason?: string } = {}): Promise<boolean> {
+    return stats.setServicePaused(this.#ctx, pool, service, paused, options);
+  }
+
+  pausedServices(pool: string): Promise<PausedService[]> {
+    return stats.pausedServices(this.#ctx, pool);
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /**
+   * Reads the pool's events after `cursor` (a stream id; '0' = from the oldest
+   * kept, '$' = only new ones), waiting up to `blockMs` when there are none
+   * (on `connection`: give a blocking read one of its own).
+   */
+  readEvents(pool: string, cursor = '0', options: { count?: number; blockMs?: number; connection?: ReadConnection } = {}): Promise<BrokerEvent[]> {
+    return streams.readEvents(this.#ctx, pool, cursor, options);
+  }
+
+  /** The id of the pool's newest event ('0-0' when none): a cursor for "only what comes next". */
+  latestEventId(pool: string): Promise<string> {
+    return streams.latestEventId(this.#ctx, pool);
+  }
+
+  /** Length, entries ever added, oldest kept and newest id of the pool's event stream (XINFO STREAM); null when there is none. */
+  eventStreamInfo(pool: string): Promise<streams.EventStreamInfo | null> {
+    return streams.eventStreamInfo(this.#ctx, pool);
+  }
+
+  /**
+   * Follows the pool's events after `cursor` on a blocking connection of its
+   * own: each `read()` waits up to `blockMs` and answers the next events (or
+   * none); `close()` ends a read in progress. For live feeds and `emp tail`.
+   */
+  openEventTail(pool: string, cursor: string, options: { blockMs?: number; count?: number; onError?: (error: unknown) => void } = {}): EventTail {
+    return new EventTail(this.#ctx, this.blockingConnection(options), pool, cursor, options);
+  }
+
+  /**
+   * Makes sure consumer group `group` reads the pool's event stream (creating the
+   * stream when there is none yet); a new group starts after `startAt` ('$': only
+   * events from now on, '0': every event still kept). Returns whether it was created.
+   */
+  ensureEventGroup(pool: string, group: string, startAt: '$' | '0' = '$'): Promise<boolean> {
+    return streams.ensureEventGroup(this.#ctx, checkedPool(pool), group, startAt);
+  }
+
+  /**
+   * Reads new events of the pool for `consumer` of `group` (XREADGROUP '>'),
+   * waiting up to `blockMs` when there are none; each stays pending for this
+   * consumer until acknowledged with `ackEvents`. A group that is missing (the
+   * stream was deleted) is made again from the oldest kept event.
+   */
+  readEventGroup(
+    pool: string,
+    group: string,
+    consumer: string,
+    options: { count?: number; blockMs?: number; connection?: ReadConnection } = {},
+  ): Promise<StreamEvent[]> {
+    return streams.readEventGroup(this.#ctx, pool, group, consumer, options);
+  }
+
+  /**
+   * Takes over events pending for longer than `minIdleMs` in `group` (their
+   * consumer crashed or hangs) for `consumer` (XAUTOCLAIM), a page at a time
+   * from `cursor`; entries trimmed from the stream meanwhile are dropped from
+   * the group. Returns them and the cursor of the next page ('0-0': done).
+   */
+  claimStaleEvents(
+    pool: string,
+    group: string,
+    consumer: string,
+    minIdleMs: number,
+    options: { cursor?: string; count?: number } = {},
+  ): Promise<{ events: StreamEvent[]; cursor: string }> {
+    return streams.claimStaleEvents(this.#ctx, pool, group, consumer, minIdleMs, options);
+  }
+
+  /** Acknowledges events of the pool's stream that `group` has handled (XACK). */
+  ackEvents(pool: string, group: string, ids: string[]): Promise<number> {
+    return streams.ackEvents(this.#ctx, pool, group, ids);
+  }
+
+  // ---------------------------------------------------------------- queue history
+
+  /**
+   * Records one sampling slot's queue samples, one entry `<slot>-0` per pool in
+   * its queue-history stream, trimming entries older than `keepMs` before the
+   * slot; false when another instance had already recorded the slot.
+   */
+  recordQueueSamples(slot: number, samples: streams.QueueHistoryWrite[], keepMs: number): Promise<boolean> {
+    return streams.recordQueueSamples(this.#ctx, slot, samples, keepMs);
+  }
+
+  /** The queue samples of the pools recorded for slots from `fromSlot` (ms) on, oldest first per pool; entries that do not parse come back apart. */
+  readQueueHistory(pools: string[], fromSlot: number): Promise<{ samples: streams.QueueHistoryWrite['sample'][]; unreadable: streams.UnreadableQueueSample[] }> {
+    return streams.readQueueHistory(this.#ctx, pools, fromSlot);
+  }
+
+  // ---------------------------------------------------------------- machines
+
+  /**
+   * Records a command for a machine (drain or restart it, or one service on it)
+   * and appends it to the machine's command stream for its agent; returns the command id.
+   */
+  machineCommand(pool: string, machineId: string, action: MachineAction, options: { service?: string; by?: string; reason?: string } = {}): Promise<string> {
+    return fleet.machineCommand(this.#ctx, pool, machineId, action, options);
+  }
+
+  /**
+   * The machine agent reports what became of a command; the outcome is recorded
+   * on the machine (with the command as the point a restarted agent resumes
+   * after) and announced as a machine.command.done event. Returns whether the
+   * resume point moved (false: a newer command was already reported).
+   */
+  machineCommandDone(pool: string, machineId: string, commandId: string, outcome: MachineCommandOutcome, message = ''): Promise<boolean> {
+    return fleet.machineCommandDone(this.#ctx, pool, machineId, commandId, outcome, message);
+  }
+
+  /**
+   * Commands for a machine after `cursor` (a stream id; '0' = all kept), waiting
+   * up to `blockMs` on `connection` (it blocks: give it one of its own) when none are there.
+   */
+  readMachineCommands(
+    pool: string,
+    machineId: string,
+    cursor: string,
+    options: { blockMs?: number; count?: number; connection?: ReadConnection } = {},
+  ): Promise<MachineCommand[]> {
+    return fleet.readMachineCommands(this.#ctx, pool, machineId, cursor, options);
+  }
+
+  /**
+   * Announces a transition of a process a machine agent supervises as a
+   * machine.process event (`fields`: restarts, exit_code, signal, pid, ...).
+   */
+  machineProcessEvent(pool: string, machineId: string, process: string, state: string, fields: Record<string, string | number> = {}): Promise<string> {
+    return fleet.machineProcessEvent(this.#ctx, pool, machineId, process, state, fields);
+  }
+
+  /**
+   * Output lines of a machine's processes after `cursor` ('0' = the oldest kept,
+   * '$' = only new ones), oldest first, optionally of one process; waits up to
+   * `blockMs` on `connection` when there are none. `cursor` in the answer is the
+   * last entry looked at (matching or not), to continue from.
+   */
+  readMachineLogs(
+    pool: string,
+    machineId: string,
+    cursor: string,
+    options: { process?: string; count?: number; blockMs?: number; connection?: ReadConnection } = {},
+  ): Promise<{ entries: MachineLogEntry[]; cursor: string }> {
+    return fleet.readMachineLogs(this.#ctx, pool, machineId, cursor, options);
+  }
+
+  /** The newest `limit` output lines of a machine's processes (of one process when given), oldest first. */
+  tailMachineLogs(pool: string, machineId: string, options: { process?: string; limit?: number } = {}): Promise<MachineLogEntry[]> {
+    return fleet.tailMachineLogs(this.#ctx, pool, machineId, options);
+  }
+
+  /** The id of the newest line of a machine's log stream ('0-0' when empty): a cursor for "only what comes next". */
+  latestMachineLogId(pool: string, machineId: string): Promise<string> {
+    return fleet.latestMachineLogId(this.#ctx, pool, machineId);
+  }
+
+  /**
+   * Appends output lines of a machine's processes to its capped log stream
+   * (MAXLEN ~ `maxLen`) in one round trip; says how many were written and the
+   * first error of any that were not.
+   */
+  appendMachineLogs(pool: string, machineId: string, lines: readonly fleet.MachineLogLine[], options: { maxLen?: number } = {}): Promise<{ written: number; failed: number; error?: Error }> {
+    return fleet.appendMachineLogs(this.#ctx, pool, machineId, lines, options.maxLen ?? 5_000);
+  }
+
+  /**
+   * A machine's newest events of the given types (machine.process, ...), oldest
+   * first: the pool's stream read backwards a chunk at a time until `limit`
+   * match or `maxScanned` entries were looked at. `complete` is false when the
+   * scan stopped at that bound with older entries left unread.
+   */
+  machineEvents(
+    pool: string,
+    machineId: string,
+    options: { types: readonly string[]; limit?: number; maxScanned?: number },
+  ): Promise<{ events: BrokerEvent[]; scanned: number; complete: boolean }> {
+    return streams.machineEvents(this.#ctx, checkedPool(pool), machineId, options);
+  }
+
+  machines(pool: string): Promise<RegistryEntry[]> {
+    return fleet.machines(this.#ctx, pool);
+  }
+
+  /** One machine as the registry holds it; null when it is not registered in the pool. */
+  machine(pool: string, machineId: string): Promise<RegistryEntry | null> {
+    return fleet.machine(this.#ctx, pool, machineId);
+  }
+
+  isMachineRegistered(pool: string, machineId: string): Promise<boolean> {
+    return fleet.isMachineRegistered(this.#ctx, pool, machineId);
+  }
+
+  workers(pool: string): Promise<RegistryEntry[]> {
+    return fleet.workers(this.#ctx, pool);
+  }
+
+  /** One worker as the registry holds it; null when it is not registered in the pool. */
+  worker(pool: string, workerId: string): Promise<RegistryEntry | null> {
+    return fleet.worker(this.#ctx, pool, workerId);
+  }
+}

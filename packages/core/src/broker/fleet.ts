@@ -1,0 +1,247 @@
+import { StreamId } from '../api-protocol';
+import { MachineId, WorkerRegistration, capabilityProfile } from '../capabilities';
+import { ServiceName } from '../requirements';
+import { parseWith } from '../validation';
+import { z } from 'zod';
+import { type BrokerContext, checkedPool } from './context';
+import { type ReadConnection, redisFor } from './connection';
+import { type Arg, FUNCTIONS } from './functions';
+import { machineCommand as parseMachineCommand, machineLogEntry } from './replies';
+import { MachineAction, type MachineCommand, MachineCommandOutcome, type MachineLogEntry, type RegistryEntry } from './types';
+
+const WorkerStateInput = z.enum(['draining', 'idle', 'offline']);
+export type WorkerStateInput = z.input<typeof WorkerStateInput>;
+
+type XReadReply = Array<[string, Array<[string, string[]]>]> | null;
+
+// ---------------------------------------------------------------- workers
+
+export async function registerWorker(
+  ctx: BrokerContext,
+  input: WorkerRegistration,
+  options: { freshStart?: boolean },
+): Promise<{ profile: string; becameRoutable: number }> {
+  const registration = parseWith(WorkerRegistration, input, 'worker registration');
+  const profile = capabilityProfile(registration.capabilities);
+  await ctx.rememberPool(registration.pool);
+  const fields: Arg[] = ['pool', registration.pool, 'concurrency', registration.concurrency];
+  if (registration.version) fields.push('version', registration.version);
+  if (registration.hostname) fields.push('hostname', registration.hostname);
+  fields.push('capabilities', profile.definition);
+  let [becameRoutable, cursor, lanes] = await ctx.calls.call(FUNCTIONS.registerWorker, registration.pool, [
+    registration.id,
+    registration.machine_id,
+    profile.id,
+    profile.definition,
+    options.freshStart ? '1' : '0',
+    ...fields,
+  ]);
+  // a new profile is checked against the classes nobody could run so far, a bounded page per call
+  while (cursor !== '0') {
+    const [became, next] = await ctx.calls.call(FUNCTIONS.routableScan, registration.pool, [profile.id, cursor]);
+    becameRoutable += became;
+    cursor = next;
+  }
+  if (lanes === 'scan') await putQueuedJobsInLanes(ctx, registration.pool);
+  return { profile: profile.id, becameRoutable };
+}
+
+/**
+ * The first worker restricted to tenants or a workflow turns lanes on in its
+ * shard (see docs/broker.md, "Tenants and workflows do not make classes"): the
+ * jobs already queued go into them, a bounded page per call, before it claims.
+ */
+async function putQueuedJobsInLanes(ctx: BrokerContext, pool: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next = '0', classes = []] = await ctx.calls.call(FUNCTIONS.laneScan, pool, ['classes', cursor]);
+    for (const cls of classes) {
+      let after = '';
+      do {
+        [after = ''] = await ctx.calls.call(FUNCTIONS.laneScan, pool, ['jobs', cls, after]);
+      } while (after !== '');
+    }
+    cursor = next;
+  } while (cursor !== '0');
+  await ctx.calls.call(FUNCTIONS.laneScan, pool, ['done']);
+}
+
+export async function setWorkerState(ctx: BrokerContext, pool: string, workerId: string, state: WorkerStateInput): Promise<string> {
+  const parsed = parseWith(WorkerStateInput, state, 'worker state');
+  return ctx.calls.call(FUNCTIONS.setWorkerState, checkedPool(pool), [workerId, parsed]);
+}
+
+export async function workers(ctx: BrokerContext, pool: string): Promise<RegistryEntry[]> {
+  return registry(ctx, [ctx.keys.workers(pool), ctx.keys.offlineWorkers(pool)], (id) => ctx.keys.worker(pool, id));
+}
+
+/** One worker's hash, or null when it is not registered in the pool (never was, or its retention passed). */
+export async function worker(ctx: BrokerContext, pool: string, workerId: string): Promise<RegistryEntry | null> {
+  const hash = await ctx.redis.hgetall(ctx.keys.worker(checkedPool(pool), workerId));
+  return hash.id ? (hash as RegistryEntry) : null;
+}
+
+// ---------------------------------------------------------------- machines
+
+export async function registerMachine(ctx: BrokerContext, pool: string, machineId: string, state: string, fields: Record<string, string>): Promise<boolean> {
+  parseWith(MachineId, machineId, 'machine id');
+  await ctx.rememberPool(checkedPool(pool));
+  return ctx.calls.call(FUNCTIONS.registerMachine, pool, [machineId, state, ...Object.entries(fields).flat()]);
+}
+
+export async function machines(ctx: BrokerContext, pool: string): Promise<RegistryEntry[]> {
+  return registry(ctx, [ctx.keys.machines(pool), ctx.keys.offlineMachines(pool)], (id) => ctx.keys.machine(pool, id));
+}
+
+/** One machine's hash, or null when it is not registered in the pool (never was, or its retention passed). */
+export async function machine(ctx: BrokerContext, pool: string, machineId: string): Promise<RegistryEntry | null> {
+  const hash = await ctx.redis.hgetall(ctx.keys.machine(checkedPool(pool), machineId));
+  return hash.id ? (hash as RegistryEntry) : null;
+}
+
+export async function isMachineRegistered(ctx: BrokerContext, pool: string, machineId: string): Promise<boolean> {
+  return (await ctx.redis.exists(ctx.keys.machine(checkedPool(pool), machineId))) === 1;
+}
+
+async function registry(ctx: BrokerContext, indexes: [string, string], hashKey: (id: string) => string): Promise<RegistryEntry[]> {
+  const [online, offline] = await Promise.all(indexes.map((index) => ctx.redis.zrange(index, 0, -1)));
+  const pipeline = ctx.redis.pipeline();
+  for (const id of [...online!, ...offline!]) pipeline.hgetall(hashKey(id));
+  const replies = (await pipeline.exec()) ?? [];
+  return replies.map(([, hash]) => hash as RegistryEntry).filter((h) => h && h.id);
+}
+
+export async function machineCommand(
+  ctx: BrokerContext,
+  pool: string,
+  machineId: string,
+  action: MachineAction,
+  options: { service?: string; by?: string; reason?: string },
+): Promise<string> {
+  parseWith(MachineId, machineId, 'machine id');
+  parseWith(MachineAction, action, 'machine action');
+  if (options.service !== undefined) parseWith(ServiceName, options.service, 'service');
+  return ctx.calls.call(FUNCTIONS.machineCommand, checkedPool(pool), [
+    machineId, action, options.service ?? '', options.by ?? '', (options.reason ?? '').slice(0, 500),
+  ]);
+}
+
+export async function machineCommandDone(
+  ctx: BrokerContext,
+  pool: string,
+  machineId: string,
+  commandId: string,
+  outcome: MachineCommandOutcome,
+  message: string,
+): Promise<boolean> {
+  parseWith(MachineId, machineId, 'machine id');
+  parseWith(StreamId, commandId, 'command id');
+  parseWith(MachineCommandOutcome, outcome, 'command outcome');
+  return ctx.calls.call(FUNCTIONS.machineCommandDone, checkedPool(pool), [machineId, commandId, outcome, message.slice(0, 2_000)]);
+}
+
+export async function readMachineCommands(
+  ctx: BrokerContext,
+  pool: string,
+  machineId: string,
+  cursor: string,
+  options: { blockMs?: number; count?: number; connection?: ReadConnection },
+): Promise<MachineCommand[]> {
+  const args: Arg[] = ['COUNT', options.count ?? 100];
+  if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+  const reply = (await redisFor(options.connection, ctx.redis).call(
+    'XREAD', ...args, 'STREAMS', ctx.keys.machineCommands(checkedPool(pool), machineId), cursor,
+  )) as XReadReply;
+  return (reply?.[0]?.[1] ?? []).map(([id, flat]) => parseMachineCommand(id, flat));
+}
+
+export async function machineProcessEvent(
+  ctx: BrokerContext,
+  pool: string,
+  machineId: string,
+  process: string,
+  state: string,
+  fields: Record<string, string | number>,
+): Promise<string> {
+  parseWith(MachineId, machineId, 'machine id');
+  const pairs = Object.entries(fields).flatMap(([key, value]) => [key, String(value)]);
+  return ctx.calls.call(FUNCTIONS.machineProcess, checkedPool(pool), [machineId, process, state, ...pairs]);
+}
+
+// ---------------------------------------------------------------- machine logs
+
+export async function readMachineLogs(
+  ctx: BrokerContext,
+  pool: string,
+  machineId: string,
+  cursor: string,
+  options: { process?: string; count?: number; blockMs?: number; connection?: ReadConnection },
+): Promise<{ entries: MachineLogEntry[]; cursor: string }> {
+  const args: Arg[] = ['COUNT', options.count ?? 100];
+  if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+  const reply = (await redisFor(options.connection, ctx.redis).call(
+    'XREAD', ...args, 'STREAMS', ctx.keys.machineLogs(checkedPool(pool), machineId), cursor,
+  )) as XReadReply;
+  const raw = reply?.[0]?.[1] ?? [];
+  const entries: MachineLogEntry[] = [];
+  for (const [id, flat] of raw) {
+    const entry = machineLogEntry(id, flat);
+    if (options.process === undefined || entry.process === options.process) entries.push(entry);
+  }
+  return { entries, cursor: raw.length > 0 ? raw[raw.length - 1]![0] : cursor };
+}
+
+export async function tailMachineLogs(ctx: BrokerContext, pool: string, machineId: string, options: { process?: string; limit?: number }): Promise<MachineLogEntry[]> {
+  const key = ctx.keys.machineLogs(checkedPool(pool), machineId);
+  const limit = options.limit ?? 100;
+  const found: MachineLogEntry[] = [];
+  let end = '+';
+  // newest first, a chunk at a time, until enough match; the stream is capped, so this ends soon
+  for (;;) {
+    const chunk = await ctx.redis.xrevrange(key, end, '-', 'COUNT', 500);
+    for (const [id, flat] of chunk) {
+      const entry = machineLogEntry(id, flat);
+      if (options.process === undefined || entry.process === options.process) found.push(entry);
+      if (found.length >= limit) return found.reverse();
+    }
+    if (chunk.length < 500) return found.reverse();
+    end = `(${chunk[chunk.length - 1]![0]}`;
+  }
+}
+
+/** The id of the newest line of a machine's log stream ('0-0' when empty): a cursor for "only what comes next". */
+export async function latestMachineLogId(ctx: BrokerContext, pool: string, machineId: string): Promise<string> {
+  const newest = await ctx.redis.xrevrange(ctx.keys.machineLogs(checkedPool(pool), machineId), '+', '-', 'COUNT', 1);
+  return newest[0]?.[0] ?? '0-0';
+}
+
+/** An output line as the machine agent appends it (MachineLogEntry without the id Redis gives it). */
+export type MachineLogLine = Omit<MachineLogEntry, 'id'>;
+
+/**
+ * Appends output lines to the machine's capped log stream (MAXLEN ~ `maxLen`),
+ * in one pipeline. Returns how many were written and the first error of those
+ * that were not; rejects only when the pipeline as a whole failed.
+ */
+export async function appendMachineLogs(
+  ctx: BrokerContext,
+  pool: string,
+  machineId: string,
+  lines: readonly MachineLogLine[],
+  maxLen: number,
+): Promise<{ written: number; failed: number; error?: Error }> {
+  const key = ctx.keys.machineLogs(checkedPool(pool), machineId);
+  const pipeline = ctx.redis.pipeline();
+  for (const { process, stream, line, ts } of lines) {
+    pipeline.xadd(key, 'MAXLEN', '~', maxLen, '*', 'process', process, 'stream', stream, 'line', line, 'ts', ts);
+  }
+  const replies = (await pipeline.exec()) ?? [];
+  let failed = 0;
+  let error: Error | undefined;
+  for (const [each] of replies) {
+    if (!each) continue;
+    failed += 1;
+    error ??= each;
+  }
+  return { written: lines.length - failed, failed, ...(error ? { error } : {}) };
+}

@@ -1,0 +1,265 @@
+import { createHash, randomFillSync } from 'node:crypto';
+import type { SubmitResult } from '../api-protocol';
+import { StreamId } from '../api-protocol';
+import { canonicalJson } from '../canonical';
+import { EmpError, NotFoundError, PayloadTooLargeError, UnknownServiceError, ValidationError, fromRedisError } from '../errors';
+import { DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_INFRA_ATTEMPTS, type Job, type JobState, type SubmitJob, SubmitJobInput } from '../job';
+import { requirementClass } from '../requirements';
+import { parseWith } from '../validation';
+import { type BrokerContext, jsonOf } from './context';
+import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
+import { type SubmitManyReply, type SubmitReply, parseJobReply } from './replies';
+import { readEvents } from './streams';
+import { type BrokerEvent, JobListFilter, type JobListPage, type Lease } from './types';
+
+/** Jobs per emp_submit_many call: big enough to amortise a call, small enough not to block Redis for long (about 2 ms). */
+const SUBMIT_BATCH = 100;
+
+/** Entries of the job index one list call looks at per pool before answering with a short page. */
+const LIST_BUDGET = 2_000;
+
+interface PreparedSubmit {
+  pool: string;
+  id: string;
+  args: ArgsOf<typeof FUNCTIONS.submit>;
+}
+
+function submitted(pool: string, reply: SubmitReply): SubmitResult {
+  return { id: reply[0], pool, duplicate: reply[1] === 1, routable: reply[2] === 1 };
+}
+
+export async function submit(ctx: BrokerContext, input: SubmitJobInput): Promise<SubmitResult> {
+  const prepared = prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
+  await ctx.rememberPool(prepared.pool);
+  return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
+}
+
+/**
+ * Submits a job and reads it back in the same round trip (one pipeline: the
+ * submit, then the read of the id the submit will use). An idempotent repeat
+ * reads the original job after.
+ */
+export async function submitAndRead(ctx: BrokerContext, job: SubmitJob): Promise<{ submitted: SubmitResult; job: Job | null }> {
+  const prepared = prepareSubmit(ctx, job);
+  await ctx.rememberPool(prepared.pool);
+  const pipeline = ctx.redis.pipeline();
+  ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
+  ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
+  const replies = await pipeline.exec();
+  const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
+  if (result.id !== prepared.id) return { submitted: result, job: await getJob(ctx, result.id) };
+  const read = ctx.calls.decode(FUNCTIONS.getJob, replies?.[1]);
+  return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
+}
+
+/** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
+export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[]): Promise<Array<SubmitResult | EmpError>> {
+  const results: Array<SubmitResult | EmpError> = new Array(inputs.length);
+  const prepared = inputs.map((input, index) => {
+    try {
+      return prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
+    } catch (error) {
+      if (!(error instanceof EmpError)) throw error;
+      results[index] = error;
+      return null;
+    }
+  });
+  const byPool = new Map<string, number[]>();
+  prepared.forEach((p, index) => {
+    if (!p) return;
+    const indexes = byPool.get(p.pool);
+    if (indexes) indexes.push(index);
+    else byPool.set(p.pool, [index]);
+  });
+  await Promise.all(
+    [...byPool.entries()].map(async ([pool, indexes]) => {
+      await ctx.rememberPool(pool);
+      // batches of SUBMIT_BATCH jobs per function call, all batches in one pipeline
+      const pipeline = ctx.redis.pipeline();
+      const batches: number[][] = [];
+      for (let start = 0; start < indexes.length; start += SUBMIT_BATCH) {
+        const batch = indexes.slice(start, start + SUBMIT_BATCH);
+        batches.push(batch);
+        ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
+      }
+      const replies = (await pipeline.exec()) ?? [];
+      batches.forEach((batch, b) => {
+        let reply: SubmitManyReply | undefined;
+        let error: unknown;
+        try {
+          reply = ctx.calls.decode(FUNCTIONS.submitMany, replies[b] ?? [new Error('no reply'), null]);
+        } catch (caught) {
+          error = caught;
+        }
+        batch.forEach((index, i) => {
+          const entry = reply?.[i];
+          if (error || !entry) {
+            results[index] = error instanceof EmpError ? error : new EmpError('CORRUPT', String(error ?? 'no reply'));
+          } else if (entry[0] === 'error') {
+            const typed = fromRedisError(new Error(String(entry[1])));
+            results[index] = typed instanceof EmpError ? typed : new EmpError('CORRUPT', String(entry[1]));
+          } else {
+            results[index] = submitted(pool, entry as SubmitReply);
+          }
+        });
+      });
+    }),
+  );
+  return results;
+}
+
+export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null> {
+  const pool = ctx.poolOf(id);
+  const reply = await ctx.calls.call(FUNCTIONS.getJob, pool, [id]);
+  return reply && parseJobReply(id, pool, reply);
+}
+
+export async function cancel(ctx: BrokerContext, id: string, reason: string): Promise<{ state: JobState; changed: boolean }> {
+  const [state, changed] = await ctx.calls.call(FUNCTIONS.cancel, ctx.poolOf(id), [id, reason.slice(0, 500)]);
+  return { state, changed: changed === 1 };
+}
+
+export async function retry(ctx: BrokerContext, id: string): Promise<JobState> {
+  return (await ctx.calls.call(FUNCTIONS.retry, ctx.poolOf(id), [id])) as JobState;
+}
+
+interface ListPosition {
+  score: number;
+  member: string;
+}
+
+export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promise<JobListPage> {
+  const f = parseWith(JobListFilter, filter, 'job list filter');
+  const cursor = f.cursor === undefined ? undefined : decodeListCursor(f.cursor);
+  const pools = f.pool ? [f.pool] : await ctx.pools();
+  const pages = await Promise.all(
+    pools.map(async (pool) => {
+      const [found, lastScore, lastMember, exhausted] = await ctx.calls.call(FUNCTIONS.listJobs, pool, [
+        f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.score : '', cursor ? cursor.member : '',
+        (f.states ?? []).join(','), (f.services ?? []).join(','), f.limit, LIST_BUDGET,
+      ]);
+      return {
+        items: found.map(([id, score, member, state]) => ({ id, pool, state: state as JobState, submitted_at: Number(score), position: { score: Number(score), member } })),
+        boundary: exhausted === 1 || lastScore === '' ? undefined : { score: Number(lastScore), member: lastMember },
+      };
+    }),
+  );
+  // A pool that stopped early has not looked below its boundary: only what lies
+  // above the highest such boundary is known complete for this page.
+  let boundary: ListPosition | undefined;
+  for (const page of pages) if (page.boundary && (!boundary || comparePositions(page.boundary, boundary) > 0)) boundary = page.boundary;
+  const items = pages
+    .flatMap((page) => page.items)
+    .filter((item) => !boundary || comparePositions(item.position, boundary) >= 0)
+    .sort((a, b) => comparePositions(b.position, a.position));
+  const taken = items.slice(0, f.limit);
+  const last = items.length > f.limit ? taken[taken.length - 1]?.position : boundary;
+  return {
+    jobs: taken.map(({ position: _p, ...item }) => item),
+    ...(last ? { next_cursor: encodeListCursor(last) } : {}),
+  };
+}
+
+export async function jobEvents(ctx: BrokerContext, id: string, options: { after?: string; limit?: number }): Promise<{ events: BrokerEvent[]; cursor: string }> {
+  const pool = ctx.poolOf(id);
+  const submittedAt = await ctx.redis.hget(ctx.keys.job(pool, id), 'submitted_at');
+  if (submittedAt === null) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
+  if (options.after !== undefined) parseWith(StreamId, options.after, 'event cursor');
+  const limit = options.limit ?? 1_000;
+  let cursor = options.after ?? `${Math.max(0, Number(submittedAt) - 1)}-0`;
+  const events: BrokerEvent[] = [];
+  for (;;) {
+    const batch = await readEvents(ctx, pool, cursor, { count: 1_000 });
+    for (const event of batch) {
+      cursor = event.id;
+      if (event.fields.job !== id) continue;
+      events.push(event);
+      if (events.length >= limit) return { events, cursor };
+    }
+    if (batch.length < 1_000) return { events, cursor };
+  }
+}
+
+export async function currentAttempt(ctx: BrokerContext, id: string): Promise<Lease | null> {
+  const pool = ctx.poolOf(id);
+  // the attempt number is the attempt's fencing token
+  const [state, token, worker] = await ctx.redis.hmget(ctx.keys.job(pool, id), 'state', 'attempts', 'worker');
+  if (state === null) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
+  if (!(state === 'starting' || state === 'running') || !token || !worker) return null;
+  return { pool, jobId: id, token, workerId: worker };
+}
+
+/** The arguments of a submit of a parsed job (its id is made here). */
+function prepareSubmit(ctx: BrokerContext, job: SubmitJob): PreparedSubmit {
+  if (!ctx.services.has(job.service)) {
+    throw new UnknownServiceError(`unknown service '${job.service}'; known services: ${[...ctx.services].sort().join(', ')}`);
+  }
+  const { config } = ctx;
+  const payload = jsonOf(job.payload, 'job', 'payload');
+  const size = Buffer.byteLength(payload);
+  if (size > config.maxPayloadBytes) {
+    throw new PayloadTooLargeError(`payload is ${size} bytes, over the ${config.maxPayloadBytes}-byte limit`);
+  }
+  const pool = job.requirements.pool ?? config.defaultPool;
+  const cls = requirementClass(job);
+  const id = `${pool}.${Date.now().toString(36)}${randomIdPart()}`;
+  const { idempotency_key: idempotencyKey, ...request } = job;
+  const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
+  const fields: Arg[] = ['tenant', job.tenant, 'service', job.service];
+  // the defaults are not stored: a job hash's every field costs memory and Redis's reads of it time
+  if (job.max_attempts !== DEFAULT_MAX_ATTEMPTS) fields.push('max_attempts', job.max_attempts);
+  if (job.max_infra_attempts !== DEFAULT_MAX_INFRA_ATTEMPTS) fields.push('max_infra_attempts', job.max_infra_attempts);
+  if (job.backoff) fields.push('backoff', JSON.stringify(job.backoff));
+  if (job.deadlines?.execution_timeout_ms) fields.push('exec_timeout_ms', job.deadlines.execution_timeout_ms);
+  if (job.webhook) fields.push('webhook', JSON.stringify(job.webhook));
+  if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
+  if (job.step !== undefined) fields.push('step', job.step);
+  return {
+    pool,
+    id,
+    args: [
+      id,
+      cls.id,
+      cls.definition,
+      job.priority,
+      idempotencyKey ? `${job.tenant}:${idempotencyKey}` : '',
+      fingerprint,
+      config.idempotencyTtlMs,
+      job.delay_ms ?? 0,
+      job.deadlines?.queue_ttl_ms ?? '',
+      job.deadlines?.start_timeout_ms ?? '',
+      payload,
+      config.maxQueuedClasses,
+      fields.length,
+      ...fields,
+    ],
+  };
+}
+
+/** Index order: by submission time, then by entry (byte order, as Redis sorts equal scores). */
+function comparePositions(a: ListPosition, b: ListPosition): number {
+  return a.score - b.score || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0);
+}
+
+function encodeListCursor(position: ListPosition): string {
+  return Buffer.from(`${position.score}:${position.member}`).toString('base64url');
+}
+
+function decodeListCursor(cursor: string): ListPosition {
+  const match = /^(\d{1,16}):([A-Za-z0-9_.|-]{1,200})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  if (!match) throw new ValidationError('job list filter', [{ path: 'cursor', message: 'not a cursor this API handed out' }]);
+  return { score: Number(match[1]), member: match[2]! };
+}
+
+/** 48 random bits as 10 base-36 digits; random bytes are drawn 6 KiB at a time (one syscall per 1,024 ids). */
+const randomPool = Buffer.alloc(6 * 1024);
+let randomOffset = randomPool.length;
+function randomIdPart(): string {
+  if (randomOffset === randomPool.length) {
+    randomFillSync(randomPool);
+    randomOffset = 0;
+  }
+  const value = randomPool.readUIntBE(randomOffset, 6);
+  randomOffset += 6;
+  return value.toString(36).padStart(10, '0');
+}

@@ -1,0 +1,207 @@
+import { QueueSample } from '../api-protocol';
+import { type StreamEvent, parseStreamEntry } from '../events';
+import type { BrokerContext } from './context';
+import { type ReadConnection, redisFor } from './connection';
+import { foldHash } from './replies';
+import type { BrokerEvent } from './types';
+
+type XReadReply = Array<[string, Array<[string, string[]]>]> | null;
+
+function brokerEvent(pool: string, id: string, flat: string[]): BrokerEvent {
+  const { type = 'unknown', ts = '0', ...fields } = foldHash(flat);
+  return { id, pool, type, ts: Number(ts), fields };
+}
+
+export async function readEvents(
+  ctx: BrokerContext,
+  pool: string,
+  cursor: string,
+  options: { count?: number; blockMs?: number; connection?: ReadConnection },
+): Promise<BrokerEvent[]> {
+  const args: Array<string | number> = ['COUNT', options.count ?? 100];
+  if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+  const reply = (await redisFor(options.connection, ctx.redis).call('XREAD', ...args, 'STREAMS', ctx.keys.events(pool), cursor)) as XReadReply;
+  if (!reply) return [];
+  return (reply[0]?.[1] ?? []).map(([id, flat]) => brokerEvent(pool, id, flat));
+}
+
+/** The id of the pool's newest event ('0-0' when none): a cursor for "only what comes next". */
+export async function latestEventId(ctx: BrokerContext, pool: string): Promise<string> {
+  const newest = await ctx.redis.xrevrange(ctx.keys.events(pool), '+', '-', 'COUNT', 1);
+  return newest[0]?.[0] ?? '0-0';
+}
+
+/** What XINFO STREAM says about a pool's event stream (null: there is none yet). */
+export interface EventStreamInfo {
+  /** entries kept */
+  length: number;
+  /** entries ever added: more than `length` once trimming took some */
+  entriesAdded: number;
+  /** the oldest kept entry; absent when none is left */
+  firstId?: string;
+  lastGeneratedId: string;
+}
+
+export async function eventStreamInfo(ctx: BrokerContext, pool: string): Promise<EventStreamInfo | null> {
+  let info: unknown[];
+  try {
+    info = (await ctx.redis.call('XINFO', 'STREAM', ctx.keys.events(pool))) as unknown[];
+  } catch (error) {
+    if (/no such key/i.test((error as Error).message)) return null;
+    throw error;
+  }
+  const field = (name: string) => info[info.indexOf(name) + 1];
+  const first = (field('first-entry') as [string, string[]] | null)?.[0];
+  return {
+    length: Number(field('length')),
+    entriesAdded: Number(field('entries-added')),
+    ...(first !== undefined ? { firstId: first } : {}),
+    lastGeneratedId: String(field('last-generated-id')),
+  };
+}
+
+export async function ensureEventGroup(ctx: BrokerContext, pool: string, group: string, startAt: '$' | '0'): Promise<boolean> {
+  try {
+    await ctx.redis.call('XGROUP', 'CREATE', ctx.keys.events(pool), group, startAt, 'MKSTREAM');
+    return true;
+  } catch (error) {
+    if (String((error as Error).message).startsWith('BUSYGROUP')) return false;
+    throw error;
+  }
+}
+
+export async function readEventGroup(
+  ctx: BrokerContext,
+  pool: string,
+  group: string,
+  consumer: string,
+  options: { count?: number; blockMs?: number; connection?: ReadConnection },
+): Promise<StreamEvent[]> {
+  const args: Array<string | number> = ['GROUP', group, consumer, 'COUNT', options.count ?? 100];
+  if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
+  let reply: Array<[string, Array<[string, string[] | null]>]> | null;
+  try {
+    reply = (await redisFor(options.connection, ctx.redis).call('XREADGROUP', ...args, 'STREAMS', ctx.keys.events(pool), '>')) as typeof reply;
+  } catch (error) {
+    if (!String((error as Error).message).startsWith('NOGROUP')) throw error;
+    await ensureEventGroup(ctx, pool, group, '0');
+    return [];
+  }
+  return (reply?.[0]?.[1] ?? []).map(([id, flat]) => parseStreamEntry(pool, id, flat ?? []));
+}
+
+export async function claimStaleEvents(
+  ctx: BrokerContext,
+  pool: string,
+  group: string,
+  consumer: string,
+  minIdleMs: number,
+  options: { cursor?: string; count?: number },
+): Promise<{ events: StreamEvent[]; cursor: string }> {
+  let reply: [string, Array<[string, string[] | null] | null>, string[]?];
+  try {
+    reply = (await ctx.redis.call(
+      'XAUTOCLAIM', ctx.keys.events(pool), group, consumer, minIdleMs, options.cursor ?? '0-0', 'COUNT', options.count ?? 100,
+    )) as typeof reply;
+  } catch (error) {
+    if (String((error as Error).message).startsWith('NOGROUP')) return { events: [], cursor: '0-0' };
+    throw error;
+  }
+  const events = reply[1].flatMap((entry) => (entry && entry[1] ? [parseStreamEntry(pool, entry[0], entry[1])] : []));
+  return { events, cursor: reply[0] };
+}
+
+export async function ackEvents(ctx: BrokerContext, pool: string, group: string, ids: string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  return (await ctx.redis.call('XACK', ctx.keys.events(pool), group, ...ids)) as number;
+}
+
+export async function machineEvents(
+  ctx: BrokerContext,
+  pool: string,
+  machineId: string,
+  options: { types: readonly string[]; limit?: number; maxScanned?: number },
+): Promise<{ events: BrokerEvent[]; scanned: number; complete: boolean }> {
+  const key = ctx.keys.events(pool);
+  const limit = options.limit ?? 100;
+  const maxScanned = options.maxScanned ?? 10_000;
+  const types = new Set(options.types);
+  const events: BrokerEvent[] = [];
+  let scanned = 0;
+  let end = '+';
+  while (scanned < maxScanned) {
+    const count = Math.min(1_000, maxScanned - scanned);
+    const chunk = await ctx.redis.xrevrange(key, end, '-', 'COUNT', count);
+    scanned += chunk.length;
+    for (const [id, flat] of chunk) {
+      const event = brokerEvent(pool, id, flat);
+      if (!types.has(event.type) || event.fields.machine !== machineId) continue;
+      events.push(event);
+      if (events.length >= limit) return { events: events.reverse(), scanned, complete: true };
+    }
+    if (chunk.length < count) return { events: events.reverse(), scanned, complete: true };
+    end = `(${chunk[chunk.length - 1]![0]}`;
+  }
+  return { events: events.reverse(), scanned, complete: false };
+}
+
+// ---------------------------------------------------------------- queue history
+
+/** A queue sample to record, with the pool whose stream it goes to. */
+export interface QueueHistoryWrite {
+  pool: string;
+  sample: QueueSample;
+}
+
+/**
+ * Records one sampling slot's samples (entry id `<slot>-0` in each pool's
+ * queue-history stream) and trims what is older than `keepMs` before the slot.
+ * Returns whether this call wrote them: false when another instance had
+ * already written this slot (Redis refuses an id that is not newer).
+ */
+export async function recordQueueSamples(ctx: BrokerContext, slot: number, samples: QueueHistoryWrite[], keepMs: number): Promise<boolean> {
+  const pipeline = ctx.redis.pipeline();
+  for (const { pool, sample } of samples) {
+    pipeline.xadd(ctx.keys.queueHistory(pool), 'MINID', '=', String(slot - keepMs), `${slot}-0`, 'sample', JSON.stringify(sample));
+  }
+  let wrote = samples.length > 0;
+  for (const [error] of (await pipeline.exec()) ?? []) {
+    if (!error) continue;
+    if (!/equal or smaller/i.test(error.message)) throw error;
+    wrote = false;
+  }
+  return wrote;
+}
+
+/** A recorded entry that is not a QueueSample (written by another version): skipped, and said so. */
+export interface UnreadableQueueSample {
+  pool: string;
+  entry: string;
+  issue: unknown;
+}
+
+/** The samples of the pools recorded at or after `fromSlot` (ms), oldest first per pool. */
+export async function readQueueHistory(ctx: BrokerContext, pools: string[], fromSlot: number): Promise<{ samples: QueueSample[]; unreadable: UnreadableQueueSample[] }> {
+  const pipeline = ctx.redis.pipeline();
+  for (const pool of pools) pipeline.xrange(ctx.keys.queueHistory(pool), String(Math.max(0, fromSlot)), '+');
+  const replies = (await pipeline.exec()) ?? [];
+  const samples: QueueSample[] = [];
+  const unreadable: UnreadableQueueSample[] = [];
+  replies.forEach(([error, entries], index) => {
+    if (error) throw error;
+    for (const [id, flat] of entries as Array<[string, string[]]>) {
+      const parsed = QueueSample.safeParse(jsonOrText(flat[flat.indexOf('sample') + 1] ?? ''));
+      if (parsed.success) samples.push(parsed.data);
+      else unreadable.push({ pool: pools[index]!, entry: id, issue: parsed.error.issues[0] });
+    }
+  });
+  return { samples, unreadable };
+}
+
+function jsonOrText(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
