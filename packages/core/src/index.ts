@@ -7,6 +7,7 @@ export * from './events';
 export * from './job';
 export * from './keys';
 export * from './library';
+export * from './registry';
 export * from './process-entry';
 export * from './requirements';
 export * from './validation';
