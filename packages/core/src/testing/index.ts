@@ -1,2 +1,3 @@
 export * from './redis-server';
 export * from './redis-cluster';
+export * from './stream-contract';
