@@ -1,4 +1,4 @@
-import type { Broker, BrokerEvent, RedisClient } from '@emp/core';
+import { type Broker, type RedisClient, type StreamEvent, toStreamEvent } from '@emp/core';
 import { closeConnection } from './connection';
 
 /** The id of the newest event of a pool's stream ('0-0' when it is empty): a cursor for "only what comes next". */
@@ -25,7 +25,7 @@ export async function tailPool(
   broker: Broker,
   pool: string,
   cursor: string,
-  onEvent: (event: BrokerEvent) => void,
+  onEvent: (event: StreamEvent) => void,
   signal: AbortSignal,
 ): Promise<void> {
   const connection = blockingConnection(broker);
@@ -33,9 +33,9 @@ export async function tailPool(
   signal.addEventListener('abort', abort, { once: true });
   try {
     while (!signal.aborted) {
-      let events: BrokerEvent[];
+      let events: StreamEvent[];
       try {
-        events = await broker.readEvents(pool, cursor, { blockMs: 5_000, count: 1_000, connection });
+        events = (await broker.readEvents(pool, cursor, { blockMs: 5_000, count: 1_000, connection })).map(toStreamEvent);
       } catch (error) {
         if (signal.aborted) return;
         throw error;

@@ -150,7 +150,7 @@ export function parseStreamEntry(pool: string, id: string, fields: string[] | Re
   const ts = Number(raw.ts ?? Number.parseInt(id, 10));
   const position = { pool, id, ts: Number.isFinite(ts) ? ts : 0 };
   const known = StreamEventBody.safeParse(raw);
-  if (known.success) return { ...position, ...known.data };
+  if (known.success) return { ...known.data, ...position };
   const problem = known.error.issues.map((i) => `${i.path.join('.') || 'entry'}: ${i.message}`).join('; ');
   return { ...position, type: 'unknown', raw, problem };
 }
@@ -185,8 +185,14 @@ export function isJobEvent(event: StreamEvent): event is JobStreamEvent {
   return event.type.startsWith('job.');
 }
 
+/** The job an event is about (also of an entry this code does not know, so that its subscribers still get it). */
+export function jobOfEvent(event: StreamEvent): string | undefined {
+  if (event.type === 'unknown') return event.raw.job || undefined;
+  return isJobEvent(event) ? event.job : undefined;
+}
+
 export const TERMINAL_EVENT_TYPES = ['job.succeeded', 'job.failed', 'job.canceled', 'job.expired'] as const satisfies readonly StreamEventType[];
-export function isTerminalEvent(event: { type: string }): event is { type: (typeof TERMINAL_EVENT_TYPES)[number] } {
+export function isTerminalEvent<E extends { type: string }>(event: E): event is E & { type: (typeof TERMINAL_EVENT_TYPES)[number] } {
   return (TERMINAL_EVENT_TYPES as readonly string[]).includes(event.type);
 }
 
@@ -237,6 +243,11 @@ export function eventView(event: StreamEvent): EventView {
 
 /** What eventView gives for a known event, typed: what the monitor and other readers of the API's feeds switch on. */
 export type StreamEventView = KnownStreamEvent extends infer E ? (E extends { type: 'job.queued' } ? Omit<E, 'routable'> & { routable?: boolean } : E) : never;
+
+/** For exhaustive switches over event types: a type added to the union without a case is a compile error here. */
+export function assertNever(value: never): never {
+  throw new Error(`unhandled event: ${JSON.stringify(value)}`);
+}
 
 function fold(flat: string[]): Record<string, string> {
   const out: Record<string, string> = {};
