@@ -280,8 +280,9 @@ function encode<C extends Codecs>(codecs: C, values: Input<C>, what: string): Re
       continue;
     }
     const parsed = codec.schema.safeParse(value);
+    // the value as given (checked): a parse may drop or reshape what a newer reader would want
     if (!parsed.success) problems.push(`${name}: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
-    else out[name] = codec.encode(parsed.data);
+    else out[name] = codec.encode(value);
   }
   if (problems.length) throw new Error(`the ${what} cannot be written: ${problems.join('; ')}`);
   return out;
