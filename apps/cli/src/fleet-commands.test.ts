@@ -68,9 +68,9 @@ describe('emp machines and emp workers, on a corrupt record', () => {
     expect(listed.code).toBe(0);
     expect(listed.stdout).toMatch(/^standard\s+odd-box\s+ready\s+\S+\s+-\s+w1, w2\s+-$/m);
     expect(listed.stdout).toContain('standard/odd-box: last_seen: "soon" is not a time in ms');
-    expect(listed.stdout).toMatch(/standard\/odd-box: gpus: 0\.index: /);
+    expect(listed.stdout).toMatch(/standard\/odd-box: gpus\.0\.index: /);
     const asJson = JSON.parse((await runEmp(['machines', '--json'], env)).stdout) as { machines: Array<Record<string, unknown>> };
-    expect(asJson.machines).toContainEqual(expect.objectContaining({ id: 'odd-box', last_seen: 'soon', problems: [expect.stringMatching(/^last_seen: /), expect.stringMatching(/^gpus: /)] }));
+    expect(asJson.machines).toContainEqual(expect.objectContaining({ id: 'odd-box', last_seen: 'soon', problems: [expect.stringMatching(/^last_seen: /), expect.stringMatching(/^gpus\.0\.index: /)] }));
 
     await broker.registerWorker({ id: 'odd-worker', pool: 'standard', capabilities: { services: ['simulation'] } });
     await connection.hset(broker.keys.prefix('standard') + 'worker:odd-worker', 'capabilities', '{not json');

@@ -160,7 +160,7 @@ function json<S extends z.ZodType>(schema: S): Codec<z.output<S>> & { json: true
       const result = schema.safeParse(parsed);
       if (result.success) return result.data;
       const issue = result.error.issues[0]!;
-      throw new Error(`${issue.path.length ? `${issue.path.join('.')}: ` : ''}${issue.message}`);
+      throw Object.assign(new Error(issue.message), { path: issue.path.map(String) });
     },
   };
 }
@@ -304,7 +304,8 @@ function decode<C extends Codecs>(codecs: C, pool: string, hash: Record<string, 
     try {
       record[name] = codec.decode(value);
     } catch (error) {
-      const why = `${name}: ${(error as Error).message}`;
+      const where = [name, ...((error as { path?: string[] }).path ?? [])].join('.');
+      const why = `${where}: ${(error as Error).message}`;
       problems.push(why);
       if ('json' in codec) record[name] = { unreadable: why } satisfies Unreadable;
     }

@@ -33,7 +33,6 @@ export const MachineCard = memo(function MachineCard({ machine, workers, health,
       <div className="card-meta">
         <span className="chip">{machine.pool}</span>
         {machine.region && <span className="chip">{machine.region}</span>}
-        {machine.kind && <span className="chip">{machine.kind}</span>}
         <span className="muted">{offline ? `offline ${ago(machine.stateSince, now)}` : `up ${duration(since ? now - since : undefined)}`}</span>
         <span className="muted" title="last status snapshot or event">seen {ago(machine.lastSeen, now)}</span>
       </div>
