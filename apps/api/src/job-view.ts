@@ -1,4 +1,4 @@
-import { type BrokerEvent, type EventView, type Job, type JobView, TERMINAL_STATES, jobView } from '@emp/core';
+import { type Job, type JobView, TERMINAL_STATES, jobView } from '@emp/core';
 import type { QueueEta } from './queue-eta';
 
 /** The job view with, while the job is queued, the estimate of when a worker takes it. */
@@ -11,20 +11,6 @@ export async function jobAnswer(eta: QueueEta, job: Job, options: { payload?: bo
 
 export function isTerminal(state: string | undefined): boolean {
   return TERMINAL_STATES.includes(state as Job['state']);
-}
-
-const NUMERIC = new Set(['attempt', 'retry_at']);
-
-export function eventView(event: BrokerEvent): EventView {
-  const view: EventView = { id: event.id, pool: event.pool, type: event.type, ts: event.ts };
-  for (const [key, value] of Object.entries(event.fields)) {
-    if (value === '') continue;
-    if (key === 'progress') view.progress = parseJson(value);
-    else if (NUMERIC.has(key)) view[key] = Number(value);
-    else if (key === 'routable') view.routable = value === '1';
-    else view[key] = value;
-  }
-  return view;
 }
 
 /** The JSON value of a text, or the text itself when it is not JSON. */

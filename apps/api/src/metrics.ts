@@ -1,4 +1,4 @@
-import type { Broker } from '@emp/core';
+import { type Broker, isTerminalEvent } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -137,12 +137,11 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     for (const service of broker.config.services) for (const state of FINISHED) finished.inc({ pool, service, state }, 0);
   });
   hub.onEvent((event) => {
-    transitions.inc({ pool: event.pool, type: event.type });
-    const state = event.type.startsWith('job.') ? event.type.slice(4) : '';
-    if ((FINISHED as readonly string[]).includes(state) && event.fields.service) finished.inc({ pool: event.pool, service: event.fields.service, state });
+    transitions.inc({ pool: event.pool, type: event.type === 'unknown' ? (event.raw.type ?? 'unknown') : event.type });
+    if (isTerminalEvent(event) && (FINISHED as readonly string[]).includes(event.state)) finished.inc({ pool: event.pool, service: event.service, state: event.state });
     // first attempts only: a retry's wait includes its backoff
-    if (event.type === 'job.starting' && event.fields.attempt === '1' && event.fields.submitted_at) {
-      claimLatency.observe({ pool: event.pool }, Math.max(0, event.ts - Number(event.fields.submitted_at)) / 1_000);
+    if (event.type === 'job.starting' && event.attempt === 1 && event.submitted_at !== undefined) {
+      claimLatency.observe({ pool: event.pool }, Math.max(0, event.ts - event.submitted_at) / 1_000);
     }
   });
 

@@ -1,4 +1,4 @@
-import type { Broker, BrokerEvent, Job } from '@emp/core';
+import type { Broker, Job, StreamEvent } from '@emp/core';
 import type { EventHub } from './live/event-hub';
 
 /** Attempts per pool and service the mean run time is taken over. */
@@ -7,9 +7,6 @@ const WINDOW = 50;
 const MAX_IN_FLIGHT = 100_000;
 /** How long a class's capacity is reused before it is read again. */
 const CAPACITY_TTL_MS = 2_000;
-
-/** Events that end an attempt a worker ran: the time since its job.starting is a run duration. */
-const RAN = new Set(['job.succeeded', 'job.failed', 'job.retrying']);
 
 /**
  * Estimates how long a queued job still waits for a worker, like fal's queue
@@ -60,19 +57,33 @@ export class QueueEta {
     return value;
   }
 
-  private observe(event: BrokerEvent): void {
-    const job = event.fields.job;
-    if (job === undefined) return;
-    if (event.type === 'job.starting') {
-      if (this.started.size >= MAX_IN_FLIGHT) this.started.delete(this.started.keys().next().value!);
-      this.started.set(job, event.ts);
-      return;
+  private observe(event: StreamEvent): void {
+    switch (event.type) {
+      case 'job.starting':
+        if (this.started.size >= MAX_IN_FLIGHT) this.started.delete(this.started.keys().next().value!);
+        this.started.set(event.job, event.ts);
+        return;
+      // the end of an attempt a worker ran: the time since its job.starting is a run duration
+      case 'job.succeeded':
+      case 'job.failed':
+      case 'job.retrying':
+        return this.finished(event.job, event.ts, `${event.pool}/${event.service}`);
+      // the attempt ended without running to an outcome (canceled, expired, put back): not a run time
+      case 'job.canceled':
+      case 'job.expired':
+      case 'job.queued':
+        this.finished(event.job, event.ts);
+        return;
+      default:
+        return;
     }
-    if (event.type === 'job.progress' || event.type === 'job.running') return;
+  }
+
+  private finished(job: string, at: number, runKey?: string): void {
     const since = this.started.get(job);
     if (since === undefined) return;
     this.started.delete(job);
-    if (RAN.has(event.type) && event.fields.service) this.record(`${event.pool}/${event.fields.service}`, Math.max(0, event.ts - since));
+    if (runKey) this.record(runKey, Math.max(0, at - since));
   }
 
   private record(key: string, duration: number): void {

@@ -1,4 +1,4 @@
-import { ApiErrorBody, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
+import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 
 /**
@@ -84,6 +84,8 @@ export const EventsQuery = z
 export const StreamQuery = z
   .object({
     after: StreamId.optional(),
+    /** only these event types and families, comma-separated (`job.progress,job.succeeded`, `job.*`); the stream still ends after the terminal event */
+    events: EventTypeFilter.optional(),
     api_key: z.string().optional(),
   })
   .strict();

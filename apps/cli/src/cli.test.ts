@@ -55,6 +55,13 @@ describe('emp (commands against a running Redis)', () => {
     noStackTrace(result.stderr);
   });
 
+  it('watch --events takes only the event types the union declares, and names the unknown one (exit 2)', async () => {
+    const result = await runEmp(['watch', '--events', 'job.succeeded,job.finished'], env);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^error: invalid --events: unknown event type 'job\.finished': expected one of job\.queued, /m);
+    noStackTrace(result.stderr);
+  });
+
   it('bad flag values and unknown services are input errors (exit 2), named by flag', async () => {
     const requirements = await runEmp(['submit', '--service', 'simulation', '--requirements', '{"pool":"Not A Pool"}'], env);
     expect(requirements.code).toBe(2);

@@ -1,4 +1,4 @@
-import type { Broker, BrokerEvent } from '@emp/core';
+import { type Broker, type StreamEvent, toStreamEvent } from '@emp/core';
 
 /**
  * Reads a pool's events after `cursor` until `signal` aborts, handing each to
@@ -9,7 +9,7 @@ export async function tailPool(
   broker: Broker,
   pool: string,
   cursor: string,
-  onEvent: (event: BrokerEvent) => void,
+  onEvent: (event: StreamEvent) => void,
   signal: AbortSignal,
 ): Promise<void> {
   const tail = broker.openEventTail(pool, cursor, { blockMs: 5_000, count: 1_000 });
@@ -17,9 +17,9 @@ export async function tailPool(
   signal.addEventListener('abort', abort, { once: true });
   try {
     while (!signal.aborted) {
-      let events: BrokerEvent[];
+      let events: StreamEvent[];
       try {
-        events = await tail.read();
+        events = (await tail.read()).map(toStreamEvent);
       } catch (error) {
         if (signal.aborted) return;
         throw error;

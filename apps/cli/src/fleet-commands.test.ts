@@ -59,6 +59,28 @@ describe('emp machines', () => {
   });
 });
 
+describe('emp machines and emp workers, on a corrupt record', () => {
+  it('still list every record, show an unreadable field as ? and name it with the reason', async () => {
+    const broker = await Broker.connect({ redis: connection });
+    await broker.registerMachine('standard', 'odd-box', 'ready', { workers: 'w1, w2' });
+    await connection.hset(broker.keys.prefix('standard') + 'machine:odd-box', 'last_seen', 'soon', 'gpus', '[{"index":"first"}]');
+    const listed = await runEmp(['machines'], env);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/^standard\s+odd-box\s+ready\s+\S+\s+-\s+w1, w2\s+-$/m);
+    expect(listed.stdout).toContain('standard/odd-box: last_seen: "soon" is not a time in ms');
+    expect(listed.stdout).toMatch(/standard\/odd-box: gpus\.0\.index: /);
+    const asJson = JSON.parse((await runEmp(['machines', '--json'], env)).stdout) as { machines: Array<Record<string, unknown>> };
+    expect(asJson.machines).toContainEqual(expect.objectContaining({ id: 'odd-box', last_seen: 'soon', problems: [expect.stringMatching(/^last_seen: /), expect.stringMatching(/^gpus\.0\.index: /)] }));
+
+    await broker.registerWorker({ id: 'odd-worker', pool: 'standard', capabilities: { services: ['simulation'] } });
+    await connection.hset(broker.keys.prefix('standard') + 'worker:odd-worker', 'capabilities', '{not json');
+    const workers = await runEmp(['workers'], env);
+    expect(workers.code).toBe(0);
+    expect(workers.stdout).toMatch(/^standard\s+odd-worker\s+local\s+idle\s+\S+\s+\S+ ago\s+\?\s+1$/m);
+    expect(workers.stdout).toContain('standard/odd-worker: capabilities: not JSON');
+  });
+});
+
 describe('emp keys', () => {
   it('creates a key shown once, lists keys without secrets, and revokes by id', async () => {
     const created = await runEmp(['keys', 'create', '--role', 'client', '--tenant', 'acme', '--name', 'acme web app', '--json'], env);

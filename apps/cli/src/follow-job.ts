@@ -1,15 +1,16 @@
 import {
   type Broker,
-  type BrokerEvent,
   type Job,
   type JobProgressView,
   type JobState,
   NotFoundError,
   TERMINAL_STATES,
+  isJobEvent,
   poolOfJobId,
+  toStreamEvent,
 } from '@emp/core';
 import { CommandError } from './errors';
-import { duration, parseProgress } from './format';
+import { duration } from './format';
 
 export interface JobUpdate {
   state: JobState;
@@ -70,17 +71,16 @@ export async function followJob(broker: Broker, id: string, options: FollowOptio
           `job ${id} is still ${last?.state ?? 'queued'} after ${duration(options.timeoutMs ?? 0)}; it keeps going (see \`emp job ${id}\`)`,
         );
       }
-      const events: BrokerEvent[] = await broker.readEvents(pool, cursor, {
+      const events = await broker.readEvents(pool, cursor, {
         blockMs: Math.max(1, Math.min(resyncMs, left)),
         count: 1_000,
         connection,
       });
-      for (const event of events) {
+      for (const event of events.map(toStreamEvent)) {
         cursor = event.id;
-        if (event.fields.job !== id || !event.fields.state || event.ts < seenUntil) continue;
-        const progress = parseProgress(event.fields.progress);
-        report({ state: event.fields.state as JobState, ...(progress ? { progress } : {}) });
-        if (isTerminal(event.fields.state)) return await read(broker, id);
+        if (!isJobEvent(event) || event.job !== id || event.ts < seenUntil) continue;
+        report({ state: event.state as JobState, ...(event.type === 'job.progress' ? { progress: event.progress } : {}) });
+        if (isTerminal(event.state)) return await read(broker, id);
       }
       if (Date.now() - lastSync >= resyncMs) {
         lastSync = Date.now();

@@ -1,4 +1,4 @@
-import { type BrokerEvent, JobProgress, type JobProgressView } from '@emp/core';
+import { type JobProgressView, type StreamEvent, eventView } from '@emp/core';
 
 /** A plain text table: left-aligned columns, a header row, two spaces between columns. */
 export function table(headers: string[], rows: string[][]): string {
@@ -71,25 +71,18 @@ export function bar(percent: number, width = 24): string {
   return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`;
 }
 
-/** One line per event: time, pool, type, subject, the other fields. */
-export function eventLine(event: BrokerEvent): string {
-  const { job, worker, machine, class: requirementClass, state: _state, ...rest } = event.fields;
-  const subject = job ?? worker ?? machine ?? (requirementClass ? `class ${shortId(requirementClass)}` : '');
-  const details = Object.entries(rest)
-    .filter(([, value]) => value !== '')
-    .map(([key, value]) => `${key}=${key === 'progress' ? progressText(parseProgress(value)) || value : value}`);
-  if (job && worker) details.unshift(`worker=${worker}`);
-  return [clockTime(event.ts), event.pool.padEnd(10), event.type.padEnd(18), subject, ...details].join(' ').trimEnd();
-}
-
-export function parseProgress(text: string | undefined): JobProgress | undefined {
-  if (!text) return undefined;
-  try {
-    const parsed = JobProgress.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
+/** One line per event: time, pool, type, subject, the other fields (an entry this CLI does not know: as stored, marked). */
+export function eventLine(event: StreamEvent): string {
+  const { id: _id, pool, ts, type, job, worker, machine, class: requirementClass, state: _state, ...rest } = eventView(event);
+  const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
+  const subject = text(job) ?? text(worker) ?? text(machine) ?? (typeof requirementClass === 'string' ? `class ${shortId(requirementClass)}` : '');
+  const details = Object.entries(rest).map(([key, value]) => {
+    if (key === 'progress' && event.type === 'job.progress') return `progress=${progressText(event.progress)}`;
+    return `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`;
+  });
+  if (job && worker) details.unshift(`worker=${text(worker)}`);
+  if (event.type === 'unknown') details.push(`(not a known event: ${event.problem})`);
+  return [clockTime(ts), pool.padEnd(10), type.padEnd(18), subject, ...details].join(' ').trimEnd();
 }
 
 export function json(value: unknown): string {

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, type StopReason, type SupervisorMessage, WorkerProcessMessage } from '@emp/core';
+import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, type ProcessSummary, type StopReason, type SupervisorMessage, WorkerProcessMessage, encodeMachineStatus } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
@@ -456,20 +456,21 @@ export class MachineAgent {
       const status = this.status();
       const workerIds = status.processes.flatMap((p) => (p.workerId ? [p.workerId] : []));
       const fields: Record<string, string> = {
-        hostname: status.hostname,
-        pid: String(status.pid),
-        agent_started_at: String(status.started_at),
-        status_at: String(Date.now()),
-        gpus: JSON.stringify(status.hardware.gpus),
-        hardware: JSON.stringify(status.hardware),
-        workers: workerIds.join(', '),
-        services: [...new Set(status.processes.flatMap((p) => (p.service ? [p.service] : [])))].join(', '),
-        processes: JSON.stringify(status.processes.map(summary)),
-        ...(status.region ? { region: status.region } : {}),
-        ...(status.health_url ? { health_url: status.health_url } : {}),
-        ...(status.custom_nodes
-          ? { custom_nodes_state: status.custom_nodes.state, custom_nodes: JSON.stringify(status.custom_nodes.results) }
-          : {}),
+        ...encodeMachineStatus({
+          hostname: status.hostname,
+          pid: status.pid,
+          agent_started_at: status.started_at,
+          status_at: Date.now(),
+          gpus: status.hardware.gpus,
+          hardware: status.hardware,
+          workers: workerIds,
+          services: [...new Set(status.processes.flatMap((p) => (p.service ? [p.service] : [])))],
+          processes: status.processes.map(summary),
+          region: status.region || undefined,
+          health_url: status.health_url || undefined,
+          custom_nodes_state: status.custom_nodes?.state,
+          custom_nodes: status.custom_nodes?.results,
+        }),
         ...(this.cache && status.models ? machineModelFields(status.models, await this.cache.freeDiskBytes().catch(() => undefined)) : {}),
       };
       try {
@@ -620,7 +621,7 @@ export class MachineAgent {
 }
 
 /** A short view of a process for the machine hash (the full one is at /status). */
-function summary(p: MachineProcessStatus): Record<string, unknown> {
+function summary(p: MachineProcessStatus): ProcessSummary {
   return {
     name: p.name,
     kind: p.kind,

@@ -2,21 +2,13 @@ import { execFile } from 'node:child_process';
 import { statfs } from 'node:fs/promises';
 import { availableParallelism, totalmem } from 'node:os';
 import { promisify } from 'node:util';
-import { parseWith } from '@emp/core';
+import { GpuInfo, parseWith } from '@emp/core';
 import { z } from 'zod';
 
 const run = promisify(execFile);
 
-export const GpuInfo = z.object({
-  index: z.number().int().min(0),
-  name: z.string(),
-  uuid: z.string().optional(),
-  memory_total_mb: z.number().nonnegative(),
-  memory_used_mb: z.number().nonnegative().optional(),
-  utilization_pct: z.number().min(0).max(100).optional(),
-  temperature_c: z.number().optional(),
-});
-export type GpuInfo = z.infer<typeof GpuInfo>;
+/** One GPU: the shape the machine hash's `gpus` holds, declared with the registry's records in core. */
+export { GpuInfo };
 
 export const Hardware = z.object({
   gpus: z.array(GpuInfo),

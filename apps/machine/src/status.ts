@@ -1,3 +1,4 @@
+import type { MachineState } from '@emp/core';
 import type { CustomNodeResult } from './custom-nodes';
 import type { Hardware } from './hardware';
 import type { ModelCacheContents } from './models';
@@ -9,8 +10,7 @@ import type { ProcessStatus } from './supervisor';
  * a crash loop); draining: workers stopped on purpose (drain, shutdown, SIGTERM);
  * offline: the agent stopped (the broker also marks a silent machine offline).
  */
-export const MACHINE_STATES = ['starting', 'ready', 'degraded', 'draining', 'offline'] as const;
-export type MachineState = (typeof MACHINE_STATES)[number];
+export { MACHINE_STATES, type MachineState } from '@emp/core';
 
 /** What a worker process told the agent over IPC. */
 export interface WorkerView {

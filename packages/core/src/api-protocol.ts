@@ -209,6 +209,8 @@ const RegistryEntryView = z
     state_since: z.string().optional(),
     last_seen: z.string().optional(),
     registered_at: z.string().optional(),
+    /** `<field>: <why>` for each stored field that cannot be read (core/registry.ts); absent when every one can */
+    problems: z.array(z.string()).optional(),
   })
   .catchall(z.unknown());
 

@@ -1,16 +1,22 @@
 import { usePrivateRedis } from '@emp/testkit/private-redis';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
 import { IdempotencyConflictError, LeaseLostError, NotRetryableError } from './errors';
 import type { WorkerCapabilities } from './capabilities';
 import { SubmitJobInput } from './job';
+import { undeclaredStreamEntries } from './testing/stream-contract';
 
 const { redis } = usePrivateRedis();
 let now = 1_000_000;
 
 beforeEach(() => {
   now = 1_000_000;
+});
+
+// every event a test made the library append is one core/events.ts declares, field for field
+afterEach(async () => {
+  expect(await undeclaredStreamEntries(redis), 'stream entries outside the event union').toEqual([]);
 });
 
 async function broker(config: BrokerConfigInput = {}): Promise<Broker> {

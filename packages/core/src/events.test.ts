@@ -1,7 +1,7 @@
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { describe, expect, it } from 'vitest';
 import { Broker } from './broker';
-import { isJobEvent, parseStreamEntry } from './events';
+import { EventTypeFilter, STREAM_EVENT_TYPES, eventTypeMatches, eventView, isJobEvent, parseStreamEntry, streamEntryProblems, toStreamEvent } from './events';
 import { WebhookOutbox } from './webhook-outbox';
 
 const { redis } = usePrivateRedis();
@@ -49,6 +49,37 @@ describe('the event stream, typed', () => {
     expect(taken.events.map((e) => e.id)).toEqual([first[0]!.id]);
     expect(await broker.ackEvents('standard', 'g', [first[0]!.id])).toBe(1);
     expect((await broker.claimStaleEvents('standard', 'g', 'c', 0)).events).toEqual([]);
+  });
+});
+
+describe('the event union as the one contract of the stream', () => {
+  it('names each field the Lua side may write: an undeclared field or type is a problem, a machine.process extra is not', () => {
+    const queued = { type: 'job.queued', job: 'standard.abc', state: 'queued', tenant: 't', service: 's', ts: '5' };
+    expect(streamEntryProblems(queued)).toEqual([]);
+    expect(streamEntryProblems({ ...queued, colour: 'blue' })).toEqual(['job.queued: field colour is not declared in core/events.ts']);
+    expect(streamEntryProblems({ type: 'job.teleported', job: 'x' })[0]).toMatch(/^job\.teleported: type: /);
+    expect(streamEntryProblems({ type: 'machine.process', machine: 'm', process: 'w0', state: 'exited', exit_code: '1' })).toEqual([]);
+    expect(streamEntryProblems({ type: 'machine.ready', machine: 'm', state: 'ready', ts: '1' })).toEqual([]);
+  });
+
+  it('lists every type once, and a filter takes types and families and refuses an unknown one by name', () => {
+    expect(new Set(STREAM_EVENT_TYPES).size).toBe(STREAM_EVENT_TYPES.length);
+    expect(STREAM_EVENT_TYPES).toEqual(expect.arrayContaining(['job.queued', 'job.succeeded', 'worker.gone', 'machine.ready', 'machine.command.done', 'clock.unwatched']));
+    const filter = EventTypeFilter.parse('job.succeeded, worker.*');
+    expect(['job.succeeded', 'job.failed', 'worker.idle', 'machine.ready'].filter((t) => eventTypeMatches(filter, t))).toEqual(['job.succeeded', 'worker.idle']);
+    const refused = EventTypeFilter.safeParse('job.succeeded,job.finished');
+    expect(refused.success).toBe(false);
+    expect(refused.error?.issues.map((i) => i.message)).toEqual([expect.stringMatching(/^unknown event type 'job\.finished': expected one of job\.queued, /)]);
+  });
+
+  it('gives the wire view of a read event: numbers and progress parsed, routable a boolean, an unknown entry as stored', () => {
+    const starting = toStreamEvent({ id: '7-0', pool: 'standard', type: 'job.starting', ts: 7, fields: { job: 'standard.a', state: 'starting', tenant: 't', service: 's', worker: 'w', machine: '', attempt: '2', submitted_at: '3' } });
+    expect(eventView(starting)).toEqual({ id: '7-0', pool: 'standard', ts: 7, type: 'job.starting', job: 'standard.a', state: 'starting', tenant: 't', service: 's', worker: 'w', attempt: 2, submitted_at: 3 });
+    const queued = toStreamEvent({ id: '8-0', pool: 'standard', type: 'job.queued', ts: 8, fields: { job: 'standard.a', state: 'queued', tenant: 't', service: 's', routable: '1' } });
+    expect(eventView(queued)).toMatchObject({ type: 'job.queued', routable: true });
+    const future = toStreamEvent({ id: '9-0', pool: 'standard', type: 'job.teleported', ts: 9, fields: { job: 'standard.a', to: 'mars' } });
+    expect(future.type).toBe('unknown');
+    expect(eventView(future)).toEqual({ id: '9-0', pool: 'standard', ts: 9, type: 'job.teleported', job: 'standard.a', to: 'mars' });
   });
 });
 

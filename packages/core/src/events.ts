@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import type { EventView } from './api-protocol';
 import { JobProgress } from './job';
+import { MACHINE_STATES } from './registry';
 
 /**
  * The events the Lua library appends to each pool's stream `<ns>:{<pool>}:events`,
@@ -92,7 +94,15 @@ export const ServicePausedEvent = z.object({ type: z.literal('service.paused'), 
 export const ServiceResumedEvent = z.object({ type: z.literal('service.resumed'), service: text, by: optionalText });
 export const ClockUnwatchedEvent = z.object({ type: z.literal('clock.unwatched'), from: ms, gap_ms: ms, grace_until: ms });
 
-/** Every event with a fixed type. (`machine.<state>` events carry the agent's own state vocabulary: see MachineStateEvent.) */
+/** The machine's state changed (register_machine: the agent's state; tick: offline, then gone). */
+export const MACHINE_EVENT_STATES = [...MACHINE_STATES, 'gone'] as const;
+export const MachineStateEvent = z.object({
+  type: z.literal(MACHINE_EVENT_STATES.map((s) => `machine.${s}` as const)),
+  machine: text,
+  state: z.enum(MACHINE_EVENT_STATES),
+});
+
+/** Every event the Lua library appends. */
 export const StreamEventBody = z.discriminatedUnion('type', [
   JobQueuedEvent,
   JobStartingEvent,
@@ -105,6 +115,7 @@ export const StreamEventBody = z.discriminatedUnion('type', [
   MachineCommandEvent,
   MachineCommandDoneEvent,
   MachineProcessEvent,
+  MachineStateEvent,
   ClassRoutableEvent,
   ServicePausedEvent,
   ServiceResumedEvent,
@@ -112,9 +123,13 @@ export const StreamEventBody = z.discriminatedUnion('type', [
 ]);
 export type StreamEventBody = z.output<typeof StreamEventBody>;
 
-/** `machine.<state>`: the machine agent's state changed (starting, ready, draining, offline, gone, ...). */
-export const MachineStateEvent = z.object({ type: z.string().regex(/^machine\.[a-z_]+$/), machine: text, state: text });
-export type MachineStateEvent = z.output<typeof MachineStateEvent>;
+export type StreamEventType = StreamEventBody['type'];
+
+/** Every event type, from the union: the list filters and flags are checked against. */
+export const STREAM_EVENT_TYPES: readonly StreamEventType[] = StreamEventBody.options.flatMap((variant) => [...variant.shape.type.values]);
+
+/** The families of event types (`job.*`, `worker.*`, ...), for filters that take a whole family. */
+export const EVENT_FAMILIES = [...new Set(STREAM_EVENT_TYPES.map((type) => type.slice(0, type.indexOf('.'))))];
 
 /** Where an entry sits: its pool, its stream id (a cursor) and its time (ms, Redis's clock). */
 interface EntryPosition {
@@ -124,11 +139,10 @@ interface EntryPosition {
 }
 
 export type JobStreamEvent = EntryPosition & Extract<StreamEventBody, { type: `job.${string}` }>;
-export type StreamEvent =
-  | (EntryPosition & StreamEventBody)
-  | (EntryPosition & MachineStateEvent & { type: `machine.${string}` })
-  /** an entry this code does not know (a newer library, or a corrupt one): kept so a reader can skip it knowingly */
-  | (EntryPosition & { type: 'unknown'; raw: Record<string, string>; problem: string });
+/** an entry this code does not know (a newer library, or a corrupt one): kept so a reader can skip it knowingly */
+export type UnknownStreamEvent = EntryPosition & { type: 'unknown'; raw: Record<string, string>; problem: string };
+export type KnownStreamEvent = EntryPosition & StreamEventBody;
+export type StreamEvent = KnownStreamEvent | UnknownStreamEvent;
 
 /** The event of one stream entry (`fields`: its field/value pairs, flat as XREAD gives them, or folded). */
 export function parseStreamEntry(pool: string, id: string, fields: string[] | Record<string, string>): StreamEvent {
@@ -136,17 +150,103 @@ export function parseStreamEntry(pool: string, id: string, fields: string[] | Re
   const ts = Number(raw.ts ?? Number.parseInt(id, 10));
   const position = { pool, id, ts: Number.isFinite(ts) ? ts : 0 };
   const known = StreamEventBody.safeParse(raw);
-  if (known.success) return { ...position, ...known.data } as StreamEvent;
-  if (raw.type?.startsWith('machine.')) {
-    const machine = MachineStateEvent.safeParse(raw);
-    if (machine.success) return { ...position, ...machine.data } as StreamEvent;
-  }
+  if (known.success) return { ...known.data, ...position };
   const problem = known.error.issues.map((i) => `${i.path.join('.') || 'entry'}: ${i.message}`).join('; ');
   return { ...position, type: 'unknown', raw, problem };
 }
 
+/**
+ * The typed event of what Broker.readEvents and friends return (type and ts
+ * taken out of the fields): the one parse every reader of the stream goes through.
+ */
+export function toStreamEvent(event: { id: string; pool: string; type: string; ts: number; fields: Record<string, string> }): StreamEvent {
+  return parseStreamEntry(event.pool, event.id, { ...event.fields, type: event.type, ts: String(event.ts) });
+}
+
+/**
+ * Why a stream entry is not exactly what the union declares: an unknown type,
+ * a field missing or malformed, or a field the union does not name (the parse
+ * itself ignores extra fields, so that a newer library's additions do not stop
+ * an older reader). Empty when it is. For tests of the Lua side.
+ */
+export function streamEntryProblems(fields: string[] | Record<string, string>): string[] {
+  const raw = Array.isArray(fields) ? fold(fields) : fields;
+  const parsed = StreamEventBody.safeParse(raw);
+  if (!parsed.success) return parsed.error.issues.map((i) => `${raw.type ?? '(no type)'}: ${i.path.join('.') || 'entry'}: ${i.message}`);
+  const variant = StreamEventBody.options.find((v) => v.shape.type.values.has(raw.type as never))!;
+  if (variant.def.catchall !== undefined && !(variant.def.catchall instanceof z.ZodNever)) return [];
+  const declared = new Set([...Object.keys(variant.shape), 'ts']);
+  return Object.keys(raw)
+    .filter((name) => !declared.has(name))
+    .map((name) => `${raw.type}: field ${name} is not declared in core/events.ts`);
+}
+
 export function isJobEvent(event: StreamEvent): event is JobStreamEvent {
   return event.type.startsWith('job.');
+}
+
+/** The job an event is about (also of an entry this code does not know, so that its subscribers still get it). */
+export function jobOfEvent(event: StreamEvent): string | undefined {
+  if (event.type === 'unknown') return event.raw.job || undefined;
+  return isJobEvent(event) ? event.job : undefined;
+}
+
+export const TERMINAL_EVENT_TYPES = ['job.succeeded', 'job.failed', 'job.canceled', 'job.expired'] as const satisfies readonly StreamEventType[];
+export function isTerminalEvent<E extends { type: string }>(event: E): event is E & { type: (typeof TERMINAL_EVENT_TYPES)[number] } {
+  return (TERMINAL_EVENT_TYPES as readonly string[]).includes(event.type);
+}
+
+/**
+ * A filter on event types, as `?events=` and `--events` take it: a comma-separated
+ * list of types (`job.succeeded`) and families (`job.*`). An unknown one is refused
+ * with the list of known ones.
+ */
+export const EventTypeFilter = z
+  .string()
+  .transform((value) => value.split(',').map((part) => part.trim()).filter(Boolean))
+  .superRefine((parts, ctx) => {
+    if (parts.length === 0) ctx.addIssue({ code: 'custom', message: 'name at least one event type or family (job.*)' });
+    for (const part of parts) {
+      if ((STREAM_EVENT_TYPES as readonly string[]).includes(part)) continue;
+      if (part.endsWith('.*') && EVENT_FAMILIES.includes(part.slice(0, -2))) continue;
+      ctx.addIssue({
+        code: 'custom',
+        message: `unknown event type '${part}': expected one of ${STREAM_EVENT_TYPES.join(', ')}, or a family: ${EVENT_FAMILIES.map((f) => `${f}.*`).join(', ')}`,
+      });
+    }
+  });
+export type EventTypeFilter = z.output<typeof EventTypeFilter>;
+
+/** Whether an event passes a filter (no filter: every event). */
+export function eventTypeMatches(filter: EventTypeFilter | undefined, type: string): boolean {
+  if (!filter) return true;
+  return filter.some((part) => part === type || (part.endsWith('.*') && type.startsWith(part.slice(0, -1))));
+}
+
+/**
+ * An event as the API sends it (history, SSE, WebSocket): its fields as parsed,
+ * `routable` as a boolean. An entry this code does not know goes out as stored,
+ * with its own type, so a client that knows it still can use it.
+ */
+export function eventView(event: StreamEvent): EventView {
+  if (event.type === 'unknown') {
+    const { type = 'unknown', ts: _ts, ...fields } = event.raw;
+    const view: EventView = { id: event.id, pool: event.pool, ts: event.ts, type };
+    for (const [key, value] of Object.entries(fields)) if (value !== '') view[key] = value;
+    return view;
+  }
+  const view: EventView = { ...event };
+  for (const [key, value] of Object.entries(view)) if (value === undefined) delete view[key];
+  if (event.type === 'job.queued' && event.routable !== undefined) view.routable = event.routable === '1';
+  return view;
+}
+
+/** What eventView gives for a known event, typed: what the monitor and other readers of the API's feeds switch on. */
+export type StreamEventView = KnownStreamEvent extends infer E ? (E extends { type: 'job.queued' } ? Omit<E, 'routable'> & { routable?: boolean } : E) : never;
+
+/** For exhaustive switches over event types: a type added to the union without a case is a compile error here. */
+export function assertNever(value: never): never {
+  throw new Error(`unhandled event: ${JSON.stringify(value)}`);
 }
 
 function fold(flat: string[]): Record<string, string> {

@@ -9,6 +9,7 @@ export * from './job';
 export * from './keys';
 export * from './library';
 export * from './machine-protocol';
+export * from './registry';
 export * from './process-entry';
 export * from './requirements';
 export * from './validation';

@@ -7,6 +7,7 @@ import { LeaseLostError, NotRetryableError } from './errors';
 import { ensureFunctionLibrary } from './library';
 import { FAILURE_KINDS, type FailureKind, type JobState, type SubmitJobInput } from './job';
 import { type JobRequirements, requirementClass } from './requirements';
+import { undeclaredStreamEntries } from './testing/stream-contract';
 
 // Random interleavings of every job transition, by several workers with
 // different capabilities, on a virtual clock, checked against a model after
@@ -563,6 +564,7 @@ class Scenario {
   /** The event stream and the client's view of every job. */
   async checkHistory(): Promise<void> {
     const { broker, model } = this;
+    expect(await undeclaredStreamEntries(redis), 'stream entries outside the event union').toEqual([]);
     const events = await broker.readEvents(POOL, '0', { count: 100_000 });
     const succeeded = new Map<string, number>();
     const lastState = new Map<string, string>();
@@ -891,6 +893,7 @@ class OpenScenario {
   }
 
   async checkHistory(): Promise<void> {
+    expect(await undeclaredStreamEntries(redis), 'stream entries outside the event union').toEqual([]);
     const events = await this.broker.readEvents(POOL, '0', { count: 100_000 });
     for (const id of this.ids) {
       const job = (await this.broker.getJob(id))!;
@@ -1017,6 +1020,7 @@ describe('the worker registry', () => {
             seen.state === 'offline' ? [false, true] : [true, false],
           );
         }
+        expect(await undeclaredStreamEntries(redis), 'stream entries outside the event union').toEqual([]);
       }),
       { numRuns: 150, interruptAfterTimeLimit: 15_000, markInterruptAsFailure: false },
     );

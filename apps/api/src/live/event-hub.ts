@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Broker, type BrokerEvent, type EventTail, type EventsMissed, compareStreamIds } from '@emp/core';
+import { type Broker, type EventTail, type EventsMissed, type StreamEvent, type StreamEventType, compareStreamIds, jobOfEvent, toStreamEvent } from '@emp/core';
 import type { Logger } from 'pino';
 import { ApiError } from '../errors';
 
@@ -8,12 +8,12 @@ interface Subscriber {
   /** the last event id delivered: nothing at or before it is delivered again */
   last: string;
   /** live events held back while the subscriber catches up from Redis; null once live */
-  pending: BrokerEvent[] | null;
-  deliver(event: BrokerEvent): void;
+  pending: StreamEvent[] | null;
+  deliver(event: StreamEvent): void;
 }
 
 /** Event types after which queued jobs of the pool may have moved up. */
-const QUEUE_MOVES = new Set(['job.starting', 'job.canceled', 'job.expired']);
+const QUEUE_MOVES: ReadonlySet<string> = new Set<StreamEventType>(['job.starting', 'job.canceled', 'job.expired']);
 
 /**
  * Tails each pool's event stream with one blocking reader (XREAD BLOCK on a
@@ -25,7 +25,7 @@ const QUEUE_MOVES = new Set(['job.starting', 'job.canceled', 'job.expired']);
 export class EventHub {
   // a promise, so that every caller waits until the reader knows where it starts
   private readonly readers = new Map<string, Promise<PoolReader>>();
-  private readonly eventListeners = new Set<(event: BrokerEvent) => void>();
+  private readonly eventListeners = new Set<(event: StreamEvent) => void>();
   private readonly poolListeners = new Set<(pool: string) => void>();
   private readonly queueListeners = new Set<(pool: string) => void>();
   private readonly queueMoveTimers = new Map<string, NodeJS.Timeout>();
@@ -61,7 +61,7 @@ export class EventHub {
   }
 
   /** Every event any reader reads (metrics). */
-  onEvent(listener: (event: BrokerEvent) => void): () => void {
+  onEvent(listener: (event: StreamEvent) => void): () => void {
     this.eventListeners.add(listener);
     return () => this.eventListeners.delete(listener);
   }
@@ -103,7 +103,7 @@ export class EventHub {
    * those already in Redis, then live ones, each once and in stream order.
    * Returns the unsubscribe function.
    */
-  async follow(pool: string, after: string, deliver: (event: BrokerEvent) => void, jobId?: string): Promise<() => void> {
+  async follow(pool: string, after: string, deliver: (event: StreamEvent) => void, jobId?: string): Promise<() => void> {
     const reader = await this.reader(pool);
     const subscriber: Subscriber = { jobId, last: after, pending: [], deliver };
     reader.add(subscriber);
@@ -112,9 +112,9 @@ export class EventHub {
       let cursor = after;
       for (;;) {
         const batch = await this.broker.readEvents(pool, cursor, { count: 1_000 });
-        for (const event of batch) {
+        for (const event of batch.map(toStreamEvent)) {
           cursor = event.id;
-          if (jobId === undefined || event.fields.job === jobId) deliverOnce(subscriber, event);
+          if (jobId === undefined || jobOfEvent(event) === jobId) deliverOnce(subscriber, event);
         }
         if (batch.length < 1_000) break;
       }
@@ -152,7 +152,7 @@ export class EventHub {
   }
 
   /** Called by a reader for every event it reads. */
-  dispatched(pool: string, event: BrokerEvent): void {
+  dispatched(pool: string, event: StreamEvent): void {
     for (const listener of this.eventListeners) listener(event);
     if (QUEUE_MOVES.has(event.type)) this.queueMoved(pool);
   }
@@ -175,7 +175,7 @@ export class EventHub {
   }
 }
 
-function deliverOnce(subscriber: Subscriber, event: BrokerEvent): void {
+function deliverOnce(subscriber: Subscriber, event: StreamEvent): void {
   if (subscriber.pending) {
     subscriber.pending.push(event);
     return;
@@ -232,9 +232,9 @@ class PoolReader {
   private async read(): Promise<void> {
     let failures = 0;
     while (this.running) {
-      let events: BrokerEvent[];
+      let events: StreamEvent[];
       try {
-        events = await this.tail.read();
+        events = (await this.tail.read()).map(toStreamEvent);
         failures = 0;
       } catch (error) {
         if (!this.running) return;
@@ -246,13 +246,13 @@ class PoolReader {
       for (const event of events) {
         this.hub.dispatched(this.pool, event);
         for (const subscriber of this.whole) this.safely(subscriber, event);
-        const job = event.fields.job;
+        const job = jobOfEvent(event);
         if (job !== undefined) for (const subscriber of this.byJob.get(job) ?? []) this.safely(subscriber, event);
       }
     }
   }
 
-  private safely(subscriber: Subscriber, event: BrokerEvent): void {
+  private safely(subscriber: Subscriber, event: StreamEvent): void {
     try {
       deliverOnce(subscriber, event);
     } catch (error) {

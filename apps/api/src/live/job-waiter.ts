@@ -1,8 +1,7 @@
 import type { ServerResponse } from 'node:http';
-import { type Broker, type Job, poolOfJobId } from '@emp/core';
+import { type Broker, type Job, isTerminalEvent, poolOfJobId } from '@emp/core';
 import { isTerminal } from '../job-view';
 import type { EventHub } from './event-hub';
-import { isTerminalEvent } from './job-feed';
 
 /**
  * Waits up to `timeoutMs` for a job to finish (or until `signal` aborts) and

@@ -225,6 +225,20 @@ describe('Server-Sent Events of a job', () => {
   });
 });
 
+describe('Server-Sent Events of a job, filtered by type', () => {
+  it('sends only the types and families asked for, still ends after the terminal event, and refuses an unknown type by name', async () => {
+    const job = await call(stack.url, 'POST', '/v1/jobs', { key: client, body: { service: 'simulation', payload: { duration_ms: 100, steps: 2 } } });
+    const stream = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream?events=job.running,job.succeeded`, { headers: { authorization: `Bearer ${client}` } });
+    expect((await readSse(stream)).map(([, type]) => type)).toEqual(['job.running', 'job.succeeded']);
+    const family = await fetch(`${stack.url}/v1/jobs/${job.body.id}/stream?events=job.*`, { headers: { authorization: `Bearer ${client}` } });
+    expect((await readSse(family)).map(([, type]) => type)).toContain('job.progress');
+
+    const refused = await call(stack.url, 'GET', `/v1/jobs/${job.body.id}/stream?events=job.running,job.finished`, { key: client });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(refused.body)).toMatch(/unknown event type 'job\.finished': expected one of job\.queued, /);
+  });
+});
+
 describe('resuming from a cursor older than the trimmed stream', () => {
   it('says events were missed, with the first event still kept, over SSE and WebSocket; a cursor still kept resumes silently', async () => {
     const job = await call(stack.url, 'POST', '/v1/jobs?wait=30', { key: client, body: { service: 'simulation', payload: { duration_ms: 50, steps: 3 } } });

@@ -1,6 +1,7 @@
 import {
   type Broker,
-  type BrokerEvent,
+  type StreamEvent,
+  eventView,
   CLOSE_KEY_REVOKED,
   CLOSE_SLOW_CONSUMER,
   EmpError,
@@ -15,7 +16,7 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import { assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
-import { eventView, jobAnswer } from '../job-view';
+import { jobAnswer } from '../job-view';
 import type { QueueEta } from '../queue-eta';
 import { queueReport } from '../routes/fleet';
 import type { EventHub } from './event-hub';
@@ -148,10 +149,10 @@ class LiveConnection {
     if (this.closed) subscription.unsubscribe();
   }
 
-  private async onJobEvent(subscription: JobSubscription, event: BrokerEvent): Promise<void> {
+  private async onJobEvent(subscription: JobSubscription, event: StreamEvent): Promise<void> {
     if (this.closed) return;
     const { type, ...view } = await enrichedJobEvent(this.broker, event);
-    if (view.state && type !== 'job.progress') subscription.state = view.state;
+    if (event.type !== 'job.progress' && event.type !== 'unknown' && 'state' in event) subscription.state = event.state;
     this.send({ type: 'event', event: type, ...view });
   }
 
@@ -197,7 +198,7 @@ class LiveConnection {
       ]);
       this.send({ type: 'monitor.snapshot', cursors, queues, workers: workers.flat(), machines: machines.flat() });
     }
-    const deliver = (event: BrokerEvent) => this.enqueue(() => {
+    const deliver = (event: StreamEvent) => this.enqueue(() => {
       const { type, ...view } = eventView(event);
       this.send({ type: 'event', event: type, ...view });
     });

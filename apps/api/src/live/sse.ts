@@ -1,4 +1,4 @@
-import { ApiErrorBody, type BrokerEvent, StreamId, compareStreamIds, poolOfJobId } from '@emp/core';
+import { ApiErrorBody, type StreamEvent, StreamId, compareStreamIds, eventTypeMatches, isTerminalEvent, poolOfJobId, toStreamEvent } from '@emp/core';
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -7,7 +7,7 @@ import { assertSees } from '../auth/plugin';
 import { ApiError } from '../errors';
 import { isTerminal } from '../job-view';
 import { JobParams, StreamQuery } from '../schemas';
-import { enrichedJobEvent, isTerminalEvent, jobStartCursor } from './job-feed';
+import { enrichedJobEvent, jobStartCursor } from './job-feed';
 
 const KEEP_ALIVE_MS = 15_000;
 
@@ -81,6 +81,7 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${id} does not exist (or its retention has passed)`);
     assertSees(request.principal, job);
     let last = request.headers['last-event-id'] ?? request.query.after ?? jobStartCursor(job);
+    const types = request.query.events;
 
     let unsubscribe: (() => void) | undefined;
     let stopWatchingKey = () => {};
@@ -93,13 +94,18 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
 
     // events are enriched (a terminal one with its result) one after another, so they leave in order
     let chain = Promise.resolve();
-    const send = (event: BrokerEvent) => {
+    const send = (event: StreamEvent) => {
       chain = chain.then(async () => {
         if (stream.closed() || compareStreamIds(event.id, last) <= 0) return;
+        if (!eventTypeMatches(types, event.type === 'unknown' ? (event.raw.type ?? '') : event.type)) {
+          last = event.id;
+          if (isTerminalEvent(event)) close();
+          return;
+        }
         const view = await enrichedJobEvent(broker, event);
         if (stream.closed()) return;
         last = event.id;
-        raw.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(view)}\n\n`);
+        raw.write(`id: ${event.id}\nevent: ${view.type}\ndata: ${JSON.stringify(view)}\n\n`);
         if (raw.writableLength > options.maxBufferedBytes) {
           request.log.warn({ job_id: id }, 'SSE consumer too slow; closing');
           close();
@@ -117,7 +123,7 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
     const now = await broker.getJob(id);
     if (!now || isTerminal(now.state)) {
       const rest = await broker.jobEvents(id, { after: last });
-      for (const event of rest.events) send(event);
+      for (const event of rest.events) send(toStreamEvent(event));
       chain = chain.then(close);
     }
   });

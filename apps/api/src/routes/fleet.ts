@@ -1,4 +1,4 @@
-import { type Broker, MachineList, QueueReport, type RegistryEntry, WorkerList } from '@emp/core';
+import { type Broker, MachineList, QueueReport, type RegistryEntry, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { PoolQuery, answers } from '../schemas';
@@ -50,15 +50,24 @@ export async function queueReport(broker: Broker, pools: string[]): Promise<Queu
   return { now, pools: reports };
 }
 
-/** A worker as listed: its hash with its capabilities (stored as canonical JSON) parsed. */
+/**
+ * A worker as listed: its hash as stored, decoded through core/registry.ts,
+ * with its capabilities (stored as canonical JSON) parsed, and `problems`
+ * naming each field that cannot be read.
+ */
 function workerView(pool: string, worker: RegistryEntry) {
-  const { capabilities, ...rest } = worker;
-  if (capabilities === undefined) return { pool, ...rest };
-  try {
-    return { pool, ...rest, capabilities: JSON.parse(capabilities) as Record<string, unknown> };
-  } catch {
-    return { pool, ...rest };
-  }
+  const { capabilities: _, ...rest } = worker;
+  const record = decodeWorker(pool, worker);
+  if (isInvalidRecord(record)) return { pool, ...rest, problems: [record.invalid] };
+  const capabilities = record.capabilities && !isUnreadable(record.capabilities) ? { capabilities: record.capabilities } : {};
+  return { pool, ...rest, ...capabilities, ...(record.problems.length ? { problems: record.problems } : {}) };
+}
+
+/** A machine as listed: its hash as stored, with `problems` naming each field that cannot be read (core/registry.ts). */
+function machineView(pool: string, machine: RegistryEntry) {
+  const record = decodeMachine(pool, machine);
+  const problems = isInvalidRecord(record) ? [record.invalid] : record.problems;
+  return { pool, ...machine, ...(problems.length ? { problems } : {}) };
 }
 
 /** Queues, workers and machines: what operators, monitors and workers read about the fleet. */
@@ -101,7 +110,7 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
     },
   }, async (request) => {
     const pools = await poolsOf(request.query.pool);
-    const machines = (await Promise.all(pools.map(async (pool) => (await broker.machines(pool)).map((m) => ({ pool, ...m }))))).flat();
+    const machines = (await Promise.all(pools.map(async (pool) => (await broker.machines(pool)).map((m) => machineView(pool, m))))).flat();
     return { now: await broker.serverTime(), machines };
   });
 }

@@ -13,7 +13,9 @@ import {
   type SubmitJobInput,
   SubmittedJob,
   ValidationError,
+  eventView,
   poolOfJobId,
+  toStreamEvent,
   webhookTargetProblem,
 } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
@@ -21,7 +23,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { actingTenant, assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError } from '../errors';
-import { eventView, jobAnswer } from '../job-view';
+import { jobAnswer } from '../job-view';
 import { closedSignal, requestedWait, waitForJob } from '../live/job-waiter';
 import {
   BatchBody,
@@ -212,7 +214,7 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
       ...(request.query.after ? { after: request.query.after } : {}),
       limit: request.query.limit,
     });
-    return { events: events.map(eventView), cursor };
+    return { events: events.map((event) => eventView(toStreamEvent(event))), cursor };
   });
 
   /** The attempt a delegated call acts for. */

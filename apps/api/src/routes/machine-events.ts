@@ -1,12 +1,11 @@
-import { MachineEventsPage } from '@emp/core';
+import { MachineEventsPage, type StreamEventType, eventView, toStreamEvent } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { eventView } from '../job-view';
 import { MachineEventsQuery, MachineLogParams, answers } from '../schemas';
 import { poolOfMachine } from './machine-logs';
 
 /** The events a machine page shows as its history: process transitions and operator commands with their outcomes. */
-export const MACHINE_HISTORY_EVENTS = ['machine.process', 'machine.command', 'machine.command.done'] as const;
+export const MACHINE_HISTORY_EVENTS = ['machine.process', 'machine.command', 'machine.command.done'] as const satisfies readonly StreamEventType[];
 /** Pool stream entries one request looks at, at most: the stream is shared by every job and machine of the pool. */
 export const MACHINE_EVENTS_SCAN_LIMIT = 10_000;
 
@@ -33,6 +32,6 @@ export async function machineEventRoutes(app: FastifyInstance): Promise<void> {
       limit: request.query.limit,
       maxScanned: MACHINE_EVENTS_SCAN_LIMIT,
     });
-    return { machine: id, pool, events: events.map(eventView), scanned, complete };
+    return { machine: id, pool, events: events.map((event) => eventView(toStreamEvent(event))), scanned, complete };
   });
 }

@@ -54,6 +54,18 @@ describe('machines and workers', () => {
     const unknown = await http('POST', '/v1/machines/nowhere/drain');
     expect(unknown.status).toBe(404);
   });
+
+  it('lists a record with a corrupt field, naming the field and why, instead of failing the listing', async () => {
+    await stack.broker.registerMachine('standard', 'corrupt-box', 'ready');
+    await stack.connection.hset(stack.broker.keys.prefix('standard') + 'machine:corrupt-box', 'processes', '{"not":"a list"}', 'state_since', '-5');
+    const machines = await http('GET', '/v1/machines');
+    expect(machines.status).toBe(200);
+    expect(machines.body.machines).toContainEqual(expect.objectContaining({
+      id: 'corrupt-box',
+      problems: ['state_since: "-5" is not a time in ms', expect.stringMatching(/^processes: Invalid input: expected array/)],
+    }));
+    expect(machines.body.machines.find((m: { id: string }) => m.id === 'api-test-machine')).not.toHaveProperty('problems');
+  });
 });
 
 describe('health, metrics and docs', () => {

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Broker, BrokerEvent } from '@emp/core';
+import { type Broker, EventTypeFilter, type StreamEvent, eventTypeMatches, eventView, parseWith } from '@emp/core';
 import type { Command } from 'commander';
 import { withBroker } from '../connection';
 import { tailPool } from '../event-tail';
@@ -14,16 +14,27 @@ export function registerWatch(program: Command): void {
     .command('watch')
     .description('print events as they happen (jobs, workers, machines) until Ctrl-C')
     .option('--pool <name>', 'only this pool')
-    .option('--json', 'one JSON object per event (NDJSON)')
-    .action(async (options: { pool?: string; json?: boolean }, command: Command) => {
+    .option('--events <types>', 'only these event types and families, comma-separated (job.succeeded,worker.*)')
+    .option('--json', 'one JSON object per event (NDJSON), as the API sends it')
+    .action(async (options: { pool?: string; events?: string; json?: boolean }, command: Command) => {
+      const types = eventsFlag(options.events);
       await withBroker(redisFlag(command), async (broker) => {
-        const print = (event: BrokerEvent) => process.stdout.write(`${options.json ? JSON.stringify(event) : eventLine(event)}\n`);
+        const print = (event: StreamEvent) => {
+          if (!eventTypeMatches(types, event.type === 'unknown' ? (event.raw.type ?? '') : event.type)) return;
+          process.stdout.write(`${options.json ? JSON.stringify(eventView(event)) : eventLine(event)}\n`);
+        };
         await watchEvents(broker, options.pool, print);
       });
     });
 }
 
-async function watchEvents(broker: Broker, onlyPool: string | undefined, print: (event: BrokerEvent) => void): Promise<void> {
+/** --events checked against the event union before anything connects. */
+function eventsFlag(value: string | undefined): EventTypeFilter | undefined {
+  if (value === undefined) return undefined;
+  return parseWith(EventTypeFilter, value, '--events');
+}
+
+async function watchEvents(broker: Broker, onlyPool: string | undefined, print: (event: StreamEvent) => void): Promise<void> {
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   process.once('SIGINT', onSignal);

@@ -1,3 +1,4 @@
+import { encodeMachineStatus } from '@emp/core';
 import type { ModelCacheContents } from './model-cache';
 
 /** The most model names one service's capability lists (the broker's limit). */
@@ -31,15 +32,13 @@ export function modelCapabilities(
  * shows).
  */
 export function machineModelFields(contents: ModelCacheContents, freeDiskBytes?: number): Record<string, string> {
-  return {
-    models: JSON.stringify(
-      contents.models.map((model) => ({ name: model.name, folder: model.folder, size_bytes: model.size_bytes, last_used: model.last_used, in_use: model.pins > 0 })),
-    ),
-    models_on_disk: JSON.stringify(contents.models.map((model) => model.name)),
-    models_in_use: JSON.stringify(contents.models.filter((model) => model.pins > 0).map((model) => model.name)),
-    models_downloading: JSON.stringify(contents.downloads),
-    model_cache_used_bytes: String(contents.used_bytes),
-    model_cache_budget_bytes: String(contents.budget_bytes),
-    ...(freeDiskBytes !== undefined && { disk_free_bytes: String(freeDiskBytes) }),
-  };
+  return encodeMachineStatus({
+    models: contents.models.map((model) => ({ name: model.name, folder: model.folder, size_bytes: model.size_bytes, last_used: model.last_used, in_use: model.pins > 0 })),
+    models_on_disk: contents.models.map((model) => model.name),
+    models_in_use: contents.models.filter((model) => model.pins > 0).map((model) => model.name),
+    models_downloading: contents.downloads,
+    model_cache_used_bytes: contents.used_bytes,
+    model_cache_budget_bytes: contents.budget_bytes,
+    disk_free_bytes: freeDiskBytes,
+  });
 }

@@ -44,7 +44,7 @@ const gpus = (m: number, t: number) =>
   JSON.stringify([0, 1, 2, 3].map((index) => ({ index, name: 'NVIDIA RTX 4090', memory_total_mb: 24_564, memory_used_mb: (m * 977 + index * 3_000 + t * 50) % 24_564, utilization_pct: (m * 13 + index * 29 + t * 7) % 100 })));
 for (let m = 0; m < MACHINES; m += 1) {
   const pool = POOLS[m % POOLS.length]!;
-  await broker.registerMachine(pool, `gpu-${m}`, 'ready', { region: ['eu-west', 'us-east', 'ap-south'][m % 3]!, started_at: String(Date.now() - m * 600_000), gpus: gpus(m, 0), models: JSON.stringify(['sdxl-base-1.0.safetensors', 'flux1-dev.safetensors']) });
+  await broker.registerMachine(pool, `gpu-${m}`, 'ready', { region: ['eu-west', 'us-east', 'ap-south'][m % 3]!, agent_started_at: String(Date.now() - m * 600_000), gpus: gpus(m, 0), models: JSON.stringify(['sdxl-base-1.0.safetensors', 'flux1-dev.safetensors']) });
   for (let w = 0; w < WORKERS_PER_MACHINE; w += 1) {
     await broker.registerWorker({ id: `gpu-${m}-w${w}`, pool, machine_id: `gpu-${m}`, capabilities: { services: ['comfyui'] } });
   }

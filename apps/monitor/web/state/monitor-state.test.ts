@@ -11,7 +11,7 @@ const fleet = snapshot({
   machines: [
     machineHash('m1', {
       region: 'eu-west',
-      started_at: '1699000000000',
+      agent_started_at: '1699000000000',
       gpus: JSON.stringify([{ index: 0, name: 'RTX 4090', memory_total_mb: 24_564, memory_used_mb: 1_024, utilization_pct: 37 }]),
       processes: JSON.stringify([{ name: 'worker-0', kind: 'worker', state: 'running', restarts: 0 }, { name: 'comfyui-0', kind: 'service', state: 'running', restarts: 1 }]),
       models: JSON.stringify(['sdxl.safetensors', { name: 'flux.safetensors', size_bytes: 1e10 }]),

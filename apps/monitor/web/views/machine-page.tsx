@@ -5,7 +5,7 @@ import { type MonitorStore, useMonitorState } from '../live/monitor-store';
 import { type MachineRecord, isUnreadable, recordKey } from '../state/fleet-records';
 import { machineHealth } from '../state/monitor-state';
 import { Empty, Field, StateBadge, href } from './common';
-import { GpuList } from './fleet';
+import { GpuList } from './machine-card';
 import { ago, bytes, clock, dateTime, duration } from './format';
 import { CommandList, MachineActions } from './operator-actions';
 
