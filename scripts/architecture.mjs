@@ -22,6 +22,7 @@ const END = '<!-- imports:end -->';
 export const COMPOSITION_ROOTS = ['apps/cli/src/stack.ts', 'apps/cli/src/commands/machine.ts'];
 
 function isTest(path) {
+  if (path.startsWith('packages/testkit/')) return true; // the tests' harnesses: test code as a whole
   return /\.(test|e2e\.test|property\.test)\.tsx?$/.test(path) || /\/(testing|dev)\//.test(path);
 }
 
@@ -90,17 +91,16 @@ export function diagram(edges = crossImports()) {
     lines.push('  end');
   }
   for (const s of spaces.filter((s) => !/^(packages|apps)\//.test(s.folder))) lines.push(`  ${id(s.name)}["${s.folder}"]`);
-  const seen = new Map();
-  for (const e of edges) {
-    const key = `${e.from} ${e.to}`;
-    // an edge is drawn solid when any source file makes it, dotted when only tests do
-    seen.set(key, (seen.get(key) ?? true) && e.test);
-  }
-  for (const [key, testOnly] of [...seen].sort(([a], [b]) => a.localeCompare(b))) {
+  // the code that ships: imports made by source files (tests and the testkit drawn apart, below)
+  const shipped = new Set(edges.filter((e) => !e.test).map((e) => `${e.from} ${e.to}`));
+  for (const key of [...shipped].sort()) {
     const [from, to] = key.split(' ');
-    lines.push(`  ${id(from)} ${testOnly ? '-.->' : '-->'} ${id(to)}`);
+    lines.push(`  ${id(from)} --> ${id(to)}`);
   }
   lines.push('```');
+  const testOnly = (to) => [...new Set(edges.filter((e) => e.test && e.to === to).map((e) => id(e.from)))].sort();
+  const harnessed = [...new Set(edges.filter((e) => e.from === '@emp/testkit').map((e) => id(e.to)))].sort();
+  lines.push('', `Tests only: the tests of ${testOnly('@emp/testkit').join(', ')} import \`testkit\`, which builds on ${harnessed.join(', ')}.`);
   return lines.join('\n');
 }
 
