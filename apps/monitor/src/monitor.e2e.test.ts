@@ -1,4 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiKeyStore } from '@emp/core';
@@ -7,7 +9,7 @@ import { type LocalStack, startLocalStack } from '@emp/testkit/stack';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ARTIFACTS_DIR, browserTestsSkipped, launchChromium, screenshot } from './testing/browser';
 
 /**
@@ -64,7 +66,8 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
       workers: 2,
       jobDurationMs: 1_500,
       graceMs: 1_000,
-      api: { host: '127.0.0.1', port: 0, auth: true },
+      // the Webhooks view's test delivers to a receiver on loopback
+      api: { host: '127.0.0.1', port: 0, auth: true, webhookAllowPrivate: true },
       monitor: { port: 0 },
       // offline detection in about a second and a half instead of 30 s: the lease (and so the
       // workers' heartbeat, in their own processes too) and the machine's status snapshot are shortened to match
@@ -126,6 +129,59 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     // how it ended and how long it took, not the meter of its last progress report
     expect(await page.textContent(`${row} .progress-cell`)).toMatch(/^succeeded in \d/);
   });
+
+  it('lists webhook endpoints failing first with their last error, and resends a delivery the receiver then gets again', async () => {
+    // a receiver on loopback: /ok answers 200, /flaky what `flaky` says
+    let flaky = 500;
+    const received: Array<{ path: string; id: string; status: number }> = [];
+    const receiver: Server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const status = req.url === '/flaky' ? flaky : 200;
+        received.push({ path: req.url ?? '', id: String(req.headers['webhook-id']), status });
+        res.writeHead(status).end(status === 200 ? 'ok' : 'not today');
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+    const made: string[] = [];
+    try {
+      // the healthy one is older: the API lists oldest first, so the failing one is first only by the view's order
+      const good = await api('POST', '/v1/webhooks', { url: `${base}/ok`, events: ['job.failed'], tenant: 'e2e-hooks' });
+      const bad = await api('POST', '/v1/webhooks', { url: `${base}/flaky`, events: ['job.failed'], tenant: 'e2e-hooks' });
+      made.push(good.id, bad.id);
+      await api('POST', `/v1/webhooks/${good.id}/test`);
+      const test = await api('POST', `/v1/webhooks/${bad.id}/test`);
+      const arrivals = () => received.filter((r) => r.id === test.message_id);
+      await vi.waitFor(() => expect(received.map((r) => r.path).sort()).toEqual(['/flaky', '/ok']), { timeout: WAIT });
+
+      await page.goto(`${stack.monitor!.url}/#/webhooks`);
+      await visible(`tr[data-endpoint="${bad.id}"][data-health="failing"]`);
+      await visible(`tr[data-endpoint="${good.id}"][data-health="ok"]`);
+      expect(await page.getAttribute('.webhooks-table tbody tr:first-child', 'data-endpoint')).toBe(bad.id);
+      expect(await page.textContent(`tr[data-endpoint="${bad.id}"] .error-cell`)).toContain('500');
+      expect(await page.textContent(`tr[data-endpoint="${good.id}"]`)).toContain('100 %');
+      await screenshot(page, 'webhooks-failing');
+
+      // the receiver recovers: the retry (5 s later) is delivered and the endpoint is well again
+      flaky = 200;
+      await visible(`tr[data-endpoint="${bad.id}"][data-health="ok"]`, 30_000);
+      await page.click(`tr[data-endpoint="${bad.id}"] a`);
+      const delivered = `.endpoint-panel[data-endpoint="${bad.id}"] tr[data-message="${test.message_id}"][data-outcome="delivered"]`;
+      await visible(delivered);
+      expect(arrivals().map((r) => r.status)).toEqual([500, 200]);
+
+      // one click: the same message (same webhook-id) reaches the receiver again
+      await page.click(`${delivered} button:has-text("Resend")`);
+      await visible(`.notice:has-text("${test.message_id} queued again")`);
+      await vi.waitFor(() => expect(arrivals().map((r) => r.status)).toEqual([500, 200, 200]), { timeout: WAIT });
+      await screenshot(page, 'webhook-endpoint');
+    } finally {
+      for (const id of made) await api('DELETE', `/v1/webhooks/${id}`).catch(() => undefined);
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  }, 90_000);
 
   it('shows a worker that was killed as offline, keeps it on its machine card, and shows it restarted', async () => {
     await page.goto(`${stack.monitor!.url}/#/`);

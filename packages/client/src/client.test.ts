@@ -1,3 +1,4 @@
+import { WebhookOutbox } from '@emp/core';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
@@ -115,5 +116,38 @@ describe('operator calls through the SDK', () => {
       service: 'simulation',
     });
     await expect(client.machineCommand('api-test-machine', 'drain')).rejects.toMatchObject({ status: 403, code: 'FORBIDDEN' });
+  });
+});
+
+describe('webhook endpoints through the SDK', () => {
+  it('makes, lists and reads an endpoint, lists its deliveries, resends one, sends a test, and disables and enables it', async () => {
+    const operator = new EmpClient({ baseUrl: stack.url, apiKey: (await stack.server.app.apiKeys.create({ role: 'operator' })).key });
+    const created = await operator.createWebhookEndpoint({ url: 'https://example.com/hook', events: ['job.succeeded'], tenant: 'sdk' });
+    expect(created).toMatchObject({ id: expect.stringMatching(/^ep_/), tenant: 'sdk', scope: 'tenant', enabled: true, secret: expect.stringMatching(/^whsec_/) });
+    const { id } = created;
+    expect((await operator.webhookEndpoints()).endpoints.map((e) => e.id)).toContain(id);
+    expect((await client.webhookEndpoints()).endpoints.map((e) => e.id)).toEqual([id]);
+    expect(await operator.webhookEndpoint(id)).not.toHaveProperty('secret');
+
+    const test = await operator.testWebhookEndpoint(id);
+    expect(test).toEqual({ endpoint: id, message_id: expect.stringMatching(/^msg_test_/) });
+    // the webhook service's part, played here: the attempt is made and logged
+    const outbox = new WebhookOutbox(stack.broker);
+    const [claimed] = await outbox.claimDue(10, 60_000);
+    expect(claimed?.id).toBe(test.message_id);
+    await outbox.settle(claimed!, 'delivered', { at: Date.now(), message: claimed!.id, type: claimed!.type, url: claimed!.url, endpoint: id, attempt: 1, status: 200, latency_ms: 12, outcome: 'delivered' });
+    expect(await operator.webhookDeliveries(id, { limit: 10 })).toEqual({ endpoint: id, deliveries: [expect.objectContaining({ message: test.message_id, type: 'webhook.test', status: 200, outcome: 'delivered' })] });
+
+    expect(await operator.resendWebhookMessage(id, test.message_id)).toEqual({ endpoint: id, message_id: test.message_id });
+    await expect(operator.resendWebhookMessage(id, test.message_id)).rejects.toMatchObject({ status: 409, code: 'BAD_STATE' });
+    await expect(operator.resendWebhookMessage(id, 'msg_nope')).rejects.toMatchObject({ status: 404 });
+
+    expect(await operator.setWebhookEndpointEnabled(id, false)).toMatchObject({ enabled: false, disabled_reason: 'disabled by hand' });
+    await expect(operator.testWebhookEndpoint(id)).rejects.toMatchObject({ status: 409 });
+    const enabled = await operator.setWebhookEndpointEnabled(id, true);
+    expect(enabled.enabled).toBe(true);
+    expect(enabled).not.toHaveProperty('disabled_reason');
+    const stranger = new EmpClient({ baseUrl: stack.url, apiKey: (await stack.server.app.apiKeys.create({ role: 'client', tenant: 'other' })).key });
+    await expect(stranger.webhookDeliveries(id)).rejects.toMatchObject({ status: 404 });
   });
 });

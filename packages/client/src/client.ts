@@ -2,17 +2,22 @@ import type {
   ApiErrorBody,
   BatchResult,
   CancelResponse,
+  CreatedWebhookEndpoint,
   JobEventsPage,
   JobListFilter,
   JobPage,
   JobView,
   MachineEventsPage,
   MachineList,
+  NewWebhookEndpoint,
   QueueHistory,
   QueueReport,
   RetryResponse,
   SubmitJobInput,
   SubmittedJob,
+  WebhookDeliveryList,
+  WebhookEndpoint,
+  WebhookEndpointList,
   WorkerList,
 } from '@emp/core';
 import { EmpApiError } from './errors';
@@ -153,6 +158,40 @@ export class EmpClient {
   /** (operator) Pause or resume claims of a service's jobs, in one pool or every pool. */
   async setServicePaused(service: string, paused: boolean, options: { pool?: string; reason?: string } = {}): Promise<{ service: string; paused: boolean; pools: Array<{ pool: string; changed: boolean }> }> {
     return this.request('POST', `/v1/services/${encodeURIComponent(service)}/${paused ? 'pause' : 'resume'}`, options);
+  }
+
+  /** Registers a webhook endpoint; the answer holds its signing secret, shown only this once. */
+  async createWebhookEndpoint(endpoint: NewWebhookEndpoint): Promise<CreatedWebhookEndpoint> {
+    return this.request('POST', '/v1/webhooks', endpoint);
+  }
+
+  /** The webhook endpoints the key may see: a client key its tenant's; an operator every one (and the operator-scoped ones), or one tenant's. */
+  async webhookEndpoints(options: { tenant?: string } = {}): Promise<WebhookEndpointList> {
+    return this.request('GET', `/v1/webhooks${options.tenant ? `?tenant=${encodeURIComponent(options.tenant)}` : ''}`);
+  }
+
+  async webhookEndpoint(id: string): Promise<WebhookEndpoint> {
+    return this.request('GET', `/v1/webhooks/${encodeURIComponent(id)}`);
+  }
+
+  /** An endpoint's delivery attempts, newest first (`limit`: at most this many, default 100). */
+  async webhookDeliveries(id: string, options: { limit?: number } = {}): Promise<WebhookDeliveryList> {
+    return this.request('GET', `/v1/webhooks/${encodeURIComponent(id)}/deliveries${options.limit ? `?limit=${options.limit}` : ''}`);
+  }
+
+  /** Sends one message of the endpoint again (delivered, failed or dropped; its id is a delivery's `message`): same webhook-id and body. */
+  async resendWebhookMessage(id: string, message: string): Promise<{ endpoint: string; message_id: string }> {
+    return this.request('POST', `/v1/webhooks/${encodeURIComponent(id)}/messages/${encodeURIComponent(message)}/resend`);
+  }
+
+  /** Enables an endpoint (forgetting why it was disabled) or disables it (its messages not yet sent are dropped). */
+  async setWebhookEndpointEnabled(id: string, enabled: boolean): Promise<WebhookEndpoint> {
+    return this.request('POST', `/v1/webhooks/${encodeURIComponent(id)}/${enabled ? 'enable' : 'disable'}`);
+  }
+
+  /** Sends a signed `webhook.test` event to the endpoint, whatever its filter. */
+  async testWebhookEndpoint(id: string): Promise<{ endpoint: string; message_id: string }> {
+    return this.request('POST', `/v1/webhooks/${encodeURIComponent(id)}/test`);
   }
 
   private async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {

@@ -2,7 +2,7 @@ import { EmpClient } from '@emp/client';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { WebSocket as NodeWebSocket } from 'ws';
-import type { LiveEvent } from '../state/monitor-state';
+import type { LiveEvent } from '../state/live-event';
 import { type FeedStatus, LiveFeed } from './live-feed';
 import { MonitorStore } from './monitor-store';
 
@@ -76,7 +76,7 @@ describe('the live feed client', () => {
       expect(new Set(ids).size).toBe(ids.length);
       for (const job of [first, ...missed]) {
         const history = (await client.events(job.id)).events.map((e) => `${e.id} ${e.type}`);
-        expect(received.filter((e) => e.job === job.id).map((e) => `${e.id} ${e.event}`)).toEqual(history);
+        expect(received.filter((e) => 'job' in e && e.job === job.id).map((e) => `${e.id} ${e.event}`)).toEqual(history);
       }
     } finally {
       feed.stop();

@@ -1,5 +1,6 @@
 import { CLOSE_SLOW_CONSUMER, type LiveServerMessage } from '@emp/core';
-import type { LiveEvent, MonitorSnapshot } from '../state/monitor-state';
+import { type LiveEvent, toLiveEvent } from '../state/live-event';
+import type { MonitorSnapshot } from '../state/monitor-state';
 
 export type FeedState = 'connecting' | 'live' | 'reconnecting' | 'refused' | 'stopped';
 
@@ -119,7 +120,7 @@ export class LiveFeed {
       return;
     }
     if (message.type === 'event') {
-      this.pending.push(message);
+      this.pending.push(toLiveEvent(message));
       this.arrivals.push(Date.now());
       this.cancelFlush ??= scheduleFlush(() => this.flush());
     } else if (message.type === 'monitor.snapshot') {

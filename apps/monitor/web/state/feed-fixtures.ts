@@ -1,11 +1,18 @@
-import type { LiveEvent, MonitorSnapshot } from './monitor-state';
+import type { StreamEventType } from '@emp/core';
+import { type KnownLiveEvent, type LiveEventMessage, toLiveEvent } from './live-event';
+import type { MonitorSnapshot } from './monitor-state';
 
 /** Feed messages as the API sends them, for the reducer's tests. */
 
 let sequence = 0;
 
-/** An event of `pool` with a stream id after every earlier one of this module. */
-export function feedEvent(event: string, fields: Record<string, unknown>, options: { pool?: string; ts?: number } = {}): LiveEvent {
+/** An event of `pool` with a stream id after every earlier one of this module, typed as the page types what the socket brings. */
+export function feedEvent<T extends StreamEventType>(event: T, fields: Record<string, unknown>, options: { pool?: string; ts?: number } = {}): Extract<KnownLiveEvent, { event: T }> {
+  return toLiveEvent(feedMessage(event, fields, options)) as Extract<KnownLiveEvent, { event: T }>;
+}
+
+/** The message as it comes off the socket, any type. */
+export function feedMessage(event: string, fields: Record<string, unknown>, options: { pool?: string; ts?: number } = {}): LiveEventMessage {
   sequence += 1;
   const ts = options.ts ?? 1_700_000_000_000 + sequence;
   return { type: 'event', event, id: `${ts}-${sequence}`, pool: options.pool ?? 'standard', ts, ...fields };

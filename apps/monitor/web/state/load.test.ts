@@ -87,10 +87,10 @@ describe('a fleet of 50 machines / 200 workers under a few thousand deltas', () 
     const finished: Record<string, number> = {};
     let starts = 0;
     for (const event of events) {
-      if (event.event.startsWith('job.')) lastJobState.set(String(event.job), String(event.state));
+      if (event.event.startsWith('job.') && 'job' in event) lastJobState.set(String(event.job), String(event.state));
       if (event.event === 'job.starting') starts += 1;
-      if (event.event === 'job.succeeded' || event.event === 'job.failed') finished[String(event.state)] = (finished[String(event.state)] ?? 0) + 1;
-      if (event.event.startsWith('worker.')) lastWorkerState.set(`${event.pool}/${String(event.worker)}`, String(event.state));
+      if (event.event === 'job.succeeded' || event.event === 'job.failed') finished[event.state] = (finished[event.state] ?? 0) + 1;
+      if ('worker' in event && 'state' in event && event.event.startsWith('worker.')) lastWorkerState.set(`${event.pool}/${event.worker}`, event.state);
     }
 
     expect(state.eventsApplied).toBe(events.length);

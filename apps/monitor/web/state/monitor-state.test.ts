@@ -1,11 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { feedEvent, machineHash, snapshot, workerHash } from './feed-fixtures';
+import { STREAM_EVENT_TYPES } from '@emp/core';
+import { feedEvent, feedMessage, machineHash, snapshot, workerHash } from './feed-fixtures';
 import { isUnreadable } from './fleet-records';
+import { toLiveEvent } from './live-event';
 import { HOUR_MS, MAX_LIVE_JOBS, type MonitorAction, type MonitorState, initialState, monitorReducer, percentile, throughputSeries, workersByMachine } from './monitor-state';
 
 const reduce = (...actions: MonitorAction[]): MonitorState => actions.reduce(monitorReducer, initialState);
-const events = (...list: ReturnType<typeof feedEvent>[]): MonitorAction => ({ type: 'events', events: list });
+const events = (...list: Extract<MonitorAction, { type: 'events' }>['events']): MonitorAction => ({ type: 'events', events: list });
 
 const fleet = snapshot({
   machines: [
@@ -313,5 +315,21 @@ describe('history recorded before the page opened', () => {
     // the card keeps what the feed and snapshots said: recorded history is older
     expect(state.machines['standard/m1']?.processes).toEqual(withLive.machines['standard/m1']?.processes);
     expect(monitorReducer(state, { type: 'machine-events', pool: 'standard', machine: 'm1', events: recorded }).processHistory).toEqual(state.processHistory);
+  });
+});
+
+describe('event types', () => {
+  it("applies every type of core's union without failing, and one it does not know only moves the cursor", () => {
+    const base = reduce({ type: 'snapshot', snapshot: fleet, at: 1 });
+    const fields = { job: 'standard.t1', state: 'queued', tenant: 't', service: 'simulation', worker: 'm1-w0', machine: 'm1', attempt: 1, progress: { stage: 'running' }, command: 'c1', action: 'restart', outcome: 'ok', process: 'worker-0', class: 'abc', from: 1, gap_ms: 1, grace_until: 1, reason: 'retry', retry_at: 1 };
+    const all = STREAM_EVENT_TYPES.map((type) => feedEvent(type, fields));
+    const state = monitorReducer(base, events(...all));
+    expect(state.eventsApplied).toBe(all.length);
+    expect(state.cursors.standard).toBe(all.at(-1)!.id);
+
+    const newer = toLiveEvent(feedMessage('job.teleported', { job: 'standard.t2', state: 'elsewhere' }));
+    expect(newer).toMatchObject({ event: 'unknown', sent_as: 'job.teleported' });
+    const after = monitorReducer(base, events(newer));
+    expect(after).toEqual({ ...base, cursors: { standard: newer.id }, eventsApplied: 1, lastEventAt: newer.ts });
   });
 });

@@ -1,5 +1,6 @@
-import { type EventView, type JobProgress, type JobProgressView, type JobState, type LiveServerMessage, type QueueHistory, type QueueReport, TERMINAL_STATES, compareStreamIds } from '@emp/core';
+import { type EventView, JOB_STATES, type JobProgressView, type JobState, type LiveServerMessage, MACHINE_EVENT_STATES, type QueueHistory, type QueueReport, TERMINAL_STATES, assertNever, compareStreamIds } from '@emp/core';
 import { type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable, parseMachine, parseWorker, recordKey } from './fleet-records';
+import { type EventViewOf, type LiveEvent, type LiveEventOf, type WithoutType, toStreamEventView } from './live-event';
 
 /**
  * Everything the monitor shows about the fleet, as one value: a snapshot from
@@ -9,7 +10,7 @@ import { type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable
  * /v1/machines and /v1/workers, merged without undoing newer events.
  */
 
-export type LiveEvent = Extract<LiveServerMessage, { type: 'event' }>;
+export type { LiveEvent } from './live-event';
 export type MonitorSnapshot = Extract<LiveServerMessage, { type: 'monitor.snapshot' }>;
 
 /** A job as far as the feed told: enough for a live table row. */
@@ -115,7 +116,7 @@ export const initialState: MonitorState = {
 };
 
 const TERMINAL = new Set<string>(TERMINAL_STATES);
-const JOB_STATE_NAMES = new Set<string>(['queued', 'starting', 'running', 'retrying', ...TERMINAL_STATES]);
+const JOB_STATE_NAMES = new Set<string>(JOB_STATES);
 
 export function monitorReducer(state: MonitorState, action: MonitorAction): MonitorState {
   switch (action.type) {
@@ -334,11 +335,7 @@ export function applyEvents(state: MonitorState, events: readonly LiveEvent[]): 
     next.cursors[event.pool] = event.id;
     applied += 1;
     next.lastEventAt = Math.max(next.lastEventAt ?? 0, event.ts);
-    const kind = event.event.slice(0, event.event.indexOf('.'));
-    if (kind === 'job') applyJobEvent(draft, event, waits);
-    else if (kind === 'worker') applyWorkerEvent(draft, event);
-    else if (kind === 'machine') applyMachineEvent(draft, event);
-    else if (kind === 'service') applyServiceEvent(draft, event);
+    applyEvent(draft, event, waits);
   }
   if (applied === 0) return state;
   next.eventsApplied = state.eventsApplied + applied;
@@ -358,48 +355,105 @@ const minuteOf = (ts: number): number => ts - (ts % 60_000);
 
 const text = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
 
-function applyJobEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): void {
+/** One event, by its type: every type of core's union has its case (or says why it changes nothing here). */
+function applyEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): void {
+  switch (event.event) {
+    case 'job.queued':
+    case 'job.starting':
+    case 'job.running':
+    case 'job.progress':
+    case 'job.retrying':
+    case 'job.succeeded':
+    case 'job.failed':
+    case 'job.canceled':
+    case 'job.expired':
+      return applyJobEvent(draft, event, waits);
+    case 'worker.registered':
+    case 'worker.idle':
+    case 'worker.busy':
+    case 'worker.draining':
+    case 'worker.offline':
+    case 'worker.gone':
+      return applyWorkerEvent(draft, event);
+    case 'machine.command':
+      return noteCommand(draft, event);
+    case 'machine.command.done':
+      return noteCommandDone(draft, event);
+    case 'machine.process':
+      return noteProcess(draft, event);
+    case 'machine.starting':
+    case 'machine.ready':
+    case 'machine.degraded':
+    case 'machine.draining':
+    case 'machine.offline':
+    case 'machine.gone':
+      return applyMachineState(draft, event);
+    case 'service.paused':
+    case 'service.resumed':
+      return applyServiceEvent(draft, event);
+    // routability shows through the queue reads; a clock gap is the scheduler's own concern
+    case 'class.routable':
+    case 'clock.unwatched':
+    // a type this page does not know (a newer API): its cursor moved, nothing else
+    case 'unknown':
+      return;
+    default:
+      assertNever(event);
+  }
+}
+
+type JobLiveEvent = LiveEventOf<`job.${string}` & LiveEvent['event']>;
+
+function applyJobEvent(draft: BatchDraft, event: JobLiveEvent, waits: Sample[]): void {
   const id = text(event.job);
   const state = text(event.state);
   if (!id || !state || !JOB_STATE_NAMES.has(state)) return;
   const jobs = draft.table('jobs');
   const known = jobs[id];
   const job: LiveJob = { ...known, id, pool: event.pool, state: state as JobState, updatedAt: event.ts };
-  for (const field of ['tenant', 'service', 'worker', 'machine'] as const) {
-    const value = text(event[field]);
-    if (value) job[field] = value;
-  }
-  if (typeof event.attempt === 'number') job.attempt = event.attempt;
-  if (event.event === 'job.progress' && typeof event.progress === 'object' && event.progress !== null) job.progress = event.progress as JobProgress;
-  if (event.event === 'job.queued') {
-    job.queuedAt ??= event.ts;
-    delete job.worker;
-    delete job.machine;
-    delete job.progress;
+  const tenant = text(event.tenant);
+  if (tenant) job.tenant = tenant;
+  const service = text(event.service);
+  if (service) job.service = service;
+  const worker = 'worker' in event ? text(event.worker) : undefined;
+  if (worker) job.worker = worker;
+  switch (event.event) {
+    case 'job.queued':
+      job.queuedAt ??= event.ts;
+      delete job.worker;
+      delete job.machine;
+      delete job.progress;
+      break;
+    case 'job.starting': {
+      if (event.machine) job.machine = event.machine;
+      job.attempt = event.attempt;
+      delete job.progress;
+      const submittedAt = Number(event.submitted_at);
+      if (Number.isFinite(submittedAt) && submittedAt > 0) {
+        job.waitMs = Math.max(0, event.ts - submittedAt);
+        waits.push([event.ts, job.waitMs]);
+      }
+      break;
+    }
+    case 'job.progress':
+      if (typeof event.progress === 'object' && event.progress !== null) job.progress = event.progress;
+      break;
   }
   // a finished job's progress says how it ended, as the API's job view does (docs/api.md#progress)
   if (TERMINAL.has(state)) job.progress = { ...job.progress, stage: state as JobProgressView['stage'] };
-  if (event.event === 'job.starting') {
-    delete job.progress;
-    const submittedAt = Number(event.submitted_at);
-    if (Number.isFinite(submittedAt) && submittedAt > 0) {
-      job.waitMs = Math.max(0, event.ts - submittedAt);
-      waits.push([event.ts, job.waitMs]);
-    }
-  }
   jobs[id] = job;
 
   // the worker's current job, for its card
-  const workerId = text(event.worker) ?? known?.worker;
+  const workerId = worker ?? known?.worker;
   if (workerId) {
     const workers = draft.next.workers;
     const key = recordKey(event.pool, workerId);
-    const worker = workers[key];
-    if (worker) {
+    const record = workers[key];
+    if (record) {
       const holds = state === 'starting' || state === 'running';
-      if (holds && worker.currentJob !== id) draft.table('workers')[key] = { ...worker, currentJob: id };
-      else if (!holds && worker.currentJob === id) {
-        const { currentJob: _, ...rest } = worker;
+      if (holds && record.currentJob !== id) draft.table('workers')[key] = { ...record, currentJob: id };
+      else if (!holds && record.currentJob === id) {
+        const { currentJob: _, ...rest } = record;
         draft.table('workers')[key] = rest;
       }
     }
@@ -413,7 +467,7 @@ function applyJobEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): vo
   }
 }
 
-function applyWorkerEvent(draft: BatchDraft, event: LiveEvent): void {
+function applyWorkerEvent(draft: BatchDraft, event: LiveEventOf<`worker.${string}` & LiveEvent['event']>): void {
   const id = text(event.worker);
   if (!id) return;
   const key = recordKey(event.pool, id);
@@ -424,43 +478,41 @@ function applyWorkerEvent(draft: BatchDraft, event: LiveEvent): void {
   }
   const known = workers[key];
   const machine = text(event.machine) ?? known?.machine ?? '';
-  const state = event.event === 'worker.registered' ? (known?.state ?? 'starting') : text(event.state);
-  if (!state) return;
+  const registered = event.event === 'worker.registered';
+  const state = registered ? (known?.state ?? 'starting') : event.state;
   const worker: WorkerRecord = known
-    ? { ...known, machine, state, stateSince: event.event === 'worker.registered' ? known.stateSince : event.ts, lastSeen: Math.max(known.lastSeen ?? 0, event.ts) }
+    ? { ...known, machine, state, stateSince: registered ? known.stateSince : event.ts, lastSeen: Math.max(known.lastSeen ?? 0, event.ts) }
     : { key, pool: event.pool, id, machine, state, stateSince: event.ts, lastSeen: event.ts, registeredAt: event.ts, capabilities: undefined, fields: {} };
   if (state === 'offline' || state === 'idle') delete worker.currentJob;
   workers[key] = worker;
 }
 
-function applyMachineEvent(draft: BatchDraft, event: LiveEvent): void {
+type MachineStateType = `machine.${(typeof MACHINE_EVENT_STATES)[number]}`;
+
+function applyMachineState(draft: BatchDraft, event: LiveEventOf<MachineStateType>): void {
   const id = text(event.machine);
   if (!id) return;
   const key = recordKey(event.pool, id);
-  switch (event.event) {
-    case 'machine.command':
-      return noteCommand(draft, event, id);
-    case 'machine.command.done':
-      return noteCommandDone(draft, event, id);
-    case 'machine.process':
-      return noteProcess(draft, event, key);
-  }
   const machines = draft.table('machines');
   if (event.event === 'machine.gone') {
     delete machines[key];
     return;
   }
-  const state = text(event.state);
-  if (!state) return;
   const known = machines[key];
   machines[key] = known
-    ? { ...known, state, stateSince: event.ts, lastSeen: Math.max(known.lastSeen ?? 0, event.ts) }
-    : { key, pool: event.pool, id, state, stateSince: event.ts, lastSeen: event.ts, registeredAt: event.ts, services: [], gpus: undefined, processes: undefined, models: undefined, fields: {} };
+    ? { ...known, state: event.state, stateSince: event.ts, lastSeen: Math.max(known.lastSeen ?? 0, event.ts) }
+    : { key, pool: event.pool, id, state: event.state, stateSince: event.ts, lastSeen: event.ts, registeredAt: event.ts, services: [], gpus: undefined, processes: undefined, models: undefined, fields: {} };
 }
 
-function noteCommand(draft: BatchDraft, event: LiveEvent, machine: string, options = { touchMachine: true }): void {
+/** A machine.command event, from the feed or a machine's recorded history. */
+type CommandEvent = WithoutType<EventViewOf<'machine.command'>>;
+type CommandDoneEvent = WithoutType<EventViewOf<'machine.command.done'>>;
+type ProcessEvent = WithoutType<EventViewOf<'machine.process'>>;
+
+function noteCommand(draft: BatchDraft, event: CommandEvent, options = { touchMachine: true }): void {
   const id = text(event.command);
-  if (!id) return;
+  const machine = text(event.machine);
+  if (!id || !machine) return;
   const commands = draft.table('commands');
   const service = text(event.service);
   const by = text(event.by);
@@ -483,9 +535,10 @@ function noteCommand(draft: BatchDraft, event: LiveEvent, machine: string, optio
   if (known) machines[key] = { ...known, lastCommand: { action: commands[id]!.action, id, ...(service ? { service } : {}), at: event.ts } };
 }
 
-function noteCommandDone(draft: BatchDraft, event: LiveEvent, machine: string): void {
+function noteCommandDone(draft: BatchDraft, event: CommandDoneEvent): void {
   const id = text(event.command);
-  if (!id) return;
+  const machine = text(event.machine);
+  if (!id || !machine) return;
   const commands = draft.table('commands');
   const outcome = event.outcome === 'ok' || event.outcome === 'failed' ? event.outcome : 'failed';
   const message = text(event.message);
@@ -505,7 +558,7 @@ function noteCommandDone(draft: BatchDraft, event: LiveEvent, machine: string): 
 }
 
 /** A machine.process event as a line of the restart history; undefined when it lacks the process or state. */
-function processChange(event: EventView | LiveEvent): ProcessChange | undefined {
+function processChange(event: ProcessEvent): ProcessChange | undefined {
   const process = text(event.process);
   const state = text(event.state);
   if (!process || !state) return undefined;
@@ -530,24 +583,25 @@ function applyMachineHistory(state: MonitorState, pool: string, machine: string,
   const key = recordKey(pool, machine);
   const changes = new Map((state.processHistory[key] ?? []).map((change) => [change.id, change]));
   const draft = new BatchDraft({ ...state });
-  for (const event of events) {
-    if (event.type === 'machine.process') {
+  for (const view of events) {
+    const event = toStreamEventView(view);
+    if (event?.type === 'machine.process') {
       const change = processChange(event);
       if (change) changes.set(change.id, change);
-    } else if ((event.type === 'machine.command' || event.type === 'machine.command.done') && typeof event.command === 'string') {
-      const known = state.commands[event.command];
-      const live = { ...event, pool, type: 'event', event: event.type } as LiveEvent;
-      if (event.type === 'machine.command' && !known) noteCommand(draft, live, machine, { touchMachine: false });
-      if (event.type === 'machine.command.done' && !known?.outcome) noteCommandDone(draft, live, machine);
+    } else if (event?.type === 'machine.command') {
+      if (!state.commands[event.command]) noteCommand(draft, { ...event, pool, machine }, { touchMachine: false });
+    } else if (event?.type === 'machine.command.done') {
+      if (!state.commands[event.command]?.outcome) noteCommandDone(draft, { ...event, pool, machine });
     }
   }
   const history = [...changes.values()].sort((a, b) => compareStreamIds(a.id, b.id)).slice(-MAX_PROCESS_CHANGES);
   return { ...draft.next, processHistory: { ...state.processHistory, [key]: history } };
 }
 
-function noteProcess(draft: BatchDraft, event: LiveEvent, key: string): void {
+function noteProcess(draft: BatchDraft, event: ProcessEvent): void {
   const change = processChange(event);
   if (!change) return;
+  const key = recordKey(event.pool, event.machine);
   const { process, state } = change;
   const history = draft.table('processHistory');
   history[key] = [...(history[key] ?? []), change].slice(-MAX_PROCESS_CHANGES);
@@ -560,13 +614,13 @@ function noteProcess(draft: BatchDraft, event: LiveEvent, key: string): void {
   }
 }
 
-function applyServiceEvent(draft: BatchDraft, event: LiveEvent): void {
+function applyServiceEvent(draft: BatchDraft, event: LiveEventOf<'service.paused' | 'service.resumed'>): void {
   const service = text(event.service);
   const queues = draft.next.queues;
-  if (!service || !queues || (event.event !== 'service.paused' && event.event !== 'service.resumed')) return;
+  if (!service || !queues) return;
   const paused = event.event === 'service.paused';
   const by = text(event.by);
-  const reason = text(event.reason);
+  const reason = event.event === 'service.paused' ? text(event.reason) : undefined;
   draft.next.queues = {
     ...queues,
     pools: queues.pools.map((pool) => {

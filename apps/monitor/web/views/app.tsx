@@ -10,6 +10,7 @@ import { JobsView } from './jobs';
 import { MachinePage } from './machine-page';
 import { QueuesView } from './queues';
 import { SubmitView } from './submit';
+import { WebhooksView } from './webhooks';
 
 type Theme = 'auto' | 'light' | 'dark';
 const THEME_ITEM = 'emp.monitor.theme';
@@ -117,6 +118,7 @@ const TABS = [
   { path: '', label: 'Fleet', fleet: true },
   { path: 'queues', label: 'Queues', fleet: true },
   { path: 'jobs', label: 'Jobs', fleet: false },
+  { path: 'webhooks', label: 'Webhooks', fleet: false },
   { path: 'submit', label: 'Submit', fleet: false },
 ] as const;
 
@@ -134,6 +136,7 @@ function Shell({ connection, reopen }: { connection: Connection; reopen: () => v
   else if (section === 'jobs' && rest[0]) view = <JobPage connection={connection} store={store} id={rest[0]} />;
   else if (section === 'jobs') view = <JobsView connection={connection} store={store} now={now} />;
   else if (section === 'submit') view = <SubmitView connection={connection} />;
+  else if (section === 'webhooks') view = <WebhooksView connection={connection} selected={rest[0]} now={now} />;
   else if (section === 'queues') view = <QueuesView connection={connection} store={store} now={now} />;
   else view = connection.seesFleet ? <FleetView store={store} now={now} /> : <JobsView connection={connection} store={store} now={now} />;
 

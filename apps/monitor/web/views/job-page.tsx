@@ -1,13 +1,45 @@
-import type { EventView, JobView } from '@emp/core';
-import { TERMINAL_STATES } from '@emp/core';
+import type { JobView } from '@emp/core';
+import { TERMINAL_STATES, assertNever } from '@emp/core';
 import { useEffect, useRef, useState } from 'react';
 import { type Connection, describeError } from '../api/connection';
 import { type MonitorStore, useMonitorState } from '../live/monitor-store';
+import { type JobEventView, jobEventViews } from '../state/live-event';
 import { ConfirmButton, Empty, Field, Meter, StateBadge, href } from './common';
 import { clock, dateTime, duration } from './format';
 
 const ACTIVE = new Set(['queued', 'starting', 'running', 'retrying']);
 const RETRYABLE = new Set(['failed', 'canceled', 'expired']);
+
+/** A line of the timeline: what each job event says about the job's path. */
+interface TimelineEntry {
+  state: string;
+  worker: string | undefined;
+  machine: string | undefined;
+  attempt: number | undefined;
+  reason: string | undefined;
+}
+
+/** The timeline's line of an event; undefined for progress reports (the log shows those). */
+function timelineEntry(event: JobEventView): TimelineEntry | undefined {
+  const entry: TimelineEntry = { state: event.state, worker: undefined, machine: undefined, attempt: undefined, reason: undefined };
+  switch (event.type) {
+    case 'job.progress':
+      return undefined;
+    case 'job.queued':
+    case 'job.retrying':
+      return { ...entry, reason: event.reason };
+    case 'job.starting':
+      return { ...entry, worker: event.worker, machine: event.machine, attempt: event.attempt };
+    case 'job.running':
+    case 'job.succeeded':
+    case 'job.failed':
+    case 'job.canceled':
+    case 'job.expired':
+      return { ...entry, worker: event.worker };
+    default:
+      return assertNever(event);
+  }
+}
 
 /**
  * One job: its state and timings, every transition with its time and
@@ -16,7 +48,7 @@ const RETRYABLE = new Set(['failed', 'canceled', 'expired']);
  */
 export function JobPage({ connection, store, id }: { connection: Connection; store: MonitorStore; id: string }) {
   const [job, setJob] = useState<JobView>();
-  const [events, setEvents] = useState<EventView[]>([]);
+  const [events, setEvents] = useState<JobEventView[]>([]);
   const [error, setError] = useState<string>();
   const cursor = useRef<string | undefined>(undefined);
   const reading = useRef<Promise<void> | undefined>(undefined);
@@ -28,7 +60,8 @@ export function JobPage({ connection, store, id }: { connection: Connection; sto
       const [view, page] = await Promise.all([connection.client.get(id), connection.client.events(id, cursor.current ? { after: cursor.current } : {})]);
       cursor.current = page.cursor;
       setJob(view);
-      if (page.events.length > 0) setEvents((list) => [...list, ...page.events.filter((e) => !list.some((known) => known.id === e.id))]);
+      const read = jobEventViews(page.events);
+      if (read.length > 0) setEvents((list) => [...list, ...read.filter((e) => !list.some((known) => known.id === e.id))]);
       setError(undefined);
     } catch (e) {
       setError(describeError(e));
@@ -76,7 +109,7 @@ export function JobPage({ connection, store, id }: { connection: Connection; sto
     );
   }
   if (!job) return <Empty>Loading job {id}…</Empty>;
-  const logLines = events.filter((e) => typeof e.progress === 'object' && e.progress !== null && typeof (e.progress as { message?: unknown }).message === 'string');
+  const logLines = events.flatMap((e) => (e.type === 'job.progress' && e.progress.message ? [{ id: e.id, ts: e.ts, message: e.progress.message }] : []));
   return (
     <section className="job-page" aria-label={`job ${id}`} data-job={id} data-state={job.state}>
       <p className="crumbs">
@@ -152,17 +185,19 @@ export function JobPage({ connection, store, id }: { connection: Connection; sto
         <div className="panel">
           <h3>Timeline</h3>
           <ol className="timeline" aria-label="timeline">
-            {events
-              .filter((e) => e.type !== 'job.progress')
-              .map((event) => (
+            {events.map((event) => {
+              const entry = timelineEntry(event);
+              if (!entry) return null;
+              return (
                 <li key={event.id} data-event={event.type}>
-                  <span className="mono muted">{clock(event.ts)}</span> <StateBadge state={String(event.state ?? event.type.replace('job.', ''))} />
-                  {event.worker ? <span className="mono"> {String(event.worker)}</span> : null}
-                  {event.machine ? <span className="muted"> on {String(event.machine)}</span> : null}
-                  {event.attempt ? <span className="muted"> · attempt {String(event.attempt)}</span> : null}
-                  {event.reason ? <span className="muted"> · {String(event.reason)}</span> : null}
+                  <span className="mono muted">{clock(event.ts)}</span> <StateBadge state={entry.state} />
+                  {entry.worker ? <span className="mono"> {entry.worker}</span> : null}
+                  {entry.machine ? <span className="muted"> on {entry.machine}</span> : null}
+                  {entry.attempt ? <span className="muted"> · attempt {entry.attempt}</span> : null}
+                  {entry.reason ? <span className="muted"> · {entry.reason}</span> : null}
                 </li>
-              ))}
+              );
+            })}
           </ol>
         </div>
       </div>
@@ -185,7 +220,7 @@ export function JobPage({ connection, store, id }: { connection: Connection; sto
           <pre className="logs">
             {logLines.map((e) => (
               <div key={e.id}>
-                <span className="muted">{clock(e.ts)}</span> {(e.progress as { message: string }).message}
+                <span className="muted">{clock(e.ts)}</span> {e.message}
               </div>
             ))}
           </pre>
