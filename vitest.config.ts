@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['scripts/*.test.mjs', 'packages/*/src/**/*.test.ts', 'apps/*/src/**/*.test.ts', 'apps/monitor/web/**/*.test.ts'],
+    include: ['scripts/*.test.mjs', 'ops/*.test.ts', 'packages/*/src/**/*.test.ts', 'apps/*/src/**/*.test.ts', 'apps/monitor/web/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -1,5 +1,5 @@
 import type { SubmitJobInput } from '@emp/core';
-import { call } from '@emp/testkit';
+import { call, waitFor } from '@emp/testkit';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -66,5 +66,53 @@ describe('jobs by state in /metrics', () => {
     expect([finished('http', 'succeeded'), finished('http', 'failed'), finished('ollama', 'canceled'), finished('ollama', 'expired')]).toEqual([1, 1, 1, 1]);
     expect(finished('simulation', 'succeeded')).toBe(1);
     expect(finished('comfyui', 'failed'), 'known services start at 0').toBe(0);
+  });
+});
+
+/** The histogram's count of one series. */
+const histogramCount = (text: string, name: string, labels: Record<string, string>) => sample(text, `${name}_count`, labels);
+
+describe('queue wait, failures by kind, fleet and Redis memory in /metrics', () => {
+  it('observes a job\'s wait from submit to claim per pool and service, once per first attempt', async () => {
+    const before = histogramCount((await call(stack.url, 'GET', '/metrics')).body as string, 'emp_queue_wait_seconds', { pool: 'standard', service: 'simulation' }) ?? 0;
+    expect((await call(stack.url, 'POST', '/v1/jobs?wait=30', { key: operator, body: { service: 'simulation' } })).body.state).toBe('succeeded');
+    const text = (await call(stack.url, 'GET', '/metrics')).body as string;
+    expect(histogramCount(text, 'emp_queue_wait_seconds', { pool: 'standard', service: 'simulation' })).toBe(before + 1);
+    expect(sample(text, 'emp_queue_wait_seconds_bucket', { pool: 'standard', service: 'simulation', le: '+Inf' })).toBe(before + 1);
+  });
+
+  it('counts failed attempts by failure kind and by what followed', async () => {
+    const { broker } = stack;
+    await broker.registerWorker({ id: 'failing-hand', pool: 'standard', capabilities: { services: ['openai'] } });
+    const failOnce = async (kind: 'retryable' | 'non_retryable' | 'infrastructure') => {
+      await broker.submit({ service: 'openai', max_attempts: 3, backoff: { type: 'fixed', delay_ms: 600_000 } });
+      const claim = await broker.claim('standard', 'failing-hand');
+      await broker.fail(claim.job!.lease, { kind, message: 'as the test says' });
+    };
+    await failOnce('retryable');
+    await failOnce('non_retryable');
+    await failOnce('infrastructure');
+    // the hub reads events in order: once a later job's answer came, these were counted
+    expect((await call(stack.url, 'POST', '/v1/jobs?wait=30', { key: operator, body: { service: 'simulation' } })).body.state).toBe('succeeded');
+    const text = (await call(stack.url, 'GET', '/metrics')).body as string;
+    const failures = (kind: string, outcome: string) => sample(text, 'emp_job_attempt_failures_total', { pool: 'standard', service: 'openai', kind, outcome });
+    expect([failures('retryable', 'retrying'), failures('non_retryable', 'failed'), failures('infrastructure', 'requeued')]).toEqual([1, 1, 1]);
+  });
+
+  it('gauges workers per service and state, machines per state, and the memory of Redis with its limit', async () => {
+    await stack.broker.registerWorker({ id: 'gauged', pool: 'standard', capabilities: { services: ['http', 'ollama'] } });
+    await stack.broker.registerMachine('standard', 'gauged-machine', 'draining', {});
+    // a scrape's readings are shared for a second, so the next one may still show the fleet before these
+    const text = await waitFor('the new worker and the draining machine in /metrics', async () => {
+      const body = (await call(stack.url, 'GET', '/metrics')).body as string;
+      const drained = sample(body, 'emp_machine_state_changes_total', { pool: 'standard', state: 'draining' });
+      return sample(body, 'emp_service_workers', { pool: 'standard', service: 'ollama', state: 'idle' }) === 1 && drained === 1 && body;
+    });
+    expect(sample(text, 'emp_service_workers', { pool: 'standard', service: 'http', state: 'idle' }), 'a worker counts for each of its services').toBe(1);
+    expect(sample(text, 'emp_service_workers', { pool: 'standard', service: 'simulation', state: 'idle' })).toBe(1);
+    expect(sample(text, 'emp_machines', { pool: 'standard', state: 'draining' })).toBe(1);
+    const [server] = await stack.broker.redisMemory();
+    expect(sample(text, 'emp_redis_memory_used_bytes', { node: server!.node })).toBeGreaterThan(0);
+    expect(sample(text, 'emp_redis_memory_max_bytes', { node: server!.node })).toBe(server!.maxBytes);
   });
 });

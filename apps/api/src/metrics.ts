@@ -1,4 +1,4 @@
-import { type Broker, isTerminalEvent } from '@emp/core';
+import { type Broker, FAILURE_KINDS, type FailureKind, decodeMachine, decodeWorker, isInvalidRecord, isTerminalEvent, isUnreadable, type StreamEvent } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -17,6 +17,26 @@ declare module 'fastify' {
 /** Job states a job leaves for good; their events are counted, since finished jobs expire from Redis. */
 const FINISHED = ['succeeded', 'failed', 'canceled', 'expired'] as const;
 
+/**
+ * A failed attempt, told by the event that followed it: job.retrying (backing
+ * off), job.queued with a failure kind (worker lost, infrastructure: retried at
+ * once) or job.failed (the job ended; its kind since the event records it).
+ */
+function failureOf(event: StreamEvent): { service: string; kind: FailureKind; outcome: 'retrying' | 'requeued' | 'failed' } | undefined {
+  const followed = (outcome: 'retrying' | 'requeued' | 'failed', service: string, reason: string | undefined) =>
+    (FAILURE_KINDS as readonly (string | undefined)[]).includes(reason) ? { service, kind: reason as FailureKind, outcome } : undefined;
+  switch (event.type) {
+    case 'job.retrying':
+      return followed('retrying', event.service, event.reason);
+    case 'job.queued':
+      return followed('requeued', event.service, event.reason);
+    case 'job.failed':
+      return followed('failed', event.service, event.reason);
+    default:
+      return undefined;
+  }
+}
+
 /** A reading shared by the gauges of one scrape (prom-client collects them concurrently). */
 function perScrape<T>(read: () => Promise<T>): () => Promise<T> {
   let last: { at: number; value: Promise<T> } | undefined;
@@ -27,10 +47,12 @@ function perScrape<T>(read: () => Promise<T>): () => Promise<T> {
 }
 
 /**
- * Prometheus metrics at /metrics: request rates and latencies per route, job
- * transitions, finished jobs and claim latency (submit -> claimed, from the
- * event streams the hub reads anyway), and, collected on each scrape, live jobs
- * per state, queue depth and age per pool and service, and workers per state.
+ * Prometheus metrics at /metrics (each listed in docs/metrics.md): request
+ * rates and latencies per route; from the event streams the hub reads anyway,
+ * job transitions, finished jobs, failed attempts by kind, machine state
+ * changes and the queue wait (submit -> claimed); collected on each scrape,
+ * live jobs per state, queue depth and age per pool and service, workers and
+ * machines per state, and Redis's memory.
  */
 export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker; hub: EventHub }) => {
   const registry = new Registry();
@@ -49,11 +71,23 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     labelNames: ['pool', 'type'],
     registers: [registry],
   });
-  const claimLatency = new Histogram({
-    name: 'emp_claim_latency_seconds',
-    help: 'Time from a job being submitted to a worker claiming it (first attempts)',
-    labelNames: ['pool'],
-    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800],
+  const queueWait = new Histogram({
+    name: 'emp_queue_wait_seconds',
+    help: 'Time from a job being submitted to a worker claiming it, first attempts (a retry\'s wait would include its backoff), per pool and service',
+    labelNames: ['pool', 'service'],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600],
+    registers: [registry],
+  });
+  const attemptFailures = new Counter({
+    name: 'emp_job_attempt_failures_total',
+    help: 'Failed attempts per pool, service, failure kind and what followed (retrying: backing off, requeued: retried at once, failed: the job ended)',
+    labelNames: ['pool', 'service', 'kind', 'outcome'],
+    registers: [registry],
+  });
+  const machineTransitions = new Counter({
+    name: 'emp_machine_state_changes_total',
+    help: 'Machines entering a state, per pool (draining: an operator drain or a stop, SIGTERM included; offline: stopped or gone silent)',
+    labelNames: ['pool', 'state'],
     registers: [registry],
   });
   const finished = new Counter({
@@ -69,9 +103,33 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     registers: [registry],
   });
   for (const reason of ['validation', 'error'] satisfies InvalidFrameReason[]) invalidLiveFrames.inc({ reason }, 0);
+  new Gauge({
+    name: 'emp_redis_memory_used_bytes',
+    help: 'Memory Redis uses (INFO memory used_memory), per server',
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const server of await currentMemory()) this.set({ node: server.node }, server.usedBytes);
+    },
+  });
+  new Gauge({
+    name: 'emp_redis_memory_max_bytes',
+    help: 'The maxmemory limit of each Redis server (0: none set)',
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const server of await currentMemory()) this.set({ node: server.node }, server.maxBytes);
+    },
+  });
   app.decorate('apiMetrics', { invalidLiveFrames });
   const { broker, hub } = options;
   const currentReport = perScrape(async () => queueReport(broker, await broker.pools()));
+  const currentMemory = perScrape(() => broker.redisMemory());
+  const currentFleet = perScrape(async () =>
+    Promise.all((await broker.pools()).map(async (pool) => ({ pool, workers: await broker.workers(pool), machines: await broker.machines(pool) }))),
+  );
   const currentCounts = perScrape(async () => Promise.all((await broker.pools()).map(async (pool) => ({ pool, services: await broker.jobCounts(pool) }))));
   new Gauge({
     name: 'emp_jobs',
@@ -132,6 +190,38 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     },
   });
 
+  new Gauge({
+    name: 'emp_service_workers',
+    help: 'Registered workers per pool, service and state (idle, busy, draining, offline); a worker of several services counts for each',
+    labelNames: ['pool', 'service', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const { pool, workers } of await currentFleet()) {
+        for (const hash of workers) {
+          const worker = decodeWorker(pool, hash);
+          if (isInvalidRecord(worker) || !worker.state || !worker.capabilities || isUnreadable(worker.capabilities)) continue;
+          for (const service of worker.capabilities.services ?? []) this.inc({ pool, service, state: worker.state });
+        }
+      }
+    },
+  });
+  new Gauge({
+    name: 'emp_machines',
+    help: 'Registered machines per pool and state (starting, ready, degraded, draining, offline)',
+    labelNames: ['pool', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const { pool, machines } of await currentFleet()) {
+        for (const hash of machines) {
+          const machine = decodeMachine(pool, hash);
+          if (!isInvalidRecord(machine) && machine.state) this.inc({ pool, state: machine.state });
+        }
+      }
+    },
+  });
+
   // every known service's finished counters exist from the start, so that rate() sees their first increase
   hub.onPool((pool) => {
     for (const service of broker.config.services) for (const state of FINISHED) finished.inc({ pool, service, state }, 0);
@@ -141,7 +231,13 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     if (isTerminalEvent(event) && (FINISHED as readonly string[]).includes(event.state)) finished.inc({ pool: event.pool, service: event.service, state: event.state });
     // first attempts only: a retry's wait includes its backoff
     if (event.type === 'job.starting' && event.attempt === 1 && event.submitted_at !== undefined) {
-      claimLatency.observe({ pool: event.pool }, Math.max(0, event.ts - event.submitted_at) / 1_000);
+      queueWait.observe({ pool: event.pool, service: event.service }, Math.max(0, event.ts - event.submitted_at) / 1_000);
+    }
+    const failure = failureOf(event);
+    if (failure) attemptFailures.inc({ pool: event.pool, ...failure });
+    // machine.<state> (not machine.process, whose state is a process's)
+    if ('machine' in event && 'state' in event && event.type === `machine.${event.state}` && event.state !== 'gone') {
+      machineTransitions.inc({ pool: event.pool, state: event.state });
     }
   });
 

@@ -78,6 +78,12 @@ describe('a machine agent with a model catalog', () => {
     expect(shown.models).toMatchObject({ models: [{ name: MODEL, size_bytes: 300_000, pins: 0 }], catalog: [MODEL], downloads: [] });
     const metrics = await (await fetch(`${agent.url}/metrics`)).text();
     expect(metrics).toMatch(/^emp_machine_model_cache_used_bytes 300000$/m);
+    // one job asked for it once: a miss, its bytes fetched, one download ended with the model in place
+    expect(metrics).toMatch(/^emp_machine_model_cache_lookups_total\{result="miss"\} 1$/m);
+    expect(metrics).toMatch(/^emp_machine_model_cache_lookups_total\{result="hit"\} 0$/m);
+    expect(metrics).toMatch(/^emp_machine_model_download_bytes_total 300000$/m);
+    expect(metrics).toMatch(/^emp_machine_model_download_duration_seconds_count\{outcome="downloaded"\} 1$/m);
+    expect(metrics).toMatch(/^emp_machine_model_downloads_in_progress 0$/m);
     expect(fixture.server.requestsFor(`/${MODEL}`)).toHaveLength(1);
 
     // the model routes the worker used answer only this machine

@@ -88,6 +88,7 @@ describe('a machine agent', () => {
     expect(metrics).toMatch(/emp_machine_process_up\{process="worker-simulation-cpu0",kind="worker",state="running"\} 1/);
     expect(metrics).toMatch(/emp_machine_worker_jobs_running\{process="worker-simulation-cpu0",worker="m1.simulation-cpu0"\} 0/);
     expect(metrics).toMatch(/emp_machine_draining 0/);
+    expect(metrics).toMatch(/^emp_machine_log_lines_dropped_total 0$/m);
   });
 
   it('ships every process\'s output to the machine\'s log stream (served by the API) and to rotated files', async () => {
@@ -165,6 +166,10 @@ describe('a machine agent', () => {
     expect((await broker.workers(POOL)).map((w) => w.state)).toEqual(['offline', 'offline']);
     const workers = (await status()).processes.filter((p) => p.kind === 'worker');
     expect(workers.map((p) => p.state)).toEqual(['stopped', 'stopped']);
+    const metrics = await (await fetch(`${agent.url}/metrics`)).text();
+    expect(metrics).toMatch(/^emp_machine_drains_total\{reason="drain_command"\} 1$/m);
+    expect(metrics).toMatch(/^emp_machine_drains_total\{reason="sigterm"\} 0$/m);
+    expect(metrics).toMatch(/^emp_machine_draining 1$/m);
 
     const { id } = await broker.submit({ service: 'simulation' });
     const refused = await http('POST', '/v1/machines/m1/drain', { service: 'simulation' });

@@ -8,7 +8,8 @@ import { type Logger, pino } from 'pino';
 import type { MachineConfig } from './config';
 import { type CustomNodeResult, installCustomNodes, installedCustomNodes, repositoryName } from './custom-nodes';
 import { type Hardware, discoverGpus, discoverHardware } from './hardware';
-import { buildHealthServer } from './health-server';
+import { type HealthSource, buildHealthServer } from './health-server';
+import { type DrainReason, MachineMetrics } from './metrics';
 import { ModelCache, type ModelCacheOptions, machineModelFields, modelCapabilities, registerModelRoutes } from './models';
 import { planProcesses, workerServicesOf } from './plan';
 import { ProcessLogs } from './process-logs';
@@ -81,6 +82,7 @@ export class MachineAgent {
   private readonly installing = new AbortController();
   private readonly workers = new Map<string, WorkerView>();
   private readonly transitionListeners: Array<(t: ProcessTransition) => void> = [];
+  private readonly metrics: MachineMetrics;
 
   private state: MachineState = 'starting';
   private stateSince = Date.now();
@@ -115,15 +117,14 @@ export class MachineAgent {
       machine_id: this.config.machine_id,
       pool: this.config.pool,
     });
-    this.health = buildHealthServer(
-      {
-        status: () => this.status(),
-        isReady: () => this.isReady(),
-        onTransition: (listener) => this.transitionListeners.push(listener),
-        droppedLogLines: () => this.processLogs?.dropped ?? 0,
-      },
-      this.logger.child({ component: 'health' }),
-    );
+    const source: HealthSource = {
+      status: () => this.status(),
+      isReady: () => this.isReady(),
+      onTransition: (listener) => this.transitionListeners.push(listener),
+      droppedLogLines: () => this.processLogs?.dropped ?? 0,
+    };
+    this.metrics = new MachineMetrics(source);
+    this.health = buildHealthServer(source, this.logger.child({ component: 'health' }), this.metrics);
     this.done = new Promise((resolve) => (this.finish = resolve));
   }
 
@@ -237,6 +238,7 @@ export class MachineAgent {
   private async openModelCache(): Promise<void> {
     const cache = await ModelCache.fromConfig(this.config, { logger: this.logger, ...this.options.modelCache });
     this.cache = cache;
+    this.metrics.watchModelCache(cache);
     registerModelRoutes(this.health, cache);
     cache.on('change', () => {
       this.advertiseModels();
@@ -532,11 +534,11 @@ export class MachineAgent {
             await this.acknowledge(command, 'failed', `drain applies to the whole machine; to stop one service's jobs, pause it (POST /v1/services/${command.service}/pause) or restart it`);
             return;
           }
-          await this.drain();
+          await this.drain('drain_command');
           await this.acknowledge(command, 'ok', 'draining: workers stopped and their jobs handed back; a restart command resumes');
           return;
         case 'shutdown':
-          await this.drain();
+          await this.drain('shutdown_command');
           await this.acknowledge(command, 'ok', 'drained; stopping the services and going offline');
           void this.stop('shutdown command');
           return;
@@ -564,7 +566,8 @@ export class MachineAgent {
   }
 
   /** Workers stop claiming and hand their running jobs back (as infrastructure failures, not the user's attempts); services keep running. */
-  private async drain(): Promise<void> {
+  private async drain(reason: DrainReason): Promise<void> {
+    if (!this.draining) this.metrics.drains.inc({ reason });
     this.draining = true;
     this.changed();
     await this.publish();
@@ -590,7 +593,7 @@ export class MachineAgent {
     this.logger.info({ reason }, 'machine agent stopping');
     try {
       if (this.registered) {
-        await this.drain();
+        await this.drain(STOP_DRAIN_REASONS[reason]);
         this.closing = true;
         await this.supervisor?.stop();
       }
@@ -619,6 +622,8 @@ export class MachineAgent {
     }
   }
 }
+
+const STOP_DRAIN_REASONS: Record<StopReason, DrainReason> = { 'shutdown command': 'shutdown_command', SIGTERM: 'sigterm', SIGINT: 'sigint', stopped: 'stopped' };
 
 /** A short view of a process for the machine hash (the full one is at /status). */
 function summary(p: MachineProcessStatus): ProcessSummary {

@@ -8,5 +8,6 @@ export * from './status';
 export * from './process-logs';
 export * from './output-lines';
 export * from './health-server';
+export { type DrainReason, MachineMetrics } from './metrics';
 export * from './agent';
 export * from './local-machine';

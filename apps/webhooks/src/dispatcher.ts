@@ -122,7 +122,8 @@ export class Dispatcher {
     const { outcome, retryInMs } = this.verdict(message, result);
     const log = this.entry(message, url, at, result, outcome, retryInMs);
     this.metrics.deliveries.inc({ outcome, type: message.type });
-    if (result.status !== undefined) this.metrics.latency.observe(result.latencyMs / 1000);
+    if (result.status !== undefined) this.metrics.latency.observe({ outcome }, result.latencyMs / 1000);
+    if (outcome !== 'retry') this.metrics.lag.observe({ outcome }, Math.max(0, at + result.latencyMs - message.createdAt) / 1000);
     if (outcome !== 'delivered') {
       this.logger.info({ message: message.id, job_id: message.job, endpoint: message.endpoint, url, status: result.status, error: result.error, outcome }, 'webhook attempt not delivered');
     }

@@ -11,8 +11,16 @@ export class WebhookMetrics {
   });
   readonly latency = new Histogram({
     name: 'emp_webhook_delivery_duration_seconds',
-    help: 'Time from sending a webhook to its complete answer',
+    help: 'Time from sending a webhook to its complete answer, by the attempt\'s outcome',
+    labelNames: ['outcome'],
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+    registers: [this.registry],
+  });
+  readonly lag = new Histogram({
+    name: 'emp_webhook_message_age_seconds',
+    help: 'Time from a message being queued (its job event) to its last attempt, by how it ended (delivered, failed, disabled)',
+    labelNames: ['outcome'],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 1800, 3600, 21600, 86400],
     registers: [this.registry],
   });
   readonly queued = new Counter({

@@ -60,6 +60,8 @@ export const JobFinishedEvent = z.object({
   type: z.literal(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired']),
   ...jobBase,
   worker: optionalText,
+  /** job.failed: the failure kind that ended it (absent in events written before it was recorded) */
+  reason: optionalText,
 });
 
 export const WORKER_EVENT_STATES = ['idle', 'busy', 'draining', 'offline', 'gone'] as const;

@@ -80,7 +80,7 @@ describe('health, metrics and docs', () => {
     expect(text).toMatch(/emp_api_http_request_duration_seconds_count\{method="POST",route="\/v1\/jobs",status="201"\} \d+/);
     expect(text).toMatch(/emp_queue_depth\{pool="standard",service="simulation"\} 0/);
     expect(text).toMatch(/emp_events_total\{pool="standard",type="job.succeeded"\} \d+/);
-    expect(text).toMatch(/emp_claim_latency_seconds_count\{pool="standard"\} [1-9]/);
+    expect(text).toMatch(/emp_queue_wait_seconds_count\{pool="standard",service="simulation"\} [1-9]/);
     expect(text).toMatch(/emp_workers\{pool="standard",state="online"\} 1/);
   });
 

@@ -28,6 +28,29 @@ async function expectModelError(promise: Promise<unknown>, code: ModelError['cod
 }
 
 describe('ModelCache downloads', () => {
+  it('tells each lookup (hit or miss), the bytes it fetched and how each download ended, for the machine\'s metrics', async () => {
+    const { content, sha256 } = modelBytes(500_000, 21);
+    const url = server.serve('/counted.safetensors', content);
+    const cache = await openCache([
+      { name: 'counted.safetensors', url, sha256 },
+      { name: 'broken.safetensors', url: server.serve('/broken.safetensors', content), sha256: '0'.repeat(64) },
+    ]);
+    const lookups: string[] = [];
+    let bytes = 0;
+    const ended: string[] = [];
+    cache.on('lookup', (result) => lookups.push(result));
+    cache.on('downloaded', (n) => (bytes += n));
+    cache.on('downloadEnded', ({ seconds, outcome }) => ended.push(`${outcome}:${seconds >= 0 && seconds < 60}`));
+
+    await Promise.all([cache.ensure('counted.safetensors'), cache.ensure('counted.safetensors')]);
+    (await cache.acquire(['counted.safetensors'])).release();
+    await expectModelError(cache.ensure('broken.safetensors'), 'checksum_mismatch');
+
+    expect(lookups).toEqual(['miss', 'miss', 'hit', 'miss']);
+    expect(bytes, 'two waiters share one download; the broken one was fetched whole too').toBe(1_000_000);
+    expect(ended).toEqual(['downloaded:true', 'failed:true']);
+  });
+
   it('downloads a model into <dir>/<folder>/<name>, verified, reporting bytes and total', async () => {
     const { content, sha256 } = modelBytes(200_000);
     const url = server.serve('/sdxl.safetensors', content);

@@ -73,6 +73,12 @@ export interface ModelCacheEvents {
   change: [];
   /** a download's bytes (throttled per download) */
   progress: [progress: ModelProgress];
+  /** a model asked for (acquire, ensure): on disk already, or to be downloaded (or waited for) */
+  lookup: [result: 'hit' | 'miss'];
+  /** bytes that came over the network for a download (unthrottled; a resumed download counts only what it fetched) */
+  downloaded: [bytes: number];
+  /** a download ended: its time and whether the model arrived */
+  downloadEnded: [ended: { seconds: number; outcome: 'downloaded' | 'failed' }];
 }
 
 interface Download {
@@ -223,9 +229,13 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
 
   /** Makes `name` available on disk without pinning it (a prefetch); resolves with it. */
   async ensure(name: string, options: { onProgress?: (progress: ModelProgress) => void; signal?: AbortSignal } = {}): Promise<CachedModel> {
+    let looked = false;
     for (;;) {
       options.signal?.throwIfAborted();
-      if (this.index.has(name) && (await this.stillOnDisk(name))) {
+      const onDisk = this.index.has(name) && (await this.stillOnDisk(name));
+      if (!looked) this.emit('lookup', onDisk ? 'hit' : 'miss');
+      looked = true;
+      if (onDisk) {
         this.touch(name);
         return this.describe(name);
       }
@@ -282,6 +292,9 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
     const logger = this.logger.child({ model: spec.name });
     logger.info({ url: spec.url }, 'downloading model');
     await mkdir(dirname(path), { recursive: true });
+    const startedAt = performance.now();
+    const ended = (outcome: 'downloaded' | 'failed') => this.emit('downloadEnded', { seconds: (performance.now() - startedAt) / 1_000, outcome });
+    let fetched: number | undefined;
     let result;
     try {
       result = await downloadToPart({
@@ -293,6 +306,9 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
         stallTimeoutMs: this.stallTimeoutMs,
         logger,
         onData: (received, total) => {
+          // the first report is what the .part already held; a restart from byte 0 starts the count again
+          if (fetched !== undefined && received > fetched) this.emit('downloaded', received - fetched);
+          fetched = received;
           download.progress = { model: spec.name, received, ...(total !== undefined && { total }) };
           this.reserve(download, Math.max(received, total ?? 0));
           this.report(download, false);
@@ -310,6 +326,7 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
         await rm(part, { force: true });
       }
       logger.warn({ err: error instanceof Error ? error.message : error }, 'model download failed');
+      ended('failed');
       throw error;
     }
     await rename(part, path);
@@ -318,6 +335,7 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
     download.reserved = 0;
     this.report(download, true);
     logger.info({ size: result.size }, 'model downloaded');
+    ended('downloaded');
     await this.save();
   }
 

@@ -317,6 +317,11 @@ export class Broker {
     return stats.pausedServices(this.#ctx, pool);
   }
 
+  /** Memory in use and the maxmemory limit (0: none) of each Redis server holding the data: what the API's metrics export. */
+  redisMemory(): Promise<stats.RedisMemory[]> {
+    return stats.redisMemory(this.#ctx);
+  }
+
   // ---------------------------------------------------------------- events
 
   /**

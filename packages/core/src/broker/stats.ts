@@ -1,3 +1,4 @@
+import type { Cluster, Redis } from 'ioredis';
 import { ServiceName } from '../requirements';
 import { parseWith } from '../validation';
 import { type BrokerContext, checkedPool } from './context';
@@ -100,4 +101,27 @@ export async function pausedServices(ctx: BrokerContext, pool: string): Promise<
 export async function serverTime(ctx: BrokerContext): Promise<number> {
   const [seconds, micros] = await ctx.redis.time();
   return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+}
+
+/** One Redis server's memory as INFO memory reports it. */
+export interface RedisMemory {
+  /** host:port of the server (each master of a cluster is one) */
+  node: string;
+  usedBytes: number;
+  /** the maxmemory limit; 0 when none is set */
+  maxBytes: number;
+}
+
+/** Memory in use and its limit on every server that holds the broker's data (each master of a cluster). */
+export async function redisMemory(ctx: BrokerContext): Promise<RedisMemory[]> {
+  const redis = ctx.redis;
+  const nodes = redis.isCluster ? (redis as Cluster).nodes('master') : [redis as Redis];
+  return Promise.all(
+    nodes.map(async (node) => {
+      const info = await node.info('memory');
+      const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+      const { host, port } = node.options as { host?: string; port?: number };
+      return { node: `${host ?? 'localhost'}:${port ?? 6379}`, usedBytes: field('used_memory'), maxBytes: field('maxmemory') };
+    }),
+  );
 }

@@ -71,8 +71,14 @@ local function finish(ctx, job, state, ...)
     call('PEXPIRE', key, retention)
     if job.payload_apart then call('PEXPIRE', payload_key(p, id), retention) end
   end
-  job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service,
-    'worker', job.worker or job.last_worker or '')
+  local worker = job.worker or job.last_worker or ''
+  if job.failure_kind then
+    -- the kind of the failure that ended it, for failure counts by kind (metrics)
+    job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service, 'worker', worker,
+      'reason', job.failure_kind)
+  else
+    job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service, 'worker', worker)
+  end
 end
 
 -- Puts a job (back) into its class queue at its original place.
@@ -142,6 +148,7 @@ local function apply_failure(ctx, job, kind, error_json, claim_follows)
 
   if outcome == 'failed' then
     job.timed = true
+    job.failure_kind = kind
     finish(ctx, job, 'failed')
     return 'failed'
   end
