@@ -32,8 +32,8 @@ export async function queueReport(broker: Broker, pools: string[]): Promise<Queu
           definition: c.definition,
           routable: c.routable,
           depth: c.depth,
-          ...(c.headJob ? { head_job: c.headJob } : {}),
-          ...(age !== undefined ? { oldest_age_ms: age } : {}),
+          head_job: c.headJob,
+          oldest_age_ms: age,
         };
       });
       return {
@@ -59,15 +59,15 @@ function workerView(pool: string, worker: RegistryEntry) {
   const { capabilities: _, ...rest } = worker;
   const record = decodeWorker(pool, worker);
   if (isInvalidRecord(record)) return { pool, ...rest, problems: [record.invalid] };
-  const capabilities = record.capabilities && !isUnreadable(record.capabilities) ? { capabilities: record.capabilities } : {};
-  return { pool, ...rest, ...capabilities, ...(record.problems.length ? { problems: record.problems } : {}) };
+  const capabilities = record.capabilities && !isUnreadable(record.capabilities) ? record.capabilities : undefined;
+  return { pool, ...rest, capabilities, problems: record.problems.length ? record.problems : undefined };
 }
 
 /** A machine as listed: its hash as stored, with `problems` naming each field that cannot be read (core/registry.ts). */
 function machineView(pool: string, machine: RegistryEntry) {
   const record = decodeMachine(pool, machine);
   const problems = isInvalidRecord(record) ? [record.invalid] : record.problems;
-  return { pool, ...machine, ...(problems.length ? { problems } : {}) };
+  return { pool, ...machine, problems: problems.length ? problems : undefined };
 }
 
 /** Queues, workers and machines: what operators, monitors and workers read about the fleet. */
