@@ -105,7 +105,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
 
   const { broker } = options;
   const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
-  const apiKeys = broker.apiKeys(options.apiKeyCacheMs === undefined ? {} : { cacheMs: options.apiKeyCacheMs });
+  const apiKeys = broker.apiKeys({ cacheMs: options.apiKeyCacheMs });
   app.decorate('broker', broker);
   app.decorate('hub', hub);
   app.decorate('apiKeys', apiKeys);
