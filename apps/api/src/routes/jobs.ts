@@ -225,33 +225,29 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     return lease;
   }
 
-  api.post('/v1/jobs/:id/complete', {
-    config: { access: 'delegatedCompletion' },
-    schema: {
-      summary: 'Complete a job on behalf of an external system (role service)',
-      description: 'The same fenced transition a worker makes: with `token`, only that attempt may complete; without, the current one. A stale token answers 409 LEASE_LOST.',
-      tags: ['jobs'],
-      params: JobParams,
-      body: CompleteBody,
-      response: answers({ 200: CompleteResponse }),
-    },
-  }, async (request) => {
+  /** A delegated transition's route (role service): the job by id, a body with the attempt's optional token. */
+  const delegatedRoute = <B extends z.ZodType, R extends z.ZodType>(summary: string, description: string, body: B, response: R) => ({
+    config: { access: 'delegatedCompletion' as const },
+    schema: { summary, description, tags: ['jobs'], params: JobParams, body, response: answers({ 200: response }) },
+  });
+
+  api.post('/v1/jobs/:id/complete', delegatedRoute(
+    'Complete a job on behalf of an external system (role service)',
+    'The same fenced transition a worker makes: with `token`, only that attempt may complete; without, the current one. A stale token answers 409 LEASE_LOST.',
+    CompleteBody,
+    CompleteResponse,
+  ), async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
     await broker.complete(lease, request.body.result);
     return { id: request.params.id, state: 'succeeded' as const };
   });
 
-  api.post('/v1/jobs/:id/fail', {
-    config: { access: 'delegatedCompletion' },
-    schema: {
-      summary: 'Fail a job attempt on behalf of an external system (role service)',
-      description: 'Classified like a worker\'s failure: the job retries, backs off or fails. `outcome` says which.',
-      tags: ['jobs'],
-      params: JobParams,
-      body: FailBody,
-      response: answers({ 200: FailResponse }),
-    },
-  }, async (request) => {
+  api.post('/v1/jobs/:id/fail', delegatedRoute(
+    'Fail a job attempt on behalf of an external system (role service)',
+    'Classified like a worker\'s failure: the job retries, backs off or fails. `outcome` says which.',
+    FailBody,
+    FailResponse,
+  ), async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
     const { outcome } = await broker.fail(lease, request.body.error);
     return { id: request.params.id, outcome };
