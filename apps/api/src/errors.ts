@@ -64,7 +64,7 @@ function issuesOf(error: FastifyError): ValidationIssue[] {
 }
 
 export function errorBody(code: ApiErrorCode, message: string, issues?: ValidationIssue[]): ErrorBody {
-  return { error: { code, message, ...(issues ? { issues } : {}) } };
+  return { error: { code, message, issues } };
 }
 
 /**

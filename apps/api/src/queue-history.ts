@@ -13,9 +13,9 @@ export function queueSamples(report: QueueReport): QueueSample[] {
     ts: report.now,
     pool: pool.pool,
     depth: pool.depth,
-    ...(pool.oldest_age_ms !== undefined ? { oldest_age_ms: pool.oldest_age_ms } : {}),
-    services: pool.services.map(({ service, depth, oldest_age_ms }) => ({ service, depth, ...(oldest_age_ms !== undefined ? { oldest_age_ms } : {}) })),
-    classes: pool.classes.map(({ requirement_class, depth, oldest_age_ms }) => ({ requirement_class, depth, ...(oldest_age_ms !== undefined ? { oldest_age_ms } : {}) })),
+    oldest_age_ms: pool.oldest_age_ms,
+    services: pool.services.map(({ service, depth, oldest_age_ms }) => ({ service, depth, oldest_age_ms })),
+    classes: pool.classes.map(({ requirement_class, depth, oldest_age_ms }) => ({ requirement_class, depth, oldest_age_ms })),
   }));
 }
 

@@ -105,7 +105,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
 
   const { broker } = options;
   const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
-  const apiKeys = broker.apiKeys(options.apiKeyCacheMs === undefined ? {} : { cacheMs: options.apiKeyCacheMs });
+  const apiKeys = broker.apiKeys({ cacheMs: options.apiKeyCacheMs });
   app.decorate('broker', broker);
   app.decorate('hub', hub);
   app.decorate('apiKeys', apiKeys);
@@ -133,7 +133,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   const limits = options.rateLimit === false
     ? undefined
     : await rateLimits(app, { ...DEFAULT_RATE_LIMITS, ...options.rateLimit, store: broker.rateLimitStore() });
-  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true, ...(signer ? { signer } : {}), ...(limits ? { limits } : {}) });
+  await app.register(authentication, { keys: apiKeys, enabled: options.auth ?? true, signer, limits });
   await app.register(metrics, { broker, hub });
   await app.register(healthRoutes);
   await app.register(identityRoutes, { authEnabled: options.auth ?? true });

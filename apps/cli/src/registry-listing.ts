@@ -48,7 +48,7 @@ export function registerRegistryListing<R extends { pool: string; id: string; pr
           const entries = records.map((record) =>
             isInvalidRecord(record)
               ? { ...record.stored, pool: record.pool, invalid: record.invalid }
-              : { ...record.stored, pool: record.pool, ...(record.problems.length ? { problems: record.problems } : {}) },
+              : { ...record.stored, pool: record.pool, problems: record.problems.length ? record.problems : undefined },
           );
           process.stdout.write(`${json({ now, [listing.plural]: entries })}\n`);
           return;

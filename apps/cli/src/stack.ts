@@ -108,7 +108,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     undo.push(async () => {
       await redis.quit().catch(() => redis.disconnect());
     });
-    const broker = await Broker.connect({ redis, ...(options.broker ? { config: options.broker } : {}) });
+    const broker = await Broker.connect({ redis, config: options.broker });
 
     const scheduler = new Scheduler(broker, { logger: logger.child({ component: 'scheduler' }) });
     scheduler.start();
@@ -120,9 +120,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       logsDir,
       // Ctrl-C lets running jobs finish first (a spot machine's default is to hand them back at once)
       graceMs: options.graceMs ?? 10_000,
-      ...(options.jobDurationMs === undefined ? {} : { jobDurationMs: options.jobDurationMs }),
-      ...(options.broker?.leaseMs === undefined ? {} : { leaseMs: options.broker.leaseMs }),
-      ...(options.machineStatusIntervalMs === undefined ? {} : { statusIntervalMs: options.machineStatusIntervalMs }),
+      jobDurationMs: options.jobDurationMs,
+      leaseMs: options.broker?.leaseMs,
+      statusIntervalMs: options.machineStatusIntervalMs,
     });
     const agent = new MachineAgent({ config, redisUrl: target.url, logger: logger.child({ component: 'machine' }) });
     undo.push(() => agent.stop());
@@ -163,12 +163,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     let stopping: Promise<void> | undefined;
     return {
       redisUrl: target.url,
-      ...(redisDir ? { redisDir } : {}),
+      redisDir,
       machine,
       agent,
       api: { url: api.url, auth: options.api.auth, webhookAllowPrivate: api.webhookAllowPrivate },
-      ...(monitor ? { monitor: { url: monitor.url } } : {}),
-      ...(webhooks ? { webhooks: { url: webhooks.url, allowPrivate: webhooks.config.allowPrivate } } : {}),
+      monitor: monitor && { url: monitor.url },
+      webhooks: webhooks && { url: webhooks.url, allowPrivate: webhooks.config.allowPrivate },
       stop: () => (stopping ??= unwind()),
     };
   } catch (error) {
@@ -187,7 +187,7 @@ async function startApi(broker: Broker, options: LocalStackOptions, corsOrigins:
     host: options.api.host,
     assetsDir: join(options.stateDir, 'assets'),
     corsOrigins,
-    ...(options.api.webhookAllowPrivate === undefined ? {} : { webhookAllowPrivate: options.api.webhookAllowPrivate }),
+    webhookAllowPrivate: options.api.webhookAllowPrivate,
   };
   try {
     return await startApiServer({ ...settings, port: options.api.port });

@@ -156,10 +156,10 @@ export class MachineAgent {
   private async startParts(): Promise<void> {
     const { config } = this;
     this.hardware = await discoverHardware({
-      ...(this.options.nvidiaSmi ? { nvidiaSmi: this.options.nvidiaSmi } : {}),
-      ...(this.options.env ? { env: this.options.env } : {}),
+      nvidiaSmi: this.options.nvidiaSmi,
+      env: this.options.env,
       diskPath: await existingFolder(config.storage.models_dir),
-      ...(config.hardware ? { overrides: config.hardware } : {}),
+      overrides: config.hardware,
     });
     if (this.hardware.gpu_error) this.logger.warn({ gpu_error: this.hardware.gpu_error }, 'no GPUs could be read; running CPU workers');
     if (config.models.length > 0) await this.openModelCache();
@@ -204,9 +204,9 @@ export class MachineAgent {
     this.plannedModels = this.advertisedModels = models && JSON.stringify(models);
     const specs = planProcesses(config, this.hardware, {
       redisUrl: this.redisUrl,
-      ...(this.options.workerCommand ? { workerCommand: this.options.workerCommand } : {}),
-      ...(this.cache ? { modelsUrl: loopbackUrl(config.health_host, port) } : {}),
-      capabilities: { ...(models ? { models } : {}), ...(installed ? { custom_nodes: installed } : {}) },
+      workerCommand: this.options.workerCommand,
+      modelsUrl: this.cache ? loopbackUrl(config.health_host, port) : undefined,
+      capabilities: { models, custom_nodes: installed },
     });
     this.supervisor = new Supervisor(
       specs,
@@ -318,19 +318,19 @@ export class MachineAgent {
     return {
       machine_id: this.config.machine_id,
       pool: this.config.pool,
-      ...(this.config.region ? { region: this.config.region } : {}),
+      region: this.config.region || undefined,
       state: this.state,
       state_since: this.stateSince,
       registered: this.registered,
       hostname: hostname(),
       pid: process.pid,
       started_at: this.startedAt,
-      ...(this.healthUrl ? { health_url: this.healthUrl } : {}),
+      health_url: this.healthUrl,
       hardware: this.hardware ?? { gpus: [], cpu_cores: 1, ram_gb: 1, disk_free_gb: 0 },
       processes,
-      ...(this.cache ? { models: this.cache.contents() } : {}),
-      ...(this.customNodes ? { custom_nodes: { ...this.customNodes, results: [...this.customNodes.results] } } : {}),
-      ...(this.lastCommand ? { last_command: this.lastCommand } : {}),
+      models: this.cache?.contents(),
+      custom_nodes: this.customNodes && { ...this.customNodes, results: [...this.customNodes.results] },
+      last_command: this.lastCommand,
     };
   }
 
@@ -575,7 +575,7 @@ export class MachineAgent {
   }
 
   private async acknowledge(command: MachineCommand, outcome: MachineCommandOutcome, message: string): Promise<void> {
-    this.lastCommand = { id: command.id, action: command.action, ...(command.service ? { service: command.service } : {}), outcome, message, at: Date.now() };
+    this.lastCommand = { id: command.id, action: command.action, service: command.service, outcome, message, at: Date.now() };
     this.logger[outcome === 'ok' ? 'info' : 'warn']({ command: command.id, action: command.action, outcome, message }, 'command done');
     try {
       await this.broker!.machineCommandDone(this.config.pool, this.config.machine_id, command.id, outcome, message);
@@ -631,12 +631,14 @@ function summary(p: MachineProcessStatus): ProcessSummary {
     name: p.name,
     kind: p.kind,
     state: p.state,
-    ...(p.pid ? { pid: p.pid } : {}),
+    pid: p.pid,
     restarts: p.restarts,
-    ...(p.last_exit ? { last_exit: describeExit(p.last_exit), last_exit_at: p.last_exit.at } : {}),
-    ...(p.worker ? { ready: p.worker.ready, running: p.worker.running } : {}),
-    ...(p.workerId ? { worker_id: p.workerId } : {}),
-    ...(p.reason ? { reason: p.reason } : {}),
+    last_exit: p.last_exit && describeExit(p.last_exit),
+    last_exit_at: p.last_exit?.at,
+    ready: p.worker?.ready,
+    running: p.worker?.running,
+    worker_id: p.workerId,
+    reason: p.reason,
   };
 }
 

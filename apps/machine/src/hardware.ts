@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { statfs } from 'node:fs/promises';
 import { availableParallelism, totalmem } from 'node:os';
 import { promisify } from 'node:util';
-import { GpuInfo, parseWith } from '@emp/core';
+import { GpuInfo, definedOnly, parseWith } from '@emp/core';
 import { z } from 'zod';
 
 const run = promisify(execFile);
@@ -45,7 +45,7 @@ export function parseNvidiaSmi(text: string): GpuInfo[] {
       const number = (cell: string) => (/^\[.*\]$/.test(cell) || cell === '' ? undefined : Number(cell));
       return parseWith(
         GpuInfo,
-        stripUndefined({
+        definedOnly({
           index: number(index),
           name,
           uuid: /^\[.*\]$/.test(uuid) ? undefined : uuid,
@@ -84,17 +84,18 @@ export async function discoverHardware(options: {
   overrides?: z.input<typeof HardwareOverrides>;
 } = {}): Promise<Hardware> {
   const overrides = parseWith(HardwareOverrides, options.overrides ?? {}, 'hardware overrides');
-  const found = overrides.gpus ? { gpus: overrides.gpus } : await discoverGpus(options.nvidiaSmi, options.env);
+  const found: { gpus: GpuInfo[]; error?: string } = overrides.gpus ? { gpus: overrides.gpus } : await discoverGpus(options.nvidiaSmi, options.env);
   const disk = await statfs(options.diskPath ?? '.');
   return parseWith(
     Hardware,
     {
       gpus: found.gpus,
-      ...('error' in found && found.error ? { gpu_error: found.error } : {}),
+      gpu_error: found.error,
       cpu_cores: availableParallelism(),
       ram_gb: round(totalmem() / 2 ** 30),
       disk_free_gb: round((disk.bavail * disk.bsize) / 2 ** 30),
-      ...stripUndefined({ ...overrides, gpus: undefined }),
+      // an override given wins over what was found; one left out does not erase it
+      ...definedOnly({ ...overrides, gpus: undefined }),
     },
     'discovered hardware',
   );
@@ -102,8 +103,4 @@ export async function discoverHardware(options: {
 
 function round(gb: number): number {
   return Math.round(gb * 10) / 10;
-}
-
-function stripUndefined<T extends Record<string, unknown>>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -35,7 +35,7 @@ export function buildHealthServer(source: HealthSource, logger: Logger, metrics 
       status: 'not_ready',
       state: status.state,
       registered: status.registered,
-      ...(waiting.length > 0 ? { workers_not_ready: waiting } : {}),
+      workers_not_ready: waiting.length > 0 ? waiting : undefined,
     });
   });
   app.get('/status', async () => source.status());

@@ -48,14 +48,14 @@ export async function localMachineConfig(options: LocalMachineOptions): Promise<
         ready_path: '/ready',
       },
     ],
-    connectors: [{ type: 'simulation', options: options.jobDurationMs === undefined ? {} : { durationMs: options.jobDurationMs } }],
+    connectors: [{ type: 'simulation', options: { durationMs: options.jobDurationMs } }],
     hardware: { gpus: [] },
     cpu_workers: options.workers,
     health_port: options.healthPort ?? 0,
     health_host: '127.0.0.1',
     logs: { dir: options.logsDir },
-    worker: { grace_ms: options.graceMs ?? 0, ...(options.leaseMs === undefined ? {} : { lease_ms: options.leaseMs }) },
-    ...(options.statusIntervalMs === undefined ? {} : { status_interval_ms: options.statusIntervalMs }),
+    worker: { grace_ms: options.graceMs ?? 0, lease_ms: options.leaseMs },
+    status_interval_ms: options.statusIntervalMs,
     supervision: { stop_timeout_ms: (options.graceMs ?? 0) + 5_000 },
   });
 }

@@ -76,7 +76,7 @@ export function planProcesses(config: MachineConfig, hardware: Hardware, options
         command: service.command,
         args: service.args.map(fill),
         env: { PORT: String(port), ...gpuEnv, ...Object.fromEntries(Object.entries(service.env).map(([key, value]) => [key, fill(value)])) },
-        ...(service.cwd ? { cwd: service.cwd } : {}),
+        cwd: service.cwd,
         port,
       };
     });
@@ -102,24 +102,24 @@ export function planProcesses(config: MachineConfig, hardware: Hardware, options
         hardware: {
           cpu_cores: hardware.cpu_cores,
           ram_gb: hardware.ram_gb,
-          ...(slot.gpu ? { gpu_memory_gb: Math.round((slot.gpu.memory_total_mb / 1024) * 10) / 10 } : {}),
+          gpu_memory_gb: slot.gpu && Math.round((slot.gpu.memory_total_mb / 1024) * 10) / 10,
         },
         labels: {
-          ...(slot.gpu ? { gpu: slot.gpu.name } : {}),
-          ...(config.region ? { region: config.region } : {}),
+          gpu: slot.gpu?.name,
+          region: config.region || undefined,
           ...(config.worker.labels as Record<string, never>),
         },
-        ...(options.capabilities?.models ? { models: options.capabilities.models } : {}),
-        ...(options.capabilities?.custom_nodes ? { custom_nodes: options.capabilities.custom_nodes } : {}),
+        models: options.capabilities?.models,
+        custom_nodes: options.capabilities?.custom_nodes,
       },
       connectors: connectors as WorkerProcessConfigInput['connectors'],
-      ...(config.worker.assets ? { assets: config.worker.assets } : {}),
+      assets: config.worker.assets,
       wait_for: waitFor,
       ready_timeout_ms: config.worker.ready_timeout_ms,
-      ...(options.modelsUrl ? { models_url: options.modelsUrl } : {}),
+      models_url: options.modelsUrl,
       grace_ms: config.worker.grace_ms,
-      ...(config.worker.lease_ms === undefined ? {} : { lease_ms: config.worker.lease_ms }),
-      ...(config.region ? { region: config.region } : {}),
+      lease_ms: config.worker.lease_ms,
+      region: config.region || undefined,
       log_level: config.worker.log_level,
     };
     const worker: ProcessSpec = {

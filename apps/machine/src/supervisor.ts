@@ -173,16 +173,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       name: spec.name,
       kind: spec.kind,
       slot: spec.slot,
-      ...(spec.service ? { service: spec.service } : {}),
-      ...(spec.workerId ? { workerId: spec.workerId } : {}),
-      ...(spec.port ? { port: spec.port } : {}),
+      service: spec.service,
+      workerId: spec.workerId,
+      port: spec.port,
       state: p.state,
-      ...(p.child?.pid ? { pid: p.child.pid } : {}),
+      pid: p.child?.pid,
       restarts: p.restarts,
-      ...(p.startedAt ? { started_at: p.startedAt } : {}),
-      ...(p.lastExit ? { last_exit: p.lastExit } : {}),
-      ...(p.nextRestartAt ? { next_restart_at: p.nextRestartAt } : {}),
-      ...(p.reason ? { reason: p.reason } : {}),
+      started_at: p.startedAt,
+      last_exit: p.lastExit,
+      next_restart_at: p.nextRestartAt,
+      reason: p.reason,
     };
   }
 
@@ -192,7 +192,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     try {
       child = spawn(spec.command, spec.args, {
         env: { ...process.env, ...spec.env },
-        ...(spec.cwd ? { cwd: spec.cwd } : {}),
+        cwd: spec.cwd,
         detached: true,
         stdio: ['ignore', 'pipe', 'pipe', ...(spec.kind === 'worker' ? (['ipc'] as const) : [])],
       });
@@ -225,7 +225,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (child?.pid !== undefined) killGroup(child.pid, 'SIGKILL'); // whatever it started and left behind
     p.child = undefined;
     p.startedAt = undefined;
-    p.lastExit = { code, signal, at: Date.now(), ...(error ? { error } : {}) };
+    p.lastExit = { code, signal, at: Date.now(), error };
     for (const resolve of p.exitWaiters.splice(0)) resolve();
 
     if (!p.wanted) {
@@ -289,7 +289,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       change,
       state: p.state,
       restarts: p.restarts,
-      ...(p.child?.pid ? { pid: p.child.pid } : {}),
+      pid: p.child?.pid,
       ...extra,
     };
     const level = change === 'failed' ? 'error' : change === 'exited' || change === 'restarting' ? 'warn' : 'info';

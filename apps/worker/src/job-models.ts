@@ -42,7 +42,7 @@ export function downloadProgress(downloads: readonly ModelProgress[]): JobProgre
   return {
     stage: 'downloading_model',
     value: received,
-    ...(total ? { max: total } : {}),
+    max: total || undefined, // 0 bytes is no size to show (max is positive)
     message: `downloading ${what} (${megabytes(received)}${total ? ` of ${megabytes(total)}` : ''} MB)`.slice(0, 1_000),
   };
 }

@@ -62,7 +62,8 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
     await redis.connect();
     const broker = await Broker.connect({
       redis,
-      config: { ...(config.namespace ? { namespace: config.namespace } : {}), ...(config.lease_ms ? { leaseMs: config.lease_ms } : {}) },
+      // an empty namespace, region or deployment_env (an empty environment variable, say) counts as unset
+      config: { namespace: config.namespace || undefined, leaseMs: config.lease_ms },
     });
     waiting.signal.throwIfAborted();
     worker = new Worker({
@@ -72,11 +73,11 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       machineId: config.machine_id,
       capabilities: { ...config.capabilities, ...capabilityChanges, services: connectors.map((c) => c.service) },
       connectors,
-      ...(config.models_url ? { models: httpModelProvider({ baseUrl: config.models_url }) } : {}),
+      models: config.models_url ? httpModelProvider({ baseUrl: config.models_url }) : undefined,
       concurrency: config.concurrency,
       logger: base,
-      ...(config.region ? { region: config.region } : {}),
-      ...(config.deployment_env ? { deploymentEnv: config.deployment_env } : {}),
+      region: config.region || undefined,
+      deploymentEnv: config.deployment_env || undefined,
     });
     const running = worker;
     for (const event of ['job:started', 'job:completed', 'job:failed', 'job:dropped'] as const) {

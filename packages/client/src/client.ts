@@ -88,7 +88,7 @@ export class EmpClient {
   async *listAll(filter: Omit<JobListFilter, 'cursor'> = {}): AsyncGenerator<JobView> {
     let cursor: string | undefined;
     do {
-      const page = await this.list({ ...filter, ...(cursor ? { cursor } : {}) });
+      const page = await this.list({ ...filter, cursor });
       yield* page.jobs;
       cursor = page.next_cursor;
     } while (cursor);
@@ -195,15 +195,10 @@ export class EmpClient {
   }
 
   private async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const response = await this.fetch(`${this.baseUrl}${path}`, {
-      method,
-      headers: {
-        ...headers,
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
+    const sent: Record<string, string> = { ...headers };
+    if (body !== undefined) sent['content-type'] = 'application/json';
+    if (this.options.apiKey) sent.authorization = `Bearer ${this.options.apiKey}`;
+    const response = await this.fetch(`${this.baseUrl}${path}`, { method, headers: sent, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await response.text();
     let parsed: unknown;
     try {

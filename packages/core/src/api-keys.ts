@@ -172,7 +172,7 @@ export class ApiKeyStore {
     let principal: Principal | null = null;
     if (text) {
       const record = JSON.parse(text) as ApiKeyRecord;
-      if (!record.revoked_at) principal = { keyId: record.id, role: record.role, ...(record.tenant ? { tenant: record.tenant } : {}) };
+      if (!record.revoked_at) principal = { keyId: record.id, role: record.role, tenant: record.tenant || undefined };
     }
     if (this.cache.size > 10_000) this.cache.clear();
     if (revocations === this.revocations) this.cache.set(hash, { principal, until: Date.now() + this.cacheMs });

@@ -5,6 +5,7 @@
  */
 export * from './api-protocol';
 export * from './config';
+export * from './defined-only';
 export * from './errors';
 export * from './events';
 export * from './job';

@@ -3,6 +3,7 @@ export * from './broker';
 export * from './capabilities';
 export * from './canonical';
 export * from './config';
+export * from './defined-only';
 export * from './errors';
 export * from './events';
 export * from './job';

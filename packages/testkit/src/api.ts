@@ -42,7 +42,7 @@ export async function startApiStack(options: {
       pool: 'standard',
       machineId: 'api-test-machine',
       logger,
-      ...(options.worker ? { simulation: options.worker } : {}),
+      simulation: options.worker,
     });
     await broker.registerMachine('standard', 'api-test-machine', 'ready');
   }
@@ -54,7 +54,7 @@ export async function startApiStack(options: {
     broker,
     server,
     url: server.url,
-    ...(worker ? { worker } : {}),
+    worker,
     async stop() {
       await worker?.stop({ graceMs: 0 });
       await server.close();

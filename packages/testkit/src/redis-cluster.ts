@@ -63,7 +63,7 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
         await startRedis({
           dir,
           port: ports[i * 2]!,
-          ...(options.binary ? { binary: options.binary } : {}),
+          binary: options.binary,
           args: [
             '--cluster-enabled', 'yes',
             '--cluster-config-file', join(dir, 'nodes.conf'),

@@ -86,7 +86,7 @@ class LiveConnection {
     this.chain = this.chain.then(work).catch((error: unknown) => {
       if (error instanceof EmpError) {
         if (source.frame && error instanceof ValidationError) this.onInvalidFrame('validation');
-        this.send({ type: 'error', code: error.code, message: error.message, ...(error instanceof ValidationError ? { issues: error.issues } : {}) });
+        this.send({ type: 'error', code: error.code, message: error.message, issues: error instanceof ValidationError ? error.issues : undefined });
       } else {
         if (source.frame) this.onInvalidFrame('error');
         this.errorLog.error({ err: error, key_id: this.principal.keyId }, source.frame ? 'live socket failed on a client frame' : 'live socket failed');
@@ -132,7 +132,7 @@ class LiveConnection {
     if (!job) throw new EmpError('NOT_FOUND', `job ${id} does not exist (or its retention has passed)`);
     assertSees(this.principal, job);
     if (this.closed || this.jobs.has(id)) return;
-    const subscription: JobSubscription = { pool, unsubscribe: () => undefined, state: job.state, ...(job.position !== undefined ? { position: job.position } : {}) };
+    const subscription: JobSubscription = { pool, unsubscribe: () => undefined, state: job.state, position: job.position };
     this.jobs.set(id, subscription);
     if (cursor !== undefined) this.send({ type: 'snapshot', job: await jobAnswer(this.queueEta, job), cursor });
     const from = after === 'start' ? jobStartCursor(job) : (after ?? cursor!);
@@ -170,7 +170,7 @@ class LiveConnection {
         if (!job || job.position === undefined || job.position === subscription.position) return;
         subscription.position = job.position;
         const eta = await this.queueEta.etaMs(job);
-        this.send({ type: 'position', job: id, position: job.position, ...(eta !== undefined ? { eta_ms: eta } : {}) });
+        this.send({ type: 'position', job: id, position: job.position, eta_ms: eta });
       });
     }
   }

@@ -1,6 +1,7 @@
 import { type Broker, MachineList, QueueReport, type RegistryEntry, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { z } from 'zod';
 import { PoolQuery, answers } from '../schemas';
 
 interface Depth {
@@ -32,8 +33,8 @@ export async function queueReport(broker: Broker, pools: string[]): Promise<Queu
           definition: c.definition,
           routable: c.routable,
           depth: c.depth,
-          ...(c.headJob ? { head_job: c.headJob } : {}),
-          ...(age !== undefined ? { oldest_age_ms: age } : {}),
+          head_job: c.headJob,
+          oldest_age_ms: age,
         };
       });
       return {
@@ -59,58 +60,44 @@ function workerView(pool: string, worker: RegistryEntry) {
   const { capabilities: _, ...rest } = worker;
   const record = decodeWorker(pool, worker);
   if (isInvalidRecord(record)) return { pool, ...rest, problems: [record.invalid] };
-  const capabilities = record.capabilities && !isUnreadable(record.capabilities) ? { capabilities: record.capabilities } : {};
-  return { pool, ...rest, ...capabilities, ...(record.problems.length ? { problems: record.problems } : {}) };
+  const capabilities = record.capabilities && !isUnreadable(record.capabilities) ? record.capabilities : undefined;
+  return { pool, ...rest, capabilities, problems: record.problems.length ? record.problems : undefined };
 }
 
 /** A machine as listed: its hash as stored, with `problems` naming each field that cannot be read (core/registry.ts). */
 function machineView(pool: string, machine: RegistryEntry) {
   const record = decodeMachine(pool, machine);
   const problems = isInvalidRecord(record) ? [record.invalid] : record.problems;
-  return { pool, ...machine, ...(problems.length ? { problems } : {}) };
+  return { pool, ...machine, problems: problems.length ? problems : undefined };
 }
 
 /** Queues, workers and machines: what operators, monitors and workers read about the fleet. */
 export async function fleetRoutes(app: FastifyInstance): Promise<void> {
   const api = app.withTypeProvider<ZodTypeProvider>();
   const { broker } = app;
+  /** A read of the fleet: of one pool (?pool=) or of every pool. */
+  const fleetRead = <R extends z.ZodType>(summary: string, response: R) => ({
+    config: { access: 'fleet' as const },
+    schema: { summary, tags: ['fleet'], querystring: PoolQuery, response: answers({ 200: response }) },
+  });
   const poolsOf = async (pool: string | undefined) => (pool ? [pool] : broker.pools());
+  /** The registry entries of one pool or of every pool, each as listed. */
+  const listed = async <T>(pool: string | undefined, entries: (pool: string) => Promise<RegistryEntry[]>, view: (pool: string, entry: RegistryEntry) => T) =>
+    (await Promise.all((await poolsOf(pool)).map(async (p) => (await entries(p)).map((entry) => view(p, entry))))).flat();
 
-  api.get('/v1/queues', {
-    config: { access: 'fleet' },
-    schema: {
-      summary: 'Queue depth and age of the oldest job per pool, service and requirement class',
-      tags: ['fleet'],
-      querystring: PoolQuery,
-      response: answers({ 200: QueueReport }),
-    },
-  }, async (request) => queueReport(broker, await poolsOf(request.query.pool)));
+  api.get('/v1/queues', fleetRead('Queue depth and age of the oldest job per pool, service and requirement class', QueueReport), async (request) =>
+    queueReport(broker, await poolsOf(request.query.pool)),
+  );
 
-  api.get('/v1/workers', {
-    config: { access: 'fleet' },
-    schema: {
-      summary: 'Registered workers (offline ones stay listed until their retention passes)',
-      tags: ['fleet'],
-      querystring: PoolQuery,
-      response: answers({ 200: WorkerList }),
-    },
-  }, async (request) => {
-    const pools = await poolsOf(request.query.pool);
-    const workers = (await Promise.all(pools.map(async (pool) => (await broker.workers(pool)).map((w) => workerView(pool, w))))).flat();
+  api.get('/v1/workers', fleetRead('Registered workers (offline ones stay listed until their retention passes)', WorkerList), async (request) => {
+    // read before the clock, so that no record is newer than `now`
+    const workers = await listed(request.query.pool, (pool) => broker.workers(pool), workerView);
     return { now: await broker.serverTime(), workers };
   });
 
-  api.get('/v1/machines', {
-    config: { access: 'fleet' },
-    schema: {
-      summary: 'Registered machines with their last status snapshot and last operator command',
-      tags: ['fleet'],
-      querystring: PoolQuery,
-      response: answers({ 200: MachineList }),
-    },
-  }, async (request) => {
-    const pools = await poolsOf(request.query.pool);
-    const machines = (await Promise.all(pools.map(async (pool) => (await broker.machines(pool)).map((m) => machineView(pool, m))))).flat();
+  api.get('/v1/machines', fleetRead('Registered machines with their last status snapshot and last operator command', MachineList), async (request) => {
+    // read before the clock, so that no record is newer than `now`
+    const machines = await listed(request.query.pool, (pool) => broker.machines(pool), machineView);
     return { now: await broker.serverTime(), machines };
   });
 }

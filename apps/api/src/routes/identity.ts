@@ -12,6 +12,6 @@ export async function identityRoutes(app: FastifyInstance, options: { authEnable
     },
   }, async (request) => {
     const { keyId, role, tenant } = request.principal;
-    return { key_id: keyId, role, ...(tenant !== undefined ? { tenant } : {}), auth: options.authEnabled };
+    return { key_id: keyId, role, tenant, auth: options.authEnabled };
   });
 }

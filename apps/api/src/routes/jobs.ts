@@ -22,7 +22,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { actingTenant, assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
-import { ApiError } from '../errors';
+import { ApiError, errorBody } from '../errors';
 import { jobAnswer } from '../job-view';
 import { closedSignal, requestedWait, waitForJob } from '../live/job-waiter';
 import {
@@ -74,8 +74,7 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
       throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
     }
-    const key = headerKey ?? body.idempotency_key;
-    return { ...body, tenant, ...(key ? { idempotency_key: key } : {}) };
+    return { ...body, tenant, idempotency_key: headerKey ?? body.idempotency_key };
   }
 
   api.post('/v1/jobs', {
@@ -116,7 +115,7 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     const results = await broker.submitMany(inputs);
     return {
       results: results.map((result) =>
-        'id' in result ? result : { error: { code: result.code, message: result.message, ...(result instanceof ValidationError ? { issues: result.issues } : {}) } },
+        'id' in result ? result : errorBody(result.code, result.message, result instanceof ValidationError ? result.issues : undefined),
       ),
     };
   });
@@ -153,19 +152,19 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     const q = request.query;
     const tenant = actingTenant(request.principal, q.tenant);
     const page = await broker.listJobs({
-      ...(q.pool ? { pool: q.pool } : {}),
-      ...(tenant ? { tenant } : {}),
-      ...(q.state ? { states: q.state } : {}),
-      ...(q.service ? { services: q.service } : {}),
-      ...(q.since !== undefined ? { since: q.since } : {}),
-      ...(q.until !== undefined ? { until: q.until } : {}),
-      ...(q.cursor ? { cursor: q.cursor } : {}),
+      pool: q.pool,
+      tenant,
+      states: q.state,
+      services: q.service,
+      since: q.since,
+      until: q.until,
+      cursor: q.cursor || undefined, // `?cursor=` is the first page
       limit: q.limit,
     });
     const jobs = await Promise.all(page.jobs.map((item) => broker.getJob(item.id)));
     return {
       jobs: await Promise.all(jobs.filter((job): job is Job => job !== null).map((job) => jobAnswer(queueEta, job, { payload: false }))),
-      ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}),
+      next_cursor: page.next_cursor,
     };
   });
 
@@ -211,7 +210,7 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
   }, async (request) => {
     await visibleJob(request.principal, request.params.id);
     const { events, cursor } = await broker.jobEvents(request.params.id, {
-      ...(request.query.after ? { after: request.query.after } : {}),
+      after: request.query.after,
       limit: request.query.limit,
     });
     return { events: events.map((event) => eventView(toStreamEvent(event))), cursor };
@@ -226,33 +225,29 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     return lease;
   }
 
-  api.post('/v1/jobs/:id/complete', {
-    config: { access: 'delegatedCompletion' },
-    schema: {
-      summary: 'Complete a job on behalf of an external system (role service)',
-      description: 'The same fenced transition a worker makes: with `token`, only that attempt may complete; without, the current one. A stale token answers 409 LEASE_LOST.',
-      tags: ['jobs'],
-      params: JobParams,
-      body: CompleteBody,
-      response: answers({ 200: CompleteResponse }),
-    },
-  }, async (request) => {
+  /** A delegated transition's route (role service): the job by id, a body with the attempt's optional token. */
+  const delegatedRoute = <B extends z.ZodType, R extends z.ZodType>(summary: string, description: string, body: B, response: R) => ({
+    config: { access: 'delegatedCompletion' as const },
+    schema: { summary, description, tags: ['jobs'], params: JobParams, body, response: answers({ 200: response }) },
+  });
+
+  api.post('/v1/jobs/:id/complete', delegatedRoute(
+    'Complete a job on behalf of an external system (role service)',
+    'The same fenced transition a worker makes: with `token`, only that attempt may complete; without, the current one. A stale token answers 409 LEASE_LOST.',
+    CompleteBody,
+    CompleteResponse,
+  ), async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
     await broker.complete(lease, request.body.result);
     return { id: request.params.id, state: 'succeeded' as const };
   });
 
-  api.post('/v1/jobs/:id/fail', {
-    config: { access: 'delegatedCompletion' },
-    schema: {
-      summary: 'Fail a job attempt on behalf of an external system (role service)',
-      description: 'Classified like a worker\'s failure: the job retries, backs off or fails. `outcome` says which.',
-      tags: ['jobs'],
-      params: JobParams,
-      body: FailBody,
-      response: answers({ 200: FailResponse }),
-    },
-  }, async (request) => {
+  api.post('/v1/jobs/:id/fail', delegatedRoute(
+    'Fail a job attempt on behalf of an external system (role service)',
+    'Classified like a worker\'s failure: the job retries, backs off or fails. `outcome` says which.',
+    FailBody,
+    FailResponse,
+  ), async (request) => {
     const lease = await delegatedLease(request.principal, request.params.id, request.body.token);
     const { outcome } = await broker.fail(lease, request.body.error);
     return { id: request.params.id, outcome };

@@ -28,7 +28,7 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
           pool,
           changed: await broker.setServicePaused(pool, request.params.service, paused, {
             by: request.principal.keyId,
-            ...(body.reason ? { reason: body.reason } : {}),
+            reason: body.reason,
           }),
         })),
       );
@@ -52,9 +52,9 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
     const pool = await poolOfMachine(broker, id, body.pool);
     const command = await broker.machineCommand(pool, id, action, {
       by: request.principal.keyId,
-      ...(body.service ? { service: body.service } : {}),
-      ...(body.reason ? { reason: body.reason } : {}),
+      service: body.service,
+      reason: body.reason,
     });
-    return reply.code(202).send({ command_id: command, machine: id, pool, action, ...(body.service ? { service: body.service } : {}) });
+    return reply.code(202).send({ command_id: command, machine: id, pool, action, service: body.service });
   });
 }

@@ -87,8 +87,18 @@ export async function webhookEndpointRoutes(app: FastifyInstance, options: { web
     if (!endpoint || !sees(principal, endpoint)) throw new NotFoundError(`webhook endpoint ${id} does not exist`);
     return endpoint;
   };
+  /** What a change of endpoint `id` answered; 404 when the endpoint was deleted meanwhile. */
+  const stillThere = <T>(id: string, changed: T | null | undefined): T => {
+    if (!changed) throw new NotFoundError(`webhook endpoint ${id} does not exist`);
+    return changed;
+  };
   const tags = ['webhooks'];
   const params = EndpointParams;
+  /** A route that changes one endpoint the caller may see, with a body, answering 200. */
+  const endpointChange = <B extends z.ZodType, R extends z.ZodType>(summary: string, description: string, body: B, response: R) => ({
+    config: { access: 'changeJobs' as const },
+    schema: { summary, description, tags, params, body, response: answers({ 200: response }) },
+  });
 
   api.post('/v1/webhooks', {
     config: { access: 'changeJobs' },
@@ -130,21 +140,14 @@ export async function webhookEndpointRoutes(app: FastifyInstance, options: { web
     schema: { summary: 'One webhook endpoint (without its secret)', tags, params, response: answers({ 200: WebhookEndpoint }) },
   }, async (request) => visible(request.principal, request.params.id));
 
-  api.patch('/v1/webhooks/:id', {
-    config: { access: 'changeJobs' },
-    schema: {
-      summary: 'Change a webhook endpoint: the fields given; null removes an optional one',
-      description: 'Messages not yet delivered go to the new URL, with the new headers and limits.',
-      tags,
-      params,
-      body: WebhookEndpointPatch,
-      response: answers({ 200: WebhookEndpoint }),
-    },
-  }, async (request) => {
+  api.patch('/v1/webhooks/:id', endpointChange(
+    'Change a webhook endpoint: the fields given; null removes an optional one',
+    'Messages not yet delivered go to the new URL, with the new headers and limits.',
+    WebhookEndpointPatch,
+    WebhookEndpoint,
+  ), async (request) => {
     const { id } = await visible(request.principal, request.params.id);
-    const changed = await endpoints.update(id, request.body, { allowPrivate });
-    if (!changed) throw new NotFoundError(`webhook endpoint ${id} does not exist`);
-    return changed;
+    return stillThere(id, await endpoints.update(id, request.body, { allowPrivate }));
   });
 
   api.delete('/v1/webhooks/:id', {
@@ -172,9 +175,7 @@ export async function webhookEndpointRoutes(app: FastifyInstance, options: { web
       },
     }, async (request) => {
       const { id } = await visible(request.principal, request.params.id);
-      const changed = action === 'enable' ? await endpoints.enable(id) : await endpoints.disable(id);
-      if (!changed) throw new NotFoundError(`webhook endpoint ${id} does not exist`);
-      return changed;
+      return stillThere(id, action === 'enable' ? await endpoints.enable(id) : await endpoints.disable(id));
     });
   }
 
@@ -193,21 +194,14 @@ export async function webhookEndpointRoutes(app: FastifyInstance, options: { web
     return reply.code(202).send({ endpoint: endpoint.id, message_id: await endpoints.sendTest(endpoint) });
   });
 
-  api.post('/v1/webhooks/:id/rotate-secret', {
-    config: { access: 'changeJobs' },
-    schema: {
-      summary: 'Give the endpoint a new secret, shown only in this answer; the old one keeps signing too for a grace period',
-      description: 'During the grace period every message carries two signatures (new and old, space-separated), so a receiver can switch without missing one.',
-      tags,
-      params,
-      body: RotateBody,
-      response: answers({ 200: RotatedWebhookSecret }),
-    },
-  }, async (request) => {
+  api.post('/v1/webhooks/:id/rotate-secret', endpointChange(
+    'Give the endpoint a new secret, shown only in this answer; the old one keeps signing too for a grace period',
+    'During the grace period every message carries two signatures (new and old, space-separated), so a receiver can switch without missing one.',
+    RotateBody,
+    RotatedWebhookSecret,
+  ), async (request) => {
     const { id } = await visible(request.principal, request.params.id);
-    const rotated = await endpoints.rotateSecret(id, request.body.grace_seconds * 1000);
-    if (!rotated) throw new NotFoundError(`webhook endpoint ${id} does not exist`);
-    return rotated;
+    return stillThere(id, await endpoints.rotateSecret(id, request.body.grace_seconds * 1000));
   });
 
   api.get('/v1/webhooks/:id/deliveries', {

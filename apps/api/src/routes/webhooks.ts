@@ -18,7 +18,8 @@ const RotateBody = z
   .default({ grace_seconds: DAY_SECONDS });
 
 function answer(tenant: string, secrets: TenantWebhookSecrets): WebhookSecretResponse {
-  return { tenant, secret: secrets.current, ...(secrets.previousUntil ? { previous_valid_until: secrets.previousUntil } : {}) };
+  // an unset or unreadable time (0, NaN) means there is no previous secret to mention
+  return { tenant, secret: secrets.current, previous_valid_until: secrets.previousUntil || undefined };
 }
 
 /**

@@ -1,7 +1,7 @@
-import { ApiErrorBody, SIGNED_ASSET_URL_MAX_S, SignedAssetUrl } from '@emp/core';
+import { SIGNED_ASSET_URL_MAX_S, SignedAssetUrl } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { CommandError, UsageError } from '../errors';
+import { callApi } from '../api-call';
 import { parseFlags } from '../flags';
 import { json } from '../format';
 
@@ -42,25 +42,7 @@ export function registerAssets(program: Command): void {
     .action(async (asset: string, options: Record<string, unknown>) => {
       const flags = parseFlags(SignFlags, options);
       const named = /^https?:\/\//.test(asset) ? { url: asset } : { key: asset };
-      const endpoint = `${flags.api.replace(/\/+$/, '')}/v1/assets/sign`;
-      let response: Response;
-      try {
-        response = await fetch(endpoint, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', ...(flags.apiKey ? { authorization: `Bearer ${flags.apiKey}` } : {}) },
-          body: JSON.stringify({ ...named, expires_in_s: flags.expires }),
-        });
-      } catch (error) {
-        throw new CommandError(`cannot reach the API at ${flags.api} (--api, EMP_API_URL): ${((error as Error).cause as Error | undefined)?.message ?? (error as Error).message}`);
-      }
-      const body: unknown = await response.json().catch(() => undefined);
-      if (!response.ok) {
-        const failure = ApiErrorBody.safeParse(body);
-        const message = `the API answered ${response.status}${failure.success ? ` ${failure.data.error.code}: ${failure.data.error.message}` : ''}`;
-        if (response.status === 401) throw new CommandError(`${message} (pass --api-key or set EMP_API_KEY)`);
-        throw response.status === 400 ? new UsageError(message) : new CommandError(message);
-      }
-      const signed = SignedAssetUrl.parse(body);
+      const signed = await callApi(flags, 'POST', '/v1/assets/sign', SignedAssetUrl, { ...named, expires_in_s: flags.expires });
       if (flags.json) process.stdout.write(`${json(signed)}\n`);
       else {
         process.stdout.write(`${signed.url}\n`);

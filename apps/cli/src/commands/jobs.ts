@@ -53,19 +53,19 @@ export function registerJobs(program: Command): void {
       const flags = parseFlags(JobsFlags, options);
       await withBroker(redisFlag(command), async (broker) => {
         const page = await broker.listJobs({
-          ...(flags.state ? { states: flags.state } : {}),
-          ...(flags.service ? { services: flags.service } : {}),
-          ...(flags.tenant ? { tenant: flags.tenant } : {}),
-          ...(flags.pool ? { pool: flags.pool } : {}),
-          ...(flags.since !== undefined ? { since: flags.since } : {}),
-          ...(flags.until !== undefined ? { until: flags.until } : {}),
-          ...(flags.cursor ? { cursor: flags.cursor } : {}),
+          states: flags.state,
+          services: flags.service,
+          tenant: flags.tenant,
+          pool: flags.pool,
+          since: flags.since,
+          until: flags.until,
+          cursor: flags.cursor || undefined, // --cursor '': the first page
           limit: flags.limit,
         });
         const [now, found] = await Promise.all([broker.serverTime(), Promise.all(page.jobs.map((item) => broker.getJob(item.id)))]);
         const jobs = found.filter((job): job is Job => job !== null);
         if (flags.json) {
-          process.stdout.write(`${json({ jobs, ...(page.next_cursor ? { next_cursor: page.next_cursor } : {}) })}\n`);
+          process.stdout.write(`${json({ jobs, next_cursor: page.next_cursor })}\n`);
           return;
         }
         process.stdout.write(`${jobs.length ? table(['ID', 'STATE', 'SERVICE', 'TENANT', 'SUBMITTED', 'ATTEMPTS', 'WORKER', 'DETAIL'], jobs.map((job) => row(job, now))) : 'no jobs match'}\n`);

@@ -21,7 +21,8 @@ export function registerKeys(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (options: Record<string, unknown>, command: Command) => {
       const flags = parseFlags(CreateFlags, options);
-      const spec = parseFlags(NewApiKey, { role: flags.role, ...(flags.tenant ? { tenant: flags.tenant } : {}), ...(flags.name ? { name: flags.name } : {}) });
+      // an empty --tenant or --name counts as not given
+      const spec = parseFlags(NewApiKey, { role: flags.role, tenant: flags.tenant || undefined, name: flags.name || undefined });
       await withBroker(redisFlag(command), async (broker) => {
         const { key, record } = await broker.apiKeys().create(spec);
         if (flags.json) {

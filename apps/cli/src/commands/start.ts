@@ -62,7 +62,7 @@ export function registerStart(program: Command): void {
       // loaded when the command runs, so that other commands start without the API, monitor and agent
       const { startLocalStack } = await import('../stack');
       const stack = await startLocalStack({
-        ...(redis ? { redis } : {}),
+        redis,
         stateDir: flags.stateDir,
         redisPort: flags.redisPort,
         workers: flags.workers,

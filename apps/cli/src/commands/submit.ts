@@ -43,12 +43,12 @@ export function registerSubmit(program: Command): void {
       process.exitCode = await withBroker(redisFlag(command), async (broker) => {
         const input: SubmitJobInput = {
           service: flags.service,
-          ...(flags.payload !== undefined ? { payload: flags.payload } : {}),
-          ...(flags.requirements ? { requirements: flags.requirements } : {}),
-          ...(flags.tenant ? { tenant: flags.tenant } : {}),
-          ...(flags.priority !== undefined ? { priority: flags.priority } : {}),
-          ...(flags.maxAttempts !== undefined ? { max_attempts: flags.maxAttempts } : {}),
-          ...(flags.idempotencyKey ? { idempotency_key: flags.idempotencyKey } : {}),
+          payload: flags.payload,
+          requirements: flags.requirements,
+          tenant: flags.tenant,
+          priority: flags.priority,
+          max_attempts: flags.maxAttempts,
+          idempotency_key: flags.idempotencyKey,
         };
         // taken before the submit, so that following the job misses none of its events
         const cursor = flags.wait ? await broker.latestEventId(flags.requirements?.pool ?? broker.config.defaultPool) : undefined;
@@ -73,8 +73,8 @@ export function registerSubmit(program: Command): void {
         try {
           const final = await followJob(broker, submitted.id, {
             onUpdate: (update) => display.update(update),
-            ...(cursor ? { cursor } : {}),
-            ...(flags.timeout ? { timeoutMs: flags.timeout } : {}),
+            cursor,
+            timeoutMs: flags.timeout || undefined, // --timeout 0: no limit
           });
           display.finish();
           if (flags.json) {

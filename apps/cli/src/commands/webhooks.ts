@@ -1,5 +1,4 @@
 import {
-  ApiErrorBody,
   CreatedWebhookEndpoint,
   DEFAULT_TENANT,
   type DeliveryLogEntry,
@@ -11,43 +10,16 @@ import {
 } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { type ApiFlags, callApi } from '../api-call';
 import { withBroker } from '../connection';
-import { CommandError, UsageError } from '../errors';
+import { UsageError } from '../errors';
 import { redisFlag } from '../flags';
 import { clockTime, json, table } from '../format';
-
-/** Where the endpoint commands find the API, as `emp assets sign` does. */
-interface ApiFlags {
-  api: string;
-  apiKey?: string;
-}
 
 function apiOptions(command: Command): Command {
   return command
     .option('--api <url>', 'the API (default: EMP_API_URL, else http://127.0.0.1:3331)', process.env.EMP_API_URL || 'http://127.0.0.1:3331')
     .option('--api-key <key>', 'an API key: a client key manages its tenant\'s endpoints, an operator\'s all (default: EMP_API_KEY)', process.env.EMP_API_KEY);
-}
-
-/** One call of the API's /v1/webhooks routes; its answer parsed by `schema`, or a CommandError (UsageError for a 400) saying what the API said. */
-async function callApi<S extends z.ZodType>(flags: ApiFlags, method: string, path: string, schema: S, body?: unknown): Promise<z.output<S>> {
-  let response: Response;
-  try {
-    response = await fetch(`${flags.api.replace(/\/+$/, '')}${path}`, {
-      method,
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(flags.apiKey ? { authorization: `Bearer ${flags.apiKey}` } : {}) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-  } catch (error) {
-    throw new CommandError(`cannot reach the API at ${flags.api} (--api, EMP_API_URL): ${((error as Error).cause as Error | undefined)?.message ?? (error as Error).message}`);
-  }
-  const answer: unknown = response.status === 204 ? null : await response.json().catch(() => undefined);
-  if (!response.ok) {
-    const failure = ApiErrorBody.safeParse(answer);
-    const message = `the API answered ${response.status}${failure.success ? ` ${failure.data.error.code}: ${failure.data.error.message}` : ''}`;
-    if (response.status === 401) throw new CommandError(`${message} (pass --api-key or set EMP_API_KEY)`);
-    throw response.status === 400 ? new UsageError(message) : new CommandError(message);
-  }
-  return schema.parse(answer);
 }
 
 /** `--since`: an ISO 8601 time, ms since the epoch, or how long ago (90s, 15m, 2h, 3d). */
@@ -118,13 +90,14 @@ export function registerWebhooks(program: Command): void {
     const body = {
       url: options.url,
       events: list(options.events),
-      ...(options.tenant ? { tenant: options.tenant } : {}),
-      ...(options.services ? { services: list(options.services) } : {}),
-      ...(options.workflows ? { workflows: list(options.workflows) } : {}),
-      ...(options.description ? { description: options.description } : {}),
-      ...(options.header ? { headers: options.header } : {}),
-      ...(rateLimit === undefined ? {} : { rate_limit: rateLimit }),
-      ...(options.disabled ? { enabled: false } : {}),
+      // an empty flag (--tenant '') counts as not given
+      tenant: options.tenant || undefined,
+      services: options.services ? list(options.services) : undefined,
+      workflows: options.workflows ? list(options.workflows) : undefined,
+      description: options.description || undefined,
+      headers: options.header,
+      rate_limit: rateLimit,
+      enabled: options.disabled ? false : undefined,
     };
     const created = await callApi(options, 'POST', '/v1/webhooks', CreatedWebhookEndpoint, body);
     if (options.json) {
@@ -280,7 +253,7 @@ export function registerWebhooks(program: Command): void {
         const outbox = new WebhookOutbox(broker);
         const secrets = options.rotate ? await outbox.rotateSecret(options.tenant, graceSeconds * 1000) : await outbox.secrets(options.tenant);
         if (options.json) {
-          process.stdout.write(`${json({ tenant: options.tenant, secret: secrets.current, ...(secrets.previousUntil ? { previous_valid_until: secrets.previousUntil } : {}) })}\n`);
+          process.stdout.write(`${json({ tenant: options.tenant, secret: secrets.current, previous_valid_until: secrets.previousUntil || undefined })}\n`);
           return;
         }
         process.stdout.write(`${secrets.current}\n`);

@@ -232,7 +232,9 @@ export class FakeComfyUI {
     const workflow = json.prompt;
     const validation = this.validate(workflow);
     if ('error' in validation) return sendJson(res, 400, validation);
-    const extraData = { ...(json.extra_data ?? {}), ...(json.client_id ? { client_id: json.client_id } : {}) };
+    // the top-level client_id (the socket to tell) wins over one inside extra_data
+    const extraData: Record<string, unknown> = { ...json.extra_data };
+    if (json.client_id) extraData.client_id = json.client_id;
     const number = this.number++;
     this.queue.push({ number, promptId, workflow, extraData, outputs: validation.outputs });
     sendJson(res, 200, { prompt_id: promptId, number, node_errors: {} });
