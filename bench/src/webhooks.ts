@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { infoField } from './redis-info';
 import { summarizeLatencies, type LatencySummary } from './stats';
 import type { ServiceMessage, ServiceSample } from './webhook-service-process';
 
@@ -50,6 +51,11 @@ export interface WebhookBenchResult {
     /** event time (the stream entry's ts, Redis's clock) to the receiver reading the request (ms) */
     latency: LatencySummary;
     serviceCpuUsPerDelivery: number;
+    /** the same for redis-server, and for this process (the job runner and the 50 receivers) */
+    redisCpuUsPerDelivery: number;
+    benchCpuUsPerDelivery: number;
+    /** most stream entries the service's group had not read yet, sampled every 250 ms: how far event intake fell behind */
+    maxIntakeLag: number;
   };
   memory: MemoryFigures;
 }
@@ -102,6 +108,15 @@ export async function measureWebhooks(options: WebhookBenchOptions): Promise<Web
     const measuredJobs = Math.round(jobsPerSec * options.seconds);
     let measuredFrom = 0;
     let measuredCpu = 0;
+    let otherCpu = { redis: 0, bench: 0 };
+    let maxIntakeLag = 0;
+    let sampling = true;
+    const lagSampler = (async () => {
+      while (sampling) {
+        maxIntakeLag = Math.max(maxIntakeLag, await intakeLag(redis, broker.keys.events('standard')));
+        await sleep(250);
+      }
+    })();
     const samplesFrom = service.samples.length;
     const pacing = await runJobs(broker, workers, warmupJobs + measuredJobs, {
       tenants,
@@ -110,6 +125,7 @@ export async function measureWebhooks(options: WebhookBenchOptions): Promise<Web
         if (index === warmupJobs) {
           measuredFrom = Date.now();
           void service!.sample().then((s) => (measuredCpu = s.cpuMicros));
+          void cpuOthers(redis).then((cpu) => (otherCpu = cpu));
         }
       },
     });
@@ -118,6 +134,9 @@ export async function measureWebhooks(options: WebhookBenchOptions): Promise<Web
     const expected = (warmupJobs + measuredJobs) * WEBHOOK_ORDER.length;
     await waitFor(() => receivers.distinct >= expected, `the paced run's ${expected} deliveries`, 30_000, () => `${receivers.distinct} arrived`).catch(() => undefined);
     const pacedCpu = (await service.sample()).cpuMicros - measuredCpu;
+    const othersAfter = await cpuOthers(redis);
+    sampling = false;
+    await lagSampler;
     await sleep(200);
     const measured = receivers.latencies.filter(([ts]) => ts >= measuredFrom).map(([, ms]) => ms).sort((a, b) => a - b);
     const measuredDeliveries = measured.length;
@@ -139,6 +158,9 @@ export async function measureWebhooks(options: WebhookBenchOptions): Promise<Web
         outOfOrder: receivers.outOfOrder,
         latency: summarizeLatencies(measured),
         serviceCpuUsPerDelivery: pacedCpu / Math.max(1, measuredDeliveries),
+        redisCpuUsPerDelivery: (othersAfter.redis - otherCpu.redis) / Math.max(1, measuredDeliveries),
+        benchCpuUsPerDelivery: (othersAfter.bench - otherCpu.bench) / Math.max(1, measuredDeliveries),
+        maxIntakeLag,
       },
       memory: memoryFigures(memorySamples),
     };
@@ -147,6 +169,24 @@ export async function measureWebhooks(options: WebhookBenchOptions): Promise<Web
     await receivers.stop();
     await redis.quit().catch(() => redis.disconnect());
   }
+}
+
+/** CPU time used so far (µs) by redis-server (INFO cpu) and by this process. */
+async function cpuOthers(redis: Redis): Promise<{ redis: number; bench: number }> {
+  const [user, system] = await Promise.all([infoField(redis, 'cpu', 'used_cpu_user'), infoField(redis, 'cpu', 'used_cpu_sys')]);
+  const usage = process.cpuUsage();
+  return { redis: (Number(user ?? 0) + Number(system ?? 0)) * 1e6, bench: usage.user + usage.system };
+}
+
+/** Entries of the pool's event stream the webhook group has not read yet (XINFO GROUPS lag, Redis 7). */
+async function intakeLag(redis: Redis, stream: string): Promise<number> {
+  const groups = (await redis.call('XINFO', 'GROUPS', stream)) as unknown[][];
+  for (const group of groups) {
+    const fields = new Map<string, unknown>();
+    for (let i = 0; i + 1 < group.length; i += 2) fields.set(String(group[i]), group[i + 1]);
+    if (fields.get('name') === 'webhooks') return Number(fields.get('lag') ?? 0);
+  }
+  return 0;
 }
 
 /** Workers of pool 'standard' the job runner takes turns with (each runs one job at a time). */
