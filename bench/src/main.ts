@@ -229,7 +229,7 @@ async function main(): Promise<void> {
   });
   if (flags.help) {
     console.log(
-      `npm run bench [-- --quick] [-- --only ${SECTION_NAMES.join(',')}] [-- --long]\n  --quick  small job counts (CI smoke run)\n  --only   run these sections only (results go to latest-partial.json)\n  --long   the webhooks section's paced run for ${LONG_WEBHOOK_SECONDS / 60} minutes (memory flat?); EMP_BENCH_WEBHOOKS_SECONDS=n sets it to n s`,
+      `npm run bench [-- --quick] [-- --only ${SECTION_NAMES.join(',')}] [-- --long]\n  --quick  small job counts (CI smoke run)\n  --only   run these sections only (results go to latest-partial.json)\n  --long   the webhooks section's paced run for ${LONG_WEBHOOK_SECONDS / 60} minutes (memory flat?); EMP_BENCH_WEBHOOKS_SECONDS=n sets it to n s, EMP_BENCH_WEBHOOKS_RATE=n the events/s`,
     );
     return;
   }
@@ -243,7 +243,8 @@ async function main(): Promise<void> {
   const quick = flags.quick ?? false;
   const base = quick ? QUICK : FULL;
   const webhookSeconds = flags.long ? LONG_WEBHOOK_SECONDS : Number(process.env.EMP_BENCH_WEBHOOKS_SECONDS) || base.webhooks.seconds;
-  const sizes: Sizes = { ...base, webhooks: { ...base.webhooks, seconds: webhookSeconds } };
+  const webhookRate = Number(process.env.EMP_BENCH_WEBHOOKS_RATE) || base.webhooks.eventsPerSec;
+  const sizes: Sizes = { ...base, webhooks: { ...base.webhooks, seconds: webhookSeconds, eventsPerSec: webhookRate } };
 
   const redis = await startRedis();
   const admin = new Redis(redis.url);
