@@ -41,9 +41,6 @@ export function messageId(event: StreamEvent, endpoint?: string): string {
 /** Endpoints an event batch may go to, read once per tenant per batch (new and changed endpoints count from the next batch). */
 type EndpointCache = Map<string, Promise<WebhookEndpoint[]>>;
 
-/** The jobs a batch's events are about, all asked for at once when the batch is read (one round trip instead of one per event). */
-type JobReads = Map<string, ReturnType<Broker['getJob']>>;
-
 /**
  * Reads every pool's event stream through the consumer group, turns job events
  * into messages for the job's webhook (body fixed now, so every retry sends the
@@ -172,39 +169,21 @@ export class EventIntake {
     this.metrics.events.inc({ pool }, events.length);
     let queued = false;
     const cache: EndpointCache = new Map();
-    const jobs: JobReads = new Map();
-    // in stream order within each job (a job's messages join its chains in the order its events happened);
-    // different jobs' chains are independent, so jobs go side by side instead of one round trip after another
-    const lanes = new Map<string, StreamEvent[]>();
+    // in stream order: a job's messages join its chains in the order its events happened
     for (const event of events) {
-      const lane = isJobEvent(event) ? event.job : '';
-      const list = lanes.get(lane);
-      if (list) list.push(event);
-      else lanes.set(lane, [event]);
-      if (!isJobEvent(event) || !WEBHOOK_TYPE[event.type] || jobs.has(event.job)) continue;
-      const read = this.broker.getJob(event.job);
-      read.catch(() => undefined); // awaited (and its error handled) in queueFor
-      jobs.set(event.job, read);
-    }
-    const runLane = async (laneEvents: StreamEvent[]) => {
-      for (const event of laneEvents) {
-        try {
-          if (await this.queueFor(event, cache, jobs)) queued = true;
-        } catch (error) {
-          // a job record that does not parse would fail on every re-read: log it and go on; anything else (Redis) retries the batch
-          if (!(error instanceof EmpError)) throw error;
-          this.logger.error({ err: error, pool, event: event.id, type: event.type }, 'webhooks: an event could not be turned into a message; skipped');
-        }
+      try {
+        if (await this.queueFor(event, cache)) queued = true;
+      } catch (error) {
+        // a job record that does not parse would fail on every re-read: log it and go on; anything else (Redis) retries the batch
+        if (!(error instanceof EmpError)) throw error;
+        this.logger.error({ err: error, pool, event: event.id, type: event.type }, 'webhooks: an event could not be turned into a message; skipped');
       }
-    };
-    const outcomes = await Promise.allSettled([...lanes.values()].map(runLane));
-    const failed = outcomes.find((outcome) => outcome.status === 'rejected');
-    if (failed) throw failed.reason;
+    }
     await this.broker.ackEvents(pool, this.config.group, events.map((e) => e.id));
     if (queued) this.onQueued();
   }
 
-  private async queueFor(event: StreamEvent, cache: EndpointCache, jobs: JobReads): Promise<boolean> {
+  private async queueFor(event: StreamEvent, cache: EndpointCache): Promise<boolean> {
     if (!isJobEvent(event)) return this.queueFleetEvent(event, cache);
     const type = WEBHOOK_TYPE[event.type];
     if (!type) return false;
@@ -212,19 +191,20 @@ export class EventIntake {
     const candidates = (await this.endpointsOf(event.tenant, cache)).filter((endpoint) =>
       endpointWants({ events: endpoint.events, ...(endpoint.services ? { services: endpoint.services } : {}) }, { type, service: event.service }),
     );
-    const job = await (jobs.get(event.job) ?? this.broker.getJob(event.job));
+    const job = await this.broker.getJob(event.job);
     if (!job) return false;
     const own = job.webhook && webhookWants(job.webhook, type);
     const targets = candidates.filter((endpoint) => endpointWants(endpoint, { type, service: job.service, ...(job.workflow_id ? { workflow: job.workflow_id } : {}) }));
     if (!own && targets.length === 0) return false;
     const body = JSON.stringify({ type, timestamp: new Date(event.ts).toISOString(), data: jobView(job) });
-    // each target is a chain of its own: queued side by side
-    const enqueued = targets.map((endpoint) =>
-      this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id }),
-    );
-    if (own) enqueued.push(this.outbox.enqueue({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body }));
     let queued = false;
-    for (const result of await Promise.all(enqueued)) {
+    if (own) {
+      const result = await this.outbox.enqueue({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body });
+      this.metrics.queued.inc({ result });
+      queued ||= result === 'queued';
+    }
+    for (const endpoint of targets) {
+      const result = await this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id });
       this.metrics.queued.inc({ result });
       queued ||= result === 'queued';
     }
