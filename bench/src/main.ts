@@ -13,6 +13,7 @@ import { measureFunctionCosts } from './function-costs';
 import { infoField } from './redis-info';
 import { formatNumber, formatTable, median, ratio, summarizeLatencies } from './stats';
 import type { BenchSystem } from './system';
+import { measureWebhooks } from './webhooks';
 
 /** Every system measured in this run; each appears as a column. Append emp's here. */
 const systems: BenchSystem[] = [empSystem, bullmqSystem];
@@ -31,6 +32,8 @@ const FULL = {
   manyClasses: { workflows: [1_000, 100_000], classes: [1_000, 10_000], samples: 1_000 },
   functionCosts: { classes: [1_000, 10_000], rounds: 10 },
   api: { durationSeconds: 10, connections: 50, workers: 4 },
+  /** webhook service: a backlog fanned out to every endpoint, then paced events (3 per job), one endpoint per tenant */
+  webhooks: { endpoints: 50, backlogJobs: 100, eventsPerSec: 1_000, seconds: 20, warmupSeconds: 2 },
 };
 type Sizes = typeof FULL;
 /** Small enough for a CI smoke run, big enough to exercise every path. */
@@ -43,7 +46,10 @@ const QUICK: Sizes = {
   manyClasses: { workflows: [1_000, 10_000], classes: [1_000, 2_000], samples: 100 },
   functionCosts: { classes: [1_000, 2_000], rounds: 2 },
   api: { durationSeconds: 2, connections: 10, workers: 2 },
+  webhooks: { endpoints: 50, backlogJobs: 20, eventsPerSec: 1_000, seconds: 5, warmupSeconds: 1 },
 };
+/** `--long` (or EMP_BENCH_WEBHOOKS_SECONDS): the paced webhook run for 10 minutes, to see whether the service's memory stays flat. */
+const LONG_WEBHOOK_SECONDS = 600;
 
 interface Row {
   scenario: string;
@@ -76,10 +82,11 @@ const empOnlySections: Array<[string, (context: RunContext, sizes: Sizes) => Pro
   ['classes', measureManyClasses],
   ['functions', measureFunctionCostsSection],
   ['api', measureApi],
+  ['webhooks', measureWebhooksSection],
 ];
 
 /** What `--only` takes: the side-by-side sections, then the emp-only ones. */
-const SECTION_NAMES = ['throughput', 'latency', 'memory', 'claims', 'classes', 'functions', 'api'] as const;
+const SECTION_NAMES = ['throughput', 'latency', 'memory', 'claims', 'classes', 'functions', 'api', 'webhooks'] as const;
 
 /** The longest single call of every function that walks classes, with many classes queued (SLOWLOG). Target: under 5 ms. */
 async function measureFunctionCostsSection(context: RunContext, sizes: Sizes): Promise<Section> {
@@ -140,6 +147,47 @@ async function measureApi(context: RunContext, sizes: Sizes): Promise<Section> {
 }
 
 /**
+ * The webhook service (apps/webhooks, in a process of its own) delivering to
+ * loopback receivers on the bench's redis-server, jobs run through the broker:
+ * deliveries/s draining a backlog fanned out to every endpoint; event ->
+ * receiver latency at a paced rate (aim: p50 < 20 ms, p99 < 100 ms); the
+ * service's RSS and heap over the paced run (flat, aim of issue 12).
+ */
+async function measureWebhooksSection(context: RunContext, sizes: Sizes): Promise<Section> {
+  const options = sizes.webhooks;
+  const r = await context.isolated('emp webhook service', () => measureWebhooks({ redisUrl: context.redisUrl, ...options }));
+  const row = (scenario: string, value: number): Row => ({ scenario, values: { [OURS]: value } });
+  const deliveries = r.backlog.deliveries.toLocaleString('en-US');
+  const paced = `${options.eventsPerSec.toLocaleString('en-US')} events/s`;
+  return {
+    title: `Webhook service, ${options.endpoints} loopback endpoints; paced run ${options.seconds} s after ${options.warmupSeconds} s of warm-up (emp only)`,
+    rows: [
+      row(`backlog of ${r.backlog.events} events x ${options.endpoints} endpoints (${deliveries} deliveries): deliveries/s`, r.backlog.deliveriesPerSec),
+      row('  service CPU per delivery (µs)', r.backlog.serviceCpuUsPerDelivery),
+      row(`${paced}, one endpoint per tenant: events/s achieved`, r.paced.achievedEventsPerSec),
+      row('  event -> receiver p50 (ms)', r.paced.latency.p50),
+      row('  event -> receiver p95 (ms)', r.paced.latency.p95),
+      row('  event -> receiver p99 (ms)', r.paced.latency.p99),
+      row('  event -> receiver max (ms)', r.paced.latency.max),
+      row('  service CPU per delivery (µs)', r.paced.serviceCpuUsPerDelivery),
+      row('  redis-server CPU per delivery (µs)', r.paced.redisCpuUsPerDelivery),
+      row('  bench process CPU per delivery: jobs + receivers (µs)', r.paced.benchCpuUsPerDelivery),
+      row('  most events not yet read by the service (stream lag)', r.paced.maxIntakeLag),
+      row('  deliveries missing after 30 s (count)', r.paced.missing),
+      row('  repeated webhook-ids / a job\'s events out of order (count)', r.paced.repeats + r.paced.outOfOrder),
+      row(`  service RSS, first of ${r.memory.samples} samples (MiB)`, r.memory.rssStartMiB),
+      row('  service RSS, last (MiB)', r.memory.rssEndMiB),
+      row('  service RSS, max (MiB)', r.memory.rssMaxMiB),
+      row('  service RSS slope (MiB/min)', r.memory.rssSlopeMiBPerMin),
+      row('  service heap used, first (MiB)', r.memory.heapStartMiB),
+      row('  service heap used, last (MiB)', r.memory.heapEndMiB),
+      row('  service heap used, max (MiB)', r.memory.heapMaxMiB),
+      row('  service heap slope (MiB/min)', r.memory.heapSlopeMiBPerMin),
+    ],
+  };
+}
+
+/**
  * Claim round trip with jobs spread over 50 requirement classes: a worker that
  * can run every class, and one that can run only the class served last (each
  * of its claims walks all class heads). The claim cost must not grow with depth.
@@ -174,13 +222,14 @@ async function main(): Promise<void> {
     options: {
       quick: { type: 'boolean', default: false },
       only: { type: 'string' },
+      long: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
   });
   if (flags.help) {
     console.log(
-      `npm run bench [-- --quick] [-- --only ${SECTION_NAMES.join(',')}]\n  --quick  small job counts (CI smoke run)\n  --only   run these sections only (results go to latest-partial.json)`,
+      `npm run bench [-- --quick] [-- --only ${SECTION_NAMES.join(',')}] [-- --long]\n  --quick  small job counts (CI smoke run)\n  --only   run these sections only (results go to latest-partial.json)\n  --long   the webhooks section's paced run for ${LONG_WEBHOOK_SECONDS / 60} minutes (memory flat?); EMP_BENCH_WEBHOOKS_SECONDS=n sets it to n s, EMP_BENCH_WEBHOOKS_RATE=n the events/s`,
     );
     return;
   }
@@ -192,7 +241,10 @@ async function main(): Promise<void> {
     return;
   }
   const quick = flags.quick ?? false;
-  const sizes = quick ? QUICK : FULL;
+  const base = quick ? QUICK : FULL;
+  const webhookSeconds = flags.long ? LONG_WEBHOOK_SECONDS : Number(process.env.EMP_BENCH_WEBHOOKS_SECONDS) || base.webhooks.seconds;
+  const webhookRate = Number(process.env.EMP_BENCH_WEBHOOKS_RATE) || base.webhooks.eventsPerSec;
+  const sizes: Sizes = { ...base, webhooks: { ...base.webhooks, seconds: webhookSeconds, eventsPerSec: webhookRate } };
 
   const redis = await startRedis();
   const admin = new Redis(redis.url);
