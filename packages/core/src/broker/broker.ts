@@ -4,7 +4,7 @@ import { ApiKeyStore } from '../api-keys';
 import type { WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
 import type { EmpError } from '../errors';
-import type { StreamEvent } from '../events';
+import type { StreamEvent, StreamEventType } from '../events';
 import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInput } from '../job';
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
@@ -17,7 +17,6 @@ import * as stats from './stats';
 import * as streams from './streams';
 import { EventTail } from './tail';
 import type {
-  BrokerEvent,
   BrokerOptions,
   ClaimResult,
   DropVerdict,
@@ -188,7 +187,7 @@ export class Broker {
    * submission: the pool's stream read from the job's submission time on.
    * `cursor` is the last stream entry looked at, to continue from.
    */
-  jobEvents(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: BrokerEvent[]; cursor: string }> {
+  jobEvents(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: StreamEvent[]; cursor: string }> {
     return jobs.jobEvents(this.#ctx, id, options);
   }
 
@@ -324,7 +323,7 @@ export class Broker {
    * kept, '$' = only new ones), waiting up to `blockMs` when there are none
    * (on `connection`: give a blocking read one of its own).
    */
-  readEvents(pool: string, cursor = '0', options: { count?: number; blockMs?: number; connection?: ReadConnection } = {}): Promise<BrokerEvent[]> {
+  readEvents(pool: string, cursor = '0', options: { count?: number; blockMs?: number; connection?: ReadConnection } = {}): Promise<StreamEvent[]> {
     return streams.readEvents(this.#ctx, pool, cursor, options);
   }
 
@@ -492,8 +491,8 @@ export class Broker {
   machineEvents(
     pool: string,
     machineId: string,
-    options: { types: readonly string[]; limit?: number; maxScanned?: number },
-  ): Promise<{ events: BrokerEvent[]; scanned: number; complete: boolean }> {
+    options: { types: readonly StreamEventType[]; limit?: number; maxScanned?: number },
+  ): Promise<{ events: StreamEvent[]; scanned: number; complete: boolean }> {
     return streams.machineEvents(this.#ctx, checkedPool(pool), machineId, options);
   }
 
