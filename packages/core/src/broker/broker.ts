@@ -8,6 +8,7 @@ import type { StreamEvent, StreamEventType } from '../events';
 import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInput } from '../job';
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
+import type { MachineState } from '../registry';
 import * as attempts from './attempts';
 import { BlockingConnection, type ReadConnection } from './connection';
 import { BrokerContext, checkedPool } from './context';
@@ -210,7 +211,11 @@ export class Broker {
     return fleet.setWorkerState(this.#ctx, pool, workerId, state);
   }
 
-  registerMachine(pool: string, machineId: string, state: string, fields: Record<string, string> = {}): Promise<boolean> {
+  /**
+   * Records a machine's state (one the machine.<state> events declare) and its
+   * status snapshot (`fields`: encodeMachineStatus's output); announces a change of state.
+   */
+  registerMachine(pool: string, machineId: string, state: MachineState, fields: Record<string, string> = {}): Promise<boolean> {
     return fleet.registerMachine(this.#ctx, pool, machineId, state, fields);
   }
 
