@@ -75,16 +75,6 @@ export class Broker {
     return broker;
   }
 
-  /**
-   * @deprecated The connection is private to core. Only packages/core/src/webhook-outbox.ts
-   * and apps/webhooks/src/event-intake.ts still read it, until their owner moves them to
-   * typed methods (`blockingConnection()` for the intake); redis-boundary.test.ts keeps
-   * every other file off it.
-   */
-  get redis(): RedisClient {
-    return this.#ctx.redis;
-  }
-
   // ---------------------------------------------------------------- connection
 
   /** A connection of its own for blocking reads (the `connection` option of the read methods); close it when done. */
