@@ -167,11 +167,12 @@ export class FunctionCalls {
   }
 
   private async callOn<A extends readonly Arg[], R>(connection: RedisClient, fn: RedisFunction<A, R>, anchor: string, args: A): Promise<R> {
+    const command = this.command(fn);
     let reply: unknown;
     try {
-      reply = await connection.call(this.command(fn), fn.name, 1, anchor, ...this.prelude(fn), ...args);
+      reply = await connection.call(command, fn.name, 1, anchor, ...this.prelude(fn), ...args);
     } catch (error) {
-      if (fn.calling === 'reads' && this.fallBack(error)) return this.callOn(connection, fn, anchor, args);
+      if (command === 'FCALL_RO' && this.fallBack(error)) return this.callOn(connection, fn, anchor, args);
       throw fromRedisError(error);
     }
     return fn.decode(reply, fn.name);
@@ -191,6 +192,17 @@ export class FunctionCalls {
     return fn.decode(reply, fn.name);
   }
 
+  /**
+   * `decode` for a read queued on a pipeline, which a server that cannot run
+   * it as FCALL_RO refused: made again (as FCALL) rather than failing a call
+   * whose writes in the same pipeline went through.
+   */
+  async decodeRead<A extends readonly Arg[], R>(fn: RedisFunction<A, R, 'pool'>, pool: string, args: A, entry: PipelineEntry): Promise<R> {
+    const error = entry?.[0];
+    if (fn.calling === 'reads' && error && this.fallBack(error)) return this.call(fn, pool, args);
+    return this.decode(fn, entry);
+  }
+
   private command(fn: RedisFunction<readonly Arg[], unknown>): 'FCALL_RO' | 'FCALL' {
     return fn.calling === 'reads' ? this.readCommand : 'FCALL';
   }
@@ -202,10 +214,9 @@ export class FunctionCalls {
     return [this.preludes.clock(), ...this.preludes.settings()];
   }
 
-  /** Whether a failed FCALL_RO should be made as FCALL (and every later one with it). */
+  /** Whether a failed FCALL_RO should be made as FCALL; if so, every later read is too. */
   private fallBack(error: unknown): boolean {
-    if (this.readCommand === 'FCALL' || !(error instanceof Error)) return false;
-    if (!/unknown command .?fcall_ro|write flag/i.test(error.message)) return false;
+    if (!(error instanceof Error) || !/unknown command .?fcall_ro|write flag/i.test(error.message)) return false;
     this.readCommand = 'FCALL';
     return true;
   }

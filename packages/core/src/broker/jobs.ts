@@ -49,7 +49,7 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob): Promise
   const replies = await pipeline.exec();
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
   if (result.id !== prepared.id) return { submitted: result, job: await getJob(ctx, result.id) };
-  const read = ctx.calls.decode(FUNCTIONS.getJob, replies?.[1]);
+  const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.pool, [prepared.id], replies?.[1]);
   return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
 }
 
