@@ -54,6 +54,10 @@ function reads<Args extends readonly Arg[], Reply>(name: string, decode: (reply:
   return { name, calling: 'reads', shard: 'pool', decode };
 }
 
+function clocked<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply, 'pool'> {
+  return { name, calling: 'clocked', shard: 'pool', decode };
+}
+
 function webhooks<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply, 'webhooks'> {
   return { name, calling: 'clocked', shard: 'webhooks', decode };
 }
@@ -106,7 +110,7 @@ export const FUNCTIONS = {
   jobCounts: reads<[page: string], r.JobCountsReply>('emp_job_counts', r.jobCountsReply),
   classCapacity: reads<string[], number[]>('emp_class_capacity', r.numbers),
   /** the answer to a 'classes' reply: class id, today's class id, today's definition, per class it named */
-  migrate: { name: 'emp_migrate', calling: 'clocked', shard: 'pool', decode: r.migrateReply } as RedisFunction<Flat, r.MigrateReply, 'pool'>,
+  migrate: clocked<Flat, r.MigrateReply>('emp_migrate', r.migrateReply),
 
   // the webhook service's shard ({_webhooks}); core/webhook-outbox.ts and webhook-endpoints.ts
   webhookEnqueue: webhooks<[id: string, chain: string, tenant: string, url: string, job: string, type: string, body: string,
