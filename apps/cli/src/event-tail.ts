@@ -1,4 +1,4 @@
-import { type Broker, type StreamEvent, toStreamEvent } from '@emp/core';
+import type { Broker, StreamEvent } from '@emp/core';
 
 /**
  * Reads a pool's events after `cursor` until `signal` aborts, handing each to
@@ -19,7 +19,7 @@ export async function tailPool(
     while (!signal.aborted) {
       let events: StreamEvent[];
       try {
-        events = (await tail.read()).map(toStreamEvent);
+        events = await tail.read();
       } catch (error) {
         if (signal.aborted) return;
         throw error;

@@ -7,7 +7,6 @@ import {
   TERMINAL_STATES,
   isJobEvent,
   poolOfJobId,
-  toStreamEvent,
 } from '@emp/core';
 import { CommandError } from './errors';
 import { duration } from './format';
@@ -76,7 +75,7 @@ export async function followJob(broker: Broker, id: string, options: FollowOptio
         count: 1_000,
         connection,
       });
-      for (const event of events.map(toStreamEvent)) {
+      for (const event of events) {
         cursor = event.id;
         if (!isJobEvent(event) || event.job !== id || event.ts < seenUntil) continue;
         report({ state: event.state as JobState, ...(event.type === 'job.progress' ? { progress: event.progress } : {}) });

@@ -62,7 +62,7 @@ describe('emp machine', () => {
     const job = await broker.getJob(id);
     expect(job).toMatchObject({ state: 'queued', failures: 0, infra_failures: 1, error: { kind: 'infrastructure', message: 'worker shutting down' } });
     const states = (await broker.readEvents('standard', '0', { count: 10_000 }))
-      .filter((e) => e.fields.machine === 'spot-7' && /^machine\.(ready|draining|offline)$/.test(e.type))
+      .filter((e) => /^machine\.(ready|draining|offline)$/.test(e.type) && 'machine' in e && e.machine === 'spot-7')
       .map((e) => e.type);
     expect(states.slice(-2)).toEqual(['machine.draining', 'machine.offline']);
     expect((await broker.machines('standard')).map((m) => [m.id, m.state])).toEqual([['spot-7', 'offline']]);

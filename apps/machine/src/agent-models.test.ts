@@ -1,4 +1,4 @@
-import { Broker, type JobProgress } from '@emp/core';
+import { Broker, type JobProgress, jobOfEvent } from '@emp/core';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from '@emp/testkit';
@@ -30,8 +30,8 @@ const status = async (agent: MachineAgent): Promise<MachineStatus> => (await fet
 
 async function jobEvents(broker: Broker, id: string): Promise<Array<{ type: string; progress?: JobProgress }>> {
   return (await broker.readEvents(POOL, '0', { count: 10_000 }))
-    .filter((event) => event.fields.job === id)
-    .map((event) => ({ type: event.type, ...(event.fields.progress && { progress: JSON.parse(event.fields.progress) as JobProgress }) }));
+    .filter((event) => jobOfEvent(event) === id)
+    .map((event) => (event.type === 'job.progress' ? { type: event.type, progress: event.progress } : { type: event.type }));
 }
 
 async function workerCapabilities(broker: Broker): Promise<{ models?: Record<string, string[]>; custom_nodes?: string[] }> {

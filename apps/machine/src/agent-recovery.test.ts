@@ -30,7 +30,7 @@ describe('a crash-looping service', () => {
     expect(failed).toMatchObject({ restarts: 3, last_exit: { code: 3, signal: null }, reason: expect.stringMatching(/^exited 4 times within 60000 ms \(last: exit code 3\)/) });
     expect(failed.next_restart_at).toBeUndefined();
 
-    const transitions = (await machineEvents(broker, 'machine.process')).filter((e) => e.fields.process === 'flaky-cpu0').map((e) => e.fields);
+    const transitions = (await machineEvents(broker, 'machine.process')).filter((e) => e.process === 'flaky-cpu0');
     expect(transitions.map((t) => t.state)).toEqual([
       'started', 'exited', 'restarting', 'started', 'exited', 'restarting', 'started', 'exited', 'restarting', 'started', 'exited', 'failed',
     ]);
@@ -71,7 +71,7 @@ describe('commands across agent restarts', () => {
     const stale = await broker.machineCommand(POOL, 'm1', 'shutdown', { reason: 'long ago' });
     await startAgent({ services: [], command_max_age_ms: 0 });
     await waitFor('the stale command to be refused', async () => (await machineRecord(broker)).last_command_handled === stale);
-    const done = (await machineEvents(broker, 'machine.command.done')).map((e) => e.fields);
+    const done = await machineEvents(broker, 'machine.command.done');
     expect(done.map((d) => [d.command, d.outcome])).toEqual([
       [handled, 'ok'],
       [stale, 'failed'],

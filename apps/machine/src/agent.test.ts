@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Broker } from '@emp/core';
+import type { Broker, StreamEventOf } from '@emp/core';
 import { call, temporaryFolder, waitFor } from '@emp/testkit';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { POOL, alive, machineEvents, machineRecord, simulatedServiceSpec, testMachineConfig } from '@emp/testkit/machine';
@@ -22,10 +22,9 @@ const processOf = async (name: string): Promise<MachineProcessStatus> => (await 
 const pids = async () => Object.fromEntries((await status()).processes.map((p) => [p.name, p.pid]));
 const http = (method: string, path: string, body?: unknown) => call(stack.url, method, path, { key: operator, ...(body === undefined ? {} : { body }) });
 
-/** Waits for the command's acknowledgement event and returns its fields. */
-async function acknowledged(commandId: string): Promise<Record<string, string>> {
-  const event = await waitFor(`command ${commandId} to be acknowledged`, async () => (await machineEvents(broker, 'machine.command.done')).find((e) => e.fields.command === commandId), 30_000);
-  return event.fields;
+/** Waits for the command's acknowledgement event and returns it. */
+async function acknowledged(commandId: string): Promise<StreamEventOf<'machine.command.done'>> {
+  return waitFor(`command ${commandId} to be acknowledged`, async () => (await machineEvents(broker, 'machine.command.done')).find((e) => e.command === commandId), 30_000);
 }
 
 beforeAll(async () => {
@@ -123,7 +122,7 @@ describe('a machine agent', () => {
     expect(after.restarts).toBe(before.restarts + 1);
     expect(after.last_exit).toMatchObject({ code: null, signal: 'SIGKILL' });
 
-    const transitions = (await machineEvents(broker, 'machine.process')).filter((e) => e.fields.process === 'worker-simulation-cpu0').map((e) => e.fields);
+    const transitions = (await machineEvents(broker, 'machine.process')).filter((e) => e.process === 'worker-simulation-cpu0');
     expect(transitions.slice(-3)).toEqual([
       expect.objectContaining({ state: 'exited', signal: 'SIGKILL', exit_code: '' }),
       expect.objectContaining({ state: 'restarting', delay_ms: '50' }),

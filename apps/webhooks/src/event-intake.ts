@@ -1,8 +1,8 @@
 import {
+  type BlockingConnection,
   type Broker,
   EmpError,
   type JobStreamEvent,
-  type RedisClient,
   type StreamEvent,
   type WebhookEndpoint,
   type WebhookEndpoints,
@@ -53,7 +53,7 @@ type EndpointCache = Map<string, Promise<WebhookEndpoint[]>>;
  */
 export class EventIntake {
   private readonly pools = new Map<string, Promise<void>>();
-  private readonly connections: RedisClient[] = [];
+  private readonly connections: BlockingConnection[] = [];
   private stopping = false;
   private scanTimer: NodeJS.Timeout | undefined;
   private firstScan = true;
@@ -88,7 +88,7 @@ export class EventIntake {
     this.stopping = true;
     clearTimeout(this.scanTimer);
     for (const wake of this.wakeStandby.splice(0)) wake();
-    for (const connection of this.connections) connection.disconnect();
+    for (const connection of this.connections) connection.close();
     await Promise.allSettled(this.pools.values());
     // another instance takes the pools over now instead of after the lease
     await Promise.allSettled([...this.pools.keys()].map((pool) => this.outbox.releaseReader(pool, this.consumer)));
@@ -104,7 +104,8 @@ export class EventIntake {
   }
 
   private async readLoop(pool: string): Promise<void> {
-    const connection = this.broker.redis.duplicate();
+    // errors reach the read that fails, which logs them and retries
+    const connection = this.broker.blockingConnection();
     this.connections.push(connection);
     const leaseMs = this.config.readerLeaseMs;
     // blocking reads return often enough to renew the lease in time

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Broker, type BrokerConfigInput, type BrokerEvent, Scheduler } from '@emp/core';
+import { Broker, type BrokerConfigInput, Scheduler, type StreamEvent, type StreamEventOf, jobOfEvent } from '@emp/core';
 import { type RedisProcess, freePort, startRedis, waitFor } from '@emp/testkit';
 import { Redis, type RedisOptions } from 'ioredis';
 import { pino } from 'pino';
@@ -96,15 +96,15 @@ async function heartbeatAt(broker: Broker): Promise<string | undefined> {
   return (await broker.worker(POOL, 'alive'))?.heartbeat_at;
 }
 
-async function eventsOf(broker: Broker, jobId?: string): Promise<BrokerEvent[]> {
+async function eventsOf(broker: Broker, jobId?: string): Promise<StreamEvent[]> {
   const events = await broker.readEvents(POOL, '0', { count: 100_000 });
-  return jobId === undefined ? events : events.filter((e) => e.fields.job === jobId);
+  return jobId === undefined ? events : events.filter((e) => jobOfEvent(e) === jobId);
 }
 
 /** Waits until the dead worker's job has gone back to the queue (worker_lost). */
-async function reaped(observer: Broker, id: string): Promise<BrokerEvent> {
+async function reaped(observer: Broker, id: string): Promise<StreamEvent> {
   return waitFor(`the dead worker's job ${id} to be reaped`, async () =>
-    (await eventsOf(observer, id)).find((e) => e.type === 'job.queued' && e.fields.reason === 'worker_lost') ?? false,
+    (await eventsOf(observer, id)).find((e) => e.type === 'job.queued' && e.reason === 'worker_lost') ?? false,
   );
 }
 
@@ -118,15 +118,15 @@ async function expectSurvivedOnce(observer: Broker, id: string, held: ReturnType
     return job && ['succeeded', 'failed'].includes(job.state) ? job : false;
   });
   expect(done).toMatchObject({ state: 'succeeded', attempts: 1, result: { ran: id } });
-  expect((await eventsOf(observer, id)).filter((e) => e.type === 'job.queued').map((e) => e.fields.reason)).toEqual([undefined]);
+  expect((await eventsOf(observer, id)).flatMap((e) => (e.type === 'job.queued' ? [e.reason] : []))).toEqual([undefined]);
 }
 
 /** The tick after the outage found the clock unwatched, and reaped the dead worker's job only after the grace. */
-async function expectReapedAfterGrace(observer: Broker, reaping: BrokerEvent, outageMs: number): Promise<BrokerEvent> {
+async function expectReapedAfterGrace(observer: Broker, reaping: StreamEvent, outageMs: number): Promise<StreamEventOf<'clock.unwatched'>> {
   const gap = (await eventsOf(observer)).find((e) => e.type === 'clock.unwatched');
-  expect(gap?.ts).toBeGreaterThanOrEqual(Number(gap?.fields.from) + outageMs - 100);
-  expect(Number(gap?.fields.gap_ms)).toBeGreaterThanOrEqual(outageMs - 100);
-  expect(reaping.ts).toBeGreaterThanOrEqual(Number(gap?.fields.grace_until));
+  expect(gap?.ts).toBeGreaterThanOrEqual(gap!.from + outageMs - 100);
+  expect(gap?.gap_ms).toBeGreaterThanOrEqual(outageMs - 100);
+  expect(reaping.ts).toBeGreaterThanOrEqual(gap!.grace_until);
   return gap!;
 }
 
@@ -194,7 +194,7 @@ describe('a Redis outage longer than the lease', () => {
     const beatAt = Number(await heartbeatAt(observer));
     await expectSurvivedOnce(observer, kept, held);
     const gap = await expectReapedAfterGrace(observer, reaping, outageMs);
-    expect(beatAt, 'renewed after Redis came back').toBeGreaterThan(Number(gap.fields.from) + outageMs - 100);
-    expect(beatAt, 'renewed within the grace').toBeLessThan(Number(gap.fields.grace_until));
+    expect(beatAt, 'renewed after Redis came back').toBeGreaterThan(gap.from + outageMs - 100);
+    expect(beatAt, 'renewed within the grace').toBeLessThan(gap.grace_until);
   }, 30_000);
 });

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Broker, type BrokerConfigInput, type BrokerEvent, type Job, Scheduler, type SimulationOptions, WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput } from '@emp/core';
+import { Broker, type BrokerConfigInput, type Job, Scheduler, type SimulationOptions, type StreamEvent, WORKER_CONFIG_ENV, WORKER_MAIN, type WorkerProcessConfigInput, jobOfEvent } from '@emp/core';
 import { waitFor } from '@emp/testkit';
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
@@ -55,9 +55,9 @@ async function jobInState(broker: Broker, id: string, ...states: Job['state'][])
   });
 }
 
-async function eventsOf(broker: Broker, jobId?: string): Promise<BrokerEvent[]> {
+async function eventsOf(broker: Broker, jobId?: string): Promise<StreamEvent[]> {
   const events = await broker.readEvents(POOL, '0', { count: 100_000 });
-  return jobId ? events.filter((e) => e.fields.job === jobId) : events;
+  return jobId ? events.filter((e) => jobOfEvent(e) === jobId) : events;
 }
 
 async function fcallCalls(): Promise<number> {
@@ -102,7 +102,7 @@ describe('running jobs', () => {
     const events = await eventsOf(broker, id);
     const types = events.map((e) => e.type).filter((t) => t !== 'job.progress');
     expect(types).toEqual(['job.queued', 'job.starting', 'job.running', 'job.succeeded']);
-    const progress = events.filter((e) => e.type === 'job.progress').map((e) => JSON.parse(e.fields.progress!));
+    const progress = events.flatMap((e) => (e.type === 'job.progress' ? [e.progress] : []));
     expect(progress.length).toBeGreaterThan(0);
     const values = progress.map((p) => p.value as number);
     expect(values).toEqual([...values].sort((a, b) => a - b));
@@ -439,8 +439,8 @@ describe('a worker that dies', () => {
 
     const events = await eventsOf(broker, id);
     expect(events.filter((e) => e.type === 'job.succeeded')).toHaveLength(1);
-    expect(events.filter((e) => e.type === 'job.starting').map((e) => e.fields.worker)).toEqual(['doomed', 'survivor']);
-    expect(events.find((e) => e.type === 'job.queued' && e.fields.reason === 'worker_lost')).toBeDefined();
+    expect(events.flatMap((e) => (e.type === 'job.starting' ? [e.worker] : []))).toEqual(['doomed', 'survivor']);
+    expect(events.find((e) => e.type === 'job.queued' && e.reason === 'worker_lost')).toBeDefined();
   });
 });
 

@@ -454,7 +454,7 @@ describe('worker calls', () => {
   const badPool = 'Bad Pool';
   const poolCalls: Array<[string, () => Promise<unknown>]> = [
     ['queueStats', () => broker.queueStats(badPool)],
-    ['registerMachine', () => broker.registerMachine(badPool, 'm1', 'idle')],
+    ['registerMachine', () => broker.registerMachine(badPool, 'm1', 'ready')],
     ['claim', () => broker.claim(badPool, 'w')],
     ['heartbeat', () => broker.heartbeat(badPool, 'w', [])],
     ['setWorkerState', () => broker.setWorkerState(badPool, 'w', 'idle')],
@@ -465,6 +465,10 @@ describe('worker calls', () => {
   });
 
   it.each([['an empty machine id', ''], ['a machine id with spaces', 'machine one']])('registerMachine with %s is a ValidationError', async (_name, id) => {
-    await expectRefused(() => broker.registerMachine(POOL, id, 'idle'), ValidationError);
+    await expectRefused(() => broker.registerMachine(POOL, id, 'ready'), ValidationError);
+  });
+
+  it('registerMachine with a state the machine events do not declare is a ValidationError', async () => {
+    await expectRefused(() => broker.registerMachine(POOL, 'm1', 'idle' as never), ValidationError, { what: 'machine state' });
   });
 });

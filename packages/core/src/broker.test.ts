@@ -314,8 +314,8 @@ describe('leases and fencing', () => {
     // Redis down (or no scheduler running) for 25 s: both leases (10 s) and both offline deadlines ran out meanwhile
     now += 25_000;
     expect(await b.tick('standard')).toEqual({ handled: 0, nextDueInMs: 3_000 });
-    expect((await events(b)).filter((e) => e.type === 'clock.unwatched').map((e) => e.fields)).toEqual([
-      expect.objectContaining({ from: '1000000', gap_ms: '25000', grace_until: String(now + 3_000) }),
+    expect((await events(b)).filter((e) => e.type === 'clock.unwatched')).toEqual([
+      expect.objectContaining({ from: 1_000_000, gap_ms: 25_000, grace_until: now + 3_000 }),
     ]);
     expect(await redis.hgetall(b.keys.clock('standard'))).toEqual({
       tick_at: String(now),
@@ -615,7 +615,7 @@ describe('completions made together', () => {
       expect(view?.state).toBe('succeeded');
       expect(view?.result).toEqual({ done: job.id });
     }
-    const succeeded = (await events(b)).filter((e) => e.type === 'job.succeeded').map((e) => e.fields.job);
+    const succeeded = (await events(b)).flatMap((e) => (e.type === 'job.succeeded' ? [e.job] : []));
     expect(succeeded).toEqual(held.map((job) => job.id));
   });
 

@@ -3,6 +3,7 @@ import { type RedisClusterProcess, startRedisCluster } from '@emp/testkit';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Broker } from './broker';
+import { jobOfEvent } from './events';
 import { functionLibrary } from './library';
 
 // The same code on a real 3-master Redis Cluster on loopback: every call about a
@@ -128,7 +129,7 @@ describe('Redis Cluster', () => {
       const done = await broker.getJob(submitted.id);
       expect(done).toMatchObject({ state: 'succeeded', result: { images: [`${pool}.png`] }, worker });
       const events = await broker.readEvents(pool, '0', { count: 1_000 });
-      expect(events.filter((e) => e.fields.job === submitted.id).map((e) => e.type)).toEqual([
+      expect(events.filter((e) => jobOfEvent(e) === submitted.id).map((e) => e.type)).toEqual([
         'job.queued',
         'job.starting',
         'job.running',
@@ -192,7 +193,7 @@ describe('Redis Cluster', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     const submitted = await broker.submit({ service: 'http', requirements: { pool: pool! } });
     const events = await reading;
-    expect(events.map((e) => [e.type, e.fields.job])).toEqual([['job.queued', submitted.id]]);
+    expect(events.map((e) => [e.type, jobOfEvent(e)])).toEqual([['job.queued', submitted.id]]);
     reader.disconnect();
   });
 

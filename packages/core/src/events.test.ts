@@ -1,7 +1,8 @@
 import { usePrivateRedis } from '@emp/testkit/private-redis';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Broker } from './broker';
-import { EventTypeFilter, STREAM_EVENT_TYPES, eventTypeMatches, eventView, isJobEvent, parseStreamEntry, streamEntryProblems, toStreamEvent } from './events';
+import { EventTypeFilter, STREAM_EVENT_TYPES, StreamEventBody, eventTypeMatches, eventView, isJobEvent, parseStreamEntry, streamEntryProblems } from './events';
 import { WebhookOutbox } from './webhook-outbox';
 
 const { redis } = usePrivateRedis();
@@ -73,13 +74,47 @@ describe('the event union as the one contract of the stream', () => {
   });
 
   it('gives the wire view of a read event: numbers and progress parsed, routable a boolean, an unknown entry as stored', () => {
-    const starting = toStreamEvent({ id: '7-0', pool: 'standard', type: 'job.starting', ts: 7, fields: { job: 'standard.a', state: 'starting', tenant: 't', service: 's', worker: 'w', machine: '', attempt: '2', submitted_at: '3' } });
+    const starting = parseStreamEntry('standard', '7-0', { type: 'job.starting', ts: '7', job: 'standard.a', state: 'starting', tenant: 't', service: 's', worker: 'w', machine: '', attempt: '2', submitted_at: '3' });
     expect(eventView(starting)).toEqual({ id: '7-0', pool: 'standard', ts: 7, type: 'job.starting', job: 'standard.a', state: 'starting', tenant: 't', service: 's', worker: 'w', attempt: 2, submitted_at: 3 });
-    const queued = toStreamEvent({ id: '8-0', pool: 'standard', type: 'job.queued', ts: 8, fields: { job: 'standard.a', state: 'queued', tenant: 't', service: 's', routable: '1' } });
+    const queued = parseStreamEntry('standard', '8-0', { type: 'job.queued', ts: '8', job: 'standard.a', state: 'queued', tenant: 't', service: 's', routable: '1' });
     expect(eventView(queued)).toMatchObject({ type: 'job.queued', routable: true });
-    const future = toStreamEvent({ id: '9-0', pool: 'standard', type: 'job.teleported', ts: 9, fields: { job: 'standard.a', to: 'mars' } });
+    const future = parseStreamEntry('standard', '9-0', { type: 'job.teleported', ts: '9', job: 'standard.a', to: 'mars' });
     expect(future.type).toBe('unknown');
     expect(eventView(future)).toEqual({ id: '9-0', pool: 'standard', ts: 9, type: 'job.teleported', job: 'standard.a', to: 'mars' });
+  });
+
+  it('parses fast exactly as zod does: the same event for any entry zod accepts, the same verdict for any it refuses', () => {
+    const names = [...new Set(StreamEventBody.options.flatMap((variant) => Object.keys(variant.shape)))].filter((name) => name !== 'type');
+    const values = ['', 'x', 'w1', '0', '7', '-3', '01', '1e3', ' 5', '1.5', '9007199254740993', 'idle', 'ready', 'running',
+      '{"stage":"running","value":3,"max":10}', '{"stage":"nope"}', '{', 'null'];
+    const entry = fc.record({
+      type: fc.constantFrom(...STREAM_EVENT_TYPES, 'job.teleported'),
+      fields: fc.dictionary(fc.constantFrom(...names), fc.constantFrom(...values)),
+    });
+    // a well-formed entry of each type (what Lua writes), with some of the fields above on top, or those fields alone
+    const wellFormed: Record<string, Record<string, string>> = {};
+    for (const variant of StreamEventBody.options) {
+      for (const type of variant.shape.type.values) {
+        const zodAccepts = (fields: Record<string, string>) => StreamEventBody.safeParse({ ...fields, type }).success;
+        const base: Record<string, string> = { job: 'standard.a', state: 'idle', tenant: 't', service: 's', worker: 'w', machine: 'm', attempt: '1',
+          progress: '{"stage":"running"}', reason: 'retry', retry_at: '5', action: 'drain', command: '1-0', outcome: 'ok', process: 'p', class: 'c',
+          from: '1', gap_ms: '2', grace_until: '3' };
+        if (type.startsWith('machine.') && !['machine.command', 'machine.command.done', 'machine.process'].includes(type)) base.state = type.slice('machine.'.length);
+        if (type.startsWith('worker.') && type !== 'worker.registered') base.state = type.slice('worker.'.length);
+        expect(zodAccepts(base), type).toBe(true);
+        wellFormed[type] = base;
+      }
+    }
+    fc.assert(
+      fc.property(entry, fc.boolean(), ({ type, fields }, overlay) => {
+        const raw = { ...(overlay ? (wellFormed[type] ?? {}) : {}), ...fields, type, ts: '42' };
+        const zod = StreamEventBody.safeParse(raw);
+        const event = parseStreamEntry('standard', '42-0', raw);
+        if (zod.success) expect(event).toStrictEqual({ ...zod.data, pool: 'standard', id: '42-0', ts: 42 });
+        else expect(event.type).toBe('unknown');
+      }),
+      { numRuns: 3_000 },
+    );
   });
 });
 

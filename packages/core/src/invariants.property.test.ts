@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Broker, type ClaimResult, type Lease, type ServiceJobCounts } from './broker';
 import type { WorkerCapabilities } from './capabilities';
 import { LeaseLostError, NotRetryableError } from './errors';
+import { isJobEvent } from './events';
 import { ensureFunctionLibrary } from './library';
 import { FAILURE_KINDS, type FailureKind, type JobState, type SubmitJobInput } from './job';
 import { type JobRequirements, requirementClass } from './requirements';
@@ -568,11 +569,9 @@ class Scenario {
     const events = await broker.readEvents(POOL, '0', { count: 100_000 });
     const succeeded = new Map<string, number>();
     const lastState = new Map<string, string>();
-    for (const event of events) {
-      const id = event.fields.job;
-      if (!id || !event.type.startsWith('job.')) continue;
-      if (event.type === 'job.succeeded') succeeded.set(id, (succeeded.get(id) ?? 0) + 1);
-      lastState.set(id, event.fields.state!);
+    for (const event of events.filter(isJobEvent)) {
+      if (event.type === 'job.succeeded') succeeded.set(event.job, (succeeded.get(event.job) ?? 0) + 1);
+      lastState.set(event.job, event.state);
     }
     for (const job of model.jobs) {
       expect(succeeded.get(job.id) ?? 0, `job.succeeded events of ${job.id}`).toBe(job.state === 'succeeded' ? 1 : 0);
@@ -897,12 +896,12 @@ class OpenScenario {
     const events = await this.broker.readEvents(POOL, '0', { count: 100_000 });
     for (const id of this.ids) {
       const job = (await this.broker.getJob(id))!;
-      const succeededEvents = events.filter((e) => e.type === 'job.succeeded' && e.fields.job === id).length;
+      const succeededEvents = events.filter((e) => e.type === 'job.succeeded' && e.job === id).length;
       expect(succeededEvents, `job.succeeded events of ${id}`).toBe(job.state === 'succeeded' ? 1 : 0);
       if (job.state === 'succeeded') expect(job.result).toEqual(this.accepted.get(id));
       else expect(this.accepted.has(id), `a completion of ${id} was accepted but it is ${job.state}`).toBe(false);
-      const last = events.filter((e) => e.fields.job === id).at(-1);
-      expect(last?.fields.state, `last event of ${id}`).toBe(job.state);
+      const last = events.filter(isJobEvent).filter((e) => e.job === id).at(-1);
+      expect(last?.state, `last event of ${id}`).toBe(job.state);
     }
   }
 }

@@ -2,6 +2,7 @@ import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type JobListFilter } from './broker';
 import { ValidationError } from './errors';
+import { jobOfEvent } from './events';
 
 const { redis } = usePrivateRedis();
 let now = 1_000_000;
@@ -127,7 +128,7 @@ describe('a job\'s events', () => {
     await b.complete(claim.job!.lease, { done: 1 });
     const all = await b.jobEvents(job.id);
     expect(all.events.map((e) => e.type)).toEqual(['job.queued', 'job.starting', 'job.running', 'job.progress', 'job.succeeded']);
-    expect(all.events.every((e) => e.fields.job === job.id)).toBe(true);
+    expect(all.events.every((e) => jobOfEvent(e) === job.id)).toBe(true);
     const rest = await b.jobEvents(job.id, { after: all.events[1]!.id });
     expect(rest.events.map((e) => e.type)).toEqual(['job.running', 'job.progress', 'job.succeeded']);
     await expect(b.jobEvents(job.id, { after: 'x' })).rejects.toThrow(ValidationError);

@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import { FUNCTIONS, FunctionCalls } from './broker/functions';
 import { KeyLayout } from './keys';
 import { type JobRequirements, type RequirementClass, requirementClass } from './requirements';
 
@@ -17,8 +18,6 @@ export interface PoolMigration {
   calls: number;
 }
 
-type MigrateReply = ['done' | 'more', string] | ['classes', ...string[]];
-
 /**
  * Brings one pool's stored data to the library's layout: calls emp_migrate until
  * it answers 'done'. Each call does a bounded page of work, so a pool with many
@@ -27,9 +26,11 @@ type MigrateReply = ['done' | 'more', string] | ['classes', ...string[]];
  * Redis and every page is idempotent).
  */
 export async function migratePool(redis: Redis | Cluster, keys: KeyLayout, pool: string, now = ''): Promise<PoolMigration> {
+  // it runs before a broker (and its settings) exists: the clock is all its calls take
+  const functions = new FunctionCalls(redis, keys, { clock: () => now });
   let answer: string[] = [];
   for (let calls = 1; ; calls++) {
-    const reply = (await redis.call('FCALL', 'emp_migrate', 1, keys.anchor(pool), now, ...answer)) as MigrateReply;
+    const reply = await functions.call(FUNCTIONS.migrate, pool, answer);
     if (reply[0] === 'done') return { pool, version: Number(reply[1]), calls };
     answer = [];
     if (reply[0] === 'classes') {

@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import type { SubmitResult } from './api-protocol';
 import { Broker } from './broker';
 import type { WorkerCapabilities } from './capabilities';
+import { isJobEvent } from './events';
 import type { SubmitJobInput } from './job';
 
 // Invariants 3 and 4 of the design: a job at the back of a 100k-deep queue that
@@ -97,8 +98,8 @@ async function expectNeedleFound(needleId: string, blockerIds: string[], maxComm
 
   // the claim announced exactly one transition: the needle starting on B
   const events = await broker.readEvents(POOL, before, { count: 1_000 });
-  const jobEvents = events.filter((e) => e.type.startsWith('job.'));
-  expect(jobEvents.map((e) => [e.type, e.fields.job, e.fields.worker])).toEqual([['job.starting', needleId, 'b']]);
+  const jobEvents = events.filter(isJobEvent);
+  expect(jobEvents.map((e) => [e.type, e.job, 'worker' in e && e.worker])).toEqual([['job.starting', needleId, 'b']]);
 
   // and B has nothing more to run
   expect((await broker.claim(POOL, 'b')).job).toBeNull();

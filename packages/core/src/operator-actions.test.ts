@@ -44,7 +44,7 @@ describe('machine commands', () => {
     expect(stream[0]![1]).toEqual(expect.arrayContaining(['action', 'restart', 'service', 'comfyui', 'by', 'ops', 'reason', 'stuck']));
     expect((await b.machines('standard'))[0]).toMatchObject({ id: 'm1', last_command: 'restart', last_command_id: id });
     const event = (await b.readEvents('standard', '0', { count: 100 })).find((e) => e.type === 'machine.command');
-    expect(event?.fields).toMatchObject({ machine: 'm1', action: 'restart', service: 'comfyui', command: id });
+    expect(event).toMatchObject({ machine: 'm1', action: 'restart', service: 'comfyui', command: id });
 
     await expect(b.machineCommand('standard', 'nope', 'drain')).rejects.toThrow(NotFoundError);
     await expect(b.machineCommand('standard', 'm1', 'reboot' as 'drain')).rejects.toThrow(ValidationError);
@@ -72,7 +72,7 @@ describe('machine command acknowledgements', () => {
       last_command_done_at: expect.stringMatching(/^\d+$/),
     });
     const done = (await b.readEvents('standard', '0', { count: 100 })).filter((e) => e.type === 'machine.command.done');
-    expect(done.map((e) => e.fields)).toEqual([
+    expect(done).toEqual([
       expect.objectContaining({ machine: 'm1', command: shutdown, action: 'shutdown', outcome: 'ok', message: 'drained and exited' }),
       expect.objectContaining({ machine: 'm1', command: restart, action: 'restart', service: 'comfyui', outcome: 'failed' }),
     ]);
@@ -90,7 +90,7 @@ describe('machine process events', () => {
     await b.registerMachine('standard', 'm1', 'ready');
     const id = await b.machineProcessEvent('standard', 'm1', 'comfyui-gpu0', 'exited', { restarts: 2, exit_code: 1, signal: '' });
     const event = (await b.readEvents('standard', '0', { count: 100 })).find((e) => e.type === 'machine.process');
-    expect(event).toMatchObject({ id, fields: { machine: 'm1', process: 'comfyui-gpu0', state: 'exited', restarts: '2', exit_code: '1', signal: '' } });
+    expect(event).toMatchObject({ id, machine: 'm1', process: 'comfyui-gpu0', state: 'exited', restarts: '2', exit_code: '1', signal: '' });
     await expect(b.machineProcessEvent('standard', 'nope', 'comfyui-gpu0', 'exited')).rejects.toThrow(NotFoundError);
   });
 });

@@ -1,5 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { contextOf } from './broker/broker';
+import type { BrokerContext } from './broker/context';
+import { FUNCTIONS } from './broker/functions';
 import { ValidationError } from './errors';
 import { WEBHOOK_EVENT_ALIASES, WEBHOOK_EVENT_TYPES, type WebhookEventType } from './job';
 import { ServiceName, TenantId } from './requirements';
@@ -283,7 +286,11 @@ function toFields(input: Record<string, unknown>): { set: string[]; remove: stri
  * and signs. Tenancy is the caller's to check: `scope` of a record says whose it is.
  */
 export class WebhookEndpoints {
-  constructor(private readonly outbox: WebhookOutbox) {}
+  readonly #ctx: BrokerContext;
+
+  constructor(private readonly outbox: WebhookOutbox) {
+    this.#ctx = contextOf(outbox.broker);
+  }
 
   /**
    * Makes an endpoint for `tenant` ('' = operator-scoped); its URL must pass
@@ -296,7 +303,7 @@ export class WebhookEndpoints {
     const id = newEndpointId();
     const secret = newWebhookSecret();
     const { set } = toFields(input);
-    await this.outbox.fcall('emp_webhook_endpoint', ['create', id, tenant, ...set, 'secret', secret]);
+    await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEndpoint, ['create', id, tenant, ...set, 'secret', secret]);
     const created = await this.get(id);
     if (!created) throw new Error(`endpoint ${id} vanished as it was made`);
     return { ...created, secret };
@@ -310,7 +317,7 @@ export class WebhookEndpoints {
   /** The endpoint and the secrets its messages are signed with now (both during a rotation's grace period). */
   async signing(id: string, now = Date.now()): Promise<EndpointSigning | null> {
     if (!WEBHOOK_ENDPOINT_ID.test(id)) return null;
-    const hash = await this.outbox.redis.hgetall(this.outbox.keys.webhookEndpoint(id));
+    const hash = await this.#ctx.redis.hgetall(this.outbox.keys.webhookEndpoint(id));
     if (!hash.id) return null;
     const secrets = [hash.secret!];
     if (hash.previous_secret && Number(hash.previous_until) > now) secrets.push(hash.previous_secret);
@@ -319,9 +326,9 @@ export class WebhookEndpoints {
 
   /** Endpoints, oldest first: a tenant's, the operator-scoped ones (''), or every one (undefined). */
   async list(tenant?: string): Promise<WebhookEndpoint[]> {
-    const ids = await this.outbox.redis.zrange(this.outbox.keys.webhookEndpoints(tenant), 0, -1);
+    const ids = await this.#ctx.redis.zrange(this.outbox.keys.webhookEndpoints(tenant), 0, -1);
     if (ids.length === 0) return [];
-    const pipeline = this.outbox.redis.pipeline();
+    const pipeline = this.#ctx.redis.pipeline();
     for (const id of ids) pipeline.hgetall(this.outbox.keys.webhookEndpoint(id));
     const now = Date.now();
     const hashes = (await pipeline.exec()) ?? [];
@@ -344,32 +351,32 @@ export class WebhookEndpoints {
     // enabling by PATCH forgets why it was disabled, as POST .../enable does
     if (patch.enabled === true) remove.push('disabled_reason', 'disabled_at', 'failing_since');
     if (patch.enabled === false) set.push('disabled_reason', 'disabled by hand', 'disabled_at', String(Date.now()));
-    const done = await this.outbox.fcall('emp_webhook_endpoint', ['update', id, remove.length, ...remove, ...set]);
-    return done === 1 ? this.get(id) : null;
+    const done = await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEndpoint, ['update', id, remove.length, ...remove, ...set]);
+    return done === true ? this.get(id) : null;
   }
 
   async delete(id: string): Promise<boolean> {
-    return (await this.outbox.fcall('emp_webhook_endpoint', ['delete', id])) === 1;
+    return (await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEndpoint, ['delete', id])) === true;
   }
 
   async enable(id: string): Promise<WebhookEndpoint | null> {
-    return (await this.outbox.fcall('emp_webhook_endpoint', ['enable', id])) === 1 ? this.get(id) : null;
+    return (await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEndpoint, ['enable', id])) === true ? this.get(id) : null;
   }
 
   async disable(id: string, reason = 'disabled by hand'): Promise<WebhookEndpoint | null> {
-    return (await this.outbox.fcall('emp_webhook_endpoint', ['disable', id, reason])) === 1 ? this.get(id) : null;
+    return (await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEndpoint, ['disable', id, reason])) === true ? this.get(id) : null;
   }
 
   /** A new secret; the current one keeps signing too (both signatures sent) for `graceMs`. */
   async rotateSecret(id: string, graceMs: number): Promise<RotatedWebhookSecret | null> {
-    const reply = await this.outbox.fcall('emp_webhook_endpoint', ['rotate', id, newWebhookSecret(), graceMs]);
-    if (!Array.isArray(reply)) return null;
-    return { id, secret: String(reply[0]), previous_secret_valid_until: Number(reply[1]) };
+    const reply = await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEndpoint, ['rotate', id, newWebhookSecret(), graceMs]);
+    if (typeof reply !== 'object') return null;
+    return { id, secret: reply.secret, previous_secret_valid_until: reply.previousValidUntil };
   }
 
   /** The endpoint's delivery attempts, newest first (at most `limit`). */
   async deliveries(id: string, limit = 100): Promise<DeliveryLogEntry[]> {
-    const entries = await this.outbox.redis.lrange(this.outbox.keys.webhookEndpointLog(id), -limit, -1);
+    const entries = await this.#ctx.redis.lrange(this.outbox.keys.webhookEndpointLog(id), -limit, -1);
     return entries.reverse().flatMap((text) => {
       const parsed = DeliveryLogEntry.safeParse(JSON.parse(text));
       return parsed.success ? [parsed.data] : [];
@@ -378,8 +385,7 @@ export class WebhookEndpoints {
 
   /** Sends every failed message of the endpoint made since `since` (ms) again; `left`: failed ones over `limit`. */
   async recover(id: string, since: number, limit = 10_000): Promise<{ queued: number; left: number }> {
-    const [queued, left] = (await this.outbox.fcall('emp_webhook_recover', [id, since, limit])) as [number, number];
-    return { queued: Number(queued), left: Number(left) };
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookRecover, [id, since, limit]);
   }
 
   /** Queues a `webhook.test` message to the endpoint (whatever its filter); its message id. */

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Broker } from './broker';
-import { fromRedisError } from './errors';
+import { contextOf } from './broker/broker';
+import type { BrokerContext } from './broker/context';
+import { FUNCTIONS } from './broker/functions';
 import { newWebhookSecret } from './webhook-signing';
 
 /**
@@ -35,6 +37,8 @@ export type WebhookEnqueueResult = 'queued' | 'merged' | 'known' | 'disabled';
 export type WebhookOutcome = 'delivered' | 'retry' | 'failed' | 'disabled';
 /** settled; settled and its endpoint disabled by it (410 Gone, or failing too long); or no longer the message's latest attempt */
 export type WebhookSettleResult = 'settled' | 'endpoint-disabled' | 'stale';
+/** queued again; unknown (or expired); still pending or in flight; its target is disabled */
+export type WebhookResendResult = 'queued' | 'unknown' | 'pending' | 'disabled';
 
 /** One delivery attempt as the log keeps it. */
 export const DeliveryLogEntry = z.object({
@@ -88,11 +92,13 @@ export class WebhookOutbox {
   readonly retentionMs: number;
   readonly logLength: number;
   readonly failureDisableMs: number;
+  readonly #ctx: BrokerContext;
 
   constructor(
     readonly broker: Broker,
     options: WebhookOutboxOptions = {},
   ) {
+    this.#ctx = contextOf(broker);
     this.progressThrottleMs = options.progressThrottleMs ?? 1_000;
     this.retentionMs = options.retentionMs ?? 7 * 86_400_000;
     this.logLength = options.logLength ?? 200;
@@ -104,14 +110,9 @@ export class WebhookOutbox {
     return this.broker.keys;
   }
 
-  /** The Redis connection the outbox reads with (webhook-endpoints.ts reads endpoint records through it). */
-  get redis(): Broker['redis'] {
-    return this.broker.redis;
-  }
-
   /** Queues a message (idempotent on its id). */
   async enqueue(message: WebhookMessageInput): Promise<WebhookEnqueueResult> {
-    const reply = (await this.fcall('emp_webhook_enqueue', [
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEnqueue, [
       message.id,
       webhookChain(message.job, message.url, message.endpoint),
       message.tenant,
@@ -122,8 +123,7 @@ export class WebhookOutbox {
       this.progressThrottleMs,
       this.retentionMs,
       message.endpoint ?? '',
-    ])) as number;
-    return reply === 1 ? 'queued' : reply === 2 ? 'merged' : reply === 0 ? 'known' : 'disabled';
+    ]);
   }
 
   /**
@@ -134,17 +134,14 @@ export class WebhookOutbox {
    * A message whose endpoint was disabled or deleted is ended, not returned.
    */
   async claimDue(limit: number, leaseMs: number, options: { perUrl?: number; busyMs?: number } = {}): Promise<ClaimedWebhookMessage[]> {
-    const reply = (await this.fcall('emp_webhook_claim', [
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookClaim, [
       limit,
       leaseMs,
       options.perUrl ?? 0,
       options.busyMs ?? 250,
       this.retentionMs,
       this.progressThrottleMs,
-    ])) as Array<[string, number, string, string, string, string, string, string, string]>;
-    return reply.map(([id, attempt, tenant, url, job, type, body, createdAt, endpoint]) => ({
-      id, attempt: Number(attempt), tenant, url, job, type, body, createdAt: Number(createdAt), ...(endpoint ? { endpoint } : {}),
-    }));
+    ]);
   }
 
   /**
@@ -160,7 +157,7 @@ export class WebhookOutbox {
    * (410 Gone, or its attempts failing for `failureDisableMs`).
    */
   async settleAttempt(message: ClaimedWebhookMessage, outcome: WebhookOutcome, log: DeliveryLogEntry, retryInMs?: number): Promise<WebhookSettleResult> {
-    const reply = await this.fcall('emp_webhook_settle', [
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookSettle, [
       message.id,
       message.attempt,
       outcome,
@@ -171,27 +168,25 @@ export class WebhookOutbox {
       this.progressThrottleMs,
       this.failureDisableMs,
     ]);
-    return reply === 2 ? 'endpoint-disabled' : reply === 1 ? 'settled' : 'stale';
   }
 
   /**
    * Sends an ended message again (same id and body, attempts from 1), after
    * whatever of its job is still pending for that URL.
    */
-  async resend(id: string): Promise<'queued' | 'unknown' | 'pending' | 'disabled'> {
-    const reply = (await this.fcall('emp_webhook_resend', [id])) as number;
-    return reply === 1 ? 'queued' : reply === 0 ? 'unknown' : reply === -1 ? 'pending' : 'disabled';
+  async resend(id: string): Promise<WebhookResendResult> {
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookResend, [id]);
   }
 
   /** A message's stored fields (state: pending | inflight | delivered | failed | disabled | merged), or null once gone. */
   async message(id: string): Promise<Record<string, string> | null> {
-    const hash = await this.broker.redis.hgetall(this.broker.keys.webhookMessage(id));
+    const hash = await this.#ctx.redis.hgetall(this.broker.keys.webhookMessage(id));
     return Object.keys(hash).length ? hash : null;
   }
 
   /** A job's delivery attempts, oldest first. */
   async deliveryLog(jobId: string): Promise<DeliveryLogEntry[]> {
-    const entries = await this.broker.redis.lrange(this.broker.keys.webhookLog(jobId), 0, -1);
+    const entries = await this.#ctx.redis.lrange(this.broker.keys.webhookLog(jobId), 0, -1);
     return entries.flatMap((text) => {
       const parsed = DeliveryLogEntry.safeParse(JSON.parse(text));
       return parsed.success ? [parsed.data] : [];
@@ -200,14 +195,14 @@ export class WebhookOutbox {
 
   /** URLs of the tenant that answered 410 Gone, with when. */
   async disabledUrls(tenant: string): Promise<Record<string, number>> {
-    const hash = await this.broker.redis.hgetall(this.broker.keys.webhookDisabled(tenant));
+    const hash = await this.#ctx.redis.hgetall(this.broker.keys.webhookDisabled(tenant));
     return Object.fromEntries(Object.entries(hash).map(([url, at]) => [url, Number(at)]));
   }
 
   /** Messages waiting (or in flight), and when the earliest of them is due. */
   async backlog(): Promise<{ messages: number; nextDueAt?: number }> {
     const key = this.broker.keys.webhookDue();
-    const [count, head] = await Promise.all([this.broker.redis.zcard(key), this.broker.redis.zrange(key, 0, 0, 'WITHSCORES')]);
+    const [count, head] = await Promise.all([this.#ctx.redis.zcard(key), this.#ctx.redis.zrange(key, 0, 0, 'WITHSCORES')]);
     return head[1] === undefined ? { messages: count } : { messages: count, nextDueAt: Number(head[1]) };
   }
 
@@ -217,40 +212,21 @@ export class WebhookOutbox {
    * another instance holds it.
    */
   async holdReader(pool: string, consumer: string, leaseMs: number): Promise<boolean> {
-    return (await this.fcall('emp_webhook_reader', [pool, consumer, leaseMs, '0'])) === 1;
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookReader, [pool, consumer, leaseMs, '0']);
   }
 
   /** Gives the pool's reader lease up (when it is `consumer`'s), so another instance takes over at once. */
   async releaseReader(pool: string, consumer: string): Promise<void> {
-    await this.fcall('emp_webhook_reader', [pool, consumer, 0, '1']);
+    await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookReader, [pool, consumer, 0, '1']);
   }
 
   /** The tenant's signing secrets, the current one made on first use. */
   async secrets(tenant: string): Promise<TenantWebhookSecrets> {
-    return this.secretCall(tenant, false, 0);
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookSecret, [tenant, newWebhookSecret(), '0', 0]);
   }
 
   /** Replaces the tenant's secret; the old one stays valid (both signatures are sent) for `graceMs`. */
   async rotateSecret(tenant: string, graceMs: number): Promise<TenantWebhookSecrets> {
-    return this.secretCall(tenant, true, graceMs);
-  }
-
-  private async secretCall(tenant: string, rotate: boolean, graceMs: number): Promise<TenantWebhookSecrets> {
-    const [current, previous, until] = (await this.fcall('emp_webhook_secret', [tenant, newWebhookSecret(), rotate ? '1' : '0', graceMs])) as [
-      string,
-      string,
-      string,
-    ];
-    return previous ? { current, previous, previousUntil: Number(until) } : { current };
-  }
-
-  /** Calls a webhook function of the library (webhook_*.lua) with the outbox's anchor and clock. */
-  async fcall(name: string, args: Array<string | number>): Promise<unknown> {
-    const clock = this.broker.clock;
-    try {
-      return await this.broker.redis.call('FCALL', name, 1, this.broker.keys.webhookAnchor(), clock ? clock() : '', ...args);
-    } catch (error) {
-      throw fromRedisError(error);
-    }
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookSecret, [tenant, newWebhookSecret(), '1', graceMs]);
   }
 }

@@ -1,6 +1,6 @@
 // Only for test files: useTestAgents registers vitest hooks.
 /** What the machine agent's tests share: a config around the simulated service, agents stopped after each test, and reading a machine's record and events. */
-import type { Broker, BrokerEvent } from '@emp/core';
+import type { Broker, StreamEventOf, StreamEventType } from '@emp/core';
 import { MachineAgent, type MachineAgentOptions, MachineConfig, SIMULATED_SERVICE, freePortRange, nodeArgsFor } from '@emp/machine';
 import { pino } from 'pino';
 import { afterEach } from 'vitest';
@@ -76,8 +76,9 @@ export async function machineRecord(broker: Broker, id = 'm1'): Promise<Record<s
   return (await broker.machine(POOL, id)) ?? {};
 }
 
-export async function machineEvents(broker: Broker, type: string, id = 'm1'): Promise<BrokerEvent[]> {
-  return (await broker.readEvents(POOL, '0', { count: 100_000 })).filter((e) => e.type === type && e.fields.machine === id);
+export async function machineEvents<T extends StreamEventType>(broker: Broker, type: T, id = 'm1'): Promise<Array<StreamEventOf<T>>> {
+  const events = await broker.readEvents(POOL, '0', { count: 100_000 });
+  return events.filter((e): e is StreamEventOf<T> => e.type === type && 'machine' in e && e.machine === id);
 }
 
 /** Whether a process with this pid is still alive. */

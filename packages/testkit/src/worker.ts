@@ -4,7 +4,7 @@
  * directly against a fake service, and a simulation worker for the tests of
  * the apps around the worker (API, machine agent).
  */
-import { Broker, type BrokerEvent, type ClaimedJob, type Job, type JobProgress, type SimulationOptions } from '@emp/core';
+import { Broker, type ClaimedJob, type Job, type JobProgress, type SimulationOptions, type StreamEvent, jobOfEvent } from '@emp/core';
 import { type Connector, type JobContext, JobFailure, type JobProgressInput, Worker, type WorkerOptions, simulationConnector } from '@emp/worker';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -79,13 +79,13 @@ export class BrokerHarness {
     );
   }
 
-  async eventsOf(jobId: string): Promise<BrokerEvent[]> {
+  async eventsOf(jobId: string): Promise<StreamEvent[]> {
     const events = await this.broker.readEvents(POOL, '0', { count: 100_000 });
-    return events.filter((e) => e.fields.job === jobId);
+    return events.filter((e) => jobOfEvent(e) === jobId);
   }
 
   async progressOf(jobId: string): Promise<JobProgress[]> {
-    return (await this.eventsOf(jobId)).filter((e) => e.type === 'job.progress').map((e) => JSON.parse(e.fields.progress!) as JobProgress);
+    return (await this.eventsOf(jobId)).flatMap((e) => (e.type === 'job.progress' ? [e.progress] : []));
   }
 
   async reset(): Promise<void> {

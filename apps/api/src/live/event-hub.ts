@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Broker, type EventTail, type EventsMissed, type StreamEvent, type StreamEventType, compareStreamIds, jobOfEvent, toStreamEvent } from '@emp/core';
+import { type Broker, type EventTail, type EventsMissed, type StreamEvent, type StreamEventType, compareStreamIds, jobOfEvent } from '@emp/core';
 import type { Logger } from 'pino';
 import { ApiError } from '../errors';
 
@@ -112,7 +112,7 @@ export class EventHub {
       let cursor = after;
       for (;;) {
         const batch = await this.broker.readEvents(pool, cursor, { count: 1_000 });
-        for (const event of batch.map(toStreamEvent)) {
+        for (const event of batch) {
           cursor = event.id;
           if (jobId === undefined || jobOfEvent(event) === jobId) deliverOnce(subscriber, event);
         }
@@ -234,7 +234,7 @@ class PoolReader {
     while (this.running) {
       let events: StreamEvent[];
       try {
-        events = (await this.tail.read()).map(toStreamEvent);
+        events = await this.tail.read();
         failures = 0;
       } catch (error) {
         if (!this.running) return;

@@ -1,4 +1,4 @@
-import { ApiErrorBody, type StreamEvent, StreamId, compareStreamIds, eventTypeMatches, isTerminalEvent, poolOfJobId, toStreamEvent } from '@emp/core';
+import { ApiErrorBody, type StreamEvent, StreamId, compareStreamIds, eventTypeMatches, isTerminalEvent, poolOfJobId } from '@emp/core';
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -123,7 +123,7 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
     const now = await broker.getJob(id);
     if (!now || isTerminal(now.state)) {
       const rest = await broker.jobEvents(id, { after: last });
-      for (const event of rest.events) send(toStreamEvent(event));
+      for (const event of rest.events) send(event);
       chain = chain.then(close);
     }
   });

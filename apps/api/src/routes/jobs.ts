@@ -15,7 +15,6 @@ import {
   ValidationError,
   eventView,
   poolOfJobId,
-  toStreamEvent,
   webhookTargetProblem,
 } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
@@ -213,7 +212,7 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
       after: request.query.after,
       limit: request.query.limit,
     });
-    return { events: events.map((event) => eventView(toStreamEvent(event))), cursor };
+    return { events: events.map(eventView), cursor };
   });
 
   /** The attempt a delegated call acts for. */

@@ -1,4 +1,4 @@
-import { MachineEventsPage, type StreamEventType, eventView, toStreamEvent } from '@emp/core';
+import { MachineEventsPage, type StreamEventType, eventView } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { MachineEventsQuery, MachineLogParams, answers } from '../schemas';
@@ -32,6 +32,6 @@ export async function machineEventRoutes(app: FastifyInstance): Promise<void> {
       limit: request.query.limit,
       maxScanned: MACHINE_EVENTS_SCAN_LIMIT,
     });
-    return { machine: id, pool, events: events.map((event) => eventView(toStreamEvent(event))), scanned, complete };
+    return { machine: id, pool, events: events.map(eventView), scanned, complete };
   });
 }

@@ -1,4 +1,4 @@
-import { NotFoundError, eventView, toStreamEvent } from '@emp/core';
+import { NotFoundError, eventView } from '@emp/core';
 import type { Command } from 'commander';
 import { withBroker } from '../connection';
 import { redisFlag } from '../flags';
@@ -18,7 +18,7 @@ export function registerJob(program: Command): void {
         const job = await broker.getJob(id);
         if (!job) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
         if (options.trace) {
-          const events = (await broker.jobEvents(id)).events.map(toStreamEvent);
+          const events = (await broker.jobEvents(id)).events;
           process.stdout.write(options.json ? `${json({ job, events: events.map(eventView) })}\n` : `${traceJob(job, events)}\n`);
           return;
         }

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { Broker, type JobProgress, type ModelProvider, httpModelProvider } from '@emp/core';
+import { Broker, type JobProgress, type ModelProvider, httpModelProvider, jobOfEvent } from '@emp/core';
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { type Worker, startSimulationWorker } from '@emp/testkit/worker';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -53,8 +53,8 @@ async function startWorker(models: ModelProvider): Promise<Worker> {
 async function jobEvents(id: string): Promise<Array<{ type: string; progress?: JobProgress }>> {
   const events = await broker.readEvents(POOL, '0', { count: 10_000 });
   return events
-    .filter((event) => event.fields.job === id)
-    .map((event) => ({ type: event.type, ...(event.fields.progress && { progress: JSON.parse(event.fields.progress) as JobProgress }) }));
+    .filter((event) => jobOfEvent(event) === id)
+    .map((event) => (event.type === 'job.progress' ? { type: event.type, progress: event.progress } : { type: event.type }));
 }
 
 /** Runs one job that names `model` to its end on a new worker; the model's pins as the job started. */

@@ -142,7 +142,7 @@ describe('comfyui connector through the broker', () => {
     expect(lacked.failures).toBe(0);
     expect(lacked.infra_failures).toBe(2);
     // the second attempt went to the other worker
-    const starts = (await harness.eventsOf(missing.id)).filter((e) => e.type === 'job.starting').map((e) => e.fields.worker);
+    const starts = (await harness.eventsOf(missing.id)).flatMap((e) => (e.type === 'job.starting' ? [e.worker] : []));
     expect(new Set(starts)).toEqual(new Set(['w1', 'w2']));
   });
 

@@ -43,12 +43,12 @@ describe('ollama connector through the broker', () => {
 
     const events = await harness.eventsOf(id);
     const running = events.findIndex((e) => e.type === 'job.running');
-    const progress = events.map((e, index) => ({ index, p: e.type === 'job.progress' ? JSON.parse(e.fields.progress!) : undefined })).filter((x) => x.p);
+    const progress = events.flatMap((e, index) => (e.type === 'job.progress' ? [{ index, p: e.progress }] : []));
     const downloads = progress.filter((x) => x.p.stage === 'downloading_model');
     expect(downloads.length).toBeGreaterThan(1);
     // all download progress comes while the job is starting
     expect(downloads.every((x) => x.index < running)).toBe(true);
-    const sized = downloads.map((x) => x.p).filter((p) => p.max !== undefined);
+    const sized = downloads.map((x) => x.p).filter((p) => p.max !== undefined).map((p) => ({ value: p.value!, max: p.max! }));
     // sums over the layers seen so far (a layer counts once its first line arrives), never past both layers' size
     expect(sized.every((p) => p.value <= p.max && p.max <= 500_001_000)).toBe(true);
     expect(sized.at(-1)!.value).toBeGreaterThanOrEqual(100_000_000);

@@ -4,10 +4,11 @@ import { ApiKeyStore } from '../api-keys';
 import type { WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
 import type { EmpError } from '../errors';
-import type { StreamEvent } from '../events';
+import type { StreamEvent, StreamEventType } from '../events';
 import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInput } from '../job';
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
+import type { MachineState } from '../registry';
 import * as attempts from './attempts';
 import { BlockingConnection, type ReadConnection } from './connection';
 import { BrokerContext, checkedPool } from './context';
@@ -17,7 +18,6 @@ import * as stats from './stats';
 import * as streams from './streams';
 import { EventTail } from './tail';
 import type {
-  BrokerEvent,
   BrokerOptions,
   ClaimResult,
   DropVerdict,
@@ -73,16 +73,6 @@ export class Broker {
     const broker = new Broker(options.redis, brokerConfig(options.config), options.clock);
     if (!options.skipLibraryLoad) await ensureFunctionLibrary(options.redis, broker.keys);
     return broker;
-  }
-
-  /**
-   * @deprecated The connection is private to core. Only packages/core/src/webhook-outbox.ts
-   * and apps/webhooks/src/event-intake.ts still read it, until their owner moves them to
-   * typed methods (`blockingConnection()` for the intake); redis-boundary.test.ts keeps
-   * every other file off it.
-   */
-  get redis(): RedisClient {
-    return this.#ctx.redis;
   }
 
   // ---------------------------------------------------------------- connection
@@ -188,7 +178,7 @@ export class Broker {
    * submission: the pool's stream read from the job's submission time on.
    * `cursor` is the last stream entry looked at, to continue from.
    */
-  jobEvents(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: BrokerEvent[]; cursor: string }> {
+  jobEvents(id: string, options: { after?: string; limit?: number } = {}): Promise<{ events: StreamEvent[]; cursor: string }> {
     return jobs.jobEvents(this.#ctx, id, options);
   }
 
@@ -211,7 +201,11 @@ export class Broker {
     return fleet.setWorkerState(this.#ctx, pool, workerId, state);
   }
 
-  registerMachine(pool: string, machineId: string, state: string, fields: Record<string, string> = {}): Promise<boolean> {
+  /**
+   * Records a machine's state (one the machine.<state> events declare) and its
+   * status snapshot (`fields`: encodeMachineStatus's output); announces a change of state.
+   */
+  registerMachine(pool: string, machineId: string, state: MachineState, fields: Record<string, string> = {}): Promise<boolean> {
     return fleet.registerMachine(this.#ctx, pool, machineId, state, fields);
   }
 
@@ -329,7 +323,7 @@ export class Broker {
    * kept, '$' = only new ones), waiting up to `blockMs` when there are none
    * (on `connection`: give a blocking read one of its own).
    */
-  readEvents(pool: string, cursor = '0', options: { count?: number; blockMs?: number; connection?: ReadConnection } = {}): Promise<BrokerEvent[]> {
+  readEvents(pool: string, cursor = '0', options: { count?: number; blockMs?: number; connection?: ReadConnection } = {}): Promise<StreamEvent[]> {
     return streams.readEvents(this.#ctx, pool, cursor, options);
   }
 
@@ -497,8 +491,8 @@ export class Broker {
   machineEvents(
     pool: string,
     machineId: string,
-    options: { types: readonly string[]; limit?: number; maxScanned?: number },
-  ): Promise<{ events: BrokerEvent[]; scanned: number; complete: boolean }> {
+    options: { types: readonly StreamEventType[]; limit?: number; maxScanned?: number },
+  ): Promise<{ events: StreamEvent[]; scanned: number; complete: boolean }> {
     return streams.machineEvents(this.#ctx, checkedPool(pool), machineId, options);
   }
 

@@ -35,8 +35,7 @@ export class BlockingConnection {
 
 /**
  * Where a blocking read runs: a BlockingConnection, or (for callers that own
- * a Redis connection themselves: tests, the simulator, the webhook intake
- * until it moves to `blockingConnection()`) a raw one.
+ * a Redis connection themselves: tests, the simulator) a raw one.
  */
 export type ReadConnection = BlockingConnection | RedisClient;
 

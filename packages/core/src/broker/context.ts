@@ -5,7 +5,7 @@ import { JobId, poolOfJobId } from '../job';
 import { KeyLayout } from '../keys';
 import { PoolName } from '../requirements';
 import { parseWith } from '../validation';
-import { type Arg, FunctionCalls } from './functions';
+import { FunctionCalls } from './functions';
 import { issuedLeases } from './replies';
 import type { Lease, RedisClient } from './types';
 
@@ -29,13 +29,11 @@ export class BrokerContext {
   ) {
     this.keys = new KeyLayout(config.namespace);
     this.services = new Set(config.services);
-    this.calls = new FunctionCalls(redis, this.keys, () => this.prelude());
-  }
-
-  /** What every writing function takes before its own arguments (see functions/includes, `context`). */
-  private prelude(): Arg[] {
-    const c = this.config;
-    return [this.clock ? this.clock() : '', c.eventsMaxLen, c.leaseMs, c.retentionMs, c.failedRetentionMs, c.avoidMs];
+    this.calls = new FunctionCalls(redis, this.keys, {
+      clock: () => (this.clock ? this.clock() : ''),
+      // what every writing function takes after the clock (see functions/includes, `context`)
+      settings: () => [config.eventsMaxLen, config.leaseMs, config.retentionMs, config.failedRetentionMs, config.avoidMs],
+    });
   }
 
   async rememberPool(pool: string): Promise<void> {

@@ -1,5 +1,6 @@
 import { StreamId } from '../api-protocol';
 import { MachineId, WorkerRegistration, capabilityProfile } from '../capabilities';
+import { MACHINE_STATES, type MachineState, encodeWorkerRegistration } from '../registry';
 import { ServiceName } from '../requirements';
 import { parseWith } from '../validation';
 import { z } from 'zod';
@@ -24,17 +25,17 @@ export async function registerWorker(
   const registration = parseWith(WorkerRegistration, input, 'worker registration');
   const profile = capabilityProfile(registration.capabilities);
   await ctx.rememberPool(registration.pool);
-  const fields: Arg[] = ['pool', registration.pool, 'concurrency', registration.concurrency];
-  if (registration.version) fields.push('version', registration.version);
-  if (registration.hostname) fields.push('hostname', registration.hostname);
-  fields.push('capabilities', profile.definition);
+  const fields = encodeWorkerRegistration(
+    { pool: registration.pool, concurrency: registration.concurrency, version: registration.version || undefined, hostname: registration.hostname || undefined },
+    profile.definition,
+  );
   let [becameRoutable, cursor, lanes] = await ctx.calls.call(FUNCTIONS.registerWorker, registration.pool, [
     registration.id,
     registration.machine_id,
     profile.id,
     profile.definition,
     options.freshStart ? '1' : '0',
-    ...fields,
+    ...Object.entries(fields).flat(),
   ]);
   // a new profile is checked against the classes nobody could run so far, a bounded page per call
   while (cursor !== '0') {
@@ -83,9 +84,14 @@ export async function worker(ctx: BrokerContext, pool: string, workerId: string)
 
 // ---------------------------------------------------------------- machines
 
-export async function registerMachine(ctx: BrokerContext, pool: string, machineId: string, state: string, fields: Record<string, string>): Promise<boolean> {
+/** A state the machine.<state> events declare: anything else would be written as an event no reader knows. */
+const MachineStateInput = z.enum(MACHINE_STATES);
+
+export async function registerMachine(ctx: BrokerContext, pool: string, machineId: string, state: MachineState, fields: Record<string, string>): Promise<boolean> {
   parseWith(MachineId, machineId, 'machine id');
-  await ctx.rememberPool(checkedPool(pool));
+  checkedPool(pool);
+  parseWith(MachineStateInput, state, 'machine state');
+  await ctx.rememberPool(pool);
   return ctx.calls.call(FUNCTIONS.registerMachine, pool, [machineId, state, ...Object.entries(fields).flat()]);
 }
 

@@ -1,6 +1,15 @@
 import type { ChainableCommander } from 'ioredis';
 import { fromRedisError } from '../errors';
 import type { KeyLayout } from '../keys';
+import type { MachineState } from '../registry';
+import type {
+  ClaimedWebhookMessage,
+  TenantWebhookSecrets,
+  WebhookEnqueueResult,
+  WebhookOutcome,
+  WebhookResendResult,
+  WebhookSettleResult,
+} from '../webhook-outbox';
 import * as r from './replies';
 import type { RedisClient } from './types';
 
@@ -8,14 +17,27 @@ import type { RedisClient } from './types';
 export type Arg = string | number;
 
 /**
- * One function of the `emp` library as TypeScript calls it: its Redis name
- * (written here and nowhere else in TypeScript), whether it only reads
- * (FCALL_RO, no prelude: a replica may serve it), the type of its arguments
- * after the prelude, and the decoder of its reply.
+ * How a function is called, which decides what its ARGV starts with:
+ * - `reads`: FCALL_RO (a replica may serve it), no prelude;
+ * - `writes`: FCALL with the broker's prelude (clock, events maxlen, lease,
+ *   retention, failed retention, avoid ms);
+ * - `clocked`: FCALL with the clock alone (the webhook functions, and
+ *   emp_migrate, which runs before a broker and its settings exist).
  */
-export interface RedisFunction<Args extends readonly Arg[], Reply> {
+export type Calling = 'reads' | 'writes' | 'clocked';
+
+/** The shard a function runs on: a pool's (KEYS[1] its anchor) or the webhook service's `{_webhooks}`. */
+export type Shard = 'pool' | 'webhooks';
+
+/**
+ * One function of the `emp` library as TypeScript calls it: its Redis name
+ * (written here and nowhere else in TypeScript), how it is called, the shard
+ * it runs on, the type of its arguments after the prelude, and the decoder of its reply.
+ */
+export interface RedisFunction<Args extends readonly Arg[], Reply, S extends Shard = Shard> {
   readonly name: string;
-  readonly readOnly: boolean;
+  readonly calling: Calling;
+  readonly shard: S;
   readonly decode: (reply: unknown, name: string) => Reply;
   /** never set: carries the argument tuple's type */
   readonly args?: Args;
@@ -24,22 +46,29 @@ export interface RedisFunction<Args extends readonly Arg[], Reply> {
 /** The argument tuple of a function of the table. */
 export type ArgsOf<F> = F extends RedisFunction<infer A, unknown> ? A : never;
 
-function writes<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply> {
-  return { name, readOnly: false, decode };
+function writes<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply, 'pool'> {
+  return { name, calling: 'writes', shard: 'pool', decode };
 }
 
-function reads<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply> {
-  return { name, readOnly: true, decode };
+function reads<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply, 'pool'> {
+  return { name, calling: 'reads', shard: 'pool', decode };
+}
+
+function clocked<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply, 'pool'> {
+  return { name, calling: 'clocked', shard: 'pool', decode };
+}
+
+function webhooks<Args extends readonly Arg[], Reply>(name: string, decode: (reply: unknown, name: string) => Reply): RedisFunction<Args, Reply, 'webhooks'> {
+  return { name, calling: 'clocked', shard: 'webhooks', decode };
 }
 
 type Flat = Arg[];
 type Bit = '0' | '1';
 
 /**
- * Every function of the library that the broker calls, with its arguments
- * (after the prelude every writing function takes: clock, events maxlen, lease,
- * retention, failed retention, avoid ms) and its reply. The Lua side of each is
- * `functions/<name without emp_>.lua`, which lists its ARGV in its header.
+ * Every function of the library that TypeScript calls, with its arguments
+ * (after the prelude its `calling` gives it) and its reply. The Lua side of
+ * each is `functions/<name without emp_>.lua`, which lists its ARGV in its header.
  */
 export const FUNCTIONS = {
   // jobs
@@ -69,7 +98,7 @@ export const FUNCTIONS = {
   routableScan: writes<[profile: string, cursor: string], r.RoutableScanReply>('emp_routable_scan', r.routableScanReply),
   laneScan: writes<['classes', cursor: string] | ['jobs', cls: string, after: string] | ['done'], r.LaneScanReply>('emp_lane_scan', r.laneScanReply),
   setWorkerState: writes<[worker: string, state: string], string>('emp_set_worker_state', r.text),
-  registerMachine: writes<[machine: string, state: string, ...fields: Flat], boolean>('emp_register_machine', r.flag),
+  registerMachine: writes<[machine: string, state: MachineState, ...fields: Flat], boolean>('emp_register_machine', r.flag),
   machineCommand: writes<[machine: string, action: string, service: string, by: string, reason: string], string>('emp_machine_command', r.text),
   machineCommandDone: writes<[machine: string, command: string, outcome: string, message: string], boolean>('emp_machine_command_done', r.flag),
   machineProcess: writes<[machine: string, process: string, state: string, ...fields: Flat], string>('emp_machine_process', r.text),
@@ -80,16 +109,46 @@ export const FUNCTIONS = {
   queueStats: reads<[cursor: string], r.QueueStatsReply>('emp_queue_stats', r.queueStatsReply),
   jobCounts: reads<[page: string], r.JobCountsReply>('emp_job_counts', r.jobCountsReply),
   classCapacity: reads<string[], number[]>('emp_class_capacity', r.numbers),
+  /** the answer to a 'classes' reply: class id, today's class id, today's definition, per class it named */
+  migrate: clocked<Flat, r.MigrateReply>('emp_migrate', r.migrateReply),
+
+  // the webhook service's shard ({_webhooks}); core/webhook-outbox.ts and webhook-endpoints.ts
+  webhookEnqueue: webhooks<[id: string, chain: string, tenant: string, url: string, job: string, type: string, body: string,
+    progressThrottleMs: number, retentionMs: number, endpoint: string], WebhookEnqueueResult>('emp_webhook_enqueue', r.webhookEnqueueReply),
+  webhookClaim: webhooks<[limit: number, leaseMs: number, perTarget: number, busyMs: number, retentionMs: number, progressThrottleMs: number],
+    ClaimedWebhookMessage[]>('emp_webhook_claim', r.webhookClaimReply),
+  webhookSettle: webhooks<[id: string, attempt: number, outcome: WebhookOutcome, retryMs: number, log: string, logLength: number,
+    retentionMs: number, progressThrottleMs: number, failDisableMs: number], WebhookSettleResult>('emp_webhook_settle', r.webhookSettleReply),
+  webhookResend: webhooks<[id: string], WebhookResendResult>('emp_webhook_resend', r.webhookResendReply),
+  webhookReader: webhooks<[pool: string, consumer: string, leaseMs: number, release: Bit], boolean>('emp_webhook_reader', r.flag),
+  webhookSecret: webhooks<[tenant: string, fresh: string, rotate: Bit, graceMs: number], TenantWebhookSecrets>('emp_webhook_secret', r.webhookSecretReply),
+  webhookEndpoint: webhooks<
+    | ['create', id: string, tenant: string, ...fields: Flat]
+    | ['update', id: string, removed: number, ...fieldsThenPairs: Flat]
+    | ['rotate', id: string, secret: string, graceMs: number]
+    | ['enable' | 'delete', id: string]
+    | ['disable', id: string, reason: string],
+    r.WebhookEndpointReply
+  >('emp_webhook_endpoint', r.webhookEndpointReply),
+  webhookRecover: webhooks<[endpoint: string, since: number, limit: number], r.WebhookRecoverReply>('emp_webhook_recover', r.webhookRecoverReply),
 } as const;
 
 /** A reply of a pipelined call as ioredis hands it back. */
 export type PipelineEntry = [Error | null, unknown] | undefined;
 
+/** What the functions' ARGV starts with, by how they are called (see Calling). */
+export interface Preludes {
+  /** now by the virtual clock, or '' (Redis TIME): what every `writes` and `clocked` call starts with */
+  clock(): Arg;
+  /** what a `writes` call takes after the clock; absent where only clocked functions are called (a migration) */
+  settings?(): Arg[];
+}
+
 /**
- * Calls the functions of FUNCTIONS on a pool's shard: KEYS[1] is the shard's
- * anchor, writing functions get the prelude, read-only ones go out as
- * FCALL_RO. Where FCALL_RO cannot run a function (a proxy that does not know
- * the command, or a library whose function lost its no-writes flag) the call is
+ * Calls the functions of FUNCTIONS: KEYS[1] is the anchor of the function's
+ * shard, the prelude is its calling's, read-only ones go out as FCALL_RO.
+ * Where FCALL_RO cannot run a function (a proxy that does not know the
+ * command, or a library whose function lost its no-writes flag) the call is
  * made again as FCALL, and so are later ones: the one fallback, here.
  */
 export class FunctionCalls {
@@ -98,42 +157,70 @@ export class FunctionCalls {
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeyLayout,
-    private readonly prelude: () => Arg[],
+    private readonly preludes: Preludes,
   ) {}
 
   /** Calls `fn` on `pool`'s shard, on `connection` (default: the broker's own); Redis errors become typed errors. */
-  async call<A extends readonly Arg[], R>(fn: RedisFunction<A, R>, pool: string, args: A, connection: RedisClient = this.redis): Promise<R> {
+  call<A extends readonly Arg[], R>(fn: RedisFunction<A, R, 'pool'>, pool: string, args: A, connection: RedisClient = this.redis): Promise<R> {
+    return this.callOn(connection, fn, this.keys.anchor(pool), args);
+  }
+
+  /** Calls `fn` on the webhook service's shard. */
+  callWebhooks<A extends readonly Arg[], R>(fn: RedisFunction<A, R, 'webhooks'>, args: A): Promise<R> {
+    return this.callOn(this.redis, fn, this.keys.webhookAnchor(), args);
+  }
+
+  private async callOn<A extends readonly Arg[], R>(connection: RedisClient, fn: RedisFunction<A, R>, anchor: string, args: A): Promise<R> {
+    const command = this.command(fn);
     let reply: unknown;
     try {
-      reply = fn.readOnly
-        ? await connection.call(this.readCommand, fn.name, 1, this.keys.anchor(pool), ...args)
-        : await connection.call('FCALL', fn.name, 1, this.keys.anchor(pool), ...this.prelude(), ...args);
+      reply = await connection.call(command, fn.name, 1, anchor, ...this.prelude(fn), ...args);
     } catch (error) {
-      if (fn.readOnly && this.fallBack(error)) return this.call(fn, pool, args, connection);
+      if (command === 'FCALL_RO' && this.fallBack(error)) return this.callOn(connection, fn, anchor, args);
       throw fromRedisError(error);
     }
     return fn.decode(reply, fn.name);
   }
 
   /** Queues a call of `fn` on a pipeline; `decode` turns its entry of the pipeline's replies into the reply. */
-  queue<A extends readonly Arg[], R>(pipeline: ChainableCommander, fn: RedisFunction<A, R>, pool: string, args: A): void {
-    if (fn.readOnly) pipeline.call(this.readCommand, fn.name, 1, this.keys.anchor(pool), ...args);
-    else pipeline.call('FCALL', fn.name, 1, this.keys.anchor(pool), ...this.prelude(), ...args);
+  queue<A extends readonly Arg[], R>(pipeline: ChainableCommander, fn: RedisFunction<A, R, 'pool'>, pool: string, args: A): void {
+    pipeline.call(this.command(fn), fn.name, 1, this.keys.anchor(pool), ...this.prelude(fn), ...args);
   }
 
   decode<R>(fn: RedisFunction<readonly Arg[], R>, entry: PipelineEntry): R {
     const [error, reply] = entry ?? [new Error(`no reply to ${fn.name}`), null];
     if (error) {
-      if (fn.readOnly) this.fallBack(error); // the next call goes out as FCALL
+      if (fn.calling === 'reads') this.fallBack(error); // the next call goes out as FCALL
       throw fromRedisError(error);
     }
     return fn.decode(reply, fn.name);
   }
 
-  /** Whether a failed FCALL_RO should be made as FCALL (and every later one with it). */
+  /**
+   * `decode` for a read queued on a pipeline, which a server that cannot run
+   * it as FCALL_RO refused: made again (as FCALL) rather than failing a call
+   * whose writes in the same pipeline went through.
+   */
+  async decodeRead<A extends readonly Arg[], R>(fn: RedisFunction<A, R, 'pool'>, pool: string, args: A, entry: PipelineEntry): Promise<R> {
+    const error = entry?.[0];
+    if (fn.calling === 'reads' && error && this.fallBack(error)) return this.call(fn, pool, args);
+    return this.decode(fn, entry);
+  }
+
+  private command(fn: RedisFunction<readonly Arg[], unknown>): 'FCALL_RO' | 'FCALL' {
+    return fn.calling === 'reads' ? this.readCommand : 'FCALL';
+  }
+
+  private prelude(fn: RedisFunction<readonly Arg[], unknown>): Arg[] {
+    if (fn.calling === 'reads') return [];
+    if (fn.calling === 'clocked') return [this.preludes.clock()];
+    if (!this.preludes.settings) throw new Error(`${fn.name} writes with the broker's settings, which these calls do not have`);
+    return [this.preludes.clock(), ...this.preludes.settings()];
+  }
+
+  /** Whether a failed FCALL_RO should be made as FCALL; if so, every later read is too. */
   private fallBack(error: unknown): boolean {
-    if (this.readCommand === 'FCALL' || !(error instanceof Error)) return false;
-    if (!/unknown command .?fcall_ro|write flag/i.test(error.message)) return false;
+    if (!(error instanceof Error) || !/unknown command .?fcall_ro|write flag/i.test(error.message)) return false;
     this.readCommand = 'FCALL';
     return true;
   }

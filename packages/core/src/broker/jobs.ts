@@ -3,14 +3,15 @@ import type { SubmitResult } from '../api-protocol';
 import { StreamId } from '../api-protocol';
 import { canonicalJson } from '../canonical';
 import { EmpError, NotFoundError, PayloadTooLargeError, UnknownServiceError, ValidationError, fromRedisError } from '../errors';
+import { type StreamEvent, parseStreamEntry } from '../events';
 import { DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_INFRA_ATTEMPTS, type Job, type JobState, type SubmitJob, SubmitJobInput } from '../job';
 import { requirementClass } from '../requirements';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
 import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
-import { type SubmitManyReply, type SubmitReply, parseJobReply } from './replies';
-import { readEvents } from './streams';
-import { type BrokerEvent, JobListFilter, type JobListPage, type Lease } from './types';
+import { type SubmitManyReply, type SubmitReply, foldHash, parseJobReply } from './replies';
+import { readEntries } from './streams';
+import { JobListFilter, type JobListPage, type Lease } from './types';
 
 /** Jobs per emp_submit_many call: big enough to amortise a call, small enough not to block Redis for long (about 2 ms). */
 const SUBMIT_BATCH = 100;
@@ -48,7 +49,7 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob): Promise
   const replies = await pipeline.exec();
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
   if (result.id !== prepared.id) return { submitted: result, job: await getJob(ctx, result.id) };
-  const read = ctx.calls.decode(FUNCTIONS.getJob, replies?.[1]);
+  const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.pool, [prepared.id], replies?.[1]);
   return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
 }
 
@@ -160,20 +161,22 @@ export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promi
   };
 }
 
-export async function jobEvents(ctx: BrokerContext, id: string, options: { after?: string; limit?: number }): Promise<{ events: BrokerEvent[]; cursor: string }> {
+export async function jobEvents(ctx: BrokerContext, id: string, options: { after?: string; limit?: number }): Promise<{ events: StreamEvent[]; cursor: string }> {
   const pool = ctx.poolOf(id);
   const submittedAt = await ctx.redis.hget(ctx.keys.job(pool, id), 'submitted_at');
   if (submittedAt === null) throw new NotFoundError(`job ${id} does not exist (or its retention has passed)`);
   if (options.after !== undefined) parseWith(StreamId, options.after, 'event cursor');
   const limit = options.limit ?? 1_000;
   let cursor = options.after ?? `${Math.max(0, Number(submittedAt) - 1)}-0`;
-  const events: BrokerEvent[] = [];
+  const events: StreamEvent[] = [];
   for (;;) {
-    const batch = await readEvents(ctx, pool, cursor, { count: 1_000 });
-    for (const event of batch) {
-      cursor = event.id;
-      if (event.fields.job !== id) continue;
-      events.push(event);
+    const batch = await readEntries(ctx, pool, cursor, { count: 1_000 });
+    for (const [entry, flat] of batch) {
+      cursor = entry;
+      // only the job's own entries are parsed: the pool's others share the stream
+      const raw = foldHash(flat);
+      if (raw.job !== id) continue;
+      events.push(parseStreamEntry(pool, entry, raw));
       if (events.length >= limit) return { events, cursor };
     }
     if (batch.length < 1_000) return { events, cursor };

@@ -3,6 +3,13 @@ import { EmpError } from '../errors';
 import { type Job, type JobProgressView, JobRecord, type JobState, TERMINAL_STATES, priorityOfScore } from '../job';
 import { JobRequirements } from '../requirements';
 import { parseWith } from '../validation';
+import type {
+  ClaimedWebhookMessage,
+  TenantWebhookSecrets,
+  WebhookEnqueueResult,
+  WebhookResendResult,
+  WebhookSettleResult,
+} from '../webhook-outbox';
 import type { ClaimResult, DropVerdict, Lease, MachineCommand, MachineLogEntry, WorkerSignal } from './types';
 
 /**
@@ -120,6 +127,64 @@ export const queueStatsReply = tuple<QueueStatsReply>('object');
 export type JobCountsRow = [string, number, number, number, number, number];
 export type JobCountsReply = readonly [rows: JobCountsRow[], page: string];
 export const jobCountsReply = tuple<JobCountsReply>('object');
+
+/**
+ * emp_migrate: ['done', version] once the shard is current, ['more', version]
+ * (call again), or ['classes', class id, stored definition, ...] (call again
+ * with today's id and definition of each).
+ */
+export type MigrateReply = readonly ['done' | 'more', string] | readonly ['classes', ...string[]];
+export function migrateReply(reply: unknown, name: string): MigrateReply {
+  if (!Array.isArray(reply) || !['done', 'more', 'classes'].includes(reply[0] as string)) unexpected(name, reply);
+  return reply as unknown as MigrateReply;
+}
+
+// ---------------------------------------------------------------- the webhook service's shard
+
+/** A reply that is one of a few numbers, each with its meaning. */
+function coded<T>(meanings: ReadonlyMap<unknown, T>) {
+  return (reply: unknown, name: string): T => (meanings.has(reply) ? meanings.get(reply)! : unexpected(name, reply));
+}
+
+/** emp_webhook_enqueue: 1 queued, 2 merged into the pending progress message, 0 already known, -1 the target is disabled. */
+export const webhookEnqueueReply = coded<WebhookEnqueueResult>(new Map([[1, 'queued'], [2, 'merged'], [0, 'known'], [-1, 'disabled']] as const));
+
+/** emp_webhook_settle: 1 settled, 2 settled and the endpoint disabled by it, 0 a stale attempt (or an unknown message). */
+export const webhookSettleReply = coded<WebhookSettleResult>(new Map([[1, 'settled'], [2, 'endpoint-disabled'], [0, 'stale']] as const));
+
+/** emp_webhook_resend: 1 queued again, 0 unknown, -1 still pending or in flight, -2 its target is disabled. */
+export const webhookResendReply = coded<WebhookResendResult>(new Map([[1, 'queued'], [0, 'unknown'], [-1, 'pending'], [-2, 'disabled']] as const));
+
+/** emp_webhook_claim: [id, attempt, tenant, url, job, type, body, created_at, endpoint or ''] per message taken. */
+export function webhookClaimReply(reply: unknown, name: string): ClaimedWebhookMessage[] {
+  return array(reply, name).map((entry) => {
+    if (!Array.isArray(entry) || entry.length < 9) unexpected(name, reply);
+    const [id, attempt, tenant, url, job, type, body, createdAt, endpoint] = entry as string[];
+    const message: ClaimedWebhookMessage = { id: id!, attempt: Number(attempt), tenant: tenant!, url: url!, job: job!, type: type!, body: body!, createdAt: Number(createdAt) };
+    if (endpoint) message.endpoint = endpoint;
+    return message;
+  });
+}
+
+/** emp_webhook_secret: [current, previous or '', previous valid until or '']. */
+export function webhookSecretReply(reply: unknown, name: string): TenantWebhookSecrets {
+  const [current, previous, until] = tuple<[string, string, string | number]>('string')(reply, name);
+  return previous ? { current, previous, previousUntil: Number(until) } : { current };
+}
+
+/** emp_webhook_endpoint: true done, false no such endpoint (create: it exists); rotate: the new secret and until when the old one stays valid. */
+export type WebhookEndpointReply = boolean | { secret: string; previousValidUntil: number };
+export function webhookEndpointReply(reply: unknown, name: string): WebhookEndpointReply {
+  if (Array.isArray(reply)) return { secret: String(reply[0]), previousValidUntil: Number(reply[1]) };
+  return flag(reply, name);
+}
+
+/** emp_webhook_recover: messages queued again, failed messages left over the limit. */
+export type WebhookRecoverReply = { queued: number; left: number };
+export function webhookRecoverReply(reply: unknown, name: string): WebhookRecoverReply {
+  const [queued, left] = tuple<[number, number]>('number')(reply, name);
+  return { queued: Number(queued), left: Number(left) };
+}
 
 // ---------------------------------------------------------------- meanings
 

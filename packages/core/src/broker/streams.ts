@@ -1,28 +1,31 @@
 import { QueueSample } from '../api-protocol';
-import { type StreamEvent, parseStreamEntry } from '../events';
+import { type StreamEvent, type StreamEventType, parseStreamEntry } from '../events';
 import type { BrokerContext } from './context';
 import { type ReadConnection, redisFor } from './connection';
 import { foldHash } from './replies';
-import type { BrokerEvent } from './types';
 
 type XReadReply = Array<[string, Array<[string, string[]]>]> | null;
-
-function brokerEvent(pool: string, id: string, flat: string[]): BrokerEvent {
-  const { type = 'unknown', ts = '0', ...fields } = foldHash(flat);
-  return { id, pool, type, ts: Number(ts), fields };
-}
 
 export async function readEvents(
   ctx: BrokerContext,
   pool: string,
   cursor: string,
   options: { count?: number; blockMs?: number; connection?: ReadConnection },
-): Promise<BrokerEvent[]> {
+): Promise<StreamEvent[]> {
+  return (await readEntries(ctx, pool, cursor, options)).map(([id, flat]) => parseStreamEntry(pool, id, flat));
+}
+
+/** The stream's entries after `cursor` as XREAD gives them, for readers that parse only those they keep. */
+export async function readEntries(
+  ctx: BrokerContext,
+  pool: string,
+  cursor: string,
+  options: { count?: number; blockMs?: number; connection?: ReadConnection },
+): Promise<Array<[id: string, flat: string[]]>> {
   const args: Array<string | number> = ['COUNT', options.count ?? 100];
   if (options.blockMs !== undefined) args.push('BLOCK', options.blockMs);
   const reply = (await redisFor(options.connection, ctx.redis).call('XREAD', ...args, 'STREAMS', ctx.keys.events(pool), cursor)) as XReadReply;
-  if (!reply) return [];
-  return (reply[0]?.[1] ?? []).map(([id, flat]) => brokerEvent(pool, id, flat));
+  return reply?.[0]?.[1] ?? [];
 }
 
 /** The id of the pool's newest event ('0-0' when none): a cursor for "only what comes next". */
@@ -120,13 +123,13 @@ export async function machineEvents(
   ctx: BrokerContext,
   pool: string,
   machineId: string,
-  options: { types: readonly string[]; limit?: number; maxScanned?: number },
-): Promise<{ events: BrokerEvent[]; scanned: number; complete: boolean }> {
+  options: { types: readonly StreamEventType[]; limit?: number; maxScanned?: number },
+): Promise<{ events: StreamEvent[]; scanned: number; complete: boolean }> {
   const key = ctx.keys.events(pool);
   const limit = options.limit ?? 100;
   const maxScanned = options.maxScanned ?? 10_000;
-  const types = new Set(options.types);
-  const events: BrokerEvent[] = [];
+  const types = new Set<string>(options.types);
+  const events: StreamEvent[] = [];
   let scanned = 0;
   let end = '+';
   while (scanned < maxScanned) {
@@ -134,9 +137,10 @@ export async function machineEvents(
     const chunk = await ctx.redis.xrevrange(key, end, '-', 'COUNT', count);
     scanned += chunk.length;
     for (const [id, flat] of chunk) {
-      const event = brokerEvent(pool, id, flat);
-      if (!types.has(event.type) || event.fields.machine !== machineId) continue;
-      events.push(event);
+      // only the entries that match are parsed: the scan looks at up to maxScanned
+      const raw = foldHash(flat);
+      if (!types.has(raw.type!) || raw.machine !== machineId) continue;
+      events.push(parseStreamEntry(pool, id, raw));
       if (events.length >= limit) return { events: events.reverse(), scanned, complete: true };
     }
     if (chunk.length < count) return { events: events.reverse(), scanned, complete: true };

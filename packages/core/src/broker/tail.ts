@@ -1,7 +1,7 @@
 import type { BlockingConnection } from './connection';
 import type { BrokerContext } from './context';
+import type { StreamEvent } from '../events';
 import { readEvents } from './streams';
-import type { BrokerEvent } from './types';
 
 /**
  * One pool's event stream followed from a cursor on a blocking connection of
@@ -36,7 +36,7 @@ export class EventTail {
   }
 
   /** The next events after the cursor, waiting up to blockMs for some; moves the cursor past them. */
-  async read(): Promise<BrokerEvent[]> {
+  async read(): Promise<StreamEvent[]> {
     if (this.closed) return [];
     const events = await readEvents(this.ctx, this.pool, this.#cursor, { blockMs: this.#blockMs, count: this.#count, connection: this.connection });
     if (events.length > 0) this.#cursor = events[events.length - 1]!.id;

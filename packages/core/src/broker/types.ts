@@ -46,15 +46,6 @@ export type WorkerSignal =
 
 export type DropVerdict = 'canceled' | 'expired' | 'lost';
 
-export interface BrokerEvent {
-  /** stream entry id: pass it back as the cursor to resume after this event */
-  id: string;
-  pool: string;
-  type: string;
-  ts: number;
-  fields: Record<string, string>;
-}
-
 export interface ClassStats {
   requirementClass: string;
   definition: Record<string, unknown>;
