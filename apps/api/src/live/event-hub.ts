@@ -95,7 +95,7 @@ export class EventHub {
     if (!info || info.entriesAdded <= info.length) return null;
     const first = info.firstId;
     if (first === undefined ? compareStreamIds(after, info.lastGeneratedId) >= 0 : compareStreamIds(after, first) >= 0) return null;
-    return { type: 'events.missed', pool, after, ...(first !== undefined ? { first_id: first } : {}) };
+    return { type: 'events.missed', pool, after, first_id: first };
   }
 
   /**
@@ -114,7 +114,8 @@ export class EventHub {
         const batch = await this.broker.readEvents(pool, cursor, { count: 1_000 });
         for (const event of batch) {
           cursor = event.id;
-          if (jobId === undefined || jobOfEvent(event) === jobId) deliverOnce(subscriber, event);
+          // the history, in order: live events that arrive meanwhile wait in `pending`
+          if (jobId === undefined || jobOfEvent(event) === jobId) deliverInOrder(subscriber, event);
         }
         if (batch.length < 1_000) break;
       }
@@ -175,11 +176,16 @@ export class EventHub {
   }
 }
 
+/** A live event: held while the subscriber still catches up on the history, else delivered unless already seen. */
 function deliverOnce(subscriber: Subscriber, event: StreamEvent): void {
   if (subscriber.pending) {
     subscriber.pending.push(event);
     return;
   }
+  deliverInOrder(subscriber, event);
+}
+
+function deliverInOrder(subscriber: Subscriber, event: StreamEvent): void {
   if (compareStreamIds(event.id, subscriber.last) <= 0) return;
   subscriber.last = event.id;
   subscriber.deliver(event);
