@@ -78,7 +78,7 @@ export async function followJob(broker: Broker, id: string, options: FollowOptio
       for (const event of events) {
         cursor = event.id;
         if (!isJobEvent(event) || event.job !== id || event.ts < seenUntil) continue;
-        report({ state: event.state as JobState, ...(event.type === 'job.progress' ? { progress: event.progress } : {}) });
+        report({ state: event.state as JobState, progress: event.type === 'job.progress' ? event.progress : undefined });
         if (isTerminal(event.state)) return await read(broker, id);
       }
       if (Date.now() - lastSync >= resyncMs) {
@@ -94,7 +94,7 @@ export async function followJob(broker: Broker, id: string, options: FollowOptio
 }
 
 function updateOf(job: Job): JobUpdate {
-  return { state: job.state, ...(job.progress ? { progress: job.progress } : {}) };
+  return { state: job.state, progress: job.progress ?? undefined };
 }
 
 async function read(broker: Broker, id: string): Promise<Job> {

@@ -91,7 +91,7 @@ export function sendWebhook(url: string, headers: Record<string, string>, body: 
     });
     request.on('error', (error) => {
       const refused = error instanceof RefusedTarget;
-      finish({ error: refused ? `refused: ${error.message}` : error.message, ...(refused ? { refused } : {}) });
+      finish({ error: refused ? `refused: ${error.message}` : error.message, refused: refused || undefined });
     });
     request.on('response', (response) => {
       const chunks: Buffer[] = [];
@@ -106,7 +106,7 @@ export function sendWebhook(url: string, headers: Record<string, string>, body: 
       response.on('end', () => {
         const retryAfterMs = parseRetryAfter(response.headers['retry-after']);
         const text = Buffer.concat(chunks).toString('utf8');
-        finish({ status: response.statusCode!, ...(retryAfterMs === undefined ? {} : { retryAfterMs }), ...(text ? { response: text } : {}) });
+        finish({ status: response.statusCode!, retryAfterMs, response: text || undefined });
       });
     });
     request.end(body);

@@ -117,7 +117,7 @@ export class Dispatcher {
     const result = await sendWebhook(url, { ...custom, ...webhookHeaders(signWith, message.id, message.body, at) }, message.body, {
       allowPrivate: this.config.allowPrivate,
       timeoutMs: this.config.timeoutMs,
-      ...(this.resolve ? { resolve: this.resolve } : {}),
+      resolve: this.resolve,
     });
     const { outcome, retryInMs } = this.verdict(message, result);
     const log = this.entry(message, url, at, result, outcome, retryInMs);
@@ -164,13 +164,13 @@ export class Dispatcher {
       type: message.type,
       url,
       job: message.job,
-      ...(message.endpoint ? { endpoint: message.endpoint } : {}),
+      endpoint: message.endpoint || undefined,
       attempt: message.attempt,
       latency_ms: result.latencyMs,
       outcome,
       ...(result.status === undefined ? {} : { status: result.status }),
-      ...(result.error ? { error: result.error } : {}),
-      ...(result.response ? { response: result.response } : {}),
+      error: result.error || undefined,
+      response: result.response || undefined,
       ...(retryInMs === undefined ? {} : { next_at: at + Math.round(result.latencyMs) + retryInMs }),
     };
   }

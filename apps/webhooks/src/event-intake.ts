@@ -190,12 +190,12 @@ export class EventIntake {
     if (!type) return false;
     // the workflow filter needs the job; type and service the event has
     const candidates = (await this.endpointsOf(event.tenant, cache)).filter((endpoint) =>
-      endpointWants({ events: endpoint.events, ...(endpoint.services ? { services: endpoint.services } : {}) }, { type, service: event.service }),
+      endpointWants({ events: endpoint.events, services: endpoint.services }, { type, service: event.service }),
     );
     const job = await this.broker.getJob(event.job);
     if (!job) return false;
     const own = job.webhook && webhookWants(job.webhook, type);
-    const targets = candidates.filter((endpoint) => endpointWants(endpoint, { type, service: job.service, ...(job.workflow_id ? { workflow: job.workflow_id } : {}) }));
+    const targets = candidates.filter((endpoint) => endpointWants(endpoint, { type, service: job.service, workflow: job.workflow_id || undefined }));
     if (!own && targets.length === 0) return false;
     const body = JSON.stringify({ type, timestamp: new Date(event.ts).toISOString(), data: jobView(job) });
     let queued = false;

@@ -11,7 +11,7 @@ import { startWebhookService } from './service';
  */
 const logger = pino({ name: 'webhooks' });
 const redis = new Redis(process.env.EMP_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
-const broker = await Broker.connect({ redis, ...(process.env.EMP_NAMESPACE ? { config: { namespace: process.env.EMP_NAMESPACE } } : {}) });
+const broker = await Broker.connect({ redis, config: process.env.EMP_NAMESPACE ? { namespace: process.env.EMP_NAMESPACE } : undefined });
 const service = await startWebhookService({ broker, config: configFromEnv(process.env), logger });
 process.stdout.write(`webhooks listening ${service.url}\n`);
 

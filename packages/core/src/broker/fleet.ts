@@ -249,5 +249,5 @@ export async function appendMachineLogs(
     failed += 1;
     error ??= each;
   }
-  return { written: lines.length - failed, failed, ...(error ? { error } : {}) };
+  return { written: lines.length - failed, failed, error: error || undefined };
 }

@@ -157,7 +157,7 @@ export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promi
   const last = items.length > f.limit ? taken[taken.length - 1]?.position : boundary;
   return {
     jobs: taken.map(({ position: _p, ...item }) => item),
-    ...(last ? { next_cursor: encodeListCursor(last) } : {}),
+    next_cursor: last ? encodeListCursor(last) : undefined,
   };
 }
 

@@ -210,9 +210,9 @@ export function machineCommand(id: string, flat: string[]): MachineCommand {
   return {
     id,
     action: f.action ?? '',
-    ...(f.service ? { service: f.service } : {}),
-    ...(f.by ? { by: f.by } : {}),
-    ...(f.reason ? { reason: f.reason } : {}),
+    service: f.service || undefined,
+    by: f.by || undefined,
+    reason: f.reason || undefined,
     ts: Number(f.ts ?? 0),
   };
 }
@@ -247,7 +247,7 @@ function deepFreeze<T>(value: T): T {
 export function parseClaim(pool: string, workerId: string, reply: ClaimReply): ClaimResult {
   if (reply[0] !== 'job') {
     const retryAt = reply[1] ? Number(reply[1]) : undefined;
-    return { job: null, workerState: String(reply[2] ?? ''), ...(retryAt ? { retryAt } : {}) };
+    return { job: null, workerState: String(reply[2] ?? ''), retryAt: retryAt || undefined };
   }
   const [, id, token, attempt, service, tenant, payload, definition, priority, workflowId, step, timeout, submittedAt] =
     reply as [string, string, string, number, string, string, string, string, number, string, string, string, string];
@@ -263,9 +263,9 @@ export function parseClaim(pool: string, workerId: string, reply: ClaimReply): C
       payload: payload === '' ? {} : (JSON.parse(payload) as unknown),
       requirements: requirementsOf(definition, pool),
       priority: Number(priority),
-      ...(workflowId ? { workflowId } : {}),
-      ...(step ? { step: Number(step) } : {}),
-      ...(timeout ? { executionTimeoutMs: Number(timeout) } : {}),
+      workflowId: workflowId || undefined,
+      step: step ? Number(step) : undefined,
+      executionTimeoutMs: timeout ? Number(timeout) : undefined,
       submittedAt: Number(submittedAt),
     },
   };

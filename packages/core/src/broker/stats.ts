@@ -37,7 +37,8 @@ export async function queueStats(ctx: BrokerContext, pool: string): Promise<Queu
       definition: JSON.parse(definition) as Record<string, unknown>,
       routable: routable === '1',
       depth,
-      ...(head ? { headJob: head, headSubmittedAt: Number(submitted) } : {}),
+      headJob: head || undefined,
+      headSubmittedAt: head ? Number(submitted) : undefined,
     })),
     timers: totals[0] ?? 0,
     idleWorkers: totals[1] ?? 0,
@@ -92,7 +93,7 @@ export async function pausedServices(ctx: BrokerContext, pool: string): Promise<
   return Object.entries(hash)
     .map(([service, text]) => {
       const info = JSON.parse(text) as { since: number; by?: string; reason?: string };
-      return { service, since: info.since, ...(info.by ? { by: info.by } : {}), ...(info.reason ? { reason: info.reason } : {}) };
+      return { service, since: info.since, by: info.by || undefined, reason: info.reason || undefined };
     })
     .sort((a, b) => a.service.localeCompare(b.service));
 }
