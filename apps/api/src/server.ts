@@ -159,7 +159,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   app.addHook('onClose', async () => hub.close());
   let stopRevocations: (() => Promise<void>) | undefined;
   app.addHook('onClose', async () => stopRevocations?.());
-  const sampler = options.queueSampleMs === false ? undefined : new QueueSampler(broker, queueSampleMs, logger.child({ component: 'queue-sampler' }) as FastifyBaseLogger);
+  const sampler = options.queueSampleMs === false ? undefined : new QueueSampler(broker, hub, queueSampleMs, logger.child({ component: 'queue-sampler' }) as FastifyBaseLogger);
   if (sampler) app.addHook('onClose', () => sampler.stop());
   // before anything starts: it refuses a route without an access rule
   try {
