@@ -1,6 +1,6 @@
-import { type QueueSample, type StreamEvent, parseStreamEntry } from '@emp/core';
+import { type QueueSample, type StreamEvent, mergeWaitDigests, parseStreamEntry } from '@emp/core';
 import { describe, expect, it } from 'vitest';
-import { FlowCounter, coarseSample, flowSummary, mergeWaitDigests, withFlow } from './queue-flow';
+import { FlowCounter, coarseSample, flowSummary, withFlow } from './queue-flow';
 
 const SLOT = 1_000;
 let seq = 0;

@@ -1,4 +1,4 @@
-import { type FinishedCounts, type QueueFlowSummary, type QueueSample, type StreamEvent, WAIT_BUCKET_BOUNDS_MS, type WaitDigest } from '@emp/core';
+import { type FinishedCounts, type QueueFlowSummary, type QueueSample, type StreamEvent, type WaitDigest, mergeWaitDigests, trimmedBuckets, waitBucketOf } from '@emp/core';
 
 /**
  * What went through the queues between two samples: jobs that ended (per
@@ -24,7 +24,7 @@ class WaitTally {
   add(ms: number): void {
     this.count += 1;
     this.max = Math.max(this.max, ms);
-    const bucket = bucketOf(ms);
+    const bucket = waitBucketOf(ms);
     this.buckets[bucket] = (this.buckets[bucket] ?? 0) + 1;
     if (this.kept.length < MAX_WAITS_PER_SLOT) this.kept.push(ms);
     else {
@@ -35,7 +35,7 @@ class WaitTally {
   }
 
   digest(): WaitDigest {
-    return { count: this.count, p50_ms: nearestRank(this.kept, 0.5), p95_ms: nearestRank(this.kept, 0.95), max_ms: this.max, buckets: trimmed(this.buckets) };
+    return { count: this.count, p50_ms: nearestRank(this.kept, 0.5), p95_ms: nearestRank(this.kept, 0.95), max_ms: this.max, buckets: trimmedBuckets(this.buckets) };
   }
 }
 
@@ -209,46 +209,8 @@ function addFinished(a: FinishedCounts, b: FinishedCounts): FinishedCounts {
   return sum;
 }
 
-/** Waits of several intervals as one: counts and histograms summed, percentiles read off the histogram. */
-export function mergeWaitDigests(digests: readonly WaitDigest[]): WaitDigest | undefined {
-  if (digests.length === 0) return undefined;
-  if (digests.length === 1) return digests[0];
-  const buckets: number[] = [];
-  for (const digest of digests) digest.buckets.forEach((n, i) => (buckets[i] = (buckets[i] ?? 0) + n));
-  const count = digests.reduce((sum, d) => sum + d.count, 0);
-  const max = Math.max(...digests.map((d) => d.max_ms));
-  return { count, p50_ms: histogramRank(buckets, count, 0.5, max), p95_ms: histogramRank(buckets, count, 0.95, max), max_ms: max, buckets: trimmed(buckets) };
-}
-
-function bucketOf(ms: number): number {
-  const at = WAIT_BUCKET_BOUNDS_MS.findIndex((bound) => ms <= bound);
-  return at === -1 ? WAIT_BUCKET_BOUNDS_MS.length : at;
-}
-
-/** The value at `fraction` of a histogram, interpolated within its bucket (never above the largest wait seen). */
-function histogramRank(buckets: readonly number[], count: number, fraction: number, max: number): number {
-  const rank = Math.max(1, Math.ceil(fraction * count));
-  let seen = 0;
-  for (let i = 0; i < buckets.length; i++) {
-    const n = buckets[i] ?? 0;
-    if (seen + n >= rank && n > 0) {
-      const low = i === 0 ? 0 : WAIT_BUCKET_BOUNDS_MS[i - 1]!;
-      const high = Math.min(WAIT_BUCKET_BOUNDS_MS[i] ?? max, max);
-      return Math.round(low + ((high - low) * (rank - seen)) / n);
-    }
-    seen += n;
-  }
-  return max;
-}
-
 function nearestRank(values: number[], fraction: number): number {
   if (values.length === 0) return 0;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))]!;
-}
-
-function trimmed(buckets: readonly number[]): number[] {
-  const filled = Array.from(buckets, (n) => n ?? 0);
-  while (filled.length > 0 && filled.at(-1) === 0) filled.pop();
-  return filled;
 }
