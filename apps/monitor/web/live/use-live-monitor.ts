@@ -32,7 +32,7 @@ export function useLiveMonitor(connection: Connection): { store: MonitorStore; s
     if (!connection.isOperator) return;
     const live = new LiveFeed({
       apiUrl: connection.settings.apiUrl,
-      ...(connection.settings.apiKey ? { apiKey: connection.settings.apiKey } : {}),
+      apiKey: connection.settings.apiKey,
       cursors: () => store.getState().cursors,
       onSnapshot: (snapshot) => {
         store.dispatch({ type: 'snapshot', snapshot, at: Date.now() });

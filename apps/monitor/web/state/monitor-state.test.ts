@@ -259,7 +259,7 @@ describe('history recorded before the page opened', () => {
     ts,
     pool,
     depth,
-    ...(depth > 0 ? { oldest_age_ms: depth * 100 } : {}),
+    oldest_age_ms: depth > 0 ? depth * 100 : undefined,
     services: depth > 0 ? [{ service: 'simulation', depth, oldest_age_ms: depth * 100 }] : [],
     classes: depth > 0 ? [{ requirement_class: 'abc', depth, oldest_age_ms: depth * 100 }] : [],
   });
@@ -291,8 +291,8 @@ describe('history recorded before the page opened', () => {
     const flowing = (ts: number, pool: string, succeeded: number, waitMs?: number) => ({
       ...sample(ts, 1, pool),
       finished: { succeeded },
-      ...(waitMs !== undefined ? { wait: wait(waitMs, waitMs < 100 ? 3 : 7) } : {}),
-      services: [{ service: 'simulation', depth: 1, finished: { succeeded }, ...(waitMs !== undefined ? { wait: wait(waitMs, waitMs < 100 ? 3 : 7) } : {}) }],
+      wait: waitMs !== undefined ? wait(waitMs, waitMs < 100 ? 3 : 7) : undefined,
+      services: [{ service: 'simulation', depth: 1, finished: { succeeded }, wait: waitMs !== undefined ? wait(waitMs, waitMs < 100 ? 3 : 7) : undefined }],
     });
     const hour = {
       now: AT + 1_000,

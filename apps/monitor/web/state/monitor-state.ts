@@ -141,8 +141,8 @@ export function monitorReducer(state: MonitorState, action: MonitorAction): Moni
         pool: command.pool,
         machine: command.machine,
         action: command.action,
-        ...(command.service ? { service: command.service } : {}),
-        ...(action.by ? { by: action.by } : {}),
+        service: command.service || undefined,
+        by: action.by || undefined,
         requestedAt: action.at,
         announced: false,
         ...known,
@@ -286,12 +286,12 @@ function commandsFromMachines(commands: Record<string, CommandView>, machines: A
     if (!machine) continue;
     const sent = machine.lastCommand;
     if (sent && !next[sent.id]) {
-      put({ id: sent.id, pool: machine.pool, machine: machine.id, action: sent.action, ...(sent.service ? { service: sent.service } : {}), requestedAt: sent.at ?? 0, announced: true });
+      put({ id: sent.id, pool: machine.pool, machine: machine.id, action: sent.action, service: sent.service, requestedAt: sent.at ?? 0, announced: true });
     }
     const done = machine.lastCommandDone;
     const known = done ? next[done.id] : undefined;
     if (done && known && !known.outcome) {
-      put({ ...known, announced: true, outcome: done.outcome, ...(done.message ? { message: done.message } : {}), doneAt: done.at ?? known.requestedAt });
+      put({ ...known, announced: true, outcome: done.outcome, message: done.message || known.message, doneAt: done.at ?? known.requestedAt });
     }
   }
   return next === commands ? commands : boundCommands(next);
@@ -503,8 +503,8 @@ function noteCommand(draft: BatchDraft, event: CommandEvent, options = { touchMa
     pool: event.pool,
     machine,
     action: text(event.action) ?? 'unknown',
-    ...(service ? { service } : {}),
-    ...(by ? { by } : {}),
+    service,
+    by,
     requestedAt: event.ts,
     ...commands[id],
     announced: true,
@@ -514,7 +514,7 @@ function noteCommand(draft: BatchDraft, event: CommandEvent, options = { touchMa
   const machines = draft.table('machines');
   const key = recordKey(event.pool, machine);
   const known = machines[key];
-  if (known) machines[key] = { ...known, lastCommand: { action: commands[id]!.action, id, ...(service ? { service } : {}), at: event.ts } };
+  if (known) machines[key] = { ...known, lastCommand: { action: commands[id]!.action, id, service, at: event.ts } };
 }
 
 function noteCommandDone(draft: BatchDraft, event: CommandDoneEvent): void {
@@ -534,7 +534,7 @@ function noteCommandDone(draft: BatchDraft, event: CommandDoneEvent): void {
     ...known,
     announced: true,
     outcome,
-    ...(message ? { message } : {}),
+    message: message ?? known?.message,
     doneAt: event.ts,
   };
 }
@@ -551,8 +551,8 @@ function processChange(event: ProcessEvent): ProcessChange | undefined {
     ts: event.ts,
     process,
     state,
-    ...(Number.isFinite(restarts) ? { restarts } : {}),
-    ...(Number.isFinite(exitCode) ? { exitCode } : {}),
+    restarts: Number.isFinite(restarts) ? restarts : undefined,
+    exitCode: Number.isFinite(exitCode) ? exitCode : undefined,
   };
 }
 
@@ -591,7 +591,7 @@ function noteProcess(draft: BatchDraft, event: ProcessEvent): void {
   const machines = draft.table('machines');
   const machine = machines[key];
   if (machine && Array.isArray(machine.processes)) {
-    const processes: ProcessStatus[] = machine.processes.map((p) => (p.name === process ? { ...p, state, ...(change.restarts !== undefined ? { restarts: change.restarts } : {}) } : p));
+    const processes: ProcessStatus[] = machine.processes.map((p) => (p.name === process ? { ...p, state, restarts: change.restarts ?? p.restarts } : p));
     machines[key] = { ...machine, processes };
   }
 }
@@ -610,7 +610,7 @@ function applyServiceEvent(draft: BatchDraft, event: LiveEventOf<'service.paused
       const others = pool.paused.filter((p) => p.service !== service);
       return {
         ...pool,
-        paused: paused ? [...others, { service, since: event.ts, ...(by ? { by } : {}), ...(reason ? { reason } : {}) }] : others,
+        paused: paused ? [...others, { service, since: event.ts, by, reason }] : others,
         services: pool.services.map((s) => (s.service === service ? { ...s, paused } : s)),
       };
     }),

@@ -31,6 +31,7 @@ export function TimeChart({ ts, lines, label, height = 140, compact = false, uni
       width: Math.max(compact ? 100 : 200, element.clientWidth),
       height,
       legend: { show: !compact },
+      padding: compact ? [2, 2, 2, 2] : undefined,
       cursor: compact ? { show: false } : { drag: { x: false, y: false } },
       axes: compact ? [{ show: false }, { show: false }] : [{ stroke: 'currentColor', grid: { stroke: 'rgba(128,128,128,0.15)' } }, { stroke: 'currentColor', grid: { stroke: 'rgba(128,128,128,0.15)' }, values: (_u, values) => values.map((v) => format(v)), size: 60 }],
       scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
