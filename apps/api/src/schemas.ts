@@ -1,4 +1,4 @@
-import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
+import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 
 /**
@@ -128,8 +128,10 @@ export const MachineLogQuery = z
   .strict();
 
 export const QueueHistoryQuery = PoolQuery.extend({
-  /** samples from this time on (ms since the epoch or ISO 8601); the last hour when left out */
+  /** samples from this time on (ms since the epoch or ISO 8601); the whole range when left out */
   since: Instant.optional(),
+  /** the last hour sample by sample, or the last day in coarser slots */
+  range: z.enum(QUEUE_HISTORY_RANGES).default('hour'),
 }).strict();
 
 export const MachineEventsQuery = z

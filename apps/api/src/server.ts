@@ -59,7 +59,7 @@ export interface ApiServerOptions {
   corsOrigins?: string[];
   /** how long a verified API key is trusted without asking Redis (default 5 s); revocations end it at once */
   apiKeyCacheMs?: number;
-  /** how often this instance records the queue report for /v1/queues/history (default 30 s); false: it records none */
+  /** how often this instance records the queue report for /v1/queues/history (default EMP_QUEUE_SAMPLE_MS, else 30 s); false: it records none */
   queueSampleMs?: number | false;
   /**
    * let a job's webhook.url name loopback, private, link-local and other
@@ -72,6 +72,12 @@ export interface ApiServerOptions {
 /** Whether an environment variable is switched on (`1`, `true`, `yes`, `on`). */
 function envFlag(value: string | undefined): boolean {
   return /^(1|true|yes|on)$/i.test(value?.trim() ?? '');
+}
+
+/** A positive whole number of milliseconds from an environment variable; undefined when unset or not one. */
+function envMs(value: string | undefined): number | undefined {
+  const ms = Number(value?.trim() || NaN);
+  return Number.isInteger(ms) && ms > 0 ? ms : undefined;
 }
 
 export interface ApiServer {
@@ -141,7 +147,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(jobRoutes, { webhookAllowPrivate });
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);
-  const queueSampleMs = options.queueSampleMs === false ? DEFAULT_QUEUE_SAMPLE_MS : (options.queueSampleMs ?? DEFAULT_QUEUE_SAMPLE_MS);
+  const queueSampleMs = options.queueSampleMs === false ? DEFAULT_QUEUE_SAMPLE_MS : (options.queueSampleMs ?? envMs(process.env.EMP_QUEUE_SAMPLE_MS) ?? DEFAULT_QUEUE_SAMPLE_MS);
   await app.register(queueHistoryRoutes, { intervalMs: queueSampleMs });
   await app.register(machineEventRoutes);
   await app.register(operatorRoutes);
@@ -159,7 +165,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   app.addHook('onClose', async () => hub.close());
   let stopRevocations: (() => Promise<void>) | undefined;
   app.addHook('onClose', async () => stopRevocations?.());
-  const sampler = options.queueSampleMs === false ? undefined : new QueueSampler(broker, queueSampleMs, logger.child({ component: 'queue-sampler' }) as FastifyBaseLogger);
+  const sampler = options.queueSampleMs === false ? undefined : new QueueSampler(broker, hub, queueSampleMs, logger.child({ component: 'queue-sampler' }) as FastifyBaseLogger);
   if (sampler) app.addHook('onClose', () => sampler.stop());
   // before anything starts: it refuses a route without an access rule
   try {

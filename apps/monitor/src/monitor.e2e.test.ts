@@ -41,7 +41,7 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     const response = await fetch(`${stack.api.url}${path}`, {
       method,
       headers: { authorization: `Bearer ${operatorKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      body: body !== undefined ? JSON.stringify(body) : undefined,
     });
     return (await response.json()) as Record<string, any>;
   };
@@ -59,6 +59,8 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
   beforeAll(async () => {
     await rm(join(ARTIFACTS_DIR, 'failure.png'), { force: true });
     [redis, stateDir, browser] = await Promise.all([startRedis(), mkdtemp(join(tmpdir(), 'emp-monitor-e2e-')), launchChromium()]);
+    // the API records its queue history every 300 ms instead of 30 s, so the test does not wait minutes for it
+    process.env.EMP_QUEUE_SAMPLE_MS = '300';
     stack = await startLocalStack({
       redis: { url: redis.url, source: 'env' },
       stateDir,
@@ -85,6 +87,7 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
   }, 120_000);
 
   afterAll(async () => {
+    delete process.env.EMP_QUEUE_SAMPLE_MS;
     await context?.close().catch(() => undefined);
     await browser?.close().catch(() => undefined);
     await stack?.stop();
@@ -128,6 +131,43 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await visible(`${row}[data-state="succeeded"]`);
     // how it ended and how long it took, not the meter of its last progress report
     expect(await page.textContent(`${row} .progress-cell`)).toMatch(/^succeeded in \d/);
+  });
+
+  it("opens after jobs have finished and shows the server's throughput, waits and depth, drawn, and each pool's queue pressure", async () => {
+    const jobs = await Promise.all(Array.from({ length: 6 }, () => api('POST', '/v1/jobs', { service: 'simulation', tenant: 'e2e', payload: { duration_ms: 50 } })));
+    const until = Date.now() + WAIT;
+    let history: Record<string, any> = {};
+    // finished and recorded by the API: what a page that was not open then must still show
+    while (Date.now() < until) {
+      history = await api('GET', '/v1/queues/history');
+      if ((history.summary?.all.finished.succeeded ?? 0) >= jobs.length) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(history.summary.all.finished.succeeded).toBeGreaterThanOrEqual(jobs.length);
+    expect(history.summary.all.jobs_per_min).toBeGreaterThan(0);
+
+    const fresh = await context.newPage();
+    fresh.on('pageerror', (error) => pageErrors.push(error.message));
+    try {
+      await fresh.goto(`${stack.monitor!.url}/#/queues`);
+      const perHour = fresh.locator('.stat', { hasText: 'jobs/min, last hour' }).locator('.stat-value');
+      await expect.poll(async () => Number(await perHour.textContent()), { timeout: WAIT }).toBeGreaterThan(0);
+      expect(Number(await fresh.locator('.stat', { hasText: 'jobs ended, last hour' }).locator('.stat-value').textContent())).toBeGreaterThanOrEqual(jobs.length);
+      expect(await fresh.locator('.stat', { hasText: 'wait p50, last hour' }).locator('.stat-value').textContent()).not.toBe('–');
+      // drawn by uPlot on a canvas, not hand-drawn SVG
+      await fresh.locator('[data-chart="jobs per minute"] canvas').first().waitFor({ state: 'attached', timeout: WAIT });
+      await fresh.locator('[data-chart="wait"] canvas').first().waitFor({ state: 'attached', timeout: WAIT });
+      expect(await fresh.locator('svg.sparkline').count()).toBe(0);
+      await fresh.click('.segmented button:has-text("last day")');
+      await fresh.locator('.stat', { hasText: 'jobs/min, last day' }).waitFor({ timeout: WAIT });
+      await screenshot(fresh, 'queues-history');
+      // the Fleet view: each pool's queue pressure beside the machines
+      await fresh.goto(`${stack.monitor!.url}/#/`);
+      await fresh.locator('[data-pool-pressure="local"], [data-pool-pressure]').first().waitFor({ timeout: WAIT });
+      expect(await fresh.locator('[data-pool-pressure] [data-queued]').first().textContent()).toMatch(/^\d+$/);
+    } finally {
+      await fresh.close();
+    }
   });
 
   it('lists webhook endpoints failing first with their last error, and resends a delivery the receiver then gets again', async () => {

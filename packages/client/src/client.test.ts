@@ -117,6 +117,17 @@ describe('operator calls through the SDK', () => {
     });
     await expect(client.machineCommand('api-test-machine', 'drain')).rejects.toMatchObject({ status: 403, code: 'FORBIDDEN' });
   });
+
+  it('reads the queue history of the hour and of the day; a client key is refused it', async () => {
+    const operator = new EmpClient({ baseUrl: stack.url, apiKey: (await stack.server.app.apiKeys.create({ role: 'operator' })).key });
+    const hour = await operator.queueHistory({ pool: 'standard' });
+    expect(hour).toMatchObject({ range: 'hour', interval_ms: 30_000, summary: { all: { covered_ms: expect.any(Number) } } });
+    expect(hour.samples.length).toBeGreaterThan(0);
+    expect(hour.samples.every((s) => s.pool === 'standard')).toBe(true);
+    const day = await operator.queueHistory({ pool: 'standard', range: 'day', since: Date.now() - 60_000 });
+    expect(day).toMatchObject({ range: 'day', interval_ms: 300_000 });
+    await expect(client.queueHistory()).rejects.toMatchObject({ status: 403 });
+  });
 });
 
 describe('webhook endpoints through the SDK', () => {

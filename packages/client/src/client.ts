@@ -11,6 +11,7 @@ import type {
   MachineList,
   NewWebhookEndpoint,
   QueueHistory,
+  QueueHistoryRange,
   QueueReport,
   RetryResponse,
   SubmitJobInput,
@@ -122,11 +123,15 @@ export class EmpClient {
     return this.request('GET', `/v1/queues${pool ? `?pool=${pool}` : ''}`);
   }
 
-  /** Queue samples the API recorded over the last hour (from `since`, ms since the epoch, when given). */
-  async queueHistory(options: { pool?: string; since?: number } = {}): Promise<QueueHistory> {
+  /**
+   * Queue samples the API recorded over the last hour, or the last day in coarser slots (`range: 'day'`), from
+   * `since` (ms since the epoch) when given: depth, jobs that ended and waits per pool and service, and their summary.
+   */
+  async queueHistory(options: { pool?: string; since?: number; range?: QueueHistoryRange } = {}): Promise<QueueHistory> {
     const query = new URLSearchParams();
     if (options.pool) query.set('pool', options.pool);
     if (options.since !== undefined) query.set('since', String(options.since));
+    if (options.range) query.set('range', options.range);
     return this.request('GET', `/v1/queues/history?${query}`);
   }
 

@@ -173,28 +173,92 @@ export const QueueReport = z
   .meta({ id: 'QueueReport' });
 export type QueueReport = z.infer<typeof QueueReport>;
 
-/** One pool's queues at one sampling slot: what the queue report said of the pool, its services and its requirement classes. */
+/**
+ * Upper bounds (ms) of the buckets of a WaitDigest's histogram, a 1-2-5 series
+ * from 10 ms to an hour; the last bucket holds the waits above the last bound.
+ * Part of the stored queue history: change it only with a new field name.
+ */
+export const WAIT_BUCKET_BOUNDS_MS = [10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 3_600_000] as const;
+
+/** Submit-to-start waits of the jobs that started in an interval: percentiles, and a histogram that merges across intervals. */
+export const WaitDigest = z
+  .object({
+    count: z.number().int().nonnegative(),
+    p50_ms: Ms,
+    p95_ms: Ms,
+    max_ms: Ms,
+    /** jobs per bucket of WAIT_BUCKET_BOUNDS_MS (the one after the last bound included), trailing empty buckets left off */
+    buckets: z.array(z.number().int().nonnegative()).max(WAIT_BUCKET_BOUNDS_MS.length + 1),
+  })
+  .strict()
+  .meta({ id: 'WaitDigest' });
+export type WaitDigest = z.infer<typeof WaitDigest>;
+
+/** Jobs that ended, per terminal state (a state left out: none). */
+export const FinishedCounts = z
+  .object({
+    succeeded: z.number().int().nonnegative(),
+    failed: z.number().int().nonnegative(),
+    canceled: z.number().int().nonnegative(),
+    expired: z.number().int().nonnegative(),
+  })
+  .partial()
+  .strict()
+  .meta({ id: 'FinishedCounts' });
+export type FinishedCounts = z.infer<typeof FinishedCounts>;
+
+/**
+ * What went through a queue in the interval a sample covers (the sampling
+ * interval before its slot): jobs that ended and the waits of jobs that started.
+ * `finished` absent on a pool's sample: the instance that wrote it did not watch
+ * the whole interval (unknown, not zero); on a service: none ended. `wait` absent: none started.
+ */
+const QueueFlow = { finished: FinishedCounts.optional(), wait: WaitDigest.optional() };
+
+/** One pool's queues at one sampling slot: what the queue report said of the pool, its services and its requirement classes, and what went through them. */
 export const QueueSample = z
   .object({
     /** when it was taken (Redis's clock); one sample per pool and sampling slot */
     ts: Ms,
     pool: PoolName,
     ...QueueDepth,
-    services: z.array(z.object({ service: ServiceName, ...QueueDepth }).strict()),
+    ...QueueFlow,
+    services: z.array(z.object({ service: ServiceName, ...QueueDepth, ...QueueFlow }).strict()),
     classes: z.array(z.object({ requirement_class: z.string(), ...QueueDepth }).strict()),
   })
   .strict()
   .meta({ id: 'QueueSample' });
 export type QueueSample = z.infer<typeof QueueSample>;
 
-/** Queue samples over (at most) the last hour, as the API instances recorded them. */
+/** Which queue history: the last hour sample by sample, or the last day in coarser slots. */
+export const QUEUE_HISTORY_RANGES = ['hour', 'day'] as const;
+export type QueueHistoryRange = (typeof QUEUE_HISTORY_RANGES)[number];
+
+/** Throughput and waits over the samples of a history answer. */
+export const QueueFlowSummary = z
+  .object({
+    finished: FinishedCounts,
+    /** how much of the range the samples with known throughput cover */
+    covered_ms: z.number().int().nonnegative(),
+    /** jobs that ended per minute over covered_ms (0 when nothing is covered) */
+    jobs_per_min: z.number().nonnegative(),
+    wait: WaitDigest.optional(),
+  })
+  .strict()
+  .meta({ id: 'QueueFlowSummary' });
+export type QueueFlowSummary = z.infer<typeof QueueFlowSummary>;
+
+/** Queue samples over (at most) the last hour or day, as the API instances recorded them. */
 export const QueueHistory = z
   .object({
     now: Ms,
-    /** how often samples are taken */
+    range: z.enum(QUEUE_HISTORY_RANGES).optional(),
+    /** how far apart the samples are (the sampling interval; for a day, a coarser slot) */
     interval_ms: z.number().int().positive(),
     /** oldest first, per pool in order of pool name */
     samples: z.array(QueueSample),
+    /** over every sample answered, and per pool */
+    summary: z.object({ all: QueueFlowSummary, pools: z.array(QueueFlowSummary.extend({ pool: PoolName })) }).strict().optional(),
   })
   .strict()
   .meta({ id: 'QueueHistory' });

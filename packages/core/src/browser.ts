@@ -4,6 +4,7 @@
  * jobs, requirements, events, registry records and the wire protocol, without Redis, Lua or Node.
  */
 export * from './api-protocol';
+export * from './wait-digest';
 export * from './config';
 export * from './defined-only';
 export * from './errors';

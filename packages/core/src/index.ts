@@ -21,3 +21,4 @@ export * from './webhook-target';
 export * from './scheduler';
 export * from './shared-secret';
 export * from './api-protocol';
+export * from './wait-digest';

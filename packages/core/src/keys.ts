@@ -38,7 +38,13 @@
  *                                  line (at most 4 KiB), ts (ms)
  *   <ns>:{<pool>}:queue-history  stream of queue samples, one per sampling slot (entry id <slot start ms>-0, so
  *                                  API instances sampling the same slot write it once), trimmed to the last hour:
- *                                  field sample (JSON: depth and oldest age of the pool, its services and classes)
+ *                                  field sample (JSON, core's QueueSample: ts, pool, depth and oldest_age_ms of the pool,
+ *                                  its services and classes; finished {succeeded, failed, canceled, expired} and wait
+ *                                  {count, p50_ms, p95_ms, max_ms, buckets: histogram over WAIT_BUCKET_BOUNDS_MS} of the
+ *                                  pool and per service, for the interval before the slot; pool finished absent: unknown)
+ *   <ns>:{<pool>}:queue-history:day  the same samples over the last day, one per 10 sampling slots (entry id: the
+ *                                  coarse slot's start): depth and ages the highest of its samples, finished summed,
+ *                                  waits merged; written once the coarse slot has passed
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
  *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
@@ -120,6 +126,9 @@ export class KeyLayout {
   }
   queueHistory(pool: string): string {
     return `${this.prefix(pool)}queue-history`;
+  }
+  queueHistoryDay(pool: string): string {
+    return `${this.prefix(pool)}queue-history:day`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

@@ -23,7 +23,7 @@ export async function loadSettings(): Promise<Settings> {
     apiUrl = parsed.data.api_url;
   }
   const apiKey = localStorage.getItem(KEY_ITEM) ?? undefined;
-  return { apiUrl, ...(apiKey ? { apiKey } : {}) };
+  return { apiUrl, apiKey: apiKey || undefined };
 }
 
 export function saveSettings(settings: { apiKey?: string; apiUrl?: string }): void {
@@ -40,11 +40,11 @@ export class Connection {
     readonly settings: Settings,
     readonly identity: Identity,
   ) {
-    this.client = new EmpClient({ baseUrl: settings.apiUrl, ...(settings.apiKey ? { apiKey: settings.apiKey } : {}), fetch: (...args) => fetch(...args) });
+    this.client = new EmpClient({ baseUrl: settings.apiUrl, apiKey: settings.apiKey, fetch: (...args) => fetch(...args) });
   }
 
   static async open(settings: Settings): Promise<Connection> {
-    const probe = new EmpClient({ baseUrl: settings.apiUrl, ...(settings.apiKey ? { apiKey: settings.apiKey } : {}), fetch: (...args) => fetch(...args) });
+    const probe = new EmpClient({ baseUrl: settings.apiUrl, apiKey: settings.apiKey, fetch: (...args) => fetch(...args) });
     return new Connection(settings, await probe.whoami());
   }
 
@@ -83,7 +83,7 @@ export class Connection {
     }
     const page = LogPage.safeParse(body);
     if (!page.success) return { available: false, reason: `logs answer unreadable: ${page.error.issues[0]?.path.join('.')}: ${page.error.issues[0]?.message}` };
-    return { available: true, entries: page.data.entries, ...(page.data.next ? { next: page.data.next } : {}) };
+    return { available: true, entries: page.data.entries, next: page.data.next || undefined };
   }
 
   /** New log lines as the machine writes them (SSE), until the signal aborts. */

@@ -1,4 +1,4 @@
-import { QueueHistory, type QueueReport } from '@emp/core';
+import { QueueHistory, type QueueHistoryRange, type QueueReport } from '@emp/core';
 import { useEffect, useMemo, useState } from 'react';
 import type { Connection } from '../api/connection';
 import { type FeedStatus, LiveFeed } from './live-feed';
@@ -8,6 +8,9 @@ import { MonitorStore } from './monitor-store';
 const MACHINES_EVERY_MS = 5_000;
 const QUEUES_EVERY_MS = 5_000;
 const WORKERS_EVERY_MS = 15_000;
+/** The API's queue history (throughput, waits): the hour is re-read often, the day's coarse slots seldom. */
+const HOUR_HISTORY_EVERY_MS = 15_000;
+const DAY_HISTORY_EVERY_MS = 60_000;
 
 export type MonitorStatus = FeedStatus | { state: 'polling'; since: number; message: string; rate: 0; attempts: 0 };
 
@@ -29,12 +32,12 @@ export function useLiveMonitor(connection: Connection): { store: MonitorStore; s
     if (!connection.isOperator) return;
     const live = new LiveFeed({
       apiUrl: connection.settings.apiUrl,
-      ...(connection.settings.apiKey ? { apiKey: connection.settings.apiKey } : {}),
+      apiKey: connection.settings.apiKey,
       cursors: () => store.getState().cursors,
       onSnapshot: (snapshot) => {
         store.dispatch({ type: 'snapshot', snapshot, at: Date.now() });
         // a snapshot opens the feed and follows every reconnect: fill the chart's gap from what the API recorded
-        void loadQueueHistory(connection, store);
+        void loadQueueHistory(connection, store, 'hour');
       },
       onEvents: (events) => store.dispatch({ type: 'events', events }),
       onStatus: setStatus,
@@ -54,9 +57,10 @@ export function useLiveMonitor(connection: Connection): { store: MonitorStore; s
       const timer = setInterval(run, ms);
       return () => clearInterval(timer);
     };
-    // the feed's snapshot loads it for an operator; a key that only polls loads it once here
-    if (!connection.isOperator) void loadQueueHistory(connection, store);
     const stops = [
+      // throughput and waits come only from the API's history: read at once, then kept current
+      every(HOUR_HISTORY_EVERY_MS, () => loadQueueHistory(connection, store, 'hour', () => stopped)),
+      every(DAY_HISTORY_EVERY_MS, () => loadQueueHistory(connection, store, 'day', () => stopped)),
       every(QUEUES_EVERY_MS, async () => {
         const report = (await client.queues()) as QueueReport;
         if (!stopped) store.dispatch({ type: 'queues', report });
@@ -79,11 +83,12 @@ export function useLiveMonitor(connection: Connection): { store: MonitorStore; s
   return { store, status, feed };
 }
 
-/** The queue samples the API recorded over the last hour, merged into the charts; a failed read leaves the live samples alone. */
-async function loadQueueHistory(connection: Connection, store: MonitorStore): Promise<void> {
+/** The queue history the API recorded over the last hour (or day), for the charts and figures; a failed read leaves the last one shown. */
+async function loadQueueHistory(connection: Connection, store: MonitorStore, range: QueueHistoryRange, stopped = () => false): Promise<void> {
   try {
-    const history = QueueHistory.safeParse(await connection.client.queueHistory());
-    if (history.success) store.dispatch({ type: 'queue-history', history: history.data });
+    const history = QueueHistory.safeParse(await connection.client.queueHistory({ range }));
+    if (stopped()) return;
+    if (history.success) store.dispatch({ type: 'queue-history', history: { range, ...history.data } });
     else console.warn('queue history unreadable', history.error.issues[0]);
   } catch (error) {
     console.warn('queue history not loaded', error);

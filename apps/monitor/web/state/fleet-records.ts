@@ -85,25 +85,25 @@ export function parseMachine(raw: Record<string, unknown>): MachineRecord | unde
     ? {
         action: record.last_command,
         id: record.last_command_id,
-        ...(record.last_command_service ? { service: record.last_command_service } : {}),
-        ...(record.last_command_at ? { at: record.last_command_at } : {}),
+        service: record.last_command_service || undefined,
+        at: record.last_command_at || undefined,
       }
     : undefined;
   const lastCommandDone = record.last_command_handled && record.last_command_outcome
     ? {
         id: record.last_command_handled,
         outcome: record.last_command_outcome,
-        ...(record.last_command_message ? { message: record.last_command_message } : {}),
-        ...(record.last_command_done_at ? { at: record.last_command_done_at } : {}),
+        message: record.last_command_message || undefined,
+        at: record.last_command_done_at || undefined,
       }
     : undefined;
   const modelCache: ModelCacheView | undefined =
     stored.model_cache_budget_bytes === undefined && stored.models_downloading === undefined
       ? undefined
       : {
-          ...(record.model_cache_used_bytes !== undefined ? { usedBytes: record.model_cache_used_bytes } : {}),
-          ...(record.model_cache_budget_bytes !== undefined ? { budgetBytes: record.model_cache_budget_bytes } : {}),
-          ...(record.disk_free_bytes !== undefined ? { diskFreeBytes: record.disk_free_bytes } : {}),
+          usedBytes: record.model_cache_used_bytes,
+          budgetBytes: record.model_cache_budget_bytes,
+          diskFreeBytes: record.disk_free_bytes,
           downloads: record.models_downloading,
         };
   return {
@@ -122,10 +122,10 @@ export function parseMachine(raw: Record<string, unknown>): MachineRecord | unde
     gpus: record.gpus,
     processes: record.processes,
     models: record.models,
-    ...(modelCache ? { modelCache } : {}),
-    ...(lastCommand ? { lastCommand } : {}),
-    ...(lastCommandDone ? { lastCommandDone } : {}),
-    ...(record.problems.length ? { problems: record.problems } : {}),
+    modelCache,
+    lastCommand,
+    lastCommandDone,
+    problems: record.problems.length ? record.problems : undefined,
     fields: stored,
   };
 }
@@ -146,7 +146,7 @@ export function parseWorker(raw: Record<string, unknown>): WorkerRecord | undefi
     lastSeen: record.last_seen,
     registeredAt: record.registered_at,
     capabilities: record.capabilities,
-    ...(record.problems.length ? { problems: record.problems } : {}),
+    problems: record.problems.length ? record.problems : undefined,
     fields: stored,
   };
 }

@@ -4,7 +4,7 @@ import { STREAM_EVENT_TYPES } from '@emp/core';
 import { feedEvent, feedMessage, machineHash, snapshot, workerHash } from './feed-fixtures';
 import { isUnreadable } from './fleet-records';
 import { toLiveEvent } from './live-event';
-import { HOUR_MS, MAX_LIVE_JOBS, type MonitorAction, type MonitorState, initialState, monitorReducer, percentile, throughputSeries, workersByMachine } from './monitor-state';
+import { HOUR_MS, MAX_LIVE_JOBS, type MonitorAction, type MonitorState, flowSeries, initialState, monitorReducer, recentRate, workersByMachine } from './monitor-state';
 
 const reduce = (...actions: MonitorAction[]): MonitorState => actions.reduce(monitorReducer, initialState);
 const events = (...list: Extract<MonitorAction, { type: 'events' }>['events']): MonitorAction => ({ type: 'events', events: list });
@@ -79,7 +79,7 @@ describe('the snapshot', () => {
 });
 
 describe('deltas', () => {
-  it('follow a job through a worker: its row, the worker card, throughput and the wait time', () => {
+  it('follow a job through a worker: its row, the worker card and the wait time', () => {
     const base = reduce({ type: 'snapshot', snapshot: fleet, at: 1 });
     const job = 'standard.j1';
     const state = monitorReducer(base, events(
@@ -91,7 +91,6 @@ describe('deltas', () => {
     ));
     expect(state.jobs[job]).toMatchObject({ state: 'running', tenant: 'acme', service: 'simulation', worker: 'm1-w0', machine: 'm1', attempt: 1, waitMs: 250, progress: { value: 3, max: 10 } });
     expect(state.workers['standard/m1-w0']).toMatchObject({ state: 'busy', currentJob: job });
-    expect(state.waits).toEqual([[1_700_000_001_250, 250]]);
 
     const done = monitorReducer(state, events(
       feedEvent('job.succeeded', { job, state: 'succeeded', worker: 'm1-w0' }, { ts: 1_700_000_002_000 }),
@@ -102,7 +101,6 @@ describe('deltas', () => {
     expect(done.jobs[job]?.progress).toEqual({ stage: 'succeeded', value: 3, max: 10 });
     expect(done.workers['standard/m1-w0']?.currentJob).toBeUndefined();
     expect(done.workers['standard/m1-w0']?.state).toBe('idle');
-    expect(throughputSeries(done.finished, 1_700_000_002_000).at(-1)).toEqual([1_700_000_002_000 - (1_700_000_002_000 % 60_000), 1]);
     expect(done.eventsApplied).toBe(7);
   });
 
@@ -238,15 +236,6 @@ describe('batching', () => {
   });
 });
 
-describe('percentile', () => {
-  it('takes the nearest rank', () => {
-    expect(percentile([], 0.5)).toBeUndefined();
-    expect(percentile([5, 1, 4, 2, 3], 0.5)).toBe(3);
-    expect(percentile(Array.from({ length: 100 }, (_, i) => i + 1), 0.95)).toBe(95);
-    expect(percentile([7], 0.99)).toBe(7);
-  });
-});
-
 describe('commands reported through the status snapshot', () => {
   it('shows the last command a machine recorded, and its outcome once the machine reports it done', () => {
     const sent = machineHash('m1', { last_command: 'restart', last_command_id: '1700000005000-0', last_command_service: '', last_command_at: '1700000005000' });
@@ -270,7 +259,7 @@ describe('history recorded before the page opened', () => {
     ts,
     pool,
     depth,
-    ...(depth > 0 ? { oldest_age_ms: depth * 100 } : {}),
+    oldest_age_ms: depth > 0 ? depth * 100 : undefined,
     services: depth > 0 ? [{ service: 'simulation', depth, oldest_age_ms: depth * 100 }] : [],
     classes: depth > 0 ? [{ requirement_class: 'abc', depth, oldest_age_ms: depth * 100 }] : [],
   });
@@ -294,6 +283,46 @@ describe('history recorded before the page opened', () => {
     const report = fleet.queues as Extract<MonitorAction, { type: 'queues' }>['report'];
     const next = monitorReducer(state, { type: 'queues', report: { ...report, now: NOW + 30_000 } });
     expect(next.depth['standard/simulation']?.map(([ts]) => ts)).toEqual([NOW - 60_000, NOW - 30_000, NOW, NOW + 30_000]);
+  });
+
+  it('keeps the history per range: throughput, waits and depth come from the server, summed over pools per slot', () => {
+    const AT = 1_700_000_010_000; // a slot's start (30 s)
+    const wait = (ms: number, bucket: number) => ({ count: 2, p50_ms: ms, p95_ms: ms, max_ms: ms, buckets: [...Array(bucket).fill(0), 2] });
+    const flowing = (ts: number, pool: string, succeeded: number, waitMs?: number) => ({
+      ...sample(ts, 1, pool),
+      finished: { succeeded },
+      wait: waitMs !== undefined ? wait(waitMs, waitMs < 100 ? 3 : 7) : undefined,
+      services: [{ service: 'simulation', depth: 1, finished: { succeeded }, wait: waitMs !== undefined ? wait(waitMs, waitMs < 100 ? 3 : 7) : undefined }],
+    });
+    const hour = {
+      now: AT + 1_000,
+      range: 'hour' as const,
+      interval_ms: 30_000,
+      // the first slot was not watched whole: its throughput is unknown, not zero
+      samples: [sample(AT - 60_000, 2), flowing(AT - 30_000, 'standard', 10, 80), flowing(AT - 30_000 + 15, 'heavy', 5, 900), flowing(AT, 'standard', 20)],
+      summary: { all: { finished: { succeeded: 35 }, covered_ms: 60_000, jobs_per_min: 35, wait: wait(80, 3) }, pools: [] },
+    };
+    const day = { now: AT, range: 'day' as const, interval_ms: 300_000, samples: [], summary: { all: { finished: {}, covered_ms: 0, jobs_per_min: 0 }, pools: [] } };
+    const state = [{ type: 'queue-history', history: hour }, { type: 'queue-history', history: day }].reduce<MonitorState>((s, a) => monitorReducer(s, a as MonitorAction), initialState);
+    expect(state.history.hour).toBe(hour);
+    expect(state.history.day).toBe(day);
+    // the day's samples are not the live hour's depths
+    expect(state.depth.standard?.map(([ts]) => ts)).toEqual([AT - 60_000, AT - 30_000, AT]);
+
+    const all = flowSeries(state.history.hour);
+    expect(all.ts).toEqual([AT - 60_000, AT - 30_000, AT]);
+    expect(all.perMin).toEqual([null, 30, 40]);
+    expect(all.depth).toEqual([2, 2, 1]);
+    expect(all.waitP50[0]).toBeNull();
+    expect(all.waitP50[1]).toBeGreaterThan(80); // two pools' waits merged: between the two
+    expect(all.waitP95[1]).toBeLessThanOrEqual(900);
+    expect(all.waitP50[2]).toBeNull();
+    expect(flowSeries(state.history.hour, { pool: 'heavy' })).toMatchObject({ ts: [AT - 30_000], perMin: [10], waitP50: [900] });
+    expect(flowSeries(state.history.hour, { pool: 'standard', service: 'simulation' })).toMatchObject({ perMin: [null, 20, 40], depth: [2, 1, 1] });
+    expect(flowSeries(undefined).ts).toEqual([]);
+    // the last five minutes: 35 jobs over the two known slots
+    expect(recentRate(state.history.hour, 5 * 60_000)).toBe(35);
+    expect(recentRate(day, 5 * 60_000)).toBeUndefined();
   });
 
   it("merges a machine's recorded restarts and commands with the live history, in stream order, once each", () => {

@@ -1,4 +1,4 @@
-import { type EventView, JOB_STATES, type JobProgressView, type JobState, type LiveServerMessage, MACHINE_EVENT_STATES, type QueueHistory, type QueueReport, TERMINAL_STATES, assertNever, compareStreamIds } from '@emp/core';
+import { type EventView, JOB_STATES, type JobProgressView, type JobState, type LiveServerMessage, MACHINE_EVENT_STATES, type QueueHistory, type QueueHistoryRange, type QueueReport, type QueueSample, TERMINAL_STATES, type WaitDigest, assertNever, compareStreamIds, mergeWaitDigests } from '@emp/core';
 import { type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable, parseMachine, parseWorker, recordKey } from './fleet-records';
 import { type EventViewOf, type LiveEvent, type LiveEventOf, type WithoutType, toStreamEventView } from './live-event';
 
@@ -74,10 +74,8 @@ export interface MonitorState {
   jobs: Record<string, LiveJob>;
   commands: Record<string, CommandView>;
   processHistory: Record<string, ProcessChange[]>;
-  /** finished jobs per minute (minute start ms -> counts per terminal state) over the last hour */
-  finished: Record<number, Partial<Record<JobState, number>>>;
-  /** submit -> claimed (ms) of jobs claimed in the last hour, oldest first */
-  waits: Sample[];
+  /** the API's queue history (throughput, waits, depth) as last read, per range: the page's figures for them */
+  history: Partial<Record<QueueHistoryRange, QueueHistory>>;
   eventsApplied: number;
   lastEventAt?: number;
 }
@@ -97,7 +95,6 @@ export type MonitorAction =
 export const HOUR_MS = 3_600_000;
 /** jobs kept in memory for the live table; terminal ones beyond it go first, oldest first */
 export const MAX_LIVE_JOBS = 2_000;
-const MAX_WAIT_SAMPLES = 5_000;
 const MAX_PROCESS_CHANGES = 100;
 const MAX_COMMANDS = 200;
 
@@ -110,8 +107,7 @@ export const initialState: MonitorState = {
   jobs: {},
   commands: {},
   processHistory: {},
-  finished: {},
-  waits: [],
+  history: {},
   eventsApplied: 0,
 };
 
@@ -145,8 +141,8 @@ export function monitorReducer(state: MonitorState, action: MonitorAction): Moni
         pool: command.pool,
         machine: command.machine,
         action: command.action,
-        ...(command.service ? { service: command.service } : {}),
-        ...(action.by ? { by: action.by } : {}),
+        service: command.service || undefined,
+        by: action.by || undefined,
         requestedAt: action.at,
         announced: false,
         ...known,
@@ -213,11 +209,18 @@ function applyQueueReport(state: MonitorState, report: QueueReport): MonitorStat
 }
 
 /**
- * Recorded samples merged into the live series by time (a sample at a time
+ * The API's history kept as read (throughput and waits come only from it),
+ * and the hour's depths merged into the live series by time (a sample at a time
  * already held is the same reading), the hour up to the newest kept. A series
  * a pool's sample does not name had no waiting job then: it reads 0.
  */
-function applyQueueHistory(state: MonitorState, history: QueueHistory): MonitorState {
+function applyQueueHistory(state: MonitorState, read: QueueHistory): MonitorState {
+  const range = read.range ?? 'hour';
+  const kept = { ...state, history: { ...state.history, [range]: read } };
+  return range === 'hour' ? mergeHistoryDepths(kept, read) : kept;
+}
+
+function mergeHistoryDepths(state: MonitorState, history: QueueHistory): MonitorState {
   if (history.samples.length === 0) return state;
   const readings = new Map<string, Array<[Sample, Sample]>>();
   const poolOf = (key: string) => key.split('/')[0]!;
@@ -283,12 +286,12 @@ function commandsFromMachines(commands: Record<string, CommandView>, machines: A
     if (!machine) continue;
     const sent = machine.lastCommand;
     if (sent && !next[sent.id]) {
-      put({ id: sent.id, pool: machine.pool, machine: machine.id, action: sent.action, ...(sent.service ? { service: sent.service } : {}), requestedAt: sent.at ?? 0, announced: true });
+      put({ id: sent.id, pool: machine.pool, machine: machine.id, action: sent.action, service: sent.service, requestedAt: sent.at ?? 0, announced: true });
     }
     const done = machine.lastCommandDone;
     const known = done ? next[done.id] : undefined;
     if (done && known && !known.outcome) {
-      put({ ...known, announced: true, outcome: done.outcome, ...(done.message ? { message: done.message } : {}), doneAt: done.at ?? known.requestedAt });
+      put({ ...known, announced: true, outcome: done.outcome, message: done.message || known.message, doneAt: done.at ?? known.requestedAt });
     }
   }
   return next === commands ? commands : boundCommands(next);
@@ -313,7 +316,7 @@ function mergeRegistry<K extends 'machines' | 'workers'>(state: MonitorState, ki
 class BatchDraft {
   private copied = new Set<string>();
   constructor(readonly next: MonitorState) {}
-  table<K extends 'machines' | 'workers' | 'jobs' | 'commands' | 'processHistory' | 'finished'>(name: K): MonitorState[K] {
+  table<K extends 'machines' | 'workers' | 'jobs' | 'commands' | 'processHistory'>(name: K): MonitorState[K] {
     if (!this.copied.has(name)) {
       this.copied.add(name);
       (this.next as unknown as Record<string, unknown>)[name] = { ...(this.next[name] as object) };
@@ -324,10 +327,9 @@ class BatchDraft {
 
 export function applyEvents(state: MonitorState, events: readonly LiveEvent[]): MonitorState {
   if (events.length === 0) return state;
-  const draft = new BatchDraft({ ...state, cursors: { ...state.cursors }, waits: state.waits });
+  const draft = new BatchDraft({ ...state, cursors: { ...state.cursors } });
   const next = draft.next;
   let applied = 0;
-  const waits: Sample[] = [];
   for (const event of events) {
     const cursor = next.cursors[event.pool];
     // the feed resumes after our cursor; anything at or before it was applied already
@@ -335,28 +337,18 @@ export function applyEvents(state: MonitorState, events: readonly LiveEvent[]): 
     next.cursors[event.pool] = event.id;
     applied += 1;
     next.lastEventAt = Math.max(next.lastEventAt ?? 0, event.ts);
-    applyEvent(draft, event, waits);
+    applyEvent(draft, event);
   }
   if (applied === 0) return state;
   next.eventsApplied = state.eventsApplied + applied;
-  if (waits.length > 0) {
-    const from = (next.lastEventAt ?? 0) - HOUR_MS;
-    next.waits = [...state.waits.filter(([ts]) => ts > from), ...waits].slice(-MAX_WAIT_SAMPLES);
-  }
   if (draft.next.jobs !== state.jobs) next.jobs = boundJobs(next.jobs);
-  if (draft.next.finished !== state.finished) {
-    const from = minuteOf((next.lastEventAt ?? 0) - HOUR_MS);
-    for (const minute of Object.keys(next.finished)) if (Number(minute) < from) delete next.finished[Number(minute)];
-  }
   return next;
 }
-
-const minuteOf = (ts: number): number => ts - (ts % 60_000);
 
 const text = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
 
 /** One event, by its type: every type of core's union has its case (or says why it changes nothing here). */
-function applyEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): void {
+function applyEvent(draft: BatchDraft, event: LiveEvent): void {
   switch (event.event) {
     case 'job.queued':
     case 'job.starting':
@@ -367,7 +359,7 @@ function applyEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): void 
     case 'job.failed':
     case 'job.canceled':
     case 'job.expired':
-      return applyJobEvent(draft, event, waits);
+      return applyJobEvent(draft, event);
     case 'worker.registered':
     case 'worker.idle':
     case 'worker.busy':
@@ -404,7 +396,7 @@ function applyEvent(draft: BatchDraft, event: LiveEvent, waits: Sample[]): void 
 
 type JobLiveEvent = LiveEventOf<`job.${string}` & LiveEvent['event']>;
 
-function applyJobEvent(draft: BatchDraft, event: JobLiveEvent, waits: Sample[]): void {
+function applyJobEvent(draft: BatchDraft, event: JobLiveEvent): void {
   const id = text(event.job);
   const state = text(event.state);
   if (!id || !state || !JOB_STATE_NAMES.has(state)) return;
@@ -429,10 +421,7 @@ function applyJobEvent(draft: BatchDraft, event: JobLiveEvent, waits: Sample[]):
       job.attempt = event.attempt;
       delete job.progress;
       const submittedAt = Number(event.submitted_at);
-      if (Number.isFinite(submittedAt) && submittedAt > 0) {
-        job.waitMs = Math.max(0, event.ts - submittedAt);
-        waits.push([event.ts, job.waitMs]);
-      }
+      if (Number.isFinite(submittedAt) && submittedAt > 0) job.waitMs = Math.max(0, event.ts - submittedAt);
       break;
     }
     case 'job.progress':
@@ -457,13 +446,6 @@ function applyJobEvent(draft: BatchDraft, event: JobLiveEvent, waits: Sample[]):
         draft.table('workers')[key] = rest;
       }
     }
-  }
-  if (TERMINAL.has(state) && event.event !== 'job.progress') {
-    const finished = draft.table('finished');
-    const minute = minuteOf(event.ts);
-    const counts = { ...finished[minute] };
-    counts[state as JobState] = (counts[state as JobState] ?? 0) + 1;
-    finished[minute] = counts;
   }
 }
 
@@ -521,8 +503,8 @@ function noteCommand(draft: BatchDraft, event: CommandEvent, options = { touchMa
     pool: event.pool,
     machine,
     action: text(event.action) ?? 'unknown',
-    ...(service ? { service } : {}),
-    ...(by ? { by } : {}),
+    service,
+    by,
     requestedAt: event.ts,
     ...commands[id],
     announced: true,
@@ -532,7 +514,7 @@ function noteCommand(draft: BatchDraft, event: CommandEvent, options = { touchMa
   const machines = draft.table('machines');
   const key = recordKey(event.pool, machine);
   const known = machines[key];
-  if (known) machines[key] = { ...known, lastCommand: { action: commands[id]!.action, id, ...(service ? { service } : {}), at: event.ts } };
+  if (known) machines[key] = { ...known, lastCommand: { action: commands[id]!.action, id, service, at: event.ts } };
 }
 
 function noteCommandDone(draft: BatchDraft, event: CommandDoneEvent): void {
@@ -552,7 +534,7 @@ function noteCommandDone(draft: BatchDraft, event: CommandDoneEvent): void {
     ...known,
     announced: true,
     outcome,
-    ...(message ? { message } : {}),
+    message: message ?? known?.message,
     doneAt: event.ts,
   };
 }
@@ -569,8 +551,8 @@ function processChange(event: ProcessEvent): ProcessChange | undefined {
     ts: event.ts,
     process,
     state,
-    ...(Number.isFinite(restarts) ? { restarts } : {}),
-    ...(Number.isFinite(exitCode) ? { exitCode } : {}),
+    restarts: Number.isFinite(restarts) ? restarts : undefined,
+    exitCode: Number.isFinite(exitCode) ? exitCode : undefined,
   };
 }
 
@@ -609,7 +591,7 @@ function noteProcess(draft: BatchDraft, event: ProcessEvent): void {
   const machines = draft.table('machines');
   const machine = machines[key];
   if (machine && Array.isArray(machine.processes)) {
-    const processes: ProcessStatus[] = machine.processes.map((p) => (p.name === process ? { ...p, state, ...(change.restarts !== undefined ? { restarts: change.restarts } : {}) } : p));
+    const processes: ProcessStatus[] = machine.processes.map((p) => (p.name === process ? { ...p, state, restarts: change.restarts ?? p.restarts } : p));
     machines[key] = { ...machine, processes };
   }
 }
@@ -628,7 +610,7 @@ function applyServiceEvent(draft: BatchDraft, event: LiveEventOf<'service.paused
       const others = pool.paused.filter((p) => p.service !== service);
       return {
         ...pool,
-        paused: paused ? [...others, { service, since: event.ts, ...(by ? { by } : {}), ...(reason ? { reason } : {}) }] : others,
+        paused: paused ? [...others, { service, since: event.ts, by, reason }] : others,
         services: pool.services.map((s) => (s.service === service ? { ...s, paused } : s)),
       };
     }),
@@ -655,22 +637,63 @@ function boundCommands(commands: Record<string, CommandView>): Record<string, Co
 
 // ---------------------------------------------------------------- selectors
 
-/** The value at the given fraction (0.5, 0.95, ...) of the samples, nearest rank. */
-export function percentile(values: readonly number[], fraction: number): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))];
+/** Jobs that ended per minute, waits and depth at each sample time of a history, summed over pools (or one pool, one service). */
+export interface FlowSeries {
+  ts: number[];
+  /** null: throughput unknown at that time (no API instance watched the whole interval) */
+  perMin: Array<number | null>;
+  /** null: no job started in the interval */
+  waitP50: Array<number | null>;
+  waitP95: Array<number | null>;
+  depth: number[];
+  /** the oldest waiting job's age (ms), the highest of the pools' */
+  oldestAge: number[];
 }
 
-/** Jobs finished per minute over the last hour, oldest first (one value per minute, zeros included). */
-export function throughputSeries(finished: MonitorState['finished'], now: number): Sample[] {
-  const last = minuteOf(now);
-  const series: Sample[] = [];
-  for (let minute = last - HOUR_MS + 60_000; minute <= last; minute += 60_000) {
-    const counts = finished[minute];
-    series.push([minute, counts ? Object.values(counts).reduce((sum, n) => sum + (n ?? 0), 0) : 0]);
+const finishedSum = (counts: QueueSample['finished']): number => Object.values(counts ?? {}).reduce((sum, n) => sum + (n ?? 0), 0);
+
+/** The chart series of a history answer, oldest first; pools' samples of one slot summed, their waits merged. */
+export function flowSeries(history: QueueHistory | undefined, only: { pool?: string; service?: string } = {}): FlowSeries {
+  const series: FlowSeries = { ts: [], perMin: [], waitP50: [], waitP95: [], depth: [], oldestAge: [] };
+  if (!history) return series;
+  const bySlot = new Map<number, QueueSample[]>();
+  for (const sample of history.samples) {
+    if (only.pool !== undefined && sample.pool !== only.pool) continue;
+    const slot = sample.ts - (sample.ts % history.interval_ms);
+    bySlot.set(slot, [...(bySlot.get(slot) ?? []), sample]);
+  }
+  for (const slot of [...bySlot.keys()].sort((a, b) => a - b)) {
+    const samples = bySlot.get(slot)!;
+    const known = samples.filter((s) => s.finished);
+    const parts = samples.map((sample) => {
+      if (only.service === undefined) return { finished: sample.finished, wait: sample.wait, depth: sample.depth, age: sample.oldest_age_ms ?? 0 };
+      const entry = sample.services.find((e) => e.service === only.service);
+      return { finished: sample.finished ? (entry?.finished ?? {}) : undefined, wait: entry?.wait, depth: entry?.depth ?? 0, age: entry?.oldest_age_ms ?? 0 };
+    });
+    const wait = mergeWaitDigests(parts.flatMap((p) => (p.wait ? [p.wait] : [])));
+    series.ts.push(slot);
+    series.perMin.push(known.length === 0 ? null : (parts.reduce((sum, p) => sum + finishedSum(p.finished), 0) * 60_000) / history.interval_ms);
+    series.waitP50.push(wait ? wait.p50_ms : null);
+    series.waitP95.push(wait ? wait.p95_ms : null);
+    series.depth.push(parts.reduce((sum, p) => sum + p.depth, 0));
+    series.oldestAge.push(Math.max(0, ...parts.map((p) => p.age)));
   }
   return series;
+}
+
+/** Jobs that ended per minute over the samples of the last `windowMs` whose throughput is known; undefined when none is. */
+export function recentRate(history: QueueHistory | undefined, windowMs: number): number | undefined {
+  if (!history) return undefined;
+  const from = history.now - windowMs;
+  const known = history.samples.filter((s) => s.ts > from && s.finished);
+  const slots = new Set(known.map((s) => s.ts - (s.ts % history.interval_ms))).size;
+  if (slots === 0) return undefined;
+  return (known.reduce((sum, s) => sum + finishedSum(s.finished), 0) * 60_000) / (slots * history.interval_ms);
+}
+
+/** The waits of a history's summary (every pool), for the page's figures. */
+export function summaryWait(history: QueueHistory | undefined): WaitDigest | undefined {
+  return history?.summary?.all.wait;
 }
 
 /** Workers of each machine, by machine key. */

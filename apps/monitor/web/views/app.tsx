@@ -43,7 +43,7 @@ export function App() {
       if (settings && error instanceof EmpApiError && error.status === 401) {
         setOpening({ kind: 'needs-key', settings, message: settings.apiKey ? `The API refused this key: ${error.message}` : 'This API requires a key.' });
       } else {
-        setOpening({ kind: 'error', ...(settings ? { settings } : {}), message: settings ? `Cannot reach the API at ${settings.apiUrl}: ${describeError(error)}` : describeError(error) });
+        setOpening({ kind: 'error', settings, message: settings ? `Cannot reach the API at ${settings.apiUrl}: ${describeError(error)}` : describeError(error) });
       }
     }
   }, []);

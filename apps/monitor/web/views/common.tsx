@@ -1,5 +1,4 @@
 import { type ReactNode, createContext, useCallback, useContext, useEffect, useRef, useState, useSyncExternalStore } from 'react';
-import type { Sample } from '../state/monitor-state';
 
 // ---------------------------------------------------------------- routing
 
@@ -69,20 +68,40 @@ export function Meter({ value, max, label, tone }: { value: number; max: number;
 }
 
 /** A hand-drawn SVG line over time, with its area shaded. */
-export function Sparkline({ samples, from, to, height = 28, label }: { samples: readonly Sample[]; from: number; to: number; height?: number; label: string }) {
-  const width = 120;
-  const max = Math.max(1, ...samples.map(([, v]) => v));
-  const span = Math.max(1, to - from);
-  const points = samples.filter(([ts]) => ts >= from).map(([ts, v]) => [((ts - from) / span) * width, height - 2 - (v / max) * (height - 4)] as const);
-  const line = points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
-  const last = samples.at(-1)?.[1];
+/**
+ * An id or name that fits its column: cut in the middle (`standard.01J…x7Q2`)
+ * or at the end, the full value in its title; a click copies it (a link
+ * navigates instead, and its title still shows the whole).
+ */
+export function ShortId({ value, keep = 18, end = false, href: link }: { value: string; keep?: number; end?: boolean; href?: string }) {
+  const notice = useNotice();
+  const short = shorten(value, keep, end);
+  if (link) {
+    return (
+      <a className="mono short-id" href={link} title={value}>
+        {short}
+      </a>
+    );
+  }
+  const copy = () => {
+    void navigator.clipboard?.writeText(value).then(
+      () => notice('info', `copied ${value}`),
+      () => undefined,
+    );
+  };
   return (
-    <svg className="sparkline" viewBox={`0 0 ${width} ${height}`} preserveAspectRatio="none" role="img" aria-label={`${label}: last ${last ?? 0}, peak ${max}`}>
-      <title>{`${label}: now ${last ?? 0}, peak ${max} in the last hour`}</title>
-      {points.length > 1 && <polygon className="sparkline-area" points={`${points[0]![0]},${height} ${line} ${points.at(-1)![0]},${height}`} />}
-      {points.length > 0 && <polyline className="sparkline-line" points={line} />}
-    </svg>
+    <span className="mono short-id copyable" title={`${value} (click to copy)`} onClick={copy} data-full={value}>
+      {short}
+    </span>
   );
+}
+
+/** The value cut to `keep` characters with an ellipsis in the middle (or at the end), whole when it fits. */
+export function shorten(value: string, keep: number, end = false): string {
+  if (value.length <= keep) return value;
+  if (end) return `${value.slice(0, keep - 1)}…`;
+  const tail = Math.floor((keep - 1) / 2);
+  return `${value.slice(0, keep - 1 - tail)}…${value.slice(value.length - tail)}`;
 }
 
 export function Empty({ children }: { children: ReactNode }) {

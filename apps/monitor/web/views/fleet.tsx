@@ -1,10 +1,10 @@
 import { useMemo, useState } from 'react';
 import type { MonitorStore } from '../live/monitor-store';
 import { useMonitorState } from '../live/monitor-store';
-import type { MachineRecord } from '../state/fleet-records';
-import { type CommandView, machineHealth, workersByMachine } from '../state/monitor-state';
-import { Empty } from './common';
-import { count } from './format';
+import type { MachineRecord, WorkerRecord } from '../state/fleet-records';
+import { type CommandView, type MonitorState, machineHealth, workersByMachine } from '../state/monitor-state';
+import { Empty, href } from './common';
+import { count, duration } from './format';
 import { MachineCard } from './machine-card';
 
 type StatusFilter = 'all' | 'online' | 'offline' | 'busy' | 'degraded';
@@ -20,6 +20,7 @@ export function FleetView({ store, now }: { store: MonitorStore; now: number }) 
   const machines = useMonitorState(store, (s) => s.machines);
   const workers = useMonitorState(store, (s) => s.workers);
   const commands = useMonitorState(store, (s) => s.commands);
+  const queues = useMonitorState(store, (s) => s.queues);
   const [search, setSearch] = useState('');
   const [pool, setPool] = useState('all');
   const [status, setStatus] = useState<StatusFilter>('all');
@@ -71,6 +72,7 @@ export function FleetView({ store, now }: { store: MonitorStore; now: number }) 
         <Stat label="workers idle" value={count(all.filter((w) => w.state === 'idle').length)} />
         <Stat label="workers offline" value={count(all.filter((w) => w.state === 'offline').length)} tone={all.some((w) => w.state === 'offline') ? 'bad' : undefined} />
       </div>
+      {queues && queues.pools.length > 0 && <PoolPressure pools={queues.pools} workers={all} selected={pool} />}
       <div className="toolbar" role="search">
         <input type="search" placeholder="Search machines, workers, regions…" value={search} onChange={(e) => setSearch(e.target.value)} aria-label="search machines" />
         <label>
@@ -111,6 +113,34 @@ export function FleetView({ store, now }: { store: MonitorStore; now: number }) 
         </div>
       )}
     </section>
+  );
+}
+
+type PoolReport = NonNullable<MonitorState['queues']>['pools'][number];
+
+/** Per pool, what waits for the machines below: queued jobs, the oldest one's age, and workers idle, busy and offline. */
+function PoolPressure({ pools, workers, selected }: { pools: PoolReport[]; workers: WorkerRecord[]; selected: string }) {
+  const busy = new Map<string, number>();
+  for (const worker of workers) if (worker.state === 'busy') busy.set(worker.pool, (busy.get(worker.pool) ?? 0) + 1);
+  const shown = pools.filter((p) => selected === 'all' || p.pool === selected);
+  return (
+    <div className="pool-pressure" aria-label="queue pressure per pool">
+      {shown.map((p) => {
+        const starved = p.depth > 0 && p.workers.idle === 0;
+        return (
+          <a key={p.pool} className={`pool-tile ${starved ? 'tone-warn' : ''}`} href={href('queues')} data-pool-pressure={p.pool} title={starved ? 'jobs wait and no worker of the pool is idle' : undefined}>
+            <span className="pool-name">{p.pool}</span>
+            <span>
+              <b data-queued>{count(p.depth)}</b> queued
+            </span>
+            <span className="muted">oldest {duration(p.oldest_age_ms)}</span>
+            <span className="muted">
+              workers {p.workers.idle} idle · {busy.get(p.pool) ?? 0} busy{p.workers.offline > 0 ? ` · ${p.workers.offline} offline` : ''}
+            </span>
+          </a>
+        );
+      })}
+    </div>
   );
 }
 

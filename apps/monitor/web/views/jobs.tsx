@@ -61,12 +61,12 @@ function fromView(job: JobView): Row {
     state: job.state,
     service: job.service,
     tenant: job.tenant,
-    ...(job.worker ? { worker: job.worker } : {}),
-    ...(job.machine ? { machine: job.machine } : {}),
-    ...(job.progress ? { progress: job.progress } : {}),
+    worker: job.worker || undefined,
+    machine: job.machine || undefined,
+    progress: job.progress,
     submittedAt: job.timestamps.submitted_at,
     updatedAt: job.timestamps.updated_at,
-    ...(job.timestamps.finished_at !== undefined ? { finishedAt: job.timestamps.finished_at } : {}),
+    finishedAt: job.timestamps.finished_at,
     attempts: job.attempts,
   };
 }
@@ -113,17 +113,18 @@ export function JobsView({ connection, store, now }: { connection: Connection; s
     try {
       const answer = await connection.client.list({
         limit: 50,
-        ...(filter.states.length ? { states: filter.states } : {}),
-        ...(filter.service ? { services: [filter.service] } : {}),
-        ...(filter.tenant ? { tenant: filter.tenant } : {}),
-        ...(filter.pool ? { pool: filter.pool } : {}),
-        ...(since !== undefined ? { since } : {}),
-        ...(cursor ? { cursor } : {}),
+        // the SDK leaves out what is undefined (and an empty list); '' stays out too
+        states: filter.states,
+        services: filter.service ? [filter.service] : undefined,
+        tenant: filter.tenant || undefined,
+        pool: filter.pool || undefined,
+        since,
+        cursor: cursor || undefined,
       });
       setError(undefined);
       setPage((previous) => ({
         rows: [...(cursor && previous ? previous.rows : []), ...answer.jobs.map(fromView)],
-        ...(answer.next_cursor ? { cursor: answer.next_cursor } : {}),
+        cursor: answer.next_cursor || undefined,
         loadedAt: cursor && previous ? previous.loadedAt : Date.now(),
       }));
     } catch (e) {
@@ -145,8 +146,8 @@ export function JobsView({ connection, store, now }: { connection: Connection; s
       .sort((a, b) => (b.queuedAt ?? b.updatedAt) - (a.queuedAt ?? a.updatedAt))
       .map((job): Row => ({
         ...job,
-        ...(job.queuedAt !== undefined ? { submittedAt: job.queuedAt } : {}),
-        ...(TERMINAL_STATES.includes(job.state) ? { finishedAt: job.updatedAt } : {}),
+        submittedAt: job.queuedAt,
+        finishedAt: TERMINAL_STATES.includes(job.state) ? job.updatedAt : undefined,
       }));
     return [...fresh, ...page.rows.map((row) => overlay(row, live[row.id]))];
   }, [page, live, filter]);

@@ -1,7 +1,7 @@
 import { memo } from 'react';
 import { type GpuStatus, type MachineRecord, type ProcessStatus, type WorkerRecord, isUnreadable } from '../state/fleet-records';
 import type { CommandView } from '../state/monitor-state';
-import { Meter, StateBadge, href } from './common';
+import { Meter, ShortId, StateBadge, href } from './common';
 import { ago, duration, megabytes } from './format';
 import { commandStage } from './operator-actions';
 
@@ -25,7 +25,7 @@ export const MachineCard = memo(function MachineCard({ machine, workers, health,
   return (
     <article className={`card machine-card ${offline ? 'is-offline' : ''}`} data-machine={machine.id} data-state={machine.state} aria-label={`machine ${machine.id}`}>
       <header className="card-head">
-        <a className="card-title" href={href('machines', machine.pool, machine.id)}>
+        <a className="card-title" href={href('machines', machine.pool, machine.id)} title={machine.id}>
           {machine.id}
         </a>
         <StateBadge state={machine.state} />
@@ -46,13 +46,11 @@ export const MachineCard = memo(function MachineCard({ machine, workers, health,
             {workers.map((worker) => (
               <li key={worker.key} data-worker={worker.id} data-state={worker.state}>
                 <span className={`dot tone-${worker.state === 'offline' ? 'bad' : worker.state === 'busy' ? 'info' : worker.state === 'idle' ? 'ok' : 'warn'}`} />
-                <span className="mono">{worker.id}</span>
+                <span className="mono worker-name" title={worker.id}>
+                  {worker.id}
+                </span>
                 <span className="muted">{worker.state}</span>
-                {worker.currentJob && (
-                  <a className="mono job-link" href={href('jobs', worker.currentJob)}>
-                    {worker.currentJob}
-                  </a>
-                )}
+                {worker.currentJob && <ShortId value={worker.currentJob} keep={22} href={href('jobs', worker.currentJob)} />}
               </li>
             ))}
           </ul>

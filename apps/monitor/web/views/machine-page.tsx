@@ -1,10 +1,10 @@
-import { useEffect, useMemo, useRef, useState } from 'react';
+import { type ReactNode, useEffect, useMemo, useRef, useState } from 'react';
 import { MachineEventsPage } from '@emp/core';
 import { type Connection, type LogEntry, describeError } from '../api/connection';
 import { type MonitorStore, useMonitorState } from '../live/monitor-store';
 import { type MachineRecord, isUnreadable, recordKey } from '../state/fleet-records';
 import { machineHealth } from '../state/monitor-state';
-import { Empty, Field, StateBadge, href } from './common';
+import { Empty, Field, ShortId, StateBadge, href } from './common';
 import { GpuList } from './machine-card';
 import { ago, bytes, clock, dateTime, duration } from './format';
 import { CommandList, MachineActions } from './operator-actions';
@@ -63,16 +63,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
           {workers.length === 0 ? (
             <Empty>No worker registered on this machine.</Empty>
           ) : (
-            <table>
-              <thead>
-                <tr>
-                  <th>worker</th>
-                  <th>state</th>
-                  <th>since</th>
-                  <th>job</th>
-                </tr>
-              </thead>
-              <tbody>
+            <Table columns={['worker', 'state', 'since', 'job']}>
                 {workers.map((w) => (
                   <tr key={w.key} data-worker={w.id} data-state={w.state}>
                     <td className="mono">{w.id}</td>
@@ -80,11 +71,10 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
                       <StateBadge state={w.state} />
                     </td>
                     <td className="muted">{ago(w.stateSince, now)}</td>
-                    <td>{w.currentJob ? <a className="mono" href={href('jobs', w.currentJob)}>{w.currentJob}</a> : '–'}</td>
+                    <td>{w.currentJob ? <ShortId value={w.currentJob} keep={28} href={href('jobs', w.currentJob)} /> : '–'}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+            </Table>
           )}
         </div>
       </div>
@@ -93,16 +83,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
           <h3>Processes and restart history</h3>
           {isUnreadable(machine.processes) && <p className="unknown">Processes: unknown ({machine.processes.unreadable})</p>}
           {processes.length > 0 && (
-            <table>
-              <thead>
-                <tr>
-                  <th>process</th>
-                  <th>kind</th>
-                  <th>state</th>
-                  <th>restarts</th>
-                </tr>
-              </thead>
-              <tbody>
+            <Table columns={['process', 'kind', 'state', 'restarts']}>
                 {processes.map((p) => (
                   <tr key={p.name}>
                     <td className="mono">{p.name}</td>
@@ -113,8 +94,7 @@ export function MachinePage({ connection, store, pool, id, now }: { connection: 
                     <td>{p.restarts ?? 0}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+            </Table>
           )}
           {history && history.length > 0 ? (
             <ol className="history">
@@ -225,7 +205,7 @@ function MachineLogs({ connection, pool, machine, processes }: { connection: Con
     setState({ kind: 'loading' });
     void (async () => {
       try {
-        const page = await connection.machineLogs(machine, { pool, ...(process ? { process } : {}) });
+        const page = await connection.machineLogs(machine, { pool, process: process || undefined });
         if (abort.signal.aborted) return;
         if (!page.available) {
           setState({ kind: 'unavailable', reason: page.reason });
@@ -237,7 +217,7 @@ function MachineLogs({ connection, pool, machine, processes }: { connection: Con
         const after = page.entries.at(-1)?.id ?? page.next;
         let pending: LogEntry[] = [];
         let timer: ReturnType<typeof setTimeout> | undefined;
-        for await (const entry of connection.followMachineLogs(machine, { pool, ...(process ? { process } : {}), ...(after ? { after } : {}), signal: abort.signal })) {
+        for await (const entry of connection.followMachineLogs(machine, { pool, process: process || undefined, after, signal: abort.signal })) {
           // batched: a chatty process must not re-render the page per line
           pending.push(entry);
           timer ??= setTimeout(() => {
@@ -321,4 +301,20 @@ function useMachineHistory(connection: Connection, store: MonitorStore, pool: st
     };
   }, [connection, store, pool, id]);
   return note;
+}
+
+/** A table with a header row of these columns around its body rows. */
+function Table({ columns, children }: { columns: readonly string[]; children: ReactNode }) {
+  return (
+    <table>
+      <thead>
+        <tr>
+          {columns.map((column) => (
+            <th key={column}>{column}</th>
+          ))}
+        </tr>
+      </thead>
+      <tbody>{children}</tbody>
+    </table>
+  );
 }

@@ -12,7 +12,7 @@ import { clock, duration } from './format';
 export function MachineActions({ connection, store, pool, machine, services }: { connection: Connection; store: MonitorStore; pool: string; machine: string; services: string[] }) {
   if (!connection.isOperator) return null;
   const send = (action: 'restart' | 'drain', service?: string) => async (reason: string) => {
-    const answer = await connection.client.machineCommand(machine, action, { pool, ...(service ? { service } : {}), ...(reason ? { reason } : {}) });
+    const answer = await connection.client.machineCommand(machine, action, { pool, service: service || undefined, reason: reason || undefined });
     store.dispatch({ type: 'command-requested', command: answer, by: connection.identity.key_id, at: Date.now() });
     return `${action}${service ? ` of ${service}` : ''} sent to ${machine} (command ${answer.command_id})`;
   };
@@ -99,7 +99,7 @@ export function PauseToggle({ connection, pool, service, paused }: { connection:
       askReason
       danger
       run={async (reason) => {
-        await connection.client.setServicePaused(service, true, { pool, ...(reason ? { reason } : {}) });
+        await connection.client.setServicePaused(service, true, { pool, reason: reason || undefined });
         return `${service} paused in ${pool}`;
       }}
     />

@@ -40,10 +40,11 @@ export function SubmitView({ connection }: { connection: Connection }) {
     try {
       const job: SubmitJobInput = {
         service,
-        ...(parsedPayload.value !== undefined ? { payload: parsedPayload.value } : {}),
-        ...(parsedRequirements.value !== undefined ? { requirements: parsedRequirements.value as SubmitJobInput['requirements'] } : {}),
-        ...(priority ? { priority } : {}),
-        ...(tenant ? { tenant } : {}),
+        // a JSON body: undefined fields are not sent; an empty priority or tenant stays out
+        payload: parsedPayload.value,
+        requirements: parsedRequirements.value as SubmitJobInput['requirements'],
+        priority: priority || undefined,
+        tenant: tenant || undefined,
       };
       const submitted = await connection.client.submit(job);
       notice('ok', `submitted ${submitted.id} (${submitted.state})`);

@@ -403,8 +403,8 @@ export class Broker {
   }
 
   /** The queue samples of the pools recorded for slots from `fromSlot` (ms) on, oldest first per pool; entries that do not parse come back apart. */
-  readQueueHistory(pools: string[], fromSlot: number): Promise<{ samples: streams.QueueHistoryWrite['sample'][]; unreadable: streams.UnreadableQueueSample[] }> {
-    return streams.readQueueHistory(this.#ctx, pools, fromSlot);
+  readQueueHistory(pools: string[], fromSlot: number, range?: streams.QueueHistoryWrite['range']): Promise<{ samples: streams.QueueHistoryWrite['sample'][]; unreadable: streams.UnreadableQueueSample[] }> {
+    return streams.readQueueHistory(this.#ctx, pools, fromSlot, range);
   }
 
   // ---------------------------------------------------------------- machines

@@ -1,4 +1,4 @@
-import { QueueSample } from '../api-protocol';
+import { type QueueHistoryRange, QueueSample } from '../api-protocol';
 import { type StreamEvent, type StreamEventType, parseStreamEntry } from '../events';
 import type { BrokerContext } from './context';
 import { type ReadConnection, redisFor } from './connection';
@@ -151,10 +151,15 @@ export async function machineEvents(
 
 // ---------------------------------------------------------------- queue history
 
-/** A queue sample to record, with the pool whose stream it goes to. */
+/** A queue sample to record, with the pool whose stream it goes to (the hour's, unless `range` says the day's). */
 export interface QueueHistoryWrite {
   pool: string;
   sample: QueueSample;
+  range?: QueueHistoryRange;
+}
+
+function queueHistoryKey(ctx: BrokerContext, pool: string, range: QueueHistoryRange = 'hour'): string {
+  return range === 'day' ? ctx.keys.queueHistoryDay(pool) : ctx.keys.queueHistory(pool);
 }
 
 /**
@@ -165,8 +170,8 @@ export interface QueueHistoryWrite {
  */
 export async function recordQueueSamples(ctx: BrokerContext, slot: number, samples: QueueHistoryWrite[], keepMs: number): Promise<boolean> {
   const pipeline = ctx.redis.pipeline();
-  for (const { pool, sample } of samples) {
-    pipeline.xadd(ctx.keys.queueHistory(pool), 'MINID', '=', String(slot - keepMs), `${slot}-0`, 'sample', JSON.stringify(sample));
+  for (const { pool, sample, range } of samples) {
+    pipeline.xadd(queueHistoryKey(ctx, pool, range), 'MINID', '=', String(slot - keepMs), `${slot}-0`, 'sample', JSON.stringify(sample));
   }
   let wrote = samples.length > 0;
   for (const [error] of (await pipeline.exec()) ?? []) {
@@ -184,10 +189,10 @@ export interface UnreadableQueueSample {
   issue: unknown;
 }
 
-/** The samples of the pools recorded at or after `fromSlot` (ms), oldest first per pool. */
-export async function readQueueHistory(ctx: BrokerContext, pools: string[], fromSlot: number): Promise<{ samples: QueueSample[]; unreadable: UnreadableQueueSample[] }> {
+/** The samples of the pools recorded at or after `fromSlot` (ms) in the hour's (or the day's) stream, oldest first per pool. */
+export async function readQueueHistory(ctx: BrokerContext, pools: string[], fromSlot: number, range: QueueHistoryRange = 'hour'): Promise<{ samples: QueueSample[]; unreadable: UnreadableQueueSample[] }> {
   const pipeline = ctx.redis.pipeline();
-  for (const pool of pools) pipeline.xrange(ctx.keys.queueHistory(pool), String(Math.max(0, fromSlot)), '+');
+  for (const pool of pools) pipeline.xrange(queueHistoryKey(ctx, pool, range), String(Math.max(0, fromSlot)), '+');
   const replies = (await pipeline.exec()) ?? [];
   const samples: QueueSample[] = [];
   const unreadable: UnreadableQueueSample[] = [];
