@@ -67,6 +67,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async () => (await import('./commands/workers')).registerWorkers,
   },
   {
+    name: 'top',
+    usage: '[options]',
+    description: 'a live one-screen view of pools, queues, workers, machines, throughput and recent failures, redrawn until q or Ctrl-C',
+    load: async () => (await import('./commands/top')).registerTop,
+  },
+  {
     name: 'machines',
     usage: '[options]',
     description: 'registered machines: state, last status, last operator command (offline ones stay listed)',
