@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,8 @@ import { formatTable } from './stats';
  * 'ready' message to the supervisor). Each is timed twice: from the build
  * (dist/, plain node: how `emp` and the machine agent run) and from the
  * TypeScript sources (through tsx: `npm run dev`). Run `npm run build` first.
+ * A bare `node -e ''` is timed alongside, and the load average printed: on a
+ * shared machine both say how much of a figure is the machine's.
  */
 
 const { values: flags } = parseArgs({ options: { runs: { type: 'string', default: '5' } }, strict: true });
@@ -71,12 +74,13 @@ async function median(measure: (run: number) => Promise<number>): Promise<number
   return times[Math.floor((times.length - 1) / 2)]!;
 }
 
+const loadBefore = loadavg()[0]!;
 const redis = await startRedis();
 try {
   const env = { ...process.env, REDIS_URL: redis.url, LOG_LEVEL: 'warn' };
   // loads the function library once, so that no timed run pays for it
   await timeCommand(ways.build.emp.concat('queues'), env);
-  const rows: string[][] = [];
+  const rows: string[][] = [[`node -e ''`, `${Math.round(await median(() => timeCommand(['-e', ''], env)))} ms`, '', '']];
   for (const [name, target] of [['emp --help', 300], ['emp queues', 500], ['worker ready', 1000]] as const) {
     const cells = [];
     for (const way of [ways.build, ways.sources]) {
@@ -88,7 +92,8 @@ try {
     }
     rows.push([name, ...cells, `< ${target} ms`]);
   }
-  process.stdout.write(`cold starts, median of ${runs}\n${formatTable(['', 'build (node dist/)', 'sources (tsx)', 'target'], rows)}\n`);
+  const load = `${loadBefore.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end`;
+  process.stdout.write(`cold starts, median of ${runs} (1-minute load average ${load}, ${availableParallelism()} cores)\n${formatTable(['', 'build (node dist/)', 'sources (tsx)', 'target'], rows)}\n`);
 } finally {
   await redis.stop();
 }
