@@ -1,4 +1,4 @@
-import { type Broker, type BrokerEvent, TERMINAL_EVENT_TYPES, toStreamEvent } from '@emp/core';
+import { type Broker, type StreamEvent, TERMINAL_EVENT_TYPES } from '@emp/core';
 
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 3_600_000;
@@ -120,10 +120,8 @@ export class FleetActivity {
     history.starts = dropBefore(history.starts, now - WAIT_WINDOW_MS);
   }
 
-  #record(history: PoolHistory, raw: BrokerEvent): void {
-    // only the few types counted are parsed: a busy pool's hour is tens of thousands of events
-    if (!COUNTED_TYPES.has(raw.type)) return;
-    const event = toStreamEvent(raw);
+  #record(history: PoolHistory, event: StreamEvent): void {
+    if (!COUNTED_TYPES.has(event.type)) return;
     switch (event.type) {
       case 'job.starting':
         if (event.attempt === 1 && event.submitted_at !== undefined) history.starts.push({ ts: event.ts, service: event.service, waitMs: Math.max(0, event.ts - event.submitted_at) });
