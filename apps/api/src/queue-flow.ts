@@ -148,7 +148,7 @@ export function withFlow(sample: QueueSample, flow: PoolFlow | undefined): Queue
   for (const [service, seen] of flow?.services ?? []) {
     if (!sample.services.some((entry) => entry.service === service)) services.push({ service, depth: 0, ...seen });
   }
-  return { ...sample, finished: flow?.finished ?? {}, ...(flow?.wait ? { wait: flow.wait } : {}), services };
+  return { ...sample, finished: flow?.finished ?? {}, wait: flow?.wait, services };
 }
 
 /**
@@ -184,8 +184,8 @@ function flowOf(entries: ReadonlyArray<{ finished?: FinishedCounts; wait?: WaitD
   const known = entries.filter((e) => e.finished);
   const wait = mergeWaitDigests(entries.flatMap((e) => (e.wait ? [e.wait] : [])));
   return {
-    ...(known.length > 0 ? { finished: known.reduce<FinishedCounts>((sum, e) => addFinished(sum, e.finished!), {}) } : {}),
-    ...(wait ? { wait } : {}),
+    finished: known.length > 0 ? known.reduce<FinishedCounts>((sum, e) => addFinished(sum, e.finished!), {}) : undefined,
+    wait,
   };
 }
 
@@ -196,7 +196,7 @@ export function flowSummary(samples: readonly QueueSample[], intervalMs: number)
   const coveredMs = new Set(known.map((s) => s.ts)).size * intervalMs;
   const wait = mergeWaitDigests(samples.flatMap((s) => (s.wait ? [s.wait] : [])));
   const perMin = coveredMs > 0 ? (finishedTotal(finished) * 60_000) / coveredMs : 0;
-  return { finished, covered_ms: coveredMs, jobs_per_min: Math.round(perMin * 100) / 100, ...(wait ? { wait } : {}) };
+  return { finished, covered_ms: coveredMs, jobs_per_min: Math.round(perMin * 100) / 100, wait };
 }
 
 export function finishedTotal(counts: FinishedCounts): number {

@@ -58,7 +58,7 @@ export async function eventStreamInfo(ctx: BrokerContext, pool: string): Promise
   return {
     length: Number(field('length')),
     entriesAdded: Number(field('entries-added')),
-    ...(first !== undefined ? { firstId: first } : {}),
+    firstId: first,
     lastGeneratedId: String(field('last-generated-id')),
   };
 }
