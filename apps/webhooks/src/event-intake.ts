@@ -130,7 +130,12 @@ export class EventIntake {
           await this.takeOverPending(pool);
           catchUp = false;
         }
-        const events = await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: 200, blockMs, connection });
+        // what is there already, with the group's counters (entries trimmed unread are told); none: wait for more
+        const read = await this.broker.readEventGroupWatched(pool, this.config.group, this.consumer, { count: 200, connection });
+        if (read.loss) await this.reportLoss(pool, read.loss.count, read.loss.after, read.loss.before);
+        const events = read.events.length
+          ? read.events
+          : await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: 200, blockMs, connection });
         if (events.length) await this.handle(pool, events);
       } catch (error) {
         if (this.stopping) break;
@@ -158,12 +163,37 @@ export class EventIntake {
     let cursor = '0-0';
     do {
       const page = await this.broker.claimStaleEvents(pool, this.config.group, this.consumer, 0, { cursor, count: 200 });
+      // read but not acknowledged when the stream's trimming took them: gone, and dropped from the group now
+      if (page.trimmed.length) await this.reportLoss(pool, page.trimmed.length, '', '', page.trimmed);
       if (page.events.length) {
         this.logger.info({ pool, events: page.events.length }, 'webhooks: handling events left pending');
         await this.handle(pool, page.events);
       }
       cursor = page.cursor;
     } while (cursor !== '0-0' && !this.stopping);
+  }
+
+  /**
+   * Events of the pool's stream were trimmed (the broker's `eventsMaxLen`) before they were
+   * handled: never delivered. Said in the log, the metric, the outbox's own stream
+   * (`webhook.events.lost`, durable) and, best-effort, to the operator-scoped endpoints that ask for it.
+   */
+  private async reportLoss(pool: string, count: number, after: string, before: string, ids?: string[]): Promise<void> {
+    this.metrics.lost.inc({ pool }, count);
+    this.logger.error(
+      { pool, lost: count, after: after || undefined, before: before || undefined, ids: ids?.slice(0, 20) },
+      `webhooks: ${count} events of pool ${pool} were trimmed from its stream before this service handled them: they are not delivered (raise the broker's eventsMaxLen, or run more webhook service instances)`,
+    );
+    const event = await this.outbox.recordLostEvents({ pool, group: this.config.group, count, after, before });
+    const type = 'webhook.events.lost';
+    const watchers = (await this.endpoints.list('')).filter((e) => e.enabled && endpointWants(e, { type }));
+    if (watchers.length === 0) return;
+    const at = Date.now();
+    const body = JSON.stringify({ type, timestamp: new Date(at).toISOString(), data: { pool, group: this.config.group, count, after, before } });
+    for (const watcher of watchers) {
+      await this.outbox.enqueue({ id: `msg_lost_${pool}_${event}_${watcher.id}`, tenant: '', url: watcher.url, job: `pool:${pool}`, type, body, endpoint: watcher.id });
+    }
+    this.onQueued();
   }
 
   private async handle(pool: string, events: StreamEvent[]): Promise<void> {

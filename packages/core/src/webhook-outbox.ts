@@ -220,6 +220,15 @@ export class WebhookOutbox {
     await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookReader, [pool, consumer, 0, '1']);
   }
 
+  /**
+   * Records on the outbox's own stream (`webhook.events.lost`) that `count` entries of `pool`'s
+   * event stream were trimmed before `group` read them (after `after`, before `before`: the
+   * group's position and the oldest entry kept; '' when not known). Returns the event's id.
+   */
+  async recordLostEvents(loss: { pool: string; group: string; count: number; after?: string; before?: string }): Promise<string> {
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookLost, [loss.pool, loss.group, loss.count, loss.after ?? '', loss.before ?? '']);
+  }
+
   /** The tenant's signing secrets, the current one made on first use. */
   async secrets(tenant: string): Promise<TenantWebhookSecrets> {
     return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookSecret, [tenant, newWebhookSecret(), '0', 0]);

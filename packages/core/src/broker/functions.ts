@@ -120,6 +120,7 @@ export const FUNCTIONS = {
   webhookSettle: webhooks<[id: string, attempt: number, outcome: WebhookOutcome, retryMs: number, log: string, logLength: number,
     retentionMs: number, progressThrottleMs: number, failDisableMs: number], WebhookSettleResult>('emp_webhook_settle', r.webhookSettleReply),
   webhookResend: webhooks<[id: string], WebhookResendResult>('emp_webhook_resend', r.webhookResendReply),
+  webhookLost: webhooks<[pool: string, group: string, count: number, after: string, before: string], string>('emp_webhook_lost', r.text),
   webhookReader: webhooks<[pool: string, consumer: string, leaseMs: number, release: Bit], boolean>('emp_webhook_reader', r.flag),
   webhookSecret: webhooks<[tenant: string, fresh: string, rotate: Bit, graceMs: number], TenantWebhookSecrets>('emp_webhook_secret', r.webhookSecretReply),
   webhookEndpoint: webhooks<
