@@ -2,11 +2,13 @@ import {
   type BlockingConnection,
   type Broker,
   EmpError,
+  type Job,
   type JobStreamEvent,
   type StreamEvent,
   type WebhookEndpoint,
   type WebhookEndpoints,
   type WebhookEventType,
+  type WebhookMessageInput,
   type WebhookOutbox,
   endpointWants,
   isJobEvent,
@@ -196,67 +198,74 @@ export class EventIntake {
     this.onQueued();
   }
 
+  /**
+   * Turns a batch of events into messages and queues them, then acknowledges the batch: a
+   * bounded number of round trips whatever its size (the endpoints of its tenants, read at
+   * once; its jobs, one pipeline per pool; the messages, pipelines of `enqueueMany` in stream
+   * order, so a job's messages join each chain in the order its events happened; one XACK).
+   * Nothing is acknowledged before every message of the batch is queued: a crash or a Redis
+   * error in between reads the batch again, and queueing it again finds the messages known.
+   */
   private async handle(pool: string, events: StreamEvent[]): Promise<void> {
     this.metrics.events.inc({ pool }, events.length);
-    let queued = false;
     const cache: EndpointCache = new Map();
+    const jobEvents = events.filter((event): event is JobStreamEvent => isJobEvent(event) && WEBHOOK_TYPE[event.type] !== undefined);
+    // every tenant's endpoints (and the operator-scoped ones) and every job at once
+    for (const event of jobEvents) void this.endpointsOf(event.tenant, cache).catch(() => undefined);
+    if (events.some((event) => !isJobEvent(event))) void this.endpointsOf('', cache).catch(() => undefined);
+    const jobIds = [...new Set(jobEvents.map((event) => event.job))];
+    const read = await this.broker.getJobsSettled(jobIds);
+    const jobs = new Map(jobIds.map((id, index) => [id, read[index]!]));
+    const messages: WebhookMessageInput[] = [];
     // in stream order: a job's messages join its chains in the order its events happened
     for (const event of events) {
       try {
-        if (await this.queueFor(event, cache)) queued = true;
+        messages.push(...(await this.messagesOf(event, cache, jobs)));
       } catch (error) {
         // a job record that does not parse would fail on every re-read: log it and go on; anything else (Redis) retries the batch
         if (!(error instanceof EmpError)) throw error;
         this.logger.error({ err: error, pool, event: event.id, type: event.type }, 'webhooks: an event could not be turned into a message; skipped');
       }
     }
+    const results = await this.outbox.enqueueMany(messages);
+    for (const result of results) this.metrics.queued.inc({ result });
     await this.broker.ackEvents(pool, this.config.group, events.map((e) => e.id));
-    if (queued) this.onQueued();
+    if (results.includes('queued')) this.onQueued();
   }
 
-  private async queueFor(event: StreamEvent, cache: EndpointCache): Promise<boolean> {
-    if (!isJobEvent(event)) return this.queueFleetEvent(event, cache);
+  private async messagesOf(event: StreamEvent, cache: EndpointCache, jobs: Map<string, PromiseSettledResult<Job | null>>): Promise<WebhookMessageInput[]> {
+    if (!isJobEvent(event)) return this.fleetMessages(event, cache);
     const type = WEBHOOK_TYPE[event.type];
-    if (!type) return false;
+    if (!type) return [];
     // the workflow filter needs the job; type and service the event has
     const candidates = (await this.endpointsOf(event.tenant, cache)).filter((endpoint) =>
       endpointWants({ events: endpoint.events, services: endpoint.services }, { type, service: event.service }),
     );
-    const job = await this.broker.getJob(event.job);
-    if (!job) return false;
+    const read = jobs.get(event.job);
+    if (read?.status === 'rejected') throw read.reason;
+    const job = read?.value;
+    if (!job) return [];
     const own = job.webhook && webhookWants(job.webhook, type);
     const targets = candidates.filter((endpoint) => endpointWants(endpoint, { type, service: job.service, workflow: job.workflow_id || undefined }));
-    if (!own && targets.length === 0) return false;
+    if (!own && targets.length === 0) return [];
     const body = JSON.stringify({ type, timestamp: new Date(event.ts).toISOString(), data: jobView(job) });
-    let queued = false;
-    if (own) {
-      const result = await this.outbox.enqueue({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body });
-      this.metrics.queued.inc({ result });
-      queued ||= result === 'queued';
-    }
+    const messages: WebhookMessageInput[] = [];
+    if (own) messages.push({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body });
     for (const endpoint of targets) {
-      const result = await this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id });
-      this.metrics.queued.inc({ result });
-      queued ||= result === 'queued';
+      messages.push({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id });
     }
-    return queued;
+    return messages;
   }
 
   /** machine.* / worker.* events go to the operator-scoped endpoints that ask for them, in order per machine or worker. */
-  private async queueFleetEvent(event: StreamEvent, cache: EndpointCache): Promise<boolean> {
-    if (event.type === 'unknown' || !isOperatorEventType(event.type)) return false;
+  private async fleetMessages(event: StreamEvent, cache: EndpointCache): Promise<WebhookMessageInput[]> {
+    if (event.type === 'unknown' || !isOperatorEventType(event.type)) return [];
     const targets = (await this.endpointsOf('', cache)).filter((endpoint) => endpointWants(endpoint, { type: event.type }));
-    if (targets.length === 0) return false;
+    if (targets.length === 0) return [];
     const { id: _entry, ts, ...data } = event as StreamEvent & Record<string, unknown>;
     const subject = 'machine' in event && event.type.startsWith('machine.') ? `machine:${String(event.machine)}` : 'worker' in event ? `worker:${String(event.worker)}` : `fleet:${event.pool}`;
     const body = JSON.stringify({ type: event.type, timestamp: new Date(ts).toISOString(), data });
-    let queued = false;
-    for (const endpoint of targets) {
-      const result = await this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: '', url: endpoint.url, job: subject, type: event.type, body, endpoint: endpoint.id });
-      this.metrics.queued.inc({ result });
-      queued ||= result === 'queued';
-    }
-    return queued;
+    return targets.map((endpoint) => ({ id: messageId(event, endpoint.id), tenant: '', url: endpoint.url, job: subject, type: event.type, body, endpoint: endpoint.id }));
   }
 
   /** The enabled endpoints of a tenant and the operator-scoped ones ('': the operator-scoped ones only). */

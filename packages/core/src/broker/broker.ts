@@ -153,6 +153,14 @@ export class Broker {
     return jobs.getJob(this.#ctx, id);
   }
 
+  /**
+   * `getJob` of several jobs in one round trip per pool: per id, the job (null: none) or the
+   * error `getJob` would have thrown for it; a failed connection rejects the whole read.
+   */
+  getJobsSettled(ids: readonly string[]): Promise<Array<PromiseSettledResult<Job | null>>> {
+    return jobs.getJobsSettled(this.#ctx, ids);
+  }
+
   /** Cancels a job; idempotent: a finished job is returned unchanged. */
   cancel(id: string, reason = ''): Promise<{ state: JobState; changed: boolean }> {
     return jobs.cancel(this.#ctx, id, reason);

@@ -188,6 +188,11 @@ export class FunctionCalls {
     pipeline.call(this.command(fn), fn.name, 1, this.keys.anchor(pool), ...this.prelude(fn), ...args);
   }
 
+  /** `queue` for a function of the webhook service's shard. */
+  queueWebhooks<A extends readonly Arg[], R>(pipeline: ChainableCommander, fn: RedisFunction<A, R, 'webhooks'>, args: A): void {
+    pipeline.call(this.command(fn), fn.name, 1, this.keys.webhookAnchor(), ...this.prelude(fn), ...args);
+  }
+
   decode<R>(fn: RedisFunction<readonly Arg[], R>, entry: PipelineEntry): R {
     const [error, reply] = entry ?? [new Error(`no reply to ${fn.name}`), null];
     if (error) {
