@@ -40,6 +40,9 @@ export function messageId(event: StreamEvent, endpoint?: string): string {
   return endpoint ? `msg_${event.pool}_${event.id}_${endpoint}` : `msg_${event.pool}_${event.id}`;
 }
 
+/** Events read at once. */
+const BATCH = 200;
+
 /** Endpoints an event batch may go to, read once per tenant per batch (new and changed endpoints count from the next batch). */
 type EndpointCache = Map<string, Promise<WebhookEndpoint[]>>;
 
@@ -114,9 +117,16 @@ export class EventIntake {
     const blockMs = Math.max(10, Math.min(1_000, Math.floor(leaseMs / 3)));
     let holding = false;
     let catchUp = true;
+    let renewedAt = 0;
+    // the counters are looked at (a MULTI with XINFO) when the last read may have left entries behind,
+    // and once a second anyway; a caught-up reader otherwise blocks on the stream at once
+    let watch = true;
+    let watchedAt = 0;
     while (!this.stopping) {
       try {
-        const held = await this.outbox.holdReader(pool, this.consumer, leaseMs);
+        // renewed every half blockMs at least: a batch comes every few ms under load
+        const held = holding && Date.now() - renewedAt < blockMs / 2 ? true : await this.outbox.holdReader(pool, this.consumer, leaseMs);
+        if (held) renewedAt = Date.now();
         if (!held) {
           if (holding) this.logger.warn({ pool }, 'webhooks: lost the lease of reading this pool (this instance was too slow to renew it)');
           holding = false;
@@ -126,22 +136,30 @@ export class EventIntake {
         if (!holding) {
           holding = true;
           catchUp = true;
+          watch = true;
         }
         if (catchUp) {
           // whatever the group has pending (a predecessor's, or ours after an error) goes first, in stream order
           await this.takeOverPending(pool);
           catchUp = false;
         }
-        // what is there already, with the group's counters (entries trimmed unread are told); none: wait for more
-        const read = await this.broker.readEventGroupWatched(pool, this.config.group, this.consumer, { count: 200, connection });
-        if (read.loss) await this.reportLoss(pool, read.loss.count, read.loss.after, read.loss.before);
-        const events = read.events.length
-          ? read.events
-          : await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: 200, blockMs, connection });
+        let events: StreamEvent[] = [];
+        if (watch || Date.now() - watchedAt >= 1_000) {
+          // what is there already, with the group's counters (entries trimmed unread are told)
+          const read = await this.broker.readEventGroupWatched(pool, this.config.group, this.consumer, { count: BATCH, connection });
+          watchedAt = Date.now();
+          if (read.loss) await this.reportLoss(pool, read.loss.count, read.loss.after, read.loss.before);
+          events = read.events;
+        }
+        // none: wait for more
+        if (!events.length) events = await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: BATCH, blockMs, connection });
+        // a full batch: more may wait, which the stream's trimming could take before the next read
+        watch = events.length >= BATCH;
         if (events.length) await this.handle(pool, events);
       } catch (error) {
         if (this.stopping) break;
         catchUp = true;
+        watch = true;
         this.logger.error({ err: error, pool }, 'webhooks: reading the event stream failed; retrying');
         await this.standBy(1_000);
       }

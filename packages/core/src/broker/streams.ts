@@ -123,8 +123,10 @@ function compareIds(a: string, b: string): number {
  * started from. When the group's last-delivered id is older than the oldest kept
  * entry, lag - length entries were trimmed unread; the group's entries-read is
  * then set right (XGROUP SETID ... ENTRIESREAD), so each loss is told once and
- * the next one is counted from a true counter. A group whose counter Redis does
- * not know yet (never read since it was made) cannot tell: `loss` is absent.
+ * the next one is counted from a true counter. A read that takes every entry
+ * left also finds a gap skipped earlier by a plain `readEventGroup` (its
+ * bounds then unknown: ''). A group whose counter Redis does not know yet
+ * (never read since it was made) cannot tell: `loss` is absent.
  */
 export async function readEventGroupWatched(
   ctx: BrokerContext,
@@ -159,15 +161,26 @@ export async function readEventGroupWatched(
   const lastDelivered = String(infoField(mine, 'last-delivered-id'));
   const entriesRead = infoField(mine, 'entries-read');
   const lag = infoField(mine, 'lag');
-  if (entriesRead === null || lag === null || lag === undefined || compareIds(lastDelivered, first) >= 0) return { events };
-  const length = Number(infoField(info, 'length'));
-  const count = Number(lag) - length;
+  if (entriesRead === null || entriesRead === undefined || lag === null || lag === undefined) return { events };
+  // lag = entries added after the group's counter: those kept after its position, and those trimmed unread
+  let count: number;
+  let gap = { after: '', before: '' };
+  if (compareIds(lastDelivered, first) < 0) {
+    // a gap right behind the group's position: every kept entry is after it
+    count = Number(lag) - Number(infoField(info, 'length'));
+    gap = { after: lastDelivered, before: first };
+  } else if (entries.length < (options.count ?? 100)) {
+    // this read took every entry after the position: anything more the counter misses was skipped
+    // earlier (a gap trimmed between a look and a read); where exactly is no longer known
+    count = Number(lag) - entries.length;
+  } else {
+    return { events };
+  }
   if (!(count > 0)) return { events };
   // the counter as if the group had read what was trimmed, then this read's entries
-  const trimmed = Number(infoField(info, 'entries-added')) - length;
   const position = entries.length ? entries[entries.length - 1]![0] : lastDelivered;
-  await ctx.redis.call('XGROUP', 'SETID', key, group, position, 'ENTRIESREAD', trimmed + entries.length);
-  return { events, loss: { count, after: lastDelivered, before: first } };
+  await ctx.redis.call('XGROUP', 'SETID', key, group, position, 'ENTRIESREAD', Number(entriesRead) + count + entries.length);
+  return { events, loss: { count, ...gap } };
 }
 
 export async function claimStaleEvents(
