@@ -2,11 +2,13 @@ import {
   type BlockingConnection,
   type Broker,
   EmpError,
+  type Job,
   type JobStreamEvent,
   type StreamEvent,
   type WebhookEndpoint,
   type WebhookEndpoints,
   type WebhookEventType,
+  type WebhookMessageInput,
   type WebhookOutbox,
   endpointWants,
   isJobEvent,
@@ -37,6 +39,9 @@ const WEBHOOK_TYPE: Partial<Record<JobStreamEvent['type'], WebhookEventType>> = 
 export function messageId(event: StreamEvent, endpoint?: string): string {
   return endpoint ? `msg_${event.pool}_${event.id}_${endpoint}` : `msg_${event.pool}_${event.id}`;
 }
+
+/** Events read at once. */
+const BATCH = 200;
 
 /** Endpoints an event batch may go to, read once per tenant per batch (new and changed endpoints count from the next batch). */
 type EndpointCache = Map<string, Promise<WebhookEndpoint[]>>;
@@ -112,9 +117,16 @@ export class EventIntake {
     const blockMs = Math.max(10, Math.min(1_000, Math.floor(leaseMs / 3)));
     let holding = false;
     let catchUp = true;
+    let renewedAt = 0;
+    // the counters are looked at (a MULTI with XINFO) when the last read may have left entries behind,
+    // and once a second anyway; a caught-up reader otherwise blocks on the stream at once
+    let watch = true;
+    let watchedAt = 0;
     while (!this.stopping) {
       try {
-        const held = await this.outbox.holdReader(pool, this.consumer, leaseMs);
+        // renewed every half blockMs at least: a batch comes every few ms under load
+        const held = holding && Date.now() - renewedAt < blockMs / 2 ? true : await this.outbox.holdReader(pool, this.consumer, leaseMs);
+        if (held) renewedAt = Date.now();
         if (!held) {
           if (holding) this.logger.warn({ pool }, 'webhooks: lost the lease of reading this pool (this instance was too slow to renew it)');
           holding = false;
@@ -124,17 +136,30 @@ export class EventIntake {
         if (!holding) {
           holding = true;
           catchUp = true;
+          watch = true;
         }
         if (catchUp) {
           // whatever the group has pending (a predecessor's, or ours after an error) goes first, in stream order
           await this.takeOverPending(pool);
           catchUp = false;
         }
-        const events = await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: 200, blockMs, connection });
+        let events: StreamEvent[] = [];
+        if (watch || Date.now() - watchedAt >= 1_000) {
+          // what is there already, with the group's counters (entries trimmed unread are told)
+          const read = await this.broker.readEventGroupWatched(pool, this.config.group, this.consumer, { count: BATCH, connection });
+          watchedAt = Date.now();
+          if (read.loss) await this.reportLoss(pool, read.loss.count, read.loss.after, read.loss.before);
+          events = read.events;
+        }
+        // none: wait for more
+        if (!events.length) events = await this.broker.readEventGroup(pool, this.config.group, this.consumer, { count: BATCH, blockMs, connection });
+        // a full batch: more may wait, which the stream's trimming could take before the next read
+        watch = events.length >= BATCH;
         if (events.length) await this.handle(pool, events);
       } catch (error) {
         if (this.stopping) break;
         catchUp = true;
+        watch = true;
         this.logger.error({ err: error, pool }, 'webhooks: reading the event stream failed; retrying');
         await this.standBy(1_000);
       }
@@ -158,6 +183,8 @@ export class EventIntake {
     let cursor = '0-0';
     do {
       const page = await this.broker.claimStaleEvents(pool, this.config.group, this.consumer, 0, { cursor, count: 200 });
+      // read but not acknowledged when the stream's trimming took them: gone, and dropped from the group now
+      if (page.trimmed.length) await this.reportLoss(pool, page.trimmed.length, '', '', page.trimmed);
       if (page.events.length) {
         this.logger.info({ pool, events: page.events.length }, 'webhooks: handling events left pending');
         await this.handle(pool, page.events);
@@ -166,67 +193,97 @@ export class EventIntake {
     } while (cursor !== '0-0' && !this.stopping);
   }
 
+  /**
+   * Events of the pool's stream were trimmed (the broker's `eventsMaxLen`) before they were
+   * handled: never delivered. Said in the log, the metric, the outbox's own stream
+   * (`webhook.events.lost`, durable) and, best-effort, to the operator-scoped endpoints that ask for it.
+   */
+  private async reportLoss(pool: string, count: number, after: string, before: string, ids?: string[]): Promise<void> {
+    this.metrics.lost.inc({ pool }, count);
+    this.logger.error(
+      { pool, lost: count, after: after || undefined, before: before || undefined, ids: ids?.slice(0, 20) },
+      `webhooks: ${count} events of pool ${pool} were trimmed from its stream before this service handled them: they are not delivered (raise the broker's eventsMaxLen, or run more webhook service instances)`,
+    );
+    const event = await this.outbox.recordLostEvents({ pool, group: this.config.group, count, after, before });
+    const type = 'webhook.events.lost';
+    const watchers = (await this.endpoints.list('')).filter((e) => e.enabled && endpointWants(e, { type }));
+    if (watchers.length === 0) return;
+    const at = Date.now();
+    const body = JSON.stringify({ type, timestamp: new Date(at).toISOString(), data: { pool, group: this.config.group, count, after, before } });
+    for (const watcher of watchers) {
+      await this.outbox.enqueue({ id: `msg_lost_${pool}_${event}_${watcher.id}`, tenant: '', url: watcher.url, job: `pool:${pool}`, type, body, endpoint: watcher.id });
+    }
+    this.onQueued();
+  }
+
+  /**
+   * Turns a batch of events into messages and queues them, then acknowledges the batch: a
+   * bounded number of round trips whatever its size (the endpoints of its tenants, read at
+   * once; its jobs, one pipeline per pool; the messages, pipelines of `enqueueMany` in stream
+   * order, so a job's messages join each chain in the order its events happened; one XACK).
+   * Nothing is acknowledged before every message of the batch is queued: a crash or a Redis
+   * error in between reads the batch again, and queueing it again finds the messages known.
+   */
   private async handle(pool: string, events: StreamEvent[]): Promise<void> {
     this.metrics.events.inc({ pool }, events.length);
-    let queued = false;
     const cache: EndpointCache = new Map();
+    const jobEvents = events.filter((event): event is JobStreamEvent => isJobEvent(event) && WEBHOOK_TYPE[event.type] !== undefined);
+    // every tenant's endpoints (and the operator-scoped ones) and every job at once
+    for (const event of jobEvents) void this.endpointsOf(event.tenant, cache).catch(() => undefined);
+    if (events.some((event) => !isJobEvent(event))) void this.endpointsOf('', cache).catch(() => undefined);
+    const jobIds = [...new Set(jobEvents.map((event) => event.job))];
+    const read = await this.broker.getJobsSettled(jobIds);
+    const jobs = new Map(jobIds.map((id, index) => [id, read[index]!]));
+    const messages: WebhookMessageInput[] = [];
     // in stream order: a job's messages join its chains in the order its events happened
     for (const event of events) {
       try {
-        if (await this.queueFor(event, cache)) queued = true;
+        messages.push(...(await this.messagesOf(event, cache, jobs)));
       } catch (error) {
         // a job record that does not parse would fail on every re-read: log it and go on; anything else (Redis) retries the batch
         if (!(error instanceof EmpError)) throw error;
         this.logger.error({ err: error, pool, event: event.id, type: event.type }, 'webhooks: an event could not be turned into a message; skipped');
       }
     }
+    const results = await this.outbox.enqueueMany(messages);
+    for (const result of results) this.metrics.queued.inc({ result });
     await this.broker.ackEvents(pool, this.config.group, events.map((e) => e.id));
-    if (queued) this.onQueued();
+    if (results.includes('queued')) this.onQueued();
   }
 
-  private async queueFor(event: StreamEvent, cache: EndpointCache): Promise<boolean> {
-    if (!isJobEvent(event)) return this.queueFleetEvent(event, cache);
+  private async messagesOf(event: StreamEvent, cache: EndpointCache, jobs: Map<string, PromiseSettledResult<Job | null>>): Promise<WebhookMessageInput[]> {
+    if (!isJobEvent(event)) return this.fleetMessages(event, cache);
     const type = WEBHOOK_TYPE[event.type];
-    if (!type) return false;
+    if (!type) return [];
     // the workflow filter needs the job; type and service the event has
     const candidates = (await this.endpointsOf(event.tenant, cache)).filter((endpoint) =>
       endpointWants({ events: endpoint.events, services: endpoint.services }, { type, service: event.service }),
     );
-    const job = await this.broker.getJob(event.job);
-    if (!job) return false;
+    const read = jobs.get(event.job);
+    if (read?.status === 'rejected') throw read.reason;
+    const job = read?.value;
+    if (!job) return [];
     const own = job.webhook && webhookWants(job.webhook, type);
     const targets = candidates.filter((endpoint) => endpointWants(endpoint, { type, service: job.service, workflow: job.workflow_id || undefined }));
-    if (!own && targets.length === 0) return false;
+    if (!own && targets.length === 0) return [];
     const body = JSON.stringify({ type, timestamp: new Date(event.ts).toISOString(), data: jobView(job) });
-    let queued = false;
-    if (own) {
-      const result = await this.outbox.enqueue({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body });
-      this.metrics.queued.inc({ result });
-      queued ||= result === 'queued';
-    }
+    const messages: WebhookMessageInput[] = [];
+    if (own) messages.push({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body });
     for (const endpoint of targets) {
-      const result = await this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id });
-      this.metrics.queued.inc({ result });
-      queued ||= result === 'queued';
+      messages.push({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id });
     }
-    return queued;
+    return messages;
   }
 
   /** machine.* / worker.* events go to the operator-scoped endpoints that ask for them, in order per machine or worker. */
-  private async queueFleetEvent(event: StreamEvent, cache: EndpointCache): Promise<boolean> {
-    if (event.type === 'unknown' || !isOperatorEventType(event.type)) return false;
+  private async fleetMessages(event: StreamEvent, cache: EndpointCache): Promise<WebhookMessageInput[]> {
+    if (event.type === 'unknown' || !isOperatorEventType(event.type)) return [];
     const targets = (await this.endpointsOf('', cache)).filter((endpoint) => endpointWants(endpoint, { type: event.type }));
-    if (targets.length === 0) return false;
+    if (targets.length === 0) return [];
     const { id: _entry, ts, ...data } = event as StreamEvent & Record<string, unknown>;
     const subject = 'machine' in event && event.type.startsWith('machine.') ? `machine:${String(event.machine)}` : 'worker' in event ? `worker:${String(event.worker)}` : `fleet:${event.pool}`;
     const body = JSON.stringify({ type: event.type, timestamp: new Date(ts).toISOString(), data });
-    let queued = false;
-    for (const endpoint of targets) {
-      const result = await this.outbox.enqueue({ id: messageId(event, endpoint.id), tenant: '', url: endpoint.url, job: subject, type: event.type, body, endpoint: endpoint.id });
-      this.metrics.queued.inc({ result });
-      queued ||= result === 'queued';
-    }
-    return queued;
+    return targets.map((endpoint) => ({ id: messageId(event, endpoint.id), tenant: '', url: endpoint.url, job: subject, type: event.type, body, endpoint: endpoint.id }));
   }
 
   /** The enabled endpoints of a tenant and the operator-scoped ones ('': the operator-scoped ones only). */

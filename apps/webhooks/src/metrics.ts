@@ -36,6 +36,13 @@ export class WebhookMetrics {
     registers: [this.registry],
   });
 
+  readonly lost = new Counter({
+    name: 'emp_webhook_events_lost_total',
+    help: "Events of a pool's stream trimmed (the stream's MAXLEN, eventsMaxLen) before the service read or handled them: never delivered",
+    labelNames: ['pool'],
+    registers: [this.registry],
+  });
+
   constructor(backlog: () => Promise<{ messages: number; oldestDueAgeSeconds: number }>) {
     collectDefaultMetrics({ register: this.registry, prefix: 'emp_webhooks_' });
     let reading: Promise<{ messages: number; oldestDueAgeSeconds: number }> | undefined;

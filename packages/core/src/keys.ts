@@ -65,7 +65,7 @@
  *                                  endpoints:op the operator-scoped ones; busy:ep:<id>: attempts in flight to the
  *                                  endpoint; rate:<id>:<second>: its attempts in that second; eplog:<id>: its delivery
  *                                  attempts (JSON, capped); epmsgs:<id>: its messages by creation time (recover);
- *                                  events: operator events of the outbox (webhook.endpoint.disabled), capped
+ *                                  events: operator events of the outbox (webhook.endpoint.disabled, webhook.events.lost), capped
  */
 export class KeyLayout {
   constructor(readonly namespace = 'emp') {}

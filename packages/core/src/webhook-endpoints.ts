@@ -34,6 +34,7 @@ export const OPERATOR_EVENT_TYPES = [
   'machine.command.done',
   'machine.process',
   'webhook.endpoint.disabled',
+  'webhook.events.lost',
 ] as const;
 
 /** Sent by `POST /v1/webhooks/:id/test`, whatever the endpoint's filter. */

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Broker } from './broker';
 import { contextOf } from './broker/broker';
 import type { BrokerContext } from './broker/context';
-import { FUNCTIONS } from './broker/functions';
+import { type ArgsOf, FUNCTIONS } from './broker/functions';
 import { newWebhookSecret } from './webhook-signing';
 
 /**
@@ -32,6 +32,9 @@ export interface ClaimedWebhookMessage extends WebhookMessageInput {
   attempt: number;
   createdAt: number;
 }
+
+/** Enqueue calls per pipeline of `enqueueMany`: one round trip, a few MB at most (bodies are jobs' views). */
+const ENQUEUE_PIPELINE = 500;
 
 export type WebhookEnqueueResult = 'queued' | 'merged' | 'known' | 'disabled';
 export type WebhookOutcome = 'delivered' | 'retry' | 'failed' | 'disabled';
@@ -112,7 +115,30 @@ export class WebhookOutbox {
 
   /** Queues a message (idempotent on its id). */
   async enqueue(message: WebhookMessageInput): Promise<WebhookEnqueueResult> {
-    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEnqueue, [
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookEnqueue, this.enqueueArgs(message));
+  }
+
+  /**
+   * Queues messages in this order, `ENQUEUE_PIPELINE` calls per round trip (pipelines one
+   * after another: a later message of a chain never goes before an earlier one). Each call is
+   * `enqueue`'s (idempotent on the id). When any fails this throws once every call sent has
+   * answered: the ones before it (and after it) may be queued, which queueing them again finds known.
+   */
+  async enqueueMany(messages: readonly WebhookMessageInput[]): Promise<WebhookEnqueueResult[]> {
+    const results: WebhookEnqueueResult[] = [];
+    for (let start = 0; start < messages.length; start += ENQUEUE_PIPELINE) {
+      const chunk = messages.slice(start, start + ENQUEUE_PIPELINE);
+      const pipeline = this.#ctx.redis.pipeline();
+      for (const message of chunk) this.#ctx.calls.queueWebhooks(pipeline, FUNCTIONS.webhookEnqueue, this.enqueueArgs(message));
+      const replies = await pipeline.exec();
+      if (!replies) throw new Error(`queueing ${chunk.length} webhook messages: the pipeline was discarded`);
+      for (const entry of replies) results.push(this.#ctx.calls.decode(FUNCTIONS.webhookEnqueue, entry));
+    }
+    return results;
+  }
+
+  private enqueueArgs(message: WebhookMessageInput): ArgsOf<typeof FUNCTIONS.webhookEnqueue> {
+    return [
       message.id,
       webhookChain(message.job, message.url, message.endpoint),
       message.tenant,
@@ -123,7 +149,7 @@ export class WebhookOutbox {
       this.progressThrottleMs,
       this.retentionMs,
       message.endpoint ?? '',
-    ]);
+    ];
   }
 
   /**
@@ -218,6 +244,15 @@ export class WebhookOutbox {
   /** Gives the pool's reader lease up (when it is `consumer`'s), so another instance takes over at once. */
   async releaseReader(pool: string, consumer: string): Promise<void> {
     await this.#ctx.calls.callWebhooks(FUNCTIONS.webhookReader, [pool, consumer, 0, '1']);
+  }
+
+  /**
+   * Records on the outbox's own stream (`webhook.events.lost`) that `count` entries of `pool`'s
+   * event stream were trimmed before `group` read them (after `after`, before `before`: the
+   * group's position and the oldest entry kept; '' when not known). Returns the event's id.
+   */
+  async recordLostEvents(loss: { pool: string; group: string; count: number; after?: string; before?: string }): Promise<string> {
+    return this.#ctx.calls.callWebhooks(FUNCTIONS.webhookLost, [loss.pool, loss.group, loss.count, loss.after ?? '', loss.before ?? '']);
   }
 
   /** The tenant's signing secrets, the current one made on first use. */

@@ -153,6 +153,14 @@ export class Broker {
     return jobs.getJob(this.#ctx, id);
   }
 
+  /**
+   * `getJob` of several jobs in one round trip per pool: per id, the job (null: none) or the
+   * error `getJob` would have thrown for it; a failed connection rejects the whole read.
+   */
+  getJobsSettled(ids: readonly string[]): Promise<Array<PromiseSettledResult<Job | null>>> {
+    return jobs.getJobsSettled(this.#ctx, ids);
+  }
+
   /** Cancels a job; idempotent: a finished job is returned unchanged. */
   cancel(id: string, reason = ''): Promise<{ state: JobState; changed: boolean }> {
     return jobs.cancel(this.#ctx, id, reason);
@@ -371,10 +379,24 @@ export class Broker {
   }
 
   /**
+   * `readEventGroup` without waiting (none: an empty answer), telling also how
+   * many entries the group lost to the stream's trimming (MAXLEN, `eventsMaxLen`)
+   * before it could read them; each loss is told once.
+   */
+  readEventGroupWatched(
+    pool: string,
+    group: string,
+    consumer: string,
+    options: { count?: number; connection?: ReadConnection } = {},
+  ): Promise<{ events: StreamEvent[]; loss?: streams.EventGroupLoss }> {
+    return streams.readEventGroupWatched(this.#ctx, pool, group, consumer, options);
+  }
+
+  /**
    * Takes over events pending for longer than `minIdleMs` in `group` (their
    * consumer crashed or hangs) for `consumer` (XAUTOCLAIM), a page at a time
    * from `cursor`; entries trimmed from the stream meanwhile are dropped from
-   * the group. Returns them and the cursor of the next page ('0-0': done).
+   * the group (their ids: `trimmed`). Returns them and the cursor of the next page ('0-0': done).
    */
   claimStaleEvents(
     pool: string,
@@ -382,7 +404,7 @@ export class Broker {
     consumer: string,
     minIdleMs: number,
     options: { cursor?: string; count?: number } = {},
-  ): Promise<{ events: StreamEvent[]; cursor: string }> {
+  ): Promise<{ events: StreamEvent[]; cursor: string; trimmed: string[] }> {
     return streams.claimStaleEvents(this.#ctx, pool, group, consumer, minIdleMs, options);
   }
 

@@ -120,6 +120,7 @@ export const FUNCTIONS = {
   webhookSettle: webhooks<[id: string, attempt: number, outcome: WebhookOutcome, retryMs: number, log: string, logLength: number,
     retentionMs: number, progressThrottleMs: number, failDisableMs: number], WebhookSettleResult>('emp_webhook_settle', r.webhookSettleReply),
   webhookResend: webhooks<[id: string], WebhookResendResult>('emp_webhook_resend', r.webhookResendReply),
+  webhookLost: webhooks<[pool: string, group: string, count: number, after: string, before: string], string>('emp_webhook_lost', r.text),
   webhookReader: webhooks<[pool: string, consumer: string, leaseMs: number, release: Bit], boolean>('emp_webhook_reader', r.flag),
   webhookSecret: webhooks<[tenant: string, fresh: string, rotate: Bit, graceMs: number], TenantWebhookSecrets>('emp_webhook_secret', r.webhookSecretReply),
   webhookEndpoint: webhooks<
@@ -185,6 +186,11 @@ export class FunctionCalls {
   /** Queues a call of `fn` on a pipeline; `decode` turns its entry of the pipeline's replies into the reply. */
   queue<A extends readonly Arg[], R>(pipeline: ChainableCommander, fn: RedisFunction<A, R, 'pool'>, pool: string, args: A): void {
     pipeline.call(this.command(fn), fn.name, 1, this.keys.anchor(pool), ...this.prelude(fn), ...args);
+  }
+
+  /** `queue` for a function of the webhook service's shard. */
+  queueWebhooks<A extends readonly Arg[], R>(pipeline: ChainableCommander, fn: RedisFunction<A, R, 'webhooks'>, args: A): void {
+    pipeline.call(this.command(fn), fn.name, 1, this.keys.webhookAnchor(), ...this.prelude(fn), ...args);
   }
 
   decode<R>(fn: RedisFunction<readonly Arg[], R>, entry: PipelineEntry): R {

@@ -1,6 +1,6 @@
 export { Broker } from './broker';
 export { BlockingConnection, type ReadConnection } from './connection';
 export type { MachineLogLine, WorkerStateInput } from './fleet';
-export type { EventStreamInfo, QueueHistoryWrite, UnreadableQueueSample } from './streams';
+export type { EventGroupLoss, EventStreamInfo, QueueHistoryWrite, UnreadableQueueSample } from './streams';
 export { EventTail } from './tail';
 export * from './types';

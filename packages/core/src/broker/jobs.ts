@@ -115,6 +115,44 @@ export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null
   return reply && parseJobReply(id, pool, reply);
 }
 
+/**
+ * Reads several jobs with one pipeline per pool (one round trip each, the pools' at once): per id,
+ * the job (null: none), or why it could not be read (a malformed id or record: the error
+ * `getJob` would throw). A failed connection rejects the whole read.
+ */
+export async function getJobsSettled(ctx: BrokerContext, ids: readonly string[]): Promise<Array<PromiseSettledResult<Job | null>>> {
+  const results: Array<PromiseSettledResult<Job | null>> = new Array(ids.length);
+  const byPool = new Map<string, number[]>();
+  ids.forEach((id, index) => {
+    try {
+      const pool = ctx.poolOf(id);
+      byPool.set(pool, [...(byPool.get(pool) ?? []), index]);
+    } catch (error) {
+      results[index] = { status: 'rejected', reason: error };
+    }
+  });
+  await Promise.all(
+    [...byPool].map(async ([pool, indexes]) => {
+      const pipeline = ctx.redis.pipeline();
+      for (const index of indexes) ctx.calls.queue(pipeline, FUNCTIONS.getJob, pool, [ids[index]!]);
+      const replies = await pipeline.exec();
+      if (!replies) throw new Error(`reading ${indexes.length} jobs of pool ${pool}: the pipeline was discarded`);
+      await Promise.all(
+        indexes.map(async (index, at) => {
+          const id = ids[index]!;
+          try {
+            const reply = await ctx.calls.decodeRead(FUNCTIONS.getJob, pool, [id], replies[at]);
+            results[index] = { status: 'fulfilled', value: reply && parseJobReply(id, pool, reply) };
+          } catch (error) {
+            results[index] = { status: 'rejected', reason: error };
+          }
+        }),
+      );
+    }),
+  );
+  return results;
+}
+
 export async function cancel(ctx: BrokerContext, id: string, reason: string): Promise<{ state: JobState; changed: boolean }> {
   const [state, changed] = await ctx.calls.call(FUNCTIONS.cancel, ctx.poolOf(id), [id, reason.slice(0, 500)]);
   return { state, changed: changed === 1 };

@@ -93,6 +93,96 @@ export async function readEventGroup(
   return (reply?.[0]?.[1] ?? []).map(([id, flat]) => parseStreamEntry(pool, id, flat ?? []));
 }
 
+/**
+ * Entries of a pool's stream that a consumer group never read because the
+ * stream was trimmed (XADD MAXLEN ~) past its position first: `count` of them,
+ * between the group's last-delivered id `after` and the oldest kept entry `before`.
+ */
+export interface EventGroupLoss {
+  count: number;
+  after: string;
+  before: string;
+}
+
+/** A field of an XINFO reply (flat name/value list). */
+function infoField(info: unknown[], name: string): unknown {
+  const at = info.indexOf(name);
+  return at < 0 ? undefined : info[at + 1];
+}
+
+function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am !== bm ? am - bm : as - bs;
+}
+
+/**
+ * `readEventGroup` without waiting, that also tells what the group lost: the
+ * group's counters (XINFO GROUPS entries-read / lag, XINFO STREAM entries-added,
+ * first entry) and the read are one MULTI, so the snapshot is the state the read
+ * started from. When the group's last-delivered id is older than the oldest kept
+ * entry, lag - length entries were trimmed unread; the group's entries-read is
+ * then set right (XGROUP SETID ... ENTRIESREAD), so each loss is told once and
+ * the next one is counted from a true counter. A read that takes every entry
+ * left also finds a gap skipped earlier by a plain `readEventGroup` (its
+ * bounds then unknown: ''). A group whose counter Redis does not know yet
+ * (never read since it was made) cannot tell: `loss` is absent.
+ */
+export async function readEventGroupWatched(
+  ctx: BrokerContext,
+  pool: string,
+  group: string,
+  consumer: string,
+  options: { count?: number; connection?: ReadConnection },
+): Promise<{ events: StreamEvent[]; loss?: EventGroupLoss }> {
+  const key = ctx.keys.events(pool);
+  const redis = redisFor(options.connection, ctx.redis);
+  const replies = await redis
+    .multi()
+    .call('XINFO', 'STREAM', key)
+    .call('XINFO', 'GROUPS', key)
+    .call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', options.count ?? 100, 'STREAMS', key, '>')
+    .exec();
+  const [streamReply, groupsReply, readReply] = replies ?? [];
+  const readError = readReply?.[0] ?? (replies ? null : new Error('the MULTI of a watched read was discarded'));
+  if (readError) {
+    if (!String(readError.message).startsWith('NOGROUP')) throw readError;
+    await ensureEventGroup(ctx, pool, group, '0');
+    return { events: [] };
+  }
+  type Entries = Array<[string, Array<[string, string[] | null]>]> | null;
+  const entries = (readReply![1] as Entries)?.[0]?.[1] ?? [];
+  const events = entries.map(([id, flat]) => parseStreamEntry(pool, id, flat ?? []));
+  if (streamReply?.[0] || groupsReply?.[0]) return { events };
+  const info = streamReply![1] as unknown[];
+  const mine = (groupsReply![1] as unknown[][]).find((g) => infoField(g, 'name') === group);
+  const first = (infoField(info, 'first-entry') as [string, string[]] | null)?.[0];
+  if (!mine || first === undefined) return { events };
+  const lastDelivered = String(infoField(mine, 'last-delivered-id'));
+  const entriesRead = infoField(mine, 'entries-read');
+  const lag = infoField(mine, 'lag');
+  if (entriesRead === null || entriesRead === undefined || lag === null || lag === undefined) return { events };
+  // lag = entries added after the group's counter: those kept after its position, and those trimmed unread
+  let count: number;
+  let gap = { after: '', before: '' };
+  if (compareIds(lastDelivered, first) < 0) {
+    // a gap right behind the group's position: every kept entry is after it
+    count = Number(lag) - Number(infoField(info, 'length'));
+    gap = { after: lastDelivered, before: first };
+  } else if (entries.length < (options.count ?? 100)) {
+    // this read took every entry after the position: anything more the counter misses was skipped
+    // earlier (a gap trimmed between a look and a read); where exactly is no longer known
+    count = Number(lag) - entries.length;
+  } else {
+    return { events };
+  }
+  if (!(count > 0)) return { events };
+  // the counter as if the group had read what was trimmed, then this read's entries
+  const position = entries.length ? entries[entries.length - 1]![0] : lastDelivered;
+  await ctx.redis.call('XGROUP', 'SETID', key, group, position, 'ENTRIESREAD', Number(entriesRead) + count + entries.length);
+  return { events, loss: { count, ...gap } };
+}
+
 export async function claimStaleEvents(
   ctx: BrokerContext,
   pool: string,
@@ -100,18 +190,20 @@ export async function claimStaleEvents(
   consumer: string,
   minIdleMs: number,
   options: { cursor?: string; count?: number },
-): Promise<{ events: StreamEvent[]; cursor: string }> {
+): Promise<{ events: StreamEvent[]; cursor: string; trimmed: string[] }> {
   let reply: [string, Array<[string, string[] | null] | null>, string[]?];
   try {
     reply = (await ctx.redis.call(
       'XAUTOCLAIM', ctx.keys.events(pool), group, consumer, minIdleMs, options.cursor ?? '0-0', 'COUNT', options.count ?? 100,
     )) as typeof reply;
   } catch (error) {
-    if (String((error as Error).message).startsWith('NOGROUP')) return { events: [], cursor: '0-0' };
+    if (String((error as Error).message).startsWith('NOGROUP')) return { events: [], cursor: '0-0', trimmed: [] };
     throw error;
   }
   const events = reply[1].flatMap((entry) => (entry && entry[1] ? [parseStreamEntry(pool, entry[0], entry[1])] : []));
-  return { events, cursor: reply[0] };
+  // Redis 7 names the pending entries trimmed from the stream (dropped from the group now); 6.2 answers them as nil entries
+  const trimmed = reply[2] ?? reply[1].flatMap((entry) => (entry && !entry[1] ? [entry[0]] : []));
+  return { events, cursor: reply[0], trimmed };
 }
 
 export async function ackEvents(ctx: BrokerContext, pool: string, group: string, ids: string[]): Promise<number> {

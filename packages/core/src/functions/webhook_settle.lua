@@ -19,8 +19,8 @@ local function disable_endpoint(p, endpoint, reason, now)
   local f = call('HMGET', key, 'enabled', 'tenant', 'url')
   if f[1] ~= '1' then return false end
   call('HSET', key, 'enabled', '0', 'disabled_reason', reason, 'disabled_at', now, 'updated_at', now)
-  call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'type', 'webhook.endpoint.disabled', 'endpoint', endpoint,
-    'tenant', f[2] or '', 'url', f[3] or '', 'reason', reason, 'ts', now)
+  outbox_event(p, now, 'webhook.endpoint.disabled', 'endpoint', endpoint, 'tenant', f[2] or '', 'url', f[3] or '',
+    'reason', reason)
   return true
 end
 

@@ -1,6 +1,12 @@
 -- Shared by the webhook outbox functions (webhook_*.lua): keys under the
 -- outbox's own anchor `emp:{_webhooks}:shard`.
 
+-- Appends an operator event (type, then field/value pairs) to the outbox's own
+-- stream `events`, kept about the last 10,000: webhook.endpoint.disabled, webhook.events.lost.
+local function outbox_event(p, now, kind, ...)
+  return call('XADD', p .. 'events', 'MAXLEN', '~', 10000, '*', 'type', kind, 'ts', now, ...)
+end
+
 -- Makes message `id`, now at the head of its chain (one job's messages to one
 -- URL or endpoint, sent in order), due: at once, or for a progress message no
 -- sooner than `throttle_ms` after the chain's last delivered progress.
