@@ -17,6 +17,30 @@ export function jsonFlag<S extends z.ZodType>(schema: S) {
     .pipe(schema);
 }
 
+/** The forms a time flag takes (`emp jobs --since/--until`, `emp webhooks recover --since`). */
+export const TIME_FORMS = 'an ISO 8601 time, ms since the epoch, or a duration ago (90s, 15m, 2h, 3d)';
+
+const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A time flag (TIME_FORMS) as ms since the epoch; undefined when it is none of those forms. */
+export function parseInstant(text: string, now = Date.now()): number | undefined {
+  const trimmed = text.trim();
+  const ago = /^(\d+)\s*([smhd])$/.exec(trimmed);
+  if (ago) return now - Number(ago[1]) * UNIT_MS[ago[2] as keyof typeof UNIT_MS];
+  const ms = /^\d+$/.test(trimmed) ? Number(trimmed) : Date.parse(trimmed);
+  return Number.isSafeInteger(ms) && ms >= 0 ? ms : undefined;
+}
+
+/** A flag holding a time (TIME_FORMS), as ms since the epoch. */
+export const instantFlag = z.string().transform((text, ctx) => {
+  const ms = parseInstant(text);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected ${TIME_FORMS}, got '${text}'` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
 /** A flag holding a whole number, then validated by `schema`. */
 export function intFlag<S extends z.ZodType>(schema: S): z.ZodType<z.output<S>, string> {
   return z

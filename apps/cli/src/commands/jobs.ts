@@ -2,7 +2,7 @@ import { type Job, JobListFilter, JobState, ServiceName } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { withBroker } from '../connection';
-import { intFlag, parseFlags, redisFlag } from '../flags';
+import { TIME_FORMS, instantFlag, intFlag, parseFlags, redisFlag } from '../flags';
 import { duration, json, progressText, table } from '../format';
 import { endedText, isFinished } from '../job-view';
 
@@ -12,25 +12,13 @@ const list = <T extends z.ZodType<string, string>>(item: T) =>
     .string()
     .transform((text) => text.split(',').map((part) => part.trim()).filter(Boolean))
     .pipe(z.array(item).min(1));
-/** ms since the epoch, an ISO 8601 time, or a duration ago such as 15m / 2h / 3d */
-const instant = z.string().transform((text, ctx) => {
-  const ago = /^(\d+)(s|m|h|d)$/.exec(text);
-  if (ago) return Date.now() - Number(ago[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's' | 'm' | 'h' | 'd'];
-  const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
-  if (Number.isNaN(ms)) {
-    ctx.addIssue({ code: 'custom', message: `expected ms, an ISO 8601 time or a duration ago (15m, 2h, 3d), got '${text}'` });
-    return z.NEVER;
-  }
-  return ms;
-});
-
 const JobsFlags = z.object({
   state: list(JobState).optional(),
   service: list(ServiceName).optional(),
   tenant: filter.tenant,
   pool: filter.pool,
-  since: instant.optional(),
-  until: instant.optional(),
+  since: instantFlag.optional(),
+  until: instantFlag.optional(),
   limit: intFlag(z.number().int().min(1).max(500)).default(20),
   cursor: filter.cursor,
   json: z.boolean().default(false),
@@ -44,7 +32,7 @@ export function registerJobs(program: Command): void {
     .option('--service <services>', 'comma-separated services')
     .option('--tenant <id>', 'only this tenant')
     .option('--pool <name>', 'only this pool')
-    .option('--since <time>', 'submitted at or after: ms, ISO 8601, or a duration ago (15m, 2h, 3d)')
+    .option('--since <time>', `submitted at or after: ${TIME_FORMS}`)
     .option('--until <time>', 'submitted at or before (same forms)')
     .option('--limit <n>', 'jobs per page (default 20)')
     .option('--cursor <cursor>', 'the next page: the cursor a previous page printed')

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { type ApiFlags, callApi } from '../api-call';
 import { withBroker } from '../connection';
 import { UsageError } from '../errors';
-import { redisFlag } from '../flags';
+import { TIME_FORMS, parseInstant, redisFlag } from '../flags';
 import { clockTime, json, table } from '../format';
 
 function apiOptions(command: Command): Command {
@@ -22,12 +22,10 @@ function apiOptions(command: Command): Command {
     .option('--api-key <key>', 'an API key: a client key manages its tenant\'s endpoints, an operator\'s all (default: EMP_API_KEY)', process.env.EMP_API_KEY);
 }
 
-/** `--since`: an ISO 8601 time, ms since the epoch, or how long ago (90s, 15m, 2h, 3d). */
+/** `--since` (TIME_FORMS) as ms since the epoch. */
 export function parseSince(text: string, now = Date.now()): number {
-  const ago = /^(\d+)\s*([smhd])$/.exec(text.trim());
-  if (ago) return now - Number(ago[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's' | 'm' | 'h' | 'd'];
-  const ms = /^\d+$/.test(text.trim()) ? Number(text) : Date.parse(text);
-  if (!Number.isSafeInteger(ms) || ms < 0) throw new UsageError(`--since: expected an ISO 8601 time, ms since the epoch, or a duration ago such as 2h; got '${text}'`);
+  const ms = parseInstant(text, now);
+  if (ms === undefined) throw new UsageError(`--since: expected ${TIME_FORMS}; got '${text}'`);
   return ms;
 }
 
@@ -152,7 +150,7 @@ export function registerWebhooks(program: Command): void {
       .command('recover')
       .description('send again every failed message of an endpoint made since a time (same webhook-id and body)')
       .argument('<endpoint-id>', 'the endpoint')
-      .requiredOption('--since <when>', 'an ISO 8601 time, ms since the epoch, or how long ago: 90s, 15m, 2h, 3d'),
+      .requiredOption('--since <when>', TIME_FORMS),
   ).action(async (id: string, options: ApiFlags & { since: string }) => {
     const since = parseSince(options.since);
     const result = await callApi(options, 'POST', `/v1/webhooks/${encodeURIComponent(id)}/recover`, z.object({ queued: z.number(), left: z.number() }), { since });
