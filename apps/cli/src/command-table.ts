@@ -91,6 +91,13 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async () => (await import('./commands/watch')).registerWatch,
   },
   {
+    name: 'simulate',
+    usage: '[options]',
+    description:
+      'run the fleet simulator: simulated machines and workloads against the real broker on a private Redis, under a virtual clock (see docs/simulator.md)',
+    load: async () => (await import('./commands/simulate')).registerSimulate,
+  },
+  {
     name: 'keys',
     usage: '',
     description: 'API keys: create (the key is shown once), list, revoke',

@@ -1,0 +1,80 @@
+import type { RunOutcome } from './simulation';
+import { JOB_CLASSES } from './workload';
+
+export interface WaitSummary {
+  jobs: number;
+  completed: number;
+  wait_p50_s: number | null;
+  wait_p95_s: number | null;
+  wait_p99_s: number | null;
+}
+
+/** One policy's row of the report; the first fields are the stable `--json` interface. */
+export interface PolicyReport extends WaitSummary {
+  name: string;
+  lost: number;
+  completion_rate: number;
+  download_wait_s: number;
+  machine_hours: number;
+  pools: Record<string, WaitSummary>;
+  classes: Record<string, WaitSummary>;
+  failed: number;
+  redundant_downloads: number;
+  gpu_utilisation: number;
+  preemptions: number;
+  requeued: number;
+}
+
+/** Wait = from submission until the job runs (model download and load included); null where no job started. */
+export function summarise(outcome: RunOutcome): PolicyReport {
+  const machineMs = outcome.machines.reduce((sum, m) => sum + (m.goneAtMs! - m.bootedAtMs), 0);
+  const busyMs = outcome.machines.reduce((sum, m) => sum + m.busyMs, 0);
+  const all = waits(outcome.jobs);
+  return {
+    name: outcome.policy,
+    ...all,
+    lost: outcome.lost.length,
+    completion_rate: all.jobs === 0 ? 1 : round(all.completed / all.jobs, 4),
+    download_wait_s: round(outcome.jobs.reduce((sum, j) => sum + j.downloadMs, 0) / 1000, 1),
+    machine_hours: round(machineMs / 3_600_000, 2),
+    pools: { sim: all },
+    classes: Object.fromEntries(JOB_CLASSES.map((c) => [c, waits(outcome.jobs.filter((j) => j.job.jobClass === c))])),
+    failed: outcome.failed.length,
+    redundant_downloads: outcome.machines.reduce((sum, m) => sum + m.redundantDownloads, 0),
+    gpu_utilisation: machineMs === 0 ? 0 : round(busyMs / machineMs, 4),
+    preemptions: outcome.preemptions,
+    requeued: outcome.requeued,
+  };
+}
+
+function waits(jobs: RunOutcome['jobs']): WaitSummary {
+  const sorted = jobs.filter((j) => j.startedAtMs !== undefined).map((j) => (j.startedAtMs! - j.job.arrivalMs) / 1000).sort((a, b) => a - b);
+  const q = (p: number) => (sorted.length === 0 ? null : round(sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!, 1));
+  return { jobs: jobs.length, completed: jobs.filter((j) => j.completedAtMs !== undefined).length, wait_p50_s: q(0.5), wait_p95_s: q(0.95), wait_p99_s: q(0.99) };
+}
+
+function round(value: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+/** The report as a table for a terminal: one block per policy, a row for all jobs, the pool and each class. */
+export function formatReport(reports: PolicyReport[], note: string): string {
+  const lines: string[] = [];
+  const cell = (v: number | null) => (v === null ? '-' : String(v));
+  for (const r of reports) {
+    lines.push(`policy ${r.name}`);
+    lines.push(['', 'jobs', 'done', 'wait p50 s', 'p95 s', 'p99 s'].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(''));
+    const rows: Array<[string, WaitSummary]> = [['all', r], ...Object.entries(r.pools).map(([p, s]) => [`pool ${p}`, s] as [string, WaitSummary]), ...Object.entries(r.classes).map(([c, s]) => [`class ${c}`, s] as [string, WaitSummary])];
+    for (const [label, s] of rows) {
+      lines.push([label.padEnd(14), ...[s.jobs, s.completed, s.wait_p50_s, s.wait_p95_s, s.wait_p99_s].map((v) => cell(v).padStart(11))].join(''));
+    }
+    lines.push(
+      `  completion ${(r.completion_rate * 100).toFixed(1)}%  lost ${r.lost}  failed ${r.failed}  download wait ${r.download_wait_s} s  redundant downloads ${r.redundant_downloads}`,
+      `  machine-hours ${r.machine_hours}  GPU utilisation ${(r.gpu_utilisation * 100).toFixed(1)}%  preemptions ${r.preemptions}  jobs requeued ${r.requeued}`,
+      '',
+    );
+  }
+  lines.push(note);
+  return lines.join('\n');
+}

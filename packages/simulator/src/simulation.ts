@@ -1,0 +1,413 @@
+import { Broker, type ClaimResult, type ClaimedJob, type Lease, DEFAULT_SERVICES } from '@emp/core';
+import { startRedis } from '@emp/core/redis-server';
+import { Redis } from 'ioredis';
+import type { MachineType, SimulationConfig } from './config';
+import { EventQueue } from './event-queue';
+import { type Policy } from './policies';
+import { Random, drawLogNormal } from './random';
+import { type JobClass, MODEL_LOAD, type Model, type SimJob, dailyShape, modelCatalogue } from './workload';
+
+/**
+ * Virtual time starts at midnight of a day far from any real one, so a
+ * timestamp written under the virtual clock can never pass for a real one.
+ */
+export const VIRTUAL_EPOCH_MS = Date.UTC(2100, 0, 1);
+const POOL = 'sim';
+/** the production scheduler's longest sleep: the broker's tick runs at least this often */
+const TICK_MS = 1_000;
+
+export interface JobRecord {
+  job: SimJob;
+  id: string;
+  startedAtMs?: number;
+  completedAtMs?: number;
+  downloadMs: number;
+  attempts: number;
+}
+
+export interface MachineRecord {
+  id: string;
+  type: MachineType;
+  bootedAtMs: number;
+  goneAtMs?: number;
+  busyMs: number;
+  downloads: number;
+  redundantDownloads: number;
+  preempted: boolean;
+}
+
+export interface RunOutcome {
+  policy: string;
+  hours: number;
+  jobs: JobRecord[];
+  /** jobs the broker no longer knows, or ended failed, when the run stopped: must be none */
+  lost: string[];
+  failed: string[];
+  machines: MachineRecord[];
+  preemptions: number;
+  requeued: number;
+}
+
+type Event =
+  | { kind: 'arrival'; job: SimJob }
+  | { kind: 'tick' }
+  | { kind: 'scale' }
+  | { kind: 'booted'; machine: Machine }
+  | { kind: 'notice'; machine: Machine }
+  | { kind: 'preempt'; machine: Machine }
+  | { kind: 'heartbeat'; machine: Machine }
+  | { kind: 'ready'; machine: Machine; claimed: ClaimedJob }
+  | { kind: 'done'; machine: Machine; claimed: ClaimedJob };
+
+/** One simulated machine: a GPU, its disk and VRAM caches (least recently used first), and the one worker it runs. */
+class Machine {
+  alive = true;
+  registered = false;
+  draining = false;
+  lease: Lease | undefined;
+  /** model -> last use; iteration order is use order (re-inserted on each use) */
+  readonly disk = new Map<string, number>();
+  readonly vram = new Map<string, number>();
+  readonly everDownloaded = new Set<string>();
+  constructor(
+    readonly record: MachineRecord,
+    readonly random: Random,
+  ) {}
+  get workerId(): string {
+    return `${this.record.id}-gpu0`;
+  }
+}
+
+export interface RunOptions {
+  policy: Policy;
+  config: SimulationConfig;
+  workload: SimJob[];
+  hours: number;
+  seed: number;
+  /** a fixed fleet size instead of the daily curve */
+  machines?: number;
+}
+
+/**
+ * Runs one policy over a workload on a private redis-server that this call
+ * starts and stops: the real Redis Function library under a virtual clock.
+ * The simulator takes no Redis address, so its virtual time can never be
+ * written into a Redis that real workers use.
+ */
+export async function runPolicy(options: RunOptions): Promise<RunOutcome> {
+  const server = await startRedis();
+  const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    return await new Simulation(redis, options).run();
+  } finally {
+    redis.disconnect();
+    await server.stop();
+  }
+}
+
+class Simulation {
+  readonly #events = new EventQueue<Event>();
+  readonly #machines: Machine[] = [];
+  readonly #idle = new Set<Machine>();
+  readonly #jobs = new Map<string, JobRecord>();
+  readonly #models: Map<string, Model>;
+  readonly #random: Random;
+  readonly #services: string[];
+  #broker!: Broker;
+  #now = 0;
+  #machineSeq = 0;
+  #preemptions = 0;
+  #requeued = 0;
+  #dispatchDue = false;
+
+  constructor(
+    readonly redis: Redis,
+    readonly options: RunOptions,
+  ) {
+    this.#random = new Random(options.seed).fork('fleet');
+    this.#models = modelCatalogue(new Random(options.seed).fork('models'));
+    this.#services = [...new Set(options.workload.map((j) => j.service))].sort();
+    for (const job of options.workload) if (!this.#models.has(job.model)) this.#models.set(job.model, { name: job.model, sizeGb: 5 });
+  }
+
+  get #endMs(): number {
+    return this.options.hours * 3_600_000;
+  }
+
+  async run(): Promise<RunOutcome> {
+    const services = [...new Set([...DEFAULT_SERVICES, ...this.#services])];
+    this.#broker = await Broker.connect({
+      redis: this.redis,
+      clock: () => VIRTUAL_EPOCH_MS + this.#now,
+      config: { namespace: 'sim', services },
+    });
+    for (const job of this.options.workload) if (job.arrivalMs < this.#endMs) this.#schedule(job.arrivalMs, { kind: 'arrival', job });
+    this.#schedule(0, { kind: 'scale' });
+    this.#schedule(0, { kind: 'tick' });
+
+    for (;;) {
+      const at = this.#events.peekTime();
+      if (at === undefined || at >= this.#endMs) break;
+      // everything due at one instant happens before the idle workers look for work
+      while (this.#events.peekTime() === at) {
+        this.#now = at;
+        await this.#handle(this.#events.pop()!.event);
+      }
+      if (this.#dispatchDue) await this.#dispatch();
+    }
+    this.#now = this.#endMs;
+    for (const machine of this.#machines) if (machine.record.goneAtMs === undefined) machine.record.goneAtMs = this.#endMs;
+    return this.#outcome();
+  }
+
+  /** Virtual time moves in whole milliseconds: the broker stores integer timestamps. */
+  #schedule(at: number, event: Event): void {
+    this.#events.push(Math.round(at), event);
+  }
+
+  async #handle(event: Event): Promise<void> {
+    switch (event.kind) {
+      case 'arrival':
+        return this.#submit(event.job);
+      case 'tick': {
+        const { handled } = await this.#broker.tick(POOL);
+        if (handled > 0) this.#dispatchDue = true;
+        this.#schedule(this.#now + TICK_MS, { kind: 'tick' });
+        return;
+      }
+      case 'scale':
+        this.#scale();
+        this.#schedule(this.#now + this.options.config.fleet.scale_every_s * 1000, { kind: 'scale' });
+        return;
+      case 'booted':
+        return this.#booted(event.machine);
+      case 'notice':
+        if (!event.machine.alive) return;
+        event.machine.draining = true;
+        this.#idle.delete(event.machine);
+        return;
+      case 'preempt':
+        return this.#preempt(event.machine);
+      case 'heartbeat':
+        return this.#heartbeat(event.machine);
+      case 'ready':
+        return this.#ready(event.machine, event.claimed);
+      case 'done':
+        return this.#done(event.machine, event.claimed);
+    }
+  }
+
+  async #submit(job: SimJob): Promise<void> {
+    const result = await this.#broker.submit({
+      service: job.service,
+      tenant: job.tenant,
+      priority: this.options.policy.priority(job.jobClass),
+      payload: { model: job.model, duration_ms: job.durationMs, class: job.jobClass },
+      requirements: { pool: POOL, models: [job.model] },
+    });
+    this.#jobs.set(result.id, { job, id: result.id, downloadMs: 0, attempts: 0 });
+    this.#dispatchDue = true;
+  }
+
+  // ------------------------------------------------------------------ fleet
+
+  #target(): number {
+    if (this.options.machines !== undefined) return this.options.machines;
+    const { min_machines, max_machines } = this.options.config.fleet;
+    return Math.round(min_machines + (max_machines - min_machines) * dailyShape(this.#now, this.options.config.workload.trough_hour));
+  }
+
+  /** The autoscaler: asks for machines below the target, and drains surplus ones (idle ones leave at once). */
+  #scale(): void {
+    const live = this.#machines.filter((m) => m.alive && !m.draining);
+    const target = this.#target();
+    for (let n = live.length; n < target; n++) this.#boot();
+    for (const machine of live.slice(target).reverse()) {
+      machine.draining = true;
+      if (!machine.lease) this.#retire(machine);
+    }
+  }
+
+  #boot(): void {
+    const fleet = this.options.config.fleet;
+    const random = this.#random;
+    let pick = random.next() * fleet.types.reduce((s, t) => s + t.weight, 0);
+    const type = fleet.types.find((t) => (pick -= t.weight) < 0) ?? fleet.types[fleet.types.length - 1]!;
+    const id = `sim-m${String(++this.#machineSeq).padStart(4, '0')}`;
+    const record: MachineRecord = { id, type, bootedAtMs: this.#now, busyMs: 0, downloads: 0, redundantDownloads: 0, preempted: false };
+    const machine = new Machine(record, random.fork(id));
+    this.#machines.push(machine);
+    this.#schedule(this.#now + random.uniform(fleet.boot_s.min, fleet.boot_s.max) * 1000, { kind: 'booted', machine });
+    if (fleet.preemptions_per_hour > 0) {
+      const at = this.#now + random.exponential(3_600_000 / fleet.preemptions_per_hour);
+      if (random.next() < fleet.notice_share) this.#schedule(Math.max(this.#now, at - fleet.notice_s * 1000), { kind: 'notice', machine });
+      this.#schedule(at, { kind: 'preempt', machine });
+    }
+  }
+
+  async #booted(machine: Machine): Promise<void> {
+    if (!machine.alive) return;
+    await this.#broker.registerWorker(
+      {
+        id: machine.workerId,
+        pool: POOL,
+        machine_id: machine.record.id,
+        capabilities: {
+          services: this.#services,
+          hardware: { gpu_memory_gb: machine.record.type.gpu_memory_gb },
+          models: Object.fromEntries(this.#services.map((s) => [s, '*' as const])),
+        },
+      },
+      { freshStart: true },
+    );
+    machine.registered = true;
+    this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
+    if (machine.draining) return this.#retire(machine);
+    this.#idle.add(machine);
+    this.#dispatchDue = true;
+  }
+
+  #retire(machine: Machine): void {
+    machine.alive = false;
+    machine.record.goneAtMs = this.#now;
+    this.#idle.delete(machine);
+  }
+
+  /** A spot interruption: with notice the worker hands its job back; without, the job's lease runs out and the broker's tick requeues it. */
+  async #preempt(machine: Machine): Promise<void> {
+    if (!machine.alive) return;
+    this.#preemptions++;
+    machine.record.preempted = true;
+    const lease = machine.lease;
+    const noticed = machine.draining;
+    this.#retire(machine);
+    machine.lease = undefined;
+    if (lease && noticed) {
+      const { outcome } = await this.#broker.fail(lease, { kind: 'infrastructure', message: 'spot interruption' });
+      if (outcome === 'queued') this.#requeued++;
+      this.#dispatchDue = true;
+    } else if (lease) {
+      this.#requeued++; // the tick will reap it when its lease runs out
+    }
+    this.#scale(); // the autoscaler replaces it
+  }
+
+  async #heartbeat(machine: Machine): Promise<void> {
+    if (!machine.alive) return;
+    const leases = machine.lease ? [{ jobId: machine.lease.jobId, token: machine.lease.token }] : [];
+    const dropped = await this.#broker.heartbeat(POOL, machine.workerId, leases);
+    if (machine.lease && dropped.some((d) => d.jobId === machine.lease!.jobId)) {
+      machine.lease = undefined; // the broker took the job back: the worker stops it and looks for another
+      if (!machine.draining) this.#idle.add(machine);
+      this.#dispatchDue = true;
+    }
+    this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
+  }
+
+  // ------------------------------------------------------------------ work
+
+  /** Idle workers, in a fixed order, claim until the queue has nothing for them. */
+  async #dispatch(): Promise<void> {
+    this.#dispatchDue = false;
+    const idle = [...this.#idle].sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
+    for (const machine of idle) {
+      const result = await this.#broker.claim(POOL, machine.workerId);
+      if (!result.job) break; // every worker of the baseline can run every job: nothing left
+      this.#idle.delete(machine);
+      this.#begin(machine, result.job);
+    }
+  }
+
+  /** Reactive model handling: download what the disk lacks, load what the GPU lacks, then run. */
+  #begin(machine: Machine, claimed: ClaimedJob): void {
+    machine.lease = claimed.lease;
+    const record = this.#jobs.get(claimed.id)!;
+    record.attempts++;
+    const model = this.#models.get(record.job.model)!;
+    let readyIn = 0;
+    if (!machine.disk.has(model.name)) {
+      const downloadMs = ((model.sizeGb * 1024) / machine.record.type.download_mb_s) * 1000;
+      readyIn += downloadMs;
+      record.downloadMs += downloadMs;
+      machine.record.downloads++;
+      if (machine.everDownloaded.has(model.name)) machine.record.redundantDownloads++;
+      machine.everDownloaded.add(model.name);
+      makeRoom(machine.disk, this.#models, model, machine.record.type.disk_gb);
+    }
+    touch(machine.disk, model.name, this.#now);
+    if (!machine.vram.has(model.name)) {
+      readyIn += drawLogNormal(machine.random, MODEL_LOAD) * 1000;
+      makeRoom(machine.vram, this.#models, model, machine.record.type.gpu_memory_gb);
+    }
+    touch(machine.vram, model.name, this.#now);
+    this.#schedule(this.#now + Math.round(readyIn), { kind: 'ready', machine, claimed });
+  }
+
+  async #ready(machine: Machine, claimed: ClaimedJob): Promise<void> {
+    if (!machine.alive || machine.lease?.token !== claimed.lease.token) return;
+    await this.#broker.start(claimed.lease);
+    const record = this.#jobs.get(claimed.id)!;
+    record.startedAtMs ??= this.#now;
+    this.#schedule(this.#now + record.job.durationMs, { kind: 'done', machine, claimed });
+  }
+
+  async #done(machine: Machine, claimed: ClaimedJob): Promise<void> {
+    if (!machine.alive || machine.lease?.token !== claimed.lease.token) return;
+    const record = this.#jobs.get(claimed.id)!;
+    machine.record.busyMs += record.job.durationMs;
+    const next: ClaimResult | null = await this.#broker.complete(claimed.lease, { simulated: true }, { claimNext: !machine.draining });
+    record.completedAtMs = this.#now;
+    machine.lease = undefined;
+    if (next?.job) return this.#begin(machine, next.job);
+    if (machine.draining) {
+      if (!machine.record.preempted) this.#retire(machine);
+      return;
+    }
+    this.#idle.add(machine);
+  }
+
+  // ------------------------------------------------------------------ outcome
+
+  /** Every job not completed must still be known to the broker, waiting or running: anything else is lost. */
+  async #outcome(): Promise<RunOutcome> {
+    const open = [...this.#jobs.values()].filter((r) => r.completedAtMs === undefined);
+    const lost: string[] = [];
+    const failed: string[] = [];
+    for (let i = 0; i < open.length; i += 500) {
+      const ids = open.slice(i, i + 500).map((r) => r.id);
+      const settled = await this.#broker.getJobsSettled(ids);
+      settled.forEach((s, k) => {
+        if (s.status === 'rejected' || s.value === null) lost.push(ids[k]!);
+        else if (s.value.state === 'failed' || s.value.state === 'expired' || s.value.state === 'canceled') failed.push(ids[k]!);
+      });
+    }
+    return {
+      policy: this.options.policy.name,
+      hours: this.options.hours,
+      jobs: [...this.#jobs.values()],
+      lost,
+      failed,
+      machines: this.#machines.map((m) => m.record),
+      preemptions: this.#preemptions,
+      requeued: this.#requeued,
+    };
+  }
+}
+
+function touch(cache: Map<string, number>, name: string, now: number): void {
+  cache.delete(name);
+  cache.set(name, now);
+}
+
+/** Evicts least recently used models until `model` fits in `capacityGb`. */
+function makeRoom(cache: Map<string, number>, models: Map<string, Model>, model: Model, capacityGb: number): void {
+  let used = [...cache.keys()].reduce((sum, name) => sum + models.get(name)!.sizeGb, 0);
+  for (const name of cache.keys()) {
+    if (used + model.sizeGb <= capacityGb) break;
+    cache.delete(name);
+    used -= models.get(name)!.sizeGb;
+  }
+}
+
+export type { JobClass };

@@ -1,0 +1,111 @@
+import { Broker } from '@emp/core';
+import { startRedis } from '@emp/core/redis-server';
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { SimulationConfig } from './config';
+import { simulate } from './index';
+import { POLICIES } from './policies';
+import { VIRTUAL_EPOCH_MS, runPolicy } from './simulation';
+import { TraceError, parseTrace } from './trace';
+import { IMAGE_MODEL_SHARES, generateWorkload, imageModelWeights } from './workload';
+
+/** a small fleet under a light load: a few hundred jobs in a simulated hour */
+const small = { workload: { peak_jobs_per_hour: 700 } };
+
+describe('the fleet simulator', () => {
+  it('runs a simulated hour against the real broker, losing no job, in seconds', async () => {
+    const started = Date.now();
+    const { policies } = await simulate({ policy: 'baseline', seed: 7, hours: 1, machines: 6, config: small });
+    const [baseline] = policies;
+    expect(baseline!.jobs).toBeGreaterThan(100);
+    expect(baseline!.lost).toBe(0);
+    expect(baseline!.completed).toBeGreaterThan(0);
+    expect(baseline!.machine_hours).toBeGreaterThan(5);
+    expect(Date.now() - started).toBeLessThan(30_000);
+  });
+
+  it('gives the same table for the same seed, and another for another seed', async () => {
+    const run = (seed: number) => simulate({ policy: 'all', seed, hours: 0.5, machines: 4, config: small });
+    const first = await run(11);
+    expect(await run(11)).toEqual(first);
+    expect(await run(12)).not.toEqual(first);
+  });
+
+  it('requeues the jobs of preempted machines, with and without notice, and loses none', async () => {
+    const config = SimulationConfig.parse({ ...small, fleet: { preemptions_per_hour: 3, notice_share: 0.5 } });
+    const workload = generateWorkload(config.workload, 1, 5);
+    const outcome = await runPolicy({ policy: POLICIES[0]!, config, workload, hours: 1, seed: 5, machines: 6 });
+    expect(outcome.preemptions).toBeGreaterThan(5);
+    expect(outcome.requeued).toBeGreaterThan(0);
+    expect(outcome.lost).toEqual([]);
+    expect(outcome.failed).toEqual([]);
+    expect(outcome.jobs.some((j) => j.attempts > 1 && j.completedAtMs !== undefined)).toBe(true);
+  });
+});
+
+describe('the virtual clock', () => {
+  it('stays inside the simulator: a broker without one stamps jobs with Redis TIME', async () => {
+    const server = await startRedis();
+    const redis = new Redis(server.url);
+    try {
+      const broker = await Broker.connect({ redis });
+      expect(broker.clock).toBeUndefined();
+      const { id } = await broker.submit({ service: 'simulation' });
+      const job = await broker.getJob(id);
+      expect(Math.abs(job!.timestamps.submitted_at - Date.now())).toBeLessThan(60_000);
+      expect(VIRTUAL_EPOCH_MS - Date.now()).toBeGreaterThan(50 * 365 * 86_400_000); // a virtual stamp could never pass for a real one
+    } finally {
+      redis.disconnect();
+      await server.stop();
+    }
+  });
+});
+
+describe('the workload', () => {
+  it('matches the published model popularity: top 1 / 5 / 10 models serve 31% / 70% / 87%', () => {
+    const weights = imageModelWeights();
+    const top = (n: number) => weights.slice(0, n).reduce((a, b) => a + b, 0);
+    expect(weights).toHaveLength(87);
+    expect(top(1)).toBeCloseTo(IMAGE_MODEL_SHARES.top1, 6);
+    expect(top(5)).toBeCloseTo(IMAGE_MODEL_SHARES.top5, 6);
+    expect(top(10)).toBeCloseTo(IMAGE_MODEL_SHARES.top10, 6);
+    expect(top(87)).toBeCloseTo(1, 6);
+  });
+
+  it('draws image execution times near the published p50 23 s / p90 53 s', () => {
+    const config = SimulationConfig.parse({ workload: { peak_jobs_per_hour: 20_000, mix: { image: 1, text: 0, video: 0 } } });
+    const seconds = generateWorkload(config.workload, 24, 1).map((j) => j.durationMs / 1000).sort((a, b) => a - b);
+    const q = (p: number) => seconds[Math.floor(p * seconds.length)]!;
+    expect(q(0.5)).toBeGreaterThan(21);
+    expect(q(0.5)).toBeLessThan(25);
+    expect(q(0.9)).toBeGreaterThan(49);
+    expect(q(0.9)).toBeLessThan(57);
+    expect(seconds.at(-1)).toBeLessThanOrEqual(570);
+  });
+});
+
+describe('a CSV trace', () => {
+  it('reads jobs in arrival order', () => {
+    const jobs = parseTrace('arrival_s,service,model,duration_s,tenant\n5,comfyui,sd-01,20,acme\n# a comment\n1.5,ollama,llm-8b,2,acme\n');
+    expect(jobs.map((j) => [j.arrivalMs, j.jobClass])).toEqual([[1500, 'text'], [5000, 'image']]);
+  });
+
+  it('names the file, line and column of every bad field', () => {
+    const text = 'arrival_s,service,model,duration_s,tenant,class\n1,comfyui,sd-01,20,acme,image\nsoon,comfyui,sd-01,20,acme,\n3,comfyui,sd-01,-4,acme,movie\n4,comfyui,sd-01\n';
+    expect(() => parseTrace(text, 'day.csv')).toThrow(TraceError);
+    let message = '';
+    try {
+      parseTrace(text, 'day.csv');
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain('day.csv:3: arrival_s:');
+    expect(message).toContain('day.csv:4: duration_s: expected 0 or more');
+    expect(message).toContain('day.csv:4: class:');
+    expect(message).toContain('day.csv:5: 3 fields; expected 6');
+  });
+
+  it('refuses a file whose header is not the trace columns', () => {
+    expect(() => parseTrace('time,service\n1,comfyui\n', 't.csv')).toThrow(/t\.csv:1: the header is "time,service"/);
+  });
+});
