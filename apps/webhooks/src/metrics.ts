@@ -1,6 +1,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The service's Prometheus metrics (served at /metrics). */
+/** What the backlog gauges read (WebhookService: the outbox's backlog, ages in seconds by this process's clock). */
+export interface WebhookBacklog {
+  messages: number;
+  oldestDueAgeSeconds: number;
+  oldestUndeliveredAgeSeconds: number;
+}
+
 export class WebhookMetrics {
   readonly registry = new Registry();
   readonly deliveries = new Counter({
@@ -43,13 +50,13 @@ export class WebhookMetrics {
     registers: [this.registry],
   });
 
-  constructor(backlog: () => Promise<{ messages: number; oldestDueAgeSeconds: number }>) {
+  constructor(backlog: () => Promise<WebhookBacklog>) {
     collectDefaultMetrics({ register: this.registry, prefix: 'emp_webhooks_' });
-    let reading: Promise<{ messages: number; oldestDueAgeSeconds: number }> | undefined;
+    let reading: Promise<WebhookBacklog> | undefined;
     const read = () => (reading ??= backlog().finally(() => setTimeout(() => (reading = undefined), 500)));
     new Gauge({
       name: 'emp_webhook_backlog_messages',
-      help: 'Messages waiting for an attempt or in flight',
+      help: 'Messages not yet delivered or given up: waiting for an attempt, in flight, or behind an earlier message of their job',
       registers: [this.registry],
       async collect() {
         this.set((await read()).messages);
@@ -61,6 +68,14 @@ export class WebhookMetrics {
       registers: [this.registry],
       async collect() {
         this.set((await read()).oldestDueAgeSeconds);
+      },
+    });
+    new Gauge({
+      name: 'emp_webhook_oldest_undelivered_age_seconds',
+      help: 'Age of the oldest message not yet delivered or given up, from when it was queued or resent (0: none)',
+      registers: [this.registry],
+      async collect() {
+        this.set((await read()).oldestUndeliveredAgeSeconds);
       },
     });
   }

@@ -47,8 +47,8 @@ export async function startWebhookService(options: WebhookServiceOptions): Promi
   const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const metrics = new WebhookMetrics(async () => {
     const backlog = await outbox.backlog();
-    const overdue = backlog.nextDueAt === undefined ? 0 : Math.max(0, (Date.now() - backlog.nextDueAt) / 1000);
-    return { messages: backlog.messages, oldestDueAgeSeconds: overdue };
+    const ageOf = (at: number | undefined) => (at === undefined ? 0 : Math.max(0, (Date.now() - at) / 1000));
+    return { messages: backlog.messages, oldestDueAgeSeconds: ageOf(backlog.nextDueAt), oldestUndeliveredAgeSeconds: ageOf(backlog.oldestQueuedAt) };
   });
   const dispatcher = new Dispatcher(outbox, endpoints, config, metrics, logger, options.resolve);
   const intake = new EventIntake(broker, outbox, endpoints, config, consumer, metrics, logger, () => dispatcher.wake());

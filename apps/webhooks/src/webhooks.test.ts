@@ -68,6 +68,8 @@ describe('webhook delivery', () => {
     const metrics = await (await fetch(`${hooks.url}/metrics`)).text();
     expect(metrics).toMatch(/emp_webhook_deliveries_total\{outcome="delivered",type="job.succeeded"\} 1/);
     expect(metrics).toContain('emp_webhook_oldest_due_age_seconds');
+    expect(metrics).toMatch(/^emp_webhook_oldest_undelivered_age_seconds 0$/m);
+    expect(metrics).toMatch(/^emp_webhook_backlog_messages 0$/m);
     expect(metrics).toMatch(/^emp_webhook_delivery_duration_seconds_count\{outcome="delivered"\} [1-9]\d*$/m);
     // a delivered message's age: from its job event to its answer
     expect(metrics).toMatch(/^emp_webhook_message_age_seconds_count\{outcome="delivered"\} [1-9]\d*$/m);

@@ -53,7 +53,8 @@
  *                                  generated once by whichever instance asks first (outside any shard)
  *   <ns>:{_webhooks}:*             webhook delivery (outside any pool; `_` keeps the tag apart from pool names), one slot:
  *                                  shard: anchor of the webhook functions; due: message id -> when its next attempt is due
- *                                  (an in-flight one: when its lease ends); msg:<id>: the message (tenant, url, job, type,
+ *                                  (an in-flight one: when its lease ends); undelivered: every message not yet ended (pending,
+ *                                  in flight or behind its chain's head) -> when it was queued or resent; msg:<id>: the message (tenant, url, job, type,
  *                                  body, state, attempts, next_at), kept `messageRetentionMs` once ended; chain:<job>:<url hash>:
  *                                  one job's messages to one URL in order (only the head is due); throttle:<chain>: when the
  *                                  chain's last progress was delivered; log:<job>: delivery attempts (JSON, capped);
@@ -161,6 +162,9 @@ export class KeyLayout {
   }
   webhookDue(): string {
     return `${this.webhookPrefix()}due`;
+  }
+  webhookUndelivered(): string {
+    return `${this.webhookPrefix()}undelivered`;
   }
   webhookLog(jobId: string): string {
     return `${this.webhookPrefix()}log:${jobId}`;

@@ -225,11 +225,23 @@ export class WebhookOutbox {
     return Object.fromEntries(Object.entries(hash).map(([url, at]) => [url, Number(at)]));
   }
 
-  /** Messages waiting (or in flight), and when the earliest of them is due. */
-  async backlog(): Promise<{ messages: number; nextDueAt?: number }> {
-    const key = this.broker.keys.webhookDue();
-    const [count, head] = await Promise.all([this.#ctx.redis.zcard(key), this.#ctx.redis.zrange(key, 0, 0, 'WITHSCORES')]);
-    return head[1] === undefined ? { messages: count } : { messages: count, nextDueAt: Number(head[1]) };
+  /**
+   * Messages not yet ended (waiting, in flight, or behind another of their chain),
+   * when the oldest of them was queued (or resent), and when the next attempt is due.
+   */
+  async backlog(): Promise<{ messages: number; oldestQueuedAt?: number; nextDueAt?: number }> {
+    const redis = this.#ctx.redis;
+    const undelivered = this.broker.keys.webhookUndelivered();
+    const [count, oldest, due] = await Promise.all([
+      redis.zcard(undelivered),
+      redis.zrange(undelivered, 0, 0, 'WITHSCORES'),
+      redis.zrange(this.broker.keys.webhookDue(), 0, 0, 'WITHSCORES'),
+    ]);
+    return {
+      messages: count,
+      oldestQueuedAt: oldest[1] === undefined ? undefined : Number(oldest[1]),
+      nextDueAt: due[1] === undefined ? undefined : Number(due[1]),
+    };
   }
 
   /**

@@ -35,6 +35,7 @@ local function webhook_enqueue(keys, args)
   end
   call('HSET', key, 'id', id, 'chain', chain, 'tenant', tenant, 'url', url, 'job', job, 'type', kind, 'body', body,
     'state', 'pending', 'attempts', 0, 'created_at', now)
+  call('ZADD', p .. 'undelivered', now, id)
   if endpoint ~= '' then
     call('HSET', key, 'endpoint', endpoint)
     local index = p .. 'epmsgs:' .. endpoint

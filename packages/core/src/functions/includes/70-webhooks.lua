@@ -45,6 +45,7 @@ local function end_message(p, id, state, now, retention, throttle_ms)
   call('HDEL', key, 'next_at')
   call('PEXPIRE', key, retention)
   call('ZREM', p .. 'due', id)
+  call('ZREM', p .. 'undelivered', id)
   local chain_key = p .. 'chain:' .. chain
   call('LREM', chain_key, 1, id)
   if f[2] == 'job.progress' and state == 'delivered' and throttle_ms > 0 then
@@ -63,6 +64,7 @@ local function end_message(p, id, state, now, retention, throttle_ms)
     call('HDEL', next_key, 'next_at')
     call('PEXPIRE', next_key, retention)
     call('ZREM', p .. 'due', next_id)
+    call('ZREM', p .. 'undelivered', next_id)
     call('LPOP', chain_key)
   end
 end
@@ -79,6 +81,7 @@ local function requeue_message(p, id, now)
   call('HSET', key, 'state', 'pending', 'attempts', 0, 'resent_at', now)
   call('HDEL', key, 'finished_at')
   call('PERSIST', key)
+  call('ZADD', p .. 'undelivered', now, id)
   if call('RPUSH', p .. 'chain:' .. f[2], id) == 1 then
     call('HSET', key, 'next_at', now)
     call('ZADD', p .. 'due', now, id)
