@@ -472,3 +472,13 @@ describe('worker calls', () => {
     await expectRefused(() => broker.registerMachine(POOL, 'm1', 'idle' as never), ValidationError, { what: 'machine state' });
   });
 });
+
+describe('a virtual clock that does not read whole ms', () => {
+  it('is refused at the first call, before anything is written', async () => {
+    const broker = await Broker.connect({ redis, clock: () => 1_000.5 });
+    await expect(broker.submit({ service: 'simulation' })).rejects.toThrow(/invalid virtual clock: a clock reads whole ms since the epoch, not 1000.5/);
+    await expect(broker.submit({ service: 'simulation' })).rejects.toBeInstanceOf(ValidationError);
+    const whole = await Broker.connect({ redis, clock: () => 1_000 });
+    expect((await whole.submit({ service: 'simulation' })).id).toMatch(/^standard\./);
+  });
+});

@@ -30,7 +30,7 @@ export class BrokerContext {
     this.keys = new KeyLayout(config.namespace);
     this.services = new Set(config.services);
     this.calls = new FunctionCalls(redis, this.keys, {
-      clock: () => (this.clock ? this.clock() : ''),
+      clock: () => (this.clock ? virtualNow(this.clock) : ''),
       // what every writing function takes after the clock (see functions/includes, `context`)
       settings: () => [config.eventsMaxLen, config.leaseMs, config.retentionMs, config.failedRetentionMs, config.avoidMs],
     });
@@ -81,4 +81,14 @@ export function jsonOf(value: unknown, what: string, path: string): string {
   } catch (error) {
     throw new ValidationError(what, [{ path, message: `not JSON: ${(error as Error).message}` }]);
   }
+}
+
+/**
+ * The virtual clock's reading: whole ms, as the Lua side stores them. A fraction
+ * would be written into a job and refused only when the job is read back.
+ */
+function virtualNow(clock: () => number): number {
+  const now = clock();
+  if (!Number.isSafeInteger(now) || now < 0) throw new ValidationError('virtual clock', [{ path: '', message: `a clock reads whole ms since the epoch, not ${now}` }]);
+  return now;
 }
