@@ -2,6 +2,7 @@ import {
   type Attributes,
   type Context,
   context,
+  createContextKey,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
@@ -50,6 +51,8 @@ export interface Tracing {
   startSpan(name: string, options?: SpanOptions): Span;
   /** Runs `fn` with a span active (the logs' mixin and outgoing calls see it); ends it when `fn` settles, marking a throw as an error. */
   inSpan<T>(name: string, options: SpanOptions, fn: (span: Span) => Promise<T>): Promise<T>;
+  /** Runs `fn` with `span` active (it is not ended here). */
+  withSpan<T>(span: Span, fn: () => T): T;
   /** Sends the spans ended so far (tests, shutdown). */
   flush(): Promise<void>;
   shutdown(): Promise<void>;
@@ -62,6 +65,7 @@ export const TRACING_OFF: Tracing = Object.freeze({
   enabled: false,
   startSpan: () => NON_RECORDING,
   inSpan: <T>(_name: string, _options: SpanOptions, fn: (span: Span) => Promise<T>) => fn(NON_RECORDING),
+  withSpan: <T>(_span: Span, fn: () => T) => fn(),
   flush: async () => {},
   shutdown: async () => {},
 });
@@ -108,13 +112,14 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url }), { scheduledDelayMillis: options.exportDelayMs ?? 5_000 })],
   });
   const tracer = provider.getTracer('emp');
-  return {
+  const tracing: Tracing = {
     enabled: true,
     startSpan: (name, spanOptions = {}) => startOn(tracer, name, spanOptions),
+    withSpan: (span, fn) => context.with(trace.setSpan(context.active(), span).setValue(TRACING_KEY, tracing), fn),
     inSpan: async (name, spanOptions, fn) => {
       const span = startOn(tracer, name, spanOptions);
       try {
-        return await context.with(trace.setSpan(parentContext(spanOptions.parent), span), () => fn(span));
+        return await context.with(trace.setSpan(parentContext(spanOptions.parent), span).setValue(TRACING_KEY, tracing), () => fn(span));
       } catch (error) {
         span.recordException(error as Error);
         span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error).message });
@@ -126,6 +131,15 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
     flush: () => provider.forceFlush(),
     shutdown: () => provider.shutdown(),
   };
+  return tracing;
+}
+
+/** The active context's Tracing rides in it, so code deep in a job's work (an outgoing call) makes child spans on the right provider. */
+const TRACING_KEY = createContextKey('emp.tracing');
+
+/** The Tracing whose span is active (TRACING_OFF: none). */
+export function activeTracing(): Tracing {
+  return (context.active().getValue(TRACING_KEY) as Tracing | undefined) ?? TRACING_OFF;
 }
 
 function startOn(tracer: Tracer, name: string, options: SpanOptions): Span {
