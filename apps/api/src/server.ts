@@ -1,4 +1,4 @@
-import type { ApiKeyStore, Broker } from '@emp/core';
+import { type ApiKeyStore, type Broker, startTracing, type Tracing } from '@emp/core';
 import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
@@ -25,6 +25,7 @@ import { machineLogRoutes } from './routes/machine-logs';
 import { operatorRoutes } from './routes/operator';
 import { webhookEndpointRoutes } from './routes/webhook-endpoints';
 import { webhookRoutes } from './routes/webhooks';
+import { requestTracing } from './tracing';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -67,6 +68,8 @@ export interface ApiServerOptions {
    * Default: EMP_WEBHOOK_ALLOW_PRIVATE=1 (or true) in the environment, else off.
    */
   webhookAllowPrivate?: boolean;
+  /** where request spans go; default: started here from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (off without one) and shut down on close */
+  tracing?: Tracing;
 }
 
 /** Whether an environment variable is switched on (`1`, `true`, `yes`, `on`). */
@@ -110,6 +113,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
   const { broker } = options;
+  const tracing = options.tracing ?? (await startTracing({ serviceName: 'emp-api' }));
+  if (!options.tracing) app.addHook('onClose', () => tracing.shutdown());
   const hub = new EventHub(broker, logger.child({ component: 'event-hub' }));
   const apiKeys = broker.apiKeys({ cacheMs: options.apiKeyCacheMs });
   app.decorate('broker', broker);
@@ -119,6 +124,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
 
   // first, so that it sees every route that follows
   await app.register(requireRouteAccess);
+  await app.register(requestTracing, { tracing });
   await app.register(errorHandling);
   await app.register(openApi);
   if (options.corsOrigins?.length) {

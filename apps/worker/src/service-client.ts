@@ -1,5 +1,5 @@
 import { Agent, type Dispatcher, fetch, type Response } from 'undici';
-import { ServiceTls } from '@emp/core';
+import { activeTracing, endSpan, ServiceTls, SpanKind, traceHeaders } from '@emp/core';
 import { z } from 'zod';
 import { JobFailure } from './connector';
 
@@ -74,15 +74,26 @@ export class ServiceClient {
     const headers: Record<string, string> = { accept: 'application/json', ...this.headers };
     if (options.json !== undefined) headers['content-type'] = 'application/json';
     const method = options.method ?? (options.json === undefined ? 'GET' : 'POST');
+    // a child of the job's span (non-recording with tracing off); the service gets its traceparent
+    const tracing = activeTracing();
+    const span = tracing.startSpan(`${method} ${path}`, {
+      kind: SpanKind.CLIENT,
+      attributes: { 'emp.service': this.service, 'http.request.method': method, 'url.path': path },
+    });
+    Object.assign(headers, tracing.withSpan(span, () => traceHeaders()));
     try {
-      return await fetch(this.url(path, options.query), {
+      const response = await fetch(this.url(path, options.query), {
         method,
         headers,
         body: options.json === undefined ? undefined : JSON.stringify(options.json),
         signal,
         dispatcher: this.dispatcher,
       });
+      span.setAttribute('http.response.status_code', response.status);
+      endSpan(span, response.ok ? 'ok' : 'status', response.ok ? undefined : `HTTP ${response.status}`);
+      return response;
     } catch (error) {
+      endSpan(span, 'transport', error);
       throw this.transportFailure(error, options.signal, `${method} ${path}`);
     } finally {
       clearTimeout(timer);

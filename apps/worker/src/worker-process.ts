@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type AssetStoreSpec, Broker, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider } from '@emp/core';
+import { type AssetStoreSpec, Broker, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider, startTracing, type Tracing } from '@emp/core';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import type { AssetStore } from './assets/asset-store';
@@ -47,6 +47,7 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
   const waiting = new AbortController();
   let redis: Redis | undefined;
   let worker: Worker | undefined;
+  let tracing: Tracing | undefined;
   // changes the supervisor sent before the worker existed are what it starts with
   let capabilityChanges: Extract<SupervisorMessage, { type: 'capabilities' }>['capabilities'] = {};
 
@@ -66,7 +67,10 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       config: { namespace: config.namespace || undefined, leaseMs: config.lease_ms },
     });
     waiting.signal.throwIfAborted();
+    // off (and the SDK never loaded) unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
+    tracing = await startTracing({ serviceName: 'emp-worker', attributes: { 'emp.worker.id': config.worker_id, 'emp.machine.id': config.machine_id } });
     worker = new Worker({
+      tracing,
       broker,
       id: config.worker_id,
       pool: config.pool,
@@ -99,6 +103,7 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
         waiting.abort(new Error('stopped while starting'));
         await started.catch(() => undefined);
         await worker?.stop({ graceMs: config.grace_ms });
+        await tracing?.shutdown().catch(() => undefined);
         redis?.disconnect();
       })()),
     async handle(message) {

@@ -16,7 +16,11 @@ import {
   UnknownWorkerError,
   WorkerCapabilities,
   capabilityProfile,
+  endSpan,
   parseWith,
+  type Span,
+  TRACING_OFF,
+  type Tracing,
 } from '@emp/core';
 import { type Logger, pino } from 'pino';
 import { AttemptAbort } from './attempt-abort';
@@ -57,6 +61,8 @@ export interface WorkerOptions {
   /** e.g. 'eu-west': logged with every line */
   region?: string;
   logger?: Logger;
+  /** where the jobs' spans go (queue.wait, job.run, its outgoing calls); default: none (main.ts starts it from the environment) */
+  tracing?: Tracing;
 }
 
 export type FailOutcome = 'queued' | 'retrying' | 'failed';
@@ -80,6 +86,8 @@ interface ActiveJob {
   readonly logger: Logger;
   /** the worker's logger */
   readonly parent: Logger;
+  /** the attempt's job.run span (non-recording with tracing off), ended with its outcome */
+  span: Span;
   progress: ProgressReporter;
   started: Promise<void> | undefined;
   timeoutTimer: NodeJS.Timeout | undefined;
@@ -120,6 +128,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly progressIntervalMs: number;
   private readonly models: ModelProvider | undefined;
   private readonly logger: Logger;
+  private readonly tracing: Tracing;
 
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private readonly active = new Map<string, ActiveJob>();
@@ -174,6 +183,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.signalWaitMs = options.signalWaitMs ?? DEFAULT_SIGNAL_WAIT_MS;
     this.progressIntervalMs = options.progressIntervalMs ?? 250;
     this.models = options.models;
+    this.tracing = options.tracing ?? TRACING_OFF;
 
     const services = parseWith(WorkerCapabilities, options.capabilities, `capabilities of worker ${this.id}`).services;
     for (const connector of options.connectors) {
@@ -513,14 +523,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private launch(job: ClaimedJob): void {
     const abort = new AttemptAbort();
     const connector = this.connectors.get(job.service);
+    const span = this.traceAttempt(job);
     // made on first use: a job that logs nothing above the level does not pay for binding its fields
     let jobLogger: Logger | undefined;
     const active: ActiveJob = {
       job,
       connector,
       abort,
+      span,
       get logger() {
-        return (jobLogger ??= this.parent.child({ job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service }));
+        // trace_id and span_id (of job.run) join the job's log lines to its trace
+        const trace = span.isRecording() ? { trace_id: span.spanContext().traceId, span_id: span.spanContext().spanId } : undefined;
+        return (jobLogger ??= this.parent.child({ job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service, ...trace }));
       },
       parent: this.logger,
       started: undefined,
@@ -542,6 +556,24 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.tasks.add(task);
   }
 
+  /**
+   * The attempt's spans, in the trace the submit began (the job's traceparent):
+   * queue.wait from submit to now (the claim), and job.run, returned, which the
+   * attempt's work runs under. A job submitted untraced starts a trace here.
+   */
+  private traceAttempt(job: ClaimedJob): Span {
+    if (!this.tracing.enabled) return this.tracing.startSpan('job.run');
+    const attributes = {
+      'emp.job.id': job.id, 'emp.service': job.service, 'emp.pool': this.pool, 'emp.worker.id': this.id,
+      'emp.machine.id': this.machineId, 'emp.attempt': job.attempt,
+    };
+    // '' (no traceparent): a root span, not a child of whatever is active (a claim-next runs inside the last job's span)
+    const parent = job.traceparent ?? '';
+    if (job.traceparent) this.tracing.startSpan('queue.wait', { parent, startTime: job.submittedAt, attributes }).end();
+    const models = job.requirements.models;
+    return this.tracing.startSpan('job.run', { parent, attributes: models?.length ? { ...attributes, 'emp.models': models.join(',') } : attributes });
+  }
+
   private async runJob(active: ActiveJob): Promise<void> {
     const { job, abort } = active;
     const ctx: JobContext = {
@@ -560,20 +592,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let outcome: Outcome;
     let releaseModels: ReleaseModels | undefined;
     try {
-      const connector = active.connector;
-      if (!connector) {
-        throw new JobFailure('non_retryable', `worker ${this.id} has no connector for service '${job.service}'`);
-      }
-      abort.throwIfAborted();
-      // only a job that names models pays for an AbortSignal here
-      if (this.models && job.requirements.models?.length) {
-        releaseModels = await ensureJobModels(this.models, job.requirements.models, ctx.progress, abort.signal);
-        // the download's last report goes out before the job is running, not after
-        await active.progress.sendNow();
-      }
-      if (!connector.startsItself) await this.startJob(active);
-      const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));
-      outcome = { ok: true, result };
+      outcome = await this.tracing.withSpan(active.span, () => this.runConnector(active, ctx, (release) => (releaseModels = release)));
     } catch (error) {
       outcome = { ok: false, error };
     }
@@ -587,6 +606,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // outcome unknown (Redis unreachable through every retry): the broker still counts the
       // job as this worker's, so it is re-run only once this worker's lease runs out
       active.logger.error({ err: error }, 'could not record the outcome of the job');
+      endSpan(active.span, 'unrecorded', error);
     } finally {
       if (active.timeoutTimer) clearTimeout(active.timeoutTimer);
       active.progress.close();
@@ -601,6 +621,32 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     this.armIfWaiting();
     this.checkIdle();
+  }
+
+  /** The attempt's work: its models, then the connector; `keepRelease` gets the models' release as soon as they are held. */
+  private async runConnector(active: ActiveJob, ctx: JobContext, keepRelease: (release: ReleaseModels | undefined) => void): Promise<Outcome> {
+    const { job, abort } = active;
+    let outcome: Outcome;
+    try {
+      const connector = active.connector;
+      if (!connector) {
+        throw new JobFailure('non_retryable', `worker ${this.id} has no connector for service '${job.service}'`);
+      }
+      abort.throwIfAborted();
+      // only a job that names models pays for an AbortSignal here
+      if (this.models && job.requirements.models?.length) {
+        const models = job.requirements.models;
+        keepRelease(await this.tracing.inSpan('job.models', { attributes: { 'emp.models': models.join(',') } }, () => ensureJobModels(this.models!, models, ctx.progress, abort.signal)));
+        // the download's last report goes out before the job is running, not after
+        await active.progress.sendNow();
+      }
+      if (!connector.startsItself) await this.startJob(active);
+      const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));
+      outcome = { ok: true, result };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    return outcome;
   }
 
   /** Moves the job to running (once) and arms its execution timeout. */
@@ -643,6 +689,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       try {
         const next = await this.record(active, 'result', () => this.broker.complete(job.lease, result, { claimNext }));
         debugLog(active, 'job completed');
+        endSpan(active.span, 'succeeded');
         this.notify('job:completed', job, outcome.result);
         return next;
       } catch (error) {
@@ -658,6 +705,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       const { outcome: result, next } = await this.record(active, 'failure', () => this.broker.fail(job.lease, info, { claimNext }));
       debugLog(active, 'job failed', { kind: info.kind, outcome: result, err: outcome.error });
+      endSpan(active.span, result, info.message);
       this.notify('job:failed', job, info, result);
       return next;
     } catch (error) {
@@ -686,6 +734,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private drop(active: ActiveJob, reason: DropReason): null {
     active.progress.close();
     active.logger.info({ reason }, 'job dropped: its attempt was ended by the broker');
+    endSpan(active.span, reason);
     this.notify('job:dropped', active.job, reason);
     return null;
   }

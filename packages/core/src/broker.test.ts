@@ -189,6 +189,17 @@ describe('submit', () => {
     await expect(b.submitAndRead(SubmitJobInput.parse({ service: 'nosuch' }))).rejects.toMatchObject({ code: 'UNKNOWN_SERVICE' });
   });
 
+  it('keeps the trace context a submit carries and hands it to the claim; a job without one claims without', async () => {
+    const b = await broker();
+    await worker(b, 'w1');
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const traced = await b.submitAndRead(SubmitJobInput.parse({ service: 'simulation' }), { traceparent });
+    await b.submitAndRead(SubmitJobInput.parse({ service: 'simulation' }), { traceparent: 'not-a-traceparent' });
+    const first = await claimJob(b, 'w1');
+    expect(first).toMatchObject({ id: traced.submitted.id, traceparent });
+    expect((await claimJob(b, 'w1')).traceparent).toBeUndefined();
+  });
+
   it('a batch refuses only its conflicting job, which leaves nothing behind, and keeps order and fields', async () => {
     const b = await broker();
     const first = await b.submit({ service: 'simulation', payload: { a: 1 }, idempotency_key: 'k1' });

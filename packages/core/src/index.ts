@@ -22,3 +22,4 @@ export * from './scheduler';
 export * from './shared-secret';
 export * from './api-protocol';
 export * from './wait-digest';
+export * from './tracing';

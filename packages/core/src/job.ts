@@ -202,6 +202,8 @@ export const JobRecord = z.object({
   step: ms.optional(),
   cancel_reason: z.string().optional(),
   expire_reason: z.string().optional(),
+  /** the W3C trace context of the submit, when tracing was on (docs/tracing.md) */
+  traceparent: z.string().optional(),
 });
 
 const Ms = z.number().int();

@@ -39,6 +39,7 @@ import {
   SubmitQuery,
 } from '../schemas';
 import type { z } from 'zod';
+import { requestTraceparent } from '../tracing';
 
 export interface JobRoutesOptions {
   /** a webhook.url may name a loopback, private or link-local host (local development) */
@@ -90,7 +91,7 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
     // the body was parsed by the route's schema: the broker does not parse it again, and reads the job back in the same round trip
-    const { submitted, job: read } = await broker.submitAndRead(input);
+    const { submitted, job: read } = await broker.submitAndRead(input, { traceparent: requestTraceparent(request.traceSpan) });
     const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
     const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, closedSignal(reply.raw)) : read;
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);

@@ -140,8 +140,8 @@ export class Broker {
    * SubmitJobInput (or a schema extending it, as the API's request body), so it
    * is not parsed again. An idempotent repeat reads the original job after.
    */
-  submitAndRead(job: SubmitJob): Promise<{ submitted: SubmitResult; job: Job | null }> {
-    return jobs.submitAndRead(this.#ctx, job);
+  submitAndRead(job: SubmitJob, options?: jobs.SubmitOptions): Promise<{ submitted: SubmitResult; job: Job | null }> {
+    return jobs.submitAndRead(this.#ctx, job, options);
   }
 
   /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */

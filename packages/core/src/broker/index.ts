@@ -2,5 +2,6 @@ export { Broker } from './broker';
 export { BlockingConnection, type ReadConnection } from './connection';
 export type { MachineLogLine, WorkerStateInput } from './fleet';
 export type { EventGroupLoss, EventStreamInfo, QueueHistoryWrite, UnreadableQueueSample } from './streams';
+export type { SubmitOptions } from './jobs';
 export { EventTail } from './tail';
 export * from './types';

@@ -40,8 +40,8 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput): Promise
  * submit, then the read of the id the submit will use). An idempotent repeat
  * reads the original job after.
  */
-export async function submitAndRead(ctx: BrokerContext, job: SubmitJob): Promise<{ submitted: SubmitResult; job: Job | null }> {
-  const prepared = prepareSubmit(ctx, job);
+export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<{ submitted: SubmitResult; job: Job | null }> {
+  const prepared = prepareSubmit(ctx, job, options);
   await ctx.rememberPool(prepared.pool);
   const pipeline = ctx.redis.pipeline();
   ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
@@ -231,7 +231,7 @@ export async function currentAttempt(ctx: BrokerContext, id: string): Promise<Le
 }
 
 /** The arguments of a submit of a parsed job (its id is made here). */
-function prepareSubmit(ctx: BrokerContext, job: SubmitJob): PreparedSubmit {
+function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): PreparedSubmit {
   if (!ctx.services.has(job.service)) {
     throw new UnknownServiceError(`unknown service '${job.service}'; known services: ${[...ctx.services].sort().join(', ')}`);
   }
@@ -255,6 +255,8 @@ function prepareSubmit(ctx: BrokerContext, job: SubmitJob): PreparedSubmit {
   if (job.webhook) fields.push('webhook', JSON.stringify(job.webhook));
   if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
   if (job.step !== undefined) fields.push('step', job.step);
+  // an optional field: a claim reads it only from a job marked `opt` (a job submitted with tracing off pays nothing)
+  if (options.traceparent && TRACEPARENT.test(options.traceparent)) fields.push('traceparent', options.traceparent);
   return {
     pool,
     id,
@@ -276,6 +278,14 @@ function prepareSubmit(ctx: BrokerContext, job: SubmitJob): PreparedSubmit {
     ],
   };
 }
+
+/** What a submit carries beside the job itself. */
+export interface SubmitOptions {
+  /** the W3C trace context of the submit (the API request's span), kept on the job for its later spans */
+  traceparent?: string;
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 /** Index order: by submission time, then by entry (byte order, as Redis sorts equal scores). */
 function comparePositions(a: ListPosition, b: ListPosition): number {

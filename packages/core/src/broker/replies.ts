@@ -249,8 +249,8 @@ export function parseClaim(pool: string, workerId: string, reply: ClaimReply): C
     const retryAt = reply[1] ? Number(reply[1]) : undefined;
     return { job: null, workerState: String(reply[2] ?? ''), retryAt: retryAt || undefined };
   }
-  const [, id, token, attempt, service, tenant, payload, definition, priority, workflowId, step, timeout, submittedAt] =
-    reply as [string, string, string, number, string, string, string, string, number, string, string, string, string];
+  const [, id, token, attempt, service, tenant, payload, definition, priority, workflowId, step, timeout, submittedAt, traceparent] =
+    reply as [string, string, string, number, string, string, string, string, number, string, string, string, string, string | undefined];
   const lease: Lease = Object.freeze({ pool, jobId: id, token, workerId });
   issuedLeases.add(lease);
   return {
@@ -267,6 +267,7 @@ export function parseClaim(pool: string, workerId: string, reply: ClaimReply): C
       step: step ? Number(step) : undefined,
       executionTimeoutMs: timeout ? Number(timeout) : undefined,
       submittedAt: Number(submittedAt),
+      traceparent: traceparent || undefined,
     },
   };
 }

@@ -29,6 +29,8 @@ export interface ClaimedJob {
   step?: number;
   executionTimeoutMs?: number;
   submittedAt: number;
+  /** the W3C trace context stored at submit (tracing on): the attempt's spans continue its trace */
+  traceparent?: string;
 }
 
 export type ClaimResult =

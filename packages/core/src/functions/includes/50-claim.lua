@@ -19,7 +19,7 @@ local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
 -- only the fields few jobs have when the job says it has them: `opt` for those
 -- given at submit, `attempts` for those a failure leaves (avoid_worker/until).
 local TAKE_FIELDS = { 'attempts', 'tenant', 'service', 'score', 'submitted_at', 'payload', 'opt' }
-local OPTIONAL_TAKE_FIELDS = { 'workflow_id', 'step', 'exec_timeout_ms', 'start_deadline', 'queue_deadline' }
+local OPTIONAL_TAKE_FIELDS = { 'workflow_id', 'step', 'exec_timeout_ms', 'start_deadline', 'queue_deadline', 'traceparent' }
 local RETRY_TAKE_FIELDS = { 'avoid_worker', 'avoid_until' }
 
 -- Whether a worker other than `worker` that could run this job is online (not
@@ -44,14 +44,14 @@ end
 -- nobody else to take it, waiting would only delay it. `lanes`: the worker's
 -- restrictions (profile_lanes), checked against the job's tenant and workflow.
 -- The fields come as f[1] attempts .. f[7] opt by position (see TAKE_FIELDS), and
--- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline
--- by name (false when absent). A job this worker may never run answers nil, nil.
+-- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline,
+-- f.traceparent by name (false when absent). A job this worker may never run answers nil, nil.
 local function takeable(p, class, id, worker, now, lanes)
   local key = job_key(p, id)
   local f = call('HMGET', key, unpack(TAKE_FIELDS))
   if f[7] and opt_fields(f[7]) then
     local o = call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
-    f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline = o[1], o[2], o[3], o[4], o[5]
+    f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline, f.traceparent = o[1], o[2], o[3], o[4], o[5], o[6]
   end
   if lanes and not lane_allows(lanes, f[2], f.workflow_id or nil) then return nil, nil end
   if f[1] then
@@ -163,7 +163,7 @@ local function take(ctx, id, f, class, worker, w, next_score)
   job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
     'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
   return { 'job', id, attempt, attempt, f[3], f[2], f[6] or call('GET', payload_key(p, id)) or '',
-    class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '' }
+    class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:

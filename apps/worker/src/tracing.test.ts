@@ -1,0 +1,137 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startTracing, type Tracing, tracingSdkLoaded } from '@emp/core';
+import { FakeComfyUI, temporaryFolder, waitFor } from '@emp/testkit';
+import { type ApiStack, call, startApiStack } from '@emp/testkit/api';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localDirectoryStore } from './assets/local-directory-store';
+import { comfyuiConnector } from './connectors/comfyui';
+import { Worker } from './worker';
+
+interface ReceivedSpan {
+  service: string;
+  name: string;
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  attributes: Record<string, unknown>;
+}
+
+/** An OTLP/HTTP JSON receiver on loopback: every span POSTed to /v1/traces, flattened. */
+async function startReceiver(): Promise<{ url: string; spans: ReceivedSpan[]; close(): Promise<void> }> {
+  const spans: ReceivedSpan[] = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      if (req.url === '/v1/traces' && req.headers['content-type']?.includes('json')) {
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: Array<{ resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> }; scopeSpans: Array<{ spans: Array<Record<string, unknown>> }> }> };
+        for (const rs of body.resourceSpans) {
+          const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '';
+          for (const ss of rs.scopeSpans) {
+            for (const s of ss.spans) {
+              const attributes = Object.fromEntries((s.attributes as Array<{ key: string; value: Record<string, unknown> }>).map((a) => [a.key, Object.values(a.value)[0]]));
+              spans.push({ service, name: s.name as string, traceId: s.traceId as string, spanId: s.spanId as string, parentSpanId: (s.parentSpanId as string) || undefined, attributes });
+            }
+          }
+        }
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/v1/traces`, spans, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+describe('tracing', () => {
+  it('is off without an endpoint: no SDK is loaded and no exporter is created', async () => {
+    const saved = { a: process.env.OTEL_EXPORTER_OTLP_ENDPOINT, b: process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT };
+    delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+    delete process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+    try {
+      const tracing = await startTracing({ serviceName: 'emp-test' });
+      expect(tracing.enabled).toBe(false);
+      expect(tracingSdkLoaded()).toBe(false);
+      expect(tracing.startSpan('x').isRecording()).toBe(false);
+    } finally {
+      if (saved.a !== undefined) process.env.OTEL_EXPORTER_OTLP_ENDPOINT = saved.a;
+      if (saved.b !== undefined) process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = saved.b;
+    }
+  });
+
+  describe('a job submitted through the API and run against the fake ComfyUI', () => {
+    let receiver: Awaited<ReturnType<typeof startReceiver>>;
+    let apiTracing: Tracing;
+    let workerTracing: Tracing;
+    let stack: ApiStack;
+    let fake: FakeComfyUI;
+    let assets: Awaited<ReturnType<typeof temporaryFolder>>;
+    let worker: Worker;
+
+    beforeAll(async () => {
+      receiver = await startReceiver();
+      apiTracing = await startTracing({ serviceName: 'emp-api', endpoint: receiver.url, exportDelayMs: 50 });
+      workerTracing = await startTracing({ serviceName: 'emp-worker', endpoint: receiver.url, exportDelayMs: 50 });
+      stack = await startApiStack({ auth: false, worker: false, server: { tracing: apiTracing } });
+      fake = await FakeComfyUI.start();
+      assets = await temporaryFolder();
+      worker = new Worker({
+        broker: stack.broker,
+        id: 'trace-worker',
+        pool: 'standard',
+        machineId: 'trace-machine',
+        capabilities: { services: ['comfyui'] },
+        connectors: [comfyuiConnector({ baseUrl: fake.url, assets: localDirectoryStore({ directory: assets.path }), watchdogMs: 60_000 })],
+        logger: pino({ level: 'silent' }),
+        tracing: workerTracing,
+      });
+      await worker.start();
+    });
+
+    afterAll(async () => {
+      await worker?.stop({ graceMs: 0 });
+      await stack?.stop();
+      await fake?.close();
+      await assets?.remove();
+      await apiTracing?.shutdown();
+      await workerTracing?.shutdown();
+      await receiver?.close();
+    });
+
+    it('makes one trace: the client\'s, through the API request, queue.wait, job.run and the call to ComfyUI', async () => {
+      const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+      const clientSpan = '00f067aa0ba902b7';
+      const workflow = {
+        '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'sd_xl_base_1.0.safetensors' } },
+        '5': { class_type: 'EmptyLatentImage', inputs: { width: 64, height: 64, batch_size: 1 } },
+        '6': { class_type: 'CLIPTextEncode', inputs: { text: 'a cat', clip: ['4', 1] } },
+        '3': { class_type: 'KSampler', inputs: { seed: 1, steps: 2, cfg: 7, sampler_name: 'euler', scheduler: 'normal', denoise: 1, model: ['4', 0], positive: ['6', 0], negative: ['6', 0], latent_image: ['5', 0] } },
+        '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
+        '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'emp', images: ['8', 0] } },
+      };
+      const submitted = await call(stack.url, 'POST', '/v1/jobs', { body: { service: 'comfyui', payload: { workflow } }, headers: { traceparent: `00-${traceId}-${clientSpan}-01` } });
+      expect(submitted.status).toBe(201);
+      const id = (submitted.body as { id: string }).id;
+      await waitFor('the job to succeed', async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
+      await apiTracing.flush();
+      await workerTracing.flush();
+
+      const spans = receiver.spans.filter((s) => s.traceId === traceId);
+      const byName = (name: string) => spans.find((s) => s.name === name);
+      const request = byName('POST /v1/jobs');
+      expect(request).toMatchObject({ service: 'emp-api', parentSpanId: clientSpan });
+      const wait = byName('queue.wait');
+      const run = byName('job.run');
+      expect(wait).toMatchObject({ service: 'emp-worker', parentSpanId: request!.spanId, attributes: { 'emp.job.id': id, 'emp.service': 'comfyui', 'emp.worker.id': 'trace-worker', 'emp.machine.id': 'trace-machine' } });
+      expect(run).toMatchObject({ parentSpanId: request!.spanId, attributes: { 'emp.job.id': id, 'emp.outcome': 'succeeded', 'emp.pool': 'standard' } });
+      const calls = spans.filter((s) => s.parentSpanId === run!.spanId && s.attributes['emp.service'] === 'comfyui');
+      expect(calls.map((s) => s.name)).toContain('POST prompt');
+      // the fake service saw the outgoing call's own span as the parent
+      const prompt = fake.requests.find((r) => r.path === '/prompt' && r.method === 'POST');
+      const promptSpan = calls.find((s) => s.name === 'POST prompt')!;
+      expect(prompt?.headers.traceparent).toBe(`00-${traceId}-${promptSpan.spanId}-01`);
+    });
+  });
+});
