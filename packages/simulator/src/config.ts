@@ -44,7 +44,7 @@ export const FleetConfig = z
 export const WorkloadConfig = z
   .object({
     /** mean arrivals per hour at the daily peak (the trough is `trough_share` of it) */
-    peak_jobs_per_hour: z.number().positive().default(2_800),
+    peak_jobs_per_hour: z.number().positive().default(1_750),
     trough_share: z.number().positive().max(1).default(0.1),
     /** hour of the day (0-24) of the trough; the peak is 12 hours later */
     trough_hour: z.number().min(0).max(24).default(4),
