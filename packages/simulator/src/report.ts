@@ -1,4 +1,4 @@
-import type { RunOutcome } from './simulation';
+import type { HourlyMs, RunOutcome } from './simulation';
 import { JOB_CLASSES } from './workload';
 
 export interface WaitSummary {
@@ -23,6 +23,24 @@ export interface PolicyReport extends WaitSummary {
   gpu_utilisation: number;
   preemptions: number;
   requeued: number;
+  /** the two hours around the daily peak (15:00-17:00 by default), where the run covers them */
+  peak: HourReport | null;
+  /** one row per simulated hour */
+  hourly: HourReport[];
+}
+
+/**
+ * One stretch of the run: mean machines up (registered), occupancy = the share
+ * of their time spent holding a job (downloading, loading or running it), GPU
+ * utilisation = the share spent running jobs that completed.
+ */
+export interface HourReport {
+  from_hour: number;
+  to_hour: number;
+  arrivals: number;
+  machines: number;
+  occupancy: number;
+  gpu_utilisation: number;
 }
 
 /** Wait = from submission until the job runs (model download and load included); null where no job started. */
@@ -44,7 +62,30 @@ export function summarise(outcome: RunOutcome): PolicyReport {
     gpu_utilisation: machineMs === 0 ? 0 : round(busyMs / machineMs, 4),
     preemptions: outcome.preemptions,
     requeued: outcome.requeued,
+    peak: peakWindow(outcome),
+    hourly: outcome.hourly.map((_, h) => stretch(outcome.hourly, h, h + 1)),
   };
+}
+
+function stretch(hourly: HourlyMs[], from: number, to: number): HourReport {
+  const rows = hourly.slice(from, to);
+  const sum = (f: keyof HourlyMs) => rows.reduce((s, r) => s + r[f], 0);
+  const up = sum('upMs');
+  return {
+    from_hour: from,
+    to_hour: to,
+    arrivals: sum('arrivals'),
+    machines: round(up / ((to - from) * 3_600_000), 1),
+    occupancy: up === 0 ? 0 : round(sum('occupiedMs') / up, 4),
+    gpu_utilisation: up === 0 ? 0 : round(sum('executionMs') / up, 4),
+  };
+}
+
+/** The hour before and the hour after the daily peak, on the first day the run covers whole. */
+function peakWindow(outcome: RunOutcome): HourReport | null {
+  const from = (Math.round(outcome.peakHour) + 23) % 24;
+  if (from + 2 > outcome.hourly.length) return null;
+  return stretch(outcome.hourly, from, from + 2);
 }
 
 function waits(jobs: RunOutcome['jobs']): WaitSummary {
@@ -72,6 +113,9 @@ export function formatReport(reports: PolicyReport[], note: string): string {
     lines.push(
       `  completion ${(r.completion_rate * 100).toFixed(1)}%  lost ${r.lost}  failed ${r.failed}  download wait ${r.download_wait_s} s  redundant downloads ${r.redundant_downloads}`,
       `  machine-hours ${r.machine_hours}  GPU utilisation ${(r.gpu_utilisation * 100).toFixed(1)}%  preemptions ${r.preemptions}  jobs requeued ${r.requeued}`,
+      ...(r.peak
+        ? [`  peak ${r.peak.from_hour}:00-${r.peak.to_hour}:00: ${r.peak.arrivals} arrivals, ${r.peak.machines} machines up, occupied ${(r.peak.occupancy * 100).toFixed(1)}%, GPU utilisation ${(r.peak.gpu_utilisation * 100).toFixed(1)}%`]
+        : []),
       '',
     );
   }

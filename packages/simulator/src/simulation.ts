@@ -28,7 +28,10 @@ export interface JobRecord {
 export interface MachineRecord {
   id: string;
   type: MachineType;
+  /** when the autoscaler asked for it (machine-hours count from here) */
   bootedAtMs: number;
+  /** when its worker registered (occupancy counts from here) */
+  registeredAtMs?: number;
   goneAtMs?: number;
   busyMs: number;
   downloads: number;
@@ -46,6 +49,17 @@ export interface RunOutcome {
   machines: MachineRecord[];
   preemptions: number;
   requeued: number;
+  /** per simulated hour: milliseconds of machines up, of machines holding a job (download, load, run) and of jobs running to completion */
+  hourly: HourlyMs[];
+  /** the hour of the day at which arrivals and the fleet curve peak */
+  peakHour: number;
+}
+
+export interface HourlyMs {
+  upMs: number;
+  occupiedMs: number;
+  executionMs: number;
+  arrivals: number;
 }
 
 type Event =
@@ -65,6 +79,8 @@ class Machine {
   registered = false;
   draining = false;
   lease: Lease | undefined;
+  /** when the worker took its current job (occupied from then until it completes or loses it) */
+  leaseSinceMs = 0;
   /** model -> last use; iteration order is use order (re-inserted on each use) */
   readonly disk = new Map<string, number>();
   readonly vram = new Map<string, number>();
@@ -120,6 +136,7 @@ class Simulation {
   #preemptions = 0;
   #requeued = 0;
   #dispatchDue = false;
+  readonly #hourly: HourlyMs[];
 
   constructor(
     readonly redis: Redis,
@@ -129,6 +146,7 @@ class Simulation {
     this.#models = modelCatalogue(new Random(options.seed).fork('models'));
     this.#services = [...new Set(options.workload.map((j) => j.service))].sort();
     for (const job of options.workload) if (!this.#models.has(job.model)) this.#models.set(job.model, { name: job.model, sizeGb: 5 });
+    this.#hourly = Array.from({ length: Math.ceil(options.hours) }, () => ({ upMs: 0, occupiedMs: 0, executionMs: 0, arrivals: 0 }));
   }
 
   get #endMs(): number {
@@ -157,7 +175,11 @@ class Simulation {
       if (this.#dispatchDue) await this.#dispatch();
     }
     this.#now = this.#endMs;
-    for (const machine of this.#machines) if (machine.record.goneAtMs === undefined) machine.record.goneAtMs = this.#endMs;
+    for (const machine of this.#machines) {
+      if (machine.lease) this.#spend('occupiedMs', machine.leaseSinceMs, this.#endMs);
+      if (machine.record.goneAtMs === undefined) machine.record.goneAtMs = this.#endMs;
+      if (machine.record.registeredAtMs !== undefined) this.#spend('upMs', machine.record.registeredAtMs, machine.record.goneAtMs);
+    }
     return this.#outcome();
   }
 
@@ -207,6 +229,8 @@ class Simulation {
       requirements: { pool: POOL, models: [job.model] },
     });
     this.#jobs.set(result.id, { job, id: result.id, downloadMs: 0, attempts: 0 });
+    const hour = this.#hourly[Math.floor(this.#now / 3_600_000)];
+    if (hour) hour.arrivals++;
     this.#dispatchDue = true;
   }
 
@@ -262,6 +286,7 @@ class Simulation {
       { freshStart: true },
     );
     machine.registered = true;
+    machine.record.registeredAtMs = this.#now;
     this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
     if (machine.draining) return this.#retire(machine);
     this.#idle.add(machine);
@@ -283,6 +308,7 @@ class Simulation {
     const noticed = machine.draining;
     this.#retire(machine);
     machine.lease = undefined;
+    if (lease) this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
     if (lease && noticed) {
       const { outcome } = await this.#broker.fail(lease, { kind: 'infrastructure', message: 'spot interruption' });
       if (outcome === 'queued') this.#requeued++;
@@ -299,6 +325,7 @@ class Simulation {
     const dropped = await this.#broker.heartbeat(POOL, machine.workerId, leases);
     if (machine.lease && dropped.some((d) => d.jobId === machine.lease!.jobId)) {
       machine.lease = undefined; // the broker took the job back: the worker stops it and looks for another
+      this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
       if (!machine.draining) this.#idle.add(machine);
       this.#dispatchDue = true;
     }
@@ -322,6 +349,7 @@ class Simulation {
   /** Reactive model handling: download what the disk lacks, load what the GPU lacks, then run. */
   #begin(machine: Machine, claimed: ClaimedJob): void {
     machine.lease = claimed.lease;
+    machine.leaseSinceMs = this.#now;
     const record = this.#jobs.get(claimed.id)!;
     record.attempts++;
     const model = this.#models.get(record.job.model)!;
@@ -356,6 +384,8 @@ class Simulation {
     if (!machine.alive || machine.lease?.token !== claimed.lease.token) return;
     const record = this.#jobs.get(claimed.id)!;
     machine.record.busyMs += record.job.durationMs;
+    this.#spend('executionMs', this.#now - record.job.durationMs, this.#now);
+    this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
     const next: ClaimResult | null = await this.#broker.complete(claimed.lease, { simulated: true }, { claimNext: !machine.draining });
     record.completedAtMs = this.#now;
     machine.lease = undefined;
@@ -365,6 +395,14 @@ class Simulation {
       return;
     }
     this.#idle.add(machine);
+  }
+
+  /** Adds the span [fromMs, toMs) to the hours it covers. */
+  #spend(field: 'upMs' | 'occupiedMs' | 'executionMs', fromMs: number, toMs: number): void {
+    for (let hour = Math.floor(fromMs / 3_600_000); hour * 3_600_000 < toMs && hour < this.#hourly.length; hour++) {
+      const span = Math.min(toMs, (hour + 1) * 3_600_000) - Math.max(fromMs, hour * 3_600_000);
+      if (span > 0) this.#hourly[hour]![field] += span;
+    }
   }
 
   // ------------------------------------------------------------------ outcome
@@ -391,6 +429,8 @@ class Simulation {
       machines: this.#machines.map((m) => m.record),
       preemptions: this.#preemptions,
       requeued: this.#requeued,
+      hourly: this.#hourly,
+      peakHour: (this.options.config.workload.trough_hour + 12) % 24,
     };
   }
 }

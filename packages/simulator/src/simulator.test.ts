@@ -21,6 +21,10 @@ describe('the fleet simulator', () => {
     expect(baseline!.lost).toBe(0);
     expect(baseline!.completed).toBeGreaterThan(0);
     expect(baseline!.machine_hours).toBeGreaterThan(5);
+    expect(baseline!.hourly).toHaveLength(1);
+    expect(baseline!.hourly[0]!.occupancy).toBeGreaterThanOrEqual(baseline!.hourly[0]!.gpu_utilisation);
+    expect(baseline!.hourly[0]!.occupancy).toBeLessThanOrEqual(1);
+    expect(baseline!.peak).toBeNull(); // an hour from midnight does not reach the 16:00 peak
     expect(Date.now() - started).toBeLessThan(30_000);
   });
 
@@ -70,6 +74,16 @@ describe('the workload', () => {
     expect(top(5)).toBeCloseTo(IMAGE_MODEL_SHARES.top5, 6);
     expect(top(10)).toBeCloseTo(IMAGE_MODEL_SHARES.top10, 6);
     expect(top(87)).toBeCloseTo(1, 6);
+  });
+
+  it('is calibrated to ~30,000 jobs a day, video a few percent of jobs but half the execution seconds (docs/simulator.md)', () => {
+    const jobs = generateWorkload(SimulationConfig.parse({}).workload, 24, 1);
+    expect(jobs.length).toBeGreaterThan(28_500);
+    expect(jobs.length).toBeLessThan(31_500);
+    const seconds = (cls?: string) => jobs.filter((j) => !cls || j.jobClass === cls).reduce((s, j) => s + j.durationMs / 1000, 0);
+    expect(seconds() / jobs.length).toBeGreaterThan(41); // mean execution per job, 43.2 s expected
+    expect(seconds() / jobs.length).toBeLessThan(46);
+    expect(seconds('video') / seconds()).toBeGreaterThan(0.45);
   });
 
   it('draws image execution times near the published p50 23 s / p90 53 s', () => {
