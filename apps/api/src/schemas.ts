@@ -46,8 +46,8 @@ const csv = <T extends z.ZodType<string, string>>(item: T, max: number) =>
     .transform((text) => text.split(',').map((part) => part.trim()).filter(Boolean))
     .pipe(z.array(item).min(1).max(max));
 
-/** ms since the epoch, or an ISO 8601 time */
-const Instant = z
+/** ms since the epoch, or an ISO 8601 time (a query string's or a body's text) */
+export const Instant = z
   .string()
   .max(40)
   .transform((text, ctx) => {

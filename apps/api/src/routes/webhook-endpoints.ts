@@ -18,7 +18,7 @@ import { z } from 'zod';
 import { actingTenant } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError } from '../errors';
-import { answers } from '../schemas';
+import { Instant, answers } from '../schemas';
 
 const DAY_SECONDS = 86_400;
 
@@ -35,20 +35,8 @@ const RotateBody = z
   .strict()
   .default({ grace_seconds: DAY_SECONDS });
 /** ms since the epoch, or an ISO 8601 time */
-const Since = z.union([
-  z.number().int().min(0),
-  z
-    .string()
-    .max(40)
-    .transform((text, ctx) => {
-      const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
-      if (!Number.isSafeInteger(ms) || ms < 0) {
-        ctx.addIssue({ code: 'custom', message: 'expected ms since the epoch or an ISO 8601 time' });
-        return z.NEVER;
-      }
-      return ms;
-    }),
-]);
+/** ms since the epoch, as a number or as text, or an ISO 8601 time */
+const Since = z.union([z.number().int().min(0), Instant]);
 const RecoverBody = z.object({ since: Since }).strict();
 const RecoverResponse = z
   .object({
