@@ -27,8 +27,8 @@ describe('a Redis restart (AOF)', () => {
     try {
       const url = `http://127.0.0.1:${port}/hook`;
       const ids = [await runJob(broker, { url }), await runJob(broker, { url })];
-      // every message is queued (the heads have failed at least once) before Redis goes down
-      await until(async () => (await service.outbox.backlog()).messages === 2 && (await service.outbox.deliveryLog(ids[1]!)).length > 0, 'the messages queued and tried');
+      // every message is queued (three a job; each chain's head has failed at least once) before Redis goes down
+      await until(async () => (await service.outbox.backlog()).messages === 6 && (await service.outbox.deliveryLog(ids[1]!)).length > 0, 'the messages queued and tried');
       await server.stop();
       server = await startRedis({ dir, appendonly: true, port: server.port });
       await receiver.start(port);
