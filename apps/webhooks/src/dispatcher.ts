@@ -5,6 +5,12 @@ import {
   type WebhookOutbox,
   type WebhookOutcome,
   endpointWants,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  TRACING_OFF,
+  type Tracing,
+  traceparentOf,
   webhookHeaders,
 } from '@emp/core';
 import { randomBytes } from 'node:crypto';
@@ -37,6 +43,7 @@ export class Dispatcher {
     private readonly metrics: WebhookMetrics,
     private readonly logger: Logger,
     private readonly resolve?: Resolver,
+    private readonly tracing: Tracing = TRACING_OFF,
   ) {}
 
   start(): void {
@@ -94,7 +101,23 @@ export class Dispatcher {
     }
   }
 
-  private async attempt(message: ClaimedWebhookMessage): Promise<void> {
+  /**
+   * One attempt, in a `webhook.deliver` span: a child of the job's submit (the message's
+   * traceparent), else a trace of its own; the request carries the span's traceparent.
+   */
+  private attempt(message: ClaimedWebhookMessage): Promise<void> {
+    const attributes = {
+      'emp.job.id': message.job,
+      'emp.webhook.endpoint': message.endpoint || 'job webhook',
+      'emp.webhook.event': message.type,
+      'emp.webhook.message': message.id,
+      'emp.attempt': message.attempt,
+    };
+    // '' (none): a root span, not a child of whatever context the claim ran in
+    return this.tracing.inSpan('webhook.deliver', { parent: message.traceparent ?? '', kind: SpanKind.CLIENT, attributes }, (span) => this.deliver(message, span));
+  }
+
+  private async deliver(message: ClaimedWebhookMessage, span: Span): Promise<void> {
     let url = message.url;
     let signWith: string[];
     let custom: Record<string, string> = {};
@@ -102,6 +125,7 @@ export class Dispatcher {
       const signing = await this.endpoints.signing(message.endpoint);
       if (!signing) {
         // deleted since it was claimed: nothing to send to
+        span.setAttribute('emp.outcome', 'disabled');
         await this.outbox.settle(message, 'disabled', this.entry(message, url, Date.now(), { latencyMs: 0, error: 'the endpoint was deleted' }, 'disabled'));
         return;
       }
@@ -114,12 +138,18 @@ export class Dispatcher {
       signWith = secrets.previous && secrets.previousUntil! > Date.now() ? [secrets.current, secrets.previous] : [secrets.current];
     }
     const at = Date.now();
-    const result = await sendWebhook(url, { ...custom, ...webhookHeaders(signWith, message.id, message.body, at) }, message.body, {
+    // Standard Webhooks receivers ignore headers they do not know; an endpoint's own traceparent header wins
+    const traceparent = traceparentOf(span);
+    const trace: Record<string, string> = traceparent ? { traceparent } : {};
+    const result = await sendWebhook(url, { ...trace, ...custom, ...webhookHeaders(signWith, message.id, message.body, at) }, message.body, {
       allowPrivate: this.config.allowPrivate,
       timeoutMs: this.config.timeoutMs,
       resolve: this.resolve,
     });
     const { outcome, retryInMs } = this.verdict(message, result);
+    if (result.status !== undefined) span.setAttribute('http.response.status_code', result.status);
+    span.setAttribute('emp.outcome', outcome);
+    if (outcome !== 'delivered') span.setStatus({ code: SpanStatusCode.ERROR, message: result.error ?? `HTTP ${result.status}` });
     const log = this.entry(message, url, at, result, outcome, retryInMs);
     this.metrics.deliveries.inc({ outcome, type: message.type });
     if (result.status !== undefined) this.metrics.latency.observe({ outcome }, result.latencyMs / 1000);

@@ -2,7 +2,7 @@ import {
   type BlockingConnection,
   type Broker,
   EmpError,
-  type Job,
+  type TracedJob,
   type JobStreamEvent,
   type StreamEvent,
   type WebhookEndpoint,
@@ -232,7 +232,8 @@ export class EventIntake {
     for (const event of jobEvents) void this.endpointsOf(event.tenant, cache).catch(() => undefined);
     if (events.some((event) => !isJobEvent(event))) void this.endpointsOf('', cache).catch(() => undefined);
     const jobIds = [...new Set(jobEvents.map((event) => event.job))];
-    const read = await this.broker.getJobsSettled(jobIds);
+    // with each job its submit's traceparent: carried beside the message's body (never in it), so deliveries join the job's trace
+    const read = await this.broker.getTracedJobsSettled(jobIds);
     const jobs = new Map(jobIds.map((id, index) => [id, read[index]!]));
     const messages: WebhookMessageInput[] = [];
     // in stream order: a job's messages join its chains in the order its events happened
@@ -251,7 +252,7 @@ export class EventIntake {
     if (results.includes('queued')) this.onQueued();
   }
 
-  private async messagesOf(event: StreamEvent, cache: EndpointCache, jobs: Map<string, PromiseSettledResult<Job | null>>): Promise<WebhookMessageInput[]> {
+  private async messagesOf(event: StreamEvent, cache: EndpointCache, jobs: Map<string, PromiseSettledResult<TracedJob | null>>): Promise<WebhookMessageInput[]> {
     if (!isJobEvent(event)) return this.fleetMessages(event, cache);
     const type = WEBHOOK_TYPE[event.type];
     if (!type) return [];
@@ -261,16 +262,17 @@ export class EventIntake {
     );
     const read = jobs.get(event.job);
     if (read?.status === 'rejected') throw read.reason;
-    const job = read?.value;
-    if (!job) return [];
+    if (!read?.value) return [];
+    const { job, traceparent } = read.value;
     const own = job.webhook && webhookWants(job.webhook, type);
     const targets = candidates.filter((endpoint) => endpointWants(endpoint, { type, service: job.service, workflow: job.workflow_id || undefined }));
     if (!own && targets.length === 0) return [];
     const body = JSON.stringify({ type, timestamp: new Date(event.ts).toISOString(), data: jobView(job) });
     const messages: WebhookMessageInput[] = [];
-    if (own) messages.push({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body });
+    const trace = traceparent ? { traceparent } : {};
+    if (own) messages.push({ id: messageId(event), tenant: job.tenant, url: job.webhook!.url, job: job.id, type, body, ...trace });
     for (const endpoint of targets) {
-      messages.push({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id });
+      messages.push({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id, ...trace });
     }
     return messages;
   }

@@ -1,4 +1,4 @@
-import { type Broker, WebhookEndpoints, WebhookOutbox } from '@emp/core';
+import { type Broker, startTracing, traceLogFormatter, type Tracing, WebhookEndpoints, WebhookOutbox } from '@emp/core';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -15,6 +15,8 @@ export interface WebhookServiceOptions {
   logger?: Logger;
   /** name resolution for deliveries (default node:dns) */
   resolve?: Resolver;
+  /** where delivery spans go (docs/tracing.md); default: started from the environment (OTEL_EXPORTER_OTLP_*), off when none is set */
+  tracing?: Tracing;
 }
 
 export interface WebhookService {
@@ -36,7 +38,10 @@ export interface WebhookService {
  */
 export async function startWebhookService(options: WebhookServiceOptions): Promise<WebhookService> {
   const config = webhookServiceConfig(options.config);
-  const logger = options.logger ?? pino({ name: 'webhooks' });
+  const tracing = options.tracing ?? (await startTracing({ serviceName: 'emp-webhooks' }));
+  const base = options.logger ?? pino({ name: 'webhooks' });
+  // lines logged while an attempt's span is active carry its trace_id and span_id
+  const logger = tracing.enabled ? base.child({}, { formatters: { log: traceLogFormatter() } }) : base;
   const { broker } = options;
   const outbox = new WebhookOutbox(broker, {
     progressThrottleMs: config.progressThrottleMs,
@@ -50,7 +55,7 @@ export async function startWebhookService(options: WebhookServiceOptions): Promi
     const ageOf = (at: number | undefined) => (at === undefined ? 0 : Math.max(0, (Date.now() - at) / 1000));
     return { messages: backlog.messages, oldestDueAgeSeconds: ageOf(backlog.nextDueAt), oldestUndeliveredAgeSeconds: ageOf(backlog.oldestQueuedAt) };
   });
-  const dispatcher = new Dispatcher(outbox, endpoints, config, metrics, logger, options.resolve);
+  const dispatcher = new Dispatcher(outbox, endpoints, config, metrics, logger, options.resolve, tracing);
   const intake = new EventIntake(broker, outbox, endpoints, config, consumer, metrics, logger, () => dispatcher.wake());
 
   const app = httpServer(metrics, outbox);
@@ -61,6 +66,7 @@ export async function startWebhookService(options: WebhookServiceOptions): Promi
   } catch (error) {
     await intake.stop();
     await dispatcher.stop();
+    if (!options.tracing) await tracing.shutdown();
     throw error;
   }
   const address = app.server.address();
@@ -80,6 +86,8 @@ export async function startWebhookService(options: WebhookServiceOptions): Promi
         await intake.stop();
         await dispatcher.stop();
         await app.close();
+        // one it started itself; a Tracing passed in is the caller's to shut down
+        if (!options.tracing) await tracing.shutdown();
       })()),
   };
 }

@@ -20,6 +20,7 @@ import {
   parseWith,
   type Span,
   TRACING_OFF,
+  traceLogFormatter,
   type Tracing,
 } from '@emp/core';
 import { type Logger, pino } from 'pino';
@@ -532,9 +533,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       abort,
       span,
       get logger() {
-        // trace_id and span_id (of job.run) join the job's log lines to its trace
-        const trace = span.isRecording() ? { trace_id: span.spanContext().traceId, span_id: span.spanContext().spanId } : undefined;
-        return (jobLogger ??= this.parent.child({ job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service, ...trace }));
+        // trace_id and span_id join the job's log lines to its trace: the active span's (a connector's call), else job.run's
+        const bindings = { job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service };
+        return (jobLogger ??= span.isRecording() ? this.parent.child(bindings, { formatters: { log: traceLogFormatter(span) } }) : this.parent.child(bindings));
       },
       parent: this.logger,
       started: undefined,

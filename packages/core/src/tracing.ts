@@ -173,13 +173,31 @@ export function traceHeaders(ctx: Context = context.active()): Record<string, st
 }
 
 /**
- * For a pino logger's `mixin`: the trace_id and span_id of the active span,
- * so a log line written while handling a job joins its trace.
+ * The trace_id and span_id a log line written now belongs to: the active
+ * span's, so a line logged inside a connector's call carries that call's span.
+ * With `within` (a job's job.run), a line logged outside that trace (no span
+ * active, or another job's: a claim runs inside the previous job's context)
+ * carries `within`'s instead.
  */
-export function traceLogFields(): { trace_id?: string; span_id?: string } {
+export function traceLogFields(within?: Span): { trace_id?: string; span_id?: string } {
   if (!propagator) return {};
-  const spanContext = trace.getActiveSpan()?.spanContext();
-  return spanContext ? { trace_id: spanContext.traceId, span_id: spanContext.spanId } : {};
+  const active = trace.getActiveSpan()?.spanContext();
+  const own = within?.isRecording() ? within.spanContext() : undefined;
+  const chosen = active && trace.isSpanContextValid(active) && (!own || active.traceId === own.traceId) ? active : own;
+  return chosen ? { trace_id: chosen.traceId, span_id: chosen.spanId } : {};
+}
+
+/**
+ * A pino `formatters.log` (a child logger's; pino takes a `mixin` only at the
+ * root, which callers own) adding `traceLogFields(within)` to every line:
+ * `logger.child(bindings, { formatters: { log: traceLogFormatter(span) } })`.
+ * A field the line sets itself wins.
+ */
+export function traceLogFormatter(within?: Span): (object: object) => object {
+  return (object) => {
+    const fields = traceLogFields(within);
+    return fields.trace_id ? { ...fields, ...object } : object;
+  };
 }
 
 /** Marks how a span's work ended: `outcome` attribute, and an error status for anything but success. */
@@ -189,4 +207,4 @@ export function endSpan(span: Span, outcome: string, error?: unknown): void {
   span.end();
 }
 
-export { SpanKind, type Span };
+export { SpanKind, SpanStatusCode, type Span };

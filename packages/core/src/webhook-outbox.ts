@@ -25,6 +25,12 @@ export interface WebhookMessageInput {
   body: string;
   /** the tenant's (or operator's) endpoint it goes to; absent: the job's own `webhook` */
   endpoint?: string;
+  /**
+   * the W3C traceparent of the job the message is about (its submit's), when it has one: each
+   * delivery attempt's span joins the job's trace, and the request carries it (docs/tracing.md).
+   * Kept beside the body, never in it: the job view customers get has no trace context.
+   */
+  traceparent?: string;
 }
 
 export interface ClaimedWebhookMessage extends WebhookMessageInput {
@@ -149,6 +155,7 @@ export class WebhookOutbox {
       this.progressThrottleMs,
       this.retentionMs,
       message.endpoint ?? '',
+      message.traceparent ?? '',
     ];
   }
 

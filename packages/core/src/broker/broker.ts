@@ -17,6 +17,7 @@ import * as jobs from './jobs';
 import * as stats from './stats';
 import * as streams from './streams';
 import { EventTail } from './tail';
+import type { TracedJob } from './replies';
 import type {
   BrokerOptions,
   ClaimResult,
@@ -159,6 +160,11 @@ export class Broker {
    */
   getJobsSettled(ids: readonly string[]): Promise<Array<PromiseSettledResult<Job | null>>> {
     return jobs.getJobsSettled(this.#ctx, ids);
+  }
+
+  /** `getJobsSettled`, each job with the traceparent its submit stored beside it (which the Job clients see leaves out). */
+  getTracedJobsSettled(ids: readonly string[]): Promise<Array<PromiseSettledResult<TracedJob | null>>> {
+    return jobs.getTracedJobsSettled(this.#ctx, ids);
   }
 
   /** Cancels a job; idempotent: a finished job is returned unchanged. */

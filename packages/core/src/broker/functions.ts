@@ -114,7 +114,7 @@ export const FUNCTIONS = {
 
   // the webhook service's shard ({_webhooks}); core/webhook-outbox.ts and webhook-endpoints.ts
   webhookEnqueue: webhooks<[id: string, chain: string, tenant: string, url: string, job: string, type: string, body: string,
-    progressThrottleMs: number, retentionMs: number, endpoint: string], WebhookEnqueueResult>('emp_webhook_enqueue', r.webhookEnqueueReply),
+    progressThrottleMs: number, retentionMs: number, endpoint: string, traceparent: string], WebhookEnqueueResult>('emp_webhook_enqueue', r.webhookEnqueueReply),
   webhookClaim: webhooks<[limit: number, leaseMs: number, perTarget: number, busyMs: number, retentionMs: number, progressThrottleMs: number],
     ClaimedWebhookMessage[]>('emp_webhook_claim', r.webhookClaimReply),
   webhookSettle: webhooks<[id: string, attempt: number, outcome: WebhookOutcome, retryMs: number, log: string, logLength: number,

@@ -5,3 +5,4 @@ export type { EventGroupLoss, EventStreamInfo, QueueHistoryWrite, UnreadableQueu
 export type { SubmitOptions } from './jobs';
 export { EventTail } from './tail';
 export * from './types';
+export type { TracedJob } from './replies';

@@ -9,7 +9,7 @@ import { requirementClass } from '../requirements';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
 import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
-import { type SubmitManyReply, type SubmitReply, foldHash, parseJobReply } from './replies';
+import { type SubmitManyReply, type SubmitReply, foldHash, parseJobReply, parseTracedJobReply, type TracedJob } from './replies';
 import { readEntries } from './streams';
 import { JobListFilter, type JobListPage, type Lease } from './types';
 
@@ -121,7 +121,12 @@ export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null
  * `getJob` would throw). A failed connection rejects the whole read.
  */
 export async function getJobsSettled(ctx: BrokerContext, ids: readonly string[]): Promise<Array<PromiseSettledResult<Job | null>>> {
-  const results: Array<PromiseSettledResult<Job | null>> = new Array(ids.length);
+  return (await getTracedJobsSettled(ctx, ids)).map((read) => (read.status === 'fulfilled' ? { status: 'fulfilled', value: read.value?.job ?? null } : read));
+}
+
+/** `getJobsSettled`, each job with its stored traceparent beside it (the webhook service carries it to deliveries). */
+export async function getTracedJobsSettled(ctx: BrokerContext, ids: readonly string[]): Promise<Array<PromiseSettledResult<TracedJob | null>>> {
+  const results: Array<PromiseSettledResult<TracedJob | null>> = new Array(ids.length);
   const byPool = new Map<string, number[]>();
   ids.forEach((id, index) => {
     try {
@@ -142,7 +147,7 @@ export async function getJobsSettled(ctx: BrokerContext, ids: readonly string[])
           const id = ids[index]!;
           try {
             const reply = await ctx.calls.decodeRead(FUNCTIONS.getJob, pool, [id], replies[at]);
-            results[index] = { status: 'fulfilled', value: reply && parseJobReply(id, pool, reply) };
+            results[index] = { status: 'fulfilled', value: reply && parseTracedJobReply(id, pool, reply) };
           } catch (error) {
             results[index] = { status: 'rejected', reason: error };
           }

@@ -155,13 +155,14 @@ export const webhookSettleReply = coded<WebhookSettleResult>(new Map([[1, 'settl
 /** emp_webhook_resend: 1 queued again, 0 unknown, -1 still pending or in flight, -2 its target is disabled. */
 export const webhookResendReply = coded<WebhookResendResult>(new Map([[1, 'queued'], [0, 'unknown'], [-1, 'pending'], [-2, 'disabled']] as const));
 
-/** emp_webhook_claim: [id, attempt, tenant, url, job, type, body, created_at, endpoint or ''] per message taken. */
+/** emp_webhook_claim: [id, attempt, tenant, url, job, type, body, created_at, endpoint or '', traceparent or ''] per message taken. */
 export function webhookClaimReply(reply: unknown, name: string): ClaimedWebhookMessage[] {
   return array(reply, name).map((entry) => {
     if (!Array.isArray(entry) || entry.length < 9) unexpected(name, reply);
-    const [id, attempt, tenant, url, job, type, body, createdAt, endpoint] = entry as string[];
+    const [id, attempt, tenant, url, job, type, body, createdAt, endpoint, traceparent] = entry as string[];
     const message: ClaimedWebhookMessage = { id: id!, attempt: Number(attempt), tenant: tenant!, url: url!, job: job!, type: type!, body: body!, createdAt: Number(createdAt) };
     if (endpoint) message.endpoint = endpoint;
+    if (traceparent) message.traceparent = traceparent;
     return message;
   });
 }
@@ -282,15 +283,27 @@ export function parseSignal(text: string): WorkerSignal | null {
 }
 
 export function parseJobReply(id: string, pool: string, reply: JobReply): Job {
+  return parseTracedJobReply(id, pool, reply).job;
+}
+
+/** `parseJobReply`, with the job's stored traceparent (not part of the client-facing Job). */
+export function parseTracedJobReply(id: string, pool: string, reply: JobReply): TracedJob {
   const [flat, definition, routable, position, payload, leaseUntil] = reply;
   const record = parseWith(JobRecord, foldHash(flat), `job record ${id} in Redis`);
-  return toJob(id, pool, record, {
+  const job = toJob(id, pool, record, {
     definition,
     routable: routable === '1',
     position,
     payload: payload === '' ? undefined : (JSON.parse(payload) as unknown),
     leaseUntil: leaseUntil === '' ? undefined : Number(leaseUntil),
   });
+  return record.traceparent ? { job, traceparent: record.traceparent } : { job };
+}
+
+/** A job and, beside it, the W3C traceparent of its submit (docs/tracing.md), when it has one. */
+export interface TracedJob {
+  job: Job;
+  traceparent?: string;
 }
 
 interface JobExtras {

@@ -21,7 +21,7 @@ local function webhook_claim(keys, args)
   for _, id in ipairs(call('ZRANGEBYSCORE', p .. 'due', '-inf', now, 'LIMIT', 0, limit * 4)) do
     if #out >= limit then break end
     local key = p .. 'msg:' .. id
-    local f = call('HMGET', key, 'tenant', 'url', 'job', 'type', 'body', 'created_at', 'endpoint')
+    local f = call('HMGET', key, 'tenant', 'url', 'job', 'type', 'body', 'created_at', 'endpoint', 'traceparent')
     local endpoint = f[7] or ''
     if not f[1] then
       call('ZREM', p .. 'due', id)
@@ -58,7 +58,7 @@ local function webhook_claim(keys, args)
         end
         local attempt = call('HINCRBY', key, 'attempts', 1)
         call('HSET', key, 'state', 'inflight', 'next_at', now + lease_ms)
-        table.insert(out, { id, attempt, f[1], f[2], f[3], f[4], f[5], f[6], endpoint })
+        table.insert(out, { id, attempt, f[1], f[2], f[3], f[4], f[5], f[6], endpoint, f[8] or '' })
       end
     end
   end

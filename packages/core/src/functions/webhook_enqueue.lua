@@ -8,7 +8,7 @@
 -- KEYS[1] webhook anchor emp:{_webhooks}:shard
 -- ARGV [1] now ('' = server time)  [2] message id  [3] chain  [4] tenant  [5] url  [6] job id
 --   [7] event type  [8] body  [9] progress throttle ms  [10] retention ms of a finished message
---   [11] endpoint id ('' = the job's own webhook)
+--   [11] endpoint id ('' = the job's own webhook)  [12] the job's W3C traceparent ('' or absent: none)
 -- Returns 1 queued, 2 merged into the pending progress message, 0 already known, -1 the target is disabled.
 local function webhook_enqueue(keys, args)
   local p = prefix_of(keys[1])
@@ -16,6 +16,7 @@ local function webhook_enqueue(keys, args)
   local id, chain, tenant, url, job, kind, body = args[2], args[3], args[4], args[5], args[6], args[7], args[8]
   local throttle_ms, retention = tonumber(args[9]), args[10]
   local endpoint = args[11] or ''
+  local traceparent = args[12] or ''
   local key = p .. 'msg:' .. id
   if call('EXISTS', key) == 1 then return 0 end
   if target_disabled(p, tenant, url, endpoint) then return -1 end
@@ -36,6 +37,7 @@ local function webhook_enqueue(keys, args)
   call('HSET', key, 'id', id, 'chain', chain, 'tenant', tenant, 'url', url, 'job', job, 'type', kind, 'body', body,
     'state', 'pending', 'attempts', 0, 'created_at', now)
   call('ZADD', p .. 'undelivered', now, id)
+  if traceparent ~= '' then call('HSET', key, 'traceparent', traceparent) end
   if endpoint ~= '' then
     call('HSET', key, 'endpoint', endpoint)
     local index = p .. 'epmsgs:' .. endpoint
