@@ -40,7 +40,7 @@ export async function simulate(options: SimulateOptions): Promise<{ policies: Po
     : generateWorkload(config.workload, options.hours, options.seed);
   const reports: PolicyReport[] = [];
   for (const policy of policies) {
-    reports.push(summarise(await runPolicy({ policy, config, workload, hours: options.hours, seed: options.seed, ...(options.machines !== undefined ? { machines: options.machines } : {}) })));
+    reports.push(summarise(await runPolicy({ policy, config, workload, hours: options.hours, seed: options.seed, machines: options.machines })));
   }
   return { policies: reports };
 }

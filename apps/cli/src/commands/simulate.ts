@@ -61,8 +61,8 @@ export function registerSimulate(program: Command): void {
           policy: flags.policy,
           seed: flags.seed,
           hours: flags.hours,
-          ...(flags.machines !== undefined ? { machines: flags.machines } : {}),
-          ...(flags.trace !== undefined ? { trace: flags.trace } : {}),
+          machines: flags.machines,
+          trace: flags.trace,
           config,
         });
       } catch (error) {
