@@ -1,4 +1,4 @@
-import { type QueueHistoryRange, QueueSample } from '../api-protocol';
+import { type QueueHistoryRange, QueueSample, compareStreamIds } from '../api-protocol';
 import { type StreamEvent, type StreamEventType, parseStreamEntry } from '../events';
 import type { BrokerContext } from './context';
 import { type ReadConnection, redisFor } from './connection';
@@ -53,13 +53,12 @@ export async function eventStreamInfo(ctx: BrokerContext, pool: string): Promise
     if (/no such key/i.test((error as Error).message)) return null;
     throw error;
   }
-  const field = (name: string) => info[info.indexOf(name) + 1];
-  const first = (field('first-entry') as [string, string[]] | null)?.[0];
+  const first = (infoField(info, 'first-entry') as [string, string[]] | null)?.[0];
   return {
-    length: Number(field('length')),
-    entriesAdded: Number(field('entries-added')),
+    length: Number(infoField(info, 'length')),
+    entriesAdded: Number(infoField(info, 'entries-added')),
     firstId: first,
-    lastGeneratedId: String(field('last-generated-id')),
+    lastGeneratedId: String(infoField(info, 'last-generated-id')),
   };
 }
 
@@ -108,12 +107,6 @@ export interface EventGroupLoss {
 function infoField(info: unknown[], name: string): unknown {
   const at = info.indexOf(name);
   return at < 0 ? undefined : info[at + 1];
-}
-
-function compareIds(a: string, b: string): number {
-  const [am = 0, as = 0] = a.split('-').map(Number);
-  const [bm = 0, bs = 0] = b.split('-').map(Number);
-  return am !== bm ? am - bm : as - bs;
 }
 
 /**
@@ -165,7 +158,7 @@ export async function readEventGroupWatched(
   // lag = entries added after the group's counter: those kept after its position, and those trimmed unread
   let count: number;
   let gap = { after: '', before: '' };
-  if (compareIds(lastDelivered, first) < 0) {
+  if (compareStreamIds(lastDelivered, first) < 0) {
     // a gap right behind the group's position: every kept entry is after it
     count = Number(lag) - Number(infoField(info, 'length'));
     gap = { after: lastDelivered, before: first };
