@@ -1,7 +1,6 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { Broker, startTracing, SubmitJobInput, traceLogFormatter, type Tracing } from '@emp/core';
+import { startOtlpReceiver } from '@emp/testkit';
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,31 +8,6 @@ import { startWebhookService } from './service';
 import { TestReceiver, until } from './testing/receiver';
 
 const { redis } = usePrivateRedis();
-
-interface ReceivedSpan { service: string; name: string; traceId: string; spanId: string; parentSpanId?: string; attributes: Record<string, unknown> }
-
-/** An OTLP/HTTP JSON receiver on loopback (as apps/worker/src/tracing.test.ts's): every span POSTed, flattened. */
-async function startOtlpReceiver(): Promise<{ url: string; spans: ReceivedSpan[]; close(): Promise<void> }> {
-  const spans: ReceivedSpan[] = [];
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString() || '{}') as { resourceSpans?: Array<{ resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> }; scopeSpans: Array<{ spans: Array<Record<string, unknown>> }> }> };
-      for (const rs of body.resourceSpans ?? []) {
-        const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '';
-        for (const s of rs.scopeSpans.flatMap((ss) => ss.spans)) {
-          const attributes = Object.fromEntries((s.attributes as Array<{ key: string; value: Record<string, unknown> }>).map((a) => [a.key, Object.values(a.value)[0]]));
-          spans.push({ service, name: s.name as string, traceId: s.traceId as string, spanId: s.spanId as string, parentSpanId: (s.parentSpanId as string) || undefined, attributes });
-        }
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}/v1/traces`, spans, close: () => new Promise((resolve) => server.close(() => resolve())) };
-}
 
 /** A pino logger whose lines land in `lines`, parsed. */
 function capturedLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {

@@ -1,49 +1,11 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { startTracing, type Tracing, tracingSdkLoaded } from '@emp/core';
-import { FakeComfyUI, temporaryFolder, waitFor } from '@emp/testkit';
+import { FakeComfyUI, startOtlpReceiver, temporaryFolder, waitFor } from '@emp/testkit';
 import { type ApiStack, call, startApiStack } from '@emp/testkit/api';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localDirectoryStore } from './assets/local-directory-store';
 import { comfyuiConnector } from './connectors/comfyui';
 import { Worker } from './worker';
-
-interface ReceivedSpan {
-  service: string;
-  name: string;
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  attributes: Record<string, unknown>;
-}
-
-/** An OTLP/HTTP JSON receiver on loopback: every span POSTed to /v1/traces, flattened. */
-async function startReceiver(): Promise<{ url: string; spans: ReceivedSpan[]; close(): Promise<void> }> {
-  const spans: ReceivedSpan[] = [];
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      if (req.url === '/v1/traces' && req.headers['content-type']?.includes('json')) {
-        const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: Array<{ resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> }; scopeSpans: Array<{ spans: Array<Record<string, unknown>> }> }> };
-        for (const rs of body.resourceSpans) {
-          const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '';
-          for (const ss of rs.scopeSpans) {
-            for (const s of ss.spans) {
-              const attributes = Object.fromEntries((s.attributes as Array<{ key: string; value: Record<string, unknown> }>).map((a) => [a.key, Object.values(a.value)[0]]));
-              spans.push({ service, name: s.name as string, traceId: s.traceId as string, spanId: s.spanId as string, parentSpanId: (s.parentSpanId as string) || undefined, attributes });
-            }
-          }
-        }
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}/v1/traces`, spans, close: () => new Promise((resolve) => server.close(() => resolve())) };
-}
 
 describe('tracing', () => {
   it('is off without an endpoint: no SDK is loaded and no exporter is created', async () => {
@@ -62,7 +24,7 @@ describe('tracing', () => {
   });
 
   describe('a job submitted through the API and run against the fake ComfyUI', () => {
-    let receiver: Awaited<ReturnType<typeof startReceiver>>;
+    let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
     let apiTracing: Tracing;
     let workerTracing: Tracing;
     let stack: ApiStack;
@@ -71,7 +33,7 @@ describe('tracing', () => {
     let worker: Worker;
 
     beforeAll(async () => {
-      receiver = await startReceiver();
+      receiver = await startOtlpReceiver();
       apiTracing = await startTracing({ serviceName: 'emp-api', endpoint: receiver.url, exportDelayMs: 50 });
       workerTracing = await startTracing({ serviceName: 'emp-worker', endpoint: receiver.url, exportDelayMs: 50 });
       stack = await startApiStack({ auth: false, worker: false, server: { tracing: apiTracing } });

@@ -13,6 +13,7 @@ export * from './fakes/fake-ollama';
 export * from './fakes/fake-openai';
 export * from './fakes/http-fake';
 export * from './http';
+export * from './otlp-receiver';
 export * from './redis';
 export * from './redis-cluster';
 export * from './s3rver';
