@@ -54,29 +54,29 @@ export class WebhookMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'emp_webhooks_' });
     let reading: Promise<WebhookBacklog> | undefined;
     const read = () => (reading ??= backlog().finally(() => setTimeout(() => (reading = undefined), 500)));
-    new Gauge({
-      name: 'emp_webhook_backlog_messages',
-      help: 'Messages not yet delivered or given up: waiting for an attempt, in flight, or behind an earlier message of their job',
-      registers: [this.registry],
-      async collect() {
-        this.set((await read()).messages);
-      },
-    });
-    new Gauge({
-      name: 'emp_webhook_oldest_due_age_seconds',
-      help: 'How long the most overdue message has been due (0: none overdue)',
-      registers: [this.registry],
-      async collect() {
-        this.set((await read()).oldestDueAgeSeconds);
-      },
-    });
-    new Gauge({
-      name: 'emp_webhook_oldest_undelivered_age_seconds',
-      help: 'Age of the oldest message not yet delivered or given up, from when it was queued or resent (0: none)',
-      registers: [this.registry],
-      async collect() {
-        this.set((await read()).oldestUndeliveredAgeSeconds);
-      },
-    });
+    const gauges: Array<[name: string, help: string, value: (backlog: WebhookBacklog) => number]> = [
+      [
+        'emp_webhook_backlog_messages',
+        'Messages not yet delivered or given up: waiting for an attempt, in flight, or behind an earlier message of their job',
+        (b) => b.messages,
+      ],
+      ['emp_webhook_oldest_due_age_seconds', 'How long the most overdue message has been due (0: none overdue)', (b) => b.oldestDueAgeSeconds],
+      [
+        'emp_webhook_oldest_undelivered_age_seconds',
+        'Age of the oldest message not yet delivered or given up, from when it was queued or resent (0: none)',
+        (b) => b.oldestUndeliveredAgeSeconds,
+      ],
+    ];
+    // one backlog read serves the three gauges of a scrape
+    for (const [name, help, value] of gauges) {
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        async collect() {
+          this.set(value(await read()));
+        },
+      });
+    }
   }
 }
