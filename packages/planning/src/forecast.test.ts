@@ -67,7 +67,7 @@ describe('forecastDemand', () => {
 
   it('leaves out keys with no demand in the last hour and none forecast', () => {
     const now = T0 + 30 * BUCKET;
-    const buckets = series(T0, 30, (i) => (i < 5 ? { old: 3, cur: 1 } : { cur: 1 }));
+    const buckets = series(T0, 30, (i): Record<string, number> => (i < 5 ? { old: 3, cur: 1 } : { cur: 1 }));
     expect(forecastDemand(buckets, now).map((f) => f.model)).toEqual(['cur']);
   });
 
