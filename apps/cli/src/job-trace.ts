@@ -90,6 +90,7 @@ export function traceJob(job: Job, events: StreamEvent[]): string {
       case 'service.paused':
       case 'service.resumed':
       case 'clock.unwatched':
+      case 'planner.decision':
         break;
       default:
         assertNever(event);

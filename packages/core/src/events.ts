@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { EventView } from './api-protocol';
 import { JobProgress } from './job';
+import { PLANNER_ACTIONS } from './planner';
 import { MACHINE_STATES } from './registry';
 
 /**
@@ -89,6 +90,15 @@ export const MachineCommandDoneEvent = z.object({
   outcome: text,
   message: optionalText,
 });
+/** the planner told a machine to prefetch or evict a model (planner_decision); forecast: the model's forecast jobs per 5-minute bucket */
+export const PlannerDecisionEvent = z.object({
+  type: z.literal('planner.decision'),
+  machine: text,
+  action: z.enum(PLANNER_ACTIONS),
+  model: text,
+  reason: text,
+  forecast: z.string().regex(/^-?\d+(?:\.\d+)?$/, 'a decimal number').transform(Number),
+});
 /** a process the machine agent supervises changed (its other fields: restarts, exit_code, signal, pid, delay_ms, ...) */
 export const MachineProcessEvent = z.looseObject({ type: z.literal('machine.process'), machine: text, process: text, state: text });
 export const ClassRoutableEvent = z.object({ type: z.literal('class.routable'), class: text });
@@ -122,6 +132,7 @@ export const StreamEventBody = z.discriminatedUnion('type', [
   ServicePausedEvent,
   ServiceResumedEvent,
   ClockUnwatchedEvent,
+  PlannerDecisionEvent,
 ]);
 export type StreamEventBody = z.output<typeof StreamEventBody>;
 

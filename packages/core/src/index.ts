@@ -10,6 +10,7 @@ export * from './job';
 export * from './keys';
 export * from './library';
 export * from './machine-protocol';
+export * from './planner';
 export * from './registry';
 export * from './process-entry';
 export * from './requirements';

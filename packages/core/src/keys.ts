@@ -45,6 +45,10 @@
  *   <ns>:{<pool>}:queue-history:day  the same samples over the last day, one per 10 sampling slots (entry id: the
  *                                  coarse slot's start): depth and ages the highest of its samples, finished summed,
  *                                  waits merged; written once the coarse slot has passed
+ *   <ns>:{<pool>}:planner         the planner's last round for the pool (planner_decision; core/planner.ts): run_at (ms),
+ *                                  wait_target_ms, forecast (JSON: per model rate, current, lastHour, method, explanation),
+ *                                  capacity (JSON: the capacity hint, machines and how it was found), decisions (JSON: the
+ *                                  last 50 prefetch / evict decisions, oldest first: ts, machine, action, model, reason, forecast)
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
  *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
@@ -130,6 +134,9 @@ export class KeyLayout {
   }
   queueHistoryDay(pool: string): string {
     return `${this.prefix(pool)}queue-history:day`;
+  }
+  planner(pool: string): string {
+    return `${this.prefix(pool)}planner`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

@@ -383,9 +383,11 @@ function applyEvent(draft: BatchDraft, event: LiveEvent): void {
     case 'service.paused':
     case 'service.resumed':
       return applyServiceEvent(draft, event);
-    // routability shows through the queue reads; a clock gap is the scheduler's own concern
+    // routability shows through the queue reads; a clock gap is the scheduler's own concern;
+    // the Planner view reads the planner's decisions from GET /v1/planner
     case 'class.routable':
     case 'clock.unwatched':
+    case 'planner.decision':
     // a type this page does not know (a newer API): its cursor moved, nothing else
     case 'unknown':
       return;

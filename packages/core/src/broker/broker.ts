@@ -8,12 +8,14 @@ import type { StreamEvent, StreamEventType } from '../events';
 import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInput } from '../job';
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
+import type { PlannerState } from '../planner';
 import type { MachineState } from '../registry';
 import * as attempts from './attempts';
 import { BlockingConnection, type ReadConnection } from './connection';
 import { BrokerContext, checkedPool } from './context';
 import * as fleet from './fleet';
 import * as jobs from './jobs';
+import * as planner from './planner';
 import * as stats from './stats';
 import * as streams from './streams';
 import { EventTail } from './tail';
@@ -526,6 +528,16 @@ export class Broker {
 
   machines(pool: string): Promise<RegistryEntry[]> {
     return fleet.machines(this.#ctx, pool);
+  }
+
+  /** The planner's round for a pool: each decision as a planner.decision event, the round in the pool's planner hash. */
+  recordPlannerRound(pool: string, round: planner.PlannerRound): Promise<number> {
+    return planner.recordPlannerRound(this.#ctx, pool, round);
+  }
+
+  /** The planner's last round for a pool; null when no planner has run for it. */
+  plannerState(pool: string): Promise<PlannerState | null> {
+    return planner.plannerState(this.#ctx, pool);
   }
 
   /** One machine as the registry holds it; null when it is not registered in the pool. */

@@ -102,6 +102,8 @@ export const FUNCTIONS = {
   machineCommand: writes<[machine: string, action: string, service: string, by: string, reason: string], string>('emp_machine_command', r.text),
   machineCommandDone: writes<[machine: string, command: string, outcome: string, message: string], boolean>('emp_machine_command_done', r.flag),
   machineProcess: writes<[machine: string, process: string, state: string, ...fields: Flat], string>('emp_machine_process', r.text),
+  /** then per decision: machine, action, model, reason, forecast */
+  plannerDecision: writes<[forecast: string, capacity: string, waitTargetMs: number, count: number, ...decisions: Flat], number>('emp_planner_decision', r.count),
 
   // operations and stats
   tick: writes<[limit: number, offlineAfterMs: number, registryRetentionMs: number, clockGapMs: number, leaseGraceMs: number], r.TickReply>('emp_tick', r.tickReply),

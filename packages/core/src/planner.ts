@@ -1,0 +1,118 @@
+import { z } from 'zod';
+
+/**
+ * The planner's record of a pool (`<ns>:{<pool>}:planner`, written by the
+ * function planner_decision once per planning round): what the planner service
+ * wrote and what `emp planner`, GET /v1/planner, the monitor's Planner view and
+ * the capacity metric read. The planning itself is @emp/planning's; these are
+ * the shapes that cross Redis and HTTP.
+ */
+
+export const PLANNER_ACTIONS = ['prefetch', 'evict'] as const;
+export type PlannerAction = (typeof PLANNER_ACTIONS)[number];
+
+/** One model's forecast as the planner stored it (jobs per 5-minute bucket). */
+export const PlannerForecast = z
+  .looseObject({
+    model: z.string().min(1),
+    /** forecast jobs per bucket over the planner's horizon */
+    rate: z.number().nonnegative(),
+    /** jobs in the last complete bucket */
+    current: z.number().nonnegative(),
+    /** jobs over the last hour */
+    lastHour: z.number().nonnegative(),
+    method: z.string(),
+    explanation: z.string(),
+    seasonal: z.number().optional(),
+  })
+  .meta({ id: 'PlannerForecast' });
+export type PlannerForecast = z.infer<typeof PlannerForecast>;
+
+/** A prefetch or evict command the planner sent, with why. */
+export const PlannerDecision = z
+  .object({
+    ts: z.number().int(),
+    machine: z.string(),
+    action: z.enum(PLANNER_ACTIONS),
+    model: z.string(),
+    reason: z.string(),
+    /** the model's forecast rate when decided */
+    forecast: z.number(),
+  })
+  .meta({ id: 'PlannerDecision' });
+export type PlannerDecision = z.infer<typeof PlannerDecision>;
+
+/** The pool's capacity hint: machines that would have met the wait target over the last hour (M/M/c; docs/planner.md). */
+export const PlannerCapacity = z
+  .looseObject({
+    machines: z.number().int().nonnegative(),
+    servers: z.number().int().nonnegative(),
+    offeredLoad: z.number().nonnegative(),
+    waitExceedsTarget: z.number().min(0).max(1),
+    explanation: z.string(),
+    /** jobs that arrived in the hour */
+    arrivals: z.number().int().nonnegative().optional(),
+    /** mean execution time of the hour's jobs (ms) */
+    meanExecutionMs: z.number().nonnegative().optional(),
+    workersPerMachine: z.number().int().positive().optional(),
+    /** machines of the pool that were ready when it was computed */
+    readyMachines: z.number().int().nonnegative().optional(),
+  })
+  .meta({ id: 'PlannerCapacity' });
+export type PlannerCapacity = z.infer<typeof PlannerCapacity>;
+
+/** A pool's planner hash, decoded; a field that cannot be read is left out and said so in `problems`. */
+export const PlannerState = z
+  .object({
+    pool: z.string(),
+    /** when the last round ran (ms) */
+    run_at: z.number().int().optional(),
+    wait_target_ms: z.number().int().optional(),
+    forecast: z.array(PlannerForecast),
+    capacity: PlannerCapacity.optional(),
+    /** the last 50 decisions, oldest first */
+    decisions: z.array(PlannerDecision),
+    problems: z.array(z.string()),
+  })
+  .meta({ id: 'PlannerState' });
+export type PlannerState = z.infer<typeof PlannerState>;
+
+/** A pool's planner hash as stored, decoded field by field (an unreadable field never hides the others). */
+export function decodePlannerState(pool: string, hash: Record<string, string>): PlannerState {
+  const problems: string[] = [];
+  const json = <S extends z.ZodType>(field: string, schema: S): z.output<S> | undefined => {
+    const stored = hash[field];
+    if (stored === undefined || stored === '') return undefined;
+    try {
+      const parsed = schema.safeParse(JSON.parse(stored));
+      if (parsed.success) return parsed.data;
+      problems.push(`${field}: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);
+    } catch {
+      problems.push(`${field}: not JSON`);
+    }
+    return undefined;
+  };
+  const int = (field: string): number | undefined => {
+    const stored = hash[field];
+    if (stored === undefined || stored === '') return undefined;
+    const n = Number(stored);
+    if (Number.isInteger(n)) return n;
+    problems.push(`${field}: ${JSON.stringify(stored)} is not a whole number`);
+    return undefined;
+  };
+  // Lua's cjson writes an empty table as {}: no decisions
+  const list = <S extends z.ZodType>(field: string, schema: S) => (hash[field] === '{}' ? [] : (json(field, z.array(schema)) ?? []));
+  const state: PlannerState = {
+    pool,
+    forecast: list('forecast', PlannerForecast),
+    decisions: list('decisions', PlannerDecision),
+    problems,
+  };
+  const runAt = int('run_at');
+  if (runAt !== undefined) state.run_at = runAt;
+  const target = int('wait_target_ms');
+  if (target !== undefined) state.wait_target_ms = target;
+  const capacity = json('capacity', PlannerCapacity);
+  if (capacity) state.capacity = capacity;
+  return state;
+}
