@@ -103,13 +103,13 @@ describe('planPlacement', () => {
   it('keeps hysteresis: no evicting what it just prefetched, no prefetching back what it just evicted', () => {
     const machines = [machine('m1', 25, [['flux', 20]]), machine('m2', 25, [['old', 20]])];
     const forecasts = [forecast('flux', 10), forecast('old', 0, 0)];
-    const justPrefetched = plan({ machines, forecasts, history: [{ machine: 'm2', model: 'old', action: 'prefetch', at: NOW - 60_000 }] });
+    const justPrefetched = plan({ machines, forecasts, history: [{ machine: 'm2', model: 'old', action: 'prefetch', ts: NOW - 60_000 }] });
     expect(justPrefetched.decisions).toEqual([]);
-    const later = plan({ machines, forecasts, history: [{ machine: 'm2', model: 'old', action: 'prefetch', at: NOW - 60 * 60_000 }] });
+    const later = plan({ machines, forecasts, history: [{ machine: 'm2', model: 'old', action: 'prefetch', ts: NOW - 60 * 60_000 }] });
     expect(later.decisions.map((d) => `${d.action} ${d.model}`)).toEqual(['evict old', 'prefetch flux']);
 
     const evicted = [machine('m1', 100, [['flux', 20]]), machine('m2', 100)];
-    const recentlyEvicted = plan({ machines: evicted, forecasts: [forecast('flux', 10)], history: [{ machine: 'm2', model: 'flux', action: 'evict', at: NOW - 60_000 }] });
+    const recentlyEvicted = plan({ machines: evicted, forecasts: [forecast('flux', 10)], history: [{ machine: 'm2', model: 'flux', action: 'evict', ts: NOW - 60_000 }] });
     expect(recentlyEvicted.decisions).toEqual([]);
   });
 

@@ -61,7 +61,8 @@ export interface PastDecision {
   machine: string;
   action: PlacementAction;
   model: string;
-  at: number;
+  /** when it was decided (ms) */
+  ts: number;
 }
 
 export interface PlacementPolicy {
@@ -134,7 +135,7 @@ export function planPlacement(input: PlacementInput): PlacementPlan {
   const forecastOf = new Map(input.forecasts.map((f) => [f.model, f]));
   const rateOf = (model: string) => forecastOf.get(model)?.rate ?? 0;
   const recently = (machine: string, model: string, action: PlacementAction) =>
-    history.some((d) => d.machine === machine && d.model === model && d.action === action && now - d.at < policy.holdMs);
+    history.some((d) => d.machine === machine && d.model === model && d.action === action && now - d.ts < policy.holdMs);
 
   const skipped: PlacementPlan['skipped'] = [];
   const usable = input.machines.filter((m) => (m.state ?? 'ready') === 'ready');

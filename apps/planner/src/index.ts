@@ -1,0 +1,3 @@
+export * from './config';
+export { evictionBlocker, fleetMachine } from './fleet';
+export * from './planner';
