@@ -222,6 +222,18 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     },
   });
 
+  new Gauge({
+    name: 'emp_pool_capacity_hint_machines',
+    help: "Machines that would have met the pool's wait target over the last hour (the planner's M/M/c capacity hint; docs/planner.md)",
+    labelNames: ['pool'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const states = await Promise.all((await broker.pools()).map((pool) => broker.plannerState(pool)));
+      for (const state of states) if (state?.capacity) this.set({ pool: state.pool }, state.capacity.machines);
+    },
+  });
+
   // every known service's finished counters exist from the start, so that rate() sees their first increase
   hub.onPool((pool) => {
     for (const service of broker.config.services) for (const state of FINISHED) finished.inc({ pool, service, state }, 0);

@@ -21,6 +21,7 @@ import { healthRoutes } from './routes/health';
 import { identityRoutes } from './routes/identity';
 import { jobRoutes } from './routes/jobs';
 import { machineEventRoutes } from './routes/machine-events';
+import { plannerRoutes } from './routes/planner';
 import { machineLogRoutes } from './routes/machine-logs';
 import { operatorRoutes } from './routes/operator';
 import { webhookEndpointRoutes } from './routes/webhook-endpoints';
@@ -157,6 +158,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(queueHistoryRoutes, { intervalMs: queueSampleMs });
   await app.register(machineEventRoutes);
   await app.register(operatorRoutes);
+  await app.register(plannerRoutes);
   await app.register(webhookRoutes);
   await app.register(webhookEndpointRoutes, { webhookAllowPrivate });
   await app.register(machineLogRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });

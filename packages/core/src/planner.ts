@@ -116,3 +116,86 @@ export function decodePlannerState(pool: string, hash: Record<string, string>): 
   if (capacity) state.capacity = capacity;
   return state;
 }
+
+/**
+ * A cell of the placement matrix (model x machine): loaded in GPU memory, on
+ * disk, downloading, planned (the planner's last word is a prefetch that has
+ * not shown on the machine yet), evicting (its last word is an evict of a model
+ * still there), or absent.
+ */
+export const PLACEMENT_CELLS = ['loaded', 'on_disk', 'downloading', 'planned', 'evicting', 'absent'] as const;
+export type PlacementCell = (typeof PLACEMENT_CELLS)[number];
+
+export const PlacementMatrix = z
+  .object({
+    /** the forecast's models first (hottest first), then the others on disk by name */
+    models: z.array(z.string()),
+    machines: z.array(
+      z.object({
+        id: z.string(),
+        state: z.string().optional(),
+        budget_bytes: z.number().optional(),
+        used_bytes: z.number().optional(),
+        /** per model of `models` */
+        cells: z.record(z.string(), z.enum(PLACEMENT_CELLS)),
+      }),
+    ),
+  })
+  .meta({ id: 'PlacementMatrix' });
+export type PlacementMatrix = z.infer<typeof PlacementMatrix>;
+
+/** A pool's planner view: its planner state (absent fields: the planner has not run there) and the placement matrix. */
+export const PlannerPoolReport = PlannerState.extend({ matrix: PlacementMatrix }).meta({ id: 'PlannerPoolReport' });
+export type PlannerPoolReport = z.infer<typeof PlannerPoolReport>;
+
+export const PlannerReport = z.object({ now: z.number().int(), pools: z.array(PlannerPoolReport) }).meta({ id: 'PlannerReport' });
+export type PlannerReport = z.infer<typeof PlannerReport>;
+
+/** What the matrix needs of a machine record (core's decoded MachineRecord fits). */
+export interface MatrixMachine {
+  id: string;
+  state?: string;
+  model_cache_budget_bytes?: number;
+  model_cache_used_bytes?: number;
+  models?: unknown;
+  models_downloading?: unknown;
+}
+
+/** The placement matrix of a pool from its machine records and the planner's decisions. */
+export function placementMatrix(state: Pick<PlannerState, 'forecast' | 'decisions'>, machines: readonly MatrixMachine[]): PlacementMatrix {
+  const held = (m: MatrixMachine) => (Array.isArray(m.models) ? (m.models as Array<{ name: string; loaded?: boolean }>) : []);
+  const downloading = (m: MatrixMachine) => (Array.isArray(m.models_downloading) ? (m.models_downloading as Array<{ model: string }>).map((d) => d.model) : []);
+  const forecastModels = [...state.forecast].sort((a, b) => b.rate - a.rate || a.model.localeCompare(b.model)).map((f) => f.model);
+  const others = new Set<string>();
+  for (const m of machines) {
+    for (const model of held(m)) others.add(model.name);
+    for (const model of downloading(m)) others.add(model);
+  }
+  for (const d of state.decisions) others.add(d.model);
+  const models = [...forecastModels, ...[...others].filter((m) => !forecastModels.includes(m)).sort()];
+  const lastWord = new Map<string, PlannerAction>();
+  for (const d of state.decisions) lastWord.set(`${d.machine}\u0000${d.model}`, d.action);
+  return {
+    models,
+    machines: [...machines]
+      .sort((a, b) => a.id.localeCompare(b.id))
+      .map((m) => {
+        const disk = new Map(held(m).map((model) => [model.name, model]));
+        const coming = new Set(downloading(m));
+        const cells: Record<string, PlacementCell> = {};
+        for (const model of models) {
+          const word = lastWord.get(`${m.id}\u0000${model}`);
+          const onDisk = disk.get(model);
+          if (onDisk && word === 'evict') cells[model] = 'evicting';
+          else if (onDisk) cells[model] = onDisk.loaded ? 'loaded' : 'on_disk';
+          else if (coming.has(model)) cells[model] = 'downloading';
+          else cells[model] = word === 'prefetch' ? 'planned' : 'absent';
+        }
+        const row: PlacementMatrix['machines'][number] = { id: m.id, cells };
+        if (m.state !== undefined) row.state = m.state;
+        if (m.model_cache_budget_bytes !== undefined) row.budget_bytes = m.model_cache_budget_bytes;
+        if (m.model_cache_used_bytes !== undefined) row.used_bytes = m.model_cache_used_bytes;
+        return row;
+      }),
+  };
+}
