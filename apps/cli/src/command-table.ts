@@ -79,6 +79,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async () => (await import('./commands/machines')).registerMachines,
   },
   {
+    name: 'planner',
+    usage: '[options]',
+    description: "the planner's view: capacity hints, forecast per model, the model x machine placement matrix and its last decisions with reasons",
+    load: async () => (await import('./commands/planner')).registerPlanner,
+  },
+  {
     name: 'machine',
     usage: '[options]',
     description: "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md)",
