@@ -81,7 +81,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: 'planner',
     usage: '[options]',
-    description: "the planner's view: capacity hints, forecast per model, the model x machine placement matrix and its last decisions with reasons",
+    description: "the planner's view per pool: capacity hint, forecast per model, the model x machine placement matrix and the last decisions with their reasons",
     load: async () => (await import('./commands/planner')).registerPlanner,
   },
   {
