@@ -114,6 +114,7 @@ const routes: RouteCase[] = [
   { name: 'shut down a machine', route: 'POST /v1/machines/:id/:action', access: 'operate', scope: 'none', ok: 202, prepare: async () => ({ method: 'POST', path: '/v1/machines/m1/shutdown' }) },
   { name: 'queue history', route: 'GET /v1/queues/history', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues/history' }) },
   { name: 'machine events', route: 'GET /v1/machines/:id/events', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines/m1/events' }) },
+  { name: 'planner', route: 'GET /v1/planner', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/planner' }) },
   { name: 'machine logs', route: 'GET /v1/machines/:id/logs', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines/m1/logs' }) },
   { name: 'live feed (WebSocket)', route: 'GET /v1/live', access: 'readJobs', scope: 'none', ok: 101, prepare: async () => ({ method: 'GET', path: '/v1/live', websocket: true }) },
   { name: 'an asset', route: 'GET /v1/assets/*', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/assets/${await ownedAsset()}` }) },
