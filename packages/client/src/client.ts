@@ -10,6 +10,7 @@ import type {
   MachineEventsPage,
   MachineList,
   NewWebhookEndpoint,
+  PlannerReport,
   QueueHistory,
   QueueHistoryRange,
   QueueReport,
@@ -149,6 +150,11 @@ export class EmpClient {
 
   async machines(pool?: string): Promise<MachineList> {
     return this.request('GET', `/v1/machines${pool ? `?pool=${pool}` : ''}`);
+  }
+
+  /** (operator) The planner's forecast, decisions and capacity hint per pool, with the placement matrix. */
+  async planner(pool?: string): Promise<PlannerReport> {
+    return this.request('GET', `/v1/planner${pool ? `?pool=${encodeURIComponent(pool)}` : ''}`);
   }
 
   async whoami(): Promise<Identity> {

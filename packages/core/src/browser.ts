@@ -10,6 +10,7 @@ export * from './defined-only';
 export * from './errors';
 export * from './events';
 export * from './job';
+export * from './planner';
 export * from './registry';
 export * from './requirements';
 export * from './validation';

@@ -10,6 +10,7 @@ import { JobsView } from './jobs';
 import { MachinePage } from './machine-page';
 import { QueuesView } from './queues';
 import { SubmitView } from './submit';
+import { PlannerView } from './planner';
 import { WebhooksView } from './webhooks';
 
 type Theme = 'auto' | 'light' | 'dark';
@@ -117,6 +118,7 @@ function KeyForm({ settings, onSaved }: { settings: Settings | undefined; onSave
 const TABS = [
   { path: '', label: 'Fleet', fleet: true },
   { path: 'queues', label: 'Queues', fleet: true },
+  { path: 'planner', label: 'Planner', fleet: true },
   { path: 'jobs', label: 'Jobs', fleet: false },
   { path: 'webhooks', label: 'Webhooks', fleet: false },
   { path: 'submit', label: 'Submit', fleet: false },
@@ -137,6 +139,7 @@ function Shell({ connection, reopen }: { connection: Connection; reopen: () => v
   else if (section === 'jobs') view = <JobsView connection={connection} store={store} now={now} />;
   else if (section === 'submit') view = <SubmitView connection={connection} />;
   else if (section === 'webhooks') view = <WebhooksView connection={connection} selected={rest[0]} now={now} />;
+  else if (section === 'planner') view = <PlannerView connection={connection} now={now} />;
   else if (section === 'queues') view = <QueuesView connection={connection} store={store} now={now} />;
   else view = connection.seesFleet ? <FleetView store={store} now={now} /> : <JobsView connection={connection} store={store} now={now} />;
 
