@@ -113,6 +113,20 @@ describe('planPlacement', () => {
     expect(recentlyEvicted.decisions).toEqual([]);
   });
 
+  it('counts a prefetch sent recently as a copy on its way: the next round does not send it again, and reserves its size', () => {
+    const machines = [machine('m1', 100, [['flux', 20]]), machine('m2', 30), machine('m3', 30)];
+    const first = plan({ machines, forecasts: [forecast('flux', 10)] });
+    expect(first.decisions.map((d) => d.machine)).toEqual(['m2', 'm3']);
+    const history = first.decisions.map((d) => ({ machine: d.machine, model: d.model, action: d.action, ts: NOW }));
+    const next = planPlacement({ pool: 'standard', machines, forecasts: [forecast('flux', 10), forecast('sdxl', 10)], history, now: NOW + 30_000, sizes: new Map([['flux', 20 * GB], ['sdxl', 15 * GB]]) });
+    expect(next.decisions.filter((d) => d.model === 'flux')).toEqual([]);
+    // m2 and m3 have 10 GB left once flux lands: sdxl (15 GB) goes to m1 only
+    expect(next.decisions.filter((d) => d.model === 'sdxl').map((d) => d.machine)).toEqual(['m1']);
+    // once holdMs has passed, a prefetch that never showed up is sent again
+    const later = plan({ machines, forecasts: [forecast('flux', 10)], history: history.map((d) => ({ ...d, ts: NOW - 60 * 60_000 })) });
+    expect(later.decisions.map((d) => d.machine)).toEqual(['m2', 'm3']);
+  });
+
   it('skips a model whose size nobody reports, with the reason', () => {
     const result = plan({ machines: [machine('m1', 100)], forecasts: [forecast('mystery', 10)] });
     expect(result.decisions).toEqual([]);

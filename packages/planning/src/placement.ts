@@ -15,7 +15,9 @@
  * - never past a machine's budget (downloads in progress count as used);
  * - at most `maxCommandsPerMachine` commands per machine per round;
  * - hysteresis: a model is not evicted from a machine within `holdMs` of being
- *   prefetched there, nor prefetched back within `holdMs` of being evicted.
+ *   prefetched there, nor prefetched back within `holdMs` of being evicted;
+ * - a command sent within `holdMs` that the machine record does not show yet
+ *   counts as done (a prefetch holds its copy and its size), so it is not sent again.
  */
 
 import type { ModelForecast } from './forecast';
@@ -137,6 +139,16 @@ export function planPlacement(input: PlacementInput): PlacementPlan {
   const recently = (machine: string, model: string, action: PlacementAction) =>
     history.some((d) => d.machine === machine && d.model === model && d.action === action && now - d.ts < policy.holdMs);
 
+  /** the machine's commands sent within holdMs, the newest per model only (an evict after a prefetch wins) */
+  const inFlight = (machine: string): PastDecision[] => {
+    const newest = new Map<string, PastDecision>();
+    for (const d of history) {
+      if (d.machine !== machine || now - d.ts >= policy.holdMs) continue;
+      const seen = newest.get(d.model);
+      if (!seen || d.ts >= seen.ts) newest.set(d.model, d);
+    }
+    return [...newest.values()];
+  };
   const skipped: PlacementPlan['skipped'] = [];
   const usable = input.machines.filter((m) => (m.state ?? 'ready') === 'ready');
   const plans: MachinePlan[] = [];
@@ -146,7 +158,20 @@ export function planPlacement(input: PlacementInput): PlacementPlan {
     const listed = new Set(machine.models.map((m) => m.name));
     const incoming = machine.downloading.filter((name) => !listed.has(name)).reduce((sum, name) => sum + (sizes.get(name) ?? 0), 0);
     const used = Math.max(machine.usedBytes ?? 0, onDisk) + incoming;
-    plans.push({ machine, free: machine.budgetBytes - used, commands: 0, holds: new Set([...listed, ...machine.downloading]) });
+    const plan: MachinePlan = { machine, free: machine.budgetBytes - used, commands: 0, holds: new Set([...listed, ...machine.downloading]) };
+    // commands sent within holdMs that the record does not show yet count as done: a prefetch
+    // is a copy on its way (its size reserved), an evict a copy going, so a round does not send them again
+    for (const d of inFlight(machine.id)) {
+      const size = sizes.get(d.model) ?? 0;
+      if (d.action === 'prefetch' && !plan.holds.has(d.model)) {
+        plan.holds.add(d.model);
+        plan.free -= size;
+      } else if (d.action === 'evict' && listed.has(d.model) && plan.holds.has(d.model)) {
+        plan.holds.delete(d.model);
+        plan.free += size;
+      }
+    }
+    plans.push(plan);
   }
 
   const demand = input.forecasts.filter((f) => f.model !== '*' && !f.model.startsWith('service:'));
