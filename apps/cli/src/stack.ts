@@ -2,6 +2,7 @@ import { type ListeningApiServer, startApiServer } from '@emp/api';
 import { Broker, type BrokerConfigInput, Scheduler } from '@emp/core';
 import { MachineAgent, localMachineConfig } from '@emp/machine';
 import { type MonitorServer, ensureMonitorBundle, originsOf, startMonitorServer } from '@emp/monitor';
+import { Planner, type PlannerConfigInput } from '@emp/planner';
 import { type WebhookService, startWebhookService } from '@emp/webhooks';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -35,6 +36,8 @@ export interface LocalStackOptions {
    * jobs name them (the same setting)
    */
   webhooks?: { port: number } | false;
+  /** the planner (model placement and capacity hints, docs/planner.md): its settings; false: none */
+  planner?: PlannerConfigInput | false;
   /** broker settings (lease and offline-detection timings, ...), also given to the machine's workers; the defaults otherwise */
   broker?: BrokerConfigInput;
   /** how often the machine agent sends its full status snapshot (ms; default 15 s) */
@@ -66,6 +69,8 @@ export interface LocalStack {
   monitor?: { url: string };
   /** the webhook service's address; absent when it was not started */
   webhooks?: { url: string; allowPrivate: boolean };
+  /** the planner's round interval; absent when it was not started */
+  planner?: { intervalMs: number };
   stop(): Promise<void>;
 }
 
@@ -74,7 +79,7 @@ const MACHINE_READY_WAIT_MS = 60_000;
 
 /**
  * Everything `npm start` runs: Redis (embedded unless given), the broker's
- * function library, a scheduler, the API, and one local machine agent (no
+ * function library, a scheduler, the API, the webhook service, the planner, and one local machine agent (no
  * GPUs, a simulated service per worker, workers as child processes), the same
  * agent a GPU machine runs. Stopping reverses the order, letting running jobs
  * finish first.
@@ -160,6 +165,14 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       undo.push(() => webhooks!.close());
     }
 
+    let planner: Planner | undefined;
+    if (options.planner !== false) {
+      planner = new Planner({ broker, logger: logger.child({ component: 'planner' }), config: options.planner });
+      planner.start();
+      // stopped first (undo runs backwards): no command goes to a machine that is stopping
+      undo.push(() => planner!.close());
+    }
+
     let stopping: Promise<void> | undefined;
     return {
       redisUrl: target.url,
@@ -169,6 +182,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       api: { url: api.url, auth: options.api.auth, webhookAllowPrivate: api.webhookAllowPrivate },
       monitor: monitor && { url: monitor.url },
       webhooks: webhooks && { url: webhooks.url, allowPrivate: webhooks.config.allowPrivate },
+      planner: planner && { intervalMs: planner.config.intervalMs },
       stop: () => (stopping ??= unwind()),
     };
   } catch (error) {

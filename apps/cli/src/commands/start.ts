@@ -25,6 +25,7 @@ const StartFlags = z.object({
   monitor: z.boolean().default(true),
   webhooksPort: intFlag(z.number().int().min(0).max(65_535)),
   webhooks: z.boolean().default(true),
+  planner: z.boolean().default(true),
   auth: z.boolean().default(false),
   strictWebhooks: z.boolean().default(false),
   stateDir: z.string().min(1),
@@ -45,6 +46,7 @@ export function registerStart(program: Command): void {
     .option('--no-monitor', 'do not serve the monitor page')
     .option('--webhooks-port <port>', 'port of the webhook delivery service (/health, /metrics; a free one if taken)', '3332')
     .option('--no-webhooks', 'do not run the webhook delivery service')
+    .option('--no-planner', 'do not run the planner (model prefetch / evict and capacity hints)')
     .option('--auth', 'require API keys (create one with `emp keys create --role operator`)')
     .option('--strict-webhooks', 'refuse webhook URLs on localhost and private addresses, as a deployed API does (allowed by default while the API is on loopback)')
     .option('--sim-duration-ms <ms>', "how long a simulated job runs: '3000' or a range '1000-5000' (a job's payload may set duration_ms)", '2000-5000')
@@ -70,6 +72,7 @@ export function registerStart(program: Command): void {
         api: { host: flags.apiHost, port: flags.apiPort, auth: flags.auth, ...webhookSetting(flags) },
         monitor: flags.monitor ? { port: flags.monitorPort } : false,
         webhooks: flags.webhooks ? { port: flags.webhooksPort } : false,
+        planner: flags.planner ? {} : false,
         logger,
       });
       // other commands find the embedded Redis through .emp/redis.url under the working folder
@@ -138,6 +141,9 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     stack.webhooks
       ? `  webhooks   ${stack.webhooks.url}  (delivers jobs' webhooks, signed: secret at ${stack.api.url}/v1/webhooks/secret; health /health, metrics /metrics)`
       : '  webhooks   not started (--no-webhooks)',
+    stack.planner
+      ? `  planner    every ${stack.planner.intervalMs / 1_000} s: model prefetch / evict per pool and capacity hints (\`npm run emp -- planner\`, docs/planner.md)`
+      : '  planner    not started (--no-planner)',
     '',
     'Over HTTP:',
     `  curl -s -X POST '${stack.api.url}/v1/jobs?wait=30' -H 'content-type: application/json' -d '{"service":"simulation"}'${stack.api.auth ? " -H 'authorization: Bearer <key>'" : ''}`,
