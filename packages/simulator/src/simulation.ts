@@ -102,6 +102,8 @@ export interface RunOptions {
   seed: number;
   /** a fixed fleet size instead of the daily curve */
   machines?: number;
+  /** multiplies the daily fleet curve (or the fixed size): `--fit` looks for the smallest scale that meets the targets (default 1) */
+  fleetScale?: number;
 }
 
 /**
@@ -237,9 +239,10 @@ class Simulation {
   // ------------------------------------------------------------------ fleet
 
   #target(): number {
-    if (this.options.machines !== undefined) return this.options.machines;
+    const scale = this.options.fleetScale ?? 1;
+    if (this.options.machines !== undefined) return Math.max(1, Math.round(this.options.machines * scale));
     const { min_machines, max_machines } = this.options.config.fleet;
-    return Math.round(min_machines + (max_machines - min_machines) * dailyShape(this.#now, this.options.config.workload.trough_hour));
+    return Math.max(1, Math.round(scale * (min_machines + (max_machines - min_machines) * dailyShape(this.#now, this.options.config.workload.trough_hour))));
   }
 
   /** The autoscaler: asks for machines below the target, and drains surplus ones (idle ones leave at once). */
