@@ -117,3 +117,17 @@ export async function waitForSignals(ctx: BrokerContext, connection: ReadConnect
   if (!reply) return [];
   return reply[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null);
 }
+
+export async function takeSignals(ctx: BrokerContext, pool: string, workerIds: readonly string[]): Promise<Map<string, WorkerSignal[]>> {
+  const taken = new Map<string, WorkerSignal[]>();
+  if (workerIds.length === 0) return taken;
+  const pipeline = ctx.redis.pipeline();
+  for (const id of workerIds) pipeline.call('LMPOP', 1, ctx.keys.signal(checkedPool(pool), id), 'LEFT', 'COUNT', 100);
+  const replies = (await pipeline.exec()) ?? [];
+  replies.forEach(([error, reply], i) => {
+    if (error) throw error;
+    const popped = reply as [string, string[]] | null;
+    if (popped) taken.set(workerIds[i]!, popped[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null));
+  });
+  return taken;
+}

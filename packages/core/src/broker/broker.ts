@@ -281,6 +281,15 @@ export class Broker {
     return attempts.waitForSignals(this.#ctx, blocking, pool, workerId, timeoutMs);
   }
 
+  /**
+   * Takes what is queued on each worker's signal list without waiting: one
+   * round trip for all of them. For a driver that runs many workers' loops
+   * itself (the fleet simulator) where each would block in waitForSignals.
+   */
+  takeSignals(pool: string, workerIds: readonly string[]): Promise<Map<string, WorkerSignal[]>> {
+    return attempts.takeSignals(this.#ctx, pool, workerIds);
+  }
+
   // ---------------------------------------------------------------- operations
 
   /** Runs the pool's due work (timers, offline detection); returns ms until more is due (undefined: nothing scheduled). */
