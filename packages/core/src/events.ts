@@ -52,6 +52,9 @@ export const JobStartingEvent = z.object({
   machine: optionalText,
   attempt: ms,
   submitted_at: ms.optional(),
+  /** a cross-pool fallback claim: why the job left its pool (see claim_fallback.lua), and the worker's own pool */
+  fallback: optionalText,
+  home_pool: optionalText,
 });
 export const JobRunningEvent = z.object({ type: z.literal('job.running'), ...jobBase, worker: optionalText });
 export const JobProgressEvent = z.object({ type: z.literal('job.progress'), ...jobBase, progress: jsonProgress });

@@ -187,6 +187,8 @@ export const WORKER_FIELDS = {
   machine: text,
   profile: text,
   pool: text,
+  /** a borrower's own pool (cross-pool fallback): it takes jobs here only through claim_fallback */
+  home_pool: text,
   concurrency: count,
   version: text,
   hostname: text,
@@ -323,7 +325,7 @@ export function encodeMachineStatus(status: MachineStatusInput): Record<string, 
  * itself; `capabilities` is the capability profile's canonical JSON (its text
  * is what workers with equal capabilities share).
  */
-export function encodeWorkerRegistration(registration: { pool: string; concurrency: number; version?: string; hostname?: string }, capabilities: string): Record<string, string> {
+export function encodeWorkerRegistration(registration: { pool: string; concurrency: number; version?: string; hostname?: string; home_pool?: string }, capabilities: string): Record<string, string> {
   const fields = encode(WORKER_FIELDS, registration, 'worker registration');
   try {
     WORKER_FIELDS.capabilities.decode(capabilities);

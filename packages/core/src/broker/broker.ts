@@ -282,6 +282,16 @@ export class Broker {
   }
 
   /**
+   * Cross-pool fallback: the worker, registered in `pool` as a borrower (see
+   * registerWorker's `homePool`), takes one job of `pool` that `policy` allows
+   * (waited long enough, short enough), or none and when to look again. It
+   * never records the worker idle in `pool`: only its own pool wakes it.
+   */
+  claimFallback(pool: string, workerId: string, policy: attempts.FallbackPolicy): Promise<ClaimResult> {
+    return attempts.claimFallback(this.#ctx, pool, workerId, policy);
+  }
+
+  /**
    * Takes what is queued on each worker's signal list without waiting: one
    * round trip for all of them. For a driver that runs many workers' loops
    * itself (the fleet simulator) where each would block in waitForSignals.

@@ -26,7 +26,7 @@ export async function registerWorker(
   const profile = capabilityProfile(registration.capabilities);
   await ctx.rememberPool(registration.pool);
   const fields = encodeWorkerRegistration(
-    { pool: registration.pool, concurrency: registration.concurrency, version: registration.version || undefined, hostname: registration.hostname || undefined },
+    { pool: registration.pool, concurrency: registration.concurrency, version: registration.version || undefined, hostname: registration.hostname || undefined, home_pool: registration.home_pool },
     profile.definition,
   );
   let [becameRoutable, cursor, lanes] = await ctx.calls.call(FUNCTIONS.registerWorker, registration.pool, [

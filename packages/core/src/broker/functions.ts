@@ -85,6 +85,11 @@ export const FUNCTIONS = {
 
   // attempts
   claim: writes<[worker: string, wokenFor: string] | [worker: string, wokenFor: string, mode: 'if-woken'], r.ClaimReply>('emp_claim', r.claimReply),
+  /** cross-pool fallback: worker, its home pool, least wait ms, most expected s ('' none), expected s assumed without an estimate ('' none) */
+  claimFallback: writes<[worker: string, home: string, afterMs: number, maxExpectedS: number | '', unknownExpectedS: number | ''], r.ClaimReply>(
+    'emp_claim_fallback',
+    r.claimReply,
+  ),
   start: writes<[id: string, token: string], void>('emp_start', r.ignore),
   progress: writes<[id: string, token: string, progress: string], void>('emp_progress', r.ignore),
   /** the worker to claim for ('' none), then id, token, result per completion */
