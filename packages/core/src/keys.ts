@@ -95,6 +95,10 @@ export class KeyLayout {
   workers(pool: string): string {
     return `${this.prefix(pool)}workers`;
   }
+  /** waiting workers (worker -> profile), whom a submit may wake */
+  idle(pool: string): string {
+    return `${this.prefix(pool)}idle`;
+  }
   offlineWorkers(pool: string): string {
     return `${this.prefix(pool)}workers:offline`;
   }

@@ -10,7 +10,7 @@ import { type Arg, FUNCTIONS } from './functions';
 import { machineCommand as parseMachineCommand, machineLogEntry } from './replies';
 import { MachineAction, type MachineCommand, MachineCommandOutcome, type MachineLogEntry, type RegistryEntry } from './types';
 
-const WorkerStateInput = z.enum(['draining', 'idle', 'offline']);
+const WorkerStateInput = z.enum(['draining', 'idle', 'offline', 'borrowing']);
 export type WorkerStateInput = z.input<typeof WorkerStateInput>;
 
 type XReadReply = Array<[string, Array<[string, string[]]>]> | null;

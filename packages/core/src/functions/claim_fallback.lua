@@ -17,6 +17,11 @@
 -- Errors: UNKNOWN_WORKER (the worker is not registered in this shard).
 local FALLBACK_BUDGET = 256
 
+-- ms as seconds for a reason: '12 s', '0.3 s'
+local function seconds(ms)
+  return (string.gsub(string.format('%.1f', ms / 1000), '%.0$', '')) .. ' s'
+end
+
 local function claim_fallback(keys, args)
   local ctx = context(keys, args)
   local p, worker, home = ctx.p, args[7], args[8]
@@ -42,8 +47,8 @@ local function claim_fallback(keys, args)
         local expected = tonumber(call('HGET', job_key(p, id), 'route_estimate_s')) or unknown_expected
         local fits = max_expected == nil or (expected ~= nil and expected <= max_expected)
         if fits and waited >= after then
-          local reason = 'waited ' .. math.floor(waited / 1000) .. ' s in ' .. string.match(p, '{(.*)}') ..
-            ' (fallback after ' .. math.floor(after / 1000) .. ' s); ' .. home .. ' had nothing for ' .. worker
+          local reason = 'waited ' .. seconds(waited) .. ' in ' .. string.match(p, '{(.*)}') ..
+            ' (fallback after ' .. seconds(after) .. '); ' .. home .. ' had nothing for ' .. worker
           if expected ~= nil then reason = reason .. '; expected ' .. expected .. ' s' end
           if max_expected ~= nil then reason = reason .. ' (at most ' .. max_expected .. ' s)' end
           return take(ctx, id, f, class, worker, w, next_score, { 'fallback', reason, 'home_pool', home })
