@@ -22,7 +22,7 @@ async function fastWorker(broker: Broker, durationMs: number): Promise<Worker> {
     capabilities: { services: ['simulation'] },
     connectors: [simulationConnector({ durationMs, steps: 1 })],
     logger: silent,
-    borrow: { from: ['standard'], afterMs: 300, maxExpectedS: 60, unknownExpectedS: 30 },
+    borrow: [{ pool: 'standard', afterMs: 300, maxExpectedS: 60, unknownExpectedS: 30 }],
   });
   workers.push(worker);
   await worker.start();

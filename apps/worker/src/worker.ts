@@ -66,16 +66,16 @@ export interface WorkerOptions {
   tracing?: Tracing;
   /**
    * Cross-pool fallback: when its own pool has nothing for it, the worker takes
-   * jobs of these pools that have waited at least `afterMs` there and are
-   * expected to take at most `maxExpectedS` (see Broker.claimFallback). It
-   * registers in each of them as a borrower. Default: none.
+   * jobs of these pools (in this order) that have waited at least `afterMs`
+   * there and are expected to take at most `maxExpectedS` (see
+   * Broker.claimFallback). It registers in each of them as a borrower. Its
+   * pool's `fallback` rules in the broker config (docs/pools.md). Default: none.
    */
-  borrow?: BorrowPolicy;
+  borrow?: BorrowRule[];
 }
 
-export interface BorrowPolicy {
-  /** the pools it may take jobs from, in the order it looks at them */
-  from: string[];
+export interface BorrowRule {
+  pool: string;
   afterMs: number;
   maxExpectedS?: number;
   unknownExpectedS?: number;
@@ -181,7 +181,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private stopRenewingOnReconnect: (() => void) | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDueAt = Infinity;
-  private readonly borrowPolicy: BorrowPolicy | undefined;
+  private readonly borrowRules: BorrowRule[];
   private borrowTimer: NodeJS.Timeout | undefined;
   private borrowDueAt = Infinity;
   private starting: Promise<void> | undefined;
@@ -203,8 +203,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.progressIntervalMs = options.progressIntervalMs ?? 250;
     this.models = options.models;
     this.tracing = options.tracing ?? TRACING_OFF;
-    this.borrowPolicy = options.borrow && options.borrow.from.length > 0 ? options.borrow : undefined;
-    if (this.borrowPolicy?.from.includes(this.pool)) throw new Error(`worker ${this.id}: it cannot borrow from its own pool ${this.pool}`);
+    this.borrowRules = options.borrow ?? [];
+    if (this.borrowRules.some((rule) => rule.pool === this.pool)) throw new Error(`worker ${this.id}: it cannot borrow from its own pool ${this.pool}`);
 
     const services = parseWith(WorkerCapabilities, options.capabilities, `capabilities of worker ${this.id}`).services;
     for (const connector of options.connectors) {
@@ -328,7 +328,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.filling = false;
     }
     // its own pool has nothing for a free slot: the pools it may borrow from, now
-    if (this.borrowPolicy && this.state === 'running' && this.freeSlots() > 0) this.borrowAt(Date.now());
+    if (this.borrowRules.length > 0 && this.state === 'running' && this.freeSlots() > 0) this.borrowAt(Date.now());
   }
 
   // ---------------------------------------------------------------- cross-pool fallback
@@ -347,24 +347,24 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /**
    * One look at the other pools for each free slot. A job there qualifies only
-   * after waiting `afterMs`, so with nothing to take the worker looks again when
-   * the oldest job it could take qualifies (the broker says when), or after
-   * `afterMs`: a job arriving there meanwhile cannot qualify sooner. This is
+   * after waiting its rule's `afterMs`, so with nothing to take the worker looks
+   * again when the oldest job it could take qualifies (the broker says when), or
+   * after the shortest `afterMs`: a job arriving meanwhile cannot qualify sooner. This is
    * the one timer an idle worker with a fallback policy keeps; its own pool
    * still wakes it as it wakes any worker.
    */
   private async borrow(): Promise<void> {
-    const policy = this.borrowPolicy!;
-    let next = Date.now() + policy.afterMs;
-    for (const pool of policy.from) {
+    let next = Date.now() + Math.min(...this.borrowRules.map((rule) => rule.afterMs));
+    for (const rule of this.borrowRules) {
+      const { pool } = rule;
       if (this.state !== 'running' || this.freeSlots() <= 0 || this.filling) return;
       this.claimsInFlight++;
       try {
         const result = await this.broker.claimFallback(pool, this.id, {
           homePool: this.pool,
-          afterMs: policy.afterMs,
-          maxExpectedS: policy.maxExpectedS,
-          unknownExpectedS: policy.unknownExpectedS,
+          afterMs: rule.afterMs,
+          maxExpectedS: rule.maxExpectedS,
+          unknownExpectedS: rule.unknownExpectedS,
         });
         if (result.job) {
           this.logger.info({ job_id: result.job.id, from_pool: pool }, 'took a job of another pool (cross-pool fallback)');
@@ -424,7 +424,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private armIfWaiting(): void {
     // a worker that borrows claims in its own pool only through fillSlots: a claim queued behind
     // its wait could take a job of its own pool while a borrowed job holds its last slot
-    if (this.borrowPolicy) return;
+    if (this.borrowRules.length > 0) return;
     if (!this.wantArm || !this.waitPending || this.armed || this.state !== 'running' || this.freeSlots() <= 0) return;
     this.wantArm = false;
     this.armed = this.broker.claimWhenWoken(this.blocking!, this.pool, this.id).then(
@@ -609,12 +609,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       },
       { freshStart },
     );
-    for (const pool of this.borrowPolicy?.from ?? []) await this.registerAsBorrower(pool, freshStart);
+    for (const rule of this.borrowRules) await this.registerAsBorrower(rule.pool, freshStart);
   }
 
   /** Its own pool and the pools it borrows from: where it heartbeats and says when it stops. */
   private get pools(): string[] {
-    return [this.pool, ...(this.borrowPolicy?.from ?? [])];
+    return [this.pool, ...this.borrowRules.map((rule) => rule.pool)];
   }
 
   // ---------------------------------------------------------------- running a job
