@@ -1,4 +1,5 @@
 import type { PolicyReport } from './report';
+import { FAST_P95_S, POOL_P95_S } from './targets';
 
 export interface PlotInput {
   policies: PolicyReport[];
@@ -8,6 +9,10 @@ export interface PlotInput {
 
 /** Waits below this are drawn at it: the wait panel's scale is logarithmic. */
 const FLOOR_S = 0.1;
+const TARGET_LINES = [
+  { wait_s: POOL_P95_S, label: `target: every pool p95 < ${POOL_P95_S} s` },
+  { wait_s: FAST_P95_S, label: `target: fast lane p95 < ${FAST_P95_S} s` },
+];
 
 /**
  * `--plot out.svg`: two panels over the simulated hours, one line per policy:
@@ -30,9 +35,26 @@ export async function plotSvg(input: PlotInput): Promise<string> {
     data: { values: rows },
     vconcat: [
       {
-        ...panel,
-        transform: [{ filter: 'datum.wait_p95_s !== null' }],
-        encoding: { x, color, y: { field: 'wait_p95_s', type: 'quantitative', title: 'wait p95 (s, log scale)', scale: { type: 'log' } } },
+        width: panel.width,
+        height: panel.height,
+        layer: [
+          {
+            mark: panel.mark,
+            transform: [{ filter: 'datum.wait_p95_s !== null' }],
+            encoding: { x, color, y: { field: 'wait_p95_s', type: 'quantitative', title: 'wait p95 (s, log scale)', scale: { type: 'log' } } },
+          },
+          // the targets (docs/simulator.md, "Targets"), as dashed rules to read the lines against
+          {
+            data: { values: TARGET_LINES },
+            mark: { type: 'rule', strokeDash: [4, 4], color: '#888' },
+            encoding: { y: { field: 'wait_s', type: 'quantitative' } },
+          },
+          {
+            data: { values: TARGET_LINES },
+            mark: { type: 'text', align: 'left', dx: 4, dy: -6, color: '#666', fontSize: 10 },
+            encoding: { y: { field: 'wait_s', type: 'quantitative' }, x: { value: 0 }, text: { field: 'label' } },
+          },
+        ],
       },
       { ...panel, encoding: { x, color, y: { field: 'machines', type: 'quantitative', title: 'machines up (mean over the hour)' } } },
     ],
