@@ -60,7 +60,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulationResu
   const request = (policy: string) => ({ policy, config, workload, hours: options.hours, seed: options.seed, machines: options.machines });
   const reports = await Promise.all(policies.map((p) => slots.run(request(p.name))));
   const baseline = reports.find((r) => r.name === 'baseline');
-  const targets = reports.flatMap((r) => evaluateTargets(r, { preemptionsPerHour: config.fleet.preemptions_per_hour, baseline }));
+  const targets = reports.flatMap((r) => evaluateTargets(r, { preemptionsPerHour: config.fleet.preemptions_per_hour, hours: options.hours, baseline }));
   if (!options.fit) return { policies: reports, targets };
   const fit = await Promise.all(policies.map((p, i) => fitPolicy(request(p.name), slots, reports[i])));
   return { policies: reports, targets, fit };

@@ -14,12 +14,6 @@ export interface PolicyReport extends WaitSummary {
   name: string;
   lost: number;
   completion_rate: number;
-  /**
-   * completed / jobs among those submitted before the run's last stretch (10 minutes, or half a run
-   * shorter than 20): a job that arrives just before the end and is still queued or running then is not
-   * a failure; this is the rate the completion target is held to
-   */
-  completion_rate_settled: number;
   download_wait_s: number;
   machine_hours: number;
   pools: Record<string, WaitSummary>;
@@ -29,6 +23,12 @@ export interface PolicyReport extends WaitSummary {
   gpu_utilisation: number;
   preemptions: number;
   requeued: number;
+  /**
+   * completed / jobs among those submitted before the run's last stretch (10 minutes, or half a run
+   * shorter than 20): a job that arrives just before the end and is still queued or running then is not
+   * a failure; this is the rate the completion target is held to
+   */
+  completion_rate_settled: number;
   /** the two hours around the daily peak (15:00-17:00 by default), where the run covers them */
   peak: HourReport | null;
   /** one row per simulated hour */
@@ -79,7 +79,6 @@ export function summarise(outcome: RunOutcome): PolicyReport {
     ...all,
     lost: outcome.lost.length,
     completion_rate: all.jobs === 0 ? 1 : round(all.completed / all.jobs, 4),
-    completion_rate_settled: settled.length === 0 ? 1 : round(settled.filter((j) => j.completedAtMs !== undefined).length / settled.length, 6),
     download_wait_s: round(outcome.jobs.reduce((sum, j) => sum + j.downloadMs, 0) / 1000, 1),
     machine_hours: round(machineMs / 3_600_000, 2),
     pools: Object.fromEntries([...pools.keys()].sort().map((p) => [p, waits(pools.get(p)!)])),
@@ -89,6 +88,7 @@ export function summarise(outcome: RunOutcome): PolicyReport {
     gpu_utilisation: machineMs === 0 ? 0 : round(busyMs / machineMs, 4),
     preemptions: outcome.preemptions,
     requeued: outcome.requeued,
+    completion_rate_settled: settled.length === 0 ? 1 : round(settled.filter((j) => j.completedAtMs !== undefined).length / settled.length, 6),
     peak: peakWindow(outcome),
     hourly: outcome.hourly.map((_, h) => stretch(outcome, h, h + 1)),
   };
