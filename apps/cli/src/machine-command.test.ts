@@ -86,3 +86,41 @@ describe('emp machine', () => {
     expect(missing.stderr).toContain(`error: invalid machine config ${join(folder.path, 'nope.json')}: ENOENT`);
   });
 });
+
+describe('emp machine prefetch | evict', () => {
+  it("append a model command to the machine's command stream, finding its pool when not named, and refuse what is not one", async () => {
+    const broker = await Broker.connect({ redis: db.redis });
+    await broker.registerMachine('fast', 'gpu-9', 'ready');
+    const env = { REDIS_URL: db.url() };
+
+    const prefetch = await runEmp(['machine', 'prefetch', 'gpu-9', 'sdxl.safetensors', '--reason', 'morning peak', '--json'], env);
+    expect(prefetch.stderr).toBe('');
+    expect(prefetch.code).toBe(0);
+    const answer = JSON.parse(prefetch.stdout) as { command_id: string };
+    expect(answer).toEqual({ command_id: expect.stringMatching(/^\d+-\d+$/), machine: 'gpu-9', pool: 'fast', action: 'prefetch', model: 'sdxl.safetensors' });
+
+    const evict = await runEmp(['machine', 'evict', 'gpu-9', 'flux.safetensors', '--pool', 'fast'], env);
+    expect(evict.code).toBe(0);
+    expect(evict.stdout).toMatch(/^evict flux\.safetensors sent to machine gpu-9 \(pool fast\) as command \d+-\d+; /);
+
+    expect((await broker.readMachineCommands('fast', 'gpu-9', '0')).map((c) => [c.action, c.model, c.by, c.reason])).toEqual([
+      ['prefetch', 'sdxl.safetensors', 'cli', 'morning peak'],
+      ['evict', 'flux.safetensors', 'cli', undefined],
+    ]);
+    expect((await broker.machine('fast', 'gpu-9'))?.last_command_model).toBe('flux.safetensors');
+
+    const nowhere = await runEmp(['machine', 'prefetch', 'gpu-404', 'sdxl.safetensors'], env);
+    expect(nowhere.code).toBe(1);
+    expect(nowhere.stderr).toContain('error: machine gpu-404 is not registered in any pool');
+    const otherPool = await runEmp(['machine', 'evict', 'gpu-9', 'sdxl.safetensors', '--pool', 'heavy'], env);
+    expect(otherPool.code).toBe(1);
+    expect(otherPool.stderr).toContain('error: machine gpu-9 is not registered in pool heavy');
+    const noModel = await runEmp(['machine', 'prefetch', 'gpu-9'], env);
+    expect(noModel.code).toBe(2);
+    expect(noModel.stderr).toContain("missing required argument 'model'");
+    const noConfig = await runEmp(['machine'], env);
+    expect(noConfig.code).toBe(2);
+    expect(noConfig.stderr).toContain("error: required option '--config <file>' not specified (or name a subcommand: prefetch, evict)");
+    expect(await broker.readMachineCommands('fast', 'gpu-9', '0')).toHaveLength(2);
+  });
+});
