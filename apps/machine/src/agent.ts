@@ -607,7 +607,9 @@ export class MachineAgent {
       result = await cache.ensure(model);
     } catch (error) {
       if (error instanceof ModelError && error.code === 'cache_full') {
-        return ['failed', `prefetch ${model}: it does not fit without evicting models in use: ${error.message}`];
+        // the cache's message names the models in use (or downloading) that it may not evict, when there are any
+        const blocked = /; (in use|downloading): /.test(error.message);
+        return ['failed', `prefetch ${model}: ${blocked ? 'it does not fit without evicting models in use' : 'it does not fit in the cache budget'}: ${error.message}`];
       }
       return ['failed', `prefetch ${model}: ${(error as Error).message}`];
     }
