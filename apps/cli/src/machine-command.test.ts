@@ -124,3 +124,33 @@ describe('emp machine prefetch | evict', () => {
     expect(await broker.readMachineCommands('fast', 'gpu-9', '0')).toHaveLength(2);
   });
 });
+
+describe('emp machine prefetch --wait', () => {
+  it("waits for the agent's outcome and exits 1 when it failed", async () => {
+    const file = await configFile({
+      machine_id: 'no-cache-1',
+      pool: 'standard',
+      redis_url: '${TEST_REDIS_URL}',
+      connectors: [{ type: 'simulation', options: { durationMs: 10, steps: 1 } }],
+      hardware: { gpus: [] },
+      health_port: 0,
+      health_host: '127.0.0.1',
+      logs: { dir: join(folder.path, 'logs-wait') },
+      storage: { models_dir: folder.path },
+    });
+    const agent = spawnEmp(['machine', '--config', file], { TEST_REDIS_URL: db.url() });
+    running.add(agent);
+    await waitForOutput(agent, /agent running/);
+
+    const env = { REDIS_URL: db.url() };
+    const waited = await runEmp(['machine', 'prefetch', 'no-cache-1', 'sdxl.safetensors', '--wait', '20'], env);
+    expect(waited.stdout).toBe('machine no-cache-1: failed: prefetch sdxl.safetensors: this machine has no model cache (its config lists no models)\n');
+    expect(waited.code).toBe(1);
+    const asJson = await runEmp(['machine', 'evict', 'no-cache-1', 'sdxl.safetensors', '--wait', '20', '--json'], env);
+    expect(asJson.code).toBe(1);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ machine: 'no-cache-1', pool: 'standard', action: 'evict', outcome: 'failed', message: expect.stringContaining('no model cache') });
+    const badWait = await runEmp(['machine', 'evict', 'no-cache-1', 'sdxl.safetensors', '--wait', 'soon'], env);
+    expect(badWait.code).toBe(2);
+    expect(badWait.stderr).toContain("invalid --wait: expected a positive number of seconds, got 'soon'");
+  });
+});

@@ -1,9 +1,10 @@
 import { resolve } from 'node:path';
 import type { Broker, ModelAction, StopReason } from '@emp/core';
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { resolveRedisTarget, withBroker } from '../connection';
-import { CommandError, UsageError } from '../errors';
-import { redisFlag } from '../flags';
+import { CommandError, EXIT_FAILURE, UsageError } from '../errors';
+import { parseFlags, redisFlag, secondsFlag } from '../flags';
 import { json } from '../format';
 import { createLogger } from '../logger';
 
@@ -52,13 +53,26 @@ export function registerMachine(program: Command): void {
       .argument('<model>', "model name, as in the machine's catalog (its config's `models`)")
       .option('--pool <name>', "the machine's pool; found by looking when left out")
       .option('--reason <text>', 'why, kept with the command')
+      .option('--wait <seconds>', "wait up to this long for the agent's outcome; exit 0 only if it is ok")
       .option('--json', 'print JSON for scripts')
-      .action(async (machineId: string, model: string, options: { pool?: string; reason?: string; json?: boolean }, command: Command) => {
+      .action(async (machineId: string, model: string, options: { pool?: string; reason?: string; wait?: string; json?: boolean }, command: Command) => {
+        const { wait } = parseFlags(z.object({ wait: secondsFlag.optional() }), { wait: options.wait });
         await withBroker(redisFlag(command), async (broker) => {
           const pool = await poolOfMachine(broker, machineId, options.pool);
+          // the outcome is a machine.command.done event after the newest one now
+          const cursor = wait === undefined ? '' : await broker.latestEventId(pool);
           const id = await broker.machineCommand(pool, machineId, { action, model, by: 'cli', reason: options.reason });
-          if (options.json) process.stdout.write(`${json({ command_id: id, machine: machineId, pool, action, model })}\n`);
-          else process.stdout.write(`${action} ${model} sent to machine ${machineId} (pool ${pool}) as command ${id}; its agent reports the outcome (emp machines)\n`);
+          const sent = { command_id: id, machine: machineId, pool, action, model };
+          if (wait === undefined) {
+            if (options.json) process.stdout.write(`${json(sent)}\n`);
+            else process.stdout.write(`${action} ${model} sent to machine ${machineId} (pool ${pool}) as command ${id}; its agent reports the outcome (emp machines)\n`);
+            return;
+          }
+          const done = await commandOutcome(broker, pool, id, cursor, wait);
+          if (options.json) process.stdout.write(`${json({ ...sent, outcome: done?.outcome ?? 'pending', message: done?.message })}\n`);
+          else if (done) process.stdout.write(`machine ${machineId}: ${done.outcome}: ${done.message ?? ''}\n`);
+          if (!done) throw new CommandError(`machine ${machineId} reported no outcome of command ${id} within ${wait / 1_000} s (is its agent running?)`);
+          if (done.outcome !== 'ok') process.exitCode = EXIT_FAILURE;
         });
       });
   }
@@ -71,6 +85,21 @@ const MODEL_COMMANDS: ReadonlyArray<[ModelAction, string]> = [
   ['prefetch', "download a model into a machine's model cache ahead of demand (not pinned: evictable later; failed if it cannot fit without evicting models in use)"],
   ['evict', "delete a model from a machine's model cache (failed while a job holds it or it is downloading)"],
 ];
+
+/** The machine.command.done event of `commandId`, read from the pool's events after `cursor`; undefined after `waitMs`. */
+async function commandOutcome(broker: Broker, pool: string, commandId: string, cursor: string, waitMs: number): Promise<{ outcome: string; message?: string } | undefined> {
+  const deadline = Date.now() + waitMs;
+  let after = cursor;
+  while (Date.now() < deadline) {
+    const events = await broker.readEvents(pool, after, { count: 1_000 });
+    for (const event of events) {
+      if (event.type === 'machine.command.done' && event.command === commandId) return event;
+    }
+    if (events.length > 0) after = events[events.length - 1]!.id;
+    else await new Promise((resolve) => setTimeout(resolve, Math.min(250, Math.max(0, deadline - Date.now()))));
+  }
+  return undefined;
+}
 
 /** The pool the machine is registered in: the one named, or the first pool that has it. */
 async function poolOfMachine(broker: Broker, machineId: string, pool: string | undefined): Promise<string> {
