@@ -80,6 +80,8 @@ export const MachineCommandEvent = z.object({
   machine: text,
   action: text,
   service: optionalText,
+  /** prefetch and evict: the model (absent for the other actions, and in events written before models came) */
+  model: optionalText,
   command: text,
   by: optionalText,
 });
@@ -89,6 +91,7 @@ export const MachineCommandDoneEvent = z.object({
   command: text,
   action: optionalText,
   service: optionalText,
+  model: optionalText,
   outcome: text,
   message: optionalText,
 });

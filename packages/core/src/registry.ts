@@ -230,9 +230,11 @@ export const MACHINE_FIELDS = {
   state: oneOf(MACHINE_STATES),
   ...MACHINE_STATUS_FIELDS,
   // machine_command
-  last_command: oneOf(['drain', 'restart', 'shutdown']),
+  last_command: oneOf(['drain', 'restart', 'shutdown', 'prefetch', 'evict']),
   last_command_id: text,
   last_command_service: text,
+  /** prefetch and evict: the model ('' for the other actions; absent before models came) */
+  last_command_model: text,
   last_command_at: time,
   // machine_command_done
   last_command_handled: text,
