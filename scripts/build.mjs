@@ -17,6 +17,8 @@ const ENTRIES = {
   emp: 'apps/cli/src/main.ts',
   worker: 'apps/worker/src/main.ts',
   'simulated-service': 'apps/machine/src/simulated-service.ts',
+  // one policy's run in a child process of `emp simulate` (packages/simulator/src/parallel.ts)
+  'simulation-run': 'packages/simulator/src/run-process.ts',
 };
 
 /**

@@ -1,4 +1,4 @@
-import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
+import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 
 /**
@@ -108,7 +108,15 @@ export const PauseBody = optionalBody(z.object({ pool: PoolName.optional(), reas
 
 export const MachineParams = z.object({ id: MachineId, action: MachineAction }).strict();
 export const MachineCommandBody = optionalBody(
-  z.object({ pool: PoolName.optional(), service: ServiceName.optional(), reason: z.string().max(500).optional() }).strict(),
+  z
+    .object({
+      pool: PoolName.optional(),
+      service: ServiceName.optional(),
+      /** prefetch and evict: the model (required for them, refused for the other actions) */
+      model: ModelName.optional(),
+      reason: z.string().max(500).optional(),
+    })
+    .strict(),
 );
 
 export const MachineLogParams = z.object({ id: MachineId }).strict();

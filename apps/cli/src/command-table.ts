@@ -87,7 +87,8 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: 'machine',
     usage: '[options]',
-    description: "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md)",
+    description:
+      "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md); prefetch or evict a model on a machine",
     load: async () => (await import('./commands/machine')).registerMachine,
   },
   {

@@ -56,6 +56,9 @@ describe('emp machines', () => {
     expect(listed.stdout).toMatch(/^standard\s+gpu-box-1\s+ready\s+\S+\s+\S+ ago\s+2\s+drain comfyui \(\S+ ago\)$/m);
     const asJson = JSON.parse((await runEmp(['machines', '--json'], env)).stdout) as { machines: Array<Record<string, string>> };
     expect(asJson.machines).toContainEqual(expect.objectContaining({ id: 'gpu-box-1', pool: 'standard', last_command: 'drain' }));
+
+    await broker.machineCommand('standard', 'gpu-box-1', { action: 'prefetch', model: 'sdxl.safetensors' });
+    expect((await runEmp(['machines'], env)).stdout).toMatch(/^standard\s+gpu-box-1\s+ready\s+.*\s+prefetch sdxl\.safetensors \(\S+ ago\)$/m);
   });
 });
 

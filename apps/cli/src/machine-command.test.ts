@@ -86,3 +86,71 @@ describe('emp machine', () => {
     expect(missing.stderr).toContain(`error: invalid machine config ${join(folder.path, 'nope.json')}: ENOENT`);
   });
 });
+
+describe('emp machine prefetch | evict', () => {
+  it("append a model command to the machine's command stream, finding its pool when not named, and refuse what is not one", async () => {
+    const broker = await Broker.connect({ redis: db.redis });
+    await broker.registerMachine('fast', 'gpu-9', 'ready');
+    const env = { REDIS_URL: db.url() };
+
+    const prefetch = await runEmp(['machine', 'prefetch', 'gpu-9', 'sdxl.safetensors', '--reason', 'morning peak', '--json'], env);
+    expect(prefetch.stderr).toBe('');
+    expect(prefetch.code).toBe(0);
+    const answer = JSON.parse(prefetch.stdout) as { command_id: string };
+    expect(answer).toEqual({ command_id: expect.stringMatching(/^\d+-\d+$/), machine: 'gpu-9', pool: 'fast', action: 'prefetch', model: 'sdxl.safetensors' });
+
+    const evict = await runEmp(['machine', 'evict', 'gpu-9', 'flux.safetensors', '--pool', 'fast'], env);
+    expect(evict.code).toBe(0);
+    expect(evict.stdout).toMatch(/^evict flux\.safetensors sent to machine gpu-9 \(pool fast\) as command \d+-\d+; /);
+
+    expect((await broker.readMachineCommands('fast', 'gpu-9', '0')).map((c) => [c.action, c.model, c.by, c.reason])).toEqual([
+      ['prefetch', 'sdxl.safetensors', 'cli', 'morning peak'],
+      ['evict', 'flux.safetensors', 'cli', undefined],
+    ]);
+    expect((await broker.machine('fast', 'gpu-9'))?.last_command_model).toBe('flux.safetensors');
+
+    const nowhere = await runEmp(['machine', 'prefetch', 'gpu-404', 'sdxl.safetensors'], env);
+    expect(nowhere.code).toBe(1);
+    expect(nowhere.stderr).toContain('error: machine gpu-404 is not registered in any pool');
+    const otherPool = await runEmp(['machine', 'evict', 'gpu-9', 'sdxl.safetensors', '--pool', 'heavy'], env);
+    expect(otherPool.code).toBe(1);
+    expect(otherPool.stderr).toContain('error: machine gpu-9 is not registered in pool heavy');
+    const noModel = await runEmp(['machine', 'prefetch', 'gpu-9'], env);
+    expect(noModel.code).toBe(2);
+    expect(noModel.stderr).toContain("missing required argument 'model'");
+    const noConfig = await runEmp(['machine'], env);
+    expect(noConfig.code).toBe(2);
+    expect(noConfig.stderr).toContain("error: required option '--config <file>' not specified (or name a subcommand: prefetch, evict)");
+    expect(await broker.readMachineCommands('fast', 'gpu-9', '0')).toHaveLength(2);
+  });
+});
+
+describe('emp machine prefetch --wait', () => {
+  it("waits for the agent's outcome and exits 1 when it failed", async () => {
+    const file = await configFile({
+      machine_id: 'no-cache-1',
+      pool: 'standard',
+      redis_url: '${TEST_REDIS_URL}',
+      connectors: [{ type: 'simulation', options: { durationMs: 10, steps: 1 } }],
+      hardware: { gpus: [] },
+      health_port: 0,
+      health_host: '127.0.0.1',
+      logs: { dir: join(folder.path, 'logs-wait') },
+      storage: { models_dir: folder.path },
+    });
+    const agent = spawnEmp(['machine', '--config', file], { TEST_REDIS_URL: db.url() });
+    running.add(agent);
+    await waitForOutput(agent, /agent running/);
+
+    const env = { REDIS_URL: db.url() };
+    const waited = await runEmp(['machine', 'prefetch', 'no-cache-1', 'sdxl.safetensors', '--wait', '20'], env);
+    expect(waited.stdout).toBe('machine no-cache-1: failed: prefetch sdxl.safetensors: this machine has no model cache (its config lists no models)\n');
+    expect(waited.code).toBe(1);
+    const asJson = await runEmp(['machine', 'evict', 'no-cache-1', 'sdxl.safetensors', '--wait', '20', '--json'], env);
+    expect(asJson.code).toBe(1);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ machine: 'no-cache-1', pool: 'standard', action: 'evict', outcome: 'failed', message: expect.stringContaining('no model cache') });
+    const badWait = await runEmp(['machine', 'evict', 'no-cache-1', 'sdxl.safetensors', '--wait', 'soon'], env);
+    expect(badWait.code).toBe(2);
+    expect(badWait.stderr).toContain("invalid --wait: expected a positive number of seconds, got 'soon'");
+  });
+});

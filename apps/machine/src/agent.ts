@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, type ProcessSummary, type StopReason, type SupervisorMessage, WorkerProcessMessage, encodeMachineStatus } from '@emp/core';
+import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, ModelError, type ProcessSummary, type StopReason, type SupervisorMessage, WorkerProcessMessage, encodeMachineStatus } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
@@ -105,6 +105,8 @@ export class MachineAgent {
   private modelsPublishedAt = 0;
   private publishing: Promise<void> = Promise.resolve();
   private commandLoop: Promise<void> | undefined;
+  /** prefetch commands downloading now (they run beside the command loop; stop() waits for their outcomes) */
+  private readonly prefetches = new Set<Promise<void>>();
   private stopping: Promise<void> | undefined;
   private finish!: (reason: StopReason) => void;
 
@@ -542,8 +544,14 @@ export class MachineAgent {
           await this.acknowledge(command, 'ok', 'drained; stopping the services and going offline');
           void this.stop('shutdown command');
           return;
+        case 'prefetch':
+          this.startPrefetch(command, log);
+          return;
+        case 'evict':
+          await this.acknowledge(command, ...(await this.evictCommand(command.model)));
+          return;
         default:
-          await this.acknowledge(command, 'failed', `unknown action ${command.action} (known: drain, restart, shutdown)`);
+          await this.acknowledge(command, 'failed', `unknown action ${command.action} (known: drain, restart, shutdown, prefetch, evict)`);
       }
     } catch (error) {
       log.error({ err: error }, 'command failed');
@@ -565,6 +573,75 @@ export class MachineAgent {
     return ['ok', `restarted ${names.join(', ')}`];
   }
 
+  /**
+   * Downloads the command's model into the cache beside the command loop (a
+   * long download holds up no other command; several prefetches run at once,
+   * and one for a model already downloading joins that download), then
+   * acknowledges it. The model is not pinned: LRU may evict it later.
+   */
+  private startPrefetch(command: MachineCommand, log: Logger): void {
+    const done = this.prefetchCommand(command.model)
+      .catch((error: unknown): [MachineCommandOutcome, string] => {
+        log.error({ err: error }, 'prefetch failed');
+        return ['failed', (error as Error).message];
+      })
+      .then((outcome) => this.acknowledge(command, ...outcome))
+      .finally(() => this.prefetches.delete(done));
+    this.prefetches.add(done);
+  }
+
+  private async prefetchCommand(model: string | undefined): Promise<[MachineCommandOutcome, string]> {
+    const cache = this.cache;
+    if (!model) return ['failed', 'prefetch names no model'];
+    if (!cache) return ['failed', `prefetch ${model}: this machine has no model cache (its config lists no models)`];
+    const spec = cache.catalogEntry(model);
+    if (!spec && !cache.has(model)) {
+      const catalog = cache.contents().catalog;
+      return ['failed', `prefetch ${model}: not in this machine's catalog (${catalog.length > 0 ? `it lists ${catalog.slice(0, 20).join(', ')}${catalog.length > 20 ? ', ...' : ''}` : 'it is empty'})`];
+    }
+    const wasOnDisk = cache.has(model);
+    const joined = !wasOnDisk && cache.isDownloading(model);
+    const startedAt = performance.now();
+    let result;
+    try {
+      result = await cache.ensure(model);
+    } catch (error) {
+      if (error instanceof ModelError && error.code === 'cache_full') {
+        // the cache's message names the models in use (or downloading) that it may not evict, when there are any
+        const blocked = /; (in use|downloading): /.test(error.message);
+        return ['failed', `prefetch ${model}: ${blocked ? 'it does not fit without evicting models in use' : 'it does not fit in the cache budget'}: ${error.message}`];
+      }
+      return ['failed', `prefetch ${model}: ${(error as Error).message}`];
+    }
+    // the machine hash shows the model on disk by the time the outcome is read
+    await this.publish();
+    const { used_bytes, budget_bytes } = cache.contents();
+    const budget = `cache ${used_bytes} of ${budget_bytes} bytes used`;
+    if (wasOnDisk) return ['ok', `prefetch ${model}: already on disk (${result.size_bytes} bytes), marked as just used; ${budget}`];
+    const seconds = ((performance.now() - startedAt) / 1_000).toFixed(1);
+    return ['ok', `prefetch ${model}: ${joined ? 'joined the download in progress' : 'downloaded'}, ${result.size_bytes} bytes on disk after ${seconds} s, not pinned (evictable when unused); ${budget}`];
+  }
+
+  private async evictCommand(model: string | undefined): Promise<[MachineCommandOutcome, string]> {
+    const cache = this.cache;
+    if (!model) return ['failed', 'evict names no model'];
+    if (!cache) return ['failed', `evict ${model}: this machine has no model cache (its config lists no models)`];
+    const outcome = await cache.evictChecked(model);
+    if (!outcome.evicted) {
+      switch (outcome.reason) {
+        case 'in_use':
+          return ['failed', `evict ${model}: in use by a job (${outcome.pins} holding it); not evicted`];
+        case 'downloading':
+          return ['failed', `evict ${model}: it is downloading; not evicted (evict it once the download ended)`];
+        case 'not_on_disk':
+          return ['failed', `evict ${model}: not on this machine's disk`];
+      }
+    }
+    await this.publish();
+    const { used_bytes, budget_bytes } = cache.contents();
+    return ['ok', `evict ${model}: removed, ${outcome.size_bytes} bytes freed; cache ${used_bytes} of ${budget_bytes} bytes used`];
+  }
+
   /** Workers stop claiming and hand their running jobs back (as infrastructure failures, not the user's attempts); services keep running. */
   private async drain(reason: DrainReason): Promise<void> {
     if (!this.draining) this.metrics.drains.inc({ reason });
@@ -575,14 +652,15 @@ export class MachineAgent {
   }
 
   private async acknowledge(command: MachineCommand, outcome: MachineCommandOutcome, message: string): Promise<void> {
-    this.lastCommand = { id: command.id, action: command.action, service: command.service, outcome, message, at: Date.now() };
+    this.lastCommand = { id: command.id, action: command.action, service: command.service, model: command.model, outcome, message, at: Date.now() };
     this.logger[outcome === 'ok' ? 'info' : 'warn']({ command: command.id, action: command.action, outcome, message }, 'command done');
     try {
       await this.broker!.machineCommandDone(this.config.pool, this.config.machine_id, command.id, outcome, message);
     } catch (error) {
       this.logger.warn({ err: error, command: command.id }, 'could not acknowledge the command');
     }
-    this.changed();
+    // a prefetch ended by stop(): the last snapshot (offline) is written by stop() itself
+    if (!this.closing) this.changed();
   }
 
   // ---------------------------------------------------------------- stopping
@@ -608,6 +686,8 @@ export class MachineAgent {
       await this.processLogs?.flush();
       // the workers are gone and their pins with them: downloads stop (their .part files stay), the index is written
       await this.cache?.close();
+      // prefetches cut off by the closing cache report so before the connection goes
+      await Promise.allSettled([...this.prefetches]);
       if (this.registered) {
         this.draining = false;
         this.state = 'offline';

@@ -42,7 +42,7 @@ export interface MachineStatus {
   models?: ModelCacheContents;
   /** the custom nodes (when the config lists some): installed once, before any process starts */
   custom_nodes?: CustomNodesStatus;
-  last_command?: { id: string; action: string; service?: string; outcome: 'ok' | 'failed'; message: string; at: number };
+  last_command?: { id: string; action: string; service?: string; model?: string; outcome: 'ok' | 'failed'; message: string; at: number };
 }
 
 export interface CustomNodesStatus {

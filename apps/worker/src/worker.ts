@@ -64,6 +64,21 @@ export interface WorkerOptions {
   logger?: Logger;
   /** where the jobs' spans go (queue.wait, job.run, its outgoing calls); default: none (main.ts starts it from the environment) */
   tracing?: Tracing;
+  /**
+   * Cross-pool fallback: when its own pool has nothing for it, the worker takes
+   * jobs of these pools (in this order) that have waited at least `afterMs`
+   * there and are expected to take at most `maxExpectedS` (see
+   * Broker.claimFallback). It registers in each of them as a borrower. Its
+   * pool's `fallback` rules in the broker config (docs/pools.md). Default: none.
+   */
+  borrow?: BorrowRule[];
+}
+
+export interface BorrowRule {
+  pool: string;
+  afterMs: number;
+  maxExpectedS?: number;
+  unknownExpectedS?: number;
 }
 
 export type FailOutcome = 'queued' | 'retrying' | 'failed';
@@ -166,6 +181,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private stopRenewingOnReconnect: (() => void) | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDueAt = Infinity;
+  private readonly borrowRules: BorrowRule[];
+  private borrowTimer: NodeJS.Timeout | undefined;
+  private borrowDueAt = Infinity;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
 
@@ -185,6 +203,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.progressIntervalMs = options.progressIntervalMs ?? 250;
     this.models = options.models;
     this.tracing = options.tracing ?? TRACING_OFF;
+    this.borrowRules = options.borrow ?? [];
+    if (this.borrowRules.some((rule) => rule.pool === this.pool)) throw new Error(`worker ${this.id}: it cannot borrow from its own pool ${this.pool}`);
 
     const services = parseWith(WorkerCapabilities, options.capabilities, `capabilities of worker ${this.id}`).services;
     for (const connector of options.connectors) {
@@ -307,6 +327,71 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } finally {
       this.filling = false;
     }
+    // its own pool has nothing for a free slot: the pools it may borrow from, now
+    if (this.borrowRules.length > 0 && this.state === 'running' && this.freeSlots() > 0) this.borrowAt(Date.now());
+  }
+
+  // ---------------------------------------------------------------- cross-pool fallback
+
+  /** Looks at the pools it may borrow from at `at` (the earliest of the times asked for wins). */
+  private borrowAt(at: number): void {
+    if (this.state !== 'running' || at >= this.borrowDueAt) return;
+    if (this.borrowTimer) clearTimeout(this.borrowTimer);
+    this.borrowDueAt = at;
+    this.borrowTimer = setTimeout(() => {
+      this.borrowTimer = undefined;
+      this.borrowDueAt = Infinity;
+      void this.borrow();
+    }, Math.max(at - Date.now(), 0));
+  }
+
+  /**
+   * One look at the other pools for each free slot. A job there qualifies only
+   * after waiting its rule's `afterMs`, so with nothing to take the worker looks
+   * again when the oldest job it could take qualifies (the broker says when), or
+   * after the shortest `afterMs`: a job arriving meanwhile cannot qualify sooner. This is
+   * the one timer an idle worker with a fallback policy keeps; its own pool
+   * still wakes it as it wakes any worker.
+   */
+  private async borrow(): Promise<void> {
+    let next = Date.now() + Math.min(...this.borrowRules.map((rule) => rule.afterMs));
+    for (const rule of this.borrowRules) {
+      const { pool } = rule;
+      if (this.state !== 'running' || this.freeSlots() <= 0 || this.filling) return;
+      this.claimsInFlight++;
+      try {
+        const result = await this.broker.claimFallback(pool, this.id, {
+          homePool: this.pool,
+          afterMs: rule.afterMs,
+          maxExpectedS: rule.maxExpectedS,
+          unknownExpectedS: rule.unknownExpectedS,
+        });
+        if (result.job) {
+          this.logger.info({ job_id: result.job.id, from_pool: pool }, 'took a job of another pool (cross-pool fallback)');
+          this.launch(result.job);
+          if (this.freeSlots() <= 0) {
+            // its last free slot is taken: its own pool should wake someone else meanwhile
+            await this.broker.setWorkerState(this.pool, this.id, 'borrowing').catch((error: unknown) => this.logger.warn({ err: error }, 'could not leave the idle set of its own pool'));
+          }
+        } else if (result.retryAt !== undefined) {
+          next = Math.min(next, result.retryAt);
+        }
+      } catch (error) {
+        if (error instanceof UnknownWorkerError) await this.registerAsBorrower(pool).catch((e: unknown) => this.logger.warn({ err: e, pool }, 'registering as a borrower failed'));
+        else this.logger.warn({ err: error, pool }, 'fallback claim failed');
+      } finally {
+        this.claimsInFlight--;
+        this.checkIdle();
+      }
+    }
+    if (this.state === 'running' && this.freeSlots() > 0) this.borrowAt(next);
+  }
+
+  private registerAsBorrower(pool: string, freshStart = false): Promise<unknown> {
+    return this.broker.registerWorker(
+      { id: this.id, pool, home_pool: this.pool, machine_id: this.machineId, capabilities: this.capabilities, concurrency: this.concurrency, hostname: hostname() },
+      { freshStart },
+    );
   }
 
   /** Runs one claim call with its slot reserved; launches the job it returns. */
@@ -337,6 +422,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Queues a claim behind the pending signal wait, when one is wanted and a slot is free. */
   private armIfWaiting(): void {
+    // a worker that borrows claims in its own pool only through fillSlots: a claim queued behind
+    // its wait could take a job of its own pool while a borrowed job holds its last slot
+    if (this.borrowRules.length > 0) return;
     if (!this.wantArm || !this.waitPending || this.armed || this.state !== 'running' || this.freeSlots() <= 0) return;
     this.wantArm = false;
     this.armed = this.broker.claimWhenWoken(this.blocking!, this.pool, this.id).then(
@@ -481,9 +569,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   };
 
   private async heartbeat(): Promise<void> {
-    const leases = [...this.active.values()].map(({ job }) => ({ jobId: job.id, token: job.lease.token }));
+    for (const pool of this.pools) await this.heartbeatIn(pool);
+  }
+
+  private async heartbeatIn(pool: string): Promise<void> {
+    const leases = [...this.active.values()].filter(({ job }) => job.lease.pool === pool).map(({ job }) => ({ jobId: job.id, token: job.lease.token }));
     try {
-      const drops = await this.broker.heartbeat(this.pool, this.id, leases);
+      const drops = await this.broker.heartbeat(pool, this.id, leases);
       for (const { jobId, verdict } of drops) {
         const sent = leases.find((lease) => lease.jobId === jobId);
         this.abortJob(jobId, verdict, sent?.token);
@@ -517,6 +609,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       },
       { freshStart },
     );
+    for (const rule of this.borrowRules) await this.registerAsBorrower(rule.pool, freshStart);
+  }
+
+  /** Its own pool and the pools it borrows from: where it heartbeats and says when it stops. */
+  private get pools(): string[] {
+    return [this.pool, ...this.borrowRules.map((rule) => rule.pool)];
   }
 
   // ---------------------------------------------------------------- running a job
@@ -680,7 +778,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const dropped = dropReason(cause, active.timedOutByBroker) ?? (isLeaseLost(outcome) ? 'lost' : undefined);
     if (dropped) return this.drop(active, dropped);
 
-    const claimNext = this.state === 'running' && this.pendingWake === undefined;
+    // a borrowed job's pool is not this worker's to claim in: the freed slot claims in its own
+    const claimNext = this.state === 'running' && this.pendingWake === undefined && job.lease.pool === this.pool;
     if (outcome.ok && !isSerialisable(outcome.result)) {
       outcome = { ok: false, error: new JobFailure('non_retryable', 'the result is not JSON-serialisable', { type: 'BadResult' }) };
     }
@@ -774,11 +873,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.state = 'stopping';
     await this.starting?.catch(() => undefined);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.borrowTimer) clearTimeout(this.borrowTimer);
     this.logger.info({ running: this.active.size, grace_ms: graceMs }, 'worker draining');
-    try {
-      await this.broker.setWorkerState(this.pool, this.id, 'draining');
-    } catch (error) {
-      this.logger.warn({ err: error }, 'could not mark the worker draining');
+    for (const pool of this.pools) {
+      try {
+        await this.broker.setWorkerState(pool, this.id, 'draining');
+      } catch (error) {
+        this.logger.warn({ err: error, pool }, 'could not mark the worker draining');
+      }
     }
 
     let graceTimer: NodeJS.Timeout | undefined;
@@ -797,10 +899,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.stopRenewingOnReconnect?.();
     this.state = 'stopped';
     await this.heartbeatInFlight;
-    try {
-      await this.broker.setWorkerState(this.pool, this.id, 'offline');
-    } catch (error) {
-      this.logger.warn({ err: error }, 'could not mark the worker offline');
+    for (const pool of this.pools) {
+      try {
+        await this.broker.setWorkerState(pool, this.id, 'offline');
+      } catch (error) {
+        this.logger.warn({ err: error, pool }, 'could not mark the worker offline');
+      }
     }
     this.blocking?.close();
     await this.waiter;

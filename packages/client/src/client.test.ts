@@ -116,6 +116,14 @@ describe('operator calls through the SDK', () => {
       service: 'simulation',
     });
     await expect(client.machineCommand('api-test-machine', 'drain')).rejects.toMatchObject({ status: 403, code: 'FORBIDDEN' });
+    expect(await operator.modelCommand('api-test-machine', 'prefetch', 'sdxl.safetensors', { reason: 'peak' })).toEqual({
+      command_id: expect.stringMatching(/^\d+-\d+$/),
+      machine: 'api-test-machine',
+      pool: 'standard',
+      action: 'prefetch',
+      model: 'sdxl.safetensors',
+    });
+    await expect(operator.modelCommand('api-test-machine', 'evict', '')).rejects.toMatchObject({ status: 400, code: 'VALIDATION' });
   });
 
   it('reads the queue history of the hour and of the day; a client key is refused it', async () => {

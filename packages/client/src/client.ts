@@ -47,8 +47,10 @@ export interface MachineCommandAnswer {
   command_id: string;
   machine: string;
   pool: string;
-  action: 'drain' | 'restart' | 'shutdown';
+  action: 'drain' | 'restart' | 'shutdown' | 'prefetch' | 'evict';
   service?: string;
+  /** prefetch and evict: the model */
+  model?: string;
 }
 
 /** The EMP Job Queue API, typed with @emp/core's wire schemas (the server's response schemas): submit, get, list, cancel, retry, events and `watch`. */
@@ -164,6 +166,15 @@ export class EmpClient {
   /** (operator) Drain or restart a machine, or one service on it: recorded for its agent, answered with the command's id. */
   async machineCommand(machine: string, action: 'drain' | 'restart', options: { pool?: string; service?: string; reason?: string } = {}): Promise<MachineCommandAnswer> {
     return this.request('POST', `/v1/machines/${encodeURIComponent(machine)}/${action}`, options);
+  }
+
+  /**
+   * (operator) Prefetch a model into a machine's model cache (downloaded, not
+   * pinned) or evict one from it: recorded for its agent, answered with the
+   * command's id; the agent reports the outcome on the machine.
+   */
+  async modelCommand(machine: string, action: 'prefetch' | 'evict', model: string, options: { pool?: string; reason?: string } = {}): Promise<MachineCommandAnswer> {
+    return this.request('POST', `/v1/machines/${encodeURIComponent(machine)}/${action}`, { ...options, model });
   }
 
   /** (operator) Pause or resume claims of a service's jobs, in one pool or every pool. */

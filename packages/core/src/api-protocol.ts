@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ValidationIssue } from './errors';
 import { Job, JobId, JobState } from './job';
-import { PoolName, ServiceName } from './requirements';
+import { ModelName, PoolName, ServiceName } from './requirements';
 
 /**
  * The wire shapes of the HTTP and WebSocket API that both the server
@@ -319,7 +319,7 @@ export const PauseResponse = z
   .object({ service: ServiceName, paused: z.boolean(), pools: z.array(z.object({ pool: PoolName, changed: z.boolean() }).strict()) })
   .strict();
 export const MachineCommandResponse = z
-  .object({ command_id: z.string(), machine: z.string(), pool: PoolName, action: z.string(), service: ServiceName.optional() })
+  .object({ command_id: z.string(), machine: z.string(), pool: PoolName, action: z.string(), service: ServiceName.optional(), model: ModelName.optional() })
   .strict();
 
 /** Longest and default life of a signed asset URL (POST /v1/assets/sign), in seconds. */

@@ -40,8 +40,15 @@ export const WorkerRegistration = z
     concurrency: z.number().int().min(1).max(1_000).default(1),
     version: z.string().max(100).optional(),
     hostname: z.string().max(255).optional(),
+    /**
+     * set when this registration makes the worker a borrower in `pool` for cross-pool
+     * fallback: its own pool, where it waits and is woken; here it only takes jobs
+     * through claimFallback, under its pool's policy
+     */
+    home_pool: PoolName.optional(),
   })
-  .strict();
+  .strict()
+  .refine((r) => r.home_pool === undefined || r.home_pool !== r.pool, { message: 'home_pool must differ from pool: a worker borrows only from other pools', path: ['home_pool'] });
 export type WorkerRegistration = z.input<typeof WorkerRegistration>;
 
 export interface CapabilityProfile {

@@ -53,6 +53,9 @@ export const JobStartingEvent = z.object({
   machine: optionalText,
   attempt: ms,
   submitted_at: ms.optional(),
+  /** a cross-pool fallback claim: why the job left its pool (see claim_fallback.lua), and the worker's own pool */
+  fallback: optionalText,
+  home_pool: optionalText,
 });
 export const JobRunningEvent = z.object({ type: z.literal('job.running'), ...jobBase, worker: optionalText });
 export const JobProgressEvent = z.object({ type: z.literal('job.progress'), ...jobBase, progress: jsonProgress });
@@ -78,6 +81,8 @@ export const MachineCommandEvent = z.object({
   machine: text,
   action: text,
   service: optionalText,
+  /** prefetch and evict: the model (absent for the other actions, and in events written before models came) */
+  model: optionalText,
   command: text,
   by: optionalText,
 });
@@ -87,6 +92,7 @@ export const MachineCommandDoneEvent = z.object({
   command: text,
   action: optionalText,
   service: optionalText,
+  model: optionalText,
   outcome: text,
   message: optionalText,
 });

@@ -31,8 +31,14 @@
  *                                  up to the library's layout on load (migrations.ts); schema_migration: where a
  *                                  migration stands (from, phase, cursor) while one runs
  *   <ns>:{<pool>}:paused           service -> {since, by, reason}: services whose jobs no claim takes
- *   <ns>:{<pool>}:machine-commands:<id>  stream of operator commands (drain, restart, shutdown) for a machine's agent;
- *                                  the machine hash's last_command_handled is where its agent resumes
+ *   <ns>:{<pool>}:machine-commands:<id>  stream of operator commands (drain, restart, shutdown; prefetch, evict with
+ *                                  field model) for a machine's agent; the machine hash's last_command_handled is where
+ *                                  its agent resumes
+ *   <ns>:{<pool>}:demand:<bucket>  jobs submitted in one 5-minute bucket (bucket = floor(now ms / 300000), the function's
+ *                                  now: the virtual clock in simulation), written by submit (not by retries): field
+ *                                  <model> per model of the job's class (each once), `service:<service>` for a class
+ *                                  without models, `*` every job; expires 8 days after the bucket's first write
+ *                                  (broker.modelDemand reads it)
  *   <ns>:{<pool>}:machine-logs:<id>      output lines of the machine's supervised processes (capped, MAXLEN ~ 5000):
  *                                  fields process (`<service>-<slot>` or `worker-<primary>-<slot>`), stream (stdout | stderr),
  *                                  line (at most 4 KiB), ts (ms)
@@ -99,6 +105,10 @@ export class KeyLayout {
   workers(pool: string): string {
     return `${this.prefix(pool)}workers`;
   }
+  /** waiting workers (worker -> profile), whom a submit may wake */
+  idle(pool: string): string {
+    return `${this.prefix(pool)}idle`;
+  }
   offlineWorkers(pool: string): string {
     return `${this.prefix(pool)}workers:offline`;
   }
@@ -119,6 +129,10 @@ export class KeyLayout {
   }
   machineLogs(pool: string, machine: string): string {
     return `${this.prefix(pool)}machine-logs:${machine}`;
+  }
+  /** the demand counters of one 5-minute bucket (`bucket` = floor(ms / DEMAND_BUCKET_MS)) */
+  demand(pool: string, bucket: number): string {
+    return `${this.prefix(pool)}demand:${bucket}`;
   }
   clock(pool: string): string {
     return `${this.prefix(pool)}clock`;

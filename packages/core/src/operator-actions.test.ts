@@ -51,6 +51,45 @@ describe('machine commands', () => {
   });
 });
 
+describe('model commands (prefetch, evict)', () => {
+  it('name their model in the command stream, on the machine and in the events; the other actions take none', async () => {
+    const b = await Broker.connect({ redis });
+    await b.registerMachine('standard', 'm1', 'ready');
+    const prefetch = await b.machineCommand('standard', 'm1', { action: 'prefetch', model: 'sdxl.safetensors', by: 'planner', reason: 'rising demand' });
+    expect((await b.machines('standard'))[0]).toMatchObject({ last_command: 'prefetch', last_command_id: prefetch, last_command_model: 'sdxl.safetensors' });
+    const evict = await b.machineCommand('standard', 'm1', { action: 'evict', model: 'flux.safetensors' });
+    const drain = await b.machineCommand('standard', 'm1', 'drain');
+    expect((await b.machines('standard'))[0]).toMatchObject({ last_command: 'drain', last_command_model: '' });
+    expect((await b.readMachineCommands('standard', 'm1', '0')).map((c) => [c.id, c.action, c.model, c.by, c.reason])).toEqual([
+      [prefetch, 'prefetch', 'sdxl.safetensors', 'planner', 'rising demand'],
+      [evict, 'evict', 'flux.safetensors', undefined, undefined],
+      [drain, 'drain', undefined, undefined, undefined],
+    ]);
+    await b.machineCommandDone('standard', 'm1', prefetch, 'failed', 'no room');
+    const events = (await b.readEvents('standard', '0', { count: 100 })).filter((e) => e.type.startsWith('machine.command'));
+    expect(events).toEqual([
+      expect.objectContaining({ type: 'machine.command', action: 'prefetch', model: 'sdxl.safetensors', command: prefetch, by: 'planner' }),
+      expect.objectContaining({ type: 'machine.command', action: 'evict', model: 'flux.safetensors', command: evict }),
+      expect.objectContaining({ type: 'machine.command', action: 'drain', command: drain }),
+      expect.objectContaining({ type: 'machine.command.done', action: 'prefetch', model: 'sdxl.safetensors', command: prefetch, outcome: 'failed' }),
+    ]);
+    expect(events[2]).not.toHaveProperty('model', expect.anything());
+
+    // model exactly for prefetch and evict, checked in TS and again in the function
+    await expect(b.machineCommand('standard', 'm1', { action: 'prefetch' } as never)).rejects.toThrow(ValidationError);
+    await expect(b.machineCommand('standard', 'm1', { action: 'evict', model: '' })).rejects.toThrow(ValidationError);
+    await expect(b.machineCommand('standard', 'm1', { action: 'drain', model: 'sdxl' } as never)).rejects.toThrow(ValidationError);
+    await expect(b.machineCommand('standard', 'm1', { action: 'prefetch', model: 'sdxl', service: 'comfyui' } as never)).rejects.toThrow(ValidationError);
+    await expect(b.machineCommand('standard', 'nope', { action: 'prefetch', model: 'sdxl' })).rejects.toThrow(NotFoundError);
+    const lua = (machine: string, action: string, service: string, model?: string) =>
+      redis.fcall('emp_machine_command', 1, b.keys.anchor('standard'), '', '1000', '30000', '1000', '1000', '0', machine, action, service, '', '', ...(model === undefined ? [] : [model]));
+    await expect(lua('m1', 'prefetch', '')).rejects.toThrow(/prefetch names the model/);
+    await expect(lua('m1', 'restart', '', 'sdxl')).rejects.toThrow(/takes no model/);
+    // a caller written before models came passes no model argument
+    expect(await lua('m1', 'restart', '')).toMatch(/^\d+-\d+$/);
+  });
+});
+
 describe('machine command acknowledgements', () => {
   it('record the outcome and the resume point on the machine and announce it; an older command does not move the resume point back', async () => {
     const b = await Broker.connect({ redis });

@@ -187,6 +187,8 @@ export const WORKER_FIELDS = {
   machine: text,
   profile: text,
   pool: text,
+  /** a borrower's own pool (cross-pool fallback): it takes jobs here only through claim_fallback */
+  home_pool: text,
   concurrency: count,
   version: text,
   hostname: text,
@@ -228,9 +230,11 @@ export const MACHINE_FIELDS = {
   state: oneOf(MACHINE_STATES),
   ...MACHINE_STATUS_FIELDS,
   // machine_command
-  last_command: oneOf(['drain', 'restart', 'shutdown']),
+  last_command: oneOf(['drain', 'restart', 'shutdown', 'prefetch', 'evict']),
   last_command_id: text,
   last_command_service: text,
+  /** prefetch and evict: the model ('' for the other actions; absent before models came) */
+  last_command_model: text,
   last_command_at: time,
   // machine_command_done
   last_command_handled: text,
@@ -323,7 +327,7 @@ export function encodeMachineStatus(status: MachineStatusInput): Record<string, 
  * itself; `capabilities` is the capability profile's canonical JSON (its text
  * is what workers with equal capabilities share).
  */
-export function encodeWorkerRegistration(registration: { pool: string; concurrency: number; version?: string; hostname?: string }, capabilities: string): Record<string, string> {
+export function encodeWorkerRegistration(registration: { pool: string; concurrency: number; version?: string; hostname?: string; home_pool?: string }, capabilities: string): Record<string, string> {
   const fields = encode(WORKER_FIELDS, registration, 'worker registration');
   try {
     WORKER_FIELDS.capabilities.decode(capabilities);

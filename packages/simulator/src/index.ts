@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { SimulationConfig } from './config';
+import { type FitRow, fitPolicy, formatFit } from './fit';
+import { RunSlots, defaultParallelism } from './parallel';
 import { PLANNED_POLICIES, POLICIES, policiesNamed } from './policies';
-import { type PolicyReport, formatReport, summarise } from './report';
-import { runPolicy } from './simulation';
+import { type PolicyReport, formatReport } from './report';
+import { type TargetRow, evaluateTargets, formatTargets } from './targets';
 import { parseTrace } from './trace';
 import { type SimJob, generateWorkload } from './workload';
 
@@ -10,6 +12,10 @@ export { SimulationConfig } from './config';
 export { EventQueue } from './event-queue';
 export { PLANNED_POLICIES, POLICIES, type Policy } from './policies';
 export { type PolicyReport, formatReport } from './report';
+export { FIT_MAX_SCALE, FIT_MIN_SCALE, FIT_STEPS, type FitRow, fitPolicy, formatFit } from './fit';
+export { RunSlots, type RunRequest, defaultParallelism, runInChild, runRequest } from './parallel';
+export { plotSvg } from './plot';
+export { type TargetRow, evaluateTargets, formatTargets, meetsWaitTargets } from './targets';
 export { Random } from './random';
 export { VIRTUAL_EPOCH_MS } from './simulation';
 export { TraceError, parseTrace } from './trace';
@@ -26,29 +32,44 @@ export interface SimulateOptions {
   trace?: string;
   /** overrides of the fleet and workload (a parsed config file) */
   config?: unknown;
+  /** also search each policy's smallest fleet that meets the wait targets (`--fit`) */
+  fit?: boolean;
+  /** runs at once (default: one per core); 1 runs them one after the other in this process */
+  parallel?: number;
+}
+
+/** The `--json` shape: `policies` (the documented interface), then `targets`, and `fit` with `--fit`. */
+export interface SimulationResult {
+  policies: PolicyReport[];
+  targets: TargetRow[];
+  fit?: FitRow[];
 }
 
 /**
- * Runs each policy asked for on the same workload and seed, one after the
- * other, each on a fresh private Redis. `{ policies }` is the `--json` shape.
+ * Runs each policy asked for on the same workload and seed, each on a fresh
+ * private Redis, up to `parallel` at once (each in a child process of its
+ * own; a run's report does not depend on what runs beside it).
  */
-export async function simulate(options: SimulateOptions): Promise<{ policies: PolicyReport[] }> {
+export async function simulate(options: SimulateOptions): Promise<SimulationResult> {
   const policies = policiesNamed(options.policy);
   const config = SimulationConfig.parse(options.config ?? {});
   const workload: SimJob[] = options.trace
     ? parseTrace(await readFile(options.trace, 'utf8'), options.trace)
     : generateWorkload(config.workload, options.hours, options.seed);
-  const reports: PolicyReport[] = [];
-  for (const policy of policies) {
-    reports.push(summarise(await runPolicy({ policy, config, workload, hours: options.hours, seed: options.seed, machines: options.machines })));
-  }
-  return { policies: reports };
+  const slots = new RunSlots(Math.min(options.parallel ?? defaultParallelism(), options.fit ? Infinity : policies.length));
+  const request = (policy: string) => ({ policy, config, workload, hours: options.hours, seed: options.seed, machines: options.machines });
+  const reports = await Promise.all(policies.map((p) => slots.run(request(p.name))));
+  const baseline = reports.find((r) => r.name === 'baseline');
+  const targets = reports.flatMap((r) => evaluateTargets(r, { preemptionsPerHour: config.fleet.preemptions_per_hour, hours: options.hours, baseline }));
+  if (!options.fit) return { policies: reports, targets };
+  const fit = await Promise.all(policies.map((p, i) => fitPolicy(request(p.name), slots, reports[i])));
+  return { policies: reports, targets, fit };
 }
 
 export function reportNote(): string {
   return `policies: ${POLICIES.map((p) => p.name).join(', ')}; ${PLANNED_POLICIES}`;
 }
 
-export function formatSimulation(result: { policies: PolicyReport[] }): string {
-  return formatReport(result.policies, reportNote());
+export function formatSimulation(result: SimulationResult): string {
+  return [formatReport(result.policies, reportNote()), '', formatTargets(result.targets), ...(result.fit ? ['', formatFit(result.fit)] : [])].join('\n');
 }

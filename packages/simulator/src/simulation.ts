@@ -1,4 +1,4 @@
-import { Broker, type ClaimResult, type ClaimedJob, type Lease, DEFAULT_SERVICES } from '@emp/core';
+import { Broker, type ClaimResult, type ClaimedJob, type Lease, DEFAULT_SERVICES, poolOfJobId } from '@emp/core';
 import { startRedis } from '@emp/core/redis-server';
 import { Redis } from 'ioredis';
 import type { MachineType, SimulationConfig } from './config';
@@ -19,6 +19,8 @@ const TICK_MS = 1_000;
 export interface JobRecord {
   job: SimJob;
   id: string;
+  /** the pool the broker put it in (its id starts with it) */
+  pool: string;
   startedAtMs?: number;
   completedAtMs?: number;
   downloadMs: number;
@@ -27,6 +29,8 @@ export interface JobRecord {
 
 export interface MachineRecord {
   id: string;
+  /** the pool its worker serves */
+  pool: string;
   type: MachineType;
   /** when the autoscaler asked for it (machine-hours count from here) */
   bootedAtMs: number;
@@ -70,6 +74,7 @@ type Event =
   | { kind: 'notice'; machine: Machine }
   | { kind: 'preempt'; machine: Machine }
   | { kind: 'heartbeat'; machine: Machine }
+  | { kind: 'retry'; machine: Machine }
   | { kind: 'ready'; machine: Machine; claimed: ClaimedJob }
   | { kind: 'done'; machine: Machine; claimed: ClaimedJob };
 
@@ -102,6 +107,8 @@ export interface RunOptions {
   seed: number;
   /** a fixed fleet size instead of the daily curve */
   machines?: number;
+  /** multiplies the daily fleet curve (or the fixed size): `--fit` looks for the smallest scale that meets the targets (default 1) */
+  fleetScale?: number;
 }
 
 /**
@@ -122,14 +129,26 @@ export async function runPolicy(options: RunOptions): Promise<RunOutcome> {
   }
 }
 
+/** One pool of the simulated fleet: its share of the machines and the machine types that may serve in it. */
+export interface SimPool {
+  name: string;
+  /** share of the fleet curve's machines (pools are sized by their share of the work, not of the jobs) */
+  share: number;
+  types: MachineType[];
+}
+
 class Simulation {
   readonly #events = new EventQueue<Event>();
   readonly #machines: Machine[] = [];
+  /** registered workers with no job, not draining */
   readonly #idle = new Set<Machine>();
+  /** idle workers that must claim at the next dispatch (just registered, woken, or a retry time came) */
+  readonly #claimDue = new Set<Machine>();
   readonly #jobs = new Map<string, JobRecord>();
   readonly #models: Map<string, Model>;
   readonly #random: Random;
   readonly #services: string[];
+  readonly #pools: SimPool[];
   #broker!: Broker;
   #now = 0;
   #machineSeq = 0;
@@ -147,6 +166,7 @@ class Simulation {
     this.#services = [...new Set(options.workload.map((j) => j.service))].sort();
     for (const job of options.workload) if (!this.#models.has(job.model)) this.#models.set(job.model, { name: job.model, sizeGb: 5 });
     this.#hourly = Array.from({ length: Math.ceil(options.hours) }, () => ({ upMs: 0, occupiedMs: 0, executionMs: 0, arrivals: 0 }));
+    this.#pools = [{ name: POOL, share: 1, types: options.config.fleet.types }];
   }
 
   get #endMs(): number {
@@ -193,8 +213,10 @@ class Simulation {
       case 'arrival':
         return this.#submit(event.job);
       case 'tick': {
-        const { handled } = await this.#broker.tick(POOL);
-        if (handled > 0) this.#dispatchDue = true;
+        for (const pool of this.#pools) {
+          const { handled } = await this.#broker.tick(pool.name);
+          if (handled > 0) this.#dispatchDue = true;
+        }
         this.#schedule(this.#now + TICK_MS, { kind: 'tick' });
         return;
       }
@@ -208,11 +230,18 @@ class Simulation {
         if (!event.machine.alive) return;
         event.machine.draining = true;
         this.#idle.delete(event.machine);
+        this.#claimDue.delete(event.machine);
         return;
       case 'preempt':
         return this.#preempt(event.machine);
       case 'heartbeat':
         return this.#heartbeat(event.machine);
+      case 'retry':
+        if (this.#idle.has(event.machine)) {
+          this.#claimDue.add(event.machine);
+          this.#dispatchDue = true;
+        }
+        return;
       case 'ready':
         return this.#ready(event.machine, event.claimed);
       case 'done':
@@ -221,14 +250,16 @@ class Simulation {
   }
 
   async #submit(job: SimJob): Promise<void> {
+    const model = this.#models.get(job.model)!;
     const result = await this.#broker.submit({
       service: job.service,
       tenant: job.tenant,
       priority: this.options.policy.priority(job.jobClass),
       payload: { model: job.model, duration_ms: job.durationMs, class: job.jobClass },
-      requirements: { pool: POOL, models: [job.model] },
+      // the model must fit in the GPU's memory: a 28 GB video model runs only on the large GPUs
+      requirements: { pool: POOL, models: [job.model], hardware: { gpu_memory_gb: Math.ceil(model.sizeGb) } },
     });
-    this.#jobs.set(result.id, { job, id: result.id, downloadMs: 0, attempts: 0 });
+    this.#jobs.set(result.id, { job, id: result.id, pool: poolOfJobId(result.id), downloadMs: 0, attempts: 0 });
     const hour = this.#hourly[Math.floor(this.#now / 3_600_000)];
     if (hour) hour.arrivals++;
     this.#dispatchDue = true;
@@ -236,30 +267,39 @@ class Simulation {
 
   // ------------------------------------------------------------------ fleet
 
-  #target(): number {
-    if (this.options.machines !== undefined) return this.options.machines;
-    const { min_machines, max_machines } = this.options.config.fleet;
-    return Math.round(min_machines + (max_machines - min_machines) * dailyShape(this.#now, this.options.config.workload.trough_hour));
+  /** The autoscaler's target for a pool: its share of the daily curve (or of the fixed size), times the fit's scale. */
+  #target(pool: SimPool): number {
+    const scale = this.options.fleetScale ?? 1;
+    let total: number;
+    if (this.options.machines !== undefined) {
+      total = this.options.machines;
+    } else {
+      const { min_machines, max_machines } = this.options.config.fleet;
+      total = min_machines + (max_machines - min_machines) * dailyShape(this.#now, this.options.config.workload.trough_hour);
+    }
+    return Math.max(1, Math.round(total * scale * pool.share));
   }
 
-  /** The autoscaler: asks for machines below the target, and drains surplus ones (idle ones leave at once). */
+  /** The autoscaler: per pool, asks for machines below the target, and drains surplus ones (idle ones leave at once). */
   #scale(): void {
-    const live = this.#machines.filter((m) => m.alive && !m.draining);
-    const target = this.#target();
-    for (let n = live.length; n < target; n++) this.#boot();
-    for (const machine of live.slice(target).reverse()) {
-      machine.draining = true;
-      if (!machine.lease) this.#retire(machine);
+    for (const pool of this.#pools) {
+      const live = this.#machines.filter((m) => m.alive && !m.draining && m.record.pool === pool.name);
+      const target = this.#target(pool);
+      for (let n = live.length; n < target; n++) this.#boot(pool);
+      for (const machine of live.slice(target).reverse()) {
+        machine.draining = true;
+        if (!machine.lease) this.#retire(machine);
+      }
     }
   }
 
-  #boot(): void {
+  #boot(pool: SimPool): void {
     const fleet = this.options.config.fleet;
     const random = this.#random;
-    let pick = random.next() * fleet.types.reduce((s, t) => s + t.weight, 0);
-    const type = fleet.types.find((t) => (pick -= t.weight) < 0) ?? fleet.types[fleet.types.length - 1]!;
+    let pick = random.next() * pool.types.reduce((s, t) => s + t.weight, 0);
+    const type = pool.types.find((t) => (pick -= t.weight) < 0) ?? pool.types[pool.types.length - 1]!;
     const id = `sim-m${String(++this.#machineSeq).padStart(4, '0')}`;
-    const record: MachineRecord = { id, type, bootedAtMs: this.#now, busyMs: 0, downloads: 0, redundantDownloads: 0, preempted: false };
+    const record: MachineRecord = { id, pool: pool.name, type, bootedAtMs: this.#now, busyMs: 0, downloads: 0, redundantDownloads: 0, preempted: false };
     const machine = new Machine(record, random.fork(id));
     this.#machines.push(machine);
     this.#schedule(this.#now + random.uniform(fleet.boot_s.min, fleet.boot_s.max) * 1000, { kind: 'booted', machine });
@@ -275,7 +315,7 @@ class Simulation {
     await this.#broker.registerWorker(
       {
         id: machine.workerId,
-        pool: POOL,
+        pool: machine.record.pool,
         machine_id: machine.record.id,
         capabilities: {
           services: this.#services,
@@ -289,14 +329,23 @@ class Simulation {
     machine.record.registeredAtMs = this.#now;
     this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
     if (machine.draining) return this.#retire(machine);
+    this.#becomeIdle(machine, true);
+  }
+
+  /** The worker has no job: it claims at the next dispatch when `claim`, else it waits to be woken. */
+  #becomeIdle(machine: Machine, claim: boolean): void {
     this.#idle.add(machine);
-    this.#dispatchDue = true;
+    if (claim) {
+      this.#claimDue.add(machine);
+      this.#dispatchDue = true;
+    }
   }
 
   #retire(machine: Machine): void {
     machine.alive = false;
     machine.record.goneAtMs = this.#now;
     this.#idle.delete(machine);
+    this.#claimDue.delete(machine);
   }
 
   /** A spot interruption: with notice the worker hands its job back; without, the job's lease runs out and the broker's tick requeues it. */
@@ -322,27 +371,50 @@ class Simulation {
   async #heartbeat(machine: Machine): Promise<void> {
     if (!machine.alive) return;
     const leases = machine.lease ? [{ jobId: machine.lease.jobId, token: machine.lease.token }] : [];
-    const dropped = await this.#broker.heartbeat(POOL, machine.workerId, leases);
+    const dropped = await this.#broker.heartbeat(machine.record.pool, machine.workerId, leases);
     if (machine.lease && dropped.some((d) => d.jobId === machine.lease!.jobId)) {
       machine.lease = undefined; // the broker took the job back: the worker stops it and looks for another
       this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
-      if (!machine.draining) this.#idle.add(machine);
-      this.#dispatchDue = true;
+      if (!machine.draining) this.#becomeIdle(machine, true);
     }
     this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
   }
 
   // ------------------------------------------------------------------ work
 
-  /** Idle workers, in a fixed order, claim until the queue has nothing for them. */
+  /**
+   * What an idle worker does when it wakes: the ones the broker woke (a wake-up
+   * on their signal list, as the real worker's blocking wait receives it), the
+   * ones that just came up and the ones whose retry time came claim, in a fixed
+   * order. A claim that finds nothing leaves the worker waiting in the broker's
+   * idle set, to be woken by the next job it can run.
+   */
   async #dispatch(): Promise<void> {
     this.#dispatchDue = false;
-    const idle = [...this.#idle].sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
-    for (const machine of idle) {
-      const result = await this.#broker.claim(POOL, machine.workerId);
-      if (!result.job) break; // every worker of the baseline can run every job: nothing left
-      this.#idle.delete(machine);
-      this.#begin(machine, result.job);
+    const byPool = new Map<string, Machine[]>();
+    for (const machine of this.#idle) {
+      if (this.#claimDue.has(machine)) continue;
+      const list = byPool.get(machine.record.pool) ?? [];
+      list.push(machine);
+      byPool.set(machine.record.pool, list);
+    }
+    for (const [pool, machines] of byPool) {
+      const signals = await this.#broker.takeSignals(pool, machines.map((m) => m.workerId));
+      for (const machine of machines) {
+        if (signals.get(machine.workerId)?.some((s) => s.type === 'wake')) this.#claimDue.add(machine);
+      }
+    }
+    const due = [...this.#claimDue].sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
+    this.#claimDue.clear();
+    for (const machine of due) {
+      if (!this.#idle.has(machine)) continue;
+      const result = await this.#broker.claim(machine.record.pool, machine.workerId);
+      if (result.job) {
+        this.#idle.delete(machine);
+        this.#begin(machine, result.job);
+      } else if (result.retryAt !== undefined) {
+        this.#schedule(Math.max(this.#now + 1, result.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
+      }
     }
   }
 
@@ -394,7 +466,9 @@ class Simulation {
       if (!machine.record.preempted) this.#retire(machine);
       return;
     }
-    this.#idle.add(machine);
+    // the completion's claim found nothing: the worker waits in the broker's idle set
+    this.#becomeIdle(machine, false);
+    if (next && !next.job && next.retryAt !== undefined) this.#schedule(Math.max(this.#now + 1, next.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
   }
 
   /** Adds the span [fromMs, toMs) to the hours it covers. */

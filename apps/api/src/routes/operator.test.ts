@@ -55,6 +55,38 @@ describe('machines and workers', () => {
     expect(unknown.status).toBe(404);
   });
 
+  it('records prefetch and evict commands with their model, and refuses a model command without one or a model for another action', async () => {
+    const prefetch = await http('POST', '/v1/machines/api-test-machine/prefetch', { body: { model: 'sdxl.safetensors', reason: 'demand rising' } });
+    expect(prefetch.status).toBe(202);
+    expect(prefetch.body).toEqual({ machine: 'api-test-machine', pool: 'standard', action: 'prefetch', model: 'sdxl.safetensors', command_id: expect.stringMatching(/^\d+-\d+$/) });
+    const evict = await http('POST', '/v1/machines/api-test-machine/evict', { body: { model: 'flux.safetensors', pool: 'standard' } });
+    expect(evict.status).toBe(202);
+    const commands = await stack.broker.readMachineCommands('standard', 'api-test-machine', '0');
+    expect(commands.slice(-2)).toEqual([
+      expect.objectContaining({ id: prefetch.body.command_id, action: 'prefetch', model: 'sdxl.safetensors', reason: 'demand rising', by: expect.any(String) }),
+      expect.objectContaining({ id: evict.body.command_id, action: 'evict', model: 'flux.safetensors' }),
+    ]);
+    const machines = await http('GET', '/v1/machines');
+    expect(machines.body.machines).toContainEqual(expect.objectContaining({ id: 'api-test-machine', last_command: 'evict', last_command_model: 'flux.safetensors' }));
+
+    const missing = await http('POST', '/v1/machines/api-test-machine/prefetch', { body: { reason: 'no model' } });
+    expect(missing.status).toBe(400);
+    expect(missing.body.error).toMatchObject({ code: 'VALIDATION', message: expect.stringContaining('model: prefetch names the model to prefetch') });
+    const noBody = await http('POST', '/v1/machines/api-test-machine/evict');
+    expect(noBody.status).toBe(400);
+    const stray = await http('POST', '/v1/machines/api-test-machine/restart', { body: { model: 'sdxl.safetensors' } });
+    expect(stray.status).toBe(400);
+    expect(stray.body.error.message).toContain('restart takes no model');
+    const withService = await http('POST', '/v1/machines/api-test-machine/prefetch', { body: { model: 'sdxl.safetensors', service: 'simulation' } });
+    expect(withService.status).toBe(400);
+    const badModel = await http('POST', '/v1/machines/api-test-machine/prefetch', { body: { model: '' } });
+    expect(badModel.status).toBe(400);
+    const unknownAction = await http('POST', '/v1/machines/api-test-machine/reboot', { body: {} });
+    expect(unknownAction.status).toBe(400);
+    // nothing was recorded for the refused ones
+    expect(await stack.broker.readMachineCommands('standard', 'api-test-machine', evict.body.command_id)).toEqual([]);
+  });
+
   it('lists a record with a corrupt field, naming the field and why, instead of failing the listing', async () => {
     await stack.broker.registerMachine('standard', 'corrupt-box', 'ready');
     await stack.connection.hset(stack.broker.keys.prefix('standard') + 'machine:corrupt-box', 'processes', '{"not":"a list"}', 'state_since', '-5');

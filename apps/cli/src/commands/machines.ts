@@ -18,7 +18,7 @@ export function registerMachines(program: Command): void {
       since(now, m.last_seen, ' ago'),
       cell(m, 'workers', m.workers?.join(', ')),
       m.last_command
-        ? `${m.last_command}${m.last_command_service ? ` ${m.last_command_service}` : ''} (${m.last_command_at === undefined ? '?' : duration(now - m.last_command_at)} ago)`
+        ? `${m.last_command}${m.last_command_service ? ` ${m.last_command_service}` : ''}${m.last_command_model ? ` ${m.last_command_model}` : ''} (${m.last_command_at === undefined ? '?' : duration(now - m.last_command_at)} ago)`
         : cell(m, 'last_command', undefined),
     ],
   });

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { UsageError } from '../errors';
@@ -23,7 +23,8 @@ const SimulateFlags = z.object({
   trace: z.string().min(1).optional(),
   config: z.string().min(1).optional(),
   json: z.boolean().default(false),
-  plot: z.string().optional(),
+  plot: z.string().min(1).optional(),
+  fit: z.boolean().default(false),
 });
 
 export function registerSimulate(program: Command): void {
@@ -37,10 +38,10 @@ export function registerSimulate(program: Command): void {
     .option('--trace <file.csv>', 'replay a trace: arrival_s,service,model,duration_s,tenant[,class]')
     .option('--config <file.json>', 'fleet and workload settings over the defaults (docs/simulator.md)')
     .option('--json', 'print JSON for scripts')
-    .option('--plot <out.svg>', 'draw the waits over time (not yet available)')
+    .option('--plot <out.svg>', 'draw wait p95 and machines up per hour, one line per policy, as SVG')
+    .option('--fit', "find each policy's smallest fleet (0.25-3x the fleet curve) that meets the wait targets, in machine-hours")
     .action(async (options: Record<string, unknown>) => {
       const flags = parseFlags(SimulateFlags, options);
-      if (flags.plot !== undefined) throw new UsageError('--plot is not available yet (issue 14, next slice); use --json and plot from it');
       const simulator = await import('@emp/simulator');
       let config: unknown;
       if (flags.config) {
@@ -64,10 +65,19 @@ export function registerSimulate(program: Command): void {
           machines: flags.machines,
           trace: flags.trace,
           config,
+          fit: flags.fit,
         });
       } catch (error) {
         if (error instanceof simulator.TraceError || (error as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`--trace: ${(error as Error).message}`);
         throw error;
+      }
+      if (flags.plot !== undefined) {
+        const svg = await simulator.plotSvg({ policies: result.policies, seed: flags.seed, hours: flags.hours });
+        try {
+          await writeFile(flags.plot, svg);
+        } catch (error) {
+          throw new UsageError(`--plot ${flags.plot}: ${(error as Error).message}`);
+        }
       }
       process.stdout.write(flags.json ? `${json(result)}\n` : `${simulator.formatSimulation(result)}\n`);
     });

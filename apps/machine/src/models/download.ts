@@ -118,7 +118,10 @@ export async function downloadToPart(options: DownloadOptions): Promise<Download
           throw new ModelError('download_failed', `GET ${url} failed ${failures} times in a row without progress; last: ${message}`, { cause: error });
         }
         logger.warn({ url, received, total, attempt: failures, err: message }, 'model download interrupted; resuming');
-        await sleep(options.retryDelayMs * 2 ** (failures - 1), undefined, { signal });
+        // aborted while waiting: the signal's reason (why it stopped), not the timer's generic AbortError
+        await sleep(options.retryDelayMs * 2 ** (failures - 1), undefined, { signal }).catch((error: unknown) => {
+          throw signal.aborted ? signal.reason : error;
+        });
       }
     }
     return { size: received, sha256: hash.digest('hex') };

@@ -60,6 +60,12 @@ export interface ModelCacheContents {
   catalog: string[];
 }
 
+/** What `evictChecked` did: evicted (freeing its bytes), or why not. */
+export type EvictOutcome =
+  | { evicted: true; size_bytes: number }
+  | { evicted: false; reason: 'in_use'; pins: number }
+  | { evicted: false; reason: 'downloading' | 'not_on_disk' };
+
 /** Models pinned for one job until `release()`. */
 export interface ModelLease {
   readonly id: string;
@@ -248,12 +254,36 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
 
   /** Removes a model that no job has pinned; false when it is pinned or not on disk. */
   async evict(name: string): Promise<boolean> {
-    if (!this.index.has(name) || this.pins.has(name)) return false;
+    return (await this.evictChecked(name)).evicted;
+  }
+
+  /**
+   * Removes a model from disk, saying why not when it cannot: a job holds it
+   * (`in_use`, with its pin count), it is downloading (`downloading`: its bytes
+   * are not a model yet, and jobs or a prefetch wait for it), or it is not on
+   * disk. An evicted model's bytes are free at once, its file gone on return.
+   */
+  async evictChecked(name: string): Promise<EvictOutcome> {
+    if (this.downloads.has(name)) return { evicted: false, reason: 'downloading' };
+    const pins = this.pins.get(name);
+    if (pins !== undefined && this.index.has(name)) return { evicted: false, reason: 'in_use', pins };
+    const entry = this.index.get(name);
+    if (!entry) return { evicted: false, reason: 'not_on_disk' };
     this.remove(name, 'asked to');
     await this.settleRemovals();
     await this.save();
     this.emit('change');
-    return true;
+    return { evicted: true, size_bytes: entry.size };
+  }
+
+  /** The catalog entry of `name` (what this machine may download), or undefined. */
+  catalogEntry(name: string): Readonly<Spec> | undefined {
+    return this.catalog.get(name);
+  }
+
+  /** Whether `name` is downloading now. */
+  isDownloading(name: string): boolean {
+    return this.downloads.has(name);
   }
 
   /** Stops downloads in progress (their `.part` files stay for a later resume) and writes the index. */

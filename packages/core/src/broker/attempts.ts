@@ -22,6 +22,29 @@ export async function claim(ctx: BrokerContext, pool: string, workerId: string, 
   return claimed(ctx, pool, workerId, reply);
 }
 
+/** The stated policy under which a worker of one pool takes a job of another (see claim_fallback.lua). */
+export interface FallbackPolicy {
+  /** the worker's own pool, named in the claim's event */
+  homePool: string;
+  /** the job must have waited at least this long in its pool */
+  afterMs: number;
+  /** the job's expected duration (its routing estimate) must be at most this (undefined: any) */
+  maxExpectedS?: number;
+  /** the expected duration assumed for a job without an estimate (undefined: such a job is taken only when there is no bound) */
+  unknownExpectedS?: number;
+}
+
+export async function claimFallback(ctx: BrokerContext, pool: string, workerId: string, policy: FallbackPolicy): Promise<ClaimResult> {
+  const reply = await ctx.calls.call(FUNCTIONS.claimFallback, checkedPool(pool), [
+    workerId,
+    checkedPool(policy.homePool),
+    Math.max(0, Math.round(policy.afterMs)),
+    policy.maxExpectedS ?? '',
+    policy.unknownExpectedS ?? '',
+  ]);
+  return claimed(ctx, pool, workerId, reply);
+}
+
 /**
  * The result of a claim reply. A claim call looks at a bounded number of
  * requirement classes; one that ran out of them before it found a job or
@@ -116,4 +139,18 @@ export async function waitForSignals(ctx: BrokerContext, connection: ReadConnect
   const reply = (await redisFor(connection, ctx.redis).call('BLMPOP', seconds, 1, key, 'LEFT', 'COUNT', 100)) as [string, string[]] | null;
   if (!reply) return [];
   return reply[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null);
+}
+
+export async function takeSignals(ctx: BrokerContext, pool: string, workerIds: readonly string[]): Promise<Map<string, WorkerSignal[]>> {
+  const taken = new Map<string, WorkerSignal[]>();
+  if (workerIds.length === 0) return taken;
+  const pipeline = ctx.redis.pipeline();
+  for (const id of workerIds) pipeline.call('LMPOP', 1, ctx.keys.signal(checkedPool(pool), id), 'LEFT', 'COUNT', 100);
+  const replies = (await pipeline.exec()) ?? [];
+  replies.forEach(([error, reply], i) => {
+    if (error) throw error;
+    const popped = reply as [string, string[]] | null;
+    if (popped) taken.set(workerIds[i]!, popped[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null));
+  });
+  return taken;
 }

@@ -11,6 +11,7 @@ import { ensureFunctionLibrary } from '../library';
 import type { PlannerState } from '../planner';
 import type { MachineState } from '../registry';
 import * as attempts from './attempts';
+import * as demand from './demand';
 import { BlockingConnection, type ReadConnection } from './connection';
 import { BrokerContext, checkedPool } from './context';
 import * as fleet from './fleet';
@@ -27,7 +28,8 @@ import type {
   JobListFilter,
   JobListPage,
   Lease,
-  MachineAction,
+  MachineCommandInput,
+  ProcessAction,
   MachineCommand,
   MachineCommandOutcome,
   MachineLogEntry,
@@ -283,6 +285,25 @@ export class Broker {
     return attempts.waitForSignals(this.#ctx, blocking, pool, workerId, timeoutMs);
   }
 
+  /**
+   * Cross-pool fallback: the worker, registered in `pool` as a borrower (see
+   * registerWorker's `homePool`), takes one job of `pool` that `policy` allows
+   * (waited long enough, short enough), or none and when to look again. It
+   * never records the worker idle in `pool`: only its own pool wakes it.
+   */
+  claimFallback(pool: string, workerId: string, policy: attempts.FallbackPolicy): Promise<ClaimResult> {
+    return attempts.claimFallback(this.#ctx, pool, workerId, policy);
+  }
+
+  /**
+   * Takes what is queued on each worker's signal list without waiting: one
+   * round trip for all of them. For a driver that runs many workers' loops
+   * itself (the fleet simulator) where each would block in waitForSignals.
+   */
+  takeSignals(pool: string, workerIds: readonly string[]): Promise<Map<string, WorkerSignal[]>> {
+    return attempts.takeSignals(this.#ctx, pool, workerIds);
+  }
+
   // ---------------------------------------------------------------- operations
 
   /** Runs the pool's due work (timers, offline detection); returns ms until more is due (undefined: nothing scheduled). */
@@ -437,14 +458,36 @@ export class Broker {
     return streams.readQueueHistory(this.#ctx, pools, fromSlot, range);
   }
 
+  // ---------------------------------------------------------------- demand
+
+  /**
+   * Jobs submitted per model in the 5-minute buckets that start in [from, to)
+   * (ms, by the clock the functions use), ascending, only buckets with a count:
+   * `counts[<model>]`, `counts['service:<service>']` (jobs whose class names no
+   * model) and `counts['*']` (every job). Kept 8 days; retries are not counted.
+   */
+  modelDemand(pool: string, range: { from: number; to: number }): Promise<demand.DemandBucket[]> {
+    return demand.modelDemand(this.#ctx, pool, range);
+  }
+
   // ---------------------------------------------------------------- machines
 
   /**
-   * Records a command for a machine (drain or restart it, or one service on it)
-   * and appends it to the machine's command stream for its agent; returns the command id.
+   * Records a command for a machine (drain, restart or shut it down, restart one
+   * service on it, or prefetch / evict a model in its model cache) and appends
+   * it to the machine's command stream for its agent; returns the command id.
+   * `{ action: 'prefetch' | 'evict', model }` names the model; the older form
+   * `(pool, machine, action, { service })` still serves the other actions.
    */
-  machineCommand(pool: string, machineId: string, action: MachineAction, options: { service?: string; by?: string; reason?: string } = {}): Promise<string> {
-    return fleet.machineCommand(this.#ctx, pool, machineId, action, options);
+  machineCommand(pool: string, machineId: string, command: MachineCommandInput): Promise<string>;
+  machineCommand(pool: string, machineId: string, action: ProcessAction, options?: { service?: string; by?: string; reason?: string }): Promise<string>;
+  machineCommand(
+    pool: string,
+    machineId: string,
+    command: MachineCommandInput | ProcessAction,
+    options: { service?: string; by?: string; reason?: string } = {},
+  ): Promise<string> {
+    return fleet.machineCommand(this.#ctx, pool, machineId, typeof command === 'string' ? { action: command, ...options } : command);
   }
 
   /**

@@ -1,16 +1,16 @@
 import { StreamId } from '../api-protocol';
 import { MachineId, WorkerRegistration, capabilityProfile } from '../capabilities';
 import { MACHINE_STATES, type MachineState, encodeWorkerRegistration } from '../registry';
-import { ServiceName } from '../requirements';
+import { ModelName, ServiceName } from '../requirements';
 import { parseWith } from '../validation';
 import { z } from 'zod';
 import { type BrokerContext, checkedPool } from './context';
 import { type ReadConnection, redisFor } from './connection';
 import { type Arg, FUNCTIONS } from './functions';
 import { machineCommand as parseMachineCommand, machineLogEntry } from './replies';
-import { MachineAction, type MachineCommand, MachineCommandOutcome, type MachineLogEntry, type RegistryEntry } from './types';
+import { MODEL_ACTIONS, type MachineCommand, type MachineCommandInput, MachineCommandOutcome, type MachineLogEntry, type RegistryEntry } from './types';
 
-const WorkerStateInput = z.enum(['draining', 'idle', 'offline']);
+const WorkerStateInput = z.enum(['draining', 'idle', 'offline', 'borrowing']);
 export type WorkerStateInput = z.input<typeof WorkerStateInput>;
 
 type XReadReply = Array<[string, Array<[string, string[]]>]> | null;
@@ -26,7 +26,7 @@ export async function registerWorker(
   const profile = capabilityProfile(registration.capabilities);
   await ctx.rememberPool(registration.pool);
   const fields = encodeWorkerRegistration(
-    { pool: registration.pool, concurrency: registration.concurrency, version: registration.version || undefined, hostname: registration.hostname || undefined },
+    { pool: registration.pool, concurrency: registration.concurrency, version: registration.version || undefined, hostname: registration.hostname || undefined, home_pool: registration.home_pool },
     profile.definition,
   );
   let [becameRoutable, cursor, lanes] = await ctx.calls.call(FUNCTIONS.registerWorker, registration.pool, [
@@ -117,18 +117,23 @@ async function registry(ctx: BrokerContext, indexes: [string, string], hashKey: 
   return replies.map(([, hash]) => hash as RegistryEntry).filter((h) => h && h.id);
 }
 
-export async function machineCommand(
-  ctx: BrokerContext,
-  pool: string,
-  machineId: string,
-  action: MachineAction,
-  options: { service?: string; by?: string; reason?: string },
-): Promise<string> {
+const CommandText = { by: z.string().max(200).optional(), reason: z.string().optional() };
+/** What machineCommand accepts: `model` exactly for prefetch and evict, `service` only for the others. */
+const MachineCommandSchema = z.discriminatedUnion('action', [
+  z.object({ action: z.enum(['drain', 'restart', 'shutdown']), service: ServiceName.optional(), ...CommandText }).strict(),
+  z.object({ action: z.enum(MODEL_ACTIONS), model: ModelName, ...CommandText }).strict(),
+]);
+
+export async function machineCommand(ctx: BrokerContext, pool: string, machineId: string, input: MachineCommandInput): Promise<string> {
   parseWith(MachineId, machineId, 'machine id');
-  parseWith(MachineAction, action, 'machine action');
-  if (options.service !== undefined) parseWith(ServiceName, options.service, 'service');
+  const command = parseWith(MachineCommandSchema, input, 'machine command');
   return ctx.calls.call(FUNCTIONS.machineCommand, checkedPool(pool), [
-    machineId, action, options.service ?? '', options.by ?? '', (options.reason ?? '').slice(0, 500),
+    machineId,
+    command.action,
+    'service' in command ? (command.service ?? '') : '',
+    command.by ?? '',
+    (command.reason ?? '').slice(0, 500),
+    'model' in command ? command.model : '',
   ]);
 }
 

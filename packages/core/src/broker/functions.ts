@@ -85,6 +85,11 @@ export const FUNCTIONS = {
 
   // attempts
   claim: writes<[worker: string, wokenFor: string] | [worker: string, wokenFor: string, mode: 'if-woken'], r.ClaimReply>('emp_claim', r.claimReply),
+  /** cross-pool fallback: worker, its home pool, least wait ms, most expected s ('' none), expected s assumed without an estimate ('' none) */
+  claimFallback: writes<[worker: string, home: string, afterMs: number, maxExpectedS: number | '', unknownExpectedS: number | ''], r.ClaimReply>(
+    'emp_claim_fallback',
+    r.claimReply,
+  ),
   start: writes<[id: string, token: string], void>('emp_start', r.ignore),
   progress: writes<[id: string, token: string, progress: string], void>('emp_progress', r.ignore),
   /** the worker to claim for ('' none), then id, token, result per completion */
@@ -99,7 +104,7 @@ export const FUNCTIONS = {
   laneScan: writes<['classes', cursor: string] | ['jobs', cls: string, after: string] | ['done'], r.LaneScanReply>('emp_lane_scan', r.laneScanReply),
   setWorkerState: writes<[worker: string, state: string], string>('emp_set_worker_state', r.text),
   registerMachine: writes<[machine: string, state: MachineState, ...fields: Flat], boolean>('emp_register_machine', r.flag),
-  machineCommand: writes<[machine: string, action: string, service: string, by: string, reason: string], string>('emp_machine_command', r.text),
+  machineCommand: writes<[machine: string, action: string, service: string, by: string, reason: string, model: string], string>('emp_machine_command', r.text),
   machineCommandDone: writes<[machine: string, command: string, outcome: string, message: string], boolean>('emp_machine_command_done', r.flag),
   machineProcess: writes<[machine: string, process: string, state: string, ...fields: Flat], string>('emp_machine_process', r.text),
   /** then per decision: machine, action, model, reason, forecast */

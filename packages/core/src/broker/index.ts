@@ -4,6 +4,7 @@ export type { MachineLogLine, WorkerStateInput } from './fleet';
 export type { EventGroupLoss, EventStreamInfo, QueueHistoryWrite, UnreadableQueueSample } from './streams';
 export type { SubmitOptions } from './jobs';
 export type { PlannerRound } from './planner';
+export { DEMAND_BUCKET_MS, DEMAND_RETENTION_MS, type DemandBucket, type UnreadableDemandCount } from './demand';
 export { EventTail } from './tail';
 export * from './types';
 export type { TracedJob } from './replies';

@@ -217,6 +217,7 @@ export function machineCommand(id: string, flat: string[]): MachineCommand {
     id,
     action: f.action ?? '',
     service: f.service || undefined,
+    model: f.model || undefined,
     by: f.by || undefined,
     reason: f.reason || undefined,
     ts: Number(f.ts ?? 0),

@@ -123,9 +123,23 @@ export interface JobListPage {
   next_cursor?: string;
 }
 
-export const MACHINE_ACTIONS = ['drain', 'restart', 'shutdown'] as const;
+export const MACHINE_ACTIONS = ['drain', 'restart', 'shutdown', 'prefetch', 'evict'] as const;
 export const MachineAction = z.enum(MACHINE_ACTIONS);
 export type MachineAction = z.infer<typeof MachineAction>;
+/** The actions on the machine's model cache: each names one model. */
+export const MODEL_ACTIONS = ['prefetch', 'evict'] as const;
+export type ModelAction = (typeof MODEL_ACTIONS)[number];
+export type ProcessAction = Exclude<MachineAction, ModelAction>;
+
+/**
+ * An operator's command for a machine: drain, restart (the machine, or with
+ * `service` one service's processes) or shut down; or prefetch a model into
+ * its model cache (downloaded, not pinned: evictable by LRU afterwards), or
+ * evict one from it (refused while a job holds it or it downloads).
+ */
+export type MachineCommandInput =
+  | { action: ProcessAction; service?: string; by?: string; reason?: string }
+  | { action: ModelAction; model: string; by?: string; reason?: string };
 
 export const MachineCommandOutcome = z.enum(['ok', 'failed']);
 export type MachineCommandOutcome = z.infer<typeof MachineCommandOutcome>;
@@ -137,6 +151,8 @@ export interface MachineCommand {
   /** one of MACHINE_ACTIONS; anything else is acknowledged as failed */
   action: string;
   service?: string;
+  /** prefetch and evict: the model */
+  model?: string;
   by?: string;
   reason?: string;
   ts: number;

@@ -35,7 +35,7 @@ local function machine_command_done(keys, args)
     moved = 1
   end
   events_append(p, ctx.maxlen, 'type', 'machine.command.done', 'machine', machine, 'command', command,
-    'action', fields.action or '', 'service', fields.service or '', 'outcome', outcome, 'message', message, 'ts', ctx.ts)
+    'action', fields.action or '', 'service', fields.service or '', 'model', fields.model or '', 'outcome', outcome, 'message', message, 'ts', ctx.ts)
   return moved
 end
 

@@ -1,7 +1,10 @@
 -- set_worker_state: a worker says it is draining (stops claiming, e.g. on a spot
--- preemption notice), back to work, or going offline on a clean exit.
+-- preemption notice), back to work, or going offline on a clean exit; or, with
+-- 'borrowing', that it took a job of another pool (cross-pool fallback) with its
+-- last free slot: it leaves this pool's idle set, so that this pool's submits wake
+-- someone free, and its state is left as it is (its next claim here puts it back).
 -- KEYS[1] shard anchor
--- ARGV prelude, then [7] worker id  [8] state ('draining' | 'idle' | 'offline')
+-- ARGV prelude, then [7] worker id  [8] state ('draining' | 'idle' | 'offline' | 'borrowing')
 -- Returns the state. Errors: UNKNOWN_WORKER, BAD_STATE.
 local function must_be_worker(p, worker)
   if call('EXISTS', worker_key(p, worker)) == 0 then
@@ -14,8 +17,13 @@ local function set_state(keys, args)
   local p, worker, state = ctx.p, args[7], args[8]
   local wkey = worker_key(p, worker)
   must_be_worker(p, worker)
+  if state == 'borrowing' then
+    stop_waiting(p, worker)
+    call('HSET', wkey, 'last_seen', ctx.now)
+    return call('HGET', wkey, 'state') or 'idle'
+  end
   if state ~= 'draining' and state ~= 'idle' and state ~= 'offline' then
-    raise('BAD_STATE', 'a worker may set itself draining, idle or offline, not ' .. tostring(state))
+    raise('BAD_STATE', 'a worker may set itself draining, idle, offline or borrowing, not ' .. tostring(state))
   end
   if state ~= 'idle' then
     stop_waiting(p, worker)

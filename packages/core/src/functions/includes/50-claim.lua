@@ -125,8 +125,9 @@ end
 
 -- Gives job `id` (fields `f` as read by takeable) to the worker. `next_score`
 -- is the score of the job behind it when it was its class's head (false: none;
--- nil: not known, the job may be anywhere in its class).
-local function take(ctx, id, f, class, worker, w, next_score)
+-- nil: not known, the job may be anywhere in its class). `extra`: field/value
+-- pairs the `job.starting` event carries besides the usual ones (nil: none).
+local function take(ctx, id, f, class, worker, w, next_score, extra)
   local p = ctx.p
   local key = job_key(p, id)
   local workflow = f.workflow_id or nil
@@ -160,8 +161,13 @@ local function take(ctx, id, f, class, worker, w, next_score)
     call('ZREM', p .. 'timers', id)
   end
   -- submitted_at lets a reader of the stream measure submit-to-claim latency without another read
-  job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
-    'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
+  if extra then
+    job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
+      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5], unpack(extra))
+  else
+    job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
+      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
+  end
   return { 'job', id, attempt, attempt, f[3], f[2], f[6] or call('GET', payload_key(p, id)) or '',
     class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end

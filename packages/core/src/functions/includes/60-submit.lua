@@ -24,6 +24,33 @@ local function too_many_classes(p, max_classes)
     ' requirement classes queued (the limit, maxQueuedClasses); a job that needs workers of another kind must wait until one empties')
 end
 
+-- Per-model demand for the planner: `demand:<bucket>` (bucket = floor(now / 5 min))
+-- counts the jobs submitted in those five minutes per model of their class (a class
+-- without models: per `service:<service>`) and in all (`*`). The key expires 8 days
+-- after its first write; `*` is counted first, so a 1 back means the bucket is new.
+local DEMAND_BUCKET_MS = 300000
+local DEMAND_TTL_MS = 8 * 24 * 3600 * 1000
+
+local function count_demand(p, now, class, service)
+  local key = p .. 'demand:' .. string.format('%d', math.floor(now / DEMAND_BUCKET_MS))
+  if call('HINCRBY', key, '*', 1) == 1 then call('PEXPIRE', key, DEMAND_TTL_MS) end
+  local models = load_class(p, class).models
+  if type(models) == 'table' and #models > 0 then
+    if #models == 1 then
+      call('HINCRBY', key, models[1], 1)
+    else
+      -- a model listed twice is still one job's demand for it
+      local seen = {}
+      for i = 1, #models do
+        local m = models[i]
+        if not seen[m] then seen[m] = true; call('HINCRBY', key, m, 1) end
+      end
+    end
+  else
+    call('HINCRBY', key, 'service:' .. service, 1)
+  end
+end
+
 local function submit_job(ctx, args, at)
   local p, now = ctx.p, ctx.now
   local id, class, def = args[at], args[at + 1], args[at + 2]
@@ -136,6 +163,7 @@ local function submit_job(ctx, args, at)
   end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
   index_job(p, id, args[first_field + 1], ctx.ts)
+  count_demand(p, now, class, args[first_field + 3])
   job_event(ctx, id, 'job.queued', 'queued', 'tenant', args[first_field + 1], 'service', args[first_field + 3],
     'routable', routable)
   return { id, 0, tonumber(routable) }, next_at

@@ -1,0 +1,74 @@
+import { Broker, type Job, type StreamEvent } from '@emp/core';
+import { waitFor } from '@emp/testkit';
+import { usePrivateRedis } from '@emp/testkit/private-redis';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { simulationConnector } from './connectors/simulation';
+import { Worker } from './worker';
+
+const silent = pino({ level: 'silent' });
+const { redis } = usePrivateRedis();
+const workers: Worker[] = [];
+
+afterEach(async () => {
+  await Promise.all(workers.splice(0).map((w) => w.stop({ graceMs: 0 })));
+});
+
+async function fastWorker(broker: Broker, durationMs: number): Promise<Worker> {
+  const worker = new Worker({
+    broker,
+    id: 'fast-w',
+    pool: 'fast',
+    capabilities: { services: ['simulation'] },
+    connectors: [simulationConnector({ durationMs, steps: 1 })],
+    logger: silent,
+    borrow: [{ pool: 'standard', afterMs: 300, maxExpectedS: 60, unknownExpectedS: 30 }],
+  });
+  workers.push(worker);
+  await worker.start();
+  return worker;
+}
+
+async function finished(broker: Broker, id: string): Promise<Job> {
+  return waitFor(`job ${id} to succeed`, async () => {
+    const job = await broker.getJob(id);
+    return job?.state === 'succeeded' ? job : undefined;
+  });
+}
+
+function starting(events: StreamEvent[], id: string) {
+  return events.find((e) => e.type === 'job.starting' && e.job === id) as (StreamEvent & { fallback?: string; home_pool?: string }) | undefined;
+}
+
+describe('a worker with a cross-pool fallback policy', () => {
+  it('registers as a borrower, takes a job its own pool lacks once it has waited, and runs it to the end', async () => {
+    const broker = await Broker.connect({ redis });
+    await fastWorker(broker, 20);
+    const borrower = (await broker.workers('standard')).find((w) => w.id === 'fast-w');
+    expect(borrower?.home_pool).toBe('fast');
+
+    const { id } = await broker.submit({ service: 'simulation', requirements: { pool: 'standard' } });
+    const job = await finished(broker, id);
+    expect(job.worker).toBe('fast-w');
+    const event = starting(await broker.readEvents('standard', '0', { count: 1_000 }), id);
+    expect(event?.home_pool).toBe('fast');
+    expect(event?.fallback).toMatch(/^waited [\d.]+ s in standard \(fallback after 0.3 s\); fast had nothing for fast-w; expected 30 s \(at most 60 s\)$/);
+    // its own pool's jobs still reach it as before
+    const own = await broker.submit({ service: 'simulation', requirements: { pool: 'fast' } });
+    expect((await finished(broker, own.id)).worker).toBe('fast-w');
+  });
+
+  it('leaves its own idle set while a borrowed job holds its only slot, and takes its own pool\'s job right after', async () => {
+    const broker = await Broker.connect({ redis });
+    await fastWorker(broker, 1_000);
+    const borrowed = await broker.submit({ service: 'simulation', requirements: { pool: 'standard' } });
+    await waitFor('the borrowed job to start', async () => ((await broker.getJob(borrowed.id))?.state === 'running' ? true : undefined));
+    expect(await redis.hexists(broker.keys.idle('fast'), 'fast-w')).toBe(0);
+
+    const own = await broker.submit({ service: 'simulation', requirements: { pool: 'fast' } });
+    expect(await redis.lrange(broker.keys.signal('fast', 'fast-w'), 0, -1)).toEqual([]); // nobody woken in vain
+    const ownDone = await finished(broker, own.id);
+    const borrowedDone = await finished(broker, borrowed.id);
+    expect(ownDone.timestamps.started_at!).toBeGreaterThanOrEqual(borrowedDone.timestamps.finished_at!);
+  });
+});
