@@ -1,0 +1,60 @@
+import { encodeMachineStatus } from '@emp/core';
+import { describe, expect, it } from 'vitest';
+import { configFromEnv, plannerConfig, waitTargetMs } from './config';
+import { evictionBlocker, fleetMachine } from './fleet';
+
+const GB = 1024 ** 3;
+
+/** A machine hash as register_machine stores the agent's status snapshot. */
+function record(id: string, status: Parameters<typeof encodeMachineStatus>[0]) {
+  return { id, state: 'ready', ...encodeMachineStatus(status) };
+}
+
+describe('the fleet as the planner reads it', () => {
+  it('takes models, sizes, budget, downloads and models in use from the machine record', () => {
+    const machine = fleetMachine('standard', record('m1', {
+      models: [{ name: 'sdxl', size_bytes: 7 * GB, loaded: true }, { name: 'flux', size_bytes: 12 * GB }],
+      models_on_disk: ['sdxl', 'flux', 'lora-a'],
+      models_in_use: ['flux'],
+      models_downloading: [{ model: 'wan', received: 10, total: 100 }],
+      model_cache_budget_bytes: 40 * GB,
+      model_cache_used_bytes: 19 * GB,
+    }))!;
+    expect(machine).toMatchObject({ id: 'm1', state: 'ready', budgetBytes: 40 * GB, usedBytes: 19 * GB, downloading: ['wan'], inUse: ['flux'] });
+    expect(machine.models.map((m) => m.name)).toEqual(['sdxl', 'flux', 'lora-a']);
+    expect(machine.models.find((m) => m.name === 'flux')!.in_use).toBe(true);
+  });
+
+  it('never lets a model in use, loaded or downloading be evicted', () => {
+    const machine = fleetMachine('standard', record('m1', {
+      models: [{ name: 'sdxl', loaded: true }, { name: 'flux', in_use: true }, { name: 'idle' }, { name: 'listed' }],
+      models_in_use: ['listed'],
+      models_downloading: [{ model: 'wan', received: 0 }],
+    }))!;
+    expect(evictionBlocker(machine, 'sdxl')).toBe('loaded');
+    expect(evictionBlocker(machine, 'flux')).toBe('in use');
+    expect(evictionBlocker(machine, 'listed')).toBe('in use');
+    expect(evictionBlocker(machine, 'wan')).toBe('downloading');
+    expect(evictionBlocker(machine, 'idle')).toBeUndefined();
+  });
+
+  it('reads an unreadable models field as no models, and a hash without id as no machine', () => {
+    expect(fleetMachine('standard', { id: 'm1', models: 'not json' })!.models).toEqual([]);
+    expect(fleetMachine('standard', { id: '', state: 'ready' } as never)).toBeNull();
+  });
+});
+
+describe('planner config', () => {
+  it('reads EMP_PLANNER_* and gives each pool its wait target', () => {
+    const config = plannerConfig(configFromEnv({ EMP_PLANNER_INTERVAL_MS: '5000', EMP_PLANNER_POOLS: 'fast, heavy', EMP_PLANNER_WAIT_TARGETS_MS: 'fast=1500,*=20000', EMP_PLANNER_DRY_RUN: '1' }));
+    expect(config).toMatchObject({ intervalMs: 5_000, pools: ['fast', 'heavy'], dryRun: true });
+    expect(waitTargetMs(config, 'fast')).toBe(1_500);
+    expect(waitTargetMs(config, 'heavy')).toBe(20_000);
+    expect(waitTargetMs(plannerConfig(), 'fast')).toBe(2_000);
+    expect(waitTargetMs(plannerConfig(), 'standard')).toBe(10_000);
+  });
+
+  it('refuses a setting out of range with its name', () => {
+    expect(() => plannerConfig({ percentile: 1.5 })).toThrow(/percentile/);
+  });
+});
