@@ -3,7 +3,7 @@ import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiKeyStore } from '@emp/core';
+import { ApiKeyStore, Broker, encodeMachineStatus } from '@emp/core';
 import { type RedisProcess, startRedis } from '@emp/testkit';
 import { type LocalStack, startLocalStack } from '@emp/testkit/stack';
 import { Redis } from 'ioredis';
@@ -222,6 +222,44 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
       await new Promise((resolve) => receiver.close(resolve));
     }
   }, 90_000);
+
+  it("shows the planner's placement matrix, its decisions with their reasons and the pool's capacity hint", async () => {
+    const connection = new Redis(redis.url);
+    try {
+      const broker = await Broker.connect({ redis: connection });
+      const GB = 1024 ** 3;
+      // a machine of its own pool as its agent reports it, and a planning round recorded as the planner records one
+      await broker.registerMachine('e2e-plan', 'plan-m1', 'ready', encodeMachineStatus({
+        models: [{ name: 'sdxl', size_bytes: 7 * GB, loaded: true }, { name: 'old', size_bytes: 20 * GB }],
+        models_downloading: [{ model: 'wan', received: 1, total: 4 }],
+        model_cache_budget_bytes: 30 * GB,
+        model_cache_used_bytes: 27 * GB,
+      }));
+      await broker.recordPlannerRound('e2e-plan', {
+        forecast: [{ model: 'flux', rate: 3.4, current: 0, lastHour: 0, method: 'holt+seasonal', explanation: 'yesterday 6.7/bucket' }],
+        capacity: { machines: 3, servers: 3, offeredLoad: 1.2, waitExceedsTarget: 0.02, explanation: 'M/M/c: 3 machines' },
+        waitTargetMs: 10_000,
+        decisions: [
+          { machine: 'plan-m1', action: 'evict', model: 'old', reason: 'make room for flux (12.0 GB)', forecast: 0 },
+          { machine: 'plan-m1', action: 'prefetch', model: 'flux', reason: 'forecast 3.4/bucket (holt+seasonal)', forecast: 3.4 },
+        ],
+      });
+
+      await page.goto(`${stack.monitor!.url}/#/planner`);
+      const pool = 'section[data-pool="e2e-plan"]';
+      await visible(`${pool} tr[data-machine="plan-m1"]`);
+      const cell = (model: string) => page.getAttribute(`${pool} tr[data-machine="plan-m1"] td[data-model="${model}"]`, 'data-cell');
+      expect(await cell('sdxl')).toBe('loaded');
+      expect(await cell('old')).toBe('evicting');
+      expect(await cell('flux')).toBe('planned');
+      expect(await cell('wan')).toBe('downloading');
+      expect(await page.textContent(`${pool} tr[data-decision="prefetch flux plan-m1"]`)).toContain('forecast 3.4/bucket');
+      expect(await page.getAttribute(`${pool} [data-capacity-hint]`, 'data-capacity-hint')).toMatch(/^\d+$/);
+      await screenshot(page, 'planner');
+    } finally {
+      connection.disconnect();
+    }
+  }, 60_000);
 
   it('shows a worker that was killed as offline, keeps it on its machine card, and shows it restarted', async () => {
     await page.goto(`${stack.monitor!.url}/#/`);
