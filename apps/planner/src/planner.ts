@@ -1,6 +1,5 @@
-import type { Broker, Job, PlannerCapacity, PlannerDecision, PlannerRound, PlannerState } from '@emp/core';
+import { type Broker, DEMAND_BUCKET_MS, type Job, type PlannerCapacity, type PlannerDecision, type PlannerRound, type PlannerState } from '@emp/core';
 import {
-  DEFAULT_BUCKET_MS,
   DAY_MS,
   type DemandBucket,
   type FleetMachine,
@@ -120,7 +119,7 @@ export class Planner {
       this.#broker.plannerState(pool),
     ]);
     const machines = machineEntries.map((entry) => fleetMachine(pool, entry)).filter((m): m is FleetMachine => m !== null);
-    const forecasts = forecastDemand(demand, now, { bucketMs: DEFAULT_BUCKET_MS, horizonMs: c.horizonMs, seasonalWeight: c.seasonalWeight });
+    const forecasts = forecastDemand(demand, now, { bucketMs: DEMAND_BUCKET_MS, horizonMs: c.horizonMs, seasonalWeight: c.seasonalWeight });
     const plan = planPlacement({
       pool,
       machines,

@@ -118,7 +118,7 @@ function KeyForm({ settings, onSaved }: { settings: Settings | undefined; onSave
 const TABS = [
   { path: '', label: 'Fleet', fleet: true },
   { path: 'queues', label: 'Queues', fleet: true },
-  { path: 'planner', label: 'Planner', fleet: true },
+  { path: 'planner', label: 'Planner', fleet: true, operator: true },
   { path: 'jobs', label: 'Jobs', fleet: false },
   { path: 'webhooks', label: 'Webhooks', fleet: false },
   { path: 'submit', label: 'Submit', fleet: false },
@@ -148,7 +148,7 @@ function Shell({ connection, reopen }: { connection: Connection; reopen: () => v
       <header className="topbar">
         <span className="brand">EMP Monitor</span>
         <nav className="tabs" aria-label="sections">
-          {TABS.filter((tab) => connection.seesFleet || !tab.fleet).map((tab) => (
+          {TABS.filter((tab) => (connection.seesFleet || !tab.fleet) && (connection.isOperator || !('operator' in tab))).map((tab) => (
             <a key={tab.label} href={`#/${tab.path}`} className={section === tab.path || (tab.path === '' && section === 'machines') ? 'active' : ''}>
               {tab.label}
             </a>
