@@ -5,8 +5,7 @@ import {
   type FleetMachine,
   type PlacementDecision,
   capacityHint,
-  forecastDemand,
-  planPlacement,
+  planRound,
 } from '@emp/planning';
 import type { Logger } from 'pino';
 import { type PlannerConfig, type PlannerConfigInput, plannerConfig, waitTargetMs } from './config';
@@ -119,13 +118,13 @@ export class Planner {
       this.#broker.plannerState(pool),
     ]);
     const machines = machineEntries.map((entry) => fleetMachine(pool, entry)).filter((m): m is FleetMachine => m !== null);
-    const forecasts = forecastDemand(demand, now, { bucketMs: DEMAND_BUCKET_MS, horizonMs: c.horizonMs, seasonalWeight: c.seasonalWeight });
-    const plan = planPlacement({
+    const { forecasts, plan } = planRound({
       pool,
+      demand,
       machines,
-      forecasts,
       history: previous?.decisions ?? [],
       now,
+      forecast: { bucketMs: DEMAND_BUCKET_MS, horizonMs: c.horizonMs, seasonalWeight: c.seasonalWeight },
       policy: { maxCommandsPerMachine: c.maxCommandsPerMachine, holdMs: c.holdMs },
     });
 

@@ -65,6 +65,15 @@ describe('forecastDemand', () => {
     expect(forecastDemand(series(T0, 12, () => ({ a: 1 })), now)[0]!.seasonal).toBeUndefined();
   });
 
+  it('gives a model first seen today Holt alone, even where other models have a day of history', () => {
+    const now = T0 + DAY_MS + 12 * BUCKET;
+    const buckets = [...series(T0, 12, () => ({ old: 5 })), ...series(T0 + DAY_MS, 12, (i) => ({ old: 5, fresh: i }))];
+    const byModel = Object.fromEntries(forecastDemand(buckets, now).map((f) => [f.model, f]));
+    expect(byModel.old!.method).toBe('holt+seasonal');
+    expect(byModel.fresh!.method).toBe('holt');
+    expect(byModel.fresh!.rate).toBeGreaterThan(11);
+  });
+
   it('leaves out keys with no demand in the last hour and none forecast', () => {
     const now = T0 + 30 * BUCKET;
     const buckets = series(T0, 30, (i): Record<string, number> => (i < 5 ? { old: 3, cur: 1 } : { cur: 1 }));

@@ -5,7 +5,8 @@
  * - Holt's linear exponential smoothing over the recent buckets (level + trend),
  *   projected to the middle of the horizon: follows a model that is rising now;
  * - seasonal-naive: what the same model did over the same window yesterday,
- *   when a day of history exists: anticipates a daily peak before it starts.
+ *   when the history reaches a day back (a model first seen after yesterday's
+ *   window has Holt alone): anticipates a daily peak before it starts.
  *
  * Pure and deterministic: `now` comes from the caller (the planner's clock, or
  * the simulator's virtual one). Rates are jobs per bucket.
@@ -100,9 +101,13 @@ export function forecastDemand(buckets: readonly DemandBucket[], now: number, op
   }
   if (byStart.size === 0) return [];
   const lastComplete = Math.floor(now / o.bucketMs) * o.bucketMs - o.bucketMs;
-  const oldest = Math.min(...byStart.keys());
-  const keys = new Set<string>();
-  for (const counts of byStart.values()) for (const key of Object.keys(counts)) keys.add(key);
+  // when each key first shows: a model first seen today has no yesterday to compare with
+  const firstSeen = new Map<string, number>();
+  for (const [start, counts] of byStart) {
+    for (const key of Object.keys(counts)) firstSeen.set(key, Math.min(firstSeen.get(key) ?? start, start));
+  }
+  const keys = new Set(firstSeen.keys());
+  const oldest = Math.min(...firstSeen.values());
 
   // the recent window, oldest first (missing buckets: no jobs)
   const recentStarts: number[] = [];
@@ -111,7 +116,6 @@ export function forecastDemand(buckets: readonly DemandBucket[], now: number, op
   const horizonBuckets = Math.max(1, Math.round(o.horizonMs / o.bucketMs));
   const seasonalStarts: number[] = [];
   for (let i = 1; i <= horizonBuckets; i++) seasonalStarts.push(lastComplete + i * o.bucketMs - DAY_MS);
-  const hasDay = oldest <= seasonalStarts[0]!;
   // Holt projects to the middle of the horizon
   const steps = (horizonBuckets + 1) / 2;
   const hourBuckets = Math.round((60 * 60 * 1_000) / o.bucketMs);
@@ -127,7 +131,8 @@ export function forecastDemand(buckets: readonly DemandBucket[], now: number, op
     let rate = holtRate;
     let seasonal: number | undefined;
     let explanation = `holt(alpha ${o.alpha}, beta ${o.beta}) over ${series.length} buckets [${series.join(' ')}]: level ${round(level)}, trend ${round(trend)}/bucket -> ${round(holtRate)}`;
-    if (hasDay) {
+    // the history reaches a day back, and the model is no newer than yesterday's window
+    if (oldest <= seasonalStarts[0]! && firstSeen.get(key)! <= seasonalStarts[seasonalStarts.length - 1]!) {
       seasonal = seasonalStarts.map(count).reduce((a, b) => a + b, 0) / seasonalStarts.length;
       rate = o.seasonalWeight * seasonal + (1 - o.seasonalWeight) * holtRate;
       explanation += `; yesterday over the next ${horizonBuckets} buckets ${round(seasonal)}/bucket; blend ${o.seasonalWeight} seasonal -> ${round(rate)}`;

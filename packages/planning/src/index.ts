@@ -1,3 +1,4 @@
 export * from './capacity';
 export * from './forecast';
 export * from './placement';
+export * from './round';
