@@ -52,6 +52,8 @@ export const JobStartingEvent = z.object({
   machine: optionalText,
   attempt: ms,
   submitted_at: ms.optional(),
+  /** model affinity of the claim: the worker held the class's models loaded, on disk, or not (absent: the class names no models) */
+  affinity: z.enum(['warm', 'disk', 'cold']).optional(),
 });
 export const JobRunningEvent = z.object({ type: z.literal('job.running'), ...jobBase, worker: optionalText });
 export const JobProgressEvent = z.object({ type: z.literal('job.progress'), ...jobBase, progress: jsonProgress });
