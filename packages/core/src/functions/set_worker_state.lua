@@ -23,7 +23,7 @@ local function set_state(keys, args)
     signal_worker(p, worker, 'wake:')
   end
   if state == 'offline' then
-    forget_worker_models(p, worker)
+    affinity.forget_worker(p, worker)
     call('ZREM', p .. 'workers', worker)
     call('ZADD', p .. 'workers:offline', ctx.now, worker)
   else

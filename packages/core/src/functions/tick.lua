@@ -165,7 +165,7 @@ local function turn_offline(ctx, kind, limit, offline_after, retention, watched_
     if kind == 'worker' then
       stop_waiting(p, id)
       -- a silent worker's models are not there for claims to count on; it reports them again when back
-      forget_worker_models(p, id)
+      affinity.forget_worker(p, id)
     end
     call('HSET', key, 'state', 'offline', 'state_since', now)
     events_append(p, ctx.maxlen, 'type', kind .. '.offline', kind, id, 'state', 'offline', 'ts', now)
@@ -175,7 +175,7 @@ local function turn_offline(ctx, kind, limit, offline_after, retention, watched_
     call('ZREM', offline, id)
     call('DEL', p .. kind .. ':' .. id)
     if kind == 'worker' then
-      forget_worker_models(p, id)
+      affinity.forget_worker(p, id)
       call('DEL', p .. 'wjobs:' .. id, signal_key(p, id))
     end
     events_append(p, ctx.maxlen, 'type', kind .. '.gone', kind, id, 'state', 'gone', 'ts', now)

@@ -101,9 +101,9 @@ local function wake_one(p, class, avoid, tenant, workflow)
     return false -- nobody may claim a paused service's jobs: a wake-up would be wasted
   end
   -- a worker holding the job's models warm or on disk runs it sooner than one that must download them
-  local models = class_models(p, class)
+  local models = affinity.class_models(p, class)
   if models then
-    local holder, waiting = warm_holder(p, class, models, avoid, tenant, workflow)
+    local holder, waiting = affinity.warm_holder(p, class, models, avoid, tenant, workflow)
     if holder and waiting then
       wake(p, holder, class)
       return holder

@@ -123,8 +123,6 @@ local function pick_in_lanes(p, class, worker, now, lanes)
   return nil, nil, soonest, #tenants
 end
 
-local AFFINITY = { [0] = 'cold', [1] = 'cold', [2] = 'disk', [3] = 'warm' }
-
 -- Gives job `id` (fields `f` as read by takeable) to the worker. `next_score`
 -- is the score of the job behind it when it was its class's head (false: none;
 -- nil: not known, the job may be anywhere in its class). `tier`: the worker's
@@ -166,7 +164,7 @@ local function take(ctx, id, f, class, worker, w, next_score, tier)
   -- affinity (warm | disk | cold) lets a reader count how often a job found its models loaded
   if tier then
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
-      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5], 'affinity', AFFINITY[tier])
+      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5], 'affinity', affinity.NAMES[tier])
   else
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
@@ -201,19 +199,6 @@ local function wake_for_head(p, class, avoid)
   wake_one(p, class, avoid, f[1], workflow)
 end
 
--- Affinity ranks of a candidate (see docs/broker.md, "Model affinity"): a job
--- whose class names no models ranks as warm (nothing to load), and a job that has
--- waited past the affinity bound outranks every tier, so that none starves.
-local RANK_WARM, RANK_OVERDUE = 3, 4
-
--- Whether candidate `a` is served before `b`: higher priority, then better rank, then older (lower score).
-local function better(a, b)
-  if b == nil then return true end
-  if a.priority ~= b.priority then return a.priority > b.priority end
-  if a.rank ~= b.rank then return a.rank > b.rank end
-  return a.score < b.score
-end
-
 -- The job `id` of `class` (fields `f`) as a claim candidate, or nil and the time
 -- to claim again when this worker leaves it, for now, to a worker holding its
 -- models: the worker lacks them (not even on disk), the job is younger than the
@@ -222,22 +207,23 @@ end
 -- cold worker starts at once: downloading beats waiting.
 local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms)
   local score = tonumber(f[4])
-  local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = RANK_WARM }
-  local models = class_models(ctx.p, class)
+  local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM }
+  local models = affinity.class_models(ctx.p, class)
   if not models then return c end
-  c.tier = class_tier(a, models)
-  c.rank = c.tier
+  c.tier = affinity.class_tier(a, models)
+  -- a worker that reports no models has no preference: it serves jobs in head order
+  if a.reported then c.rank = c.tier end
   if wait_ms <= 0 then return c end
   local submitted = tonumber(f[5]) or ctx.now
   if ctx.now - submitted >= wait_ms then
-    c.rank = RANK_OVERDUE
-  elseif c.tier < TIER_ON_DISK then
+    c.rank = affinity.RANK_OVERDUE
+  elseif c.tier < affinity.TIER_ON_DISK then
     local workflow = f.workflow_id or nil
     local seen = class .. '|' .. (f[2] or '') .. '|' .. (workflow or '')
     local holder = a.elsewhere[seen]
     if holder == nil then
       local waiting
-      holder, waiting = warm_holder(ctx.p, class, models, worker, f[2], workflow)
+      holder, waiting = affinity.warm_holder(ctx.p, class, models, worker, f[2], workflow)
       if holder and waiting then wake(ctx.p, holder, class) end
       a.elsewhere[seen] = holder or false
     end
@@ -253,7 +239,7 @@ end
 -- the walk goes on after the cursor it leaves. The worker is recorded idle from
 -- that first call on, so a job submitted meanwhile into a class the walk has
 -- passed still wakes it. `w` is the worker as load_worker read it.
--- The walk keeps the best candidate (better()) and ends early at one ranked warm
+-- The walk keeps the best candidate (affinity.better) and ends early at one ranked warm
 -- or better, or at the first class whose head is of a lower priority than it;
 -- a walk out of budget with a candidate in hand takes it. `ctx.affinity_wait_ms`:
 -- the affinity bound (absent or 0: no job is left for a worker holding its models).
@@ -267,7 +253,7 @@ local function claim_for(ctx, worker, woken_class, w)
   local retry_at = nil
   local budget = CLAIM_BUDGET
   local wait_ms = ctx.affinity_wait_ms or 0
-  local a = affinity_of(p, worker)
+  local a = affinity.of(p, worker)
   local best = nil
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
@@ -307,10 +293,10 @@ local function claim_for(ctx, worker, woken_class, w)
         if id then
           local c
           c, until_ = candidate(ctx, a, class, id, fields, next_score, worker, wait_ms)
-          if c and better(c, best) then best = c end
+          if c and affinity.better(c, best) then best = c end
         end
         retry_at = earlier(retry_at, until_)
-        if best and best.rank >= RANK_WARM then
+        if best and best.rank >= affinity.RANK_WARM then
           walking = false
           break
         end
