@@ -1,6 +1,5 @@
 import { StreamId } from '../api-protocol';
 import { MachineId, WorkerModels, type WorkerModelsInput, WorkerRegistration, capabilityProfile, modelTiers } from '../capabilities';
-import { canonicalJson } from '../canonical';
 import { MACHINE_STATES, type MachineState, encodeWorkerRegistration } from '../registry';
 import { ServiceName } from '../requirements';
 import { parseWith } from '../validation';
@@ -81,7 +80,7 @@ export async function setWorkerState(ctx: BrokerContext, pool: string, workerId:
 export async function reportModels(ctx: BrokerContext, pool: string, workerId: string, input: WorkerModelsInput): Promise<number> {
   const models = parseWith(WorkerModels, input, 'model report');
   const tiers = [...modelTiers(models)].flatMap(([model, tier]) => [model, tier]);
-  return ctx.calls.call(FUNCTIONS.workerModels, checkedPool(pool), [workerId, canonicalJson(models), ...tiers]);
+  return ctx.calls.call(FUNCTIONS.workerModels, checkedPool(pool), [workerId, JSON.stringify(models), ...tiers]);
 }
 
 export async function workers(ctx: BrokerContext, pool: string): Promise<RegistryEntry[]> {
