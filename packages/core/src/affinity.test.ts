@@ -73,6 +73,22 @@ describe('model affinity in the claim', () => {
     expect(await startingAffinity(b, id)).toBe('warm');
   });
 
+  it('wakes a waiting worker that holds the models when a cold one leaves it the job', async () => {
+    const b = await broker();
+    await worker(b, 'cold');
+    await worker(b, 'later');
+    const { id } = await submit(b, ['sdxl']);
+    // nobody held the models: the submit woke one idle worker (the first to wait), and the other waits on
+    expect(await signals('cold')).toEqual([expect.stringMatching(/^wake:/)]);
+    expect(await signals('later')).toEqual([]);
+    // then the models arrive on the other's disk
+    await b.reportModels(POOL, 'later', { on_disk: ['sdxl'] });
+    expect((await b.claim(POOL, 'cold')).job).toBeNull();
+    expect(await signals('later')).toEqual([expect.stringMatching(/^wake:/)]);
+    expect((await b.claim(POOL, 'later')).job?.id).toBe(id);
+    expect(await startingAffinity(b, id)).toBe('disk');
+  });
+
   it('prefers, among jobs of one priority, the one whose models the worker holds, over an older one', async () => {
     const b = await broker();
     await worker(b, 'w', { loaded: ['sdxl'], on_disk: ['flux'] });
