@@ -39,27 +39,35 @@ do
     return models
   end
 
-  -- Per claim call: the worker's tier of each model asked about so far, and
-  -- which jobs have a holder elsewhere (see warm_holder).
+  -- Per claim call: the worker's tiers (read once, when the walk first meets a
+  -- class with models) and which jobs have a holder elsewhere (see warm_holder).
   function affinity.of(p, worker)
-    return { p = p, worker = worker, tiers = {}, reported = nil, elsewhere = {} }
+    return { p = p, worker = worker, tiers = nil, reported = false, elsewhere = {} }
   end
 
   -- The worker's tier for a class: the lowest of its tiers of the class's models (0: it lacks one).
   function affinity.class_tier(a, models)
-    if a.reported == nil then a.reported = call('EXISTS', wmodels_key(a.p, a.worker)) == 1 end
-    if not a.reported then return 0 end
+    if a.tiers == nil then
+      local flat = call('HGETALL', wmodels_key(a.p, a.worker))
+      a.tiers, a.reported = {}, flat[1] ~= nil
+      for i = 1, #flat, 2 do a.tiers[flat[i]] = tonumber(flat[i + 1]) end
+    end
     local lowest = affinity.TIER_LOADED
     for _, model in ipairs(models) do
-      local tier = a.tiers[model]
-      if tier == nil then
-        tier = tonumber(call('HGET', wmodels_key(a.p, a.worker), model)) or 0
-        a.tiers[model] = tier
-      end
+      local tier = a.tiers[model] or 0
       if tier < lowest then lowest = tier end
-      if lowest == 0 then return 0 end
     end
     return lowest
+  end
+
+  -- The rank of a class's jobs for the worker before age counts (see RANK_WARM):
+  -- its tier, or warm for a class naming no models and for a worker reporting none
+  -- (which so keeps plain head order).
+  function affinity.class_rank(a, class)
+    local models = affinity.class_models(a.p, class)
+    if not models then return affinity.RANK_WARM end
+    local tier = affinity.class_tier(a, models)
+    return a.reported and tier or affinity.RANK_WARM
   end
 
   -- Whether `holder` holds every one of `models` at least on disk (the first is known to be).

@@ -211,8 +211,7 @@ local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms)
   local models = affinity.class_models(ctx.p, class)
   if not models then return c end
   c.tier = affinity.class_tier(a, models)
-  -- a worker that reports no models has no preference: it serves jobs in head order
-  if a.reported then c.rank = c.tier end
+  c.rank = affinity.class_rank(a, class)
   if wait_ms <= 0 then return c end
   local submitted = tonumber(f[5]) or ctx.now
   if ctx.now - submitted >= wait_ms then
@@ -230,6 +229,15 @@ local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms)
     if holder then return nil, submitted + wait_ms end
   end
   return c
+end
+
+-- Whether no job of `class`, whose head has score `head` (of the best candidate's
+-- priority), can be served before candidate `best`: its rank is lower, or the
+-- same with a later head. The walk then need not read its jobs. (A job whose age
+-- would rank it overdue comes before `best` in head order: the walk met it first.)
+local function cannot_beat(a, class, head, best)
+  local rank = affinity.class_rank(a, class)
+  return rank < best.rank or (rank == best.rank and head >= best.score)
 end
 
 -- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
@@ -262,27 +270,28 @@ local function claim_for(ctx, worker, woken_class, w)
   if call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(call('HGETALL', p .. 'paused')) end
   local offset, last, walking = 0, nil, true
   while walking do
-    -- pages by rank from the start, or by score after the cursor of a paused walk
-    local page = after and call('ZRANGE', p .. 'classes', '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE)
-      or (offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST))
-      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
-    for i = 1, #page do
+    -- pages (class, head score) by rank from the start, or by score after the cursor of a paused walk
+    local page = after and call('ZRANGE', p .. 'classes', '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES')
+      or (offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST, 'WITHSCORES'))
+      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1, 'WITHSCORES')
+    for i = 1, #page, 2 do
       if budget <= 0 then
         if best then break end
         -- the walk goes on after the last class it looked at (the set has not changed in this call)
-        call('HSET', worker_key(p, worker), 'cursor', call('ZSCORE', p .. 'classes', last) .. '|' .. ctx.ts)
+        call('HSET', worker_key(p, worker), 'cursor', last .. '|' .. ctx.ts)
         if not w.waiting then start_waiting(p, worker, w.profile, false) end
         return { 'none', retry_at and tostring(retry_at) or '', w.state or 'idle', 'more' }
       end
-      local class = page[i]
+      local class, head = page[i], page[i + 1]
       -- every job of this class and of the classes after it is of its head's priority or lower
-      if best and priority_of(call('ZSCORE', p .. 'classes', class)) < best.priority then
+      if best and priority_of(head) < best.priority then
         walking = false
         break
       end
-      last = class
+      last = head
       budget = budget - 1
-      if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
+      if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
+        and not (best and cannot_beat(a, class, tonumber(head), best)) then
         local id, fields, until_, next_score, looked
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
@@ -303,7 +312,7 @@ local function claim_for(ctx, worker, woken_class, w)
       end
     end
     if budget <= 0 and best then break end
-    if #page < CLASS_PAGE then break end
+    if #page < 2 * CLASS_PAGE then break end
     offset = offset + CLASS_PAGE
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
