@@ -63,7 +63,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: 'workers',
     usage: '[options]',
-    description: 'registered workers: state, machine, services, last seen (offline ones stay listed)',
+    description: 'registered workers: state, machine, services, models held, last seen (offline ones stay listed)',
     load: async () => (await import('./commands/workers')).registerWorkers,
   },
   {

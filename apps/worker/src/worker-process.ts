@@ -64,7 +64,7 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
     const broker = await Broker.connect({
       redis,
       // an empty namespace, region or deployment_env (an empty environment variable, say) counts as unset
-      config: { namespace: config.namespace || undefined, leaseMs: config.lease_ms },
+      config: { namespace: config.namespace || undefined, leaseMs: config.lease_ms, affinityWaitMs: config.affinity_wait_ms },
     });
     waiting.signal.throwIfAborted();
     // off (and the SDK never loaded) unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
@@ -79,6 +79,7 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       connectors,
       models: config.models_url ? httpModelProvider({ baseUrl: config.models_url }) : undefined,
       concurrency: config.concurrency,
+      warmModels: config.warm_models,
       logger: base,
       region: config.region || undefined,
       deploymentEnv: config.deployment_env || undefined,

@@ -286,6 +286,12 @@ export const WorkerView = RegistryEntryView.extend({
   hostname: z.string().optional(),
   profile: z.string().optional(),
   capabilities: z.record(z.string(), z.unknown()).optional(),
+  /** the models it last reported holding (Broker.reportModels; docs/broker.md, "Model affinity"); absent when it reported none or went offline */
+  models: z
+    .object({ loaded: z.array(z.string()), on_disk: z.array(z.string()), downloading: z.array(z.string()) })
+    .strict()
+    .optional(),
+  models_at: z.string().optional(),
 }).meta({ id: 'Worker' });
 export const WorkerList = z.object({ now: Ms, workers: z.array(WorkerView) }).strict();
 export type WorkerList = z.infer<typeof WorkerList>;

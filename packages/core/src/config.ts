@@ -27,6 +27,14 @@ export const BrokerConfig = z
     failedRetentionMs: z.number().int().min(0).default(7 * DAY),
     /** how long a job that failed on a worker is left for other workers first */
     avoidMs: z.number().int().min(0).default(10_000),
+    /**
+     * model affinity (docs/broker.md, "Model affinity"): how long a job is left for a
+     * worker that holds its models loaded or on disk before a worker that would have to
+     * download them takes it (about the download time it saves); also the age after
+     * which a job outranks the jobs a worker holds warm. 0: no job is left waiting (a
+     * claim still prefers the jobs whose models the worker holds)
+     */
+    affinityWaitMs: z.number().int().min(0).default(30_000),
     idempotencyTtlMs: z.number().int().positive().default(DAY),
     /** a worker or machine silent this long is shown offline (and stays listed) */
     offlineAfterMs: z.number().int().min(100).default(30_000),

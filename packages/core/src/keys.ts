@@ -16,6 +16,10 @@
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
  *   <ns>:{<pool>}:worker:<id>      worker hash (its `cursor`: where a claim walk paused on its budget goes on); workers / workers:offline: last_seen indexes; idle: waiting workers (worker -> profile; the worker hash's `waiting` says so too)
+ *   <ns>:{<pool>}:wmodels:<worker> model -> tier the worker reported holding ('3' loaded, '2' on disk, '1' downloading);
+ *                                  holders:<model>: worker -> tier, the same reports by model (a claim asks whether another
+ *                                  worker holds a job's models); both replaced by emp_worker_models, dropped when the worker
+ *                                  goes offline or is removed (docs/broker.md, "Model affinity")
  *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices
  *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
  *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered
@@ -107,6 +111,12 @@ export class KeyLayout {
   }
   offlineWorkers(pool: string): string {
     return `${this.prefix(pool)}workers:offline`;
+  }
+  workerModels(pool: string, worker: string): string {
+    return `${this.prefix(pool)}wmodels:${worker}`;
+  }
+  modelHolders(pool: string, model: string): string {
+    return `${this.prefix(pool)}holders:${model}`;
   }
   workerJobs(pool: string, worker: string): string {
     return `${this.prefix(pool)}wjobs:${worker}`;

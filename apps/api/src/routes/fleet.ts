@@ -53,15 +53,16 @@ export async function queueReport(broker: Broker, pools: string[]): Promise<Queu
 
 /**
  * A worker as listed: its hash as stored, decoded through core/registry.ts,
- * with its capabilities (stored as canonical JSON) parsed, and `problems`
+ * with its capabilities and model report (stored as canonical JSON) parsed, and `problems`
  * naming each field that cannot be read.
  */
 function workerView(pool: string, worker: RegistryEntry) {
-  const { capabilities: _, ...rest } = worker;
+  const { capabilities: _, models: __, ...rest } = worker;
   const record = decodeWorker(pool, worker);
   if (isInvalidRecord(record)) return { pool, ...rest, problems: [record.invalid] };
   const capabilities = record.capabilities && !isUnreadable(record.capabilities) ? record.capabilities : undefined;
-  return { pool, ...rest, capabilities, problems: record.problems.length ? record.problems : undefined };
+  const models = record.models && !isUnreadable(record.models) ? record.models : undefined;
+  return { pool, ...rest, capabilities, models, problems: record.problems.length ? record.problems : undefined };
 }
 
 /** A machine as listed: its hash as stored, with `problems` naming each field that cannot be read (core/registry.ts). */

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import type { SubmitResult } from '../api-protocol';
 import { ApiKeyStore } from '../api-keys';
-import type { WorkerRegistration } from '../capabilities';
+import type { WorkerModelsInput, WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
 import type { EmpError } from '../errors';
 import type { StreamEvent, StreamEventType } from '../events';
@@ -211,6 +211,11 @@ export class Broker {
    */
   registerWorker(input: WorkerRegistration, options: { freshStart?: boolean } = {}): Promise<{ profile: string; becameRoutable: number }> {
     return fleet.registerWorker(this.#ctx, input, options);
+  }
+
+  /** Replaces the models the worker holds (loaded, on disk, downloading), which claims prefer; see fleet.reportModels. */
+  reportModels(pool: string, workerId: string, models: WorkerModelsInput): Promise<number> {
+    return fleet.reportModels(this.#ctx, pool, workerId, models);
   }
 
   setWorkerState(pool: string, workerId: string, state: fleet.WorkerStateInput): Promise<string> {

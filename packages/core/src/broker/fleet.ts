@@ -1,5 +1,5 @@
 import { StreamId } from '../api-protocol';
-import { MachineId, WorkerRegistration, capabilityProfile } from '../capabilities';
+import { MachineId, WorkerModels, type WorkerModelsInput, WorkerRegistration, capabilityProfile, modelTiers } from '../capabilities';
 import { MACHINE_STATES, type MachineState, encodeWorkerRegistration } from '../registry';
 import { ModelName, ServiceName } from '../requirements';
 import { parseWith } from '../validation';
@@ -70,6 +70,17 @@ async function putQueuedJobsInLanes(ctx: BrokerContext, pool: string): Promise<v
 export async function setWorkerState(ctx: BrokerContext, pool: string, workerId: string, state: WorkerStateInput): Promise<string> {
   const parsed = parseWith(WorkerStateInput, state, 'worker state');
   return ctx.calls.call(FUNCTIONS.setWorkerState, checkedPool(pool), [workerId, parsed]);
+}
+
+/**
+ * Replaces the models `workerId` says it holds (loaded, on disk, downloading):
+ * claims prefer the jobs whose models a worker holds (docs/broker.md, "Model
+ * affinity"). Returns how many models were recorded. No event: workers report often.
+ */
+export async function reportModels(ctx: BrokerContext, pool: string, workerId: string, input: WorkerModelsInput): Promise<number> {
+  const models = parseWith(WorkerModels, input, 'model report');
+  const tiers = [...modelTiers(models)].flatMap(([model, tier]) => [model, tier]);
+  return ctx.calls.call(FUNCTIONS.workerModels, checkedPool(pool), [workerId, JSON.stringify(models), ...tiers]);
 }
 
 export async function workers(ctx: BrokerContext, pool: string): Promise<RegistryEntry[]> {

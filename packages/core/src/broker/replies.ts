@@ -49,6 +49,10 @@ export function flag(reply: unknown, name: string): boolean {
   return reply === 1 ? true : reply === 0 ? false : unexpected(name, reply);
 }
 
+export function count(reply: unknown, name: string): number {
+  return typeof reply === 'number' ? reply : unexpected(name, reply);
+}
+
 export function numbers(reply: unknown, name: string): number[] {
   return array(reply, name) as number[];
 }

@@ -4,7 +4,8 @@
 -- Each completion is checked against its fencing token and applied on its own:
 -- one whose lease was lost fails alone and changes nothing.
 -- KEYS[1] shard anchor
--- ARGV prelude, then [7] worker id to claim for ('' none), then per completion:
+-- ARGV prelude, then [7] worker id to claim for ('' none)  [8] affinity bound in ms (as emp_claim's [9]),
+--   then per completion:
 --   job id, fencing token, result (JSON)
 -- Returns one reply per completion, in order: { 'succeeded' } or
 -- { 'succeeded', <claim reply as `claim` returns it...> }, or { 'error', '<CODE> <message>' }
@@ -23,11 +24,12 @@ end
 local function complete(keys, args)
   local ctx = context(keys, args)
   local next_worker = args[7] ~= '' and args[7] or nil
+  ctx.affinity_wait_ms = tonumber(args[8])
   local w = next_worker and load_worker(ctx.p, next_worker, ctx.now)
   -- a lone completion's error is the call's error: no protected call needed
-  if #args == 10 then return { complete_one(ctx, next_worker, w, args[8], args[9], args[10]) } end
+  if #args == 11 then return { complete_one(ctx, next_worker, w, args[9], args[10], args[11]) } end
   local replies = {}
-  for i = 8, #args - 2, 3 do
+  for i = 9, #args - 2, 3 do
     local ok, reply = pcall(complete_one, ctx, next_worker, w, args[i], args[i + 1], args[i + 2])
     if ok then
       replies[#replies + 1] = reply
