@@ -113,6 +113,18 @@ describe('routing by expected duration', () => {
       samples: 32,
       reason: 'routed to standard: p90 of 32 similar jobs = 60 s',
     });
+    // the pool report lists the class under the pool its p90 routes it to
+    await broker.submit({ service: 'simulation', requirements: { pool: 'heavy' } });
+    const report = await broker.poolReport();
+    expect(report.min_samples).toBe(20);
+    expect(report.pools.map((p) => [p.name, p.min_duration_s, p.max_duration_s, p.default, p.durations.length])).toEqual([
+      ['fast', 0, 30, false, 0],
+      ['standard', 30, 180, true, 1],
+      ['heavy', 180, undefined, false, 0],
+    ]);
+    expect(report.pools[1]!.durations[0]).toEqual({ dclass, service: 'simulation', models: ['sdxl'], p50_s: 2, p90_s: 60, samples: 32 });
+    expect(report.pools[2]).toMatchObject({ depth: 1, oldest_age_ms: 0, workers: { online: 1, idle: 0, busy: 1 }, profile: { min_gpu_memory_gb: 48 } });
+
     // a class without history of its own goes by its service's
     expect((await routed({ service: 'simulation', requirements: { models: ['flux'] } })).routing).toMatchObject({
       source: 'history',
