@@ -45,7 +45,7 @@
  *   <ns>:{<pool>}:queue-history:day  the same samples over the last day, one per 10 sampling slots (entry id: the
  *                                  coarse slot's start): depth and ages the highest of its samples, finished summed,
  *                                  waits merged; written once the coarse slot has passed
- *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 succeeded
+ *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 (to 288) succeeded
  *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first;
  *                                  durations:service:<service>: the same per service; dclasses: hash dclass -> JSON
  *                                  {service, models} of every class with durations (routing.ts, docs/pools.md)

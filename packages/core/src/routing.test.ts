@@ -133,6 +133,19 @@ describe('routing by expected duration', () => {
     });
   });
 
+  it('keeps the newest 256 executions of a class (trimmed once 32 more have come)', async () => {
+    await registerWorkers(['fast', 'standard']);
+    const dclass = durationClass('simulation', ['tiny']);
+    await runJobs('fast', 'tiny', 288, 1_000);
+    expect(await redis.llen(keys.durations('fast', dclass))).toBe(288);
+    await runJobs('fast', 'tiny', 1, 3_000);
+    expect(await redis.llen(keys.durations('fast', dclass))).toBe(256);
+    expect(await redis.lindex(keys.durations('fast', dclass), 0)).toBe('3000');
+    expect(await redis.llen(keys.serviceDurations('fast', 'simulation'))).toBe(256);
+    now += 5_001;
+    expect((await routed({ service: 'simulation', requirements: { models: ['tiny'] } })).routing.samples).toBe(256);
+  });
+
   it('skips a pool without an online worker for the nearest one with one, and says so', async () => {
     await registerWorkers(['standard']);
     expect((await routed({ service: 'simulation', expected_duration_s: 4 })).routing).toEqual({

@@ -18,6 +18,9 @@ export function durationClass(service: string, models: readonly string[] = []): 
   return contentId(canonicalJson({ d: 1, service, models: [...new Set(models)].sort() }));
 }
 
+/** Execution times a duration list keeps, newest first (complete.lua trims it back to these every 32 pushes). */
+export const DURATIONS_KEPT = 256;
+
 /** Past executions of a class (or service) needed before its durations are trusted. */
 export const DEFAULT_MIN_SAMPLES = 20;
 /** How long an estimate or a pool's worker count is reused, by the broker's clock. */
@@ -89,7 +92,7 @@ export class DurationEstimator {
     const { keys, redis, config } = this.ctx;
     const lists = await Promise.all(
       config.pools.map(async ({ name }) => {
-        const replies = await redis.pipeline().lrange(keys.durations(name, dclass), 0, -1).lrange(keys.serviceDurations(name, service), 0, -1).exec();
+        const replies = await redis.pipeline().lrange(keys.durations(name, dclass), 0, DURATIONS_KEPT - 1).lrange(keys.serviceDurations(name, service), 0, DURATIONS_KEPT - 1).exec();
         return (replies ?? []).map(([error, list]) => {
           if (error) throw error;
           return (list as string[]).map(Number);

@@ -1,5 +1,5 @@
 import type { PoolReport, PoolView } from '../api-protocol';
-import { DurationClassInfo, durationStats, poolForDuration } from '../routing';
+import { DURATIONS_KEPT, DurationClassInfo, durationStats, poolForDuration } from '../routing';
 import type { BrokerContext } from './context';
 import { queueStats, serverTime } from './stats';
 
@@ -57,7 +57,7 @@ async function learnedClasses(ctx: BrokerContext): Promise<PoolView['durations']
     config.pools.map(async (pool) => {
       if (dclasses.length === 0) return [];
       const pipeline = redis.pipeline();
-      for (const dclass of dclasses) pipeline.lrange(keys.durations(pool.name, dclass), 0, -1);
+      for (const dclass of dclasses) pipeline.lrange(keys.durations(pool.name, dclass), 0, DURATIONS_KEPT - 1);
       return ((await pipeline.exec()) ?? []).map(([error, list]) => (error ? [] : (list as string[]).map(Number)));
     }),
   );
