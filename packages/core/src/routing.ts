@@ -199,7 +199,8 @@ export const StoredRoute = z.object({
 export type StoredRoute = z.infer<typeof StoredRoute>;
 
 function finished(route: StoredRoute): Route {
-  const fields: Array<string | number> = ['route_source', route.source];
+  // the default route is the absence of route_source on a job with a dclass: the commonest case stores nothing
+  const fields: Array<string | number> = route.source === 'default' ? [] : ['route_source', route.source];
   if (route.source === 'history') fields.push('route_estimate_s', round(route.estimate_s!), 'route_samples', route.samples!, 'route_level', route.level!);
   if (route.skipped) fields.push('route_skipped', route.skipped);
   return { pool: route.pool, routing: routeOf(route), fields };

@@ -309,10 +309,11 @@ export interface TracedJob {
 
 /** How the job's pool was chosen, as submit stored it (absent on jobs submitted before routing). */
 function routingOf(pool: string, r: z.output<typeof JobRecord>): JobRouting | undefined {
-  if (!r.route_source) return undefined;
+  // a job routed to the default pool stores no route_source (routing.ts); one without dclass predates routing
+  if (!r.route_source && !r.dclass) return undefined;
   const stored = StoredRoute.safeParse(stripUndefined({
     pool,
-    source: r.route_source,
+    source: r.route_source ?? 'default',
     estimate_s: r.route_source === 'hint' ? r.expected_duration_s : r.route_estimate_s,
     samples: r.route_samples,
     level: r.route_level,
