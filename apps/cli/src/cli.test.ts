@@ -148,6 +148,12 @@ describe('emp (commands against a running Redis)', () => {
     expect(table.stdout).toMatch(/^standard \(default\)\s+30\.0s - 3m00s\s+10\.0s\s+any\s/m);
     expect(table.stdout).toMatch(/^heavy\s+>= 3m00s\s+10\.0s\s+>= 48 GB GPU\s+[1-9]/m);
 
+    const hinted = await runEmp(['submit', '--service', 'simulation', '--expected-duration', '12', '--json'], env);
+    expect(JSON.parse(hinted.stdout)).toMatchObject({ pool: 'fast' });
+    const zero = await runEmp(['submit', '--service', 'simulation', '--expected-duration', '0'], env);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toMatch(/expected_duration_s must be more than 0 seconds/);
+
     const misconfigured = await runEmp(['pools'], { ...env, EMP_POOLS: '[{"name":"quick","target_wait_s":1}]' });
     expect(misconfigured.code).toBe(2);
     expect(misconfigured.stderr).toMatch(/defaultPool: 'standard' is not a configured pool \(quick\): name one of them/);
