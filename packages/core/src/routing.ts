@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { BrokerContext } from './broker/context';
 import { canonicalJson, contentId } from './canonical';
 import type { PoolConfig } from './config';
-import type { JobRouting, RouteSource, SubmitJob } from './job';
+import { type JobRouting, RouteSource, type SubmitJob } from './job';
 import { ModelName, ServiceName } from './requirements';
 
 /**
@@ -20,6 +20,9 @@ export function durationClass(service: string, models: readonly string[] = []): 
 
 /** Execution times a duration list keeps, newest first (complete.lua trims it back to these every 32 pushes). */
 export const DURATIONS_KEPT = 256;
+
+/** What `<ns>:{<pool>}:dclasses` says of a duration class (complete.lua writes it; models null: none). */
+export const DurationClassInfo = z.object({ service: ServiceName, models: z.array(ModelName).nullable().catch(null) });
 
 /** Past executions of a class (or service) needed before its durations are trusted. */
 export const DEFAULT_MIN_SAMPLES = 20;
@@ -69,10 +72,6 @@ export class DurationEstimator {
     options: { minSamples?: number } = {},
   ) {
     this.minSamples = options.minSamples ?? DEFAULT_MIN_SAMPLES;
-  }
-
-  clear(): void {
-    this.#cache.clear();
   }
 
   estimate(dclass: string, service: string): Promise<DurationEstimate | null> {
@@ -138,12 +137,6 @@ export class Router {
     return value;
   }
 
-  /** Forgets cached estimates and worker counts (after a change that must count at once). */
-  forget(): void {
-    this.#online = undefined;
-    this.estimator.clear();
-  }
-
   async route(job: SubmitJob, dclass: string): Promise<Route> {
     const named = job.requirements.pool;
     if (named) return finished({ pool: named, source: 'named' });
@@ -189,7 +182,7 @@ function nearestServed(pools: readonly PoolConfig[], wanted: string, online: Map
 /** What a job hash keeps of its route: short fields, from which routeOf rebuilds the whole (and its reason). */
 export const StoredRoute = z.object({
   pool: z.string(),
-  source: z.enum(['named', 'hint', 'history', 'default']),
+  source: RouteSource,
   estimate_s: z.number().nonnegative().optional(),
   samples: z.number().int().nonnegative().optional(),
   level: z.enum(['class', 'service']).optional(),
@@ -242,4 +235,3 @@ function clockOf(ctx: BrokerContext): number {
   return ctx.clock ? ctx.clock() : Date.now();
 }
 
-export const DurationClassInfo = z.object({ service: ServiceName, models: z.array(ModelName).nullable().catch(null) });
