@@ -109,7 +109,7 @@ export class DurationEstimator {
 /** Where a submit goes, and the job fields that record why (short values: a job hash stays compact). */
 export interface Route {
   pool: string;
-  routing: JobRouting;
+  /** field/value pairs for the job hash; readers rebuild its routing from them (routeOf) */
   fields: Array<string | number>;
 }
 
@@ -196,7 +196,7 @@ function finished(route: StoredRoute): Route {
   const fields: Array<string | number> = route.source === 'default' ? [] : ['route_source', route.source];
   if (route.source === 'history') fields.push('route_estimate_s', round(route.estimate_s!), 'route_samples', route.samples!, 'route_level', route.level!);
   if (route.skipped) fields.push('route_skipped', route.skipped);
-  return { pool: route.pool, routing: routeOf(route), fields };
+  return { pool: route.pool, fields };
 }
 
 /** The routing a job shows: its stored route with its reason in words. */
