@@ -294,6 +294,11 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await page.goto(`${stack.monitor!.url}/#/submit`);
     await visible('section.submit');
     await screenshot(page, 'submit-laptop-light');
+    // a job submitted with an expected duration is routed by it: fast has no worker here, so its neighbour standard takes it
+    await page.fill('input[aria-label="expected duration in seconds"]', '5');
+    await page.click('section.submit button[type="submit"]');
+    await visible('section.job-page [data-routing="hint"]');
+    expect(await page.textContent('[data-routing="hint"]')).toBe('routed to standard: expected_duration_s = 5 s; fast has no online worker');
     expect(pageErrors).toEqual([]);
   });
 });
