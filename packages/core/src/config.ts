@@ -119,6 +119,8 @@ export const BrokerConfig = z
      * pool is routed; a pool outside the list can still be named by a job or a worker
      */
     pools: PoolList.default(DEFAULT_POOLS as PoolConfig[]),
+    /** executions of a duration class (or of its service) before routing goes by their p90 */
+    routingMinSamples: z.number().int().min(1).max(256).default(20),
   })
   .strict()
   .superRefine((config, ctx) => {

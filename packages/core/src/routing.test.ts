@@ -146,6 +146,14 @@ describe('routing by expected duration', () => {
     expect((await routed({ service: 'simulation', requirements: { models: ['tiny'] } })).routing.samples).toBe(256);
   });
 
+  it('trusts a class after routingMinSamples executions', async () => {
+    broker = await Broker.connect({ redis, clock: () => now, config: { routingMinSamples: 3 } });
+    await registerWorkers(['fast', 'standard']);
+    await runJobs('standard', 'quick', 3, 500);
+    expect((await routed({ service: 'simulation', requirements: { models: ['quick'] } })).routing.reason).toBe('routed to fast: p90 of 3 similar jobs = 0.5 s');
+    expect((await broker.poolReport()).min_samples).toBe(3);
+  });
+
   it('skips a pool without an online worker for the nearest one with one, and says so', async () => {
     await registerWorkers(['standard']);
     expect((await routed({ service: 'simulation', expected_duration_s: 4 })).routing).toEqual({

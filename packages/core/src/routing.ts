@@ -123,7 +123,7 @@ export class Router {
   #online: Cached<Map<string, number>> | undefined;
 
   constructor(private readonly ctx: BrokerContext) {
-    this.estimator = new DurationEstimator(ctx);
+    this.estimator = new DurationEstimator(ctx, { minSamples: ctx.config.routingMinSamples });
   }
 
   /** Online workers per configured pool, cached like the estimates. */
