@@ -10,6 +10,7 @@ import type {
   MachineEventsPage,
   MachineList,
   NewWebhookEndpoint,
+  PoolReport,
   QueueHistory,
   QueueHistoryRange,
   QueueReport,
@@ -119,6 +120,11 @@ export class EmpClient {
    */
   watch(id: string, options: WatchOptions = {}): AsyncGenerator<JobEvent> {
     return watchJob(this.baseUrl, this.options.apiKey, id, options);
+  }
+
+  /** The configured pools by expected duration: cutoffs, target wait, profile, queue, workers, learned duration classes. */
+  async pools(): Promise<PoolReport> {
+    return this.request('GET', '/v1/pools');
   }
 
   async queues(pool?: string): Promise<QueueReport> {

@@ -13,6 +13,7 @@ export * from './machine-protocol';
 export * from './registry';
 export * from './process-entry';
 export * from './requirements';
+export * from './routing';
 export * from './validation';
 export * from './webhook-endpoints';
 export * from './webhook-outbox';

@@ -55,6 +55,10 @@
  *   <ns>:{<pool>}:queue-history:day  the same samples over the last day, one per 10 sampling slots (entry id: the
  *                                  coarse slot's start): depth and ages the highest of its samples, finished summed,
  *                                  waits merged; written once the coarse slot has passed
+ *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 (to 288) succeeded
+ *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first;
+ *                                  durations:service:<service>: the same per service; dclasses: hash dclass -> JSON
+ *                                  {service, models} of every class with durations (routing.ts, docs/pools.md)
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
  *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
@@ -154,6 +158,15 @@ export class KeyLayout {
   }
   queueHistoryDay(pool: string): string {
     return `${this.prefix(pool)}queue-history:day`;
+  }
+  durations(pool: string, dclass: string): string {
+    return `${this.prefix(pool)}durations:${dclass}`;
+  }
+  serviceDurations(pool: string, service: string): string {
+    return `${this.prefix(pool)}durations:service:${service}`;
+  }
+  durationClasses(pool: string): string {
+    return `${this.prefix(pool)}dclasses`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

@@ -1,4 +1,4 @@
-import { type Broker, MachineList, QueueReport, type RegistryEntry, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
+import { type Broker, MachineList, PoolReport, QueueReport, type RegistryEntry, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { z } from 'zod';
@@ -88,6 +88,19 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
 
   api.get('/v1/queues', fleetRead('Queue depth and age of the oldest job per pool, service and requirement class', QueueReport), async (request) =>
     queueReport(broker, await poolsOf(request.query.pool)),
+  );
+
+  api.get(
+    '/v1/pools',
+    {
+      config: { access: 'fleet' as const },
+      schema: {
+        summary: 'The configured pools by expected duration: cutoffs, target wait, profile, queue, workers and the learned duration classes each takes (docs/pools.md)',
+        tags: ['fleet'],
+        response: answers({ 200: PoolReport }),
+      },
+    },
+    async () => broker.poolReport(),
   );
 
   api.get('/v1/workers', fleetRead('Registered workers (offline ones stay listed until their retention passes)', WorkerList), async (request) => {

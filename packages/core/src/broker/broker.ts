@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { SubmitResult } from '../api-protocol';
+import type { PoolReport, SubmitResult } from '../api-protocol';
 import { ApiKeyStore } from '../api-keys';
 import type { WorkerModelsInput, WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
@@ -15,6 +15,7 @@ import { BlockingConnection, type ReadConnection } from './connection';
 import { BrokerContext, checkedPool } from './context';
 import * as fleet from './fleet';
 import * as jobs from './jobs';
+import * as pools from './pools';
 import * as stats from './stats';
 import * as streams from './streams';
 import { EventTail } from './tail';
@@ -312,6 +313,11 @@ export class Broker {
   /** Runs the pool's due work (timers, offline detection); returns ms until more is due (undefined: nothing scheduled). */
   tick(pool: string): Promise<{ handled: number; nextDueInMs?: number }> {
     return stats.tick(this.#ctx, pool);
+  }
+
+  /** The configured pools with their cutoffs, queues, workers and learned duration classes (docs/pools.md). */
+  poolReport(): Promise<PoolReport> {
+    return pools.poolReport(this.#ctx);
   }
 
   queueStats(pool: string): Promise<QueueStats> {

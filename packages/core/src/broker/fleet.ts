@@ -2,6 +2,7 @@ import { StreamId } from '../api-protocol';
 import { MachineId, WorkerModels, type WorkerModelsInput, WorkerRegistration, capabilityProfile, modelTiers } from '../capabilities';
 import { MACHINE_STATES, type MachineState, encodeWorkerRegistration } from '../registry';
 import { ModelName, ServiceName } from '../requirements';
+import { ValidationError } from '../errors';
 import { parseWith } from '../validation';
 import { z } from 'zod';
 import { type BrokerContext, checkedPool } from './context';
@@ -23,6 +24,7 @@ export async function registerWorker(
   options: { freshStart?: boolean },
 ): Promise<{ profile: string; becameRoutable: number }> {
   const registration = parseWith(WorkerRegistration, input, 'worker registration');
+  poolProfileProblem(ctx, registration);
   const profile = capabilityProfile(registration.capabilities);
   await ctx.rememberPool(registration.pool);
   const fields = encodeWorkerRegistration(
@@ -45,6 +47,27 @@ export async function registerWorker(
   }
   if (lanes === 'scan') await putQueuedJobsInLanes(ctx, registration.pool);
   return { profile: profile.id, becameRoutable };
+}
+
+/**
+ * A worker may register in a configured pool only when its hardware meets the
+ * pool's profile (docs/pools.md): a 24 GB worker in `heavy` would take jobs it is
+ * too small for. A pool outside the configuration has no profile.
+ */
+function poolProfileProblem(ctx: BrokerContext, registration: z.output<typeof WorkerRegistration>): void {
+  const pool = ctx.config.pools.find((each) => each.name === registration.pool);
+  if (!pool) return;
+  const memory = registration.capabilities.hardware.gpu_memory_gb ?? 0;
+  const path = 'capabilities.hardware.gpu_memory_gb';
+  const has = registration.capabilities.hardware.gpu_memory_gb === undefined ? 'states no GPU memory' : `has ${memory} GB`;
+  if (pool.profile.min_gpu_memory_gb !== undefined && memory < pool.profile.min_gpu_memory_gb) {
+    throw new ValidationError('worker registration', [
+      { path, message: `pool ${pool.name} needs workers with at least ${pool.profile.min_gpu_memory_gb} GB of GPU memory; worker ${registration.id} ${has}` },
+    ]);
+  }
+  if (pool.profile.gpu && memory <= 0) {
+    throw new ValidationError('worker registration', [{ path, message: `pool ${pool.name} needs workers with a GPU; worker ${registration.id} ${has}` }]);
+  }
 }
 
 /**
