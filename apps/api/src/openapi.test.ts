@@ -10,6 +10,7 @@ import {
   MachineCommandResponse,
   MachineList,
   PauseResponse,
+  PoolReport,
   QueueReport,
   RetryResponse,
   SubmittedJob,
@@ -54,7 +55,7 @@ async function jobsOfEveryKind(): Promise<string[]> {
   const claim = async () => (await broker.claim('standard', 'hand')).job!.lease;
   // held and running, with progress, every deadline and a lease
   await submit(
-    { deadlines: { queue_ttl_ms: 600_000, start_timeout_ms: 600_000, execution_timeout_ms: 600_000 }, webhook: { url: 'https://example.com/hook', events: ['completed'] }, workflow_id: 'wf-1', step: 2 },
+    { deadlines: { queue_ttl_ms: 600_000, start_timeout_ms: 600_000, execution_timeout_ms: 600_000 }, webhook: { url: 'https://example.com/hook', events: ['completed'] }, workflow_id: 'wf-1', step: 2, expected_duration_s: 60 },
     { 'idempotency-key': 'every-field' },
   );
   const running = await claim();
@@ -99,6 +100,7 @@ describe('response schemas', () => {
       ['post', '/v1/jobs/{id}/complete', '200', ''],
       ['post', '/v1/jobs/{id}/fail', '200', ''],
       ['get', '/v1/queues', '200', 'QueueReport'],
+      ['get', '/v1/pools', '200', 'PoolReport'],
       ['get', '/v1/workers', '200', ''],
       ['get', '/v1/machines', '200', ''],
       ['post', '/v1/services/{service}/pause', '200', ''],
@@ -173,6 +175,7 @@ describe('response schemas', () => {
       conforms(outcome === 'complete' ? CompleteResponse : FailResponse, answer.body);
     }
     conforms(QueueReport, (await http('GET', '/v1/queues')).body);
+    conforms(PoolReport, (await http('GET', '/v1/pools')).body);
     const workers = await http('GET', '/v1/workers');
     conforms(WorkerList, workers.body);
     expect(workers.body.workers).toContainEqual(expect.objectContaining({ id: 'api-test-worker', capabilities: expect.objectContaining({ services: ['simulation'] }) }));

@@ -123,6 +123,42 @@ describe('emp (commands against a running Redis)', () => {
     expect(table.stdout).toMatch(/^heavy\s+\S+\s+simulation\s+any\s+1\s+NO\s/m);
   });
 
+  it('pools lists the configured pools, and job shows how its pool was chosen', async () => {
+    const connection = new Redis(redis.url);
+    const broker = await Broker.connect({ redis: connection });
+    const { id } = await broker.submit({ service: 'simulation', expected_duration_s: 600 });
+    connection.disconnect();
+    expect(id).toMatch(/^heavy\./);
+
+    const shown = await runEmp(['job', id], env);
+    expect(shown.code).toBe(0);
+    // no worker anywhere: the pool of the hint's cutoff, with nowhere better to go
+    expect(shown.stdout).toMatch(/^routing:\s+hint: routed to heavy: expected_duration_s = 600 s$/m);
+
+    const asJson = await runEmp(['pools', '--json'], env);
+    expect(asJson.code).toBe(0);
+    const report = JSON.parse(asJson.stdout) as { pools: Array<{ name: string; max_duration_s?: number; depth: number; default: boolean }> };
+    expect(report.pools.map((p) => [p.name, p.max_duration_s ?? null, p.default])).toEqual([['fast', 30, false], ['standard', 180, true], ['heavy', null, false]]);
+    expect(report.pools[2]!.depth).toBeGreaterThanOrEqual(1);
+
+    const table = await runEmp(['pools'], env);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^POOL\s+EXPECTED\s+TARGET WAIT\s+PROFILE\s+QUEUED\s+OLDEST\s+WORKERS \(IDLE\/BUSY\)$/m);
+    expect(table.stdout).toMatch(/^fast\s+< 30\.0s\s+2\.0s\s+any\s/m);
+    expect(table.stdout).toMatch(/^standard \(default\)\s+30\.0s - 3m00s\s+10\.0s\s+any\s/m);
+    expect(table.stdout).toMatch(/^heavy\s+>= 3m00s\s+10\.0s\s+>= 48 GB GPU\s+[1-9]/m);
+
+    const hinted = await runEmp(['submit', '--service', 'simulation', '--expected-duration', '12', '--json'], env);
+    expect(JSON.parse(hinted.stdout)).toMatchObject({ pool: 'fast' });
+    const zero = await runEmp(['submit', '--service', 'simulation', '--expected-duration', '0'], env);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toMatch(/expected_duration_s must be more than 0 seconds/);
+
+    const misconfigured = await runEmp(['pools'], { ...env, EMP_POOLS: '[{"name":"quick","target_wait_s":1}]' });
+    expect(misconfigured.code).toBe(2);
+    expect(misconfigured.stderr).toMatch(/defaultPool: 'standard' is not a configured pool \(quick\): name one of them/);
+  });
+
   it('cancel ends a queued job; retry puts it back; a second cancel changes nothing', async () => {
     const { id } = JSON.parse((await runEmp(['submit', '--service', 'simulation', '--json'], env)).stdout) as { id: string };
 

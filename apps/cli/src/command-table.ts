@@ -61,9 +61,15 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async () => (await import('./commands/queues')).registerQueues,
   },
   {
+    name: 'pools',
+    usage: '[options]',
+    description: 'the pools jobs are routed to by expected duration: cutoffs, target wait, profile, queue, workers and learned durations',
+    load: async () => (await import('./commands/pools')).registerPools,
+  },
+  {
     name: 'workers',
     usage: '[options]',
-    description: 'registered workers: state, machine, services, last seen (offline ones stay listed)',
+    description: 'registered workers: state, machine, services, models held, last seen (offline ones stay listed)',
     load: async () => (await import('./commands/workers')).registerWorkers,
   },
   {

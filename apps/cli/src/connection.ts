@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Broker, type RedisClient } from '@emp/core';
+import { Broker, type RedisClient, brokerConfigFromEnv } from '@emp/core';
 import { Redis } from 'ioredis';
 import { CommandError } from './errors';
 
@@ -84,9 +84,11 @@ function describeSource(target: RedisTarget): string {
 
 /** Runs `action` with a broker on the resolved Redis, and always closes the connection. */
 export async function withBroker<T>(redisFlag: string | undefined, action: (broker: Broker) => Promise<T>): Promise<T> {
+  // EMP_POOLS / EMP_DEFAULT_POOL: the pools `npm start` routes to, checked before connecting
+  const config = brokerConfigFromEnv(process.env);
   const redis = await connectRedis(resolveRedisTarget(redisFlag));
   try {
-    const broker = await Broker.connect({ redis });
+    const broker = await Broker.connect({ redis, config });
     return await action(broker);
   } finally {
     closeConnection(redis);

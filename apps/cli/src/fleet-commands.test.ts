@@ -62,6 +62,19 @@ describe('emp machines', () => {
   });
 });
 
+describe('emp workers', () => {
+  it('shows the models a worker holds: loaded by name, then how many more on disk and downloading', async () => {
+    const broker = await Broker.connect({ redis: connection });
+    await broker.registerWorker({ id: 'warm-worker', pool: 'standard', capabilities: { services: ['simulation'] } });
+    await broker.reportModels('standard', 'warm-worker', { loaded: ['sdxl', 'flux'], on_disk: ['sdxl', 'wan'], downloading: ['ltx'] });
+    const workers = await runEmp(['workers'], env);
+    expect(workers.code).toBe(0);
+    expect(workers.stdout).toMatch(/^standard\s+warm-worker\s+local\s+idle\s+\S+\s+\S+ ago\s+simulation\s+1\s+sdxl,flux \+1 on disk 1 downloading$/m);
+    const asJson = JSON.parse((await runEmp(['workers', '--json'], env)).stdout) as { workers: Array<Record<string, unknown>> };
+    expect(asJson.workers.find((w) => w.id === 'warm-worker')?.models).toBe(JSON.stringify({ loaded: ['sdxl', 'flux'], on_disk: ['sdxl', 'wan'], downloading: ['ltx'] }));
+  });
+});
+
 describe('emp machines and emp workers, on a corrupt record', () => {
   it('still list every record, show an unreadable field as ? and name it with the reason', async () => {
     const broker = await Broker.connect({ redis: connection });

@@ -10,6 +10,7 @@ export function describeJob(job: Job, now: number): string {
     ['service', job.service],
     ['tenant', job.tenant],
     ['pool', job.pool],
+    ['routing', job.routing ? `${job.routing.source}: ${job.routing.reason}` : undefined],
     ['class', `${shortId(job.requirement_class)}${job.routable ? '' : '  (unroutable: no registered worker can run it)'}`],
     ['requirements', hasRequirements(job) ? JSON.stringify(withoutPool(job.requirements)) : undefined],
     ['priority', String(job.priority)],

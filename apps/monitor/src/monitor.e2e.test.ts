@@ -120,6 +120,9 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await screenshot(page, 'jobs-running');
     await page.click(`${row} a`);
     await visible(`section.job-page[data-job="${job.id}"]`);
+    // how its pool was chosen: the job names none and gives no hint
+    await visible('[data-routing]');
+    expect(await page.textContent('[data-routing]')).toMatch(/^routed to standard/);
     // live progress while it runs, then the outcome with its timeline and result
     await visible('.progress-panel [role="meter"]');
     await visible(`section.job-page[data-state="succeeded"]`);
@@ -165,6 +168,12 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
       await fresh.goto(`${stack.monitor!.url}/#/`);
       await fresh.locator('[data-pool-pressure="local"], [data-pool-pressure]').first().waitFor({ timeout: WAIT });
       expect(await fresh.locator('[data-pool-pressure] [data-queued]').first().textContent()).toMatch(/^\d+$/);
+      // the pools jobs are routed to, with their cutoffs and the durations learned from the jobs above
+      await fresh.locator('[data-routing-pool="heavy"]').waitFor({ timeout: WAIT });
+      expect(await fresh.locator('[data-routing-pool="fast"] [data-cutoff]').textContent()).toBe('< 30 s');
+      expect(await fresh.locator('[data-routing-pool="heavy"] [data-cutoff]').textContent()).toBe('≥ 3m 0s');
+      await fresh.locator('[data-dclass]', { hasText: 'simulation' }).first().waitFor({ timeout: WAIT });
+      await screenshot(fresh, 'fleet-pools');
     } finally {
       await fresh.close();
     }
@@ -323,6 +332,11 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await page.goto(`${stack.monitor!.url}/#/submit`);
     await visible('section.submit');
     await screenshot(page, 'submit-laptop-light');
+    // a job submitted with an expected duration is routed by it: fast has no worker here, so its neighbour standard takes it
+    await page.fill('input[aria-label="expected duration in seconds"]', '5');
+    await page.click('section.submit button[type="submit"]');
+    await visible('section.job-page [data-routing="hint"]');
+    expect(await page.textContent('[data-routing="hint"]')).toBe('routed to standard: expected_duration_s = 5 s; fast has no online worker');
     expect(pageErrors).toEqual([]);
   });
 });

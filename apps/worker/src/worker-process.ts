@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type AssetStoreSpec, Broker, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider, startTracing, type Tracing } from '@emp/core';
+import { type AssetStoreSpec, Broker, brokerConfigFromEnv, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider, startTracing, type Tracing } from '@emp/core';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import type { AssetStore } from './assets/asset-store';
@@ -64,7 +64,8 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
     const broker = await Broker.connect({
       redis,
       // an empty namespace, region or deployment_env (an empty environment variable, say) counts as unset
-      config: { namespace: config.namespace || undefined, leaseMs: config.lease_ms },
+      // EMP_POOLS / EMP_DEFAULT_POOL: the pools (and their profiles) the stack routes to, inherited from the agent
+      config: { ...brokerConfigFromEnv(process.env), namespace: config.namespace || undefined, leaseMs: config.lease_ms, affinityWaitMs: config.affinity_wait_ms },
     });
     waiting.signal.throwIfAborted();
     // off (and the SDK never loaded) unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
@@ -79,6 +80,7 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       connectors,
       models: config.models_url ? httpModelProvider({ baseUrl: config.models_url }) : undefined,
       concurrency: config.concurrency,
+      warmModels: config.warm_models,
       logger: base,
       region: config.region || undefined,
       deploymentEnv: config.deployment_env || undefined,

@@ -214,6 +214,23 @@ describe('starting', () => {
     expect(await worker.updateCapabilities({ models: { simulation: ['sdxl.safetensors'] } })).toBe(false);
   });
 
+describe('model reports', () => {
+  it('names the models of the jobs it completed last as loaded, most recent first, and nothing before it ran one', async () => {
+    const broker = await connect();
+    const worker = await startWorker(broker, { warmModels: 2, capabilities: { services: ['simulation'], models: { simulation: '*' } } });
+    const reported = async () => (await broker.workers(POOL))[0]?.models;
+    await jobInState(broker, (await broker.submit({ service: 'simulation' })).id, 'succeeded');
+    expect(await reported()).toBeUndefined();
+    for (const model of ['a', 'b', 'c']) {
+      await jobInState(broker, (await broker.submit({ service: 'simulation', requirements: { models: [model] } })).id, 'succeeded');
+    }
+    await waitFor('the report of the last two models', async () => (await reported()) === JSON.stringify({ loaded: ['c', 'b'], on_disk: [], downloading: [] }));
+    expect(await redis.hgetall(broker.keys.workerModels(POOL, 'w1'))).toEqual({ b: '3', c: '3' });
+    await worker.stop({ graceMs: 0 });
+    expect(await redis.exists(broker.keys.workerModels(POOL, 'w1'))).toBe(0);
+  });
+});
+
 describe('waiting without polling', () => {
   it('sends Redis no claims while idle, and a submit wakes it', async () => {
     const broker = await connect();

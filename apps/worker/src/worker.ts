@@ -27,6 +27,7 @@ import { type Logger, pino } from 'pino';
 import { AttemptAbort } from './attempt-abort';
 import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure } from './connector';
 import { ensureJobModels } from './job-models';
+import { ModelReporter } from './model-report';
 import { ProgressReporter } from './progress-reporter';
 
 export interface WorkerOptions {
@@ -55,6 +56,12 @@ export interface WorkerOptions {
    * connector's business.
    */
   models?: ModelProvider;
+  /**
+   * how many models of the jobs it completed last the worker reports as loaded in
+   * its service's memory (an approximation of what is in VRAM; claims prefer jobs
+   * whose models are loaded: docs/broker.md, "Model affinity"); default 4, 0: none
+   */
+  warmModels?: number;
   /** least time between two progress reports of one job; default 250 ms */
   progressIntervalMs?: number;
   /** e.g. 'production', 'staging': logged with every line, so fleets can share a log store */
@@ -113,6 +120,8 @@ interface ActiveJob {
 
 type Outcome = { ok: true; result: unknown } | { ok: false; error: unknown };
 
+/** models of its last completed jobs a worker reports as loaded (see WorkerOptions.warmModels) */
+const DEFAULT_WARM_MODELS = 4;
 const DEFAULT_SIGNAL_WAIT_MS = 30_000;
 const DEFAULT_GRACE_MS = 10_000;
 const CLAIM_ERROR_BACKOFF_MS = 1_000;
@@ -143,6 +152,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly signalWaitMs: number;
   private readonly progressIntervalMs: number;
   private readonly models: ModelProvider | undefined;
+  private readonly modelReport: ModelReporter;
   private readonly logger: Logger;
   private readonly tracing: Tracing;
 
@@ -205,6 +215,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.tracing = options.tracing ?? TRACING_OFF;
     this.borrowRules = options.borrow ?? [];
     if (this.borrowRules.some((rule) => rule.pool === this.pool)) throw new Error(`worker ${this.id}: it cannot borrow from its own pool ${this.pool}`);
+    const warmModels = options.warmModels ?? DEFAULT_WARM_MODELS;
+    if (!Number.isInteger(warmModels) || warmModels < 0) {
+      throw new RangeError(`worker ${this.id}: warmModels must be a whole number, got ${options.warmModels}`);
+    }
 
     const services = parseWith(WorkerCapabilities, options.capabilities, `capabilities of worker ${this.id}`).services;
     for (const connector of options.connectors) {
@@ -225,6 +239,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       pool: this.pool,
       ...(options.deploymentEnv !== undefined && { deployment_env: options.deploymentEnv }),
       ...(options.region !== undefined && { region: options.region }),
+    });
+    this.modelReport = new ModelReporter({
+      send: (models) => this.broker.reportModels(this.pool, this.id, models),
+      ...(this.models && { provider: this.models }),
+      warmModels,
+      logger: this.logger,
     });
   }
 
@@ -271,6 +291,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       throw error;
     }
     if (this.state !== 'running') return; // stopped while registering
+    this.modelReport.start();
     this.blocking = this.broker.blockingConnection({ onError: (error) => this.logger.debug({ err: error }, 'signal connection error') });
     this.scheduleHeartbeat();
     this.stopRenewingOnReconnect = this.broker.onReconnect(this.renewOnReconnect);
@@ -464,6 +485,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.logger.warn('the broker no longer knows this worker; registering again');
       try {
         await this.register();
+        this.modelReport.changed();
         this.claimAgainAt(Date.now());
         return;
       } catch (registerError) {
@@ -735,7 +757,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // only a job that names models pays for an AbortSignal here
       if (this.models && job.requirements.models?.length) {
         const models = job.requirements.models;
-        keepRelease(await this.tracing.inSpan('job.models', { attributes: { 'emp.models': models.join(',') } }, () => ensureJobModels(this.models!, models, ctx.progress, abort.signal)));
+        this.modelReport.ensureStarted(models);
+        let ensured = false;
+        try {
+          keepRelease(await this.tracing.inSpan('job.models', { attributes: { 'emp.models': models.join(',') } }, () => ensureJobModels(this.models!, models, ctx.progress, abort.signal)));
+          ensured = true;
+        } finally {
+          this.modelReport.ensureEnded(models, ensured);
+        }
         // the download's last report goes out before the job is running, not after
         await active.progress.sendNow();
       }
@@ -787,6 +816,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const { result } = outcome;
       await active.progress.flush();
       try {
+        // its service has the job's models in memory now (what the next report calls loaded)
+        if (job.requirements.models) this.modelReport.used(job.requirements.models);
         const next = await this.record(active, 'result', () => this.broker.complete(job.lease, result, { claimNext }));
         debugLog(active, 'job completed');
         endSpan(active.span, 'succeeded');
@@ -899,6 +930,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.stopRenewingOnReconnect?.();
     this.state = 'stopped';
     await this.heartbeatInFlight;
+    await this.modelReport.stop();
     for (const pool of this.pools) {
       try {
         await this.broker.setWorkerState(pool, this.id, 'offline');

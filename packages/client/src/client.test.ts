@@ -136,6 +136,15 @@ describe('operator calls through the SDK', () => {
     expect(day).toMatchObject({ range: 'day', interval_ms: 300_000 });
     await expect(client.queueHistory()).rejects.toMatchObject({ status: 403 });
   });
+
+  it('submits with expected_duration_s, reads how the job was routed, and reads the pools; a client key is refused them', async () => {
+    const job = await client.submit({ service: 'simulation', expected_duration_s: 90 });
+    expect(job.routing).toEqual({ pool: 'standard', source: 'hint', estimate_s: 90, reason: 'routed to standard: expected_duration_s = 90 s' });
+    const operator = new EmpClient({ baseUrl: stack.url, apiKey: (await stack.server.app.apiKeys.create({ role: 'operator' })).key });
+    const report = await operator.pools();
+    expect(report.pools.map((p) => p.name)).toEqual(['fast', 'standard', 'heavy']);
+    await expect(client.pools()).rejects.toMatchObject({ status: 403 });
+  });
 });
 
 describe('webhook endpoints through the SDK', () => {

@@ -11,6 +11,7 @@ import type {
   MachineList,
   NewWebhookEndpoint,
   PlannerReport,
+  PoolReport,
   QueueHistory,
   QueueHistoryRange,
   QueueReport,
@@ -120,6 +121,11 @@ export class EmpClient {
    */
   watch(id: string, options: WatchOptions = {}): AsyncGenerator<JobEvent> {
     return watchJob(this.baseUrl, this.options.apiKey, id, options);
+  }
+
+  /** The configured pools by expected duration: cutoffs, target wait, profile, queue, workers, learned duration classes. */
+  async pools(): Promise<PoolReport> {
+    return this.request('GET', '/v1/pools');
   }
 
   async queues(pool?: string): Promise<QueueReport> {

@@ -134,6 +134,51 @@ export type RetryResponse = z.infer<typeof RetryResponse>;
 export const CompleteResponse = z.object({ id: JobId, state: z.literal('succeeded') }).strict();
 export const FailResponse = z.object({ id: JobId, outcome: z.enum(['queued', 'retrying', 'failed']) }).strict();
 
+/** A configured pool (docs/pools.md) with its queue, its workers and the duration classes its cutoffs take. */
+export const PoolView = z
+  .object({
+    name: PoolName,
+    /** expected durations this pool takes: from (the previous pool's cutoff) up to, not including, max_duration_s (s) */
+    min_duration_s: z.number().nonnegative(),
+    max_duration_s: z.number().positive().optional(),
+    target_wait_s: z.number().positive(),
+    profile: z.object({ min_gpu_memory_gb: z.number().positive().optional(), gpu: z.boolean().optional() }).strict(),
+    /** whether jobs that name no pool and have no estimate go here */
+    default: z.boolean(),
+    depth: z.number().int().nonnegative(),
+    /** age of the oldest queued job (ms) */
+    oldest_age_ms: Ms.optional(),
+    workers: z.object({ online: z.number().int(), idle: z.number().int(), busy: z.number().int() }).strict(),
+    /** duration classes whose learned p90 falls in this pool, most executions first (at most 10) */
+    durations: z.array(
+      z
+        .object({
+          dclass: z.string(),
+          service: ServiceName,
+          models: z.array(z.string()),
+          p50_s: z.number().nonnegative(),
+          p90_s: z.number().nonnegative(),
+          samples: z.number().int().nonnegative(),
+        })
+        .strict(),
+    ),
+  })
+  .strict()
+  .meta({ id: 'Pool' });
+export type PoolView = z.infer<typeof PoolView>;
+
+export const PoolReport = z
+  .object({
+    /** Redis's clock when the report was made */
+    now: Ms,
+    /** executions a class needs before routing trusts its durations (fewer: its service's, else the default pool) */
+    min_samples: z.number().int().positive(),
+    pools: z.array(PoolView),
+  })
+  .strict()
+  .meta({ id: 'PoolReport' });
+export type PoolReport = z.infer<typeof PoolReport>;
+
 const QueueDepth = { depth: z.number().int().nonnegative(), oldest_age_ms: Ms.optional() };
 
 /** Queue depth and age of the oldest job per pool, service and requirement class. */
@@ -286,6 +331,12 @@ export const WorkerView = RegistryEntryView.extend({
   hostname: z.string().optional(),
   profile: z.string().optional(),
   capabilities: z.record(z.string(), z.unknown()).optional(),
+  /** the models it last reported holding (Broker.reportModels; docs/broker.md, "Model affinity"); absent when it reported none or went offline */
+  models: z
+    .object({ loaded: z.array(z.string()), on_disk: z.array(z.string()), downloading: z.array(z.string()) })
+    .strict()
+    .optional(),
+  models_at: z.string().optional(),
 }).meta({ id: 'Worker' });
 export const WorkerList = z.object({ now: Ms, workers: z.array(WorkerView) }).strict();
 export type WorkerList = z.infer<typeof WorkerList>;

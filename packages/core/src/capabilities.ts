@@ -51,6 +51,37 @@ export const WorkerRegistration = z
   .refine((r) => r.home_pool === undefined || r.home_pool !== r.pool, { message: 'home_pool must differ from pool: a worker borrows only from other pools', path: ['home_pool'] });
 export type WorkerRegistration = z.input<typeof WorkerRegistration>;
 
+/** Most models one report names, all lists together: a claim's cost stays bounded however much a disk holds. */
+export const MAX_REPORTED_MODELS = 256;
+
+/**
+ * The models a worker holds (Broker.reportModels): loaded in its service's memory
+ * (warm), on local disk, and downloading now. A claim prefers the jobs whose
+ * models the worker holds (docs/broker.md, "Model affinity"). A model named in
+ * several lists counts in the best of them.
+ */
+export const WorkerModels = z
+  .object({
+    loaded: z.array(ModelName).max(MAX_REPORTED_MODELS).default([]),
+    on_disk: z.array(ModelName).max(MAX_REPORTED_MODELS).default([]),
+    downloading: z.array(ModelName).max(MAX_REPORTED_MODELS).default([]),
+  })
+  .strict()
+  .refine((m) => new Set([...m.loaded, ...m.on_disk, ...m.downloading]).size <= MAX_REPORTED_MODELS, {
+    message: `a report names at most ${MAX_REPORTED_MODELS} models`,
+  });
+export type WorkerModels = z.output<typeof WorkerModels>;
+export type WorkerModelsInput = z.input<typeof WorkerModels>;
+
+/** Model tiers as stored (`wmodels:<worker>`, `holders:<model>`): each model once, at the best list it is in. */
+export function modelTiers(models: WorkerModels): Map<string, 1 | 2 | 3> {
+  const tiers = new Map<string, 1 | 2 | 3>();
+  for (const [list, tier] of [[models.loaded, 3], [models.on_disk, 2], [models.downloading, 1]] as const) {
+    for (const model of list) if (!tiers.has(model)) tiers.set(model, tier);
+  }
+  return tiers;
+}
+
 export interface CapabilityProfile {
   id: string;
   definition: string;

@@ -1,10 +1,72 @@
 import { z } from 'zod';
 import { PoolName, ServiceName } from './requirements';
+import { ValidationError } from './errors';
 import { parseWith } from './validation';
 
 export const DEFAULT_SERVICES = ['comfyui', 'comfyui-remote', 'ollama', 'openai', 'http', 'simulation'] as const;
 
 const HOUR = 3_600_000;
+
+/**
+ * A pool by expected duration (docs/pools.md): jobs expected to run less than
+ * `max_duration_s` (and at least the previous pool's cutoff) are routed here; the
+ * last pool has no cutoff. `profile` is what a worker's hardware must meet to
+ * register in it.
+ */
+export const PoolConfig = z
+  .object({
+    name: PoolName,
+    /** exclusive upper cutoff of the expected duration (s); absent on the last pool only */
+    max_duration_s: z.number().positive().max(30 * 86_400).optional(),
+    /** the wait the pool aims for (s): what capacity hints and fallback policies measure against */
+    target_wait_s: z.number().positive().max(86_400),
+    profile: z
+      .object({
+        /** a worker must have at least this much GPU memory */
+        min_gpu_memory_gb: z.number().positive().max(100_000).optional(),
+        /** true: a worker must have a GPU (gpu_memory_gb > 0) */
+        gpu: z.boolean().optional(),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+export type PoolConfig = z.output<typeof PoolConfig>;
+
+export const DEFAULT_POOLS: z.input<typeof PoolConfig>[] = [
+  { name: 'fast', max_duration_s: 30, target_wait_s: 2, profile: {} },
+  { name: 'standard', max_duration_s: 180, target_wait_s: 10, profile: {} },
+  { name: 'heavy', target_wait_s: 10, profile: { min_gpu_memory_gb: 48 } },
+];
+
+/** Cutoffs increasing, the last pool open-ended, names unique. */
+const PoolList = z
+  .array(PoolConfig)
+  .min(1, 'at least one pool; leave `pools` out for the default fast / standard / heavy')
+  .max(32)
+  .superRefine((pools, ctx) => {
+    const seen = new Set<string>();
+    pools.forEach((pool, i) => {
+      if (seen.has(pool.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `pool '${pool.name}' is configured twice` });
+      seen.add(pool.name);
+      const last = i === pools.length - 1;
+      if (last && pool.max_duration_s !== undefined) {
+        ctx.addIssue({ code: 'custom', path: [i, 'max_duration_s'], message: `the last pool ('${pool.name}') takes every longer job, so it has no cutoff` });
+      }
+      if (!last && pool.max_duration_s === undefined) {
+        ctx.addIssue({ code: 'custom', path: [i, 'max_duration_s'], message: `pool '${pool.name}' needs a cutoff: only the last pool has none` });
+      }
+      const previous = pools[i - 1]?.max_duration_s;
+      if (pool.max_duration_s !== undefined && previous !== undefined && pool.max_duration_s <= previous) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'max_duration_s'],
+          message: `cutoffs must increase: pool '${pool.name}' has ${pool.max_duration_s} s after '${pools[i - 1]!.name}' with ${previous} s`,
+        });
+      }
+    });
+  });
+
 const DAY = 24 * HOUR;
 
 export const BrokerConfig = z
@@ -27,6 +89,14 @@ export const BrokerConfig = z
     failedRetentionMs: z.number().int().min(0).default(7 * DAY),
     /** how long a job that failed on a worker is left for other workers first */
     avoidMs: z.number().int().min(0).default(10_000),
+    /**
+     * model affinity (docs/broker.md, "Model affinity"): how long a job is left for a
+     * worker that holds its models loaded or on disk before a worker that would have to
+     * download them takes it (about the download time it saves); also the age after
+     * which a job outranks the jobs a worker holds warm. 0: no job is left waiting (a
+     * claim still prefers the jobs whose models the worker holds)
+     */
+    affinityWaitMs: z.number().int().min(0).default(30_000),
     idempotencyTtlMs: z.number().int().positive().default(DAY),
     /** a worker or machine silent this long is shown offline (and stays listed) */
     offlineAfterMs: z.number().int().min(100).default(30_000),
@@ -52,11 +122,47 @@ export const BrokerConfig = z
      * heartbeat interval (offline detection waits at least `offlineAfterMs / 2`, a machine's status interval)
      */
     leaseGraceMs: z.number().int().min(0).optional(),
+    /**
+     * pools by expected duration, shortest first (docs/pools.md): where a job that names no
+     * pool is routed; a pool outside the list can still be named by a job or a worker
+     */
+    pools: PoolList.default(DEFAULT_POOLS as PoolConfig[]),
+    /** executions of a duration class (or of its service) before routing goes by their p90 */
+    routingMinSamples: z.number().int().min(1).max(256).default(20),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    if (!config.pools.some((pool) => pool.name === config.defaultPool)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['defaultPool'],
+        message: `'${config.defaultPool}' is not a configured pool (${config.pools.map((p) => p.name).join(', ')}): name one of them`,
+      });
+    }
+  });
 export type BrokerConfig = z.output<typeof BrokerConfig>;
 export type BrokerConfigInput = z.input<typeof BrokerConfig>;
 
 export function brokerConfig(input: BrokerConfigInput = {}): BrokerConfig {
   return parseWith(BrokerConfig, input, 'broker config');
+}
+
+/**
+ * The broker settings a deployment gives through the environment: EMP_POOLS (JSON
+ * array of pools, see PoolConfig) and EMP_DEFAULT_POOL. Read by `npm start` / `emp start`
+ * and every `emp` command that talks to Redis, so they all route alike.
+ */
+export function brokerConfigFromEnv(env: Record<string, string | undefined>): BrokerConfigInput {
+  const config: BrokerConfigInput = {};
+  if (env.EMP_POOLS) {
+    try {
+      config.pools = JSON.parse(env.EMP_POOLS) as BrokerConfigInput['pools'];
+    } catch (error) {
+      throw new ValidationError('broker config', [{ path: 'EMP_POOLS', message: `not JSON: ${(error as Error).message}` }]);
+    }
+  }
+  if (env.EMP_DEFAULT_POOL) config.defaultPool = env.EMP_DEFAULT_POOL;
+  // checked here, so a bad variable is reported as the variable it is
+  parseWith(BrokerConfig, config, 'broker config (EMP_POOLS / EMP_DEFAULT_POOL)');
+  return config;
 }

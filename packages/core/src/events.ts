@@ -56,6 +56,8 @@ export const JobStartingEvent = z.object({
   /** a cross-pool fallback claim: why the job left its pool (see claim_fallback.lua), and the worker's own pool */
   fallback: optionalText,
   home_pool: optionalText,
+  /** model affinity of the claim: the worker held the class's models loaded, on disk, or not (absent: the class names no models) */
+  affinity: z.enum(['warm', 'disk', 'cold']).optional(),
 });
 export const JobRunningEvent = z.object({ type: z.literal('job.running'), ...jobBase, worker: optionalText });
 export const JobProgressEvent = z.object({ type: z.literal('job.progress'), ...jobBase, progress: jsonProgress });

@@ -14,6 +14,7 @@ export * from './planner';
 export * from './registry';
 export * from './process-entry';
 export * from './requirements';
+export * from './routing';
 export * from './validation';
 export * from './webhook-endpoints';
 export * from './webhook-outbox';

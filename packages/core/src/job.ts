@@ -149,6 +149,12 @@ export const SubmitJobInput = z
     webhook: WebhookRequest.optional(),
     workflow_id: z.string().min(1).max(200).optional(),
     step: z.number().int().min(0).max(10_000).optional(),
+    /** how long the job is expected to run (s): routes it to the pool of that duration when it names none (docs/pools.md) */
+    expected_duration_s: z
+      .number({ error: 'expected_duration_s is a number of seconds' })
+      .positive('expected_duration_s must be more than 0 seconds')
+      .max(86_400, 'expected_duration_s is at most 86400 (one day)')
+      .optional(),
   })
   .strict();
 export type SubmitJobInput = z.input<typeof SubmitJobInput>;
@@ -204,10 +210,38 @@ export const JobRecord = z.object({
   expire_reason: z.string().optional(),
   /** the W3C trace context of the submit, when tracing was on (docs/tracing.md) */
   traceparent: z.string().optional(),
+  /** the job's duration class (routing.ts), whose execution times a success records */
+  dclass: z.string().optional(),
+  expected_duration_s: z.coerce.number().optional(),
+  /** how the job's pool was chosen (routing.ts, docs/pools.md); absent on jobs submitted before routing */
+  route_source: z.string().optional(),
+  route_estimate_s: z.coerce.number().optional(),
+  route_samples: z.coerce.number().int().optional(),
+  route_level: z.string().optional(),
+  route_skipped: z.string().optional(),
 });
 
 const Ms = z.number().int();
 const Count = z.number().int().nonnegative();
+
+export const ROUTE_SOURCES = ['named', 'hint', 'history', 'default'] as const;
+export const RouteSource = z.enum(ROUTE_SOURCES);
+export type RouteSource = z.infer<typeof RouteSource>;
+
+/** Where routing put a job and why (routing.ts). */
+export const JobRouting = z
+  .object({
+    pool: PoolName,
+    source: RouteSource,
+    /** the expected duration routing went by (s): the hint, or the p90 of similar jobs */
+    estimate_s: z.number().nonnegative().optional(),
+    /** how many past executions the estimate rests on (source history) */
+    samples: Count.optional(),
+    /** e.g. "routed to fast: p90 of 212 similar jobs = 8 s" */
+    reason: z.string(),
+  })
+  .strict();
+export type JobRouting = z.infer<typeof JobRouting>;
 
 /** A job as clients see it: the one definition of its shape (the API's responses and the SDK's types derive from it). */
 export const Job = z
@@ -244,6 +278,10 @@ export const Job = z
     step: Count.optional(),
     cancel_reason: z.string().optional(),
     expire_reason: z.string().optional(),
+    /** the duration the submit gave (s) */
+    expected_duration_s: z.number().positive().optional(),
+    /** how its pool was chosen: named in its requirements, from the submit's hint, from learned durations, or the default */
+    routing: JobRouting.optional(),
     /** ms since the epoch, by Redis's clock */
     timestamps: z
       .object({

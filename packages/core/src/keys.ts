@@ -16,6 +16,10 @@
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
  *   <ns>:{<pool>}:worker:<id>      worker hash (its `cursor`: where a claim walk paused on its budget goes on); workers / workers:offline: last_seen indexes; idle: waiting workers (worker -> profile; the worker hash's `waiting` says so too)
+ *   <ns>:{<pool>}:wmodels:<worker> model -> tier the worker reported holding ('3' loaded, '2' on disk, '1' downloading);
+ *                                  holders:<model>: worker -> tier, the same reports by model (a claim asks whether another
+ *                                  worker holds a job's models); both replaced by emp_worker_models, dropped when the worker
+ *                                  goes offline or is removed (docs/broker.md, "Model affinity")
  *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices
  *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
  *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered
@@ -55,6 +59,10 @@
  *                                  wait_target_ms, forecast (JSON: per model rate, current, lastHour, method, explanation),
  *                                  capacity (JSON: the capacity hint, machines and how it was found), decisions (JSON: the
  *                                  last 50 prefetch / evict decisions, oldest first: ts, machine, action, model, reason, forecast)
+ *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 (to 288) succeeded
+ *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first;
+ *                                  durations:service:<service>: the same per service; dclasses: hash dclass -> JSON
+ *                                  {service, models} of every class with durations (routing.ts, docs/pools.md)
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
  *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
@@ -112,6 +120,12 @@ export class KeyLayout {
   offlineWorkers(pool: string): string {
     return `${this.prefix(pool)}workers:offline`;
   }
+  workerModels(pool: string, worker: string): string {
+    return `${this.prefix(pool)}wmodels:${worker}`;
+  }
+  modelHolders(pool: string, model: string): string {
+    return `${this.prefix(pool)}holders:${model}`;
+  }
   workerJobs(pool: string, worker: string): string {
     return `${this.prefix(pool)}wjobs:${worker}`;
   }
@@ -151,6 +165,15 @@ export class KeyLayout {
   }
   planner(pool: string): string {
     return `${this.prefix(pool)}planner`;
+  }
+  durations(pool: string, dclass: string): string {
+    return `${this.prefix(pool)}durations:${dclass}`;
+  }
+  serviceDurations(pool: string, service: string): string {
+    return `${this.prefix(pool)}durations:service:${service}`;
+  }
+  durationClasses(pool: string): string {
+    return `${this.prefix(pool)}dclasses`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { WorkerModels } from './capabilities';
 
 /**
  * The worker and machine records of the registry (`<ns>:{<pool>}:worker:<id>`,
@@ -197,6 +198,9 @@ export const WORKER_FIELDS = {
   heartbeat_at: time,
   waiting: text,
   cursor: text,
+  // worker_models (Broker.reportModels); dropped when the worker goes offline
+  models: json(WorkerModels),
+  models_at: time,
 } satisfies Codecs;
 
 /** What the machine agent writes with each status snapshot (register_machine's fields). */

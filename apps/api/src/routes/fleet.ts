@@ -1,4 +1,4 @@
-import { type Broker, MachineList, QueueReport, type RegistryEntry, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
+import { type Broker, MachineList, PoolReport, QueueReport, type RegistryEntry, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { z } from 'zod';
@@ -53,15 +53,16 @@ export async function queueReport(broker: Broker, pools: string[]): Promise<Queu
 
 /**
  * A worker as listed: its hash as stored, decoded through core/registry.ts,
- * with its capabilities (stored as canonical JSON) parsed, and `problems`
+ * with its capabilities and model report (stored as canonical JSON) parsed, and `problems`
  * naming each field that cannot be read.
  */
 function workerView(pool: string, worker: RegistryEntry) {
-  const { capabilities: _, ...rest } = worker;
+  const { capabilities: _, models: __, ...rest } = worker;
   const record = decodeWorker(pool, worker);
   if (isInvalidRecord(record)) return { pool, ...rest, problems: [record.invalid] };
   const capabilities = record.capabilities && !isUnreadable(record.capabilities) ? record.capabilities : undefined;
-  return { pool, ...rest, capabilities, problems: record.problems.length ? record.problems : undefined };
+  const models = record.models && !isUnreadable(record.models) ? record.models : undefined;
+  return { pool, ...rest, capabilities, models, problems: record.problems.length ? record.problems : undefined };
 }
 
 /** A machine as listed: its hash as stored, with `problems` naming each field that cannot be read (core/registry.ts). */
@@ -87,6 +88,19 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
 
   api.get('/v1/queues', fleetRead('Queue depth and age of the oldest job per pool, service and requirement class', QueueReport), async (request) =>
     queueReport(broker, await poolsOf(request.query.pool)),
+  );
+
+  api.get(
+    '/v1/pools',
+    {
+      config: { access: 'fleet' as const },
+      schema: {
+        summary: 'The configured pools by expected duration: cutoffs, target wait, profile, queue, workers and the learned duration classes each takes (docs/pools.md)',
+        tags: ['fleet'],
+        response: answers({ 200: PoolReport }),
+      },
+    },
+    async () => broker.poolReport(),
   );
 
   api.get('/v1/workers', fleetRead('Registered workers (offline ones stay listed until their retention passes)', WorkerList), async (request) => {

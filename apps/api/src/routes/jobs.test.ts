@@ -122,6 +122,46 @@ describe('reading', () => {
   });
 });
 
+describe('routing', () => {
+  it('takes expected_duration_s, routes by it and shows how the pool was chosen (the stack has workers in standard only)', async () => {
+    const quick = await http('POST', '/v1/jobs?wait=0', { body: { service: 'ollama', requirements: { models: ['nowhere'] }, expected_duration_s: 4 } });
+    expect(quick.status).toBe(201);
+    const read = await http('GET', `/v1/jobs/${quick.body.id}`);
+    expect(read.body.expected_duration_s).toBe(4);
+    expect(read.body.routing).toEqual({ pool: 'standard', source: 'hint', estimate_s: 4, reason: 'routed to standard: expected_duration_s = 4 s; fast has no online worker' });
+    const named = await http('POST', '/v1/jobs?wait=0', { body: { service: 'ollama', requirements: { pool: 'heavy', models: ['nowhere'] }, expected_duration_s: 4 } });
+    expect(named.body.routing).toEqual({ pool: 'heavy', source: 'named', reason: 'routed to heavy: named in its requirements' });
+    for (const id of [quick.body.id, named.body.id]) await http('POST', `/v1/jobs/${id}/cancel`);
+
+    for (const [value, message] of [
+      [0, 'expected_duration_s must be more than 0 seconds'],
+      [90_000, 'expected_duration_s is at most 86400 (one day)'],
+      ['soon', 'expected_duration_s is a number of seconds'],
+    ] as const) {
+      const bad = await http('POST', '/v1/jobs', { body: { service: 'simulation', expected_duration_s: value } });
+      expect(bad.status, String(value)).toBe(400);
+      expect(bad.body.error.issues).toEqual([{ path: 'expected_duration_s', message }]);
+    }
+  });
+
+  it('lists the configured pools with their cutoffs, queues and workers (GET /v1/pools)', async () => {
+    const answer = await http('GET', '/v1/pools');
+    expect(answer.status).toBe(200);
+    expect(answer.body.pools.map((p: { name: string; min_duration_s: number; max_duration_s?: number }) => [p.name, p.min_duration_s, p.max_duration_s ?? null])).toEqual([
+      ['fast', 0, 30],
+      ['standard', 30, 180],
+      ['heavy', 180, null],
+    ]);
+    const standard = answer.body.pools[1];
+    expect(standard).toMatchObject({ default: true, target_wait_s: 10, workers: { online: 1 } });
+    expect(answer.body.pools[2].profile).toEqual({ min_gpu_memory_gb: 48 });
+    // the stack's simulation jobs have run: their class is learned, under the pool their p90 routes them to
+    const learned = answer.body.pools.flatMap((p: { durations: Array<{ service: string }> }) => p.durations);
+    expect(learned).toContainEqual(expect.objectContaining({ service: 'simulation', models: [], samples: expect.any(Number), p90_s: expect.any(Number) }));
+    expect((await call(stack.url, 'GET', '/v1/pools')).status).toBe(401);
+  });
+});
+
 describe('progress', () => {
   it("of a finished job is its terminal state, never a stage it has left; the last report's figures stay", async () => {
     const done = await http('POST', '/v1/jobs?wait=30', { body: { service: 'simulation', tenant: 'progress' } });

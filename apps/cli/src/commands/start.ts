@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { brokerConfigFromEnv } from '@emp/core';
 import { z } from 'zod';
 import { STATE_DIR, type RedisTarget } from '../connection';
 import { UsageError } from '../errors';
@@ -73,6 +74,8 @@ export function registerStart(program: Command): void {
         monitor: flags.monitor ? { port: flags.monitorPort } : false,
         webhooks: flags.webhooks ? { port: flags.webhooksPort } : false,
         planner: flags.planner ? {} : false,
+        // the pools jobs are routed to (docs/pools.md); the machine's workers read the same variables
+        broker: brokerConfigFromEnv(process.env),
         logger,
       });
       // other commands find the embedded Redis through .emp/redis.url under the working folder

@@ -19,6 +19,7 @@ const SubmitFlags = z.object({
   priority: intFlag(job.priority).optional(),
   maxAttempts: intFlag(job.max_attempts).optional(),
   idempotencyKey: job.idempotency_key,
+  expectedDuration: z.string().transform((text) => (text.trim() === '' ? Number.NaN : Number(text))).pipe(job.expected_duration_s.unwrap()).optional(),
   wait: z.boolean().default(false),
   timeout: secondsFlag.optional(),
   json: z.boolean().default(false),
@@ -35,6 +36,7 @@ export function registerSubmit(program: Command): void {
     .option('--priority <n>', '-1000..1000, higher runs first (default 0)')
     .option('--max-attempts <n>', 'attempts before the job fails (default 3)')
     .option('--idempotency-key <key>', 'a resubmit with the same key returns the same job')
+    .option('--expected-duration <seconds>', 'how long the job should run: routes it to the pool of that duration (docs/pools.md)')
     .option('--wait', 'follow the job until it ends; exit 0 only if it succeeded')
     .option('--timeout <seconds>', 'with --wait: give up waiting after this long (the job keeps running)')
     .option('--json', 'print JSON for scripts')
@@ -49,9 +51,11 @@ export function registerSubmit(program: Command): void {
           priority: flags.priority,
           max_attempts: flags.maxAttempts,
           idempotency_key: flags.idempotencyKey,
+          expected_duration_s: flags.expectedDuration,
         };
         // taken before the submit, so that following the job misses none of its events
-        const cursor = flags.wait ? await broker.latestEventId(flags.requirements?.pool ?? broker.config.defaultPool) : undefined;
+        const cursorPool = flags.requirements?.pool ?? broker.config.defaultPool;
+        const cursor = flags.wait ? await broker.latestEventId(cursorPool) : undefined;
         const submitted = await broker.submit(input);
         if (!submitted.routable) {
           process.stderr.write(`warning: no worker that has registered in pool ${submitted.pool} can run this job; it waits until one does\n`);
@@ -73,7 +77,8 @@ export function registerSubmit(program: Command): void {
         try {
           const final = await followJob(broker, submitted.id, {
             onUpdate: (update) => display.update(update),
-            cursor,
+            // routing may have put the job in another pool than the cursor's: then followJob reads the job before its events
+            cursor: submitted.pool === cursorPool ? cursor : undefined,
             timeoutMs: flags.timeout || undefined, // --timeout 0: no limit
           });
           display.finish();

@@ -116,6 +116,27 @@ describe.each(providers)('a worker with a model provider (%s)', (_name, makeProv
     expect(pinsAtStart).toBe(1);
   });
 
+  it('reports the models the worker holds: on disk from the cache, loaded once a job has used them; forgotten when it stops', async () => {
+    await cache.ensure(MODEL);
+    const running = await startWorker(await makeProvider());
+    const reported = async () => {
+      const models = (await broker.workers(POOL)).find((w) => w.id === 'gpu0')?.models;
+      return typeof models === 'string' ? JSON.parse(models) : models;
+    };
+    await expect.poll(reported, { timeout: 5_000 }).toEqual({ loaded: [], on_disk: [MODEL], downloading: [] });
+
+    const done = once(running, 'job:completed');
+    await broker.submit({ service: 'simulation', requirements: { models: [MODEL] } });
+    await done;
+    // each model in the best list it is in: loaded now
+    await expect.poll(reported, { timeout: 5_000 }).toEqual({ loaded: [MODEL], on_disk: [], downloading: [] });
+    expect(await redis.zscore(broker.keys.modelHolders(POOL, MODEL), 'gpu0')).toBe('3');
+
+    await running.stop({ graceMs: 0 });
+    expect(await reported()).toBeUndefined();
+    expect(await redis.exists(broker.keys.modelHolders(POOL, MODEL))).toBe(0);
+  });
+
   it('fails the attempt with the model error when the file does not match its checksum', async () => {
     const { id } = await runJobNaming('tampered.safetensors', await makeProvider());
 

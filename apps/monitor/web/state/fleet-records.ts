@@ -5,6 +5,7 @@ import {
   type ModelOnDisk,
   type ProcessSummary,
   type WorkerCapabilitiesRecord,
+  type WorkerModels,
   decodeMachine,
   decodeWorker,
   isInvalidRecord,
@@ -67,6 +68,8 @@ export interface WorkerRecord {
   lastSeen?: number;
   registeredAt?: number;
   capabilities: Field<WorkerCapabilitiesView>;
+  /** the models it last reported holding (loaded, on disk, downloading): what claims prefer */
+  models?: Field<WorkerModels>;
   /** the job it runs now, as far as the feed told */
   currentJob?: string;
   problems?: string[];
@@ -146,6 +149,7 @@ export function parseWorker(raw: Record<string, unknown>): WorkerRecord | undefi
     lastSeen: record.last_seen,
     registeredAt: record.registered_at,
     capabilities: record.capabilities,
+    models: record.models,
     problems: record.problems.length ? record.problems : undefined,
     fields: stored,
   };

@@ -141,7 +141,7 @@ function Shell({ connection, reopen }: { connection: Connection; reopen: () => v
   else if (section === 'webhooks') view = <WebhooksView connection={connection} selected={rest[0]} now={now} />;
   else if (section === 'planner') view = <PlannerView connection={connection} now={now} />;
   else if (section === 'queues') view = <QueuesView connection={connection} store={store} now={now} />;
-  else view = connection.seesFleet ? <FleetView store={store} now={now} /> : <JobsView connection={connection} store={store} now={now} />;
+  else view = connection.seesFleet ? <FleetView connection={connection} store={store} now={now} /> : <JobsView connection={connection} store={store} now={now} />;
 
   return (
     <div className="app">

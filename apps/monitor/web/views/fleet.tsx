@@ -1,4 +1,6 @@
-import { useMemo, useState } from 'react';
+import type { PoolReport as PoolsReport } from '@emp/core';
+import { useEffect, useMemo, useState } from 'react';
+import type { Connection } from '../api/connection';
 import type { MonitorStore } from '../live/monitor-store';
 import { useMonitorState } from '../live/monitor-store';
 import type { MachineRecord, WorkerRecord } from '../state/fleet-records';
@@ -16,7 +18,7 @@ function utilisation(machine: MachineRecord): number {
 }
 
 /** Every machine that registered, as cards: offline ones stay, shown as such. */
-export function FleetView({ store, now }: { store: MonitorStore; now: number }) {
+export function FleetView({ connection, store, now }: { connection: Connection; store: MonitorStore; now: number }) {
   const machines = useMonitorState(store, (s) => s.machines);
   const workers = useMonitorState(store, (s) => s.workers);
   const commands = useMonitorState(store, (s) => s.commands);
@@ -73,6 +75,7 @@ export function FleetView({ store, now }: { store: MonitorStore; now: number }) 
         <Stat label="workers offline" value={count(all.filter((w) => w.state === 'offline').length)} tone={all.some((w) => w.state === 'offline') ? 'bad' : undefined} />
       </div>
       {queues && queues.pools.length > 0 && <PoolPressure pools={queues.pools} workers={all} selected={pool} />}
+      <RoutingPools connection={connection} />
       <div className="toolbar" role="search">
         <input type="search" placeholder="Search machines, workers, regions…" value={search} onChange={(e) => setSearch(e.target.value)} aria-label="search machines" />
         <label>
@@ -140,6 +143,89 @@ function PoolPressure({ pools, workers, selected }: { pools: PoolReport[]; worke
           </a>
         );
       })}
+    </div>
+  );
+}
+
+/** How often the pools' cutoffs and learned durations are read again. */
+const POOLS_EVERY_MS = 10_000;
+
+/** `< 30 s`, `30 s – 3 min`, `≥ 3 min`: the expected durations a pool takes. */
+function cutoffText(p: PoolsReport['pools'][number]): string {
+  const s = (seconds: number) => duration(seconds * 1_000);
+  if (p.max_duration_s === undefined) return `≥ ${s(p.min_duration_s)}`;
+  return p.min_duration_s === 0 ? `< ${s(p.max_duration_s)}` : `${s(p.min_duration_s)} – ${s(p.max_duration_s)}`;
+}
+
+/** The configured pools jobs are routed to by expected duration, with the duration classes each takes (GET /v1/pools). */
+function RoutingPools({ connection }: { connection: Connection }) {
+  const [report, setReport] = useState<PoolsReport | undefined>();
+  useEffect(() => {
+    let stopped = false;
+    const load = () =>
+      connection.client
+        .pools()
+        .then((answer) => !stopped && setReport(answer))
+        .catch((error: unknown) => console.warn('pools not loaded', error));
+    void load();
+    const timer = setInterval(load, POOLS_EVERY_MS);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }, [connection]);
+  if (!report) return null;
+  return (
+    <div className="panel routing-pools" aria-label="pools by expected duration">
+      <h3>Pools by expected duration</h3>
+      <div className="table-wrap">
+      <table>
+        <thead>
+          <tr>
+            <th>pool</th>
+            <th>expected</th>
+            <th>target wait</th>
+            <th>profile</th>
+            <th>queued</th>
+            <th>workers</th>
+            <th>learned durations (p50 / p90, executions)</th>
+          </tr>
+        </thead>
+        <tbody>
+          {report.pools.map((p) => (
+            <tr key={p.name} data-routing-pool={p.name}>
+              <td>
+                {p.name}
+                {p.default ? <span className="muted"> (default)</span> : null}
+              </td>
+              <td data-cutoff>{cutoffText(p)}</td>
+              <td>{duration(p.target_wait_s * 1_000)}</td>
+              <td>{p.profile.min_gpu_memory_gb !== undefined ? `≥ ${p.profile.min_gpu_memory_gb} GB GPU` : p.profile.gpu ? 'GPU' : 'any'}</td>
+              <td>
+                {count(p.depth)}
+                {p.oldest_age_ms !== undefined ? <span className="muted"> · oldest {duration(p.oldest_age_ms)}</span> : null}
+              </td>
+              <td>
+                {p.workers.online} online · {p.workers.idle} idle · {p.workers.busy} busy
+              </td>
+              <td>
+                {p.durations.length === 0 ? (
+                  <span className="muted">none yet</span>
+                ) : (
+                  p.durations.map((d) => (
+                    <div key={d.dclass} data-dclass={d.dclass} className="mono">
+                      {d.service}
+                      {d.models.length ? ` ${d.models.join(', ')}` : ''}: {duration(d.p50_s * 1_000)} / {duration(d.p90_s * 1_000)}, {d.samples}
+                      {d.samples < report.min_samples ? <span className="muted"> (too few to route by)</span> : null}
+                    </div>
+                  ))
+                )}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      </div>
     </div>
   );
 }

@@ -168,6 +168,15 @@ export function JobPage({ connection, store, id }: { connection: Connection; sto
             <Field label="service">{job.service}</Field>
             <Field label="tenant">{job.tenant}</Field>
             <Field label="pool">{job.pool}</Field>
+            <Field label="routing">
+              {job.routing ? (
+                <span data-routing={job.routing.source} title={`source: ${job.routing.source}`}>
+                  {job.routing.reason}
+                </span>
+              ) : (
+                '–'
+              )}
+            </Field>
             <Field label="priority">{job.priority}</Field>
             <Field label="attempts">
               {job.attempts} of {job.max_attempts}

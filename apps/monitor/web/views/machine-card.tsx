@@ -51,6 +51,11 @@ export const MachineCard = memo(function MachineCard({ machine, workers, health,
                 </span>
                 <span className="muted">{worker.state}</span>
                 {worker.currentJob && <ShortId value={worker.currentJob} keep={22} href={href('jobs', worker.currentJob)} />}
+                {worker.models && !isUnreadable(worker.models) && worker.models.loaded.length > 0 && (
+                  <span className="muted mono" title="models it reported loaded in memory: claims prefer their jobs">
+                    warm: {worker.models.loaded.join(', ')}
+                  </span>
+                )}
               </li>
             ))}
           </ul>

@@ -25,6 +25,7 @@ export function SubmitView({ connection }: { connection: Connection }) {
   const [payload, setPayload] = useState(EXAMPLE_PAYLOADS.simulation!);
   const [requirements, setRequirements] = useState('{}');
   const [priority, setPriority] = useState(0);
+  const [expected, setExpected] = useState('');
   const [tenant, setTenant] = useState('');
   const [problems, setProblems] = useState<string[]>([]);
   const [busy, setBusy] = useState(false);
@@ -45,6 +46,8 @@ export function SubmitView({ connection }: { connection: Connection }) {
         requirements: parsedRequirements.value as SubmitJobInput['requirements'],
         priority: priority || undefined,
         tenant: tenant || undefined,
+        // a job naming no pool is routed by it (docs/pools.md); empty: by history, else the default pool
+        expected_duration_s: expected.trim() === '' ? undefined : Number(expected),
       };
       const submitted = await connection.client.submit(job);
       notice('ok', `submitted ${submitted.id} (${submitted.state})`);
@@ -87,6 +90,10 @@ export function SubmitView({ connection }: { connection: Connection }) {
           <label className="stacked">
             Priority
             <input type="number" min={-1000} max={1000} value={priority} onChange={(e) => setPriority(Number(e.target.value))} />
+          </label>
+          <label className="stacked">
+            Expected duration (s)
+            <input type="number" min={0} step="any" value={expected} onChange={(e) => setExpected(e.target.value)} placeholder="learned" aria-label="expected duration in seconds" />
           </label>
           {connection.identity.tenant === undefined && (
             <label className="stacked">

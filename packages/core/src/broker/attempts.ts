@@ -13,12 +13,12 @@ import type { ClaimResult, DropVerdict, Lease, WorkerSignal } from './types';
 export function completionBatcher(ctx: BrokerContext): CompletionBatcher {
   return new CompletionBatcher(
     async (pool, claimFor, completions) =>
-      (await ctx.calls.call(FUNCTIONS.complete, pool, [claimFor, ...completions.flatMap((c) => [c.jobId, c.token, c.result])])) as unknown[],
+      (await ctx.calls.call(FUNCTIONS.complete, pool, [claimFor, ctx.config.affinityWaitMs, ...completions.flatMap((c) => [c.jobId, c.token, c.result])])) as unknown[],
   );
 }
 
 export async function claim(ctx: BrokerContext, pool: string, workerId: string, wokenFor: string): Promise<ClaimResult> {
-  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, wokenFor]);
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, wokenFor, ctx.config.affinityWaitMs]);
   return claimed(ctx, pool, workerId, reply);
 }
 
@@ -62,7 +62,7 @@ async function claimedAfterMore(ctx: BrokerContext, pool: string, workerId: stri
   let retryAt: number | undefined;
   while (reply[0] === 'none' && reply[3] === 'more') {
     if (reply[1]) retryAt = Math.min(retryAt ?? Infinity, Number(reply[1]));
-    reply = await ctx.calls.call(FUNCTIONS.claim, pool, [workerId, '']);
+    reply = await ctx.calls.call(FUNCTIONS.claim, pool, [workerId, '', ctx.config.affinityWaitMs]);
   }
   const result = parseClaim(pool, workerId, reply);
   if (result.job || retryAt === undefined) return result;
@@ -70,7 +70,7 @@ async function claimedAfterMore(ctx: BrokerContext, pool: string, workerId: stri
 }
 
 export async function claimWhenWoken(ctx: BrokerContext, connection: ReadConnection, pool: string, workerId: string): Promise<ClaimResult | null> {
-  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, '', 'if-woken'], redisFor(connection, ctx.redis));
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, '', ctx.config.affinityWaitMs, 'if-woken'], redisFor(connection, ctx.redis));
   return reply[3] === 'unwoken' ? null : claimed(ctx, pool, workerId, reply);
 }
 
@@ -118,6 +118,7 @@ export async function fail(
     info.kind,
     jsonOf(info, 'job error', 'details'),
     options.claimNext ? l.workerId : '',
+    ctx.config.affinityWaitMs,
   ]);
   return { outcome: reply[0], next: options.claimNext ? await claimed(ctx, l.pool, l.workerId, reply.slice(1)) : null };
 }

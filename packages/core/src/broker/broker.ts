@@ -1,7 +1,7 @@
 import type { z } from 'zod';
-import type { SubmitResult } from '../api-protocol';
+import type { PoolReport, SubmitResult } from '../api-protocol';
 import { ApiKeyStore } from '../api-keys';
-import type { WorkerRegistration } from '../capabilities';
+import type { WorkerModelsInput, WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
 import type { EmpError } from '../errors';
 import type { StreamEvent, StreamEventType } from '../events';
@@ -17,6 +17,7 @@ import { BrokerContext, checkedPool } from './context';
 import * as fleet from './fleet';
 import * as jobs from './jobs';
 import * as planner from './planner';
+import * as pools from './pools';
 import * as stats from './stats';
 import * as streams from './streams';
 import { EventTail } from './tail';
@@ -215,6 +216,11 @@ export class Broker {
     return fleet.registerWorker(this.#ctx, input, options);
   }
 
+  /** Replaces the models the worker holds (loaded, on disk, downloading), which claims prefer; see fleet.reportModels. */
+  reportModels(pool: string, workerId: string, models: WorkerModelsInput): Promise<number> {
+    return fleet.reportModels(this.#ctx, pool, workerId, models);
+  }
+
   setWorkerState(pool: string, workerId: string, state: fleet.WorkerStateInput): Promise<string> {
     return fleet.setWorkerState(this.#ctx, pool, workerId, state);
   }
@@ -309,6 +315,11 @@ export class Broker {
   /** Runs the pool's due work (timers, offline detection); returns ms until more is due (undefined: nothing scheduled). */
   tick(pool: string): Promise<{ handled: number; nextDueInMs?: number }> {
     return stats.tick(this.#ctx, pool);
+  }
+
+  /** The configured pools with their cutoffs, queues, workers and learned duration classes (docs/pools.md). */
+  poolReport(): Promise<PoolReport> {
+    return pools.poolReport(this.#ctx);
   }
 
   queueStats(pool: string): Promise<QueueStats> {

@@ -4,6 +4,7 @@ import { ValidationError } from '../errors';
 import { JobId, poolOfJobId } from '../job';
 import { KeyLayout } from '../keys';
 import { PoolName } from '../requirements';
+import { Router } from '../routing';
 import { parseWith } from '../validation';
 import { FunctionCalls } from './functions';
 import { issuedLeases } from './replies';
@@ -19,6 +20,8 @@ export class BrokerContext {
   readonly keys: KeyLayout;
   readonly calls: FunctionCalls;
   readonly services: Set<string>;
+  /** where a submit that names no pool goes (routing.ts) */
+  readonly router: Router;
   private readonly knownPools = new Set<string>();
 
   constructor(
@@ -34,6 +37,7 @@ export class BrokerContext {
       // what every writing function takes after the clock (see functions/includes, `context`)
       settings: () => [config.eventsMaxLen, config.leaseMs, config.retentionMs, config.failedRetentionMs, config.avoidMs],
     });
+    this.router = new Router(this);
   }
 
   async rememberPool(pool: string): Promise<void> {

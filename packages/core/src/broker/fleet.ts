@@ -1,7 +1,8 @@
 import { StreamId } from '../api-protocol';
-import { MachineId, WorkerRegistration, capabilityProfile } from '../capabilities';
+import { MachineId, WorkerModels, type WorkerModelsInput, WorkerRegistration, capabilityProfile, modelTiers } from '../capabilities';
 import { MACHINE_STATES, type MachineState, encodeWorkerRegistration } from '../registry';
 import { ModelName, ServiceName } from '../requirements';
+import { ValidationError } from '../errors';
 import { parseWith } from '../validation';
 import { z } from 'zod';
 import { type BrokerContext, checkedPool } from './context';
@@ -23,6 +24,7 @@ export async function registerWorker(
   options: { freshStart?: boolean },
 ): Promise<{ profile: string; becameRoutable: number }> {
   const registration = parseWith(WorkerRegistration, input, 'worker registration');
+  poolProfileProblem(ctx, registration);
   const profile = capabilityProfile(registration.capabilities);
   await ctx.rememberPool(registration.pool);
   const fields = encodeWorkerRegistration(
@@ -48,6 +50,27 @@ export async function registerWorker(
 }
 
 /**
+ * A worker may register in a configured pool only when its hardware meets the
+ * pool's profile (docs/pools.md): a 24 GB worker in `heavy` would take jobs it is
+ * too small for. A pool outside the configuration has no profile.
+ */
+function poolProfileProblem(ctx: BrokerContext, registration: z.output<typeof WorkerRegistration>): void {
+  const pool = ctx.config.pools.find((each) => each.name === registration.pool);
+  if (!pool) return;
+  const memory = registration.capabilities.hardware.gpu_memory_gb ?? 0;
+  const path = 'capabilities.hardware.gpu_memory_gb';
+  const has = registration.capabilities.hardware.gpu_memory_gb === undefined ? 'states no GPU memory' : `has ${memory} GB`;
+  if (pool.profile.min_gpu_memory_gb !== undefined && memory < pool.profile.min_gpu_memory_gb) {
+    throw new ValidationError('worker registration', [
+      { path, message: `pool ${pool.name} needs workers with at least ${pool.profile.min_gpu_memory_gb} GB of GPU memory; worker ${registration.id} ${has}` },
+    ]);
+  }
+  if (pool.profile.gpu && memory <= 0) {
+    throw new ValidationError('worker registration', [{ path, message: `pool ${pool.name} needs workers with a GPU; worker ${registration.id} ${has}` }]);
+  }
+}
+
+/**
  * The first worker restricted to tenants or a workflow turns lanes on in its
  * shard (see docs/broker.md, "Tenants and workflows do not make classes"): the
  * jobs already queued go into them, a bounded page per call, before it claims.
@@ -70,6 +93,17 @@ async function putQueuedJobsInLanes(ctx: BrokerContext, pool: string): Promise<v
 export async function setWorkerState(ctx: BrokerContext, pool: string, workerId: string, state: WorkerStateInput): Promise<string> {
   const parsed = parseWith(WorkerStateInput, state, 'worker state');
   return ctx.calls.call(FUNCTIONS.setWorkerState, checkedPool(pool), [workerId, parsed]);
+}
+
+/**
+ * Replaces the models `workerId` says it holds (loaded, on disk, downloading):
+ * claims prefer the jobs whose models a worker holds (docs/broker.md, "Model
+ * affinity"). Returns how many models were recorded. No event: workers report often.
+ */
+export async function reportModels(ctx: BrokerContext, pool: string, workerId: string, input: WorkerModelsInput): Promise<number> {
+  const models = parseWith(WorkerModels, input, 'model report');
+  const tiers = [...modelTiers(models)].flatMap(([model, tier]) => [model, tier]);
+  return ctx.calls.call(FUNCTIONS.workerModels, checkedPool(pool), [workerId, JSON.stringify(models), ...tiers]);
 }
 
 export async function workers(ctx: BrokerContext, pool: string): Promise<RegistryEntry[]> {

@@ -84,7 +84,8 @@ export const FUNCTIONS = {
     states: string, services: string, limit: number, budget: number], r.ListJobsReply>('emp_list_jobs', r.listJobsReply),
 
   // attempts
-  claim: writes<[worker: string, wokenFor: string] | [worker: string, wokenFor: string, mode: 'if-woken'], r.ClaimReply>('emp_claim', r.claimReply),
+  claim: writes<[worker: string, wokenFor: string, affinityWaitMs: number] | [worker: string, wokenFor: string, affinityWaitMs: number, mode: 'if-woken'],
+    r.ClaimReply>('emp_claim', r.claimReply),
   /** cross-pool fallback: worker, its home pool, least wait ms, most expected s ('' none), expected s assumed without an estimate ('' none) */
   claimFallback: writes<[worker: string, home: string, afterMs: number, maxExpectedS: number | '', unknownExpectedS: number | ''], r.ClaimReply>(
     'emp_claim_fallback',
@@ -92,9 +93,9 @@ export const FUNCTIONS = {
   ),
   start: writes<[id: string, token: string], void>('emp_start', r.ignore),
   progress: writes<[id: string, token: string, progress: string], void>('emp_progress', r.ignore),
-  /** the worker to claim for ('' none), then id, token, result per completion */
-  complete: writes<[claimFor: string, ...completions: Flat], r.CompleteReply>('emp_complete', r.completeReply),
-  fail: writes<[id: string, token: string, kind: string, error: string, claimFor: string], r.FailReply>('emp_fail', r.failReply),
+  /** the worker to claim for ('' none), the affinity bound of that claim, then id, token, result per completion */
+  complete: writes<[claimFor: string, affinityWaitMs: number, ...completions: Flat], r.CompleteReply>('emp_complete', r.completeReply),
+  fail: writes<[id: string, token: string, kind: string, error: string, claimFor: string, affinityWaitMs: number], r.FailReply>('emp_fail', r.failReply),
   heartbeat: writes<[worker: string, ...leases: Flat], r.HeartbeatReply>('emp_heartbeat', r.heartbeatReply),
 
   // fleet
@@ -102,6 +103,8 @@ export const FUNCTIONS = {
     r.RegisterWorkerReply>('emp_register_worker', r.registerWorkerReply),
   routableScan: writes<[profile: string, cursor: string], r.RoutableScanReply>('emp_routable_scan', r.routableScanReply),
   laneScan: writes<['classes', cursor: string] | ['jobs', cls: string, after: string] | ['done'], r.LaneScanReply>('emp_lane_scan', r.laneScanReply),
+  /** the report as listed (JSON), then model, tier pairs */
+  workerModels: writes<[worker: string, listed: string, ...tiers: Flat], number>('emp_worker_models', r.count),
   setWorkerState: writes<[worker: string, state: string], string>('emp_set_worker_state', r.text),
   registerMachine: writes<[machine: string, state: MachineState, ...fields: Flat], boolean>('emp_register_machine', r.flag),
   machineCommand: writes<[machine: string, action: string, service: string, by: string, reason: string, model: string], string>('emp_machine_command', r.text),

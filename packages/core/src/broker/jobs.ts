@@ -6,6 +6,7 @@ import { EmpError, NotFoundError, PayloadTooLargeError, UnknownServiceError, Val
 import { type StreamEvent, parseStreamEntry } from '../events';
 import { DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_INFRA_ATTEMPTS, type Job, type JobState, type SubmitJob, SubmitJobInput } from '../job';
 import { requirementClass } from '../requirements';
+import { durationClass } from '../routing';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
 import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
@@ -30,7 +31,7 @@ function submitted(pool: string, reply: SubmitReply): SubmitResult {
 }
 
 export async function submit(ctx: BrokerContext, input: SubmitJobInput): Promise<SubmitResult> {
-  const prepared = prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
+  const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
   await ctx.rememberPool(prepared.pool);
   return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
 }
@@ -41,7 +42,7 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput): Promise
  * reads the original job after.
  */
 export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<{ submitted: SubmitResult; job: Job | null }> {
-  const prepared = prepareSubmit(ctx, job, options);
+  const prepared = await prepareSubmit(ctx, job, options);
   await ctx.rememberPool(prepared.pool);
   const pipeline = ctx.redis.pipeline();
   ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
@@ -56,15 +57,18 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options:
 /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
 export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[]): Promise<Array<SubmitResult | EmpError>> {
   const results: Array<SubmitResult | EmpError> = new Array(inputs.length);
-  const prepared = inputs.map((input, index) => {
-    try {
-      return prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
-    } catch (error) {
-      if (!(error instanceof EmpError)) throw error;
-      results[index] = error;
-      return null;
-    }
-  });
+  // each job is routed on its own (estimates are cached per duration class), then grouped by the pool it got
+  const prepared = await Promise.all(
+    inputs.map(async (input, index) => {
+      try {
+        return await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
+      } catch (error) {
+        if (!(error instanceof EmpError)) throw error;
+        results[index] = error;
+        return null;
+      }
+    }),
+  );
   const byPool = new Map<string, number[]>();
   prepared.forEach((p, index) => {
     if (!p) return;
@@ -235,8 +239,8 @@ export async function currentAttempt(ctx: BrokerContext, id: string): Promise<Le
   return { pool, jobId: id, token, workerId: worker };
 }
 
-/** The arguments of a submit of a parsed job (its id is made here). */
-function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): PreparedSubmit {
+/** The arguments of a submit of a parsed job: its pool is routed and its id made here. */
+async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<PreparedSubmit> {
   if (!ctx.services.has(job.service)) {
     throw new UnknownServiceError(`unknown service '${job.service}'; known services: ${[...ctx.services].sort().join(', ')}`);
   }
@@ -246,7 +250,9 @@ function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: SubmitOption
   if (size > config.maxPayloadBytes) {
     throw new PayloadTooLargeError(`payload is ${size} bytes, over the ${config.maxPayloadBytes}-byte limit`);
   }
-  const pool = job.requirements.pool ?? config.defaultPool;
+  const dclass = durationClass(job.service, job.requirements.models);
+  const route = await ctx.router.route(job, dclass);
+  const pool = route.pool;
   const cls = requirementClass(job);
   const id = `${pool}.${Date.now().toString(36)}${randomIdPart()}`;
   const { idempotency_key: idempotencyKey, ...request } = job;
@@ -260,6 +266,9 @@ function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: SubmitOption
   if (job.webhook) fields.push('webhook', JSON.stringify(job.webhook));
   if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
   if (job.step !== undefined) fields.push('step', job.step);
+  // how the pool was chosen (short values: the hash stays compact), and the class a success records its time under
+  fields.push('dclass', dclass, ...route.fields);
+  if (job.expected_duration_s !== undefined) fields.push('expected_duration_s', job.expected_duration_s);
   // an optional field: a claim reads it only from a job marked `opt` (a job submitted with tracing off pays nothing)
   if (options.traceparent && TRACEPARENT.test(options.traceparent)) fields.push('traceparent', options.traceparent);
   return {

@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { EmpError } from '../errors';
-import { type Job, type JobProgressView, JobRecord, type JobState, TERMINAL_STATES, priorityOfScore } from '../job';
+import { type Job, type JobProgressView, JobRecord, type JobRouting, type JobState, TERMINAL_STATES, priorityOfScore } from '../job';
+import { StoredRoute, routeOf } from '../routing';
 import { JobRequirements } from '../requirements';
 import { parseWith } from '../validation';
 import type {
@@ -49,9 +50,8 @@ export function flag(reply: unknown, name: string): boolean {
   return reply === 1 ? true : reply === 0 ? false : unexpected(name, reply);
 }
 
-/** Functions that answer how many things they did. */
 export function count(reply: unknown, name: string): number {
-  return typeof reply === 'number' && Number.isInteger(reply) && reply >= 0 ? reply : unexpected(name, reply);
+  return typeof reply === 'number' ? reply : unexpected(name, reply);
 }
 
 export function numbers(reply: unknown, name: string): number[] {
@@ -312,6 +312,21 @@ export interface TracedJob {
   traceparent?: string;
 }
 
+/** How the job's pool was chosen, as submit stored it (absent on jobs submitted before routing). */
+function routingOf(pool: string, r: z.output<typeof JobRecord>): JobRouting | undefined {
+  // a job routed to the default pool stores no route_source (routing.ts); one without dclass predates routing
+  if (!r.route_source && !r.dclass) return undefined;
+  const stored = StoredRoute.safeParse(stripUndefined({
+    pool,
+    source: r.route_source ?? 'default',
+    estimate_s: r.route_source === 'hint' ? r.expected_duration_s : r.route_estimate_s,
+    samples: r.route_samples,
+    level: r.route_level,
+    skipped: r.route_skipped,
+  }));
+  return stored.success ? routeOf(stored.data) : undefined;
+}
+
 interface JobExtras {
   definition: string;
   routable: boolean;
@@ -359,6 +374,7 @@ function toJob(id: string, pool: string, r: z.output<typeof JobRecord>, extras: 
     progress: progressView(r), result: r.result, error: r.error, worker: r.worker ?? r.last_worker, machine: r.machine,
     idempotency_key: r.idempotency_key?.replace(/^[^:]*:/, ''), webhook: r.webhook, workflow_id: r.workflow_id,
     step: r.step, cancel_reason: r.cancel_reason || undefined, expire_reason: r.expire_reason,
+    expected_duration_s: r.expected_duration_s, routing: routingOf(pool, r),
   };
   return Object.assign(job, stripUndefined(optional));
 }

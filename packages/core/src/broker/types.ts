@@ -37,7 +37,7 @@ export type ClaimResult =
   | { job: ClaimedJob }
   | {
       job: null;
-      /** when a job this worker skipped (it just failed here) becomes its to take */
+      /** when a job this worker skipped (it just failed here, or it is left for a worker holding its models) becomes its to take */
       retryAt?: number;
       workerState: string;
     };

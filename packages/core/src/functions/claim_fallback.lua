@@ -51,7 +51,7 @@ local function claim_fallback(keys, args)
             ' (fallback after ' .. seconds(after) .. '); ' .. home .. ' had nothing for ' .. worker
           if expected ~= nil then reason = reason .. '; expected ' .. expected .. ' s' end
           if max_expected ~= nil then reason = reason .. ' (at most ' .. max_expected .. ' s)' end
-          return take(ctx, id, f, class, worker, w, next_score, { 'fallback', reason, 'home_pool', home })
+          return take(ctx, id, f, class, worker, w, next_score, nil, { 'fallback', reason, 'home_pool', home })
         elseif fits then
           retry_at = earlier(retry_at, (tonumber(f[5]) or ctx.now) + after)
         end

@@ -4,14 +4,49 @@
 -- Each completion is checked against its fencing token and applied on its own:
 -- one whose lease was lost fails alone and changes nothing.
 -- KEYS[1] shard anchor
--- ARGV prelude, then [7] worker id to claim for ('' none), then per completion:
+-- ARGV prelude, then [7] worker id to claim for ('' none)  [8] affinity bound in ms (as emp_claim's [9]),
+--   then per completion:
 --   job id, fencing token, result (JSON)
 -- Returns one reply per completion, in order: { 'succeeded' } or
 -- { 'succeeded', <claim reply as `claim` returns it...> }, or { 'error', '<CODE> <message>' }
 -- (NOT_FOUND, LEASE_LOST).
 -- Errors: UNKNOWN_WORKER (before anything changes).
+-- Each success also records its execution time in the shard's duration lists
+-- (durations:<dclass>, durations:service:<service>, keys.ts), which routing reads.
+
+-- A duration list keeps the newest 256 times; it is trimmed back to them once it has 32
+-- more (one LTRIM per 32 completions, not one each), and readers take the first 256.
+local DURATIONS_LAST = '255'
+local DURATIONS_SLACK = 288
+
+-- The execution time: from running (or, for a job that never said it started, from its
+-- claim) to now, in ms. Reads only fields the job has (an absent one costs a scan of the
+-- hash): `dclass` (set at submit; absent on a job submitted before routing) and the
+-- timestamp the job's state implies.
+local function record_duration(ctx, job)
+  local p = ctx.p
+  local f = call('HMGET', job_key(p, job.id), 'dclass', job.state == 'running' and 'started_at' or 'claimed_at')
+  local dclass, since = f[1], tonumber(f[2])
+  if not dclass or not since then return end
+  local ms = ctx.now - since
+  if ms < 0 then ms = 0 end
+  ms = string.format('%d', ms)
+  local list = p .. 'durations:' .. dclass
+  local length = call('LPUSH', list, ms)
+  if length > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
+  -- a class new to this shard: what it is, for listings (its models from the job's requirement class)
+  if length == 1 then
+    local def = call('HGET', class_key(p, job.class), 'def')
+    local models = def and cjson.decode(def).models
+    call('HSET', p .. 'dclasses', dclass, cjson.encode({ service = job.service, models = models or cjson.null }))
+  end
+  list = p .. 'durations:service:' .. job.service
+  if call('LPUSH', list, ms) > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
+end
+
 local function complete_one(ctx, next_worker, w, id, token, result)
   local job = fenced(ctx, id, token)
+  record_duration(ctx, job)
   detach(ctx, job, next_worker ~= nil)
   finish(ctx, job, 'succeeded', 'result', result)
   if not next_worker then return { 'succeeded' } end
@@ -23,11 +58,12 @@ end
 local function complete(keys, args)
   local ctx = context(keys, args)
   local next_worker = args[7] ~= '' and args[7] or nil
+  ctx.affinity_wait_ms = tonumber(args[8])
   local w = next_worker and load_worker(ctx.p, next_worker, ctx.now)
   -- a lone completion's error is the call's error: no protected call needed
-  if #args == 10 then return { complete_one(ctx, next_worker, w, args[8], args[9], args[10]) } end
+  if #args == 11 then return { complete_one(ctx, next_worker, w, args[9], args[10], args[11]) } end
   local replies = {}
-  for i = 8, #args - 2, 3 do
+  for i = 9, #args - 2, 3 do
     local ok, reply = pcall(complete_one, ctx, next_worker, w, args[i], args[i + 1], args[i + 2])
     if ok then
       replies[#replies + 1] = reply

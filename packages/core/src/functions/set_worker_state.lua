@@ -31,6 +31,7 @@ local function set_state(keys, args)
     signal_worker(p, worker, 'wake:')
   end
   if state == 'offline' then
+    affinity.forget_worker(p, worker)
     call('ZREM', p .. 'workers', worker)
     call('ZADD', p .. 'workers:offline', ctx.now, worker)
   else

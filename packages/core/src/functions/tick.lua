@@ -162,7 +162,11 @@ local function turn_offline(ctx, kind, limit, offline_after, retention, watched_
     local last_seen = call('ZSCORE', online, id)
     call('ZREM', online, id)
     call('ZADD', offline, last_seen, id)
-    if kind == 'worker' then stop_waiting(p, id) end
+    if kind == 'worker' then
+      stop_waiting(p, id)
+      -- a silent worker's models are not there for claims to count on; it reports them again when back
+      affinity.forget_worker(p, id)
+    end
     call('HSET', key, 'state', 'offline', 'state_since', now)
     events_append(p, ctx.maxlen, 'type', kind .. '.offline', kind, id, 'state', 'offline', 'ts', now)
     handled = handled + 1
@@ -170,7 +174,10 @@ local function turn_offline(ctx, kind, limit, offline_after, retention, watched_
   for _, id in ipairs(call('ZRANGEBYSCORE', offline, '-inf', now - retention, 'LIMIT', 0, limit)) do
     call('ZREM', offline, id)
     call('DEL', p .. kind .. ':' .. id)
-    if kind == 'worker' then call('DEL', p .. 'wjobs:' .. id, signal_key(p, id)) end
+    if kind == 'worker' then
+      affinity.forget_worker(p, id)
+      call('DEL', p .. 'wjobs:' .. id, signal_key(p, id))
+    end
     events_append(p, ctx.maxlen, 'type', kind .. '.gone', kind, id, 'state', 'gone', 'ts', now)
     handled = handled + 1
   end

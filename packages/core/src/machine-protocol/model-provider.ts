@@ -4,6 +4,7 @@
  * client for the agent's health port (`POST /models/ensure`, `/models/release`).
  */
 import { z } from 'zod';
+import { ModelDownload, ModelOnDisk } from '../registry';
 import { ModelName } from '../requirements';
 import { parseWith } from '../validation';
 
@@ -50,7 +51,24 @@ export type ReleaseModels = () => Promise<void>;
  */
 export interface ModelProvider {
   ensure(names: readonly string[], onProgress: (progress: ModelProgress) => void, signal?: AbortSignal): Promise<ReleaseModels>;
+  /**
+   * The models on this machine's disk and those downloading now, where the provider
+   * can tell: the worker reports them, and claims prefer jobs whose models are here
+   * (docs/broker.md, "Model affinity").
+   */
+  list?(signal?: AbortSignal): Promise<ModelHoldings>;
 }
+
+export interface ModelHoldings {
+  on_disk: string[];
+  downloading: string[];
+}
+
+/** The part of the agent's `GET /models` answer a worker reads (the cache's contents). */
+const ModelCacheListing = z.looseObject({
+  models: z.array(ModelOnDisk),
+  downloads: z.array(ModelDownload).default([]),
+});
 
 // ---------------------------------------------------------------- the agent's endpoint
 
@@ -75,6 +93,16 @@ export const ReleaseRequest = z.object({ lease: z.string().min(1).max(100) }).st
 export function httpModelProvider(options: { baseUrl: string }): ModelProvider {
   const base = new URL(options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`);
   return {
+    async list(signal) {
+      const { request } = await import('undici');
+      const response = await request(new URL('models', base), { signal });
+      if (response.statusCode !== 200) {
+        const text = await response.body.text().catch(() => '');
+        throw new Error(`GET /models answered ${response.statusCode}: ${text.slice(0, 500)}`);
+      }
+      const listing = parseWith(ModelCacheListing, await response.body.json(), 'answer of GET /models');
+      return { on_disk: listing.models.map((m) => m.name), downloading: listing.downloads.map((d) => d.model) };
+    },
     async ensure(names, onProgress, signal) {
       // loaded on first use: only a worker process in a machine with a model cache asks, and every `emp` command loads the core
       const { request } = await import('undici');

@@ -94,11 +94,20 @@ local function wake(p, worker, class)
 end
 
 -- Wakes one idle worker able to run a job of `class`, `tenant` and `workflow`,
--- preferring any worker but `avoid` (the one the job just failed on). Returns the
--- woken worker or false.
+-- preferring one that holds the class's models, and any worker but `avoid` (the
+-- one the job just failed on). Returns the woken worker or false.
 local function wake_one(p, class, avoid, tenant, workflow)
   if call('HLEN', p .. 'paused') > 0 and call('HEXISTS', p .. 'paused', load_class(p, class).service) == 1 then
     return false -- nobody may claim a paused service's jobs: a wake-up would be wasted
+  end
+  -- a worker holding the job's models warm or on disk runs it sooner than one that must download them
+  local models = affinity.class_models(p, class)
+  if models then
+    local holder, waiting = affinity.warm_holder(p, class, models, avoid, tenant, workflow)
+    if holder and waiting then
+      wake(p, holder, class)
+      return holder
+    end
   end
   local idle = call('HGETALL', p .. 'idle')
   local fallback = false

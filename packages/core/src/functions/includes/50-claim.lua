@@ -125,9 +125,10 @@ end
 
 -- Gives job `id` (fields `f` as read by takeable) to the worker. `next_score`
 -- is the score of the job behind it when it was its class's head (false: none;
--- nil: not known, the job may be anywhere in its class). `extra`: field/value
+-- nil: not known, the job may be anywhere in its class). `tier`: the worker's
+-- tier of the class's models (nil: the class names none). `extra`: field/value
 -- pairs the `job.starting` event carries besides the usual ones (nil: none).
-local function take(ctx, id, f, class, worker, w, next_score, extra)
+local function take(ctx, id, f, class, worker, w, next_score, tier, extra)
   local p = ctx.p
   local key = job_key(p, id)
   local workflow = f.workflow_id or nil
@@ -161,9 +162,12 @@ local function take(ctx, id, f, class, worker, w, next_score, extra)
     call('ZREM', p .. 'timers', id)
   end
   -- submitted_at lets a reader of the stream measure submit-to-claim latency without another read
-  if extra then
+  -- affinity (warm | disk | cold) lets a reader count how often a job found its models loaded
+  if tier or extra then
+    local more = extra or {}
+    if tier then more = { 'affinity', affinity.NAMES[tier], unpack(more) } end
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
-      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5], unpack(extra))
+      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5], unpack(more))
   else
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
@@ -198,13 +202,58 @@ local function wake_for_head(p, class, avoid)
   wake_one(p, class, avoid, f[1], workflow)
 end
 
+-- The job `id` of `class` (fields `f`) as a claim candidate, or nil and the time
+-- to claim again when this worker leaves it, for now, to a worker holding its
+-- models: the worker lacks them (not even on disk), the job is younger than the
+-- affinity bound `wait_ms`, and another online worker able to run it holds them
+-- loaded or on disk (a waiting one is woken for it). With nobody holding them, a
+-- cold worker starts at once: downloading beats waiting.
+local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms)
+  local score = tonumber(f[4])
+  local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM }
+  local models = affinity.class_models(ctx.p, class)
+  if not models then return c end
+  c.tier = affinity.class_tier(a, models)
+  c.rank = affinity.class_rank(a, class)
+  if wait_ms <= 0 then return c end
+  local submitted = tonumber(f[5]) or ctx.now
+  if ctx.now - submitted >= wait_ms then
+    c.rank = affinity.RANK_OVERDUE
+  elseif c.tier < affinity.TIER_ON_DISK then
+    local workflow = f.workflow_id or nil
+    local seen = class .. '|' .. (f[2] or '') .. '|' .. (workflow or '')
+    local holder = a.elsewhere[seen]
+    if holder == nil then
+      local waiting
+      holder, waiting = affinity.warm_holder(ctx.p, class, models, worker, f[2], workflow)
+      if holder and waiting then wake(ctx.p, holder, class) end
+      a.elsewhere[seen] = holder or false
+    end
+    if holder then return nil, submitted + wait_ms end
+  end
+  return c
+end
+
+-- Whether no job of `class`, whose head has score `head` (of the best candidate's
+-- priority), can be served before candidate `best`: its rank is lower, or the
+-- same with a later head. The walk then need not read its jobs. (A job whose age
+-- would rank it overdue comes before `best` in head order: the walk met it first.)
+local function cannot_beat(a, class, head, best)
+  local rank = affinity.class_rank(a, class)
+  return rank < best.rank or (rank == best.rank and head >= best.score)
+end
+
 -- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
 -- recording the worker as idle so that the next capable submit wakes it, or
 -- { 'none', retry_at, worker state, 'more' } when the walk over the classes
--- used up this call's budget: the worker calls again and the walk goes on after
--- the cursor it leaves. The worker is recorded idle from that first call on, so
--- a job submitted meanwhile into a class the walk has passed still wakes it.
--- `w` is the worker as load_worker read it.
+-- used up this call's budget without a job to take: the worker calls again and
+-- the walk goes on after the cursor it leaves. The worker is recorded idle from
+-- that first call on, so a job submitted meanwhile into a class the walk has
+-- passed still wakes it. `w` is the worker as load_worker read it.
+-- The walk keeps the best candidate (affinity.better) and ends early at one ranked warm
+-- or better, or at the first class whose head is of a lower priority than it;
+-- a walk out of budget with a candidate in hand takes it. `ctx.affinity_wait_ms`:
+-- the affinity bound (absent or 0: no job is left for a worker holding its models).
 local function claim_for(ctx, worker, woken_class, w)
   local p = ctx.p
   if w.state == 'draining' or w.state == 'offline' then
@@ -214,28 +263,38 @@ local function claim_for(ctx, worker, woken_class, w)
   local lanes = profile_lanes(p, w.profile)
   local retry_at = nil
   local budget = CLAIM_BUDGET
+  local wait_ms = ctx.affinity_wait_ms or 0
+  local a = affinity.of(p, worker)
+  local best = nil
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
   local paused = nil
   if call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(call('HGETALL', p .. 'paused')) end
-  local offset, last = 0, nil
-  while true do
-    -- pages by rank from the start, or by score after the cursor of a paused walk
-    local page = after and call('ZRANGE', p .. 'classes', '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE)
-      or (offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST))
-      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1)
-    for i = 1, #page do
+  local offset, last, walking = 0, nil, true
+  while walking do
+    -- pages (class, head score) by rank from the start, or by score after the cursor of a paused walk
+    local page = after and call('ZRANGE', p .. 'classes', '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES')
+      or (offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST, 'WITHSCORES'))
+      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1, 'WITHSCORES')
+    for i = 1, #page, 2 do
       if budget <= 0 then
+        if best then break end
         -- the walk goes on after the last class it looked at (the set has not changed in this call)
-        call('HSET', worker_key(p, worker), 'cursor', call('ZSCORE', p .. 'classes', last) .. '|' .. ctx.ts)
+        call('HSET', worker_key(p, worker), 'cursor', last .. '|' .. ctx.ts)
         if not w.waiting then start_waiting(p, worker, w.profile, false) end
         return { 'none', retry_at and tostring(retry_at) or '', w.state or 'idle', 'more' }
       end
-      local class = page[i]
-      last = class
+      local class, head = page[i], page[i + 1]
+      -- every job of this class and of the classes after it is of its head's priority or lower
+      if best and priority_of(head) < best.priority then
+        walking = false
+        break
+      end
+      last = head
       budget = budget - 1
-      if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
+      if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
+        and not (best and cannot_beat(a, class, tonumber(head), best)) then
         local id, fields, until_, next_score, looked
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
@@ -244,21 +303,30 @@ local function claim_for(ctx, worker, woken_class, w)
           id, fields, until_, next_score = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
         end
         if id then
-          if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
-          local reply = take(ctx, id, fields, class, worker, w, next_score)
-          if woken_class and woken_class ~= class and call('EXISTS', queue_key(p, woken_class)) == 1 then
-            -- we were woken for another class's job and took this one instead: pass the wake on
-            wake_for_head(p, woken_class, worker)
-          end
-          return reply
+          local c
+          c, until_ = candidate(ctx, a, class, id, fields, next_score, worker, wait_ms)
+          if c and affinity.better(c, best) then best = c end
         end
         retry_at = earlier(retry_at, until_)
+        if best and best.rank >= affinity.RANK_WARM then
+          walking = false
+          break
+        end
       end
     end
-    if #page < CLASS_PAGE then break end
+    if budget <= 0 and best then break end
+    if #page < 2 * CLASS_PAGE then break end
     offset = offset + CLASS_PAGE
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
+  if best then
+    local reply = take(ctx, best.id, best.f, best.class, worker, w, best.next_score, best.tier)
+    if woken_class and woken_class ~= best.class and call('EXISTS', queue_key(p, woken_class)) == 1 then
+      -- we were woken for another class's job and took this one instead: pass the wake on
+      wake_for_head(p, woken_class, worker)
+    end
+    return reply
+  end
   start_waiting(p, worker, w.profile, w.waiting)
   local state = w.state or 'idle'
   if call('SCARD', p .. 'wjobs:' .. worker) == 0 then

@@ -1,0 +1,237 @@
+import { z } from 'zod';
+import type { BrokerContext } from './broker/context';
+import { canonicalJson, contentId } from './canonical';
+import type { PoolConfig } from './config';
+import { type JobRouting, RouteSource, type SubmitJob } from './job';
+import { ModelName, ServiceName } from './requirements';
+
+/**
+ * Routing by expected duration (docs/pools.md). A job that names no pool goes
+ * to the first configured pool whose cutoff is above its expected duration:
+ * the submit's `expected_duration_s` hint, else the p90 of the execution times
+ * learned from its duration class (service + models), else the default pool.
+ * A pool with no online worker is skipped for the nearest one that has one.
+ */
+
+/** A job's duration class: its service and its models, sorted. Jobs of one class take about as long. */
+export function durationClass(service: string, models: readonly string[] = []): string {
+  return contentId(canonicalJson({ d: 1, service, models: [...new Set(models)].sort() }));
+}
+
+/** Execution times a duration list keeps, newest first (complete.lua trims it back to these every 32 pushes). */
+export const DURATIONS_KEPT = 256;
+
+/** What `<ns>:{<pool>}:dclasses` says of a duration class (complete.lua writes it; models null: none). */
+export const DurationClassInfo = z.object({ service: ServiceName, models: z.array(ModelName).nullable().catch(null) });
+
+/** Past executions of a class (or service) needed before its durations are trusted. */
+export const DEFAULT_MIN_SAMPLES = 20;
+/** How long an estimate or a pool's worker count is reused, by the broker's clock. */
+export const ROUTING_CACHE_MS = 5_000;
+/** Most duration classes whose estimates are cached at once (the cache starts over past it). */
+const CACHE_ENTRIES = 10_000;
+
+export interface DurationStats {
+  /** execution time (s) half of the recorded executions stayed under */
+  p50_s: number;
+  /** execution time (s) nine in ten of them stayed under */
+  p90_s: number;
+  samples: number;
+}
+
+/** The estimate of a duration class: its own durations when there are enough, else its service's. */
+export interface DurationEstimate extends DurationStats {
+  level: 'class' | 'service';
+}
+
+/** p50/p90 (nearest rank) of durations in ms, in seconds; null for none. */
+export function durationStats(durationsMs: readonly number[]): DurationStats | null {
+  if (durationsMs.length === 0) return null;
+  const sorted = [...durationsMs].sort((a, b) => a - b);
+  const rank = (q: number) => sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)]! / 1_000;
+  return { p50_s: rank(0.5), p90_s: rank(0.9), samples: sorted.length };
+}
+
+interface Cached<T> {
+  at: number;
+  value: Promise<T>;
+}
+
+/**
+ * Reads the learned execution times of a duration class and of its service
+ * across the configured pools (each pool's shard keeps its own), and caches
+ * the estimate for ROUTING_CACHE_MS of the broker's clock (a virtual one when
+ * the broker runs on one): a submit reads Redis at most once per class per 5 s.
+ */
+export class DurationEstimator {
+  readonly minSamples: number;
+  readonly #cache = new Map<string, Cached<DurationEstimate | null>>();
+
+  constructor(
+    private readonly ctx: BrokerContext,
+    options: { minSamples?: number } = {},
+  ) {
+    this.minSamples = options.minSamples ?? DEFAULT_MIN_SAMPLES;
+  }
+
+  estimate(dclass: string, service: string): Promise<DurationEstimate | null> {
+    const now = clockOf(this.ctx);
+    const key = `${dclass}|${service}`;
+    const hit = this.#cache.get(key);
+    if (hit && now - hit.at < ROUTING_CACHE_MS && now >= hit.at) return hit.value;
+    if (this.#cache.size >= CACHE_ENTRIES) this.#cache.clear();
+    const value = this.#read(dclass, service);
+    this.#cache.set(key, { at: now, value });
+    // a failed read is not kept: the next submit asks again
+    value.catch(() => this.#cache.delete(key));
+    return value;
+  }
+
+  async #read(dclass: string, service: string): Promise<DurationEstimate | null> {
+    const { keys, redis, config } = this.ctx;
+    const lists = await Promise.all(
+      config.pools.map(async ({ name }) => {
+        const replies = await redis.pipeline().lrange(keys.durations(name, dclass), 0, DURATIONS_KEPT - 1).lrange(keys.serviceDurations(name, service), 0, DURATIONS_KEPT - 1).exec();
+        return (replies ?? []).map(([error, list]) => {
+          if (error) throw error;
+          return (list as string[]).map(Number);
+        });
+      }),
+    );
+    const own = durationStats(lists.flatMap((pair) => pair[0] ?? []));
+    if (own && own.samples >= this.minSamples) return { ...own, level: 'class' };
+    const ofService = durationStats(lists.flatMap((pair) => pair[1] ?? []));
+    if (ofService && ofService.samples >= this.minSamples) return { ...ofService, level: 'service' };
+    return null;
+  }
+}
+
+/** Where a submit goes, and the job fields that record why (short values: a job hash stays compact). */
+export interface Route {
+  pool: string;
+  /** field/value pairs for the job hash; readers rebuild its routing from them (routeOf) */
+  fields: Array<string | number>;
+}
+
+/** The first configured pool whose cutoff is above `seconds`; the last pool takes the rest. */
+export function poolForDuration(pools: readonly PoolConfig[], seconds: number): PoolConfig {
+  return pools.find((pool) => pool.max_duration_s !== undefined && seconds < pool.max_duration_s) ?? pools[pools.length - 1]!;
+}
+
+export class Router {
+  readonly estimator: DurationEstimator;
+  #online: Cached<Map<string, number>> | undefined;
+
+  constructor(private readonly ctx: BrokerContext) {
+    this.estimator = new DurationEstimator(ctx, { minSamples: ctx.config.routingMinSamples });
+  }
+
+  /** Online workers per configured pool, cached like the estimates. */
+  onlineWorkers(): Promise<Map<string, number>> {
+    const now = clockOf(this.ctx);
+    if (this.#online && now - this.#online.at < ROUTING_CACHE_MS && now >= this.#online.at) return this.#online.value;
+    const { keys, redis, config } = this.ctx;
+    const value = Promise.all(config.pools.map(async ({ name }) => [name, await redis.zcard(keys.workers(name))] as const)).then((pairs) => new Map(pairs));
+    this.#online = { at: now, value };
+    value.catch(() => (this.#online = undefined));
+    return value;
+  }
+
+  async route(job: SubmitJob, dclass: string): Promise<Route> {
+    const named = job.requirements.pool;
+    if (named) return finished({ pool: named, source: 'named' });
+    const pools = this.ctx.config.pools;
+    let source: RouteSource;
+    let estimate: number | undefined;
+    let history: DurationEstimate | null = null;
+    if (job.expected_duration_s !== undefined) {
+      source = 'hint';
+      estimate = job.expected_duration_s;
+    } else {
+      history = await this.estimator.estimate(dclass, job.service);
+      if (!history) return finished({ pool: this.ctx.config.defaultPool, source: 'default' });
+      source = 'history';
+      estimate = history.p90_s;
+    }
+    const wanted = poolForDuration(pools, estimate).name;
+    const pool = nearestServed(pools, wanted, await this.onlineWorkers());
+    return finished({
+      pool,
+      source,
+      estimate_s: estimate,
+      samples: history?.samples,
+      level: history?.level,
+      skipped: pool === wanted ? undefined : wanted,
+    });
+  }
+}
+
+/** `wanted`, or the configured pool nearest to it (the longer one first) that has an online worker; `wanted` when none has. */
+function nearestServed(pools: readonly PoolConfig[], wanted: string, online: Map<string, number>): string {
+  if ((online.get(wanted) ?? 0) > 0) return wanted;
+  const at = pools.findIndex((pool) => pool.name === wanted);
+  for (let distance = 1; distance < pools.length; distance++) {
+    for (const index of [at + distance, at - distance]) {
+      const pool = pools[index];
+      if (pool && (online.get(pool.name) ?? 0) > 0) return pool.name;
+    }
+  }
+  return wanted;
+}
+
+/** What a job hash keeps of its route: short fields, from which routeOf rebuilds the whole (and its reason). */
+export const StoredRoute = z.object({
+  pool: z.string(),
+  source: RouteSource,
+  estimate_s: z.number().nonnegative().optional(),
+  samples: z.number().int().nonnegative().optional(),
+  level: z.enum(['class', 'service']).optional(),
+  /** the pool the estimate pointed at, when it had no online worker */
+  skipped: z.string().optional(),
+});
+export type StoredRoute = z.infer<typeof StoredRoute>;
+
+function finished(route: StoredRoute): Route {
+  // the default route is the absence of route_source on a job with a dclass: the commonest case stores nothing
+  const fields: Array<string | number> = route.source === 'default' ? [] : ['route_source', route.source];
+  if (route.source === 'history') fields.push('route_estimate_s', round(route.estimate_s!), 'route_samples', route.samples!, 'route_level', route.level!);
+  if (route.skipped) fields.push('route_skipped', route.skipped);
+  return { pool: route.pool, fields };
+}
+
+/** The routing a job shows: its stored route with its reason in words. */
+export function routeOf(route: StoredRoute): JobRouting {
+  const routing: JobRouting = { pool: route.pool, source: route.source, reason: routeReason(route) };
+  if (route.estimate_s !== undefined) routing.estimate_s = round(route.estimate_s);
+  if (route.samples !== undefined) routing.samples = route.samples;
+  return routing;
+}
+
+/** e.g. "routed to fast: p90 of 212 similar jobs = 8 s". */
+export function routeReason(route: StoredRoute): string {
+  const to = `routed to ${route.pool}`;
+  const skipped = route.skipped ? `; ${route.skipped} has no online worker` : '';
+  switch (route.source) {
+    case 'named':
+      return `${to}: named in its requirements`;
+    case 'default':
+      return `${to}, the default pool: no expected_duration_s and too few similar jobs finished to estimate`;
+    case 'hint':
+      return `${to}: expected_duration_s = ${seconds(route.estimate_s)}${skipped}`;
+    case 'history':
+      return `${to}: p90 of ${route.samples} ${route.level === 'service' ? 'jobs of its service' : 'similar jobs'} = ${seconds(route.estimate_s)}${skipped}`;
+  }
+}
+
+function round(value: number): number {
+  return value >= 10 ? Math.round(value) : Math.round(value * 10) / 10;
+}
+
+function seconds(value: number | undefined): string {
+  return `${round(value ?? 0)} s`;
+}
+
+function clockOf(ctx: BrokerContext): number {
+  return ctx.clock ? ctx.clock() : Date.now();
+}
+
