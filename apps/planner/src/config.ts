@@ -4,8 +4,8 @@ import { z } from 'zod';
 const SECOND = 1_000;
 const MINUTE = 60 * SECOND;
 
-/** The issue's wait targets: the fast lane within 2 s, every other pool within 10 s (p95). */
-export const DEFAULT_WAIT_TARGETS_MS: Record<string, number> = { fast: 2 * SECOND, '*': 10 * SECOND };
+/** A pool's wait target when neither the planner's settings nor the pool config (target_wait_s) name one. */
+export const DEFAULT_WAIT_TARGET_MS = 10 * SECOND;
 
 export const PlannerConfig = z
   .object({
@@ -13,8 +13,11 @@ export const PlannerConfig = z
     intervalMs: z.number().int().min(100).default(30 * SECOND),
     /** the pools planned (empty: every pool the broker knows, looked up each round) */
     pools: z.array(z.string().min(1)).default([]),
-    /** wait target per pool (ms), `*` for the pools not named */
-    waitTargetsMs: z.record(z.string(), z.number().int().positive()).default(DEFAULT_WAIT_TARGETS_MS),
+    /**
+     * wait target per pool (ms), `*` for the pools not named: overrides of the pool
+     * config's target_wait_s (docs/pools.md), which is used otherwise
+     */
+    waitTargetsMs: z.record(z.string(), z.number().int().positive()).default({}),
     /** the share of jobs that must meet the wait target (the capacity hint's percentile) */
     percentile: z.number().gt(0).lt(1).default(0.95),
     /** how far ahead the forecast looks: about a model download, so a copy is ready when demand comes */
@@ -40,9 +43,10 @@ export function plannerConfig(input: PlannerConfigInput = {}): PlannerConfig {
   return parseWith(PlannerConfig, input, 'planner config');
 }
 
-/** The wait target of a pool. */
-export function waitTargetMs(config: PlannerConfig, pool: string): number {
-  return config.waitTargetsMs[pool] ?? config.waitTargetsMs['*'] ?? DEFAULT_WAIT_TARGETS_MS['*']!;
+/** The wait target of a pool: the planner's own setting for it, else the pool config's target_wait_s, else `*`, else 10 s. */
+export function waitTargetMs(config: PlannerConfig, pool: string, pools: ReadonlyArray<{ name: string; target_wait_s: number }> = []): number {
+  const configured = pools.find((p) => p.name === pool)?.target_wait_s;
+  return config.waitTargetsMs[pool] ?? (configured !== undefined ? configured * 1_000 : undefined) ?? config.waitTargetsMs['*'] ?? DEFAULT_WAIT_TARGET_MS;
 }
 
 /**

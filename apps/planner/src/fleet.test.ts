@@ -48,10 +48,13 @@ describe('planner config', () => {
   it('reads EMP_PLANNER_* and gives each pool its wait target', () => {
     const config = plannerConfig(configFromEnv({ EMP_PLANNER_INTERVAL_MS: '5000', EMP_PLANNER_POOLS: 'fast, heavy', EMP_PLANNER_WAIT_TARGETS_MS: 'fast=1500,*=20000', EMP_PLANNER_DRY_RUN: '1' }));
     expect(config).toMatchObject({ intervalMs: 5_000, pools: ['fast', 'heavy'], dryRun: true });
-    expect(waitTargetMs(config, 'fast')).toBe(1_500);
-    expect(waitTargetMs(config, 'heavy')).toBe(20_000);
-    expect(waitTargetMs(plannerConfig(), 'fast')).toBe(2_000);
-    expect(waitTargetMs(plannerConfig(), 'standard')).toBe(10_000);
+    const pools = [{ name: 'fast', target_wait_s: 2 }, { name: 'heavy', target_wait_s: 30 }];
+    expect(waitTargetMs(config, 'fast', pools)).toBe(1_500);
+    // the pool config's target_wait_s, unless the planner's settings name the pool
+    expect(waitTargetMs(config, 'heavy', pools)).toBe(30_000);
+    expect(waitTargetMs(config, 'other', pools)).toBe(20_000);
+    expect(waitTargetMs(plannerConfig(), 'fast', pools)).toBe(2_000);
+    expect(waitTargetMs(plannerConfig(), 'other', pools)).toBe(10_000);
   });
 
   it('refuses a setting out of range with its name', () => {

@@ -25,7 +25,7 @@ export interface ModelCommand {
  * What the planner needs of the broker: the fleet, the demand counters, the
  * jobs of the last hour, the machine command channel and its own record.
  */
-export type PlannerBroker = Pick<Broker, 'pools' | 'machines' | 'machine' | 'workers' | 'listJobs' | 'getJobsSettled' | 'queueStats' | 'recordPlannerRound' | 'plannerState' | 'serverTime'> & {
+export type PlannerBroker = Pick<Broker, 'config' | 'pools' | 'machines' | 'machine' | 'workers' | 'listJobs' | 'getJobsSettled' | 'queueStats' | 'recordPlannerRound' | 'plannerState' | 'serverTime'> & {
   modelDemand(pool: string, range: { from: number; to: number }): Promise<DemandBucket[]>;
   machineCommand(pool: string, machine: string, command: ModelCommand): Promise<string>;
 };
@@ -130,7 +130,7 @@ export class Planner {
 
     const { sent, dropped } = await this.send(pool, plan.decisions);
     const capacity = await this.capacity(pool, now, demand, machines, workerEntries);
-    const target = waitTargetMs(c, pool);
+    const target = waitTargetMs(c, pool, this.#broker.config.pools);
     const round: PlannerRound = {
       forecast: forecasts.map(({ holt: _holt, ...f }) => f),
       capacity,
@@ -199,7 +199,7 @@ export class Planner {
       arrivals,
       windowMs: HOUR_MS,
       meanExecutionMs,
-      waitTargetMs: waitTargetMs(this.config, pool),
+      waitTargetMs: waitTargetMs(this.config, pool, this.#broker.config.pools),
       percentile: this.config.percentile,
       workersPerMachine: perMachine,
     });
