@@ -99,6 +99,45 @@ describe('the planner against a scripted fleet and demand', () => {
     expect(pool.capacity).toMatchObject({ arrivals: 10, readyMachines: 3 });
   });
 
+  it('drops an eviction (and the prefetch it made room for) when a job took the model between the plan and the send', async () => {
+    const pool = 'race';
+    const status = (oldInUse: boolean): MachineStatusInput => ({
+      models: [{ name: 'old', size_bytes: 20 * GB, in_use: oldInUse }],
+      models_in_use: oldInUse ? ['old'] : [],
+      model_cache_budget_bytes: 25 * GB,
+      model_cache_used_bytes: 20 * GB,
+    });
+    now = DAY0 + 5 * DAY;
+    for (let t = now - 60 * MINUTE; t < now; t += 5 * MINUTE) {
+      now = t;
+      await broker.submit({ service: 'comfyui', requirements: { pool, models: ['hot'] } });
+    }
+    now = DAY0 + 5 * DAY;
+    await broker.registerMachine(pool, 'r1', 'ready', encodeMachineStatus(status(false)));
+    await broker.registerMachine(pool, 'r2', 'ready', encodeMachineStatus({ models: [{ name: 'hot', size_bytes: 10 * GB }], model_cache_budget_bytes: 25 * GB }));
+    // the real broker; its machine read (the planner's last check) comes after a job took `old` on r1, as the agent reports it
+    const lastCheck = async (p: string, id: string) => {
+      await broker.registerMachine(pool, 'r1', 'ready', encodeMachineStatus(status(true)));
+      return broker.machine(p, id);
+    };
+    const racing = new Proxy(broker, {
+      get: (target, key) => {
+        if (key === 'machine') return lastCheck;
+        const value = Reflect.get(target, key) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const planner = new Planner({ broker: racing, logger, config: { pools: [pool] }, now: async () => now });
+    const [round] = await planner.runOnce();
+    expect(round!.dropped.map(({ decision, why }) => [decision.action, decision.model, why])).toEqual([
+      ['evict', 'old', 'old on r1 is in use now'],
+      ['prefetch', 'hot', 'old on r1 is in use now'],
+    ]);
+    expect(round!.sent).toEqual([]);
+    expect(await broker.readMachineCommands(pool, 'r1', '0')).toEqual([]);
+    expect((await broker.readEvents(pool, '0', { count: 1_000 })).filter((e) => e.type === 'planner.decision')).toEqual([]);
+  });
+
   it("gives each pool the machines that would have met its wait target over the hour (M/M/c), on /metrics too", async () => {
     now = DAY0 + 3 * DAY;
     await broker.registerMachine('fast', 'f1', 'ready', encodeMachineStatus({ model_cache_budget_bytes: 10 * GB, models: [{ name: 'tiny', size_bytes: GB }] }));
