@@ -32,7 +32,7 @@ export const PlannerConfig = z
     executionSample: z.number().int().min(1).max(500).default(200),
     /** who the commands are from, as machine.command events show it */
     by: z.string().min(1).default('planner'),
-    /** plan and record, but send no command (an operator trying it out) */
+    /** plan and record (each reason says `dry run, not sent`), but send no command: an operator trying it out */
     dryRun: z.boolean().default(false),
   })
   .strict();

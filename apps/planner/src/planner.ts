@@ -173,7 +173,7 @@ export class Planner {
           }
         }
         if (this.config.dryRun) {
-          sent.push(decision);
+          sent.push({ ...decision, reason: `dry run, not sent: ${decision.reason}` });
           continue;
         }
         try {
