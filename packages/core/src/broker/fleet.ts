@@ -56,7 +56,8 @@ export async function registerWorker(
  */
 function poolProfileProblem(ctx: BrokerContext, registration: z.output<typeof WorkerRegistration>): void {
   const pool = ctx.config.pools.find((each) => each.name === registration.pool);
-  if (!pool) return;
+  // a borrower takes only the jobs its requirements let it run, under its own pool's rule
+  if (!pool || registration.home_pool !== undefined) return;
   const memory = registration.capabilities.hardware.gpu_memory_gb ?? 0;
   const path = 'capabilities.hardware.gpu_memory_gb';
   const has = registration.capabilities.hardware.gpu_memory_gb === undefined ? 'states no GPU memory' : `has ${memory} GB`;
