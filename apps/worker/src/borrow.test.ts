@@ -44,8 +44,10 @@ describe('a worker with a cross-pool fallback policy', () => {
   it('registers as a borrower, takes a job its own pool lacks once it has waited, and runs it to the end', async () => {
     const broker = await Broker.connect({ redis });
     await fastWorker(broker, 20);
-    const borrower = (await broker.workers('standard')).find((w) => w.id === 'fast-w');
+    const borrower = (await broker.workers('standard', { borrowers: true })).find((w) => w.id === 'fast-w');
     expect(borrower?.home_pool).toBe('fast');
+    // listed once, with its own pool
+    expect((await broker.workers('standard')).map((w) => w.id)).not.toContain('fast-w');
 
     const { id } = await broker.submit({ service: 'simulation', requirements: { pool: 'standard' } });
     const job = await finished(broker, id);

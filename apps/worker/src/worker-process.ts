@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type AssetStoreSpec, Broker, brokerConfigFromEnv, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider, startTracing, type Tracing } from '@emp/core';
+import { type AssetStoreSpec, Broker, brokerConfigFromEnv, fallbackRules, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider, startTracing, type Tracing } from '@emp/core';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import type { AssetStore } from './assets/asset-store';
@@ -81,6 +81,8 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       models: config.models_url ? httpModelProvider({ baseUrl: config.models_url }) : undefined,
       concurrency: config.concurrency,
       warmModels: config.warm_models,
+      // its pool's cross-pool fallback rules (docs/pools.md)
+      borrow: fallbackRules(broker.config, config.pool),
       logger: base,
       region: config.region || undefined,
       deploymentEnv: config.deployment_env || undefined,

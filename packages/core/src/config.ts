@@ -29,14 +29,43 @@ export const PoolConfig = z
       })
       .strict()
       .default({}),
+    /**
+     * cross-pool fallback (docs/pools.md): the pools this pool's idle workers may take jobs
+     * from, in the order they look, each with its rule: the job has waited `after_s` there,
+     * and is expected to take at most `max_expected_s` (so a long job never holds this pool's
+     * worker for longer), `unknown_expected_s` being assumed for a job nobody estimated
+     */
+    fallback: z
+      .array(
+        z
+          .object({
+            from: PoolName,
+            after_s: z.number().min(0).max(86_400),
+            max_expected_s: z.number().positive().max(30 * 86_400).optional(),
+            unknown_expected_s: z.number().positive().max(30 * 86_400).optional(),
+          })
+          .strict(),
+      )
+      .max(8)
+      .default([]),
   })
   .strict();
 export type PoolConfig = z.output<typeof PoolConfig>;
 
 export const DEFAULT_POOLS: z.input<typeof PoolConfig>[] = [
-  { name: 'fast', max_duration_s: 30, target_wait_s: 2, profile: {} },
-  { name: 'standard', max_duration_s: 180, target_wait_s: 10, profile: {} },
-  { name: 'heavy', target_wait_s: 10, profile: { min_gpu_memory_gb: 48 } },
+  // a fast-lane worker helps standard only with jobs of a minute at most, so a fast job waits for it at most that long
+  { name: 'fast', max_duration_s: 30, target_wait_s: 2, profile: {}, fallback: [{ from: 'standard', after_s: 10, max_expected_s: 60, unknown_expected_s: 60 }] },
+  {
+    name: 'standard',
+    max_duration_s: 180,
+    target_wait_s: 10,
+    profile: {},
+    fallback: [
+      { from: 'fast', after_s: 2 },
+      { from: 'heavy', after_s: 10, max_expected_s: 600 },
+    ],
+  },
+  { name: 'heavy', target_wait_s: 10, profile: { min_gpu_memory_gb: 48 }, fallback: [{ from: 'standard', after_s: 10 }] },
 ];
 
 /** Cutoffs increasing, the last pool open-ended, names unique. */
@@ -139,7 +168,23 @@ export const BrokerConfig = z
         message: `'${config.defaultPool}' is not a configured pool (${config.pools.map((p) => p.name).join(', ')}): name one of them`,
       });
     }
+    const names = new Set(config.pools.map((pool) => pool.name));
+    config.pools.forEach((pool, i) => {
+      pool.fallback.forEach((rule, k) => {
+        if (rule.from === pool.name) {
+          ctx.addIssue({ code: 'custom', path: ['pools', i, 'fallback', k, 'from'], message: `pool '${pool.name}' cannot fall back on itself` });
+        } else if (!names.has(rule.from)) {
+          ctx.addIssue({ code: 'custom', path: ['pools', i, 'fallback', k, 'from'], message: `'${rule.from}' is not a configured pool (${[...names].join(', ')})` });
+        }
+      });
+    });
   });
+
+/** The fallback rules of `pool`'s workers, as a Worker takes them (none for a pool outside the configuration). */
+export function fallbackRules(config: BrokerConfig, pool: string): Array<{ pool: string; afterMs: number; maxExpectedS?: number; unknownExpectedS?: number }> {
+  const rules = config.pools.find((each) => each.name === pool)?.fallback ?? [];
+  return rules.map((rule) => ({ pool: rule.from, afterMs: rule.after_s * 1000, maxExpectedS: rule.max_expected_s, unknownExpectedS: rule.unknown_expected_s }));
+}
 export type BrokerConfig = z.output<typeof BrokerConfig>;
 export type BrokerConfigInput = z.input<typeof BrokerConfig>;
 

@@ -120,4 +120,15 @@ describe('cross-pool fallback', () => {
     const { b } = await setup();
     await expect(b.registerWorker({ id: 'x', pool: 'fast', home_pool: 'fast', capabilities: FAST })).rejects.toBeInstanceOf(ValidationError);
   });
+
+  it('does not count a borrower as a worker of the pool it borrows from when routing', async () => {
+    let now = T0;
+    const b = await Broker.connect({ redis, clock: () => now });
+    await b.registerWorker({ id: 'std-1', pool: 'standard', capabilities: FAST });
+    await b.registerWorker({ id: 'std-1', pool: 'fast', home_pool: 'standard', capabilities: FAST });
+    now += 10_000; // past the router's cache
+    const job = await b.submit({ service: 'simulation', expected_duration_s: 5 });
+    expect(job.id.startsWith('standard.')).toBe(true);
+    expect((await b.getJob(job.id))?.routing?.reason).toMatch(/fast has no/);
+  });
 });

@@ -21,6 +21,8 @@
  *                                  worker holds a job's models); both replaced by emp_worker_models, dropped when the worker
  *                                  goes offline or is removed (docs/broker.md, "Model affinity")
  *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices
+ *   <ns>:{<pool>}:borrowers        set of the workers registered here as borrowers of another pool (their hash's home_pool;
+ *                                  cross-pool fallback: they claim here only through claim_fallback and are never in `idle`)
  *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
  *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered
  *   <ns>:{<pool>}:machine:<id>     machine hash; machines / machines:offline
@@ -112,6 +114,10 @@ export class KeyLayout {
   }
   workers(pool: string): string {
     return `${this.prefix(pool)}workers`;
+  }
+  /** workers registered here as borrowers of another pool (cross-pool fallback): not this pool's own */
+  borrowers(pool: string): string {
+    return `${this.prefix(pool)}borrowers`;
   }
   /** waiting workers (worker -> profile), whom a submit may wake */
   idle(pool: string): string {

@@ -1,7 +1,7 @@
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { Broker } from './broker';
-import { brokerConfig, brokerConfigFromEnv } from './config';
+import { brokerConfig, brokerConfigFromEnv, fallbackRules } from './config';
 import { ValidationError } from './errors';
 import { KeyLayout } from './keys';
 import { durationClass, durationStats } from './routing';
@@ -201,10 +201,29 @@ describe('routing by expected duration', () => {
 describe('pool configuration', () => {
   it('defaults to fast, standard and heavy', () => {
     expect(brokerConfig().pools).toEqual([
-      { name: 'fast', max_duration_s: 30, target_wait_s: 2, profile: {} },
-      { name: 'standard', max_duration_s: 180, target_wait_s: 10, profile: {} },
-      { name: 'heavy', target_wait_s: 10, profile: { min_gpu_memory_gb: 48 } },
+      { name: 'fast', max_duration_s: 30, target_wait_s: 2, profile: {}, fallback: [{ from: 'standard', after_s: 10, max_expected_s: 60, unknown_expected_s: 60 }] },
+      {
+        name: 'standard',
+        max_duration_s: 180,
+        target_wait_s: 10,
+        profile: {},
+        fallback: [
+          { from: 'fast', after_s: 2 },
+          { from: 'heavy', after_s: 10, max_expected_s: 600 },
+        ],
+      },
+      { name: 'heavy', target_wait_s: 10, profile: { min_gpu_memory_gb: 48 }, fallback: [{ from: 'standard', after_s: 10 }] },
     ]);
+    expect(fallbackRules(brokerConfig(), 'fast')).toEqual([{ pool: 'standard', afterMs: 10_000, maxExpectedS: 60, unknownExpectedS: 60 }]);
+    expect(fallbackRules(brokerConfig(), 'elsewhere')).toEqual([]);
+  });
+
+  it('refuses a fallback rule on the pool itself or on a pool not configured', () => {
+    const pools = (fallback: unknown[]) => () =>
+      brokerConfig({ pools: [{ name: 'standard', max_duration_s: 60, target_wait_s: 1, fallback }, { name: 'heavy', target_wait_s: 1 }] } as never);
+    expect(pools([{ from: 'standard', after_s: 1 }])).toThrow("pools.0.fallback.0.from: pool 'standard' cannot fall back on itself");
+    expect(pools([{ from: 'gpu', after_s: 1 }])).toThrow("pools.0.fallback.0.from: 'gpu' is not a configured pool (standard, heavy)");
+    expect(pools([{ from: 'heavy', after_s: -1 }])).toThrow('pools.0.fallback.0.after_s');
   });
 
   it('names what is wrong with a pool list', () => {

@@ -126,12 +126,19 @@ export class Router {
     this.estimator = new DurationEstimator(ctx, { minSamples: ctx.config.routingMinSamples });
   }
 
-  /** Online workers per configured pool, cached like the estimates. */
+  /** Online workers per configured pool (its own: borrowers from other pools do not count), cached like the estimates. */
   onlineWorkers(): Promise<Map<string, number>> {
     const now = clockOf(this.ctx);
     if (this.#online && now - this.#online.at < ROUTING_CACHE_MS && now >= this.#online.at) return this.#online.value;
     const { keys, redis, config } = this.ctx;
-    const value = Promise.all(config.pools.map(async ({ name }) => [name, await redis.zcard(keys.workers(name))] as const)).then((pairs) => new Map(pairs));
+    const own = async (name: string) => {
+      const [online, borrowers] = await Promise.all([
+        redis.zcard(keys.workers(name)),
+        redis.call('ZINTERCARD', 2, keys.workers(name), keys.borrowers(name)) as Promise<number>,
+      ]);
+      return online - borrowers;
+    };
+    const value = Promise.all(config.pools.map(async ({ name }) => [name, await own(name)] as const)).then((pairs) => new Map(pairs));
     this.#online = { at: now, value };
     value.catch(() => (this.#online = undefined));
     return value;

@@ -1,4 +1,4 @@
-import { Broker, type ClaimResult, type ClaimedJob, type Lease, DEFAULT_SERVICES, poolOfJobId } from '@emp/core';
+import { Broker, type BrokerConfig, type ClaimResult, type ClaimedJob, type Lease, DEFAULT_SERVICES, brokerConfig, fallbackRules, poolOfJobId } from '@emp/core';
 import { startRedis } from '@emp/core/redis-server';
 import { Redis } from 'ioredis';
 import type { MachineType, SimulationConfig } from './config';
@@ -75,6 +75,8 @@ type Event =
   | { kind: 'preempt'; machine: Machine }
   | { kind: 'heartbeat'; machine: Machine }
   | { kind: 'retry'; machine: Machine }
+  | { kind: 'borrow'; machine: Machine }
+  | { kind: 'borrow-due'; pool: string }
   | { kind: 'ready'; machine: Machine; claimed: ClaimedJob }
   | { kind: 'done'; machine: Machine; claimed: ClaimedJob };
 
@@ -90,6 +92,13 @@ class Machine {
   readonly disk = new Map<string, number>();
   readonly vram = new Map<string, number>();
   readonly everDownloaded = new Set<string>();
+  /** a model being downloaded for its job (reported as downloading) */
+  downloading: string | undefined;
+  /** fallback: when it last told each pool it borrows from that it is alive; whether it waits for a job there to qualify */
+  readonly beats = new Map<string, number>();
+  sleepingBorrower = false;
+  /** its model caches changed for the current job: report once the job starts */
+  pendingReport = false;
   constructor(
     readonly record: MachineRecord,
     readonly random: Random,
@@ -149,11 +158,13 @@ class Simulation {
   readonly #random: Random;
   readonly #services: string[];
   readonly #pools: SimPool[];
+  readonly #config: BrokerConfig;
   #broker!: Broker;
   #now = 0;
   #machineSeq = 0;
   #preemptions = 0;
   #requeued = 0;
+  #borrowed = 0;
   #dispatchDue = false;
   readonly #hourly: HourlyMs[];
 
@@ -166,7 +177,8 @@ class Simulation {
     this.#services = [...new Set(options.workload.map((j) => j.service))].sort();
     for (const job of options.workload) if (!this.#models.has(job.model)) this.#models.set(job.model, { name: job.model, sizeGb: 5 });
     this.#hourly = Array.from({ length: Math.ceil(options.hours) }, () => ({ upMs: 0, occupiedMs: 0, executionMs: 0, arrivals: 0 }));
-    this.#pools = [{ name: POOL, share: 1, types: options.config.fleet.types }];
+    this.#config = brokerConfig({ namespace: 'sim', services: [...new Set([...DEFAULT_SERVICES, ...this.#services])], affinityWaitMs: options.policy.affinity ? undefined : 0 });
+    this.#pools = options.policy.pools ? poolsByWork(this.#config, options.config.fleet.types, options.workload) : [{ name: POOL, share: 1, types: options.config.fleet.types }];
   }
 
   get #endMs(): number {
@@ -174,11 +186,10 @@ class Simulation {
   }
 
   async run(): Promise<RunOutcome> {
-    const services = [...new Set([...DEFAULT_SERVICES, ...this.#services])];
     this.#broker = await Broker.connect({
       redis: this.redis,
       clock: () => VIRTUAL_EPOCH_MS + this.#now,
-      config: { namespace: 'sim', services },
+      config: this.#config,
     });
     for (const job of this.options.workload) if (job.arrivalMs < this.#endMs) this.#schedule(job.arrivalMs, { kind: 'arrival', job });
     this.#schedule(0, { kind: 'scale' });
@@ -242,6 +253,11 @@ class Simulation {
           this.#dispatchDue = true;
         }
         return;
+      case 'borrow':
+        if (this.#idle.has(event.machine)) await this.#borrow(event.machine);
+        return;
+      case 'borrow-due':
+        return this.#borrowDue(event.pool);
       case 'ready':
         return this.#ready(event.machine, event.claimed);
       case 'done':
@@ -256,10 +272,13 @@ class Simulation {
       tenant: job.tenant,
       priority: this.options.policy.priority(job.jobClass),
       payload: { model: job.model, duration_ms: job.durationMs, class: job.jobClass },
-      // the model must fit in the GPU's memory: a 28 GB video model runs only on the large GPUs
-      requirements: { pool: POOL, models: [job.model], hardware: { gpu_memory_gb: Math.ceil(model.sizeGb) } },
+      // the model must fit in the GPU's memory: a 28 GB video model runs only on the large GPUs;
+      // with pools, the broker routes the job by the durations it has learned
+      requirements: { ...(this.options.policy.pools ? {} : { pool: POOL }), models: [job.model], hardware: { gpu_memory_gb: Math.ceil(model.sizeGb) } },
     });
-    this.#jobs.set(result.id, { job, id: result.id, pool: poolOfJobId(result.id), downloadMs: 0, attempts: 0 });
+    const pool = poolOfJobId(result.id);
+    this.#jobs.set(result.id, { job, id: result.id, pool, downloadMs: 0, attempts: 0 });
+    if (this.options.policy.fallback) this.#lendingJob(pool);
     const hour = this.#hourly[Math.floor(this.#now / 3_600_000)];
     if (hour) hour.arrivals++;
     this.#dispatchDue = true;
@@ -317,19 +336,46 @@ class Simulation {
         id: machine.workerId,
         pool: machine.record.pool,
         machine_id: machine.record.id,
-        capabilities: {
-          services: this.#services,
-          hardware: { gpu_memory_gb: machine.record.type.gpu_memory_gb },
-          models: Object.fromEntries(this.#services.map((s) => [s, '*' as const])),
-        },
+        capabilities: this.#capabilities(machine),
       },
       { freshStart: true },
     );
+    for (const rule of this.#rules(machine)) {
+      await this.#broker.registerWorker(
+        { id: machine.workerId, pool: rule.pool, home_pool: machine.record.pool, machine_id: machine.record.id, capabilities: this.#capabilities(machine) },
+        { freshStart: true },
+      );
+      machine.beats.set(rule.pool, this.#now);
+    }
     machine.registered = true;
     machine.record.registeredAtMs = this.#now;
+    await this.#report(machine);
     this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
     if (machine.draining) return this.#retire(machine);
     this.#becomeIdle(machine, true);
+  }
+
+  #capabilities(machine: Machine) {
+    return {
+      services: this.#services,
+      hardware: { gpu_memory_gb: machine.record.type.gpu_memory_gb },
+      models: Object.fromEntries(this.#services.map((s) => [s, '*' as const])),
+    };
+  }
+
+  /** The machine's pool's fallback rules, when the policy has fallback. */
+  #rules(machine: Machine) {
+    return this.options.policy.fallback ? fallbackRules(this.#config, machine.record.pool) : [];
+  }
+
+  /** Model affinity: the worker tells the broker what it holds now (the real worker reports after each change). */
+  async #report(machine: Machine): Promise<void> {
+    if (!this.options.policy.affinity || !machine.alive) return;
+    await this.#broker.reportModels(machine.record.pool, machine.workerId, {
+      loaded: [...machine.vram.keys()],
+      on_disk: [...machine.disk.keys()].filter((m) => m !== machine.downloading),
+      downloading: machine.downloading ? [machine.downloading] : [],
+    });
   }
 
   /** The worker has no job: it claims at the next dispatch when `claim`, else it waits to be woken. */
@@ -370,8 +416,14 @@ class Simulation {
 
   async #heartbeat(machine: Machine): Promise<void> {
     if (!machine.alive) return;
-    const leases = machine.lease ? [{ jobId: machine.lease.jobId, token: machine.lease.token }] : [];
-    const dropped = await this.#broker.heartbeat(machine.record.pool, machine.workerId, leases);
+    const lease = machine.lease;
+    const leases = lease ? [{ jobId: lease.jobId, token: lease.token }] : [];
+    const borrowed = lease !== undefined && lease.pool !== machine.record.pool;
+    let dropped = await this.#broker.heartbeat(machine.record.pool, machine.workerId, borrowed ? [] : leases);
+    if (borrowed) {
+      dropped = await this.#broker.heartbeat(lease.pool, machine.workerId, leases);
+      machine.beats.set(lease.pool, this.#now);
+    }
     if (machine.lease && dropped.some((d) => d.jobId === machine.lease!.jobId)) {
       machine.lease = undefined; // the broker took the job back: the worker stops it and looks for another
       this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
@@ -411,22 +463,85 @@ class Simulation {
       const result = await this.#broker.claim(machine.record.pool, machine.workerId);
       if (result.job) {
         this.#idle.delete(machine);
-        this.#begin(machine, result.job);
-      } else if (result.retryAt !== undefined) {
-        this.#schedule(Math.max(this.#now + 1, result.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
+        await this.#begin(machine, result.job);
+      } else {
+        if (result.retryAt !== undefined) this.#schedule(Math.max(this.#now + 1, result.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
+        // its own pool had nothing: the pools it may borrow from, now
+        if (this.#rules(machine).length > 0) await this.#borrow(machine);
       }
     }
   }
 
+  // ------------------------------------------------------------------ cross-pool fallback
+
+  /**
+   * One look at the pools the machine may borrow from, as the real worker's
+   * borrow(): the first job a rule allows, else it looks again when the broker
+   * says the oldest job it could take qualifies. With nothing there at all, the
+   * real worker looks again after its rule's wait; the simulated one sleeps
+   * until a job arrives there and looks when that job qualifies (borrowDue),
+   * which is the same look without the empty ones in between.
+   */
+  async #borrow(machine: Machine): Promise<void> {
+    machine.sleepingBorrower = false;
+    let next: number | undefined;
+    for (const rule of this.#rules(machine)) {
+      // a borrower stays online in the pools it borrows from (the real worker heartbeats each)
+      if (this.#now - (machine.beats.get(rule.pool) ?? -Infinity) >= this.options.config.heartbeat_s * 1000) {
+        await this.#broker.heartbeat(rule.pool, machine.workerId, []);
+        machine.beats.set(rule.pool, this.#now);
+      }
+      const result = await this.#broker.claimFallback(rule.pool, machine.workerId, {
+        homePool: machine.record.pool,
+        afterMs: rule.afterMs,
+        maxExpectedS: rule.maxExpectedS,
+        unknownExpectedS: rule.unknownExpectedS,
+      });
+      if (result.job) {
+        this.#idle.delete(machine);
+        this.#claimDue.delete(machine);
+        this.#borrowed++;
+        // its last slot is taken: its own pool wakes someone else meanwhile
+        await this.#broker.setWorkerState(machine.record.pool, machine.workerId, 'borrowing');
+        return this.#begin(machine, result.job);
+      }
+      if (result.retryAt !== undefined) next = Math.min(next ?? Infinity, result.retryAt - VIRTUAL_EPOCH_MS);
+    }
+    if (next !== undefined) this.#schedule(Math.max(this.#now + 1, next), { kind: 'borrow', machine });
+    else machine.sleepingBorrower = true;
+  }
+
+  /** A job arrived in `pool`: borrowers sleeping on it look when it can first qualify. */
+  #lendingJob(pool: string): void {
+    const rules = this.#config.pools.flatMap((p) => p.fallback.filter((r) => r.from === pool));
+    if (rules.length === 0) return;
+    const after = Math.min(...rules.map((r) => r.after_s)) * 1000;
+    this.#schedule(this.#now + after, { kind: 'borrow-due', pool });
+  }
+
+  async #borrowDue(pool: string): Promise<void> {
+    const sleeping = [...this.#idle]
+      .filter((m) => m.sleepingBorrower && this.#rules(m).some((r) => r.pool === pool))
+      .sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
+    for (const machine of sleeping) {
+      if (!this.#idle.has(machine)) continue;
+      await this.#borrow(machine);
+      if (!this.#idle.has(machine)) return; // it took the job; the others sleep on
+    }
+  }
+
   /** Reactive model handling: download what the disk lacks, load what the GPU lacks, then run. */
-  #begin(machine: Machine, claimed: ClaimedJob): void {
+  async #begin(machine: Machine, claimed: ClaimedJob): Promise<void> {
     machine.lease = claimed.lease;
     machine.leaseSinceMs = this.#now;
     const record = this.#jobs.get(claimed.id)!;
     record.attempts++;
     const model = this.#models.get(record.job.model)!;
     let readyIn = 0;
+    let changed = false;
     if (!machine.disk.has(model.name)) {
+      changed = true;
+      machine.downloading = model.name;
       const downloadMs = ((model.sizeGb * 1024) / machine.record.type.download_mb_s) * 1000;
       readyIn += downloadMs;
       record.downloadMs += downloadMs;
@@ -437,16 +552,25 @@ class Simulation {
     }
     touch(machine.disk, model.name, this.#now);
     if (!machine.vram.has(model.name)) {
+      changed = true;
       readyIn += drawLogNormal(machine.random, MODEL_LOAD) * 1000;
       makeRoom(machine.vram, this.#models, model, machine.record.type.gpu_memory_gb);
     }
+    // while it downloads or loads, the model is not loaded yet: the report says so, and the next one (at start) that it is
+    if (changed) await this.#report(machine);
     touch(machine.vram, model.name, this.#now);
+    machine.pendingReport = changed;
     this.#schedule(this.#now + Math.round(readyIn), { kind: 'ready', machine, claimed });
   }
 
   async #ready(machine: Machine, claimed: ClaimedJob): Promise<void> {
     if (!machine.alive || machine.lease?.token !== claimed.lease.token) return;
     await this.#broker.start(claimed.lease);
+    machine.downloading = undefined;
+    if (machine.pendingReport) {
+      machine.pendingReport = false;
+      await this.#report(machine);
+    }
     const record = this.#jobs.get(claimed.id)!;
     record.startedAtMs ??= this.#now;
     this.#schedule(this.#now + record.job.durationMs, { kind: 'done', machine, claimed });
@@ -458,9 +582,12 @@ class Simulation {
     machine.record.busyMs += record.job.durationMs;
     this.#spend('executionMs', this.#now - record.job.durationMs, this.#now);
     this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
-    const next: ClaimResult | null = await this.#broker.complete(claimed.lease, { simulated: true }, { claimNext: !machine.draining });
+    // a borrowed job's pool is not the worker's to claim in: it claims in its own right after
+    const borrowed = claimed.lease.pool !== machine.record.pool;
+    const next: ClaimResult | null = await this.#broker.complete(claimed.lease, { simulated: true }, { claimNext: !machine.draining && !borrowed });
     record.completedAtMs = this.#now;
     machine.lease = undefined;
+    if (borrowed && !machine.draining) return this.#becomeIdle(machine, true);
     if (next?.job) return this.#begin(machine, next.job);
     if (machine.draining) {
       if (!machine.record.preempted) this.#retire(machine);
@@ -525,3 +652,33 @@ function makeRoom(cache: Map<string, number>, models: Map<string, Model>, model:
 }
 
 export type { JobClass };
+
+/**
+ * The pools of the broker's configuration with their share of the fleet: each
+ * job class (service + model) goes to the pool of its p90 duration, as routing
+ * learns it, and a pool's share is its part of the execution seconds (video,
+ * a few percent of the jobs, is about half the work). A pool's machines are of
+ * the types its profile admits.
+ */
+export function poolsByWork(config: BrokerConfig, types: MachineType[], workload: SimJob[]): SimPool[] {
+  const byClass = new Map<string, number[]>();
+  for (const job of workload) {
+    const key = `${job.service}|${job.model}`;
+    const list = byClass.get(key) ?? [];
+    list.push(job.durationMs);
+    byClass.set(key, list);
+  }
+  const work = new Map<string, number>(config.pools.map((p) => [p.name, 0]));
+  for (const durations of byClass.values()) {
+    durations.sort((a, b) => a - b);
+    const p90 = durations[Math.min(durations.length - 1, Math.ceil(0.9 * durations.length) - 1)]! / 1000;
+    const pool = config.pools.find((p) => p.max_duration_s === undefined || p90 < p.max_duration_s)!;
+    work.set(pool.name, work.get(pool.name)! + durations.reduce((a, b) => a + b, 0));
+  }
+  const total = [...work.values()].reduce((a, b) => a + b, 0) || 1;
+  return config.pools.map((pool) => {
+    const admitted = types.filter((t) => t.gpu_memory_gb >= (pool.profile.min_gpu_memory_gb ?? 0));
+    if (admitted.length === 0) throw new Error(`no machine type meets pool ${pool.name}'s profile (${JSON.stringify(pool.profile)})`);
+    return { name: pool.name, share: work.get(pool.name)! / total, types: admitted };
+  });
+}

@@ -603,8 +603,13 @@ export class Broker {
     return fleet.isMachineRegistered(this.#ctx, pool, machineId);
   }
 
-  workers(pool: string): Promise<RegistryEntry[]> {
-    return fleet.workers(this.#ctx, pool);
+  /**
+   * The pool's workers. A worker registered here only as a borrower of another
+   * pool (cross-pool fallback: its `home_pool`) is listed with its own pool, so
+   * it appears once in a listing of every pool; `borrowers: true` lists it here too.
+   */
+  workers(pool: string, options: { borrowers?: boolean } = {}): Promise<RegistryEntry[]> {
+    return fleet.workers(this.#ctx, pool, options);
   }
 
   /** One worker as the registry holds it; null when it is not registered in the pool. */

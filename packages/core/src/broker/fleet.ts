@@ -56,7 +56,8 @@ export async function registerWorker(
  */
 function poolProfileProblem(ctx: BrokerContext, registration: z.output<typeof WorkerRegistration>): void {
   const pool = ctx.config.pools.find((each) => each.name === registration.pool);
-  if (!pool) return;
+  // a borrower takes only the jobs its requirements let it run, under its own pool's rule
+  if (!pool || registration.home_pool !== undefined) return;
   const memory = registration.capabilities.hardware.gpu_memory_gb ?? 0;
   const path = 'capabilities.hardware.gpu_memory_gb';
   const has = registration.capabilities.hardware.gpu_memory_gb === undefined ? 'states no GPU memory' : `has ${memory} GB`;
@@ -106,8 +107,9 @@ export async function reportModels(ctx: BrokerContext, pool: string, workerId: s
   return ctx.calls.call(FUNCTIONS.workerModels, checkedPool(pool), [workerId, JSON.stringify(models), ...tiers]);
 }
 
-export async function workers(ctx: BrokerContext, pool: string): Promise<RegistryEntry[]> {
-  return registry(ctx, [ctx.keys.workers(pool), ctx.keys.offlineWorkers(pool)], (id) => ctx.keys.worker(pool, id));
+export async function workers(ctx: BrokerContext, pool: string, options: { borrowers?: boolean } = {}): Promise<RegistryEntry[]> {
+  const entries = await registry(ctx, [ctx.keys.workers(pool), ctx.keys.offlineWorkers(pool)], (id) => ctx.keys.worker(pool, id));
+  return options.borrowers ? entries : entries.filter((entry) => entry.home_pool === undefined);
 }
 
 /** One worker's hash, or null when it is not registered in the pool (never was, or its retention passed). */

@@ -16,6 +16,9 @@ local function register_worker(keys, args)
   local fresh = call('EXISTS', wkey) == 0
   call('HSET', wkey, 'id', worker, 'machine', args[8], 'profile', profile, 'last_seen', ctx.now,
     unpack(args, 12))
+  -- a borrower (cross-pool fallback, see claim_fallback.lua) is listed apart from the pool's own
+  -- workers, so that routing counts only those as the pool's (`borrowers`)
+  if call('HEXISTS', wkey, 'home_pool') == 1 then call('SADD', p .. 'borrowers', worker) end
   if fresh then
     call('HSET', wkey, 'registered_at', ctx.now)
   else

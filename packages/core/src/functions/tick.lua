@@ -177,6 +177,7 @@ local function turn_offline(ctx, kind, limit, offline_after, retention, watched_
     if kind == 'worker' then
       affinity.forget_worker(p, id)
       call('DEL', p .. 'wjobs:' .. id, signal_key(p, id))
+      call('SREM', p .. 'borrowers', id)
     end
     events_append(p, ctx.maxlen, 'type', kind .. '.gone', kind, id, 'state', 'gone', 'ts', now)
     handled = handled + 1
