@@ -13,6 +13,10 @@ import { type JobClass, MODEL_LOAD, type Model, type SimJob, dailyShape, modelCa
  */
 export const VIRTUAL_EPOCH_MS = Date.UTC(2100, 0, 1);
 const POOL = 'sim';
+/** executions of each class the history worker runs before the day (routing needs routingMinSamples, 20 by default) */
+const HISTORY_JOBS = 24;
+/** the published model load p50 (docs/simulator.md), for sizing pools by the work they get */
+const MODEL_LOAD_P50_S = 23;
 /** the production scheduler's longest sleep: the broker's tick runs at least this often */
 const TICK_MS = 1_000;
 
@@ -191,6 +195,7 @@ class Simulation {
       clock: () => VIRTUAL_EPOCH_MS + this.#now,
       config: this.#config,
     });
+    if (this.options.policy.pools) await this.#learnHistory();
     for (const job of this.options.workload) if (job.arrivalMs < this.#endMs) this.#schedule(job.arrivalMs, { kind: 'arrival', job });
     this.#schedule(0, { kind: 'scale' });
     this.#schedule(0, { kind: 'tick' });
@@ -212,6 +217,37 @@ class Simulation {
       if (machine.record.registeredAtMs !== undefined) this.#spend('upMs', machine.record.registeredAtMs, machine.record.goneAtMs);
     }
     return this.#outcome();
+  }
+
+  /**
+   * Routing by learned durations needs history: a deployment that ran last week
+   * has it, a fresh Redis does not. Before the day starts, a worker of last week
+   * runs, through the real submit / claim / start / complete, the first
+   * HISTORY_JOBS jobs of each class (service and model) with their durations,
+   * seven days before the day (so that the planner's view of yesterday's demand
+   * stays empty: its demand buckets are last week's); then it goes offline.
+   */
+  async #learnHistory(): Promise<void> {
+    const worker = 'last-week';
+    const pool = this.#config.defaultPool;
+    await this.#broker.registerWorker({ id: worker, pool, machine_id: worker, capabilities: { services: this.#services, hardware: { gpu_memory_gb: 80 }, models: Object.fromEntries(this.#services.map((s) => [s, '*' as const])) } });
+    const seen = new Map<string, number>();
+    this.#now = -7 * 86_400_000;
+    for (const job of this.options.workload) {
+      const key = `${job.service}|${job.model}`;
+      const count = seen.get(key) ?? 0;
+      if (count >= HISTORY_JOBS) continue;
+      seen.set(key, count + 1);
+      await this.#broker.submit({ service: job.service, tenant: job.tenant, payload: {}, requirements: { pool, models: [job.model] } });
+      const { job: claimed } = await this.#broker.claim(pool, worker);
+      if (!claimed) throw new Error(`the history worker found no job to run (${key})`);
+      await this.#broker.start(claimed.lease);
+      this.#now += job.durationMs;
+      await this.#broker.complete(claimed.lease, null);
+      this.#now += 1_000;
+    }
+    await this.#broker.setWorkerState(pool, worker, 'offline');
+    this.#now = 0;
   }
 
   /** Virtual time moves in whole milliseconds: the broker stores integer timestamps. */
@@ -668,12 +704,22 @@ export function poolsByWork(config: BrokerConfig, types: MachineType[], workload
     list.push(job.durationMs);
     byClass.set(key, list);
   }
-  const work = new Map<string, number>(config.pools.map((p) => [p.name, 0]));
-  for (const durations of byClass.values()) {
+  const poolOf = new Map<string, string>();
+  for (const [key, durations] of byClass) {
     durations.sort((a, b) => a - b);
     const p90 = durations[Math.min(durations.length - 1, Math.ceil(0.9 * durations.length) - 1)]! / 1000;
-    const pool = config.pools.find((p) => p.max_duration_s === undefined || p90 < p.max_duration_s)!;
-    work.set(pool.name, work.get(pool.name)! + durations.reduce((a, b) => a + b, 0));
+    poolOf.set(key, config.pools.find((p) => p.max_duration_s === undefined || p90 < p.max_duration_s)!.name);
+  }
+  // a job occupies its machine for its run and, when its model is not the one loaded, a load
+  // (p50 23 s): about (1 - the model's share of its pool's jobs) of the time
+  const jobsIn = new Map<string, number>();
+  for (const [key, durations] of byClass) jobsIn.set(poolOf.get(key)!, (jobsIn.get(poolOf.get(key)!) ?? 0) + durations.length);
+  const work = new Map<string, number>(config.pools.map((p) => [p.name, 0]));
+  for (const [key, durations] of byClass) {
+    const pool = poolOf.get(key)!;
+    const switchShare = 1 - durations.length / jobsIn.get(pool)!;
+    const loadsMs = durations.length * switchShare * MODEL_LOAD_P50_S * 1000;
+    work.set(pool, work.get(pool)! + durations.reduce((a, b) => a + b, 0) + loadsMs);
   }
   const total = [...work.values()].reduce((a, b) => a + b, 0) || 1;
   return config.pools.map((pool) => {
