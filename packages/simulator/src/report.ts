@@ -23,6 +23,12 @@ export interface PolicyReport extends WaitSummary {
   gpu_utilisation: number;
   preemptions: number;
   requeued: number;
+  /** shares of started attempts whose model was loaded (warm), on disk, or downloaded first (cold) */
+  model_hits: { warm: number; disk: number; cold: number };
+  /** jobs another pool's idle worker took (cross-pool fallback) */
+  fallback_claims: number;
+  /** downloads the planner asked for ahead of demand */
+  planner_prefetches: number;
   /**
    * completed / jobs among those submitted before the run's last stretch (10 minutes, or half a run
    * shorter than 20): a job that arrives just before the end and is still queued or running then is not
@@ -88,6 +94,9 @@ export function summarise(outcome: RunOutcome): PolicyReport {
     gpu_utilisation: machineMs === 0 ? 0 : round(busyMs / machineMs, 4),
     preemptions: outcome.preemptions,
     requeued: outcome.requeued,
+    model_hits: hitShares(outcome.modelHits),
+    fallback_claims: outcome.fallbackClaims,
+    planner_prefetches: outcome.plannerPrefetches,
     completion_rate_settled: settled.length === 0 ? 1 : round(settled.filter((j) => j.completedAtMs !== undefined).length / settled.length, 6),
     peak: peakWindow(outcome),
     hourly: outcome.hourly.map((_, h) => stretch(outcome, h, h + 1)),
@@ -141,6 +150,7 @@ export function formatReport(reports: PolicyReport[], note: string): string {
     lines.push(
       `  completion ${(r.completion_rate * 100).toFixed(1)}%  lost ${r.lost}  failed ${r.failed}  download wait ${r.download_wait_s} s  redundant downloads ${r.redundant_downloads}`,
       `  machine-hours ${r.machine_hours}  GPU utilisation ${(r.gpu_utilisation * 100).toFixed(1)}%  preemptions ${r.preemptions}  jobs requeued ${r.requeued}`,
+      `  model found loaded ${(r.model_hits.warm * 100).toFixed(1)}%, on disk ${(r.model_hits.disk * 100).toFixed(1)}%, downloaded ${(r.model_hits.cold * 100).toFixed(1)}%  fallback claims ${r.fallback_claims}  planner prefetches ${r.planner_prefetches}`,
       ...(r.peak
         ? [`  peak ${r.peak.from_hour}:00-${r.peak.to_hour}:00: ${r.peak.arrivals} arrivals, ${r.peak.machines} machines up, occupied ${(r.peak.occupancy * 100).toFixed(1)}%, GPU utilisation ${(r.peak.gpu_utilisation * 100).toFixed(1)}%`]
         : []),
@@ -149,4 +159,10 @@ export function formatReport(reports: PolicyReport[], note: string): string {
   }
   lines.push(note);
   return lines.join('\n');
+}
+
+function hitShares(hits: { warm: number; disk: number; cold: number }): { warm: number; disk: number; cold: number } {
+  const all = hits.warm + hits.disk + hits.cold;
+  if (all === 0) return { warm: 0, disk: 0, cold: 0 };
+  return { warm: round(hits.warm / all, 4), disk: round(hits.disk / all, 4), cold: round(hits.cold / all, 4) };
 }

@@ -1,5 +1,6 @@
 import { Broker, type BrokerConfig, type ClaimResult, type ClaimedJob, type Lease, DEFAULT_SERVICES, brokerConfig, fallbackRules, poolOfJobId } from '@emp/core';
 import { startRedis } from '@emp/core/redis-server';
+import { type DemandBucket, type FleetMachine, type PastDecision, planRound } from '@emp/planning';
 import { Redis } from 'ioredis';
 import type { MachineType, SimulationConfig } from './config';
 import { EventQueue } from './event-queue';
@@ -17,6 +18,13 @@ const POOL = 'sim';
 const HISTORY_JOBS = 24;
 /** the published model load p50 (docs/simulator.md), for sizing pools by the work they get */
 const MODEL_LOAD_P50_S = 23;
+/**
+ * How often the simulated planner plans: once per demand bucket (5 min), when the
+ * forecast has a new bucket to go on (the service's default round is 30 s: its
+ * rounds in between see the same buckets, bar commands already in flight).
+ */
+const PLAN_EVERY_MS = 300_000;
+const GB = 1024 ** 3;
 /** the production scheduler's longest sleep: the broker's tick runs at least this often */
 const TICK_MS = 1_000;
 
@@ -57,6 +65,12 @@ export interface RunOutcome {
   machines: MachineRecord[];
   preemptions: number;
   requeued: number;
+  /** where each started attempt found its model: loaded in the GPU, on disk, or neither (downloaded) */
+  modelHits: { warm: number; disk: number; cold: number };
+  /** jobs taken by another pool's worker (cross-pool fallback) */
+  fallbackClaims: number;
+  /** models the planner had machines download ahead of demand */
+  plannerPrefetches: number;
   /** per simulated hour: milliseconds of machines up, of machines holding a job (download, load, run) and of jobs running to completion */
   hourly: HourlyMs[];
   /** the hour of the day at which arrivals and the fleet curve peak */
@@ -81,6 +95,8 @@ type Event =
   | { kind: 'retry'; machine: Machine }
   | { kind: 'borrow'; machine: Machine }
   | { kind: 'borrow-due'; pool: string }
+  | { kind: 'plan' }
+  | { kind: 'prefetched'; machine: Machine; model: string }
   | { kind: 'ready'; machine: Machine; claimed: ClaimedJob }
   | { kind: 'done'; machine: Machine; claimed: ClaimedJob };
 
@@ -103,6 +119,10 @@ class Machine {
   sleepingBorrower = false;
   /** its model caches changed for the current job: report once the job starts */
   pendingReport = false;
+  /** the model its current job runs (a planner never evicts it) */
+  inUse: string | undefined;
+  /** models the planner asked it to download, still coming */
+  readonly prefetching = new Set<string>();
   constructor(
     readonly record: MachineRecord,
     readonly random: Random,
@@ -163,12 +183,16 @@ class Simulation {
   readonly #services: string[];
   readonly #pools: SimPool[];
   readonly #config: BrokerConfig;
+  /** the planner's recent decisions per pool (hysteresis), as the service keeps them in its record */
+  readonly #planned = new Map<string, PastDecision[]>();
+  #prefetches = 0;
   #broker!: Broker;
   #now = 0;
   #machineSeq = 0;
   #preemptions = 0;
   #requeued = 0;
   #borrowed = 0;
+  readonly #hits = { warm: 0, disk: 0, cold: 0 };
   #dispatchDue = false;
   readonly #hourly: HourlyMs[];
 
@@ -199,6 +223,7 @@ class Simulation {
     for (const job of this.options.workload) if (job.arrivalMs < this.#endMs) this.#schedule(job.arrivalMs, { kind: 'arrival', job });
     this.#schedule(0, { kind: 'scale' });
     this.#schedule(0, { kind: 'tick' });
+    if (this.options.policy.planner) this.#schedule(PLAN_EVERY_MS, { kind: 'plan' });
 
     for (;;) {
       const at = this.#events.peekTime();
@@ -294,6 +319,12 @@ class Simulation {
         return;
       case 'borrow-due':
         return this.#borrowDue(event.pool);
+      case 'plan':
+        await this.#plan();
+        this.#schedule(this.#now + PLAN_EVERY_MS, { kind: 'plan' });
+        return;
+      case 'prefetched':
+        return this.#prefetched(event.machine, event.model);
       case 'ready':
         return this.#ready(event.machine, event.claimed);
       case 'done':
@@ -462,6 +493,7 @@ class Simulation {
     }
     if (machine.lease && dropped.some((d) => d.jobId === machine.lease!.jobId)) {
       machine.lease = undefined; // the broker took the job back: the worker stops it and looks for another
+      machine.inUse = undefined;
       this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
       if (!machine.draining) this.#becomeIdle(machine, true);
     }
@@ -506,6 +538,84 @@ class Simulation {
         if (this.#rules(machine).length > 0) await this.#borrow(machine);
       }
     }
+  }
+
+  // ------------------------------------------------------------------ planner
+
+  /**
+   * One round of the planner per pool, with the service's logic (@emp/planning's
+   * planRound): the pool's demand counters of the last two hours and of the same
+   * hours yesterday, read from the broker, and its machines' disks as their
+   * status snapshots would show them; prefetches download beside the machine's
+   * jobs at its bandwidth, evictions free disk at once.
+   */
+  async #plan(): Promise<void> {
+    const now = VIRTUAL_EPOCH_MS + this.#now;
+    for (const pool of this.#pools) {
+      const demand: DemandBucket[] = [
+        ...(await this.#broker.modelDemand(pool.name, { from: now - 86_400_000 - 3_600_000, to: now - 86_400_000 + 3_600_000 })),
+        ...(await this.#broker.modelDemand(pool.name, { from: now - 2 * 3_600_000, to: now + 1 })),
+      ];
+      const machines = this.#machines.filter((m) => m.alive && m.registered && m.record.pool === pool.name);
+      if (machines.length === 0) continue;
+      const history = this.#planned.get(pool.name) ?? [];
+      const { plan } = planRound({ pool: pool.name, demand, machines: machines.map((m) => this.#fleetMachine(m)), history, now });
+      for (const decision of plan.decisions) {
+        const machine = machines.find((m) => m.record.id === decision.machine);
+        if (!machine) continue;
+        history.push({ machine: decision.machine, action: decision.action, model: decision.model, ts: now });
+        if (decision.action === 'prefetch') this.#prefetch(machine, decision.model);
+        else await this.#evict(machine, decision.model);
+      }
+      this.#planned.set(pool.name, history.slice(-500));
+    }
+  }
+
+  /** A machine as the planner sees its registry record. */
+  #fleetMachine(machine: Machine): FleetMachine {
+    const size = (name: string) => Math.round((this.#models.get(name)?.sizeGb ?? 0) * GB);
+    const onDisk = [...machine.disk.keys()].filter((name) => name !== machine.downloading);
+    return {
+      id: machine.record.id,
+      state: machine.draining ? 'draining' : 'ready',
+      budgetBytes: machine.record.type.disk_gb * GB,
+      usedBytes: [...machine.disk.keys(), ...machine.prefetching].reduce((sum, name) => sum + size(name), 0),
+      models: onDisk.map((name) => ({
+        name,
+        size_bytes: size(name),
+        last_used: VIRTUAL_EPOCH_MS + machine.disk.get(name)!,
+        in_use: name === machine.inUse,
+        loaded: machine.vram.has(name),
+      })),
+      downloading: [...(machine.downloading ? [machine.downloading] : []), ...machine.prefetching],
+      inUse: machine.inUse ? [machine.inUse] : [],
+    };
+  }
+
+  #prefetch(machine: Machine, name: string): void {
+    const model = this.#models.get(name);
+    if (!model || machine.disk.has(name) || machine.prefetching.has(name)) return;
+    machine.prefetching.add(name);
+    this.#prefetches++;
+    machine.record.downloads++;
+    if (machine.everDownloaded.has(name)) machine.record.redundantDownloads++;
+    machine.everDownloaded.add(name);
+    this.#schedule(this.#now + ((model.sizeGb * 1024) / machine.record.type.download_mb_s) * 1000, { kind: 'prefetched', machine, model: name });
+  }
+
+  async #prefetched(machine: Machine, name: string): Promise<void> {
+    if (!machine.alive || !machine.prefetching.delete(name)) return;
+    if (machine.disk.has(name)) return; // a job downloaded it meanwhile
+    const model = this.#models.get(name)!;
+    makeRoom(machine.disk, this.#models, model, machine.record.type.disk_gb, machine.inUse);
+    // on disk, not used yet: least recently used first among what it holds
+    machine.disk.set(name, this.#now);
+    await this.#report(machine);
+  }
+
+  async #evict(machine: Machine, name: string): Promise<void> {
+    if (name === machine.inUse || name === machine.downloading || machine.vram.has(name) || !machine.disk.delete(name)) return;
+    await this.#report(machine);
   }
 
   // ------------------------------------------------------------------ cross-pool fallback
@@ -573,8 +683,10 @@ class Simulation {
     const record = this.#jobs.get(claimed.id)!;
     record.attempts++;
     const model = this.#models.get(record.job.model)!;
+    machine.inUse = model.name;
     let readyIn = 0;
     let changed = false;
+    this.#hits[machine.vram.has(model.name) ? 'warm' : machine.disk.has(model.name) ? 'disk' : 'cold']++;
     if (!machine.disk.has(model.name)) {
       changed = true;
       machine.downloading = model.name;
@@ -623,6 +735,7 @@ class Simulation {
     const next: ClaimResult | null = await this.#broker.complete(claimed.lease, { simulated: true }, { claimNext: !machine.draining && !borrowed });
     record.completedAtMs = this.#now;
     machine.lease = undefined;
+    machine.inUse = undefined;
     if (borrowed && !machine.draining) return this.#becomeIdle(machine, true);
     if (next?.job) return this.#begin(machine, next.job);
     if (machine.draining) {
@@ -666,6 +779,9 @@ class Simulation {
       machines: this.#machines.map((m) => m.record),
       preemptions: this.#preemptions,
       requeued: this.#requeued,
+      modelHits: this.#hits,
+      fallbackClaims: this.#borrowed,
+      plannerPrefetches: this.#prefetches,
       hourly: this.#hourly,
       peakHour: (this.options.config.workload.trough_hour + 12) % 24,
     };
@@ -677,11 +793,12 @@ function touch(cache: Map<string, number>, name: string, now: number): void {
   cache.set(name, now);
 }
 
-/** Evicts least recently used models until `model` fits in `capacityGb`. */
-function makeRoom(cache: Map<string, number>, models: Map<string, Model>, model: Model, capacityGb: number): void {
+/** Evicts least recently used models (never `keep`) until `model` fits in `capacityGb`. */
+function makeRoom(cache: Map<string, number>, models: Map<string, Model>, model: Model, capacityGb: number, keep?: string): void {
   let used = [...cache.keys()].reduce((sum, name) => sum + models.get(name)!.sizeGb, 0);
   for (const name of cache.keys()) {
     if (used + model.sizeGb <= capacityGb) break;
+    if (name === keep) continue;
     cache.delete(name);
     used -= models.get(name)!.sizeGb;
   }

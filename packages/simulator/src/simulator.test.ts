@@ -28,6 +28,24 @@ describe('the fleet simulator', () => {
     expect(Date.now() - started).toBeLessThan(30_000);
   });
 
+  it('runs the five policies on the same workload: pools route by learned durations, affinity finds models loaded more often, the planner prefetches, fallback borrows, and none loses a job', async () => {
+    const { policies } = await simulate({ policy: 'all', seed: 2, hours: 2, machines: 10 });
+    const by = Object.fromEntries(policies.map((p) => [p.name, p]));
+    expect(policies.map((p) => p.name)).toEqual(['baseline', 'pools', 'affinity', 'planner', 'fallback']);
+    for (const policy of policies) expect(policy.lost).toBe(0);
+    const pools = by.pools!;
+    expect(Object.keys(pools.pools).sort()).toEqual(['fast', 'heavy', 'standard']);
+    // text jobs (1-5 s) learned as fast; video (5-10 min) as heavy
+    expect(pools.pools.fast!.jobs).toBeGreaterThanOrEqual(0.9 * pools.classes.text!.jobs);
+    expect(pools.pools.heavy!.jobs).toBeGreaterThanOrEqual(0.5 * pools.classes.video!.jobs);
+    expect(pools.classes.text!.wait_p95_s!).toBeLessThan(by.baseline!.classes.text!.wait_p95_s!);
+    expect(pools.download_wait_s).toBeLessThan(by.baseline!.download_wait_s);
+    expect(by.affinity!.model_hits.warm).toBeGreaterThan(pools.model_hits.warm);
+    expect(by.planner!.planner_prefetches).toBeGreaterThan(0);
+    expect(by.fallback!.fallback_claims).toBeGreaterThan(0);
+    for (const name of ['baseline', 'pools', 'affinity', 'planner']) expect(by[name]!.fallback_claims).toBe(0);
+  });
+
   it('gives the same table for the same seed, and another for another seed', async () => {
     const run = (seed: number) => simulate({ policy: 'all', seed, hours: 0.5, machines: 4, config: small });
     const first = await run(11);
