@@ -3,26 +3,16 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { processEntry } from '@emp/core';
-import type { SimulationConfig } from './config';
 import { policiesNamed } from './policies';
 import { type PolicyReport, summarise } from './report';
-import { runPolicy } from './simulation';
-import type { SimJob } from './workload';
+import { type RunOptions, runPolicy } from './simulation';
 
 /**
  * One full run, as plain data so that it can cross to a child process: the
  * policy by name, the parsed config and the workload itself (a trace is read
  * once, by the parent).
  */
-export interface RunRequest {
-  policy: string;
-  config: SimulationConfig;
-  workload: SimJob[];
-  hours: number;
-  seed: number;
-  machines?: number;
-  fleetScale?: number;
-}
+export type RunRequest = Omit<RunOptions, 'policy'> & { policy: string };
 
 /** What a run's child process sends back, once. */
 export type RunReply = { type: 'report'; report: PolicyReport } | { type: 'error'; message: string; stack?: string };
@@ -30,8 +20,7 @@ export type RunReply = { type: 'report'; report: PolicyReport } | { type: 'error
 /** Runs one policy here, in this process, and summarises it. */
 export async function runRequest(request: RunRequest): Promise<PolicyReport> {
   const [policy] = policiesNamed(request.policy);
-  const { workload, config, hours, seed, machines, fleetScale } = request;
-  return summarise(await runPolicy({ policy: policy!, config, workload, hours, seed, machines, fleetScale }));
+  return summarise(await runPolicy({ ...request, policy: policy! }));
 }
 
 /** The child's entry: dist/simulation-run.js from the build, else run-process.ts through tsx. */
