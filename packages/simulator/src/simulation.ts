@@ -205,7 +205,7 @@ class Simulation {
     this.#services = [...new Set(options.workload.map((j) => j.service))].sort();
     for (const job of options.workload) if (!this.#models.has(job.model)) this.#models.set(job.model, { name: job.model, sizeGb: 5 });
     this.#hourly = Array.from({ length: Math.ceil(options.hours) }, () => ({ upMs: 0, occupiedMs: 0, executionMs: 0, arrivals: 0 }));
-    this.#config = brokerConfig({ namespace: 'sim', services: [...new Set([...DEFAULT_SERVICES, ...this.#services])], affinityWaitMs: options.policy.affinity ? undefined : 0 });
+    this.#config = brokerConfig({ namespace: 'sim', services: [...new Set([...DEFAULT_SERVICES, ...this.#services])], affinityWaitMs: options.policy.affinity ? options.config.affinity_wait_s * 1000 : 0 });
     this.#pools = options.policy.pools ? poolsByWork(this.#config, options.config.fleet.types, options.workload) : [{ name: POOL, share: 1, types: options.config.fleet.types }];
   }
 
