@@ -15,7 +15,7 @@ afterAll(async () => {
 });
 
 /** a quarter of an hour from midnight on two machines: seconds of wall time */
-const tiny = ['simulate', '--policy', 'all', '--seed', '1', '--hours', '0.25', '--machines', '2'];
+const tiny = ['simulate', '--policy', 'baseline', '--seed', '1', '--hours', '0.25', '--machines', '2'];
 
 describe('emp simulate (the build, as a user runs it)', () => {
   it('--plot writes the SVG and --fit adds the fleet search; --json keeps the documented fields and adds targets and fit', async () => {
