@@ -52,6 +52,9 @@ export const PoolConfig = z
   .strict();
 export type PoolConfig = z.output<typeof PoolConfig>;
 
+/** the age after which a job outranks warm ones when affinityWaitMs is 0 (the default): no deferral, and no starvation */
+export const DEFAULT_AFFINITY_OVERDUE_MS = 60_000;
+
 export const DEFAULT_POOLS: z.input<typeof PoolConfig>[] = [
   // a fast-lane worker helps standard only with jobs of a minute at most, so a fast job waits for it at most that long
   { name: 'fast', max_duration_s: 30, target_wait_s: 2, profile: {}, fallback: [{ from: 'standard', after_s: 10, max_expected_s: 60, unknown_expected_s: 60 }] },
@@ -119,13 +122,18 @@ export const BrokerConfig = z
     /** how long a job that failed on a worker is left for other workers first */
     avoidMs: z.number().int().min(0).default(10_000),
     /**
-     * model affinity (docs/broker.md, "Model affinity"): how long a job is left for a
-     * worker that holds its models loaded or on disk before a worker that would have to
-     * download them takes it (about the download time it saves); also the age after
-     * which a job outranks the jobs a worker holds warm. 0: no job is left waiting (a
-     * claim still prefers the jobs whose models the worker holds)
+     * model affinity (docs/broker.md): how long a claim leaves a job whose models the claiming
+     * worker lacks for another worker that holds them (about the download it saves). 0 (the
+     * default, measured best in `emp simulate`: a worker that lacks a model downloads it rather
+     * than idle) leaves no job waiting; a claim still prefers the jobs whose models it holds
      */
-    affinityWaitMs: z.number().int().min(0).default(30_000),
+    affinityWaitMs: z.number().int().min(0).default(0),
+    /**
+     * model affinity: a job older than this outranks the jobs the claiming worker holds warm, so
+     * that none starves behind them (0: never); by default affinityWaitMs, or
+     * DEFAULT_AFFINITY_OVERDUE_MS when that is 0
+     */
+    affinityOverdueMs: z.number().int().min(0).optional(),
     idempotencyTtlMs: z.number().int().positive().default(DAY),
     /** a worker or machine silent this long is shown offline (and stays listed) */
     offlineAfterMs: z.number().int().min(100).default(30_000),

@@ -67,8 +67,8 @@ export const SimulationConfig = z
     workload: WorkloadConfig.default(WorkloadConfig.parse({})),
     /** how often a worker renews its leases and says it is alive (the real worker's default: a third of the lease) */
     heartbeat_s: z.number().positive().default(10),
-    /** the broker's affinity bound (affinityWaitMs) in the policies with model affinity: how long a job may be left for a worker holding its model */
-    affinity_wait_s: z.number().min(0).max(600).default(30),
+    /** the broker's affinity bound (affinityWaitMs) in the policies with model affinity: how long a job may be left for a worker holding its model (the broker's default, 0: none; docs/simulator.md measures 10 and 30 s) */
+    affinity_wait_s: z.number().min(0).max(600).default(0),
   })
   .strict();
 export type SimulationConfig = z.output<typeof SimulationConfig>;

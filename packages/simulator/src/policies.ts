@@ -12,7 +12,7 @@ export interface Policy {
   priority(jobClass: JobClass): number;
   /** pools by expected duration (fast / standard / heavy, the broker's default config), jobs routed by learned history; else one pool */
   pools: boolean;
-  /** workers report the models they hold and the claim prefers warm ones (affinityWaitMs); else no reports and no deferral */
+  /** workers report the models they hold and the claim prefers warm ones (the broker's affinity settings, affinity_wait_s); else no reports */
   affinity: boolean;
   /** the planner (@emp/planning) prefetches models onto machines ahead of demand */
   planner: boolean;
@@ -43,7 +43,7 @@ export const POLICIES: readonly Policy[] = [
   },
   {
     name: 'affinity',
-    description: 'pools + model affinity: workers report models loaded and on disk, a claim prefers warm jobs and leaves a job up to 30 s for a worker that holds its model',
+    description: 'pools + model affinity: workers report models loaded and on disk, a claim prefers the jobs whose model the worker holds (a wake-up goes to a holder first), a job older than 60 s outranks them',
     priority,
     pools: true,
     affinity: true,

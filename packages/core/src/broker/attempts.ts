@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { CompletionBatcher } from '../completion-batch';
+import { DEFAULT_AFFINITY_OVERDUE_MS } from '../config';
 import { PayloadTooLargeError } from '../errors';
 import { JobErrorInfo, JobProgress } from '../job';
 import { parseWith } from '../validation';
@@ -13,13 +14,19 @@ import type { ClaimResult, DropVerdict, Lease, WorkerSignal } from './types';
 export function completionBatcher(ctx: BrokerContext): CompletionBatcher {
   return new CompletionBatcher(
     async (pool, claimFor, completions) =>
-      (await ctx.calls.call(FUNCTIONS.complete, pool, [claimFor, ctx.config.affinityWaitMs, ...completions.flatMap((c) => [c.jobId, c.token, c.result])])) as unknown[],
+      (await ctx.calls.call(FUNCTIONS.complete, pool, [claimFor, affinityBounds(ctx), ...completions.flatMap((c) => [c.jobId, c.token, c.result])])) as unknown[],
   );
 }
 
 export async function claim(ctx: BrokerContext, pool: string, workerId: string, wokenFor: string): Promise<ClaimResult> {
-  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, wokenFor, ctx.config.affinityWaitMs]);
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, wokenFor, affinityBounds(ctx)]);
   return claimed(ctx, pool, workerId, reply);
+}
+
+/** The claim's affinity bounds as the functions take them: 'wait/overdue' in ms (see claim.lua). */
+function affinityBounds(ctx: BrokerContext): string {
+  const { affinityWaitMs, affinityOverdueMs } = ctx.config;
+  return `${affinityWaitMs}/${affinityOverdueMs ?? (affinityWaitMs > 0 ? affinityWaitMs : DEFAULT_AFFINITY_OVERDUE_MS)}`;
 }
 
 /** The stated policy under which a worker of one pool takes a job of another (see claim_fallback.lua). */
@@ -62,7 +69,7 @@ async function claimedAfterMore(ctx: BrokerContext, pool: string, workerId: stri
   let retryAt: number | undefined;
   while (reply[0] === 'none' && reply[3] === 'more') {
     if (reply[1]) retryAt = Math.min(retryAt ?? Infinity, Number(reply[1]));
-    reply = await ctx.calls.call(FUNCTIONS.claim, pool, [workerId, '', ctx.config.affinityWaitMs]);
+    reply = await ctx.calls.call(FUNCTIONS.claim, pool, [workerId, '', affinityBounds(ctx)]);
   }
   const result = parseClaim(pool, workerId, reply);
   if (result.job || retryAt === undefined) return result;
@@ -70,7 +77,7 @@ async function claimedAfterMore(ctx: BrokerContext, pool: string, workerId: stri
 }
 
 export async function claimWhenWoken(ctx: BrokerContext, connection: ReadConnection, pool: string, workerId: string): Promise<ClaimResult | null> {
-  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, '', ctx.config.affinityWaitMs, 'if-woken'], redisFor(connection, ctx.redis));
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, '', affinityBounds(ctx), 'if-woken'], redisFor(connection, ctx.redis));
   return reply[3] === 'unwoken' ? null : claimed(ctx, pool, workerId, reply);
 }
 
@@ -118,7 +125,7 @@ export async function fail(
     info.kind,
     jsonOf(info, 'job error', 'details'),
     options.claimNext ? l.workerId : '',
-    ctx.config.affinityWaitMs,
+    affinityBounds(ctx),
   ]);
   return { outcome: reply[0], next: options.claimNext ? await claimed(ctx, l.pool, l.workerId, reply.slice(1)) : null };
 }

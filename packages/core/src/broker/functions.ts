@@ -84,7 +84,8 @@ export const FUNCTIONS = {
     states: string, services: string, limit: number, budget: number], r.ListJobsReply>('emp_list_jobs', r.listJobsReply),
 
   // attempts
-  claim: writes<[worker: string, wokenFor: string, affinityWaitMs: number] | [worker: string, wokenFor: string, affinityWaitMs: number, mode: 'if-woken'],
+  /** affinity: 'wait/overdue' in ms (see claim.lua) */
+  claim: writes<[worker: string, wokenFor: string, affinity: string] | [worker: string, wokenFor: string, affinity: string, mode: 'if-woken'],
     r.ClaimReply>('emp_claim', r.claimReply),
   /** cross-pool fallback: worker, its home pool, least wait ms, most expected s ('' none), expected s assumed without an estimate ('' none) */
   claimFallback: writes<[worker: string, home: string, afterMs: number, maxExpectedS: number | '', unknownExpectedS: number | ''], r.ClaimReply>(
@@ -94,8 +95,8 @@ export const FUNCTIONS = {
   start: writes<[id: string, token: string], void>('emp_start', r.ignore),
   progress: writes<[id: string, token: string, progress: string], void>('emp_progress', r.ignore),
   /** the worker to claim for ('' none), the affinity bound of that claim, then id, token, result per completion */
-  complete: writes<[claimFor: string, affinityWaitMs: number, ...completions: Flat], r.CompleteReply>('emp_complete', r.completeReply),
-  fail: writes<[id: string, token: string, kind: string, error: string, claimFor: string, affinityWaitMs: number], r.FailReply>('emp_fail', r.failReply),
+  complete: writes<[claimFor: string, affinity: string, ...completions: Flat], r.CompleteReply>('emp_complete', r.completeReply),
+  fail: writes<[id: string, token: string, kind: string, error: string, claimFor: string, affinity: string], r.FailReply>('emp_fail', r.failReply),
   heartbeat: writes<[worker: string, ...leases: Flat], r.HeartbeatReply>('emp_heartbeat', r.heartbeatReply),
 
   // fleet

@@ -58,7 +58,7 @@ end
 local function complete(keys, args)
   local ctx = context(keys, args)
   local next_worker = args[7] ~= '' and args[7] or nil
-  ctx.affinity_wait_ms = tonumber(args[8])
+  affinity.bounds(ctx, args[8])
   local w = next_worker and load_worker(ctx.p, next_worker, ctx.now)
   -- a lone completion's error is the call's error: no protected call needed
   if #args == 11 then return { complete_one(ctx, next_worker, w, args[9], args[10], args[11]) } end

@@ -3,13 +3,13 @@
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] job id  [8] fencing token  [9] kind (retryable | non_retryable | timeout |
 --   worker_lost | infrastructure)  [10] error (JSON)  [11] worker id to claim for ('' none)
---   [12] affinity bound in ms (as emp_claim's [9])
+--   [12] affinity bounds (as emp_claim's [9])
 -- Returns { outcome ('queued' | 'retrying' | 'failed'), <claim reply...>? }. Errors: NOT_FOUND, LEASE_LOST.
 local function fail(keys, args)
   local ctx = context(keys, args)
   local job = fenced(ctx, args[7], args[8])
   local next_worker = args[11] ~= '' and args[11] or nil
-  ctx.affinity_wait_ms = tonumber(args[12])
+  affinity.bounds(ctx, args[12])
   -- read before anything changes: an unknown worker must change nothing
   local w = next_worker and load_worker(ctx.p, next_worker, ctx.now)
   local outcome = apply_failure(ctx, job, args[9], args[10], next_worker ~= nil)

@@ -68,7 +68,7 @@ export const WorkerProcessConfig = z
     models_url: z.url({ protocol: /^https?$/, error: 'the model routes are an http(s) URL' }).optional(),
     /** models of its last completed jobs the worker reports as loaded in memory (docs/broker.md, "Model affinity"); default 4 */
     warm_models: z.number().int().min(0).max(64).optional(),
-    /** the broker's affinityWaitMs for this worker's claims (how long a job is left for a worker holding its models); default 30 s */
+    /** the broker's affinityWaitMs for this worker's claims (how long a job is left for a worker holding its models); default 0 (none) */
     affinity_wait_ms: z.number().int().min(0).optional(),
     /** on SIGTERM, how long running jobs may finish before they are handed back (0: at once, the spot-preemption default) */
     grace_ms: Milliseconds.default(0),

@@ -32,6 +32,18 @@ do
     call('HDEL', worker_key(p, worker), 'models', 'models_at')
   end
 
+  -- The affinity bounds a claiming call passes (see claim.lua): 'wait/overdue' in ms, or one
+  -- number for both; sets ctx.affinity_wait_ms and ctx.affinity_overdue_ms.
+  function affinity.bounds(ctx, arg)
+    local wait, overdue = string.match(arg or '', '^(%d+)/(%d+)$')
+    if wait then
+      ctx.affinity_wait_ms, ctx.affinity_overdue_ms = tonumber(wait), tonumber(overdue)
+    else
+      local ms = tonumber(arg) or 0
+      ctx.affinity_wait_ms, ctx.affinity_overdue_ms = ms, ms
+    end
+  end
+
   -- The models a class's jobs need (its requirements' `models`), or nil for none.
   function affinity.class_models(p, class)
     local models = load_class(p, class).models

@@ -207,19 +207,20 @@ end
 -- models: the worker lacks them (not even on disk), the job is younger than the
 -- affinity bound `wait_ms`, and another online worker able to run it holds them
 -- loaded or on disk (a waiting one is woken for it). With nobody holding them, a
--- cold worker starts at once: downloading beats waiting.
-local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms)
+-- cold worker starts at once: downloading beats waiting. A job older than
+-- `overdue_ms` outranks every tier (0: never), so that no job starves behind a
+-- stream of jobs other workers hold warm.
+local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms, overdue_ms)
   local score = tonumber(f[4])
   local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM }
   local models = affinity.class_models(ctx.p, class)
   if not models then return c end
   c.tier = affinity.class_tier(a, models)
   c.rank = affinity.class_rank(a, class)
-  if wait_ms <= 0 then return c end
   local submitted = tonumber(f[5]) or ctx.now
-  if ctx.now - submitted >= wait_ms then
+  if overdue_ms > 0 and ctx.now - submitted >= overdue_ms then
     c.rank = affinity.RANK_OVERDUE
-  elseif c.tier < affinity.TIER_ON_DISK then
+  elseif wait_ms > 0 and ctx.now - submitted < wait_ms and c.tier < affinity.TIER_ON_DISK then
     local workflow = f.workflow_id or nil
     local seen = class .. '|' .. (f[2] or '') .. '|' .. (workflow or '')
     local holder = a.elsewhere[seen]
@@ -263,7 +264,7 @@ local function claim_for(ctx, worker, woken_class, w)
   local lanes = profile_lanes(p, w.profile)
   local retry_at = nil
   local budget = CLAIM_BUDGET
-  local wait_ms = ctx.affinity_wait_ms or 0
+  local wait_ms, overdue_ms = ctx.affinity_wait_ms or 0, ctx.affinity_overdue_ms or 0
   local a = affinity.of(p, worker)
   local best = nil
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
@@ -304,7 +305,7 @@ local function claim_for(ctx, worker, woken_class, w)
         end
         if id then
           local c
-          c, until_ = candidate(ctx, a, class, id, fields, next_score, worker, wait_ms)
+          c, until_ = candidate(ctx, a, class, id, fields, next_score, worker, wait_ms, overdue_ms)
           if c and affinity.better(c, best) then best = c end
         end
         retry_at = earlier(retry_at, until_)
