@@ -95,5 +95,32 @@ describe('tracing', () => {
       const promptSpan = calls.find((s) => s.name === 'POST prompt')!;
       expect(prompt?.headers.traceparent).toBe(`00-${traceId}-${promptSpan.spanId}-01`);
     });
+
+    it("continues the client's trace for every job of a batch submit", async () => {
+      const traceId = '5cf92f3577b34da6a3ce929d0e0e4737';
+      const clientSpan = '10f067aa0ba902b8';
+      const workflow = {
+        '5': { class_type: 'EmptyLatentImage', inputs: { width: 64, height: 64, batch_size: 1 } },
+        '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'emp', images: ['5', 0] } },
+      };
+      const batch = await call(stack.url, 'POST', '/v1/jobs/batch', {
+        body: { jobs: [{ service: 'comfyui', payload: { workflow } }, { service: 'comfyui', payload: { workflow } }] },
+        headers: { traceparent: `00-${traceId}-${clientSpan}-01` },
+      });
+      expect(batch.status).toBe(200);
+      const ids = (batch.body as { results: Array<{ id: string }> }).results.map((r) => r.id);
+      expect(ids).toHaveLength(2);
+      for (const id of ids) await waitFor(`job ${id} to succeed`, async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
+      await apiTracing.flush();
+      await workerTracing.flush();
+
+      const request = receiver.spans.find((s) => s.name === 'POST /v1/jobs/batch' && s.traceId === traceId);
+      expect(request).toMatchObject({ service: 'emp-api', parentSpanId: clientSpan });
+      for (const id of ids) {
+        const run = receiver.spans.find((s) => s.name === 'job.run' && s.attributes['emp.job.id'] === id);
+        expect(run).toMatchObject({ traceId, parentSpanId: request!.spanId, attributes: { 'emp.outcome': 'succeeded' } });
+        expect(receiver.spans.find((s) => s.name === 'queue.wait' && s.attributes['emp.job.id'] === id)).toMatchObject({ traceId, parentSpanId: request!.spanId });
+      }
+    });
   });
 });
