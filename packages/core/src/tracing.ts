@@ -207,4 +207,4 @@ export function endSpan(span: Span, outcome: string, error?: unknown): void {
   span.end();
 }
 
-export { SpanKind, SpanStatusCode, type Span };
+export { SpanKind, SpanStatusCode, type Context, type Span };
