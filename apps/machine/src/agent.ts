@@ -160,6 +160,7 @@ export class MachineAgent {
       await this.health.close();
       await this.cache?.close();
       this.redis?.disconnect();
+      if (this.ownTracing) await this.tracing.shutdown().catch(() => undefined);
       this.finish('stopped');
       throw error;
     }
