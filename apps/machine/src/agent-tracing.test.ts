@@ -1,4 +1,4 @@
-import { Broker, tracingSdkLoaded } from '@emp/core';
+import { Broker, startTracing, tracingSdkLoaded } from '@emp/core';
 import { startOtlpReceiver, waitFor } from '@emp/testkit';
 import { POOL, machineEvents, testMachineConfig, useTestAgents } from '@emp/testkit/machine';
 import { usePrivateRedis } from '@emp/testkit/private-redis';
@@ -109,6 +109,22 @@ describe('the machine agent with OTEL_EXPORTER_OTLP_ENDPOINT set', () => {
         attributes: { 'emp.model': OTHER, 'emp.outcome': 'downloaded', 'emp.model.bytes': 100_000 },
       });
     } finally {
+      await receiver.close();
+    }
+  });
+
+  it('marks a download that fails as failed, with the error', async () => {
+    const receiver = await startOtlpReceiver();
+    const tracing = await startTracing({ serviceName: 'emp-machine', endpoint: receiver.url, exportDelayMs: 50 });
+    try {
+      const { content } = modelBytes(20_000, 13);
+      const cache = await fixture.openCache([{ name: MODEL, url: fixture.server.serve(`/${MODEL}`, content), sha256: 'a'.repeat(64) }], { tracing, machineId: 'm9' });
+      await expect(cache.acquire([MODEL], { parent: '' })).rejects.toMatchObject({ code: 'checksum_mismatch' });
+      await tracing.flush();
+      const span = receiver.spans.find((s) => s.name === 'model.download');
+      expect(span).toMatchObject({ service: 'emp-machine', parentSpanId: undefined, attributes: { 'emp.model': MODEL, 'emp.outcome': 'failed', 'emp.machine.id': 'm9', 'emp.model.bytes': 20_000 } });
+    } finally {
+      await tracing.shutdown();
       await receiver.close();
     }
   });

@@ -266,13 +266,18 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
       attributes: { 'emp.model': name, ...(this.machineId && { 'emp.machine.id': this.machineId }) },
     });
     let waited = false;
+    // the bytes the download last reported: what a failed one had
+    let received: number | undefined;
+    const onProgress = (progress: ModelProgress) => {
+      received = progress.received;
+      options.onProgress?.(progress);
+    };
     try {
-      const model = await this.ensureUntraced(name, options, () => (waited = true));
+      const model = await this.ensureUntraced(name, { ...options, onProgress }, () => (waited = true));
       span.setAttribute('emp.model.bytes', model.size_bytes);
       endSpan(span, waited ? 'downloaded' : 'cached');
       return model;
     } catch (error) {
-      const received = this.downloads.get(name)?.progress.received;
       if (received !== undefined) span.setAttribute('emp.model.bytes', received);
       endSpan(span, 'failed', error);
       throw error;
