@@ -116,3 +116,41 @@ describe('queue wait, failures by kind, fleet and Redis memory in /metrics', () 
     expect(sample(text, 'emp_redis_memory_max_bytes', { node: server!.node })).toBe(server!.maxBytes);
   });
 });
+
+describe('planner decisions and fallback claims in /metrics', () => {
+  it("counts the planner's decisions per pool and action, and jobs claimed by another pool's worker, from the events", async () => {
+    const { broker } = stack;
+    const before = (await call(stack.url, 'GET', '/metrics')).body as string;
+    const decisions = (text: string, action: string) => sample(text, 'emp_planner_decisions_total', { pool: 'standard', action }) ?? 0;
+    const fallbacks = (text: string) => sample(text, 'emp_fallback_claims_total', { pool: 'standard' }) ?? 0;
+
+    // a planner round with two prefetches and an evict, as the planner records it
+    const decision = (action: 'prefetch' | 'evict', model: string) => ({ machine: 'm-planned', action, model, reason: 'as the test says', forecast: 1.5 });
+    await broker.recordPlannerRound('standard', {
+      forecast: [],
+      capacity: { machines: 3, servers: 3, offeredLoad: 1, waitExceedsTarget: 0.01, explanation: 'test' },
+      waitTargetMs: 10_000,
+      decisions: [decision('prefetch', 'a.safetensors'), decision('prefetch', 'b.safetensors'), decision('evict', 'c.safetensors')],
+    });
+    // a job of pool standard taken by a fast worker borrowing there
+    await broker.registerWorker({ id: 'borrower-test', pool: 'fast', capabilities: { services: ['openai'] } });
+    await broker.registerWorker({ id: 'borrower-test', pool: 'standard', home_pool: 'fast', capabilities: { services: ['openai'] } });
+    await broker.submit({ service: 'openai', requirements: { pool: 'standard' } });
+    const taken = await broker.claimFallback('standard', 'borrower-test', { homePool: 'fast', afterMs: 0 });
+    expect(taken.job).not.toBeNull();
+    // an ordinary claim in the job's own pool is no fallback
+    await broker.submit({ service: 'openai', requirements: { pool: 'standard' } });
+    await broker.registerWorker({ id: 'standard-own', pool: 'standard', capabilities: { services: ['openai'] } });
+    expect((await broker.claim('standard', 'standard-own')).job).not.toBeNull();
+    // a marker after both claims: once the hub counted it, it read them (one stream, in order)
+    await broker.recordPlannerRound('standard', { forecast: [], capacity: { machines: 3, servers: 3, offeredLoad: 1, waitExceedsTarget: 0.01, explanation: 'test' }, waitTargetMs: 10_000, decisions: [decision('evict', 'marker.safetensors')] });
+
+    const after = await waitFor('the decisions and the claims counted', async () => {
+      const body = (await call(stack.url, 'GET', '/metrics')).body as string;
+      return decisions(body, 'evict') - decisions(before, 'evict') === 2 && body;
+    });
+    expect(decisions(after, 'prefetch') - decisions(before, 'prefetch')).toBe(2);
+    expect(fallbacks(after) - fallbacks(before)).toBe(1);
+    expect(sample(after, 'emp_pool_capacity_hint_machines', { pool: 'standard' })).toBe(3);
+  });
+});

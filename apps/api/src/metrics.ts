@@ -1,4 +1,4 @@
-import { type Broker, FAILURE_KINDS, type FailureKind, decodeMachine, decodeWorker, isInvalidRecord, isTerminalEvent, isUnreadable, type StreamEvent } from '@emp/core';
+import { type Broker, FAILURE_KINDS, type FailureKind, PLANNER_ACTIONS, decodeMachine, decodeWorker, isInvalidRecord, isTerminalEvent, isUnreadable, type StreamEvent } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -94,6 +94,20 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     name: 'emp_jobs_finished_total',
     help: 'Jobs that reached a terminal state, per pool, service and state (counted from the events this API instance read since it started)',
     labelNames: ['pool', 'service', 'state'],
+    registers: [registry],
+  });
+  // from the pools' streams too: the planner writes each decision as an event (it serves no /metrics of its own, and its
+  // hash keeps only the last round), so any planner instance's decisions are counted, as the other event counters are
+  const plannerDecisions = new Counter({
+    name: 'emp_planner_decisions_total',
+    help: 'Commands the planner sent to machines, per pool and action (prefetch, evict), from its planner.decision events',
+    labelNames: ['pool', 'action'],
+    registers: [registry],
+  });
+  const fallbackClaims = new Counter({
+    name: 'emp_fallback_claims_total',
+    help: "Jobs of a pool claimed by another pool's worker (cross-pool fallback: job.starting events with a fallback reason), per the job's pool",
+    labelNames: ['pool'],
     registers: [registry],
   });
   const invalidLiveFrames = new Counter<'reason'>({
@@ -237,6 +251,8 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
   // every known service's finished counters exist from the start, so that rate() sees their first increase
   hub.onPool((pool) => {
     for (const service of broker.config.services) for (const state of FINISHED) finished.inc({ pool, service, state }, 0);
+    for (const action of PLANNER_ACTIONS) plannerDecisions.inc({ pool, action }, 0);
+    fallbackClaims.inc({ pool }, 0);
   });
   hub.onEvent((event) => {
     transitions.inc({ pool: event.pool, type: event.type === 'unknown' ? (event.raw.type ?? 'unknown') : event.type });
@@ -245,6 +261,8 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     if (event.type === 'job.starting' && event.attempt === 1 && event.submitted_at !== undefined) {
       queueWait.observe({ pool: event.pool, service: event.service }, Math.max(0, event.ts - event.submitted_at) / 1_000);
     }
+    if (event.type === 'job.starting' && event.fallback) fallbackClaims.inc({ pool: event.pool });
+    if (event.type === 'planner.decision') plannerDecisions.inc({ pool: event.pool, action: event.action });
     const failure = failureOf(event);
     if (failure) attemptFailures.inc({ pool: event.pool, ...failure });
     // machine.<state> (not machine.process, whose state is a process's)

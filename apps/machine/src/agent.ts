@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, ModelError, type ProcessSummary, type StopReason, type SupervisorMessage, WorkerProcessMessage, encodeMachineStatus } from '@emp/core';
+import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, ModelError, type ProcessSummary, type StopReason, type SupervisorMessage, TRACING_OFF, type Tracing, WorkerProcessMessage, encodeMachineStatus, endSpan, startTracing } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
@@ -37,7 +37,14 @@ export interface MachineAgentOptions {
   /** how worker processes are started; `node --import tsx <worker main>` by default */
   workerCommand?: { command: string; args: string[] };
   /** settings of the model cache beyond the config's (retries, progress interval) */
-  modelCache?: Partial<Omit<ModelCacheOptions, 'dir' | 'budgetBytes' | 'catalog'>>;
+  modelCache?: Partial<Omit<ModelCacheOptions, 'dir' | 'budgetBytes' | 'catalog' | 'tracing' | 'machineId'>>;
+  /**
+   * where the agent's spans go (model.download, model.prefetch); default: its
+   * own, started from the environment at start() (`startTracing`, service
+   * emp-machine: off unless OTEL_EXPORTER_OTLP_ENDPOINT or
+   * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set) and shut down at stop
+   */
+  tracing?: Tracing;
 }
 
 const COMMAND_BLOCK_MS = 2_000;
@@ -75,6 +82,9 @@ export class MachineAgent {
   private processLogs: ProcessLogs | undefined;
   private hardware: Hardware | undefined;
   private cache: ModelCache | undefined;
+  private tracing: Tracing = TRACING_OFF;
+  /** the agent started its tracing itself (and shuts it down) */
+  private ownTracing = false;
   /** the workers' `models` capability as planned, and as last sent (JSON) */
   private plannedModels: string | undefined;
   private advertisedModels: string | undefined;
@@ -150,6 +160,7 @@ export class MachineAgent {
       await this.health.close();
       await this.cache?.close();
       this.redis?.disconnect();
+      if (this.ownTracing) await this.tracing.shutdown().catch(() => undefined);
       this.finish('stopped');
       throw error;
     }
@@ -164,6 +175,11 @@ export class MachineAgent {
       overrides: config.hardware,
     });
     if (this.hardware.gpu_error) this.logger.warn({ gpu_error: this.hardware.gpu_error }, 'no GPUs could be read; running CPU workers');
+    if (this.options.tracing) this.tracing = this.options.tracing;
+    else {
+      this.tracing = await startTracing({ serviceName: 'emp-machine', attributes: { 'emp.machine.id': config.machine_id, 'emp.pool': config.pool } });
+      this.ownTracing = this.tracing.enabled;
+    }
     if (config.models.length > 0) await this.openModelCache();
 
     this.redis = new Redis(this.redisUrl, { lazyConnect: true });
@@ -238,7 +254,7 @@ export class MachineAgent {
 
   /** Opens the model cache and serves it on the health server (its routes must be added before it listens). */
   private async openModelCache(): Promise<void> {
-    const cache = await ModelCache.fromConfig(this.config, { logger: this.logger, ...this.options.modelCache });
+    const cache = await ModelCache.fromConfig(this.config, { logger: this.logger, ...this.options.modelCache, tracing: this.tracing, machineId: this.config.machine_id });
     this.cache = cache;
     this.metrics.watchModelCache(cache);
     registerModelRoutes(this.health, cache);
@@ -580,12 +596,28 @@ export class MachineAgent {
    * acknowledges it. The model is not pinned: LRU may evict it later.
    */
   private startPrefetch(command: MachineCommand, log: Logger): void {
-    const done = this.prefetchCommand(command.model)
+    // a prefetch serves no job: its own trace (parent '': a root span), the model.download span its child
+    const span = this.tracing.startSpan('model.prefetch', {
+      parent: '',
+      attributes: {
+        'emp.machine.id': this.config.machine_id,
+        'emp.pool': this.config.pool,
+        ...(command.model && { 'emp.model': command.model }),
+        ...(command.by && { 'emp.command.by': command.by }),
+        'emp.command.id': command.id,
+      },
+    });
+    const done = this.tracing
+      .withSpan(span, () => this.prefetchCommand(command.model))
       .catch((error: unknown): [MachineCommandOutcome, string] => {
         log.error({ err: error }, 'prefetch failed');
         return ['failed', (error as Error).message];
       })
-      .then((outcome) => this.acknowledge(command, ...outcome))
+      .then((outcome) => {
+        if (outcome[0] === 'ok') endSpan(span, 'ok');
+        else endSpan(span, outcome[0], outcome[1]);
+        return this.acknowledge(command, ...outcome);
+      })
       .finally(() => this.prefetches.delete(done));
     this.prefetches.add(done);
   }
@@ -696,6 +728,8 @@ export class MachineAgent {
       }
       await this.health.close();
       await this.redis?.quit().catch(() => this.redis?.disconnect());
+      // the last spans (prefetches, downloads cut off) go out before the agent says it stopped
+      if (this.ownTracing) await this.tracing.shutdown().catch((error: unknown) => this.logger.warn({ err: error }, 'could not send the last spans'));
       this.logger.info({ reason }, 'machine agent stopped');
     } finally {
       this.finish(reason);

@@ -5,6 +5,9 @@ import {
   type TracedJob,
   type JobStreamEvent,
   type StreamEvent,
+  type Tracing,
+  TRACING_OFF,
+  endSpan,
   type WebhookEndpoint,
   type WebhookEndpoints,
   type WebhookEventType,
@@ -42,6 +45,8 @@ export function messageId(event: StreamEvent, endpoint?: string): string {
 
 /** Events read at once. */
 const BATCH = 200;
+/** most job traces one webhook.intake span links to (a batch holds at most BATCH events) */
+const MAX_LINKS = 128;
 
 /** Endpoints an event batch may go to, read once per tenant per batch (new and changed endpoints count from the next batch). */
 type EndpointCache = Map<string, Promise<WebhookEndpoint[]>>;
@@ -74,6 +79,8 @@ export class EventIntake {
     private readonly logger: Logger,
     /** called after messages were queued, so the dispatcher looks at once */
     private readonly onQueued: () => void,
+    /** where the webhook.intake spans go (one per batch); default: none */
+    private readonly tracing: Tracing = TRACING_OFF,
   ) {}
 
   async start(): Promise<void> {
@@ -225,6 +232,33 @@ export class EventIntake {
    * error in between reads the batch again, and queueing it again finds the messages known.
    */
   private async handle(pool: string, events: StreamEvent[]): Promise<void> {
+    if (!this.tracing.enabled) {
+      await this.handleBatch(pool, events);
+      return;
+    }
+    const startTime = Date.now();
+    let span: ReturnType<Tracing['startSpan']> | undefined;
+    try {
+      const queued = await this.handleBatch(pool, events, (traceparents) => {
+        // a batch serves many jobs: its span is a root of its own trace, linked to (not parented by) the jobs' traces
+        span = this.tracing.startSpan('webhook.intake', {
+          parent: '',
+          startTime,
+          links: traceparents.slice(0, MAX_LINKS),
+          attributes: { 'emp.pool': pool, 'emp.webhook.events': events.length, 'emp.webhook.linked_jobs': Math.min(traceparents.length, MAX_LINKS) },
+        });
+      });
+      span?.setAttribute('emp.webhook.messages_queued', queued);
+      if (span) endSpan(span, 'queued');
+    } catch (error) {
+      if (span) endSpan(span, 'failed', error);
+      else endSpan(this.tracing.startSpan('webhook.intake', { parent: '', startTime, attributes: { 'emp.pool': pool, 'emp.webhook.events': events.length } }), 'failed', error);
+      throw error;
+    }
+  }
+
+  /** `handle`'s work; `onJobsRead` hears the traceparents of the batch's jobs once they are read. Resolves with the messages newly queued. */
+  private async handleBatch(pool: string, events: StreamEvent[], onJobsRead?: (traceparents: string[]) => void): Promise<number> {
     this.metrics.events.inc({ pool }, events.length);
     const cache: EndpointCache = new Map();
     const jobEvents = events.filter((event): event is JobStreamEvent => isJobEvent(event) && WEBHOOK_TYPE[event.type] !== undefined);
@@ -235,6 +269,7 @@ export class EventIntake {
     // with each job its submit's traceparent: carried beside the message's body (never in it), so deliveries join the job's trace
     const read = await this.broker.getTracedJobsSettled(jobIds);
     const jobs = new Map(jobIds.map((id, index) => [id, read[index]!]));
+    onJobsRead?.([...new Set(read.flatMap((r) => (r.status === 'fulfilled' && r.value?.traceparent ? [r.value.traceparent] : [])))]);
     const messages: WebhookMessageInput[] = [];
     // in stream order: a job's messages join its chains in the order its events happened
     for (const event of events) {
@@ -250,6 +285,7 @@ export class EventIntake {
     for (const result of results) this.metrics.queued.inc({ result });
     await this.broker.ackEvents(pool, this.config.group, events.map((e) => e.id));
     if (results.includes('queued')) this.onQueued();
+    return results.filter((result) => result === 'queued').length;
   }
 
   private async messagesOf(event: StreamEvent, cache: EndpointCache, jobs: Map<string, PromiseSettledResult<TracedJob | null>>): Promise<WebhookMessageInput[]> {

@@ -56,7 +56,7 @@ export async function startWebhookService(options: WebhookServiceOptions): Promi
     return { messages: backlog.messages, oldestDueAgeSeconds: ageOf(backlog.nextDueAt), oldestUndeliveredAgeSeconds: ageOf(backlog.oldestQueuedAt) };
   });
   const dispatcher = new Dispatcher(outbox, endpoints, config, metrics, logger, options.resolve, tracing);
-  const intake = new EventIntake(broker, outbox, endpoints, config, consumer, metrics, logger, () => dispatcher.wake());
+  const intake = new EventIntake(broker, outbox, endpoints, config, consumer, metrics, logger, () => dispatcher.wake(), tracing);
 
   const app = httpServer(metrics, outbox);
   await intake.start();

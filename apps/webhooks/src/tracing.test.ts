@@ -72,6 +72,16 @@ describe('tracing of webhook deliveries and log lines', () => {
       expect(notDelivered).toMatchObject({ job_id: id, trace_id: traceId, span_id: first!.spanId });
       // a line logged outside any span carries none
       expect(lines.find((l) => l.msg === 'webhook service started')).not.toHaveProperty('span_id');
+      // the intake batch that queued the message: a trace of its own, linked to the job's
+      const intake = otlp.spans.filter((s) => s.name === 'webhook.intake' && s.links.some((l) => l.traceId === traceId && l.spanId === submitSpan));
+      // (the job's events may come in one batch or several; one message was queued in all)
+      expect(intake.length).toBeGreaterThanOrEqual(1);
+      expect(intake.reduce((sum, s) => sum + Number(s.attributes['emp.webhook.messages_queued']), 0)).toBe(1);
+      for (const span of intake) {
+        expect(span).toMatchObject({ service: 'emp-webhooks', parentSpanId: undefined, attributes: { 'emp.pool': 'standard', 'emp.outcome': 'queued' } });
+        expect(span.traceId).not.toBe(traceId);
+        expect(span.attributes['emp.webhook.events']).toBeGreaterThanOrEqual(1);
+      }
     } finally {
       await hooks.close();
       await receiver.stop();

@@ -94,6 +94,60 @@ describe('tracing', () => {
       const prompt = fake.requests.find((r) => r.path === '/prompt' && r.method === 'POST');
       const promptSpan = calls.find((s) => s.name === 'POST prompt')!;
       expect(prompt?.headers.traceparent).toBe(`00-${traceId}-${promptSpan.spanId}-01`);
+      // the wait on the WebSocket: comfyui.execute under job.run, its progress as span events
+      const execute = byName('comfyui.execute');
+      const promptId = (await stack.broker.getJob(id))?.result as { prompt_id?: string } | undefined;
+      expect(execute).toMatchObject({ service: 'emp-worker', parentSpanId: run!.spanId, attributes: { 'emp.comfyui.nodes': 6, 'emp.outcome': 'done', 'emp.service': 'comfyui' } });
+      expect(execute!.attributes['emp.comfyui.prompt_id']).toBe(promptId?.prompt_id);
+      expect(execute!.events.length).toBeGreaterThan(0);
+      expect(execute!.events.every((e) => e.name === 'progress')).toBe(true);
+      expect(execute!.events.some((e) => e.attributes['emp.comfyui.node'] === '3')).toBe(true);
+    });
+
+    it('bounds the progress events of comfyui.execute (a long sampler makes at most 100)', async () => {
+      const workflow = {
+        '5': { class_type: 'EmptyLatentImage', inputs: { width: 64, height: 64, batch_size: 1 } },
+        '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'sd_xl_base_1.0.safetensors' } },
+        '6': { class_type: 'CLIPTextEncode', inputs: { text: 'a cat', clip: ['4', 1] } },
+        '3': { class_type: 'KSampler', inputs: { seed: 1, steps: 400, cfg: 7, sampler_name: 'euler', scheduler: 'normal', denoise: 1, model: ['4', 0], positive: ['6', 0], negative: ['6', 0], latent_image: ['5', 0] } },
+        '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'emp', images: ['3', 0] } },
+      };
+      const submitted = await call(stack.url, 'POST', '/v1/jobs', { body: { service: 'comfyui', payload: { workflow } } });
+      expect(submitted.status).toBe(201);
+      const id = (submitted.body as { id: string }).id;
+      await waitFor('the job to succeed', async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
+      await workerTracing.flush();
+      const run = receiver.spans.find((s) => s.name === 'job.run' && s.attributes['emp.job.id'] === id)!;
+      const execute = receiver.spans.find((s) => s.name === 'comfyui.execute' && s.parentSpanId === run.spanId)!;
+      expect(execute.events).toHaveLength(100);
+      expect(execute.attributes['emp.comfyui.progress_events_dropped']).toBeGreaterThan(0);
+    });
+
+    it("continues the client's trace for every job of a batch submit", async () => {
+      const traceId = '5cf92f3577b34da6a3ce929d0e0e4737';
+      const clientSpan = '10f067aa0ba902b8';
+      const workflow = {
+        '5': { class_type: 'EmptyLatentImage', inputs: { width: 64, height: 64, batch_size: 1 } },
+        '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'emp', images: ['5', 0] } },
+      };
+      const batch = await call(stack.url, 'POST', '/v1/jobs/batch', {
+        body: { jobs: [{ service: 'comfyui', payload: { workflow } }, { service: 'comfyui', payload: { workflow } }] },
+        headers: { traceparent: `00-${traceId}-${clientSpan}-01` },
+      });
+      expect(batch.status).toBe(200);
+      const ids = (batch.body as { results: Array<{ id: string }> }).results.map((r) => r.id);
+      expect(ids).toHaveLength(2);
+      for (const id of ids) await waitFor(`job ${id} to succeed`, async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
+      await apiTracing.flush();
+      await workerTracing.flush();
+
+      const request = receiver.spans.find((s) => s.name === 'POST /v1/jobs/batch' && s.traceId === traceId);
+      expect(request).toMatchObject({ service: 'emp-api', parentSpanId: clientSpan });
+      for (const id of ids) {
+        const run = receiver.spans.find((s) => s.name === 'job.run' && s.attributes['emp.job.id'] === id);
+        expect(run).toMatchObject({ traceId, parentSpanId: request!.spanId, attributes: { 'emp.outcome': 'succeeded' } });
+        expect(receiver.spans.find((s) => s.name === 'queue.wait' && s.attributes['emp.job.id'] === id)).toMatchObject({ traceId, parentSpanId: request!.spanId });
+      }
     });
   });
 });

@@ -43,6 +43,8 @@ export interface SpanOptions {
   kind?: SpanKind;
   /** ms since the epoch; default now */
   startTime?: number;
+  /** spans this one is linked to, not parented by (W3C traceparents; invalid ones are left out): a batch's jobs */
+  links?: readonly string[];
 }
 
 export interface Tracing {
@@ -143,7 +145,12 @@ export function activeTracing(): Tracing {
 }
 
 function startOn(tracer: Tracer, name: string, options: SpanOptions): Span {
-  return tracer.startSpan(name, { kind: options.kind, attributes: options.attributes, startTime: options.startTime }, parentContext(options.parent));
+  const links = options.links?.flatMap((traceparent) => {
+    const linked = contextOfTraceparent(traceparent);
+    const spanContext = linked && trace.getSpanContext(linked);
+    return spanContext ? [{ context: spanContext }] : [];
+  });
+  return tracer.startSpan(name, { kind: options.kind, attributes: options.attributes, startTime: options.startTime, ...(links?.length && { links }) }, parentContext(options.parent));
 }
 
 function parentContext(parent: string | Context | undefined): Context {
@@ -207,4 +214,4 @@ export function endSpan(span: Span, outcome: string, error?: unknown): void {
   span.end();
 }
 
-export { SpanKind, SpanStatusCode, type Span };
+export { SpanKind, SpanStatusCode, type Context, type Span };

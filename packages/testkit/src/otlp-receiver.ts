@@ -9,7 +9,14 @@ export interface ReceivedSpan {
   spanId: string;
   parentSpanId?: string;
   attributes: Record<string, unknown>;
+  /** the span's events, in order: name and attributes */
+  events: Array<{ name: string; attributes: Record<string, unknown> }>;
+  /** the spans it links to (not its parent) */
+  links: Array<{ traceId: string; spanId: string }>;
 }
+
+type OtlpAttributes = Array<{ key: string; value: Record<string, unknown> }> | undefined;
+const flatten = (attributes: OtlpAttributes): Record<string, unknown> => Object.fromEntries((attributes ?? []).map((a) => [a.key, Object.values(a.value)[0]]));
 
 interface OtlpJsonBody {
   resourceSpans?: Array<{
@@ -30,8 +37,10 @@ export async function startOtlpReceiver(): Promise<{ url: string; spans: Receive
         for (const rs of body.resourceSpans ?? []) {
           const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '';
           for (const s of rs.scopeSpans.flatMap((ss) => ss.spans)) {
-            const attributes = Object.fromEntries((s.attributes as Array<{ key: string; value: Record<string, unknown> }>).map((a) => [a.key, Object.values(a.value)[0]]));
-            spans.push({ service, name: s.name as string, traceId: s.traceId as string, spanId: s.spanId as string, parentSpanId: (s.parentSpanId as string) || undefined, attributes });
+            const attributes = flatten(s.attributes as OtlpAttributes);
+            const events = ((s.events ?? []) as Array<{ name: string; attributes?: OtlpAttributes }>).map((e) => ({ name: e.name, attributes: flatten(e.attributes) }));
+            const links = ((s.links ?? []) as Array<{ traceId: string; spanId: string }>).map((l) => ({ traceId: l.traceId, spanId: l.spanId }));
+            spans.push({ service, name: s.name as string, traceId: s.traceId as string, spanId: s.spanId as string, parentSpanId: (s.parentSpanId as string) || undefined, attributes, events, links });
           }
         }
       }

@@ -112,7 +112,8 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     },
   }, async (request) => {
     const inputs: SubmitJobInput[] = request.body.jobs.map((job, index) => submission(request.principal, job, undefined, `jobs.${index}.`));
-    const results = await broker.submitMany(inputs);
+    // every job of the batch continues the request's trace (a caller's traceparent, else the request span's own)
+    const results = await broker.submitMany(inputs, { traceparent: requestTraceparent(request.traceSpan) });
     return {
       results: results.map((result) =>
         'id' in result ? result : errorBody(result.code, result.message, result instanceof ValidationError ? result.issues : undefined),

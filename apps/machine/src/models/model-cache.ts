@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ModelError, type ModelProgress, parseWith } from '@emp/core';
+import { type Context, ModelError, type ModelProgress, parseWith, endSpan, TRACING_OFF, type Tracing } from '@emp/core';
 import { type Logger, pino } from 'pino';
 import { z } from 'zod';
 import { type MachineConfig, ModelSpec } from '../config';
@@ -35,6 +35,22 @@ export interface ModelCacheOptions {
   retryDelayMs?: number;
   /** a download connection silent this long is cut and resumed; default 60 s */
   stallTimeoutMs?: number;
+  /** where `model.download` spans go (one per model a traced `acquire`/`ensure` asks for); default: none */
+  tracing?: Tracing;
+  /** `emp.machine.id` of those spans */
+  machineId?: string;
+}
+
+/** What a caller of `acquire`/`ensure` may pass beside the names. */
+export interface EnsureOptions {
+  onProgress?: (progress: ModelProgress) => void;
+  signal?: AbortSignal;
+  /**
+   * The context the `model.download` spans are children of: a worker's
+   * traceparent (its job.models span), a context, or the active context when
+   * absent. With the cache's tracing off no span is made.
+   */
+  parent?: string | Context;
 }
 
 /** A model on local disk. */
@@ -114,6 +130,8 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
   private readonly retries: number;
   private readonly retryDelayMs: number;
   private readonly stallTimeoutMs: number;
+  private readonly tracing: Tracing;
+  private readonly machineId: string | undefined;
   private readonly pins = new Map<string, number>();
   private readonly downloads = new Map<string, Download>();
   private readonly closing = new AbortController();
@@ -136,6 +154,8 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
     this.retries = options.retries ?? 5;
     this.retryDelayMs = options.retryDelayMs ?? 1_000;
     this.stallTimeoutMs = options.stallTimeoutMs ?? 60_000;
+    this.tracing = options.tracing ?? TRACING_OFF;
+    this.machineId = options.machineId;
   }
 
   /** Opens the cache in `dir`: reads (or rebuilds) its index and evicts down to the budget. */
@@ -215,7 +235,7 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
    * `signal` stops the wait, not the download: another job will want the
    * model too.
    */
-  async acquire(names: readonly string[], options: { onProgress?: (progress: ModelProgress) => void; signal?: AbortSignal } = {}): Promise<ModelLease> {
+  async acquire(names: readonly string[], options: EnsureOptions = {}): Promise<ModelLease> {
     const unique = [...new Set(names)];
     const unknown = unique.filter((name) => !this.catalog.has(name) && !this.index.has(name));
     if (unknown.length > 0) {
@@ -233,8 +253,38 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
     return { id: randomUUID(), models: unique, release };
   }
 
-  /** Makes `name` available on disk without pinning it (a prefetch); resolves with it. */
-  async ensure(name: string, options: { onProgress?: (progress: ModelProgress) => void; signal?: AbortSignal } = {}): Promise<CachedModel> {
+  /**
+   * Makes `name` available on disk without pinning it (a prefetch); resolves
+   * with it. With tracing on, a `model.download` span covers the wait: outcome
+   * `cached` (on disk already), `downloaded` (downloaded, or a download in
+   * progress waited for) or `failed`, with the model's bytes.
+   */
+  async ensure(name: string, options: EnsureOptions = {}): Promise<CachedModel> {
+    if (!this.tracing.enabled) return this.ensureUntraced(name, options);
+    const span = this.tracing.startSpan('model.download', {
+      parent: options.parent,
+      attributes: { 'emp.model': name, ...(this.machineId && { 'emp.machine.id': this.machineId }) },
+    });
+    let waited = false;
+    // the bytes the download last reported: what a failed one had
+    let received: number | undefined;
+    const onProgress = (progress: ModelProgress) => {
+      received = progress.received;
+      options.onProgress?.(progress);
+    };
+    try {
+      const model = await this.ensureUntraced(name, { ...options, onProgress }, () => (waited = true));
+      span.setAttribute('emp.model.bytes', model.size_bytes);
+      endSpan(span, waited ? 'downloaded' : 'cached');
+      return model;
+    } catch (error) {
+      if (received !== undefined) span.setAttribute('emp.model.bytes', received);
+      endSpan(span, 'failed', error);
+      throw error;
+    }
+  }
+
+  private async ensureUntraced(name: string, options: EnsureOptions, onWait?: () => void): Promise<CachedModel> {
     let looked = false;
     for (;;) {
       options.signal?.throwIfAborted();
@@ -245,6 +295,7 @@ export class ModelCache extends EventEmitter<ModelCacheEvents> {
         this.touch(name);
         return this.describe(name);
       }
+      onWait?.();
       const spec = this.catalog.get(name);
       if (!spec) throw new ModelError('unknown_model', `model ${name} is not in this machine's catalog`);
       const download = this.downloads.get(name) ?? this.startDownload(spec);

@@ -19,6 +19,9 @@ interface HeldLease {
  *   `POST /models/release {lease}` or until the client closes the connection;
  * - `POST /models/release {lease}`: unpins and ends that response.
  *
+ * A `traceparent` header on `POST /models/ensure` (a worker's job.models span)
+ * is the parent of the cache's `model.download` spans (docs/tracing.md).
+ *
  * The server may listen on every interface (the agent's health server does):
  * the two POST routes, which download and pin, answer only callers on this
  * machine (loopback, or a connection to its own address), 403 otherwise.
@@ -44,8 +47,11 @@ export function registerModelRoutes(app: FastifyInstance, cache: ModelCache): vo
       if (leaseId !== undefined) release(leaseId);
     });
     try {
+      const traceparent = request.headers.traceparent;
       const lease = await cache.acquire(body.models, {
         signal: gone.signal,
+        // '' (none sent): each model.download span starts a trace of its own
+        parent: typeof traceparent === 'string' ? traceparent : '',
         onProgress: (progress) => send({ type: 'progress', ...progress }),
       });
       if (gone.signal.aborted) {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type ClaimedJob, ComfyUIOptions, parseWith } from '@emp/core';
+import { type ClaimedJob, ComfyUIOptions, type Span, activeTracing, endSpan, parseWith } from '@emp/core';
 import { type RawData, WebSocket } from 'ws';
 import { z } from 'zod';
 import { type AssetStore, AssetStoreRefusedError, type StoredAsset, assetKey } from '../assets/asset-store';
@@ -24,6 +24,9 @@ import {
 } from './comfyui-protocol';
 
 const Milliseconds = z.number().int().positive().max(3_600_000);
+
+/** most progress events one comfyui.execute span carries (a 10 000-step sampler must not make a span of megabytes) */
+export const MAX_SPAN_PROGRESS_EVENTS = 100;
 
 /** The options a machine's config states, and the asset store the output files go to. */
 export const ComfyUIConnectorOptions = ComfyUIOptions.extend({
@@ -96,6 +99,9 @@ class ComfyRun {
   private lastPercent = -1;
   private lastNode: string | undefined;
   private previews = 0;
+  /** comfyui.execute: from queueing the prompt to its end on the server (non-recording with tracing off) */
+  private span: Span | undefined;
+  private spanEvents = 0;
 
   constructor(
     private readonly client: ServiceClient,
@@ -122,17 +128,24 @@ class ComfyRun {
       signal.throwIfAborted();
       // the socket first: a prompt posted without a listening client loses its first messages
       this.socket = await this.connect();
+      // a child of job.run (the active span); its progress arrives over the WebSocket, which carries no trace context
+      this.span = activeTracing().startSpan('comfyui.execute', {
+        attributes: { 'emp.service': this.config.service, 'emp.comfyui.nodes': Object.keys(this.workflow).length },
+      });
       this.promptId = await this.submit();
+      this.span.setAttribute('emp.comfyui.prompt_id', this.promptId);
       this.ctx.logger.debug({ prompt_id: this.promptId, client_id: this.clientId }, 'comfyui prompt queued');
       if (signal.aborted) void this.interrupt(); // aborted while the prompt was being queued
       for (const message of this.early.splice(0)) this.handle(message);
       await this.done.promise;
+      this.endSpan('done');
       this.finishedOnServer = true;
       const entry = await this.awaitHistory();
       this.failIfUnsuccessful(entry);
       this.report(100, undefined, 'done');
       return await this.collectOutputs(entry);
     } catch (error) {
+      this.endSpan(signal.aborted ? 'canceled' : 'failed', error);
       // failed on our side (lost socket, malformed message) while the prompt may still hold the GPU
       if (!signal.aborted && this.promptId !== undefined && !this.finishedOnServer) void this.interrupt();
       throw error;
@@ -142,6 +155,15 @@ class ComfyRun {
       this.closing = true;
       this.socket?.terminate();
     }
+  }
+
+  /** Ends comfyui.execute once (a later failure, in history or outputs, is not the prompt's). */
+  private endSpan(outcome: string, error?: unknown): void {
+    const span = this.span;
+    if (!span) return;
+    this.span = undefined;
+    if (this.spanEvents > MAX_SPAN_PROGRESS_EVENTS) span.setAttribute('emp.comfyui.progress_events_dropped', this.spanEvents - MAX_SPAN_PROGRESS_EVENTS);
+    endSpan(span, outcome, error);
   }
 
   // ---------------------------------------------------------------- connection
@@ -368,6 +390,9 @@ class ComfyRun {
     if (value === this.lastPercent && node === this.lastNode) return;
     this.lastPercent = value;
     this.lastNode = node;
+    if (this.span?.isRecording() && ++this.spanEvents <= MAX_SPAN_PROGRESS_EVENTS) {
+      this.span.addEvent('progress', { 'emp.progress.percent': value, ...(node !== undefined && { 'emp.comfyui.node': node.slice(0, 200) }), ...(message !== undefined && { 'emp.progress.message': message.slice(0, 200) }) });
+    }
     this.ctx.progress({
       stage: 'running',
       value,

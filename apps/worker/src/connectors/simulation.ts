@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FailureKind, SimulationOptions, parseWith } from '@emp/core';
+import { FailureKind, SimulationOptions, activeTracing, endSpan, parseWith } from '@emp/core';
 import { z } from 'zod';
 import { type Connector, JobFailure } from '../connector';
 
@@ -19,7 +19,9 @@ export const SimulationPayload = z
  * Pretends to run a job: waits its duration while reporting `steps` progress
  * updates, fails at random (or when the payload says `fail`), and returns
  * `{ simulated: true, duration_ms, steps, ...payload.result }`. Stops at once
- * when the job is aborted.
+ * when the job is aborted. Its simulated work is a `simulation.run` span under
+ * job.run (where a real connector's calls to its service are), so the local
+ * stack's traces show the whole path.
  */
 export function simulationConnector(options: SimulationOptions = {}): Connector {
   const config = parseWith(SimulationOptions, options, 'simulation connector options');
@@ -45,30 +47,42 @@ export function simulationConnector(options: SimulationOptions = {}): Connector 
     return kinds[kinds.length - 1]!.kind;
   };
 
+  const simulate: Connector['run'] = async (job, ctx) => {
+    const overrides = readPayload(job.payload);
+    const duration = overrides.duration_ms ?? sampleDuration();
+    const steps = overrides.steps ?? config.steps;
+    const failure = overrides.fail ?? sampleFailure();
+    const runFor = failure ? duration / 2 : duration;
+    const startedAt = Date.now();
+    const until = async (elapsed: number) => {
+      const wait = startedAt + elapsed - Date.now();
+      if (wait > 0) await sleep(wait, undefined, { signal: ctx.signal });
+      else ctx.signal.throwIfAborted();
+    };
+
+    for (let step = 1; step <= steps && (step * duration) / steps <= runFor; step++) {
+      await until((step * duration) / steps);
+      ctx.progress({ stage: 'running', value: step, max: steps, message: `step ${step}/${steps}` });
+    }
+    await until(runFor);
+    if (failure) {
+      throw new JobFailure(failure, `simulated ${failure} failure`, { type: 'SimulatedFailure' });
+    }
+    return { simulated: true, duration_ms: duration, steps, ...overrides.result };
+  };
+
   return {
     service: config.service,
     async run(job, ctx) {
-      const overrides = readPayload(job.payload);
-      const duration = overrides.duration_ms ?? sampleDuration();
-      const steps = overrides.steps ?? config.steps;
-      const failure = overrides.fail ?? sampleFailure();
-      const runFor = failure ? duration / 2 : duration;
-      const startedAt = Date.now();
-      const until = async (elapsed: number) => {
-        const wait = startedAt + elapsed - Date.now();
-        if (wait > 0) await sleep(wait, undefined, { signal: ctx.signal });
-        else ctx.signal.throwIfAborted();
-      };
-
-      for (let step = 1; step <= steps && (step * duration) / steps <= runFor; step++) {
-        await until((step * duration) / steps);
-        ctx.progress({ stage: 'running', value: step, max: steps, message: `step ${step}/${steps}` });
+      const span = activeTracing().startSpan('simulation.run', { attributes: { 'emp.service': config.service } });
+      try {
+        const result = await simulate(job, ctx);
+        endSpan(span, 'succeeded');
+        return result;
+      } catch (error) {
+        endSpan(span, ctx.signal.aborted ? 'canceled' : 'failed', error);
+        throw error;
       }
-      await until(runFor);
-      if (failure) {
-        throw new JobFailure(failure, `simulated ${failure} failure`, { type: 'SimulatedFailure' });
-      }
-      return { simulated: true, duration_ms: duration, steps, ...overrides.result };
     },
   };
 }

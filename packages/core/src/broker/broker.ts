@@ -150,9 +150,9 @@ export class Broker {
     return jobs.submitAndRead(this.#ctx, job, options);
   }
 
-  /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
-  submitMany(inputs: SubmitJobInput[]): Promise<Array<SubmitResult | EmpError>> {
-    return jobs.submitMany(this.#ctx, inputs);
+  /** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. `options` apply to every job (a batch request's traceparent). */
+  submitMany(inputs: SubmitJobInput[], options?: jobs.SubmitOptions): Promise<Array<SubmitResult | EmpError>> {
+    return jobs.submitMany(this.#ctx, inputs, options);
   }
 
   getJob(id: string): Promise<Job | null> {

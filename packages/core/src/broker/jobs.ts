@@ -54,14 +54,17 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options:
   return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
 }
 
-/** Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job. */
-export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[]): Promise<Array<SubmitResult | EmpError>> {
+/**
+ * Submits many jobs with one round trip per pool; each result is a SubmitResult or the error for that job.
+ * `options` apply to every job (the batch request's traceparent: each job continues its trace).
+ */
+export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], options: SubmitOptions = {}): Promise<Array<SubmitResult | EmpError>> {
   const results: Array<SubmitResult | EmpError> = new Array(inputs.length);
   // each job is routed on its own (estimates are cached per duration class), then grouped by the pool it got
   const prepared = await Promise.all(
     inputs.map(async (input, index) => {
       try {
-        return await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
+        return await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
       } catch (error) {
         if (!(error instanceof EmpError)) throw error;
         results[index] = error;

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { ModelDownload, ModelOnDisk } from '../registry';
 import { ModelName } from '../requirements';
+import { traceHeaders } from '../tracing';
 import { parseWith } from '../validation';
 
 /** One model's download, as a provider reports it while a job waits. */
@@ -109,7 +110,8 @@ export function httpModelProvider(options: { baseUrl: string }): ModelProvider {
       // the response stays open for the whole job, with no bytes flowing: no body timeout
       const response = await request(new URL('models/ensure', base), {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        // the active span's (a worker's job.models) traceparent: the agent's model.download spans are its children; none with tracing off
+        headers: { 'content-type': 'application/json', ...traceHeaders() },
         body: JSON.stringify({ models: names }),
         signal,
         bodyTimeout: 0,
