@@ -139,7 +139,11 @@ describe('tracing', () => {
       expect(ids).toHaveLength(2);
       for (const id of ids) await waitFor(`job ${id} to succeed`, async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
       await apiTracing.flush();
-      await workerTracing.flush();
+      // a job.run span ends once the worker has its recorded outcome back, just after the job shows succeeded
+      await waitFor('both job.run spans to arrive', async () => {
+        await workerTracing.flush();
+        return ids.every((id) => receiver.spans.some((s) => s.name === 'job.run' && s.attributes['emp.job.id'] === id)) || undefined;
+      });
 
       const request = receiver.spans.find((s) => s.name === 'POST /v1/jobs/batch' && s.traceId === traceId);
       expect(request).toMatchObject({ service: 'emp-api', parentSpanId: clientSpan });
