@@ -230,6 +230,10 @@ describe('emp: version, the one error style, finished jobs', () => {
       await broker.start(second.lease);
       now += 1_500;
       await broker.complete(second.lease, { done: true });
+      // the webhook service's delivery log of the job (WebhookOutbox.deliveryLog reads it): a refused attempt, then the delivery
+      const attempt = (at: number, n: number, status: number, outcome: string) =>
+        JSON.stringify({ at, message: 'msg_1', type: 'job.succeeded', url: 'https://example.com/hook', job: id, attempt: n, status, latency_ms: 40, outcome });
+      await connection.rpush(broker.keys.webhookLog(id), attempt(now + 100, 1, 503, 'retry'), attempt(now + 1_100, 2, 200, 'delivered'));
 
       const traced = await runEmp(['job', id, '--trace'], env);
       expect(traced.code).toBe(0);
@@ -244,11 +248,14 @@ describe('emp: version, the one error style, finished jobs', () => {
         '+2.4s job.progress loading_model',
         '+2.9s job.running',
         '+4.4s job.succeeded',
+        '+4.5s webhook job.succeeded to https://example.com/hook, attempt 1: 503, retry in 40ms',
+        '+5.5s webhook job.succeeded to https://example.com/hook, attempt 2: 200, delivered in 40ms',
       ]);
-      expect(lines.at(-1)).toBe('queue wait 350ms · starting 50ms · model download 2.0s · model load 500ms · run 1.5s · total 4.4s');
-      const asJson = JSON.parse((await runEmp(['job', id, '--trace', '--json'], env)).stdout) as { job: { id: string }; events: unknown[] };
+      expect(lines.at(-1)).toBe('queue wait 350ms · starting 50ms · model download 2.0s · model load 500ms · run 1.5s · total 4.4s · webhook delivered 1.1s after the end');
+      const asJson = JSON.parse((await runEmp(['job', id, '--trace', '--json'], env)).stdout) as { job: { id: string }; events: unknown[]; deliveries: unknown[] };
       expect(asJson.job.id).toBe(id);
       expect(asJson.events).toHaveLength(8);
+      expect(asJson.deliveries).toHaveLength(2);
     } finally {
       connection.disconnect();
     }

@@ -1,4 +1,4 @@
-import { type Job, type StreamEvent, assertNever } from '@emp/core';
+import { type DeliveryLogEntry, type Job, type StreamEvent, assertNever } from '@emp/core';
 import { duration } from './format';
 
 /** What a job was doing between two events, as the timeline names it. */
@@ -18,13 +18,14 @@ const PHASE_LABELS: Record<Phase, string> = {
  * The timeline of one job from its events, for an operator without a tracing
  * backend: every event with its time since submission, then the time spent in
  * each phase (queue wait, start, model download and load, run, upload, backoff)
- * over all attempts. Events the pool's stream has trimmed are missing; the
- * phases then come from the job's own timestamps.
+ * over all attempts, then the webhook: its delivery attempts among the events
+ * and how long after the end its final event was delivered. Events the pool's
+ * stream has trimmed are missing; the phases then come from the job's own timestamps.
  */
-export function traceJob(job: Job, events: StreamEvent[]): string {
+export function traceJob(job: Job, events: StreamEvent[], deliveries: DeliveryLogEntry[] = []): string {
   const t = job.timestamps;
   const start = t.submitted_at;
-  const lines: string[] = [];
+  const lines: Array<{ at: number; line: string }> = [];
   const spent = new Map<Phase, number>();
   let phase: Phase | undefined;
   let since = start;
@@ -95,11 +96,18 @@ export function traceJob(job: Job, events: StreamEvent[]): string {
       default:
         assertNever(event);
     }
-    lines.push(`${`+${duration(at - start)}`.padEnd(10)} ${type.padEnd(14)} ${detail}`.trimEnd());
+    lines.push({ at, line: `${`+${duration(at - start)}`.padEnd(10)} ${type.padEnd(14)} ${detail}`.trimEnd() });
   }
+  for (const d of deliveries) {
+    const answer = d.status !== undefined ? `${d.status}` : 'no response';
+    const detail = `${d.type} to ${d.endpoint ?? d.url}, attempt ${d.attempt}: ${answer}, ${d.outcome} in ${duration(d.latency_ms)}`;
+    lines.push({ at: d.at, line: `${`+${duration(d.at - start)}`.padEnd(10)} ${'webhook'.padEnd(14)} ${detail}` });
+  }
+  // the webhook attempts among the events, by time (the sort keeps each list's own order for equal times)
+  lines.sort((a, b) => a.at - b.at);
   if (events.length === 0) {
     // the stream no longer has the job's events: the phases its timestamps still tell
-    lines.push('(no events: the pool stream has been trimmed past this job)');
+    lines.unshift({ at: start, line: '(no events: the pool stream has been trimmed past this job)' });
     const claimed = t.claimed_at ?? t.started_at;
     if (claimed !== undefined) spent.set('queued', claimed - start);
     if (t.started_at !== undefined && t.claimed_at !== undefined) spent.set('starting', t.started_at - t.claimed_at);
@@ -113,5 +121,8 @@ export function traceJob(job: Job, events: StreamEvent[]): string {
     .filter((p) => spent.has(p))
     .map((p) => `${PHASE_LABELS[p]} ${duration(spent.get(p)!)}`);
   summary.push(`${t.finished_at !== undefined ? 'total' : 'so far'} ${duration(end - start)}`);
-  return [`${job.id}  ${job.state}`, ...lines, summary.join(' · ')].join('\n');
+  const final = t.finished_at !== undefined ? deliveries.find((d) => d.type === `job.${job.state}` && d.outcome === 'delivered') : undefined;
+  if (final) summary.push(`webhook delivered ${duration(final.at + final.latency_ms - t.finished_at!)} after the end`);
+  else if (deliveries.length > 0) summary.push(`webhook: ${deliveries.length} attempt(s), the final event not delivered yet`);
+  return [`${job.id}  ${job.state}`, ...lines.map((l) => l.line), summary.join(' · ')].join('\n');
 }
