@@ -15,8 +15,17 @@ import { ModelName, ServiceName } from './requirements';
 
 /** A job's duration class: its service and its models, sorted. Jobs of one class take about as long. */
 export function durationClass(service: string, models: readonly string[] = []): string {
-  return contentId(canonicalJson({ d: 1, service, models: [...new Set(models)].sort() }));
+  // every submit asks, and most ask about the same few classes: the hash is made once per (service, models)
+  const key = models.length === 0 ? service : `${service}\u0000${models.join('\u0000')}`;
+  let id = durationClasses.get(key);
+  if (id === undefined) {
+    if (durationClasses.size >= CACHE_ENTRIES) durationClasses.clear();
+    id = contentId(canonicalJson({ d: 1, service, models: [...new Set(models)].sort() }));
+    durationClasses.set(key, id);
+  }
+  return id;
 }
+const durationClasses = new Map<string, string>();
 
 /** Execution times a duration list keeps, newest first (complete.lua trims it back to these every 32 pushes). */
 export const DURATIONS_KEPT = 256;
