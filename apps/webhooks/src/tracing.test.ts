@@ -55,9 +55,14 @@ describe('tracing of webhook deliveries and log lines', () => {
       const id = submitted.id;
       await until(() => receiver.received.some((r) => r.event.type === 'job.succeeded'), 'job.succeeded delivered');
       await until(async () => (await hooks.outbox.deliveryLog(id)).length === 2, 'both attempts logged');
-      await tracing.flush();
+      // the second attempt's span ends just after its log entry is written
+      const deliverSpans = () => otlp.spans.filter((s) => s.name === 'webhook.deliver' && s.attributes['emp.job.id'] === id);
+      await until(async () => {
+        await tracing.flush();
+        return deliverSpans().length >= 2;
+      }, 'both webhook.deliver spans exported');
 
-      const delivers = otlp.spans.filter((s) => s.name === 'webhook.deliver' && s.attributes['emp.job.id'] === id);
+      const delivers = deliverSpans();
       expect(delivers).toHaveLength(2);
       for (const span of delivers) expect(span).toMatchObject({ service: 'emp-webhooks', traceId, parentSpanId: submitSpan });
       const [first, second] = [...delivers].sort((a, b) => Number(a.attributes['emp.attempt']) - Number(b.attributes['emp.attempt']));

@@ -109,9 +109,10 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     propagator = new W3CTraceContextPropagator();
   }
+  const exporter = new OTLPTraceExporter({ url });
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ 'service.name': options.serviceName, ...options.attributes }),
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url }), { scheduledDelayMillis: options.exportDelayMs ?? 5_000 })],
+    spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: options.exportDelayMs ?? 5_000 })],
   });
   const tracer = provider.getTracer('emp');
   const tracing: Tracing = {
@@ -130,7 +131,11 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
         span.end();
       }
     },
-    flush: () => provider.forceFlush(),
+    // the processor's flush sends what is buffered but does not wait for an export already on its way (or being retried)
+    flush: async () => {
+      await provider.forceFlush();
+      await exporter.forceFlush();
+    },
     shutdown: () => provider.shutdown(),
   };
   return tracing;
