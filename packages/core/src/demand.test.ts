@@ -55,7 +55,31 @@ describe('per-model demand counters', () => {
     const ttl = await redis.pttl(key);
     expect(ttl).toBeLessThanOrEqual(123_456_789);
     expect(ttl).toBeGreaterThan(123_456_789 - 60_000);
-    expect(await redis.hget(key, 'sdxl')).toBe('2');
+    // nor does the first job of another class in it
+    await b.submit({ service: 'comfyui', requirements: { models: ['flux'] } });
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(123_456_789);
+    expect(await b.modelDemand('standard', { from: DAY0, to: DAY0 + 1 })).toEqual([{ start: DAY0, counts: { '*': 3, sdxl: 2, flux: 1 } }]);
+  });
+
+  it('count each job once per class (in one field however many models it names), and read buckets an older library wrote', async () => {
+    const b = await Broker.connect({ redis, clock: () => DAY0 });
+    await b.submitMany([
+      { service: 'comfyui', requirements: { models: ['sdxl', 'flux', 'lora-a'] } },
+      { service: 'comfyui', requirements: { models: ['flux', 'sdxl', 'lora-a'] } },
+    ]);
+    const key = b.keys.demand('standard', DAY0 / DEMAND_BUCKET_MS);
+    expect(await redis.hlen(key)).toBe(2); // the class's count and what it stands for
+    // counts as the library before 2026-12-07 wrote them (per model, per service, `*`) add up with the class counts
+    await redis.hset(key, '*', '4', 'sdxl', '3', 'service:ollama', '1');
+    expect(await b.modelDemand('standard', { from: DAY0, to: DAY0 + 1 })).toEqual([
+      { start: DAY0, counts: { '*': 6, sdxl: 5, flux: 2, 'lora-a': 2, 'service:ollama': 1 } },
+    ]);
+    // a class count whose definition is unreadable still counts in all, and says so
+    const [field] = (await redis.hkeys(key)).filter((f) => f.startsWith('d:'));
+    await redis.hset(key, field!, 'not json');
+    expect(await b.modelDemand('standard', { from: DAY0, to: DAY0 + 1 })).toEqual([
+      { start: DAY0, counts: { '*': 6, sdxl: 3, 'service:ollama': 1 }, unreadable: [{ field, value: 'not json' }] },
+    ]);
   });
 
   it('do not count a retry, nor a resubmit with the same idempotency key', async () => {

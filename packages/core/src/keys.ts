@@ -42,9 +42,10 @@
  *                                  its agent resumes
  *   <ns>:{<pool>}:demand:<bucket>  jobs submitted in one 5-minute bucket (bucket = floor(now ms / 300000), the function's
  *                                  now: the virtual clock in simulation), written by submit (not by retries): field
- *                                  <model> per model of the job's class (each once), `service:<service>` for a class
- *                                  without models, `*` every job; expires 8 days after the bucket's first write
- *                                  (broker.modelDemand reads it)
+ *                                  c:<class> the jobs of one requirement class, d:<class> what it stands for (JSON: its
+ *                                  distinct models, or [`service:<service>`] without models); expires 8 days after the
+ *                                  bucket's first write. broker.modelDemand turns it into counts per model, per
+ *                                  `service:<service>` and `*` (fields so named: the layout before 2026-12-07)
  *   <ns>:{<pool>}:machine-logs:<id>      output lines of the machine's supervised processes (capped, MAXLEN ~ 5000):
  *                                  fields process (`<service>-<slot>` or `worker-<primary>-<slot>`), stream (stdout | stderr),
  *                                  line (at most 4 KiB), ts (ms)
@@ -62,9 +63,10 @@
  *                                  capacity (JSON: the capacity hint, machines and how it was found), decisions (JSON: the
  *                                  last 50 prefetch / evict decisions, oldest first: ts, machine, action, model, reason, forecast)
  *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 (to 288) succeeded
- *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first;
- *                                  durations:service:<service>: the same per service; dclasses: hash dclass -> JSON
- *                                  {service, models} of every class with durations (routing.ts, docs/pools.md)
+ *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first
+ *                                  (a service's estimate reads the lists of its classes); dclasses: hash dclass -> JSON
+ *                                  {service, models} of every class with durations (routing.ts, docs/pools.md).
+ *                                  (durations:service:<service>, written before 2026-12-07, is read no more.)
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
  *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
@@ -174,9 +176,6 @@ export class KeyLayout {
   }
   durations(pool: string, dclass: string): string {
     return `${this.prefix(pool)}durations:${dclass}`;
-  }
-  serviceDurations(pool: string, service: string): string {
-    return `${this.prefix(pool)}durations:service:${service}`;
   }
   durationClasses(pool: string): string {
     return `${this.prefix(pool)}dclasses`;

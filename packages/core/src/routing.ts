@@ -4,6 +4,7 @@ import { canonicalJson, contentId } from './canonical';
 import type { PoolConfig } from './config';
 import { type JobRouting, RouteSource, type SubmitJob } from './job';
 import { ModelName, ServiceName } from './requirements';
+import { parseJsonOrNull } from './validation';
 
 /**
  * Routing by expected duration (docs/pools.md). A job that names no pool goes
@@ -98,22 +99,53 @@ export class DurationEstimator {
 
   async #read(dclass: string, service: string): Promise<DurationEstimate | null> {
     const { keys, redis, config } = this.ctx;
-    const lists = await Promise.all(
+    // each pool: the class's own list and what the pool knows of every class (to find the service's)
+    const perPool = await Promise.all(
       config.pools.map(async ({ name }) => {
-        const replies = await redis.pipeline().lrange(keys.durations(name, dclass), 0, DURATIONS_KEPT - 1).lrange(keys.serviceDurations(name, service), 0, DURATIONS_KEPT - 1).exec();
-        return (replies ?? []).map(([error, list]) => {
-          if (error) throw error;
-          return (list as string[]).map(Number);
-        });
+        const [own, classes] = await Promise.all([redis.lrange(keys.durations(name, dclass), 0, DURATIONS_KEPT - 1), redis.hgetall(keys.durationClasses(name))]);
+        return { name, own: own.map(Number), classes };
       }),
     );
-    const own = durationStats(lists.flatMap((pair) => pair[0] ?? []));
+    const own = durationStats(perPool.flatMap((pool) => pool.own));
     if (own && own.samples >= this.minSamples) return { ...own, level: 'class' };
-    const ofService = durationStats(lists.flatMap((pair) => pair[1] ?? []));
+    // the service's durations are those of its classes (complete.lua records each execution once, in its class's list)
+    const ofService = durationStats(
+      (
+        await Promise.all(
+          perPool.map(async ({ name, own: ownList, classes }) => {
+            const others = classesOfService(classes, service, dclass);
+            if (others.length === 0) return ownList;
+            const pipeline = redis.pipeline();
+            for (const other of others) pipeline.lrange(keys.durations(name, other), 0, DURATIONS_KEPT - 1);
+            const lists = ((await pipeline.exec()) ?? []).map(([error, list]) => {
+              if (error) throw error;
+              return (list as string[]).map(Number);
+            });
+            return [...ownList, ...lists.flat()];
+          }),
+        )
+      ).flat(),
+    );
     if (ofService && ofService.samples >= this.minSamples) return { ...ofService, level: 'service' };
     return null;
   }
 }
+
+/** Most other classes of a service whose lists make up its estimate, per pool (the busiest service's estimate stays one bounded read). */
+const SERVICE_CLASSES_READ = 64;
+
+/** The duration classes of `service` in a pool's `dclasses` hash, other than `except`, at most SERVICE_CLASSES_READ. */
+function classesOfService(classes: Record<string, string>, service: string, except: string): string[] {
+  const found: string[] = [];
+  for (const [dclass, text] of Object.entries(classes)) {
+    if (dclass === except) continue;
+    const info = DurationClassInfo.safeParse(parseJsonOrNull(text));
+    if (info.success && info.data.service === service) found.push(dclass);
+    if (found.length >= SERVICE_CLASSES_READ) break;
+  }
+  return found;
+}
+
 
 /** Where a submit goes, and the job fields that record why (short values: a job hash stays compact). */
 export interface Route {

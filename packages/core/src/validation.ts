@@ -13,3 +13,12 @@ export function parseWith<S extends z.ZodType>(schema: S, input: unknown, what: 
     })),
   );
 }
+
+/** JSON.parse, or null for text that is not JSON (a Redis field written by something else: the schema then refuses it). */
+export function parseJsonOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
+}

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import { parseWith } from '../validation';
+import { parseJsonOrNull, parseWith } from '../validation';
 import { type BrokerContext, checkedPool } from './context';
 
 /** The width of a demand bucket: submit counts jobs per model in 5-minute buckets (`<ns>:{<pool>}:demand:<bucket>`). */
@@ -58,17 +58,52 @@ export async function modelDemand(ctx: BrokerContext, pool: string, range: { fro
   const buckets: DemandBucket[] = [];
   replies.forEach(([error, hash], i) => {
     if (error) throw error;
-    const entries = Object.entries((hash ?? {}) as Record<string, string>);
-    if (entries.length === 0) return;
-    const counted: Array<[string, number]> = [];
-    const unreadable: UnreadableDemandCount[] = [];
-    for (const [field, value] of entries) {
-      if (COUNT.test(value)) counted.push([field, Number(value)]);
-      else unreadable.push({ field, value: value.slice(0, 100) });
-    }
-    // fromEntries defines each field as its own property, whatever its name (a model may be called __proto__)
-    const counts: Record<string, number> = Object.fromEntries(counted);
-    buckets.push({ start: (first + i) * DEMAND_BUCKET_MS, counts, ...(unreadable.length > 0 && { unreadable }) });
+    const bucket = bucketCounts((hash ?? {}) as Record<string, string>);
+    if (bucket) buckets.push({ start: (first + i) * DEMAND_BUCKET_MS, ...bucket });
   });
   return buckets;
+}
+
+/** A class's demand fields as submit writes them in `d:<class>`: its distinct models, or `service:<service>`. */
+const DemandFields = z.array(z.string().min(1)).min(1);
+
+/**
+ * The counts of one bucket. Submit counts jobs per requirement class (`c:<class>`)
+ * and writes what the class stands for beside it (`d:<class>`, DemandFields);
+ * here each class count goes to each of its fields and to `*`. Any other field
+ * is a count as an older library wrote it (`<model>`, `service:<service>`, `*`)
+ * and is added as it is. Null for a bucket without counts.
+ */
+function bucketCounts(hash: Record<string, string>): Pick<DemandBucket, 'counts' | 'unreadable'> | null {
+  // a Map, not an object: a model may be called __proto__
+  const counts = new Map<string, number>();
+  const add = (field: string, n: number) => counts.set(field, (counts.get(field) ?? 0) + n);
+  const unreadable: UnreadableDemandCount[] = [];
+  const bad = (field: string, value: string) => unreadable.push({ field, value: value.slice(0, 100) });
+  for (const [field, value] of Object.entries(hash)) {
+    if (field.startsWith('d:')) continue;
+    if (!COUNT.test(value)) {
+      bad(field, value);
+      continue;
+    }
+    const n = Number(value);
+    if (!field.startsWith('c:')) {
+      add(field, n);
+      continue;
+    }
+    const definition = `d:${field.slice(2)}`;
+    const text = Object.hasOwn(hash, definition) ? hash[definition]! : '';
+    const fields = DemandFields.safeParse(parseJsonOrNull(text));
+    if (!fields.success) {
+      // the class is counted in all, but what it stands for is unknown
+      bad(definition, text);
+      add('*', n);
+      continue;
+    }
+    add('*', n);
+    for (const name of fields.data) add(name, n);
+  }
+  if (counts.size === 0 && unreadable.length === 0) return null;
+  // fromEntries defines each field as its own property, whatever its name (a model may be called __proto__)
+  return { counts: Object.fromEntries(counts), ...(unreadable.length > 0 && { unreadable }) };
 }

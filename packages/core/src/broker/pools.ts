@@ -1,5 +1,6 @@
 import type { PoolReport, PoolView } from '../api-protocol';
 import { DURATIONS_KEPT, DurationClassInfo, durationStats, poolForDuration } from '../routing';
+import { parseJsonOrNull } from '../validation';
 import type { BrokerContext } from './context';
 import { queueStats, serverTime } from './stats';
 
@@ -48,7 +49,7 @@ async function learnedClasses(ctx: BrokerContext): Promise<PoolView['durations']
   for (const hash of infos) {
     for (const [dclass, text] of Object.entries(hash)) {
       if (known.has(dclass)) continue;
-      const info = DurationClassInfo.safeParse(safeJson(text));
+      const info = DurationClassInfo.safeParse(parseJsonOrNull(text));
       if (info.success) known.set(dclass, { service: info.data.service, models: info.data.models ?? [] });
     }
   }
@@ -65,12 +66,4 @@ async function learnedClasses(ctx: BrokerContext): Promise<PoolView['durations']
     const stats = durationStats(lists.flatMap((perPool) => perPool[d] ?? []));
     return stats ? [{ dclass, ...known.get(dclass)!, ...stats }] : [];
   });
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return null;
-  }
 }

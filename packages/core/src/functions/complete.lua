@@ -11,41 +11,42 @@
 -- { 'succeeded', <claim reply as `claim` returns it...> }, or { 'error', '<CODE> <message>' }
 -- (NOT_FOUND, LEASE_LOST).
 -- Errors: UNKNOWN_WORKER (before anything changes).
--- Each success also records its execution time in the shard's duration lists
--- (durations:<dclass>, durations:service:<service>, keys.ts), which routing reads.
+-- Each success also records its execution time in the shard's duration list of its
+-- duration class (durations:<dclass>, keys.ts), which routing reads (a service's
+-- estimate is read from the lists of its classes).
 
 -- A duration list keeps the newest 256 times; it is trimmed back to them once it has 32
 -- more (one LTRIM per 32 completions, not one each), and readers take the first 256.
 local DURATIONS_LAST = '255'
 local DURATIONS_SLACK = 288
 
+-- What record_duration needs of the job, read with the fields `fenced` reads (one HMGET):
+-- `dclass` (set at submit; absent on a job submitted before routing) and the start times.
+local DURATION_FIELDS = { 'dclass', 'started_at', 'claimed_at' }
+
 -- The execution time: from running (or, for a job that never said it started, from its
--- claim) to now, in ms. Reads only fields the job has (an absent one costs a scan of the
--- hash): `dclass` (set at submit; absent on a job submitted before routing) and the
--- timestamp the job's state implies.
+-- claim) to now, in ms; one LPUSH per success.
 local function record_duration(ctx, job)
-  local p = ctx.p
-  local f = call('HMGET', job_key(p, job.id), 'dclass', job.state == 'running' and 'started_at' or 'claimed_at')
-  local dclass, since = f[1], tonumber(f[2])
+  local dclass = job.dclass
+  local since = tonumber(job.state == 'running' and job.started_at or job.claimed_at)
   if not dclass or not since then return end
   local ms = ctx.now - since
   if ms < 0 then ms = 0 end
-  ms = string.format('%d', ms)
+  local p = ctx.p
   local list = p .. 'durations:' .. dclass
-  local length = call('LPUSH', list, ms)
+  local length = call('LPUSH', list, string.format('%d', ms))
   if length > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
-  -- a class new to this shard: what it is, for listings (its models from the job's requirement class)
+  -- a class new to this shard: what it is, for listings and for its service's estimate
+  -- (its models from the job's requirement class)
   if length == 1 then
     local def = call('HGET', class_key(p, job.class), 'def')
     local models = def and cjson.decode(def).models
     call('HSET', p .. 'dclasses', dclass, cjson.encode({ service = job.service, models = models or cjson.null }))
   end
-  list = p .. 'durations:service:' .. job.service
-  if call('LPUSH', list, ms) > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
 end
 
 local function complete_one(ctx, next_worker, w, id, token, result)
-  local job = fenced(ctx, id, token)
+  local job = fenced(ctx, id, token, DURATION_FIELDS)
   record_duration(ctx, job)
   detach(ctx, job, next_worker ~= nil)
   finish(ctx, job, 'succeeded', 'result', result)

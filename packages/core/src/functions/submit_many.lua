@@ -10,6 +10,8 @@ local function submit_many(keys, args)
   local ctx = context(keys, args)
   local replies = {}
   local at = PRELUDE + 2
+  -- demand is counted once per class for the whole batch (demand.flush, 60-submit.lua)
+  ctx.demand = {}
   for i = 1, tonumber(args[PRELUDE + 1]) do
     local ok, reply, next_at = pcall(submit_job, ctx, args, at)
     if ok then
@@ -21,6 +23,7 @@ local function submit_many(keys, args)
       at = at + SUBMIT_HEADER + tonumber(args[at + 12])
     end
   end
+  demand.flush(ctx)
   return replies
 end
 

@@ -10,11 +10,14 @@ end
 -- What most transitions need to know about a job, read in one call.
 -- `token` is the current attempt's fencing token: its attempt number. A job
 -- that is not active has no worker; `last_worker` then says who ran it last.
-local function load_job(p, id)
+-- `more` (optional): names of more fields a caller needs, read in the same HMGET into
+-- job[<name>] (false when absent); none of the names below.
+local function load_job(p, id, more)
   local key = job_key(p, id)
-  local f = call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
+  local f = more and call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload', unpack(more))
+    or call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
-  return { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
+  local job = { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
     opt = f[7], laned = opt_laned(f[7]),
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
@@ -22,19 +25,23 @@ local function load_job(p, id)
     last_worker = not f[3] and call('HGET', key, 'last_worker') or nil,
     -- a payload in the hash goes with it; only a large one has a key of its own
     payload_apart = f[8] == false }
+  if more then
+    for i = 1, #more do job[more[i]] = f[8 + i] end
+  end
+  return job
 end
 
-local function must_exist(p, id)
-  local job = load_job(p, id)
+local function must_exist(p, id, more)
+  local job = load_job(p, id, more)
   if not job then raise('NOT_FOUND', 'job ' .. id .. ' does not exist') end
   return job
 end
 
 -- Checks the caller's fencing token. Returns the job, or raises NOT_FOUND /
 -- LEASE_LOST (the attempt was taken away: reaped, canceled, expired or
--- finished) so that a late call from a zombie changes nothing.
-local function fenced(ctx, id, token)
-  local job = must_exist(ctx.p, id)
+-- finished) so that a late call from a zombie changes nothing. `more` as load_job's.
+local function fenced(ctx, id, token, more)
+  local job = must_exist(ctx.p, id, more)
   if job.token ~= token then
     raise('LEASE_LOST', 'job ' .. id .. ': fencing token ' .. token .. ' is not the current attempt\'s (state ' .. job.state .. ')')
   end

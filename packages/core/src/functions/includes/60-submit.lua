@@ -24,31 +24,50 @@ local function too_many_classes(p, max_classes)
     ' requirement classes queued (the limit, maxQueuedClasses); a job that needs workers of another kind must wait until one empties')
 end
 
--- Per-model demand for the planner: `demand:<bucket>` (bucket = floor(now / 5 min))
--- counts the jobs submitted in those five minutes per model of their class (a class
--- without models: per `service:<service>`) and in all (`*`). The key expires 8 days
--- after its first write; `*` is counted first, so a 1 back means the bucket is new.
-local DEMAND_BUCKET_MS = 300000
-local DEMAND_TTL_MS = 8 * 24 * 3600 * 1000
+-- Demand for the planner: `demand:<bucket>` (bucket = floor(now / 5 min)) counts the
+-- jobs submitted in those five minutes per requirement class (`c:<class>`); `d:<class>`
+-- holds the demand fields the class stands for (JSON: its distinct models, or
+-- `service:<service>` when it names none), written with the class's first count in
+-- the bucket. The reader (broker/demand.ts) turns the class counts into per-model
+-- counts and the total `*`: one HINCRBY per job here (per class per batch in
+-- emp_submit_many) instead of one per model and one for `*`, and no class
+-- definition decoded per job. The key expires 8 days after its first write.
+-- (One table, `demand`, holds these: the library's chunk has room for 200 top-level locals.)
+local demand = { BUCKET_MS = 300000, TTL_MS = 8 * 24 * 3600 * 1000 }
 
-local function count_demand(p, now, class, service)
-  local key = p .. 'demand:' .. string.format('%d', math.floor(now / DEMAND_BUCKET_MS))
-  if call('HINCRBY', key, '*', 1) == 1 then call('PEXPIRE', key, DEMAND_TTL_MS) end
+function demand.fields(p, class, service)
   local models = load_class(p, class).models
-  if type(models) == 'table' and #models > 0 then
-    if #models == 1 then
-      call('HINCRBY', key, models[1], 1)
-    else
-      -- a model listed twice is still one job's demand for it
-      local seen = {}
-      for i = 1, #models do
-        local m = models[i]
-        if not seen[m] then seen[m] = true; call('HINCRBY', key, m, 1) end
-      end
-    end
-  else
-    call('HINCRBY', key, 'service:' .. service, 1)
+  if type(models) ~= 'table' or #models == 0 then return cjson.encode({ 'service:' .. service }) end
+  -- a model listed twice is still one job's demand for it
+  local seen, distinct = {}, {}
+  for i = 1, #models do
+    local m = models[i]
+    if not seen[m] then seen[m] = true; distinct[#distinct + 1] = m end
   end
+  return cjson.encode(distinct)
+end
+
+function demand.add(p, now, class, service, n)
+  local key = p .. 'demand:' .. string.format('%d', math.floor(now / demand.BUCKET_MS))
+  -- the class's first jobs in this bucket: say what it stands for, and start the bucket's expiry if it is new
+  if call('HINCRBY', key, 'c:' .. class, n) == n then
+    call('HSET', key, 'd:' .. class, demand.fields(p, class, service))
+    call('PEXPIRE', key, demand.TTL_MS, 'NX')
+  end
+end
+
+-- Counts one submitted job: at once, or, inside a batch that collects them
+-- (ctx.demand, see submit_many.lua), once per class when the batch flushes.
+function demand.count(ctx, class, service)
+  local batch = ctx.demand
+  if not batch then return demand.add(ctx.p, ctx.now, class, service, 1) end
+  local seen = batch[class]
+  if seen then seen.n = seen.n + 1 else batch[class] = { n = 1, service = service } end
+end
+
+function demand.flush(ctx)
+  for class, seen in pairs(ctx.demand) do demand.add(ctx.p, ctx.now, class, seen.service, seen.n) end
+  ctx.demand = nil
 end
 
 local function submit_job(ctx, args, at)
@@ -163,7 +182,7 @@ local function submit_job(ctx, args, at)
   end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
   index_job(p, id, args[first_field + 1], ctx.ts)
-  count_demand(p, now, class, args[first_field + 3])
+  demand.count(ctx, class, args[first_field + 3])
   job_event(ctx, id, 'job.queued', 'queued', 'tenant', args[first_field + 1], 'service', args[first_field + 3],
     'routable', routable)
   return { id, 0, tonumber(routable) }, next_at
