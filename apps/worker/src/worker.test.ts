@@ -116,6 +116,34 @@ describe('running jobs', () => {
     await waitFor('the worker to be idle again', async () => (await workerState(broker, 'w1')) === 'idle');
   });
 
+  it('sends a job\'s last progress report before its result, and none after it', async () => {
+    const broker = await connect();
+    let late: (() => void) | undefined;
+    await startWorker(broker, {
+      connectors: [
+        {
+          service: 'simulation',
+          startsItself: true,
+          async run(_job, ctx) {
+            await ctx.start();
+            // reported in the same turn as the result: no progress interval has passed since the first
+            ctx.progress({ stage: 'running', value: 1, max: 2 });
+            ctx.progress({ stage: 'running', value: 2, max: 2 });
+            late = () => ctx.progress({ stage: 'running', value: 3, max: 2 });
+            return { ok: true };
+          },
+        },
+      ],
+    });
+    const { id } = await broker.submit({ service: 'simulation' });
+    await jobInState(broker, id, 'succeeded');
+    late!();
+    await sleep(100);
+    const types = (await eventsOf(broker, id)).map((e) => (e.type === 'job.progress' ? `progress ${e.progress.value}` : e.type));
+    expect(types.filter((t) => t.startsWith('progress')), 'the first report, then the last, and nothing after the result').toEqual(['progress 1', 'progress 2']);
+    expect(types.at(-1)).toBe('job.succeeded');
+  });
+
   it('records a JobFailure with its kind and any other error as retryable', async () => {
     const broker = await connect();
     const worker = await startWorker(broker, {

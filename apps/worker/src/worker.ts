@@ -111,7 +111,10 @@ interface ActiveJob {
   readonly parent: Logger;
   /** the attempt's job.run span (non-recording with tracing off), ended with its outcome */
   span: Span;
-  progress: ProgressReporter;
+  /** made on the job's first progress report (see progressOf): a job that reports none pays for none */
+  progress: ProgressReporter | undefined;
+  /** the outcome is being recorded (or the attempt dropped): later progress reports are ignored */
+  progressClosed: boolean;
   started: Promise<void> | undefined;
   timeoutTimer: NodeJS.Timeout | undefined;
   /** the broker timed the attempt out itself (and already recorded the failure) */
@@ -661,14 +664,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       started: undefined,
       timeoutTimer: undefined,
       timedOutByBroker: false,
-      progress: new ProgressReporter(
-        (progress) => this.broker.progress(job.lease, progress),
-        (error) => {
-          if (error instanceof LeaseLostError) this.abortJob(job.id, 'lost', job.lease.token);
-          else active.logger.warn({ err: error }, 'progress report failed');
-        },
-        this.progressIntervalMs,
-      ),
+      progress: undefined,
+      progressClosed: false,
     };
     this.active.set(job.id, active);
     debugLog(active, 'job received', { attempt: job.attempt, token: job.lease.token });
@@ -707,7 +704,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       start: () => this.startJob(active),
       progress: (progress) => {
         parseWith(JobProgress, progress, 'progress');
-        active.progress.report(progress);
+        this.progressOf(active)?.report(progress);
       },
     };
     let outcome: Outcome;
@@ -730,7 +727,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       endSpan(active.span, 'unrecorded', error);
     } finally {
       if (active.timeoutTimer) clearTimeout(active.timeoutTimer);
-      active.progress.close();
+      closeProgress(active);
       this.active.delete(job.id);
     }
     if (next) this.afterClaim(next);
@@ -766,7 +763,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.modelReport.ensureEnded(models, ensured);
         }
         // the download's last report goes out before the job is running, not after
-        await active.progress.sendNow();
+        await active.progress?.sendNow();
       }
       if (!connector.startsItself) await this.startJob(active);
       const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));
@@ -775,6 +772,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
       outcome = { ok: false, error };
     }
     return outcome;
+  }
+
+  /** The job's progress reporter, made on its first report; none once its outcome is being recorded. */
+  private progressOf(active: ActiveJob): ProgressReporter | undefined {
+    if (active.progressClosed) return undefined;
+    const { job } = active;
+    return (active.progress ??= new ProgressReporter(
+      (progress) => this.broker.progress(job.lease, progress),
+      (error) => {
+        if (error instanceof LeaseLostError) this.abortJob(job.id, 'lost', job.lease.token);
+        else active.logger.warn({ err: error }, 'progress report failed');
+      },
+      this.progressIntervalMs,
+    ));
   }
 
   /** Moves the job to running (once) and arms its execution timeout. */
@@ -814,7 +825,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     if (outcome.ok) {
       const { result } = outcome;
-      await active.progress.flush();
+      // most jobs report no progress: nothing to wait for
+      const flushing = flushProgress(active);
+      if (flushing) await flushing;
       try {
         // its service has the job's models in memory now (what the next report calls loaded)
         if (job.requirements.models) this.modelReport.used(job.requirements.models);
@@ -831,8 +844,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
 
     const info = classify(outcome.error, cause, job);
-    if (cause === 'shutdown') active.progress.close();
-    else await active.progress.flush();
+    if (cause === 'shutdown') closeProgress(active);
+    else await flushProgress(active);
     try {
       const { outcome: result, next } = await this.record(active, 'failure', () => this.broker.fail(job.lease, info, { claimNext }));
       debugLog(active, 'job failed', { kind: info.kind, outcome: result, err: outcome.error });
@@ -863,7 +876,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private drop(active: ActiveJob, reason: DropReason): null {
-    active.progress.close();
+    closeProgress(active);
     active.logger.info({ reason }, 'job dropped: its attempt was ended by the broker');
     endSpan(active.span, reason);
     this.notify('job:dropped', active.job, reason);
@@ -987,6 +1000,18 @@ function classify(error: unknown, cause: AbortCause | undefined, job: ClaimedJob
 
 function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+/** Sends the job's last progress report, if one is waiting; later reports are ignored. */
+function flushProgress(active: ActiveJob): Promise<void> | undefined {
+  active.progressClosed = true;
+  return active.progress?.flush();
+}
+
+/** Drops the job's waiting progress report, if any; later reports are ignored. */
+function closeProgress(active: ActiveJob): void {
+  active.progressClosed = true;
+  active.progress?.close();
 }
 
 function isSerialisable(value: unknown): boolean {
