@@ -260,6 +260,44 @@ describe('model reports', () => {
 });
 
 describe('waiting without polling', () => {
+  it('fills its free slots with one claim call when it starts, and runs no more jobs at once than its concurrency', async () => {
+    const broker = await connect();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await broker.submit({ service: 'simulation', priority: i })).id);
+    let running = 0;
+    let most = 0;
+    const release: Array<() => void> = [];
+    const before = await fcallCalls();
+    const worker = await startWorker(broker, {
+      concurrency: 3,
+      connectors: [
+        {
+          service: 'simulation',
+          startsItself: true,
+          run: () =>
+            new Promise((resolve) => {
+              most = Math.max(most, ++running);
+              release.push(() => {
+                running--;
+                resolve(null);
+              });
+            }),
+        },
+      ],
+    });
+    const completed: string[] = [];
+    worker.on('job:completed', (job) => completed.push(job.id));
+    await waitFor('three jobs running', async () => (running === 3 ? true : undefined));
+    // registration, then one claim for the three free slots (the highest priorities first)
+    expect(await fcallCalls() - before).toBeLessThanOrEqual(2);
+    expect(await Promise.all(ids.slice(2).map(async (id) => (await broker.getJob(id))?.state))).toEqual(['starting', 'starting', 'starting']);
+    while (completed.length < 5) {
+      release.splice(0).forEach((done) => done());
+      await sleep(20);
+    }
+    expect(most).toBe(3);
+  });
+
   it('sends Redis no claims while idle, and a submit wakes it', async () => {
     const broker = await connect();
     // heartbeats are FCALLs too: keep them out of the quiet window

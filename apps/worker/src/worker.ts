@@ -10,6 +10,7 @@ import {
   type JobErrorInfo,
   JobProgress,
   LeaseLostError,
+  MOST_CLAIMS_PER_CALL,
   type ModelProvider,
   PayloadTooLargeError,
   type ReleaseModels,
@@ -338,7 +339,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       for (;;) {
         this.refill = undefined;
         while (this.state === 'running' && this.freeSlots() > 0) {
-          const result = await this.claim(() => this.broker.claim(this.pool, this.id, woken ?? ''));
+          // several free slots (starting, or woken with room): one call claims for all of them
+          const free = this.freeSlots();
+          const result =
+            free > 1
+              ? await this.claimSeveral(Math.min(free, MOST_CLAIMS_PER_CALL), woken ?? '')
+              : await this.claim(() => this.broker.claim(this.pool, this.id, woken ?? ''));
           // only the first claim of a round passes the wake-up on if it takes another class's job
           woken = undefined;
           if (!result?.job) break;
@@ -431,6 +437,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return undefined;
     } finally {
       this.claimsInFlight--;
+      this.armIfWaiting();
+      this.checkIdle();
+    }
+  }
+
+  /** Claims up to `count` jobs in one call with that many slots reserved; launches them. Returns the last result. */
+  private async claimSeveral(count: number, wokenFor: string): Promise<ClaimResult | undefined> {
+    this.claimsInFlight += count;
+    try {
+      const results = await this.broker.claimMany(this.pool, this.id, count, wokenFor);
+      for (const result of results) this.afterClaim(result);
+      return results.at(-1);
+    } catch (error) {
+      await this.onClaimError(error);
+      return undefined;
+    } finally {
+      this.claimsInFlight -= count;
       this.armIfWaiting();
       this.checkIdle();
     }

@@ -2,7 +2,7 @@ import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
-import { IdempotencyConflictError, LeaseLostError, NotRetryableError } from './errors';
+import { IdempotencyConflictError, LeaseLostError, NotRetryableError, ValidationError } from './errors';
 import type { WorkerCapabilities } from './capabilities';
 import { SubmitJobInput } from './job';
 import { undeclaredStreamEntries } from './testing/stream-contract';
@@ -599,6 +599,38 @@ describe('idle workers', () => {
     const firstPage = await b.readEvents('standard', '0', { count: 2 });
     const rest = await b.readEvents('standard', firstPage.at(-1)!.id, { count: 100 });
     expect([...firstPage, ...rest].filter((e) => e.type === 'job.queued')).toHaveLength(5);
+  });
+});
+
+describe('claims made together', () => {
+  it('takes up to n jobs in one call, in priority order across classes, each with its own fencing token', async () => {
+    const b = await broker();
+    await worker(b, 'w', { services: ['simulation'], labels: { region: 'eu' } });
+    const a = await b.submit({ service: 'simulation' });
+    const c = await b.submit({ service: 'simulation', requirements: { constraints: { region: 'eu' } } });
+    const urgent = await b.submit({ service: 'simulation', priority: 10 });
+    const d = await b.submit({ service: 'simulation' });
+    await b.submit({ service: 'comfyui' }); // not this worker's
+
+    const taken = await b.claimMany('standard', 'w', 3);
+    expect(taken.map((r) => r.job?.id)).toEqual([urgent.id, a.id, c.id]);
+    expect(new Set(taken.map((r) => r.job!.lease.jobId)).size).toBe(3);
+    for (const r of taken) expect((await b.getJob(r.job!.id))?.state).toBe('starting');
+    expect((await workerStates(b)).w).toBe('busy');
+
+    // fewer jobs than asked for: the jobs, then the claim that found none, which records the worker waiting
+    const rest = await b.claimMany('standard', 'w', 5);
+    expect(rest.map((r) => r.job?.id ?? 'none')).toEqual([d.id, 'none']);
+    // every job is completed with its own lease; a stale one is refused
+    for (const r of [...taken, rest[0]!]) expect(await b.complete(r.job!.lease, null)).toBeNull();
+    await expect(b.complete(taken[0]!.job!.lease, null)).rejects.toThrow(LeaseLostError);
+    expect((await workerStates(b)).w).toBe('idle');
+  });
+
+  it('refuses a count outside 1..64 before calling Redis', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    for (const count of [0, 65, 1.5]) await expect(b.claimMany('standard', 'w', count)).rejects.toThrow(ValidationError);
   });
 });
 

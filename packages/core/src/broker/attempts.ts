@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { CompletionBatcher } from '../completion-batch';
 import { DEFAULT_AFFINITY_OVERDUE_MS } from '../config';
-import { PayloadTooLargeError } from '../errors';
+import { PayloadTooLargeError, ValidationError } from '../errors';
 import { JobErrorInfo, JobProgress } from '../job';
 import { parseWith } from '../validation';
 import { type BrokerContext, checkedPool, jsonOf } from './context';
@@ -21,6 +21,24 @@ export function completionBatcher(ctx: BrokerContext): CompletionBatcher {
 export async function claim(ctx: BrokerContext, pool: string, workerId: string, wokenFor: string): Promise<ClaimResult> {
   const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, wokenFor, affinityBounds(ctx)]);
   return claimed(ctx, pool, workerId, reply);
+}
+
+/** Most jobs one claimMany call takes (claim_many.lua holds it to the same). */
+export const MOST_CLAIMS_PER_CALL = 64;
+
+/**
+ * Up to `count` claims in one call, for a worker with that many free slots: the
+ * results in the order taken, the jobs first; fewer than `count` jobs when the
+ * last claim found none (its result, with no job, comes last).
+ */
+export async function claimMany(ctx: BrokerContext, pool: string, workerId: string, count: number, wokenFor: string): Promise<ClaimResult[]> {
+  if (!Number.isInteger(count) || count < 1 || count > MOST_CLAIMS_PER_CALL) {
+    throw new ValidationError('claim count', [{ path: '', message: `a whole number from 1 to ${MOST_CLAIMS_PER_CALL}, not ${count}` }]);
+  }
+  const replies = await ctx.calls.call(FUNCTIONS.claimMany, checkedPool(pool), [workerId, wokenFor, affinityBounds(ctx), count]);
+  const results: ClaimResult[] = [];
+  for (const reply of replies) results.push(await claimed(ctx, pool, workerId, reply));
+  return results;
 }
 
 /** The claim's affinity bounds as the functions take them: 'wait/overdue' in ms (see claim.lua). */

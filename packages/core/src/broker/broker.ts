@@ -239,6 +239,15 @@ export class Broker {
   }
 
   /**
+   * Up to `count` claims (1..64) in one round trip, for a worker with that many
+   * free slots: each as `claim` would make it, in order, the jobs first; the
+   * result that found no job (when fewer were taken) comes last.
+   */
+  claimMany(pool: string, workerId: string, count: number, wokenFor = ''): Promise<ClaimResult[]> {
+    return attempts.claimMany(this.#ctx, pool, workerId, count, wokenFor);
+  }
+
+  /**
    * A claim for an idle worker to send on its signal connection while it waits
    * there (`waitForSignals`): Redis runs it right after the wait ends, so a
    * wake-up and the claim it calls for cost no round trip in between. It takes

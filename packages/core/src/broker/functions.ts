@@ -87,6 +87,8 @@ export const FUNCTIONS = {
   /** affinity: 'wait/overdue' in ms (see claim.lua) */
   claim: writes<[worker: string, wokenFor: string, affinity: string] | [worker: string, wokenFor: string, affinity: string, mode: 'if-woken'],
     r.ClaimReply>('emp_claim', r.claimReply),
+  /** up to `count` claims in one call (1..64; see claim_many.lua): the jobs taken, then the claim that found none */
+  claimMany: writes<[worker: string, wokenFor: string, affinity: string, count: number], r.ClaimManyReply>('emp_claim_many', r.claimManyReply),
   /** cross-pool fallback: worker, its home pool, least wait ms, most expected s ('' none), expected s assumed without an estimate ('' none) */
   claimFallback: writes<[worker: string, home: string, afterMs: number, maxExpectedS: number | '', unknownExpectedS: number | ''], r.ClaimReply>(
     'emp_claim_fallback',

@@ -1,4 +1,5 @@
 export { Broker } from './broker';
+export { MOST_CLAIMS_PER_CALL } from './attempts';
 export { BlockingConnection, type ReadConnection } from './connection';
 export type { MachineLogLine, WorkerStateInput } from './fleet';
 export type { EventGroupLoss, EventStreamInfo, QueueHistoryWrite, UnreadableQueueSample } from './streams';

@@ -107,6 +107,10 @@ export const laneScanReply = tuple<LaneScanReply>('string');
 export type ClaimReply = readonly unknown[];
 export const claimReply = tuple<ClaimReply>('string');
 
+/** emp_claim_many: one ClaimReply per claim made, the jobs first. */
+export type ClaimManyReply = ReadonlyArray<ClaimReply>;
+export const claimManyReply = tuple<ClaimManyReply>('object');
+
 /** emp_complete: one reply per completion: ['succeeded', ...ClaimReply when the call claims next]. */
 export type CompleteReply = ReadonlyArray<unknown[]>;
 export const completeReply = tuple<CompleteReply>('object');
