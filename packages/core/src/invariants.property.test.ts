@@ -90,6 +90,7 @@ type Call = 'start' | 'progress' | 'complete' | 'fail';
 type Op =
   | { op: 'submit'; req: number; priority: number; maxAttempts: number; maxInfra: number; backoff: number }
   | { op: 'claim'; worker: number; woken: number }
+  | { op: 'claimMany'; worker: number; woken: number; n: number }
   | { op: 'start' | 'progress' | 'forget'; worker: number; k: number }
   | { op: 'complete'; worker: number; k: number; claimNext: boolean }
   | { op: 'fail'; worker: number; k: number; kind: FailureKind; claimNext: boolean }
@@ -104,6 +105,7 @@ const kind = fc.constantFrom(...FAILURE_KINDS);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ op: fc.constant('submit' as const), req: fc.nat({ max: REQUIREMENTS.length - 1 }), priority: fc.integer({ min: -2, max: 2 }), maxAttempts: fc.integer({ min: 1, max: 3 }), maxInfra: fc.integer({ min: 1, max: 3 }), backoff: fc.nat({ max: BACKOFFS.length - 1 }) }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('claim' as const), worker, woken: fc.integer({ min: -1, max: CLASS_IDS.length - 1 }) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('claimMany' as const), worker, woken: fc.integer({ min: -1, max: CLASS_IDS.length - 1 }), n: fc.integer({ min: 1, max: 4 }) }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('start' as const), worker, k }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('progress' as const), worker, k }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('complete' as const), worker, k, claimNext: fc.boolean() }) },
@@ -305,6 +307,17 @@ class Scenario {
         const wasBusy = model.activeOf(workerId).length > 0;
         const reply = await broker.claim(POOL, workerId, op.woken >= 0 ? CLASS_IDS[op.woken] : '');
         this.expectClaim(workerId, reply, wasBusy);
+        return;
+      }
+      case 'claimMany': {
+        const workerId = WORKERS[op.worker]!.id;
+        const replies = await broker.claimMany(POOL, workerId, op.n, op.woken >= 0 ? CLASS_IDS[op.woken] : '');
+        // each as a claim of its own, in order; the call ends at the first that finds none, or after n jobs
+        replies.forEach((reply, i) => {
+          this.expectClaim(workerId, reply, model.activeOf(workerId).length > 0);
+          if (!reply.job) expect(i, 'a claim that found none ends the call').toBe(replies.length - 1);
+        });
+        if (replies.at(-1)?.job) expect(replies).toHaveLength(op.n);
         return;
       }
       case 'start':
