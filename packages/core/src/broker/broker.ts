@@ -15,6 +15,7 @@ import * as demand from './demand';
 import { BlockingConnection, type ReadConnection } from './connection';
 import { BrokerContext, checkedPool } from './context';
 import * as fleet from './fleet';
+import { checkReplicasForDurableSubmit } from './durable';
 import * as jobs from './jobs';
 import * as planner from './planner';
 import * as pools from './pools';
@@ -78,6 +79,8 @@ export class Broker {
   static async connect(options: BrokerOptions): Promise<Broker> {
     const broker = new Broker(options.redis, brokerConfig(options.config), options.clock);
     if (!options.skipLibraryLoad) await ensureFunctionLibrary(options.redis, broker.keys);
+    // every submit would wait out its timeout and fail: say so now
+    if (broker.config.durableSubmit === 'replica') await checkReplicasForDurableSubmit(options.redis);
     return broker;
   }
 
@@ -135,8 +138,8 @@ export class Broker {
 
   // ---------------------------------------------------------------- clients
 
-  submit(input: SubmitJobInput): Promise<SubmitResult> {
-    return jobs.submit(this.#ctx, input);
+  submit(input: SubmitJobInput, options?: jobs.SubmitOptions): Promise<SubmitResult> {
+    return jobs.submit(this.#ctx, input, options);
   }
 
   /**

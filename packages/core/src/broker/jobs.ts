@@ -9,6 +9,7 @@ import { requirementClass } from '../requirements';
 import { durationClass } from '../routing';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
+import { isDurable, queueReplicaWait, replicationFailure } from './durable';
 import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
 import { type SubmitManyReply, type SubmitReply, foldHash, parseJobReply, parseTracedJobReply, type TracedJob } from './replies';
 import { readEntries } from './streams';
@@ -30,10 +31,18 @@ function submitted(pool: string, reply: SubmitReply): SubmitResult {
   return { id: reply[0], pool, duplicate: reply[1] === 1, routable: reply[2] === 1 };
 }
 
-export async function submit(ctx: BrokerContext, input: SubmitJobInput): Promise<SubmitResult> {
-  const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
+export async function submit(ctx: BrokerContext, input: SubmitJobInput, options: SubmitOptions = {}): Promise<SubmitResult> {
+  const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
   await ctx.rememberPool(prepared.pool);
-  return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
+  if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
+  const pipeline = ctx.redis.pipeline();
+  ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
+  queueReplicaWait(ctx, pipeline);
+  const replies = await pipeline.exec();
+  const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
+  const failure = replicationFailure(ctx, replies?.[1], `job ${result.id}`);
+  if (failure) throw failure;
+  return result;
 }
 
 /**
@@ -47,8 +56,12 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options:
   const pipeline = ctx.redis.pipeline();
   ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
   ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
+  const durable = isDurable(ctx, options.durable);
+  if (durable) queueReplicaWait(ctx, pipeline);
   const replies = await pipeline.exec();
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
+  const failure = durable ? replicationFailure(ctx, replies?.[2], `job ${result.id}`) : undefined;
+  if (failure) throw failure;
   if (result.id !== prepared.id) return { submitted: result, job: await getJob(ctx, result.id) };
   const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.pool, [prepared.id], replies?.[1]);
   return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
@@ -90,7 +103,10 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
         batches.push(batch);
         ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
       }
+      const durable = isDurable(ctx, options.durable);
+      if (durable) queueReplicaWait(ctx, pipeline);
       const replies = (await pipeline.exec()) ?? [];
+      const failure = durable ? replicationFailure(ctx, replies[batches.length], `the batch's jobs of pool ${pool}`) : undefined;
       batches.forEach((batch, b) => {
         let reply: SubmitManyReply | undefined;
         let error: unknown;
@@ -107,7 +123,7 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
             const typed = fromRedisError(new Error(String(entry[1])));
             results[index] = typed instanceof EmpError ? typed : new EmpError('CORRUPT', String(entry[1]));
           } else {
-            results[index] = submitted(pool, entry as SubmitReply);
+            results[index] = failure ?? submitted(pool, entry as SubmitReply);
           }
         });
       });
@@ -300,6 +316,11 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
 export interface SubmitOptions {
   /** the W3C trace context of the submit (the API request's span), kept on the job for its later spans */
   traceparent?: string;
+  /**
+   * answer only once a replica has the job (durable.ts; NotReplicatedError if none does in
+   * `durableSubmitTimeoutMs`); default: the broker's `durableSubmit`
+   */
+  durable?: boolean;
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
