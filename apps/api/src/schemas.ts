@@ -29,6 +29,21 @@ export const SubmitQuery = z
   })
   .strict();
 
+/**
+ * `?durable=1`: answer only once a Redis replica has the job (docs/scale-out.md); `?durable=0`
+ * does not wait even where the server's EMP_DURABLE_SUBMIT says to; absent: the server's setting
+ */
+const DurableFlag = z
+  .enum(['1', '0', 'true', 'false'], { error: 'durable is 1 or 0 (true or false)' })
+  .transform((flag) => flag === '1' || flag === 'true')
+  .optional();
+
+/** The query of a submit: SubmitQuery's, and `durable`. */
+export const SubmitJobQuery = SubmitQuery.extend({ durable: DurableFlag }).strict();
+
+/** The query of a batch submit. */
+export const BatchQuery = z.object({ durable: DurableFlag, api_key: z.string().optional() }).strict();
+
 export const SubmitHeaders = z
   .object({
     'idempotency-key': z.string().min(1).max(255).optional(),
