@@ -40,6 +40,17 @@ describe('the SDK end to end', () => {
     expect((await client.get(job.id)).state).toBe('succeeded');
   });
 
+  it('durable: true asks for a replica, and a Redis without one answers 503 NOT_REPLICATED (the job queued all the same)', async () => {
+    const error = await client.submit({ service: 'simulation' }, { durable: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(EmpApiError);
+    expect(error).toMatchObject({ status: 503, code: 'NOT_REPLICATED' });
+    const id = /^job (\S+) is queued on the Redis master/.exec((error as Error).message)?.[1];
+    expect((await client.get(id!)).id).toBe(id);
+    const [result] = await client.submitBatch([{ service: 'simulation' }], { durable: true });
+    expect(result).toMatchObject({ error: { code: 'NOT_REPLICATED' } });
+    expect(await client.submit({ service: 'simulation' }, { durable: false })).toMatchObject({ duplicate: false });
+  });
+
   it('resumes after a forced disconnect without a gap or a repeat', async () => {
     const job = await client.submit({ service: 'simulation', payload: { duration_ms: 1_500, steps: 12 } });
     const sockets = stack.server.app.websocketServer;

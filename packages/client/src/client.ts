@@ -64,13 +64,17 @@ export class EmpClient {
     this.fetch = options.fetch ?? globalThis.fetch;
   }
 
-  /** Submits a job; with `waitSeconds` (at most 90) the answer comes once it finished or that time passed. */
-  async submit(job: SubmitJobInput, options: { idempotencyKey?: string; waitSeconds?: number } = {}): Promise<SubmittedJob> {
-    return this.request('POST', `/v1/jobs${options.waitSeconds ? `?wait=${options.waitSeconds}` : ''}`, job, options.idempotencyKey ? { 'idempotency-key': options.idempotencyKey } : {});
+  /**
+   * Submits a job; with `waitSeconds` (at most 90) the answer comes once it finished or that time passed.
+   * `durable`: the answer comes once a Redis replica has the job (`?durable=1`; a 503 NOT_REPLICATED
+   * if none acknowledged in time); false: not even where the server's EMP_DURABLE_SUBMIT says so.
+   */
+  async submit(job: SubmitJobInput, options: { idempotencyKey?: string; waitSeconds?: number; durable?: boolean } = {}): Promise<SubmittedJob> {
+    return this.request('POST', `/v1/jobs${submitQuery({ wait: options.waitSeconds || undefined, durable: options.durable })}`, job, options.idempotencyKey ? { 'idempotency-key': options.idempotencyKey } : {});
   }
 
-  async submitBatch(jobs: SubmitJobInput[]): Promise<BatchResult[]> {
-    return (await this.request<{ results: BatchResult[] }>('POST', '/v1/jobs/batch', { jobs })).results;
+  async submitBatch(jobs: SubmitJobInput[], options: { durable?: boolean } = {}): Promise<BatchResult[]> {
+    return (await this.request<{ results: BatchResult[] }>('POST', `/v1/jobs/batch${submitQuery({ durable: options.durable })}`, { jobs })).results;
   }
 
   /** One job; with `waitSeconds` a long poll until it finished. */
@@ -240,4 +244,12 @@ export class EmpClient {
     }
     return parsed as T;
   }
+}
+
+function submitQuery(query: { wait?: number; durable?: boolean }): string {
+  const params = new URLSearchParams();
+  if (query.wait !== undefined) params.set('wait', String(query.wait));
+  if (query.durable !== undefined) params.set('durable', query.durable ? '1' : '0');
+  const text = params.toString();
+  return text ? `?${text}` : '';
 }
