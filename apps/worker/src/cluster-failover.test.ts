@@ -145,8 +145,10 @@ describe('failover on a Redis Cluster with replicas', () => {
     failedOver = true;
     expect(promoted).not.toBe(master);
     expect(await masterOfPool(broker, redis)).toBe(promoted);
-    // the library is there on the new master, at this code's version: nothing to reload
+    // the library is there on the new master, at this code's version: nothing to reload, and a process
+    // that starts now (its version check on every master) connects as usual
     expect(await direct(promoted).call('FCALL_RO', 'emp_version', 0)).toBe(functionLibrary().version);
+    await expect(connect()).resolves.toBeDefined();
 
     // submits go on against the new master
     const afterFailover = acknowledged.length;
