@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { NotReplicatedError } from '../errors';
 import type { BrokerContext } from './context';
@@ -17,9 +18,33 @@ export function isDurable(ctx: BrokerContext, durable: boolean | undefined): boo
   return durable ?? ctx.config.durableSubmit === 'replica';
 }
 
-/** Queues the WAIT that must follow the submit's writes on the same pipeline. */
-export function queueReplicaWait(ctx: BrokerContext, pipeline: ChainableCommander): void {
-  pipeline.call('WAIT', 1, ctx.config.durableSubmitTimeoutMs);
+/** Replies a cluster node gives a command it did not run: safe to send again. */
+const NOT_RUN = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /;
+/** a failover's worth of tries, as the cluster connection's own (CLUSTER_CONNECTION_OPTIONS) */
+const RETRIES = 40;
+const RETRY_DELAY_MS = 300;
+
+/**
+ * Runs the calls `queueCalls` puts on a pipeline, then `WAIT 1 <timeout>` on the
+ * same pipeline; returns every reply, WAIT's last. During a failover a cluster
+ * node may answer the calls with a redirection (MOVED to the dead master,
+ * CLUSTERDOWN) and WAIT with a count: ioredis then resends nothing (a pipeline
+ * with a reply that is not an error is not resent), so here the whole pipeline
+ * is made again, but only when every call was refused that way (none ran).
+ */
+export async function execWithReplicaWait(ctx: BrokerContext, queueCalls: (pipeline: ChainableCommander) => void): Promise<Array<[Error | null, unknown]>> {
+  for (let attempt = 0; ; attempt++) {
+    const pipeline = ctx.redis.pipeline();
+    queueCalls(pipeline);
+    pipeline.call('WAIT', 1, ctx.config.durableSubmitTimeoutMs);
+    const replies = ((await pipeline.exec()) ?? []) as Array<[Error | null, unknown]>;
+    const calls = replies.slice(0, -1);
+    const noneRan = calls.length > 0 && calls.every(([error]) => error !== null && NOT_RUN.test(error.message));
+    if (!noneRan || attempt >= RETRIES || !ctx.redis.isCluster) return replies;
+    await sleep(RETRY_DELAY_MS);
+    // the redirection is not followed by ioredis here, so the slot map is read again before the next try
+    await new Promise<void>((resolve) => (ctx.redis as Cluster).refreshSlotsCache(() => resolve()));
+  }
 }
 
 /** The error of a durable submit, given the pipeline entry of its WAIT; undefined once a replica has it. */

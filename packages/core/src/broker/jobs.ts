@@ -1,4 +1,5 @@
 import { createHash, randomFillSync } from 'node:crypto';
+import type { ChainableCommander } from 'ioredis';
 import type { SubmitResult } from '../api-protocol';
 import { StreamId } from '../api-protocol';
 import { canonicalJson } from '../canonical';
@@ -9,7 +10,7 @@ import { requirementClass } from '../requirements';
 import { durationClass } from '../routing';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
-import { isDurable, queueReplicaWait, replicationFailure } from './durable';
+import { execWithReplicaWait, isDurable, replicationFailure } from './durable';
 import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
 import { type SubmitManyReply, type SubmitReply, foldHash, parseJobReply, parseTracedJobReply, type TracedJob } from './replies';
 import { readEntries } from './streams';
@@ -35,10 +36,7 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput, options:
   const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
   await ctx.rememberPool(prepared.pool);
   if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
-  const pipeline = ctx.redis.pipeline();
-  ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
-  queueReplicaWait(ctx, pipeline);
-  const replies = await pipeline.exec();
+  const replies = await execWithReplicaWait(ctx, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args));
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
   const failure = replicationFailure(ctx, replies?.[1], `job ${result.id}`);
   if (failure) throw failure;
@@ -53,12 +51,12 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput, options:
 export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<{ submitted: SubmitResult; job: Job | null }> {
   const prepared = await prepareSubmit(ctx, job, options);
   await ctx.rememberPool(prepared.pool);
-  const pipeline = ctx.redis.pipeline();
-  ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
-  ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
+  const queueCalls = (pipeline: ChainableCommander) => {
+    ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
+    ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
+  };
   const durable = isDurable(ctx, options.durable);
-  if (durable) queueReplicaWait(ctx, pipeline);
-  const replies = await pipeline.exec();
+  const replies = durable ? await execWithReplicaWait(ctx, queueCalls) : await execPipeline(ctx, queueCalls);
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
   const failure = durable ? replicationFailure(ctx, replies?.[2], `job ${result.id}`) : undefined;
   if (failure) throw failure;
@@ -96,16 +94,15 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
     [...byPool.entries()].map(async ([pool, indexes]) => {
       await ctx.rememberPool(pool);
       // batches of SUBMIT_BATCH jobs per function call, all batches in one pipeline
-      const pipeline = ctx.redis.pipeline();
       const batches: number[][] = [];
-      for (let start = 0; start < indexes.length; start += SUBMIT_BATCH) {
-        const batch = indexes.slice(start, start + SUBMIT_BATCH);
-        batches.push(batch);
-        ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
-      }
+      for (let start = 0; start < indexes.length; start += SUBMIT_BATCH) batches.push(indexes.slice(start, start + SUBMIT_BATCH));
+      const queueCalls = (pipeline: ChainableCommander) => {
+        for (const batch of batches) {
+          ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
+        }
+      };
       const durable = isDurable(ctx, options.durable);
-      if (durable) queueReplicaWait(ctx, pipeline);
-      const replies = (await pipeline.exec()) ?? [];
+      const replies = (durable ? await execWithReplicaWait(ctx, queueCalls) : await execPipeline(ctx, queueCalls)) ?? [];
       const failure = durable ? replicationFailure(ctx, replies[batches.length], `the batch's jobs of pool ${pool}`) : undefined;
       batches.forEach((batch, b) => {
         let reply: SubmitManyReply | undefined;
@@ -130,6 +127,12 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
     }),
   );
   return results;
+}
+
+function execPipeline(ctx: BrokerContext, queueCalls: (pipeline: ChainableCommander) => void) {
+  const pipeline = ctx.redis.pipeline();
+  queueCalls(pipeline);
+  return pipeline.exec();
 }
 
 export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null> {
