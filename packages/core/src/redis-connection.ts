@@ -33,12 +33,16 @@ export function parseRedisTarget(url: string, env: NodeJS.ProcessEnv = process.e
   const flag = env.EMP_REDIS_CLUSTER?.trim();
   if (flag && !['0', '1', 'true', 'false'].includes(flag)) throw invalid(`EMP_REDIS_CLUSTER is 1 or 0, not ${flag}`);
   const cluster = nodes.length > 1 || flag === '1' || flag === 'true';
-  const [user, password] = userinfo ? userinfo.split(':', 2).map(decodeURIComponent) : [];
+  // as ioredis reads it: `user:password@`, `:password@`, or `user@` (a user without a password)
+  const colon = userinfo?.indexOf(':') ?? -1;
+  const user = userinfo === undefined ? undefined : decodeURIComponent(colon === -1 ? userinfo : userinfo.slice(0, colon));
+  const password = userinfo === undefined || colon === -1 ? undefined : decodeURIComponent(userinfo.slice(colon + 1));
   if (cluster && db && db !== '0') throw invalid(`a Redis Cluster has only database 0, and ${url} names ${db}`);
   return {
     cluster,
     nodes,
-    ...(password !== undefined ? { password, ...(user ? { username: user } : {}) } : user ? { password: user } : {}),
+    ...(user ? { username: user } : {}),
+    ...(password ? { password } : {}),
     tls: scheme === 'rediss',
     ...(db ? { db: Number(db) } : {}),
   };
@@ -69,13 +73,13 @@ export const CLUSTER_CONNECTION_OPTIONS: ClusterOptions = {
  * connection (to every node's, for a cluster).
  */
 export function openRedis(url: string, redisOptions: RedisOptions = {}, env: NodeJS.ProcessEnv = process.env): RedisClient {
+  const flag = env.EMP_REDIS_CLUSTER?.trim();
+  const several = /^[a-z]+:\/\/(?:[^@/]*@)?[^/?#]*,/.test(url.trim());
+  // one node: the URL as ioredis reads it (query options, unix sockets), exactly as before clusters were known here
+  if (!several && (!flag || flag === '0' || flag === 'false')) return new Redis(url, redisOptions);
   const target = parseRedisTarget(url, env);
   const auth = { ...(target.username ? { username: target.username } : {}), ...(target.password !== undefined ? { password: target.password } : {}) };
   const tls = target.tls ? { tls: {} } : {};
-  if (!target.cluster) {
-    const [node] = target.nodes;
-    return new Redis({ ...redisOptions, host: node!.host, port: node!.port, ...auth, ...tls, ...(target.db !== undefined ? { db: target.db } : {}) });
-  }
   const { lazyConnect, ...perNode } = redisOptions;
   return new Cluster(target.nodes, {
     ...CLUSTER_CONNECTION_OPTIONS,
