@@ -227,6 +227,7 @@ export function brokerConfigFromEnv(env: Record<string, string | undefined>): Br
   if (env.EMP_DURABLE_SUBMIT) config.durableSubmit = env.EMP_DURABLE_SUBMIT as BrokerConfigInput['durableSubmit'];
   if (env.EMP_DURABLE_SUBMIT_TIMEOUT_MS) config.durableSubmitTimeoutMs = Number(env.EMP_DURABLE_SUBMIT_TIMEOUT_MS);
   // checked here, so a bad variable is reported as the variable it is
-  parseWith(BrokerConfig, config, 'broker config (EMP_POOLS / EMP_DEFAULT_POOL / EMP_DURABLE_SUBMIT / EMP_DURABLE_SUBMIT_TIMEOUT_MS)');
+  const durableVariables = ['EMP_DURABLE_SUBMIT', 'EMP_DURABLE_SUBMIT_TIMEOUT_MS'].filter((name) => env[name]);
+  parseWith(BrokerConfig, config, `broker config (${['EMP_POOLS / EMP_DEFAULT_POOL', ...durableVariables].join(' / ')})`);
   return config;
 }
