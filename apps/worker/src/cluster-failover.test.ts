@@ -29,6 +29,8 @@ import { Worker } from './worker';
 
 const POOL = 'failover';
 const silent = pino({ level: 'silent' });
+/** the workers' longest blocking wait: a job run well before it ends was a wake-up's, not a timeout's */
+const SIGNAL_WAIT_MS = 20_000;
 const TERMINAL = new Set(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired']);
 
 let cluster: RedisClusterProcess;
@@ -131,7 +133,7 @@ describe('failover on a Redis Cluster with replicas', () => {
         runs.set(job.id, (runs.get(job.id) ?? 0) + 1);
         return connector.run(job, ctx);
       } };
-      const worker = new Worker({ broker, id, pool: POOL, capabilities: { services: ['simulation'] }, connectors: [counting], concurrency: 2, logger: silent, heartbeatMs: 500 });
+      const worker = new Worker({ broker, id, pool: POOL, capabilities: { services: ['simulation'] }, connectors: [counting], concurrency: 2, logger: silent, heartbeatMs: 500, signalWaitMs: SIGNAL_WAIT_MS });
       await worker.start();
       workers.push(worker);
       closers.push(() => worker.stop());
@@ -197,6 +199,12 @@ describe('failover on a Redis Cluster with replicas', () => {
       },
       30_000,
     );
+    // the idle workers' blocking reads (on duplicates of the cluster connection) were on the dead master:
+    // a job submitted now must wake one of them, long before their wait would time out
+    const probe = await broker.submit({ service: 'simulation', requirements: { pool: POOL } });
+    const probedAt = Date.now();
+    await waitFor('the probe job to be run', async () => (await broker.getJob(probe.id))?.state === 'succeeded', SIGNAL_WAIT_MS / 2);
+    const probeMs = Date.now() - probedAt;
     const lost = acknowledged.filter(({ id }) => jobs.get(id) === null);
     expect(lost.filter((j) => j.durable)).toEqual([]);
     // the jobs submitted after the failover were all run, which the workers' blocking reads woke them for
@@ -222,7 +230,8 @@ describe('failover on a Redis Cluster with replicas', () => {
     console.info(
       `failover: master ${master} -> ${promoted} in ${failoverMs} ms; ${acknowledged.length} submits acknowledged ` +
         `(${acknowledged.filter((j) => j.durable).length} durable), ${refused.length} refused (${[...new Set(refused)].join('; ')}), ` +
-        `plain submits lost: ${lost.length}, jobs run twice (at-least-once): ${ranTwice}`,
+        `plain submits lost: ${lost.length}, jobs run twice (at-least-once): ${ranTwice}, ` +
+        `a job submitted to the idle workers after the failover ran in ${probeMs} ms`,
     );
   });
 });
