@@ -8,7 +8,8 @@ import { type ListeningApiServer, startApiServer } from './server';
 // The API on a 3 masters + 3 replicas Redis Cluster: `?durable=1` answers once
 // a replica has the job; a master dies, the cluster fails over and the same
 // server (no restart) goes on answering; the promoted master has no replica
-// left, which a durable submit reports as 503 NOT_REPLICATED.
+// left, which a durable submit reports as 503 NOT_REPLICATED, until the dead
+// node comes back as its replica.
 
 const POOL = 'api-failover';
 let cluster: RedisClusterProcess;
@@ -60,7 +61,7 @@ describe('the API on a Redis Cluster that fails over', () => {
     expect(JSON.stringify(bad.body)).toMatch(/durable is 1 or 0/);
   });
 
-  it("after the pool's master dies the server answers without a restart; a durable submit without a replica is a 503 NOT_REPLICATED", { timeout: 40_000 }, async () => {
+  it("after the pool's master dies the server answers without a restart; a durable submit is a 503 NOT_REPLICATED until the dead node is back as a replica", { timeout: 40_000 }, async () => {
     const before = await http('POST', '/v1/jobs', { service: 'simulation', requirements: { pool: POOL } });
     expect(before.status).toBe(201);
     const master = await masterOfPool();
@@ -76,5 +77,9 @@ describe('the API on a Redis Cluster that fails over', () => {
     expect(refused.body.error).toMatchObject({ code: 'NOT_REPLICATED' });
     expect(refused.body.error.message).toMatch(/is queued on the Redis master, but no replica acknowledged it within 1000 ms.*survives a failover only if/);
     expect((await http('POST', '/v1/jobs?durable=0', { service: 'simulation', requirements: { pool: POOL } })).status).toBe(201);
+
+    // the dead node comes back: it rejoins as the new master's replica, and durable submits are acknowledged again
+    expect(await cluster.revive(master)).toBe(await masterOfPool());
+    expect((await http('POST', '/v1/jobs?durable=1', { service: 'simulation', requirements: { pool: POOL } })).status).toBe(201);
   });
 });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { type RedisProcess, freePort, startRedis } from '@emp/core/redis-server';
+import { type RedisProcess, type StartRedisOptions, freePort, startRedis } from '@emp/core/redis-server';
 
 const run = promisify(execFile);
 
@@ -28,6 +28,11 @@ export interface RedisClusterProcess {
    * live node reports `cluster_state:ok`; returns the new master's port.
    */
   waitForFailover(port: number, timeoutMs?: number): Promise<number>;
+  /**
+   * Starts a killed node again, as it was (its folder, port and nodes.conf): it rejoins as a
+   * replica of the node that took its slots; resolves with that master's port once it is in sync.
+   */
+  revive(port: number, timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -74,6 +79,8 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
   const nodeTimeoutMs = options.nodeTimeoutMs ?? (replicasPerMaster > 0 ? 1_000 : 5_000);
   const root = await mkdtemp(join(tmpdir(), 'emp-cluster-'));
   const nodes: RedisProcess[] = [];
+  /** how each node was started, so that a killed one can be started again as it was */
+  const startOptionsByPort = new Map<number, StartRedisOptions>();
   const stopAll = async () => {
     await Promise.all(nodes.map((node) => node.stop()));
     await rm(root, { recursive: true, force: true });
@@ -83,23 +90,23 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
     for (let i = 0; i < total; i++) {
       const dir = join(root, `node-${i}`);
       await mkdir(dir);
-      nodes.push(
-        await startRedis({
-          dir,
-          port: ports[i * 2]!,
-          binary,
-          args: [
-            '--cluster-enabled', 'yes',
-            '--cluster-config-file', join(dir, 'nodes.conf'),
-            '--cluster-node-timeout', String(nodeTimeoutMs),
-            '--cluster-port', String(ports[i * 2 + 1]!),
-            // a replica that lost its master a moment ago may always take over (the test kills masters on purpose)
-            '--cluster-replica-validity-factor', '0',
-            // a replica's first sync starts at once, not after the default 5 s wait for more replicas
-            '--repl-diskless-sync-delay', '0',
-          ],
-        }),
-      );
+      const startOptions: StartRedisOptions = {
+        dir,
+        port: ports[i * 2]!,
+        binary,
+        args: [
+          '--cluster-enabled', 'yes',
+          '--cluster-config-file', join(dir, 'nodes.conf'),
+          '--cluster-node-timeout', String(nodeTimeoutMs),
+          '--cluster-port', String(ports[i * 2 + 1]!),
+          // a replica that lost its master a moment ago may always take over (the test kills masters on purpose)
+          '--cluster-replica-validity-factor', '0',
+          // a replica's first sync starts at once, not after the default 5 s wait for more replicas
+          '--repl-diskless-sync-delay', '0',
+        ],
+      };
+      startOptionsByPort.set(startOptions.port!, startOptions);
+      nodes.push(await startRedis(startOptions));
     }
     await run(
       cliBinary,
@@ -185,6 +192,40 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
         await sleep(50);
       }
       throw new Error(`no replica took over from ${port} within ${timeoutMs} ms: ${last}`);
+    },
+    async revive(port: number, timeoutMs = 20_000) {
+      const options = startOptionsByPort.get(port);
+      if (!killed.has(port) || !options) throw new Error(`node ${port} was not killed by kill()`);
+      const index = nodes.findIndex((n) => n.port === port);
+      await nodes[index]!.stop(); // reaps the killed process
+      nodes[index] = await startRedis(options);
+      killed.delete(port);
+      // with its nodes.conf it rejoins; its slots are served by another now, so it becomes that one's replica
+      const deadline = Date.now() + timeoutMs;
+      let last = '';
+      while (Date.now() < deadline) {
+        const all = await clusterNodes().catch(() => []);
+        const me = all.find((n) => n.port === port);
+        const master = all.find((n) => n.id === me?.masterId);
+        if (me && !me.master && !me.failed && master) {
+          const onMaster = new Redis({ host: '127.0.0.1', port: master.port, maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+          onMaster.on('error', () => undefined);
+          try {
+            await onMaster.connect();
+            const replication = await onMaster.info('replication');
+            if (new RegExp(`^slave\\d+:ip=[^,]+,port=${port},state=online`, 'm').test(replication)) return master.port;
+            last = replication.replace(/\r?\n/g, ' ');
+          } catch (error) {
+            last = String(error);
+          } finally {
+            onMaster.disconnect();
+          }
+        } else {
+          last = all.map((n) => `${n.port} ${n.flags}`).join('; ');
+        }
+        await sleep(50);
+      }
+      throw new Error(`node ${port} did not come back as an online replica within ${timeoutMs} ms: ${last}`);
     },
     async stop() {
       if (stopped) return;
