@@ -25,3 +25,4 @@ export * from './shared-secret';
 export * from './api-protocol';
 export * from './wait-digest';
 export * from './tracing';
+export * from './workflow';
