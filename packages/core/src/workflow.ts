@@ -105,7 +105,8 @@ export const Workflow = z
     progress: z.object({ ended: z.number().int(), total: z.number().int() }).strict(),
     steps: z.array(WorkflowStepView),
   })
-  .strict();
+  .strict()
+  .meta({ id: 'Workflow', description: 'A workflow: its state, and every step\'s state, jobs, timings and output' });
 export type Workflow = z.infer<typeof Workflow>;
 
 // ---------------------------------------------------------------- references
