@@ -188,6 +188,18 @@ export class KeyLayout {
   durationClasses(pool: string): string {
     return `${this.prefix(pool)}dclasses`;
   }
+  /** a workflow's record (docs/workflows.md) */
+  workflow(pool: string, id: string): string {
+    return `${this.prefix(pool)}wf:${id}`;
+  }
+  /** the results of a workflow's ended steps */
+  workflowOutputs(pool: string, id: string): string {
+    return `${this.workflow(pool, id)}:out`;
+  }
+  /** every workflow of the pool as "<id>|<tenant>" by submission time */
+  workflows(pool: string): string {
+    return `${this.prefix(pool)}wfs`;
+  }
   pools(): string {
     return `${this.namespace}:pools`;
   }

@@ -122,8 +122,7 @@ const ACTIVE_ORDER: JobState[] = ['running', 'starting', 'retrying', 'queued'];
 /** A workflow with every step's state, timings and output (null: none, or its retention has passed). */
 export async function getWorkflow(ctx: BrokerContext, id: string): Promise<Workflow | null> {
   const pool = poolOfWorkflow(ctx, id);
-  const key = `${ctx.keys.prefix(pool)}wf:${id}`;
-  const [record, outputs] = await Promise.all([ctx.redis.hgetall(key), ctx.redis.hgetall(`${key}:out`)]);
+  const [record, outputs] = await Promise.all([ctx.redis.hgetall(ctx.keys.workflow(pool, id)), ctx.redis.hgetall(ctx.keys.workflowOutputs(pool, id))]);
   if (!record.state) return null;
   const def = JSON.parse(record.def!) as { steps: StoredStep[] };
   const jobIds = def.steps.flatMap((step, index) => Array.from({ length: Number(record[`jobs:${step.n}`] ?? 0) }, (_, item) => stepJobId(id, index, item)));
@@ -191,7 +190,7 @@ export async function listWorkflows(ctx: BrokerContext, options: { tenant?: stri
   const pools = await ctx.pools();
   const lists = await Promise.all(
     pools.map(async (pool) => {
-      const flat = await ctx.redis.zrevrange(`${ctx.keys.prefix(pool)}wfs`, 0, options.tenant ? 4 * limit : limit - 1, 'WITHSCORES');
+      const flat = await ctx.redis.zrevrange(ctx.keys.workflows(pool), 0, options.tenant ? 4 * limit : limit - 1, 'WITHSCORES');
       const items: WorkflowListItem[] = [];
       for (let i = 0; i + 1 < flat.length; i += 2) {
         const [wid, tenant] = flat[i]!.split('|') as [string, string];
@@ -208,7 +207,7 @@ export async function listWorkflows(ctx: BrokerContext, options: { tenant?: stri
 
 /** Reads the record of a workflow only to learn that it exists (and whose it is). */
 export async function workflowTenant(ctx: BrokerContext, id: string): Promise<string> {
-  const tenant = await ctx.redis.hget(`${ctx.keys.prefix(poolOfWorkflow(ctx, id))}wf:${id}`, 'tenant');
+  const tenant = await ctx.redis.hget(ctx.keys.workflow(poolOfWorkflow(ctx, id), id), 'tenant');
   if (tenant === null) throw new NotFoundError(`workflow ${id} does not exist (or its retention has passed)`);
   return tenant;
 }
