@@ -224,6 +224,50 @@ describe('workflow progression', () => {
     expect(collage.payload).toEqual({ images: ['A', 'B', 'C'] });
   });
 
+  it('succeeds a fan-out over an empty list at once, with an empty list as its result', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        each: { service: 'simulation', needs: ['a'], for_each: { $from: 'a.items' }, payload: { x: { $item: '' } } },
+        after: { service: 'simulation', needs: ['each'], payload: { all: { $from: 'each' } } },
+      },
+    });
+    const a = await claim(b);
+    await b.complete(a.lease, { items: [] });
+    const after = await claim(b);
+    expect(after.payload).toEqual({ all: [] });
+    await b.complete(after.lease, null);
+    const workflow = await b.getWorkflow(id);
+    expect(workflow!.state).toBe('succeeded');
+    expect(workflow!.steps[1]).toMatchObject({ state: 'succeeded', jobs: [], output: [] });
+  });
+
+  it('fails an optional fan-out at its first failed item, cancels its other items, and goes on', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        each: { service: 'simulation', needs: ['a'], optional: true, for_each: { $from: 'a' } },
+        after: { service: 'simulation', needs: ['each'], payload: { all: { $from: 'each' } } },
+      },
+    });
+    const a = await claim(b);
+    await b.complete(a.lease, [1, 2, 3]);
+    const items = [await claim(b), await claim(b)];
+    await b.fail(items[0]!.lease, failing('bad item'));
+    expect((await b.getJob(items[1]!.id))!.state).toBe('canceled');
+    const after = await claim(b);
+    expect(after.payload).toEqual({ all: null });
+    await b.complete(after.lease, null);
+    const workflow = await b.getWorkflow(id);
+    expect(workflow!.state).toBe('succeeded');
+    expect(workflow!.steps[1]!.state).toBe('failed');
+    expect(workflow!.steps[1]!.jobs.map((j) => j.state)).toEqual(['failed', 'canceled', 'canceled']);
+  });
+
   it('refuses a fan-out over more than 100 items', async () => {
     const b = await broker();
     const { id } = await b.submitWorkflow({

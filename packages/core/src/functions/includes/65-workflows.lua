@@ -412,6 +412,11 @@ do
     end
     call('HSET', key, unpack(fields))
     call('ZADD', p .. 'wfs', ctx.ts, id .. '|' .. tenant)
+    -- the listing keeps what retention keeps: entries older than the longer retention go (0: kept for ever)
+    local kept, failed_kept = tonumber(ctx.retention_ms) or 0, tonumber(ctx.failed_retention_ms) or 0
+    if kept > 0 and failed_kept > 0 then
+      call('ZREMRANGEBYSCORE', p .. 'wfs', '-inf', string.format('(%d', ctx.now - math.max(kept, failed_kept)))
+    end
     local w = load(p, id)
     event(ctx, w, 'workflow.submitted')
     for _, step in ipairs(def.steps) do
