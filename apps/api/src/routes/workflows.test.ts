@@ -92,7 +92,9 @@ describe('workflows over HTTP', () => {
     expect(unknown.body.error.message).toContain("step a: unknown service 'nosuch'");
 
     const mine = await http('POST', '/v1/workflows', { body: { steps: { a: { service: 'simulation' } } }, key: keys.acme });
-    expect((await http('GET', `/v1/workflows/${mine.body.id}`, { key: keys.globex })).status).toBe(404);
+    const hidden = await http('GET', `/v1/workflows/${mine.body.id}`, { key: keys.globex });
+    expect([hidden.status, hidden.body.error.message]).toEqual([404, `workflow ${mine.body.id} does not exist (or its retention has passed)`]);
+    expect((await http('GET', `/v1/workflows/${mine.body.id}/stream`, { key: keys.globex })).status).toBe(404);
     expect((await http('POST', `/v1/workflows/${mine.body.id}/cancel`, { key: keys.globex })).status).toBe(404);
     const forOther = await http('POST', '/v1/workflows', { body: { tenant: 'globex', steps: { a: { service: 'simulation' } } }, key: keys.acme });
     expect(forOther.status).toBe(403);
