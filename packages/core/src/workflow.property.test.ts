@@ -199,7 +199,7 @@ describe('workflows under random failures, cancels and lost workers', () => {
         }
         expect(await undeclaredStreamEntries(redis), 'stream entries outside the event union').toEqual([]);
       }),
-      { numRuns: 60, interruptAfterTimeLimit: 40_000, markInterruptAsFailure: false },
+      { numRuns: 200, interruptAfterTimeLimit: 40_000, markInterruptAsFailure: false },
     );
   }, 90_000);
 });
