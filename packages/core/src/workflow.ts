@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ValidationError, type ValidationIssue } from './errors';
+import { type StreamEvent, isJobEvent, isWorkflowEvent } from './events';
 import { DEFAULT_TENANT, JobId, JobState, SubmitJobInput } from './job';
 import { PoolName, TenantId } from './requirements';
 
@@ -310,4 +311,11 @@ function compileTemplate(payload: unknown, at: string, check: (ref: Reference, p
 export function stepJobId(workflowId: string, stepIndex: number, item: number): string {
   const two = (n: number) => n.toString(36).padStart(2, '0');
   return `${workflowId}s${two(stepIndex)}${two(item)}`;
+}
+
+/** Whether an event is one of a workflow's feed: its own workflow.* events and its steps' job events. */
+export function isEventOfWorkflow(workflowId: string, event: StreamEvent): boolean {
+  if (isWorkflowEvent(event)) return event.workflow === workflowId;
+  // a step's job id: the workflow's, then 's' and four base-36 digits (stepJobId)
+  return isJobEvent(event) && event.job.length === workflowId.length + 5 && event.job.startsWith(`${workflowId}s`);
 }

@@ -1,4 +1,4 @@
-import { ApiErrorBody, type StreamEvent, StreamId, Workflow, WorkflowState, compareStreamIds, eventView, isJobEvent, isWorkflowEvent, poolOfJobId } from '@emp/core';
+import { ApiErrorBody, type StreamEvent, StreamId, Workflow, WorkflowState, compareStreamIds, eventView, isEventOfWorkflow, poolOfJobId } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -12,13 +12,6 @@ const WorkflowParams = JobParams;
 const WorkflowCancelResponse = z.object({ id: z.string(), state: WorkflowState, changed: z.boolean() }).strict();
 const WorkflowStreamQuery = z.object({ after: StreamId.optional(), api_key: z.string().optional() }).strict();
 const WORKFLOW_END = new Set(['workflow.succeeded', 'workflow.failed', 'workflow.canceled']);
-
-/** The event of one workflow's stream: the workflow's own events and its step jobs' (their ids start with the workflow's). */
-function belongsTo(id: string, event: StreamEvent): boolean {
-  if (isWorkflowEvent(event)) return event.workflow === id;
-  if (isJobEvent(event)) return event.job.startsWith(id) && event.job.length === id.length + 5;
-  return false;
-}
 
 /** Submit, get, list and cancel workflows (docs/workflows.md), and the live stream of one. */
 export async function workflowRoutes(app: FastifyInstance): Promise<void> {
@@ -120,7 +113,7 @@ export async function workflowRoutes(app: FastifyInstance): Promise<void> {
     });
     stopWatchingKey = closeOnRevocation(app, request.principal.keyId, stream.close);
     const send = (event: StreamEvent) => {
-      if (stream.closed() || compareStreamIds(event.id, last) <= 0 || !belongsTo(id, event)) return;
+      if (stream.closed() || compareStreamIds(event.id, last) <= 0 || !isEventOfWorkflow(id, event)) return;
       last = event.id;
       const view = eventView(event);
       stream.raw.write(`id: ${event.id}\nevent: ${view.type}\ndata: ${JSON.stringify(view)}\n\n`);

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { type Broker, PoolName, type StreamEvent, SubmitWorkflowInput, TenantId, type Workflow, isJobEvent, isWorkflowEvent, poolOfJobId } from '@emp/core';
+import { type Broker, PoolName, type StreamEvent, SubmitWorkflowInput, TenantId, type Workflow, isEventOfWorkflow, isJobEvent, isWorkflowEvent, poolOfJobId } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { withBroker } from '../connection';
@@ -89,8 +89,7 @@ async function watchWorkflow(broker: Broker, id: string, options: { timeoutMs?: 
   let chain = Promise.resolve();
   try {
     await tailPool(broker, pool, cursor, (event) => {
-      const mine = (isWorkflowEvent(event) && event.workflow === id) || (isJobEvent(event) && event.job.startsWith(id) && event.job.length === id.length + 5);
-      if (!mine) return;
+      if (!isEventOfWorkflow(id, event)) return;
       chain = chain.then(async () => {
         workflow = await mustRead(broker, id);
         const line = progressLine(workflow, event);
