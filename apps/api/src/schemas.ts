@@ -1,4 +1,4 @@
-import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
+import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, SubmitWorkflowInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 
 /**
@@ -162,6 +162,17 @@ export const MachineEventsQuery = z
     /** the machine's pool; found by looking when left out */
     pool: PoolName.optional(),
     limit: z.coerce.number().int().min(1).max(1_000).default(200),
+    api_key: z.string().optional(),
+  })
+  .strict();
+
+/** A workflow as the core takes it, but the tenant may be left to the API key. */
+export const WorkflowBody = SubmitWorkflowInput.extend({ tenant: TenantId.optional() }).strict();
+
+export const WorkflowListQuery = z
+  .object({
+    tenant: TenantId.optional(),
+    limit: z.coerce.number().int().min(1).max(100).default(20),
     api_key: z.string().optional(),
   })
   .strict();

@@ -26,3 +26,4 @@ export * from './api-protocol';
 export * from './wait-digest';
 export * from './tracing';
 export * from './redis-connection';
+export * from './workflow';

@@ -275,8 +275,17 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
   const dclass = durationClass(job.service, job.requirements.models);
   const route = await ctx.router.route(job, dclass);
   const pool = route.pool;
-  const cls = requirementClass(job);
   const id = `${pool}.${Date.now().toString(36)}${randomIdPart()}`;
+  return { pool, id, args: submitArgs(ctx, job, id, payload, dclass, route.fields, options) };
+}
+
+/**
+ * The arguments of emp_submit for a parsed job with its id, payload (JSON) and route fields
+ * (a workflow prepares its steps' with an empty id and payload, which its Lua side fills in).
+ */
+export function submitArgs(ctx: BrokerContext, job: SubmitJob, id: string, payload: string, dclass: string, routeFields: Array<string | number>, options: SubmitOptions = {}): ArgsOf<typeof FUNCTIONS.submit> {
+  const { config } = ctx;
+  const cls = requirementClass(job);
   const { idempotency_key: idempotencyKey, ...request } = job;
   const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
   const fields: Arg[] = ['tenant', job.tenant, 'service', job.service];
@@ -289,30 +298,26 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
   if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
   if (job.step !== undefined) fields.push('step', job.step);
   // how the pool was chosen (short values: the hash stays compact), and the class a success records its time under
-  fields.push('dclass', dclass, ...route.fields);
+  fields.push('dclass', dclass, ...routeFields);
   if (job.expected_duration_s !== undefined) fields.push('expected_duration_s', job.expected_duration_s);
   // an optional field: a claim reads it only from a job marked `opt` (a job submitted with tracing off pays nothing)
   if (options.traceparent && TRACEPARENT.test(options.traceparent)) fields.push('traceparent', options.traceparent);
-  return {
-    pool,
+  return [
     id,
-    args: [
-      id,
-      cls.id,
-      cls.definition,
-      job.priority,
-      idempotencyKey ? `${job.tenant}:${idempotencyKey}` : '',
-      fingerprint,
-      config.idempotencyTtlMs,
-      job.delay_ms ?? 0,
-      job.deadlines?.queue_ttl_ms ?? '',
-      job.deadlines?.start_timeout_ms ?? '',
-      payload,
-      config.maxQueuedClasses,
-      fields.length,
-      ...fields,
-    ],
-  };
+    cls.id,
+    cls.definition,
+    job.priority,
+    idempotencyKey ? `${job.tenant}:${idempotencyKey}` : '',
+    fingerprint,
+    config.idempotencyTtlMs,
+    job.delay_ms ?? 0,
+    job.deadlines?.queue_ttl_ms ?? '',
+    job.deadlines?.start_timeout_ms ?? '',
+    payload,
+    config.maxQueuedClasses,
+    fields.length,
+    ...fields,
+  ];
 }
 
 /** What a submit carries beside the job itself. */
@@ -346,7 +351,7 @@ function decodeListCursor(cursor: string): ListPosition {
 /** 48 random bits as 10 base-36 digits; random bytes are drawn 6 KiB at a time (one syscall per 1,024 ids). */
 const randomPool = Buffer.alloc(6 * 1024);
 let randomOffset = randomPool.length;
-function randomIdPart(): string {
+export function randomIdPart(): string {
   if (randomOffset === randomPool.length) {
     randomFillSync(randomPool);
     randomOffset = 0;
