@@ -1,9 +1,11 @@
-import { startApiServer } from '@emp/api';
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Broker } from '@emp/core';
 import { Worker, simulationConnector } from '@emp/worker';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
+import type { ApiServerMessage } from './api-server-process';
 
 export interface ApiLoadOptions {
   redisUrl: string;
@@ -26,6 +28,8 @@ export interface ApiLoadResult {
   completedP99Ms: number;
   /** answers that were not 2xx (should be 0) */
   errors: number;
+  /** CPU time of the API process per plain submit (µs) */
+  apiCpuMicrosPerSubmit: number;
 }
 
 async function load(url: string, path: string, key: string, options: ApiLoadOptions) {
@@ -40,10 +44,11 @@ async function load(url: string, path: string, key: string, options: ApiLoadOpti
 }
 
 /**
- * Submits through the API (auth on, as in production) under a time-bounded
- * load: first plain submits (throughput and latency of the HTTP submit), then
- * submits that wait for the job (`?wait=30`), whose latency is submit to
- * completed by a real worker with the simulation connector.
+ * Submits through the API (auth on, as in production; the server in a process
+ * of its own, api-server-process.ts) under a time-bounded load: first plain
+ * submits (throughput and latency of the HTTP submit), then submits that wait
+ * for the job (`?wait=30`), whose latency is submit to completed by a real
+ * worker with the simulation connector (the workers run in this process).
  */
 export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadResult> {
   const redis = new Redis(options.redisUrl);
@@ -58,12 +63,13 @@ export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadRe
     logger,
   }));
   await Promise.all(workers.map((w) => w.start()));
-  const server = await startApiServer({ broker, logger, auth: true, rateLimit: false, port: 0 });
+  const server = await ApiServerProcess.start(options.redisUrl);
   try {
-    const { key } = await server.app.apiKeys.create({ role: 'client', tenant: 'bench' });
-    const submits = await load(server.url, '/v1/jobs', key, options);
+    const cpuBefore = await server.cpuMicros();
+    const submits = await load(server.url, '/v1/jobs', server.key, options);
+    const cpuAfter = await server.cpuMicros();
     await drain(broker);
-    const completed = await load(server.url, '/v1/jobs?wait=30', key, options);
+    const completed = await load(server.url, '/v1/jobs?wait=30', server.key, options);
     return {
       submitsPerSec: submits.requests.average,
       submitP50Ms: submits.latency.p50,
@@ -72,11 +78,62 @@ export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadRe
       completedP50Ms: completed.latency.p50,
       completedP99Ms: completed.latency.p99,
       errors: submits.non2xx + submits.errors + completed.non2xx + completed.errors,
+      apiCpuMicrosPerSubmit: submits.requests.total > 0 ? (cpuAfter - cpuBefore) / submits.requests.total : Number.NaN,
     };
   } finally {
-    await server.close();
+    await server.stop();
     await Promise.all(workers.map((w) => w.stop({ graceMs: 5_000 })));
     await redis.quit().catch(() => redis.disconnect());
+  }
+}
+
+/** The forked api-server-process.ts: its URL and key, its CPU time, a way to stop it. */
+class ApiServerProcess {
+  private readonly exited: Promise<void>;
+
+  private constructor(private readonly child: ChildProcess, readonly url: string, readonly key: string) {
+    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+  }
+
+  static async start(redisUrl: string): Promise<ApiServerProcess> {
+    const child = fork(fileURLToPath(new URL('./api-server-process.ts', import.meta.url)), [], {
+      // EMP_BENCH_API_CPU_PROF=<dir>: a V8 CPU profile of the API process, for finding where its time goes
+      execArgv: ['--import', 'tsx', ...(process.env.EMP_BENCH_API_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.EMP_BENCH_API_CPU_PROF}`] : [])],
+      env: { ...process.env, EMP_REDIS_URL: redisUrl },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const ready = await new Promise<{ url: string; key: string }>((resolve, reject) => {
+      child.on('message', (message: ApiServerMessage) => {
+        if (message.type === 'ready') resolve(message);
+        if (message.type === 'error') reject(new Error(`the API did not start: ${message.message}`));
+      });
+      child.once('exit', (code) => reject(new Error(`the API process exited (${code}) before it was ready`)));
+    });
+    return new ApiServerProcess(child, ready.url, ready.key);
+  }
+
+  /** The process's CPU time so far (user + system, µs). */
+  cpuMicros(): Promise<number> {
+    return new Promise((resolve) => {
+      const onMessage = (message: ApiServerMessage) => {
+        if (message.type !== 'cpu') return;
+        this.child.off('message', onMessage);
+        resolve(message.micros);
+      };
+      this.child.on('message', onMessage);
+      this.child.send('cpu');
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || !this.child.connected) {
+      this.child.kill();
+      return this.exited;
+    }
+    this.child.send('stop');
+    const killer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await this.exited;
+    clearTimeout(killer);
   }
 }
 

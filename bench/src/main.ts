@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { measureApiLoad } from './api-load';
 import { bullmqSystem } from './bullmq-system';
 import { measureClaimLatency, measureManyClassClaims } from './claim-latency';
+import { measureCluster } from './cluster';
 import { empSystem } from './emp-system';
 import { measureFunctionCosts } from './function-costs';
 import { infoField } from './redis-info';
@@ -34,6 +35,8 @@ const FULL = {
   api: { durationSeconds: 10, connections: 50, workers: 4 },
   /** webhook service: a backlog fanned out to every endpoint, then paced events (3 per job), one endpoint per tenant */
   webhooks: { endpoints: 50, backlogJobs: 100, eventsPerSec: 1_000, seconds: 20, warmupSeconds: 2 },
+  /** Redis Cluster: durable submit cost on 3 masters + 3 replicas; several pools on 1 node vs 3 masters */
+  cluster: { durableSubmits: 1_000, inFlight: 20, pools: 12, jobsPerPool: 1_000 },
 };
 type Sizes = typeof FULL;
 /** Small enough for a CI smoke run, big enough to exercise every path. */
@@ -47,6 +50,7 @@ const QUICK: Sizes = {
   functionCosts: { classes: [1_000, 2_000], rounds: 2 },
   api: { durationSeconds: 2, connections: 10, workers: 2 },
   webhooks: { endpoints: 50, backlogJobs: 20, eventsPerSec: 1_000, seconds: 5, warmupSeconds: 1 },
+  cluster: { durableSubmits: 100, inFlight: 20, pools: 12, jobsPerPool: 100 },
 };
 /** `--long` (or EMP_BENCH_WEBHOOKS_SECONDS): the paced webhook run for 10 minutes, to see whether the service's memory stays flat. */
 const LONG_WEBHOOK_SECONDS = 600;
@@ -83,10 +87,40 @@ const empOnlySections: Array<[string, (context: RunContext, sizes: Sizes) => Pro
   ['functions', measureFunctionCostsSection],
   ['api', measureApi],
   ['webhooks', measureWebhooksSection],
+  ['cluster', measureClusterSection],
 ];
 
 /** What `--only` takes: the side-by-side sections, then the emp-only ones. */
-const SECTION_NAMES = ['throughput', 'latency', 'memory', 'claims', 'classes', 'functions', 'api', 'webhooks'] as const;
+const SECTION_NAMES = ['throughput', 'latency', 'memory', 'claims', 'classes', 'functions', 'api', 'webhooks', 'cluster'] as const;
+
+/**
+ * Redis Cluster on loopback (its own servers, not the bench's redis-server): what a durable
+ * submit costs on 3 masters + 3 replicas, and several pools on 1 node vs 3 masters (docs/scale-out.md).
+ */
+async function measureClusterSection(_context: RunContext, sizes: Sizes): Promise<Section> {
+  const { cluster } = sizes;
+  const result = await measureCluster(cluster);
+  const row = (scenario: string, value: number): Row => ({ scenario, values: { [OURS]: value } });
+  const nodes = [...result.cluster.nodes].sort((a, b) => b.commands - a.commands);
+  const mean = 1 / nodes.length;
+  return {
+    title: `Redis Cluster on loopback: durable submit on 3 masters + 3 replicas (${cluster.durableSubmits} sequential, then ${cluster.durableSubmits * 2} with ${cluster.inFlight} in flight, x2 alternated); ${cluster.pools} pools x ${cluster.jobsPerPool} jobs (submit, claim, start, complete) on 1 node vs 3 masters (emp only)`,
+    rows: [
+      row('submit p50 (ms), plain', result.durable.off.p50),
+      row('submit p50 (ms), durable', result.durable.replica.p50),
+      row('submit p99 (ms), plain', result.durable.off.p99),
+      row('submit p99 (ms), durable', result.durable.replica.p99),
+      row(`submits/s with ${cluster.inFlight} in flight, plain`, result.durable.off.perSecond),
+      row(`submits/s with ${cluster.inFlight} in flight, durable`, result.durable.replica.perSecond),
+      row('jobs/s, 1 node', result.single.jobsPerSecond),
+      row('jobs/s, 3 masters', result.cluster.jobsPerSecond),
+      ...nodes.map((node, i) => row(`3 masters: node ${i + 1} (${node.pools} pools) share of commands (%)`, node.commands * 100)),
+      ...nodes.map((node, i) => row(`3 masters: node ${i + 1} share of Redis CPU (%)`, node.cpu * 100)),
+      row('3 masters: busiest node commands / mean', nodes[0]!.commands / mean),
+      row('3 masters: cross-slot errors', result.cluster.crossSlotErrors),
+    ],
+  };
+}
 
 /** The longest single call of every function that walks classes, with many classes queued (SLOWLOG). Target: under 5 ms. */
 async function measureFunctionCostsSection(context: RunContext, sizes: Sizes): Promise<Section> {
@@ -134,7 +168,7 @@ async function measureApi(context: RunContext, sizes: Sizes): Promise<Section> {
   if (result.errors > 0) throw new Error(`the API answered ${result.errors} request(s) with an error under load`);
   const row = (scenario: string, value: number): Row => ({ scenario, values: { [OURS]: value } });
   return {
-    title: `HTTP API, ${api.connections} connections for ${api.durationSeconds} s each, ${api.workers} simulation workers (emp only)`,
+    title: `HTTP API (its own process), ${api.connections} connections for ${api.durationSeconds} s each, ${api.workers} simulation workers (emp only)`,
     rows: [
       row('submits/s', result.submitsPerSec),
       row('submit latency p50 (ms)', result.submitP50Ms),
@@ -142,6 +176,7 @@ async function measureApi(context: RunContext, sizes: Sizes): Promise<Section> {
       row('submit-to-completed jobs/s (?wait)', result.completedPerSec),
       row('submit-to-completed p50 (ms)', result.completedP50Ms),
       row('submit-to-completed p99 (ms)', result.completedP99Ms),
+      row('API process CPU per submit (µs)', result.apiCpuMicrosPerSubmit),
     ],
   };
 }

@@ -34,6 +34,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   IDEMPOTENCY_CONFLICT: 422,
   BAD_KEY: 500,
   CORRUPT: 500,
+  NOT_REPLICATED: 503,
 };
 
 export class ApiError extends Error {

@@ -99,6 +99,10 @@ describe('response schemas', () => {
       ['get', '/v1/jobs/{id}/events', '200', ''],
       ['post', '/v1/jobs/{id}/complete', '200', ''],
       ['post', '/v1/jobs/{id}/fail', '200', ''],
+      ['post', '/v1/workflows', '201', 'Workflow'],
+      ['get', '/v1/workflows/{id}', '200', 'Workflow'],
+      ['get', '/v1/workflows', '200', ''],
+      ['post', '/v1/workflows/{id}/cancel', '200', ''],
       ['get', '/v1/queues', '200', 'QueueReport'],
       ['get', '/v1/pools', '200', 'PoolReport'],
       ['get', '/v1/workers', '200', ''],
@@ -127,6 +131,7 @@ describe('response schemas', () => {
     expect(Object.keys(job.properties)).toEqual(expect.arrayContaining(['id', 'state', 'position', 'progress', 'result', 'error', 'timestamps', 'deadlines', 'timings']));
     expect(job.additionalProperties).toBe(false);
     expect(doc.paths['/v1/jobs/{id}/stream'].get.responses['200'].content).toHaveProperty(['text/event-stream']);
+    expect(doc.paths['/v1/workflows/{id}/stream'].get.responses['200'].content).toHaveProperty(['text/event-stream']);
     // every reference resolves to a component of the document
     for (const ref of JSON.stringify(doc).match(/"#\/components\/schemas\/[^"]*"/g) ?? []) {
       expect(doc.components.schemas, ref).toHaveProperty([ref.slice('"#/components/schemas/'.length, -1)]);

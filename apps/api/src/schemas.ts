@@ -1,4 +1,4 @@
-import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, TenantId } from '@emp/core';
+import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, SubmitWorkflowInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 
 /**
@@ -28,6 +28,21 @@ export const SubmitQuery = z
     api_key: z.string().optional(),
   })
   .strict();
+
+/**
+ * `?durable=1`: answer only once a Redis replica has the job (docs/scale-out.md); `?durable=0`
+ * does not wait even where the server's EMP_DURABLE_SUBMIT says to; absent: the server's setting
+ */
+const DurableFlag = z
+  .enum(['1', '0', 'true', 'false'], { error: 'durable is 1 or 0 (true or false)' })
+  .transform((flag) => flag === '1' || flag === 'true')
+  .optional();
+
+/** The query of a submit: SubmitQuery's, and `durable`. */
+export const SubmitJobQuery = SubmitQuery.extend({ durable: DurableFlag }).strict();
+
+/** The query of a batch submit. */
+export const BatchQuery = z.object({ durable: DurableFlag, api_key: z.string().optional() }).strict();
 
 export const SubmitHeaders = z
   .object({
@@ -147,6 +162,17 @@ export const MachineEventsQuery = z
     /** the machine's pool; found by looking when left out */
     pool: PoolName.optional(),
     limit: z.coerce.number().int().min(1).max(1_000).default(200),
+    api_key: z.string().optional(),
+  })
+  .strict();
+
+/** A workflow as the core takes it, but the tenant may be left to the API key. */
+export const WorkflowBody = SubmitWorkflowInput.extend({ tenant: TenantId.optional() }).strict();
+
+export const WorkflowListQuery = z
+  .object({
+    tenant: TenantId.optional(),
+    limit: z.coerce.number().int().min(1).max(100).default(20),
     api_key: z.string().optional(),
   })
   .strict();

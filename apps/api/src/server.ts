@@ -20,6 +20,7 @@ import { fleetRoutes } from './routes/fleet';
 import { healthRoutes } from './routes/health';
 import { identityRoutes } from './routes/identity';
 import { jobRoutes } from './routes/jobs';
+import { workflowRoutes } from './routes/workflows';
 import { machineEventRoutes } from './routes/machine-events';
 import { plannerRoutes } from './routes/planner';
 import { machineLogRoutes } from './routes/machine-logs';
@@ -152,6 +153,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<ApiServ
   await app.register(identityRoutes, { authEnabled: options.auth ?? true });
   const webhookAllowPrivate = options.webhookAllowPrivate ?? envFlag(process.env.EMP_WEBHOOK_ALLOW_PRIVATE);
   await app.register(jobRoutes, { webhookAllowPrivate });
+  await app.register(workflowRoutes);
   await app.register(sseRoutes, { maxBufferedBytes: options.live?.maxBufferedBytes ?? 1024 * 1024 });
   await app.register(fleetRoutes);
   const queueSampleMs = options.queueSampleMs === false ? DEFAULT_QUEUE_SAMPLE_MS : (options.queueSampleMs ?? envMs(process.env.EMP_QUEUE_SAMPLE_MS) ?? DEFAULT_QUEUE_SAMPLE_MS);

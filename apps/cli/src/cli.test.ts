@@ -41,6 +41,17 @@ describe('emp (commands against a running Redis)', () => {
     expect(forHumans.stdout).toMatch(/^state:\s+queued \(position 0\)$/m);
   });
 
+  it('submit --durable on a Redis without a replica says the job is queued but not replicated, and exits 1', async () => {
+    const submitted = await runEmp(['submit', '--service', 'simulation', '--durable'], { ...env, EMP_DURABLE_SUBMIT_TIMEOUT_MS: '50' });
+    expect(submitted.code).toBe(1);
+    expect(submitted.stderr).toMatch(/job standard\.\w+ is queued on the Redis master, but no replica acknowledged it within 50 ms/);
+    noStackTrace(submitted.stderr);
+    // EMP_DURABLE_SUBMIT=replica on a Redis without a replica: refused before anything is submitted
+    const configured = await runEmp(['submit', '--service', 'simulation'], { ...env, EMP_DURABLE_SUBMIT: 'replica' });
+    expect(configured.code).toBe(1);
+    expect(configured.stderr).toMatch(/durableSubmit 'replica' \(EMP_DURABLE_SUBMIT\) needs a connected replica on every Redis master/);
+  });
+
   it('submit without --json prints just the id, for $(...) in scripts', async () => {
     const submitted = await runEmp(['submit', '--service', 'simulation', '--priority', '5', '--tenant', 'acme'], env);
     expect(submitted.code).toBe(0);

@@ -55,6 +55,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async () => (await import('./commands/retry')).registerRetry,
   },
   {
+    name: 'workflow',
+    usage: '',
+    description: 'multi-step workflows: submit a file of named steps, show, watch, cancel, list',
+    load: async () => (await import('./commands/workflow')).registerWorkflow,
+  },
+  {
     name: 'queues',
     usage: '[options]',
     description: 'queue depth per pool and requirement class, with routability and the age of each head job',

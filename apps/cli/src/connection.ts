@@ -1,7 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Broker, type RedisClient, brokerConfigFromEnv } from '@emp/core';
-import { Redis } from 'ioredis';
+import { Broker, type RedisClient, brokerConfigFromEnv, openRedis } from '@emp/core';
 import { CommandError } from './errors';
 
 /** Where `emp start` writes the URL of its embedded Redis, relative to the folder it runs in. */
@@ -50,8 +49,9 @@ function findUpwards(relative: string, from: string): string | undefined {
  * answers (a command should not hang retrying). `persistent` connections
  * (`emp start`) reconnect forever instead.
  */
-export async function connectRedis(target: RedisTarget, options: { persistent?: boolean } = {}): Promise<Redis> {
-  const redis = new Redis(target.url, {
+export async function connectRedis(target: RedisTarget, options: { persistent?: boolean } = {}): Promise<RedisClient> {
+  // several hosts in the URL (or EMP_REDIS_CLUSTER=1): a Redis Cluster (docs/scale-out.md)
+  const redis = openRedis(target.url, {
     lazyConnect: true,
     connectTimeout: 5_000,
     // how long a closing socket may linger before it is destroyed (default 2 s, which a CLI would wait out on exit)

@@ -92,6 +92,11 @@ export function traceJob(job: Job, events: StreamEvent[], deliveries: DeliveryLo
       case 'service.resumed':
       case 'clock.unwatched':
       case 'planner.decision':
+      case 'workflow.submitted':
+      case 'workflow.step_succeeded':
+      case 'workflow.succeeded':
+      case 'workflow.failed':
+      case 'workflow.canceled':
         break;
       default:
         assertNever(event);

@@ -1,9 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, ModelError, type ProcessSummary, type StopReason, type SupervisorMessage, TRACING_OFF, type Tracing, WorkerProcessMessage, encodeMachineStatus, endSpan, startTracing } from '@emp/core';
+import { type BlockingConnection, Broker, type BrokerConfigInput, type MachineCommand, type MachineCommandOutcome, ModelError, openRedis, type RedisClient, type ProcessSummary, type StopReason, type SupervisorMessage, TRACING_OFF, type Tracing, WorkerProcessMessage, encodeMachineStatus, endSpan, startTracing } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import type { MachineConfig } from './config';
 import { type CustomNodeResult, installCustomNodes, installedCustomNodes, repositoryName } from './custom-nodes';
@@ -75,7 +74,7 @@ export class MachineAgent {
 
   private readonly logger: Logger;
   private readonly redisUrl: string;
-  private redis: Redis | undefined;
+  private redis: RedisClient | undefined;
   private commandConnection: BlockingConnection | undefined;
   private broker: Broker | undefined;
   private supervisor: Supervisor | undefined;
@@ -182,7 +181,8 @@ export class MachineAgent {
     }
     if (config.models.length > 0) await this.openModelCache();
 
-    this.redis = new Redis(this.redisUrl, { lazyConnect: true });
+    // several hosts in the URL (or EMP_REDIS_CLUSTER=1): a Redis Cluster (docs/scale-out.md)
+    this.redis = openRedis(this.redisUrl, { lazyConnect: true });
     let lastError: Error | undefined;
     this.redis.on('error', (error: Error) => {
       lastError = error;

@@ -1,8 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ApiKeyStore, Broker, encodeMachineStatus } from '@emp/core';
 import { type RedisProcess, startRedis } from '@emp/testkit';
 import { type LocalStack, startLocalStack } from '@emp/testkit/stack';
@@ -23,6 +24,7 @@ const skipped = browserTestsSkipped();
 if (skipped) console.warn(skipped);
 
 const WAIT = 20_000;
+const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 /** the local machine's two workers (`<machine>.<service>-<slot>`) and their processes */
 const WORKER = ['local-sim.simulation-cpu0', 'local-sim.simulation-cpu1'] as const;
 const WORKER_PROCESS = ['worker-simulation-cpu0', 'worker-simulation-cpu1'] as const;
@@ -134,6 +136,28 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
     await visible(`${row}[data-state="succeeded"]`);
     // how it ended and how long it took, not the meter of its last progress report
     expect(await page.textContent(`${row} .progress-cell`)).toMatch(/^succeeded in \d/);
+  });
+
+  it('draws a workflow submitted through the API as its steps by depth, live, until every step succeeded', async () => {
+    const definition = JSON.parse(await readFile(join(repoRoot, 'docs/examples/workflow.json'), 'utf8')) as Record<string, unknown>;
+    const workflow = await api('POST', '/v1/workflows', { ...definition, tenant: 'e2e' });
+    expect(workflow.state, JSON.stringify(workflow)).toBe('running');
+    await page.goto(`${stack.monitor!.url}/#/workflows`);
+    await visible(`tr[data-workflow-row="${workflow.id}"]`);
+    await page.click(`tr[data-workflow-row="${workflow.id}"] a`);
+    const graph = `section[data-workflow="${workflow.id}"] svg.workflow-graph`;
+    await visible(graph);
+    // the first step runs while the others wait on it; edges join each step to what it needs
+    await visible(`${graph} g[data-step="generate"][data-state="running"]`);
+    await visible(`${graph} g[data-step="caption"][data-state="pending"]`);
+    expect(await page.locator(`${graph} line[data-edge="generate->upscale"]`).count()).toBe(1);
+    expect(await page.locator(`${graph} line[data-edge="upscale->caption"]`).count()).toBe(1);
+    await screenshot(page, 'workflow-running');
+    await visible(`${graph} g[data-step="upscale"][data-state="running"]`);
+    await visible(`${graph} g[data-step="caption"][data-state="succeeded"]`, 30_000);
+    for (const step of ['generate', 'upscale']) await visible(`${graph} g[data-step="${step}"][data-state="succeeded"]`);
+    await visible(`section[data-workflow="${workflow.id}"] .badge[data-state="succeeded"]`);
+    await screenshot(page, 'workflow-succeeded');
   });
 
   it("opens after jobs have finished and shows the server's throughput, waits and depth, drawn, and each pool's queue pressure", async () => {

@@ -1,5 +1,4 @@
-import { Broker } from '@emp/core';
-import { Redis } from 'ioredis';
+import { Broker, openRedis } from '@emp/core';
 import { pino } from 'pino';
 import { configFromEnv } from './config';
 import { Planner } from './planner';
@@ -11,7 +10,8 @@ import { Planner } from './planner';
  * machines twice (their commands stay safe, but double).
  */
 const logger = pino({ name: 'planner' });
-const redis = new Redis(process.env.EMP_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+// several hosts in the URL (or EMP_REDIS_CLUSTER=1): a Redis Cluster (docs/scale-out.md)
+const redis = openRedis(process.env.EMP_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
 const broker = await Broker.connect({ redis, config: process.env.EMP_NAMESPACE ? { namespace: process.env.EMP_NAMESPACE } : undefined });
 const planner = new Planner({ broker, logger, config: configFromEnv(process.env) });
 planner.start();

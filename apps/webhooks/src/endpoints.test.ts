@@ -214,6 +214,29 @@ describe('webhook endpoint delivery', () => {
     for (const job of [inside, outside, none]) await stack.broker.cancel(job);
   });
 
+  it("delivers a workflow's events to its tenant's endpoints that ask for them, in order", async () => {
+    await service();
+    const acme = await receiver();
+    const globex = await receiver();
+    const made = await endpoint(keys.acme!, { url: acme.url, events: ['workflow.*'] });
+    await endpoint(keys.globex!, { url: globex.url, events: ['workflow.*'] });
+    await stack.broker.registerWorker({ id: 'wf-worker', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const { id } = await stack.broker.submitWorkflow({ tenant: 'acme', pool: 'standard', steps: { a: { service: 'simulation' }, b: { service: 'simulation', needs: ['a'] } } });
+    for (let step = 0; step < 2; step++) {
+      const claimed = await stack.broker.claim('standard', 'wf-worker');
+      await stack.broker.complete(claimed.job!.lease, { step });
+    }
+    const ofWorkflow = () => acme.received.filter((r) => r.event.data.workflow === id);
+    await until(() => ofWorkflow().some((r) => r.event.type === 'workflow.succeeded'), "acme's endpoint got the workflow's end");
+    expect(ofWorkflow().map((r) => `${r.event.type} ${r.event.data.step ?? ''}`.trim())).toEqual([
+      'workflow.submitted', 'workflow.step_succeeded a', 'workflow.step_succeeded b', 'workflow.succeeded',
+    ]);
+    expect(ofWorkflow()[0]!.event.data).toMatchObject({ workflow: id, tenant: 'acme', state: 'running' });
+    expect(new Webhook(made.secret).verify(ofWorkflow()[0]!.body, ofWorkflow()[0]!.headers)).toBeTruthy();
+    expect(globex.received).toEqual([]);
+    expect((await api('POST', '/v1/webhooks', keys.acme!, { url: acme.url, events: ['workflow.finished'] })).body.error.message).toContain("unknown event type 'workflow.finished'");
+  });
+
   it('signs with both secrets while a rotated secret is in its grace period', async () => {
     await service();
     const r = await receiver();

@@ -15,6 +15,8 @@ import {
   type WebhookOutbox,
   endpointWants,
   isJobEvent,
+  isWorkflowEvent,
+  type WorkflowStreamEvent,
   isOperatorEventType,
   jobView,
   webhookWants,
@@ -264,6 +266,7 @@ export class EventIntake {
     const jobEvents = events.filter((event): event is JobStreamEvent => isJobEvent(event) && WEBHOOK_TYPE[event.type] !== undefined);
     // every tenant's endpoints (and the operator-scoped ones) and every job at once
     for (const event of jobEvents) void this.endpointsOf(event.tenant, cache).catch(() => undefined);
+    for (const event of events) if (isWorkflowEvent(event)) void this.endpointsOf(event.tenant, cache).catch(() => undefined);
     if (events.some((event) => !isJobEvent(event))) void this.endpointsOf('', cache).catch(() => undefined);
     const jobIds = [...new Set(jobEvents.map((event) => event.job))];
     // with each job its submit's traceparent: carried beside the message's body (never in it), so deliveries join the job's trace
@@ -289,6 +292,7 @@ export class EventIntake {
   }
 
   private async messagesOf(event: StreamEvent, cache: EndpointCache, jobs: Map<string, PromiseSettledResult<TracedJob | null>>): Promise<WebhookMessageInput[]> {
+    if (isWorkflowEvent(event)) return this.workflowMessages(event, cache);
     if (!isJobEvent(event)) return this.fleetMessages(event, cache);
     const type = WEBHOOK_TYPE[event.type];
     if (!type) return [];
@@ -311,6 +315,19 @@ export class EventIntake {
       messages.push({ id: messageId(event, endpoint.id), tenant: job.tenant, url: endpoint.url, job: job.id, type, body, endpoint: endpoint.id, ...trace });
     }
     return messages;
+  }
+
+  /**
+   * workflow.* events go to the workflow's tenant's endpoints (and the operator-scoped ones) that ask
+   * for them, in order per workflow (its id is the chain's subject).
+   */
+  private async workflowMessages(event: WorkflowStreamEvent, cache: EndpointCache): Promise<WebhookMessageInput[]> {
+    const facts = { type: event.type, workflow: event.workflow };
+    const targets = (await this.endpointsOf(event.tenant, cache)).filter((endpoint) => endpointWants(endpoint, facts));
+    if (targets.length === 0) return [];
+    const { id: _entry, ts, pool: _pool, type, ...data } = event;
+    const body = JSON.stringify({ type, timestamp: new Date(ts).toISOString(), data });
+    return targets.map((endpoint) => ({ id: messageId(event, endpoint.id), tenant: event.tenant, url: endpoint.url, job: event.workflow, type, body, endpoint: endpoint.id }));
   }
 
   /** machine.* / worker.* events go to the operator-scoped endpoints that ask for them, in order per machine or worker. */

@@ -1,5 +1,4 @@
-import { Broker } from '@emp/core';
-import { Redis } from 'ioredis';
+import { Broker, openRedis } from '@emp/core';
 import { pino } from 'pino';
 import { configFromEnv } from './config';
 import { startWebhookService } from './service';
@@ -10,7 +9,8 @@ import { startWebhookService } from './service';
  * same startWebhookService inside the local stack.
  */
 const logger = pino({ name: 'webhooks' });
-const redis = new Redis(process.env.EMP_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+// several hosts in the URL (or EMP_REDIS_CLUSTER=1): a Redis Cluster (docs/scale-out.md)
+const redis = openRedis(process.env.EMP_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
 const broker = await Broker.connect({ redis, config: process.env.EMP_NAMESPACE ? { namespace: process.env.EMP_NAMESPACE } : undefined });
 const service = await startWebhookService({ broker, config: configFromEnv(process.env), logger });
 process.stdout.write(`webhooks listening ${service.url}\n`);

@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type AssetStoreSpec, Broker, brokerConfigFromEnv, fallbackRules, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider, startTracing, type Tracing } from '@emp/core';
-import { Redis } from 'ioredis';
+import { type AssetStoreSpec, Broker, brokerConfigFromEnv, fallbackRules, openRedis, type RedisClient, type ConnectorSpec, type SupervisorMessage, type WorkerProcessConfig, type WorkerProcessMessage, httpModelProvider, startTracing, type Tracing } from '@emp/core';
 import { type Logger, pino } from 'pino';
 import type { AssetStore } from './assets/asset-store';
 import { localDirectoryStore } from './assets/local-directory-store';
@@ -45,7 +44,7 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
   const logger = base.child({ worker_id: config.worker_id, machine_id: config.machine_id, pool: config.pool });
   const report = options.report ?? toSupervisor;
   const waiting = new AbortController();
-  let redis: Redis | undefined;
+  let redis: RedisClient | undefined;
   let worker: Worker | undefined;
   let tracing: Tracing | undefined;
   // changes the supervisor sent before the worker existed are what it starts with
@@ -58,7 +57,8 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
       report({ type: 'waiting', urls: config.wait_for });
       await untilServicesAnswer(config.wait_for, config.ready_timeout_ms, waiting.signal, logger);
     }
-    redis = new Redis(config.redis_url, { lazyConnect: true });
+    // several hosts in the URL (or EMP_REDIS_CLUSTER=1): a Redis Cluster, opened to ride out a failover
+    redis = openRedis(config.redis_url, { lazyConnect: true });
     redis.on('error', (error: unknown) => logger.debug({ err: error }, 'redis connection error'));
     await redis.connect();
     const broker = await Broker.connect({

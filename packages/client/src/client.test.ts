@@ -24,6 +24,26 @@ async function history(id: string): Promise<string[]> {
 }
 
 describe('the SDK end to end', () => {
+  it('submits a workflow, watches it to its end and reads every step', async () => {
+    const submitted = await client.submitWorkflow({
+      steps: {
+        generate: { service: 'simulation', payload: { duration_ms: 50, result: { images: ['x.png'] } } },
+        caption: { service: 'simulation', needs: ['generate'], payload: { duration_ms: 50, result: { of: { $from: 'generate.images[0]' } } } },
+      },
+    });
+    expect(submitted).toMatchObject({ tenant: 'sdk', state: 'running' });
+    const types: string[] = [];
+    for await (const event of client.watchWorkflow(submitted.id)) types.push(event.type);
+    expect(types[0]).toBe('workflow.submitted');
+    expect(types.at(-1)).toBe('workflow.succeeded');
+    expect(types.filter((t) => t === 'job.succeeded')).toHaveLength(2);
+    const workflow = await client.getWorkflow(submitted.id);
+    expect(workflow.steps[1]!.output).toMatchObject({ of: 'x.png' });
+    expect((await client.listWorkflows()).workflows.map((w) => w.id)).toContain(submitted.id);
+    expect(await client.cancelWorkflow(submitted.id)).toEqual({ id: submitted.id, state: 'succeeded', changed: false });
+    await expect(client.getWorkflow(`${submitted.id.slice(0, -4)}zzzz`)).rejects.toMatchObject({ status: 404 });
+  });
+
   it('submits a job that a real worker completes, and watch yields every event once, in order, ending with the result', async () => {
     const job = await client.submit({ service: 'simulation', payload: { result: { image: 'a.png' } } });
     expect(job).toMatchObject({ tenant: 'sdk', duplicate: false });
@@ -38,6 +58,17 @@ describe('the SDK end to end', () => {
       [...events.filter((e) => e.type === 'job.progress').map((e) => (e.progress as { value: number }).value)].sort((a, b) => a - b),
     );
     expect((await client.get(job.id)).state).toBe('succeeded');
+  });
+
+  it('durable: true asks for a replica, and a Redis without one answers 503 NOT_REPLICATED (the job queued all the same)', async () => {
+    const error = await client.submit({ service: 'simulation' }, { durable: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(EmpApiError);
+    expect(error).toMatchObject({ status: 503, code: 'NOT_REPLICATED' });
+    const id = /^job (\S+) is queued on the Redis master/.exec((error as Error).message)?.[1];
+    expect((await client.get(id!)).id).toBe(id);
+    const [result] = await client.submitBatch([{ service: 'simulation' }], { durable: true });
+    expect(result).toMatchObject({ error: { code: 'NOT_REPLICATED' } });
+    expect(await client.submit({ service: 'simulation' }, { durable: false })).toMatchObject({ duplicate: false });
   });
 
   it('resumes after a forced disconnect without a gap or a repeat', async () => {

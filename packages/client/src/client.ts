@@ -17,14 +17,16 @@ import type {
   QueueReport,
   RetryResponse,
   SubmitJobInput,
+  SubmitWorkflowInput,
   SubmittedJob,
+  Workflow,
   WebhookDeliveryList,
   WebhookEndpoint,
   WebhookEndpointList,
   WorkerList,
 } from '@emp/core';
 import { EmpApiError } from './errors';
-import { type JobEvent, type WatchOptions, watchJob } from './watch';
+import { type JobEvent, type WatchOptions, watchJob, watchWorkflow } from './watch';
 
 export interface EmpClientOptions {
   /** e.g. http://127.0.0.1:3331 */
@@ -64,13 +66,17 @@ export class EmpClient {
     this.fetch = options.fetch ?? globalThis.fetch;
   }
 
-  /** Submits a job; with `waitSeconds` (at most 90) the answer comes once it finished or that time passed. */
-  async submit(job: SubmitJobInput, options: { idempotencyKey?: string; waitSeconds?: number } = {}): Promise<SubmittedJob> {
-    return this.request('POST', `/v1/jobs${options.waitSeconds ? `?wait=${options.waitSeconds}` : ''}`, job, options.idempotencyKey ? { 'idempotency-key': options.idempotencyKey } : {});
+  /**
+   * Submits a job; with `waitSeconds` (at most 90) the answer comes once it finished or that time passed.
+   * `durable`: the answer comes once a Redis replica has the job (`?durable=1`; a 503 NOT_REPLICATED
+   * if none acknowledged in time); false: not even where the server's EMP_DURABLE_SUBMIT says so.
+   */
+  async submit(job: SubmitJobInput, options: { idempotencyKey?: string; waitSeconds?: number; durable?: boolean } = {}): Promise<SubmittedJob> {
+    return this.request('POST', `/v1/jobs${submitQuery({ wait: options.waitSeconds || undefined, durable: options.durable })}`, job, options.idempotencyKey ? { 'idempotency-key': options.idempotencyKey } : {});
   }
 
-  async submitBatch(jobs: SubmitJobInput[]): Promise<BatchResult[]> {
-    return (await this.request<{ results: BatchResult[] }>('POST', '/v1/jobs/batch', { jobs })).results;
+  async submitBatch(jobs: SubmitJobInput[], options: { durable?: boolean } = {}): Promise<BatchResult[]> {
+    return (await this.request<{ results: BatchResult[] }>('POST', `/v1/jobs/batch${submitQuery({ durable: options.durable })}`, { jobs })).results;
   }
 
   /** One job; with `waitSeconds` a long poll until it finished. */
@@ -121,6 +127,37 @@ export class EmpClient {
    */
   watch(id: string, options: WatchOptions = {}): AsyncGenerator<JobEvent> {
     return watchJob(this.baseUrl, this.options.apiKey, id, options);
+  }
+
+  /** Submits a workflow (docs/workflows.md): named steps with needs, references to earlier results, fan-out. */
+  async submitWorkflow(workflow: SubmitWorkflowInput): Promise<Workflow> {
+    return this.request('POST', '/v1/workflows', workflow);
+  }
+
+  /** A workflow with every step's state, jobs, timings and output. */
+  async getWorkflow(id: string): Promise<Workflow> {
+    return this.request('GET', `/v1/workflows/${encodeURIComponent(id)}`);
+  }
+
+  /** The newest workflows (of a tenant). */
+  async listWorkflows(options: { tenant?: string; limit?: number } = {}): Promise<{ workflows: Workflow[] }> {
+    const query = new URLSearchParams();
+    if (options.tenant) query.set('tenant', options.tenant);
+    if (options.limit) query.set('limit', String(options.limit));
+    return this.request('GET', `/v1/workflows?${query}`);
+  }
+
+  /** Cancels a workflow and its steps still queued or running (idempotent). */
+  async cancelWorkflow(id: string, reason?: string): Promise<{ id: string; state: Workflow['state']; changed: boolean }> {
+    return this.request('POST', `/v1/workflows/${encodeURIComponent(id)}/cancel`, reason ? { reason } : {});
+  }
+
+  /**
+   * A workflow's events as they happen (its workflow.* events and its steps' job events),
+   * ending with its end; reconnects and resumes after the last event seen.
+   */
+  watchWorkflow(id: string, options: WatchOptions = {}): AsyncGenerator<JobEvent> {
+    return watchWorkflow(this.baseUrl, this.options.apiKey, id, { ...options, fetch: this.fetch });
   }
 
   /** The configured pools by expected duration: cutoffs, target wait, profile, queue, workers, learned duration classes. */
@@ -240,4 +277,12 @@ export class EmpClient {
     }
     return parsed as T;
   }
+}
+
+function submitQuery(query: { wait?: number; durable?: boolean }): string {
+  const params = new URLSearchParams();
+  if (query.wait !== undefined) params.set('wait', String(query.wait));
+  if (query.durable !== undefined) params.set('durable', query.durable ? '1' : '0');
+  const text = params.toString();
+  return text ? `?${text}` : '';
 }

@@ -129,3 +129,69 @@ export async function* watchJob(baseUrl: string, apiKey: string | undefined, job
     await sleep(Math.min(options.maxReconnectMs ?? 10_000, min * 2 ** Math.min(failures - 1, 10)) * (0.5 + Math.random() / 2));
   }
 }
+
+const WORKFLOW_END = new Set(['workflow.succeeded', 'workflow.failed', 'workflow.canceled']);
+
+/**
+ * Every event of a workflow (its workflow.* events and its steps' job events)
+ * over its Server-Sent Events stream, in order, each once, until the workflow's
+ * end. A dropped stream is reopened (with backoff) after the last event seen.
+ */
+export async function* watchWorkflow(baseUrl: string, apiKey: string | undefined, workflowId: string, options: WatchOptions & { fetch?: typeof fetch } = {}): AsyncGenerator<JobEvent> {
+  const doFetch = options.fetch ?? globalThis.fetch;
+  let last = options.after && options.after !== 'start' ? options.after : undefined;
+  let failures = 0;
+  while (!options.signal?.aborted) {
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (apiKey) headers.authorization = `Bearer ${apiKey}`;
+    if (last) headers['last-event-id'] = last;
+    let response: Response | undefined;
+    try {
+      response = await doFetch(`${baseUrl}/v1/workflows/${encodeURIComponent(workflowId)}/stream`, { headers, signal: options.signal });
+    } catch (error) {
+      if (options.signal?.aborted) return;
+      response = undefined;
+      void error;
+    }
+    if (response && response.status >= 400 && response.status < 500) {
+      let body: { error?: { code: string; message: string } } = {};
+      try {
+        body = (await response.json()) as typeof body;
+      } catch {
+        // no JSON body: the status says enough
+      }
+      throw new EmpApiError(response.status, body.error?.code ?? 'HTTP_ERROR', body.error?.message ?? `workflow stream: ${response.status}`);
+    }
+    if (response?.ok && response.body) {
+      const decoder = new TextDecoder();
+      let buffer = '';
+      try {
+        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+          buffer += decoder.decode(chunk, { stream: true });
+          for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const data = /^data: (.*)$/m.exec(block)?.[1];
+            if (data === undefined) continue;
+            const event = JSON.parse(data) as JobEvent;
+            const id = /^id: (.*)$/m.exec(block)?.[1];
+            if (id) {
+              if (last && compareStreamIds(id, last) <= 0) continue;
+              last = id;
+            }
+            failures = 0;
+            yield event;
+            if (WORKFLOW_END.has(String(event.type))) return;
+          }
+        }
+      } catch (error) {
+        if (options.signal?.aborted) return;
+        void error;
+      }
+    }
+    if (options.signal?.aborted) return;
+    failures += 1;
+    const min = options.minReconnectMs ?? 100;
+    await sleep(Math.min(options.maxReconnectMs ?? 10_000, min * 2 ** Math.min(failures - 1, 10)) * (0.5 + Math.random() / 2));
+  }
+}

@@ -423,6 +423,16 @@ export const LiveClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('unsubscribe'), job: JobId }).strict(),
   z
     .object({
+      /** every event of one workflow (its workflow.* events and its steps' job events), until it ends */
+      type: z.literal('subscribe_workflow'),
+      workflow: JobId,
+      /** resume after this event id; 'start' (the default) for every event since its submission */
+      after: z.union([z.literal('start'), StreamId]).optional(),
+    })
+    .strict(),
+  z.object({ type: z.literal('unsubscribe_workflow'), workflow: JobId }).strict(),
+  z
+    .object({
       type: z.literal('monitor'),
       /** resume each pool after its event id; left out: a snapshot, then what follows */
       after: z.record(PoolName, StreamId).optional(),
@@ -442,6 +452,8 @@ export interface EventsMissed {
   pool: string;
   /** for a job's feed: the job */
   job?: string;
+  /** for a workflow's feed: the workflow */
+  workflow?: string;
   /** the cursor the feed resumed from */
   after: string;
   /** the oldest event still kept (absent when the stream is empty) */
@@ -455,7 +467,7 @@ export type LiveServerMessage =
   | { type: 'position'; job: string; position: number; eta_ms?: number }
   | EventsMissed
   | { type: 'monitor.snapshot'; cursors: Record<string, string>; queues: unknown; workers: unknown; machines: unknown }
-  | { type: 'error'; code: string; message: string; job?: string; issues?: ValidationIssue[] };
+  | { type: 'error'; code: string; message: string; job?: string; workflow?: string; issues?: ValidationIssue[] };
 
 /** WebSocket close code for a consumer that does not keep up (its send buffer passed the bound). */
 export const CLOSE_SLOW_CONSUMER = 4008;

@@ -166,6 +166,14 @@ export const BrokerConfig = z
     pools: PoolList.default(DEFAULT_POOLS as PoolConfig[]),
     /** executions of a duration class (or of its service) before routing goes by their p90 */
     routingMinSamples: z.number().int().min(1).max(256).default(20),
+    /**
+     * 'replica': a submit answers only once a replica has its job (WAIT 1), so that a failover
+     * right after cannot lose it; 'off': once the master has it (asynchronous replication).
+     * A submit's own `durable` option overrides it (docs/scale-out.md)
+     */
+    durableSubmit: z.enum(['off', 'replica']).default('off'),
+    /** how long a durable submit waits for a replica before answering NOT_REPLICATED */
+    durableSubmitTimeoutMs: z.number().int().min(1).max(60_000).default(1_000),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -202,7 +210,8 @@ export function brokerConfig(input: BrokerConfigInput = {}): BrokerConfig {
 
 /**
  * The broker settings a deployment gives through the environment: EMP_POOLS (JSON
- * array of pools, see PoolConfig) and EMP_DEFAULT_POOL. Read by `npm start` / `emp start`
+ * array of pools, see PoolConfig), EMP_DEFAULT_POOL, EMP_DURABLE_SUBMIT (off | replica)
+ * and EMP_DURABLE_SUBMIT_TIMEOUT_MS. Read by `npm start` / `emp start`
  * and every `emp` command that talks to Redis, so they all route alike.
  */
 export function brokerConfigFromEnv(env: Record<string, string | undefined>): BrokerConfigInput {
@@ -215,7 +224,10 @@ export function brokerConfigFromEnv(env: Record<string, string | undefined>): Br
     }
   }
   if (env.EMP_DEFAULT_POOL) config.defaultPool = env.EMP_DEFAULT_POOL;
+  if (env.EMP_DURABLE_SUBMIT) config.durableSubmit = env.EMP_DURABLE_SUBMIT as BrokerConfigInput['durableSubmit'];
+  if (env.EMP_DURABLE_SUBMIT_TIMEOUT_MS) config.durableSubmitTimeoutMs = Number(env.EMP_DURABLE_SUBMIT_TIMEOUT_MS);
   // checked here, so a bad variable is reported as the variable it is
-  parseWith(BrokerConfig, config, 'broker config (EMP_POOLS / EMP_DEFAULT_POOL)');
+  const durableVariables = ['EMP_DURABLE_SUBMIT', 'EMP_DURABLE_SUBMIT_TIMEOUT_MS'].filter((name) => env[name]);
+  parseWith(BrokerConfig, config, `broker config (${['EMP_POOLS / EMP_DEFAULT_POOL', ...durableVariables].join(' / ')})`);
   return config;
 }

@@ -20,6 +20,7 @@ const ERROR_CODES = {
   BAD_STATE: { raisedByLua: true },
   BAD_KEY: { raisedByLua: true },
   CORRUPT: { raisedByLua: true },
+  NOT_REPLICATED: { raisedByLua: false },
 } as const satisfies Record<string, { raisedByLua: boolean }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -82,6 +83,13 @@ export type PayloadTooLargeError = InstanceType<typeof PayloadTooLargeError>;
 /** The job would open a requirement class past the pool's limit (BrokerConfig.maxQueuedClasses). */
 export const TooManyClassesError = codedError('TOO_MANY_CLASSES', 'TooManyClassesError');
 export type TooManyClassesError = InstanceType<typeof TooManyClassesError>;
+
+/**
+ * A durable submit (docs/scale-out.md) whose job no replica acknowledged in time: the job is
+ * queued on the master, and survives a failover only if a replica got it anyway.
+ */
+export const NotReplicatedError = codedError('NOT_REPLICATED', 'NotReplicatedError');
+export type NotReplicatedError = InstanceType<typeof NotReplicatedError>;
 
 /** Turns an error reply of the function library ("CODE message") into its typed error. */
 export function fromRedisError(error: unknown): unknown {

@@ -114,6 +114,17 @@ export const ServicePausedEvent = z.object({ type: z.literal('service.paused'), 
 export const ServiceResumedEvent = z.object({ type: z.literal('service.resumed'), service: text, by: optionalText });
 export const ClockUnwatchedEvent = z.object({ type: z.literal('clock.unwatched'), from: ms, gap_ms: ms, grace_until: ms });
 
+/**
+ * A workflow's progress (functions/includes/65-workflows.lua): submitted, a step
+ * succeeded (`step`), and its end; workflow.failed names the step that failed it and why.
+ */
+const workflowBase = { workflow: text, state: text, tenant: text };
+export const WorkflowSubmittedEvent = z.object({ type: z.literal('workflow.submitted'), ...workflowBase });
+export const WorkflowStepSucceededEvent = z.object({ type: z.literal('workflow.step_succeeded'), ...workflowBase, step: text });
+export const WorkflowSucceededEvent = z.object({ type: z.literal('workflow.succeeded'), ...workflowBase });
+export const WorkflowFailedEvent = z.object({ type: z.literal('workflow.failed'), ...workflowBase, step: text, error: text });
+export const WorkflowCanceledEvent = z.object({ type: z.literal('workflow.canceled'), ...workflowBase });
+
 /** The machine's state changed (register_machine: the agent's state; tick: offline, then gone). */
 export const MACHINE_EVENT_STATES = [...MACHINE_STATES, 'gone'] as const;
 export const MachineStateEvent = z.object({
@@ -141,6 +152,11 @@ export const StreamEventBody = z.discriminatedUnion('type', [
   ServiceResumedEvent,
   ClockUnwatchedEvent,
   PlannerDecisionEvent,
+  WorkflowSubmittedEvent,
+  WorkflowStepSucceededEvent,
+  WorkflowSucceededEvent,
+  WorkflowFailedEvent,
+  WorkflowCanceledEvent,
 ]);
 export type StreamEventBody = z.output<typeof StreamEventBody>;
 
@@ -288,6 +304,17 @@ export function streamEntryProblems(fields: string[] | Record<string, string>): 
 
 export function isJobEvent(event: StreamEvent): event is JobStreamEvent {
   return event.type.startsWith('job.');
+}
+
+export type WorkflowStreamEvent = EntryPosition & Extract<StreamEventBody, { type: `workflow.${string}` }>;
+export function isWorkflowEvent(event: StreamEvent): event is WorkflowStreamEvent {
+  return event.type.startsWith('workflow.');
+}
+
+/** The workflow an event is about: a workflow.* event's, or a step job's (its id starts with the workflow's: 65-workflows.lua). */
+export function workflowOfEvent(event: StreamEvent): string | undefined {
+  if (event.type === 'unknown') return event.raw.workflow || undefined;
+  return isWorkflowEvent(event) ? event.workflow : undefined;
 }
 
 /** The job an event is about (also of an entry this code does not know, so that its subscribers still get it). */

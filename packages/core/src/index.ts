@@ -25,3 +25,5 @@ export * from './shared-secret';
 export * from './api-protocol';
 export * from './wait-digest';
 export * from './tracing';
+export * from './redis-connection';
+export * from './workflow';

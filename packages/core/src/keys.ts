@@ -67,6 +67,13 @@
  *                                  (a service's estimate reads the lists of its classes); dclasses: hash dclass -> JSON
  *                                  {service, models} of every class with durations (routing.ts, docs/pools.md).
  *                                  (durations:service:<service>, written before 2026-12-07, is read no more.)
+ *   <ns>:{<pool>}:wf:<id>          a workflow (docs/workflows.md; functions/includes/65-workflows.lua): id, tenant, state, priority,
+ *                                  seq (the place in line every step keeps), submitted_at, finished_at, error, failed_step,
+ *                                  cancel_reason, def (the compiled steps), steps, left; per step st:/need:/jobs:/ileft:/
+ *                                  ready_at:/ended_at:/err:<step>; per step job j:<job id> -> <step>#<item>; wf:<id>:out: step ->
+ *                                  its result (JSON), <step>#<item> -> an item's; both expire with the jobs' retention once it
+ *                                  ended; wfs: every workflow as "<id>|<tenant>" by submitted_at. A workflow's step jobs are in
+ *                                  the same shard (their ids: the workflow's id, 's', step and item index in two base-36 digits)
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
  *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
@@ -179,6 +186,18 @@ export class KeyLayout {
   }
   durationClasses(pool: string): string {
     return `${this.prefix(pool)}dclasses`;
+  }
+  /** a workflow's record (docs/workflows.md) */
+  workflow(pool: string, id: string): string {
+    return `${this.prefix(pool)}wf:${id}`;
+  }
+  /** the results of a workflow's ended steps */
+  workflowOutputs(pool: string, id: string): string {
+    return `${this.workflow(pool, id)}:out`;
+  }
+  /** every workflow of the pool as "<id>|<tenant>" by submission time */
+  workflows(pool: string): string {
+    return `${this.prefix(pool)}wfs`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

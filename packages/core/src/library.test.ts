@@ -56,7 +56,8 @@ describe('the library\'s scopes', () => {
     const library = luaFileScope(functionLibrary().source);
     expect(library.topLevel).toEqual(includes.flatMap((file) => file.scope.topLevel));
     // Lua allows 200 locals in a chunk; the shared scope stays well below (167 when every file's counted)
-    expect(library.topLevel.length).toBeLessThanOrEqual(130);
+    // (131 since workflows: their transitions share one table)
+    expect(library.topLevel.length).toBeLessThanOrEqual(131);
   });
 
   it('has each function file read only its own names, the includes\' and a few globals', () => {

@@ -40,7 +40,10 @@ export const OPERATOR_EVENT_TYPES = [
 /** Sent by `POST /v1/webhooks/:id/test`, whatever the endpoint's filter. */
 export const WEBHOOK_TEST_EVENT = 'webhook.test';
 
-const WILDCARDS = ['job.*', 'worker.*', 'machine.*', 'webhook.*'] as const;
+/** A workflow's events (docs/workflows.md): a tenant's endpoints receive its own workflows'. */
+export const WORKFLOW_EVENT_TYPES = ['workflow.submitted', 'workflow.step_succeeded', 'workflow.succeeded', 'workflow.failed', 'workflow.canceled'] as const;
+
+const WILDCARDS = ['job.*', 'workflow.*', 'worker.*', 'machine.*', 'webhook.*'] as const;
 const MACHINE_STATE = /^machine\.[a-z_]+$/;
 
 /** Whether `type` is one only operator-scoped endpoints receive. */
@@ -51,12 +54,13 @@ export function isOperatorEventType(type: string): boolean {
 /** Why `name` is not a valid entry of an endpoint's `events`, or undefined. */
 function eventNameProblem(name: string): string | undefined {
   if ((WEBHOOK_EVENT_TYPES as readonly string[]).includes(name) || (WILDCARDS as readonly string[]).includes(name)) return undefined;
+  if ((WORKFLOW_EVENT_TYPES as readonly string[]).includes(name)) return undefined;
   if ((OPERATOR_EVENT_TYPES as readonly string[]).includes(name) || MACHINE_STATE.test(name)) return undefined;
   if (Object.hasOwn(WEBHOOK_EVENT_ALIASES, name)) {
     const meant = WEBHOOK_EVENT_ALIASES[name as keyof typeof WEBHOOK_EVENT_ALIASES].join(', ');
     return `'${name}' is an alias of a job's own webhook filter; an endpoint names the events: ${meant}`;
   }
-  return `unknown event type '${name}'; one of ${[...WEBHOOK_EVENT_TYPES, ...WILDCARDS, ...OPERATOR_EVENT_TYPES, 'machine.<state>'].join(', ')}`;
+  return `unknown event type '${name}'; one of ${[...WEBHOOK_EVENT_TYPES, ...WORKFLOW_EVENT_TYPES, ...WILDCARDS, ...OPERATOR_EVENT_TYPES, 'machine.<state>'].join(', ')}`;
 }
 
 const EventFilter = z
@@ -216,6 +220,7 @@ export interface EndpointEventFacts {
 export function endpointWants(endpoint: Pick<WebhookEndpoint, 'events' | 'services' | 'workflows'>, event: EndpointEventFacts): boolean {
   const typed = endpoint.events.some((name) => name === event.type || (name.endsWith('.*') && event.type.startsWith(name.slice(0, -1))));
   if (!typed) return false;
+  if (event.type.startsWith('workflow.')) return !endpoint.workflows || endpoint.workflows.includes(event.workflow ?? '');
   if (!event.type.startsWith('job.')) return true;
   if (endpoint.services && !endpoint.services.includes(event.service ?? '')) return false;
   if (endpoint.workflows && !endpoint.workflows.includes(event.workflow ?? '')) return false;

@@ -119,6 +119,44 @@ describe('following a job over WebSocket', () => {
   });
 });
 
+describe('following a workflow over WebSocket', () => {
+  it("sends every event of the workflow and of its steps' jobs, from its submission, and keeps tenants apart", async () => {
+    const workflow = await call(stack.url, 'POST', '/v1/workflows', {
+      key: client,
+      body: { steps: { a: { service: 'simulation', payload: { duration_ms: 50 } }, b: { service: 'simulation', needs: ['a'], payload: { duration_ms: 50 } } } },
+    });
+    const live = await open(client);
+    live.send({ type: 'subscribe_workflow', workflow: workflow.body.id });
+    const first = await live.next();
+    expect(first).toMatchObject({ type: 'event', event: 'workflow.submitted', workflow: workflow.body.id, tenant: 'acme' });
+    const done = await live.next(isEvent('workflow.succeeded'));
+    expect(done).toMatchObject({ workflow: workflow.body.id, state: 'succeeded' });
+    live.socket.close();
+
+    const other = await stack.server.app.apiKeys.create({ role: 'client', tenant: 'globex' });
+    const stranger = await open(other.key);
+    stranger.send({ type: 'subscribe_workflow', workflow: workflow.body.id });
+    expect(await stranger.next()).toMatchObject({ type: 'error', code: 'NOT_FOUND', workflow: workflow.body.id });
+    stranger.socket.close();
+  });
+
+  it('delivers step job events in between, in stream order', async () => {
+    const workflow = await call(stack.url, 'POST', '/v1/workflows', { key: client, body: { steps: { only: { service: 'simulation', payload: { duration_ms: 50 } } } } });
+    const live = await open(client);
+    live.send({ type: 'subscribe_workflow', workflow: workflow.body.id, after: 'start' });
+    const events: string[] = [];
+    for (;;) {
+      const message = await live.next((m) => m.type === 'event');
+      if (message.type === 'event') events.push(message.event);
+      if (message.type === 'event' && message.event === 'workflow.succeeded') break;
+    }
+    expect(events[0]).toBe('workflow.submitted');
+    expect(events.indexOf('job.queued')).toBeGreaterThan(0);
+    expect(events.indexOf('job.succeeded')).toBeLessThan(events.indexOf('workflow.step_succeeded'));
+    live.socket.close();
+  });
+});
+
 describe('a client sending bad frames in a loop', () => {
   it('a cursor past what Redis takes is refused as bad input, naming the limit', async () => {
     const key = (await stack.server.app.apiKeys.create({ role: 'operator' })).key;

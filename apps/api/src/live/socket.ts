@@ -2,6 +2,7 @@ import {
   type Broker,
   type StreamEvent,
   eventView,
+  isEventOfWorkflow,
   CLOSE_KEY_REVOKED,
   CLOSE_SLOW_CONSUMER,
   EmpError,
@@ -54,6 +55,8 @@ interface JobSubscription {
  */
 class LiveConnection {
   private readonly jobs = new Map<string, JobSubscription>();
+  /** the workflows this socket follows: each one's unsubscribe */
+  private readonly workflows = new Map<string, () => void>();
   private readonly monitor: Array<() => void> = [];
   private readonly cleanups: Array<() => void> = [];
   private chain = Promise.resolve();
@@ -116,6 +119,8 @@ class LiveConnection {
     const message = parseWith(LiveClientMessage, parsed, 'message');
     if (message.type === 'subscribe') await this.subscribe(message.job, message.after);
     else if (message.type === 'unsubscribe') this.unsubscribe(message.job);
+    else if (message.type === 'subscribe_workflow') await this.subscribeWorkflow(message.workflow, message.after);
+    else if (message.type === 'unsubscribe_workflow') this.unsubscribeWorkflow(message.workflow);
     else await this.follow(message.after);
   }
 
@@ -154,6 +159,41 @@ class LiveConnection {
     const { type, ...view } = await enrichedJobEvent(this.broker, event);
     if (event.type !== 'job.progress' && event.type !== 'unknown' && 'state' in event) subscription.state = event.state;
     this.send({ type: 'event', event: type, ...view });
+  }
+
+  /** Every event of one workflow (its workflow.* events and its steps' job events) from `after` ('start': its submission). */
+  private async subscribeWorkflow(id: string, after: string | undefined): Promise<void> {
+    if (this.workflows.has(id)) return;
+    if (this.jobs.size + this.workflows.size >= this.options.maxSubscriptions) {
+      this.send({ type: 'error', code: 'TOO_MANY_SUBSCRIPTIONS', workflow: id, message: `a socket follows at most ${this.options.maxSubscriptions} jobs and workflows; unsubscribe from some first` });
+      return;
+    }
+    const workflow = await this.broker.getWorkflow(id);
+    // another tenant's workflow is answered as one that does not exist
+    if (!workflow || (this.principal.tenant !== undefined && this.principal.tenant !== workflow.tenant)) {
+      this.send({ type: 'error', code: 'NOT_FOUND', workflow: id, message: `workflow ${id} does not exist (or its retention has passed)` });
+      return;
+    }
+    if (this.closed || this.workflows.has(id)) return;
+    this.workflows.set(id, () => undefined);
+    const pool = workflow.pool;
+    const from = after === undefined || after === 'start' ? `${Math.max(0, workflow.submitted_at - 1)}-0` : after;
+    const missed = await this.hub.missedAfter(pool, from);
+    if (missed) this.send({ ...missed, workflow: id });
+    const stop = await this.hub.follow(pool, from, (event) => {
+      if (!isEventOfWorkflow(id, event)) return;
+      this.enqueue(() => {
+        const { type, ...view } = eventView(event);
+        this.send({ type: 'event', event: type, ...view });
+      });
+    });
+    if (this.closed || !this.workflows.has(id)) stop();
+    else this.workflows.set(id, stop);
+  }
+
+  private unsubscribeWorkflow(id: string): void {
+    this.workflows.get(id)?.();
+    this.workflows.delete(id);
   }
 
   private unsubscribe(id: string): void {
@@ -215,6 +255,8 @@ class LiveConnection {
     this.errorLog.flush();
     for (const subscription of this.jobs.values()) subscription.unsubscribe();
     this.jobs.clear();
+    for (const stop of this.workflows.values()) stop();
+    this.workflows.clear();
     for (const stop of [...this.monitor, ...this.cleanups]) stop();
   }
 
@@ -251,7 +293,7 @@ export async function liveRoutes(app: FastifyInstance, options: LiveOptions): Pr
     websocket: true,
     config: { access: 'readJobs' },
     schema: {
-      summary: 'WebSocket: follow jobs ({type:"subscribe", job, after?}) or, as an operator, the whole feed ({type:"monitor", after?})',
+      summary: 'WebSocket: follow jobs ({type:"subscribe", job, after?}), workflows ({type:"subscribe_workflow", workflow, after?}) or, as an operator, the whole feed ({type:"monitor", after?})',
       tags: ['live'],
       querystring: z.object({ api_key: z.string().optional() }).strict(),
     },

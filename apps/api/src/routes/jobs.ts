@@ -26,6 +26,7 @@ import { jobAnswer } from '../job-view';
 import { closedSignal, requestedWait, waitForJob } from '../live/job-waiter';
 import {
   BatchBody,
+  BatchQuery,
   CancelBody,
   CompleteBody,
   EventsQuery,
@@ -36,6 +37,7 @@ import {
   SubmitBody,
   answers,
   SubmitHeaders,
+  SubmitJobQuery,
   SubmitQuery,
 } from '../schemas';
 import type { z } from 'zod';
@@ -81,17 +83,17 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     config: { access: 'submit' },
     schema: {
       summary: 'Submit a job',
-      description: 'Answers 201 with the new job, or 200 with the original one when the Idempotency-Key was used with the same body (422 when with a different one). With ?wait=N or `Prefer: wait=N` (at most 90 s) the answer waits for the job to finish.',
+      description: 'Answers 201 with the new job, or 200 with the original one when the Idempotency-Key was used with the same body (422 when with a different one). With ?wait=N or `Prefer: wait=N` (at most 90 s) the answer waits for the job to finish. With ?durable=1 the answer waits until a Redis replica has the job, so that a failover cannot lose it; 503 NOT_REPLICATED when none acknowledged in time (the job is queued on the master and may or may not survive a failover: read it, or repeat the submit with the same Idempotency-Key). Without ?durable, the server\'s EMP_DURABLE_SUBMIT decides.',
       tags: ['jobs'],
       body: SubmitBody,
-      querystring: SubmitQuery,
+      querystring: SubmitJobQuery,
       headers: SubmitHeaders,
       response: answers({ 200: SubmittedJob, 201: SubmittedJob }),
     },
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
     // the body was parsed by the route's schema: the broker does not parse it again, and reads the job back in the same round trip
-    const { submitted, job: read } = await broker.submitAndRead(input, { traceparent: requestTraceparent(request.traceSpan) });
+    const { submitted, job: read } = await broker.submitAndRead(input, { traceparent: requestTraceparent(request.traceSpan), durable: request.query.durable });
     const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
     const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, closedSignal(reply.raw)) : read;
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
@@ -105,15 +107,16 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     config: { access: 'submit' },
     schema: {
       summary: 'Submit up to 100 jobs',
-      description: 'One result per job, in order: the submitted job (id, pool, duplicate, routable) or the error for that job.',
+      description: 'One result per job, in order: the submitted job (id, pool, duplicate, routable) or the error for that job. ?durable=1 as for a single submit: a job no replica acknowledged in time is that job\'s NOT_REPLICATED error.',
       tags: ['jobs'],
       body: BatchBody,
+      querystring: BatchQuery,
       response: answers({ 200: BatchSubmitResponse }),
     },
   }, async (request) => {
     const inputs: SubmitJobInput[] = request.body.jobs.map((job, index) => submission(request.principal, job, undefined, `jobs.${index}.`));
     // every job of the batch continues the request's trace (a caller's traceparent, else the request span's own)
-    const results = await broker.submitMany(inputs, { traceparent: requestTraceparent(request.traceSpan) });
+    const results = await broker.submitMany(inputs, { traceparent: requestTraceparent(request.traceSpan), durable: request.query.durable });
     return {
       results: results.map((result) =>
         'id' in result ? result : errorBody(result.code, result.message, result instanceof ValidationError ? result.issues : undefined),

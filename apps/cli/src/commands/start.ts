@@ -154,6 +154,7 @@ function banner(stack: LocalStack, discoverable: boolean): string {
     '',
     'In another terminal:',
     emp('submit --service simulation --wait      # submit a job and follow it'),
+    emp('workflow submit docs/examples/workflow.json --watch   # three steps, each fed by the one before (docs/workflows.md)'),
     emp('queues                                  # depth per requirement class'),
     emp('workers                                 # workers and their state'),
     emp('watch                                   # live events'),

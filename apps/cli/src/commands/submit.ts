@@ -21,6 +21,7 @@ const SubmitFlags = z.object({
   idempotencyKey: job.idempotency_key,
   expectedDuration: z.string().transform((text) => (text.trim() === '' ? Number.NaN : Number(text))).pipe(job.expected_duration_s.unwrap()).optional(),
   wait: z.boolean().default(false),
+  durable: z.boolean().default(false),
   timeout: secondsFlag.optional(),
   json: z.boolean().default(false),
 });
@@ -37,6 +38,7 @@ export function registerSubmit(program: Command): void {
     .option('--max-attempts <n>', 'attempts before the job fails (default 3)')
     .option('--idempotency-key <key>', 'a resubmit with the same key returns the same job')
     .option('--expected-duration <seconds>', 'how long the job should run: routes it to the pool of that duration (docs/pools.md)')
+    .option('--durable', 'answer only once a Redis replica has the job, so that a failover cannot lose it (docs/scale-out.md); fails with NOT_REPLICATED if none acknowledges in time')
     .option('--wait', 'follow the job until it ends; exit 0 only if it succeeded')
     .option('--timeout <seconds>', 'with --wait: give up waiting after this long (the job keeps running)')
     .option('--json', 'print JSON for scripts')
@@ -56,7 +58,8 @@ export function registerSubmit(program: Command): void {
         // taken before the submit, so that following the job misses none of its events
         const cursorPool = flags.requirements?.pool ?? broker.config.defaultPool;
         const cursor = flags.wait ? await broker.latestEventId(cursorPool) : undefined;
-        const submitted = await broker.submit(input);
+        // without --durable, the broker's EMP_DURABLE_SUBMIT decides
+        const submitted = await broker.submit(input, flags.durable ? { durable: true } : {});
         if (!submitted.routable) {
           process.stderr.write(`warning: no worker that has registered in pool ${submitted.pool} can run this job; it waits until one does\n`);
         }

@@ -69,6 +69,16 @@ export class Connection {
     return this.settings.apiKey ? { authorization: `Bearer ${this.settings.apiKey}` } : {};
   }
 
+  /**
+   * One workflow's Server-Sent Events (GET /v1/workflows/:id/stream: its workflow.* events and its steps'
+   * job events) until it ends or `signal` aborts; `onEvent` hears each event's type.
+   */
+  async followWorkflow(id: string, onEvent: (type: string) => void, signal: AbortSignal): Promise<void> {
+    const response = await fetch(`${this.settings.apiUrl}/v1/workflows/${encodeURIComponent(id)}/stream`, { headers: this.headers(), signal });
+    if (!response.ok) throw new EmpApiError(response.status, 'HTTP_ERROR', `workflow stream: ${response.status}`);
+    for await (const event of readServerSentEvents(response)) onEvent(event.event);
+  }
+
   /** A machine's process logs (served by the machine agent's route); `unavailable` when the API has none for it. */
   async machineLogs(machine: string, options: { pool: string; process?: string; after?: string }): Promise<{ available: false; reason: string } | { available: true; entries: LogEntry[]; next?: string }> {
     const query = new URLSearchParams({ pool: options.pool });

@@ -388,6 +388,12 @@ function applyEvent(draft: BatchDraft, event: LiveEvent): void {
     case 'class.routable':
     case 'clock.unwatched':
     case 'planner.decision':
+    // the Workflow view follows one workflow's own feed (GET /v1/workflows/:id/events)
+    case 'workflow.submitted':
+    case 'workflow.step_succeeded':
+    case 'workflow.succeeded':
+    case 'workflow.failed':
+    case 'workflow.canceled':
     // a type this page does not know (a newer API): its cursor moved, nothing else
     case 'unknown':
       return;

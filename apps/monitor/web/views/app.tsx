@@ -12,6 +12,7 @@ import { QueuesView } from './queues';
 import { SubmitView } from './submit';
 import { PlannerView } from './planner';
 import { WebhooksView } from './webhooks';
+import { WorkflowPage, WorkflowsView } from './workflows';
 
 type Theme = 'auto' | 'light' | 'dark';
 const THEME_ITEM = 'emp.monitor.theme';
@@ -120,6 +121,7 @@ const TABS = [
   { path: 'queues', label: 'Queues', fleet: true },
   { path: 'planner', label: 'Planner', fleet: true, operator: true },
   { path: 'jobs', label: 'Jobs', fleet: false },
+  { path: 'workflows', label: 'Workflows', fleet: false },
   { path: 'webhooks', label: 'Webhooks', fleet: false },
   { path: 'submit', label: 'Submit', fleet: false },
 ] as const;
@@ -137,6 +139,8 @@ function Shell({ connection, reopen }: { connection: Connection; reopen: () => v
   if (section === 'machines' && rest.length >= 2) view = <MachinePage connection={connection} store={store} pool={rest[0]!} id={rest[1]!} now={now} />;
   else if (section === 'jobs' && rest[0]) view = <JobPage connection={connection} store={store} id={rest[0]} />;
   else if (section === 'jobs') view = <JobsView connection={connection} store={store} now={now} />;
+  else if (section === 'workflows' && rest[0]) view = <WorkflowPage connection={connection} id={rest[0]} now={now} />;
+  else if (section === 'workflows') view = <WorkflowsView connection={connection} now={now} />;
   else if (section === 'submit') view = <SubmitView connection={connection} />;
   else if (section === 'webhooks') view = <WebhooksView connection={connection} selected={rest[0]} now={now} />;
   else if (section === 'planner') view = <PlannerView connection={connection} now={now} />;

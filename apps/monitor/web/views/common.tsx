@@ -41,12 +41,14 @@ export function navigate(target: string): void {
 
 // ---------------------------------------------------------------- small pieces
 
-const STATE_TONES: Record<string, string> = {
+export const STATE_TONES: Record<string, string> = {
   ready: 'ok', idle: 'ok', running: 'info', busy: 'info', starting: 'warn', queued: 'muted', retrying: 'warn',
   succeeded: 'ok', failed: 'bad', canceled: 'muted', expired: 'bad', offline: 'bad', draining: 'warn',
   restarting: 'warn', stopping: 'warn', exited: 'bad', started: 'ok', unknown: 'muted', degraded: 'warn', ok: 'ok',
   // webhook endpoints and delivery attempts
   failing: 'bad', disabled: 'muted', delivered: 'ok', retry: 'warn',
+  // workflow steps
+  pending: 'muted',
 };
 
 export function StateBadge({ state, title }: { state: string; title?: string }) {

@@ -6,7 +6,7 @@ export interface ReceivedWebhook {
   headers: Record<string, string>;
   body: string;
   /** the parsed body */
-  event: { type: string; timestamp: string; data: { id: string; state: string; progress?: { value?: number } } };
+  event: { type: string; timestamp: string; data: { id: string; state: string; progress?: { value?: number }; workflow?: string; step?: string } };
 }
 
 /** What the receiver answers a request: a status (and headers, after `delayMs`), or 'hang' (never answer). */

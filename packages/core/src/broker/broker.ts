@@ -9,16 +9,19 @@ import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInpu
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
 import type { PlannerState } from '../planner';
+import type { SubmitWorkflowInput, Workflow } from '../workflow';
 import type { MachineState } from '../registry';
 import * as attempts from './attempts';
 import * as demand from './demand';
 import { BlockingConnection, type ReadConnection } from './connection';
 import { BrokerContext, checkedPool } from './context';
 import * as fleet from './fleet';
+import { checkReplicasForDurableSubmit } from './durable';
 import * as jobs from './jobs';
 import * as planner from './planner';
 import * as pools from './pools';
 import * as stats from './stats';
+import * as workflows from './workflows';
 import * as streams from './streams';
 import { EventTail } from './tail';
 import type { TracedJob } from './replies';
@@ -78,6 +81,8 @@ export class Broker {
   static async connect(options: BrokerOptions): Promise<Broker> {
     const broker = new Broker(options.redis, brokerConfig(options.config), options.clock);
     if (!options.skipLibraryLoad) await ensureFunctionLibrary(options.redis, broker.keys);
+    // every submit would wait out its timeout and fail: say so now
+    if (broker.config.durableSubmit === 'replica') await checkReplicasForDurableSubmit(options.redis);
     return broker;
   }
 
@@ -135,8 +140,8 @@ export class Broker {
 
   // ---------------------------------------------------------------- clients
 
-  submit(input: SubmitJobInput): Promise<SubmitResult> {
-    return jobs.submit(this.#ctx, input);
+  submit(input: SubmitJobInput, options?: jobs.SubmitOptions): Promise<SubmitResult> {
+    return jobs.submit(this.#ctx, input, options);
   }
 
   /**
@@ -175,6 +180,35 @@ export class Broker {
   /** Cancels a job; idempotent: a finished job is returned unchanged. */
   cancel(id: string, reason = ''): Promise<{ state: JobState; changed: boolean }> {
     return jobs.cancel(this.#ctx, id, reason);
+  }
+
+  /**
+   * Submits a workflow (docs/workflows.md): named steps with needs, references to
+   * earlier results and fan-out, all in one pool shard; the steps that need
+   * nothing are queued in the same call.
+   */
+  submitWorkflow(input: SubmitWorkflowInput): Promise<workflows.WorkflowSubmitResult> {
+    return workflows.submitWorkflow(this.#ctx, input);
+  }
+
+  /** A workflow with every step's state, timings and output; null when there is none (or its retention has passed). */
+  getWorkflow(id: string): Promise<Workflow | null> {
+    return workflows.getWorkflow(this.#ctx, id);
+  }
+
+  /** Cancels a running workflow and its step jobs still waiting or running; a workflow that has ended is returned unchanged. */
+  cancelWorkflow(id: string, reason = ''): Promise<{ state: Workflow['state']; changed: boolean }> {
+    return workflows.cancelWorkflow(this.#ctx, id, reason);
+  }
+
+  /** The newest workflows (of one tenant), across pools. */
+  listWorkflows(options: { tenant?: string; limit?: number } = {}): Promise<workflows.WorkflowListItem[]> {
+    return workflows.listWorkflows(this.#ctx, options);
+  }
+
+  /** A workflow's tenant; NotFoundError when there is none. */
+  workflowTenant(id: string): Promise<string> {
+    return workflows.workflowTenant(this.#ctx, id);
   }
 
   /** Puts a failed, canceled or expired job back in the queue under the same id. */

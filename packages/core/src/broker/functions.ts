@@ -80,6 +80,9 @@ export const FUNCTIONS = {
   getJob: reads<[id: string], r.JobReply | null>('emp_get_job', r.jobReply),
   cancel: writes<[id: string, reason: string], r.CancelReply>('emp_cancel', r.cancelReply),
   retry: writes<[id: string], string>('emp_retry', r.text),
+  /** the workflow's id, tenant, priority and prepared definition (JSON, broker/workflows.ts) */
+  workflowSubmit: writes<[id: string, tenant: string, priority: number, definition: string], string>('emp_workflow_submit', r.text),
+  workflowCancel: writes<[id: string, reason: string], r.CancelReply>('emp_workflow_cancel', r.cancelReply),
   listJobs: reads<[tenant: string, until: number | '', since: number | '', afterScore: number | '', afterMember: string,
     states: string, services: string, limit: number, budget: number], r.ListJobsReply>('emp_list_jobs', r.listJobsReply),
 

@@ -4,6 +4,7 @@ export { BlockingConnection, type ReadConnection } from './connection';
 export type { MachineLogLine, WorkerStateInput } from './fleet';
 export type { EventGroupLoss, EventStreamInfo, QueueHistoryWrite, UnreadableQueueSample } from './streams';
 export type { SubmitOptions } from './jobs';
+export type { WorkflowListItem, WorkflowSubmitResult } from './workflows';
 export type { PlannerRound } from './planner';
 export { DEMAND_BUCKET_MS, DEMAND_RETENTION_MS, type DemandBucket, type UnreadableDemandCount } from './demand';
 export { EventTail } from './tail';

@@ -1,4 +1,5 @@
 import { createHash, randomFillSync } from 'node:crypto';
+import type { ChainableCommander } from 'ioredis';
 import type { SubmitResult } from '../api-protocol';
 import { StreamId } from '../api-protocol';
 import { canonicalJson } from '../canonical';
@@ -9,6 +10,7 @@ import { requirementClass } from '../requirements';
 import { durationClass } from '../routing';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
+import { execWithReplicaWait, isDurable, replicationFailure } from './durable';
 import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
 import { type SubmitManyReply, type SubmitReply, foldHash, parseJobReply, parseTracedJobReply, type TracedJob } from './replies';
 import { readEntries } from './streams';
@@ -30,10 +32,15 @@ function submitted(pool: string, reply: SubmitReply): SubmitResult {
   return { id: reply[0], pool, duplicate: reply[1] === 1, routable: reply[2] === 1 };
 }
 
-export async function submit(ctx: BrokerContext, input: SubmitJobInput): Promise<SubmitResult> {
-  const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'));
+export async function submit(ctx: BrokerContext, input: SubmitJobInput, options: SubmitOptions = {}): Promise<SubmitResult> {
+  const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
   await ctx.rememberPool(prepared.pool);
-  return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
+  if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
+  const replies = await execWithReplicaWait(ctx, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args));
+  const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
+  const failure = replicationFailure(ctx, replies?.[1], `job ${result.id}`);
+  if (failure) throw failure;
+  return result;
 }
 
 /**
@@ -44,11 +51,15 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput): Promise
 export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<{ submitted: SubmitResult; job: Job | null }> {
   const prepared = await prepareSubmit(ctx, job, options);
   await ctx.rememberPool(prepared.pool);
-  const pipeline = ctx.redis.pipeline();
-  ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
-  ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
-  const replies = await pipeline.exec();
+  const queueCalls = (pipeline: ChainableCommander) => {
+    ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
+    ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
+  };
+  const durable = isDurable(ctx, options.durable);
+  const replies = durable ? await execWithReplicaWait(ctx, queueCalls) : await execPipeline(ctx, queueCalls);
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
+  const failure = durable ? replicationFailure(ctx, replies?.[2], `job ${result.id}`) : undefined;
+  if (failure) throw failure;
   if (result.id !== prepared.id) return { submitted: result, job: await getJob(ctx, result.id) };
   const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.pool, [prepared.id], replies?.[1]);
   return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
@@ -83,14 +94,16 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
     [...byPool.entries()].map(async ([pool, indexes]) => {
       await ctx.rememberPool(pool);
       // batches of SUBMIT_BATCH jobs per function call, all batches in one pipeline
-      const pipeline = ctx.redis.pipeline();
       const batches: number[][] = [];
-      for (let start = 0; start < indexes.length; start += SUBMIT_BATCH) {
-        const batch = indexes.slice(start, start + SUBMIT_BATCH);
-        batches.push(batch);
-        ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
-      }
-      const replies = (await pipeline.exec()) ?? [];
+      for (let start = 0; start < indexes.length; start += SUBMIT_BATCH) batches.push(indexes.slice(start, start + SUBMIT_BATCH));
+      const queueCalls = (pipeline: ChainableCommander) => {
+        for (const batch of batches) {
+          ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
+        }
+      };
+      const durable = isDurable(ctx, options.durable);
+      const replies = (durable ? await execWithReplicaWait(ctx, queueCalls) : await execPipeline(ctx, queueCalls)) ?? [];
+      const failure = durable ? replicationFailure(ctx, replies[batches.length], `the batch's jobs of pool ${pool}`) : undefined;
       batches.forEach((batch, b) => {
         let reply: SubmitManyReply | undefined;
         let error: unknown;
@@ -107,13 +120,19 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
             const typed = fromRedisError(new Error(String(entry[1])));
             results[index] = typed instanceof EmpError ? typed : new EmpError('CORRUPT', String(entry[1]));
           } else {
-            results[index] = submitted(pool, entry as SubmitReply);
+            results[index] = failure ?? submitted(pool, entry as SubmitReply);
           }
         });
       });
     }),
   );
   return results;
+}
+
+function execPipeline(ctx: BrokerContext, queueCalls: (pipeline: ChainableCommander) => void) {
+  const pipeline = ctx.redis.pipeline();
+  queueCalls(pipeline);
+  return pipeline.exec();
 }
 
 export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null> {
@@ -256,8 +275,17 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
   const dclass = durationClass(job.service, job.requirements.models);
   const route = await ctx.router.route(job, dclass);
   const pool = route.pool;
-  const cls = requirementClass(job);
   const id = `${pool}.${Date.now().toString(36)}${randomIdPart()}`;
+  return { pool, id, args: submitArgs(ctx, job, id, payload, dclass, route.fields, options) };
+}
+
+/**
+ * The arguments of emp_submit for a parsed job with its id, payload (JSON) and route fields
+ * (a workflow prepares its steps' with an empty id and payload, which its Lua side fills in).
+ */
+export function submitArgs(ctx: BrokerContext, job: SubmitJob, id: string, payload: string, dclass: string, routeFields: Array<string | number>, options: SubmitOptions = {}): ArgsOf<typeof FUNCTIONS.submit> {
+  const { config } = ctx;
+  const cls = requirementClass(job);
   const { idempotency_key: idempotencyKey, ...request } = job;
   const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
   const fields: Arg[] = ['tenant', job.tenant, 'service', job.service];
@@ -270,36 +298,37 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
   if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
   if (job.step !== undefined) fields.push('step', job.step);
   // how the pool was chosen (short values: the hash stays compact), and the class a success records its time under
-  fields.push('dclass', dclass, ...route.fields);
+  fields.push('dclass', dclass, ...routeFields);
   if (job.expected_duration_s !== undefined) fields.push('expected_duration_s', job.expected_duration_s);
   // an optional field: a claim reads it only from a job marked `opt` (a job submitted with tracing off pays nothing)
   if (options.traceparent && TRACEPARENT.test(options.traceparent)) fields.push('traceparent', options.traceparent);
-  return {
-    pool,
+  return [
     id,
-    args: [
-      id,
-      cls.id,
-      cls.definition,
-      job.priority,
-      idempotencyKey ? `${job.tenant}:${idempotencyKey}` : '',
-      fingerprint,
-      config.idempotencyTtlMs,
-      job.delay_ms ?? 0,
-      job.deadlines?.queue_ttl_ms ?? '',
-      job.deadlines?.start_timeout_ms ?? '',
-      payload,
-      config.maxQueuedClasses,
-      fields.length,
-      ...fields,
-    ],
-  };
+    cls.id,
+    cls.definition,
+    job.priority,
+    idempotencyKey ? `${job.tenant}:${idempotencyKey}` : '',
+    fingerprint,
+    config.idempotencyTtlMs,
+    job.delay_ms ?? 0,
+    job.deadlines?.queue_ttl_ms ?? '',
+    job.deadlines?.start_timeout_ms ?? '',
+    payload,
+    config.maxQueuedClasses,
+    fields.length,
+    ...fields,
+  ];
 }
 
 /** What a submit carries beside the job itself. */
 export interface SubmitOptions {
   /** the W3C trace context of the submit (the API request's span), kept on the job for its later spans */
   traceparent?: string;
+  /**
+   * answer only once a replica has the job (durable.ts; NotReplicatedError if none does in
+   * `durableSubmitTimeoutMs`); default: the broker's `durableSubmit`
+   */
+  durable?: boolean;
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -322,7 +351,7 @@ function decodeListCursor(cursor: string): ListPosition {
 /** 48 random bits as 10 base-36 digits; random bytes are drawn 6 KiB at a time (one syscall per 1,024 ids). */
 const randomPool = Buffer.alloc(6 * 1024);
 let randomOffset = randomPool.length;
-function randomIdPart(): string {
+export function randomIdPart(): string {
   if (randomOffset === randomPool.length) {
     randomFillSync(randomPool);
     randomOffset = 0;

@@ -2,12 +2,18 @@
 -- id, with a fresh attempts budget and its original place in line.
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] job id
--- Returns the new state ('queued'). Errors: NOT_FOUND, NOT_RETRYABLE (job not finished, or succeeded).
+-- Returns the new state ('queued'). Errors: NOT_FOUND, NOT_RETRYABLE (job not finished, or succeeded, or
+-- a step of a workflow: its workflow decided what followed its end).
 local function retry(keys, args)
   local ctx = context(keys, args)
   local job = must_exist(ctx.p, args[7])
   if not (job.state == 'failed' or job.state == 'canceled' or job.state == 'expired') then
     raise('NOT_RETRYABLE', 'job ' .. job.id .. ' is ' .. job.state .. '; only failed, canceled or expired jobs can be retried')
+  end
+  local step, workflow = workflows.step_of(ctx.p, job.id)
+  if step then
+    raise('NOT_RETRYABLE', 'job ' .. job.id .. ' is step ' .. step .. ' of workflow ' .. workflow ..
+      ', which has moved on from it; submit the workflow again to rerun it')
   end
   local key = job_key(ctx.p, job.id)
   call('PERSIST', key)

@@ -65,6 +65,11 @@ local function detach(ctx, job, claim_follows)
   end
 end
 
+-- Workflows' transitions (65-workflows.lua fills the table: they need the submit of
+-- 60-submit.lua); `finish` calls workflows.step_ended for a job with `opt` fields, the
+-- only jobs that can be a step's.
+local workflows = {}
+
 -- Ends a detached job in a terminal state and lets it expire after its retention;
 -- `...` are more field/value pairs to record with it. (finished_at is also its
 -- last update: a reader takes the latest of its timestamps.)
@@ -86,6 +91,7 @@ local function finish(ctx, job, state, ...)
   else
     job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service, 'worker', worker)
   end
+  if opt_fields(job.opt) then workflows.step_ended(ctx, job, state) end
 end
 
 -- Puts a job (back) into its class queue at its original place.

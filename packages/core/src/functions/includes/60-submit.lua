@@ -70,7 +70,9 @@ function demand.flush(ctx)
   ctx.demand = nil
 end
 
-local function submit_job(ctx, args, at)
+-- `seq`: the place in line to take instead of a new one (a workflow's later steps keep
+-- the workflow's, see 65-workflows.lua); nil for a plain submit.
+local function submit_job(ctx, args, at, seq)
   local p, now = ctx.p, ctx.now
   local id, class, def = args[at], args[at + 1], args[at + 2]
   local priority = tonumber(args[at + 3])
@@ -103,9 +105,11 @@ local function submit_job(ctx, args, at)
   local max_classes = tonumber(args[at + 11])
   local delay = tonumber(args[at + 7]) or 0
   -- the score as text once: each redis.call would format a Lua number again
-  local seq = call('INCR', p .. 'seq')
-  -- the shard's first job ever: nothing stored in an older layout, so it starts at the current one
-  if seq == 1 then call('SET', schema_key(p), SCHEMA_VERSION) end
+  if not seq then
+    seq = call('INCR', p .. 'seq')
+    -- the shard's first job ever: nothing stored in an older layout, so it starts at the current one
+    if seq == 1 then call('SET', schema_key(p), SCHEMA_VERSION) end
+  end
   local score = string.format('%d', job_score(priority, seq))
   if delay <= 0 then
     if call('ZADD', p .. 'classes', 'LT', score, class) == 1 and max_classes
