@@ -652,10 +652,11 @@ class Simulation {
    * both stay at least (lease, or silence before offline) - 2 intervals ahead of
    * every tick meanwhile. So every other heartbeat may go, when the next one
    * surely comes and renews the same: the machine is not draining, holds no
-   * borrowed job (whose pool it stops beating in once the job is done), and nothing that could stop it
-   * (its interruption or notice, an autoscaler round, which any interruption
-   * also starts) falls before it. The deadlines of a machine that stops are
-   * those of its last heartbeat, as if none had been left out.
+   * borrowed job (whose pool it stops beating in once the job is done), and
+   * nothing that could stop it (its interruption or notice, an autoscaler
+   * round, which any interruption also starts) falls before it. The deadlines
+   * of a machine that stops are those of its last heartbeat, as if none had
+   * been left out (RunOptions.reference sends them all; a test compares).
    */
   #beatUnseen(machine: Machine, interval: number): boolean {
     const from = this.#now;
