@@ -30,10 +30,12 @@ const PLAN_EVERY_MS = 300_000;
 const GB = 1024 ** 3;
 /**
  * The simulated scheduler ticks on a grid of this step (the production
- * scheduler's longest sleep), but only at the grid instants where something
- * can be due: each tick's reply says when the next item falls due (a lease
- * running out, a worker falling silent, a timer), and the tick runs at the
- * first grid instant at or after it. A tick in between would find nothing.
+ * scheduler's longest sleep), but calls the broker only at the grid instants
+ * where something can be due: each tick's reply says when the next item falls
+ * due (a lease running out, a worker falling silent, a timer), and the broker
+ * is ticked at the first grid instant at or after it. A tick in between would
+ * find nothing. The grid's events stay in the agenda (they cost no call), so
+ * everything happens in the same order as with every tick.
  */
 const TICK_MS = 1_000;
 /**
@@ -105,7 +107,7 @@ export interface HourlyMs {
 
 type Event =
   | { kind: 'arrival'; job: SimJob }
-  | { kind: 'tick'; seq: number }
+  | { kind: 'tick' }
   | { kind: 'scale' }
   | { kind: 'booted'; machine: Machine }
   | { kind: 'notice'; machine: Machine }
@@ -232,9 +234,8 @@ class Simulation {
   #borrowed = 0;
   readonly #hits = { warm: 0, disk: 0, cold: 0 };
   #dispatchDue = false;
-  /** the pending tick: when, and its number (a tick brought forward leaves the one it replaces stale) */
-  #tickAt = 0;
-  #tickSeq = 0;
+  /** when the broker's tick next has something to do (the grid's first tick at or after it calls it) */
+  #tickDueAt = 0;
   #nextScaleAt = 0;
   /** the last call the run did not wait for, while its reply is out (replies come in order: once it is in, all are), and since when */
   #inFlight: Promise<void> | undefined;
@@ -280,7 +281,7 @@ class Simulation {
     if (this.options.policy.pools) await this.#learnHistory();
     for (const job of this.options.workload) if (job.arrivalMs < this.#endMs) this.#schedule(job.arrivalMs, { kind: 'arrival', job });
     this.#schedule(0, { kind: 'scale' });
-    this.#scheduleTick(0);
+    this.#schedule(0, { kind: 'tick' });
     if (this.options.policy.planner) this.#schedule(PLAN_EVERY_MS, { kind: 'plan' });
 
     for (;;) {
@@ -391,15 +392,9 @@ class Simulation {
     if (this.#failure) throw this.#failure;
   }
 
-  #scheduleTick(at: number): void {
-    this.#tickAt = at;
-    this.#schedule(at, { kind: 'tick', seq: ++this.#tickSeq });
-  }
-
-  /** Something may have set a timer (a failure's retry): the next grid instant ticks. */
+  /** Something may have set a timer (a failure's retry): the next tick of the grid calls the broker. */
   #tickSoon(): void {
-    const next = (Math.floor(this.#now / TICK_MS) + 1) * TICK_MS;
-    if (next < this.#tickAt) this.#scheduleTick(next);
+    this.#tickDueAt = Math.min(this.#tickDueAt, this.#now);
   }
 
   /** Virtual time moves in whole milliseconds: the broker stores integer timestamps. */
@@ -412,16 +407,17 @@ class Simulation {
       case 'arrival':
         return this.#submit(event.job);
       case 'tick': {
-        if (event.seq !== this.#tickSeq) return; // replaced by one brought forward
-        let dueIn = maxTickGapMs(this.#config);
-        // the pools' ticks go out together, in pool order (each pool is its own shard: none waits on another's)
-        for (const { handled, nextDueInMs } of await Promise.all(this.#pools.map((pool) => this.#broker.tick(pool.name)))) {
-          if (handled > 0) this.#dispatchDue = true;
-          // a full batch: more may be due now
-          dueIn = Math.min(dueIn, handled >= this.#config.tickLimit ? 0 : (nextDueInMs ?? Infinity));
+        if (this.options.reference || this.#now >= this.#tickDueAt) {
+          let dueIn = maxTickGapMs(this.#config);
+          // the pools' ticks go out together, in pool order (each pool is its own shard: none waits on another's)
+          for (const { handled, nextDueInMs } of await Promise.all(this.#pools.map((pool) => this.#broker.tick(pool.name)))) {
+            if (handled > 0) this.#dispatchDue = true;
+            // a full batch: more may be due now
+            dueIn = Math.min(dueIn, handled >= this.#config.tickLimit ? 0 : (nextDueInMs ?? Infinity));
+          }
+          this.#tickDueAt = this.#now + dueIn;
         }
-        const next = this.options.reference ? this.#now + TICK_MS : Math.max(this.#now + TICK_MS, Math.ceil((this.#now + dueIn) / TICK_MS) * TICK_MS);
-        this.#scheduleTick(next);
+        this.#schedule(this.#now + TICK_MS, { kind: 'tick' });
         return;
       }
       case 'scale':
