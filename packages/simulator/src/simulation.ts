@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Broker, type BrokerConfig, type ClaimResult, type ClaimedJob, type Lease, DEFAULT_SERVICES, brokerConfig, fallbackRules, poolOfJobId } from '@emp/core';
 import { startRedis } from '@emp/core/redis-server';
 import { type DemandBucket, type FleetMachine, type PastDecision, planRound } from '@emp/planning';
@@ -25,8 +28,26 @@ const MODEL_LOAD_P50_S = 23;
  */
 const PLAN_EVERY_MS = 300_000;
 const GB = 1024 ** 3;
-/** the production scheduler's longest sleep: the broker's tick runs at least this often */
+/**
+ * The simulated scheduler ticks on a grid of this step (the production
+ * scheduler's longest sleep), but calls the broker only at the grid instants
+ * where something can be due: each tick's reply says when the next item falls
+ * due (a lease running out, a worker falling silent, a timer), and the broker
+ * is ticked at the first grid instant at or after it. A tick in between would
+ * find nothing. The grid's events stay in the agenda (they cost no call), so
+ * everything happens in the same order as with every tick.
+ */
 const TICK_MS = 1_000;
+/**
+ * The longest a tick waits when nothing is due: anything that can fall due
+ * later is created after the tick, and falls due at least this long after its
+ * creation (a new lease runs leaseMs, a new worker falls silent after
+ * offlineAfterMs), so a tick this soon sees it first. A failure (which may set
+ * a retry timer) brings the next tick forward to the next grid instant.
+ */
+function maxTickGapMs(config: BrokerConfig): number {
+  return Math.min(config.leaseMs, config.offlineAfterMs);
+}
 
 export interface JobRecord {
   job: SimJob;
@@ -123,6 +144,11 @@ class Machine {
   inUse: string | undefined;
   /** models the planner asked it to download, still coming */
   readonly prefetching = new Set<string>();
+  /** when its spot interruption comes, and its notice (if any) */
+  preemptAtMs = Infinity;
+  noticeAtMs = Infinity;
+  /** its last heartbeat was left out (see #heartbeat): the next one goes out */
+  skippedBeat = false;
   constructor(
     readonly record: MachineRecord,
     readonly random: Random,
@@ -142,6 +168,11 @@ export interface RunOptions {
   machines?: number;
   /** multiplies the daily fleet curve (or the fixed size): `--fit` looks for the smallest scale that meets the targets (default 1) */
   fleetScale?: number;
+  /**
+   * Ticks at every grid instant and sends every heartbeat, leaving out none of
+   * those that cannot make a difference: slower, the same report (a test checks it).
+   */
+  reference?: boolean;
 }
 
 /**
@@ -151,14 +182,21 @@ export interface RunOptions {
  * written into a Redis that real workers use.
  */
 export async function runPolicy(options: RunOptions): Promise<RunOutcome> {
-  const server = await startRedis();
-  const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  // the run talks to its server over a Unix socket in the server's folder: a round trip costs less than over TCP
+  const dir = await mkdtemp(join(tmpdir(), 'emp-sim-'));
+  const socket = join(dir, 'redis.sock');
+  const server = await startRedis({ dir, args: ['--unixsocket', socket, '--unixsocketperm', '700'] }).catch(async (error: unknown) => {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  });
+  const redis = new Redis({ path: socket, lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
     return await new Simulation(redis, options).run();
   } finally {
     redis.disconnect();
     await server.stop();
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -189,11 +227,23 @@ class Simulation {
   #broker!: Broker;
   #now = 0;
   #machineSeq = 0;
-  #preemptions = 0;
+  #preempted = 0;
+  /** every machine's spot interruption time, ascending (an interruption makes the autoscaler act) */
+  readonly #preemptions: number[] = [];
   #requeued = 0;
   #borrowed = 0;
   readonly #hits = { warm: 0, disk: 0, cold: 0 };
   #dispatchDue = false;
+  /** when the broker's tick next has something to do (the grid's first tick at or after it calls it) */
+  #tickDueAt = 0;
+  #nextScaleAt = 0;
+  /** the last call the run did not wait for, while its reply is out (replies come in order: once it is in, all are), and since when */
+  #inFlight: Promise<void> | undefined;
+  #inFlightSince = 0;
+  /** the first error of a call the run did not wait for: the run stops with it */
+  #failure: Error | undefined;
+  /** the connection's writes are held until the run next waits for a reply (then all go in one write) */
+  #corked = false;
   readonly #hourly: HourlyMs[];
 
   constructor(
@@ -205,7 +255,14 @@ class Simulation {
     this.#services = [...new Set(options.workload.map((j) => j.service))].sort();
     for (const job of options.workload) if (!this.#models.has(job.model)) this.#models.set(job.model, { name: job.model, sizeGb: 5 });
     this.#hourly = Array.from({ length: Math.ceil(options.hours) }, () => ({ upMs: 0, occupiedMs: 0, executionMs: 0, arrivals: 0 }));
-    this.#config = brokerConfig({ namespace: 'sim', services: [...new Set([...DEFAULT_SERVICES, ...this.#services])], affinityWaitMs: options.policy.affinity ? options.config.affinity_wait_s * 1000 : 0 });
+    this.#config = brokerConfig({
+      namespace: 'sim',
+      services: [...new Set([...DEFAULT_SERVICES, ...this.#services])],
+      affinityWaitMs: options.policy.affinity ? options.config.affinity_wait_s * 1000 : 0,
+      // the simulated scheduler never stops: ticks skipped because nothing was due are no outage
+      // (the tick takes a longer gap than this for one, see TICK_MS)
+      clockGapMs: 7 * 86_400_000,
+    });
     this.#pools = options.policy.pools ? poolsByWork(this.#config, options.config.fleet.types, options.workload) : [{ name: POOL, share: 1, types: options.config.fleet.types }];
   }
 
@@ -219,6 +276,8 @@ class Simulation {
       clock: () => VIRTUAL_EPOCH_MS + this.#now,
       config: this.#config,
     });
+    // the calls made on replies (inside the broker's methods too) go out together once they are all made
+    this.redis.stream.prependListener('data', () => this.#batch());
     if (this.options.policy.pools) await this.#learnHistory();
     for (const job of this.options.workload) if (job.arrivalMs < this.#endMs) this.#schedule(job.arrivalMs, { kind: 'arrival', job });
     this.#schedule(0, { kind: 'scale' });
@@ -228,13 +287,18 @@ class Simulation {
     for (;;) {
       const at = this.#events.peekTime();
       if (at === undefined || at >= this.#endMs) break;
+      // replies not waited for are read at least once a heartbeat interval, as a worker reads its heartbeat's
+      if (this.#inFlight && at - this.#inFlightSince >= this.options.config.heartbeat_s * 1000) await this.#settle();
       // everything due at one instant happens before the idle workers look for work
       while (this.#events.peekTime() === at) {
         this.#now = at;
+        this.#batch();
         await this.#handle(this.#events.pop()!.event);
       }
       if (this.#dispatchDue) await this.#dispatch();
+      if (this.#failure) throw this.#failure;
     }
+    await this.#settle();
     this.#now = this.#endMs;
     for (const machine of this.#machines) {
       if (machine.lease) this.#spend('occupiedMs', machine.leaseSinceMs, this.#endMs);
@@ -275,6 +339,64 @@ class Simulation {
     this.#now = 0;
   }
 
+  /**
+   * Holds the connection's writes until the run next waits for a reply: the
+   * calls of one stretch of the run (those it does not wait for, then the one
+   * it does) go to Redis in one write, in the order they were made. Only
+   * batching: what Redis runs, and in which order, is the same.
+   */
+  #batch(): void {
+    if (this.#corked) return;
+    const stream = this.redis.stream;
+    stream.cork();
+    this.#corked = true;
+    // once the run waits for a reply: after every continuation queued so far, and the ones they queue
+    queueMicrotask(() =>
+      process.nextTick(() => {
+        this.#corked = false;
+        stream.uncork();
+      }),
+    );
+  }
+
+  /**
+   * Makes a call whose reply the run does not wait for (a heartbeat, a start, a
+   * model report): it goes out now, in order with every other call, and its
+   * reply is handled when it comes in (`onReply`), by the time the run next
+   * waits for one. `call` must send its command at once: one that first waits
+   * for something else would reach Redis after calls made later.
+   */
+  #background<T>(call: () => Promise<T>, onReply?: (reply: T) => void): void {
+    this.#batch();
+    const stream = this.redis.stream;
+    const before = stream.writableLength;
+    const reply = call();
+    if (stream.writableLength === before) throw new Error('a call made without waiting for its reply sent nothing at once: it would reach Redis out of order');
+    if (!this.#inFlight) this.#inFlightSince = this.#now;
+    const settled: Promise<void> = reply.then(
+      (value) => {
+        if (this.#inFlight === settled) this.#inFlight = undefined;
+        onReply?.(value);
+      },
+      (error: Error) => {
+        if (this.#inFlight === settled) this.#inFlight = undefined;
+        this.#failure ??= error;
+      },
+    );
+    this.#inFlight = settled;
+  }
+
+  /** Waits for the replies of the calls made without waiting. */
+  async #settle(): Promise<void> {
+    if (this.#inFlight) await this.#inFlight;
+    if (this.#failure) throw this.#failure;
+  }
+
+  /** Something may have set a timer (a failure's retry): the next tick of the grid calls the broker. */
+  #tickSoon(): void {
+    this.#tickDueAt = Math.min(this.#tickDueAt, this.#now);
+  }
+
   /** Virtual time moves in whole milliseconds: the broker stores integer timestamps. */
   #schedule(at: number, event: Event): void {
     this.#events.push(Math.round(at), event);
@@ -285,16 +407,23 @@ class Simulation {
       case 'arrival':
         return this.#submit(event.job);
       case 'tick': {
-        for (const pool of this.#pools) {
-          const { handled } = await this.#broker.tick(pool.name);
-          if (handled > 0) this.#dispatchDue = true;
+        if (this.options.reference || this.#now >= this.#tickDueAt) {
+          let dueIn = maxTickGapMs(this.#config);
+          // the pools' ticks go out together, in pool order (each pool is its own shard: none waits on another's)
+          for (const { handled, nextDueInMs } of await Promise.all(this.#pools.map((pool) => this.#broker.tick(pool.name)))) {
+            if (handled > 0) this.#dispatchDue = true;
+            // a full batch: more may be due now
+            dueIn = Math.min(dueIn, handled >= this.#config.tickLimit ? 0 : (nextDueInMs ?? Infinity));
+          }
+          this.#tickDueAt = this.#now + dueIn;
         }
         this.#schedule(this.#now + TICK_MS, { kind: 'tick' });
         return;
       }
       case 'scale':
         this.#scale();
-        this.#schedule(this.#now + this.options.config.fleet.scale_every_s * 1000, { kind: 'scale' });
+        this.#nextScaleAt = Math.round(this.#now + this.options.config.fleet.scale_every_s * 1000);
+        this.#schedule(this.#nextScaleAt, { kind: 'scale' });
         return;
       case 'booted':
         return this.#booted(event.machine);
@@ -391,8 +520,13 @@ class Simulation {
     this.#schedule(this.#now + random.uniform(fleet.boot_s.min, fleet.boot_s.max) * 1000, { kind: 'booted', machine });
     if (fleet.preemptions_per_hour > 0) {
       const at = this.#now + random.exponential(3_600_000 / fleet.preemptions_per_hour);
-      if (random.next() < fleet.notice_share) this.#schedule(Math.max(this.#now, at - fleet.notice_s * 1000), { kind: 'notice', machine });
+      if (random.next() < fleet.notice_share) {
+        machine.noticeAtMs = Math.round(Math.max(this.#now, at - fleet.notice_s * 1000));
+        this.#schedule(machine.noticeAtMs, { kind: 'notice', machine });
+      }
+      machine.preemptAtMs = Math.round(at);
       this.#schedule(at, { kind: 'preempt', machine });
+      this.#preemptions.splice(sortedIndex(this.#preemptions, machine.preemptAtMs), 0, machine.preemptAtMs);
     }
   }
 
@@ -416,7 +550,7 @@ class Simulation {
     }
     machine.registered = true;
     machine.record.registeredAtMs = this.#now;
-    await this.#report(machine);
+    this.#report(machine);
     this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
     if (machine.draining) return this.#retire(machine);
     this.#becomeIdle(machine, true);
@@ -436,13 +570,14 @@ class Simulation {
   }
 
   /** Model affinity: the worker tells the broker what it holds now (the real worker reports after each change). */
-  async #report(machine: Machine): Promise<void> {
+  #report(machine: Machine): void {
     if (!this.options.policy.affinity || !machine.alive) return;
-    await this.#broker.reportModels(machine.record.pool, machine.workerId, {
+    const models = {
       loaded: [...machine.vram.keys()],
       on_disk: [...machine.disk.keys()].filter((m) => m !== machine.downloading),
       downloading: machine.downloading ? [machine.downloading] : [],
-    });
+    };
+    this.#background(() => this.#broker.reportModels(machine.record.pool, machine.workerId, models));
   }
 
   /** The worker has no job: it claims at the next dispatch when `claim`, else it waits to be woken. */
@@ -464,7 +599,7 @@ class Simulation {
   /** A spot interruption: with notice the worker hands its job back; without, the job's lease runs out and the broker's tick requeues it. */
   async #preempt(machine: Machine): Promise<void> {
     if (!machine.alive) return;
-    this.#preemptions++;
+    this.#preempted++;
     machine.record.preempted = true;
     const lease = machine.lease;
     const noticed = machine.draining;
@@ -475,29 +610,79 @@ class Simulation {
       const { outcome } = await this.#broker.fail(lease, { kind: 'infrastructure', message: 'spot interruption' });
       if (outcome === 'queued') this.#requeued++;
       this.#dispatchDue = true;
+      this.#tickSoon();
     } else if (lease) {
       this.#requeued++; // the tick will reap it when its lease runs out
     }
     this.#scale(); // the autoscaler replaces it
   }
 
-  async #heartbeat(machine: Machine): Promise<void> {
+  /**
+   * Renews the worker's leases (and its borrowed job's, in that pool). The run
+   * does not wait for the reply: it names the jobs the worker must drop, none
+   * while the worker renews in time, and is handled when it comes in.
+   */
+  #heartbeat(machine: Machine): void {
     if (!machine.alive) return;
+    const interval = this.options.config.heartbeat_s * 1000;
+    this.#schedule(this.#now + interval, { kind: 'heartbeat', machine });
+    if (this.#beatUnseen(machine, interval)) {
+      machine.skippedBeat = true;
+      return;
+    }
+    machine.skippedBeat = false;
     const lease = machine.lease;
     const leases = lease ? [{ jobId: lease.jobId, token: lease.token }] : [];
     const borrowed = lease !== undefined && lease.pool !== machine.record.pool;
-    let dropped = await this.#broker.heartbeat(machine.record.pool, machine.workerId, borrowed ? [] : leases);
+    this.#background(() => this.#broker.heartbeat(machine.record.pool, machine.workerId, borrowed ? [] : leases), (dropped) => this.#dropped(machine, dropped));
     if (borrowed) {
-      dropped = await this.#broker.heartbeat(lease.pool, machine.workerId, leases);
+      this.#background(() => this.#broker.heartbeat(lease.pool, machine.workerId, leases), (dropped) => this.#dropped(machine, dropped));
       machine.beats.set(lease.pool, this.#now);
     }
-    if (machine.lease && dropped.some((d) => d.jobId === machine.lease!.jobId)) {
-      machine.lease = undefined; // the broker took the job back: the worker stops it and looks for another
-      machine.inUse = undefined;
-      this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
-      if (!machine.draining) this.#becomeIdle(machine, true);
-    }
-    this.#schedule(this.#now + this.options.config.heartbeat_s * 1000, { kind: 'heartbeat', machine });
+  }
+
+  /**
+   * Whether this heartbeat can make no difference, so it need not be sent: a
+   * heartbeat only moves the worker's liveness and lease deadlines (the broker's
+   * tick acts on them), and while the worker beats again one interval later,
+   * both stay at least (lease, or silence before offline) - 2 intervals ahead of
+   * every tick meanwhile. So every other heartbeat may go, when the next one
+   * surely comes and renews the same: the machine is not draining, holds no
+   * borrowed job (whose pool it stops beating in once the job is done), and
+   * nothing that could stop it (its interruption or notice, an autoscaler
+   * round, which any interruption also starts) falls before it. The deadlines
+   * of a machine that stops are those of its last heartbeat, as if none had
+   * been left out (RunOptions.reference sends them all; a test compares).
+   */
+  #beatUnseen(machine: Machine, interval: number): boolean {
+    const from = this.#now;
+    const to = from + interval;
+    // an event at this very instant may still come after this heartbeat, one at the next heartbeat's before it
+    const within = (at: number) => at >= from && at <= to;
+    return (
+      !this.options.reference &&
+      !machine.skippedBeat &&
+      2 * interval < Math.min(this.#config.leaseMs, this.#config.offlineAfterMs) &&
+      to < this.#endMs &&
+      !machine.draining &&
+      // a borrowed job's pool hears from the worker only while it holds the job: its last heartbeat there must go
+      (machine.lease === undefined || machine.lease.pool === machine.record.pool) &&
+      !within(machine.preemptAtMs) &&
+      !within(machine.noticeAtMs) &&
+      !within(this.#nextScaleAt) &&
+      !within(this.#preemptions[sortedIndex(this.#preemptions, from)] ?? Infinity)
+    );
+  }
+
+  /** A heartbeat's reply: the jobs the broker took back (the worker stops the one it holds and looks for another). */
+  #dropped(machine: Machine, dropped: Array<{ jobId: string }>): void {
+    if (dropped.length === 0) return;
+    this.#tickSoon(); // the requeue may have set a timer
+    if (!machine.alive || !machine.lease || !dropped.some((d) => d.jobId === machine.lease!.jobId)) return;
+    machine.lease = undefined;
+    machine.inUse = undefined;
+    this.#spend('occupiedMs', machine.leaseSinceMs, this.#now);
+    if (!machine.draining) this.#becomeIdle(machine, true);
   }
 
   // ------------------------------------------------------------------ work
@@ -518,12 +703,12 @@ class Simulation {
       list.push(machine);
       byPool.set(machine.record.pool, list);
     }
-    for (const [pool, machines] of byPool) {
-      const signals = await this.#broker.takeSignals(pool, machines.map((m) => m.workerId));
+    const taken = await Promise.all([...byPool].map(([pool, machines]) => this.#broker.takeSignals(pool, machines.map((m) => m.workerId))));
+    [...byPool.values()].forEach((machines, i) => {
       for (const machine of machines) {
-        if (signals.get(machine.workerId)?.some((s) => s.type === 'wake')) this.#claimDue.add(machine);
+        if (taken[i]!.get(machine.workerId)?.some((s) => s.type === 'wake')) this.#claimDue.add(machine);
       }
-    }
+    });
     const due = [...this.#claimDue].sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
     this.#claimDue.clear();
     for (const machine of due) {
@@ -610,12 +795,12 @@ class Simulation {
     makeRoom(machine.disk, this.#models, model, machine.record.type.disk_gb, machine.inUse);
     // on disk, not used yet: least recently used first among what it holds
     machine.disk.set(name, this.#now);
-    await this.#report(machine);
+    this.#report(machine);
   }
 
   async #evict(machine: Machine, name: string): Promise<void> {
     if (name === machine.inUse || name === machine.downloading || machine.vram.has(name) || !machine.disk.delete(name)) return;
-    await this.#report(machine);
+    this.#report(machine);
   }
 
   // ------------------------------------------------------------------ cross-pool fallback
@@ -634,7 +819,7 @@ class Simulation {
     for (const rule of this.#rules(machine)) {
       // a borrower stays online in the pools it borrows from (the real worker heartbeats each)
       if (this.#now - (machine.beats.get(rule.pool) ?? -Infinity) >= this.options.config.heartbeat_s * 1000) {
-        await this.#broker.heartbeat(rule.pool, machine.workerId, []);
+        this.#background(() => this.#broker.heartbeat(rule.pool, machine.workerId, []));
         machine.beats.set(rule.pool, this.#now);
       }
       const result = await this.#broker.claimFallback(rule.pool, machine.workerId, {
@@ -705,7 +890,7 @@ class Simulation {
       makeRoom(machine.vram, this.#models, model, machine.record.type.gpu_memory_gb);
     }
     // while it downloads or loads, the model is not loaded yet: the report says so, and the next one (at start) that it is
-    if (changed) await this.#report(machine);
+    if (changed) this.#report(machine);
     touch(machine.vram, model.name, this.#now);
     machine.pendingReport = changed;
     this.#schedule(this.#now + Math.round(readyIn), { kind: 'ready', machine, claimed });
@@ -713,11 +898,11 @@ class Simulation {
 
   async #ready(machine: Machine, claimed: ClaimedJob): Promise<void> {
     if (!machine.alive || machine.lease?.token !== claimed.lease.token) return;
-    await this.#broker.start(claimed.lease);
+    this.#background(() => this.#broker.start(claimed.lease));
     machine.downloading = undefined;
     if (machine.pendingReport) {
       machine.pendingReport = false;
-      await this.#report(machine);
+      this.#report(machine);
     }
     const record = this.#jobs.get(claimed.id)!;
     record.startedAtMs ??= this.#now;
@@ -777,7 +962,7 @@ class Simulation {
       lost,
       failed,
       machines: this.#machines.map((m) => m.record),
-      preemptions: this.#preemptions,
+      preemptions: this.#preempted,
       requeued: this.#requeued,
       modelHits: this.#hits,
       fallbackClaims: this.#borrowed,
@@ -786,6 +971,18 @@ class Simulation {
       peakHour: (this.options.config.workload.trough_hour + 12) % 24,
     };
   }
+}
+
+/** The first index of the ascending `list` whose value is at least `value`. */
+function sortedIndex(list: readonly number[], value: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 function touch(cache: Map<string, number>, name: string, now: number): void {
