@@ -268,6 +268,80 @@ describe('workflow progression', () => {
     expect(workflow!.steps[1]!.jobs.map((j) => j.state)).toEqual(['failed', 'canceled', 'canceled']);
   });
 
+  it('cancels the other items of an optional fan-out that fails as the last step, before the workflow succeeds', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        each: { service: 'simulation', needs: ['a'], optional: true, for_each: { $from: 'a' } },
+      },
+    });
+    const a = await claim(b);
+    await b.complete(a.lease, [1, 2, 3]);
+    const first = await claim(b);
+    await b.fail(first.lease, failing('bad item'));
+    const workflow = await b.getWorkflow(id);
+    expect(workflow!.state).toBe('succeeded');
+    // no item of the ended workflow is left to run
+    expect(workflow!.steps[1]!.jobs.map((j) => j.state)).toEqual(['failed', 'canceled', 'canceled']);
+    await nothingQueued(b);
+    const events = await b.readEvents('standard', '0', { count: 10_000 });
+    const end = events.findIndex((e) => e.type === 'workflow.succeeded');
+    expect(events.slice(end + 1).map((e) => e.type)).toEqual([]);
+  });
+
+  it('resolves references through results with escapes, unicode, nesting and every kind of value', async () => {
+    const b = await broker();
+    await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        b: {
+          service: 'simulation',
+          needs: ['a'],
+          payload: {
+            k: { $from: 'a.k' },
+            deep: { $from: 'a.list[1][1][0]' },
+            obj: { $from: 'a.list[2]' },
+            t: { $from: 'a.t' },
+            f: { $from: 'a.f' },
+            n: { $from: 'a.n' },
+            num: { $from: 'a.num' },
+            u: { $from: 'a.u' },
+            last: { $from: 'a.last' },
+          },
+        },
+      },
+    });
+    const first = await claim(b);
+    const result = {
+      'k"\\': 'decoy',
+      x: 'a string with "quotes", \\ backslashes, } and ] and { [',
+      list: ['"]', [1, [-2.5e3, null]], { 'k\\"}': { k: '}' }, k: ['é', '😀'] }],
+      t: true,
+      f: false,
+      n: null,
+      num: -0.125,
+      u: 'é 😀 \u0000 \n',
+      k: 'the real k',
+      last: { a: [] },
+    };
+    await b.complete(first.lease, result);
+    const next = await claim(b);
+    expect(next.payload).toEqual({
+      k: 'the real k',
+      deep: -2500,
+      obj: result.list[2],
+      t: true,
+      f: false,
+      n: null,
+      num: -0.125,
+      u: result.u,
+      last: { a: [] },
+    });
+  });
+
   it('refuses a fan-out over more than 100 items', async () => {
     const b = await broker();
     const { id } = await b.submitWorkflow({

@@ -227,6 +227,9 @@ do
     call('HSET', w.key, unpack(fields))
     call('HINCRBY', w.key, 'left', -1)
     local step = w.steps[name]
+    -- a fan-out that failed at one item: its other items go first, whatever follows (the
+    -- workflow may end below, failed, or succeeded when the step was optional and the last)
+    if state ~= 'succeeded' and step.e then cancel_rest_of_step(ctx, w, name) end
     if state == 'succeeded' then
       event(ctx, w, 'workflow.step_succeeded', 'step', name)
     elseif not step.opt then
@@ -343,11 +346,8 @@ do
         why = submit_step_job(ctx, w, step, 0, payload)
       end
     end
-    if why then
-      step_ended(ctx, w, name, 'failed', why)
-      -- an optional fan-out step whose later item could not be queued: its earlier items go
-      if w.state == 'running' then cancel_rest_of_step(ctx, w, name) end
-    end
+    -- (a fan-out whose later item could not be queued: step_ended cancels its earlier items)
+    if why then step_ended(ctx, w, name, 'failed', why) end
   end
 
   -- A job of a step ended (called by `finish` for every job with `opt` fields).
@@ -393,7 +393,6 @@ do
       if reason and reason ~= '' then message = message .. ': ' .. reason end
     end
     step_ended(ctx, w, name, 'failed', message)
-    if w.state == 'running' and step.e then cancel_rest_of_step(ctx, w, name) end
   end
 
   -- Accepts a workflow (def: workflow.ts's prepared definition, as JSON) and queues its first steps.
