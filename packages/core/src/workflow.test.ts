@@ -367,6 +367,22 @@ describe('workflow progression', () => {
   });
 });
 
+describe('workflow listing', () => {
+  it("lists a tenant's workflows however many other tenants submitted after them", async () => {
+    const b = await broker();
+    const one = { pool: 'standard', steps: { a: { service: 'simulation' } } };
+    const { id } = await b.submitWorkflow({ ...one, tenant: 'acme' });
+    const others: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      now += 1;
+      others.push((await b.submitWorkflow({ ...one, tenant: 'globex' })).id);
+    }
+    expect((await b.listWorkflows({ tenant: 'acme', limit: 1 })).map((w) => [w.id, w.tenant])).toEqual([[id, 'acme']]);
+    expect((await b.listWorkflows({ tenant: 'globex', limit: 2 })).map((w) => w.id)).toEqual(others.slice(-2).reverse());
+    expect((await b.listWorkflows({ limit: 7 })).map((w) => w.id)).toEqual([...others].reverse().concat(id));
+  });
+});
+
 describe('workflow ordering', () => {
   it("claims a workflow's third step before single jobs submitted after the workflow began, at equal priority", async () => {
     const b = await broker();

@@ -11,7 +11,7 @@
 --                 not ended), jobs:<s> (its jobs: 1, or a fan-out's items), ileft:<s> (items not ended),
 --                 ready_at:<s>, ended_at:<s>, err:<s>; per job: j:<job id> -> <step>#<item>
 --   wf:<id>:out   step -> its result (JSON text; a fan-out's: the array of its items'), <step>#<i> -> an item's
---   wfs           every workflow as "<id>|<tenant>" by submitted_at (listing)
+--   wfs           every workflow as "<id>|<tenant>" by submitted_at (listing); wfs:tenant:<t>: one tenant's ids
 -- (`workflows`, the table of these transitions, is declared in 40-lifecycle.lua, whose `finish` calls it.)
 
 do
@@ -411,10 +411,15 @@ do
     end
     call('HSET', key, unpack(fields))
     call('ZADD', p .. 'wfs', ctx.ts, id .. '|' .. tenant)
-    -- the listing keeps what retention keeps: entries older than the longer retention go (0: kept for ever)
+    -- one tenant's, so that its listing does not page through every other tenant's
+    local of_tenant = p .. 'wfs:tenant:' .. tenant
+    call('ZADD', of_tenant, ctx.ts, id)
+    -- the listings keep what retention keeps: entries older than the longer retention go (0: kept for ever)
     local kept, failed_kept = tonumber(ctx.retention_ms) or 0, tonumber(ctx.failed_retention_ms) or 0
     if kept > 0 and failed_kept > 0 then
-      call('ZREMRANGEBYSCORE', p .. 'wfs', '-inf', string.format('(%d', ctx.now - math.max(kept, failed_kept)))
+      local before = string.format('(%d', ctx.now - math.max(kept, failed_kept))
+      call('ZREMRANGEBYSCORE', p .. 'wfs', '-inf', before)
+      call('ZREMRANGEBYSCORE', of_tenant, '-inf', before)
     end
     local w = load(p, id)
     event(ctx, w, 'workflow.submitted')
