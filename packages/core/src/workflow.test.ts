@@ -342,6 +342,22 @@ describe('workflow progression', () => {
     });
   });
 
+  it('resolves a field past a key that JSON text may hold but cjson cannot decode (a lone surrogate)', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        b: { service: 'simulation', needs: ['a'], payload: { k: { $from: 'a.k' }, odd: { $from: 'a.odd' } } },
+      },
+    });
+    const first = await claim(b);
+    await b.complete(first.lease, { '\ud800': 1, odd: { '\udc00x': 'y' }, k: 'found' });
+    const next = await claim(b);
+    expect(next.payload).toEqual({ k: 'found', odd: { '\udc00x': 'y' } });
+    expect((await b.getWorkflow(id))!.steps[0]!.state).toBe('succeeded');
+  });
+
   it('refuses a fan-out over more than 100 items', async () => {
     const b = await broker();
     const { id } = await b.submitWorkflow({

@@ -78,7 +78,13 @@ do
     while j and string.sub(s, j, j) == '"' do
       local e = skip_string(s, j)
       if not e then return nil end
-      local key = cjson.decode(string.sub(s, j, e - 1))
+      -- a key without escapes is its text; one with escapes is decoded, and one cjson refuses
+      -- (a lone surrogate, which JSON text may hold) is no name a path can give
+      local key = string.sub(s, j + 1, e - 2)
+      if string.find(key, '\\', 1, true) then
+        local ok, decoded = pcall(cjson.decode, string.sub(s, j, e - 1))
+        key = ok and decoded or nil
+      end
       local v = ws(s, e)
       if not v or string.sub(s, v, v) ~= ':' then return nil end
       v = ws(s, v + 1)
