@@ -358,6 +358,19 @@ describe('workflow progression', () => {
     expect((await b.getWorkflow(id))!.steps[0]!.state).toBe('succeeded');
   });
 
+  it('names how many items a list has when an index is past its end', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: { a: { service: 'simulation' }, b: { service: 'simulation', needs: ['a'], payload: { x: { $from: 'a.images[3]' } } } },
+    });
+    const a = await claim(b);
+    await b.complete(a.lease, { images: ['one', ['t', 'w', 'o', ']']] });
+    expect((await b.getWorkflow(id))!.error).toBe(
+      'step b failed: reference {"$from":"a.images[3]"} does not resolve: the result of step a at images has 2 items, no [3]',
+    );
+  });
+
   it('refuses a fan-out over more than 100 items', async () => {
     const b = await broker();
     const { id } = await b.submitWorkflow({
@@ -365,8 +378,9 @@ describe('workflow progression', () => {
       steps: { a: { service: 'simulation' }, b: { service: 'simulation', needs: ['a'], for_each: { $from: 'a' } } },
     });
     const a = await claim(b);
-    await b.complete(a.lease, Array.from({ length: 101 }, (_, i) => i));
-    expect((await b.getWorkflow(id))!.error).toBe('step b failed: for_each {"$from":"a"} has 101 items, over the limit of 100');
+    // (the list is read up to its 101st item, however long it is)
+    await b.complete(a.lease, Array.from({ length: 5_000 }, (_, i) => i));
+    expect((await b.getWorkflow(id))!.error).toBe('step b failed: for_each {"$from":"a"} has more than 100 items, the limit');
   });
 
   it('cancels: queued and running steps end canceled, the worker is told, nothing more is queued', async () => {

@@ -57,12 +57,13 @@ do
     return string.find(s, '[,%]} \t\r\n]', i) or (#s + 1)
   end
 
-  -- The items of the array starting at i, as { start, stop } pairs (stop exclusive).
-  local function array_items(s, i)
+  -- The items of the array starting at i, as { start, stop } pairs (stop exclusive): the first
+  -- `limit` only, so that a huge list in a result costs no more than what is read of it.
+  local function array_items(s, i, limit)
     local items = {}
     local j = ws(s, i + 1)
     if not j or string.sub(s, j, j) == ']' then return items end
-    while true do
+    while #items < limit do
       local e = skip_value(s, j)
       if not e then return items end
       items[#items + 1] = { j, e }
@@ -70,6 +71,7 @@ do
       if not j or string.sub(s, j, j) ~= ',' then return items end
       j = ws(s, j + 1)
     end
+    return items
   end
 
   -- The member `name` of the object starting at i: its value's start and stop, or nil.
@@ -124,7 +126,7 @@ do
       local at = k == 1 and what or (what .. ' at ' .. path_text(path, k - 1))
       if type(seg) == 'number' then
         if c ~= '[' then return nil, at .. ' is ' .. kind_at(text, i) .. ', not an array' end
-        local items = array_items(text, i)
+        local items = array_items(text, i, seg + 1)
         local item = items[seg + 1]
         if not item then return nil, at .. ' has ' .. #items .. ' items, no [' .. string.format('%d', seg) .. ']' end
         i, e = item[1], item[2]
@@ -319,9 +321,9 @@ do
         if string.sub(list, start, start) ~= '[' then
           why = 'for_each ' .. step.e.r .. ' is ' .. kind_at(list, start) .. ', not an array'
         else
-          local items = array_items(list, start)
+          local items = array_items(list, start, MAX_ITEMS + 1)
           if #items > MAX_ITEMS then
-            why = 'for_each ' .. step.e.r .. ' has ' .. #items .. ' items, over the limit of ' .. MAX_ITEMS
+            why = 'for_each ' .. step.e.r .. ' has more than ' .. MAX_ITEMS .. ' items, the limit'
           elseif #items == 0 then
             call('HSET', w.key, 'jobs:' .. name, 0)
             call('HSET', w.out, name, '[]')
