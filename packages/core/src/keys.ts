@@ -72,7 +72,8 @@
  *                                  cancel_reason, def (the compiled steps), steps, left; per step st:/need:/jobs:/ileft:/
  *                                  ready_at:/ended_at:/err:<step>; per step job j:<job id> -> <step>#<item>; wf:<id>:out: step ->
  *                                  its result (JSON), <step>#<item> -> an item's; both expire with the jobs' retention once it
- *                                  ended; wfs: every workflow as "<id>|<tenant>" by submitted_at. A workflow's step jobs are in
+ *                                  ended; wfs: every workflow as "<id>|<tenant>" by submitted_at; wfs:tenant:<t>: one tenant's
+ *                                  ids by submitted_at (both trimmed to the retention at each submit). A workflow's step jobs are in
  *                                  the same shard (their ids: the workflow's id, 's', step and item index in two base-36 digits)
  *   <ns>:pools                     every pool ever used (outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
@@ -198,6 +199,10 @@ export class KeyLayout {
   /** every workflow of the pool as "<id>|<tenant>" by submission time */
   workflows(pool: string): string {
     return `${this.prefix(pool)}wfs`;
+  }
+  /** one tenant's workflows of the pool (ids) by submission time */
+  tenantWorkflows(pool: string, tenant: string): string {
+    return `${this.prefix(pool)}wfs:tenant:${tenant}`;
   }
   pools(): string {
     return `${this.namespace}:pools`;

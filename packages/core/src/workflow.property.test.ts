@@ -63,6 +63,9 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('cancelJob' as const), index: fc.nat(5) }) },
 );
 
+/** How the jobs left after the random operations end, in turn (all succeed after 200 rounds, so every workflow ends). */
+const tailArb = fc.array(fc.record({ outcome: outcomeArb, items: fc.integer({ min: 0, max: 3 }) }), { minLength: 1, maxLength: 8 });
+
 function definition(shape: StepShape[]): SubmitWorkflowInput {
   const name = (i: number) => `s${i}`;
   const steps: SubmitWorkflowInput['steps'] = {};
@@ -90,7 +93,7 @@ const TERMINAL_WORKFLOW = new Set(['workflow.succeeded', 'workflow.failed', 'wor
 describe('workflows under random failures, cancels and lost workers', () => {
   it('end exactly once, run no step after their end, and queue no step twice', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(workflowArb, { minLength: 1, maxLength: 3 }), fc.array(opArb, { minLength: 1, maxLength: 40 }), async (shapes, ops) => {
+      fc.asyncProperty(fc.array(workflowArb, { minLength: 1, maxLength: 3 }), fc.array(opArb, { minLength: 1, maxLength: 40 }), tailArb, async (shapes, ops, tail) => {
         await redis.flushall();
         now = START;
         const broker = await Broker.connect({ redis, clock: () => now, config: { leaseMs: LEASE_MS, avoidMs: 0 } });
@@ -157,12 +160,14 @@ describe('workflows under random failures, cancels and lost workers', () => {
           }
         }
 
-        // run everything left to its end: held attempts are lost with their leases, retries come due
+        // run everything left to its end: held attempts are lost with their leases, retries come due;
+        // the outcomes go on cycling through `tail`, so that late steps (the last fan-out) fail too
         for (let round = 0; round < 400; round++) {
           const states = await Promise.all(ids.map(async (id) => (await broker.getWorkflow(id))!.state));
           if (states.every((s) => s !== 'running')) break;
           const job = await claim(WORKERS[0]!);
-          if (job) await finish(job, 'ok', 2);
+          const next = tail[round % tail.length]!;
+          if (job) await finish(job, round >= 200 ? 'ok' : next.outcome, next.items);
           else {
             now += 1_500;
             await broker.tick(POOL);

@@ -268,6 +268,109 @@ describe('workflow progression', () => {
     expect(workflow!.steps[1]!.jobs.map((j) => j.state)).toEqual(['failed', 'canceled', 'canceled']);
   });
 
+  it('cancels the other items of an optional fan-out that fails as the last step, before the workflow succeeds', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        each: { service: 'simulation', needs: ['a'], optional: true, for_each: { $from: 'a' } },
+      },
+    });
+    const a = await claim(b);
+    await b.complete(a.lease, [1, 2, 3]);
+    const first = await claim(b);
+    await b.fail(first.lease, failing('bad item'));
+    const workflow = await b.getWorkflow(id);
+    expect(workflow!.state).toBe('succeeded');
+    // no item of the ended workflow is left to run
+    expect(workflow!.steps[1]!.jobs.map((j) => j.state)).toEqual(['failed', 'canceled', 'canceled']);
+    await nothingQueued(b);
+    const events = await b.readEvents('standard', '0', { count: 10_000 });
+    const end = events.findIndex((e) => e.type === 'workflow.succeeded');
+    expect(events.slice(end + 1).map((e) => e.type)).toEqual([]);
+  });
+
+  it('resolves references through results with escapes, unicode, nesting and every kind of value', async () => {
+    const b = await broker();
+    await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        b: {
+          service: 'simulation',
+          needs: ['a'],
+          payload: {
+            k: { $from: 'a.k' },
+            deep: { $from: 'a.list[1][1][0]' },
+            obj: { $from: 'a.list[2]' },
+            t: { $from: 'a.t' },
+            f: { $from: 'a.f' },
+            n: { $from: 'a.n' },
+            num: { $from: 'a.num' },
+            u: { $from: 'a.u' },
+            last: { $from: 'a.last' },
+          },
+        },
+      },
+    });
+    const first = await claim(b);
+    const result = {
+      'k"\\': 'decoy',
+      x: 'a string with "quotes", \\ backslashes, } and ] and { [',
+      list: ['"]', [1, [-2.5e3, null]], { 'k\\"}': { k: '}' }, k: ['é', '😀'] }],
+      t: true,
+      f: false,
+      n: null,
+      num: -0.125,
+      u: 'é 😀 \u0000 \n',
+      k: 'the real k',
+      last: { a: [] },
+    };
+    await b.complete(first.lease, result);
+    const next = await claim(b);
+    expect(next.payload).toEqual({
+      k: 'the real k',
+      deep: -2500,
+      obj: result.list[2],
+      t: true,
+      f: false,
+      n: null,
+      num: -0.125,
+      u: result.u,
+      last: { a: [] },
+    });
+  });
+
+  it('resolves a field past a key that JSON text may hold but cjson cannot decode (a lone surrogate)', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: {
+        a: { service: 'simulation' },
+        b: { service: 'simulation', needs: ['a'], payload: { k: { $from: 'a.k' }, odd: { $from: 'a.odd' } } },
+      },
+    });
+    const first = await claim(b);
+    await b.complete(first.lease, { '\ud800': 1, odd: { '\udc00x': 'y' }, k: 'found' });
+    const next = await claim(b);
+    expect(next.payload).toEqual({ k: 'found', odd: { '\udc00x': 'y' } });
+    expect((await b.getWorkflow(id))!.steps[0]!.state).toBe('succeeded');
+  });
+
+  it('names how many items a list has when an index is past its end', async () => {
+    const b = await broker();
+    const { id } = await b.submitWorkflow({
+      pool: 'standard',
+      steps: { a: { service: 'simulation' }, b: { service: 'simulation', needs: ['a'], payload: { x: { $from: 'a.images[3]' } } } },
+    });
+    const a = await claim(b);
+    await b.complete(a.lease, { images: ['one', ['t', 'w', 'o', ']']] });
+    expect((await b.getWorkflow(id))!.error).toBe(
+      'step b failed: reference {"$from":"a.images[3]"} does not resolve: the result of step a at images has 2 items, no [3]',
+    );
+  });
+
   it('refuses a fan-out over more than 100 items', async () => {
     const b = await broker();
     const { id } = await b.submitWorkflow({
@@ -275,8 +378,9 @@ describe('workflow progression', () => {
       steps: { a: { service: 'simulation' }, b: { service: 'simulation', needs: ['a'], for_each: { $from: 'a' } } },
     });
     const a = await claim(b);
-    await b.complete(a.lease, Array.from({ length: 101 }, (_, i) => i));
-    expect((await b.getWorkflow(id))!.error).toBe('step b failed: for_each {"$from":"a"} has 101 items, over the limit of 100');
+    // (the list is read up to its 101st item, however long it is)
+    await b.complete(a.lease, Array.from({ length: 5_000 }, (_, i) => i));
+    expect((await b.getWorkflow(id))!.error).toBe('step b failed: for_each {"$from":"a"} has more than 100 items, the limit');
   });
 
   it('cancels: queued and running steps end canceled, the worker is told, nothing more is queued', async () => {
@@ -290,6 +394,22 @@ describe('workflow progression', () => {
     const workflow = await b.getWorkflow(id);
     expect(workflow!.steps.map((s) => s.state)).toEqual(['canceled', 'canceled', 'canceled']);
     expect(workflow!.cancel_reason).toBe('user asked');
+  });
+});
+
+describe('workflow listing', () => {
+  it("lists a tenant's workflows however many other tenants submitted after them", async () => {
+    const b = await broker();
+    const one = { pool: 'standard', steps: { a: { service: 'simulation' } } };
+    const { id } = await b.submitWorkflow({ ...one, tenant: 'acme' });
+    const others: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      now += 1;
+      others.push((await b.submitWorkflow({ ...one, tenant: 'globex' })).id);
+    }
+    expect((await b.listWorkflows({ tenant: 'acme', limit: 1 })).map((w) => [w.id, w.tenant])).toEqual([[id, 'acme']]);
+    expect((await b.listWorkflows({ tenant: 'globex', limit: 2 })).map((w) => w.id)).toEqual(others.slice(-2).reverse());
+    expect((await b.listWorkflows({ limit: 7 })).map((w) => w.id)).toEqual([...others].reverse().concat(id));
   });
 });
 

@@ -91,6 +91,14 @@ describe('workflows over HTTP', () => {
     expect(unknown.status).toBe(400);
     expect(unknown.body.error.message).toContain("step a: unknown service 'nosuch'");
 
+    const badRef = await http('POST', '/v1/workflows', {
+      body: { steps: { a: { service: 'simulation' }, b: { service: 'simulation', payload: { x: [{ $from: 'a.url' }] } } } },
+    });
+    expect(badRef.status).toBe(400);
+    expect(badRef.body.error.issues).toEqual([
+      { path: 'steps.b.payload.x.0', message: `{"$from":"a.url"} names 'a', which this step does not need (add it to needs)` },
+    ]);
+
     const mine = await http('POST', '/v1/workflows', { body: { steps: { a: { service: 'simulation' } } }, key: keys.acme });
     const hidden = await http('GET', `/v1/workflows/${mine.body.id}`, { key: keys.globex });
     expect([hidden.status, hidden.body.error.message]).toEqual([404, `workflow ${mine.body.id} does not exist (or its retention has passed)`]);
@@ -99,5 +107,11 @@ describe('workflows over HTTP', () => {
     const forOther = await http('POST', '/v1/workflows', { body: { tenant: 'globex', steps: { a: { service: 'simulation' } } }, key: keys.acme });
     expect(forOther.status).toBe(403);
     expect((await http('GET', '/v1/workflows', { key: keys.globex })).body.workflows.map((w: { id: string }) => w.id)).not.toContain(mine.body.id);
+    // a tenant's listing holds its own workflows only; the operator's, every tenant's
+    const acmes = (await http('GET', '/v1/workflows', { key: keys.acme })).body.workflows as Array<{ id: string; tenant: string }>;
+    expect(acmes.map((w) => w.id)).toContain(mine.body.id);
+    expect(new Set(acmes.map((w) => w.tenant))).toEqual(new Set(['acme']));
+    expect((await http('GET', '/v1/workflows?tenant=globex', { key: keys.acme })).status).toBe(403);
+    expect((await http('GET', '/v1/workflows?limit=100')).body.workflows.map((w: { id: string }) => w.id)).toContain(mine.body.id);
   });
 });

@@ -190,11 +190,17 @@ export async function listWorkflows(ctx: BrokerContext, options: { tenant?: stri
   const pools = await ctx.pools();
   const lists = await Promise.all(
     pools.map(async (pool) => {
-      const flat = await ctx.redis.zrevrange(ctx.keys.workflows(pool), 0, options.tenant ? 4 * limit : limit - 1, 'WITHSCORES');
       const items: WorkflowListItem[] = [];
+      if (options.tenant) {
+        // the tenant's own index: its workflows however many other tenants submitted since
+        const flat = await ctx.redis.zrevrange(ctx.keys.tenantWorkflows(pool, options.tenant), 0, limit - 1, 'WITHSCORES');
+        for (let i = 0; i + 1 < flat.length; i += 2) items.push({ id: flat[i]!, pool, tenant: options.tenant, submitted_at: Number(flat[i + 1]) });
+        return items;
+      }
+      const flat = await ctx.redis.zrevrange(ctx.keys.workflows(pool), 0, limit - 1, 'WITHSCORES');
       for (let i = 0; i + 1 < flat.length; i += 2) {
         const [wid, tenant] = flat[i]!.split('|') as [string, string];
-        if (!options.tenant || tenant === options.tenant) items.push({ id: wid, pool, tenant, submitted_at: Number(flat[i + 1]) });
+        items.push({ id: wid, pool, tenant, submitted_at: Number(flat[i + 1]) });
       }
       return items;
     }),

@@ -11,7 +11,7 @@
 --                 not ended), jobs:<s> (its jobs: 1, or a fan-out's items), ileft:<s> (items not ended),
 --                 ready_at:<s>, ended_at:<s>, err:<s>; per job: j:<job id> -> <step>#<item>
 --   wf:<id>:out   step -> its result (JSON text; a fan-out's: the array of its items'), <step>#<i> -> an item's
---   wfs           every workflow as "<id>|<tenant>" by submitted_at (listing)
+--   wfs           every workflow as "<id>|<tenant>" by submitted_at (listing); wfs:tenant:<t>: one tenant's ids
 -- (`workflows`, the table of these transitions, is declared in 40-lifecycle.lua, whose `finish` calls it.)
 
 do
@@ -57,12 +57,13 @@ do
     return string.find(s, '[,%]} \t\r\n]', i) or (#s + 1)
   end
 
-  -- The items of the array starting at i, as { start, stop } pairs (stop exclusive).
-  local function array_items(s, i)
+  -- The items of the array starting at i, as { start, stop } pairs (stop exclusive): the first
+  -- `limit` only, so that a huge list in a result costs no more than what is read of it.
+  local function array_items(s, i, limit)
     local items = {}
     local j = ws(s, i + 1)
     if not j or string.sub(s, j, j) == ']' then return items end
-    while true do
+    while #items < limit do
       local e = skip_value(s, j)
       if not e then return items end
       items[#items + 1] = { j, e }
@@ -70,6 +71,7 @@ do
       if not j or string.sub(s, j, j) ~= ',' then return items end
       j = ws(s, j + 1)
     end
+    return items
   end
 
   -- The member `name` of the object starting at i: its value's start and stop, or nil.
@@ -78,7 +80,13 @@ do
     while j and string.sub(s, j, j) == '"' do
       local e = skip_string(s, j)
       if not e then return nil end
-      local key = cjson.decode(string.sub(s, j, e - 1))
+      -- a key without escapes is its text; one with escapes is decoded, and one cjson refuses
+      -- (a lone surrogate, which JSON text may hold) is no name a path can give
+      local key = string.sub(s, j + 1, e - 2)
+      if string.find(key, '\\', 1, true) then
+        local ok, decoded = pcall(cjson.decode, string.sub(s, j, e - 1))
+        key = ok and decoded or nil
+      end
       local v = ws(s, e)
       if not v or string.sub(s, v, v) ~= ':' then return nil end
       v = ws(s, v + 1)
@@ -118,7 +126,7 @@ do
       local at = k == 1 and what or (what .. ' at ' .. path_text(path, k - 1))
       if type(seg) == 'number' then
         if c ~= '[' then return nil, at .. ' is ' .. kind_at(text, i) .. ', not an array' end
-        local items = array_items(text, i)
+        local items = array_items(text, i, seg + 1)
         local item = items[seg + 1]
         if not item then return nil, at .. ' has ' .. #items .. ' items, no [' .. string.format('%d', seg) .. ']' end
         i, e = item[1], item[2]
@@ -227,6 +235,9 @@ do
     call('HSET', w.key, unpack(fields))
     call('HINCRBY', w.key, 'left', -1)
     local step = w.steps[name]
+    -- a fan-out that failed at one item: its other items go first, whatever follows (the
+    -- workflow may end below, failed, or succeeded when the step was optional and the last)
+    if state ~= 'succeeded' and step.e then cancel_rest_of_step(ctx, w, name) end
     if state == 'succeeded' then
       event(ctx, w, 'workflow.step_succeeded', 'step', name)
     elseif not step.opt then
@@ -310,9 +321,9 @@ do
         if string.sub(list, start, start) ~= '[' then
           why = 'for_each ' .. step.e.r .. ' is ' .. kind_at(list, start) .. ', not an array'
         else
-          local items = array_items(list, start)
+          local items = array_items(list, start, MAX_ITEMS + 1)
           if #items > MAX_ITEMS then
-            why = 'for_each ' .. step.e.r .. ' has ' .. #items .. ' items, over the limit of ' .. MAX_ITEMS
+            why = 'for_each ' .. step.e.r .. ' has more than ' .. MAX_ITEMS .. ' items, the limit'
           elseif #items == 0 then
             call('HSET', w.key, 'jobs:' .. name, 0)
             call('HSET', w.out, name, '[]')
@@ -343,11 +354,8 @@ do
         why = submit_step_job(ctx, w, step, 0, payload)
       end
     end
-    if why then
-      step_ended(ctx, w, name, 'failed', why)
-      -- an optional fan-out step whose later item could not be queued: its earlier items go
-      if w.state == 'running' then cancel_rest_of_step(ctx, w, name) end
-    end
+    -- (a fan-out whose later item could not be queued: step_ended cancels its earlier items)
+    if why then step_ended(ctx, w, name, 'failed', why) end
   end
 
   -- A job of a step ended (called by `finish` for every job with `opt` fields).
@@ -393,7 +401,6 @@ do
       if reason and reason ~= '' then message = message .. ': ' .. reason end
     end
     step_ended(ctx, w, name, 'failed', message)
-    if w.state == 'running' and step.e then cancel_rest_of_step(ctx, w, name) end
   end
 
   -- Accepts a workflow (def: workflow.ts's prepared definition, as JSON) and queues its first steps.
@@ -412,10 +419,15 @@ do
     end
     call('HSET', key, unpack(fields))
     call('ZADD', p .. 'wfs', ctx.ts, id .. '|' .. tenant)
-    -- the listing keeps what retention keeps: entries older than the longer retention go (0: kept for ever)
+    -- one tenant's, so that its listing does not page through every other tenant's
+    local of_tenant = p .. 'wfs:tenant:' .. tenant
+    call('ZADD', of_tenant, ctx.ts, id)
+    -- the listings keep what retention keeps: entries older than the longer retention go (0: kept for ever)
     local kept, failed_kept = tonumber(ctx.retention_ms) or 0, tonumber(ctx.failed_retention_ms) or 0
     if kept > 0 and failed_kept > 0 then
-      call('ZREMRANGEBYSCORE', p .. 'wfs', '-inf', string.format('(%d', ctx.now - math.max(kept, failed_kept)))
+      local before = string.format('(%d', ctx.now - math.max(kept, failed_kept))
+      call('ZREMRANGEBYSCORE', p .. 'wfs', '-inf', before)
+      call('ZREMRANGEBYSCORE', of_tenant, '-inf', before)
     end
     local w = load(p, id)
     event(ctx, w, 'workflow.submitted')
