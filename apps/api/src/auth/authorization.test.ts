@@ -67,6 +67,13 @@ async function ownedJob(options: { canceled?: boolean; claimed?: boolean } = {})
   return id;
 }
 
+/** A workflow of OWNER (one step on a service nobody serves here): its id. */
+async function ownedWorkflow(options: { canceled?: boolean } = {}): Promise<string> {
+  const { id } = await stack.broker.submitWorkflow({ tenant: OWNER, steps: { a: { service: 'http' } } });
+  if (options.canceled) await stack.broker.cancelWorkflow(id);
+  return id;
+}
+
 /** A webhook endpoint of OWNER: its id. */
 async function ownedEndpoint(): Promise<string> {
   const endpoints = new WebhookEndpoints(new WebhookOutbox(stack.broker));
@@ -103,6 +110,11 @@ const routes: RouteCase[] = [
   { name: 'event stream (SSE)', route: 'GET /v1/jobs/:id/stream', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/jobs/${await ownedJob({ canceled: true })}/stream` }) },
   { name: 'delegated complete', route: 'POST /v1/jobs/:id/complete', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/complete`, body: { result: { ok: true } } }) },
   { name: 'delegated fail', route: 'POST /v1/jobs/:id/fail', access: 'delegatedCompletion', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/jobs/${await ownedJob({ claimed: true })}/fail`, body: { error: { kind: 'retryable', message: 'x' } } }) },
+  { name: 'submit a workflow', route: 'POST /v1/workflows', access: 'submit', scope: 'tenant', ok: 201, prepare: async () => ({ method: 'POST', path: '/v1/workflows', body: { tenant: OWNER, steps: { a: { service: 'http' } } } }) },
+  { name: 'list workflows of a tenant', route: 'GET /v1/workflows', access: 'readJobs', scope: 'tenant', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/workflows?tenant=${OWNER}` }) },
+  { name: 'get a workflow', route: 'GET /v1/workflows/:id', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/workflows/${await ownedWorkflow()}` }) },
+  { name: 'cancel a workflow', route: 'POST /v1/workflows/:id/cancel', access: 'changeJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'POST', path: `/v1/workflows/${await ownedWorkflow()}/cancel` }) },
+  { name: 'workflow stream (SSE)', route: 'GET /v1/workflows/:id/stream', access: 'readJobs', scope: 'job', ok: 200, prepare: async () => ({ method: 'GET', path: `/v1/workflows/${await ownedWorkflow({ canceled: true })}/stream` }) },
   { name: 'whoami', route: 'GET /v1/whoami', access: 'identify', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/whoami' }) },
   { name: 'queues', route: 'GET /v1/queues', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues' }) },
   { name: 'pools', route: 'GET /v1/pools', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/pools' }) },
