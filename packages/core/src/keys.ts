@@ -63,10 +63,10 @@
  *                                  capacity (JSON: the capacity hint, machines and how it was found), decisions (JSON: the
  *                                  last 50 prefetch / evict decisions, oldest first: ts, machine, action, model, reason, forecast)
  *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 (to 288) succeeded
- *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first
- *                                  (a service's estimate reads the lists of its classes); dclasses: hash dclass -> JSON
- *                                  {service, models} of every class with durations (routing.ts, docs/pools.md).
- *                                  (durations:service:<service>, written before 2026-12-07, is read no more.)
+ *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first;
+ *                                  durations:service:<service> the same for all of a service's classes (a class short of
+ *                                  samples is routed by it); dclasses: hash dclass -> JSON {service, models} of every class
+ *                                  with durations (routing.ts, docs/pools.md).
  *   <ns>:{<pool>}:wf:<id>          a workflow (docs/workflows.md; functions/includes/65-workflows.lua): id, tenant, state, priority,
  *                                  seq (the place in line every step keeps), submitted_at, finished_at, error, failed_step,
  *                                  cancel_reason, def (the compiled steps), steps, left; per step st:/need:/jobs:/ileft:/
@@ -184,6 +184,9 @@ export class KeyLayout {
   }
   durations(pool: string, dclass: string): string {
     return `${this.prefix(pool)}durations:${dclass}`;
+  }
+  serviceDurations(pool: string, service: string): string {
+    return `${this.prefix(pool)}durations:service:${service}`;
   }
   durationClasses(pool: string): string {
     return `${this.prefix(pool)}dclasses`;

@@ -76,7 +76,6 @@ interface Cached<T> {
 export class DurationEstimator {
   readonly minSamples: number;
   readonly #cache = new Map<string, Cached<DurationEstimate | null>>();
-  #classes: Cached<Map<string, Map<string, string[]>>> | undefined;
 
   constructor(
     private readonly ctx: BrokerContext,
@@ -100,56 +99,23 @@ export class DurationEstimator {
 
   async #read(dclass: string, service: string): Promise<DurationEstimate | null> {
     const { keys, redis, config } = this.ctx;
-    const ownLists = await Promise.all(config.pools.map(async ({ name }) => (await redis.lrange(keys.durations(name, dclass), 0, DURATIONS_KEPT - 1)).map(Number)));
-    const own = durationStats(ownLists.flat());
-    if (own && own.samples >= this.minSamples) return { ...own, level: 'class' };
-    // the service's durations are those of its classes (complete.lua records each execution once, in its class's list)
-    const classes = await this.#classesByService();
+    // the class's list and the service's, in every pool: one pipeline per pool
     const lists = await Promise.all(
-      config.pools.map(async ({ name }, i) => {
-        const others = (classes.get(name)?.get(service) ?? []).filter((other) => other !== dclass).slice(0, SERVICE_CLASSES_READ);
-        if (others.length === 0) return ownLists[i]!;
-        const pipeline = redis.pipeline();
-        for (const other of others) pipeline.lrange(keys.durations(name, other), 0, DURATIONS_KEPT - 1);
-        const replies = ((await pipeline.exec()) ?? []).map(([error, list]) => {
+      config.pools.map(async ({ name }) => {
+        const replies = await redis.pipeline().lrange(keys.durations(name, dclass), 0, DURATIONS_KEPT - 1).lrange(keys.serviceDurations(name, service), 0, DURATIONS_KEPT - 1).exec();
+        return (replies ?? []).map(([error, list]) => {
           if (error) throw error;
           return (list as string[]).map(Number);
         });
-        return [...ownLists[i]!, ...replies.flat()];
       }),
     );
-    const ofService = durationStats(lists.flat());
+    const own = durationStats(lists.flatMap((pair) => pair[0] ?? []));
+    if (own && own.samples >= this.minSamples) return { ...own, level: 'class' };
+    const ofService = durationStats(lists.flatMap((pair) => pair[1] ?? []));
     if (ofService && ofService.samples >= this.minSamples) return { ...ofService, level: 'service' };
     return null;
   }
-
-  /** Each pool's duration classes by service (its `dclasses` hash), cached like the estimates: read only for a class short of samples. */
-  #classesByService(): Promise<Map<string, Map<string, string[]>>> {
-    const now = clockOf(this.ctx);
-    const hit = this.#classes;
-    if (hit && now - hit.at < ROUTING_CACHE_MS && now >= hit.at) return hit.value;
-    const { keys, redis, config } = this.ctx;
-    const value = Promise.all(
-      config.pools.map(async ({ name }) => {
-        const byService = new Map<string, string[]>();
-        for (const [dclass, text] of Object.entries(await redis.hgetall(keys.durationClasses(name)))) {
-          const info = DurationClassInfo.safeParse(parseJsonOrNull(text));
-          if (!info.success) continue;
-          const list = byService.get(info.data.service);
-          if (list) list.push(dclass);
-          else byService.set(info.data.service, [dclass]);
-        }
-        return [name, byService] as const;
-      }),
-    ).then((pairs) => new Map(pairs));
-    this.#classes = { at: now, value };
-    value.catch(() => (this.#classes = undefined));
-    return value;
-  }
 }
-
-/** Most other classes of a service whose lists make up its estimate, per pool (the busiest service's estimate stays one bounded read). */
-const SERVICE_CLASSES_READ = 64;
 
 /** Where a submit goes, and the job fields that record why (short values: a job hash stays compact). */
 export interface Route {

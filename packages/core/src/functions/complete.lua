@@ -11,9 +11,9 @@
 -- { 'succeeded', <claim reply as `claim` returns it...> }, or { 'error', '<CODE> <message>' }
 -- (NOT_FOUND, LEASE_LOST).
 -- Errors: UNKNOWN_WORKER (before anything changes).
--- Each success also records its execution time in the shard's duration list of its
--- duration class (durations:<dclass>, keys.ts), which routing reads (a service's
--- estimate is read from the lists of its classes).
+-- Each success also records its execution time in the shard's duration lists of its
+-- duration class and of its service (durations:<dclass>, durations:service:<service>,
+-- keys.ts), which routing reads.
 
 -- A duration list keeps the newest 256 times; it is trimmed back to them once it has 32
 -- more (one LTRIM per 32 completions, not one each), and readers take the first 256.
@@ -25,7 +25,7 @@ local DURATIONS_SLACK = 288
 local DURATION_FIELDS = { 'dclass', 'started_at', 'claimed_at' }
 
 -- The execution time: from running (or, for a job that never said it started, from its
--- claim) to now, in ms; one LPUSH per success.
+-- claim) to now, in ms; one LPUSH per list per success.
 local function record_duration(ctx, job)
   local dclass = job.dclass
   local since = tonumber(job.state == 'running' and job.started_at or job.claimed_at)
@@ -43,6 +43,10 @@ local function record_duration(ctx, job)
     local models = def and cjson.decode(def).models
     call('HSET', p .. 'dclasses', dclass, cjson.encode({ service = job.service, models = models or cjson.null }))
   end
+  -- the service's own list: its newest executions, whatever their class, as often as each
+  -- class runs (a class short of samples is routed by it)
+  list = p .. 'durations:service:' .. job.service
+  if call('LPUSH', list, string.format('%d', ms)) > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
 end
 
 local function complete_one(ctx, next_worker, w, id, token, result)
