@@ -6,6 +6,7 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { ApiServerMessage } from './api-server-process';
+import { stopForked } from './forked';
 
 export interface ApiLoadOptions {
   redisUrl: string;
@@ -125,15 +126,8 @@ class ApiServerProcess {
     });
   }
 
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || !this.child.connected) {
-      this.child.kill();
-      return this.exited;
-    }
-    this.child.send('stop');
-    const killer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    await this.exited;
-    clearTimeout(killer);
+  stop(): Promise<void> {
+    return stopForked(this.child, this.exited);
   }
 }
 

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { infoField } from './redis-info';
 import { summarizeLatencies, type LatencySummary } from './stats';
 import type { ServiceMessage, ServiceSample } from './webhook-service-process';
+import { stopForked } from './forked';
 
 export interface WebhookBenchOptions {
   redisUrl: string;
@@ -350,15 +351,8 @@ class ServiceProcess {
     });
   }
 
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || !this.child.connected) {
-      this.child.kill();
-      return this.exited;
-    }
-    this.child.send('stop');
-    const killer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    await this.exited;
-    clearTimeout(killer);
+  stop(): Promise<void> {
+    return stopForked(this.child, this.exited);
   }
 }
 

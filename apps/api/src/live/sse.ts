@@ -48,6 +48,15 @@ export function closeOnRevocation(app: FastifyInstance, keyId: string, close: ()
   });
 }
 
+/** The response schema of a Server-Sent Events route (a job's stream, a workflow's). */
+export const EVENT_STREAM_RESPONSE = {
+  200: {
+    description: 'text/event-stream: per event `id: <event id>`, `event: <type>`, `data: <the event as JSON>`',
+    content: { 'text/event-stream': { schema: z.string() } },
+  },
+  '4xx': ApiErrorBody,
+};
+
 /**
  * Server-Sent Events of one job: every event from its submission (or after
  * `Last-Event-ID` / `?after`), each with its stream id as the SSE id, so a
@@ -67,13 +76,7 @@ export async function sseRoutes(app: FastifyInstance, options: { maxBufferedByte
       params: JobParams,
       querystring: StreamQuery,
       headers: z.object({ 'last-event-id': StreamId.optional() }).loose(),
-      response: {
-        200: {
-          description: 'text/event-stream: per event `id: <event id>`, `event: <type>`, `data: <the event as JSON>`',
-          content: { 'text/event-stream': { schema: z.string() } },
-        },
-        '4xx': ApiErrorBody,
-      },
+      response: EVENT_STREAM_RESPONSE,
     },
   }, async (request, reply) => {
     const id = request.params.id;

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { actingTenant } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError } from '../errors';
-import { closeOnRevocation, openEventStream } from '../live/sse';
+import { closeOnRevocation, EVENT_STREAM_RESPONSE, openEventStream } from '../live/sse';
 import { CancelBody, JobParams, WorkflowBody, WorkflowListQuery, answers } from '../schemas';
 
 const WorkflowParams = JobParams;
@@ -93,13 +93,7 @@ export async function workflowRoutes(app: FastifyInstance): Promise<void> {
       params: WorkflowParams,
       querystring: WorkflowStreamQuery,
       headers: z.object({ 'last-event-id': StreamId.optional() }).loose(),
-      response: {
-        200: {
-          description: 'text/event-stream: per event `id: <event id>`, `event: <type>`, `data: <the event as JSON>`',
-          content: { 'text/event-stream': { schema: z.string() } },
-        },
-        '4xx': ApiErrorBody,
-      },
+      response: EVENT_STREAM_RESPONSE,
     },
   }, async (request, reply) => {
     const id = request.params.id;
