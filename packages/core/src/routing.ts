@@ -4,7 +4,6 @@ import { canonicalJson, contentId } from './canonical';
 import type { PoolConfig } from './config';
 import { type JobRouting, RouteSource, type SubmitJob } from './job';
 import { ModelName, ServiceName } from './requirements';
-import { parseJsonOrNull } from './validation';
 
 /**
  * Routing by expected duration (docs/pools.md). A job that names no pool goes
