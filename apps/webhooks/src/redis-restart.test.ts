@@ -22,8 +22,10 @@ describe('a Redis restart (AOF)', () => {
     const service = await startWebhookService({
       broker,
       logger: pino({ level: 'silent' }),
-      config: { port: 0, allowPrivate: true, retryScheduleMs: Array(40).fill(100), retryJitter: 0, pollMs: 20, poolScanMs: 50, readerLeaseMs: 500 },
+      config: { port: 0, allowPrivate: true, retryScheduleMs: Array(50).fill(400), retryJitter: 0, pollMs: 20, poolScanMs: 50, readerLeaseMs: 500 },
     });
+    // retries every 400 ms for 20 s (50, the most a schedule holds): the retry budget is wall time, and a loaded machine may take seconds
+    // to stop and restart Redis; a message that ran out of retries before the restart would fail, as configured
     try {
       const url = `http://127.0.0.1:${port}/hook`;
       const ids = [await runJob(broker, { url }), await runJob(broker, { url })];
