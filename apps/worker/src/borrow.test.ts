@@ -6,12 +6,15 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { simulationConnector } from './connectors/simulation';
 import { Worker } from './worker';
 
-const silent = pino({ level: 'silent' });
+// warnings kept, so that a job that never finishes says why (a failed claim, a lost registration)
+const warnings: string[] = [];
+const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line.trim()) });
 const { redis } = usePrivateRedis();
 const workers: Worker[] = [];
 
 afterEach(async () => {
   await Promise.all(workers.splice(0).map((w) => w.stop({ graceMs: 0 })));
+  warnings.length = 0;
 });
 
 async function fastWorker(broker: Broker, durationMs: number): Promise<Worker> {
@@ -21,7 +24,7 @@ async function fastWorker(broker: Broker, durationMs: number): Promise<Worker> {
     pool: 'fast',
     capabilities: { services: ['simulation'] },
     connectors: [simulationConnector({ durationMs, steps: 1 })],
-    logger: silent,
+    logger,
     borrow: [{ pool: 'standard', afterMs: 300, maxExpectedS: 60, unknownExpectedS: 30 }],
   });
   workers.push(worker);
@@ -30,10 +33,16 @@ async function fastWorker(broker: Broker, durationMs: number): Promise<Worker> {
 }
 
 async function finished(broker: Broker, id: string): Promise<Job> {
-  return waitFor(`job ${id} to succeed`, async () => {
-    const job = await broker.getJob(id);
-    return job?.state === 'succeeded' ? job : undefined;
-  });
+  let last: Job | null = null;
+  try {
+    return await waitFor(`job ${id} to succeed`, async () => {
+      last = await broker.getJob(id);
+      return last?.state === 'succeeded' ? last : undefined;
+    });
+  } catch (error) {
+    const seen = last as Job | null;
+    throw new Error(`${(error as Error).message}; last seen ${seen ? `${seen.state} on ${seen.worker ?? 'no worker'}` : 'nowhere'}; worker warnings: ${JSON.stringify(warnings)}`);
+  }
 }
 
 function starting(events: StreamEvent[], id: string) {
