@@ -94,6 +94,7 @@ export function traceJob(job: Job, events: StreamEvent[], deliveries: DeliveryLo
       case 'planner.decision':
       case 'workflow.submitted':
       case 'workflow.step_succeeded':
+      case 'workflow.step_failed':
       case 'workflow.succeeded':
       case 'workflow.failed':
       case 'workflow.canceled':

@@ -116,11 +116,13 @@ export const ClockUnwatchedEvent = z.object({ type: z.literal('clock.unwatched')
 
 /**
  * A workflow's progress (functions/includes/65-workflows.lua): submitted, a step
- * succeeded (`step`), and its end; workflow.failed names the step that failed it and why.
+ * succeeded or failed (`step`), and its end; workflow.failed names the step that failed it and why.
  */
 const workflowBase = { workflow: text, state: text, tenant: text };
 export const WorkflowSubmittedEvent = z.object({ type: z.literal('workflow.submitted'), ...workflowBase });
 export const WorkflowStepSucceededEvent = z.object({ type: z.literal('workflow.step_succeeded'), ...workflowBase, step: text });
+/** a step failed (`error` says why); `optional` (stored '1' / '0', read as a boolean): the workflow goes on without its result */
+export const WorkflowStepFailedEvent = z.object({ type: z.literal('workflow.step_failed'), ...workflowBase, step: text, error: text, optional: z.enum(['0', '1']).transform((flag) => flag === '1') });
 export const WorkflowSucceededEvent = z.object({ type: z.literal('workflow.succeeded'), ...workflowBase });
 export const WorkflowFailedEvent = z.object({ type: z.literal('workflow.failed'), ...workflowBase, step: text, error: text });
 export const WorkflowCanceledEvent = z.object({ type: z.literal('workflow.canceled'), ...workflowBase });
@@ -154,6 +156,7 @@ export const StreamEventBody = z.discriminatedUnion('type', [
   PlannerDecisionEvent,
   WorkflowSubmittedEvent,
   WorkflowStepSucceededEvent,
+  WorkflowStepFailedEvent,
   WorkflowSucceededEvent,
   WorkflowFailedEvent,
   WorkflowCanceledEvent,

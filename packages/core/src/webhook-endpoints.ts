@@ -41,7 +41,7 @@ export const OPERATOR_EVENT_TYPES = [
 export const WEBHOOK_TEST_EVENT = 'webhook.test';
 
 /** A workflow's events (docs/workflows.md): a tenant's endpoints receive its own workflows'. */
-export const WORKFLOW_EVENT_TYPES = ['workflow.submitted', 'workflow.step_succeeded', 'workflow.succeeded', 'workflow.failed', 'workflow.canceled'] as const;
+export const WORKFLOW_EVENT_TYPES = ['workflow.submitted', 'workflow.step_succeeded', 'workflow.step_failed', 'workflow.succeeded', 'workflow.failed', 'workflow.canceled'] as const;
 
 const WILDCARDS = ['job.*', 'workflow.*', 'worker.*', 'machine.*', 'webhook.*'] as const;
 const MACHINE_STATE = /^machine\.[a-z_]+$/;

@@ -33,6 +33,13 @@ async function nothingQueued(b: Broker): Promise<void> {
   expect((await b.claim('standard', 'w')).job ?? null).toBeNull();
 }
 
+/** The workflow events in the pool's stream, as [type, step, error, optional] (the fields the event has). */
+async function workflowEvents(b: Broker): Promise<unknown[][]> {
+  return (await b.readEvents('standard', '0', { count: 1000 }))
+    .filter((e) => e.type.startsWith('workflow.'))
+    .map((e) => [e.type, ...(['step', 'error', 'optional'] as const).filter((f) => f in e).map((f) => (e as Record<string, unknown>)[f])]);
+}
+
 function failing(message: string) {
   return { kind: 'non_retryable' as const, message };
 }
@@ -175,6 +182,12 @@ describe('workflow progression', () => {
     expect(workflow).toMatchObject({ state: 'failed', failed_step: 'a', error: `step a failed: job ${a.id} failed: bad prompt` });
     expect(workflow!.steps.map((s) => s.state)).toEqual(['failed', 'canceled', 'canceled']);
     expect((await b.getJob(bJob.id))!.state).toBe('canceled');
+    const failure = `job ${a.id} failed: bad prompt`;
+    expect(await workflowEvents(b)).toEqual([
+      ['workflow.submitted'],
+      ['workflow.step_failed', 'a', failure, false],
+      ['workflow.failed', 'a', `step a failed: ${failure}`],
+    ]);
     await expect(b.complete(bJob.lease, {})).rejects.toThrow(/LEASE_LOST|no longer held/);
     await expect(b.retry(a.id)).rejects.toBeInstanceOf(NotRetryableError);
   });
@@ -194,6 +207,12 @@ describe('workflow progression', () => {
     expect(next.payload).toEqual({ x: null });
     await b.complete(next.lease, 1);
     expect((await b.getWorkflow(id))!.state).toBe('succeeded');
+    expect(await workflowEvents(b)).toEqual([
+      ['workflow.submitted'],
+      ['workflow.step_failed', 'a', `job ${a.id} failed: nope`, true],
+      ['workflow.step_succeeded', 'b'],
+      ['workflow.succeeded'],
+    ]);
   });
 
   it('fans out one job per item and fans in their results in order', async () => {

@@ -64,6 +64,7 @@ function progressLine(workflow: Workflow, event: StreamEvent): string | undefine
   const at = `[${workflow.progress.ended}/${workflow.progress.total}]`;
   if (isWorkflowEvent(event)) {
     if (event.type === 'workflow.step_succeeded') return `${at} ${event.step} succeeded`;
+    if (event.type === 'workflow.step_failed') return `${at} ${event.step} failed${event.optional ? ' (optional: the workflow goes on)' : ''}: ${event.error}`;
     if (event.type === 'workflow.failed') return `${at} workflow failed: ${event.error}`;
     return `${at} ${event.type.replace('workflow.', 'workflow ')}`;
   }

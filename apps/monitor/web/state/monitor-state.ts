@@ -391,6 +391,7 @@ function applyEvent(draft: BatchDraft, event: LiveEvent): void {
     // the Workflow view follows one workflow's own feed (GET /v1/workflows/:id/events)
     case 'workflow.submitted':
     case 'workflow.step_succeeded':
+    case 'workflow.step_failed':
     case 'workflow.succeeded':
     case 'workflow.failed':
     case 'workflow.canceled':

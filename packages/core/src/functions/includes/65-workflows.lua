@@ -240,9 +240,13 @@ do
     if state ~= 'succeeded' and step.e then cancel_rest_of_step(ctx, w, name) end
     if state == 'succeeded' then
       event(ctx, w, 'workflow.step_succeeded', 'step', name)
-    elseif not step.opt then
-      fail(ctx, w, name, message or state)
-      return
+    else
+      -- said before the workflow's end it may cause; `optional` 1: the workflow goes on without it
+      event(ctx, w, 'workflow.step_failed', 'step', name, 'error', message or state, 'optional', step.opt and '1' or '0')
+      if not step.opt then
+        fail(ctx, w, name, message or state)
+        return
+      end
     end
     for _, next_step in ipairs(step.dn or {}) do
       if w.state ~= 'running' then return end
