@@ -194,6 +194,9 @@ describe('workflows under random failures, cancels and lost workers', () => {
           // the record agrees with its steps
           const stepEnds = mine.filter((e) => e.type === 'workflow.step_succeeded').map((e) => (e as { step: string }).step);
           expect(stepEnds.sort()).toEqual(workflow.steps.filter((s) => s.state === 'succeeded').map((s) => s.name).sort());
+          // and one workflow.step_failed per failed step, saying whether the workflow goes on without it
+          const stepFailures = mine.filter((e) => e.type === 'workflow.step_failed').map((e) => `${(e as { step: string }).step} ${(e as { optional: boolean }).optional}`);
+          expect(stepFailures.sort()).toEqual(workflow.steps.filter((s) => s.state === 'failed').map((s) => `${s.name} ${s.optional}`).sort());
           if (workflow.state === 'succeeded') {
             for (const step of workflow.steps) expect(step.optional || step.state === 'succeeded', `step ${step.name} of succeeded ${id}`).toBe(true);
           } else if (workflow.state === 'failed') {
