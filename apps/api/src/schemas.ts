@@ -1,5 +1,6 @@
 import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, SubmitWorkflowInput, TenantId } from '@emp/core';
 import { z } from 'zod';
+import { ApiError } from './errors';
 
 /**
  * Request schemas of every route, derived from @emp/core's zod schemas (the one
@@ -51,6 +52,17 @@ export const SubmitHeaders = z
     prefer: z.string().max(200).optional(),
   })
   .loose();
+
+/** The headers of a workflow submit: its Idempotency-Key. */
+export const IdempotencyHeaders = z.object({ 'idempotency-key': z.string().min(1).max(255).optional() }).loose();
+
+/** The idempotency key of a request that may give it as a header or in its body: they must agree. */
+export function idempotencyKey(header: string | undefined, body: string | undefined): string | undefined {
+  if (header !== undefined && body !== undefined && header !== body) {
+    throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
+  }
+  return header ?? body;
+}
 
 export const BatchBody = z.object({ jobs: z.array(SubmitBody).min(1).max(100) }).strict();
 

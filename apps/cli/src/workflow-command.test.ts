@@ -50,6 +50,16 @@ describe('emp workflow', () => {
     expect(watched.stdout).toMatch(/slow\s+canceled/);
   });
 
+  it('submits once per --idempotency-key: the repeat prints the first workflow and says so', async () => {
+    const path = file('keyed.json', { steps: { slow: { service: 'simulation', payload: { duration_ms: 60_000 } } } });
+    const first = await runEmp(['workflow', 'submit', path, '--idempotency-key', 'batch-12'], env);
+    expect(first.code, first.stderr).toBe(0);
+    const again = await runEmp(['workflow', 'submit', path, '--idempotency-key', 'batch-12'], env);
+    expect(again.stdout).toBe(first.stdout);
+    expect(again.stderr).toContain('idempotency key matched an earlier workflow');
+    await runEmp(['workflow', 'cancel', first.stdout.trim()], env);
+  });
+
   it('refuses bad input with a clear error and exit code 2', async () => {
     const missing = await runEmp(['workflow', 'submit', join(dir, 'nope.json')], env);
     expect([missing.code, missing.stderr]).toEqual([2, `error: cannot read ${join(dir, 'nope.json')}: no such file\n`]);

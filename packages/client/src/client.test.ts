@@ -41,6 +41,9 @@ describe('the SDK end to end', () => {
     expect(workflow.steps[1]!.output).toMatchObject({ of: 'x.png' });
     expect((await client.listWorkflows()).workflows.map((w) => w.id)).toContain(submitted.id);
     expect(await client.cancelWorkflow(submitted.id)).toEqual({ id: submitted.id, state: 'succeeded', changed: false });
+    const keyed = { steps: { one: { service: 'simulation', payload: { duration_ms: 10 } } } };
+    const first = await client.submitWorkflow(keyed, { idempotencyKey: 'sdk-1' });
+    expect(await client.submitWorkflow(keyed, { idempotencyKey: 'sdk-1' })).toMatchObject({ id: first.id, duplicate: true });
     await expect(client.getWorkflow(`${submitted.id.slice(0, -4)}zzzz`)).rejects.toMatchObject({ status: 404 });
   });
 

@@ -19,6 +19,7 @@ import type {
   SubmitJobInput,
   SubmitWorkflowInput,
   SubmittedJob,
+  SubmittedWorkflow,
   Workflow,
   WebhookDeliveryList,
   WebhookEndpoint,
@@ -129,9 +130,12 @@ export class EmpClient {
     return watchJob(this.baseUrl, this.options.apiKey, id, options);
   }
 
-  /** Submits a workflow (docs/workflows.md): named steps with needs, references to earlier results, fan-out. */
-  async submitWorkflow(workflow: SubmitWorkflowInput): Promise<Workflow> {
-    return this.request('POST', '/v1/workflows', workflow);
+  /**
+   * Submits a workflow (docs/workflows.md): named steps with needs, references to earlier results, fan-out.
+   * With `idempotencyKey`, a repeat (a retry after a timeout, say) answers the first workflow, `duplicate: true`.
+   */
+  async submitWorkflow(workflow: SubmitWorkflowInput, options: { idempotencyKey?: string } = {}): Promise<SubmittedWorkflow> {
+    return this.request('POST', '/v1/workflows', workflow, options.idempotencyKey ? { 'idempotency-key': options.idempotencyKey } : {});
   }
 
   /** A workflow with every step's state, jobs, timings and output. */

@@ -26,7 +26,8 @@
  *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
  *   <ns>:{<pool>}:profile:<id>     capability profile; profiles: every profile ever registered
  *   <ns>:{<pool>}:machine:<id>     machine hash; machines / machines:offline
- *   <ns>:{<pool>}:idem:<key>       idempotency key -> job id | request fingerprint
+ *   <ns>:{<pool>}:idem:<key>       a job's idempotency key (<tenant>:<key>) -> job id | request fingerprint
+ *   <ns>:{<pool>}:wfidem:<key>     a workflow's idempotency key (<tenant>:<key>) -> workflow id | request fingerprint
  *   <ns>:{<pool>}:jobs             every job as "<id>|<tenant>" by submitted_at (listing); jobs:tenant:<t>: one tenant's ids
  *   <ns>:{<pool>}:jobs:sweep       where the sweep of expired jobs' index entries resumes; jobs:swept: once-a-second gate
  *   <ns>:{<pool>}:clock            tick_at: when the shard last ticked; unwatched_from / unwatched_to: the last gap between

@@ -1,7 +1,7 @@
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob } from './broker';
-import { NotRetryableError, ValidationError } from './errors';
+import { IdempotencyConflictError, NotRetryableError, ValidationError } from './errors';
 import { undeclaredStreamEntries } from './testing/stream-contract';
 import type { SubmitWorkflowInput } from './workflow';
 
@@ -150,6 +150,32 @@ describe('workflow progression', () => {
     await b.complete(a.lease, { empty: [], obj: {}, big: '12345678901234567890', n: 1.5e-7, s: 'q"\\[' });
     const next = await claim(b);
     expect(next.payload).toEqual({ v: { empty: [], obj: {}, big: '12345678901234567890', n: 1.5e-7, s: 'q"\\[' } });
+  });
+
+  it('answers a repeat with the same idempotency key with the first workflow, refuses the key for another, and keeps tenants apart', async () => {
+    const b = await broker();
+    const first = await b.submitWorkflow({ ...threeSteps, idempotency_key: 'order-7' });
+    expect(first).toMatchObject({ state: 'running', duplicate: false });
+    // the first step runs: the repeat answers the workflow as it is now, and starts nothing
+    await b.complete((await claim(b)).lease, { images: ['a.png'] });
+    const again = await b.submitWorkflow({ ...threeSteps, idempotency_key: 'order-7' });
+    expect(again).toEqual({ id: first.id, pool: 'standard', state: 'running', duplicate: true });
+    expect((await b.listWorkflows({ limit: 10 })).map((w) => w.id)).toEqual([first.id]);
+    const upscale = await claim(b);
+    expect(upscale.payload).toMatchObject({ image: 'a.png' });
+    await nothingQueued(b); // one upscale: the repeat queued no generate
+
+    const other = { ...threeSteps, priority: 5, idempotency_key: 'order-7' };
+    const conflict = await b.submitWorkflow(other).catch((e: unknown) => e);
+    expect(conflict).toBeInstanceOf(IdempotencyConflictError);
+    expect((conflict as Error).message).toContain(`idempotency key was used for a different workflow (${first.id})`);
+    // another tenant's key of the same name is its own
+    const theirs = await b.submitWorkflow({ ...threeSteps, tenant: 'acme', idempotency_key: 'order-7' });
+    expect(theirs.duplicate).toBe(false);
+    expect(theirs.id).not.toBe(first.id);
+    // a job's key of the same name is not a workflow's
+    const job = await b.submit({ service: 'simulation', requirements: { pool: 'standard' }, idempotency_key: 'order-7' });
+    expect(job.duplicate).toBe(false);
   });
 
   it('fails a step whose reference does not resolve, naming the reference, and so the workflow', async () => {

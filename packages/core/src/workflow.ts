@@ -47,6 +47,12 @@ export const SubmitWorkflowInput = z
     priority: z.number().int().min(-1000).max(1000).default(0),
     /** the pool every step runs in (default: the pool the first step routes to) */
     pool: PoolName.optional(),
+    /**
+     * a repeat of the same workflow with the same key, within the idempotency TTL, answers the
+     * first one (duplicate) instead of starting another; the same key with other content is refused
+     * (IDEMPOTENCY_CONFLICT). Per tenant, kept in the workflow's pool (docs/workflows.md).
+     */
+    idempotency_key: z.string().min(1).max(255).optional(),
     /** the steps by name, in the order they are listed */
     steps: z
       .record(StepName, WorkflowStepInput)
@@ -109,6 +115,12 @@ export const Workflow = z
   .strict()
   .meta({ id: 'Workflow', description: 'A workflow: its state, and every step\'s state, jobs, timings and output' });
 export type Workflow = z.infer<typeof Workflow>;
+
+/** The answer to a submit: the workflow, and whether it is an idempotent repeat's (the first submit's workflow). */
+export const SubmittedWorkflow = Workflow.extend({ duplicate: z.boolean() })
+  .strict()
+  .meta({ id: 'SubmittedWorkflow', description: 'The submitted workflow; duplicate: true when an idempotency key named one submitted before' });
+export type SubmittedWorkflow = z.infer<typeof SubmittedWorkflow>;
 
 // ---------------------------------------------------------------- references
 

@@ -39,6 +39,7 @@ import {
   SubmitHeaders,
   SubmitJobQuery,
   SubmitQuery,
+  idempotencyKey,
 } from '../schemas';
 import type { z } from 'zod';
 import { requestTraceparent } from '../tracing';
@@ -73,10 +74,7 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
       if (problem) throw new ValidationError('body', [{ path: `${at}webhook.url`, message: problem }]);
     }
     const tenant = actingTenant(principal, body.tenant) ?? DEFAULT_TENANT;
-    if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) {
-      throw new ApiError(400, 'VALIDATION', 'the Idempotency-Key header and the body\'s idempotency_key differ');
-    }
-    return { ...body, tenant, idempotency_key: headerKey ?? body.idempotency_key };
+    return { ...body, tenant, idempotency_key: idempotencyKey(headerKey, body.idempotency_key) };
   }
 
   api.post('/v1/jobs', {

@@ -73,6 +73,30 @@ describe('workflows over HTTP', () => {
     expect(workflow.steps.map((s: { state: string }) => s.state)).toEqual(['failed', 'canceled']);
   });
 
+  it('answers a repeat with the same Idempotency-Key with the first workflow (200, duplicate), and refuses the key for another', async () => {
+    const body = { steps: { slow: { service: 'simulation', payload: { duration_ms: 60_000 } } } };
+    const headers = { 'idempotency-key': 'nightly-2026-12-07' };
+    const first = await http('POST', '/v1/workflows', { body, headers, key: keys.acme });
+    expect(first.status).toBe(201);
+    expect(first.body.duplicate).toBe(false);
+    const again = await http('POST', '/v1/workflows', { body: { ...body, idempotency_key: 'nightly-2026-12-07' }, headers, key: keys.acme });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ id: first.body.id, duplicate: true, tenant: 'acme' });
+    expect(again.headers.get('location')).toBe(`/v1/workflows/${first.body.id}`);
+
+    const other = await http('POST', '/v1/workflows', { body: { ...body, priority: 3 }, headers, key: keys.acme });
+    expect(other.status).toBe(422);
+    expect(other.body.error).toMatchObject({ code: 'IDEMPOTENCY_CONFLICT' });
+    const differing = await http('POST', '/v1/workflows', { body: { ...body, idempotency_key: 'another' }, headers, key: keys.acme });
+    expect(differing.status).toBe(400);
+    expect(differing.body.error.message).toBe("the Idempotency-Key header and the body's idempotency_key differ");
+    // another tenant's key of the same name starts its own workflow
+    const theirs = await http('POST', '/v1/workflows', { body, headers, key: keys.globex });
+    expect(theirs.status).toBe(201);
+    expect(theirs.body.id).not.toBe(first.body.id);
+    for (const id of [first.body.id, theirs.body.id]) await http('POST', `/v1/workflows/${id}/cancel`);
+  });
+
   it('cancels a workflow (idempotently) and its running step', async () => {
     const submitted = await http('POST', '/v1/workflows', { body: { steps: { slow: { service: 'simulation', payload: { duration_ms: 60_000 } } } } });
     const canceled = await http('POST', `/v1/workflows/${submitted.body.id}/cancel`, { body: { reason: 'changed my mind' } });

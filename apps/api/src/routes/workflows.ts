@@ -1,4 +1,4 @@
-import { ApiErrorBody, type StreamEvent, StreamId, Workflow, WorkflowState, compareStreamIds, eventView, isEventOfWorkflow, poolOfJobId } from '@emp/core';
+import { ApiErrorBody, type StreamEvent, StreamId, SubmittedWorkflow, Workflow, WorkflowState, compareStreamIds, eventView, isEventOfWorkflow, poolOfJobId } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -6,7 +6,7 @@ import { actingTenant } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError } from '../errors';
 import { closeOnRevocation, EVENT_STREAM_RESPONSE, openEventStream } from '../live/sse';
-import { CancelBody, JobParams, WorkflowBody, WorkflowListQuery, answers } from '../schemas';
+import { CancelBody, IdempotencyHeaders, JobParams, WorkflowBody, WorkflowListQuery, answers, idempotencyKey } from '../schemas';
 
 const WorkflowParams = JobParams;
 const WorkflowCancelResponse = z.object({ id: z.string(), state: WorkflowState, changed: z.boolean() }).strict();
@@ -31,17 +31,24 @@ export async function workflowRoutes(app: FastifyInstance): Promise<void> {
     config: { access: 'submit' },
     schema: {
       summary: 'Submit a workflow: named steps (each a job) with needs, references to earlier results and fan-out',
-      description: 'Answers 201 with the workflow; the steps that need nothing are queued at once. See docs/workflows.md for the reference syntax ({"$from": "generate.images[0]"}, for_each, {"$item": "url"}).',
+      description:
+        'Answers 201 with the workflow; the steps that need nothing are queued at once. See docs/workflows.md for the reference syntax ({"$from": "generate.images[0]"}, for_each, {"$item": "url"}). ' +
+        'With an Idempotency-Key header (or the body\'s idempotency_key), a repeat of the same workflow answers 200 with the first one (duplicate: true); the same key with another workflow is 422 IDEMPOTENCY_CONFLICT.',
       tags: ['workflows'],
+      headers: IdempotencyHeaders,
       body: WorkflowBody,
-      response: answers({ 201: Workflow }),
+      response: answers({ 200: SubmittedWorkflow, 201: SubmittedWorkflow }),
     },
   }, async (request, reply) => {
     const tenant = actingTenant(request.principal, request.body.tenant);
-    const submitted = await broker.submitWorkflow({ ...request.body, ...(tenant ? { tenant } : {}) });
+    const key = idempotencyKey(request.headers['idempotency-key'], request.body.idempotency_key);
+    const submitted = await broker.submitWorkflow({ ...request.body, ...(tenant ? { tenant } : {}), ...(key ? { idempotency_key: key } : {}) });
     const workflow = await broker.getWorkflow(submitted.id);
     if (!workflow) throw new ApiError(404, 'NOT_FOUND', `workflow ${submitted.id} no longer exists`);
-    return reply.code(201).header('location', `/v1/workflows/${submitted.id}`).send(workflow);
+    return reply
+      .code(submitted.duplicate ? 200 : 201)
+      .header('location', `/v1/workflows/${submitted.id}`)
+      .send({ ...workflow, duplicate: submitted.duplicate });
   });
 
   api.get('/v1/workflows/:id', {

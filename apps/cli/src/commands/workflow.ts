@@ -14,6 +14,7 @@ const SubmitFlags = z.object({
   tenant: TenantId.optional(),
   priority: intFlag(workflowInput.priority.unwrap()).optional(),
   pool: PoolName.optional(),
+  idempotencyKey: workflowInput.idempotency_key,
   watch: z.boolean().default(false),
   timeout: secondsFlag.optional(),
   json: z.boolean().default(false),
@@ -117,6 +118,7 @@ export function registerWorkflow(program: Command): void {
     .option('--tenant <id>', "the workflow's tenant (overrides the file's)")
     .option('--priority <n>', "-1000..1000 (overrides the file's)")
     .option('--pool <name>', "the pool every step runs in (overrides the file's)")
+    .option('--idempotency-key <key>', 'a resubmit with the same key (and the same workflow) returns the first workflow instead of starting another')
     .option('--watch', 'follow it until it ends; exit 0 only if it succeeded')
     .option('--timeout <seconds>', 'with --watch: give up waiting after this long (the workflow keeps running)')
     .option('--json', 'print JSON for scripts')
@@ -129,9 +131,11 @@ export function registerWorkflow(program: Command): void {
         ...(flags.tenant ? { tenant: flags.tenant } : {}),
         ...(flags.priority !== undefined ? { priority: flags.priority } : {}),
         ...(flags.pool ? { pool: flags.pool } : {}),
+        ...(flags.idempotencyKey ? { idempotency_key: flags.idempotencyKey } : {}),
       } as SubmitWorkflowInput;
       process.exitCode = await withBroker(redisFlag(command), async (broker) => {
         const submitted = await broker.submitWorkflow(input);
+        if (submitted.duplicate) process.stderr.write(`note: idempotency key matched an earlier workflow; this is that workflow\n`);
         if (!flags.watch) {
           process.stdout.write(flags.json ? `${json(submitted)}\n` : `${submitted.id}\n`);
           return submitted.state === 'failed' ? EXIT_FAILURE : EXIT_OK;

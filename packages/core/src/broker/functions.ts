@@ -81,7 +81,10 @@ export const FUNCTIONS = {
   cancel: writes<[id: string, reason: string], r.CancelReply>('emp_cancel', r.cancelReply),
   retry: writes<[id: string], string>('emp_retry', r.text),
   /** the workflow's id, tenant, priority and prepared definition (JSON, broker/workflows.ts) */
-  workflowSubmit: writes<[id: string, tenant: string, priority: number, definition: string], string>('emp_workflow_submit', r.text),
+  workflowSubmit: writes<[id: string, tenant: string, priority: number, definition: string, idempotency: string, fingerprint: string, idempotencyTtlMs: number], r.WorkflowSubmitReply>(
+    'emp_workflow_submit',
+    r.workflowSubmitReply,
+  ),
   workflowCancel: writes<[id: string, reason: string], r.CancelReply>('emp_workflow_cancel', r.cancelReply),
   listJobs: reads<[tenant: string, until: number | '', since: number | '', afterScore: number | '', afterMember: string,
     states: string, services: string, limit: number, budget: number], r.ListJobsReply>('emp_list_jobs', r.listJobsReply),

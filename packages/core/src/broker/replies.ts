@@ -80,6 +80,9 @@ export function jobReply(reply: unknown, name: string): JobReply | null {
 
 /** emp_cancel: the job's state, whether the call changed it (1/0). */
 export type CancelReply = readonly [state: JobState, changed: number];
+/** emp_workflow_submit: the workflow's state, its id (an idempotent repeat's: the first submit's) and duplicate (1/0). */
+export type WorkflowSubmitReply = readonly [state: string, id: string, duplicate: number];
+export const workflowSubmitReply = tuple<WorkflowSubmitReply>('string');
 export const cancelReply = tuple<CancelReply>('string');
 
 /** emp_list_jobs: [id, score, member, state] per job found, the last index entry looked at, exhausted (1/0). */

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../canonical';
 import { NotFoundError, PayloadTooLargeError, UnknownServiceError, ValidationError } from '../errors';
 import { type Job, type JobState, JobId, SubmitJobInput } from '../job';
 import { durationClass } from '../routing';
@@ -18,8 +20,10 @@ import { getJobsSettled, randomIdPart, submitArgs } from './jobs';
 export interface WorkflowSubmitResult {
   id: string;
   pool: string;
-  /** 'running', or 'failed' when a first step could not be queued */
+  /** 'running', or 'failed' when a first step could not be queued (a duplicate: the first workflow's state now) */
   state: Workflow['state'];
+  /** an idempotent repeat: `id` is the workflow its key first submitted, nothing new was started */
+  duplicate: boolean;
 }
 
 /**
@@ -89,8 +93,19 @@ export async function submitWorkflow(ctx: BrokerContext, input: SubmitWorkflowIn
     }),
   });
   await ctx.rememberPool(pool);
-  const state = await ctx.calls.call(FUNCTIONS.workflowSubmit, pool, [id, workflow.tenant, workflow.priority, definition]);
-  return { id, pool, state: state as Workflow['state'] };
+  // an idempotent repeat is the same request: everything but the key, canonically ordered
+  const { idempotency_key: idempotencyKey, ...request } = workflow;
+  const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
+  const [state, submittedId, duplicate] = await ctx.calls.call(FUNCTIONS.workflowSubmit, pool, [
+    id,
+    workflow.tenant,
+    workflow.priority,
+    definition,
+    idempotencyKey ? `${workflow.tenant}:${idempotencyKey}` : '',
+    fingerprint,
+    ctx.config.idempotencyTtlMs,
+  ]);
+  return { id: submittedId, pool, state: state as Workflow['state'], duplicate: duplicate === 1 };
 }
 
 function withoutWorkflowFields(step: CompiledStep['step']): Record<string, unknown> {

@@ -453,6 +453,11 @@ do
     return { 'canceled', 1 }
   end
 
+  -- A workflow's state, or nil when it does not exist (or its retention passed).
+  function workflows.state(p, id)
+    return call('HGET', wf_key(p, id), 'state')
+  end
+
   -- The workflow step a job is (step name), or nil: a step's job is retried by its workflow, not by hand.
   function workflows.step_of(p, job_id)
     local id = call('HGET', job_key(p, job_id), 'workflow_id')
