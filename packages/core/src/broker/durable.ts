@@ -47,6 +47,25 @@ export async function execWithReplicaWait(ctx: BrokerContext, queueCalls: (pipel
   }
 }
 
+/**
+ * Runs a submit's calls as one pipeline: durably (`execWithReplicaWait`) or not.
+ * `replies` are the calls' own; `notReplicated(what)` is the error of a durable
+ * submit no replica acknowledged (undefined otherwise), `what` naming what was submitted.
+ */
+export async function execSubmitCalls(
+  ctx: BrokerContext,
+  durable: boolean,
+  queueCalls: (pipeline: ChainableCommander) => void,
+): Promise<{ replies: Array<[Error | null, unknown]>; notReplicated: (what: string) => NotReplicatedError | undefined }> {
+  if (!durable) {
+    const pipeline = ctx.redis.pipeline();
+    queueCalls(pipeline);
+    return { replies: ((await pipeline.exec()) ?? []) as Array<[Error | null, unknown]>, notReplicated: () => undefined };
+  }
+  const replies = await execWithReplicaWait(ctx, queueCalls);
+  return { replies: replies.slice(0, -1), notReplicated: (what) => replicationFailure(ctx, replies.at(-1), what) };
+}
+
 /** The error of a durable submit, given the pipeline entry of its WAIT; undefined once a replica has it. */
 export function replicationFailure(ctx: BrokerContext, entry: [Error | null, unknown] | undefined, what: string): NotReplicatedError | undefined {
   const [error, replicas] = entry ?? [new Error('no reply to WAIT'), null];

@@ -10,7 +10,7 @@ import { requirementClass } from '../requirements';
 import { durationClass } from '../routing';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
-import { execWithReplicaWait, isDurable, replicationFailure } from './durable';
+import { execSubmitCalls, isDurable } from './durable';
 import { type Arg, type ArgsOf, FUNCTIONS } from './functions';
 import { type SubmitManyReply, type SubmitReply, foldHash, parseJobReply, parseTracedJobReply, type TracedJob } from './replies';
 import { readEntries } from './streams';
@@ -36,9 +36,9 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput, options:
   const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
   await ctx.rememberPool(prepared.pool);
   if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
-  const replies = await execWithReplicaWait(ctx, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args));
-  const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
-  const failure = replicationFailure(ctx, replies?.[1], `job ${result.id}`);
+  const { replies, notReplicated } = await execSubmitCalls(ctx, true, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args));
+  const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies[0]));
+  const failure = notReplicated(`job ${result.id}`);
   if (failure) throw failure;
   return result;
 }
@@ -55,13 +55,12 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options:
     ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
     ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
   };
-  const durable = isDurable(ctx, options.durable);
-  const replies = durable ? await execWithReplicaWait(ctx, queueCalls) : await execPipeline(ctx, queueCalls);
-  const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies?.[0]));
-  const failure = durable ? replicationFailure(ctx, replies?.[2], `job ${result.id}`) : undefined;
+  const { replies, notReplicated } = await execSubmitCalls(ctx, isDurable(ctx, options.durable), queueCalls);
+  const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies[0]));
+  const failure = notReplicated(`job ${result.id}`);
   if (failure) throw failure;
   if (result.id !== prepared.id) return { submitted: result, job: await getJob(ctx, result.id) };
-  const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.pool, [prepared.id], replies?.[1]);
+  const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.pool, [prepared.id], replies[1]);
   return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
 }
 
@@ -101,9 +100,8 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
           ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
         }
       };
-      const durable = isDurable(ctx, options.durable);
-      const replies = (durable ? await execWithReplicaWait(ctx, queueCalls) : await execPipeline(ctx, queueCalls)) ?? [];
-      const failure = durable ? replicationFailure(ctx, replies[batches.length], `the batch's jobs of pool ${pool}`) : undefined;
+      const { replies, notReplicated } = await execSubmitCalls(ctx, isDurable(ctx, options.durable), queueCalls);
+      const failure = notReplicated(`the batch's jobs of pool ${pool}`);
       batches.forEach((batch, b) => {
         let reply: SubmitManyReply | undefined;
         let error: unknown;
@@ -127,12 +125,6 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
     }),
   );
   return results;
-}
-
-function execPipeline(ctx: BrokerContext, queueCalls: (pipeline: ChainableCommander) => void) {
-  const pipeline = ctx.redis.pipeline();
-  queueCalls(pipeline);
-  return pipeline.exec();
 }
 
 export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null> {
