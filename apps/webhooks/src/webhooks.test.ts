@@ -167,15 +167,16 @@ describe('webhook delivery', () => {
     const broker = await Broker.connect({ redis });
     await service(broker, { concurrencyPerUrl: 2, concurrency: 4 });
     const slow = await receiver();
-    slow.answer = () => ({ status: 200, delayMs: 1_000 });
+    slow.answer = () => ({ status: 200, delayMs: 1_500 }); // under the attempt timeout (2 s)
     const fast = await receiver();
     const slowJobs: string[] = [];
     for (let i = 0; i < 6; i += 1) slowJobs.push(await runJob(broker, { url: slow.url, events: ['job.queued'] }));
-    const started = Date.now();
     const quick = await runJob(broker, { url: fast.url, events: ['job.queued'] });
     await until(() => fast.typesOf(quick).length === 1, "the fast receiver's message");
-    expect(Date.now() - started).toBeLessThan(700);
-    await until(() => slowJobs.every((id) => slow.typesOf(id).length === 1), "the slow receiver's messages", 8_000);
+    // delivered while the slow receiver still held its first requests: it had answered none yet
+    // (an order, not a time: a loaded machine stretches both alike)
+    expect(slow.received).toHaveLength(0);
+    await until(() => slowJobs.every((id) => slow.typesOf(id).length === 1), "the slow receiver's messages", 20_000);
     expect(slow.maxConcurrent).toBe(2);
   });
 

