@@ -98,7 +98,7 @@ describe('the event union as the one contract of the stream', () => {
         const zodAccepts = (fields: Record<string, string>) => StreamEventBody.safeParse({ ...fields, type }).success;
         const base: Record<string, string> = { job: 'standard.a', state: 'idle', tenant: 't', service: 's', worker: 'w', machine: 'm', attempt: '1',
           progress: '{"stage":"running"}', reason: 'retry', retry_at: '5', action: 'drain', command: '1-0', outcome: 'ok', process: 'p', class: 'c',
-          from: '1', gap_ms: '2', grace_until: '3', model: 'sdxl', forecast: '2.5', workflow: 'standard.a', step: 's', error: 'e' };
+          from: '1', gap_ms: '2', grace_until: '3', model: 'sdxl', forecast: '2.5', workflow: 'standard.a', step: 's', error: 'e', optional: '1' };
         if (type === 'planner.decision') base.action = 'prefetch';
         if (type.startsWith('machine.') && !['machine.command', 'machine.command.done', 'machine.process'].includes(type)) base.state = type.slice('machine.'.length);
         if (type.startsWith('worker.') && type !== 'worker.registered') base.state = type.slice('worker.'.length);

@@ -17,6 +17,8 @@ const optionalText = z
   .string()
   .optional()
   .transform((value) => (value === '' ? undefined : value));
+/** a yes/no field, written '1' or '0', read as a boolean */
+const flag = z.enum(['0', '1']).transform((value) => value === '1');
 
 const jobBase = {
   /** the job's id */
@@ -122,7 +124,7 @@ const workflowBase = { workflow: text, state: text, tenant: text };
 export const WorkflowSubmittedEvent = z.object({ type: z.literal('workflow.submitted'), ...workflowBase });
 export const WorkflowStepSucceededEvent = z.object({ type: z.literal('workflow.step_succeeded'), ...workflowBase, step: text });
 /** a step failed (`error` says why); `optional` (stored '1' / '0', read as a boolean): the workflow goes on without its result */
-export const WorkflowStepFailedEvent = z.object({ type: z.literal('workflow.step_failed'), ...workflowBase, step: text, error: text, optional: z.enum(['0', '1']).transform((flag) => flag === '1') });
+export const WorkflowStepFailedEvent = z.object({ type: z.literal('workflow.step_failed'), ...workflowBase, step: text, error: text, optional: flag });
 export const WorkflowSucceededEvent = z.object({ type: z.literal('workflow.succeeded'), ...workflowBase });
 export const WorkflowFailedEvent = z.object({ type: z.literal('workflow.failed'), ...workflowBase, step: text, error: text });
 export const WorkflowCanceledEvent = z.object({ type: z.literal('workflow.canceled'), ...workflowBase });
@@ -247,6 +249,7 @@ function fieldReader(schema: z.ZodType): [FieldReader, boolean] | undefined {
   if (schema === optionalText) return [(value) => (value === '' ? undefined : value), true];
   if (schema === ms) return [readInteger, false];
   if (schema === jsonProgress) return [readProgress, false];
+  if (schema === flag) return [(value) => (value === '1' ? true : value === '0' ? false : REJECT), false];
   if (schema instanceof z.ZodOptional && schema.unwrap() === ms) return [readInteger, true];
   if (schema instanceof z.ZodEnum) {
     const allowed = new Set<unknown>(schema.options);
