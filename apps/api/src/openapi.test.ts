@@ -99,7 +99,7 @@ describe('response schemas', () => {
       ['get', '/v1/jobs/{id}/events', '200', ''],
       ['post', '/v1/jobs/{id}/complete', '200', ''],
       ['post', '/v1/jobs/{id}/fail', '200', ''],
-      ['post', '/v1/workflows', '201', 'Workflow'],
+      ['post', '/v1/workflows', '201', 'SubmittedWorkflow'],
       ['get', '/v1/workflows/{id}', '200', 'Workflow'],
       ['get', '/v1/workflows', '200', ''],
       ['post', '/v1/workflows/{id}/cancel', '200', ''],
