@@ -4,6 +4,7 @@ import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShardReport } from './api-protocol';
 import { Broker } from './broker';
+import { WebhookOutbox } from './webhook-outbox';
 
 // Where each pool lives: the shard report on one Redis and on a real 3-master
 // cluster, checked against what the servers themselves say (CLUSTER SLOTS,
@@ -22,6 +23,14 @@ async function fill(broker: Broker, pool: string, queued: number): Promise<strin
   return ids;
 }
 
+/** Queues `count` webhook messages (one chain: one due, the rest behind it, all undelivered). */
+async function queueWebhooks(broker: Broker, count: number): Promise<void> {
+  const outbox = new WebhookOutbox(broker);
+  for (let i = 0; i < count; i++) {
+    await outbox.enqueue({ id: `m${i}`, tenant: 't', url: 'https://example.com/h', job: 'standard.abcdefabcdef', type: 'job.queued', body: '{}' });
+  }
+}
+
 describe('shard report on one Redis', () => {
   let redis: RedisProcess;
   let connection: Redis;
@@ -38,6 +47,7 @@ describe('shard report on one Redis', () => {
     const broker = await Broker.connect({ redis: connection });
     await fill(broker, 'standard', 2);
     await broker.submit({ service: 'simulation', requirements: { pool: 'scratch' } });
+    await queueWebhooks(broker, 2);
 
     const report = ShardReport.parse(await broker.shardReport());
     const address = `${redis.host}:${redis.port}`;
@@ -49,11 +59,11 @@ describe('shard report on one Redis', () => {
     expect(byPool.get('standard')).toMatchObject({ kind: 'pool', queued: 2, running: 1, workers: 1 });
     expect(byPool.get('scratch')).toMatchObject({ queued: 1, running: 0, workers: 0 });
     expect(byPool.get('heavy')).toMatchObject({ queued: 0, running: 0, workers: 0 });
-    expect(byPool.get('webhooks')).toMatchObject({ queued: 0 });
+    expect(byPool.get('webhooks')).toMatchObject({ kind: 'webhooks', queued: 2 });
     expect(byPool.get('webhooks')!.running).toBeUndefined();
 
     expect(report.nodes).toHaveLength(1);
-    expect(report.nodes[0]).toMatchObject({ node: address, role: 'single node', slots: 16384, shards: 5, queued: 3 });
+    expect(report.nodes[0]).toMatchObject({ node: address, role: 'single node', slots: 16384, shards: 5, queued: 5 });
     expect(report.nodes[0]!.used_memory_bytes).toBeGreaterThan(0);
     expect(report.nodes[0]!.ops_per_sec).toBeGreaterThanOrEqual(0);
   });
@@ -96,6 +106,7 @@ describe('shard report on a 3-master Redis Cluster', () => {
       await fill(broker, pool, owners.size);
     }
     expect(new Set(owners.values()).size).toBe(3);
+    await queueWebhooks(broker, 3);
 
     const report = ShardReport.parse(await broker.shardReport());
     expect(report.mode).toBe('cluster');
@@ -112,7 +123,7 @@ describe('shard report on a 3-master Redis Cluster', () => {
       expect(shard.keys).toBeGreaterThan(3);
     }
     const webhooks = report.shards.find((s) => s.kind === 'webhooks')!;
-    expect(webhooks.shard).toBe('{_webhooks}');
+    expect(webhooks).toMatchObject({ shard: '{_webhooks}', queued: 3 });
     expect(webhooks.slot).toBe(Number(await client.call('CLUSTER', 'KEYSLOT', broker.keys.webhookAnchor())));
     expect(webhooks.node).toBe(`127.0.0.1:${await cluster.ownerOfSlot(webhooks.slot)}`);
 
