@@ -13,6 +13,7 @@ import {
   PoolReport,
   QueueReport,
   RetryResponse,
+  ShardReport,
   SubmittedJob,
   WorkerList,
 } from '@emp/core';
@@ -99,12 +100,13 @@ describe('response schemas', () => {
       ['get', '/v1/jobs/{id}/events', '200', ''],
       ['post', '/v1/jobs/{id}/complete', '200', ''],
       ['post', '/v1/jobs/{id}/fail', '200', ''],
-      ['post', '/v1/workflows', '201', 'Workflow'],
+      ['post', '/v1/workflows', '201', 'SubmittedWorkflow'],
       ['get', '/v1/workflows/{id}', '200', 'Workflow'],
       ['get', '/v1/workflows', '200', ''],
       ['post', '/v1/workflows/{id}/cancel', '200', ''],
       ['get', '/v1/queues', '200', 'QueueReport'],
       ['get', '/v1/pools', '200', 'PoolReport'],
+      ['get', '/v1/shards', '200', 'ShardReport'],
       ['get', '/v1/workers', '200', ''],
       ['get', '/v1/machines', '200', ''],
       ['post', '/v1/services/{service}/pause', '200', ''],
@@ -181,6 +183,7 @@ describe('response schemas', () => {
     }
     conforms(QueueReport, (await http('GET', '/v1/queues')).body);
     conforms(PoolReport, (await http('GET', '/v1/pools')).body);
+    conforms(ShardReport, (await http('GET', '/v1/shards')).body);
     const workers = await http('GET', '/v1/workers');
     conforms(WorkerList, workers.body);
     expect(workers.body.workers).toContainEqual(expect.objectContaining({ id: 'api-test-worker', capabilities: expect.objectContaining({ services: ['simulation'] }) }));

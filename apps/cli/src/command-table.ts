@@ -73,6 +73,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async () => (await import('./commands/pools')).registerPools,
   },
   {
+    name: 'shards',
+    usage: '[options]',
+    description: 'where each pool lives: every shard (a pool, webhook delivery) with its cluster slot, node, queued and running jobs and workers; then each Redis node',
+    load: async () => (await import('./commands/shards')).registerShards,
+  },
+  {
     name: 'workers',
     usage: '[options]',
     description: 'registered workers: state, machine, services, models held, last seen (offline ones stay listed)',

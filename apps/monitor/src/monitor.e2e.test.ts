@@ -197,6 +197,10 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
       expect(await fresh.locator('[data-routing-pool="fast"] [data-cutoff]').textContent()).toBe('< 30 s');
       expect(await fresh.locator('[data-routing-pool="heavy"] [data-cutoff]').textContent()).toBe('≥ 3m 0s');
       await fresh.locator('[data-dclass]', { hasText: 'simulation' }).first().waitFor({ timeout: WAIT });
+      // where each pool lives: on this one Redis, every shard on that server
+      await fresh.locator('[data-shard="{standard}"]').waitFor({ timeout: WAIT });
+      expect(await fresh.locator('[data-shard="{standard}"] [data-shard-node]').textContent()).toBe(`${redis.host}:${redis.port}`);
+      expect(await fresh.locator('[data-shard="{_webhooks}"] [data-shard-node]').textContent()).toBe(`${redis.host}:${redis.port}`);
       await screenshot(fresh, 'fleet-pools');
     } finally {
       await fresh.close();

@@ -178,6 +178,9 @@ describe('operator calls through the SDK', () => {
     const report = await operator.pools();
     expect(report.pools.map((p) => p.name)).toEqual(['fast', 'standard', 'heavy']);
     await expect(client.pools()).rejects.toMatchObject({ status: 403 });
+    const shards = await operator.shards();
+    expect(shards.shards.find((s) => s.pool === 'standard')).toMatchObject({ shard: '{standard}', queued: expect.any(Number) });
+    await expect(client.shards()).rejects.toMatchObject({ status: 403 });
   });
 });
 

@@ -16,6 +16,7 @@ import type {
   QueueHistoryRange,
   QueueReport,
   RetryResponse,
+  ShardReport,
   SubmitJobInput,
   SubmitWorkflowInput,
   SubmittedJob,
@@ -167,6 +168,11 @@ export class EmpClient {
   /** The configured pools by expected duration: cutoffs, target wait, profile, queue, workers, learned duration classes. */
   async pools(): Promise<PoolReport> {
     return this.request('GET', '/v1/pools');
+  }
+
+  /** Where each pool lives: every shard with its cluster slot, node and jobs, and each Redis node's load (an operator key). */
+  async shards(): Promise<ShardReport> {
+    return this.request('GET', '/v1/shards');
   }
 
   async queues(pool?: string): Promise<QueueReport> {

@@ -179,6 +179,74 @@ export const PoolReport = z
   .meta({ id: 'PoolReport' });
 export type PoolReport = z.infer<typeof PoolReport>;
 
+/**
+ * One shard: the keys that share one hash tag, so one cluster slot on one master.
+ * Today a pool is one shard (`{<pool>}`) and webhook delivery is one (`{_webhooks}`);
+ * shards within a pool (docs/scale-out.md, not built yet) will list several per pool.
+ */
+export const ShardView = z
+  .object({
+    /** the hash tag every key of the shard carries: `{<pool>}`, or `{_webhooks}` */
+    shard: z.string(),
+    /** what the shard holds: a pool's jobs, workers and machines, or webhook delivery */
+    kind: z.enum(['pool', 'webhooks']),
+    /** the pool whose shard it is (absent for webhooks) */
+    pool: PoolName.optional(),
+    /** the cluster slot of the hash tag (CLUSTER KEYSLOT); on one Redis the slot it would have on a cluster */
+    slot: z.number().int().min(0).max(16383),
+    /** host:port of the master serving the slot (on one Redis: that server) */
+    node: z.string(),
+    /** jobs queued (as the queue report counts them); for webhooks: messages not yet delivered or given up */
+    queued: z.number().int().nonnegative(),
+    /** jobs held by a worker (starting or running); absent for webhooks */
+    running: z.number().int().nonnegative().optional(),
+    /** online workers registered in the pool; absent for webhooks */
+    workers: z.number().int().nonnegative().optional(),
+    /** keys in the slot (CLUSTER COUNTKEYSINSLOT on its master); absent on one Redis, where no such count is cheap */
+    keys: z.number().int().nonnegative().optional(),
+  })
+  .strict()
+  .meta({ id: 'Shard' });
+export type ShardView = z.infer<typeof ShardView>;
+
+/** One Redis server holding data: a cluster master or replica, or the one Redis. */
+export const ShardNodeView = z
+  .object({
+    /** host:port */
+    node: z.string(),
+    role: z.enum(['master', 'replica', 'single node']),
+    /** the master a replica copies */
+    replica_of: z.string().optional(),
+    /** cluster slots it serves (a replica: 0; one Redis: all 16384) */
+    slots: z.number().int().nonnegative(),
+    /** the shards it serves (a replica: 0) and their queued jobs */
+    shards: z.number().int().nonnegative(),
+    queued: z.number().int().nonnegative(),
+    /** INFO memory used_memory (bytes) */
+    used_memory_bytes: z.number().int().nonnegative().optional(),
+    /** INFO stats instantaneous_ops_per_sec */
+    ops_per_sec: z.number().nonnegative().optional(),
+    /** why INFO did not answer, when it did not (the node is down or unreachable) */
+    error: z.string().optional(),
+  })
+  .strict()
+  .meta({ id: 'ShardNode' });
+export type ShardNodeView = z.infer<typeof ShardNodeView>;
+
+/** Where each shard lives and what it holds, and each Redis server's load (GET /v1/shards, `emp shards`). */
+export const ShardReport = z
+  .object({
+    /** one Redis, or a Redis Cluster */
+    mode: z.enum(['single', 'cluster']),
+    /** every pool's shard by pool name, then the webhook shard */
+    shards: z.array(ShardView),
+    /** masters by address, then replicas */
+    nodes: z.array(ShardNodeView),
+  })
+  .strict()
+  .meta({ id: 'ShardReport' });
+export type ShardReport = z.infer<typeof ShardReport>;
+
 const QueueDepth = { depth: z.number().int().nonnegative(), oldest_age_ms: Ms.optional() };
 
 /** Queue depth and age of the oldest job per pool, service and requirement class. */

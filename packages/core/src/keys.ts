@@ -102,8 +102,12 @@
 export class KeyLayout {
   constructor(readonly namespace = 'emp') {}
 
+  /** the hash tag of a pool's shard: what puts all its keys in one cluster slot */
+  shardTag(pool: string): string {
+    return `{${pool}}`;
+  }
   prefix(pool: string): string {
-    return `${this.namespace}:{${pool}}:`;
+    return `${this.namespace}:${this.shardTag(pool)}:`;
   }
   anchor(pool: string): string {
     return `${this.prefix(pool)}shard`;
@@ -228,8 +232,12 @@ export class KeyLayout {
   sharedSecret(name: string): string {
     return `${this.namespace}:secret:${name}`;
   }
+  /** the hash tag of webhook delivery's shard */
+  webhookShardTag(): string {
+    return '{_webhooks}';
+  }
   webhookPrefix(): string {
-    return `${this.namespace}:{_webhooks}:`;
+    return `${this.namespace}:${this.webhookShardTag()}:`;
   }
   webhookAnchor(): string {
     return `${this.webhookPrefix()}shard`;

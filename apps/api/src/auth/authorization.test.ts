@@ -118,6 +118,7 @@ const routes: RouteCase[] = [
   { name: 'whoami', route: 'GET /v1/whoami', access: 'identify', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/whoami' }) },
   { name: 'queues', route: 'GET /v1/queues', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues' }) },
   { name: 'pools', route: 'GET /v1/pools', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/pools' }) },
+  { name: 'shards', route: 'GET /v1/shards', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/shards' }) },
   { name: 'workers', route: 'GET /v1/workers', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/workers' }) },
   { name: 'machines', route: 'GET /v1/machines', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines' }) },
   { name: 'pause a service', route: 'POST /v1/services/:service/pause', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/services/comfyui/pause', body: { pool: 'standard' } }) },

@@ -1,4 +1,4 @@
-import { type Broker, MachineList, PoolReport, QueueReport, type RegistryEntry, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
+import { type Broker, MachineList, PoolReport, QueueReport, type RegistryEntry, ShardReport, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { z } from 'zod';
@@ -101,6 +101,20 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async () => broker.poolReport(),
+  );
+
+  api.get(
+    '/v1/shards',
+    {
+      // Redis servers' addresses and load: the operator's, not a worker's or a service's
+      config: { access: 'operate' as const },
+      schema: {
+        summary: 'Where each pool lives: every shard (a pool, or webhook delivery) with its cluster slot, the node serving it, its queued and running jobs and workers; and each Redis node with its slots, shards, memory and ops/s (docs/scale-out.md)',
+        tags: ['fleet'],
+        response: answers({ 200: ShardReport }),
+      },
+    },
+    async () => broker.shardReport(),
   );
 
   api.get('/v1/workers', fleetRead('Registered workers (offline ones stay listed until their retention passes)', WorkerList), async (request) => {

@@ -8,6 +8,7 @@ import { type CommandView, type MonitorState, machineHealth, workersByMachine } 
 import { Empty, href } from './common';
 import { count, duration } from './format';
 import { MachineCard } from './machine-card';
+import { ShardsPanel } from './shards';
 
 type StatusFilter = 'all' | 'online' | 'offline' | 'busy' | 'degraded';
 type SortKey = 'name' | 'pool' | 'state' | 'last-seen' | 'utilisation';
@@ -76,6 +77,7 @@ export function FleetView({ connection, store, now }: { connection: Connection; 
       </div>
       {queues && queues.pools.length > 0 && <PoolPressure pools={queues.pools} workers={all} selected={pool} />}
       <RoutingPools connection={connection} />
+      <ShardsPanel connection={connection} />
       <div className="toolbar" role="search">
         <input type="search" placeholder="Search machines, workers, regions…" value={search} onChange={(e) => setSearch(e.target.value)} aria-label="search machines" />
         <label>

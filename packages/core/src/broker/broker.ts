@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { PoolReport, SubmitResult } from '../api-protocol';
+import type { PoolReport, ShardReport, SubmitResult } from '../api-protocol';
 import { ApiKeyStore } from '../api-keys';
 import type { WorkerModelsInput, WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
@@ -20,6 +20,7 @@ import { checkReplicasForDurableSubmit } from './durable';
 import * as jobs from './jobs';
 import * as planner from './planner';
 import * as pools from './pools';
+import * as shards from './shards';
 import * as stats from './stats';
 import * as workflows from './workflows';
 import * as streams from './streams';
@@ -367,6 +368,15 @@ export class Broker {
 
   queueStats(pool: string): Promise<QueueStats> {
     return stats.queueStats(this.#ctx, pool);
+  }
+
+  /**
+   * Where each shard lives (a pool's `{<pool>}`, webhook delivery's `{_webhooks}`): its slot,
+   * the master serving it, its queued and running jobs and workers; and each Redis server's
+   * slots, shards, memory and ops/s (docs/scale-out.md, "Where each pool lives").
+   */
+  shardReport(): Promise<ShardReport> {
+    return shards.shardReport(this.#ctx);
   }
 
   /**

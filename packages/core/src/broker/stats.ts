@@ -121,8 +121,13 @@ export async function redisMemory(ctx: BrokerContext): Promise<RedisMemory[]> {
     nodes.map(async (node) => {
       const info = await node.info('memory');
       const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
-      const { host, port } = node.options as { host?: string; port?: number };
-      return { node: `${host ?? 'localhost'}:${port ?? 6379}`, usedBytes: field('used_memory'), maxBytes: field('maxmemory') };
+      return { node: nodeAddress(node), usedBytes: field('used_memory'), maxBytes: field('maxmemory') };
     }),
   );
+}
+
+/** host:port of one Redis connection, as its options name the server. */
+export function nodeAddress(node: Redis): string {
+  const { host, port } = node.options as { host?: string; port?: number };
+  return `${host ?? 'localhost'}:${port ?? 6379}`;
 }

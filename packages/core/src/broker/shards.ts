@@ -1,0 +1,119 @@
+/// <reference path="../cluster-key-slot.d.ts" />
+import calculateSlot from 'cluster-key-slot';
+import type { Cluster, Redis } from 'ioredis';
+import type { ShardNodeView, ShardReport, ShardView } from '../api-protocol';
+import type { BrokerContext } from './context';
+import { jobCounts, nodeAddress, queueStats } from './stats';
+
+const SLOT_COUNT = 16384;
+
+/** One slot range of `CLUSTER SLOTS`: from, to, then the master and its replicas as [host, port, id, ...]. */
+type SlotRange = [number, number, ...Array<[string, number, ...unknown[]]>];
+
+/** Who serves each slot, by a fresh CLUSTER SLOTS (not the client's cached map, which may be behind a failover). */
+interface SlotMap {
+  masterOf(slot: number): string | undefined;
+  /** every node in the map: masters with the slots they serve, replicas with their master */
+  nodes: Map<string, { role: 'master' | 'replica'; slots: number; replicaOf?: string }>;
+}
+
+/**
+ * Where each shard lives: every pool's shard (the pools that have seen a job
+ * or a worker, and the configured ones) and the webhook shard, each with its
+ * slot, the master serving it and what it holds; and each Redis server with
+ * the shards it serves, its memory and its ops/s. On one Redis every shard is
+ * on that server (its slot is where it would go on a cluster).
+ */
+export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
+  const { keys, redis } = ctx;
+  const pools = [...new Set([...(await ctx.pools()), ...ctx.config.pools.map((p) => p.name)])].sort();
+  const cluster = redis.isCluster ? (redis as Cluster) : undefined;
+  const connections = new Map<string, Redis>(
+    cluster ? cluster.nodes('all').map((node) => [nodeAddress(node), node] as const) : [[nodeAddress(redis as Redis), redis as Redis]],
+  );
+  const slotMap = cluster ? await readSlotMap(cluster) : undefined;
+  const single = cluster ? '' : nodeAddress(redis as Redis);
+  const nodeOf = (slot: number) => (slotMap ? (slotMap.masterOf(slot) ?? 'unassigned') : single);
+  /** keys in the slot, asked of its master (cheap: Redis keeps a count per slot); none on one Redis, or when the master does not answer */
+  const keysIn = async (slot: number, node: string): Promise<number | undefined> => {
+    const connection = cluster ? connections.get(node) : undefined;
+    if (!connection) return undefined;
+    return connection.call('CLUSTER', 'COUNTKEYSINSLOT', slot).then(Number, () => undefined);
+  };
+
+  const poolShards = await Promise.all(
+    pools.map(async (pool): Promise<ShardView> => {
+      const slot = calculateSlot(keys.anchor(pool));
+      const node = nodeOf(slot);
+      const [stats, counts, keyCount] = await Promise.all([queueStats(ctx, pool), jobCounts(ctx, pool), keysIn(slot, node)]);
+      const shard: ShardView = {
+        shard: keys.shardTag(pool),
+        kind: 'pool',
+        pool,
+        slot,
+        node,
+        queued: stats.classes.reduce((sum, c) => sum + c.depth, 0),
+        running: counts.reduce((sum, c) => sum + c.starting + c.running, 0),
+        workers: stats.onlineWorkers,
+      };
+      if (keyCount !== undefined) shard.keys = keyCount;
+      return shard;
+    }),
+  );
+  const webhookSlot = calculateSlot(keys.webhookAnchor());
+  const webhookNode = nodeOf(webhookSlot);
+  const [undelivered, webhookKeys] = await Promise.all([redis.zcard(keys.webhookUndelivered()), keysIn(webhookSlot, webhookNode)]);
+  const webhooks: ShardView = { shard: keys.webhookShardTag(), kind: 'webhooks', slot: webhookSlot, node: webhookNode, queued: undelivered };
+  if (webhookKeys !== undefined) webhooks.keys = webhookKeys;
+  const shards = [...poolShards, webhooks];
+
+  const described: Array<Omit<ShardNodeView, 'shards' | 'queued' | 'used_memory_bytes' | 'ops_per_sec' | 'error'>> = slotMap
+    ? [...slotMap.nodes.entries()].map(([node, n]) => (n.replicaOf ? { node, role: n.role, replica_of: n.replicaOf, slots: n.slots } : { node, role: n.role, slots: n.slots }))
+    : [{ node: single, role: 'single node', slots: SLOT_COUNT }];
+  const nodes = await Promise.all(
+    described.map(async (n): Promise<ShardNodeView> => {
+      const own = shards.filter((s) => s.node === n.node);
+      const view: ShardNodeView = { ...n, shards: own.length, queued: own.reduce((sum, s) => sum + s.queued, 0) };
+      const connection = connections.get(n.node);
+      if (!connection) return { ...view, error: 'no connection to this node' };
+      try {
+        const info = await connection.info();
+        const usedMemory = infoNumber(info, 'used_memory');
+        const ops = infoNumber(info, 'instantaneous_ops_per_sec');
+        if (usedMemory !== undefined) view.used_memory_bytes = usedMemory;
+        if (ops !== undefined) view.ops_per_sec = ops;
+      } catch (error) {
+        view.error = (error as Error).message;
+      }
+      return view;
+    }),
+  );
+  const rank = { master: 0, 'single node': 0, replica: 1 } as const;
+  nodes.sort((a, b) => rank[a.role] - rank[b.role] || a.node.localeCompare(b.node, undefined, { numeric: true }));
+  return { mode: cluster ? 'cluster' : 'single', shards, nodes };
+}
+
+async function readSlotMap(cluster: Cluster): Promise<SlotMap> {
+  const probe = cluster.nodes('master')[0];
+  if (!probe) throw new Error('the Redis Cluster client knows no master yet');
+  const ranges = (await probe.call('CLUSTER', 'SLOTS')) as SlotRange[];
+  // a node may announce an empty host: the one the probe reached it by
+  const address = ([host, port]: [string, number, ...unknown[]]) => `${host || (probe.options.host ?? 'localhost')}:${port}`;
+  const nodes: SlotMap['nodes'] = new Map();
+  const owners: Array<{ from: number; to: number; master: string }> = [];
+  for (const [from, to, master, ...replicas] of ranges) {
+    if (!master) continue;
+    const owner = address(master);
+    owners.push({ from, to, master: owner });
+    const entry = nodes.get(owner) ?? { role: 'master' as const, slots: 0 };
+    entry.slots += to - from + 1;
+    nodes.set(owner, entry);
+    for (const replica of replicas) nodes.set(address(replica), { role: 'replica', slots: 0, replicaOf: owner });
+  }
+  return { masterOf: (slot) => owners.find((r) => slot >= r.from && slot <= r.to)?.master, nodes };
+}
+
+function infoNumber(info: string, field: string): number | undefined {
+  const match = new RegExp(`^${field}:([\\d.]+)\\r?$`, 'm').exec(info);
+  return match ? Number(match[1]) : undefined;
+}
