@@ -2,6 +2,7 @@ import type { PoolReport as PoolsReport } from '@emp/core';
 import { useEffect, useMemo, useState } from 'react';
 import type { Connection } from '../api/connection';
 import type { MonitorStore } from '../live/monitor-store';
+import { usePolled } from '../live/use-polled';
 import { useMonitorState } from '../live/monitor-store';
 import type { MachineRecord, WorkerRecord } from '../state/fleet-records';
 import { type CommandView, type MonitorState, machineHealth, workersByMachine } from '../state/monitor-state';
@@ -161,21 +162,7 @@ function cutoffText(p: PoolsReport['pools'][number]): string {
 
 /** The configured pools jobs are routed to by expected duration, with the duration classes each takes (GET /v1/pools). */
 function RoutingPools({ connection }: { connection: Connection }) {
-  const [report, setReport] = useState<PoolsReport | undefined>();
-  useEffect(() => {
-    let stopped = false;
-    const load = () =>
-      connection.client
-        .pools()
-        .then((answer) => !stopped && setReport(answer))
-        .catch((error: unknown) => console.warn('pools not loaded', error));
-    void load();
-    const timer = setInterval(load, POOLS_EVERY_MS);
-    return () => {
-      stopped = true;
-      clearInterval(timer);
-    };
-  }, [connection]);
+  const report: PoolsReport | undefined = usePolled(() => connection.client.pools(), POOLS_EVERY_MS, 'pools', [connection]);
   if (!report) return null;
   return (
     <div className="panel routing-pools" aria-label="pools by expected duration">

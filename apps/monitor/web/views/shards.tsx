@@ -1,6 +1,6 @@
 import type { ShardReport } from '@emp/core';
-import { useEffect, useState } from 'react';
 import type { Connection } from '../api/connection';
+import { usePolled } from '../live/use-polled';
 import { count } from './format';
 
 const SHARDS_EVERY_MS = 10_000;
@@ -14,21 +14,7 @@ function megabytes(bytes: number | undefined): string {
  * delivery) with the Redis node serving its slot, and each node's load.
  */
 export function ShardsPanel({ connection }: { connection: Connection }) {
-  const [report, setReport] = useState<ShardReport | undefined>();
-  useEffect(() => {
-    let stopped = false;
-    const load = () =>
-      connection.client
-        .shards()
-        .then((answer) => !stopped && setReport(answer))
-        .catch((error: unknown) => console.warn('shards not loaded', error));
-    void load();
-    const timer = setInterval(load, SHARDS_EVERY_MS);
-    return () => {
-      stopped = true;
-      clearInterval(timer);
-    };
-  }, [connection]);
+  const report: ShardReport | undefined = usePolled(() => connection.client.shards(), SHARDS_EVERY_MS, 'shards', [connection]);
   if (!report) return null;
   return (
     <div className="panel shards" aria-label="where each pool lives">
