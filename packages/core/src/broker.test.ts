@@ -593,6 +593,26 @@ describe('idle workers', () => {
     expect((await b.claim('standard', 'sim')).job).toBeNull();
   });
 
+  it('takes what is queued on several signal lists without waiting: each list emptied (up to 100), the others left alone', async () => {
+    const b = await broker();
+    const ids = ['a', 'b', 'c', 'd', 'e'];
+    for (const id of ids) await worker(b, id);
+    expect(await b.takeSignals('standard', ids)).toEqual(new Map());
+    await redis.rpush('emp:{standard}:signal:b', 'wake:x', 'cancel:j1', 'nonsense');
+    await redis.rpush('emp:{standard}:signal:e', ...Array.from({ length: 101 }, (_, i) => `expired:j${i}`));
+    await redis.rpush('emp:{standard}:signal:other', 'wake:y'); // not asked for
+    const taken = await b.takeSignals('standard', ids);
+    expect([...taken.keys()]).toEqual(['b', 'e']);
+    expect(taken.get('b')).toEqual([{ type: 'wake', requirementClass: 'x' }, { type: 'cancel', jobId: 'j1' }]);
+    expect(taken.get('e')).toHaveLength(100);
+    expect(taken.get('e')![99]).toEqual({ type: 'expired', jobId: 'j99' });
+    // one pop per list per call, as a blocking wait takes: the 101st stays for the next
+    expect(await redis.lrange('emp:{standard}:signal:e', 0, -1)).toEqual(['expired:j100']);
+    expect(await redis.llen('emp:{standard}:signal:other')).toBe(1);
+    expect(await b.takeSignals('standard', ['e', 'a'])).toEqual(new Map([['e', [{ type: 'expired', jobId: 'j100' }]]]));
+    expect(await b.takeSignals('standard', [])).toEqual(new Map());
+  });
+
   it('events can be read from a cursor and resumed without a gap', async () => {
     const b = await broker();
     for (let i = 0; i < 5; i++) await b.submit({ service: 'simulation' });

@@ -154,6 +154,26 @@ describe('routing by expected duration', () => {
     expect((await broker.poolReport()).min_samples).toBe(3);
   });
 
+  it('reads a known class without its service, and its service again should the class have lost its history', async () => {
+    broker = await Broker.connect({ redis, clock: () => now, config: { routingMinSamples: 3 } });
+    await registerWorkers(['fast', 'standard']);
+    await runJobs('standard', 'known', 3, 500);
+    await runJobs('standard', 'other', 3, 40_000);
+    const lrange = async () => Number(/cmdstat_lrange:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    const before = await lrange();
+    expect((await routed({ service: 'simulation', requirements: { models: ['known'] } })).routing.reason).toBe('routed to fast: p90 of 3 similar jobs = 0.5 s');
+    expect(await lrange(), 'first read: the class and its service in each of the 3 pools').toBe(before + 6);
+    now += 5_001;
+    expect((await routed({ service: 'simulation', requirements: { models: ['known'] } })).routing.reason).toBe('routed to fast: p90 of 3 similar jobs = 0.5 s');
+    expect(await lrange(), 'a class known to have enough: only its lists').toBe(before + 9);
+    // its history gone (the only way a class's lists shrink): the service's decides, as for a class never seen
+    await redis.del(keys.durations('standard', durationClass('simulation', ['known'])));
+    now += 5_001;
+    expect((await routed({ service: 'simulation', requirements: { models: ['known'] } })).routing.reason).toBe('routed to standard: p90 of 6 jobs of its service = 40 s');
+    now += 5_001;
+    expect((await routed({ service: 'simulation', requirements: { models: ['known'] } })).routing.reason).toBe('routed to standard: p90 of 6 jobs of its service = 40 s');
+  });
+
   it('skips a pool without an online worker for the nearest one with one, and says so', async () => {
     await registerWorkers(['standard']);
     expect((await routed({ service: 'simulation', expected_duration_s: 4 })).routing).toEqual({

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SimulationConfig } from './config';
+import { startOrder } from './index';
+import { POLICIES } from './policies';
 import { RunSlots, runInChild, runRequest } from './parallel';
 import { generateWorkload } from './workload';
 
@@ -23,6 +25,12 @@ describe('the parallel runner', () => {
     expect(slots.inProcess).toBe(false);
     expect(await Promise.all(requests.map((r) => slots.run(r)))).toEqual(alone);
     expect(alone[0]).not.toEqual(alone[1]);
+  });
+
+  it('starts the costliest policies first (the most parts), the baseline last, ties in the order asked for', () => {
+    expect(startOrder(POLICIES).map((i) => POLICIES[i]!.name)).toEqual(['fallback', 'planner', 'affinity', 'pools', 'baseline']);
+    expect(startOrder([POLICIES[0]!, POLICIES[2]!, POLICIES[1]!])).toEqual([1, 2, 0]);
+    expect(startOrder([POLICIES[1]!, { ...POLICIES[1]!, name: 'pools-again' }])).toEqual([0, 1]);
   });
 
   it('reports a run that fails in its child with the policy and the reason', async () => {

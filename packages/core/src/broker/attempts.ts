@@ -167,16 +167,25 @@ export async function waitForSignals(ctx: BrokerContext, connection: ReadConnect
   return reply[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null);
 }
 
+/**
+ * Takes up to 100 signals from each of the workers' lists (distinct workers) without waiting.
+ * LMPOP with many keys pops from the first of them that holds anything: one call
+ * finds that none does, and each list that held something costs one more call,
+ * from the key after it. Where few lists hold anything (a driver's idle workers,
+ * most of them not woken) that is far fewer commands than one LMPOP per list, and
+ * Redis ends in the same state: each list popped once, up to 100, in order.
+ */
 export async function takeSignals(ctx: BrokerContext, pool: string, workerIds: readonly string[]): Promise<Map<string, WorkerSignal[]>> {
   const taken = new Map<string, WorkerSignal[]>();
-  if (workerIds.length === 0) return taken;
-  const pipeline = ctx.redis.pipeline();
-  for (const id of workerIds) pipeline.call('LMPOP', 1, ctx.keys.signal(checkedPool(pool), id), 'LEFT', 'COUNT', 100);
-  const replies = (await pipeline.exec()) ?? [];
-  replies.forEach(([error, reply], i) => {
-    if (error) throw error;
-    const popped = reply as [string, string[]] | null;
-    if (popped) taken.set(workerIds[i]!, popped[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null));
-  });
+  const keys = workerIds.map((id) => ctx.keys.signal(checkedPool(pool), id));
+  for (let from = 0; from < keys.length; ) {
+    const rest = from === 0 ? keys : keys.slice(from);
+    const popped = (await ctx.redis.call('LMPOP', rest.length, ...rest, 'LEFT', 'COUNT', 100)) as [string, string[]] | null;
+    if (!popped) break;
+    const at = keys.indexOf(popped[0], from);
+    if (at < 0) throw new Error(`LMPOP answered from ${popped[0]}, not one of the keys it was given`);
+    taken.set(workerIds[at]!, popped[1].map(parseSignal).filter((s): s is WorkerSignal => s !== null));
+    from = at + 1;
+  }
   return taken;
 }

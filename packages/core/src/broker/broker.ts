@@ -346,9 +346,10 @@ export class Broker {
   }
 
   /**
-   * Takes what is queued on each worker's signal list without waiting: one
-   * round trip for all of them. For a driver that runs many workers' loops
-   * itself (the fleet simulator) where each would block in waitForSignals.
+   * Takes what is queued on each worker's signal list without waiting (up to
+   * 100 a list, as waitForSignals): one call when none holds anything, one more
+   * per list that does. For a driver that runs many workers' loops itself (the
+   * fleet simulator) where each would block in waitForSignals.
    */
   takeSignals(pool: string, workerIds: readonly string[]): Promise<Map<string, WorkerSignal[]>> {
     return attempts.takeSignals(this.#ctx, pool, workerIds);
