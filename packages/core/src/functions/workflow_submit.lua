@@ -13,13 +13,8 @@ local function workflow_submit(keys, args)
   if idem ~= '' then
     -- the jobs' idempotency keys are `idem:`; a workflow's are its own, so the same key names one of each
     idem_key = ctx.p .. 'wfidem:' .. idem
-    local existing = call('GET', idem_key)
-    if existing then
-      local sep = string.find(existing, '|', 1, true)
-      local first_id, first_fingerprint = string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)
-      if first_fingerprint ~= fingerprint then
-        raise('IDEMPOTENCY_CONFLICT', 'idempotency key was used for a different workflow (' .. first_id .. ')')
-      end
+    local first_id = idempotent_original(idem_key, fingerprint, 'a different workflow (%s)')
+    if first_id then
       -- the first workflow as it is now (running, or how it ended)
       local state = workflows.state(ctx.p, first_id)
       if state then return { state, first_id, 1 } end

@@ -70,6 +70,20 @@ function demand.flush(ctx)
   ctx.demand = nil
 end
 
+-- The id an idempotency key names (kept as "<id>|<request fingerprint>"), or nil when the key
+-- is not kept. A key kept for another request is IDEMPOTENCY_CONFLICT: `conflict` is the message's
+-- end, with %s for the id the key names ('a different request (job %s)').
+local function idempotent_original(key, fingerprint, conflict)
+  local existing = call('GET', key)
+  if not existing then return nil end
+  local sep = string.find(existing, '|', 1, true)
+  local id = string.sub(existing, 1, sep - 1)
+  if string.sub(existing, sep + 1) ~= fingerprint then
+    raise('IDEMPOTENCY_CONFLICT', 'idempotency key was used for ' .. string.format(conflict, id))
+  end
+  return id
+end
+
 -- `seq`: the place in line to take instead of a new one (a workflow's later steps keep
 -- the workflow's, see 65-workflows.lua); nil for a plain submit.
 local function submit_job(ctx, args, at, seq)
@@ -83,13 +97,8 @@ local function submit_job(ctx, args, at, seq)
   local idem_key
   if idem ~= '' then
     idem_key = p .. 'idem:' .. idem
-    local existing = call('GET', idem_key)
-    if existing then
-      local sep = string.find(existing, '|', 1, true)
-      local existing_id, existing_fp = string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)
-      if existing_fp ~= fingerprint then
-        raise('IDEMPOTENCY_CONFLICT', 'idempotency key was used for a different request (job ' .. existing_id .. ')')
-      end
+    local existing_id = idempotent_original(idem_key, fingerprint, 'a different request (job %s)')
+    if existing_id then
       local routable = call('HGET', class_key(p, class), 'routable') or '1'
       return { existing_id, 1, tonumber(routable) }, next_at
     end
