@@ -45,16 +45,11 @@ export const SubmitJobQuery = SubmitQuery.extend({ durable: DurableFlag }).stric
 /** The query of a batch submit. */
 export const BatchQuery = z.object({ durable: DurableFlag, api_key: z.string().optional() }).strict();
 
-export const SubmitHeaders = z
-  .object({
-    'idempotency-key': z.string().min(1).max(255).optional(),
-    /** `Prefer: wait=<seconds>` (as Replicate): the same as ?wait */
-    prefer: z.string().max(200).optional(),
-  })
-  .loose();
-
 /** The headers of a workflow submit: its Idempotency-Key. */
 export const IdempotencyHeaders = z.object({ 'idempotency-key': z.string().min(1).max(255).optional() }).loose();
+
+/** The headers of a job submit: its Idempotency-Key, and `Prefer: wait=<seconds>` (as Replicate): the same as ?wait. */
+export const SubmitHeaders = IdempotencyHeaders.extend({ prefer: z.string().max(200).optional() }).loose();
 
 /** The idempotency key of a request that may give it as a header or in its body: they must agree. */
 export function idempotencyKey(header: string | undefined, body: string | undefined): string | undefined {

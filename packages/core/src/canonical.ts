@@ -31,6 +31,15 @@ function canonicalize(value: unknown): unknown {
   return value;
 }
 
+/**
+ * What an idempotency key is kept with: the SHA-1 of the request without its key, canonically
+ * ordered, so a repeat of the same request matches and any other is a conflict ('' without a key).
+ */
+export function idempotencyFingerprint(request: { idempotency_key?: string }): string {
+  const { idempotency_key: key, ...rest } = request;
+  return key ? createHash('sha1').update(canonicalJson(rest)).digest('hex') : '';
+}
+
 /** A short content hash: 64 bits of SHA-1, plenty to tell classes and profiles apart. */
 export function contentId(text: string): string {
   return createHash('sha1').update(text).digest('hex').slice(0, 16);

@@ -1,13 +1,9 @@
 import type { ShardReport } from '@emp/core';
 import type { Connection } from '../api/connection';
 import { usePolled } from '../live/use-polled';
-import { count } from './format';
+import { bytes, count } from './format';
 
 const SHARDS_EVERY_MS = 10_000;
-
-function megabytes(bytes: number | undefined): string {
-  return bytes === undefined ? '–' : `${(bytes / 1024 / 1024).toFixed(1)} MB`;
-}
 
 /**
  * Where each pool lives (GET /v1/shards): every shard (today a pool, or webhook
@@ -20,7 +16,7 @@ export function ShardsPanel({ connection }: { connection: Connection }) {
     <div className="panel shards" aria-label="where each pool lives">
       <h3>Where each pool lives</h3>
       <span className="muted">
-        {report.mode === 'cluster' ? `Redis Cluster: ${report.nodes.map((n) => `${n.node} ${n.role}, ${megabytes(n.used_memory_bytes)}, ${n.ops_per_sec ?? '–'} ops/s`).join(' · ')}` : `one Redis: ${report.nodes[0]?.node ?? ''}`}
+        {report.mode === 'cluster' ? `Redis Cluster: ${report.nodes.map((n) => `${n.node} ${n.role}, ${bytes(n.used_memory_bytes)}, ${n.ops_per_sec ?? '–'} ops/s`).join(' · ')}` : `one Redis: ${report.nodes[0]?.node ?? ''}`}
       </span>
       <div className="table-wrap">
         <table>

@@ -1,8 +1,8 @@
-import { createHash, randomFillSync } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { ChainableCommander } from 'ioredis';
 import type { SubmitResult } from '../api-protocol';
 import { StreamId } from '../api-protocol';
-import { canonicalJson } from '../canonical';
+import { idempotencyFingerprint } from '../canonical';
 import { EmpError, NotFoundError, PayloadTooLargeError, UnknownServiceError, ValidationError, fromRedisError } from '../errors';
 import { type StreamEvent, parseStreamEntry } from '../events';
 import { DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_INFRA_ATTEMPTS, type Job, type JobState, type SubmitJob, SubmitJobInput } from '../job';
@@ -278,8 +278,8 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
 export function submitArgs(ctx: BrokerContext, job: SubmitJob, id: string, payload: string, dclass: string, routeFields: Array<string | number>, options: SubmitOptions = {}): ArgsOf<typeof FUNCTIONS.submit> {
   const { config } = ctx;
   const cls = requirementClass(job);
-  const { idempotency_key: idempotencyKey, ...request } = job;
-  const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
+  const idempotencyKey = job.idempotency_key;
+  const fingerprint = idempotencyFingerprint(job);
   const fields: Arg[] = ['tenant', job.tenant, 'service', job.service];
   // the defaults are not stored: a job hash's every field costs memory and Redis's reads of it time
   if (job.max_attempts !== DEFAULT_MAX_ATTEMPTS) fields.push('max_attempts', job.max_attempts);

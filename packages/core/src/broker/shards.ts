@@ -3,7 +3,7 @@ import calculateSlot from 'cluster-key-slot';
 import type { Cluster, Redis } from 'ioredis';
 import type { ShardNodeView, ShardReport, ShardView } from '../api-protocol';
 import type { BrokerContext } from './context';
-import { jobCounts, nodeAddress, queueStats } from './stats';
+import { infoNumber, jobCounts, nodeAddress, queueStats } from './stats';
 
 const SLOT_COUNT = 16384;
 
@@ -111,9 +111,4 @@ async function readSlotMap(cluster: Cluster): Promise<SlotMap> {
     for (const replica of replicas) nodes.set(address(replica), { role: 'replica', slots: 0, replicaOf: owner });
   }
   return { masterOf: (slot) => owners.find((r) => slot >= r.from && slot <= r.to)?.master, nodes };
-}
-
-function infoNumber(info: string, field: string): number | undefined {
-  const match = new RegExp(`^${field}:([\\d.]+)\\r?$`, 'm').exec(info);
-  return match ? Number(match[1]) : undefined;
 }

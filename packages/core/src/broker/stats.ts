@@ -120,10 +120,15 @@ export async function redisMemory(ctx: BrokerContext): Promise<RedisMemory[]> {
   return Promise.all(
     nodes.map(async (node) => {
       const info = await node.info('memory');
-      const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
-      return { node: nodeAddress(node), usedBytes: field('used_memory'), maxBytes: field('maxmemory') };
+      return { node: nodeAddress(node), usedBytes: infoNumber(info, 'used_memory') ?? 0, maxBytes: infoNumber(info, 'maxmemory') ?? 0 };
     }),
   );
+}
+
+/** A number field of an INFO reply (`used_memory`, `instantaneous_ops_per_sec`), or undefined when it has none. */
+export function infoNumber(info: string, field: string): number | undefined {
+  const match = new RegExp(`^${field}:([\\d.]+)\\r?$`, 'm').exec(info);
+  return match ? Number(match[1]) : undefined;
 }
 
 /** host:port of one Redis connection, as its options name the server. */

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { canonicalJson } from '../canonical';
+import { idempotencyFingerprint } from '../canonical';
 import { NotFoundError, PayloadTooLargeError, UnknownServiceError, ValidationError } from '../errors';
 import { type Job, type JobState, JobId, SubmitJobInput } from '../job';
 import { durationClass } from '../routing';
@@ -93,9 +92,8 @@ export async function submitWorkflow(ctx: BrokerContext, input: SubmitWorkflowIn
     }),
   });
   await ctx.rememberPool(pool);
-  // an idempotent repeat is the same request: everything but the key, canonically ordered
-  const { idempotency_key: idempotencyKey, ...request } = workflow;
-  const fingerprint = idempotencyKey ? createHash('sha1').update(canonicalJson(request)).digest('hex') : '';
+  const idempotencyKey = workflow.idempotency_key;
+  const fingerprint = idempotencyFingerprint(workflow);
   const [state, submittedId, duplicate] = await ctx.calls.call(FUNCTIONS.workflowSubmit, pool, [
     id,
     workflow.tenant,
