@@ -109,7 +109,8 @@ export class EventIntake {
   }
 
   private async scanPools(): Promise<void> {
-    for (const pool of await this.broker.pools()) {
+    // every shard's stream (a pool's name is its shard 0; pool-shards.ts)
+    for (const pool of await this.broker.shards()) {
       if (this.pools.has(pool) || this.stopping) continue;
       // a pool there at the service's first start is read from now on; one that appears later, from its first event
       await this.broker.ensureEventGroup(pool, this.config.group, this.firstScan ? '$' : '0');

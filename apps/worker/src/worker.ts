@@ -19,6 +19,7 @@ import {
   capabilityProfile,
   endSpan,
   parseWith,
+  poolOfShard,
   type Span,
   TRACING_OFF,
   traceLogFormatter,
@@ -165,9 +166,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly tasks = new Set<Promise<void>>();
   private claimsInFlight = 0;
   private filling = false;
-  private refill: { wokenFor: string | undefined } | undefined;
+  private refill: { wokenFor: string | undefined; shard?: string } | undefined;
   /** a wake-up that arrived while every slot was busy: the next free slot claims for it */
   private pendingWake: string | undefined;
+  /**
+   * The shards of its pool it serves (pool-shards.ts; just the pool when it has
+   * one): registered in each, blocking on each one's signal list (shard 0 on
+   * `blocking`, the others on `shardWaits`), claiming in each in turn.
+   */
+  private shards: string[];
+  private readonly shardWaits = new Map<string, { connection: BlockingConnection; loop: Promise<void> }>();
+  /** shards where its last claim found nothing: it is in their idle sets, which a full worker leaves */
+  private readonly idleIn = new Set<string>();
   private handingBack = false;
   private idleWaiters: Array<() => void> = [];
   /**
@@ -206,6 +216,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.broker = options.broker;
     this.id = options.id;
     this.pool = options.pool;
+    this.shards = [options.pool];
     this.machineId = options.machineId ?? 'local';
     this.capabilities = options.capabilities;
     this.concurrency = options.concurrency ?? 1;
@@ -297,6 +308,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.state !== 'running') return; // stopped while registering
     this.modelReport.start();
     this.blocking = this.broker.blockingConnection({ onError: (error) => this.logger.debug({ err: error }, 'signal connection error') });
+    this.waitOnShards();
     this.scheduleHeartbeat();
     this.stopRenewingOnReconnect = this.broker.onReconnect(this.renewOnReconnect);
     // the first claims first: a worker they leave idle waits with a claim queued behind its wait
@@ -327,18 +339,25 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.concurrency - this.active.size - this.claimsInFlight - (this.armed ? 1 : 0);
   }
 
-  /** Claims until every slot is busy or the broker has nothing for this worker. */
-  private async fillSlots(wokenFor?: string): Promise<void> {
+  /**
+   * Claims until every slot is busy or the broker has nothing for this worker.
+   * `shard`: where the wake-up came from (a sharded pool's worker looks there
+   * first); `skip`: shards just found empty.
+   */
+  private async fillSlots(wokenFor?: string, shard?: string, skip?: string): Promise<void> {
     if (this.filling) {
-      this.refill = { wokenFor: this.refill?.wokenFor ?? wokenFor };
+      this.refill = this.refill?.wokenFor !== undefined ? this.refill : { wokenFor: wokenFor ?? this.refill?.wokenFor, shard: wokenFor !== undefined ? shard : this.refill?.shard };
       return;
     }
     this.filling = true;
     try {
       let woken = wokenFor;
+      let wokenShard = shard;
+      const empty = new Set<string>(skip === undefined ? [] : [skip]);
       for (;;) {
         this.refill = undefined;
-        while (this.state === 'running' && this.freeSlots() > 0) {
+        if (this.shards.length > 1) await this.claimAcrossShards(woken, wokenShard, empty);
+        while (this.shards.length === 1 && this.state === 'running' && this.freeSlots() > 0) {
           // several free slots (starting, or woken with room): one call claims for all of them
           const free = this.freeSlots();
           const result =
@@ -350,15 +369,67 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (!result?.job) break;
         }
         // a wake-up may have arrived while claiming (TypeScript cannot see the awaits change it)
-        const refill = this.refill as { wokenFor: string | undefined } | undefined;
+        const refill = this.refill as { wokenFor: string | undefined; shard?: string } | undefined;
         if (!refill || this.state !== 'running') break;
         woken = refill.wokenFor;
+        wokenShard = refill.shard;
+        // a wake-up says its shard has a job now
+        if (wokenShard !== undefined) empty.delete(wokenShard);
       }
     } finally {
       this.filling = false;
     }
     // its own pool has nothing for a free slot: the pools it may borrow from, now
     if (this.borrowRules.length > 0 && this.state === 'running' && this.freeSlots() > 0) this.borrowAt(Date.now());
+  }
+
+  /**
+   * A sharded pool's claims: the shard that woke it first, then the others, until
+   * every slot is busy or every shard was found empty (`empty`, kept across the
+   * rounds of one fillSlots). A worker that filled its last slot leaves the idle
+   * sets of the shards it found empty, so that their submits wake a free worker.
+   */
+  private async claimAcrossShards(woken: string | undefined, wokenShard: string | undefined, empty: Set<string>): Promise<void> {
+    while (this.state === 'running' && this.freeSlots() > 0 && empty.size < this.shards.length) {
+      const count = Math.min(this.freeSlots(), MOST_CLAIMS_PER_CALL);
+      this.claimsInFlight += count;
+      let found;
+      try {
+        found = await this.broker.claimInShards(this.pool, this.id, { first: wokenShard, wokenFor: woken, count, skip: empty });
+      } catch (error) {
+        await this.onClaimError(error);
+        return;
+      } finally {
+        this.claimsInFlight -= count;
+        this.checkIdle();
+      }
+      woken = undefined;
+      wokenShard = undefined;
+      for (const shard of found.idleIn) {
+        empty.add(shard);
+        this.idleIn.add(shard);
+      }
+      if (found.retryAt !== undefined) this.claimAgainAt(found.retryAt);
+      if (!found.shard) break;
+      this.idleIn.delete(found.shard);
+      for (const result of found.results) {
+        if (result.job) this.launch(result.job);
+        else {
+          // claimMany's last claim found no more there: idle in that shard too
+          empty.add(found.shard);
+          this.idleIn.add(found.shard);
+          if (result.retryAt !== undefined) this.claimAgainAt(result.retryAt);
+        }
+      }
+    }
+    if (this.state === 'running' && this.freeSlots() <= 0 && this.idleIn.size > 0) await this.leaveIdleSets();
+  }
+
+  /** A full worker leaves the idle sets it is in (a wake-up it got there meanwhile is passed on by the broker). */
+  private async leaveIdleSets(): Promise<void> {
+    const shards = [...this.idleIn];
+    this.idleIn.clear();
+    await this.broker.setWorkerState(this.pool, this.id, 'borrowing', { shards }).catch((error: unknown) => this.logger.warn({ err: error, shards }, 'could not leave the idle sets of its shards'));
   }
 
   // ---------------------------------------------------------------- cross-pool fallback
@@ -472,6 +543,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // a worker that borrows claims in its own pool only through fillSlots: a claim queued behind
     // its wait could take a job of its own pool while a borrowed job holds its last slot
     if (this.borrowRules.length > 0) return;
+    // a sharded pool's worker claims across its shards: a claim queued behind one shard's wait could not
+    if (this.shards.length > 1) return;
     if (!this.wantArm || !this.waitPending || this.armed || this.state !== 'running' || this.freeSlots() <= 0) return;
     this.wantArm = false;
     this.armed = this.broker.claimWhenWoken(this.blocking!, this.pool, this.id).then(
@@ -535,12 +608,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }, delay);
   }
 
-  private onWake(requirementClass: string): void {
+  private onWake(requirementClass: string, shard = this.pool): void {
     if (this.state !== 'running') return;
+    // the wake-up took it out of that shard's idle set
+    this.idleIn.delete(shard);
     if (this.filling) {
-      this.refill = { wokenFor: this.refill?.wokenFor ?? requirementClass };
+      if (this.refill?.wokenFor === undefined) this.refill = { wokenFor: requirementClass, shard };
     } else if (this.freeSlots() > 0) {
-      void this.fillSlots(requirementClass);
+      void this.fillSlots(requirementClass, shard);
+    } else if (this.shards.length > 1) {
+      // raced with a claim that filled the last slot: the broker passes the wake-up on to a free worker
+      void this.broker
+        .setWorkerState(this.pool, this.id, 'borrowing', { shards: [shard] })
+        .catch((error: unknown) => this.logger.warn({ err: error, shard }, 'could not pass a wake-up on'));
     } else {
       // raced with a claim that filled the last slot; whoever frees one claims for this class
       this.pendingWake = requirementClass;
@@ -548,6 +628,46 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   // ---------------------------------------------------------------- signals
+
+  /**
+   * A blocking waiter for each served shard but the pool's own (shard 0, which
+   * `waitForSignals` waits on): a blocking read cannot span cluster slots. Each
+   * has its own connection; a shard no longer served has its wait closed.
+   */
+  private waitOnShards(): void {
+    if (this.state !== 'running' || !this.blocking) return;
+    for (const shard of this.shards) {
+      if (shard === this.pool || this.shardWaits.has(shard)) continue;
+      const connection = this.broker.blockingConnection({ onError: (error) => this.logger.debug({ err: error, shard }, 'signal connection error') });
+      this.shardWaits.set(shard, { connection, loop: this.waitInShard(shard, connection) });
+    }
+    for (const [shard, wait] of this.shardWaits) {
+      if (this.shards.includes(shard)) continue;
+      this.shardWaits.delete(shard);
+      wait.connection.close();
+    }
+  }
+
+  /** One shard's waiter: wake-ups claim (that shard first), notices abort the job they name. */
+  private async waitInShard(shard: string, connection: BlockingConnection): Promise<void> {
+    while (this.state !== 'stopped' && this.shardWaits.get(shard)?.connection === connection) {
+      let signals;
+      try {
+        signals = await this.broker.waitForSignals(connection, shard, this.id, this.signalWaitMs);
+      } catch (error) {
+        if (this.isStopped() || this.shardWaits.get(shard)?.connection !== connection) return;
+        this.logger.warn({ err: error, shard }, 'waiting for signals failed; retrying');
+        await sleep(CLAIM_ERROR_BACKOFF_MS);
+        continue;
+      }
+      let wake: string | undefined;
+      for (const signal of signals) {
+        if (signal.type === 'wake') wake ??= signal.requirementClass;
+        else this.abortJob(signal.jobId, signal.type === 'cancel' ? 'canceled' : signal.type, undefined, signal.type === 'timeout');
+      }
+      if (wake !== undefined) this.onWake(wake, shard);
+    }
+  }
 
   /** The worker's one blocking waiter: wake-ups for free slots, notices for busy ones. */
   private async waitForSignals(): Promise<void> {
@@ -618,10 +738,40 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async heartbeat(): Promise<void> {
     for (const pool of this.pools) await this.heartbeatIn(pool);
+    if (this.state === 'running') await this.syncShards();
+  }
+
+  /**
+   * Follows a reshard of its pool (read at each heartbeat): registers in the
+   * shards it does not serve yet and waits on their signals; stops waiting on
+   * shards no longer served (emptied after a reshard to fewer).
+   */
+  private async syncShards(): Promise<void> {
+    let served: string[];
+    try {
+      served = await this.broker.servedShards(this.pool);
+    } catch (error) {
+      this.logger.warn({ err: error }, 'reading the shards of its pool failed');
+      return;
+    }
+    if (served.join() === this.shards.join()) return;
+    if (served.some((shard) => !this.shards.includes(shard))) {
+      try {
+        await this.register();
+      } catch (error) {
+        this.logger.warn({ err: error }, 'registering in the new shards of its pool failed');
+        return;
+      }
+      this.logger.info({ shards: this.shards }, 'its pool was resharded: now serving these shards');
+      if (this.state === 'running' && this.freeSlots() > 0) void this.fillSlots();
+    } else {
+      this.shards = served;
+      this.waitOnShards();
+    }
   }
 
   private async heartbeatIn(pool: string): Promise<void> {
-    const leases = [...this.active.values()].filter(({ job }) => job.lease.pool === pool).map(({ job }) => ({ jobId: job.id, token: job.lease.token }));
+    const leases = [...this.active.values()].filter(({ job }) => poolOfShard(job.lease.pool) === pool).map(({ job }) => ({ jobId: job.id, token: job.lease.token }));
     try {
       const drops = await this.broker.heartbeat(pool, this.id, leases);
       for (const { jobId, verdict } of drops) {
@@ -646,7 +796,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async register(freshStart = false): Promise<void> {
-    await this.broker.registerWorker(
+    const registered = await this.broker.registerWorker(
       {
         id: this.id,
         pool: this.pool,
@@ -657,6 +807,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       },
       { freshStart },
     );
+    this.shards = registered.shards;
+    this.waitOnShards();
     for (const rule of this.borrowRules) await this.registerAsBorrower(rule.pool, freshStart);
   }
 
@@ -754,11 +906,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.active.delete(job.id);
     }
     if (next) this.afterClaim(next);
+    // the claim that came with the outcome looked in the job's shard only: a sharded pool's other shards next
+    const nothingInShard = next !== null && !next.job && this.shards.length > 1;
+    if (nothingInShard) this.idleIn.add(job.lease.pool);
     // no claim was made for the freed slot, or a wake-up came in while every slot was busy
-    if (this.state === 'running' && (!next || this.pendingWake !== undefined) && this.freeSlots() > 0) {
+    if (this.state === 'running' && (!next || nothingInShard || this.pendingWake !== undefined) && this.freeSlots() > 0) {
       const wokenFor = this.pendingWake;
       this.pendingWake = undefined;
-      void this.fillSlots(wokenFor);
+      void this.fillSlots(wokenFor, undefined, nothingInShard ? job.lease.pool : undefined);
     }
     this.armIfWaiting();
     this.checkIdle();
@@ -842,7 +997,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (dropped) return this.drop(active, dropped);
 
     // a borrowed job's pool is not this worker's to claim in: the freed slot claims in its own
-    const claimNext = this.state === 'running' && this.pendingWake === undefined && job.lease.pool === this.pool;
+    const claimNext = this.state === 'running' && this.pendingWake === undefined && poolOfShard(job.lease.pool) === this.pool;
     if (outcome.ok && !isSerialisable(outcome.result)) {
       outcome = { ok: false, error: new JobFailure('non_retryable', 'the result is not JSON-serialisable', { type: 'BadResult' }) };
     }
@@ -975,7 +1130,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
     }
     this.blocking?.close();
-    await this.waiter;
+    const shardWaits = [...this.shardWaits.values()];
+    this.shardWaits.clear();
+    for (const wait of shardWaits) wait.connection.close();
+    await Promise.all([this.waiter, ...shardWaits.map((wait) => wait.loop)]);
     this.logger.info('worker stopped');
   }
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ValidationIssue } from './errors';
 import { Job, JobId, JobState } from './job';
+import { ShardName } from './pool-shards';
 import { ModelName, PoolName, ServiceName } from './requirements';
 
 /**
@@ -502,8 +503,8 @@ export const LiveClientMessage = z.discriminatedUnion('type', [
   z
     .object({
       type: z.literal('monitor'),
-      /** resume each pool after its event id; left out: a snapshot, then what follows */
-      after: z.record(PoolName, StreamId).optional(),
+      /** resume each shard's stream (a pool's name is its shard 0) after its event id; left out: a snapshot, then what follows */
+      after: z.record(ShardName, StreamId).optional(),
     })
     .strict(),
 ]);

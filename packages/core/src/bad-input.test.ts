@@ -259,7 +259,7 @@ describe('job ids', () => {
   const badIds = ['nope', '', 'standard.', '.abcdefghijkl', 'Standard.abcdefghijkl', 'standard.ABCDEFGHIJKL', `standard.${'a'.repeat(41)}`, 'std pool.abcdefghijkl', 'standard.abc'];
 
   it.each(badIds)('getJob(%j) is a ValidationError', async (id) => {
-    await expectRefused(() => broker.getJob(id), ValidationError, { what: 'job id', message: /a job id looks like <pool>\.<id>/ });
+    await expectRefused(() => broker.getJob(id), ValidationError, { what: 'job id', message: /a job id looks like <shard>\.<id>/ });
   });
   it.each(badIds)('cancel(%j) is a ValidationError', async (id) => {
     await expectRefused(() => broker.cancel(id), ValidationError, { what: 'job id' });

@@ -11,6 +11,7 @@ export * from './keys';
 export * from './library';
 export * from './machine-protocol';
 export * from './planner';
+export * from './pool-shards';
 export * from './registry';
 export * from './process-entry';
 export * from './requirements';

@@ -119,7 +119,7 @@ export const WebhookRequest = WebhookSpec.superRefine((spec, ctx) => {
 
 export const JobId = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9-]{0,31}\.[0-9a-z]{12,40}$/, 'a job id looks like <pool>.<id>, e.g. standard.m3kx9a0b1c2d3e4f');
+  .regex(/^[a-z0-9][a-z0-9-]{0,31}(_[1-9][0-9]?)?\.[0-9a-z]{12,40}$/, 'a job id looks like <shard>.<id>, e.g. standard.m3kx9a0b1c2d3e4f or standard_2.m3kx9a0b1c2d3e4f');
 
 /**
  * Attempt budgets of a job submitted without them. A job hash stores a budget
@@ -312,6 +312,7 @@ export function priorityOfScore(score: number): number {
   return 1000 - Math.floor(score / PRIORITY_SPAN);
 }
 
+/** The shard a job lives in (its id's first part): the pool itself, or `<pool>_<k>` for shard k of a sharded pool (pool-shards.ts). */
 export function poolOfJobId(id: string): string {
   const dot = id.indexOf('.');
   return dot > 0 ? id.slice(0, dot) : '';

@@ -1,7 +1,9 @@
 /**
- * The Redis key layout. Everything about one shard (a pool) shares the hash tag
- * `{<pool>}`, so every function call stays within one cluster slot; a job id
- * starts with its pool, so any call about a job finds its shard.
+ * The Redis key layout. Everything about one shard shares the hash tag
+ * `{<shard>}`, so every function call stays within one cluster slot; a job id
+ * starts with its shard, so any call about a job finds it. A pool's shard 0 is
+ * named as the pool, its shard k >= 1 `<pool>_<k>` (pool-shards.ts); the methods
+ * below take a shard where they say `pool` (an unsharded pool is its one shard).
  *
  *   <ns>:{<pool>}:shard            anchor passed as KEYS[1] to every function
  *   <ns>:{<pool>}:job:<id>         job hash
@@ -76,7 +78,10 @@
  *                                  ended; wfs: every workflow as "<id>|<tenant>" by submitted_at; wfs:tenant:<t>: one tenant's
  *                                  ids by submitted_at (both trimmed to the retention at each submit). A workflow's step jobs are in
  *                                  the same shard (their ids: the workflow's id, 's', step and item index in two base-36 digits)
- *   <ns>:pools                     every pool ever used (outside any shard)
+ *   <ns>:pools                     every shard ever used (outside any shard): a pool's name is its shard 0, `<pool>_<k>` its shard k
+ *   <ns>:shard-counts              pool -> how many shards its submits are placed on; <pool>:serve -> how many its workers
+ *                                  claim in (more while a reshard's left-over shards hold jobs); absent: one (pool-shards.ts,
+ *                                  docs/scale-out.md "Shards within a pool"; outside any shard)
  *   <ns>:apikeys                   API keys: SHA-256 of the key -> record (JSON); apikey-ids: key id -> hash;
  *                                  apikeys:revoked: pub/sub channel of revoked key ids (outside any shard)
  *   <ns>:ratelimit:<bucket>        the API's request counters (@fastify/rate-limit's Redis store; outside any shard)
@@ -212,8 +217,13 @@ export class KeyLayout {
   tenantWorkflows(pool: string, tenant: string): string {
     return `${this.prefix(pool)}wfs:tenant:${tenant}`;
   }
+  /** every shard ever used (a pool's name is its shard 0) */
   pools(): string {
     return `${this.namespace}:pools`;
+  }
+  /** pool -> its shard count, <pool>:serve -> the shards its workers serve (pool-shards.ts) */
+  shardCounts(): string {
+    return `${this.namespace}:shard-counts`;
   }
   apiKeyRecords(): string {
     return `${this.namespace}:apikeys`;

@@ -1,6 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Broker } from './broker';
+import { poolOfShard, shardIndex } from './pool-shards';
+
+/** How often a scheduler checks whether a reshard's left-over shards are empty (ms). */
+const SETTLE_INTERVAL_MS = 10_000;
 
 export interface SchedulerOptions {
   /** longest sleep between ticks of a pool, so new pools and new timers are seen (ms) */
@@ -21,6 +25,7 @@ export class Scheduler {
   private loop: Promise<void> | undefined;
   private readonly wakeUp = new AbortController();
   private readonly maxIntervalMs: number;
+  private settledAt = 0;
 
   constructor(
     private readonly broker: Broker,
@@ -45,10 +50,16 @@ export class Scheduler {
     await this.loop;
   }
 
-  /** Ticks every pool once; returns ms until the earliest pool has more due. */
+  /** Ticks every shard of every pool once; returns ms until the earliest has more due. */
   async tickAll(): Promise<number> {
     let wait = this.maxIntervalMs;
-    for (const pool of await this.broker.pools()) {
+    const shards = await this.broker.shards();
+    // a pool resharded to fewer shards stops serving the others once their jobs are done
+    if (Date.now() - this.settledAt >= SETTLE_INTERVAL_MS) {
+      this.settledAt = Date.now();
+      for (const pool of new Set(shards.filter((shard) => shardIndex(shard) > 0).map(poolOfShard))) await this.broker.settleShards(pool);
+    }
+    for (const pool of shards) {
       let result = await this.broker.tick(pool);
       // a full batch means more may be due right now
       while (result.handled >= this.broker.config.tickLimit && this.running) result = await this.broker.tick(pool);

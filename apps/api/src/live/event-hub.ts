@@ -149,7 +149,8 @@ export class EventHub {
 
   private async discoverPools(): Promise<void> {
     if (this.closed) return;
-    for (const pool of await this.broker.pools()) await this.reader(pool);
+    // one reader per shard's stream (a pool's name is its shard 0; pool-shards.ts)
+    for (const shard of await this.broker.shards()) await this.reader(shard);
   }
 
   /** Called by a reader for every event it reads. */

@@ -221,7 +221,8 @@ class LiveConnection {
       return;
     }
     if (this.monitor.length > 0) return;
-    const pools = [...new Set([...(await this.broker.pools()), ...Object.keys(after ?? {})])];
+    // cursors are per stream: per shard (a pool's name is its shard 0)
+    const pools = [...new Set([...(await this.broker.shards()), ...Object.keys(after ?? {})])];
     let cursors: Record<string, string> = {};
     if (after) {
       cursors = Object.fromEntries(pools.map((pool) => [pool, after[pool] ?? '0-0']));

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Broker, EventTypeFilter, type StreamEvent, eventTypeMatches, eventView, parseWith } from '@emp/core';
+import { type Broker, EventTypeFilter, type StreamEvent, eventTypeMatches, eventView, parseWith, poolOfShard } from '@emp/core';
 import type { Command } from 'commander';
 import { withBroker } from '../connection';
 import { tailPool } from '../event-tail';
@@ -52,18 +52,21 @@ async function watchEvents(broker: Broker, onlyPool: string | undefined, print: 
   };
 
   try {
-    const initial = onlyPool ? [onlyPool] : await broker.pools();
-    for (const pool of initial) follow(pool, await broker.latestEventId(pool));
+    // every shard's stream (a pool's name is its shard 0; pool-shards.ts), of one pool or of all
+    const shardsToWatch = async () => (await broker.shards()).filter((shard) => !onlyPool || poolOfShard(shard) === onlyPool);
+    const initial = onlyPool ? [...new Set([onlyPool, ...(await shardsToWatch())])] : await shardsToWatch();
+    for (const shard of initial) follow(shard, await broker.latestEventId(shard));
     process.stderr.write(
-      `watching ${initial.length ? `pool${initial.length > 1 ? 's' : ''} ${initial.join(', ')}` : 'for the first pool to appear'} (Ctrl-C to stop)\n`,
+      onlyPool
+        ? `watching pool ${onlyPool} (Ctrl-C to stop)\n`
+        : `watching ${initial.length ? `pool${initial.length > 1 ? 's' : ''} ${[...new Set(initial.map(poolOfShard))].join(', ')}` : 'for the first pool to appear'} (Ctrl-C to stop)\n`,
     );
-    while (!onlyPool && !stop.signal.aborted) {
+    while (!stop.signal.aborted) {
       await sleep(POOL_REFRESH_MS, undefined, { signal: stop.signal }).catch(() => undefined);
       if (stop.signal.aborted) break;
-      // a pool that appeared since: every event in it is new to us
-      for (const pool of await broker.pools()) if (!tails.has(pool)) follow(pool, '0-0');
+      // a pool (or a pool's shard) that appeared since: every event in it is new to us
+      for (const shard of await shardsToWatch()) if (!tails.has(shard)) follow(shard, '0-0');
     }
-    if (onlyPool) await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
   } finally {
     stop.abort();
     await Promise.all(tails.values());

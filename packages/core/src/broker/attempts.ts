@@ -2,9 +2,9 @@ import type { z } from 'zod';
 import { CompletionBatcher } from '../completion-batch';
 import { DEFAULT_AFFINITY_OVERDUE_MS } from '../config';
 import { PayloadTooLargeError, ValidationError } from '../errors';
-import { JobErrorInfo, JobProgress } from '../job';
+import { JobErrorInfo, JobProgress, poolOfJobId } from '../job';
 import { parseWith } from '../validation';
-import { type BrokerContext, checkedPool, jsonOf } from './context';
+import { type BrokerContext, checkedPool, checkedShard, jsonOf } from './context';
 import { type ReadConnection, redisFor } from './connection';
 import { FUNCTIONS } from './functions';
 import { type ClaimReply, parseClaim, parseDrops, parseSignal } from './replies';
@@ -18,8 +18,9 @@ export function completionBatcher(ctx: BrokerContext): CompletionBatcher {
   );
 }
 
+/** A claim in one shard (a pool's name is its shard 0). */
 export async function claim(ctx: BrokerContext, pool: string, workerId: string, wokenFor: string): Promise<ClaimResult> {
-  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, wokenFor, affinityBounds(ctx)]);
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedShard(pool), [workerId, wokenFor, affinityBounds(ctx)]);
   return claimed(ctx, pool, workerId, reply);
 }
 
@@ -35,7 +36,7 @@ export async function claimMany(ctx: BrokerContext, pool: string, workerId: stri
   if (!Number.isInteger(count) || count < 1 || count > MOST_CLAIMS_PER_CALL) {
     throw new ValidationError('claim count', [{ path: '', message: `a whole number from 1 to ${MOST_CLAIMS_PER_CALL}, not ${count}` }]);
   }
-  const replies = await ctx.calls.call(FUNCTIONS.claimMany, checkedPool(pool), [workerId, wokenFor, affinityBounds(ctx), count]);
+  const replies = await ctx.calls.call(FUNCTIONS.claimMany, checkedShard(pool), [workerId, wokenFor, affinityBounds(ctx), count]);
   const results: ClaimResult[] = [];
   for (const reply of replies) results.push(await claimed(ctx, pool, workerId, reply));
   return results;
@@ -59,15 +60,18 @@ export interface FallbackPolicy {
   unknownExpectedS?: number;
 }
 
+/** A fallback claim in each served shard of `pool` in turn, until one has a job the policy allows. */
 export async function claimFallback(ctx: BrokerContext, pool: string, workerId: string, policy: FallbackPolicy): Promise<ClaimResult> {
-  const reply = await ctx.calls.call(FUNCTIONS.claimFallback, checkedPool(pool), [
-    workerId,
-    checkedPool(policy.homePool),
-    Math.max(0, Math.round(policy.afterMs)),
-    policy.maxExpectedS ?? '',
-    policy.unknownExpectedS ?? '',
-  ]);
-  return claimed(ctx, pool, workerId, reply);
+  checkedPool(pool);
+  const args = [workerId, checkedPool(policy.homePool), Math.max(0, Math.round(policy.afterMs)), policy.maxExpectedS ?? '', policy.unknownExpectedS ?? ''] as const;
+  let none: ClaimResult | undefined;
+  for (const shard of await ctx.poolShardNames(pool, 'served')) {
+    const result = await claimed(ctx, shard, workerId, await ctx.calls.call(FUNCTIONS.claimFallback, shard, [...args]));
+    if (result.job) return result;
+    // the shard that has a job qualifying soonest says when to look again
+    if (!none || (result.retryAt !== undefined && (none.job !== null || none.retryAt === undefined || result.retryAt < none.retryAt))) none = result;
+  }
+  return none!;
 }
 
 /**
@@ -95,7 +99,7 @@ async function claimedAfterMore(ctx: BrokerContext, pool: string, workerId: stri
 }
 
 export async function claimWhenWoken(ctx: BrokerContext, connection: ReadConnection, pool: string, workerId: string): Promise<ClaimResult | null> {
-  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedPool(pool), [workerId, '', affinityBounds(ctx), 'if-woken'], redisFor(connection, ctx.redis));
+  const reply = await ctx.calls.call(FUNCTIONS.claim, checkedShard(pool), [workerId, '', affinityBounds(ctx), 'if-woken'], redisFor(connection, ctx.redis));
   return reply[3] === 'unwoken' ? null : claimed(ctx, pool, workerId, reply);
 }
 
@@ -148,18 +152,31 @@ export async function fail(
   return { outcome: reply[0], next: options.claimNext ? await claimed(ctx, l.pool, l.workerId, reply.slice(1)) : null };
 }
 
+/**
+ * The worker's heartbeat in every served shard of `pool` (it is registered in
+ * each, and goes offline in one it stops speaking to), each with the leases of
+ * its jobs there; the drops of all of them.
+ */
 export async function heartbeat(
   ctx: BrokerContext,
   pool: string,
   workerId: string,
   leases: Array<Pick<Lease, 'jobId' | 'token'>>,
 ): Promise<Array<{ jobId: string; verdict: DropVerdict }>> {
-  const pairs = leases.flatMap((l) => [l.jobId, l.token]);
-  return parseDrops(await ctx.calls.call(FUNCTIONS.heartbeat, checkedPool(pool), [workerId, ...pairs]));
+  checkedPool(pool);
+  const byShard = new Map<string, string[]>((await ctx.poolShardNames(pool, 'served')).map((shard) => [shard, []]));
+  for (const lease of leases) {
+    const shard = poolOfJobId(lease.jobId);
+    const pairs = byShard.get(shard) ?? [];
+    pairs.push(lease.jobId, lease.token);
+    byShard.set(shard, pairs);
+  }
+  const drops = await Promise.all([...byShard].map(async ([shard, pairs]) => parseDrops(await ctx.calls.call(FUNCTIONS.heartbeat, shard, [workerId, ...pairs]))));
+  return drops.flat();
 }
 
 export async function waitForSignals(ctx: BrokerContext, connection: ReadConnection, pool: string, workerId: string, timeoutMs: number): Promise<WorkerSignal[]> {
-  const key = ctx.keys.signal(pool, workerId);
+  const key = ctx.keys.signal(checkedShard(pool), workerId);
   const seconds = timeoutMs === 0 ? 0 : Math.max(0.01, timeoutMs / 1000);
   // BLMPOP takes everything queued in the same round trip that waited for it
   const reply = (await redisFor(connection, ctx.redis).call('BLMPOP', seconds, 1, key, 'LEFT', 'COUNT', 100)) as [string, string[]] | null;
@@ -177,7 +194,7 @@ export async function waitForSignals(ctx: BrokerContext, connection: ReadConnect
  */
 export async function takeSignals(ctx: BrokerContext, pool: string, workerIds: readonly string[]): Promise<Map<string, WorkerSignal[]>> {
   const taken = new Map<string, WorkerSignal[]>();
-  const keys = workerIds.map((id) => ctx.keys.signal(checkedPool(pool), id));
+  const keys = workerIds.map((id) => ctx.keys.signal(checkedShard(pool), id));
   for (let from = 0; from < keys.length; ) {
     const rest = from === 0 ? keys : keys.slice(from);
     const popped = (await ctx.redis.call('LMPOP', rest.length, ...rest, 'LEFT', 'COUNT', 100)) as [string, string[]] | null;
@@ -188,4 +205,54 @@ export async function takeSignals(ctx: BrokerContext, pool: string, workerIds: r
     from = at + 1;
   }
   return taken;
+}
+
+export interface ClaimInShardsOptions {
+  /** the shard to look in first (the one whose wake-up this answers); default: shard 0 */
+  first?: string;
+  /** jobs to take at most, all from the first shard that has any (1..64; default 1) */
+  count?: number;
+  /** the requirement class a wake-up named, passed to the claim in `first` */
+  wokenFor?: string;
+  /** shards not to look in (found empty since) */
+  skip?: ReadonlySet<string>;
+}
+
+export interface ClaimInShards {
+  /** the claims of the shard that had jobs, as claimMany returns them; empty when none had */
+  results: ClaimResult[];
+  /** the shard they were taken in */
+  shard?: string;
+  /** the shards found empty, where the worker is now recorded idle */
+  idleIn: string[];
+  /** the earliest time a job skipped in an empty shard becomes this worker's to take */
+  retryAt?: number;
+}
+
+/**
+ * Complete matching over a pool's shards: each shard's claim is complete in
+ * that shard; this looks in each served shard in turn, so a job any shard holds
+ * is found. A shard with jobs for the worker ends the look; each shard found
+ * empty costs one claim call and leaves the worker idle there (woken by its next
+ * submit). Order is exact within a shard (priority, then place in line) and
+ * approximate across shards: the first shard with a job wins.
+ */
+export async function claimInShards(ctx: BrokerContext, pool: string, workerId: string, options: ClaimInShardsOptions): Promise<ClaimInShards> {
+  checkedPool(pool);
+  const served = await ctx.poolShardNames(pool, 'served');
+  const first = options.first !== undefined && served.includes(options.first) ? options.first : served[0]!;
+  const order = [first, ...served.filter((shard) => shard !== first)];
+  const count = options.count ?? 1;
+  const idleIn: string[] = [];
+  let retryAt: number | undefined;
+  for (const shard of order) {
+    if (options.skip?.has(shard) && shard !== options.first) continue;
+    const wokenFor = shard === options.first ? (options.wokenFor ?? '') : '';
+    const results = count > 1 ? await claimMany(ctx, shard, workerId, count, wokenFor) : [await claim(ctx, shard, workerId, wokenFor)];
+    if (results[0]?.job) return { results, shard, idleIn, retryAt };
+    const none = results.at(-1);
+    if (none && !none.job && none.retryAt !== undefined) retryAt = Math.min(retryAt ?? Infinity, none.retryAt);
+    idleIn.push(shard);
+  }
+  return { results: [], idleIn, retryAt };
 }

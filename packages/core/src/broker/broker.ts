@@ -9,12 +9,13 @@ import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInpu
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
 import type { PlannerState } from '../planner';
+import type { PoolShards } from '../pool-shards';
 import type { SubmitWorkflowInput, Workflow } from '../workflow';
 import type { MachineState } from '../registry';
 import * as attempts from './attempts';
 import * as demand from './demand';
 import { BlockingConnection, type ReadConnection } from './connection';
-import { BrokerContext, checkedPool } from './context';
+import { BrokerContext, checkedPool, checkedShard } from './context';
 import * as fleet from './fleet';
 import { checkReplicasForDurableSubmit } from './durable';
 import * as jobs from './jobs';
@@ -247,7 +248,7 @@ export class Broker {
    * Registers a worker or updates its capabilities. `freshStart` says this is a
    * new process under that id: jobs an earlier process held go back at once.
    */
-  registerWorker(input: WorkerRegistration, options: { freshStart?: boolean } = {}): Promise<{ profile: string; becameRoutable: number }> {
+  registerWorker(input: WorkerRegistration, options: { freshStart?: boolean } = {}): Promise<{ profile: string; becameRoutable: number; shards: string[] }> {
     return fleet.registerWorker(this.#ctx, input, options);
   }
 
@@ -256,8 +257,9 @@ export class Broker {
     return fleet.reportModels(this.#ctx, pool, workerId, models);
   }
 
-  setWorkerState(pool: string, workerId: string, state: fleet.WorkerStateInput): Promise<string> {
-    return fleet.setWorkerState(this.#ctx, pool, workerId, state);
+  /** Sets the worker's state in every served shard of its pool, or in `shards` only (e.g. 'borrowing': it leaves their idle sets). */
+  setWorkerState(pool: string, workerId: string, state: fleet.WorkerStateInput, options: { shards?: readonly string[] } = {}): Promise<string> {
+    return fleet.setWorkerState(this.#ctx, pool, workerId, state, options.shards);
   }
 
   /**
@@ -268,7 +270,10 @@ export class Broker {
     return fleet.registerMachine(this.#ctx, pool, machineId, state, fields);
   }
 
-  /** Takes the best job this worker can run, or records it idle so that the next capable submit wakes it. */
+  /**
+   * Takes the best job this worker can run in one shard (a pool's name is its
+   * shard 0), or records it idle there so that the next capable submit wakes it.
+   */
   claim(pool: string, workerId: string, wokenFor = ''): Promise<ClaimResult> {
     return attempts.claim(this.#ctx, pool, workerId, wokenFor);
   }
@@ -404,6 +409,48 @@ export class Broker {
     return this.#ctx.pools();
   }
 
+  /**
+   * Every shard that has seen a job or a worker (a pool's name is its shard 0;
+   * pool-shards.ts): what reads each shard's stream or runs each shard's due work iterates.
+   */
+  shards(): Promise<string[]> {
+    return this.#ctx.shards();
+  }
+
+  /** A pool's shard counts (one when none is set), as every process reads them within SHARD_COUNT_TTL_MS. */
+  poolShards(pool: string, options: { fresh?: boolean } = {}): Promise<PoolShards> {
+    return this.#ctx.poolShards(checkedPool(pool), options.fresh);
+  }
+
+  /** The shards of `pool` its workers claim in: those submits go to, and a reshard's left-over ones that still hold jobs. */
+  servedShards(pool: string): Promise<string[]> {
+    return this.#ctx.poolShardNames(checkedPool(pool), 'served');
+  }
+
+  /**
+   * Places the pool's new jobs on `count` shards (docs/scale-out.md, "Shards
+   * within a pool"). Growing takes effect at once; shards taken out of placement
+   * stay served until their jobs are done (settleShards).
+   */
+  setShardCount(pool: string, count: number): Promise<PoolShards> {
+    return shards.setShardCount(this.#ctx, pool, count);
+  }
+
+  /** Stops serving the shards a reshard took out of placement once they hold no live job; serves again one that holds some. */
+  settleShards(pool: string): Promise<PoolShards> {
+    return shards.settleShards(this.#ctx, pool);
+  }
+
+  /**
+   * Claims in the pool's served shards, `first` first and then the others in
+   * order, until one has a job: up to `count` jobs of that shard (claimMany).
+   * Each shard found empty records the worker idle there (`idleIn`), so that a
+   * submit there wakes it. `skip`: shards known empty since the last look.
+   */
+  claimInShards(pool: string, workerId: string, options: attempts.ClaimInShardsOptions = {}): Promise<attempts.ClaimInShards> {
+    return attempts.claimInShards(this.#ctx, pool, workerId, options);
+  }
+
   /** Stops (or resumes) claims of a service's jobs in a pool; returns whether that changed anything. */
   setServicePaused(pool: string, service: string, paused: boolean, options: { by?: string; reason?: string } = {}): Promise<boolean> {
     return stats.setServicePaused(this.#ctx, pool, service, paused, options);
@@ -454,7 +501,7 @@ export class Broker {
    * events from now on, '0': every event still kept). Returns whether it was created.
    */
   ensureEventGroup(pool: string, group: string, startAt: '$' | '0' = '$'): Promise<boolean> {
-    return streams.ensureEventGroup(this.#ctx, checkedPool(pool), group, startAt);
+    return streams.ensureEventGroup(this.#ctx, checkedShard(pool), group, startAt);
   }
 
   /**

@@ -3,6 +3,7 @@ import type { BrokerConfig } from '../config';
 import { ValidationError } from '../errors';
 import { JobId, poolOfJobId } from '../job';
 import { KeyLayout } from '../keys';
+import { type PoolShards, ShardName, placeOnShard, poolOfShard, shardIndex, shardName, shardsOf } from '../pool-shards';
 import { PoolName } from '../requirements';
 import { Router } from '../routing';
 import { parseWith } from '../validation';
@@ -23,6 +24,7 @@ export class BrokerContext {
   /** where a submit that names no pool goes (routing.ts) */
   readonly router: Router;
   private readonly knownPools = new Set<string>();
+  private readonly shardCounts = new Map<string, { shards: PoolShards; readAt: number }>();
 
   constructor(
     readonly redis: RedisClient,
@@ -40,15 +42,65 @@ export class BrokerContext {
     this.router = new Router(this);
   }
 
-  async rememberPool(pool: string): Promise<void> {
-    if (this.knownPools.has(pool)) return;
-    await this.redis.sadd(this.keys.pools(), pool);
-    this.knownPools.add(pool);
+  /** Records a shard (a pool's name is its shard 0) as used: what the scheduler ticks, the feeds read and the views list. */
+  async rememberPool(shard: string): Promise<void> {
+    if (this.knownPools.has(shard)) return;
+    await this.redis.sadd(this.keys.pools(), shard);
+    this.knownPools.add(shard);
   }
 
-  /** Every pool that has seen a job or a worker. */
+  /** Every pool that has seen a job or a worker (in any of its shards). */
   async pools(): Promise<string[]> {
+    return [...new Set((await this.shards()).map(poolOfShard))].sort();
+  }
+
+  /** Every shard that has seen a job or a worker: a pool's shard 0 is named as the pool (pool-shards.ts). */
+  async shards(): Promise<string[]> {
     return (await this.redis.smembers(this.keys.pools())).sort();
+  }
+
+  /**
+   * A pool's shard counts as Redis holds them (one shard when none is set),
+   * read again after `SHARD_COUNT_TTL_MS`: a reshard reaches every process
+   * within that time, with no configuration to disagree on. `fresh` reads now.
+   */
+  async poolShards(pool: string, fresh = false): Promise<PoolShards> {
+    const cached = this.shardCounts.get(pool);
+    const now = Date.now();
+    if (cached && !fresh && now - cached.readAt < SHARD_COUNT_TTL_MS) return cached.shards;
+    const [count, serve] = await this.redis.hmget(this.keys.shardCounts(), pool, `${pool}:serve`);
+    const placed = storedCount(count);
+    const shards: PoolShards = { pool, count: placed, serve: Math.max(placed, storedCount(serve)) };
+    this.shardCounts.set(pool, { shards, readAt: now });
+    return shards;
+  }
+
+  /**
+   * The names of a pool's shards: 'placed', those submits go to; 'served', those
+   * its workers claim in (placed ones and a reshard's left-over ones that still
+   * hold jobs); 'all', the served ones and any other this pool ever used (a
+   * listing must find the jobs a reshard left behind).
+   */
+  async poolShardNames(pool: string, which: 'placed' | 'served' | 'all'): Promise<string[]> {
+    const counts = await this.poolShards(pool);
+    const names = shardsOf(pool, which === 'placed' ? counts.count : counts.serve);
+    if (which !== 'all') return names;
+    const used = (await this.shards()).filter((shard) => poolOfShard(shard) === pool);
+    return [...new Set([...names, ...used])].sort((a, b) => shardIndex(a) - shardIndex(b));
+  }
+
+  /**
+   * The shard a new job (or workflow) of `pool` goes to (pool-shards.ts,
+   * placeOnShard): its idempotency key's (`<tenant>:<key>`), else a random one.
+   */
+  async placeJob(pool: string, idempotencyKey: string | undefined): Promise<string> {
+    const { count } = await this.poolShards(pool);
+    return shardName(pool, placeOnShard(count, idempotencyKey, Math.random()));
+  }
+
+  /** Forgets the cached shard counts of `pool` (after this process changed them). */
+  forgetShardCounts(pool: string): void {
+    this.shardCounts.delete(pool);
   }
 
   poolOf(id: string): string {
@@ -62,20 +114,34 @@ export class BrokerContext {
   }
 }
 
+/** How long a process trusts the shard counts it read (a reshard reaches every process within it). */
+export const SHARD_COUNT_TTL_MS = 2_000;
+
+/** A stored shard count; absent or unreadable: one shard (what every pool had before shards). */
+function storedCount(value: string | null | undefined): number {
+  const n = Number(value);
+  return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
 const LeaseSchema = z
   .object({
-    pool: PoolName,
+    pool: ShardName,
     jobId: JobId,
     token: z.string().regex(/^\d+$/, 'a fencing token is a decimal number'),
     workerId: z.string().min(1).max(128),
   })
   .refine((lease) => poolOfJobId(lease.jobId) === lease.pool, {
     path: ['pool'],
-    message: "not the pool of the lease's job",
+    message: "not the shard of the lease's job",
   });
 
 export function checkedPool(pool: string): string {
   return parseWith(PoolName, pool, 'pool');
+}
+
+/** A shard name (a pool's name for its shard 0) checked at the boundary; errors name it a pool, as callers of one-shard pools know it. */
+export function checkedShard(shard: string): string {
+  return parseWith(ShardName, shard, 'pool');
 }
 
 /** JSON text of a value the caller handed in; a value JSON cannot hold (a BigInt, a cycle) is a ValidationError. */

@@ -52,16 +52,35 @@ export async function modelDemand(ctx: BrokerContext, pool: string, range: { fro
     ]);
   }
   if (end <= first) return [];
-  const pipeline = ctx.redis.pipeline();
-  for (let bucket = first; bucket < end; bucket++) pipeline.hgetall(ctx.keys.demand(pool, bucket));
-  const replies = (await pipeline.exec()) ?? [];
+  // each shard counts the submits placed on it: one pipeline per shard (a cluster pipeline stays in one slot), summed
+  const shards = await ctx.poolShardNames(pool, 'all');
+  const perShard = await Promise.all(
+    shards.map(async (shard) => {
+      const pipeline = ctx.redis.pipeline();
+      for (let bucket = first; bucket < end; bucket++) pipeline.hgetall(ctx.keys.demand(shard, bucket));
+      return (await pipeline.exec()) ?? [];
+    }),
+  );
   const buckets: DemandBucket[] = [];
-  replies.forEach(([error, hash], i) => {
-    if (error) throw error;
-    const bucket = bucketCounts((hash ?? {}) as Record<string, string>);
-    if (bucket) buckets.push({ start: (first + i) * DEMAND_BUCKET_MS, ...bucket });
-  });
+  for (let i = 0; i < end - first; i++) {
+    let merged: Pick<DemandBucket, 'counts' | 'unreadable'> | null = null;
+    for (const replies of perShard) {
+      const [error, hash] = replies[i] ?? [null, {}];
+      if (error) throw error;
+      const bucket = bucketCounts((hash ?? {}) as Record<string, string>);
+      merged = merged && bucket ? mergeBuckets(merged, bucket) : (merged ?? bucket);
+    }
+    if (merged) buckets.push({ start: (first + i) * DEMAND_BUCKET_MS, ...merged });
+  }
   return buckets;
+}
+
+/** Two shards' counts of the same bucket, added. */
+function mergeBuckets(a: Pick<DemandBucket, 'counts' | 'unreadable'>, b: Pick<DemandBucket, 'counts' | 'unreadable'>): Pick<DemandBucket, 'counts' | 'unreadable'> {
+  const counts = new Map(Object.entries(a.counts));
+  for (const [field, n] of Object.entries(b.counts)) counts.set(field, (counts.get(field) ?? 0) + n);
+  const unreadable = [...(a.unreadable ?? []), ...(b.unreadable ?? [])];
+  return { counts: Object.fromEntries(counts), ...(unreadable.length > 0 && { unreadable }) };
 }
 
 /** A class's demand fields as submit writes them in `d:<class>`: its distinct models, or `service:<service>`. */

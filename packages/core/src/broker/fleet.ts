@@ -5,7 +5,8 @@ import { ModelName, ServiceName } from '../requirements';
 import { ValidationError } from '../errors';
 import { parseWith } from '../validation';
 import { z } from 'zod';
-import { type BrokerContext, checkedPool } from './context';
+import { type BrokerContext, checkedPool, checkedShard } from './context';
+import { poolOfShard } from '../pool-shards';
 import { type ReadConnection, redisFor } from './connection';
 import { type Arg, FUNCTIONS } from './functions';
 import { machineCommand as parseMachineCommand, machineLogEntry } from './replies';
@@ -18,20 +19,36 @@ type XReadReply = Array<[string, Array<[string, string[]]>]> | null;
 
 // ---------------------------------------------------------------- workers
 
+/**
+ * Registers the worker in every served shard of its pool (pool-shards.ts): a
+ * claim in any of them knows it, and a submit in any of them may wake it.
+ */
 export async function registerWorker(
   ctx: BrokerContext,
   input: WorkerRegistration,
   options: { freshStart?: boolean },
-): Promise<{ profile: string; becameRoutable: number }> {
+): Promise<{ profile: string; becameRoutable: number; shards: string[] }> {
   const registration = parseWith(WorkerRegistration, input, 'worker registration');
   poolProfileProblem(ctx, registration);
   const profile = capabilityProfile(registration.capabilities);
-  await ctx.rememberPool(registration.pool);
+  const shards = await ctx.poolShardNames(registration.pool, 'served');
+  const each = await Promise.all(shards.map((shard) => registerInShard(ctx, shard, registration, profile, options)));
+  return { profile: profile.id, becameRoutable: each.reduce((sum, n) => sum + n, 0), shards };
+}
+
+async function registerInShard(
+  ctx: BrokerContext,
+  shard: string,
+  registration: z.output<typeof WorkerRegistration>,
+  profile: ReturnType<typeof capabilityProfile>,
+  options: { freshStart?: boolean },
+): Promise<number> {
+  await ctx.rememberPool(shard);
   const fields = encodeWorkerRegistration(
     { pool: registration.pool, concurrency: registration.concurrency, version: registration.version || undefined, hostname: registration.hostname || undefined, home_pool: registration.home_pool },
     profile.definition,
   );
-  let [becameRoutable, cursor, lanes] = await ctx.calls.call(FUNCTIONS.registerWorker, registration.pool, [
+  let [becameRoutable, cursor, lanes] = await ctx.calls.call(FUNCTIONS.registerWorker, shard, [
     registration.id,
     registration.machine_id,
     profile.id,
@@ -41,12 +58,12 @@ export async function registerWorker(
   ]);
   // a new profile is checked against the classes nobody could run so far, a bounded page per call
   while (cursor !== '0') {
-    const [became, next] = await ctx.calls.call(FUNCTIONS.routableScan, registration.pool, [profile.id, cursor]);
+    const [became, next] = await ctx.calls.call(FUNCTIONS.routableScan, shard, [profile.id, cursor]);
     becameRoutable += became;
     cursor = next;
   }
-  if (lanes === 'scan') await putQueuedJobsInLanes(ctx, registration.pool);
-  return { profile: profile.id, becameRoutable };
+  if (lanes === 'scan') await putQueuedJobsInLanes(ctx, shard);
+  return becameRoutable;
 }
 
 /**
@@ -91,9 +108,21 @@ async function putQueuedJobsInLanes(ctx: BrokerContext, pool: string): Promise<v
   await ctx.calls.call(FUNCTIONS.laneScan, pool, ['done']);
 }
 
-export async function setWorkerState(ctx: BrokerContext, pool: string, workerId: string, state: WorkerStateInput): Promise<string> {
+/**
+ * Sets the worker's state in every served shard of `pool` (or in `shards` only:
+ * a worker leaves the idle sets of some); returns its state in the first.
+ */
+export async function setWorkerState(ctx: BrokerContext, pool: string, workerId: string, state: WorkerStateInput, shards?: readonly string[]): Promise<string> {
   const parsed = parseWith(WorkerStateInput, state, 'worker state');
-  return ctx.calls.call(FUNCTIONS.setWorkerState, checkedPool(pool), [workerId, parsed]);
+  checkedPool(pool);
+  const where = shards ? shards.map((shard) => ofPool(checkedShard(shard), pool)) : await ctx.poolShardNames(pool, 'served');
+  const states = await Promise.all(where.map((shard) => ctx.calls.call(FUNCTIONS.setWorkerState, shard, [workerId, parsed])));
+  return states[0] ?? '';
+}
+
+function ofPool(shard: string, pool: string): string {
+  if (poolOfShard(shard) !== pool) throw new ValidationError('worker state', [{ path: 'shards', message: `${shard} is not a shard of pool ${pool}` }]);
+  return shard;
 }
 
 /**
@@ -104,7 +133,12 @@ export async function setWorkerState(ctx: BrokerContext, pool: string, workerId:
 export async function reportModels(ctx: BrokerContext, pool: string, workerId: string, input: WorkerModelsInput): Promise<number> {
   const models = parseWith(WorkerModels, input, 'model report');
   const tiers = [...modelTiers(models)].flatMap(([model, tier]) => [model, tier]);
-  return ctx.calls.call(FUNCTIONS.workerModels, checkedPool(pool), [workerId, JSON.stringify(models), ...tiers]);
+  checkedPool(pool);
+  // every shard's claims and wake-ups weigh what it holds
+  const recorded = await Promise.all(
+    (await ctx.poolShardNames(pool, 'served')).map((shard) => ctx.calls.call(FUNCTIONS.workerModels, shard, [workerId, JSON.stringify(models), ...tiers])),
+  );
+  return recorded[0] ?? 0;
 }
 
 export async function workers(ctx: BrokerContext, pool: string, options: { borrowers?: boolean } = {}): Promise<RegistryEntry[]> {

@@ -6,6 +6,7 @@ import { idempotencyFingerprint } from '../canonical';
 import { EmpError, NotFoundError, PayloadTooLargeError, UnknownServiceError, ValidationError, fromRedisError } from '../errors';
 import { type StreamEvent, parseStreamEntry } from '../events';
 import { DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_INFRA_ATTEMPTS, type Job, type JobState, type SubmitJob, SubmitJobInput } from '../job';
+import { poolOfShard } from '../pool-shards';
 import { requirementClass } from '../requirements';
 import { durationClass } from '../routing';
 import { parseWith } from '../validation';
@@ -23,7 +24,10 @@ const SUBMIT_BATCH = 100;
 const LIST_BUDGET = 2_000;
 
 interface PreparedSubmit {
+  /** the pool the job was routed to */
   pool: string;
+  /** the shard of the pool it is placed on (the pool itself for an unsharded pool) */
+  shard: string;
   id: string;
   args: ArgsOf<typeof FUNCTIONS.submit>;
 }
@@ -34,9 +38,9 @@ function submitted(pool: string, reply: SubmitReply): SubmitResult {
 
 export async function submit(ctx: BrokerContext, input: SubmitJobInput, options: SubmitOptions = {}): Promise<SubmitResult> {
   const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
-  await ctx.rememberPool(prepared.pool);
-  if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.pool, prepared.args));
-  const { replies, notReplicated } = await execSubmitCalls(ctx, true, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args));
+  await ctx.rememberPool(prepared.shard);
+  if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.shard, prepared.args));
+  const { replies, notReplicated } = await execSubmitCalls(ctx, true, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.shard, prepared.args));
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies[0]));
   const failure = notReplicated(`job ${result.id}`);
   if (failure) throw failure;
@@ -50,18 +54,18 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput, options:
  */
 export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<{ submitted: SubmitResult; job: Job | null }> {
   const prepared = await prepareSubmit(ctx, job, options);
-  await ctx.rememberPool(prepared.pool);
+  await ctx.rememberPool(prepared.shard);
   const queueCalls = (pipeline: ChainableCommander) => {
-    ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.pool, prepared.args);
-    ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.pool, [prepared.id]);
+    ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.shard, prepared.args);
+    ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.shard, [prepared.id]);
   };
   const { replies, notReplicated } = await execSubmitCalls(ctx, isDurable(ctx, options.durable), queueCalls);
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies[0]));
   const failure = notReplicated(`job ${result.id}`);
   if (failure) throw failure;
   if (result.id !== prepared.id) return { submitted: result, job: await getJob(ctx, result.id) };
-  const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.pool, [prepared.id], replies[1]);
-  return { submitted: result, job: read ? parseJobReply(result.id, prepared.pool, read) : null };
+  const read = await ctx.calls.decodeRead(FUNCTIONS.getJob, prepared.shard, [prepared.id], replies[1]);
+  return { submitted: result, job: read ? parseJobReply(result.id, prepared.shard, read) : null };
 }
 
 /**
@@ -70,7 +74,7 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options:
  */
 export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], options: SubmitOptions = {}): Promise<Array<SubmitResult | EmpError>> {
   const results: Array<SubmitResult | EmpError> = new Array(inputs.length);
-  // each job is routed on its own (estimates are cached per duration class), then grouped by the pool it got
+  // each job is routed on its own (estimates are cached per duration class), then grouped by the shard it got
   const prepared = await Promise.all(
     inputs.map(async (input, index) => {
       try {
@@ -82,26 +86,27 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
       }
     }),
   );
-  const byPool = new Map<string, number[]>();
+  const byShard = new Map<string, number[]>();
   prepared.forEach((p, index) => {
     if (!p) return;
-    const indexes = byPool.get(p.pool);
+    const indexes = byShard.get(p.shard);
     if (indexes) indexes.push(index);
-    else byPool.set(p.pool, [index]);
+    else byShard.set(p.shard, [index]);
   });
   await Promise.all(
-    [...byPool.entries()].map(async ([pool, indexes]) => {
-      await ctx.rememberPool(pool);
+    [...byShard.entries()].map(async ([shard, indexes]) => {
+      const pool = poolOfShard(shard);
+      await ctx.rememberPool(shard);
       // batches of SUBMIT_BATCH jobs per function call, all batches in one pipeline
       const batches: number[][] = [];
       for (let start = 0; start < indexes.length; start += SUBMIT_BATCH) batches.push(indexes.slice(start, start + SUBMIT_BATCH));
       const queueCalls = (pipeline: ChainableCommander) => {
         for (const batch of batches) {
-          ctx.calls.queue(pipeline, FUNCTIONS.submitMany, pool, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
+          ctx.calls.queue(pipeline, FUNCTIONS.submitMany, shard, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
         }
       };
       const { replies, notReplicated } = await execSubmitCalls(ctx, isDurable(ctx, options.durable), queueCalls);
-      const failure = notReplicated(`the batch's jobs of pool ${pool}`);
+      const failure = notReplicated(`the batch's jobs of shard ${shard}`);
       batches.forEach((batch, b) => {
         let reply: SubmitManyReply | undefined;
         let error: unknown;
@@ -193,10 +198,12 @@ interface ListPosition {
 export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promise<JobListPage> {
   const f = parseWith(JobListFilter, filter, 'job list filter');
   const cursor = f.cursor === undefined ? undefined : decodeListCursor(f.cursor);
-  const pools = f.pool ? [f.pool] : await ctx.pools();
+  // every shard of the pool (or of every pool): a page merges theirs
+  const shards = f.pool ? (await ctx.poolShardNames(f.pool, 'all')) : await ctx.shards();
   const pages = await Promise.all(
-    pools.map(async (pool) => {
-      const [found, lastScore, lastMember, exhausted] = await ctx.calls.call(FUNCTIONS.listJobs, pool, [
+    shards.map(async (shard) => {
+      const pool = poolOfShard(shard);
+      const [found, lastScore, lastMember, exhausted] = await ctx.calls.call(FUNCTIONS.listJobs, shard, [
         f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.score : '', cursor ? cursor.member : '',
         (f.states ?? []).join(','), (f.services ?? []).join(','), f.limit, LIST_BUDGET,
       ]);
@@ -267,8 +274,9 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
   const dclass = durationClass(job.service, job.requirements.models);
   const route = await ctx.router.route(job, dclass);
   const pool = route.pool;
-  const id = `${pool}.${Date.now().toString(36)}${randomIdPart()}`;
-  return { pool, id, args: submitArgs(ctx, job, id, payload, dclass, route.fields, options) };
+  const shard = await ctx.placeJob(pool, job.idempotency_key === undefined ? undefined : `${job.tenant}:${job.idempotency_key}`);
+  const id = `${shard}.${Date.now().toString(36)}${randomIdPart()}`;
+  return { pool, shard, id, args: submitArgs(ctx, job, id, payload, dclass, route.fields, options) };
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { EmpError } from '../errors';
 import { type Job, type JobProgressView, JobRecord, type JobRouting, type JobState, TERMINAL_STATES, priorityOfScore } from '../job';
+import { poolOfShard } from '../pool-shards';
 import { StoredRoute, routeOf } from '../routing';
 import { JobRequirements } from '../requirements';
 import { parseWith } from '../validation';
@@ -258,14 +259,15 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-export function parseClaim(pool: string, workerId: string, reply: ClaimReply): ClaimResult {
+/** A claim reply of `shard` (the lease names the shard; the job's requirements its pool). */
+export function parseClaim(shard: string, workerId: string, reply: ClaimReply): ClaimResult {
   if (reply[0] !== 'job') {
     const retryAt = reply[1] ? Number(reply[1]) : undefined;
     return { job: null, workerState: String(reply[2] ?? ''), retryAt: retryAt || undefined };
   }
   const [, id, token, attempt, service, tenant, payload, definition, priority, workflowId, step, timeout, submittedAt, traceparent] =
     reply as [string, string, string, number, string, string, string, string, number, string, string, string, string, string | undefined];
-  const lease: Lease = Object.freeze({ pool, jobId: id, token, workerId });
+  const lease: Lease = Object.freeze({ pool: shard, jobId: id, token, workerId });
   issuedLeases.add(lease);
   return {
     job: {
@@ -275,7 +277,7 @@ export function parseClaim(pool: string, workerId: string, reply: ClaimReply): C
       service,
       tenant,
       payload: payload === '' ? {} : (JSON.parse(payload) as unknown),
-      requirements: requirementsOf(definition, pool),
+      requirements: requirementsOf(definition, poolOfShard(shard)),
       priority: Number(priority),
       workflowId: workflowId || undefined,
       step: step ? Number(step) : undefined,
@@ -295,12 +297,14 @@ export function parseSignal(text: string): WorkerSignal | null {
   return null;
 }
 
-export function parseJobReply(id: string, pool: string, reply: JobReply): Job {
-  return parseTracedJobReply(id, pool, reply).job;
+/** A job read from `shard`: its `pool` is the shard's pool. */
+export function parseJobReply(id: string, shard: string, reply: JobReply): Job {
+  return parseTracedJobReply(id, shard, reply).job;
 }
 
 /** `parseJobReply`, with the job's stored traceparent (not part of the client-facing Job). */
-export function parseTracedJobReply(id: string, pool: string, reply: JobReply): TracedJob {
+export function parseTracedJobReply(id: string, shard: string, reply: JobReply): TracedJob {
+  const pool = poolOfShard(shard);
   const [flat, definition, routable, position, payload, leaseUntil] = reply;
   const record = parseWith(JobRecord, foldHash(flat), `job record ${id} in Redis`);
   const job = toJob(id, pool, record, {

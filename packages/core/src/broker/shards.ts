@@ -3,7 +3,11 @@ import calculateSlot from 'cluster-key-slot';
 import type { Cluster, Redis } from 'ioredis';
 import type { ShardNodeView, ShardReport, ShardView } from '../api-protocol';
 import type { BrokerContext } from './context';
-import { infoNumber, jobCounts, nodeAddress, queueStats } from './stats';
+import { type PoolShards, ShardCount, poolOfShard, shardIndex, shardsOf } from '../pool-shards';
+import { parseWith } from '../validation';
+import { checkedPool } from './context';
+import { FUNCTIONS } from './functions';
+import { infoNumber, nodeAddress, shardJobCounts, shardQueueStats } from './stats';
 
 const SLOT_COUNT = 16384;
 
@@ -26,7 +30,8 @@ interface SlotMap {
  */
 export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
   const { keys, redis } = ctx;
-  const pools = [...new Set([...(await ctx.pools()), ...ctx.config.pools.map((p) => p.name)])].sort();
+  // every shard of every pool (a pool's name is its shard 0), and the configured pools
+  const pools = [...new Set([...(await ctx.shards()), ...ctx.config.pools.map((p) => p.name)])].sort();
   const cluster = redis.isCluster ? (redis as Cluster) : undefined;
   const connections = new Map<string, Redis>(
     cluster ? cluster.nodes('all').map((node) => [nodeAddress(node), node] as const) : [[nodeAddress(redis as Redis), redis as Redis]],
@@ -45,11 +50,11 @@ export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
     pools.map(async (pool): Promise<ShardView> => {
       const slot = calculateSlot(keys.anchor(pool));
       const node = nodeOf(slot);
-      const [stats, counts, keyCount] = await Promise.all([queueStats(ctx, pool), jobCounts(ctx, pool), keysIn(slot, node)]);
+      const [stats, counts, keyCount] = await Promise.all([shardQueueStats(ctx, pool), shardJobCounts(ctx, pool), keysIn(slot, node)]);
       const shard: ShardView = {
         shard: keys.shardTag(pool),
         kind: 'pool',
-        pool,
+        pool: poolOfShard(pool),
         slot,
         node,
         queued: stats.classes.reduce((sum, c) => sum + c.depth, 0),
@@ -111,4 +116,47 @@ async function readSlotMap(cluster: Cluster): Promise<SlotMap> {
     for (const replica of replicas) nodes.set(address(replica), { role: 'replica', slots: 0, replicaOf: owner });
   }
   return { masterOf: (slot) => owners.find((r) => slot >= r.from && slot <= r.to)?.master, nodes };
+}
+
+/** Sets how many shards the pool's submits go to; a smaller count keeps the rest served until settleShards finds them empty. */
+export async function setShardCount(ctx: BrokerContext, pool: string, count: number): Promise<PoolShards> {
+  checkedPool(pool);
+  parseWith(ShardCount, count, 'shard count');
+  const before = await ctx.poolShards(pool, true);
+  const serve = Math.max(count, before.serve);
+  // the new shards first: known to every view and tick, and pausing what the pool's shard 0 has paused
+  const added = shardsOf(pool, serve).slice(before.serve);
+  const paused = added.length > 0 ? await ctx.redis.hgetall(ctx.keys.paused(pool)) : {};
+  for (const shard of added) {
+    await ctx.rememberPool(shard);
+    for (const [service, text] of Object.entries(paused)) {
+      const info = JSON.parse(text) as { by?: string; reason?: string };
+      await ctx.calls.call(FUNCTIONS.pauseService, shard, [service, '1', info.by ?? '', info.reason ?? '']);
+    }
+  }
+  await ctx.redis.hset(ctx.keys.shardCounts(), pool, count, `${pool}:serve`, serve);
+  ctx.forgetShardCounts(pool);
+  return settleShards(ctx, pool);
+}
+
+/**
+ * Serves exactly the shards that need it: those submits go to, and above them
+ * every shard of the pool that still holds a live job (queued, delayed,
+ * starting, running or retrying) or a running workflow's step. Workers learn a
+ * change within SHARD_COUNT_TTL_MS (and at their next heartbeat).
+ */
+export async function settleShards(ctx: BrokerContext, pool: string): Promise<PoolShards> {
+  checkedPool(pool);
+  const { count, serve } = await ctx.poolShards(pool, true);
+  const used = (await ctx.shards()).filter((shard) => poolOfShard(shard) === pool && shardIndex(shard) >= count);
+  let needed = count;
+  for (const shard of used) {
+    const live = (await shardJobCounts(ctx, shard)).some((c) => c.queued + c.delayed + c.starting + c.running + c.retrying > 0);
+    if (live) needed = Math.max(needed, shardIndex(shard) + 1);
+  }
+  if (needed !== serve) {
+    await ctx.redis.hset(ctx.keys.shardCounts(), `${pool}:serve`, needed);
+    ctx.forgetShardCounts(pool);
+  }
+  return { pool, count, serve: needed };
 }

@@ -1,14 +1,15 @@
 import type { Cluster, Redis } from 'ioredis';
 import { ServiceName } from '../requirements';
 import { parseWith } from '../validation';
-import { type BrokerContext, checkedPool } from './context';
+import { type BrokerContext, checkedPool, checkedShard } from './context';
 import { FUNCTIONS } from './functions';
 import type { QueueStatsRow } from './replies';
-import type { PausedService, QueueStats, ServiceJobCounts } from './types';
+import type { ClassStats, PausedService, QueueStats, ServiceJobCounts } from './types';
 
-export async function tick(ctx: BrokerContext, pool: string): Promise<{ handled: number; nextDueInMs?: number }> {
+/** Runs one shard's due work (a pool's name is its shard 0). */
+export async function tick(ctx: BrokerContext, shard: string): Promise<{ handled: number; nextDueInMs?: number }> {
   const c = ctx.config;
-  const [handled, wait] = await ctx.calls.call(FUNCTIONS.tick, checkedPool(pool), [
+  const [handled, wait] = await ctx.calls.call(FUNCTIONS.tick, checkedShard(shard), [
     c.tickLimit,
     c.offlineAfterMs,
     c.registryRetentionMs,
@@ -18,8 +19,38 @@ export async function tick(ctx: BrokerContext, pool: string): Promise<{ handled:
   return wait === '' ? { handled } : { handled, nextDueInMs: Number(wait) };
 }
 
+/**
+ * A pool's queues over its served shards: per class the depths summed and the
+ * oldest head; timers summed; the workers as shard 0 counts them (a worker is
+ * registered in every shard of its pool).
+ */
 export async function queueStats(ctx: BrokerContext, pool: string): Promise<QueueStats> {
   checkedPool(pool);
+  const shards = await ctx.poolShardNames(pool, 'served');
+  if (shards.length === 1) return shardQueueStats(ctx, pool);
+  const each = await Promise.all(shards.map((shard) => shardQueueStats(ctx, shard)));
+  const classes = new Map<string, ClassStats>();
+  for (const stats of each) {
+    for (const c of stats.classes) {
+      const seen = classes.get(c.requirementClass);
+      if (!seen) classes.set(c.requirementClass, { ...c });
+      else {
+        seen.depth += c.depth;
+        seen.routable ||= c.routable;
+        if (c.headSubmittedAt !== undefined && (seen.headSubmittedAt === undefined || c.headSubmittedAt < seen.headSubmittedAt)) {
+          seen.headJob = c.headJob;
+          seen.headSubmittedAt = c.headSubmittedAt;
+        }
+      }
+    }
+  }
+  const home = each[0]!;
+  return { ...home, pool, classes: [...classes.values()], timers: each.reduce((sum, stats) => sum + stats.timers, 0) };
+}
+
+/** One shard's queues (a pool's name is its shard 0). */
+export async function shardQueueStats(ctx: BrokerContext, pool: string): Promise<QueueStats> {
+  checkedShard(pool);
   // a page of classes per call (SSCAN: a class may come twice), the totals with the first
   const rows = new Map<string, QueueStatsRow>();
   let totals: number[] = [];
@@ -47,23 +78,43 @@ export async function queueStats(ctx: BrokerContext, pool: string): Promise<Queu
   };
 }
 
+/** A pool's live jobs per service and state, summed over its served shards. */
 export async function jobCounts(ctx: BrokerContext, pool: string): Promise<ServiceJobCounts[]> {
   checkedPool(pool);
+  const shards = await ctx.poolShardNames(pool, 'served');
+  const each = await Promise.all(shards.map((shard) => shardJobCounts(ctx, shard)));
+  if (each.length === 1) return each[0]!;
+  const counts = new Map<string, ServiceJobCounts>();
+  for (const row of each.flat()) {
+    const sum = counts.get(row.service);
+    counts.set(row.service, sum ? sumCounts(sum, row) : row);
+  }
+  return [...counts.values()];
+}
+
+function sumCounts(a: ServiceJobCounts, b: ServiceJobCounts): ServiceJobCounts {
+  return {
+    service: a.service,
+    queued: a.queued + b.queued,
+    delayed: a.delayed + b.delayed,
+    starting: a.starting + b.starting,
+    running: a.running + b.running,
+    retrying: a.retrying + b.retrying,
+  };
+}
+
+/** One shard's live jobs per service and state (a pool's name is its shard 0). */
+export async function shardJobCounts(ctx: BrokerContext, pool: string): Promise<ServiceJobCounts[]> {
+  checkedShard(pool);
   // the queued jobs a page of classes per call, summed here
   const counts = new Map<string, ServiceJobCounts>();
   let page = '';
   do {
     const reply = await ctx.calls.call(FUNCTIONS.jobCounts, pool, [page]);
     for (const [service, queued, delayed, starting, running, retrying] of reply[0]) {
-      const sum = counts.get(service) ?? { service, queued: 0, delayed: 0, starting: 0, running: 0, retrying: 0 };
-      counts.set(service, {
-        service,
-        queued: sum.queued + queued,
-        delayed: sum.delayed + delayed,
-        starting: sum.starting + starting,
-        running: sum.running + running,
-        retrying: sum.retrying + retrying,
-      });
+      const row = { service, queued, delayed, starting, running, retrying };
+      const sum = counts.get(service);
+      counts.set(service, sum ? sumCounts(sum, row) : row);
     }
     page = reply[1];
   } while (page !== '');
@@ -85,7 +136,12 @@ export async function setServicePaused(
 ): Promise<boolean> {
   parseWith(ServiceName, service, 'service');
   await ctx.rememberPool(checkedPool(pool));
-  return ctx.calls.call(FUNCTIONS.pauseService, pool, [service, paused ? '1' : '0', options.by ?? '', (options.reason ?? '').slice(0, 500)]);
+  // every shard of the pool: a claim in any of them must see it
+  const shards = await ctx.poolShardNames(pool, 'all');
+  const changed = await Promise.all(
+    shards.map((shard) => ctx.calls.call(FUNCTIONS.pauseService, shard, [service, paused ? '1' : '0', options.by ?? '', (options.reason ?? '').slice(0, 500)])),
+  );
+  return changed.some(Boolean);
 }
 
 export async function pausedServices(ctx: BrokerContext, pool: string): Promise<PausedService[]> {

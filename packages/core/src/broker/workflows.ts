@@ -1,6 +1,7 @@
 import { idempotencyFingerprint } from '../canonical';
 import { NotFoundError, PayloadTooLargeError, UnknownServiceError, ValidationError } from '../errors';
 import { type Job, type JobState, JobId, SubmitJobInput } from '../job';
+import { poolOfShard } from '../pool-shards';
 import { durationClass } from '../routing';
 import { parseWith } from '../validation';
 import {
@@ -68,7 +69,9 @@ export async function submitWorkflow(ctx: BrokerContext, input: SubmitWorkflowIn
       })),
     );
   }
-  const id = `${pool}.${Date.now().toString(36)}${randomIdPart()}`;
+  // the workflow and every step job in one shard of the pool, placed as a job is
+  const shard = await ctx.placeJob(pool, workflow.idempotency_key === undefined ? undefined : `${workflow.tenant}:${workflow.idempotency_key}`);
+  const id = `${shard}.${Date.now().toString(36)}${randomIdPart()}`;
   const definition = JSON.stringify({
     max_payload: String(ctx.config.maxPayloadBytes),
     steps: steps.map((compiled) => {
@@ -91,10 +94,10 @@ export async function submitWorkflow(ctx: BrokerContext, input: SubmitWorkflowIn
       };
     }),
   });
-  await ctx.rememberPool(pool);
+  await ctx.rememberPool(shard);
   const idempotencyKey = workflow.idempotency_key;
   const fingerprint = idempotencyFingerprint(workflow);
-  const [state, submittedId, duplicate] = await ctx.calls.call(FUNCTIONS.workflowSubmit, pool, [
+  const [state, submittedId, duplicate] = await ctx.calls.call(FUNCTIONS.workflowSubmit, shard, [
     id,
     workflow.tenant,
     workflow.priority,
@@ -174,7 +177,7 @@ export async function getWorkflow(ctx: BrokerContext, id: string): Promise<Workf
   for (const step of steps) for (const [k, v] of Object.entries(step)) if (v === undefined) delete (step as Record<string, unknown>)[k];
   const view: Workflow = {
     id,
-    pool,
+    pool: poolOfShard(pool),
     tenant: record.tenant!,
     state: record.state as Workflow['state'],
     priority: Number(record.priority),
@@ -200,17 +203,18 @@ export interface WorkflowListItem {
 /** The newest workflows (of a tenant), across pools: ids and submission times (read each with getWorkflow). */
 export async function listWorkflows(ctx: BrokerContext, options: { tenant?: string; limit?: number } = {}): Promise<WorkflowListItem[]> {
   const limit = Math.min(Math.max(options.limit ?? 50, 1), 500);
-  const pools = await ctx.pools();
+  const shards = await ctx.shards();
   const lists = await Promise.all(
-    pools.map(async (pool) => {
+    shards.map(async (shard) => {
+      const pool = poolOfShard(shard);
       const items: WorkflowListItem[] = [];
       if (options.tenant) {
         // the tenant's own index: its workflows however many other tenants submitted since
-        const flat = await ctx.redis.zrevrange(ctx.keys.tenantWorkflows(pool, options.tenant), 0, limit - 1, 'WITHSCORES');
+        const flat = await ctx.redis.zrevrange(ctx.keys.tenantWorkflows(shard, options.tenant), 0, limit - 1, 'WITHSCORES');
         for (let i = 0; i + 1 < flat.length; i += 2) items.push({ id: flat[i]!, pool, tenant: options.tenant, submitted_at: Number(flat[i + 1]) });
         return items;
       }
-      const flat = await ctx.redis.zrevrange(ctx.keys.workflows(pool), 0, limit - 1, 'WITHSCORES');
+      const flat = await ctx.redis.zrevrange(ctx.keys.workflows(shard), 0, limit - 1, 'WITHSCORES');
       for (let i = 0; i + 1 < flat.length; i += 2) {
         const [wid, tenant] = flat[i]!.split('|') as [string, string];
         items.push({ id: wid, pool, tenant, submitted_at: Number(flat[i + 1]) });

@@ -1,8 +1,10 @@
 -- set_worker_state: a worker says it is draining (stops claiming, e.g. on a spot
 -- preemption notice), back to work, or going offline on a clean exit; or, with
--- 'borrowing', that it took a job of another pool (cross-pool fallback) with its
--- last free slot: it leaves this pool's idle set, so that this pool's submits wake
--- someone free, and its state is left as it is (its next claim here puts it back).
+-- 'borrowing', that it took a job elsewhere (another pool's, cross-pool fallback;
+-- or another shard's of its own pool) with its last free slot: it leaves this
+-- shard's idle set, so that this shard's submits wake someone free, and its state
+-- is left as it is (its next claim here puts it back). A wake-up it got here
+-- meanwhile and cannot answer is passed on to another idle worker.
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] worker id  [8] state ('draining' | 'idle' | 'offline' | 'borrowing')
 -- Returns the state. Errors: UNKNOWN_WORKER, BAD_STATE.
@@ -18,7 +20,11 @@ local function set_state(keys, args)
   local wkey = worker_key(p, worker)
   must_be_worker(p, worker)
   if state == 'borrowing' then
+    local waiting = call('HGET', wkey, 'waiting')
     stop_waiting(p, worker)
+    if waiting and string.sub(waiting, 1, 6) == 'woken:' and string.len(waiting) > 6 then
+      wake_for_head(p, string.sub(waiting, 7), worker)
+    end
     call('HSET', wkey, 'last_seen', ctx.now)
     return call('HGET', wkey, 'state') or 'idle'
   end
