@@ -1,4 +1,4 @@
-import { type Broker, type StreamEvent, TERMINAL_EVENT_TYPES } from '@emp/core';
+import { type Broker, type StreamEvent, TERMINAL_EVENT_TYPES, poolOfShard } from '@emp/core';
 
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 3_600_000;
@@ -51,23 +51,45 @@ interface PoolHistory {
  * refreshing view asks Redis only for the events since its last frame.
  */
 export class FleetActivity {
+  /** per shard: each shard of a pool has its own stream (a pool's name is its shard 0) */
   readonly #histories = new Map<string, PoolHistory>();
+  /** the shards of each pool, as the last update found them */
+  readonly #shards = new Map<string, string[]>();
   #failures: RecentFailure[] = [];
 
   constructor(private readonly broker: Broker) {}
 
-  /** Reads the pools' new events (at most a budget per pool); `now` is Redis's clock. */
+  /** Reads the pools' new events (at most a budget per shard); `now` is Redis's clock. */
   async update(pools: readonly string[], now: number): Promise<void> {
-    await Promise.all(pools.map((pool) => this.#updatePool(pool, now)));
+    const shards = await this.broker.shards();
+    for (const pool of pools) this.#shards.set(pool, [pool, ...shards.filter((shard) => shard !== pool && poolOfShard(shard) === pool)]);
+    await Promise.all(pools.flatMap((pool) => this.#shardsOf(pool)).map((shard) => this.#updatePool(shard, now)));
   }
 
   /** Whether every pool's last hour has been read. */
   complete(pools: readonly string[]): boolean {
-    return pools.every((pool) => this.#histories.get(pool)?.complete ?? false);
+    return pools.every((pool) => this.#shardsOf(pool).every((shard) => this.#histories.get(shard)?.complete ?? false));
+  }
+
+  #shardsOf(pool: string): string[] {
+    return this.#shards.get(pool) ?? [pool];
+  }
+
+  /** A pool's histories merged over its shards (one for an unsharded pool). */
+  #history(pool: string): PoolHistory | undefined {
+    const histories = this.#shardsOf(pool).flatMap((shard) => this.#histories.get(shard) ?? []);
+    if (histories.length <= 1) return histories[0];
+    return {
+      cursor: '',
+      countedSince: Math.max(...histories.map((h) => h.countedSince)),
+      complete: histories.every((h) => h.complete),
+      finished: histories.flatMap((h) => h.finished).sort((a, b) => a.ts - b.ts),
+      starts: histories.flatMap((h) => h.starts),
+    };
   }
 
   activity(pool: string, now: number): PoolActivity {
-    const history = this.#histories.get(pool);
+    const history = this.#history(pool);
     const medianWaitMs = new Map<string, number>();
     if (!history) return { finishedLastMinute: 0, finishedLastHour: 0, failedLastHour: 0, countedSince: now - HOUR_MS, complete: false, medianWaitMs };
     let finishedLastMinute = 0;
@@ -127,7 +149,7 @@ export class FleetActivity {
         if (event.attempt === 1 && event.submitted_at !== undefined) history.starts.push({ ts: event.ts, service: event.service, waitMs: Math.max(0, event.ts - event.submitted_at) });
         return;
       case 'job.failed':
-        this.#failures = [{ ts: event.ts, pool: event.pool, job: event.job, service: event.service, worker: event.worker, reason: event.reason }, ...this.#failures]
+        this.#failures = [{ ts: event.ts, pool: poolOfShard(event.pool), job: event.job, service: event.service, worker: event.worker, reason: event.reason }, ...this.#failures]
           .sort((a, b) => b.ts - a.ts)
           .slice(0, RECENT_FAILURES);
         history.finished.push({ ts: event.ts, failed: true });

@@ -1,4 +1,4 @@
-import { JobRequirements, SubmitJobInput } from '@emp/core';
+import { JobRequirements, SubmitJobInput, poolOfJobId } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { withBroker } from '../connection';
@@ -80,8 +80,8 @@ export function registerSubmit(program: Command): void {
         try {
           const final = await followJob(broker, submitted.id, {
             onUpdate: (update) => display.update(update),
-            // routing may have put the job in another pool than the cursor's: then followJob reads the job before its events
-            cursor: submitted.pool === cursorPool ? cursor : undefined,
+            // routing (or a sharded pool's placement) may have put the job in another stream than the cursor's: then followJob reads the job before its events
+            cursor: poolOfJobId(submitted.id) === cursorPool ? cursor : undefined,
             timeoutMs: flags.timeout || undefined, // --timeout 0: no limit
           });
           display.finish();
