@@ -639,7 +639,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const shard of this.shards) {
       if (shard === this.pool || this.shardWaits.has(shard)) continue;
       const connection = this.broker.blockingConnection({ onError: (error) => this.logger.debug({ err: error, shard }, 'signal connection error') });
-      this.shardWaits.set(shard, { connection, loop: this.waitInShard(shard, connection) });
+      // in the map before its loop starts: the loop runs while its connection is the shard's
+      const wait = { connection, loop: Promise.resolve() };
+      this.shardWaits.set(shard, wait);
+      wait.loop = this.waitInShard(shard, connection);
     }
     for (const [shard, wait] of this.shardWaits) {
       if (this.shards.includes(shard)) continue;
