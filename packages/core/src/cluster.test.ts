@@ -4,7 +4,9 @@ import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Broker } from './broker';
 import { jobOfEvent } from './events';
+import { poolOfJobId } from './job';
 import { functionLibrary } from './library';
+import { shardsOf } from './pool-shards';
 
 // The same code on a real 3-master Redis Cluster on loopback: every call about a
 // pool stays in that pool's hash slot, and pools spread over the masters.
@@ -222,4 +224,50 @@ describe('Redis Cluster', () => {
     const command = await broker.machineCommand(pools[1]!, 'cluster-m', 'restart');
     expect((await client.xrange(broker.keys.machineCommands(pools[1]!, 'cluster-m'), '-', '+')).map(([id]) => id)).toEqual([command]);
   });
+
+  it('one pool spread over every master: its shards land on their own masters, claims find jobs on each, no call crosses slots', async () => {
+    const broker = await Broker.connect({ redis: client });
+    // a pool whose first three shards hash to three different masters
+    let pool = '';
+    for (let i = 0; i < 500 && !pool; i++) {
+      const candidate = `spread-${i}`;
+      const owners = await Promise.all(shardsOf(candidate, 3).map(async (shard) => cluster.ownerOfSlot(Number(await client.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(shard))))));
+      if (new Set(owners).size === 3) pool = candidate;
+    }
+    expect(pool).not.toBe('');
+    const errorsBefore = await crossSlotErrors();
+    await broker.setShardCount(pool, 3);
+    await broker.registerWorker({ id: 'spread-w', pool, capabilities: { services: ['simulation'] }, concurrency: 8 });
+    const results = await broker.submitMany(Array.from({ length: 90 }, (_, i) => ({ service: 'simulation', requirements: { pool }, payload: { i } })));
+    const ids = results.map((r) => (r instanceof Error ? '' : r.id));
+    expect(ids.filter((id) => id === '')).toEqual([]);
+    // each shard's jobs on its own master
+    for (const shard of shardsOf(pool, 3)) {
+      const owner = await cluster.ownerOfSlot(Number(await client.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(shard))));
+      const here = ids.filter((id) => poolOfJobId(id) === shard);
+      expect(here.length).toBeGreaterThan(5);
+      expect(await nodeClient(owner).exists(...here.map((id) => broker.keys.job(shard, id)))).toBe(here.length);
+    }
+    expect((await broker.queueStats(pool)).classes[0]?.depth).toBe(90);
+    const taken: string[] = [];
+    for (;;) {
+      const found = await broker.claimInShards(pool, 'spread-w', { count: 8 });
+      const jobs = found.results.flatMap((r) => (r.job ? [r.job] : []));
+      if (jobs.length === 0) break;
+      for (const job of jobs) await broker.complete(job.lease, { ok: true });
+      taken.push(...jobs.map((job) => job.id));
+    }
+    expect(taken.sort()).toEqual([...ids].sort());
+    expect(await crossSlotErrors()).toBe(errorsBefore);
+  });
 });
+
+/** CROSSSLOT errors answered so far, summed over every node (INFO errorstats). */
+async function crossSlotErrors(): Promise<number> {
+  let total = 0;
+  for (const node of cluster.nodes) {
+    const info = await nodeClient(node.port).info('errorstats');
+    total += Number(/^errorstat_CROSSSLOT:count=(\d+)/m.exec(info)?.[1] ?? 0);
+  }
+  return total;
+}

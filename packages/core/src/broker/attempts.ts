@@ -4,7 +4,7 @@ import { DEFAULT_AFFINITY_OVERDUE_MS } from '../config';
 import { PayloadTooLargeError, ValidationError } from '../errors';
 import { JobErrorInfo, JobProgress, poolOfJobId } from '../job';
 import { parseWith } from '../validation';
-import { type BrokerContext, checkedPool, checkedShard, jsonOf } from './context';
+import { type BrokerContext, checkedPool, checkedShard, jsonOf, settled } from './context';
 import { type ReadConnection, redisFor } from './connection';
 import { FUNCTIONS } from './functions';
 import { type ClaimReply, parseClaim, parseDrops, parseSignal } from './replies';
@@ -157,22 +157,26 @@ export async function fail(
  * each, and goes offline in one it stops speaking to), each with the leases of
  * its jobs there; the drops of all of them.
  */
-export async function heartbeat(
+export function heartbeat(
   ctx: BrokerContext,
   pool: string,
   workerId: string,
   leases: Array<Pick<Lease, 'jobId' | 'token'>>,
 ): Promise<Array<{ jobId: string; verdict: DropVerdict }>> {
-  checkedPool(pool);
-  const byShard = new Map<string, string[]>((await ctx.poolShardNames(pool, 'served')).map((shard) => [shard, []]));
-  for (const lease of leases) {
-    const shard = poolOfJobId(lease.jobId);
-    const pairs = byShard.get(shard) ?? [];
-    pairs.push(lease.jobId, lease.token);
-    byShard.set(shard, pairs);
-  }
-  const drops = await Promise.all([...byShard].map(async ([shard, pairs]) => parseDrops(await ctx.calls.call(FUNCTIONS.heartbeat, shard, [workerId, ...pairs]))));
-  return drops.flat();
+  return settled(() => {
+    checkedPool(pool);
+    return ctx.withServedShards(pool, async (served) => {
+      const byShard = new Map<string, string[]>(served.map((shard) => [shard, []]));
+      for (const lease of leases) {
+        const shard = poolOfJobId(lease.jobId);
+        const pairs = byShard.get(shard) ?? [];
+        pairs.push(lease.jobId, lease.token);
+        byShard.set(shard, pairs);
+      }
+      const drops = await Promise.all([...byShard].map(async ([shard, pairs]) => parseDrops(await ctx.calls.call(FUNCTIONS.heartbeat, shard, [workerId, ...pairs]))));
+      return drops.flat();
+    });
+  });
 }
 
 export async function waitForSignals(ctx: BrokerContext, connection: ReadConnection, pool: string, workerId: string, timeoutMs: number): Promise<WorkerSignal[]> {

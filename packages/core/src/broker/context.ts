@@ -66,13 +66,35 @@ export class BrokerContext {
    */
   async poolShards(pool: string, fresh = false): Promise<PoolShards> {
     const cached = this.shardCounts.get(pool);
-    const now = Date.now();
-    if (cached && !fresh && now - cached.readAt < SHARD_COUNT_TTL_MS) return cached.shards;
+    if (cached && !fresh && Date.now() - cached.readAt < SHARD_COUNT_TTL_MS) return cached.shards;
+    return this.readShardCounts(pool);
+  }
+
+  private async readShardCounts(pool: string): Promise<PoolShards> {
+    const readAt = Date.now();
     const [count, serve] = await this.redis.hmget(this.keys.shardCounts(), pool, `${pool}:serve`);
     const placed = storedCount(count);
     const shards: PoolShards = { pool, count: placed, serve: Math.max(placed, storedCount(serve)) };
-    this.shardCounts.set(pool, { shards, readAt: now });
+    this.shardCounts.set(pool, { shards, readAt });
     return shards;
+  }
+
+  /**
+   * Runs `call` with the pool's served shards, at once when this process has
+   * read them before (a stale reading is used and read again beside it), so
+   * that the calls `call` makes go out at once, in order with the caller's
+   * next ones (the fleet simulator sends calls it does not wait for); only the
+   * first use in a process waits for the read.
+   */
+  withServedShards<T>(pool: string, call: (shards: string[]) => Promise<T>): Promise<T> {
+    const cached = this.shardCounts.get(pool);
+    if (!cached) return this.readShardCounts(pool).then((counts) => call(shardsOf(pool, counts.serve)));
+    if (Date.now() - cached.readAt >= SHARD_COUNT_TTL_MS) {
+      // read again once: the next uses see the new counts
+      cached.readAt = Date.now();
+      this.readShardCounts(pool).catch(() => this.shardCounts.delete(pool));
+    }
+    return call(shardsOf(pool, cached.shards.serve));
   }
 
   /**
@@ -111,6 +133,19 @@ export class BrokerContext {
   lease(lease: Lease): Lease {
     // a lease this process's claims handed out is well-formed by construction (and frozen)
     return issuedLeases.has(lease) ? lease : parseWith(LeaseSchema, lease, 'lease');
+  }
+}
+
+/**
+ * `call()`, with what it throws synchronously (a refused argument) as a
+ * rejection: for the calls that are not async functions so that their
+ * commands go out at once (withServedShards), yet must fail as one does.
+ */
+export function settled<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return call();
+  } catch (error) {
+    return Promise.reject(error);
   }
 }
 

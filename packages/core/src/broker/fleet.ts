@@ -5,7 +5,7 @@ import { ModelName, ServiceName } from '../requirements';
 import { ValidationError } from '../errors';
 import { parseWith } from '../validation';
 import { z } from 'zod';
-import { type BrokerContext, checkedPool, checkedShard } from './context';
+import { type BrokerContext, checkedPool, checkedShard, settled } from './context';
 import { poolOfShard } from '../pool-shards';
 import { type ReadConnection, redisFor } from './connection';
 import { type Arg, FUNCTIONS } from './functions';
@@ -112,12 +112,13 @@ async function putQueuedJobsInLanes(ctx: BrokerContext, pool: string): Promise<v
  * Sets the worker's state in every served shard of `pool` (or in `shards` only:
  * a worker leaves the idle sets of some); returns its state in the first.
  */
-export async function setWorkerState(ctx: BrokerContext, pool: string, workerId: string, state: WorkerStateInput, shards?: readonly string[]): Promise<string> {
-  const parsed = parseWith(WorkerStateInput, state, 'worker state');
-  checkedPool(pool);
-  const where = shards ? shards.map((shard) => ofPool(checkedShard(shard), pool)) : await ctx.poolShardNames(pool, 'served');
-  const states = await Promise.all(where.map((shard) => ctx.calls.call(FUNCTIONS.setWorkerState, shard, [workerId, parsed])));
-  return states[0] ?? '';
+export function setWorkerState(ctx: BrokerContext, pool: string, workerId: string, state: WorkerStateInput, shards?: readonly string[]): Promise<string> {
+  return settled(() => {
+    const parsed = parseWith(WorkerStateInput, state, 'worker state');
+    checkedPool(pool);
+    const setIn = async (where: readonly string[]) => (await Promise.all(where.map((shard) => ctx.calls.call(FUNCTIONS.setWorkerState, shard, [workerId, parsed]))))[0] ?? '';
+    return shards ? setIn(shards.map((shard) => ofPool(checkedShard(shard), pool))) : ctx.withServedShards(pool, setIn);
+  });
 }
 
 function ofPool(shard: string, pool: string): string {
@@ -130,15 +131,17 @@ function ofPool(shard: string, pool: string): string {
  * claims prefer the jobs whose models a worker holds (docs/broker.md, "Model
  * affinity"). Returns how many models were recorded. No event: workers report often.
  */
-export async function reportModels(ctx: BrokerContext, pool: string, workerId: string, input: WorkerModelsInput): Promise<number> {
-  const models = parseWith(WorkerModels, input, 'model report');
-  const tiers = [...modelTiers(models)].flatMap(([model, tier]) => [model, tier]);
-  checkedPool(pool);
-  // every shard's claims and wake-ups weigh what it holds
-  const recorded = await Promise.all(
-    (await ctx.poolShardNames(pool, 'served')).map((shard) => ctx.calls.call(FUNCTIONS.workerModels, shard, [workerId, JSON.stringify(models), ...tiers])),
-  );
-  return recorded[0] ?? 0;
+export function reportModels(ctx: BrokerContext, pool: string, workerId: string, input: WorkerModelsInput): Promise<number> {
+  return settled(() => {
+    const models = parseWith(WorkerModels, input, 'model report');
+    const tiers = [...modelTiers(models)].flatMap(([model, tier]) => [model, tier]);
+    checkedPool(pool);
+    // every shard's claims and wake-ups weigh what it holds
+    return ctx.withServedShards(pool, async (shards) => {
+      const recorded = await Promise.all(shards.map((shard) => ctx.calls.call(FUNCTIONS.workerModels, shard, [workerId, JSON.stringify(models), ...tiers])));
+      return recorded[0] ?? 0;
+    });
+  });
 }
 
 export async function workers(ctx: BrokerContext, pool: string, options: { borrowers?: boolean } = {}): Promise<RegistryEntry[]> {
