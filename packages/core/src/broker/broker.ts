@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { PoolReport, ShardReport, SubmitResult } from '../api-protocol';
+import type { PoolReport, PoolShards, ShardReport, SubmitResult } from '../api-protocol';
 import { ApiKeyStore } from '../api-keys';
 import type { WorkerModelsInput, WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
@@ -9,7 +9,6 @@ import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInpu
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
 import type { PlannerState } from '../planner';
-import type { PoolShards } from '../pool-shards';
 import type { SubmitWorkflowInput, Workflow } from '../workflow';
 import type { MachineState } from '../registry';
 import * as attempts from './attempts';
