@@ -109,7 +109,7 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
       // Redis servers' addresses and load: the operator's, not a worker's or a service's
       config: { access: 'operate' as const },
       schema: {
-        summary: 'Where each pool lives: every shard (a pool, or webhook delivery) with its cluster slot, the node serving it, its queued and running jobs and workers; and each Redis node with its slots, shards, memory and ops/s (docs/scale-out.md)',
+        summary: "Where each pool lives: each pool's shard counts and served shards; every shard (a pool's, or webhook delivery's) with its cluster slot, the node serving it, its queued and running jobs and workers; and each Redis node with its slots, shards, memory and ops/s (docs/scale-out.md)",
         tags: ['fleet'],
         response: answers({ 200: ShardReport }),
       },

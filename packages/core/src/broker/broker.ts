@@ -376,9 +376,10 @@ export class Broker {
   }
 
   /**
-   * Where each shard lives (a pool's `{<pool>}`, webhook delivery's `{_webhooks}`): its slot,
-   * the master serving it, its queued and running jobs and workers; and each Redis server's
-   * slots, shards, memory and ops/s (docs/scale-out.md, "Where each pool lives").
+   * Where each pool lives: each pool's shard counts and served shards; each shard (a pool's
+   * `{<pool>}`, `{<pool>_<k>}`, webhook delivery's `{_webhooks}`) with its slot, the master serving
+   * it, its queued and running jobs and workers; and each Redis server's slots, shards, memory
+   * and ops/s (docs/scale-out.md, "Where each pool lives").
    */
   shardReport(): Promise<ShardReport> {
     return shards.shardReport(this.#ctx);
