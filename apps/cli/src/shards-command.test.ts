@@ -65,6 +65,8 @@ describe('emp shards on one Redis', () => {
     expect(shrunk).toMatchObject({ code: 0, stdout: 'pool wide: 1 shard (was 4); workers serve 4: wide_1, wide_2, wide_3 take no new jobs and stay served until their jobs are done\n' });
     expect((await runEmp(['shards'], env)).stdout).toMatch(new RegExp(`^wide\\s+1\\s+4\\s+${ids.length}\\s+\\S+$`, 'm'));
 
+    // grown again while the left-over shards still hold jobs: those past the count are named
+    expect((await runEmp(['shards', 'set', 'wide', '2'], env)).stdout).toBe('pool wide: 2 shards (was 1); workers serve 4: wide_2, wide_3 take no new jobs and stay served until their jobs are done\n');
     // --json, before or after the arguments: the stored counts, as the API answers them
     const asJson = await runEmp(['shards', 'set', 'wide', '2', '--json'], env);
     expect(JSON.parse(asJson.stdout)).toEqual({ pool: 'wide', count: 2, serve: 4 });

@@ -41,13 +41,14 @@ export function registerShards(program: Command): void {
 
 const shardsText = (n: number) => `${n} shard${n === 1 ? '' : 's'}`;
 
-/** `pool standard: 4 shards (was 1); workers serve 4`, and on a shrink which shards stay served and why. */
+/** `pool standard: 4 shards (was 1); workers serve 4`, and which shards stay served past the count and why. */
 function describeChange(before: PoolShards, after: PoolShards): string {
   const change = `pool ${after.pool}: ${shardsText(after.count)} (was ${before.count}); workers serve ${after.serve}`;
-  if (after.count >= before.count) return change;
-  if (after.serve === after.count) return `${change} (the shards taken out held no live job)`;
-  const leftOver = Array.from({ length: after.serve - after.count }, (_, k) => shardName(after.pool, after.count + k));
-  return `${change}: ${leftOver.join(', ')} take no new jobs and stay served until their jobs are done`;
+  if (after.serve > after.count) {
+    const leftOver = Array.from({ length: after.serve - after.count }, (_, k) => shardName(after.pool, after.count + k));
+    return `${change}: ${leftOver.join(', ')} take no new jobs and stay served until their jobs are done`;
+  }
+  return after.count < before.count ? `${change} (the shards taken out held no live job)` : change;
 }
 
 const optional = (n: number | undefined) => (n === undefined ? '-' : String(n));
