@@ -11,6 +11,7 @@ import {
   MachineList,
   PauseResponse,
   PoolReport,
+  PoolShards,
   QueueReport,
   RetryResponse,
   ShardReport,
@@ -107,6 +108,7 @@ describe('response schemas', () => {
       ['get', '/v1/queues', '200', 'QueueReport'],
       ['get', '/v1/pools', '200', 'PoolReport'],
       ['get', '/v1/shards', '200', 'ShardReport'],
+      ['put', '/v1/pools/{pool}/shards', '200', 'PoolShards'],
       ['get', '/v1/workers', '200', ''],
       ['get', '/v1/machines', '200', ''],
       ['post', '/v1/services/{service}/pause', '200', ''],
@@ -184,13 +186,14 @@ describe('response schemas', () => {
     conforms(QueueReport, (await http('GET', '/v1/queues')).body);
     conforms(PoolReport, (await http('GET', '/v1/pools')).body);
     conforms(ShardReport, (await http('GET', '/v1/shards')).body);
+    conforms(PoolShards, (await http('PUT', '/v1/pools/openapi-shards/shards', { body: { count: 2 } })).body);
     const workers = await http('GET', '/v1/workers');
     conforms(WorkerList, workers.body);
     expect(workers.body.workers).toContainEqual(expect.objectContaining({ id: 'api-test-worker', capabilities: expect.objectContaining({ services: ['simulation'] }) }));
     conforms(MachineList, (await http('GET', '/v1/machines')).body);
     conforms(PauseResponse, (await http('POST', '/v1/services/comfyui/pause', { body: { pool: 'standard' } })).body);
     conforms(MachineCommandResponse, (await http('POST', '/v1/machines/api-test-machine/drain')).body);
-    for (const bad of [await http('GET', '/v1/jobs/nope'), await http('GET', '/v1/jobs/standard.doesnotexist00'), await call(stack.url, 'GET', '/v1/queues')]) {
+    for (const bad of [await http('GET', '/v1/jobs/nope'), await http('GET', '/v1/jobs/standard.doesnotexist00'), await call(stack.url, 'GET', '/v1/queues'), await http('PUT', '/v1/pools/standard/shards', { body: { count: 0 } })]) {
       expect(bad.status).toBeGreaterThanOrEqual(400);
       conforms(ApiErrorBody, bad.body);
     }

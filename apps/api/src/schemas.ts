@@ -1,4 +1,4 @@
-import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, SubmitJobInput, SubmitWorkflowInput, TenantId } from '@emp/core';
+import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, ShardCount, SubmitJobInput, SubmitWorkflowInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 import { ApiError } from './errors';
 
@@ -126,6 +126,10 @@ export const FailBody = z.object({ token: FencingToken.optional(), error: JobErr
 export const PoolQuery = z.object({ pool: PoolName.optional(), api_key: z.string().optional() }).strict();
 
 export const ServiceParams = z.object({ service: ServiceName }).strict();
+
+export const PoolParams = z.object({ pool: PoolName }).strict();
+/** PUT /v1/pools/:pool/shards: how many shards the pool's submits go to (1..64) */
+export const ShardCountBody = z.object({ count: ShardCount }).strict();
 export const PauseBody = optionalBody(z.object({ pool: PoolName.optional(), reason: z.string().max(500).optional() }).strict());
 
 export const MachineParams = z.object({ id: MachineId, action: MachineAction }).strict();

@@ -75,7 +75,8 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: 'shards',
     usage: '[options]',
-    description: 'where each pool lives: every shard (a pool, webhook delivery) with its cluster slot, node, queued and running jobs and workers; then each Redis node',
+    description:
+      "where each pool lives: each pool's shard counts, then every shard (a pool's, webhook delivery) with its cluster slot, node, queued and running jobs and workers, then each Redis node; `emp shards set` reshards a pool",
     load: async () => (await import('./commands/shards')).registerShards,
   },
   {

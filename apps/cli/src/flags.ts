@@ -82,6 +82,20 @@ export function parseFlags<S extends z.ZodType>(schema: S, options: Record<strin
   throw new UsageError(messages.join('; '));
 }
 
+/**
+ * Validates a command's positional arguments; a failure is a UsageError (exit
+ * code 2) naming the argument as the usage shows it, e.g. `invalid <count>: a pool has at least one shard`.
+ */
+export function parseArguments<S extends z.ZodType>(schema: S, args: Record<string, unknown>): z.output<S> {
+  const result = schema.safeParse(args);
+  if (result.success) return result.data;
+  const messages = result.error.issues.map((issue) => {
+    const [name, ...inner] = issue.path.map(String);
+    return `invalid ${name ? `<${name}>` : 'arguments'}: ${inner.length ? `${inner.join('.')}: ` : ''}${issue.message}`;
+  });
+  throw new UsageError(messages.join('; '));
+}
+
 /** The global `--redis <url>` flag, wherever on the command line it was given. */
 export function redisFlag(command: Command): string | undefined {
   const value = command.optsWithGlobals().redis as unknown;

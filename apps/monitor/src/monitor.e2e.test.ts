@@ -201,6 +201,16 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
       await fresh.locator('[data-shard="{standard}"]').waitFor({ timeout: WAIT });
       expect(await fresh.locator('[data-shard="{standard}"] [data-shard-node]').textContent()).toBe(`${redis.host}:${redis.port}`);
       expect(await fresh.locator('[data-shard="{_webhooks}"] [data-shard-node]').textContent()).toBe(`${redis.host}:${redis.port}`);
+      // a pool spread over two shards: its row says so, and both its shards follow it, each on its node
+      expect(await api('PUT', '/v1/pools/spread/shards', { count: 2 })).toEqual({ pool: 'spread', count: 2, serve: 2 });
+      await fresh.reload();
+      await fresh.locator('[data-shard-pool="spread"]').waitFor({ timeout: WAIT });
+      expect(await fresh.locator('[data-shard-pool="spread"] [data-shard-count]').textContent()).toBe('2 shards');
+      const rows = await fresh.locator('[data-shard-pool="spread"], [data-shard="{spread}"], [data-shard="{spread_1}"]').evaluateAll((trs) =>
+        trs.map((tr) => tr.getAttribute('data-shard-pool') ?? tr.getAttribute('data-shard')),
+      );
+      expect(rows).toEqual(['spread', '{spread}', '{spread_1}']);
+      for (const shard of ['{spread}', '{spread_1}']) expect(await fresh.locator(`[data-shard="${shard}"] [data-shard-node]`).textContent()).toBe(`${redis.host}:${redis.port}`);
       await screenshot(fresh, 'fleet-pools');
     } finally {
       await fresh.close();

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ValidationIssue } from './errors';
 import { Job, JobId, JobState } from './job';
-import { ShardName } from './pool-shards';
+import { ShardCount, ShardName } from './pool-shards';
 import { ModelName, PoolName, ServiceName } from './requirements';
 
 /**
@@ -182,12 +182,11 @@ export type PoolReport = z.infer<typeof PoolReport>;
 
 /**
  * One shard: the keys that share one hash tag, so one cluster slot on one master.
- * Today a pool is one shard (`{<pool>}`) and webhook delivery is one (`{_webhooks}`);
- * shards within a pool (docs/scale-out.md, not built yet) will list several per pool.
+ * A pool's shards are `{<pool>}` and `{<pool>_<k>}` (pool-shards.ts); webhook delivery is one (`{_webhooks}`).
  */
 export const ShardView = z
   .object({
-    /** the hash tag every key of the shard carries: `{<pool>}`, or `{_webhooks}` */
+    /** the hash tag every key of the shard carries: `{<pool>}`, `{<pool>_<k>}`, or `{_webhooks}` */
     shard: z.string(),
     /** what the shard holds: a pool's jobs, workers and machines, or webhook delivery */
     kind: z.enum(['pool', 'webhooks']),
@@ -234,12 +233,38 @@ export const ShardNodeView = z
   .meta({ id: 'ShardNode' });
 export type ShardNodeView = z.infer<typeof ShardNodeView>;
 
+/**
+ * What Redis holds about a pool's shards (`<ns>:shard-counts`; pool-shards.ts): `count`, the
+ * shards submits are placed on; `serve`, the shards workers claim in (more than `count` while
+ * the shards a reshard took out of placement still hold jobs). PUT /v1/pools/:pool/shards answers it.
+ */
+export const PoolShards = z
+  .object({
+    pool: PoolName,
+    count: ShardCount,
+    serve: ShardCount,
+  })
+  .strict()
+  .meta({ id: 'PoolShards' });
+export type PoolShards = z.infer<typeof PoolShards>;
+
+/** A pool in the shard report: its shard counts and the names of the shards its workers serve (shard 0 is the pool's own name). */
+export const PoolShardsView = PoolShards.extend({
+  /** the served shards' names, shard 0 first: `standard`, `standard_1`, ... (a hash tag is the name in braces) */
+  shards: z.array(ShardName),
+})
+  .strict()
+  .meta({ id: 'PoolShardsView' });
+export type PoolShardsView = z.infer<typeof PoolShardsView>;
+
 /** Where each shard lives and what it holds, and each Redis server's load (GET /v1/shards, `emp shards`). */
 export const ShardReport = z
   .object({
     /** one Redis, or a Redis Cluster */
     mode: z.enum(['single', 'cluster']),
-    /** every pool's shard by pool name, then the webhook shard */
+    /** every pool (the pools that have seen a job or a worker, and the configured ones) by name, with its shard counts and served shards */
+    pools: z.array(PoolShardsView),
+    /** every pool's shards by pool name and shard index (the served ones, and any other the pool ever used), then the webhook shard */
     shards: z.array(ShardView),
     /** masters by address, then replicas */
     nodes: z.array(ShardNodeView),

@@ -52,17 +52,6 @@ export function shardsOf(pool: string, count: number): string[] {
 }
 
 /**
- * What Redis holds about a pool's shards (`<ns>:shard-counts`): `count`, the
- * shards submits are placed on; `serve`, the shards workers claim in (more than
- * `count` while the shards a reshard took out of placement still hold jobs).
- */
-export interface PoolShards {
-  pool: string;
-  count: number;
-  serve: number;
-}
-
-/**
  * The shard a submit goes to (of `count`): with an idempotency key, the shard of
  * its hash (FNV-1a of `<tenant>:<key>`), so that a repeat meets the first submit
  * wherever it went and dedupes there; otherwise `random` (0 <= random < 1) picks one.

@@ -1,5 +1,7 @@
+/// <reference path="./cluster-key-slot.d.ts" />
 import { once } from 'node:events';
 import { type RedisClusterProcess, type RedisProcess, startRedis, startRedisCluster } from '@emp/testkit';
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShardReport } from './api-protocol';
@@ -55,6 +57,8 @@ describe('shard report on one Redis', () => {
     // the configured pools (fast, standard, heavy), the one that only has a job, then webhooks
     expect(report.shards.map((s) => s.shard)).toEqual(['{fast}', '{heavy}', '{scratch}', '{standard}', '{_webhooks}']);
     expect(report.shards.every((s) => s.node === address && s.keys === undefined)).toBe(true);
+    // a pool that was never resharded: one shard, named as the pool
+    expect(report.pools).toEqual(['fast', 'heavy', 'scratch', 'standard'].map((pool) => ({ pool, count: 1, serve: 1, shards: [pool] })));
     const byPool = new Map(report.shards.map((s) => [s.pool ?? s.kind, s]));
     expect(byPool.get('standard')).toMatchObject({ kind: 'pool', queued: 2, running: 1, workers: 1 });
     expect(byPool.get('scratch')).toMatchObject({ queued: 1, running: 0, workers: 0 });
@@ -66,6 +70,31 @@ describe('shard report on one Redis', () => {
     expect(report.nodes[0]).toMatchObject({ node: address, role: 'single node', slots: 16384, shards: 5, queued: 5 });
     expect(report.nodes[0]!.used_memory_bytes).toBeGreaterThan(0);
     expect(report.nodes[0]!.ops_per_sec).toBeGreaterThanOrEqual(0);
+  });
+
+  it("lists a pool set to 3 shards with its count and its 3 shards, each a row of its own; shrunk, the left-over shards stay while they hold jobs", async () => {
+    const broker = await Broker.connect({ redis: connection });
+    await broker.setShardCount('wide', 3);
+    const ids = await Promise.all(['a', 'b', 'c', 'd', 'e', 'f'].map(async (key) => (await broker.submit({ service: 'simulation', requirements: { pool: 'wide' }, idempotency_key: key })).id));
+
+    const report = ShardReport.parse(await broker.shardReport());
+    expect(report.pools.find((p) => p.pool === 'wide')).toEqual({ pool: 'wide', count: 3, serve: 3, shards: ['wide', 'wide_1', 'wide_2'] });
+    const rows = report.shards.filter((s) => s.pool === 'wide');
+    expect(rows.map((s) => s.shard)).toEqual(['{wide}', '{wide_1}', '{wide_2}']);
+    // each row counts the jobs its own shard holds (a job id starts with its shard)
+    for (const row of rows) {
+      const shard = row.shard.slice(1, -1);
+      expect(row.queued).toBe(ids.filter((id) => id.startsWith(`${shard}.`)).length);
+      expect(row.slot).toBe(calculateSlot(broker.keys.anchor(shard)));
+    }
+    expect(rows.reduce((sum, s) => sum + s.queued, 0)).toBe(ids.length);
+
+    // back to one shard: placement goes to `wide` alone, the others are served until their jobs are done
+    await broker.setShardCount('wide', 1);
+    const shrunk = ShardReport.parse(await broker.shardReport());
+    const held = ids.some((id) => id.startsWith('wide_2.')) ? 3 : ids.some((id) => id.startsWith('wide_1.')) ? 2 : 1;
+    expect(shrunk.pools.find((p) => p.pool === 'wide')).toEqual({ pool: 'wide', count: 1, serve: held, shards: ['wide', 'wide_1', 'wide_2'].slice(0, held) });
+    expect(shrunk.shards.filter((s) => s.pool === 'wide').map((s) => s.shard)).toEqual(['{wide}', '{wide_1}', '{wide_2}']);
   });
 });
 
@@ -138,5 +167,26 @@ describe('shard report on a 3-master Redis Cluster', () => {
       expect(node.used_memory_bytes).toBeGreaterThan(0);
       expect(node.error).toBeUndefined();
     }
+  });
+  it("lists a 3-shard pool's shards as 3 rows, each with its own slot and the master that owns it", async () => {
+    const broker = await Broker.connect({ redis: client });
+    await broker.setShardCount('spread', 3);
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await broker.submit({ service: 'simulation', requirements: { pool: 'spread' } })).id);
+
+    const report = ShardReport.parse(await broker.shardReport());
+    expect(report.pools.find((p) => p.pool === 'spread')).toEqual({ pool: 'spread', count: 3, serve: 3, shards: ['spread', 'spread_1', 'spread_2'] });
+    const rows = report.shards.filter((s) => s.pool === 'spread');
+    expect(rows.map((s) => s.shard)).toEqual(['{spread}', '{spread_1}', '{spread_2}']);
+    expect(new Set(rows.map((s) => s.slot)).size).toBe(3);
+    for (const row of rows) {
+      const shard = row.shard.slice(1, -1);
+      expect(row.slot).toBe(Number(await client.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(shard))));
+      expect(row.node).toBe(`127.0.0.1:${await cluster.ownerOfSlot(row.slot)}`);
+      expect(row.queued).toBe(ids.filter((id) => id.startsWith(`${shard}.`)).length);
+      // the shard's keys are on the node named: a plain connection reads its count of keys in the slot
+      expect(row.keys).toBe(Number(await nodeClient(row.node).call('CLUSTER', 'COUNTKEYSINSLOT', row.slot)));
+    }
+    expect(rows.reduce((sum, s) => sum + s.queued, 0)).toBe(ids.length);
   });
 });

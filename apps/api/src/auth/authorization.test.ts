@@ -119,6 +119,8 @@ const routes: RouteCase[] = [
   { name: 'queues', route: 'GET /v1/queues', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/queues' }) },
   { name: 'pools', route: 'GET /v1/pools', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/pools' }) },
   { name: 'shards', route: 'GET /v1/shards', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/shards' }) },
+  // a pool of its own, set to the one shard it has: nothing else here changes
+  { name: 'set a pool\'s shard count', route: 'PUT /v1/pools/:pool/shards', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'PUT', path: '/v1/pools/authz-shards/shards', body: { count: 1 } }) },
   { name: 'workers', route: 'GET /v1/workers', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/workers' }) },
   { name: 'machines', route: 'GET /v1/machines', access: 'fleet', scope: 'none', ok: 200, prepare: async () => ({ method: 'GET', path: '/v1/machines' }) },
   { name: 'pause a service', route: 'POST /v1/services/:service/pause', access: 'operate', scope: 'none', ok: 200, prepare: async () => ({ method: 'POST', path: '/v1/services/comfyui/pause', body: { pool: 'standard' } }) },

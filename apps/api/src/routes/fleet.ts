@@ -1,8 +1,8 @@
-import { type Broker, MachineList, PoolReport, QueueReport, type RegistryEntry, ShardReport, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
+import { type Broker, MachineList, PoolReport, PoolShards, QueueReport, type RegistryEntry, ShardReport, WorkerList, decodeMachine, decodeWorker, isInvalidRecord, isUnreadable } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { z } from 'zod';
-import { PoolQuery, answers } from '../schemas';
+import { PoolParams, PoolQuery, ShardCountBody, answers } from '../schemas';
 
 interface Depth {
   depth: number;
@@ -109,12 +109,28 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
       // Redis servers' addresses and load: the operator's, not a worker's or a service's
       config: { access: 'operate' as const },
       schema: {
-        summary: 'Where each pool lives: every shard (a pool, or webhook delivery) with its cluster slot, the node serving it, its queued and running jobs and workers; and each Redis node with its slots, shards, memory and ops/s (docs/scale-out.md)',
+        summary: "Where each pool lives: each pool's shard counts and served shards; every shard (a pool's, or webhook delivery's) with its cluster slot, the node serving it, its queued and running jobs and workers; and each Redis node with its slots, shards, memory and ops/s (docs/scale-out.md)",
         tags: ['fleet'],
         response: answers({ 200: ShardReport }),
       },
     },
     async () => broker.shardReport(),
+  );
+
+  api.put(
+    '/v1/pools/:pool/shards',
+    {
+      config: { access: 'operate' as const },
+      schema: {
+        summary: "Set how many shards a pool's submits go to (1..64): growing takes effect at once; shards taken out of placement stay served until their jobs are done (docs/scale-out.md)",
+        description: 'Answers the counts as stored: `count`, the shards submits go to; `serve`, the shards workers claim in (more than `count` while left-over shards still hold live jobs). Workers learn a change within 2 s.',
+        tags: ['operator'],
+        params: PoolParams,
+        body: ShardCountBody,
+        response: answers({ 200: PoolShards }),
+      },
+    },
+    async (request) => broker.setShardCount(request.params.pool, request.body.count),
   );
 
   api.get('/v1/workers', fleetRead('Registered workers (offline ones stay listed until their retention passes)', WorkerList), async (request) => {

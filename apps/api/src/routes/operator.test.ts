@@ -38,6 +38,37 @@ describe('pausing a service', () => {
   });
 });
 
+describe("setting a pool's shard count", () => {
+  it('spreads the pool over the shards asked for, shows them in the shard report, and keeps the left-over ones served while they hold jobs', async () => {
+    const grown = await http('PUT', '/v1/pools/renders/shards', { body: { count: 3 } });
+    expect(grown).toMatchObject({ status: 200, body: { pool: 'renders', count: 3, serve: 3 } });
+    const report = await http('GET', '/v1/shards');
+    expect(report.body.pools).toContainEqual({ pool: 'renders', count: 3, serve: 3, shards: ['renders', 'renders_1', 'renders_2'] });
+    expect(report.body.shards.filter((s: { pool?: string }) => s.pool === 'renders').map((s: { shard: string }) => s.shard)).toEqual(['{renders}', '{renders_1}', '{renders_2}']);
+
+    // a job left on the last shard keeps it served after the pool shrinks to one
+    const ids: string[] = [];
+    while (!ids.some((id) => id.startsWith('renders_2.'))) ids.push((await http('POST', '/v1/jobs', { body: { service: 'comfyui', requirements: { pool: 'renders' } } })).body.id);
+    const shrunk = await http('PUT', '/v1/pools/renders/shards', { body: { count: 1 } });
+    expect(shrunk).toMatchObject({ status: 200, body: { pool: 'renders', count: 1, serve: 3 } });
+  });
+
+  it('refuses a count out of 1..64, not a whole number, or a bad pool name, with the error body saying which', async () => {
+    for (const [path, body, message] of [
+      ['/v1/pools/renders/shards', { count: 0 }, /at least one shard/],
+      ['/v1/pools/renders/shards', { count: 65 }, /at most 64 shards/],
+      ['/v1/pools/renders/shards', { count: 1.5 }, /whole number/],
+      ['/v1/pools/renders/shards', { count: '2' }, /count/],
+      ['/v1/pools/renders/shards', {}, /count/],
+      ['/v1/pools/Renders_2/shards', { count: 2 }, /pool name is lowercase/],
+    ] as const) {
+      const refused = await http('PUT', path, { body });
+      expect({ path, body, status: refused.status, code: refused.body.error?.code }).toEqual({ path, body, status: 400, code: 'VALIDATION' });
+      expect(refused.body.error.message).toMatch(message);
+    }
+  });
+});
+
 describe('machines and workers', () => {
   it('lists workers and machines, and records drain and restart commands for the machine agent', async () => {
     const workers = await http('GET', '/v1/workers');

@@ -1,20 +1,54 @@
-import type { ShardReport } from '@emp/core';
+import { type PoolShards, PoolName, ShardCount, type ShardReport, shardName } from '@emp/core';
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { withBroker } from '../connection';
-import { redisFlag } from '../flags';
+import { intFlag, parseArguments, redisFlag } from '../flags';
 import { json, table } from '../format';
 
+const SetArguments = z.object({ pool: PoolName, count: intFlag(ShardCount) });
+
 export function registerShards(program: Command): void {
-  program
+  const shards = program
     .command('shards')
-    .description('where each pool lives: every shard (a pool, webhook delivery) with its cluster slot, node, queued and running jobs and workers; then each Redis node')
-    .option('--json', "print JSON for scripts (the API's GET /v1/shards)")
+    .description(
+      "where each pool lives: each pool's shard counts, then every shard (a pool's, webhook delivery) with its cluster slot, node, queued and running jobs and workers, then each Redis node; `emp shards set` reshards a pool",
+    )
+    .option('--json', "print JSON for scripts (the API's GET /v1/shards; with set, PUT /v1/pools/:pool/shards)")
     .action(async (options: { json?: boolean }, command: Command) => {
       await withBroker(redisFlag(command), async (broker) => {
         const report = await broker.shardReport();
         process.stdout.write(`${options.json ? json(report) : renderShards(report)}\n`);
       });
     });
+
+  shards
+    .command('set')
+    .description("spread a pool's new jobs over <count> shards (1..64): growing takes effect at once; shrinking keeps the left-over shards served until their jobs are done")
+    .argument('<pool>', 'the pool, e.g. standard')
+    .argument('<count>', 'how many shards its submits go to, 1 to 64')
+    .option('--json', "print JSON for scripts: {pool, count, serve} (the API's PUT /v1/pools/:pool/shards)")
+    .action(async (poolArgument: string, countArgument: string, _options: unknown, command: Command) => {
+      const { pool, count } = parseArguments(SetArguments, { pool: poolArgument, count: countArgument });
+      // --json after `set` is read by `shards` as its own flag: the two mean the same
+      const asJson = command.optsWithGlobals().json === true;
+      await withBroker(redisFlag(command), async (broker) => {
+        const before = await broker.poolShards(pool, { fresh: true });
+        const after = await broker.setShardCount(pool, count);
+        process.stdout.write(`${asJson ? json(after) : describeChange(before, after)}\n`);
+      });
+    });
+}
+
+const shardsText = (n: number) => `${n} shard${n === 1 ? '' : 's'}`;
+
+/** `pool standard: 4 shards (was 1); workers serve 4`, and which shards stay served past the count and why. */
+function describeChange(before: PoolShards, after: PoolShards): string {
+  const change = `pool ${after.pool}: ${shardsText(after.count)} (was ${before.count}); workers serve ${after.serve}`;
+  if (after.serve > after.count) {
+    const leftOver = Array.from({ length: after.serve - after.count }, (_, k) => shardName(after.pool, after.count + k));
+    return `${change}: ${leftOver.join(', ')} take no new jobs and stay served until their jobs are done`;
+  }
+  return after.count < before.count ? `${change} (the shards taken out held no live job)` : change;
 }
 
 const optional = (n: number | undefined) => (n === undefined ? '-' : String(n));
@@ -24,6 +58,14 @@ function megabytes(bytes: number | undefined): string {
 }
 
 function renderShards(report: ShardReport): string {
+  const pools = table(
+    ['POOL', 'SHARDS', 'SERVED', 'QUEUED', 'NODES'],
+    report.pools.map((p) => {
+      const own = report.shards.filter((s) => s.pool === p.pool);
+      const nodes = [...new Set(own.map((s) => s.node))].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+      return [p.pool, String(p.count), String(p.serve), String(own.reduce((sum, s) => sum + s.queued, 0)), nodes.join(',')];
+    }),
+  );
   const shards = table(
     ['SHARD', 'POOL', 'NODE', 'SLOT', 'QUEUED', 'RUNNING', 'WORKERS', 'KEYS'],
     report.shards.map((s) => [s.shard, s.pool ?? `(${s.kind})`, s.node, String(s.slot), String(s.queued), optional(s.running), optional(s.workers), optional(s.keys)]),
@@ -41,5 +83,5 @@ function renderShards(report: ShardReport): string {
     ]),
   );
   const heading = report.mode === 'cluster' ? `Redis Cluster, ${report.nodes.filter((n) => n.role === 'master').length} masters:` : 'one Redis (the slot is where the shard would go on a cluster):';
-  return [heading, shards, '', nodes].join('\n');
+  return [heading, pools, '', shards, '', nodes].join('\n');
 }

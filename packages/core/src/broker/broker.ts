@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { PoolReport, ShardReport, SubmitResult } from '../api-protocol';
+import type { PoolReport, PoolShards, ShardReport, SubmitResult } from '../api-protocol';
 import { ApiKeyStore } from '../api-keys';
 import type { WorkerModelsInput, WorkerRegistration } from '../capabilities';
 import { type BrokerConfig, brokerConfig } from '../config';
@@ -9,7 +9,6 @@ import type { Job, JobErrorInfo, JobProgress, JobState, SubmitJob, SubmitJobInpu
 import type { KeyLayout } from '../keys';
 import { ensureFunctionLibrary } from '../library';
 import type { PlannerState } from '../planner';
-import type { PoolShards } from '../pool-shards';
 import type { SubmitWorkflowInput, Workflow } from '../workflow';
 import type { MachineState } from '../registry';
 import * as attempts from './attempts';
@@ -377,9 +376,10 @@ export class Broker {
   }
 
   /**
-   * Where each shard lives (a pool's `{<pool>}`, webhook delivery's `{_webhooks}`): its slot,
-   * the master serving it, its queued and running jobs and workers; and each Redis server's
-   * slots, shards, memory and ops/s (docs/scale-out.md, "Where each pool lives").
+   * Where each pool lives: each pool's shard counts and served shards; each shard (a pool's
+   * `{<pool>}`, `{<pool>_<k>}`, webhook delivery's `{_webhooks}`) with its slot, the master serving
+   * it, its queued and running jobs and workers; and each Redis server's slots, shards, memory
+   * and ops/s (docs/scale-out.md, "Where each pool lives").
    */
   shardReport(): Promise<ShardReport> {
     return shards.shardReport(this.#ctx);

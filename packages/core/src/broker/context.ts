@@ -1,9 +1,10 @@
 import { z } from 'zod';
+import type { PoolShards } from '../api-protocol';
 import type { BrokerConfig } from '../config';
 import { ValidationError } from '../errors';
 import { JobId, poolOfJobId } from '../job';
 import { KeyLayout } from '../keys';
-import { type PoolShards, ShardName, placeOnShard, poolOfShard, shardIndex, shardName, shardsOf } from '../pool-shards';
+import { ShardName, placeOnShard, poolOfShard, shardIndex, shardName, shardsOf } from '../pool-shards';
 import { PoolName } from '../requirements';
 import { Router } from '../routing';
 import { parseWith } from '../validation';

@@ -1,9 +1,9 @@
 /// <reference path="../cluster-key-slot.d.ts" />
 import calculateSlot from 'cluster-key-slot';
 import type { Cluster, Redis } from 'ioredis';
-import type { ShardNodeView, ShardReport, ShardView } from '../api-protocol';
+import type { PoolShards, PoolShardsView, ShardNodeView, ShardReport, ShardView } from '../api-protocol';
 import type { BrokerContext } from './context';
-import { type PoolShards, ShardCount, poolOfShard, shardIndex, shardsOf } from '../pool-shards';
+import { ShardCount, poolOfShard, shardIndex, shardsOf } from '../pool-shards';
 import { parseWith } from '../validation';
 import { checkedPool } from './context';
 import { FUNCTIONS } from './functions';
@@ -22,16 +22,25 @@ interface SlotMap {
 }
 
 /**
- * Where each shard lives: every pool's shard (the pools that have seen a job
- * or a worker, and the configured ones) and the webhook shard, each with its
- * slot, the master serving it and what it holds; and each Redis server with
- * the shards it serves, its memory and its ops/s. On one Redis every shard is
- * on that server (its slot is where it would go on a cluster).
+ * Where each shard lives: every pool (those that have seen a job or a worker,
+ * and the configured ones) with its shard counts and served shards; each of
+ * their shards (the served ones and any other they used) and the webhook shard,
+ * with its slot, the master serving it and what it holds; and each Redis server
+ * with the shards it serves, its memory and its ops/s. On one Redis every shard
+ * is on that server (its slot is where it would go on a cluster).
  */
 export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
   const { keys, redis } = ctx;
-  // every shard of every pool (a pool's name is its shard 0), and the configured pools
-  const pools = [...new Set([...(await ctx.shards()), ...ctx.config.pools.map((p) => p.name)])].sort();
+  const used = await ctx.shards();
+  // a pool's name is its shard 0; the counts read now, so that a reshard just made shows
+  const poolNames = [...new Set([...used.map(poolOfShard), ...ctx.config.pools.map((p) => p.name)])].sort();
+  const pools: PoolShardsView[] = await Promise.all(
+    poolNames.map(async (pool) => {
+      const counts = await ctx.poolShards(pool, true);
+      return { ...counts, shards: shardsOf(pool, counts.serve) };
+    }),
+  );
+  const shardNames = [...new Set([...used, ...pools.flatMap((p) => p.shards)])].sort(byPoolThenIndex);
   const cluster = redis.isCluster ? (redis as Cluster) : undefined;
   const connections = new Map<string, Redis>(
     cluster ? cluster.nodes('all').map((node) => [nodeAddress(node), node] as const) : [[nodeAddress(redis as Redis), redis as Redis]],
@@ -47,7 +56,7 @@ export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
   };
 
   const poolShards = await Promise.all(
-    pools.map(async (pool): Promise<ShardView> => {
+    shardNames.map(async (pool): Promise<ShardView> => {
       const slot = calculateSlot(keys.anchor(pool));
       const node = nodeOf(slot);
       const [stats, counts, keyCount] = await Promise.all([shardQueueStats(ctx, pool), shardJobCounts(ctx, pool), keysIn(slot, node)]);
@@ -95,7 +104,13 @@ export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
   );
   const rank = { master: 0, 'single node': 0, replica: 1 } as const;
   nodes.sort((a, b) => rank[a.role] - rank[b.role] || a.node.localeCompare(b.node, undefined, { numeric: true }));
-  return { mode: cluster ? 'cluster' : 'single', shards, nodes };
+  return { mode: cluster ? 'cluster' : 'single', pools, shards, nodes };
+}
+
+/** Shards by pool name (as `sort()` orders the pools), then by index within the pool: `standard`, `standard_2`, `standard_10`. */
+function byPoolThenIndex(a: string, b: string): number {
+  const [poolA, poolB] = [poolOfShard(a), poolOfShard(b)];
+  return poolA < poolB ? -1 : poolA > poolB ? 1 : shardIndex(a) - shardIndex(b);
 }
 
 async function readSlotMap(cluster: Cluster): Promise<SlotMap> {
