@@ -1,3 +1,6 @@
+/// <reference path="./cluster-key-slot.d.ts" />
+import calculateSlot from 'cluster-key-slot';
+import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
 /**
  * The Redis key layout. Everything about one shard shares the hash tag
  * `{<shard>}`, so every function call stays within one cluster slot; a job id
@@ -107,9 +110,9 @@
 export class KeyLayout {
   constructor(readonly namespace = 'emp') {}
 
-  /** the hash tag of a pool's shard: what puts all its keys in one cluster slot */
+  /** the hash tag of a shard: what puts all its keys in one cluster slot (shardHashTag: spread over the slots) */
   shardTag(pool: string): string {
-    return `{${pool}}`;
+    return shardHashTag(pool);
   }
   prefix(pool: string): string {
     return `${this.namespace}:${this.shardTag(pool)}:`;
@@ -281,4 +284,43 @@ export class KeyLayout {
   webhookEvents(): string {
     return `${this.webhookPrefix()}events`;
   }
+}
+
+const SLOT_COUNT = 16384;
+/** A pool's shards are spread over this many equal arcs of the slot circle, one arc per shard (MAX_SHARDS_PER_POOL of them). */
+const ARC = SLOT_COUNT / MAX_SHARDS_PER_POOL;
+const shardTags = new Map<string, string>();
+
+/**
+ * The hash tag of a shard. Shard 0 is `{<pool>}`, as every pool's was before
+ * shards. Shard k >= 1 is `{<pool>_<k>-<n>}`, with the smallest n that puts its
+ * slot in the k-th arc of a spread that starts at shard 0's slot: arc
+ * bitreverse(k) of 64 equal arcs (256 slots each). Hashing `{<pool>_<k>}`
+ * alone would drop the shards on the masters at random (with 12 shards on 3
+ * masters, the busiest master gets more than 1.2x the mean far more often than
+ * not); this way the first N shards sit at evenly spaced slots whatever N is
+ * (exactly for N a power of two, within one arc otherwise), so masters serving
+ * equal slot ranges get equal shares. A pure function of the name: every
+ * process and version finds the same tag, with no stored map.
+ */
+export function shardHashTag(shard: string): string {
+  const k = shardIndex(shard);
+  if (k === 0) return `{${shard}}`;
+  const known = shardTags.get(shard);
+  if (known) return known;
+  const start = (calculateSlot(poolOfShard(shard)) + bitReversed(k) * ARC) % SLOT_COUNT;
+  for (let n = 0; ; n++) {
+    const tag = `${shard}-${n}`;
+    if ((calculateSlot(tag) - start + SLOT_COUNT) % SLOT_COUNT < ARC) {
+      shardTags.set(shard, `{${tag}}`);
+      return `{${tag}}`;
+    }
+  }
+}
+
+/** k's 6 bits in reverse order (0..63): the van der Corput order, which keeps any first N evenly spread. */
+function bitReversed(k: number): number {
+  let reversed = 0;
+  for (let bit = 0; bit < 6; bit++) reversed = (reversed << 1) | ((k >> bit) & 1);
+  return reversed;
 }

@@ -1,10 +1,13 @@
+/// <reference path="./cluster-key-slot.d.ts" />
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { SubmitResult } from './api-protocol';
 import { Broker } from './broker';
 import type { WorkerCapabilities } from './capabilities';
 import { ValidationError } from './errors';
+import calculateSlot from 'cluster-key-slot';
 import { poolOfJobId } from './job';
+import { KeyLayout } from './keys';
 import { MAX_SHARDS_PER_POOL, ShardName, placeOnShard, poolOfShard, shardIndex, shardName, shardsOf } from './pool-shards';
 
 // Shards within a pool (docs/scale-out.md, "Shards within a pool"): a pool's jobs
@@ -60,6 +63,26 @@ describe('shard names and placement', () => {
       expect(ShardName.safeParse(bad).success, bad).toBe(false);
     }
     expect(ShardName.safeParse(`fast_${MAX_SHARDS_PER_POOL - 1}`).success).toBe(true);
+  });
+
+  it("spreads a pool's shards evenly over the slot circle, each shard's keys in one slot", () => {
+    const keys = new KeyLayout();
+    for (const pool of ['standard', 'renders', 'a', 'heavy-gpu-2']) {
+      const base = calculateSlot(keys.anchor(pool));
+      const offsets = shardsOf(pool, 16).map((shard) => (calculateSlot(keys.anchor(shard)) - base + 16384) % 16384);
+      // the first 2^j shards sit one to each 1/2^j of the circle
+      for (const n of [2, 4, 8, 16]) expect(new Set(offsets.slice(0, n).map((o) => Math.floor((o * n) / 16384))).size, `${pool}, ${n} shards`).toBe(n);
+      // 12 shards over three equal ranges: 4 each, give or take one
+      for (let shift = 0; shift < 16384; shift += 997) {
+        const thirds = [0, 0, 0];
+        for (const o of offsets.slice(0, 12)) thirds[Math.floor((((o + shift) % 16384) * 3) / 16384)]! += 1;
+        expect(Math.max(...thirds)).toBeLessThanOrEqual(5);
+      }
+      const shard = `${pool}_5`;
+      expect(keys.shardTag(shard)).toMatch(new RegExp(`^\\{${shard}-\\d+\\}$`));
+      expect(calculateSlot(keys.job(shard, `${shard}.m3kx9a0b1c2d3e4f`))).toBe(calculateSlot(keys.anchor(shard)));
+    }
+    expect(keys.shardTag('standard')).toBe('{standard}');
   });
 
   it('places a keyed submit by its key, the same shard every time, and others at random', () => {

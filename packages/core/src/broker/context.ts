@@ -26,6 +26,7 @@ export class BrokerContext {
   readonly router: Router;
   private readonly knownPools = new Set<string>();
   private readonly shardCounts = new Map<string, { shards: PoolShards; readAt: number }>();
+  private readonly shardCountReads = new Map<string, Promise<PoolShards>>();
 
   constructor(
     readonly redis: RedisClient,
@@ -68,16 +69,33 @@ export class BrokerContext {
   async poolShards(pool: string, fresh = false): Promise<PoolShards> {
     const cached = this.shardCounts.get(pool);
     if (cached && !fresh && Date.now() - cached.readAt < SHARD_COUNT_TTL_MS) return cached.shards;
-    return this.readShardCounts(pool);
+    return this.readShardCounts(pool, !fresh);
   }
 
-  private async readShardCounts(pool: string): Promise<PoolShards> {
-    const readAt = Date.now();
-    const [count, serve] = await this.redis.hmget(this.keys.shardCounts(), pool, `${pool}:serve`);
-    const placed = storedCount(count);
-    const shards: PoolShards = { pool, count: placed, serve: Math.max(placed, storedCount(serve)) };
-    this.shardCounts.set(pool, { shards, readAt });
-    return shards;
+  /**
+   * One read of a pool's counts at a time: every caller while it is in flight
+   * shares it (a batch of 6,000 submits makes one), unless it must see what was
+   * written before it asked (`shared` false).
+   */
+  private readShardCounts(pool: string, shared = true): Promise<PoolShards> {
+    let reading = shared ? this.shardCountReads.get(pool) : undefined;
+    if (!reading) {
+      const readAt = Date.now();
+      reading = this.redis.hmget(this.keys.shardCounts(), pool, `${pool}:serve`).then(
+        ([count, serve]) => {
+          const placed = storedCount(count);
+          const shards: PoolShards = { pool, count: placed, serve: Math.max(placed, storedCount(serve)) };
+          this.shardCounts.set(pool, { shards, readAt });
+          return shards;
+        },
+      );
+      const inFlight = reading;
+      this.shardCountReads.set(pool, inFlight);
+      void inFlight.finally(() => {
+        if (this.shardCountReads.get(pool) === inFlight) this.shardCountReads.delete(pool);
+      }).catch(() => undefined);
+    }
+    return reading;
   }
 
   /**
