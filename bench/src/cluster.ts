@@ -97,16 +97,21 @@ export interface NodeCounters {
   /** calls per command name (`fcall`, `hget`, ...): a command a function runs counts here as well as the FCALL */
   calls: Map<string, number>;
   cpu: number;
+  /** INFO stats total_reads_processed: socket reads, each taking whatever a client had sent by then */
+  reads: number;
   crossSlot: number;
 }
 
 export async function nodeCounters(port: number): Promise<NodeCounters> {
   const node = new Redis({ host: '127.0.0.1', port });
   try {
-    const [commandstats, cpu, errorstats] = await Promise.all([node.info('commandstats'), node.info('cpu'), node.info('errorstats')]);
+    const [commandstats, cpu, errorstats, stats] = await Promise.all([node.info('commandstats'), node.info('cpu'), node.info('errorstats'), node.info('stats')]);
     const calls = new Map([...commandstats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])] as const));
     const commands = [...calls.values()].reduce((sum, n) => sum + n, 0);
-    return { commands, calls, cpu: infoNumber(cpu, 'used_cpu_sys') + infoNumber(cpu, 'used_cpu_user'), crossSlot: infoNumber(errorstats, 'errorstat_CROSSSLOT') };
+    return { commands, calls, cpu: infoNumber(cpu, 'used_cpu_sys') + infoNumber(cpu, 'used_cpu_user'),
+      reads: infoNumber(stats, 'total_reads_processed'),
+      crossSlot: infoNumber(errorstats, 'errorstat_CROSSSLOT'),
+    };
   } finally {
     node.disconnect();
   }

@@ -42,6 +42,8 @@ export interface ShardedPoolRun {
   /** CPU per job (µs): all Redis nodes together, and this client process */
   redisCpuUs: number;
   clientCpuUs: number;
+  /** socket reads per job, all nodes together: how many requests each read found waiting */
+  reads: number;
   /** per node: its pool shards, its share (0..1) of the commands and of the Redis CPU */
   nodes: Array<{ port: number; shards: number; commands: number; cpu: number }>;
   /** INFO errorstats errorstat_CROSSSLOT, summed over the nodes, at the end */
@@ -73,6 +75,7 @@ interface Setup {
   commands: Map<number, number>;
   cpu: Map<number, number>;
   clientCpuUs: number;
+  reads: number;
   /** jobs drained over all rounds */
   drained: number;
   crossSlot: number;
@@ -99,9 +102,11 @@ export async function measureShardedPool(sizes: ShardedPoolSizes): Promise<Shard
       const ports = cluster.nodes.map((n) => n.port);
       setups.push(await prepare(broker, 'sharded', masters * sizes.shardsPerMaster, masters, ports, sizes.drainers, ownerOf));
     }
+    // one unmeasured drain each first, so that no setup's first round also pays for JIT compilation and new connections
+    for (const setup of setups) await runRound(setup, Math.min(sizes.jobs, 1_000), sizes, false);
     for (let round = 0; round < sizes.rounds; round++) {
       // alternated, so that a machine whose speed drifts does not show up as the cost of one setup
-      for (const setup of round % 2 === 0 ? setups : [...setups].reverse()) await runRound(setup, sizes);
+      for (const setup of round % 2 === 0 ? setups : [...setups].reverse()) await runRound(setup, sizes.jobs, sizes, true);
     }
     return setups.map(summarize);
   } finally {
@@ -131,29 +136,31 @@ async function prepare(
     const port = await ownerOf(shard);
     shardsPerNode.set(port, (shardsPerNode.get(port) ?? 0) + 1);
   }
-  return { masters, shards, pool, broker, ports, shardsPerNode, workers, rates: [], commands: new Map(), cpu: new Map(), clientCpuUs: 0, drained: 0, crossSlot: 0 };
+  return { masters, shards, pool, broker, ports, shardsPerNode, workers, rates: [], commands: new Map(), cpu: new Map(), clientCpuUs: 0, reads: 0, drained: 0, crossSlot: 0 };
 }
 
-/** Submits the jobs at once, drains them with the setup's workers, and adds what each node counted meanwhile. */
-async function runRound(setup: Setup, sizes: ShardedPoolSizes): Promise<void> {
+/** Submits `jobs` at once, drains them with the setup's workers, and (`record`) adds what each node counted meanwhile. */
+async function runRound(setup: Setup, jobs: number, sizes: ShardedPoolSizes, record: boolean): Promise<void> {
   const { broker, pool } = setup;
   const before = await Promise.all(setup.ports.map(nodeCounters));
   const clientBefore = process.cpuUsage();
   const began = performance.now();
-  const results = await broker.submitMany(Array.from({ length: sizes.jobs }, (_, i) => ({ service: 'simulation', requirements: { pool }, payload: { i } })));
+  const results = await broker.submitMany(Array.from({ length: jobs }, (_, i) => ({ service: 'simulation', requirements: { pool }, payload: { i } })));
   const refused = results.filter((r) => r instanceof Error);
   if (refused.length > 0) throw new Error(`pool ${pool}: ${refused.length} submits refused: ${String(refused[0])}`);
   const drained = await drain(broker, pool, shardsOf(pool, setup.shards), setup.workers, sizes.claimCount);
   const seconds = (performance.now() - began) / 1000;
   const client = process.cpuUsage(clientBefore);
   const after = await Promise.all(setup.ports.map(nodeCounters));
-  if (drained !== sizes.jobs) throw new Error(`pool ${pool} on ${setup.masters} node(s): drained ${drained} of ${sizes.jobs} jobs`);
-  setup.rates.push(sizes.jobs / seconds);
+  if (drained !== jobs) throw new Error(`pool ${pool} on ${setup.masters} node(s): drained ${drained} of ${jobs} jobs`);
+  if (!record) return;
+  setup.rates.push(jobs / seconds);
   setup.drained += drained;
   setup.clientCpuUs += client.user + client.system;
   setup.ports.forEach((port, i) => {
     setup.commands.set(port, (setup.commands.get(port) ?? 0) + servedCommands(after[i]!) - servedCommands(before[i]!));
     setup.cpu.set(port, (setup.cpu.get(port) ?? 0) + after[i]!.cpu - before[i]!.cpu);
+    setup.reads += after[i]!.reads - before[i]!.reads;
   });
   setup.crossSlot = after.reduce((sum, node) => sum + node.crossSlot, 0);
 }
@@ -193,6 +200,7 @@ function summarize(setup: Setup): ShardedPoolRun {
     jobsPerSecond: median(setup.rates),
     redisCpuUs: perJob(cpu * 1e6),
     clientCpuUs: perJob(setup.clientCpuUs),
+    reads: perJob(setup.reads),
     nodes: setup.ports.map((port) => ({
       port,
       shards: setup.shardsPerNode.get(port) ?? 0,
