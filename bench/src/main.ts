@@ -39,7 +39,7 @@ const FULL = {
   /** Redis Cluster: durable submit cost on 3 masters + 3 replicas; several pools on 1 node vs 3 masters */
   cluster: { durableSubmits: 1_000, inFlight: 20, pools: 12, jobsPerPool: 1_000 },
   /** one pool with 4 shards per master on 1 node (also 1 shard), 3 and 6 masters: submitted at once, drained by concurrent workers */
-  shardedPool: { masters: [1, 3, 6], shardsPerMaster: 4, jobs: 6_000, drainers: 8, claimCount: 4, rounds: 3 },
+  shardedPool: { masters: [1, 3, 6], shardsPerMaster: 4, jobs: 6_000, drainers: 8, claimCount: 4, rounds: 5 },
   /** claim latency against the shard count on one node, a job in the first shard vs all empty */
   shardClaims: { shardCounts: [1, 2, 4, 8, 16], samples: 500 },
 };
