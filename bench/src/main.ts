@@ -147,6 +147,7 @@ async function measureShardedPoolSection(_context: RunContext, sizes: Sizes): Pr
   for (const run of runs.filter((each) => each.masters > 1)) rows.push(row(`${where(run)}: jobs/s / 1 node, 1 shard`, run.jobsPerSecond / reference.jobsPerSecond));
   for (const run of runs) rows.push(row(`Redis CPU per job (us), ${where(run)}`, run.redisCpuUs));
   for (const run of runs) rows.push(row(`client CPU per job (us), ${where(run)}`, run.clientCpuUs));
+  for (const run of runs) rows.push(row(`FCALLs per job, ${where(run)}`, run.fcalls));
   for (const run of runs) rows.push(row(`Redis socket reads per job, ${where(run)}`, run.reads));
   for (const run of runs.filter((each) => each.masters > 1)) {
     const nodes = [...run.nodes].sort((a, b) => b.commands - a.commands);

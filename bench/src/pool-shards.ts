@@ -44,6 +44,8 @@ export interface ShardedPoolRun {
   clientCpuUs: number;
   /** socket reads per job, all nodes together: how many requests each read found waiting */
   reads: number;
+  /** FCALLs per job, all nodes together: how well submits, claims and completions were batched */
+  fcalls: number;
   /** per node: its pool shards, its share (0..1) of the commands and of the Redis CPU */
   nodes: Array<{ port: number; shards: number; commands: number; cpu: number }>;
   /** INFO errorstats errorstat_CROSSSLOT, summed over the nodes, at the end */
@@ -76,6 +78,7 @@ interface Setup {
   cpu: Map<number, number>;
   clientCpuUs: number;
   reads: number;
+  fcalls: number;
   /** jobs drained over all rounds */
   drained: number;
   crossSlot: number;
@@ -136,7 +139,7 @@ async function prepare(
     const port = await ownerOf(shard);
     shardsPerNode.set(port, (shardsPerNode.get(port) ?? 0) + 1);
   }
-  return { masters, shards, pool, broker, ports, shardsPerNode, workers, rates: [], commands: new Map(), cpu: new Map(), clientCpuUs: 0, reads: 0, drained: 0, crossSlot: 0 };
+  return { masters, shards, pool, broker, ports, shardsPerNode, workers, rates: [], commands: new Map(), cpu: new Map(), clientCpuUs: 0, reads: 0, fcalls: 0, drained: 0, crossSlot: 0 };
 }
 
 /** Submits `jobs` at once, drains them with the setup's workers, and (`record`) adds what each node counted meanwhile. */
@@ -161,6 +164,7 @@ async function runRound(setup: Setup, jobs: number, sizes: ShardedPoolSizes, rec
     setup.commands.set(port, (setup.commands.get(port) ?? 0) + servedCommands(after[i]!) - servedCommands(before[i]!));
     setup.cpu.set(port, (setup.cpu.get(port) ?? 0) + after[i]!.cpu - before[i]!.cpu);
     setup.reads += after[i]!.reads - before[i]!.reads;
+    setup.fcalls += fcalls(after[i]!) - fcalls(before[i]!);
   });
   setup.crossSlot = after.reduce((sum, node) => sum + node.crossSlot, 0);
 }
@@ -201,6 +205,7 @@ function summarize(setup: Setup): ShardedPoolRun {
     redisCpuUs: perJob(cpu * 1e6),
     clientCpuUs: perJob(setup.clientCpuUs),
     reads: perJob(setup.reads),
+    fcalls: perJob(setup.fcalls),
     nodes: setup.ports.map((port) => ({
       port,
       shards: setup.shardsPerNode.get(port) ?? 0,
