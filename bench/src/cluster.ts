@@ -108,7 +108,10 @@ export async function nodeCounters(port: number): Promise<NodeCounters> {
     const [commandstats, cpu, errorstats, stats] = await Promise.all([node.info('commandstats'), node.info('cpu'), node.info('errorstats'), node.info('stats')]);
     const calls = new Map([...commandstats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])] as const));
     const commands = [...calls.values()].reduce((sum, n) => sum + n, 0);
-    return { commands, calls, cpu: infoNumber(cpu, 'used_cpu_sys') + infoNumber(cpu, 'used_cpu_user'),
+    return {
+      commands,
+      calls,
+      cpu: infoNumber(cpu, 'used_cpu_sys') + infoNumber(cpu, 'used_cpu_user'),
       reads: infoNumber(stats, 'total_reads_processed'),
       crossSlot: infoNumber(errorstats, 'errorstat_CROSSSLOT'),
     };
