@@ -34,11 +34,11 @@ export interface ClusterBenchResult {
   };
 }
 
-function clusterUrl(nodes: ReadonlyArray<{ host: string; port: number }>): string {
+export function clusterUrl(nodes: ReadonlyArray<{ host: string; port: number }>): string {
   return `redis://${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
 }
 
-async function connect(url: string): Promise<{ redis: RedisClient; broker: Broker }> {
+export async function connect(url: string): Promise<{ redis: RedisClient; broker: Broker }> {
   const redis = openRedis(url);
   const broker = await Broker.connect({ redis });
   return { redis, broker };
@@ -91,12 +91,30 @@ function infoNumber(text: string, field: string): number {
   return Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(text)?.[1] ?? 0);
 }
 
-async function nodeCounters(port: number): Promise<{ commands: number; cpu: number; crossSlot: number }> {
+/** What one node has counted so far: commands (INFO commandstats, each command's calls), Redis CPU seconds, cross-slot errors. */
+export interface NodeCounters {
+  commands: number;
+  /** calls per command name (`fcall`, `hget`, ...): a command a function runs counts here as well as the FCALL */
+  calls: Map<string, number>;
+  cpu: number;
+  /** INFO stats total_reads_processed: socket reads, each taking whatever a client had sent by then */
+  reads: number;
+  crossSlot: number;
+}
+
+export async function nodeCounters(port: number): Promise<NodeCounters> {
   const node = new Redis({ host: '127.0.0.1', port });
   try {
-    const [commandstats, cpu, errorstats] = await Promise.all([node.info('commandstats'), node.info('cpu'), node.info('errorstats')]);
-    const commands = [...commandstats.matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
-    return { commands, cpu: infoNumber(cpu, 'used_cpu_sys') + infoNumber(cpu, 'used_cpu_user'), crossSlot: infoNumber(errorstats, 'errorstat_CROSSSLOT') };
+    const [commandstats, cpu, errorstats, stats] = await Promise.all([node.info('commandstats'), node.info('cpu'), node.info('errorstats'), node.info('stats')]);
+    const calls = new Map([...commandstats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])] as const));
+    const commands = [...calls.values()].reduce((sum, n) => sum + n, 0);
+    return {
+      commands,
+      calls,
+      cpu: infoNumber(cpu, 'used_cpu_sys') + infoNumber(cpu, 'used_cpu_user'),
+      reads: infoNumber(stats, 'total_reads_processed'),
+      crossSlot: infoNumber(errorstats, 'errorstat_CROSSSLOT'),
+    };
   } finally {
     node.disconnect();
   }

@@ -9,6 +9,7 @@ import { measureApiLoad } from './api-load';
 import { bullmqSystem } from './bullmq-system';
 import { measureClaimLatency, measureManyClassClaims } from './claim-latency';
 import { measureCluster } from './cluster';
+import { measureShardClaims, measureShardedPool } from './pool-shards';
 import { empSystem } from './emp-system';
 import { measureFunctionCosts } from './function-costs';
 import { infoField } from './redis-info';
@@ -37,6 +38,10 @@ const FULL = {
   webhooks: { endpoints: 50, backlogJobs: 100, eventsPerSec: 1_000, seconds: 20, warmupSeconds: 2 },
   /** Redis Cluster: durable submit cost on 3 masters + 3 replicas; several pools on 1 node vs 3 masters */
   cluster: { durableSubmits: 1_000, inFlight: 20, pools: 12, jobsPerPool: 1_000 },
+  /** one pool with 4 shards per master on 1 node (also 1 shard), 3 and 6 masters: submitted at once, drained by concurrent workers */
+  shardedPool: { masters: [1, 3, 6], shardsPerMaster: 4, jobs: 6_000, drainers: 8, claimCount: 4, rounds: 5 },
+  /** claim latency against the shard count on one node, a job in the first shard vs all empty */
+  shardClaims: { shardCounts: [1, 2, 4, 8, 16], samples: 500 },
 };
 type Sizes = typeof FULL;
 /** Small enough for a CI smoke run, big enough to exercise every path. */
@@ -51,6 +56,8 @@ const QUICK: Sizes = {
   api: { durationSeconds: 2, connections: 10, workers: 2 },
   webhooks: { endpoints: 50, backlogJobs: 20, eventsPerSec: 1_000, seconds: 5, warmupSeconds: 1 },
   cluster: { durableSubmits: 100, inFlight: 20, pools: 12, jobsPerPool: 100 },
+  shardedPool: { masters: [1, 3, 6], shardsPerMaster: 4, jobs: 600, drainers: 8, claimCount: 4, rounds: 1 },
+  shardClaims: { shardCounts: [1, 2, 4, 8, 16], samples: 50 },
 };
 /** `--long` (or EMP_BENCH_WEBHOOKS_SECONDS): the paced webhook run for 10 minutes, to see whether the service's memory stays flat. */
 const LONG_WEBHOOK_SECONDS = 600;
@@ -88,6 +95,8 @@ const empOnlySections: Array<[string, (context: RunContext, sizes: Sizes) => Pro
   ['api', measureApi],
   ['webhooks', measureWebhooksSection],
   ['cluster', measureClusterSection],
+  ['cluster', measureShardedPoolSection],
+  ['cluster', measureShardClaimsSection],
 ];
 
 /** What `--only` takes: the side-by-side sections, then the emp-only ones. */
@@ -120,6 +129,57 @@ async function measureClusterSection(_context: RunContext, sizes: Sizes): Promis
       row('3 masters: cross-slot errors', result.cluster.crossSlotErrors),
     ],
   };
+}
+
+/**
+ * One pool sharded (docs/scale-out.md, "Shards within a pool, measured"): jobs/s
+ * end to end on one node (1 shard, and each cluster run's shard count) and on
+ * 3 and 6 masters; per master its shards and share of commands and Redis CPU.
+ */
+async function measureShardedPoolSection(_context: RunContext, sizes: Sizes): Promise<Section> {
+  const { shardedPool } = sizes;
+  const runs = await measureShardedPool(shardedPool);
+  const row = (scenario: string, value: number): Row => ({ scenario, values: { [OURS]: value } });
+  const where = (run: (typeof runs)[number]) => `${run.masters === 1 ? '1 node' : `${run.masters} masters`}, ${run.shards} shard${run.shards === 1 ? '' : 's'}`;
+  const reference = runs.find((run) => run.masters === 1 && run.shards === 1)!;
+  const rows: Row[] = [];
+  for (const run of runs) rows.push(row(`jobs/s, ${where(run)}`, run.jobsPerSecond));
+  for (const run of runs.filter((each) => each.masters > 1)) rows.push(row(`${where(run)}: jobs/s / 1 node, 1 shard`, run.jobsPerSecond / reference.jobsPerSecond));
+  for (const run of runs) rows.push(row(`Redis CPU per job (us), ${where(run)}`, run.redisCpuUs));
+  for (const run of runs) rows.push(row(`client CPU per job (us), ${where(run)}`, run.clientCpuUs));
+  for (const run of runs) rows.push(row(`FCALLs per job, ${where(run)}`, run.fcalls));
+  for (const run of runs) rows.push(row(`Redis socket reads per job, ${where(run)}`, run.reads));
+  for (const run of runs.filter((each) => each.masters > 1)) {
+    const nodes = [...run.nodes].sort((a, b) => b.commands - a.commands);
+    const mean = 1 / nodes.length;
+    nodes.forEach((node, i) => rows.push(row(`${where(run)}: node ${i + 1} (${node.shards} shards) share of commands (%)`, node.commands * 100)));
+    nodes.forEach((node, i) => rows.push(row(`${where(run)}: node ${i + 1} share of Redis CPU (%)`, node.cpu * 100)));
+    // the shards a node serves predict its share: a shard's slot is the CRC16 of its name, so they spread unevenly
+    rows.push(row(`${where(run)}: busiest node shards / mean`, Math.max(...nodes.map((node) => node.shards)) / (run.shards / nodes.length)));
+    rows.push(row(`${where(run)}: busiest node commands / mean`, nodes[0]!.commands / mean));
+    rows.push(row(`${where(run)}: busiest node Redis CPU / mean`, Math.max(...nodes.map((node) => node.cpu)) / mean));
+    rows.push(row(`${where(run)}: cross-slot errors, all nodes`, run.crossSlotErrors));
+  }
+  return {
+    title: `One pool sharded, ${shardedPool.shardsPerMaster} shards per master: ${shardedPool.jobs} jobs submitted at once, drained by ${shardedPool.drainers} workers (claimInShards up to ${shardedPool.claimCount}, complete), median of ${shardedPool.rounds} alternated round(s) (emp only)`,
+    rows,
+  };
+}
+
+/** Claim latency and commands per claim against a pool's shard count, on one node. */
+async function measureShardClaimsSection(_context: RunContext, sizes: Sizes): Promise<Section> {
+  const { shardClaims } = sizes;
+  const runs = await measureShardClaims(shardClaims);
+  const rows: Row[] = runs.flatMap((run) => {
+    const label = `${run.shards} shard${run.shards === 1 ? '' : 's'}, ${run.case}`;
+    return [
+      { scenario: `${label}: claim p50 (ms)`, values: { [OURS]: run.p50 } },
+      { scenario: `${label}: claim p99 (ms)`, values: { [OURS]: run.p99 } },
+      { scenario: `${label}: FCALLs per claim`, values: { [OURS]: run.fcalls } },
+      { scenario: `${label}: Redis commands per claim (inside functions too)`, values: { [OURS]: run.commands } },
+    ];
+  });
+  return { title: `Claim (claimInShards, one job) against the pool's shard count on one node, ${shardClaims.samples} claims each (emp only)`, rows };
 }
 
 /** The longest single call of every function that walks classes, with many classes queued (SLOWLOG). Target: under 5 ms. */
