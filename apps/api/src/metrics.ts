@@ -1,4 +1,4 @@
-import { type Broker, FAILURE_KINDS, type FailureKind, PLANNER_ACTIONS, decodeMachine, decodeWorker, isInvalidRecord, isTerminalEvent, isUnreadable, type StreamEvent } from '@emp/core';
+import { type Broker, FAILURE_KINDS, type FailureKind, PLANNER_ACTIONS, decodeMachine, decodeWorker, isInvalidRecord, isTerminalEvent, isUnreadable, poolOfShard, type StreamEvent } from '@emp/core';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -249,25 +249,28 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
   });
 
   // every known service's finished counters exist from the start, so that rate() sees their first increase
-  hub.onPool((pool) => {
+  // a sharded pool's streams are its shards' (pool-shards.ts): its counters are the pool's
+  hub.onPool((shard) => {
+    const pool = poolOfShard(shard);
     for (const service of broker.config.services) for (const state of FINISHED) finished.inc({ pool, service, state }, 0);
     for (const action of PLANNER_ACTIONS) plannerDecisions.inc({ pool, action }, 0);
     fallbackClaims.inc({ pool }, 0);
   });
   hub.onEvent((event) => {
-    transitions.inc({ pool: event.pool, type: event.type === 'unknown' ? (event.raw.type ?? 'unknown') : event.type });
-    if (isTerminalEvent(event) && (FINISHED as readonly string[]).includes(event.state)) finished.inc({ pool: event.pool, service: event.service, state: event.state });
+    const pool = poolOfShard(event.pool);
+    transitions.inc({ pool, type: event.type === 'unknown' ? (event.raw.type ?? 'unknown') : event.type });
+    if (isTerminalEvent(event) && (FINISHED as readonly string[]).includes(event.state)) finished.inc({ pool, service: event.service, state: event.state });
     // first attempts only: a retry's wait includes its backoff
     if (event.type === 'job.starting' && event.attempt === 1 && event.submitted_at !== undefined) {
-      queueWait.observe({ pool: event.pool, service: event.service }, Math.max(0, event.ts - event.submitted_at) / 1_000);
+      queueWait.observe({ pool, service: event.service }, Math.max(0, event.ts - event.submitted_at) / 1_000);
     }
-    if (event.type === 'job.starting' && event.fallback) fallbackClaims.inc({ pool: event.pool });
-    if (event.type === 'planner.decision') plannerDecisions.inc({ pool: event.pool, action: event.action });
+    if (event.type === 'job.starting' && event.fallback) fallbackClaims.inc({ pool });
+    if (event.type === 'planner.decision') plannerDecisions.inc({ pool, action: event.action });
     const failure = failureOf(event);
-    if (failure) attemptFailures.inc({ pool: event.pool, ...failure });
+    if (failure) attemptFailures.inc({ pool, ...failure });
     // machine.<state> (not machine.process, whose state is a process's)
     if ('machine' in event && 'state' in event && event.type === `machine.${event.state}` && event.state !== 'gone') {
-      machineTransitions.inc({ pool: event.pool, state: event.state });
+      machineTransitions.inc({ pool, state: event.state });
     }
   });
 

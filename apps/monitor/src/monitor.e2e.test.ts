@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ApiKeyStore, Broker, encodeMachineStatus } from '@emp/core';
+import { ApiKeyStore, Broker, encodeMachineStatus, shardHashTag } from '@emp/core';
 import { type RedisProcess, startRedis } from '@emp/testkit';
 import { type LocalStack, startLocalStack } from '@emp/testkit/stack';
 import { Redis } from 'ioredis';
@@ -206,11 +206,12 @@ describe.skipIf(skipped !== undefined)('the monitor page against the real stack'
       await fresh.reload();
       await fresh.locator('[data-shard-pool="spread"]').waitFor({ timeout: WAIT });
       expect(await fresh.locator('[data-shard-pool="spread"] [data-shard-count]').textContent()).toBe('2 shards');
-      const rows = await fresh.locator('[data-shard-pool="spread"], [data-shard="{spread}"], [data-shard="{spread_1}"]').evaluateAll((trs) =>
+      const tags = ['spread', 'spread_1'].map(shardHashTag);
+      const rows = await fresh.locator(`[data-shard-pool="spread"], [data-shard="${tags[0]}"], [data-shard="${tags[1]}"]`).evaluateAll((trs) =>
         trs.map((tr) => tr.getAttribute('data-shard-pool') ?? tr.getAttribute('data-shard')),
       );
-      expect(rows).toEqual(['spread', '{spread}', '{spread_1}']);
-      for (const shard of ['{spread}', '{spread_1}']) expect(await fresh.locator(`[data-shard="${shard}"] [data-shard-node]`).textContent()).toBe(`${redis.host}:${redis.port}`);
+      expect(rows).toEqual(['spread', ...tags]);
+      for (const shard of tags) expect(await fresh.locator(`[data-shard="${shard}"] [data-shard-node]`).textContent()).toBe(`${redis.host}:${redis.port}`);
       await screenshot(fresh, 'fleet-pools');
     } finally {
       await fresh.close();

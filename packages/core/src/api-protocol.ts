@@ -186,8 +186,10 @@ export type PoolReport = z.infer<typeof PoolReport>;
  */
 export const ShardView = z
   .object({
-    /** the hash tag every key of the shard carries: `{<pool>}`, `{<pool>_<k>}`, or `{_webhooks}` */
+    /** the hash tag every key of the shard carries: `{<pool>}` for shard 0, `{<pool>_<k>-<n>}` for shard k (keys.ts, shardHashTag), or `{_webhooks}` */
     shard: z.string(),
+    /** the shard's name: `<pool>` for shard 0, `<pool>_<k>`, or `_webhooks` (what job ids and events name) */
+    name: z.string(),
     /** what the shard holds: a pool's jobs, workers and machines, or webhook delivery */
     kind: z.enum(['pool', 'webhooks']),
     /** the pool whose shard it is (absent for webhooks) */

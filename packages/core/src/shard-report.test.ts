@@ -6,6 +6,7 @@ import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShardReport } from './api-protocol';
 import { Broker } from './broker';
+import { shardHashTag } from './keys';
 import { WebhookOutbox } from './webhook-outbox';
 
 // Where each pool lives: the shard report on one Redis and on a real 3-master
@@ -80,10 +81,10 @@ describe('shard report on one Redis', () => {
     const report = ShardReport.parse(await broker.shardReport());
     expect(report.pools.find((p) => p.pool === 'wide')).toEqual({ pool: 'wide', count: 3, serve: 3, shards: ['wide', 'wide_1', 'wide_2'] });
     const rows = report.shards.filter((s) => s.pool === 'wide');
-    expect(rows.map((s) => s.shard)).toEqual(['{wide}', '{wide_1}', '{wide_2}']);
+    expect(rows.map((s) => s.shard)).toEqual(['wide', 'wide_1', 'wide_2'].map(shardHashTag));
     // each row counts the jobs its own shard holds (a job id starts with its shard)
     for (const row of rows) {
-      const shard = row.shard.slice(1, -1);
+      const shard = row.name;
       expect(row.queued).toBe(ids.filter((id) => id.startsWith(`${shard}.`)).length);
       expect(row.slot).toBe(calculateSlot(broker.keys.anchor(shard)));
     }
@@ -94,7 +95,7 @@ describe('shard report on one Redis', () => {
     const shrunk = ShardReport.parse(await broker.shardReport());
     const held = ids.some((id) => id.startsWith('wide_2.')) ? 3 : ids.some((id) => id.startsWith('wide_1.')) ? 2 : 1;
     expect(shrunk.pools.find((p) => p.pool === 'wide')).toEqual({ pool: 'wide', count: 1, serve: held, shards: ['wide', 'wide_1', 'wide_2'].slice(0, held) });
-    expect(shrunk.shards.filter((s) => s.pool === 'wide').map((s) => s.shard)).toEqual(['{wide}', '{wide_1}', '{wide_2}']);
+    expect(shrunk.shards.filter((s) => s.pool === 'wide').map((s) => s.shard)).toEqual(['wide', 'wide_1', 'wide_2'].map(shardHashTag));
   });
 });
 
@@ -177,10 +178,10 @@ describe('shard report on a 3-master Redis Cluster', () => {
     const report = ShardReport.parse(await broker.shardReport());
     expect(report.pools.find((p) => p.pool === 'spread')).toEqual({ pool: 'spread', count: 3, serve: 3, shards: ['spread', 'spread_1', 'spread_2'] });
     const rows = report.shards.filter((s) => s.pool === 'spread');
-    expect(rows.map((s) => s.shard)).toEqual(['{spread}', '{spread_1}', '{spread_2}']);
+    expect(rows.map((s) => s.shard)).toEqual(['spread', 'spread_1', 'spread_2'].map(shardHashTag));
     expect(new Set(rows.map((s) => s.slot)).size).toBe(3);
     for (const row of rows) {
-      const shard = row.shard.slice(1, -1);
+      const shard = row.name;
       expect(row.slot).toBe(Number(await client.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(shard))));
       expect(row.node).toBe(`127.0.0.1:${await cluster.ownerOfSlot(row.slot)}`);
       expect(row.queued).toBe(ids.filter((id) => id.startsWith(`${shard}.`)).length);

@@ -11,6 +11,7 @@ import {
   ValidationError,
   parseWith,
   poolOfJobId,
+  poolOfShard,
 } from '@emp/core';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
@@ -221,17 +222,18 @@ class LiveConnection {
       return;
     }
     if (this.monitor.length > 0) return;
-    // cursors are per stream: per shard (a pool's name is its shard 0)
-    const pools = [...new Set([...(await this.broker.shards()), ...Object.keys(after ?? {})])];
+    // cursors are per stream, so per shard (a pool's name is its shard 0); the snapshot is per pool
+    const shards = [...new Set([...(await this.broker.shards()), ...Object.keys(after ?? {})])];
     let cursors: Record<string, string> = {};
     if (after) {
-      cursors = Object.fromEntries(pools.map((pool) => [pool, after[pool] ?? '0-0']));
-      for (const pool of pools) {
-        const missed = await this.hub.missedAfter(pool, cursors[pool]!);
+      cursors = Object.fromEntries(shards.map((shard) => [shard, after[shard] ?? '0-0']));
+      for (const shard of shards) {
+        const missed = await this.hub.missedAfter(shard, cursors[shard]!);
         if (missed) this.send(missed);
       }
     } else {
-      for (const pool of pools) cursors[pool] = await this.hub.latestId(pool);
+      for (const shard of shards) cursors[shard] = await this.hub.latestId(shard);
+      const pools = [...new Set(shards.map(poolOfShard))];
       const [queues, workers, machines] = await Promise.all([
         queueReport(this.broker, pools),
         Promise.all(pools.map(async (pool) => (await this.broker.workers(pool)).map((w) => ({ pool, ...w })))),
@@ -243,7 +245,7 @@ class LiveConnection {
       const { type, ...view } = eventView(event);
       this.send({ type: 'event', event: type, ...view });
     });
-    for (const pool of pools) this.monitor.push(await this.hub.follow(pool, cursors[pool]!, deliver));
+    for (const shard of shards) this.monitor.push(await this.hub.follow(shard, cursors[shard]!, deliver));
     // a pool that appears later is followed from its first event
     this.cleanups.push(this.hub.onPool((pool) => {
       if (!(pool in cursors)) void this.hub.follow(pool, '0-0', deliver).then((stop) => (this.closed ? stop() : this.monitor.push(stop)));

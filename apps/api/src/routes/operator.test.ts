@@ -1,3 +1,4 @@
+import { shardHashTag } from '@emp/core';
 import { call } from '@emp/testkit';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,7 +45,7 @@ describe("setting a pool's shard count", () => {
     expect(grown).toMatchObject({ status: 200, body: { pool: 'renders', count: 3, serve: 3 } });
     const report = await http('GET', '/v1/shards');
     expect(report.body.pools).toContainEqual({ pool: 'renders', count: 3, serve: 3, shards: ['renders', 'renders_1', 'renders_2'] });
-    expect(report.body.shards.filter((s: { pool?: string }) => s.pool === 'renders').map((s: { shard: string }) => s.shard)).toEqual(['{renders}', '{renders_1}', '{renders_2}']);
+    expect(report.body.shards.filter((s: { pool?: string }) => s.pool === 'renders').map((s: { shard: string }) => s.shard)).toEqual(['renders', 'renders_1', 'renders_2'].map(shardHashTag));
 
     // a job left on the last shard keeps it served after the pool shrinks to one
     const ids: string[] = [];

@@ -62,6 +62,7 @@ export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
       const [stats, counts, keyCount] = await Promise.all([shardQueueStats(ctx, pool), shardJobCounts(ctx, pool), keysIn(slot, node)]);
       const shard: ShardView = {
         shard: keys.shardTag(pool),
+        name: pool,
         kind: 'pool',
         pool: poolOfShard(pool),
         slot,
@@ -77,7 +78,7 @@ export async function shardReport(ctx: BrokerContext): Promise<ShardReport> {
   const webhookSlot = calculateSlot(keys.webhookAnchor());
   const webhookNode = nodeOf(webhookSlot);
   const [undelivered, webhookKeys] = await Promise.all([redis.zcard(keys.webhookUndelivered()), keysIn(webhookSlot, webhookNode)]);
-  const webhooks: ShardView = { shard: keys.webhookShardTag(), kind: 'webhooks', slot: webhookSlot, node: webhookNode, queued: undelivered };
+  const webhooks: ShardView = { shard: keys.webhookShardTag(), name: '_webhooks', kind: 'webhooks', slot: webhookSlot, node: webhookNode, queued: undelivered };
   if (webhookKeys !== undefined) webhooks.keys = webhookKeys;
   const shards = [...poolShards, webhooks];
 
