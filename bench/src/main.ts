@@ -9,7 +9,7 @@ import { measureApiLoad } from './api-load';
 import { bullmqSystem } from './bullmq-system';
 import { measureClaimLatency, measureManyClassClaims } from './claim-latency';
 import { measureCluster } from './cluster';
-import { measureShardClaims, measureShardedPool } from './pool-shards';
+import { measureShardClaims, measureShardedPool, shardCountFor } from './pool-shards';
 import { empSystem } from './emp-system';
 import { measureFunctionCosts } from './function-costs';
 import { infoField } from './redis-info';
@@ -38,8 +38,8 @@ const FULL = {
   webhooks: { endpoints: 50, backlogJobs: 100, eventsPerSec: 1_000, seconds: 20, warmupSeconds: 2 },
   /** Redis Cluster: durable submit cost on 3 masters + 3 replicas; several pools on 1 node vs 3 masters */
   cluster: { durableSubmits: 1_000, inFlight: 20, pools: 12, jobsPerPool: 1_000 },
-  /** one pool with 4 shards per master on 1 node (also 1 shard), 3 and 6 masters: submitted at once, drained by concurrent workers */
-  shardedPool: { masters: [1, 3, 6], shardsPerMaster: 4, jobs: 6_000, drainers: 8, claimCount: 4, rounds: 5 },
+  /** one pool with shardCountFor(masters) shards on 3 and 6 masters, and as many on 1 node (also 1 shard): submitted at once, drained by concurrent workers */
+  shardedPool: { masters: [1, 3, 6], jobs: 6_000, drainers: 8, claimCount: 4, rounds: 5 },
   /** claim latency against the shard count on one node, a job in the first shard vs all empty */
   shardClaims: { shardCounts: [1, 2, 4, 8, 16], samples: 500 },
 };
@@ -56,7 +56,7 @@ const QUICK: Sizes = {
   api: { durationSeconds: 2, connections: 10, workers: 2 },
   webhooks: { endpoints: 50, backlogJobs: 20, eventsPerSec: 1_000, seconds: 5, warmupSeconds: 1 },
   cluster: { durableSubmits: 100, inFlight: 20, pools: 12, jobsPerPool: 100 },
-  shardedPool: { masters: [1, 3, 6], shardsPerMaster: 4, jobs: 600, drainers: 8, claimCount: 4, rounds: 1 },
+  shardedPool: { masters: [1, 3, 6], jobs: 600, drainers: 8, claimCount: 4, rounds: 1 },
   shardClaims: { shardCounts: [1, 2, 4, 8, 16], samples: 50 },
 };
 /** `--long` (or EMP_BENCH_WEBHOOKS_SECONDS): the paced webhook run for 10 minutes, to see whether the service's memory stays flat. */
@@ -161,7 +161,7 @@ async function measureShardedPoolSection(_context: RunContext, sizes: Sizes): Pr
     rows.push(row(`${where(run)}: cross-slot errors, all nodes`, run.crossSlotErrors));
   }
   return {
-    title: `One pool sharded, ${shardedPool.shardsPerMaster} shards per master: ${shardedPool.jobs} jobs submitted at once, drained by ${shardedPool.drainers} workers (claimInShards up to ${shardedPool.claimCount}, complete), median of ${shardedPool.rounds} alternated round(s) (emp only)`,
+    title: `One pool sharded (${shardedPool.masters.filter((m) => m > 1).map((m) => `${shardCountFor(m)} shards on ${m} masters`).join(', ')}): ${shardedPool.jobs} jobs submitted at once, drained by ${shardedPool.drainers} workers (claimInShards up to ${shardedPool.claimCount}, complete), median of ${shardedPool.rounds} alternated round(s) (emp only)`,
     rows,
   };
 }

@@ -9,7 +9,7 @@ import { median, summarizeLatencies } from './stats';
  * what predicts whether one busy pool scales with masters, measured where
  * throughput cannot grow (2 cores shared by the client and every node).
  *
- * - One pool with 4 shards per master on 3 and 6 masters (no replicas), and on
+ * - One pool with shardCountFor(masters) shards (16 on 3, 32 on 6) on 3 and 6 masters (no replicas), and on
  *   one node with 1 shard and with each of those shard counts (the cost of
  *   shards alone): jobs submitted at once (submitMany), then drained by
  *   concurrent workers (claimInShards + complete); jobs/s end to end, CPU per
@@ -20,7 +20,6 @@ import { median, summarizeLatencies } from './stats';
 export interface ShardedPoolSizes {
   /** master counts; 1 is a single redis-server, >= 3 a cluster without replicas */
   masters: number[];
-  shardsPerMaster: number;
   jobs: number;
   /** concurrent drainers, each its own registered worker */
   drainers: number;
@@ -84,6 +83,17 @@ interface Setup {
   crossSlot: number;
 }
 
+/**
+ * The shards the bench gives a pool on `masters` masters: the smallest power of two
+ * of at least 5 per master (16 on 3, 32 on 6), with which the spread of shard
+ * slots (keys.ts, shardHashTag) puts at most 1.125x the mean on the busiest of
+ * masters that serve equal slot ranges, wherever shard 0's slot falls
+ * (docs/scale-out.md, "Shards within a pool").
+ */
+export function shardCountFor(masters: number): number {
+  return 2 ** Math.ceil(Math.log2(5 * masters));
+}
+
 export async function measureShardedPool(sizes: ShardedPoolSizes): Promise<ShardedPoolRun[]> {
   const closers: Array<() => Promise<void>> = [];
   try {
@@ -92,7 +102,7 @@ export async function measureShardedPool(sizes: ShardedPoolSizes): Promise<Shard
     closers.push(() => single.stop());
     const onSingle = await connect(single.url);
     closers.push(async () => onSingle.redis.disconnect());
-    const singleShardCounts = [...new Set([1, ...sizes.masters.map((m) => m * sizes.shardsPerMaster)])];
+    const singleShardCounts = [...new Set([1, ...sizes.masters.filter((m) => m > 1).map(shardCountFor)])];
     for (const shards of singleShardCounts) {
       setups.push(await prepare(onSingle.broker, `shards-${shards}`, shards, 1, [single.port], sizes.drainers, async () => single.port));
     }
@@ -103,7 +113,7 @@ export async function measureShardedPool(sizes: ShardedPoolSizes): Promise<Shard
       closers.push(async () => redis.disconnect());
       const ownerOf = async (shard: string) => cluster.ownerOfSlot(await keySlot(redis, broker.keys.anchor(shard)));
       const ports = cluster.nodes.map((n) => n.port);
-      setups.push(await prepare(broker, 'sharded', masters * sizes.shardsPerMaster, masters, ports, sizes.drainers, ownerOf));
+      setups.push(await prepare(broker, 'sharded', shardCountFor(masters), masters, ports, sizes.drainers, ownerOf));
     }
     // one unmeasured drain each first, so that no setup's first round also pays for JIT compilation and new connections
     for (const setup of setups) await runRound(setup, Math.min(sizes.jobs, 1_000), sizes, false);
