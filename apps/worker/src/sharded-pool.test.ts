@@ -91,6 +91,37 @@ describe('workers of a sharded pool', () => {
     expect(busy).toBeDefined();
   });
 
+  it('with a backlog on every shard, visits every shard (no shard waits for the others to drain), and high-priority jobs on any shard start soon', async () => {
+    const broker = await Broker.connect({ redis });
+    await broker.setShardCount(POOL, 4);
+    await broker.setServicePaused(POOL, 'simulation', true);
+    const backlog = await submit(broker, 400);
+    const starts: string[] = [];
+    for (const id of ['w1', 'w2']) {
+      const worker = await startWorker(broker, { id, concurrency: 1, durationMs: 1 });
+      worker.on('job:started', (job) => starts.push(job.id));
+    }
+    await broker.setServicePaused(POOL, 'simulation', false);
+    await waitFor('40 jobs to start', async () => (starts.length >= 40 ? true : undefined));
+    // a worker takes at most SHARD_STREAK (4) jobs in a row in one shard with its completions, then the next shard
+    const firstStarts = starts.slice(0, 40).map(poolOfJobId);
+    expect(new Set(firstStarts)).toEqual(new Set(shardsOf(POOL, 4)));
+
+    // one high-priority job on each shard, behind the low-priority backlog still queued on all of them
+    const urgent: string[] = [];
+    for (let k = 0; k < 4; k++) {
+      const [id] = await broker.submitMany([{ service: 'simulation', priority: 100, requirements: { pool: POOL }, idempotency_key: keyForShard(k, 4) }]).then((r) => r.map((x) => (x instanceof Error ? '' : x.id)));
+      urgent.push(id!);
+    }
+    const startedBefore = starts.length;
+    await allEnded(broker, urgent);
+    // each started within a few rounds of the workers over the shards, not after its shard's backlog
+    const positions = urgent.map((id) => starts.indexOf(id) - startedBefore);
+    for (const position of positions) expect(position).toBeLessThan(40);
+    expect((await broker.jobCounts(POOL))[0]!.queued).toBeGreaterThan(100);
+    expect(backlog).toHaveLength(400);
+  });
+
   it('follows a reshard: registers in the new shards at its heartbeat and runs their jobs; a reshard to fewer loses nothing', async () => {
     const broker = await Broker.connect({ redis });
     await startWorker(broker, { id: 'w1', concurrency: 2, heartbeatMs: 100 });

@@ -18,6 +18,7 @@ import {
   WorkerCapabilities,
   capabilityProfile,
   endSpan,
+  fnv1a,
   parseWith,
   poolOfShard,
   type Span,
@@ -130,6 +131,8 @@ const DEFAULT_WARM_MODELS = 4;
 const DEFAULT_SIGNAL_WAIT_MS = 30_000;
 const DEFAULT_GRACE_MS = 10_000;
 const CLAIM_ERROR_BACKOFF_MS = 1_000;
+/** Jobs a sharded pool's worker takes in a row in one shard with its completions before it looks in the next (staysInShard). */
+const SHARD_STREAK = 4;
 /** a result or failure is recorded with up to this many tries (about 30 s in all) */
 const RECORD_ATTEMPTS = 6;
 const RECORD_BACKOFF_MS = 500;
@@ -178,6 +181,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly shardWaits = new Map<string, { connection: BlockingConnection; loop: Promise<void> }>();
   /** shards where its last claim found nothing: it is in their idle sets, which a full worker leaves */
   private readonly idleIn = new Set<string>();
+  /**
+   * Where a sharded pool's worker looks first when no wake-up says where: its
+   * home shard (by its id's hash), then the shard after the one it last left;
+   * and how many jobs in a row it has taken in one shard with its completions.
+   */
+  private nextShard: string | undefined;
+  private streak = { shard: '', jobs: 0 };
   private handingBack = false;
   private idleWaiters: Array<() => void> = [];
   /**
@@ -395,7 +405,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.claimsInFlight += count;
       let found;
       try {
-        found = await this.broker.claimInShards(this.pool, this.id, { first: wokenShard, wokenFor: woken, count, skip: empty });
+        found = await this.broker.claimInShards(this.pool, this.id, { first: wokenShard ?? this.firstShard(), wokenFor: woken, count, skip: empty });
       } catch (error) {
         await this.onClaimError(error);
         return;
@@ -423,6 +433,31 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
     }
     if (this.state === 'running' && this.freeSlots() <= 0 && this.idleIn.size > 0) await this.leaveIdleSets();
+  }
+
+  /** The shard to look in first without a wake-up: its home shard at first, then the one after the shard it last left. */
+  private firstShard(): string {
+    const shard = this.nextShard !== undefined && this.shards.includes(this.nextShard) ? this.nextShard : this.shards[fnv1a(this.id) % this.shards.length]!;
+    this.nextShard = undefined;
+    return shard;
+  }
+
+  /**
+   * Whether the completion of a job of `shard` may claim the worker's next job
+   * there. A worker claims its next job in the shard of the one it completes
+   * (the same call), so workers would stay on the shards they started on, and a
+   * shard where no worker happens to be would wait for another to empty; after
+   * SHARD_STREAK jobs in a row it moves on to the next shard instead (one more
+   * call, every SHARD_STREAK jobs), so every shard is visited while all are busy.
+   */
+  private staysInShard(shard: string): boolean {
+    if (this.shards.length <= 1) return true;
+    if (this.streak.shard !== shard) this.streak = { shard, jobs: 0 };
+    if (++this.streak.jobs <= SHARD_STREAK) return true;
+    this.streak = { shard: '', jobs: 0 };
+    const at = this.shards.indexOf(shard);
+    this.nextShard = this.shards[(at + 1) % this.shards.length];
+    return false;
   }
 
   /** A full worker leaves the idle sets it is in (a wake-up it got there meanwhile is passed on by the broker). */
@@ -1000,7 +1035,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (dropped) return this.drop(active, dropped);
 
     // a borrowed job's pool is not this worker's to claim in: the freed slot claims in its own
-    const claimNext = this.state === 'running' && this.pendingWake === undefined && poolOfShard(job.lease.pool) === this.pool;
+    const claimNext = this.state === 'running' && this.pendingWake === undefined && poolOfShard(job.lease.pool) === this.pool && this.staysInShard(job.lease.pool);
     if (outcome.ok && !isSerialisable(outcome.result)) {
       outcome = { ok: false, error: new JobFailure('non_retryable', 'the result is not JSON-serialisable', { type: 'BadResult' }) };
     }
