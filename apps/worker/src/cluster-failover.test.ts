@@ -1,21 +1,22 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  Broker,
+  type Broker,
   type Job,
   EmpError,
   NotReplicatedError,
   type RedisClient,
   Scheduler,
   type StreamEvent,
+  TERMINAL_EVENT_TYPES,
   functionLibrary,
   jobOfEvent,
-  openRedis,
 } from '@emp/core';
-import { type RedisClusterProcess, startRedisCluster, waitFor } from '@emp/testkit';
+import { waitFor } from '@emp/testkit';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { simulationConnector } from './connectors/simulation';
+import { useFailoverCluster } from './failover-cluster';
 import { Worker } from './worker';
 
 // A pool's master dies (SIGKILL) on a 3 masters + 3 replicas loopback cluster
@@ -31,49 +32,28 @@ const POOL = 'failover';
 const silent = pino({ level: 'silent' });
 /** the workers' longest blocking wait: a job run well before it ends was a wake-up's, not a timeout's */
 const SIGNAL_WAIT_MS = 20_000;
-const TERMINAL = new Set(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired']);
+const TERMINAL = new Set<string>(TERMINAL_EVENT_TYPES);
 
-let cluster: RedisClusterProcess;
-const closers: Array<() => Promise<void> | void> = [];
-
-beforeAll(async () => {
-  cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
-}, 60_000);
-
-afterAll(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-  await cluster?.stop();
-});
-
-function clusterUrl(): string {
-  return `redis://${cluster.startupNodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
-}
-
-async function connect(config: Parameters<typeof Broker.connect>[0]['config'] = {}): Promise<{ redis: RedisClient; broker: Broker }> {
-  const redis = openRedis(clusterUrl());
-  redis.on('error', () => undefined); // a dead node's refused connections, while the cluster fails over
-  closers.push(() => redis.disconnect());
-  const broker = await Broker.connect({ redis, config: { leaseMs: 3_000, clockGapMs: 1_500, ...config } });
-  return { redis, broker };
-}
+const failover = useFailoverCluster();
+const connect = (config: Parameters<typeof Broker.connect>[0]['config'] = {}) => failover.connect(config);
 
 function direct(port: number): Redis {
   const redis = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined); // a node this file kills
-  closers.push(() => redis.disconnect());
+  failover.closeAfter(() => redis.disconnect());
   return redis;
 }
 
 async function masterOfPool(broker: Broker, redis: RedisClient): Promise<number> {
   const slot = Number(await redis.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(POOL)));
-  return cluster.ownerOfSlot(slot);
+  return failover.cluster.ownerOfSlot(slot);
 }
 
 describe('failover on a Redis Cluster with replicas', () => {
   it('openRedis reads several hosts in one URL as a cluster, and the cluster has a replica per master', async () => {
     const { redis } = await connect();
     expect(redis.isCluster).toBe(true);
-    const roles = [...(await cluster.roles()).values()];
+    const roles = [...(await failover.cluster.roles()).values()];
     expect(roles.filter((r) => r === 'master')).toHaveLength(3);
     expect(roles.filter((r) => r === 'replica')).toHaveLength(3);
   });
@@ -81,7 +61,7 @@ describe('failover on a Redis Cluster with replicas', () => {
   it("the function library reaches a master's replica by replication (FUNCTION LOAD is replicated)", async () => {
     const { broker, redis } = await connect();
     const master = await masterOfPool(broker, redis);
-    const [replica] = await cluster.replicasOf(master);
+    const [replica] = await failover.cluster.replicasOf(master);
     expect(replica).toBeDefined();
     const onReplica = direct(replica!);
     await waitFor('the library on the replica', async () => ((await onReplica.call('FUNCTION', 'LIST', 'LIBRARYNAME', 'emp')) as unknown[]).length === 1, 5_000);
@@ -104,8 +84,8 @@ describe('failover on a Redis Cluster with replicas', () => {
     const { broker, redis } = await connect();
     const pool = 'moving-pool';
     const slot = Number(await redis.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(pool)));
-    const source = await cluster.ownerOfSlot(slot);
-    const roles = await cluster.roles();
+    const source = await failover.cluster.ownerOfSlot(slot);
+    const roles = await failover.cluster.roles();
     const target = [...roles].find(([port, role]) => role === 'master' && port !== source)![0];
     const targetId = (await direct(target).call('CLUSTER', 'MYID')) as string;
     // an empty slot (a pool never used) changes hands at once: told to the new owner first, then to every master
@@ -123,7 +103,7 @@ describe('failover on a Redis Cluster with replicas', () => {
     const { broker, redis } = await connect();
     const scheduler = new Scheduler(broker, { maxIntervalMs: 200, logger: silent });
     scheduler.start();
-    closers.push(() => scheduler.stop());
+    failover.closeAfter(() => scheduler.stop());
 
     const runs = new Map<string, number>();
     const workers: Worker[] = [];
@@ -136,7 +116,7 @@ describe('failover on a Redis Cluster with replicas', () => {
       const worker = new Worker({ broker, id, pool: POOL, capabilities: { services: ['simulation'] }, connectors: [counting], concurrency: 2, logger: silent, heartbeatMs: 500, signalWaitMs: SIGNAL_WAIT_MS });
       await worker.start();
       workers.push(worker);
-      closers.push(() => worker.stop());
+      failover.closeAfter(() => worker.stop());
     }
 
     const master = await masterOfPool(broker, redis);
@@ -161,9 +141,9 @@ describe('failover on a Redis Cluster with replicas', () => {
     })();
 
     await waitFor('jobs flowing', async () => acknowledged.length >= 40, 10_000);
-    await cluster.kill(master);
+    await failover.cluster.kill(master);
     killedAt = Date.now();
-    const promoted = await cluster.waitForFailover(master, 20_000);
+    const promoted = await failover.cluster.waitForFailover(master, 20_000);
     const failoverMs = Date.now() - killedAt;
     failedOver = true;
     expect(promoted).not.toBe(master);

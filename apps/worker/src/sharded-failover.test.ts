@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Broker, EmpError, type Job, type RedisClient, Scheduler, type StreamEvent, jobOfEvent, openRedis, placeOnShard, poolOfJobId, shardsOf } from '@emp/core';
-import { type RedisClusterProcess, startRedisCluster, waitFor } from '@emp/testkit';
+import { type Broker, EmpError, type Job, type RedisClient, Scheduler, type StreamEvent, TERMINAL_EVENT_TYPES, jobOfEvent, placeOnShard, poolOfJobId, shardsOf } from '@emp/core';
+import { waitFor } from '@emp/testkit';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { simulationConnector } from './connectors/simulation';
+import { useFailoverCluster } from './failover-cluster';
 import { Worker } from './worker';
 
 // One pool spread over every master of a 3 masters + 3 replicas loopback cluster
@@ -15,30 +16,13 @@ import { Worker } from './worker';
 
 const POOL_PREFIX = 'spread';
 const silent = pino({ level: 'silent' });
-const TERMINAL = new Set(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired']);
+const TERMINAL = new Set<string>(TERMINAL_EVENT_TYPES);
 
-let cluster: RedisClusterProcess;
-const closers: Array<() => Promise<void> | void> = [];
-
-beforeAll(async () => {
-  cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
-}, 60_000);
-
-afterAll(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-  await cluster?.stop();
-});
-
-async function connect(): Promise<{ redis: RedisClient; broker: Broker }> {
-  const redis = openRedis(`redis://${cluster.startupNodes.map((n) => `${n.host}:${n.port}`).join(',')}`);
-  redis.on('error', () => undefined); // the dead node's refused connections, while the cluster fails over
-  closers.push(() => redis.disconnect());
-  const broker = await Broker.connect({ redis, config: { leaseMs: 3_000, clockGapMs: 1_500 } });
-  return { redis, broker };
-}
+const failover = useFailoverCluster();
+const connect = () => failover.connect();
 
 async function ownerOf(redis: RedisClient, broker: Broker, shard: string): Promise<number> {
-  return cluster.ownerOfSlot(Number(await redis.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(shard))));
+  return failover.cluster.ownerOfSlot(Number(await redis.call('CLUSTER', 'KEYSLOT', broker.keys.anchor(shard))));
 }
 
 describe('failover of one shard of a pool spread over every master', () => {
@@ -53,7 +37,7 @@ describe('failover of one shard of a pool spread over every master', () => {
     await broker.setShardCount(pool, 3);
     const scheduler = new Scheduler(broker, { maxIntervalMs: 200, logger: silent });
     scheduler.start();
-    closers.push(() => scheduler.stop());
+    failover.closeAfter(() => scheduler.stop());
 
     const runs = new Map<string, number>();
     for (const id of ['sw-1', 'sw-2']) {
@@ -67,7 +51,7 @@ describe('failover of one shard of a pool spread over every master', () => {
       };
       const worker = new Worker({ broker, id, pool, capabilities: { services: ['simulation'] }, connectors: [counting], concurrency: 3, logger: silent, heartbeatMs: 500 });
       await worker.start();
-      closers.push(() => worker.stop());
+      failover.closeAfter(() => worker.stop());
     }
 
     const victim = `${pool}_1`;
@@ -92,7 +76,7 @@ describe('failover of one shard of a pool spread over every master', () => {
     })();
 
     await waitFor('jobs flowing on every shard', async () => new Set(acknowledged.map((j) => poolOfJobId(j.id))).size === 3 && acknowledged.length >= 60, 15_000);
-    await cluster.kill(master);
+    await failover.cluster.kill(master);
     killedAt = Date.now();
     // while the victim's master is down, jobs placed on the other shards (by their keys) still run
     const healthy: string[] = [];
@@ -116,7 +100,7 @@ describe('failover of one shard of a pool spread over every master', () => {
     expect(ranWhileDown.victimServedBy).toBe(master);
     for (const id of healthy) acknowledged.push({ id, durable: false, at: killedAt });
     const otherShardsRanAt = Date.now();
-    const promoted = await cluster.waitForFailover(master, 20_000);
+    const promoted = await failover.cluster.waitForFailover(master, 20_000);
     failedOver = Date.now();
     expect(promoted).not.toBe(master);
     expect(await ownerOf(redis, broker, victim)).toBe(promoted);
