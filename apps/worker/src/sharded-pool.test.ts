@@ -122,6 +122,18 @@ describe('workers of a sharded pool', () => {
     expect(backlog).toHaveLength(400);
   });
 
+  it('an idle worker is told of a reshard at once: a job on a new shard runs long before its next heartbeat', async () => {
+    const broker = await Broker.connect({ redis, config: { leaseMs: 600_000 } });
+    // its heartbeat (the other way it learns) is 200 s away
+    await startWorker(broker, { id: 'w1', heartbeatMs: 200_000 });
+    await allEnded(broker, await submit(broker, 3));
+    await broker.setShardCount(POOL, 4);
+    const [id] = await submit(broker, 1, { idempotency_key: keyForShard(3, 4) });
+    expect(poolOfJobId(id!)).toBe(`${POOL}_3`);
+    await allEnded(broker, [id!]);
+    expect(await redis.exists(broker.keys.worker(`${POOL}_3`, 'w1'))).toBe(1);
+  });
+
   it('follows a reshard: registers in the new shards at its heartbeat and runs their jobs; a reshard to fewer loses nothing', async () => {
     const broker = await Broker.connect({ redis });
     await startWorker(broker, { id: 'w1', concurrency: 2, heartbeatMs: 100 });

@@ -187,6 +187,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * and how many jobs in a row it has taken in one shard with its completions.
    */
   private nextShard: string | undefined;
+  /** a reshard being followed: no claim is queued behind a signal wait meanwhile (it would hold a slot the new shards need) */
+  private resharding: Promise<void> | undefined;
   private streak = { shard: '', jobs: 0 };
   private handingBack = false;
   private idleWaiters: Array<() => void> = [];
@@ -579,7 +581,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // its wait could take a job of its own pool while a borrowed job holds its last slot
     if (this.borrowRules.length > 0) return;
     // a sharded pool's worker claims across its shards: a claim queued behind one shard's wait could not
-    if (this.shards.length > 1) return;
+    if (this.shards.length > 1 || this.resharding) return;
     if (!this.wantArm || !this.waitPending || this.armed || this.state !== 'running' || this.freeSlots() <= 0) return;
     this.wantArm = false;
     this.armed = this.broker.claimWhenWoken(this.blocking!, this.pool, this.id).then(
@@ -596,6 +598,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // the wait ended without a wake-up the broker recorded for this worker (a notice, a
       // timeout, or a wake-up naming no class): claim for a wake-up as usual, else wait again
       if (wake !== undefined) this.onWake(wake);
+      // its pool was resharded meanwhile: the slot this claim held claims across the shards now
+      else if (this.shards.length > 1) void this.fillSlots();
       else this.wantArm = true;
     } else {
       this.afterClaim(result);
@@ -701,6 +705,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       let wake: string | undefined;
       for (const signal of signals) {
         if (signal.type === 'wake') wake ??= signal.requirementClass;
+        else if (signal.type === 'shards') this.followReshard();
         else this.abortJob(signal.jobId, signal.type === 'cancel' ? 'canceled' : signal.type, undefined, signal.type === 'timeout');
       }
       if (wake !== undefined) this.onWake(wake, shard);
@@ -714,7 +719,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       let signals;
       try {
         // a wait that has (or is to have) a claim behind it lasts until something arrives
-        const armed = this.armed !== undefined || this.wantArm;
+        const armed = this.armed !== undefined || (this.wantArm && !this.resharding);
         const waiting = this.broker.waitForSignals(blocking, this.pool, this.id, armed ? 0 : this.signalWaitMs);
         this.waitPending = armed;
         this.armIfWaiting();
@@ -731,6 +736,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       let wake: string | undefined;
       for (const signal of signals) {
         if (signal.type === 'wake') wake ??= signal.requirementClass;
+        else if (signal.type === 'shards') this.followReshard();
         else this.abortJob(signal.jobId, signal.type === 'cancel' ? 'canceled' : signal.type, undefined, signal.type === 'timeout');
       }
       // the claim queued behind this wait runs now and claims for the wake-up itself
@@ -779,15 +785,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.state === 'running') await this.syncShards();
   }
 
+  /** Told that its pool's shards changed: follows at once (one at a time). */
+  private followReshard(): void {
+    this.resharding ??= this.syncShards().finally(() => {
+      this.resharding = undefined;
+    });
+  }
+
   /**
-   * Follows a reshard of its pool (read at each heartbeat): registers in the
+   * Follows a reshard of its pool (told by a 'shards' signal, and read at each heartbeat): registers in the
    * shards it does not serve yet and waits on their signals; stops waiting on
    * shards no longer served (emptied after a reshard to fewer).
    */
   private async syncShards(): Promise<void> {
     let served: string[];
     try {
-      served = await this.broker.servedShards(this.pool);
+      served = await this.broker.servedShards(this.pool, { fresh: true });
     } catch (error) {
       this.logger.warn({ err: error }, 'reading the shards of its pool failed');
       return;
@@ -801,7 +814,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return;
       }
       this.logger.info({ shards: this.shards }, 'its pool was resharded: now serving these shards');
-      if (this.state === 'running' && this.freeSlots() > 0) void this.fillSlots();
+      // even with no slot free this moment: a claim in flight in the old shards leaves the refill to look in the new ones
+      if (this.state === 'running') void this.fillSlots();
     } else {
       this.shards = served;
       this.waitOnShards();

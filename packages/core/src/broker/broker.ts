@@ -422,9 +422,13 @@ export class Broker {
     return this.#ctx.poolShards(checkedPool(pool), options.fresh);
   }
 
-  /** The shards of `pool` its workers claim in: those submits go to, and a reshard's left-over ones that still hold jobs. */
-  servedShards(pool: string): Promise<string[]> {
-    return this.#ctx.poolShardNames(checkedPool(pool), 'served');
+  /**
+   * The shards of `pool` its workers claim in: those submits go to, and a
+   * reshard's left-over ones that still hold jobs. `fresh`: read the counts now
+   * rather than trust this process's reading of the last SHARD_COUNT_TTL_MS.
+   */
+  servedShards(pool: string, options: { fresh?: boolean } = {}): Promise<string[]> {
+    return this.#ctx.poolShardNames(checkedPool(pool), 'served', options.fresh);
   }
 
   /**

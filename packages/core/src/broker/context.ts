@@ -122,8 +122,8 @@ export class BrokerContext {
    * hold jobs); 'all', the served ones and any other this pool ever used (a
    * listing must find the jobs a reshard left behind).
    */
-  async poolShardNames(pool: string, which: 'placed' | 'served' | 'all'): Promise<string[]> {
-    const counts = await this.poolShards(pool);
+  async poolShardNames(pool: string, which: 'placed' | 'served' | 'all', fresh = false): Promise<string[]> {
+    const counts = await this.poolShards(pool, fresh);
     const names = shardsOf(pool, which === 'placed' ? counts.count : counts.serve);
     if (which !== 'all') return names;
     const used = (await this.shards()).filter((shard) => poolOfShard(shard) === pool);

@@ -294,6 +294,7 @@ export function parseSignal(text: string): WorkerSignal | null {
   const value = text.slice(colon + 1);
   if (kind === 'wake') return { type: 'wake', requirementClass: value };
   if (kind === 'cancel' || kind === 'expired' || kind === 'timeout') return { type: kind, jobId: value };
+  if (kind === 'shards') return { type: 'shards' };
   return null;
 }
 

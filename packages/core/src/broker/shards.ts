@@ -152,7 +152,24 @@ export async function setShardCount(ctx: BrokerContext, pool: string, count: num
   }
   await ctx.redis.hset(ctx.keys.shardCounts(), pool, count, `${pool}:serve`, serve);
   ctx.forgetShardCounts(pool);
-  return settleShards(ctx, pool);
+  const settled = await settleShards(ctx, pool);
+  await tellWorkers(ctx, pool);
+  return settled;
+}
+
+/**
+ * Tells the pool's online workers (their signal lists in shard 0, which every
+ * worker of the pool waits on) that its shards changed, so that an idle one
+ * registers in new shards now rather than at its next heartbeat. Borrowers of
+ * the pool wait in their own pools and learn at their heartbeat.
+ */
+async function tellWorkers(ctx: BrokerContext, pool: string): Promise<void> {
+  const [online, borrowers] = await Promise.all([ctx.redis.zrange(ctx.keys.workers(pool), 0, -1), ctx.redis.smembers(ctx.keys.borrowers(pool))]);
+  const own = online.filter((worker) => !borrowers.includes(worker));
+  if (own.length === 0) return;
+  const pipeline = ctx.redis.pipeline();
+  for (const worker of own) pipeline.rpush(ctx.keys.signal(pool, worker), 'shards:');
+  await pipeline.exec();
 }
 
 /**

@@ -44,7 +44,9 @@ export type ClaimResult =
 
 export type WorkerSignal =
   | { type: 'wake'; requirementClass: string }
-  | { type: 'cancel' | 'expired' | 'timeout'; jobId: string };
+  | { type: 'cancel' | 'expired' | 'timeout'; jobId: string }
+  /** the pool's shard count changed (setShardCount): read it again, register in new shards, wait on them */
+  | { type: 'shards' };
 
 export type DropVerdict = 'canceled' | 'expired' | 'lost';
 
