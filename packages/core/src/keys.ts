@@ -25,7 +25,7 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  *                                  holders:<model>: worker -> tier, the same reports by model (a claim asks whether another
  *                                  worker holds a job's models); both replaced by emp_worker_models, dropped when the worker
  *                                  goes offline or is removed (docs/broker.md, "Model affinity")
- *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups and cancel notices
+ *   <ns>:{<pool>}:signal:<worker>  list the worker blocks on: wake-ups, cancel notices and (in shard 0) shards: when its pool was resharded
  *   <ns>:{<pool>}:borrowers        set of the workers registered here as borrowers of another pool (their hash's home_pool;
  *                                  cross-pool fallback: they claim here only through claim_fallback and are never in `idle`)
  *   <ns>:{<pool>}:wjobs:<worker>   jobs the worker holds
