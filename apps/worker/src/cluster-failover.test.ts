@@ -1,22 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  type Broker,
-  type Job,
-  EmpError,
-  NotReplicatedError,
-  type RedisClient,
-  Scheduler,
-  type StreamEvent,
-  TERMINAL_EVENT_TYPES,
-  functionLibrary,
-  jobOfEvent,
-} from '@emp/core';
+import { type Broker, EmpError, NotReplicatedError, type RedisClient, Scheduler, functionLibrary } from '@emp/core';
 import { waitFor } from '@emp/testkit';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { simulationConnector } from './connectors/simulation';
-import { useFailoverCluster } from './failover-cluster';
+import { jobsOnceEnded, terminalEvents, useFailoverCluster } from './failover-cluster';
 import { Worker } from './worker';
 
 // A pool's master dies (SIGKILL) on a 3 masters + 3 replicas loopback cluster
@@ -32,7 +21,6 @@ const POOL = 'failover';
 const silent = pino({ level: 'silent' });
 /** the workers' longest blocking wait: a job run well before it ends was a wake-up's, not a timeout's */
 const SIGNAL_WAIT_MS = 20_000;
-const TERMINAL = new Set<string>(TERMINAL_EVENT_TYPES);
 
 const failover = useFailoverCluster();
 const connect = (config: Parameters<typeof Broker.connect>[0]['config'] = {}) => failover.connect(config);
@@ -166,19 +154,7 @@ describe('failover on a Redis Cluster with replicas', () => {
     acknowledged.push({ id: queuedAnyway, durable: false, beforeKill: false });
 
     // every durable submit acknowledged is on the new master, and everything there ends
-    const jobs = new Map<string, Job | null>();
-    await waitFor(
-      'every job present to end',
-      async () => {
-        for (const { id } of acknowledged) {
-          const job = await broker.getJob(id);
-          jobs.set(id, job);
-          if (job && !['succeeded', 'failed'].includes(job.state)) return false;
-        }
-        return true;
-      },
-      30_000,
-    );
+    const jobs = await jobsOnceEnded(broker, acknowledged.map((a) => a.id), ['succeeded', 'failed']);
     // the idle workers' blocking reads (on duplicates of the cluster connection) were on the dead master:
     // a job submitted now must wake one of them, long before their wait would time out
     const probe = await broker.submit({ service: 'simulation', requirements: { pool: POOL } });
@@ -191,12 +167,7 @@ describe('failover on a Redis Cluster with replicas', () => {
     expect(acknowledged.filter((j) => !j.beforeKill).every((j) => jobs.get(j.id)?.state === 'succeeded')).toBe(true);
 
     // one outcome per job: the record's, and exactly one terminal event for it
-    const events: StreamEvent[] = await broker.readEvents(POOL, '0', { count: 100_000 });
-    const terminal = new Map<string, string[]>();
-    for (const event of events) {
-      const id = jobOfEvent(event);
-      if (id && TERMINAL.has(event.type)) terminal.set(id, [...(terminal.get(id) ?? []), event.type]);
-    }
+    const terminal = await terminalEvents(broker, [POOL]);
     for (const { id } of acknowledged) {
       const job = jobs.get(id);
       if (!job) continue;

@@ -1,5 +1,5 @@
-import { Broker, type BrokerConfigInput, type RedisClient, openRedis } from '@emp/core';
-import { type RedisClusterProcess, startRedisCluster } from '@emp/testkit';
+import { Broker, type BrokerConfigInput, type Job, type RedisClient, isTerminalEvent, jobOfEvent, openRedis } from '@emp/core';
+import { type RedisClusterProcess, startRedisCluster, waitFor } from '@emp/testkit';
 import { afterAll, beforeAll } from 'vitest';
 
 /**
@@ -41,4 +41,34 @@ export function useFailoverCluster(): FailoverCluster {
     closeAfter: (close) => closers.push(close),
   };
   return harness;
+}
+
+/** Each job as it ends (null: gone), once every job present has reached one of `ends`. */
+export async function jobsOnceEnded(broker: Broker, ids: readonly string[], ends: readonly string[] = ['succeeded']): Promise<Map<string, Job | null>> {
+  const jobs = new Map<string, Job | null>();
+  await waitFor(
+    'every job present to end',
+    async () => {
+      for (const id of ids) {
+        const job = await broker.getJob(id);
+        jobs.set(id, job);
+        if (job && !ends.includes(job.state)) return false;
+      }
+      return true;
+    },
+    30_000,
+  );
+  return jobs;
+}
+
+/** The terminal events of each job in the streams of `shards`, in order: one outcome per job is exactly one of them. */
+export async function terminalEvents(broker: Broker, shards: readonly string[]): Promise<Map<string, string[]>> {
+  const terminal = new Map<string, string[]>();
+  for (const shard of shards) {
+    for (const event of await broker.readEvents(shard, '0', { count: 100_000 })) {
+      const id = jobOfEvent(event);
+      if (id && isTerminalEvent(event)) terminal.set(id, [...(terminal.get(id) ?? []), event.type]);
+    }
+  }
+  return terminal;
 }

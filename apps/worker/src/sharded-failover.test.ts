@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Broker, EmpError, type Job, type RedisClient, Scheduler, type StreamEvent, TERMINAL_EVENT_TYPES, jobOfEvent, placeOnShard, poolOfJobId, shardsOf } from '@emp/core';
+import { type Broker, EmpError, type RedisClient, Scheduler, placeOnShard, poolOfJobId, shardsOf } from '@emp/core';
 import { waitFor } from '@emp/testkit';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { simulationConnector } from './connectors/simulation';
-import { useFailoverCluster } from './failover-cluster';
+import { jobsOnceEnded, terminalEvents, useFailoverCluster } from './failover-cluster';
 import { Worker } from './worker';
 
 // One pool spread over every master of a 3 masters + 3 replicas loopback cluster
@@ -16,8 +16,6 @@ import { Worker } from './worker';
 
 const POOL_PREFIX = 'spread';
 const silent = pino({ level: 'silent' });
-const TERMINAL = new Set<string>(TERMINAL_EVENT_TYPES);
-
 const failover = useFailoverCluster();
 const connect = () => failover.connect();
 
@@ -110,32 +108,13 @@ describe('failover of one shard of a pool spread over every master', () => {
     stop = true;
     await submitting;
 
-    const jobs = new Map<string, Job | null>();
-    await waitFor(
-      'every job present to end',
-      async () => {
-        for (const { id } of acknowledged) {
-          const job = await broker.getJob(id);
-          jobs.set(id, job);
-          if (job && job.state !== 'succeeded') return false;
-        }
-        return true;
-      },
-      30_000,
-    );
+    const jobs = await jobsOnceEnded(broker, acknowledged.map((a) => a.id));
     const lost = acknowledged.filter(({ id }) => jobs.get(id) === null);
     expect(lost.filter((j) => j.durable)).toEqual([]);
     // only the victim's shard can have lost anything
     expect(lost.filter((j) => poolOfJobId(j.id) !== victim)).toEqual([]);
 
-    const terminal = new Map<string, string[]>();
-    for (const shard of shardsOf(pool, 3)) {
-      const events: StreamEvent[] = await broker.readEvents(shard, '0', { count: 100_000 });
-      for (const event of events) {
-        const id = jobOfEvent(event);
-        if (id && TERMINAL.has(event.type)) terminal.set(id, [...(terminal.get(id) ?? []), event.type]);
-      }
-    }
+    const terminal = await terminalEvents(broker, shardsOf(pool, 3));
     for (const { id } of acknowledged) if (jobs.get(id)) expect(terminal.get(id), id).toEqual(['job.succeeded']);
     expect(refused.filter((code) => code !== 'NOT_REPLICATED' && code !== 'DUPLICATE_ID')).toEqual([]);
     console.info(
