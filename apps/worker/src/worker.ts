@@ -358,7 +358,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   private async fillSlots(wokenFor?: string, shard?: string, skip?: string): Promise<void> {
     if (this.filling) {
-      this.refill = this.refill?.wokenFor !== undefined ? this.refill : { wokenFor: wokenFor ?? this.refill?.wokenFor, shard: wokenFor !== undefined ? shard : this.refill?.shard };
+      // the first wake-up of the round is the one claimed for
+      if (this.refill?.wokenFor === undefined) this.refill = { wokenFor, shard };
       return;
     }
     this.filling = true;
@@ -651,9 +652,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.state !== 'running') return;
     // the wake-up took it out of that shard's idle set
     this.idleIn.delete(shard);
-    if (this.filling) {
-      if (this.refill?.wokenFor === undefined) this.refill = { wokenFor: requirementClass, shard };
-    } else if (this.freeSlots() > 0) {
+    if (this.filling || this.freeSlots() > 0) {
       void this.fillSlots(requirementClass, shard);
     } else if (this.shards.length > 1) {
       // raced with a claim that filled the last slot: the broker passes the wake-up on to a free worker

@@ -64,12 +64,12 @@ export interface FallbackPolicy {
 export async function claimFallback(ctx: BrokerContext, pool: string, workerId: string, policy: FallbackPolicy): Promise<ClaimResult> {
   checkedPool(pool);
   const args = [workerId, checkedPool(policy.homePool), Math.max(0, Math.round(policy.afterMs)), policy.maxExpectedS ?? '', policy.unknownExpectedS ?? ''] as const;
-  let none: ClaimResult | undefined;
+  let none: Extract<ClaimResult, { job: null }> | undefined;
   for (const shard of await ctx.poolShardNames(pool, 'served')) {
     const result = await claimed(ctx, shard, workerId, await ctx.calls.call(FUNCTIONS.claimFallback, shard, [...args]));
     if (result.job) return result;
     // the shard that has a job qualifying soonest says when to look again
-    if (!none || (result.retryAt !== undefined && (none.job !== null || none.retryAt === undefined || result.retryAt < none.retryAt))) none = result;
+    if (!none || (result.retryAt !== undefined && (none.retryAt === undefined || result.retryAt < none.retryAt))) none = result;
   }
   return none!;
 }

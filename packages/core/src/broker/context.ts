@@ -108,11 +108,8 @@ export class BrokerContext {
   withServedShards<T>(pool: string, call: (shards: string[]) => Promise<T>): Promise<T> {
     const cached = this.shardCounts.get(pool);
     if (!cached) return this.readShardCounts(pool).then((counts) => call(shardsOf(pool, counts.serve)));
-    if (Date.now() - cached.readAt >= SHARD_COUNT_TTL_MS) {
-      // read again once: the next uses see the new counts
-      cached.readAt = Date.now();
-      this.readShardCounts(pool).catch(() => this.shardCounts.delete(pool));
-    }
+    // read again beside it (one read, shared by every caller while it is in flight): the next uses see the new counts
+    if (Date.now() - cached.readAt >= SHARD_COUNT_TTL_MS) this.readShardCounts(pool).catch(() => this.shardCounts.delete(pool));
     return call(shardsOf(pool, cached.shards.serve));
   }
 

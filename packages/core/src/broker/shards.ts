@@ -7,7 +7,7 @@ import { ShardCount, poolOfShard, shardIndex, shardsOf } from '../pool-shards';
 import { parseWith } from '../validation';
 import { checkedPool } from './context';
 import { FUNCTIONS } from './functions';
-import { infoNumber, nodeAddress, shardJobCounts, shardQueueStats } from './stats';
+import { infoNumber, nodeAddress, pausedServices, shardJobCounts, shardQueueStats } from './stats';
 
 const SLOT_COUNT = 16384;
 
@@ -142,13 +142,10 @@ export async function setShardCount(ctx: BrokerContext, pool: string, count: num
   const serve = Math.max(count, before.serve);
   // the new shards first: known to every view and tick, and pausing what the pool's shard 0 has paused
   const added = shardsOf(pool, serve).slice(before.serve);
-  const paused = added.length > 0 ? await ctx.redis.hgetall(ctx.keys.paused(pool)) : {};
+  const paused = added.length > 0 ? await pausedServices(ctx, pool) : [];
   for (const shard of added) {
     await ctx.rememberPool(shard);
-    for (const [service, text] of Object.entries(paused)) {
-      const info = JSON.parse(text) as { by?: string; reason?: string };
-      await ctx.calls.call(FUNCTIONS.pauseService, shard, [service, '1', info.by ?? '', info.reason ?? '']);
-    }
+    for (const { service, by, reason } of paused) await ctx.calls.call(FUNCTIONS.pauseService, shard, [service, '1', by ?? '', reason ?? '']);
   }
   await ctx.redis.hset(ctx.keys.shardCounts(), pool, count, `${pool}:serve`, serve);
   ctx.forgetShardCounts(pool);
