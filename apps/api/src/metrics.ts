@@ -257,7 +257,7 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
     fallbackClaims.inc({ pool }, 0);
   });
   hub.onEvent((event) => {
-    const pool = poolOfShard(event.pool);
+    const { pool } = event;
     transitions.inc({ pool, type: event.type === 'unknown' ? (event.raw.type ?? 'unknown') : event.type });
     if (isTerminalEvent(event) && (FINISHED as readonly string[]).includes(event.state)) finished.inc({ pool, service: event.service, state: event.state });
     // first attempts only: a retry's wait includes its backoff

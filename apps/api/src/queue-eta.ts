@@ -1,4 +1,4 @@
-import { type Broker, type Job, type StreamEvent, poolOfShard } from '@emp/core';
+import { type Broker, type Job, type StreamEvent } from '@emp/core';
 import type { EventHub } from './live/event-hub';
 
 /** Attempts per pool and service the mean run time is taken over. */
@@ -67,7 +67,7 @@ export class QueueEta {
       case 'job.succeeded':
       case 'job.failed':
       case 'job.retrying':
-        return this.finished(event.job, event.ts, `${poolOfShard(event.pool)}/${event.service}`);
+        return this.finished(event.job, event.ts, `${event.pool}/${event.service}`);
       // the attempt ended without running to an outcome (canceled, expired, put back): not a run time
       case 'job.canceled':
       case 'job.expired':

@@ -1,4 +1,4 @@
-import { type FinishedCounts, type QueueFlowSummary, type QueueSample, type StreamEvent, type WaitDigest, mergeWaitDigests, trimmedBuckets, poolOfShard, waitBucketOf } from '@emp/core';
+import { type FinishedCounts, type QueueFlowSummary, type QueueSample, type StreamEvent, type WaitDigest, mergeWaitDigests, trimmedBuckets, waitBucketOf } from '@emp/core';
 
 /**
  * What went through the queues between two samples: jobs that ended (per
@@ -72,7 +72,7 @@ export class FlowCounter {
     const { service } = event as { service?: string };
     if (!service) return;
     // a sharded pool's events come from its shards' streams: counted as the pool's
-    const tally = this.tally(Math.max(this.slotOf(event.ts), this.openFrom), poolOfShard(event.pool), service);
+    const tally = this.tally(Math.max(this.slotOf(event.ts), this.openFrom), event.pool, service);
     if (state) tally.finished[state] = (tally.finished[state] ?? 0) + 1;
     else if (event.type === 'job.starting' && event.submitted_at !== undefined && event.submitted_at > 0) {
       (tally.waits ??= new WaitTally()).add(Math.max(0, event.ts - event.submitted_at));

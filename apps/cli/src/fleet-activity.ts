@@ -149,7 +149,7 @@ export class FleetActivity {
         if (event.attempt === 1 && event.submitted_at !== undefined) history.starts.push({ ts: event.ts, service: event.service, waitMs: Math.max(0, event.ts - event.submitted_at) });
         return;
       case 'job.failed':
-        this.#failures = [{ ts: event.ts, pool: poolOfShard(event.pool), job: event.job, service: event.service, worker: event.worker, reason: event.reason }, ...this.#failures]
+        this.#failures = [{ ts: event.ts, pool: event.pool, job: event.job, service: event.service, worker: event.worker, reason: event.reason }, ...this.#failures]
           .sort((a, b) => b.ts - a.ts)
           .slice(0, RECENT_FAILURES);
         history.finished.push({ ts: event.ts, failed: true });

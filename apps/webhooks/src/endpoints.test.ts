@@ -367,4 +367,40 @@ describe('webhook endpoint delivery', () => {
     expect(ops.received.map((q) => (q.event.data as unknown as { worker: string }).worker).sort()).toEqual(ids.map((_, i) => `rate-worker-${i}`));
     expect(tenantAll.received.every((q) => q.event.type === 'job.started')).toBe(true);
   });
+
+  it('names the pool of an event in a shard other than the first, the shard beside it, and keeps message ids apart per shard', async () => {
+    await service();
+    const jobs = await receiver();
+    const ops = await receiver();
+    const a = await endpoint(keys.acme!, { url: jobs.url, events: ['job.succeeded'] });
+    await endpoint(operator, { url: ops.url, events: ['worker.registered'] });
+    await stack.broker.setShardCount('wide', 2);
+    // registered in both shards: one worker.registered in each shard's stream
+    await stack.broker.registerWorker({ id: 'wide-worker', pool: 'wide', capabilities: { services: ['simulation'] } });
+    let id = '';
+    for (let i = 0; !id.startsWith('wide_1.'); i += 1) {
+      if (i === 64) throw new Error('64 submits and none placed on wide_1');
+      ({ id } = await stack.broker.submit({ service: 'simulation', tenant: 'acme', requirements: { pool: 'wide' } }));
+    }
+    for (let found = await stack.broker.claimInShards('wide', 'wide-worker', { first: 'wide_1' }); ; found = await stack.broker.claimInShards('wide', 'wide-worker')) {
+      const job = found.results[0]?.job;
+      if (!job) break;
+      await stack.broker.start(job.lease);
+      await stack.broker.complete(job.lease, { ok: true });
+    }
+    await until(() => jobs.typesOf(id).includes('job.succeeded'), 'the job on wide_1 succeeded at the endpoint');
+    const done = jobs.received.find((q) => (q.event.data as { id?: string }).id === id)!;
+    expect(done.event.data).toMatchObject({ id, pool: 'wide' });
+    expect(done.headers['webhook-id']).toMatch(new RegExp(`^msg_wide_1_\\d+-\\d+_${a.id}$`));
+    await until(() => ops.received.filter((q) => (q.event.data as { worker?: string }).worker === 'wide-worker').length === 2, 'worker.registered from both shards');
+    const registered = ops.received.filter((q) => (q.event.data as { worker?: string }).worker === 'wide-worker');
+    const fields = registered.map((q) => q.event.data as unknown as Record<string, unknown>);
+    expect(fields.sort((x, y) => String(x.shard ?? '').localeCompare(String(y.shard ?? '')))).toEqual([
+      expect.not.objectContaining({ shard: expect.anything() }),
+      expect.objectContaining({ pool: 'wide', shard: 'wide_1' }),
+    ]);
+    expect(registered.every((q) => (q.event.data as { pool?: string }).pool === 'wide')).toBe(true);
+    // the same stream id in two shards' streams is two messages
+    expect(new Set(registered.map((q) => q.headers['webhook-id'])).size).toBe(2);
+  });
 });

@@ -42,7 +42,8 @@ const WEBHOOK_TYPE: Partial<Record<JobStreamEvent['type'], WebhookEventType>> = 
  * an event read twice is queued once and a receiver can dedupe.
  */
 export function messageId(event: StreamEvent, endpoint?: string): string {
-  return endpoint ? `msg_${event.pool}_${event.id}_${endpoint}` : `msg_${event.pool}_${event.id}`;
+  // per stream: a stream id is unique within its shard's stream (the pool's own name for shard 0)
+  return endpoint ? `msg_${event.shard}_${event.id}_${endpoint}` : `msg_${event.shard}_${event.id}`;
 }
 
 /** Events read at once. */
@@ -326,7 +327,7 @@ export class EventIntake {
     const facts = { type: event.type, workflow: event.workflow };
     const targets = (await this.endpointsOf(event.tenant, cache)).filter((endpoint) => endpointWants(endpoint, facts));
     if (targets.length === 0) return [];
-    const { id: _entry, ts, pool: _pool, type, ...data } = event;
+    const { id: _entry, ts, pool: _pool, shard: _shard, type, ...data } = event;
     const body = JSON.stringify({ type, timestamp: new Date(ts).toISOString(), data });
     return targets.map((endpoint) => ({ id: messageId(event, endpoint.id), tenant: event.tenant, url: endpoint.url, job: event.workflow, type, body, endpoint: endpoint.id }));
   }
@@ -336,7 +337,9 @@ export class EventIntake {
     if (event.type === 'unknown' || !isOperatorEventType(event.type)) return [];
     const targets = (await this.endpointsOf('', cache)).filter((endpoint) => endpointWants(endpoint, { type: event.type }));
     if (targets.length === 0) return [];
-    const { id: _entry, ts, ...data } = event as StreamEvent & Record<string, unknown>;
+    // as the feeds show it: the pool, and the shard only where it is not the pool's first
+    const { id: _entry, ts, shard, ...data } = event as StreamEvent & Record<string, unknown>;
+    if (shard !== event.pool) data.shard = shard;
     const subject = 'machine' in event && event.type.startsWith('machine.') ? `machine:${String(event.machine)}` : 'worker' in event ? `worker:${String(event.worker)}` : `fleet:${event.pool}`;
     const body = JSON.stringify({ type: event.type, timestamp: new Date(ts).toISOString(), data });
     return targets.map((endpoint) => ({ id: messageId(event, endpoint.id), tenant: '', url: endpoint.url, job: subject, type: event.type, body, endpoint: endpoint.id }));

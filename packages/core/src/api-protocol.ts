@@ -103,6 +103,8 @@ export const EventFields = z
   .object({
     id: z.string(),
     pool: PoolName,
+    /** the pool's shard whose stream holds the event, when it is not the pool's first (`standard_2`): cursors are per `shard ?? pool` */
+    shard: ShardName.optional(),
     ts: Ms,
     job: JobId.optional(),
     state: z.string().optional(),

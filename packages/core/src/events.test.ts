@@ -111,11 +111,24 @@ describe('the event union as the one contract of the stream', () => {
         const raw = { ...(overlay ? (wellFormed[type] ?? {}) : {}), ...fields, type, ts: '42' };
         const zod = StreamEventBody.safeParse(raw);
         const event = parseStreamEntry('standard', '42-0', raw);
-        if (zod.success) expect(event).toStrictEqual({ ...zod.data, pool: 'standard', id: '42-0', ts: 42 });
+        if (zod.success) expect(event).toStrictEqual({ ...zod.data, pool: 'standard', shard: 'standard', id: '42-0', ts: 42 });
         else expect(event.type).toBe('unknown');
       }),
       { numRuns: 3_000 },
     );
+  });
+
+  it('names the pool and, apart, the shard whose stream holds an entry; a view shows the shard only when it is not the pool\'s first', () => {
+    const fields = { type: 'job.queued', job: 'standard_2.abcdefabcdef', state: 'queued', tenant: 't', service: 's', ts: '42' };
+    const inShard = parseStreamEntry('standard_2', '42-0', fields);
+    expect(inShard).toMatchObject({ pool: 'standard', shard: 'standard_2', id: '42-0' });
+    expect(eventView(inShard)).toMatchObject({ pool: 'standard', shard: 'standard_2' });
+    const first = eventView(parseStreamEntry('standard', '42-0', { ...fields, job: 'standard.abcdefabcdef' }));
+    expect(first.pool).toBe('standard');
+    expect('shard' in first).toBe(false);
+    // an entry this code does not know keeps both as well
+    const unknown = eventView(parseStreamEntry('standard_3', '43-0', { type: 'job.teleported', ts: '43' }));
+    expect(unknown).toMatchObject({ pool: 'standard', shard: 'standard_3', type: 'job.teleported' });
   });
 });
 

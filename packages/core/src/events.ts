@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { EventView } from './api-protocol';
 import { JobProgress } from './job';
 import { PLANNER_ACTIONS } from './planner';
+import { poolOfShard } from './pool-shards';
 import { MACHINE_STATES } from './registry';
 
 /**
@@ -173,9 +174,14 @@ export const STREAM_EVENT_TYPES: readonly StreamEventType[] = StreamEventBody.op
 /** The families of event types (`job.*`, `worker.*`, ...), for filters that take a whole family. */
 export const EVENT_FAMILIES = [...new Set(STREAM_EVENT_TYPES.map((type) => type.slice(0, type.indexOf('.'))))];
 
-/** Where an entry sits: its pool, its stream id (a cursor) and its time (ms, Redis's clock). */
+/**
+ * Where an entry sits: its pool; the shard of the pool whose stream holds it
+ * (the pool's own name for shard 0, `<pool>_<k>` for shard k); its stream id,
+ * a cursor within that shard's stream; its time (ms, Redis's clock).
+ */
 interface EntryPosition {
   pool: string;
+  shard: string;
   id: string;
   ts: number;
 }
@@ -189,22 +195,24 @@ export type StreamEvent = KnownStreamEvent | UnknownStreamEvent;
 export type StreamEventOf<T extends StreamEventType> = KnownStreamEvent & { type: T };
 
 /**
- * The event of one stream entry (`fields`: its field/value pairs, flat as XREAD
- * gives them, or folded): the one parse every reader of the stream goes
- * through (the broker's reads call it). An entry in the form the Lua library
- * writes takes the fast path below; anything else gets zod's verdict.
+ * The event of one entry of `shard`'s stream (`fields`: its field/value pairs,
+ * flat as XREAD gives them, or folded): the one parse every reader of the
+ * stream goes through (the broker's reads call it). An entry in the form the
+ * Lua library writes takes the fast path below; anything else gets zod's verdict.
  */
-export function parseStreamEntry(pool: string, id: string, fields: string[] | Record<string, string>): StreamEvent {
+export function parseStreamEntry(shard: string, id: string, fields: string[] | Record<string, string>): StreamEvent {
   const raw = Array.isArray(fields) ? fold(fields) : fields;
   const ts = Number(raw.ts ?? Number.parseInt(id, 10));
+  const pool = poolOfShard(shard);
   const fast = fastParse(raw);
   if (fast) {
     fast.pool = pool;
+    fast.shard = shard;
     fast.id = id;
     fast.ts = Number.isFinite(ts) ? ts : 0;
     return fast as unknown as StreamEvent;
   }
-  const position = { pool, id, ts: Number.isFinite(ts) ? ts : 0 };
+  const position = { pool, shard, id, ts: Number.isFinite(ts) ? ts : 0 };
   const known = StreamEventBody.safeParse(raw);
   if (known.success) return { ...known.data, ...position };
   const problem = known.error.issues.map((i) => `${i.path.join('.') || 'entry'}: ${i.message}`).join('; ');
@@ -362,25 +370,35 @@ export function eventTypeMatches(filter: EventTypeFilter | undefined, type: stri
 }
 
 /**
- * An event as the API sends it (history, SSE, WebSocket): its fields as parsed,
- * `routable` as a boolean. An entry this code does not know goes out as stored,
- * with its own type, so a client that knows it still can use it.
+ * An event as the API sends it (history, SSE, WebSocket, webhooks): its fields
+ * as parsed, `routable` as a boolean, `shard` only when the event is in a shard
+ * other than the pool's first (a feed's cursors are per `shard ?? pool`). An
+ * entry this code does not know goes out as stored, with its own type, so a
+ * client that knows it still can use it.
  */
 export function eventView(event: StreamEvent): EventView {
   if (event.type === 'unknown') {
     const { type = 'unknown', ts: _ts, ...fields } = event.raw;
-    const view: EventView = { id: event.id, pool: event.pool, ts: event.ts, type };
+    const view: EventView = { id: event.id, pool: event.pool, ...(event.shard === event.pool ? {} : { shard: event.shard }), ts: event.ts, type };
     for (const [key, value] of Object.entries(fields)) if (value !== '') view[key] = value;
     return view;
   }
   const view: EventView = { ...event };
+  if (event.shard === event.pool) delete view.shard;
   for (const [key, value] of Object.entries(view)) if (value === undefined) delete view[key];
   if (event.type === 'job.queued' && event.routable !== undefined) view.routable = event.routable === '1';
   return view;
 }
 
 /** What eventView gives for a known event, typed: what the monitor and other readers of the API's feeds switch on. */
-export type StreamEventView = KnownStreamEvent extends infer E ? (E extends { type: 'job.queued' } ? Omit<E, 'routable'> & { routable?: boolean } : E) : never;
+export type StreamEventView = KnownStreamEvent extends infer E
+  ? E extends { type: 'job.queued' }
+    ? Without<E, 'routable' | 'shard'> & { routable?: boolean; shard?: string }
+    : Without<E, 'shard'> & { shard?: string }
+  : never;
+
+/** `T` less the keys `K`; unlike Omit, it keeps T's known keys when T also has an index signature (catch-all events). */
+type Without<T, K extends PropertyKey> = { [P in keyof T as P extends K ? never : P]: T[P] };
 
 /** For exhaustive switches over event types: a type added to the union without a case is a compile error here. */
 export function assertNever(value: never): never {

@@ -25,6 +25,8 @@ export interface UnknownLiveEvent {
   event: 'unknown';
   id: string;
   pool: string;
+  /** the pool's shard whose stream holds it, when not the pool's first (cursors are per shard ?? pool) */
+  shard?: string;
   ts: number;
   /** the type the API sent */
   sent_as: string;
@@ -45,7 +47,7 @@ export function isKnownEventType(type: string): type is StreamEventType {
 /** The typed event of a feed message: a known type as sent, any other marked unknown (never guessed at). */
 export function toLiveEvent(message: LiveEventMessage): LiveEvent {
   if (isKnownEventType(message.event)) return message as unknown as KnownLiveEvent;
-  return { type: 'event', event: 'unknown', id: message.id, pool: message.pool, ts: message.ts, sent_as: message.event };
+  return { type: 'event', event: 'unknown', id: message.id, pool: message.pool, ...(message.shard === undefined ? {} : { shard: message.shard }), ts: message.ts, sent_as: message.event };
 }
 
 /** An event of a history (GET /v1/jobs/:id/events, /v1/machines/:id/events) typed, or undefined when its type is not known here. */

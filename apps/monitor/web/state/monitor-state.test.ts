@@ -119,6 +119,15 @@ describe('deltas', () => {
     expect(monitorReducer(base, events(stale))).toBe(base);
   });
 
+  it("keeps a cursor per shard of a sharded pool: an event of shard 1 is applied to the pool even when shard 0's cursor is past its id", () => {
+    const base = reduce({ type: 'snapshot', snapshot: fleet, at: 1 });
+    const ahead = feedEvent('job.queued', { job: 'standard.j3', state: 'queued', service: 'simulation' }, { ts: 1_800_000_000_000 });
+    const inShard = { ...feedEvent('job.queued', { job: 'standard_1.j4', state: 'queued', service: 'simulation' }, { ts: 1_700_000_000_500 }), shard: 'standard_1' };
+    const state = monitorReducer(monitorReducer(base, events(ahead)), events(inShard));
+    expect(state.cursors).toMatchObject({ standard: ahead.id, standard_1: inShard.id });
+    expect(state.jobs['standard_1.j4']).toMatchObject({ pool: 'standard', state: 'queued' });
+  });
+
   it('shows a worker that went offline as offline and keeps it; only a removal from the registry (gone) drops it', () => {
     const base = reduce({ type: 'snapshot', snapshot: fleet, at: 1 });
     const offline = monitorReducer(base, events(

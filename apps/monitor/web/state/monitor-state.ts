@@ -331,10 +331,12 @@ export function applyEvents(state: MonitorState, events: readonly LiveEvent[]): 
   const next = draft.next;
   let applied = 0;
   for (const event of events) {
-    const cursor = next.cursors[event.pool];
+    // cursors are per stream: per shard of a pool (its own name for shard 0)
+    const stream = event.shard ?? event.pool;
+    const cursor = next.cursors[stream];
     // the feed resumes after our cursor; anything at or before it was applied already
     if (cursor !== undefined && compareStreamIds(event.id, cursor) <= 0) continue;
-    next.cursors[event.pool] = event.id;
+    next.cursors[stream] = event.id;
     applied += 1;
     next.lastEventAt = Math.max(next.lastEventAt ?? 0, event.ts);
     applyEvent(draft, event);
