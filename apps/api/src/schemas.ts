@@ -1,4 +1,4 @@
-import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, PoolName, QUEUE_HISTORY_RANGES, ServiceName, ShardCount, SubmitJobInput, SubmitWorkflowInput, TenantId } from '@emp/core';
+import { ApiErrorBody, EventTypeFilter, StreamId, JobErrorInfo, JobId, JobState, MachineAction, MachineId, ModelName, NodeAddress, PoolName, QUEUE_HISTORY_RANGES, ServiceName, ShardCount, SubmitJobInput, SubmitWorkflowInput, TenantId } from '@emp/core';
 import { z } from 'zod';
 import { ApiError } from './errors';
 
@@ -128,8 +128,8 @@ export const PoolQuery = z.object({ pool: PoolName.optional(), api_key: z.string
 export const ServiceParams = z.object({ service: ServiceName }).strict();
 
 export const PoolParams = z.object({ pool: PoolName }).strict();
-/** PUT /v1/pools/:pool/shards: how many shards the pool's submits go to (1..64) */
-export const ShardCountBody = z.object({ count: ShardCount }).strict();
+/** PUT /v1/pools/:pool/shards: how many shards the pool's submits go to (1..64); `onto`: the masters a grow's added shards are put on */
+export const ShardCountBody = z.object({ count: ShardCount, onto: z.array(NodeAddress).min(1).max(64).optional() }).strict();
 export const PauseBody = optionalBody(z.object({ pool: PoolName.optional(), reason: z.string().max(500).optional() }).strict());
 
 export const MachineParams = z.object({ id: MachineId, action: MachineAction }).strict();

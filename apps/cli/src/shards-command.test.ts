@@ -82,11 +82,16 @@ describe('emp shards on one Redis', () => {
       [['narrow', 'two'], /^error: invalid <count>: expected a whole number, got 'two'$/],
       [['narrow', '1.5'], /^error: invalid <count>: expected a whole number, got '1.5'$/],
       [['narrow'], /^error: missing required argument 'count'/],
+      [['narrow', '2', '--onto', 'nowhere'], /^error: invalid <onto>: 0: a node is host:port, as CLUSTER NODES names it/],
     ] as const) {
       const refused = await runEmp(['shards', 'set', ...args], env);
       expect({ args, code: refused.code, stdout: refused.stdout }).toEqual({ args, code: 2, stdout: '' });
       expect(refused.stderr.trim()).toMatch(message);
     }
+    // a well-formed --onto on one Redis server: the broker's reason, as bad input (exit code 2)
+    const single = await runEmp(['shards', 'set', 'narrow', '2', '--onto', '127.0.0.1:7000'], env);
+    expect(single.code).toBe(2);
+    expect(single.stderr).toMatch(/onto places new shards on masters of a Redis Cluster; this is one Redis server/);
     expect(await (await Broker.connect({ redis: connection })).poolShards('narrow', { fresh: true })).toEqual({ pool: 'narrow', count: 1, serve: 1 });
   });
 });

@@ -242,11 +242,20 @@ export type ShardNodeView = z.infer<typeof ShardNodeView>;
  * shards submits are placed on; `serve`, the shards workers claim in (more than `count` while
  * the shards a reshard took out of placement still hold jobs). PUT /v1/pools/:pool/shards answers it.
  */
+/** `host:port` of a Redis node, as CLUSTER NODES names it */
+export const NodeAddress = z.string().regex(/^[^\s:]+:[0-9]{1,5}$/, 'a node is host:port, as CLUSTER NODES names it (127.0.0.1:7003)');
+
+/** A shard put on a master by a grow with `onto`: its slot and that master. */
+export const ShardPlacement = z.object({ shard: ShardName, slot: z.number().int().min(0).max(16383), node: NodeAddress }).strict().meta({ id: 'ShardPlacement' });
+export type ShardPlacement = z.infer<typeof ShardPlacement>;
+
 export const PoolShards = z
   .object({
     pool: PoolName,
     count: ShardCount,
     serve: ShardCount,
+    /** a grow with `onto`: where each added shard was put */
+    moved: z.array(ShardPlacement).optional(),
   })
   .strict()
   .meta({ id: 'PoolShards' });

@@ -63,6 +63,11 @@ async function ensureOnNode(node: Redis, library: FunctionLibrary): Promise<bool
   return true;
 }
 
+/** Loads the library on one server where its version differs (a master just added to a cluster has none). */
+export function ensureFunctionLibraryOn(node: Redis): Promise<boolean> {
+  return ensureOnNode(node, functionLibrary());
+}
+
 /**
  * Loads the library where its version differs from the running code's. Functions
  * live per server, so on a cluster every master gets it. Then brings every pool

@@ -176,6 +176,24 @@ describe('a pool with shards', () => {
     expect(woken.results[0]?.job?.id).toBe(next.id);
   });
 
+  it('a claim looks past the shards a reshard added before the worker registered there, and finds their jobs once it has', async () => {
+    await broker.setShardCount(POOL, 2);
+    await broker.registerWorker({ id: 'w-late', pool: POOL, capabilities: SIM });
+    await broker.setShardCount(POOL, 4);
+    const submitted = await submitMany(40);
+    const inNew = submitted.filter((r) => ['standard_2', 'standard_3'].includes(poolOfJobId(r.id)));
+    expect(inNew.length).toBeGreaterThan(0);
+    // not registered in standard_2 / _3 yet: no UNKNOWN_WORKER from them, their jobs wait
+    const before = await drain('w-late');
+    expect(before.sort()).toEqual(submitted.filter((r) => !inNew.includes(r)).map((r) => r.id).sort());
+    // unknown in the first shard it looks in is still the error that makes a worker register again
+    await expect(broker.claimInShards(POOL, 'w-late', { first: 'standard_2' })).rejects.toThrow(/not registered/);
+    await expect(broker.claimInShards(POOL, 'w-nobody')).rejects.toThrow(/not registered/);
+    // what the shards: signal makes a worker do
+    await broker.registerWorker({ id: 'w-late', pool: POOL, capabilities: SIM });
+    expect((await drain('w-late')).sort()).toEqual(inNew.map((r) => r.id).sort());
+  });
+
   it('a full worker leaving an idle set passes the wake-up it got there to a free worker', async () => {
     await broker.setShardCount(POOL, 2);
     await broker.registerWorker({ id: 'busy', pool: POOL, capabilities: SIM });

@@ -33,6 +33,12 @@ export interface RedisClusterProcess {
    * replica of the node that took its slots; resolves with that master's port once it is in sync.
    */
   revive(port: number, timeoutMs?: number): Promise<number>;
+  /**
+   * Starts one more node, joins it to the cluster (CLUSTER MEET) as a master
+   * serving no slot, as an operator adds a machine; resolves with its client
+   * port once every live node knows it.
+   */
+  addMaster(timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -85,29 +91,31 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
     await Promise.all(nodes.map((node) => node.stop()));
     await rm(root, { recursive: true, force: true });
   };
+  /** node `i` (its own folder) on `port`, with its cluster bus on `busPort` */
+  const startNode = async (i: number, port: number, busPort: number): Promise<RedisProcess> => {
+    const dir = join(root, `node-${i}`);
+    await mkdir(dir);
+    const startOptions: StartRedisOptions = {
+      dir,
+      port,
+      binary,
+      args: [
+        '--cluster-enabled', 'yes',
+        '--cluster-config-file', join(dir, 'nodes.conf'),
+        '--cluster-node-timeout', String(nodeTimeoutMs),
+        '--cluster-port', String(busPort),
+        // a replica that lost its master a moment ago may always take over (the test kills masters on purpose)
+        '--cluster-replica-validity-factor', '0',
+        // a replica's first sync starts at once, not after the default 5 s wait for more replicas
+        '--repl-diskless-sync-delay', '0',
+      ],
+    };
+    startOptionsByPort.set(port, startOptions);
+    return startRedis(startOptions);
+  };
   try {
     const ports = await distinctFreePorts(total * 2);
-    for (let i = 0; i < total; i++) {
-      const dir = join(root, `node-${i}`);
-      await mkdir(dir);
-      const startOptions: StartRedisOptions = {
-        dir,
-        port: ports[i * 2]!,
-        binary,
-        args: [
-          '--cluster-enabled', 'yes',
-          '--cluster-config-file', join(dir, 'nodes.conf'),
-          '--cluster-node-timeout', String(nodeTimeoutMs),
-          '--cluster-port', String(ports[i * 2 + 1]!),
-          // a replica that lost its master a moment ago may always take over (the test kills masters on purpose)
-          '--cluster-replica-validity-factor', '0',
-          // a replica's first sync starts at once, not after the default 5 s wait for more replicas
-          '--repl-diskless-sync-delay', '0',
-        ],
-      };
-      startOptionsByPort.set(startOptions.port!, startOptions);
-      nodes.push(await startRedis(startOptions));
-    }
+    for (let i = 0; i < total; i++) nodes.push(await startNode(i, ports[i * 2]!, ports[i * 2 + 1]!));
     await run(
       cliBinary,
       ['--cluster', 'create', ...nodes.map((n) => `${n.host}:${n.port}`), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'],
@@ -227,6 +235,24 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
       }
       throw new Error(`node ${port} did not come back as an online replica within ${timeoutMs} ms: ${last}`);
     },
+    async addMaster(timeoutMs = 20_000) {
+      const [port, busPort] = await distinctFreePorts(2);
+      const node = await startNode(nodes.length, port!, busPort!);
+      nodes.push(node);
+      await ask((probe) => probe.call('CLUSTER', 'MEET', node.host, port!, busPort!));
+      const deadline = Date.now() + timeoutMs;
+      let last = '';
+      while (Date.now() < deadline) {
+        const ports = live().map((n) => n.port);
+        const views = await Promise.all(live().map(async (n) => parseClusterNodes(await clusterCommand(n, 'NODES'))));
+        // every node knows every other one (the new one, the others), none still in handshake
+        const known = views.every((all) => ports.every((p) => all.some((n) => n.port === p && !n.flags.includes('handshake') && !n.failed)));
+        if (known && views.every((all) => all.some((n) => n.port === port && n.master))) return port!;
+        last = views.map((all) => all.map((n) => `${n.port} ${n.flags}`).join(', ')).join(' | ');
+        await sleep(50);
+      }
+      throw new Error(`the node on ${port} did not join the cluster within ${timeoutMs} ms: ${last}`);
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -274,12 +300,17 @@ function parseClusterNodes(text: string): ClusterNode[] {
     });
 }
 
-async function clusterInfo(node: RedisProcess): Promise<string> {
+function clusterInfo(node: RedisProcess): Promise<string> {
+  return clusterCommand(node, 'INFO');
+}
+
+/** `CLUSTER <what>` asked of one node, on a connection of its own. */
+async function clusterCommand(node: RedisProcess, what: 'INFO' | 'NODES'): Promise<string> {
   const probe = new Redis({ host: node.host, port: node.port, maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
   probe.on('error', () => undefined);
   try {
     await probe.connect();
-    return (await probe.call('CLUSTER', 'INFO')) as string;
+    return (await probe.call('CLUSTER', what)) as string;
   } finally {
     probe.disconnect();
   }

@@ -123,14 +123,16 @@ export async function fleetRoutes(app: FastifyInstance): Promise<void> {
       config: { access: 'operate' as const },
       schema: {
         summary: "Set how many shards a pool's submits go to (1..64): growing takes effect at once; shards taken out of placement stay served until their jobs are done (docs/scale-out.md)",
-        description: 'Answers the counts as stored: `count`, the shards submits go to; `serve`, the shards workers claim in (more than `count` while left-over shards still hold live jobs). Workers learn a change within 2 s.',
+        description:
+          'Answers the counts as stored: `count`, the shards submits go to; `serve`, the shards workers claim in (more than `count` while left-over shards still hold live jobs). Workers learn a change within 2 s. ' +
+          "`onto` (a grow on a Redis Cluster): masters (host:port) the added shards are put on, in turn: their slots, still empty, move there first, listed in `moved`; a slot holding keys is refused (409 BAD_STATE) and nothing moves.",
         tags: ['operator'],
         params: PoolParams,
         body: ShardCountBody,
         response: answers({ 200: PoolShards }),
       },
     },
-    async (request) => broker.setShardCount(request.params.pool, request.body.count),
+    async (request) => broker.setShardCount(request.params.pool, request.body.count, request.body.onto ? { onto: request.body.onto } : {}),
   );
 
   api.get('/v1/workers', fleetRead('Registered workers (offline ones stay listed until their retention passes)', WorkerList), async (request) => {

@@ -1,11 +1,19 @@
-import { type PoolShards, PoolName, ShardCount, type ShardReport, shardName } from '@emp/core';
+import { NodeAddress, type PoolShards, PoolName, ShardCount, type ShardReport, shardName } from '@emp/core';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { withBroker } from '../connection';
 import { intFlag, parseArguments, redisFlag } from '../flags';
 import { json, table } from '../format';
 
-const SetArguments = z.object({ pool: PoolName, count: intFlag(ShardCount) });
+const SetArguments = z.object({
+  pool: PoolName,
+  count: intFlag(ShardCount),
+  onto: z
+    .string()
+    .transform((list) => list.split(',').map((node) => node.trim()))
+    .pipe(z.array(NodeAddress).min(1))
+    .optional(),
+});
 
 export function registerShards(program: Command): void {
   const shards = program
@@ -26,14 +34,18 @@ export function registerShards(program: Command): void {
     .description("spread a pool's new jobs over <count> shards (1..64): growing takes effect at once; shrinking keeps the left-over shards served until their jobs are done")
     .argument('<pool>', 'the pool, e.g. standard')
     .argument('<count>', 'how many shards its submits go to, 1 to 64')
-    .option('--json', "print JSON for scripts: {pool, count, serve} (the API's PUT /v1/pools/:pool/shards)")
-    .action(async (poolArgument: string, countArgument: string, _options: unknown, command: Command) => {
-      const { pool, count } = parseArguments(SetArguments, { pool: poolArgument, count: countArgument });
+    .option('--json', "print JSON for scripts: {pool, count, serve, moved?} (the API's PUT /v1/pools/:pool/shards)")
+    .option(
+      '--onto <nodes>',
+      'a grow on a Redis Cluster: put the added shards on these masters (host:port, comma-separated; e.g. masters just added), moving their still empty slots there first',
+    )
+    .action(async (poolArgument: string, countArgument: string, options: { onto?: string }, command: Command) => {
+      const { pool, count, onto } = parseArguments(SetArguments, { pool: poolArgument, count: countArgument, onto: options.onto });
       // --json after `set` is read by `shards` as its own flag: the two mean the same
       const asJson = command.optsWithGlobals().json === true;
       await withBroker(redisFlag(command), async (broker) => {
         const before = await broker.poolShards(pool, { fresh: true });
-        const after = await broker.setShardCount(pool, count);
+        const after = await broker.setShardCount(pool, count, onto ? { onto } : {});
         process.stdout.write(`${asJson ? json(after) : describeChange(before, after)}\n`);
       });
     });
@@ -43,7 +55,8 @@ const shardsText = (n: number) => `${n} shard${n === 1 ? '' : 's'}`;
 
 /** `pool standard: 4 shards (was 1); workers serve 4`, and which shards stay served past the count and why. */
 function describeChange(before: PoolShards, after: PoolShards): string {
-  const change = `pool ${after.pool}: ${shardsText(after.count)} (was ${before.count}); workers serve ${after.serve}`;
+  const placed = after.moved?.length ? `; ${after.moved.map((m) => `${m.shard} on ${m.node} (slot ${m.slot})`).join(', ')}` : '';
+  const change = `pool ${after.pool}: ${shardsText(after.count)} (was ${before.count}); workers serve ${after.serve}${placed}`;
   if (after.serve > after.count) {
     const leftOver = Array.from({ length: after.serve - after.count }, (_, k) => shardName(after.pool, after.count + k));
     return `${change}: ${leftOver.join(', ')} take no new jobs and stay served until their jobs are done`;

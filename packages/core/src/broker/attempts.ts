@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { CompletionBatcher } from '../completion-batch';
 import { DEFAULT_AFFINITY_OVERDUE_MS } from '../config';
-import { PayloadTooLargeError, ValidationError } from '../errors';
+import { PayloadTooLargeError, UnknownWorkerError, ValidationError } from '../errors';
 import { JobErrorInfo, JobProgress, poolOfJobId } from '../job';
 import { parseWith } from '../validation';
 import { type BrokerContext, checkedPool, checkedShard, jsonOf, settled } from './context';
@@ -252,7 +252,15 @@ export async function claimInShards(ctx: BrokerContext, pool: string, workerId: 
   for (const shard of order) {
     if (options.skip?.has(shard) && shard !== options.first) continue;
     const wokenFor = shard === options.first ? (options.wokenFor ?? '') : '';
-    const results = count > 1 ? await claimMany(ctx, shard, workerId, count, wokenFor) : [await claim(ctx, shard, workerId, wokenFor)];
+    let results: ClaimResult[];
+    try {
+      results = count > 1 ? await claimMany(ctx, shard, workerId, count, wokenFor) : [await claim(ctx, shard, workerId, wokenFor)];
+    } catch (error) {
+      // a shard a reshard added a moment ago, where the worker has not registered yet (it does on the shards: signal
+      // or at its heartbeat): not its to look in yet; unknown in the first shard looked in, the worker hears it
+      if (error instanceof UnknownWorkerError && shard !== first) continue;
+      throw error;
+    }
     if (results[0]?.job) return { results, shard, idleIn, retryAt };
     const none = results.at(-1);
     if (none && !none.job && none.retryAt !== undefined) retryAt = Math.min(retryAt ?? Infinity, none.retryAt);

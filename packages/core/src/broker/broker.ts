@@ -434,10 +434,11 @@ export class Broker {
   /**
    * Places the pool's new jobs on `count` shards (docs/scale-out.md, "Shards
    * within a pool"). Growing takes effect at once; shards taken out of placement
-   * stay served until their jobs are done (settleShards).
+   * stay served until their jobs are done (settleShards). `onto` (a grow on a
+   * cluster): the added shards' empty slots are moved to those masters first.
    */
-  setShardCount(pool: string, count: number): Promise<PoolShards> {
-    return shards.setShardCount(this.#ctx, pool, count);
+  setShardCount(pool: string, count: number, options: shards.SetShardCountOptions = {}): Promise<PoolShards> {
+    return shards.setShardCount(this.#ctx, pool, count, options);
   }
 
   /** Stops serving the shards a reshard took out of placement once they hold no live job; serves again one that holds some. */

@@ -1,9 +1,12 @@
 /// <reference path="../cluster-key-slot.d.ts" />
 import calculateSlot from 'cluster-key-slot';
-import type { Cluster, Redis } from 'ioredis';
-import type { PoolShards, PoolShardsView, ShardNodeView, ShardReport, ShardView } from '../api-protocol';
+import { type Cluster, Redis } from 'ioredis';
+import { z } from 'zod';
+import { NodeAddress, type PoolShards, type PoolShardsView, type ShardNodeView, type ShardPlacement, type ShardReport, type ShardView } from '../api-protocol';
 import type { BrokerContext } from './context';
 import { ShardCount, poolOfShard, shardIndex, shardsOf } from '../pool-shards';
+import { EmpError, ValidationError } from '../errors';
+import { ensureFunctionLibraryOn } from '../library';
 import { parseWith } from '../validation';
 import { checkedPool } from './context';
 import { FUNCTIONS } from './functions';
@@ -134,14 +137,30 @@ async function readSlotMap(cluster: Cluster): Promise<SlotMap> {
   return { masterOf: (slot) => owners.find((r) => slot >= r.from && slot <= r.to)?.master, nodes };
 }
 
-/** Sets how many shards the pool's submits go to; a smaller count keeps the rest served until settleShards finds them empty. */
-export async function setShardCount(ctx: BrokerContext, pool: string, count: number): Promise<PoolShards> {
+export interface SetShardCountOptions {
+  /**
+   * Masters (`host:port`, as CLUSTER NODES names them) that the shards a grow
+   * adds are put on, in turn, before any of them is used: their slots, still
+   * empty, are reassigned to those masters first (moveEmptySlot). How a pool
+   * grows onto masters just added to the cluster without moving a key.
+   */
+  onto?: string[];
+}
+
+/**
+ * Sets how many shards the pool's submits go to; a smaller count keeps the rest
+ * served until settleShards finds them empty. With `onto`, the added shards'
+ * slots move to those masters first; `moved` lists them.
+ */
+export async function setShardCount(ctx: BrokerContext, pool: string, count: number, options: SetShardCountOptions = {}): Promise<PoolShards> {
   checkedPool(pool);
   parseWith(ShardCount, count, 'shard count');
   const before = await ctx.poolShards(pool, true);
   const serve = Math.max(count, before.serve);
   // the new shards first: known to every view and tick, and pausing what the pool's shard 0 has paused
   const added = shardsOf(pool, serve).slice(before.serve);
+  const onto = options.onto === undefined ? undefined : parseWith(z.array(NodeAddress).min(1, 'onto names at least one master (host:port)'), options.onto, 'onto');
+  const moved = onto ? await placeShards(ctx, pool, added, onto) : undefined;
   const paused = added.length > 0 ? await pausedServices(ctx, pool) : [];
   for (const shard of added) {
     await ctx.rememberPool(shard);
@@ -151,7 +170,120 @@ export async function setShardCount(ctx: BrokerContext, pool: string, count: num
   ctx.forgetShardCounts(pool);
   const settled = await settleShards(ctx, pool);
   await tellWorkers(ctx, pool);
-  return settled;
+  return moved ? { ...settled, moved } : settled;
+}
+
+const badOnto = (message: string) => new ValidationError('onto', [{ path: '', message }]);
+
+/** A node of the cluster as CLUSTER NODES describes it. */
+interface ClusterNodeLine {
+  id: string;
+  /** `host:port` (the client port) */
+  address: string;
+  master: boolean;
+  failed: boolean;
+}
+
+function parseClusterNodes(text: string): ClusterNodeLine[] {
+  return text
+    .split('\n')
+    .filter((line) => line.trim())
+    .map((line) => {
+      const [id = '', address = '', flags = ''] = line.trim().split(' ');
+      return { id, address: address.split('@')[0]!, master: flags.split(',').includes('master'), failed: /fail/.test(flags) };
+    });
+}
+
+/**
+ * Puts the shards `added` (not used yet) on the masters `onto`, in turn: each
+ * shard's slot, which must hold no key, is reassigned to its master the way
+ * `redis-cli --cluster reshard` moves a slot (IMPORTING on the target,
+ * MIGRATING on the owner, then NODE on the target, the owner and every other
+ * master), with no key to migrate. A slot that holds keys is refused: moving it
+ * while calls reach it would split a shard's keys over two nodes, and the
+ * functions, which name only the shard's anchor key, would read half a shard
+ * (docs/scale-out.md, "Adding masters").
+ */
+async function placeShards(ctx: BrokerContext, pool: string, added: string[], onto: string[]): Promise<ShardPlacement[]> {
+  if (!ctx.redis.isCluster) throw badOnto(`onto places new shards on masters of a Redis Cluster; this is one Redis server`);
+  if (added.length === 0) {
+    throw badOnto(`onto places the shards a grow adds, and pool ${pool} already has that many: give a count above its served shards`);
+  }
+  const cluster = ctx.redis as Cluster;
+  const probe = cluster.nodes('master')[0];
+  if (!probe) throw new Error('the Redis Cluster client knows no master yet');
+  const nodes = parseClusterNodes(String(await probe.call('CLUSTER', 'NODES')));
+  const masters = nodes.filter((n) => n.master && !n.failed);
+  const targets = onto.map((address) => {
+    const node = masters.find((n) => n.address === address);
+    if (!node) throw badOnto(`${address} is not a live master of this cluster; its masters are ${masters.map((n) => n.address).join(', ')}`);
+    return node;
+  });
+  const connections = new Map<string, Redis>(cluster.nodes('all').map((node) => [nodeAddress(node), node] as const));
+  const opened: Redis[] = [];
+  /** a connection to a master: the cluster client's, or (a master with no slot yet, which it does not know) one of our own */
+  const connect = (node: ClusterNodeLine): Redis => {
+    const known = connections.get(node.address);
+    if (known) return known;
+    const cut = node.address.lastIndexOf(':');
+    const own = new Redis({ ...cluster.options.redisOptions, host: node.address.slice(0, cut), port: Number(node.address.slice(cut + 1)), lazyConnect: false });
+    own.on('error', () => undefined);
+    opened.push(own);
+    connections.set(node.address, own);
+    return own;
+  };
+  try {
+    const slotMap = await readSlotMap(cluster);
+    const moves = added.map((shard, i) => {
+      const slot = calculateSlot(ctx.keys.anchor(shard));
+      const ownerAddress = slotMap.masterOf(slot);
+      const owner = masters.find((n) => n.address === ownerAddress);
+      if (!owner) throw new Error(`slot ${slot} of shard ${shard} has no live master (${ownerAddress ?? 'unassigned'}); the cluster must be whole first`);
+      return { shard, slot, owner, target: targets[i % targets.length]! };
+    });
+    // every slot checked before any moves, so that a refusal leaves the cluster as it was
+    for (const { shard, slot, owner } of moves) {
+      const keys = Number(await connect(owner).call('CLUSTER', 'COUNTKEYSINSLOT', slot));
+      if (keys > 0) throw slotHoldsKeys(slot, shard, owner, keys);
+    }
+    // functions live per server: a master added since the processes connected has none yet
+    for (const target of new Set(moves.map((move) => move.target))) await ensureFunctionLibraryOn(connect(target));
+    const placed: ShardPlacement[] = [];
+    for (const { shard, slot, owner, target } of moves) {
+      if (owner.id !== target.id) await moveEmptySlot(slot, shard, connect(owner), owner, connect(target), target, masters.map(connect));
+      placed.push({ shard, slot, node: target.address });
+    }
+    // the client's map learns the new owners now, not at the first MOVED
+    await new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve()));
+    return placed;
+  } finally {
+    for (const connection of opened) connection.disconnect();
+  }
+}
+
+/** Reassigns an empty slot from `owner` to `target`; refuses (and leaves the slot where it was) if the owner holds a key in it. */
+function slotHoldsKeys(slot: number, shard: string, owner: ClusterNodeLine, keys: number): EmpError {
+  return new EmpError(
+    'BAD_STATE',
+    `slot ${slot} of shard ${shard} holds ${keys} key${keys === 1 ? '' : 's'} on ${owner.address}: only an empty slot is moved ` +
+      '(a slot moved while its shard is in use splits the shard over two nodes; see docs/scale-out.md, "Adding masters")',
+  );
+}
+
+async function moveEmptySlot(slot: number, shard: string, owner: Redis, ownerNode: ClusterNodeLine, target: Redis, targetNode: ClusterNodeLine, masters: Redis[]): Promise<void> {
+  await target.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', ownerNode.id);
+  await owner.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetNode.id);
+  // a key written between the count and MIGRATING stays on the owner: look again, and put the slot back if one did
+  const after = Number(await owner.call('CLUSTER', 'COUNTKEYSINSLOT', slot));
+  if (after > 0) {
+    await target.call('CLUSTER', 'SETSLOT', slot, 'STABLE');
+    await owner.call('CLUSTER', 'SETSLOT', slot, 'STABLE');
+    throw slotHoldsKeys(slot, shard, ownerNode, after);
+  }
+  // the target first (it takes the slot with a new config epoch), then the owner, then the others (gossip would tell them too)
+  await target.call('CLUSTER', 'SETSLOT', slot, 'NODE', targetNode.id);
+  await owner.call('CLUSTER', 'SETSLOT', slot, 'NODE', targetNode.id);
+  for (const master of masters) if (master !== target && master !== owner) await master.call('CLUSTER', 'SETSLOT', slot, 'NODE', targetNode.id).catch(() => undefined);
 }
 
 /**
