@@ -16,7 +16,7 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  *                                  wq:<class>:<workflow>: the class's queued jobs of one workflow (workers restricted to
  *                                  tenants or a workflow claim through them); laned: the shard keeps lanes ('scanning' while
  *                                  the queued jobs are put into them, then 'done'), absent until a restricted worker registers
- *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags (moved_to: the class it is today, on a class an older layout stored); classlist / unroutable: sets of the classes in use (swept when empty)
+ *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags, dclass: its jobs' duration class (routing.ts; moved_to: the class it is today, on a class an older layout stored); classlist / unroutable: sets of the classes in use (swept when empty)
  *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
@@ -69,7 +69,7 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  *                                  capacity (JSON: the capacity hint, machines and how it was found), decisions (JSON: the
  *                                  last 50 prefetch / evict decisions, oldest first: ts, machine, action, model, reason, forecast)
  *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 (to 288) succeeded
- *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first;
+ *                                  jobs of one duration class (service + sorted models, `dclass` on the job's class), newest first;
  *                                  durations:service:<service> the same for all of a service's classes (a class short of
  *                                  samples is routed by it); dclasses: hash dclass -> JSON {service, models} of every class
  *                                  with durations (routing.ts, docs/pools.md).

@@ -297,8 +297,8 @@ export function submitArgs(ctx: BrokerContext, job: SubmitJob, id: string, paylo
   if (job.webhook) fields.push('webhook', JSON.stringify(job.webhook));
   if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
   if (job.step !== undefined) fields.push('step', job.step);
-  // how the pool was chosen (short values: the hash stays compact), and the class a success records its time under
-  fields.push('dclass', dclass, ...routeFields);
+  // how the pool was chosen (short values: the hash stays compact); the duration class goes on the requirement class
+  fields.push(...routeFields);
   if (job.expected_duration_s !== undefined) fields.push('expected_duration_s', job.expected_duration_s);
   // an optional field: a claim reads it only from a job marked `opt` (a job submitted with tracing off pays nothing)
   if (options.traceparent && TRACEPARENT.test(options.traceparent)) fields.push('traceparent', options.traceparent);
@@ -315,6 +315,7 @@ export function submitArgs(ctx: BrokerContext, job: SubmitJob, id: string, paylo
     job.deadlines?.start_timeout_ms ?? '',
     payload,
     config.maxQueuedClasses,
+    dclass,
     fields.length,
     ...fields,
   ];

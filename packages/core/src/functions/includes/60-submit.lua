@@ -4,12 +4,13 @@
 --   [+3] priority (-1000..1000)  [+4] idempotency key ('' none)  [+5] request fingerprint
 --   [+6] idempotency ttl ms  [+7] delay ms  [+8] queue ttl ms ('' none)  [+9] start timeout ms ('' none)
 --   [+10] payload (JSON)  [+11] most classes the shard may have queued ('' no limit)
---   [+12] n, the number of field/value arguments that follow
---   [+13 .. +12+n] field/value pairs stored on the job as given, starting with
+--   [+12] duration class (routing.ts: service and models), kept on the requirement class,
+--   which determines it, not on each job  [+13] n, the number of field/value arguments that follow
+--   [+14 .. +13+n] field/value pairs stored on the job as given, starting with
 --   'tenant', <tenant>, 'service', <service>
 -- Raises IDEMPOTENCY_CONFLICT (same key, different request), DUPLICATE_ID or
 -- TOO_MANY_CLASSES (the job would open a class past the limit).
-local SUBMIT_HEADER = 13
+local SUBMIT_HEADER = 14
 
 -- Submits the job whose arguments start at args[at]; returns its reply and the
 -- index just past its arguments. Everything that can raise comes before the
@@ -92,7 +93,7 @@ local function submit_job(ctx, args, at, seq)
   local priority = tonumber(args[at + 3])
   local idem, fingerprint = args[at + 4], args[at + 5]
   local first_field = at + SUBMIT_HEADER
-  local next_at = first_field + tonumber(args[at + 12])
+  local next_at = first_field + tonumber(args[at + 13])
 
   local idem_key
   if idem ~= '' then
@@ -130,8 +131,9 @@ local function submit_job(ctx, args, at, seq)
     too_many_classes(p, max_classes)
   end
   local ckey = class_key(p, class)
-  local known = call('HMGET', ckey, 'routable', 'listed', 'laned')
+  local known = call('HMGET', ckey, 'routable', 'listed', 'laned', 'dclass')
   local routable, laned = known[1], known[3] == '1'
+  local dclass = args[at + 12]
   if not known[2] then
     -- a new class, or one swept from the class list while empty (see sweep_class_list in tick.lua)
     if routable ~= '1' then
@@ -148,9 +150,13 @@ local function submit_job(ctx, args, at, seq)
       fields[#fields + 1] = 'def'; fields[#fields + 1] = def
       fields[#fields + 1] = 'created_at'; fields[#fields + 1] = ctx.ts
     end
+    if known[4] ~= dclass then fields[#fields + 1] = 'dclass'; fields[#fields + 1] = dclass end
     call('HSET', ckey, unpack(fields))
     call('SADD', p .. 'classlist', class)
     if routable == '0' then call('SADD', p .. 'unroutable', class) end
+  elseif known[4] ~= dclass then
+    -- a class stored before classes kept their duration class (or whose definition a newer library names otherwise)
+    call('HSET', ckey, 'dclass', dclass)
   end
   if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
