@@ -33,8 +33,12 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  *   <ns>:{<pool>}:machine:<id>     machine hash; machines / machines:offline
  *   <ns>:{<pool>}:idem:<key>       a job's idempotency key (<tenant>:<key>) -> job id | request fingerprint
  *   <ns>:{<pool>}:wfidem:<key>     a workflow's idempotency key (<tenant>:<key>) -> workflow id | request fingerprint
- *   <ns>:{<pool>}:jobs             every job as "<id>|<tenant>" by submitted_at (listing); jobs:tenant:<t>: one tenant's ids
- *   <ns>:{<pool>}:jobs:sweep       where the sweep of expired jobs' index entries resumes; jobs:swept: once-a-second gate
+ *   <ns>:{<pool>}:joblog           stream, every job in submission order (listing): entry id <submitted_at>-<n>, field j
+ *                                  "<id>|<tenant>"; joblog:tenant:<t>: one tenant's, field j the id, under the same entry ids;
+ *                                  joblog:sweep: the entry after which the sweep of expired jobs' entries resumes; jobs:swept:
+ *                                  once-a-second gate. Before 2026-12-07 the index was sorted sets, jobs ("<id>|<tenant>" by
+ *                                  submitted_at) and jobs:tenant:<t> (ids), with jobs:sweep (a rank): an upgraded shard lists
+ *                                  and sweeps them until they are empty (docs/broker.md, "Listing jobs")
  *   <ns>:{<pool>}:clock            tick_at: when the shard last ticked; unwatched_from / unwatched_to: the last gap between
  *                                  ticks longer than clockGapMs, after which leases and offline deadlines get a grace
  *                                  (docs/broker.md, "Clock work")

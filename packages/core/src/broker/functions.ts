@@ -86,7 +86,7 @@ export const FUNCTIONS = {
     r.workflowSubmitReply,
   ),
   workflowCancel: writes<[id: string, reason: string], r.CancelReply>('emp_workflow_cancel', r.cancelReply),
-  listJobs: reads<[tenant: string, until: number | '', since: number | '', afterScore: number | '', afterMember: string,
+  listJobs: reads<[tenant: string, until: number | '', since: number | '', afterEntry: string, afterMember: string,
     states: string, services: string, limit: number, budget: number], r.ListJobsReply>('emp_list_jobs', r.listJobsReply),
 
   // attempts

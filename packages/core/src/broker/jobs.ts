@@ -190,9 +190,16 @@ export async function retry(ctx: BrokerContext, id: string): Promise<JobState> {
   return (await ctx.calls.call(FUNCTIONS.retry, ctx.poolOf(id), [id])) as JobState;
 }
 
+/**
+ * Where an entry sits in the submission index (emp_list_jobs): `entry` is its stream entry
+ * id `<ms>-<n>`, or, in a shard's sorted sets from before 2026-12-07, its score `<ms>`.
+ * Every shard's entries order by `rank`, a comparison valid across shards.
+ */
 interface ListPosition {
-  score: number;
+  entry: string;
   member: string;
+  /** [stream entry (1) or sorted-set entry (0), ms, n] */
+  rank: [number, number, number];
 }
 
 export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promise<JobListPage> {
@@ -203,13 +210,13 @@ export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promi
   const pages = await Promise.all(
     shards.map(async (shard) => {
       const pool = poolOfShard(shard);
-      const [found, lastScore, lastMember, exhausted] = await ctx.calls.call(FUNCTIONS.listJobs, shard, [
-        f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.score : '', cursor ? cursor.member : '',
+      const [found, lastEntry, lastMember, exhausted] = await ctx.calls.call(FUNCTIONS.listJobs, shard, [
+        f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.entry : '', cursor ? cursor.member : '',
         (f.states ?? []).join(','), (f.services ?? []).join(','), f.limit, LIST_BUDGET,
       ]);
       return {
-        items: found.map(([id, score, member, state]) => ({ id, pool, state: state as JobState, submitted_at: Number(score), position: { score: Number(score), member } })),
-        boundary: exhausted === 1 || lastScore === '' ? undefined : { score: Number(lastScore), member: lastMember },
+        items: found.map(([id, entry, member, state, submittedAt]) => ({ id, pool, state: state as JobState, submitted_at: Number(submittedAt), position: listPosition(entry, member) })),
+        boundary: exhausted === 1 || lastEntry === '' ? undefined : listPosition(lastEntry, lastMember),
       };
     }),
   );
@@ -334,19 +341,30 @@ export interface SubmitOptions {
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
-/** Index order: by submission time, then by entry (byte order, as Redis sorts equal scores). */
+function listPosition(entry: string, member: string): ListPosition {
+  const [ms, n] = entry.split('-');
+  return { entry, member, rank: [n === undefined ? 0 : 1, Number(ms), Number(n ?? 0)] };
+}
+
+/**
+ * Index order: stream entries above the older sorted sets' (a shard upgraded from them lists
+ * them last), then by submission time and place within its millisecond, then by member (byte
+ * order, as Redis sorts equal scores), which only breaks ties between shards.
+ */
 function comparePositions(a: ListPosition, b: ListPosition): number {
-  return a.score - b.score || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0);
+  for (let i = 0; i < 3; i++) if (a.rank[i] !== b.rank[i]) return a.rank[i]! - b.rank[i]!;
+  return a.member < b.member ? -1 : a.member > b.member ? 1 : 0;
 }
 
 function encodeListCursor(position: ListPosition): string {
-  return Buffer.from(`${position.score}:${position.member}`).toString('base64url');
+  return Buffer.from(`${position.entry}:${position.member}`).toString('base64url');
 }
 
+/** A cursor names an entry: `<ms>-<n>:<member>`, or `<ms>:<member>` for a sorted set's (and cursors handed out before 2026-12-07). */
 function decodeListCursor(cursor: string): ListPosition {
-  const match = /^(\d{1,16}):([A-Za-z0-9_.|-]{1,200})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  const match = /^(\d{1,16}(?:-\d{1,20})?):([A-Za-z0-9_.|-]{1,200})$/.exec(Buffer.from(cursor, 'base64url').toString());
   if (!match) throw new ValidationError('job list filter', [{ path: 'cursor', message: 'not a cursor this API handed out' }]);
-  return { score: Number(match[1]), member: match[2]! };
+  return listPosition(match[1]!, match[2]!);
 }
 
 /** 48 random bits as 10 base-36 digits; random bytes are drawn 6 KiB at a time (one syscall per 1,024 ids). */

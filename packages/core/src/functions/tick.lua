@@ -12,9 +12,39 @@
 
 -- Removes index entries of jobs whose retention has passed, looking at `limit`
 -- entries per call from where the previous sweep stopped (wrapping around), so
--- the index shrinks with the jobs without a full scan on any one tick.
+-- the index shrinks with the jobs without a full scan on any one tick. A
+-- tenant's stream is deleted once it has no entries (`joblog` never is: its
+-- newest id keeps the index in order, see job_log.add).
 local function sweep_job_index(p, limit)
+  local log = job_log.key(p)
+  local after = call('GET', p .. 'joblog:sweep')
+  local entries = call('XRANGE', log, after and ('(' .. after) or '-', '+', 'COUNT', limit)
+  for _, entry in ipairs(entries) do
+    local member = entry[2][2]
+    local sep = string.find(member, '|', 1, true)
+    local id, tenant = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    if call('EXISTS', job_key(p, id)) == 0 then
+      call('XDEL', log, entry[1])
+      local tenant_log = job_log.tenant_key(p, tenant)
+      call('XDEL', tenant_log, entry[1])
+      if call('XLEN', tenant_log) == 0 then call('DEL', tenant_log) end
+    end
+  end
+  if #entries < limit then
+    call('DEL', p .. 'joblog:sweep')
+  else
+    call('SET', p .. 'joblog:sweep', entries[#entries][1])
+  end
+end
+
+-- The sorted sets that were the index before 2026-12-07 (job_log.add), in a shard
+-- upgraded from then: swept the same way until they are empty (and so gone).
+local function sweep_legacy_job_index(p, limit)
   local index = p .. 'jobs'
+  if call('EXISTS', index) == 0 then
+    call('DEL', p .. 'jobs:sweep')
+    return
+  end
   local start = tonumber(call('GET', p .. 'jobs:sweep')) or 0
   local members = call('ZRANGE', index, start, start + limit - 1)
   local removed = 0
@@ -30,7 +60,6 @@ local function sweep_job_index(p, limit)
   local next_start = start + #members - removed
   if #members < limit then next_start = 0 end
   call('SET', p .. 'jobs:sweep', next_start)
-  return removed
 end
 
 -- `classlist` names the classes queue views show, empty ones included, and
@@ -211,6 +240,7 @@ local function tick(keys, args)
   -- the job index and the class list need sweeping about once a second, not on every tick
   if call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then
     sweep_job_index(p, limit)
+    sweep_legacy_job_index(p, limit)
     sweep_class_list(p)
   end
   local next_due = nil

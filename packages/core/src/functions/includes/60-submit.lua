@@ -200,7 +200,7 @@ local function submit_job(ctx, args, at, seq)
     count_deferred(p, 'delayed', args[first_field + 3], '1')
   end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
-  index_job(p, id, args[first_field + 1], ctx.ts)
+  job_log.add(p, id, args[first_field + 1], ctx.ts)
   demand.count(ctx, class, args[first_field + 3])
   job_event(ctx, id, 'job.queued', 'queued', 'tenant', args[first_field + 1], 'service', args[first_field + 3],
     'routable', routable)
