@@ -9,7 +9,9 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  * below take a shard where they say `pool` (an unsharded pool is its one shard).
  *
  *   <ns>:{<pool>}:shard            anchor passed as KEYS[1] to every function
- *   <ns>:{<pool>}:job:<id>         job hash
+ *   <ns>:{<pool>}:job:<id>         job hash; its payload in field `payload` when up to 64 bytes, and while queued one of up to
+ *                                  512 bytes in pieces (`payload`, `pn`, `p2`..: functions/includes/00-base.lua `pieces`)
+ *   <ns>:{<pool>}:payload:<id>     a job's payload otherwise (a larger one, or a claimed job's), expiring with the job
  *   <ns>:{<pool>}:q:<class>        queued jobs of one requirement class (score: priority, then order)
  *   <ns>:{<pool>}:classes          non-empty classes scored by their head job
  *   <ns>:{<pool>}:tq:<class>:<tenant>   lane: the class's queued jobs of one tenant; ct:<class>: its tenants by lane head;

@@ -23,6 +23,7 @@ local function get_job(keys, args)
   local lease = ''
   if ACTIVE[job.state] and job.worker then lease = call('ZSCORE', p .. 'leases', job.worker) or '' end
   local payload = job.payload or call('GET', payload_key(p, args[1])) or ''
+  if job.pn then payload = pieces.join(payload, job) end
   return { flat, class[1] or '{}', class[2] or '1', position, payload, lease }
 end
 

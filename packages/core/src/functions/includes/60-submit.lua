@@ -163,24 +163,28 @@ local function submit_job(ctx, args, at, seq)
   local queue_ttl, start_timeout = tonumber(args[at + 8]), tonumber(args[at + 9])
   -- the fields every job has and those given at submit, straight from the arguments
   -- (a table per job would cost more than the write)
-  local payload = args[at + 10]
-  if #payload <= INLINE_PAYLOAD then
-    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
-      'payload', payload, unpack(args, first_field, next_at - 1))
-  else
-    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
-      unpack(args, first_field, next_at - 1))
-    call('SET', payload_key(p, id), payload)
-  end
   -- the fields few jobs have; `opt` tells a claim that the job has some (see OPTIONAL_TAKE_FIELDS)
   local opt = queue_ttl or start_timeout
   local workflow = nil
+  -- a value over 64 bytes (a webhook, say) makes the hash a hashtable, where payload pieces cost more than a key
+  local listpack = #idem <= INLINE_PAYLOAD
   for i = first_field, next_at - 1, 2 do
     local field = args[i]
     if OPTIONAL_SUBMIT_FIELDS[field] then
       opt = true
       if field == 'workflow_id' then workflow = args[i + 1] end
     end
+    if #args[i + 1] > INLINE_PAYLOAD then listpack = false end
+  end
+  local payload = args[at + 10]
+  if #payload <= INLINE_PAYLOAD or (listpack and #payload <= pieces.MAX) then
+    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
+      'payload', string.sub(payload, 1, INLINE_PAYLOAD), unpack(args, first_field, next_at - 1))
+    if #payload > INLINE_PAYLOAD then call('HSET', key, unpack(pieces.rest(payload))) end
+  else
+    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
+      unpack(args, first_field, next_at - 1))
+    call('SET', payload_key(p, id), payload)
   end
   -- a job queued now goes into its class's lanes when the class keeps them (a delayed one when it is due)
   laned = laned and delay <= 0
