@@ -85,7 +85,7 @@ local function laned_key(p) return p .. 'laned' end
 -- `schema_version`: emp_migrate (migrate.lua) brings a shard written by an older
 -- library up to it, and a shard that never held a job starts at it. A shard
 -- without the key that holds jobs is at 1, the layout before versions were kept.
-local SCHEMA_VERSION = '2'
+local SCHEMA_VERSION = '3'
 local function schema_key(p) return p .. 'schema_version' end
 -- Stamps a shard that has never held a job (`seq` counts every job ever submitted) with the current layout.
 local function stamp_new_shard(p)
