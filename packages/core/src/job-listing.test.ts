@@ -124,7 +124,7 @@ describe('listing jobs', () => {
     expect(first.jobs[0]!.submitted_at, 'each job shows its own submitted_at').toBe(1_000_010);
   });
 
-  it('lists and sweeps a shard upgraded from the sorted-set index: its jobs after the newer ones', async () => {
+  it('lists and sweeps a shard upgraded from the sorted-set index, its jobs in time order with the newer ones', async () => {
     const b = await Broker.connect({ redis, clock: () => now, config: { retentionMs: 1_000 } });
     await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });
     const jobs = new Map<string, { tenant: string; at: number }>();
@@ -149,25 +149,22 @@ describe('listing jobs', () => {
       }
       await redis.del(log, `emp:{${shard}}:joblog:tenant:acme`, `emp:{${shard}}:joblog:tenant:globex`);
     }
-    const fresh: string[] = [];
-    for (let i = 0; i < 5; i++) {
+    now -= 3; // the newer jobs interleave with the older ones in time
+    for (let i = 0; i < 8; i++) {
       if (i % 2) now += 1;
-      fresh.push(await submit(i));
+      await submit(i);
     }
 
-    const of = (ids: string[], filter: { tenant?: string; since?: number; until?: number }) =>
-      ids.filter((id) => {
-        const job = jobs.get(id)!;
-        return (!filter.tenant || job.tenant === filter.tenant) && job.at >= (filter.since ?? 0) && job.at <= (filter.until ?? Infinity);
-      }).sort();
     const middle = jobs.get(old[3]!)!.at;
-    for (const filter of [{}, { tenant: 'acme' }, { until: middle }, { since: middle, tenant: 'globex' }]) {
+    for (const filter of [{}, { tenant: 'acme' }, { until: middle }, { since: middle, tenant: 'globex' }] as JobListFilter[]) {
+      const wanted = [...jobs].filter(([, job]) =>
+        (!filter.tenant || job.tenant === filter.tenant) && job.at >= (filter.since ?? 0) && job.at <= (filter.until ?? Infinity));
       for (const limit of [1, 3, 50]) {
         const listed = (await allPages(b, { ...filter, limit })).flat();
         const what = `${JSON.stringify(filter)} by ${limit}`;
-        const newer = of(fresh, filter);
-        expect(listed.slice(0, newer.length).sort(), `${what}: the newer jobs first`).toEqual(newer);
-        expect(listed.slice(newer.length).sort(), `${what}: then the upgraded shard's older ones`).toEqual(of(old, filter));
+        expect([...listed].sort(), `${what}: each once`).toEqual(wanted.map(([id]) => id).sort());
+        const times = listed.map((id) => jobs.get(id)!.at);
+        expect(times, `${what}: newest first`).toEqual([...times].sort((x, y) => y - x));
       }
     }
 
@@ -185,6 +182,32 @@ describe('listing jobs', () => {
       expect(await redis.xlen(`emp:{${shard}}:joblog`)).toBe(0);
     }
     expect((await b.listJobs({})).jobs).toEqual([]);
+  });
+
+  it('moves a job kept for the failed retention out of the streams once older than the succeeded one, and lists it in its place', async () => {
+    const b = await Broker.connect({ redis, clock: () => now, config: { retentionMs: 1_000, failedRetentionMs: 100_000 } });
+    await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push((await b.submit({ service: 'simulation', tenant: 'acme' })).id);
+      now += 1;
+    }
+    await b.cancel(ids[1]!, 'kept a week');
+    await b.cancel(ids[3]!, 'kept a week');
+    await b.tick('standard');
+    expect(await redis.xlen('emp:{standard}:joblog'), 'not yet: younger than the succeeded retention').toBe(5);
+
+    now += 1_000;
+    await redis.del('emp:{standard}:jobs:swept'); // the sweep's once-a-second gate runs on Redis's clock
+    await b.tick('standard');
+    expect(await redis.xlen('emp:{standard}:joblog')).toBe(3);
+    expect(await redis.xlen('emp:{standard}:joblog:tenant:acme')).toBe(3);
+    expect(await redis.zrange('emp:{standard}:jobs', 0, -1)).toEqual([`${ids[1]}|acme`, `${ids[3]}|acme`]);
+    expect(await redis.zrange('emp:{standard}:jobs:tenant:acme', 0, -1)).toEqual([ids[1], ids[3]]);
+    for (const filter of [{}, { tenant: 'acme' }]) {
+      for (const limit of [1, 2, 10]) expect((await allPages(b, { ...filter, limit })).flat()).toEqual([...ids].reverse());
+    }
+    expect((await allPages(b, { states: ['canceled'], limit: 1 })).flat()).toEqual([ids[3], ids[1]]);
   });
 
   it('refuses a cursor it did not hand out', async () => {

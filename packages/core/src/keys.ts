@@ -37,10 +37,11 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  *   <ns>:{<pool>}:wfidem:<key>     a workflow's idempotency key (<tenant>:<key>) -> workflow id | request fingerprint
  *   <ns>:{<pool>}:joblog           stream, every job in submission order (listing): entry id <submitted_at>-<n>, field j
  *                                  "<id>|<tenant>"; joblog:tenant:<t>: one tenant's, field j the id, under the same entry ids;
- *                                  joblog:sweep: the entry after which the sweep of expired jobs' entries resumes; jobs:swept:
- *                                  once-a-second gate. Before 2026-12-07 the index was sorted sets, jobs ("<id>|<tenant>" by
- *                                  submitted_at) and jobs:tenant:<t> (ids), with jobs:sweep (a rank): an upgraded shard lists
- *                                  and sweeps them until they are empty (docs/broker.md, "Listing jobs")
+ *                                  jobs ("<id>|<tenant>") and jobs:tenant:<t> (ids): sorted sets scored by submitted_at ms, the
+ *                                  entries the sweep moved out of the streams (jobs kept for the failed retention; before
+ *                                  2026-12-07 the whole index); a listing merges both; joblog:sweep: the entry after which the
+ *                                  sweep resumes, jobs:sweep: its rank in jobs; jobs:swept: once-a-second gate (docs/broker.md,
+ *                                  "Listing jobs")
  *   <ns>:{<pool>}:clock            tick_at: when the shard last ticked; unwatched_from / unwatched_to: the last gap between
  *                                  ticks longer than clockGapMs, after which leases and offline deadlines get a grace
  *                                  (docs/broker.md, "Clock work")

@@ -192,14 +192,14 @@ export async function retry(ctx: BrokerContext, id: string): Promise<JobState> {
 
 /**
  * Where an entry sits in the submission index (emp_list_jobs): `entry` is its stream entry
- * id `<ms>-<n>`, or, in a shard's sorted sets from before 2026-12-07, its score `<ms>`.
- * Every shard's entries order by `rank`, a comparison valid across shards.
+ * id `<ms>-<n>`, or its score `<ms>` in the sorted sets that keep the jobs kept long.
  */
 interface ListPosition {
   entry: string;
   member: string;
-  /** [stream entry (1) or sorted-set entry (0), ms, n] */
-  rank: [number, number, number];
+  ms: number;
+  /** the entry's place within its millisecond in its shard's stream; 0 for a sorted set's */
+  n: number;
 }
 
 export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promise<JobListPage> {
@@ -343,24 +343,22 @@ const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 function listPosition(entry: string, member: string): ListPosition {
   const [ms, n] = entry.split('-');
-  return { entry, member, rank: [n === undefined ? 0 : 1, Number(ms), Number(n ?? 0)] };
+  return { entry, member, ms: Number(ms), n: Number(n ?? 0) };
 }
 
 /**
- * Index order: stream entries above the older sorted sets' (a shard upgraded from them lists
- * them last), then by submission time and place within its millisecond, then by member (byte
- * order, as Redis sorts equal scores), which only breaks ties between shards.
+ * Index order, the one every shard's emp_list_jobs walks: by submission time, then place
+ * within its millisecond, then member (byte order, as Redis sorts equal scores).
  */
 function comparePositions(a: ListPosition, b: ListPosition): number {
-  for (let i = 0; i < 3; i++) if (a.rank[i] !== b.rank[i]) return a.rank[i]! - b.rank[i]!;
-  return a.member < b.member ? -1 : a.member > b.member ? 1 : 0;
+  return a.ms - b.ms || a.n - b.n || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0);
 }
 
 function encodeListCursor(position: ListPosition): string {
   return Buffer.from(`${position.entry}:${position.member}`).toString('base64url');
 }
 
-/** A cursor names an entry: `<ms>-<n>:<member>`, or `<ms>:<member>` for a sorted set's (and cursors handed out before 2026-12-07). */
+/** A cursor names an entry: `<ms>-<n>:<member>`, or `<ms>:<member>` for a sorted set's (as every cursor before 2026-12-07). */
 function decodeListCursor(cursor: string): ListPosition {
   const match = /^(\d{1,16}(?:-\d{1,20})?):([A-Za-z0-9_.|-]{1,200})$/.exec(Buffer.from(cursor, 'base64url').toString());
   if (!match) throw new ValidationError('job list filter', [{ path: 'cursor', message: 'not a cursor this API handed out' }]);

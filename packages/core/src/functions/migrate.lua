@@ -200,11 +200,11 @@ end
 -- Version 3 is the layout of 2026-12-07, which a queued job costs less memory in
 -- (docs/broker.md, "What a queued job costs in memory"). Nothing is moved: the
 -- library reads both layouts, so the step only records the new one.
--- * The submission index is two streams (`joblog`, `joblog:tenant:<tenant>`), no
---   longer two sorted sets (`jobs`, `jobs:tenant:<tenant>`). A stream only
---   appends, and jobs are submitted into it while a migration runs, so older
---   entries could not be put below theirs: the sorted sets stay, are listed after
---   the streams and swept until they are empty (list_jobs.lua, tick.lua).
+-- * The submission index is two streams (`joblog`, `joblog:tenant:<tenant>`),
+--   with the sorted sets that were all of it (`jobs`, `jobs:tenant:<tenant>`)
+--   now keeping only the jobs kept long. A listing merges both in time order and
+--   the sweep empties the sorted sets of jobs that expired, so the jobs indexed
+--   there before stay where they are (list_jobs.lua, tick.lua).
 -- * A job's duration class is on its requirement class (`dclass`); a job that
 --   carries its own is read as before (complete.lua, get_job.lua).
 -- * A queued job's payload of up to 512 bytes is in pieces in its hash (`pieces`,

@@ -10,24 +10,39 @@
 --   unwatched (offline detection waits at least half of [8])
 -- Returns { items handled, ms until the next due item ('' none) }.
 
--- Removes index entries of jobs whose retention has passed, looking at `limit`
--- entries per call from where the previous sweep stopped (wrapping around), so
--- the index shrinks with the jobs without a full scan on any one tick. A
--- tenant's stream is deleted once it has no entries (`joblog` never is: its
--- newest id keeps the index in order, see job_log.add).
-local function sweep_job_index(p, limit)
+-- The submission index (job_log in includes/20-queue.lua), kept as long as its jobs:
+-- looks at `limit` entries of the streams per call from where the previous sweep
+-- stopped (wrapping around), so no tick scans the whole index. An entry whose job
+-- hash has expired goes (a tenant's stream with no entries left is deleted;
+-- `joblog` never is: its newest id keeps the index in order, see job_log.add). A
+-- job kept for the failed retention (failed, canceled, expired) moves, once
+-- older than the succeeded retention, to the sorted sets `jobs` and
+-- `jobs:tenant:<tenant>` (scored by its entry's ms): a stream frees an entry's
+-- bytes only with the last entry of its node (about 100), so one such job left
+-- in the stream would keep its neighbours' bytes for days.
+local LONG_KEPT = { failed = true, canceled = true, expired = true }
+
+local function sweep_job_index(ctx, limit)
+  local p = ctx.p
   local log = job_log.key(p)
   local after = call('GET', p .. 'joblog:sweep')
   local entries = call('XRANGE', log, after and ('(' .. after) or '-', '+', 'COUNT', limit)
+  local horizon = ctx.now - tonumber(ctx.retention_ms)
   for _, entry in ipairs(entries) do
     local member = entry[2][2]
     local sep = string.find(member, '|', 1, true)
     local id, tenant = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-    if call('EXISTS', job_key(p, id)) == 0 then
+    local state = call('HGET', job_key(p, id), 'state')
+    local ms = string.match(entry[1], '^%d+')
+    if not state or (LONG_KEPT[state] and tonumber(ms) < horizon) then
       call('XDEL', log, entry[1])
       local tenant_log = job_log.tenant_key(p, tenant)
       call('XDEL', tenant_log, entry[1])
       if call('XLEN', tenant_log) == 0 then call('DEL', tenant_log) end
+      if state then
+        call('ZADD', p .. 'jobs', ms, member)
+        call('ZADD', p .. 'jobs:tenant:' .. tenant, ms, id)
+      end
     end
   end
   if #entries < limit then
@@ -37,9 +52,9 @@ local function sweep_job_index(p, limit)
   end
 end
 
--- The sorted sets that were the index before 2026-12-07 (job_log.add), in a shard
--- upgraded from then: swept the same way until they are empty (and so gone).
-local function sweep_legacy_job_index(p, limit)
+-- The sorted sets (the jobs kept long, and in a shard upgraded from before
+-- 2026-12-07 every job indexed then): an entry goes once its job hash has expired.
+local function sweep_kept_job_index(p, limit)
   local index = p .. 'jobs'
   if call('EXISTS', index) == 0 then
     call('DEL', p .. 'jobs:sweep')
@@ -239,8 +254,8 @@ local function tick(keys, args)
   end
   -- the job index and the class list need sweeping about once a second, not on every tick
   if call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then
-    sweep_job_index(p, limit)
-    sweep_legacy_job_index(p, limit)
+    sweep_job_index(ctx, limit)
+    sweep_kept_job_index(p, limit)
     sweep_class_list(p)
   end
   local next_due = nil

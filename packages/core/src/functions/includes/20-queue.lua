@@ -181,9 +181,11 @@ end
 -- <submitted_at>-<n>, so the streams are in submission order and a listing
 -- resumes after an entry id. A stream entry costs about 50 bytes where a sorted
 -- set's cost about 130 (docs/broker.md, "What a queued job costs in memory").
--- Until 2026-12-07 the index was two sorted sets, `jobs` and `jobs:tenant:<tenant>`
--- (scored by submitted_at); a shard upgraded from then keeps reading and
--- sweeping them until they empty (list_jobs.lua, tick.lua).
+-- Beside them, two sorted sets, `jobs` ("<id>|<tenant>") and `jobs:tenant:<tenant>`
+-- (ids), scored by the entry's ms, keep the entries the sweep moves out of the
+-- streams (jobs kept for the failed retention; tick.lua), and in a shard upgraded
+-- from before 2026-12-07, when they were the whole index, every job indexed then.
+-- A listing merges both (list_jobs.lua).
 -- (One table, `job_log`, holds these: the library's chunk has room for 200 top-level locals.)
 local job_log = {}
 function job_log.key(p) return p .. 'joblog' end
