@@ -107,7 +107,7 @@ local function payload_key(p, id) return p .. 'payload:' .. id end
 
 -- A queued job's payload of up to `pieces.MAX` bytes is in its hash too, in pieces of
 -- INLINE_PAYLOAD bytes: `payload` the first, `pn` their number, `p2` .. `p<pn>` the
--- rest. One key per queued job instead of two saves about 90 bytes a job (the key,
+-- rest. One key per queued job instead of two saves about 100 bytes a job (the key,
 -- its object and its entry in the keyspace), and the hash stays a listpack. A claim
 -- moves the payload to its own key (`pieces.take_out`): results, errors and progress
 -- reports over 64 bytes turn a hash into a hashtable, where each piece would cost
