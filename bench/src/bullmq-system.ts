@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
-import { usedMemoryAfterSettle } from './redis-info';
+import { memoryByKeyKind, usedMemoryAfterSettle } from './redis-info';
 import { benchPayload, drainDeadlineMs, withDeadline, type BenchSystem } from './system';
 
 const QUEUE = 'bench';
@@ -125,7 +125,8 @@ export const bullmqSystem: BenchSystem = {
       const before = await usedMemoryAfterSettle(probe);
       await addInChunks(queue, jobs, () => data);
       const after = await usedMemoryAfterSettle(probe);
-      return (after - before) / jobs;
+      // a job is the hash bull:<queue>:<n>
+      return { bytesPerJob: (after - before) / jobs, byKey: await memoryByKeyKind(probe, jobs, (key) => key.replace(/^(bull:[^:]+:)\d+$/, '$1<n>')) };
     } finally {
       await queue.close();
       await connections.close();

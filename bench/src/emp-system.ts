@@ -3,7 +3,7 @@ import { Broker, type BrokerConfigInput, type ClaimedJob, type SubmitJobInput } 
 import { type Connector, Worker } from '@emp/worker';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { usedMemoryAfterSettle } from './redis-info';
+import { memoryByKeyKind, usedMemoryAfterSettle } from './redis-info';
 import { benchPayload, drainDeadlineMs, withDeadline, type BenchSystem } from './system';
 
 const POOL = 'standard';
@@ -137,12 +137,20 @@ export const empSystem: BenchSystem = {
       const before = await usedMemoryAfterSettle(redis);
       await submitInChunks(broker, jobs, () => data);
       const after = await usedMemoryAfterSettle(redis);
-      return (after - before) / jobs;
+      return { bytesPerJob: (after - before) / jobs, byKey: await memoryByKeyKind(redis, jobs, empKeyKind) };
     } finally {
       await redis.quit();
     }
   },
 };
+
+/** emp's keys by kind (core's keys.ts): a job's own keys, a class's, a tenant's stream. */
+function empKeyKind(key: string): string {
+  return key
+    .replace(/:(job|payload):[^:]+$/, ':$1:<id>')
+    .replace(/:(q|class):[^:]+$/, ':$1:<class>')
+    .replace(/:joblog:tenant:.+$/, ':joblog:tenant:<tenant>');
+}
 
 async function submitInChunks(broker: Broker, jobs: number, payload: (index: number) => unknown): Promise<void> {
   const inFlight: Array<Promise<unknown>> = [];

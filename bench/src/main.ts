@@ -364,7 +364,11 @@ async function main(): Promise<void> {
       report(throughput.cpu);
     }
     if (only.has('latency')) report(await measureSubmitToStart(context, sizes.submitToStart, sizes.runs));
-    if (only.has('memory')) report(await measureMemory(context, sizes.memory));
+    if (only.has('memory')) {
+      const memory = await measureMemory(context, sizes.memory);
+      report(memory.perJob);
+      report(memory.byKey);
+    }
     // emp-only sections (claim latency at 1k/100k/1M queued jobs, ...) print here
     for (const [name, section] of empOnlySections) if (only.has(name)) report(await section(context, sizes));
 
@@ -466,14 +470,20 @@ async function measureSubmitToStart(context: RunContext, sizes: Sizes['submitToS
   };
 }
 
-async function measureMemory(context: RunContext, sizes: Sizes['memory']): Promise<Section> {
+async function measureMemory(context: RunContext, sizes: Sizes['memory']): Promise<{ perJob: Section; byKey: Section }> {
   const row: Row = { scenario: `${sizes.jobs} queued jobs, ${sizes.payloadBytes}-byte payload`, values: {} };
+  const byKey: Row[] = [];
   for (const system of systems) {
-    row.values[system.name] = await context.isolated(`${system.name} memory`, () =>
-      system.memoryPerJob({ redisUrl: context.redisUrl, ...sizes }),
-    );
+    const measured = await context.isolated(`${system.name} memory`, () => system.memoryPerJob({ redisUrl: context.redisUrl, ...sizes }));
+    row.values[system.name] = measured.bytesPerJob;
+    for (const kind of measured.byKey) {
+      byKey.push({ scenario: `${system.name} ${kind.kind} (${kind.encoding}, ${kind.keys.toLocaleString('en-US')} key${kind.keys === 1 ? '' : 's'})`, values: { [system.name]: kind.bytesPerJob } });
+    }
   }
-  return { title: 'Redis memory per queued job (bytes, lower is better)', rows: [row] };
+  return {
+    perJob: { title: 'Redis memory per queued job (bytes, lower is better)', rows: [row] },
+    byKey: { title: 'Where those bytes are: MEMORY USAGE per kind of key, per queued job (bytes; the keyspace\'s own ~30 B a key not counted)', rows: byKey },
+  };
 }
 
 function renderSection(section: Section): string {

@@ -31,9 +31,27 @@ export interface BenchSystem {
    * Submit `jobs` jobs carrying `benchPayload(payloadBytes)`, measure INFO
    * memory used_memory before/after (after a short settle), return bytes per
    * queued job. Read "before" after the first job is queued, so
-   * connection buffers and loaded scripts are not charged to the jobs.
+   * connection buffers and loaded scripts are not charged to the jobs. Then
+   * say where the bytes are (`memoryByKeyKind`).
    */
-  memoryPerJob(opts: { redisUrl: string; jobs: number; payloadBytes: number }): Promise<number>;
+  memoryPerJob(opts: { redisUrl: string; jobs: number; payloadBytes: number }): Promise<MemoryPerJob>;
+}
+
+/** What the memory scenario measured. */
+export interface MemoryPerJob {
+  /** used_memory after the jobs less before, per job */
+  bytesPerJob: number;
+  /** MEMORY USAGE summed per kind of key, per job, largest first (a job's own keys are one kind, e.g. `job:<id>`) */
+  byKey: KeyKindMemory[];
+}
+
+export interface KeyKindMemory {
+  /** the key, with the parts that differ between keys of its kind (a job id, a class) named instead */
+  kind: string;
+  /** OBJECT ENCODING of its keys (listpack, hashtable, skiplist, stream, ...) */
+  encoding: string;
+  keys: number;
+  bytesPerJob: number;
 }
 
 /** The payload every system submits in the memory scenario, so both store the same bytes. */

@@ -410,6 +410,68 @@ describe('leases and fencing', () => {
   });
 });
 
+describe('where a payload is kept', () => {
+  const jobKey = (id: string) => `emp:{standard}:job:${id}`;
+  const payloadKey = (id: string) => `emp:{standard}:payload:${id}`;
+  // JSON of exactly `bytes` bytes, with characters of 1 to 4 bytes, so pieces end inside some
+  const payloadOf = (bytes: number) => {
+    let text = '';
+    for (let i = 0; Buffer.byteLength(JSON.stringify({ t: text })) < bytes; i++) text += ['a', 'é', '€', '🎨'][i % 4];
+    while (Buffer.byteLength(JSON.stringify({ t: text })) > bytes) text = text.slice(0, -1);
+    while (Buffer.byteLength(JSON.stringify({ t: text })) < bytes) text += 'a';
+    return { t: text };
+  };
+
+  it('keeps a queued job\'s payload of up to 512 bytes in its hash, and moves it to a key of its own when claimed', async () => {
+    const b = await broker({ retentionMs: 60_000 });
+    await worker(b, 'w');
+    for (const bytes of [10, 64, 65, 200, 512]) {
+      const payload = payloadOf(bytes);
+      expect(Buffer.byteLength(JSON.stringify(payload))).toBe(bytes);
+      const { id } = await b.submit({ service: 'simulation', payload });
+      expect(await redis.exists(payloadKey(id)), `${bytes} B: one key while queued`).toBe(0);
+      expect(await redis.object('ENCODING', jobKey(id)), `${bytes} B: a listpack`).toBe('listpack');
+      expect((await b.getJob(id))!.payload, `${bytes} B read while queued`).toEqual(payload);
+
+      const claimed = await claimJob(b, 'w');
+      expect(claimed.id).toBe(id);
+      expect(claimed.payload, `${bytes} B as claimed`).toEqual(payload);
+      const fields = Object.keys(await redis.hgetall(jobKey(id)));
+      expect(fields.filter((f) => f === 'pn' || /^p\d+$/.test(f)), `${bytes} B: no pieces left once claimed`).toEqual([]);
+      expect(await redis.exists(payloadKey(id)), `${bytes} B: its own key once claimed`).toBe(bytes > 64 ? 1 : 0);
+      expect((await b.getJob(id))!.payload, `${bytes} B read once claimed`).toEqual(payload);
+
+      await b.complete(claimed.lease, null);
+      if (bytes > 64) expect(await redis.pttl(payloadKey(id)), `${bytes} B: expires with the job`).toBeGreaterThan(0);
+    }
+  });
+
+  it('keeps a larger payload, or one beside a value over 64 bytes, in a key of its own from the start', async () => {
+    const b = await broker();
+    await worker(b, 'w');
+    const large = payloadOf(513);
+    const withWebhook = payloadOf(200);
+    const a = await b.submit({ service: 'simulation', payload: large });
+    const c = await b.submit({ service: 'simulation', payload: withWebhook, webhook: { url: `https://hooks.example.com/${'x'.repeat(60)}` } });
+    for (const [id, payload] of [[a.id, large], [c.id, withWebhook]] as const) {
+      expect(await redis.exists(payloadKey(id))).toBe(1);
+      expect(await redis.hexists(jobKey(id), 'payload')).toBe(0);
+      expect((await b.getJob(id))!.payload).toEqual(payload);
+      expect((await claimJob(b, 'w')).payload).toEqual(payload);
+    }
+  });
+
+  it('a queued job canceled with its payload in pieces keeps nothing beside its hash', async () => {
+    const b = await broker({ failedRetentionMs: 60_000 });
+    const payload = payloadOf(300);
+    const { id } = await b.submit({ service: 'simulation', payload });
+    await b.cancel(id, 'not needed');
+    expect(await redis.exists(payloadKey(id))).toBe(0);
+    expect(await redis.pttl(jobKey(id))).toBeGreaterThan(0);
+    expect((await b.getJob(id))!.payload).toEqual(payload);
+  });
+});
+
 describe('failures and retries', () => {
   it('retryable failures back off exponentially, then fail when attempts run out', async () => {
     const b = await broker();

@@ -102,11 +102,112 @@ describe('listing jobs', () => {
     await b.complete(claim.job!.lease, { ok: true });
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect((await b.listJobs({})).jobs.map((j) => j.id)).toEqual([]); // the hash is gone: not listed
-    expect(await redis.zcard('emp:{standard}:jobs')).toBe(1);
+    expect(await redis.xlen('emp:{standard}:joblog')).toBe(1);
+    expect(await redis.xlen('emp:{standard}:joblog:tenant:acme')).toBe(1);
     await b.tick('standard');
-    expect(await redis.zcard('emp:{standard}:jobs')).toBe(0);
-    expect(await redis.zcard('emp:{standard}:jobs:tenant:acme')).toBe(0);
+    expect(await redis.xlen('emp:{standard}:joblog')).toBe(0);
+    expect(await redis.exists('emp:{standard}:joblog:tenant:acme'), 'an empty tenant stream goes').toBe(0);
     expect(job.id).toMatch(/^standard\./);
+  });
+
+  it('keeps submission order when the clock goes back', async () => {
+    const b = await broker();
+    const submitted: string[] = [];
+    for (const at of [1_000_050, 1_000_020, 1_000_020, 1_000_060, 1_000_010]) {
+      now = at;
+      submitted.push((await b.submit({ service: 'simulation', tenant: 'acme' })).id);
+    }
+    for (const filter of [{}, { tenant: 'acme' }]) {
+      expect((await allPages(b, { ...filter, limit: 2 })).flat(), 'newest submitted first').toEqual([...submitted].reverse());
+    }
+    const first = await b.listJobs({ limit: 1 });
+    expect(first.jobs[0]!.submitted_at, 'each job shows its own submitted_at').toBe(1_000_010);
+  });
+
+  it('lists and sweeps a shard upgraded from the sorted-set index, its jobs in time order with the newer ones', async () => {
+    const b = await Broker.connect({ redis, clock: () => now, config: { retentionMs: 1_000 } });
+    await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const jobs = new Map<string, { tenant: string; at: number }>();
+    const submit = async (i: number) => {
+      const tenant = i % 2 ? 'acme' : 'globex';
+      const { id } = await b.submit({ service: 'simulation', tenant, requirements: { pool: i % 3 ? 'standard' : 'heavy' } });
+      jobs.set(id, { tenant, at: now });
+      return id;
+    };
+    const old: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      if (i % 3) now += 1; // some share a millisecond
+      old.push(await submit(i));
+    }
+    // the layout before 2026-12-07: two sorted sets per shard, scored by submitted_at
+    for (const shard of ['standard', 'heavy']) {
+      const log = `emp:{${shard}}:joblog`;
+      for (const [entry, [, member]] of (await redis.xrange(log, '-', '+')) as Array<[string, [string, string]]>) {
+        const [id, tenant] = member!.split('|');
+        await redis.zadd(`emp:{${shard}}:jobs`, entry.split('-')[0]!, member!);
+        await redis.zadd(`emp:{${shard}}:jobs:tenant:${tenant}`, entry.split('-')[0]!, id!);
+      }
+      await redis.del(log, `emp:{${shard}}:joblog:tenant:acme`, `emp:{${shard}}:joblog:tenant:globex`);
+    }
+    now -= 3; // the newer jobs interleave with the older ones in time
+    for (let i = 0; i < 8; i++) {
+      if (i % 2) now += 1;
+      await submit(i);
+    }
+
+    const middle = jobs.get(old[3]!)!.at;
+    for (const filter of [{}, { tenant: 'acme' }, { until: middle }, { since: middle, tenant: 'globex' }] as JobListFilter[]) {
+      const wanted = [...jobs].filter(([, job]) =>
+        (!filter.tenant || job.tenant === filter.tenant) && job.at >= (filter.since ?? 0) && job.at <= (filter.until ?? Infinity));
+      for (const limit of [1, 3, 50]) {
+        const listed = (await allPages(b, { ...filter, limit })).flat();
+        const what = `${JSON.stringify(filter)} by ${limit}`;
+        expect([...listed].sort(), `${what}: each once`).toEqual(wanted.map(([id]) => id).sort());
+        const times = listed.map((id) => jobs.get(id)!.at);
+        expect(times, `${what}: newest first`).toEqual([...times].sort((x, y) => y - x));
+      }
+    }
+
+    // every job finishes and expires: the sweep empties the sorted sets, and they are gone
+    for (;;) {
+      const claimed = await b.claim('standard', 'w');
+      if (!claimed.job) break;
+      await b.complete(claimed.job.lease, null);
+    }
+    for (const id of jobs.keys()) await redis.pexpire(`emp:{${id.split('.')[0]}}:job:${id}`, 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    for (const shard of ['standard', 'heavy']) {
+      await b.tick(shard);
+      expect(await redis.exists(`emp:{${shard}}:jobs`, `emp:{${shard}}:jobs:tenant:acme`, `emp:{${shard}}:jobs:tenant:globex`)).toBe(0);
+      expect(await redis.xlen(`emp:{${shard}}:joblog`)).toBe(0);
+    }
+    expect((await b.listJobs({})).jobs).toEqual([]);
+  });
+
+  it('moves a job kept for the failed retention out of the streams once older than the succeeded one, and lists it in its place', async () => {
+    const b = await Broker.connect({ redis, clock: () => now, config: { retentionMs: 1_000, failedRetentionMs: 100_000 } });
+    await b.registerWorker({ id: 'w', pool: 'standard', capabilities: { services: ['simulation'] } });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push((await b.submit({ service: 'simulation', tenant: 'acme' })).id);
+      now += 1;
+    }
+    await b.cancel(ids[1]!, 'kept a week');
+    await b.cancel(ids[3]!, 'kept a week');
+    await b.tick('standard');
+    expect(await redis.xlen('emp:{standard}:joblog'), 'not yet: younger than the succeeded retention').toBe(5);
+
+    now += 1_000;
+    await redis.del('emp:{standard}:jobs:swept'); // the sweep's once-a-second gate runs on Redis's clock
+    await b.tick('standard');
+    expect(await redis.xlen('emp:{standard}:joblog')).toBe(3);
+    expect(await redis.xlen('emp:{standard}:joblog:tenant:acme')).toBe(3);
+    expect(await redis.zrange('emp:{standard}:jobs', 0, -1)).toEqual([`${ids[1]}|acme`, `${ids[3]}|acme`]);
+    expect(await redis.zrange('emp:{standard}:jobs:tenant:acme', 0, -1)).toEqual([ids[1], ids[3]]);
+    for (const filter of [{}, { tenant: 'acme' }]) {
+      for (const limit of [1, 2, 10]) expect((await allPages(b, { ...filter, limit })).flat()).toEqual([...ids].reverse());
+    }
+    expect((await allPages(b, { states: ['canceled'], limit: 1 })).flat()).toEqual([ids[3], ids[1]]);
   });
 
   it('refuses a cursor it did not hand out', async () => {

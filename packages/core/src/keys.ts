@@ -9,14 +9,16 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  * below take a shard where they say `pool` (an unsharded pool is its one shard).
  *
  *   <ns>:{<pool>}:shard            anchor passed as KEYS[1] to every function
- *   <ns>:{<pool>}:job:<id>         job hash
+ *   <ns>:{<pool>}:job:<id>         job hash; its payload in field `payload` when up to 64 bytes, and while queued one of up to
+ *                                  512 bytes in pieces (`payload`, `pn`, `p2`..: functions/includes/00-base.lua `pieces`)
+ *   <ns>:{<pool>}:payload:<id>     a job's payload otherwise (a larger one, or a claimed job's), expiring with the job
  *   <ns>:{<pool>}:q:<class>        queued jobs of one requirement class (score: priority, then order)
  *   <ns>:{<pool>}:classes          non-empty classes scored by their head job
  *   <ns>:{<pool>}:tq:<class>:<tenant>   lane: the class's queued jobs of one tenant; ct:<class>: its tenants by lane head;
  *                                  wq:<class>:<workflow>: the class's queued jobs of one workflow (workers restricted to
  *                                  tenants or a workflow claim through them); laned: the shard keeps lanes ('scanning' while
  *                                  the queued jobs are put into them, then 'done'), absent until a restricted worker registers
- *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags (moved_to: the class it is today, on a class an older layout stored); classlist / unroutable: sets of the classes in use (swept when empty)
+ *   <ns>:{<pool>}:class:<class>    class definition, routable and listed flags, dclass: its jobs' duration class (routing.ts; moved_to: the class it is today, on a class an older layout stored); classlist / unroutable: sets of the classes in use (swept when empty)
  *   <ns>:{<pool>}:timers           one entry per job with something due (delay, retry, deadline, lease)
  *   <ns>:{<pool>}:deferred         "delayed:<service>" / "retrying:<service>" -> jobs waiting on a timer (job counts)
  *   <ns>:{<pool>}:events           the shard's event stream
@@ -33,8 +35,13 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  *   <ns>:{<pool>}:machine:<id>     machine hash; machines / machines:offline
  *   <ns>:{<pool>}:idem:<key>       a job's idempotency key (<tenant>:<key>) -> job id | request fingerprint
  *   <ns>:{<pool>}:wfidem:<key>     a workflow's idempotency key (<tenant>:<key>) -> workflow id | request fingerprint
- *   <ns>:{<pool>}:jobs             every job as "<id>|<tenant>" by submitted_at (listing); jobs:tenant:<t>: one tenant's ids
- *   <ns>:{<pool>}:jobs:sweep       where the sweep of expired jobs' index entries resumes; jobs:swept: once-a-second gate
+ *   <ns>:{<pool>}:joblog           stream, every job in submission order (listing): entry id <submitted_at>-<n>, field j
+ *                                  "<id>|<tenant>"; joblog:tenant:<t>: one tenant's, field j the id, under the same entry ids;
+ *                                  jobs ("<id>|<tenant>") and jobs:tenant:<t> (ids): sorted sets scored by submitted_at ms, the
+ *                                  entries the sweep moved out of the streams (jobs kept for the failed retention; before
+ *                                  2026-12-07 the whole index); a listing merges both; joblog:sweep: the entry after which the
+ *                                  sweep resumes, jobs:sweep: its rank in jobs; jobs:swept: once-a-second gate (docs/broker.md,
+ *                                  "Listing jobs")
  *   <ns>:{<pool>}:clock            tick_at: when the shard last ticked; unwatched_from / unwatched_to: the last gap between
  *                                  ticks longer than clockGapMs, after which leases and offline deadlines get a grace
  *                                  (docs/broker.md, "Clock work")
@@ -69,7 +76,7 @@ import { MAX_SHARDS_PER_POOL, poolOfShard, shardIndex } from './pool-shards';
  *                                  capacity (JSON: the capacity hint, machines and how it was found), decisions (JSON: the
  *                                  last 50 prefetch / evict decisions, oldest first: ts, machine, action, model, reason, forecast)
  *   <ns>:{<pool>}:durations:<dclass>  execution times (ms, running start -> success) of the pool's last 256 (to 288) succeeded
- *                                  jobs of one duration class (service + sorted models, `dclass` on the job), newest first;
+ *                                  jobs of one duration class (service + sorted models, `dclass` on the job's class), newest first;
  *                                  durations:service:<service> the same for all of a service's classes (a class short of
  *                                  samples is routed by it); dclasses: hash dclass -> JSON {service, models} of every class
  *                                  with durations (routing.ts, docs/pools.md).

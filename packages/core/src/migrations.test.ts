@@ -165,6 +165,20 @@ describe('upgrading a pool stored by the release before schema versions', () => 
     const hash = await redis.hgetall(`${keys.prefix(POOL)}job:${jobId(6)}`);
     expect([hash.token, hash.max_attempts, hash.max_infra_attempts]).toEqual([undefined, undefined, undefined]);
 
+    // listed from the old sorted-set index, after a job submitted since (in today's streams)
+    const since = await broker.submit({ service: 'simulation', tenant: 'acme', requirements: { pool: POOL }, payload: { prompt: 'y'.repeat(200) } });
+    const listed: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await broker.listJobs({ tenant: 'acme', pool: POOL, limit: 2, ...(cursor ? { cursor } : {}) });
+      listed.push(...page.jobs.map((j) => j.id));
+      cursor = page.next_cursor;
+    } while (cursor);
+    expect(listed[0]).toBe(since.id);
+    expect(listed.slice(1).sort()).toEqual([1, 3, 4, 6, 7].map(jobId).sort());
+    expect((await broker.listJobs({ pool: POOL, limit: 100 })).jobs.length).toBe(100);
+    await broker.cancel(since.id, 'only listed');
+
     // the queue views count them, in today's classes: one for every tenant and workflow, and the strict one
     expect(today('acme')).toBe(today('bulk'));
     const stats = await broker.queueStats(POOL);
@@ -186,7 +200,7 @@ describe('upgrading a pool stored by the release before schema versions', () => 
     await broker.registerWorker({ id: 'w-flow', pool: POOL, capabilities: { services: ['simulation'], workflow_id: 'wf-bulk-7' } });
     expect((await broker.claim(POOL, 'w-flow')).job).toMatchObject({ id: jobId(107), workflowId: 'wf-bulk-7' });
     await broker.registerWorker({ id: 'w-deny', pool: POOL, capabilities: { services: ['simulation'], tenants: { denied: ['bulk'] } } });
-    expect((await broker.claim(POOL, 'w-deny')).job?.id).toBe(jobId(2));
+    expect((await broker.claim(POOL, 'w-deny')).job).toMatchObject({ id: jobId(2), payload: { prompt: 'x'.repeat(200) } });
     expect((await broker.claim(POOL, 'w-deny')).job).toBeNull();
     await broker.registerWorker({ id: 'w-any', pool: POOL, capabilities: { services: ['simulation'] } });
     expect((await broker.claim(POOL, 'w-any')).job).toMatchObject({ id: jobId(100), workflowId: 'wf-bulk-0' });

@@ -8,7 +8,7 @@ import { type JobRequirements, type RequirementClass, requirementClass } from '.
  * functions/includes/00-base.lua). Each pool keeps its own in `schema_version`;
  * `emp_migrate` (functions/migrate.lua) brings an older pool up to it.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 export interface PoolMigration {
   pool: string;

@@ -115,7 +115,7 @@ describe('a pool with shards', () => {
     expect([...perShard.keys()].sort()).toEqual(['standard', 'standard_1', 'standard_2', 'standard_3']);
     // random placement: each of 4 shards gets about 100 of 400
     for (const n of perShard.values()) expect(n).toBeGreaterThan(50);
-    for (const [shard, n] of perShard) expect(await redis.zcard(`${broker.keys.prefix(shard)}jobs`)).toBe(n);
+    for (const [shard, n] of perShard) expect(await redis.xlen(`${broker.keys.prefix(shard)}joblog`)).toBe(n);
 
     const one = await broker.getJob(submitted.find((r) => r.id.startsWith('standard_2.'))!.id);
     expect(one).toMatchObject({ pool: POOL, state: 'queued' });
@@ -289,7 +289,7 @@ describe('the needle, across shards', () => {
       );
       for (const r of results) if (r instanceof Error) throw r;
     }
-    const depths = await Promise.all(shardsOf(POOL, SHARDS).map(async (shard) => redis.zcard(`${broker.keys.prefix(shard)}jobs`)));
+    const depths = await Promise.all(shardsOf(POOL, SHARDS).map(async (shard) => redis.xlen(`${broker.keys.prefix(shard)}joblog`)));
     for (const depth of depths) expect(depth).toBeGreaterThan(20_000);
     // the needle on the last shard B will look at
     const needle = await broker.submit({ service: 'simulation', priority: -1000, requirements: { pool: POOL, constraints: { gpu: 'l4' } }, payload: { needle: true }, idempotency_key: keyForShard(SHARDS - 1, SHARDS) });

@@ -133,6 +133,32 @@ describe('routing by expected duration', () => {
     });
   });
 
+  it('keeps the duration class on the requirement class, not on each job, and still reads one a job carries', async () => {
+    await registerWorkers(['standard']);
+    const dclass = durationClass('simulation', ['sdxl']);
+    const { job } = await routed({ service: 'simulation', requirements: { models: ['sdxl'] } });
+    const stored = await redis.hgetall(keys.job('standard', job.id));
+    expect(stored.dclass, 'not a field of the job hash').toBeUndefined();
+    const classKey = `emp:{standard}:class:${stored.class}`;
+    expect(await redis.hget(classKey, 'dclass')).toBe(dclass);
+    expect(job.routing, 'the job still shows how it was routed').toMatchObject({ pool: 'standard', source: 'default' });
+
+    // a job stored before classes kept it (its own `dclass`, a class without one) records under its own
+    await redis.hdel(classKey, 'dclass');
+    await redis.hset(keys.job('standard', job.id), 'dclass', dclass);
+    const claimed = await broker.claim('standard', 'w-standard');
+    expect(claimed.job?.id).toBe(job.id);
+    await broker.start(claimed.job!.lease);
+    now += 4_000;
+    await broker.complete(claimed.job!.lease, null);
+    expect(await redis.lrange(keys.durations('standard', dclass), 0, -1)).toEqual(['4000']);
+
+    // the class's next job puts it back on the class, and that job's success is recorded from there
+    await runJobs('standard', 'sdxl', 1, 2_000);
+    expect(await redis.hget(classKey, 'dclass')).toBe(dclass);
+    expect(await redis.lrange(keys.durations('standard', dclass), 0, -1)).toEqual(['2000', '4000']);
+  });
+
   it('keeps the newest 256 executions of a class (trimmed once 32 more have come)', async () => {
     await registerWorkers(['fast', 'standard']);
     const dclass = durationClass('simulation', ['tiny']);

@@ -74,7 +74,7 @@ export const FUNCTIONS = {
   // jobs
   submit: writes<[id: string, cls: string, definition: string, priority: number, idempotency: string, fingerprint: string,
     idempotencyTtlMs: number, delayMs: number, queueTtlMs: number | '', startTimeoutMs: number | '', payload: string,
-    maxQueuedClasses: number, fieldCount: number, ...fields: Flat], r.SubmitReply>('emp_submit', r.submitReply),
+    maxQueuedClasses: number, dclass: string, fieldCount: number, ...fields: Flat], r.SubmitReply>('emp_submit', r.submitReply),
   /** count, then `count` times the arguments of emp_submit */
   submitMany: writes<[count: number, ...jobs: Flat], r.SubmitManyReply>('emp_submit_many', r.submitManyReply),
   getJob: reads<[id: string], r.JobReply | null>('emp_get_job', r.jobReply),
@@ -86,7 +86,7 @@ export const FUNCTIONS = {
     r.workflowSubmitReply,
   ),
   workflowCancel: writes<[id: string, reason: string], r.CancelReply>('emp_workflow_cancel', r.cancelReply),
-  listJobs: reads<[tenant: string, until: number | '', since: number | '', afterScore: number | '', afterMember: string,
+  listJobs: reads<[tenant: string, until: number | '', since: number | '', afterEntry: string, afterMember: string,
     states: string, services: string, limit: number, budget: number], r.ListJobsReply>('emp_list_jobs', r.listJobsReply),
 
   // attempts

@@ -190,9 +190,16 @@ export async function retry(ctx: BrokerContext, id: string): Promise<JobState> {
   return (await ctx.calls.call(FUNCTIONS.retry, ctx.poolOf(id), [id])) as JobState;
 }
 
+/**
+ * Where an entry sits in the submission index (emp_list_jobs): `entry` is its stream entry
+ * id `<ms>-<n>`, or its score `<ms>` in the sorted sets that keep the jobs kept long.
+ */
 interface ListPosition {
-  score: number;
+  entry: string;
   member: string;
+  ms: number;
+  /** the entry's place within its millisecond in its shard's stream; 0 for a sorted set's */
+  n: number;
 }
 
 export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promise<JobListPage> {
@@ -203,13 +210,13 @@ export async function listJobs(ctx: BrokerContext, filter: JobListFilter): Promi
   const pages = await Promise.all(
     shards.map(async (shard) => {
       const pool = poolOfShard(shard);
-      const [found, lastScore, lastMember, exhausted] = await ctx.calls.call(FUNCTIONS.listJobs, shard, [
-        f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.score : '', cursor ? cursor.member : '',
+      const [found, lastEntry, lastMember, exhausted] = await ctx.calls.call(FUNCTIONS.listJobs, shard, [
+        f.tenant ?? '', f.until ?? '', f.since ?? '', cursor ? cursor.entry : '', cursor ? cursor.member : '',
         (f.states ?? []).join(','), (f.services ?? []).join(','), f.limit, LIST_BUDGET,
       ]);
       return {
-        items: found.map(([id, score, member, state]) => ({ id, pool, state: state as JobState, submitted_at: Number(score), position: { score: Number(score), member } })),
-        boundary: exhausted === 1 || lastScore === '' ? undefined : { score: Number(lastScore), member: lastMember },
+        items: found.map(([id, entry, member, state, submittedAt]) => ({ id, pool, state: state as JobState, submitted_at: Number(submittedAt), position: listPosition(entry, member) })),
+        boundary: exhausted === 1 || lastEntry === '' ? undefined : listPosition(lastEntry, lastMember),
       };
     }),
   );
@@ -297,8 +304,8 @@ export function submitArgs(ctx: BrokerContext, job: SubmitJob, id: string, paylo
   if (job.webhook) fields.push('webhook', JSON.stringify(job.webhook));
   if (job.workflow_id) fields.push('workflow_id', job.workflow_id);
   if (job.step !== undefined) fields.push('step', job.step);
-  // how the pool was chosen (short values: the hash stays compact), and the class a success records its time under
-  fields.push('dclass', dclass, ...routeFields);
+  // how the pool was chosen (short values: the hash stays compact); the duration class goes on the requirement class
+  fields.push(...routeFields);
   if (job.expected_duration_s !== undefined) fields.push('expected_duration_s', job.expected_duration_s);
   // an optional field: a claim reads it only from a job marked `opt` (a job submitted with tracing off pays nothing)
   if (options.traceparent && TRACEPARENT.test(options.traceparent)) fields.push('traceparent', options.traceparent);
@@ -315,6 +322,7 @@ export function submitArgs(ctx: BrokerContext, job: SubmitJob, id: string, paylo
     job.deadlines?.start_timeout_ms ?? '',
     payload,
     config.maxQueuedClasses,
+    dclass,
     fields.length,
     ...fields,
   ];
@@ -333,19 +341,28 @@ export interface SubmitOptions {
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
-/** Index order: by submission time, then by entry (byte order, as Redis sorts equal scores). */
+function listPosition(entry: string, member: string): ListPosition {
+  const [ms, n] = entry.split('-');
+  return { entry, member, ms: Number(ms), n: Number(n ?? 0) };
+}
+
+/**
+ * Index order, the one every shard's emp_list_jobs walks: by submission time, then place
+ * within its millisecond, then member (byte order, as Redis sorts equal scores).
+ */
 function comparePositions(a: ListPosition, b: ListPosition): number {
-  return a.score - b.score || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0);
+  return a.ms - b.ms || a.n - b.n || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0);
 }
 
 function encodeListCursor(position: ListPosition): string {
-  return Buffer.from(`${position.score}:${position.member}`).toString('base64url');
+  return Buffer.from(`${position.entry}:${position.member}`).toString('base64url');
 }
 
+/** A cursor names an entry: `<ms>-<n>:<member>`, or `<ms>:<member>` for a sorted set's (as every cursor before 2026-12-07). */
 function decodeListCursor(cursor: string): ListPosition {
-  const match = /^(\d{1,16}):([A-Za-z0-9_.|-]{1,200})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  const match = /^(\d{1,16}(?:-\d{1,20})?):([A-Za-z0-9_.|-]{1,200})$/.exec(Buffer.from(cursor, 'base64url').toString());
   if (!match) throw new ValidationError('job list filter', [{ path: 'cursor', message: 'not a cursor this API handed out' }]);
-  return { score: Number(match[1]), member: match[2]! };
+  return listPosition(match[1]!, match[2]!);
 }
 
 /** 48 random bits as 10 base-36 digits; random bytes are drawn 6 KiB at a time (one syscall per 1,024 ids). */

@@ -86,8 +86,8 @@ export type WorkflowSubmitReply = readonly [state: string, id: string, duplicate
 export const workflowSubmitReply = tuple<WorkflowSubmitReply>('string');
 export const cancelReply = tuple<CancelReply>('string');
 
-/** emp_list_jobs: [id, score, member, state] per job found, the last index entry looked at, exhausted (1/0). */
-export type ListJobsReply = readonly [found: Array<[string, string, string, string]>, lastScore: string, lastMember: string, exhausted: number];
+/** emp_list_jobs: [id, entry, member, state, submitted_at] per job found, the last index entry looked at and its member, exhausted (1/0). */
+export type ListJobsReply = readonly [found: Array<[string, string, string, string, string]>, lastEntry: string, lastMember: string, exhausted: number];
 export const listJobsReply = tuple<ListJobsReply>('object');
 
 /** emp_register_worker: classes that became routable, the routable-scan cursor ('0': done), 'scan' when lanes must be filled. */

@@ -21,18 +21,21 @@ local DURATIONS_LAST = '255'
 local DURATIONS_SLACK = 288
 
 -- What record_duration needs of the job, read with the fields `fenced` reads (one HMGET):
--- `dclass` (set at submit; absent on a job submitted before routing) and the start times.
-local DURATION_FIELDS = { 'dclass', 'started_at', 'claimed_at' }
+-- the start times, and `dclass`, which only a job submitted before its requirement
+-- class kept the duration class has (today's jobs find it on their class).
+local DURATION_FIELDS = { 'started_at', 'claimed_at', 'dclass' }
 
 -- The execution time: from running (or, for a job that never said it started, from its
 -- claim) to now, in ms; one LPUSH per list per success.
 local function record_duration(ctx, job)
-  local dclass = job.dclass
   local since = tonumber(job.state == 'running' and job.started_at or job.claimed_at)
-  if not dclass or not since then return end
+  if not since then return end
+  local p = ctx.p
+  -- absent on a class stored before routing, whose jobs have none either
+  local dclass = job.dclass or call('HGET', class_key(p, job.class), 'dclass')
+  if not dclass then return end
   local ms = ctx.now - since
   if ms < 0 then ms = 0 end
-  local p = ctx.p
   local list = p .. 'durations:' .. dclass
   local length = call('LPUSH', list, string.format('%d', ms))
   if length > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end

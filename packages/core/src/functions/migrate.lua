@@ -196,12 +196,32 @@ local function to_v2(ctx, m, args)
   return nil
 end
 
+-- ------------------------------------------------------------- 2 -> 3
+-- Version 3 is the layout of 2026-12-07, which a queued job costs less memory in
+-- (docs/broker.md, "What a queued job costs in memory"). Nothing is moved: the
+-- library reads both layouts, so the step only records the new one.
+-- * The submission index is two streams (`joblog`, `joblog:tenant:<tenant>`),
+--   with the sorted sets that were all of it (`jobs`, `jobs:tenant:<tenant>`)
+--   now keeping only the jobs kept long. A listing merges both in time order and
+--   the sweep empties the sorted sets of jobs that expired, so the jobs indexed
+--   there before stay where they are (list_jobs.lua, tick.lua).
+-- * A job's duration class is on its requirement class (`dclass`); a job that
+--   carries its own is read as before (complete.lua, get_job.lua).
+-- * A queued job's payload of up to 512 bytes is in pieces in its hash (`pieces`,
+--   00-base.lua); a payload in its own key is read as before.
+-- A library older than version 3 would see only the first 64 bytes of a payload in
+-- pieces and list no job submitted since: it must not be loaded again over a
+-- version 3 shard that holds queued jobs.
+local function to_v3(ctx, m)
+  m.phase = 'done'
+end
+
 -- STEPS[v] brings a shard from version v to v + 1, a page per call: it gets the
 -- migration's state m (phase, cursor; both '' at first), changes it, and sets
 -- its phase to 'done' when the shard is at v + 1. It may answer the caller with
 -- a reply of its own (a question) instead.
-local STEPS = { [1] = to_v2 }
-local FIRST_PHASE = { [1] = 'classes' }
+local STEPS = { [1] = to_v2, [2] = to_v3 }
+local FIRST_PHASE = { [1] = 'classes', [2] = 'record' }
 
 local function migrate(keys, args)
   local p = prefix_of(keys[1])

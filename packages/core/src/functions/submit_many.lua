@@ -20,7 +20,7 @@ local function submit_many(keys, args)
     else
       -- submit_job raises before its first write, so the batch goes on after it
       replies[i] = { 'error', type(reply) == 'table' and reply.err or tostring(reply) }
-      at = at + SUBMIT_HEADER + tonumber(args[at + 12])
+      at = at + SUBMIT_HEADER + tonumber(args[at + 13])
     end
   end
   demand.flush(ctx)

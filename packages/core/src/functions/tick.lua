@@ -10,11 +10,56 @@
 --   unwatched (offline detection waits at least half of [8])
 -- Returns { items handled, ms until the next due item ('' none) }.
 
--- Removes index entries of jobs whose retention has passed, looking at `limit`
--- entries per call from where the previous sweep stopped (wrapping around), so
--- the index shrinks with the jobs without a full scan on any one tick.
-local function sweep_job_index(p, limit)
+-- The submission index (job_log in includes/20-queue.lua), kept as long as its jobs:
+-- looks at `limit` entries of the streams per call from where the previous sweep
+-- stopped (wrapping around), so no tick scans the whole index. An entry whose job
+-- hash has expired goes (a tenant's stream with no entries left is deleted;
+-- `joblog` never is: its newest id keeps the index in order, see job_log.add). A
+-- job kept for the failed retention (failed, canceled, expired) moves, once
+-- older than the succeeded retention, to the sorted sets `jobs` and
+-- `jobs:tenant:<tenant>` (scored by its entry's ms): a stream frees an entry's
+-- bytes only with the last entry of its node (about 100), so one such job left
+-- in the stream would keep its neighbours' bytes for days.
+local LONG_KEPT = { failed = true, canceled = true, expired = true }
+
+local function sweep_job_index(ctx, limit)
+  local p = ctx.p
+  local log = job_log.key(p)
+  local after = call('GET', p .. 'joblog:sweep')
+  local entries = call('XRANGE', log, after and ('(' .. after) or '-', '+', 'COUNT', limit)
+  local horizon = ctx.now - tonumber(ctx.retention_ms)
+  for _, entry in ipairs(entries) do
+    local member = entry[2][2]
+    local sep = string.find(member, '|', 1, true)
+    local id, tenant = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    local state = call('HGET', job_key(p, id), 'state')
+    local ms = string.match(entry[1], '^%d+')
+    if not state or (LONG_KEPT[state] and tonumber(ms) < horizon) then
+      call('XDEL', log, entry[1])
+      local tenant_log = job_log.tenant_key(p, tenant)
+      call('XDEL', tenant_log, entry[1])
+      if call('XLEN', tenant_log) == 0 then call('DEL', tenant_log) end
+      if state then
+        call('ZADD', p .. 'jobs', ms, member)
+        call('ZADD', p .. 'jobs:tenant:' .. tenant, ms, id)
+      end
+    end
+  end
+  if #entries < limit then
+    call('DEL', p .. 'joblog:sweep')
+  else
+    call('SET', p .. 'joblog:sweep', entries[#entries][1])
+  end
+end
+
+-- The sorted sets (the jobs kept long, and in a shard upgraded from before
+-- 2026-12-07 every job indexed then): an entry goes once its job hash has expired.
+local function sweep_kept_job_index(p, limit)
   local index = p .. 'jobs'
+  if call('EXISTS', index) == 0 then
+    call('DEL', p .. 'jobs:sweep')
+    return
+  end
   local start = tonumber(call('GET', p .. 'jobs:sweep')) or 0
   local members = call('ZRANGE', index, start, start + limit - 1)
   local removed = 0
@@ -30,7 +75,6 @@ local function sweep_job_index(p, limit)
   local next_start = start + #members - removed
   if #members < limit then next_start = 0 end
   call('SET', p .. 'jobs:sweep', next_start)
-  return removed
 end
 
 -- `classlist` names the classes queue views show, empty ones included, and
@@ -210,7 +254,8 @@ local function tick(keys, args)
   end
   -- the job index and the class list need sweeping about once a second, not on every tick
   if call('SET', p .. 'jobs:swept', '1', 'PX', 1000, 'NX') then
-    sweep_job_index(p, limit)
+    sweep_job_index(ctx, limit)
+    sweep_kept_job_index(p, limit)
     sweep_class_list(p)
   end
   local next_due = nil

@@ -85,7 +85,7 @@ local function laned_key(p) return p .. 'laned' end
 -- `schema_version`: emp_migrate (migrate.lua) brings a shard written by an older
 -- library up to it, and a shard that never held a job starts at it. A shard
 -- without the key that holds jobs is at 1, the layout before versions were kept.
-local SCHEMA_VERSION = '2'
+local SCHEMA_VERSION = '3'
 local function schema_key(p) return p .. 'schema_version' end
 -- Stamps a shard that has never held a job (`seq` counts every job ever submitted) with the current layout.
 local function stamp_new_shard(p)
@@ -104,6 +104,54 @@ local function opt_with_lanes(opt) return opt_fields(opt) and '1l' or 'l' end
 -- larger one lives beside it in its own key, so the hash stays small either way.
 local INLINE_PAYLOAD = 64
 local function payload_key(p, id) return p .. 'payload:' .. id end
+
+-- A queued job's payload of up to `pieces.MAX` bytes is in its hash too, in pieces of
+-- INLINE_PAYLOAD bytes: `payload` the first, `pn` their number, `p2` .. `p<pn>` the
+-- rest. One key per queued job instead of two saves about 100 bytes a job (the key,
+-- its object and its entry in the keyspace), and the hash stays a listpack. A claim
+-- moves the payload to its own key (`pieces.take_out`): results, errors and progress
+-- reports over 64 bytes turn a hash into a hashtable, where each piece would cost
+-- about 100 bytes. Only a `payload` field of exactly INLINE_PAYLOAD bytes can have
+-- more pieces, so a reader looks for `pn` only then.
+-- (One table, `pieces`, holds these: the library's chunk has room for 200 top-level locals.)
+local pieces = { MAX = 8 * INLINE_PAYLOAD }
+
+-- The field/value pairs after the first piece of `payload`, `pn` first.
+function pieces.rest(payload)
+  local n = math.ceil(#payload / INLINE_PAYLOAD)
+  local fields = { 'pn', tostring(n) }
+  for i = 2, n do
+    fields[#fields + 1] = 'p' .. i
+    fields[#fields + 1] = string.sub(payload, (i - 1) * INLINE_PAYLOAD + 1, i * INLINE_PAYLOAD)
+  end
+  return fields
+end
+
+-- `pn` and the names of every piece after the first a payload can have
+pieces.NAMES = { 'pn' }
+for i = 2, pieces.MAX / INLINE_PAYLOAD do pieces.NAMES[i] = 'p' .. i end
+
+-- The whole payload of a job whose `payload` field is `first`, from `f`: its fields
+-- by name (get_job's HGETALL) or as HMGET of pieces.NAMES returns them.
+function pieces.join(first, f)
+  local n = tonumber(f.pn or f[1])
+  local parts = { first }
+  for i = 2, n do parts[i] = f['p' .. i] or f[i] end
+  return table.concat(parts)
+end
+
+-- A claimed job's payload: from its `payload` field `first` (and its pieces, which
+-- move to a key of their own), or from its own key. '' when it has none.
+function pieces.take_out(p, id, key, first)
+  if not first then return call('GET', payload_key(p, id)) or '' end
+  if #first ~= INLINE_PAYLOAD then return first end
+  local f = call('HMGET', key, unpack(pieces.NAMES))
+  if not f[1] then return first end
+  local payload = pieces.join(first, f)
+  call('SET', payload_key(p, id), payload)
+  call('HDEL', key, 'payload', unpack(pieces.NAMES, 1, tonumber(f[1])))
+  return payload
+end
 
 -- Reads a hash into a Lua table (HGETALL's flat reply folded).
 local function hash_to_table(flat)

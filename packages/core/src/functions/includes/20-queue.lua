@@ -174,13 +174,39 @@ local function count_deferred(p, kind, service, delta)
   call('HINCRBY', p .. 'deferred', kind .. ':' .. service, delta)
 end
 
--- The submission index behind listing: `jobs` holds every job of the shard as
--- "<id>|<tenant>" (the tenant lets the sweep clean the tenant's index once the
--- job hash has expired), `jobs:tenant:<tenant>` holds that tenant's job ids; both
--- are scored by submitted_at.
-local function index_job(p, id, tenant, submitted_at)
-  call('ZADD', p .. 'jobs', submitted_at, id .. '|' .. tenant)
-  call('ZADD', p .. 'jobs:tenant:' .. tenant, submitted_at, id)
+-- The submission index behind listing, two streams: `joblog` holds every job of
+-- the shard (field `j`: "<id>|<tenant>"; the tenant lets the sweep clean the
+-- tenant's stream once the job hash has expired), `joblog:tenant:<tenant>` that
+-- tenant's jobs (`j`: the id) under the same entry ids. An entry id is
+-- <submitted_at>-<n>, so the streams are in submission order and a listing
+-- resumes after an entry id. A stream entry costs about 50 bytes where a sorted
+-- set's cost about 130 (docs/broker.md, "What a queued job costs in memory").
+-- Beside them, two sorted sets, `jobs` ("<id>|<tenant>") and `jobs:tenant:<tenant>`
+-- (ids), scored by the entry's ms, keep the entries the sweep moves out of the
+-- streams (jobs kept for the failed retention; tick.lua), and in a shard upgraded
+-- from before 2026-12-07, when they were the whole index, every job indexed then.
+-- A listing merges both (list_jobs.lua).
+-- (One table, `job_log`, holds these: the library's chunk has room for 200 top-level locals.)
+local job_log = {}
+function job_log.key(p) return p .. 'joblog' end
+function job_log.tenant_key(p, tenant) return p .. 'joblog:tenant:' .. tenant end
+
+-- Indexes a job just submitted.
+function job_log.add(p, id, tenant, submitted_at)
+  local log = job_log.key(p)
+  local ok, entry = pcall(call, 'XADD', log, submitted_at .. '-*', 'j', id .. '|' .. tenant)
+  if not ok then
+    -- the clock went back (a virtual clock set back, or Redis's own): the entry goes at the
+    -- newest entry's millisecond, so the stream keeps its order (`joblog` is never deleted,
+    -- so its newest id only grows, and every tenant's stream can take the same ids)
+    local info = call('XINFO', 'STREAM', log)
+    local last
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then last = info[i + 1] end
+    end
+    entry = call('XADD', log, string.match(last, '^%d+') .. '-*', 'j', id .. '|' .. tenant)
+  end
+  call('XADD', job_log.tenant_key(p, tenant), entry, 'j', id)
 end
 
 -- Classes a call looks at when sweeping or checking the class lists or listing

@@ -172,7 +172,7 @@ local function take(ctx, id, f, class, worker, w, next_score, tier, extra)
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
   end
-  return { 'job', id, attempt, attempt, f[3], f[2], f[6] or call('GET', payload_key(p, id)) or '',
+  return { 'job', id, attempt, attempt, f[3], f[2], pieces.take_out(p, id, key, f[6]),
     class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end
 

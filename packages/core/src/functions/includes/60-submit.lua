@@ -4,12 +4,13 @@
 --   [+3] priority (-1000..1000)  [+4] idempotency key ('' none)  [+5] request fingerprint
 --   [+6] idempotency ttl ms  [+7] delay ms  [+8] queue ttl ms ('' none)  [+9] start timeout ms ('' none)
 --   [+10] payload (JSON)  [+11] most classes the shard may have queued ('' no limit)
---   [+12] n, the number of field/value arguments that follow
---   [+13 .. +12+n] field/value pairs stored on the job as given, starting with
+--   [+12] duration class (routing.ts: service and models), kept on the requirement class,
+--   which determines it, not on each job  [+13] n, the number of field/value arguments that follow
+--   [+14 .. +13+n] field/value pairs stored on the job as given, starting with
 --   'tenant', <tenant>, 'service', <service>
 -- Raises IDEMPOTENCY_CONFLICT (same key, different request), DUPLICATE_ID or
 -- TOO_MANY_CLASSES (the job would open a class past the limit).
-local SUBMIT_HEADER = 13
+local SUBMIT_HEADER = 14
 
 -- Submits the job whose arguments start at args[at]; returns its reply and the
 -- index just past its arguments. Everything that can raise comes before the
@@ -92,7 +93,7 @@ local function submit_job(ctx, args, at, seq)
   local priority = tonumber(args[at + 3])
   local idem, fingerprint = args[at + 4], args[at + 5]
   local first_field = at + SUBMIT_HEADER
-  local next_at = first_field + tonumber(args[at + 12])
+  local next_at = first_field + tonumber(args[at + 13])
 
   local idem_key
   if idem ~= '' then
@@ -130,8 +131,9 @@ local function submit_job(ctx, args, at, seq)
     too_many_classes(p, max_classes)
   end
   local ckey = class_key(p, class)
-  local known = call('HMGET', ckey, 'routable', 'listed', 'laned')
+  local known = call('HMGET', ckey, 'routable', 'listed', 'laned', 'dclass')
   local routable, laned = known[1], known[3] == '1'
+  local dclass = args[at + 12]
   if not known[2] then
     -- a new class, or one swept from the class list while empty (see sweep_class_list in tick.lua)
     if routable ~= '1' then
@@ -148,33 +150,41 @@ local function submit_job(ctx, args, at, seq)
       fields[#fields + 1] = 'def'; fields[#fields + 1] = def
       fields[#fields + 1] = 'created_at'; fields[#fields + 1] = ctx.ts
     end
+    if known[4] ~= dclass then fields[#fields + 1] = 'dclass'; fields[#fields + 1] = dclass end
     call('HSET', ckey, unpack(fields))
     call('SADD', p .. 'classlist', class)
     if routable == '0' then call('SADD', p .. 'unroutable', class) end
+  elseif known[4] ~= dclass then
+    -- a class stored before classes kept their duration class (or whose definition a newer library names otherwise)
+    call('HSET', ckey, 'dclass', dclass)
   end
   if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
   local queue_ttl, start_timeout = tonumber(args[at + 8]), tonumber(args[at + 9])
   -- the fields every job has and those given at submit, straight from the arguments
   -- (a table per job would cost more than the write)
-  local payload = args[at + 10]
-  if #payload <= INLINE_PAYLOAD then
-    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
-      'payload', payload, unpack(args, first_field, next_at - 1))
-  else
-    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
-      unpack(args, first_field, next_at - 1))
-    call('SET', payload_key(p, id), payload)
-  end
   -- the fields few jobs have; `opt` tells a claim that the job has some (see OPTIONAL_TAKE_FIELDS)
   local opt = queue_ttl or start_timeout
   local workflow = nil
+  -- a value over 64 bytes (a webhook, say) makes the hash a hashtable, where payload pieces cost more than a key
+  local listpack = #idem <= INLINE_PAYLOAD
   for i = first_field, next_at - 1, 2 do
     local field = args[i]
     if OPTIONAL_SUBMIT_FIELDS[field] then
       opt = true
       if field == 'workflow_id' then workflow = args[i + 1] end
     end
+    if #args[i + 1] > INLINE_PAYLOAD then listpack = false end
+  end
+  local payload = args[at + 10]
+  if #payload <= INLINE_PAYLOAD or (listpack and #payload <= pieces.MAX) then
+    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
+      'payload', string.sub(payload, 1, INLINE_PAYLOAD), unpack(args, first_field, next_at - 1))
+    if #payload > INLINE_PAYLOAD then call('HSET', key, unpack(pieces.rest(payload))) end
+  else
+    call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
+      unpack(args, first_field, next_at - 1))
+    call('SET', payload_key(p, id), payload)
   end
   -- a job queued now goes into its class's lanes when the class keeps them (a delayed one when it is due)
   laned = laned and delay <= 0
@@ -194,7 +204,7 @@ local function submit_job(ctx, args, at, seq)
     count_deferred(p, 'delayed', args[first_field + 3], '1')
   end
   if delay > 0 or queue_ttl or start_timeout then schedule(p, id) end
-  index_job(p, id, args[first_field + 1], ctx.ts)
+  job_log.add(p, id, args[first_field + 1], ctx.ts)
   demand.count(ctx, class, args[first_field + 3])
   job_event(ctx, id, 'job.queued', 'queued', 'tenant', args[first_field + 1], 'service', args[first_field + 3],
     'routable', routable)
