@@ -149,6 +149,8 @@ class Machine {
   noticeAtMs = Infinity;
   /** its last heartbeat was left out (see #heartbeat): the next one goes out */
   skippedBeat = false;
+  /** where it stands in its pool's idle set in the broker (0: not in it; see #dispatch) */
+  waitingSince = 0;
   constructor(
     readonly record: MachineRecord,
     readonly random: Random,
@@ -236,6 +238,10 @@ class Simulation {
   #borrowed = 0;
   readonly #hits = { warm: 0, disk: 0, cold: 0 };
   #dispatchDue = false;
+  /** counts the times a worker joined its pool's idle set in the broker (Machine.waitingSince) */
+  #waitSeq = 0;
+  /** with affinity: per pool, the models of the jobs submitted since the last dispatch (whose holders a submit wakes first) */
+  readonly #submittedModels = new Map<string, string[]>();
   /** when the broker's tick next has something to do (the grid's first tick at or after it calls it) */
   #tickDueAt = 0;
   #nextScaleAt = 0;
@@ -477,6 +483,7 @@ class Simulation {
     const pool = poolOfJobId(result.id);
     this.#jobs.set(result.id, { job, id: result.id, pool, downloadMs: 0, attempts: 0 });
     if (this.options.policy.fallback) this.#lendingJob(pool);
+    if (this.options.policy.affinity) this.#submittedModels.set(pool, [...(this.#submittedModels.get(pool) ?? []), job.model]);
     const hour = this.#hourly[Math.floor(this.#now / 3_600_000)];
     if (hour) hour.arrivals++;
     this.#dispatchDue = true;
@@ -698,6 +705,11 @@ class Simulation {
    */
   async #dispatch(): Promise<void> {
     this.#dispatchDue = false;
+    // A submit wakes one idle worker: with affinity, a holder of the job's model (loaded before on disk, then the
+    // greatest id), else the capable worker that has waited longest in its pool's idle set (the set keeps the order
+    // in which workers joined it). takeSignals reads past a list that held something in one more round trip, none
+    // when it was the last, so the lists go in the reverse order of that choice. Any order pops the same lists:
+    // this changes round trips, not what happens.
     const byPool = new Map<string, Machine[]>();
     for (const machine of this.#idle) {
       if (this.#claimDue.has(machine)) continue;
@@ -705,10 +717,21 @@ class Simulation {
       list.push(machine);
       byPool.set(machine.record.pool, list);
     }
+    for (const [pool, list] of byPool) {
+      const models = this.#submittedModels.get(pool) ?? [];
+      const tier = (m: Machine) => Math.max(0, ...models.map((model) => (m.vram.has(model) ? 2 : m.disk.has(model) && m.downloading !== model ? 1 : 0)));
+      const tiers = new Map(list.map((m) => [m, tier(m)]));
+      list.sort((a, b) => tiers.get(a)! - tiers.get(b)! || (tiers.get(a)! > 0 ? (a.workerId < b.workerId ? -1 : 1) : b.waitingSince - a.waitingSince));
+    }
+    this.#submittedModels.clear();
     const taken = await Promise.all([...byPool].map(([pool, machines]) => this.#broker.takeSignals(pool, machines.map((m) => m.workerId))));
     [...byPool.values()].forEach((machines, i) => {
       for (const machine of machines) {
-        if (taken[i]!.get(machine.workerId)?.some((s) => s.type === 'wake')) this.#claimDue.add(machine);
+        if (taken[i]!.get(machine.workerId)?.some((s) => s.type === 'wake')) {
+          // a wake-up takes the worker out of the idle set
+          machine.waitingSince = 0;
+          this.#claimDue.add(machine);
+        }
       }
     });
     const due = [...this.#claimDue].sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
@@ -720,6 +743,7 @@ class Simulation {
         this.#idle.delete(machine);
         await this.#begin(machine, result.job);
       } else {
+        this.#waiting(machine);
         if (result.retryAt !== undefined) this.#schedule(Math.max(this.#now + 1, result.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
         // its own pool had nothing: the pools it may borrow from, now
         if (this.#rules(machine).length > 0) await this.#borrow(machine);
@@ -863,8 +887,14 @@ class Simulation {
     }
   }
 
+  /** A claim in its own pool found nothing: the worker joins the pool's idle set in the broker, unless it is in it. */
+  #waiting(machine: Machine): void {
+    if (machine.waitingSince === 0) machine.waitingSince = ++this.#waitSeq;
+  }
+
   /** Reactive model handling: download what the disk lacks, load what the GPU lacks, then run. */
   async #begin(machine: Machine, claimed: ClaimedJob): Promise<void> {
+    machine.waitingSince = 0;
     machine.lease = claimed.lease;
     machine.leaseSinceMs = this.#now;
     const record = this.#jobs.get(claimed.id)!;
@@ -930,6 +960,7 @@ class Simulation {
       return;
     }
     // the completion's claim found nothing: the worker waits in the broker's idle set
+    this.#waiting(machine);
     this.#becomeIdle(machine, false);
     if (next && !next.job && next.retryAt !== undefined) this.#schedule(Math.max(this.#now + 1, next.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
   }
