@@ -31,11 +31,12 @@ const GB = 1024 ** 3;
 /**
  * The simulated scheduler ticks on a grid of this step (the production
  * scheduler's longest sleep), but calls the broker only at the grid instants
- * where something can be due: each tick's reply says when the next item falls
- * due (a lease running out, a worker falling silent, a timer), and the broker
- * is ticked at the first grid instant at or after it. A tick in between would
- * find nothing. The grid's events stay in the agenda (they cost no call), so
- * everything happens in the same order as with every tick.
+ * where something can be due, and only in the pools where it can: each tick's
+ * reply says when the next item of its pool's shard falls due (a lease running
+ * out, a worker falling silent, a timer), and the pool is ticked at the first
+ * grid instant at or after it. A tick in between would find nothing. The
+ * grid's events stay in the agenda (they cost no call), so everything happens
+ * in the same order as with every tick.
  */
 const TICK_MS = 1_000;
 /**
@@ -242,8 +243,8 @@ class Simulation {
   #waitSeq = 0;
   /** with affinity: per pool, the models of the jobs submitted since the last dispatch (whose holders a submit wakes first) */
   readonly #submittedModels = new Map<string, string[]>();
-  /** when the broker's tick next has something to do (the grid's first tick at or after it calls it) */
-  #tickDueAt = 0;
+  /** per pool, when the broker's tick of its shard next has something to do (the grid's first tick at or after it calls it) */
+  readonly #tickDueAt = new Map<string, number>();
   #nextScaleAt = 0;
   /** the last call the run did not wait for, while its reply is out (replies come in order: once it is in, all are), and since when */
   #inFlight: Promise<void> | undefined;
@@ -400,9 +401,9 @@ class Simulation {
     if (this.#failure) throw this.#failure;
   }
 
-  /** Something may have set a timer (a failure's retry): the next tick of the grid calls the broker. */
+  /** Something may have set a timer (a failure's retry): the next tick of the grid calls the broker, in every pool. */
   #tickSoon(): void {
-    this.#tickDueAt = Math.min(this.#tickDueAt, this.#now);
+    for (const pool of this.#pools) this.#tickDueAt.set(pool.name, Math.min(this.#tickDueAt.get(pool.name) ?? 0, this.#now));
   }
 
   /** Virtual time moves in whole milliseconds: the broker stores integer timestamps. */
@@ -415,15 +416,18 @@ class Simulation {
       case 'arrival':
         return this.#submit(event.job);
       case 'tick': {
-        if (this.options.reference || this.#now >= this.#tickDueAt) {
-          let dueIn = maxTickGapMs(this.#config);
-          // the pools' ticks go out together, in pool order (each pool is its own shard: none waits on another's)
-          for (const { handled, nextDueInMs } of await Promise.all(this.#pools.map((pool) => this.#broker.tick(pool.name)))) {
+        // each pool is its own shard, whose tick says when it next has something to do: only the pools where
+        // something is due are ticked, together, in pool order (none waits on another's)
+        const due = this.#pools.filter((pool) => this.options.reference || this.#now >= (this.#tickDueAt.get(pool.name) ?? 0));
+        if (due.length > 0) {
+          const replies = await Promise.all(due.map((pool) => this.#broker.tick(pool.name)));
+          due.forEach((pool, i) => {
+            const { handled, nextDueInMs } = replies[i]!;
             if (handled > 0) this.#dispatchDue = true;
             // a full batch: more may be due now
-            dueIn = Math.min(dueIn, handled >= this.#config.tickLimit ? 0 : (nextDueInMs ?? Infinity));
-          }
-          this.#tickDueAt = this.#now + dueIn;
+            const dueIn = Math.min(maxTickGapMs(this.#config), handled >= this.#config.tickLimit ? 0 : (nextDueInMs ?? Infinity));
+            this.#tickDueAt.set(pool.name, this.#now + dueIn);
+          });
         }
         this.#schedule(this.#now + TICK_MS, { kind: 'tick' });
         return;
