@@ -31,11 +31,12 @@ const GB = 1024 ** 3;
 /**
  * The simulated scheduler ticks on a grid of this step (the production
  * scheduler's longest sleep), but calls the broker only at the grid instants
- * where something can be due: each tick's reply says when the next item falls
- * due (a lease running out, a worker falling silent, a timer), and the broker
- * is ticked at the first grid instant at or after it. A tick in between would
- * find nothing. The grid's events stay in the agenda (they cost no call), so
- * everything happens in the same order as with every tick.
+ * where something can be due, and only in the pools where it can: each tick's
+ * reply says when the next item of its pool's shard falls due (a lease running
+ * out, a worker falling silent, a timer), and the pool is ticked at the first
+ * grid instant at or after it. A tick in between would find nothing. The
+ * grid's events stay in the agenda (they cost no call), so everything happens
+ * in the same order as with every tick.
  */
 const TICK_MS = 1_000;
 /**
@@ -149,6 +150,8 @@ class Machine {
   noticeAtMs = Infinity;
   /** its last heartbeat was left out (see #heartbeat): the next one goes out */
   skippedBeat = false;
+  /** where it stands in its pool's idle set in the broker (0: not in it; see #dispatch) */
+  waitingSince = 0;
   constructor(
     readonly record: MachineRecord,
     readonly random: Random,
@@ -236,8 +239,12 @@ class Simulation {
   #borrowed = 0;
   readonly #hits = { warm: 0, disk: 0, cold: 0 };
   #dispatchDue = false;
-  /** when the broker's tick next has something to do (the grid's first tick at or after it calls it) */
-  #tickDueAt = 0;
+  /** counts the times a worker joined its pool's idle set in the broker (Machine.waitingSince) */
+  #waitSeq = 0;
+  /** with affinity: per pool, the models of the jobs submitted since the last dispatch (whose holders a submit wakes first) */
+  readonly #submittedModels = new Map<string, string[]>();
+  /** per pool, when the broker's tick of its shard next has something to do (the grid's first tick at or after it calls it) */
+  readonly #tickDueAt = new Map<string, number>();
   #nextScaleAt = 0;
   /** the last call the run did not wait for, while its reply is out (replies come in order: once it is in, all are), and since when */
   #inFlight: Promise<void> | undefined;
@@ -394,9 +401,9 @@ class Simulation {
     if (this.#failure) throw this.#failure;
   }
 
-  /** Something may have set a timer (a failure's retry): the next tick of the grid calls the broker. */
+  /** Something may have set a timer (a failure's retry): the next tick of the grid calls the broker, in every pool. */
   #tickSoon(): void {
-    this.#tickDueAt = Math.min(this.#tickDueAt, this.#now);
+    for (const pool of this.#pools) this.#tickDueAt.set(pool.name, Math.min(this.#tickDueAt.get(pool.name) ?? 0, this.#now));
   }
 
   /** Virtual time moves in whole milliseconds: the broker stores integer timestamps. */
@@ -409,15 +416,18 @@ class Simulation {
       case 'arrival':
         return this.#submit(event.job);
       case 'tick': {
-        if (this.options.reference || this.#now >= this.#tickDueAt) {
-          let dueIn = maxTickGapMs(this.#config);
-          // the pools' ticks go out together, in pool order (each pool is its own shard: none waits on another's)
-          for (const { handled, nextDueInMs } of await Promise.all(this.#pools.map((pool) => this.#broker.tick(pool.name)))) {
+        // each pool is its own shard, whose tick says when it next has something to do: only the pools where
+        // something is due are ticked, together, in pool order (none waits on another's)
+        const due = this.#pools.filter((pool) => this.options.reference || this.#now >= (this.#tickDueAt.get(pool.name) ?? 0));
+        if (due.length > 0) {
+          const replies = await Promise.all(due.map((pool) => this.#broker.tick(pool.name)));
+          due.forEach((pool, i) => {
+            const { handled, nextDueInMs } = replies[i]!;
             if (handled > 0) this.#dispatchDue = true;
             // a full batch: more may be due now
-            dueIn = Math.min(dueIn, handled >= this.#config.tickLimit ? 0 : (nextDueInMs ?? Infinity));
-          }
-          this.#tickDueAt = this.#now + dueIn;
+            const dueIn = Math.min(maxTickGapMs(this.#config), handled >= this.#config.tickLimit ? 0 : (nextDueInMs ?? Infinity));
+            this.#tickDueAt.set(pool.name, this.#now + dueIn);
+          });
         }
         this.#schedule(this.#now + TICK_MS, { kind: 'tick' });
         return;
@@ -477,6 +487,7 @@ class Simulation {
     const pool = poolOfJobId(result.id);
     this.#jobs.set(result.id, { job, id: result.id, pool, downloadMs: 0, attempts: 0 });
     if (this.options.policy.fallback) this.#lendingJob(pool);
+    if (this.options.policy.affinity) this.#submittedModels.set(pool, [...(this.#submittedModels.get(pool) ?? []), job.model]);
     const hour = this.#hourly[Math.floor(this.#now / 3_600_000)];
     if (hour) hour.arrivals++;
     this.#dispatchDue = true;
@@ -698,6 +709,11 @@ class Simulation {
    */
   async #dispatch(): Promise<void> {
     this.#dispatchDue = false;
+    // A submit wakes one idle worker: with affinity, a holder of the job's model (loaded before on disk, then the
+    // greatest id), else the capable worker that has waited longest in its pool's idle set (the set keeps the order
+    // in which workers joined it). takeSignals reads past a list that held something in one more round trip, none
+    // when it was the last, so the lists go in the reverse order of that choice. Any order pops the same lists:
+    // this changes round trips, not what happens.
     const byPool = new Map<string, Machine[]>();
     for (const machine of this.#idle) {
       if (this.#claimDue.has(machine)) continue;
@@ -705,10 +721,21 @@ class Simulation {
       list.push(machine);
       byPool.set(machine.record.pool, list);
     }
+    for (const [pool, list] of byPool) {
+      const models = this.#submittedModels.get(pool) ?? [];
+      const tier = (m: Machine) => Math.max(0, ...models.map((model) => (m.vram.has(model) ? 2 : m.disk.has(model) && m.downloading !== model ? 1 : 0)));
+      const tiers = new Map(list.map((m) => [m, tier(m)]));
+      list.sort((a, b) => tiers.get(a)! - tiers.get(b)! || (tiers.get(a)! > 0 ? (a.workerId < b.workerId ? -1 : 1) : b.waitingSince - a.waitingSince));
+    }
+    this.#submittedModels.clear();
     const taken = await Promise.all([...byPool].map(([pool, machines]) => this.#broker.takeSignals(pool, machines.map((m) => m.workerId))));
     [...byPool.values()].forEach((machines, i) => {
       for (const machine of machines) {
-        if (taken[i]!.get(machine.workerId)?.some((s) => s.type === 'wake')) this.#claimDue.add(machine);
+        if (taken[i]!.get(machine.workerId)?.some((s) => s.type === 'wake')) {
+          // a wake-up takes the worker out of the idle set
+          machine.waitingSince = 0;
+          this.#claimDue.add(machine);
+        }
       }
     });
     const due = [...this.#claimDue].sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
@@ -720,6 +747,7 @@ class Simulation {
         this.#idle.delete(machine);
         await this.#begin(machine, result.job);
       } else {
+        this.#waiting(machine);
         if (result.retryAt !== undefined) this.#schedule(Math.max(this.#now + 1, result.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
         // its own pool had nothing: the pools it may borrow from, now
         if (this.#rules(machine).length > 0) await this.#borrow(machine);
@@ -863,8 +891,14 @@ class Simulation {
     }
   }
 
+  /** A claim in its own pool found nothing: the worker joins the pool's idle set in the broker, unless it is in it. */
+  #waiting(machine: Machine): void {
+    if (machine.waitingSince === 0) machine.waitingSince = ++this.#waitSeq;
+  }
+
   /** Reactive model handling: download what the disk lacks, load what the GPU lacks, then run. */
   async #begin(machine: Machine, claimed: ClaimedJob): Promise<void> {
+    machine.waitingSince = 0;
     machine.lease = claimed.lease;
     machine.leaseSinceMs = this.#now;
     const record = this.#jobs.get(claimed.id)!;
@@ -930,6 +964,7 @@ class Simulation {
       return;
     }
     // the completion's claim found nothing: the worker waits in the broker's idle set
+    this.#waiting(machine);
     this.#becomeIdle(machine, false);
     if (next && !next.job && next.retryAt !== undefined) this.#schedule(Math.max(this.#now + 1, next.retryAt - VIRTUAL_EPOCH_MS), { kind: 'retry', machine });
   }
