@@ -129,6 +129,20 @@ export class EventHub {
     return unsubscribe;
   }
 
+  /**
+   * Delivers the live events of one job from now on, none of its history: for a
+   * caller that reads the job after this resolves. An event the reader handed
+   * out before then was written before that read, so the read shows its effect;
+   * every later one is delivered. No cursor and no catch-up read are needed, so a
+   * waiting request costs no stream read of its own. Returns the unsubscribe function.
+   */
+  async watchJob(pool: string, jobId: string, deliver: (event: StreamEvent) => void): Promise<() => void> {
+    const reader = await this.reader(pool);
+    const subscriber: Subscriber = { jobId, last: '0-0', pending: null, deliver };
+    reader.add(subscriber);
+    return () => reader.remove(subscriber);
+  }
+
   private reader(pool: string): Promise<PoolReader> {
     // a request still running while the server shuts down must not start a reader nobody will stop
     if (this.closed) return Promise.reject(new ApiError(503, 'UNAVAILABLE', 'the server is shutting down'));

@@ -5,32 +5,33 @@ import type { EventHub } from './event-hub';
 
 /**
  * Waits up to `timeoutMs` for a job to finish (or until `signal` aborts) and
- * returns it as it then is. The stream cursor is taken before the job is read,
- * so a job that finishes in between is seen in the events that follow it, and
- * only those are read, however old the job.
+ * returns it as it then is. The job's live events are watched before the job
+ * is read, so a job that finishes in between is seen either in that read or in
+ * an event that follows it (EventHub.watchJob): a waiting request adds two job
+ * reads and no stream read of its own.
  */
 export async function waitForJob(hub: EventHub, broker: Broker, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job | null> {
-  const pool = poolOfJobId(id);
-  const cursor = await hub.latestId(pool);
-  const job = await broker.getJob(id);
-  if (!job || isTerminal(job.state) || timeoutMs <= 0) return job;
+  if (timeoutMs <= 0) return broker.getJob(id);
   let finished!: () => void;
   const done = new Promise<void>((resolve) => (finished = resolve));
-  // the request's connection keeps the process alive while it waits, not this timer: a server
-  // that shut down with requests still waiting exits at once
-  const timer = setTimeout(finished, timeoutMs).unref();
+  const unsubscribe = await hub.watchJob(poolOfJobId(id), id, (event) => {
+    if (isTerminalEvent(event)) finished();
+  });
+  let timer: NodeJS.Timeout | undefined;
   const onAbort = () => finished();
-  signal?.addEventListener('abort', onAbort, { once: true });
-  let unsubscribe: (() => void) | undefined;
   try {
-    unsubscribe = await hub.follow(pool, cursor, (event) => {
-      if (isTerminalEvent(event)) finished();
-    }, id);
+    const job = await broker.getJob(id);
+    if (!job || isTerminal(job.state)) return job;
+    // the request's connection keeps the process alive while it waits, not this timer: a server
+    // that shut down with requests still waiting exits at once
+    timer = setTimeout(finished, timeoutMs).unref();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) finished();
     await done;
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
-    unsubscribe?.();
+    unsubscribe();
   }
   return broker.getJob(id);
 }

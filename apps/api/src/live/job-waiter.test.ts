@@ -1,0 +1,78 @@
+import type { Broker, Job } from '@emp/core';
+import { type ApiStack, startApiStack } from '@emp/testkit/api';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitForJob } from './job-waiter';
+
+let stack: ApiStack;
+
+// no worker: a job stays queued until the test ends it (a cancel is a terminal transition like any other)
+beforeAll(async () => {
+  stack = await startApiStack({ worker: false });
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+/** The real broker, with `around` run at the first read of a job: to end the job just before or just after that read. */
+function brokerEndingJobAtFirstRead(around: (read: () => Promise<Job | null>) => Promise<Job | null>): Broker {
+  let first = true;
+  return new Proxy(stack.broker, {
+    get(target, property, receiver) {
+      if (property !== 'getJob') return Reflect.get(target, property, receiver);
+      return (id: string) => {
+        if (!first) return target.getJob(id);
+        first = false;
+        return around(() => target.getJob(id));
+      };
+    },
+  });
+}
+
+describe('waiting for a job to finish', () => {
+  it('answers at once with a job that has finished', async () => {
+    const { id } = await stack.broker.submit({ service: 'http' });
+    await stack.broker.cancel(id);
+    const started = Date.now();
+    expect((await waitForJob(stack.server.hub, stack.broker, id, 30_000))?.state).toBe('canceled');
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it('sees a job that finishes after the wait began but before its first read, in that read', async () => {
+    const { id } = await stack.broker.submit({ service: 'http' });
+    const broker = brokerEndingJobAtFirstRead(async (read) => {
+      await stack.broker.cancel(id, 'before the read');
+      return read();
+    });
+    expect((await waitForJob(stack.server.hub, broker, id, 30_000))?.state).toBe('canceled');
+  });
+
+  it('sees a job that finishes just after its first read, from the live event, long before the timeout', async () => {
+    const { id } = await stack.broker.submit({ service: 'http' });
+    const broker = brokerEndingJobAtFirstRead(async (read) => {
+      const queued = await read();
+      expect(queued?.state).toBe('queued');
+      await stack.broker.cancel(id, 'after the read');
+      return queued;
+    });
+    const started = Date.now();
+    expect((await waitForJob(stack.server.hub, broker, id, 30_000))?.state).toBe('canceled');
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('gives the job as it is when the time is up, and stops waiting when the client goes away', async () => {
+    const { id } = await stack.broker.submit({ service: 'http' });
+    expect((await waitForJob(stack.server.hub, stack.broker, id, 200))?.state).toBe('queued');
+    const gone = new AbortController();
+    setTimeout(() => gone.abort(), 100);
+    const started = Date.now();
+    expect((await waitForJob(stack.server.hub, stack.broker, id, 30_000, gone.signal))?.state).toBe('queued');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const aborted = new AbortController();
+    aborted.abort();
+    expect((await waitForJob(stack.server.hub, stack.broker, id, 30_000, aborted.signal))?.state).toBe('queued');
+  });
+
+  it('answers null for a job that does not exist', async () => {
+    expect(await waitForJob(stack.server.hub, stack.broker, 'standard.m3kx9a0b1c2d3e4f', 30_000)).toBeNull();
+  });
+});
