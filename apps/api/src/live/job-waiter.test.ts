@@ -1,7 +1,9 @@
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Broker, Job } from '@emp/core';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitForJob } from './job-waiter';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { closedSignal, waitForJob } from './job-waiter';
 
 let stack: ApiStack;
 
@@ -74,5 +76,37 @@ describe('waiting for a job to finish', () => {
 
   it('answers null for a job that does not exist', async () => {
     expect(await waitForJob(stack.server.hub, stack.broker, 'standard.m3kx9a0b1c2d3e4f', 30_000)).toBeNull();
+  });
+});
+
+describe('the signal of a client going away', () => {
+  it('aborts when the client closes the connection before the answer, and not after an answer sent in full', async () => {
+    const signals: AbortSignal[] = [];
+    const server = createServer((_req, res) => {
+      const signal = closedSignal(res);
+      signals.push(signal);
+      // the first request is left waiting; the second is answered at once
+      if (signals.length === 2) res.end('done');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const waiting = request({ port, host: '127.0.0.1', path: '/' });
+      waiting.on('error', () => undefined);
+      waiting.end();
+      await vi.waitFor(() => expect(signals).toHaveLength(1));
+      const aborted = new Promise((resolve) => signals[0]!.addEventListener('abort', resolve, { once: true }));
+      waiting.destroy();
+      await aborted;
+      expect(signals[0]!.aborted).toBe(true);
+
+      const answered = await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: 'close' } });
+      expect(await answered.text()).toBe('done');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(signals[1]!.aborted).toBe(false);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

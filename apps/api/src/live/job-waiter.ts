@@ -36,10 +36,16 @@ export async function waitForJob(hub: EventHub, broker: Broker, id: string, time
   return broker.getJob(id);
 }
 
-/** Aborts when the client's connection closes, so that a request waiting for a job stops waiting. */
+/** Why a wait was cut short: given to abort(), which would otherwise build an AbortError with a stack trace. */
+const CLIENT_GONE = 'the client closed the connection';
+
+/** Aborts when the client's connection closes before the answer was sent, so that a request waiting for a job stops waiting. */
 export function closedSignal(response: ServerResponse): AbortSignal {
   const gone = new AbortController();
-  response.once('close', () => gone.abort());
+  response.once('close', () => {
+    // a response sent in full closes too: nothing waits any more then
+    if (!response.writableFinished) gone.abort(CLIENT_GONE);
+  });
   return gone.signal;
 }
 
