@@ -2,7 +2,9 @@ import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Broker, Job } from '@emp/core';
 import { type ApiStack, startApiStack } from '@emp/testkit/api';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EventHub } from './event-hub';
 import { waitForJob } from './job-waiter';
 
 let stack: ApiStack;
@@ -68,6 +70,86 @@ describe('waiting for a job to finish', () => {
 
   it('answers null for a job that does not exist', async () => {
     expect(await waitForJob(stack.server.hub, stack.broker, 'standard.m3kx9a0b1c2d3e4f', 30_000)).toBeNull();
+  });
+});
+
+/** The real broker, counting its reads of jobs. */
+function countingReads(): { broker: Broker; reads: () => number } {
+  let reads = 0;
+  const broker = new Proxy(stack.broker, {
+    get(target, property, receiver) {
+      if (property !== 'getJob') return Reflect.get(target, property, receiver);
+      return (id: string) => {
+        reads += 1;
+        return target.getJob(id);
+      };
+    },
+  });
+  return { broker, reads: () => reads };
+}
+
+/** A submit as the route makes it: the hub's mark, then the job submitted and read back. */
+async function submitMarked(hub: EventHub): Promise<{ id: string; read: Job; mark: ReturnType<EventHub['mark']> }> {
+  const mark = hub.mark();
+  const { id } = await stack.broker.submit({ service: 'http' });
+  const read = (await stack.broker.getJob(id))!;
+  expect(read.state).toBe('queued');
+  return { id, read, mark };
+}
+
+describe('waiting for a job a submit read back', () => {
+  it('answers a job that ended after the read with only the final read, the hub having seen its end', async () => {
+    const hub = stack.server.hub;
+    const { id, read, mark } = await submitMarked(hub);
+    expect(hub.endedSince('standard', id, mark)).toBe(false);
+    await stack.broker.cancel(id, 'between the submit and the wait');
+    await expect.poll(() => hub.endedSince('standard', id, mark)).toBe(true);
+    const { broker, reads } = countingReads();
+    expect((await waitForJob(hub, broker, id, 30_000, undefined, { job: read, mark }))?.state).toBe('canceled');
+    expect(reads()).toBe(1);
+  });
+
+  it('waits for the live end of a job that had not ended, reading it once, at the end', async () => {
+    const hub = stack.server.hub;
+    const { id, read, mark } = await submitMarked(hub);
+    const { broker, reads } = countingReads();
+    setTimeout(() => void stack.broker.cancel(id, 'while waited for'), 200);
+    expect((await waitForJob(hub, broker, id, 30_000, undefined, { job: read, mark }))?.state).toBe('canceled');
+    expect(reads()).toBe(1);
+  });
+
+  it('reads the job again when the hub cannot tell: a pool reader started after the mark, or more endings than it remembers', async () => {
+    const hub = new EventHub(stack.broker, pino({ level: 'silent' }), { recentEndings: 2 });
+    try {
+      const early = hub.mark();
+      await hub.start();
+      const { id, read, mark } = await submitMarked(hub);
+      // the reader of 'standard' was ready only after the first mark
+      expect(hub.endedSince('standard', id, early)).toBeUndefined();
+      expect(hub.endedSince('standard', id, mark)).toBe(false);
+      for (let i = 0; i < 3; i++) {
+        const other = await stack.broker.submit({ service: 'http' });
+        await stack.broker.cancel(other.id);
+      }
+      // three endings since the mark, two remembered: the job's own end could be among those forgotten
+      await expect.poll(() => hub.endedSince('standard', id, mark)).toBeUndefined();
+      // so the wait reads the job (still queued), waits for its end, and reads it again
+      const { broker, reads } = countingReads();
+      setTimeout(() => void stack.broker.cancel(id, 'while waited for'), 200);
+      expect((await waitForJob(hub, broker, id, 30_000, undefined, { job: read, mark }))?.state).toBe('canceled');
+      expect(reads()).toBe(2);
+    } finally {
+      await hub.close();
+    }
+  });
+
+  it('answers a job that had ended by its submit at once, without reading it again', async () => {
+    const { id } = await stack.broker.submit({ service: 'http' });
+    await stack.broker.cancel(id);
+    const read = (await stack.broker.getJob(id))!;
+    const { broker, reads } = countingReads();
+    expect(await waitForJob(stack.server.hub, broker, id, 30_000, undefined, { job: read, mark: stack.server.hub.mark() })).toBe(read);
+    expect(reads()).toBe(0);
   });
 });
 

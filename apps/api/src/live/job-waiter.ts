@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { type Broker, type Job, isTerminalEvent, poolOfJobId } from '@emp/core';
 import { isTerminal } from '../job-view';
-import type { EventHub } from './event-hub';
+import type { EventHub, HubMark } from './event-hub';
 
 /**
  * The response of a waiting request: it closes before the answer is sent when
@@ -9,31 +9,53 @@ import type { EventHub } from './event-hub';
  */
 export type WaitingResponse = Pick<ServerResponse, 'once' | 'removeListener' | 'destroyed'>;
 
+/** A job as its submit read it back, and where the hub stood before that submit. */
+export interface SubmittedRead {
+  job: Job;
+  mark: HubMark;
+}
+
 /**
  * Waits up to `timeoutMs` for a job to finish (or until the client of
  * `response` goes away) and returns it as it then is. The job's live events
  * are watched before the job is read, so a job that finishes in between is
  * seen either in that read or in an event that follows it (EventHub.watchJob):
- * a waiting request adds two job reads and no stream read of its own. The
- * response's own 'close' is listened to, not an AbortSignal made of it: an
- * AbortController and its listener per request showed in the profile.
+ * a waiting request adds two job reads and no stream read of its own. A submit
+ * that read its job back passes that read (`submitted`): the hub then tells
+ * whether the job ended since (EventHub.endedSince), and only the final read
+ * is left. The response's own 'close' is listened to, not an AbortSignal made
+ * of it: an AbortController and its listener per request showed in the profile.
  */
-export async function waitForJob(hub: EventHub, broker: Broker, id: string, timeoutMs: number, response?: WaitingResponse): Promise<Job | null> {
+export async function waitForJob(
+  hub: EventHub,
+  broker: Broker,
+  id: string,
+  timeoutMs: number,
+  response?: WaitingResponse,
+  submitted?: SubmittedRead,
+): Promise<Job | null> {
+  if (submitted && (isTerminal(submitted.job.state) || timeoutMs <= 0)) return submitted.job;
   if (timeoutMs <= 0) return broker.getJob(id);
   let finished!: () => void;
   const done = new Promise<void>((resolve) => (finished = resolve));
-  const unsubscribe = await hub.watchJob(poolOfJobId(id), id, (event) => {
+  const pool = poolOfJobId(id);
+  const unsubscribe = await hub.watchJob(pool, id, (event) => {
     if (isTerminalEvent(event)) finished();
   });
   let timer: NodeJS.Timeout | undefined;
   try {
-    const job = await broker.getJob(id);
-    if (!job || isTerminal(job.state) || response?.destroyed) return job;
-    // the request's connection keeps the process alive while it waits, not this timer: a server
-    // that shut down with requests still waiting exits at once
-    timer = setTimeout(finished, timeoutMs).unref();
-    response?.once('close', finished);
-    await done;
+    const ended = submitted ? hub.endedSince(pool, id, submitted.mark) : undefined;
+    if (ended === undefined) {
+      const job = await broker.getJob(id);
+      if (!job || isTerminal(job.state)) return job;
+    }
+    if (!ended && !response?.destroyed) {
+      // the request's connection keeps the process alive while it waits, not this timer: a server
+      // that shut down with requests still waiting exits at once
+      timer = setTimeout(finished, timeoutMs).unref();
+      response?.once('close', finished);
+      await done;
+    }
   } finally {
     clearTimeout(timer);
     response?.removeListener('close', finished);

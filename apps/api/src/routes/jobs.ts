@@ -90,10 +90,12 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     },
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
+    const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
+    // before the submit: the hub can then tell whether the job read back has ended since, without reading it again
+    const mark = waitMs > 0 ? hub.mark() : undefined;
     // the body was parsed by the route's schema: the broker does not parse it again, and reads the job back in the same round trip
     const { submitted, job: read } = await broker.submitAndRead(input, { traceparent: requestTraceparent(request.traceSpan), durable: request.query.durable });
-    const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
-    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, reply.raw) : read;
+    const job = mark ? await waitForJob(hub, broker, submitted.id, waitMs, reply.raw, read ? { job: read, mark } : undefined) : read;
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
     return reply
       .code(submitted.duplicate ? 200 : 201)
