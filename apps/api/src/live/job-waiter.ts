@@ -9,8 +9,8 @@ import type { EventHub, HubMark } from './event-hub';
  */
 export type WaitingResponse = Pick<ServerResponse, 'once' | 'removeListener' | 'destroyed'>;
 
-/** A job as its submit read it back, and where the hub stood before that submit. */
-export interface SubmittedRead {
+/** A job as it was read (by its submit, or to be answered), and where the hub stood before that read. */
+export interface MarkedRead {
   job: Job;
   mark: HubMark;
 }
@@ -20,10 +20,10 @@ export interface SubmittedRead {
  * `response` goes away) and returns it as it then is. The job's live events
  * are watched before the job is read, so a job that finishes in between is
  * seen either in that read or in an event that follows it (EventHub.watchJob):
- * a waiting request adds two job reads and no stream read of its own. A submit
- * that read its job back passes that read (`submitted`): the hub then tells
- * whether the job ended since (EventHub.endedSince), and only the final read
- * is left. The response's own 'close' is listened to, not an AbortSignal made
+ * a waiting request adds two job reads and no stream read of its own. A
+ * request that read the job after taking the hub's mark (a submit reading its
+ * job back, a GET) passes that read (`read`): the hub then tells whether the
+ * job ended since (EventHub.endedSince), and only the final read is left. The response's own 'close' is listened to, not an AbortSignal made
  * of it: an AbortController and its listener per request showed in the profile.
  */
 export async function waitForJob(
@@ -32,9 +32,9 @@ export async function waitForJob(
   id: string,
   timeoutMs: number,
   response?: WaitingResponse,
-  submitted?: SubmittedRead,
+  read?: MarkedRead,
 ): Promise<Job | null> {
-  if (submitted && (isTerminal(submitted.job.state) || timeoutMs <= 0)) return submitted.job;
+  if (read && (isTerminal(read.job.state) || timeoutMs <= 0)) return read.job;
   if (timeoutMs <= 0) return broker.getJob(id);
   let finished!: () => void;
   const done = new Promise<void>((resolve) => (finished = resolve));
@@ -44,7 +44,7 @@ export async function waitForJob(
   });
   let timer: NodeJS.Timeout | undefined;
   try {
-    const ended = submitted ? hub.endedSince(pool, id, submitted.mark) : undefined;
+    const ended = read ? hub.endedSince(pool, id, read.mark) : undefined;
     if (ended === undefined) {
       const job = await broker.getJob(id);
       if (!job || isTerminal(job.state)) return job;

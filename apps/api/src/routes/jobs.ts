@@ -135,10 +135,12 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
       response: answers({ 200: JobView }),
     },
   }, async (request, reply) => {
-    const job = await visibleJob(request.principal, request.params.id);
     const waitMs = (request.query.wait ?? 0) * 1_000;
-    if (waitMs === 0) return jobAnswer(queueEta, job);
-    const finished = await waitForJob(hub, broker, job.id, waitMs, reply.raw);
+    // before the read: the hub can then tell whether the job has ended since, without reading it again
+    const mark = waitMs > 0 ? hub.mark() : undefined;
+    const job = await visibleJob(request.principal, request.params.id);
+    if (!mark) return jobAnswer(queueEta, job);
+    const finished = await waitForJob(hub, broker, job.id, waitMs, reply.raw, { job, mark });
     if (!finished) throw new ApiError(404, 'NOT_FOUND', `job ${job.id} no longer exists`);
     return jobAnswer(queueEta, finished);
   });
