@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Broker, type EventTail, type EventsMissed, type StreamEvent, type StreamEventType, compareStreamIds, jobOfEvent } from '@emp/core';
+import { type Broker, type EventTail, type EventsMissed, type StreamEvent, type StreamEventType, compareStreamIds, isTerminalEvent, jobOfEvent } from '@emp/core';
 import type { Logger } from 'pino';
 import { ApiError } from '../errors';
 
@@ -11,6 +11,17 @@ interface Subscriber {
   pending: StreamEvent[] | null;
   deliver(event: StreamEvent): void;
 }
+
+/** Where the hub stood when a request was about to submit a job (EventHub.mark). */
+export interface HubMark {
+  /** terminal job events dispatched so far */
+  readonly ended: number;
+  /** the hub's clock then: a pool reader ready later may have started after the job's events */
+  readonly at: number;
+}
+
+/** Terminal job events the hub remembers, newest first, for EventHub.endedSince. */
+const RECENT_ENDINGS = 10_000;
 
 /** Event types after which queued jobs of the pool may have moved up. */
 const QUEUE_MOVES: ReadonlySet<string> = new Set<StreamEventType>(['job.starting', 'job.canceled', 'job.expired']);
@@ -32,12 +43,22 @@ export class EventHub {
   private readonly queueMovePending = new Set<string>();
   private discovery: NodeJS.Timeout | undefined;
   private closed = false;
+  /** orders marks and readers becoming ready */
+  private clock = 0;
+  /** when each pool's reader knew where it starts, by the clock */
+  private readonly readyAt = new Map<string, number>();
+  /** terminal job events dispatched so far, the job of each of the latest (a ring) and each job's latest one */
+  private endings = 0;
+  private readonly recentEndings: Array<string | undefined>;
+  private readonly endingOf = new Map<string, number>();
 
   constructor(
     readonly broker: Broker,
     private readonly logger: Logger,
-    private readonly options: { blockMs?: number; poolDiscoveryMs?: number } = {},
-  ) {}
+    private readonly options: { blockMs?: number; poolDiscoveryMs?: number; recentEndings?: number } = {},
+  ) {
+    this.recentEndings = new Array(options.recentEndings ?? RECENT_ENDINGS);
+  }
 
   /** Starts a reader for every pool now and for every pool that appears later. */
   async start(): Promise<void> {
@@ -129,6 +150,48 @@ export class EventHub {
     return unsubscribe;
   }
 
+  /**
+   * Delivers the live events of one job from now on, none of its history: for a
+   * caller that reads the job after this resolves. An event the reader handed
+   * out before then was written before that read, so the read shows its effect;
+   * every later one is delivered. No cursor and no catch-up read are needed, so a
+   * waiting request costs no stream read of its own. Returns the unsubscribe function.
+   */
+  async watchJob(pool: string, jobId: string, deliver: (event: StreamEvent) => void): Promise<() => void> {
+    const reader = await this.reader(pool);
+    const subscriber: Subscriber = { jobId, last: '0-0', pending: null, deliver };
+    reader.add(subscriber);
+    return () => reader.remove(subscriber);
+  }
+
+  /** Where the hub stands now: taken before a submit whose job read back is then waited for (endedSince). */
+  mark(): HubMark {
+    return { ended: this.endings, at: ++this.clock };
+  }
+
+  /**
+   * Whether a job, read after `mark` was taken and not finished then (as a submit reads its job back), has
+   * ended since: true once its terminal event was dispatched, false while not (a later one reaches
+   * watchJob's subscribers). Its terminal event was written after that read, so it is dispatched after
+   * the mark, by the pool's reader if that reader was ready before the mark. Undefined when the hub
+   * cannot tell: the reader was not ready then, or more than the remembered endings came since.
+   */
+  endedSince(pool: string, jobId: string, mark: HubMark): boolean | undefined {
+    const ready = this.readyAt.get(pool);
+    if (ready === undefined || ready > mark.at) return undefined;
+    if (this.endings - this.recentEndings.length > mark.ended) return undefined;
+    return (this.endingOf.get(jobId) ?? 0) > mark.ended;
+  }
+
+  private rememberEnding(jobId: string): void {
+    const ending = ++this.endings;
+    const slot = ending % this.recentEndings.length;
+    const forgotten = this.recentEndings[slot];
+    if (forgotten !== undefined && this.endingOf.get(forgotten) === ending - this.recentEndings.length) this.endingOf.delete(forgotten);
+    this.recentEndings[slot] = jobId;
+    this.endingOf.set(jobId, ending);
+  }
+
   private reader(pool: string): Promise<PoolReader> {
     // a request still running while the server shuts down must not start a reader nobody will stop
     if (this.closed) return Promise.reject(new ApiError(503, 'UNAVAILABLE', 'the server is shutting down'));
@@ -136,6 +199,7 @@ export class EventHub {
     if (!reader) {
       reader = (async () => {
         const from = await this.latestId(pool);
+        this.readyAt.set(pool, ++this.clock);
         const created = new PoolReader(pool, this, this.logger, this.broker.openEventTail(pool, from, { blockMs: this.options.blockMs ?? 5_000, count: 1_000 }));
         created.start();
         for (const listener of this.poolListeners) listener(pool);
@@ -155,6 +219,7 @@ export class EventHub {
 
   /** Called by a reader for every event it reads. */
   dispatched(pool: string, event: StreamEvent): void {
+    if (isTerminalEvent(event)) this.rememberEnding(event.job);
     for (const listener of this.eventListeners) listener(event);
     if (QUEUE_MOVES.has(event.type)) this.queueMoved(pool);
   }

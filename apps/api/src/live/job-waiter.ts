@@ -1,45 +1,67 @@
 import type { ServerResponse } from 'node:http';
 import { type Broker, type Job, isTerminalEvent, poolOfJobId } from '@emp/core';
 import { isTerminal } from '../job-view';
-import type { EventHub } from './event-hub';
+import type { EventHub, HubMark } from './event-hub';
 
 /**
- * Waits up to `timeoutMs` for a job to finish (or until `signal` aborts) and
- * returns it as it then is. The stream cursor is taken before the job is read,
- * so a job that finishes in between is seen in the events that follow it, and
- * only those are read, however old the job.
+ * The response of a waiting request: it closes before the answer is sent when
+ * the client goes away (a response sent in full closes too, after the wait).
  */
-export async function waitForJob(hub: EventHub, broker: Broker, id: string, timeoutMs: number, signal?: AbortSignal): Promise<Job | null> {
-  const pool = poolOfJobId(id);
-  const cursor = await hub.latestId(pool);
-  const job = await broker.getJob(id);
-  if (!job || isTerminal(job.state) || timeoutMs <= 0) return job;
-  let finished!: () => void;
-  const done = new Promise<void>((resolve) => (finished = resolve));
-  // the request's connection keeps the process alive while it waits, not this timer: a server
-  // that shut down with requests still waiting exits at once
-  const timer = setTimeout(finished, timeoutMs).unref();
-  const onAbort = () => finished();
-  signal?.addEventListener('abort', onAbort, { once: true });
-  let unsubscribe: (() => void) | undefined;
-  try {
-    unsubscribe = await hub.follow(pool, cursor, (event) => {
-      if (isTerminalEvent(event)) finished();
-    }, id);
-    await done;
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', onAbort);
-    unsubscribe?.();
-  }
-  return broker.getJob(id);
+export type WaitingResponse = Pick<ServerResponse, 'once' | 'removeListener' | 'destroyed'>;
+
+/** A job as it was read (by its submit, or to be answered), and where the hub stood before that read. */
+export interface MarkedRead {
+  job: Job;
+  mark: HubMark;
 }
 
-/** Aborts when the client's connection closes, so that a request waiting for a job stops waiting. */
-export function closedSignal(response: ServerResponse): AbortSignal {
-  const gone = new AbortController();
-  response.once('close', () => gone.abort());
-  return gone.signal;
+/**
+ * Waits up to `timeoutMs` for a job to finish (or until the client of
+ * `response` goes away) and returns it as it then is. The job's live events
+ * are watched before the job is read, so a job that finishes in between is
+ * seen either in that read or in an event that follows it (EventHub.watchJob):
+ * a waiting request adds two job reads and no stream read of its own. A
+ * request that read the job after taking the hub's mark (a submit reading its
+ * job back, a GET) passes that read (`read`): the hub then tells whether the
+ * job ended since (EventHub.endedSince), and only the final read is left. The response's own 'close' is listened to, not an AbortSignal made
+ * of it: an AbortController and its listener per request showed in the profile.
+ */
+export async function waitForJob(
+  hub: EventHub,
+  broker: Broker,
+  id: string,
+  timeoutMs: number,
+  response?: WaitingResponse,
+  read?: MarkedRead,
+): Promise<Job | null> {
+  if (read && (isTerminal(read.job.state) || timeoutMs <= 0)) return read.job;
+  if (timeoutMs <= 0) return broker.getJob(id);
+  let finished!: () => void;
+  const done = new Promise<void>((resolve) => (finished = resolve));
+  const pool = poolOfJobId(id);
+  const unsubscribe = await hub.watchJob(pool, id, (event) => {
+    if (isTerminalEvent(event)) finished();
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const ended = read ? hub.endedSince(pool, id, read.mark) : undefined;
+    if (ended === undefined) {
+      const job = await broker.getJob(id);
+      if (!job || isTerminal(job.state)) return job;
+    }
+    if (!ended && !response?.destroyed) {
+      // the request's connection keeps the process alive while it waits, not this timer: a server
+      // that shut down with requests still waiting exits at once
+      timer = setTimeout(finished, timeoutMs).unref();
+      response?.once('close', finished);
+      await done;
+    }
+  } finally {
+    clearTimeout(timer);
+    response?.removeListener('close', finished);
+    unsubscribe();
+  }
+  return broker.getJob(id);
 }
 
 /** Seconds to wait from `?wait=N` or `Prefer: wait=N` (the larger), capped. */

@@ -35,6 +35,17 @@ describe('submitting', () => {
     await http('POST', `/v1/jobs/${queued.body.id}/cancel`);
   });
 
+  it('long-polls a job with GET ?wait: answers when it finishes, and at once once it has', async () => {
+    const queued = await http('POST', '/v1/jobs', { body: { service: 'simulation', payload: { duration_ms: 300, result: { answer: 7 } } } });
+    expect(queued.body.state).not.toBe('succeeded');
+    const waited = await http('GET', `/v1/jobs/${queued.body.id}?wait=30`);
+    expect(waited.status).toBe(200);
+    expect(waited.body).toMatchObject({ id: queued.body.id, state: 'succeeded', result: { simulated: true, answer: 7 } });
+    const started = Date.now();
+    expect((await http('GET', `/v1/jobs/${queued.body.id}?wait=30`)).body.state).toBe('succeeded');
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it('honours Prefer: wait=N and returns at once with ?wait=0', async () => {
     const preferred = await http('POST', '/v1/jobs', { body: { service: 'simulation' }, headers: { prefer: 'respond-async, wait=30' } });
     expect(preferred.body.state).toBe('succeeded');

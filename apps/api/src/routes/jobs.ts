@@ -23,7 +23,7 @@ import { actingTenant, assertSees } from '../auth/plugin';
 import type { Principal } from '../auth/roles';
 import { ApiError, errorBody } from '../errors';
 import { jobAnswer } from '../job-view';
-import { closedSignal, requestedWait, waitForJob } from '../live/job-waiter';
+import { requestedWait, waitForJob } from '../live/job-waiter';
 import {
   BatchBody,
   BatchQuery,
@@ -90,10 +90,12 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
     },
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
+    const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
+    // before the submit: the hub can then tell whether the job read back has ended since, without reading it again
+    const mark = waitMs > 0 ? hub.mark() : undefined;
     // the body was parsed by the route's schema: the broker does not parse it again, and reads the job back in the same round trip
     const { submitted, job: read } = await broker.submitAndRead(input, { traceparent: requestTraceparent(request.traceSpan), durable: request.query.durable });
-    const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
-    const job = waitMs > 0 ? await waitForJob(hub, broker, submitted.id, waitMs, closedSignal(reply.raw)) : read;
+    const job = mark ? await waitForJob(hub, broker, submitted.id, waitMs, reply.raw, read ? { job: read, mark } : undefined) : read;
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
     return reply
       .code(submitted.duplicate ? 200 : 201)
@@ -133,10 +135,12 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
       response: answers({ 200: JobView }),
     },
   }, async (request, reply) => {
-    const job = await visibleJob(request.principal, request.params.id);
     const waitMs = (request.query.wait ?? 0) * 1_000;
-    if (waitMs === 0) return jobAnswer(queueEta, job);
-    const finished = await waitForJob(hub, broker, job.id, waitMs, closedSignal(reply.raw));
+    // before the read: the hub can then tell whether the job has ended since, without reading it again
+    const mark = waitMs > 0 ? hub.mark() : undefined;
+    const job = await visibleJob(request.principal, request.params.id);
+    if (!mark) return jobAnswer(queueEta, job);
+    const finished = await waitForJob(hub, broker, job.id, waitMs, reply.raw, { job, mark });
     if (!finished) throw new ApiError(404, 'NOT_FOUND', `job ${job.id} no longer exists`);
     return jobAnswer(queueEta, finished);
   });
