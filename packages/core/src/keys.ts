@@ -227,11 +227,19 @@ export class KeyLayout {
   tenantWorkflows(pool: string, tenant: string): string {
     return `${this.prefix(pool)}wfs:tenant:${tenant}`;
   }
+  /** a job's idempotency record in a shard (`<tenant>:<key>` -> job id | fingerprint), as the submit function writes it */
+  idempotency(pool: string, key: string): string {
+    return `${this.prefix(pool)}idem:${key}`;
+  }
+  /** a workflow's idempotency record in a shard, as workflow_submit writes it */
+  workflowIdempotency(pool: string, key: string): string {
+    return `${this.prefix(pool)}wfidem:${key}`;
+  }
   /** every shard ever used (a pool's name is its shard 0) */
   pools(): string {
     return `${this.namespace}:pools`;
   }
-  /** pool -> its shard count, <pool>:serve -> the shards its workers serve (pool-shards.ts) */
+  /** pool -> its shard count, <pool>:serve -> the shards its workers serve, <pool>:former -> JSON {count: until ms} of the counts it had within the idempotency window (pool-shards.ts) */
   shardCounts(): string {
     return `${this.namespace}:shard-counts`;
   }

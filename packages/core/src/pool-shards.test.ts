@@ -8,6 +8,7 @@ import { ValidationError } from './errors';
 import calculateSlot from 'cluster-key-slot';
 import { poolOfJobId } from './job';
 import { KeyLayout } from './keys';
+import { nextFormerCounts } from './broker/context';
 import { MAX_SHARDS_PER_POOL, ShardName, placeOnShard, poolOfShard, shardIndex, shardName, shardsOf } from './pool-shards';
 
 // Shards within a pool (docs/scale-out.md, "Shards within a pool"): a pool's jobs
@@ -153,6 +154,40 @@ describe('a pool with shards', () => {
     // other keys go to other shards
     const keyed = await Promise.all(Array.from({ length: 64 }, (_, i) => broker.submit({ service: 'simulation', requirements: { pool: POOL }, idempotency_key: `k-${i}` })));
     expect(new Set(keyed.map((r) => poolOfJobId(r.id))).size).toBeGreaterThan(4);
+  });
+
+  it('dedupes an idempotency key across a reshard, both ways: a retry finds the first submit where the count then put it', async () => {
+    const keyed = (key: string) => ({ service: 'simulation', requirements: { pool: POOL }, idempotency_key: key, payload: { key } });
+    const keys = Array.from({ length: 24 }, (_, i) => `retry-${i}`);
+    const underOne = await Promise.all(keys.map((key) => broker.submit(keyed(key))));
+    expect(new Set(underOne.map((r) => poolOfJobId(r.id)))).toEqual(new Set([POOL]));
+    await broker.setShardCount(POOL, 4);
+    // under 4 shards most keys hash elsewhere; each retry still answers its first job
+    const underFour = await Promise.all(keys.map((key) => broker.submit(keyed(key))));
+    expect(underFour.map((r) => [r.id, r.duplicate])).toEqual(underOne.map((r) => [r.id, true]));
+    const fresh = await Promise.all(keys.map((key) => broker.submit(keyed(`${key}-new`))));
+    expect(new Set(fresh.map((r) => poolOfJobId(r.id))).size).toBeGreaterThan(1);
+    // and back to 2: keys first seen under 1 and under 4 both dedupe
+    await broker.setShardCount(POOL, 2);
+    for (const [key, first] of [...keys.map((k, i) => [k, underOne[i]!] as const), ...keys.map((k, i) => [`${k}-new`, fresh[i]!] as const)]) {
+      expect(await broker.submit(keyed(key))).toMatchObject({ id: first.id, duplicate: true });
+    }
+    // a workflow's key as well
+    const steps = { only: { service: 'simulation', payload: {} } };
+    await broker.setShardCount(POOL, 1);
+    const flow = await broker.submitWorkflow({ pool: POOL, steps, idempotency_key: 'flow-1' });
+    await broker.setShardCount(POOL, 8);
+    for (let i = 0; i < 4; i++) expect(await broker.submitWorkflow({ pool: POOL, steps, idempotency_key: 'flow-1' })).toMatchObject({ id: flow.id, duplicate: true });
+    // what is stored: each former count with the end of its idempotency window
+    const former = JSON.parse((await redis.hget(broker.keys.shardCounts(), `${POOL}:former`))!) as Record<string, number>;
+    expect(Object.keys(former).sort()).toEqual(['1', '2', '4']);
+  });
+
+  it('keeps a former count for the idempotency window only, and never the current one', () => {
+    const day = 86_400_000;
+    expect(JSON.parse(nextFormerCounts(null, 1, 4, 1_000, day))).toEqual({ 1: 1_000 + day });
+    expect(JSON.parse(nextFormerCounts(JSON.stringify({ 1: 5_000, 2: 900 }), 4, 1, 1_000, day))).toEqual({ 4: 1_000 + day });
+    expect(JSON.parse(nextFormerCounts('not json', 2, 2, 1_000, day))).toEqual({});
   });
 
   it('registers a worker in every shard; its claims find the jobs of every shard, each once', async () => {

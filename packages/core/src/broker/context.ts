@@ -25,7 +25,7 @@ export class BrokerContext {
   /** where a submit that names no pool goes (routing.ts) */
   readonly router: Router;
   private readonly knownPools = new Set<string>();
-  private readonly shardCounts = new Map<string, { shards: PoolShards; readAt: number }>();
+  private readonly shardCounts = new Map<string, { shards: PoolShards; readAt: number; former: number[] }>();
   private readonly shardCountReads = new Map<string, Promise<PoolShards>>();
 
   constructor(
@@ -81,11 +81,11 @@ export class BrokerContext {
     let reading = shared ? this.shardCountReads.get(pool) : undefined;
     if (!reading) {
       const readAt = Date.now();
-      reading = this.redis.hmget(this.keys.shardCounts(), pool, `${pool}:serve`).then(
-        ([count, serve]) => {
+      reading = this.redis.hmget(this.keys.shardCounts(), pool, `${pool}:serve`, `${pool}:former`).then(
+        ([count, serve, former]) => {
           const placed = storedCount(count);
           const shards: PoolShards = { pool, count: placed, serve: Math.max(placed, storedCount(serve)) };
-          this.shardCounts.set(pool, { shards, readAt });
+          this.shardCounts.set(pool, { shards, readAt, former: formerCounts(former, placed, Date.now()) });
           return shards;
         },
       );
@@ -130,10 +130,20 @@ export class BrokerContext {
   /**
    * The shard a new job (or workflow) of `pool` goes to (pool-shards.ts,
    * placeOnShard): its idempotency key's (`<tenant>:<key>`), else a random one.
+   * For a key, within the idempotency window after a reshard, the shard the
+   * key hashed to under each count the pool had in that window comes first if
+   * the key is recorded there: a client's retry across a reshard meets its first
+   * submit (there the submit function dedupes it, atomically, as always).
    */
-  async placeJob(pool: string, idempotencyKey: string | undefined): Promise<string> {
+  async placeJob(pool: string, idempotencyKey: string | undefined, kind: 'job' | 'workflow' = 'job'): Promise<string> {
     const { count } = await this.poolShards(pool);
-    return shardName(pool, placeOnShard(count, idempotencyKey, Math.random()));
+    const home = shardName(pool, placeOnShard(count, idempotencyKey, Math.random()));
+    if (idempotencyKey === undefined) return home;
+    const former = [...new Set((this.shardCounts.get(pool)?.former ?? []).map((n) => shardName(pool, placeOnShard(n, idempotencyKey, 0))))].filter((shard) => shard !== home);
+    if (former.length === 0) return home;
+    const recordOf = (shard: string) => (kind === 'job' ? this.keys.idempotency(shard, idempotencyKey) : this.keys.workflowIdempotency(shard, idempotencyKey));
+    const found = await Promise.all(former.map((shard) => this.redis.exists(recordOf(shard))));
+    return former.find((_, i) => found[i] === 1) ?? home;
   }
 
   /** Forgets the cached shard counts of `pool` (after this process changed them). */
@@ -169,6 +179,33 @@ export function settled<T>(call: () => Promise<T>): Promise<T> {
 export const SHARD_COUNT_TTL_MS = 2_000;
 
 /** A stored shard count; absent or unreadable: one shard (what every pool had before shards). */
+/** `<pool>:former` of the shard counts: each count the pool had, to the time (ms) its keyed submits' records may last. */
+const FormerCounts = z.record(z.string().regex(/^[1-9][0-9]?$/), z.number());
+
+/** The stored `<pool>:former` field, read (a malformed one reads as none: placement then works as before this lookup). */
+function storedFormerCounts(stored: string | null | undefined): Record<string, number> {
+  if (!stored) return {};
+  try {
+    const read = FormerCounts.safeParse(JSON.parse(stored));
+    return read.success ? read.data : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The counts other than `current` whose idempotency records may still be alive at `now`. */
+function formerCounts(stored: string | null | undefined, current: number, now: number): number[] {
+  return Object.entries(storedFormerCounts(stored)).flatMap(([n, until]) => (until > now && Number(n) !== current ? [Number(n)] : []));
+}
+
+/** The `<pool>:former` to store when a pool's count goes from `before` to `count` at `now`, the old count kept for `windowMs`. */
+export function nextFormerCounts(stored: string | null | undefined, before: number, count: number, now: number, windowMs: number): string {
+  const kept = Object.fromEntries(Object.entries(storedFormerCounts(stored)).filter(([, until]) => until > now));
+  if (before !== count) kept[String(before)] = now + windowMs;
+  delete kept[String(count)];
+  return JSON.stringify(kept);
+}
+
 function storedCount(value: string | null | undefined): number {
   const n = Number(value);
   return Number.isInteger(n) && n >= 1 ? n : 1;

@@ -8,7 +8,7 @@ import { ShardCount, poolOfShard, shardIndex, shardsOf } from '../pool-shards';
 import { EmpError, ValidationError } from '../errors';
 import { ensureFunctionLibraryOn } from '../library';
 import { parseWith } from '../validation';
-import { checkedPool } from './context';
+import { checkedPool, nextFormerCounts } from './context';
 import { FUNCTIONS } from './functions';
 import { infoNumber, nodeAddress, pausedServices, shardJobCounts, shardQueueStats } from './stats';
 
@@ -166,7 +166,10 @@ export async function setShardCount(ctx: BrokerContext, pool: string, count: num
     await ctx.rememberPool(shard);
     for (const { service, by, reason } of paused) await ctx.calls.call(FUNCTIONS.pauseService, shard, [service, '1', by ?? '', reason ?? '']);
   }
-  await ctx.redis.hset(ctx.keys.shardCounts(), pool, count, `${pool}:serve`, serve);
+  // the count it had: for the idempotency window, a keyed submit looks for its key where that count put it too
+  const stored = await ctx.redis.hget(ctx.keys.shardCounts(), `${pool}:former`);
+  const former = nextFormerCounts(stored, before.count, count, Date.now(), ctx.config.idempotencyTtlMs);
+  await ctx.redis.hset(ctx.keys.shardCounts(), pool, count, `${pool}:serve`, serve, `${pool}:former`, former);
   ctx.forgetShardCounts(pool);
   const settled = await settleShards(ctx, pool);
   await tellWorkers(ctx, pool);

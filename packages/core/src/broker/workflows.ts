@@ -70,7 +70,7 @@ export async function submitWorkflow(ctx: BrokerContext, input: SubmitWorkflowIn
     );
   }
   // the workflow and every step job in one shard of the pool, placed as a job is
-  const shard = await ctx.placeJob(pool, workflow.idempotency_key === undefined ? undefined : `${workflow.tenant}:${workflow.idempotency_key}`);
+  const shard = await ctx.placeJob(pool, workflow.idempotency_key === undefined ? undefined : `${workflow.tenant}:${workflow.idempotency_key}`, 'workflow');
   const id = `${shard}.${Date.now().toString(36)}${randomIdPart()}`;
   const definition = JSON.stringify({
     max_payload: String(ctx.config.maxPayloadBytes),
