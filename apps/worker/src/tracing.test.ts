@@ -62,6 +62,16 @@ describe('tracing', () => {
       await receiver?.close();
     });
 
+    /**
+     * The job's job.run span once the worker has ended it and it reached the receiver: the job reads as
+     * succeeded in Redis a moment before the worker ends the span (after its completion call returns).
+     */
+    const runSpanOf = (id: string) =>
+      waitFor(`the job.run span of ${id}`, async () => {
+        await workerTracing.flush();
+        return receiver.spans.find((s) => s.name === 'job.run' && s.attributes['emp.job.id'] === id);
+      });
+
     it('makes one trace: the client\'s, through the API request, queue.wait, job.run and the call to ComfyUI', async () => {
       const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
       const clientSpan = '00f067aa0ba902b7';
@@ -78,7 +88,7 @@ describe('tracing', () => {
       const id = (submitted.body as { id: string }).id;
       await waitFor('the job to succeed', async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
       await apiTracing.flush();
-      await workerTracing.flush();
+      await runSpanOf(id);
 
       const spans = receiver.spans.filter((s) => s.traceId === traceId);
       const byName = (name: string) => spans.find((s) => s.name === name);
@@ -116,8 +126,7 @@ describe('tracing', () => {
       expect(submitted.status).toBe(201);
       const id = (submitted.body as { id: string }).id;
       await waitFor('the job to succeed', async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
-      await workerTracing.flush();
-      const run = receiver.spans.find((s) => s.name === 'job.run' && s.attributes['emp.job.id'] === id)!;
+      const run = await runSpanOf(id);
       const execute = receiver.spans.find((s) => s.name === 'comfyui.execute' && s.parentSpanId === run.spanId)!;
       expect(execute.events).toHaveLength(100);
       expect(execute.attributes['emp.comfyui.progress_events_dropped']).toBeGreaterThan(0);
@@ -139,11 +148,7 @@ describe('tracing', () => {
       expect(ids).toHaveLength(2);
       for (const id of ids) await waitFor(`job ${id} to succeed`, async () => (await stack.broker.getJob(id))?.state === 'succeeded', 20_000);
       await apiTracing.flush();
-      // a job.run span ends once the worker has its recorded outcome back, just after the job shows succeeded
-      await waitFor('both job.run spans to arrive', async () => {
-        await workerTracing.flush();
-        return ids.every((id) => receiver.spans.some((s) => s.name === 'job.run' && s.attributes['emp.job.id'] === id)) || undefined;
-      });
+      for (const id of ids) await runSpanOf(id);
 
       const request = receiver.spans.find((s) => s.name === 'POST /v1/jobs/batch' && s.traceId === traceId);
       expect(request).toMatchObject({ service: 'emp-api', parentSpanId: clientSpan });

@@ -36,7 +36,8 @@ export interface RedisClusterProcess {
   /**
    * Starts one more node, joins it to the cluster (CLUSTER MEET) as a master
    * serving no slot, as an operator adds a machine; resolves with its client
-   * port once every live node knows it.
+   * port once every live node knows every other and the new one reports
+   * `cluster_state:ok`.
    */
   addMaster(timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
@@ -247,7 +248,8 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
         const views = await Promise.all(live().map(async (n) => parseClusterNodes(await clusterCommand(n, 'NODES'))));
         // every node knows every other one (the new one, the others), none still in handshake
         const known = views.every((all) => ports.every((p) => all.some((n) => n.port === p && !n.flags.includes('handshake') && !n.failed)));
-        if (known && views.every((all) => all.some((n) => n.port === port && n.master))) return port!;
+        // and the new node has learnt who serves every slot: until then it answers CLUSTERDOWN
+        if (known && views.every((all) => all.some((n) => n.port === port && n.master)) && /cluster_state:ok/.test(await clusterInfo(node))) return port!;
         last = views.map((all) => all.map((n) => `${n.port} ${n.flags}`).join(', ')).join(' | ');
         await sleep(50);
       }

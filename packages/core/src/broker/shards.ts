@@ -249,6 +249,13 @@ async function placeShards(ctx: BrokerContext, pool: string, added: string[], on
       const keys = Number(await connect(owner).call('CLUSTER', 'COUNTKEYSINSLOT', slot));
       if (keys > 0) throw slotHoldsKeys(slot, shard, owner, keys);
     }
+    // a master that joined a moment ago answers CLUSTERDOWN until it has learnt who serves every slot: not yet a place for a shard
+    for (const target of new Set(moves.map((move) => move.target))) {
+      const info = String(await connect(target).call('CLUSTER', 'INFO'));
+      if (!/cluster_state:ok/.test(info)) {
+        throw new EmpError('BAD_STATE', `${target.address} reports ${/cluster_state:\w+/.exec(info)?.[0] ?? 'no cluster_state'}: wait until it has joined the cluster (CLUSTER INFO says cluster_state:ok), then grow onto it`);
+      }
+    }
     // functions live per server: a master added since the processes connected has none yet
     for (const target of new Set(moves.map((move) => move.target))) await ensureFunctionLibraryOn(connect(target));
     const placed: ShardPlacement[] = [];
