@@ -69,6 +69,21 @@ describe('a worker with a cross-pool fallback policy', () => {
     expect((await finished(broker, own.id)).worker).toBe('fast-w');
   });
 
+  it("hears its own pool after a short borrowed job even when leaving its idle set is slower than the job (a loaded machine)", async () => {
+    const broker = await Broker.connect({ redis });
+    // the real call, 60 ms late: longer than the 20 ms job, as a busy machine made it in CI
+    const setWorkerState = broker.setWorkerState.bind(broker);
+    broker.setWorkerState = async (...args: Parameters<Broker['setWorkerState']>) => {
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      return setWorkerState(...args);
+    };
+    await fastWorker(broker, 20);
+    const borrowed = await broker.submit({ service: 'simulation', requirements: { pool: 'standard' } });
+    expect((await finished(broker, borrowed.id)).worker).toBe('fast-w');
+    const own = await broker.submit({ service: 'simulation', requirements: { pool: 'fast' } });
+    expect((await finished(broker, own.id)).worker).toBe('fast-w');
+  });
+
   it('leaves its own idle set while a borrowed job holds its only slot, and takes its own pool\'s job right after', async () => {
     const broker = await Broker.connect({ redis });
     await fastWorker(broker, 1_000);

@@ -425,6 +425,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (found.retryAt !== undefined) this.claimAgainAt(found.retryAt);
       if (!found.shard) break;
       this.idleIn.delete(found.shard);
+      // the jobs fill its last slots: it leaves the idle sets it is in before they run, so that the claims their
+      // ends make (recording it idle again) come after, not before (see borrow)
+      const taking = found.results.filter((result) => result.job).length;
+      if (this.state === 'running' && this.freeSlots() - taking <= 0 && this.idleIn.size > 0) await this.leaveIdleSets();
       for (const result of found.results) {
         if (result.job) this.launch(result.job);
         else {
@@ -507,11 +511,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
         });
         if (result.job) {
           this.logger.info({ job_id: result.job.id, from_pool: pool }, 'took a job of another pool (cross-pool fallback)');
-          this.launch(result.job);
           if (this.freeSlots() <= 0) {
-            // its last free slot is taken: its own pool should wake someone else meanwhile
+            // its last free slot is taken (this claim holds it): its own pool should wake someone else meanwhile. Left
+            // before the job runs, so that the claim in its own pool that the job's end makes (recording it idle
+            // there again) always comes after; left after, a short job's end could come first and leave it out of
+            // its pool's idle set with a slot free, deaf to the next submit (borrow.test failed so under load)
             await this.broker.setWorkerState(this.pool, this.id, 'borrowing').catch((error: unknown) => this.logger.warn({ err: error }, 'could not leave the idle set of its own pool'));
           }
+          this.launch(result.job);
         } else if (result.retryAt !== undefined) {
           next = Math.min(next, result.retryAt);
         }
