@@ -84,6 +84,23 @@ describe('a worker with a cross-pool fallback policy', () => {
     expect((await finished(broker, own.id)).worker).toBe('fast-w');
   });
 
+  it('claims for a wake-up of its own pool that came while a fallback claim held its only slot', async () => {
+    const broker = await Broker.connect({ redis });
+    // the real fallback claim, 200 ms late, so that a submit in its own pool lands while it is in flight
+    const claimFallback = broker.claimFallback.bind(broker);
+    let inFlight!: () => void;
+    const started = new Promise<void>((resolve) => (inFlight = resolve));
+    broker.claimFallback = async (...args: Parameters<Broker['claimFallback']>) => {
+      inFlight();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      return claimFallback(...args);
+    };
+    await fastWorker(broker, 20);
+    await started;
+    const own = await broker.submit({ service: 'simulation', requirements: { pool: 'fast' } });
+    expect((await finished(broker, own.id)).worker).toBe('fast-w');
+  });
+
   it('leaves its own idle set while a borrowed job holds its only slot, and takes its own pool\'s job right after', async () => {
     const broker = await Broker.connect({ redis });
     await fastWorker(broker, 1_000);

@@ -530,6 +530,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.checkIdle();
       }
     }
+    if (this.state === 'running' && this.pendingWake !== undefined && this.freeSlots() > 0) {
+      // its own pool woke it while this claim held its free slot (onWake kept the wake-up): claim for it now
+      const wokenFor = this.pendingWake;
+      this.pendingWake = undefined;
+      void this.fillSlots(wokenFor);
+      return;
+    }
     if (this.state === 'running' && this.freeSlots() > 0) this.borrowAt(next);
   }
 
