@@ -8,6 +8,7 @@ import {
   type Tracing,
   TRACING_OFF,
   endSpan,
+  eventView,
   type WebhookEndpoint,
   type WebhookEndpoints,
   type WebhookEventType,
@@ -337,9 +338,8 @@ export class EventIntake {
     if (event.type === 'unknown' || !isOperatorEventType(event.type)) return [];
     const targets = (await this.endpointsOf('', cache)).filter((endpoint) => endpointWants(endpoint, { type: event.type }));
     if (targets.length === 0) return [];
-    // as the feeds show it: the pool, and the shard only where it is not the pool's first
-    const { id: _entry, ts, shard, ...data } = event as StreamEvent & Record<string, unknown>;
-    if (shard !== event.pool) data.shard = shard;
+    // as the feeds show it (eventView): the pool, and the shard only where it is not the pool's first
+    const { id: _entry, ts, ...data } = eventView(event);
     const subject = 'machine' in event && event.type.startsWith('machine.') ? `machine:${String(event.machine)}` : 'worker' in event ? `worker:${String(event.worker)}` : `fleet:${event.pool}`;
     const body = JSON.stringify({ type: event.type, timestamp: new Date(ts).toISOString(), data });
     return targets.map((endpoint) => ({ id: messageId(event, endpoint.id), tenant: '', url: endpoint.url, job: subject, type: event.type, body, endpoint: endpoint.id }));

@@ -178,7 +178,6 @@ export function settled<T>(call: () => Promise<T>): Promise<T> {
 /** How long a process trusts the shard counts it read (a reshard reaches every process within it). */
 export const SHARD_COUNT_TTL_MS = 2_000;
 
-/** A stored shard count; absent or unreadable: one shard (what every pool had before shards). */
 /** `<pool>:former` of the shard counts: each count the pool had, to the time (ms) its keyed submits' records may last. */
 const FormerCounts = z.record(z.string().regex(/^[1-9][0-9]?$/), z.number());
 
@@ -206,6 +205,7 @@ export function nextFormerCounts(stored: string | null | undefined, before: numb
   return JSON.stringify(kept);
 }
 
+/** A stored shard count; absent or unreadable: one shard (what every pool had before shards). */
 function storedCount(value: string | null | undefined): number {
   const n = Number(value);
   return Number.isInteger(n) && n >= 1 ? n : 1;

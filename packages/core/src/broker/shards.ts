@@ -249,15 +249,15 @@ async function placeShards(ctx: BrokerContext, pool: string, added: string[], on
       const keys = Number(await connect(owner).call('CLUSTER', 'COUNTKEYSINSLOT', slot));
       if (keys > 0) throw slotHoldsKeys(slot, shard, owner, keys);
     }
-    // a master that joined a moment ago answers CLUSTERDOWN until it has learnt who serves every slot: not yet a place for a shard
     for (const target of new Set(moves.map((move) => move.target))) {
+      // a master that joined a moment ago answers CLUSTERDOWN until it has learnt who serves every slot: not yet a place for a shard
       const info = String(await connect(target).call('CLUSTER', 'INFO'));
       if (!/cluster_state:ok/.test(info)) {
         throw new EmpError('BAD_STATE', `${target.address} reports ${/cluster_state:\w+/.exec(info)?.[0] ?? 'no cluster_state'}: wait until it has joined the cluster (CLUSTER INFO says cluster_state:ok), then grow onto it`);
       }
+      // functions live per server: a master added since the processes connected has none yet
+      await ensureFunctionLibraryOn(connect(target));
     }
-    // functions live per server: a master added since the processes connected has none yet
-    for (const target of new Set(moves.map((move) => move.target))) await ensureFunctionLibraryOn(connect(target));
     const placed: ShardPlacement[] = [];
     for (const { shard, slot, owner, target } of moves) {
       if (owner.id !== target.id) await moveEmptySlot(slot, shard, connect(owner), owner, connect(target), target, masters.map(connect));
@@ -271,7 +271,7 @@ async function placeShards(ctx: BrokerContext, pool: string, added: string[], on
   }
 }
 
-/** Reassigns an empty slot from `owner` to `target`; refuses (and leaves the slot where it was) if the owner holds a key in it. */
+/** The refusal of a slot that holds keys. */
 function slotHoldsKeys(slot: number, shard: string, owner: ClusterNodeLine, keys: number): EmpError {
   return new EmpError(
     'BAD_STATE',
@@ -280,6 +280,7 @@ function slotHoldsKeys(slot: number, shard: string, owner: ClusterNodeLine, keys
   );
 }
 
+/** Reassigns an empty slot from `owner` to `target`; refuses (and leaves the slot where it was) if the owner holds a key in it. */
 async function moveEmptySlot(slot: number, shard: string, owner: Redis, ownerNode: ClusterNodeLine, target: Redis, targetNode: ClusterNodeLine, masters: Redis[]): Promise<void> {
   await target.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', ownerNode.id);
   await owner.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetNode.id);
