@@ -1,16 +1,22 @@
 import type { JobProgressInput } from './connector';
 
 /**
- * Throttles one job's progress reports: at most one send per `intervalMs`,
- * newer values replace older unsent ones, and `flush()` sends the latest before
- * the job completes. A send never overlaps the previous one, so reports reach
- * the broker in order.
+ * Throttles one job's progress reports: at most one send in each slot of
+ * `intervalMs` on a clock-aligned grid (slot k is [k * intervalMs, (k + 1) *
+ * intervalMs)), newer values replace older unsent ones, and `flush()` sends the
+ * latest before the job completes. A report comes out at once when its job has
+ * sent none in the current slot, else at the start of the next slot: the same
+ * instant for every job of the process, so the broker sends the reports of all
+ * of a worker's running jobs in one call per tick (core's progress batcher),
+ * not one call per job. A send never overlaps the previous one, so reports
+ * reach the broker in order.
  */
 export class ProgressReporter {
   private latest: JobProgressInput | undefined;
   private inflight: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private lastSentAt = 0;
+  /** the grid slot of the last send (-1: none yet) */
+  private lastSlot = -1;
   private closed = false;
 
   constructor(
@@ -32,7 +38,7 @@ export class ProgressReporter {
     const last = this.latest;
     this.latest = undefined;
     if (!last) return;
-    this.lastSentAt = Date.now();
+    this.lastSlot = this.slotAt(Date.now());
     await this.send(last).catch(this.onError);
   }
 
@@ -55,23 +61,32 @@ export class ProgressReporter {
 
   private pump(): void {
     if (this.closed || this.inflight || this.timer || !this.latest) return;
-    const wait = this.lastSentAt + this.intervalMs - Date.now();
-    if (wait > 0) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.pump();
-      }, wait);
+    const now = Date.now();
+    const slot = this.slotAt(now);
+    if (slot <= this.lastSlot) {
+      // sent in this slot already: at the next slot's start (a timer may fire a little early: it then waits again)
+      this.timer = setTimeout(
+        () => {
+          this.timer = undefined;
+          this.pump();
+        },
+        Math.max(1, (this.lastSlot + 1) * this.intervalMs - now),
+      );
       return;
     }
     const progress = this.latest;
     this.latest = undefined;
-    this.lastSentAt = Date.now();
+    this.lastSlot = slot;
     this.inflight = this.send(progress)
       .catch(this.onError)
       .finally(() => {
         this.inflight = undefined;
         this.pump();
       });
+  }
+
+  private slotAt(ms: number): number {
+    return Math.floor(ms / this.intervalMs);
   }
 
   private clearTimer(): void {

@@ -144,6 +144,53 @@ describe('running jobs', () => {
     expect(types.at(-1)).toBe('job.succeeded');
   });
 
+  it('sends the progress of all its running jobs in one call per tick, not one per job', async () => {
+    const broker = await connect();
+    const monitor = await redis.monitor();
+    let progressCalls = 0;
+    let reports = 0;
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args[0]?.toLowerCase() === 'fcall' && args[1] === 'emp_progress') {
+        progressCalls++;
+        reports += (args.length - 10) / 3; // name, key count, key, the prelude's 6 values, then id, token, progress each
+      }
+    });
+    try {
+      await startWorker(broker, {
+        concurrency: 8,
+        progressIntervalMs: 100,
+        connectors: [
+          {
+            service: 'simulation',
+            async run(_job, ctx) {
+              await ctx.start();
+              for (let step = 1; step <= 50; step++) {
+                ctx.progress({ stage: 'running', value: step, max: 50 });
+                await sleep(10);
+              }
+              return { ok: true };
+            },
+          },
+        ],
+      });
+      const ids = await Promise.all(Array.from({ length: 8 }, async () => (await broker.submit({ service: 'simulation' })).id));
+      for (const id of ids) await jobInState(broker, id, 'succeeded');
+      await sleep(50);
+
+      // eight jobs for about 0.5 s at one report per 100 ms each: ~48 reports in about 8 calls (a few more
+      // where a job's start or last report falls off the tick), where one call per report would be ~48
+      expect(reports).toBeGreaterThanOrEqual(8 * 3);
+      expect(progressCalls).toBeLessThanOrEqual(reports / 3);
+      for (const id of ids) {
+        const values = (await eventsOf(broker, id)).flatMap((e) => (e.type === 'job.progress' ? [e.progress.value as number] : []));
+        expect(values.at(-1)).toBe(50);
+        expect(values).toEqual([...values].sort((a, b) => a - b));
+      }
+    } finally {
+      monitor.disconnect();
+    }
+  });
+
   it('records a JobFailure with its kind and any other error as retryable', async () => {
     const broker = await connect();
     const worker = await startWorker(broker, {

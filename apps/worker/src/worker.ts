@@ -65,7 +65,7 @@ export interface WorkerOptions {
    * whose models are loaded: docs/broker.md, "Model affinity"); default 4, 0: none
    */
   warmModels?: number;
-  /** least time between two progress reports of one job; default 250 ms */
+  /** progress reports of one job: at most one per slot of this many ms on a grid shared by the process, so a worker's jobs report together (one call per tick); default 250 ms */
   progressIntervalMs?: number;
   /** e.g. 'production', 'staging': logged with every line, so fleets can share a log store */
   deploymentEnv?: string;

@@ -761,6 +761,45 @@ describe('completions made together', () => {
     expect((await b.getJob(second.id))?.state).toBe('succeeded');
   });
 
+  it('progress reports made in the same turn share one call; each is applied, in order, and renews its worker\'s lease once', async () => {
+    const b = await broker();
+    const w = await worker(b, 'busy');
+    for (let i = 0; i < 5; i++) await b.submit({ service: 'simulation' });
+    const held: ClaimedJob[] = [];
+    for (let i = 0; i < 5; i++) held.push(await claimJob(b, w));
+    await b.start(held[0]!.lease);
+
+    const before = await fcalls();
+    // two reports of the first job: both go, the later one last
+    await Promise.all([
+      b.progress(held[0]!.lease, { stage: 'running', value: 1, max: 10 }),
+      ...held.map((job, i) => b.progress(job.lease, { stage: 'running', value: i + 2, max: 10 })),
+    ]);
+    expect(await fcalls() - before).toBe(1);
+
+    for (const [i, job] of held.entries()) expect((await b.getJob(job.id))?.progress).toMatchObject({ stage: 'running', value: i + 2 });
+    const reports = (await events(b)).flatMap((e) => (e.type === 'job.progress' ? [[e.job, e.progress.value]] : []));
+    expect(reports).toEqual([[held[0]!.id, 1], ...held.map((job, i) => [job.id, i + 2])]);
+  });
+
+  it('a progress report whose lease was lost fails alone; a lone one fails the call as before', async () => {
+    const b = await broker();
+    const w = await worker(b, 'busy');
+    for (let i = 0; i < 2; i++) await b.submit({ service: 'simulation' });
+    const [first, second] = [await claimJob(b, w), await claimJob(b, w)];
+    const stale: Lease = { ...first.lease, token: String(Number(first.lease.token) + 1) };
+
+    const [lost, ok] = await Promise.allSettled([
+      b.progress(stale, { stage: 'running', value: 1 }),
+      b.progress(second.lease, { stage: 'running', value: 2 }),
+    ]);
+    expect(lost.status === 'rejected' && lost.reason).toBeInstanceOf(LeaseLostError);
+    expect(ok.status).toBe('fulfilled');
+    expect((await b.getJob(first.id))?.progress).toBeUndefined();
+    expect((await b.getJob(second.id))?.progress).toMatchObject({ value: 2 });
+    await expect(b.progress(stale, { stage: 'running' })).rejects.toThrow(LeaseLostError);
+  });
+
   it('completions that claim for different workers go in separate calls and each gets its own worker\'s job', async () => {
     const b = await broker();
     const gpu = await worker(b, 'gpu', { services: ['simulation', 'comfyui'] });

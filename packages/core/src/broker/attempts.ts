@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { CompletionBatcher } from '../completion-batch';
+import { type CallBatcher, type Completion, type ProgressReport, completionBatcher as batchCompletions, progressBatcher as batchProgress } from '../call-batch';
 import { DEFAULT_AFFINITY_OVERDUE_MS } from '../config';
 import { PayloadTooLargeError, UnknownWorkerError, ValidationError } from '../errors';
 import { JobErrorInfo, JobProgress, poolOfJobId } from '../job';
@@ -11,10 +11,18 @@ import { type ClaimReply, parseClaim, parseDrops, parseSignal } from './replies'
 import type { ClaimResult, DropVerdict, Lease, WorkerSignal } from './types';
 
 /** Completions of one worker made in the same turn of the event loop go out in one emp_complete call. */
-export function completionBatcher(ctx: BrokerContext): CompletionBatcher {
-  return new CompletionBatcher(
+export function completionBatcher(ctx: BrokerContext): CallBatcher<Completion> {
+  return batchCompletions(
     async (pool, claimFor, completions) =>
       (await ctx.calls.call(FUNCTIONS.complete, pool, [claimFor, affinityBounds(ctx), ...completions.flatMap((c) => [c.jobId, c.token, c.result])])) as unknown[],
+  );
+}
+
+/** Progress reports of a pool due in the same turn of the event loop go out in one emp_progress call. */
+export function progressBatcher(ctx: BrokerContext): CallBatcher<ProgressReport> {
+  return batchProgress(
+    async (pool, _group, reports) =>
+      (await ctx.calls.call(FUNCTIONS.progress, pool, reports.flatMap((r) => [r.jobId, r.token, r.progress]))) as unknown[],
   );
 }
 
@@ -108,15 +116,15 @@ export async function start(ctx: BrokerContext, lease: Lease): Promise<void> {
   await ctx.calls.call(FUNCTIONS.start, l.pool, [l.jobId, l.token]);
 }
 
-export async function progress(ctx: BrokerContext, lease: Lease, report: z.input<typeof JobProgress>): Promise<void> {
+export async function progress(ctx: BrokerContext, reports: CallBatcher<ProgressReport>, lease: Lease, report: z.input<typeof JobProgress>): Promise<void> {
   const l = ctx.lease(lease);
   const parsed = parseWith(JobProgress, report, 'progress');
-  await ctx.calls.call(FUNCTIONS.progress, l.pool, [l.jobId, l.token, JSON.stringify(parsed)]);
+  await reports.add(l.pool, '', { jobId: l.jobId, token: l.token, progress: JSON.stringify(parsed) });
 }
 
 export async function complete(
   ctx: BrokerContext,
-  completions: CompletionBatcher,
+  completions: CallBatcher<Completion>,
   lease: Lease,
   result: unknown,
   options: { claimNext?: boolean },

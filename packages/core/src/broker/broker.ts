@@ -67,6 +67,7 @@ export class Broker {
   readonly clock: (() => number) | undefined;
   readonly #ctx: BrokerContext;
   readonly #completions;
+  readonly #progress;
   readonly #reconnectListeners = new Set<() => void>();
   #listeningForReconnects = false;
 
@@ -77,6 +78,7 @@ export class Broker {
     this.keys = this.#ctx.keys;
     this.clock = clock;
     this.#completions = attempts.completionBatcher(this.#ctx);
+    this.#progress = attempts.progressBatcher(this.#ctx);
   }
 
   static async connect(options: BrokerOptions): Promise<Broker> {
@@ -302,9 +304,12 @@ export class Broker {
     return attempts.start(this.#ctx, lease);
   }
 
-  /** Records progress and renews the lease. */
+  /**
+   * Records progress and renews the lease. Reports made in the same turn of the
+   * event loop (by this process's jobs of a pool) go to Redis in one call.
+   */
   progress(lease: Lease, progress: z.input<typeof JobProgress>): Promise<void> {
-    return attempts.progress(this.#ctx, lease, progress);
+    return attempts.progress(this.#ctx, this.#progress, lease, progress);
   }
 
   /**

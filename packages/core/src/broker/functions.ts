@@ -101,7 +101,8 @@ export const FUNCTIONS = {
     r.claimReply,
   ),
   start: writes<[id: string, token: string], void>('emp_start', r.ignore),
-  progress: writes<[id: string, token: string, progress: string], void>('emp_progress', r.ignore),
+  /** id, token, progress (JSON) per report */
+  progress: writes<Flat, r.ProgressReply>('emp_progress', r.progressReply),
   /** the worker to claim for ('' none), the affinity bound of that claim, then id, token, result per completion */
   complete: writes<[claimFor: string, affinity: string, ...completions: Flat], r.CompleteReply>('emp_complete', r.completeReply),
   fail: writes<[id: string, token: string, kind: string, error: string, claimFor: string, affinity: string], r.FailReply>('emp_fail', r.failReply),

@@ -119,6 +119,10 @@ export const claimManyReply = tuple<ClaimManyReply>('object');
 export type CompleteReply = ReadonlyArray<unknown[]>;
 export const completeReply = tuple<CompleteReply>('object');
 
+/** emp_progress: one reply per report: [state] or ['error', '<CODE> <message>']. */
+export type ProgressReply = ReadonlyArray<unknown[]>;
+export const progressReply = tuple<ProgressReply>('object');
+
 /** emp_fail: the outcome, then the ClaimReply when the call claims next. */
 export type FailReply = readonly ['queued' | 'retrying' | 'failed', ...unknown[]];
 export const failReply = tuple<FailReply>('string');
