@@ -280,6 +280,17 @@ describe('a pool with shards', () => {
     expect(buckets.reduce((sum, b) => sum + (b.counts.sdxl ?? 0), 0)).toBe(80);
   });
 
+  it('learns execution times from the jobs of every shard, not only the first', async () => {
+    await broker.setShardCount(POOL, 4);
+    await broker.registerWorker({ id: 'w1', pool: POOL, capabilities: SIM });
+    const submitted = await submitMany(40);
+    expect(new Set(submitted.map((r) => poolOfJobId(r.id))).size).toBeGreaterThan(1);
+    expect(await drain('w1')).toHaveLength(40);
+
+    const learned = (await broker.poolReport()).pools.flatMap((p) => p.durations);
+    expect(learned).toEqual([expect.objectContaining({ service: 'simulation', models: [], samples: 40 })]);
+  });
+
   it('reshards to fewer shards with jobs in flight: the left-over shards stay served until they are empty, nothing is lost', async () => {
     await broker.setShardCount(POOL, 4);
     await broker.registerWorker({ id: 'w1', pool: POOL, capabilities: SIM, concurrency: 4 });

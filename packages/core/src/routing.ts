@@ -69,7 +69,7 @@ interface Cached<T> {
 
 /**
  * Reads the learned execution times of a duration class and of its service
- * across the configured pools (each pool's shard keeps its own), and caches
+ * across the configured pools' served shards (each keeps its own), and caches
  * the estimate for ROUTING_CACHE_MS of the broker's clock (a virtual one when
  * the broker runs on one): a submit reads Redis at most once per class per 5 s.
  */
@@ -119,11 +119,15 @@ export class DurationEstimator {
     return null;
   }
 
-  /** The class's duration list and the service's, each where asked for, in every pool: one pipeline per pool ([class, service] per pool). */
+  /**
+   * The class's duration list and the service's, each where asked for, in every
+   * served shard of every pool (a shard records the executions of its own jobs):
+   * one pipeline per shard ([class, service] per shard).
+   */
   async #lists(dclass: string | undefined, service: string | undefined): Promise<Array<[number[] | undefined, number[] | undefined]>> {
-    const { keys, redis, config } = this.ctx;
+    const { keys, redis } = this.ctx;
     return Promise.all(
-      config.pools.map(async ({ name }) => {
+      (await everyServedShard(this.ctx)).map(async (name) => {
         const pipeline = redis.pipeline();
         if (dclass !== undefined) pipeline.lrange(keys.durations(name, dclass), 0, DURATIONS_KEPT - 1);
         if (service !== undefined) pipeline.lrange(keys.serviceDurations(name, service), 0, DURATIONS_KEPT - 1);
@@ -135,6 +139,11 @@ export class DurationEstimator {
       }),
     );
   }
+}
+
+/** Every served shard of every configured pool: where executions are recorded. */
+export async function everyServedShard(ctx: BrokerContext): Promise<string[]> {
+  return (await Promise.all(ctx.config.pools.map(({ name }) => ctx.poolShardNames(name, 'served')))).flat();
 }
 
 /** Where a submit goes, and the job fields that record why (short values: a job hash stays compact). */

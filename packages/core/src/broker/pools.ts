@@ -1,5 +1,5 @@
 import type { PoolReport, PoolView } from '../api-protocol';
-import { DURATIONS_KEPT, DurationClassInfo, durationStats, poolForDuration } from '../routing';
+import { DURATIONS_KEPT, DurationClassInfo, durationStats, everyServedShard, poolForDuration } from '../routing';
 import { parseJsonOrNull } from '../validation';
 import type { BrokerContext } from './context';
 import { queueStats, serverTime } from './stats';
@@ -41,10 +41,11 @@ export async function poolReport(ctx: BrokerContext): Promise<PoolReport> {
   return { now, min_samples: ctx.router.estimator.minSamples, pools: views };
 }
 
-/** Every duration class any configured pool recorded, with its durations over all of them. */
+/** Every duration class any shard of a configured pool recorded, with its durations over all of them. */
 async function learnedClasses(ctx: BrokerContext): Promise<PoolView['durations']> {
-  const { config, keys, redis } = ctx;
-  const infos = await Promise.all(config.pools.map((pool) => redis.hgetall(keys.durationClasses(pool.name))));
+  const { keys, redis } = ctx;
+  const shards = await everyServedShard(ctx);
+  const infos = await Promise.all(shards.map((shard) => redis.hgetall(keys.durationClasses(shard))));
   const known = new Map<string, { service: string; models: string[] }>();
   for (const hash of infos) {
     for (const [dclass, text] of Object.entries(hash)) {
@@ -55,15 +56,15 @@ async function learnedClasses(ctx: BrokerContext): Promise<PoolView['durations']
   }
   const dclasses = [...known.keys()];
   const lists = await Promise.all(
-    config.pools.map(async (pool) => {
+    shards.map(async (shard) => {
       if (dclasses.length === 0) return [];
       const pipeline = redis.pipeline();
-      for (const dclass of dclasses) pipeline.lrange(keys.durations(pool.name, dclass), 0, DURATIONS_KEPT - 1);
+      for (const dclass of dclasses) pipeline.lrange(keys.durations(shard, dclass), 0, DURATIONS_KEPT - 1);
       return ((await pipeline.exec()) ?? []).map(([error, list]) => (error ? [] : (list as string[]).map(Number)));
     }),
   );
   return dclasses.flatMap((dclass, d) => {
-    const stats = durationStats(lists.flatMap((perPool) => perPool[d] ?? []));
+    const stats = durationStats(lists.flatMap((perShard) => perShard[d] ?? []));
     return stats ? [{ dclass, ...known.get(dclass)!, ...stats }] : [];
   });
 }
