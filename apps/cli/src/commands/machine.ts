@@ -79,11 +79,12 @@ export function registerMachine(program: Command): void {
 }
 
 const MACHINE_DESCRIPTION =
-  "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md); prefetch or evict a model on a machine";
+  "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md); prefetch, evict or load a model on a machine";
 
 const MODEL_COMMANDS: ReadonlyArray<[ModelAction, string]> = [
   ['prefetch', "download a model into a machine's model cache ahead of demand (not pinned: evictable later; failed if it cannot fit without evicting models in use)"],
   ['evict', "delete a model from a machine's model cache (failed while a job holds it or it is downloading)"],
+  ['load', "load a model the machine holds on disk into an idle GPU's memory, so its next job starts without a load (failed while a job runs there, or where the service cannot load without a job: ComfyUI)"],
 ];
 
 /** The machine.command.done event of `commandId`, read from the pool's events after `cursor`; undefined after `waitMs`. */

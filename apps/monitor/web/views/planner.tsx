@@ -7,7 +7,7 @@ import { ago, bytes, clock } from './format';
 /** How often the planner's record is read again (it changes once per planning round). */
 const READ_EVERY_MS = 5_000;
 
-const CELL_TEXT: Record<PlacementCell, string> = { loaded: 'loaded', on_disk: 'on disk', downloading: 'downloading', planned: 'planned', evicting: 'evicting', absent: '' };
+const CELL_TEXT: Record<PlacementCell, string> = { loaded: 'loaded', on_disk: 'on disk', downloading: 'downloading', planned: 'planned', evicting: 'evicting', loading: 'loading', absent: '' };
 
 function usePlannerReport(connection: Connection): { report: PlannerReport | undefined; error: string | undefined } {
   const [report, setReport] = useState<PlannerReport>();
