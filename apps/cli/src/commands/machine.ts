@@ -14,8 +14,8 @@ import { createLogger } from '../logger';
  * Ctrl-C drains it: workers hand their jobs back at once, the machine goes
  * offline, and the process exits 0; so does a `shutdown` command.
  *
- * `emp machine prefetch|evict <machine> <model>`: an operator's command for a
- * machine's model cache, appended to its command stream for its agent (which
+ * `emp machine prefetch|evict|load <machine> <model>`: an operator's command for a
+ * machine's models (its cache on disk; load: into an idle GPU), appended to its command stream for its agent (which
  * reports the outcome on the machine and as a machine.command.done event).
  */
 export function registerMachine(program: Command): void {
@@ -25,7 +25,7 @@ export function registerMachine(program: Command): void {
     // not requiredOption: commander would ask for it of the subcommands too
     .option('--config <file>', 'machine config (JSON, ${VAR} expanded from the environment)')
     .action(async (options: { config?: string }, command: Command) => {
-      if (options.config === undefined) throw new UsageError("required option '--config <file>' not specified (or name a subcommand: prefetch, evict)");
+      if (options.config === undefined) throw new UsageError("required option '--config <file>' not specified (or name a subcommand: prefetch, evict, load)");
       // loaded when the command runs, so that other commands start without the agent's code and packages
       const { MachineAgent, loadMachineConfig } = await import('@emp/machine');
       const config = await loadMachineConfig(resolve(options.config));

@@ -143,7 +143,7 @@ function PoolPlan({ pool, now }: { pool: PlannerPoolReport; now: number }) {
 
 /**
  * The planner: per pool, the capacity hint, the model x machine placement
- * matrix (loaded / on disk / downloading / planned / evicting), the forecast
+ * matrix (loaded / on disk / downloading / planned / evicting / loading), the forecast
  * per model and the last decisions with their reasons (GET /v1/planner).
  */
 export function PlannerView({ connection, now }: { connection: Connection; now: number }) {
