@@ -65,7 +65,8 @@ export function planWarmLoads(input: WarmInput): WarmPlan {
   const policy = { ...DEFAULT_PLACEMENT_POLICY, ...input.policy };
   const { pool, now, sizes, wanted } = input;
   const history = input.history ?? [];
-  const rateOf = (model: string) => input.forecasts.find((f) => f.model === model)?.rate ?? 0;
+  const forecastOf = new Map(input.forecasts.map((f) => [f.model, f]));
+  const rateOf = (model: string) => forecastOf.get(model)?.rate ?? 0;
   const sizeOf = (model: PlacedModel) => model.size_bytes ?? sizes.get(model.name) ?? 0;
   const within = (d: PastDecision) => now - d.ts < policy.holdMs;
   const loadedByPlanner = (machine: string, model: string) => history.some((d) => d.machine === machine && d.model === model && d.action === 'load' && within(d));

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { MachineId, WorkerCapabilities, WorkerId } from '../capabilities';
 import { ValidationError } from '../errors';
 import { processEntry } from '../process-entry';
-import { PoolName } from '../requirements';
+import { ModelName, PoolName } from '../requirements';
 import { parseWith } from '../validation';
 import { ComfyUIOptions, ComfyUIRemoteOptions, HttpServiceOptions, OllamaOptions, OpenAIOptions, SimulationOptions } from './connector-options';
 
@@ -147,6 +147,6 @@ export const SupervisorMessage = z.discriminatedUnion('type', [
    * runs it, with no job (the planner's warm load, a `load` machine command):
    * answered by a `load_done` of the same id; refused while the worker runs a job
    */
-  z.object({ type: z.literal('load'), id: z.string().min(1), model: z.string().min(1).max(512) }).strict(),
+  z.object({ type: z.literal('load'), id: z.string().min(1), model: ModelName }).strict(),
 ]);
 export type SupervisorMessage = z.infer<typeof SupervisorMessage>;
