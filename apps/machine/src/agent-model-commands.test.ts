@@ -149,6 +149,8 @@ describe('load command (the planner\'s warm load)', () => {
   };
 
   it('loads a model on disk into the idle worker\'s service (the simulation connector: its configured load time); refuses one not on disk, and while a job runs', async () => {
+    // a name of its own: the fixture server keeps what earlier tests made it answer for theirs (a 503 for sdxl)
+    const SDXL = 'warm-sdxl.safetensors';
     const broker = await Broker.connect({ redis: db.redis });
     const sdxl = modelBytes(100_000, 7);
     await startAgent({
@@ -156,11 +158,11 @@ describe('load command (the planner\'s warm load)', () => {
       models: [{ name: SDXL, url: fixture.server.serve(`/${SDXL}`, sdxl.content), sha256: sdxl.sha256 }],
     });
     const early = await broker.machineCommand(POOL, 'm1', { action: 'load', model: SDXL, by: 'planner' });
-    expect(await outcome(broker, early)).toMatchObject({ outcome: 'failed', message: "load sdxl.safetensors: not on this machine's disk (prefetch it first)" });
+    expect(await outcome(broker, early)).toMatchObject({ outcome: 'failed', message: "load warm-sdxl.safetensors: not on this machine's disk (prefetch it first)" });
 
     expect((await outcome(broker, await broker.machineCommand(POOL, 'm1', { action: 'prefetch', model: SDXL }))).outcome).toBe('ok');
     const load = await broker.machineCommand(POOL, 'm1', { action: 'load', model: SDXL, by: 'planner', reason: 'forecast 4/bucket' });
-    expect(await outcome(broker, load)).toMatchObject({ outcome: 'ok', model: SDXL, message: 'load sdxl.safetensors: simulation: sdxl.safetensors loaded in 0.1 s (simulated) (worker-simulation-cpu0)' });
+    expect(await outcome(broker, load)).toMatchObject({ outcome: 'ok', model: SDXL, message: 'load warm-sdxl.safetensors: simulation: warm-sdxl.safetensors loaded in 0.1 s (simulated) (worker-simulation-cpu0)' });
     await waitFor('the worker to report it loaded', async () => (await loaded(broker)).includes(SDXL), 10_000);
     expect((await machineRecord(broker)).last_command).toBe('load');
 
@@ -171,7 +173,7 @@ describe('load command (the planner\'s warm load)', () => {
     const refused = await outcome(broker, busy);
     expect(refused.outcome).toBe('failed');
     expect(refused.message).toMatch(
-      /^load sdxl\.safetensors: (no idle worker on this machine \(worker-simulation-cpu0 runs 1\): a load is for an idle GPU|worker-simulation-cpu0: worker \S+ is busy \(1 job running\): a load is for an idle GPU, it would take memory from a running job)$/,
+      /^load warm-sdxl\.safetensors: (no idle worker on this machine \(worker-simulation-cpu0 runs 1\): a load is for an idle GPU|worker-simulation-cpu0: worker \S+ is busy \(1 job running\): a load is for an idle GPU, it would take memory from a running job)$/,
     );
   });
 
