@@ -100,7 +100,7 @@ export const metrics = fp(async (app: FastifyInstance, options: { broker: Broker
   // hash keeps only the last round), so any planner instance's decisions are counted, as the other event counters are
   const plannerDecisions = new Counter({
     name: 'emp_planner_decisions_total',
-    help: 'Commands the planner sent to machines, per pool and action (prefetch, evict), from its planner.decision events',
+    help: 'Commands the planner sent to machines, per pool and action (prefetch, evict, load), from its planner.decision events',
     labelNames: ['pool', 'action'],
     registers: [registry],
   });

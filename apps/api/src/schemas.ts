@@ -138,7 +138,7 @@ export const MachineCommandBody = optionalBody(
     .object({
       pool: PoolName.optional(),
       service: ServiceName.optional(),
-      /** prefetch and evict: the model (required for them, refused for the other actions) */
+      /** prefetch, evict and load: the model (required for them, refused for the other actions) */
       model: ModelName.optional(),
       reason: z.string().max(500).optional(),
     })

@@ -107,7 +107,7 @@ export const COMMANDS: readonly CommandEntry[] = [
     name: 'machine',
     usage: '[options]',
     description:
-      "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md); prefetch or evict a model on a machine",
+      "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md); prefetch, evict or load a model on a machine",
     load: async () => (await import('./commands/machine')).registerMachine,
   },
   {

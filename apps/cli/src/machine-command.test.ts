@@ -87,7 +87,7 @@ describe('emp machine', () => {
   });
 });
 
-describe('emp machine prefetch | evict', () => {
+describe('emp machine prefetch | evict | load', () => {
   it("append a model command to the machine's command stream, finding its pool when not named, and refuse what is not one", async () => {
     const broker = await Broker.connect({ redis: db.redis });
     await broker.registerMachine('fast', 'gpu-9', 'ready');
@@ -103,11 +103,16 @@ describe('emp machine prefetch | evict', () => {
     expect(evict.code).toBe(0);
     expect(evict.stdout).toMatch(/^evict flux\.safetensors sent to machine gpu-9 \(pool fast\) as command \d+-\d+; /);
 
+    const load = await runEmp(['machine', 'load', 'gpu-9', 'llama3.2', '--reason', 'warm it'], env);
+    expect(load.code).toBe(0);
+    expect(load.stdout).toMatch(/^load llama3\.2 sent to machine gpu-9 \(pool fast\) as command \d+-\d+; /);
+
     expect((await broker.readMachineCommands('fast', 'gpu-9', '0')).map((c) => [c.action, c.model, c.by, c.reason])).toEqual([
       ['prefetch', 'sdxl.safetensors', 'cli', 'morning peak'],
       ['evict', 'flux.safetensors', 'cli', undefined],
+      ['load', 'llama3.2', 'cli', 'warm it'],
     ]);
-    expect((await broker.machine('fast', 'gpu-9'))?.last_command_model).toBe('flux.safetensors');
+    expect((await broker.machine('fast', 'gpu-9'))?.last_command_model).toBe('llama3.2');
 
     const nowhere = await runEmp(['machine', 'prefetch', 'gpu-404', 'sdxl.safetensors'], env);
     expect(nowhere.code).toBe(1);
@@ -120,8 +125,8 @@ describe('emp machine prefetch | evict', () => {
     expect(noModel.stderr).toContain("missing required argument 'model'");
     const noConfig = await runEmp(['machine'], env);
     expect(noConfig.code).toBe(2);
-    expect(noConfig.stderr).toContain("error: required option '--config <file>' not specified (or name a subcommand: prefetch, evict)");
-    expect(await broker.readMachineCommands('fast', 'gpu-9', '0')).toHaveLength(2);
+    expect(noConfig.stderr).toContain("error: required option '--config <file>' not specified (or name a subcommand: prefetch, evict, load)");
+    expect(await broker.readMachineCommands('fast', 'gpu-9', '0')).toHaveLength(3);
   });
 });
 

@@ -2,8 +2,8 @@ import type { PlacementCell, PlannerReport } from '@emp/core';
 import { clockTime, table } from './format';
 
 /** One character per cell of the placement matrix, as the legend says. */
-const CELL_MARK: Record<PlacementCell, string> = { loaded: 'L', on_disk: 'D', downloading: 'v', planned: 'p', evicting: 'x', absent: '.' };
-const LEGEND = 'L loaded  D on disk  v downloading  p planned (prefetch sent)  x evicting  . absent';
+const CELL_MARK: Record<PlacementCell, string> = { loaded: 'L', on_disk: 'D', downloading: 'v', planned: 'p', evicting: 'x', loading: 'l', absent: '.' };
+const LEGEND = 'L loaded  D on disk  v downloading  p planned (prefetch sent)  x evicting  l loading (load into the idle GPU sent)  . absent';
 
 const GB = 1024 ** 3;
 

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Broker } from '@emp/core';
-import { waitFor } from '@emp/testkit';
+import { FakeOllama, waitFor } from '@emp/testkit';
 import { POOL, machineEvents, machineRecord, testMachineConfig, useTestAgents } from '@emp/testkit/machine';
 import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { pino } from 'pino';
@@ -139,5 +139,62 @@ describe('prefetch and evict commands', () => {
     expect(await outcome(broker, prefetch)).toMatchObject({ outcome: 'failed', message: 'prefetch sdxl.safetensors: this machine has no model cache (its config lists no models)' });
     const evict = await broker.machineCommand(POOL, 'm1', { action: 'evict', model: SDXL });
     expect((await outcome(broker, evict)).message).toBe('evict sdxl.safetensors: this machine has no model cache (its config lists no models)');
+  });
+});
+
+describe('load command (the planner\'s warm load)', () => {
+  const loaded = async (broker: Broker): Promise<string[]> => {
+    const models = (await broker.workers(POOL))[0]?.models;
+    return models ? (JSON.parse(models) as { loaded: string[] }).loaded : [];
+  };
+
+  it('loads a model on disk into the idle worker\'s service (the simulation connector: its configured load time); refuses one not on disk, and while a job runs', async () => {
+    // a name of its own: the fixture server keeps what earlier tests made it answer for theirs (a 503 for sdxl)
+    const SDXL = 'warm-sdxl.safetensors';
+    const broker = await Broker.connect({ redis: db.redis });
+    const sdxl = modelBytes(100_000, 7);
+    await startAgent({
+      connectors: [{ type: 'simulation', options: { durationMs: 600_000, steps: 1, loadMs: 100 } }],
+      models: [{ name: SDXL, url: fixture.server.serve(`/${SDXL}`, sdxl.content), sha256: sdxl.sha256 }],
+    });
+    const early = await broker.machineCommand(POOL, 'm1', { action: 'load', model: SDXL, by: 'planner' });
+    expect(await outcome(broker, early)).toMatchObject({ outcome: 'failed', message: "load warm-sdxl.safetensors: not on this machine's disk (prefetch it first)" });
+
+    expect((await outcome(broker, await broker.machineCommand(POOL, 'm1', { action: 'prefetch', model: SDXL }))).outcome).toBe('ok');
+    const load = await broker.machineCommand(POOL, 'm1', { action: 'load', model: SDXL, by: 'planner', reason: 'forecast 4/bucket' });
+    expect(await outcome(broker, load)).toMatchObject({ outcome: 'ok', model: SDXL, message: 'load warm-sdxl.safetensors: simulation: warm-sdxl.safetensors loaded in 0.1 s (simulated) (worker-simulation-cpu0)' });
+    await waitFor('the worker to report it loaded', async () => (await loaded(broker)).includes(SDXL), 10_000);
+    expect((await machineRecord(broker)).last_command).toBe('load');
+
+    const { id } = await broker.submit({ service: 'simulation', requirements: { models: [SDXL] } });
+    await waitFor('the job to run', async () => (await broker.getJob(id))?.state === 'running', 30_000);
+    const busy = await broker.machineCommand(POOL, 'm1', { action: 'load', model: SDXL });
+    // refused by the agent once the worker told it of its job, else by the worker itself
+    const refused = await outcome(broker, busy);
+    expect(refused.outcome).toBe('failed');
+    expect(refused.message).toMatch(
+      /^load warm-sdxl\.safetensors: (no idle worker on this machine \(worker-simulation-cpu0 runs 1\): a load is for an idle GPU|worker-simulation-cpu0: worker \S+ is busy \(1 job running\): a load is for an idle GPU, it would take memory from a running job)$/,
+    );
+  });
+
+  it('loads a model through the worker\'s Ollama connector (a generate request with no prompt) against a loopback Ollama', async () => {
+    const ollama = await FakeOllama.start({ models: ['llama3.2:latest'] });
+    try {
+      const broker = await Broker.connect({ redis: db.redis });
+      await startAgent({ connectors: [{ type: 'ollama', options: { baseUrl: ollama.url } }] });
+      const load = await broker.machineCommand(POOL, 'm1', { action: 'load', model: 'llama3.2', by: 'planner' });
+      const done = await outcome(broker, load);
+      expect(done.outcome).toBe('ok');
+      expect(done.message).toMatch(/^load llama3\.2: ollama: llama3\.2 loaded in [\d.]+ s \(worker-ollama-cpu0\)$/);
+      expect(ollama.loads).toEqual(['llama3.2:latest']);
+      await waitFor('the worker to report it loaded', async () => (await loaded(broker)).includes('llama3.2'), 10_000);
+
+      const missing = await broker.machineCommand(POOL, 'm1', { action: 'load', model: 'qwen3:0.6b' });
+      const refused = await outcome(broker, missing);
+      expect(refused.outcome).toBe('failed');
+      expect(refused.message).toMatch(/^load qwen3:0\.6b: worker-ollama-cpu0: no connector of worker .* could load qwen3:0\.6b: ollama: qwen3:0\.6b is not on its disk/);
+    } finally {
+      await ollama.close();
+    }
   });
 });

@@ -47,6 +47,8 @@ export interface MachineAgentOptions {
 }
 
 const COMMAND_BLOCK_MS = 2_000;
+/** how long a worker may take to answer a load (a large model from a slow disk takes minutes) */
+const LOAD_ANSWER_MS = 10 * 60_000;
 /** changes within this long go out as one status write */
 const PUBLISH_COALESCE_MS = 20;
 /** the model cache changes with every job (pins) and download: its changes go out at most this often */
@@ -114,8 +116,10 @@ export class MachineAgent {
   private modelsPublishedAt = 0;
   private publishing: Promise<void> = Promise.resolve();
   private commandLoop: Promise<void> | undefined;
-  /** prefetch commands downloading now (they run beside the command loop; stop() waits for their outcomes) */
+  /** prefetch and load commands under way (they run beside the command loop; stop() waits for their outcomes) */
   private readonly prefetches = new Set<Promise<void>>();
+  /** loads a worker process was asked for, by request id: resolved by its load_done */
+  private readonly loadsAsked = new Map<string, (answer: { outcome: MachineCommandOutcome; message: string }) => void>();
   private stopping: Promise<void> | undefined;
   private finish!: (reason: StopReason) => void;
 
@@ -375,6 +379,10 @@ export class MachineAgent {
     }
     if (transition.delayMs !== undefined) fields.delay_ms = transition.delayMs;
     if (transition.reason) fields.reason = transition.reason;
+    if (transition.change === 'exited' || transition.change === 'stopped') {
+      // a worker process that is gone will not answer the loads it was asked for
+      for (const [id, finish] of [...this.loadsAsked]) if (id.endsWith(`/${transition.process}`)) finish({ outcome: 'failed', message: `the worker process ${transition.change} before it answered` });
+    }
     const workerId = this.supervisor?.status(transition.process)?.workerId;
     if (workerId && transition.change === 'exited' && transition.state !== 'stopped') {
       // a worker that died cannot say so itself: shown offline now rather than when its heartbeats are missed
@@ -397,6 +405,10 @@ export class MachineAgent {
       return;
     }
     const message = parsed.data;
+    if (message.type === 'load_done') {
+      this.loadsAsked.get(message.id)?.({ outcome: message.outcome, message: message.message });
+      return;
+    }
     if (message.type === 'waiting') worker.waiting_for = message.urls;
     if (message.type === 'ready') {
       worker.ready = true;
@@ -566,8 +578,11 @@ export class MachineAgent {
         case 'evict':
           await this.acknowledge(command, ...(await this.evictCommand(command.model)));
           return;
+        case 'load':
+          this.beside(this.loadCommand(command), command, log, 'load');
+          return;
         default:
-          await this.acknowledge(command, 'failed', `unknown action ${command.action} (known: drain, restart, shutdown, prefetch, evict)`);
+          await this.acknowledge(command, 'failed', `unknown action ${command.action} (known: drain, restart, shutdown, prefetch, evict, load)`);
       }
     } catch (error) {
       log.error({ err: error }, 'command failed');
@@ -654,6 +669,70 @@ export class MachineAgent {
     return ['ok', `prefetch ${model}: ${joined ? 'joined the download in progress' : 'downloaded'}, ${result.size_bytes} bytes on disk after ${seconds} s, not pinned (evictable when unused); ${budget}`];
   }
 
+  /** Runs a command's work beside the command loop (a load may wait for a download), then acknowledges it; stop() waits for it. */
+  private beside(work: Promise<[MachineCommandOutcome, string]>, command: MachineCommand, log: Logger, what: string): void {
+    const done = work
+      .catch((error: unknown): [MachineCommandOutcome, string] => {
+        log.error({ err: error }, `${what} failed`);
+        return ['failed', (error as Error).message];
+      })
+      .then((outcome) => this.acknowledge(command, ...outcome))
+      .finally(() => this.prefetches.delete(done));
+    this.prefetches.add(done);
+  }
+
+  /**
+   * Loads a model into an idle GPU's memory through its worker's connector (the
+   * planner's warm load): the model must be on disk, or downloading (the load
+   * waits for it to land), when the model cache knows it; a model the cache does
+   * not list is the service's own business (Ollama keeps its own). Asked of the
+   * idle workers in turn until one loads it; a busy worker, or a connector that
+   * cannot load without a job (ComfyUI), refuses with why.
+   */
+  private async loadCommand(command: MachineCommand): Promise<[MachineCommandOutcome, string]> {
+    const { model } = command;
+    if (!model) return ['failed', 'load names no model'];
+    const cache = this.cache;
+    if (cache && (cache.has(model) || cache.catalogEntry(model))) {
+      if (!cache.has(model)) {
+        if (!cache.isDownloading(model)) return ['failed', `load ${model}: not on this machine's disk (prefetch it first)`];
+        try {
+          await cache.ensure(model);
+        } catch (error) {
+          return ['failed', `load ${model}: its download failed: ${(error as Error).message}`];
+        }
+      }
+    }
+    if (this.draining || this.stopRequested) return ['failed', `load ${model}: the machine is draining`];
+    const workers = [...this.workers].filter(([, view]) => view.ready);
+    const idle = workers.filter(([, view]) => view.running === 0);
+    if (idle.length === 0) {
+      return ['failed', `load ${model}: no idle worker on this machine (${workers.length === 0 ? 'none is ready' : workers.map(([name, view]) => `${name} runs ${view.running}`).join(', ')}): a load is for an idle GPU`];
+    }
+    const refusals: string[] = [];
+    for (const [name] of idle) {
+      const answer = await this.askLoad(name, `${command.id}/${name}`, model);
+      if (answer.outcome === 'ok') return ['ok', `load ${model}: ${answer.message} (${name})`];
+      refusals.push(`${name}: ${answer.message}`);
+    }
+    return ['failed', `load ${model}: ${refusals.join('; ')}`];
+  }
+
+  /** Asks one worker process to load a model; its load_done (or a timeout, or its absence) is the answer. */
+  private askLoad(name: string, id: string, model: string): Promise<{ outcome: MachineCommandOutcome; message: string }> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => finish({ outcome: 'failed', message: `no answer within ${LOAD_ANSWER_MS / 1_000} s` }), LOAD_ANSWER_MS);
+      const finish = (answer: { outcome: MachineCommandOutcome; message: string }) => {
+        clearTimeout(timer);
+        this.loadsAsked.delete(id);
+        resolve(answer);
+      };
+      this.loadsAsked.set(id, finish);
+      const message: SupervisorMessage = { type: 'load', id, model };
+      if (!this.supervisor?.send(name, message)) finish({ outcome: 'failed', message: 'the worker process is not running' });
+    });
+  }
+
   private async evictCommand(model: string | undefined): Promise<[MachineCommandOutcome, string]> {
     const cache = this.cache;
     if (!model) return ['failed', 'evict names no model'];
@@ -718,7 +797,8 @@ export class MachineAgent {
       await this.processLogs?.flush();
       // the workers are gone and their pins with them: downloads stop (their .part files stay), the index is written
       await this.cache?.close();
-      // prefetches cut off by the closing cache report so before the connection goes
+      // prefetches cut off by the closing cache report so before the connection goes; loads the workers can no longer answer fail
+      for (const finish of [...this.loadsAsked.values()]) finish({ outcome: 'failed', message: 'the machine agent stopped before the worker answered' });
       await Promise.allSettled([...this.prefetches]);
       if (this.registered) {
         this.draining = false;

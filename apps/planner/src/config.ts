@@ -34,6 +34,8 @@ export const PlannerConfig = z
     by: z.string().min(1).default('planner'),
     /** plan and record (each reason says `dry run, not sent`), but send no command: an operator trying it out */
     dryRun: z.boolean().default(false),
+    /** also load forecast-hot models into idle machines' GPU memory (`load` commands; docs/planner.md, "Warm loads") */
+    warmLoads: z.boolean().default(true),
   })
   .strict();
 export type PlannerConfig = z.output<typeof PlannerConfig>;
@@ -51,7 +53,8 @@ export function waitTargetMs(config: PlannerConfig, pool: string, pools: Readonl
 
 /**
  * Settings from the environment (EMP_PLANNER_*), for `main.ts`: INTERVAL_MS, POOLS (comma-separated),
- * WAIT_TARGETS_MS (`fast=2000,*=10000`), PERCENTILE, HORIZON_MS, SEASONAL_WEIGHT, MAX_COMMANDS, HOLD_MS, DRY_RUN.
+ * WAIT_TARGETS_MS (`fast=2000,*=10000`), PERCENTILE, HORIZON_MS, SEASONAL_WEIGHT, MAX_COMMANDS, HOLD_MS, DRY_RUN,
+ * WARM_LOADS (0 or false: prefetch and evict only).
  */
 export function configFromEnv(env: NodeJS.ProcessEnv): PlannerConfigInput {
   const input: Record<string, unknown> = {};
@@ -76,5 +79,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): PlannerConfigInput {
   }
   const dry = env.EMP_PLANNER_DRY_RUN;
   if (dry !== undefined) input.dryRun = dry === '1' || dry === 'true';
+  const warm = env.EMP_PLANNER_WARM_LOADS;
+  if (warm !== undefined && warm !== '') input.warmLoads = !(warm === '0' || warm === 'false');
   return input as PlannerConfigInput;
 }

@@ -38,6 +38,22 @@ describe('the fleet as the planner reads it', () => {
     expect(evictionBlocker(machine, 'idle')).toBeUndefined();
   });
 
+  it('with the worker records: idle when every online worker of the machine is, the models they report loaded, the GPU memory', () => {
+    const status = record('m1', { models: [{ name: 'sdxl', size_bytes: 7 * GB }, { name: 'flux', size_bytes: 12 * GB }], gpus: [{ index: 0, name: 'A100', memory_total_mb: 81_920 }, { index: 1, name: 'A100', memory_total_mb: 40_960 }] });
+    const worker = (id: string, machine: string, state: string, loaded: string[] = []) => ({
+      id, machine, state, capabilities: JSON.stringify({ services: ['comfyui'], hardware: { gpu_memory_gb: 24 } }), models: JSON.stringify({ loaded, on_disk: [], downloading: [] }),
+    });
+    const idle = fleetMachine('heavy', status, [worker('w0', 'm1', 'idle', ['flux', 'lora']), worker('w1', 'm1', 'offline'), worker('x', 'm2', 'busy')])!;
+    expect(idle).toMatchObject({ idle: true, gpuMemoryBytes: 40_960 * 1024 ** 2 });
+    expect(idle.models.map((m) => [m.name, m.loaded ?? false])).toEqual([['sdxl', false], ['flux', true], ['lora', true]]);
+    expect(fleetMachine('heavy', status, [worker('w0', 'm1', 'idle'), worker('w1', 'm1', 'busy')])!.idle).toBe(false);
+    // no online worker: not idle; no nvidia-smi view: the memory the workers registered
+    expect(fleetMachine('heavy', status, [])!.idle).toBe(false);
+    expect(fleetMachine('heavy', record('m1', {}), [worker('w0', 'm1', 'idle')])!.gpuMemoryBytes).toBe(24 * GB);
+    // without the worker records nothing is known: the planner loads nothing there
+    expect(fleetMachine('heavy', status)).not.toHaveProperty('idle');
+  });
+
   it('reads an unreadable models field as no models, and a hash without id as no machine', () => {
     expect(fleetMachine('standard', { id: 'm1', models: 'not json' })!.models).toEqual([]);
     expect(fleetMachine('standard', { id: '', state: 'ready' } as never)).toBeNull();

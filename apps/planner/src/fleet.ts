@@ -1,11 +1,45 @@
-import { type MachineRecord, type RegistryEntry, decodeMachine, decodeWorker, isInvalidRecord } from '@emp/core';
+import { type MachineRecord, type RegistryEntry, type WorkerRecord, decodeMachine, decodeWorker, isInvalidRecord } from '@emp/core';
 import type { FleetMachine } from '@emp/planning';
 
-/** A machine record as the placement reads it; null for a hash that is not a machine record. */
-export function fleetMachine(pool: string, entry: RegistryEntry): FleetMachine | null {
+const MB = 1024 ** 2;
+const GB = 1024 ** 3;
+
+/**
+ * A machine record as the placement reads it; null for a hash that is not a
+ * machine record. With the pool's worker records, also what the warm loads
+ * need: whether the machine is idle (every worker of it that is online is
+ * idle), the models its workers report loaded, and its GPU memory.
+ */
+export function fleetMachine(pool: string, entry: RegistryEntry, workers?: readonly RegistryEntry[]): FleetMachine | null {
   const record = decodeMachine(pool, entry);
   if (isInvalidRecord(record)) return null;
-  return fromRecord(record);
+  const machine = fromRecord(record);
+  if (workers) withWorkers(machine, record, workersOf(pool, record.id, workers));
+  return machine;
+}
+
+function workersOf(pool: string, machineId: string, entries: readonly RegistryEntry[]): WorkerRecord[] {
+  const workers: WorkerRecord[] = [];
+  for (const entry of entries) {
+    const worker = decodeWorker(pool, entry);
+    // a borrower is at home in another pool: its jobs there are not this pool's to read
+    if (isInvalidRecord(worker) || worker.machine !== machineId || worker.state === 'offline' || worker.home_pool) continue;
+    workers.push(worker);
+  }
+  return workers;
+}
+
+function withWorkers(machine: FleetMachine, record: MachineRecord, workers: WorkerRecord[]): void {
+  machine.idle = workers.length > 0 && workers.every((w) => w.state === 'idle');
+  const loaded = new Set(workers.flatMap((w) => (w.models && !('unreadable' in w.models) ? w.models.loaded : [])));
+  for (const model of machine.models) if (loaded.has(model.name)) model.loaded = true;
+  const listed = new Set(machine.models.map((m) => m.name));
+  for (const name of loaded) if (!listed.has(name)) machine.models.push({ name, loaded: true });
+  // the smallest GPU a model may be loaded into: the agent's nvidia-smi view, else what the workers registered
+  const gpus = Array.isArray(record.gpus) ? record.gpus.map((g) => g.memory_total_mb * MB) : [];
+  const registered = workers.map((w) => (w.capabilities && !('unreadable' in w.capabilities) ? w.capabilities.hardware?.gpu_memory_gb : undefined)).filter((gb): gb is number => gb !== undefined);
+  const memory = gpus.length > 0 ? Math.min(...gpus) : registered.length > 0 ? Math.min(...registered) * GB : undefined;
+  if (memory !== undefined && memory > 0) machine.gpuMemoryBytes = memory;
 }
 
 function fromRecord(record: MachineRecord): FleetMachine {

@@ -99,6 +99,40 @@ describe('the planner against a scripted fleet and demand', () => {
     expect(pool.capacity).toMatchObject({ arrivals: 10, readyMachines: 3 });
   });
 
+  it('loads a forecast-hot model into the GPU of an idle machine that holds it on disk, never a busy one, and the matrix shows it loading', async () => {
+    const pool = 'warm';
+    now = DAY0 + 7 * DAY;
+    for (let t = now - 60 * MINUTE; t < now; t += 5 * MINUTE) {
+      now = t;
+      for (let i = 0; i < 4; i++) await broker.submit({ service: 'comfyui', requirements: { pool, models: ['video'] } });
+    }
+    now = DAY0 + 7 * DAY;
+    const onDisk: MachineStatusInput = { models: [{ name: 'video', size_bytes: 28 * GB }], model_cache_budget_bytes: 250 * GB, model_cache_used_bytes: 28 * GB };
+    for (const [machineId, state] of [['w1', 'idle'], ['w2', 'busy']] as const) {
+      await broker.registerMachine(pool, machineId, 'ready', encodeMachineStatus(onDisk));
+      await broker.registerWorker({ id: `${machineId}-gpu0`, pool, machine_id: machineId, capabilities: { services: ['comfyui'], hardware: { gpu_memory_gb: 80 } } });
+      if (state === 'busy') {
+        // a job of its own makes it busy
+        await broker.submit({ service: 'comfyui', requirements: { pool } });
+        expect((await broker.claim(pool, `${machineId}-gpu0`)).job).toBeDefined();
+      }
+    }
+    const planner = new Planner({ broker, logger, config: { pools: [pool] }, now: async () => now });
+    const [round] = await planner.runOnce();
+    expect(round!.sent.map((d) => `${d.machine} ${d.action} ${d.model}`)).toEqual(['w1 load video']);
+    expect(round!.sent[0]!.reason).toMatch(/^forecast [\d.]+\/bucket \(holt\), 0 of 2 loaded copies wanted in warm; idle, on disk; 28.0 GB fits \(80.0 GB of GPU memory free\)$/);
+    expect((await broker.readMachineCommands(pool, 'w1', '0')).map((c) => [c.action, c.model, c.by])).toEqual([['load', 'video', 'planner']]);
+    expect(await broker.readMachineCommands(pool, 'w2', '0')).toEqual([]);
+    const answer = await call(stack.url, 'GET', `/v1/planner?pool=${pool}`);
+    const cells = Object.fromEntries(PlannerReport.parse(answer.body).pools[0]!.matrix.machines.map((m) => [m.id, m.cells]));
+    expect(cells).toMatchObject({ w1: { video: 'loading' }, w2: { video: 'on_disk' } });
+    // the next round: the load is on its way, not sent again; with warm loads off, none at all
+    now += 30_000;
+    expect((await planner.runOnce())[0]!.sent).toEqual([]);
+    const diskOnly = new Planner({ broker, logger, config: { pools: [pool], warmLoads: false, holdMs: 0 }, now: async () => now });
+    expect((await diskOnly.runOnce())[0]!.sent).toEqual([]);
+  });
+
   it('drops an eviction (and the prefetch it made room for) when a job took the model between the plan and the send', async () => {
     const pool = 'race';
     const status = (oldInUse: boolean): MachineStatusInput => ({

@@ -13,9 +13,9 @@ import { evictionBlocker, fleetMachine, workersPerMachine } from './fleet';
 
 const HOUR_MS = 60 * 60 * 1_000;
 
-/** A prefetch or evict command for a machine's agent (the machine command channel). */
+/** A prefetch, evict or load command for a machine's agent (the machine command channel). */
 export interface ModelCommand {
-  action: 'prefetch' | 'evict';
+  action: 'prefetch' | 'evict' | 'load';
   model: string;
   by?: string;
   reason: string;
@@ -117,7 +117,7 @@ export class Planner {
       this.#broker.workers(pool),
       this.#broker.plannerState(pool),
     ]);
-    const machines = machineEntries.map((entry) => fleetMachine(pool, entry)).filter((m): m is FleetMachine => m !== null);
+    const machines = machineEntries.map((entry) => fleetMachine(pool, entry, workerEntries)).filter((m): m is FleetMachine => m !== null);
     const { forecasts, plan } = planRound({
       pool,
       demand,
@@ -126,6 +126,7 @@ export class Planner {
       now,
       forecast: { bucketMs: DEMAND_BUCKET_MS, horizonMs: c.horizonMs, seasonalWeight: c.seasonalWeight },
       policy: { maxCommandsPerMachine: c.maxCommandsPerMachine, holdMs: c.holdMs },
+      warm: c.warmLoads,
     });
 
     const { sent, dropped } = await this.send(pool, plan.decisions);

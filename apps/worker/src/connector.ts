@@ -22,6 +22,21 @@ export interface Connector {
    * promptly when `ctx.signal` aborts: the runtime stops waiting for it then.
    */
   run(job: ClaimedJob, ctx: JobContext): Promise<unknown>;
+  /**
+   * Loads `model` into the service's GPU memory without a job (the planner's
+   * warm load), so the next job of it starts without a load; resolves with
+   * what happened, in a line. Throw a ModelLoadError when the service does not
+   * have the model (so another connector may), anything else to fail the load.
+   * Absent where the service cannot load a model on its own: `cannotLoad` says why.
+   */
+  loadModel?(model: string, signal: AbortSignal): Promise<string>;
+  /** why this connector cannot load a model without a job (shown when a load is refused) */
+  readonly cannotLoad?: string;
+}
+
+/** A connector's service does not have the model a load asked for (not on its disk, not its kind of model). */
+export class ModelLoadError extends Error {
+  override readonly name = 'ModelLoadError';
 }
 
 export interface JobContext {

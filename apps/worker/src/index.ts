@@ -5,6 +5,7 @@ export {
   type JobContext,
   JobFailure,
   type JobProgressInput,
+  ModelLoadError,
 } from './connector';
 export { type DropReason, type FailOutcome, Worker, type WorkerEvents, type WorkerOptions } from './worker';
 export { SimulationPayload, simulationConnector } from './connectors/simulation';

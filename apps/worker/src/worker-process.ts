@@ -29,7 +29,10 @@ export interface RunningWorkerProcess {
    * not charged to their attempts), marks it offline and closes Redis.
    */
   stop(): Promise<void>;
-  /** Acts on a message from the supervisor (new capabilities: registers again with them, or starts with them). */
+  /**
+   * Acts on a message from the supervisor: new capabilities (registers again
+   * with them, or starts with them); a load (answered by a `load_done`).
+   */
   handle(message: SupervisorMessage): Promise<void>;
 }
 
@@ -111,6 +114,19 @@ export function runWorkerProcess(config: WorkerProcessConfig, options: WorkerPro
         redis?.disconnect();
       })()),
     async handle(message) {
+      if (message.type === 'load') {
+        const { id, model } = message;
+        if (!worker) {
+          report({ type: 'load_done', id, outcome: 'failed', message: `worker ${config.worker_id} has not started yet: no load` });
+          return;
+        }
+        try {
+          report({ type: 'load_done', id, outcome: 'ok', message: await worker.loadModel(model) });
+        } catch (error) {
+          report({ type: 'load_done', id, outcome: 'failed', message: (error as Error).message });
+        }
+        return;
+      }
       capabilityChanges = { ...capabilityChanges, ...message.capabilities };
       await worker?.updateCapabilities(message.capabilities);
     },

@@ -28,7 +28,7 @@ import {
 } from '@emp/core';
 import { type Logger, pino } from 'pino';
 import { AttemptAbort } from './attempt-abort';
-import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure } from './connector';
+import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure, ModelLoadError } from './connector';
 import { ensureJobModels } from './job-models';
 import { ModelReporter } from './model-report';
 import { ProgressReporter } from './progress-reporter';
@@ -299,6 +299,37 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ capabilities: changes }, 'capabilities changed; registered again');
     void this.fillSlots();
     return true;
+  }
+
+  /**
+   * Loads `model` into its service's GPU memory with no job (the planner's warm
+   * load, a `load` machine command), through the first connector that can and
+   * whose service has the model; once loaded, the worker reports it loaded
+   * (model affinity then sends its next job here). Refused while a job runs:
+   * the load is for an idle GPU and must not take memory from a running job.
+   * Resolves with what happened; throws with why not.
+   */
+  async loadModel(model: string, signal: AbortSignal = new AbortController().signal): Promise<string> {
+    if (this.state !== 'running') throw new Error(`worker ${this.id} is ${this.state === 'new' ? 'not started yet' : 'stopping'}: no load`);
+    if (this.running > 0) throw new Error(`worker ${this.id} is busy (${this.running} job${this.running === 1 ? '' : 's'} running): a load is for an idle GPU, it would take memory from a running job`);
+    const why: string[] = [];
+    for (const connector of this.connectors.values()) {
+      const name = connector.id ?? connector.service;
+      if (!connector.loadModel) {
+        why.push(`${name}: ${connector.cannotLoad ?? 'this connector cannot load a model without a job'}`);
+        continue;
+      }
+      try {
+        const done = await connector.loadModel(model, signal);
+        this.modelReport.used([model]);
+        this.logger.info({ model, connector: name }, 'model loaded without a job');
+        return done;
+      } catch (error) {
+        if (!(error instanceof ModelLoadError)) throw error;
+        why.push(error.message);
+      }
+    }
+    throw new Error(`no connector of worker ${this.id} could load ${model}: ${why.join('; ')}`);
   }
 
   /**

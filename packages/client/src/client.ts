@@ -52,9 +52,9 @@ export interface MachineCommandAnswer {
   command_id: string;
   machine: string;
   pool: string;
-  action: 'drain' | 'restart' | 'shutdown' | 'prefetch' | 'evict';
+  action: 'drain' | 'restart' | 'shutdown' | 'prefetch' | 'evict' | 'load';
   service?: string;
-  /** prefetch and evict: the model */
+  /** prefetch, evict and load: the model */
   model?: string;
 }
 
@@ -226,7 +226,7 @@ export class EmpClient {
    * pinned) or evict one from it: recorded for its agent, answered with the
    * command's id; the agent reports the outcome on the machine.
    */
-  async modelCommand(machine: string, action: 'prefetch' | 'evict', model: string, options: { pool?: string; reason?: string } = {}): Promise<MachineCommandAnswer> {
+  async modelCommand(machine: string, action: 'prefetch' | 'evict' | 'load', model: string, options: { pool?: string; reason?: string } = {}): Promise<MachineCommandAnswer> {
     return this.request('POST', `/v1/machines/${encodeURIComponent(machine)}/${action}`, { ...options, model });
   }
 

@@ -51,7 +51,7 @@ describe('machine commands', () => {
   });
 });
 
-describe('model commands (prefetch, evict)', () => {
+describe('model commands (prefetch, evict, load)', () => {
   it('name their model in the command stream, on the machine and in the events; the other actions take none', async () => {
     const b = await Broker.connect({ redis });
     await b.registerMachine('standard', 'm1', 'ready');
@@ -87,6 +87,21 @@ describe('model commands (prefetch, evict)', () => {
     await expect(lua('m1', 'restart', '', 'sdxl')).rejects.toThrow(/takes no model/);
     // a caller written before models came passes no model argument
     expect(await lua('m1', 'restart', '')).toMatch(/^\d+-\d+$/);
+    await expect(lua('m1', 'load', '')).rejects.toThrow(/load names the model to load/);
+    await expect(lua('m1', 'load', 'ollama', 'llama3.2')).rejects.toThrow(/load applies to the machine's models, not to a service/);
+    await expect(lua('m1', 'warm', '', 'llama3.2')).rejects.toThrow(/a machine command is drain, restart, shutdown, prefetch, evict or load, not warm/);
+  });
+
+  it('load (the planner\'s warm load) names its model like prefetch and evict, on the machine, in the stream and in the events', async () => {
+    const b = await Broker.connect({ redis });
+    await b.registerMachine('standard', 'm2', 'ready');
+    const load = await b.machineCommand('standard', 'm2', { action: 'load', model: 'video-14b', by: 'planner', reason: 'forecast 4/bucket' });
+    expect((await b.machines('standard')).find((m) => m.id === 'm2')).toMatchObject({ last_command: 'load', last_command_id: load, last_command_model: 'video-14b' });
+    expect((await b.readMachineCommands('standard', 'm2', '0')).map((c) => [c.action, c.model, c.by])).toEqual([['load', 'video-14b', 'planner']]);
+    const events = (await b.readEvents('standard', '0', { count: 1_000 })).filter((e) => e.type === 'machine.command' && e.command === load);
+    expect(events).toEqual([expect.objectContaining({ action: 'load', model: 'video-14b', by: 'planner' })]);
+    await expect(b.machineCommand('standard', 'm2', { action: 'load', model: '' })).rejects.toThrow(ValidationError);
+    await expect(b.machineCommand('standard', 'm2', { action: 'load', model: 'x', service: 'ollama' } as never)).rejects.toThrow(ValidationError);
   });
 });
 

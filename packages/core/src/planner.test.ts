@@ -21,14 +21,16 @@ describe('the planner record (planner_decision)', () => {
       decisions: [
         { machine: 'm1', action: 'evict', model: 'old', reason: 'make room for flux', forecast: 0 },
         { machine: 'm1', action: 'prefetch', model: 'flux', reason: 'forecast 4.5/bucket', forecast: 4.5 },
+        { machine: 'm2', action: 'load', model: 'flux', reason: 'idle, on disk', forecast: 4.5 },
       ],
     });
-    expect(recorded).toBe(2);
+    expect(recorded).toBe(3);
 
     const events = (await b.readEvents('standard', '0', { count: 100 })).filter((e) => e.type === 'planner.decision');
     expect(events).toEqual([
       expect.objectContaining({ type: 'planner.decision', machine: 'm1', action: 'evict', model: 'old', forecast: 0 }),
       expect.objectContaining({ type: 'planner.decision', machine: 'm1', action: 'prefetch', model: 'flux', reason: 'forecast 4.5/bucket', forecast: 4.5 }),
+      expect.objectContaining({ type: 'planner.decision', machine: 'm2', action: 'load', model: 'flux', reason: 'idle, on disk', forecast: 4.5 }),
     ]);
     const raw = await redis.xrange(b.keys.events('standard'), '-', '+');
     for (const [, fields] of raw) expect(streamEntryProblems(fields)).toEqual([]);
@@ -36,7 +38,7 @@ describe('the planner record (planner_decision)', () => {
     const state = await b.plannerState('standard');
     expect(state).toMatchObject({ pool: 'standard', wait_target_ms: 10_000, forecast, capacity, problems: [] });
     expect(state!.run_at).toBeGreaterThan(0);
-    expect(state!.decisions.map((d) => `${d.action} ${d.model}`)).toEqual(['evict old', 'prefetch flux']);
+    expect(state!.decisions.map((d) => `${d.action} ${d.model}`)).toEqual(['evict old', 'prefetch flux', 'load flux']);
   });
 
   it('keeps the last 50 decisions, and a round without decisions keeps the earlier ones', async () => {
@@ -51,7 +53,7 @@ describe('the planner record (planner_decision)', () => {
     expect(state!.forecast).toEqual([]);
   });
 
-  it('refuses an action that is neither prefetch nor evict, recording nothing', async () => {
+  it('refuses an action that is not prefetch, evict or load, recording nothing', async () => {
     const b = await Broker.connect({ redis });
     await expect(
       b.recordPlannerRound('heavy', { forecast, capacity, waitTargetMs: 1, decisions: [

@@ -8,7 +8,8 @@ import { z } from 'zod';
  * the shapes that cross Redis and HTTP.
  */
 
-export const PLANNER_ACTIONS = ['prefetch', 'evict'] as const;
+/** prefetch / evict: the model cache on disk; load: a model on disk into an idle GPU's memory (a warm load) */
+export const PLANNER_ACTIONS = ['prefetch', 'evict', 'load'] as const;
 export type PlannerAction = (typeof PLANNER_ACTIONS)[number];
 
 /** One model's forecast as the planner stored it (jobs per 5-minute bucket). */
@@ -28,7 +29,7 @@ export const PlannerForecast = z
   .meta({ id: 'PlannerForecast' });
 export type PlannerForecast = z.infer<typeof PlannerForecast>;
 
-/** A prefetch or evict command the planner sent, with why. */
+/** A prefetch, evict or load command the planner sent, with why. */
 export const PlannerDecision = z
   .object({
     ts: z.number().int(),
@@ -121,9 +122,10 @@ export function decodePlannerState(pool: string, hash: Record<string, string>): 
  * A cell of the placement matrix (model x machine): loaded in GPU memory, on
  * disk, downloading, planned (the planner's last word is a prefetch that has
  * not shown on the machine yet), evicting (its last word is an evict of a model
- * still there), or absent.
+ * still there), loading (on disk, not loaded yet, and the planner sent a load
+ * into the idle GPU), or absent.
  */
-export const PLACEMENT_CELLS = ['loaded', 'on_disk', 'downloading', 'planned', 'evicting', 'absent'] as const;
+export const PLACEMENT_CELLS = ['loaded', 'on_disk', 'downloading', 'planned', 'evicting', 'loading', 'absent'] as const;
 export type PlacementCell = (typeof PLACEMENT_CELLS)[number];
 
 export const PlacementMatrix = z
@@ -173,8 +175,13 @@ export function placementMatrix(state: Pick<PlannerState, 'forecast' | 'decision
   }
   for (const d of state.decisions) others.add(d.model);
   const models = [...forecastModels, ...[...others].filter((m) => !forecastModels.includes(m)).sort()];
+  // the last word about the disk (prefetch, evict), and the loads sent: a load after a prefetch leaves it planned
   const lastWord = new Map<string, PlannerAction>();
-  for (const d of state.decisions) lastWord.set(`${d.machine}\u0000${d.model}`, d.action);
+  const loadSent = new Set<string>();
+  for (const d of state.decisions) {
+    if (d.action === 'load') loadSent.add(`${d.machine}\u0000${d.model}`);
+    else lastWord.set(`${d.machine}\u0000${d.model}`, d.action);
+  }
   return {
     models,
     machines: [...machines]
@@ -187,7 +194,7 @@ export function placementMatrix(state: Pick<PlannerState, 'forecast' | 'decision
           const word = lastWord.get(`${m.id}\u0000${model}`);
           const onDisk = disk.get(model);
           if (onDisk && word === 'evict') cells[model] = 'evicting';
-          else if (onDisk) cells[model] = onDisk.loaded ? 'loaded' : 'on_disk';
+          else if (onDisk) cells[model] = onDisk.loaded ? 'loaded' : loadSent.has(`${m.id}\u0000${model}`) ? 'loading' : 'on_disk';
           else if (coming.has(model)) cells[model] = 'downloading';
           else cells[model] = word === 'prefetch' ? 'planned' : 'absent';
         }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { WorkerModels } from './capabilities';
+import { MACHINE_ACTIONS } from './broker/types';
 
 /**
  * The worker and machine records of the registry (`<ns>:{<pool>}:worker:<id>`,
@@ -234,7 +235,7 @@ export const MACHINE_FIELDS = {
   state: oneOf(MACHINE_STATES),
   ...MACHINE_STATUS_FIELDS,
   // machine_command
-  last_command: oneOf(['drain', 'restart', 'shutdown', 'prefetch', 'evict']),
+  last_command: oneOf(MACHINE_ACTIONS),
   last_command_id: text,
   last_command_service: text,
   /** prefetch and evict: the model ('' for the other actions; absent before models came) */

@@ -2,3 +2,4 @@ export * from './capacity';
 export * from './forecast';
 export * from './placement';
 export * from './round';
+export * from './warm';

@@ -44,9 +44,14 @@ export interface FleetMachine {
   downloading: string[];
   /** names of models jobs hold right now (beside `in_use` on each model) */
   inUse?: string[];
+  /** memory of the GPU a model is loaded into (bytes; the smallest of the machine's GPUs); without it no load is planned for the machine */
+  gpuMemoryBytes?: number;
+  /** no job runs on any of its workers: only then does the planner load a model into its GPU (warm.ts); unknown counts as busy */
+  idle?: boolean;
 }
 
-export type PlacementAction = 'prefetch' | 'evict';
+/** prefetch / evict: the model cache on disk (this file); load: a model on disk into an idle GPU's memory (warm.ts) */
+export type PlacementAction = 'prefetch' | 'evict' | 'load';
 
 export interface PlacementDecision {
   machine: string;
@@ -143,7 +148,8 @@ export function planPlacement(input: PlacementInput): PlacementPlan {
   const inFlight = (machine: string): PastDecision[] => {
     const newest = new Map<string, PastDecision>();
     for (const d of history) {
-      if (d.machine !== machine || now - d.ts >= policy.holdMs) continue;
+      // a load (warm.ts) changes GPU memory, not what the disk holds
+      if (d.machine !== machine || d.action === 'load' || now - d.ts >= policy.holdMs) continue;
       const seen = newest.get(d.model);
       if (!seen || d.ts >= seen.ts) newest.set(d.model, d);
     }

@@ -29,6 +29,8 @@ export interface PolicyReport extends WaitSummary {
   fallback_claims: number;
   /** downloads the planner asked for ahead of demand */
   planner_prefetches: number;
+  /** models the planner's loads put into idle GPUs (docs/planner.md, "Warm loads") */
+  planner_loads: number;
   /**
    * completed / jobs among those submitted before the run's last stretch (10 minutes, or half a run
    * shorter than 20): a job that arrives just before the end and is still queued or running then is not
@@ -97,6 +99,7 @@ export function summarise(outcome: RunOutcome): PolicyReport {
     model_hits: hitShares(outcome.modelHits),
     fallback_claims: outcome.fallbackClaims,
     planner_prefetches: outcome.plannerPrefetches,
+    planner_loads: outcome.plannerLoads,
     completion_rate_settled: settled.length === 0 ? 1 : round(settled.filter((j) => j.completedAtMs !== undefined).length / settled.length, 6),
     peak: peakWindow(outcome),
     hourly: outcome.hourly.map((_, h) => stretch(outcome, h, h + 1)),
@@ -150,7 +153,7 @@ export function formatReport(reports: PolicyReport[], note: string): string {
     lines.push(
       `  completion ${(r.completion_rate * 100).toFixed(1)}%  lost ${r.lost}  failed ${r.failed}  download wait ${r.download_wait_s} s  redundant downloads ${r.redundant_downloads}`,
       `  machine-hours ${r.machine_hours}  GPU utilisation ${(r.gpu_utilisation * 100).toFixed(1)}%  preemptions ${r.preemptions}  jobs requeued ${r.requeued}`,
-      `  model found loaded ${(r.model_hits.warm * 100).toFixed(1)}%, on disk ${(r.model_hits.disk * 100).toFixed(1)}%, downloaded ${(r.model_hits.cold * 100).toFixed(1)}%  fallback claims ${r.fallback_claims}  planner prefetches ${r.planner_prefetches}`,
+      `  model found loaded ${(r.model_hits.warm * 100).toFixed(1)}%, on disk ${(r.model_hits.disk * 100).toFixed(1)}%, downloaded ${(r.model_hits.cold * 100).toFixed(1)}%  fallback claims ${r.fallback_claims}  planner prefetches ${r.planner_prefetches}  loads ${r.planner_loads}`,
       ...(r.peak
         ? [`  peak ${r.peak.from_hour}:00-${r.peak.to_hour}:00: ${r.peak.arrivals} arrivals, ${r.peak.machines} machines up, occupied ${(r.peak.occupancy * 100).toFixed(1)}%, GPU utilisation ${(r.peak.gpu_utilisation * 100).toFixed(1)}%`]
         : []),

@@ -58,6 +58,8 @@ export interface JobRecord {
   startedAtMs?: number;
   completedAtMs?: number;
   downloadMs: number;
+  /** model loads into GPU memory its attempts waited for */
+  loadMs: number;
   attempts: number;
 }
 
@@ -93,6 +95,8 @@ export interface RunOutcome {
   fallbackClaims: number;
   /** models the planner had machines download ahead of demand */
   plannerPrefetches: number;
+  /** models the planner had idle machines load into GPU memory ahead of demand, loaded before a job took the machine */
+  plannerLoads: number;
   /** per simulated hour: milliseconds of machines up, of machines holding a job (download, load, run) and of jobs running to completion */
   hourly: HourlyMs[];
   /** the hour of the day at which arrivals and the fleet curve peak */
@@ -119,8 +123,16 @@ type Event =
   | { kind: 'borrow-due'; pool: string }
   | { kind: 'plan' }
   | { kind: 'prefetched'; machine: Machine; model: string }
+  | { kind: 'warmed'; machine: Machine; load: WarmLoad }
   | { kind: 'ready'; machine: Machine; claimed: ClaimedJob }
   | { kind: 'done'; machine: Machine; claimed: ClaimedJob };
+
+/** A planner's load of a model into an idle machine's GPU memory, under way. */
+interface WarmLoad {
+  model: string;
+  /** when the model is in GPU memory */
+  doneAtMs: number;
+}
 
 /** One simulated machine: a GPU, its disk and VRAM caches (least recently used first), and the one worker it runs. */
 class Machine {
@@ -145,6 +157,9 @@ class Machine {
   inUse: string | undefined;
   /** models the planner asked it to download, still coming */
   readonly prefetching = new Set<string>();
+  /** the planner's load into its GPU under way (at most one), and those waiting for it or for their prefetch to land */
+  warming: WarmLoad | undefined;
+  readonly warmQueue: string[] = [];
   /** when its spot interruption comes, and its notice (if any) */
   preemptAtMs = Infinity;
   noticeAtMs = Infinity;
@@ -229,6 +244,7 @@ class Simulation {
   /** the planner's recent decisions per pool (hysteresis), as the service keeps them in its record */
   readonly #planned = new Map<string, PastDecision[]>();
   #prefetches = 0;
+  #warmLoads = 0;
   #broker!: Broker;
   #now = 0;
   #machineSeq = 0;
@@ -466,6 +482,8 @@ class Simulation {
         return;
       case 'prefetched':
         return this.#prefetched(event.machine, event.model);
+      case 'warmed':
+        return this.#warmed(event.machine, event.load);
       case 'ready':
         return this.#ready(event.machine, event.claimed);
       case 'done':
@@ -485,7 +503,7 @@ class Simulation {
       requirements: { ...(this.options.policy.pools ? {} : { pool: POOL }), models: [job.model], hardware: { gpu_memory_gb: Math.ceil(model.sizeGb) } },
     });
     const pool = poolOfJobId(result.id);
-    this.#jobs.set(result.id, { job, id: result.id, pool, downloadMs: 0, attempts: 0 });
+    this.#jobs.set(result.id, { job, id: result.id, pool, downloadMs: 0, loadMs: 0, attempts: 0 });
     if (this.options.policy.fallback) this.#lendingJob(pool);
     if (this.options.policy.affinity) this.#submittedModels.set(pool, [...(this.#submittedModels.get(pool) ?? []), job.model]);
     const hour = this.#hourly[Math.floor(this.#now / 3_600_000)];
@@ -780,6 +798,7 @@ class Simulation {
         if (!machine) continue;
         history.push({ machine: decision.machine, action: decision.action, model: decision.model, ts: now });
         if (decision.action === 'prefetch') this.#prefetch(machine, decision.model);
+        else if (decision.action === 'load') this.#load(machine, decision.model);
         else await this.#evict(machine, decision.model);
       }
       this.#planned.set(pool.name, history.slice(-500));
@@ -804,6 +823,8 @@ class Simulation {
       })),
       downloading: [...(machine.downloading ? [machine.downloading] : []), ...machine.prefetching],
       inUse: machine.inUse ? [machine.inUse] : [],
+      gpuMemoryBytes: machine.record.type.gpu_memory_gb * GB,
+      idle: machine.lease === undefined,
     };
   }
 
@@ -826,6 +847,47 @@ class Simulation {
     // on disk, not used yet: least recently used first among what it holds
     machine.disk.set(name, this.#now);
     this.#report(machine);
+    // a load the planner sent with the prefetch starts once it has landed
+    if (!machine.warming) this.#nextWarmLoad(machine);
+  }
+
+  /**
+   * The planner's load of a model into the GPU of an idle machine, as the
+   * agent runs it through the worker's connector (the simulation connector's
+   * configured load time): it takes a load time drawn as a job's would, and
+   * only while no job runs. Refused (nothing happens) on a machine that is
+   * busy, draining or lacks the model; queued behind a load under way or the
+   * model's prefetch. A job that comes first ends it: one of the same model
+   * waits for the rest of the load, another abandons it (its memory is the job's).
+   */
+  #load(machine: Machine, name: string): void {
+    if (!machine.alive || machine.draining || machine.lease || machine.vram.has(name)) return;
+    const onDisk = machine.disk.has(name) && machine.downloading !== name;
+    if (!onDisk && !machine.prefetching.has(name)) return;
+    if (machine.warming?.model === name || machine.warmQueue.includes(name)) return;
+    machine.warmQueue.push(name);
+    if (!machine.warming) this.#nextWarmLoad(machine);
+  }
+
+  /** Starts the first queued load whose model is on disk. */
+  #nextWarmLoad(machine: Machine): void {
+    const index = machine.warmQueue.findIndex((name) => machine.disk.has(name));
+    if (index < 0 || machine.lease || !machine.alive) return;
+    const [name] = machine.warmQueue.splice(index, 1);
+    const load: WarmLoad = { model: name!, doneAtMs: Math.round(this.#now + drawLogNormal(machine.random, MODEL_LOAD) * 1000) };
+    machine.warming = load;
+    this.#schedule(load.doneAtMs, { kind: 'warmed', machine, load });
+  }
+
+  #warmed(machine: Machine, load: WarmLoad): void {
+    if (!machine.alive || machine.warming !== load) return;
+    machine.warming = undefined;
+    const model = this.#models.get(load.model)!;
+    makeRoom(machine.vram, this.#models, model, machine.record.type.gpu_memory_gb);
+    touch(machine.vram, model.name, this.#now);
+    this.#warmLoads++;
+    this.#report(machine);
+    this.#nextWarmLoad(machine);
   }
 
   async #evict(machine: Machine, name: string): Promise<void> {
@@ -908,6 +970,18 @@ class Simulation {
     let readyIn = 0;
     let changed = false;
     this.#hits[machine.vram.has(model.name) ? 'warm' : machine.disk.has(model.name) ? 'disk' : 'cold']++;
+    // the GPU is the job's now: a warm load of its model goes on for the job, any other is abandoned
+    const warming = machine.warming;
+    machine.warming = undefined;
+    machine.warmQueue.length = 0;
+    if (warming?.model === model.name) {
+      const restMs = warming.doneAtMs - this.#now;
+      readyIn += restMs;
+      record.loadMs += restMs;
+      makeRoom(machine.vram, this.#models, model, machine.record.type.gpu_memory_gb);
+      touch(machine.vram, model.name, this.#now);
+      changed = true;
+    }
     if (!machine.disk.has(model.name)) {
       changed = true;
       machine.downloading = model.name;
@@ -922,7 +996,9 @@ class Simulation {
     touch(machine.disk, model.name, this.#now);
     if (!machine.vram.has(model.name)) {
       changed = true;
-      readyIn += drawLogNormal(machine.random, MODEL_LOAD) * 1000;
+      const loadMs = drawLogNormal(machine.random, MODEL_LOAD) * 1000;
+      readyIn += loadMs;
+      record.loadMs += loadMs;
       makeRoom(machine.vram, this.#models, model, machine.record.type.gpu_memory_gb);
     }
     // while it downloads or loads, the model is not loaded yet: the report says so, and the next one (at start) that it is
@@ -1004,6 +1080,7 @@ class Simulation {
       modelHits: this.#hits,
       fallbackClaims: this.#borrowed,
       plannerPrefetches: this.#prefetches,
+      plannerLoads: this.#warmLoads,
       hourly: this.#hourly,
       peakHour: (this.options.config.workload.trough_hour + 12) % 24,
     };

@@ -41,6 +41,10 @@ describe('the fleet simulator', () => {
     expect(pools.download_wait_s).toBeLessThan(by.baseline!.download_wait_s);
     expect(by.affinity!.model_hits.warm).toBeGreaterThan(pools.model_hits.warm);
     expect(by.planner!.planner_prefetches).toBeGreaterThan(0);
+    // the planner's warm loads (into idle GPUs) are (d)'s and (e)'s only
+    expect(by.planner!.planner_loads).toBeGreaterThan(0);
+    expect(by.fallback!.planner_loads).toBeGreaterThan(0);
+    for (const name of ['baseline', 'pools', 'affinity']) expect(by[name]!.planner_loads).toBe(0);
     expect(by.fallback!.fallback_claims).toBeGreaterThan(0);
     for (const name of ['baseline', 'pools', 'affinity', 'planner']) expect(by[name]!.fallback_claims).toBe(0);
   });
@@ -85,6 +89,22 @@ describe('the fleet simulator', () => {
       expect(reference.requeued).toBeGreaterThan(0);
       expect(await run(false)).toEqual(reference);
     }
+  });
+});
+
+describe("the planner's warm loads", () => {
+  it('load models into idle GPUs, and the run stays the same for the same seed, with every tick and heartbeat or without', async () => {
+    const config = SimulationConfig.parse({ ...small, fleet: { preemptions_per_hour: 1 } });
+    const workload = generateWorkload(config.workload, 2, 4);
+    const run = async (reference: boolean) => {
+      const { jobs, ...outcome } = await runPolicy({ policy: POLICIES[3]!, config, workload, hours: 2, seed: 4, machines: 10, reference });
+      return { ...outcome, jobs: jobs.map(({ id: _, ...job }) => job) };
+    };
+    const first = await run(false);
+    expect(first.plannerLoads).toBeGreaterThan(0);
+    expect(first.lost).toEqual([]);
+    expect(await run(false)).toEqual(first);
+    expect(await run(true)).toEqual(first);
   });
 });
 

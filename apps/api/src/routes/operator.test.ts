@@ -115,8 +115,18 @@ describe('machines and workers', () => {
     expect(badModel.status).toBe(400);
     const unknownAction = await http('POST', '/v1/machines/api-test-machine/reboot', { body: {} });
     expect(unknownAction.status).toBe(400);
+    const loadWithout = await http('POST', '/v1/machines/api-test-machine/load', { body: {} });
+    expect(loadWithout.status).toBe(400);
+    expect(loadWithout.body.error.message).toContain('model: load names the model to load');
+    const loadWithService = await http('POST', '/v1/machines/api-test-machine/load', { body: { model: 'llama3.2', service: 'ollama' } });
+    expect(loadWithService.status).toBe(400);
+    expect(loadWithService.body.error.message).toContain("load acts on the machine's models, not on a service");
     // nothing was recorded for the refused ones
     expect(await stack.broker.readMachineCommands('standard', 'api-test-machine', evict.body.command_id)).toEqual([]);
+    const load = await http('POST', '/v1/machines/api-test-machine/load', { body: { model: 'llama3.2', reason: 'warm it' } });
+    expect(load.status).toBe(202);
+    expect(load.body).toEqual({ machine: 'api-test-machine', pool: 'standard', action: 'load', model: 'llama3.2', command_id: expect.stringMatching(/^\d+-\d+$/) });
+    expect((await stack.broker.readMachineCommands('standard', 'api-test-machine', evict.body.command_id)).map((c) => [c.action, c.model])).toEqual([['load', 'llama3.2']]);
   });
 
   it('lists a record with a corrupt field, naming the field and why, instead of failing the listing', async () => {

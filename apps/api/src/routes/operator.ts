@@ -39,8 +39,8 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
   api.post('/v1/machines/:id/:action', {
     config: { access: 'operate' },
     schema: {
-      summary: 'Drain, restart or shut down a machine, restart one service on it, or prefetch / evict a model in its model cache',
-      description: 'Recorded on the machine, appended to its command stream for the machine agent to execute, and announced as a machine.command event. Answers 202 with the command id; the agent reports the outcome on the machine (last_command_outcome, last_command_message) and as a machine.command.done event. drain: workers stop claiming and hand their jobs back; restart: every process, or with `service` only that service\'s processes (or the one process so named); shutdown: drain, then the agent stops and the machine goes offline; prefetch (body `model`, required): download the model from the machine\'s catalog into its model cache, not pinned (least-recently-used eviction may take it later), failed when it cannot fit without evicting models in use; evict (body `model`, required): delete the model from the cache, failed while a job holds it or it is downloading. `model` is refused for the other actions, `service` for prefetch and evict.',
+      summary: 'Drain, restart or shut down a machine, restart one service on it, prefetch / evict a model in its model cache, or load one into an idle GPU',
+      description: 'Recorded on the machine, appended to its command stream for the machine agent to execute, and announced as a machine.command event. Answers 202 with the command id; the agent reports the outcome on the machine (last_command_outcome, last_command_message) and as a machine.command.done event. drain: workers stop claiming and hand their jobs back; restart: every process, or with `service` only that service\'s processes (or the one process so named); shutdown: drain, then the agent stops and the machine goes offline; prefetch (body `model`, required): download the model from the machine\'s catalog into its model cache, not pinned (least-recently-used eviction may take it later), failed when it cannot fit without evicting models in use; evict (body `model`, required): delete the model from the cache, failed while a job holds it or it is downloading; load (body `model`, required): load the model, on the machine\'s disk (or once a download of it under way lands), into the memory of an idle GPU through the worker\'s connector, so the next job of it starts without a load: failed while a job runs on that GPU, when the model is not on disk, and where the service cannot load a model without a job (ComfyUI). `model` is refused for the other actions, `service` for prefetch, evict and load.',
       tags: ['operator'],
       params: MachineParams,
       body: MachineCommandBody,
@@ -52,10 +52,10 @@ export async function operatorRoutes(app: FastifyInstance): Promise<void> {
     let command: MachineCommandInput;
     if (isModelAction(action)) {
       if (body.model === undefined) throw new ValidationError('body', [{ path: 'model', message: `${action} names the model to ${action}` }]);
-      if (body.service !== undefined) throw new ValidationError('body', [{ path: 'service', message: `${action} acts on the machine's model cache, not on a service` }]);
+      if (body.service !== undefined) throw new ValidationError('body', [{ path: 'service', message: `${action} acts on the machine's models, not on a service` }]);
       command = { action, model: body.model, by: request.principal.keyId, reason: body.reason };
     } else {
-      if (body.model !== undefined) throw new ValidationError('body', [{ path: 'model', message: `${action} takes no model (only prefetch and evict do)` }]);
+      if (body.model !== undefined) throw new ValidationError('body', [{ path: 'model', message: `${action} takes no model (only prefetch, evict and load do)` }]);
       command = { action, service: body.service, by: request.principal.keyId, reason: body.reason };
     }
     const pool = await poolOfMachine(broker, id, body.pool);

@@ -14,8 +14,8 @@ export async function plannerRoutes(app: FastifyInstance): Promise<void> {
       summary: "The planner's forecast, decisions and capacity hint per pool, with the model x machine placement matrix",
       description:
         'Per pool (?pool= for one): what the planner recorded in its last round (when it ran, the forecast per model, the capacity hint, the wait target, ' +
-        'its last 50 prefetch / evict decisions with their reasons) and the placement matrix read from the machine records now ' +
-        '(loaded, on_disk, downloading, planned, evicting, absent). A pool the planner has not run for has an empty forecast and no run_at.',
+        'its last 50 prefetch / evict / load decisions with their reasons) and the placement matrix read from the machine records now ' +
+        '(loaded, on_disk, downloading, planned, evicting, loading, absent). A pool the planner has not run for has an empty forecast and no run_at.',
       tags: ['fleet'],
       querystring: PoolQuery,
       response: answers({ 200: PlannerReport }),

@@ -14,8 +14,8 @@ import { createLogger } from '../logger';
  * Ctrl-C drains it: workers hand their jobs back at once, the machine goes
  * offline, and the process exits 0; so does a `shutdown` command.
  *
- * `emp machine prefetch|evict <machine> <model>`: an operator's command for a
- * machine's model cache, appended to its command stream for its agent (which
+ * `emp machine prefetch|evict|load <machine> <model>`: an operator's command for a
+ * machine's models (its cache on disk; load: into an idle GPU), appended to its command stream for its agent (which
  * reports the outcome on the machine and as a machine.command.done event).
  */
 export function registerMachine(program: Command): void {
@@ -25,7 +25,7 @@ export function registerMachine(program: Command): void {
     // not requiredOption: commander would ask for it of the subcommands too
     .option('--config <file>', 'machine config (JSON, ${VAR} expanded from the environment)')
     .action(async (options: { config?: string }, command: Command) => {
-      if (options.config === undefined) throw new UsageError("required option '--config <file>' not specified (or name a subcommand: prefetch, evict)");
+      if (options.config === undefined) throw new UsageError("required option '--config <file>' not specified (or name a subcommand: prefetch, evict, load)");
       // loaded when the command runs, so that other commands start without the agent's code and packages
       const { MachineAgent, loadMachineConfig } = await import('@emp/machine');
       const config = await loadMachineConfig(resolve(options.config));
@@ -79,11 +79,12 @@ export function registerMachine(program: Command): void {
 }
 
 const MACHINE_DESCRIPTION =
-  "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md); prefetch or evict a model on a machine";
+  "run this machine's agent: a worker (+ services) per GPU, supervised, registered, remote-controlled (see docs/machine.md); prefetch, evict or load a model on a machine";
 
 const MODEL_COMMANDS: ReadonlyArray<[ModelAction, string]> = [
   ['prefetch', "download a model into a machine's model cache ahead of demand (not pinned: evictable later; failed if it cannot fit without evicting models in use)"],
   ['evict', "delete a model from a machine's model cache (failed while a job holds it or it is downloading)"],
+  ['load', "load a model the machine holds on disk into an idle GPU's memory, so its next job starts without a load (failed while a job runs there, or where the service cannot load without a job: ComfyUI)"],
 ];
 
 /** The machine.command.done event of `commandId`, read from the pool's events after `cursor`; undefined after `waitMs`. */

@@ -7,7 +7,7 @@ import { ago, bytes, clock } from './format';
 /** How often the planner's record is read again (it changes once per planning round). */
 const READ_EVERY_MS = 5_000;
 
-const CELL_TEXT: Record<PlacementCell, string> = { loaded: 'loaded', on_disk: 'on disk', downloading: 'downloading', planned: 'planned', evicting: 'evicting', absent: '' };
+const CELL_TEXT: Record<PlacementCell, string> = { loaded: 'loaded', on_disk: 'on disk', downloading: 'downloading', planned: 'planned', evicting: 'evicting', loading: 'loading', absent: '' };
 
 function usePlannerReport(connection: Connection): { report: PlannerReport | undefined; error: string | undefined } {
   const [report, setReport] = useState<PlannerReport>();
@@ -143,7 +143,7 @@ function PoolPlan({ pool, now }: { pool: PlannerPoolReport; now: number }) {
 
 /**
  * The planner: per pool, the capacity hint, the model x machine placement
- * matrix (loaded / on disk / downloading / planned / evicting), the forecast
+ * matrix (loaded / on disk / downloading / planned / evicting / loading), the forecast
  * per model and the last decisions with their reasons (GET /v1/planner).
  */
 export function PlannerView({ connection, now }: { connection: Connection; now: number }) {

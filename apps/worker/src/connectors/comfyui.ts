@@ -52,6 +52,8 @@ export function comfyuiConnector(options: ComfyUIConnectorOptions): Connector {
     service: config.service,
     id: `${config.service}@${client.baseUrl.host}`,
     run: async (job, ctx) => new ComfyRun(client, config, job, ctx).execute(),
+    cannotLoad:
+      'ComfyUI has no API to load a model without running a workflow: a checkpoint is loaded when a prompt that uses it runs (POST /prompt), and POST /free only unloads',
   };
 }
 

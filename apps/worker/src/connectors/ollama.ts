@@ -1,7 +1,7 @@
 import type { ClaimedJob } from '@emp/core';
 import { OllamaOptions, parseWith } from '@emp/core';
 import { z } from 'zod';
-import { type Connector, type JobContext, JobFailure } from '../connector';
+import { type Connector, type JobContext, JobFailure, ModelLoadError } from '../connector';
 import { ServiceClient, parseMessage, protocolError, statusFailure } from '../service-client';
 import { readLines, tail } from '../streaming';
 
@@ -16,6 +16,9 @@ const Tags = z.object({ models: z.array(z.object({ name: z.string(), model: z.st
 const PullLine = z
   .object({ status: z.string().optional(), digest: z.string().optional(), total: z.number().optional(), completed: z.number().optional(), error: z.string().optional() })
   .loose();
+
+/** The answer to a generate request with no prompt (stream off): the model is loaded (`done_reason` "load"). */
+const LoadAnswer = z.object({ model: z.string().optional(), done: z.boolean().optional(), done_reason: z.string().optional(), load_duration: z.number().optional() }).loose();
 
 const GenerationLine = z
   .object({
@@ -101,6 +104,23 @@ export function ollamaConnector(options: OllamaOptions = {}): Connector {
     service,
     id: `${service}@${client.baseUrl.host}`,
     startsItself: true,
+    /**
+     * Ollama loads a model into memory on a generate request that names it and
+     * has no prompt (api/generate, "load a model"): no pull here, a model not on
+     * its disk is a 404 and the load is refused.
+     */
+    async loadModel(model, signal) {
+      const startedAt = performance.now();
+      const response = await client.request('api/generate', { json: { model, stream: false }, signal, timeoutMs: config.idleTimeoutMs });
+      if (response.status === 404) {
+        throw new ModelLoadError(`${service}: ${model} is not on its disk (${(await client.readText(response, signal, 'api/generate')).slice(0, 200)})`);
+      }
+      if (!response.ok) throw statusFailure(service, 'POST api/generate', response.status, await client.readText(response, signal, 'api/generate'));
+      const answer = parseMessage(service, 'load answer', LoadAnswer, parseJsonLine(service, await client.readText(response, signal, 'api/generate')));
+      const seconds = ((performance.now() - startedAt) / 1_000).toFixed(1);
+      const loadNs = answer.load_duration;
+      return `${service}: ${model} loaded in ${seconds} s${loadNs !== undefined ? ` (load_duration ${(loadNs / 1e9).toFixed(1)} s)` : ''}`;
+    },
     async run(job, ctx) {
       const parsed = OllamaPayload.safeParse(job.payload);
       if (!parsed.success) {

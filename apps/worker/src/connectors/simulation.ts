@@ -73,6 +73,11 @@ export function simulationConnector(options: SimulationOptions = {}): Connector 
 
   return {
     service: config.service,
+    /** pretends to load any model: waits its configured load time */
+    async loadModel(model, signal) {
+      await sleep(config.loadMs, undefined, { signal });
+      return `${config.service}: ${model} loaded in ${(config.loadMs / 1_000).toFixed(1)} s (simulated)`;
+    },
     async run(job, ctx) {
       const span = activeTracing().startSpan('simulation.run', { attributes: { 'emp.service': config.service } });
       try {

@@ -125,11 +125,11 @@ export interface JobListPage {
   next_cursor?: string;
 }
 
-export const MACHINE_ACTIONS = ['drain', 'restart', 'shutdown', 'prefetch', 'evict'] as const;
+export const MACHINE_ACTIONS = ['drain', 'restart', 'shutdown', 'prefetch', 'evict', 'load'] as const;
 export const MachineAction = z.enum(MACHINE_ACTIONS);
 export type MachineAction = z.infer<typeof MachineAction>;
-/** The actions on the machine's model cache: each names one model. */
-export const MODEL_ACTIONS = ['prefetch', 'evict'] as const;
+/** The actions on the machine's models (its cache on disk; load: into an idle GPU's memory): each names one model. */
+export const MODEL_ACTIONS = ['prefetch', 'evict', 'load'] as const;
 export type ModelAction = (typeof MODEL_ACTIONS)[number];
 export type ProcessAction = Exclude<MachineAction, ModelAction>;
 
@@ -137,7 +137,10 @@ export type ProcessAction = Exclude<MachineAction, ModelAction>;
  * An operator's command for a machine: drain, restart (the machine, or with
  * `service` one service's processes) or shut down; or prefetch a model into
  * its model cache (downloaded, not pinned: evictable by LRU afterwards), or
- * evict one from it (refused while a job holds it or it downloads).
+ * evict one from it (refused while a job holds it or it downloads), or load
+ * one it holds into an idle GPU's memory through the worker's connector, so
+ * the next job of it starts without a load (refused while a job runs there,
+ * and by a backend that cannot load a model without a job: ComfyUI).
  */
 export type MachineCommandInput =
   | { action: ProcessAction; service?: string; by?: string; reason?: string }
@@ -153,7 +156,7 @@ export interface MachineCommand {
   /** one of MACHINE_ACTIONS; anything else is acknowledged as failed */
   action: string;
   service?: string;
-  /** prefetch and evict: the model */
+  /** prefetch, evict and load: the model */
   model?: string;
   by?: string;
   reason?: string;

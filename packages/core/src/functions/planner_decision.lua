@@ -1,13 +1,13 @@
--- planner_decision: the planner records one round for a pool: each prefetch / evict
+-- planner_decision: the planner records one round for a pool: each prefetch / evict / load
 -- decision becomes a planner.decision event in the pool's stream, and the pool's
 -- planner hash keeps the round's state (what `emp planner`, GET /v1/planner and the
 -- capacity metric read): when it ran, the forecast, the capacity hint, the wait
 -- target, and the last 50 decisions.
 -- KEYS[1] shard anchor
 -- ARGV prelude, then [7] forecast (JSON, per model)  [8] capacity hint (JSON)  [9] wait target ms
---   [10] how many decisions follow, then per decision: machine, action ('prefetch' | 'evict'), model,
+--   [10] how many decisions follow, then per decision: machine, action ('prefetch' | 'evict' | 'load'), model,
 --   reason, forecast (jobs per bucket)
--- Returns how many decisions were recorded. Errors: BAD_STATE (an action that is not prefetch or evict).
+-- Returns how many decisions were recorded. Errors: BAD_STATE (an action that is not prefetch, evict or load).
 local KEEP_DECISIONS = 50
 
 local function planner_decision(keys, args)
@@ -24,8 +24,8 @@ local function planner_decision(keys, args)
   -- checked before anything is written: a script's writes are not undone by an error after them
   for i = 0, count - 1 do
     local action = args[12 + i * 5]
-    if action ~= 'prefetch' and action ~= 'evict' then
-      raise('BAD_STATE', 'a planner decision is prefetch or evict, not ' .. tostring(action))
+    if action ~= 'prefetch' and action ~= 'evict' and action ~= 'load' then
+      raise('BAD_STATE', 'a planner decision is prefetch, evict or load, not ' .. tostring(action))
     end
   end
   for i = 0, count - 1 do

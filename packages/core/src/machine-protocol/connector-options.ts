@@ -74,6 +74,8 @@ export const SimulationOptions = z
     failureKinds: z.array(WeightedFailureKind).min(1).default(['retryable']),
     /** makes durations and failures reproducible */
     seed: z.number().int().optional(),
+    /** how long loading a model takes when asked to without a job (a `load` command: the planner's warm load), in ms */
+    loadMs: z.number().int().min(0).max(600_000).default(0),
     /** the service it pretends to be */
     service: ServiceName.default('simulation'),
   })

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { MachineId, WorkerCapabilities, WorkerId } from '../capabilities';
 import { ValidationError } from '../errors';
 import { processEntry } from '../process-entry';
-import { PoolName } from '../requirements';
+import { ModelName, PoolName } from '../requirements';
 import { parseWith } from '../validation';
 import { ComfyUIOptions, ComfyUIRemoteOptions, HttpServiceOptions, OllamaOptions, OpenAIOptions, SimulationOptions } from './connector-options';
 
@@ -125,6 +125,8 @@ export const WorkerProcessMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('jobs'), running: z.number().int().min(0) }),
   /** draining: no more claims; unfinished jobs go back */
   z.object({ type: z.literal('stopping') }),
+  /** the outcome of a `load` the supervisor asked for (same id), with why */
+  z.object({ type: z.literal('load_done'), id: z.string().min(1), outcome: z.enum(['ok', 'failed']), message: z.string() }),
 ]);
 export type WorkerProcessMessage = z.infer<typeof WorkerProcessMessage>;
 
@@ -140,5 +142,11 @@ export const SupervisorMessage = z.discriminatedUnion('type', [
         .strict(),
     })
     .strict(),
+  /**
+   * load a model into the GPU's memory through the connector of the service that
+   * runs it, with no job (the planner's warm load, a `load` machine command):
+   * answered by a `load_done` of the same id; refused while the worker runs a job
+   */
+  z.object({ type: z.literal('load'), id: z.string().min(1), model: ModelName }).strict(),
 ]);
 export type SupervisorMessage = z.infer<typeof SupervisorMessage>;

@@ -9,7 +9,9 @@
  * load_duration, prompt_eval_count, eval_count, ...}` (durations in ns); a
  * model not on disk is a 404 `{error: "model \"x\" not found, try pulling it
  * first"}`. A model's first use after it was pulled loads it (a large
- * `load_duration`).
+ * `load_duration`). A generate request with no prompt only loads the model
+ * and answers one `{model, created_at, response: "", done: true, done_reason:
+ * "load"}` (server/routes.go, GenerateHandler), recorded in `loads`.
  */
 import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,6 +38,8 @@ export class FakeOllama extends FakeService {
   /** generation sends an `{error}` line after this many chunks */
   generationFailsAfter: number | undefined;
   readonly abandoned: RecordedRequest[] = [];
+  /** models loaded by a generate request without a prompt, in order */
+  readonly loads: string[] = [];
 
   constructor(options: FakeOllamaOptions = {}) {
     super(options);
@@ -107,6 +111,11 @@ export class FakeOllama extends FakeService {
   private async generate(request: RecordedRequest, chat: boolean, body: Record<string, unknown>, res: ServerResponse): Promise<void> {
     const model = canonical(String(body.model ?? ''));
     if (!this.onDisk.has(model)) return sendJson(res, 404, { error: `model "${String(body.model)}" not found, try pulling it first` });
+    if (!chat && (body.prompt === undefined || body.prompt === '')) {
+      this.loaded.add(model);
+      this.loads.push(model);
+      return sendJson(res, 200, { model: String(body.model), created_at: new Date().toISOString(), response: '', done: true, done_reason: 'load' });
+    }
     const messages = (body.messages ?? []) as Array<{ role: string; content: string }>;
     const input = chat ? ([...messages].reverse().find((m) => m.role === 'user')?.content ?? '') : String(body.prompt ?? '');
     const words = `Echo: ${input}`.split(/(?<= )/);
