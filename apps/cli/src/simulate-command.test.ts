@@ -23,11 +23,12 @@ describe('emp simulate (the build, as a user runs it)', () => {
     const result = await runEmp([...tiny, '--plot', plot, '--fit', '--json'], {}, 120_000);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    const out = JSON.parse(result.stdout) as { policies: Array<Record<string, unknown>>; targets: Array<Record<string, unknown>>; fit: Array<Record<string, unknown>> };
+    const out = JSON.parse(result.stdout) as { policies: Array<Record<string, unknown>>; targets: Array<Record<string, unknown>>; fit: Array<Record<string, unknown>>; fit_verdict: Record<string, unknown> };
     const [baseline] = out.policies;
     for (const field of ['name', 'jobs', 'completed', 'lost', 'completion_rate', 'wait_p50_s', 'wait_p95_s', 'wait_p99_s', 'download_wait_s', 'machine_hours', 'pools']) expect(baseline).toHaveProperty(field);
     expect(out.targets.map((t) => Object.keys(t).sort())).toEqual(Array(4).fill(['met', 'note', 'policy', 'target', 'value']));
-    expect(out.fit).toEqual([{ policy: 'baseline', scale: null, machine_hours: null, met: false, runs: 2 }]);
+    expect(out.fit).toEqual([{ policy: 'baseline', scale: null, machine_hours: null, met: false, runs: 2, machine_hours_at_max: expect.any(Number) }]);
+    expect(out.fit_verdict).toMatchObject({ best: null, met: false, target_pct: 30 });
     const svg = await readFile(plot, 'utf8');
     expect(svg).toMatch(/^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"[\s\S]*<\/svg>$/); // the simulator's tests parse it as XML
     expect(svg).toContain('emp simulate: seed 1, 0.25 h');
@@ -41,6 +42,7 @@ describe('emp simulate (the build, as a user runs it)', () => {
     expect(result.stdout).toMatch(/^baseline +download wait >= 90% below baseline +- +n\/a +n\/a: the reference$/m);
     expect(result.stdout.indexOf('targets')).toBeGreaterThan(result.stdout.indexOf('policy baseline'));
     expect(result.stdout).toMatch(/^baseline +cannot within 3x +- +- +2$/m);
+    expect(result.stdout).toMatch(/^best policy >= 30% fewer machine-hours than the baseline: not met \(no policy but the baseline meets the wait targets within 3x\)$/m);
   });
 
   it('--plot into a folder that does not exist: exit 2, the path and why, no stack trace', async () => {

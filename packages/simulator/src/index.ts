@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { SimulationConfig } from './config';
-import { type FitRow, fitPolicy, formatFit } from './fit';
+import { type FitRow, type FitVerdict, fitPolicy, fitVerdict, formatFit } from './fit';
 import { RunSlots, defaultParallelism } from './parallel';
 import { PLANNED_POLICIES, POLICIES, type Policy, policiesNamed } from './policies';
 import { type PolicyReport, formatReport } from './report';
@@ -12,7 +12,7 @@ export { SimulationConfig } from './config';
 export { EventQueue } from './event-queue';
 export { PLANNED_POLICIES, POLICIES, type Policy } from './policies';
 export { type PolicyReport, formatReport } from './report';
-export { FIT_MAX_SCALE, FIT_MIN_SCALE, FIT_STEPS, type FitRow, fitPolicy, formatFit } from './fit';
+export { FIT_FEWER_TARGET_PCT, FIT_MAX_SCALE, FIT_MIN_SCALE, FIT_STEPS, type FitRow, type FitVerdict, fitPolicy, fitVerdict, formatFit } from './fit';
 export { RunSlots, type RunRequest, defaultParallelism, runInChild, runRequest } from './parallel';
 export { plotSvg } from './plot';
 export { type TargetRow, evaluateTargets, formatTargets, meetsWaitTargets } from './targets';
@@ -43,6 +43,8 @@ export interface SimulationResult {
   policies: PolicyReport[];
   targets: TargetRow[];
   fit?: FitRow[];
+  /** with `--fit`: the best policy's saving against the baseline, and whether it reaches the 30% target */
+  fit_verdict?: FitVerdict;
 }
 
 /**
@@ -66,7 +68,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulationResu
   const targets = reports.flatMap((r) => evaluateTargets(r, { preemptionsPerHour: config.fleet.preemptions_per_hour, hours: options.hours, baseline }));
   if (!options.fit) return { policies: reports, targets };
   const fit = await Promise.all(policies.map((p, i) => fitPolicy(request(p.name), slots, reports[i])));
-  return { policies: reports, targets, fit };
+  return { policies: reports, targets, fit, fit_verdict: fitVerdict(fit) };
 }
 
 /**

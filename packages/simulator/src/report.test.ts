@@ -1,7 +1,7 @@
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { describe, expect, it } from 'vitest';
 import { SimulationConfig } from './config';
-import { FIT_STEPS, fitPolicy } from './fit';
+import { FIT_STEPS, type FitRow, fitPolicy, fitVerdict, formatFit } from './fit';
 import { simulate } from './index';
 import { RunSlots, runRequest } from './parallel';
 import { plotSvg } from './plot';
@@ -129,7 +129,24 @@ describe('--fit', () => {
   });
 
   it('says so when even three times the fleet does not meet them', async () => {
-    const { fit } = await simulate({ policy: 'baseline', seed: 1, hours: 0.25, machines: 2, config: small, fit: true });
-    expect(fit).toEqual([{ policy: 'baseline', scale: null, machine_hours: null, met: false, runs: 2 }]);
+    const { fit, fit_verdict } = await simulate({ policy: 'baseline', seed: 1, hours: 0.25, machines: 2, config: small, fit: true });
+    expect(fit).toEqual([{ policy: 'baseline', scale: null, machine_hours: null, met: false, runs: 2, machine_hours_at_max: expect.any(Number) }]);
+    // 3x of 2 machines for a quarter of an hour, less what boots late
+    expect(fit![0]!.machine_hours_at_max).toBeGreaterThan(0);
+    expect(fit![0]!.machine_hours_at_max).toBeLessThanOrEqual(6 * 0.25);
+    expect(fit_verdict).toMatchObject({ best: null, met: false, note: 'no policy but the baseline meets the wait targets within 3x' });
+  });
+
+  it('states the best policy\'s saving: exact against a fitted baseline, a bound against one that cannot within 3x', () => {
+    const row = (policy: string, machine_hours: number | null, machine_hours_at_max: number | null = null): FitRow => ({
+      policy, scale: machine_hours === null ? null : 1, machine_hours, met: machine_hours !== null, runs: 2, machine_hours_at_max,
+    });
+    expect(fitVerdict([row('baseline', 1000), row('pools', 800), row('planner', 650)])).toMatchObject({ best: 'planner', fewer_pct: 35, at_least: false, met: true });
+    expect(fitVerdict([row('baseline', 1000), row('planner', 750)])).toMatchObject({ best: 'planner', fewer_pct: 25, met: false });
+    const bound = fitVerdict([row('baseline', null, 2160), row('affinity', null, 2160), row('planner', 1350.81), row('fallback', 1350.74)]);
+    expect(bound).toMatchObject({ best: 'fallback', fewer_pct: 37.5, at_least: true, met: true, target_pct: 30 });
+    expect(bound.note).toBe('fallback: 1350.74 machine-hours, at least 37.5% fewer than the baseline, which cannot within 3x (its 3x run: 2160)');
+    expect(fitVerdict([row('planner', 700)])).toMatchObject({ best: 'planner', fewer_pct: null, met: false });
+    expect(formatFit([row('baseline', null, 2000), row('planner', 1000)])).toContain('>=50.0% fewer');
   });
 });
