@@ -189,7 +189,7 @@ describe('submit', () => {
     await expect(b.submitAndRead(SubmitJobInput.parse({ service: 'nosuch' }))).rejects.toMatchObject({ code: 'UNKNOWN_SERVICE' });
   });
 
-  it('submits made in the same event-loop turn go out in one write, each answered with its own job or error', async () => {
+  it('submits and job reads made in the same event-loop turn go out in one write, each answered with its own job or error', async () => {
     const b = await broker();
     await b.submitAndRead(SubmitJobInput.parse({ service: 'simulation', idempotency_key: 'taken' }));
     // what the broker's connection writes to its socket from here on
@@ -213,6 +213,12 @@ describe('submit', () => {
       await expect(conflicting).rejects.toBeInstanceOf(IdempotencyConflictError);
       const many = await batch;
       expect(await Promise.all(many.map(async (r) => ('id' in r ? (await b.getJob(r.id))?.payload : r)))).toEqual([{ many: 1 }, { many: 2 }]);
+
+      // reads of one turn too, a job that does not exist among them
+      writes = 0;
+      const read = await Promise.all([...answers.map((a) => b.getJob(a.submitted.id)), b.getJob('standard.m3kx9a0b1c2d3e4f')]);
+      expect(writes).toBe(1);
+      expect(read).toEqual([...answers.map((a) => a.job), null]);
     } finally {
       socket.write = write;
     }

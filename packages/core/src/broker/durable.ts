@@ -48,7 +48,8 @@ export async function execWithReplicaWait(ctx: BrokerContext, queueCalls: (pipel
 }
 
 /**
- * Runs a submit's calls as one pipeline: durably (`execWithReplicaWait`) or not.
+ * Runs a submit's calls as one pipeline: durably (`execWithReplicaWait`), or on
+ * the pipeline the calls of this event-loop turn share on `shard`.
  * `replies` are the calls' own; `notReplicated(what)` is the error of a durable
  * submit no replica acknowledged (undefined otherwise), `what` naming what was submitted.
  */
@@ -58,65 +59,10 @@ export async function execSubmitCalls(
   durable: boolean,
   queueCalls: (pipeline: ChainableCommander) => void,
 ): Promise<{ replies: Array<[Error | null, unknown]>; notReplicated: (what: string) => NotReplicatedError | undefined }> {
-  if (!durable) return { replies: await sharedPipelines(ctx).exec(shard, queueCalls), notReplicated: () => undefined };
+  // the submits of one event-loop turn on one shard go out together (FunctionCalls.inTurn)
+  if (!durable) return { replies: await ctx.calls.inTurn(shard, queueCalls), notReplicated: () => undefined };
   const replies = await execWithReplicaWait(ctx, queueCalls);
   return { replies: replies.slice(0, -1), notReplicated: (what) => replicationFailure(ctx, replies.at(-1), what) };
-}
-
-/**
- * The submits of one event-loop turn on one shard share a pipeline: it goes out
- * at `setImmediate`, after every request the turn read has queued its calls, as
- * one socket write and one read of the replies, where a pipeline per submit
- * cost a write system call each (a third of the API's CPU per submit under
- * load, and as many reads and wake-ups for Redis). Each submit gets its own
- * calls' replies, in order, errors included: a call of one submit failing does
- * not fail another's, as with a pipeline each. Per shard, since a cluster
- * pipeline must stay in one slot.
- */
-class SharedPipelines {
-  private readonly pending = new Map<string, PendingPipeline>();
-
-  constructor(private readonly ctx: BrokerContext) {}
-
-  exec(shard: string, queueCalls: (pipeline: ChainableCommander) => void): Promise<Array<[Error | null, unknown]>> {
-    let pending = this.pending.get(shard);
-    if (!pending) {
-      pending = { pipeline: this.ctx.redis.pipeline(), waiting: [] };
-      this.pending.set(shard, pending);
-      setImmediate(() => this.flush(shard));
-    }
-    const from = pending.pipeline.length;
-    queueCalls(pending.pipeline);
-    const to = pending.pipeline.length;
-    return new Promise((resolve, reject) => pending.waiting.push({ from, to, resolve, reject }));
-  }
-
-  private flush(shard: string): void {
-    const pending = this.pending.get(shard)!;
-    this.pending.delete(shard);
-    pending.pipeline.exec().then(
-      (replies) => {
-        for (const { from, to, resolve } of pending.waiting) resolve(((replies ?? []) as Array<[Error | null, unknown]>).slice(from, to));
-      },
-      (error: unknown) => {
-        for (const { reject } of pending.waiting) reject(error);
-      },
-    );
-  }
-}
-
-interface PendingPipeline {
-  pipeline: ChainableCommander;
-  /** each submit's calls: positions [from, to) of the pipeline */
-  waiting: Array<{ from: number; to: number; resolve: (replies: Array<[Error | null, unknown]>) => void; reject: (error: unknown) => void }>;
-}
-
-const shared = new WeakMap<BrokerContext, SharedPipelines>();
-
-function sharedPipelines(ctx: BrokerContext): SharedPipelines {
-  let pipelines = shared.get(ctx);
-  if (!pipelines) shared.set(ctx, (pipelines = new SharedPipelines(ctx)));
-  return pipelines;
 }
 
 /** The error of a durable submit, given the pipeline entry of its WAIT; undefined once a replica has it. */

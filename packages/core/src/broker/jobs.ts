@@ -134,7 +134,8 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
 
 export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null> {
   const pool = ctx.poolOf(id);
-  const reply = await ctx.calls.call(FUNCTIONS.getJob, pool, [id]);
+  // the reads of one turn (an API answering many requests at once) share a round trip
+  const reply = await ctx.calls.callInTurn(FUNCTIONS.getJob, pool, [id]);
   return reply && parseJobReply(id, pool, reply);
 }
 
