@@ -228,7 +228,8 @@ export class FunctionCalls {
    * of the replies for all of them, where a pipeline each cost a write system
    * call each (the largest single cost of a submit in the API's profile under
    * load) and as many reads and wake-ups for Redis. Per shard, since a cluster
-   * pipeline must stay in one slot.
+   * pipeline must stay in one slot. `queueCalls` only queues: a call it queued
+   * before throwing would still be sent, for nobody.
    */
   inTurn(pool: string, queueCalls: (pipeline: ChainableCommander) => void): Promise<Array<[Error | null, unknown]>> {
     let turn = this.turnPipelines.get(pool);
