@@ -1,4 +1,5 @@
 import { type ChildProcess, fork } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Broker } from '@emp/core';
 import { Worker, simulationConnector } from '@emp/worker';
@@ -33,7 +34,7 @@ export interface ApiLoadResult {
   apiCpuMicrosPerSubmit: number;
 }
 
-async function load(url: string, path: string, key: string, options: ApiLoadOptions) {
+export async function load(url: string, path: string, key: string, options: Pick<ApiLoadOptions, 'connections' | 'durationSeconds'>) {
   return autocannon({
     url: `${url}${path}`,
     method: 'POST',
@@ -54,16 +55,7 @@ async function load(url: string, path: string, key: string, options: ApiLoadOpti
 export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadResult> {
   const redis = new Redis(options.redisUrl);
   const broker = await Broker.connect({ redis });
-  const logger = pino({ level: 'warn' });
-  const workers = Array.from({ length: options.workers }, (_, i) => new Worker({
-    broker,
-    id: `bench-api-worker-${i}`,
-    pool: 'standard',
-    capabilities: { services: ['simulation'] },
-    connectors: [simulationConnector({ durationMs: 0, steps: 0 })],
-    logger,
-  }));
-  await Promise.all(workers.map((w) => w.start()));
+  const workers = await startSimulationWorkers(broker, options.workers);
   const server = await ApiServerProcess.start(options.redisUrl);
   try {
     const cpuBefore = await server.cpuMicros();
@@ -88,18 +80,37 @@ export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadRe
   }
 }
 
+/** `count` workers of pool `standard` running the simulation connector with no-op jobs (the `?wait` runs' completions). */
+export async function startSimulationWorkers(broker: Broker, count: number): Promise<Worker[]> {
+  const logger = pino({ level: 'warn' });
+  const workers = Array.from({ length: count }, (_, i) => new Worker({
+    broker,
+    id: `bench-api-worker-${i}`,
+    pool: 'standard',
+    capabilities: { services: ['simulation'] },
+    connectors: [simulationConnector({ durationMs: 0, steps: 0 })],
+    logger,
+  }));
+  await Promise.all(workers.map((w) => w.start()));
+  return workers;
+}
+
 /** The forked api-server-process.ts: its URL and key, its CPU time, a way to stop it. */
-class ApiServerProcess {
+export class ApiServerProcess {
   private readonly exited: Promise<void>;
 
   private constructor(private readonly child: ChildProcess, readonly url: string, readonly key: string) {
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
   }
 
-  static async start(redisUrl: string): Promise<ApiServerProcess> {
-    const child = fork(fileURLToPath(new URL('./api-server-process.ts', import.meta.url)), [], {
+  /** `checkout`: the root of another checkout whose API to run (api-side-by-side.ts), default this one's. */
+  static async start(redisUrl: string, checkout?: string): Promise<ApiServerProcess> {
+    const entry = checkout ? join(checkout, 'bench/src/api-server-process.ts') : fileURLToPath(new URL('./api-server-process.ts', import.meta.url));
+    const child = fork(entry, [], {
       // EMP_BENCH_API_CPU_PROF=<dir>: a V8 CPU profile of the API process, for finding where its time goes
       execArgv: ['--import', 'tsx', ...(process.env.EMP_BENCH_API_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.EMP_BENCH_API_CPU_PROF}`] : [])],
+      // in the other checkout, so that its tsx and its packages load
+      ...(checkout ? { cwd: checkout } : {}),
       env: { ...process.env, EMP_REDIS_URL: redisUrl },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -132,7 +143,7 @@ class ApiServerProcess {
 }
 
 /** Lets the workers finish the backlog of the submit run, so it does not slow the next one. */
-async function drain(broker: Broker): Promise<void> {
+export async function drain(broker: Broker): Promise<void> {
   for (;;) {
     const stats = await broker.queueStats('standard');
     if (stats.classes.every((c) => c.depth === 0)) return;

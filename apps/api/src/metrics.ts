@@ -23,8 +23,6 @@ const FINISHED = ['succeeded', 'failed', 'canceled', 'expired'] as const;
  * once) or job.failed (the job ended; its kind since the event records it).
  */
 function failureOf(event: StreamEvent): { service: string; kind: FailureKind; outcome: 'retrying' | 'requeued' | 'failed' } | undefined {
-  const followed = (outcome: 'retrying' | 'requeued' | 'failed', service: string, reason: string | undefined) =>
-    (FAILURE_KINDS as readonly (string | undefined)[]).includes(reason) ? { service, kind: reason as FailureKind, outcome } : undefined;
   switch (event.type) {
     case 'job.retrying':
       return followed('retrying', event.service, event.reason);
@@ -35,6 +33,11 @@ function failureOf(event: StreamEvent): { service: string; kind: FailureKind; ou
     default:
       return undefined;
   }
+}
+
+/** A failed attempt's labels when `reason` is a failure kind (a function of its own: it runs for every event the hub reads). */
+function followed(outcome: 'retrying' | 'requeued' | 'failed', service: string, reason: string | undefined) {
+  return (FAILURE_KINDS as readonly (string | undefined)[]).includes(reason) ? { service, kind: reason as FailureKind, outcome } : undefined;
 }
 
 /** A reading shared by the gauges of one scrape (prom-client collects them concurrently). */

@@ -189,6 +189,41 @@ describe('submit', () => {
     await expect(b.submitAndRead(SubmitJobInput.parse({ service: 'nosuch' }))).rejects.toMatchObject({ code: 'UNKNOWN_SERVICE' });
   });
 
+  it('submits and job reads made in the same event-loop turn go out in one write, each answered with its own job or error', async () => {
+    const b = await broker();
+    await b.submitAndRead(SubmitJobInput.parse({ service: 'simulation', idempotency_key: 'taken' }));
+    // what the broker's connection writes to its socket from here on
+    const socket = (redis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream;
+    const write = socket.write;
+    let writes = 0;
+    socket.write = function (this: unknown, ...args: unknown[]) {
+      writes++;
+      return write.apply(this, args);
+    };
+    try {
+      const singles = Array.from({ length: 8 }, (_, i) => b.submitAndRead(SubmitJobInput.parse({ service: 'simulation', payload: { i } })));
+      // another body under a key already used: this submit alone fails
+      const conflicting = b.submitAndRead(SubmitJobInput.parse({ service: 'simulation', payload: { other: true }, idempotency_key: 'taken' }));
+      const batch = b.submitMany([{ service: 'simulation', payload: { many: 1 } }, { service: 'simulation', payload: { many: 2 } }]);
+      await Promise.allSettled([...singles, conflicting, batch]);
+      expect(writes).toBe(1);
+      const answers = await Promise.all(singles);
+      expect(answers.map((a) => a.job?.payload)).toEqual(Array.from({ length: 8 }, (_, i) => ({ i })));
+      for (const answer of answers) expect(answer.job).toEqual(await b.getJob(answer.submitted.id));
+      await expect(conflicting).rejects.toBeInstanceOf(IdempotencyConflictError);
+      const many = await batch;
+      expect(await Promise.all(many.map(async (r) => ('id' in r ? (await b.getJob(r.id))?.payload : r)))).toEqual([{ many: 1 }, { many: 2 }]);
+
+      // reads of one turn too, a job that does not exist among them
+      writes = 0;
+      const read = await Promise.all([...answers.map((a) => b.getJob(a.submitted.id)), b.getJob('standard.m3kx9a0b1c2d3e4f')]);
+      expect(writes).toBe(1);
+      expect(read).toEqual([...answers.map((a) => a.job), null]);
+    } finally {
+      socket.write = write;
+    }
+  });
+
   it('keeps the trace context a submit carries and hands it to the claim; a job without one claims without', async () => {
     const b = await broker();
     await worker(b, 'w1');

@@ -40,7 +40,7 @@ export async function submit(ctx: BrokerContext, input: SubmitJobInput, options:
   const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
   await ctx.rememberPool(prepared.shard);
   if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.shard, prepared.args));
-  const { replies, notReplicated } = await execSubmitCalls(ctx, true, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.shard, prepared.args));
+  const { replies, notReplicated } = await execSubmitCalls(ctx, prepared.shard, true, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.shard, prepared.args));
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies[0]));
   const failure = notReplicated(`job ${result.id}`);
   if (failure) throw failure;
@@ -59,7 +59,7 @@ export async function submitAndRead(ctx: BrokerContext, job: SubmitJob, options:
     ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.shard, prepared.args);
     ctx.calls.queue(pipeline, FUNCTIONS.getJob, prepared.shard, [prepared.id]);
   };
-  const { replies, notReplicated } = await execSubmitCalls(ctx, isDurable(ctx, options.durable), queueCalls);
+  const { replies, notReplicated } = await execSubmitCalls(ctx, prepared.shard, isDurable(ctx, options.durable), queueCalls);
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies[0]));
   const failure = notReplicated(`job ${result.id}`);
   if (failure) throw failure;
@@ -105,7 +105,7 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
           ctx.calls.queue(pipeline, FUNCTIONS.submitMany, shard, [batch.length, ...batch.flatMap((index) => prepared[index]!.args)]);
         }
       };
-      const { replies, notReplicated } = await execSubmitCalls(ctx, isDurable(ctx, options.durable), queueCalls);
+      const { replies, notReplicated } = await execSubmitCalls(ctx, shard, isDurable(ctx, options.durable), queueCalls);
       const failure = notReplicated(`the batch's jobs of shard ${shard}`);
       batches.forEach((batch, b) => {
         let reply: SubmitManyReply | undefined;
@@ -134,7 +134,8 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
 
 export async function getJob(ctx: BrokerContext, id: string): Promise<Job | null> {
   const pool = ctx.poolOf(id);
-  const reply = await ctx.calls.call(FUNCTIONS.getJob, pool, [id]);
+  // the reads of one turn (an API answering many requests at once) share a round trip
+  const reply = await ctx.calls.callInTurn(FUNCTIONS.getJob, pool, [id]);
   return reply && parseJobReply(id, pool, reply);
 }
 

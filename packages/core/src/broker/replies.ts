@@ -409,9 +409,14 @@ function lastUpdate(r: z.output<typeof JobRecord>): number {
   return Math.max(r.submitted_at, r.updated_at ?? 0, r.claimed_at ?? 0, r.started_at ?? 0, r.finished_at ?? 0, r.retried_at ?? 0);
 }
 
+/**
+ * `value` without its undefined fields, in order. A loop, not Object.fromEntries over the
+ * filtered entries: that took 40% of a job read (four calls per job) and made objects that
+ * were slower still to spread and to write as JSON in the API's answer.
+ */
 function stripUndefined<T extends Record<string, unknown>>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as {
-    [K in keyof T]: Exclude<T[K], undefined>;
-  };
+  const out: Record<string, unknown> = {};
+  for (const key in value) if (value[key] !== undefined) out[key] = value[key];
+  return out as { [K in keyof T]: Exclude<T[K], undefined> };
 }
 
