@@ -117,7 +117,7 @@ export class MachineAgent {
   private publishing: Promise<void> = Promise.resolve();
   private commandLoop: Promise<void> | undefined;
   /** prefetch and load commands under way (they run beside the command loop; stop() waits for their outcomes) */
-  private readonly prefetches = new Set<Promise<void>>();
+  private readonly besideLoop = new Set<Promise<void>>();
   /** loads a worker process was asked for, by request id: resolved by its load_done */
   private readonly loadsAsked = new Map<string, (answer: { outcome: MachineCommandOutcome; message: string }) => void>();
   private stopping: Promise<void> | undefined;
@@ -622,19 +622,10 @@ export class MachineAgent {
         'emp.command.id': command.id,
       },
     });
-    const done = this.tracing
-      .withSpan(span, () => this.prefetchCommand(command.model))
-      .catch((error: unknown): [MachineCommandOutcome, string] => {
-        log.error({ err: error }, 'prefetch failed');
-        return ['failed', (error as Error).message];
-      })
-      .then((outcome) => {
-        if (outcome[0] === 'ok') endSpan(span, 'ok');
-        else endSpan(span, outcome[0], outcome[1]);
-        return this.acknowledge(command, ...outcome);
-      })
-      .finally(() => this.prefetches.delete(done));
-    this.prefetches.add(done);
+    this.beside(this.tracing.withSpan(span, () => this.prefetchCommand(command.model)), command, log, 'prefetch', ([outcome, message]) => {
+      if (outcome === 'ok') endSpan(span, 'ok');
+      else endSpan(span, outcome, message);
+    });
   }
 
   private async prefetchCommand(model: string | undefined): Promise<[MachineCommandOutcome, string]> {
@@ -669,16 +660,29 @@ export class MachineAgent {
     return ['ok', `prefetch ${model}: ${joined ? 'joined the download in progress' : 'downloaded'}, ${result.size_bytes} bytes on disk after ${seconds} s, not pinned (evictable when unused); ${budget}`];
   }
 
-  /** Runs a command's work beside the command loop (a load may wait for a download), then acknowledges it; stop() waits for it. */
-  private beside(work: Promise<[MachineCommandOutcome, string]>, command: MachineCommand, log: Logger, what: string): void {
+  /**
+   * Runs a command's work beside the command loop (a download or a load holds up
+   * no other command), then acknowledges it, `settled` seeing the outcome first;
+   * stop() waits for it.
+   */
+  private beside(
+    work: Promise<[MachineCommandOutcome, string]>,
+    command: MachineCommand,
+    log: Logger,
+    what: string,
+    settled?: (outcome: [MachineCommandOutcome, string]) => void,
+  ): void {
     const done = work
       .catch((error: unknown): [MachineCommandOutcome, string] => {
         log.error({ err: error }, `${what} failed`);
         return ['failed', (error as Error).message];
       })
-      .then((outcome) => this.acknowledge(command, ...outcome))
-      .finally(() => this.prefetches.delete(done));
-    this.prefetches.add(done);
+      .then((outcome) => {
+        settled?.(outcome);
+        return this.acknowledge(command, ...outcome);
+      })
+      .finally(() => this.besideLoop.delete(done));
+    this.besideLoop.add(done);
   }
 
   /**
@@ -799,7 +803,7 @@ export class MachineAgent {
       await this.cache?.close();
       // prefetches cut off by the closing cache report so before the connection goes; loads the workers can no longer answer fail
       for (const finish of [...this.loadsAsked.values()]) finish({ outcome: 'failed', message: 'the machine agent stopped before the worker answered' });
-      await Promise.allSettled([...this.prefetches]);
+      await Promise.allSettled([...this.besideLoop]);
       if (this.registered) {
         this.draining = false;
         this.state = 'offline';
