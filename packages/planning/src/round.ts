@@ -25,14 +25,16 @@ export interface PlanningRoundInput {
 export function planRound(input: PlanningRoundInput): { forecasts: ModelForecast[]; plan: PlacementPlan } {
   const forecasts = forecastDemand(input.demand, input.now, input.forecast);
   const history = input.history ?? [];
-  const plan = planPlacement({ pool: input.pool, machines: input.machines, forecasts, history, now: input.now, policy: input.policy });
+  // the sizes the machines report, read once for the placement and the loads
+  const sizes = knownModelSizes(input.machines);
+  const plan = planPlacement({ pool: input.pool, machines: input.machines, forecasts, history, now: input.now, policy: input.policy, sizes });
   if (input.warm === false) return { forecasts, plan };
   const warm = planWarmLoads({
     pool: input.pool,
     machines: input.machines,
     forecasts,
     wanted: plan.wanted,
-    sizes: knownModelSizes(input.machines),
+    sizes,
     placed: plan.decisions,
     history,
     now: input.now,

@@ -71,18 +71,20 @@ export function planWarmLoads(input: WarmInput): WarmPlan {
   const within = (d: PastDecision) => now - d.ts < policy.holdMs;
   const loadedByPlanner = (machine: string, model: string) => history.some((d) => d.machine === machine && d.model === model && d.action === 'load' && within(d));
 
+  // the decisions within the hold time, read for every machine
+  const recent = history.filter(within);
   const loadedCopies = new Map<string, number>();
   const plans: GpuPlan[] = [];
   for (const machine of input.machines) {
     if ((machine.state ?? 'ready') !== 'ready') continue;
     const loaded = new Map(machine.models.filter((m) => m.loaded).map((m) => [m.name, m]));
-    for (const d of history) {
-      if (d.machine === machine.id && d.action === 'load' && within(d) && !loaded.has(d.model)) loaded.set(d.model, { name: d.model, last_used: d.ts });
+    for (const d of recent) {
+      if (d.machine === machine.id && d.action === 'load' && !loaded.has(d.model)) loaded.set(d.model, { name: d.model, last_used: d.ts });
     }
     for (const name of loaded.keys()) loadedCopies.set(name, (loadedCopies.get(name) ?? 0) + 1);
     if (machine.idle !== true || machine.gpuMemoryBytes === undefined) continue;
     const coming = new Set([...machine.models.map((m) => m.name), ...machine.downloading]);
-    for (const d of [...history.filter(within), ...input.placed]) {
+    for (const d of [...recent, ...input.placed]) {
       if (d.machine !== machine.id) continue;
       if (d.action === 'prefetch') coming.add(d.model);
     }
