@@ -7,7 +7,7 @@ import { type RedisProcess, startRedis } from '@emp/core/redis-server';
 import type { Worker } from '@emp/worker';
 import { Redis } from 'ioredis';
 import { ApiServerProcess, drain, load, startSimulationWorkers } from './api-load';
-import { infoField } from './redis-info';
+import { redisCpuMicros } from './redis-info';
 import { formatNumber, formatTable, median } from './stats';
 
 /**
@@ -48,12 +48,6 @@ const PHASES = [
   ['plain', '/v1/jobs'],
   ['?wait', '/v1/jobs?wait=30'],
 ] as const;
-
-/** The redis-server's own CPU time so far (INFO cpu, every thread), in µs. */
-async function redisCpuMicros(redis: Redis): Promise<number> {
-  const [user, sys] = await Promise.all([infoField(redis, 'cpu', 'used_cpu_user'), infoField(redis, 'cpu', 'used_cpu_sys')]);
-  return (Number(user) + Number(sys)) * 1e6;
-}
 
 async function startSide(name: string, checkout: string | undefined, workers: number): Promise<Side> {
   const server = await startRedis();

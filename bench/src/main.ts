@@ -12,7 +12,7 @@ import { measureCluster } from './cluster';
 import { measureShardClaims, measureShardedPool, shardCountFor } from './pool-shards';
 import { empSystem } from './emp-system';
 import { measureFunctionCosts } from './function-costs';
-import { infoField } from './redis-info';
+import { infoField, redisCpuMicros } from './redis-info';
 import { formatNumber, formatTable, median, ratio, summarizeLatencies } from './stats';
 import type { BenchSystem } from './system';
 import { measureWebhooks } from './webhooks';
@@ -501,8 +501,7 @@ function renderSection(section: Section): string {
 /** CPU time used so far (µs): this process (user + system) and the Redis server (INFO cpu). */
 async function cpuMicros(admin: Redis): Promise<{ client: number; redis: number }> {
   const usage = process.cpuUsage();
-  const [user, system] = await Promise.all([infoField(admin, 'cpu', 'used_cpu_user'), infoField(admin, 'cpu', 'used_cpu_sys')]);
-  return { client: usage.user + usage.system, redis: (Number(user ?? 0) + Number(system ?? 0)) * 1e6 };
+  return { client: usage.user + usage.system, redis: await redisCpuMicros(admin) };
 }
 
 /** The private server is ours: flush it before each measurement, and insist every connection is gone after. */

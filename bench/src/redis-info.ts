@@ -4,9 +4,18 @@ import type { KeyKindMemory } from './system';
 
 /** One `field:value` line of INFO `section`; undefined when absent. */
 export async function infoField(redis: Redis, section: string, field: string): Promise<string | undefined> {
-  const text = await redis.info(section);
-  const line = text.split('\r\n').find((row) => row.startsWith(`${field}:`));
+  return fieldOf(await redis.info(section), field);
+}
+
+function fieldOf(info: string, field: string): string | undefined {
+  const line = info.split('\r\n').find((row) => row.startsWith(`${field}:`));
   return line?.slice(field.length + 1);
+}
+
+/** The redis-server's CPU time so far (INFO cpu: used_cpu_user + used_cpu_sys, every thread), in µs; one INFO call. */
+export async function redisCpuMicros(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  return (Number(fieldOf(info, 'used_cpu_user') ?? 0) + Number(fieldOf(info, 'used_cpu_sys') ?? 0)) * 1e6;
 }
 
 /** INFO memory used_memory, read after a short settle so lazy frees and client buffers have calmed down. */

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { infoField } from './redis-info';
+import { redisCpuMicros } from './redis-info';
 import { summarizeLatencies, type LatencySummary } from './stats';
 import type { ServiceMessage, ServiceSample } from './webhook-service-process';
 import { stopForked } from './forked';
@@ -174,9 +174,9 @@ export async function measureWebhooks(options: WebhookBenchOptions): Promise<Web
 
 /** CPU time used so far (µs) by redis-server (INFO cpu) and by this process. */
 async function cpuOthers(redis: Redis): Promise<{ redis: number; bench: number }> {
-  const [user, system] = await Promise.all([infoField(redis, 'cpu', 'used_cpu_user'), infoField(redis, 'cpu', 'used_cpu_sys')]);
+  const redisUs = await redisCpuMicros(redis);
   const usage = process.cpuUsage();
-  return { redis: (Number(user ?? 0) + Number(system ?? 0)) * 1e6, bench: usage.user + usage.system };
+  return { redis: redisUs, bench: usage.user + usage.system };
 }
 
 /** Entries of the pool's event stream the webhook group has not read yet (XINFO GROUPS lag, Redis 7). */
