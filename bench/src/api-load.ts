@@ -1,13 +1,11 @@
-import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Broker } from '@emp/core';
-import { Worker, simulationConnector } from '@emp/worker';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import type { ApiServerMessage } from './api-server-process';
-import { stopForked } from './forked';
+import { type Forked, cpuMicrosOf, forkReady, stopForked } from './forked';
+import type { WorkersMessage } from './workers-process';
 
 export interface ApiLoadOptions {
   redisUrl: string;
@@ -15,7 +13,7 @@ export interface ApiLoadOptions {
   durationSeconds: number;
   /** concurrent HTTP connections */
   connections: number;
-  /** simulation workers completing the jobs (in this process) */
+  /** simulation workers completing the jobs (in a process of their own) */
   workers: number;
 }
 
@@ -50,12 +48,13 @@ export async function load(url: string, path: string, key: string, options: Pick
  * of its own, api-server-process.ts) under a time-bounded load: first plain
  * submits (throughput and latency of the HTTP submit), then submits that wait
  * for the job (`?wait=30`), whose latency is submit to completed by a real
- * worker with the simulation connector (the workers run in this process).
+ * worker with the simulation connector (the workers run in a process of their
+ * own, workers-process.ts).
  */
 export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadResult> {
   const redis = new Redis(options.redisUrl);
   const broker = await Broker.connect({ redis });
-  const workers = await startSimulationWorkers(broker, options.workers);
+  const workers = await WorkersProcess.start(options.redisUrl, options.workers);
   const server = await ApiServerProcess.start(options.redisUrl);
   try {
     const cpuBefore = await server.cpuMicros();
@@ -75,70 +74,66 @@ export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadRe
     };
   } finally {
     await server.stop();
-    await Promise.all(workers.map((w) => w.stop({ graceMs: 5_000 })));
+    await workers.stop();
     await redis.quit().catch(() => redis.disconnect());
   }
 }
 
-/** `count` workers of pool `standard` running the simulation connector with no-op jobs (the `?wait` runs' completions). */
-export async function startSimulationWorkers(broker: Broker, count: number): Promise<Worker[]> {
-  const logger = pino({ level: 'warn' });
-  const workers = Array.from({ length: count }, (_, i) => new Worker({
-    broker,
-    id: `bench-api-worker-${i}`,
-    pool: 'standard',
-    capabilities: { services: ['simulation'] },
-    connectors: [simulationConnector({ durationMs: 0, steps: 0 })],
-    logger,
-  }));
-  await Promise.all(workers.map((w) => w.start()));
-  return workers;
+/**
+ * `count` workers of pool `standard` running the simulation connector with no-op
+ * jobs (the `?wait` runs' completions), in a process of their own (workers-process.ts).
+ */
+export class WorkersProcess {
+  private constructor(private readonly forked: Forked<WorkersMessage & { type: 'ready' }>) {}
+
+  static async start(redisUrl: string, count: number): Promise<WorkersProcess> {
+    const entry = fileURLToPath(new URL('./workers-process.ts', import.meta.url));
+    return new WorkersProcess(await forkReady(entry, 'the bench workers', { env: { EMP_REDIS_URL: redisUrl, EMP_BENCH_WORKERS: String(count) } }));
+  }
+
+  /** The process's CPU time so far (user + system, µs). */
+  cpuMicros(): Promise<number> {
+    return cpuMicrosOf(this.forked.child);
+  }
+
+  stop(): Promise<void> {
+    return stopForked(this.forked.child, this.forked.exited);
+  }
 }
 
 /** The forked api-server-process.ts: its URL and key, its CPU time, a way to stop it. */
 export class ApiServerProcess {
-  private readonly exited: Promise<void>;
+  private constructor(private readonly forked: Forked<ApiServerMessage & { type: 'ready' }>) {}
 
-  private constructor(private readonly child: ChildProcess, readonly url: string, readonly key: string) {
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+  get url(): string {
+    return this.forked.ready.url;
+  }
+
+  get key(): string {
+    return this.forked.ready.key;
   }
 
   /** `checkout`: the root of another checkout whose API to run (api-side-by-side.ts), default this one's. */
   static async start(redisUrl: string, checkout?: string): Promise<ApiServerProcess> {
     const entry = checkout ? join(checkout, 'bench/src/api-server-process.ts') : fileURLToPath(new URL('./api-server-process.ts', import.meta.url));
-    const child = fork(entry, [], {
-      // EMP_BENCH_API_CPU_PROF=<dir>: a V8 CPU profile of the API process, for finding where its time goes
-      execArgv: ['--import', 'tsx', ...(process.env.EMP_BENCH_API_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.EMP_BENCH_API_CPU_PROF}`] : [])],
-      // in the other checkout, so that its tsx and its packages load
-      ...(checkout ? { cwd: checkout } : {}),
-      env: { ...process.env, EMP_REDIS_URL: redisUrl },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const ready = await new Promise<{ url: string; key: string }>((resolve, reject) => {
-      child.on('message', (message: ApiServerMessage) => {
-        if (message.type === 'ready') resolve(message);
-        if (message.type === 'error') reject(new Error(`the API did not start: ${message.message}`));
-      });
-      child.once('exit', (code) => reject(new Error(`the API process exited (${code}) before it was ready`)));
-    });
-    return new ApiServerProcess(child, ready.url, ready.key);
+    return new ApiServerProcess(
+      await forkReady(entry, 'the API', {
+        env: { EMP_REDIS_URL: redisUrl },
+        // in the other checkout, so that its tsx and its packages load
+        ...(checkout ? { cwd: checkout } : {}),
+        // EMP_BENCH_API_CPU_PROF=<dir>: a V8 CPU profile of the API process, for finding where its time goes
+        ...(process.env.EMP_BENCH_API_CPU_PROF ? { cpuProfileDir: process.env.EMP_BENCH_API_CPU_PROF } : {}),
+      }),
+    );
   }
 
   /** The process's CPU time so far (user + system, µs). */
   cpuMicros(): Promise<number> {
-    return new Promise((resolve) => {
-      const onMessage = (message: ApiServerMessage) => {
-        if (message.type !== 'cpu') return;
-        this.child.off('message', onMessage);
-        resolve(message.micros);
-      };
-      this.child.on('message', onMessage);
-      this.child.send('cpu');
-    });
+    return cpuMicrosOf(this.forked.child);
   }
 
   stop(): Promise<void> {
-    return stopForked(this.child, this.exited);
+    return stopForked(this.forked.child, this.forked.exited);
   }
 }
 

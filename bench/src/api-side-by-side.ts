@@ -4,9 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Broker } from '@emp/core';
 import { type RedisProcess, startRedis } from '@emp/core/redis-server';
-import type { Worker } from '@emp/worker';
 import { Redis } from 'ioredis';
-import { ApiServerProcess, drain, load, startSimulationWorkers } from './api-load';
+import { ApiServerProcess, WorkersProcess, drain, load } from './api-load';
 import { redisCpuMicros } from './redis-info';
 import { formatNumber, formatTable, median } from './stats';
 
@@ -31,7 +30,7 @@ interface Side {
   server: RedisProcess;
   redis: Redis;
   broker: Broker;
-  workers: Worker[];
+  workers: WorkersProcess;
   api: ApiServerProcess;
 }
 
@@ -53,12 +52,12 @@ async function startSide(name: string, checkout: string | undefined, workers: nu
   const server = await startRedis();
   const redis = new Redis(server.url);
   const broker = await Broker.connect({ redis });
-  return { name, server, redis, broker, workers: await startSimulationWorkers(broker, workers), api: await ApiServerProcess.start(server.url, checkout) };
+  return { name, server, redis, broker, workers: await WorkersProcess.start(server.url, workers), api: await ApiServerProcess.start(server.url, checkout) };
 }
 
 async function stopSide(side: Side): Promise<void> {
   await side.api.stop();
-  await Promise.all(side.workers.map((w) => w.stop({ graceMs: 5_000 })));
+  await side.workers.stop();
   await side.redis.quit().catch(() => side.redis.disconnect());
   await side.server.stop();
 }

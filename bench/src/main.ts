@@ -228,7 +228,7 @@ async function measureApi(context: RunContext, sizes: Sizes): Promise<Section> {
   if (result.errors > 0) throw new Error(`the API answered ${result.errors} request(s) with an error under load`);
   const row = (scenario: string, value: number): Row => ({ scenario, values: { [OURS]: value } });
   return {
-    title: `HTTP API (its own process), ${api.connections} connections for ${api.durationSeconds} s each, ${api.workers} simulation workers (emp only)`,
+    title: `HTTP API (its own process), ${api.connections} connections for ${api.durationSeconds} s each, ${api.workers} simulation workers in their own process (emp only)`,
     rows: [
       row('submits/s', result.submitsPerSec),
       row('submit latency p50 (ms)', result.submitP50Ms),

@@ -1,5 +1,5 @@
 import { Broker, NewWebhookEndpoint, WebhookEndpoints, WebhookOutbox } from '@emp/core';
-import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { redisCpuMicros } from './redis-info';
 import { summarizeLatencies, type LatencySummary } from './stats';
 import type { ServiceMessage, ServiceSample } from './webhook-service-process';
-import { stopForked } from './forked';
+import { type Forked, forkReady, stopForked } from './forked';
 
 export interface WebhookBenchOptions {
   redisUrl: string;
@@ -314,11 +314,11 @@ class Receivers {
 class ServiceProcess {
   readonly samples: ServiceSample[] = [];
   private waiters: Array<(sample: ServiceSample) => void> = [];
-  private readonly exited: Promise<void>;
+  private readonly child: ChildProcess;
 
-  private constructor(private readonly child: ChildProcess) {
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
-    child.on('message', (message: ServiceMessage) => {
+  private constructor(private readonly forked: Forked<ServiceMessage & { type: 'ready' }>) {
+    this.child = forked.child;
+    this.child.on('message', (message: ServiceMessage) => {
       if (message.type !== 'sample') return;
       this.samples.push(message);
       for (const waiter of this.waiters.splice(0)) waiter(message);
@@ -326,21 +326,14 @@ class ServiceProcess {
   }
 
   static async start(redisUrl: string, config: Record<string, unknown>): Promise<ServiceProcess> {
-    const child = fork(fileURLToPath(new URL('./webhook-service-process.ts', import.meta.url)), [], {
-      // EMP_BENCH_WEBHOOKS_CPU_PROF=<dir>: a V8 CPU profile of the service, for finding where its time goes
-      execArgv: ['--import', 'tsx', ...(process.env.EMP_BENCH_WEBHOOKS_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.EMP_BENCH_WEBHOOKS_CPU_PROF}`] : [])],
-      env: { ...process.env, EMP_REDIS_URL: redisUrl, EMP_BENCH_WEBHOOKS_CONFIG: JSON.stringify(config) },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const service = new ServiceProcess(child);
-    await new Promise<void>((resolve, reject) => {
-      child.on('message', (message: ServiceMessage) => {
-        if (message.type === 'ready') resolve();
-        if (message.type === 'error') reject(new Error(`the webhook service did not start: ${message.message}`));
-      });
-      child.once('exit', (code) => reject(new Error(`the webhook service exited (${code}) before it was ready`)));
-    });
-    return service;
+    const entry = fileURLToPath(new URL('./webhook-service-process.ts', import.meta.url));
+    return new ServiceProcess(
+      await forkReady(entry, 'the webhook service', {
+        env: { EMP_REDIS_URL: redisUrl, EMP_BENCH_WEBHOOKS_CONFIG: JSON.stringify(config) },
+        // EMP_BENCH_WEBHOOKS_CPU_PROF=<dir>: a V8 CPU profile of the service, for finding where its time goes
+        ...(process.env.EMP_BENCH_WEBHOOKS_CPU_PROF ? { cpuProfileDir: process.env.EMP_BENCH_WEBHOOKS_CPU_PROF } : {}),
+      }),
+    );
   }
 
   /** A sample taken now. */
@@ -352,7 +345,7 @@ class ServiceProcess {
   }
 
   stop(): Promise<void> {
-    return stopForked(this.child, this.exited);
+    return stopForked(this.child, this.forked.exited);
   }
 }
 
