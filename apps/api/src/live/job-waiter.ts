@@ -9,9 +9,13 @@ import type { EventHub, HubMark } from './event-hub';
  */
 export type WaitingResponse = Pick<ServerResponse, 'once' | 'removeListener' | 'destroyed'>;
 
-/** A job as it was read (by its submit, or to be answered), and where the hub stood before that read. */
+/**
+ * Where the hub stood before a job was read (by its submit, or to be answered)
+ * and the job as read; without `job`, where it stood before the submit that
+ * created the job (which was then not finished).
+ */
 export interface MarkedRead {
-  job: Job;
+  job?: Job;
   mark: HubMark;
 }
 
@@ -21,10 +25,12 @@ export interface MarkedRead {
  * are watched before the job is read, so a job that finishes in between is
  * seen either in that read or in an event that follows it (EventHub.watchJob):
  * a waiting request adds two job reads and no stream read of its own. A
- * request that read the job after taking the hub's mark (a submit reading its
- * job back, a GET) passes that read (`read`): the hub then tells whether the
- * job ended since (EventHub.endedSince), and only the final read is left. The response's own 'close' is listened to, not an AbortSignal made
- * of it: an AbortController and its listener per request showed in the profile.
+ * request that read the job after taking the hub's mark (a GET), or submitted
+ * it after (a waiting submit), passes that mark (`read`, with the job it read):
+ * the hub then tells whether the job ended since (EventHub.endedSince), and
+ * only the final read is left. The response's own 'close' is listened to, not
+ * an AbortSignal made of it: an AbortController and its listener per request
+ * showed in the profile.
  */
 export async function waitForJob(
   hub: EventHub,
@@ -34,7 +40,7 @@ export async function waitForJob(
   response?: WaitingResponse,
   read?: MarkedRead,
 ): Promise<Job | null> {
-  if (read && (isTerminal(read.job.state) || timeoutMs <= 0)) return read.job;
+  if (read?.job && (isTerminal(read.job.state) || timeoutMs <= 0)) return read.job;
   if (timeoutMs <= 0) return broker.getJob(id);
   let finished!: () => void;
   const done = new Promise<void>((resolve) => (finished = resolve));

@@ -54,6 +54,19 @@ describe('submitting', () => {
     await http('POST', `/v1/jobs/${slow.body.id}/cancel`);
   });
 
+  it('answers a waiting repeat of a finished job\'s Idempotency-Key at once, with the original job', async () => {
+    const headers = { 'idempotency-key': 'waited-twice' };
+    const body = { service: 'simulation', payload: { result: { answer: 5 } } };
+    const first = await http('POST', '/v1/jobs?wait=30', { body, headers });
+    expect(first.body).toMatchObject({ state: 'succeeded', duplicate: false });
+    // the original ended long before this request's mark: its end is not awaited, the repeat reads it
+    const started = Date.now();
+    const again = await http('POST', '/v1/jobs?wait=30', { body, headers });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ id: first.body.id, state: 'succeeded', duplicate: true, result: { simulated: true, answer: 5 } });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it('keeps to the Idempotency-Key: same body gives the original job (200), a different body 422', async () => {
     const headers = { 'idempotency-key': 'order-17' };
     const first = await http('POST', '/v1/jobs', { body: { service: 'simulation', payload: { n: 1 } }, headers });

@@ -10,6 +10,7 @@ import {
   RetryResponse,
   DEFAULT_TENANT,
   type SubmitJob,
+  type SubmitResult,
   type SubmitJobInput,
   SubmittedJob,
   ValidationError,
@@ -92,11 +93,21 @@ export async function jobRoutes(app: FastifyInstance, options: JobRoutesOptions)
   }, async (request, reply) => {
     const input = submission(request.principal, request.body, request.headers['idempotency-key']);
     const waitMs = requestedWait(request.query.wait, request.headers.prefer, MAX_WAIT_SECONDS) * 1_000;
-    // before the submit: the hub can then tell whether the job read back has ended since, without reading it again
-    const mark = waitMs > 0 ? hub.mark() : undefined;
-    // the body was parsed by the route's schema: the broker does not parse it again, and reads the job back in the same round trip
-    const { submitted, job: read } = await broker.submitAndRead(input, { traceparent: requestTraceparent(request.traceSpan), durable: request.query.durable });
-    const job = mark ? await waitForJob(hub, broker, submitted.id, waitMs, reply.raw, read ? { job: read, mark } : undefined) : read;
+    const options = { traceparent: requestTraceparent(request.traceSpan), durable: request.query.durable };
+    // the body was parsed by the route's schema: the broker does not parse it again
+    let submitted: SubmitResult;
+    let job: Job | null;
+    if (waitMs > 0) {
+      // before the submit: the hub can then tell whether the new job has ended since, so that the job is
+      // read once, when it is answered (an idempotent repeat's original job is read first: it may have
+      // ended long before)
+      const mark = hub.mark();
+      submitted = await broker.submitParsed(input, options);
+      job = await waitForJob(hub, broker, submitted.id, waitMs, reply.raw, submitted.duplicate ? undefined : { mark });
+    } else {
+      // read back in the same round trip
+      ({ submitted, job } = await broker.submitAndRead(input, options));
+    }
     if (!job) throw new ApiError(404, 'NOT_FOUND', `job ${submitted.id} no longer exists`);
     return reply
       .code(submitted.duplicate ? 200 : 201)

@@ -148,6 +148,15 @@ export class Broker {
   }
 
   /**
+   * Submits a job already parsed with SubmitJobInput (or a schema extending it,
+   * as the API's request body), without parsing it again, for a caller that
+   * does not answer with the job as submitted (the API's waiting submit).
+   */
+  submitParsed(job: SubmitJob, options?: jobs.SubmitOptions): Promise<SubmitResult> {
+    return jobs.submitParsed(this.#ctx, job, options);
+  }
+
+  /**
    * Submits a job and reads it back in the same round trip (one pipeline: the
    * submit, then the read of the id the submit will use), for a caller that
    * answers with the job. `job` is a submission already parsed with

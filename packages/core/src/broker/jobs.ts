@@ -37,10 +37,15 @@ function submitted(pool: string, reply: SubmitReply): SubmitResult {
 }
 
 export async function submit(ctx: BrokerContext, input: SubmitJobInput, options: SubmitOptions = {}): Promise<SubmitResult> {
-  const prepared = await prepareSubmit(ctx, parseWith(SubmitJobInput, input, 'job'), options);
+  return submitParsed(ctx, parseWith(SubmitJobInput, input, 'job'), options);
+}
+
+/** Submits a job already parsed with SubmitJobInput; the submits of one event-loop turn share a round trip (execSubmitCalls). */
+export async function submitParsed(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<SubmitResult> {
+  const prepared = await prepareSubmit(ctx, job, options);
   await ctx.rememberPool(prepared.shard);
-  if (!isDurable(ctx, options.durable)) return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.shard, prepared.args));
-  const { replies, notReplicated } = await execSubmitCalls(ctx, prepared.shard, true, (pipeline) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.shard, prepared.args));
+  const queueCall = (pipeline: ChainableCommander) => ctx.calls.queue(pipeline, FUNCTIONS.submit, prepared.shard, prepared.args);
+  const { replies, notReplicated } = await execSubmitCalls(ctx, prepared.shard, isDurable(ctx, options.durable), queueCall);
   const result = submitted(prepared.pool, ctx.calls.decode(FUNCTIONS.submit, replies[0]));
   const failure = notReplicated(`job ${result.id}`);
   if (failure) throw failure;
