@@ -79,7 +79,13 @@ local function finish(ctx, job, state, ...)
   call('HSET', key, 'state', state, 'finished_at', ctx.ts, ...)
   if job.timed then call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
-  if tonumber(retention) > 0 then
+  -- whether it expires: the retention read as a number once per call
+  local expires = ctx.expires
+  if not expires or expires[1] ~= retention then
+    expires = { retention, tonumber(retention) > 0 }
+    ctx.expires = expires
+  end
+  if expires[2] then
     call('PEXPIRE', key, retention)
     if job.payload_apart then call('PEXPIRE', payload_key(p, id), retention) end
   end

@@ -128,7 +128,8 @@ end
 -- nil: not known, the job may be anywhere in its class). `tier`: the worker's
 -- tier of the class's models (nil: the class names none). `extra`: field/value
 -- pairs the `job.starting` event carries besides the usual ones (nil: none).
-local function take(ctx, id, f, class, worker, w, next_score, tier, extra)
+-- `priority`: the job's, when the caller has it (nil: from its score).
+local function take(ctx, id, f, class, worker, w, next_score, tier, extra, priority)
   local p = ctx.p
   local key = job_key(p, id)
   local workflow = f.workflow_id or nil
@@ -141,7 +142,7 @@ local function take(ctx, id, f, class, worker, w, next_score, tier, extra)
     if laned then remove_from_lanes(p, id, class, f[2], workflow) end
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
-  local attempt = tostring((tonumber(f[1]) or 0) + 1)
+  local attempt = f[1] and tostring((tonumber(f[1]) or 0) + 1) or '1'
   call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
     'claimed_at', ctx.ts)
   if w.waiting or w.woken then
@@ -173,7 +174,7 @@ local function take(ctx, id, f, class, worker, w, next_score, tier, extra)
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
   end
   return { 'job', id, attempt, attempt, f[3], f[2], pieces.take_out(p, id, key, f[6]),
-    class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
+    class_definition(p, class), priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
@@ -210,11 +211,12 @@ end
 -- cold worker starts at once: downloading beats waiting. A job older than
 -- `overdue_ms` outranks every tier (0: never), so that no job starves behind a
 -- stream of jobs other workers hold warm.
-local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms, overdue_ms)
+local function candidate(ctx, a, class, id, f, next_score, worker)
   local score = tonumber(f[4])
-  local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM }
+  local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM, tier = nil }
   local models = affinity.class_models(ctx.p, class)
   if not models then return c end
+  local wait_ms, overdue_ms = affinity.limits(ctx)
   c.tier = affinity.class_tier(a, models)
   c.rank = affinity.class_rank(a, class)
   local submitted = tonumber(f[5]) or ctx.now
@@ -223,6 +225,7 @@ local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms, over
   elseif wait_ms > 0 and ctx.now - submitted < wait_ms and c.tier < affinity.TIER_ON_DISK then
     local workflow = f.workflow_id or nil
     local seen = class .. '|' .. (f[2] or '') .. '|' .. (workflow or '')
+    if not a.elsewhere then a.elsewhere = {} end
     local holder = a.elsewhere[seen]
     if holder == nil then
       local waiting
@@ -253,8 +256,8 @@ end
 -- passed still wakes it. `w` is the worker as load_worker read it.
 -- The walk keeps the best candidate (affinity.better) and ends early at one ranked warm
 -- or better, or at the first class whose head is of a lower priority than it;
--- a walk out of budget with a candidate in hand takes it. `ctx.affinity_wait_ms`:
--- the affinity bound (absent or 0: no job is left for a worker holding its models).
+-- a walk out of budget with a candidate in hand takes it. affinity.limits(ctx):
+-- the affinity bounds (absent or 0: no job is left for a worker holding its models).
 local function claim_for(ctx, worker, woken_class, w)
   local p = ctx.p
   if w.state == 'draining' or w.state == 'offline' then
@@ -264,14 +267,12 @@ local function claim_for(ctx, worker, woken_class, w)
   local lanes = profile_lanes(p, w.profile)
   local retry_at = nil
   local budget = CLAIM_BUDGET
-  local wait_ms, overdue_ms = ctx.affinity_wait_ms or 0, ctx.affinity_overdue_ms or 0
   local a = affinity.of(p, worker)
   local best = nil
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
-  local paused = nil
-  if call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(call('HGETALL', p .. 'paused')) end
+  local paused = memo.paused_services(p)
   local offset, last, walking = 0, nil, true
   while walking do
     -- pages (class, head score) by rank from the start, or by score after the cursor of a paused walk
@@ -305,7 +306,7 @@ local function claim_for(ctx, worker, woken_class, w)
         end
         if id then
           local c
-          c, until_ = candidate(ctx, a, class, id, fields, next_score, worker, wait_ms, overdue_ms)
+          c, until_ = candidate(ctx, a, class, id, fields, next_score, worker)
           if c and affinity.better(c, best) then best = c end
         end
         retry_at = earlier(retry_at, until_)
@@ -321,7 +322,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   if best then
-    local reply = take(ctx, best.id, best.f, best.class, worker, w, best.next_score, best.tier)
+    local reply = take(ctx, best.id, best.f, best.class, worker, w, best.next_score, best.tier, nil, best.priority)
     if woken_class and woken_class ~= best.class and call('EXISTS', queue_key(p, woken_class)) == 1 then
       -- we were woken for another class's job and took this one instead: pass the wake on
       wake_for_head(p, woken_class, worker)
