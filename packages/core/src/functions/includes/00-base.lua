@@ -63,7 +63,7 @@ local function clock(arg)
   local t = call('TIME')
   local us = t[2]
   local ts = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
-  return tonumber(ts), ts
+  return ts + 0, ts -- (arithmetic reads the text once, tonumber twice)
 end
 
 local function num(value, default)
@@ -198,11 +198,13 @@ local function context(keys, args)
     retention_ms = args[4],
     failed_retention_ms = args[5],
     avoid_ms = args[6],
-    -- see finish (40-lifecycle.lua), affinity.bounds (15-models.lua), complete.lua
+    -- see finish (40-lifecycle.lua), affinity.bounds (15-models.lua), complete.lua, submit_many.lua
     expires = nil,
     affinity_bounds = nil,
     affinity_wait_ms = nil,
     affinity_overdue_ms = nil,
     durations = nil,
+    demand = nil,
+    batch_classes = nil,
   }
 end

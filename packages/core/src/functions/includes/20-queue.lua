@@ -7,8 +7,9 @@ local function job_score(priority, seq)
   return (1000 - priority) * PRIORITY_SPAN + seq
 end
 
+-- `score`: a number or its text (arithmetic reads the text once; tonumber would twice)
 local function priority_of(score)
-  return 1000 - math.floor(tonumber(score) / PRIORITY_SPAN)
+  return 1000 - math.floor(score / PRIORITY_SPAN)
 end
 
 -- Scores the class by its head job's score, or drops it from `classes` when it has no job (false).

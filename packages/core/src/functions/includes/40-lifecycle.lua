@@ -95,7 +95,8 @@ local function finish(ctx, job, state, ...)
     job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service, 'worker', worker,
       'reason', job.failure_kind)
   else
-    job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service, 'worker', worker)
+    job_event(ctx, id, state == 'succeeded' and 'job.succeeded' or 'job.' .. state, state, 'tenant', job.tenant,
+      'service', job.service, 'worker', worker)
   end
   if opt_fields(job.opt) then workflows.step_ended(ctx, job, state) end
 end

@@ -212,7 +212,7 @@ end
 -- `overdue_ms` outranks every tier (0: never), so that no job starves behind a
 -- stream of jobs other workers hold warm.
 local function candidate(ctx, a, class, id, f, next_score, worker)
-  local score = tonumber(f[4])
+  local score = f[4] + 0 -- a queued job's score is always there (arithmetic reads text once, tonumber twice)
   local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM, tier = nil }
   local models = affinity.class_models(ctx.p, class)
   if not models then return c end
@@ -273,27 +273,42 @@ local function claim_for(ctx, worker, woken_class, w)
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
   local paused = memo.paused_services(p)
-  local offset, last, walking = 0, nil, true
+  local classes = p .. 'classes'
+  local offset, last, last_class, walking = 0, nil, nil, true
+  -- The classes' head scores are read only once the walk has a candidate to compare them
+  -- with (Redis formats each as a double, which costs more than the rest of a page): until
+  -- then a page holds classes only, and `last` is the cursor's score once it is needed.
+  local scored = false
   while walking do
-    -- pages (class, head score) by rank from the start, or by score after the cursor of a paused walk
-    local page = after and call('ZRANGE', p .. 'classes', '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES')
-      or (offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST, 'WITHSCORES'))
-      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1, 'WITHSCORES')
-    for i = 1, #page, 2 do
+    -- a page of classes (and their head scores), by rank from the start, or by score after the cursor of a paused walk
+    local range = after and { '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE }
+      or (offset == 0 and { '0', FIRST_PAGE_LAST }) or { offset, offset + CLASS_PAGE - 1 }
+    if scored then range[#range + 1] = 'WITHSCORES' end
+    local page = call('ZRANGE', classes, unpack(range))
+    local stride = scored and 2 or 1
+    local i = 1
+    while i <= #page do
       if budget <= 0 then
         if best then break end
         -- the walk goes on after the last class it looked at (the set has not changed in this call)
+        last = last or call('ZSCORE', classes, last_class)
         call('HSET', worker_key(p, worker), 'cursor', last .. '|' .. ctx.ts)
         if not w.waiting then start_waiting(p, worker, w.profile, false) end
         return { 'none', retry_at and tostring(retry_at) or '', w.state or 'idle', 'more' }
       end
-      local class, head = page[i], page[i + 1]
+      if best and not scored then
+        -- a candidate in hand: the page again with its scores, from the same class on
+        scored, stride, i = true, 2, 2 * i - 1
+        range[#range + 1] = 'WITHSCORES'
+        page = call('ZRANGE', classes, unpack(range))
+      end
+      local class, head = page[i], scored and page[i + 1] or nil
       -- every job of this class and of the classes after it is of its head's priority or lower
       if best and priority_of(head) < best.priority then
         walking = false
         break
       end
-      last = head
+      last, last_class = head, class
       budget = budget - 1
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
         and not (best and cannot_beat(a, class, tonumber(head), best)) then
@@ -315,9 +330,10 @@ local function claim_for(ctx, worker, woken_class, w)
           break
         end
       end
+      i = i + stride
     end
     if budget <= 0 and best then break end
-    if #page < 2 * CLASS_PAGE then break end
+    if #page < stride * CLASS_PAGE then break end
     offset = offset + CLASS_PAGE
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
