@@ -120,9 +120,15 @@ local function submit_job(ctx, args, at, seq)
     -- the shard's first job ever: nothing stored in an older layout, so it starts at the current one
     if seq == 1 then call('SET', schema_key(p), SCHEMA_VERSION) end
   end
-  local score = string.format('%d', job_score(priority, seq))
+  local score_n = job_score(priority, seq)
+  local score = string.format('%d', score_n)
+  -- in a batch (ctx.batch_classes, see submit_many.lua): what the batch's earlier jobs of the
+  -- class left, the class's fields as HMGET below reads them and the most `classes` scores it
+  local seen = ctx.batch_classes and ctx.batch_classes[class]
   if delay <= 0 then
-    if call('ZADD', p .. 'classes', 'LT', score, class) == 1 and max_classes
+    if seen and seen.score and seen.score <= score_n then
+      -- queued at a score no later than this job's: ZADD LT would change nothing
+    elseif call('ZADD', p .. 'classes', 'LT', score, class) == 1 and max_classes
       and call('ZCARD', p .. 'classes') > max_classes then
       call('ZREM', p .. 'classes', class)
       too_many_classes(p, max_classes)
@@ -131,7 +137,7 @@ local function submit_job(ctx, args, at, seq)
     too_many_classes(p, max_classes)
   end
   local ckey = class_key(p, class)
-  local known = call('HMGET', ckey, 'routable', 'listed', 'laned', 'dclass')
+  local known = seen or call('HMGET', ckey, 'routable', 'listed', 'laned', 'dclass')
   local routable, laned = known[1], known[3] == '1'
   local dclass = args[at + 12]
   if not known[2] then
@@ -157,6 +163,17 @@ local function submit_job(ctx, args, at, seq)
   elseif known[4] ~= dclass then
     -- a class stored before classes kept their duration class (or whose definition a newer library names otherwise)
     call('HSET', ckey, 'dclass', dclass)
+  end
+  if ctx.batch_classes then
+    -- the class's fields as this job leaves them (a batch runs only submits, and only a
+    -- submit writes them), and the score `classes` holds for it at most
+    local lowest = seen and seen.score
+    if delay <= 0 and not (lowest and lowest <= score_n) then lowest = score_n end
+    if seen then
+      seen[1], seen[2], seen[3], seen[4], seen.score = routable, '1', laned and '1' or known[3], dclass, lowest
+    else
+      ctx.batch_classes[class] = { routable, '1', laned and '1' or known[3], dclass, score = lowest }
+    end
   end
   if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
