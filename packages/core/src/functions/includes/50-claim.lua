@@ -75,14 +75,14 @@ end
 -- The first job of sorted set `zset` (a class queue or one of its lanes) this
 -- worker may take now, looking 16 jobs deep (AVOID_LOOKAHEAD_LAST); or nil and the
 -- earliest time a skipped job becomes its to take. When the job is the set's
--- head and `zset` is the class queue itself, the score of the job behind it
--- comes too (false: none): the class's next head score.
+-- head and `zset` is the class queue itself, the id of the job behind it comes
+-- too (false: none), whose score is the class's next head score (see take).
 local function pick_in(p, class, zset, worker, now, lanes, is_class_queue)
-  local heads = call('ZRANGE', zset, '0', '1', 'WITHSCORES')
+  local heads = call('ZRANGE', zset, '0', '1')
   if not heads[1] then return nil end
   local f, soonest = takeable(p, class, heads[1], worker, now, lanes)
-  if f then return heads[1], f, nil, is_class_queue and (heads[4] or false) or nil end
-  if not heads[3] then return nil, nil, soonest end
+  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil end
+  if not heads[2] then return nil, nil, soonest end
   for _, id in ipairs(call('ZRANGE', zset, '1', AVOID_LOOKAHEAD_LAST)) do
     local until_
     f, until_ = takeable(p, class, id, worker, now, lanes)
@@ -123,22 +123,26 @@ local function pick_in_lanes(p, class, worker, now, lanes)
   return nil, nil, soonest, #tenants
 end
 
--- Gives job `id` (fields `f` as read by takeable) to the worker. `next_score`
--- is the score of the job behind it when it was its class's head (false: none;
--- nil: not known, the job may be anywhere in its class). `tier`: the worker's
+-- Gives job `id` (fields `f` as read by takeable) to the worker. `behind` is
+-- the id of the job behind it when it was its class's head (false: none; nil:
+-- not known, the job may be anywhere in its class). `tier`: the worker's
 -- tier of the class's models (nil: the class names none). `extra`: field/value
 -- pairs the `job.starting` event carries besides the usual ones (nil: none).
 -- `priority`: the job's, when the caller has it (nil: from its score).
-local function take(ctx, id, f, class, worker, w, next_score, tier, extra, priority)
+local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority)
   local p = ctx.p
   local key = job_key(p, id)
   local workflow = f.workflow_id or nil
   local laned = f[7] and opt_laned(f[7])
-  if next_score == nil then
+  if behind == nil then
     remove_from_queue(p, id, class, f[2], workflow, laned)
   else
-    call('ZREM', queue_key(p, class), id)
-    set_class_head(p, class, next_score)
+    local queue = queue_key(p, class)
+    call('ZREM', queue, id)
+    -- the class's next head score is the score the job behind was queued at, which its hash
+    -- keeps as text: Redis would format the queue's own as a double (ZRANGE WITHSCORES), which
+    -- costs more than this read
+    set_class_head(p, class, behind and (call('HGET', job_key(p, behind), 'score') or call('ZSCORE', queue, behind)))
     if laned then remove_from_lanes(p, id, class, f[2], workflow) end
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
@@ -211,9 +215,9 @@ end
 -- cold worker starts at once: downloading beats waiting. A job older than
 -- `overdue_ms` outranks every tier (0: never), so that no job starves behind a
 -- stream of jobs other workers hold warm.
-local function candidate(ctx, a, class, id, f, next_score, worker)
+local function candidate(ctx, a, class, id, f, behind, worker)
   local score = f[4] + 0 -- a queued job's score is always there (arithmetic reads text once, tonumber twice)
-  local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM, tier = nil }
+  local c = { id = id, f = f, class = class, behind = behind, priority = priority_of(score), score = score, rank = affinity.RANK_WARM, tier = nil }
   local models = affinity.class_models(ctx.p, class)
   if not models then return c end
   local wait_ms, overdue_ms = affinity.limits(ctx)
@@ -312,16 +316,16 @@ local function claim_for(ctx, worker, woken_class, w)
       budget = budget - 1
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
         and not (best and cannot_beat(a, class, tonumber(head), best)) then
-        local id, fields, until_, next_score, looked
+        local id, fields, until_, behind, looked
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
           budget = budget - looked
         else
-          id, fields, until_, next_score = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
+          id, fields, until_, behind = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
         end
         if id then
           local c
-          c, until_ = candidate(ctx, a, class, id, fields, next_score, worker)
+          c, until_ = candidate(ctx, a, class, id, fields, behind, worker)
           if c and affinity.better(c, best) then best = c end
         end
         retry_at = earlier(retry_at, until_)
@@ -338,7 +342,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   if best then
-    local reply = take(ctx, best.id, best.f, best.class, worker, w, best.next_score, best.tier, nil, best.priority)
+    local reply = take(ctx, best.id, best.f, best.class, worker, w, best.behind, best.tier, nil, best.priority)
     if woken_class and woken_class ~= best.class and call('EXISTS', queue_key(p, woken_class)) == 1 then
       -- we were woken for another class's job and took this one instead: pass the wake on
       wake_for_head(p, woken_class, worker)
