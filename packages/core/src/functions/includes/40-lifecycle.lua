@@ -17,7 +17,7 @@ local function load_job(p, id, more)
   local f = more and call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload', unpack(more))
     or call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
-  local job = { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
+  local job = { id = id, key = key, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
     opt = f[7], laned = opt_laned(f[7]),
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
@@ -75,7 +75,7 @@ local workflows = {}
 -- last update: a reader takes the latest of its timestamps.)
 local function finish(ctx, job, state, ...)
   local p, id = ctx.p, job.id
-  local key = job_key(p, id)
+  local key = job.key or job_key(p, id)
   call('HSET', key, 'state', state, 'finished_at', ctx.ts, ...)
   if job.timed then call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
