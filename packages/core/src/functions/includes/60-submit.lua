@@ -90,10 +90,12 @@ end
 local function submit_job(ctx, args, at, seq)
   local p, now = ctx.p, ctx.now
   local id, class, def = args[at], args[at + 1], args[at + 2]
-  local priority = tonumber(args[at + 3])
+  -- numbers are read from their text by arithmetic where the broker always gives one
+  -- (once; tonumber reads text twice), and the usual '0' and '' are compared, not read
+  local priority = args[at + 3] + 0
   local idem, fingerprint = args[at + 4], args[at + 5]
   local first_field = at + SUBMIT_HEADER
-  local next_at = first_field + tonumber(args[at + 13])
+  local next_at = first_field + args[at + 13]
 
   local idem_key
   if idem ~= '' then
@@ -113,7 +115,8 @@ local function submit_job(ctx, args, at, seq)
   -- sequence number aside), so that the check costs a ZCARD only when its class
   -- was not queued; a delayed one is checked now and enters when it is due.
   local max_classes = tonumber(args[at + 11])
-  local delay = tonumber(args[at + 7]) or 0
+  local delay = args[at + 7]
+  delay = delay == '0' and 0 or tonumber(delay) or 0
   -- the score as text once: each redis.call would format a Lua number again
   if not seq then
     seq = call('INCR', p .. 'seq')
@@ -177,7 +180,8 @@ local function submit_job(ctx, args, at, seq)
   end
   if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
-  local queue_ttl, start_timeout = tonumber(args[at + 8]), tonumber(args[at + 9])
+  local queue_ttl, start_timeout = args[at + 8], args[at + 9]
+  queue_ttl, start_timeout = queue_ttl ~= '' and tonumber(queue_ttl) or nil, start_timeout ~= '' and tonumber(start_timeout) or nil
   -- the fields every job has and those given at submit, straight from the arguments
   -- (a table per job would cost more than the write)
   -- the fields few jobs have; `opt` tells a claim that the job has some (see OPTIONAL_TAKE_FIELDS)
@@ -225,5 +229,5 @@ local function submit_job(ctx, args, at, seq)
   demand.count(ctx, class, args[first_field + 3])
   job_event(ctx, id, 'job.queued', 'queued', 'tenant', args[first_field + 1], 'service', args[first_field + 3],
     'routable', routable)
-  return { id, 0, tonumber(routable) }, next_at
+  return { id, 0, routable == '1' and 1 or routable == '0' and 0 or tonumber(routable) }, next_at
 end
