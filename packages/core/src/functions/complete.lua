@@ -27,7 +27,8 @@ local DURATION_FIELDS = { 'started_at', 'claimed_at', 'dclass' }
 
 -- The duration class of a requirement class's jobs, false when it has none (a class stored
 -- before routing). A call's completions are mostly of one class: the last one asked about
--- is kept (memo), as a completion and the claim after it change no class.
+-- is kept (memo); only a submit writes it (a workflow's next step, within a completion's
+-- call), and it forgets the kept one when it does.
 local function class_dclass(p, class)
   if memo.dclass_of ~= class then
     memo.dclass_of, memo.dclass = class, call('HGET', class_key(p, class), 'dclass')

@@ -159,13 +159,18 @@ local function submit_job(ctx, args, at, seq)
       fields[#fields + 1] = 'def'; fields[#fields + 1] = def
       fields[#fields + 1] = 'created_at'; fields[#fields + 1] = ctx.ts
     end
-    if known[4] ~= dclass then fields[#fields + 1] = 'dclass'; fields[#fields + 1] = dclass end
+    if known[4] ~= dclass then
+      fields[#fields + 1] = 'dclass'; fields[#fields + 1] = dclass
+      -- a completion's call (a workflow's next step) may have kept the old one (complete.lua)
+      memo.dclass_of = nil
+    end
     call('HSET', ckey, unpack(fields))
     call('SADD', p .. 'classlist', class)
     if routable == '0' then call('SADD', p .. 'unroutable', class) end
   elseif known[4] ~= dclass then
     -- a class stored before classes kept their duration class (or whose definition a newer library names otherwise)
     call('HSET', ckey, 'dclass', dclass)
+    memo.dclass_of = nil
   end
   if ctx.batch_classes then
     -- the class's fields as this job leaves them (a batch runs only submits, and only a
