@@ -62,7 +62,8 @@ local function clock(arg)
   end
   local t = call('TIME')
   local us = t[2]
-  local ts = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+  -- the ms are the first three of the microseconds' six digits (padded when fewer)
+  local ts = t[1] .. string.sub(#us == 6 and us or string.rep('0', 6 - #us) .. us, 1, 3)
   return ts + 0, ts -- (arithmetic reads the text once, tonumber twice)
 end
 

@@ -123,11 +123,12 @@ do
     return found, false
   end
 
-  -- Whether claim candidate `a` is served before `b`: higher priority, then better rank, then older (lower score).
-  function affinity.better(a, b)
-    if b == nil then return true end
-    if a.priority ~= b.priority then return a.priority > b.priority end
-    if a.rank ~= b.rank then return a.rank > b.rank end
-    return a.score < b.score
+  -- Whether a claim candidate (its priority, rank and score) is served before another
+  -- (`b_priority` nil: there is none): higher priority, then better rank, then older (lower score).
+  function affinity.better(priority, rank, score, b_priority, b_rank, b_score)
+    if b_priority == nil then return true end
+    if priority ~= b_priority then return priority > b_priority end
+    if rank ~= b_rank then return rank > b_rank end
+    return score < b_score
   end
 end

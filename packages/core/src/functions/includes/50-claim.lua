@@ -207,7 +207,8 @@ local function wake_for_head(p, class, avoid)
   wake_one(p, class, avoid, f[1], workflow)
 end
 
--- The job `id` of `class` (fields `f`) as a claim candidate, or nil and the time
+-- A job of `class` (fields `f`) as a claim candidate: its priority, score, rank and
+-- tier (nil: the class names no models); or nil and the time
 -- to claim again when this worker leaves it, for now, to a worker holding its
 -- models: the worker lacks them (not even on disk), the job is younger than the
 -- affinity bound `wait_ms`, and another online worker able to run it holds them
@@ -215,18 +216,18 @@ end
 -- cold worker starts at once: downloading beats waiting. A job older than
 -- `overdue_ms` outranks every tier (0: never), so that no job starves behind a
 -- stream of jobs other workers hold warm.
-local function candidate(ctx, a, class, id, f, behind, worker)
+local function candidate(ctx, a, class, f, worker)
   local score = f[4] + 0 -- a queued job's score is always there (arithmetic reads text once, tonumber twice)
-  local c = { id = id, f = f, class = class, behind = behind, priority = priority_of(score), score = score, rank = affinity.RANK_WARM, tier = nil }
+  local priority = priority_of(score)
   local models = affinity.class_models(ctx.p, class)
-  if not models then return c end
+  if not models then return priority, score, affinity.RANK_WARM, nil end
   local wait_ms, overdue_ms = affinity.limits(ctx)
-  c.tier = affinity.class_tier(a, models)
-  c.rank = affinity.class_rank(a, class)
+  local tier = affinity.class_tier(a, models)
+  local rank = affinity.class_rank(a, class)
   local submitted = tonumber(f[5]) or ctx.now
   if overdue_ms > 0 and ctx.now - submitted >= overdue_ms then
-    c.rank = affinity.RANK_OVERDUE
-  elseif wait_ms > 0 and ctx.now - submitted < wait_ms and c.tier < affinity.TIER_ON_DISK then
+    rank = affinity.RANK_OVERDUE
+  elseif wait_ms > 0 and ctx.now - submitted < wait_ms and tier < affinity.TIER_ON_DISK then
     local workflow = f.workflow_id or nil
     local seen = class .. '|' .. (f[2] or '') .. '|' .. (workflow or '')
     if not a.elsewhere then a.elsewhere = {} end
@@ -239,16 +240,16 @@ local function candidate(ctx, a, class, id, f, behind, worker)
     end
     if holder then return nil, submitted + wait_ms end
   end
-  return c
+  return priority, score, rank, tier
 end
 
 -- Whether no job of `class`, whose head has score `head` (of the best candidate's
--- priority), can be served before candidate `best`: its rank is lower, or the
--- same with a later head. The walk then need not read its jobs. (A job whose age
--- would rank it overdue comes before `best` in head order: the walk met it first.)
-local function cannot_beat(a, class, head, best)
+-- priority), can be served before the best candidate (its rank and score): its rank is
+-- lower, or the same with a later head. The walk then need not read its jobs. (A job whose
+-- age would rank it overdue comes before the best in head order: the walk met it first.)
+local function cannot_beat(a, class, head, best_rank, best_score)
   local rank = affinity.class_rank(a, class)
-  return rank < best.rank or (rank == best.rank and head >= best.score)
+  return rank < best_rank or (rank == best_rank and head >= best_score)
 end
 
 -- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
@@ -272,7 +273,8 @@ local function claim_for(ctx, worker, woken_class, w)
   local retry_at = nil
   local budget = CLAIM_BUDGET
   local a = affinity.of(p, worker)
-  local best = nil
+  -- the best candidate so far (affinity.better), in locals: a table per claim costs more
+  local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
@@ -308,14 +310,14 @@ local function claim_for(ctx, worker, woken_class, w)
       end
       local class, head = page[i], scored and page[i + 1] or nil
       -- every job of this class and of the classes after it is of its head's priority or lower
-      if best and priority_of(head) < best.priority then
+      if best and priority_of(head) < best_priority then
         walking = false
         break
       end
       last, last_class = head, class
       budget = budget - 1
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
-        and not (best and cannot_beat(a, class, tonumber(head), best)) then
+        and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
         local id, fields, until_, behind, looked
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
@@ -324,12 +326,16 @@ local function claim_for(ctx, worker, woken_class, w)
           id, fields, until_, behind = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
         end
         if id then
-          local c
-          c, until_ = candidate(ctx, a, class, id, fields, behind, worker)
-          if c and affinity.better(c, best) then best = c end
+          local priority, score, rank, tier = candidate(ctx, a, class, fields, worker)
+          if not priority then
+            until_ = score -- left for now: candidate's second answer is when to claim again
+          elseif affinity.better(priority, rank, score, best_priority, best_rank, best_score) then
+            best, best_f, best_class, best_behind = id, fields, class, behind
+            best_priority, best_score, best_rank, best_tier = priority, score, rank, tier
+          end
         end
         retry_at = earlier(retry_at, until_)
-        if best and best.rank >= affinity.RANK_WARM then
+        if best and best_rank >= affinity.RANK_WARM then
           walking = false
           break
         end
@@ -342,8 +348,8 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   if best then
-    local reply = take(ctx, best.id, best.f, best.class, worker, w, best.behind, best.tier, nil, best.priority)
-    if woken_class and woken_class ~= best.class and call('EXISTS', queue_key(p, woken_class)) == 1 then
+    local reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority)
+    if woken_class and woken_class ~= best_class and call('EXISTS', queue_key(p, woken_class)) == 1 then
       -- we were woken for another class's job and took this one instead: pass the wake on
       wake_for_head(p, woken_class, worker)
     end
