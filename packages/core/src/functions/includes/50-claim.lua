@@ -12,7 +12,8 @@ local CLAIM_BUDGET = 256
 local CURSOR_TTL_MS = 2000
 -- range bounds as text: a Lua number passed to redis.call is formatted with sprintf
 local AVOID_LOOKAHEAD_LAST = '15' -- a job and the 15 behind it: a pick looks 16 jobs deep
-local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
+-- ranks 0 .. CLASS_PAGE - 1, and the option that adds the scores (see claim_for: a range is passed with it or without)
+local FIRST_PAGE = { '0', '63', 'WITHSCORES' }
 
 -- A field a job hash lacks costs Redis a scan of the whole hash, so a take reads
 -- the fields every job has (and `attempts`, which a job has once claimed) and
@@ -287,10 +288,10 @@ local function claim_for(ctx, worker, woken_class, w)
   local scored = false
   while walking do
     -- a page of classes (and their head scores), by rank from the start, or by score after the cursor of a paused walk
-    local range = after and { '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE }
-      or (offset == 0 and { '0', FIRST_PAGE_LAST }) or { offset, offset + CLASS_PAGE - 1 }
-    if scored then range[#range + 1] = 'WITHSCORES' end
-    local page = call('ZRANGE', classes, unpack(range))
+    -- (each range ends with WITHSCORES, passed once the scores are wanted)
+    local range = after and { '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES' }
+      or (offset == 0 and FIRST_PAGE) or { offset, offset + CLASS_PAGE - 1, 'WITHSCORES' }
+    local page = call('ZRANGE', classes, unpack(range, 1, scored and #range or #range - 1))
     local stride = scored and 2 or 1
     local i = 1
     while i <= #page do
@@ -305,7 +306,6 @@ local function claim_for(ctx, worker, woken_class, w)
       if best and not scored then
         -- a candidate in hand: the page again with its scores, from the same class on
         scored, stride, i = true, 2, 2 * i - 1
-        range[#range + 1] = 'WITHSCORES'
         page = call('ZRANGE', classes, unpack(range))
       end
       local class, head = page[i], scored and page[i + 1] or nil
