@@ -36,11 +36,11 @@ local function claim_fallback(keys, args)
   local retry_at = nil
   for _, class in ipairs(call('ZRANGE', p .. 'classes', '0', tostring(FALLBACK_BUDGET - 1))) do
     if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service]) then
-      local id, f, until_, next_score
+      local id, f, until_, behind
       if lanes then
         id, f, until_ = pick_in_lanes(p, class, worker, ctx.now, lanes)
       else
-        id, f, until_, next_score = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
+        id, f, until_, behind = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
       end
       if id then
         local waited = ctx.now - (tonumber(f[5]) or ctx.now)
@@ -51,7 +51,7 @@ local function claim_fallback(keys, args)
             ' (fallback after ' .. seconds(after) .. '); ' .. home .. ' had nothing for ' .. worker
           if expected ~= nil then reason = reason .. '; expected ' .. expected .. ' s' end
           if max_expected ~= nil then reason = reason .. ' (at most ' .. max_expected .. ' s)' end
-          return take(ctx, id, f, class, worker, w, next_score, nil, { 'fallback', reason, 'home_pool', home })
+          return take(ctx, id, f, class, worker, w, behind, nil, { 'fallback', reason, 'home_pool', home })
         elseif fits then
           retry_at = earlier(retry_at, (tonumber(f[5]) or ctx.now) + after)
         end

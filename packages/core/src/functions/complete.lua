@@ -25,31 +25,69 @@ local DURATIONS_SLACK = 288
 -- class kept the duration class has (today's jobs find it on their class).
 local DURATION_FIELDS = { 'started_at', 'claimed_at', 'dclass' }
 
+-- The duration class of a requirement class's jobs, false when it has none (a class stored
+-- before routing). A call's completions are mostly of one class: the last one asked about
+-- is kept (memo); only a submit writes it (a workflow's next step, within a completion's
+-- call), and it forgets the kept one when it does.
+local function class_dclass(p, class)
+  if memo.dclass_of ~= class then
+    memo.dclass_of, memo.dclass = class, call('HGET', class_key(p, class), 'dclass')
+  end
+  return memo.dclass
+end
+
+-- Pushes `n` execution times `...` (text, oldest first) to duration list `list` and trims
+-- it; `job`: the success whose duration class `list` is the list of (nil: a service's list).
+local function push_durations(ctx, list, job, n, ...)
+  local length = call('LPUSH', list, ...)
+  if length > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
+  -- a class new to this shard: what it is, for listings and for its service's estimate
+  -- (its models from the job's requirement class)
+  if job and length == n then
+    local def = call('HGET', class_key(ctx.p, job.class), 'def')
+    local models = def and cjson.decode(def).models
+    call('HSET', ctx.p .. 'dclasses', job.dclass, cjson.encode({ service = job.service, models = models or cjson.null }))
+  end
+end
+
+-- Execution time `ms` (text) for duration list `list` (`job` as push_durations'): pushed at
+-- once, or, in a call of several completions (ctx.durations, see complete), as the call
+-- ends, one LPUSH per list for all of them (flush_durations).
+local function add_duration(ctx, list, ms, job)
+  local pending = ctx.durations
+  if not pending then return push_durations(ctx, list, job, 1, ms) end
+  -- a call's completions mostly share their lists: a short walk finds them
+  for i = 1, #pending do
+    local times = pending[i]
+    if times.list == list then
+      times[#times + 1] = ms
+      return
+    end
+  end
+  pending[#pending + 1] = { ms, list = list, job = job }
+end
+
+local function flush_durations(ctx)
+  for _, times in ipairs(ctx.durations) do push_durations(ctx, times.list, times.job, #times, unpack(times)) end
+end
+
 -- The execution time: from running (or, for a job that never said it started, from its
--- claim) to now, in ms; one LPUSH per list per success.
+-- claim) to now, in ms, for its duration class's list and its service's.
 local function record_duration(ctx, job)
   local since = tonumber(job.state == 'running' and job.started_at or job.claimed_at)
   if not since then return end
   local p = ctx.p
   -- absent on a class stored before routing, whose jobs have none either
-  local dclass = job.dclass or call('HGET', class_key(p, job.class), 'dclass')
+  local dclass = job.dclass or class_dclass(p, job.class)
   if not dclass then return end
   local ms = ctx.now - since
   if ms < 0 then ms = 0 end
-  local list = p .. 'durations:' .. dclass
-  local length = call('LPUSH', list, string.format('%d', ms))
-  if length > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
-  -- a class new to this shard: what it is, for listings and for its service's estimate
-  -- (its models from the job's requirement class)
-  if length == 1 then
-    local def = call('HGET', class_key(p, job.class), 'def')
-    local models = def and cjson.decode(def).models
-    call('HSET', p .. 'dclasses', dclass, cjson.encode({ service = job.service, models = models or cjson.null }))
-  end
+  ms = string.format('%d', ms)
+  job.dclass = dclass -- however found: push_durations names the list's class by it
+  add_duration(ctx, p .. 'durations:' .. dclass, ms, job)
   -- the service's own list: its newest executions, whatever their class, as often as each
   -- class runs (a class short of samples is routed by it)
-  list = p .. 'durations:service:' .. job.service
-  if call('LPUSH', list, string.format('%d', ms)) > DURATIONS_SLACK then call('LTRIM', list, '0', DURATIONS_LAST) end
+  add_duration(ctx, p .. 'durations:service:' .. job.service, ms)
 end
 
 local function complete_one(ctx, next_worker, w, id, token, result)
@@ -58,9 +96,7 @@ local function complete_one(ctx, next_worker, w, id, token, result)
   detach(ctx, job, next_worker ~= nil)
   finish(ctx, job, 'succeeded', 'result', result)
   if not next_worker then return { 'succeeded' } end
-  local claimed = claim_for(ctx, next_worker, nil, w)
-  table.insert(claimed, 1, 'succeeded')
-  return claimed
+  return { 'succeeded', unpack(claim_for(ctx, next_worker, nil, w)) }
 end
 
 local function complete(keys, args)
@@ -71,6 +107,7 @@ local function complete(keys, args)
   -- a lone completion's error is the call's error: no protected call needed
   if #args == 11 then return { complete_one(ctx, next_worker, w, args[9], args[10], args[11]) } end
   local replies = {}
+  ctx.durations = {}
   for i = 9, #args - 2, 3 do
     local ok, reply = pcall(complete_one, ctx, next_worker, w, args[i], args[i + 1], args[i + 2])
     if ok then
@@ -79,6 +116,7 @@ local function complete(keys, args)
       replies[#replies + 1] = { 'error', type(reply) == 'table' and reply.err or tostring(reply) }
     end
   end
+  flush_durations(ctx)
   return replies
 end
 

@@ -12,6 +12,8 @@ local function submit_many(keys, args)
   local at = PRELUDE + 2
   -- demand is counted once per class for the whole batch (demand.flush, 60-submit.lua)
   ctx.demand = {}
+  -- what the batch's jobs leave of their classes, so that the next job of one reads nothing again (60-submit.lua)
+  ctx.batch_classes = {}
   for i = 1, tonumber(args[PRELUDE + 1]) do
     local ok, reply, next_at = pcall(submit_job, ctx, args, at)
     if ok then

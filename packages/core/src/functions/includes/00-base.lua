@@ -11,17 +11,24 @@ local function read_globals()
   return redis.call, tonumber, tostring, unpack, ipairs, pairs, type, next, error, pcall, string, table, math, cjson
 end
 local call, tonumber, tostring, unpack, ipairs, pairs, type, next, error, pcall, string, table, math, cjson
-local bound = false
 
 local function bind_globals()
   call, tonumber, tostring, unpack, ipairs, pairs, type, next, error, pcall, string, table, math, cjson = read_globals()
-  bound = true
 end
+
+-- What one call read of the shard and may need again, kept for the rest of that call
+-- only: `register` clears it as each call starts. Its users say what is kept and why
+-- nothing in the same call changes it meanwhile. (One table for the library's life, its
+-- fields named here: clearing and setting them allocates nothing. It also holds the
+-- reader that fills memo.paused, memo.paused_services in 20-queue.lua.)
+local memo = { paused = nil, nobody_idle = nil, dclass_of = nil, dclass = nil }
 
 -- Registers `fn` as FCALL-able function `name`; `read_only` ones may run on replicas (FCALL_RO).
 local function register(name, fn, read_only)
   local function callback(keys, args)
-    if not bound then bind_globals() end
+    -- `call` is nil until the first call binds the globals
+    if not call then bind_globals() end
+    memo.paused, memo.nobody_idle, memo.dclass_of, memo.dclass = nil, nil, nil, nil
     return fn(keys, args)
   end
   if read_only then
@@ -55,8 +62,9 @@ local function clock(arg)
   end
   local t = call('TIME')
   local us = t[2]
-  local ts = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
-  return tonumber(ts), ts
+  -- the ms are the first three of the microseconds' six digits (padded when fewer)
+  local ts = t[1] .. string.sub(#us == 6 and us or string.rep('0', 6 - #us) .. us, 1, 3)
+  return ts + 0, ts -- (arithmetic reads the text once, tonumber twice)
 end
 
 local function num(value, default)
@@ -175,7 +183,11 @@ end
 -- Function-specific arguments start at ARGV[7].
 local PRELUDE = 6
 
--- `now` is for arithmetic, `ts` (the same instant as text) for passing to Redis.
+-- `now` is for arithmetic, `ts` (the same instant as text) for passing to Redis. The
+-- lease and avoid times stay text: Lua's arithmetic reads a number from text itself,
+-- and most calls use neither (reading one costs about as much as a small command's reply).
+-- The fields some calls add later are named here (nil), so that adding them does not
+-- grow the table.
 local function context(keys, args)
   local now, ts = clock(args[1])
   return {
@@ -183,9 +195,17 @@ local function context(keys, args)
     now = now,
     ts = ts,
     maxlen = args[2],
-    lease_ms = tonumber(args[3]),
+    lease_ms = args[3],
     retention_ms = args[4],
     failed_retention_ms = args[5],
-    avoid_ms = tonumber(args[6]),
+    avoid_ms = args[6],
+    -- see finish (40-lifecycle.lua), affinity.bounds (15-models.lua), complete.lua, submit_many.lua
+    expires = nil,
+    affinity_bounds = nil,
+    affinity_wait_ms = nil,
+    affinity_overdue_ms = nil,
+    durations = nil,
+    demand = nil,
+    batch_classes = nil,
   }
 end

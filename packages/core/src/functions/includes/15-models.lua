@@ -33,15 +33,27 @@ do
   end
 
   -- The affinity bounds a claiming call passes (see claim.lua): 'wait/overdue' in ms, or one
-  -- number for both; sets ctx.affinity_wait_ms and ctx.affinity_overdue_ms.
+  -- number for both. Kept as text: only a claim of a job whose class names models reads
+  -- them (affinity.limits).
   function affinity.bounds(ctx, arg)
-    local wait, overdue = string.match(arg or '', '^(%d+)/(%d+)$')
+    ctx.affinity_bounds = arg
+  end
+
+  -- The call's affinity bounds in ms (see affinity.bounds; none: 0 and 0): wait, overdue.
+  function affinity.limits(ctx)
+    local wait = ctx.affinity_wait_ms
+    if wait ~= nil then return wait, ctx.affinity_overdue_ms end
+    local arg = ctx.affinity_bounds
+    local overdue
+    wait, overdue = string.match(arg or '', '^(%d+)/(%d+)$')
     if wait then
-      ctx.affinity_wait_ms, ctx.affinity_overdue_ms = tonumber(wait), tonumber(overdue)
+      wait, overdue = tonumber(wait), tonumber(overdue)
     else
-      local ms = tonumber(arg) or 0
-      ctx.affinity_wait_ms, ctx.affinity_overdue_ms = ms, ms
+      wait = tonumber(arg) or 0
+      overdue = wait
     end
+    ctx.affinity_wait_ms, ctx.affinity_overdue_ms = wait, overdue
+    return wait, overdue
   end
 
   -- The models a class's jobs need (its requirements' `models`), or nil for none.
@@ -52,9 +64,10 @@ do
   end
 
   -- Per claim call: the worker's tiers (read once, when the walk first meets a
-  -- class with models) and which jobs have a holder elsewhere (see warm_holder).
+  -- class with models) and which jobs have a holder elsewhere (see warm_holder;
+  -- made when a claim first asks).
   function affinity.of(p, worker)
-    return { p = p, worker = worker, tiers = nil, reported = false, elsewhere = {} }
+    return { p = p, worker = worker, tiers = nil, reported = false, elsewhere = nil }
   end
 
   -- The worker's tier for a class: the lowest of its tiers of the class's models (0: it lacks one).
@@ -110,11 +123,12 @@ do
     return found, false
   end
 
-  -- Whether claim candidate `a` is served before `b`: higher priority, then better rank, then older (lower score).
-  function affinity.better(a, b)
-    if b == nil then return true end
-    if a.priority ~= b.priority then return a.priority > b.priority end
-    if a.rank ~= b.rank then return a.rank > b.rank end
-    return a.score < b.score
+  -- Whether a claim candidate (its priority, rank and score) is served before another
+  -- (`b_priority` nil: there is none): higher priority, then better rank, then older (lower score).
+  function affinity.better(priority, rank, score, b_priority, b_rank, b_score)
+    if b_priority == nil then return true end
+    if priority ~= b_priority then return priority > b_priority end
+    if rank ~= b_rank then return rank > b_rank end
+    return score < b_score
   end
 end

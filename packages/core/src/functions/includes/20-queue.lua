@@ -7,8 +7,9 @@ local function job_score(priority, seq)
   return (1000 - priority) * PRIORITY_SPAN + seq
 end
 
+-- `score`: a number or its text (arithmetic reads the text once; tonumber would twice)
 local function priority_of(score)
-  return 1000 - math.floor(tonumber(score) / PRIORITY_SPAN)
+  return 1000 - math.floor(score / PRIORITY_SPAN)
 end
 
 -- Scores the class by its head job's score, or drops it from `classes` when it has no job (false).
@@ -79,6 +80,7 @@ end
 -- woken, and for which class.
 local function start_waiting(p, worker, profile, waiting)
   call('HSET', p .. 'idle', worker, profile)
+  memo.nobody_idle = nil
   if not waiting then call('HSET', worker_key(p, worker), 'waiting', '1') end
 end
 
@@ -93,11 +95,23 @@ local function wake(p, worker, class)
   call('RPUSH', signal_key(p, worker), 'wake:' .. class)
 end
 
+-- The services an operator paused in this shard (service -> why), or false when none.
+-- Read once per call (memo.paused): only emp_pause_service changes them, and it reads them itself.
+function memo.paused_services(p)
+  local paused = memo.paused
+  if paused == nil then
+    paused = call('HLEN', p .. 'paused') > 0 and hash_to_table(call('HGETALL', p .. 'paused'))
+    memo.paused = paused
+  end
+  return paused
+end
+
 -- Wakes one idle worker able to run a job of `class`, `tenant` and `workflow`,
 -- preferring one that holds the class's models, and any worker but `avoid` (the
 -- one the job just failed on). Returns the woken worker or false.
 local function wake_one(p, class, avoid, tenant, workflow)
-  if call('HLEN', p .. 'paused') > 0 and call('HEXISTS', p .. 'paused', load_class(p, class).service) == 1 then
+  local paused = memo.paused_services(p)
+  if paused and paused[load_class(p, class).service] then
     return false -- nobody may claim a paused service's jobs: a wake-up would be wasted
   end
   -- a worker holding the job's models warm or on disk runs it sooner than one that must download them
@@ -109,7 +123,14 @@ local function wake_one(p, class, avoid, tenant, workflow)
       return holder
     end
   end
+  -- nobody waits in `idle` for the rest of a call that found it empty (only start_waiting adds
+  -- to it): a batch of submits reads it once
+  if memo.nobody_idle then return false end
   local idle = call('HGETALL', p .. 'idle')
+  if idle[1] == nil then
+    memo.nobody_idle = true
+    return false
+  end
   local fallback = false
   for i = 1, #idle, 2 do
     local worker, profile = idle[i], idle[i + 1]

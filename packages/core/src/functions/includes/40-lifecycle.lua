@@ -17,7 +17,7 @@ local function load_job(p, id, more)
   local f = more and call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload', unpack(more))
     or call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
-  local job = { id = id, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
+  local job = { id = id, key = key, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
     opt = f[7], laned = opt_laned(f[7]),
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
@@ -75,11 +75,17 @@ local workflows = {}
 -- last update: a reader takes the latest of its timestamps.)
 local function finish(ctx, job, state, ...)
   local p, id = ctx.p, job.id
-  local key = job_key(p, id)
+  local key = job.key or job_key(p, id)
   call('HSET', key, 'state', state, 'finished_at', ctx.ts, ...)
   if job.timed then call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
-  if tonumber(retention) > 0 then
+  -- whether it expires: the retention read as a number once per call
+  local expires = ctx.expires
+  if not expires or expires[1] ~= retention then
+    expires = { retention, tonumber(retention) > 0 }
+    ctx.expires = expires
+  end
+  if expires[2] then
     call('PEXPIRE', key, retention)
     if job.payload_apart then call('PEXPIRE', payload_key(p, id), retention) end
   end
@@ -89,7 +95,8 @@ local function finish(ctx, job, state, ...)
     job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service, 'worker', worker,
       'reason', job.failure_kind)
   else
-    job_event(ctx, id, 'job.' .. state, state, 'tenant', job.tenant, 'service', job.service, 'worker', worker)
+    job_event(ctx, id, state == 'succeeded' and 'job.succeeded' or 'job.' .. state, state, 'tenant', job.tenant,
+      'service', job.service, 'worker', worker)
   end
   if opt_fields(job.opt) then workflows.step_ended(ctx, job, state) end
 end

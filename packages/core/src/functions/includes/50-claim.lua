@@ -12,7 +12,8 @@ local CLAIM_BUDGET = 256
 local CURSOR_TTL_MS = 2000
 -- range bounds as text: a Lua number passed to redis.call is formatted with sprintf
 local AVOID_LOOKAHEAD_LAST = '15' -- a job and the 15 behind it: a pick looks 16 jobs deep
-local FIRST_PAGE_LAST = '63' -- CLASS_PAGE - 1
+-- ranks 0 .. CLASS_PAGE - 1, and the option that adds the scores (see claim_for: a range is passed with it or without)
+local FIRST_PAGE = { '0', '63', 'WITHSCORES' }
 
 -- A field a job hash lacks costs Redis a scan of the whole hash, so a take reads
 -- the fields every job has (and `attempts`, which a job has once claimed) and
@@ -75,14 +76,14 @@ end
 -- The first job of sorted set `zset` (a class queue or one of its lanes) this
 -- worker may take now, looking 16 jobs deep (AVOID_LOOKAHEAD_LAST); or nil and the
 -- earliest time a skipped job becomes its to take. When the job is the set's
--- head and `zset` is the class queue itself, the score of the job behind it
--- comes too (false: none): the class's next head score.
+-- head and `zset` is the class queue itself, the id of the job behind it comes
+-- too (false: none), whose score is the class's next head score (see take).
 local function pick_in(p, class, zset, worker, now, lanes, is_class_queue)
-  local heads = call('ZRANGE', zset, '0', '1', 'WITHSCORES')
+  local heads = call('ZRANGE', zset, '0', '1')
   if not heads[1] then return nil end
   local f, soonest = takeable(p, class, heads[1], worker, now, lanes)
-  if f then return heads[1], f, nil, is_class_queue and (heads[4] or false) or nil end
-  if not heads[3] then return nil, nil, soonest end
+  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil end
+  if not heads[2] then return nil, nil, soonest end
   for _, id in ipairs(call('ZRANGE', zset, '1', AVOID_LOOKAHEAD_LAST)) do
     local until_
     f, until_ = takeable(p, class, id, worker, now, lanes)
@@ -123,25 +124,30 @@ local function pick_in_lanes(p, class, worker, now, lanes)
   return nil, nil, soonest, #tenants
 end
 
--- Gives job `id` (fields `f` as read by takeable) to the worker. `next_score`
--- is the score of the job behind it when it was its class's head (false: none;
--- nil: not known, the job may be anywhere in its class). `tier`: the worker's
+-- Gives job `id` (fields `f` as read by takeable) to the worker. `behind` is
+-- the id of the job behind it when it was its class's head (false: none; nil:
+-- not known, the job may be anywhere in its class). `tier`: the worker's
 -- tier of the class's models (nil: the class names none). `extra`: field/value
 -- pairs the `job.starting` event carries besides the usual ones (nil: none).
-local function take(ctx, id, f, class, worker, w, next_score, tier, extra)
+-- `priority`: the job's, when the caller has it (nil: from its score).
+local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority)
   local p = ctx.p
   local key = job_key(p, id)
   local workflow = f.workflow_id or nil
   local laned = f[7] and opt_laned(f[7])
-  if next_score == nil then
+  if behind == nil then
     remove_from_queue(p, id, class, f[2], workflow, laned)
   else
-    call('ZREM', queue_key(p, class), id)
-    set_class_head(p, class, next_score)
+    local queue = queue_key(p, class)
+    call('ZREM', queue, id)
+    -- the class's next head score is the score the job behind was queued at, which its hash
+    -- keeps as text: Redis would format the queue's own as a double (ZRANGE WITHSCORES), which
+    -- costs more than this read
+    set_class_head(p, class, behind and (call('HGET', job_key(p, behind), 'score') or call('ZSCORE', queue, behind)))
     if laned then remove_from_lanes(p, id, class, f[2], workflow) end
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
-  local attempt = tostring((tonumber(f[1]) or 0) + 1)
+  local attempt = f[1] and tostring((tonumber(f[1]) or 0) + 1) or '1'
   call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
     'claimed_at', ctx.ts)
   if w.waiting or w.woken then
@@ -173,7 +179,7 @@ local function take(ctx, id, f, class, worker, w, next_score, tier, extra)
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
   end
   return { 'job', id, attempt, attempt, f[3], f[2], pieces.take_out(p, id, key, f[6]),
-    class_definition(p, class), priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
+    class_definition(p, class), priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
@@ -202,7 +208,8 @@ local function wake_for_head(p, class, avoid)
   wake_one(p, class, avoid, f[1], workflow)
 end
 
--- The job `id` of `class` (fields `f`) as a claim candidate, or nil and the time
+-- A job of `class` (fields `f`) as a claim candidate: its priority, score, rank and
+-- tier (nil: the class names no models); or nil and the time
 -- to claim again when this worker leaves it, for now, to a worker holding its
 -- models: the worker lacks them (not even on disk), the job is younger than the
 -- affinity bound `wait_ms`, and another online worker able to run it holds them
@@ -210,19 +217,21 @@ end
 -- cold worker starts at once: downloading beats waiting. A job older than
 -- `overdue_ms` outranks every tier (0: never), so that no job starves behind a
 -- stream of jobs other workers hold warm.
-local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms, overdue_ms)
-  local score = tonumber(f[4])
-  local c = { id = id, f = f, class = class, next_score = next_score, priority = priority_of(score), score = score, rank = affinity.RANK_WARM }
+local function candidate(ctx, a, class, f, worker)
+  local score = f[4] + 0 -- a queued job's score is always there (arithmetic reads text once, tonumber twice)
+  local priority = priority_of(score)
   local models = affinity.class_models(ctx.p, class)
-  if not models then return c end
-  c.tier = affinity.class_tier(a, models)
-  c.rank = affinity.class_rank(a, class)
+  if not models then return priority, score, affinity.RANK_WARM, nil end
+  local wait_ms, overdue_ms = affinity.limits(ctx)
+  local tier = affinity.class_tier(a, models)
+  local rank = affinity.class_rank(a, class)
   local submitted = tonumber(f[5]) or ctx.now
   if overdue_ms > 0 and ctx.now - submitted >= overdue_ms then
-    c.rank = affinity.RANK_OVERDUE
-  elseif wait_ms > 0 and ctx.now - submitted < wait_ms and c.tier < affinity.TIER_ON_DISK then
+    rank = affinity.RANK_OVERDUE
+  elseif wait_ms > 0 and ctx.now - submitted < wait_ms and tier < affinity.TIER_ON_DISK then
     local workflow = f.workflow_id or nil
     local seen = class .. '|' .. (f[2] or '') .. '|' .. (workflow or '')
+    if not a.elsewhere then a.elsewhere = {} end
     local holder = a.elsewhere[seen]
     if holder == nil then
       local waiting
@@ -232,16 +241,16 @@ local function candidate(ctx, a, class, id, f, next_score, worker, wait_ms, over
     end
     if holder then return nil, submitted + wait_ms end
   end
-  return c
+  return priority, score, rank, tier
 end
 
 -- Whether no job of `class`, whose head has score `head` (of the best candidate's
--- priority), can be served before candidate `best`: its rank is lower, or the
--- same with a later head. The walk then need not read its jobs. (A job whose age
--- would rank it overdue comes before `best` in head order: the walk met it first.)
-local function cannot_beat(a, class, head, best)
+-- priority), can be served before the best candidate (its rank and score): its rank is
+-- lower, or the same with a later head. The walk then need not read its jobs. (A job whose
+-- age would rank it overdue comes before the best in head order: the walk met it first.)
+local function cannot_beat(a, class, head, best_rank, best_score)
   local rank = affinity.class_rank(a, class)
-  return rank < best.rank or (rank == best.rank and head >= best.score)
+  return rank < best_rank or (rank == best_rank and head >= best_score)
 end
 
 -- Returns the claim reply: a job, or { 'none', retry_at, worker state } after
@@ -253,8 +262,8 @@ end
 -- passed still wakes it. `w` is the worker as load_worker read it.
 -- The walk keeps the best candidate (affinity.better) and ends early at one ranked warm
 -- or better, or at the first class whose head is of a lower priority than it;
--- a walk out of budget with a candidate in hand takes it. `ctx.affinity_wait_ms`:
--- the affinity bound (absent or 0: no job is left for a worker holding its models).
+-- a walk out of budget with a candidate in hand takes it. affinity.limits(ctx):
+-- the affinity bounds (absent or 0: no job is left for a worker holding its models).
 local function claim_for(ctx, worker, woken_class, w)
   local p = ctx.p
   if w.state == 'draining' or w.state == 'offline' then
@@ -264,65 +273,83 @@ local function claim_for(ctx, worker, woken_class, w)
   local lanes = profile_lanes(p, w.profile)
   local retry_at = nil
   local budget = CLAIM_BUDGET
-  local wait_ms, overdue_ms = ctx.affinity_wait_ms or 0, ctx.affinity_overdue_ms or 0
   local a = affinity.of(p, worker)
-  local best = nil
+  -- the best candidate so far (affinity.better), in locals: a table per claim costs more
+  local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
-  local paused = nil
-  if call('HLEN', p .. 'paused') > 0 then paused = hash_to_table(call('HGETALL', p .. 'paused')) end
-  local offset, last, walking = 0, nil, true
+  local paused = memo.paused_services(p)
+  local classes = p .. 'classes'
+  local offset, last, last_class, walking = 0, nil, nil, true
+  -- The classes' head scores are read only once the walk has a candidate to compare them
+  -- with (Redis formats each as a double, which costs more than the rest of a page): until
+  -- then a page holds classes only, and `last` is the cursor's score once it is needed.
+  local scored = false
   while walking do
-    -- pages (class, head score) by rank from the start, or by score after the cursor of a paused walk
-    local page = after and call('ZRANGE', p .. 'classes', '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES')
-      or (offset == 0 and call('ZRANGE', p .. 'classes', '0', FIRST_PAGE_LAST, 'WITHSCORES'))
-      or call('ZRANGE', p .. 'classes', offset, offset + CLASS_PAGE - 1, 'WITHSCORES')
-    for i = 1, #page, 2 do
+    -- a page of classes (and their head scores), by rank from the start, or by score after the cursor of a paused walk
+    -- (each range ends with WITHSCORES, passed once the scores are wanted)
+    local range = after and { '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES' }
+      or (offset == 0 and FIRST_PAGE) or { offset, offset + CLASS_PAGE - 1, 'WITHSCORES' }
+    local page = call('ZRANGE', classes, unpack(range, 1, scored and #range or #range - 1))
+    local stride = scored and 2 or 1
+    local i = 1
+    while i <= #page do
       if budget <= 0 then
         if best then break end
         -- the walk goes on after the last class it looked at (the set has not changed in this call)
+        last = last or call('ZSCORE', classes, last_class)
         call('HSET', worker_key(p, worker), 'cursor', last .. '|' .. ctx.ts)
         if not w.waiting then start_waiting(p, worker, w.profile, false) end
         return { 'none', retry_at and tostring(retry_at) or '', w.state or 'idle', 'more' }
       end
-      local class, head = page[i], page[i + 1]
+      if best and not scored then
+        -- a candidate in hand: the page again with its scores, from the same class on
+        scored, stride, i = true, 2, 2 * i - 1
+        page = call('ZRANGE', classes, unpack(range))
+      end
+      local class, head = page[i], scored and page[i + 1] or nil
       -- every job of this class and of the classes after it is of its head's priority or lower
-      if best and priority_of(head) < best.priority then
+      if best and priority_of(head) < best_priority then
         walking = false
         break
       end
-      last = head
+      last, last_class = head, class
       budget = budget - 1
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
-        and not (best and cannot_beat(a, class, tonumber(head), best)) then
-        local id, fields, until_, next_score, looked
+        and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
+        local id, fields, until_, behind, looked
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
           budget = budget - looked
         else
-          id, fields, until_, next_score = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
+          id, fields, until_, behind = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
         end
         if id then
-          local c
-          c, until_ = candidate(ctx, a, class, id, fields, next_score, worker, wait_ms, overdue_ms)
-          if c and affinity.better(c, best) then best = c end
+          local priority, score, rank, tier = candidate(ctx, a, class, fields, worker)
+          if not priority then
+            until_ = score -- left for now: candidate's second answer is when to claim again
+          elseif affinity.better(priority, rank, score, best_priority, best_rank, best_score) then
+            best, best_f, best_class, best_behind = id, fields, class, behind
+            best_priority, best_score, best_rank, best_tier = priority, score, rank, tier
+          end
         end
         retry_at = earlier(retry_at, until_)
-        if best and best.rank >= affinity.RANK_WARM then
+        if best and best_rank >= affinity.RANK_WARM then
           walking = false
           break
         end
       end
+      i = i + stride
     end
     if budget <= 0 and best then break end
-    if #page < 2 * CLASS_PAGE then break end
+    if #page < stride * CLASS_PAGE then break end
     offset = offset + CLASS_PAGE
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   if best then
-    local reply = take(ctx, best.id, best.f, best.class, worker, w, best.next_score, best.tier)
-    if woken_class and woken_class ~= best.class and call('EXISTS', queue_key(p, woken_class)) == 1 then
+    local reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority)
+    if woken_class and woken_class ~= best_class and call('EXISTS', queue_key(p, woken_class)) == 1 then
       -- we were woken for another class's job and took this one instead: pass the wake on
       wake_for_head(p, woken_class, worker)
     end

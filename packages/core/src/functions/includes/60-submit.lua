@@ -90,10 +90,12 @@ end
 local function submit_job(ctx, args, at, seq)
   local p, now = ctx.p, ctx.now
   local id, class, def = args[at], args[at + 1], args[at + 2]
-  local priority = tonumber(args[at + 3])
+  -- numbers are read from their text by arithmetic where the broker always gives one
+  -- (once; tonumber reads text twice), and the usual '0' and '' are compared, not read
+  local priority = args[at + 3] + 0
   local idem, fingerprint = args[at + 4], args[at + 5]
   local first_field = at + SUBMIT_HEADER
-  local next_at = first_field + tonumber(args[at + 13])
+  local next_at = first_field + args[at + 13]
 
   local idem_key
   if idem ~= '' then
@@ -113,16 +115,23 @@ local function submit_job(ctx, args, at, seq)
   -- sequence number aside), so that the check costs a ZCARD only when its class
   -- was not queued; a delayed one is checked now and enters when it is due.
   local max_classes = tonumber(args[at + 11])
-  local delay = tonumber(args[at + 7]) or 0
+  local delay = args[at + 7]
+  delay = delay == '0' and 0 or tonumber(delay) or 0
   -- the score as text once: each redis.call would format a Lua number again
   if not seq then
     seq = call('INCR', p .. 'seq')
     -- the shard's first job ever: nothing stored in an older layout, so it starts at the current one
     if seq == 1 then call('SET', schema_key(p), SCHEMA_VERSION) end
   end
-  local score = string.format('%d', job_score(priority, seq))
+  local score_n = job_score(priority, seq)
+  local score = string.format('%d', score_n)
+  -- in a batch (ctx.batch_classes, see submit_many.lua): what the batch's earlier jobs of the
+  -- class left, the class's fields as HMGET below reads them and the most `classes` scores it
+  local seen = ctx.batch_classes and ctx.batch_classes[class]
   if delay <= 0 then
-    if call('ZADD', p .. 'classes', 'LT', score, class) == 1 and max_classes
+    if seen and seen.score and seen.score <= score_n then
+      -- queued at a score no later than this job's: ZADD LT would change nothing
+    elseif call('ZADD', p .. 'classes', 'LT', score, class) == 1 and max_classes
       and call('ZCARD', p .. 'classes') > max_classes then
       call('ZREM', p .. 'classes', class)
       too_many_classes(p, max_classes)
@@ -131,7 +140,7 @@ local function submit_job(ctx, args, at, seq)
     too_many_classes(p, max_classes)
   end
   local ckey = class_key(p, class)
-  local known = call('HMGET', ckey, 'routable', 'listed', 'laned', 'dclass')
+  local known = seen or call('HMGET', ckey, 'routable', 'listed', 'laned', 'dclass')
   local routable, laned = known[1], known[3] == '1'
   local dclass = args[at + 12]
   if not known[2] then
@@ -150,17 +159,34 @@ local function submit_job(ctx, args, at, seq)
       fields[#fields + 1] = 'def'; fields[#fields + 1] = def
       fields[#fields + 1] = 'created_at'; fields[#fields + 1] = ctx.ts
     end
-    if known[4] ~= dclass then fields[#fields + 1] = 'dclass'; fields[#fields + 1] = dclass end
+    if known[4] ~= dclass then
+      fields[#fields + 1] = 'dclass'; fields[#fields + 1] = dclass
+      -- a completion's call (a workflow's next step) may have kept the old one (complete.lua)
+      memo.dclass_of = nil
+    end
     call('HSET', ckey, unpack(fields))
     call('SADD', p .. 'classlist', class)
     if routable == '0' then call('SADD', p .. 'unroutable', class) end
   elseif known[4] ~= dclass then
     -- a class stored before classes kept their duration class (or whose definition a newer library names otherwise)
     call('HSET', ckey, 'dclass', dclass)
+    memo.dclass_of = nil
+  end
+  if ctx.batch_classes then
+    -- the class's fields as this job leaves them (a batch runs only submits, and only a
+    -- submit writes them), and the score `classes` holds for it at most
+    local lowest = seen and seen.score
+    if delay <= 0 and not (lowest and lowest <= score_n) then lowest = score_n end
+    if seen then
+      seen[1], seen[2], seen[3], seen[4], seen.score = routable, '1', laned and '1' or known[3], dclass, lowest
+    else
+      ctx.batch_classes[class] = { routable, '1', laned and '1' or known[3], dclass, score = lowest }
+    end
   end
   if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
 
-  local queue_ttl, start_timeout = tonumber(args[at + 8]), tonumber(args[at + 9])
+  local queue_ttl, start_timeout = args[at + 8], args[at + 9]
+  queue_ttl, start_timeout = queue_ttl ~= '' and tonumber(queue_ttl) or nil, start_timeout ~= '' and tonumber(start_timeout) or nil
   -- the fields every job has and those given at submit, straight from the arguments
   -- (a table per job would cost more than the write)
   -- the fields few jobs have; `opt` tells a claim that the job has some (see OPTIONAL_TAKE_FIELDS)
@@ -208,5 +234,5 @@ local function submit_job(ctx, args, at, seq)
   demand.count(ctx, class, args[first_field + 3])
   job_event(ctx, id, 'job.queued', 'queued', 'tenant', args[first_field + 1], 'service', args[first_field + 3],
     'routable', routable)
-  return { id, 0, tonumber(routable) }, next_at
+  return { id, 0, routable == '1' and 1 or routable == '0' and 0 or tonumber(routable) }, next_at
 end
