@@ -15,6 +15,13 @@ export interface ApiLoadOptions {
   connections: number;
   /** simulation workers completing the jobs (in a process of their own) */
   workers: number;
+  /**
+   * an unmeasured load of this many seconds on each route before its measured
+   * one (then the backlog drained), so that the figures are a warm server's: a
+   * server in service is warm, and a 10 s run that starts cold counts the JIT's
+   * first second in its tail
+   */
+  warmupSeconds: number;
 }
 
 export interface ApiLoadResult {
@@ -45,7 +52,8 @@ export async function load(url: string, path: string, key: string, options: Pick
 
 /**
  * Submits through the API (auth on, as in production; the server in a process
- * of its own, api-server-process.ts) under a time-bounded load: first plain
+ * of its own, api-server-process.ts) under a time-bounded load, each after a
+ * warm-up on the same route (`warmupSeconds`, not measured): first plain
  * submits (throughput and latency of the HTTP submit), then submits that wait
  * for the job (`?wait=30`), whose latency is submit to completed by a real
  * worker with the simulation connector (the workers run in a process of their
@@ -56,11 +64,17 @@ export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadRe
   const broker = await Broker.connect({ redis });
   const workers = await WorkersProcess.start(options.redisUrl, options.workers);
   const server = await ApiServerProcess.start(options.redisUrl);
+  const warmUp = async (path: string) => {
+    await load(server.url, path, server.key, { connections: options.connections, durationSeconds: options.warmupSeconds });
+    await drain(broker);
+  };
   try {
+    await warmUp('/v1/jobs');
     const cpuBefore = await server.cpuMicros();
     const submits = await load(server.url, '/v1/jobs', server.key, options);
     const cpuAfter = await server.cpuMicros();
     await drain(broker);
+    await warmUp('/v1/jobs?wait=30');
     const completed = await load(server.url, '/v1/jobs?wait=30', server.key, options);
     return {
       submitsPerSec: submits.requests.average,

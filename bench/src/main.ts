@@ -33,7 +33,7 @@ const FULL = {
   claimLatency: { depths: [1_000, 100_000, 1_000_000], samples: 2_000 },
   manyClasses: { workflows: [1_000, 100_000], classes: [1_000, 10_000], samples: 1_000 },
   functionCosts: { classes: [1_000, 10_000], rounds: 10 },
-  api: { durationSeconds: 10, connections: 50, workers: 4 },
+  api: { durationSeconds: 10, connections: 50, workers: 4, warmupSeconds: 2 },
   /** webhook service: a backlog fanned out to every endpoint, then paced events (3 per job), one endpoint per tenant */
   webhooks: { endpoints: 50, backlogJobs: 100, eventsPerSec: 1_000, seconds: 20, warmupSeconds: 2 },
   /** Redis Cluster: durable submit cost on 3 masters + 3 replicas; several pools on 1 node vs 3 masters */
@@ -53,7 +53,7 @@ const QUICK: Sizes = {
   claimLatency: { depths: [1_000, 10_000], samples: 200 },
   manyClasses: { workflows: [1_000, 10_000], classes: [1_000, 2_000], samples: 100 },
   functionCosts: { classes: [1_000, 2_000], rounds: 2 },
-  api: { durationSeconds: 2, connections: 10, workers: 2 },
+  api: { durationSeconds: 2, connections: 10, workers: 2, warmupSeconds: 1 },
   webhooks: { endpoints: 50, backlogJobs: 20, eventsPerSec: 1_000, seconds: 5, warmupSeconds: 1 },
   cluster: { durableSubmits: 100, inFlight: 20, pools: 12, jobsPerPool: 100 },
   shardedPool: { masters: [1, 3, 6], jobs: 600, drainers: 8, claimCount: 4, rounds: 1 },
@@ -228,7 +228,7 @@ async function measureApi(context: RunContext, sizes: Sizes): Promise<Section> {
   if (result.errors > 0) throw new Error(`the API answered ${result.errors} request(s) with an error under load`);
   const row = (scenario: string, value: number): Row => ({ scenario, values: { [OURS]: value } });
   return {
-    title: `HTTP API (its own process), ${api.connections} connections for ${api.durationSeconds} s each, ${api.workers} simulation workers in their own process (emp only)`,
+    title: `HTTP API (its own process), ${api.connections} connections for ${api.durationSeconds} s each after ${api.warmupSeconds} s of warm-up, ${api.workers} simulation workers in their own process (emp only)`,
     rows: [
       row('submits/s', result.submitsPerSec),
       row('submit latency p50 (ms)', result.submitP50Ms),
