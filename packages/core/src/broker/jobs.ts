@@ -36,11 +36,22 @@ function submitted(pool: string, reply: SubmitReply): SubmitResult {
   return { id: reply[0], pool, duplicate: reply[1] === 1, routable: reply[2] === 1 };
 }
 
+/**
+ * A lone submit (a library caller's) goes out at once, not with the turn's other calls: waiting for the
+ * end of the turn put up to a loop iteration's work before it (submit-to-start p99 1.1-1.2 -> 1.5 ms).
+ */
 export async function submit(ctx: BrokerContext, input: SubmitJobInput, options: SubmitOptions = {}): Promise<SubmitResult> {
-  return submitParsed(ctx, parseWith(SubmitJobInput, input, 'job'), options);
+  const job = parseWith(SubmitJobInput, input, 'job');
+  if (isDurable(ctx, options.durable)) return submitParsed(ctx, job, options);
+  const prepared = await prepareSubmit(ctx, job, options);
+  await ctx.rememberPool(prepared.shard);
+  return submitted(prepared.pool, await ctx.calls.call(FUNCTIONS.submit, prepared.shard, prepared.args));
 }
 
-/** Submits a job already parsed with SubmitJobInput; the submits of one event-loop turn share a round trip (execSubmitCalls). */
+/**
+ * Submits a job already parsed with SubmitJobInput; the submits of one event-loop turn (an API
+ * answering many requests at once) share a round trip (execSubmitCalls).
+ */
 export async function submitParsed(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions = {}): Promise<SubmitResult> {
   const prepared = await prepareSubmit(ctx, job, options);
   await ctx.rememberPool(prepared.shard);
