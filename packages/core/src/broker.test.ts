@@ -34,6 +34,17 @@ async function claimJob(b: Broker, workerId: string): Promise<ClaimedJob> {
   return claim.job;
 }
 
+/**
+ * A busy worker holding two of `queued` simulation jobs, and the first one's lease
+ * with a later token than its own: a call made with it is a zombie's (LEASE_LOST).
+ */
+async function twoHeldOneStale(b: Broker, queued: number): Promise<{ first: ClaimedJob; second: ClaimedJob; stale: Lease }> {
+  const w = await worker(b, 'busy');
+  for (let i = 0; i < queued; i++) await b.submit({ service: 'simulation' });
+  const [first, second] = [await claimJob(b, w), await claimJob(b, w)];
+  return { first, second, stale: { ...first.lease, token: String(Number(first.lease.token) + 1) } };
+}
+
 async function workerStates(b: Broker): Promise<Record<string, string | undefined>> {
   return Object.fromEntries((await b.workers('standard')).map((w) => [w.id, w.state]));
 }
@@ -781,10 +792,7 @@ describe('completions made together', () => {
 
   it('a completion whose lease was lost fails alone; the others in its call go through', async () => {
     const b = await broker();
-    const w = await worker(b, 'busy');
-    for (let i = 0; i < 3; i++) await b.submit({ service: 'simulation' });
-    const [first, second] = [await claimJob(b, w), await claimJob(b, w)];
-    const stale: Lease = { ...first.lease, token: String(Number(first.lease.token) + 1) };
+    const { first, second, stale } = await twoHeldOneStale(b, 3);
 
     const [lost, ok] = await Promise.allSettled([
       b.complete(stale, 'late'),
@@ -819,10 +827,7 @@ describe('completions made together', () => {
 
   it('a progress report whose lease was lost fails alone; a lone one fails the call as before', async () => {
     const b = await broker();
-    const w = await worker(b, 'busy');
-    for (let i = 0; i < 2; i++) await b.submit({ service: 'simulation' });
-    const [first, second] = [await claimJob(b, w), await claimJob(b, w)];
-    const stale: Lease = { ...first.lease, token: String(Number(first.lease.token) + 1) };
+    const { first, second, stale } = await twoHeldOneStale(b, 2);
 
     const [lost, ok] = await Promise.allSettled([
       b.progress(stale, { stage: 'running', value: 1 }),
