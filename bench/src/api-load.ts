@@ -4,7 +4,7 @@ import { Broker } from '@emp/core';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import type { ApiServerMessage } from './api-server-process';
-import { type Forked, cpuMicrosOf, forkReady, stopForked } from './forked';
+import { ForkedProcess, forkReady } from './forked';
 import type { WorkersMessage } from './workers-process';
 
 export interface ApiLoadOptions {
@@ -93,38 +93,41 @@ export async function measureApiLoad(options: ApiLoadOptions): Promise<ApiLoadRe
   }
 }
 
+/** A forked bench process that answers `'cpu'` with `{type: 'cpu', micros}` (api-server-process.ts, workers-process.ts). */
+class MeteredProcess<Ready extends { type: 'ready' }> extends ForkedProcess<Ready> {
+  /** The process's CPU time so far (user + system, µs). */
+  cpuMicros(): Promise<number> {
+    return new Promise((resolve) => {
+      const onMessage = (message: { type: string; micros?: number }) => {
+        if (message.type !== 'cpu') return;
+        this.child.off('message', onMessage);
+        resolve(message.micros!);
+      };
+      this.child.on('message', onMessage);
+      this.child.send('cpu');
+    });
+  }
+}
+
 /**
  * `count` workers of pool `standard` running the simulation connector with no-op
  * jobs (the `?wait` runs' completions), in a process of their own (workers-process.ts).
  */
-export class WorkersProcess {
-  private constructor(private readonly forked: Forked<WorkersMessage & { type: 'ready' }>) {}
-
+export class WorkersProcess extends MeteredProcess<WorkersMessage & { type: 'ready' }> {
   static async start(redisUrl: string, count: number): Promise<WorkersProcess> {
     const entry = fileURLToPath(new URL('./workers-process.ts', import.meta.url));
     return new WorkersProcess(await forkReady(entry, 'the bench workers', { env: { EMP_REDIS_URL: redisUrl, EMP_BENCH_WORKERS: String(count) } }));
   }
-
-  /** The process's CPU time so far (user + system, µs). */
-  cpuMicros(): Promise<number> {
-    return cpuMicrosOf(this.forked.child);
-  }
-
-  stop(): Promise<void> {
-    return stopForked(this.forked.child, this.forked.exited);
-  }
 }
 
 /** The forked api-server-process.ts: its URL and key, its CPU time, a way to stop it. */
-export class ApiServerProcess {
-  private constructor(private readonly forked: Forked<ApiServerMessage & { type: 'ready' }>) {}
-
+export class ApiServerProcess extends MeteredProcess<ApiServerMessage & { type: 'ready' }> {
   get url(): string {
-    return this.forked.ready.url;
+    return this.ready.url;
   }
 
   get key(): string {
-    return this.forked.ready.key;
+    return this.ready.key;
   }
 
   /** `checkout`: the root of another checkout whose API to run (api-side-by-side.ts), default this one's. */
@@ -139,15 +142,6 @@ export class ApiServerProcess {
         ...(process.env.EMP_BENCH_API_CPU_PROF ? { cpuProfileDir: process.env.EMP_BENCH_API_CPU_PROF } : {}),
       }),
     );
-  }
-
-  /** The process's CPU time so far (user + system, µs). */
-  cpuMicros(): Promise<number> {
-    return cpuMicrosOf(this.forked.child);
-  }
-
-  stop(): Promise<void> {
-    return stopForked(this.forked.child, this.forked.exited);
   }
 }
 

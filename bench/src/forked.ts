@@ -37,17 +37,24 @@ export async function forkReady<Ready extends { type: 'ready' }>(
   return { child, exited, ready };
 }
 
-/** The CPU time (user + system, µs) a forked process that answers `'cpu'` with `{type: 'cpu', micros}` has used so far. */
-export function cpuMicrosOf(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    const onMessage = (message: { type: string; micros?: number }) => {
-      if (message.type !== 'cpu') return;
-      child.off('message', onMessage);
-      resolve(message.micros!);
-    };
-    child.on('message', onMessage);
-    child.send('cpu');
-  });
+/**
+ * A forked bench process once ready (forkReady): its `ready` message, and stop(),
+ * which asks it to close what it serves and exit (stopForked).
+ */
+export class ForkedProcess<Ready extends { type: 'ready' }> {
+  readonly child: ChildProcess;
+  readonly ready: Ready;
+  readonly #exited: Promise<void>;
+
+  constructor(forked: Forked<Ready>) {
+    this.child = forked.child;
+    this.ready = forked.ready;
+    this.#exited = forked.exited;
+  }
+
+  stop(): Promise<void> {
+    return stopForked(this.child, this.#exited);
+  }
 }
 
 /**

@@ -1,5 +1,4 @@
 import { Broker, NewWebhookEndpoint, WebhookEndpoints, WebhookOutbox } from '@emp/core';
-import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +7,7 @@ import { Redis } from 'ioredis';
 import { redisCpuMicros } from './redis-info';
 import { summarizeLatencies, type LatencySummary } from './stats';
 import type { ServiceMessage, ServiceSample } from './webhook-service-process';
-import { type Forked, forkReady, stopForked } from './forked';
+import { type Forked, ForkedProcess, forkReady } from './forked';
 
 export interface WebhookBenchOptions {
   redisUrl: string;
@@ -311,13 +310,12 @@ class Receivers {
 }
 
 /** The forked webhook-service-process.ts: its samples, and a way to stop it. */
-class ServiceProcess {
+class ServiceProcess extends ForkedProcess<ServiceMessage & { type: 'ready' }> {
   readonly samples: ServiceSample[] = [];
   private waiters: Array<(sample: ServiceSample) => void> = [];
-  private readonly child: ChildProcess;
 
-  private constructor(private readonly forked: Forked<ServiceMessage & { type: 'ready' }>) {
-    this.child = forked.child;
+  private constructor(forked: Forked<ServiceMessage & { type: 'ready' }>) {
+    super(forked);
     this.child.on('message', (message: ServiceMessage) => {
       if (message.type !== 'sample') return;
       this.samples.push(message);
@@ -342,10 +340,6 @@ class ServiceProcess {
       this.waiters.push(resolve);
       this.child.send('sample');
     });
-  }
-
-  stop(): Promise<void> {
-    return stopForked(this.child, this.forked.exited);
   }
 }
 
