@@ -10,7 +10,7 @@
 
 local function progress_one(ctx, renewed, id, token, report)
   local job = fenced(ctx, id, token)
-  call('HSET', job_key(ctx.p, id), 'progress', report, 'updated_at', ctx.ts)
+  call('HSET', job.key, 'progress', report, 'updated_at', ctx.ts)
   if not renewed[job.worker] then
     renew_lease(ctx.p, job.worker, ctx.now, ctx.lease_ms)
     renewed[job.worker] = true
