@@ -32,8 +32,15 @@ interface BatchOptions {
    * timer that fired in it (progress reports are sent by timers).
    */
   gather: 'turn' | 'loop';
-  /** a large batch goes out in about this many calls, so that Redis works on one while this process handles another's replies */
-  callsInFlight: number;
+}
+
+/** The items of one pool and group: those waiting to go out, and how many calls of theirs are out. */
+interface Group<T> {
+  key: string;
+  pool: string;
+  group: string;
+  items: Array<Pending<T>>;
+  inFlight: number;
 }
 
 interface Pending<T> {
@@ -51,7 +58,7 @@ const MAX_BATCH = 64;
  * or error is its own: one whose lease was lost fails alone.
  */
 export class CallBatcher<T extends BatchItem> {
-  private pending = new Map<string, { pool: string; group: string; items: Array<Pending<T>> }>();
+  private groups = new Map<string, Group<T>>();
   private scheduled = false;
 
   constructor(
@@ -63,40 +70,58 @@ export class CallBatcher<T extends BatchItem> {
   add(pool: string, group: string, item: T): Promise<unknown[]> {
     return new Promise((resolve, reject) => {
       const key = `${pool}\n${group}`;
-      let batch = this.pending.get(key);
-      if (!batch) this.pending.set(key, (batch = { pool, group, items: [] }));
-      batch.items.push({ item, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        if (this.options.gather === 'turn') process.nextTick(() => this.flush());
-        else setImmediate(() => this.flush());
-      }
+      let gathered = this.groups.get(key);
+      if (!gathered) this.groups.set(key, (gathered = { key, pool, group, items: [], inFlight: 0 }));
+      gathered.items.push({ item, resolve, reject });
+      this.schedule();
     });
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    if (this.options.gather === 'turn') process.nextTick(() => this.flush());
+    else setImmediate(() => this.flush());
   }
 
   private flush(): void {
     this.scheduled = false;
-    const batches = [...this.pending.values()];
-    this.pending.clear();
-    for (const { pool, group, items } of batches) {
-      const size = Math.min(MAX_BATCH, Math.ceil(items.length / this.options.callsInFlight));
-      for (let start = 0; start < items.length; start += size) {
-        void this.sendBatch(pool, group, items.slice(start, start + size));
-      }
-    }
+    for (const gathered of [...this.groups.values()]) this.sendGathered(gathered);
   }
 
-  private async sendBatch(pool: string, group: string, items: Array<Pending<T>>): Promise<void> {
+  /**
+   * Sends what `gathered` holds unless a call of its group is out: what is gathered meanwhile
+   * waits for that call's reply and goes with what the reply's continuations add. With Redis
+   * busy a call then carries more items, and Redis's work per item falls (a call's own cost is
+   * shared by more of them: at concurrency 50, 34-37 -> 30-31 us of Redis CPU per drained job
+   * against up to three calls out at once); with Redis idle an item goes out in its own turn.
+   * More than MAX_BATCH go out in as many calls as they need at once.
+   */
+  private sendGathered(gathered: Group<T>): void {
+    if (gathered.inFlight > 0) return;
+    while (gathered.items.length > 0) {
+      gathered.inFlight++;
+      void this.sendBatch(gathered, gathered.items.splice(0, MAX_BATCH));
+    }
+    if (gathered.inFlight === 0) this.groups.delete(gathered.key);
+  }
+
+  private async sendBatch(gathered: Group<T>, items: Array<Pending<T>>): Promise<void> {
     let replies: unknown[];
     try {
       replies = await this.send(
-        pool,
-        group,
+        gathered.pool,
+        gathered.group,
         items.map((p) => p.item),
       );
     } catch (error) {
       for (const pending of items) pending.reject(error);
       return;
+    } finally {
+      // what waited for this call goes with what its replies' continuations gather in this turn
+      gathered.inFlight--;
+      if (gathered.items.length > 0) this.schedule();
+      else if (gathered.inFlight === 0 && this.groups.get(gathered.key) === gathered) this.groups.delete(gathered.key);
     }
     items.forEach((pending, index) => {
       const reply = replies[index] as unknown[] | undefined;
@@ -111,20 +136,20 @@ export class CallBatcher<T extends BatchItem> {
  * A worker's completions made in one turn of the event loop go out together: a
  * worker running many jobs at once finishes several in the same turn (their
  * claims' replies arrived in one read), and one call then completes them all and
- * claims their successors. A lone completion waits only for the promise
- * continuations of the current turn. Grouped by the worker to claim for.
+ * claims their successors; those made while that call is out go with the next.
+ * A lone completion waits only for the promise continuations of the current
+ * turn. Grouped by the worker to claim for.
  */
 export function completionBatcher(send: SendBatch<Completion>): CallBatcher<Completion> {
-  return new CallBatcher(send, { gather: 'turn', callsInFlight: 3 });
+  return new CallBatcher(send, { gather: 'turn' });
 }
 
 /**
  * Progress reports due in one turn of the event loop go out in one call per
  * pool: a worker's reporters throttle to a shared grid (ProgressReporter), so
  * the reports of all its running jobs fall due together, one call per tick
- * rather than one per job. One call at a time is enough: reports are not on a
- * job's critical path.
+ * rather than one per job.
  */
 export function progressBatcher(send: SendBatch<ProgressReport>): CallBatcher<ProgressReport> {
-  return new CallBatcher(send, { gather: 'loop', callsInFlight: 1 });
+  return new CallBatcher(send, { gather: 'loop' });
 }
