@@ -27,7 +27,7 @@ const systems: BenchSystem[] = [empSystem, bullmqSystem];
 const { values: flags } = parseArgs({
   options: {
     jobs: { type: 'string', default: '2000' },
-    concurrency: { type: 'string', default: '1,10' },
+    concurrency: { type: 'string', default: '1,10,50' },
   },
   strict: true,
 });
