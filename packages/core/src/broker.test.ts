@@ -1,4 +1,5 @@
 import { usePrivateRedis } from '@emp/testkit/private-redis';
+import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
@@ -7,7 +8,7 @@ import type { WorkerCapabilities } from './capabilities';
 import { SubmitJobInput } from './job';
 import { undeclaredStreamEntries } from './testing/stream-contract';
 
-const { redis } = usePrivateRedis();
+const { redis, url } = usePrivateRedis();
 let now = 1_000_000;
 
 beforeEach(() => {
@@ -185,6 +186,20 @@ describe('submit', () => {
     const otherTenant = await b.submit({ service: 'simulation', tenant: 't2', payload: { a: 1 }, idempotency_key: 'k1' });
     expect(otherTenant.id).not.toBe(first.id);
     expect((await b.queueStats('standard')).classes.reduce((n, c) => n + c.depth, 0)).toBe(2);
+  });
+
+  it('submits in bulk and reads alike on a client whose commands ioredis makes itself (friendly error stacks)', async () => {
+    const friendly = new Redis(url(), { showFriendlyErrorStack: true });
+    try {
+      const b = await Broker.connect({ redis: friendly, clock: () => now });
+      const results = await b.submitMany([{ service: 'simulation', payload: { a: 1 }, priority: 2 }, { service: 'nosuch' }, { service: 'simulation', delay_ms: 1_000 }]);
+      expect(results.map((r) => ('id' in r ? r.pool : r.code))).toEqual(['standard', 'UNKNOWN_SERVICE', 'standard']);
+      const read = await b.getJobsSettled(results.flatMap((r) => ('id' in r ? [r.id] : [])));
+      expect(read.map((r) => r.status === 'fulfilled' && r.value?.state)).toEqual(['queued', 'queued']);
+      expect(await b.getJob((results[0] as { id: string }).id)).toMatchObject({ priority: 2, payload: { a: 1 } });
+    } finally {
+      friendly.disconnect();
+    }
   });
 
   it('submitAndRead answers with the job as getJob reads it, the original one for a repeated idempotency key', async () => {
