@@ -202,6 +202,34 @@ describe('submit', () => {
     }
   });
 
+  it('a bulk submit names each class once per call: a class whose first job in the call was refused is made by its next', async () => {
+    const b = await broker();
+    await b.submit({ service: 'simulation', payload: { a: 1 }, idempotency_key: 'k9' });
+    const results = await b.submitMany([
+      { service: 'simulation', requirements: { models: ['m1'] }, payload: { a: 2 }, idempotency_key: 'k9' },
+      { service: 'simulation', requirements: { models: ['m1'] } },
+      { service: 'simulation', requirements: { models: ['m2', 'm1'] }, delay_ms: 1_000 },
+      { service: 'simulation', requirements: { models: ['m1'] }, priority: 3 },
+      { service: 'simulation', requirements: { models: ['m1', 'm2'] }, tenant: 'acme' },
+    ]);
+    expect(results.map((r) => ('id' in r ? 'submitted' : r.code))).toEqual(['IDEMPOTENCY_CONFLICT', 'submitted', 'submitted', 'submitted', 'submitted']);
+    const jobs = await Promise.all(results.slice(1).map(async (r) => (await b.getJob((r as { id: string }).id))!));
+    expect(jobs.map((job) => [job.requirements.models, job.priority, job.tenant])).toEqual([
+      [['m1'], 0, 'default'],
+      // a job shows its class's definition: its models as a set
+      [['m1', 'm2'], 0, 'default'],
+      [['m1'], 3, 'default'],
+      [['m1', 'm2'], 0, 'acme'],
+    ]);
+    const classes = (await b.queueStats('standard')).classes;
+    expect(classes.map((c) => [JSON.stringify(c.definition), c.depth]).sort()).toEqual([
+      ['{"models":["m1","m2"],"service":"simulation"}', 1],
+      ['{"models":["m1"],"service":"simulation"}', 2],
+      ['{"service":"simulation"}', 1],
+    ]);
+    expect(new Set(jobs.map((job) => job.requirement_class)).size).toBe(2);
+  });
+
   it('submitAndRead answers with the job as getJob reads it, the original one for a repeated idempotency key', async () => {
     const b = await broker();
     const parsed = SubmitJobInput.parse({ service: 'simulation', payload: { a: 1 }, priority: 3, idempotency_key: 'k2' });

@@ -75,8 +75,11 @@ export const FUNCTIONS = {
   submit: writes<[id: string, cls: string, definition: string, priority: number, idempotency: string, fingerprint: string,
     idempotencyTtlMs: number, delayMs: number, queueTtlMs: number | '', startTimeoutMs: number | '', payload: string,
     maxQueuedClasses: number, dclass: string, fieldCount: number, ...fields: Flat], r.SubmitReply>('emp_submit', r.submitReply),
-  /** count, then `count` times the arguments of emp_submit */
-  submitMany: writes<[count: number, ...jobs: Flat], r.SubmitManyReply>('emp_submit_many', r.submitManyReply),
+  /** what its jobs share (each class's id, definition and duration class once), then each job's own arguments (jobs.ts, submitManyArgs) */
+  submitMany: writes<[count: number, idempotencyTtlMs: number, maxQueuedClasses: number, classCount: number, ...classesThenJobs: Flat], r.SubmitManyReply>(
+    'emp_submit_many',
+    r.submitManyReply,
+  ),
   getJob: reads<[id: string], r.JobReply | null>('emp_get_job', r.jobReply),
   cancel: writes<[id: string, reason: string], r.CancelReply>('emp_cancel', r.cancelReply),
   retry: writes<[id: string], string>('emp_retry', r.text),
