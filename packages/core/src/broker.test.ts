@@ -1,4 +1,5 @@
 import { usePrivateRedis } from '@emp/testkit/private-redis';
+import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob, type Lease } from './broker';
 import type { BrokerConfigInput } from './config';
@@ -7,7 +8,7 @@ import type { WorkerCapabilities } from './capabilities';
 import { SubmitJobInput } from './job';
 import { undeclaredStreamEntries } from './testing/stream-contract';
 
-const { redis } = usePrivateRedis();
+const { redis, url } = usePrivateRedis();
 let now = 1_000_000;
 
 beforeEach(() => {
@@ -185,6 +186,48 @@ describe('submit', () => {
     const otherTenant = await b.submit({ service: 'simulation', tenant: 't2', payload: { a: 1 }, idempotency_key: 'k1' });
     expect(otherTenant.id).not.toBe(first.id);
     expect((await b.queueStats('standard')).classes.reduce((n, c) => n + c.depth, 0)).toBe(2);
+  });
+
+  it('submits in bulk and reads alike on a client whose commands ioredis makes itself (friendly error stacks)', async () => {
+    const friendly = new Redis(url(), { showFriendlyErrorStack: true });
+    try {
+      const b = await Broker.connect({ redis: friendly, clock: () => now });
+      const results = await b.submitMany([{ service: 'simulation', payload: { a: 1 }, priority: 2 }, { service: 'nosuch' }, { service: 'simulation', delay_ms: 1_000 }]);
+      expect(results.map((r) => ('id' in r ? r.pool : r.code))).toEqual(['standard', 'UNKNOWN_SERVICE', 'standard']);
+      const read = await b.getJobsSettled(results.flatMap((r) => ('id' in r ? [r.id] : [])));
+      expect(read.map((r) => r.status === 'fulfilled' && r.value?.state)).toEqual(['queued', 'queued']);
+      expect(await b.getJob((results[0] as { id: string }).id)).toMatchObject({ priority: 2, payload: { a: 1 } });
+    } finally {
+      friendly.disconnect();
+    }
+  });
+
+  it('a bulk submit names each class once per call: a class whose first job in the call was refused is made by its next', async () => {
+    const b = await broker();
+    await b.submit({ service: 'simulation', payload: { a: 1 }, idempotency_key: 'k9' });
+    const results = await b.submitMany([
+      { service: 'simulation', requirements: { models: ['m1'] }, payload: { a: 2 }, idempotency_key: 'k9' },
+      { service: 'simulation', requirements: { models: ['m1'] } },
+      { service: 'simulation', requirements: { models: ['m2', 'm1'] }, delay_ms: 1_000 },
+      { service: 'simulation', requirements: { models: ['m1'] }, priority: 3 },
+      { service: 'simulation', requirements: { models: ['m1', 'm2'] }, tenant: 'acme' },
+    ]);
+    expect(results.map((r) => ('id' in r ? 'submitted' : r.code))).toEqual(['IDEMPOTENCY_CONFLICT', 'submitted', 'submitted', 'submitted', 'submitted']);
+    const jobs = await Promise.all(results.slice(1).map(async (r) => (await b.getJob((r as { id: string }).id))!));
+    expect(jobs.map((job) => [job.requirements.models, job.priority, job.tenant])).toEqual([
+      [['m1'], 0, 'default'],
+      // a job shows its class's definition: its models as a set
+      [['m1', 'm2'], 0, 'default'],
+      [['m1'], 3, 'default'],
+      [['m1', 'm2'], 0, 'acme'],
+    ]);
+    const classes = (await b.queueStats('standard')).classes;
+    expect(classes.map((c) => [JSON.stringify(c.definition), c.depth]).sort()).toEqual([
+      ['{"models":["m1","m2"],"service":"simulation"}', 1],
+      ['{"models":["m1"],"service":"simulation"}', 2],
+      ['{"service":"simulation"}', 1],
+    ]);
+    expect(new Set(jobs.map((job) => job.requirement_class)).size).toBe(2);
   });
 
   it('submitAndRead answers with the job as getJob reads it, the original one for a repeated idempotency key', async () => {

@@ -36,8 +36,10 @@ function canonicalize(value: unknown): unknown {
  * ordered, so a repeat of the same request matches and any other is a conflict ('' without a key).
  */
 export function idempotencyFingerprint(request: { idempotency_key?: string }): string {
-  const { idempotency_key: key, ...rest } = request;
-  return key ? hash('sha1', canonicalJson(rest), 'hex') : '';
+  // most submits have no key: no copy of the request for them
+  if (!request.idempotency_key) return '';
+  const { idempotency_key: _key, ...rest } = request;
+  return hash('sha1', canonicalJson(rest), 'hex');
 }
 
 /** A short content hash: 64 bits of SHA-1, plenty to tell classes and profiles apart. */

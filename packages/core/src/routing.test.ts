@@ -226,6 +226,42 @@ describe('routing by expected duration', () => {
     expect(heavy.routing).toMatchObject({ pool: 'heavy', source: 'hint', estimate_s: 1_000 });
   });
 
+  it('routes the jobs of a submitMany as single submits, whether their estimates are read for it or already cached', async () => {
+    await registerWorkers(['standard', 'heavy']);
+    await runJobs('standard', 'sdxl', 20, 2_000);
+    now += 5_001;
+    const inputs = (key: string) => [
+      { service: 'simulation', requirements: { models: ['sdxl'] } },
+      { service: 'simulation', requirements: { models: ['flux'] } },
+      { service: 'simulation', requirements: { models: ['sdxl'] }, priority: 5 },
+      { service: 'simulation', expected_duration_s: 4 },
+      { service: 'simulation', expected_duration_s: 900 },
+      { service: 'simulation', requirements: { pool: 'gpu-lab' } },
+      { service: 'simulation', idempotency_key: key },
+    ];
+    const routings = async (results: Awaited<ReturnType<Broker['submitMany']>>) =>
+      Promise.all(results.map(async (result) => {
+        if (!('id' in result)) throw result;
+        return (await broker.getJob(result.id))!.routing;
+      }));
+    // the first reads the estimates and the online workers (its jobs wait for the reads), the second finds them cached
+    const read = await routings(await broker.submitMany(inputs('first')));
+    const cached = await routings(await broker.submitMany(inputs('second')));
+    const single = [];
+    for (const input of inputs('third')) single.push((await routed(input)).routing);
+    expect(single.map((routing) => routing.reason)).toEqual([
+      'routed to standard: p90 of 20 similar jobs = 2 s; fast has no online worker',
+      'routed to standard: p90 of 20 jobs of its service = 2 s; fast has no online worker',
+      'routed to standard: p90 of 20 similar jobs = 2 s; fast has no online worker',
+      'routed to standard: expected_duration_s = 4 s; fast has no online worker',
+      'routed to heavy: expected_duration_s = 900 s',
+      'routed to gpu-lab: named in its requirements',
+      'routed to standard: p90 of 20 jobs of its service = 2 s; fast has no online worker',
+    ]);
+    expect(read).toEqual(single);
+    expect(cached).toEqual(single);
+  });
+
   it('refuses a worker whose hardware does not meet its configured pool\'s profile', async () => {
     const register = (gpu_memory_gb: number | undefined, pool: string) =>
       broker.registerWorker({ id: 'w-small', pool, capabilities: { services: ['simulation'], hardware: gpu_memory_gb === undefined ? {} : { gpu_memory_gb } } });

@@ -65,6 +65,20 @@ export function durationStats(durationsMs: readonly number[]): DurationStats | n
 interface Cached<T> {
   at: number;
   value: Promise<T>;
+  /** the value, once read (a routing decision that finds it needs no wait) */
+  settled?: { value: T };
+}
+
+/** A cache entry for `value`, which records it once it is read. */
+function cachedAt<T>(at: number, value: Promise<T>): Cached<T> {
+  const entry: Cached<T> = { at, value };
+  value.then((read) => (entry.settled = { value: read }), () => undefined);
+  return entry;
+}
+
+/** The entry's value when it is read and still fresh at `now`. */
+function freshValue<T>(entry: Cached<T> | undefined, now: number): { value: T } | undefined {
+  return entry && now - entry.at < ROUTING_CACHE_MS && now >= entry.at ? entry.settled : undefined;
 }
 
 /**
@@ -93,10 +107,15 @@ export class DurationEstimator {
     if (hit && now - hit.at < ROUTING_CACHE_MS && now >= hit.at) return hit.value;
     if (this.#cache.size >= CACHE_ENTRIES) this.#cache.clear();
     const value = this.#read(dclass, service);
-    this.#cache.set(key, { at: now, value });
+    this.#cache.set(key, cachedAt(now, value));
     // a failed read is not kept: the next submit asks again
     value.catch(() => this.#cache.delete(key));
     return value;
+  }
+
+  /** `estimate` when it is cached, read and fresh (undefined otherwise: `estimate` then reads or waits). */
+  estimateNow(dclass: string, service: string): { value: DurationEstimate | null } | undefined {
+    return freshValue(this.#cache.get(`${dclass}|${service}`), clockOf(this.ctx));
   }
 
   async #read(dclass: string, service: string): Promise<DurationEstimate | null> {
@@ -179,7 +198,7 @@ export class Router {
       return online - borrowers;
     };
     const value = Promise.all(config.pools.map(async ({ name }) => [name, await own(name)] as const)).then((pairs) => new Map(pairs));
-    this.#online = { at: now, value };
+    this.#online = cachedAt(now, value);
     value.catch(() => (this.#online = undefined));
     return value;
   }
@@ -187,24 +206,41 @@ export class Router {
   async route(job: SubmitJob, dclass: string): Promise<Route> {
     const named = job.requirements.pool;
     if (named) return finished({ pool: named, source: 'named' });
-    const pools = this.ctx.config.pools;
-    let source: RouteSource;
-    let estimate: number | undefined;
     let history: DurationEstimate | null = null;
-    if (job.expected_duration_s !== undefined) {
-      source = 'hint';
-      estimate = job.expected_duration_s;
-    } else {
+    if (job.expected_duration_s === undefined) {
       history = await this.estimator.estimate(dclass, job.service);
       if (!history) return finished({ pool: this.ctx.config.defaultPool, source: 'default' });
-      source = 'history';
-      estimate = history.p90_s;
     }
+    return this.#towards(job, history, await this.onlineWorkers());
+  }
+
+  /**
+   * `route` when every figure it needs is cached, read and fresh: no read and no wait (a bulk
+   * submit routes most of its jobs so, with no promise per job); undefined otherwise.
+   */
+  routeNow(job: SubmitJob, dclass: string): Route | undefined {
+    const named = job.requirements.pool;
+    if (named) return finished({ pool: named, source: 'named' });
+    let history: DurationEstimate | null = null;
+    if (job.expected_duration_s === undefined) {
+      const estimate = this.estimator.estimateNow(dclass, job.service);
+      if (!estimate) return undefined;
+      history = estimate.value;
+      if (!history) return finished({ pool: this.ctx.config.defaultPool, source: 'default' });
+    }
+    const online = freshValue(this.#online, clockOf(this.ctx));
+    return online && this.#towards(job, history, online.value);
+  }
+
+  /** The pool of the job's expected duration (its history's p90, else its hint), or the nearest one served. */
+  #towards(job: SubmitJob, history: DurationEstimate | null, online: Map<string, number>): Route {
+    const pools = this.ctx.config.pools;
+    const estimate = history ? history.p90_s : job.expected_duration_s!;
     const wanted = poolForDuration(pools, estimate).name;
-    const pool = nearestServed(pools, wanted, await this.onlineWorkers());
+    const pool = nearestServed(pools, wanted, online);
     return finished({
       pool,
-      source,
+      source: history ? 'history' : 'hint',
       estimate_s: estimate,
       samples: history?.samples,
       level: history?.level,

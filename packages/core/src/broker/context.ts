@@ -139,11 +139,30 @@ export class BrokerContext {
     const { count } = await this.poolShards(pool);
     const home = shardName(pool, placeOnShard(count, idempotencyKey, Math.random()));
     if (idempotencyKey === undefined) return home;
-    const former = [...new Set((this.shardCounts.get(pool)?.former ?? []).map((n) => shardName(pool, placeOnShard(n, idempotencyKey, 0))))].filter((shard) => shard !== home);
+    const former = this.formerHomes(pool, idempotencyKey, home);
     if (former.length === 0) return home;
     const recordOf = (shard: string) => (kind === 'job' ? this.keys.idempotency(shard, idempotencyKey) : this.keys.workflowIdempotency(shard, idempotencyKey));
     const found = await Promise.all(former.map((shard) => this.redis.exists(recordOf(shard))));
     return former.find((_, i) => found[i] === 1) ?? home;
+  }
+
+  /**
+   * `placeJob` for a job, when its answer needs no read: the pool's counts are cached and
+   * fresh and, for a key, no count of the idempotency window places it elsewhere; undefined
+   * otherwise. A bulk submit places most of its jobs so, with no promise per job.
+   */
+  placeJobNow(pool: string, idempotencyKey: string | undefined): string | undefined {
+    const cached = this.shardCounts.get(pool);
+    if (!cached || Date.now() - cached.readAt >= SHARD_COUNT_TTL_MS) return undefined;
+    const home = shardName(pool, placeOnShard(cached.shards.count, idempotencyKey, Math.random()));
+    return idempotencyKey === undefined || this.formerHomes(pool, idempotencyKey, home).length === 0 ? home : undefined;
+  }
+
+  /** The shards other than `home` that an idempotency key placed its job on under the pool's former counts. */
+  private formerHomes(pool: string, idempotencyKey: string, home: string): string[] {
+    const former = this.shardCounts.get(pool)?.former ?? [];
+    if (former.length === 0) return [];
+    return [...new Set(former.map((n) => shardName(pool, placeOnShard(n, idempotencyKey, 0))))].filter((shard) => shard !== home);
   }
 
   /** Forgets the cached shard counts of `pool` (after this process changed them). */

@@ -15,7 +15,7 @@ import {
 } from '../workflow';
 import type { BrokerContext } from './context';
 import { FUNCTIONS } from './functions';
-import { getJobsSettled, randomIdPart, submitArgs } from './jobs';
+import { getJobsSettled, newJobId, submitArgs } from './jobs';
 
 export interface WorkflowSubmitResult {
   id: string;
@@ -71,7 +71,7 @@ export async function submitWorkflow(ctx: BrokerContext, input: SubmitWorkflowIn
   }
   // the workflow and every step job in one shard of the pool, placed as a job is
   const shard = await ctx.placeJob(pool, workflow.idempotency_key === undefined ? undefined : `${workflow.tenant}:${workflow.idempotency_key}`, 'workflow');
-  const id = `${shard}.${Date.now().toString(36)}${randomIdPart()}`;
+  const id = newJobId(shard);
   const definition = JSON.stringify({
     max_payload: String(ctx.config.maxPayloadBytes),
     steps: steps.map((compiled) => {

@@ -8,9 +8,16 @@
 --   which determines it, not on each job  [+13] n, the number of field/value arguments that follow
 --   [+14 .. +13+n] field/value pairs stored on the job as given, starting with
 --   'tenant', <tenant>, 'service', <service>
+-- emp_submit_many sends each job without what the jobs of its call share (ctx.submit_shared,
+-- see submit_many.lua: the idempotency ttl, the class limit, and each class's definition and
+-- duration class once per call):
+--   [+0] job id  [+1] requirement class id  [+2] priority  [+3] idempotency key  [+4] fingerprint
+--   [+5] delay ms  [+6] queue ttl ms  [+7] start timeout ms  [+8] payload  [+9] n, then the n field/value arguments
 -- Raises IDEMPOTENCY_CONFLICT (same key, different request), DUPLICATE_ID or
 -- TOO_MANY_CLASSES (the job would open a class past the limit).
-local SUBMIT_HEADER = 14
+-- the arguments before a job's fields: in full, and in emp_submit_many's layout (one table: the
+-- library's chunk has room for 200 top-level locals)
+local SUBMIT_HEADER = { full = 14, shared = 10 }
 
 -- Submits the job whose arguments start at args[at]; returns its reply and the
 -- index just past its arguments. Everything that can raise comes before the
@@ -89,13 +96,27 @@ end
 -- the workflow's, see 65-workflows.lua); nil for a plain submit.
 local function submit_job(ctx, args, at, seq)
   local p, now = ctx.p, ctx.now
-  local id, class, def = args[at], args[at + 1], args[at + 2]
+  local id, class = args[at], args[at + 1]
   -- numbers are read from their text by arithmetic where the broker always gives one
   -- (once; tonumber reads text twice), and the usual '0' and '' are compared, not read
-  local priority = args[at + 3] + 0
-  local idem, fingerprint = args[at + 4], args[at + 5]
-  local first_field = at + SUBMIT_HEADER
-  local next_at = first_field + args[at + 13]
+  local def, priority, idem, fingerprint, idem_ttl, delay, queue_ttl, start_timeout, payload, max_classes, dclass, first_field
+  local shared = ctx.submit_shared
+  if shared then
+    local known_class = shared.classes[class]
+    if not known_class then raise('CORRUPT', 'job ' .. id .. ': class ' .. class .. ' is not among the classes of its call') end
+    def, dclass = known_class[1], known_class[2]
+    priority, idem, fingerprint, delay = args[at + 2] + 0, args[at + 3], args[at + 4], args[at + 5]
+    queue_ttl, start_timeout, payload = args[at + 6], args[at + 7], args[at + 8]
+    idem_ttl, max_classes = shared.idem_ttl, shared.max_classes
+    first_field = at + SUBMIT_HEADER.shared
+  else
+    def, priority, idem, fingerprint, idem_ttl = args[at + 2], args[at + 3] + 0, args[at + 4], args[at + 5], args[at + 6]
+    delay, queue_ttl, start_timeout, payload = args[at + 7], args[at + 8], args[at + 9], args[at + 10]
+    max_classes, dclass = tonumber(args[at + 11]), args[at + 12]
+    first_field = at + SUBMIT_HEADER.full
+  end
+  -- the field count comes just before the fields in either layout
+  local next_at = first_field + args[first_field - 1]
 
   local idem_key
   if idem ~= '' then
@@ -114,8 +135,6 @@ local function submit_job(ctx, args, at, seq)
   -- job queued now enters `classes` here, before anything else is written (the
   -- sequence number aside), so that the check costs a ZCARD only when its class
   -- was not queued; a delayed one is checked now and enters when it is due.
-  local max_classes = tonumber(args[at + 11])
-  local delay = args[at + 7]
   delay = delay == '0' and 0 or tonumber(delay) or 0
   -- the score as text once: each redis.call would format a Lua number again
   if not seq then
@@ -142,7 +161,6 @@ local function submit_job(ctx, args, at, seq)
   local ckey = class_key(p, class)
   local known = seen or call('HMGET', ckey, 'routable', 'listed', 'laned', 'dclass')
   local routable, laned = known[1], known[3] == '1'
-  local dclass = args[at + 12]
   if not known[2] then
     -- a new class, or one swept from the class list while empty (see sweep_class_list in tick.lua)
     if routable ~= '1' then
@@ -183,9 +201,8 @@ local function submit_job(ctx, args, at, seq)
       ctx.batch_classes[class] = { routable, '1', laned and '1' or known[3], dclass, score = lowest }
     end
   end
-  if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', args[at + 6]) end
+  if idem_key then call('SET', idem_key, id .. '|' .. fingerprint, 'PX', idem_ttl) end
 
-  local queue_ttl, start_timeout = args[at + 8], args[at + 9]
   queue_ttl, start_timeout = queue_ttl ~= '' and tonumber(queue_ttl) or nil, start_timeout ~= '' and tonumber(start_timeout) or nil
   -- the fields every job has and those given at submit, straight from the arguments
   -- (a table per job would cost more than the write)
@@ -202,7 +219,6 @@ local function submit_job(ctx, args, at, seq)
     end
     if #args[i + 1] > INLINE_PAYLOAD then listpack = false end
   end
-  local payload = args[at + 10]
   if #payload <= INLINE_PAYLOAD or (listpack and #payload <= pieces.MAX) then
     call('HSET', key, 'state', 'queued', 'class', class, 'score', score, 'submitted_at', ctx.ts,
       'payload', string.sub(payload, 1, INLINE_PAYLOAD), unpack(args, first_field, next_at - 1))
