@@ -9,7 +9,7 @@ interface Sent {
 }
 
 /** A batcher whose calls are answered by the test, in the order it chooses. */
-function batcherUnderTest(gather: 'turn' | 'loop' = 'turn') {
+function batcherUnderTest(gather: 'turn' | 'loop' = 'turn', callsInFlight = 1) {
   const sent: Sent[] = [];
   const batcher = new CallBatcher<BatchItem>(
     (_pool, group, items) =>
@@ -21,7 +21,7 @@ function batcherUnderTest(gather: 'turn' | 'loop' = 'turn') {
           fail: reject,
         });
       }),
-    { gather },
+    { gather, callsInFlight },
   );
   return { batcher, sent };
 }
@@ -72,9 +72,25 @@ describe('CallBatcher', () => {
     expect(sent.map((call) => `${call.group}:${call.ids.join()}`)).toEqual(['w1:a', 'w2:b', 'w1:c']);
   });
 
-  it('sends more than a call takes in as many calls as they need, at once', async () => {
-    const { batcher, sent } = batcherUnderTest();
+  it('spreads what it gathered over the calls it may have out, and holds the rest for the first reply', async () => {
+    const { batcher, sent } = batcherUnderTest('turn', 2);
+    for (let i = 0; i < 10; i++) void batcher.add('standard', 'w1', { jobId: `a${i}` });
+    await turn();
+    expect(sent.map((call) => call.ids.length)).toEqual([5, 5]);
+    for (let i = 0; i < 3; i++) void batcher.add('standard', 'w1', { jobId: `b${i}` });
+    await turn();
+    expect(sent).toHaveLength(2);
+    sent[1]!.answer();
+    await turn();
+    expect(sent.map((call) => call.ids)).toEqual([sent[0]!.ids, sent[1]!.ids, ['b0', 'b1', 'b2']]);
+  });
+
+  it('puts at most 64 items in a call', async () => {
+    const { batcher, sent } = batcherUnderTest('turn', 2);
     for (let i = 0; i < 130; i++) void batcher.add('standard', 'w1', { jobId: `j${i}` });
+    await turn();
+    expect(sent.map((call) => call.ids.length)).toEqual([64, 64]);
+    sent[0]!.answer();
     await turn();
     expect(sent.map((call) => call.ids.length)).toEqual([64, 64, 2]);
   });

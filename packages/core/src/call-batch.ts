@@ -32,6 +32,8 @@ interface BatchOptions {
    * timer that fired in it (progress reports are sent by timers).
    */
   gather: 'turn' | 'loop';
+  /** calls of one pool and group out at once: two let Redis work on one while this process handles the other's replies */
+  callsInFlight: number;
 }
 
 /** The items of one pool and group: those waiting to go out, and how many calls of theirs are out. */
@@ -90,20 +92,22 @@ export class CallBatcher<T extends BatchItem> {
   }
 
   /**
-   * Sends what `gathered` holds unless a call of its group is out: what is gathered meanwhile
-   * waits for that call's reply and goes with what the reply's continuations add. With Redis
-   * busy a call then carries more items, and Redis's work per item falls (a call's own cost is
-   * shared by more of them: at concurrency 50, 34-37 -> 30-31 us of Redis CPU per drained job
-   * against up to three calls out at once); with Redis idle an item goes out in its own turn.
-   * More than MAX_BATCH go out in as many calls as they need at once.
+   * Sends what `gathered` holds over the calls its group may still have out, in even parts of
+   * up to MAX_BATCH; what is gathered while they are all out waits for the first reply and goes
+   * with what that reply's continuations add. With Redis busy a call then carries more items,
+   * and Redis's work per item falls (a call's own cost, the function's context and the worker's
+   * record, is shared by more of them); with Redis idle an item goes out in its own turn.
    */
   private sendGathered(gathered: Group<T>): void {
-    if (gathered.inFlight > 0) return;
-    while (gathered.items.length > 0) {
-      gathered.inFlight++;
-      void this.sendBatch(gathered, gathered.items.splice(0, MAX_BATCH));
+    const free = this.options.callsInFlight - gathered.inFlight;
+    if (free > 0 && gathered.items.length > 0) {
+      const size = Math.min(MAX_BATCH, Math.ceil(gathered.items.length / free));
+      while (gathered.items.length > 0 && gathered.inFlight < this.options.callsInFlight) {
+        gathered.inFlight++;
+        void this.sendBatch(gathered, gathered.items.splice(0, size));
+      }
     }
-    if (gathered.inFlight === 0) this.groups.delete(gathered.key);
+    if (gathered.items.length === 0 && gathered.inFlight === 0) this.groups.delete(gathered.key);
   }
 
   private async sendBatch(gathered: Group<T>, items: Array<Pending<T>>): Promise<void> {
@@ -136,20 +140,23 @@ export class CallBatcher<T extends BatchItem> {
  * A worker's completions made in one turn of the event loop go out together: a
  * worker running many jobs at once finishes several in the same turn (their
  * claims' replies arrived in one read), and one call then completes them all and
- * claims their successors; those made while that call is out go with the next.
+ * claims their successors. Two calls may be out at once, so that Redis works on
+ * one while the worker handles the other's replies; what is made while both are
+ * out goes with the next.
  * A lone completion waits only for the promise continuations of the current
  * turn. Grouped by the worker to claim for.
  */
 export function completionBatcher(send: SendBatch<Completion>): CallBatcher<Completion> {
-  return new CallBatcher(send, { gather: 'turn' });
+  return new CallBatcher(send, { gather: 'turn', callsInFlight: 2 });
 }
 
 /**
  * Progress reports due in one turn of the event loop go out in one call per
  * pool: a worker's reporters throttle to a shared grid (ProgressReporter), so
  * the reports of all its running jobs fall due together, one call per tick
- * rather than one per job.
+ * rather than one per job. One call out at a time is enough: reports are not on
+ * a job's critical path.
  */
 export function progressBatcher(send: SendBatch<ProgressReport>): CallBatcher<ProgressReport> {
-  return new CallBatcher(send, { gather: 'loop' });
+  return new CallBatcher(send, { gather: 'loop', callsInFlight: 1 });
 }
