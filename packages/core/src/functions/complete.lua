@@ -93,7 +93,8 @@ end
 local function complete_one(ctx, next_worker, w, id, token, result)
   local job = fenced(ctx, id, token, DURATION_FIELDS)
   record_duration(ctx, job)
-  detach(ctx, job, next_worker ~= nil)
+  -- the worker claiming next is nearly always the job's: its set of jobs is the one load_worker named
+  detach(ctx, job, next_worker ~= nil, next_worker and job.worker == next_worker and w.jobs or nil)
   finish(ctx, job, 'succeeded', 'result', result)
   if not next_worker then return { 'succeeded' } end
   return { 'succeeded', unpack(claim_for(ctx, next_worker, nil, w)) }

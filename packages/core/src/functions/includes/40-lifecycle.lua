@@ -2,9 +2,17 @@
 -- is always in exactly one state and in exactly the indexes that state implies.
 
 -- `...` are the event's own field/value pairs. (Passed on as arguments: a
--- table per event would cost more than the XADD.)
+-- table per event would cost more than the XADD.) The XADD is events_append's,
+-- written out: a job event is the commonest of them (two per job), and passing
+-- its twenty arguments on through one more call costs more than the line. The
+-- stream's name is made once per call (ctx.events).
 local function job_event(ctx, id, job_type, state, ...)
-  events_append(ctx.p, ctx.maxlen, 'type', job_type, 'job', id, 'state', state, 'ts', ctx.ts, ...)
+  local events = ctx.events
+  if not events then
+    events = ctx.p .. 'events'
+    ctx.events = events
+  end
+  call('XADD', events, 'MAXLEN', '~', ctx.maxlen, '*', 'type', job_type, 'job', id, 'state', state, 'ts', ctx.ts, ...)
 end
 
 -- What most transitions need to know about a job, read in one call.
@@ -53,7 +61,8 @@ end
 
 -- Takes a job out of wherever its current state keeps it: its class queue, its
 -- worker's set of running jobs, or the count of jobs waiting on a timer.
-local function detach(ctx, job, claim_follows)
+-- `jobs`: the key of the job's worker's set of jobs, when the caller has it.
+local function detach(ctx, job, claim_follows, jobs)
   if job.state == 'queued' then
     if not remove_from_queue(ctx.p, job.id, job.class, job.tenant, job.laned and job_workflow(ctx.p, job.id, job.opt), job.laned) then
       count_deferred(ctx.p, 'delayed', job.service, '-1')
@@ -61,7 +70,7 @@ local function detach(ctx, job, claim_follows)
   elseif job.state == 'retrying' then
     count_deferred(ctx.p, 'retrying', job.service, '-1')
   elseif ACTIVE[job.state] then
-    release_worker_job(ctx.p, job.worker, job.id, ctx.ts, ctx.maxlen, claim_follows)
+    release_worker_job(ctx.p, job.worker, job.id, ctx.ts, ctx.maxlen, claim_follows, jobs)
   end
 end
 

@@ -46,7 +46,7 @@ end
 -- restrictions (profile_lanes), checked against the job's tenant and workflow.
 -- The fields come as f[1] attempts .. f[7] opt by position (see TAKE_FIELDS), and
 -- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline,
--- f.traceparent by name (false when absent). A job this worker may never run answers nil, nil.
+-- f.traceparent by name (false when absent), and the job's key. A job this worker may never run answers nil, nil.
 local function takeable(p, class, id, worker, now, lanes)
   local key = job_key(p, id)
   local f = call('HMGET', key, unpack(TAKE_FIELDS))
@@ -64,7 +64,7 @@ local function takeable(p, class, id, worker, now, lanes)
       end
     end
   end
-  return f, nil
+  return f, nil, key
 end
 
 local function earlier(a, b)
@@ -78,16 +78,17 @@ end
 -- earliest time a skipped job becomes its to take. When the job is the set's
 -- head and `zset` is the class queue itself, the id of the job behind it comes
 -- too (false: none), whose score is the class's next head score (see take).
+-- A job found comes with its key last (take's `key`).
 local function pick_in(p, class, zset, worker, now, lanes, is_class_queue)
   local heads = call('ZRANGE', zset, '0', '1')
   if not heads[1] then return nil end
-  local f, soonest = takeable(p, class, heads[1], worker, now, lanes)
-  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil end
+  local f, soonest, key = takeable(p, class, heads[1], worker, now, lanes)
+  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil, key end
   if not heads[2] then return nil, nil, soonest end
   for _, id in ipairs(call('ZRANGE', zset, '1', AVOID_LOOKAHEAD_LAST)) do
     local until_
-    f, until_ = takeable(p, class, id, worker, now, lanes)
-    if f then return id, f end
+    f, until_, key = takeable(p, class, id, worker, now, lanes)
+    if f then return id, f, nil, nil, key end
     soonest = earlier(soonest, until_)
   end
   return nil, nil, soonest
@@ -129,21 +130,23 @@ end
 -- not known, the job may be anywhere in its class). `tier`: the worker's
 -- tier of the class's models (nil: the class names none). `extra`: field/value
 -- pairs the `job.starting` event carries besides the usual ones (nil: none).
--- `priority`: the job's, when the caller has it (nil: from its score).
-local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority)
+-- `priority`: the job's, when the caller has it (nil: from its score). `key`, `queue`: the
+-- job's key and its class queue's, when the caller made them (nil: made here).
+local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority, key, queue)
   local p = ctx.p
-  local key = job_key(p, id)
+  key = key or job_key(p, id)
   local workflow = f.workflow_id or nil
   local laned = f[7] and opt_laned(f[7])
   if behind == nil then
     remove_from_queue(p, id, class, f[2], workflow, laned)
   else
-    local queue = queue_key(p, class)
+    queue = queue or queue_key(p, class)
     call('ZREM', queue, id)
     -- the class's next head score is the score the job behind was queued at, which its hash
     -- keeps as text: Redis would format the queue's own as a double (ZRANGE WITHSCORES), which
     -- costs more than this read
-    set_class_head(p, class, behind and (call('HGET', job_key(p, behind), 'score') or call('ZSCORE', queue, behind)))
+    set_class_head(p, class, behind and (call('HGET', job_key(p, behind), 'score') or call('ZSCORE', queue, behind)),
+      ctx.classes)
     if laned then remove_from_lanes(p, id, class, f[2], workflow) end
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
@@ -154,7 +157,7 @@ local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority)
     stop_waiting(p, worker)
     w.waiting, w.woken = false, nil
   end
-  call('SADD', p .. 'wjobs:' .. worker, id)
+  call('SADD', w.jobs, id)
   if w.state ~= 'busy' then
     -- a busy worker's lease is already running (and renewed by its heartbeats)
     renew_lease(p, worker, ctx.now, ctx.lease_ms)
@@ -184,7 +187,8 @@ end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
 -- it is in `idle`; `woken`: the class a wake-up named since (see wake());
--- `cursor`: where the walk its last claim call paused goes on (see claim_for).
+-- `cursor`: where the walk its last claim call paused goes on (see claim_for); `jobs`:
+-- the key of its set of jobs (wjobs), which nearly every call that loads it changes or counts.
 local function load_worker(p, worker, now)
   local f = call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting', 'cursor')
   if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
@@ -196,7 +200,8 @@ local function load_worker(p, worker, now)
     if now - tonumber(string.sub(f[5], sep + 1)) <= CURSOR_TTL_MS then cursor = string.sub(f[5], 1, sep - 1) end
   end
   return { profile = f[1], state = f[2], machine = f[3] or '', waiting = waiting == '1',
-    woken = waiting and waiting ~= '1' and string.sub(waiting, 7) or nil, cursor = cursor, cursor_set = cursor_set }
+    woken = waiting and waiting ~= '1' and string.sub(waiting, 7) or nil, cursor = cursor, cursor_set = cursor_set,
+    jobs = p .. 'wjobs:' .. worker }
 end
 
 -- Wakes an idle worker for the job at the head of `class` (a wake-up passed on names only its class).
@@ -275,12 +280,17 @@ local function claim_for(ctx, worker, woken_class, w)
   local budget = CLAIM_BUDGET
   local a = affinity.of(p, worker)
   -- the best candidate so far (affinity.better), in locals: a table per claim costs more
-  local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier
+  local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier, best_key, best_queue
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
   local paused = memo.paused_services(p)
-  local classes = p .. 'classes'
+  -- made once per call (take uses it too)
+  local classes = ctx.classes
+  if not classes then
+    classes = p .. 'classes'
+    ctx.classes = classes
+  end
   local offset, last, last_class, walking = 0, nil, nil, true
   -- The classes' head scores are read only once the walk has a candidate to compare them
   -- with (Redis formats each as a double, which costs more than the rest of a page): until
@@ -318,19 +328,20 @@ local function claim_for(ctx, worker, woken_class, w)
       budget = budget - 1
       if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
         and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
-        local id, fields, until_, behind, looked
+        local id, fields, until_, behind, looked, key, queue
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
           budget = budget - looked
         else
-          id, fields, until_, behind = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
+          queue = queue_key(p, class)
+          id, fields, until_, behind, key = pick_in(p, class, queue, worker, ctx.now, false, true)
         end
         if id then
           local priority, score, rank, tier = candidate(ctx, a, class, fields, worker)
           if not priority then
             until_ = score -- left for now: candidate's second answer is when to claim again
           elseif affinity.better(priority, rank, score, best_priority, best_rank, best_score) then
-            best, best_f, best_class, best_behind = id, fields, class, behind
+            best, best_f, best_class, best_behind, best_key, best_queue = id, fields, class, behind, key, queue
             best_priority, best_score, best_rank, best_tier = priority, score, rank, tier
           end
         end
@@ -348,7 +359,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   if best then
-    local reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority)
+    local reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority, best_key, best_queue)
     if woken_class and woken_class ~= best_class and call('EXISTS', queue_key(p, woken_class)) == 1 then
       -- we were woken for another class's job and took this one instead: pass the wake on
       wake_for_head(p, woken_class, worker)
@@ -357,7 +368,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   start_waiting(p, worker, w.profile, w.waiting)
   local state = w.state or 'idle'
-  if call('SCARD', p .. 'wjobs:' .. worker) == 0 then
+  if call('SCARD', w.jobs) == 0 then
     state = 'idle'
     set_worker_state(p, worker, state, ctx.ts, ctx.maxlen, w.state, w.machine)
   end
