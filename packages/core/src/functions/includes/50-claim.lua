@@ -181,7 +181,10 @@ local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority,
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
   end
-  return { 'job', id, attempt, attempt, f[3], f[2], pieces.take_out(p, id, key, f[6]),
+  -- (pieces.take_out's own first test, made here: nearly every payload is short and stays)
+  local payload = f[6]
+  if not payload or #payload == INLINE_PAYLOAD then payload = pieces.take_out(p, id, key, payload) end
+  return { 'job', id, attempt, attempt, f[3], f[2], payload,
     class_definition(p, class), priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end
 
@@ -340,12 +343,13 @@ local function claim_for(ctx, worker, woken_class, w)
           local priority, score, rank, tier = candidate(ctx, a, class, fields, worker)
           if not priority then
             until_ = score -- left for now: candidate's second answer is when to claim again
-          elseif affinity.better(priority, rank, score, best_priority, best_rank, best_score) then
+          elseif not best or affinity.better(priority, rank, score, best_priority, best_rank, best_score) then
             best, best_f, best_class, best_behind, best_key, best_queue = id, fields, class, behind, key, queue
             best_priority, best_score, best_rank, best_tier = priority, score, rank, tier
           end
         end
-        retry_at = earlier(retry_at, until_)
+        -- earlier(retry_at, until_), written out: most classes leave no until_
+        if until_ ~= nil and (retry_at == nil or until_ < retry_at) then retry_at = until_ end
         if best and best_rank >= affinity.RANK_WARM then
           walking = false
           break
