@@ -187,7 +187,8 @@ local PRELUDE = 6
 -- lease and avoid times stay text: Lua's arithmetic reads a number from text itself,
 -- and most calls use neither (reading one costs about as much as a small command's reply).
 -- The fields some calls add later are named here (nil), so that adding them does not
--- grow the table.
+-- grow the table. Lua makes it with room for the fields named, rounded up to a power of
+-- two: the list stays within 16, which leaves room for submit_many's demand and batch_classes.
 local function context(keys, args)
   local now, ts = clock(args[1])
   return {
@@ -199,7 +200,7 @@ local function context(keys, args)
     retention_ms = args[4],
     failed_retention_ms = args[5],
     avoid_ms = args[6],
-    -- see job_event and finish (40-lifecycle.lua), claim_for (50-claim.lua), affinity.bounds (15-models.lua), complete.lua, submit_many.lua
+    -- see job_event and finish (40-lifecycle.lua), claim_for (50-claim.lua), affinity.bounds (15-models.lua), complete.lua
     events = nil,
     classes = nil,
     expires = nil,
@@ -207,7 +208,5 @@ local function context(keys, args)
     affinity_wait_ms = nil,
     affinity_overdue_ms = nil,
     durations = nil,
-    demand = nil,
-    batch_classes = nil,
   }
 end

@@ -49,7 +49,9 @@ end
 -- LEASE_LOST (the attempt was taken away: reaped, canceled, expired or
 -- finished) so that a late call from a zombie changes nothing. `more` as load_job's.
 local function fenced(ctx, id, token, more)
-  local job = must_exist(ctx.p, id, more)
+  -- (must_exist, written out: every completion and failure passes here)
+  local job = load_job(ctx.p, id, more)
+  if not job then raise('NOT_FOUND', 'job ' .. id .. ' does not exist') end
   if job.token ~= token then
     raise('LEASE_LOST', 'job ' .. id .. ': fencing token ' .. token .. ' is not the current attempt\'s (state ' .. job.state .. ')')
   end
