@@ -165,11 +165,6 @@ local function cached_class(p, class)
   return c
 end
 
--- The class definition as stored (canonical JSON), as claims hand it to workers.
-local function class_definition(p, class)
-  return cached_class(p, class).raw
-end
-
 local function load_class(p, class)
   local c = cached_class(p, class)
   if c.req == nil then c.req = cjson.decode(c.raw) end

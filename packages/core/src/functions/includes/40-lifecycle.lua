@@ -26,10 +26,10 @@ local function load_job(p, id, more)
     or call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
   local job = { id = id, key = key, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
-    opt = f[7], laned = opt_laned(f[7]),
+    opt = f[7], laned = f[7] and opt_laned(f[7]),
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
-    timed = not ACTIVE[f[1]] or opt_fields(f[7]),
+    timed = not ACTIVE[f[1]] or (f[7] and opt_fields(f[7])),
     last_worker = not f[3] and call('HGET', key, 'last_worker') or nil,
     -- a payload in the hash goes with it; only a large one has a key of its own
     payload_apart = f[8] == false }
@@ -109,7 +109,7 @@ local function finish(ctx, job, state, ...)
     job_event(ctx, id, state == 'succeeded' and 'job.succeeded' or 'job.' .. state, state, 'tenant', job.tenant,
       'service', job.service, 'worker', worker)
   end
-  if opt_fields(job.opt) then workflows.step_ended(ctx, job, state) end
+  if job.opt and opt_fields(job.opt) then workflows.step_ended(ctx, job, state) end
 end
 
 -- Puts a job (back) into its class queue at its original place.

@@ -181,11 +181,12 @@ local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority,
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
   end
-  -- (pieces.take_out's own first test, made here: nearly every payload is short and stays)
+  -- (pieces.take_out's own first test, made here: nearly every payload is short and stays;
+  -- the class's definition goes to the worker as stored, canonical JSON)
   local payload = f[6]
   if not payload or #payload == INLINE_PAYLOAD then payload = pieces.take_out(p, id, key, payload) end
   return { 'job', id, attempt, attempt, f[3], f[2], payload,
-    class_definition(p, class), priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
+    cached_class(p, class).raw, priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
@@ -227,7 +228,7 @@ end
 -- stream of jobs other workers hold warm.
 local function candidate(ctx, a, class, f, worker)
   local score = f[4] + 0 -- a queued job's score is always there (arithmetic reads text once, tonumber twice)
-  local priority = priority_of(score)
+  local priority = 1000 - math.floor(score / PRIORITY_SPAN) -- priority_of(score), written out
   local models = affinity.class_models(ctx.p, class)
   if not models then return priority, score, affinity.RANK_WARM, nil end
   local wait_ms, overdue_ms = affinity.limits(ctx)
@@ -278,10 +279,13 @@ local function claim_for(ctx, worker, woken_class, w)
     return { 'none', '', w.state }
   end
   woken_class = woken_class or w.woken
-  local lanes = profile_lanes(p, w.profile)
+  -- profile_lanes(p, w.profile), which the profile keeps once asked
+  local lanes = load_profile(p, w.profile).lanes
+  if lanes == nil then lanes = profile_lanes(p, w.profile) end
   local retry_at = nil
   local budget = CLAIM_BUDGET
-  local a = affinity.of(p, worker)
+  -- what affinity needs of the worker (affinity.of): made once needed, below
+  local a = nil
   -- the best candidate so far (affinity.better), in locals: a table per claim costs more
   local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier, best_key, best_queue
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
@@ -329,8 +333,10 @@ local function claim_for(ctx, worker, woken_class, w)
       end
       last, last_class = head, class
       budget = budget - 1
-      if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
-        and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
+      local open = profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
+      -- a candidate of a class naming models and a class compared with the best need `a`; most claims, neither
+      if open and a == nil and (best or affinity.class_models(p, class)) then a = affinity.of(p, worker) end
+      if open and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
         local id, fields, until_, behind, looked, key, queue
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
