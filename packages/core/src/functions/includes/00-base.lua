@@ -46,11 +46,21 @@ local function raise(code, message)
   error({ err = code .. ' ' .. message })
 end
 
-local function prefix_of(anchor)
-  if string.sub(anchor, -6) ~= ':shard' then
-    raise('BAD_KEY', 'the first key must be the shard anchor emp:{<shard>}:shard, got ' .. anchor)
+-- A shard's anchor is checked and cut once for the library's life (shards are few):
+-- every call starts here, and two string.sub calls cost more than the lookup.
+local prefix_of
+do
+  local prefixes = {}
+  function prefix_of(anchor)
+    local p = prefixes[anchor]
+    if p then return p end
+    if string.sub(anchor, -6) ~= ':shard' then
+      raise('BAD_KEY', 'the first key must be the shard anchor emp:{<shard>}:shard, got ' .. anchor)
+    end
+    p = string.sub(anchor, 1, #anchor - 5)
+    prefixes[anchor] = p
+    return p
   end
-  return string.sub(anchor, 1, #anchor - 5)
 end
 
 -- The time in ms, as a number and as text. Redis arguments are passed as text:

@@ -291,7 +291,9 @@ local function claim_for(ctx, worker, woken_class, w)
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
-  local paused = memo.paused_services(p)
+  -- (memo.paused_services, called only for the call's first claim)
+  local paused = memo.paused
+  if paused == nil then paused = memo.paused_services(p) end
   -- made once per call (take uses it too)
   local classes = ctx.classes
   if not classes then
