@@ -213,6 +213,7 @@ local function context(keys, args)
     -- see job_event and finish (40-lifecycle.lua), claim_for (50-claim.lua), affinity.bounds (15-models.lua), complete.lua
     events = nil,
     classes = nil,
+    expires_for = nil,
     expires = nil,
     affinity_bounds = nil,
     affinity_wait_ms = nil,

@@ -90,13 +90,13 @@ local function finish(ctx, job, state, ...)
   call('HSET', key, 'state', state, 'finished_at', ctx.ts, ...)
   if job.timed then call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
-  -- whether it expires: the retention read as a number once per call
+  -- whether it expires: the retention read as a number once per call (ctx.expires, for ctx.expires_for)
   local expires = ctx.expires
-  if not expires or expires[1] ~= retention then
-    expires = { retention, tonumber(retention) > 0 }
-    ctx.expires = expires
+  if ctx.expires_for ~= retention then
+    expires = tonumber(retention) > 0
+    ctx.expires_for, ctx.expires = retention, expires
   end
-  if expires[2] then
+  if expires then
     call('PEXPIRE', key, retention)
     if job.payload_apart then call('PEXPIRE', payload_key(p, id), retention) end
   end

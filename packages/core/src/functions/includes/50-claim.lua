@@ -310,7 +310,12 @@ local function claim_for(ctx, worker, woken_class, w)
     -- (each range ends with WITHSCORES, passed once the scores are wanted)
     local range = after and { '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES' }
       or (offset == 0 and FIRST_PAGE) or { offset, offset + CLASS_PAGE - 1, 'WITHSCORES' }
-    local page = call('ZRANGE', classes, unpack(range, 1, scored and #range or #range - 1))
+    local page
+    if range == FIRST_PAGE and not scored then
+      page = call('ZRANGE', classes, '0', FIRST_PAGE[2]) -- (the commonest page, without unpack)
+    else
+      page = call('ZRANGE', classes, unpack(range, 1, scored and #range or #range - 1))
+    end
     local stride = scored and 2 or 1
     local i = 1
     while i <= #page do
