@@ -210,11 +210,9 @@ local function context(keys, args)
     retention_ms = args[4],
     failed_retention_ms = args[5],
     avoid_ms = args[6],
-    -- see job_event and finish (40-lifecycle.lua), claim_for (50-claim.lua), affinity.bounds (15-models.lua), complete.lua
+    -- see job_event (40-lifecycle.lua), claim_for (50-claim.lua), affinity.bounds (15-models.lua), complete.lua
     events = nil,
     classes = nil,
-    expires_for = nil,
-    expires = nil,
     affinity_bounds = nil,
     affinity_wait_ms = nil,
     affinity_overdue_ms = nil,

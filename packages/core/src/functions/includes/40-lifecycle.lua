@@ -81,6 +81,11 @@ end
 -- only jobs that can be a step's.
 local workflows = {}
 
+-- Whether finished jobs expire, by their retention as calls pass it (text): the last one read
+-- as a number is kept for the library's life. Calls pass the same one (the broker's config),
+-- and reading a number from text costs more than most of what a completion does in Lua.
+local retention_read = { text = nil, expires = nil }
+
 -- Ends a detached job in a terminal state and lets it expire after its retention;
 -- `...` are more field/value pairs to record with it. (finished_at is also its
 -- last update: a reader takes the latest of its timestamps.)
@@ -90,11 +95,10 @@ local function finish(ctx, job, state, ...)
   call('HSET', key, 'state', state, 'finished_at', ctx.ts, ...)
   if job.timed then call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
-  -- whether it expires: the retention read as a number once per call (ctx.expires, for ctx.expires_for)
-  local expires = ctx.expires
-  if ctx.expires_for ~= retention then
+  local expires = retention_read.expires
+  if retention_read.text ~= retention then
     expires = tonumber(retention) > 0
-    ctx.expires_for, ctx.expires = retention, expires
+    retention_read.text, retention_read.expires = retention, expires
   end
   if expires then
     call('PEXPIRE', key, retention)

@@ -19,7 +19,6 @@ local FIRST_PAGE = { '0', '63', 'WITHSCORES' }
 -- the fields every job has (and `attempts`, which a job has once claimed) and
 -- only the fields few jobs have when the job says it has them: `opt` for those
 -- given at submit, `attempts` for those a failure leaves (avoid_worker/until).
-local TAKE_FIELDS = { 'attempts', 'tenant', 'service', 'score', 'submitted_at', 'payload', 'opt' }
 local OPTIONAL_TAKE_FIELDS = { 'workflow_id', 'step', 'exec_timeout_ms', 'start_deadline', 'queue_deadline', 'traceparent' }
 local RETRY_TAKE_FIELDS = { 'avoid_worker', 'avoid_until' }
 
@@ -44,12 +43,13 @@ end
 -- window ends, but only while another worker able to run it is online: with
 -- nobody else to take it, waiting would only delay it. `lanes`: the worker's
 -- restrictions (profile_lanes), checked against the job's tenant and workflow.
--- The fields come as f[1] attempts .. f[7] opt by position (see TAKE_FIELDS), and
+-- The fields come as f[1] attempts, tenant, service, score, submitted_at, payload, f[7] opt by position, and
 -- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline,
--- f.traceparent by name (false when absent), and the job's key. A job this worker may never run answers nil, nil.
+-- f.traceparent by name (false when absent); then nil and the job's key (take's `key`). A job this
+-- worker may never run answers nil, nil.
 local function takeable(p, class, id, worker, now, lanes)
   local key = job_key(p, id)
-  local f = call('HMGET', key, unpack(TAKE_FIELDS))
+  local f = call('HMGET', key, 'attempts', 'tenant', 'service', 'score', 'submitted_at', 'payload', 'opt')
   if f[7] and opt_fields(f[7]) then
     local o = call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
     f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline, f.traceparent = o[1], o[2], o[3], o[4], o[5], o[6]
