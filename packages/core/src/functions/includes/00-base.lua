@@ -47,19 +47,22 @@ local function raise(code, message)
 end
 
 -- A shard's anchor is checked and cut once for the library's life (shards are few):
--- every call starts here, and two string.sub calls cost more than the lookup.
+-- every call starts here, and two string.sub calls cost more than the lookup. With the
+-- prefix comes the shard's keys that most calls name (`events`, `classes`; see context),
+-- made once too.
 local prefix_of
 do
-  local prefixes = {}
+  local prefixes, named = {}, {}
   function prefix_of(anchor)
     local p = prefixes[anchor]
-    if p then return p end
+    if p then return p, named[anchor] end
     if string.sub(anchor, -6) ~= ':shard' then
       raise('BAD_KEY', 'the first key must be the shard anchor emp:{<shard>}:shard, got ' .. anchor)
     end
     p = string.sub(anchor, 1, #anchor - 5)
     prefixes[anchor] = p
-    return p
+    named[anchor] = { events = p .. 'events', classes = p .. 'classes' }
+    return p, named[anchor]
   end
 end
 
@@ -201,8 +204,9 @@ local PRELUDE = 6
 -- two: the list stays within 16, which leaves room for submit_many's demand and batch_classes.
 local function context(keys, args)
   local now, ts = clock(args[1])
+  local p, shard = prefix_of(keys[1])
   return {
-    p = prefix_of(keys[1]),
+    p = p,
     now = now,
     ts = ts,
     maxlen = args[2],
@@ -210,9 +214,10 @@ local function context(keys, args)
     retention_ms = args[4],
     failed_retention_ms = args[5],
     avoid_ms = args[6],
-    -- see job_event (40-lifecycle.lua), claim_for (50-claim.lua), affinity.bounds (15-models.lua), complete.lua
-    events = nil,
-    classes = nil,
+    -- the shard's event stream and its set of non-empty classes (job_event, claim_for)
+    events = shard.events,
+    classes = shard.classes,
+    -- see affinity.bounds (15-models.lua), complete.lua
     affinity_bounds = nil,
     affinity_wait_ms = nil,
     affinity_overdue_ms = nil,

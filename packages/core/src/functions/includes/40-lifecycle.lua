@@ -5,14 +5,10 @@
 -- table per event would cost more than the XADD.) The XADD is events_append's,
 -- written out: a job event is the commonest of them (two per job), and passing
 -- its twenty arguments on through one more call costs more than the line. The
--- stream's name is made once per call (ctx.events).
+-- stream's name comes with the context (one made by hand may lack it).
 local function job_event(ctx, id, job_type, state, ...)
-  local events = ctx.events
-  if not events then
-    events = ctx.p .. 'events'
-    ctx.events = events
-  end
-  call('XADD', events, 'MAXLEN', '~', ctx.maxlen, '*', 'type', job_type, 'job', id, 'state', state, 'ts', ctx.ts, ...)
+  call('XADD', ctx.events or ctx.p .. 'events', 'MAXLEN', '~', ctx.maxlen, '*', 'type', job_type, 'job', id,
+    'state', state, 'ts', ctx.ts, ...)
 end
 
 -- What most transitions need to know about a job, read in one call.

@@ -294,12 +294,7 @@ local function claim_for(ctx, worker, woken_class, w)
   -- (memo.paused_services, called only for the call's first claim)
   local paused = memo.paused
   if paused == nil then paused = memo.paused_services(p) end
-  -- made once per call (take uses it too)
-  local classes = ctx.classes
-  if not classes then
-    classes = p .. 'classes'
-    ctx.classes = classes
-  end
+  local classes = ctx.classes or p .. 'classes'
   local offset, last, last_class, walking = 0, nil, nil, true
   -- The classes' head scores are read only once the walk has a candidate to compare them
   -- with (Redis formats each as a double, which costs more than the rest of a page): until
