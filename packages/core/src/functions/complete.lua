@@ -50,25 +50,30 @@ local function push_durations(ctx, list, job, n, ...)
   end
 end
 
--- Execution time `ms` (text) for duration list `list` (`job` as push_durations'): pushed at
--- once, or, in a call of several completions (ctx.durations, see complete), as the call
--- ends, one LPUSH per list for all of them (flush_durations).
-local function add_duration(ctx, list, ms, job)
+-- Execution time `ms` (text) for the duration list `kind` .. `name` of the shard
+-- ('durations:' and a duration class, or 'durations:service:' and a service; `job` as
+-- push_durations'): pushed at once, or, in a call of several completions (ctx.durations,
+-- see complete), as the call ends, one LPUSH per list for all of them (flush_durations).
+-- (A list's key is made once per call, not once per completion.)
+local function add_duration(ctx, kind, name, ms, job)
   local pending = ctx.durations
-  if not pending then return push_durations(ctx, list, job, 1, ms) end
+  if not pending then return push_durations(ctx, ctx.p .. kind .. name, job, 1, ms) end
   -- a call's completions mostly share their lists: a short walk finds them
   for i = 1, #pending do
     local times = pending[i]
-    if times.list == list then
+    if times.name == name and times.kind == kind then
       times[#times + 1] = ms
       return
     end
   end
-  pending[#pending + 1] = { ms, list = list, job = job }
+  pending[#pending + 1] = { ms, kind = kind, name = name, job = job }
 end
 
 local function flush_durations(ctx)
-  for _, times in ipairs(ctx.durations) do push_durations(ctx, times.list, times.job, #times, unpack(times)) end
+  local p = ctx.p
+  for _, times in ipairs(ctx.durations) do
+    push_durations(ctx, p .. times.kind .. times.name, times.job, #times, unpack(times))
+  end
 end
 
 -- The execution time: from running (or, for a job that never said it started, from its
@@ -84,16 +89,17 @@ local function record_duration(ctx, job)
   if ms < 0 then ms = 0 end
   ms = string.format('%d', ms)
   job.dclass = dclass -- however found: push_durations names the list's class by it
-  add_duration(ctx, p .. 'durations:' .. dclass, ms, job)
+  add_duration(ctx, 'durations:', dclass, ms, job)
   -- the service's own list: its newest executions, whatever their class, as often as each
   -- class runs (a class short of samples is routed by it)
-  add_duration(ctx, p .. 'durations:service:' .. job.service, ms)
+  add_duration(ctx, 'durations:service:', job.service, ms)
 end
 
 local function complete_one(ctx, next_worker, w, id, token, result)
   local job = fenced(ctx, id, token, DURATION_FIELDS)
   record_duration(ctx, job)
-  detach(ctx, job, next_worker ~= nil)
+  -- the worker claiming next is nearly always the job's: its set of jobs is the one load_worker named
+  detach(ctx, job, next_worker ~= nil, next_worker and job.worker == next_worker and w.jobs or nil)
   finish(ctx, job, 'succeeded', 'result', result)
   if not next_worker then return { 'succeeded' } end
   return { 'succeeded', unpack(claim_for(ctx, next_worker, nil, w)) }

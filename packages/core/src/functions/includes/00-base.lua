@@ -46,11 +46,24 @@ local function raise(code, message)
   error({ err = code .. ' ' .. message })
 end
 
-local function prefix_of(anchor)
-  if string.sub(anchor, -6) ~= ':shard' then
-    raise('BAD_KEY', 'the first key must be the shard anchor emp:{<shard>}:shard, got ' .. anchor)
+-- A shard's anchor is checked and cut once for the library's life (shards are few):
+-- every call starts here, and two string.sub calls cost more than the lookup. With the
+-- prefix comes the shard's keys that most calls name (`events`, `classes`; see context),
+-- made once too.
+local prefix_of
+do
+  local prefixes, named = {}, {}
+  function prefix_of(anchor)
+    local p = prefixes[anchor]
+    if p then return p, named[anchor] end
+    if string.sub(anchor, -6) ~= ':shard' then
+      raise('BAD_KEY', 'the first key must be the shard anchor emp:{<shard>}:shard, got ' .. anchor)
+    end
+    p = string.sub(anchor, 1, #anchor - 5)
+    prefixes[anchor] = p
+    named[anchor] = { events = p .. 'events', classes = p .. 'classes' }
+    return p, named[anchor]
   end
-  return string.sub(anchor, 1, #anchor - 5)
 end
 
 -- The time in ms, as a number and as text. Redis arguments are passed as text:
@@ -187,11 +200,13 @@ local PRELUDE = 6
 -- lease and avoid times stay text: Lua's arithmetic reads a number from text itself,
 -- and most calls use neither (reading one costs about as much as a small command's reply).
 -- The fields some calls add later are named here (nil), so that adding them does not
--- grow the table.
+-- grow the table. Lua makes it with room for the fields named, rounded up to a power of
+-- two: the list stays within 16, which leaves room for submit_many's demand and batch_classes.
 local function context(keys, args)
   local now, ts = clock(args[1])
+  local p, shard = prefix_of(keys[1])
   return {
-    p = prefix_of(keys[1]),
+    p = p,
     now = now,
     ts = ts,
     maxlen = args[2],
@@ -199,13 +214,13 @@ local function context(keys, args)
     retention_ms = args[4],
     failed_retention_ms = args[5],
     avoid_ms = args[6],
-    -- see finish (40-lifecycle.lua), affinity.bounds (15-models.lua), complete.lua, submit_many.lua
-    expires = nil,
+    -- the shard's event stream and its set of non-empty classes (job_event, claim_for)
+    events = shard.events,
+    classes = shard.classes,
+    -- see affinity.bounds (15-models.lua), complete.lua
     affinity_bounds = nil,
     affinity_wait_ms = nil,
     affinity_overdue_ms = nil,
     durations = nil,
-    demand = nil,
-    batch_classes = nil,
   }
 end

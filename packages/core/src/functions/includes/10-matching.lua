@@ -32,7 +32,8 @@ local function cache_put(c, k, v)
   c.n = c.n + 1
 end
 
--- profile -> capabilities; class -> { raw = definition, req = decoded };
+-- profile -> capabilities; class -> { raw = definition, req = decoded, models = its models or
+-- false (affinity.class_models) };
 -- verdicts[profile]: class -> verdict (two lookups, where one by profile .. class made a string every claim)
 local profiles_cache = generational()
 local classes_cache = generational()
@@ -138,8 +139,11 @@ local function satisfies(caps, req)
   return true
 end
 
+-- (The lookups below try the current generation first themselves: a claim makes
+-- several, and nearly every one is a hit there, which needs no call of cache_get.)
 local function load_profile(p, profile)
-  local caps = cache_get(profiles_cache, profile)
+  local caps = profiles_cache.now[profile]
+  if caps == nil then caps = cache_get(profiles_cache, profile) end
   if caps == nil then
     local raw = call('GET', profile_key(p, profile))
     if not raw then raise('CORRUPT', 'capability profile ' .. profile .. ' is missing') end
@@ -150,19 +154,15 @@ local function load_profile(p, profile)
 end
 
 local function cached_class(p, class)
-  local c = cache_get(classes_cache, class)
+  local c = classes_cache.now[class]
+  if c == nil then c = cache_get(classes_cache, class) end
   if c == nil then
     local raw = call('HGET', class_key(p, class), 'def')
     if not raw then raise('CORRUPT', 'requirement class ' .. class .. ' is missing') end
-    c = { raw = raw }
+    c = { raw = raw, req = nil, models = nil }
     cache_put(classes_cache, class, c)
   end
   return c
-end
-
--- The class definition as stored (canonical JSON), as claims hand it to workers.
-local function class_definition(p, class)
-  return cached_class(p, class).raw
 end
 
 local function load_class(p, class)
@@ -172,12 +172,14 @@ local function load_class(p, class)
 end
 
 local function profile_matches(p, profile, class)
-  local of_profile = cache_get(verdicts, profile)
+  local of_profile = verdicts.now[profile]
+  if of_profile == nil then of_profile = cache_get(verdicts, profile) end
   if of_profile == nil then
     of_profile = generational()
     cache_put(verdicts, profile, of_profile)
   end
-  local verdict = cache_get(of_profile, class)
+  local verdict = of_profile.now[class]
+  if verdict == nil then verdict = cache_get(of_profile, class) end
   if verdict == nil then
     verdict = satisfies(load_profile(p, profile), load_class(p, class))
     cache_put(of_profile, class, verdict)

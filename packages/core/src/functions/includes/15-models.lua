@@ -56,11 +56,17 @@ do
     return wait, overdue
   end
 
-  -- The models a class's jobs need (its requirements' `models`), or nil for none.
+  -- The models a class's jobs need (its requirements' `models`), or nil for none. Every
+  -- candidate of a claim asks: the answer is kept with the class's cached definition.
   function affinity.class_models(p, class)
-    local models = load_class(p, class).models
-    if type(models) ~= 'table' or models[1] == nil then return nil end
-    return models
+    local c = cached_class(p, class)
+    local models = c.models
+    if models == nil then
+      models = load_class(p, class).models
+      if type(models) ~= 'table' or models[1] == nil then models = false end
+      c.models = models
+    end
+    return models or nil
   end
 
   -- Per claim call: the worker's tiers (read once, when the walk first meets a

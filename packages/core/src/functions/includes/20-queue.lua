@@ -13,11 +13,12 @@ local function priority_of(score)
 end
 
 -- Scores the class by its head job's score, or drops it from `classes` when it has no job (false).
-local function set_class_head(p, class, score)
+-- `classes`: that set's key, when the caller has made it (nil: made here).
+local function set_class_head(p, class, score, classes)
   if score then
-    call('ZADD', p .. 'classes', score, class)
+    call('ZADD', classes or p .. 'classes', score, class)
   else
-    call('ZREM', p .. 'classes', class)
+    call('ZREM', classes or p .. 'classes', class)
   end
 end
 

@@ -19,9 +19,10 @@ end
 
 -- A worker's job has ended: forget it and, unless the worker is about to claim
 -- again in the same call, mark the worker idle when nothing else is running.
-local function release_worker_job(p, worker, id, ts, maxlen, claim_follows)
+-- `jobs`: the key of the worker's set of jobs, when the caller has it (nil: made here).
+local function release_worker_job(p, worker, id, ts, maxlen, claim_follows, jobs)
   if not worker or worker == '' then return end
-  local jobs = p .. 'wjobs:' .. worker
+  jobs = jobs or p .. 'wjobs:' .. worker
   call('SREM', jobs, id)
   if not claim_follows and call('SCARD', jobs) == 0 then
     local state = call('HGET', worker_key(p, worker), 'state')

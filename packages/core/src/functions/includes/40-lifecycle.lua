@@ -2,9 +2,13 @@
 -- is always in exactly one state and in exactly the indexes that state implies.
 
 -- `...` are the event's own field/value pairs. (Passed on as arguments: a
--- table per event would cost more than the XADD.)
+-- table per event would cost more than the XADD.) The XADD is events_append's,
+-- written out: a job event is the commonest of them (two per job), and passing
+-- its twenty arguments on through one more call costs more than the line. The
+-- stream's name comes with the context (one made by hand may lack it).
 local function job_event(ctx, id, job_type, state, ...)
-  events_append(ctx.p, ctx.maxlen, 'type', job_type, 'job', id, 'state', state, 'ts', ctx.ts, ...)
+  call('XADD', ctx.events or ctx.p .. 'events', 'MAXLEN', '~', ctx.maxlen, '*', 'type', job_type, 'job', id,
+    'state', state, 'ts', ctx.ts, ...)
 end
 
 -- What most transitions need to know about a job, read in one call.
@@ -18,10 +22,10 @@ local function load_job(p, id, more)
     or call('HMGET', key, 'state', 'attempts', 'worker', 'class', 'tenant', 'service', 'opt', 'payload')
   if not f[1] then return nil end
   local job = { id = id, key = key, state = f[1], token = f[2], worker = f[3], class = f[4], tenant = f[5], service = f[6],
-    opt = f[7], laned = opt_laned(f[7]),
+    opt = f[7], laned = f[7] and opt_laned(f[7]),
     -- an active job has a timer only when it has a deadline, which only a job with `opt` fields can
     -- have (start_deadline, or exec_deadline from exec_timeout_ms); a waiting one may have several kinds
-    timed = not ACTIVE[f[1]] or opt_fields(f[7]),
+    timed = not ACTIVE[f[1]] or (f[7] and opt_fields(f[7])),
     last_worker = not f[3] and call('HGET', key, 'last_worker') or nil,
     -- a payload in the hash goes with it; only a large one has a key of its own
     payload_apart = f[8] == false }
@@ -41,7 +45,9 @@ end
 -- LEASE_LOST (the attempt was taken away: reaped, canceled, expired or
 -- finished) so that a late call from a zombie changes nothing. `more` as load_job's.
 local function fenced(ctx, id, token, more)
-  local job = must_exist(ctx.p, id, more)
+  -- (must_exist, written out: every completion and failure passes here)
+  local job = load_job(ctx.p, id, more)
+  if not job then raise('NOT_FOUND', 'job ' .. id .. ' does not exist') end
   if job.token ~= token then
     raise('LEASE_LOST', 'job ' .. id .. ': fencing token ' .. token .. ' is not the current attempt\'s (state ' .. job.state .. ')')
   end
@@ -53,7 +59,8 @@ end
 
 -- Takes a job out of wherever its current state keeps it: its class queue, its
 -- worker's set of running jobs, or the count of jobs waiting on a timer.
-local function detach(ctx, job, claim_follows)
+-- `jobs`: the key of the job's worker's set of jobs, when the caller has it.
+local function detach(ctx, job, claim_follows, jobs)
   if job.state == 'queued' then
     if not remove_from_queue(ctx.p, job.id, job.class, job.tenant, job.laned and job_workflow(ctx.p, job.id, job.opt), job.laned) then
       count_deferred(ctx.p, 'delayed', job.service, '-1')
@@ -61,7 +68,7 @@ local function detach(ctx, job, claim_follows)
   elseif job.state == 'retrying' then
     count_deferred(ctx.p, 'retrying', job.service, '-1')
   elseif ACTIVE[job.state] then
-    release_worker_job(ctx.p, job.worker, job.id, ctx.ts, ctx.maxlen, claim_follows)
+    release_worker_job(ctx.p, job.worker, job.id, ctx.ts, ctx.maxlen, claim_follows, jobs)
   end
 end
 
@@ -69,6 +76,11 @@ end
 -- 60-submit.lua); `finish` calls workflows.step_ended for a job with `opt` fields, the
 -- only jobs that can be a step's.
 local workflows = {}
+
+-- Whether finished jobs expire, by their retention as calls pass it (text): the last one read
+-- as a number is kept for the library's life. Calls pass the same one (the broker's config),
+-- and reading a number from text costs more than most of what a completion does in Lua.
+local retention_read = { text = nil, expires = nil }
 
 -- Ends a detached job in a terminal state and lets it expire after its retention;
 -- `...` are more field/value pairs to record with it. (finished_at is also its
@@ -79,13 +91,12 @@ local function finish(ctx, job, state, ...)
   call('HSET', key, 'state', state, 'finished_at', ctx.ts, ...)
   if job.timed then call('ZREM', p .. 'timers', id) end
   local retention = state == 'succeeded' and ctx.retention_ms or ctx.failed_retention_ms
-  -- whether it expires: the retention read as a number once per call
-  local expires = ctx.expires
-  if not expires or expires[1] ~= retention then
-    expires = { retention, tonumber(retention) > 0 }
-    ctx.expires = expires
+  local expires = retention_read.expires
+  if retention_read.text ~= retention then
+    expires = tonumber(retention) > 0
+    retention_read.text, retention_read.expires = retention, expires
   end
-  if expires[2] then
+  if expires then
     call('PEXPIRE', key, retention)
     if job.payload_apart then call('PEXPIRE', payload_key(p, id), retention) end
   end
@@ -98,7 +109,7 @@ local function finish(ctx, job, state, ...)
     job_event(ctx, id, state == 'succeeded' and 'job.succeeded' or 'job.' .. state, state, 'tenant', job.tenant,
       'service', job.service, 'worker', worker)
   end
-  if opt_fields(job.opt) then workflows.step_ended(ctx, job, state) end
+  if job.opt and opt_fields(job.opt) then workflows.step_ended(ctx, job, state) end
 end
 
 -- Puts a job (back) into its class queue at its original place.

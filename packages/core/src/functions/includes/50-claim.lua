@@ -19,7 +19,6 @@ local FIRST_PAGE = { '0', '63', 'WITHSCORES' }
 -- the fields every job has (and `attempts`, which a job has once claimed) and
 -- only the fields few jobs have when the job says it has them: `opt` for those
 -- given at submit, `attempts` for those a failure leaves (avoid_worker/until).
-local TAKE_FIELDS = { 'attempts', 'tenant', 'service', 'score', 'submitted_at', 'payload', 'opt' }
 local OPTIONAL_TAKE_FIELDS = { 'workflow_id', 'step', 'exec_timeout_ms', 'start_deadline', 'queue_deadline', 'traceparent' }
 local RETRY_TAKE_FIELDS = { 'avoid_worker', 'avoid_until' }
 
@@ -44,12 +43,13 @@ end
 -- window ends, but only while another worker able to run it is online: with
 -- nobody else to take it, waiting would only delay it. `lanes`: the worker's
 -- restrictions (profile_lanes), checked against the job's tenant and workflow.
--- The fields come as f[1] attempts .. f[7] opt by position (see TAKE_FIELDS), and
+-- The fields come as f[1] attempts, tenant, service, score, submitted_at, payload, f[7] opt by position, and
 -- f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline,
--- f.traceparent by name (false when absent). A job this worker may never run answers nil, nil.
+-- f.traceparent by name (false when absent); then nil and the job's key (take's `key`). A job this
+-- worker may never run answers nil, nil.
 local function takeable(p, class, id, worker, now, lanes)
   local key = job_key(p, id)
-  local f = call('HMGET', key, unpack(TAKE_FIELDS))
+  local f = call('HMGET', key, 'attempts', 'tenant', 'service', 'score', 'submitted_at', 'payload', 'opt')
   if f[7] and opt_fields(f[7]) then
     local o = call('HMGET', key, unpack(OPTIONAL_TAKE_FIELDS))
     f.workflow_id, f.step, f.exec_timeout_ms, f.start_deadline, f.queue_deadline, f.traceparent = o[1], o[2], o[3], o[4], o[5], o[6]
@@ -64,7 +64,7 @@ local function takeable(p, class, id, worker, now, lanes)
       end
     end
   end
-  return f, nil
+  return f, nil, key
 end
 
 local function earlier(a, b)
@@ -78,16 +78,17 @@ end
 -- earliest time a skipped job becomes its to take. When the job is the set's
 -- head and `zset` is the class queue itself, the id of the job behind it comes
 -- too (false: none), whose score is the class's next head score (see take).
+-- A job found comes with its key last (take's `key`).
 local function pick_in(p, class, zset, worker, now, lanes, is_class_queue)
   local heads = call('ZRANGE', zset, '0', '1')
   if not heads[1] then return nil end
-  local f, soonest = takeable(p, class, heads[1], worker, now, lanes)
-  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil end
+  local f, soonest, key = takeable(p, class, heads[1], worker, now, lanes)
+  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil, key end
   if not heads[2] then return nil, nil, soonest end
   for _, id in ipairs(call('ZRANGE', zset, '1', AVOID_LOOKAHEAD_LAST)) do
     local until_
-    f, until_ = takeable(p, class, id, worker, now, lanes)
-    if f then return id, f end
+    f, until_, key = takeable(p, class, id, worker, now, lanes)
+    if f then return id, f, nil, nil, key end
     soonest = earlier(soonest, until_)
   end
   return nil, nil, soonest
@@ -129,21 +130,23 @@ end
 -- not known, the job may be anywhere in its class). `tier`: the worker's
 -- tier of the class's models (nil: the class names none). `extra`: field/value
 -- pairs the `job.starting` event carries besides the usual ones (nil: none).
--- `priority`: the job's, when the caller has it (nil: from its score).
-local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority)
+-- `priority`: the job's, when the caller has it (nil: from its score). `key`, `queue`: the
+-- job's key and its class queue's, when the caller made them (nil: made here).
+local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority, key, queue)
   local p = ctx.p
-  local key = job_key(p, id)
+  key = key or job_key(p, id)
   local workflow = f.workflow_id or nil
   local laned = f[7] and opt_laned(f[7])
   if behind == nil then
     remove_from_queue(p, id, class, f[2], workflow, laned)
   else
-    local queue = queue_key(p, class)
+    queue = queue or queue_key(p, class)
     call('ZREM', queue, id)
     -- the class's next head score is the score the job behind was queued at, which its hash
     -- keeps as text: Redis would format the queue's own as a double (ZRANGE WITHSCORES), which
     -- costs more than this read
-    set_class_head(p, class, behind and (call('HGET', job_key(p, behind), 'score') or call('ZSCORE', queue, behind)))
+    set_class_head(p, class, behind and (call('HGET', job_key(p, behind), 'score') or call('ZSCORE', queue, behind)),
+      ctx.classes)
     if laned then remove_from_lanes(p, id, class, f[2], workflow) end
   end
   -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
@@ -154,7 +157,7 @@ local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority)
     stop_waiting(p, worker)
     w.waiting, w.woken = false, nil
   end
-  call('SADD', p .. 'wjobs:' .. worker, id)
+  call('SADD', w.jobs, id)
   if w.state ~= 'busy' then
     -- a busy worker's lease is already running (and renewed by its heartbeats)
     renew_lease(p, worker, ctx.now, ctx.lease_ms)
@@ -178,13 +181,18 @@ local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority)
     job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
       'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
   end
-  return { 'job', id, attempt, attempt, f[3], f[2], pieces.take_out(p, id, key, f[6]),
-    class_definition(p, class), priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
+  -- (pieces.take_out's own first test, made here: nearly every payload is short and stays;
+  -- the class's definition goes to the worker as stored, canonical JSON)
+  local payload = f[6]
+  if not payload or #payload == INLINE_PAYLOAD then payload = pieces.take_out(p, id, key, payload) end
+  return { 'job', id, attempt, attempt, f[3], f[2], payload,
+    cached_class(p, class).raw, priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
 -- it is in `idle`; `woken`: the class a wake-up named since (see wake());
--- `cursor`: where the walk its last claim call paused goes on (see claim_for).
+-- `cursor`: where the walk its last claim call paused goes on (see claim_for); `jobs`:
+-- the key of its set of jobs (wjobs), which nearly every call that loads it changes or counts.
 local function load_worker(p, worker, now)
   local f = call('HMGET', worker_key(p, worker), 'profile', 'state', 'machine', 'waiting', 'cursor')
   if not f[1] then raise('UNKNOWN_WORKER', 'worker ' .. worker .. ' is not registered in this shard') end
@@ -196,7 +204,8 @@ local function load_worker(p, worker, now)
     if now - tonumber(string.sub(f[5], sep + 1)) <= CURSOR_TTL_MS then cursor = string.sub(f[5], 1, sep - 1) end
   end
   return { profile = f[1], state = f[2], machine = f[3] or '', waiting = waiting == '1',
-    woken = waiting and waiting ~= '1' and string.sub(waiting, 7) or nil, cursor = cursor, cursor_set = cursor_set }
+    woken = waiting and waiting ~= '1' and string.sub(waiting, 7) or nil, cursor = cursor, cursor_set = cursor_set,
+    jobs = p .. 'wjobs:' .. worker }
 end
 
 -- Wakes an idle worker for the job at the head of `class` (a wake-up passed on names only its class).
@@ -219,7 +228,7 @@ end
 -- stream of jobs other workers hold warm.
 local function candidate(ctx, a, class, f, worker)
   local score = f[4] + 0 -- a queued job's score is always there (arithmetic reads text once, tonumber twice)
-  local priority = priority_of(score)
+  local priority = 1000 - math.floor(score / PRIORITY_SPAN) -- priority_of(score), written out
   local models = affinity.class_models(ctx.p, class)
   if not models then return priority, score, affinity.RANK_WARM, nil end
   local wait_ms, overdue_ms = affinity.limits(ctx)
@@ -270,17 +279,22 @@ local function claim_for(ctx, worker, woken_class, w)
     return { 'none', '', w.state }
   end
   woken_class = woken_class or w.woken
-  local lanes = profile_lanes(p, w.profile)
+  -- profile_lanes(p, w.profile), which the profile keeps once asked
+  local lanes = load_profile(p, w.profile).lanes
+  if lanes == nil then lanes = profile_lanes(p, w.profile) end
   local retry_at = nil
   local budget = CLAIM_BUDGET
-  local a = affinity.of(p, worker)
+  -- what affinity needs of the worker (affinity.of): made once needed, below
+  local a = nil
   -- the best candidate so far (affinity.better), in locals: a table per claim costs more
-  local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier
+  local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier, best_key, best_queue
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
-  local paused = memo.paused_services(p)
-  local classes = p .. 'classes'
+  -- (memo.paused_services, called only for the call's first claim)
+  local paused = memo.paused
+  if paused == nil then paused = memo.paused_services(p) end
+  local classes = ctx.classes or p .. 'classes'
   local offset, last, last_class, walking = 0, nil, nil, true
   -- The classes' head scores are read only once the walk has a candidate to compare them
   -- with (Redis formats each as a double, which costs more than the rest of a page): until
@@ -291,7 +305,12 @@ local function claim_for(ctx, worker, woken_class, w)
     -- (each range ends with WITHSCORES, passed once the scores are wanted)
     local range = after and { '(' .. after, '+inf', 'BYSCORE', 'LIMIT', offset, CLASS_PAGE, 'WITHSCORES' }
       or (offset == 0 and FIRST_PAGE) or { offset, offset + CLASS_PAGE - 1, 'WITHSCORES' }
-    local page = call('ZRANGE', classes, unpack(range, 1, scored and #range or #range - 1))
+    local page
+    if range == FIRST_PAGE and not scored then
+      page = call('ZRANGE', classes, '0', FIRST_PAGE[2]) -- (the commonest page, without unpack)
+    else
+      page = call('ZRANGE', classes, unpack(range, 1, scored and #range or #range - 1))
+    end
     local stride = scored and 2 or 1
     local i = 1
     while i <= #page do
@@ -316,25 +335,29 @@ local function claim_for(ctx, worker, woken_class, w)
       end
       last, last_class = head, class
       budget = budget - 1
-      if profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
-        and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
-        local id, fields, until_, behind, looked
+      local open = profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
+      -- a candidate of a class naming models and a class compared with the best need `a`; most claims, neither
+      if open and a == nil and (best or affinity.class_models(p, class)) then a = affinity.of(p, worker) end
+      if open and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
+        local id, fields, until_, behind, looked, key, queue
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
           budget = budget - looked
         else
-          id, fields, until_, behind = pick_in(p, class, queue_key(p, class), worker, ctx.now, false, true)
+          queue = queue_key(p, class)
+          id, fields, until_, behind, key = pick_in(p, class, queue, worker, ctx.now, false, true)
         end
         if id then
           local priority, score, rank, tier = candidate(ctx, a, class, fields, worker)
           if not priority then
             until_ = score -- left for now: candidate's second answer is when to claim again
-          elseif affinity.better(priority, rank, score, best_priority, best_rank, best_score) then
-            best, best_f, best_class, best_behind = id, fields, class, behind
+          elseif not best or affinity.better(priority, rank, score, best_priority, best_rank, best_score) then
+            best, best_f, best_class, best_behind, best_key, best_queue = id, fields, class, behind, key, queue
             best_priority, best_score, best_rank, best_tier = priority, score, rank, tier
           end
         end
-        retry_at = earlier(retry_at, until_)
+        -- earlier(retry_at, until_), written out: most classes leave no until_
+        if until_ ~= nil and (retry_at == nil or until_ < retry_at) then retry_at = until_ end
         if best and best_rank >= affinity.RANK_WARM then
           walking = false
           break
@@ -348,7 +371,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   if best then
-    local reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority)
+    local reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority, best_key, best_queue)
     if woken_class and woken_class ~= best_class and call('EXISTS', queue_key(p, woken_class)) == 1 then
       -- we were woken for another class's job and took this one instead: pass the wake on
       wake_for_head(p, woken_class, worker)
@@ -357,7 +380,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   start_waiting(p, worker, w.profile, w.waiting)
   local state = w.state or 'idle'
-  if call('SCARD', p .. 'wjobs:' .. worker) == 0 then
+  if call('SCARD', w.jobs) == 0 then
     state = 'idle'
     set_worker_state(p, worker, state, ctx.ts, ctx.maxlen, w.state, w.machine)
   end
