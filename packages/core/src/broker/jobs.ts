@@ -8,7 +8,7 @@ import { type StreamEvent, parseStreamEntry } from '../events';
 import { DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_INFRA_ATTEMPTS, type Job, type JobState, type SubmitJob, SubmitJobInput } from '../job';
 import { poolOfShard } from '../pool-shards';
 import { requirementClassOfParsed } from '../requirements';
-import { durationClass } from '../routing';
+import { type Route, durationClass } from '../routing';
 import { parseWith } from '../validation';
 import { type BrokerContext, jsonOf } from './context';
 import { execSubmitCalls, isDurable } from './durable';
@@ -301,10 +301,9 @@ async function prepareSubmit(ctx: BrokerContext, job: SubmitJob, options: Submit
 function prepareSubmitNow(ctx: BrokerContext, job: SubmitJob, options: SubmitOptions): PreparedSubmit | Promise<PreparedSubmit> {
   const { payload, dclass } = checkSubmit(ctx, job);
   const route = ctx.router.routeNow(job, dclass);
-  const shard = route && ctx.placeJobNow(route.pool, job.idempotency_key === undefined ? undefined : `${job.tenant}:${job.idempotency_key}`);
+  const shard = route && ctx.placeJobNow(route.pool, idempotencyPlacement(job));
   if (!route || shard === undefined) return prepareRouted(ctx, job, payload, dclass, options);
-  const id = newJobId(shard);
-  return { pool: route.pool, shard, id, args: submitArgs(ctx, job, id, payload, dclass, route.fields, options) };
+  return preparedOn(ctx, job, route, shard, payload, dclass, options);
 }
 
 /** A parsed job's service and payload checked: its payload as JSON and its duration class. */
@@ -324,10 +323,18 @@ function checkSubmit(ctx: BrokerContext, job: SubmitJob): { payload: string; dcl
 
 async function prepareRouted(ctx: BrokerContext, job: SubmitJob, payload: string, dclass: string, options: SubmitOptions): Promise<PreparedSubmit> {
   const route = await ctx.router.route(job, dclass);
-  const pool = route.pool;
-  const shard = await ctx.placeJob(pool, job.idempotency_key === undefined ? undefined : `${job.tenant}:${job.idempotency_key}`);
+  return preparedOn(ctx, job, route, await ctx.placeJob(route.pool, idempotencyPlacement(job)), payload, dclass, options);
+}
+
+/** The submit of a routed job placed on `shard`, with its new id. */
+function preparedOn(ctx: BrokerContext, job: SubmitJob, route: Route, shard: string, payload: string, dclass: string, options: SubmitOptions): PreparedSubmit {
   const id = newJobId(shard);
-  return { pool, shard, id, args: submitArgs(ctx, job, id, payload, dclass, route.fields, options) };
+  return { pool: route.pool, shard, id, args: submitArgs(ctx, job, id, payload, dclass, route.fields, options) };
+}
+
+/** What places a job or workflow with an idempotency key on a shard (placeJob): its tenant's key; undefined without one. */
+export function idempotencyPlacement(submission: { tenant: string; idempotency_key?: string }): string | undefined {
+  return submission.idempotency_key === undefined ? undefined : `${submission.tenant}:${submission.idempotency_key}`;
 }
 
 /**
@@ -391,6 +398,8 @@ function submitManyArgs(ctx: BrokerContext, jobs: ReadonlyArray<ArgsOf<typeof FU
   }
   args[3] = classes.size;
   for (const job of jobs) {
+    // emp_submit's id, class, priority, idempotency key, fingerprint, delay, queue ttl, start timeout,
+    // payload and field count (60-submit.lua, emp_submit_many's layout), then its fields
     args.push(job[0], job[1], job[3], job[4], job[5], job[7], job[8], job[9], job[10], job[13]);
     for (let i = SUBMIT_FIELDS_AT; i < job.length; i++) args.push(job[i]!);
   }

@@ -15,7 +15,7 @@ import {
 } from '../workflow';
 import type { BrokerContext } from './context';
 import { FUNCTIONS } from './functions';
-import { getJobsSettled, newJobId, submitArgs } from './jobs';
+import { getJobsSettled, idempotencyPlacement, newJobId, submitArgs } from './jobs';
 
 export interface WorkflowSubmitResult {
   id: string;
@@ -70,7 +70,7 @@ export async function submitWorkflow(ctx: BrokerContext, input: SubmitWorkflowIn
     );
   }
   // the workflow and every step job in one shard of the pool, placed as a job is
-  const shard = await ctx.placeJob(pool, workflow.idempotency_key === undefined ? undefined : `${workflow.tenant}:${workflow.idempotency_key}`, 'workflow');
+  const shard = await ctx.placeJob(pool, idempotencyPlacement(workflow), 'workflow');
   const id = newJobId(shard);
   const definition = JSON.stringify({
     max_payload: String(ctx.config.maxPayloadBytes),
