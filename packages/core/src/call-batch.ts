@@ -125,7 +125,8 @@ export class CallBatcher<T extends BatchItem> {
       // what waited for this call goes with what its replies' continuations gather in this turn
       gathered.inFlight--;
       if (gathered.items.length > 0) this.schedule();
-      else if (gathered.inFlight === 0 && this.groups.get(gathered.key) === gathered) this.groups.delete(gathered.key);
+      // (a group with a call out is never forgotten: this one is still the key's)
+      else if (gathered.inFlight === 0) this.groups.delete(gathered.key);
     }
     items.forEach((pending, index) => {
       const reply = replies[index] as unknown[] | undefined;
