@@ -23,6 +23,8 @@ local function submit_many(keys, args)
   ctx.demand = {}
   -- what the batch's jobs leave of their classes, so that the next job of one reads nothing again (60-submit.lua)
   ctx.batch_classes = {}
+  -- the places in line of the batch's jobs, reserved by its first job's submit (60-submit.lua)
+  ctx.seq_want = tonumber(args[PRELUDE + 1])
   for i = 1, tonumber(args[PRELUDE + 1]) do
     local ok, reply, next_at = pcall(submit_job, ctx, args, at)
     if ok then
