@@ -22,8 +22,8 @@ local function claim_many(keys, args)
   local woken = args[8] ~= '' and args[8] or nil
   local replies = {}
   -- the claims' additions to the worker's set, made once as the call ends; each claim may start
-  -- or go on with a run of one class's jobs (class_run)
-  if n > 1 then job_set.defer(w) end
+  -- or go on with a run of one class's jobs (deferred.start_run)
+  if n > 1 then deferred.keep_set_changes(w) end
   for i = 1, n do
     w.want = n - i + 1
     local reply = claim_for(ctx, worker, woken, w)
@@ -33,8 +33,8 @@ local function claim_many(keys, args)
     woken = nil
     w.cursor, w.cursor_set = nil, false
   end
-  class_run.settle(ctx, w)
-  job_set.apply(w)
+  deferred.settle_run(ctx, w)
+  deferred.apply_set(w)
   return replies
 end
 

@@ -100,19 +100,25 @@ local function complete_one(ctx, next_worker, w, id, token, result)
   record_duration(ctx, job)
   if next_worker and job.worker == next_worker then
     -- the worker claiming next is nearly always the job's: an active job's detach, when its worker
-    -- claims next, is only its leaving the worker's set, which the call may change once (job_set)
-    job_set.change(w, id, false)
+    -- claims next, is only its leaving the worker's set, which the call may change once (deferred)
+    deferred.change_set(w, id, false)
   else
     detach(ctx, job, next_worker ~= nil)
   end
   if w and job.opt and opt_fields(job.opt) then
     -- a workflow's step may submit, cancel or fail other jobs, whose transitions read queues and
     -- workers' sets: they find them as they would after this call's earlier claims one by one
-    class_run.settle(ctx, w)
-    job_set.apply(w)
+    deferred.settle_run(ctx, w)
+    deferred.apply_set(w)
   end
   finish(ctx, job, 'succeeded', 'result', result)
   if not next_worker then return { 'succeeded' } end
+  if job.opt and opt_fields(job.opt) then
+    -- the step's end may have woken or idled the worker (its workflow's next step queued, a
+    -- sibling canceled): the claim reads the worker as a call of its own would
+    local fresh = load_worker(ctx.p, next_worker, ctx.now)
+    w.state, w.waiting, w.woken, w.cursor, w.cursor_set = fresh.state, fresh.waiting, fresh.woken, fresh.cursor, fresh.cursor_set
+  end
   return { 'succeeded', unpack(claim_for(ctx, next_worker, nil, w)) }
 end
 
@@ -126,8 +132,8 @@ local function complete(keys, args)
   local replies = {}
   ctx.durations = {}
   -- the completions' and their claims' changes of the worker's set, made once as the call ends;
-  -- each claim may start or go on with a run of one class's jobs (class_run)
-  if w then job_set.defer(w) end
+  -- each claim may start or go on with a run of one class's jobs (deferred.start_run)
+  if w then deferred.keep_set_changes(w) end
   for i = 9, #args - 2, 3 do
     if w then w.want = (#args - i + 1) / 3 end
     local ok, reply = pcall(complete_one, ctx, next_worker, w, args[i], args[i + 1], args[i + 2])
@@ -138,8 +144,8 @@ local function complete(keys, args)
     end
   end
   if w then
-    class_run.settle(ctx, w)
-    job_set.apply(w)
+    deferred.settle_run(ctx, w)
+    deferred.apply_set(w)
   end
   flush_durations(ctx)
   return replies

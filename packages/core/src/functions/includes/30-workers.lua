@@ -30,43 +30,6 @@ local function release_worker_job(p, worker, id, ts, maxlen, claim_follows, jobs
   end
 end
 
--- A call that takes or ends several jobs of one worker (emp_complete, emp_claim_many) changes
--- the worker's set of jobs once, as it ends: `w.set_changes` (made by job_set.defer) keeps, in
--- the order first changed, each id it added or removed and, in `member`, whether its last
--- change added it, which is all the set's final state depends on. Anything in the call that
--- reads the set applies them first (job_set.apply). Saves an SADD and an SREM a drained job.
--- (One table, `job_set`: the library's chunk has room for 200 top-level locals.)
-local job_set = {}
-
--- The worker's changes are kept from now on until job_set.apply.
-function job_set.defer(w)
-  w.set_changes = { member = {} }
-end
-
--- Adds (`member` true) or removes job `id` from the worker's set: kept when deferred, else at once.
-function job_set.change(w, id, member)
-  local changes = w.set_changes
-  if not changes then
-    call(member and 'SADD' or 'SREM', w.jobs, id)
-    return
-  end
-  if changes.member[id] == nil then changes[#changes + 1] = id end
-  changes.member[id] = member
-end
-
--- Applies the deferred changes (one SREM, one SADD); they are kept again after it.
-function job_set.apply(w)
-  local changes = w.set_changes
-  if not changes or not changes[1] then return end
-  local added, removed = {}, {}
-  for _, id in ipairs(changes) do
-    if changes.member[id] then added[#added + 1] = id else removed[#removed + 1] = id end
-  end
-  if removed[1] then call('SREM', w.jobs, unpack(removed)) end
-  if added[1] then call('SADD', w.jobs, unpack(added)) end
-  w.set_changes = { member = {} }
-end
-
 local function signal_worker(p, worker, message)
   local key = signal_key(p, worker)
   call('RPUSH', key, message)
