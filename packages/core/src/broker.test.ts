@@ -798,6 +798,22 @@ describe('claims made together', () => {
     expect((await workerStates(b)).w).toBe('idle');
   });
 
+  it('leaves the jobs taken before a claim that raised out of their queue and in the worker\'s set', async () => {
+    const b = await broker();
+    await worker(b, 'w', { services: ['simulation'], labels: { region: 'eu' } });
+    const first = await b.submit({ service: 'simulation' });
+    const broken = await b.submit({ service: 'simulation' });
+    // another class the worker may claim from, so that the second claim compares the broken job's score
+    await b.submit({ service: 'simulation', requirements: { constraints: { region: 'eu' } } });
+    const queue = `emp:{standard}:q:${await redis.hget(`emp:{standard}:job:${first.id}`, 'class')}`;
+    await redis.del(`emp:{standard}:job:${broken.id}`); // a queued id without its job: the second claim raises
+
+    await expect(b.claimMany('standard', 'w', 3)).rejects.toThrow();
+    expect((await b.getJob(first.id))?.state).toBe('starting');
+    expect(await redis.zrange(queue, 0, -1)).toEqual([broken.id]);
+    expect(await redis.smembers('emp:{standard}:wjobs:w')).toEqual([first.id]);
+  });
+
   it('refuses a count outside 1..64 before calling Redis', async () => {
     const b = await broker();
     await worker(b, 'w');

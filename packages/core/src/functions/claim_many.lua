@@ -13,6 +13,19 @@
 -- Errors: UNKNOWN_WORKER.
 local MOST_CLAIMS = 64
 
+-- Up to n claims for the worker into `replies`, ending at the first that finds none.
+local function claims(ctx, worker, woken, w, n, replies)
+  for i = 1, n do
+    w.want = n - i + 1
+    local reply = claim_for(ctx, worker, woken, w)
+    replies[i] = reply
+    if reply[1] ~= 'job' then return end
+    -- as the next call of its own would find it: a wake-up passed on once, no paused walk left
+    woken = nil
+    w.cursor, w.cursor_set = nil, false
+  end
+end
+
 local function claim_many(keys, args)
   local ctx = context(keys, args)
   local worker = args[7]
@@ -21,14 +34,15 @@ local function claim_many(keys, args)
   affinity.bounds(ctx, args[9])
   local woken = args[8] ~= '' and args[8] or nil
   local replies = {}
-  for i = 1, n do
-    local reply = claim_for(ctx, worker, woken, w)
-    replies[i] = reply
-    if reply[1] ~= 'job' then break end
-    -- as the next call of its own would find it: a wake-up passed on once, no paused walk left
-    woken = nil
-    w.cursor, w.cursor_set = nil, false
-  end
+  -- the claims' additions to the worker's set, made once as the call ends; each claim may start
+  -- or go on with a run of one class's jobs (deferred.start_run)
+  if n > 1 then deferred.keep_set_changes(w) end
+  local ok, err = pcall(claims, ctx, worker, woken, w, n, replies)
+  -- a function's writes stay when it raises: the jobs taken before an error (a class or profile
+  -- found corrupt) leave their queue and join the worker's set all the same
+  deferred.settle_run(ctx, w)
+  deferred.apply_set(w)
+  if not ok then error(err, 0) end
   return replies
 end
 

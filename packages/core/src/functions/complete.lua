@@ -98,10 +98,27 @@ end
 local function complete_one(ctx, next_worker, w, id, token, result)
   local job = fenced(ctx, id, token, DURATION_FIELDS)
   record_duration(ctx, job)
-  -- the worker claiming next is nearly always the job's: its set of jobs is the one load_worker named
-  detach(ctx, job, next_worker ~= nil, next_worker and job.worker == next_worker and w.jobs or nil)
+  if next_worker and job.worker == next_worker then
+    -- the worker claiming next is nearly always the job's: an active job's detach, when its worker
+    -- claims next, is only its leaving the worker's set, which the call may change once (deferred)
+    deferred.change_set(w, id, false)
+  else
+    detach(ctx, job, next_worker ~= nil)
+  end
+  if w and job.opt and opt_fields(job.opt) then
+    -- a workflow's step may submit, cancel or fail other jobs, whose transitions read queues and
+    -- workers' sets: they find them as they would after this call's earlier claims one by one
+    deferred.settle_run(ctx, w)
+    deferred.apply_set(w)
+  end
   finish(ctx, job, 'succeeded', 'result', result)
   if not next_worker then return { 'succeeded' } end
+  if job.opt and opt_fields(job.opt) then
+    -- the step's end may have woken or idled the worker (its workflow's next step queued, a
+    -- sibling canceled): the claim reads the worker as a call of its own would
+    local fresh = load_worker(ctx.p, next_worker, ctx.now)
+    w.state, w.waiting, w.woken, w.cursor, w.cursor_set = fresh.state, fresh.waiting, fresh.woken, fresh.cursor, fresh.cursor_set
+  end
   return { 'succeeded', unpack(claim_for(ctx, next_worker, nil, w)) }
 end
 
@@ -114,13 +131,21 @@ local function complete(keys, args)
   if #args == 11 then return { complete_one(ctx, next_worker, w, args[9], args[10], args[11]) } end
   local replies = {}
   ctx.durations = {}
+  -- the completions' and their claims' changes of the worker's set, made once as the call ends;
+  -- each claim may start or go on with a run of one class's jobs (deferred.start_run)
+  if w then deferred.keep_set_changes(w) end
   for i = 9, #args - 2, 3 do
+    if w then w.want = (#args - i + 1) / 3 end
     local ok, reply = pcall(complete_one, ctx, next_worker, w, args[i], args[i + 1], args[i + 2])
     if ok then
       replies[#replies + 1] = reply
     else
       replies[#replies + 1] = { 'error', type(reply) == 'table' and reply.err or tostring(reply) }
     end
+  end
+  if w then
+    deferred.settle_run(ctx, w)
+    deferred.apply_set(w)
   end
   flush_durations(ctx)
   return replies

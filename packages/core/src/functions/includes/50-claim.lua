@@ -78,12 +78,14 @@ end
 -- earliest time a skipped job becomes its to take. When the job is the set's
 -- head and `zset` is the class queue itself, the id of the job behind it comes
 -- too (false: none), whose score is the class's next head score (see take).
--- A job found comes with its key last (take's `key`).
-local function pick_in(p, class, zset, worker, now, lanes, is_class_queue)
-  local heads = call('ZRANGE', zset, '0', '1')
+-- A job found comes with its key (take's `key`), and a head with the ids read from the
+-- set's start: `last` (text, default '1') is the rank of the last one read, more than
+-- the head and the one behind it for a call that may take a run of them (deferred.start_run).
+local function pick_in(p, class, zset, worker, now, lanes, is_class_queue, last)
+  local heads = call('ZRANGE', zset, '0', last or '1')
   if not heads[1] then return nil end
   local f, soonest, key = takeable(p, class, heads[1], worker, now, lanes)
-  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil, key end
+  if f then return heads[1], f, nil, is_class_queue and (heads[2] or false) or nil, key, heads end
   if not heads[2] then return nil, nil, soonest end
   for _, id in ipairs(call('ZRANGE', zset, '1', AVOID_LOOKAHEAD_LAST)) do
     local until_
@@ -125,68 +127,186 @@ local function pick_in_lanes(p, class, worker, now, lanes)
   return nil, nil, soonest, #tenants
 end
 
--- Gives job `id` (fields `f` as read by takeable) to the worker. `behind` is
--- the id of the job behind it when it was its class's head (false: none; nil:
--- not known, the job may be anywhere in its class). `tier`: the worker's
--- tier of the class's models (nil: the class names none). `extra`: field/value
--- pairs the `job.starting` event carries besides the usual ones (nil: none).
--- `priority`: the job's, when the caller has it (nil: from its score). `key`, `queue`: the
--- job's key and its class queue's, when the caller made them (nil: made here).
-local function take(ctx, id, f, class, worker, w, behind, tier, extra, priority, key, queue)
-  local p = ctx.p
-  key = key or job_key(p, id)
-  local workflow = f.workflow_id or nil
-  local laned = f[7] and opt_laned(f[7])
-  if behind == nil then
-    remove_from_queue(p, id, class, f[2], workflow, laned)
-  else
-    queue = queue or queue_key(p, class)
-    call('ZREM', queue, id)
-    -- the class's next head score is the score the job behind was queued at, which its hash
-    -- keeps as text: Redis would format the queue's own as a double (ZRANGE WITHSCORES), which
-    -- costs more than this read
-    set_class_head(p, class, behind and (call('HGET', job_key(p, behind), 'score') or call('ZSCORE', queue, behind)),
+-- What a call that claims several times (emp_claim_many; emp_complete, claiming after each
+-- completion) leaves to its end, so that it runs once for the call instead of once a job:
+--
+-- A run: the jobs such a call takes from the head of one class queue in turn, read once
+-- (pick_in's `last`) and taken out of the queue together as the run ends (settle_run): one
+-- ZRANGE, one ZREM, one HGET and one ZADD of the class's head score for the run instead of
+-- for each job. A run takes a job only where the call's next claim would take that same job
+-- (see start_run), and ends where it cannot tell: the claim then walks the classes as any
+-- claim does. `w.run`: the worker's run in this call (nil: none).
+--
+-- The worker's set of jobs (wjobs), changed once as the call ends: `w.set_changes` (made by
+-- keep_set_changes) keeps, in the order first changed, each id the call added or removed and,
+-- in `member`, whether its last change added it, which is all the set's final state depends
+-- on. Anything in the call that reads the set applies them first (apply_set).
+--
+-- Anything else in the call that reads the class queues, `classes` or the set (a workflow's
+-- step ending, which may submit, cancel or fail jobs) settles both first.
+-- (One table, `deferred`, and `take` with its helpers scoped below: the library's chunk has
+-- room for 200 top-level locals.)
+local take
+local deferred = {}
+do
+  -- The score of `class`'s next head, the job `behind` (false: none, the class is empty), in
+  -- `classes`: the score the job was queued at, which its hash keeps as text (Redis would
+  -- format the queue's own as a double, ZRANGE WITHSCORES, which costs more than this read).
+  local function follow_head(ctx, class, queue, behind)
+    set_class_head(ctx.p, class, behind and (call('HGET', job_key(ctx.p, behind), 'score') or call('ZSCORE', queue, behind)),
       ctx.classes)
-    if laned then remove_from_lanes(p, id, class, f[2], workflow) end
   end
-  -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
-  local attempt = f[1] and tostring((tonumber(f[1]) or 0) + 1) or '1'
-  call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
-    'claimed_at', ctx.ts)
-  if w.waiting or w.woken then
-    stop_waiting(p, worker)
-    w.waiting, w.woken = false, nil
+
+  -- Gives job `id` (fields `f` as read by takeable), already out of its class's queue and
+  -- lanes (see take), to the worker. `tier`, `extra`, `priority`, `key` as take's.
+  local function hand_over(ctx, id, f, class, worker, w, tier, extra, priority, key)
+    local p = ctx.p
+    key = key or job_key(p, id)
+    -- the attempt number is the attempt's fencing token; claimed_at is also the job's last update
+    local attempt = f[1] and tostring((tonumber(f[1]) or 0) + 1) or '1'
+    call('HSET', key, 'state', 'starting', 'worker', worker, 'machine', w.machine, 'attempts', attempt,
+      'claimed_at', ctx.ts)
+    if w.waiting or w.woken then
+      stop_waiting(p, worker)
+      w.waiting, w.woken = false, nil
+    end
+    deferred.change_set(w, id, true)
+    if w.state ~= 'busy' then
+      -- a busy worker's lease is already running (and renewed by its heartbeats)
+      renew_lease(p, worker, ctx.now, ctx.lease_ms)
+      set_worker_state(p, worker, 'busy', ctx.ts, ctx.maxlen, w.state, w.machine)
+      w.state = 'busy'
+    end
+    -- a claimed job's only possible timer is its start deadline; its queue deadline no longer applies
+    if f.start_deadline then
+      call('ZADD', p .. 'timers', f.start_deadline, id)
+    elseif f.queue_deadline then
+      call('ZREM', p .. 'timers', id)
+    end
+    -- submitted_at lets a reader of the stream measure submit-to-claim latency without another read
+    -- affinity (warm | disk | cold) lets a reader count how often a job found its models loaded
+    if tier or extra then
+      local more = extra or {}
+      if tier then more = { 'affinity', affinity.NAMES[tier], unpack(more) } end
+      job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
+        'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5], unpack(more))
+    else
+      job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
+        'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
+    end
+    -- (pieces.take_out's own first test, made here: nearly every payload is short and stays;
+    -- the class's definition goes to the worker as stored, canonical JSON)
+    local payload = f[6]
+    if not payload or #payload == INLINE_PAYLOAD then payload = pieces.take_out(p, id, key, payload) end
+    return { 'job', id, attempt, attempt, f[3], f[2], payload,
+      cached_class(p, class).raw, priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
   end
-  call('SADD', w.jobs, id)
-  if w.state ~= 'busy' then
-    -- a busy worker's lease is already running (and renewed by its heartbeats)
-    renew_lease(p, worker, ctx.now, ctx.lease_ms)
-    set_worker_state(p, worker, 'busy', ctx.ts, ctx.maxlen, w.state, w.machine)
-    w.state = 'busy'
+
+  -- Gives job `id` (fields `f` as read by takeable) to the worker. `behind` is
+  -- the id of the job behind it when it was its class's head (false: none; nil:
+  -- not known, the job may be anywhere in its class). `tier`: the worker's
+  -- tier of the class's models (nil: the class names none). `extra`: field/value
+  -- pairs the `job.starting` event carries besides the usual ones (nil: none).
+  -- `priority`: the job's, when the caller has it (nil: from its score). `key`, `queue`: the
+  -- job's key and its class queue's, when the caller made them (nil: made here).
+  function take(ctx, id, f, class, worker, w, behind, tier, extra, priority, key, queue)
+    local p = ctx.p
+    key = key or job_key(p, id)
+    local workflow = f.workflow_id or nil
+    local laned = f[7] and opt_laned(f[7])
+    if behind == nil then
+      remove_from_queue(p, id, class, f[2], workflow, laned)
+    else
+      queue = queue or queue_key(p, class)
+      call('ZREM', queue, id)
+      follow_head(ctx, class, queue, behind)
+      if laned then remove_from_lanes(p, id, class, f[2], workflow) end
+    end
+    return hand_over(ctx, id, f, class, worker, w, tier, extra, priority, key)
   end
-  -- a claimed job's only possible timer is its start deadline; its queue deadline no longer applies
-  if f.start_deadline then
-    call('ZADD', p .. 'timers', f.start_deadline, id)
-  elseif f.queue_deadline then
-    call('ZREM', p .. 'timers', id)
+
+  -- The worker's set changes are kept from now on until apply_set.
+  function deferred.keep_set_changes(w)
+    w.set_changes = { member = {} }
   end
-  -- submitted_at lets a reader of the stream measure submit-to-claim latency without another read
-  -- affinity (warm | disk | cold) lets a reader count how often a job found its models loaded
-  if tier or extra then
-    local more = extra or {}
-    if tier then more = { 'affinity', affinity.NAMES[tier], unpack(more) } end
-    job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
-      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5], unpack(more))
-  else
-    job_event(ctx, id, 'job.starting', 'starting', 'tenant', f[2], 'service', f[3], 'worker', worker,
-      'machine', w.machine, 'attempt', attempt, 'submitted_at', f[5])
+
+  -- Adds (`member` true) or removes job `id` from the worker's set: kept while the call keeps
+  -- its changes (keep_set_changes), else at once.
+  function deferred.change_set(w, id, member)
+    local changes = w.set_changes
+    if not changes then
+      call(member and 'SADD' or 'SREM', w.jobs, id)
+      return
+    end
+    if changes.member[id] == nil then changes[#changes + 1] = id end
+    changes.member[id] = member
   end
-  -- (pieces.take_out's own first test, made here: nearly every payload is short and stays;
-  -- the class's definition goes to the worker as stored, canonical JSON)
-  local payload = f[6]
-  if not payload or #payload == INLINE_PAYLOAD then payload = pieces.take_out(p, id, key, payload) end
-  return { 'job', id, attempt, attempt, f[3], f[2], payload,
-    cached_class(p, class).raw, priority or priority_of(f[4]), f.workflow_id or '', f.step or '', f.exec_timeout_ms or '', f[5] or '', f.traceparent or '' }
+
+  -- Applies the kept changes (one SREM, one SADD); later ones are kept again.
+  function deferred.apply_set(w)
+    local changes = w.set_changes
+    if not changes or not changes[1] then return end
+    local added, removed = {}, {}
+    for _, id in ipairs(changes) do
+      if changes.member[id] then added[#added + 1] = id else removed[#removed + 1] = id end
+    end
+    if removed[1] then call('SREM', w.jobs, unpack(removed)) end
+    if added[1] then call('SADD', w.jobs, unpack(added)) end
+    w.set_changes = { member = {} }
+  end
+
+  -- Gives the worker job `id` (fields `f`, key `key`, priority `priority`), the head of
+  -- `class`'s queue `queue`, and starts a run with it; returns the claim reply. The queue's
+  -- first ids, that head's first, are `heads`; `whole`: they are all the queue holds. The walk
+  -- that found the head met no class before it this worker may claim from (every earlier one is
+  -- of a profile it does not match, or paused), the class names no models (so its head is always taken
+  -- when first met) and the worker has no lanes. The next claim would then take the class's
+  -- new head too unless another class's head now comes first: every job of the run is before
+  -- `bound` (nil: no bound), the head score of the first class after it in the walk's `page`
+  -- (from `at`) the worker matches, or of the page's last when it matches none and the page
+  -- is full (every class beyond comes after it).
+  function deferred.start_run(ctx, worker, w, id, f, class, priority, key, queue, heads, whole, page, at)
+    local p = ctx.p
+    local bound_class = nil
+    for i = at + 1, #page do
+      if profile_matches(p, w.profile, page[i]) then
+        bound_class = page[i]
+        break
+      end
+    end
+    if not bound_class and #page == CLASS_PAGE then bound_class = page[#page] end
+    local bound = bound_class and tonumber(call('ZSCORE', ctx.classes, bound_class)) or nil
+    w.run = { class = class, queue = queue, ids = heads, at = 2, whole = whole, bound = bound }
+    if f[7] and opt_laned(f[7]) then remove_from_lanes(p, id, class, f[2], f.workflow_id or nil) end
+    return hand_over(ctx, id, f, class, worker, w, nil, nil, priority, key)
+  end
+
+  -- The claim reply of the run's next job, taken, or nil when the run cannot tell that it is
+  -- the one a claim would take: none left that was read, one whose follower was not read (the
+  -- class's next head score would be unknown), one a failure makes this worker avoid
+  -- (takeable) or one queued at or after the bound.
+  function deferred.next_in_run(ctx, worker, w)
+    local run = w.run
+    local at, ids = run.at, run.ids
+    local id = ids[at]
+    if not id or not (ids[at + 1] or run.whole) then return nil end
+    local class = run.class
+    local f, _, key = takeable(ctx.p, class, id, worker, ctx.now, false)
+    if not f or (run.bound and f[4] + 0 >= run.bound) then return nil end
+    run.at = at + 1
+    if f[7] and opt_laned(f[7]) then remove_from_lanes(ctx.p, id, class, f[2], f.workflow_id or nil) end
+    return hand_over(ctx, id, f, class, worker, w, nil, nil, nil, key)
+  end
+
+  -- Ends the worker's run, if any: its jobs leave the class queue and the class is scored by
+  -- the job behind them. Anything in the call that reads the queue or `classes` ends it first.
+  function deferred.settle_run(ctx, w)
+    local run = w.run
+    if not run then return end
+    w.run = nil
+    call('ZREM', run.queue, unpack(run.ids, 1, run.at - 1))
+    follow_head(ctx, run.class, run.queue, run.ids[run.at] or false)
+  end
 end
 
 -- What a claim needs to know about the worker; raises UNKNOWN_WORKER. `waiting`:
@@ -279,6 +399,14 @@ local function claim_for(ctx, worker, woken_class, w)
     return { 'none', '', w.state }
   end
   woken_class = woken_class or w.woken
+  if w.run then
+    -- the call's next claim, in a run (one passed a wake-up walks: the woken class may be owed a pass-on)
+    if not woken_class then
+      local reply = deferred.next_in_run(ctx, worker, w)
+      if reply then return reply end
+    end
+    deferred.settle_run(ctx, w)
+  end
   -- profile_lanes(p, w.profile), which the profile keeps once asked
   local lanes = load_profile(p, w.profile).lanes
   if lanes == nil then lanes = profile_lanes(p, w.profile) end
@@ -288,6 +416,12 @@ local function claim_for(ctx, worker, woken_class, w)
   local a = nil
   -- the best candidate so far (affinity.better), in locals: a table per claim costs more
   local best, best_f, best_class, best_behind, best_priority, best_score, best_rank, best_tier, best_key, best_queue
+  -- a call that may claim again (w.want: its claims left, this one included) reads more of a
+  -- queue's head for a run (deferred.start_run); `first_open`: the first class the walk may claim from, its
+  -- page and its place there, and the ids its pick read
+  local want = w.want
+  local last = want and want > 1 and not w.cursor and not lanes and tostring(want) or nil
+  local first_open, first_page, first_at, first_heads
   -- a wake-up means a job this worker can run arrived, perhaps in a class the walk has passed: start again
   local after = not woken_class and w.cursor or nil
   -- an operator paused these services: their jobs stay queued, nobody claims them
@@ -295,10 +429,10 @@ local function claim_for(ctx, worker, woken_class, w)
   local paused = memo.paused
   if paused == nil then paused = memo.paused_services(p) end
   local classes = ctx.classes or p .. 'classes'
-  local offset, last, last_class, walking = 0, nil, nil, true
+  local offset, last_score, last_class, walking = 0, nil, nil, true
   -- The classes' head scores are read only once the walk has a candidate to compare them
   -- with (Redis formats each as a double, which costs more than the rest of a page): until
-  -- then a page holds classes only, and `last` is the cursor's score once it is needed.
+  -- then a page holds classes only, and `last_score` is the cursor's score once it is needed.
   local scored = false
   while walking do
     -- a page of classes (and their head scores), by rank from the start, or by score after the cursor of a paused walk
@@ -317,8 +451,8 @@ local function claim_for(ctx, worker, woken_class, w)
       if budget <= 0 then
         if best then break end
         -- the walk goes on after the last class it looked at (the set has not changed in this call)
-        last = last or call('ZSCORE', classes, last_class)
-        call('HSET', worker_key(p, worker), 'cursor', last .. '|' .. ctx.ts)
+        last_score = last_score or call('ZSCORE', classes, last_class)
+        call('HSET', worker_key(p, worker), 'cursor', last_score .. '|' .. ctx.ts)
         if not w.waiting then start_waiting(p, worker, w.profile, false) end
         return { 'none', retry_at and tostring(retry_at) or '', w.state or 'idle', 'more' }
       end
@@ -333,20 +467,21 @@ local function claim_for(ctx, worker, woken_class, w)
         walking = false
         break
       end
-      last, last_class = head, class
+      last_score, last_class = head, class
       budget = budget - 1
       local open = profile_matches(p, w.profile, class) and not (paused and paused[load_class(p, class).service])
       -- a candidate of a class naming models and a class compared with the best need `a`; most claims, neither
       if open and a == nil and (best or affinity.class_models(p, class)) then a = affinity.of(p, worker) end
       if open and not (best and cannot_beat(a, class, tonumber(head), best_rank, best_score)) then
-        local id, fields, until_, behind, looked, key, queue
+        local id, fields, until_, behind, looked, key, queue, heads
         if lanes then
           id, fields, until_, looked = pick_in_lanes(p, class, worker, ctx.now, lanes)
           budget = budget - looked
         else
           queue = queue_key(p, class)
-          id, fields, until_, behind, key = pick_in(p, class, queue, worker, ctx.now, false, true)
+          id, fields, until_, behind, key, heads = pick_in(p, class, queue, worker, ctx.now, false, true, last)
         end
+        if not first_open then first_open, first_page, first_at, first_heads = class, page, i, heads end
         if id then
           local priority, score, rank, tier = candidate(ctx, a, class, fields, worker)
           if not priority then
@@ -371,7 +506,14 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   if w.cursor_set then call('HDEL', worker_key(p, worker), 'cursor') end
   if best then
-    local reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority, best_key, best_queue)
+    local reply
+    if last and best_behind and best_class == first_open and first_heads and not scored and not best_tier then
+      -- the head of the first class the worker may claim from, with more behind it: a run starts
+      reply = deferred.start_run(ctx, worker, w, best, best_f, best_class, best_priority, best_key, best_queue, first_heads,
+        #first_heads <= want, first_page, first_at)
+    else
+      reply = take(ctx, best, best_f, best_class, worker, w, best_behind, best_tier, nil, best_priority, best_key, best_queue)
+    end
     if woken_class and woken_class ~= best_class and call('EXISTS', queue_key(p, woken_class)) == 1 then
       -- we were woken for another class's job and took this one instead: pass the wake on
       wake_for_head(p, woken_class, worker)
@@ -380,6 +522,7 @@ local function claim_for(ctx, worker, woken_class, w)
   end
   start_waiting(p, worker, w.profile, w.waiting)
   local state = w.state or 'idle'
+  deferred.apply_set(w)
   if call('SCARD', w.jobs) == 0 then
     state = 'idle'
     set_worker_state(p, worker, state, ctx.ts, ctx.maxlen, w.state, w.machine)
