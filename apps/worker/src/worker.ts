@@ -119,6 +119,8 @@ interface ActiveJob {
   /** the outcome is being recorded (or the attempt dropped): later progress reports are ignored */
   progressClosed: boolean;
   started: Promise<void> | undefined;
+  /** releases the models the job's requirements named (held while it runs; see WorkerOptions.models) */
+  releaseModels: ReleaseModels | undefined;
   timeoutTimer: NodeJS.Timeout | undefined;
   /** the broker timed the attempt out itself (and already recorded the failure) */
   timedOutByBroker: boolean;
@@ -166,7 +168,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private readonly active = new Map<string, ActiveJob>();
-  private readonly tasks = new Set<Promise<void>>();
   private claimsInFlight = 0;
   private filling = false;
   private refill: { wokenFor: string | undefined; shard?: string } | undefined;
@@ -933,6 +934,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       },
       parent: this.logger,
       started: undefined,
+      releaseModels: undefined,
       timeoutTimer: undefined,
       timedOutByBroker: false,
       progress: undefined,
@@ -941,8 +943,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.active.set(job.id, active);
     debugLog(active, 'job received', { attempt: job.attempt, token: job.lease.token });
     if (this.handingBack) abort.abort(new JobAbortError('shutdown'));
-    const task = this.runJob(active).finally(() => this.tasks.delete(task));
-    this.tasks.add(task);
+    // it rejects only on a bug (its outcome's errors are its own to handle): then the process fails loudly
+    void this.runJob(active);
   }
 
   /**
@@ -964,29 +966,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async runJob(active: ActiveJob): Promise<void> {
-    const { job, abort } = active;
-    const ctx: JobContext = {
-      get signal() {
-        return abort.signal;
-      },
-      get logger() {
-        return active.logger;
-      },
-      start: () => this.startJob(active),
-      progress: (progress) => {
-        parseWith(JobProgress, progress, 'progress');
-        this.progressOf(active)?.report(progress);
-      },
-    };
+    const { job } = active;
     let outcome: Outcome;
-    let releaseModels: ReleaseModels | undefined;
     try {
-      outcome = await this.tracing.withSpan(active.span, () => this.runConnector(active, ctx, (release) => (releaseModels = release)));
+      outcome = await (this.tracing.enabled ? this.tracing.withSpan(active.span, () => this.runConnector(active)) : this.runConnector(active));
     } catch (error) {
       outcome = { ok: false, error };
     }
     if (active.timeoutTimer) clearTimeout(active.timeoutTimer);
-    await releaseModels?.().catch((error: unknown) => active.logger.warn({ err: error }, "releasing the job's models failed"));
+    if (active.releaseModels) await active.releaseModels().catch((error: unknown) => active.logger.warn({ err: error }, "releasing the job's models failed"));
 
     let next: ClaimResult | null = null;
     try {
@@ -1015,23 +1003,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.checkIdle();
   }
 
-  /** The attempt's work: its models, then the connector; `keepRelease` gets the models' release as soon as they are held. */
-  private async runConnector(active: ActiveJob, ctx: JobContext, keepRelease: (release: ReleaseModels | undefined) => void): Promise<Outcome> {
+  /** The attempt's work: its models, then the connector; the models' release is kept on `active` as soon as they are held. */
+  private async runConnector(active: ActiveJob): Promise<Outcome> {
     const { job, abort } = active;
-    let outcome: Outcome;
     try {
       const connector = active.connector;
       if (!connector) {
         throw new JobFailure('non_retryable', `worker ${this.id} has no connector for service '${job.service}'`);
       }
       abort.throwIfAborted();
+      const ctx = this.contextOf(active);
       // only a job that names models pays for an AbortSignal here
       if (this.models && job.requirements.models?.length) {
         const models = job.requirements.models;
         this.modelReport.ensureStarted(models);
         let ensured = false;
         try {
-          keepRelease(await this.tracing.inSpan('job.models', { attributes: { 'emp.models': models.join(',') } }, () => ensureJobModels(this.models!, models, ctx.progress, abort.signal)));
+          active.releaseModels = await this.tracing.inSpan('job.models', { attributes: { 'emp.models': models.join(',') } }, () => ensureJobModels(this.models!, models, ctx.progress, abort.signal));
           ensured = true;
         } finally {
           this.modelReport.ensureEnded(models, ensured);
@@ -1040,12 +1028,36 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await active.progress?.sendNow();
       }
       if (!connector.startsItself) await this.startJob(active);
-      const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));
-      outcome = { ok: true, result };
+      // Promise.resolve: a connector written in plain JavaScript may return a value rather than a promise
+      return { ok: true, result: await abort.race(Promise.resolve(connector.run(job, ctx))) };
     } catch (error) {
-      outcome = { ok: false, error };
+      return { ok: false, error };
     }
-    return outcome;
+  }
+
+  /**
+   * What the connector sees of its attempt. Methods, not arrow functions: a
+   * connector may pass `ctx.progress` on unbound (they use no `this`), and a
+   * method costs no name-keeping wrapper per job where the sources run through
+   * tsx (esbuild's keepNames).
+   */
+  private contextOf(active: ActiveJob): JobContext {
+    const worker = this;
+    return {
+      get signal() {
+        return active.abort.signal;
+      },
+      get logger() {
+        return active.logger;
+      },
+      start() {
+        return worker.startJob(active);
+      },
+      progress(progress) {
+        parseWith(JobProgress, progress, 'progress');
+        worker.progressOf(active)?.report(progress);
+      },
+    };
   }
 
   /** The job's progress reporter, made on its first report; none once its outcome is being recorded. */
@@ -1210,8 +1222,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.handingBack = true;
     if (this.active.size > 0) this.logger.info({ running: this.active.size }, 'handing back unfinished jobs');
     for (const { job } of this.active.values()) this.abortJob(job.id, 'shutdown', job.lease.token);
+    // a job leaves `active` in the last await of its run: idle, every run has returned
     await this.whenIdle();
-    await Promise.allSettled([...this.tasks]);
 
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.stopRenewingOnReconnect?.();
