@@ -28,7 +28,7 @@ import {
 } from '@emp/core';
 import { type Logger, pino } from 'pino';
 import { AttemptAbort } from './attempt-abort';
-import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure, ModelLoadError } from './connector';
+import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure, type JobProgressInput, ModelLoadError } from './connector';
 import { ensureJobModels } from './job-models';
 import { ModelReporter } from './model-report';
 import { ProgressReporter } from './progress-reporter';
@@ -104,26 +104,68 @@ export interface WorkerEvents {
   'job:dropped': [job: ClaimedJob, reason: DropReason];
 }
 
-interface ActiveJob {
-  job: ClaimedJob;
-  connector: Connector | undefined;
-  abort: AttemptAbort;
-  /** the job's logger (the worker's, with the job's fields bound) */
-  readonly logger: Logger;
-  /** the worker's logger */
-  readonly parent: Logger;
+/**
+ * A job this worker runs, from its claim to its recorded outcome. A class, not
+ * an object literal with getters: a literal's getter is a new closure per job,
+ * which gives each job's object a hidden class of its own, held in old space
+ * with the job's fields until a full GC (every job then survived the young
+ * generation, and minor GCs took several us a job).
+ */
+class ActiveJob {
   /** the attempt's job.run span (non-recording with tracing off), ended with its outcome */
-  span: Span;
+  readonly span: Span;
+  readonly abort = new AttemptAbort();
   /** made on the job's first progress report (see progressOf): a job that reports none pays for none */
-  progress: ProgressReporter | undefined;
+  progress: ProgressReporter | undefined = undefined;
   /** the outcome is being recorded (or the attempt dropped): later progress reports are ignored */
-  progressClosed: boolean;
-  started: Promise<void> | undefined;
+  progressClosed = false;
+  started: Promise<void> | undefined = undefined;
   /** releases the models the job's requirements named (held while it runs; see WorkerOptions.models) */
-  releaseModels: ReleaseModels | undefined;
-  timeoutTimer: NodeJS.Timeout | undefined;
+  releaseModels: ReleaseModels | undefined = undefined;
+  timeoutTimer: NodeJS.Timeout | undefined = undefined;
   /** the broker timed the attempt out itself (and already recorded the failure) */
-  timedOutByBroker: boolean;
+  timedOutByBroker = false;
+  /** made on first use: a job that logs nothing above the level does not pay for binding its fields */
+  private jobLogger: Logger | undefined = undefined;
+
+  constructor(
+    readonly job: ClaimedJob,
+    readonly connector: Connector | undefined,
+    /** the worker's logger */
+    readonly parent: Logger,
+    span: Span,
+  ) {
+    this.span = span;
+  }
+
+  /** the job's logger (the worker's, with the job's fields bound) */
+  get logger(): Logger {
+    const { job, connector, span } = this;
+    // trace_id and span_id join the job's log lines to its trace: the active span's (a connector's call), else job.run's
+    const bindings = { job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service };
+    return (this.jobLogger ??= span.isRecording() ? this.parent.child(bindings, { formatters: { log: traceLogFormatter(span) } }) : this.parent.child(bindings));
+  }
+}
+
+/**
+ * What a connector sees of its attempt (a class for the reason ActiveJob is
+ * one). `start` and `progress` are the worker's, bound to the job: a
+ * connector may pass them on unbound.
+ */
+class AttemptContext implements JobContext {
+  constructor(
+    private readonly active: ActiveJob,
+    readonly start: () => Promise<void>,
+    readonly progress: (progress: JobProgressInput) => void,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.active.abort.signal;
+  }
+
+  get logger(): Logger {
+    return this.active.logger;
+  }
 }
 
 type Outcome = { ok: true; result: unknown } | { ok: false; error: unknown };
@@ -917,32 +959,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ---------------------------------------------------------------- running a job
 
   private launch(job: ClaimedJob): void {
-    const abort = new AttemptAbort();
-    const connector = this.connectors.get(job.service);
-    const span = this.traceAttempt(job);
-    // made on first use: a job that logs nothing above the level does not pay for binding its fields
-    let jobLogger: Logger | undefined;
-    const active: ActiveJob = {
-      job,
-      connector,
-      abort,
-      span,
-      get logger() {
-        // trace_id and span_id join the job's log lines to its trace: the active span's (a connector's call), else job.run's
-        const bindings = { job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service };
-        return (jobLogger ??= span.isRecording() ? this.parent.child(bindings, { formatters: { log: traceLogFormatter(span) } }) : this.parent.child(bindings));
-      },
-      parent: this.logger,
-      started: undefined,
-      releaseModels: undefined,
-      timeoutTimer: undefined,
-      timedOutByBroker: false,
-      progress: undefined,
-      progressClosed: false,
-    };
+    const active = new ActiveJob(job, this.connectors.get(job.service), this.logger, this.traceAttempt(job));
     this.active.set(job.id, active);
     debugLog(active, 'job received', { attempt: job.attempt, token: job.lease.token });
-    if (this.handingBack) abort.abort(new JobAbortError('shutdown'));
+    if (this.handingBack) active.abort.abort(new JobAbortError('shutdown'));
     // it rejects only on a bug (its outcome's errors are its own to handle): then the process fails loudly
     void this.runJob(active);
   }
@@ -1035,29 +1055,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  /**
-   * What the connector sees of its attempt. Methods, not arrow functions: a
-   * connector may pass `ctx.progress` on unbound (they use no `this`), and a
-   * method costs no name-keeping wrapper per job where the sources run through
-   * tsx (esbuild's keepNames).
-   */
   private contextOf(active: ActiveJob): JobContext {
-    const worker = this;
-    return {
-      get signal() {
-        return active.abort.signal;
-      },
-      get logger() {
-        return active.logger;
-      },
-      start() {
-        return worker.startJob(active);
-      },
-      progress(progress) {
+    return new AttemptContext(
+      active,
+      () => this.startJob(active),
+      (progress) => {
         parseWith(JobProgress, progress, 'progress');
-        worker.progressOf(active)?.report(progress);
+        this.progressOf(active)?.report(progress);
       },
-    };
+    );
   }
 
   /** The job's progress reporter, made on its first report; none once its outcome is being recorded. */
