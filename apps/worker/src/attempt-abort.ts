@@ -7,7 +7,8 @@
 export class AttemptAbort {
   private why: Error | undefined;
   private controller: AbortController | undefined;
-  private listeners: Array<(reason: Error) => void> = [];
+  /** the reject of each race made before the abort (a settled one's reject does nothing) */
+  private racers: Array<(reason: Error) => void> = [];
 
   get aborted(): boolean {
     return this.why !== undefined;
@@ -31,41 +32,27 @@ export class AttemptAbort {
     if (this.why) return;
     this.why = reason;
     this.controller?.abort(reason);
-    const listeners = this.listeners;
-    this.listeners = [];
-    for (const listener of listeners) listener(reason);
+    const racers = this.racers;
+    this.racers = [];
+    for (const reject of racers) reject(reason);
   }
 
   throwIfAborted(): void {
     if (this.why) throw this.why;
   }
 
-  /** Resolves or rejects like `work`, or rejects with the reason as soon as the attempt is aborted. */
+  /**
+   * Resolves or rejects like `work`, or rejects with the reason as soon as the attempt is aborted.
+   * `work` settling after the abort changes nothing, and its rejection then is handled (here).
+   */
   race<T>(work: Promise<T>): Promise<T> {
     if (this.why) {
       work.catch(() => undefined);
       return Promise.reject(this.why);
     }
     return new Promise<T>((resolve, reject) => {
-      const onAbort = (reason: Error) => {
-        work.catch(() => undefined); // the work may still reject later; nobody waits for it
-        reject(reason);
-      };
-      this.listeners.push(onAbort);
-      const done = () => {
-        const index = this.listeners.indexOf(onAbort);
-        if (index >= 0) this.listeners.splice(index, 1);
-      };
-      work.then(
-        (value) => {
-          done();
-          resolve(value);
-        },
-        (error: unknown) => {
-          done();
-          reject(error as Error);
-        },
-      );
+      this.racers.push(reject);
+      work.then(resolve, reject);
     });
   }
 }

@@ -28,7 +28,7 @@ import {
 } from '@emp/core';
 import { type Logger, pino } from 'pino';
 import { AttemptAbort } from './attempt-abort';
-import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure, ModelLoadError } from './connector';
+import { type AbortCause, type Connector, JobAbortError, type JobContext, JobFailure, type JobProgressInput, ModelLoadError } from './connector';
 import { ensureJobModels } from './job-models';
 import { ModelReporter } from './model-report';
 import { ProgressReporter } from './progress-reporter';
@@ -104,24 +104,68 @@ export interface WorkerEvents {
   'job:dropped': [job: ClaimedJob, reason: DropReason];
 }
 
-interface ActiveJob {
-  job: ClaimedJob;
-  connector: Connector | undefined;
-  abort: AttemptAbort;
-  /** the job's logger (the worker's, with the job's fields bound) */
-  readonly logger: Logger;
-  /** the worker's logger */
-  readonly parent: Logger;
+/**
+ * A job this worker runs, from its claim to its recorded outcome. A class, not
+ * an object literal with getters: a literal's getter is a new closure per job,
+ * which gives each job's object a hidden class of its own, held in old space
+ * with the job's fields until a full GC (every job then survived the young
+ * generation, and minor GCs took several us a job).
+ */
+class ActiveJob {
   /** the attempt's job.run span (non-recording with tracing off), ended with its outcome */
-  span: Span;
+  readonly span: Span;
+  readonly abort = new AttemptAbort();
   /** made on the job's first progress report (see progressOf): a job that reports none pays for none */
-  progress: ProgressReporter | undefined;
+  progress: ProgressReporter | undefined = undefined;
   /** the outcome is being recorded (or the attempt dropped): later progress reports are ignored */
-  progressClosed: boolean;
-  started: Promise<void> | undefined;
-  timeoutTimer: NodeJS.Timeout | undefined;
+  progressClosed = false;
+  started: Promise<void> | undefined = undefined;
+  /** releases the models the job's requirements named (held while it runs; see WorkerOptions.models) */
+  releaseModels: ReleaseModels | undefined = undefined;
+  timeoutTimer: NodeJS.Timeout | undefined = undefined;
   /** the broker timed the attempt out itself (and already recorded the failure) */
-  timedOutByBroker: boolean;
+  timedOutByBroker = false;
+  /** made on first use: a job that logs nothing above the level does not pay for binding its fields */
+  private jobLogger: Logger | undefined = undefined;
+
+  constructor(
+    readonly job: ClaimedJob,
+    readonly connector: Connector | undefined,
+    /** the worker's logger */
+    readonly parent: Logger,
+    span: Span,
+  ) {
+    this.span = span;
+  }
+
+  /** the job's logger (the worker's, with the job's fields bound) */
+  get logger(): Logger {
+    const { job, connector, span } = this;
+    // trace_id and span_id join the job's log lines to its trace: the active span's (a connector's call), else job.run's
+    const bindings = { job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service };
+    return (this.jobLogger ??= span.isRecording() ? this.parent.child(bindings, { formatters: { log: traceLogFormatter(span) } }) : this.parent.child(bindings));
+  }
+}
+
+/**
+ * What a connector sees of its attempt (a class for the reason ActiveJob is
+ * one). `start` and `progress` are the worker's, bound to the job: a
+ * connector may pass them on unbound.
+ */
+class AttemptContext implements JobContext {
+  constructor(
+    private readonly active: ActiveJob,
+    readonly start: () => Promise<void>,
+    readonly progress: (progress: JobProgressInput) => void,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.active.abort.signal;
+  }
+
+  get logger(): Logger {
+    return this.active.logger;
+  }
 }
 
 type Outcome = { ok: true; result: unknown } | { ok: false; error: unknown };
@@ -166,7 +210,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private readonly active = new Map<string, ActiveJob>();
-  private readonly tasks = new Set<Promise<void>>();
   private claimsInFlight = 0;
   private filling = false;
   private refill: { wokenFor: string | undefined; shard?: string } | undefined;
@@ -916,33 +959,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ---------------------------------------------------------------- running a job
 
   private launch(job: ClaimedJob): void {
-    const abort = new AttemptAbort();
-    const connector = this.connectors.get(job.service);
-    const span = this.traceAttempt(job);
-    // made on first use: a job that logs nothing above the level does not pay for binding its fields
-    let jobLogger: Logger | undefined;
-    const active: ActiveJob = {
-      job,
-      connector,
-      abort,
-      span,
-      get logger() {
-        // trace_id and span_id join the job's log lines to its trace: the active span's (a connector's call), else job.run's
-        const bindings = { job_id: job.id, service: job.service, service_type: job.service, connector_id: connector?.id ?? job.service };
-        return (jobLogger ??= span.isRecording() ? this.parent.child(bindings, { formatters: { log: traceLogFormatter(span) } }) : this.parent.child(bindings));
-      },
-      parent: this.logger,
-      started: undefined,
-      timeoutTimer: undefined,
-      timedOutByBroker: false,
-      progress: undefined,
-      progressClosed: false,
-    };
+    const active = new ActiveJob(job, this.connectors.get(job.service), this.logger, this.traceAttempt(job));
     this.active.set(job.id, active);
     debugLog(active, 'job received', { attempt: job.attempt, token: job.lease.token });
-    if (this.handingBack) abort.abort(new JobAbortError('shutdown'));
-    const task = this.runJob(active).finally(() => this.tasks.delete(task));
-    this.tasks.add(task);
+    if (this.handingBack) active.abort.abort(new JobAbortError('shutdown'));
+    // it rejects only on a bug (its outcome's errors are its own to handle): then the process fails loudly
+    void this.runJob(active);
   }
 
   /**
@@ -964,29 +986,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async runJob(active: ActiveJob): Promise<void> {
-    const { job, abort } = active;
-    const ctx: JobContext = {
-      get signal() {
-        return abort.signal;
-      },
-      get logger() {
-        return active.logger;
-      },
-      start: () => this.startJob(active),
-      progress: (progress) => {
-        parseWith(JobProgress, progress, 'progress');
-        this.progressOf(active)?.report(progress);
-      },
-    };
+    const { job } = active;
     let outcome: Outcome;
-    let releaseModels: ReleaseModels | undefined;
     try {
-      outcome = await this.tracing.withSpan(active.span, () => this.runConnector(active, ctx, (release) => (releaseModels = release)));
+      outcome = await (this.tracing.enabled ? this.tracing.withSpan(active.span, () => this.runConnector(active)) : this.runConnector(active));
     } catch (error) {
       outcome = { ok: false, error };
     }
     if (active.timeoutTimer) clearTimeout(active.timeoutTimer);
-    await releaseModels?.().catch((error: unknown) => active.logger.warn({ err: error }, "releasing the job's models failed"));
+    if (active.releaseModels) await active.releaseModels().catch((error: unknown) => active.logger.warn({ err: error }, "releasing the job's models failed"));
 
     let next: ClaimResult | null = null;
     try {
@@ -1015,23 +1023,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.checkIdle();
   }
 
-  /** The attempt's work: its models, then the connector; `keepRelease` gets the models' release as soon as they are held. */
-  private async runConnector(active: ActiveJob, ctx: JobContext, keepRelease: (release: ReleaseModels | undefined) => void): Promise<Outcome> {
+  /** The attempt's work: its models, then the connector; the models' release is kept on `active` as soon as they are held. */
+  private async runConnector(active: ActiveJob): Promise<Outcome> {
     const { job, abort } = active;
-    let outcome: Outcome;
     try {
       const connector = active.connector;
       if (!connector) {
         throw new JobFailure('non_retryable', `worker ${this.id} has no connector for service '${job.service}'`);
       }
       abort.throwIfAborted();
+      const ctx = this.contextOf(active);
       // only a job that names models pays for an AbortSignal here
       if (this.models && job.requirements.models?.length) {
         const models = job.requirements.models;
         this.modelReport.ensureStarted(models);
         let ensured = false;
         try {
-          keepRelease(await this.tracing.inSpan('job.models', { attributes: { 'emp.models': models.join(',') } }, () => ensureJobModels(this.models!, models, ctx.progress, abort.signal)));
+          active.releaseModels = await this.tracing.inSpan('job.models', { attributes: { 'emp.models': models.join(',') } }, () => ensureJobModels(this.models!, models, ctx.progress, abort.signal));
           ensured = true;
         } finally {
           this.modelReport.ensureEnded(models, ensured);
@@ -1040,12 +1048,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await active.progress?.sendNow();
       }
       if (!connector.startsItself) await this.startJob(active);
-      const result = await abort.race(Promise.resolve().then(() => connector.run(job, ctx)));
-      outcome = { ok: true, result };
+      // Promise.resolve: a connector written in plain JavaScript may return a value rather than a promise
+      return { ok: true, result: await abort.race(Promise.resolve(connector.run(job, ctx))) };
     } catch (error) {
-      outcome = { ok: false, error };
+      return { ok: false, error };
     }
-    return outcome;
+  }
+
+  private contextOf(active: ActiveJob): JobContext {
+    return new AttemptContext(
+      active,
+      () => this.startJob(active),
+      (progress) => {
+        parseWith(JobProgress, progress, 'progress');
+        this.progressOf(active)?.report(progress);
+      },
+    );
   }
 
   /** The job's progress reporter, made on its first report; none once its outcome is being recorded. */
@@ -1210,8 +1228,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.handingBack = true;
     if (this.active.size > 0) this.logger.info({ running: this.active.size }, 'handing back unfinished jobs');
     for (const { job } of this.active.values()) this.abortJob(job.id, 'shutdown', job.lease.token);
+    // a job leaves `active` in the last await of its run: idle, every run has returned
     await this.whenIdle();
-    await Promise.allSettled([...this.tasks]);
 
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.stopRenewingOnReconnect?.();

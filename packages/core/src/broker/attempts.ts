@@ -12,10 +12,11 @@ import type { ClaimResult, DropVerdict, Lease, WorkerSignal } from './types';
 
 /** Completions of one worker made in the same turn of the event loop go out in one emp_complete call. */
 export function completionBatcher(ctx: BrokerContext): CallBatcher<Completion> {
-  return batchCompletions(
-    async (pool, claimFor, completions) =>
-      (await ctx.calls.call(FUNCTIONS.complete, pool, [claimFor, affinityBounds(ctx), ...completions.flatMap((c) => [c.jobId, c.token, c.result])])) as unknown[],
-  );
+  return batchCompletions((pool, claimFor, completions) => {
+    const args: [claimFor: string, affinity: string, ...completions: string[]] = [claimFor, affinityBounds(ctx)];
+    for (const c of completions) args.push(c.jobId, c.token, c.result);
+    return ctx.calls.call(FUNCTIONS.complete, pool, args) as Promise<unknown[]>;
+  });
 }
 
 /** Progress reports of a pool due in the same turn of the event loop go out in one emp_progress call. */

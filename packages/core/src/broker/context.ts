@@ -9,7 +9,7 @@ import { PoolName } from '../requirements';
 import { Router } from '../routing';
 import { parseWith } from '../validation';
 import { FunctionCalls } from './functions';
-import { issuedLeases } from './replies';
+import { isIssuedLease } from './replies';
 import type { Lease, RedisClient } from './types';
 
 /**
@@ -177,7 +177,7 @@ export class BrokerContext {
 
   lease(lease: Lease): Lease {
     // a lease this process's claims handed out is well-formed by construction (and frozen)
-    return issuedLeases.has(lease) ? lease : parseWith(LeaseSchema, lease, 'lease');
+    return isIssuedLease(lease) ? lease : parseWith(LeaseSchema, lease, 'lease');
   }
 }
 

@@ -177,6 +177,16 @@ function commandOf(name: string, ...lists: Array<readonly Arg[]>): Command {
   return command;
 }
 
+/**
+ * Whether a connection sends the Commands commandOf makes as its `call` would make them:
+ * not where ioredis adds to a command (a key prefix, the caller's stack for friendlier
+ * errors) or sends it another way (auto-pipelining): there calls go through `call`.
+ */
+function sendsPlainCommands(connection: RedisClient): boolean {
+  const { keyPrefix, showFriendlyErrorStack, enableAutoPipelining } = connection.options;
+  return !keyPrefix && !showFriendlyErrorStack && !enableAutoPipelining;
+}
+
 /** A reply of a pipelined call as ioredis hands it back. */
 export type PipelineEntry = [Error | null, unknown] | undefined;
 
@@ -226,7 +236,9 @@ export class FunctionCalls {
     const command = this.command(fn);
     let reply: unknown;
     try {
-      reply = await connection.call(command, fn.name, 1, anchor, ...this.prelude(fn), ...args);
+      reply = await (sendsPlainCommands(connection)
+        ? connection.sendCommand(commandOf(command, [fn.name, 1, anchor], this.prelude(fn), args))
+        : connection.call(command, fn.name, 1, anchor, ...this.prelude(fn), ...args));
     } catch (error) {
       if (command === 'FCALL_RO' && this.fallBack(error)) return this.callOn(connection, fn, anchor, args);
       throw fromRedisError(error);
@@ -283,9 +295,7 @@ export class FunctionCalls {
 
   /** Queues a call of `fn` on a pipeline; `decode` turns its entry of the pipeline's replies into the reply. */
   queue<A extends readonly Arg[], R>(pipeline: ChainableCommander, fn: RedisFunction<A, R, 'pool'>, pool: string, args: A): void {
-    const { keyPrefix, showFriendlyErrorStack } = this.redis.options;
-    // what a Command made by ioredis would carry beside its arguments: then it is made so
-    if (keyPrefix || showFriendlyErrorStack) {
+    if (!sendsPlainCommands(this.redis)) {
       pipeline.call(this.command(fn), fn.name, 1, this.keys.anchor(pool), ...this.prelude(fn), ...args);
       return;
     }

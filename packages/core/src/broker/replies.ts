@@ -236,20 +236,52 @@ export function machineCommand(id: string, flat: string[]): MachineCommand {
   };
 }
 
-/** Leases this process's claims handed out: well-formed by construction (and frozen), so not parsed again. */
-export const issuedLeases = new WeakSet<Lease>();
+/**
+ * A lease this process's claims handed out: well-formed by construction (and
+ * frozen), so not parsed again. Told apart by a private field, which a copy
+ * (`{ ...lease }`) does not carry: a WeakSet did the same for 0.6 us a claim
+ * and left every lease in its table until a full GC.
+ */
+class IssuedLease implements Lease {
+  readonly #issued = true;
 
-// Classes are few and immutable, and every claim hands one out: parse each once.
-const parsedRequirements = new Map<string, JobRequirements>();
+  constructor(
+    readonly pool: string,
+    readonly jobId: string,
+    readonly token: string,
+    readonly workerId: string,
+  ) {
+    Object.freeze(this);
+  }
+
+  static has(lease: Lease): boolean {
+    return #issued in lease;
+  }
+}
+
+/** Whether this process's claims handed `lease` out (see IssuedLease). */
+export function isIssuedLease(lease: Lease): boolean {
+  return IssuedLease.has(lease);
+}
+
+// Classes are few and immutable, and every claim hands one out: parse each once (per pool, by definition).
+const parsedRequirements = new Map<string, Map<string, JobRequirements>>();
+let parsedCount = 0;
 
 export function requirementsOf(definition: string, pool: string): JobRequirements {
-  const key = `${pool}\n${definition}`;
-  let requirements = parsedRequirements.get(key);
+  let ofPool = parsedRequirements.get(pool);
+  let requirements = ofPool?.get(definition);
   if (!requirements) {
     const { service: _s, tenant: _t, workflow_id: _w, ...stored } = JSON.parse(definition) as Record<string, unknown>;
     requirements = deepFreeze(parseWith(JobRequirements, { ...stored, pool }, 'stored requirement class'));
-    if (parsedRequirements.size >= 10_000) parsedRequirements.clear();
-    parsedRequirements.set(key, requirements);
+    if (parsedCount >= 10_000) {
+      parsedRequirements.clear();
+      parsedCount = 0;
+      ofPool = undefined;
+    }
+    if (!ofPool) parsedRequirements.set(pool, (ofPool = new Map()));
+    ofPool.set(definition, requirements);
+    parsedCount++;
   }
   return requirements;
 }
@@ -271,8 +303,7 @@ export function parseClaim(shard: string, workerId: string, reply: ClaimReply): 
   }
   const [, id, token, attempt, service, tenant, payload, definition, priority, workflowId, step, timeout, submittedAt, traceparent] =
     reply as [string, string, string, number, string, string, string, string, number, string, string, string, string, string | undefined];
-  const lease: Lease = Object.freeze({ pool: shard, jobId: id, token, workerId });
-  issuedLeases.add(lease);
+  const lease: Lease = new IssuedLease(shard, id, token, workerId);
   return {
     job: {
       lease,
