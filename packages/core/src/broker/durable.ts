@@ -48,8 +48,9 @@ export async function execWithReplicaWait(ctx: BrokerContext, queueCalls: (pipel
 }
 
 /**
- * Runs a submit's calls as one pipeline: durably (`execWithReplicaWait`), or on
- * the pipeline the calls of this event-loop turn share on `shard`.
+ * Runs a submit's calls as one pipeline: durably (`execWithReplicaWait`), on a
+ * pipeline of their own sent at once (`alone`), or on the pipeline the calls of
+ * this event-loop turn share on `shard`.
  * `replies` are the calls' own; `notReplicated(what)` is the error of a durable
  * submit no replica acknowledged (undefined otherwise), `what` naming what was submitted.
  */
@@ -58,7 +59,13 @@ export async function execSubmitCalls(
   shard: string,
   durable: boolean,
   queueCalls: (pipeline: ChainableCommander) => void,
+  alone = false,
 ): Promise<{ replies: Array<[Error | null, unknown]>; notReplicated: (what: string) => NotReplicatedError | undefined }> {
+  if (!durable && alone) {
+    const pipeline = ctx.redis.pipeline();
+    queueCalls(pipeline);
+    return { replies: ((await pipeline.exec()) ?? []) as Array<[Error | null, unknown]>, notReplicated: () => undefined };
+  }
   // the submits of one event-loop turn on one shard go out together (FunctionCalls.inTurn)
   if (!durable) return { replies: await ctx.calls.inTurn(shard, queueCalls), notReplicated: () => undefined };
   const replies = await execWithReplicaWait(ctx, queueCalls);

@@ -124,7 +124,11 @@ export async function submitMany(ctx: BrokerContext, inputs: SubmitJobInput[], o
           ctx.calls.queue(pipeline, FUNCTIONS.submitMany, shard, submitManyArgs(ctx, batch.map((index) => prepared[index]!.args)));
         }
       };
-      const { replies, notReplicated } = await execSubmitCalls(ctx, shard, isDurable(ctx, options.durable), queueCalls);
+      // a shard's share of at least one full call goes out at once, in a pipeline of its own: joined with
+      // the turn's other calls, a caller's batches sent one after another (a bulk import) all went out
+      // together at the turn's end and came back together, Redis idle while the next were made
+      const alone = indexes.length >= SUBMIT_BATCH;
+      const { replies, notReplicated } = await execSubmitCalls(ctx, shard, isDurable(ctx, options.durable), queueCalls, alone);
       const failure = notReplicated(`the batch's jobs of shard ${shard}`);
       batches.forEach((batch, b) => {
         let reply: SubmitManyReply | undefined;
