@@ -2,10 +2,12 @@ import { usePrivateRedis } from '@emp/testkit/private-redis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker, type ClaimedJob } from './broker';
 import { IdempotencyConflictError, NotRetryableError, ValidationError } from './errors';
+import { KeyLayout } from './keys';
 import { undeclaredStreamEntries } from './testing/stream-contract';
 import type { SubmitWorkflowInput } from './workflow';
 
 const { redis } = usePrivateRedis();
+const keys = new KeyLayout();
 let now = 1_000_000;
 
 beforeEach(() => {
@@ -216,6 +218,24 @@ describe('workflow progression', () => {
     ]);
     await expect(b.complete(bJob.lease, {})).rejects.toThrow(/LEASE_LOST|no longer held/);
     await expect(b.retry(a.id)).rejects.toBeInstanceOf(NotRetryableError);
+  });
+
+  it('a failure that ends its workflow and claims next leaves the worker busy with the job it claimed', async () => {
+    const b = await broker();
+    await b.submitWorkflow({ pool: 'standard', steps: { a: { service: 'simulation' }, b: { service: 'simulation' } } });
+    const a = await claim(b);
+    const bJob = await claim(b);
+    const plain = await b.submit({ service: 'simulation' });
+    // a's failure fails the workflow, which cancels b, the worker's other job: left with none, the
+    // worker is recorded idle in the same call, before it claims the plain job
+    const { outcome, next } = await b.fail(a.lease, failing('bad prompt'), { claimNext: true });
+    expect(outcome).toBe('failed');
+    expect((await b.getJob(bJob.id))!.state).toBe('canceled');
+    expect(next?.job?.id).toBe(plain.id);
+    expect(await redis.hget(keys.worker('standard', 'w'), 'state')).toBe('busy');
+    expect(await redis.hexists(keys.worker('standard', 'w'), 'waiting')).toBe(0);
+    expect(await redis.hexists(keys.idle('standard'), 'w')).toBe(0);
+    expect(await redis.smembers(keys.workerJobs('standard', 'w'))).toEqual([plain.id]);
   });
 
   it('lets an optional step fail: its dependents run and its result reads as null', async () => {

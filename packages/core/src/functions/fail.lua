@@ -14,6 +14,12 @@ local function fail(keys, args)
   local w = next_worker and load_worker(ctx.p, next_worker, ctx.now)
   local outcome = apply_failure(ctx, job, args[9], args[10], next_worker ~= nil)
   if not next_worker then return { outcome } end
+  if job.opt and opt_fields(job.opt) then
+    -- the failed step may have ended its workflow, whose canceled jobs may have left the worker
+    -- with none (recorded idle) or queued a step that woke it: the claim reads the worker as a
+    -- call of its own would (as complete.lua's does after a step ends)
+    w = load_worker(ctx.p, next_worker, ctx.now)
+  end
   local reply = claim_for(ctx, next_worker, nil, w)
   table.insert(reply, 1, outcome)
   return reply
