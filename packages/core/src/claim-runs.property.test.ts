@@ -8,7 +8,8 @@ import { ensureFunctionLibrary } from './library';
 
 // A call that claims several times (emp_claim_many; emp_complete claiming after each of
 // its completions) takes the jobs at the head of one class in a run, and changes the
-// worker's set of jobs once (class_run and job_set in the function library). Whatever it
+// worker's set of jobs once (deferred.start_run / next_in_run / settle_run and
+// deferred.change_set / apply_set, includes/50-claim.lua). Whatever it
 // does, it must leave Redis exactly as the same claims and completions made one call each:
 // the same jobs to the same workers with the same tokens, the same replies, the same events
 // and, key for key, the same stored data. Each random workload runs twice on the same
