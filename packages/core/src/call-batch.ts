@@ -107,7 +107,7 @@ export class CallBatcher<T extends BatchItem> {
         void this.sendBatch(gathered, gathered.items.splice(0, size));
       }
     }
-    if (gathered.items.length === 0 && gathered.inFlight === 0) this.groups.delete(gathered.key);
+    // (a group is forgotten as its last call's reply comes with nothing left to send: sendBatch)
   }
 
   private async sendBatch(gathered: Group<T>, items: Array<Pending<T>>): Promise<void> {
