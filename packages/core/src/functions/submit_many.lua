@@ -18,13 +18,14 @@ local function submit_many(keys, args)
     classes[args[at]] = { args[at + 1], args[at + 2] }
     at = at + 3
   end
-  ctx.submit_shared = { idem_ttl = args[PRELUDE + 2], max_classes = tonumber(args[PRELUDE + 3]), classes = classes }
+  -- seq_want: the places in line of the batch's jobs, reserved by its first job's submit
+  -- (seq_next and seq_last then, 60-submit.lua)
+  ctx.submit_shared = { idem_ttl = args[PRELUDE + 2], max_classes = tonumber(args[PRELUDE + 3]), classes = classes,
+    seq_want = tonumber(args[PRELUDE + 1]), seq_next = nil, seq_last = nil }
   -- demand is counted once per class for the whole batch (demand.flush, 60-submit.lua)
   ctx.demand = {}
   -- what the batch's jobs leave of their classes, so that the next job of one reads nothing again (60-submit.lua)
   ctx.batch_classes = {}
-  -- the places in line of the batch's jobs, reserved by its first job's submit (60-submit.lua)
-  ctx.seq_want = tonumber(args[PRELUDE + 1])
   for i = 1, tonumber(args[PRELUDE + 1]) do
     local ok, reply, next_at = pcall(submit_job, ctx, args, at)
     if ok then

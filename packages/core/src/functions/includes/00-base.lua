@@ -201,7 +201,8 @@ local PRELUDE = 6
 -- and most calls use neither (reading one costs about as much as a small command's reply).
 -- The fields some calls add later are named here (nil), so that adding them does not
 -- grow the table. Lua makes it with room for the fields named, rounded up to a power of
--- two: the list stays within 16, which leaves room for submit_many's demand and batch_classes.
+-- two: the list stays within 16, which leaves room for submit_many's demand and batch_classes
+-- (its submit_shared, the seventeenth, grows the table once a call of up to a hundred jobs).
 local function context(keys, args)
   local now, ts = clock(args[1])
   local p, shard = prefix_of(keys[1])

@@ -138,18 +138,17 @@ local function submit_job(ctx, args, at, seq)
   delay = delay == '0' and 0 or tonumber(delay) or 0
   -- the score as text once: each redis.call would format a Lua number again
   if not seq then
-    seq = ctx.seq_next
+    seq = shared and shared.seq_next
     if seq then
-      ctx.seq_next = seq < ctx.seq_last and seq + 1 or nil
+      shared.seq_next = seq < shared.seq_last and seq + 1 or nil
     else
       -- a batch reserves a place in line for each of its jobs with one INCRBY (submit_many's
-      -- ctx.seq_want); a job that is refused or a duplicate leaves its number unused, which
+      -- seq_want); a job that is refused or a duplicate leaves its number unused, which
       -- only orders, never counts
-      local want = ctx.seq_want or 1
-      ctx.seq_want = nil
+      local want = shared and shared.seq_want or 1
       local last = call('INCRBY', p .. 'seq', want)
       seq = last - want + 1
-      if want > 1 then ctx.seq_next, ctx.seq_last = seq + 1, last end
+      if want > 1 then shared.seq_want, shared.seq_next, shared.seq_last = nil, seq + 1, last end
       -- the shard's first job ever: nothing stored in an older layout, so it starts at the current one
       if seq == 1 then call('SET', schema_key(p), SCHEMA_VERSION) end
     end
